@@ -1,0 +1,48 @@
+//! `PUT /v2/service_instances/{instance_id}/service_bindings/{binding_id}`.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+
+use super::extract::{OsbJson, OsbPath, OsbQuery};
+use super::{AppState, reply};
+use crate::error::{ErrorBody, OsbResult};
+use crate::wire::{AsyncQuery, BindRequest, BindingResponse};
+
+/// Bind: create credentials for an instance. A 202 never carries credentials.
+#[utoipa::path(put, path = "/v2/service_instances/{instance_id}/service_bindings/{binding_id}", tag = "bindings",
+    params(
+        ("instance_id" = String, Path, description = "Instance id"),
+        ("binding_id" = String, Path, description = "Binding id chosen by the platform"),
+        AsyncQuery),
+    request_body = BindRequest,
+    responses(
+        (status = 201, description = "Bound", body = BindingResponse),
+        (status = 200, description = "Already bound with identical attributes", body = BindingResponse),
+        (status = 202, description = "Binding asynchronously; poll the binding's last_operation", body = BindingResponse),
+        (status = 400, description = "Malformed request, not bindable, bad predecessor, or parameters failing the plan schema", body = ErrorBody),
+        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
+        (status = 404, description = "No such instance", body = ErrorBody),
+        (status = 409, description = "The binding exists with different attributes", body = ErrorBody),
+        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
+        (status = 413, description = "Body over 1 MiB", body = ErrorBody),
+        (status = 422, description = "AsyncRequired, RequiresApp or ConcurrencyError", body = ErrorBody),
+        (status = 500, description = "The backend failed", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ))]
+pub async fn bind(
+    State(state): State<AppState>,
+    OsbPath((instance_id, binding_id)): OsbPath<(String, String)>,
+    OsbQuery(query): OsbQuery<AsyncQuery>,
+    OsbJson(body): OsbJson<BindRequest>,
+) -> OsbResult<Response> {
+    let answer = state
+        .broker
+        .bind(&instance_id, &binding_id, body, query.accepts_incomplete())
+        .await?;
+    Ok(reply(
+        answer,
+        StatusCode::CREATED,
+        state.broker.settings().retry_after_seconds,
+    ))
+}

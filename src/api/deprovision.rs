@@ -1,0 +1,37 @@
+//! `DELETE /v2/service_instances/{instance_id}`.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+
+use super::extract::{OsbPath, OsbQuery};
+use super::{AppState, reply};
+use crate::error::{ErrorBody, OsbResult};
+use crate::wire::{DeleteQuery, Empty, OperationResponse};
+
+/// Deprovision a service instance (and retire its bindings).
+#[utoipa::path(delete, path = "/v2/service_instances/{instance_id}", tag = "instances",
+    params(("instance_id" = String, Path, description = "Instance id"), DeleteQuery),
+    responses(
+        (status = 200, description = "Deprovisioned", body = OperationResponse),
+        (status = 202, description = "Deprovisioning asynchronously; poll last_operation", body = OperationResponse),
+        (status = 400, description = "service_id or plan_id missing", body = ErrorBody),
+        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
+        (status = 410, description = "No such instance", body = Empty),
+        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
+        (status = 422, description = "AsyncRequired or ConcurrencyError", body = ErrorBody),
+        (status = 500, description = "The backend failed; see instance_usable", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ))]
+pub async fn deprovision(
+    State(state): State<AppState>,
+    OsbPath(instance_id): OsbPath<String>,
+    OsbQuery(query): OsbQuery<DeleteQuery>,
+) -> OsbResult<Response> {
+    let answer = state.broker.deprovision(&instance_id, &query).await?;
+    Ok(reply(
+        answer,
+        StatusCode::OK,
+        state.broker.settings().retry_after_seconds,
+    ))
+}

@@ -1,0 +1,202 @@
+//! The ElasTest extensions: service registration, manifests, instance details.
+//! Kept apart from the OSB routes; where the ElasTest platform depends on a detail of
+//! the original ESM, the comment says so.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::AppState;
+use super::extract::{OsbJson, OsbPath, OsbQuery};
+use crate::broker::Registered;
+use crate::domain::catalog::Service;
+use crate::domain::manifest::Manifest;
+use crate::error::{ErrorBody, OsbError, OsbResult};
+use crate::wire::{Empty, EtInstance};
+
+fn registered(outcome: Registered) -> Response {
+    let status = match outcome {
+        Registered::Created => StatusCode::CREATED,
+        Registered::Existing => StatusCode::OK,
+    };
+    // The ElasTest platform parses the answer as a JSON object: `{}`.
+    (status, Json(Empty {})).into_response()
+}
+
+/// Register a service in the catalog, or replace the one with the same id.
+#[utoipa::path(put, path = "/v2/et/catalog", tag = "elastest",
+    request_body = Service,
+    responses(
+        (status = 201, description = "Registered", body = Empty),
+        (status = 200, description = "Replaced the service with the same id", body = Empty),
+        (status = 400, description = "Invalid service", body = ErrorBody),
+        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
+        (status = 409, description = "Name or plan id taken by another service, or a dropped plan still has instances", body = ErrorBody),
+        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
+        (status = 413, description = "Body over 1 MiB", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ))]
+pub async fn register_service(
+    State(state): State<AppState>,
+    OsbJson(service): OsbJson<Service>,
+) -> OsbResult<Response> {
+    Ok(registered(state.broker.register_service(service).await?))
+}
+
+/// Remove a service (and its manifests); refused while it has instances.
+#[utoipa::path(delete, path = "/v2/et/catalog/{service_id}", tag = "elastest",
+    params(("service_id" = String, Path, description = "Service id")),
+    responses(
+        (status = 200, description = "Removed", body = Empty),
+        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
+        (status = 404, description = "No such service", body = ErrorBody),
+        (status = 409, description = "The service still has instances", body = ErrorBody),
+        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ))]
+pub async fn delete_service(
+    State(state): State<AppState>,
+    OsbPath(service_id): OsbPath<String>,
+) -> OsbResult<Json<Empty>> {
+    state.broker.delete_service(&service_id).await?;
+    Ok(Json(Empty {}))
+}
+
+/// `?service_id=` of the original's delete route.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ServiceIdQuery {
+    /// The service to remove.
+    #[serde(default)]
+    pub service_id: Option<String>,
+}
+
+/// Remove a service, the original ESM's way (`?service_id=`).
+#[utoipa::path(delete, path = "/v2/et/catalog", tag = "elastest",
+    params(ServiceIdQuery),
+    responses(
+        (status = 200, description = "Removed", body = Empty),
+        (status = 400, description = "service_id missing", body = ErrorBody),
+        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
+        (status = 404, description = "No such service", body = ErrorBody),
+        (status = 409, description = "The service still has instances", body = ErrorBody),
+        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ))]
+pub async fn delete_service_by_query(
+    State(state): State<AppState>,
+    OsbQuery(query): OsbQuery<ServiceIdQuery>,
+) -> OsbResult<Json<Empty>> {
+    let service_id = query
+        .service_id
+        .filter(|s| !s.trim().is_empty())
+        .ok_or_else(|| OsbError::BadRequest("query parameter service_id is required".into()))?;
+    state.broker.delete_service(&service_id).await?;
+    Ok(Json(Empty {}))
+}
+
+/// Register a manifest for a plan. The path id wins over the body's `id`.
+#[utoipa::path(put, path = "/v2/et/manifest/{manifest_id}", tag = "elastest",
+    params(("manifest_id" = String, Path, description = "Manifest id")),
+    request_body = Manifest,
+    responses(
+        (status = 201, description = "Registered", body = Empty),
+        (status = 200, description = "Already registered identically", body = Empty),
+        (status = 400, description = "Unknown service, plan or manifest_type, or an invalid manifest", body = ErrorBody),
+        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
+        (status = 409, description = "The id exists with other content, or the plan has another manifest", body = ErrorBody),
+        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
+        (status = 413, description = "Body over 1 MiB", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ))]
+pub async fn register_manifest(
+    State(state): State<AppState>,
+    OsbPath(manifest_id): OsbPath<String>,
+    OsbJson(manifest): OsbJson<Manifest>,
+) -> OsbResult<Response> {
+    Ok(registered(
+        state
+            .broker
+            .register_manifest(&manifest_id, manifest)
+            .await?,
+    ))
+}
+
+/// A manifest, as a one-element array: the ElasTest platform reads `body[0]`. Needs no
+/// version header (the platform sends none here).
+#[utoipa::path(get, path = "/v2/et/manifest/{manifest_id}", tag = "elastest",
+    params(("manifest_id" = String, Path, description = "Manifest id")),
+    responses(
+        (status = 200, description = "The manifest, in a one-element array", body = Vec<Manifest>),
+        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
+        (status = 404, description = "No such manifest", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ))]
+pub async fn get_manifest(
+    State(state): State<AppState>,
+    OsbPath(manifest_id): OsbPath<String>,
+) -> OsbResult<Json<Vec<Manifest>>> {
+    Ok(Json(vec![state.broker.manifest_by_id(&manifest_id).await?]))
+}
+
+/// Every manifest. Needs no version header.
+#[utoipa::path(get, path = "/v2/et/manifest", tag = "elastest",
+    responses(
+        (status = 200, description = "The manifests", body = Vec<Manifest>),
+        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ))]
+pub async fn list_manifests(State(state): State<AppState>) -> OsbResult<Json<Vec<Manifest>>> {
+    Ok(Json(state.broker.list_manifests().await?))
+}
+
+/// Remove a manifest; refused while instances use it.
+#[utoipa::path(delete, path = "/v2/et/manifest/{manifest_id}", tag = "elastest",
+    params(("manifest_id" = String, Path, description = "Manifest id")),
+    responses(
+        (status = 200, description = "Removed", body = Empty),
+        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
+        (status = 404, description = "No such manifest", body = ErrorBody),
+        (status = 409, description = "Instances use the manifest", body = ErrorBody),
+        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ))]
+pub async fn delete_manifest(
+    State(state): State<AppState>,
+    OsbPath(manifest_id): OsbPath<String>,
+) -> OsbResult<Json<Empty>> {
+    state.broker.delete_manifest(&manifest_id).await?;
+    Ok(Json(Empty {}))
+}
+
+/// Every instance, with live deployment details.
+#[utoipa::path(get, path = "/v2/et/service_instances", tag = "elastest",
+    responses(
+        (status = 200, description = "The instances", body = Vec<EtInstance>),
+        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
+        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ))]
+pub async fn list_instances(State(state): State<AppState>) -> OsbResult<Json<Vec<EtInstance>>> {
+    Ok(Json(state.broker.et_instances().await?))
+}
+
+/// One instance, with live deployment details (`context.<container>_Ip`, ...).
+#[utoipa::path(get, path = "/v2/et/service_instances/{instance_id}", tag = "elastest",
+    params(("instance_id" = String, Path, description = "Instance id")),
+    responses(
+        (status = 200, description = "The instance", body = EtInstance),
+        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
+        (status = 404, description = "No such instance", body = ErrorBody),
+        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ))]
+pub async fn get_instance(
+    State(state): State<AppState>,
+    OsbPath(instance_id): OsbPath<String>,
+) -> OsbResult<Json<EtInstance>> {
+    Ok(Json(state.broker.et_instance(&instance_id).await?))
+}

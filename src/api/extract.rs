@@ -1,0 +1,85 @@
+//! Extractors whose rejections are OSB errors, so a malformed request never gets
+//! axum's plain-text answer.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use crate::error::OsbError;
+
+/// The request body limit (larger bodies answer 413).
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
+/// A JSON body. The `Content-Type` is not insisted on (OSB: a broker MAY parse a body
+/// without it), so `curl -d` works as it did with the original.
+#[derive(Debug)]
+pub struct OsbJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for OsbJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = OsbError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                OsbError::PayloadTooLarge(BODY_LIMIT)
+            } else {
+                OsbError::BadRequest(format!(
+                    "cannot read the request body: {}",
+                    rejection.body_text()
+                ))
+            }
+        })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(OsbError::BadRequest(
+                "the request body is empty; a JSON object is expected".into(),
+            ));
+        }
+        serde_json::from_slice(&bytes)
+            .map(OsbJson)
+            .map_err(|e| OsbError::BadRequest(format!("invalid request body: {e}")))
+    }
+}
+
+/// Query parameters.
+#[derive(Debug)]
+pub struct OsbQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for OsbQuery<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = OsbError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(q)| OsbQuery(q))
+            .map_err(|e| OsbError::BadRequest(format!("invalid query string: {}", e.body_text())))
+    }
+}
+
+/// Path parameters, percent-decoded.
+#[derive(Debug)]
+pub struct OsbPath<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for OsbPath<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Send,
+{
+    type Rejection = OsbError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(p)| OsbPath(p))
+            .map_err(|e| OsbError::BadRequest(format!("invalid path: {}", e.body_text())))
+    }
+}

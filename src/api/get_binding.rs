@@ -1,0 +1,35 @@
+//! `GET /v2/service_instances/{instance_id}/service_bindings/{binding_id}`.
+
+use axum::Json;
+use axum::extract::State;
+
+use super::AppState;
+use super::extract::{OsbPath, OsbQuery};
+use crate::error::{ErrorBody, OsbResult};
+use crate::wire::{BindingResponse, FetchQuery};
+
+/// Fetch a binding, with its credentials.
+#[utoipa::path(get, path = "/v2/service_instances/{instance_id}/service_bindings/{binding_id}", tag = "bindings",
+    params(
+        ("instance_id" = String, Path, description = "Instance id"),
+        ("binding_id" = String, Path, description = "Binding id"),
+        FetchQuery),
+    responses(
+        (status = 200, description = "The binding", body = BindingResponse),
+        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
+        (status = 404, description = "No such binding, or its bind is still running", body = ErrorBody),
+        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ))]
+pub async fn get_binding(
+    State(state): State<AppState>,
+    OsbPath((instance_id, binding_id)): OsbPath<(String, String)>,
+    OsbQuery(_hints): OsbQuery<FetchQuery>,
+) -> OsbResult<Json<BindingResponse>> {
+    Ok(Json(
+        state
+            .broker
+            .fetch_binding(&instance_id, &binding_id)
+            .await?,
+    ))
+}

@@ -1,0 +1,28 @@
+//! `GET /v2/service_instances/{instance_id}`.
+
+use axum::Json;
+use axum::extract::State;
+
+use super::AppState;
+use super::extract::{OsbPath, OsbQuery};
+use crate::error::{ErrorBody, OsbResult};
+use crate::wire::{FetchInstanceResponse, FetchQuery};
+
+/// Fetch a provisioned service instance.
+#[utoipa::path(get, path = "/v2/service_instances/{instance_id}", tag = "instances",
+    params(("instance_id" = String, Path, description = "Instance id"), FetchQuery),
+    responses(
+        (status = 200, description = "The instance", body = FetchInstanceResponse),
+        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
+        (status = 404, description = "No such instance, or its provision is still running", body = ErrorBody),
+        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
+        (status = 422, description = "ConcurrencyError: the instance is being updated", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ))]
+pub async fn get_instance(
+    State(state): State<AppState>,
+    OsbPath(instance_id): OsbPath<String>,
+    OsbQuery(_hints): OsbQuery<FetchQuery>,
+) -> OsbResult<Json<FetchInstanceResponse>> {
+    Ok(Json(state.broker.fetch_instance(&instance_id).await?))
+}

@@ -1,0 +1,41 @@
+//! `GET /v2/service_instances/{instance_id}/service_bindings/{binding_id}/last_operation`.
+
+use axum::extract::State;
+use axum::response::Response;
+
+use super::AppState;
+use super::extract::{OsbPath, OsbQuery};
+use super::last_operation::with_retry_after;
+use crate::error::{ErrorBody, OsbResult};
+use crate::wire::{Empty, LastOperationQuery, LastOperationResponse};
+
+/// The state of a binding's operation. 410 once an asynchronous unbind is done.
+#[utoipa::path(get, path = "/v2/service_instances/{instance_id}/service_bindings/{binding_id}/last_operation", tag = "bindings",
+    params(
+        ("instance_id" = String, Path, description = "Instance id"),
+        ("binding_id" = String, Path, description = "Binding id"),
+        LastOperationQuery),
+    responses(
+        (status = 200, description = "The operation's state", body = LastOperationResponse,
+            headers(("Retry-After" = u64, description = "Seconds to wait before polling again, while in progress"))),
+        (status = 400, description = "The binding has no such operation", body = ErrorBody),
+        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
+        (status = 404, description = "No such binding", body = ErrorBody),
+        (status = 410, description = "The binding was unbound", body = Empty),
+        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ))]
+pub async fn last_binding_operation(
+    State(state): State<AppState>,
+    OsbPath((instance_id, binding_id)): OsbPath<(String, String)>,
+    OsbQuery(query): OsbQuery<LastOperationQuery>,
+) -> OsbResult<Response> {
+    let op = state
+        .broker
+        .binding_last_operation(&instance_id, &binding_id, query.operation.as_deref())
+        .await?;
+    Ok(with_retry_after(
+        op,
+        state.broker.settings().retry_after_seconds,
+    ))
+}

@@ -1,0 +1,49 @@
+//! `GET /v2/service_instances/{instance_id}/last_operation`.
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use super::extract::{OsbPath, OsbQuery};
+use super::middleware::retry_after;
+use crate::domain::operation::OperationState;
+use crate::error::{ErrorBody, OsbResult};
+use crate::wire::{Empty, LastOperationQuery, LastOperationResponse};
+
+/// The state of an instance's operation. 410 once an asynchronous deprovision is done.
+#[utoipa::path(get, path = "/v2/service_instances/{instance_id}/last_operation", tag = "instances",
+    params(("instance_id" = String, Path, description = "Instance id"), LastOperationQuery),
+    responses(
+        (status = 200, description = "The operation's state", body = LastOperationResponse,
+            headers(("Retry-After" = u64, description = "Seconds to wait before polling again, while in progress"))),
+        (status = 400, description = "The instance has no such operation", body = ErrorBody),
+        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
+        (status = 404, description = "No such instance", body = ErrorBody),
+        (status = 410, description = "The instance was deprovisioned", body = Empty),
+        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ))]
+pub async fn last_operation(
+    State(state): State<AppState>,
+    OsbPath(instance_id): OsbPath<String>,
+    OsbQuery(query): OsbQuery<LastOperationQuery>,
+) -> OsbResult<Response> {
+    let op = state
+        .broker
+        .instance_last_operation(&instance_id, query.operation.as_deref())
+        .await?;
+    Ok(with_retry_after(
+        op,
+        state.broker.settings().retry_after_seconds,
+    ))
+}
+
+/// A last_operation answer, with `Retry-After` while the operation runs.
+pub fn with_retry_after(op: LastOperationResponse, seconds: u64) -> Response {
+    if op.state == OperationState::InProgress {
+        ([retry_after(seconds)], Json(op)).into_response()
+    } else {
+        Json(op).into_response()
+    }
+}

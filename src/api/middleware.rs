@@ -1,0 +1,343 @@
+//! The layers every `/v2` request passes: access/audit log with request identity,
+//! basic auth, and the API version check; plus the path clean-up in front of routing.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::error::OsbError;
+
+/// OSB request identity, echoed back on the response (OSB 2.15).
+pub const REQUEST_IDENTITY: HeaderName = HeaderName::from_static("x-broker-api-request-identity");
+/// OSB originating identity: `<platform> <base64 JSON>` (OSB 2.13).
+pub const ORIGINATING_IDENTITY: HeaderName =
+    HeaderName::from_static("x-broker-api-originating-identity");
+/// OSB API version.
+pub const API_VERSION: HeaderName = HeaderName::from_static("x-broker-api-version");
+/// The original ESM's clients send the version header with underscores.
+const API_VERSION_UNDERSCORED: HeaderName = HeaderName::from_static("x_broker_api_version");
+
+/// The lowest and highest OSB minor versions esm implements.
+const MIN_MINOR: u32 = 12;
+const MAX_MINOR: u32 = 17;
+
+/// `//v2/et/manifest/x` is served as `/v2/et/manifest/x`: the ElasTest platform's
+/// configured URL has a trailing slash and it appends `/v2/...`, so it sends double
+/// slashes. Runs before routing.
+pub fn collapse_slashes(mut req: Request) -> Request {
+    let uri = req.uri();
+    if !uri.path().contains("//") {
+        return req;
+    }
+    let mut path = String::with_capacity(uri.path().len());
+    for ch in uri.path().chars() {
+        if !(ch == '/' && path.ends_with('/')) {
+            path.push(ch);
+        }
+    }
+    if let Some(query) = uri.query() {
+        path.push('?');
+        path.push_str(query);
+    }
+    let mut parts = uri.clone().into_parts();
+    if let Ok(pq) = path.parse() {
+        parts.path_and_query = Some(pq);
+        if let Ok(clean) = Uri::from_parts(parts) {
+            *req.uri_mut() = clean;
+        }
+    }
+    req
+}
+
+/// Basic-auth credentials, kept as SHA-256 digests so that comparing them takes the
+/// same time whatever the input (no length or prefix leaks).
+#[derive(Clone)]
+pub struct BasicAuth {
+    user: [u8; 32],
+    pass: [u8; 32],
+}
+
+impl BasicAuth {
+    /// Expects these credentials.
+    pub fn new(user: &str, pass: &str) -> Self {
+        Self {
+            user: Sha256::digest(user.as_bytes()).into(),
+            pass: Sha256::digest(pass.as_bytes()).into(),
+        }
+    }
+
+    fn accepts(&self, headers: &HeaderMap) -> bool {
+        let Some((user, pass)) = basic_credentials(headers) else {
+            return false;
+        };
+        let user_ok = self
+            .user
+            .ct_eq(&<[u8; 32]>::from(Sha256::digest(user.as_bytes())));
+        let pass_ok = self
+            .pass
+            .ct_eq(&<[u8; 32]>::from(Sha256::digest(pass.as_bytes())));
+        (user_ok & pass_ok).into()
+    }
+}
+
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = String::from_utf8(BASE64.decode(encoded.trim()).ok()?).ok()?;
+    let (user, pass) = decoded.split_once(':')?;
+    Some((user.to_owned(), pass.to_owned()))
+}
+
+/// 401 unless the request carries the broker credentials.
+pub async fn require_auth(State(auth): State<BasicAuth>, req: Request, next: Next) -> Response {
+    if auth.accepts(req.headers()) {
+        next.run(req).await
+    } else {
+        OsbError::Unauthorized.into_response()
+    }
+}
+
+/// 412 unless `X-Broker-API-Version` is 2.12 or later in the 2.x line.
+///
+/// `GET /v2/et/manifest[/{id}]` is exempt: the ElasTest platform fetches manifests
+/// without any header, and the original never checked there.
+pub async fn require_api_version(req: Request, next: Next) -> Response {
+    let exempt = req.method() == Method::GET
+        && req
+            .extensions()
+            .get::<MatchedPath>()
+            .is_some_and(|p| p.as_str().starts_with("/v2/et/manifest"));
+    if exempt {
+        return next.run(req).await;
+    }
+    match check_version(req.headers()) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn check_version(headers: &HeaderMap) -> Result<(), OsbError> {
+    let supported = format!("esm supports 2.{MIN_MINOR} to 2.{MAX_MINOR}");
+    let Some(value) = headers
+        .get(&API_VERSION)
+        .or_else(|| headers.get(&API_VERSION_UNDERSCORED))
+    else {
+        return Err(OsbError::UnsupportedVersion(format!(
+            "the X-Broker-API-Version header is missing; {supported}"
+        )));
+    };
+    let text = value.to_str().unwrap_or_default().trim();
+    let mut parts = text.split('.');
+    let major = parts.next().and_then(|m| m.parse::<u32>().ok());
+    let minor = parts.next().and_then(|m| m.parse::<u32>().ok());
+    match (major, minor) {
+        (Some(2), Some(minor)) if minor >= MIN_MINOR => Ok(()),
+        _ => Err(OsbError::UnsupportedVersion(format!(
+            "X-Broker-API-Version {text:?} is not supported; {supported}"
+        ))),
+    }
+}
+
+/// Who asked, from the originating identity header.
+#[derive(Debug, Default, PartialEq)]
+struct Originator {
+    platform: String,
+    user: String,
+}
+
+fn originator(headers: &HeaderMap) -> Option<Originator> {
+    let value = headers.get(&ORIGINATING_IDENTITY)?.to_str().ok()?;
+    let (platform, encoded) = value.trim().split_once(' ')?;
+    let user = BASE64
+        .decode(encoded.trim())
+        .ok()
+        .and_then(|raw| serde_json::from_slice::<serde_json::Value>(&raw).ok())
+        .map(|json| {
+            ["user_id", "username", "user", "uid"]
+                .iter()
+                .find_map(|k| json.get(*k).and_then(|v| v.as_str()).map(str::to_owned))
+                .unwrap_or_else(|| json.to_string())
+        })
+        .unwrap_or_else(|| "<undecodable>".to_owned());
+    Some(Originator {
+        platform: platform.to_owned(),
+        user,
+    })
+}
+
+/// The name of the broker operation behind a route, for the audit log.
+fn operation_name(method: &Method, route: &str) -> &'static str {
+    let is = |m: Method| *method == m;
+    match route {
+        "/v2/catalog" => "catalog",
+        "/v2/service_instances/{instance_id}" if is(Method::PUT) => "provision",
+        "/v2/service_instances/{instance_id}" if is(Method::PATCH) => "update",
+        "/v2/service_instances/{instance_id}" if is(Method::DELETE) => "deprovision",
+        "/v2/service_instances/{instance_id}" => "fetch_instance",
+        "/v2/service_instances/{instance_id}/last_operation" => "instance_last_operation",
+        "/v2/service_instances/{instance_id}/service_bindings/{binding_id}" if is(Method::PUT) => {
+            "bind"
+        }
+        "/v2/service_instances/{instance_id}/service_bindings/{binding_id}"
+            if is(Method::DELETE) =>
+        {
+            "unbind"
+        }
+        "/v2/service_instances/{instance_id}/service_bindings/{binding_id}" => "fetch_binding",
+        "/v2/service_instances/{instance_id}/service_bindings/{binding_id}/last_operation" => {
+            "binding_last_operation"
+        }
+        r if r.starts_with("/v2/et/catalog") => "et_catalog",
+        r if r.starts_with("/v2/et/manifest") => "et_manifest",
+        r if r.starts_with("/v2/et/service_instances") => "et_service_instances",
+        _ => "other",
+    }
+}
+
+/// Echoes the request identity and writes one audit line per request: the broker
+/// operation, its outcome, the request identity and who originated it. Failures are
+/// logged here, once, with the error the handler returned.
+pub async fn audit(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    let request_identity = req.headers().get(&REQUEST_IDENTITY).cloned();
+    let origin = originator(req.headers()).unwrap_or_default();
+
+    let mut response = next.run(req).await;
+
+    if let Some(identity) = &request_identity {
+        response
+            .headers_mut()
+            .insert(REQUEST_IDENTITY, identity.clone());
+    }
+    let status = response.status().as_u16();
+    let request_id = request_identity
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    let error = response
+        .extensions()
+        .get::<OsbError>()
+        .map(|e| e.to_string());
+    let millis = started.elapsed().as_secs_f64() * 1000.0;
+    let operation = operation_name(&method, &route);
+    match (status, error) {
+        (500.., Some(error)) => tracing::error!(
+            target: "esm::audit", operation, %method, path, status, request_id,
+            platform = origin.platform, user = origin.user, millis, error, "request failed"
+        ),
+        (_, Some(error)) => tracing::info!(
+            target: "esm::audit", operation, %method, path, status, request_id,
+            platform = origin.platform, user = origin.user, millis, error, "request refused"
+        ),
+        _ => tracing::info!(
+            target: "esm::audit", operation, %method, path, status, request_id,
+            platform = origin.platform, user = origin.user, millis, "request served"
+        ),
+    }
+    response
+}
+
+/// `Retry-After` value in seconds.
+pub fn retry_after(seconds: u64) -> (HeaderName, HeaderValue) {
+    (axum::http::header::RETRY_AFTER, HeaderValue::from(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.insert(
+                HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn versions_from_2_12_up_are_accepted() {
+        for ok in ["2.12", "2.13", "2.17", "2.99", "2.12.0"] {
+            assert!(
+                check_version(&headers(&[("x-broker-api-version", ok)])).is_ok(),
+                "{ok}"
+            );
+        }
+        for bad in ["2.11", "1.12", "3.0", "two", ""] {
+            assert!(
+                check_version(&headers(&[("x-broker-api-version", bad)])).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(check_version(&headers(&[])).is_err());
+        assert!(check_version(&headers(&[("x_broker_api_version", "2.12")])).is_ok());
+    }
+
+    #[test]
+    fn basic_auth_checks_both_halves() {
+        let auth = BasicAuth::new("admin", "secret");
+        let good = format!("Basic {}", BASE64.encode("admin:secret"));
+        let bad = format!("Basic {}", BASE64.encode("admin:wrong"));
+        assert!(auth.accepts(&headers(&[("authorization", &good)])));
+        assert!(!auth.accepts(&headers(&[("authorization", &bad)])));
+        assert!(!auth.accepts(&headers(&[("authorization", "Basic !!!")])));
+        assert!(!auth.accepts(&headers(&[])));
+    }
+
+    #[test]
+    fn originating_identity_is_decoded() {
+        let value = format!(
+            "cloudfoundry {}",
+            BASE64.encode(r#"{"user_id":"683ea748"}"#)
+        );
+        let origin =
+            originator(&headers(&[("x-broker-api-originating-identity", &value)])).expect("parsed");
+        assert_eq!(
+            origin,
+            Originator {
+                platform: "cloudfoundry".into(),
+                user: "683ea748".into()
+            }
+        );
+        let garbage = originator(&headers(&[(
+            "x-broker-api-originating-identity",
+            "kubernetes ???",
+        )]))
+        .expect("platform kept");
+        assert_eq!(garbage.user, "<undecodable>");
+    }
+
+    #[test]
+    fn double_slashes_collapse() {
+        let req = Request::builder()
+            .uri("//v2//et/manifest/x?a=b//c")
+            .body(axum::body::Body::empty())
+            .expect("req");
+        assert_eq!(
+            collapse_slashes(req).uri().to_string(),
+            "/v2/et/manifest/x?a=b//c"
+        );
+    }
+}

@@ -1,0 +1,123 @@
+//! The OSB API port: every `/v2` route in one table, with its layers, plus the
+//! OpenAPI document and Swagger UI.
+
+pub mod bind;
+pub mod catalog;
+pub mod deprovision;
+pub mod et;
+pub mod extract;
+pub mod get_binding;
+pub mod get_instance;
+pub mod last_binding_operation;
+pub mod last_operation;
+pub mod middleware;
+pub mod provision;
+pub mod unbind;
+pub mod update;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::broker::{Answer, Broker};
+use crate::error::OsbError;
+use crate::openapi::ApiDoc;
+use middleware::BasicAuth;
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// Every operation goes through the broker.
+    pub broker: Arc<Broker>,
+}
+
+/// The `/v2` routes (unlayered) and the OpenAPI document generated from them.
+pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(catalog::catalog))
+        .routes(routes!(
+            provision::provision,
+            update::update,
+            deprovision::deprovision,
+            get_instance::get_instance
+        ))
+        .routes(routes!(last_operation::last_operation))
+        .routes(routes!(
+            bind::bind,
+            unbind::unbind,
+            get_binding::get_binding
+        ))
+        .routes(routes!(last_binding_operation::last_binding_operation))
+        .routes(routes!(et::register_service, et::delete_service_by_query))
+        .routes(routes!(et::delete_service))
+        .routes(routes!(et::list_manifests))
+        .routes(routes!(
+            et::register_manifest,
+            et::get_manifest,
+            et::delete_manifest
+        ))
+        .routes(routes!(et::list_instances))
+        .routes(routes!(et::get_instance))
+        .split_for_parts()
+}
+
+/// The whole API port: `/v2` behind auth and the version check, `/swagger.json` and
+/// `/ui` open.
+pub fn router(state: AppState, auth: Option<BasicAuth>) -> Router {
+    let (v2, spec) = routes();
+    let spec = crate::openapi::with_broker_headers(spec);
+    let mut v2 = v2
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(middleware::require_api_version));
+    match auth {
+        Some(auth) => {
+            v2 = v2.layer(axum::middleware::from_fn_with_state(
+                auth,
+                middleware::require_auth,
+            ))
+        }
+        None => tracing::warn!(
+            "ESM_BROKER_USERNAME/ESM_BROKER_PASSWORD are not set: the broker API is open to anyone who can reach it"
+        ),
+    }
+    v2.layer(axum::middleware::from_fn(middleware::audit))
+        .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
+        .with_state(state)
+        .merge(SwaggerUi::new("/ui").url("/swagger.json", spec))
+}
+
+async fn not_found() -> OsbError {
+    OsbError::NotFound("no such route".into())
+}
+
+async fn method_not_allowed() -> OsbError {
+    OsbError::MethodNotAllowed
+}
+
+/// Turns a broker answer into a response: `done` for work carried out now (201 for
+/// creates, 200 otherwise), 200 for "already so", 202 with `Retry-After` for accepted.
+pub fn reply<T: Serialize>(
+    answer: Answer<T>,
+    done: StatusCode,
+    retry_after_seconds: u64,
+) -> Response {
+    match answer {
+        Answer::Done(body) => (done, axum::Json(body)).into_response(),
+        Answer::AlreadyDone(body) => (StatusCode::OK, axum::Json(body)).into_response(),
+        Answer::Accepted(body) => (
+            StatusCode::ACCEPTED,
+            [middleware::retry_after(retry_after_seconds)],
+            axum::Json(body),
+        )
+            .into_response(),
+    }
+}

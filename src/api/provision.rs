@@ -1,0 +1,44 @@
+//! `PUT /v2/service_instances/{instance_id}`.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+
+use super::extract::{OsbJson, OsbPath, OsbQuery};
+use super::{AppState, reply};
+use crate::error::{ErrorBody, OsbResult};
+use crate::wire::{AsyncQuery, ProvisionRequest, ProvisionResponse};
+
+/// Provision a service instance.
+#[utoipa::path(put, path = "/v2/service_instances/{instance_id}", tag = "instances",
+    params(("instance_id" = String, Path, description = "Instance id chosen by the platform"), AsyncQuery),
+    request_body = ProvisionRequest,
+    responses(
+        (status = 201, description = "Provisioned", body = ProvisionResponse),
+        (status = 200, description = "Already provisioned with identical attributes", body = ProvisionResponse),
+        (status = 202, description = "Provisioning asynchronously; poll last_operation", body = ProvisionResponse),
+        (status = 400, description = "Malformed request, unknown service or plan, or parameters failing the plan schema", body = ErrorBody),
+        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
+        (status = 409, description = "The instance exists with different attributes", body = ErrorBody),
+        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
+        (status = 413, description = "Body over 1 MiB", body = ErrorBody),
+        (status = 422, description = "AsyncRequired, MaintenanceInfoConflict or ConcurrencyError", body = ErrorBody),
+        (status = 500, description = "The backend failed", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ))]
+pub async fn provision(
+    State(state): State<AppState>,
+    OsbPath(instance_id): OsbPath<String>,
+    OsbQuery(query): OsbQuery<AsyncQuery>,
+    OsbJson(body): OsbJson<ProvisionRequest>,
+) -> OsbResult<Response> {
+    let answer = state
+        .broker
+        .provision(&instance_id, body, query.accepts_incomplete())
+        .await?;
+    Ok(reply(
+        answer,
+        StatusCode::CREATED,
+        state.broker.settings().retry_after_seconds,
+    ))
+}

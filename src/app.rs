@@ -1,0 +1,148 @@
+//! Start-up and shutdown: builds the store, backends and broker from the config, binds
+//! both ports (port 0 allowed, for tests), serves until told to stop, then drains.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::ServiceExt;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
+
+use crate::api::middleware::{BasicAuth, collapse_slashes};
+use crate::api::{self, AppState};
+use crate::backend::Backends;
+use crate::backend::dummy::DummyBackend;
+use crate::broker::{Broker, BrokerSettings};
+use crate::config::{Config, StoreKind};
+use crate::ops::{self, OpsState};
+use crate::store::Store;
+use crate::store::memory::MemoryStore;
+
+/// Why esm could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A port could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The store could not be opened or read.
+    #[error("store: {0}")]
+    Store(String),
+    /// Serving failed.
+    #[error("serving failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A bound, not yet serving esm.
+pub struct Server {
+    config: Arc<Config>,
+    broker: Arc<Broker>,
+    api: TcpListener,
+    ops: TcpListener,
+}
+
+impl Server {
+    /// Opens the store, sets up the backends and binds both ports.
+    pub async fn bind(config: Config) -> Result<Self, StartError> {
+        let store: Arc<dyn Store> = match config.store {
+            StoreKind::Memory => Arc::new(MemoryStore::new()),
+        };
+        let backends = Backends::new().with(Arc::new(DummyBackend::new()));
+        let broker = Broker::new(
+            store,
+            backends,
+            BrokerSettings {
+                retry_after_seconds: config.retry_after,
+            },
+        );
+        let api = listen(config.api_addr()).await?;
+        let ops = listen(config.ops_addr()).await?;
+        Ok(Self {
+            config: Arc::new(config),
+            broker,
+            api,
+            ops,
+        })
+    }
+
+    /// The address the OSB API listens on.
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api
+            .local_addr()
+            .unwrap_or_else(|_| self.config.api_addr())
+    }
+
+    /// The address the operator port listens on.
+    pub fn ops_addr(&self) -> SocketAddr {
+        self.ops
+            .local_addr()
+            .unwrap_or_else(|_| self.config.ops_addr())
+    }
+
+    /// Serves both ports until `shutdown` completes, then lets in-flight requests
+    /// finish and stops the running operations where they are (they stay "in
+    /// progress" in the store and the next start resumes them).
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        let resumed = self
+            .broker
+            .resume()
+            .await
+            .map_err(|e| StartError::Store(e.to_string()))?;
+        if resumed > 0 {
+            tracing::info!(
+                resumed,
+                "resumed operations left in progress by the previous run"
+            );
+        }
+        let auth = self
+            .config
+            .credentials()
+            .map(|(user, pass)| BasicAuth::new(user, pass));
+        let api_router = api::router(
+            AppState {
+                broker: self.broker.clone(),
+            },
+            auth,
+        );
+        // Path clean-up must run before routing, so it wraps the router from outside.
+        let api_service = ServiceBuilder::new()
+            .map_request(collapse_slashes)
+            .service(api_router);
+        let ops_router = ops::router(OpsState {
+            broker: self.broker.clone(),
+            config: self.config.clone(),
+        });
+
+        let stop = CancellationToken::new();
+        let trigger = stop.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            trigger.cancel();
+        });
+        tracing::info!(api = %self.api_addr(), ops = %self.ops_addr(), store = self.broker.store().kind(), "esm is serving");
+        let api = axum::serve(self.api, api_service.into_make_service())
+            .with_graceful_shutdown(stop.clone().cancelled_owned());
+        let ops = axum::serve(self.ops, ops_router)
+            .with_graceful_shutdown(stop.clone().cancelled_owned());
+        let (api_result, ops_result) = tokio::join!(api, ops);
+        self.broker.shutdown().await;
+        tracing::info!("esm stopped");
+        api_result.map_err(StartError::Serve)?;
+        ops_result.map_err(StartError::Serve)
+    }
+}
+
+async fn listen(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}

@@ -1,0 +1,372 @@
+//! The dummy backend: deploys nothing, but behaves as its manifest tells it to.
+//!
+//! A dummy manifest is any YAML document. If it is a docker-compose-like mapping, the
+//! dummy reports its `services` as if they ran, so clients that read instance details
+//! (the ElasTest platform reads `<container>_Ip`) can be exercised without Docker. A
+//! top-level `x-esm-dummy` key scripts its behaviour, so tests can cover every path:
+//!
+//! ```yaml
+//! x-esm-dummy:
+//!   mode: either        # sync | async | either (default): how operations run
+//!   delay_ms: 200       # how long each operation takes (default 0)
+//!   fail: [provision]   # operations that fail: provision, update, deprovision, bind, unbind
+//!   requires_app: true  # bind needs an app_guid (default false)
+//!   dashboard_url: http://dash.example/x   # reported on provision
+//! services:
+//!   web:
+//!     image: nginx
+//!     environment: {MODE: test}
+//! ```
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::{Backend, BackendError, BindOutput, Deployment, Execution};
+use crate::domain::binding::Binding;
+use crate::domain::instance::ServiceInstance;
+use crate::domain::manifest::Manifest;
+use crate::domain::operation::OperationKind;
+
+/// The dummy backend.
+#[derive(Debug, Default)]
+pub struct DummyBackend;
+
+/// A dummy manifest: the script and the services it pretends to run.
+#[derive(Debug, Default, Deserialize)]
+struct DummyManifest {
+    #[serde(rename = "x-esm-dummy", default)]
+    script: Script,
+    #[serde(default)]
+    services: BTreeMap<String, FakeService>,
+}
+
+/// How the dummy behaves.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Script {
+    #[serde(default)]
+    mode: Mode,
+    #[serde(default)]
+    delay_ms: u64,
+    #[serde(default)]
+    fail: Vec<OperationKind>,
+    #[serde(default)]
+    requires_app: bool,
+    #[serde(default)]
+    dashboard_url: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Mode {
+    Sync,
+    Async,
+    #[default]
+    Either,
+}
+
+/// The few compose keys the dummy reports back.
+#[derive(Debug, Default, Deserialize)]
+struct FakeService {
+    #[serde(default)]
+    image: Option<String>,
+    #[serde(default)]
+    container_name: Option<String>,
+    #[serde(default)]
+    command: Option<Value>,
+    #[serde(default)]
+    environment: Option<Value>,
+}
+
+impl DummyBackend {
+    /// A dummy backend.
+    pub fn new() -> Self {
+        Self
+    }
+
+    fn parse(manifest: &Manifest) -> Result<DummyManifest, String> {
+        let doc: yaml_serde::Value = yaml_serde::from_str(&manifest.manifest_content)
+            .map_err(|e| format!("manifest_content is not valid YAML: {e}"))?;
+        if !doc.is_mapping() {
+            // Plain text or a list: nothing to run, default behaviour.
+            return Ok(DummyManifest::default());
+        }
+        yaml_serde::from_value(doc).map_err(|e| format!("manifest_content: {e}"))
+    }
+
+    /// The parsed manifest; registration already checked it, so a failure here means
+    /// the stored manifest changed under us.
+    fn load(manifest: &Manifest) -> Result<DummyManifest, BackendError> {
+        Self::parse(manifest).map_err(BackendError::new)
+    }
+
+    /// Plays one scripted operation: wait, then fail if told to.
+    async fn play(script: &Script, kind: OperationKind) -> Result<(), BackendError> {
+        if script.delay_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(script.delay_ms)).await;
+        }
+        if script.fail.contains(&kind) {
+            let mut err = BackendError::new(format!(
+                "the dummy backend was told to fail {}",
+                kind.as_str()
+            ));
+            match kind {
+                OperationKind::Update => {
+                    err.instance_usable = Some(true);
+                    err.update_repeatable = Some(true);
+                }
+                OperationKind::Deprovision => err.instance_usable = Some(true),
+                _ => {}
+            }
+            return Err(err);
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Backend for DummyBackend {
+    fn name(&self) -> &'static str {
+        "dummy"
+    }
+
+    fn manifest_types(&self) -> &'static [&'static str] {
+        &["dummy"]
+    }
+
+    fn check_manifest(&self, manifest: &Manifest) -> Result<(), String> {
+        Self::parse(manifest).map(|_| ())
+    }
+
+    fn execution(&self, manifest: &Manifest, _kind: OperationKind) -> Execution {
+        match Self::parse(manifest).map(|m| m.script.mode) {
+            Ok(Mode::Sync) => Execution::Synchronous,
+            Ok(Mode::Async) => Execution::Asynchronous,
+            Ok(Mode::Either) | Err(_) => Execution::Either,
+        }
+    }
+
+    fn requires_app(&self, manifest: &Manifest) -> bool {
+        Self::parse(manifest).is_ok_and(|m| m.script.requires_app)
+    }
+
+    async fn provision(
+        &self,
+        instance: &ServiceInstance,
+        manifest: &Manifest,
+    ) -> Result<Deployment, BackendError> {
+        let parsed = Self::load(manifest)?;
+        Self::play(&parsed.script, OperationKind::Provision).await?;
+        let containers: Vec<String> = parsed
+            .services
+            .iter()
+            .map(|(name, svc)| container_name(&instance.id, name, svc))
+            .collect();
+        let mut details = Map::new();
+        details.insert("containers".into(), json!(containers));
+        Ok(Deployment {
+            details,
+            dashboard_url: parsed.script.dashboard_url,
+        })
+    }
+
+    async fn update(
+        &self,
+        instance: &ServiceInstance,
+        manifest: &Manifest,
+    ) -> Result<Deployment, BackendError> {
+        let parsed = Self::load(manifest)?;
+        Self::play(&parsed.script, OperationKind::Update).await?;
+        Ok(Deployment {
+            details: instance.deployment.clone(),
+            dashboard_url: parsed.script.dashboard_url,
+        })
+    }
+
+    async fn deprovision(
+        &self,
+        _instance: &ServiceInstance,
+        manifest: &Manifest,
+    ) -> Result<(), BackendError> {
+        let parsed = Self::load(manifest)?;
+        Self::play(&parsed.script, OperationKind::Deprovision).await
+    }
+
+    async fn bind(
+        &self,
+        instance: &ServiceInstance,
+        binding: &Binding,
+        manifest: &Manifest,
+    ) -> Result<BindOutput, BackendError> {
+        let parsed = Self::load(manifest)?;
+        Self::play(&parsed.script, OperationKind::Bind).await?;
+        Ok(BindOutput {
+            credentials: json!({
+                "instance_id": instance.id,
+                "username": format!("user-{}", binding.id),
+                "password": uuid::Uuid::new_v4().simple().to_string(),
+            }),
+            endpoints: None,
+        })
+    }
+
+    async fn unbind(
+        &self,
+        _instance: &ServiceInstance,
+        _binding: &Binding,
+        manifest: &Manifest,
+    ) -> Result<(), BackendError> {
+        let parsed = Self::load(manifest)?;
+        Self::play(&parsed.script, OperationKind::Unbind).await
+    }
+
+    async fn info(
+        &self,
+        instance: &ServiceInstance,
+        manifest: &Manifest,
+    ) -> Result<Map<String, Value>, BackendError> {
+        let parsed = Self::load(manifest)?;
+        let mut info = Map::new();
+        for (name, svc) in &parsed.services {
+            let container = container_name(&instance.id, name, svc);
+            let mut put = |key: &str, value: Value| {
+                info.insert(format!("{container}_{key}"), value);
+            };
+            put("state", json!("Up"));
+            if let Some(image) = &svc.image {
+                put("image_name", json!(image));
+            }
+            if let Some(cmd) = &svc.command {
+                put("cmd", json!(command_line(cmd)));
+            }
+            // The dummy runs nothing, so it reports the loopback address.
+            put("Ip", json!("127.0.0.1"));
+            // Like the original, provision parameters are injected as environment variables.
+            for (var, value) in environment(svc.environment.as_ref(), instance.parameters.as_ref())
+            {
+                put(&format!("environment_{var}"), json!(value));
+            }
+        }
+        Ok(info)
+    }
+
+    async fn probe(&self) -> Result<String, BackendError> {
+        Ok("the dummy backend is always ready".into())
+    }
+}
+
+/// Compose's container naming without the `_1` suffix, as the original reported it.
+fn container_name(instance_id: &str, service: &str, svc: &FakeService) -> String {
+    svc.container_name
+        .clone()
+        .unwrap_or_else(|| format!("{}_{service}", instance_id.replace('_', "")))
+}
+
+fn command_line(cmd: &Value) -> String {
+    match cmd {
+        Value::Array(parts) => parts
+            .iter()
+            .map(|p| p.as_str().map_or_else(|| p.to_string(), str::to_owned))
+            .collect::<Vec<_>>()
+            .join(" "),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The service's environment (list or map form) plus the instance parameters.
+fn environment(declared: Option<&Value>, parameters: Option<&Value>) -> BTreeMap<String, String> {
+    let text = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+    let mut env = BTreeMap::new();
+    match declared {
+        Some(Value::Object(map)) => {
+            for (k, v) in map {
+                env.insert(k.clone(), if v.is_null() { String::new() } else { text(v) });
+            }
+        }
+        Some(Value::Array(items)) => {
+            for item in items.iter().filter_map(Value::as_str) {
+                let (k, v) = item.split_once('=').unwrap_or((item, ""));
+                env.insert(k.to_owned(), v.to_owned());
+            }
+        }
+        _ => {}
+    }
+    if let Some(Value::Object(params)) = parameters {
+        for (k, v) in params {
+            env.insert(k.clone(), text(v));
+        }
+    }
+    env
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(content: &str) -> Manifest {
+        Manifest {
+            id: "m".into(),
+            service_id: "s".into(),
+            plan_id: "p".into(),
+            manifest_type: "dummy".into(),
+            manifest_content: content.into(),
+            endpoints: None,
+            config: None,
+        }
+    }
+
+    #[test]
+    fn plain_text_is_a_default_dummy() {
+        let m = manifest("some-content");
+        assert!(DummyBackend.check_manifest(&m).is_ok());
+        assert_eq!(
+            DummyBackend.execution(&m, OperationKind::Provision),
+            Execution::Either
+        );
+    }
+
+    #[test]
+    fn the_script_is_checked_at_registration() {
+        let err = DummyBackend
+            .check_manifest(&manifest("x-esm-dummy:\n  mode: sometimes\n"))
+            .unwrap_err();
+        assert!(err.contains("sometimes"), "{err}");
+        let err = DummyBackend
+            .check_manifest(&manifest("x-esm-dummy:\n  fial: [bind]\n"))
+            .unwrap_err();
+        assert!(err.contains("fial"), "{err}");
+        assert!(
+            DummyBackend
+                .check_manifest(&manifest("services: [unclosed"))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn modes_map_to_executions() {
+        let sync = manifest("x-esm-dummy: {mode: sync}");
+        let asynchronous = manifest("x-esm-dummy: {mode: async}");
+        assert_eq!(
+            DummyBackend.execution(&sync, OperationKind::Bind),
+            Execution::Synchronous
+        );
+        assert_eq!(
+            DummyBackend.execution(&asynchronous, OperationKind::Bind),
+            Execution::Asynchronous
+        );
+    }
+
+    #[test]
+    fn environment_merges_list_map_and_parameters() {
+        let list = json!(["A=1", "B"]);
+        let env = environment(Some(&list), Some(&json!({"C": 3, "A": "x"})));
+        assert_eq!(env.get("A").map(String::as_str), Some("x"));
+        assert_eq!(env.get("B").map(String::as_str), Some(""));
+        assert_eq!(env.get("C").map(String::as_str), Some("3"));
+    }
+}

@@ -1,0 +1,184 @@
+//! Backends: what actually deploys an instance described by a manifest.
+//!
+//! The broker picks a backend by the manifest's `manifest_type` and calls it through the
+//! [`Backend`] trait. Backends are stateless towards esm: everything they need to find
+//! their work again (container ids, network names, ...) they return in a
+//! [`Deployment`], which the broker stores in the instance record. Each call must be
+//! idempotent — a restarted esm re-runs the operations it was in the middle of.
+//!
+//! Like the store, the trait is object-safe and used as `Arc<dyn Backend>`.
+
+pub mod dummy;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+
+use crate::domain::binding::Binding;
+use crate::domain::instance::ServiceInstance;
+use crate::domain::manifest::Manifest;
+use crate::domain::operation::OperationKind;
+
+/// Whether an operation may, must, or cannot run asynchronously.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Execution {
+    /// Quick enough to finish within the request: always answered 200/201.
+    Synchronous,
+    /// Only asynchronously: needs `accepts_incomplete=true` (else 422 `AsyncRequired`).
+    Asynchronous,
+    /// Asynchronously when the platform accepts it, otherwise within the request
+    /// (clients such as the ElasTest platform never send `accepts_incomplete`).
+    Either,
+}
+
+/// What a provision or update produced.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Deployment {
+    /// The backend's own record of what it created, stored with the instance.
+    pub details: Map<String, Value>,
+    /// A dashboard for the instance, if there is one.
+    pub dashboard_url: Option<String>,
+}
+
+/// What a bind produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BindOutput {
+    /// Credentials for the application.
+    pub credentials: Value,
+    /// OSB 2.15 endpoints, if the backend knows them.
+    pub endpoints: Option<Value>,
+}
+
+/// A failed backend call.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct BackendError {
+    /// What went wrong, for the platform's user.
+    pub message: String,
+    /// After a failed update or deprovision: whether the instance still works.
+    pub instance_usable: Option<bool>,
+    /// After a failed update: whether repeating it may succeed.
+    pub update_repeatable: Option<bool>,
+}
+
+impl BackendError {
+    /// A failure with just a message.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            instance_usable: None,
+            update_repeatable: None,
+        }
+    }
+}
+
+/// Something that deploys manifests.
+#[async_trait]
+pub trait Backend: Send + Sync {
+    /// A short name for logs and `/health`.
+    fn name(&self) -> &'static str;
+
+    /// The `manifest_type` values this backend deploys (aliases included).
+    fn manifest_types(&self) -> &'static [&'static str];
+
+    /// Checks a manifest at registration, so a bad one is a 400 then and never a
+    /// failure at provision time.
+    fn check_manifest(&self, manifest: &Manifest) -> Result<(), String>;
+
+    /// How `kind` runs for instances of this manifest.
+    fn execution(&self, manifest: &Manifest, kind: OperationKind) -> Execution;
+
+    /// Whether binding needs an `app_guid` (422 `RequiresApp` without one).
+    fn requires_app(&self, _manifest: &Manifest) -> bool {
+        false
+    }
+
+    /// Deploys an instance.
+    async fn provision(
+        &self,
+        instance: &ServiceInstance,
+        manifest: &Manifest,
+    ) -> Result<Deployment, BackendError>;
+
+    /// Redeploys an instance; `instance` already carries the new plan and parameters,
+    /// `manifest` is the new plan's.
+    async fn update(
+        &self,
+        instance: &ServiceInstance,
+        manifest: &Manifest,
+    ) -> Result<Deployment, BackendError>;
+
+    /// Removes everything the instance's deployment created. Succeeds if nothing is left.
+    async fn deprovision(
+        &self,
+        instance: &ServiceInstance,
+        manifest: &Manifest,
+    ) -> Result<(), BackendError>;
+
+    /// Creates credentials for a binding.
+    async fn bind(
+        &self,
+        instance: &ServiceInstance,
+        binding: &Binding,
+        manifest: &Manifest,
+    ) -> Result<BindOutput, BackendError>;
+
+    /// Revokes a binding's credentials.
+    async fn unbind(
+        &self,
+        instance: &ServiceInstance,
+        binding: &Binding,
+        manifest: &Manifest,
+    ) -> Result<(), BackendError>;
+
+    /// Live details of a deployment, flat-keyed as the original ESM reported them
+    /// (`<container>_state`, `<container>_Ip`, ...), for `/v2/et/service_instances`.
+    async fn info(
+        &self,
+        instance: &ServiceInstance,
+        manifest: &Manifest,
+    ) -> Result<Map<String, Value>, BackendError>;
+
+    /// Checks that the backend can work (e.g. the engine answers), for `/health`.
+    async fn probe(&self) -> Result<String, BackendError>;
+}
+
+/// The backends esm runs with, by manifest type.
+#[derive(Clone, Default)]
+pub struct Backends {
+    by_type: BTreeMap<&'static str, Arc<dyn Backend>>,
+    all: Vec<Arc<dyn Backend>>,
+}
+
+impl Backends {
+    /// No backends.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a backend under each of its manifest types.
+    pub fn with(mut self, backend: Arc<dyn Backend>) -> Self {
+        for ty in backend.manifest_types() {
+            self.by_type.insert(ty, backend.clone());
+        }
+        self.all.push(backend);
+        self
+    }
+
+    /// The backend for a manifest type.
+    pub fn get(&self, manifest_type: &str) -> Option<&Arc<dyn Backend>> {
+        self.by_type.get(manifest_type)
+    }
+
+    /// Every supported manifest type, for error messages.
+    pub fn types(&self) -> Vec<&'static str> {
+        self.by_type.keys().copied().collect()
+    }
+
+    /// Each backend once.
+    pub fn all(&self) -> &[Arc<dyn Backend>] {
+        &self.all
+    }
+}

@@ -1,0 +1,499 @@
+//! Binding operations: bind, unbind, fetch, last_operation.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::instances::{failure_of, last_operation_of, succeeded};
+use super::{Answer, Broker, busy, require, require_object, require_query, run_asynchronously};
+use crate::backend::BackendError;
+use crate::domain::binding::{Binding, BindingMetadata, BindingStatus, Credentials};
+use crate::domain::catalog::SchemaFor;
+use crate::domain::instance::{InstanceStatus, ServiceInstance};
+use crate::domain::operation::{Operation, OperationKind, OperationLog};
+use crate::domain::{is_past, timestamp, timestamp_in};
+use crate::error::{OsbError, OsbResult};
+use crate::store::{StoreError, Versioned};
+use crate::wire::{
+    BindRequest, BindingResponse, DeleteQuery, LastOperationResponse, OperationResponse,
+};
+
+impl Broker {
+    /// `PUT /v2/service_instances/{instance_id}/service_bindings/{binding_id}`.
+    pub async fn bind(
+        self: &Arc<Self>,
+        instance_id: &str,
+        binding_id: &str,
+        req: BindRequest,
+        accepts_incomplete: bool,
+    ) -> OsbResult<Answer<BindingResponse>> {
+        require("binding_id", binding_id)?;
+        require("service_id", &req.service_id)?;
+        require("plan_id", &req.plan_id)?;
+        require_object("parameters", req.parameters.as_ref())?;
+        require_object("context", req.context.as_ref())?;
+        require_object("bind_resource", req.bind_resource.as_ref())?;
+        let Some(Versioned {
+            record: instance, ..
+        }) = self.live_instance(instance_id).await?
+        else {
+            return Err(OsbError::NotFound(format!(
+                "instance {instance_id} does not exist"
+            )));
+        };
+        if req.service_id != instance.service_id || req.plan_id != instance.plan_id {
+            return Err(OsbError::BadRequest(format!(
+                "service_id/plan_id {}/{} do not match instance {instance_id} ({}/{})",
+                req.service_id, req.plan_id, instance.service_id, instance.plan_id
+            )));
+        }
+        let service = self.service(&instance.service_id).await?;
+        let plan = service.plan(&instance.plan_id).ok_or_else(|| {
+            OsbError::Internal(format!(
+                "plan {} is no longer in the catalog",
+                instance.plan_id
+            ))
+        })?;
+        if !service.plan_bindable(plan) {
+            return Err(OsbError::BadRequest(format!(
+                "plan {} is not bindable",
+                plan.id
+            )));
+        }
+        plan.validate_parameters(SchemaFor::Bind, req.parameters.as_ref())
+            .map_err(OsbError::BadRequest)?;
+
+        let existing = self.records.get::<Binding>(binding_id).await?;
+        if let Some(Versioned { record, .. }) = &existing
+            && record.is_live()
+        {
+            return bind_existing(record, instance_id, &req);
+        }
+        if let Some(running) = instance.operations.running() {
+            return Err(busy("instance", instance_id, running.kind));
+        }
+        if instance.status != InstanceStatus::Provisioned {
+            return Err(OsbError::Unprocessable(format!(
+                "instance {instance_id} failed to provision and cannot be bound"
+            )));
+        }
+        let (backend, manifest) = self.instance_backend(&instance).await?;
+        let app_guid = req
+            .app_guid
+            .as_deref()
+            .or_else(|| req.bind_resource.as_ref()?.get("app_guid")?.as_str());
+        if backend.requires_app(&manifest) && app_guid.is_none_or(|g| g.is_empty()) {
+            return Err(OsbError::RequiresApp);
+        }
+        if let Some(predecessor_id) = &req.predecessor_binding_id {
+            self.check_predecessor(plan.binding_rotatable, predecessor_id, instance_id)
+                .await?;
+        }
+        let asynchronous = run_asynchronously(
+            backend.execution(&manifest, OperationKind::Bind),
+            accepts_incomplete,
+        )?;
+        let op = Operation::start(OperationKind::Bind, asynchronous);
+        let op_id = op.id.clone();
+        let mut operations = OperationLog::default();
+        operations.push(op);
+        let binding = Binding {
+            id: binding_id.to_owned(),
+            instance_id: instance_id.to_owned(),
+            service_id: req.service_id.clone(),
+            plan_id: req.plan_id.clone(),
+            app_guid: req.app_guid.clone(),
+            bind_resource: req.bind_resource.clone(),
+            context: req.context.clone(),
+            parameters: req.parameters.clone(),
+            predecessor_binding_id: req.predecessor_binding_id.clone(),
+            credentials: None,
+            endpoints: None,
+            metadata: BindingMetadata::default(),
+            status: BindingStatus::Binding,
+            operations,
+            created_at: timestamp(),
+        };
+        let written = match existing {
+            Some(tombstone) => self.records.replace(tombstone.version, &binding).await,
+            None => self.records.insert(&binding).await,
+        };
+        match written {
+            Ok(_) => {}
+            Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => {
+                return match self.records.get::<Binding>(binding_id).await? {
+                    Some(winner) if winner.record.is_live() => {
+                        bind_existing(&winner.record, instance_id, &req)
+                    }
+                    _ => Err(OsbError::ConcurrencyError(format!(
+                        "binding {binding_id} is being changed by another request; retry"
+                    ))),
+                };
+            }
+            Err(e) => return Err(e.into()),
+        }
+
+        if asynchronous {
+            self.spawn_binding_operation(binding_id.to_owned(), op_id.clone(), OperationKind::Bind);
+            return Ok(Answer::Accepted(BindingResponse {
+                operation: Some(op_id),
+                ..Default::default()
+            }));
+        }
+        match self.run_bind(binding_id, &op_id).await? {
+            Some(done) if succeeded(&done.operations, &op_id) => {
+                Ok(Answer::Done(binding_body(&done, false)))
+            }
+            Some(done) => Err(failure_of(&done.operations, &op_id)),
+            None => Err(OsbError::Unavailable("esm is shutting down; retry".into())),
+        }
+    }
+
+    /// `DELETE /v2/service_instances/{instance_id}/service_bindings/{binding_id}`.
+    pub async fn unbind(
+        self: &Arc<Self>,
+        instance_id: &str,
+        binding_id: &str,
+        query: &DeleteQuery,
+    ) -> OsbResult<Answer<OperationResponse>> {
+        require_query("service_id", query.service_id.as_deref())?;
+        require_query("plan_id", query.plan_id.as_deref())?;
+        let Some(Versioned {
+            version,
+            record: mut binding,
+        }) = self.live_binding(instance_id, binding_id).await?
+        else {
+            return Err(OsbError::Gone);
+        };
+        if let Some(running) = binding.operations.running() {
+            if running.kind == OperationKind::Unbind {
+                return Ok(Answer::Accepted(OperationResponse {
+                    operation: Some(running.id.clone()),
+                }));
+            }
+            return Err(busy("binding", binding_id, running.kind));
+        }
+        let Some(Versioned {
+            record: instance, ..
+        }) = self.live_instance(instance_id).await?
+        else {
+            return Err(OsbError::Gone);
+        };
+        let (backend, manifest) = self.instance_backend(&instance).await?;
+        let asynchronous = run_asynchronously(
+            backend.execution(&manifest, OperationKind::Unbind),
+            query.accepts_incomplete(),
+        )?;
+        let op = Operation::start(OperationKind::Unbind, asynchronous);
+        let op_id = op.id.clone();
+        binding.operations.push(op);
+        match self.records.replace(version, &binding).await {
+            Ok(_) => {}
+            Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => {
+                return Err(OsbError::ConcurrencyError(format!(
+                    "binding {binding_id} was changed by another request at the same time; retry"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
+
+        if asynchronous {
+            self.spawn_binding_operation(
+                binding_id.to_owned(),
+                op_id.clone(),
+                OperationKind::Unbind,
+            );
+            return Ok(Answer::Accepted(OperationResponse {
+                operation: Some(op_id),
+            }));
+        }
+        match self.run_unbind(binding_id, &op_id).await? {
+            Some(done) if succeeded(&done.operations, &op_id) => {
+                Ok(Answer::Done(OperationResponse::default()))
+            }
+            Some(done) => Err(failure_of(&done.operations, &op_id)),
+            None => Err(OsbError::Unavailable("esm is shutting down; retry".into())),
+        }
+    }
+
+    /// `GET /v2/service_instances/{instance_id}/service_bindings/{binding_id}`.
+    pub async fn fetch_binding(
+        &self,
+        instance_id: &str,
+        binding_id: &str,
+    ) -> OsbResult<BindingResponse> {
+        let not_found = || {
+            OsbError::NotFound(format!(
+                "binding {binding_id} of instance {instance_id} does not exist"
+            ))
+        };
+        let binding = self
+            .live_binding(instance_id, binding_id)
+            .await?
+            .ok_or_else(not_found)?
+            .record;
+        // OSB: 404 while the bind is still running (or failed).
+        if !matches!(binding.status, BindingStatus::Bound) {
+            return Err(not_found());
+        }
+        Ok(binding_body(&binding, true))
+    }
+
+    /// `GET .../service_bindings/{binding_id}/last_operation`.
+    pub async fn binding_last_operation(
+        &self,
+        instance_id: &str,
+        binding_id: &str,
+        operation: Option<&str>,
+    ) -> OsbResult<LastOperationResponse> {
+        let binding = self
+            .records
+            .get::<Binding>(binding_id)
+            .await?
+            .map(|v| v.record)
+            .filter(|b| b.instance_id == instance_id)
+            .ok_or_else(|| {
+                OsbError::NotFound(format!(
+                    "binding {binding_id} of instance {instance_id} does not exist"
+                ))
+            })?;
+        if !binding.is_live() {
+            return Err(OsbError::Gone);
+        }
+        last_operation_of(&binding.operations, operation, binding_id)
+    }
+
+    async fn live_binding(
+        &self,
+        instance_id: &str,
+        binding_id: &str,
+    ) -> OsbResult<Option<Versioned<Binding>>> {
+        Ok(self
+            .records
+            .get::<Binding>(binding_id)
+            .await?
+            .filter(|v| v.record.is_live() && v.record.instance_id == instance_id))
+    }
+
+    /// OSB 2.17 rotation: the predecessor must be a live, bound, unexpired binding of
+    /// the same instance, and the plan must allow rotation.
+    async fn check_predecessor(
+        &self,
+        rotatable: Option<bool>,
+        predecessor_id: &str,
+        instance_id: &str,
+    ) -> OsbResult<()> {
+        if rotatable != Some(true) {
+            return Err(OsbError::BadRequest(
+                "predecessor_binding_id given, but the plan is not binding_rotatable".into(),
+            ));
+        }
+        let predecessor = self
+            .live_binding(instance_id, predecessor_id)
+            .await?
+            .map(|v| v.record)
+            .filter(|b| b.status == BindingStatus::Bound)
+            .ok_or_else(|| {
+                OsbError::BadRequest(format!(
+                    "predecessor_binding_id {predecessor_id:?} is not a binding of instance {instance_id}"
+                ))
+            })?;
+        if predecessor
+            .metadata
+            .expires_at
+            .as_deref()
+            .is_some_and(is_past)
+        {
+            return Err(OsbError::BadRequest(format!(
+                "predecessor binding {predecessor_id} has expired"
+            )));
+        }
+        Ok(())
+    }
+
+    pub(super) fn spawn_binding_operation(
+        self: &Arc<Self>,
+        binding_id: String,
+        op_id: String,
+        kind: OperationKind,
+    ) {
+        let this = Arc::clone(self);
+        self.spawn_task(async move {
+            let result = match kind {
+                OperationKind::Bind => this.run_bind(&binding_id, &op_id).await,
+                OperationKind::Unbind => this.run_unbind(&binding_id, &op_id).await,
+                _ => Ok(None),
+            };
+            if let Err(e) = result {
+                tracing::error!(binding_id = %binding_id, operation = %op_id, error = %e, "could not record the outcome of an operation");
+            }
+        });
+    }
+
+    /// The instance, backend and manifest behind a binding.
+    async fn binding_backend(
+        &self,
+        binding: &Binding,
+    ) -> OsbResult<(
+        ServiceInstance,
+        Arc<dyn crate::backend::Backend>,
+        crate::domain::manifest::Manifest,
+    )> {
+        let instance = self
+            .live_instance(&binding.instance_id)
+            .await?
+            .ok_or_else(|| OsbError::Internal(format!("instance {} is gone", binding.instance_id)))?
+            .record;
+        let (backend, manifest) = self.instance_backend(&instance).await?;
+        Ok((instance, backend, manifest))
+    }
+
+    async fn run_bind(&self, binding_id: &str, op_id: &str) -> OsbResult<Option<Binding>> {
+        let Some(Versioned {
+            record: binding, ..
+        }) = self.records.get::<Binding>(binding_id).await?
+        else {
+            return Ok(None);
+        };
+        let outcome = match self.binding_backend(&binding).await {
+            Ok((instance, backend, manifest)) => {
+                let lifetime = self.service(&instance.service_id).await.ok().and_then(|s| {
+                    s.plan(&instance.plan_id)
+                        .and_then(|p| p.binding_lifetime_seconds)
+                });
+                match self
+                    .unless_shutdown(backend.bind(&instance, &binding, &manifest))
+                    .await
+                {
+                    Some(outcome) => outcome.map(|out| (out, lifetime)),
+                    None => return Ok(None),
+                }
+            }
+            Err(e) => Err(BackendError::new(e.to_string())),
+        };
+        self.records
+            .modify::<Binding, OsbError, _>(binding_id, |b| {
+                let Some(op) = b.operations.running_mut(op_id) else {
+                    return Ok(false);
+                };
+                match &outcome {
+                    Ok((out, lifetime)) => {
+                        op.succeed();
+                        b.status = BindingStatus::Bound;
+                        b.credentials = Some(Credentials(out.credentials.clone()));
+                        b.endpoints = out.endpoints.clone();
+                        if let Some(seconds) = lifetime {
+                            b.metadata = BindingMetadata {
+                                expires_at: Some(timestamp_in(*seconds)),
+                                // Ask for rotation once four fifths of the lifetime are gone.
+                                renew_before: Some(timestamp_in(seconds * 4 / 5)),
+                            };
+                        }
+                    }
+                    Err(e) => {
+                        let asynchronous = op.asynchronous;
+                        op.fail(&e.message, None, None);
+                        b.status = if asynchronous {
+                            BindingStatus::BindFailed
+                        } else {
+                            BindingStatus::Unbound
+                        };
+                    }
+                }
+                Ok(true)
+            })
+            .await
+    }
+
+    async fn run_unbind(&self, binding_id: &str, op_id: &str) -> OsbResult<Option<Binding>> {
+        let Some(Versioned {
+            record: binding, ..
+        }) = self.records.get::<Binding>(binding_id).await?
+        else {
+            return Ok(None);
+        };
+        let outcome = match self.binding_backend(&binding).await {
+            Ok((instance, backend, manifest)) => {
+                match self
+                    .unless_shutdown(backend.unbind(&instance, &binding, &manifest))
+                    .await
+                {
+                    Some(outcome) => outcome,
+                    None => return Ok(None),
+                }
+            }
+            Err(e) => Err(BackendError::new(e.to_string())),
+        };
+        self.records
+            .modify::<Binding, OsbError, _>(binding_id, |b| {
+                let Some(op) = b.operations.running_mut(op_id) else {
+                    return Ok(false);
+                };
+                match &outcome {
+                    Ok(()) => {
+                        op.succeed();
+                        b.status = BindingStatus::Unbound;
+                        // Revoked credentials are not kept.
+                        b.credentials = None;
+                    }
+                    Err(e) => op.fail(&e.message, None, None),
+                }
+                Ok(true)
+            })
+            .await
+    }
+}
+
+/// Answers a bind for an id that exists: 202 while the same bind runs, 200 if it is
+/// bound with the same attributes, 409 otherwise.
+fn bind_existing(
+    binding: &Binding,
+    instance_id: &str,
+    req: &BindRequest,
+) -> OsbResult<Answer<BindingResponse>> {
+    let empty = Value::Object(Map::new());
+    let same = binding.instance_id == instance_id
+        && binding.service_id == req.service_id
+        && binding.plan_id == req.plan_id
+        && binding.app_guid == req.app_guid
+        && binding.bind_resource == req.bind_resource
+        && binding.predecessor_binding_id == req.predecessor_binding_id
+        && binding.parameters.as_ref().unwrap_or(&empty)
+            == req.parameters.as_ref().unwrap_or(&empty);
+    if !same {
+        return Err(OsbError::Conflict(format!(
+            "binding {} already exists with different attributes",
+            binding.id
+        )));
+    }
+    match binding.status {
+        BindingStatus::Binding => Ok(Answer::Accepted(BindingResponse {
+            operation: binding
+                .operations
+                .running()
+                .filter(|op| op.kind == OperationKind::Bind)
+                .map(|op| op.id.clone()),
+            ..Default::default()
+        })),
+        BindingStatus::Bound => Ok(Answer::AlreadyDone(binding_body(binding, false))),
+        BindingStatus::BindFailed | BindingStatus::Unbound => Err(OsbError::Conflict(format!(
+            "binding {} exists but its bind failed; unbind it before binding again",
+            binding.id
+        ))),
+    }
+}
+
+/// The binding as the platform sees it; `parameters` only on fetch.
+fn binding_body(binding: &Binding, with_parameters: bool) -> BindingResponse {
+    BindingResponse {
+        credentials: binding.credentials.clone(),
+        endpoints: binding.endpoints.clone(),
+        parameters: if with_parameters {
+            binding.parameters.clone()
+        } else {
+            None
+        },
+        metadata: Some(binding.metadata.clone()).filter(|m| !m.is_empty()),
+        operation: None,
+    }
+}

@@ -1,0 +1,255 @@
+//! Settings: each a flag and an environment variable (flag wins, then env, then default),
+//! read once at start into a typed [`Config`].
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::{Value, json};
+
+/// The `esm` command line.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "esm",
+    version,
+    about = "A service broker (Open Service Broker API 2.12-2.17) with the ElasTest extensions"
+)]
+pub struct Cli {
+    /// The daemon's settings.
+    #[command(flatten)]
+    pub config: Config,
+    /// Something else to do than serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// `esm <command>`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Print the OpenAPI document and exit.
+    Openapi,
+}
+
+/// The daemon's settings. The environment variable names are the original ESM's where
+/// it had one, because deployments and scripts depend on them.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Bind address of the OSB API.
+    #[arg(long = "ip", env = "ESM_IP", default_value = "0.0.0.0")]
+    pub ip: IpAddr,
+    /// Port of the OSB API.
+    #[arg(long = "port", env = "ESM_PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// Bind address of the operator port (/health, /environment).
+    #[arg(long = "check-ip", env = "ESM_CHECK_IP", default_value = "0.0.0.0")]
+    pub check_ip: IpAddr,
+    /// Port of the operator port.
+    #[arg(long = "check-port", env = "ESM_CHECK_PORT", default_value_t = 5000)]
+    pub check_port: u16,
+    /// With the password: every /v2 route requires HTTP basic auth.
+    #[arg(long = "broker-username", env = "ESM_BROKER_USERNAME")]
+    pub broker_username: Option<String>,
+    /// With the username: every /v2 route requires HTTP basic auth.
+    #[arg(
+        long = "broker-password",
+        env = "ESM_BROKER_PASSWORD",
+        hide_env_values = true
+    )]
+    pub broker_password: Option<Secret>,
+    /// Where durable stores keep their files.
+    #[arg(long = "data-dir", env = "ESM_DATA_DIR", default_value = "./esm-data")]
+    pub data_dir: PathBuf,
+    /// Which store keeps esm's state.
+    #[arg(long = "store", env = "ESM_STORE", value_enum, default_value_t = StoreKind::Memory)]
+    pub store: StoreKind,
+    /// Log line format (the filter is RUST_LOG).
+    #[arg(long = "log-format", env = "ESM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Seconds a platform should wait between polls of an operation (Retry-After).
+    #[arg(long = "retry-after", env = "ESM_RETRY_AFTER", default_value_t = 2)]
+    pub retry_after: u64,
+}
+
+/// Which store keeps esm's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreKind {
+    /// In memory: forgotten on exit.
+    Memory,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A secret setting: `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+/// What a redacted value shows.
+pub const REDACTED: &str = "********";
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            ip: IpAddr::from([0, 0, 0, 0]),
+            port: 8080,
+            check_ip: IpAddr::from([0, 0, 0, 0]),
+            check_port: 5000,
+            broker_username: None,
+            broker_password: None,
+            data_dir: PathBuf::from("./esm-data"),
+            store: StoreKind::Memory,
+            log_format: LogFormat::Text,
+            retry_after: 2,
+        }
+    }
+}
+
+impl Config {
+    /// The OSB API address.
+    pub fn api_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.ip, self.port)
+    }
+
+    /// The operator port address.
+    pub fn ops_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.check_ip, self.check_port)
+    }
+
+    /// The basic-auth credentials, when both halves are set.
+    pub fn credentials(&self) -> Option<(&str, &str)> {
+        match (&self.broker_username, &self.broker_password) {
+            (Some(user), Some(pass)) => Some((user.as_str(), pass.expose())),
+            _ => None,
+        }
+    }
+
+    /// The effective settings for `/environment`, secrets shown as `********`.
+    pub fn redacted(&self) -> Value {
+        json!({
+            "ESM_IP": self.ip.to_string(),
+            "ESM_PORT": self.port,
+            "ESM_CHECK_IP": self.check_ip.to_string(),
+            "ESM_CHECK_PORT": self.check_port,
+            "ESM_BROKER_USERNAME": self.broker_username,
+            "ESM_BROKER_PASSWORD": self.broker_password.as_ref().map(|_| REDACTED),
+            "ESM_DATA_DIR": self.data_dir.display().to_string(),
+            "ESM_STORE": format!("{:?}", self.store).to_lowercase(),
+            "ESM_LOG_FORMAT": format!("{:?}", self.log_format).to_lowercase(),
+            "ESM_RETRY_AFTER": self.retry_after,
+        })
+    }
+}
+
+/// Hides credentials in a setting's value: the whole value when the name says it is a
+/// secret, the `user:password@` part of a URI otherwise.
+pub fn redact_value(name: &str, value: &str) -> String {
+    let upper = name.to_ascii_uppercase();
+    if [
+        "PASSWORD",
+        "PASSWD",
+        "SECRET",
+        "TOKEN",
+        "CREDENTIAL",
+        "APIKEY",
+        "API_KEY",
+        "PRIVATE",
+    ]
+    .iter()
+    .any(|word| upper.contains(word))
+    {
+        return REDACTED.to_owned();
+    }
+    redact_uri(value)
+}
+
+/// `scheme://user:pass@host/...` → `scheme://********@host/...`.
+pub fn redact_uri(value: &str) -> String {
+    let Some(scheme_end) = value.find("://") else {
+        return value.to_owned();
+    };
+    let rest = &value[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}://{REDACTED}{}", &value[..scheme_end], &rest[at..]),
+        None => value.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_defaults() {
+        let cli = Cli::parse_from([
+            "esm",
+            "--port",
+            "9999",
+            "--check-port",
+            "8888",
+            "--log-format",
+            "json",
+        ]);
+        assert_eq!(cli.config.port, 9999);
+        assert_eq!(cli.config.check_port, 8888);
+        assert_eq!(cli.config.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn credentials_need_both_halves() {
+        let mut config = Config {
+            broker_username: Some("u".into()),
+            ..Config::default()
+        };
+        assert!(config.credentials().is_none());
+        config.broker_password = Some(Secret("p".into()));
+        assert_eq!(config.credentials(), Some(("u", "p")));
+    }
+
+    #[test]
+    fn secrets_never_show() {
+        let config = Config {
+            broker_password: Some(Secret("hunter2".into())),
+            ..Config::default()
+        };
+        assert!(!format!("{config:?}").contains("hunter2"));
+        assert!(!config.redacted().to_string().contains("hunter2"));
+        assert_eq!(redact_value("ESM_MONGO_PASSWORD", "x"), REDACTED);
+        assert_eq!(
+            redact_value("ESM_MONGO_URI", "mongodb://admin:pw@db:27017/esm?tls=true"),
+            "mongodb://********@db:27017/esm?tls=true"
+        );
+        assert_eq!(
+            redact_value("ESM_MONGO_URI", "mongodb://db:27017/a@b"),
+            "mongodb://db:27017/a@b"
+        );
+    }
+}

@@ -1,0 +1,125 @@
+//! Service bindings as esm records them.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::operation::OperationLog;
+
+/// Where a binding is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BindingStatus {
+    /// The bind operation is running.
+    Binding,
+    /// Bound; credentials are available.
+    Bound,
+    /// The bind failed.
+    BindFailed,
+    /// Unbound. Kept as a tombstone so `last_operation` can answer 410 Gone.
+    Unbound,
+}
+
+/// Credentials handed to the application. `Debug` never prints them.
+#[derive(Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(transparent)]
+#[schema(value_type = Object)]
+pub struct Credentials(pub Value);
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Credentials([redacted])")
+    }
+}
+
+/// OSB 2.16/2.17 binding metadata.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct BindingMetadata {
+    /// When the credentials stop working (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// When the platform should rotate the binding (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renew_before: Option<String>,
+}
+
+impl BindingMetadata {
+    /// Whether there is nothing to report.
+    pub fn is_empty(&self) -> bool {
+        self.expires_at.is_none() && self.renew_before.is_none()
+    }
+}
+
+/// A service binding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Binding {
+    /// The platform's binding id (globally unique).
+    pub id: String,
+    /// The instance it binds.
+    pub instance_id: String,
+    /// The offering, as sent on bind.
+    pub service_id: String,
+    /// The plan, as sent on bind.
+    pub plan_id: String,
+    /// Deprecated OSB field: the application bound to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_guid: Option<String>,
+    /// What the binding is for (`app_guid`, `route`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind_resource: Option<Value>,
+    /// The platform's context object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<Value>,
+    /// Bind parameters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<Value>,
+    /// OSB 2.17: the binding this one rotates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predecessor_binding_id: Option<String>,
+    /// What the backend produced for the application.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<Credentials>,
+    /// OSB 2.15 endpoints the application may reach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoints: Option<Value>,
+    /// Expiry and renewal times.
+    #[serde(default)]
+    pub metadata: BindingMetadata,
+    /// Where the binding is in its life.
+    pub status: BindingStatus,
+    /// Its operations, newest last.
+    #[serde(default)]
+    pub operations: OperationLog,
+    /// When it was first requested (RFC 3339).
+    pub created_at: String,
+}
+
+impl Binding {
+    /// Whether the binding exists for the platform (not unbound).
+    pub fn is_live(&self) -> bool {
+        self.status != BindingStatus::Unbound
+    }
+
+    /// The application guid from either OSB field.
+    pub fn app_guid(&self) -> Option<&str> {
+        self.app_guid.as_deref().or_else(|| {
+            self.bind_resource
+                .as_ref()
+                .and_then(|r| r.get("app_guid"))
+                .and_then(Value::as_str)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_never_show_in_debug_output() {
+        let creds = Credentials(serde_json::json!({"password": "hunter2"}));
+        assert!(!format!("{creds:?}").contains("hunter2"));
+    }
+}

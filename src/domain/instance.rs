@@ -1,0 +1,109 @@
+//! Service instances as esm records them.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+use super::catalog::MaintenanceInfo;
+use super::operation::OperationLog;
+
+/// Where an instance is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceStatus {
+    /// The provision operation is running.
+    Provisioning,
+    /// Provisioned; it may be updating or deprovisioning (see its operations).
+    Provisioned,
+    /// The provision failed; only a deprovision makes sense now.
+    ProvisionFailed,
+    /// Deprovisioned. Kept as a tombstone so `last_operation` can answer 410 Gone.
+    Deprovisioned,
+}
+
+/// OSB 2.16/2.17 instance metadata.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct InstanceMetadata {
+    /// Labels the broker attaches to the instance.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    #[schema(value_type = Object)]
+    pub labels: Map<String, Value>,
+    /// Attributes the broker reports on fetch (2.17).
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    #[schema(value_type = Object)]
+    pub attributes: Map<String, Value>,
+}
+
+impl InstanceMetadata {
+    /// Whether there is nothing to report.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty() && self.attributes.is_empty()
+    }
+}
+
+/// An update waiting for its operation to succeed; absent fields stay as they are.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PendingUpdate {
+    /// The new plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_id: Option<String>,
+    /// The new parameters (replacing the old ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<Value>,
+    /// The new platform context.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<Value>,
+    /// The maintenance version to move to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance_info: Option<MaintenanceInfo>,
+}
+
+/// A service instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceInstance {
+    /// The platform's instance id.
+    pub id: String,
+    /// The offering.
+    pub service_id: String,
+    /// The current plan (changes only when an update succeeds).
+    pub plan_id: String,
+    /// The platform's organization (deprecated in OSB, still required).
+    pub organization_guid: String,
+    /// The platform's space (deprecated in OSB, still required).
+    pub space_guid: String,
+    /// The platform's context object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<Value>,
+    /// The configuration parameters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<Value>,
+    /// The maintenance version the instance runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance_info: Option<MaintenanceInfo>,
+    /// Labels and attributes.
+    #[serde(default)]
+    pub metadata: InstanceMetadata,
+    /// A dashboard, if the backend offers one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dashboard_url: Option<String>,
+    /// The manifest that deploys the current plan.
+    pub manifest_id: String,
+    /// Where the instance is in its life.
+    pub status: InstanceStatus,
+    /// What the backend recorded about the deployment (e.g. container ids), so that a
+    /// later update, deprovision or restart finds what was created.
+    #[serde(default)]
+    pub deployment: Map<String, Value>,
+    /// Its operations, newest last.
+    #[serde(default)]
+    pub operations: OperationLog,
+    /// When it was first requested (RFC 3339).
+    pub created_at: String,
+}
+
+impl ServiceInstance {
+    /// Whether the instance exists for the platform (not deprovisioned).
+    pub fn is_live(&self) -> bool {
+        self.status != InstanceStatus::Deprovisioned
+    }
+}

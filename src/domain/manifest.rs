@@ -1,0 +1,53 @@
+//! Manifests: the deployment description (docker-compose, ...) registered for a plan.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+/// A registered manifest. The ElasTest platform reads `endpoints` and `config`, so both
+/// are kept and returned exactly as registered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Manifest {
+    /// The manifest id. On `PUT /v2/et/manifest/{id}` the path wins over the body.
+    #[serde(default)]
+    pub id: String,
+    /// The service the plan belongs to.
+    pub service_id: String,
+    /// The plan this manifest deploys; a plan has at most one manifest.
+    pub plan_id: String,
+    /// Which backend deploys it (`dummy`, later `docker-compose`, `docker-swarm`, ...).
+    pub manifest_type: String,
+    /// The deployment description itself (e.g. a docker-compose YAML document).
+    pub manifest_content: String,
+    /// ElasTest: sub-service endpoints (`{name: {main, port}}`), read by the platform.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub endpoints: Option<Value>,
+    /// ElasTest: free-form configuration, read by the platform.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub config: Option<Value>,
+}
+
+impl Manifest {
+    /// Checks the fields every manifest needs, whatever its type.
+    pub fn validate_fields(&self) -> Result<(), String> {
+        for (field, value) in [
+            ("id", &self.id),
+            ("service_id", &self.service_id),
+            ("plan_id", &self.plan_id),
+            ("manifest_type", &self.manifest_type),
+            ("manifest_content", &self.manifest_content),
+        ] {
+            if value.trim().is_empty() {
+                return Err(format!("{field} must be a non-empty string"));
+            }
+        }
+        for (field, value) in [("endpoints", &self.endpoints), ("config", &self.config)] {
+            if value.as_ref().is_some_and(|v| !v.is_object()) {
+                return Err(format!("{field} must be a JSON object"));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,34 @@
+//! esm: a service broker daemon speaking the Open Service Broker API 2.12–2.17, with
+//! the ElasTest Service Manager's extensions.
+//!
+//! # Layout
+//!
+//! - [`config`]: settings (flags and `ESM_*` variables) read once at start.
+//! - [`app`]: start-up, the two listening ports, graceful shutdown.
+//! - [`api`]: the `/v2` routes, one file per endpoint, their extractors and layers
+//!   (auth, version check, audit log).
+//! - [`ops`]: the operator port (`/health`, `/environment`).
+//! - [`openapi`]: the OpenAPI document generated from the handlers.
+//! - [`broker`]: every operation and the OSB status table; runs asynchronous operations.
+//! - [`domain`]: plain records and rules (catalog, manifests, instances, bindings,
+//!   operations); no I/O.
+//! - [`wire`]: the JSON shapes of requests and responses.
+//! - [`store`]: the `Store` trait (documents with compare-and-set) and its implementations.
+//! - [`backend`]: the `Backend` trait (what deploys a manifest) and its implementations.
+//! - [`error`]: the one error type, rendered as the OSB error body.
+//! - [`telemetry`]: logging.
+
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod app;
+pub mod backend;
+pub mod broker;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod openapi;
+pub mod ops;
+pub mod store;
+pub mod telemetry;
+pub mod wire;

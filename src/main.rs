@@ -1,0 +1,56 @@
+//! The `esm` binary: parse the command line, start logging, serve until SIGINT/SIGTERM.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use esm::app::Server;
+use esm::config::{Cli, Command};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::Openapi) = cli.command {
+        print!("{}", esm::openapi::document_json());
+        return ExitCode::SUCCESS;
+    }
+    esm::telemetry::init(cli.config.log_format);
+    let server = match Server::bind(cli.config).await {
+        Ok(server) => server,
+        Err(e) => {
+            tracing::error!(error = %e, "esm cannot start");
+            return ExitCode::FAILURE;
+        }
+    };
+    match server.run_until(stop_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "esm stopped with an error");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM (what `docker stop` sends).
+async fn stop_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+    tracing::info!("stop signal received; draining");
+}

@@ -1,0 +1,110 @@
+//! The OpenAPI document, generated from the handlers and wire types (no hand-written
+//! spec). Served at `/swagger.json` with Swagger UI at `/ui`; a copy is committed at
+//! `openapi/esm.json` and a test keeps the two equal.
+
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{Object, RefOr, Required, Type};
+use utoipa::{Modify, OpenApi};
+
+/// The document's fixed parts; the paths come from the router (`api::routes`).
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "esm",
+        description = "Open Service Broker API 2.12-2.17 with the ElasTest extensions.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0")
+    ),
+    tags(
+        (name = "catalog", description = "The service catalog"),
+        (name = "instances", description = "Service instances"),
+        (name = "bindings", description = "Service bindings"),
+        (name = "elastest", description = "ElasTest extensions: registration, manifests, instance details"),
+    ),
+    modifiers(&BrokerHeaders)
+)]
+pub struct ApiDoc;
+
+/// Adds what every `/v2` operation shares: basic auth, the required
+/// `X-Broker-API-Version` header (except on the manifest reads the ElasTest platform
+/// makes without it), and the optional identity headers.
+struct BrokerHeaders;
+
+impl Modify for BrokerHeaders {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "basic",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()),
+        );
+        openapi.security = Some(vec![SecurityRequirement::new(
+            "basic",
+            Vec::<String>::new(),
+        )]);
+    }
+}
+
+fn header(name: &str, required: bool, description: &str) -> RefOr<Parameter> {
+    RefOr::T(
+        ParameterBuilder::new()
+            .name(name)
+            .parameter_in(ParameterIn::Header)
+            .required(if required {
+                Required::True
+            } else {
+                Required::False
+            })
+            .description(Some(description))
+            .schema(Some(Object::with_type(Type::String)))
+            .build(),
+    )
+}
+
+/// The full document: the router's paths plus the shared headers.
+pub fn document() -> utoipa::openapi::OpenApi {
+    with_broker_headers(crate::api::routes().1)
+}
+
+/// Adds the OSB headers to every operation of the router's document.
+pub fn with_broker_headers(mut spec: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    for (path, item) in spec.paths.paths.iter_mut() {
+        let operations = [
+            ("get", item.get.as_mut()),
+            ("put", item.put.as_mut()),
+            ("patch", item.patch.as_mut()),
+            ("delete", item.delete.as_mut()),
+        ];
+        for (method, operation) in operations {
+            let Some(operation) = operation else { continue };
+            let params = operation.parameters.get_or_insert_with(Vec::new);
+            let version_exempt = method == "get" && path.starts_with("/v2/et/manifest");
+            if !version_exempt {
+                params.push(header(
+                    "X-Broker-API-Version",
+                    true,
+                    "OSB API version, 2.12 or later (e.g. 2.17)",
+                ));
+            }
+            params.push(header(
+                "X-Broker-API-Originating-Identity",
+                false,
+                "Who originated the request: `<platform> <base64 JSON>`",
+            ));
+            params.push(header(
+                "X-Broker-API-Request-Identity",
+                false,
+                "A request id, echoed back in the response",
+            ));
+        }
+    }
+    spec
+}
+
+/// The document as the pretty JSON committed at `openapi/esm.json`.
+pub fn document_json() -> String {
+    let mut text = document()
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    text.push('\n');
+    text
+}

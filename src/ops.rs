@@ -1,0 +1,115 @@
+//! The operator port: `/health` and `/environment` (later `/metrics`), apart from the
+//! broker API so that it can be exposed to monitoring only.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use crate::broker::Broker;
+use crate::config::{Config, redact_value};
+use crate::domain::timestamp;
+
+/// How long one health check may take before it counts as failed.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What the operator routes need.
+#[derive(Clone)]
+pub struct OpsState {
+    /// The broker, to reach the store and backends.
+    pub broker: Arc<Broker>,
+    /// The effective configuration.
+    pub config: Arc<Config>,
+}
+
+/// The operator router.
+pub fn router(state: OpsState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/environment", get(environment))
+        .with_state(state)
+}
+
+/// 200 when the store and every backend answer, 503 otherwise; one result per check,
+/// in the spirit of the original's `healthcheck` output.
+async fn health(State(state): State<OpsState>) -> Response {
+    let mut results = Vec::new();
+    let store = state.broker.store().clone();
+    let store_check = tokio::time::timeout(CHECK_TIMEOUT, store.ping()).await;
+    results.push(check_result(
+        format!("store:{}", store.kind()),
+        match store_check {
+            Ok(Ok(())) => Ok("the store answers".to_owned()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {}s", CHECK_TIMEOUT.as_secs())),
+        },
+    ));
+    for backend in state.broker.backends().all() {
+        let probe = tokio::time::timeout(CHECK_TIMEOUT, backend.probe()).await;
+        results.push(check_result(
+            format!("backend:{}", backend.name()),
+            match probe {
+                Ok(Ok(output)) => Ok(output),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!("no answer within {}s", CHECK_TIMEOUT.as_secs())),
+            },
+        ));
+    }
+    let healthy = results.iter().all(|r| r["passed"] == json!(true));
+    let body = json!({
+        "hostname": hostname(),
+        "status": if healthy { "success" } else { "failure" },
+        "timestamp": timestamp(),
+        "results": results,
+    });
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+fn check_result(checker: String, outcome: Result<String, String>) -> Value {
+    let (passed, output) = match outcome {
+        Ok(output) => (true, output),
+        Err(output) => (false, output),
+    };
+    json!({"checker": checker, "passed": passed, "output": output, "timestamp": timestamp()})
+}
+
+/// The effective configuration and build, secrets shown as `********`.
+async fn environment(State(state): State<OpsState>) -> Json<Value> {
+    let esm_env: serde_json::Map<String, Value> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("ESM_") || k == "RUST_LOG")
+        .map(|(k, v)| {
+            let shown = redact_value(&k, &v);
+            (k, Value::String(shown))
+        })
+        .collect();
+    Json(json!({
+        "config": state.config.redacted(),
+        "environment": esm_env,
+        "build": {
+            "name": env!("CARGO_PKG_NAME"),
+            "version": env!("CARGO_PKG_VERSION"),
+            "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
+        },
+        "store": state.broker.store().kind(),
+        "backends": state.broker.backends().types(),
+        "process": {"pid": std::process::id(), "hostname": hostname()},
+        "application": {"maintainer": "ElasTest", "license": "Apache-2.0"},
+    }))
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "unknown".to_owned())
+}

@@ -1,0 +1,315 @@
+//! Where esm keeps its state: the [`Store`] trait and the typed [`Records`] layer.
+//!
+//! A store holds JSON documents in a few collections, each document with a version that
+//! the store bumps on every write. Everything esm needs from a database is four
+//! primitives: insert-if-absent, compare-and-set on the version, delete, and list. Those
+//! map one-to-one onto a unique `_id` plus a filtered `replace_one` in MongoDB and onto
+//! a write transaction in an embedded engine, so every store gives the same guarantees:
+//! two requests (or two esm replicas) racing to create one id get one winner, and two
+//! racing to start an operation on one instance get one winner.
+//!
+//! The trait is object-safe (`async_trait`) and used as `Arc<dyn Store>`: handlers stay
+//! free of generics, and a virtual call costs nothing next to the I/O behind it.
+
+pub mod memory;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::domain::binding::Binding;
+use crate::domain::catalog::Service;
+use crate::domain::instance::ServiceInstance;
+use crate::domain::manifest::Manifest;
+
+/// The kinds of record esm stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Collection {
+    /// Catalog service offerings.
+    Services,
+    /// Deployment manifests.
+    Manifests,
+    /// Service instances (with their operations).
+    Instances,
+    /// Service bindings (with their operations).
+    Bindings,
+}
+
+impl Collection {
+    /// Every collection.
+    pub const ALL: [Collection; 4] = [
+        Self::Services,
+        Self::Manifests,
+        Self::Instances,
+        Self::Bindings,
+    ];
+
+    /// The collection's name (a MongoDB collection name, a table name).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Services => "services",
+            Self::Manifests => "manifests",
+            Self::Instances => "instances",
+            Self::Bindings => "bindings",
+        }
+    }
+}
+
+/// A stored document and its version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Document {
+    /// Bumped by the store on every write; the token for compare-and-set.
+    pub version: u64,
+    /// The record as JSON.
+    pub body: Value,
+}
+
+/// Why a store call failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StoreError {
+    /// Insert of an id that exists, or compare-and-set against a stale version.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// Compare-and-set of a document that does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The database does not answer; the caller may retry later.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A stored document cannot be read as the record it should be.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+}
+
+/// A place to keep documents. See the module docs for the guarantees.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// A short name for logs and `/health` (`memory`, `embedded`, `mongodb`).
+    fn kind(&self) -> &'static str;
+
+    /// Inserts a new document at version 1; `Conflict` if the id exists.
+    async fn insert(
+        &self,
+        collection: Collection,
+        id: &str,
+        body: Value,
+    ) -> Result<u64, StoreError>;
+
+    /// Inserts or replaces a document regardless of its version; returns the new version.
+    async fn upsert(
+        &self,
+        collection: Collection,
+        id: &str,
+        body: Value,
+    ) -> Result<u64, StoreError>;
+
+    /// Replaces a document if it is still at `expected_version`; returns the new version.
+    /// `Conflict` if it moved on, `NotFound` if it is gone.
+    async fn replace(
+        &self,
+        collection: Collection,
+        id: &str,
+        expected_version: u64,
+        body: Value,
+    ) -> Result<u64, StoreError>;
+
+    /// Reads a document.
+    async fn get(&self, collection: Collection, id: &str) -> Result<Option<Document>, StoreError>;
+
+    /// Reads every document of a collection, ordered by id.
+    async fn list(&self, collection: Collection) -> Result<Vec<(String, Document)>, StoreError>;
+
+    /// Deletes a document (only if at `expected_version`, when given). Returns whether
+    /// something was deleted; `Conflict` if the version moved on.
+    async fn delete(
+        &self,
+        collection: Collection,
+        id: &str,
+        expected_version: Option<u64>,
+    ) -> Result<bool, StoreError>;
+
+    /// Checks that the store answers, for `/health`.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// A record type and the collection it lives in.
+pub trait Record: Serialize + DeserializeOwned + Send + Sync {
+    /// Its collection.
+    const COLLECTION: Collection;
+    /// Its id.
+    fn id(&self) -> &str;
+}
+
+impl Record for Service {
+    const COLLECTION: Collection = Collection::Services;
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+impl Record for Manifest {
+    const COLLECTION: Collection = Collection::Manifests;
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+impl Record for ServiceInstance {
+    const COLLECTION: Collection = Collection::Instances;
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+impl Record for Binding {
+    const COLLECTION: Collection = Collection::Bindings;
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// A record read from the store, with the version to compare-and-set against.
+#[derive(Debug, Clone)]
+pub struct Versioned<T> {
+    /// The store version the record was read at.
+    pub version: u64,
+    /// The record.
+    pub record: T,
+}
+
+/// The schema version of the documents this esm writes.
+///
+/// Each document carries it in `_schema`. A later esm that changes a record's shape
+/// bumps it and migrates documents with an older `_schema` as it reads them (in
+/// [`Records::decode`]), so old data keeps working without a separate migration step.
+/// A document from a *newer* esm is refused rather than silently misread.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// Typed access to a [`Store`]: serializes records and stamps their schema version.
+#[derive(Clone)]
+pub struct Records {
+    store: Arc<dyn Store>,
+}
+
+/// How many times a read-modify-write retries after losing a race.
+const CAS_ATTEMPTS: usize = 16;
+
+impl Records {
+    /// Wraps a store.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    fn encode<T: Record>(record: &T) -> Result<Value, StoreError> {
+        let mut body = serde_json::to_value(record)
+            .map_err(|e| StoreError::Corrupt(format!("cannot encode {}: {e}", record.id())))?;
+        if let Value::Object(map) = &mut body {
+            map.insert("_schema".into(), SCHEMA_VERSION.into());
+        }
+        Ok(body)
+    }
+
+    fn decode<T: Record>(id: &str, doc: Document) -> Result<Versioned<T>, StoreError> {
+        let schema = doc.body.get("_schema").and_then(Value::as_u64).unwrap_or(1);
+        if schema > SCHEMA_VERSION {
+            return Err(StoreError::Corrupt(format!(
+                "{}/{id} was written by a newer esm (schema {schema}, this esm reads up to {SCHEMA_VERSION})",
+                T::COLLECTION.name()
+            )));
+        }
+        let record = serde_json::from_value(doc.body)
+            .map_err(|e| StoreError::Corrupt(format!("{}/{id}: {e}", T::COLLECTION.name())))?;
+        Ok(Versioned {
+            version: doc.version,
+            record,
+        })
+    }
+
+    /// Reads one record.
+    pub async fn get<T: Record>(&self, id: &str) -> Result<Option<Versioned<T>>, StoreError> {
+        match self.store.get(T::COLLECTION, id).await? {
+            Some(doc) => Ok(Some(Self::decode(id, doc)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Reads every record of a type, ordered by id.
+    pub async fn list<T: Record>(&self) -> Result<Vec<Versioned<T>>, StoreError> {
+        self.store
+            .list(T::COLLECTION)
+            .await?
+            .into_iter()
+            .map(|(id, doc)| Self::decode(&id, doc))
+            .collect()
+    }
+
+    /// Inserts a new record; `Conflict` if its id exists.
+    pub async fn insert<T: Record>(&self, record: &T) -> Result<u64, StoreError> {
+        self.store
+            .insert(T::COLLECTION, record.id(), Self::encode(record)?)
+            .await
+    }
+
+    /// Inserts or replaces a record.
+    pub async fn upsert<T: Record>(&self, record: &T) -> Result<u64, StoreError> {
+        self.store
+            .upsert(T::COLLECTION, record.id(), Self::encode(record)?)
+            .await
+    }
+
+    /// Replaces a record read at `version`; `Conflict` if it changed since.
+    pub async fn replace<T: Record>(&self, version: u64, record: &T) -> Result<u64, StoreError> {
+        self.store
+            .replace(T::COLLECTION, record.id(), version, Self::encode(record)?)
+            .await
+    }
+
+    /// Deletes a record read at `version`; `Conflict` if it changed since.
+    pub async fn delete<T: Record>(
+        &self,
+        id: &str,
+        version: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        self.store.delete(T::COLLECTION, id, version).await
+    }
+
+    /// Read-modify-write with compare-and-set, retried when another writer got there
+    /// first. `change` sees the current record and returns `Ok(true)` to write it,
+    /// `Ok(false)` to leave it alone, or an error to stop. Returns the record as
+    /// written (or as found), or `None` if it does not exist.
+    pub async fn modify<T, E, F>(&self, id: &str, mut change: F) -> Result<Option<T>, E>
+    where
+        T: Record + Clone,
+        E: From<StoreError>,
+        F: FnMut(&mut T) -> Result<bool, E>,
+    {
+        for _ in 0..CAS_ATTEMPTS {
+            let Some(Versioned {
+                version,
+                mut record,
+            }) = self.get::<T>(id).await?
+            else {
+                return Ok(None);
+            };
+            if !change(&mut record)? {
+                return Ok(Some(record));
+            }
+            match self.replace(version, &record).await {
+                Ok(_) => return Ok(Some(record)),
+                Err(StoreError::Conflict(_)) => continue,
+                Err(StoreError::NotFound(_)) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(StoreError::Conflict(format!(
+            "{}/{id} kept changing under {CAS_ATTEMPTS} attempts to update it",
+            T::COLLECTION.name()
+        ))
+        .into())
+    }
+}

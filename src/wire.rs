@@ -1,0 +1,293 @@
+//! The JSON shapes of OSB requests and responses (and the ElasTest instance view).
+//!
+//! Requests ignore unknown fields (OSB 2.14: vendor extensions must be ignored; the
+//! ElasTest platform also sends extra ones). Responses leave out what is unset.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::domain::binding::{BindingMetadata, Credentials};
+use crate::domain::catalog::{MaintenanceInfo, Service};
+use crate::domain::instance::InstanceMetadata;
+use crate::domain::operation::OperationState;
+
+/// `GET /v2/catalog`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CatalogResponse {
+    /// The offerings (possibly none).
+    pub services: Vec<Service>,
+}
+
+/// An empty JSON object, `{}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct Empty {}
+
+/// Body of `PUT /v2/service_instances/{instance_id}`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct ProvisionRequest {
+    /// The offering to provision.
+    pub service_id: String,
+    /// The plan to provision.
+    pub plan_id: String,
+    /// Deprecated in favour of `context`, but required by every OSB version.
+    pub organization_guid: String,
+    /// Deprecated in favour of `context`, but required by every OSB version.
+    pub space_guid: String,
+    /// Platform-specific context.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub context: Option<Value>,
+    /// Configuration parameters, checked against the plan's schema.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub parameters: Option<Value>,
+    /// The maintenance version the platform expects (422 if it is not the plan's).
+    #[serde(default)]
+    pub maintenance_info: Option<MaintenanceInfo>,
+}
+
+/// Answer to provision: 201, 200 or 202.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct ProvisionResponse {
+    /// The instance's dashboard, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dashboard_url: Option<String>,
+    /// On 202: the operation to poll.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<String>,
+    /// OSB 2.16 labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<InstanceMetadata>,
+}
+
+/// Body of `PATCH /v2/service_instances/{instance_id}`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct UpdateRequest {
+    /// The instance's offering.
+    pub service_id: String,
+    /// The new plan; absent means the plan stays.
+    #[serde(default)]
+    pub plan_id: Option<String>,
+    /// New parameters; absent means they stay.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub parameters: Option<Value>,
+    /// New platform context.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub context: Option<Value>,
+    /// What the platform believes the instance had.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub previous_values: Option<Value>,
+    /// The maintenance version to move to.
+    #[serde(default)]
+    pub maintenance_info: Option<MaintenanceInfo>,
+}
+
+/// Answer to update: 200 or 202.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct UpdateResponse {
+    /// The dashboard, if it changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dashboard_url: Option<String>,
+    /// On 202: the operation to poll.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<String>,
+    /// OSB 2.16 labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<InstanceMetadata>,
+}
+
+/// Answer to deprovision and unbind: `{}` on 200, `{"operation"}` on 202.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct OperationResponse {
+    /// On 202: the operation to poll.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<String>,
+}
+
+/// `GET /v2/service_instances/{instance_id}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FetchInstanceResponse {
+    /// The offering.
+    pub service_id: String,
+    /// The current plan.
+    pub plan_id: String,
+    /// The dashboard, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dashboard_url: Option<String>,
+    /// The parameters in effect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub parameters: Option<Value>,
+    /// The maintenance version the instance runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance_info: Option<MaintenanceInfo>,
+    /// Labels and attributes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<InstanceMetadata>,
+}
+
+/// `GET .../last_operation`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LastOperationResponse {
+    /// `in progress`, `succeeded` or `failed`.
+    pub state: OperationState,
+    /// Progress or failure text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// After a failed update or deprovision: whether the instance still works.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_usable: Option<bool>,
+    /// After a failed update: whether repeating it may succeed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_repeatable: Option<bool>,
+}
+
+/// Body of `PUT .../service_bindings/{binding_id}`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct BindRequest {
+    /// The instance's offering.
+    pub service_id: String,
+    /// The instance's plan.
+    pub plan_id: String,
+    /// Deprecated: the application to bind.
+    #[serde(default)]
+    pub app_guid: Option<String>,
+    /// What to bind (`app_guid`, `route`).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub bind_resource: Option<Value>,
+    /// Platform-specific context.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub context: Option<Value>,
+    /// Bind parameters, checked against the plan's schema.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub parameters: Option<Value>,
+    /// OSB 2.17: the binding this one rotates (plan must be `binding_rotatable`).
+    #[serde(default)]
+    pub predecessor_binding_id: Option<String>,
+}
+
+/// A binding: the answer to bind (201/200; 202 carries only `operation`) and to fetch.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct BindingResponse {
+    /// Credentials for the application (never on 202).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<Credentials>,
+    /// OSB 2.15 endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub endpoints: Option<Value>,
+    /// On fetch: the bind parameters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub parameters: Option<Value>,
+    /// Expiry and renewal times.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<BindingMetadata>,
+    /// On 202: the operation to poll.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<String>,
+}
+
+/// `?accepts_incomplete=` on provision, update and bind.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AsyncQuery {
+    /// The platform can poll `last_operation` (OSB spelling).
+    #[serde(default)]
+    pub accepts_incomplete: Option<bool>,
+    /// The same, in the original ESM's spelling, which its clients send.
+    #[serde(default)]
+    pub accept_incomplete: Option<bool>,
+}
+
+impl AsyncQuery {
+    /// Whether the platform accepts an asynchronous answer.
+    pub fn accepts_incomplete(&self) -> bool {
+        self.accepts_incomplete
+            .or(self.accept_incomplete)
+            .unwrap_or(false)
+    }
+}
+
+/// `?service_id=&plan_id=&accepts_incomplete=` on deprovision and unbind.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeleteQuery {
+    /// Required: the offering.
+    #[serde(default)]
+    pub service_id: Option<String>,
+    /// Required: the plan.
+    #[serde(default)]
+    pub plan_id: Option<String>,
+    /// The platform can poll `last_operation` (OSB spelling).
+    #[serde(default)]
+    pub accepts_incomplete: Option<bool>,
+    /// The same, in the original ESM's spelling.
+    #[serde(default)]
+    pub accept_incomplete: Option<bool>,
+}
+
+impl DeleteQuery {
+    /// Whether the platform accepts an asynchronous answer.
+    pub fn accepts_incomplete(&self) -> bool {
+        self.accepts_incomplete
+            .or(self.accept_incomplete)
+            .unwrap_or(false)
+    }
+}
+
+/// `?service_id=&plan_id=&operation=` on last_operation (all optional hints).
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LastOperationQuery {
+    /// Hint: the offering.
+    #[serde(default)]
+    pub service_id: Option<String>,
+    /// Hint: the plan.
+    #[serde(default)]
+    pub plan_id: Option<String>,
+    /// The `operation` value of the 202 being polled.
+    #[serde(default)]
+    pub operation: Option<String>,
+}
+
+/// `?service_id=&plan_id=` hints on the fetch endpoints (OSB 2.16).
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct FetchQuery {
+    /// Hint: the offering.
+    #[serde(default)]
+    pub service_id: Option<String>,
+    /// Hint: the plan.
+    #[serde(default)]
+    pub plan_id: Option<String>,
+}
+
+/// ElasTest: an instance with its live deployment details.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EtInstance {
+    /// `id`, `manifest_id` and the backend's flat keys (`<container>_Ip`, ...).
+    #[schema(value_type = Object)]
+    pub context: Map<String, Value>,
+    /// The instance's offering.
+    pub service_type: Service,
+    /// The instance's last operation.
+    pub state: EtState,
+}
+
+/// ElasTest: an instance's state.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EtState {
+    /// `in progress`, `succeeded` or `failed`.
+    pub state: OperationState,
+    /// What is happening or happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
