@@ -1,0 +1,339 @@
+//! The test harness: a real esm on random ports, spoken to over HTTP.
+
+use std::time::Duration;
+
+use esm::app::Server;
+use esm::config::{Config, Secret};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The OSB version tests speak unless they say otherwise.
+pub const VERSION: &str = "2.17";
+/// The service every `with_plan` app registers.
+pub const SERVICE: &str = "svc-1";
+/// Its plan.
+pub const PLAN: &str = "plan-1";
+/// A second plan of the same service.
+pub const OTHER_PLAN: &str = "plan-2";
+
+/// A running esm.
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT` of the OSB API.
+    pub api: String,
+    /// `http://127.0.0.1:PORT` of the operator port.
+    pub ops: String,
+    /// A client without default headers.
+    pub client: reqwest::Client,
+    /// Basic-auth credentials, when the app requires them.
+    pub auth: Option<(String, String)>,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+/// A response, decoded.
+#[derive(Debug)]
+pub struct Reply {
+    /// The status.
+    pub status: StatusCode,
+    /// The headers.
+    pub headers: reqwest::header::HeaderMap,
+    /// The body as JSON (`Value::Null` if empty or not JSON).
+    pub body: Value,
+}
+
+impl Reply {
+    /// A header as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts the body is an OSB error body and returns its `error` code.
+    pub fn osb_error(&self) -> &str {
+        let description = self.body.get("description").and_then(Value::as_str);
+        assert!(
+            description.is_some_and(|d| !d.is_empty()),
+            "expected an OSB error body with a description, got {} {}",
+            self.status,
+            self.body
+        );
+        self.body
+            .get("error")
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("expected an OSB error code in {}", self.body))
+    }
+}
+
+/// A test config: random loopback ports, in-memory store.
+pub fn test_config() -> Config {
+    Config {
+        ip: [127, 0, 0, 1].into(),
+        port: 0,
+        check_ip: [127, 0, 0, 1].into(),
+        check_port: 0,
+        retry_after: 1,
+        ..Config::default()
+    }
+}
+
+/// Starts esm with the test config.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(test_config()).await
+}
+
+/// Starts esm with basic auth.
+pub async fn spawn_app_with_auth(user: &str, pass: &str) -> TestApp {
+    let config = Config {
+        broker_username: Some(user.into()),
+        broker_password: Some(pass.parse::<Secret>().expect("secret parses")),
+        ..test_config()
+    };
+    let mut app = spawn_app_with(config).await;
+    app.auth = Some((user.into(), pass.into()));
+    app
+}
+
+/// Starts esm with `config`.
+pub async fn spawn_app_with(config: Config) -> TestApp {
+    if std::env::var_os("TEST_LOG").is_some() {
+        esm::telemetry::init(esm::config::LogFormat::Text);
+    }
+    let server = Server::bind(config).await.expect("esm binds");
+    let api = format!("http://{}", server.api_addr());
+    let ops = format!("http://{}", server.ops_addr());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let handle = tokio::spawn(async move {
+        server
+            .run_until(async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("esm serves");
+    });
+    TestApp {
+        api,
+        ops,
+        client: reqwest::Client::new(),
+        auth: None,
+        stop: Some(stop),
+        handle: Some(handle),
+    }
+}
+
+/// Starts esm with service `svc-1` (plans `plan-1` and `plan-2`) and a dummy manifest
+/// for each plan whose content is `script` (a YAML document).
+pub async fn with_plan(script: &str) -> TestApp {
+    with_catalog(json!({}), script).await
+}
+
+/// Like [`with_plan`], with extra fields merged into `plan-1` (schemas, maintenance_info, ...).
+pub async fn with_catalog(plan_extra: Value, script: &str) -> TestApp {
+    let app = spawn_app().await;
+    app.register_catalog(plan_extra, script).await;
+    app
+}
+
+impl TestApp {
+    /// Registers `svc-1` with `plan-1` (plus `plan_extra`) and `plan-2`, and a dummy
+    /// manifest running `script` for each.
+    pub async fn register_catalog(&self, plan_extra: Value, script: &str) {
+        let mut plan = json!({"id": PLAN, "name": "small", "description": "a small plan",
+                              "plan_updateable": true});
+        if let (Some(plan), Some(extra)) = (plan.as_object_mut(), plan_extra.as_object()) {
+            plan.extend(extra.clone());
+        }
+        let service = json!({
+            "id": SERVICE, "name": "test-service", "description": "a test service",
+            "bindable": true, "plan_updateable": true,
+            "plans": [plan, {"id": OTHER_PLAN, "name": "large", "description": "a large plan"}]
+        });
+        let r = self.put("/v2/et/catalog", &service).await;
+        assert_eq!(
+            r.status,
+            StatusCode::CREATED,
+            "register service: {}",
+            r.body
+        );
+        for (manifest, plan) in [("manifest-1", PLAN), ("manifest-2", OTHER_PLAN)] {
+            let body = json!({"service_id": SERVICE, "plan_id": plan,
+                              "manifest_type": "dummy", "manifest_content": script});
+            let r = self
+                .put(&format!("/v2/et/manifest/{manifest}"), &body)
+                .await;
+            assert_eq!(
+                r.status,
+                StatusCode::CREATED,
+                "register manifest: {}",
+                r.body
+            );
+        }
+    }
+
+    /// Sends a request with the OSB version header (and auth, if the app has it).
+    pub async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Reply {
+        let mut req = self
+            .client
+            .request(method, format!("{}{path}", self.api))
+            .header("X-Broker-API-Version", VERSION);
+        if let Some((user, pass)) = &self.auth {
+            req = req.basic_auth(user, Some(pass));
+        }
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        reply(req.send().await.expect("request sent")).await
+    }
+
+    /// GET with the version header.
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send(Method::GET, path, None).await
+    }
+
+    /// PUT a JSON body with the version header.
+    pub async fn put(&self, path: &str, body: &Value) -> Reply {
+        self.send(Method::PUT, path, Some(body)).await
+    }
+
+    /// PATCH a JSON body with the version header.
+    pub async fn patch(&self, path: &str, body: &Value) -> Reply {
+        self.send(Method::PATCH, path, Some(body)).await
+    }
+
+    /// DELETE with the version header.
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.send(Method::DELETE, path, None).await
+    }
+
+    /// A raw request builder for tests that control every header.
+    pub fn raw(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.client.request(method, format!("{}{path}", self.api))
+    }
+
+    /// Provisions `id` on `plan-1`; `async_ok` sets `accepts_incomplete=true`.
+    pub async fn provision(&self, id: &str, async_ok: bool) -> Reply {
+        self.put(&provision_path(id, async_ok), &provision_body(PLAN))
+            .await
+    }
+
+    /// Deprovisions `id`.
+    pub async fn deprovision(&self, id: &str, async_ok: bool) -> Reply {
+        let q = if async_ok {
+            "&accepts_incomplete=true"
+        } else {
+            ""
+        };
+        self.delete(&format!(
+            "/v2/service_instances/{id}?service_id={SERVICE}&plan_id={PLAN}{q}"
+        ))
+        .await
+    }
+
+    /// Binds `binding` to `instance` with `body` (or the default bind body).
+    pub async fn bind(
+        &self,
+        instance: &str,
+        binding: &str,
+        body: Option<Value>,
+        async_ok: bool,
+    ) -> Reply {
+        let q = if async_ok {
+            "?accepts_incomplete=true"
+        } else {
+            ""
+        };
+        let body = body.unwrap_or_else(|| json!({"service_id": SERVICE, "plan_id": PLAN}));
+        self.put(
+            &format!("/v2/service_instances/{instance}/service_bindings/{binding}{q}"),
+            &body,
+        )
+        .await
+    }
+
+    /// Unbinds `binding` from `instance`.
+    pub async fn unbind(&self, instance: &str, binding: &str, async_ok: bool) -> Reply {
+        let q = if async_ok {
+            "&accepts_incomplete=true"
+        } else {
+            ""
+        };
+        self.delete(&format!(
+            "/v2/service_instances/{instance}/service_bindings/{binding}?service_id={SERVICE}&plan_id={PLAN}{q}"
+        ))
+        .await
+    }
+
+    /// Polls a last_operation path until the state is final; returns the final reply
+    /// (a 410 also ends the polling).
+    pub async fn poll(&self, last_operation_path: &str) -> Reply {
+        for _ in 0..200 {
+            let r = self.get(last_operation_path).await;
+            if r.status != StatusCode::OK || r.body["state"] != json!("in progress") {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("{last_operation_path} stayed in progress");
+    }
+
+    /// Polls an instance's last_operation until it is final.
+    pub async fn poll_instance(&self, id: &str) -> Reply {
+        self.poll(&format!("/v2/service_instances/{id}/last_operation"))
+            .await
+    }
+
+    /// Polls a binding's last_operation until it is final.
+    pub async fn poll_binding(&self, instance: &str, binding: &str) -> Reply {
+        self.poll(&format!(
+            "/v2/service_instances/{instance}/service_bindings/{binding}/last_operation"
+        ))
+        .await
+    }
+
+    /// Stops esm gracefully and waits until it has.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            handle.await.expect("esm stops cleanly");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Decodes a response.
+pub async fn reply(response: reqwest::Response) -> Reply {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.bytes().await.expect("body read");
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// The provision path for `id`.
+pub fn provision_path(id: &str, async_ok: bool) -> String {
+    if async_ok {
+        format!("/v2/service_instances/{id}?accepts_incomplete=true")
+    } else {
+        format!("/v2/service_instances/{id}")
+    }
+}
+
+/// A valid provision body for `plan`.
+pub fn provision_body(plan: &str) -> Value {
+    json!({"service_id": SERVICE, "plan_id": plan,
+           "organization_guid": "org-1", "space_guid": "space-1",
+           "context": {"platform": "cloudfoundry"}})
+}

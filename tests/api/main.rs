@@ -1,0 +1,7 @@
+//! The integration tests: one binary (fast to link), one module per endpoint area.
+//! Each test starts a real esm on random loopback ports and speaks HTTP to it.
+
+mod helpers;
+
+mod catalog;
+mod provision;
