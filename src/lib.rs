@@ -16,7 +16,7 @@
 //! - [`store`]: the `Store` trait (documents with compare-and-set) and its implementations.
 //! - [`backend`]: the `Backend` trait (what deploys a manifest) and its implementations.
 //! - [`error`]: the one error type, rendered as the OSB error body.
-//! - [`telemetry`]: logging.
+//! - [`telemetry`]: logging setup.
 
 #![warn(missing_docs)]
 

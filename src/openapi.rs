@@ -108,3 +108,35 @@ pub fn document_json() -> String {
     text.push('\n');
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The committed copy is what clients generate from: it must be what the code says.
+    #[test]
+    fn committed_copy_matches_the_code() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/esm.json");
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            committed == document_json(),
+            "openapi/esm.json is stale: run `cargo run --quiet -- openapi > openapi/esm.json` and commit it"
+        );
+    }
+
+    #[test]
+    fn every_broker_operation_requires_the_version_header_but_manifest_reads() {
+        let spec = document();
+        for (path, item) in &spec.paths.paths {
+            for (method, op) in [("get", &item.get), ("put", &item.put), ("patch", &item.patch), ("delete", &item.delete)] {
+                let Some(op) = op else { continue };
+                let has_version = op.parameters.iter().flatten().any(|p| match p {
+                    RefOr::T(p) => p.name == "X-Broker-API-Version",
+                    RefOr::Ref(_) => false,
+                });
+                let exempt = method == "get" && path.starts_with("/v2/et/manifest");
+                assert_eq!(has_version, !exempt, "{method} {path}");
+            }
+        }
+    }
+}
