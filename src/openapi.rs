@@ -128,7 +128,12 @@ mod tests {
     fn every_broker_operation_requires_the_version_header_but_manifest_reads() {
         let spec = document();
         for (path, item) in &spec.paths.paths {
-            for (method, op) in [("get", &item.get), ("put", &item.put), ("patch", &item.patch), ("delete", &item.delete)] {
+            for (method, op) in [
+                ("get", &item.get),
+                ("put", &item.put),
+                ("patch", &item.patch),
+                ("delete", &item.delete),
+            ] {
                 let Some(op) = op else { continue };
                 let has_version = op.parameters.iter().flatten().any(|p| match p {
                     RefOr::T(p) => p.name == "X-Broker-API-Version",

@@ -362,7 +362,15 @@ impl Broker {
                         .and_then(|p| p.binding_lifetime_seconds)
                 });
                 match self
-                    .unless_shutdown(backend.bind(&instance, &binding, &manifest))
+                    .run_backend(
+                        self.deadline(
+                            &instance.service_id,
+                            &instance.plan_id,
+                            binding.operations.find(op_id),
+                        )
+                        .await,
+                        backend.bind(&instance, &binding, &manifest),
+                    )
                     .await
                 {
                     Some(outcome) => outcome.map(|out| (out, lifetime)),
@@ -415,7 +423,15 @@ impl Broker {
         let outcome = match self.binding_backend(&binding).await {
             Ok((instance, backend, manifest)) => {
                 match self
-                    .unless_shutdown(backend.unbind(&instance, &binding, &manifest))
+                    .run_backend(
+                        self.deadline(
+                            &instance.service_id,
+                            &instance.plan_id,
+                            binding.operations.find(op_id),
+                        )
+                        .await,
+                        backend.unbind(&instance, &binding, &manifest),
+                    )
                     .await
                 {
                     Some(outcome) => outcome,

@@ -424,9 +424,16 @@ impl Broker {
         else {
             return Ok(None);
         };
+        let deadline = self
+            .deadline(
+                &instance.service_id,
+                &instance.plan_id,
+                instance.operations.find(op_id),
+            )
+            .await;
         let outcome = match self.instance_backend(&instance).await {
             Ok((backend, manifest)) => match self
-                .unless_shutdown(backend.provision(&instance, &manifest))
+                .run_backend(deadline, backend.provision(&instance, &manifest))
                 .await
             {
                 Some(outcome) => outcome,
@@ -479,10 +486,17 @@ impl Broker {
             return Ok(None);
         };
         let target = apply_update(instance.clone(), &pending);
+        let deadline = self
+            .deadline(
+                &target.service_id,
+                &target.plan_id,
+                instance.operations.find(op_id),
+            )
+            .await;
         let outcome = match self.manifest_for_plan(&target.plan_id).await {
             Ok(manifest) => match self.backend(&manifest) {
                 Ok(backend) => match self
-                    .unless_shutdown(backend.update(&target, &manifest))
+                    .run_backend(deadline, backend.update(&target, &manifest))
                     .await
                 {
                     Some(outcome) => outcome.map(|d| (d, manifest.id)),
@@ -530,9 +544,16 @@ impl Broker {
         else {
             return Ok(None);
         };
+        let deadline = self
+            .deadline(
+                &instance.service_id,
+                &instance.plan_id,
+                instance.operations.find(op_id),
+            )
+            .await;
         let outcome = match self.instance_backend(&instance).await {
             Ok((backend, manifest)) => match self
-                .unless_shutdown(backend.deprovision(&instance, &manifest))
+                .run_backend(deadline, backend.deprovision(&instance, &manifest))
                 .await
             {
                 Some(outcome) => outcome,

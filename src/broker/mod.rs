@@ -18,16 +18,17 @@ pub use extensions::Registered;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::backend::{Backend, Backends, Execution};
+use crate::backend::{Backend, BackendError, Backends, Execution};
 use crate::domain::binding::Binding;
 use crate::domain::catalog::{MaintenanceInfo, Plan, Service};
 use crate::domain::instance::ServiceInstance;
 use crate::domain::manifest::Manifest;
-use crate::domain::operation::OperationKind;
+use crate::domain::operation::{Operation, OperationKind};
 use crate::error::{OsbError, OsbResult};
 use crate::store::{Records, Store, Versioned};
 
@@ -124,12 +125,47 @@ impl Broker {
         self.tasks.wait().await;
     }
 
-    /// Runs a backend call unless esm is shutting down first (`None` then).
-    async fn unless_shutdown<T>(&self, call: impl Future<Output = T>) -> Option<T> {
+    /// Runs a backend call unless esm is shutting down first (`None` then: the
+    /// operation stays in progress and the next start resumes it). Past `deadline` the
+    /// call is abandoned as failed: the platform has stopped polling by then and counts
+    /// the operation as failed, so esm must not report success later.
+    async fn run_backend<T>(
+        &self,
+        deadline: Option<SystemTime>,
+        call: impl Future<Output = Result<T, BackendError>>,
+    ) -> Option<Result<T, BackendError>> {
+        let bounded = async {
+            let Some(deadline) = deadline else {
+                return call.await;
+            };
+            let left = deadline
+                .duration_since(SystemTime::now())
+                .unwrap_or_default();
+            tokio::time::timeout(left, call).await.unwrap_or_else(|_| {
+                Err(BackendError::new(
+                    "did not finish within the plan's maximum_polling_duration",
+                ))
+            })
+        };
         tokio::select! {
-            result = call => Some(result),
+            result = bounded => Some(result),
             () = self.shutdown.cancelled() => None,
         }
+    }
+
+    /// When an asynchronous operation must be over: its start plus the plan's
+    /// `maximum_polling_duration` (OSB 2.15). Synchronous ones have no deadline.
+    async fn deadline(
+        &self,
+        service_id: &str,
+        plan_id: &str,
+        op: Option<&Operation>,
+    ) -> Option<SystemTime> {
+        let op = op.filter(|op| op.asynchronous)?;
+        let service = self.records.get::<Service>(service_id).await.ok()??.record;
+        let seconds = service.plan(plan_id)?.maximum_polling_duration?;
+        let started = humantime::parse_rfc3339(&op.started_at).ok()?;
+        Some(started + Duration::from_secs(seconds))
     }
 
     fn spawn_task(&self, task: impl Future<Output = ()> + Send + 'static) {
