@@ -127,3 +127,13 @@ impl Store for MemoryStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn conforms() {
+        crate::store::conformance::run(Arc::new(super::MemoryStore::new())).await;
+    }
+}

@@ -11,6 +11,8 @@
 //! The trait is object-safe (`async_trait`) and used as `Arc<dyn Store>`: handlers stay
 //! free of generics, and a virtual call costs nothing next to the I/O behind it.
 
+pub mod conformance;
+pub mod embedded;
 pub mod memory;
 
 use std::sync::Arc;
