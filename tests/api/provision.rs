@@ -338,12 +338,21 @@ async fn the_same_id_at_once_creates_one_instance_and_no_5xx() {
 
 #[tokio::test]
 async fn an_operation_past_the_plans_maximum_polling_duration_fails() {
-    let app = with_catalog(json!({"maximum_polling_duration": 1}), "x-esm-dummy: {mode: async, delay_ms: 5000}").await;
-    assert_eq!(app.provision("i-1", true).await.status, StatusCode::ACCEPTED);
+    let app = with_catalog(
+        json!({"maximum_polling_duration": 1}),
+        "x-esm-dummy: {mode: async, delay_ms: 5000}",
+    )
+    .await;
+    assert_eq!(
+        app.provision("i-1", true).await.status,
+        StatusCode::ACCEPTED
+    );
     let r = app.poll_instance("i-1").await;
     assert_eq!(r.body["state"], "failed");
     assert!(
-        r.body["description"].as_str().is_some_and(|d| d.contains("maximum_polling_duration")),
+        r.body["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("maximum_polling_duration")),
         "{}",
         r.body
     );
