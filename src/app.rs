@@ -15,10 +15,12 @@ use crate::api::{self, AppState};
 use crate::backend::Backends;
 use crate::backend::dummy::DummyBackend;
 use crate::broker::{Broker, BrokerSettings};
-use crate::config::{Config, StoreKind};
+use crate::config::{Config, StoreKind, redact_uri};
 use crate::ops::{self, OpsState};
 use crate::store::Store;
+use crate::store::embedded::EmbeddedStore;
 use crate::store::memory::MemoryStore;
+use crate::store::mongo::MongoStore;
 
 /// Why esm could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -50,9 +52,7 @@ pub struct Server {
 impl Server {
     /// Opens the store, sets up the backends and binds both ports.
     pub async fn bind(config: Config) -> Result<Self, StartError> {
-        let store: Arc<dyn Store> = match config.store {
-            StoreKind::Memory => Arc::new(MemoryStore::new()),
-        };
+        let store = open_store(&config).await?;
         let backends = Backends::new().with(Arc::new(DummyBackend::new()));
         let broker = Broker::new(
             store,
@@ -135,10 +135,38 @@ impl Server {
             .with_graceful_shutdown(stop.clone().cancelled_owned());
         let (api_result, ops_result) = tokio::join!(api, ops);
         self.broker.shutdown().await;
+        self.broker.store().close().await;
         tracing::info!("esm stopped");
         api_result.map_err(StartError::Serve)?;
         ops_result.map_err(StartError::Serve)
     }
+}
+
+/// Opens the configured store.
+async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
+    let store: Arc<dyn Store> = match config.store_kind() {
+        StoreKind::Memory => {
+            tracing::warn!("ESM_STORE=memory: everything esm knows is lost when it stops");
+            Arc::new(MemoryStore::new())
+        }
+        StoreKind::Embedded => {
+            let store = EmbeddedStore::open(&config.data_dir)
+                .map_err(|e| StartError::Store(e.to_string()))?;
+            tracing::info!(path = %store.path().display(), "using the embedded store");
+            Arc::new(store)
+        }
+        StoreKind::Mongodb => {
+            let uri = config.mongo_uri().ok_or_else(|| {
+                StartError::Store("ESM_STORE=mongodb needs ESM_MONGO_URI or ESM_MONGO_HOST".into())
+            })?;
+            let store = MongoStore::connect(&uri, &config.mongo_db)
+                .await
+                .map_err(|e| StartError::Store(e.to_string()))?;
+            tracing::info!(uri = %redact_uri(&uri), db = %config.mongo_db, "using the MongoDB store");
+            Arc::new(store)
+        }
+    };
+    Ok(store)
 }
 
 async fn listen(addr: SocketAddr) -> Result<TcpListener, StartError> {

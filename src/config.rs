@@ -61,9 +61,22 @@ pub struct Config {
     /// Where durable stores keep their files.
     #[arg(long = "data-dir", env = "ESM_DATA_DIR", default_value = "./esm-data")]
     pub data_dir: PathBuf,
-    /// Which store keeps esm's state.
-    #[arg(long = "store", env = "ESM_STORE", value_enum, default_value_t = StoreKind::Memory)]
-    pub store: StoreKind,
+    /// Which store keeps esm's state; by default `mongodb` when a MongoDB host or URI is
+    /// set, otherwise `embedded`.
+    #[arg(long = "store", env = "ESM_STORE", value_enum)]
+    pub store: Option<StoreKind>,
+    /// MongoDB host (the original's setting); selects the MongoDB store.
+    #[arg(long = "mongo-host", env = "ESM_MONGO_HOST")]
+    pub mongo_host: Option<String>,
+    /// MongoDB port, with `ESM_MONGO_HOST`.
+    #[arg(long = "mongo-port", env = "ESM_MONGO_PORT", default_value_t = 27017)]
+    pub mongo_port: u16,
+    /// A full MongoDB connection string (auth, replica set, TLS options); wins over the host.
+    #[arg(long = "mongo-uri", env = "ESM_MONGO_URI", hide_env_values = true)]
+    pub mongo_uri: Option<Secret>,
+    /// The MongoDB database esm uses.
+    #[arg(long = "mongo-db", env = "ESM_MONGO_DB", default_value = "esm")]
+    pub mongo_db: String,
     /// Log line format (the filter is RUST_LOG).
     #[arg(long = "log-format", env = "ESM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -77,6 +90,10 @@ pub struct Config {
 pub enum StoreKind {
     /// In memory: forgotten on exit.
     Memory,
+    /// A crash-safe file in `ESM_DATA_DIR`: durable with no external service.
+    Embedded,
+    /// MongoDB: shared by several esm replicas.
+    Mongodb,
 }
 
 /// Log line format.
@@ -125,7 +142,11 @@ impl Default for Config {
             broker_username: None,
             broker_password: None,
             data_dir: PathBuf::from("./esm-data"),
-            store: StoreKind::Memory,
+            store: None,
+            mongo_host: None,
+            mongo_port: 27017,
+            mongo_uri: None,
+            mongo_db: "esm".to_owned(),
             log_format: LogFormat::Text,
             retry_after: 2,
         }
@@ -141,6 +162,35 @@ impl Config {
     /// The operator port address.
     pub fn ops_addr(&self) -> SocketAddr {
         SocketAddr::new(self.check_ip, self.check_port)
+    }
+
+    /// The store esm uses: the explicit choice, else MongoDB when one is configured,
+    /// else the embedded store.
+    pub fn store_kind(&self) -> StoreKind {
+        self.store.unwrap_or(if self.mongo_uri().is_some() {
+            StoreKind::Mongodb
+        } else {
+            StoreKind::Embedded
+        })
+    }
+
+    /// The MongoDB connection string, from `ESM_MONGO_URI` or `ESM_MONGO_HOST`/`PORT`.
+    pub fn mongo_uri(&self) -> Option<String> {
+        let uri = self
+            .mongo_uri
+            .as_ref()
+            .map(|u| u.expose().trim())
+            .filter(|u| !u.is_empty());
+        let host = self
+            .mongo_host
+            .as_deref()
+            .map(str::trim)
+            .filter(|h| !h.is_empty());
+        match (uri, host) {
+            (Some(uri), _) => Some(uri.to_owned()),
+            (None, Some(host)) => Some(format!("mongodb://{host}:{}", self.mongo_port)),
+            (None, None) => None,
+        }
     }
 
     /// The basic-auth credentials, when both halves are set.
@@ -161,7 +211,11 @@ impl Config {
             "ESM_BROKER_USERNAME": self.broker_username,
             "ESM_BROKER_PASSWORD": self.broker_password.as_ref().map(|_| REDACTED),
             "ESM_DATA_DIR": self.data_dir.display().to_string(),
-            "ESM_STORE": format!("{:?}", self.store).to_lowercase(),
+            "ESM_STORE": format!("{:?}", self.store_kind()).to_lowercase(),
+            "ESM_MONGO_HOST": self.mongo_host,
+            "ESM_MONGO_PORT": self.mongo_port,
+            "ESM_MONGO_URI": self.mongo_uri.as_ref().map(|u| redact_uri(u.expose())),
+            "ESM_MONGO_DB": self.mongo_db,
             "ESM_LOG_FORMAT": format!("{:?}", self.log_format).to_lowercase(),
             "ESM_RETRY_AFTER": self.retry_after,
         })
@@ -221,6 +275,28 @@ mod tests {
         assert_eq!(cli.config.port, 9999);
         assert_eq!(cli.config.check_port, 8888);
         assert_eq!(cli.config.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn the_store_is_embedded_unless_mongodb_is_configured() {
+        let mut config = Config::default();
+        assert_eq!(config.store_kind(), StoreKind::Embedded);
+        config.mongo_host = Some("mongo".into());
+        assert_eq!(config.store_kind(), StoreKind::Mongodb);
+        assert_eq!(config.mongo_uri().as_deref(), Some("mongodb://mongo:27017"));
+        config.mongo_uri = Some(Secret("mongodb://u:p@a,b/?replicaSet=rs".into()));
+        assert_eq!(
+            config.mongo_uri().as_deref(),
+            Some("mongodb://u:p@a,b/?replicaSet=rs")
+        );
+        assert!(!config.redacted().to_string().contains("u:p"));
+        config.store = Some(StoreKind::Memory);
+        assert_eq!(config.store_kind(), StoreKind::Memory);
+        let empty_host = Config {
+            mongo_host: Some(String::new()),
+            ..Config::default()
+        };
+        assert_eq!(empty_host.store_kind(), StoreKind::Embedded);
     }
 
     #[test]

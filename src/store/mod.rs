@@ -14,6 +14,7 @@
 pub mod conformance;
 pub mod embedded;
 pub mod memory;
+pub mod mongo;
 
 use std::sync::Arc;
 
@@ -135,6 +136,9 @@ pub trait Store: Send + Sync {
 
     /// Checks that the store answers, for `/health`.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Releases connections before esm exits.
+    async fn close(&self) {}
 }
 
 /// A record type and the collection it lives in.

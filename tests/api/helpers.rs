@@ -73,6 +73,7 @@ pub fn test_config() -> Config {
         check_ip: [127, 0, 0, 1].into(),
         check_port: 0,
         retry_after: 1,
+        store: Some(esm::config::StoreKind::Memory),
         ..Config::default()
     }
 }

@@ -1,0 +1,236 @@
+//! The MongoDB store, for running several esm replicas on one database.
+//!
+//! Plain MongoDB through the official driver, nothing server-specific, so it runs the
+//! same against a standalone mongod, a replica set, or a wire-compatible server. Each
+//! collection holds documents `{_id, version, json}`:
+//! - `_id` is the record id; its unique index makes insert-if-absent atomic (E11000);
+//! - `version` is bumped by every write, and replace/delete filter on it, so a
+//!   compare-and-set is one atomic `update_one`/`delete_one`;
+//! - `json` is the record as JSON text. Keeping it as text (not a BSON document) means
+//!   whatever a platform sends (keys with `.` or `$`, integers beyond i64) round-trips
+//!   exactly.
+//!
+//! The only index needed is `_id`'s, which MongoDB always has.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use mongodb::bson::{Document as Bson, doc};
+use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::options::{ClientOptions, ReturnDocument};
+use mongodb::{Client, Database};
+use serde_json::Value;
+
+use super::{Collection, Document, Store, StoreError};
+
+/// How long a request waits for a reachable server before esm answers 503.
+const SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A [`Store`] in MongoDB.
+#[derive(Debug, Clone)]
+pub struct MongoStore {
+    client: Client,
+    db: Database,
+}
+
+fn unavailable(e: mongodb::error::Error) -> StoreError {
+    StoreError::Unavailable(format!("MongoDB: {e}"))
+}
+
+fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
+    matches!(&*e.kind, ErrorKind::Write(WriteFailure::WriteError(w)) if w.code == 11000)
+}
+
+impl MongoStore {
+    /// Connects to `uri` and uses database `db`. The server need not be up yet: esm
+    /// starts, answers 503 and reports the store unhealthy until it is.
+    pub async fn connect(uri: &str, db: &str) -> Result<Self, StoreError> {
+        let mut options = ClientOptions::parse(uri)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("invalid MongoDB URI: {e}")))?;
+        options
+            .server_selection_timeout
+            .get_or_insert(SERVER_SELECTION_TIMEOUT);
+        options
+            .connect_timeout
+            .get_or_insert(SERVER_SELECTION_TIMEOUT);
+        options.app_name.get_or_insert_with(|| "esm".to_owned());
+        let client = Client::with_options(options).map_err(unavailable)?;
+        let db = client.database(db);
+        Ok(Self { client, db })
+    }
+
+    fn collection(&self, collection: Collection) -> mongodb::Collection<Bson> {
+        self.db.collection(collection.name())
+    }
+
+    fn decode(collection: Collection, raw: &Bson) -> Result<(String, Document), StoreError> {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("{}: {what}", collection.name()));
+        let id = raw
+            .get_str("_id")
+            .map_err(|_| corrupt("document without a string _id"))?;
+        let version = raw
+            .get_i64("version")
+            .map_err(|_| corrupt(&format!("{id} has no version")))?;
+        let json = raw
+            .get_str("json")
+            .map_err(|_| corrupt(&format!("{id} has no json")))?;
+        let body = serde_json::from_str(json).map_err(|e| corrupt(&format!("{id}: {e}")))?;
+        Ok((
+            id.to_owned(),
+            Document {
+                version: u64::try_from(version).map_err(|_| corrupt("negative version"))?,
+                body,
+            },
+        ))
+    }
+}
+
+fn json_text(body: &Value) -> Result<String, StoreError> {
+    serde_json::to_string(body).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn as_i64(version: u64) -> i64 {
+    i64::try_from(version).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl Store for MongoStore {
+    fn kind(&self) -> &'static str {
+        "mongodb"
+    }
+
+    async fn insert(
+        &self,
+        collection: Collection,
+        id: &str,
+        body: Value,
+    ) -> Result<u64, StoreError> {
+        let document = doc! {"_id": id, "version": 1_i64, "json": json_text(&body)?};
+        match self.collection(collection).insert_one(document).await {
+            Ok(_) => Ok(1),
+            Err(e) if is_duplicate_key(&e) => Err(StoreError::Conflict(format!(
+                "{}/{id} exists",
+                collection.name()
+            ))),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn upsert(
+        &self,
+        collection: Collection,
+        id: &str,
+        body: Value,
+    ) -> Result<u64, StoreError> {
+        let updated = self
+            .collection(collection)
+            .find_one_and_update(
+                doc! {"_id": id},
+                doc! {"$inc": {"version": 1_i64}, "$set": {"json": json_text(&body)?}},
+            )
+            .upsert(true)
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| {
+                StoreError::Unavailable("MongoDB: upsert returned no document".into())
+            })?;
+        Ok(Self::decode(collection, &updated)?.1.version)
+    }
+
+    async fn replace(
+        &self,
+        collection: Collection,
+        id: &str,
+        expected_version: u64,
+        body: Value,
+    ) -> Result<u64, StoreError> {
+        let result = self
+            .collection(collection)
+            .update_one(
+                doc! {"_id": id, "version": as_i64(expected_version)},
+                doc! {"$inc": {"version": 1_i64}, "$set": {"json": json_text(&body)?}},
+            )
+            .await
+            .map_err(unavailable)?;
+        if result.matched_count == 1 {
+            return Ok(expected_version + 1);
+        }
+        match self.get(collection, id).await? {
+            None => Err(StoreError::NotFound(format!("{}/{id}", collection.name()))),
+            Some(doc) => Err(StoreError::Conflict(format!(
+                "{}/{id} is at version {}, not {expected_version}",
+                collection.name(),
+                doc.version
+            ))),
+        }
+    }
+
+    async fn get(&self, collection: Collection, id: &str) -> Result<Option<Document>, StoreError> {
+        let found = self
+            .collection(collection)
+            .find_one(doc! {"_id": id})
+            .await
+            .map_err(unavailable)?;
+        found
+            .map(|raw| Self::decode(collection, &raw).map(|(_, doc)| doc))
+            .transpose()
+    }
+
+    async fn list(&self, collection: Collection) -> Result<Vec<(String, Document)>, StoreError> {
+        let mut cursor = self
+            .collection(collection)
+            .find(doc! {})
+            .sort(doc! {"_id": 1})
+            .await
+            .map_err(unavailable)?;
+        let mut out = Vec::new();
+        while cursor.advance().await.map_err(unavailable)? {
+            let raw: Bson = cursor.deserialize_current().map_err(unavailable)?;
+            out.push(Self::decode(collection, &raw)?);
+        }
+        Ok(out)
+    }
+
+    async fn delete(
+        &self,
+        collection: Collection,
+        id: &str,
+        expected_version: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        let filter = match expected_version {
+            Some(v) => doc! {"_id": id, "version": as_i64(v)},
+            None => doc! {"_id": id},
+        };
+        let result = self
+            .collection(collection)
+            .delete_one(filter)
+            .await
+            .map_err(unavailable)?;
+        if result.deleted_count == 1 {
+            return Ok(true);
+        }
+        match (expected_version, self.get(collection, id).await?) {
+            (Some(expected), Some(doc)) => Err(StoreError::Conflict(format!(
+                "{}/{id} is at version {}, not {expected}",
+                collection.name(),
+                doc.version
+            ))),
+            _ => Ok(false),
+        }
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.db
+            .run_command(doc! {"ping": 1})
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    async fn close(&self) {
+        // Without this the driver may panic when its runtime goes away under it.
+        self.client.clone().shutdown().await;
+    }
+}

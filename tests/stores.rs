@@ -1,0 +1,52 @@
+//! The store conformance suite against every store: memory, embedded, and MongoDB.
+//!
+//! The MongoDB run needs a server: set `ESM_TEST_MONGO_URI` (CI starts one and sets it).
+//! When it is set and no server answers, the test fails; it never silently passes.
+
+use std::sync::Arc;
+
+use esm::store::Store;
+use esm::store::conformance;
+use esm::store::embedded::EmbeddedStore;
+use esm::store::memory::MemoryStore;
+use esm::store::mongo::MongoStore;
+
+/// The MongoDB URI tests use, if this run has one.
+fn mongo_uri() -> Option<String> {
+    let uri = std::env::var("ESM_TEST_MONGO_URI")
+        .ok()
+        .filter(|u| !u.is_empty());
+    if uri.is_none() {
+        eprintln!("ESM_TEST_MONGO_URI is not set: the MongoDB store is not exercised in this run");
+    }
+    uri
+}
+
+#[tokio::test]
+async fn memory_store_conforms() {
+    conformance::run(Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test]
+async fn embedded_store_conforms() {
+    let dir = std::env::temp_dir().join(format!("esm-stores-{}", uuid::Uuid::new_v4().simple()));
+    let store = EmbeddedStore::open(&dir).expect("embedded store opens");
+    conformance::run(Arc::new(store)).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn mongodb_store_conforms() {
+    let Some(uri) = mongo_uri() else { return };
+    let db = format!("esm_conformance_{}", uuid::Uuid::new_v4().simple());
+    let store = MongoStore::connect(&uri, &db)
+        .await
+        .expect("MongoDB URI is valid");
+    store
+        .ping()
+        .await
+        .unwrap_or_else(|e| panic!("ESM_TEST_MONGO_URI is set but MongoDB does not answer: {e}"));
+    let store = Arc::new(store);
+    conformance::run(store.clone()).await;
+    store.close().await;
+}
