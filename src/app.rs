@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::ServiceExt;
 use tokio::net::TcpListener;
@@ -59,6 +60,7 @@ impl Server {
             backends,
             BrokerSettings {
                 retry_after_seconds: config.retry_after,
+                operation_lease: Duration::from_secs(config.operation_lease.max(1)),
             },
         );
         let api = listen(config.api_addr()).await?;
@@ -92,17 +94,14 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
-        let resumed = self
-            .broker
-            .resume()
-            .await
-            .map_err(|e| StartError::Store(e.to_string()))?;
-        if resumed > 0 {
-            tracing::info!(
-                resumed,
-                "resumed operations left in progress by the previous run"
-            );
+        // Finish what a previous run (of this or another replica) left in progress; a
+        // store that is down now is retried by the sweeper, not fatal.
+        match self.broker.claim_orphaned_operations(true).await {
+            Ok(0) => {}
+            Ok(resumed) => tracing::info!(resumed, "took over operations left in progress"),
+            Err(e) => tracing::warn!(error = %e, "could not look for operations left in progress"),
         }
+        self.broker.spawn_sweeper();
         let auth = self
             .config
             .credentials()

@@ -83,6 +83,14 @@ pub struct Config {
     /// Seconds a platform should wait between polls of an operation (Retry-After).
     #[arg(long = "retry-after", env = "ESM_RETRY_AFTER", default_value_t = 2)]
     pub retry_after: u64,
+    /// Seconds an esm replica holds a running operation without renewing it; another
+    /// replica takes over the operations of one that died after this long.
+    #[arg(
+        long = "operation-lease",
+        env = "ESM_OPERATION_LEASE",
+        default_value_t = 30
+    )]
+    pub operation_lease: u64,
 }
 
 /// Which store keeps esm's state.
@@ -149,6 +157,7 @@ impl Default for Config {
             mongo_db: "esm".to_owned(),
             log_format: LogFormat::Text,
             retry_after: 2,
+            operation_lease: 30,
         }
     }
 }
@@ -218,6 +227,7 @@ impl Config {
             "ESM_MONGO_DB": self.mongo_db,
             "ESM_LOG_FORMAT": format!("{:?}", self.log_format).to_lowercase(),
             "ESM_RETRY_AFTER": self.retry_after,
+            "ESM_OPERATION_LEASE": self.operation_lease,
         })
     }
 }

@@ -10,7 +10,7 @@ use crate::backend::BackendError;
 use crate::domain::binding::{Binding, BindingMetadata, BindingStatus, Credentials};
 use crate::domain::catalog::SchemaFor;
 use crate::domain::instance::{InstanceStatus, ServiceInstance};
-use crate::domain::operation::{Operation, OperationKind, OperationLog};
+use crate::domain::operation::{OperationKind, OperationLog};
 use crate::domain::{is_past, timestamp, timestamp_in};
 use crate::error::{OsbError, OsbResult};
 use crate::store::{StoreError, Versioned};
@@ -93,7 +93,7 @@ impl Broker {
             backend.execution(&manifest, OperationKind::Bind),
             accepts_incomplete,
         )?;
-        let op = Operation::start(OperationKind::Bind, asynchronous);
+        let op = self.start_op(OperationKind::Bind, asynchronous);
         let op_id = op.id.clone();
         let mut operations = OperationLog::default();
         operations.push(op);
@@ -184,7 +184,7 @@ impl Broker {
             backend.execution(&manifest, OperationKind::Unbind),
             query.accepts_incomplete(),
         )?;
-        let op = Operation::start(OperationKind::Unbind, asynchronous);
+        let op = self.start_op(OperationKind::Unbind, asynchronous);
         let op_id = op.id.clone();
         binding.operations.push(op);
         match self.records.replace(version, &binding).await {
@@ -362,7 +362,9 @@ impl Broker {
                         .and_then(|p| p.binding_lifetime_seconds)
                 });
                 match self
-                    .run_backend(
+                    .run_backend::<Binding, _>(
+                        binding_id,
+                        op_id,
                         self.deadline(
                             &instance.service_id,
                             &instance.plan_id,
@@ -381,7 +383,7 @@ impl Broker {
         };
         self.records
             .modify::<Binding, OsbError, _>(binding_id, |b| {
-                let Some(op) = b.operations.running_mut(op_id) else {
+                let Some(op) = b.operations.owned_mut(op_id, self.replica()) else {
                     return Ok(false);
                 };
                 match &outcome {
@@ -423,7 +425,9 @@ impl Broker {
         let outcome = match self.binding_backend(&binding).await {
             Ok((instance, backend, manifest)) => {
                 match self
-                    .run_backend(
+                    .run_backend::<Binding, _>(
+                        binding_id,
+                        op_id,
                         self.deadline(
                             &instance.service_id,
                             &instance.plan_id,
@@ -442,7 +446,7 @@ impl Broker {
         };
         self.records
             .modify::<Binding, OsbError, _>(binding_id, |b| {
-                let Some(op) = b.operations.running_mut(op_id) else {
+                let Some(op) = b.operations.owned_mut(op_id, self.replica()) else {
                     return Ok(false);
                 };
                 match &outcome {

@@ -12,7 +12,7 @@ use crate::backend::BackendError;
 use crate::domain::binding::{Binding, BindingStatus};
 use crate::domain::catalog::SchemaFor;
 use crate::domain::instance::{InstanceMetadata, InstanceStatus, PendingUpdate, ServiceInstance};
-use crate::domain::operation::{Operation, OperationKind, OperationLog, OperationState};
+use crate::domain::operation::{OperationKind, OperationLog, OperationState};
 use crate::domain::timestamp;
 use crate::error::{OsbError, OsbResult};
 use crate::store::{StoreError, Versioned};
@@ -59,7 +59,7 @@ impl Broker {
             backend.execution(&manifest, OperationKind::Provision),
             accepts_incomplete,
         )?;
-        let op = Operation::start(OperationKind::Provision, asynchronous);
+        let op = self.start_op(OperationKind::Provision, asynchronous);
         let op_id = op.id.clone();
         let mut operations = OperationLog::default();
         operations.push(op);
@@ -229,7 +229,7 @@ impl Broker {
             backend.execution(&manifest, OperationKind::Update),
             accepts_incomplete,
         )?;
-        let mut op = Operation::start(OperationKind::Update, asynchronous);
+        let mut op = self.start_op(OperationKind::Update, asynchronous);
         op.update = Some(pending);
         let op_id = op.id.clone();
         instance.operations.push(op);
@@ -293,7 +293,7 @@ impl Broker {
             backend.execution(&manifest, OperationKind::Deprovision),
             query.accepts_incomplete(),
         )?;
-        let op = Operation::start(OperationKind::Deprovision, asynchronous);
+        let op = self.start_op(OperationKind::Deprovision, asynchronous);
         let op_id = op.id.clone();
         instance.operations.push(op);
         self.start_operation(version, &instance).await?;
@@ -433,7 +433,12 @@ impl Broker {
             .await;
         let outcome = match self.instance_backend(&instance).await {
             Ok((backend, manifest)) => match self
-                .run_backend(deadline, backend.provision(&instance, &manifest))
+                .run_backend::<ServiceInstance, _>(
+                    id,
+                    op_id,
+                    deadline,
+                    backend.provision(&instance, &manifest),
+                )
                 .await
             {
                 Some(outcome) => outcome,
@@ -443,7 +448,7 @@ impl Broker {
         };
         self.records
             .modify::<ServiceInstance, OsbError, _>(id, |inst| {
-                let Some(op) = inst.operations.running_mut(op_id) else {
+                let Some(op) = inst.operations.owned_mut(op_id, self.replica()) else {
                     return Ok(false);
                 };
                 match &outcome {
@@ -496,7 +501,12 @@ impl Broker {
         let outcome = match self.manifest_for_plan(&target.plan_id).await {
             Ok(manifest) => match self.backend(&manifest) {
                 Ok(backend) => match self
-                    .run_backend(deadline, backend.update(&target, &manifest))
+                    .run_backend::<ServiceInstance, _>(
+                        id,
+                        op_id,
+                        deadline,
+                        backend.update(&target, &manifest),
+                    )
                     .await
                 {
                     Some(outcome) => outcome.map(|d| (d, manifest.id)),
@@ -508,7 +518,7 @@ impl Broker {
         };
         self.records
             .modify::<ServiceInstance, OsbError, _>(id, |inst| {
-                let Some(op) = inst.operations.running_mut(op_id) else {
+                let Some(op) = inst.operations.owned_mut(op_id, self.replica()) else {
                     return Ok(false);
                 };
                 match &outcome {
@@ -553,7 +563,12 @@ impl Broker {
             .await;
         let outcome = match self.instance_backend(&instance).await {
             Ok((backend, manifest)) => match self
-                .run_backend(deadline, backend.deprovision(&instance, &manifest))
+                .run_backend::<ServiceInstance, _>(
+                    id,
+                    op_id,
+                    deadline,
+                    backend.deprovision(&instance, &manifest),
+                )
                 .await
             {
                 Some(outcome) => outcome,
@@ -564,7 +579,7 @@ impl Broker {
         let done = self
             .records
             .modify::<ServiceInstance, OsbError, _>(id, |inst| {
-                let Some(op) = inst.operations.running_mut(op_id) else {
+                let Some(op) = inst.operations.owned_mut(op_id, self.replica()) else {
                     return Ok(false);
                 };
                 match &outcome {

@@ -13,24 +13,22 @@
 mod bindings;
 mod extensions;
 mod instances;
+mod worker;
 
 pub use extensions::Registered;
 
-use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::backend::{Backend, BackendError, Backends, Execution};
-use crate::domain::binding::Binding;
+use crate::backend::{Backend, Backends, Execution};
 use crate::domain::catalog::{MaintenanceInfo, Plan, Service};
-use crate::domain::instance::ServiceInstance;
 use crate::domain::manifest::Manifest;
-use crate::domain::operation::{Operation, OperationKind};
+use crate::domain::operation::OperationKind;
 use crate::error::{OsbError, OsbResult};
-use crate::store::{Records, Store, Versioned};
+use crate::store::{Records, Store};
 
 /// How a request was answered, before it becomes a status code.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,12 +46,16 @@ pub enum Answer<T> {
 pub struct BrokerSettings {
     /// Seconds the platform should wait between polls (`Retry-After`).
     pub retry_after_seconds: u64,
+    /// How long a replica holds an operation without renewing it; after that another
+    /// replica (or this one, restarted) takes it over.
+    pub operation_lease: Duration,
 }
 
 impl Default for BrokerSettings {
     fn default() -> Self {
         Self {
             retry_after_seconds: 2,
+            operation_lease: Duration::from_secs(30),
         }
     }
 }
@@ -68,6 +70,8 @@ pub struct Broker {
     /// Tells running operations to stop where they are on shutdown; they stay
     /// "in progress" in the store and are resumed by the next start.
     shutdown: CancellationToken,
+    /// This process's id as the owner of the operations it runs.
+    replica: String,
 }
 
 impl Broker {
@@ -79,6 +83,7 @@ impl Broker {
             settings,
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
+            replica: uuid::Uuid::new_v4().simple().to_string(),
         })
     }
 
@@ -97,79 +102,11 @@ impl Broker {
         &self.settings
     }
 
-    /// Restarts the operations a previous run left in progress. Backend calls are
-    /// idempotent, so running one again finishes it honestly whatever point it reached.
-    pub async fn resume(self: &Arc<Self>) -> OsbResult<usize> {
-        let mut resumed = 0;
-        for Versioned { record, .. } in self.records.list::<ServiceInstance>().await? {
-            if let Some(op) = record.operations.running() {
-                tracing::info!(instance_id = %record.id, operation = %op.id, kind = op.kind.as_str(), "resuming operation");
-                self.spawn_instance_operation(record.id.clone(), op.id.clone(), op.kind);
-                resumed += 1;
-            }
-        }
-        for Versioned { record, .. } in self.records.list::<Binding>().await? {
-            if let Some(op) = record.operations.running() {
-                tracing::info!(binding_id = %record.id, operation = %op.id, kind = op.kind.as_str(), "resuming operation");
-                self.spawn_binding_operation(record.id.clone(), op.id.clone(), op.kind);
-                resumed += 1;
-            }
-        }
-        Ok(resumed)
-    }
-
     /// Stops the running operations where they are and waits for their tasks.
     pub async fn shutdown(&self) {
         self.tasks.close();
         self.shutdown.cancel();
         self.tasks.wait().await;
-    }
-
-    /// Runs a backend call unless esm is shutting down first (`None` then: the
-    /// operation stays in progress and the next start resumes it). Past `deadline` the
-    /// call is abandoned as failed: the platform has stopped polling by then and counts
-    /// the operation as failed, so esm must not report success later.
-    async fn run_backend<T>(
-        &self,
-        deadline: Option<SystemTime>,
-        call: impl Future<Output = Result<T, BackendError>>,
-    ) -> Option<Result<T, BackendError>> {
-        let bounded = async {
-            let Some(deadline) = deadline else {
-                return call.await;
-            };
-            let left = deadline
-                .duration_since(SystemTime::now())
-                .unwrap_or_default();
-            tokio::time::timeout(left, call).await.unwrap_or_else(|_| {
-                Err(BackendError::new(
-                    "did not finish within the plan's maximum_polling_duration",
-                ))
-            })
-        };
-        tokio::select! {
-            result = bounded => Some(result),
-            () = self.shutdown.cancelled() => None,
-        }
-    }
-
-    /// When an asynchronous operation must be over: its start plus the plan's
-    /// `maximum_polling_duration` (OSB 2.15). Synchronous ones have no deadline.
-    async fn deadline(
-        &self,
-        service_id: &str,
-        plan_id: &str,
-        op: Option<&Operation>,
-    ) -> Option<SystemTime> {
-        let op = op.filter(|op| op.asynchronous)?;
-        let service = self.records.get::<Service>(service_id).await.ok()??.record;
-        let seconds = service.plan(plan_id)?.maximum_polling_duration?;
-        let started = humantime::parse_rfc3339(&op.started_at).ok()?;
-        Some(started + Duration::from_secs(seconds))
-    }
-
-    fn spawn_task(&self, task: impl Future<Output = ()> + Send + 'static) {
-        self.tasks.spawn(task);
     }
 
     async fn service(&self, service_id: &str) -> OsbResult<Service> {

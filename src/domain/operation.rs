@@ -77,6 +77,15 @@ pub struct Operation {
     /// Whether the platform was answered 202 (so it polls) rather than waited for.
     #[serde(default)]
     pub asynchronous: bool,
+    /// The esm process running it (a random id per process). Another process takes
+    /// the operation over only once `lease_until` has passed, so two replicas never
+    /// run one operation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Unix time in milliseconds until which `owner` holds the operation; the owner
+    /// renews it while it works.
+    #[serde(default)]
+    pub lease_until: u64,
     /// When it started (RFC 3339).
     pub started_at: String,
     /// When it ended (RFC 3339).
@@ -96,6 +105,8 @@ impl Operation {
             update_repeatable: None,
             update: None,
             asynchronous,
+            owner: None,
+            lease_until: 0,
             started_at: super::timestamp(),
             finished_at: None,
         }
@@ -165,12 +176,18 @@ impl OperationLog {
         self.0.iter().rev().find(|op| op.id == id)
     }
 
-    /// The running operation with this id, mutably: how a worker finds the operation it
-    /// owns (it is gone if another request replaced it).
+    /// The running operation with this id, mutably.
     pub fn running_mut(&mut self, id: &str) -> Option<&mut Operation> {
         self.0
             .last_mut()
             .filter(|op| op.id == id && op.in_progress())
+    }
+
+    /// The running operation with this id if `owner` holds it: how a worker finds the
+    /// operation it runs (gone if it finished, or another replica took it over).
+    pub fn owned_mut(&mut self, id: &str, owner: &str) -> Option<&mut Operation> {
+        self.running_mut(id)
+            .filter(|op| op.owner.as_deref() == Some(owner))
     }
 
     /// Appends an operation, forgetting the oldest beyond the kept few.
@@ -181,6 +198,39 @@ impl OperationLog {
             self.0.drain(..excess);
         }
     }
+}
+
+/// A record that carries operations (instances and bindings).
+pub trait Tracked {
+    /// Its operations.
+    fn operations(&self) -> &OperationLog;
+    /// Its operations, mutably.
+    fn operations_mut(&mut self) -> &mut OperationLog;
+}
+
+impl Tracked for super::instance::ServiceInstance {
+    fn operations(&self) -> &OperationLog {
+        &self.operations
+    }
+    fn operations_mut(&mut self) -> &mut OperationLog {
+        &mut self.operations
+    }
+}
+
+impl Tracked for super::binding::Binding {
+    fn operations(&self) -> &OperationLog {
+        &self.operations
+    }
+    fn operations_mut(&mut self) -> &mut OperationLog {
+        &mut self.operations
+    }
+}
+
+/// Now, in Unix milliseconds (the unit of leases).
+pub fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]
@@ -230,5 +280,14 @@ mod tests {
         let last_id = log.last().map(|op| op.id.clone()).expect("has ops");
         assert!(log.running_mut(&last_id).is_some());
         assert!(log.running_mut("nope").is_none());
+        assert!(
+            log.owned_mut(&last_id, "me").is_none(),
+            "nobody owns it yet"
+        );
+        if let Some(op) = log.last_mut() {
+            op.owner = Some("me".into());
+        }
+        assert!(log.owned_mut(&last_id, "me").is_some());
+        assert!(log.owned_mut(&last_id, "other").is_none());
     }
 }

@@ -152,6 +152,10 @@ impl Store for EmbeddedStore {
         "embedded"
     }
 
+    fn exclusive(&self) -> bool {
+        true
+    }
+
     async fn insert(
         &self,
         collection: Collection,

@@ -39,6 +39,10 @@ impl Store for MemoryStore {
         "memory"
     }
 
+    fn exclusive(&self) -> bool {
+        true
+    }
+
     async fn insert(
         &self,
         collection: Collection,

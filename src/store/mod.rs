@@ -139,6 +139,12 @@ pub trait Store: Send + Sync {
 
     /// Releases connections before esm exits.
     async fn close(&self) {}
+
+    /// Whether only this process can use the store (memory; embedded, which locks its
+    /// file). Then every operation left in progress at start-up is an orphan.
+    fn exclusive(&self) -> bool {
+        false
+    }
 }
 
 /// A record type and the collection it lives in.

@@ -1,0 +1,202 @@
+//! Running operations: ownership leases, the backend call with its deadline, and the
+//! sweep that takes over operations nobody runs any more.
+//!
+//! Every running operation names its owner (a random id per esm process) and a lease
+//! expiry. The owner renews the lease while the backend works. Taking an operation
+//! over is a compare-and-set on its record that succeeds only once the lease has
+//! expired, so among several replicas on one database exactly one runs each
+//! operation; and when a replica dies, another one (or its own restart) finishes its
+//! operations after at most one lease. Backend calls are idempotent, so re-running an
+//! operation finishes it honestly whatever point it had reached.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use super::Broker;
+use crate::backend::BackendError;
+use crate::domain::binding::Binding;
+use crate::domain::catalog::Service;
+use crate::domain::instance::ServiceInstance;
+use crate::domain::operation::{Operation, OperationKind, Tracked, now_millis};
+use crate::error::{OsbError, OsbResult};
+use crate::store::{Record, Versioned};
+
+impl Broker {
+    /// A new operation, owned by this process.
+    pub(super) fn start_op(&self, kind: OperationKind, asynchronous: bool) -> Operation {
+        let mut op = Operation::start(kind, asynchronous);
+        op.owner = Some(self.replica.clone());
+        op.lease_until = self.lease_expiry();
+        op
+    }
+
+    /// This process's owner id.
+    pub(super) fn replica(&self) -> &str {
+        &self.replica
+    }
+
+    fn lease_expiry(&self) -> u64 {
+        now_millis().saturating_add(
+            u64::try_from(self.settings.operation_lease.as_millis()).unwrap_or(u64::MAX),
+        )
+    }
+
+    pub(super) fn spawn_task(&self, task: impl Future<Output = ()> + Send + 'static) {
+        self.tasks.spawn(task);
+    }
+
+    /// Takes over the operations no live owner holds and runs them. At start-up with a
+    /// store only this process can open (`exclusive`), every running operation is
+    /// orphaned, leases or not: the process that held them is gone.
+    pub async fn claim_orphaned_operations(self: &Arc<Self>, at_start: bool) -> OsbResult<usize> {
+        let ignore_leases = at_start && self.store().exclusive();
+        let mut claimed = 0;
+        for Versioned { record, .. } in self.records.list::<ServiceInstance>().await? {
+            if let Some(op) = self
+                .claim::<ServiceInstance>(&record, ignore_leases)
+                .await?
+            {
+                tracing::info!(instance_id = %record.id, operation = %op.id, kind = op.kind.as_str(), "taking over operation");
+                self.spawn_instance_operation(record.id.clone(), op.id, op.kind);
+                claimed += 1;
+            }
+        }
+        for Versioned { record, .. } in self.records.list::<Binding>().await? {
+            if let Some(op) = self.claim::<Binding>(&record, ignore_leases).await? {
+                tracing::info!(binding_id = %record.id, operation = %op.id, kind = op.kind.as_str(), "taking over operation");
+                self.spawn_binding_operation(record.id.clone(), op.id, op.kind);
+                claimed += 1;
+            }
+        }
+        Ok(claimed)
+    }
+
+    /// Claims the running operation of `record` if its lease has expired.
+    async fn claim<T: Record + Tracked + Clone>(
+        &self,
+        record: &T,
+        ignore_leases: bool,
+    ) -> OsbResult<Option<Operation>> {
+        let Some(op) = record.operations().running() else {
+            return Ok(None);
+        };
+        let (op_id, now) = (op.id.clone(), now_millis());
+        let mut taken = None;
+        self.records
+            .modify::<T, OsbError, _>(record.id(), |current| {
+                let Some(op) = current.operations_mut().running_mut(&op_id) else {
+                    return Ok(false);
+                };
+                if !ignore_leases && op.lease_until > now {
+                    return Ok(false);
+                }
+                op.owner = Some(self.replica.clone());
+                op.lease_until = self.lease_expiry();
+                taken = Some(op.clone());
+                Ok(true)
+            })
+            .await?;
+        Ok(taken)
+    }
+
+    /// Keeps taking over orphaned operations, every half lease, until shutdown.
+    pub fn spawn_sweeper(self: &Arc<Self>) {
+        let this = Arc::clone(self);
+        let period = self.settings.operation_lease / 2;
+        self.spawn_task(async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(period) => {}
+                    () = this.shutdown.cancelled() => return,
+                }
+                if let Err(e) = this.claim_orphaned_operations(false).await {
+                    tracing::warn!(error = %e, "could not look for orphaned operations");
+                }
+            }
+        });
+    }
+
+    /// Renews this process's lease on an operation; false if it no longer holds it.
+    async fn renew<T: Record + Tracked + Clone>(&self, id: &str, op_id: &str) -> bool {
+        let mut held = false;
+        let renewed = self
+            .records
+            .modify::<T, OsbError, _>(id, |record| {
+                held = false;
+                let Some(op) = record.operations_mut().owned_mut(op_id, &self.replica) else {
+                    return Ok(false);
+                };
+                op.lease_until = self.lease_expiry();
+                held = true;
+                Ok(true)
+            })
+            .await;
+        match renewed {
+            Ok(_) => held,
+            Err(e) => {
+                // Keep working: if the store stays away, the lease lapses and whoever
+                // takes over wins; our result is then refused by the owner check.
+                tracing::warn!(id, operation = op_id, error = %e, "could not renew an operation's lease");
+                true
+            }
+        }
+    }
+
+    /// Runs the backend call of an operation on record `T` `id`, renewing the lease as
+    /// it goes. `None` if esm shuts down first (the operation stays in progress and is
+    /// taken over later) or another replica took the operation over. Past `deadline`
+    /// the call is abandoned as failed: the platform has stopped polling by then and
+    /// counts the operation as failed, so esm must not report success later.
+    pub(super) async fn run_backend<T: Record + Tracked + Clone, R>(
+        &self,
+        id: &str,
+        op_id: &str,
+        deadline: Option<SystemTime>,
+        call: impl Future<Output = Result<R, BackendError>>,
+    ) -> Option<Result<R, BackendError>> {
+        let bounded = async {
+            let Some(deadline) = deadline else {
+                return call.await;
+            };
+            let left = deadline
+                .duration_since(SystemTime::now())
+                .unwrap_or_default();
+            tokio::time::timeout(left, call).await.unwrap_or_else(|_| {
+                Err(BackendError::new(
+                    "did not finish within the plan's maximum_polling_duration",
+                ))
+            })
+        };
+        tokio::pin!(bounded);
+        let mut renewals = tokio::time::interval(self.settings.operation_lease / 3);
+        renewals.tick().await;
+        loop {
+            tokio::select! {
+                result = &mut bounded => return Some(result),
+                () = self.shutdown.cancelled() => return None,
+                _ = renewals.tick() => {
+                    if !self.renew::<T>(id, op_id).await {
+                        tracing::warn!(id, operation = op_id, "another replica took the operation over");
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// When an asynchronous operation must be over: its start plus the plan's
+    /// `maximum_polling_duration` (OSB 2.15). Synchronous ones have no deadline.
+    pub(super) async fn deadline(
+        &self,
+        service_id: &str,
+        plan_id: &str,
+        op: Option<&Operation>,
+    ) -> Option<SystemTime> {
+        let op = op.filter(|op| op.asynchronous)?;
+        let service = self.records.get::<Service>(service_id).await.ok()??.record;
+        let seconds = service.plan(plan_id)?.maximum_polling_duration?;
+        let started = humantime::parse_rfc3339(&op.started_at).ok()?;
+        Some(started + Duration::from_secs(seconds))
+    }
+}
