@@ -17,7 +17,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use mongodb::bson::{Document as Bson, doc};
 use mongodb::error::{ErrorKind, WriteFailure};
-use mongodb::options::{ClientOptions, ReturnDocument};
+use mongodb::options::{Acknowledgment, ClientOptions, ReturnDocument, WriteConcern};
 use mongodb::{Client, Database};
 use serde_json::Value;
 
@@ -55,6 +55,15 @@ impl MongoStore {
             .connect_timeout
             .get_or_insert(SERVER_SELECTION_TIMEOUT);
         options.app_name.get_or_insert_with(|| "esm".to_owned());
+        // esm acknowledges a request only after its write is durable: journaled, and on a
+        // replica set held by a majority (so a failover cannot roll it back). A URI
+        // that sets its own write concern wins.
+        options.write_concern.get_or_insert_with(|| {
+            WriteConcern::builder()
+                .w(Acknowledgment::Majority)
+                .journal(true)
+                .build()
+        });
         let client = Client::with_options(options).map_err(unavailable)?;
         let db = client.database(db);
         Ok(Self { client, db })

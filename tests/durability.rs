@@ -1,0 +1,277 @@
+//! Durability across processes: kill -9 mid-flight, SIGTERM, two replicas on one
+//! MongoDB, a MongoDB outage. These start the real `esm` binary.
+//!
+//! The MongoDB tests need `ESM_TEST_MONGO_URI` (a server CI starts) and, for the outage
+//! test, the `secantus` Python module to run a server of their own. When CI sets the
+//! variable and a server is missing, they fail; without it they do not run.
+
+mod support;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::json;
+use support::{Client, Esm, MongoServer, StoreSetup, TempDir, mongo_uri};
+
+fn mongo_store(uri: &str) -> StoreSetup {
+    StoreSetup::Mongo {
+        uri: uri.to_owned(),
+        db: format!("esm_test_{}", uuid::Uuid::new_v4().simple()),
+    }
+}
+
+/// Provisions many instances at once, kills esm with SIGKILL while some are still in
+/// flight, restarts it: every provision that was answered 200/201/202 is there and
+/// finishes; none is left "in progress".
+async fn no_acknowledged_provision_is_lost(store: StoreSetup) {
+    let esm = Esm::start(&store).await;
+    let client = Client::new(&esm.api);
+    client
+        .register("x-esm-dummy: {mode: either, delay_ms: 400}")
+        .await;
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let id = format!("crash-{i}");
+            // Half asynchronous (answered at once, then run), half synchronous (answered
+            // after the backend ran): the kill catches both kinds mid-flight.
+            let (status, _) = client.provision(&id, i % 2 == 0).await;
+            (id, status)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    esm.kill_hard();
+    let mut acknowledged = HashSet::new();
+    let mut all = Vec::new();
+    for task in tasks {
+        let (id, status) = task.await.expect("joined");
+        assert!(status == 0 || status < 500, "{id}: {status}");
+        if (200..=202).contains(&status) {
+            acknowledged.insert(id.clone());
+        }
+        all.push(id);
+    }
+    assert!(
+        !acknowledged.is_empty(),
+        "some provisions were acknowledged before the kill"
+    );
+
+    let esm = Esm::start(&store).await;
+    let client = Client::new(&esm.api);
+    for id in &all {
+        let (status, body) = client.settle(id, Duration::from_secs(20)).await;
+        if acknowledged.contains(id) {
+            assert_eq!(
+                status, 200,
+                "{id} was acknowledged, so it must be known: {body}"
+            );
+            assert_eq!(body["state"], "succeeded", "{id}: {body}");
+        } else {
+            // Never answered: either never stored, or stored and finished since.
+            assert!(
+                status == 404 || body["state"] != "in progress",
+                "{id}: {status} {body}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn embedded_store_loses_no_acknowledged_write_on_kill_9() {
+    let dir = TempDir::new("esm-crash");
+    no_acknowledged_provision_is_lost(StoreSetup::Embedded(dir.0.clone())).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mongodb_store_loses_no_acknowledged_write_on_kill_9() {
+    let Some(uri) = mongo_uri() else { return };
+    no_acknowledged_provision_is_lost(mongo_store(&uri)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_finishes_in_flight_requests_and_closes_the_store_cleanly() {
+    let dir = TempDir::new("esm-term");
+    let store = StoreSetup::Embedded(dir.0.clone());
+    let esm = Esm::start(&store).await;
+    let client = Client::new(&esm.api);
+    client
+        .register("x-esm-dummy: {mode: sync, delay_ms: 1000}")
+        .await;
+    let in_flight = {
+        let client = client.clone();
+        tokio::spawn(async move { client.provision("graceful", false).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    esm.terminate();
+    let (status, body) = in_flight.await.expect("joined");
+    assert_eq!(status, 201, "the in-flight provision completes: {body}");
+    assert!(esm.wait().success(), "esm exits 0 on SIGTERM");
+
+    // The store reopens cleanly (the lock was released) with the instance in it.
+    let esm = Esm::start(&store).await;
+    let client = Client::new(&esm.api);
+    let (status, body) = client
+        .send(Method::GET, "/v2/service_instances/graceful", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_esm_on_the_same_data_directory_fails_fast() {
+    let dir = TempDir::new("esm-lock");
+    let store = StoreSetup::Embedded(dir.0.clone());
+    let _first = Esm::start(&store).await;
+    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_esm"))
+        .env_clear()
+        .env("ESM_STORE", "embedded")
+        .env("ESM_DATA_DIR", &dir.0)
+        .env("ESM_IP", "127.0.0.1")
+        .env("ESM_CHECK_IP", "127.0.0.1")
+        .env("ESM_PORT", support::free_port().to_string())
+        .env("ESM_CHECK_PORT", support::free_port().to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("second esm spawns");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = second.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the second esm kept running on a locked directory"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!status.success());
+    let output = second.wait_with_output().expect("output");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(text.contains("in use by another process"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_on_one_mongodb_never_provision_an_instance_twice() {
+    let Some(uri) = mongo_uri() else { return };
+    let store = mongo_store(&uri);
+    let (a, b) = (Esm::start(&store).await, Esm::start(&store).await);
+    let (ca, cb) = (Client::new(&a.api), Client::new(&b.api));
+    ca.register("x-esm-dummy: {mode: sync, delay_ms: 50}").await;
+    let mut tasks = Vec::new();
+    for i in 0..15 {
+        for client in [ca.clone(), cb.clone()] {
+            tasks.push(tokio::spawn(async move {
+                let id = format!("shared-{i}");
+                let (status, _) = client.provision(&id, false).await;
+                (id, status)
+            }));
+        }
+    }
+    let mut created = std::collections::HashMap::<String, usize>::new();
+    for task in tasks {
+        let (id, status) = task.await.expect("joined");
+        assert!(matches!(status, 200 | 201 | 202), "{id}: {status}");
+        if status == 201 {
+            *created.entry(id).or_default() += 1;
+        }
+    }
+    for i in 0..15 {
+        assert_eq!(
+            created.get(&format!("shared-{i}")),
+            Some(&1),
+            "shared-{i} created exactly once"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_replicas_operation_is_finished_by_another() {
+    let Some(uri) = mongo_uri() else { return };
+    let store = mongo_store(&uri);
+    let (a, b) = (Esm::start(&store).await, Esm::start(&store).await);
+    let (ca, cb) = (Client::new(&a.api), Client::new(&b.api));
+    ca.register("x-esm-dummy: {mode: async, delay_ms: 2000}")
+        .await;
+    let (status, body) = ca.provision("orphan", true).await;
+    assert_eq!(status, 202, "{body}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.kill_hard();
+    // Replica b takes the operation over once a's 2 s lease lapses, and finishes it.
+    let (status, body) = cb.settle("orphan", Duration::from_secs(30)).await;
+    assert_eq!(
+        (status, body["state"].clone()),
+        (200, json!("succeeded")),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mongodb_outage_is_503_and_esm_recovers_without_a_restart() {
+    if mongo_uri().is_none() {
+        return;
+    }
+    let dir = TempDir::new("esm-mongo-outage");
+    let mut server = MongoServer::start(&dir.0).await;
+    let store = StoreSetup::Mongo {
+        uri: server.uri(),
+        db: "esm".into(),
+    };
+    let esm = Esm::start(&store).await;
+    let client = Client::new(&esm.api);
+    client.register("x-esm-dummy: {mode: sync}").await;
+    assert_eq!(client.provision("before", false).await.0, 201);
+
+    server.kill();
+    let (status, body) = client.send(Method::GET, "/v2/catalog", None).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "ServiceUnavailable");
+    let (status, body) = client.provision("during", false).await;
+    assert_eq!(status, 503, "{body}");
+    let health = reqwest::get(format!("{}/health", esm.ops))
+        .await
+        .expect("health answers");
+    assert_eq!(health.status().as_u16(), 503);
+    let health: serde_json::Value = health.json().await.expect("health JSON");
+    assert_eq!(health["status"], "failure");
+    assert!(
+        health["results"].as_array().is_some_and(|r| r
+            .iter()
+            .any(|c| c["checker"] == "store:mongodb" && c["passed"] == false)),
+        "{health}"
+    );
+
+    server.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, _) = client.send(Method::GET, "/v2/catalog", None).await;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "esm did not recover after MongoDB came back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, body) = client
+        .send(Method::GET, "/v2/service_instances/before", None)
+        .await;
+    assert_eq!(
+        status, 200,
+        "the write acknowledged before the outage is there: {body}"
+    );
+    let (status, _) = client
+        .send(Method::GET, "/v2/service_instances/during", None)
+        .await;
+    assert_eq!(status, 404, "the refused provision left nothing");
+    let health = reqwest::get(format!("{}/health", esm.ops))
+        .await
+        .expect("health answers");
+    assert_eq!(health.status().as_u16(), 200);
+}

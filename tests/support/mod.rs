@@ -1,0 +1,334 @@
+//! Running the real `esm` binary (and, for MongoDB tests, a server) as child processes,
+//! for tests that kill, restart and share stores between processes.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// The OSB version header value tests send.
+pub const VERSION: &str = "2.17";
+
+/// A free loopback port (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A fresh temporary directory, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// Creates it.
+    pub fn new(prefix: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("{prefix}-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The MongoDB URI of this run, when CI (or a developer) provides a server.
+pub fn mongo_uri() -> Option<String> {
+    let uri = std::env::var("ESM_TEST_MONGO_URI")
+        .ok()
+        .filter(|u| !u.is_empty());
+    if uri.is_none() {
+        eprintln!("ESM_TEST_MONGO_URI is not set: MongoDB is not exercised in this run");
+    }
+    uri
+}
+
+/// Where an esm process keeps its state.
+#[derive(Clone, Debug)]
+pub enum StoreSetup {
+    /// The embedded store in this directory.
+    Embedded(PathBuf),
+    /// MongoDB at this URI, in this database.
+    Mongo { uri: String, db: String },
+}
+
+/// A running `esm` process.
+pub struct Esm {
+    child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub api: String,
+    /// `http://127.0.0.1:PORT` of the operator port.
+    pub ops: String,
+    /// Its store.
+    pub store: StoreSetup,
+}
+
+impl Esm {
+    /// Starts esm on free ports and waits until it answers.
+    pub async fn start(store: &StoreSetup) -> Esm {
+        let (port, check_port) = (free_port(), free_port());
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_esm"));
+        cmd.env_clear()
+            .env("ESM_IP", "127.0.0.1")
+            .env("ESM_CHECK_IP", "127.0.0.1")
+            .env("ESM_PORT", port.to_string())
+            .env("ESM_CHECK_PORT", check_port.to_string())
+            .env("ESM_OPERATION_LEASE", "2")
+            .stdin(Stdio::null());
+        // esm's own log only when asked for (TEST_ESM_LOG=debug, ...): failures it
+        // expects (503s during an outage) would otherwise clutter the test output.
+        match std::env::var("TEST_ESM_LOG") {
+            Ok(filter) => cmd.env("RUST_LOG", filter),
+            Err(_) => cmd.stdout(Stdio::null()).stderr(Stdio::null()),
+        };
+        match store {
+            StoreSetup::Embedded(dir) => {
+                cmd.env("ESM_STORE", "embedded").env("ESM_DATA_DIR", dir);
+            }
+            StoreSetup::Mongo { uri, db } => {
+                cmd.env("ESM_MONGO_URI", uri).env("ESM_MONGO_DB", db);
+            }
+        }
+        let child = cmd.spawn().expect("esm starts");
+        let esm = Esm {
+            child,
+            api: format!("http://127.0.0.1:{port}"),
+            ops: format!("http://127.0.0.1:{check_port}"),
+            store: store.clone(),
+        };
+        esm.wait_until_serving().await;
+        esm
+    }
+
+    async fn wait_until_serving(&self) {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(r) = client
+                .get(format!("{}/v2/catalog", self.api))
+                .header("X-Broker-API-Version", VERSION)
+                .send()
+                .await
+                && r.status().is_success()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("esm did not start serving at {}", self.api);
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill_hard(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        signal(self.pid(), "TERM");
+    }
+
+    /// Waits for the process to exit; its exit status.
+    pub fn wait(mut self) -> std::process::ExitStatus {
+        self.child.wait().expect("esm exits")
+    }
+}
+
+impl Drop for Esm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends a signal with the system's `kill`.
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+/// A small HTTP client that speaks OSB to one esm.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    /// The API base URL.
+    pub api: String,
+}
+
+impl Client {
+    /// A client for `api`.
+    pub fn new(api: &str) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            api: api.to_owned(),
+        }
+    }
+
+    /// Sends a request; `(status, JSON body)`.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.api))
+            .header("X-Broker-API-Version", VERSION);
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        match req.send().await {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                let body = r.json().await.unwrap_or(Value::Null);
+                (status, body)
+            }
+            Err(_) => (0, Value::Null),
+        }
+    }
+
+    /// Registers service `svc` (plan `plan`) and a dummy manifest with `script`.
+    pub async fn register(&self, script: &str) {
+        let service = json!({"id": "svc", "name": "svc", "description": "d", "bindable": true,
+                             "plans": [{"id": "plan", "name": "plan", "description": "d"}]});
+        let (status, body) = self
+            .send(reqwest::Method::PUT, "/v2/et/catalog", Some(&service))
+            .await;
+        assert!(
+            matches!(status, 200 | 201),
+            "register service: {status} {body}"
+        );
+        let manifest = json!({"service_id": "svc", "plan_id": "plan", "manifest_type": "dummy",
+                              "manifest_content": script});
+        let (status, body) = self
+            .send(reqwest::Method::PUT, "/v2/et/manifest/m", Some(&manifest))
+            .await;
+        assert!(
+            matches!(status, 200 | 201),
+            "register manifest: {status} {body}"
+        );
+    }
+
+    /// Provisions `id`; `(status, body)`.
+    pub async fn provision(&self, id: &str, async_ok: bool) -> (u16, Value) {
+        let q = if async_ok {
+            "?accepts_incomplete=true"
+        } else {
+            ""
+        };
+        let body = json!({"service_id": "svc", "plan_id": "plan", "organization_guid": "o", "space_guid": "s"});
+        self.send(
+            reqwest::Method::PUT,
+            &format!("/v2/service_instances/{id}{q}"),
+            Some(&body),
+        )
+        .await
+    }
+
+    /// Polls an instance's last_operation until it is final or `limit` passes; the last answer.
+    pub async fn settle(&self, id: &str, limit: Duration) -> (u16, Value) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let (status, body) = self
+                .send(
+                    reqwest::Method::GET,
+                    &format!("/v2/service_instances/{id}/last_operation"),
+                    None,
+                )
+                .await;
+            if status != 200 || body["state"] != json!("in progress") || Instant::now() > deadline {
+                return (status, body);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// A SecantusDB server of the test's own, for tests that stop and restart MongoDB.
+pub struct MongoServer {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl MongoServer {
+    /// Starts `python3 -m secantus` persisting to `dir` on a free port.
+    pub async fn start(dir: &Path) -> MongoServer {
+        let mut server = MongoServer {
+            child: None,
+            port: free_port(),
+            dir: dir.to_owned(),
+        };
+        server.restart().await;
+        server
+    }
+
+    /// Its URI.
+    pub fn uri(&self) -> String {
+        format!("mongodb://127.0.0.1:{}/?directConnection=true", self.port)
+    }
+
+    /// SIGKILLs it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it (again) on the same port and directory, and waits until it accepts connections.
+    pub async fn restart(&mut self) {
+        self.kill();
+        let child =
+            Command::new(std::env::var("ESM_TEST_PYTHON").unwrap_or_else(|_| "python3".into()))
+                .args([
+                    "-m",
+                    "secantus",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    &self.port.to_string(),
+                    "--storage-path",
+                ])
+                .arg(&self.dir)
+                .arg("--sync-on-commit")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("python3 -m secantus starts (pip install secantusdb)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("secantus did not start on port {}", self.port);
+    }
+}
+
+impl Drop for MongoServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
