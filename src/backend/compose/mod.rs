@@ -1,0 +1,3 @@
+//! Docker backends: docker-compose manifests deployed through the Docker API.
+
+pub mod model;
