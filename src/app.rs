@@ -65,35 +65,23 @@ impl Server {
         );
         let api = listen(config.api_addr()).await?;
         let ops = listen(config.ops_addr()).await?;
-        Ok(Self {
-            config: Arc::new(config),
-            broker,
-            api,
-            ops,
-        })
+        Ok(Self { config: Arc::new(config), broker, api, ops })
     }
 
     /// The address the OSB API listens on.
     pub fn api_addr(&self) -> SocketAddr {
-        self.api
-            .local_addr()
-            .unwrap_or_else(|_| self.config.api_addr())
+        self.api.local_addr().unwrap_or_else(|_| self.config.api_addr())
     }
 
     /// The address the operator port listens on.
     pub fn ops_addr(&self) -> SocketAddr {
-        self.ops
-            .local_addr()
-            .unwrap_or_else(|_| self.config.ops_addr())
+        self.ops.local_addr().unwrap_or_else(|_| self.config.ops_addr())
     }
 
     /// Serves both ports until `shutdown` completes, then lets in-flight requests
     /// finish and stops the running operations where they are (they stay "in
     /// progress" in the store and the next start resumes them).
-    pub async fn run_until(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), StartError> {
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
         // Finish what a previous run (of this or another replica) left in progress; a
         // store that is down now is retried by the sweeper, not fatal.
         match self.broker.claim_orphaned_operations(true).await {
@@ -102,24 +90,11 @@ impl Server {
             Err(e) => tracing::warn!(error = %e, "could not look for operations left in progress"),
         }
         self.broker.spawn_sweeper();
-        let auth = self
-            .config
-            .credentials()
-            .map(|(user, pass)| BasicAuth::new(user, pass));
-        let api_router = api::router(
-            AppState {
-                broker: self.broker.clone(),
-            },
-            auth,
-        );
+        let auth = self.config.credentials().map(|(user, pass)| BasicAuth::new(user, pass));
+        let api_router = api::router(AppState { broker: self.broker.clone() }, auth);
         // Path clean-up must run before routing, so it wraps the router from outside.
-        let api_service = ServiceBuilder::new()
-            .map_request(collapse_slashes)
-            .service(api_router);
-        let ops_router = ops::router(OpsState {
-            broker: self.broker.clone(),
-            config: self.config.clone(),
-        });
+        let api_service = ServiceBuilder::new().map_request(collapse_slashes).service(api_router);
+        let ops_router = ops::router(OpsState { broker: self.broker.clone(), config: self.config.clone() });
 
         let stop = CancellationToken::new();
         let trigger = stop.clone();
@@ -130,8 +105,7 @@ impl Server {
         tracing::info!(api = %self.api_addr(), ops = %self.ops_addr(), store = self.broker.store().kind(), "esm is serving");
         let api = axum::serve(self.api, api_service.into_make_service())
             .with_graceful_shutdown(stop.clone().cancelled_owned());
-        let ops = axum::serve(self.ops, ops_router)
-            .with_graceful_shutdown(stop.clone().cancelled_owned());
+        let ops = axum::serve(self.ops, ops_router).with_graceful_shutdown(stop.clone().cancelled_owned());
         let (api_result, ops_result) = tokio::join!(api, ops);
         self.broker.shutdown().await;
         self.broker.store().close().await;
@@ -149,18 +123,16 @@ async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
             Arc::new(MemoryStore::new())
         }
         StoreKind::Embedded => {
-            let store = EmbeddedStore::open(&config.data_dir)
-                .map_err(|e| StartError::Store(e.to_string()))?;
+            let store = EmbeddedStore::open(&config.data_dir).map_err(|e| StartError::Store(e.to_string()))?;
             tracing::info!(path = %store.path().display(), "using the embedded store");
             Arc::new(store)
         }
         StoreKind::Mongodb => {
-            let uri = config.mongo_uri().ok_or_else(|| {
-                StartError::Store("ESM_STORE=mongodb needs ESM_MONGO_URI or ESM_MONGO_HOST".into())
-            })?;
-            let store = MongoStore::connect(&uri, &config.mongo_db)
-                .await
-                .map_err(|e| StartError::Store(e.to_string()))?;
+            let uri = config
+                .mongo_uri()
+                .ok_or_else(|| StartError::Store("ESM_STORE=mongodb needs ESM_MONGO_URI or ESM_MONGO_HOST".into()))?;
+            let store =
+                MongoStore::connect(&uri, &config.mongo_db).await.map_err(|e| StartError::Store(e.to_string()))?;
             tracing::info!(uri = %redact_uri(&uri), db = %config.mongo_db, "using the MongoDB store");
             Arc::new(store)
         }
@@ -169,7 +141,5 @@ async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
 }
 
 async fn listen(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })
+    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
 }

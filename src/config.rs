@@ -52,11 +52,7 @@ pub struct Config {
     #[arg(long = "broker-username", env = "ESM_BROKER_USERNAME")]
     pub broker_username: Option<String>,
     /// With the username: every /v2 route requires HTTP basic auth.
-    #[arg(
-        long = "broker-password",
-        env = "ESM_BROKER_PASSWORD",
-        hide_env_values = true
-    )]
+    #[arg(long = "broker-password", env = "ESM_BROKER_PASSWORD", hide_env_values = true)]
     pub broker_password: Option<Secret>,
     /// Where durable stores keep their files.
     #[arg(long = "data-dir", env = "ESM_DATA_DIR", default_value = "./esm-data")]
@@ -85,11 +81,7 @@ pub struct Config {
     pub retry_after: u64,
     /// Seconds an esm replica holds a running operation without renewing it; another
     /// replica takes over the operations of one that died after this long.
-    #[arg(
-        long = "operation-lease",
-        env = "ESM_OPERATION_LEASE",
-        default_value_t = 30
-    )]
+    #[arg(long = "operation-lease", env = "ESM_OPERATION_LEASE", default_value_t = 30)]
     pub operation_lease: u64,
 }
 
@@ -176,25 +168,13 @@ impl Config {
     /// The store esm uses: the explicit choice, else MongoDB when one is configured,
     /// else the embedded store.
     pub fn store_kind(&self) -> StoreKind {
-        self.store.unwrap_or(if self.mongo_uri().is_some() {
-            StoreKind::Mongodb
-        } else {
-            StoreKind::Embedded
-        })
+        self.store.unwrap_or(if self.mongo_uri().is_some() { StoreKind::Mongodb } else { StoreKind::Embedded })
     }
 
     /// The MongoDB connection string, from `ESM_MONGO_URI` or `ESM_MONGO_HOST`/`PORT`.
     pub fn mongo_uri(&self) -> Option<String> {
-        let uri = self
-            .mongo_uri
-            .as_ref()
-            .map(|u| u.expose().trim())
-            .filter(|u| !u.is_empty());
-        let host = self
-            .mongo_host
-            .as_deref()
-            .map(str::trim)
-            .filter(|h| !h.is_empty());
+        let uri = self.mongo_uri.as_ref().map(|u| u.expose().trim()).filter(|u| !u.is_empty());
+        let host = self.mongo_host.as_deref().map(str::trim).filter(|h| !h.is_empty());
         match (uri, host) {
             (Some(uri), _) => Some(uri.to_owned()),
             (None, Some(host)) => Some(format!("mongodb://{host}:{}", self.mongo_port)),
@@ -236,18 +216,9 @@ impl Config {
 /// secret, the `user:password@` part of a URI otherwise.
 pub fn redact_value(name: &str, value: &str) -> String {
     let upper = name.to_ascii_uppercase();
-    if [
-        "PASSWORD",
-        "PASSWD",
-        "SECRET",
-        "TOKEN",
-        "CREDENTIAL",
-        "APIKEY",
-        "API_KEY",
-        "PRIVATE",
-    ]
-    .iter()
-    .any(|word| upper.contains(word))
+    if ["PASSWORD", "PASSWD", "SECRET", "TOKEN", "CREDENTIAL", "APIKEY", "API_KEY", "PRIVATE"]
+        .iter()
+        .any(|word| upper.contains(word))
     {
         return REDACTED.to_owned();
     }
@@ -273,15 +244,7 @@ mod tests {
 
     #[test]
     fn flags_win_over_defaults() {
-        let cli = Cli::parse_from([
-            "esm",
-            "--port",
-            "9999",
-            "--check-port",
-            "8888",
-            "--log-format",
-            "json",
-        ]);
+        let cli = Cli::parse_from(["esm", "--port", "9999", "--check-port", "8888", "--log-format", "json"]);
         assert_eq!(cli.config.port, 9999);
         assert_eq!(cli.config.check_port, 8888);
         assert_eq!(cli.config.log_format, LogFormat::Json);
@@ -295,26 +258,17 @@ mod tests {
         assert_eq!(config.store_kind(), StoreKind::Mongodb);
         assert_eq!(config.mongo_uri().as_deref(), Some("mongodb://mongo:27017"));
         config.mongo_uri = Some(Secret("mongodb://u:p@a,b/?replicaSet=rs".into()));
-        assert_eq!(
-            config.mongo_uri().as_deref(),
-            Some("mongodb://u:p@a,b/?replicaSet=rs")
-        );
+        assert_eq!(config.mongo_uri().as_deref(), Some("mongodb://u:p@a,b/?replicaSet=rs"));
         assert!(!config.redacted().to_string().contains("u:p"));
         config.store = Some(StoreKind::Memory);
         assert_eq!(config.store_kind(), StoreKind::Memory);
-        let empty_host = Config {
-            mongo_host: Some(String::new()),
-            ..Config::default()
-        };
+        let empty_host = Config { mongo_host: Some(String::new()), ..Config::default() };
         assert_eq!(empty_host.store_kind(), StoreKind::Embedded);
     }
 
     #[test]
     fn credentials_need_both_halves() {
-        let mut config = Config {
-            broker_username: Some("u".into()),
-            ..Config::default()
-        };
+        let mut config = Config { broker_username: Some("u".into()), ..Config::default() };
         assert!(config.credentials().is_none());
         config.broker_password = Some(Secret("p".into()));
         assert_eq!(config.credentials(), Some(("u", "p")));
@@ -322,10 +276,7 @@ mod tests {
 
     #[test]
     fn secrets_never_show() {
-        let config = Config {
-            broker_password: Some(Secret("hunter2".into())),
-            ..Config::default()
-        };
+        let config = Config { broker_password: Some(Secret("hunter2".into())), ..Config::default() };
         assert!(!format!("{config:?}").contains("hunter2"));
         assert!(!config.redacted().to_string().contains("hunter2"));
         assert_eq!(redact_value("ESM_MONGO_PASSWORD", "x"), REDACTED);
@@ -333,9 +284,6 @@ mod tests {
             redact_value("ESM_MONGO_URI", "mongodb://admin:pw@db:27017/esm?tls=true"),
             "mongodb://********@db:27017/esm?tls=true"
         );
-        assert_eq!(
-            redact_value("ESM_MONGO_URI", "mongodb://db:27017/a@b"),
-            "mongodb://db:27017/a@b"
-        );
+        assert_eq!(redact_value("ESM_MONGO_URI", "mongodb://db:27017/a@b"), "mongodb://db:27017/a@b");
     }
 }

@@ -125,19 +125,10 @@ impl OsbError {
     /// The wire body of this error.
     pub fn body(&self) -> ErrorBody {
         let (instance_usable, update_repeatable) = match self {
-            Self::OperationFailed {
-                instance_usable,
-                update_repeatable,
-                ..
-            } => (*instance_usable, *update_repeatable),
+            Self::OperationFailed { instance_usable, update_repeatable, .. } => (*instance_usable, *update_repeatable),
             _ => (None, None),
         };
-        ErrorBody {
-            error: self.code().to_owned(),
-            description: self.to_string(),
-            instance_usable,
-            update_repeatable,
-        }
+        ErrorBody { error: self.code().to_owned(), description: self.to_string(), instance_usable, update_repeatable }
     }
 }
 
@@ -181,9 +172,7 @@ impl IntoResponse for OsbError {
 impl From<StoreError> for OsbError {
     fn from(err: StoreError) -> Self {
         match err {
-            StoreError::Unavailable(msg) => {
-                Self::Unavailable(format!("the store is unavailable: {msg}"))
-            }
+            StoreError::Unavailable(msg) => Self::Unavailable(format!("the store is unavailable: {msg}")),
             other => Self::Internal(format!("store error: {other}")),
         }
     }
@@ -191,11 +180,7 @@ impl From<StoreError> for OsbError {
 
 impl From<BackendError> for OsbError {
     fn from(err: BackendError) -> Self {
-        Self::OperationFailed {
-            description: err.to_string(),
-            instance_usable: None,
-            update_repeatable: None,
-        }
+        Self::OperationFailed { description: err.to_string(), instance_usable: None, update_repeatable: None }
     }
 }
 

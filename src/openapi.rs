@@ -37,10 +37,7 @@ impl Modify for BrokerHeaders {
             "basic",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()),
         );
-        openapi.security = Some(vec![SecurityRequirement::new(
-            "basic",
-            Vec::<String>::new(),
-        )]);
+        openapi.security = Some(vec![SecurityRequirement::new("basic", Vec::<String>::new())]);
     }
 }
 
@@ -49,11 +46,7 @@ fn header(name: &str, required: bool, description: &str) -> RefOr<Parameter> {
         ParameterBuilder::new()
             .name(name)
             .parameter_in(ParameterIn::Header)
-            .required(if required {
-                Required::True
-            } else {
-                Required::False
-            })
+            .required(if required { Required::True } else { Required::False })
             .description(Some(description))
             .schema(Some(Object::with_type(Type::String)))
             .build(),
@@ -79,22 +72,14 @@ pub fn with_broker_headers(mut spec: utoipa::openapi::OpenApi) -> utoipa::openap
             let params = operation.parameters.get_or_insert_with(Vec::new);
             let version_exempt = method == "get" && path.starts_with("/v2/et/manifest");
             if !version_exempt {
-                params.push(header(
-                    "X-Broker-API-Version",
-                    true,
-                    "OSB API version, 2.12 or later (e.g. 2.17)",
-                ));
+                params.push(header("X-Broker-API-Version", true, "OSB API version, 2.12 or later (e.g. 2.17)"));
             }
             params.push(header(
                 "X-Broker-API-Originating-Identity",
                 false,
                 "Who originated the request: `<platform> <base64 JSON>`",
             ));
-            params.push(header(
-                "X-Broker-API-Request-Identity",
-                false,
-                "A request id, echoed back in the response",
-            ));
+            params.push(header("X-Broker-API-Request-Identity", false, "A request id, echoed back in the response"));
         }
     }
     spec
@@ -102,9 +87,7 @@ pub fn with_broker_headers(mut spec: utoipa::openapi::OpenApi) -> utoipa::openap
 
 /// The document as the pretty JSON committed at `openapi/esm.json`.
 pub fn document_json() -> String {
-    let mut text = document()
-        .to_pretty_json()
-        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    let mut text = document().to_pretty_json().unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
     text.push('\n');
     text
 }
@@ -128,12 +111,9 @@ mod tests {
     fn every_broker_operation_requires_the_version_header_but_manifest_reads() {
         let spec = document();
         for (path, item) in &spec.paths.paths {
-            for (method, op) in [
-                ("get", &item.get),
-                ("put", &item.put),
-                ("patch", &item.patch),
-                ("delete", &item.delete),
-            ] {
+            for (method, op) in
+                [("get", &item.get), ("put", &item.put), ("patch", &item.patch), ("delete", &item.delete)]
+            {
                 let Some(op) = op else { continue };
                 let has_version = op.parameters.iter().flatten().any(|p| match p {
                     RefOr::T(p) => p.name == "X-Broker-API-Version",

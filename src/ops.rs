@@ -29,10 +29,7 @@ pub struct OpsState {
 
 /// The operator router.
 pub fn router(state: OpsState) -> Router {
-    Router::new()
-        .route("/health", get(health))
-        .route("/environment", get(environment))
-        .with_state(state)
+    Router::new().route("/health", get(health)).route("/environment", get(environment)).with_state(state)
 }
 
 /// 200 when the store and every backend answer, 503 otherwise; one result per check,
@@ -67,11 +64,7 @@ async fn health(State(state): State<OpsState>) -> Response {
         "timestamp": timestamp(),
         "results": results,
     });
-    let status = if healthy {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body)).into_response()
 }
 

@@ -210,9 +210,7 @@ pub struct AsyncQuery {
 impl AsyncQuery {
     /// Whether the platform accepts an asynchronous answer.
     pub fn accepts_incomplete(&self) -> bool {
-        self.accepts_incomplete
-            .or(self.accept_incomplete)
-            .unwrap_or(false)
+        self.accepts_incomplete.or(self.accept_incomplete).unwrap_or(false)
     }
 }
 
@@ -237,9 +235,7 @@ pub struct DeleteQuery {
 impl DeleteQuery {
     /// Whether the platform accepts an asynchronous answer.
     pub fn accepts_incomplete(&self) -> bool {
-        self.accepts_incomplete
-            .or(self.accept_incomplete)
-            .unwrap_or(false)
+        self.accepts_incomplete.or(self.accept_incomplete).unwrap_or(false)
     }
 }
 
@@ -278,8 +274,13 @@ pub struct EtInstance {
     pub context: Map<String, Value>,
     /// The instance's offering.
     pub service_type: Service,
-    /// The instance's last operation.
+    /// The instance's last operation (or, once provisioned, a problem of the deployment).
     pub state: EtState,
+    /// esm: the deployment for programs, one object per container (`service`,
+    /// `container`, `state`, `image`, `ip`, `ports`).
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub deployment: Vec<Value>,
 }
 
 /// ElasTest: an instance's state.

@@ -15,10 +15,7 @@ use serde_json::json;
 use support::{Client, Esm, MongoServer, StoreSetup, TempDir, mongo_uri};
 
 fn mongo_store(uri: &str) -> StoreSetup {
-    StoreSetup::Mongo {
-        uri: uri.to_owned(),
-        db: format!("esm_test_{}", uuid::Uuid::new_v4().simple()),
-    }
+    StoreSetup::Mongo { uri: uri.to_owned(), db: format!("esm_test_{}", uuid::Uuid::new_v4().simple()) }
 }
 
 /// Provisions many instances at once, kills esm with SIGKILL while some are still in
@@ -27,9 +24,7 @@ fn mongo_store(uri: &str) -> StoreSetup {
 async fn no_acknowledged_provision_is_lost(store: StoreSetup) {
     let esm = Esm::start(&store).await;
     let client = Client::new(&esm.api);
-    client
-        .register("x-esm-dummy: {mode: either, delay_ms: 400}")
-        .await;
+    client.register("x-esm-dummy: {mode: either, delay_ms: 400}").await;
     let mut tasks = Vec::new();
     for i in 0..60 {
         let client = client.clone();
@@ -53,27 +48,18 @@ async fn no_acknowledged_provision_is_lost(store: StoreSetup) {
         }
         all.push(id);
     }
-    assert!(
-        !acknowledged.is_empty(),
-        "some provisions were acknowledged before the kill"
-    );
+    assert!(!acknowledged.is_empty(), "some provisions were acknowledged before the kill");
 
     let esm = Esm::start(&store).await;
     let client = Client::new(&esm.api);
     for id in &all {
         let (status, body) = client.settle(id, Duration::from_secs(20)).await;
         if acknowledged.contains(id) {
-            assert_eq!(
-                status, 200,
-                "{id} was acknowledged, so it must be known: {body}"
-            );
+            assert_eq!(status, 200, "{id} was acknowledged, so it must be known: {body}");
             assert_eq!(body["state"], "succeeded", "{id}: {body}");
         } else {
             // Never answered: either never stored, or stored and finished since.
-            assert!(
-                status == 404 || body["state"] != "in progress",
-                "{id}: {status} {body}"
-            );
+            assert!(status == 404 || body["state"] != "in progress", "{id}: {status} {body}");
         }
     }
 }
@@ -96,9 +82,7 @@ async fn sigterm_finishes_in_flight_requests_and_closes_the_store_cleanly() {
     let store = StoreSetup::Embedded(dir.0.clone());
     let esm = Esm::start(&store).await;
     let client = Client::new(&esm.api);
-    client
-        .register("x-esm-dummy: {mode: sync, delay_ms: 1000}")
-        .await;
+    client.register("x-esm-dummy: {mode: sync, delay_ms: 1000}").await;
     let in_flight = {
         let client = client.clone();
         tokio::spawn(async move { client.provision("graceful", false).await })
@@ -112,9 +96,7 @@ async fn sigterm_finishes_in_flight_requests_and_closes_the_store_cleanly() {
     // The store reopens cleanly (the lock was released) with the instance in it.
     let esm = Esm::start(&store).await;
     let client = Client::new(&esm.api);
-    let (status, body) = client
-        .send(Method::GET, "/v2/service_instances/graceful", None)
-        .await;
+    let (status, body) = client.send(Method::GET, "/v2/service_instances/graceful", None).await;
     assert_eq!(status, 200, "{body}");
 }
 
@@ -140,19 +122,12 @@ async fn a_second_esm_on_the_same_data_directory_fails_fast() {
         if let Some(status) = second.try_wait().expect("wait") {
             break status;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the second esm kept running on a locked directory"
-        );
+        assert!(Instant::now() < deadline, "the second esm kept running on a locked directory");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(!status.success());
     let output = second.wait_with_output().expect("output");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(text.contains("in use by another process"), "{text}");
 }
 
@@ -182,11 +157,7 @@ async fn two_replicas_on_one_mongodb_never_provision_an_instance_twice() {
         }
     }
     for i in 0..15 {
-        assert_eq!(
-            created.get(&format!("shared-{i}")),
-            Some(&1),
-            "shared-{i} created exactly once"
-        );
+        assert_eq!(created.get(&format!("shared-{i}")), Some(&1), "shared-{i} created exactly once");
     }
 }
 
@@ -196,19 +167,14 @@ async fn a_dead_replicas_operation_is_finished_by_another() {
     let store = mongo_store(&uri);
     let (a, b) = (Esm::start(&store).await, Esm::start(&store).await);
     let (ca, cb) = (Client::new(&a.api), Client::new(&b.api));
-    ca.register("x-esm-dummy: {mode: async, delay_ms: 2000}")
-        .await;
+    ca.register("x-esm-dummy: {mode: async, delay_ms: 2000}").await;
     let (status, body) = ca.provision("orphan", true).await;
     assert_eq!(status, 202, "{body}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     a.kill_hard();
     // Replica b takes the operation over once a's 2 s lease lapses, and finishes it.
     let (status, body) = cb.settle("orphan", Duration::from_secs(30)).await;
-    assert_eq!(
-        (status, body["state"].clone()),
-        (200, json!("succeeded")),
-        "{body}"
-    );
+    assert_eq!((status, body["state"].clone()), (200, json!("succeeded")), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -218,10 +184,7 @@ async fn a_mongodb_outage_is_503_and_esm_recovers_without_a_restart() {
     }
     let dir = TempDir::new("esm-mongo-outage");
     let mut server = MongoServer::start(&dir.0).await;
-    let store = StoreSetup::Mongo {
-        uri: server.uri(),
-        db: "esm".into(),
-    };
+    let store = StoreSetup::Mongo { uri: server.uri(), db: "esm".into() };
     let esm = Esm::start(&store).await;
     let client = Client::new(&esm.api);
     client.register("x-esm-dummy: {mode: sync}").await;
@@ -233,16 +196,14 @@ async fn a_mongodb_outage_is_503_and_esm_recovers_without_a_restart() {
     assert_eq!(body["error"], "ServiceUnavailable");
     let (status, body) = client.provision("during", false).await;
     assert_eq!(status, 503, "{body}");
-    let health = reqwest::get(format!("{}/health", esm.ops))
-        .await
-        .expect("health answers");
+    let health = reqwest::get(format!("{}/health", esm.ops)).await.expect("health answers");
     assert_eq!(health.status().as_u16(), 503);
     let health: serde_json::Value = health.json().await.expect("health JSON");
     assert_eq!(health["status"], "failure");
     assert!(
-        health["results"].as_array().is_some_and(|r| r
-            .iter()
-            .any(|c| c["checker"] == "store:mongodb" && c["passed"] == false)),
+        health["results"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|c| c["checker"] == "store:mongodb" && c["passed"] == false)),
         "{health}"
     );
 
@@ -253,25 +214,13 @@ async fn a_mongodb_outage_is_503_and_esm_recovers_without_a_restart() {
         if status == 200 {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "esm did not recover after MongoDB came back"
-        );
+        assert!(Instant::now() < deadline, "esm did not recover after MongoDB came back");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let (status, body) = client
-        .send(Method::GET, "/v2/service_instances/before", None)
-        .await;
-    assert_eq!(
-        status, 200,
-        "the write acknowledged before the outage is there: {body}"
-    );
-    let (status, _) = client
-        .send(Method::GET, "/v2/service_instances/during", None)
-        .await;
+    let (status, body) = client.send(Method::GET, "/v2/service_instances/before", None).await;
+    assert_eq!(status, 200, "the write acknowledged before the outage is there: {body}");
+    let (status, _) = client.send(Method::GET, "/v2/service_instances/during", None).await;
     assert_eq!(status, 404, "the refused provision left nothing");
-    let health = reqwest::get(format!("{}/health", esm.ops))
-        .await
-        .expect("health answers");
+    let health = reqwest::get(format!("{}/health", esm.ops)).await.expect("health answers");
     assert_eq!(health.status().as_u16(), 200);
 }

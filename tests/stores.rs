@@ -13,9 +13,7 @@ use esm::store::mongo::MongoStore;
 
 /// The MongoDB URI tests use, if this run has one.
 fn mongo_uri() -> Option<String> {
-    let uri = std::env::var("ESM_TEST_MONGO_URI")
-        .ok()
-        .filter(|u| !u.is_empty());
+    let uri = std::env::var("ESM_TEST_MONGO_URI").ok().filter(|u| !u.is_empty());
     if uri.is_none() {
         eprintln!("ESM_TEST_MONGO_URI is not set: the MongoDB store is not exercised in this run");
     }
@@ -39,13 +37,8 @@ async fn embedded_store_conforms() {
 async fn mongodb_store_conforms() {
     let Some(uri) = mongo_uri() else { return };
     let db = format!("esm_conformance_{}", uuid::Uuid::new_v4().simple());
-    let store = MongoStore::connect(&uri, &db)
-        .await
-        .expect("MongoDB URI is valid");
-    store
-        .ping()
-        .await
-        .unwrap_or_else(|e| panic!("ESM_TEST_MONGO_URI is set but MongoDB does not answer: {e}"));
+    let store = MongoStore::connect(&uri, &db).await.expect("MongoDB URI is valid");
+    store.ping().await.unwrap_or_else(|e| panic!("ESM_TEST_MONGO_URI is set but MongoDB does not answer: {e}"));
     let store = Arc::new(store);
     conformance::run(store.clone()).await;
     store.close().await;

@@ -36,13 +36,6 @@ pub async fn bind(
     OsbQuery(query): OsbQuery<AsyncQuery>,
     OsbJson(body): OsbJson<BindRequest>,
 ) -> OsbResult<Response> {
-    let answer = state
-        .broker
-        .bind(&instance_id, &binding_id, body, query.accepts_incomplete())
-        .await?;
-    Ok(reply(
-        answer,
-        StatusCode::CREATED,
-        state.broker.settings().retry_after_seconds,
-    ))
+    let answer = state.broker.bind(&instance_id, &binding_id, body, query.accepts_incomplete()).await?;
+    Ok(reply(answer, StatusCode::CREATED, state.broker.settings().retry_after_seconds))
 }

@@ -21,8 +21,8 @@ use crate::wire::CatalogResponse;
     ))]
 pub async fn catalog(State(state): State<AppState>, headers: HeaderMap) -> OsbResult<Response> {
     let catalog = state.broker.catalog().await?;
-    let body = serde_json::to_vec(&catalog)
-        .map_err(|e| OsbError::Internal(format!("cannot encode the catalog: {e}")))?;
+    let body =
+        serde_json::to_vec(&catalog).map_err(|e| OsbError::Internal(format!("cannot encode the catalog: {e}")))?;
     let digest = Sha256::digest(&body);
     let etag: String = std::iter::once("\"".to_owned())
         .chain(digest.iter().take(16).map(|b| format!("{b:02x}")))
@@ -31,11 +31,7 @@ pub async fn catalog(State(state): State<AppState>, headers: HeaderMap) -> OsbRe
     if if_none_match(&headers, &etag) {
         return Ok((StatusCode::NOT_MODIFIED, [(ETAG, etag)]).into_response());
     }
-    Ok((
-        [(CONTENT_TYPE, "application/json".to_owned()), (ETAG, etag)],
-        body,
-    )
-        .into_response())
+    Ok(([(CONTENT_TYPE, "application/json".to_owned()), (ETAG, etag)], body).into_response())
 }
 
 /// Whether `If-None-Match` names `etag` (weak comparison, lists and `*` allowed).

@@ -29,9 +29,5 @@ pub async fn deprovision(
     OsbQuery(query): OsbQuery<DeleteQuery>,
 ) -> OsbResult<Response> {
     let answer = state.broker.deprovision(&instance_id, &query).await?;
-    Ok(reply(
-        answer,
-        StatusCode::OK,
-        state.broker.settings().retry_after_seconds,
-    ))
+    Ok(reply(answer, StatusCode::OK, state.broker.settings().retry_after_seconds))
 }

@@ -117,12 +117,7 @@ pub async fn register_manifest(
     OsbPath(manifest_id): OsbPath<String>,
     OsbJson(manifest): OsbJson<Manifest>,
 ) -> OsbResult<Response> {
-    Ok(registered(
-        state
-            .broker
-            .register_manifest(&manifest_id, manifest)
-            .await?,
-    ))
+    Ok(registered(state.broker.register_manifest(&manifest_id, manifest).await?))
 }
 
 /// A manifest, as a one-element array: the ElasTest platform reads `body[0]`. Needs no

@@ -29,16 +29,11 @@ where
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 OsbError::PayloadTooLarge(BODY_LIMIT)
             } else {
-                OsbError::BadRequest(format!(
-                    "cannot read the request body: {}",
-                    rejection.body_text()
-                ))
+                OsbError::BadRequest(format!("cannot read the request body: {}", rejection.body_text()))
             }
         })?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Err(OsbError::BadRequest(
-                "the request body is empty; a JSON object is expected".into(),
-            ));
+            return Err(OsbError::BadRequest("the request body is empty; a JSON object is expected".into()));
         }
         serde_json::from_slice(&bytes)
             .map(OsbJson)

@@ -26,10 +26,5 @@ pub async fn get_binding(
     OsbPath((instance_id, binding_id)): OsbPath<(String, String)>,
     OsbQuery(_hints): OsbQuery<FetchQuery>,
 ) -> OsbResult<Json<BindingResponse>> {
-    Ok(Json(
-        state
-            .broker
-            .fetch_binding(&instance_id, &binding_id)
-            .await?,
-    ))
+    Ok(Json(state.broker.fetch_binding(&instance_id, &binding_id).await?))
 }

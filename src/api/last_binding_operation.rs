@@ -30,12 +30,6 @@ pub async fn last_binding_operation(
     OsbPath((instance_id, binding_id)): OsbPath<(String, String)>,
     OsbQuery(query): OsbQuery<LastOperationQuery>,
 ) -> OsbResult<Response> {
-    let op = state
-        .broker
-        .binding_last_operation(&instance_id, &binding_id, query.operation.as_deref())
-        .await?;
-    Ok(with_retry_after(
-        op,
-        state.broker.settings().retry_after_seconds,
-    ))
+    let op = state.broker.binding_last_operation(&instance_id, &binding_id, query.operation.as_deref()).await?;
+    Ok(with_retry_after(op, state.broker.settings().retry_after_seconds))
 }

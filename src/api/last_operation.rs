@@ -29,14 +29,8 @@ pub async fn last_operation(
     OsbPath(instance_id): OsbPath<String>,
     OsbQuery(query): OsbQuery<LastOperationQuery>,
 ) -> OsbResult<Response> {
-    let op = state
-        .broker
-        .instance_last_operation(&instance_id, query.operation.as_deref())
-        .await?;
-    Ok(with_retry_after(
-        op,
-        state.broker.settings().retry_after_seconds,
-    ))
+    let op = state.broker.instance_last_operation(&instance_id, query.operation.as_deref()).await?;
+    Ok(with_retry_after(op, state.broker.settings().retry_after_seconds))
 }
 
 /// A last_operation answer, with `Retry-After` while the operation runs.

@@ -17,8 +17,7 @@ use crate::error::OsbError;
 /// OSB request identity, echoed back on the response (OSB 2.15).
 pub const REQUEST_IDENTITY: HeaderName = HeaderName::from_static("x-broker-api-request-identity");
 /// OSB originating identity: `<platform> <base64 JSON>` (OSB 2.13).
-pub const ORIGINATING_IDENTITY: HeaderName =
-    HeaderName::from_static("x-broker-api-originating-identity");
+pub const ORIGINATING_IDENTITY: HeaderName = HeaderName::from_static("x-broker-api-originating-identity");
 /// OSB API version.
 pub const API_VERSION: HeaderName = HeaderName::from_static("x-broker-api-version");
 /// The original ESM's clients send the version header with underscores.
@@ -67,31 +66,21 @@ pub struct BasicAuth {
 impl BasicAuth {
     /// Expects these credentials.
     pub fn new(user: &str, pass: &str) -> Self {
-        Self {
-            user: Sha256::digest(user.as_bytes()).into(),
-            pass: Sha256::digest(pass.as_bytes()).into(),
-        }
+        Self { user: Sha256::digest(user.as_bytes()).into(), pass: Sha256::digest(pass.as_bytes()).into() }
     }
 
     fn accepts(&self, headers: &HeaderMap) -> bool {
         let Some((user, pass)) = basic_credentials(headers) else {
             return false;
         };
-        let user_ok = self
-            .user
-            .ct_eq(&<[u8; 32]>::from(Sha256::digest(user.as_bytes())));
-        let pass_ok = self
-            .pass
-            .ct_eq(&<[u8; 32]>::from(Sha256::digest(pass.as_bytes())));
+        let user_ok = self.user.ct_eq(&<[u8; 32]>::from(Sha256::digest(user.as_bytes())));
+        let pass_ok = self.pass.ct_eq(&<[u8; 32]>::from(Sha256::digest(pass.as_bytes())));
         (user_ok & pass_ok).into()
     }
 }
 
 fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
-    let value = headers
-        .get(axum::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
+    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, encoded) = value.split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
@@ -103,11 +92,7 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
 
 /// 401 unless the request carries the broker credentials.
 pub async fn require_auth(State(auth): State<BasicAuth>, req: Request, next: Next) -> Response {
-    if auth.accepts(req.headers()) {
-        next.run(req).await
-    } else {
-        OsbError::Unauthorized.into_response()
-    }
+    if auth.accepts(req.headers()) { next.run(req).await } else { OsbError::Unauthorized.into_response() }
 }
 
 /// 412 unless `X-Broker-API-Version` is 2.12 or later in the 2.x line.
@@ -116,10 +101,7 @@ pub async fn require_auth(State(auth): State<BasicAuth>, req: Request, next: Nex
 /// without any header, and the original never checked there.
 pub async fn require_api_version(req: Request, next: Next) -> Response {
     let exempt = req.method() == Method::GET
-        && req
-            .extensions()
-            .get::<MatchedPath>()
-            .is_some_and(|p| p.as_str().starts_with("/v2/et/manifest"));
+        && req.extensions().get::<MatchedPath>().is_some_and(|p| p.as_str().starts_with("/v2/et/manifest"));
     if exempt {
         return next.run(req).await;
     }
@@ -131,13 +113,8 @@ pub async fn require_api_version(req: Request, next: Next) -> Response {
 
 fn check_version(headers: &HeaderMap) -> Result<(), OsbError> {
     let supported = format!("esm supports 2.{MIN_MINOR} to 2.{MAX_MINOR}");
-    let Some(value) = headers
-        .get(&API_VERSION)
-        .or_else(|| headers.get(&API_VERSION_UNDERSCORED))
-    else {
-        return Err(OsbError::UnsupportedVersion(format!(
-            "the X-Broker-API-Version header is missing; {supported}"
-        )));
+    let Some(value) = headers.get(&API_VERSION).or_else(|| headers.get(&API_VERSION_UNDERSCORED)) else {
+        return Err(OsbError::UnsupportedVersion(format!("the X-Broker-API-Version header is missing; {supported}")));
     };
     let text = value.to_str().unwrap_or_default().trim();
     let mut parts = text.split('.');
@@ -145,9 +122,7 @@ fn check_version(headers: &HeaderMap) -> Result<(), OsbError> {
     let minor = parts.next().and_then(|m| m.parse::<u32>().ok());
     match (major, minor) {
         (Some(2), Some(minor)) if minor >= MIN_MINOR => Ok(()),
-        _ => Err(OsbError::UnsupportedVersion(format!(
-            "X-Broker-API-Version {text:?} is not supported; {supported}"
-        ))),
+        _ => Err(OsbError::UnsupportedVersion(format!("X-Broker-API-Version {text:?} is not supported; {supported}"))),
     }
 }
 
@@ -172,10 +147,7 @@ fn originator(headers: &HeaderMap) -> Option<Originator> {
                 .unwrap_or_else(|| json.to_string())
         })
         .unwrap_or_else(|| "<undecodable>".to_owned());
-    Some(Originator {
-        platform: platform.to_owned(),
-        user,
-    })
+    Some(Originator { platform: platform.to_owned(), user })
 }
 
 /// The name of the broker operation behind a route, for the audit log.
@@ -188,18 +160,10 @@ fn operation_name(method: &Method, route: &str) -> &'static str {
         "/v2/service_instances/{instance_id}" if is(Method::DELETE) => "deprovision",
         "/v2/service_instances/{instance_id}" => "fetch_instance",
         "/v2/service_instances/{instance_id}/last_operation" => "instance_last_operation",
-        "/v2/service_instances/{instance_id}/service_bindings/{binding_id}" if is(Method::PUT) => {
-            "bind"
-        }
-        "/v2/service_instances/{instance_id}/service_bindings/{binding_id}"
-            if is(Method::DELETE) =>
-        {
-            "unbind"
-        }
+        "/v2/service_instances/{instance_id}/service_bindings/{binding_id}" if is(Method::PUT) => "bind",
+        "/v2/service_instances/{instance_id}/service_bindings/{binding_id}" if is(Method::DELETE) => "unbind",
         "/v2/service_instances/{instance_id}/service_bindings/{binding_id}" => "fetch_binding",
-        "/v2/service_instances/{instance_id}/service_bindings/{binding_id}/last_operation" => {
-            "binding_last_operation"
-        }
+        "/v2/service_instances/{instance_id}/service_bindings/{binding_id}/last_operation" => "binding_last_operation",
         r if r.starts_with("/v2/et/catalog") => "et_catalog",
         r if r.starts_with("/v2/et/manifest") => "et_manifest",
         r if r.starts_with("/v2/et/service_instances") => "et_service_instances",
@@ -214,30 +178,18 @@ pub async fn audit(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_default();
+    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_default();
     let request_identity = req.headers().get(&REQUEST_IDENTITY).cloned();
     let origin = originator(req.headers()).unwrap_or_default();
 
     let mut response = next.run(req).await;
 
     if let Some(identity) = &request_identity {
-        response
-            .headers_mut()
-            .insert(REQUEST_IDENTITY, identity.clone());
+        response.headers_mut().insert(REQUEST_IDENTITY, identity.clone());
     }
     let status = response.status().as_u16();
-    let request_id = request_identity
-        .as_ref()
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-");
-    let error = response
-        .extensions()
-        .get::<OsbError>()
-        .map(|e| e.to_string());
+    let request_id = request_identity.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-");
+    let error = response.extensions().get::<OsbError>().map(|e| e.to_string());
     let millis = started.elapsed().as_secs_f64() * 1000.0;
     let operation = operation_name(&method, &route);
     match (status, error) {
@@ -269,10 +221,7 @@ mod tests {
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
         for (k, v) in pairs {
-            map.insert(
-                HeaderName::from_bytes(k.as_bytes()).expect("name"),
-                HeaderValue::from_str(v).expect("value"),
-            );
+            map.insert(HeaderName::from_bytes(k.as_bytes()).expect("name"), HeaderValue::from_str(v).expect("value"));
         }
         map
     }
@@ -280,16 +229,10 @@ mod tests {
     #[test]
     fn versions_from_2_12_up_are_accepted() {
         for ok in ["2.12", "2.13", "2.17", "2.99", "2.12.0"] {
-            assert!(
-                check_version(&headers(&[("x-broker-api-version", ok)])).is_ok(),
-                "{ok}"
-            );
+            assert!(check_version(&headers(&[("x-broker-api-version", ok)])).is_ok(), "{ok}");
         }
         for bad in ["2.11", "1.12", "3.0", "two", ""] {
-            assert!(
-                check_version(&headers(&[("x-broker-api-version", bad)])).is_err(),
-                "{bad}"
-            );
+            assert!(check_version(&headers(&[("x-broker-api-version", bad)])).is_err(), "{bad}");
         }
         assert!(check_version(&headers(&[])).is_err());
         assert!(check_version(&headers(&[("x_broker_api_version", "2.12")])).is_ok());
@@ -308,36 +251,17 @@ mod tests {
 
     #[test]
     fn originating_identity_is_decoded() {
-        let value = format!(
-            "cloudfoundry {}",
-            BASE64.encode(r#"{"user_id":"683ea748"}"#)
-        );
-        let origin =
-            originator(&headers(&[("x-broker-api-originating-identity", &value)])).expect("parsed");
-        assert_eq!(
-            origin,
-            Originator {
-                platform: "cloudfoundry".into(),
-                user: "683ea748".into()
-            }
-        );
-        let garbage = originator(&headers(&[(
-            "x-broker-api-originating-identity",
-            "kubernetes ???",
-        )]))
-        .expect("platform kept");
+        let value = format!("cloudfoundry {}", BASE64.encode(r#"{"user_id":"683ea748"}"#));
+        let origin = originator(&headers(&[("x-broker-api-originating-identity", &value)])).expect("parsed");
+        assert_eq!(origin, Originator { platform: "cloudfoundry".into(), user: "683ea748".into() });
+        let garbage =
+            originator(&headers(&[("x-broker-api-originating-identity", "kubernetes ???")])).expect("platform kept");
         assert_eq!(garbage.user, "<undecodable>");
     }
 
     #[test]
     fn double_slashes_collapse() {
-        let req = Request::builder()
-            .uri("//v2//et/manifest/x?a=b//c")
-            .body(axum::body::Body::empty())
-            .expect("req");
-        assert_eq!(
-            collapse_slashes(req).uri().to_string(),
-            "/v2/et/manifest/x?a=b//c"
-        );
+        let req = Request::builder().uri("//v2//et/manifest/x?a=b//c").body(axum::body::Body::empty()).expect("req");
+        assert_eq!(collapse_slashes(req).uri().to_string(), "/v2/et/manifest/x?a=b//c");
     }
 }

@@ -43,27 +43,14 @@ pub struct AppState {
 pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(catalog::catalog))
-        .routes(routes!(
-            provision::provision,
-            update::update,
-            deprovision::deprovision,
-            get_instance::get_instance
-        ))
+        .routes(routes!(provision::provision, update::update, deprovision::deprovision, get_instance::get_instance))
         .routes(routes!(last_operation::last_operation))
-        .routes(routes!(
-            bind::bind,
-            unbind::unbind,
-            get_binding::get_binding
-        ))
+        .routes(routes!(bind::bind, unbind::unbind, get_binding::get_binding))
         .routes(routes!(last_binding_operation::last_binding_operation))
         .routes(routes!(et::register_service, et::delete_service_by_query))
         .routes(routes!(et::delete_service))
         .routes(routes!(et::list_manifests))
-        .routes(routes!(
-            et::register_manifest,
-            et::get_manifest,
-            et::delete_manifest
-        ))
+        .routes(routes!(et::register_manifest, et::get_manifest, et::delete_manifest))
         .routes(routes!(et::list_instances))
         .routes(routes!(et::get_instance))
         .split_for_parts()
@@ -79,12 +66,7 @@ pub fn router(state: AppState, auth: Option<BasicAuth>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(middleware::require_api_version));
     match auth {
-        Some(auth) => {
-            v2 = v2.layer(axum::middleware::from_fn_with_state(
-                auth,
-                middleware::require_auth,
-            ))
-        }
+        Some(auth) => v2 = v2.layer(axum::middleware::from_fn_with_state(auth, middleware::require_auth)),
         None => tracing::warn!(
             "ESM_BROKER_USERNAME/ESM_BROKER_PASSWORD are not set: the broker API is open to anyone who can reach it"
         ),
@@ -105,19 +87,12 @@ async fn method_not_allowed() -> OsbError {
 
 /// Turns a broker answer into a response: `done` for work carried out now (201 for
 /// creates, 200 otherwise), 200 for "already so", 202 with `Retry-After` for accepted.
-pub fn reply<T: Serialize>(
-    answer: Answer<T>,
-    done: StatusCode,
-    retry_after_seconds: u64,
-) -> Response {
+pub fn reply<T: Serialize>(answer: Answer<T>, done: StatusCode, retry_after_seconds: u64) -> Response {
     match answer {
         Answer::Done(body) => (done, axum::Json(body)).into_response(),
         Answer::AlreadyDone(body) => (StatusCode::OK, axum::Json(body)).into_response(),
-        Answer::Accepted(body) => (
-            StatusCode::ACCEPTED,
-            [middleware::retry_after(retry_after_seconds)],
-            axum::Json(body),
-        )
-            .into_response(),
+        Answer::Accepted(body) => {
+            (StatusCode::ACCEPTED, [middleware::retry_after(retry_after_seconds)], axum::Json(body)).into_response()
+        }
     }
 }

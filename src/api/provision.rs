@@ -32,13 +32,6 @@ pub async fn provision(
     OsbQuery(query): OsbQuery<AsyncQuery>,
     OsbJson(body): OsbJson<ProvisionRequest>,
 ) -> OsbResult<Response> {
-    let answer = state
-        .broker
-        .provision(&instance_id, body, query.accepts_incomplete())
-        .await?;
-    Ok(reply(
-        answer,
-        StatusCode::CREATED,
-        state.broker.settings().retry_after_seconds,
-    ))
+    let answer = state.broker.provision(&instance_id, body, query.accepts_incomplete()).await?;
+    Ok(reply(answer, StatusCode::CREATED, state.broker.settings().retry_after_seconds))
 }

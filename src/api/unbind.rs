@@ -31,13 +31,6 @@ pub async fn unbind(
     OsbPath((instance_id, binding_id)): OsbPath<(String, String)>,
     OsbQuery(query): OsbQuery<DeleteQuery>,
 ) -> OsbResult<Response> {
-    let answer = state
-        .broker
-        .unbind(&instance_id, &binding_id, &query)
-        .await?;
-    Ok(reply(
-        answer,
-        StatusCode::OK,
-        state.broker.settings().retry_after_seconds,
-    ))
+    let answer = state.broker.unbind(&instance_id, &binding_id, &query).await?;
+    Ok(reply(answer, StatusCode::OK, state.broker.settings().retry_after_seconds))
 }

@@ -32,13 +32,6 @@ pub async fn update(
     OsbQuery(query): OsbQuery<AsyncQuery>,
     OsbJson(body): OsbJson<UpdateRequest>,
 ) -> OsbResult<Response> {
-    let answer = state
-        .broker
-        .update(&instance_id, body, query.accepts_incomplete())
-        .await?;
-    Ok(reply(
-        answer,
-        StatusCode::OK,
-        state.broker.settings().retry_after_seconds,
-    ))
+    let answer = state.broker.update(&instance_id, body, query.accepts_incomplete()).await?;
+    Ok(reply(answer, StatusCode::OK, state.broker.settings().retry_after_seconds))
 }

@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{Backend, BackendError, BindOutput, Deployment, Execution};
+use super::{Backend, BackendError, BindOutput, Deployment, Execution, Info};
 use crate::domain::binding::Binding;
 use crate::domain::instance::ServiceInstance;
 use crate::domain::manifest::Manifest;
@@ -110,10 +110,7 @@ impl DummyBackend {
             tokio::time::sleep(Duration::from_millis(script.delay_ms)).await;
         }
         if script.fail.contains(&kind) {
-            let mut err = BackendError::new(format!(
-                "the dummy backend was told to fail {}",
-                kind.as_str()
-            ));
+            let mut err = BackendError::new(format!("the dummy backend was told to fail {}", kind.as_str()));
             match kind {
                 OperationKind::Update => {
                     err.instance_usable = Some(true);
@@ -154,44 +151,23 @@ impl Backend for DummyBackend {
         Self::parse(manifest).is_ok_and(|m| m.script.requires_app)
     }
 
-    async fn provision(
-        &self,
-        instance: &ServiceInstance,
-        manifest: &Manifest,
-    ) -> Result<Deployment, BackendError> {
+    async fn provision(&self, instance: &ServiceInstance, manifest: &Manifest) -> Result<Deployment, BackendError> {
         let parsed = Self::load(manifest)?;
         Self::play(&parsed.script, OperationKind::Provision).await?;
-        let containers: Vec<String> = parsed
-            .services
-            .iter()
-            .map(|(name, svc)| container_name(&instance.id, name, svc))
-            .collect();
+        let containers: Vec<String> =
+            parsed.services.iter().map(|(name, svc)| container_name(&instance.id, name, svc)).collect();
         let mut details = Map::new();
         details.insert("containers".into(), json!(containers));
-        Ok(Deployment {
-            details,
-            dashboard_url: parsed.script.dashboard_url,
-        })
+        Ok(Deployment { details, dashboard_url: parsed.script.dashboard_url })
     }
 
-    async fn update(
-        &self,
-        instance: &ServiceInstance,
-        manifest: &Manifest,
-    ) -> Result<Deployment, BackendError> {
+    async fn update(&self, instance: &ServiceInstance, manifest: &Manifest) -> Result<Deployment, BackendError> {
         let parsed = Self::load(manifest)?;
         Self::play(&parsed.script, OperationKind::Update).await?;
-        Ok(Deployment {
-            details: instance.deployment.clone(),
-            dashboard_url: parsed.script.dashboard_url,
-        })
+        Ok(Deployment { details: instance.deployment.clone(), dashboard_url: parsed.script.dashboard_url })
     }
 
-    async fn deprovision(
-        &self,
-        _instance: &ServiceInstance,
-        manifest: &Manifest,
-    ) -> Result<(), BackendError> {
+    async fn deprovision(&self, _instance: &ServiceInstance, manifest: &Manifest) -> Result<(), BackendError> {
         let parsed = Self::load(manifest)?;
         Self::play(&parsed.script, OperationKind::Deprovision).await
     }
@@ -224,15 +200,14 @@ impl Backend for DummyBackend {
         Self::play(&parsed.script, OperationKind::Unbind).await
     }
 
-    async fn info(
-        &self,
-        instance: &ServiceInstance,
-        manifest: &Manifest,
-    ) -> Result<Map<String, Value>, BackendError> {
+    async fn info(&self, instance: &ServiceInstance, manifest: &Manifest) -> Result<Info, BackendError> {
         let parsed = Self::load(manifest)?;
         let mut info = Map::new();
+        let mut containers = Vec::new();
         for (name, svc) in &parsed.services {
             let container = container_name(&instance.id, name, svc);
+            containers.push(json!({"service": name, "container": container, "state": "running",
+                                   "image": svc.image, "ip": "127.0.0.1", "ports": []}));
             let mut put = |key: &str, value: Value| {
                 info.insert(format!("{container}_{key}"), value);
             };
@@ -246,12 +221,11 @@ impl Backend for DummyBackend {
             // The dummy runs nothing, so it reports the loopback address.
             put("Ip", json!("127.0.0.1"));
             // Like the original, provision parameters are injected as environment variables.
-            for (var, value) in environment(svc.environment.as_ref(), instance.parameters.as_ref())
-            {
+            for (var, value) in environment(svc.environment.as_ref(), instance.parameters.as_ref()) {
                 put(&format!("environment_{var}"), json!(value));
             }
         }
-        Ok(info)
+        Ok(Info { flat: info, containers, problem: None })
     }
 
     async fn probe(&self) -> Result<String, BackendError> {
@@ -261,18 +235,14 @@ impl Backend for DummyBackend {
 
 /// Compose's container naming without the `_1` suffix, as the original reported it.
 fn container_name(instance_id: &str, service: &str, svc: &FakeService) -> String {
-    svc.container_name
-        .clone()
-        .unwrap_or_else(|| format!("{}_{service}", instance_id.replace('_', "")))
+    svc.container_name.clone().unwrap_or_else(|| format!("{}_{service}", instance_id.replace('_', "")))
 }
 
 fn command_line(cmd: &Value) -> String {
     match cmd {
-        Value::Array(parts) => parts
-            .iter()
-            .map(|p| p.as_str().map_or_else(|| p.to_string(), str::to_owned))
-            .collect::<Vec<_>>()
-            .join(" "),
+        Value::Array(parts) => {
+            parts.iter().map(|p| p.as_str().map_or_else(|| p.to_string(), str::to_owned)).collect::<Vec<_>>().join(" ")
+        }
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
@@ -324,41 +294,24 @@ mod tests {
     fn plain_text_is_a_default_dummy() {
         let m = manifest("some-content");
         assert!(DummyBackend.check_manifest(&m).is_ok());
-        assert_eq!(
-            DummyBackend.execution(&m, OperationKind::Provision),
-            Execution::Either
-        );
+        assert_eq!(DummyBackend.execution(&m, OperationKind::Provision), Execution::Either);
     }
 
     #[test]
     fn the_script_is_checked_at_registration() {
-        let err = DummyBackend
-            .check_manifest(&manifest("x-esm-dummy:\n  mode: sometimes\n"))
-            .unwrap_err();
+        let err = DummyBackend.check_manifest(&manifest("x-esm-dummy:\n  mode: sometimes\n")).unwrap_err();
         assert!(err.contains("sometimes"), "{err}");
-        let err = DummyBackend
-            .check_manifest(&manifest("x-esm-dummy:\n  fial: [bind]\n"))
-            .unwrap_err();
+        let err = DummyBackend.check_manifest(&manifest("x-esm-dummy:\n  fial: [bind]\n")).unwrap_err();
         assert!(err.contains("fial"), "{err}");
-        assert!(
-            DummyBackend
-                .check_manifest(&manifest("services: [unclosed"))
-                .is_err()
-        );
+        assert!(DummyBackend.check_manifest(&manifest("services: [unclosed")).is_err());
     }
 
     #[test]
     fn modes_map_to_executions() {
         let sync = manifest("x-esm-dummy: {mode: sync}");
         let asynchronous = manifest("x-esm-dummy: {mode: async}");
-        assert_eq!(
-            DummyBackend.execution(&sync, OperationKind::Bind),
-            Execution::Synchronous
-        );
-        assert_eq!(
-            DummyBackend.execution(&asynchronous, OperationKind::Bind),
-            Execution::Asynchronous
-        );
+        assert_eq!(DummyBackend.execution(&sync, OperationKind::Bind), Execution::Synchronous);
+        assert_eq!(DummyBackend.execution(&asynchronous, OperationKind::Bind), Execution::Asynchronous);
     }
 
     #[test]

@@ -10,8 +10,9 @@
 
 pub mod compose;
 pub mod dummy;
+pub mod labels;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -43,6 +44,18 @@ pub struct Deployment {
     pub dashboard_url: Option<String>,
 }
 
+/// Live details of a deployment.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Info {
+    /// Flat keys as the original ESM reported them (`<container>_state`,
+    /// `<container>_Ip`, `<container>_<port>/tcp/HostPort`, ...): what its clients read.
+    pub flat: Map<String, Value>,
+    /// The same for programs: one object per container.
+    pub containers: Vec<Value>,
+    /// Set when the deployment is not what it should be (a container died or vanished).
+    pub problem: Option<String>,
+}
+
 /// What a bind produced.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BindOutput {
@@ -67,11 +80,7 @@ pub struct BackendError {
 impl BackendError {
     /// A failure with just a message.
     pub fn new(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            instance_usable: None,
-            update_repeatable: None,
-        }
+        Self { message: message.into(), instance_usable: None, update_repeatable: None }
     }
 }
 
@@ -97,26 +106,14 @@ pub trait Backend: Send + Sync {
     }
 
     /// Deploys an instance.
-    async fn provision(
-        &self,
-        instance: &ServiceInstance,
-        manifest: &Manifest,
-    ) -> Result<Deployment, BackendError>;
+    async fn provision(&self, instance: &ServiceInstance, manifest: &Manifest) -> Result<Deployment, BackendError>;
 
     /// Redeploys an instance; `instance` already carries the new plan and parameters,
     /// `manifest` is the new plan's.
-    async fn update(
-        &self,
-        instance: &ServiceInstance,
-        manifest: &Manifest,
-    ) -> Result<Deployment, BackendError>;
+    async fn update(&self, instance: &ServiceInstance, manifest: &Manifest) -> Result<Deployment, BackendError>;
 
     /// Removes everything the instance's deployment created. Succeeds if nothing is left.
-    async fn deprovision(
-        &self,
-        instance: &ServiceInstance,
-        manifest: &Manifest,
-    ) -> Result<(), BackendError>;
+    async fn deprovision(&self, instance: &ServiceInstance, manifest: &Manifest) -> Result<(), BackendError>;
 
     /// Creates credentials for a binding.
     async fn bind(
@@ -134,13 +131,18 @@ pub trait Backend: Send + Sync {
         manifest: &Manifest,
     ) -> Result<(), BackendError>;
 
-    /// Live details of a deployment, flat-keyed as the original ESM reported them
-    /// (`<container>_state`, `<container>_Ip`, ...), for `/v2/et/service_instances`.
-    async fn info(
-        &self,
-        instance: &ServiceInstance,
-        manifest: &Manifest,
-    ) -> Result<Map<String, Value>, BackendError>;
+    /// Live details of a deployment, for `/v2/et/service_instances`.
+    async fn info(&self, instance: &ServiceInstance, manifest: &Manifest) -> Result<Info, BackendError>;
+
+    /// The instances this backend holds resources for (by label), for reconciliation.
+    async fn owned_instances(&self) -> Result<BTreeSet<String>, BackendError> {
+        Ok(BTreeSet::new())
+    }
+
+    /// Removes whatever this backend holds for an instance esm does not know.
+    async fn remove_instance(&self, _instance_id: &str) -> Result<(), BackendError> {
+        Ok(())
+    }
 
     /// Checks that the backend can work (e.g. the engine answers), for `/health`.
     async fn probe(&self) -> Result<String, BackendError>;

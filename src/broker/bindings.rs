@@ -14,9 +14,7 @@ use crate::domain::operation::{OperationKind, OperationLog};
 use crate::domain::{is_past, timestamp, timestamp_in};
 use crate::error::{OsbError, OsbResult};
 use crate::store::{StoreError, Versioned};
-use crate::wire::{
-    BindRequest, BindingResponse, DeleteQuery, LastOperationResponse, OperationResponse,
-};
+use crate::wire::{BindRequest, BindingResponse, DeleteQuery, LastOperationResponse, OperationResponse};
 
 impl Broker {
     /// `PUT /v2/service_instances/{instance_id}/service_bindings/{binding_id}`.
@@ -33,13 +31,8 @@ impl Broker {
         require_object("parameters", req.parameters.as_ref())?;
         require_object("context", req.context.as_ref())?;
         require_object("bind_resource", req.bind_resource.as_ref())?;
-        let Some(Versioned {
-            record: instance, ..
-        }) = self.live_instance(instance_id).await?
-        else {
-            return Err(OsbError::NotFound(format!(
-                "instance {instance_id} does not exist"
-            )));
+        let Some(Versioned { record: instance, .. }) = self.live_instance(instance_id).await? else {
+            return Err(OsbError::NotFound(format!("instance {instance_id} does not exist")));
         };
         if req.service_id != instance.service_id || req.plan_id != instance.plan_id {
             return Err(OsbError::BadRequest(format!(
@@ -48,20 +41,13 @@ impl Broker {
             )));
         }
         let service = self.service(&instance.service_id).await?;
-        let plan = service.plan(&instance.plan_id).ok_or_else(|| {
-            OsbError::Internal(format!(
-                "plan {} is no longer in the catalog",
-                instance.plan_id
-            ))
-        })?;
+        let plan = service
+            .plan(&instance.plan_id)
+            .ok_or_else(|| OsbError::Internal(format!("plan {} is no longer in the catalog", instance.plan_id)))?;
         if !service.plan_bindable(plan) {
-            return Err(OsbError::BadRequest(format!(
-                "plan {} is not bindable",
-                plan.id
-            )));
+            return Err(OsbError::BadRequest(format!("plan {} is not bindable", plan.id)));
         }
-        plan.validate_parameters(SchemaFor::Bind, req.parameters.as_ref())
-            .map_err(OsbError::BadRequest)?;
+        plan.validate_parameters(SchemaFor::Bind, req.parameters.as_ref()).map_err(OsbError::BadRequest)?;
 
         let existing = self.records.get::<Binding>(binding_id).await?;
         if let Some(Versioned { record, .. }) = &existing
@@ -78,21 +64,14 @@ impl Broker {
             )));
         }
         let (backend, manifest) = self.instance_backend(&instance).await?;
-        let app_guid = req
-            .app_guid
-            .as_deref()
-            .or_else(|| req.bind_resource.as_ref()?.get("app_guid")?.as_str());
+        let app_guid = req.app_guid.as_deref().or_else(|| req.bind_resource.as_ref()?.get("app_guid")?.as_str());
         if backend.requires_app(&manifest) && app_guid.is_none_or(|g| g.is_empty()) {
             return Err(OsbError::RequiresApp);
         }
         if let Some(predecessor_id) = &req.predecessor_binding_id {
-            self.check_predecessor(plan.binding_rotatable, predecessor_id, instance_id)
-                .await?;
+            self.check_predecessor(plan.binding_rotatable, predecessor_id, instance_id).await?;
         }
-        let asynchronous = run_asynchronously(
-            backend.execution(&manifest, OperationKind::Bind),
-            accepts_incomplete,
-        )?;
+        let asynchronous = run_asynchronously(backend.execution(&manifest, OperationKind::Bind), accepts_incomplete)?;
         let op = self.start_op(OperationKind::Bind, asynchronous);
         let op_id = op.id.clone();
         let mut operations = OperationLog::default();
@@ -122,9 +101,7 @@ impl Broker {
             Ok(_) => {}
             Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => {
                 return match self.records.get::<Binding>(binding_id).await? {
-                    Some(winner) if winner.record.is_live() => {
-                        bind_existing(&winner.record, instance_id, &req)
-                    }
+                    Some(winner) if winner.record.is_live() => bind_existing(&winner.record, instance_id, &req),
                     _ => Err(OsbError::ConcurrencyError(format!(
                         "binding {binding_id} is being changed by another request; retry"
                     ))),
@@ -135,15 +112,10 @@ impl Broker {
 
         if asynchronous {
             self.spawn_binding_operation(binding_id.to_owned(), op_id.clone(), OperationKind::Bind);
-            return Ok(Answer::Accepted(BindingResponse {
-                operation: Some(op_id),
-                ..Default::default()
-            }));
+            return Ok(Answer::Accepted(BindingResponse { operation: Some(op_id), ..Default::default() }));
         }
         match self.run_bind(binding_id, &op_id).await? {
-            Some(done) if succeeded(&done.operations, &op_id) => {
-                Ok(Answer::Done(binding_body(&done, false)))
-            }
+            Some(done) if succeeded(&done.operations, &op_id) => Ok(Answer::Done(binding_body(&done, false))),
             Some(done) => Err(failure_of(&done.operations, &op_id)),
             None => Err(OsbError::Unavailable("esm is shutting down; retry".into())),
         }
@@ -158,32 +130,21 @@ impl Broker {
     ) -> OsbResult<Answer<OperationResponse>> {
         require_query("service_id", query.service_id.as_deref())?;
         require_query("plan_id", query.plan_id.as_deref())?;
-        let Some(Versioned {
-            version,
-            record: mut binding,
-        }) = self.live_binding(instance_id, binding_id).await?
-        else {
+        let Some(Versioned { version, record: mut binding }) = self.live_binding(instance_id, binding_id).await? else {
             return Err(OsbError::Gone);
         };
         if let Some(running) = binding.operations.running() {
             if running.kind == OperationKind::Unbind {
-                return Ok(Answer::Accepted(OperationResponse {
-                    operation: Some(running.id.clone()),
-                }));
+                return Ok(Answer::Accepted(OperationResponse { operation: Some(running.id.clone()) }));
             }
             return Err(busy("binding", binding_id, running.kind));
         }
-        let Some(Versioned {
-            record: instance, ..
-        }) = self.live_instance(instance_id).await?
-        else {
+        let Some(Versioned { record: instance, .. }) = self.live_instance(instance_id).await? else {
             return Err(OsbError::Gone);
         };
         let (backend, manifest) = self.instance_backend(&instance).await?;
-        let asynchronous = run_asynchronously(
-            backend.execution(&manifest, OperationKind::Unbind),
-            query.accepts_incomplete(),
-        )?;
+        let asynchronous =
+            run_asynchronously(backend.execution(&manifest, OperationKind::Unbind), query.accepts_incomplete())?;
         let op = self.start_op(OperationKind::Unbind, asynchronous);
         let op_id = op.id.clone();
         binding.operations.push(op);
@@ -198,40 +159,20 @@ impl Broker {
         }
 
         if asynchronous {
-            self.spawn_binding_operation(
-                binding_id.to_owned(),
-                op_id.clone(),
-                OperationKind::Unbind,
-            );
-            return Ok(Answer::Accepted(OperationResponse {
-                operation: Some(op_id),
-            }));
+            self.spawn_binding_operation(binding_id.to_owned(), op_id.clone(), OperationKind::Unbind);
+            return Ok(Answer::Accepted(OperationResponse { operation: Some(op_id) }));
         }
         match self.run_unbind(binding_id, &op_id).await? {
-            Some(done) if succeeded(&done.operations, &op_id) => {
-                Ok(Answer::Done(OperationResponse::default()))
-            }
+            Some(done) if succeeded(&done.operations, &op_id) => Ok(Answer::Done(OperationResponse::default())),
             Some(done) => Err(failure_of(&done.operations, &op_id)),
             None => Err(OsbError::Unavailable("esm is shutting down; retry".into())),
         }
     }
 
     /// `GET /v2/service_instances/{instance_id}/service_bindings/{binding_id}`.
-    pub async fn fetch_binding(
-        &self,
-        instance_id: &str,
-        binding_id: &str,
-    ) -> OsbResult<BindingResponse> {
-        let not_found = || {
-            OsbError::NotFound(format!(
-                "binding {binding_id} of instance {instance_id} does not exist"
-            ))
-        };
-        let binding = self
-            .live_binding(instance_id, binding_id)
-            .await?
-            .ok_or_else(not_found)?
-            .record;
+    pub async fn fetch_binding(&self, instance_id: &str, binding_id: &str) -> OsbResult<BindingResponse> {
+        let not_found = || OsbError::NotFound(format!("binding {binding_id} of instance {instance_id} does not exist"));
+        let binding = self.live_binding(instance_id, binding_id).await?.ok_or_else(not_found)?.record;
         // OSB: 404 while the bind is still running (or failed).
         if !matches!(binding.status, BindingStatus::Bound) {
             return Err(not_found());
@@ -253,9 +194,7 @@ impl Broker {
             .map(|v| v.record)
             .filter(|b| b.instance_id == instance_id)
             .ok_or_else(|| {
-                OsbError::NotFound(format!(
-                    "binding {binding_id} of instance {instance_id} does not exist"
-                ))
+                OsbError::NotFound(format!("binding {binding_id} of instance {instance_id} does not exist"))
             })?;
         if !binding.is_live() {
             return Err(OsbError::Gone);
@@ -263,11 +202,7 @@ impl Broker {
         last_operation_of(&binding.operations, operation, binding_id)
     }
 
-    async fn live_binding(
-        &self,
-        instance_id: &str,
-        binding_id: &str,
-    ) -> OsbResult<Option<Versioned<Binding>>> {
+    async fn live_binding(&self, instance_id: &str, binding_id: &str) -> OsbResult<Option<Versioned<Binding>>> {
         Ok(self
             .records
             .get::<Binding>(binding_id)
@@ -298,25 +233,13 @@ impl Broker {
                     "predecessor_binding_id {predecessor_id:?} is not a binding of instance {instance_id}"
                 ))
             })?;
-        if predecessor
-            .metadata
-            .expires_at
-            .as_deref()
-            .is_some_and(is_past)
-        {
-            return Err(OsbError::BadRequest(format!(
-                "predecessor binding {predecessor_id} has expired"
-            )));
+        if predecessor.metadata.expires_at.as_deref().is_some_and(is_past) {
+            return Err(OsbError::BadRequest(format!("predecessor binding {predecessor_id} has expired")));
         }
         Ok(())
     }
 
-    pub(super) fn spawn_binding_operation(
-        self: &Arc<Self>,
-        binding_id: String,
-        op_id: String,
-        kind: OperationKind,
-    ) {
+    pub(super) fn spawn_binding_operation(self: &Arc<Self>, binding_id: String, op_id: String, kind: OperationKind) {
         let this = Arc::clone(self);
         self.spawn_task(async move {
             let result = match kind {
@@ -334,11 +257,7 @@ impl Broker {
     async fn binding_backend(
         &self,
         binding: &Binding,
-    ) -> OsbResult<(
-        ServiceInstance,
-        Arc<dyn crate::backend::Backend>,
-        crate::domain::manifest::Manifest,
-    )> {
+    ) -> OsbResult<(ServiceInstance, Arc<dyn crate::backend::Backend>, crate::domain::manifest::Manifest)> {
         let instance = self
             .live_instance(&binding.instance_id)
             .await?
@@ -349,28 +268,21 @@ impl Broker {
     }
 
     async fn run_bind(&self, binding_id: &str, op_id: &str) -> OsbResult<Option<Binding>> {
-        let Some(Versioned {
-            record: binding, ..
-        }) = self.records.get::<Binding>(binding_id).await?
-        else {
+        let Some(Versioned { record: binding, .. }) = self.records.get::<Binding>(binding_id).await? else {
             return Ok(None);
         };
         let outcome = match self.binding_backend(&binding).await {
             Ok((instance, backend, manifest)) => {
-                let lifetime = self.service(&instance.service_id).await.ok().and_then(|s| {
-                    s.plan(&instance.plan_id)
-                        .and_then(|p| p.binding_lifetime_seconds)
-                });
+                let lifetime = self
+                    .service(&instance.service_id)
+                    .await
+                    .ok()
+                    .and_then(|s| s.plan(&instance.plan_id).and_then(|p| p.binding_lifetime_seconds));
                 match self
                     .run_backend::<Binding, _>(
                         binding_id,
                         op_id,
-                        self.deadline(
-                            &instance.service_id,
-                            &instance.plan_id,
-                            binding.operations.find(op_id),
-                        )
-                        .await,
+                        self.deadline(&instance.service_id, &instance.plan_id, binding.operations.find(op_id)).await,
                         backend.bind(&instance, &binding, &manifest),
                     )
                     .await
@@ -403,11 +315,7 @@ impl Broker {
                     Err(e) => {
                         let asynchronous = op.asynchronous;
                         op.fail(&e.message, None, None);
-                        b.status = if asynchronous {
-                            BindingStatus::BindFailed
-                        } else {
-                            BindingStatus::Unbound
-                        };
+                        b.status = if asynchronous { BindingStatus::BindFailed } else { BindingStatus::Unbound };
                     }
                 }
                 Ok(true)
@@ -416,10 +324,7 @@ impl Broker {
     }
 
     async fn run_unbind(&self, binding_id: &str, op_id: &str) -> OsbResult<Option<Binding>> {
-        let Some(Versioned {
-            record: binding, ..
-        }) = self.records.get::<Binding>(binding_id).await?
-        else {
+        let Some(Versioned { record: binding, .. }) = self.records.get::<Binding>(binding_id).await? else {
             return Ok(None);
         };
         let outcome = match self.binding_backend(&binding).await {
@@ -428,12 +333,7 @@ impl Broker {
                     .run_backend::<Binding, _>(
                         binding_id,
                         op_id,
-                        self.deadline(
-                            &instance.service_id,
-                            &instance.plan_id,
-                            binding.operations.find(op_id),
-                        )
-                        .await,
+                        self.deadline(&instance.service_id, &instance.plan_id, binding.operations.find(op_id)).await,
                         backend.unbind(&instance, &binding, &manifest),
                     )
                     .await
@@ -466,11 +366,7 @@ impl Broker {
 
 /// Answers a bind for an id that exists: 202 while the same bind runs, 200 if it is
 /// bound with the same attributes, 409 otherwise.
-fn bind_existing(
-    binding: &Binding,
-    instance_id: &str,
-    req: &BindRequest,
-) -> OsbResult<Answer<BindingResponse>> {
+fn bind_existing(binding: &Binding, instance_id: &str, req: &BindRequest) -> OsbResult<Answer<BindingResponse>> {
     let empty = Value::Object(Map::new());
     let same = binding.instance_id == instance_id
         && binding.service_id == req.service_id
@@ -478,21 +374,13 @@ fn bind_existing(
         && binding.app_guid == req.app_guid
         && binding.bind_resource == req.bind_resource
         && binding.predecessor_binding_id == req.predecessor_binding_id
-        && binding.parameters.as_ref().unwrap_or(&empty)
-            == req.parameters.as_ref().unwrap_or(&empty);
+        && binding.parameters.as_ref().unwrap_or(&empty) == req.parameters.as_ref().unwrap_or(&empty);
     if !same {
-        return Err(OsbError::Conflict(format!(
-            "binding {} already exists with different attributes",
-            binding.id
-        )));
+        return Err(OsbError::Conflict(format!("binding {} already exists with different attributes", binding.id)));
     }
     match binding.status {
         BindingStatus::Binding => Ok(Answer::Accepted(BindingResponse {
-            operation: binding
-                .operations
-                .running()
-                .filter(|op| op.kind == OperationKind::Bind)
-                .map(|op| op.id.clone()),
+            operation: binding.operations.running().filter(|op| op.kind == OperationKind::Bind).map(|op| op.id.clone()),
             ..Default::default()
         })),
         BindingStatus::Bound => Ok(Answer::AlreadyDone(binding_body(binding, false))),
@@ -508,11 +396,7 @@ fn binding_body(binding: &Binding, with_parameters: bool) -> BindingResponse {
     BindingResponse {
         credentials: binding.credentials.clone(),
         endpoints: binding.endpoints.clone(),
-        parameters: if with_parameters {
-            binding.parameters.clone()
-        } else {
-            None
-        },
+        parameters: if with_parameters { binding.parameters.clone() } else { None },
         metadata: Some(binding.metadata.clone()).filter(|m| !m.is_empty()),
         operation: None,
     }

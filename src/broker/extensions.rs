@@ -5,8 +5,9 @@ use serde_json::{Map, Value, json};
 
 use super::Broker;
 use crate::domain::catalog::Service;
-use crate::domain::instance::ServiceInstance;
+use crate::domain::instance::{InstanceStatus, ServiceInstance};
 use crate::domain::manifest::Manifest;
+use crate::domain::operation::OperationState;
 use crate::error::{OsbError, OsbResult};
 use crate::store::{StoreError, Versioned};
 use crate::wire::{CatalogResponse, EtInstance, EtState};
@@ -23,13 +24,7 @@ pub enum Registered {
 impl Broker {
     /// `GET /v2/catalog`.
     pub async fn catalog(&self) -> OsbResult<CatalogResponse> {
-        let services = self
-            .records
-            .list::<Service>()
-            .await?
-            .into_iter()
-            .map(|v| v.record)
-            .collect();
+        let services = self.records.list::<Service>().await?.into_iter().map(|v| v.record).collect();
         Ok(CatalogResponse { services })
     }
 
@@ -37,9 +32,7 @@ impl Broker {
     /// A replacement may not drop a plan that live instances still use, and plan ids
     /// must stay unique across services.
     pub async fn register_service(&self, mut service: Service) -> OsbResult<Registered> {
-        service
-            .validate_for_registration()
-            .map_err(OsbError::BadRequest)?;
+        service.validate_for_registration().map_err(OsbError::BadRequest)?;
         let services = self.records.list::<Service>().await?;
         for Versioned { record: other, .. } in &services {
             if other.id == service.id {
@@ -52,23 +45,13 @@ impl Broker {
                 )));
             }
             if let Some(plan) = service.plans.iter().find(|p| other.plan(&p.id).is_some()) {
-                return Err(OsbError::Conflict(format!(
-                    "plan id {} is already used by service {}",
-                    plan.id, other.id
-                )));
+                return Err(OsbError::Conflict(format!("plan id {} is already used by service {}", plan.id, other.id)));
             }
         }
         let previous = services.into_iter().find(|v| v.record.id == service.id);
-        if let Some(Versioned {
-            record: previous, ..
-        }) = &previous
-        {
+        if let Some(Versioned { record: previous, .. }) = &previous {
             let instances = self.live_instances().await?;
-            for dropped in previous
-                .plans
-                .iter()
-                .filter(|p| service.plan(&p.id).is_none())
-            {
+            for dropped in previous.plans.iter().filter(|p| service.plan(&p.id).is_none()) {
                 if let Some(inst) = instances.iter().find(|i| i.plan_id == dropped.id) {
                     return Err(OsbError::Conflict(format!(
                         "plan {} cannot be removed: instance {} uses it",
@@ -78,38 +61,22 @@ impl Broker {
             }
         }
         self.records.upsert(&service).await?;
-        Ok(if previous.is_some() {
-            Registered::Existing
-        } else {
-            Registered::Created
-        })
+        Ok(if previous.is_some() { Registered::Existing } else { Registered::Created })
     }
 
     /// `DELETE /v2/et/catalog/{service_id}`: refused while instances exist; the
     /// service's manifests go with it.
     pub async fn delete_service(&self, service_id: &str) -> OsbResult<()> {
         if self.records.get::<Service>(service_id).await?.is_none() {
-            return Err(OsbError::NotFound(format!(
-                "service {service_id} is not in the catalog"
-            )));
+            return Err(OsbError::NotFound(format!("service {service_id} is not in the catalog")));
         }
-        if let Some(inst) = self
-            .live_instances()
-            .await?
-            .iter()
-            .find(|i| i.service_id == service_id)
-        {
+        if let Some(inst) = self.live_instances().await?.iter().find(|i| i.service_id == service_id) {
             return Err(OsbError::Conflict(format!(
                 "service {service_id} still has instances (e.g. {}); deprovision them first",
                 inst.id
             )));
         }
-        for manifest in self
-            .list_manifests()
-            .await?
-            .iter()
-            .filter(|m| m.service_id == service_id)
-        {
+        for manifest in self.list_manifests().await?.iter().filter(|m| m.service_id == service_id) {
             self.records.delete::<Manifest>(&manifest.id, None).await?;
         }
         self.records.delete::<Service>(service_id, None).await?;
@@ -117,11 +84,7 @@ impl Broker {
     }
 
     /// `PUT /v2/et/manifest/{manifest_id}`.
-    pub async fn register_manifest(
-        &self,
-        manifest_id: &str,
-        mut manifest: Manifest,
-    ) -> OsbResult<Registered> {
+    pub async fn register_manifest(&self, manifest_id: &str, mut manifest: Manifest) -> OsbResult<Registered> {
         // The path names the manifest, whatever the body says (as the original did).
         manifest.id = manifest_id.to_owned();
         manifest.validate_fields().map_err(OsbError::BadRequest)?;
@@ -129,9 +92,7 @@ impl Broker {
             .records
             .get::<Service>(&manifest.service_id)
             .await?
-            .ok_or_else(|| {
-                OsbError::BadRequest(format!("unknown service_id {:?}", manifest.service_id))
-            })?
+            .ok_or_else(|| OsbError::BadRequest(format!("unknown service_id {:?}", manifest.service_id)))?
             .record;
         if service.plan(&manifest.plan_id).is_none() {
             return Err(OsbError::BadRequest(format!(
@@ -146,9 +107,9 @@ impl Broker {
                 self.backends.types().join(", ")
             ))
         })?;
-        backend.check_manifest(&manifest).map_err(|e| {
-            OsbError::BadRequest(format!("invalid {} manifest: {e}", manifest.manifest_type))
-        })?;
+        backend
+            .check_manifest(&manifest)
+            .map_err(|e| OsbError::BadRequest(format!("invalid {} manifest: {e}", manifest.manifest_type)))?;
         let same_id = |existing: &Manifest| {
             if existing == &manifest {
                 Ok(Registered::Existing)
@@ -171,14 +132,10 @@ impl Broker {
         }
         match self.records.insert(&manifest).await {
             Ok(_) => Ok(Registered::Created),
-            Err(StoreError::Conflict(_)) => {
-                match self.records.get::<Manifest>(manifest_id).await? {
-                    Some(winner) => same_id(&winner.record),
-                    None => Err(OsbError::ConcurrencyError(format!(
-                        "manifest {manifest_id} changed; retry"
-                    ))),
-                }
-            }
+            Err(StoreError::Conflict(_)) => match self.records.get::<Manifest>(manifest_id).await? {
+                Some(winner) => same_id(&winner.record),
+                None => Err(OsbError::ConcurrencyError(format!("manifest {manifest_id} changed; retry"))),
+            },
             Err(e) => Err(e.into()),
         }
     }
@@ -194,24 +151,13 @@ impl Broker {
 
     /// `GET /v2/et/manifest`.
     pub async fn list_manifests(&self) -> OsbResult<Vec<Manifest>> {
-        Ok(self
-            .records
-            .list::<Manifest>()
-            .await?
-            .into_iter()
-            .map(|v| v.record)
-            .collect())
+        Ok(self.records.list::<Manifest>().await?.into_iter().map(|v| v.record).collect())
     }
 
     /// `DELETE /v2/et/manifest/{manifest_id}`: refused while instances use it.
     pub async fn delete_manifest(&self, manifest_id: &str) -> OsbResult<()> {
         self.manifest_by_id(manifest_id).await?;
-        if let Some(inst) = self
-            .live_instances()
-            .await?
-            .iter()
-            .find(|i| i.manifest_id == manifest_id)
-        {
+        if let Some(inst) = self.live_instances().await?.iter().find(|i| i.manifest_id == manifest_id) {
             return Err(OsbError::Conflict(format!(
                 "manifest {manifest_id} is in use by instance {}; deprovision it first",
                 inst.id
@@ -260,43 +206,39 @@ impl Broker {
             .get::<Service>(&instance.service_id)
             .await?
             .ok_or_else(|| {
-                OsbError::Internal(format!(
-                    "service {} of instance {} is gone",
-                    instance.service_id, instance.id
-                ))
+                OsbError::Internal(format!("service {} of instance {} is gone", instance.service_id, instance.id))
             })?
             .record;
         let mut context = Map::new();
-        match self.instance_backend(&instance).await {
-            Ok((backend, manifest)) => match backend.info(&instance, &manifest).await {
-                Ok(info) => context.extend(info),
-                Err(e) => {
-                    context.insert("esm_info_error".into(), json!(e.to_string()));
-                }
-            },
+        let mut deployment = Vec::new();
+        let mut problem = None;
+        let info = match self.instance_backend(&instance).await {
+            Ok((backend, manifest)) => backend.info(&instance, &manifest).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match info {
+            Ok(info) => {
+                context.extend(info.flat);
+                deployment = info.containers;
+                problem = info.problem;
+            }
             Err(e) => {
-                context.insert("esm_info_error".into(), json!(e.to_string()));
+                context.insert("esm_info_error".into(), json!(e));
             }
         }
         context.insert("id".into(), Value::String(instance.id.clone()));
-        context.insert(
-            "manifest_id".into(),
-            Value::String(instance.manifest_id.clone()),
-        );
-        let state = match instance.operations.last() {
-            Some(op) => EtState {
-                state: op.state,
-                description: op.description.clone(),
-            },
-            None => EtState {
-                state: crate::domain::operation::OperationState::Succeeded,
-                description: None,
-            },
+        context.insert("manifest_id".into(), Value::String(instance.manifest_id.clone()));
+        let mut state = match instance.operations.last() {
+            Some(op) => EtState { state: op.state, description: op.description.clone() },
+            None => EtState { state: OperationState::Succeeded, description: None },
         };
-        Ok(EtInstance {
-            context,
-            service_type: service,
-            state,
-        })
+        // A provisioned instance whose containers died or vanished is reported as such.
+        if let Some(problem) = problem
+            && state.state == OperationState::Succeeded
+            && instance.status == InstanceStatus::Provisioned
+        {
+            state = EtState { state: OperationState::Failed, description: Some(problem) };
+        }
+        Ok(EtInstance { context, service_type: service, state, deployment })
     }
 }

@@ -4,10 +4,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
-use super::{
-    Answer, Broker, busy, check_maintenance, require, require_object, require_query,
-    run_asynchronously,
-};
+use super::{Answer, Broker, busy, check_maintenance, require, require_object, require_query, run_asynchronously};
 use crate::backend::BackendError;
 use crate::domain::binding::{Binding, BindingStatus};
 use crate::domain::catalog::SchemaFor;
@@ -17,8 +14,8 @@ use crate::domain::timestamp;
 use crate::error::{OsbError, OsbResult};
 use crate::store::{StoreError, Versioned};
 use crate::wire::{
-    DeleteQuery, FetchInstanceResponse, LastOperationResponse, OperationResponse, ProvisionRequest,
-    ProvisionResponse, UpdateRequest, UpdateResponse,
+    DeleteQuery, FetchInstanceResponse, LastOperationResponse, OperationResponse, ProvisionRequest, ProvisionResponse,
+    UpdateRequest, UpdateResponse,
 };
 
 impl Broker {
@@ -38,14 +35,10 @@ impl Broker {
         require_object("context", req.context.as_ref())?;
         let service = self.service(&req.service_id).await?;
         let plan = service.plan(&req.plan_id).ok_or_else(|| {
-            OsbError::BadRequest(format!(
-                "unknown plan_id {:?} for service {}",
-                req.plan_id, service.id
-            ))
+            OsbError::BadRequest(format!("unknown plan_id {:?} for service {}", req.plan_id, service.id))
         })?;
         check_maintenance(plan, req.maintenance_info.as_ref())?;
-        plan.validate_parameters(SchemaFor::Provision, req.parameters.as_ref())
-            .map_err(OsbError::BadRequest)?;
+        plan.validate_parameters(SchemaFor::Provision, req.parameters.as_ref()).map_err(OsbError::BadRequest)?;
         let manifest = self.manifest_for_plan(&plan.id).await?;
         let backend = self.backend(&manifest)?;
 
@@ -55,10 +48,8 @@ impl Broker {
         {
             return provision_existing(record, &req);
         }
-        let asynchronous = run_asynchronously(
-            backend.execution(&manifest, OperationKind::Provision),
-            accepts_incomplete,
-        )?;
+        let asynchronous =
+            run_asynchronously(backend.execution(&manifest, OperationKind::Provision), accepts_incomplete)?;
         let op = self.start_op(OperationKind::Provision, asynchronous);
         let op_id = op.id.clone();
         let mut operations = OperationLog::default();
@@ -74,14 +65,8 @@ impl Broker {
             space_guid: req.space_guid.clone(),
             context: req.context.clone(),
             parameters: req.parameters.clone(),
-            maintenance_info: req
-                .maintenance_info
-                .clone()
-                .or_else(|| plan.maintenance_info.clone()),
-            metadata: InstanceMetadata {
-                labels,
-                attributes: Map::new(),
-            },
+            maintenance_info: req.maintenance_info.clone().or_else(|| plan.maintenance_info.clone()),
+            metadata: InstanceMetadata { labels, attributes: Map::new() },
             dashboard_url: None,
             manifest_id: manifest.id.clone(),
             status: InstanceStatus::Provisioning,
@@ -99,9 +84,7 @@ impl Broker {
             Ok(_) => {}
             Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => {
                 return match self.records.get::<ServiceInstance>(id).await? {
-                    Some(winner) if winner.record.is_live() => {
-                        provision_existing(&winner.record, &req)
-                    }
+                    Some(winner) if winner.record.is_live() => provision_existing(&winner.record, &req),
                     _ => Err(OsbError::ConcurrencyError(format!(
                         "instance {id} is being changed by another request; retry"
                     ))),
@@ -112,20 +95,15 @@ impl Broker {
 
         if asynchronous {
             self.spawn_instance_operation(id.to_owned(), op_id.clone(), OperationKind::Provision);
-            return Ok(Answer::Accepted(ProvisionResponse {
-                operation: Some(op_id),
-                ..Default::default()
-            }));
+            return Ok(Answer::Accepted(ProvisionResponse { operation: Some(op_id), ..Default::default() }));
         }
         let done = self.run_provision(id, &op_id).await?;
         match done {
-            Some(inst) if succeeded(&inst.operations, &op_id) => {
-                Ok(Answer::Done(ProvisionResponse {
-                    dashboard_url: inst.dashboard_url.clone(),
-                    operation: None,
-                    metadata: Some(inst.metadata.clone()).filter(|m| !m.is_empty()),
-                }))
-            }
+            Some(inst) if succeeded(&inst.operations, &op_id) => Ok(Answer::Done(ProvisionResponse {
+                dashboard_url: inst.dashboard_url.clone(),
+                operation: None,
+                metadata: Some(inst.metadata.clone()).filter(|m| !m.is_empty()),
+            })),
             Some(inst) => Err(failure_of(&inst.operations, &op_id)),
             None => Err(OsbError::Unavailable("esm is shutting down; retry".into())),
         }
@@ -144,11 +122,7 @@ impl Broker {
         }
         require_object("parameters", req.parameters.as_ref())?;
         require_object("context", req.context.as_ref())?;
-        let Some(Versioned {
-            version,
-            record: mut instance,
-        }) = self.live_instance(id).await?
-        else {
+        let Some(Versioned { version, record: mut instance }) = self.live_instance(id).await? else {
             return Err(OsbError::NotFound(format!("instance {id} does not exist")));
         };
         if req.service_id != instance.service_id {
@@ -158,21 +132,14 @@ impl Broker {
             )));
         }
         let service = self.service(&instance.service_id).await?;
-        let target_plan_id = req
-            .plan_id
-            .clone()
-            .unwrap_or_else(|| instance.plan_id.clone());
+        let target_plan_id = req.plan_id.clone().unwrap_or_else(|| instance.plan_id.clone());
         let target_plan = service.plan(&target_plan_id).ok_or_else(|| {
-            OsbError::BadRequest(format!(
-                "unknown plan_id {target_plan_id:?} for service {}",
-                service.id
-            ))
+            OsbError::BadRequest(format!("unknown plan_id {target_plan_id:?} for service {}", service.id))
         })?;
         let plan_changes = target_plan_id != instance.plan_id;
         if plan_changes {
-            let current_updateable = service
-                .plan(&instance.plan_id)
-                .is_some_and(|current| service.plan_updateable(current));
+            let current_updateable =
+                service.plan(&instance.plan_id).is_some_and(|current| service.plan_updateable(current));
             if !current_updateable {
                 return Err(OsbError::Unprocessable(format!(
                     "plan {} of service {} cannot be changed (plan_updateable is false)",
@@ -207,28 +174,16 @@ impl Broker {
             )));
         }
         let changes_something = plan_changes
-            || pending
-                .parameters
-                .as_ref()
-                .is_some_and(|p| Some(p) != instance.parameters.as_ref())
-            || pending
-                .context
-                .as_ref()
-                .is_some_and(|c| Some(c) != instance.context.as_ref())
-            || pending
-                .maintenance_info
-                .as_ref()
-                .is_some_and(|m| Some(m) != instance.maintenance_info.as_ref());
+            || pending.parameters.as_ref().is_some_and(|p| Some(p) != instance.parameters.as_ref())
+            || pending.context.as_ref().is_some_and(|c| Some(c) != instance.context.as_ref())
+            || pending.maintenance_info.as_ref().is_some_and(|m| Some(m) != instance.maintenance_info.as_ref());
         if !changes_something {
             // OSB 2.15: an update with no effect may answer 200 right away.
             return Ok(Answer::Done(UpdateResponse::default()));
         }
         let manifest = self.manifest_for_plan(&target_plan_id).await?;
         let backend = self.backend(&manifest)?;
-        let asynchronous = run_asynchronously(
-            backend.execution(&manifest, OperationKind::Update),
-            accepts_incomplete,
-        )?;
+        let asynchronous = run_asynchronously(backend.execution(&manifest, OperationKind::Update), accepts_incomplete)?;
         let mut op = self.start_op(OperationKind::Update, asynchronous);
         op.update = Some(pending);
         let op_id = op.id.clone();
@@ -237,10 +192,7 @@ impl Broker {
 
         if asynchronous {
             self.spawn_instance_operation(id.to_owned(), op_id.clone(), OperationKind::Update);
-            return Ok(Answer::Accepted(UpdateResponse {
-                operation: Some(op_id),
-                ..Default::default()
-            }));
+            return Ok(Answer::Accepted(UpdateResponse { operation: Some(op_id), ..Default::default() }));
         }
         match self.run_update(id, &op_id).await? {
             Some(inst) if succeeded(&inst.operations, &op_id) => Ok(Answer::Done(UpdateResponse {
@@ -254,34 +206,19 @@ impl Broker {
     }
 
     /// `DELETE /v2/service_instances/{id}`.
-    pub async fn deprovision(
-        self: &Arc<Self>,
-        id: &str,
-        query: &DeleteQuery,
-    ) -> OsbResult<Answer<OperationResponse>> {
+    pub async fn deprovision(self: &Arc<Self>, id: &str, query: &DeleteQuery) -> OsbResult<Answer<OperationResponse>> {
         require_query("service_id", query.service_id.as_deref())?;
         require_query("plan_id", query.plan_id.as_deref())?;
-        let Some(Versioned {
-            version,
-            record: mut instance,
-        }) = self.live_instance(id).await?
-        else {
+        let Some(Versioned { version, record: mut instance }) = self.live_instance(id).await? else {
             return Err(OsbError::Gone);
         };
         if let Some(running) = instance.operations.running() {
             if running.kind == OperationKind::Deprovision {
-                return Ok(Answer::Accepted(OperationResponse {
-                    operation: Some(running.id.clone()),
-                }));
+                return Ok(Answer::Accepted(OperationResponse { operation: Some(running.id.clone()) }));
             }
             return Err(busy("instance", id, running.kind));
         }
-        if let Some(binding) = self
-            .bindings_of(id)
-            .await?
-            .into_iter()
-            .find(|b| b.operations.running().is_some())
-        {
+        if let Some(binding) = self.bindings_of(id).await?.into_iter().find(|b| b.operations.running().is_some()) {
             return Err(OsbError::ConcurrencyError(format!(
                 "binding {} of instance {id} is busy; retry when it has finished",
                 binding.id
@@ -289,10 +226,8 @@ impl Broker {
         }
         let manifest = self.manifest(&instance.manifest_id).await?;
         let backend = self.backend(&manifest)?;
-        let asynchronous = run_asynchronously(
-            backend.execution(&manifest, OperationKind::Deprovision),
-            query.accepts_incomplete(),
-        )?;
+        let asynchronous =
+            run_asynchronously(backend.execution(&manifest, OperationKind::Deprovision), query.accepts_incomplete())?;
         let op = self.start_op(OperationKind::Deprovision, asynchronous);
         let op_id = op.id.clone();
         instance.operations.push(op);
@@ -300,14 +235,10 @@ impl Broker {
 
         if asynchronous {
             self.spawn_instance_operation(id.to_owned(), op_id.clone(), OperationKind::Deprovision);
-            return Ok(Answer::Accepted(OperationResponse {
-                operation: Some(op_id),
-            }));
+            return Ok(Answer::Accepted(OperationResponse { operation: Some(op_id) }));
         }
         match self.run_deprovision(id, &op_id).await? {
-            Some(inst) if succeeded(&inst.operations, &op_id) => {
-                Ok(Answer::Done(OperationResponse::default()))
-            }
+            Some(inst) if succeeded(&inst.operations, &op_id) => Ok(Answer::Done(OperationResponse::default())),
             Some(inst) => Err(failure_of(&inst.operations, &op_id)),
             None => Err(OsbError::Unavailable("esm is shutting down; retry".into())),
         }
@@ -337,15 +268,8 @@ impl Broker {
     }
 
     /// `GET /v2/service_instances/{id}/last_operation`.
-    pub async fn instance_last_operation(
-        &self,
-        id: &str,
-        operation: Option<&str>,
-    ) -> OsbResult<LastOperationResponse> {
-        let Some(Versioned {
-            record: instance, ..
-        }) = self.records.get::<ServiceInstance>(id).await?
-        else {
+    pub async fn instance_last_operation(&self, id: &str, operation: Option<&str>) -> OsbResult<LastOperationResponse> {
+        let Some(Versioned { record: instance, .. }) = self.records.get::<ServiceInstance>(id).await? else {
             return Err(OsbError::NotFound(format!("instance {id} does not exist")));
         };
         if !instance.is_live() {
@@ -356,15 +280,8 @@ impl Broker {
     }
 
     /// A live (not deprovisioned) instance.
-    pub(super) async fn live_instance(
-        &self,
-        id: &str,
-    ) -> OsbResult<Option<Versioned<ServiceInstance>>> {
-        Ok(self
-            .records
-            .get::<ServiceInstance>(id)
-            .await?
-            .filter(|v| v.record.is_live()))
+    pub(super) async fn live_instance(&self, id: &str) -> OsbResult<Option<Versioned<ServiceInstance>>> {
+        Ok(self.records.get::<ServiceInstance>(id).await?.filter(|v| v.record.is_live()))
     }
 
     /// The live bindings of an instance.
@@ -384,22 +301,15 @@ impl Broker {
     async fn start_operation(&self, version: u64, instance: &ServiceInstance) -> OsbResult<()> {
         match self.records.replace(version, instance).await {
             Ok(_) => Ok(()),
-            Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => {
-                Err(OsbError::ConcurrencyError(format!(
-                    "instance {} was changed by another request at the same time; retry",
-                    instance.id
-                )))
-            }
+            Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => Err(OsbError::ConcurrencyError(format!(
+                "instance {} was changed by another request at the same time; retry",
+                instance.id
+            ))),
             Err(e) => Err(e.into()),
         }
     }
 
-    pub(super) fn spawn_instance_operation(
-        self: &Arc<Self>,
-        id: String,
-        op_id: String,
-        kind: OperationKind,
-    ) {
+    pub(super) fn spawn_instance_operation(self: &Arc<Self>, id: String, op_id: String, kind: OperationKind) {
         let this = Arc::clone(self);
         self.spawn_task(async move {
             let result = match kind {
@@ -418,27 +328,13 @@ impl Broker {
     /// Runs a provision operation and records its outcome. `None` if esm is shutting
     /// down (the operation stays in progress) or the instance moved on.
     async fn run_provision(&self, id: &str, op_id: &str) -> OsbResult<Option<ServiceInstance>> {
-        let Some(Versioned {
-            record: instance, ..
-        }) = self.records.get::<ServiceInstance>(id).await?
-        else {
+        let Some(Versioned { record: instance, .. }) = self.records.get::<ServiceInstance>(id).await? else {
             return Ok(None);
         };
-        let deadline = self
-            .deadline(
-                &instance.service_id,
-                &instance.plan_id,
-                instance.operations.find(op_id),
-            )
-            .await;
+        let deadline = self.deadline(&instance.service_id, &instance.plan_id, instance.operations.find(op_id)).await;
         let outcome = match self.instance_backend(&instance).await {
             Ok((backend, manifest)) => match self
-                .run_backend::<ServiceInstance, _>(
-                    id,
-                    op_id,
-                    deadline,
-                    backend.provision(&instance, &manifest),
-                )
+                .run_backend::<ServiceInstance, _>(id, op_id, deadline, backend.provision(&instance, &manifest))
                 .await
             {
                 Some(outcome) => outcome,
@@ -464,11 +360,8 @@ impl Broker {
                         // A synchronous failure answers 500 and leaves nothing behind, so
                         // the same request can simply be retried; an asynchronous one stays
                         // for the platform to see when it polls, and to deprovision.
-                        inst.status = if asynchronous {
-                            InstanceStatus::ProvisionFailed
-                        } else {
-                            InstanceStatus::Deprovisioned
-                        };
+                        inst.status =
+                            if asynchronous { InstanceStatus::ProvisionFailed } else { InstanceStatus::Deprovisioned };
                     }
                 }
                 Ok(true)
@@ -477,36 +370,18 @@ impl Broker {
     }
 
     async fn run_update(&self, id: &str, op_id: &str) -> OsbResult<Option<ServiceInstance>> {
-        let Some(Versioned {
-            record: instance, ..
-        }) = self.records.get::<ServiceInstance>(id).await?
-        else {
+        let Some(Versioned { record: instance, .. }) = self.records.get::<ServiceInstance>(id).await? else {
             return Ok(None);
         };
-        let Some(pending) = instance
-            .operations
-            .find(op_id)
-            .and_then(|op| op.update.clone())
-        else {
+        let Some(pending) = instance.operations.find(op_id).and_then(|op| op.update.clone()) else {
             return Ok(None);
         };
         let target = apply_update(instance.clone(), &pending);
-        let deadline = self
-            .deadline(
-                &target.service_id,
-                &target.plan_id,
-                instance.operations.find(op_id),
-            )
-            .await;
+        let deadline = self.deadline(&target.service_id, &target.plan_id, instance.operations.find(op_id)).await;
         let outcome = match self.manifest_for_plan(&target.plan_id).await {
             Ok(manifest) => match self.backend(&manifest) {
                 Ok(backend) => match self
-                    .run_backend::<ServiceInstance, _>(
-                        id,
-                        op_id,
-                        deadline,
-                        backend.update(&target, &manifest),
-                    )
+                    .run_backend::<ServiceInstance, _>(id, op_id, deadline, backend.update(&target, &manifest))
                     .await
                 {
                     Some(outcome) => outcome.map(|d| (d, manifest.id)),
@@ -530,10 +405,7 @@ impl Broker {
                             updated.dashboard_url = deployment.dashboard_url.clone();
                         }
                         updated.manifest_id = manifest_id.clone();
-                        updated
-                            .metadata
-                            .labels
-                            .insert("esm/manifest_id".into(), json!(manifest_id));
+                        updated.metadata.labels.insert("esm/manifest_id".into(), json!(manifest_id));
                         *inst = updated;
                     }
                     Err(e) => op.fail(
@@ -548,27 +420,13 @@ impl Broker {
     }
 
     async fn run_deprovision(&self, id: &str, op_id: &str) -> OsbResult<Option<ServiceInstance>> {
-        let Some(Versioned {
-            record: instance, ..
-        }) = self.records.get::<ServiceInstance>(id).await?
-        else {
+        let Some(Versioned { record: instance, .. }) = self.records.get::<ServiceInstance>(id).await? else {
             return Ok(None);
         };
-        let deadline = self
-            .deadline(
-                &instance.service_id,
-                &instance.plan_id,
-                instance.operations.find(op_id),
-            )
-            .await;
+        let deadline = self.deadline(&instance.service_id, &instance.plan_id, instance.operations.find(op_id)).await;
         let outcome = match self.instance_backend(&instance).await {
             Ok((backend, manifest)) => match self
-                .run_backend::<ServiceInstance, _>(
-                    id,
-                    op_id,
-                    deadline,
-                    backend.deprovision(&instance, &manifest),
-                )
+                .run_backend::<ServiceInstance, _>(id, op_id, deadline, backend.deprovision(&instance, &manifest))
                 .await
             {
                 Some(outcome) => outcome,
@@ -593,10 +451,7 @@ impl Broker {
                 Ok(true)
             })
             .await?;
-        if done
-            .as_ref()
-            .is_some_and(|i| i.status == InstanceStatus::Deprovisioned)
-        {
+        if done.as_ref().is_some_and(|i| i.status == InstanceStatus::Deprovisioned) {
             self.retire_bindings(id).await?;
         }
         Ok(done)
@@ -623,10 +478,7 @@ impl Broker {
     pub(super) async fn instance_backend(
         &self,
         instance: &ServiceInstance,
-    ) -> OsbResult<(
-        Arc<dyn crate::backend::Backend>,
-        crate::domain::manifest::Manifest,
-    )> {
+    ) -> OsbResult<(Arc<dyn crate::backend::Backend>, crate::domain::manifest::Manifest)> {
         let manifest = self.manifest(&instance.manifest_id).await?;
         let backend = self.backend(&manifest)?;
         Ok((backend, manifest))
@@ -635,46 +487,31 @@ impl Broker {
 
 /// Answers a provision for an id that exists: 202 while the same provision runs, 200 if
 /// it is done with the same attributes, 409 otherwise.
-fn provision_existing(
-    instance: &ServiceInstance,
-    req: &ProvisionRequest,
-) -> OsbResult<Answer<ProvisionResponse>> {
+fn provision_existing(instance: &ServiceInstance, req: &ProvisionRequest) -> OsbResult<Answer<ProvisionResponse>> {
     let empty = Value::Object(Map::new());
     let same = instance.service_id == req.service_id
         && instance.plan_id == req.plan_id
         && instance.organization_guid == req.organization_guid
         && instance.space_guid == req.space_guid
-        && instance.parameters.as_ref().unwrap_or(&empty)
-            == req.parameters.as_ref().unwrap_or(&empty);
+        && instance.parameters.as_ref().unwrap_or(&empty) == req.parameters.as_ref().unwrap_or(&empty);
     if !same {
-        return Err(OsbError::Conflict(format!(
-            "instance {} already exists with different attributes",
-            instance.id
-        )));
+        return Err(OsbError::Conflict(format!("instance {} already exists with different attributes", instance.id)));
     }
     match instance.status {
         InstanceStatus::Provisioning => {
-            let operation = instance
-                .operations
-                .running()
-                .filter(|op| op.kind == OperationKind::Provision)
-                .map(|op| op.id.clone());
-            Ok(Answer::Accepted(ProvisionResponse {
-                operation,
-                ..Default::default()
-            }))
+            let operation =
+                instance.operations.running().filter(|op| op.kind == OperationKind::Provision).map(|op| op.id.clone());
+            Ok(Answer::Accepted(ProvisionResponse { operation, ..Default::default() }))
         }
         InstanceStatus::Provisioned => Ok(Answer::AlreadyDone(ProvisionResponse {
             dashboard_url: instance.dashboard_url.clone(),
             operation: None,
             metadata: Some(instance.metadata.clone()).filter(|m| !m.is_empty()),
         })),
-        InstanceStatus::ProvisionFailed | InstanceStatus::Deprovisioned => {
-            Err(OsbError::Conflict(format!(
-                "instance {} exists but its provision failed; deprovision it before provisioning again",
-                instance.id
-            )))
-        }
+        InstanceStatus::ProvisionFailed | InstanceStatus::Deprovisioned => Err(OsbError::Conflict(format!(
+            "instance {} exists but its provision failed; deprovision it before provisioning again",
+            instance.id
+        ))),
     }
 }
 
@@ -697,19 +534,14 @@ fn apply_update(mut instance: ServiceInstance, pending: &PendingUpdate) -> Servi
 
 /// Whether an operation has succeeded.
 pub(super) fn succeeded(operations: &OperationLog, op_id: &str) -> bool {
-    operations
-        .find(op_id)
-        .is_some_and(|op| op.state == OperationState::Succeeded)
+    operations.find(op_id).is_some_and(|op| op.state == OperationState::Succeeded)
 }
 
 /// The error to answer a synchronous operation that failed with.
 pub(super) fn failure_of(operations: &OperationLog, op_id: &str) -> OsbError {
     match operations.find(op_id) {
         Some(op) => OsbError::OperationFailed {
-            description: op
-                .description
-                .clone()
-                .unwrap_or_else(|| "the operation failed".into()),
+            description: op.description.clone().unwrap_or_else(|| "the operation failed".into()),
             instance_usable: op.instance_usable,
             update_repeatable: op.update_repeatable,
         },
@@ -724,12 +556,10 @@ pub(super) fn last_operation_of(
     id: &str,
 ) -> OsbResult<LastOperationResponse> {
     let op = match operation {
-        Some(op_id) => operations
-            .find(op_id)
-            .ok_or_else(|| OsbError::BadRequest(format!("{id} has no operation {op_id:?}")))?,
-        None => operations
-            .last()
-            .ok_or_else(|| OsbError::NotFound(format!("{id} has no operations")))?,
+        Some(op_id) => {
+            operations.find(op_id).ok_or_else(|| OsbError::BadRequest(format!("{id} has no operation {op_id:?}")))?
+        }
+        None => operations.last().ok_or_else(|| OsbError::NotFound(format!("{id} has no operations")))?,
     };
     Ok(LastOperationResponse {
         state: op.state,

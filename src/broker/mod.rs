@@ -53,10 +53,7 @@ pub struct BrokerSettings {
 
 impl Default for BrokerSettings {
     fn default() -> Self {
-        Self {
-            retry_after_seconds: 2,
-            operation_lease: Duration::from_secs(30),
-        }
+        Self { retry_after_seconds: 2, operation_lease: Duration::from_secs(30) }
     }
 }
 
@@ -119,17 +116,13 @@ impl Broker {
 
     /// The one manifest registered for a plan.
     async fn manifest_for_plan(&self, plan_id: &str) -> OsbResult<Manifest> {
-        self.records
-            .list::<Manifest>()
-            .await?
-            .into_iter()
-            .map(|v| v.record)
-            .find(|m| m.plan_id == plan_id)
-            .ok_or_else(|| {
+        self.records.list::<Manifest>().await?.into_iter().map(|v| v.record).find(|m| m.plan_id == plan_id).ok_or_else(
+            || {
                 OsbError::BadRequest(format!(
                     "plan {plan_id:?} has no manifest registered; register one with PUT /v2/et/manifest/{{id}}"
                 ))
-            })
+            },
+        )
     }
 
     /// The manifest an instance was deployed with.
@@ -138,23 +131,13 @@ impl Broker {
             .get::<Manifest>(manifest_id)
             .await?
             .map(|v| v.record)
-            .ok_or_else(|| {
-                OsbError::Internal(format!(
-                    "manifest {manifest_id:?} of the instance is missing"
-                ))
-            })
+            .ok_or_else(|| OsbError::Internal(format!("manifest {manifest_id:?} of the instance is missing")))
     }
 
     fn backend(&self, manifest: &Manifest) -> OsbResult<Arc<dyn Backend>> {
-        self.backends
-            .get(&manifest.manifest_type)
-            .cloned()
-            .ok_or_else(|| {
-                OsbError::Internal(format!(
-                    "no backend for manifest type {:?} in this esm",
-                    manifest.manifest_type
-                ))
-            })
+        self.backends.get(&manifest.manifest_type).cloned().ok_or_else(|| {
+            OsbError::Internal(format!("no backend for manifest type {:?} in this esm", manifest.manifest_type))
+        })
     }
 }
 
@@ -171,9 +154,7 @@ fn run_asynchronously(execution: Execution, accepts_incomplete: bool) -> OsbResu
 /// A path id or required field must be a non-empty string (OSB 2.12).
 fn require(field: &str, value: &str) -> OsbResult<()> {
     if value.trim().is_empty() {
-        Err(OsbError::BadRequest(format!(
-            "{field} must be a non-empty string"
-        )))
+        Err(OsbError::BadRequest(format!("{field} must be a non-empty string")))
     } else {
         Ok(())
     }
@@ -183,18 +164,14 @@ fn require(field: &str, value: &str) -> OsbResult<()> {
 fn require_query<'a>(field: &str, value: Option<&'a str>) -> OsbResult<&'a str> {
     match value {
         Some(v) if !v.trim().is_empty() => Ok(v),
-        _ => Err(OsbError::BadRequest(format!(
-            "query parameter {field} is required"
-        ))),
+        _ => Err(OsbError::BadRequest(format!("query parameter {field} is required"))),
     }
 }
 
 /// `parameters` and `context` must be JSON objects when present.
 fn require_object(field: &str, value: Option<&serde_json::Value>) -> OsbResult<()> {
     match value {
-        Some(v) if !v.is_object() => Err(OsbError::BadRequest(format!(
-            "{field} must be a JSON object"
-        ))),
+        Some(v) if !v.is_object() => Err(OsbError::BadRequest(format!("{field} must be a JSON object"))),
         _ => Ok(()),
     }
 }

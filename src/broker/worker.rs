@@ -37,9 +37,7 @@ impl Broker {
     }
 
     fn lease_expiry(&self) -> u64 {
-        now_millis().saturating_add(
-            u64::try_from(self.settings.operation_lease.as_millis()).unwrap_or(u64::MAX),
-        )
+        now_millis().saturating_add(u64::try_from(self.settings.operation_lease.as_millis()).unwrap_or(u64::MAX))
     }
 
     pub(super) fn spawn_task(&self, task: impl Future<Output = ()> + Send + 'static) {
@@ -53,10 +51,7 @@ impl Broker {
         let ignore_leases = at_start && self.store().exclusive();
         let mut claimed = 0;
         for Versioned { record, .. } in self.records.list::<ServiceInstance>().await? {
-            if let Some(op) = self
-                .claim::<ServiceInstance>(&record, ignore_leases)
-                .await?
-            {
+            if let Some(op) = self.claim::<ServiceInstance>(&record, ignore_leases).await? {
                 tracing::info!(instance_id = %record.id, operation = %op.id, kind = op.kind.as_str(), "taking over operation");
                 self.spawn_instance_operation(record.id.clone(), op.id, op.kind);
                 claimed += 1;
@@ -159,14 +154,10 @@ impl Broker {
             let Some(deadline) = deadline else {
                 return call.await;
             };
-            let left = deadline
-                .duration_since(SystemTime::now())
-                .unwrap_or_default();
-            tokio::time::timeout(left, call).await.unwrap_or_else(|_| {
-                Err(BackendError::new(
-                    "did not finish within the plan's maximum_polling_duration",
-                ))
-            })
+            let left = deadline.duration_since(SystemTime::now()).unwrap_or_default();
+            tokio::time::timeout(left, call)
+                .await
+                .unwrap_or_else(|_| Err(BackendError::new("did not finish within the plan's maximum_polling_duration")))
         };
         tokio::pin!(bounded);
         let mut renewals = tokio::time::interval(self.settings.operation_lease / 3);
@@ -187,12 +178,7 @@ impl Broker {
 
     /// When an asynchronous operation must be over: its start plus the plan's
     /// `maximum_polling_duration` (OSB 2.15). Synchronous ones have no deadline.
-    pub(super) async fn deadline(
-        &self,
-        service_id: &str,
-        plan_id: &str,
-        op: Option<&Operation>,
-    ) -> Option<SystemTime> {
+    pub(super) async fn deadline(&self, service_id: &str, plan_id: &str, op: Option<&Operation>) -> Option<SystemTime> {
         let op = op.filter(|op| op.asynchronous)?;
         let service = self.records.get::<Service>(service_id).await.ok()??.record;
         let seconds = service.plan(plan_id)?.maximum_polling_duration?;

@@ -104,12 +104,9 @@ impl Binding {
 
     /// The application guid from either OSB field.
     pub fn app_guid(&self) -> Option<&str> {
-        self.app_guid.as_deref().or_else(|| {
-            self.bind_resource
-                .as_ref()
-                .and_then(|r| r.get("app_guid"))
-                .and_then(Value::as_str)
-        })
+        self.app_guid
+            .as_deref()
+            .or_else(|| self.bind_resource.as_ref().and_then(|r| r.get("app_guid")).and_then(Value::as_str))
     }
 }
 

@@ -172,8 +172,7 @@ impl Service {
 
     /// Whether an update may move an instance of `plan` to another plan.
     pub fn plan_updateable(&self, plan: &Plan) -> bool {
-        plan.plan_updateable
-            .unwrap_or(self.plan_updateable.unwrap_or(false))
+        plan.plan_updateable.unwrap_or(self.plan_updateable.unwrap_or(false))
     }
 
     /// Checks a registration and fills in esm's defaults. Returns the reason on failure.
@@ -197,22 +196,17 @@ impl Service {
                 return Err(format!("plan name {} appears more than once", plan.name));
             }
             if let Some(info) = &plan.maintenance_info {
-                check_semver(&info.version)
-                    .map_err(|e| format!("plan {}: maintenance_info.version: {e}", plan.id))?;
+                check_semver(&info.version).map_err(|e| format!("plan {}: maintenance_info.version: {e}", plan.id))?;
             }
             for which in [SchemaFor::Provision, SchemaFor::Update, SchemaFor::Bind] {
                 if let Some(schema) = plan.schema(which) {
-                    check_schema(schema)
-                        .map_err(|e| format!("plan {}: {} schema: {e}", plan.id, which.path()))?;
+                    check_schema(schema).map_err(|e| format!("plan {}: {} schema: {e}", plan.id, which.path()))?;
                 }
             }
         }
         if let Some(requires) = &self.requires {
             for r in requires {
-                if !matches!(
-                    r.as_str(),
-                    "syslog_drain" | "route_forwarding" | "volume_mount"
-                ) {
+                if !matches!(r.as_str(), "syslog_drain" | "route_forwarding" | "volume_mount") {
                     return Err(format!(
                         "requires: unknown permission {r} (allowed: syslog_drain, route_forwarding, volume_mount)"
                     ));
@@ -239,11 +233,7 @@ impl Plan {
 
     /// Validates `parameters` against the plan's schema for `which`. The error names the
     /// failing path, e.g. `parameters/size: "big" is not of type "integer"`.
-    pub fn validate_parameters(
-        &self,
-        which: SchemaFor,
-        parameters: Option<&Value>,
-    ) -> Result<(), String> {
+    pub fn validate_parameters(&self, which: SchemaFor, parameters: Option<&Value>) -> Result<(), String> {
         let Some(schema) = self.schema(which) else {
             return Ok(());
         };
@@ -251,18 +241,12 @@ impl Plan {
         let instance = parameters.unwrap_or(&empty);
         let validator = jsonschema::validator_for(schema)
             .map_err(|e| format!("the plan's {} schema is invalid: {e}", which.path()))?;
-        let problems: Vec<String> = validator
-            .iter_errors(instance)
-            .take(5)
-            .map(|e| format!("parameters{}: {e}", e.instance_path()))
-            .collect();
+        let problems: Vec<String> =
+            validator.iter_errors(instance).take(5).map(|e| format!("parameters{}: {e}", e.instance_path())).collect();
         if problems.is_empty() {
             Ok(())
         } else {
-            Err(format!(
-                "parameters do not match the plan's schema: {}",
-                problems.join("; ")
-            ))
+            Err(format!("parameters do not match the plan's schema: {}", problems.join("; ")))
         }
     }
 }
@@ -278,11 +262,7 @@ impl SchemaFor {
 }
 
 fn non_empty(field: &str, value: &str) -> Result<(), String> {
-    if value.trim().is_empty() {
-        Err(format!("{field} must be a non-empty string"))
-    } else {
-        Ok(())
-    }
+    if value.trim().is_empty() { Err(format!("{field} must be a non-empty string")) } else { Ok(()) }
 }
 
 fn check_schema(schema: &Value) -> Result<(), String> {
@@ -296,18 +276,15 @@ fn check_schema(schema: &Value) -> Result<(), String> {
     if contains_external_ref(schema) {
         return Err("must not contain external $ref (OSB)".into());
     }
-    jsonschema::validator_for(schema)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    jsonschema::validator_for(schema).map(|_| ()).map_err(|e| e.to_string())
 }
 
 /// OSB forbids external references; local ones (`#/...`) are fine.
 fn contains_external_ref(value: &Value) -> bool {
     match value {
-        Value::Object(map) => map.iter().any(|(k, v)| {
-            (k == "$ref" && v.as_str().is_some_and(|r| !r.starts_with('#')))
-                || contains_external_ref(v)
-        }),
+        Value::Object(map) => map
+            .iter()
+            .any(|(k, v)| (k == "$ref" && v.as_str().is_some_and(|r| !r.starts_with('#'))) || contains_external_ref(v)),
         Value::Array(items) => items.iter().any(contains_external_ref),
         _ => false,
     }
@@ -321,9 +298,7 @@ fn check_semver(version: &str) -> Result<(), String> {
     if parts.len() == 3 && parts.iter().all(numeric) {
         Ok(())
     } else {
-        Err(format!(
-            "{version:?} is not a SemVer 2.0 version (MAJOR.MINOR.PATCH)"
-        ))
+        Err(format!("{version:?} is not a SemVer 2.0 version (MAJOR.MINOR.PATCH)"))
     }
 }
 
@@ -353,20 +328,10 @@ mod tests {
     fn registration_rejects_empty_fields_and_plans() {
         let mut v = minimal();
         v["name"] = json!("");
-        assert!(
-            service(v)
-                .validate_for_registration()
-                .unwrap_err()
-                .contains("name")
-        );
+        assert!(service(v).validate_for_registration().unwrap_err().contains("name"));
         let mut v = minimal();
         v["plans"] = json!([]);
-        assert!(
-            service(v)
-                .validate_for_registration()
-                .unwrap_err()
-                .contains("at least one plan")
-        );
+        assert!(service(v).validate_for_registration().unwrap_err().contains("at least one plan"));
     }
 
     #[test]
@@ -382,33 +347,18 @@ mod tests {
     fn registration_rejects_bad_semver_and_external_refs() {
         let mut v = minimal();
         v["plans"][0]["maintenance_info"] = json!({"version": "1.2"});
-        assert!(
-            service(v)
-                .validate_for_registration()
-                .unwrap_err()
-                .contains("SemVer")
-        );
+        assert!(service(v).validate_for_registration().unwrap_err().contains("SemVer"));
         let mut v = minimal();
         v["plans"][0]["schemas"] = json!({"service_instance": {"create": {"parameters":
             {"$schema": "http://json-schema.org/draft-04/schema#", "$ref": "http://x/y.json"}}}});
-        assert!(
-            service(v)
-                .validate_for_registration()
-                .unwrap_err()
-                .contains("external")
-        );
+        assert!(service(v).validate_for_registration().unwrap_err().contains("external"));
     }
 
     #[test]
     fn registration_rejects_unknown_requires() {
         let mut v = minimal();
         v["requires"] = json!(["telepathy"]);
-        assert!(
-            service(v)
-                .validate_for_registration()
-                .unwrap_err()
-                .contains("telepathy")
-        );
+        assert!(service(v).validate_for_registration().unwrap_err().contains("telepathy"));
     }
 
     #[test]
@@ -421,23 +371,13 @@ mod tests {
             "required": ["size"]}}}});
         let s = service(v);
         let plan = &s.plans[0];
-        assert!(
-            plan.validate_parameters(SchemaFor::Provision, Some(&json!({"size": 3})))
-                .is_ok()
-        );
-        let err = plan
-            .validate_parameters(SchemaFor::Provision, Some(&json!({"size": "big"})))
-            .unwrap_err();
+        assert!(plan.validate_parameters(SchemaFor::Provision, Some(&json!({"size": 3}))).is_ok());
+        let err = plan.validate_parameters(SchemaFor::Provision, Some(&json!({"size": "big"}))).unwrap_err();
         assert!(err.contains("parameters/size"), "{err}");
-        let err = plan
-            .validate_parameters(SchemaFor::Provision, None)
-            .unwrap_err();
+        let err = plan.validate_parameters(SchemaFor::Provision, None).unwrap_err();
         assert!(err.contains("size"), "{err}");
         // No schema for update or bind: anything goes.
-        assert!(
-            plan.validate_parameters(SchemaFor::Update, Some(&json!({"x": 1})))
-                .is_ok()
-        );
+        assert!(plan.validate_parameters(SchemaFor::Update, Some(&json!({"x": 1}))).is_ok());
     }
 
     #[test]

@@ -126,19 +126,11 @@ impl Operation {
 
     /// Marks it failed with a reason. The OSB 2.16 flags are kept only where the spec
     /// allows them: `instance_usable` on update/deprovision, `update_repeatable` on update.
-    pub fn fail(
-        &mut self,
-        reason: &str,
-        instance_usable: Option<bool>,
-        update_repeatable: Option<bool>,
-    ) {
+    pub fn fail(&mut self, reason: &str, instance_usable: Option<bool>, update_repeatable: Option<bool>) {
         self.state = OperationState::Failed;
         self.description = Some(format!("{} failed: {reason}", self.kind.as_str()));
         self.finished_at = Some(super::timestamp());
-        let usable_allowed = matches!(
-            self.kind,
-            OperationKind::Update | OperationKind::Deprovision
-        );
+        let usable_allowed = matches!(self.kind, OperationKind::Update | OperationKind::Deprovision);
         self.instance_usable = instance_usable.filter(|_| usable_allowed);
         self.update_repeatable = update_repeatable.filter(|_| self.kind == OperationKind::Update);
     }
@@ -178,16 +170,13 @@ impl OperationLog {
 
     /// The running operation with this id, mutably.
     pub fn running_mut(&mut self, id: &str) -> Option<&mut Operation> {
-        self.0
-            .last_mut()
-            .filter(|op| op.id == id && op.in_progress())
+        self.0.last_mut().filter(|op| op.id == id && op.in_progress())
     }
 
     /// The running operation with this id if `owner` holds it: how a worker finds the
     /// operation it runs (gone if it finished, or another replica took it over).
     pub fn owned_mut(&mut self, id: &str, owner: &str) -> Option<&mut Operation> {
-        self.running_mut(id)
-            .filter(|op| op.owner.as_deref() == Some(owner))
+        self.running_mut(id).filter(|op| op.owner.as_deref() == Some(owner))
     }
 
     /// Appends an operation, forgetting the oldest beyond the kept few.
@@ -239,12 +228,9 @@ mod tests {
 
     #[test]
     fn states_are_spelled_as_osb_spells_them() {
-        let json = serde_json::to_string(&[
-            OperationState::InProgress,
-            OperationState::Succeeded,
-            OperationState::Failed,
-        ])
-        .expect("serializes");
+        let json =
+            serde_json::to_string(&[OperationState::InProgress, OperationState::Succeeded, OperationState::Failed])
+                .expect("serializes");
         assert_eq!(json, r#"["in progress","succeeded","failed"]"#);
     }
 
@@ -255,16 +241,10 @@ mod tests {
         assert_eq!((op.instance_usable, op.update_repeatable), (None, None));
         let mut op = Operation::start(OperationKind::Deprovision, true);
         op.fail("boom", Some(false), Some(false));
-        assert_eq!(
-            (op.instance_usable, op.update_repeatable),
-            (Some(false), None)
-        );
+        assert_eq!((op.instance_usable, op.update_repeatable), (Some(false), None));
         let mut op = Operation::start(OperationKind::Update, true);
         op.fail("boom", Some(true), Some(false));
-        assert_eq!(
-            (op.instance_usable, op.update_repeatable),
-            (Some(true), Some(false))
-        );
+        assert_eq!((op.instance_usable, op.update_repeatable), (Some(true), Some(false)));
     }
 
     #[test]
@@ -280,10 +260,7 @@ mod tests {
         let last_id = log.last().map(|op| op.id.clone()).expect("has ops");
         assert!(log.running_mut(&last_id).is_some());
         assert!(log.running_mut("nope").is_none());
-        assert!(
-            log.owned_mut(&last_id, "me").is_none(),
-            "nobody owns it yet"
-        );
+        assert!(log.owned_mut(&last_id, "me").is_none(), "nobody owns it yet");
         if let Some(op) = log.last_mut() {
             op.owner = Some("me".into());
         }

@@ -29,48 +29,22 @@ pub async fn run(store: Arc<dyn Store>) {
 
 async fn insert_get_and_conflict(store: &Arc<dyn Store>) {
     let c = Collection::Manifests;
-    assert_eq!(
-        store.insert(c, "a", json!({"n": 1})).await,
-        Ok(1),
-        "insert starts at version 1"
-    );
+    assert_eq!(store.insert(c, "a", json!({"n": 1})).await, Ok(1), "insert starts at version 1");
     let doc = store.get(c, "a").await.expect("get").expect("present");
     assert_eq!((doc.version, doc.body), (1, json!({"n": 1})));
-    assert!(matches!(
-        store.insert(c, "a", json!({"n": 2})).await,
-        Err(StoreError::Conflict(_))
-    ));
-    assert_eq!(
-        store.get(c, "a").await.expect("get").map(|d| d.body),
-        Some(json!({"n": 1}))
-    );
+    assert!(matches!(store.insert(c, "a", json!({"n": 2})).await, Err(StoreError::Conflict(_))));
+    assert_eq!(store.get(c, "a").await.expect("get").map(|d| d.body), Some(json!({"n": 1})));
     assert_eq!(store.get(c, "missing").await, Ok(None));
-    assert_eq!(
-        store.get(Collection::Services, "a").await,
-        Ok(None),
-        "collections are separate"
-    );
+    assert_eq!(store.get(Collection::Services, "a").await, Ok(None), "collections are separate");
 }
 
 async fn replace_is_compare_and_set(store: &Arc<dyn Store>) {
     let c = Collection::Instances;
-    store
-        .insert(c, "r", json!({"step": 0}))
-        .await
-        .expect("insert");
+    store.insert(c, "r", json!({"step": 0})).await.expect("insert");
     assert_eq!(store.replace(c, "r", 1, json!({"step": 1})).await, Ok(2));
-    assert!(matches!(
-        store.replace(c, "r", 1, json!({"step": 9})).await,
-        Err(StoreError::Conflict(_))
-    ));
-    assert_eq!(
-        store.get(c, "r").await.expect("get").map(|d| d.body),
-        Some(json!({"step": 1}))
-    );
-    assert!(matches!(
-        store.replace(c, "nope", 1, json!({})).await,
-        Err(StoreError::NotFound(_))
-    ));
+    assert!(matches!(store.replace(c, "r", 1, json!({"step": 9})).await, Err(StoreError::Conflict(_))));
+    assert_eq!(store.get(c, "r").await.expect("get").map(|d| d.body), Some(json!({"step": 1})));
+    assert!(matches!(store.replace(c, "nope", 1, json!({})).await, Err(StoreError::NotFound(_))));
 }
 
 async fn upsert_bumps_the_version(store: &Arc<dyn Store>) {
@@ -83,16 +57,9 @@ async fn upsert_bumps_the_version(store: &Arc<dyn Store>) {
 
 async fn delete_honours_the_version(store: &Arc<dyn Store>) {
     let c = Collection::Bindings;
-    assert_eq!(
-        store.delete(c, "d", None).await,
-        Ok(false),
-        "deleting nothing"
-    );
+    assert_eq!(store.delete(c, "d", None).await, Ok(false), "deleting nothing");
     store.insert(c, "d", json!({})).await.expect("insert");
-    assert!(matches!(
-        store.delete(c, "d", Some(7)).await,
-        Err(StoreError::Conflict(_))
-    ));
+    assert!(matches!(store.delete(c, "d", Some(7)).await, Err(StoreError::Conflict(_))));
     assert_eq!(store.delete(c, "d", Some(1)).await, Ok(true));
     assert_eq!(store.get(c, "d").await, Ok(None));
     store.insert(c, "d2", json!({})).await.expect("insert");
@@ -102,19 +69,10 @@ async fn delete_honours_the_version(store: &Arc<dyn Store>) {
 async fn list_is_per_collection_and_ordered(store: &Arc<dyn Store>) {
     let c = Collection::Bindings;
     for id in ["l-c", "l-a", "l-b"] {
-        store
-            .insert(c, id, json!({"id": id}))
-            .await
-            .expect("insert");
+        store.insert(c, id, json!({"id": id})).await.expect("insert");
     }
-    let ids: Vec<String> = store
-        .list(c)
-        .await
-        .expect("list")
-        .into_iter()
-        .map(|(id, _)| id)
-        .filter(|id| id.starts_with("l-"))
-        .collect();
+    let ids: Vec<String> =
+        store.list(c).await.expect("list").into_iter().map(|(id, _)| id).filter(|id| id.starts_with("l-")).collect();
     assert_eq!(ids, ["l-a", "l-b", "l-c"]);
     let services = store.list(Collection::Services).await.expect("list");
     assert!(services.iter().all(|(id, _)| !id.starts_with("l-")));
@@ -124,11 +82,7 @@ async fn concurrent_inserts_of_one_id_have_one_winner(store: &Arc<dyn Store>) {
     let mut tasks = Vec::new();
     for n in 0..16 {
         let store = store.clone();
-        tasks.push(tokio::spawn(async move {
-            store
-                .insert(Collection::Instances, "race", json!({"n": n}))
-                .await
-        }));
+        tasks.push(tokio::spawn(async move { store.insert(Collection::Instances, "race", json!({"n": n})).await }));
     }
     let mut winners = 0;
     for task in tasks {
@@ -142,18 +96,13 @@ async fn concurrent_inserts_of_one_id_have_one_winner(store: &Arc<dyn Store>) {
 }
 
 async fn concurrent_replaces_from_one_version_have_one_winner(store: &Arc<dyn Store>) {
-    store
-        .insert(Collection::Instances, "cas", json!({"owner": null}))
-        .await
-        .expect("insert");
+    store.insert(Collection::Instances, "cas", json!({"owner": null})).await.expect("insert");
     let mut tasks = Vec::new();
     for n in 0..16 {
         let store = store.clone();
-        tasks.push(tokio::spawn(async move {
-            store
-                .replace(Collection::Instances, "cas", 1, json!({"owner": n}))
-                .await
-        }));
+        tasks.push(tokio::spawn(
+            async move { store.replace(Collection::Instances, "cas", 1, json!({"owner": n})).await },
+        ));
     }
     let mut winners = 0;
     for task in tasks {
@@ -163,10 +112,7 @@ async fn concurrent_replaces_from_one_version_have_one_winner(store: &Arc<dyn St
             other => panic!("unexpected replace result {other:?}"),
         }
     }
-    assert_eq!(
-        winners, 1,
-        "exactly one compare-and-set from a version wins"
-    );
+    assert_eq!(winners, 1, "exactly one compare-and-set from a version wins");
 }
 
 async fn awkward_json_round_trips(store: &Arc<dyn Store>) {
@@ -174,19 +120,8 @@ async fn awkward_json_round_trips(store: &Arc<dyn Store>) {
         "dotted.key": 1, "$dollar": "x", "unicode": "ünï — 字", "empty": {}, "list": [1, "a", null, true],
         "big": 9_007_199_254_740_993_i64, "float": 1.5, "neg": -3, "nested": {"a": {"b": [{"c": null}]}}
     });
-    store
-        .insert(
-            Collection::Manifests,
-            "awkward/id with spaces",
-            body.clone(),
-        )
-        .await
-        .expect("insert");
-    let back = store
-        .get(Collection::Manifests, "awkward/id with spaces")
-        .await
-        .expect("get")
-        .expect("present");
+    store.insert(Collection::Manifests, "awkward/id with spaces", body.clone()).await.expect("insert");
+    let back = store.get(Collection::Manifests, "awkward/id with spaces").await.expect("get").expect("present");
     assert_eq!(back.body, body, "JSON comes back exactly");
 }
 
@@ -207,14 +142,7 @@ async fn every_record_round_trips(store: &Arc<dyn Store>) {
     }))
     .expect("service parses");
     records.insert(&service).await.expect("insert service");
-    assert_eq!(
-        records
-            .get::<Service>("rt-svc")
-            .await
-            .expect("get")
-            .map(|v| v.record),
-        Some(service)
-    );
+    assert_eq!(records.get::<Service>("rt-svc").await.expect("get").map(|v| v.record), Some(service));
 
     let manifest = Manifest {
         id: "rt-manifest".into(),
@@ -226,14 +154,7 @@ async fn every_record_round_trips(store: &Arc<dyn Store>) {
         config: Some(json!({"k": "v"})),
     };
     records.insert(&manifest).await.expect("insert manifest");
-    assert_eq!(
-        records
-            .get::<Manifest>("rt-manifest")
-            .await
-            .expect("get")
-            .map(|v| v.record),
-        Some(manifest)
-    );
+    assert_eq!(records.get::<Manifest>("rt-manifest").await.expect("get").map(|v| v.record), Some(manifest));
 
     let mut operations = OperationLog::default();
     let mut done = Operation::start(OperationKind::Provision, true);
@@ -259,10 +180,7 @@ async fn every_record_round_trips(store: &Arc<dyn Store>) {
         context: Some(json!({"platform": "kubernetes", "namespace": "ns"})),
         parameters: Some(json!({"size": 1, "dotted.key": true})),
         maintenance_info: None,
-        metadata: InstanceMetadata {
-            labels,
-            attributes: serde_json::Map::new(),
-        },
+        metadata: InstanceMetadata { labels, attributes: serde_json::Map::new() },
         dashboard_url: Some("http://dash/x".into()),
         manifest_id: "rt-manifest".into(),
         status: InstanceStatus::Provisioned,
@@ -271,14 +189,7 @@ async fn every_record_round_trips(store: &Arc<dyn Store>) {
         created_at: crate::domain::timestamp(),
     };
     records.insert(&instance).await.expect("insert instance");
-    assert_eq!(
-        records
-            .get::<ServiceInstance>("rt-instance")
-            .await
-            .expect("get")
-            .map(|v| v.record),
-        Some(instance)
-    );
+    assert_eq!(records.get::<ServiceInstance>("rt-instance").await.expect("get").map(|v| v.record), Some(instance));
 
     let binding = Binding {
         id: "rt-binding".into(),
@@ -301,23 +212,9 @@ async fn every_record_round_trips(store: &Arc<dyn Store>) {
         created_at: crate::domain::timestamp(),
     };
     records.insert(&binding).await.expect("insert binding");
-    assert_eq!(
-        records
-            .get::<Binding>("rt-binding")
-            .await
-            .expect("get")
-            .map(|v| v.record),
-        Some(binding)
-    );
+    assert_eq!(records.get::<Binding>("rt-binding").await.expect("get").map(|v| v.record), Some(binding));
 
     // Every document carries the schema version it was written with.
-    let raw = store
-        .get(Collection::Bindings, "rt-binding")
-        .await
-        .expect("get")
-        .expect("present");
-    assert_eq!(
-        raw.body.get("_schema"),
-        Some(&Value::from(super::SCHEMA_VERSION))
-    );
+    let raw = store.get(Collection::Bindings, "rt-binding").await.expect("get").expect("present");
+    assert_eq!(raw.body.get("_schema"), Some(&Value::from(super::SCHEMA_VERSION)));
 }

@@ -33,9 +33,7 @@ pub struct EmbeddedStore {
 
 impl std::fmt::Debug for EmbeddedStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmbeddedStore")
-            .field("path", &self.path)
-            .finish()
+        f.debug_struct("EmbeddedStore").field("path", &self.path).finish()
     }
 }
 
@@ -46,12 +44,8 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 impl EmbeddedStore {
     /// Opens (or creates) the store in `data_dir`.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|e| {
-            unavailable(format!(
-                "cannot create data directory {}: {e}",
-                data_dir.display()
-            ))
-        })?;
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| unavailable(format!("cannot create data directory {}: {e}", data_dir.display())))?;
         let path = data_dir.join(FILE_NAME);
         let db = Database::create(&path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => unavailable(format!(
@@ -66,10 +60,7 @@ impl EmbeddedStore {
             txn.open_table(table(collection)).map_err(unavailable)?;
         }
         txn.commit().map_err(unavailable)?;
-        Ok(Self {
-            db: Arc::new(db),
-            path,
-        })
+        Ok(Self { db: Arc::new(db), path })
     }
 
     /// The database file.
@@ -111,10 +102,8 @@ impl EmbeddedStore {
                 let (write, result) = change(current)?;
                 match write {
                     Write::Put(version, body) => {
-                        let bytes = serde_json::to_vec(&body)
-                            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                        t.insert(id.as_str(), (version, bytes.as_slice()))
-                            .map_err(unavailable)?;
+                        let bytes = serde_json::to_vec(&body).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                        t.insert(id.as_str(), (version, bytes.as_slice())).map_err(unavailable)?;
                     }
                     Write::Remove => {
                         t.remove(id.as_str()).map_err(unavailable)?;
@@ -142,8 +131,7 @@ enum Write {
 }
 
 fn decode(collection: Collection, id: &str, bytes: &[u8]) -> Result<Value, StoreError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| StoreError::Corrupt(format!("{}/{id}: {e}", collection.name())))
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("{}/{id}: {e}", collection.name())))
 }
 
 #[async_trait]
@@ -156,12 +144,7 @@ impl Store for EmbeddedStore {
         true
     }
 
-    async fn insert(
-        &self,
-        collection: Collection,
-        id: &str,
-        body: Value,
-    ) -> Result<u64, StoreError> {
+    async fn insert(&self, collection: Collection, id: &str, body: Value) -> Result<u64, StoreError> {
         let name = format!("{}/{id}", collection.name());
         self.write(collection, id, move |current| match current {
             Some(_) => Err(StoreError::Conflict(format!("{name} exists"))),
@@ -170,12 +153,7 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn upsert(
-        &self,
-        collection: Collection,
-        id: &str,
-        body: Value,
-    ) -> Result<u64, StoreError> {
+    async fn upsert(&self, collection: Collection, id: &str, body: Value) -> Result<u64, StoreError> {
         self.write(collection, id, move |current| {
             let version = current.map_or(1, |(v, _)| v + 1);
             Ok((Write::Put(version, body), version))
@@ -193,9 +171,9 @@ impl Store for EmbeddedStore {
         let name = format!("{}/{id}", collection.name());
         self.write(collection, id, move |current| match current {
             None => Err(StoreError::NotFound(name)),
-            Some((version, _)) if version != expected_version => Err(StoreError::Conflict(
-                format!("{name} is at version {version}, not {expected_version}"),
-            )),
+            Some((version, _)) if version != expected_version => {
+                Err(StoreError::Conflict(format!("{name} is at version {version}, not {expected_version}")))
+            }
             Some((version, _)) => Ok((Write::Put(version + 1, body), version + 1)),
         })
         .await
@@ -209,10 +187,7 @@ impl Store for EmbeddedStore {
             match t.get(id.as_str()).map_err(unavailable)? {
                 Some(guard) => {
                     let (version, bytes) = guard.value();
-                    Ok(Some(Document {
-                        version,
-                        body: decode(collection, &id, bytes)?,
-                    }))
+                    Ok(Some(Document { version, body: decode(collection, &id, bytes)? }))
                 }
                 None => Ok(None),
             }
@@ -244,21 +219,18 @@ impl Store for EmbeddedStore {
         expected_version: Option<u64>,
     ) -> Result<bool, StoreError> {
         let name = format!("{}/{id}", collection.name());
-        self.write(collection, id, move |current| {
-            match (current, expected_version) {
-                (None, _) => Ok((Write::Nothing, false)),
-                (Some((version, _)), Some(expected)) if version != expected => Err(
-                    StoreError::Conflict(format!("{name} is at version {version}, not {expected}")),
-                ),
-                (Some(_), _) => Ok((Write::Remove, true)),
+        self.write(collection, id, move |current| match (current, expected_version) {
+            (None, _) => Ok((Write::Nothing, false)),
+            (Some((version, _)), Some(expected)) if version != expected => {
+                Err(StoreError::Conflict(format!("{name} is at version {version}, not {expected}")))
             }
+            (Some(_), _) => Ok((Write::Remove, true)),
         })
         .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.blocking(|db| db.begin_read().map(|_| ()).map_err(unavailable))
-            .await
+        self.blocking(|db| db.begin_read().map(|_| ()).map_err(unavailable)).await
     }
 }
 
@@ -271,8 +243,7 @@ mod tests {
 
     impl TempDir {
         fn new() -> Self {
-            let dir =
-                std::env::temp_dir().join(format!("esm-test-{}", uuid::Uuid::new_v4().simple()));
+            let dir = std::env::temp_dir().join(format!("esm-test-{}", uuid::Uuid::new_v4().simple()));
             std::fs::create_dir_all(&dir).expect("temp dir");
             Self(dir)
         }
@@ -296,21 +267,11 @@ mod tests {
         let dir = TempDir::new();
         {
             let store = EmbeddedStore::open(&dir.0).expect("opens");
-            store
-                .insert(Collection::Services, "s", serde_json::json!({"a": 1}))
-                .await
-                .expect("insert");
-            store
-                .replace(Collection::Services, "s", 1, serde_json::json!({"a": 2}))
-                .await
-                .expect("replace");
+            store.insert(Collection::Services, "s", serde_json::json!({"a": 1})).await.expect("insert");
+            store.replace(Collection::Services, "s", 1, serde_json::json!({"a": 2})).await.expect("replace");
         }
         let store = EmbeddedStore::open(&dir.0).expect("reopens");
-        let doc = store
-            .get(Collection::Services, "s")
-            .await
-            .expect("get")
-            .expect("kept");
+        let doc = store.get(Collection::Services, "s").await.expect("get").expect("kept");
         assert_eq!((doc.version, doc.body), (2, serde_json::json!({"a": 2})));
     }
 
@@ -319,9 +280,6 @@ mod tests {
         let dir = TempDir::new();
         let _first = EmbeddedStore::open(&dir.0).expect("opens");
         let err = EmbeddedStore::open(&dir.0).expect_err("second open refused");
-        assert!(
-            err.to_string().contains("in use by another process"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("in use by another process"), "{err}");
     }
 }

@@ -21,11 +21,7 @@ impl MemoryStore {
         Self::default()
     }
 
-    fn with<R>(
-        &self,
-        collection: Collection,
-        f: impl FnOnce(&mut BTreeMap<String, Document>) -> R,
-    ) -> R {
+    fn with<R>(&self, collection: Collection, f: impl FnOnce(&mut BTreeMap<String, Document>) -> R) -> R {
         // A poisoned lock means a panic mid-update of a plain map; the map itself is
         // still consistent (each write is a single insert/remove), so keep serving.
         let mut guard = self.collections.lock().unwrap_or_else(|p| p.into_inner());
@@ -43,30 +39,17 @@ impl Store for MemoryStore {
         true
     }
 
-    async fn insert(
-        &self,
-        collection: Collection,
-        id: &str,
-        body: Value,
-    ) -> Result<u64, StoreError> {
+    async fn insert(&self, collection: Collection, id: &str, body: Value) -> Result<u64, StoreError> {
         self.with(collection, |docs| {
             if docs.contains_key(id) {
-                return Err(StoreError::Conflict(format!(
-                    "{}/{id} exists",
-                    collection.name()
-                )));
+                return Err(StoreError::Conflict(format!("{}/{id} exists", collection.name())));
             }
             docs.insert(id.to_owned(), Document { version: 1, body });
             Ok(1)
         })
     }
 
-    async fn upsert(
-        &self,
-        collection: Collection,
-        id: &str,
-        body: Value,
-    ) -> Result<u64, StoreError> {
+    async fn upsert(&self, collection: Collection, id: &str, body: Value) -> Result<u64, StoreError> {
         self.with(collection, |docs| {
             let version = docs.get(id).map_or(1, |d| d.version + 1);
             docs.insert(id.to_owned(), Document { version, body });
@@ -101,11 +84,7 @@ impl Store for MemoryStore {
     }
 
     async fn list(&self, collection: Collection) -> Result<Vec<(String, Document)>, StoreError> {
-        Ok(self.with(collection, |docs| {
-            docs.iter()
-                .map(|(id, doc)| (id.clone(), doc.clone()))
-                .collect()
-        }))
+        Ok(self.with(collection, |docs| docs.iter().map(|(id, doc)| (id.clone(), doc.clone())).collect()))
     }
 
     async fn delete(
@@ -116,13 +95,11 @@ impl Store for MemoryStore {
     ) -> Result<bool, StoreError> {
         self.with(collection, |docs| match (docs.get(id), expected_version) {
             (None, _) => Ok(false),
-            (Some(doc), Some(expected)) if doc.version != expected => {
-                Err(StoreError::Conflict(format!(
-                    "{}/{id} is at version {}, not {expected}",
-                    collection.name(),
-                    doc.version
-                )))
-            }
+            (Some(doc), Some(expected)) if doc.version != expected => Err(StoreError::Conflict(format!(
+                "{}/{id} is at version {}, not {expected}",
+                collection.name(),
+                doc.version
+            ))),
             _ => Ok(docs.remove(id).is_some()),
         })
     }

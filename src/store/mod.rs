@@ -43,12 +43,7 @@ pub enum Collection {
 
 impl Collection {
     /// Every collection.
-    pub const ALL: [Collection; 4] = [
-        Self::Services,
-        Self::Manifests,
-        Self::Instances,
-        Self::Bindings,
-    ];
+    pub const ALL: [Collection; 4] = [Self::Services, Self::Manifests, Self::Instances, Self::Bindings];
 
     /// The collection's name (a MongoDB collection name, a table name).
     pub fn name(self) -> &'static str {
@@ -94,20 +89,10 @@ pub trait Store: Send + Sync {
     fn kind(&self) -> &'static str;
 
     /// Inserts a new document at version 1; `Conflict` if the id exists.
-    async fn insert(
-        &self,
-        collection: Collection,
-        id: &str,
-        body: Value,
-    ) -> Result<u64, StoreError>;
+    async fn insert(&self, collection: Collection, id: &str, body: Value) -> Result<u64, StoreError>;
 
     /// Inserts or replaces a document regardless of its version; returns the new version.
-    async fn upsert(
-        &self,
-        collection: Collection,
-        id: &str,
-        body: Value,
-    ) -> Result<u64, StoreError>;
+    async fn upsert(&self, collection: Collection, id: &str, body: Value) -> Result<u64, StoreError>;
 
     /// Replaces a document if it is still at `expected_version`; returns the new version.
     /// `Conflict` if it moved on, `NotFound` if it is gone.
@@ -127,12 +112,8 @@ pub trait Store: Send + Sync {
 
     /// Deletes a document (only if at `expected_version`, when given). Returns whether
     /// something was deleted; `Conflict` if the version moved on.
-    async fn delete(
-        &self,
-        collection: Collection,
-        id: &str,
-        expected_version: Option<u64>,
-    ) -> Result<bool, StoreError>;
+    async fn delete(&self, collection: Collection, id: &str, expected_version: Option<u64>)
+    -> Result<bool, StoreError>;
 
     /// Checks that the store answers, for `/health`.
     async fn ping(&self) -> Result<(), StoreError>;
@@ -236,10 +217,7 @@ impl Records {
         }
         let record = serde_json::from_value(doc.body)
             .map_err(|e| StoreError::Corrupt(format!("{}/{id}: {e}", T::COLLECTION.name())))?;
-        Ok(Versioned {
-            version: doc.version,
-            record,
-        })
+        Ok(Versioned { version: doc.version, record })
     }
 
     /// Reads one record.
@@ -252,41 +230,26 @@ impl Records {
 
     /// Reads every record of a type, ordered by id.
     pub async fn list<T: Record>(&self) -> Result<Vec<Versioned<T>>, StoreError> {
-        self.store
-            .list(T::COLLECTION)
-            .await?
-            .into_iter()
-            .map(|(id, doc)| Self::decode(&id, doc))
-            .collect()
+        self.store.list(T::COLLECTION).await?.into_iter().map(|(id, doc)| Self::decode(&id, doc)).collect()
     }
 
     /// Inserts a new record; `Conflict` if its id exists.
     pub async fn insert<T: Record>(&self, record: &T) -> Result<u64, StoreError> {
-        self.store
-            .insert(T::COLLECTION, record.id(), Self::encode(record)?)
-            .await
+        self.store.insert(T::COLLECTION, record.id(), Self::encode(record)?).await
     }
 
     /// Inserts or replaces a record.
     pub async fn upsert<T: Record>(&self, record: &T) -> Result<u64, StoreError> {
-        self.store
-            .upsert(T::COLLECTION, record.id(), Self::encode(record)?)
-            .await
+        self.store.upsert(T::COLLECTION, record.id(), Self::encode(record)?).await
     }
 
     /// Replaces a record read at `version`; `Conflict` if it changed since.
     pub async fn replace<T: Record>(&self, version: u64, record: &T) -> Result<u64, StoreError> {
-        self.store
-            .replace(T::COLLECTION, record.id(), version, Self::encode(record)?)
-            .await
+        self.store.replace(T::COLLECTION, record.id(), version, Self::encode(record)?).await
     }
 
     /// Deletes a record read at `version`; `Conflict` if it changed since.
-    pub async fn delete<T: Record>(
-        &self,
-        id: &str,
-        version: Option<u64>,
-    ) -> Result<bool, StoreError> {
+    pub async fn delete<T: Record>(&self, id: &str, version: Option<u64>) -> Result<bool, StoreError> {
         self.store.delete(T::COLLECTION, id, version).await
     }
 
@@ -301,11 +264,7 @@ impl Records {
         F: FnMut(&mut T) -> Result<bool, E>,
     {
         for _ in 0..CAS_ATTEMPTS {
-            let Some(Versioned {
-                version,
-                mut record,
-            }) = self.get::<T>(id).await?
-            else {
+            let Some(Versioned { version, mut record }) = self.get::<T>(id).await? else {
                 return Ok(None);
             };
             if !change(&mut record)? {

@@ -48,22 +48,15 @@ impl MongoStore {
         let mut options = ClientOptions::parse(uri)
             .await
             .map_err(|e| StoreError::Unavailable(format!("invalid MongoDB URI: {e}")))?;
-        options
-            .server_selection_timeout
-            .get_or_insert(SERVER_SELECTION_TIMEOUT);
-        options
-            .connect_timeout
-            .get_or_insert(SERVER_SELECTION_TIMEOUT);
+        options.server_selection_timeout.get_or_insert(SERVER_SELECTION_TIMEOUT);
+        options.connect_timeout.get_or_insert(SERVER_SELECTION_TIMEOUT);
         options.app_name.get_or_insert_with(|| "esm".to_owned());
         // esm acknowledges a request only after its write is durable: journaled, and on a
         // replica set held by a majority (so a failover cannot roll it back). A URI
         // that sets its own write concern wins.
-        options.write_concern.get_or_insert_with(|| {
-            WriteConcern::builder()
-                .w(Acknowledgment::Majority)
-                .journal(true)
-                .build()
-        });
+        options
+            .write_concern
+            .get_or_insert_with(|| WriteConcern::builder().w(Acknowledgment::Majority).journal(true).build());
         let client = Client::with_options(options).map_err(unavailable)?;
         let db = client.database(db);
         Ok(Self { client, db })
@@ -75,22 +68,13 @@ impl MongoStore {
 
     fn decode(collection: Collection, raw: &Bson) -> Result<(String, Document), StoreError> {
         let corrupt = |what: &str| StoreError::Corrupt(format!("{}: {what}", collection.name()));
-        let id = raw
-            .get_str("_id")
-            .map_err(|_| corrupt("document without a string _id"))?;
-        let version = raw
-            .get_i64("version")
-            .map_err(|_| corrupt(&format!("{id} has no version")))?;
-        let json = raw
-            .get_str("json")
-            .map_err(|_| corrupt(&format!("{id} has no json")))?;
+        let id = raw.get_str("_id").map_err(|_| corrupt("document without a string _id"))?;
+        let version = raw.get_i64("version").map_err(|_| corrupt(&format!("{id} has no version")))?;
+        let json = raw.get_str("json").map_err(|_| corrupt(&format!("{id} has no json")))?;
         let body = serde_json::from_str(json).map_err(|e| corrupt(&format!("{id}: {e}")))?;
         Ok((
             id.to_owned(),
-            Document {
-                version: u64::try_from(version).map_err(|_| corrupt("negative version"))?,
-                body,
-            },
+            Document { version: u64::try_from(version).map_err(|_| corrupt("negative version"))?, body },
         ))
     }
 }
@@ -109,29 +93,16 @@ impl Store for MongoStore {
         "mongodb"
     }
 
-    async fn insert(
-        &self,
-        collection: Collection,
-        id: &str,
-        body: Value,
-    ) -> Result<u64, StoreError> {
+    async fn insert(&self, collection: Collection, id: &str, body: Value) -> Result<u64, StoreError> {
         let document = doc! {"_id": id, "version": 1_i64, "json": json_text(&body)?};
         match self.collection(collection).insert_one(document).await {
             Ok(_) => Ok(1),
-            Err(e) if is_duplicate_key(&e) => Err(StoreError::Conflict(format!(
-                "{}/{id} exists",
-                collection.name()
-            ))),
+            Err(e) if is_duplicate_key(&e) => Err(StoreError::Conflict(format!("{}/{id} exists", collection.name()))),
             Err(e) => Err(unavailable(e)),
         }
     }
 
-    async fn upsert(
-        &self,
-        collection: Collection,
-        id: &str,
-        body: Value,
-    ) -> Result<u64, StoreError> {
+    async fn upsert(&self, collection: Collection, id: &str, body: Value) -> Result<u64, StoreError> {
         let updated = self
             .collection(collection)
             .find_one_and_update(
@@ -142,9 +113,7 @@ impl Store for MongoStore {
             .return_document(ReturnDocument::After)
             .await
             .map_err(unavailable)?
-            .ok_or_else(|| {
-                StoreError::Unavailable("MongoDB: upsert returned no document".into())
-            })?;
+            .ok_or_else(|| StoreError::Unavailable("MongoDB: upsert returned no document".into()))?;
         Ok(Self::decode(collection, &updated)?.1.version)
     }
 
@@ -177,23 +146,12 @@ impl Store for MongoStore {
     }
 
     async fn get(&self, collection: Collection, id: &str) -> Result<Option<Document>, StoreError> {
-        let found = self
-            .collection(collection)
-            .find_one(doc! {"_id": id})
-            .await
-            .map_err(unavailable)?;
-        found
-            .map(|raw| Self::decode(collection, &raw).map(|(_, doc)| doc))
-            .transpose()
+        let found = self.collection(collection).find_one(doc! {"_id": id}).await.map_err(unavailable)?;
+        found.map(|raw| Self::decode(collection, &raw).map(|(_, doc)| doc)).transpose()
     }
 
     async fn list(&self, collection: Collection) -> Result<Vec<(String, Document)>, StoreError> {
-        let mut cursor = self
-            .collection(collection)
-            .find(doc! {})
-            .sort(doc! {"_id": 1})
-            .await
-            .map_err(unavailable)?;
+        let mut cursor = self.collection(collection).find(doc! {}).sort(doc! {"_id": 1}).await.map_err(unavailable)?;
         let mut out = Vec::new();
         while cursor.advance().await.map_err(unavailable)? {
             let raw: Bson = cursor.deserialize_current().map_err(unavailable)?;
@@ -212,11 +170,7 @@ impl Store for MongoStore {
             Some(v) => doc! {"_id": id, "version": as_i64(v)},
             None => doc! {"_id": id},
         };
-        let result = self
-            .collection(collection)
-            .delete_one(filter)
-            .await
-            .map_err(unavailable)?;
+        let result = self.collection(collection).delete_one(filter).await.map_err(unavailable)?;
         if result.deleted_count == 1 {
             return Ok(true);
         }
@@ -231,11 +185,7 @@ impl Store for MongoStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.db
-            .run_command(doc! {"ping": 1})
-            .await
-            .map(|_| ())
-            .map_err(unavailable)
+        self.db.run_command(doc! {"ping": 1}).await.map(|_| ()).map_err(unavailable)
     }
 
     async fn close(&self) {

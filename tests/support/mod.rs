@@ -15,10 +15,7 @@ pub const VERSION: &str = "2.17";
 
 /// A free loopback port (bound and released; good enough for tests).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
 /// A fresh temporary directory, removed on drop.
@@ -41,9 +38,7 @@ impl Drop for TempDir {
 
 /// The MongoDB URI of this run, when CI (or a developer) provides a server.
 pub fn mongo_uri() -> Option<String> {
-    let uri = std::env::var("ESM_TEST_MONGO_URI")
-        .ok()
-        .filter(|u| !u.is_empty());
+    let uri = std::env::var("ESM_TEST_MONGO_URI").ok().filter(|u| !u.is_empty());
     if uri.is_none() {
         eprintln!("ESM_TEST_MONGO_URI is not set: MongoDB is not exercised in this run");
     }
@@ -111,11 +106,8 @@ impl Esm {
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if let Ok(r) = client
-                .get(format!("{}/v2/catalog", self.api))
-                .header("X-Broker-API-Version", VERSION)
-                .send()
-                .await
+            if let Ok(r) =
+                client.get(format!("{}/v2/catalog", self.api)).header("X-Broker-API-Version", VERSION).send().await
                 && r.status().is_success()
             {
                 return;
@@ -156,11 +148,7 @@ impl Drop for Esm {
 
 /// Sends a signal with the system's `kill`.
 pub fn signal(pid: u32, name: &str) {
-    let status = Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .status()
-        .expect("kill runs");
+    let status = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status().expect("kill runs");
     assert!(status.success(), "kill -{name} {pid}");
 }
 
@@ -175,23 +163,12 @@ pub struct Client {
 impl Client {
     /// A client for `api`.
     pub fn new(api: &str) -> Self {
-        Self {
-            http: reqwest::Client::new(),
-            api: api.to_owned(),
-        }
+        Self { http: reqwest::Client::new(), api: api.to_owned() }
     }
 
     /// Sends a request; `(status, JSON body)`.
-    pub async fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<&Value>,
-    ) -> (u16, Value) {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.api))
-            .header("X-Broker-API-Version", VERSION);
+    pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.api)).header("X-Broker-API-Version", VERSION);
         if let Some(body) = body {
             req = req.json(body);
         }
@@ -209,51 +186,27 @@ impl Client {
     pub async fn register(&self, script: &str) {
         let service = json!({"id": "svc", "name": "svc", "description": "d", "bindable": true,
                              "plans": [{"id": "plan", "name": "plan", "description": "d"}]});
-        let (status, body) = self
-            .send(reqwest::Method::PUT, "/v2/et/catalog", Some(&service))
-            .await;
-        assert!(
-            matches!(status, 200 | 201),
-            "register service: {status} {body}"
-        );
+        let (status, body) = self.send(reqwest::Method::PUT, "/v2/et/catalog", Some(&service)).await;
+        assert!(matches!(status, 200 | 201), "register service: {status} {body}");
         let manifest = json!({"service_id": "svc", "plan_id": "plan", "manifest_type": "dummy",
                               "manifest_content": script});
-        let (status, body) = self
-            .send(reqwest::Method::PUT, "/v2/et/manifest/m", Some(&manifest))
-            .await;
-        assert!(
-            matches!(status, 200 | 201),
-            "register manifest: {status} {body}"
-        );
+        let (status, body) = self.send(reqwest::Method::PUT, "/v2/et/manifest/m", Some(&manifest)).await;
+        assert!(matches!(status, 200 | 201), "register manifest: {status} {body}");
     }
 
     /// Provisions `id`; `(status, body)`.
     pub async fn provision(&self, id: &str, async_ok: bool) -> (u16, Value) {
-        let q = if async_ok {
-            "?accepts_incomplete=true"
-        } else {
-            ""
-        };
+        let q = if async_ok { "?accepts_incomplete=true" } else { "" };
         let body = json!({"service_id": "svc", "plan_id": "plan", "organization_guid": "o", "space_guid": "s"});
-        self.send(
-            reqwest::Method::PUT,
-            &format!("/v2/service_instances/{id}{q}"),
-            Some(&body),
-        )
-        .await
+        self.send(reqwest::Method::PUT, &format!("/v2/service_instances/{id}{q}"), Some(&body)).await
     }
 
     /// Polls an instance's last_operation until it is final or `limit` passes; the last answer.
     pub async fn settle(&self, id: &str, limit: Duration) -> (u16, Value) {
         let deadline = Instant::now() + limit;
         loop {
-            let (status, body) = self
-                .send(
-                    reqwest::Method::GET,
-                    &format!("/v2/service_instances/{id}/last_operation"),
-                    None,
-                )
-                .await;
+            let (status, body) =
+                self.send(reqwest::Method::GET, &format!("/v2/service_instances/{id}/last_operation"), None).await;
             if status != 200 || body["state"] != json!("in progress") || Instant::now() > deadline {
                 return (status, body);
             }
@@ -272,11 +225,7 @@ pub struct MongoServer {
 impl MongoServer {
     /// Starts `python3 -m secantus` persisting to `dir` on a free port.
     pub async fn start(dir: &Path) -> MongoServer {
-        let mut server = MongoServer {
-            child: None,
-            port: free_port(),
-            dir: dir.to_owned(),
-        };
+        let mut server = MongoServer { child: None, port: free_port(), dir: dir.to_owned() };
         server.restart().await;
         server
     }
@@ -297,24 +246,15 @@ impl MongoServer {
     /// Starts it (again) on the same port and directory, and waits until it accepts connections.
     pub async fn restart(&mut self) {
         self.kill();
-        let child =
-            Command::new(std::env::var("ESM_TEST_PYTHON").unwrap_or_else(|_| "python3".into()))
-                .args([
-                    "-m",
-                    "secantus",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    &self.port.to_string(),
-                    "--storage-path",
-                ])
-                .arg(&self.dir)
-                .arg("--sync-on-commit")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("python3 -m secantus starts (pip install secantusdb)");
+        let child = Command::new(std::env::var("ESM_TEST_PYTHON").unwrap_or_else(|_| "python3".into()))
+            .args(["-m", "secantus", "--host", "127.0.0.1", "--port", &self.port.to_string(), "--storage-path"])
+            .arg(&self.dir)
+            .arg("--sync-on-commit")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 -m secantus starts (pip install secantusdb)");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {

@@ -194,8 +194,7 @@ pub enum CredentialSource {
 impl Compose {
     /// Parses and checks a manifest under `policy`.
     pub fn parse(content: &str, policy: Policy) -> Result<Compose, String> {
-        let raw: RawCompose =
-            yaml_serde::from_str(content).map_err(|e| format!("manifest_content: {e}"))?;
+        let raw: RawCompose = yaml_serde::from_str(content).map_err(|e| format!("manifest_content: {e}"))?;
         raw.check(policy)
     }
 }
@@ -403,14 +402,9 @@ enum RawCredential {
 impl RawCompose {
     fn check(self, policy: Policy) -> Result<Compose, String> {
         if let Some(version) = &self.version {
-            let text = version
-                .as_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|| version.to_string());
+            let text = version.as_str().map(str::to_owned).unwrap_or_else(|| version.to_string());
             if !(text.starts_with('2') || text.starts_with('3')) {
-                return Err(format!(
-                    "compose file version {text} is not supported (2.x and 3.x are)"
-                ));
+                return Err(format!("compose file version {text} is not supported (2.x and 3.x are)"));
             }
         }
         refuse_unknown("the top level", &self.extensions)?;
@@ -421,26 +415,15 @@ impl RawCompose {
             .networks
             .into_iter()
             .map(|(name, raw)| {
-                let raw = raw.unwrap_or(RawNetwork {
-                    external: None,
-                    name: None,
-                    driver: None,
-                    labels: None,
-                });
+                let raw = raw.unwrap_or(RawNetwork { external: None, name: None, driver: None, labels: None });
                 if let Some(driver) = raw.driver.as_deref()
                     && !matches!(driver, "bridge" | "overlay")
                 {
-                    return Err(format!(
-                        "network {name}: driver {driver} is not supported (bridge, overlay)"
-                    ));
+                    return Err(format!("network {name}: driver {driver} is not supported (bridge, overlay)"));
                 }
                 Ok((
                     name,
-                    Network {
-                        external: truthy(raw.external.as_ref()),
-                        name: raw.name,
-                        labels: key_values(raw.labels),
-                    },
+                    Network { external: truthy(raw.external.as_ref()), name: raw.name, labels: key_values(raw.labels) },
                 ))
             })
             .collect::<Result<_, String>>()?;
@@ -448,19 +431,12 @@ impl RawCompose {
             .volumes
             .into_iter()
             .map(|(name, raw)| {
-                let raw = raw.unwrap_or(RawVolume {
-                    external: None,
-                    name: None,
-                    driver: None,
-                    labels: None,
-                    keep: false,
-                });
+                let raw =
+                    raw.unwrap_or(RawVolume { external: None, name: None, driver: None, labels: None, keep: false });
                 if let Some(driver) = raw.driver.as_deref()
                     && driver != "local"
                 {
-                    return Err(format!(
-                        "volume {name}: driver {driver} is not supported (local)"
-                    ));
+                    return Err(format!("volume {name}: driver {driver} is not supported (local)"));
                 }
                 Ok((
                     name,
@@ -482,9 +458,7 @@ impl RawCompose {
         for (name, service) in &services {
             for dependency in service.depends_on.keys() {
                 if !services.contains_key(dependency) {
-                    return Err(format!(
-                        "service {name} depends on {dependency}, which the manifest does not declare"
-                    ));
+                    return Err(format!("service {name} depends on {dependency}, which the manifest does not declare"));
                 }
             }
         }
@@ -498,23 +472,11 @@ impl RawCompose {
                     if !services.contains_key(&service) {
                         return Err(format!("x-esm-credentials.{key}: no service {service}"));
                     }
-                    Ok((
-                        key,
-                        CredentialSource::Environment {
-                            service,
-                            variable: env,
-                        },
-                    ))
+                    Ok((key, CredentialSource::Environment { service, variable: env }))
                 }
             })
             .collect::<Result<_, String>>()?;
-        Ok(Compose {
-            services,
-            networks,
-            volumes,
-            credentials,
-            start_order,
-        })
+        Ok(Compose { services, networks, volumes, credentials, start_order })
     }
 }
 
@@ -528,17 +490,12 @@ impl RawService {
     ) -> Result<Service, String> {
         let at = |what: &str| format!("service {name}: {what}");
         refuse_unknown(&format!("service {name}"), &self.extensions)?;
-        let image = self
-            .image
-            .filter(|i| !i.trim().is_empty())
-            .ok_or_else(|| at("image is required"))?;
+        let image = self.image.filter(|i| !i.trim().is_empty()).ok_or_else(|| at("image is required"))?;
         let power = |what: &str| {
             if policy.allow_privileged {
                 Ok(())
             } else {
-                Err(at(&format!(
-                    "{what} is refused (the operator can allow it with ESM_DOCKER_ALLOW_PRIVILEGED)"
-                )))
+                Err(at(&format!("{what} is refused (the operator can allow it with ESM_DOCKER_ALLOW_PRIVILEGED)")))
             }
         };
         if self.privileged {
@@ -565,25 +522,12 @@ impl RawService {
                 true
             }
             Some(other) => {
-                return Err(at(&format!(
-                    "network_mode: {other} is not supported (bridge, host)"
-                )));
+                return Err(at(&format!("network_mode: {other} is not supported (bridge, host)")));
             }
         };
-        let ports = self
-            .ports
-            .into_iter()
-            .map(|p| parse_port(p).map_err(|e| at(&e)))
-            .collect::<Result<_, _>>()?;
-        let expose = self
-            .expose
-            .into_iter()
-            .map(|e| {
-                e.as_str()
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| e.to_string())
-            })
-            .collect();
+        let ports = self.ports.into_iter().map(|p| parse_port(p).map_err(|e| at(&e))).collect::<Result<_, _>>()?;
+        let expose =
+            self.expose.into_iter().map(|e| e.as_str().map(str::to_owned).unwrap_or_else(|| e.to_string())).collect();
         let mut mounts = Vec::new();
         for raw in self.volumes {
             let mount = parse_mount(raw).map_err(|e| at(&e))?;
@@ -594,9 +538,7 @@ impl RawService {
                     )));
                 }
                 MountSource::Volume(volume) if !volumes.contains_key(volume) => {
-                    return Err(at(&format!(
-                        "volume {volume} is not declared under the top-level volumes"
-                    )));
+                    return Err(at(&format!("volume {volume} is not declared under the top-level volumes")));
                 }
                 _ => {}
             }
@@ -604,34 +546,25 @@ impl RawService {
         }
         let service_networks: BTreeMap<String, Vec<String>> = match self.networks {
             None => BTreeMap::new(),
-            Some(RawServiceNetworks::List(list)) => {
-                list.into_iter().map(|n| (n, Vec::new())).collect()
+            Some(RawServiceNetworks::List(list)) => list.into_iter().map(|n| (n, Vec::new())).collect(),
+            Some(RawServiceNetworks::Map(map)) => {
+                map.into_iter().map(|(n, raw)| (n, raw.map(|r| r.aliases).unwrap_or_default())).collect()
             }
-            Some(RawServiceNetworks::Map(map)) => map
-                .into_iter()
-                .map(|(n, raw)| (n, raw.map(|r| r.aliases).unwrap_or_default()))
-                .collect(),
         };
         for network in service_networks.keys() {
             if network != "default" && !networks.contains_key(network) {
-                return Err(at(&format!(
-                    "network {network} is not declared under the top-level networks"
-                )));
+                return Err(at(&format!("network {network} is not declared under the top-level networks")));
             }
         }
         let depends_on = match self.depends_on {
             None => BTreeMap::new(),
-            Some(RawDependsOn::List(list)) => {
-                list.into_iter().map(|d| (d, DependsOn::Started)).collect()
-            }
+            Some(RawDependsOn::List(list)) => list.into_iter().map(|d| (d, DependsOn::Started)).collect(),
             Some(RawDependsOn::Map(map)) => map
                 .into_iter()
                 .map(|(d, raw)| match raw.condition.as_deref() {
                     None | Some("service_started") => Ok((d, DependsOn::Started)),
                     Some("service_healthy") => Ok((d, DependsOn::Healthy)),
-                    Some(other) => Err(at(&format!(
-                        "depends_on condition {other} is not supported"
-                    ))),
+                    Some(other) => Err(at(&format!("depends_on condition {other} is not supported"))),
                 })
                 .collect::<Result<_, _>>()?,
         };
@@ -650,25 +583,10 @@ impl RawService {
                     Some(StringOrList::String(s)) => vec!["CMD-SHELL".into(), s],
                     Some(StringOrList::List(list)) => strings(list),
                 },
-                interval: raw
-                    .interval
-                    .as_deref()
-                    .map(parse_duration)
-                    .transpose()
-                    .map_err(|e| at(&e))?,
-                timeout: raw
-                    .timeout
-                    .as_deref()
-                    .map(parse_duration)
-                    .transpose()
-                    .map_err(|e| at(&e))?,
+                interval: raw.interval.as_deref().map(parse_duration).transpose().map_err(|e| at(&e))?,
+                timeout: raw.timeout.as_deref().map(parse_duration).transpose().map_err(|e| at(&e))?,
                 retries: raw.retries,
-                start_period: raw
-                    .start_period
-                    .as_deref()
-                    .map(parse_duration)
-                    .transpose()
-                    .map_err(|e| at(&e))?,
+                start_period: raw.start_period.as_deref().map(parse_duration).transpose().map_err(|e| at(&e))?,
             }),
         };
         if let Some(restart) = &self.restart {
@@ -679,15 +597,8 @@ impl RawService {
                 )));
             }
         }
-        let limits = self
-            .deploy
-            .as_ref()
-            .and_then(|d| d.resources.as_ref())
-            .and_then(|r| r.limits.as_ref());
-        let memory = self
-            .mem_limit
-            .as_ref()
-            .or(limits.and_then(|l| l.memory.as_ref()));
+        let limits = self.deploy.as_ref().and_then(|d| d.resources.as_ref()).and_then(|r| r.limits.as_ref());
+        let memory = self.mem_limit.as_ref().or(limits.and_then(|l| l.memory.as_ref()));
         let cpus = self.cpus.as_ref().or(limits.and_then(|l| l.cpus.as_ref()));
         Ok(Service {
             image,
@@ -705,11 +616,7 @@ impl RawService {
             hostname: self.hostname,
             container_name: self.container_name,
             working_dir: self.working_dir,
-            user: self.user.map(|u| {
-                u.as_str()
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| u.to_string())
-            }),
+            user: self.user.map(|u| u.as_str().map(str::to_owned).unwrap_or_else(|| u.to_string())),
             memory_bytes: memory.map(parse_bytes).transpose().map_err(|e| at(&e))?,
             nano_cpus: cpus.map(parse_cpus).transpose().map_err(|e| at(&e))?,
             replicas: self.deploy.and_then(|d| d.replicas),
@@ -724,19 +631,8 @@ impl RawService {
 
 /// Extension keys (`x-...`) are allowed and ignored; any other unknown key is refused.
 fn refuse_unknown(place: &str, extra: &BTreeMap<String, Value>) -> Result<(), String> {
-    let unknown: Vec<&str> = extra
-        .keys()
-        .map(String::as_str)
-        .filter(|k| !k.starts_with("x-"))
-        .collect();
-    if unknown.is_empty() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{place}: unsupported key(s): {}",
-            unknown.join(", ")
-        ))
-    }
+    let unknown: Vec<&str> = extra.keys().map(String::as_str).filter(|k| !k.starts_with("x-")).collect();
+    if unknown.is_empty() { Ok(()) } else { Err(format!("{place}: unsupported key(s): {}", unknown.join(", "))) }
 }
 
 fn truthy(value: Option<&Value>) -> bool {
@@ -749,13 +645,7 @@ fn truthy(value: Option<&Value>) -> bool {
 }
 
 fn strings(list: Vec<Value>) -> Vec<String> {
-    list.into_iter()
-        .map(|v| {
-            v.as_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|| v.to_string())
-        })
-        .collect()
+    list.into_iter().map(|v| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())).collect()
 }
 
 /// A command as a list: a string is split on whitespace (no shell), like compose does
@@ -837,33 +727,22 @@ fn parse_port(raw: RawPort) -> Result<Port, String> {
             }
             Ok(Port {
                 target: port_number(target)?,
-                published: published
-                    .filter(|p| !p.is_empty())
-                    .map(port_number)
-                    .transpose()?,
+                published: published.filter(|p| !p.is_empty()).map(port_number).transpose()?,
                 protocol: protocol(proto)?,
-                host_ip: host_ip
-                    .filter(|ip| !ip.is_empty())
-                    .map(|ip| ip.trim_matches(['[', ']']).to_owned()),
+                host_ip: host_ip.filter(|ip| !ip.is_empty()).map(|ip| ip.trim_matches(['[', ']']).to_owned()),
             })
         }
     }
 }
 
 fn port_number(text: &str) -> Result<u16, String> {
-    text.trim()
-        .parse::<u16>()
-        .ok()
-        .filter(|p| *p > 0)
-        .ok_or_else(|| format!("ports: {text:?} is not a port number"))
+    text.trim().parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| format!("ports: {text:?} is not a port number"))
 }
 
 fn protocol(proto: Option<&str>) -> Result<String, String> {
     match proto.unwrap_or("tcp") {
         p @ ("tcp" | "udp") => Ok(p.to_owned()),
-        other => Err(format!(
-            "ports: protocol {other} is not supported (tcp, udp)"
-        )),
+        other => Err(format!("ports: protocol {other} is not supported (tcp, udp)")),
     }
 }
 
@@ -877,16 +756,10 @@ fn parse_mount(raw: RawMount) -> Result<Mount, String> {
                 ("volume", None) => MountSource::Anonymous,
                 ("bind", Some(s)) => MountSource::Bind(s),
                 (kind, _) => {
-                    return Err(format!(
-                        "volumes: type {kind} needs a source, or is not supported (volume, bind)"
-                    ));
+                    return Err(format!("volumes: type {kind} needs a source, or is not supported (volume, bind)"));
                 }
             };
-            Ok(Mount {
-                source,
-                target: long.target,
-                read_only: long.read_only,
-            })
+            Ok(Mount { source, target: long.target, read_only: long.read_only })
         }
         RawMount::Short(text) => {
             let parts: Vec<&str> = text.split(':').collect();
@@ -909,15 +782,9 @@ fn parse_mount(raw: RawMount) -> Result<Mount, String> {
                 Some(s) => MountSource::Volume(s.to_owned()),
             };
             if !target.starts_with('/') {
-                return Err(format!(
-                    "volumes: target {target:?} must be an absolute path"
-                ));
+                return Err(format!("volumes: target {target:?} must be an absolute path"));
             }
-            Ok(Mount {
-                source,
-                target: target.to_owned(),
-                read_only,
-            })
+            Ok(Mount { source, target: target.to_owned(), read_only })
         }
     }
 }
@@ -931,14 +798,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err(bad());
     }
     while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(rest.len());
+        let digits = rest.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(rest.len());
         let number: f64 = rest[..digits].parse().map_err(|_| bad())?;
         rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
         let seconds = match &rest[..unit_len] {
             "h" => 3600.0,
             "m" => 60.0,
@@ -958,19 +821,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 fn parse_bytes(value: &Value) -> Result<i64, String> {
     let text = match value {
         Value::Number(n) => {
-            return n
-                .as_i64()
-                .ok_or_else(|| format!("memory {n} is not a byte count"));
+            return n.as_i64().ok_or_else(|| format!("memory {n} is not a byte count"));
         }
         Value::String(s) => s.trim().to_ascii_lowercase(),
         other => return Err(format!("memory {other} is not a size")),
     };
-    let digits = text
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(text.len());
-    let number: f64 = text[..digits]
-        .parse()
-        .map_err(|_| format!("memory {text:?} is not a size"))?;
+    let digits = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let number: f64 = text[..digits].parse().map_err(|_| format!("memory {text:?} is not a size"))?;
     let factor = match text[digits..].trim_end_matches('b') {
         "" => 1.0,
         "k" => 1024.0,
@@ -1080,48 +937,22 @@ volumes:
         let c = parse(FULL).expect("parses");
         assert_eq!(c.start_order, ["db", "web"]);
         let web = &c.services["web"];
-        assert_eq!(
-            web.command.as_deref(),
-            Some(&["httpd".into(), "-f".into(), "-p".into(), "8080".into()][..])
-        );
-        assert_eq!(
-            web.entrypoint.as_deref(),
-            Some(&["/bin/sh".into(), "-c".into()][..])
-        );
-        assert_eq!(
-            web.environment.get("MODE").map(String::as_str),
-            Some("test")
-        );
+        assert_eq!(web.command.as_deref(), Some(&["httpd".into(), "-f".into(), "-p".into(), "8080".into()][..]));
+        assert_eq!(web.entrypoint.as_deref(), Some(&["/bin/sh".into(), "-c".into()][..]));
+        assert_eq!(web.environment.get("MODE").map(String::as_str), Some("test"));
         assert_eq!(web.environment.get("EMPTY").map(String::as_str), Some(""));
         assert_eq!(web.ports.len(), 4);
-        assert_eq!(
-            web.ports[0],
-            Port {
-                target: 8080,
-                published: None,
-                protocol: "tcp".into(),
-                host_ip: None
-            }
-        );
+        assert_eq!(web.ports[0], Port { target: 8080, published: None, protocol: "tcp".into(), host_ip: None });
         assert_eq!(web.ports[1].published, Some(9000));
         assert_eq!(
             web.ports[2],
-            Port {
-                target: 81,
-                published: Some(9001),
-                protocol: "udp".into(),
-                host_ip: Some("127.0.0.1".into())
-            }
+            Port { target: 81, published: Some(9001), protocol: "udp".into(), host_ip: Some("127.0.0.1".into()) }
         );
         assert_eq!(web.ports[3].published, Some(9002));
         assert_eq!(web.expose, ["83", "84"]);
         assert_eq!(
             web.volumes[0],
-            Mount {
-                source: MountSource::Volume("data".into()),
-                target: "/data".into(),
-                read_only: true
-            }
+            Mount { source: MountSource::Volume("data".into()), target: "/data".into(), read_only: true }
         );
         assert_eq!(web.volumes[1].source, MountSource::Anonymous);
         assert_eq!(web.networks["backend"], ["www"]);
@@ -1139,16 +970,10 @@ volumes:
         assert_eq!(db.replicas, Some(2));
         assert!(c.networks["shared"].external);
         assert!(c.volumes["data"].keep);
-        assert_eq!(
-            c.credentials["database"],
-            CredentialSource::Literal("app".into())
-        );
+        assert_eq!(c.credentials["database"], CredentialSource::Literal("app".into()));
         assert_eq!(
             c.credentials["user"],
-            CredentialSource::Environment {
-                service: "db".into(),
-                variable: "DB_USER".into()
-            }
+            CredentialSource::Environment { service: "db".into(), variable: "DB_USER".into() }
         );
     }
 
@@ -1158,10 +983,8 @@ volumes:
         assert!(err.contains("build"), "{err}");
         let err = parse("services:\n  a:\n    image: x\nconfigs: {}\n").unwrap_err();
         assert!(err.contains("configs"), "{err}");
-        let err = parse(
-            "services:\n  a:\n    image: x\n    healthcheck: {test: [CMD, 'true'], every: 1s}\n",
-        )
-        .unwrap_err();
+        let err =
+            parse("services:\n  a:\n    image: x\n    healthcheck: {test: [CMD, 'true'], every: 1s}\n").unwrap_err();
         assert!(err.contains("every"), "{err}");
     }
 
@@ -1176,17 +999,8 @@ volumes:
         ] {
             let manifest = format!("services:\n  a:\n    image: x\n    {yaml}\n");
             let err = parse(&manifest).unwrap_err();
-            assert!(
-                err.contains(key) && err.contains("ESM_DOCKER_ALLOW_PRIVILEGED"),
-                "{err}"
-            );
-            let allowed = Compose::parse(
-                &manifest,
-                Policy {
-                    allow_privileged: true,
-                    allow_bind_mounts: false,
-                },
-            );
+            assert!(err.contains(key) && err.contains("ESM_DOCKER_ALLOW_PRIVILEGED"), "{err}");
+            let allowed = Compose::parse(&manifest, Policy { allow_privileged: true, allow_bind_mounts: false });
             assert!(allowed.is_ok(), "{key}: {allowed:?}");
         }
     }
@@ -1195,48 +1009,21 @@ volumes:
     fn bind_mounts_are_refused_unless_allowed() {
         let manifest = "services:\n  a:\n    image: x\n    volumes: ['/etc:/host-etc']\n";
         let err = parse(manifest).unwrap_err();
-        assert!(
-            err.contains("/etc") && err.contains("ESM_DOCKER_ALLOW_BIND_MOUNTS"),
-            "{err}"
-        );
-        let policy = Policy {
-            allow_bind_mounts: true,
-            allow_privileged: false,
-        };
+        assert!(err.contains("/etc") && err.contains("ESM_DOCKER_ALLOW_BIND_MOUNTS"), "{err}");
+        let policy = Policy { allow_bind_mounts: true, allow_privileged: false };
         assert!(Compose::parse(manifest, policy).is_ok());
     }
 
     #[test]
     fn references_must_resolve() {
-        assert!(
-            parse("services:\n  a:\n    image: x\n    depends_on: [b]\n")
-                .unwrap_err()
-                .contains("b")
-        );
-        assert!(
-            parse("services:\n  a:\n    image: x\n    volumes: ['v:/v']\n")
-                .unwrap_err()
-                .contains("volume v")
-        );
-        assert!(
-            parse("services:\n  a:\n    image: x\n    networks: [n]\n")
-                .unwrap_err()
-                .contains("network n")
-        );
-        let cycle =
-            "services:\n  a: {image: x, depends_on: [b]}\n  b: {image: x, depends_on: [a]}\n";
+        assert!(parse("services:\n  a:\n    image: x\n    depends_on: [b]\n").unwrap_err().contains("b"));
+        assert!(parse("services:\n  a:\n    image: x\n    volumes: ['v:/v']\n").unwrap_err().contains("volume v"));
+        assert!(parse("services:\n  a:\n    image: x\n    networks: [n]\n").unwrap_err().contains("network n"));
+        let cycle = "services:\n  a: {image: x, depends_on: [b]}\n  b: {image: x, depends_on: [a]}\n";
         assert!(parse(cycle).unwrap_err().contains("cycle"));
-        assert!(
-            parse("services:\n  a: {command: x}\n")
-                .unwrap_err()
-                .contains("image is required")
-        );
+        assert!(parse("services:\n  a: {command: x}\n").unwrap_err().contains("image is required"));
         assert!(parse("services: {}\n").unwrap_err().contains("no services"));
-        assert!(
-            parse("version: '1'\nservices:\n  a: {image: x}\n")
-                .unwrap_err()
-                .contains("version")
-        );
+        assert!(parse("version: '1'\nservices:\n  a: {image: x}\n").unwrap_err().contains("version"));
     }
 
     #[test]
@@ -1245,12 +1032,7 @@ volumes:
         assert!(parse("services:\n  a: {image: x, ports: ['80/sctp']}\n").is_err());
         assert!(parse("services:\n  a: {image: x, mem_limit: 5q}\n").is_err());
         assert!(parse("services:\n  a: {image: x, restart: sometimes}\n").is_err());
-        assert!(
-            parse(
-                "services:\n  a: {image: x, healthcheck: {test: [CMD, 'true'], interval: soon}}\n"
-            )
-            .is_err()
-        );
+        assert!(parse("services:\n  a: {image: x, healthcheck: {test: [CMD, 'true'], interval: soon}}\n").is_err());
     }
 
     #[test]
