@@ -13,10 +13,12 @@ use tower::ServiceBuilder;
 
 use crate::api::middleware::{BasicAuth, collapse_slashes};
 use crate::api::{self, AppState};
-use crate::backend::Backends;
+use crate::backend::compose::model::Policy;
+use crate::backend::compose::{ComposeBackend, DockerSettings};
 use crate::backend::dummy::DummyBackend;
+use crate::backend::{BackendError, Backends};
 use crate::broker::{Broker, BrokerSettings};
-use crate::config::{Config, StoreKind, redact_uri};
+use crate::config::{BackendKind, Config, StoreKind, redact_uri};
 use crate::ops::{self, OpsState};
 use crate::store::Store;
 use crate::store::embedded::EmbeddedStore;
@@ -37,6 +39,9 @@ pub enum StartError {
     /// The store could not be opened or read.
     #[error("store: {0}")]
     Store(String),
+    /// A backend could not be set up.
+    #[error("backend: {0}")]
+    Backend(String),
     /// Serving failed.
     #[error("serving failed: {0}")]
     Serve(std::io::Error),
@@ -54,7 +59,7 @@ impl Server {
     /// Opens the store, sets up the backends and binds both ports.
     pub async fn bind(config: Config) -> Result<Self, StartError> {
         let store = open_store(&config).await?;
-        let backends = Backends::new().with(Arc::new(DummyBackend::new()));
+        let backends = backends(&config).map_err(|e| StartError::Backend(e.to_string()))?;
         let broker = Broker::new(
             store,
             backends,
@@ -90,6 +95,7 @@ impl Server {
             Err(e) => tracing::warn!(error = %e, "could not look for operations left in progress"),
         }
         self.broker.spawn_sweeper();
+        self.broker.spawn_reconciler(Duration::from_secs(self.config.reconcile_interval.max(1)));
         let auth = self.config.credentials().map(|(user, pass)| BasicAuth::new(user, pass));
         let api_router = api::router(AppState { broker: self.broker.clone() }, auth);
         // Path clean-up must run before routing, so it wraps the router from outside.
@@ -112,6 +118,38 @@ impl Server {
         tracing::info!("esm stopped");
         api_result.map_err(StartError::Serve)?;
         ops_result.map_err(StartError::Serve)
+    }
+}
+
+/// The configured backends.
+fn backends(config: &Config) -> Result<Backends, BackendError> {
+    let mut backends = Backends::new();
+    for kind in &config.backends {
+        backends = match kind {
+            BackendKind::Dummy => backends.with(Arc::new(DummyBackend::new())),
+            BackendKind::DockerCompose => backends.with(Arc::new(ComposeBackend::new(docker_settings(config))?)),
+        };
+    }
+    Ok(backends)
+}
+
+fn docker_settings(config: &Config) -> DockerSettings {
+    let advertise_host = config.advertise_host.clone().unwrap_or_else(|| {
+        if config.publish_address.is_unspecified() {
+            crate::ops::hostname()
+        } else {
+            config.publish_address.to_string()
+        }
+    });
+    DockerSettings {
+        publish_address: config.publish_address,
+        advertise_host,
+        pull: config.docker_pull,
+        policy: Policy {
+            allow_bind_mounts: config.docker_allow_bind_mounts,
+            allow_privileged: config.docker_allow_privileged,
+        },
+        ready_timeout: Duration::from_secs(config.docker_ready_timeout.max(1)),
     }
 }
 

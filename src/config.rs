@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::backend::compose::engine::PullPolicy;
 use serde_json::{Value, json};
 
 /// The `esm` command line.
@@ -83,6 +85,37 @@ pub struct Config {
     /// replica takes over the operations of one that died after this long.
     #[arg(long = "operation-lease", env = "ESM_OPERATION_LEASE", default_value_t = 30)]
     pub operation_lease: u64,
+    /// The backends to run, by the manifest types they deploy.
+    #[arg(
+        long = "backends",
+        env = "ESM_BACKENDS",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "dummy,docker-compose"
+    )]
+    pub backends: Vec<BackendKind>,
+    /// The host address Docker backends publish container ports on.
+    #[arg(long = "publish-address", env = "ESM_PUBLISH_ADDRESS", default_value = "0.0.0.0")]
+    pub publish_address: IpAddr,
+    /// The host name bindings hand out for published ports (default: the publish
+    /// address, or this machine's host name when that is 0.0.0.0).
+    #[arg(long = "advertise-host", env = "ESM_ADVERTISE_HOST")]
+    pub advertise_host: Option<String>,
+    /// When Docker backends pull images: missing, never, always.
+    #[arg(long = "docker-pull", env = "ESM_DOCKER_PULL", value_enum, default_value_t = PullPolicy::Missing)]
+    pub docker_pull: PullPolicy,
+    /// Allow manifests to bind-mount host paths.
+    #[arg(long = "docker-allow-bind-mounts", env = "ESM_DOCKER_ALLOW_BIND_MOUNTS", action = clap::ArgAction::Set, default_value_t = false)]
+    pub docker_allow_bind_mounts: bool,
+    /// Allow manifests privileged, cap_add, pid: host, network_mode: host and devices.
+    #[arg(long = "docker-allow-privileged", env = "ESM_DOCKER_ALLOW_PRIVILEGED", action = clap::ArgAction::Set, default_value_t = false)]
+    pub docker_allow_privileged: bool,
+    /// Seconds a Docker deployment may take to be running (and healthy).
+    #[arg(long = "docker-ready-timeout", env = "ESM_DOCKER_READY_TIMEOUT", default_value_t = 120)]
+    pub docker_ready_timeout: u64,
+    /// Seconds between reconciliations of what the engines run with what esm knows.
+    #[arg(long = "reconcile-interval", env = "ESM_RECONCILE_INTERVAL", default_value_t = 60)]
+    pub reconcile_interval: u64,
 }
 
 /// Which store keeps esm's state.
@@ -94,6 +127,15 @@ pub enum StoreKind {
     Embedded,
     /// MongoDB: shared by several esm replicas.
     Mongodb,
+}
+
+/// A backend esm can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendKind {
+    /// Deploys nothing; scripted by its manifest (tests, demos).
+    Dummy,
+    /// docker-compose manifests as containers through the Docker API.
+    DockerCompose,
 }
 
 /// Log line format.
@@ -150,6 +192,14 @@ impl Default for Config {
             log_format: LogFormat::Text,
             retry_after: 2,
             operation_lease: 30,
+            backends: vec![BackendKind::Dummy, BackendKind::DockerCompose],
+            publish_address: IpAddr::from([0, 0, 0, 0]),
+            advertise_host: None,
+            docker_pull: PullPolicy::Missing,
+            docker_allow_bind_mounts: false,
+            docker_allow_privileged: false,
+            docker_ready_timeout: 120,
+            reconcile_interval: 60,
         }
     }
 }
@@ -208,6 +258,14 @@ impl Config {
             "ESM_LOG_FORMAT": format!("{:?}", self.log_format).to_lowercase(),
             "ESM_RETRY_AFTER": self.retry_after,
             "ESM_OPERATION_LEASE": self.operation_lease,
+            "ESM_BACKENDS": self.backends.iter().map(|b| format!("{b:?}")).collect::<Vec<_>>(),
+            "ESM_PUBLISH_ADDRESS": self.publish_address.to_string(),
+            "ESM_ADVERTISE_HOST": self.advertise_host,
+            "ESM_DOCKER_PULL": format!("{:?}", self.docker_pull).to_lowercase(),
+            "ESM_DOCKER_ALLOW_BIND_MOUNTS": self.docker_allow_bind_mounts,
+            "ESM_DOCKER_ALLOW_PRIVILEGED": self.docker_allow_privileged,
+            "ESM_DOCKER_READY_TIMEOUT": self.docker_ready_timeout,
+            "ESM_RECONCILE_INTERVAL": self.reconcile_interval,
         })
     }
 }

@@ -100,7 +100,8 @@ async fn environment(State(state): State<OpsState>) -> Json<Value> {
     }))
 }
 
-fn hostname() -> String {
+/// This machine's host name.
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .or_else(|_| std::env::var("HOSTNAME"))

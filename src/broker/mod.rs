@@ -13,6 +13,7 @@
 mod bindings;
 mod extensions;
 mod instances;
+mod reconcile;
 mod worker;
 
 pub use extensions::Registered;

@@ -76,6 +76,7 @@ impl Esm {
             .env("ESM_PORT", port.to_string())
             .env("ESM_CHECK_PORT", check_port.to_string())
             .env("ESM_OPERATION_LEASE", "2")
+            .env("ESM_BACKENDS", "dummy")
             .stdin(Stdio::null());
         // esm's own log only when asked for (TEST_ESM_LOG=debug, ...): failures it
         // expects (503s during an outage) would otherwise clutter the test output.

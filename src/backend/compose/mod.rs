@@ -1,3 +1,642 @@
-//! Docker backends: docker-compose manifests deployed through the Docker API.
+//! The docker-compose backend: a manifest's services run as containers through the
+//! Docker Engine API, one project per instance.
+//!
+//! Per instance esm makes a project named from the instance id (`esm-<id>`): a bridge
+//! network `<project>_default` (plus the manifest's own networks), its named volumes
+//! `<project>_<volume>`, and one container `<project>_<service>` per service, started
+//! in `depends_on` order. Everything carries the labels of [`labels`], and everything is
+//! found again by label, never by name. Each call is idempotent: provisioning starts
+//! by removing what an interrupted earlier attempt left, so esm can re-run it after a
+//! crash; a failed provision removes what it made (orphan mitigation).
 
+pub mod engine;
 pub mod model;
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, DeviceMapping, EndpointSettings, HealthConfig, HostConfig, Mount,
+    MountType, NetworkCreateRequest, NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+    VolumeCreateRequest,
+};
+use bollard::query_parameters::CreateContainerOptionsBuilder;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use self::engine::{Engine, PullPolicy, failed};
+use self::model::{Compose, CredentialSource, MountSource, Policy, Service};
+use super::{Backend, BackendError, BindOutput, Deployment, Execution, Info, labels};
+use crate::domain::binding::Binding;
+use crate::domain::instance::ServiceInstance;
+use crate::domain::manifest::Manifest;
+use crate::domain::operation::OperationKind;
+
+/// Settings of the Docker backends.
+#[derive(Debug, Clone)]
+pub struct DockerSettings {
+    /// The host address ports are published on.
+    pub publish_address: IpAddr,
+    /// The host name bindings hand out for published ports.
+    pub advertise_host: String,
+    /// When images are pulled.
+    pub pull: PullPolicy,
+    /// What manifests may do to the host.
+    pub policy: Policy,
+    /// How long a deployment may take to be running (and healthy).
+    pub ready_timeout: Duration,
+}
+
+/// The docker-compose backend.
+#[derive(Debug, Clone)]
+pub struct ComposeBackend {
+    engine: Engine,
+    settings: DockerSettings,
+}
+
+/// The project name of an instance: `esm-` and the id made safe for engine names; a
+/// hash of the id keeps ids that differ only in unsafe characters apart.
+pub fn project(instance_id: &str) -> String {
+    let safe: String = instance_id
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c.to_ascii_lowercase() } else { '-' })
+        .take(40)
+        .collect();
+    if safe == instance_id && instance_id.len() <= 40 {
+        format!("esm-{safe}")
+    } else {
+        let digest = Sha256::digest(instance_id.as_bytes());
+        let tag: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+        format!("esm-{safe}-{tag}")
+    }
+}
+
+impl ComposeBackend {
+    /// A backend on the engine `DOCKER_HOST` (or the local socket) names.
+    pub fn new(settings: DockerSettings) -> Result<Self, BackendError> {
+        Ok(Self { engine: Engine::connect()?, settings })
+    }
+
+    fn parse(&self, manifest: &Manifest) -> Result<Compose, BackendError> {
+        Compose::parse(&manifest.manifest_content, self.settings.policy).map_err(BackendError::new)
+    }
+
+    /// Deploys (or redeploys) an instance. On failure everything made is removed; the
+    /// named volumes too when `fresh` (a first provision), never on a redeploy.
+    async fn deploy(
+        &self,
+        instance: &ServiceInstance,
+        manifest: &Manifest,
+        fresh: bool,
+    ) -> Result<Deployment, BackendError> {
+        let compose = self.parse(manifest)?;
+        // A clean slate: what an interrupted attempt (or the previous deployment) left.
+        self.engine.remove_instance(&instance.id, true).await?;
+        match self.create(instance, manifest, &compose).await {
+            Ok(deployment) => Ok(deployment),
+            Err(e) => {
+                if let Err(cleanup) = self.engine.remove_instance(&instance.id, !fresh).await {
+                    tracing::error!(instance_id = %instance.id, error = %cleanup, "could not remove a failed deployment");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn create(
+        &self,
+        instance: &ServiceInstance,
+        manifest: &Manifest,
+        compose: &Compose,
+    ) -> Result<Deployment, BackendError> {
+        let docker = self.engine.docker();
+        let project = project(&instance.id);
+        let base_labels = labels::for_instance(&instance.id, &manifest.id);
+        for service in compose.services.values() {
+            self.engine.ensure_image(&service.image, self.settings.pull).await?;
+        }
+
+        // Networks: the project's default one, the manifest's own, and external ones.
+        let mut networks = HashMap::from([("default".to_owned(), format!("{project}_default"))]);
+        for (name, network) in &compose.networks {
+            let engine_name = if network.external {
+                network.name.clone().unwrap_or_else(|| name.clone())
+            } else {
+                format!("{project}_{name}")
+            };
+            networks.insert(name.clone(), engine_name);
+        }
+        for (name, engine_name) in &networks {
+            let external = compose.networks.get(name).is_some_and(|n| n.external);
+            if external {
+                docker
+                    .inspect_network(engine_name, None)
+                    .await
+                    .map_err(|e| failed(&format!("external network {engine_name} is not available"), e))?;
+                continue;
+            }
+            let mut network_labels = base_labels.clone();
+            if let Some(network) = compose.networks.get(name) {
+                network_labels.extend(network.labels.clone());
+            }
+            docker
+                .create_network(NetworkCreateRequest {
+                    name: engine_name.clone(),
+                    driver: Some("bridge".into()),
+                    labels: Some(network_labels),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| failed(&format!("cannot create network {engine_name}"), e))?;
+        }
+
+        // Named volumes: made per instance, unless external.
+        let mut volumes = HashMap::new();
+        for (name, volume) in &compose.volumes {
+            if volume.external {
+                let engine_name = volume.name.clone().unwrap_or_else(|| name.clone());
+                docker
+                    .inspect_volume(&engine_name)
+                    .await
+                    .map_err(|e| failed(&format!("external volume {engine_name} is not available"), e))?;
+                volumes.insert(name.clone(), engine_name);
+                continue;
+            }
+            let engine_name = format!("{project}_{name}");
+            let mut volume_labels = base_labels.clone();
+            volume_labels.extend(volume.labels.clone());
+            if volume.keep {
+                volume_labels.insert(labels::KEEP.into(), "true".into());
+            }
+            docker
+                .create_volume(VolumeCreateRequest {
+                    name: Some(engine_name.clone()),
+                    labels: Some(volume_labels),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| failed(&format!("cannot create volume {engine_name}"), e))?;
+            volumes.insert(name.clone(), engine_name);
+        }
+
+        // Containers, dependencies first.
+        let mut containers = Map::new();
+        let mut started: HashMap<&str, String> = HashMap::new();
+        for name in &compose.start_order {
+            let service = &compose.services[name];
+            for (dependency, condition) in &service.depends_on {
+                if *condition == model::DependsOn::Healthy
+                    && let Some(id) = started.get(dependency.as_str())
+                {
+                    self.engine.wait_ready(id, dependency, true, self.settings.ready_timeout).await?;
+                }
+            }
+            let container_name = format!("{project}_{}", service.container_name.as_deref().unwrap_or(name));
+            let mut container_labels = base_labels.clone();
+            container_labels.extend(service.labels.clone());
+            container_labels.insert(labels::SERVICE.into(), name.clone());
+            let (body, extra_networks) =
+                self.container_body(instance, name, service, container_labels, &networks, &volumes);
+            let options = CreateContainerOptionsBuilder::new().name(&container_name).build();
+            let created = docker
+                .create_container(Some(options), body)
+                .await
+                .map_err(|e| failed(&format!("cannot create container {container_name}"), e))?;
+            for (network, aliases) in extra_networks {
+                docker
+                    .connect_network(
+                        &network,
+                        bollard::models::NetworkConnectRequest {
+                            container: created.id.clone(),
+                            endpoint_config: Some(EndpointSettings { aliases: Some(aliases), ..Default::default() }),
+                        },
+                    )
+                    .await
+                    .map_err(|e| failed(&format!("cannot connect {container_name} to {network}"), e))?;
+            }
+            docker
+                .start_container(&created.id, None)
+                .await
+                .map_err(|e| failed(&format!("cannot start container {container_name}"), e))?;
+            containers.insert(name.clone(), json!({"id": created.id, "name": container_name}));
+            started.insert(name.as_str(), created.id);
+        }
+        for name in &compose.start_order {
+            let service = &compose.services[name];
+            if let Some(id) = started.get(name.as_str()) {
+                let healthy =
+                    service.healthcheck.as_ref().is_some_and(|h| h.test.first().map(String::as_str) != Some("NONE"));
+                self.engine.wait_ready(id, name, healthy, self.settings.ready_timeout).await?;
+            }
+        }
+        let mut details = Map::new();
+        details.insert("project".into(), json!(project));
+        details.insert("containers".into(), Value::Object(containers));
+        Ok(Deployment { details, dashboard_url: None })
+    }
+
+    /// The engine's description of one service's container, and the networks to attach
+    /// after creation (the create call attaches one).
+    fn container_body(
+        &self,
+        instance: &ServiceInstance,
+        name: &str,
+        service: &Service,
+        container_labels: HashMap<String, String>,
+        networks: &HashMap<String, String>,
+        volumes: &HashMap<String, String>,
+    ) -> (ContainerCreateBody, Vec<(String, Vec<String>)>) {
+        // Like the original, instance parameters reach every service as environment variables.
+        let mut environment = service.environment.clone();
+        if let Some(Value::Object(parameters)) = &instance.parameters {
+            for (key, value) in parameters {
+                environment.insert(key.clone(), value.as_str().map_or_else(|| value.to_string(), str::to_owned));
+            }
+        }
+        let mut exposed: Vec<String> = service.expose.iter().map(|e| port_key(e)).collect();
+        let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+        for port in &service.ports {
+            let key = format!("{}/{}", port.target, port.protocol);
+            exposed.push(key.clone());
+            bindings.entry(key).or_insert_with(|| Some(Vec::new())).get_or_insert_with(Vec::new).push(PortBinding {
+                host_ip: Some(port.host_ip.clone().unwrap_or_else(|| self.settings.publish_address.to_string())),
+                host_port: Some(port.published.map(|p| p.to_string()).unwrap_or_default()),
+            });
+        }
+        let mounts = service
+            .volumes
+            .iter()
+            .map(|m| Mount {
+                target: Some(m.target.clone()),
+                source: match &m.source {
+                    MountSource::Volume(v) => volumes.get(v).cloned(),
+                    MountSource::Bind(path) => Some(path.clone()),
+                    MountSource::Anonymous => None,
+                },
+                typ: Some(match m.source {
+                    MountSource::Bind(_) => MountType::BIND,
+                    _ => MountType::VOLUME,
+                }),
+                read_only: Some(m.read_only),
+                ..Default::default()
+            })
+            .collect();
+        let mut aliases = vec![name.to_owned()];
+        aliases.extend(service.container_name.clone());
+        aliases.extend(service.hostname.clone());
+        let joined: Vec<(String, Vec<String>)> = if service.networks.is_empty() {
+            vec![("default".to_owned(), Vec::new())]
+        } else {
+            service.networks.iter().map(|(n, a)| (n.clone(), a.clone())).collect()
+        };
+        let mut attachments: Vec<(String, Vec<String>)> = joined
+            .into_iter()
+            .filter_map(|(network, extra)| {
+                let engine_name = networks.get(&network)?.clone();
+                let mut all = aliases.clone();
+                all.extend(extra);
+                Some((engine_name, all))
+            })
+            .collect();
+        let (network_mode, networking_config) = if service.host_network {
+            attachments.clear();
+            (Some("host".to_owned()), None)
+        } else if attachments.is_empty() {
+            (None, None)
+        } else {
+            let (first, first_aliases) = attachments.remove(0);
+            let endpoints = HashMap::from([(
+                first.clone(),
+                EndpointSettings { aliases: Some(first_aliases), ..Default::default() },
+            )]);
+            (Some(first), Some(NetworkingConfig { endpoints_config: Some(endpoints) }))
+        };
+        let restart_policy = service.restart.as_deref().map(|r| {
+            let (kind, count) = r.split_once(':').unwrap_or((r, ""));
+            RestartPolicy {
+                name: Some(match kind {
+                    "always" => RestartPolicyNameEnum::ALWAYS,
+                    "on-failure" => RestartPolicyNameEnum::ON_FAILURE,
+                    "unless-stopped" => RestartPolicyNameEnum::UNLESS_STOPPED,
+                    _ => RestartPolicyNameEnum::NO,
+                }),
+                maximum_retry_count: count.parse().ok(),
+            }
+        });
+        let nanos = |d: Option<Duration>| d.map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+        let healthcheck = service.healthcheck.as_ref().map(|h| HealthConfig {
+            test: Some(h.test.clone()),
+            interval: nanos(h.interval),
+            timeout: nanos(h.timeout),
+            retries: h.retries,
+            start_period: nanos(h.start_period),
+            start_interval: None,
+        });
+        let devices = service
+            .devices
+            .iter()
+            .map(|d| {
+                let mut parts = d.split(':');
+                let host = parts.next().unwrap_or_default().to_owned();
+                let inside = parts.next().map_or_else(|| host.clone(), str::to_owned);
+                let permissions = parts.next().unwrap_or("rwm").to_owned();
+                DeviceMapping {
+                    path_on_host: Some(host),
+                    path_in_container: Some(inside),
+                    cgroup_permissions: Some(permissions),
+                }
+            })
+            .collect::<Vec<_>>();
+        let body = ContainerCreateBody {
+            image: Some(service.image.clone()),
+            cmd: service.command.clone(),
+            entrypoint: service.entrypoint.clone(),
+            env: Some(environment.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            exposed_ports: Some(exposed),
+            labels: Some(container_labels),
+            healthcheck,
+            hostname: service.hostname.clone(),
+            working_dir: service.working_dir.clone(),
+            user: service.user.clone(),
+            host_config: Some(HostConfig {
+                port_bindings: Some(bindings),
+                mounts: Some(mounts),
+                network_mode,
+                restart_policy,
+                memory: service.memory_bytes,
+                nano_cpus: service.nano_cpus,
+                privileged: Some(service.privileged),
+                cap_add: Some(service.cap_add.clone()).filter(|c| !c.is_empty()),
+                pid_mode: service.pid_host.then(|| "host".to_owned()),
+                devices: Some(devices).filter(|d| !d.is_empty()),
+                ..Default::default()
+            }),
+            networking_config,
+            ..Default::default()
+        };
+        (body, attachments)
+    }
+
+    async fn inspect_all(&self, instance_id: &str) -> Result<Vec<ContainerInspectResponse>, BackendError> {
+        let mut out = Vec::new();
+        for container in self.engine.containers(&labels::filter_instance(instance_id)).await? {
+            if let Some(id) = container.id {
+                match self.engine.inspect(&id).await {
+                    Ok(inspected) => out.push(inspected),
+                    // Removed between listing and inspecting: it is gone.
+                    Err(_) => continue,
+                }
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+}
+
+/// `"80"` or `"53/udp"` as the engine's port key.
+fn port_key(expose: &str) -> String {
+    if expose.contains('/') { expose.to_owned() } else { format!("{expose}/tcp") }
+}
+
+/// One container as esm reports it.
+struct Observed {
+    service: String,
+    container: String,
+    running: bool,
+    state: String,
+    image: String,
+    image_id: String,
+    cmd: String,
+    ip: String,
+    network: String,
+    environment: Vec<(String, String)>,
+    /// `(container port key, host ip, host port)`
+    ports: Vec<(String, String, String)>,
+}
+
+fn observe(inspected: &ContainerInspectResponse, project: &str) -> Observed {
+    let container = inspected.name.clone().unwrap_or_default().trim_start_matches('/').to_owned();
+    let config = inspected.config.clone().unwrap_or_default();
+    let state = inspected.state.clone().unwrap_or_default();
+    let running = state.running.unwrap_or(false);
+    let state_text = if running {
+        "Up".to_owned()
+    } else {
+        match state.status.map(|s| s.to_string()).as_deref() {
+            Some("exited") => format!("Exit {}", state.exit_code.unwrap_or_default()),
+            Some(other) => other.to_owned(),
+            None => "unknown".to_owned(),
+        }
+    };
+    let settings = inspected.network_settings.clone().unwrap_or_default();
+    let networks = settings.networks.unwrap_or_default();
+    let preferred = format!("{project}_default");
+    let (network, endpoint) = networks
+        .get_key_value(&preferred)
+        .or_else(|| networks.iter().min_by(|a, b| a.0.cmp(b.0)))
+        .map(|(n, e)| (n.clone(), e.clone()))
+        .unwrap_or_default();
+    let mut ports = Vec::new();
+    for (key, bindings) in settings.ports.unwrap_or_default() {
+        for binding in bindings.unwrap_or_default() {
+            ports.push((key.clone(), binding.host_ip.unwrap_or_default(), binding.host_port.unwrap_or_default()));
+        }
+    }
+    ports.sort();
+    Observed {
+        service: config.labels.as_ref().and_then(|l| l.get(labels::SERVICE).cloned()).unwrap_or_default(),
+        container,
+        running,
+        state: state_text,
+        image: config.image.clone().unwrap_or_default(),
+        image_id: inspected.image.clone().unwrap_or_default(),
+        cmd: config.cmd.clone().unwrap_or_default().join(" "),
+        ip: endpoint.ip_address.unwrap_or_default(),
+        network,
+        environment: config
+            .env
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| match e.split_once('=') {
+                Some((k, v)) => (k.to_owned(), v.to_owned()),
+                None => (e, String::new()),
+            })
+            .collect(),
+        ports,
+    }
+}
+
+#[async_trait]
+impl Backend for ComposeBackend {
+    fn name(&self) -> &'static str {
+        "docker-compose"
+    }
+
+    fn manifest_types(&self) -> &'static [&'static str] {
+        &["docker-compose", "docker"]
+    }
+
+    fn check_manifest(&self, manifest: &Manifest) -> Result<(), String> {
+        Compose::parse(&manifest.manifest_content, self.settings.policy).map(|_| ())
+    }
+
+    fn execution(&self, _manifest: &Manifest, _kind: OperationKind) -> Execution {
+        // Asynchronous when the platform polls; within the request for clients that
+        // never send accepts_incomplete (the ElasTest platform).
+        Execution::Either
+    }
+
+    async fn provision(&self, instance: &ServiceInstance, manifest: &Manifest) -> Result<Deployment, BackendError> {
+        self.deploy(instance, manifest, true).await
+    }
+
+    async fn update(&self, instance: &ServiceInstance, manifest: &Manifest) -> Result<Deployment, BackendError> {
+        self.deploy(instance, manifest, false).await.map_err(|mut e| {
+            // The old containers are gone by now; the named volumes are kept.
+            e.instance_usable = Some(false);
+            e.update_repeatable = Some(true);
+            e
+        })
+    }
+
+    async fn deprovision(&self, instance: &ServiceInstance, _manifest: &Manifest) -> Result<(), BackendError> {
+        self.engine.remove_instance(&instance.id, false).await.map_err(|mut e| {
+            e.instance_usable = Some(false);
+            e
+        })
+    }
+
+    async fn bind(
+        &self,
+        instance: &ServiceInstance,
+        _binding: &Binding,
+        manifest: &Manifest,
+    ) -> Result<BindOutput, BackendError> {
+        let compose = self.parse(manifest)?;
+        let project = project(&instance.id);
+        let observed: Vec<Observed> =
+            self.inspect_all(&instance.id).await?.iter().map(|c| observe(c, &project)).collect();
+        if observed.is_empty() {
+            return Err(BackendError::new(format!("instance {} has no containers to bind to", instance.id)));
+        }
+        let host = self.settings.advertise_host.clone();
+        let mut services = Map::new();
+        let mut endpoints = Vec::new();
+        for container in &observed {
+            let mut ports = Map::new();
+            for (key, _, host_port) in &container.ports {
+                if let Ok(port) = host_port.parse::<u16>() {
+                    ports.insert(key.clone(), json!(port));
+                    let protocol = key.split('/').nth(1).unwrap_or("tcp");
+                    endpoints.push(json!({"host": host, "ports": [host_port], "protocol": protocol}));
+                }
+            }
+            services.insert(container.service.clone(), json!({"host": host, "ports": ports}));
+        }
+        let mut credentials = Map::new();
+        credentials.insert("host".into(), json!(host));
+        credentials.insert("services".into(), Value::Object(services));
+        for (key, source) in &compose.credentials {
+            let value = match source {
+                CredentialSource::Literal(value) => Some(value.clone()),
+                CredentialSource::Environment { service, variable } => observed
+                    .iter()
+                    .find(|c| &c.service == service)
+                    .and_then(|c| c.environment.iter().find(|(k, _)| k == variable).map(|(_, v)| v.clone())),
+            };
+            if let Some(value) = value {
+                credentials.insert(key.clone(), json!(value));
+            }
+        }
+        Ok(BindOutput { credentials: Value::Object(credentials), endpoints: Some(Value::Array(endpoints)) })
+    }
+
+    async fn unbind(
+        &self,
+        _instance: &ServiceInstance,
+        _binding: &Binding,
+        _manifest: &Manifest,
+    ) -> Result<(), BackendError> {
+        // The credentials are addresses of the deployment: nothing to revoke.
+        Ok(())
+    }
+
+    async fn info(&self, instance: &ServiceInstance, _manifest: &Manifest) -> Result<Info, BackendError> {
+        let project = project(&instance.id);
+        let observed: Vec<Observed> =
+            self.inspect_all(&instance.id).await?.iter().map(|c| observe(c, &project)).collect();
+        let mut flat = Map::new();
+        let mut containers = Vec::new();
+        let mut problems = Vec::new();
+        for c in &observed {
+            let name = &c.container;
+            flat.insert(format!("{name}_state"), json!(c.state));
+            flat.insert(format!("{name}_image_name"), json!(c.image));
+            flat.insert(format!("{name}_image_id"), json!(c.image_id));
+            flat.insert(format!("{name}_cmd"), json!(c.cmd));
+            flat.insert(format!("{name}_Ip"), json!(c.ip));
+            flat.insert(format!("{name}_net_name"), json!(c.network));
+            for (var, value) in &c.environment {
+                flat.insert(format!("{name}_environment_{var}"), json!(value));
+            }
+            for (key, host_ip, host_port) in &c.ports {
+                flat.insert(format!("{name}_{key}/HostIp"), json!(host_ip));
+                flat.insert(format!("{name}_{key}/HostPort"), json!(host_port));
+            }
+            let ports: Vec<Value> = c
+                .ports
+                .iter()
+                .map(|(key, host_ip, host_port)| {
+                    let (port, protocol) = key.split_once('/').unwrap_or((key, "tcp"));
+                    json!({"container_port": port.parse::<u16>().ok(), "protocol": protocol,
+                           "host_ip": host_ip, "host_port": host_port.parse::<u16>().ok()})
+                })
+                .collect();
+            containers.push(json!({"service": c.service, "container": name, "state": c.state,
+                                   "running": c.running, "image": c.image, "ip": c.ip, "ports": ports}));
+            if !c.running {
+                problems.push(format!("container {name} is not running ({})", c.state));
+            }
+        }
+        if observed.is_empty() {
+            problems.push("no containers found for the instance (removed outside esm?)".into());
+        }
+        let problem = (!problems.is_empty()).then(|| problems.join("; "));
+        Ok(Info { flat, containers, problem })
+    }
+
+    async fn probe(&self) -> Result<String, BackendError> {
+        self.engine.ping().await
+    }
+
+    async fn owned_instances(&self) -> Result<BTreeSet<String>, BackendError> {
+        let mut owned = BTreeSet::new();
+        for container in self.engine.containers(&labels::filter_any()).await? {
+            if let Some(id) = container.labels.and_then(|mut l| l.remove(labels::INSTANCE)) {
+                owned.insert(id);
+            }
+        }
+        Ok(owned)
+    }
+
+    async fn remove_instance(&self, instance_id: &str) -> Result<(), BackendError> {
+        self.engine.remove_instance(instance_id, false).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn project_names_are_safe_and_distinct() {
+        assert_eq!(project("abc-123"), "esm-abc-123");
+        let a = project("Weird/ID");
+        let b = project("weird-id");
+        assert!(a.starts_with("esm-weird-id-"), "{a}");
+        assert_ne!(a, b);
+        assert!(project(&"x".repeat(200)).len() < 60);
+    }
+}

@@ -1,0 +1,207 @@
+//! A thin layer over bollard: the few Docker Engine calls the backends make, with the
+//! error handling they share (a missing resource on removal is success).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bollard::errors::Error as DockerError;
+use bollard::models::{ContainerInspectResponse, HealthStatusEnum};
+use bollard::query_parameters::{
+    CreateImageOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
+};
+use futures_util::StreamExt;
+
+use crate::backend::{BackendError, labels};
+
+/// When images are pulled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PullPolicy {
+    /// Only images the engine does not have.
+    Missing,
+    /// Never: a missing image fails the operation.
+    Never,
+    /// Before every deployment.
+    Always,
+}
+
+/// A Docker engine.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    docker: Docker,
+}
+
+/// Whether an engine error means "no such thing".
+pub fn is_not_found(e: &DockerError) -> bool {
+    matches!(e, DockerError::DockerResponseServerError { status_code: 404, .. })
+}
+
+/// An engine error as a backend failure, with what esm was doing.
+pub fn failed(doing: &str, e: DockerError) -> BackendError {
+    let detail = match e {
+        DockerError::DockerResponseServerError { message, .. } => message,
+        other => other.to_string(),
+    };
+    BackendError::new(format!("{doing}: {detail}"))
+}
+
+impl Engine {
+    /// Connects as the Docker CLI would (`DOCKER_HOST`, else the local socket).
+    pub fn connect() -> Result<Self, BackendError> {
+        Docker::connect_with_defaults()
+            .map(|docker| Self { docker })
+            .map_err(|e| BackendError::new(format!("cannot reach the Docker engine: {e}")))
+    }
+
+    /// The bollard client.
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    /// Checks that the engine answers.
+    pub async fn ping(&self) -> Result<String, BackendError> {
+        let version = self.docker.version().await.map_err(|e| failed("the Docker engine does not answer", e))?;
+        Ok(format!(
+            "Docker engine {} (API {})",
+            version.version.unwrap_or_default(),
+            version.api_version.unwrap_or_default()
+        ))
+    }
+
+    /// Makes sure `image` is there, as the pull policy says.
+    pub async fn ensure_image(&self, image: &str, policy: PullPolicy) -> Result<(), BackendError> {
+        let present = match self.docker.inspect_image(image).await {
+            Ok(_) => true,
+            Err(e) if is_not_found(&e) => false,
+            Err(e) => return Err(failed(&format!("cannot inspect image {image}"), e)),
+        };
+        match (policy, present) {
+            (PullPolicy::Never, false) => {
+                Err(BackendError::new(format!("image {image} is not present on the engine and ESM_DOCKER_PULL=never")))
+            }
+            (PullPolicy::Never | PullPolicy::Missing, true) => Ok(()),
+            (PullPolicy::Missing, false) | (PullPolicy::Always, _) => self.pull(image).await,
+        }
+    }
+
+    async fn pull(&self, image: &str) -> Result<(), BackendError> {
+        let options = CreateImageOptionsBuilder::new().from_image(image).build();
+        let mut progress = self.docker.create_image(Some(options), None, None);
+        while let Some(step) = progress.next().await {
+            step.map_err(|e| failed(&format!("cannot pull image {image}"), e))?;
+        }
+        Ok(())
+    }
+
+    /// Every container (running or not) with these label filters.
+    pub async fn containers(
+        &self,
+        filters: &HashMap<String, Vec<String>>,
+    ) -> Result<Vec<bollard::models::ContainerSummary>, BackendError> {
+        let options = ListContainersOptionsBuilder::new().all(true).filters(filters).build();
+        self.docker.list_containers(Some(options)).await.map_err(|e| failed("cannot list containers", e))
+    }
+
+    /// Removes a container (and its anonymous volumes), stopping it first; gone is fine.
+    pub async fn remove_container(&self, id: &str) -> Result<(), BackendError> {
+        let options = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
+        match self.docker.remove_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(failed(&format!("cannot remove container {id}"), e)),
+        }
+    }
+
+    /// Removes the networks with these label filters; gone is fine.
+    pub async fn remove_networks(&self, filters: &HashMap<String, Vec<String>>) -> Result<(), BackendError> {
+        let options = ListNetworksOptionsBuilder::new().filters(filters).build();
+        let networks = self.docker.list_networks(Some(options)).await.map_err(|e| failed("cannot list networks", e))?;
+        for network in networks {
+            let Some(id) = network.id else { continue };
+            match self.docker.remove_network(&id).await {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(failed(&format!("cannot remove network {id}"), e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The names of the volumes with these label filters, with their labels.
+    pub async fn volumes(
+        &self,
+        filters: &HashMap<String, Vec<String>>,
+    ) -> Result<Vec<(String, HashMap<String, String>)>, BackendError> {
+        let options = ListVolumesOptionsBuilder::new().filters(filters).build();
+        let listed = self.docker.list_volumes(Some(options)).await.map_err(|e| failed("cannot list volumes", e))?;
+        Ok(listed.volumes.unwrap_or_default().into_iter().map(|v| (v.name, v.labels)).collect())
+    }
+
+    /// Removes a volume; gone is fine.
+    pub async fn remove_volume(&self, name: &str) -> Result<(), BackendError> {
+        let options = RemoveVolumeOptionsBuilder::new().force(true).build();
+        match self.docker.remove_volume(name, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(failed(&format!("cannot remove volume {name}"), e)),
+        }
+    }
+
+    /// Inspects a container.
+    pub async fn inspect(&self, id: &str) -> Result<ContainerInspectResponse, BackendError> {
+        self.docker.inspect_container(id, None).await.map_err(|e| failed(&format!("cannot inspect container {id}"), e))
+    }
+
+    /// Waits until a container runs (and is healthy, if it has a health check, when
+    /// `healthy` is asked for). Fails as soon as it exits or turns unhealthy.
+    pub async fn wait_ready(&self, id: &str, name: &str, healthy: bool, timeout: Duration) -> Result<(), BackendError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let inspected = self.inspect(id).await?;
+            let state = inspected.state.unwrap_or_default();
+            let running = state.running.unwrap_or(false);
+            let health = state.health.and_then(|h| h.status);
+            if !running && state.status.is_some_and(|s| s.to_string() != "created") {
+                return Err(BackendError::new(format!(
+                    "container {name} stopped (exit code {}){}",
+                    state.exit_code.unwrap_or_default(),
+                    state.error.filter(|e| !e.is_empty()).map(|e| format!(": {e}")).unwrap_or_default()
+                )));
+            }
+            match (running, healthy, health) {
+                (true, false, _) => return Ok(()),
+                (true, true, None | Some(HealthStatusEnum::NONE | HealthStatusEnum::EMPTY)) => return Ok(()),
+                (true, true, Some(HealthStatusEnum::HEALTHY)) => return Ok(()),
+                (true, true, Some(HealthStatusEnum::UNHEALTHY)) => {
+                    return Err(BackendError::new(format!("container {name} is unhealthy")));
+                }
+                _ => {}
+            }
+            if Instant::now() >= deadline {
+                return Err(BackendError::new(format!("container {name} was not ready within {}s", timeout.as_secs())));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Removes every container, network and (unless kept, or `keep_volumes`) volume of an
+    /// instance, found by label. Idempotent.
+    pub async fn remove_instance(&self, instance_id: &str, keep_volumes: bool) -> Result<(), BackendError> {
+        let filter = labels::filter_instance(instance_id);
+        for container in self.containers(&filter).await? {
+            if let Some(id) = container.id {
+                self.remove_container(&id).await?;
+            }
+        }
+        self.remove_networks(&filter).await?;
+        if !keep_volumes {
+            for (name, volume_labels) in self.volumes(&filter).await? {
+                if volume_labels.get(labels::KEEP).map(String::as_str) != Some("true") {
+                    self.remove_volume(&name).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
