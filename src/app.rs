@@ -150,6 +150,7 @@ fn docker_settings(config: &Config) -> DockerSettings {
             allow_privileged: config.docker_allow_privileged,
         },
         ready_timeout: Duration::from_secs(config.docker_ready_timeout.max(1)),
+        owner: config.name.clone(),
     }
 }
 

@@ -85,6 +85,11 @@ pub struct Config {
     /// replica takes over the operations of one that died after this long.
     #[arg(long = "operation-lease", env = "ESM_OPERATION_LEASE", default_value_t = 30)]
     pub operation_lease: u64,
+    /// The name of this esm deployment: what it creates on a container engine is
+    /// labelled `esm.owner=<name>`, and reconciliation touches only that. esm
+    /// deployments (not replicas) sharing an engine need different names.
+    #[arg(long = "name", env = "ESM_NAME", default_value = "esm")]
+    pub name: String,
     /// The backends to run, by the manifest types they deploy.
     #[arg(
         long = "backends",
@@ -192,6 +197,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             retry_after: 2,
             operation_lease: 30,
+            name: "esm".to_owned(),
             backends: vec![BackendKind::Dummy, BackendKind::DockerCompose],
             publish_address: IpAddr::from([0, 0, 0, 0]),
             advertise_host: None,
@@ -258,6 +264,7 @@ impl Config {
             "ESM_LOG_FORMAT": format!("{:?}", self.log_format).to_lowercase(),
             "ESM_RETRY_AFTER": self.retry_after,
             "ESM_OPERATION_LEASE": self.operation_lease,
+            "ESM_NAME": self.name,
             "ESM_BACKENDS": self.backends.iter().map(|b| format!("{b:?}")).collect::<Vec<_>>(),
             "ESM_PUBLISH_ADDRESS": self.publish_address.to_string(),
             "ESM_ADVERTISE_HOST": self.advertise_host,

@@ -4,6 +4,9 @@
 
 use std::collections::HashMap;
 
+/// The esm deployment that made a resource (`ESM_NAME`): several esm deployments may
+/// share an engine, and each reconciles only what it made.
+pub const OWNER: &str = "esm.owner";
 /// The instance a resource belongs to (the platform's instance id, verbatim).
 pub const INSTANCE: &str = "esm.instance_id";
 /// The manifest it was deployed from.
@@ -14,16 +17,20 @@ pub const SERVICE: &str = "esm.service";
 pub const KEEP: &str = "esm.keep";
 
 /// The labels of a resource of `instance_id`.
-pub fn for_instance(instance_id: &str, manifest_id: &str) -> HashMap<String, String> {
-    HashMap::from([(INSTANCE.to_owned(), instance_id.to_owned()), (MANIFEST.to_owned(), manifest_id.to_owned())])
+pub fn for_instance(owner: &str, instance_id: &str, manifest_id: &str) -> HashMap<String, String> {
+    HashMap::from([
+        (OWNER.to_owned(), owner.to_owned()),
+        (INSTANCE.to_owned(), instance_id.to_owned()),
+        (MANIFEST.to_owned(), manifest_id.to_owned()),
+    ])
 }
 
-/// An engine list filter: resources of `instance_id`.
-pub fn filter_instance(instance_id: &str) -> HashMap<String, Vec<String>> {
-    HashMap::from([("label".to_owned(), vec![format!("{INSTANCE}={instance_id}")])])
+/// An engine list filter: resources of `instance_id` made by `owner`.
+pub fn filter_instance(owner: &str, instance_id: &str) -> HashMap<String, Vec<String>> {
+    HashMap::from([("label".to_owned(), vec![format!("{OWNER}={owner}"), format!("{INSTANCE}={instance_id}")])])
 }
 
-/// An engine list filter: every resource esm made.
-pub fn filter_any() -> HashMap<String, Vec<String>> {
-    HashMap::from([("label".to_owned(), vec![INSTANCE.to_owned()])])
+/// An engine list filter: every instance resource `owner` made.
+pub fn filter_owner(owner: &str) -> HashMap<String, Vec<String>> {
+    HashMap::from([("label".to_owned(), vec![format!("{OWNER}={owner}"), INSTANCE.to_owned()])])
 }

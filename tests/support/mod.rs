@@ -68,6 +68,11 @@ pub struct Esm {
 impl Esm {
     /// Starts esm on free ports and waits until it answers.
     pub async fn start(store: &StoreSetup) -> Esm {
+        Self::start_with(store, &[]).await
+    }
+
+    /// Starts esm with extra environment variables.
+    pub async fn start_with(store: &StoreSetup, env: &[(&str, &str)]) -> Esm {
         let (port, check_port) = (free_port(), free_port());
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_esm"));
         cmd.env_clear()
@@ -84,6 +89,9 @@ impl Esm {
             Ok(filter) => cmd.env("RUST_LOG", filter),
             Err(_) => cmd.stdout(Stdio::null()).stderr(Stdio::null()),
         };
+        for (key, value) in env {
+            cmd.env(key, value);
+        }
         match store {
             StoreSetup::Embedded(dir) => {
                 cmd.env("ESM_STORE", "embedded").env("ESM_DATA_DIR", dir);
@@ -185,11 +193,16 @@ impl Client {
 
     /// Registers service `svc` (plan `plan`) and a dummy manifest with `script`.
     pub async fn register(&self, script: &str) {
+        self.register_manifest("dummy", script).await;
+    }
+
+    /// Registers service `svc` (plan `plan`) and a manifest of `manifest_type`.
+    pub async fn register_manifest(&self, manifest_type: &str, script: &str) {
         let service = json!({"id": "svc", "name": "svc", "description": "d", "bindable": true,
                              "plans": [{"id": "plan", "name": "plan", "description": "d"}]});
         let (status, body) = self.send(reqwest::Method::PUT, "/v2/et/catalog", Some(&service)).await;
         assert!(matches!(status, 200 | 201), "register service: {status} {body}");
-        let manifest = json!({"service_id": "svc", "plan_id": "plan", "manifest_type": "dummy",
+        let manifest = json!({"service_id": "svc", "plan_id": "plan", "manifest_type": manifest_type,
                               "manifest_content": script});
         let (status, body) = self.send(reqwest::Method::PUT, "/v2/et/manifest/m", Some(&manifest)).await;
         assert!(matches!(status, 200 | 201), "register manifest: {status} {body}");

@@ -15,6 +15,10 @@ use futures_util::StreamExt;
 
 use crate::backend::{BackendError, labels};
 
+/// How long a container must keep running to count as started: one that exits at
+/// once (a bad command, a missing file) fails the deployment instead of passing it.
+pub const MIN_UPTIME: Duration = Duration::from_secs(1);
+
 /// When images are pulled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum PullPolicy {
@@ -153,33 +157,53 @@ impl Engine {
         self.docker.inspect_container(id, None).await.map_err(|e| failed(&format!("cannot inspect container {id}"), e))
     }
 
-    /// Waits until a container runs (and is healthy, if it has a health check, when
-    /// `healthy` is asked for). Fails as soon as it exits or turns unhealthy.
-    pub async fn wait_ready(&self, id: &str, name: &str, healthy: bool, timeout: Duration) -> Result<(), BackendError> {
+    /// Waits until every container `(id, name, needs_healthy)` has been running for
+    /// [`MIN_UPTIME`] (and is healthy, where asked). Fails as soon as one exits or turns
+    /// unhealthy, or at `timeout`.
+    pub async fn wait_ready(
+        &self,
+        containers: &[(String, String, bool)],
+        timeout: Duration,
+    ) -> Result<(), BackendError> {
         let deadline = Instant::now() + timeout;
+        let mut running_since: HashMap<&str, Instant> = HashMap::new();
         loop {
-            let inspected = self.inspect(id).await?;
-            let state = inspected.state.unwrap_or_default();
-            let running = state.running.unwrap_or(false);
-            let health = state.health.and_then(|h| h.status);
-            if !running && state.status.is_some_and(|s| s.to_string() != "created") {
-                return Err(BackendError::new(format!(
-                    "container {name} stopped (exit code {}){}",
-                    state.exit_code.unwrap_or_default(),
-                    state.error.filter(|e| !e.is_empty()).map(|e| format!(": {e}")).unwrap_or_default()
-                )));
-            }
-            match (running, healthy, health) {
-                (true, false, _) => return Ok(()),
-                (true, true, None | Some(HealthStatusEnum::NONE | HealthStatusEnum::EMPTY)) => return Ok(()),
-                (true, true, Some(HealthStatusEnum::HEALTHY)) => return Ok(()),
-                (true, true, Some(HealthStatusEnum::UNHEALTHY)) => {
-                    return Err(BackendError::new(format!("container {name} is unhealthy")));
+            let mut ready = true;
+            for (id, name, needs_healthy) in containers {
+                let state = self.inspect(id).await?.state.unwrap_or_default();
+                let running = state.running.unwrap_or(false);
+                if !running && state.status.is_some_and(|s| s.to_string() != "created") {
+                    return Err(BackendError::new(format!(
+                        "container {name} stopped (exit code {}){}",
+                        state.exit_code.unwrap_or_default(),
+                        state.error.filter(|e| !e.is_empty()).map(|e| format!(": {e}")).unwrap_or_default()
+                    )));
                 }
-                _ => {}
+                if !running {
+                    ready = false;
+                    continue;
+                }
+                let up_long_enough =
+                    running_since.entry(id.as_str()).or_insert_with(Instant::now).elapsed() >= MIN_UPTIME;
+                let healthy = match state.health.and_then(|h| h.status) {
+                    Some(HealthStatusEnum::UNHEALTHY) => {
+                        return Err(BackendError::new(format!("container {name} is unhealthy")));
+                    }
+                    Some(HealthStatusEnum::HEALTHY | HealthStatusEnum::NONE | HealthStatusEnum::EMPTY) | None => true,
+                    Some(HealthStatusEnum::STARTING) => false,
+                };
+                ready &= up_long_enough && (healthy || !needs_healthy);
+            }
+            if ready {
+                return Ok(());
             }
             if Instant::now() >= deadline {
-                return Err(BackendError::new(format!("container {name} was not ready within {}s", timeout.as_secs())));
+                let names: Vec<&str> = containers.iter().map(|(_, n, _)| n.as_str()).collect();
+                return Err(BackendError::new(format!(
+                    "containers {} were not ready within {}s",
+                    names.join(", "),
+                    timeout.as_secs()
+                )));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -187,8 +211,13 @@ impl Engine {
 
     /// Removes every container, network and (unless kept, or `keep_volumes`) volume of an
     /// instance, found by label. Idempotent.
-    pub async fn remove_instance(&self, instance_id: &str, keep_volumes: bool) -> Result<(), BackendError> {
-        let filter = labels::filter_instance(instance_id);
+    pub async fn remove_instance(
+        &self,
+        owner: &str,
+        instance_id: &str,
+        keep_volumes: bool,
+    ) -> Result<(), BackendError> {
+        let filter = labels::filter_instance(owner, instance_id);
         for container in self.containers(&filter).await? {
             if let Some(id) = container.id {
                 self.remove_container(&id).await?;

@@ -47,6 +47,8 @@ pub struct DockerSettings {
     pub policy: Policy,
     /// How long a deployment may take to be running (and healthy).
     pub ready_timeout: Duration,
+    /// This esm deployment's name (`ESM_NAME`), the `esm.owner` label of what it makes.
+    pub owner: String,
 }
 
 /// The docker-compose backend.
@@ -93,11 +95,11 @@ impl ComposeBackend {
     ) -> Result<Deployment, BackendError> {
         let compose = self.parse(manifest)?;
         // A clean slate: what an interrupted attempt (or the previous deployment) left.
-        self.engine.remove_instance(&instance.id, true).await?;
+        self.engine.remove_instance(&self.settings.owner, &instance.id, true).await?;
         match self.create(instance, manifest, &compose).await {
             Ok(deployment) => Ok(deployment),
             Err(e) => {
-                if let Err(cleanup) = self.engine.remove_instance(&instance.id, !fresh).await {
+                if let Err(cleanup) = self.engine.remove_instance(&self.settings.owner, &instance.id, !fresh).await {
                     tracing::error!(instance_id = %instance.id, error = %cleanup, "could not remove a failed deployment");
                 }
                 Err(e)
@@ -113,7 +115,7 @@ impl ComposeBackend {
     ) -> Result<Deployment, BackendError> {
         let docker = self.engine.docker();
         let project = project(&instance.id);
-        let base_labels = labels::for_instance(&instance.id, &manifest.id);
+        let base_labels = labels::for_instance(&self.settings.owner, &instance.id, &manifest.id);
         for service in compose.services.values() {
             self.engine.ensure_image(&service.image, self.settings.pull).await?;
         }
@@ -190,7 +192,8 @@ impl ComposeBackend {
                 if *condition == model::DependsOn::Healthy
                     && let Some(id) = started.get(dependency.as_str())
                 {
-                    self.engine.wait_ready(id, dependency, true, self.settings.ready_timeout).await?;
+                    let dependency = [(id.clone(), dependency.clone(), true)];
+                    self.engine.wait_ready(&dependency, self.settings.ready_timeout).await?;
                 }
             }
             let container_name = format!("{project}_{}", service.container_name.as_deref().unwrap_or(name));
@@ -223,14 +226,17 @@ impl ComposeBackend {
             containers.insert(name.clone(), json!({"id": created.id, "name": container_name}));
             started.insert(name.as_str(), created.id);
         }
-        for name in &compose.start_order {
-            let service = &compose.services[name];
-            if let Some(id) = started.get(name.as_str()) {
-                let healthy =
+        let all: Vec<(String, String, bool)> = compose
+            .start_order
+            .iter()
+            .filter_map(|name| {
+                let service = &compose.services[name];
+                let healthcheck =
                     service.healthcheck.as_ref().is_some_and(|h| h.test.first().map(String::as_str) != Some("NONE"));
-                self.engine.wait_ready(id, name, healthy, self.settings.ready_timeout).await?;
-            }
-        }
+                Some((started.get(name.as_str())?.clone(), name.clone(), healthcheck))
+            })
+            .collect();
+        self.engine.wait_ready(&all, self.settings.ready_timeout).await?;
         let mut details = Map::new();
         details.insert("project".into(), json!(project));
         details.insert("containers".into(), Value::Object(containers));
@@ -381,7 +387,7 @@ impl ComposeBackend {
 
     async fn inspect_all(&self, instance_id: &str) -> Result<Vec<ContainerInspectResponse>, BackendError> {
         let mut out = Vec::new();
-        for container in self.engine.containers(&labels::filter_instance(instance_id)).await? {
+        for container in self.engine.containers(&labels::filter_instance(&self.settings.owner, instance_id)).await? {
             if let Some(id) = container.id {
                 match self.engine.inspect(&id).await {
                     Ok(inspected) => out.push(inspected),
@@ -502,7 +508,7 @@ impl Backend for ComposeBackend {
     }
 
     async fn deprovision(&self, instance: &ServiceInstance, _manifest: &Manifest) -> Result<(), BackendError> {
-        self.engine.remove_instance(&instance.id, false).await.map_err(|mut e| {
+        self.engine.remove_instance(&self.settings.owner, &instance.id, false).await.map_err(|mut e| {
             e.instance_usable = Some(false);
             e
         })
@@ -613,7 +619,7 @@ impl Backend for ComposeBackend {
 
     async fn owned_instances(&self) -> Result<BTreeSet<String>, BackendError> {
         let mut owned = BTreeSet::new();
-        for container in self.engine.containers(&labels::filter_any()).await? {
+        for container in self.engine.containers(&labels::filter_owner(&self.settings.owner)).await? {
             if let Some(id) = container.labels.and_then(|mut l| l.remove(labels::INSTANCE)) {
                 owned.insert(id);
             }
@@ -622,7 +628,7 @@ impl Backend for ComposeBackend {
     }
 
     async fn remove_instance(&self, instance_id: &str) -> Result<(), BackendError> {
-        self.engine.remove_instance(instance_id, false).await
+        self.engine.remove_instance(&self.settings.owner, instance_id, false).await
     }
 }
 

@@ -1,0 +1,256 @@
+//! The docker-compose backend against a real Docker engine.
+//!
+//! Runs when `ESM_TEST_DOCKER=1` (CI installs and starts the engine and builds the test
+//! image with `tests/docker/build-test-images.sh`). With the variable set and no engine,
+//! the tests fail; they never skip. Containers are reached only through ports published
+//! on 127.0.0.1, and no test pulls an image (`ESM_DOCKER_PULL=never`).
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use support::{Client, Esm, StoreSetup, TempDir};
+
+const IMAGE: &str = "esm-test/busybox:latest";
+
+fn docker_wanted() -> bool {
+    let wanted = std::env::var("ESM_TEST_DOCKER").is_ok_and(|v| !v.is_empty() && v != "0");
+    if !wanted {
+        eprintln!("ESM_TEST_DOCKER is not set: the Docker backend is not exercised in this run");
+    }
+    wanted
+}
+
+/// `docker <args>`, its stdout; panics if the CLI fails (no engine when one is required).
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().expect("the docker CLI runs");
+    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Everything on the engine that carries the instance's label.
+fn leftovers(instance_id: &str) -> Vec<String> {
+    let filter = format!("label=esm.instance_id={instance_id}");
+    let mut found = Vec::new();
+    for kind in [["ps", "-a"].as_slice(), &["network", "ls"], &["volume", "ls"]] {
+        let mut args = kind.to_vec();
+        args.extend(["-q", "--filter", &filter]);
+        found.extend(docker(&args).lines().map(|l| format!("{} {l}", kind[0])));
+    }
+    found
+}
+
+async fn start_esm(dir: &TempDir) -> Esm {
+    // The engine must answer, or this run fails here (it never skips).
+    docker(&["version", "--format", "{{.Server.Version}}"]);
+    Esm::start_with(
+        &StoreSetup::Embedded(dir.0.clone()),
+        &[
+            ("ESM_BACKENDS", "docker-compose"),
+            ("ESM_PUBLISH_ADDRESS", "127.0.0.1"),
+            ("ESM_DOCKER_PULL", "never"),
+            ("ESM_DOCKER_READY_TIMEOUT", "30"),
+            ("ESM_RECONCILE_INTERVAL", "1"),
+            // Tests run in parallel on one engine: each esm reconciles only its own.
+            ("ESM_NAME", &dir.0.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()),
+            ("DOCKER_HOST", &std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into())),
+        ],
+    )
+    .await
+}
+
+fn web_manifest() -> String {
+    format!(
+        r#"version: "3.8"
+x-esm-credentials:
+  greeting: {{service: web, env: GREETING}}
+  realm: esm-tests
+services:
+  web:
+    image: {IMAGE}
+    command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
+    environment: {{GREETING: hello}}
+    ports: ["8080"]
+    volumes: ["data:/data"]
+  worker:
+    image: {IMAGE}
+    command: ["sleep", "3600"]
+    depends_on: [web]
+volumes:
+  data:
+"#
+    )
+}
+
+async fn poll_ok(client: &Client, id: &str) -> Value {
+    let (status, body) = client.settle(id, Duration::from_secs(60)).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_compose_manifest_deploys_answers_binds_and_leaves_no_trace() {
+    if !docker_wanted() {
+        return;
+    }
+    let dir = TempDir::new("esm-docker");
+    let esm = start_esm(&dir).await;
+    let client = Client::new(&esm.api);
+    client.register_manifest("docker-compose", &web_manifest()).await;
+    let id = format!("web-{}", uuid::Uuid::new_v4().simple());
+
+    let (status, body) = client.provision(&id, true).await;
+    assert_eq!(status, 202, "{body}");
+    let done = poll_ok(&client, &id).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+
+    // The instance view: the original's flat keys and the structured form.
+    let (status, view) = client.send(Method::GET, &format!("/v2/et/service_instances/{id}"), None).await;
+    assert_eq!(status, 200, "{view}");
+    let context = view["context"].as_object().expect("context");
+    let web = format!("esm-{id}_web");
+    assert_eq!(context[&format!("{web}_state")], "Up", "{view}");
+    assert_eq!(context[&format!("{web}_image_name")], IMAGE);
+    assert_eq!(context[&format!("{web}_environment_GREETING")], "hello");
+    assert!(context[&format!("{web}_Ip")].as_str().is_some_and(|ip| !ip.is_empty()), "{view}");
+    assert_eq!(context[&format!("{web}_8080/tcp/HostIp")], "127.0.0.1");
+    let port: u16 = context[&format!("{web}_8080/tcp/HostPort")]
+        .as_str()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("a published port in {view}"));
+    assert_eq!(view["state"]["state"], "succeeded");
+    assert_eq!(view["deployment"].as_array().map(Vec::len), Some(2), "{view}");
+
+    // The published port answers.
+    let page = reqwest::get(format!("http://127.0.0.1:{port}/index.html")).await.expect("the container answers");
+    assert_eq!(page.text().await.expect("body").trim(), "hello from esm");
+
+    // Binding: host and port per service, plus the manifest's x-esm-credentials.
+    let bind_path = format!("/v2/service_instances/{id}/service_bindings/b-1");
+    let (status, binding) =
+        client.send(Method::PUT, &bind_path, Some(&json!({"service_id": "svc", "plan_id": "plan"}))).await;
+    assert_eq!(status, 201, "{binding}");
+    assert_eq!(binding["credentials"]["host"], "127.0.0.1");
+    assert_eq!(binding["credentials"]["services"]["web"]["ports"]["8080/tcp"], port);
+    assert_eq!(binding["credentials"]["greeting"], "hello");
+    assert_eq!(binding["credentials"]["realm"], "esm-tests");
+
+    // Deprovision removes containers, networks and volumes.
+    let (status, _) = client
+        .send(
+            Method::DELETE,
+            &format!("/v2/service_instances/{id}?service_id=svc&plan_id=plan&accepts_incomplete=true"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202);
+    let (status, _) = client.settle(&id, Duration::from_secs(60)).await;
+    assert_eq!(status, 410);
+    assert_eq!(leftovers(&id), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_image_fails_the_provision_and_leaves_nothing() {
+    if !docker_wanted() {
+        return;
+    }
+    let dir = TempDir::new("esm-docker");
+    let esm = start_esm(&dir).await;
+    let client = Client::new(&esm.api);
+    let manifest = format!(
+        "services:\n  ok:\n    image: {IMAGE}\n    command: [sleep, '3600']\n  missing:\n    image: esm-test/never-built:1\n"
+    );
+    client.register_manifest("docker-compose", &manifest).await;
+    let id = format!("missing-{}", uuid::Uuid::new_v4().simple());
+    assert_eq!(client.provision(&id, true).await.0, 202);
+    let done = poll_ok(&client, &id).await;
+    assert_eq!(done["state"], "failed", "{done}");
+    assert!(done["description"].as_str().is_some_and(|d| d.contains("esm-test/never-built:1")), "{done}");
+    assert_eq!(leftovers(&id), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_container_that_exits_fails_the_provision_and_is_removed() {
+    if !docker_wanted() {
+        return;
+    }
+    let dir = TempDir::new("esm-docker");
+    let esm = start_esm(&dir).await;
+    let client = Client::new(&esm.api);
+    client
+        .register_manifest(
+            "docker-compose",
+            &format!("services:\n  broken:\n    image: {IMAGE}\n    command: ['false']\n"),
+        )
+        .await;
+    let id = format!("broken-{}", uuid::Uuid::new_v4().simple());
+    // Synchronous this time: the error comes back in the response.
+    let (status, body) = client.provision(&id, false).await;
+    assert_eq!(status, 500, "{body}");
+    assert!(body["description"].as_str().is_some_and(|d| d.contains("stopped")), "{body}");
+    assert_eq!(leftovers(&id), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn containers_of_unknown_instances_are_reconciled_away() {
+    if !docker_wanted() {
+        return;
+    }
+    let ghost = format!("ghost-{}", uuid::Uuid::new_v4().simple());
+    let dir = TempDir::new("esm-docker");
+    let owner = dir.0.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    docker(&[
+        "run",
+        "-d",
+        "--label",
+        &format!("esm.instance_id={ghost}"),
+        "--label",
+        &format!("esm.owner={owner}"),
+        IMAGE,
+        "sleep",
+        "3600",
+    ]);
+    let _esm = start_esm(&dir).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !leftovers(&ghost).is_empty() {
+        assert!(Instant::now() < deadline, "the orphaned container was not removed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_update_recreates_the_containers_and_keeps_named_volumes() {
+    if !docker_wanted() {
+        return;
+    }
+    let dir = TempDir::new("esm-docker");
+    let esm = start_esm(&dir).await;
+    let client = Client::new(&esm.api);
+    client.register_manifest("docker-compose", &web_manifest()).await;
+    let id = format!("update-{}", uuid::Uuid::new_v4().simple());
+    assert_eq!(client.provision(&id, false).await.0, 201);
+    let filter = format!("label=esm.instance_id={id}");
+    let before = docker(&["ps", "-q", "--filter", &filter]);
+    let volumes = docker(&["volume", "ls", "-q", "--filter", &filter]);
+    assert_eq!(volumes, format!("esm-{id}_data"));
+    let (status, body) = client
+        .send(
+            Method::PATCH,
+            &format!("/v2/service_instances/{id}"),
+            Some(&json!({"service_id": "svc", "parameters": {"MODE": "b"}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let after = docker(&["ps", "-q", "--filter", &filter]);
+    assert_ne!(before, after, "containers were recreated");
+    assert_eq!(docker(&["volume", "ls", "-q", "--filter", &filter]), volumes, "the named volume was kept");
+    let env = docker(&["inspect", "--format", "{{json .Config.Env}}", &format!("esm-{id}_web")]);
+    assert!(env.contains("MODE=b"), "{env}");
+    let (status, _) =
+        client.send(Method::DELETE, &format!("/v2/service_instances/{id}?service_id=svc&plan_id=plan"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(leftovers(&id), Vec::<String>::new());
+}
