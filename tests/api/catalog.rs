@@ -30,13 +30,7 @@ async fn catalog_lists_registered_services() {
 #[tokio::test]
 async fn missing_version_header_is_412() {
     let app = spawn_app().await;
-    let r = reply(
-        app.raw(Method::GET, "/v2/catalog")
-            .send()
-            .await
-            .expect("sent"),
-    )
-    .await;
+    let r = reply(app.raw(Method::GET, "/v2/catalog").send().await.expect("sent")).await;
     assert_eq!(r.status, StatusCode::PRECONDITION_FAILED);
     assert_eq!(r.osb_error(), "UnsupportedAPIVersion");
 }
@@ -46,37 +40,20 @@ async fn old_or_foreign_versions_are_412() {
     let app = spawn_app().await;
     for version in ["2.11", "1.0", "3.0", "latest"] {
         let r = reply(
-            app.raw(Method::GET, "/v2/catalog")
-                .header("X-Broker-API-Version", version)
-                .send()
-                .await
-                .expect("sent"),
+            app.raw(Method::GET, "/v2/catalog").header("X-Broker-API-Version", version).send().await.expect("sent"),
         )
         .await;
-        assert_eq!(
-            r.status,
-            StatusCode::PRECONDITION_FAILED,
-            "version {version}"
-        );
-        assert!(
-            r.body["description"]
-                .as_str()
-                .is_some_and(|d| d.contains("2.12"))
-        );
+        assert_eq!(r.status, StatusCode::PRECONDITION_FAILED, "version {version}");
+        assert!(r.body["description"].as_str().is_some_and(|d| d.contains("2.12")));
     }
 }
 
 #[tokio::test]
 async fn the_originals_underscore_header_spelling_is_accepted() {
     let app = spawn_app().await;
-    let r = reply(
-        app.raw(Method::GET, "/v2/catalog")
-            .header("X_Broker_Api_Version", "2.12")
-            .send()
-            .await
-            .expect("sent"),
-    )
-    .await;
+    let r =
+        reply(app.raw(Method::GET, "/v2/catalog").header("X_Broker_Api_Version", "2.12").send().await.expect("sent"))
+            .await;
     assert_eq!(r.status, StatusCode::OK);
 }
 
@@ -84,10 +61,7 @@ async fn the_originals_underscore_header_spelling_is_accepted() {
 async fn etag_and_if_none_match() {
     let app = with_plan("{}").await;
     let first = app.get("/v2/catalog").await;
-    let etag = first
-        .header("etag")
-        .expect("catalog has an ETag")
-        .to_owned();
+    let etag = first.header("etag").expect("catalog has an ETag").to_owned();
     let again = reply(
         app.raw(Method::GET, "/v2/catalog")
             .header("X-Broker-API-Version", VERSION)
@@ -101,10 +75,7 @@ async fn etag_and_if_none_match() {
     // Changing the catalog changes the ETag.
     let svc = json!({"id": "svc-2", "name": "other", "description": "d", "bindable": false,
                      "plans": [{"id": "p-x", "name": "x", "description": "d"}]});
-    assert_eq!(
-        app.put("/v2/et/catalog", &svc).await.status,
-        StatusCode::CREATED
-    );
+    assert_eq!(app.put("/v2/et/catalog", &svc).await.status, StatusCode::CREATED);
     let changed = reply(
         app.raw(Method::GET, "/v2/catalog")
             .header("X-Broker-API-Version", VERSION)
@@ -122,14 +93,9 @@ async fn etag_and_if_none_match() {
 async fn basic_auth_is_required_when_configured() {
     let app = spawn_app_with_auth("admin", "s3cret").await;
     // Version but no auth: 401.
-    let r = reply(
-        app.raw(Method::GET, "/v2/catalog")
-            .header("X-Broker-API-Version", VERSION)
-            .send()
-            .await
-            .expect("sent"),
-    )
-    .await;
+    let r =
+        reply(app.raw(Method::GET, "/v2/catalog").header("X-Broker-API-Version", VERSION).send().await.expect("sent"))
+            .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert_eq!(r.osb_error(), "Unauthorized");
     // Wrong password: 401.
@@ -144,14 +110,8 @@ async fn basic_auth_is_required_when_configured() {
     .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     // Auth but no version: 412.
-    let r = reply(
-        app.raw(Method::GET, "/v2/catalog")
-            .basic_auth("admin", Some("s3cret"))
-            .send()
-            .await
-            .expect("sent"),
-    )
-    .await;
+    let r = reply(app.raw(Method::GET, "/v2/catalog").basic_auth("admin", Some("s3cret")).send().await.expect("sent"))
+        .await;
     assert_eq!(r.status, StatusCode::PRECONDITION_FAILED);
     // Both: 200.
     assert_eq!(app.get("/v2/catalog").await.status, StatusCode::OK);
@@ -163,24 +123,15 @@ async fn request_identity_is_echoed() {
     let r = reply(
         app.raw(Method::GET, "/v2/catalog")
             .header("X-Broker-API-Version", VERSION)
-            .header(
-                "X-Broker-API-Request-Identity",
-                "e26cde4c-2d09-4b5a-8a0e-1d6bd7b2f3a9",
-            )
-            .header(
-                "X-Broker-API-Originating-Identity",
-                "cloudfoundry eyJ1c2VyX2lkIjogIjY4M2VhNzQ4In0=",
-            )
+            .header("X-Broker-API-Request-Identity", "e26cde4c-2d09-4b5a-8a0e-1d6bd7b2f3a9")
+            .header("X-Broker-API-Originating-Identity", "cloudfoundry eyJ1c2VyX2lkIjogIjY4M2VhNzQ4In0=")
             .send()
             .await
             .expect("sent"),
     )
     .await;
     assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(
-        r.header("x-broker-api-request-identity"),
-        Some("e26cde4c-2d09-4b5a-8a0e-1d6bd7b2f3a9")
-    );
+    assert_eq!(r.header("x-broker-api-request-identity"), Some("e26cde4c-2d09-4b5a-8a0e-1d6bd7b2f3a9"));
 }
 
 #[tokio::test]

@@ -74,6 +74,7 @@ pub fn test_config() -> Config {
         check_port: 0,
         retry_after: 1,
         store: Some(esm::config::StoreKind::Memory),
+        backends: vec![esm::config::BackendKind::Dummy],
         ..Config::default()
     }
 }
@@ -112,14 +113,7 @@ pub async fn spawn_app_with(config: Config) -> TestApp {
             .await
             .expect("esm serves");
     });
-    TestApp {
-        api,
-        ops,
-        client: reqwest::Client::new(),
-        auth: None,
-        stop: Some(stop),
-        handle: Some(handle),
-    }
+    TestApp { api, ops, client: reqwest::Client::new(), auth: None, stop: Some(stop), handle: Some(handle) }
 }
 
 /// Starts esm with service `svc-1` (plans `plan-1` and `plan-2`) and a dummy manifest
@@ -150,33 +144,19 @@ impl TestApp {
             "plans": [plan, {"id": OTHER_PLAN, "name": "large", "description": "a large plan"}]
         });
         let r = self.put("/v2/et/catalog", &service).await;
-        assert_eq!(
-            r.status,
-            StatusCode::CREATED,
-            "register service: {}",
-            r.body
-        );
+        assert_eq!(r.status, StatusCode::CREATED, "register service: {}", r.body);
         for (manifest, plan) in [("manifest-1", PLAN), ("manifest-2", OTHER_PLAN)] {
             let body = json!({"service_id": SERVICE, "plan_id": plan,
                               "manifest_type": "dummy", "manifest_content": script});
-            let r = self
-                .put(&format!("/v2/et/manifest/{manifest}"), &body)
-                .await;
-            assert_eq!(
-                r.status,
-                StatusCode::CREATED,
-                "register manifest: {}",
-                r.body
-            );
+            let r = self.put(&format!("/v2/et/manifest/{manifest}"), &body).await;
+            assert_eq!(r.status, StatusCode::CREATED, "register manifest: {}", r.body);
         }
     }
 
     /// Sends a request with the OSB version header (and auth, if the app has it).
     pub async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Reply {
-        let mut req = self
-            .client
-            .request(method, format!("{}{path}", self.api))
-            .header("X-Broker-API-Version", VERSION);
+        let mut req =
+            self.client.request(method, format!("{}{path}", self.api)).header("X-Broker-API-Version", VERSION);
         if let Some((user, pass)) = &self.auth {
             req = req.basic_auth(user, Some(pass));
         }
@@ -213,51 +193,25 @@ impl TestApp {
 
     /// Provisions `id` on `plan-1`; `async_ok` sets `accepts_incomplete=true`.
     pub async fn provision(&self, id: &str, async_ok: bool) -> Reply {
-        self.put(&provision_path(id, async_ok), &provision_body(PLAN))
-            .await
+        self.put(&provision_path(id, async_ok), &provision_body(PLAN)).await
     }
 
     /// Deprovisions `id`.
     pub async fn deprovision(&self, id: &str, async_ok: bool) -> Reply {
-        let q = if async_ok {
-            "&accepts_incomplete=true"
-        } else {
-            ""
-        };
-        self.delete(&format!(
-            "/v2/service_instances/{id}?service_id={SERVICE}&plan_id={PLAN}{q}"
-        ))
-        .await
+        let q = if async_ok { "&accepts_incomplete=true" } else { "" };
+        self.delete(&format!("/v2/service_instances/{id}?service_id={SERVICE}&plan_id={PLAN}{q}")).await
     }
 
     /// Binds `binding` to `instance` with `body` (or the default bind body).
-    pub async fn bind(
-        &self,
-        instance: &str,
-        binding: &str,
-        body: Option<Value>,
-        async_ok: bool,
-    ) -> Reply {
-        let q = if async_ok {
-            "?accepts_incomplete=true"
-        } else {
-            ""
-        };
+    pub async fn bind(&self, instance: &str, binding: &str, body: Option<Value>, async_ok: bool) -> Reply {
+        let q = if async_ok { "?accepts_incomplete=true" } else { "" };
         let body = body.unwrap_or_else(|| json!({"service_id": SERVICE, "plan_id": PLAN}));
-        self.put(
-            &format!("/v2/service_instances/{instance}/service_bindings/{binding}{q}"),
-            &body,
-        )
-        .await
+        self.put(&format!("/v2/service_instances/{instance}/service_bindings/{binding}{q}"), &body).await
     }
 
     /// Unbinds `binding` from `instance`.
     pub async fn unbind(&self, instance: &str, binding: &str, async_ok: bool) -> Reply {
-        let q = if async_ok {
-            "&accepts_incomplete=true"
-        } else {
-            ""
-        };
+        let q = if async_ok { "&accepts_incomplete=true" } else { "" };
         self.delete(&format!(
             "/v2/service_instances/{instance}/service_bindings/{binding}?service_id={SERVICE}&plan_id={PLAN}{q}"
         ))
@@ -279,16 +233,12 @@ impl TestApp {
 
     /// Polls an instance's last_operation until it is final.
     pub async fn poll_instance(&self, id: &str) -> Reply {
-        self.poll(&format!("/v2/service_instances/{id}/last_operation"))
-            .await
+        self.poll(&format!("/v2/service_instances/{id}/last_operation")).await
     }
 
     /// Polls a binding's last_operation until it is final.
     pub async fn poll_binding(&self, instance: &str, binding: &str) -> Reply {
-        self.poll(&format!(
-            "/v2/service_instances/{instance}/service_bindings/{binding}/last_operation"
-        ))
-        .await
+        self.poll(&format!("/v2/service_instances/{instance}/service_bindings/{binding}/last_operation")).await
     }
 
     /// Stops esm gracefully and waits until it has.
@@ -316,11 +266,7 @@ pub async fn reply(response: reqwest::Response) -> Reply {
     let headers = response.headers().clone();
     let bytes = response.bytes().await.expect("body read");
     let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    Reply {
-        status,
-        headers,
-        body,
-    }
+    Reply { status, headers, body }
 }
 
 /// The provision path for `id`.

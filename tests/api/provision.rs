@@ -11,10 +11,7 @@ async fn sync_provision_is_201() {
     let r = app.provision("i-1", false).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     assert!(r.body.get("operation").is_none());
-    assert_eq!(
-        app.get("/v2/service_instances/i-1").await.status,
-        StatusCode::OK
-    );
+    assert_eq!(app.get("/v2/service_instances/i-1").await.status, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -24,11 +21,7 @@ async fn async_provision_is_202_with_an_operation_then_succeeds() {
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
     let operation = r.body["operation"].as_str().expect("operation").to_owned();
     assert!(r.header("retry-after").is_some());
-    let polled = app
-        .get(&format!(
-            "/v2/service_instances/i-1/last_operation?operation={operation}"
-        ))
-        .await;
+    let polled = app.get(&format!("/v2/service_instances/i-1/last_operation?operation={operation}")).await;
     assert_eq!(polled.body["state"], "in progress");
     assert_eq!(app.poll_instance("i-1").await.body["state"], "succeeded");
 }
@@ -36,10 +29,7 @@ async fn async_provision_is_202_with_an_operation_then_succeeds() {
 #[tokio::test]
 async fn identical_reprovision_is_200() {
     let app = with_plan("x-esm-dummy: {mode: sync}").await;
-    assert_eq!(
-        app.provision("i-1", false).await.status,
-        StatusCode::CREATED
-    );
+    assert_eq!(app.provision("i-1", false).await.status, StatusCode::CREATED);
     let r = app.provision("i-1", false).await;
     assert_eq!(r.status, StatusCode::OK);
 }
@@ -56,13 +46,8 @@ async fn resent_provision_while_in_progress_is_202_with_the_same_operation() {
 #[tokio::test]
 async fn different_attributes_are_409() {
     let app = with_plan("x-esm-dummy: {mode: sync}").await;
-    assert_eq!(
-        app.provision("i-1", false).await.status,
-        StatusCode::CREATED
-    );
-    let r = app
-        .put(&provision_path("i-1", false), &provision_body(OTHER_PLAN))
-        .await;
+    assert_eq!(app.provision("i-1", false).await.status, StatusCode::CREATED);
+    let r = app.put(&provision_path("i-1", false), &provision_body(OTHER_PLAN)).await;
     assert_eq!(r.status, StatusCode::CONFLICT);
     r.osb_error();
 }
@@ -70,13 +55,8 @@ async fn different_attributes_are_409() {
 #[tokio::test]
 async fn different_attributes_while_provisioning_are_409() {
     let app = with_plan("x-esm-dummy: {mode: async, delay_ms: 300}").await;
-    assert_eq!(
-        app.provision("i-1", true).await.status,
-        StatusCode::ACCEPTED
-    );
-    let r = app
-        .put(&provision_path("i-1", true), &provision_body(OTHER_PLAN))
-        .await;
+    assert_eq!(app.provision("i-1", true).await.status, StatusCode::ACCEPTED);
+    let r = app.put(&provision_path("i-1", true), &provision_body(OTHER_PLAN)).await;
     assert_eq!(r.status, StatusCode::CONFLICT);
 }
 
@@ -87,28 +67,15 @@ async fn async_only_plan_without_accepts_incomplete_is_422_async_required() {
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(r.osb_error(), "AsyncRequired");
     // Nothing was created.
-    assert_eq!(
-        app.get("/v2/service_instances/i-1").await.status,
-        StatusCode::NOT_FOUND
-    );
-    let r = app
-        .put(
-            "/v2/service_instances/i-1?accepts_incomplete=false",
-            &provision_body(PLAN),
-        )
-        .await;
+    assert_eq!(app.get("/v2/service_instances/i-1").await.status, StatusCode::NOT_FOUND);
+    let r = app.put("/v2/service_instances/i-1?accepts_incomplete=false", &provision_body(PLAN)).await;
     assert_eq!(r.osb_error(), "AsyncRequired");
 }
 
 #[tokio::test]
 async fn the_originals_accept_incomplete_spelling_is_honoured() {
     let app = with_plan("x-esm-dummy: {mode: async}").await;
-    let r = app
-        .put(
-            "/v2/service_instances/i-1?accept_incomplete=true",
-            &provision_body(PLAN),
-        )
-        .await;
+    let r = app.put("/v2/service_instances/i-1?accept_incomplete=true", &provision_body(PLAN)).await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
 }
 
@@ -120,13 +87,7 @@ async fn missing_required_fields_are_400() {
         body.as_object_mut().map(|o| o.remove(field));
         let r = app.put(&provision_path("i-1", false), &body).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "without {field}");
-        assert!(
-            r.body["description"]
-                .as_str()
-                .is_some_and(|d| d.contains(field)),
-            "{}",
-            r.body
-        );
+        assert!(r.body["description"].as_str().is_some_and(|d| d.contains(field)), "{}", r.body);
     }
 }
 
@@ -152,34 +113,21 @@ async fn unknown_service_or_plan_is_400() {
     let app = with_plan("{}").await;
     let mut body = provision_body(PLAN);
     body["service_id"] = json!("nope");
-    assert_eq!(
-        app.put(&provision_path("i-1", false), &body).await.status,
-        StatusCode::BAD_REQUEST
-    );
+    assert_eq!(app.put(&provision_path("i-1", false), &body).await.status, StatusCode::BAD_REQUEST);
     let body = provision_body("nope");
-    assert_eq!(
-        app.put(&provision_path("i-1", false), &body).await.status,
-        StatusCode::BAD_REQUEST
-    );
+    assert_eq!(app.put(&provision_path("i-1", false), &body).await.status, StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]
 async fn maintenance_info_mismatch_is_422() {
-    let app = with_catalog(
-        json!({"maintenance_info": {"version": "2.0.0"}}),
-        "x-esm-dummy: {mode: sync}",
-    )
-    .await;
+    let app = with_catalog(json!({"maintenance_info": {"version": "2.0.0"}}), "x-esm-dummy: {mode: sync}").await;
     let mut body = provision_body(PLAN);
     body["maintenance_info"] = json!({"version": "1.0.0"});
     let r = app.put(&provision_path("i-1", false), &body).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(r.osb_error(), "MaintenanceInfoConflict");
     body["maintenance_info"] = json!({"version": "2.0.0"});
-    assert_eq!(
-        app.put(&provision_path("i-1", false), &body).await.status,
-        StatusCode::CREATED
-    );
+    assert_eq!(app.put(&provision_path("i-1", false), &body).await.status, StatusCode::CREATED);
     let fetched = app.get("/v2/service_instances/i-1").await;
     assert_eq!(fetched.body["maintenance_info"]["version"], "2.0.0");
 }
@@ -194,18 +142,9 @@ async fn parameters_failing_the_plan_schema_are_400_naming_the_path() {
     body["parameters"] = json!({"size": 99});
     let r = app.put(&provision_path("i-1", false), &body).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert!(
-        r.body["description"]
-            .as_str()
-            .is_some_and(|d| d.contains("/size")),
-        "{}",
-        r.body
-    );
+    assert!(r.body["description"].as_str().is_some_and(|d| d.contains("/size")), "{}", r.body);
     body["parameters"] = json!({"size": 3});
-    assert_eq!(
-        app.put(&provision_path("i-1", false), &body).await.status,
-        StatusCode::CREATED
-    );
+    assert_eq!(app.put(&provision_path("i-1", false), &body).await.status, StatusCode::CREATED);
 }
 
 #[tokio::test]
@@ -214,10 +153,7 @@ async fn unknown_request_fields_are_ignored() {
     let mut body = provision_body(PLAN);
     body["status"] = json!("whatever");
     body["statusMsg"] = json!({"nested": true});
-    assert_eq!(
-        app.put(&provision_path("i-1", false), &body).await.status,
-        StatusCode::CREATED
-    );
+    assert_eq!(app.put(&provision_path("i-1", false), &body).await.status, StatusCode::CREATED);
 }
 
 #[tokio::test]
@@ -232,22 +168,12 @@ async fn failed_sync_provision_is_500_and_leaves_nothing() {
 #[tokio::test]
 async fn failed_async_provision_reports_failed() {
     let app = with_plan("x-esm-dummy: {mode: async, fail: [provision]}").await;
-    assert_eq!(
-        app.provision("i-1", true).await.status,
-        StatusCode::ACCEPTED
-    );
+    assert_eq!(app.provision("i-1", true).await.status, StatusCode::ACCEPTED);
     let r = app.poll_instance("i-1").await;
     assert_eq!(r.body["state"], "failed");
-    assert!(
-        r.body["description"]
-            .as_str()
-            .is_some_and(|d| d.contains("fail"))
-    );
+    assert!(r.body["description"].as_str().is_some_and(|d| d.contains("fail")));
     // Orphan mitigation: the platform deprovisions; that works.
-    assert_eq!(
-        app.deprovision("i-1", true).await.status,
-        StatusCode::ACCEPTED
-    );
+    assert_eq!(app.deprovision("i-1", true).await.status, StatusCode::ACCEPTED);
     assert_eq!(app.poll_instance("i-1").await.status, StatusCode::GONE);
 }
 
@@ -270,9 +196,7 @@ async fn many_provisions_at_once_all_succeed() {
         tasks.push(tokio::spawn(async move {
             let client = reqwest::Client::new();
             client
-                .put(format!(
-                    "{api}/v2/service_instances/many-{i}?accepts_incomplete=true"
-                ))
+                .put(format!("{api}/v2/service_instances/many-{i}?accepts_incomplete=true"))
                 .header("X-Broker-API-Version", VERSION)
                 .json(&provision_body(PLAN))
                 .send()
@@ -285,10 +209,7 @@ async fn many_provisions_at_once_all_succeed() {
         assert_eq!(task.await.expect("joined"), StatusCode::ACCEPTED);
     }
     for i in 0..50 {
-        assert_eq!(
-            app.poll_instance(&format!("many-{i}")).await.body["state"],
-            "succeeded"
-        );
+        assert_eq!(app.poll_instance(&format!("many-{i}")).await.body["state"], "succeeded");
     }
     let listed = app.get("/v2/et/service_instances").await;
     assert_eq!(listed.body.as_array().map(Vec::len), Some(50));
@@ -319,41 +240,18 @@ async fn the_same_id_at_once_creates_one_instance_and_no_5xx() {
             created += 1;
         } else {
             // Losers see the winner's provision: still running (202) or done (200).
-            assert!(
-                matches!(status, StatusCode::OK | StatusCode::ACCEPTED),
-                "{status}"
-            );
+            assert!(matches!(status, StatusCode::OK | StatusCode::ACCEPTED), "{status}");
         }
     }
     assert_eq!(created, 1);
-    assert_eq!(
-        app.get("/v2/et/service_instances")
-            .await
-            .body
-            .as_array()
-            .map(Vec::len),
-        Some(1)
-    );
+    assert_eq!(app.get("/v2/et/service_instances").await.body.as_array().map(Vec::len), Some(1));
 }
 
 #[tokio::test]
 async fn an_operation_past_the_plans_maximum_polling_duration_fails() {
-    let app = with_catalog(
-        json!({"maximum_polling_duration": 1}),
-        "x-esm-dummy: {mode: async, delay_ms: 5000}",
-    )
-    .await;
-    assert_eq!(
-        app.provision("i-1", true).await.status,
-        StatusCode::ACCEPTED
-    );
+    let app = with_catalog(json!({"maximum_polling_duration": 1}), "x-esm-dummy: {mode: async, delay_ms: 5000}").await;
+    assert_eq!(app.provision("i-1", true).await.status, StatusCode::ACCEPTED);
     let r = app.poll_instance("i-1").await;
     assert_eq!(r.body["state"], "failed");
-    assert!(
-        r.body["description"]
-            .as_str()
-            .is_some_and(|d| d.contains("maximum_polling_duration")),
-        "{}",
-        r.body
-    );
+    assert!(r.body["description"].as_str().is_some_and(|d| d.contains("maximum_polling_duration")), "{}", r.body);
 }
