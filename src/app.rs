@@ -14,6 +14,7 @@ use tower::ServiceBuilder;
 use crate::api::middleware::{BasicAuth, collapse_slashes};
 use crate::api::{self, AppState};
 use crate::backend::compose::model::Policy;
+use crate::backend::compose::swarm::SwarmBackend;
 use crate::backend::compose::{ComposeBackend, DockerSettings};
 use crate::backend::dummy::DummyBackend;
 use crate::backend::{BackendError, Backends};
@@ -128,6 +129,7 @@ fn backends(config: &Config) -> Result<Backends, BackendError> {
         backends = match kind {
             BackendKind::Dummy => backends.with(Arc::new(DummyBackend::new())),
             BackendKind::DockerCompose => backends.with(Arc::new(ComposeBackend::new(docker_settings(config))?)),
+            BackendKind::DockerSwarm => backends.with(Arc::new(SwarmBackend::new(docker_settings(config))?)),
         };
     }
     Ok(backends)

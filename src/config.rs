@@ -141,6 +141,8 @@ pub enum BackendKind {
     Dummy,
     /// docker-compose manifests as containers through the Docker API.
     DockerCompose,
+    /// The same manifests as swarm services (the engine must be a swarm manager).
+    DockerSwarm,
 }
 
 /// Log line format.

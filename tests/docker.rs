@@ -44,12 +44,16 @@ fn leftovers(instance_id: &str) -> Vec<String> {
 }
 
 async fn start_esm(dir: &TempDir) -> Esm {
+    start_esm_with(dir, "docker-compose").await
+}
+
+async fn start_esm_with(dir: &TempDir, backends: &str) -> Esm {
     // The engine must answer, or this run fails here (it never skips).
     docker(&["version", "--format", "{{.Server.Version}}"]);
     Esm::start_with(
         &StoreSetup::Embedded(dir.0.clone()),
         &[
-            ("ESM_BACKENDS", "docker-compose"),
+            ("ESM_BACKENDS", backends),
             ("ESM_PUBLISH_ADDRESS", "127.0.0.1"),
             ("ESM_DOCKER_PULL", "never"),
             ("ESM_DOCKER_READY_TIMEOUT", "30"),
@@ -253,4 +257,63 @@ async fn an_update_recreates_the_containers_and_keeps_named_volumes() {
         client.send(Method::DELETE, &format!("/v2/service_instances/{id}?service_id=svc&plan_id=plan"), None).await;
     assert_eq!(status, 200);
     assert_eq!(leftovers(&id), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_manifest_deploys_as_swarm_services_and_leaves_no_trace() {
+    if !docker_wanted() {
+        return;
+    }
+    assert_eq!(
+        docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"]),
+        "active",
+        "the swarm tests need a single-node swarm (docker swarm init --advertise-addr 127.0.0.1)"
+    );
+    let dir = TempDir::new("esm-swarm");
+    let esm = start_esm_with(&dir, "docker-swarm").await;
+    let client = Client::new(&esm.api);
+    // Host-mode publishing: this sandbox's kernel lacks what the ingress routing mesh needs.
+    let manifest = web_manifest().replace(r#"ports: ["8080"]"#, "ports: [{target: 8080, mode: host}]");
+    client.register_manifest("docker-swarm", &manifest).await;
+    let id = format!("swarm-{}", uuid::Uuid::new_v4().simple());
+    assert_eq!(client.provision(&id, true).await.0, 202);
+    let done = poll_ok(&client, &id).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(docker(&["service", "ls", "-q", "--filter", &format!("label=esm.instance_id={id}")]).lines().count(), 2);
+
+    let (status, binding) = client
+        .send(
+            Method::PUT,
+            &format!("/v2/service_instances/{id}/service_bindings/b-1"),
+            Some(&json!({"service_id": "svc", "plan_id": "plan"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{binding}");
+    assert_eq!(binding["credentials"]["greeting"], "hello");
+    let port = binding["credentials"]["services"]["web"]["ports"]["8080/tcp"].as_u64().expect("a published port");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let page = loop {
+        match reqwest::get(format!("http://127.0.0.1:{port}/index.html")).await {
+            Ok(r) if r.status().is_success() => break r.text().await.expect("body"),
+            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(250)).await,
+            other => panic!("the swarm service does not answer: {other:?}"),
+        }
+    };
+    assert_eq!(page.trim(), "hello from esm");
+
+    let (status, view) = client.send(Method::GET, &format!("/v2/et/service_instances/{id}"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(view["state"]["state"], "succeeded", "{view}");
+
+    let (status, _) = client
+        .send(
+            Method::DELETE,
+            &format!("/v2/service_instances/{id}?service_id=svc&plan_id=plan&accepts_incomplete=true"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202);
+    assert_eq!(client.settle(&id, Duration::from_secs(90)).await.0, 410);
+    assert_eq!(leftovers(&id), Vec::<String>::new());
+    assert_eq!(docker(&["service", "ls", "-q", "--filter", &format!("label=esm.instance_id={id}")]), "");
 }

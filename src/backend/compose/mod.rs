@@ -11,6 +11,8 @@
 
 pub mod engine;
 pub mod model;
+mod report;
+pub mod swarm;
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -27,7 +29,8 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use self::engine::{Engine, PullPolicy, failed};
-use self::model::{Compose, CredentialSource, MountSource, Policy, Service};
+use self::model::{Compose, MountSource, Policy, Service};
+use self::report::{Observed, observe};
 use super::{Backend, BackendError, BindOutput, Deployment, Execution, Info, labels};
 use crate::domain::binding::Binding;
 use crate::domain::instance::ServiceInstance;
@@ -406,74 +409,6 @@ fn port_key(expose: &str) -> String {
     if expose.contains('/') { expose.to_owned() } else { format!("{expose}/tcp") }
 }
 
-/// One container as esm reports it.
-struct Observed {
-    service: String,
-    container: String,
-    running: bool,
-    state: String,
-    image: String,
-    image_id: String,
-    cmd: String,
-    ip: String,
-    network: String,
-    environment: Vec<(String, String)>,
-    /// `(container port key, host ip, host port)`
-    ports: Vec<(String, String, String)>,
-}
-
-fn observe(inspected: &ContainerInspectResponse, project: &str) -> Observed {
-    let container = inspected.name.clone().unwrap_or_default().trim_start_matches('/').to_owned();
-    let config = inspected.config.clone().unwrap_or_default();
-    let state = inspected.state.clone().unwrap_or_default();
-    let running = state.running.unwrap_or(false);
-    let state_text = if running {
-        "Up".to_owned()
-    } else {
-        match state.status.map(|s| s.to_string()).as_deref() {
-            Some("exited") => format!("Exit {}", state.exit_code.unwrap_or_default()),
-            Some(other) => other.to_owned(),
-            None => "unknown".to_owned(),
-        }
-    };
-    let settings = inspected.network_settings.clone().unwrap_or_default();
-    let networks = settings.networks.unwrap_or_default();
-    let preferred = format!("{project}_default");
-    let (network, endpoint) = networks
-        .get_key_value(&preferred)
-        .or_else(|| networks.iter().min_by(|a, b| a.0.cmp(b.0)))
-        .map(|(n, e)| (n.clone(), e.clone()))
-        .unwrap_or_default();
-    let mut ports = Vec::new();
-    for (key, bindings) in settings.ports.unwrap_or_default() {
-        for binding in bindings.unwrap_or_default() {
-            ports.push((key.clone(), binding.host_ip.unwrap_or_default(), binding.host_port.unwrap_or_default()));
-        }
-    }
-    ports.sort();
-    Observed {
-        service: config.labels.as_ref().and_then(|l| l.get(labels::SERVICE).cloned()).unwrap_or_default(),
-        container,
-        running,
-        state: state_text,
-        image: config.image.clone().unwrap_or_default(),
-        image_id: inspected.image.clone().unwrap_or_default(),
-        cmd: config.cmd.clone().unwrap_or_default().join(" "),
-        ip: endpoint.ip_address.unwrap_or_default(),
-        network,
-        environment: config
-            .env
-            .unwrap_or_default()
-            .into_iter()
-            .map(|e| match e.split_once('=') {
-                Some((k, v)) => (k.to_owned(), v.to_owned()),
-                None => (e, String::new()),
-            })
-            .collect(),
-        ports,
-    }
-}
-
 #[async_trait]
 impl Backend for ComposeBackend {
     fn name(&self) -> &'static str {
@@ -524,39 +459,7 @@ impl Backend for ComposeBackend {
         let project = project(&instance.id);
         let observed: Vec<Observed> =
             self.inspect_all(&instance.id).await?.iter().map(|c| observe(c, &project)).collect();
-        if observed.is_empty() {
-            return Err(BackendError::new(format!("instance {} has no containers to bind to", instance.id)));
-        }
-        let host = self.settings.advertise_host.clone();
-        let mut services = Map::new();
-        let mut endpoints = Vec::new();
-        for container in &observed {
-            let mut ports = Map::new();
-            for (key, _, host_port) in &container.ports {
-                if let Ok(port) = host_port.parse::<u16>() {
-                    ports.insert(key.clone(), json!(port));
-                    let protocol = key.split('/').nth(1).unwrap_or("tcp");
-                    endpoints.push(json!({"host": host, "ports": [host_port], "protocol": protocol}));
-                }
-            }
-            services.insert(container.service.clone(), json!({"host": host, "ports": ports}));
-        }
-        let mut credentials = Map::new();
-        credentials.insert("host".into(), json!(host));
-        credentials.insert("services".into(), Value::Object(services));
-        for (key, source) in &compose.credentials {
-            let value = match source {
-                CredentialSource::Literal(value) => Some(value.clone()),
-                CredentialSource::Environment { service, variable } => observed
-                    .iter()
-                    .find(|c| &c.service == service)
-                    .and_then(|c| c.environment.iter().find(|(k, _)| k == variable).map(|(_, v)| v.clone())),
-            };
-            if let Some(value) = value {
-                credentials.insert(key.clone(), json!(value));
-            }
-        }
-        Ok(BindOutput { credentials: Value::Object(credentials), endpoints: Some(Value::Array(endpoints)) })
+        report::bind_output(&instance.id, &observed, &compose, &self.settings.advertise_host)
     }
 
     async fn unbind(
@@ -573,44 +476,7 @@ impl Backend for ComposeBackend {
         let project = project(&instance.id);
         let observed: Vec<Observed> =
             self.inspect_all(&instance.id).await?.iter().map(|c| observe(c, &project)).collect();
-        let mut flat = Map::new();
-        let mut containers = Vec::new();
-        let mut problems = Vec::new();
-        for c in &observed {
-            let name = &c.container;
-            flat.insert(format!("{name}_state"), json!(c.state));
-            flat.insert(format!("{name}_image_name"), json!(c.image));
-            flat.insert(format!("{name}_image_id"), json!(c.image_id));
-            flat.insert(format!("{name}_cmd"), json!(c.cmd));
-            flat.insert(format!("{name}_Ip"), json!(c.ip));
-            flat.insert(format!("{name}_net_name"), json!(c.network));
-            for (var, value) in &c.environment {
-                flat.insert(format!("{name}_environment_{var}"), json!(value));
-            }
-            for (key, host_ip, host_port) in &c.ports {
-                flat.insert(format!("{name}_{key}/HostIp"), json!(host_ip));
-                flat.insert(format!("{name}_{key}/HostPort"), json!(host_port));
-            }
-            let ports: Vec<Value> = c
-                .ports
-                .iter()
-                .map(|(key, host_ip, host_port)| {
-                    let (port, protocol) = key.split_once('/').unwrap_or((key, "tcp"));
-                    json!({"container_port": port.parse::<u16>().ok(), "protocol": protocol,
-                           "host_ip": host_ip, "host_port": host_port.parse::<u16>().ok()})
-                })
-                .collect();
-            containers.push(json!({"service": c.service, "container": name, "state": c.state,
-                                   "running": c.running, "image": c.image, "ip": c.ip, "ports": ports}));
-            if !c.running {
-                problems.push(format!("container {name} is not running ({})", c.state));
-            }
-        }
-        if observed.is_empty() {
-            problems.push("no containers found for the instance (removed outside esm?)".into());
-        }
-        let problem = (!problems.is_empty()).then(|| problems.join("; "));
-        Ok(Info { flat, containers, problem })
+        Ok(report::info(&observed))
     }
 
     async fn probe(&self) -> Result<String, BackendError> {

@@ -104,6 +104,8 @@ pub struct Port {
     pub protocol: String,
     /// The host address, if the manifest names one (else esm's publish address).
     pub host_ip: Option<String>,
+    /// Swarm publish mode, `ingress` (the routing mesh, the default) or `host`.
+    pub mode: Option<String>,
 }
 
 /// A mount.
@@ -703,6 +705,7 @@ fn parse_port(raw: RawPort) -> Result<Port, String> {
                 published,
                 protocol: protocol(long.protocol.as_deref())?,
                 host_ip: long.host_ip,
+                mode: long.mode,
             })
         }
         RawPort::Short(value) => {
@@ -730,6 +733,7 @@ fn parse_port(raw: RawPort) -> Result<Port, String> {
                 published: published.filter(|p| !p.is_empty()).map(port_number).transpose()?,
                 protocol: protocol(proto)?,
                 host_ip: host_ip.filter(|ip| !ip.is_empty()).map(|ip| ip.trim_matches(['[', ']']).to_owned()),
+                mode: None,
             })
         }
     }
@@ -942,11 +946,20 @@ volumes:
         assert_eq!(web.environment.get("MODE").map(String::as_str), Some("test"));
         assert_eq!(web.environment.get("EMPTY").map(String::as_str), Some(""));
         assert_eq!(web.ports.len(), 4);
-        assert_eq!(web.ports[0], Port { target: 8080, published: None, protocol: "tcp".into(), host_ip: None });
+        assert_eq!(
+            web.ports[0],
+            Port { target: 8080, published: None, protocol: "tcp".into(), host_ip: None, mode: None }
+        );
         assert_eq!(web.ports[1].published, Some(9000));
         assert_eq!(
             web.ports[2],
-            Port { target: 81, published: Some(9001), protocol: "udp".into(), host_ip: Some("127.0.0.1".into()) }
+            Port {
+                target: 81,
+                published: Some(9001),
+                protocol: "udp".into(),
+                host_ip: Some("127.0.0.1".into()),
+                mode: None
+            }
         );
         assert_eq!(web.ports[3].published, Some(9002));
         assert_eq!(web.expose, ["83", "84"]);
