@@ -3,5 +3,11 @@
 
 mod helpers;
 
+mod bindings;
 mod catalog;
+mod deprovision;
+mod elastest;
+mod fetch;
+mod ops;
 mod provision;
+mod update;

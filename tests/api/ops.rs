@@ -1,0 +1,37 @@
+//! The operator port: `/health` and `/environment`.
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn health_reports_one_result_per_check() {
+    let app = spawn_app().await;
+    let r = reply(app.client.get(format!("{}/health", app.ops)).send().await.expect("sent")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["status"], "success");
+    let checkers: Vec<&str> =
+        r.body["results"].as_array().expect("results").iter().filter_map(|c| c["checker"].as_str()).collect();
+    assert_eq!(checkers, ["store:memory", "backend:dummy"]);
+    assert!(r.body["results"].as_array().is_some_and(|r| r.iter().all(|c| c["passed"] == Value::Bool(true))));
+}
+
+#[tokio::test]
+async fn environment_shows_the_config_with_secrets_redacted() {
+    let app = spawn_app_with_auth("admin", "hunter2-secret").await;
+    let response = app.client.get(format!("{}/environment", app.ops)).send().await.expect("sent");
+    let text = response.text().await.expect("body");
+    assert!(!text.contains("hunter2-secret"), "{text}");
+    let body: Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(body["config"]["ESM_BROKER_USERNAME"], "admin");
+    assert_eq!(body["config"]["ESM_BROKER_PASSWORD"], "********");
+    assert_eq!(body["build"]["name"], "esm");
+}
+
+#[tokio::test]
+async fn a_graceful_stop_finishes() {
+    let app = with_plan("x-esm-dummy: {mode: sync}").await;
+    assert_eq!(app.provision("i-1", false).await.status, StatusCode::CREATED);
+    app.stop().await;
+}
