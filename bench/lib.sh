@@ -1,0 +1,87 @@
+# Shared by the bench scripts: building, starting esm, registering a service, wrk.
+# Numbers are only compared within one run (ratios): the machines are noisy.
+
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+BENCH_TMP=$(mktemp -d)
+BENCH_PIDS=()
+bench_cleanup() {
+  for pid in "${BENCH_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$BENCH_TMP"
+}
+trap bench_cleanup EXIT
+mkdir -p bench/results
+
+need() { # command package
+  command -v "$1" >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; }
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_http() { # url
+  for _ in $(seq 1 200); do curl -fs -o /dev/null -H 'X-Broker-API-Version: 2.17' "$1" && return 0; sleep 0.1; done
+  echo "nothing answers at $1" >&2; return 1
+}
+
+# start_esm NAME [ENV=VALUE ...]: starts target/release/esm on free ports; sets
+# ESM_URL_<NAME>; extra arguments are environment settings.
+start_esm() {
+  local name=$1; shift
+  local port check
+  port=$(free_port); check=$(free_port)
+  env ESM_IP=127.0.0.1 ESM_CHECK_IP=127.0.0.1 ESM_PORT="$port" ESM_CHECK_PORT="$check" RUST_LOG=warn \
+    ESM_DATA_DIR="$BENCH_TMP/$name" ESM_BACKENDS=dummy "$@" target/release/esm >"$BENCH_TMP/$name.log" 2>&1 &
+  BENCH_PIDS+=($!)
+  printf -v "ESM_URL_$name" '%s' "http://127.0.0.1:$port"
+  wait_http "http://127.0.0.1:$port/v2/catalog"
+}
+
+# register URL MANIFEST_CONTENT: a service with three plans and a dummy manifest on plan-1.
+register() {
+  local url=$1 content=$2
+  curl -fsS -o /dev/null -X PUT "$url/v2/et/catalog" -H 'X-Broker-API-Version: 2.17' -H 'Content-Type: application/json' -d '{
+    "id": "bench-svc", "name": "bench", "description": "a benchmark service", "bindable": true, "tags": ["bench"],
+    "plans": [{"id": "plan-1", "name": "small", "description": "small plan", "free": true},
+              {"id": "plan-2", "name": "medium", "description": "medium plan", "free": false},
+              {"id": "plan-3", "name": "large", "description": "large plan", "free": false}]}'
+  python3 - "$url" "$content" <<'PY'
+import json, sys, urllib.request
+url, content = sys.argv[1], sys.argv[2]
+body = json.dumps({"service_id": "bench-svc", "plan_id": "plan-1", "manifest_type": "dummy", "manifest_content": content}).encode()
+req = urllib.request.Request(url + "/v2/et/manifest/bench-manifest", data=body, method="PUT",
+    headers={"X-Broker-API-Version": "2.17", "Content-Type": "application/json"})
+urllib.request.urlopen(req).read()
+PY
+}
+
+# The wrk script for provisioning: unique ids from a per-thread counter (every wrk
+# thread starts with the same random seed, so math.random would repeat ids).
+write_provision_lua() { # file
+  cat >"$1" <<'LUA'
+local thread_counter = 0
+function setup(thread)
+  thread_counter = thread_counter + 1
+  thread:set("tid", thread_counter)
+end
+local n = 0
+request = function()
+  n = n + 1
+  local body = '{"service_id":"bench-svc","plan_id":"plan-1","organization_guid":"o","space_guid":"s"}'
+  return wrk.format("PUT", "/v2/service_instances/bench-" .. tid .. "-" .. n,
+    {["X-Broker-API-Version"] = "2.17", ["Content-Type"] = "application/json"}, body)
+end
+LUA
+}
+
+# wrk_rps URL [wrk args...]: requests per second; fails on any non-2xx answer.
+wrk_rps() {
+  local out
+  out=$(wrk "$@" 2>&1)
+  if grep -q "Non-2xx or 3xx responses" <<<"$out"; then
+    echo "$out" >&2; echo "wrk saw error answers: the benchmark would measure errors" >&2; return 1
+  fi
+  awk '/Requests\/sec/ {print $2}' <<<"$out"
+}
+
+ratio() { python3 -c "print(f'{float($1)/float($2):.2f}')"; }
