@@ -317,3 +317,34 @@ async fn a_manifest_deploys_as_swarm_services_and_leaves_no_trace() {
     assert_eq!(leftovers(&id), Vec::<String>::new());
     assert_eq!(docker(&["service", "ls", "-q", "--filter", &format!("label=esm.instance_id={id}")]), "");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_provision_interrupted_by_kill_9_is_finished_after_restart() {
+    if !docker_wanted() {
+        return;
+    }
+    let dir = TempDir::new("esm-docker-crash");
+    let esm = start_esm(&dir).await;
+    let client = Client::new(&esm.api);
+    client.register_manifest("docker-compose", &web_manifest()).await;
+    let id = format!("crash-{}", uuid::Uuid::new_v4().simple());
+    assert_eq!(client.provision(&id, true).await.0, 202);
+    // Mid-deployment: the containers are being created or waited for.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    esm.kill_hard();
+
+    let esm = start_esm(&dir).await;
+    let client = Client::new(&esm.api);
+    let done = poll_ok(&client, &id).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let filter = format!("label=esm.instance_id={id}");
+    assert_eq!(
+        docker(&["ps", "-aq", "--filter", &filter]).lines().count(),
+        2,
+        "one container per service, no duplicates"
+    );
+    let (status, _) =
+        client.send(Method::DELETE, &format!("/v2/service_instances/{id}?service_id=svc&plan_id=plan"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(leftovers(&id), Vec::<String>::new());
+}

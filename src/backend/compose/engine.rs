@@ -6,13 +6,14 @@ use std::time::{Duration, Instant};
 
 use bollard::Docker;
 use bollard::errors::Error as DockerError;
-use bollard::models::{ContainerInspectResponse, HealthStatusEnum};
+use bollard::models::{ContainerInspectResponse, HealthStatusEnum, NetworkCreateRequest};
 use bollard::query_parameters::{
     CreateImageOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder,
     RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
 };
 use futures_util::StreamExt;
 
+use super::model::Compose;
 use crate::backend::{BackendError, labels};
 
 /// How long a container must keep running to count as started: one that exits at
@@ -96,6 +97,50 @@ impl Engine {
             step.map_err(|e| failed(&format!("cannot pull image {image}"), e))?;
         }
         Ok(())
+    }
+
+    /// Makes an instance's networks: `<project>_default` and the manifest's own (with
+    /// `driver`, attachable), checking that external ones exist. Returns the manifest's
+    /// network names (and `default`) mapped to engine names.
+    pub async fn make_networks(
+        &self,
+        compose: &Compose,
+        project: &str,
+        driver: &str,
+        base_labels: &HashMap<String, String>,
+    ) -> Result<HashMap<String, String>, BackendError> {
+        let mut networks = HashMap::from([("default".to_owned(), format!("{project}_default"))]);
+        for (name, network) in &compose.networks {
+            let engine_name = if network.external {
+                network.name.clone().unwrap_or_else(|| name.clone())
+            } else {
+                format!("{project}_{name}")
+            };
+            networks.insert(name.clone(), engine_name);
+        }
+        for (name, engine_name) in &networks {
+            let declared = compose.networks.get(name);
+            if declared.is_some_and(|n| n.external) {
+                self.docker
+                    .inspect_network(engine_name, None)
+                    .await
+                    .map_err(|e| failed(&format!("external network {engine_name} is not available"), e))?;
+                continue;
+            }
+            let mut network_labels = base_labels.clone();
+            network_labels.extend(declared.map(|n| n.labels.clone()).unwrap_or_default());
+            self.docker
+                .create_network(NetworkCreateRequest {
+                    name: engine_name.clone(),
+                    driver: Some(driver.to_owned()),
+                    attachable: Some(driver == "overlay"),
+                    labels: Some(network_labels),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| failed(&format!("cannot create network {engine_name}"), e))?;
+        }
+        Ok(networks)
     }
 
     /// Every container (running or not) with these label filters.

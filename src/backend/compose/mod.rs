@@ -14,15 +14,14 @@ pub mod model;
 mod report;
 pub mod swarm;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, DeviceMapping, EndpointSettings, HealthConfig, HostConfig, Mount,
-    MountType, NetworkCreateRequest, NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
-    VolumeCreateRequest,
+    MountType, NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::CreateContainerOptionsBuilder;
 use serde_json::{Map, Value, json};
@@ -122,40 +121,7 @@ impl ComposeBackend {
         for service in compose.services.values() {
             self.engine.ensure_image(&service.image, self.settings.pull).await?;
         }
-
-        // Networks: the project's default one, the manifest's own, and external ones.
-        let mut networks = HashMap::from([("default".to_owned(), format!("{project}_default"))]);
-        for (name, network) in &compose.networks {
-            let engine_name = if network.external {
-                network.name.clone().unwrap_or_else(|| name.clone())
-            } else {
-                format!("{project}_{name}")
-            };
-            networks.insert(name.clone(), engine_name);
-        }
-        for (name, engine_name) in &networks {
-            let external = compose.networks.get(name).is_some_and(|n| n.external);
-            if external {
-                docker
-                    .inspect_network(engine_name, None)
-                    .await
-                    .map_err(|e| failed(&format!("external network {engine_name} is not available"), e))?;
-                continue;
-            }
-            let mut network_labels = base_labels.clone();
-            if let Some(network) = compose.networks.get(name) {
-                network_labels.extend(network.labels.clone());
-            }
-            docker
-                .create_network(NetworkCreateRequest {
-                    name: engine_name.clone(),
-                    driver: Some("bridge".into()),
-                    labels: Some(network_labels),
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| failed(&format!("cannot create network {engine_name}"), e))?;
-        }
+        let networks = self.engine.make_networks(compose, &project, "bridge", &base_labels).await?;
 
         // Named volumes: made per instance, unless external.
         let mut volumes = HashMap::new();
@@ -257,13 +223,7 @@ impl ComposeBackend {
         networks: &HashMap<String, String>,
         volumes: &HashMap<String, String>,
     ) -> (ContainerCreateBody, Vec<(String, Vec<String>)>) {
-        // Like the original, instance parameters reach every service as environment variables.
-        let mut environment = service.environment.clone();
-        if let Some(Value::Object(parameters)) = &instance.parameters {
-            for (key, value) in parameters {
-                environment.insert(key.clone(), value.as_str().map_or_else(|| value.to_string(), str::to_owned));
-            }
-        }
+        let environment = with_parameters(service, instance);
         let mut exposed: Vec<String> = service.expose.iter().map(|e| port_key(e)).collect();
         let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
         for port in &service.ports {
@@ -402,6 +362,18 @@ impl ComposeBackend {
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
+}
+
+/// A service's environment plus the instance parameters: like the original, parameters
+/// reach every service as environment variables.
+fn with_parameters(service: &Service, instance: &ServiceInstance) -> BTreeMap<String, String> {
+    let mut environment = service.environment.clone();
+    if let Some(Value::Object(parameters)) = &instance.parameters {
+        for (key, value) in parameters {
+            environment.insert(key.clone(), value.as_str().map_or_else(|| value.to_string(), str::to_owned));
+        }
+    }
+    environment
 }
 
 /// `"80"` or `"53/udp"` as the engine's port key.

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bollard::models::{
     EndpointPortConfig, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum, EndpointSpec, HealthConfig,
-    Limit, Mount, MountType, MountVolumeOptions, NetworkAttachmentConfig, NetworkCreateRequest, ServiceSpec,
-    ServiceSpecMode, ServiceSpecModeReplicated, TaskSpec, TaskSpecContainerSpec, TaskSpecResources,
-    TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
+    Limit, Mount, MountType, MountVolumeOptions, NetworkAttachmentConfig, ServiceSpec, ServiceSpecMode,
+    ServiceSpecModeReplicated, TaskSpec, TaskSpecContainerSpec, TaskSpecResources, TaskSpecRestartPolicy,
+    TaskSpecRestartPolicyConditionEnum, TaskState,
 };
 use bollard::query_parameters::{ListServicesOptionsBuilder, ListTasksOptionsBuilder};
 use serde_json::{Map, Value, json};
@@ -25,7 +25,7 @@ use serde_json::{Map, Value, json};
 use super::engine::{Engine, MIN_UPTIME, failed, is_not_found};
 use super::model::{Compose, MountSource};
 use super::report::{Observed, observe};
-use super::{DockerSettings, project, report};
+use super::{DockerSettings, project, report, with_parameters};
 use crate::backend::{Backend, BackendError, BindOutput, Deployment, Execution, Info, labels};
 use crate::domain::binding::Binding;
 use crate::domain::instance::ServiceInstance;
@@ -107,34 +107,7 @@ impl SwarmBackend {
         for service in compose.services.values() {
             self.engine.ensure_image(&service.image, self.settings.pull).await?;
         }
-        let mut networks = HashMap::from([("default".to_owned(), format!("{project}_default"))]);
-        for (name, network) in &compose.networks {
-            let engine_name = if network.external {
-                network.name.clone().unwrap_or_else(|| name.clone())
-            } else {
-                format!("{project}_{name}")
-            };
-            networks.insert(name.clone(), engine_name);
-        }
-        for (name, engine_name) in &networks {
-            if compose.networks.get(name).is_some_and(|n| n.external) {
-                docker
-                    .inspect_network(engine_name, None)
-                    .await
-                    .map_err(|e| failed(&format!("external network {engine_name} is not available"), e))?;
-                continue;
-            }
-            docker
-                .create_network(NetworkCreateRequest {
-                    name: engine_name.clone(),
-                    driver: Some("overlay".into()),
-                    attachable: Some(true),
-                    labels: Some(base_labels.clone()),
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| failed(&format!("cannot create network {engine_name}"), e))?;
-        }
+        let networks = self.engine.make_networks(compose, &project, "overlay", &base_labels).await?;
 
         let mut services = Map::new();
         for name in &compose.start_order {
@@ -143,12 +116,7 @@ impl SwarmBackend {
             let mut service_labels = base_labels.clone();
             service_labels.extend(service.labels.clone());
             service_labels.insert(labels::SERVICE.into(), name.clone());
-            let mut environment = service.environment.clone();
-            if let Some(Value::Object(parameters)) = &instance.parameters {
-                for (key, value) in parameters {
-                    environment.insert(key.clone(), value.as_str().map_or_else(|| value.to_string(), str::to_owned));
-                }
-            }
+            let environment = with_parameters(service, instance);
             let mounts = service
                 .volumes
                 .iter()
