@@ -32,6 +32,8 @@ pub struct Cli {
 pub enum Command {
     /// Print the OpenAPI document and exit.
     Openapi,
+    /// Ask the esm on this machine's check port for /health: exit 0 when healthy.
+    Health,
 }
 
 /// The daemon's settings. The environment variable names are the original ESM's where

@@ -8,6 +8,7 @@
 //! - [`api`]: the `/v2` routes, one file per endpoint, their extractors and layers
 //!   (auth, version check, audit log).
 //! - [`ops`]: the operator port (`/health`, `/environment`).
+//! - [`probe`]: `esm health`, the container health check.
 //! - [`openapi`]: the OpenAPI document generated from the handlers.
 //! - [`broker`]: every operation and the OSB status table; runs asynchronous operations.
 //! - [`domain`]: plain records and rules (catalog, manifests, instances, bindings,
@@ -29,6 +30,7 @@ pub mod domain;
 pub mod error;
 pub mod openapi;
 pub mod ops;
+pub mod probe;
 pub mod store;
 pub mod telemetry;
 pub mod wire;

@@ -9,9 +9,21 @@ use esm::config::{Cli, Command};
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Openapi) = cli.command {
-        print!("{}", esm::openapi::document_json());
-        return ExitCode::SUCCESS;
+    match cli.command {
+        Some(Command::Openapi) => {
+            print!("{}", esm::openapi::document_json());
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::Health) => {
+            return match esm::probe::healthy(&cli.config).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("unhealthy: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        None => {}
     }
     esm::telemetry::init(cli.config.log_format);
     let server = match Server::bind(cli.config).await {

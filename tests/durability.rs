@@ -224,3 +224,22 @@ async fn a_mongodb_outage_is_503_and_esm_recovers_without_a_restart() {
     let health = reqwest::get(format!("{}/health", esm.ops)).await.expect("health answers");
     assert_eq!(health.status().as_u16(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn esm_health_exits_zero_only_for_a_healthy_esm() {
+    let dir = TempDir::new("esm-health");
+    let esm = Esm::start(&StoreSetup::Embedded(dir.0.clone())).await;
+    let port = esm.ops.rsplit(':').next().expect("a port").to_owned();
+    let run = |port: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_esm"))
+            .env_clear()
+            .args(["--check-port", port, "health"])
+            .output()
+            .expect("esm health runs")
+    };
+    assert!(run(&port).status.success());
+    drop(esm);
+    let down = run(&port);
+    assert!(!down.status.success());
+    assert!(String::from_utf8_lossy(&down.stderr).contains("unhealthy"));
+}

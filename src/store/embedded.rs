@@ -7,6 +7,7 @@
 //! The database file is locked by the process that opens it: a second esm on the same
 //! directory fails fast instead of corrupting it.
 
+use std::any::Any;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -29,6 +30,106 @@ fn table(collection: Collection) -> Table {
 pub struct EmbeddedStore {
     db: Arc<Database>,
     path: PathBuf,
+    /// Writes go to one writer thread, which commits whatever has queued up in one
+    /// transaction (group commit): one fsync serves many concurrent requests, and each
+    /// is answered only after the commit that holds it.
+    writes: Option<std::sync::mpsc::Sender<WriteRequest>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+/// What a write does, given the current document; boxed so one queue serves all writes.
+type Change = Box<dyn FnOnce(Option<(u64, Value)>) -> Result<(Write, Box<dyn Any + Send>), StoreError> + Send>;
+type WriteResult = Result<Box<dyn Any + Send>, StoreError>;
+
+struct WriteRequest {
+    collection: Collection,
+    id: String,
+    change: Change,
+    reply: tokio::sync::oneshot::Sender<WriteResult>,
+}
+
+/// The most writes one commit carries.
+const MAX_BATCH: usize = 256;
+
+/// The writer thread: takes what is queued, applies it in order in one transaction,
+/// commits, then answers each request.
+fn run_writer(db: Arc<Database>, requests: std::sync::mpsc::Receiver<WriteRequest>) {
+    while let Ok(first) = requests.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match requests.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let mut replies = Vec::with_capacity(batch.len());
+        let mut changes = Vec::with_capacity(batch.len());
+        for request in batch {
+            replies.push(request.reply);
+            changes.push((request.collection, request.id, request.change));
+        }
+        let results = match apply_batch(&db, changes) {
+            Ok(results) => results,
+            Err(e) => (0..replies.len()).map(|_| Err(e.clone())).collect(),
+        };
+        for (reply, result) in replies.into_iter().zip(results) {
+            // The requester may have gone away (cancelled request): nothing to tell.
+            let _ = reply.send(result);
+        }
+    }
+}
+
+/// Applies changes in order in one write transaction and commits it durably. A change
+/// that refuses (a conflict) refuses alone; a storage failure fails the whole batch.
+fn apply_batch(db: &Database, changes: Vec<(Collection, String, Change)>) -> Result<Vec<WriteResult>, StoreError> {
+    let txn = db.begin_write().map_err(unavailable)?;
+    let mut results = Vec::with_capacity(changes.len());
+    let mut wrote = false;
+    for (collection, id, change) in changes {
+        let mut t = txn.open_table(table(collection)).map_err(unavailable)?;
+        let current = match t.get(id.as_str()).map_err(unavailable)? {
+            Some(guard) => {
+                let (version, bytes) = guard.value();
+                Some((version, decode(collection, &id, bytes)?))
+            }
+            None => None,
+        };
+        match change(current) {
+            Err(refused) => results.push(Err(refused)),
+            Ok((write, result)) => {
+                match write {
+                    Write::Put(version, body) => {
+                        let bytes = serde_json::to_vec(&body).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                        t.insert(id.as_str(), (version, bytes.as_slice())).map_err(unavailable)?;
+                        wrote = true;
+                    }
+                    Write::Remove => {
+                        t.remove(id.as_str()).map_err(unavailable)?;
+                        wrote = true;
+                    }
+                    Write::Nothing => {}
+                }
+                results.push(Ok(result));
+            }
+        }
+    }
+    if wrote {
+        txn.commit().map_err(unavailable)?;
+    } else {
+        txn.abort().map_err(unavailable)?;
+    }
+    Ok(results)
+}
+
+impl Drop for EmbeddedStore {
+    fn drop(&mut self) {
+        // Closing the queue ends the writer; joining it releases the database file, so
+        // the directory can be opened again at once.
+        self.writes.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -60,7 +161,14 @@ impl EmbeddedStore {
             txn.open_table(table(collection)).map_err(unavailable)?;
         }
         txn.commit().map_err(unavailable)?;
-        Ok(Self { db: Arc::new(db), path })
+        let db = Arc::new(db);
+        let (writes, requests) = std::sync::mpsc::channel();
+        let writer_db = db.clone();
+        let writer = std::thread::Builder::new()
+            .name("esm-store-writer".into())
+            .spawn(move || run_writer(writer_db, requests))
+            .map_err(|e| unavailable(format!("cannot start the store's writer: {e}")))?;
+        Ok(Self { db, path, writes: Some(writes), writer: Some(writer) })
     }
 
     /// The database file.
@@ -79,47 +187,26 @@ impl EmbeddedStore {
             .map_err(|e| unavailable(format!("store task failed: {e}")))?
     }
 
-    /// A write transaction: `change` sees the current document and returns what to do;
-    /// the transaction commits (durably) only if it returns `Ok`.
+    /// A write: `change` sees the current document and returns what to do; answered
+    /// once the transaction holding it has committed (durably).
     async fn write<R: Send + 'static>(
         &self,
         collection: Collection,
         id: &str,
         change: impl FnOnce(Option<(u64, Value)>) -> Result<(Write, R), StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
-        let id = id.to_owned();
-        self.blocking(move |db| {
-            let txn = db.begin_write().map_err(unavailable)?;
-            let result = {
-                let mut t = txn.open_table(table(collection)).map_err(unavailable)?;
-                let current = match t.get(id.as_str()).map_err(unavailable)? {
-                    Some(guard) => {
-                        let (version, bytes) = guard.value();
-                        Some((version, decode(collection, &id, bytes)?))
-                    }
-                    None => None,
-                };
-                let (write, result) = change(current)?;
-                match write {
-                    Write::Put(version, body) => {
-                        let bytes = serde_json::to_vec(&body).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                        t.insert(id.as_str(), (version, bytes.as_slice())).map_err(unavailable)?;
-                    }
-                    Write::Remove => {
-                        t.remove(id.as_str()).map_err(unavailable)?;
-                    }
-                    Write::Nothing => {
-                        drop(t);
-                        txn.abort().map_err(unavailable)?;
-                        return Ok(result);
-                    }
-                }
-                result
-            };
-            txn.commit().map_err(unavailable)?;
-            Ok(result)
-        })
-        .await
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let change: Change = Box::new(move |current| {
+            change(current).map(|(write, result)| (write, Box::new(result) as Box<dyn Any + Send>))
+        });
+        let request = WriteRequest { collection, id: id.to_owned(), change, reply };
+        let queue = self.writes.as_ref().ok_or_else(|| unavailable("the store is closed"))?;
+        queue.send(request).map_err(|_| unavailable("the store's writer stopped"))?;
+        let result = answer.await.map_err(|_| unavailable("the store's writer stopped"))??;
+        result
+            .downcast::<R>()
+            .map(|r| *r)
+            .map_err(|_| StoreError::Corrupt("a write answered with the wrong type".into()))
     }
 }
 
