@@ -21,7 +21,7 @@ register "$ESM_URL_dock" "services:
     image: $image
     command: [sleep, '3600']
     depends_on: [web]
-"
+" docker-compose
 now() { date +%s.%N; }
 elapsed() { python3 -c "print(f'{$2 - $1:.3f}')"; }
 body='{"service_id":"bench-svc","plan_id":"plan-1","organization_guid":"o","space_guid":"s"}'

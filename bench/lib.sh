@@ -37,18 +37,19 @@ start_esm() {
   wait_http "http://127.0.0.1:$port/v2/catalog"
 }
 
-# register URL MANIFEST_CONTENT: a service with three plans and a dummy manifest on plan-1.
+# register URL MANIFEST_CONTENT [TYPE]: a service with three plans and a manifest
+# (dummy unless TYPE says otherwise) on plan-1.
 register() {
-  local url=$1 content=$2
+  local url=$1 content=$2 type=${3:-dummy}
   curl -fsS -o /dev/null -X PUT "$url/v2/et/catalog" -H 'X-Broker-API-Version: 2.17' -H 'Content-Type: application/json' -d '{
     "id": "bench-svc", "name": "bench", "description": "a benchmark service", "bindable": true, "tags": ["bench"],
     "plans": [{"id": "plan-1", "name": "small", "description": "small plan", "free": true},
               {"id": "plan-2", "name": "medium", "description": "medium plan", "free": false},
               {"id": "plan-3", "name": "large", "description": "large plan", "free": false}]}'
-  python3 - "$url" "$content" <<'PY'
+  python3 - "$url" "$content" "$type" <<'PY'
 import json, sys, urllib.request
-url, content = sys.argv[1], sys.argv[2]
-body = json.dumps({"service_id": "bench-svc", "plan_id": "plan-1", "manifest_type": "dummy", "manifest_content": content}).encode()
+url, content, kind = sys.argv[1], sys.argv[2], sys.argv[3]
+body = json.dumps({"service_id": "bench-svc", "plan_id": "plan-1", "manifest_type": kind, "manifest_content": content}).encode()
 req = urllib.request.Request(url + "/v2/et/manifest/bench-manifest", data=body, method="PUT",
     headers={"X-Broker-API-Version": "2.17", "Content-Type": "application/json"})
 urllib.request.urlopen(req).read()
