@@ -243,9 +243,12 @@ impl Config {
     }
 
     /// The basic-auth credentials, when both halves are set.
+    /// An empty value counts as unset (compose files pass `${VAR:-}` through).
     pub fn credentials(&self) -> Option<(&str, &str)> {
         match (&self.broker_username, &self.broker_password) {
-            (Some(user), Some(pass)) => Some((user.as_str(), pass.expose())),
+            (Some(user), Some(pass)) if !user.is_empty() && !pass.expose().is_empty() => {
+                Some((user.as_str(), pass.expose()))
+            }
             _ => None,
         }
     }
@@ -341,6 +344,12 @@ mod tests {
         assert!(config.credentials().is_none());
         config.broker_password = Some(Secret("p".into()));
         assert_eq!(config.credentials(), Some(("u", "p")));
+        let empty = Config {
+            broker_username: Some(String::new()),
+            broker_password: Some(Secret(String::new())),
+            ..Config::default()
+        };
+        assert!(empty.credentials().is_none(), "empty values mean no auth");
     }
 
     #[test]
