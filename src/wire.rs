@@ -27,23 +27,27 @@ pub struct Empty {}
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct ProvisionRequest {
     /// The offering to provision.
+    #[schema(min_length = 1)]
     pub service_id: String,
     /// The plan to provision.
+    #[schema(min_length = 1)]
     pub plan_id: String,
     /// Deprecated in favour of `context`, but required by every OSB version.
+    #[schema(min_length = 1)]
     pub organization_guid: String,
     /// Deprecated in favour of `context`, but required by every OSB version.
+    #[schema(min_length = 1)]
     pub space_guid: String,
     /// Platform-specific context.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::domain::strict::optional_json_object")]
     #[schema(value_type = Option<Object>)]
     pub context: Option<Value>,
     /// Configuration parameters, checked against the plan's schema.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::domain::strict::optional_json_object")]
     #[schema(value_type = Option<Object>)]
     pub parameters: Option<Value>,
     /// The maintenance version the platform expects (422 if it is not the plan's).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::domain::strict::optional_object")]
     pub maintenance_info: Option<MaintenanceInfo>,
 }
 
@@ -65,24 +69,26 @@ pub struct ProvisionResponse {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct UpdateRequest {
     /// The instance's offering.
+    #[schema(min_length = 1)]
     pub service_id: String,
     /// The new plan; absent means the plan stays.
     #[serde(default)]
+    #[schema(min_length = 1)]
     pub plan_id: Option<String>,
     /// New parameters; absent means they stay.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::domain::strict::optional_json_object")]
     #[schema(value_type = Option<Object>)]
     pub parameters: Option<Value>,
     /// New platform context.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::domain::strict::optional_json_object")]
     #[schema(value_type = Option<Object>)]
     pub context: Option<Value>,
     /// What the platform believes the instance had.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::domain::strict::optional_json_object")]
     #[schema(value_type = Option<Object>)]
     pub previous_values: Option<Value>,
     /// The maintenance version to move to.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::domain::strict::optional_object")]
     pub maintenance_info: Option<MaintenanceInfo>,
 }
 
@@ -119,7 +125,11 @@ pub struct FetchInstanceResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dashboard_url: Option<String>,
     /// The parameters in effect.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::domain::strict::optional_json_object"
+    )]
     #[schema(value_type = Option<Object>)]
     pub parameters: Option<Value>,
     /// The maintenance version the instance runs.
@@ -150,22 +160,24 @@ pub struct LastOperationResponse {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct BindRequest {
     /// The instance's offering.
+    #[schema(min_length = 1)]
     pub service_id: String,
     /// The instance's plan.
+    #[schema(min_length = 1)]
     pub plan_id: String,
     /// Deprecated: the application to bind.
     #[serde(default)]
     pub app_guid: Option<String>,
     /// What to bind (`app_guid`, `route`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::domain::strict::optional_json_object")]
     #[schema(value_type = Option<Object>)]
     pub bind_resource: Option<Value>,
     /// Platform-specific context.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::domain::strict::optional_json_object")]
     #[schema(value_type = Option<Object>)]
     pub context: Option<Value>,
     /// Bind parameters, checked against the plan's schema.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::domain::strict::optional_json_object")]
     #[schema(value_type = Option<Object>)]
     pub parameters: Option<Value>,
     /// OSB 2.17: the binding this one rotates (plan must be `binding_rotatable`).
@@ -180,11 +192,19 @@ pub struct BindingResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials: Option<Credentials>,
     /// OSB 2.15 endpoints.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::domain::strict::optional_json_object"
+    )]
     #[schema(value_type = Option<Object>)]
     pub endpoints: Option<Value>,
     /// On fetch: the bind parameters.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::domain::strict::optional_json_object"
+    )]
     #[schema(value_type = Option<Object>)]
     pub parameters: Option<Value>,
     /// Expiry and renewal times.
@@ -220,9 +240,11 @@ impl AsyncQuery {
 pub struct DeleteQuery {
     /// Required: the offering.
     #[serde(default)]
+    #[param(required = true, min_length = 1)]
     pub service_id: Option<String>,
     /// Required: the plan.
     #[serde(default)]
+    #[param(required = true, min_length = 1)]
     pub plan_id: Option<String>,
     /// The platform can poll `last_operation` (OSB spelling).
     #[serde(default)]

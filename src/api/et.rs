@@ -71,6 +71,7 @@ pub async fn delete_service(
 pub struct ServiceIdQuery {
     /// The service to remove.
     #[serde(default)]
+    #[param(required = true, min_length = 1)]
     pub service_id: Option<String>,
 }
 
@@ -92,7 +93,7 @@ pub async fn delete_service_by_query(
 ) -> OsbResult<Json<Empty>> {
     let service_id = query
         .service_id
-        .filter(|s| !s.trim().is_empty())
+        .filter(|s| !s.is_empty())
         .ok_or_else(|| OsbError::BadRequest("query parameter service_id is required".into()))?;
     state.broker.delete_service(&service_id).await?;
     Ok(Json(Empty {}))

@@ -32,8 +32,11 @@ where
                 OsbError::BadRequest(format!("cannot read the request body: {}", rejection.body_text()))
             }
         })?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Err(OsbError::BadRequest("the request body is empty; a JSON object is expected".into()));
+        match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+            None => return Err(OsbError::BadRequest("the request body is empty; a JSON object is expected".into())),
+            // Every esm request body is an object (serde would take a struct's array form).
+            Some(b'{') => {}
+            Some(_) => return Err(OsbError::BadRequest("the request body must be a JSON object".into())),
         }
         serde_json::from_slice(&bytes)
             .map(OsbJson)

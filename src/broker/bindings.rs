@@ -306,9 +306,9 @@ impl Broker {
                         b.endpoints = out.endpoints.clone();
                         if let Some(seconds) = lifetime {
                             b.metadata = BindingMetadata {
-                                expires_at: Some(timestamp_in(*seconds)),
+                                expires_at: Some(timestamp_in(u64::from(*seconds))),
                                 // Ask for rotation once four fifths of the lifetime are gone.
-                                renew_before: Some(timestamp_in(seconds * 4 / 5)),
+                                renew_before: Some(timestamp_in(u64::from(*seconds) * 4 / 5)),
                             };
                         }
                     }

@@ -154,17 +154,13 @@ fn run_asynchronously(execution: Execution, accepts_incomplete: bool) -> OsbResu
 
 /// A path id or required field must be a non-empty string (OSB 2.12).
 fn require(field: &str, value: &str) -> OsbResult<()> {
-    if value.trim().is_empty() {
-        Err(OsbError::BadRequest(format!("{field} must be a non-empty string")))
-    } else {
-        Ok(())
-    }
+    if value.is_empty() { Err(OsbError::BadRequest(format!("{field} must be a non-empty string"))) } else { Ok(()) }
 }
 
 /// A required query parameter.
 fn require_query<'a>(field: &str, value: Option<&'a str>) -> OsbResult<&'a str> {
     match value {
-        Some(v) if !v.trim().is_empty() => Ok(v),
+        Some(v) if !v.is_empty() => Ok(v),
         _ => Err(OsbError::BadRequest(format!("query parameter {field} is required"))),
     }
 }

@@ -183,6 +183,6 @@ impl Broker {
         let service = self.records.get::<Service>(service_id).await.ok()??.record;
         let seconds = service.plan(plan_id)?.maximum_polling_duration?;
         let started = humantime::parse_rfc3339(&op.started_at).ok()?;
-        Some(started + Duration::from_secs(seconds))
+        Some(started + Duration::from_secs(u64::from(seconds)))
     }
 }

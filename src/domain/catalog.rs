@@ -14,15 +14,20 @@ use utoipa::ToSchema;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Service {
     /// Globally unique, stable id (the only identity the platform uses).
+    #[schema(min_length = 1)]
     pub id: String,
     /// CLI-friendly name, unique across offerings.
+    #[schema(min_length = 1)]
     pub name: String,
     /// What the service is.
+    #[schema(min_length = 1)]
     pub description: String,
     /// Whether instances can be bound (plans may override).
     #[serde(default)]
     pub bindable: bool,
     /// At least one plan.
+    #[schema(min_items = 1)]
+    #[serde(deserialize_with = "super::strict::objects")]
     pub plans: Vec<Plan>,
     /// ElasTest: the short name the ElasTest platform shows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -34,7 +39,11 @@ pub struct Service {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requires: Option<Vec<String>>,
     /// Opaque metadata (display name, image URL, ...).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::strict::optional_json_object"
+    )]
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
     /// OSB 2.14: `GET /v2/service_instances/:id` works. esm supports it for every
@@ -51,7 +60,11 @@ pub struct Service {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan_updateable: Option<bool>,
     /// SSO client of the dashboard (CF profile).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::strict::optional_json_object"
+    )]
     #[schema(value_type = Option<Object>)]
     pub dashboard_client: Option<Value>,
 }
@@ -60,13 +73,20 @@ pub struct Service {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Plan {
     /// Globally unique, stable id.
+    #[schema(min_length = 1)]
     pub id: String,
     /// Name, unique within the offering.
+    #[schema(min_length = 1)]
     pub name: String,
     /// What the plan gives.
+    #[schema(min_length = 1)]
     pub description: String,
     /// Opaque metadata (costs, bullets, display name).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::strict::optional_json_object"
+    )]
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
     /// Whether the plan is free (OSB default: true).
@@ -79,13 +99,14 @@ pub struct Plan {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan_updateable: Option<bool>,
     /// OSB 2.13: JSON Schemas for the `parameters` of provision, update and bind.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "super::strict::optional_object")]
     pub schemas: Option<Schemas>,
     /// OSB 2.15: seconds the platform should poll an operation at most.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub maximum_polling_duration: Option<u64>,
+    #[schema(value_type = Option<i64>, minimum = 0, maximum = 4294967295_i64)]
+    pub maximum_polling_duration: Option<u32>,
     /// OSB 2.15: the version instances of this plan should run.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "super::strict::optional_object")]
     pub maintenance_info: Option<MaintenanceInfo>,
     /// OSB 2.17: bindings may be rotated with `predecessor_binding_id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -93,17 +114,18 @@ pub struct Plan {
     /// esm extension: bindings of this plan expire this many seconds after creation
     /// (reported as `metadata.expires_at`, OSB 2.16).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub binding_lifetime_seconds: Option<u64>,
+    #[schema(value_type = Option<i64>, minimum = 0, maximum = 4294967295_i64)]
+    pub binding_lifetime_seconds: Option<u32>,
 }
 
 /// OSB 2.13 plan schemas.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Schemas {
     /// Schemas for instance create and update.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "super::strict::optional_object")]
     pub service_instance: Option<InstanceSchemas>,
     /// Schemas for binding create.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "super::strict::optional_object")]
     pub service_binding: Option<BindingSchemas>,
 }
 
@@ -111,10 +133,10 @@ pub struct Schemas {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct InstanceSchemas {
     /// Provision parameters.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "super::strict::optional_object")]
     pub create: Option<ParametersSchema>,
     /// Update parameters.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "super::strict::optional_object")]
     pub update: Option<ParametersSchema>,
 }
 
@@ -122,7 +144,7 @@ pub struct InstanceSchemas {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct BindingSchemas {
     /// Bind parameters.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "super::strict::optional_object")]
     pub create: Option<ParametersSchema>,
 }
 
@@ -130,7 +152,11 @@ pub struct BindingSchemas {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ParametersSchema {
     /// The JSON Schema object.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::strict::optional_json_object"
+    )]
     #[schema(value_type = Option<Object>)]
     pub parameters: Option<Value>,
 }
@@ -262,7 +288,7 @@ impl SchemaFor {
 }
 
 fn non_empty(field: &str, value: &str) -> Result<(), String> {
-    if value.trim().is_empty() { Err(format!("{field} must be a non-empty string")) } else { Ok(()) }
+    if value.is_empty() { Err(format!("{field} must be a non-empty string")) } else { Ok(()) }
 }
 
 fn check_schema(schema: &Value) -> Result<(), String> {

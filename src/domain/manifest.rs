@@ -12,19 +12,31 @@ pub struct Manifest {
     #[serde(default)]
     pub id: String,
     /// The service the plan belongs to.
+    #[schema(min_length = 1)]
     pub service_id: String,
     /// The plan this manifest deploys; a plan has at most one manifest.
+    #[schema(min_length = 1)]
     pub plan_id: String,
     /// Which backend deploys it (`dummy`, later `docker-compose`, `docker-swarm`, ...).
+    #[schema(min_length = 1)]
     pub manifest_type: String,
     /// The deployment description itself (e.g. a docker-compose YAML document).
+    #[schema(min_length = 1)]
     pub manifest_content: String,
     /// ElasTest: sub-service endpoints (`{name: {main, port}}`), read by the platform.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::strict::optional_json_object"
+    )]
     #[schema(value_type = Option<Object>)]
     pub endpoints: Option<Value>,
     /// ElasTest: free-form configuration, read by the platform.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::strict::optional_json_object"
+    )]
     #[schema(value_type = Option<Object>)]
     pub config: Option<Value>,
 }
@@ -39,7 +51,7 @@ impl Manifest {
             ("manifest_type", &self.manifest_type),
             ("manifest_content", &self.manifest_content),
         ] {
-            if value.trim().is_empty() {
+            if value.is_empty() {
                 return Err(format!("{field} must be a non-empty string"));
             }
         }
