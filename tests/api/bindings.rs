@@ -1,20 +1,21 @@
 //! Bind, fetch, unbind and the binding's last_operation: one test per contract row.
 
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::helpers::*;
 
-async fn provisioned(plan_extra: serde_json::Value, script: &str) -> TestApp {
-    let app = with_catalog(plan_extra, script).await;
-    let r = app.provision("i-1", true).await;
-    assert!(matches!(r.status, StatusCode::CREATED | StatusCode::ACCEPTED), "{}", r.body);
-    assert_eq!(app.poll_instance("i-1").await.body["state"], "succeeded");
-    app
-}
-
 fn binding_path(binding: &str) -> String {
     format!("/v2/service_instances/i-1/service_bindings/{binding}")
+}
+
+/// A bind body for `plan-1` with extra fields.
+fn bind_body(extra: Value) -> Value {
+    let mut body = json!({"service_id": SERVICE, "plan_id": PLAN});
+    if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+        body.extend(extra.clone());
+    }
+    body
 }
 
 #[tokio::test]
@@ -23,6 +24,7 @@ async fn sync_bind_is_201_with_credentials_and_fetchable() {
     let r = app.bind("i-1", "b-1", None, false).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     assert_eq!(r.body["credentials"]["username"], "user-b-1");
+    assert!(r.body.get("operation").is_none());
     let fetched = app.get(&binding_path("b-1")).await;
     assert_eq!(fetched.status, StatusCode::OK);
     assert_eq!(fetched.body["credentials"], r.body["credentials"]);
@@ -35,22 +37,52 @@ async fn async_bind_is_202_without_credentials_then_fetch_has_them() {
     assert_eq!(r.status, StatusCode::ACCEPTED);
     assert!(r.body.get("credentials").is_none(), "a 202 never carries credentials: {}", r.body);
     assert!(r.body["operation"].is_string());
-    assert_eq!(app.get(&binding_path("b-1")).await.status, StatusCode::NOT_FOUND, "404 while binding");
     assert_eq!(app.poll_binding("i-1", "b-1").await.body["state"], "succeeded");
     let fetched = app.get(&binding_path("b-1")).await;
     assert_eq!(fetched.status, StatusCode::OK);
+    assert_eq!(fetched.body["credentials"]["username"], "user-b-1");
     assert!(fetched.body["credentials"]["password"].is_string());
 }
 
 #[tokio::test]
-async fn identical_rebind_is_200_and_different_is_409() {
+async fn identical_rebind_is_200_with_the_same_body() {
     let app = provisioned(json!({}), "x-esm-dummy: {mode: sync}").await;
     let first = app.bind("i-1", "b-1", None, false).await;
+    assert_eq!(first.status, StatusCode::CREATED);
     let again = app.bind("i-1", "b-1", None, false).await;
     assert_eq!(again.status, StatusCode::OK);
     assert_eq!(again.body["credentials"], first.body["credentials"]);
-    let body = json!({"service_id": SERVICE, "plan_id": PLAN, "parameters": {"role": "admin"}});
-    let r = app.bind("i-1", "b-1", Some(body), false).await;
+}
+
+#[tokio::test]
+async fn rebind_with_different_parameters_is_409() {
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: sync}").await;
+    let first = app.bind("i-1", "b-1", None, false).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    let r = app.bind("i-1", "b-1", Some(bind_body(json!({"parameters": {"role": "admin"}}))), false).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    r.osb_error();
+    // The binding is untouched.
+    assert_eq!(app.get(&binding_path("b-1")).await.body["credentials"], first.body["credentials"]);
+}
+
+#[tokio::test]
+async fn resent_bind_while_running_is_202_with_the_same_operation() {
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: async, delay_ms: 300}").await;
+    let first = app.bind("i-1", "b-1", None, true).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED);
+    let second = app.bind("i-1", "b-1", None, true).await;
+    assert_eq!(second.status, StatusCode::ACCEPTED);
+    assert!(second.body.get("credentials").is_none());
+    assert!(second.body["operation"].is_string());
+    assert_eq!(first.body["operation"], second.body["operation"]);
+}
+
+#[tokio::test]
+async fn a_different_bind_while_binding_is_409() {
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: async, delay_ms: 300}").await;
+    assert_eq!(app.bind("i-1", "b-1", None, true).await.status, StatusCode::ACCEPTED);
+    let r = app.bind("i-1", "b-1", Some(bind_body(json!({"parameters": {"role": "admin"}}))), true).await;
     assert_eq!(r.status, StatusCode::CONFLICT);
     r.osb_error();
 }
@@ -61,9 +93,15 @@ async fn requires_app_is_422_without_an_app_guid() {
     let r = app.bind("i-1", "b-1", None, false).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(r.osb_error(), "RequiresApp");
-    let with_app = json!({"service_id": SERVICE, "plan_id": PLAN, "bind_resource": {"app_guid": "app-1"}});
-    assert_eq!(app.bind("i-1", "b-1", Some(with_app), false).await.status, StatusCode::CREATED);
-    let legacy = json!({"service_id": SERVICE, "plan_id": PLAN, "app_guid": "app-2"});
+    assert_eq!(app.get(&binding_path("b-1")).await.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn app_guid_or_bind_resource_app_guid_satisfies_requires_app() {
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: sync, requires_app: true}").await;
+    let with_resource = bind_body(json!({"bind_resource": {"app_guid": "app-1"}}));
+    assert_eq!(app.bind("i-1", "b-1", Some(with_resource), false).await.status, StatusCode::CREATED);
+    let legacy = bind_body(json!({"app_guid": "app-2"}));
     assert_eq!(app.bind("i-1", "b-2", Some(legacy), false).await.status, StatusCode::CREATED);
 }
 
@@ -84,10 +122,18 @@ async fn bind_to_an_unknown_instance_is_404() {
 }
 
 #[tokio::test]
-async fn missing_fields_and_non_bindable_plans_are_400() {
+async fn missing_service_id_or_plan_id_is_400() {
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: sync}").await;
+    for body in [json!({"plan_id": PLAN}), json!({"service_id": SERVICE})] {
+        let r = app.bind("i-1", "b-1", Some(body.clone()), false).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}");
+        r.osb_error();
+    }
+}
+
+#[tokio::test]
+async fn bind_on_a_non_bindable_plan_is_400() {
     let app = provisioned(json!({"bindable": false}), "x-esm-dummy: {mode: sync}").await;
-    let r = app.bind("i-1", "b-1", Some(json!({"plan_id": PLAN})), false).await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST);
     let r = app.bind("i-1", "b-1", None, false).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert!(r.body["description"].as_str().is_some_and(|d| d.contains("not bindable")), "{}", r.body);
@@ -99,10 +145,11 @@ async fn parameters_failing_the_bind_schema_are_400() {
         "$schema": "http://json-schema.org/draft-04/schema#", "type": "object",
         "properties": {"role": {"enum": ["ro", "rw"]}}}}}}});
     let app = provisioned(schema, "x-esm-dummy: {mode: sync}").await;
-    let body = json!({"service_id": SERVICE, "plan_id": PLAN, "parameters": {"role": "god"}});
-    let r = app.bind("i-1", "b-1", Some(body), false).await;
+    let r = app.bind("i-1", "b-1", Some(bind_body(json!({"parameters": {"role": "god"}}))), false).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert!(r.body["description"].as_str().is_some_and(|d| d.contains("/role")), "{}", r.body);
+    let ok = app.bind("i-1", "b-1", Some(bind_body(json!({"parameters": {"role": "ro"}}))), false).await;
+    assert_eq!(ok.status, StatusCode::CREATED);
 }
 
 #[tokio::test]
@@ -121,41 +168,126 @@ async fn fetch_of_an_unknown_binding_is_404() {
     let r = app.get(&binding_path("nope")).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     r.osb_error();
-    let r = app.get(&format!("{}/last_operation", binding_path("nope"))).await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
-async fn unbind_is_200_then_410() {
+async fn fetch_while_binding_is_404() {
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: async, delay_ms: 300}").await;
+    assert_eq!(app.bind("i-1", "b-1", None, true).await.status, StatusCode::ACCEPTED);
+    let r = app.get(&binding_path("b-1")).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    r.osb_error();
+}
+
+#[tokio::test]
+async fn binding_last_operation_of_an_unknown_binding_is_404() {
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: sync}").await;
+    let r = app.get(&format!("{}/last_operation", binding_path("nope"))).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    r.osb_error();
+}
+
+#[tokio::test]
+async fn binding_last_operation_reports_in_progress_then_succeeded() {
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: async, delay_ms: 300}").await;
+    assert_eq!(app.bind("i-1", "b-1", None, true).await.status, StatusCode::ACCEPTED);
+    let r = app.get(&format!("{}/last_operation", binding_path("b-1"))).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["state"], "in progress");
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(app.poll_binding("i-1", "b-1").await.body["state"], "succeeded");
+}
+
+#[tokio::test]
+async fn a_failed_async_bind_reports_failed_without_instance_flags() {
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: async, fail: [bind]}").await;
+    assert_eq!(app.bind("i-1", "b-1", None, true).await.status, StatusCode::ACCEPTED);
+    let r = app.poll_binding("i-1", "b-1").await;
+    assert_eq!(r.body["state"], "failed");
+    assert!(r.body.get("instance_usable").is_none() && r.body.get("update_repeatable").is_none(), "{}", r.body);
+    assert_eq!(app.get(&binding_path("b-1")).await.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn unbind_is_200_with_an_empty_object() {
     let app = provisioned(json!({}), "x-esm-dummy: {mode: sync}").await;
     assert_eq!(app.bind("i-1", "b-1", None, false).await.status, StatusCode::CREATED);
     let r = app.unbind("i-1", "b-1", false).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body, json!({}));
-    let r = app.unbind("i-1", "b-1", false).await;
+    assert_eq!(app.get(&binding_path("b-1")).await.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn unbind_of_an_unknown_binding_is_410_with_an_empty_object() {
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: sync}").await;
+    let r = app.unbind("i-1", "nope", false).await;
     assert_eq!(r.status, StatusCode::GONE);
     assert_eq!(r.body, json!({}));
-    assert_eq!(app.get(&binding_path("b-1")).await.status, StatusCode::NOT_FOUND);
+    // Also once it has been unbound, and on an unknown instance.
+    assert_eq!(app.bind("i-1", "b-1", None, false).await.status, StatusCode::CREATED);
+    assert_eq!(app.unbind("i-1", "b-1", false).await.status, StatusCode::OK);
+    assert_eq!(app.unbind("i-1", "b-1", false).await.status, StatusCode::GONE);
+    assert_eq!(app.unbind("no-instance", "b-1", false).await.status, StatusCode::GONE);
 }
 
 #[tokio::test]
 async fn unbind_without_service_id_or_plan_id_is_400() {
     let app = provisioned(json!({}), "x-esm-dummy: {mode: sync}").await;
     assert_eq!(app.bind("i-1", "b-1", None, false).await.status, StatusCode::CREATED);
-    let r = app.delete(&format!("{}?service_id={SERVICE}", binding_path("b-1"))).await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    r.osb_error();
+    for query in [format!("?service_id={SERVICE}"), format!("?plan_id={PLAN}"), String::new()] {
+        let r = app.delete(&format!("{}{query}", binding_path("b-1"))).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{query}");
+        r.osb_error();
+    }
+    assert_eq!(app.get(&binding_path("b-1")).await.status, StatusCode::OK, "still bound");
 }
 
 #[tokio::test]
 async fn async_unbind_then_binding_last_operation_is_410() {
-    let app = provisioned(json!({}), "x-esm-dummy: {mode: async, delay_ms: 50}").await;
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: async, delay_ms: 100}").await;
     assert_eq!(app.bind("i-1", "b-1", None, true).await.status, StatusCode::ACCEPTED);
-    app.poll_binding("i-1", "b-1").await;
+    assert_eq!(app.poll_binding("i-1", "b-1").await.body["state"], "succeeded");
     let r = app.unbind("i-1", "b-1", true).await;
     assert_eq!(r.status, StatusCode::ACCEPTED);
     assert!(r.body["operation"].is_string());
-    assert_eq!(app.poll_binding("i-1", "b-1").await.status, StatusCode::GONE);
+    let done = app.poll_binding("i-1", "b-1").await;
+    assert_eq!(done.status, StatusCode::GONE);
+    assert_eq!(done.body, json!({}));
+}
+
+#[tokio::test]
+async fn resent_unbind_while_running_is_202_with_the_same_operation() {
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: async, delay_ms: 300}").await;
+    assert_eq!(app.bind("i-1", "b-1", None, true).await.status, StatusCode::ACCEPTED);
+    app.poll_binding("i-1", "b-1").await;
+    let first = app.unbind("i-1", "b-1", true).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED);
+    let second = app.unbind("i-1", "b-1", true).await;
+    assert_eq!(second.status, StatusCode::ACCEPTED);
+    assert_eq!(first.body["operation"], second.body["operation"]);
+}
+
+#[tokio::test]
+async fn async_only_unbind_without_accepts_incomplete_is_422() {
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: async}").await;
+    assert_eq!(app.bind("i-1", "b-1", None, true).await.status, StatusCode::ACCEPTED);
+    assert_eq!(app.poll_binding("i-1", "b-1").await.body["state"], "succeeded");
+    let r = app.unbind("i-1", "b-1", false).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.osb_error(), "AsyncRequired");
+    assert_eq!(app.get(&binding_path("b-1")).await.status, StatusCode::OK, "still bound");
+}
+
+#[tokio::test]
+async fn a_failed_sync_unbind_is_500_and_keeps_the_binding() {
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: sync, fail: [unbind]}").await;
+    assert_eq!(app.bind("i-1", "b-1", None, false).await.status, StatusCode::CREATED);
+    let r = app.unbind("i-1", "b-1", false).await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+    r.osb_error();
+    assert!(r.body.get("instance_usable").is_none(), "only update/deprovision carry the flags: {}", r.body);
+    assert_eq!(app.get(&binding_path("b-1")).await.status, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -168,24 +300,33 @@ async fn unbind_while_binding_is_422_concurrency_error() {
 }
 
 #[tokio::test]
-async fn rotation_needs_a_rotatable_plan_and_a_live_predecessor() {
-    let rotating = json!({"service_id": SERVICE, "plan_id": PLAN, "predecessor_binding_id": "b-1"});
+async fn rotation_on_a_non_rotatable_plan_is_400() {
     let app = provisioned(json!({}), "x-esm-dummy: {mode: sync}").await;
     assert_eq!(app.bind("i-1", "b-1", None, false).await.status, StatusCode::CREATED);
-    let r = app.bind("i-1", "b-2", Some(rotating.clone()), false).await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST, "the plan is not binding_rotatable");
+    let r = app.bind("i-1", "b-2", Some(bind_body(json!({"predecessor_binding_id": "b-1"}))), false).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.body["description"].as_str().is_some_and(|d| d.contains("binding_rotatable")), "{}", r.body);
+    assert_eq!(app.get(&binding_path("b-2")).await.status, StatusCode::NOT_FOUND);
+}
 
+#[tokio::test]
+async fn rotation_from_an_unknown_predecessor_is_400() {
+    let app = provisioned(json!({"binding_rotatable": true}), "x-esm-dummy: {mode: sync}").await;
+    let r = app.bind("i-1", "b-2", Some(bind_body(json!({"predecessor_binding_id": "nope"}))), false).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.body["description"].as_str().is_some_and(|d| d.contains("nope")), "{}", r.body);
+}
+
+#[tokio::test]
+async fn rotation_gives_new_credentials_and_keeps_both_bindings() {
     let app = provisioned(json!({"binding_rotatable": true}), "x-esm-dummy: {mode: sync}").await;
     let first = app.bind("i-1", "b-1", None, false).await;
     assert_eq!(first.status, StatusCode::CREATED);
-    let unknown = json!({"service_id": SERVICE, "plan_id": PLAN, "predecessor_binding_id": "nope"});
-    assert_eq!(app.bind("i-1", "b-3", Some(unknown), false).await.status, StatusCode::BAD_REQUEST);
-    let second = app.bind("i-1", "b-2", Some(rotating), false).await;
+    let second = app.bind("i-1", "b-2", Some(bind_body(json!({"predecessor_binding_id": "b-1"}))), false).await;
     assert_eq!(second.status, StatusCode::CREATED, "{}", second.body);
     assert_ne!(second.body["credentials"], first.body["credentials"]);
-    // Both stay valid.
-    assert_eq!(app.get(&binding_path("b-1")).await.status, StatusCode::OK);
-    assert_eq!(app.get(&binding_path("b-2")).await.status, StatusCode::OK);
+    assert_eq!(app.get(&binding_path("b-1")).await.body["credentials"], first.body["credentials"]);
+    assert_eq!(app.get(&binding_path("b-2")).await.body["credentials"], second.body["credentials"]);
 }
 
 #[tokio::test]
@@ -195,10 +336,13 @@ async fn a_plan_lifetime_sets_expires_at_and_renew_before() {
     assert_eq!(r.status, StatusCode::CREATED);
     let expires = r.body["metadata"]["expires_at"].as_str().expect("expires_at");
     let renew = r.body["metadata"]["renew_before"].as_str().expect("renew_before");
+    assert!(expires.ends_with('Z') && renew.ends_with('Z'), "UTC: {expires} {renew}");
     let expires_at = humantime::parse_rfc3339(expires).expect("RFC 3339");
     let renew_at = humantime::parse_rfc3339(renew).expect("RFC 3339");
     let now = std::time::SystemTime::now();
     let lifetime = expires_at.duration_since(now).expect("in the future").as_secs();
     assert!((3590..=3600).contains(&lifetime), "{lifetime}");
     assert!(renew_at < expires_at && renew_at > now);
+    // Fetch shows the same metadata.
+    assert_eq!(app.get(&binding_path("b-1")).await.body["metadata"], r.body["metadata"]);
 }

@@ -7,8 +7,7 @@ use crate::helpers::*;
 
 #[tokio::test]
 async fn sync_deprovision_is_200_with_an_empty_object() {
-    let app = with_plan("x-esm-dummy: {mode: sync}").await;
-    assert_eq!(app.provision("i-1", false).await.status, StatusCode::CREATED);
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: sync}").await;
     let r = app.deprovision("i-1", false).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body, json!({}));
@@ -17,13 +16,14 @@ async fn sync_deprovision_is_200_with_an_empty_object() {
 
 #[tokio::test]
 async fn async_deprovision_is_202_then_last_operation_is_410() {
-    let app = with_plan("x-esm-dummy: {mode: async, delay_ms: 50}").await;
-    assert_eq!(app.provision("i-1", true).await.status, StatusCode::ACCEPTED);
-    app.poll_instance("i-1").await;
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: async, delay_ms: 300}").await;
     let r = app.deprovision("i-1", true).await;
     assert_eq!(r.status, StatusCode::ACCEPTED);
     assert!(r.body["operation"].is_string());
-    assert_eq!(app.poll_instance("i-1").await.status, StatusCode::GONE);
+    assert_eq!(app.get("/v2/service_instances/i-1/last_operation").await.body["state"], "in progress");
+    let done = app.poll_instance("i-1").await;
+    assert_eq!(done.status, StatusCode::GONE);
+    assert_eq!(done.body, json!({}));
 }
 
 #[tokio::test]
@@ -35,10 +35,18 @@ async fn deprovision_of_an_unknown_instance_is_410_with_an_empty_object() {
 }
 
 #[tokio::test]
+async fn a_repeated_deprovision_is_410() {
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: sync}").await;
+    assert_eq!(app.deprovision("i-1", false).await.status, StatusCode::OK);
+    let r = app.deprovision("i-1", false).await;
+    assert_eq!(r.status, StatusCode::GONE);
+    assert_eq!(r.body, json!({}));
+}
+
+#[tokio::test]
 async fn missing_service_id_or_plan_id_is_400() {
-    let app = with_plan("x-esm-dummy: {mode: sync}").await;
-    assert_eq!(app.provision("i-1", false).await.status, StatusCode::CREATED);
-    for query in ["?plan_id=x", "?service_id=x", ""] {
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: sync}").await;
+    for query in ["?plan_id=x", "?service_id=x", "?service_id=&plan_id=x", ""] {
         let r = app.delete(&format!("/v2/service_instances/i-1{query}")).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{query}");
         r.osb_error();
@@ -49,40 +57,50 @@ async fn missing_service_id_or_plan_id_is_400() {
 
 #[tokio::test]
 async fn async_only_deprovision_without_accepts_incomplete_is_422() {
-    let app = with_plan("x-esm-dummy: {mode: async}").await;
-    assert_eq!(app.provision("i-1", true).await.status, StatusCode::ACCEPTED);
-    app.poll_instance("i-1").await;
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: async}").await;
     let r = app.deprovision("i-1", false).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(r.osb_error(), "AsyncRequired");
+    assert_eq!(app.get("/v2/service_instances/i-1").await.status, StatusCode::OK);
 }
 
 #[tokio::test]
 async fn resent_deprovision_while_running_is_202_with_the_same_operation() {
-    let app = with_plan("x-esm-dummy: {mode: async, delay_ms: 300}").await;
-    assert_eq!(app.provision("i-1", true).await.status, StatusCode::ACCEPTED);
-    app.poll_instance("i-1").await;
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: async, delay_ms: 300}").await;
     let first = app.deprovision("i-1", true).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED);
     let second = app.deprovision("i-1", true).await;
     assert_eq!(second.status, StatusCode::ACCEPTED);
+    assert!(second.body["operation"].is_string());
     assert_eq!(first.body["operation"], second.body["operation"]);
 }
 
 #[tokio::test]
-async fn deprovision_during_provision_is_422_concurrency_error() {
+async fn deprovision_during_the_provision_is_422_concurrency_error() {
     let app = with_plan("x-esm-dummy: {mode: async, delay_ms: 300}").await;
     assert_eq!(app.provision("i-1", true).await.status, StatusCode::ACCEPTED);
+    let r = app.deprovision("i-1", true).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.osb_error(), "ConcurrencyError");
+    // The provision carries on undisturbed.
+    assert_eq!(app.poll_instance("i-1").await.body["state"], "succeeded");
+}
+
+#[tokio::test]
+async fn deprovision_while_a_binding_is_busy_is_422_concurrency_error() {
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: async, delay_ms: 300}").await;
+    assert_eq!(app.bind("i-1", "b-1", None, true).await.status, StatusCode::ACCEPTED);
     let r = app.deprovision("i-1", true).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(r.osb_error(), "ConcurrencyError");
 }
 
 #[tokio::test]
-async fn a_failed_deprovision_reports_instance_usable() {
-    let app = with_plan("x-esm-dummy: {mode: sync, fail: [deprovision]}").await;
-    assert_eq!(app.provision("i-1", false).await.status, StatusCode::CREATED);
+async fn a_failed_sync_deprovision_is_500_with_instance_usable() {
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: sync, fail: [deprovision]}").await;
     let r = app.deprovision("i-1", false).await;
     assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+    r.osb_error();
     assert_eq!(r.body["instance_usable"], true);
     assert!(r.body.get("update_repeatable").is_none(), "only updates carry update_repeatable");
     // Still there, so the platform can retry.
@@ -90,9 +108,20 @@ async fn a_failed_deprovision_reports_instance_usable() {
 }
 
 #[tokio::test]
-async fn bindings_go_with_their_instance() {
-    let app = with_plan("x-esm-dummy: {mode: sync}").await;
-    assert_eq!(app.provision("i-1", false).await.status, StatusCode::CREATED);
+async fn a_failed_async_deprovision_reports_failed_with_instance_usable() {
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: async, fail: [deprovision]}").await;
+    assert_eq!(app.deprovision("i-1", true).await.status, StatusCode::ACCEPTED);
+    let last = app.poll_instance("i-1").await;
+    assert_eq!(last.status, StatusCode::OK);
+    assert_eq!(last.body["state"], "failed");
+    assert_eq!(last.body["instance_usable"], true);
+    assert!(last.body.get("update_repeatable").is_none(), "only updates carry update_repeatable");
+    assert_eq!(app.get("/v2/service_instances/i-1").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn bindings_are_retired_with_their_instance() {
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: sync}").await;
     assert_eq!(app.bind("i-1", "b-1", None, false).await.status, StatusCode::CREATED);
     assert_eq!(app.deprovision("i-1", false).await.status, StatusCode::OK);
     let r = app.get("/v2/service_instances/i-1/service_bindings/b-1").await;

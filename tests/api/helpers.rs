@@ -129,6 +129,16 @@ pub async fn with_catalog(plan_extra: Value, script: &str) -> TestApp {
     app
 }
 
+/// Like [`with_catalog`], with instance `i-1` provisioned on `plan-1` (asynchronously
+/// if the script allows it) and its provision finished.
+pub async fn provisioned(plan_extra: Value, script: &str) -> TestApp {
+    let app = with_catalog(plan_extra, script).await;
+    let r = app.provision("i-1", true).await;
+    assert!(matches!(r.status, StatusCode::CREATED | StatusCode::ACCEPTED), "provision: {}", r.body);
+    assert_eq!(app.poll_instance("i-1").await.body["state"], "succeeded");
+    app
+}
+
 impl TestApp {
     /// Registers `svc-1` with `plan-1` (plus `plan_extra`) and `plan-2`, and a dummy
     /// manifest running `script` for each.

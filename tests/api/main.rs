@@ -7,7 +7,7 @@ mod bindings;
 mod catalog;
 mod deprovision;
 mod elastest;
-mod fetch;
+mod get_instance;
 mod ops;
 mod provision;
 mod update;

@@ -16,7 +16,7 @@ async fn sync_provision_is_201() {
 
 #[tokio::test]
 async fn async_provision_is_202_with_an_operation_then_succeeds() {
-    let app = with_plan("x-esm-dummy: {mode: async, delay_ms: 100}").await;
+    let app = with_plan("x-esm-dummy: {mode: async, delay_ms: 300}").await;
     let r = app.provision("i-1", true).await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
     let operation = r.body["operation"].as_str().expect("operation").to_owned();

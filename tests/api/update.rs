@@ -1,7 +1,7 @@
 //! `PATCH /v2/service_instances/{id}`: one test per row of the update table.
 
-use reqwest::StatusCode;
-use serde_json::json;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
 
 use crate::helpers::*;
 
@@ -9,132 +9,204 @@ fn patch_path(id: &str, async_ok: bool) -> String {
     provision_path(id, async_ok)
 }
 
-async fn provisioned(script: &str) -> TestApp {
-    let app = with_plan(script).await;
-    let r = app.provision("i-1", true).await;
-    assert!(matches!(r.status, StatusCode::CREATED | StatusCode::ACCEPTED), "{}", r.body);
-    assert_eq!(app.poll_instance("i-1").await.body["state"], "succeeded");
+/// `i-1` provisioned synchronously on `plan-1` with `parameters`.
+async fn provisioned_with_parameters(plan_extra: Value, script: &str, parameters: Value) -> TestApp {
+    let app = with_catalog(plan_extra, script).await;
+    let mut body = provision_body(PLAN);
+    body["parameters"] = parameters;
+    let r = app.put(&provision_path("i-1", false), &body).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     app
 }
 
 #[tokio::test]
 async fn sync_update_is_200_and_changes_the_plan() {
-    let app = provisioned("x-esm-dummy: {mode: sync}").await;
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: sync}").await;
     let r = app.patch(&patch_path("i-1", false), &json!({"service_id": SERVICE, "plan_id": OTHER_PLAN})).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body.is_object() && r.body.get("operation").is_none(), "{}", r.body);
     assert_eq!(app.get("/v2/service_instances/i-1").await.body["plan_id"], OTHER_PLAN);
 }
 
 #[tokio::test]
 async fn async_update_is_202_then_succeeds() {
-    let app = provisioned("x-esm-dummy: {mode: async, delay_ms: 100}").await;
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: async, delay_ms: 300}").await;
     let r = app.patch(&patch_path("i-1", true), &json!({"service_id": SERVICE, "parameters": {"a": 1}})).await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
     assert!(r.body["operation"].is_string());
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(app.get("/v2/service_instances/i-1/last_operation").await.body["state"], "in progress");
     assert_eq!(app.poll_instance("i-1").await.body["state"], "succeeded");
     assert_eq!(app.get("/v2/service_instances/i-1").await.body["parameters"], json!({"a": 1}));
 }
 
 #[tokio::test]
 async fn resent_update_while_running_is_202_with_the_same_operation() {
-    let app = provisioned("x-esm-dummy: {mode: async, delay_ms: 300}").await;
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: async, delay_ms: 300}").await;
     let body = json!({"service_id": SERVICE, "parameters": {"a": 2}});
     let first = app.patch(&patch_path("i-1", true), &body).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED);
     let second = app.patch(&patch_path("i-1", true), &body).await;
     assert_eq!(second.status, StatusCode::ACCEPTED);
+    assert!(second.body["operation"].is_string());
     assert_eq!(first.body["operation"], second.body["operation"]);
 }
 
 #[tokio::test]
-async fn a_different_update_while_one_runs_is_422_concurrency_error() {
-    let app = provisioned("x-esm-dummy: {mode: async, delay_ms: 300}").await;
-    app.patch(&patch_path("i-1", true), &json!({"service_id": SERVICE, "parameters": {"a": 1}})).await;
+async fn plan_change_on_a_non_updateable_plan_is_422_and_changes_nothing() {
+    let app = provisioned(json!({"plan_updateable": false}), "x-esm-dummy: {mode: sync}").await;
+    let r = app.patch(&patch_path("i-1", false), &json!({"service_id": SERVICE, "plan_id": OTHER_PLAN})).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    r.osb_error();
+    assert!(r.body["description"].as_str().is_some_and(|d| d.contains("plan_updateable")), "{}", r.body);
+    assert_eq!(app.get("/v2/service_instances/i-1").await.body["plan_id"], PLAN);
+}
+
+#[tokio::test]
+async fn parameters_still_change_on_a_non_updateable_plan() {
+    let app = provisioned(json!({"plan_updateable": false}), "x-esm-dummy: {mode: sync}").await;
+    let r = app.patch(&patch_path("i-1", false), &json!({"service_id": SERVICE, "parameters": {"a": 1}})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(app.get("/v2/service_instances/i-1").await.body["parameters"], json!({"a": 1}));
+}
+
+#[tokio::test]
+async fn async_only_update_without_accepts_incomplete_is_422_async_required() {
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: async}").await;
+    let r = app.patch(&patch_path("i-1", false), &json!({"service_id": SERVICE, "parameters": {"a": 1}})).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.osb_error(), "AsyncRequired");
+    assert!(app.get("/v2/service_instances/i-1").await.body.get("parameters").is_none(), "nothing applied");
+}
+
+#[tokio::test]
+async fn another_update_while_one_runs_is_422_concurrency_error() {
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: async, delay_ms: 300}").await;
+    let first = app.patch(&patch_path("i-1", true), &json!({"service_id": SERVICE, "parameters": {"a": 1}})).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED);
     let r = app.patch(&patch_path("i-1", true), &json!({"service_id": SERVICE, "parameters": {"a": 2}})).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.osb_error(), "ConcurrencyError");
+    // The first update is the one applied.
+    app.poll_instance("i-1").await;
+    assert_eq!(app.get("/v2/service_instances/i-1").await.body["parameters"], json!({"a": 1}));
+}
+
+#[tokio::test]
+async fn update_during_the_provision_is_422_concurrency_error() {
+    let app = with_plan("x-esm-dummy: {mode: async, delay_ms: 300}").await;
+    assert_eq!(app.provision("i-1", true).await.status, StatusCode::ACCEPTED);
+    let r = app.patch(&patch_path("i-1", true), &json!({"service_id": SERVICE, "parameters": {"a": 1}})).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(r.osb_error(), "ConcurrencyError");
 }
 
 #[tokio::test]
-async fn plan_change_on_a_non_updateable_plan_is_422_and_changes_nothing() {
-    let app = with_catalog(json!({"plan_updateable": false}), "x-esm-dummy: {mode: sync}").await;
-    assert_eq!(app.provision("i-1", false).await.status, StatusCode::CREATED);
-    let r = app.patch(&patch_path("i-1", false), &json!({"service_id": SERVICE, "plan_id": OTHER_PLAN})).await;
-    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
-    r.osb_error();
-    assert_eq!(app.get("/v2/service_instances/i-1").await.body["plan_id"], PLAN);
-}
-
-#[tokio::test]
-async fn async_only_update_without_accepts_incomplete_is_422_async_required() {
-    let app = provisioned("x-esm-dummy: {mode: async}").await;
-    let r = app.patch(&patch_path("i-1", false), &json!({"service_id": SERVICE, "parameters": {"a": 1}})).await;
-    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(r.osb_error(), "AsyncRequired");
-}
-
-#[tokio::test]
-async fn maintenance_info_mismatch_is_422() {
-    let app = with_catalog(json!({"maintenance_info": {"version": "2.0.0"}}), "x-esm-dummy: {mode: sync}").await;
-    assert_eq!(app.provision("i-1", false).await.status, StatusCode::CREATED);
+async fn maintenance_info_mismatch_is_422_and_changes_nothing() {
+    let app = provisioned(json!({"maintenance_info": {"version": "2.0.0"}}), "x-esm-dummy: {mode: sync}").await;
     let r = app
         .patch(&patch_path("i-1", false), &json!({"service_id": SERVICE, "maintenance_info": {"version": "3.0.0"}}))
         .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(r.osb_error(), "MaintenanceInfoConflict");
+    assert_eq!(app.get("/v2/service_instances/i-1").await.body["maintenance_info"]["version"], "2.0.0");
 }
 
 #[tokio::test]
-async fn missing_service_id_or_unknown_plan_is_400() {
-    let app = provisioned("x-esm-dummy: {mode: sync}").await;
+async fn missing_service_id_is_400() {
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: sync}").await;
     let r = app.patch(&patch_path("i-1", false), &json!({"plan_id": OTHER_PLAN})).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert!(r.body["description"].as_str().is_some_and(|d| d.contains("service_id")));
-    let r = app.patch(&patch_path("i-1", false), &json!({"service_id": SERVICE, "plan_id": "nope"})).await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.body["description"].as_str().is_some_and(|d| d.contains("service_id")), "{}", r.body);
+    assert_eq!(app.get("/v2/service_instances/i-1").await.body["plan_id"], PLAN);
 }
 
 #[tokio::test]
-async fn absent_plan_and_parameters_are_left_alone() {
-    let app = with_plan("x-esm-dummy: {mode: sync}").await;
-    let mut body = provision_body(PLAN);
-    body["parameters"] = json!({"keep": "me"});
-    assert_eq!(app.put(&provision_path("i-1", false), &body).await.status, StatusCode::CREATED);
-    let r = app.patch(&patch_path("i-1", false), &json!({"service_id": SERVICE, "context": {"platform": "x"}})).await;
+async fn malformed_json_is_400() {
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: sync}").await;
+    let r = reply(
+        app.raw(Method::PATCH, "/v2/service_instances/i-1")
+            .header("X-Broker-API-Version", VERSION)
+            .header("Content-Type", "application/json")
+            .body("{\"service_id\": ")
+            .send()
+            .await
+            .expect("sent"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    r.osb_error();
+}
+
+#[tokio::test]
+async fn unknown_plan_is_400() {
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: sync}").await;
+    let r = app.patch(&patch_path("i-1", false), &json!({"service_id": SERVICE, "plan_id": "nope"})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.body["description"].as_str().is_some_and(|d| d.contains("nope")), "{}", r.body);
+    assert_eq!(app.get("/v2/service_instances/i-1").await.body["plan_id"], PLAN);
+}
+
+#[tokio::test]
+async fn absent_plan_id_leaves_the_plan() {
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: sync}").await;
+    let r = app.patch(&patch_path("i-1", false), &json!({"service_id": SERVICE, "parameters": {"new": 1}})).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let fetched = app.get("/v2/service_instances/i-1").await;
     assert_eq!(fetched.body["plan_id"], PLAN);
+    assert_eq!(fetched.body["parameters"], json!({"new": 1}));
+}
+
+#[tokio::test]
+async fn absent_parameters_leave_the_parameters() {
+    let app = provisioned_with_parameters(json!({}), "x-esm-dummy: {mode: sync}", json!({"keep": "me"})).await;
+    let r = app.patch(&patch_path("i-1", false), &json!({"service_id": SERVICE, "plan_id": OTHER_PLAN})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let fetched = app.get("/v2/service_instances/i-1").await;
+    assert_eq!(fetched.body["plan_id"], OTHER_PLAN);
     assert_eq!(fetched.body["parameters"], json!({"keep": "me"}));
 }
 
 #[tokio::test]
 async fn a_no_op_update_is_200() {
-    let app = provisioned("x-esm-dummy: {mode: async}").await;
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: async}").await;
     // Nothing changes, so even an async-only plan answers 200 at once.
     let r = app.patch(&patch_path("i-1", false), &json!({"service_id": SERVICE, "plan_id": PLAN})).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body.get("operation").is_none());
 }
 
 #[tokio::test]
 async fn a_failed_sync_update_is_500_with_flags_and_changes_nothing() {
-    let app = provisioned("x-esm-dummy: {mode: sync, fail: [update]}").await;
-    let r = app.patch(&patch_path("i-1", false), &json!({"service_id": SERVICE, "plan_id": OTHER_PLAN})).await;
+    let app =
+        provisioned_with_parameters(json!({}), "x-esm-dummy: {mode: sync, fail: [update]}", json!({"v": 1})).await;
+    let body = json!({"service_id": SERVICE, "plan_id": OTHER_PLAN, "parameters": {"v": 2}});
+    let r = app.patch(&patch_path("i-1", false), &body).await;
     assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
     r.osb_error();
     assert_eq!(r.body["instance_usable"], true);
     assert_eq!(r.body["update_repeatable"], true);
-    assert_eq!(app.get("/v2/service_instances/i-1").await.body["plan_id"], PLAN);
+    let fetched = app.get("/v2/service_instances/i-1").await;
+    assert_eq!(fetched.body["plan_id"], PLAN);
+    assert_eq!(fetched.body["parameters"], json!({"v": 1}));
 }
 
 #[tokio::test]
-async fn a_failed_async_update_reports_failed_with_flags() {
-    let app = provisioned("x-esm-dummy: {mode: async, fail: [update]}").await;
-    let r = app.patch(&patch_path("i-1", true), &json!({"service_id": SERVICE, "parameters": {"x": 1}})).await;
-    assert_eq!(r.status, StatusCode::ACCEPTED);
+async fn a_failed_async_update_reports_failed_with_flags_and_changes_nothing() {
+    let app = with_plan("x-esm-dummy: {mode: async, fail: [update]}").await;
+    let mut provision = provision_body(PLAN);
+    provision["parameters"] = json!({"v": 1});
+    assert_eq!(app.put(&provision_path("i-1", true), &provision).await.status, StatusCode::ACCEPTED);
+    assert_eq!(app.poll_instance("i-1").await.body["state"], "succeeded");
+    let body = json!({"service_id": SERVICE, "plan_id": OTHER_PLAN, "parameters": {"v": 2}});
+    assert_eq!(app.patch(&patch_path("i-1", true), &body).await.status, StatusCode::ACCEPTED);
     let last = app.poll_instance("i-1").await;
     assert_eq!(last.body["state"], "failed");
     assert_eq!(last.body["instance_usable"], true);
     assert_eq!(last.body["update_repeatable"], true);
-    assert!(app.get("/v2/service_instances/i-1").await.body.get("parameters").is_none());
+    let fetched = app.get("/v2/service_instances/i-1").await;
+    assert_eq!(fetched.body["plan_id"], PLAN);
+    assert_eq!(fetched.body["parameters"], json!({"v": 1}));
 }
 
 #[tokio::test]
@@ -146,13 +218,13 @@ async fn update_of_an_unknown_instance_is_404() {
 }
 
 #[tokio::test]
-async fn parameters_failing_the_update_schema_are_400() {
+async fn parameters_failing_the_update_schema_are_400_and_change_nothing() {
     let schema = json!({"schemas": {"service_instance": {"update": {"parameters": {
         "$schema": "http://json-schema.org/draft-04/schema#", "type": "object",
         "properties": {"size": {"type": "integer"}}}}}}});
-    let app = with_catalog(schema, "x-esm-dummy: {mode: sync}").await;
-    assert_eq!(app.provision("i-1", false).await.status, StatusCode::CREATED);
+    let app = provisioned_with_parameters(schema, "x-esm-dummy: {mode: sync}", json!({"size": 1})).await;
     let r = app.patch(&patch_path("i-1", false), &json!({"service_id": SERVICE, "parameters": {"size": "big"}})).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert!(r.body["description"].as_str().is_some_and(|d| d.contains("/size")), "{}", r.body);
+    assert_eq!(app.get("/v2/service_instances/i-1").await.body["parameters"], json!({"size": 1}));
 }
