@@ -67,6 +67,8 @@ impl Server {
             BrokerSettings {
                 retry_after_seconds: config.retry_after,
                 operation_lease: Duration::from_secs(config.operation_lease.max(1)),
+                // The parse has its own budget; this also covers the checks after it.
+                manifest_check_timeout: Duration::from_millis(config.manifest_parse_timeout.max(1)) * 2,
             },
         );
         let api = listen(config.api_addr()).await?;
@@ -127,7 +129,7 @@ fn backends(config: &Config) -> Result<Backends, BackendError> {
     let mut backends = Backends::new();
     for kind in &config.backends {
         backends = match kind {
-            BackendKind::Dummy => backends.with(Arc::new(DummyBackend::new())),
+            BackendKind::Dummy => backends.with(Arc::new(DummyBackend::with_limits(config.manifest_limits()))),
             BackendKind::DockerCompose => backends.with(Arc::new(ComposeBackend::new(docker_settings(config))?)),
             BackendKind::DockerSwarm => backends.with(Arc::new(SwarmBackend::new(docker_settings(config))?)),
         };
@@ -150,6 +152,10 @@ fn docker_settings(config: &Config) -> DockerSettings {
         policy: Policy {
             allow_bind_mounts: config.docker_allow_bind_mounts,
             allow_privileged: config.docker_allow_privileged,
+            allow_external: config.docker_allow_external,
+            host_ports: config.host_port_range.map(|r| (r.low, r.high)),
+            max_services: config.manifest_max_services,
+            limits: config.manifest_limits(),
         },
         ready_timeout: Duration::from_secs(config.docker_ready_timeout.max(1)),
         owner: config.name.clone(),

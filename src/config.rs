@@ -5,10 +5,12 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::backend::compose::engine::PullPolicy;
+use crate::yaml;
 use serde_json::{Value, json};
 
 /// The `esm` command line.
@@ -117,6 +119,29 @@ pub struct Config {
     /// Allow manifests privileged, cap_add, pid: host, network_mode: host and devices.
     #[arg(long = "docker-allow-privileged", env = "ESM_DOCKER_ALLOW_PRIVILEGED", action = clap::ArgAction::Set, default_value_t = false)]
     pub docker_allow_privileged: bool,
+    /// Allow manifests `external: true` networks and volumes (never another esm
+    /// instance's, whatever this says).
+    #[arg(long = "docker-allow-external", env = "ESM_DOCKER_ALLOW_EXTERNAL", action = clap::ArgAction::Set, default_value_t = false)]
+    pub docker_allow_external: bool,
+    /// Host ports manifests may name (`30000-30999`); unset: none, Docker picks an
+    /// ephemeral host port for every published container port.
+    #[arg(long = "host-port-range", env = "ESM_HOST_PORT_RANGE")]
+    pub host_port_range: Option<PortRange>,
+    /// Largest manifest_content, in bytes.
+    #[arg(long = "manifest-max-bytes", env = "ESM_MANIFEST_MAX_BYTES", default_value_t = 262_144)]
+    pub manifest_max_bytes: usize,
+    /// Deepest nesting of a manifest's YAML.
+    #[arg(long = "manifest-max-depth", env = "ESM_MANIFEST_MAX_DEPTH", default_value_t = 64)]
+    pub manifest_max_depth: usize,
+    /// Most YAML nodes in a manifest, counting what aliases expand to.
+    #[arg(long = "manifest-max-nodes", env = "ESM_MANIFEST_MAX_NODES", default_value_t = 100_000)]
+    pub manifest_max_nodes: usize,
+    /// Most services in one compose manifest.
+    #[arg(long = "manifest-max-services", env = "ESM_MANIFEST_MAX_SERVICES", default_value_t = 100)]
+    pub manifest_max_services: usize,
+    /// Milliseconds reading and checking one manifest may take.
+    #[arg(long = "manifest-parse-timeout", env = "ESM_MANIFEST_PARSE_TIMEOUT", default_value_t = 2000)]
+    pub manifest_parse_timeout: u64,
     /// Seconds a Docker deployment may take to be running (and healthy).
     #[arg(long = "docker-ready-timeout", env = "ESM_DOCKER_READY_TIMEOUT", default_value_t = 120)]
     pub docker_ready_timeout: u64,
@@ -145,6 +170,35 @@ pub enum BackendKind {
     DockerCompose,
     /// The same manifests as swarm services (the engine must be a swarm manager).
     DockerSwarm,
+}
+
+/// An inclusive range of host ports, `LOW-HIGH`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    /// The first port.
+    pub low: u16,
+    /// The last port.
+    pub high: u16,
+}
+
+impl FromStr for PortRange {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("{s:?} is not a port range like 30000-30999");
+        let (low, high) = s.trim().split_once('-').ok_or_else(bad)?;
+        let low: u16 = low.trim().parse().map_err(|_| bad())?;
+        let high: u16 = high.trim().parse().map_err(|_| bad())?;
+        if low == 0 || low > high {
+            return Err(bad());
+        }
+        Ok(Self { low, high })
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.low, self.high)
+    }
 }
 
 /// Log line format.
@@ -208,6 +262,13 @@ impl Default for Config {
             docker_pull: PullPolicy::Missing,
             docker_allow_bind_mounts: false,
             docker_allow_privileged: false,
+            docker_allow_external: false,
+            host_port_range: None,
+            manifest_max_bytes: 262_144,
+            manifest_max_depth: 64,
+            manifest_max_nodes: 100_000,
+            manifest_max_services: 100,
+            manifest_parse_timeout: 2000,
             docker_ready_timeout: 120,
             reconcile_interval: 60,
         }
@@ -239,6 +300,19 @@ impl Config {
             (Some(uri), _) => Some(uri.to_owned()),
             (None, Some(host)) => Some(format!("mongodb://{host}:{}", self.mongo_port)),
             (None, None) => None,
+        }
+    }
+
+    /// What reading one manifest may cost.
+    pub fn manifest_limits(&self) -> yaml::Limits {
+        let defaults = yaml::Limits::default();
+        yaml::Limits {
+            max_bytes: self.manifest_max_bytes,
+            max_depth: self.manifest_max_depth.max(1),
+            max_nodes: self.manifest_max_nodes.max(1),
+            // Text may expand (through aliases) to 16 times the document, no more.
+            max_text_bytes: self.manifest_max_bytes.saturating_mul(16).max(defaults.max_text_bytes),
+            time_budget: Duration::from_millis(self.manifest_parse_timeout.max(1)),
         }
     }
 
@@ -278,6 +352,13 @@ impl Config {
             "ESM_DOCKER_PULL": format!("{:?}", self.docker_pull).to_lowercase(),
             "ESM_DOCKER_ALLOW_BIND_MOUNTS": self.docker_allow_bind_mounts,
             "ESM_DOCKER_ALLOW_PRIVILEGED": self.docker_allow_privileged,
+            "ESM_DOCKER_ALLOW_EXTERNAL": self.docker_allow_external,
+            "ESM_HOST_PORT_RANGE": self.host_port_range.map(|r| r.to_string()),
+            "ESM_MANIFEST_MAX_BYTES": self.manifest_max_bytes,
+            "ESM_MANIFEST_MAX_DEPTH": self.manifest_max_depth,
+            "ESM_MANIFEST_MAX_NODES": self.manifest_max_nodes,
+            "ESM_MANIFEST_MAX_SERVICES": self.manifest_max_services,
+            "ESM_MANIFEST_PARSE_TIMEOUT": self.manifest_parse_timeout,
             "ESM_DOCKER_READY_TIMEOUT": self.docker_ready_timeout,
             "ESM_RECONCILE_INTERVAL": self.reconcile_interval,
         })
@@ -297,14 +378,15 @@ pub fn redact_value(name: &str, value: &str) -> String {
     redact_uri(value)
 }
 
-/// `scheme://user:pass@host/...` → `scheme://********@host/...`.
+/// `scheme://user:pass@host/...` → `scheme://********@host/...`. Everything up to
+/// the last `@` is hidden, so a password with a `/`, `@` or `?` in it (unescaped, as
+/// people type them) is hidden too; at worst more than the credentials is.
 pub fn redact_uri(value: &str) -> String {
     let Some(scheme_end) = value.find("://") else {
         return value.to_owned();
     };
     let rest = &value[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
+    match rest.rfind('@') {
         Some(at) => format!("{}://{REDACTED}{}", &value[..scheme_end], &rest[at..]),
         None => value.to_owned(),
     }
@@ -362,6 +444,11 @@ mod tests {
             redact_value("ESM_MONGO_URI", "mongodb://admin:pw@db:27017/esm?tls=true"),
             "mongodb://********@db:27017/esm?tls=true"
         );
-        assert_eq!(redact_value("ESM_MONGO_URI", "mongodb://db:27017/a@b"), "mongodb://db:27017/a@b");
+        // Passwords with unescaped '/' or '@' stay hidden too.
+        for uri in ["mongodb://admin:pa/ss@db/esm", "mongodb://admin:p@ss@db", "mongodb://admin:p?x#@db"] {
+            let shown = redact_uri(uri);
+            assert!(!shown.contains("pa/ss") && !shown.contains("p@ss") && !shown.contains("p?x"), "{shown}");
+            assert!(shown.ends_with("@db/esm") || shown.ends_with("@db"), "{shown}");
+        }
     }
 }

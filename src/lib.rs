@@ -17,6 +17,7 @@
 //! - [`store`]: the `Store` trait (documents with compare-and-set) and its implementations.
 //! - [`backend`]: the `Backend` trait (what deploys a manifest) and its implementations.
 //! - [`error`]: the one error type, rendered as the OSB error body.
+//! - [`yaml`]: untrusted YAML into JSON values, within limits (size, depth, aliases, time).
 //! - [`telemetry`]: logging setup.
 
 #![warn(missing_docs)]
@@ -34,3 +35,4 @@ pub mod probe;
 pub mod store;
 pub mod telemetry;
 pub mod wire;
+pub mod yaml;

@@ -30,10 +30,14 @@ use crate::domain::binding::Binding;
 use crate::domain::instance::ServiceInstance;
 use crate::domain::manifest::Manifest;
 use crate::domain::operation::OperationKind;
+use crate::yaml;
 
 /// The dummy backend.
 #[derive(Debug, Default)]
-pub struct DummyBackend;
+pub struct DummyBackend {
+    /// What reading a manifest may cost (the same limits as every manifest).
+    limits: yaml::Limits,
+}
 
 /// A dummy manifest: the script and the services it pretends to run.
 #[derive(Debug, Default, Deserialize)]
@@ -83,25 +87,30 @@ struct FakeService {
 }
 
 impl DummyBackend {
-    /// A dummy backend.
+    /// A dummy backend with the default manifest limits.
     pub fn new() -> Self {
-        Self
+        Self::default()
     }
 
-    fn parse(manifest: &Manifest) -> Result<DummyManifest, String> {
-        let doc: yaml_serde::Value = yaml_serde::from_str(&manifest.manifest_content)
+    /// A dummy backend reading manifests within `limits`.
+    pub fn with_limits(limits: yaml::Limits) -> Self {
+        Self { limits }
+    }
+
+    fn parse(&self, manifest: &Manifest) -> Result<DummyManifest, String> {
+        let doc = yaml::load(&manifest.manifest_content, &self.limits)
             .map_err(|e| format!("manifest_content is not valid YAML: {e}"))?;
-        if !doc.is_mapping() {
+        if !doc.is_object() {
             // Plain text or a list: nothing to run, default behaviour.
             return Ok(DummyManifest::default());
         }
-        yaml_serde::from_value(doc).map_err(|e| format!("manifest_content: {e}"))
+        serde_path_to_error::deserialize(doc).map_err(|e| format!("manifest_content: {}: {}", e.path(), e.inner()))
     }
 
     /// The parsed manifest; registration already checked it, so a failure here means
     /// the stored manifest changed under us.
-    fn load(manifest: &Manifest) -> Result<DummyManifest, BackendError> {
-        Self::parse(manifest).map_err(BackendError::new)
+    fn load(&self, manifest: &Manifest) -> Result<DummyManifest, BackendError> {
+        self.parse(manifest).map_err(BackendError::new)
     }
 
     /// Plays one scripted operation: wait, then fail if told to.
@@ -136,11 +145,11 @@ impl Backend for DummyBackend {
     }
 
     fn check_manifest(&self, manifest: &Manifest) -> Result<(), String> {
-        Self::parse(manifest).map(|_| ())
+        self.parse(manifest).map(|_| ())
     }
 
     fn execution(&self, manifest: &Manifest, _kind: OperationKind) -> Execution {
-        match Self::parse(manifest).map(|m| m.script.mode) {
+        match self.parse(manifest).map(|m| m.script.mode) {
             Ok(Mode::Sync) => Execution::Synchronous,
             Ok(Mode::Async) => Execution::Asynchronous,
             Ok(Mode::Either) | Err(_) => Execution::Either,
@@ -148,11 +157,11 @@ impl Backend for DummyBackend {
     }
 
     fn requires_app(&self, manifest: &Manifest) -> bool {
-        Self::parse(manifest).is_ok_and(|m| m.script.requires_app)
+        self.parse(manifest).is_ok_and(|m| m.script.requires_app)
     }
 
     async fn provision(&self, instance: &ServiceInstance, manifest: &Manifest) -> Result<Deployment, BackendError> {
-        let parsed = Self::load(manifest)?;
+        let parsed = self.load(manifest)?;
         Self::play(&parsed.script, OperationKind::Provision).await?;
         let containers: Vec<String> =
             parsed.services.iter().map(|(name, svc)| container_name(&instance.id, name, svc)).collect();
@@ -162,13 +171,13 @@ impl Backend for DummyBackend {
     }
 
     async fn update(&self, instance: &ServiceInstance, manifest: &Manifest) -> Result<Deployment, BackendError> {
-        let parsed = Self::load(manifest)?;
+        let parsed = self.load(manifest)?;
         Self::play(&parsed.script, OperationKind::Update).await?;
         Ok(Deployment { details: instance.deployment.clone(), dashboard_url: parsed.script.dashboard_url })
     }
 
     async fn deprovision(&self, _instance: &ServiceInstance, manifest: &Manifest) -> Result<(), BackendError> {
-        let parsed = Self::load(manifest)?;
+        let parsed = self.load(manifest)?;
         Self::play(&parsed.script, OperationKind::Deprovision).await
     }
 
@@ -178,7 +187,7 @@ impl Backend for DummyBackend {
         binding: &Binding,
         manifest: &Manifest,
     ) -> Result<BindOutput, BackendError> {
-        let parsed = Self::load(manifest)?;
+        let parsed = self.load(manifest)?;
         Self::play(&parsed.script, OperationKind::Bind).await?;
         Ok(BindOutput {
             credentials: json!({
@@ -196,12 +205,12 @@ impl Backend for DummyBackend {
         _binding: &Binding,
         manifest: &Manifest,
     ) -> Result<(), BackendError> {
-        let parsed = Self::load(manifest)?;
+        let parsed = self.load(manifest)?;
         Self::play(&parsed.script, OperationKind::Unbind).await
     }
 
     async fn info(&self, instance: &ServiceInstance, manifest: &Manifest) -> Result<Info, BackendError> {
-        let parsed = Self::load(manifest)?;
+        let parsed = self.load(manifest)?;
         let mut info = Map::new();
         let mut containers = Vec::new();
         for (name, svc) in &parsed.services {
@@ -293,25 +302,25 @@ mod tests {
     #[test]
     fn plain_text_is_a_default_dummy() {
         let m = manifest("some-content");
-        assert!(DummyBackend.check_manifest(&m).is_ok());
-        assert_eq!(DummyBackend.execution(&m, OperationKind::Provision), Execution::Either);
+        assert!(DummyBackend::new().check_manifest(&m).is_ok());
+        assert_eq!(DummyBackend::new().execution(&m, OperationKind::Provision), Execution::Either);
     }
 
     #[test]
     fn the_script_is_checked_at_registration() {
-        let err = DummyBackend.check_manifest(&manifest("x-esm-dummy:\n  mode: sometimes\n")).unwrap_err();
+        let err = DummyBackend::new().check_manifest(&manifest("x-esm-dummy:\n  mode: sometimes\n")).unwrap_err();
         assert!(err.contains("sometimes"), "{err}");
-        let err = DummyBackend.check_manifest(&manifest("x-esm-dummy:\n  fial: [bind]\n")).unwrap_err();
+        let err = DummyBackend::new().check_manifest(&manifest("x-esm-dummy:\n  fial: [bind]\n")).unwrap_err();
         assert!(err.contains("fial"), "{err}");
-        assert!(DummyBackend.check_manifest(&manifest("services: [unclosed")).is_err());
+        assert!(DummyBackend::new().check_manifest(&manifest("services: [unclosed")).is_err());
     }
 
     #[test]
     fn modes_map_to_executions() {
         let sync = manifest("x-esm-dummy: {mode: sync}");
         let asynchronous = manifest("x-esm-dummy: {mode: async}");
-        assert_eq!(DummyBackend.execution(&sync, OperationKind::Bind), Execution::Synchronous);
-        assert_eq!(DummyBackend.execution(&asynchronous, OperationKind::Bind), Execution::Asynchronous);
+        assert_eq!(DummyBackend::new().execution(&sync, OperationKind::Bind), Execution::Synchronous);
+        assert_eq!(DummyBackend::new().execution(&asynchronous, OperationKind::Bind), Execution::Asynchronous);
     }
 
     #[test]

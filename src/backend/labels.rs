@@ -16,6 +16,24 @@ pub const SERVICE: &str = "esm.service";
 /// On volumes marked `x-esm-keep`: survive deprovision.
 pub const KEEP: &str = "esm.keep";
 
+/// Labels under this prefix are esm's: a manifest may not set them.
+pub const RESERVED_PREFIX: &str = "esm.";
+
+/// A manifest's labels with esm's on top: esm's always win (registration refuses
+/// manifests that set them; this keeps it so whatever a stored manifest says).
+pub fn with_esm_labels<'a>(
+    manifest: impl IntoIterator<Item = (&'a String, &'a String)>,
+    esm: &HashMap<String, String>,
+) -> HashMap<String, String> {
+    let mut labels: HashMap<String, String> = manifest
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with(RESERVED_PREFIX))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    labels.extend(esm.iter().map(|(k, v)| (k.clone(), v.clone())));
+    labels
+}
+
 /// The labels of a resource of `instance_id`.
 pub fn for_instance(owner: &str, instance_id: &str, manifest_id: &str) -> HashMap<String, String> {
     HashMap::from([

@@ -1,9 +1,12 @@
 //! The catalog and the ElasTest extensions: service and manifest registration, and
 //! the instance view with live deployment details.
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value, json};
 
 use super::Broker;
+use crate::backend::Backend;
 use crate::domain::catalog::Service;
 use crate::domain::instance::{InstanceStatus, ServiceInstance};
 use crate::domain::manifest::Manifest;
@@ -64,6 +67,25 @@ impl Broker {
         Ok(if previous.is_some() { Registered::Existing } else { Registered::Created })
     }
 
+    /// Runs a backend's manifest check off the async runtime's workers (it parses
+    /// untrusted YAML), a few at a time and within a time budget, so a slow check
+    /// never delays other requests.
+    async fn check_manifest(&self, backend: Arc<dyn Backend>, manifest: &Manifest) -> Result<(), String> {
+        let _permit = self.manifest_checks.acquire().await.map_err(|_| "esm is shutting down".to_owned())?;
+        let manifest = manifest.clone();
+        let check = tokio::task::spawn_blocking(move || backend.check_manifest(&manifest));
+        let budget = self.settings.manifest_check_timeout;
+        match tokio::time::timeout(budget, check).await {
+            Ok(Ok(result)) => result,
+            // A panic in a check is a bug; the manifest is refused, esm lives on.
+            Ok(Err(join)) => {
+                tracing::error!(error = %join, "a manifest check failed unexpectedly");
+                Err("the manifest could not be checked".into())
+            }
+            Err(_) => Err(format!("checking it took longer than {budget:?} (ESM_MANIFEST_PARSE_TIMEOUT)")),
+        }
+    }
+
     /// `DELETE /v2/et/catalog/{service_id}`: refused while instances exist; the
     /// service's manifests go with it.
     pub async fn delete_service(&self, service_id: &str) -> OsbResult<()> {
@@ -107,8 +129,8 @@ impl Broker {
                 self.backends.types().join(", ")
             ))
         })?;
-        backend
-            .check_manifest(&manifest)
+        self.check_manifest(backend.clone(), &manifest)
+            .await
             .map_err(|e| OsbError::BadRequest(format!("invalid {} manifest: {e}", manifest.manifest_type)))?;
         let same_id = |existing: &Manifest| {
             if existing == &manifest {

@@ -21,6 +21,7 @@ pub use extensions::Registered;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -50,11 +51,17 @@ pub struct BrokerSettings {
     /// How long a replica holds an operation without renewing it; after that another
     /// replica (or this one, restarted) takes it over.
     pub operation_lease: Duration,
+    /// How long checking one manifest may take before its registration is refused.
+    pub manifest_check_timeout: Duration,
 }
 
 impl Default for BrokerSettings {
     fn default() -> Self {
-        Self { retry_after_seconds: 2, operation_lease: Duration::from_secs(30) }
+        Self {
+            retry_after_seconds: 2,
+            operation_lease: Duration::from_secs(30),
+            manifest_check_timeout: Duration::from_secs(2),
+        }
     }
 }
 
@@ -70,6 +77,10 @@ pub struct Broker {
     shutdown: CancellationToken,
     /// This process's id as the owner of the operations it runs.
     replica: String,
+    /// Manifest checks parse untrusted YAML on the blocking pool; this lets one per
+    /// core run at once, so a flood of registrations cannot take every core from the
+    /// request handlers.
+    manifest_checks: Semaphore,
 }
 
 impl Broker {
@@ -82,6 +93,7 @@ impl Broker {
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             replica: uuid::Uuid::new_v4().simple().to_string(),
+            manifest_checks: Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
         })
     }
 

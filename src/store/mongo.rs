@@ -33,8 +33,11 @@ pub struct MongoStore {
     db: Database,
 }
 
+/// The driver's error goes to the log (at debug: it can hold a whole topology
+/// description); clients and `/health` get esm's words.
 fn unavailable(e: mongodb::error::Error) -> StoreError {
-    StoreError::Unavailable(format!("MongoDB: {e}"))
+    tracing::debug!(error = %e, "MongoDB request failed");
+    StoreError::Unavailable("MongoDB does not answer".into())
 }
 
 fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
@@ -45,9 +48,13 @@ impl MongoStore {
     /// Connects to `uri` and uses database `db`. The server need not be up yet: esm
     /// starts, answers 503 and reports the store unhealthy until it is.
     pub async fn connect(uri: &str, db: &str) -> Result<Self, StoreError> {
-        let mut options = ClientOptions::parse(uri)
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("invalid MongoDB URI: {e}")))?;
+        // The driver's message may quote the URI, password included: it is not shown.
+        let mut options = ClientOptions::parse(uri).await.map_err(|_| {
+            StoreError::Unavailable(format!(
+                "ESM_MONGO_URI (or ESM_MONGO_HOST) is not a valid MongoDB connection string: {}",
+                crate::config::redact_uri(uri)
+            ))
+        })?;
         options.server_selection_timeout.get_or_insert(SERVER_SELECTION_TIMEOUT);
         options.connect_timeout.get_or_insert(SERVER_SELECTION_TIMEOUT);
         options.app_name.get_or_insert_with(|| "esm".to_owned());

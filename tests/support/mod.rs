@@ -73,9 +73,50 @@ impl Esm {
 
     /// Starts esm with extra environment variables.
     pub async fn start_with(store: &StoreSetup, env: &[(&str, &str)]) -> Esm {
+        Self::launch(store, env, None).await
+    }
+
+    /// Starts esm with extra environment variables and its address space capped at
+    /// `bytes` (`prlimit --as`), so a test that makes it balloon fails (the
+    /// allocation fails, esm dies) instead of taking the machine.
+    pub async fn start_capped(store: &StoreSetup, env: &[(&str, &str)], bytes: u64) -> Esm {
+        Self::launch(store, env, Some(bytes)).await
+    }
+
+    async fn launch(store: &StoreSetup, env: &[(&str, &str)], address_space: Option<u64>) -> Esm {
+        let esm = Self::spawn(store, env, address_space);
+        esm.wait_until_serving().await;
+        esm
+    }
+
+    /// Starts esm and waits only until its API port accepts connections (for tests of
+    /// an esm whose store is down).
+    pub async fn start_unready(store: &StoreSetup, env: &[(&str, &str)]) -> Esm {
+        let esm = Self::spawn(store, env, None);
+        let addr = esm.api.trim_start_matches("http://").to_owned();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(&addr).await.is_err() {
+            assert!(Instant::now() < deadline, "esm did not listen on {addr}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        esm
+    }
+
+    fn spawn(store: &StoreSetup, env: &[(&str, &str)], address_space: Option<u64>) -> Esm {
         let (port, check_port) = (free_port(), free_port());
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_esm"));
+        let esm = env!("CARGO_BIN_EXE_esm");
+        let mut cmd = match address_space {
+            None => Command::new(esm),
+            Some(bytes) => {
+                // prlimit execs esm: the child's pid is esm's.
+                let mut cmd = Command::new("/usr/bin/prlimit");
+                cmd.arg(format!("--as={bytes}")).arg("--").arg(esm);
+                cmd
+            }
+        };
         cmd.env_clear()
+            // Few malloc arenas: the address-space cap then measures data, not arenas.
+            .env("MALLOC_ARENA_MAX", "2")
             .env("ESM_IP", "127.0.0.1")
             .env("ESM_CHECK_IP", "127.0.0.1")
             .env("ESM_PORT", port.to_string())
@@ -101,14 +142,12 @@ impl Esm {
             }
         }
         let child = cmd.spawn().expect("esm starts");
-        let esm = Esm {
+        Esm {
             child,
             api: format!("http://127.0.0.1:{port}"),
             ops: format!("http://127.0.0.1:{check_port}"),
             store: store.clone(),
-        };
-        esm.wait_until_serving().await;
-        esm
+        }
     }
 
     async fn wait_until_serving(&self) {
@@ -129,6 +168,21 @@ impl Esm {
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Resident memory, from /proc.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
     }
 
     /// SIGKILL: no chance to clean up.

@@ -42,11 +42,16 @@ pub fn is_not_found(e: &DockerError) -> bool {
     matches!(e, DockerError::DockerResponseServerError { status_code: 404, .. })
 }
 
-/// An engine error as a backend failure, with what esm was doing.
+/// An engine error as a backend failure, with what esm was doing. The engine's own
+/// answer ("No such image: ...") helps the platform's user and is kept; a transport
+/// or client error is the operator's business: logged, and said in esm's words.
 pub fn failed(doing: &str, e: DockerError) -> BackendError {
     let detail = match e {
         DockerError::DockerResponseServerError { message, .. } => message,
-        other => other.to_string(),
+        other => {
+            tracing::debug!(error = %other, doing, "Docker engine request failed");
+            "the Docker engine is unreachable or answered unexpectedly".to_owned()
+        }
     };
     BackendError::new(format!("{doing}: {detail}"))
 }
@@ -99,6 +104,44 @@ impl Engine {
         Ok(())
     }
 
+    /// Checks that an external network exists and is no esm instance's: an instance
+    /// never joins another instance's network, whatever the policy allows.
+    pub async fn check_external_network(&self, name: &str) -> Result<(), BackendError> {
+        let network = self
+            .docker
+            .inspect_network(name, None)
+            .await
+            .map_err(|e| failed(&format!("external network {name} is not available"), e))?;
+        if network.labels.is_some_and(|l| l.contains_key(labels::INSTANCE)) {
+            return Err(BackendError::new(format!(
+                "external network {name} belongs to an esm instance; an instance cannot join another's network"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks that an external volume exists, is no esm instance's, and (unless bind
+    /// mounts are allowed) is a plain local volume: driver options such as
+    /// `type=none,o=bind,device=/host/dir` would be a bind mount in disguise.
+    pub async fn check_external_volume(&self, name: &str, allow_bind_mounts: bool) -> Result<(), BackendError> {
+        let volume = self
+            .docker
+            .inspect_volume(name)
+            .await
+            .map_err(|e| failed(&format!("external volume {name} is not available"), e))?;
+        if volume.labels.contains_key(labels::INSTANCE) {
+            return Err(BackendError::new(format!(
+                "external volume {name} belongs to an esm instance; an instance cannot mount another's volume"
+            )));
+        }
+        if !allow_bind_mounts && (volume.driver != "local" || !volume.options.is_empty()) {
+            return Err(BackendError::new(format!(
+                "external volume {name} has a driver or driver options, which may bind a host path (the operator can allow it with ESM_DOCKER_ALLOW_BIND_MOUNTS)"
+            )));
+        }
+        Ok(())
+    }
+
     /// Makes an instance's networks: `<project>_default` and the manifest's own (with
     /// `driver`, attachable), checking that external ones exist. Returns the manifest's
     /// network names (and `default`) mapped to engine names.
@@ -121,14 +164,10 @@ impl Engine {
         for (name, engine_name) in &networks {
             let declared = compose.networks.get(name);
             if declared.is_some_and(|n| n.external) {
-                self.docker
-                    .inspect_network(engine_name, None)
-                    .await
-                    .map_err(|e| failed(&format!("external network {engine_name} is not available"), e))?;
+                self.check_external_network(engine_name).await?;
                 continue;
             }
-            let mut network_labels = base_labels.clone();
-            network_labels.extend(declared.map(|n| n.labels.clone()).unwrap_or_default());
+            let network_labels = labels::with_esm_labels(declared.iter().flat_map(|n| &n.labels), base_labels);
             self.docker
                 .create_network(NetworkCreateRequest {
                     name: engine_name.clone(),

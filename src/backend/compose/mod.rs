@@ -83,8 +83,8 @@ impl ComposeBackend {
         Ok(Self { engine: Engine::connect()?, settings })
     }
 
-    fn parse(&self, manifest: &Manifest) -> Result<Compose, BackendError> {
-        Compose::parse(&manifest.manifest_content, self.settings.policy).map_err(BackendError::new)
+    async fn parse(&self, manifest: &Manifest) -> Result<Compose, BackendError> {
+        Compose::parse_off_runtime(&manifest.manifest_content, &self.settings.policy).await.map_err(BackendError::new)
     }
 
     /// Deploys (or redeploys) an instance. On failure everything made is removed; the
@@ -95,7 +95,7 @@ impl ComposeBackend {
         manifest: &Manifest,
         fresh: bool,
     ) -> Result<Deployment, BackendError> {
-        let compose = self.parse(manifest)?;
+        let compose = self.parse(manifest).await?;
         // A clean slate: what an interrupted attempt (or the previous deployment) left.
         self.engine.remove_instance(&self.settings.owner, &instance.id, true).await?;
         match self.create(instance, manifest, &compose).await {
@@ -128,16 +128,12 @@ impl ComposeBackend {
         for (name, volume) in &compose.volumes {
             if volume.external {
                 let engine_name = volume.name.clone().unwrap_or_else(|| name.clone());
-                docker
-                    .inspect_volume(&engine_name)
-                    .await
-                    .map_err(|e| failed(&format!("external volume {engine_name} is not available"), e))?;
+                self.engine.check_external_volume(&engine_name, self.settings.policy.allow_bind_mounts).await?;
                 volumes.insert(name.clone(), engine_name);
                 continue;
             }
             let engine_name = format!("{project}_{name}");
-            let mut volume_labels = base_labels.clone();
-            volume_labels.extend(volume.labels.clone());
+            let mut volume_labels = labels::with_esm_labels(&volume.labels, &base_labels);
             if volume.keep {
                 volume_labels.insert(labels::KEEP.into(), "true".into());
             }
@@ -166,8 +162,7 @@ impl ComposeBackend {
                 }
             }
             let container_name = format!("{project}_{}", service.container_name.as_deref().unwrap_or(name));
-            let mut container_labels = base_labels.clone();
-            container_labels.extend(service.labels.clone());
+            let mut container_labels = labels::with_esm_labels(&service.labels, &base_labels);
             container_labels.insert(labels::SERVICE.into(), name.clone());
             let (body, extra_networks) =
                 self.container_body(instance, name, service, container_labels, &networks, &volumes);
@@ -230,7 +225,7 @@ impl ComposeBackend {
             let key = format!("{}/{}", port.target, port.protocol);
             exposed.push(key.clone());
             bindings.entry(key).or_insert_with(|| Some(Vec::new())).get_or_insert_with(Vec::new).push(PortBinding {
-                host_ip: Some(port.host_ip.clone().unwrap_or_else(|| self.settings.publish_address.to_string())),
+                host_ip: Some(self.settings.publish_address.to_string()),
                 host_port: Some(port.published.map(|p| p.to_string()).unwrap_or_default()),
             });
         }
@@ -392,7 +387,7 @@ impl Backend for ComposeBackend {
     }
 
     fn check_manifest(&self, manifest: &Manifest) -> Result<(), String> {
-        Compose::parse(&manifest.manifest_content, self.settings.policy).map(|_| ())
+        Compose::parse(&manifest.manifest_content, &self.settings.policy).map(|_| ())
     }
 
     fn execution(&self, _manifest: &Manifest, _kind: OperationKind) -> Execution {
@@ -427,7 +422,7 @@ impl Backend for ComposeBackend {
         _binding: &Binding,
         manifest: &Manifest,
     ) -> Result<BindOutput, BackendError> {
-        let compose = self.parse(manifest)?;
+        let compose = self.parse(manifest).await?;
         let project = project(&instance.id);
         let observed: Vec<Observed> =
             self.inspect_all(&instance.id).await?.iter().map(|c| observe(c, &project)).collect();

@@ -46,8 +46,8 @@ impl SwarmBackend {
         Ok(Self { engine: Engine::connect()?, settings })
     }
 
-    fn parse(&self, manifest: &Manifest) -> Result<Compose, BackendError> {
-        Compose::parse(&manifest.manifest_content, self.settings.policy).map_err(BackendError::new)
+    async fn parse(&self, manifest: &Manifest) -> Result<Compose, BackendError> {
+        Compose::parse_off_runtime(&manifest.manifest_content, &self.settings.policy).await.map_err(BackendError::new)
     }
 
     /// Removes an instance's services, then (once their tasks are gone) its networks
@@ -82,7 +82,7 @@ impl SwarmBackend {
         manifest: &Manifest,
         fresh: bool,
     ) -> Result<Deployment, BackendError> {
-        let compose = self.parse(manifest)?;
+        let compose = self.parse(manifest).await?;
         self.remove(&instance.id, true).await?;
         match self.create(instance, manifest, &compose).await {
             Ok(deployment) => Ok(deployment),
@@ -108,13 +108,16 @@ impl SwarmBackend {
             self.engine.ensure_image(&service.image, self.settings.pull).await?;
         }
         let networks = self.engine.make_networks(compose, &project, "overlay", &base_labels).await?;
+        for (name, volume) in compose.volumes.iter().filter(|(_, v)| v.external) {
+            let engine_name = volume.name.as_deref().unwrap_or(name);
+            self.engine.check_external_volume(engine_name, self.settings.policy.allow_bind_mounts).await?;
+        }
 
         let mut services = Map::new();
         for name in &compose.start_order {
             let service = &compose.services[name];
             let service_name = format!("{project}_{name}");
-            let mut service_labels = base_labels.clone();
-            service_labels.extend(service.labels.clone());
+            let mut service_labels = labels::with_esm_labels(&service.labels, &base_labels);
             service_labels.insert(labels::SERVICE.into(), name.clone());
             let environment = with_parameters(service, instance);
             let mounts = service
@@ -362,7 +365,7 @@ impl Backend for SwarmBackend {
     }
 
     fn check_manifest(&self, manifest: &Manifest) -> Result<(), String> {
-        let compose = Compose::parse(&manifest.manifest_content, self.settings.policy)?;
+        let compose = Compose::parse(&manifest.manifest_content, &self.settings.policy)?;
         // Swarm services cannot use these container settings.
         for (name, service) in &compose.services {
             if service.privileged || service.pid_host || service.host_network || !service.devices.is_empty() {
@@ -403,7 +406,7 @@ impl Backend for SwarmBackend {
         _binding: &Binding,
         manifest: &Manifest,
     ) -> Result<BindOutput, BackendError> {
-        let compose = self.parse(manifest)?;
+        let compose = self.parse(manifest).await?;
         let observed = self.observe_all(&instance.id).await?;
         report::bind_output(&instance.id, &observed, &compose, &self.settings.advertise_host)
     }
