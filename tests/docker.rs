@@ -48,22 +48,26 @@ async fn start_esm(dir: &TempDir) -> Esm {
 }
 
 async fn start_esm_with(dir: &TempDir, backends: &str) -> Esm {
+    start_esm_env(dir, backends, &[]).await
+}
+
+async fn start_esm_env(dir: &TempDir, backends: &str, extra: &[(&str, &str)]) -> Esm {
     // The engine must answer, or this run fails here (it never skips).
     docker(&["version", "--format", "{{.Server.Version}}"]);
-    Esm::start_with(
-        &StoreSetup::Embedded(dir.0.clone()),
-        &[
-            ("ESM_BACKENDS", backends),
-            ("ESM_PUBLISH_ADDRESS", "127.0.0.1"),
-            ("ESM_DOCKER_PULL", "never"),
-            ("ESM_DOCKER_READY_TIMEOUT", "30"),
-            ("ESM_RECONCILE_INTERVAL", "1"),
-            // Tests run in parallel on one engine: each esm reconciles only its own.
-            ("ESM_NAME", &dir.0.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()),
-            ("DOCKER_HOST", &std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into())),
-        ],
-    )
-    .await
+    let name = dir.0.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let docker_host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+    let mut env = vec![
+        ("ESM_BACKENDS", backends),
+        ("ESM_PUBLISH_ADDRESS", "127.0.0.1"),
+        ("ESM_DOCKER_PULL", "never"),
+        ("ESM_DOCKER_READY_TIMEOUT", "30"),
+        ("ESM_RECONCILE_INTERVAL", "1"),
+        // Tests run in parallel on one engine: each esm reconciles only its own.
+        ("ESM_NAME", &name),
+        ("DOCKER_HOST", &docker_host),
+    ];
+    env.extend_from_slice(extra);
+    Esm::start_with(&StoreSetup::Embedded(dir.0.clone()), &env).await
 }
 
 fn web_manifest() -> String {
@@ -347,4 +351,87 @@ async fn a_provision_interrupted_by_kill_9_is_finished_after_restart() {
         client.send(Method::DELETE, &format!("/v2/service_instances/{id}?service_id=svc&plan_id=plan"), None).await;
     assert_eq!(status, 200);
     assert_eq!(leftovers(&id), Vec::<String>::new());
+}
+
+/// Provisions `id` on `plan` of service `svc` and waits for the outcome.
+async fn provision_on(client: &Client, id: &str, plan: &str) -> Value {
+    let body = json!({"service_id": "svc", "plan_id": plan, "organization_guid": "o", "space_guid": "s"});
+    let (status, reply) =
+        client.send(Method::PUT, &format!("/v2/service_instances/{id}?accepts_incomplete=true"), Some(&body)).await;
+    assert_eq!(status, 202, "{reply}");
+    poll_ok(client, id).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_instance_never_reaches_another_instances_resources_or_a_host_path() {
+    if !docker_wanted() {
+        return;
+    }
+    let dir = TempDir::new("esm-policy");
+    let esm = start_esm_env(&dir, "docker-compose", &[("ESM_DOCKER_ALLOW_EXTERNAL", "true")]).await;
+    let client = Client::new(&esm.api);
+    let plans = ["victim", "steal-volume", "join-network", "bind-in-disguise", "plain-external"];
+    let service = json!({"id": "svc", "name": "svc", "description": "d", "bindable": true,
+        "plans": plans.iter().map(|p| json!({"id": p, "name": p, "description": "d"})).collect::<Vec<_>>()});
+    assert_eq!(client.send(Method::PUT, "/v2/et/catalog", Some(&service)).await.0, 201);
+    let register = |plan: &'static str, content: String| {
+        let client = Client::new(&esm.api);
+        async move {
+            let manifest = json!({"service_id": "svc", "plan_id": plan, "manifest_type": "docker-compose",
+                                  "manifest_content": content});
+            let (status, body) = client.send(Method::PUT, &format!("/v2/et/manifest/m-{plan}"), Some(&manifest)).await;
+            assert_eq!(status, 201, "{plan}: {body}");
+        }
+    };
+    let sleeper = |extra: &str| format!("services:\n  app:\n    image: {IMAGE}\n    command: [sleep, '3600']\n{extra}");
+    register("victim", sleeper("    volumes: ['data:/data']\nvolumes:\n  data:\n")).await;
+    let victim = format!("victim-{}", uuid::Uuid::new_v4().simple());
+    assert_eq!(provision_on(&client, &victim, "victim").await["state"], "succeeded");
+    let victim_filter = format!("label=esm.instance_id={victim}");
+    let victim_volume = docker(&["volume", "ls", "-q", "--filter", &victim_filter]);
+    let victim_network = docker(&["network", "ls", "--format", "{{.Name}}", "--filter", &victim_filter]);
+    assert!(!victim_volume.is_empty() && !victim_network.is_empty());
+
+    // A host directory behind a volume's driver options: a bind mount in disguise.
+    let host_dir = TempDir::new("esm-policy-host");
+    let disguised = format!("esm-test-bind-{}", uuid::Uuid::new_v4().simple());
+    let device = format!("device={}", host_dir.0.display());
+    docker(&["volume", "create", "--opt", "type=none", "--opt", "o=bind", "--opt", &device, &disguised]);
+    let plain = format!("esm-test-plain-{}", uuid::Uuid::new_v4().simple());
+    docker(&["volume", "create", &plain]);
+
+    let external_volume = |name: &str| {
+        sleeper(&format!("    volumes: ['loot:/loot']\nvolumes:\n  loot: {{external: true, name: {name}}}\n"))
+    };
+    register("steal-volume", external_volume(&victim_volume)).await;
+    register(
+        "join-network",
+        sleeper(&format!("    networks: [n]\nnetworks:\n  n: {{external: true, name: {victim_network}}}\n")),
+    )
+    .await;
+    register("bind-in-disguise", external_volume(&disguised)).await;
+    register("plain-external", external_volume(&plain)).await;
+    for (plan, expected) in [
+        ("steal-volume", "belongs to an esm instance"),
+        ("join-network", "belongs to an esm instance"),
+        ("bind-in-disguise", "ESM_DOCKER_ALLOW_BIND_MOUNTS"),
+    ] {
+        let id = format!("{plan}-{}", uuid::Uuid::new_v4().simple());
+        let done = provision_on(&client, &id, plan).await;
+        assert_eq!(done["state"], "failed", "{plan}: {done}");
+        assert!(done["description"].as_str().is_some_and(|d| d.contains(expected)), "{plan}: {done}");
+        assert_eq!(leftovers(&id), Vec::<String>::new(), "{plan}");
+    }
+    // A plain volume the operator made is fine, and outlives the instance.
+    let id = format!("plain-{}", uuid::Uuid::new_v4().simple());
+    assert_eq!(provision_on(&client, &id, "plain-external").await["state"], "succeeded");
+    for instance in [&id, &victim] {
+        let (status, body) = client
+            .send(Method::DELETE, &format!("/v2/service_instances/{instance}?service_id=svc&plan_id=x"), None)
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(leftovers(instance), Vec::<String>::new());
+    }
+    assert_eq!(docker(&["volume", "ls", "-q", "--filter", &format!("name={plain}")]), plain);
+    docker(&["volume", "rm", &plain, &disguised]);
 }
