@@ -274,10 +274,15 @@ async fn a_manifest_deploys_as_swarm_services_and_leaves_no_trace() {
         "the swarm tests need a single-node swarm (docker swarm init --advertise-addr 127.0.0.1)"
     );
     let dir = TempDir::new("esm-swarm");
-    let esm = start_esm_with(&dir, "docker-swarm").await;
+    // Host-mode publishing: this sandbox's kernel lacks what the ingress routing mesh
+    // needs. On a port of the test's choosing: an ephemeral one can be handed to a
+    // compose test's container running alongside, and the test would reach that.
+    let port = support::free_port().to_string();
+    let range = format!("{port}-{port}");
+    let esm = start_esm_env(&dir, "docker-swarm", &[("ESM_HOST_PORT_RANGE", &range)]).await;
     let client = Client::new(&esm.api);
-    // Host-mode publishing: this sandbox's kernel lacks what the ingress routing mesh needs.
-    let manifest = web_manifest().replace(r#"ports: ["8080"]"#, "ports: [{target: 8080, mode: host}]");
+    let manifest = web_manifest()
+        .replace(r#"ports: ["8080"]"#, &format!("ports: [{{target: 8080, published: {port}, mode: host}}]"));
     client.register_manifest("docker-swarm", &manifest).await;
     let id = format!("swarm-{}", uuid::Uuid::new_v4().simple());
     assert_eq!(client.provision(&id, true).await.0, 202);
@@ -294,7 +299,7 @@ async fn a_manifest_deploys_as_swarm_services_and_leaves_no_trace() {
         .await;
     assert_eq!(status, 201, "{binding}");
     assert_eq!(binding["credentials"]["greeting"], "hello");
-    let port = binding["credentials"]["services"]["web"]["ports"]["8080/tcp"].as_u64().expect("a published port");
+    assert_eq!(binding["credentials"]["services"]["web"]["ports"]["8080/tcp"].to_string(), port, "{binding}");
     let deadline = Instant::now() + Duration::from_secs(30);
     let page = loop {
         match reqwest::get(format!("http://127.0.0.1:{port}/index.html")).await {
