@@ -73,6 +73,12 @@ impl Esm {
 
     /// Starts esm with extra environment variables.
     pub async fn start_with(store: &StoreSetup, env: &[(&str, &str)]) -> Esm {
+        Self::start_logging(store, env, None).await
+    }
+
+    /// Starts esm with extra environment variables; with `log`, its output (at `info`
+    /// unless `TEST_ESM_LOG` says otherwise) goes to that file, for tests that read it.
+    pub async fn start_logging(store: &StoreSetup, env: &[(&str, &str)], log: Option<&Path>) -> Esm {
         let (port, check_port) = (free_port(), free_port());
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_esm"));
         cmd.env_clear()
@@ -85,9 +91,14 @@ impl Esm {
             .stdin(Stdio::null());
         // esm's own log only when asked for (TEST_ESM_LOG=debug, ...): failures it
         // expects (503s during an outage) would otherwise clutter the test output.
-        match std::env::var("TEST_ESM_LOG") {
-            Ok(filter) => cmd.env("RUST_LOG", filter),
-            Err(_) => cmd.stdout(Stdio::null()).stderr(Stdio::null()),
+        match (std::env::var("TEST_ESM_LOG"), log) {
+            (filter, Some(path)) => {
+                let file = std::fs::File::create(path).expect("log file");
+                let copy = file.try_clone().expect("log file");
+                cmd.env("RUST_LOG", filter.unwrap_or_else(|_| "info".into())).stdout(file).stderr(copy)
+            }
+            (Ok(filter), None) => cmd.env("RUST_LOG", filter),
+            (Err(_), None) => cmd.stdout(Stdio::null()).stderr(Stdio::null()),
         };
         for (key, value) in env {
             cmd.env(key, value);
