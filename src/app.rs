@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::ServiceExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
@@ -21,6 +20,7 @@ use crate::backend::{BackendError, Backends};
 use crate::broker::{Broker, BrokerSettings};
 use crate::config::{BackendKind, Config, StoreKind, redact_uri};
 use crate::ops::{self, OpsState};
+use crate::serve::{self, Limits};
 use crate::store::Store;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::memory::MemoryStore;
@@ -43,9 +43,6 @@ pub enum StartError {
     /// A backend could not be set up.
     #[error("backend: {0}")]
     Backend(String),
-    /// Serving failed.
-    #[error("serving failed: {0}")]
-    Serve(std::io::Error),
 }
 
 /// A bound, not yet serving esm.
@@ -58,7 +55,10 @@ pub struct Server {
 
 impl Server {
     /// Opens the store, sets up the backends and binds both ports.
-    pub async fn bind(config: Config) -> Result<Self, StartError> {
+    pub async fn bind(mut config: Config) -> Result<Self, StartError> {
+        // First, before the store opens files: both ports' connections must fit under
+        // the open-file limit. The effective cap is what `/environment` shows.
+        config.max_connections = serve::fit_connection_cap(config.max_connections, 2);
         let store = open_store(&config).await?;
         let backends = backends(&config).map_err(|e| StartError::Backend(e.to_string()))?;
         let broker = Broker::new(
@@ -86,9 +86,9 @@ impl Server {
         self.ops.local_addr().unwrap_or_else(|_| self.config.ops_addr())
     }
 
-    /// Serves both ports until `shutdown` completes, then lets in-flight requests
-    /// finish and stops the running operations where they are (they stay "in
-    /// progress" in the store and the next start resumes them).
+    /// Serves both ports (with the limits of [`serve`]) until `shutdown` completes, then
+    /// lets in-flight requests finish and stops the running operations where they are
+    /// (they stay "in progress" in the store and the next start resumes them).
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
         // Finish what a previous run (of this or another replica) left in progress; a
         // store that is down now is retried by the sweeper, not fatal.
@@ -112,15 +112,14 @@ impl Server {
             trigger.cancel();
         });
         tracing::info!(api = %self.api_addr(), ops = %self.ops_addr(), store = self.broker.store().kind(), "esm is serving");
-        let api = axum::serve(self.api, api_service.into_make_service())
-            .with_graceful_shutdown(stop.clone().cancelled_owned());
-        let ops = axum::serve(self.ops, ops_router).with_graceful_shutdown(stop.clone().cancelled_owned());
-        let (api_result, ops_result) = tokio::join!(api, ops);
+        let limits = Limits::from_config(&self.config);
+        let api = serve::serve(self.api, api_service, limits, stop.clone());
+        let ops = serve::serve(self.ops, ops_router, limits, stop.clone());
+        tokio::join!(api, ops);
         self.broker.shutdown().await;
         self.broker.store().close().await;
         tracing::info!("esm stopped");
-        api_result.map_err(StartError::Serve)?;
-        ops_result.map_err(StartError::Serve)
+        Ok(())
     }
 }
 

@@ -148,6 +148,21 @@ pub struct Config {
     /// Seconds between reconciliations of what the engines run with what esm knows.
     #[arg(long = "reconcile-interval", env = "ESM_RECONCILE_INTERVAL", default_value_t = 60)]
     pub reconcile_interval: u64,
+    /// Seconds a client has to send a whole request head; on HTTP/1.1 also the longest
+    /// wait for the next request on a kept-alive connection.
+    #[arg(long = "header-read-timeout", env = "ESM_HEADER_READ_TIMEOUT", default_value_t = 10)]
+    pub header_read_timeout: u64,
+    /// Seconds a connection may go with no request being handled and nothing written
+    /// before esm closes it.
+    #[arg(long = "idle-timeout", env = "ESM_IDLE_TIMEOUT", default_value_t = 60)]
+    pub idle_timeout: u64,
+    /// Seconds a client has to send a whole request body after its head (408 otherwise).
+    #[arg(long = "body-read-timeout", env = "ESM_BODY_READ_TIMEOUT", default_value_t = 30)]
+    pub body_read_timeout: u64,
+    /// Connections served at once on each port; more wait in the kernel's backlog. Lowered
+    /// at start when both ports would not fit under the open-file limit.
+    #[arg(long = "max-connections", env = "ESM_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
 }
 
 /// Which store keeps esm's state.
@@ -271,6 +286,10 @@ impl Default for Config {
             manifest_parse_timeout: 2000,
             docker_ready_timeout: 120,
             reconcile_interval: 60,
+            header_read_timeout: 10,
+            idle_timeout: 60,
+            body_read_timeout: 30,
+            max_connections: 1024,
         }
     }
 }
@@ -361,6 +380,10 @@ impl Config {
             "ESM_MANIFEST_PARSE_TIMEOUT": self.manifest_parse_timeout,
             "ESM_DOCKER_READY_TIMEOUT": self.docker_ready_timeout,
             "ESM_RECONCILE_INTERVAL": self.reconcile_interval,
+            "ESM_HEADER_READ_TIMEOUT": self.header_read_timeout,
+            "ESM_IDLE_TIMEOUT": self.idle_timeout,
+            "ESM_BODY_READ_TIMEOUT": self.body_read_timeout,
+            "ESM_MAX_CONNECTIONS": self.max_connections,
         })
     }
 }
@@ -402,6 +425,26 @@ mod tests {
         assert_eq!(cli.config.port, 9999);
         assert_eq!(cli.config.check_port, 8888);
         assert_eq!(cli.config.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn connection_limits_are_settings() {
+        let cli = Cli::parse_from([
+            "esm",
+            "--header-read-timeout",
+            "3",
+            "--idle-timeout",
+            "4",
+            "--body-read-timeout",
+            "5",
+            "--max-connections",
+            "6",
+        ]);
+        let c = &cli.config;
+        assert_eq!((c.header_read_timeout, c.idle_timeout, c.body_read_timeout, c.max_connections), (3, 4, 5, 6));
+        let d = Config::default();
+        assert_eq!((d.header_read_timeout, d.idle_timeout, d.body_read_timeout, d.max_connections), (10, 60, 30, 1024));
+        assert_eq!(d.redacted()["ESM_MAX_CONNECTIONS"], 1024);
     }
 
     #[test]

@@ -42,6 +42,9 @@ pub enum OsbError {
     /// Request body over the configured limit.
     #[error("request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
+    /// The request body did not arrive within `ESM_BODY_READ_TIMEOUT` seconds.
+    #[error("the request body did not arrive within {0} s")]
+    BodyTimeout(u64),
     /// The operation can only run asynchronously and `accepts_incomplete=true` was not sent.
     #[error(
         "this service plan requires client support for asynchronous operations; retry with accepts_incomplete=true"
@@ -89,6 +92,7 @@ impl OsbError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::UnsupportedVersion(_) => StatusCode::PRECONDITION_FAILED,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::AsyncRequired
             | Self::ConcurrencyError(_)
             | Self::MaintenanceInfoConflict(_)
@@ -111,6 +115,7 @@ impl OsbError {
             Self::MethodNotAllowed => "MethodNotAllowed",
             Self::UnsupportedVersion(_) => "UnsupportedAPIVersion",
             Self::PayloadTooLarge(_) => "PayloadTooLarge",
+            Self::BodyTimeout(_) => "RequestTimeout",
             Self::AsyncRequired => "AsyncRequired",
             Self::ConcurrencyError(_) => "ConcurrencyError",
             Self::MaintenanceInfoConflict(_) => "MaintenanceInfoConflict",

@@ -5,6 +5,8 @@
 //!
 //! - [`config`]: settings (flags and `ESM_*` variables) read once at start.
 //! - [`app`]: start-up, the two listening ports, graceful shutdown.
+//! - [`serve`]: the accept loop under both ports: header, idle and body timeouts, and
+//!   the connection cap.
 //! - [`api`]: the `/v2` routes, one file per endpoint, their extractors and layers
 //!   (auth, version check, audit log).
 //! - [`ops`]: the operator port (`/health`, `/environment`).
@@ -32,6 +34,7 @@ pub mod error;
 pub mod openapi;
 pub mod ops;
 pub mod probe;
+pub mod serve;
 pub mod store;
 pub mod telemetry;
 pub mod wire;

@@ -8,6 +8,7 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use crate::error::OsbError;
+use crate::serve::BodyTimeout;
 
 /// The request body limit (larger bodies answer 413).
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -28,6 +29,9 @@ where
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 OsbError::PayloadTooLarge(BODY_LIMIT)
+            } else if let Some(timeout) = BodyTimeout::find(&rejection) {
+                // Named here too (the transport answers 408 anyway) so the audit log says why.
+                OsbError::BodyTimeout(timeout.limit().as_secs())
             } else {
                 OsbError::BadRequest(format!("cannot read the request body: {}", rejection.body_text()))
             }

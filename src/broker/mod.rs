@@ -4,7 +4,7 @@
 //! done, or accepted) or an [`OsbError`]; the status table of the spec is decided
 //! here and nowhere else. Asynchronous operations run as tasks owned by the broker and
 //! record every state change in the store, so a restarted esm can finish them
-//! ([`Broker::resume`]).
+//! ([`Broker::claim_orphaned_operations`]).
 //!
 //! - `instances.rs`: provision, update, deprovision, fetch, last_operation.
 //! - `bindings.rs`: bind, unbind, fetch, last_operation.

@@ -174,7 +174,7 @@ pub struct Versioned<T> {
 ///
 /// Each document carries it in `_schema`. A later esm that changes a record's shape
 /// bumps it and migrates documents with an older `_schema` as it reads them (in
-/// [`Records::decode`]), so old data keeps working without a separate migration step.
+/// `Records::decode`), so old data keeps working without a separate migration step.
 /// A document from a *newer* esm is refused rather than silently misread.
 pub const SCHEMA_VERSION: u64 = 1;
 

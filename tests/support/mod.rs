@@ -54,6 +54,15 @@ pub enum StoreSetup {
     Mongo { uri: String, db: String },
 }
 
+/// How a test starts esm, beyond its environment.
+#[derive(Default, Clone, Copy)]
+struct Launch<'a> {
+    /// Cap on the address space (`prlimit --as`).
+    address_space: Option<u64>,
+    /// Where its log goes.
+    log: Option<&'a Path>,
+}
+
 /// A running `esm` process.
 pub struct Esm {
     child: Child,
@@ -73,26 +82,26 @@ impl Esm {
 
     /// Starts esm with extra environment variables.
     pub async fn start_with(store: &StoreSetup, env: &[(&str, &str)]) -> Esm {
-        Self::launch(store, env, None).await
+        Self::launch(store, env, Launch::default()).await
+    }
+
+    /// Starts esm with extra environment variables; its output (at `info` unless
+    /// `TEST_ESM_LOG` says otherwise) goes to `log`, for tests that read it.
+    pub async fn start_logging(store: &StoreSetup, env: &[(&str, &str)], log: Option<&Path>) -> Esm {
+        Self::launch(store, env, Launch { log, ..Launch::default() }).await
     }
 
     /// Starts esm with extra environment variables and its address space capped at
     /// `bytes` (`prlimit --as`), so a test that makes it balloon fails (the
     /// allocation fails, esm dies) instead of taking the machine.
     pub async fn start_capped(store: &StoreSetup, env: &[(&str, &str)], bytes: u64) -> Esm {
-        Self::launch(store, env, Some(bytes)).await
-    }
-
-    async fn launch(store: &StoreSetup, env: &[(&str, &str)], address_space: Option<u64>) -> Esm {
-        let esm = Self::spawn(store, env, address_space);
-        esm.wait_until_serving().await;
-        esm
+        Self::launch(store, env, Launch { address_space: Some(bytes), ..Launch::default() }).await
     }
 
     /// Starts esm and waits only until its API port accepts connections (for tests of
     /// an esm whose store is down).
     pub async fn start_unready(store: &StoreSetup, env: &[(&str, &str)]) -> Esm {
-        let esm = Self::spawn(store, env, None);
+        let esm = Self::spawn(store, env, Launch::default());
         let addr = esm.api.trim_start_matches("http://").to_owned();
         let deadline = Instant::now() + Duration::from_secs(20);
         while tokio::net::TcpStream::connect(&addr).await.is_err() {
@@ -102,7 +111,13 @@ impl Esm {
         esm
     }
 
-    fn spawn(store: &StoreSetup, env: &[(&str, &str)], address_space: Option<u64>) -> Esm {
+    async fn launch(store: &StoreSetup, env: &[(&str, &str)], how: Launch<'_>) -> Esm {
+        let esm = Self::spawn(store, env, how);
+        esm.wait_until_serving().await;
+        esm
+    }
+
+    fn spawn(store: &StoreSetup, env: &[(&str, &str)], Launch { address_space, log }: Launch<'_>) -> Esm {
         let (port, check_port) = (free_port(), free_port());
         let esm = env!("CARGO_BIN_EXE_esm");
         let mut cmd = match address_space {
@@ -126,9 +141,14 @@ impl Esm {
             .stdin(Stdio::null());
         // esm's own log only when asked for (TEST_ESM_LOG=debug, ...): failures it
         // expects (503s during an outage) would otherwise clutter the test output.
-        match std::env::var("TEST_ESM_LOG") {
-            Ok(filter) => cmd.env("RUST_LOG", filter),
-            Err(_) => cmd.stdout(Stdio::null()).stderr(Stdio::null()),
+        match (std::env::var("TEST_ESM_LOG"), log) {
+            (filter, Some(path)) => {
+                let file = std::fs::File::create(path).expect("log file");
+                let copy = file.try_clone().expect("log file");
+                cmd.env("RUST_LOG", filter.unwrap_or_else(|_| "info".into())).stdout(file).stderr(copy)
+            }
+            (Ok(filter), None) => cmd.env("RUST_LOG", filter),
+            (Err(_), None) => cmd.stdout(Stdio::null()).stderr(Stdio::null()),
         };
         for (key, value) in env {
             cmd.env(key, value);

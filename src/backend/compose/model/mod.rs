@@ -6,7 +6,7 @@
 //! (`privileged`, `cap_add`, `pid: host`, `network_mode: host`, `devices`, bind mounts of
 //! host paths) are refused unless the operator allows them ([`Policy`]).
 //!
-//! Layers, each in its own file: [`raw`] (what the YAML looks like: serde shapes),
+//! Layers, each in its own file: `raw` (what the YAML looks like: serde shapes),
 //! `check` (from those shapes to the model, refusing what the [`Policy`] does not
 //! allow and anything Docker would not accept), `values` (compose's value syntaxes:
 //! ports, mounts, durations, sizes, names, image references) and `order` (the start
