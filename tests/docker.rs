@@ -8,11 +8,11 @@
 mod support;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{Client, Esm, StoreSetup, TempDir};
+use support::{Client, Esm, StoreSetup, TempDir, eventually};
 
 const IMAGE: &str = "esm-test/busybox:latest";
 
@@ -222,11 +222,10 @@ async fn containers_of_unknown_instances_are_reconciled_away() {
         "3600",
     ]);
     let _esm = start_esm(&dir).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !leftovers(&ghost).is_empty() {
-        assert!(Instant::now() < deadline, "the orphaned container was not removed");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(Duration::from_secs(30), "the orphaned container to be removed", || async {
+        leftovers(&ghost).is_empty().then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -300,14 +299,12 @@ async fn a_manifest_deploys_as_swarm_services_and_leaves_no_trace() {
     assert_eq!(status, 201, "{binding}");
     assert_eq!(binding["credentials"]["greeting"], "hello");
     assert_eq!(binding["credentials"]["services"]["web"]["ports"]["8080/tcp"].to_string(), port, "{binding}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let page = loop {
-        match reqwest::get(format!("http://127.0.0.1:{port}/index.html")).await {
-            Ok(r) if r.status().is_success() => break r.text().await.expect("body"),
-            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(250)).await,
-            other => panic!("the swarm service does not answer: {other:?}"),
-        }
-    };
+    let url = format!("http://127.0.0.1:{port}/index.html");
+    let page = eventually(Duration::from_secs(30), "the swarm service to answer", || async {
+        let r = reqwest::get(&url).await.ok().filter(|r| r.status().is_success())?;
+        r.text().await.ok()
+    })
+    .await;
     assert_eq!(page.trim(), "hello from esm");
 
     let (status, view) = client.send(Method::GET, &format!("/v2/et/service_instances/{id}"), None).await;
@@ -338,8 +335,12 @@ async fn a_provision_interrupted_by_kill_9_is_finished_after_restart() {
     client.register_manifest("docker-compose", &web_manifest()).await;
     let id = format!("crash-{}", uuid::Uuid::new_v4().simple());
     assert_eq!(client.provision(&id, true).await.0, 202);
-    // Mid-deployment: the containers are being created or waited for.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Mid-deployment: killed as soon as the first container exists.
+    let containers = format!("label=esm.instance_id={id}");
+    eventually(Duration::from_secs(30), "the deployment's first container", || async {
+        (!docker(&["ps", "-aq", "--filter", &containers]).is_empty()).then_some(())
+    })
+    .await;
     esm.kill_hard();
 
     let esm = start_esm(&dir).await;

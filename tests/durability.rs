@@ -8,11 +8,11 @@
 mod support;
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::json;
-use support::{Client, Esm, MongoServer, StoreSetup, TempDir, mongo_uri};
+use support::{Client, Esm, MongoServer, StoreSetup, TempDir, eventually, mongo_uri};
 
 fn mongo_store(uri: &str) -> StoreSetup {
     StoreSetup::Mongo { uri: uri.to_owned(), db: format!("esm_test_{}", uuid::Uuid::new_v4().simple()) }
@@ -36,7 +36,12 @@ async fn no_acknowledged_provision_is_lost(store: StoreSetup) {
             (id, status)
         }));
     }
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    // Killed once a good part of the burst is in the store, the rest still arriving.
+    eventually(Duration::from_secs(20), "ten provisions in the store", || async {
+        let (_, listed) = client.send(Method::GET, "/v2/et/service_instances", None).await;
+        (listed.as_array().map_or(0, Vec::len) >= 10).then_some(())
+    })
+    .await;
     esm.kill_hard();
     let mut acknowledged = HashSet::new();
     let mut all = Vec::new();
@@ -87,7 +92,11 @@ async fn sigterm_finishes_in_flight_requests_and_closes_the_store_cleanly() {
         let client = client.clone();
         tokio::spawn(async move { client.provision("graceful", false).await })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // SIGTERM while the (one second long) provision runs.
+    eventually(Duration::from_secs(10), "the provision to be running", || async {
+        (client.operation_state("graceful").await.as_deref() == Some("in progress")).then_some(())
+    })
+    .await;
     esm.terminate();
     let (status, body) = in_flight.await.expect("joined");
     assert_eq!(status, 201, "the in-flight provision completes: {body}");
@@ -117,14 +126,11 @@ async fn a_second_esm_on_the_same_data_directory_fails_fast() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("second esm spawns");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = second.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the second esm kept running on a locked directory");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = eventually(Duration::from_secs(10), "the second esm to exit on a locked directory", || {
+        let exited = second.try_wait().expect("wait");
+        async move { exited }
+    })
+    .await;
     assert!(!status.success());
     let output = second.wait_with_output().expect("output");
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
@@ -170,7 +176,11 @@ async fn a_dead_replicas_operation_is_finished_by_another() {
     ca.register("x-esm-dummy: {mode: async, delay_ms: 2000}").await;
     let (status, body) = ca.provision("orphan", true).await;
     assert_eq!(status, 202, "{body}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Killed while its operation runs, as b sees it.
+    eventually(Duration::from_secs(10), "the operation to be running", || async {
+        (cb.operation_state("orphan").await.as_deref() == Some("in progress")).then_some(())
+    })
+    .await;
     a.kill_hard();
     // Replica b takes the operation over once a's 2 s lease lapses, and finishes it.
     let (status, body) = cb.settle("orphan", Duration::from_secs(30)).await;
@@ -208,15 +218,10 @@ async fn a_mongodb_outage_is_503_and_esm_recovers_without_a_restart() {
     );
 
     server.restart().await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (status, _) = client.send(Method::GET, "/v2/catalog", None).await;
-        if status == 200 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "esm did not recover after MongoDB came back");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(Duration::from_secs(30), "esm to recover after MongoDB came back", || async {
+        (client.send(Method::GET, "/v2/catalog", None).await.0 == 200).then_some(())
+    })
+    .await;
     let (status, body) = client.send(Method::GET, "/v2/service_instances/before", None).await;
     assert_eq!(status, 200, "the write acknowledged before the outage is there: {body}");
     let (status, _) = client.send(Method::GET, "/v2/service_instances/during", None).await;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{Client, Esm, StoreSetup, TempDir};
+use support::{Client, Esm, StoreSetup, TempDir, eventually};
 
 /// The address space esm may use in these tests: far above what it needs (~100 MB),
 /// far below what the bombs would take (gigabytes).
@@ -223,15 +223,14 @@ async fn store_outages_are_told_in_esms_words() {
     let store = StoreSetup::Mongo { uri, db: "esm".into() };
     let mut esm = Esm::start_unready(&store, &[]).await;
     let client = Client::new(&esm.api);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let body: Value = loop {
-        let (status, body) = client.send(Method::GET, "/v2/catalog", None).await;
-        if status == 503 {
-            break body;
+    let body: Value = eventually(Duration::from_secs(20), "a 503 from the catalog", || {
+        assert!(esm.alive(), "esm died");
+        async {
+            let (status, body) = client.send(Method::GET, "/v2/catalog", None).await;
+            (status == 503).then_some(body)
         }
-        assert!(Instant::now() < deadline && esm.alive(), "no 503: {status} {body}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    })
+    .await;
     let description = body["description"].as_str().expect("an OSB error body");
     assert_eq!(description, "the store is unavailable: MongoDB does not answer");
 }

@@ -217,8 +217,10 @@ fn open_files(pid: u32) -> usize {
 /// The most files `pid` had open, sampled until `until` (at least once).
 async fn most_open_files(pid: u32, until: Instant) -> usize {
     let mut most = open_files(pid);
+    // Sampling, not waiting for a state: every 20 ms until `until`.
+    let mut every = tokio::time::interval(Duration::from_millis(20));
     while Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        every.tick().await;
         most = most.max(open_files(pid));
     }
     most

@@ -9,6 +9,8 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::wait::eventually;
+
 /// The OSB version tests speak unless they say otherwise.
 pub const VERSION: &str = "2.17";
 /// The service every `with_plan` app registers.
@@ -231,14 +233,11 @@ impl TestApp {
     /// Polls a last_operation path until the state is final; returns the final reply
     /// (a 410 also ends the polling).
     pub async fn poll(&self, last_operation_path: &str) -> Reply {
-        for _ in 0..200 {
+        eventually(Duration::from_secs(10), &format!("{last_operation_path} to be final"), || async {
             let r = self.get(last_operation_path).await;
-            if r.status != StatusCode::OK || r.body["state"] != json!("in progress") {
-                return r;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("{last_operation_path} stayed in progress");
+            (r.status != StatusCode::OK || r.body["state"] != json!("in progress")).then_some(r)
+        })
+        .await
     }
 
     /// Polls an instance's last_operation until it is final.

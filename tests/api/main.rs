@@ -2,6 +2,8 @@
 //! Each test starts a real esm on random loopback ports and speaks HTTP to it.
 
 mod helpers;
+#[path = "../support/wait.rs"]
+mod wait;
 
 mod bindings;
 mod catalog;

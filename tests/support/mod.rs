@@ -6,9 +6,12 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
+
+pub mod wait;
+pub use wait::eventually;
 
 /// The OSB version header value tests send.
 pub const VERSION: &str = "2.17";
@@ -103,11 +106,10 @@ impl Esm {
     pub async fn start_unready(store: &StoreSetup, env: &[(&str, &str)]) -> Esm {
         let esm = Self::spawn(store, env, Launch::default());
         let addr = esm.api.trim_start_matches("http://").to_owned();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect(&addr).await.is_err() {
-            assert!(Instant::now() < deadline, "esm did not listen on {addr}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually(Duration::from_secs(20), &format!("esm to listen on {addr}"), || async {
+            tokio::net::TcpStream::connect(&addr).await.ok().map(drop)
+        })
+        .await;
         esm
     }
 
@@ -172,17 +174,12 @@ impl Esm {
 
     async fn wait_until_serving(&self) {
         let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(r) =
-                client.get(format!("{}/v2/catalog", self.api)).header("X-Broker-API-Version", VERSION).send().await
-                && r.status().is_success()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("esm did not start serving at {}", self.api);
+        let catalog = format!("{}/v2/catalog", self.api);
+        eventually(Duration::from_secs(20), &format!("esm to serve {catalog}"), || async {
+            let r = client.get(&catalog).header("X-Broker-API-Version", VERSION).send().await.ok()?;
+            r.status().is_success().then_some(())
+        })
+        .await;
     }
 
     /// The process id.
@@ -289,17 +286,22 @@ impl Client {
         self.send(reqwest::Method::PUT, &format!("/v2/service_instances/{id}{q}"), Some(&body)).await
     }
 
-    /// Polls an instance's last_operation until it is final or `limit` passes; the last answer.
+    /// Polls an instance's last_operation until it is final (at most `limit`); the
+    /// final answer.
     pub async fn settle(&self, id: &str, limit: Duration) -> (u16, Value) {
-        let deadline = Instant::now() + limit;
-        loop {
-            let (status, body) =
-                self.send(reqwest::Method::GET, &format!("/v2/service_instances/{id}/last_operation"), None).await;
-            if status != 200 || body["state"] != json!("in progress") || Instant::now() > deadline {
-                return (status, body);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let path = format!("/v2/service_instances/{id}/last_operation");
+        eventually(limit, &format!("{id}'s operation to finish"), || async {
+            let (status, body) = self.send(reqwest::Method::GET, &path, None).await;
+            (status != 200 || body["state"] != json!("in progress")).then_some((status, body))
+        })
+        .await
+    }
+
+    /// The state of `id`'s last operation (`None` while there is none to report).
+    pub async fn operation_state(&self, id: &str) -> Option<String> {
+        let (status, body) =
+            self.send(reqwest::Method::GET, &format!("/v2/service_instances/{id}/last_operation"), None).await;
+        (status == 200).then(|| body["state"].as_str().unwrap_or_default().to_owned())
     }
 }
 
@@ -344,14 +346,11 @@ impl MongoServer {
             .spawn()
             .expect("python3 -m secantus starts (pip install secantusdb)");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("secantus did not start on port {}", self.port);
+        let port = self.port;
+        eventually(Duration::from_secs(20), &format!("secantus to listen on port {port}"), || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok().map(drop)
+        })
+        .await;
     }
 }
 
