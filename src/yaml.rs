@@ -281,6 +281,9 @@ impl<'a> Builder<'a> {
     /// its anchor.
     fn complete(&mut self, value: Value, cost: Cost, anchor: usize, mark: Marker) -> Result<(), YamlError> {
         if anchor != 0 {
+            // The kept copy is memory too: charged like any other node, so nested
+            // anchors around a large node cannot multiply it past the limits.
+            self.charge(Cost { height: 0, ..cost }, mark)?;
             self.anchors.insert(anchor, Anchored { value: value.clone(), cost });
         }
         let Some(parent) = self.stack.last_mut() else {
@@ -549,6 +552,17 @@ mod tests {
         // An alias cannot smuggle depth past the limit either.
         let limits = Limits { max_depth: 4, ..Limits::default() };
         assert!(load("a: &a [[[1]]]\nb: [*a]\n", &limits).unwrap_err().to_string().contains("deeper"));
+    }
+
+    #[test]
+    fn anchors_kept_for_later_aliases_are_charged_too() {
+        // Each anchor keeps a copy of the list: 40 nested anchors would hold 40 copies.
+        let limits = Limits { max_nodes: 50_000, ..Limits::default() };
+        let list = vec!["0"; 20_000].join(",");
+        let nested: String = (0..40).map(|i| format!("&a{i} [")).collect();
+        let doc = format!("{nested}[{list}]{}", "]".repeat(40));
+        assert!(load(&doc, &limits).unwrap_err().to_string().contains("ESM_MANIFEST_MAX_NODES"));
+        assert!(load(&format!("[{list}]"), &limits).is_ok(), "the same list without anchors fits");
     }
 
     #[test]

@@ -361,9 +361,7 @@ async fn a_provision_interrupted_by_kill_9_is_finished_after_restart() {
 
 /// Provisions `id` on `plan` of service `svc` and waits for the outcome.
 async fn provision_on(client: &Client, id: &str, plan: &str) -> Value {
-    let body = json!({"service_id": "svc", "plan_id": plan, "organization_guid": "o", "space_guid": "s"});
-    let (status, reply) =
-        client.send(Method::PUT, &format!("/v2/service_instances/{id}?accepts_incomplete=true"), Some(&body)).await;
+    let (status, reply) = client.provision_on(id, plan, true).await;
     assert_eq!(status, 202, "{reply}");
     poll_ok(client, id).await
 }

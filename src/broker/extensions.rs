@@ -71,9 +71,15 @@ impl Broker {
     /// untrusted YAML), a few at a time and within a time budget, so a slow check
     /// never delays other requests.
     async fn check_manifest(&self, backend: Arc<dyn Backend>, manifest: &Manifest) -> Result<(), String> {
-        let _permit = self.manifest_checks.acquire().await.map_err(|_| "esm is shutting down".to_owned())?;
+        let permit =
+            self.manifest_checks.clone().acquire_owned().await.map_err(|_| "esm is shutting down".to_owned())?;
         let manifest = manifest.clone();
-        let check = tokio::task::spawn_blocking(move || backend.check_manifest(&manifest));
+        // The permit goes with the check: a check that outlives its request's timeout
+        // still holds its core's place until it ends.
+        let check = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            backend.check_manifest(&manifest)
+        });
         let budget = self.settings.manifest_check_timeout;
         match tokio::time::timeout(budget, check).await {
             Ok(Ok(result)) => result,

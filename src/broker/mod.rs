@@ -80,7 +80,7 @@ pub struct Broker {
     /// Manifest checks parse untrusted YAML on the blocking pool; this lets one per
     /// core run at once, so a flood of registrations cannot take every core from the
     /// request handlers.
-    manifest_checks: Semaphore,
+    manifest_checks: Arc<Semaphore>,
 }
 
 impl Broker {
@@ -93,7 +93,7 @@ impl Broker {
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             replica: uuid::Uuid::new_v4().simple().to_string(),
-            manifest_checks: Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
+            manifest_checks: Arc::new(Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))),
         })
     }
 

@@ -279,10 +279,15 @@ impl Client {
         assert!(matches!(status, 200 | 201), "register manifest: {status} {body}");
     }
 
-    /// Provisions `id`; `(status, body)`.
+    /// Provisions `id` on plan `plan` of `svc`; `(status, body)`.
     pub async fn provision(&self, id: &str, async_ok: bool) -> (u16, Value) {
+        self.provision_on(id, "plan", async_ok).await
+    }
+
+    /// Provisions `id` on `plan` of service `svc`; `(status, body)`.
+    pub async fn provision_on(&self, id: &str, plan: &str, async_ok: bool) -> (u16, Value) {
         let q = if async_ok { "?accepts_incomplete=true" } else { "" };
-        let body = json!({"service_id": "svc", "plan_id": "plan", "organization_guid": "o", "space_guid": "s"});
+        let body = json!({"service_id": "svc", "plan_id": plan, "organization_guid": "o", "space_guid": "s"});
         self.send(reqwest::Method::PUT, &format!("/v2/service_instances/{id}{q}"), Some(&body)).await
     }
 

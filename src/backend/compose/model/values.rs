@@ -18,6 +18,8 @@ const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 const MIN_MEMORY: i64 = 6 * 1024 * 1024;
 /// 1 PiB: more than any host has, far from overflowing.
 const MAX_MEMORY: i64 = 1 << 50;
+/// A reference before its digest: a 255-character name, `:` and a 128-character tag.
+const MAX_REFERENCE: usize = 255 + 1 + 128;
 /// CPUs a service may ask for.
 const MAX_CPUS: f64 = 1024.0;
 
@@ -63,8 +65,7 @@ pub(super) fn check_hostname(name: &str) -> Result<(), String> {
 
 /// An image reference Docker can parse.
 pub(super) fn check_image(image: &str) -> Result<(), String> {
-    // The repository part of a reference is at most 255 characters.
-    let repository = image.split(['@']).next().unwrap_or(image);
+    let before_digest = image.split('@').next().unwrap_or(image);
     // A first part without '.' or ':' (and not localhost) is a path, not a registry,
     // and paths are lowercase.
     let lowercase_path = match image.split_once('/') {
@@ -73,7 +74,7 @@ pub(super) fn check_image(image: &str) -> Result<(), String> {
         }
         _ => true,
     };
-    if repository.len() <= 255 + 129 && lowercase_path && IMAGE.is_match(image) {
+    if before_digest.len() <= MAX_REFERENCE && lowercase_path && IMAGE.is_match(image) {
         Ok(())
     } else {
         Err(format!("image {image:?} is not a valid image reference (like registry:5000/team/app:1.2)"))
