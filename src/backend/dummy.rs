@@ -11,7 +11,16 @@
 //!   delay_ms: 200       # how long each operation takes (default 0)
 //!   fail: [provision]   # operations that fail: provision, update, deprovision, bind, unbind
 //!   requires_app: true  # bind needs an app_guid (default false)
-//!   dashboard_url: http://dash.example/x   # reported on provision
+//!   dashboard_url: http://dash.example/x   # the instances' dashboard
+//! ```
+//!
+//! `mode` and `delay_ms` also take one value per operation, so a conformance run can
+//! match any broker's profile (operations left out keep the default):
+//!
+//! ```yaml
+//! x-esm-dummy:
+//!   mode: {provision: async, deprovision: async, bind: sync, unbind: sync}
+//!   delay_ms: {provision: 500}
 //! services:
 //!   web:
 //!     image: nginx
@@ -53,15 +62,51 @@ struct DummyManifest {
 #[serde(deny_unknown_fields)]
 struct Script {
     #[serde(default)]
-    mode: Mode,
+    mode: PerOperation<Mode>,
     #[serde(default)]
-    delay_ms: u64,
+    delay_ms: PerOperation<u64>,
     #[serde(default)]
     fail: Vec<OperationKind>,
     #[serde(default)]
     requires_app: bool,
     #[serde(default)]
     dashboard_url: Option<String>,
+}
+
+/// One value for every operation, or one per operation.
+#[derive(Debug, Clone)]
+enum PerOperation<T> {
+    All(T),
+    Each(BTreeMap<OperationKind, T>),
+}
+
+impl<T: Default> Default for PerOperation<T> {
+    fn default() -> Self {
+        Self::All(T::default())
+    }
+}
+
+impl<T: Copy + Default> PerOperation<T> {
+    fn of(&self, kind: OperationKind) -> T {
+        match self {
+            Self::All(value) => *value,
+            Self::Each(values) => values.get(&kind).copied().unwrap_or_default(),
+        }
+    }
+}
+
+impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for PerOperation<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // Read as JSON first, so each form reports its own error (an unknown
+        // operation, an unknown mode) instead of "matches no variant".
+        let value = Value::deserialize(deserializer)?;
+        let parsed = if value.is_object() {
+            serde_json::from_value(value).map(Self::Each)
+        } else {
+            serde_json::from_value(value).map(Self::All)
+        };
+        parsed.map_err(serde::de::Error::custom)
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy, Deserialize)]
@@ -115,8 +160,9 @@ impl DummyBackend {
 
     /// Plays one scripted operation: wait, then fail if told to.
     async fn play(script: &Script, kind: OperationKind) -> Result<(), BackendError> {
-        if script.delay_ms > 0 {
-            tokio::time::sleep(Duration::from_millis(script.delay_ms)).await;
+        let delay = script.delay_ms.of(kind);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
         }
         if script.fail.contains(&kind) {
             let mut err = BackendError::new(format!("the dummy backend was told to fail {}", kind.as_str()));
@@ -148,8 +194,8 @@ impl Backend for DummyBackend {
         self.parse(manifest).map(|_| ())
     }
 
-    fn execution(&self, manifest: &Manifest, _kind: OperationKind) -> Execution {
-        match self.parse(manifest).map(|m| m.script.mode) {
+    fn execution(&self, manifest: &Manifest, kind: OperationKind) -> Execution {
+        match self.parse(manifest).map(|m| m.script.mode.of(kind)) {
             Ok(Mode::Sync) => Execution::Synchronous,
             Ok(Mode::Async) => Execution::Asynchronous,
             Ok(Mode::Either) | Err(_) => Execution::Either,
@@ -167,16 +213,24 @@ impl Backend for DummyBackend {
             parsed.services.iter().map(|(name, svc)| container_name(&instance.id, name, svc)).collect();
         let mut details = Map::new();
         details.insert("containers".into(), json!(containers));
-        Ok(Deployment { details, dashboard_url: parsed.script.dashboard_url })
+        Ok(Deployment { details })
     }
 
     async fn update(&self, instance: &ServiceInstance, manifest: &Manifest) -> Result<Deployment, BackendError> {
         let parsed = self.load(manifest)?;
         Self::play(&parsed.script, OperationKind::Update).await?;
-        Ok(Deployment { details: instance.deployment.clone(), dashboard_url: parsed.script.dashboard_url })
+        Ok(Deployment { details: instance.deployment.clone() })
     }
 
-    async fn deprovision(&self, _instance: &ServiceInstance, manifest: &Manifest) -> Result<(), BackendError> {
+    fn dashboard_url(&self, _instance: &ServiceInstance, manifest: &Manifest) -> Option<String> {
+        self.parse(manifest).ok()?.script.dashboard_url
+    }
+
+    async fn deprovision(&self, _instance: &ServiceInstance, manifest: Option<&Manifest>) -> Result<(), BackendError> {
+        // Without its manifest there is no script to play, and nothing was deployed.
+        let Some(manifest) = manifest else {
+            return Ok(());
+        };
         let parsed = self.load(manifest)?;
         Self::play(&parsed.script, OperationKind::Deprovision).await
     }
@@ -321,6 +375,19 @@ mod tests {
         let asynchronous = manifest("x-esm-dummy: {mode: async}");
         assert_eq!(DummyBackend::new().execution(&sync, OperationKind::Bind), Execution::Synchronous);
         assert_eq!(DummyBackend::new().execution(&asynchronous, OperationKind::Bind), Execution::Asynchronous);
+    }
+
+    #[test]
+    fn each_operation_can_have_its_own_mode_and_delay() {
+        let m = manifest("x-esm-dummy: {mode: {provision: async, bind: sync}, delay_ms: {unbind: 5}}");
+        let dummy = DummyBackend::new();
+        assert_eq!(dummy.execution(&m, OperationKind::Provision), Execution::Asynchronous);
+        assert_eq!(dummy.execution(&m, OperationKind::Bind), Execution::Synchronous);
+        assert_eq!(dummy.execution(&m, OperationKind::Update), Execution::Either, "left out: the default");
+        let script = dummy.parse(&m).expect("parses").script;
+        assert_eq!((script.delay_ms.of(OperationKind::Unbind), script.delay_ms.of(OperationKind::Bind)), (5, 0));
+        let err = dummy.check_manifest(&manifest("x-esm-dummy: {mode: {provison: async}}")).unwrap_err();
+        assert!(err.contains("provison"), "{err}");
     }
 
     #[test]

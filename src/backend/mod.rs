@@ -40,8 +40,6 @@ pub enum Execution {
 pub struct Deployment {
     /// The backend's own record of what it created, stored with the instance.
     pub details: Map<String, Value>,
-    /// A dashboard for the instance, if there is one.
-    pub dashboard_url: Option<String>,
 }
 
 /// Live details of a deployment.
@@ -105,6 +103,12 @@ pub trait Backend: Send + Sync {
         false
     }
 
+    /// The instance's dashboard, if it has one. Known before the instance is deployed,
+    /// so an asynchronous provision's first answer carries it (as OSB asks).
+    fn dashboard_url(&self, _instance: &ServiceInstance, _manifest: &Manifest) -> Option<String> {
+        None
+    }
+
     /// Deploys an instance.
     async fn provision(&self, instance: &ServiceInstance, manifest: &Manifest) -> Result<Deployment, BackendError>;
 
@@ -113,7 +117,9 @@ pub trait Backend: Send + Sync {
     async fn update(&self, instance: &ServiceInstance, manifest: &Manifest) -> Result<Deployment, BackendError>;
 
     /// Removes everything the instance's deployment created. Succeeds if nothing is left.
-    async fn deprovision(&self, instance: &ServiceInstance, manifest: &Manifest) -> Result<(), BackendError>;
+    /// `manifest` is absent for an instance whose manifest is gone (records of esm 0.1):
+    /// what was deployed must be found without it.
+    async fn deprovision(&self, instance: &ServiceInstance, manifest: Option<&Manifest>) -> Result<(), BackendError>;
 
     /// Creates credentials for a binding.
     async fn bind(

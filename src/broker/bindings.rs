@@ -4,7 +4,10 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::instances::{failure_of, last_operation_of, succeeded};
+use tokio::task::JoinHandle;
+
+use super::instance_ops::finished;
+use super::instances::{failure_of, last_operation_of, resent, succeeded};
 use super::{Answer, Broker, busy, require, require_object, require_query, run_asynchronously};
 use crate::backend::BackendError;
 use crate::domain::binding::{Binding, BindingMetadata, BindingStatus, Credentials};
@@ -31,6 +34,18 @@ impl Broker {
         require_object("parameters", req.parameters.as_ref())?;
         require_object("context", req.context.as_ref())?;
         require_object("bind_resource", req.bind_resource.as_ref())?;
+        // What the request alone decides comes first (see the README's status section).
+        let view = self.plan_view(&req.service_id, &req.plan_id).await?;
+        if !view.service.plan_bindable(&view.plan) {
+            return Err(OsbError::BadRequest(format!("plan {} is not bindable", view.plan.id)));
+        }
+        view.plan.validate_parameters(SchemaFor::Bind, req.parameters.as_ref()).map_err(OsbError::BadRequest)?;
+        let app_guid = req.app_guid.as_deref().or_else(|| req.bind_resource.as_ref()?.get("app_guid")?.as_str());
+        if view.backend.requires_app(&view.manifest) && app_guid.is_none_or(|g| g.is_empty()) {
+            return Err(OsbError::RequiresApp);
+        }
+        let asynchronous = view.asynchronous(OperationKind::Bind, accepts_incomplete)?;
+
         let Some(Versioned { record: instance, .. }) = self.live_instance(instance_id).await? else {
             return Err(OsbError::NotFound(format!("instance {instance_id} does not exist")));
         };
@@ -40,20 +55,11 @@ impl Broker {
                 req.service_id, req.plan_id, instance.service_id, instance.plan_id
             )));
         }
-        let service = self.service(&instance.service_id).await?;
-        let plan = service
-            .plan(&instance.plan_id)
-            .ok_or_else(|| OsbError::Internal(format!("plan {} is no longer in the catalog", instance.plan_id)))?;
-        if !service.plan_bindable(plan) {
-            return Err(OsbError::BadRequest(format!("plan {} is not bindable", plan.id)));
-        }
-        plan.validate_parameters(SchemaFor::Bind, req.parameters.as_ref()).map_err(OsbError::BadRequest)?;
-
         let existing = self.records.get::<Binding>(binding_id).await?;
         if let Some(Versioned { record, .. }) = &existing
             && record.is_live()
         {
-            return bind_existing(record, instance_id, &req);
+            return bind_existing(record, instance_id, &req, accepts_incomplete);
         }
         if let Some(running) = instance.operations.running() {
             return Err(busy("instance", instance_id, running.kind));
@@ -63,15 +69,9 @@ impl Broker {
                 "instance {instance_id} failed to provision and cannot be bound"
             )));
         }
-        let (backend, manifest) = self.instance_backend(&instance).await?;
-        let app_guid = req.app_guid.as_deref().or_else(|| req.bind_resource.as_ref()?.get("app_guid")?.as_str());
-        if backend.requires_app(&manifest) && app_guid.is_none_or(|g| g.is_empty()) {
-            return Err(OsbError::RequiresApp);
-        }
         if let Some(predecessor_id) = &req.predecessor_binding_id {
-            self.check_predecessor(plan.binding_rotatable, predecessor_id, instance_id).await?;
+            self.check_predecessor(view.plan.binding_rotatable, predecessor_id, instance_id).await?;
         }
-        let asynchronous = run_asynchronously(backend.execution(&manifest, OperationKind::Bind), accepts_incomplete)?;
         let op = self.start_op(OperationKind::Bind, asynchronous);
         let op_id = op.id.clone();
         let mut operations = OperationLog::default();
@@ -101,7 +101,9 @@ impl Broker {
             Ok(_) => {}
             Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => {
                 return match self.records.get::<Binding>(binding_id).await? {
-                    Some(winner) if winner.record.is_live() => bind_existing(&winner.record, instance_id, &req),
+                    Some(winner) if winner.record.is_live() => {
+                        bind_existing(&winner.record, instance_id, &req, accepts_incomplete)
+                    }
                     _ => Err(OsbError::ConcurrencyError(format!(
                         "binding {binding_id} is being changed by another request; retry"
                     ))),
@@ -110,11 +112,11 @@ impl Broker {
             Err(e) => return Err(e.into()),
         }
 
+        let running = self.spawn_binding_operation(binding_id.to_owned(), op_id.clone(), OperationKind::Bind);
         if asynchronous {
-            self.spawn_binding_operation(binding_id.to_owned(), op_id.clone(), OperationKind::Bind);
             return Ok(Answer::Accepted(BindingResponse { operation: Some(op_id), ..Default::default() }));
         }
-        match self.run_bind(binding_id, &op_id).await? {
+        match finished(running).await? {
             Some(done) if succeeded(&done.operations, &op_id) => Ok(Answer::Done(binding_body(&done, false))),
             Some(done) => Err(failure_of(&done.operations, &op_id)),
             None => Err(OsbError::Unavailable("esm is shutting down; retry".into())),
@@ -128,14 +130,19 @@ impl Broker {
         binding_id: &str,
         query: &DeleteQuery,
     ) -> OsbResult<Answer<OperationResponse>> {
-        require_query("service_id", query.service_id.as_deref())?;
-        require_query("plan_id", query.plan_id.as_deref())?;
+        let service_id = require_query("service_id", query.service_id.as_deref())?;
+        let plan_id = require_query("plan_id", query.plan_id.as_deref())?;
+        let accepts_incomplete = query.accepts_incomplete();
+        if let Ok(view) = self.plan_view(service_id, plan_id).await {
+            view.asynchronous(OperationKind::Unbind, accepts_incomplete)?;
+        }
         let Some(Versioned { version, record: mut binding }) = self.live_binding(instance_id, binding_id).await? else {
             return Err(OsbError::Gone);
         };
         if let Some(running) = binding.operations.running() {
             if running.kind == OperationKind::Unbind {
-                return Ok(Answer::Accepted(OperationResponse { operation: Some(running.id.clone()) }));
+                return resent(binding_id, running, accepts_incomplete)
+                    .map(|operation| Answer::Accepted(OperationResponse { operation }));
             }
             return Err(busy("binding", binding_id, running.kind));
         }
@@ -143,8 +150,7 @@ impl Broker {
             return Err(OsbError::Gone);
         };
         let (backend, manifest) = self.instance_backend(&instance).await?;
-        let asynchronous =
-            run_asynchronously(backend.execution(&manifest, OperationKind::Unbind), query.accepts_incomplete())?;
+        let asynchronous = run_asynchronously(backend.execution(&manifest, OperationKind::Unbind), accepts_incomplete)?;
         let op = self.start_op(OperationKind::Unbind, asynchronous);
         let op_id = op.id.clone();
         binding.operations.push(op);
@@ -158,11 +164,11 @@ impl Broker {
             Err(e) => return Err(e.into()),
         }
 
+        let running = self.spawn_binding_operation(binding_id.to_owned(), op_id.clone(), OperationKind::Unbind);
         if asynchronous {
-            self.spawn_binding_operation(binding_id.to_owned(), op_id.clone(), OperationKind::Unbind);
             return Ok(Answer::Accepted(OperationResponse { operation: Some(op_id) }));
         }
-        match self.run_unbind(binding_id, &op_id).await? {
+        match finished(running).await? {
             Some(done) if succeeded(&done.operations, &op_id) => Ok(Answer::Done(OperationResponse::default())),
             Some(done) => Err(failure_of(&done.operations, &op_id)),
             None => Err(OsbError::Unavailable("esm is shutting down; retry".into())),
@@ -197,7 +203,13 @@ impl Broker {
                 OsbError::NotFound(format!("binding {binding_id} of instance {instance_id} does not exist"))
             })?;
         if !binding.is_live() {
-            return Err(OsbError::Gone);
+            // As for instances: Gone, unless the platform asks about that very operation.
+            return match operation {
+                Some(op_id) if binding.operations.find(op_id).is_some() => {
+                    last_operation_of(&binding.operations, operation, binding_id)
+                }
+                _ => Err(OsbError::Gone),
+            };
         }
         last_operation_of(&binding.operations, operation, binding_id)
     }
@@ -239,7 +251,13 @@ impl Broker {
         Ok(())
     }
 
-    pub(super) fn spawn_binding_operation(self: &Arc<Self>, binding_id: String, op_id: String, kind: OperationKind) {
+    /// Starts a binding operation as a task of its own (see `instance_ops::finished`).
+    pub(super) fn spawn_binding_operation(
+        self: &Arc<Self>,
+        binding_id: String,
+        op_id: String,
+        kind: OperationKind,
+    ) -> JoinHandle<OsbResult<Option<Binding>>> {
         let this = Arc::clone(self);
         self.spawn_task(async move {
             let result = match kind {
@@ -247,10 +265,11 @@ impl Broker {
                 OperationKind::Unbind => this.run_unbind(&binding_id, &op_id).await,
                 _ => Ok(None),
             };
-            if let Err(e) = result {
+            if let Err(e) = &result {
                 tracing::error!(binding_id = %binding_id, operation = %op_id, error = %e, "could not record the outcome of an operation");
             }
-        });
+            result
+        })
     }
 
     /// The instance, backend and manifest behind a binding.
@@ -366,7 +385,12 @@ impl Broker {
 
 /// Answers a bind for an id that exists: 202 while the same bind runs, 200 if it is
 /// bound with the same attributes, 409 otherwise.
-fn bind_existing(binding: &Binding, instance_id: &str, req: &BindRequest) -> OsbResult<Answer<BindingResponse>> {
+fn bind_existing(
+    binding: &Binding,
+    instance_id: &str,
+    req: &BindRequest,
+    accepts_incomplete: bool,
+) -> OsbResult<Answer<BindingResponse>> {
     let empty = Value::Object(Map::new());
     let same = binding.instance_id == instance_id
         && binding.service_id == req.service_id
@@ -379,10 +403,11 @@ fn bind_existing(binding: &Binding, instance_id: &str, req: &BindRequest) -> Osb
         return Err(OsbError::Conflict(format!("binding {} already exists with different attributes", binding.id)));
     }
     match binding.status {
-        BindingStatus::Binding => Ok(Answer::Accepted(BindingResponse {
-            operation: binding.operations.running().filter(|op| op.kind == OperationKind::Bind).map(|op| op.id.clone()),
-            ..Default::default()
-        })),
+        BindingStatus::Binding => match binding.operations.running() {
+            Some(running) => resent(&binding.id, running, accepts_incomplete)
+                .map(|operation| Answer::Accepted(BindingResponse { operation, ..Default::default() })),
+            None => Err(OsbError::ConcurrencyError(format!("binding {} is being created; retry", binding.id))),
+        },
         BindingStatus::Bound => Ok(Answer::AlreadyDone(binding_body(binding, false))),
         BindingStatus::BindFailed | BindingStatus::Unbound => Err(OsbError::Conflict(format!(
             "binding {} exists but its bind failed; unbind it before binding again",

@@ -4,12 +4,15 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
-use super::{Answer, Broker, busy, check_maintenance, require, require_object, require_query, run_asynchronously};
-use crate::backend::BackendError;
-use crate::domain::binding::{Binding, BindingStatus};
+use super::instance_ops::finished;
+use super::{
+    Answer, Broker, PlanView, busy, check_maintenance, require, require_object, require_query, run_asynchronously,
+};
+use crate::backend::Execution;
+use crate::domain::binding::Binding;
 use crate::domain::catalog::SchemaFor;
 use crate::domain::instance::{InstanceMetadata, InstanceStatus, PendingUpdate, ServiceInstance};
-use crate::domain::operation::{OperationKind, OperationLog, OperationState};
+use crate::domain::operation::{Operation, OperationKind, OperationLog, OperationState};
 use crate::domain::timestamp;
 use crate::error::{OsbError, OsbResult};
 use crate::store::{StoreError, Versioned};
@@ -33,72 +36,59 @@ impl Broker {
         require("space_guid", &req.space_guid)?;
         require_object("parameters", req.parameters.as_ref())?;
         require_object("context", req.context.as_ref())?;
-        let service = self.service(&req.service_id).await?;
-        let plan = service.plan(&req.plan_id).ok_or_else(|| {
-            OsbError::BadRequest(format!("unknown plan_id {:?} for service {}", req.plan_id, service.id))
-        })?;
-        check_maintenance(plan, req.maintenance_info.as_ref())?;
-        plan.validate_parameters(SchemaFor::Provision, req.parameters.as_ref()).map_err(OsbError::BadRequest)?;
-        let manifest = self.manifest_for_plan(&plan.id).await?;
-        let backend = self.backend(&manifest)?;
+        let view = self.plan_view(&req.service_id, &req.plan_id).await?;
+        check_maintenance(&view.plan, req.maintenance_info.as_ref())?;
+        view.plan.validate_parameters(SchemaFor::Provision, req.parameters.as_ref()).map_err(OsbError::BadRequest)?;
+        let asynchronous = view.asynchronous(OperationKind::Provision, accepts_incomplete)?;
 
         let existing = self.records.get::<ServiceInstance>(id).await?;
         if let Some(Versioned { record, .. }) = &existing
             && record.is_live()
         {
-            return provision_existing(record, &req);
+            return provision_existing(record, &req, accepts_incomplete);
         }
-        let asynchronous =
-            run_asynchronously(backend.execution(&manifest, OperationKind::Provision), accepts_incomplete)?;
         let op = self.start_op(OperationKind::Provision, asynchronous);
         let op_id = op.id.clone();
-        let mut operations = OperationLog::default();
-        operations.push(op);
-        let mut labels = Map::new();
-        labels.insert("esm/manifest_id".into(), json!(manifest.id));
-        labels.insert("esm/backend".into(), json!(backend.name()));
-        let instance = ServiceInstance {
-            id: id.to_owned(),
-            service_id: req.service_id.clone(),
-            plan_id: req.plan_id.clone(),
-            organization_guid: req.organization_guid.clone(),
-            space_guid: req.space_guid.clone(),
-            context: req.context.clone(),
-            parameters: req.parameters.clone(),
-            maintenance_info: req.maintenance_info.clone().or_else(|| plan.maintenance_info.clone()),
-            metadata: InstanceMetadata { labels, attributes: Map::new() },
-            dashboard_url: None,
-            manifest_id: manifest.id.clone(),
-            status: InstanceStatus::Provisioning,
-            deployment: Map::new(),
-            operations,
-            created_at: timestamp(),
-        };
+        let instance = new_instance(id, &req, &view, op);
         // One atomic write decides who creates the instance: a racing request with the
         // same id loses here and is answered from what the winner stored.
-        let written = match existing {
+        let written = match &existing {
             Some(tombstone) => self.records.replace(tombstone.version, &instance).await,
             None => self.records.insert(&instance).await,
         };
-        match written {
-            Ok(_) => {}
+        let version = match written {
+            Ok(version) => version,
             Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => {
                 return match self.records.get::<ServiceInstance>(id).await? {
-                    Some(winner) if winner.record.is_live() => provision_existing(&winner.record, &req),
+                    Some(winner) if winner.record.is_live() => {
+                        provision_existing(&winner.record, &req, accepts_incomplete)
+                    }
                     _ => Err(OsbError::ConcurrencyError(format!(
                         "instance {id} is being changed by another request; retry"
                     ))),
                 };
             }
             Err(e) => return Err(e.into()),
+        };
+        // Now that the instance is written, its plan must still be there with the
+        // manifest read above (the retirement protocol, registry.rs).
+        if let Err(e) = self.confirm_plan(&view.service.id, &view.plan.id, &view.entry.content).await {
+            let undone = match existing {
+                Some(tombstone) => self.records.replace(version, &tombstone.record).await.map(|_| ()),
+                None => self.records.delete::<ServiceInstance>(id, Some(version)).await.map(|_| ()),
+            };
+            if let Err(undo) = undone {
+                tracing::error!(instance_id = %id, error = %undo, "could not withdraw a refused provision");
+            }
+            return Err(e);
         }
 
+        let running = self.spawn_instance_operation(id.to_owned(), op_id.clone(), OperationKind::Provision);
         if asynchronous {
-            self.spawn_instance_operation(id.to_owned(), op_id.clone(), OperationKind::Provision);
-            return Ok(Answer::Accepted(ProvisionResponse { operation: Some(op_id), ..Default::default() }));
+            let dashboard_url = instance.dashboard_url;
+            return Ok(Answer::Accepted(ProvisionResponse { operation: Some(op_id), dashboard_url, metadata: None }));
         }
-        let done = self.run_provision(id, &op_id).await?;
-        match done {
+        match finished(running).await? {
             Some(inst) if succeeded(&inst.operations, &op_id) => Ok(Answer::Done(ProvisionResponse {
                 dashboard_url: inst.dashboard_url.clone(),
                 operation: None,
@@ -122,6 +112,7 @@ impl Broker {
         }
         require_object("parameters", req.parameters.as_ref())?;
         require_object("context", req.context.as_ref())?;
+        // The instance names the plan when the request does not.
         let Some(Versioned { version, record: mut instance }) = self.live_instance(id).await? else {
             return Err(OsbError::NotFound(format!("instance {id} does not exist")));
         };
@@ -131,13 +122,11 @@ impl Broker {
                 req.service_id, instance.service_id
             )));
         }
-        let service = self.service(&instance.service_id).await?;
         let target_plan_id = req.plan_id.clone().unwrap_or_else(|| instance.plan_id.clone());
-        let target_plan = service.plan(&target_plan_id).ok_or_else(|| {
-            OsbError::BadRequest(format!("unknown plan_id {target_plan_id:?} for service {}", service.id))
-        })?;
+        let view = self.plan_view(&instance.service_id, &target_plan_id).await?;
         let plan_changes = target_plan_id != instance.plan_id;
         if plan_changes {
+            let service = &view.service;
             let current_updateable =
                 service.plan(&instance.plan_id).is_some_and(|current| service.plan_updateable(current));
             if !current_updateable {
@@ -147,12 +136,11 @@ impl Broker {
                 )));
             }
         }
-        check_maintenance(target_plan, req.maintenance_info.as_ref())?;
+        check_maintenance(&view.plan, req.maintenance_info.as_ref())?;
         if req.parameters.is_some() {
-            target_plan
-                .validate_parameters(SchemaFor::Update, req.parameters.as_ref())
-                .map_err(OsbError::BadRequest)?;
+            view.plan.validate_parameters(SchemaFor::Update, req.parameters.as_ref()).map_err(OsbError::BadRequest)?;
         }
+        let asynchronous = view.asynchronous(OperationKind::Update, accepts_incomplete)?;
         let pending = PendingUpdate {
             plan_id: req.plan_id.clone(),
             parameters: req.parameters.clone(),
@@ -161,10 +149,8 @@ impl Broker {
         };
         if let Some(running) = instance.operations.running() {
             if running.kind == OperationKind::Update && running.update.as_ref() == Some(&pending) {
-                return Ok(Answer::Accepted(UpdateResponse {
-                    operation: Some(running.id.clone()),
-                    ..Default::default()
-                }));
+                return resent(id, running, accepts_incomplete)
+                    .map(|operation| Answer::Accepted(UpdateResponse { operation, ..Default::default() }));
             }
             return Err(busy("instance", id, running.kind));
         }
@@ -181,20 +167,24 @@ impl Broker {
             // OSB 2.15: an update with no effect may answer 200 right away.
             return Ok(Answer::Done(UpdateResponse::default()));
         }
-        let manifest = self.manifest_for_plan(&target_plan_id).await?;
-        let backend = self.backend(&manifest)?;
-        let asynchronous = run_asynchronously(backend.execution(&manifest, OperationKind::Update), accepts_incomplete)?;
+        let before = instance.clone();
         let mut op = self.start_op(OperationKind::Update, asynchronous);
         op.update = Some(pending);
         let op_id = op.id.clone();
         instance.operations.push(op);
-        self.start_operation(version, &instance).await?;
+        let version = self.start_operation(version, &instance).await?;
+        if plan_changes && let Err(e) = self.confirm_plan(&view.service.id, &view.plan.id, &view.entry.content).await {
+            if let Err(undo) = self.records.replace(version, &before).await {
+                tracing::error!(instance_id = %id, error = %undo, "could not withdraw a refused update");
+            }
+            return Err(e);
+        }
 
+        let running = self.spawn_instance_operation(id.to_owned(), op_id.clone(), OperationKind::Update);
         if asynchronous {
-            self.spawn_instance_operation(id.to_owned(), op_id.clone(), OperationKind::Update);
             return Ok(Answer::Accepted(UpdateResponse { operation: Some(op_id), ..Default::default() }));
         }
-        match self.run_update(id, &op_id).await? {
+        match finished(running).await? {
             Some(inst) if succeeded(&inst.operations, &op_id) => Ok(Answer::Done(UpdateResponse {
                 dashboard_url: inst.dashboard_url.clone(),
                 operation: None,
@@ -207,14 +197,22 @@ impl Broker {
 
     /// `DELETE /v2/service_instances/{id}`.
     pub async fn deprovision(self: &Arc<Self>, id: &str, query: &DeleteQuery) -> OsbResult<Answer<OperationResponse>> {
-        require_query("service_id", query.service_id.as_deref())?;
-        require_query("plan_id", query.plan_id.as_deref())?;
+        let service_id = require_query("service_id", query.service_id.as_deref())?;
+        let plan_id = require_query("plan_id", query.plan_id.as_deref())?;
+        let accepts_incomplete = query.accepts_incomplete();
+        // What the request alone decides comes first: a plan that can only be
+        // deprovisioned asynchronously refuses a platform that does not accept that.
+        // (An instance whose plan has left the catalog is still deprovisioned.)
+        if let Ok(view) = self.plan_view(service_id, plan_id).await {
+            view.asynchronous(OperationKind::Deprovision, accepts_incomplete)?;
+        }
         let Some(Versioned { version, record: mut instance }) = self.live_instance(id).await? else {
             return Err(OsbError::Gone);
         };
         if let Some(running) = instance.operations.running() {
             if running.kind == OperationKind::Deprovision {
-                return Ok(Answer::Accepted(OperationResponse { operation: Some(running.id.clone()) }));
+                return resent(id, running, accepts_incomplete)
+                    .map(|operation| Answer::Accepted(OperationResponse { operation }));
             }
             return Err(busy("instance", id, running.kind));
         }
@@ -224,20 +222,20 @@ impl Broker {
                 binding.id
             )));
         }
-        let manifest = self.manifest(&instance.manifest_id).await?;
-        let backend = self.backend(&manifest)?;
-        let asynchronous =
-            run_asynchronously(backend.execution(&manifest, OperationKind::Deprovision), query.accepts_incomplete())?;
+        let (backend, manifest) = self.teardown_backend(&instance).await?;
+        let execution =
+            manifest.as_ref().map_or(Execution::Either, |m| backend.execution(m, OperationKind::Deprovision));
+        let asynchronous = run_asynchronously(execution, accepts_incomplete)?;
         let op = self.start_op(OperationKind::Deprovision, asynchronous);
         let op_id = op.id.clone();
         instance.operations.push(op);
         self.start_operation(version, &instance).await?;
 
+        let running = self.spawn_instance_operation(id.to_owned(), op_id.clone(), OperationKind::Deprovision);
         if asynchronous {
-            self.spawn_instance_operation(id.to_owned(), op_id.clone(), OperationKind::Deprovision);
             return Ok(Answer::Accepted(OperationResponse { operation: Some(op_id) }));
         }
-        match self.run_deprovision(id, &op_id).await? {
+        match finished(running).await? {
             Some(inst) if succeeded(&inst.operations, &op_id) => Ok(Answer::Done(OperationResponse::default())),
             Some(inst) => Err(failure_of(&inst.operations, &op_id)),
             None => Err(OsbError::Unavailable("esm is shutting down; retry".into())),
@@ -273,8 +271,14 @@ impl Broker {
             return Err(OsbError::NotFound(format!("instance {id} does not exist")));
         };
         if !instance.is_live() {
-            // OSB: once an asynchronous deprovision is done, the instance is Gone.
-            return Err(OsbError::Gone);
+            // OSB: once an asynchronous deprovision is done, the instance is Gone — but a
+            // platform asking about that very operation is told how it ended.
+            return match operation {
+                Some(op_id) if instance.operations.find(op_id).is_some() => {
+                    last_operation_of(&instance.operations, operation, id)
+                }
+                _ => Err(OsbError::Gone),
+            };
         }
         last_operation_of(&instance.operations, operation, id)
     }
@@ -298,9 +302,9 @@ impl Broker {
 
     /// Writes an instance that has just been given a new running operation; losing the
     /// race to another request is a `ConcurrencyError`.
-    async fn start_operation(&self, version: u64, instance: &ServiceInstance) -> OsbResult<()> {
+    async fn start_operation(&self, version: u64, instance: &ServiceInstance) -> OsbResult<u64> {
         match self.records.replace(version, instance).await {
-            Ok(_) => Ok(()),
+            Ok(version) => Ok(version),
             Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => Err(OsbError::ConcurrencyError(format!(
                 "instance {} was changed by another request at the same time; retry",
                 instance.id
@@ -308,186 +312,15 @@ impl Broker {
             Err(e) => Err(e.into()),
         }
     }
-
-    pub(super) fn spawn_instance_operation(self: &Arc<Self>, id: String, op_id: String, kind: OperationKind) {
-        let this = Arc::clone(self);
-        self.spawn_task(async move {
-            let result = match kind {
-                OperationKind::Provision => this.run_provision(&id, &op_id).await,
-                OperationKind::Update => this.run_update(&id, &op_id).await,
-                OperationKind::Deprovision => this.run_deprovision(&id, &op_id).await,
-                OperationKind::Bind | OperationKind::Unbind => Ok(None),
-            };
-            if let Err(e) = result {
-                // The operation stays "in progress" in the store; the next start resumes it.
-                tracing::error!(instance_id = %id, operation = %op_id, error = %e, "could not record the outcome of an operation");
-            }
-        });
-    }
-
-    /// Runs a provision operation and records its outcome. `None` if esm is shutting
-    /// down (the operation stays in progress) or the instance moved on.
-    async fn run_provision(&self, id: &str, op_id: &str) -> OsbResult<Option<ServiceInstance>> {
-        let Some(Versioned { record: instance, .. }) = self.records.get::<ServiceInstance>(id).await? else {
-            return Ok(None);
-        };
-        let deadline = self.deadline(&instance.service_id, &instance.plan_id, instance.operations.find(op_id)).await;
-        let outcome = match self.instance_backend(&instance).await {
-            Ok((backend, manifest)) => match self
-                .run_backend::<ServiceInstance, _>(id, op_id, deadline, backend.provision(&instance, &manifest))
-                .await
-            {
-                Some(outcome) => outcome,
-                None => return Ok(None),
-            },
-            Err(e) => Err(BackendError::new(e.to_string())),
-        };
-        self.records
-            .modify::<ServiceInstance, OsbError, _>(id, |inst| {
-                let Some(op) = inst.operations.owned_mut(op_id, self.replica()) else {
-                    return Ok(false);
-                };
-                match &outcome {
-                    Ok(deployment) => {
-                        op.succeed();
-                        inst.status = InstanceStatus::Provisioned;
-                        inst.deployment = deployment.details.clone();
-                        inst.dashboard_url = deployment.dashboard_url.clone();
-                    }
-                    Err(e) => {
-                        let asynchronous = op.asynchronous;
-                        op.fail(&e.message, None, None);
-                        // A synchronous failure answers 500 and leaves nothing behind, so
-                        // the same request can simply be retried; an asynchronous one stays
-                        // for the platform to see when it polls, and to deprovision.
-                        inst.status =
-                            if asynchronous { InstanceStatus::ProvisionFailed } else { InstanceStatus::Deprovisioned };
-                    }
-                }
-                Ok(true)
-            })
-            .await
-    }
-
-    async fn run_update(&self, id: &str, op_id: &str) -> OsbResult<Option<ServiceInstance>> {
-        let Some(Versioned { record: instance, .. }) = self.records.get::<ServiceInstance>(id).await? else {
-            return Ok(None);
-        };
-        let Some(pending) = instance.operations.find(op_id).and_then(|op| op.update.clone()) else {
-            return Ok(None);
-        };
-        let target = apply_update(instance.clone(), &pending);
-        let deadline = self.deadline(&target.service_id, &target.plan_id, instance.operations.find(op_id)).await;
-        let outcome = match self.manifest_for_plan(&target.plan_id).await {
-            Ok(manifest) => match self.backend(&manifest) {
-                Ok(backend) => match self
-                    .run_backend::<ServiceInstance, _>(id, op_id, deadline, backend.update(&target, &manifest))
-                    .await
-                {
-                    Some(outcome) => outcome.map(|d| (d, manifest.id)),
-                    None => return Ok(None),
-                },
-                Err(e) => Err(BackendError::new(e.to_string())),
-            },
-            Err(e) => Err(BackendError::new(e.to_string())),
-        };
-        self.records
-            .modify::<ServiceInstance, OsbError, _>(id, |inst| {
-                let Some(op) = inst.operations.owned_mut(op_id, self.replica()) else {
-                    return Ok(false);
-                };
-                match &outcome {
-                    Ok((deployment, manifest_id)) => {
-                        op.succeed();
-                        let mut updated = apply_update(inst.clone(), &pending);
-                        updated.deployment = deployment.details.clone();
-                        if deployment.dashboard_url.is_some() {
-                            updated.dashboard_url = deployment.dashboard_url.clone();
-                        }
-                        updated.manifest_id = manifest_id.clone();
-                        updated.metadata.labels.insert("esm/manifest_id".into(), json!(manifest_id));
-                        *inst = updated;
-                    }
-                    Err(e) => op.fail(
-                        &e.message,
-                        Some(e.instance_usable.unwrap_or(true)),
-                        Some(e.update_repeatable.unwrap_or(true)),
-                    ),
-                }
-                Ok(true)
-            })
-            .await
-    }
-
-    async fn run_deprovision(&self, id: &str, op_id: &str) -> OsbResult<Option<ServiceInstance>> {
-        let Some(Versioned { record: instance, .. }) = self.records.get::<ServiceInstance>(id).await? else {
-            return Ok(None);
-        };
-        let deadline = self.deadline(&instance.service_id, &instance.plan_id, instance.operations.find(op_id)).await;
-        let outcome = match self.instance_backend(&instance).await {
-            Ok((backend, manifest)) => match self
-                .run_backend::<ServiceInstance, _>(id, op_id, deadline, backend.deprovision(&instance, &manifest))
-                .await
-            {
-                Some(outcome) => outcome,
-                None => return Ok(None),
-            },
-            Err(e) => Err(BackendError::new(e.to_string())),
-        };
-        let done = self
-            .records
-            .modify::<ServiceInstance, OsbError, _>(id, |inst| {
-                let Some(op) = inst.operations.owned_mut(op_id, self.replica()) else {
-                    return Ok(false);
-                };
-                match &outcome {
-                    Ok(()) => {
-                        op.succeed();
-                        inst.status = InstanceStatus::Deprovisioned;
-                        inst.deployment.clear();
-                    }
-                    Err(e) => op.fail(&e.message, Some(e.instance_usable.unwrap_or(true)), None),
-                }
-                Ok(true)
-            })
-            .await?;
-        if done.as_ref().is_some_and(|i| i.status == InstanceStatus::Deprovisioned) {
-            self.retire_bindings(id).await?;
-        }
-        Ok(done)
-    }
-
-    /// Bindings go with their instance (platforms unbind first; this covers those that do not).
-    async fn retire_bindings(&self, instance_id: &str) -> OsbResult<()> {
-        for binding in self.bindings_of(instance_id).await? {
-            self.records
-                .modify::<Binding, OsbError, _>(&binding.id, |b| {
-                    if !b.is_live() {
-                        return Ok(false);
-                    }
-                    b.status = BindingStatus::Unbound;
-                    b.credentials = None;
-                    Ok(true)
-                })
-                .await?;
-        }
-        Ok(())
-    }
-
-    /// The backend and manifest an instance was deployed with.
-    pub(super) async fn instance_backend(
-        &self,
-        instance: &ServiceInstance,
-    ) -> OsbResult<(Arc<dyn crate::backend::Backend>, crate::domain::manifest::Manifest)> {
-        let manifest = self.manifest(&instance.manifest_id).await?;
-        let backend = self.backend(&manifest)?;
-        Ok((backend, manifest))
-    }
 }
 
 /// Answers a provision for an id that exists: 202 while the same provision runs, 200 if
 /// it is done with the same attributes, 409 otherwise.
-fn provision_existing(instance: &ServiceInstance, req: &ProvisionRequest) -> OsbResult<Answer<ProvisionResponse>> {
+fn provision_existing(
+    instance: &ServiceInstance,
+    req: &ProvisionRequest,
+    accepts_incomplete: bool,
+) -> OsbResult<Answer<ProvisionResponse>> {
     let empty = Value::Object(Map::new());
     let same = instance.service_id == req.service_id
         && instance.plan_id == req.plan_id
@@ -498,11 +331,16 @@ fn provision_existing(instance: &ServiceInstance, req: &ProvisionRequest) -> Osb
         return Err(OsbError::Conflict(format!("instance {} already exists with different attributes", instance.id)));
     }
     match instance.status {
-        InstanceStatus::Provisioning => {
-            let operation =
-                instance.operations.running().filter(|op| op.kind == OperationKind::Provision).map(|op| op.id.clone());
-            Ok(Answer::Accepted(ProvisionResponse { operation, ..Default::default() }))
-        }
+        InstanceStatus::Provisioning => match instance.operations.running() {
+            Some(running) => resent(&instance.id, running, accepts_incomplete).map(|operation| {
+                Answer::Accepted(ProvisionResponse {
+                    operation,
+                    dashboard_url: instance.dashboard_url.clone(),
+                    metadata: None,
+                })
+            }),
+            None => Err(OsbError::ConcurrencyError(format!("instance {} is being provisioned; retry", instance.id))),
+        },
         InstanceStatus::Provisioned => Ok(Answer::AlreadyDone(ProvisionResponse {
             dashboard_url: instance.dashboard_url.clone(),
             operation: None,
@@ -515,8 +353,53 @@ fn provision_existing(instance: &ServiceInstance, req: &ProvisionRequest) -> Osb
     }
 }
 
+/// The answer to a request re-sent while its operation runs: OSB wants 202 with the
+/// operation's id, but 202 only ever goes to a platform that accepts it; one that does
+/// not is told the instance is busy (it may poll or retry).
+pub(super) fn resent(id: &str, running: &Operation, accepts_incomplete: bool) -> OsbResult<Option<String>> {
+    if accepts_incomplete {
+        Ok(Some(running.id.clone()))
+    } else {
+        Err(OsbError::ConcurrencyError(format!(
+            "{id} is busy with this very {} (operation {}); poll last_operation, or resend with accepts_incomplete=true",
+            running.kind.as_str(),
+            running.id
+        )))
+    }
+}
+
+/// A new instance record for a provision, with its first operation.
+fn new_instance(id: &str, req: &ProvisionRequest, view: &PlanView, op: Operation) -> ServiceInstance {
+    let mut operations = OperationLog::default();
+    operations.push(op);
+    let mut labels = Map::new();
+    labels.insert("esm/manifest_id".into(), json!(view.manifest.id));
+    labels.insert("esm/backend".into(), json!(view.backend.name()));
+    let mut instance = ServiceInstance {
+        id: id.to_owned(),
+        service_id: req.service_id.clone(),
+        plan_id: req.plan_id.clone(),
+        organization_guid: req.organization_guid.clone(),
+        space_guid: req.space_guid.clone(),
+        context: req.context.clone(),
+        parameters: req.parameters.clone(),
+        maintenance_info: req.maintenance_info.clone().or_else(|| view.plan.maintenance_info.clone()),
+        metadata: InstanceMetadata { labels, attributes: Map::new() },
+        dashboard_url: None,
+        manifest_id: view.manifest.id.clone(),
+        manifest_type: Some(view.manifest.manifest_type.clone()),
+        status: InstanceStatus::Provisioning,
+        deployment: Map::new(),
+        operations,
+        created_at: timestamp(),
+    };
+    // Known before anything runs, so an asynchronous 202 carries it too (OSB).
+    instance.dashboard_url = view.backend.dashboard_url(&instance, &view.manifest);
+    instance
+}
+
 /// The instance as it will be once `pending` is applied.
-fn apply_update(mut instance: ServiceInstance, pending: &PendingUpdate) -> ServiceInstance {
+pub(super) fn apply_update(mut instance: ServiceInstance, pending: &PendingUpdate) -> ServiceInstance {
     if let Some(plan_id) = &pending.plan_id {
         instance.plan_id = plan_id.clone();
     }

@@ -7,16 +7,22 @@
 //! ([`Broker::claim_orphaned_operations`]).
 //!
 //! - `instances.rs`: provision, update, deprovision, fetch, last_operation.
+//! - `instance_ops.rs`: the instance operations as they run.
 //! - `bindings.rs`: bind, unbind, fetch, last_operation.
-//! - `extensions.rs`: the ElasTest catalog, manifest and instance-view operations.
+//! - `catalog.rs`: the catalog, and service and manifest registration (ElasTest).
+//! - `registry.rs`: how the catalog is stored and changed so its rules hold.
+//! - `extensions.rs`: the ElasTest instance view.
 
 mod bindings;
+mod catalog;
 mod extensions;
+mod instance_ops;
 mod instances;
 mod reconcile;
+mod registry;
 mod worker;
 
-pub use extensions::Registered;
+pub use catalog::Registered;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,8 +33,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::backend::{Backend, Backends, Execution};
 use crate::domain::catalog::{MaintenanceInfo, Plan, Service};
+use crate::domain::instance::ServiceInstance;
 use crate::domain::manifest::Manifest;
 use crate::domain::operation::OperationKind;
+use crate::domain::registry::ManifestEntry;
 use crate::error::{OsbError, OsbResult};
 use crate::store::{Records, Store};
 
@@ -119,38 +127,93 @@ impl Broker {
         self.tasks.wait().await;
     }
 
-    async fn service(&self, service_id: &str) -> OsbResult<Service> {
-        self.records
-            .get::<Service>(service_id)
-            .await?
-            .map(|v| v.record)
-            .ok_or_else(|| OsbError::BadRequest(format!("unknown service_id {service_id:?}")))
+    /// A plan a request names, with the manifest and backend that deploy it; 400 if
+    /// the catalog does not have it.
+    async fn plan_view(&self, service_id: &str, plan_id: &str) -> OsbResult<PlanView> {
+        let registry = self.registry().await?.record;
+        let service = registry
+            .service(service_id)
+            .ok_or_else(|| OsbError::BadRequest(format!("unknown service_id {service_id:?}")))?
+            .clone();
+        let plan = service
+            .plan(plan_id)
+            .ok_or_else(|| OsbError::BadRequest(format!("unknown plan_id {plan_id:?} for service {service_id}")))?
+            .clone();
+        let (entry, manifest) = self.manifest_for_plan(plan_id).await?;
+        let backend = self.backend(&manifest)?;
+        Ok(PlanView { service, plan, entry, manifest, backend })
     }
 
-    /// The one manifest registered for a plan.
-    async fn manifest_for_plan(&self, plan_id: &str) -> OsbResult<Manifest> {
-        self.records.list::<Manifest>().await?.into_iter().map(|v| v.record).find(|m| m.plan_id == plan_id).ok_or_else(
-            || {
-                OsbError::BadRequest(format!(
-                    "plan {plan_id:?} has no manifest registered; register one with PUT /v2/et/manifest/{{id}}"
-                ))
-            },
-        )
+    /// The manifest registered for a plan: its registry entry and its content.
+    async fn manifest_for_plan(&self, plan_id: &str) -> OsbResult<(ManifestEntry, Manifest)> {
+        let registry = self.registry().await?.record;
+        let (_, entry) = registry.manifest_for_plan(plan_id).ok_or_else(|| {
+            OsbError::BadRequest(format!(
+                "plan {plan_id:?} has no manifest registered; register one with PUT /v2/et/manifest/{{id}}"
+            ))
+        })?;
+        let manifest = self.stored_manifest(entry).await?;
+        Ok((entry.clone(), manifest))
     }
 
-    /// The manifest an instance was deployed with.
-    async fn manifest(&self, manifest_id: &str) -> OsbResult<Manifest> {
-        self.records
-            .get::<Manifest>(manifest_id)
-            .await?
-            .map(|v| v.record)
-            .ok_or_else(|| OsbError::Internal(format!("manifest {manifest_id:?} of the instance is missing")))
+    /// The manifest an instance was deployed with, if it is still registered (it is,
+    /// for instances created by this esm; see `registry.rs`).
+    async fn instance_manifest(&self, instance: &ServiceInstance) -> OsbResult<Option<Manifest>> {
+        let registry = self.registry().await?.record;
+        match registry.manifests.get(&instance.manifest_id) {
+            Some(entry) => Ok(Some(self.stored_manifest(entry).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The backend and manifest an instance was deployed with.
+    pub(super) async fn instance_backend(&self, instance: &ServiceInstance) -> OsbResult<(Arc<dyn Backend>, Manifest)> {
+        let manifest = self.instance_manifest(instance).await?.ok_or_else(|| {
+            OsbError::Internal(format!("manifest {:?} of instance {} is missing", instance.manifest_id, instance.id))
+        })?;
+        let backend = self.backend(&manifest)?;
+        Ok((backend, manifest))
+    }
+
+    /// The backend of an instance and its manifest if it is still there: removing what
+    /// was deployed needs only the backend, which the instance names itself.
+    async fn teardown_backend(&self, instance: &ServiceInstance) -> OsbResult<(Arc<dyn Backend>, Option<Manifest>)> {
+        let manifest = self.instance_manifest(instance).await?;
+        let manifest_type = manifest.as_ref().map(|m| m.manifest_type.as_str()).or(instance.manifest_type.as_deref());
+        let by_type = manifest_type.and_then(|t| self.backends.get(t));
+        // Instances of esm 0.1 name their backend only in a label.
+        let by_label = || {
+            let name = instance.metadata.labels.get("esm/backend")?.as_str()?;
+            self.backends.all().iter().find(|b| b.name() == name)
+        };
+        let backend = by_type
+            .or_else(by_label)
+            .cloned()
+            .ok_or_else(|| OsbError::Internal(format!("no backend of this esm deployed instance {}", instance.id)))?;
+        Ok((backend, manifest))
     }
 
     fn backend(&self, manifest: &Manifest) -> OsbResult<Arc<dyn Backend>> {
         self.backends.get(&manifest.manifest_type).cloned().ok_or_else(|| {
             OsbError::Internal(format!("no backend for manifest type {:?} in this esm", manifest.manifest_type))
         })
+    }
+}
+
+/// A plan as a request sees it (see [`Broker::plan_view`]).
+struct PlanView {
+    service: Service,
+    plan: Plan,
+    entry: ManifestEntry,
+    manifest: Manifest,
+    backend: Arc<dyn Backend>,
+}
+
+impl PlanView {
+    /// Whether `kind` runs asynchronously for a platform that does (not) accept it;
+    /// 422 `AsyncRequired` if it must and the platform does not.
+    fn asynchronous(&self, kind: OperationKind, accepts_incomplete: bool) -> OsbResult<bool> {
+        run_asynchronously(self.backend.execution(&self.manifest, kind), accepts_incomplete)
     }
 }
 

@@ -16,7 +16,6 @@ use std::time::{Duration, SystemTime};
 use super::Broker;
 use crate::backend::BackendError;
 use crate::domain::binding::Binding;
-use crate::domain::catalog::Service;
 use crate::domain::instance::ServiceInstance;
 use crate::domain::operation::{Operation, OperationKind, Tracked, now_millis};
 use crate::error::{OsbError, OsbResult};
@@ -40,8 +39,12 @@ impl Broker {
         now_millis().saturating_add(u64::try_from(self.settings.operation_lease.as_millis()).unwrap_or(u64::MAX))
     }
 
-    pub(super) fn spawn_task(&self, task: impl Future<Output = ()> + Send + 'static) {
-        self.tasks.spawn(task);
+    /// Runs a task that shutdown waits for.
+    pub(super) fn spawn_task<R: Send + 'static>(
+        &self,
+        task: impl Future<Output = R> + Send + 'static,
+    ) -> tokio::task::JoinHandle<R> {
+        self.tasks.spawn(task)
     }
 
     /// Takes over the operations no live owner holds and runs them. At start-up with a
@@ -180,7 +183,7 @@ impl Broker {
     /// `maximum_polling_duration` (OSB 2.15). Synchronous ones have no deadline.
     pub(super) async fn deadline(&self, service_id: &str, plan_id: &str, op: Option<&Operation>) -> Option<SystemTime> {
         let op = op.filter(|op| op.asynchronous)?;
-        let service = self.records.get::<Service>(service_id).await.ok()??.record;
+        let service = self.service(service_id).await.ok()?;
         let seconds = service.plan(plan_id)?.maximum_polling_duration?;
         let started = humantime::parse_rfc3339(&op.started_at).ok()?;
         Some(started + Duration::from_secs(u64::from(seconds)))

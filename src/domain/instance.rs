@@ -88,6 +88,10 @@ pub struct ServiceInstance {
     pub dashboard_url: Option<String>,
     /// The manifest that deploys the current plan.
     pub manifest_id: String,
+    /// Its `manifest_type`, so the backend that deployed the instance is known even
+    /// without the manifest (absent in records of esm 0.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_type: Option<String>,
     /// Where the instance is in its life.
     pub status: InstanceStatus,
     /// What the backend recorded about the deployment (e.g. container ids), so that a

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 /// A registered manifest. The ElasTest platform reads `endpoints` and `config`, so both
@@ -42,6 +43,15 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// A digest of the whole manifest (id included): registering a manifest again is
+    /// recognised as a repeat by it.
+    pub fn digest(&self) -> String {
+        // serde_json writes struct fields in declaration order and object keys sorted,
+        // so equal manifests always give equal bytes.
+        let bytes = serde_json::to_vec(self).unwrap_or_default();
+        Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// Checks the fields every manifest needs, whatever its type.
     pub fn validate_fields(&self) -> Result<(), String> {
         for (field, value) in [

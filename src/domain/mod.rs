@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod instance;
 pub mod manifest;
 pub mod operation;
+pub mod registry;
 pub mod strict;
 
 use std::time::{Duration, SystemTime};

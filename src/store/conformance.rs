@@ -6,12 +6,13 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::{Collection, Records, Store, StoreError};
+use super::{Collection, REGISTRY_ID, Records, Store, StoreError};
 use crate::domain::binding::{Binding, BindingMetadata, BindingStatus, Credentials};
 use crate::domain::catalog::Service;
 use crate::domain::instance::{InstanceMetadata, InstanceStatus, PendingUpdate, ServiceInstance};
 use crate::domain::manifest::Manifest;
 use crate::domain::operation::{Operation, OperationKind, OperationLog};
+use crate::domain::registry::{ManifestEntry, Registry, StoredManifest};
 
 /// Runs every check against an empty store; panics with the failing check's name.
 pub async fn run(store: Arc<dyn Store>) {
@@ -28,14 +29,14 @@ pub async fn run(store: Arc<dyn Store>) {
 }
 
 async fn insert_get_and_conflict(store: &Arc<dyn Store>) {
-    let c = Collection::Manifests;
+    let c = Collection::ManifestContents;
     assert_eq!(store.insert(c, "a", json!({"n": 1})).await, Ok(1), "insert starts at version 1");
     let doc = store.get(c, "a").await.expect("get").expect("present");
     assert_eq!((doc.version, doc.body), (1, json!({"n": 1})));
     assert!(matches!(store.insert(c, "a", json!({"n": 2})).await, Err(StoreError::Conflict(_))));
     assert_eq!(store.get(c, "a").await.expect("get").map(|d| d.body), Some(json!({"n": 1})));
     assert_eq!(store.get(c, "missing").await, Ok(None));
-    assert_eq!(store.get(Collection::Services, "a").await, Ok(None), "collections are separate");
+    assert_eq!(store.get(Collection::Registry, "a").await, Ok(None), "collections are separate");
 }
 
 async fn replace_is_compare_and_set(store: &Arc<dyn Store>) {
@@ -48,7 +49,7 @@ async fn replace_is_compare_and_set(store: &Arc<dyn Store>) {
 }
 
 async fn upsert_bumps_the_version(store: &Arc<dyn Store>) {
-    let c = Collection::Services;
+    let c = Collection::Registry;
     assert_eq!(store.upsert(c, "u", json!({"a": 1})).await, Ok(1));
     assert_eq!(store.upsert(c, "u", json!({"a": 2})).await, Ok(2));
     let doc = store.get(c, "u").await.expect("get").expect("present");
@@ -74,7 +75,7 @@ async fn list_is_per_collection_and_ordered(store: &Arc<dyn Store>) {
     let ids: Vec<String> =
         store.list(c).await.expect("list").into_iter().map(|(id, _)| id).filter(|id| id.starts_with("l-")).collect();
     assert_eq!(ids, ["l-a", "l-b", "l-c"]);
-    let services = store.list(Collection::Services).await.expect("list");
+    let services = store.list(Collection::Registry).await.expect("list");
     assert!(services.iter().all(|(id, _)| !id.starts_with("l-")));
 }
 
@@ -120,8 +121,8 @@ async fn awkward_json_round_trips(store: &Arc<dyn Store>) {
         "dotted.key": 1, "$dollar": "x", "unicode": "ünï — 字", "empty": {}, "list": [1, "a", null, true],
         "big": 9_007_199_254_740_993_i64, "float": 1.5, "neg": -3, "nested": {"a": {"b": [{"c": null}]}}
     });
-    store.insert(Collection::Manifests, "awkward/id with spaces", body.clone()).await.expect("insert");
-    let back = store.get(Collection::Manifests, "awkward/id with spaces").await.expect("get").expect("present");
+    store.insert(Collection::ManifestContents, "awkward/id with spaces", body.clone()).await.expect("insert");
+    let back = store.get(Collection::ManifestContents, "awkward/id with spaces").await.expect("get").expect("present");
     assert_eq!(back.body, body, "JSON comes back exactly");
 }
 
@@ -141,8 +142,7 @@ async fn every_record_round_trips(store: &Arc<dyn Store>) {
                         "service_binding": {"create": {"parameters": {"type": "object"}}}}}]
     }))
     .expect("service parses");
-    records.insert(&service).await.expect("insert service");
-    assert_eq!(records.get::<Service>("rt-svc").await.expect("get").map(|v| v.record), Some(service));
+    let mut registry = Registry::default();
 
     let manifest = Manifest {
         id: "rt-manifest".into(),
@@ -153,8 +153,14 @@ async fn every_record_round_trips(store: &Arc<dyn Store>) {
         endpoints: Some(json!({"web": {"main": true, "port": 80}})),
         config: Some(json!({"k": "v"})),
     };
-    records.insert(&manifest).await.expect("insert manifest");
-    assert_eq!(records.get::<Manifest>("rt-manifest").await.expect("get").map(|v| v.record), Some(manifest));
+    let stored = StoredManifest { key: "rt-content".into(), manifest: manifest.clone() };
+    records.insert(&stored).await.expect("insert manifest");
+    assert_eq!(records.get::<StoredManifest>("rt-content").await.expect("get").map(|v| v.record), Some(stored));
+    registry.put_service(service);
+    registry.manifests.insert(manifest.id.clone(), ManifestEntry::of(&manifest, "rt-content".into()));
+    registry.retire("t", ["rt-plan".to_owned()].into(), 7);
+    records.insert(&registry).await.expect("insert registry");
+    assert_eq!(records.get::<Registry>(REGISTRY_ID).await.expect("get").map(|v| v.record), Some(registry));
 
     let mut operations = OperationLog::default();
     let mut done = Operation::start(OperationKind::Provision, true);
@@ -183,6 +189,7 @@ async fn every_record_round_trips(store: &Arc<dyn Store>) {
         metadata: InstanceMetadata { labels, attributes: serde_json::Map::new() },
         dashboard_url: Some("http://dash/x".into()),
         manifest_id: "rt-manifest".into(),
+        manifest_type: Some("dummy".into()),
         status: InstanceStatus::Provisioned,
         deployment: serde_json::Map::from_iter([("containers".to_owned(), json!(["a", "b"]))]),
         operations: operations.clone(),

@@ -354,11 +354,11 @@ mod tests {
         let dir = TempDir::new();
         {
             let store = EmbeddedStore::open(&dir.0).expect("opens");
-            store.insert(Collection::Services, "s", serde_json::json!({"a": 1})).await.expect("insert");
-            store.replace(Collection::Services, "s", 1, serde_json::json!({"a": 2})).await.expect("replace");
+            store.insert(Collection::Registry, "s", serde_json::json!({"a": 1})).await.expect("insert");
+            store.replace(Collection::Registry, "s", 1, serde_json::json!({"a": 2})).await.expect("replace");
         }
         let store = EmbeddedStore::open(&dir.0).expect("reopens");
-        let doc = store.get(Collection::Services, "s").await.expect("get").expect("kept");
+        let doc = store.get(Collection::Registry, "s").await.expect("get").expect("kept");
         assert_eq!((doc.version, doc.body), (2, serde_json::json!({"a": 2})));
     }
 

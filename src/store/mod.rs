@@ -27,31 +27,49 @@ use crate::domain::binding::Binding;
 use crate::domain::catalog::Service;
 use crate::domain::instance::ServiceInstance;
 use crate::domain::manifest::Manifest;
+use crate::domain::registry::{Registry, StoredManifest};
+
+/// The id of the one [`Registry`] record.
+pub const REGISTRY_ID: &str = "registry";
 
 /// The kinds of record esm stores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Collection {
-    /// Catalog service offerings.
-    Services,
-    /// Deployment manifests.
-    Manifests,
+    /// The one [`Registry`] record: every service offering and manifest.
+    Registry,
+    /// The contents of registered manifests ([`StoredManifest`]).
+    ManifestContents,
     /// Service instances (with their operations).
     Instances,
     /// Service bindings (with their operations).
     Bindings,
+    /// Service offerings as esm 0.1 stored them, one record each; read once to move
+    /// them into the registry.
+    LegacyServices,
+    /// Manifests as esm 0.1 stored them; read once like [`Collection::LegacyServices`].
+    LegacyManifests,
 }
 
 impl Collection {
     /// Every collection.
-    pub const ALL: [Collection; 4] = [Self::Services, Self::Manifests, Self::Instances, Self::Bindings];
+    pub const ALL: [Collection; 6] = [
+        Self::Registry,
+        Self::ManifestContents,
+        Self::Instances,
+        Self::Bindings,
+        Self::LegacyServices,
+        Self::LegacyManifests,
+    ];
 
     /// The collection's name (a MongoDB collection name, a table name).
     pub fn name(self) -> &'static str {
         match self {
-            Self::Services => "services",
-            Self::Manifests => "manifests",
+            Self::Registry => "registry",
+            Self::ManifestContents => "manifest_contents",
             Self::Instances => "instances",
             Self::Bindings => "bindings",
+            Self::LegacyServices => "services",
+            Self::LegacyManifests => "manifests",
         }
     }
 }
@@ -136,14 +154,26 @@ pub trait Record: Serialize + DeserializeOwned + Send + Sync {
     fn id(&self) -> &str;
 }
 
+impl Record for Registry {
+    const COLLECTION: Collection = Collection::Registry;
+    fn id(&self) -> &str {
+        REGISTRY_ID
+    }
+}
+impl Record for StoredManifest {
+    const COLLECTION: Collection = Collection::ManifestContents;
+    fn id(&self) -> &str {
+        &self.key
+    }
+}
 impl Record for Service {
-    const COLLECTION: Collection = Collection::Services;
+    const COLLECTION: Collection = Collection::LegacyServices;
     fn id(&self) -> &str {
         &self.id
     }
 }
 impl Record for Manifest {
-    const COLLECTION: Collection = Collection::Manifests;
+    const COLLECTION: Collection = Collection::LegacyManifests;
     fn id(&self) -> &str {
         &self.id
     }

@@ -170,10 +170,14 @@ async fn absent_parameters_leave_the_parameters() {
 #[tokio::test]
 async fn a_no_op_update_is_200() {
     let app = provisioned(json!({}), "x-esm-dummy: {mode: async}").await;
-    // Nothing changes, so even an async-only plan answers 200 at once.
-    let r = app.patch(&patch_path("i-1", false), &json!({"service_id": SERVICE, "plan_id": PLAN})).await;
+    // Nothing changes, so even an async-only plan answers 200 at once...
+    let r = app.patch(&patch_path("i-1", true), &json!({"service_id": SERVICE, "plan_id": PLAN})).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert!(r.body.get("operation").is_none());
+    // ...to a platform that accepts asynchronous updates: what the request alone
+    // decides (AsyncRequired) comes before what the state decides.
+    let r = app.patch(&patch_path("i-1", false), &json!({"service_id": SERVICE, "plan_id": PLAN})).await;
+    assert_eq!((r.status, r.body["error"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("AsyncRequired")));
 }
 
 #[tokio::test]

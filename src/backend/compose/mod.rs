@@ -204,7 +204,7 @@ impl ComposeBackend {
         let mut details = Map::new();
         details.insert("project".into(), json!(project));
         details.insert("containers".into(), Value::Object(containers));
-        Ok(Deployment { details, dashboard_url: None })
+        Ok(Deployment { details })
     }
 
     /// The engine's description of one service's container, and the networks to attach
@@ -409,7 +409,7 @@ impl Backend for ComposeBackend {
         })
     }
 
-    async fn deprovision(&self, instance: &ServiceInstance, _manifest: &Manifest) -> Result<(), BackendError> {
+    async fn deprovision(&self, instance: &ServiceInstance, _manifest: Option<&Manifest>) -> Result<(), BackendError> {
         self.engine.remove_instance(&self.settings.owner, &instance.id, false).await.map_err(|mut e| {
             e.instance_usable = Some(false);
             e

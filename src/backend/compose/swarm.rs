@@ -255,7 +255,7 @@ impl SwarmBackend {
         let mut details = Map::new();
         details.insert("project".into(), json!(project));
         details.insert("services".into(), Value::Object(services));
-        Ok(Deployment { details, dashboard_url: None })
+        Ok(Deployment { details })
     }
 
     /// Waits until every service has its replicas running for [`MIN_UPTIME`]; a task
@@ -393,7 +393,7 @@ impl Backend for SwarmBackend {
         })
     }
 
-    async fn deprovision(&self, instance: &ServiceInstance, _manifest: &Manifest) -> Result<(), BackendError> {
+    async fn deprovision(&self, instance: &ServiceInstance, _manifest: Option<&Manifest>) -> Result<(), BackendError> {
         self.remove(&instance.id, false).await.map_err(|mut e| {
             e.instance_usable = Some(false);
             e

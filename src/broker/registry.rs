@@ -1,0 +1,226 @@
+//! Reading and changing the registry (see [`crate::domain::registry`]): every change is
+//! one compare-and-set of the registry record; plans are removed through the
+//! retirement protocol, so no instance is left without its plan or manifest; and the
+//! records of esm 0.1 (one per service and manifest) are moved in once.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use super::Broker;
+use crate::domain::catalog::Service;
+use crate::domain::instance::ServiceInstance;
+use crate::domain::manifest::Manifest;
+use crate::domain::operation::{OperationKind, now_millis};
+use crate::domain::registry::{ManifestEntry, Refusal, Registry, StoredManifest};
+use crate::error::{OsbError, OsbResult};
+use crate::store::{REGISTRY_ID, StoreError, Versioned};
+
+/// How many times a registry change retries after another writer got there first.
+/// Every registration writes the one record, so bursts of them do collide; each round
+/// has a winner, so this covers bursts of that many concurrent writers.
+const REGISTRY_ATTEMPTS: u32 = 64;
+
+impl From<Refusal> for OsbError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::BadRequest(m) => OsbError::BadRequest(m),
+            Refusal::Conflict(m) => OsbError::Conflict(m),
+            Refusal::Busy(m) => OsbError::ConcurrencyError(m),
+        }
+    }
+}
+
+impl Broker {
+    /// The registry as stored now (empty, at version 0, before the first registration).
+    pub(super) async fn registry(&self) -> OsbResult<Versioned<Registry>> {
+        if let Some(registry) = self.records.get::<Registry>(REGISTRY_ID).await? {
+            return Ok(registry);
+        }
+        // No registry yet: a store written by esm 0.1 has its records moved in first,
+        // whenever the store is first read (it may be down when esm starts).
+        if self.move_legacy_records().await?
+            && let Some(registry) = self.records.get::<Registry>(REGISTRY_ID).await?
+        {
+            return Ok(registry);
+        }
+        Ok(Versioned { version: 0, record: Registry::default() })
+    }
+
+    /// Applies `change` to the current registry and writes it back if it changed,
+    /// retrying from a fresh read when another writer got there first. Lapsed
+    /// retirements are dropped on the way. `change` may run several times.
+    pub(super) async fn change_registry<R>(
+        &self,
+        mut change: impl FnMut(&mut Registry, u64) -> Result<R, OsbError>,
+    ) -> OsbResult<R> {
+        for attempt in 0..REGISTRY_ATTEMPTS {
+            let Versioned { version, record: current } = self.registry().await?;
+            let now = now_millis();
+            let mut next = current.clone();
+            next.drop_lapsed_retirements(now);
+            let result = change(&mut next, now)?;
+            if next == current {
+                return Ok(result);
+            }
+            let written = if version == 0 {
+                self.records.insert(&next).await
+            } else {
+                self.records.replace(version, &next).await
+            };
+            match written {
+                Ok(_) => return Ok(result),
+                Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => {
+                    // Spread the retries of a burst so they stop meeting each other.
+                    let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0] % 8);
+                    tokio::time::sleep(Duration::from_millis(jitter * u64::from(attempt.min(4)))).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(OsbError::ConcurrencyError("the catalog is changing too fast to apply this change; retry".into()))
+    }
+
+    /// Removes plans from the registry without stranding an instance: marks them as
+    /// retiring, looks for a live instance that uses one, and only if there is none
+    /// applies `remove` — provided the mark is still there (nobody took it as lapsed).
+    /// `what` names the removal in the refusal.
+    pub(super) async fn retire_plans<R>(
+        &self,
+        plans: BTreeSet<String>,
+        what: &str,
+        mut remove: impl FnMut(&mut Registry, u64) -> OsbResult<R>,
+    ) -> OsbResult<R> {
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        self.change_registry(|registry, now| {
+            registry.retire(&token, plans.clone(), now);
+            Ok(())
+        })
+        .await?;
+        let outcome = match self.instance_using(&plans).await {
+            Ok(Some((instance, plan))) => {
+                Err(OsbError::Conflict(format!("{what}: instance {instance} uses plan {plan}; deprovision it first")))
+            }
+            Ok(None) => {
+                self.change_registry(|registry, now| {
+                    if !registry.release(&token) {
+                        return Err(OsbError::ConcurrencyError(format!(
+                            "{what}: the catalog changed meanwhile; retry"
+                        )));
+                    }
+                    remove(registry, now)
+                })
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        if outcome.is_err() {
+            // Best effort: if this fails too, the mark lapses by itself.
+            let released = self.change_registry(|registry, _| Ok(registry.release(&token))).await;
+            if let Err(e) = released {
+                tracing::warn!(error = %e, "could not release retiring plans; they are held until the mark lapses");
+            }
+        }
+        outcome
+    }
+
+    /// A live instance on one of `plans`, or moving to one of them, with that plan.
+    async fn instance_using(&self, plans: &BTreeSet<String>) -> OsbResult<Option<(String, String)>> {
+        for Versioned { record: instance, .. } in self.records.list::<ServiceInstance>().await? {
+            if !instance.is_live() {
+                continue;
+            }
+            let moving_to = instance
+                .operations
+                .running()
+                .filter(|op| op.kind == OperationKind::Update)
+                .and_then(|op| op.update.as_ref()?.plan_id.clone());
+            for plan in std::iter::once(instance.plan_id.clone()).chain(moving_to) {
+                if plans.contains(&plan) {
+                    return Ok(Some((instance.id, plan)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The second half of the retirement protocol, for a request that has just written
+    /// an instance on (or moving to) `plan_id`, deployed by the manifest content it
+    /// read: the plan must still be there, not retiring, with that manifest.
+    pub(super) async fn confirm_plan(&self, service_id: &str, plan_id: &str, content: &str) -> OsbResult<()> {
+        // A lapsed mark is taken out first: its remover then cannot finish.
+        self.change_registry(|registry, now| Ok(registry.check_plan_in_use(service_id, plan_id, content, now)))
+            .await?
+            .map_err(OsbError::from)
+    }
+
+    /// A service offering.
+    pub(super) async fn service(&self, service_id: &str) -> OsbResult<Service> {
+        self.registry()
+            .await?
+            .record
+            .service(service_id)
+            .cloned()
+            .ok_or_else(|| OsbError::BadRequest(format!("unknown service_id {service_id:?}")))
+    }
+
+    /// The content of a registered manifest.
+    pub(super) async fn stored_manifest(&self, entry: &ManifestEntry) -> OsbResult<Manifest> {
+        self.records.get::<StoredManifest>(&entry.content).await?.map(|v| v.record.manifest).ok_or_else(|| {
+            OsbError::Internal(format!("the content {} of a registered manifest is missing", entry.content))
+        })
+    }
+
+    /// Moves the services and manifests of esm 0.1 into a registry that does not exist
+    /// yet; whether there were any. What breaks a rule (two manifests for a plan, a
+    /// plan id used twice) is left out and logged; the old records stay where they are.
+    async fn move_legacy_records(&self) -> OsbResult<bool> {
+        let services = self.records.list::<Service>().await?;
+        let manifests = self.records.list::<Manifest>().await?;
+        if services.is_empty() && manifests.is_empty() {
+            return Ok(false);
+        }
+        let now = now_millis();
+        let mut registry = Registry::default();
+        for Versioned { record: service, .. } in services {
+            match registry.check_service(&service, now) {
+                Ok(_) => {
+                    registry.put_service(service);
+                }
+                Err(refusal) => {
+                    tracing::error!(service_id = %service.id, ?refusal, "an esm 0.1 service is left out of the registry")
+                }
+            }
+        }
+        for Versioned { record: manifest, .. } in manifests {
+            let key = content_key(&manifest);
+            let entry = ManifestEntry::of(&manifest, key.clone());
+            match registry.check_manifest(&manifest.id, &entry, now) {
+                Ok(_) => {
+                    self.records.upsert(&StoredManifest { key, manifest: manifest.clone() }).await?;
+                    registry.manifests.insert(manifest.id.clone(), entry);
+                }
+                Err(refusal) => {
+                    tracing::error!(manifest_id = %manifest.id, ?refusal, "an esm 0.1 manifest is left out of the registry")
+                }
+            }
+        }
+        match self.records.insert(&registry).await {
+            Ok(_) => {
+                tracing::info!(
+                    services = registry.services.len(),
+                    manifests = registry.manifests.len(),
+                    "moved the catalog of esm 0.1 into the registry"
+                );
+                Ok(true)
+            }
+            // Another replica moved them at the same time: its registry stands.
+            Err(StoreError::Conflict(_)) => Ok(true),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// A fresh record id for the content of one registration of `manifest`.
+pub(super) fn content_key(manifest: &Manifest) -> String {
+    format!("{}-{}", manifest.digest(), uuid::Uuid::new_v4().simple())
+}
