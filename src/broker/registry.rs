@@ -165,9 +165,19 @@ impl Broker {
 
     /// The content of a registered manifest.
     pub(super) async fn stored_manifest(&self, entry: &ManifestEntry) -> OsbResult<Manifest> {
-        self.records.get::<StoredManifest>(&entry.content).await?.map(|v| v.record.manifest).ok_or_else(|| {
-            OsbError::Internal(format!("the content {} of a registered manifest is missing", entry.content))
-        })
+        if let Some(stored) = self.records.get::<StoredManifest>(&entry.content).await? {
+            return Ok(stored.record.manifest);
+        }
+        // Its entry was removed (with the content) since it was read.
+        let still_named = self.registry().await?.record.manifests.values().any(|m| m.content == entry.content);
+        if still_named {
+            Err(OsbError::Internal(format!("the content {} of a registered manifest is missing", entry.content)))
+        } else {
+            Err(OsbError::ConcurrencyError(format!(
+                "the manifest of plan {} was removed during the request",
+                entry.plan_id
+            )))
+        }
     }
 
     /// Moves the services and manifests of esm 0.1 into a registry that does not exist
