@@ -11,12 +11,13 @@ use esm::backend::Backends;
 use esm::backend::dummy::DummyBackend;
 use esm::broker::{Answer, Broker, BrokerSettings, Registered};
 use esm::domain::catalog::Service;
+use esm::domain::instance::ServiceInstance;
 use esm::domain::manifest::Manifest;
 use esm::error::OsbError;
-use esm::store::Store;
 use esm::store::embedded::EmbeddedStore;
 use esm::store::memory::MemoryStore;
 use esm::store::mongo::MongoStore;
+use esm::store::{Records, Store};
 use esm::wire::{DeleteQuery, ProvisionRequest, UpdateRequest};
 use serde_json::json;
 
@@ -254,4 +255,31 @@ async fn invariants_hold_on_mongodb() {
     let store = Arc::new(MongoStore::connect(&uri, &db).await.expect("MongoDB URI is valid"));
     every_race(store.clone()).await;
     store.close().await;
+}
+
+#[tokio::test]
+async fn records_of_esm_0_1_are_moved_in_and_an_instance_without_its_manifest_is_deprovisioned() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let records = Records::new(store.clone());
+    // esm 0.1 kept one record per service and manifest; the race it allowed could
+    // leave an instance whose manifest is gone.
+    records.insert(&service("s", "legacy", &["p", "q"])).await.expect("legacy service");
+    let mut kept = manifest("s", "q");
+    kept.id = "m-q".into();
+    records.insert(&kept).await.expect("legacy manifest");
+    let orphan: ServiceInstance = serde_json::from_value(json!({
+        "id": "i", "service_id": "s", "plan_id": "p", "organization_guid": "o", "space_guid": "s",
+        "metadata": {"labels": {"esm/manifest_id": "m-p", "esm/backend": "dummy"}},
+        "manifest_id": "m-p", "status": "provisioned", "created_at": "2026-01-01T00:00:00Z"
+    }))
+    .expect("an esm 0.1 instance");
+    records.insert(&orphan).await.expect("legacy instance");
+
+    let broker = broker(store);
+    let catalog = broker.catalog().await.expect("catalog");
+    assert_eq!(catalog.services.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["s"]);
+    assert_eq!(broker.manifest_by_id("m-q").await.expect("moved in"), kept);
+    let gone = broker.deprovision("i", &delete_query("s", "p")).await;
+    assert!(matches!(gone, Ok(Answer::Done(_))), "{gone:?}");
+    assert!(broker.fetch_instance("i").await.is_err(), "deprovisioned");
 }

@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 
 use super::extract::{OsbJson, OsbPath, OsbQuery};
+use super::version::{ApiVersion, Field};
 use super::{AppState, reply};
 use crate::error::{ErrorBody, OsbResult};
 use crate::wire::{AsyncQuery, BindRequest, BindingResponse};
@@ -32,10 +33,13 @@ use crate::wire::{AsyncQuery, BindRequest, BindingResponse};
     ))]
 pub async fn bind(
     State(state): State<AppState>,
+    version: ApiVersion,
     OsbPath((instance_id, binding_id)): OsbPath<(String, String)>,
     OsbQuery(query): OsbQuery<AsyncQuery>,
     OsbJson(body): OsbJson<BindRequest>,
 ) -> OsbResult<Response> {
-    let answer = state.broker.bind(&instance_id, &binding_id, body, query.accepts_incomplete()).await?;
-    Ok(reply(answer, StatusCode::CREATED, state.broker.settings().retry_after_seconds))
+    // Bindings are asynchronous since 2.14; an older platform cannot accept that.
+    let accepts_incomplete = query.accepts_incomplete() && version.has(Field::AsyncBindings);
+    let answer = state.broker.bind(&instance_id, &binding_id, body, accepts_incomplete).await?;
+    Ok(reply(answer, version, StatusCode::CREATED, state.broker.settings().retry_after_seconds))
 }

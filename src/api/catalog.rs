@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 
 use super::AppState;
+use super::version::{ApiVersion, ForVersion};
 use crate::error::{ErrorBody, OsbError, OsbResult};
 use crate::wire::CatalogResponse;
 
@@ -20,7 +21,7 @@ use crate::wire::CatalogResponse;
         (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
     ))]
 pub async fn catalog(State(state): State<AppState>, headers: HeaderMap) -> OsbResult<Response> {
-    let catalog = state.broker.catalog().await?;
+    let catalog = state.broker.catalog().await?.for_version(ApiVersion::of(&headers));
     let body =
         serde_json::to_vec(&catalog).map_err(|e| OsbError::Internal(format!("cannot encode the catalog: {e}")))?;
     let digest = Sha256::digest(&body);

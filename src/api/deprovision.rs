@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 
 use super::extract::{OsbPath, OsbQuery};
+use super::version::{ApiVersion, ForVersion};
 use super::{AppState, reply};
 use crate::error::{ErrorBody, OsbResult};
 use crate::wire::{DeleteQuery, Empty, OperationResponse};
@@ -25,9 +26,10 @@ use crate::wire::{DeleteQuery, Empty, OperationResponse};
     ))]
 pub async fn deprovision(
     State(state): State<AppState>,
+    version: ApiVersion,
     OsbPath(instance_id): OsbPath<String>,
     OsbQuery(query): OsbQuery<DeleteQuery>,
 ) -> OsbResult<Response> {
-    let answer = state.broker.deprovision(&instance_id, &query).await?;
-    Ok(reply(answer, StatusCode::OK, state.broker.settings().retry_after_seconds))
+    let answer = state.broker.deprovision(&instance_id, &query).await.map_err(|e| e.for_version(version))?;
+    Ok(reply(answer, version, StatusCode::OK, state.broker.settings().retry_after_seconds))
 }

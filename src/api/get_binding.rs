@@ -5,6 +5,7 @@ use axum::extract::State;
 
 use super::AppState;
 use super::extract::{OsbPath, OsbQuery};
+use super::version::{ApiVersion, ForVersion};
 use crate::error::{ErrorBody, OsbResult};
 use crate::wire::{BindingResponse, FetchQuery};
 
@@ -23,8 +24,9 @@ use crate::wire::{BindingResponse, FetchQuery};
     ))]
 pub async fn get_binding(
     State(state): State<AppState>,
+    version: ApiVersion,
     OsbPath((instance_id, binding_id)): OsbPath<(String, String)>,
     OsbQuery(_hints): OsbQuery<FetchQuery>,
 ) -> OsbResult<Json<BindingResponse>> {
-    Ok(Json(state.broker.fetch_binding(&instance_id, &binding_id).await?))
+    Ok(Json(state.broker.fetch_binding(&instance_id, &binding_id).await?.for_version(version)))
 }

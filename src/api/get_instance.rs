@@ -5,6 +5,7 @@ use axum::extract::State;
 
 use super::AppState;
 use super::extract::{OsbPath, OsbQuery};
+use super::version::{ApiVersion, ForVersion};
 use crate::error::{ErrorBody, OsbResult};
 use crate::wire::{FetchInstanceResponse, FetchQuery};
 
@@ -21,8 +22,9 @@ use crate::wire::{FetchInstanceResponse, FetchQuery};
     ))]
 pub async fn get_instance(
     State(state): State<AppState>,
+    version: ApiVersion,
     OsbPath(instance_id): OsbPath<String>,
     OsbQuery(_hints): OsbQuery<FetchQuery>,
 ) -> OsbResult<Json<FetchInstanceResponse>> {
-    Ok(Json(state.broker.fetch_instance(&instance_id).await?))
+    Ok(Json(state.broker.fetch_instance(&instance_id).await?.for_version(version)))
 }

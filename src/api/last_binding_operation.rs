@@ -6,6 +6,7 @@ use axum::response::Response;
 use super::AppState;
 use super::extract::{OsbPath, OsbQuery};
 use super::last_operation::with_retry_after;
+use super::version::{ApiVersion, ForVersion};
 use crate::error::{ErrorBody, OsbResult};
 use crate::wire::{Empty, LastOperationQuery, LastOperationResponse};
 
@@ -27,9 +28,10 @@ use crate::wire::{Empty, LastOperationQuery, LastOperationResponse};
     ))]
 pub async fn last_binding_operation(
     State(state): State<AppState>,
+    version: ApiVersion,
     OsbPath((instance_id, binding_id)): OsbPath<(String, String)>,
     OsbQuery(query): OsbQuery<LastOperationQuery>,
 ) -> OsbResult<Response> {
     let op = state.broker.binding_last_operation(&instance_id, &binding_id, query.operation.as_deref()).await?;
-    Ok(with_retry_after(op, state.broker.settings().retry_after_seconds))
+    Ok(with_retry_after(op.for_version(version), state.broker.settings().retry_after_seconds))
 }

@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use super::AppState;
 use super::extract::{OsbPath, OsbQuery};
 use super::middleware::retry_after;
+use super::version::{ApiVersion, ForVersion};
 use crate::domain::operation::OperationState;
 use crate::error::{ErrorBody, OsbResult};
 use crate::wire::{Empty, LastOperationQuery, LastOperationResponse};
@@ -26,11 +27,12 @@ use crate::wire::{Empty, LastOperationQuery, LastOperationResponse};
     ))]
 pub async fn last_operation(
     State(state): State<AppState>,
+    version: ApiVersion,
     OsbPath(instance_id): OsbPath<String>,
     OsbQuery(query): OsbQuery<LastOperationQuery>,
 ) -> OsbResult<Response> {
     let op = state.broker.instance_last_operation(&instance_id, query.operation.as_deref()).await?;
-    Ok(with_retry_after(op, state.broker.settings().retry_after_seconds))
+    Ok(with_retry_after(op.for_version(version), state.broker.settings().retry_after_seconds))
 }
 
 /// A last_operation answer, with `Retry-After` while the operation runs.

@@ -14,6 +14,7 @@ pub mod middleware;
 pub mod provision;
 pub mod unbind;
 pub mod update;
+pub mod version;
 
 use std::sync::Arc;
 
@@ -31,6 +32,7 @@ use crate::broker::{Answer, Broker};
 use crate::error::OsbError;
 use crate::openapi::ApiDoc;
 use middleware::BasicAuth;
+use version::{ApiVersion, ForVersion};
 
 /// What handlers share.
 #[derive(Clone)]
@@ -85,14 +87,23 @@ async fn method_not_allowed() -> OsbError {
     OsbError::MethodNotAllowed
 }
 
-/// Turns a broker answer into a response: `done` for work carried out now (201 for
-/// creates, 200 otherwise), 200 for "already so", 202 with `Retry-After` for accepted.
-pub fn reply<T: Serialize>(answer: Answer<T>, done: StatusCode, retry_after_seconds: u64) -> Response {
+/// Turns a broker answer into a response for a client of `version`: `done` for work
+/// carried out now (201 for creates, 200 otherwise), 200 for "already so", 202 with
+/// `Retry-After` for accepted.
+pub fn reply<T: Serialize + ForVersion>(
+    answer: Answer<T>,
+    version: ApiVersion,
+    done: StatusCode,
+    retry_after_seconds: u64,
+) -> Response {
     match answer {
-        Answer::Done(body) => (done, axum::Json(body)).into_response(),
-        Answer::AlreadyDone(body) => (StatusCode::OK, axum::Json(body)).into_response(),
-        Answer::Accepted(body) => {
-            (StatusCode::ACCEPTED, [middleware::retry_after(retry_after_seconds)], axum::Json(body)).into_response()
-        }
+        Answer::Done(body) => (done, axum::Json(body.for_version(version))).into_response(),
+        Answer::AlreadyDone(body) => (StatusCode::OK, axum::Json(body.for_version(version))).into_response(),
+        Answer::Accepted(body) => (
+            StatusCode::ACCEPTED,
+            [middleware::retry_after(retry_after_seconds)],
+            axum::Json(body.for_version(version)),
+        )
+            .into_response(),
     }
 }

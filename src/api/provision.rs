@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 
 use super::extract::{OsbJson, OsbPath, OsbQuery};
+use super::version::ApiVersion;
 use super::{AppState, reply};
 use crate::error::{ErrorBody, OsbResult};
 use crate::wire::{AsyncQuery, ProvisionRequest, ProvisionResponse};
@@ -28,10 +29,11 @@ use crate::wire::{AsyncQuery, ProvisionRequest, ProvisionResponse};
     ))]
 pub async fn provision(
     State(state): State<AppState>,
+    version: ApiVersion,
     OsbPath(instance_id): OsbPath<String>,
     OsbQuery(query): OsbQuery<AsyncQuery>,
     OsbJson(body): OsbJson<ProvisionRequest>,
 ) -> OsbResult<Response> {
     let answer = state.broker.provision(&instance_id, body, query.accepts_incomplete()).await?;
-    Ok(reply(answer, StatusCode::CREATED, state.broker.settings().retry_after_seconds))
+    Ok(reply(answer, version, StatusCode::CREATED, state.broker.settings().retry_after_seconds))
 }

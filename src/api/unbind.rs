@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 
 use super::extract::{OsbPath, OsbQuery};
+use super::version::{ApiVersion, Field};
 use super::{AppState, reply};
 use crate::error::{ErrorBody, OsbResult};
 use crate::wire::{DeleteQuery, Empty, OperationResponse};
@@ -28,9 +29,15 @@ use crate::wire::{DeleteQuery, Empty, OperationResponse};
     ))]
 pub async fn unbind(
     State(state): State<AppState>,
+    version: ApiVersion,
     OsbPath((instance_id, binding_id)): OsbPath<(String, String)>,
     OsbQuery(query): OsbQuery<DeleteQuery>,
 ) -> OsbResult<Response> {
+    let mut query = query;
+    if !version.has(Field::AsyncBindings) {
+        // Unbinding is asynchronous since 2.14; an older platform cannot accept that.
+        (query.accepts_incomplete, query.accept_incomplete) = (None, None);
+    }
     let answer = state.broker.unbind(&instance_id, &binding_id, &query).await?;
-    Ok(reply(answer, StatusCode::OK, state.broker.settings().retry_after_seconds))
+    Ok(reply(answer, version, StatusCode::OK, state.broker.settings().retry_after_seconds))
 }

@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 
 use super::extract::{OsbJson, OsbPath, OsbQuery};
+use super::version::{ApiVersion, ForVersion};
 use super::{AppState, reply};
 use crate::error::{ErrorBody, OsbResult};
 use crate::wire::{AsyncQuery, UpdateRequest, UpdateResponse};
@@ -28,10 +29,15 @@ use crate::wire::{AsyncQuery, UpdateRequest, UpdateResponse};
     ))]
 pub async fn update(
     State(state): State<AppState>,
+    version: ApiVersion,
     OsbPath(instance_id): OsbPath<String>,
     OsbQuery(query): OsbQuery<AsyncQuery>,
     OsbJson(body): OsbJson<UpdateRequest>,
 ) -> OsbResult<Response> {
-    let answer = state.broker.update(&instance_id, body, query.accepts_incomplete()).await?;
-    Ok(reply(answer, StatusCode::OK, state.broker.settings().retry_after_seconds))
+    let answer = state
+        .broker
+        .update(&instance_id, body, query.accepts_incomplete())
+        .await
+        .map_err(|e| e.for_version(version))?;
+    Ok(reply(answer, version, StatusCode::OK, state.broker.settings().retry_after_seconds))
 }

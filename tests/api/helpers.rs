@@ -167,8 +167,13 @@ impl TestApp {
 
     /// Sends a request with the OSB version header (and auth, if the app has it).
     pub async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Reply {
+        self.send_as(VERSION, method, path, body).await
+    }
+
+    /// Sends a request speaking OSB `version`.
+    pub async fn send_as(&self, version: &str, method: Method, path: &str, body: Option<&Value>) -> Reply {
         let mut req =
-            self.client.request(method, format!("{}{path}", self.api)).header("X-Broker-API-Version", VERSION);
+            self.client.request(method, format!("{}{path}", self.api)).header("X-Broker-API-Version", version);
         if let Some((user, pass)) = &self.auth {
             req = req.basic_auth(user, Some(pass));
         }

@@ -13,3 +13,4 @@ mod get_instance;
 mod ops;
 mod provision;
 mod update;
+mod versions;
