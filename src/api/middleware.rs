@@ -97,11 +97,13 @@ pub async fn require_auth(State(auth): State<BasicAuth>, req: Request, next: Nex
 
 /// 412 unless `X-Broker-API-Version` is 2.12 or later in the 2.x line.
 ///
-/// `GET /v2/et/manifest[/{id}]` is exempt: the ElasTest platform fetches manifests
-/// without any header, and the original never checked there.
+/// Exempt: a path no route matches (the fallback answers it 404: a header cannot make
+/// it exist), and `GET /v2/et/manifest[/{id}]`, which the ElasTest platform fetches
+/// without any header, as the original allowed.
 pub async fn require_api_version(req: Request, next: Next) -> Response {
-    let exempt = req.method() == Method::GET
-        && req.extensions().get::<MatchedPath>().is_some_and(|p| p.as_str().starts_with("/v2/et/manifest"));
+    let route = req.extensions().get::<MatchedPath>();
+    let exempt = route.is_none()
+        || (req.method() == Method::GET && route.is_some_and(|p| p.as_str().starts_with("/v2/et/manifest")));
     if exempt {
         return next.run(req).await;
     }
