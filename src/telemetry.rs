@@ -12,7 +12,13 @@ use crate::config::LogFormat;
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = use_colour(std::io::stdout().is_terminal(), std::env::var_os("NO_COLOR").as_deref());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout).with_ansi(ansi);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout)
+        .with_ansi(ansi)
+        // A line stdout cannot take (its reader is gone: `esm | head`) is dropped
+        // quietly, not reported on stderr once per line.
+        .log_internal_errors(false);
     // A second init (tests start several servers in one process) is harmless: ignore it.
     let _ = match format {
         LogFormat::Text => builder.try_init(),

@@ -32,3 +32,68 @@ async fn text_logs_redirected_to_a_file_have_no_colour_codes() {
     assert!(text.contains("esm is serving"), "{text}");
     assert!(!text.contains('\u{1b}'), "escape codes in a log file: {text:?}");
 }
+
+/// `esm` with its stdout (or stderr) a pipe nobody reads any more, as in
+/// `esm openapi | head` once `head` has exited: the write fails with EPIPE.
+fn run_with_closed(stream: &str, args: &[&str]) -> std::process::Output {
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_esm"));
+    cmd.env_clear().args(args).stdin(Stdio::null());
+    match stream {
+        "stdout" => cmd.stdout(writer).stderr(Stdio::piped()),
+        _ => cmd.stderr(writer).stdout(Stdio::piped()),
+    };
+    cmd.output().expect("esm runs")
+}
+
+#[test]
+fn cli_output_into_a_closed_pipe_exits_quietly() {
+    for args in [&["openapi"][..], &["--help"], &["--version"]] {
+        let out = run_with_closed("stdout", args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "esm {args:?}: {:?} {stderr}", out.status);
+        assert!(stderr.is_empty(), "esm {args:?} complained: {stderr}");
+    }
+    // `esm health` reports on stderr; nothing listens on this port, so it is unhealthy.
+    let port = support::free_port().to_string();
+    let out = run_with_closed("stderr", &["--check-port", &port, "health"]);
+    assert_eq!(out.status.code(), Some(1), "unhealthy, and no panic (101): {:?}", out.status);
+}
+
+/// A daemon whose stdout reader went away keeps serving, and says nothing about it on
+/// stderr (once per log line, that would be a flood).
+#[tokio::test]
+async fn a_daemon_whose_log_reader_is_gone_keeps_serving_quietly() {
+    let dir = TempDir::new("esm-closed-stdout");
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let stderr_path = dir.0.join("stderr");
+    let (port, check_port) = (support::free_port(), support::free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_esm"))
+        .env_clear()
+        .env("ESM_IP", "127.0.0.1")
+        .env("ESM_CHECK_IP", "127.0.0.1")
+        .env("ESM_PORT", port.to_string())
+        .env("ESM_CHECK_PORT", check_port.to_string())
+        .env("ESM_STORE", "memory")
+        .env("ESM_BACKENDS", "dummy")
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))
+        .spawn()
+        .expect("esm starts");
+    let client = reqwest::Client::new();
+    let catalog = format!("http://127.0.0.1:{port}/v2/catalog");
+    eventually(Duration::from_secs(20), "esm to serve the catalog", || async {
+        let r = client.get(&catalog).header("X-Broker-API-Version", "2.17").send().await.ok()?;
+        (r.status().as_u16() == 200).then_some(())
+    })
+    .await;
+    assert!(matches!(child.try_wait(), Ok(None)), "esm is still running");
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut stderr = String::new();
+    std::fs::File::open(&stderr_path).and_then(|mut f| f.read_to_string(&mut stderr)).expect("stderr");
+    assert!(stderr.is_empty(), "{stderr}");
+}
