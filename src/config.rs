@@ -114,14 +114,14 @@ pub struct Config {
     #[arg(long = "docker-pull", env = "ESM_DOCKER_PULL", value_enum, default_value_t = PullPolicy::Missing)]
     pub docker_pull: PullPolicy,
     /// Allow manifests to bind-mount host paths.
-    #[arg(long = "docker-allow-bind-mounts", env = "ESM_DOCKER_ALLOW_BIND_MOUNTS", action = clap::ArgAction::Set, default_value_t = false)]
+    #[arg(long = "docker-allow-bind-mounts", env = "ESM_DOCKER_ALLOW_BIND_MOUNTS", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = false)]
     pub docker_allow_bind_mounts: bool,
     /// Allow manifests privileged, cap_add, pid: host, network_mode: host and devices.
-    #[arg(long = "docker-allow-privileged", env = "ESM_DOCKER_ALLOW_PRIVILEGED", action = clap::ArgAction::Set, default_value_t = false)]
+    #[arg(long = "docker-allow-privileged", env = "ESM_DOCKER_ALLOW_PRIVILEGED", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = false)]
     pub docker_allow_privileged: bool,
     /// Allow manifests `external: true` networks and volumes (never another esm
     /// instance's, whatever this says).
-    #[arg(long = "docker-allow-external", env = "ESM_DOCKER_ALLOW_EXTERNAL", action = clap::ArgAction::Set, default_value_t = false)]
+    #[arg(long = "docker-allow-external", env = "ESM_DOCKER_ALLOW_EXTERNAL", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = false)]
     pub docker_allow_external: bool,
     /// Host ports manifests may name (`30000-30999`); unset: none, Docker picks an
     /// ephemeral host port for every published container port.
@@ -431,6 +431,27 @@ mod tests {
         assert_eq!(cli.config.port, 9999);
         assert_eq!(cli.config.check_port, 8888);
         assert_eq!(cli.config.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn boolean_flags_need_no_value() {
+        let parse = |args: &[&str]| {
+            let c = Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}")).config;
+            (c.docker_allow_bind_mounts, c.docker_allow_privileged, c.docker_allow_external)
+        };
+        assert_eq!(parse(&["esm"]), (false, false, false));
+        assert_eq!(parse(&["esm", "--docker-allow-bind-mounts"]), (true, false, false));
+        assert_eq!(
+            parse(&["esm", "--docker-allow-privileged", "--docker-allow-external", "--port", "9000"]),
+            (false, true, true)
+        );
+        // The explicit forms still work.
+        assert_eq!(parse(&["esm", "--docker-allow-bind-mounts=false"]), (false, false, false));
+        assert_eq!(parse(&["esm", "--docker-allow-bind-mounts", "true"]), (true, false, false));
+        assert_eq!(parse(&["esm", "--docker-allow-external=true"]), (false, false, true));
+        assert!(Cli::try_parse_from(["esm", "--docker-allow-external=maybe"]).is_err());
+        // A bare flag before a subcommand needs `=true`: a value after it is read as its value.
+        assert!(Cli::try_parse_from(["esm", "--docker-allow-external=true", "health"]).is_ok());
     }
 
     #[test]

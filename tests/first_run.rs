@@ -14,12 +14,8 @@ use support::{Esm, StoreSetup, TempDir, eventually};
 async fn text_logs_redirected_to_a_file_have_no_colour_codes() {
     let dir = TempDir::new("esm-log-colour");
     let log = dir.0.join("esm.log");
-    let esm = Esm::start_logging(
-        &StoreSetup::Embedded(dir.0.join("data")),
-        &[("ESM_LOG_FORMAT", "text")],
-        Some(&log),
-    )
-    .await;
+    let esm =
+        Esm::start_logging(&StoreSetup::Embedded(dir.0.join("data")), &[("ESM_LOG_FORMAT", "text")], Some(&log)).await;
     // A request, so the audit line (the most decorated one) is in the log too.
     let client = reqwest::Client::new();
     let r = client.get(format!("{}/v2/catalog", esm.api)).header("X-Broker-API-Version", "2.17").send().await;
@@ -61,6 +57,56 @@ fn cli_output_into_a_closed_pipe_exits_quietly() {
     assert_eq!(out.status.code(), Some(1), "unhealthy, and no panic (101): {:?}", out.status);
 }
 
+/// An esm daemon started with `args` and `env` (memory store, dummy backend unless
+/// `env` says otherwise) and its output where the caller says.
+struct Daemon {
+    child: std::process::Child,
+    api: String,
+    ops: String,
+}
+
+impl Daemon {
+    async fn start(args: &[&str], env: &[(&str, &str)], stdout: Stdio, stderr: Stdio) -> Daemon {
+        let (port, check_port) = (support::free_port(), support::free_port());
+        let child = Command::new(env!("CARGO_BIN_EXE_esm"))
+            .env_clear()
+            .env("ESM_IP", "127.0.0.1")
+            .env("ESM_CHECK_IP", "127.0.0.1")
+            .env("ESM_PORT", port.to_string())
+            .env("ESM_CHECK_PORT", check_port.to_string())
+            .env("ESM_STORE", "memory")
+            .env("ESM_BACKENDS", "dummy")
+            .envs(env.iter().copied())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .expect("esm starts");
+        let daemon =
+            Daemon { child, api: format!("http://127.0.0.1:{port}"), ops: format!("http://127.0.0.1:{check_port}") };
+        let client = reqwest::Client::new();
+        let catalog = format!("{}/v2/catalog", daemon.api);
+        eventually(Duration::from_secs(20), "esm to serve the catalog", || async {
+            let r = client.get(&catalog).header("X-Broker-API-Version", "2.17").send().await.ok()?;
+            (r.status().as_u16() == 200).then_some(())
+        })
+        .await;
+        daemon
+    }
+
+    fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A daemon whose stdout reader went away keeps serving, and says nothing about it on
 /// stderr (once per log line, that would be a flood).
 #[tokio::test]
@@ -69,31 +115,30 @@ async fn a_daemon_whose_log_reader_is_gone_keeps_serving_quietly() {
     let (reader, writer) = std::io::pipe().expect("a pipe");
     drop(reader);
     let stderr_path = dir.0.join("stderr");
-    let (port, check_port) = (support::free_port(), support::free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_esm"))
-        .env_clear()
-        .env("ESM_IP", "127.0.0.1")
-        .env("ESM_CHECK_IP", "127.0.0.1")
-        .env("ESM_PORT", port.to_string())
-        .env("ESM_CHECK_PORT", check_port.to_string())
-        .env("ESM_STORE", "memory")
-        .env("ESM_BACKENDS", "dummy")
-        .stdin(Stdio::null())
-        .stdout(writer)
-        .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))
-        .spawn()
-        .expect("esm starts");
-    let client = reqwest::Client::new();
-    let catalog = format!("http://127.0.0.1:{port}/v2/catalog");
-    eventually(Duration::from_secs(20), "esm to serve the catalog", || async {
-        let r = client.get(&catalog).header("X-Broker-API-Version", "2.17").send().await.ok()?;
-        (r.status().as_u16() == 200).then_some(())
-    })
-    .await;
-    assert!(matches!(child.try_wait(), Ok(None)), "esm is still running");
-    let _ = child.kill();
-    let _ = child.wait();
+    let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
+    let mut esm = Daemon::start(&[], &[], writer.into(), stderr.into()).await;
+    assert!(esm.running());
+    drop(esm);
     let mut stderr = String::new();
     std::fs::File::open(&stderr_path).and_then(|mut f| f.read_to_string(&mut stderr)).expect("stderr");
     assert!(stderr.is_empty(), "{stderr}");
+}
+
+/// `--docker-allow-bind-mounts` alone means true; `ESM_...=false` and `=true` in the
+/// environment still work.
+#[tokio::test]
+async fn bare_boolean_flags_and_boolean_variables_both_work() {
+    let esm = Daemon::start(
+        &["--docker-allow-bind-mounts"],
+        &[("ESM_DOCKER_ALLOW_PRIVILEGED", "false"), ("ESM_DOCKER_ALLOW_EXTERNAL", "true")],
+        Stdio::null(),
+        Stdio::null(),
+    )
+    .await;
+    let env: serde_json::Value =
+        reqwest::get(format!("{}/environment", esm.ops)).await.expect("answers").json().await.expect("JSON");
+    let config = &env["config"];
+    assert_eq!(config["ESM_DOCKER_ALLOW_BIND_MOUNTS"], true, "{config}");
+    assert_eq!(config["ESM_DOCKER_ALLOW_PRIVILEGED"], false, "{config}");
+    assert_eq!(config["ESM_DOCKER_ALLOW_EXTERNAL"], true, "{config}");
 }
