@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -207,6 +207,19 @@ pub async fn audit(req: Request, next: Next) -> Response {
             target: "esm::audit", operation, %method, path, status, request_id,
             platform = origin.platform, user = origin.user, millis, "request served"
         ),
+    }
+    response
+}
+
+/// Every 503 on the API port (the store is down, esm is stopping) tells the platform
+/// when to come back: `Retry-After: <seconds>` (`ESM_RETRY_AFTER`), unless it has one.
+pub async fn retry_after_when_unavailable(State(seconds): State<u64>, req: Request, next: Next) -> Response {
+    let mut response = next.run(req).await;
+    if response.status() == StatusCode::SERVICE_UNAVAILABLE
+        && !response.headers().contains_key(axum::http::header::RETRY_AFTER)
+    {
+        let (name, value) = retry_after(seconds);
+        response.headers_mut().insert(name, value);
     }
     response
 }
