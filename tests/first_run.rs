@@ -4,10 +4,14 @@
 mod support;
 
 use std::io::Read;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::{Esm, StoreSetup, TempDir, eventually};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use support::{Client, Esm, StoreSetup, TempDir, eventually};
 
 /// Text logs written to a file carry no ANSI escape codes.
 #[tokio::test]
@@ -141,4 +145,115 @@ async fn bare_boolean_flags_and_boolean_variables_both_work() {
     assert_eq!(config["ESM_DOCKER_ALLOW_BIND_MOUNTS"], true, "{config}");
     assert_eq!(config["ESM_DOCKER_ALLOW_PRIVILEGED"], false, "{config}");
     assert_eq!(config["ESM_DOCKER_ALLOW_EXTERNAL"], true, "{config}");
+}
+
+/// `/health`'s result for `checker`.
+async fn health_of(ops: &str, checker: &str) -> (u16, Value) {
+    let r = reqwest::get(format!("{ops}/health")).await.expect("/health answers");
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.expect("JSON");
+    let result = body["results"]
+        .as_array()
+        .and_then(|all| all.iter().find(|c| c["checker"] == checker).cloned())
+        .unwrap_or_else(|| panic!("no {checker} in {body}"));
+    (status, result)
+}
+
+/// A stand-in for the Docker engine on a unix socket: answers `/version` (and `[]` to
+/// listings), enough for `/health`'s check.
+async fn fake_engine(socket: &Path) -> tokio::task::JoinHandle<()> {
+    let listener = tokio::net::UnixListener::bind(socket).expect("binds the socket");
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let path = String::from_utf8_lossy(&head).split_whitespace().nth(1).unwrap_or_default().to_owned();
+                let body = if path.ends_with("/json") { "[]" } else { r#"{"Version":"0.0-fake","ApiVersion":"1.47"}"# };
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(answer.as_bytes()).await;
+            });
+        }
+    })
+}
+
+/// esm with the Docker backend and `DOCKER_HOST` at a socket that does not exist yet.
+async fn esm_without_an_engine(socket: &Path) -> Daemon {
+    let docker_host = format!("unix://{}", socket.display());
+    let env = [("ESM_BACKENDS", "dummy,docker-compose"), ("DOCKER_HOST", docker_host.as_str())];
+    Daemon::start(&[], &env, Stdio::null(), Stdio::null()).await
+}
+
+/// No engine at start: esm serves anyway, `/health` says why the Docker backend is
+/// unavailable, provisions fail at once with that reason, and once the engine's socket
+/// appears esm uses it, with no restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn esm_starts_without_the_docker_engine_and_connects_when_it_appears() {
+    let dir = TempDir::new("esm-no-engine");
+    let socket = dir.0.join("docker.sock");
+    let esm = esm_without_an_engine(&socket).await;
+
+    let (status, docker) = health_of(&esm.ops, "backend:docker-compose").await;
+    assert_eq!(status, 503, "a backend is down: {docker}");
+    assert_eq!(docker["passed"], false, "{docker}");
+    let reason = docker["output"].as_str().unwrap_or_default();
+    assert!(reason.contains("no socket at") && reason.contains(&*socket.to_string_lossy()), "{reason}");
+    assert_eq!(health_of(&esm.ops, "backend:dummy").await.1["passed"], true);
+
+    // Registering needs no engine; provisioning says at once why it cannot work.
+    let client = Client::new(&esm.api);
+    let manifest = "services:\n  web:\n    image: esm-test/busybox:latest\n";
+    client.register_manifest("docker-compose", manifest).await;
+    let (status, body) =
+        tokio::time::timeout(Duration::from_secs(30), client.provision("now", false)).await.expect("no hang");
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["error"], "OperationFailed", "{body}");
+    assert!(body["description"].as_str().is_some_and(|d| d.contains("Docker engine is not available")), "{body}");
+    assert_eq!(client.provision("later", true).await.0, 202);
+    let (_, last) = client.settle("later", Duration::from_secs(30)).await;
+    assert_eq!(last["state"], "failed", "{last}");
+    assert!(last["description"].as_str().is_some_and(|d| d.contains("Docker engine is not available")), "{last}");
+
+    let _engine = fake_engine(&socket).await;
+    let docker = eventually(Duration::from_secs(20), "the Docker backend to pass /health", || async {
+        let (_, docker) = health_of(&esm.ops, "backend:docker-compose").await;
+        (docker["passed"] == true).then_some(docker)
+    })
+    .await;
+    assert!(docker["output"].as_str().is_some_and(|o| o.contains("0.0-fake")), "{docker}");
+    assert_eq!(health_of(&esm.ops, "backend:docker-compose").await.0, 200);
+}
+
+/// The same against the real engine (`ESM_TEST_DOCKER=1`): its socket appears as a
+/// link at the path esm was given.
+#[tokio::test(flavor = "multi_thread")]
+async fn esm_connects_to_a_real_engine_that_appears_after_it_started() {
+    if !std::env::var("ESM_TEST_DOCKER").is_ok_and(|v| !v.is_empty() && v != "0") {
+        eprintln!("ESM_TEST_DOCKER is not set: the real Docker engine is not exercised in this run");
+        return;
+    }
+    let real = std::env::var("DOCKER_HOST")
+        .ok()
+        .and_then(|h| h.strip_prefix("unix://").map(str::to_owned))
+        .unwrap_or_else(|| "/var/run/docker.sock".into());
+    let dir = TempDir::new("esm-late-engine");
+    let socket = dir.0.join("docker.sock");
+    let esm = esm_without_an_engine(&socket).await;
+    assert_eq!(health_of(&esm.ops, "backend:docker-compose").await.1["passed"], false);
+    std::os::unix::fs::symlink(&real, &socket).expect("links the engine's socket");
+    let docker = eventually(Duration::from_secs(20), "the Docker backend to pass /health", || async {
+        let (_, docker) = health_of(&esm.ops, "backend:docker-compose").await;
+        (docker["passed"] == true).then_some(docker)
+    })
+    .await;
+    assert!(docker["output"].as_str().is_some_and(|o| o.starts_with("Docker engine ")), "{docker}");
 }

@@ -115,7 +115,7 @@ impl ComposeBackend {
         manifest: &Manifest,
         compose: &Compose,
     ) -> Result<Deployment, BackendError> {
-        let docker = self.engine.docker();
+        let docker = self.engine.docker()?;
         let project = project(&instance.id);
         let base_labels = labels::for_instance(&self.settings.owner, &instance.id, &manifest.id);
         for service in compose.services.values() {
