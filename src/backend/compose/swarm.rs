@@ -40,8 +40,8 @@ pub struct SwarmBackend {
 }
 
 impl SwarmBackend {
-    /// A backend on the engine `DOCKER_HOST` (or the local socket) names; it must be a
-    /// swarm manager.
+    /// A backend on the engine `DOCKER_HOST` (or the local socket) names, which need not
+    /// be up yet (see [`Engine::connect`]); it must be a swarm manager.
     pub fn new(settings: DockerSettings) -> Result<Self, BackendError> {
         Ok(Self { engine: Engine::connect()?, settings })
     }
