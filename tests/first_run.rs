@@ -61,56 +61,6 @@ fn cli_output_into_a_closed_pipe_exits_quietly() {
     assert_eq!(out.status.code(), Some(1), "unhealthy, and no panic (101): {:?}", out.status);
 }
 
-/// An esm daemon started with `args` and `env` (memory store, dummy backend unless
-/// `env` says otherwise) and its output where the caller says.
-struct Daemon {
-    child: std::process::Child,
-    api: String,
-    ops: String,
-}
-
-impl Daemon {
-    async fn start(args: &[&str], env: &[(&str, &str)], stdout: Stdio, stderr: Stdio) -> Daemon {
-        let (port, check_port) = (support::free_port(), support::free_port());
-        let child = Command::new(env!("CARGO_BIN_EXE_esm"))
-            .env_clear()
-            .env("ESM_IP", "127.0.0.1")
-            .env("ESM_CHECK_IP", "127.0.0.1")
-            .env("ESM_PORT", port.to_string())
-            .env("ESM_CHECK_PORT", check_port.to_string())
-            .env("ESM_STORE", "memory")
-            .env("ESM_BACKENDS", "dummy")
-            .envs(env.iter().copied())
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr)
-            .spawn()
-            .expect("esm starts");
-        let daemon =
-            Daemon { child, api: format!("http://127.0.0.1:{port}"), ops: format!("http://127.0.0.1:{check_port}") };
-        let client = reqwest::Client::new();
-        let catalog = format!("{}/v2/catalog", daemon.api);
-        eventually(Duration::from_secs(20), "esm to serve the catalog", || async {
-            let r = client.get(&catalog).header("X-Broker-API-Version", "2.17").send().await.ok()?;
-            (r.status().as_u16() == 200).then_some(())
-        })
-        .await;
-        daemon
-    }
-
-    fn running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A daemon whose stdout reader went away keeps serving, and says nothing about it on
 /// stderr (once per log line, that would be a flood).
 #[tokio::test]
@@ -120,8 +70,9 @@ async fn a_daemon_whose_log_reader_is_gone_keeps_serving_quietly() {
     drop(reader);
     let stderr_path = dir.0.join("stderr");
     let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
-    let mut esm = Daemon::start(&[], &[], writer.into(), stderr.into()).await;
-    assert!(esm.running());
+    let store = StoreSetup::Embedded(dir.0.join("data"));
+    let mut esm = Esm::start_with_output(&store, &[], &[], writer.into(), stderr.into()).await;
+    assert!(esm.alive());
     drop(esm);
     let mut stderr = String::new();
     std::fs::File::open(&stderr_path).and_then(|mut f| f.read_to_string(&mut stderr)).expect("stderr");
@@ -132,7 +83,9 @@ async fn a_daemon_whose_log_reader_is_gone_keeps_serving_quietly() {
 /// environment still work.
 #[tokio::test]
 async fn bare_boolean_flags_and_boolean_variables_both_work() {
-    let esm = Daemon::start(
+    let dir = TempDir::new("esm-bool-flags");
+    let esm = Esm::start_with_output(
+        &StoreSetup::Embedded(dir.0.clone()),
         &["--docker-allow-bind-mounts"],
         &[("ESM_DOCKER_ALLOW_PRIVILEGED", "false"), ("ESM_DOCKER_ALLOW_EXTERNAL", "true")],
         Stdio::null(),
@@ -186,11 +139,12 @@ async fn fake_engine(socket: &Path) -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// esm with the Docker backend and `DOCKER_HOST` at a socket that does not exist yet.
-async fn esm_without_an_engine(socket: &Path) -> Daemon {
+/// esm (its store in `dir`) with the Docker backend and `DOCKER_HOST` at a socket
+/// that does not exist yet.
+async fn esm_without_an_engine(dir: &Path, socket: &Path) -> Esm {
     let docker_host = format!("unix://{}", socket.display());
     let env = [("ESM_BACKENDS", "dummy,docker-compose"), ("DOCKER_HOST", docker_host.as_str())];
-    Daemon::start(&[], &env, Stdio::null(), Stdio::null()).await
+    Esm::start_with(&StoreSetup::Embedded(dir.join("data")), &env).await
 }
 
 /// No engine at start: esm serves anyway, `/health` says why the Docker backend is
@@ -200,7 +154,7 @@ async fn esm_without_an_engine(socket: &Path) -> Daemon {
 async fn esm_starts_without_the_docker_engine_and_connects_when_it_appears() {
     let dir = TempDir::new("esm-no-engine");
     let socket = dir.0.join("docker.sock");
-    let esm = esm_without_an_engine(&socket).await;
+    let esm = esm_without_an_engine(&dir.0, &socket).await;
 
     let (status, docker) = health_of(&esm.ops, "backend:docker-compose").await;
     assert_eq!(status, 503, "a backend is down: {docker}");
@@ -247,7 +201,7 @@ async fn esm_connects_to_a_real_engine_that_appears_after_it_started() {
         .unwrap_or_else(|| "/var/run/docker.sock".into());
     let dir = TempDir::new("esm-late-engine");
     let socket = dir.0.join("docker.sock");
-    let esm = esm_without_an_engine(&socket).await;
+    let esm = esm_without_an_engine(&dir.0, &socket).await;
     assert_eq!(health_of(&esm.ops, "backend:docker-compose").await.1["passed"], false);
     std::os::unix::fs::symlink(&real, &socket).expect("links the engine's socket");
     let docker = eventually(Duration::from_secs(20), "the Docker backend to pass /health", || async {
