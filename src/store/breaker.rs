@@ -274,18 +274,18 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn once_the_store_is_down_calls_fail_at_once_until_it_answers_again() {
         let (flaky, store) = breaker();
-        assert_eq!(store.insert(Collection::Services, "a", json!({})).await, Ok(1));
+        assert_eq!(store.insert(Collection::Instances, "a", json!({})).await, Ok(1));
         flaky.down.store(true, Ordering::SeqCst);
 
         let started = Instant::now();
-        let first = store.get(Collection::Services, "a").await;
+        let first = store.get(Collection::Instances, "a").await;
         assert_eq!(first, Err(StoreError::Unavailable("the fake server does not answer".into())));
         assert_eq!(started.elapsed(), SELECTION, "the first call finds out the slow way");
         assert!(store.is_open());
 
         let started = Instant::now();
         let calls = flaky.calls.load(Ordering::SeqCst);
-        let second = store.list(Collection::Services).await;
+        let second = store.list(Collection::Instances).await;
         assert_eq!(second, Err(StoreError::Unavailable("the fake server does not answer".into())), "same words");
         assert_eq!(started.elapsed(), Duration::ZERO, "the next one is answered at once");
         // Only the prober's pings reach the store now.
@@ -293,16 +293,16 @@ mod tests {
 
         flaky.down.store(false, Ordering::SeqCst);
         until_closed(&store).await;
-        assert!(store.get(Collection::Services, "a").await.expect("answers").is_some());
+        assert!(store.get(Collection::Instances, "a").await.expect("answers").is_some());
         store.close().await;
     }
 
     #[tokio::test(start_paused = true)]
     async fn only_an_unavailable_store_opens_the_breaker() {
         let (_flaky, store) = breaker();
-        assert_eq!(store.insert(Collection::Services, "a", json!({})).await, Ok(1));
-        assert!(matches!(store.insert(Collection::Services, "a", json!({})).await, Err(StoreError::Conflict(_))));
-        assert!(matches!(store.replace(Collection::Services, "b", 1, json!({})).await, Err(StoreError::NotFound(_))));
+        assert_eq!(store.insert(Collection::Instances, "a", json!({})).await, Ok(1));
+        assert!(matches!(store.insert(Collection::Instances, "a", json!({})).await, Err(StoreError::Conflict(_))));
+        assert!(matches!(store.replace(Collection::Instances, "b", 1, json!({})).await, Err(StoreError::NotFound(_))));
         assert!(!store.is_open());
         store.close().await;
     }
@@ -312,11 +312,11 @@ mod tests {
         let (flaky, store) = breaker();
         for _ in 0..2 {
             flaky.down.store(true, Ordering::SeqCst);
-            assert!(store.get(Collection::Services, "a").await.is_err());
+            assert!(store.get(Collection::Instances, "a").await.is_err());
             assert!(store.is_open());
             flaky.down.store(false, Ordering::SeqCst);
             until_closed(&store).await;
-            assert_eq!(store.get(Collection::Services, "a").await, Ok(None));
+            assert_eq!(store.get(Collection::Instances, "a").await, Ok(None));
         }
         store.close().await;
     }
@@ -337,7 +337,7 @@ mod tests {
     async fn close_stops_the_prober_while_the_store_is_down() {
         let (flaky, store) = breaker();
         flaky.down.store(true, Ordering::SeqCst);
-        assert!(store.get(Collection::Services, "a").await.is_err());
+        assert!(store.get(Collection::Instances, "a").await.is_err());
         let handle = store.prober.lock().expect("lock").as_ref().map(|h| h.abort_handle()).expect("a prober");
         store.close().await;
         assert!(handle.is_finished(), "the prober ended with the store");
