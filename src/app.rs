@@ -22,6 +22,7 @@ use crate::config::{BackendKind, Config, StoreKind, redact_uri};
 use crate::ops::{self, OpsState};
 use crate::serve::{self, Limits};
 use crate::store::Store;
+use crate::store::breaker::BreakerStore;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::memory::MemoryStore;
 use crate::store::mongo::MongoStore;
@@ -180,7 +181,9 @@ async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
             let store =
                 MongoStore::connect(&uri, &config.mongo_db).await.map_err(|e| StartError::Store(e.to_string()))?;
             tracing::info!(uri = %redact_uri(&uri), db = %config.mongo_db, "using the MongoDB store");
-            Arc::new(store)
+            // A server that is down answers each call after the driver's selection
+            // timeout; the breaker answers at once while it is known to be down.
+            Arc::new(BreakerStore::new(Arc::new(store)))
         }
     };
     Ok(store)

@@ -114,14 +114,14 @@ pub struct Config {
     #[arg(long = "docker-pull", env = "ESM_DOCKER_PULL", value_enum, default_value_t = PullPolicy::Missing)]
     pub docker_pull: PullPolicy,
     /// Allow manifests to bind-mount host paths.
-    #[arg(long = "docker-allow-bind-mounts", env = "ESM_DOCKER_ALLOW_BIND_MOUNTS", action = clap::ArgAction::Set, default_value_t = false)]
+    #[arg(long = "docker-allow-bind-mounts", env = "ESM_DOCKER_ALLOW_BIND_MOUNTS", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = false)]
     pub docker_allow_bind_mounts: bool,
     /// Allow manifests privileged, cap_add, pid: host, network_mode: host and devices.
-    #[arg(long = "docker-allow-privileged", env = "ESM_DOCKER_ALLOW_PRIVILEGED", action = clap::ArgAction::Set, default_value_t = false)]
+    #[arg(long = "docker-allow-privileged", env = "ESM_DOCKER_ALLOW_PRIVILEGED", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = false)]
     pub docker_allow_privileged: bool,
     /// Allow manifests `external: true` networks and volumes (never another esm
     /// instance's, whatever this says).
-    #[arg(long = "docker-allow-external", env = "ESM_DOCKER_ALLOW_EXTERNAL", action = clap::ArgAction::Set, default_value_t = false)]
+    #[arg(long = "docker-allow-external", env = "ESM_DOCKER_ALLOW_EXTERNAL", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = false)]
     pub docker_allow_external: bool,
     /// Host ports manifests may name (`30000-30999`); unset: none, Docker picks an
     /// ephemeral host port for every published container port.
@@ -346,7 +346,8 @@ impl Config {
         }
     }
 
-    /// The effective settings for `/environment`, secrets shown as `********`.
+    /// The effective settings for `/environment`, each shown as a user would type it
+    /// (`dummy,docker-compose`, `30000-30999`), secrets as `********`.
     pub fn redacted(&self) -> Value {
         json!({
             "ESM_IP": self.ip.to_string(),
@@ -356,19 +357,19 @@ impl Config {
             "ESM_BROKER_USERNAME": self.broker_username,
             "ESM_BROKER_PASSWORD": self.broker_password.as_ref().map(|_| REDACTED),
             "ESM_DATA_DIR": self.data_dir.display().to_string(),
-            "ESM_STORE": format!("{:?}", self.store_kind()).to_lowercase(),
+            "ESM_STORE": typed(&self.store_kind()),
             "ESM_MONGO_HOST": self.mongo_host,
             "ESM_MONGO_PORT": self.mongo_port,
             "ESM_MONGO_URI": self.mongo_uri.as_ref().map(|u| redact_uri(u.expose())),
             "ESM_MONGO_DB": self.mongo_db,
-            "ESM_LOG_FORMAT": format!("{:?}", self.log_format).to_lowercase(),
+            "ESM_LOG_FORMAT": typed(&self.log_format),
             "ESM_RETRY_AFTER": self.retry_after,
             "ESM_OPERATION_LEASE": self.operation_lease,
             "ESM_NAME": self.name,
-            "ESM_BACKENDS": self.backends.iter().map(|b| format!("{b:?}")).collect::<Vec<_>>(),
+            "ESM_BACKENDS": self.backends.iter().map(typed).collect::<Vec<_>>().join(","),
             "ESM_PUBLISH_ADDRESS": self.publish_address.to_string(),
             "ESM_ADVERTISE_HOST": self.advertise_host,
-            "ESM_DOCKER_PULL": format!("{:?}", self.docker_pull).to_lowercase(),
+            "ESM_DOCKER_PULL": typed(&self.docker_pull),
             "ESM_DOCKER_ALLOW_BIND_MOUNTS": self.docker_allow_bind_mounts,
             "ESM_DOCKER_ALLOW_PRIVILEGED": self.docker_allow_privileged,
             "ESM_DOCKER_ALLOW_EXTERNAL": self.docker_allow_external,
@@ -386,6 +387,11 @@ impl Config {
             "ESM_MAX_CONNECTIONS": self.max_connections,
         })
     }
+}
+
+/// A choice as it is typed in a flag or variable (`docker-compose`, not `DockerCompose`).
+fn typed<T: ValueEnum>(value: &T) -> String {
+    value.to_possible_value().map(|v| v.get_name().to_owned()).unwrap_or_default()
 }
 
 /// Hides credentials in a setting's value: the whole value when the name says it is a
@@ -428,6 +434,27 @@ mod tests {
     }
 
     #[test]
+    fn boolean_flags_need_no_value() {
+        let parse = |args: &[&str]| {
+            let c = Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}")).config;
+            (c.docker_allow_bind_mounts, c.docker_allow_privileged, c.docker_allow_external)
+        };
+        assert_eq!(parse(&["esm"]), (false, false, false));
+        assert_eq!(parse(&["esm", "--docker-allow-bind-mounts"]), (true, false, false));
+        assert_eq!(
+            parse(&["esm", "--docker-allow-privileged", "--docker-allow-external", "--port", "9000"]),
+            (false, true, true)
+        );
+        // The explicit forms still work.
+        assert_eq!(parse(&["esm", "--docker-allow-bind-mounts=false"]), (false, false, false));
+        assert_eq!(parse(&["esm", "--docker-allow-bind-mounts", "true"]), (true, false, false));
+        assert_eq!(parse(&["esm", "--docker-allow-external=true"]), (false, false, true));
+        assert!(Cli::try_parse_from(["esm", "--docker-allow-external=maybe"]).is_err());
+        // A bare flag before a subcommand needs `=true`: a value after it is read as its value.
+        assert!(Cli::try_parse_from(["esm", "--docker-allow-external=true", "health"]).is_ok());
+    }
+
+    #[test]
     fn connection_limits_are_settings() {
         let cli = Cli::parse_from([
             "esm",
@@ -445,6 +472,39 @@ mod tests {
         let d = Config::default();
         assert_eq!((d.header_read_timeout, d.idle_timeout, d.body_read_timeout, d.max_connections), (10, 60, 30, 1024));
         assert_eq!(d.redacted()["ESM_MAX_CONNECTIONS"], 1024);
+    }
+
+    #[test]
+    fn environment_shows_every_setting_as_typed() {
+        let shown = Config::default().redacted();
+        assert_eq!(shown["ESM_BACKENDS"], "dummy,docker-compose");
+        assert_eq!(shown["ESM_STORE"], "embedded");
+        assert_eq!(shown["ESM_DOCKER_PULL"], "missing");
+        let mut config = Config {
+            backends: vec![BackendKind::DockerSwarm, BackendKind::Dummy],
+            store: Some(StoreKind::Mongodb),
+            log_format: LogFormat::Json,
+            docker_pull: PullPolicy::Always,
+            host_port_range: Some(PortRange { low: 30000, high: 30999 }),
+            docker_allow_external: true,
+            advertise_host: Some("esm.example".into()),
+            mongo_uri: Some(Secret("mongodb://db:27017/?directConnection=true".into())),
+            ..Config::default()
+        };
+        config.mongo_host = Some("db".into());
+        let shown = config.redacted();
+        // Every value shown, typed back as its flag, gives the same setting.
+        for (name, value) in shown.as_object().expect("an object") {
+            let text = match value {
+                Value::Null => continue,
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let flag = format!("--{}", name.trim_start_matches("ESM_").to_lowercase().replace('_', "-"));
+            let parsed = Cli::try_parse_from(["esm", &format!("{flag}={text}")])
+                .unwrap_or_else(|e| panic!("{name}={text} does not parse back: {e}"));
+            assert_eq!(parsed.config.redacted()[name.as_str()], *value, "{name}");
+        }
     }
 
     #[test]

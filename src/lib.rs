@@ -16,7 +16,8 @@
 //! - [`domain`]: plain records and rules (catalog, manifests, instances, bindings,
 //!   operations); no I/O.
 //! - [`wire`]: the JSON shapes of requests and responses.
-//! - [`store`]: the `Store` trait (documents with compare-and-set) and its implementations.
+//! - [`store`]: the `Store` trait (documents with compare-and-set), its implementations,
+//!   and the breaker that answers at once while a store server is down.
 //! - [`backend`]: the `Backend` trait (what deploys a manifest) and its implementations.
 //! - [`error`]: the one error type, rendered as the OSB error body.
 //! - [`yaml`]: untrusted YAML into JSON values, within limits (size, depth, aliases, time).

@@ -1,5 +1,6 @@
 //! The `esm` binary: parse the command line, start logging, serve until SIGINT/SIGTERM.
 
+use std::io::{self, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -10,15 +11,13 @@ use esm::config::{Cli, Command};
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Openapi) => {
-            print!("{}", esm::openapi::document_json());
-            return ExitCode::SUCCESS;
-        }
+        Some(Command::Openapi) => return print_out(&esm::openapi::document_json()),
         Some(Command::Health) => {
             return match esm::probe::healthy(&cli.config).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("unhealthy: {e}");
+                    // Not eprintln!: it panics when stderr is closed.
+                    let _ = writeln!(io::stderr(), "unhealthy: {e}");
                     ExitCode::FAILURE
                 }
             };
@@ -37,6 +36,21 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "esm stopped with an error");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Writes `text` to stdout. A reader that went away early (`esm openapi | head`) is no
+/// error: it has what it wanted, so esm exits 0 without a word (and never panics, as
+/// `print!` would).
+fn print_out(text: &str) -> ExitCode {
+    let mut out = io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = writeln!(io::stderr(), "esm: cannot write to stdout: {e}");
             ExitCode::FAILURE
         }
     }

@@ -230,6 +230,38 @@ async fn a_mongodb_outage_is_503_and_esm_recovers_without_a_restart() {
     assert_eq!(health.status().as_u16(), 200);
 }
 
+/// With MongoDB unreachable, the first store call waits for the driver's server
+/// selection (3 s); after that esm knows the store is down and answers every /v2 call
+/// 503 at once, with `Retry-After`, until a background ping finds it back.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_mongodb_down_v2_calls_are_answered_503_at_once_with_retry_after() {
+    // Nothing listens on this port; the server selection timeout is esm's (3 s).
+    let uri = format!("mongodb://127.0.0.1:{}/?directConnection=true", support::free_port());
+    let store = StoreSetup::Mongo { uri, db: "esm".into() };
+    let esm = Esm::start_unready(&store, &[("ESM_RETRY_AFTER", "7")]).await;
+    let http = reqwest::Client::new();
+    let catalog = || http.get(format!("{}/v2/catalog", esm.api)).header("X-Broker-API-Version", "2.17").send();
+    // The first answer may take the selection timeout (or come at once, if start-up's
+    // own store calls have found the store down already).
+    let first = catalog().await.expect("answers");
+    assert_eq!(first.status().as_u16(), 503);
+    assert_eq!(first.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("7"));
+    let body: serde_json::Value = first.json().await.expect("an OSB error body");
+    assert_eq!(body["error"], "ServiceUnavailable", "{body}");
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        let next = catalog().await.expect("answers");
+        let took = started.elapsed();
+        assert_eq!(next.status().as_u16(), 503);
+        assert_eq!(next.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("7"));
+        // Half the selection timeout: far above a local 503, far below a driver wait.
+        assert!(took < Duration::from_millis(1500), "a 503 took {took:?} with the store known to be down");
+    }
+    let client = Client::new(&esm.api);
+    let (status, _) = client.provision("during", false).await;
+    assert_eq!(status, 503, "writes are refused at once too");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn esm_health_exits_zero_only_for_a_healthy_esm() {
     let dir = TempDir::new("esm-health");

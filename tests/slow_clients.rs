@@ -53,6 +53,11 @@ async fn read_until_closed(stream: &mut TcpStream, since: Instant, limit: Durati
 
 /// Reads one response with a `Content-Length` body; its status line.
 async fn read_response(stream: &mut TcpStream) -> String {
+    read_whole_response(stream).await.lines().next().unwrap_or_default().to_owned()
+}
+
+/// Reads one response with a `Content-Length` body; all of it, head and body.
+async fn read_whole_response(stream: &mut TcpStream) -> String {
     let mut received = Vec::new();
     let mut buf = [0u8; 4096];
     let deadline = Instant::now() + MARGIN;
@@ -65,7 +70,7 @@ async fn read_response(stream: &mut TcpStream) -> String {
                 .and_then(|v| v.parse::<usize>().ok())
                 .expect("a Content-Length");
             if received.len() >= end + 4 + length {
-                return text.lines().next().unwrap_or_default().to_owned();
+                return text;
             }
         }
         let n =
@@ -145,6 +150,70 @@ async fn a_body_that_stalls_is_answered_408_and_the_connection_closed() {
     let client = support::Client::new(&esm.api);
     let (status, body) = client.send(reqwest::Method::GET, "/v2/catalog", None).await;
     assert_eq!(status, 200, "esm keeps serving: {body}");
+}
+
+/// A head announcing a 2 MiB body (over the 1 MiB limit) for a provision.
+fn oversized_head(extra: &str) -> (String, usize) {
+    let length = 2 * 1024 * 1024;
+    let head = format!(
+        "PUT /v2/service_instances/big HTTP/1.1\r\nHost: esm\r\nX-Broker-API-Version: {VERSION}\r\n\
+         Content-Type: application/json\r\n{extra}Content-Length: {length}\r\n\r\n"
+    );
+    (head, length)
+}
+
+/// A client that sends its whole body before reading still gets the 413: esm reads
+/// (and drops) the rest before answering, instead of closing on unread data, which
+/// resets the connection and loses the answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oversized_body_sent_in_full_before_reading_gets_its_413() {
+    let (esm, _dir) = esm(&[]).await;
+    let mut stream = connect(&esm.api).await;
+    let (head, length) = oversized_head("");
+    let mut request = head.into_bytes();
+    request.extend(std::iter::repeat_n(b' ', length));
+    tokio::time::timeout(MARGIN * 5, stream.write_all(&request))
+        .await
+        .expect("the body is taken in time")
+        .expect("esm takes the whole body without resetting the connection");
+    let answer = read_whole_response(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 413 "), "413, got {answer:?}");
+    assert!(answer.contains(r#""error":"PayloadTooLarge""#), "an OSB error body, got {answer:?}");
+    assert!(answer.contains(r#""description":"#), "an OSB error body, got {answer:?}");
+    // The body was read to its end: the connection serves the next request.
+    stream.write_all(CATALOG.as_bytes()).await.expect("writes");
+    assert_eq!(read_response(&mut stream).await, "HTTP/1.1 200 OK");
+}
+
+/// A client that waits for `100 Continue` gets the 413 at once and need not send its body.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oversized_body_announced_with_expect_100_continue_is_refused_before_it_is_sent() {
+    let (esm, _dir) = esm(&[("ESM_BODY_READ_TIMEOUT", "30")]).await;
+    let mut stream = connect(&esm.api).await;
+    let (head, _) = oversized_head("Expect: 100-continue\r\n");
+    stream.write_all(head.as_bytes()).await.expect("writes");
+    let answer = read_whole_response(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 413 "), "413 without 100 Continue first, got {answer:?}");
+    assert!(answer.contains(r#""error":"PayloadTooLarge""#), "an OSB error body, got {answer:?}");
+}
+
+/// A body beyond what esm drains (4 MiB) is not waited for: the 413 comes at once, and
+/// the connection is closed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_too_large_to_drain_is_answered_at_once_and_the_connection_closed() {
+    let (esm, _dir) = esm(&[("ESM_BODY_READ_TIMEOUT", "30")]).await;
+    let mut stream = connect(&esm.api).await;
+    let head = format!(
+        "PUT /v2/service_instances/huge HTTP/1.1\r\nHost: esm\r\nX-Broker-API-Version: {VERSION}\r\n\
+         Content-Length: {}\r\n\r\n{{",
+        64 * 1024 * 1024
+    );
+    stream.write_all(head.as_bytes()).await.expect("writes");
+    let since = Instant::now();
+    let (answer, took) = read_until_closed(&mut stream, since, MARGIN).await;
+    assert!(answer.starts_with("HTTP/1.1 413 "), "413, got {answer:?}");
+    assert!(answer.to_ascii_lowercase().contains("connection: close"), "{answer:?}");
+    assert!(took < MARGIN, "answered after {took:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,4 +1,5 @@
-//! The store conformance suite against every store: memory, embedded, and MongoDB.
+//! The store conformance suite against every store: memory, embedded, and MongoDB
+//! (behind the breaker, as esm runs it).
 //!
 //! The MongoDB run needs a server: set `ESM_TEST_MONGO_URI` (CI starts one and sets it).
 //! When it is set and no server answers, the test fails; it never silently passes.
@@ -6,6 +7,7 @@
 use std::sync::Arc;
 
 use esm::store::Store;
+use esm::store::breaker::BreakerStore;
 use esm::store::conformance;
 use esm::store::embedded::EmbeddedStore;
 use esm::store::memory::MemoryStore;
@@ -26,6 +28,14 @@ async fn memory_store_conforms() {
 }
 
 #[tokio::test]
+async fn a_store_behind_the_breaker_conforms() {
+    let store = BreakerStore::new(Arc::new(MemoryStore::new()));
+    let store = Arc::new(store);
+    conformance::run(store.clone()).await;
+    store.close().await;
+}
+
+#[tokio::test]
 async fn embedded_store_conforms() {
     let dir = std::env::temp_dir().join(format!("esm-stores-{}", uuid::Uuid::new_v4().simple()));
     let store = EmbeddedStore::open(&dir).expect("embedded store opens");
@@ -39,7 +49,7 @@ async fn mongodb_store_conforms() {
     let db = format!("esm_conformance_{}", uuid::Uuid::new_v4().simple());
     let store = MongoStore::connect(&uri, &db).await.expect("MongoDB URI is valid");
     store.ping().await.unwrap_or_else(|e| panic!("ESM_TEST_MONGO_URI is set but MongoDB does not answer: {e}"));
-    let store = Arc::new(store);
+    let store = Arc::new(BreakerStore::new(Arc::new(store)));
     conformance::run(store.clone()).await;
     store.close().await;
 }

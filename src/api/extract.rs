@@ -5,6 +5,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
+use http_body::Body as _;
 use serde::de::DeserializeOwned;
 
 use crate::error::OsbError;
@@ -26,6 +27,11 @@ where
     type Rejection = OsbError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        // A body announced (Content-Length) over the limit is refused before a byte of it
+        // is read: a client waiting for `100 Continue` then need not send it at all.
+        if req.body().size_hint().lower() > BODY_LIMIT as u64 {
+            return Err(OsbError::PayloadTooLarge(BODY_LIMIT));
+        }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 OsbError::PayloadTooLarge(BODY_LIMIT)

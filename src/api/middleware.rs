@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -97,11 +97,13 @@ pub async fn require_auth(State(auth): State<BasicAuth>, req: Request, next: Nex
 
 /// 412 unless `X-Broker-API-Version` is 2.12 or later in the 2.x line.
 ///
-/// `GET /v2/et/manifest[/{id}]` is exempt: the ElasTest platform fetches manifests
-/// without any header, and the original never checked there.
+/// Exempt: a path no route matches (the fallback answers it 404: a header cannot make
+/// it exist), and `GET /v2/et/manifest[/{id}]`, which the ElasTest platform fetches
+/// without any header, as the original allowed.
 pub async fn require_api_version(req: Request, next: Next) -> Response {
-    let exempt = req.method() == Method::GET
-        && req.extensions().get::<MatchedPath>().is_some_and(|p| p.as_str().starts_with("/v2/et/manifest"));
+    let route = req.extensions().get::<MatchedPath>();
+    let exempt = route.is_none()
+        || (req.method() == Method::GET && route.is_some_and(|p| p.as_str().starts_with("/v2/et/manifest")));
     if exempt {
         return next.run(req).await;
     }
@@ -205,6 +207,19 @@ pub async fn audit(req: Request, next: Next) -> Response {
             target: "esm::audit", operation, %method, path, status, request_id,
             platform = origin.platform, user = origin.user, millis, "request served"
         ),
+    }
+    response
+}
+
+/// Every 503 on the API port (the store is down, esm is stopping) tells the platform
+/// when to come back: `Retry-After: <seconds>` (`ESM_RETRY_AFTER`), unless it has one.
+pub async fn retry_after_when_unavailable(State(seconds): State<u64>, req: Request, next: Next) -> Response {
+    let mut response = next.run(req).await;
+    if response.status() == StatusCode::SERVICE_UNAVAILABLE
+        && !response.headers().contains_key(axum::http::header::RETRY_AFTER)
+    {
+        let (name, value) = retry_after(seconds);
+        response.headers_mut().insert(name, value);
     }
     response
 }

@@ -73,7 +73,9 @@ pub fn router(state: AppState, auth: Option<BasicAuth>) -> Router {
             "ESM_BROKER_USERNAME/ESM_BROKER_PASSWORD are not set: the broker API is open to anyone who can reach it"
         ),
     }
-    v2.layer(axum::middleware::from_fn(middleware::audit))
+    let retry_after = state.broker.settings().retry_after_seconds;
+    v2.layer(axum::middleware::from_fn_with_state(retry_after, middleware::retry_after_when_unavailable))
+        .layer(axum::middleware::from_fn(middleware::audit))
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
         .with_state(state)
         .merge(SwaggerUi::new("/ui").url("/swagger.json", spec))

@@ -1,17 +1,24 @@
 //! Request bodies with a deadline: a body not read completely within
-//! [`Limits::body_read`](super::Limits::body_read)(super::Limits::body_read) of its head fails the request with 408.
+//! [`Limits::body_read`](super::Limits::body_read) of its head fails the request with 408.
+//!
+//! A body its handler left unread (a 413 decided from `Content-Length`, a 401 before
+//! the body was looked at) is read and discarded before the answer goes out, up to
+//! [`DRAIN_LIMIT`] and within the same deadline. A client may send its whole body
+//! before it reads anything; closing a socket with unread data in it makes the kernel
+//! reset the connection, and that client would see the reset instead of the answer.
 
 use std::convert::Infallible;
 use std::error::Error as StdError;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::http::{HeaderValue, Request, Response, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use axum::response::IntoResponse;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -40,18 +47,71 @@ where
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let handling = Handling::start(self.activity.clone());
-        let timed_out = Arc::new(AtomicBool::new(false));
         let limit = self.body_read;
-        let req = req.map(|body| Body::new(DeadlineBody::new(body, limit, timed_out.clone())));
+        let deadline = Instant::now() + limit;
+        let state = Arc::new(BodyState::default());
+        let expects_continue = expects_continue(req.headers());
+        let req = req.map(|body| Body::new(DeadlineBody::new(body, limit, deadline, state.clone())));
         let service = self.inner.clone();
         Box::pin(async move {
-            let Ok(response) = service.oneshot(req).await;
-            let response =
-                if timed_out.load(Ordering::Relaxed) { after_body_timeout(response, limit) } else { response };
+            let Ok(mut response) = service.oneshot(req).await;
+            if state.timed_out.load(Ordering::Relaxed) {
+                response = after_body_timeout(response, limit);
+            } else if let Some(body) = state.leftover.lock().ok().and_then(|mut slot| slot.take()) {
+                // A client waiting for `100 Continue` that never came has sent nothing
+                // and sends nothing now: hyper answers it without reading.
+                let sent_nothing = expects_continue && !state.polled.load(Ordering::Relaxed);
+                if !sent_nothing && !drain(body, deadline).await {
+                    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+            }
             drop(handling);
             Ok(response)
         })
     }
+}
+
+/// The most of an unread body esm reads (and discards) so that its client sees the
+/// answer; a larger one is left, and the connection closed.
+pub(super) const DRAIN_LIMIT: u64 = 4 * 1024 * 1024;
+
+/// Reads and discards the rest of a body, at most [`DRAIN_LIMIT`] bytes and until
+/// `deadline`. Whether it ended (so the connection can serve another request).
+async fn drain(mut body: Incoming, deadline: Instant) -> bool {
+    if body.size_hint().lower() > DRAIN_LIMIT {
+        return false;
+    }
+    let mut left = DRAIN_LIMIT;
+    let read_to_end = async {
+        loop {
+            match std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+                None => return true,
+                Some(Err(_)) => return false,
+                Some(Ok(frame)) => {
+                    let read = frame.data_ref().map_or(0, |data| data.len() as u64);
+                    let Some(rest) = left.checked_sub(read) else { return false };
+                    left = rest;
+                }
+            }
+        }
+    };
+    tokio::time::timeout_at(deadline, read_to_end).await.unwrap_or(false)
+}
+
+/// Whether the client waits for `100 Continue` before sending its body.
+fn expects_continue(headers: &HeaderMap) -> bool {
+    headers.get(header::EXPECT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
+}
+
+/// What a request's body tells the connection once its handler has answered.
+#[derive(Default)]
+struct BodyState {
+    /// The body ran out of time (the answer becomes 408).
+    timed_out: AtomicBool,
+    /// The handler asked for the body at least once (so hyper sent `100 Continue`).
+    polled: AtomicBool,
+    /// The body as the handler dropped it, if it had not ended: left to drain.
+    leftover: Mutex<Option<Incoming>>,
 }
 
 /// A request whose body did not arrive in time answers 408 (whatever its handler made
@@ -92,18 +152,29 @@ impl BodyTimeout {
 
 /// A request body that fails with [`BodyTimeout`] once its deadline has passed.
 struct DeadlineBody {
-    inner: Incoming,
+    /// Always `Some` until dropped, when an unfinished body goes to `state.leftover`.
+    inner: Option<Incoming>,
     limit: Duration,
     deadline: Instant,
     /// Made on the first wait only: most bodies are empty or already buffered.
     timer: Option<Pin<Box<Sleep>>>,
-    /// Tells the request service the body ran out of time.
-    timed_out: Arc<AtomicBool>,
+    /// Tells the request service what became of the body.
+    state: Arc<BodyState>,
 }
 
 impl DeadlineBody {
-    fn new(inner: Incoming, limit: Duration, timed_out: Arc<AtomicBool>) -> Self {
-        Self { inner, limit, deadline: Instant::now() + limit, timer: None, timed_out }
+    fn new(inner: Incoming, limit: Duration, deadline: Instant, state: Arc<BodyState>) -> Self {
+        Self { inner: Some(inner), limit, deadline, timer: None, state }
+    }
+}
+
+impl Drop for DeadlineBody {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.take().filter(|inner| !inner.is_end_stream())
+            && let Ok(mut slot) = self.state.leftover.lock()
+        {
+            *slot = Some(inner);
+        }
     }
 }
 
@@ -113,23 +184,25 @@ impl HttpBody for DeadlineBody {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
-        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+        let Some(inner) = this.inner.as_mut() else { return Poll::Ready(None) };
+        this.state.polled.store(true, Ordering::Relaxed);
+        if let Poll::Ready(frame) = Pin::new(inner).poll_frame(cx) {
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
         let deadline = this.deadline;
         let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
         if timer.as_mut().poll(cx).is_ready() {
-            this.timed_out.store(true, Ordering::Relaxed);
+            this.state.timed_out.store(true, Ordering::Relaxed);
             return Poll::Ready(Some(Err(Box::new(BodyTimeout(this.limit)))));
         }
         Poll::Pending
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Incoming::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner.as_ref().map(Incoming::size_hint).unwrap_or_default()
     }
 }

@@ -11,6 +11,7 @@
 //! The trait is object-safe (`async_trait`) and used as `Arc<dyn Store>`: handlers stay
 //! free of generics, and a virtual call costs nothing next to the I/O behind it.
 
+pub mod breaker;
 pub mod conformance;
 pub mod embedded;
 pub mod memory;

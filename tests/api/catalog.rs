@@ -177,3 +177,17 @@ async fn unknown_routes_and_methods_get_osb_errors() {
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
     r.osb_error();
 }
+
+#[tokio::test]
+async fn unknown_paths_are_404_even_without_the_version_header() {
+    let app = spawn_app().await;
+    for path in ["/v2/nothing-here", "/nothing", "/v2/service_instances/i-1/extra/parts"] {
+        let r = reply(app.raw(Method::GET, path).send().await.expect("sent")).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(r.osb_error(), "NotFound", "{path}");
+    }
+    // A known path without the header is still refused for the header.
+    let r = reply(app.raw(Method::GET, "/v2/service_instances/i-1").send().await.expect("sent")).await;
+    assert_eq!(r.status, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(r.osb_error(), "UnsupportedAPIVersion");
+}

@@ -24,6 +24,7 @@ async fn environment_shows_the_config() {
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body["config"]["ESM_STORE"], "memory");
     assert_eq!(r.body["config"]["ESM_RETRY_AFTER"], 1);
+    assert_eq!(r.body["config"]["ESM_BACKENDS"], "dummy", "as typed, not the Rust variant name");
     assert_eq!(r.body["config"]["ESM_BROKER_PASSWORD"], Value::Null, "no password configured");
     assert_eq!(r.body["store"], "memory");
     assert_eq!(r.body["backends"], serde_json::json!(["dummy"]));

@@ -58,12 +58,16 @@ pub enum StoreSetup {
 }
 
 /// How a test starts esm, beyond its environment.
-#[derive(Default, Clone, Copy)]
+#[derive(Default)]
 struct Launch<'a> {
     /// Cap on the address space (`prlimit --as`).
     address_space: Option<u64>,
     /// Where its log goes.
     log: Option<&'a Path>,
+    /// Command-line arguments.
+    args: &'a [&'a str],
+    /// Its stdout and stderr, when the test wants them somewhere of its own.
+    output: Option<(Stdio, Stdio)>,
 }
 
 /// A running `esm` process.
@@ -101,6 +105,18 @@ impl Esm {
         Self::launch(store, env, Launch { address_space: Some(bytes), ..Launch::default() }).await
     }
 
+    /// Starts esm with command-line arguments, extra environment variables, and its
+    /// stdout and stderr where the test says (a file, a pipe nobody reads).
+    pub async fn start_with_output(
+        store: &StoreSetup,
+        args: &[&str],
+        env: &[(&str, &str)],
+        stdout: Stdio,
+        stderr: Stdio,
+    ) -> Esm {
+        Self::launch(store, env, Launch { args, output: Some((stdout, stderr)), ..Launch::default() }).await
+    }
+
     /// Starts esm and waits only until its API port accepts connections (for tests of
     /// an esm whose store is down).
     pub async fn start_unready(store: &StoreSetup, env: &[(&str, &str)]) -> Esm {
@@ -119,7 +135,8 @@ impl Esm {
         esm
     }
 
-    fn spawn(store: &StoreSetup, env: &[(&str, &str)], Launch { address_space, log }: Launch<'_>) -> Esm {
+    fn spawn(store: &StoreSetup, env: &[(&str, &str)], launch: Launch<'_>) -> Esm {
+        let Launch { address_space, log, args, output } = launch;
         let (port, check_port) = (free_port(), free_port());
         let esm = env!("CARGO_BIN_EXE_esm");
         let mut cmd = match address_space {
@@ -143,18 +160,20 @@ impl Esm {
             .stdin(Stdio::null());
         // esm's own log only when asked for (TEST_ESM_LOG=debug, ...): failures it
         // expects (503s during an outage) would otherwise clutter the test output.
-        match (std::env::var("TEST_ESM_LOG"), log) {
-            (filter, Some(path)) => {
+        match (output, std::env::var("TEST_ESM_LOG"), log) {
+            (Some((stdout, stderr)), _, _) => cmd.stdout(stdout).stderr(stderr),
+            (None, filter, Some(path)) => {
                 let file = std::fs::File::create(path).expect("log file");
                 let copy = file.try_clone().expect("log file");
                 cmd.env("RUST_LOG", filter.unwrap_or_else(|_| "info".into())).stdout(file).stderr(copy)
             }
-            (Ok(filter), None) => cmd.env("RUST_LOG", filter),
-            (Err(_), None) => cmd.stdout(Stdio::null()).stderr(Stdio::null()),
+            (None, Ok(filter), None) => cmd.env("RUST_LOG", filter),
+            (None, Err(_), None) => cmd.stdout(Stdio::null()).stderr(Stdio::null()),
         };
         for (key, value) in env {
             cmd.env(key, value);
         }
+        cmd.args(args);
         match store {
             StoreSetup::Embedded(dir) => {
                 cmd.env("ESM_STORE", "embedded").env("ESM_DATA_DIR", dir);

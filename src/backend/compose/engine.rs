@@ -1,7 +1,13 @@
 //! A thin layer over bollard: the few Docker Engine calls the backends make, with the
 //! error handling they share (a missing resource on removal is success).
+//!
+//! The engine is reached lazily: esm starts and serves without one (the Docker backends
+//! then report unavailable in `/health`, and their operations fail with a clear
+//! message), and connects as soon as its socket appears, with no restart.
 
 use std::collections::HashMap;
+use std::error::Error as _;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
@@ -31,10 +37,17 @@ pub enum PullPolicy {
     Always,
 }
 
+/// Where the engine is when `DOCKER_HOST` does not say (as for the docker CLI).
+const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
+
 /// A Docker engine.
 #[derive(Debug, Clone)]
 pub struct Engine {
-    docker: Docker,
+    /// `DOCKER_HOST`, or the local socket.
+    host: String,
+    /// The client, made once the socket exists. Over a socket bollard opens a connection
+    /// per request, so one client keeps working across engine restarts.
+    docker: Arc<OnceLock<Docker>>,
 }
 
 /// Whether an engine error means "no such thing".
@@ -50,28 +63,75 @@ pub fn failed(doing: &str, e: DockerError) -> BackendError {
         DockerError::DockerResponseServerError { message, .. } => message,
         other => {
             tracing::debug!(error = %other, doing, "Docker engine request failed");
-            "the Docker engine is unreachable or answered unexpectedly".to_owned()
+            unreachable_reason(&other).to_owned()
         }
     };
     BackendError::new(format!("{doing}: {detail}"))
 }
 
+/// Why the engine could not be reached, in esm's words: what the operator can act on
+/// (the socket's permissions, a stopped engine), never the transport's own text.
+fn unreachable_reason(e: &DockerError) -> &'static str {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = e.source();
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::PermissionDenied => {
+                    "permission denied on the Docker engine's socket (give esm the socket's group)"
+                }
+                std::io::ErrorKind::NotFound => "the Docker engine's socket is gone (is the engine running?)",
+                std::io::ErrorKind::ConnectionRefused => "the Docker engine refuses connections (is it running?)",
+                _ => "the Docker engine is unreachable",
+            };
+        }
+        source = cause.source();
+    }
+    match e {
+        DockerError::RequestTimeoutError => "the Docker engine did not answer in time",
+        _ => "the Docker engine is unreachable or answered unexpectedly",
+    }
+}
+
 impl Engine {
-    /// Connects as the Docker CLI would (`DOCKER_HOST`, else the local socket).
+    /// The engine the Docker CLI would use (`DOCKER_HOST`, else the local socket).
+    /// Connects when it can: a socket that does not exist yet is no error (esm starts,
+    /// and connects once it appears); a `DOCKER_HOST` esm cannot use is.
     pub fn connect() -> Result<Self, BackendError> {
-        Docker::connect_with_defaults()
-            .map(|docker| Self { docker })
-            .map_err(|e| BackendError::new(format!("cannot reach the Docker engine: {e}")))
+        let host = std::env::var("DOCKER_HOST").ok().filter(|h| !h.trim().is_empty());
+        let engine = Self { host: host.unwrap_or_else(|| DEFAULT_HOST.to_owned()), docker: Arc::default() };
+        match engine.client() {
+            Ok(_) => {}
+            Err(DockerError::SocketNotFoundError(path)) => {
+                tracing::warn!(socket = %path, "no Docker engine yet: the Docker backends are unavailable until its socket appears");
+            }
+            Err(e) => {
+                return Err(BackendError::new(format!("cannot use DOCKER_HOST {:?}: {e}", engine.host)));
+            }
+        }
+        Ok(engine)
     }
 
-    /// The bollard client.
-    pub fn docker(&self) -> &Docker {
-        &self.docker
+    fn client(&self) -> Result<Docker, DockerError> {
+        if let Some(docker) = self.docker.get() {
+            return Ok(docker.clone());
+        }
+        let docker = Docker::connect_with_host(&self.host)?;
+        Ok(self.docker.get_or_init(|| docker).clone())
+    }
+
+    /// The bollard client; fails while the engine's socket does not exist.
+    pub fn docker(&self) -> Result<Docker, BackendError> {
+        self.client().map_err(|e| match e {
+            DockerError::SocketNotFoundError(path) => BackendError::new(format!(
+                "the Docker engine is not available: no socket at {path} (DOCKER_HOST); esm connects as soon as it appears"
+            )),
+            other => failed("cannot reach the Docker engine", other),
+        })
     }
 
     /// Checks that the engine answers.
     pub async fn ping(&self) -> Result<String, BackendError> {
-        let version = self.docker.version().await.map_err(|e| failed("the Docker engine does not answer", e))?;
+        let version = self.docker()?.version().await.map_err(|e| failed("the Docker engine does not answer", e))?;
         Ok(format!(
             "Docker engine {} (API {})",
             version.version.unwrap_or_default(),
@@ -81,7 +141,7 @@ impl Engine {
 
     /// Makes sure `image` is there, as the pull policy says.
     pub async fn ensure_image(&self, image: &str, policy: PullPolicy) -> Result<(), BackendError> {
-        let present = match self.docker.inspect_image(image).await {
+        let present = match self.docker()?.inspect_image(image).await {
             Ok(_) => true,
             Err(e) if is_not_found(&e) => false,
             Err(e) => return Err(failed(&format!("cannot inspect image {image}"), e)),
@@ -97,7 +157,7 @@ impl Engine {
 
     async fn pull(&self, image: &str) -> Result<(), BackendError> {
         let options = CreateImageOptionsBuilder::new().from_image(image).build();
-        let mut progress = self.docker.create_image(Some(options), None, None);
+        let mut progress = self.docker()?.create_image(Some(options), None, None);
         while let Some(step) = progress.next().await {
             step.map_err(|e| failed(&format!("cannot pull image {image}"), e))?;
         }
@@ -108,7 +168,7 @@ impl Engine {
     /// never joins another instance's network, whatever the policy allows.
     pub async fn check_external_network(&self, name: &str) -> Result<(), BackendError> {
         let network = self
-            .docker
+            .docker()?
             .inspect_network(name, None)
             .await
             .map_err(|e| failed(&format!("external network {name} is not available"), e))?;
@@ -125,7 +185,7 @@ impl Engine {
     /// `type=none,o=bind,device=/host/dir` would be a bind mount in disguise.
     pub async fn check_external_volume(&self, name: &str, allow_bind_mounts: bool) -> Result<(), BackendError> {
         let volume = self
-            .docker
+            .docker()?
             .inspect_volume(name)
             .await
             .map_err(|e| failed(&format!("external volume {name} is not available"), e))?;
@@ -168,7 +228,7 @@ impl Engine {
                 continue;
             }
             let network_labels = labels::with_esm_labels(declared.iter().flat_map(|n| &n.labels), base_labels);
-            self.docker
+            self.docker()?
                 .create_network(NetworkCreateRequest {
                     name: engine_name.clone(),
                     driver: Some(driver.to_owned()),
@@ -188,13 +248,13 @@ impl Engine {
         filters: &HashMap<String, Vec<String>>,
     ) -> Result<Vec<bollard::models::ContainerSummary>, BackendError> {
         let options = ListContainersOptionsBuilder::new().all(true).filters(filters).build();
-        self.docker.list_containers(Some(options)).await.map_err(|e| failed("cannot list containers", e))
+        self.docker()?.list_containers(Some(options)).await.map_err(|e| failed("cannot list containers", e))
     }
 
     /// Removes a container (and its anonymous volumes), stopping it first; gone is fine.
     pub async fn remove_container(&self, id: &str) -> Result<(), BackendError> {
         let options = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
-        match self.docker.remove_container(id, Some(options)).await {
+        match self.docker()?.remove_container(id, Some(options)).await {
             Ok(()) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
             Err(e) => Err(failed(&format!("cannot remove container {id}"), e)),
@@ -204,10 +264,11 @@ impl Engine {
     /// Removes the networks with these label filters; gone is fine.
     pub async fn remove_networks(&self, filters: &HashMap<String, Vec<String>>) -> Result<(), BackendError> {
         let options = ListNetworksOptionsBuilder::new().filters(filters).build();
-        let networks = self.docker.list_networks(Some(options)).await.map_err(|e| failed("cannot list networks", e))?;
+        let networks =
+            self.docker()?.list_networks(Some(options)).await.map_err(|e| failed("cannot list networks", e))?;
         for network in networks {
             let Some(id) = network.id else { continue };
-            match self.docker.remove_network(&id).await {
+            match self.docker()?.remove_network(&id).await {
                 Ok(()) => {}
                 Err(e) if is_not_found(&e) => {}
                 Err(e) => return Err(failed(&format!("cannot remove network {id}"), e)),
@@ -222,14 +283,14 @@ impl Engine {
         filters: &HashMap<String, Vec<String>>,
     ) -> Result<Vec<(String, HashMap<String, String>)>, BackendError> {
         let options = ListVolumesOptionsBuilder::new().filters(filters).build();
-        let listed = self.docker.list_volumes(Some(options)).await.map_err(|e| failed("cannot list volumes", e))?;
+        let listed = self.docker()?.list_volumes(Some(options)).await.map_err(|e| failed("cannot list volumes", e))?;
         Ok(listed.volumes.unwrap_or_default().into_iter().map(|v| (v.name, v.labels)).collect())
     }
 
     /// Removes a volume; gone is fine.
     pub async fn remove_volume(&self, name: &str) -> Result<(), BackendError> {
         let options = RemoveVolumeOptionsBuilder::new().force(true).build();
-        match self.docker.remove_volume(name, Some(options)).await {
+        match self.docker()?.remove_volume(name, Some(options)).await {
             Ok(()) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
             Err(e) => Err(failed(&format!("cannot remove volume {name}"), e)),
@@ -238,7 +299,10 @@ impl Engine {
 
     /// Inspects a container.
     pub async fn inspect(&self, id: &str) -> Result<ContainerInspectResponse, BackendError> {
-        self.docker.inspect_container(id, None).await.map_err(|e| failed(&format!("cannot inspect container {id}"), e))
+        self.docker()?
+            .inspect_container(id, None)
+            .await
+            .map_err(|e| failed(&format!("cannot inspect container {id}"), e))
     }
 
     /// Waits until every container `(id, name, needs_healthy)` has been running for

@@ -78,7 +78,8 @@ pub fn project(instance_id: &str) -> String {
 }
 
 impl ComposeBackend {
-    /// A backend on the engine `DOCKER_HOST` (or the local socket) names.
+    /// A backend on the engine `DOCKER_HOST` (or the local socket) names, which need not
+    /// be up yet (see [`Engine::connect`]).
     pub fn new(settings: DockerSettings) -> Result<Self, BackendError> {
         Ok(Self { engine: Engine::connect()?, settings })
     }
@@ -115,7 +116,7 @@ impl ComposeBackend {
         manifest: &Manifest,
         compose: &Compose,
     ) -> Result<Deployment, BackendError> {
-        let docker = self.engine.docker();
+        let docker = self.engine.docker()?;
         let project = project(&instance.id);
         let base_labels = labels::for_instance(&self.settings.owner, &instance.id, &manifest.id);
         for service in compose.services.values() {

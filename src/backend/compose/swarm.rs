@@ -40,8 +40,8 @@ pub struct SwarmBackend {
 }
 
 impl SwarmBackend {
-    /// A backend on the engine `DOCKER_HOST` (or the local socket) names; it must be a
-    /// swarm manager.
+    /// A backend on the engine `DOCKER_HOST` (or the local socket) names, which need not
+    /// be up yet (see [`Engine::connect`]); it must be a swarm manager.
     pub fn new(settings: DockerSettings) -> Result<Self, BackendError> {
         Ok(Self { engine: Engine::connect()?, settings })
     }
@@ -53,7 +53,7 @@ impl SwarmBackend {
     /// Removes an instance's services, then (once their tasks are gone) its networks
     /// and, unless kept, volumes. Idempotent.
     async fn remove(&self, instance_id: &str, keep_volumes: bool) -> Result<(), BackendError> {
-        let docker = self.engine.docker();
+        let docker = self.engine.docker()?;
         let filter = labels::filter_instance(&self.settings.owner, instance_id);
         let options = ListServicesOptionsBuilder::new().filters(&filter).build();
         let services = docker.list_services(Some(options)).await.map_err(|e| failed("cannot list services", e))?;
@@ -101,7 +101,7 @@ impl SwarmBackend {
         manifest: &Manifest,
         compose: &Compose,
     ) -> Result<Deployment, BackendError> {
-        let docker = self.engine.docker();
+        let docker = self.engine.docker()?;
         let project = project(&instance.id);
         let base_labels = labels::for_instance(&self.settings.owner, &instance.id, &manifest.id);
         for service in compose.services.values() {
@@ -261,7 +261,7 @@ impl SwarmBackend {
     /// Waits until every service has its replicas running for [`MIN_UPTIME`]; a task
     /// that fails or is rejected fails the deployment with the engine's reason.
     async fn wait_running(&self, compose: &Compose, project: &str) -> Result<(), BackendError> {
-        let docker = self.engine.docker();
+        let docker = self.engine.docker()?;
         let deadline = Instant::now() + self.settings.ready_timeout;
         let mut running_since: HashMap<String, Instant> = HashMap::new();
         loop {
@@ -312,7 +312,7 @@ impl SwarmBackend {
     /// The instance's task containers on this node, with the ports the routing mesh
     /// publishes for their service.
     async fn observe_all(&self, instance_id: &str) -> Result<Vec<Observed>, BackendError> {
-        let docker = self.engine.docker();
+        let docker = self.engine.docker()?;
         let project = project(instance_id);
         let filter = labels::filter_instance(&self.settings.owner, instance_id);
         let options = ListServicesOptionsBuilder::new().filters(&filter).build();
@@ -425,7 +425,7 @@ impl Backend for SwarmBackend {
     }
 
     async fn probe(&self) -> Result<String, BackendError> {
-        let info = self.engine.docker().info().await.map_err(|e| failed("the Docker engine does not answer", e))?;
+        let info = self.engine.docker()?.info().await.map_err(|e| failed("the Docker engine does not answer", e))?;
         let swarm = info.swarm.unwrap_or_default();
         if swarm.control_available != Some(true) {
             return Err(BackendError::new("the Docker engine is not a swarm manager (docker swarm init)"));
@@ -437,7 +437,7 @@ impl Backend for SwarmBackend {
         let filter = labels::filter_owner(&self.settings.owner);
         let options = ListServicesOptionsBuilder::new().filters(&filter).build();
         let services =
-            self.engine.docker().list_services(Some(options)).await.map_err(|e| failed("cannot list services", e))?;
+            self.engine.docker()?.list_services(Some(options)).await.map_err(|e| failed("cannot list services", e))?;
         Ok(services.into_iter().filter_map(|s| s.spec?.labels?.remove(labels::INSTANCE)).collect())
     }
 

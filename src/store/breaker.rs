@@ -1,0 +1,345 @@
+//! A circuit breaker in front of a store that lives on a server (MongoDB).
+//!
+//! When the server is down every call waits for the driver's server selection (3 s)
+//! before it fails, so every `/v2` request would take that long to get its 503. Once a
+//! call has failed with [`StoreError::Unavailable`] the breaker knows the store is down:
+//! calls fail at once with the same error, while one background task pings the store
+//! every [`PROBE_INTERVAL`] and lets calls through again as soon as it answers.
+//! `ping` (what `/health` asks) always goes to the store, and a success closes the
+//! breaker too.
+//!
+//! A decorator, so no store implementation knows about it; `app.rs` puts it in front of
+//! the MongoDB store.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::{Collection, Document, Store, StoreError};
+
+/// How long the prober waits after a failed ping before the next one.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A [`Store`] that fails fast while its inner store is known to be down.
+pub struct BreakerStore {
+    inner: Arc<dyn Store>,
+    shared: Arc<Shared>,
+    /// The prober, awaited by `close`.
+    prober: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// What the breaker and its prober share.
+struct Shared {
+    /// While the store is down: the error that said so, returned by every call. A std
+    /// mutex: held for a clone or an assignment, never across an `.await`.
+    down: Mutex<Option<String>>,
+    /// Wakes the prober when the breaker opens.
+    opened: Notify,
+    /// Stops the prober (on `close`, or when the breaker is dropped).
+    stop: CancellationToken,
+}
+
+impl Shared {
+    fn down(&self) -> Option<String> {
+        self.down.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn open(&self, message: &str) {
+        let mut down = self.down.lock().unwrap_or_else(|p| p.into_inner());
+        if down.is_none() {
+            tracing::warn!(error = message, "the store does not answer; requests get 503 at once until it does");
+            *down = Some(message.to_owned());
+            self.opened.notify_one();
+        }
+    }
+
+    fn close(&self) {
+        if self.down.lock().unwrap_or_else(|p| p.into_inner()).take().is_some() {
+            tracing::info!("the store answers again");
+        }
+    }
+
+    /// Updates the breaker from a call's outcome: only "unavailable" opens it.
+    fn record<T>(&self, result: &Result<T, StoreError>) {
+        if let Err(StoreError::Unavailable(message)) = result {
+            self.open(message);
+        }
+    }
+}
+
+impl BreakerStore {
+    /// Puts a breaker in front of `inner` and starts its prober (on the current runtime).
+    pub fn new(inner: Arc<dyn Store>) -> Self {
+        let shared = Arc::new(Shared { down: Mutex::new(None), opened: Notify::new(), stop: CancellationToken::new() });
+        let prober = tokio::spawn(probe(inner.clone(), shared.clone()));
+        Self { inner, shared, prober: Mutex::new(Some(prober)) }
+    }
+
+    /// Whether calls currently fail at once.
+    pub fn is_open(&self) -> bool {
+        self.shared.down().is_some()
+    }
+
+    /// Runs a call unless the store is known to be down; learns from its outcome.
+    async fn guard<T>(&self, call: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+        if let Some(message) = self.shared.down() {
+            return Err(StoreError::Unavailable(message));
+        }
+        let result = call.await;
+        self.shared.record(&result);
+        result
+    }
+}
+
+impl Drop for BreakerStore {
+    fn drop(&mut self) {
+        self.shared.stop.cancel();
+    }
+}
+
+/// The prober: asleep while the breaker is closed; while it is open, pings the store
+/// until it answers, then closes it.
+async fn probe(store: Arc<dyn Store>, shared: Arc<Shared>) {
+    loop {
+        tokio::select! {
+            () = shared.stop.cancelled() => return,
+            () = shared.opened.notified() => {}
+        }
+        while shared.down().is_some() {
+            tokio::select! {
+                () = shared.stop.cancelled() => return,
+                answer = store.ping() => match answer {
+                    Ok(()) => shared.close(),
+                    Err(e) => tracing::debug!(error = %e, "the store still does not answer"),
+                },
+            }
+            if shared.down().is_some() {
+                tokio::select! {
+                    () = shared.stop.cancelled() => return,
+                    () = tokio::time::sleep(PROBE_INTERVAL) => {}
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Store for BreakerStore {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+
+    async fn insert(&self, collection: Collection, id: &str, body: Value) -> Result<u64, StoreError> {
+        self.guard(self.inner.insert(collection, id, body)).await
+    }
+
+    async fn upsert(&self, collection: Collection, id: &str, body: Value) -> Result<u64, StoreError> {
+        self.guard(self.inner.upsert(collection, id, body)).await
+    }
+
+    async fn replace(
+        &self,
+        collection: Collection,
+        id: &str,
+        expected_version: u64,
+        body: Value,
+    ) -> Result<u64, StoreError> {
+        self.guard(self.inner.replace(collection, id, expected_version, body)).await
+    }
+
+    async fn get(&self, collection: Collection, id: &str) -> Result<Option<Document>, StoreError> {
+        self.guard(self.inner.get(collection, id)).await
+    }
+
+    async fn list(&self, collection: Collection) -> Result<Vec<(String, Document)>, StoreError> {
+        self.guard(self.inner.list(collection)).await
+    }
+
+    async fn delete(
+        &self,
+        collection: Collection,
+        id: &str,
+        expected_version: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        self.guard(self.inner.delete(collection, id, expected_version)).await
+    }
+
+    /// Always asks the store (this is `/health`'s check), and learns from the answer.
+    async fn ping(&self) -> Result<(), StoreError> {
+        let result = self.inner.ping().await;
+        match &result {
+            Ok(()) => self.shared.close(),
+            Err(_) => self.shared.record(&result),
+        }
+        result
+    }
+
+    async fn close(&self) {
+        self.shared.stop.cancel();
+        let prober = self.prober.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(prober) = prober {
+            let _ = prober.await;
+        }
+        self.inner.close().await;
+    }
+
+    fn exclusive(&self) -> bool {
+        self.inner.exclusive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use serde_json::json;
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::store::memory::MemoryStore;
+
+    /// What a down server costs each call: the driver's server selection.
+    const SELECTION: Duration = Duration::from_secs(3);
+
+    /// A store that can be switched off; when off, each call takes [`SELECTION`] to fail.
+    #[derive(Default)]
+    struct Flaky {
+        memory: MemoryStore,
+        down: AtomicBool,
+        calls: AtomicUsize,
+    }
+
+    impl Flaky {
+        async fn answer<T>(&self, up: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if self.down.load(Ordering::SeqCst) {
+                tokio::time::sleep(SELECTION).await;
+                return Err(StoreError::Unavailable("the fake server does not answer".into()));
+            }
+            up.await
+        }
+    }
+
+    #[async_trait]
+    impl Store for Flaky {
+        fn kind(&self) -> &'static str {
+            "flaky"
+        }
+        async fn insert(&self, c: Collection, id: &str, body: Value) -> Result<u64, StoreError> {
+            self.answer(self.memory.insert(c, id, body)).await
+        }
+        async fn upsert(&self, c: Collection, id: &str, body: Value) -> Result<u64, StoreError> {
+            self.answer(self.memory.upsert(c, id, body)).await
+        }
+        async fn replace(&self, c: Collection, id: &str, v: u64, body: Value) -> Result<u64, StoreError> {
+            self.answer(self.memory.replace(c, id, v, body)).await
+        }
+        async fn get(&self, c: Collection, id: &str) -> Result<Option<Document>, StoreError> {
+            self.answer(self.memory.get(c, id)).await
+        }
+        async fn list(&self, c: Collection) -> Result<Vec<(String, Document)>, StoreError> {
+            self.answer(self.memory.list(c)).await
+        }
+        async fn delete(&self, c: Collection, id: &str, v: Option<u64>) -> Result<bool, StoreError> {
+            self.answer(self.memory.delete(c, id, v)).await
+        }
+        async fn ping(&self) -> Result<(), StoreError> {
+            self.answer(async { Ok(()) }).await
+        }
+    }
+
+    fn breaker() -> (Arc<Flaky>, BreakerStore) {
+        let flaky = Arc::new(Flaky::default());
+        let store = BreakerStore::new(flaky.clone());
+        (flaky, store)
+    }
+
+    /// Waits (in paused time) until the breaker closes.
+    async fn until_closed(store: &BreakerStore) {
+        tokio::time::timeout(Duration::from_secs(60), async {
+            while store.is_open() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .expect("the breaker closes once the store answers");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn once_the_store_is_down_calls_fail_at_once_until_it_answers_again() {
+        let (flaky, store) = breaker();
+        assert_eq!(store.insert(Collection::Instances, "a", json!({})).await, Ok(1));
+        flaky.down.store(true, Ordering::SeqCst);
+
+        let started = Instant::now();
+        let first = store.get(Collection::Instances, "a").await;
+        assert_eq!(first, Err(StoreError::Unavailable("the fake server does not answer".into())));
+        assert_eq!(started.elapsed(), SELECTION, "the first call finds out the slow way");
+        assert!(store.is_open());
+
+        let started = Instant::now();
+        let calls = flaky.calls.load(Ordering::SeqCst);
+        let second = store.list(Collection::Instances).await;
+        assert_eq!(second, Err(StoreError::Unavailable("the fake server does not answer".into())), "same words");
+        assert_eq!(started.elapsed(), Duration::ZERO, "the next one is answered at once");
+        // Only the prober's pings reach the store now.
+        assert!(flaky.calls.load(Ordering::SeqCst) <= calls + 1);
+
+        flaky.down.store(false, Ordering::SeqCst);
+        until_closed(&store).await;
+        assert!(store.get(Collection::Instances, "a").await.expect("answers").is_some());
+        store.close().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_an_unavailable_store_opens_the_breaker() {
+        let (_flaky, store) = breaker();
+        assert_eq!(store.insert(Collection::Instances, "a", json!({})).await, Ok(1));
+        assert!(matches!(store.insert(Collection::Instances, "a", json!({})).await, Err(StoreError::Conflict(_))));
+        assert!(matches!(store.replace(Collection::Instances, "b", 1, json!({})).await, Err(StoreError::NotFound(_))));
+        assert!(!store.is_open());
+        store.close().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_breaker_opens_again_after_it_closed() {
+        let (flaky, store) = breaker();
+        for _ in 0..2 {
+            flaky.down.store(true, Ordering::SeqCst);
+            assert!(store.get(Collection::Instances, "a").await.is_err());
+            assert!(store.is_open());
+            flaky.down.store(false, Ordering::SeqCst);
+            until_closed(&store).await;
+            assert_eq!(store.get(Collection::Instances, "a").await, Ok(None));
+        }
+        store.close().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn health_pings_reach_the_store_and_close_the_breaker() {
+        let (flaky, store) = breaker();
+        flaky.down.store(true, Ordering::SeqCst);
+        assert!(store.ping().await.is_err(), "a ping is a real check");
+        assert!(store.is_open(), "and a failed one opens the breaker");
+        flaky.down.store(false, Ordering::SeqCst);
+        assert_eq!(store.ping().await, Ok(()));
+        assert!(!store.is_open(), "a ping that answers closes it at once");
+        store.close().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn close_stops_the_prober_while_the_store_is_down() {
+        let (flaky, store) = breaker();
+        flaky.down.store(true, Ordering::SeqCst);
+        assert!(store.get(Collection::Instances, "a").await.is_err());
+        let handle = store.prober.lock().expect("lock").as_ref().map(|h| h.abort_handle()).expect("a prober");
+        store.close().await;
+        assert!(handle.is_finished(), "the prober ended with the store");
+    }
+}
