@@ -157,7 +157,9 @@ async fn two_replicas_on_one_mongodb_never_provision_an_instance_twice() {
     let mut created = std::collections::HashMap::<String, usize>::new();
     for task in tasks {
         let (id, status) = task.await.expect("joined");
-        assert!(matches!(status, 200..=202), "{id}: {status}");
+        // The loser sees the winner's provision done (200) or still running, which a
+        // request without accepts_incomplete is told as 422 ConcurrencyError, never 202.
+        assert!(matches!(status, 200 | 201 | 422), "{id}: {status}");
         if status == 201 {
             *created.entry(id).or_default() += 1;
         }
