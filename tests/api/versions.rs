@@ -104,6 +104,23 @@ async fn a_resent_request_gets_202_only_if_it_accepts_it() {
 }
 
 #[tokio::test]
+async fn a_resent_deprovision_or_bind_gets_202_only_if_it_accepts_it() {
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: either, delay_ms: {deprovision: 60000, bind: 60000}}").await;
+    let bind = app.bind("i-1", "b-1", None, true).await;
+    assert_eq!(bind.status, StatusCode::ACCEPTED, "{}", bind.body);
+    assert_eq!(app.bind("i-1", "b-1", None, true).await.body["operation"], bind.body["operation"]);
+    let without = app.bind("i-1", "b-1", None, false).await;
+    assert_eq!((without.status, without.osb_error()), (StatusCode::UNPROCESSABLE_ENTITY, "ConcurrencyError"));
+
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: either, delay_ms: {deprovision: 60000}}").await;
+    let gone = app.deprovision("i-1", true).await;
+    assert_eq!(gone.status, StatusCode::ACCEPTED, "{}", gone.body);
+    assert_eq!(app.deprovision("i-1", true).await.body["operation"], gone.body["operation"]);
+    let without = app.deprovision("i-1", false).await;
+    assert_eq!((without.status, without.osb_error()), (StatusCode::UNPROCESSABLE_ENTITY, "ConcurrencyError"));
+}
+
+#[tokio::test]
 async fn an_asynchronous_provision_answers_its_dashboard_at_once() {
     let app = with_plan("x-esm-dummy: {mode: async, delay_ms: 60000, dashboard_url: 'http://dash.example/x'}").await;
     let r = app.provision("i-1", true).await;
