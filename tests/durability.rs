@@ -75,9 +75,10 @@ async fn embedded_store_loses_no_acknowledged_write_on_kill_9() {
     no_acknowledged_provision_is_lost(StoreSetup::Embedded(dir.0.clone())).await;
 }
 
+#[cfg_attr(not(esm_test_mongo), ignore = "needs MongoDB: set ESM_TEST_MONGO_URI")]
 #[tokio::test(flavor = "multi_thread")]
 async fn mongodb_store_loses_no_acknowledged_write_on_kill_9() {
-    let Some(uri) = mongo_uri() else { return };
+    let uri = mongo_uri();
     no_acknowledged_provision_is_lost(mongo_store(&uri)).await;
 }
 
@@ -137,9 +138,10 @@ async fn a_second_esm_on_the_same_data_directory_fails_fast() {
     assert!(text.contains("in use by another process"), "{text}");
 }
 
+#[cfg_attr(not(esm_test_mongo), ignore = "needs MongoDB: set ESM_TEST_MONGO_URI")]
 #[tokio::test(flavor = "multi_thread")]
 async fn two_replicas_on_one_mongodb_never_provision_an_instance_twice() {
-    let Some(uri) = mongo_uri() else { return };
+    let uri = mongo_uri();
     let store = mongo_store(&uri);
     let (a, b) = (Esm::start(&store).await, Esm::start(&store).await);
     let (ca, cb) = (Client::new(&a.api), Client::new(&b.api));
@@ -169,9 +171,10 @@ async fn two_replicas_on_one_mongodb_never_provision_an_instance_twice() {
     }
 }
 
+#[cfg_attr(not(esm_test_mongo), ignore = "needs MongoDB: set ESM_TEST_MONGO_URI")]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dead_replicas_operation_is_finished_by_another() {
-    let Some(uri) = mongo_uri() else { return };
+    let uri = mongo_uri();
     let store = mongo_store(&uri);
     let (a, b) = (Esm::start(&store).await, Esm::start(&store).await);
     let (ca, cb) = (Client::new(&a.api), Client::new(&b.api));
@@ -189,11 +192,9 @@ async fn a_dead_replicas_operation_is_finished_by_another() {
     assert_eq!((status, body["state"].clone()), (200, json!("succeeded")), "{body}");
 }
 
+#[cfg_attr(not(esm_test_mongo), ignore = "needs MongoDB: set ESM_TEST_MONGO_URI")]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_mongodb_outage_is_503_and_esm_recovers_without_a_restart() {
-    if mongo_uri().is_none() {
-        return;
-    }
     let dir = TempDir::new("esm-mongo-outage");
     let mut server = MongoServer::start(&dir.0).await;
     let store = StoreSetup::Mongo { uri: server.uri(), db: "esm".into() };
