@@ -316,16 +316,12 @@ fn contains_external_ref(value: &Value) -> bool {
     }
 }
 
-/// A light SemVer 2.0 check: `MAJOR.MINOR.PATCH` with optional `-pre` and `+build`.
+/// A SemVer 2.0 version: `MAJOR.MINOR.PATCH` with optional `-pre` and `+build`, no
+/// leading zeros.
 fn check_semver(version: &str) -> Result<(), String> {
-    let core = version.split(['-', '+']).next().unwrap_or_default();
-    let parts: Vec<&str> = core.split('.').collect();
-    let numeric = |p: &&str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
-    if parts.len() == 3 && parts.iter().all(numeric) {
-        Ok(())
-    } else {
-        Err(format!("{version:?} is not a SemVer 2.0 version (MAJOR.MINOR.PATCH)"))
-    }
+    semver::Version::parse(version)
+        .map(|_| ())
+        .map_err(|e| format!("{version:?} is not a SemVer 2.0 version (MAJOR.MINOR.PATCH): {e}"))
 }
 
 #[cfg(test)]
@@ -412,5 +408,7 @@ mod tests {
         assert!(check_semver("10.20.30-rc.1+build.5").is_ok());
         assert!(check_semver("1.0").is_err());
         assert!(check_semver("v1.0.0").is_err());
+        assert!(check_semver("01.0.0").is_err(), "no leading zeros");
+        assert!(check_semver("1.0.0-01").is_err(), "no leading zeros in numeric pre-release parts");
     }
 }
