@@ -67,9 +67,9 @@ impl Server {
             backends,
             BrokerSettings {
                 retry_after_seconds: config.retry_after,
-                operation_lease: Duration::from_secs(config.operation_lease.max(1)),
+                operation_lease: Duration::from_secs(config.operation_lease),
                 // The parse has its own budget; this also covers the checks after it.
-                manifest_check_timeout: Duration::from_millis(config.manifest_parse_timeout.max(1)) * 2,
+                manifest_check_timeout: Duration::from_millis(config.manifest_parse_timeout) * 2,
             },
         );
         let api = listen(config.api_addr()).await?;
@@ -99,7 +99,7 @@ impl Server {
             Err(e) => tracing::warn!(error = %e, "could not look for operations left in progress"),
         }
         self.broker.spawn_sweeper();
-        self.broker.spawn_reconciler(Duration::from_secs(self.config.reconcile_interval.max(1)));
+        self.broker.spawn_reconciler(Duration::from_secs(self.config.reconcile_interval));
         let auth = self.config.credentials().map(|(user, pass)| BasicAuth::new(user, pass));
         let api_router = api::router(AppState { broker: self.broker.clone() }, auth);
         // Path clean-up must run before routing, so it wraps the router from outside.
@@ -157,7 +157,7 @@ fn docker_settings(config: &Config) -> DockerSettings {
             max_services: config.manifest_max_services,
             limits: config.manifest_limits(),
         },
-        ready_timeout: Duration::from_secs(config.docker_ready_timeout.max(1)),
+        ready_timeout: Duration::from_secs(config.docker_ready_timeout),
         owner: config.name.clone(),
     }
 }

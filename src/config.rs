@@ -87,7 +87,7 @@ pub struct Config {
     pub retry_after: u64,
     /// Seconds an esm replica holds a running operation without renewing it; another
     /// replica takes over the operations of one that died after this long.
-    #[arg(long = "operation-lease", env = "ESM_OPERATION_LEASE", default_value_t = 30)]
+    #[arg(long = "operation-lease", env = "ESM_OPERATION_LEASE", value_parser = positive(), default_value_t = 30)]
     pub operation_lease: u64,
     /// The name of this esm deployment: what it creates on a container engine is
     /// labelled `esm.owner=<name>`, and reconciliation touches only that. esm
@@ -128,40 +128,40 @@ pub struct Config {
     #[arg(long = "host-port-range", env = "ESM_HOST_PORT_RANGE")]
     pub host_port_range: Option<PortRange>,
     /// Largest manifest_content, in bytes.
-    #[arg(long = "manifest-max-bytes", env = "ESM_MANIFEST_MAX_BYTES", default_value_t = 262_144)]
+    #[arg(long = "manifest-max-bytes", env = "ESM_MANIFEST_MAX_BYTES", value_parser = positive_count(), default_value_t = 262_144)]
     pub manifest_max_bytes: usize,
     /// Deepest nesting of a manifest's YAML.
-    #[arg(long = "manifest-max-depth", env = "ESM_MANIFEST_MAX_DEPTH", default_value_t = 64)]
+    #[arg(long = "manifest-max-depth", env = "ESM_MANIFEST_MAX_DEPTH", value_parser = positive_count(), default_value_t = 64)]
     pub manifest_max_depth: usize,
     /// Most YAML nodes in a manifest, counting what aliases expand to.
-    #[arg(long = "manifest-max-nodes", env = "ESM_MANIFEST_MAX_NODES", default_value_t = 100_000)]
+    #[arg(long = "manifest-max-nodes", env = "ESM_MANIFEST_MAX_NODES", value_parser = positive_count(), default_value_t = 100_000)]
     pub manifest_max_nodes: usize,
     /// Most services in one compose manifest.
-    #[arg(long = "manifest-max-services", env = "ESM_MANIFEST_MAX_SERVICES", default_value_t = 100)]
+    #[arg(long = "manifest-max-services", env = "ESM_MANIFEST_MAX_SERVICES", value_parser = positive_count(), default_value_t = 100)]
     pub manifest_max_services: usize,
     /// Milliseconds reading and checking one manifest may take.
-    #[arg(long = "manifest-parse-timeout", env = "ESM_MANIFEST_PARSE_TIMEOUT", default_value_t = 2000)]
+    #[arg(long = "manifest-parse-timeout", env = "ESM_MANIFEST_PARSE_TIMEOUT", value_parser = positive(), default_value_t = 2000)]
     pub manifest_parse_timeout: u64,
     /// Seconds a Docker deployment may take to be running (and healthy).
-    #[arg(long = "docker-ready-timeout", env = "ESM_DOCKER_READY_TIMEOUT", default_value_t = 120)]
+    #[arg(long = "docker-ready-timeout", env = "ESM_DOCKER_READY_TIMEOUT", value_parser = positive(), default_value_t = 120)]
     pub docker_ready_timeout: u64,
     /// Seconds between reconciliations of what the engines run with what esm knows.
-    #[arg(long = "reconcile-interval", env = "ESM_RECONCILE_INTERVAL", default_value_t = 60)]
+    #[arg(long = "reconcile-interval", env = "ESM_RECONCILE_INTERVAL", value_parser = positive(), default_value_t = 60)]
     pub reconcile_interval: u64,
     /// Seconds a client has to send a whole request head; on HTTP/1.1 also the longest
     /// wait for the next request on a kept-alive connection.
-    #[arg(long = "header-read-timeout", env = "ESM_HEADER_READ_TIMEOUT", default_value_t = 10)]
+    #[arg(long = "header-read-timeout", env = "ESM_HEADER_READ_TIMEOUT", value_parser = positive(), default_value_t = 10)]
     pub header_read_timeout: u64,
     /// Seconds a connection may go with no request being handled and nothing written
     /// before esm closes it.
-    #[arg(long = "idle-timeout", env = "ESM_IDLE_TIMEOUT", default_value_t = 60)]
+    #[arg(long = "idle-timeout", env = "ESM_IDLE_TIMEOUT", value_parser = positive(), default_value_t = 60)]
     pub idle_timeout: u64,
     /// Seconds a client has to send a whole request body after its head (408 otherwise).
-    #[arg(long = "body-read-timeout", env = "ESM_BODY_READ_TIMEOUT", default_value_t = 30)]
+    #[arg(long = "body-read-timeout", env = "ESM_BODY_READ_TIMEOUT", value_parser = positive(), default_value_t = 30)]
     pub body_read_timeout: u64,
     /// Connections served at once on each port; more wait in the kernel's backlog. Lowered
     /// at start when both ports would not fit under the open-file limit.
-    #[arg(long = "max-connections", env = "ESM_MAX_CONNECTIONS", default_value_t = 1024)]
+    #[arg(long = "max-connections", env = "ESM_MAX_CONNECTIONS", value_parser = positive_count(), default_value_t = 1024)]
     pub max_connections: usize,
 }
 
@@ -252,6 +252,17 @@ impl fmt::Debug for Secret {
 /// What a redacted value shows.
 pub const REDACTED: &str = "********";
 
+/// Intervals, timeouts and leases: `0` would mean "never" or "at once" and is refused
+/// at start rather than silently changed.
+fn positive() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::builder::RangedU64ValueParser::new().range(1..)
+}
+
+/// Limits and counts: at least one.
+fn positive_count() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(1..)
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -327,11 +338,11 @@ impl Config {
         let defaults = yaml::Limits::default();
         yaml::Limits {
             max_bytes: self.manifest_max_bytes,
-            max_depth: self.manifest_max_depth.max(1),
-            max_nodes: self.manifest_max_nodes.max(1),
+            max_depth: self.manifest_max_depth,
+            max_nodes: self.manifest_max_nodes,
             // Text may expand (through aliases) to 16 times the document, no more.
             max_text_bytes: self.manifest_max_bytes.saturating_mul(16).max(defaults.max_text_bytes),
-            time_budget: Duration::from_millis(self.manifest_parse_timeout.max(1)),
+            time_budget: Duration::from_millis(self.manifest_parse_timeout),
         }
     }
 
@@ -431,6 +442,17 @@ mod tests {
         assert_eq!(cli.config.port, 9999);
         assert_eq!(cli.config.check_port, 8888);
         assert_eq!(cli.config.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn zero_intervals_and_limits_are_refused_at_start() {
+        for flag in
+            ["--operation-lease", "--reconcile-interval", "--idle-timeout", "--max-connections", "--manifest-max-bytes"]
+        {
+            let err = Cli::try_parse_from(["esm", flag, "0"]).expect_err(flag).to_string();
+            assert!(err.contains(flag) && err.contains("0 is not in 1.."), "{flag}: {err}");
+        }
+        assert!(Cli::try_parse_from(["esm", "--operation-lease", "1"]).is_ok());
     }
 
     #[test]

@@ -78,10 +78,10 @@ impl Limits {
     /// connection, so that no setting can switch a defence off.
     pub fn from_config(config: &Config) -> Self {
         Self {
-            header_read: Duration::from_secs(config.header_read_timeout.max(1)),
-            idle: Duration::from_secs(config.idle_timeout.max(1)),
-            body_read: Duration::from_secs(config.body_read_timeout.max(1)),
-            max_connections: config.max_connections.max(1),
+            header_read: Duration::from_secs(config.header_read_timeout),
+            idle: Duration::from_secs(config.idle_timeout),
+            body_read: Duration::from_secs(config.body_read_timeout),
+            max_connections: config.max_connections,
         }
     }
 }
