@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{Client, Esm, StoreSetup, TempDir, eventually};
+use support::{Client, Esm, StoreSetup, TempDir, eventually, temp_dir};
 
 const IMAGE: &str = "esm-test/busybox:latest";
 
@@ -46,7 +46,7 @@ async fn start_esm_with(dir: &TempDir, backends: &str) -> Esm {
 async fn start_esm_env(dir: &TempDir, backends: &str, extra: &[(&str, &str)]) -> Esm {
     // The engine must answer, or this run fails here (it never skips).
     docker(&["version", "--format", "{{.Server.Version}}"]);
-    let name = dir.0.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = dir.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let docker_host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
     let mut env = vec![
         ("ESM_BACKENDS", backends),
@@ -59,7 +59,7 @@ async fn start_esm_env(dir: &TempDir, backends: &str, extra: &[(&str, &str)]) ->
         ("DOCKER_HOST", &docker_host),
     ];
     env.extend_from_slice(extra);
-    Esm::start_with(&StoreSetup::Embedded(dir.0.clone()), &env).await
+    Esm::start_with(&StoreSetup::Embedded(dir.path().to_path_buf()), &env).await
 }
 
 fn web_manifest() -> String {
@@ -94,7 +94,7 @@ async fn poll_ok(client: &Client, id: &str) -> Value {
 #[cfg_attr(not(esm_test_docker), ignore = "needs Docker: set ESM_TEST_DOCKER=1")]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_compose_manifest_deploys_answers_binds_and_leaves_no_trace() {
-    let dir = TempDir::new("esm-docker");
+    let dir = temp_dir("esm-docker");
     let esm = start_esm(&dir).await;
     let client = Client::new(&esm.api);
     client.register_manifest("docker-compose", &web_manifest()).await;
@@ -153,7 +153,7 @@ async fn a_compose_manifest_deploys_answers_binds_and_leaves_no_trace() {
 #[cfg_attr(not(esm_test_docker), ignore = "needs Docker: set ESM_TEST_DOCKER=1")]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_missing_image_fails_the_provision_and_leaves_nothing() {
-    let dir = TempDir::new("esm-docker");
+    let dir = temp_dir("esm-docker");
     let esm = start_esm(&dir).await;
     let client = Client::new(&esm.api);
     let manifest = format!(
@@ -171,7 +171,7 @@ async fn a_missing_image_fails_the_provision_and_leaves_nothing() {
 #[cfg_attr(not(esm_test_docker), ignore = "needs Docker: set ESM_TEST_DOCKER=1")]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_container_that_exits_fails_the_provision_and_is_removed() {
-    let dir = TempDir::new("esm-docker");
+    let dir = temp_dir("esm-docker");
     let esm = start_esm(&dir).await;
     let client = Client::new(&esm.api);
     client
@@ -192,8 +192,8 @@ async fn a_container_that_exits_fails_the_provision_and_is_removed() {
 #[tokio::test(flavor = "multi_thread")]
 async fn containers_of_unknown_instances_are_reconciled_away() {
     let ghost = format!("ghost-{}", uuid::Uuid::new_v4().simple());
-    let dir = TempDir::new("esm-docker");
-    let owner = dir.0.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = temp_dir("esm-docker");
+    let owner = dir.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     docker(&[
         "run",
         "-d",
@@ -215,7 +215,7 @@ async fn containers_of_unknown_instances_are_reconciled_away() {
 #[cfg_attr(not(esm_test_docker), ignore = "needs Docker: set ESM_TEST_DOCKER=1")]
 #[tokio::test(flavor = "multi_thread")]
 async fn an_update_recreates_the_containers_and_keeps_named_volumes() {
-    let dir = TempDir::new("esm-docker");
+    let dir = temp_dir("esm-docker");
     let esm = start_esm(&dir).await;
     let client = Client::new(&esm.api);
     client.register_manifest("docker-compose", &web_manifest()).await;
@@ -252,7 +252,7 @@ async fn a_manifest_deploys_as_swarm_services_and_leaves_no_trace() {
         "active",
         "the swarm tests need a single-node swarm (docker swarm init --advertise-addr 127.0.0.1)"
     );
-    let dir = TempDir::new("esm-swarm");
+    let dir = temp_dir("esm-swarm");
     // Host-mode publishing: this sandbox's kernel lacks what the ingress routing mesh
     // needs. On a port of the test's choosing: an ephemeral one can be handed to a
     // compose test's container running alongside, and the test would reach that.
@@ -307,7 +307,7 @@ async fn a_manifest_deploys_as_swarm_services_and_leaves_no_trace() {
 #[cfg_attr(not(esm_test_docker), ignore = "needs Docker: set ESM_TEST_DOCKER=1")]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_provision_interrupted_by_kill_9_is_finished_after_restart() {
-    let dir = TempDir::new("esm-docker-crash");
+    let dir = temp_dir("esm-docker-crash");
     let esm = start_esm(&dir).await;
     let client = Client::new(&esm.api);
     client.register_manifest("docker-compose", &web_manifest()).await;
@@ -347,7 +347,7 @@ async fn provision_on(client: &Client, id: &str, plan: &str) -> Value {
 #[cfg_attr(not(esm_test_docker), ignore = "needs Docker: set ESM_TEST_DOCKER=1")]
 #[tokio::test(flavor = "multi_thread")]
 async fn an_instance_never_reaches_another_instances_resources_or_a_host_path() {
-    let dir = TempDir::new("esm-policy");
+    let dir = temp_dir("esm-policy");
     let esm = start_esm_env(&dir, "docker-compose", &[("ESM_DOCKER_ALLOW_EXTERNAL", "true")]).await;
     let client = Client::new(&esm.api);
     let plans = ["victim", "steal-volume", "join-network", "bind-in-disguise", "plain-external"];
@@ -373,9 +373,9 @@ async fn an_instance_never_reaches_another_instances_resources_or_a_host_path() 
     assert!(!victim_volume.is_empty() && !victim_network.is_empty());
 
     // A host directory behind a volume's driver options: a bind mount in disguise.
-    let host_dir = TempDir::new("esm-policy-host");
+    let host_dir = temp_dir("esm-policy-host");
     let disguised = format!("esm-test-bind-{}", uuid::Uuid::new_v4().simple());
-    let device = format!("device={}", host_dir.0.display());
+    let device = format!("device={}", host_dir.path().display());
     docker(&["volume", "create", "--opt", "type=none", "--opt", "o=bind", "--opt", &device, &disguised]);
     let plain = format!("esm-test-plain-{}", uuid::Uuid::new_v4().simple());
     docker(&["volume", "create", &plain]);

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::json;
-use support::{Client, Esm, MongoServer, StoreSetup, TempDir, eventually, mongo_uri};
+use support::{Client, Esm, MongoServer, StoreSetup, eventually, mongo_uri, temp_dir};
 
 fn mongo_store(uri: &str) -> StoreSetup {
     StoreSetup::Mongo { uri: uri.to_owned(), db: format!("esm_test_{}", uuid::Uuid::new_v4().simple()) }
@@ -71,8 +71,8 @@ async fn no_acknowledged_provision_is_lost(store: StoreSetup) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn embedded_store_loses_no_acknowledged_write_on_kill_9() {
-    let dir = TempDir::new("esm-crash");
-    no_acknowledged_provision_is_lost(StoreSetup::Embedded(dir.0.clone())).await;
+    let dir = temp_dir("esm-crash");
+    no_acknowledged_provision_is_lost(StoreSetup::Embedded(dir.path().to_path_buf())).await;
 }
 
 #[cfg_attr(not(esm_test_mongo), ignore = "needs MongoDB: set ESM_TEST_MONGO_URI")]
@@ -84,8 +84,8 @@ async fn mongodb_store_loses_no_acknowledged_write_on_kill_9() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_finishes_in_flight_requests_and_closes_the_store_cleanly() {
-    let dir = TempDir::new("esm-term");
-    let store = StoreSetup::Embedded(dir.0.clone());
+    let dir = temp_dir("esm-term");
+    let store = StoreSetup::Embedded(dir.path().to_path_buf());
     let esm = Esm::start(&store).await;
     let client = Client::new(&esm.api);
     client.register("x-esm-dummy: {mode: sync, delay_ms: 1000}").await;
@@ -112,13 +112,13 @@ async fn sigterm_finishes_in_flight_requests_and_closes_the_store_cleanly() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_esm_on_the_same_data_directory_fails_fast() {
-    let dir = TempDir::new("esm-lock");
-    let store = StoreSetup::Embedded(dir.0.clone());
+    let dir = temp_dir("esm-lock");
+    let store = StoreSetup::Embedded(dir.path().to_path_buf());
     let _first = Esm::start(&store).await;
     let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_esm"))
         .env_clear()
         .env("ESM_STORE", "embedded")
-        .env("ESM_DATA_DIR", &dir.0)
+        .env("ESM_DATA_DIR", dir.path())
         .env("ESM_IP", "127.0.0.1")
         .env("ESM_CHECK_IP", "127.0.0.1")
         .env("ESM_PORT", support::free_port().to_string())
@@ -195,8 +195,8 @@ async fn a_dead_replicas_operation_is_finished_by_another() {
 #[cfg_attr(not(esm_test_mongo), ignore = "needs MongoDB: set ESM_TEST_MONGO_URI")]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_mongodb_outage_is_503_and_esm_recovers_without_a_restart() {
-    let dir = TempDir::new("esm-mongo-outage");
-    let mut server = MongoServer::start(&dir.0).await;
+    let dir = temp_dir("esm-mongo-outage");
+    let mut server = MongoServer::start(dir.path()).await;
     let store = StoreSetup::Mongo { uri: server.uri(), db: "esm".into() };
     let esm = Esm::start(&store).await;
     let client = Client::new(&esm.api);
@@ -267,8 +267,8 @@ async fn with_mongodb_down_v2_calls_are_answered_503_at_once_with_retry_after() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn esm_health_exits_zero_only_for_a_healthy_esm() {
-    let dir = TempDir::new("esm-health");
-    let esm = Esm::start(&StoreSetup::Embedded(dir.0.clone())).await;
+    let dir = temp_dir("esm-health");
+    let esm = Esm::start(&StoreSetup::Embedded(dir.path().to_path_buf())).await;
     let port = esm.ops.rsplit(':').next().expect("a port").to_owned();
     let run = |port: &str| {
         std::process::Command::new(env!("CARGO_BIN_EXE_esm"))

@@ -11,15 +11,16 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use support::{Client, Esm, StoreSetup, TempDir, eventually};
+use support::{Client, Esm, StoreSetup, eventually, temp_dir};
 
 /// Text logs written to a file carry no ANSI escape codes.
 #[tokio::test]
 async fn text_logs_redirected_to_a_file_have_no_colour_codes() {
-    let dir = TempDir::new("esm-log-colour");
-    let log = dir.0.join("esm.log");
+    let dir = temp_dir("esm-log-colour");
+    let log = dir.path().join("esm.log");
     let esm =
-        Esm::start_logging(&StoreSetup::Embedded(dir.0.join("data")), &[("ESM_LOG_FORMAT", "text")], Some(&log)).await;
+        Esm::start_logging(&StoreSetup::Embedded(dir.path().join("data")), &[("ESM_LOG_FORMAT", "text")], Some(&log))
+            .await;
     // A request, so the audit line (the most decorated one) is in the log too.
     let client = reqwest::Client::new();
     let r = client.get(format!("{}/v2/catalog", esm.api)).header("X-Broker-API-Version", "2.17").send().await;
@@ -65,12 +66,12 @@ fn cli_output_into_a_closed_pipe_exits_quietly() {
 /// stderr (once per log line, that would be a flood).
 #[tokio::test]
 async fn a_daemon_whose_log_reader_is_gone_keeps_serving_quietly() {
-    let dir = TempDir::new("esm-closed-stdout");
+    let dir = temp_dir("esm-closed-stdout");
     let (reader, writer) = std::io::pipe().expect("a pipe");
     drop(reader);
-    let stderr_path = dir.0.join("stderr");
+    let stderr_path = dir.path().join("stderr");
     let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
-    let store = StoreSetup::Embedded(dir.0.join("data"));
+    let store = StoreSetup::Embedded(dir.path().join("data"));
     let mut esm = Esm::start_with_output(&store, &[], &[], writer.into(), stderr.into()).await;
     assert!(esm.alive());
     drop(esm);
@@ -83,9 +84,9 @@ async fn a_daemon_whose_log_reader_is_gone_keeps_serving_quietly() {
 /// environment still work.
 #[tokio::test]
 async fn bare_boolean_flags_and_boolean_variables_both_work() {
-    let dir = TempDir::new("esm-bool-flags");
+    let dir = temp_dir("esm-bool-flags");
     let esm = Esm::start_with_output(
-        &StoreSetup::Embedded(dir.0.clone()),
+        &StoreSetup::Embedded(dir.path().to_path_buf()),
         &["--docker-allow-bind-mounts"],
         &[("ESM_DOCKER_ALLOW_PRIVILEGED", "false"), ("ESM_DOCKER_ALLOW_EXTERNAL", "true")],
         Stdio::null(),
@@ -152,9 +153,9 @@ async fn esm_without_an_engine(dir: &Path, socket: &Path) -> Esm {
 /// appears esm uses it, with no restart.
 #[tokio::test(flavor = "multi_thread")]
 async fn esm_starts_without_the_docker_engine_and_connects_when_it_appears() {
-    let dir = TempDir::new("esm-no-engine");
-    let socket = dir.0.join("docker.sock");
-    let esm = esm_without_an_engine(&dir.0, &socket).await;
+    let dir = temp_dir("esm-no-engine");
+    let socket = dir.path().join("docker.sock");
+    let esm = esm_without_an_engine(dir.path(), &socket).await;
 
     let (status, docker) = health_of(&esm.ops, "backend:docker-compose").await;
     assert_eq!(status, 503, "a backend is down: {docker}");
@@ -196,9 +197,9 @@ async fn esm_connects_to_a_real_engine_that_appears_after_it_started() {
         .ok()
         .and_then(|h| h.strip_prefix("unix://").map(str::to_owned))
         .unwrap_or_else(|| "/var/run/docker.sock".into());
-    let dir = TempDir::new("esm-late-engine");
-    let socket = dir.0.join("docker.sock");
-    let esm = esm_without_an_engine(&dir.0, &socket).await;
+    let dir = temp_dir("esm-late-engine");
+    let socket = dir.path().join("docker.sock");
+    let esm = esm_without_an_engine(dir.path(), &socket).await;
     assert_eq!(health_of(&esm.ops, "backend:docker-compose").await.1["passed"], false);
     std::os::unix::fs::symlink(&real, &socket).expect("links the engine's socket");
     let docker = eventually(Duration::from_secs(20), "the Docker backend to pass /health", || async {

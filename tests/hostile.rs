@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{Client, Esm, StoreSetup, TempDir, eventually};
+use support::{Client, Esm, StoreSetup, TempDir, eventually, temp_dir};
 
 /// The address space esm may use in these tests: far above what it needs (~100 MB),
 /// far below what the bombs would take (gigabytes).
@@ -21,7 +21,7 @@ const CAP: u64 = 2 << 30;
 async fn start(dir: &TempDir, env: &[(&str, &str)]) -> (Esm, Client) {
     let mut all = vec![("ESM_BACKENDS", "dummy,docker-compose")];
     all.extend_from_slice(env);
-    let esm = Esm::start_capped(&StoreSetup::Embedded(dir.0.clone()), &all, CAP).await;
+    let esm = Esm::start_capped(&StoreSetup::Embedded(dir.path().to_path_buf()), &all, CAP).await;
     let client = Client::new(&esm.api);
     let service = json!({"id": "svc", "name": "svc", "description": "d", "bindable": true,
                          "plans": [{"id": "plan", "name": "plan", "description": "d"}]});
@@ -67,7 +67,7 @@ fn alias_bomb(string_bytes: usize, padding_nodes: usize) -> String {
 
 #[tokio::test]
 async fn alias_bombs_are_refused_without_growing_esm() {
-    let dir = TempDir::new("esm-hostile");
+    let dir = temp_dir("esm-hostile");
     let (mut esm, client) = start(&dir, &[]).await;
     // Within the size limit: refused by what the aliases would expand to.
     let small = alias_bomb(60_000, 40_000);
@@ -93,7 +93,7 @@ async fn a_long_depends_on_chain_is_refused_or_ordered_without_a_crash() {
         }
         doc
     };
-    let dir = TempDir::new("esm-hostile");
+    let dir = temp_dir("esm-hostile");
     let (mut esm, client) = start(&dir, &[]).await;
     let (status, description) = register(&client, "docker-compose", &chain(14_000)).await;
     assert_eq!(status, 400, "over the size and service limits: {description}");
@@ -101,7 +101,7 @@ async fn a_long_depends_on_chain_is_refused_or_ordered_without_a_crash() {
     drop(esm);
 
     // With the limits raised far enough to accept it, the chain is ordered by a loop.
-    let dir = TempDir::new("esm-hostile");
+    let dir = temp_dir("esm-hostile");
     let raised = [
         ("ESM_MANIFEST_MAX_BYTES", "900000"),
         ("ESM_MANIFEST_MAX_SERVICES", "20000"),
@@ -115,7 +115,7 @@ async fn a_long_depends_on_chain_is_refused_or_ordered_without_a_crash() {
 
 #[tokio::test]
 async fn deep_nesting_is_refused_at_once_and_never_stalls_other_requests() {
-    let dir = TempDir::new("esm-hostile");
+    let dir = temp_dir("esm-hostile");
     let (mut esm, client) = start(&dir, &[]).await;
     let deep = "[".repeat(200_000);
     let started = Instant::now();
@@ -140,7 +140,7 @@ async fn deep_nesting_is_refused_at_once_and_never_stalls_other_requests() {
 
 #[tokio::test]
 async fn manifests_that_reach_past_their_instance_are_refused_at_registration() {
-    let dir = TempDir::new("esm-hostile");
+    let dir = temp_dir("esm-hostile");
     let (mut esm, client) = start(&dir, &[]).await;
     let service = |extra: &str| format!("services:\n  web:\n    image: esm-test/busybox\n    {extra}\n");
     let cases = [
@@ -170,7 +170,7 @@ async fn manifests_that_reach_past_their_instance_are_refused_at_registration() 
 
 #[tokio::test]
 async fn what_docker_would_refuse_is_refused_at_registration() {
-    let dir = TempDir::new("esm-hostile");
+    let dir = temp_dir("esm-hostile");
     let (esm, client) = start(&dir, &[]).await;
     let service = |extra: &str| format!("services:\n  web:\n    image: esm-test/busybox\n    {extra}\n");
     let long_host = format!("hostname: {}", "h".repeat(300));
@@ -189,7 +189,7 @@ async fn what_docker_would_refuse_is_refused_at_registration() {
     }
     // With external resources allowed, the engine's host network is still refused.
     drop(esm);
-    let dir = TempDir::new("esm-hostile");
+    let dir = temp_dir("esm-hostile");
     let (mut esm, client) = start(&dir, &[("ESM_DOCKER_ALLOW_EXTERNAL", "true")]).await;
     let (status, description) = register(&client, "docker-compose", &cases[6]).await;
     assert_eq!(status, 400);

@@ -240,9 +240,8 @@ async fn invariants_hold_on_the_memory_store() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invariants_hold_on_the_embedded_store() {
-    let dir = std::env::temp_dir().join(format!("esm-integrity-{}", uuid::Uuid::new_v4().simple()));
-    every_race(Arc::new(EmbeddedStore::open(&dir).expect("opens"))).await;
-    let _ = std::fs::remove_dir_all(dir);
+    let dir = tempfile::Builder::new().prefix("esm-integrity-").tempdir().expect("temp dir");
+    every_race(Arc::new(EmbeddedStore::open(dir.path()).expect("opens"))).await;
 }
 
 #[cfg_attr(not(esm_test_mongo), ignore = "needs MongoDB: set ESM_TEST_MONGO_URI")]

@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use support::{Esm, StoreSetup, TempDir, VERSION};
+use support::{Esm, StoreSetup, TempDir, VERSION, temp_dir};
 
 /// What a timeout may take beyond its setting before a test fails: timer granularity
 /// plus a loaded 2-core CI machine.
@@ -24,8 +24,8 @@ const CATALOG: &str = "GET /v2/catalog HTTP/1.1\r\nHost: esm\r\nX-Broker-API-Ver
 
 /// An esm with an embedded store of its own, and the directory it lives in.
 async fn esm(env: &[(&str, &str)]) -> (Esm, TempDir) {
-    let dir = TempDir::new("esm-slow");
-    let esm = Esm::start_with(&StoreSetup::Embedded(dir.0.clone()), env).await;
+    let dir = temp_dir("esm-slow");
+    let esm = Esm::start_with(&StoreSetup::Embedded(dir.path().to_path_buf()), env).await;
     (esm, dir)
 }
 
@@ -220,10 +220,10 @@ async fn a_body_too_large_to_drain_is_answered_at_once_and_the_connection_closed
 async fn stalled_connections_beyond_the_cap_do_not_lock_out_valid_clients() {
     const STALLED: usize = 200;
     const CAP: usize = 50;
-    let dir = TempDir::new("esm-cap");
-    let log = dir.0.join("esm.log");
+    let dir = temp_dir("esm-cap");
+    let log = dir.path().join("esm.log");
     let env = [("ESM_MAX_CONNECTIONS", "50"), ("ESM_HEADER_READ_TIMEOUT", "1"), ("ESM_IDLE_TIMEOUT", "30")];
-    let esm = Esm::start_logging(&StoreSetup::Embedded(dir.0.join("data")), &env, Some(&log)).await;
+    let esm = Esm::start_logging(&StoreSetup::Embedded(dir.path().join("data")), &env, Some(&log)).await;
 
     let baseline = open_files(esm.pid());
     // Bounded and on loopback only: 200 connections that each send half a head.

@@ -33,10 +33,9 @@ async fn a_store_behind_the_breaker_conforms() {
 
 #[tokio::test]
 async fn embedded_store_conforms() {
-    let dir = std::env::temp_dir().join(format!("esm-stores-{}", uuid::Uuid::new_v4().simple()));
-    let store = EmbeddedStore::open(&dir).expect("embedded store opens");
+    let dir = tempfile::Builder::new().prefix("esm-stores-").tempdir().expect("temp dir");
+    let store = EmbeddedStore::open(dir.path()).expect("embedded store opens");
     conformance::run(Arc::new(store)).await;
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[cfg_attr(not(esm_test_mongo), ignore = "needs MongoDB: set ESM_TEST_MONGO_URI")]

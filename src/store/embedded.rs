@@ -325,48 +325,35 @@ impl Store for EmbeddedStore {
 mod tests {
     use super::*;
 
-    /// A fresh directory under the system temp dir, removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new() -> Self {
-            let dir = std::env::temp_dir().join(format!("esm-test-{}", uuid::Uuid::new_v4().simple()));
-            std::fs::create_dir_all(&dir).expect("temp dir");
-            Self(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
+    fn temp_dir() -> tempfile::TempDir {
+        tempfile::Builder::new().prefix("esm-test-").tempdir().expect("temp dir")
     }
 
     #[tokio::test]
     async fn conforms() {
-        let dir = TempDir::new();
-        let store = EmbeddedStore::open(&dir.0).expect("opens");
+        let dir = temp_dir();
+        let store = EmbeddedStore::open(dir.path()).expect("opens");
         crate::store::conformance::run(Arc::new(store)).await;
     }
 
     #[tokio::test]
     async fn data_survives_reopening() {
-        let dir = TempDir::new();
+        let dir = temp_dir();
         {
-            let store = EmbeddedStore::open(&dir.0).expect("opens");
+            let store = EmbeddedStore::open(dir.path()).expect("opens");
             store.insert(Collection::Registry, "s", serde_json::json!({"a": 1})).await.expect("insert");
             store.replace(Collection::Registry, "s", 1, serde_json::json!({"a": 2})).await.expect("replace");
         }
-        let store = EmbeddedStore::open(&dir.0).expect("reopens");
+        let store = EmbeddedStore::open(dir.path()).expect("reopens");
         let doc = store.get(Collection::Registry, "s").await.expect("get").expect("kept");
         assert_eq!((doc.version, doc.body), (2, serde_json::json!({"a": 2})));
     }
 
     #[test]
     fn a_second_open_of_the_same_directory_fails_fast() {
-        let dir = TempDir::new();
-        let _first = EmbeddedStore::open(&dir.0).expect("opens");
-        let err = EmbeddedStore::open(&dir.0).expect_err("second open refused");
+        let dir = temp_dir();
+        let _first = EmbeddedStore::open(dir.path()).expect("opens");
+        let err = EmbeddedStore::open(dir.path()).expect_err("second open refused");
         assert!(err.to_string().contains("in use by another process"), "{err}");
     }
 }
