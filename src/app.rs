@@ -104,7 +104,8 @@ impl Server {
         let api_router = api::router(AppState { broker: self.broker.clone() }, auth);
         // Path clean-up must run before routing, so it wraps the router from outside.
         let api_service = ServiceBuilder::new().map_request(collapse_slashes).service(api_router);
-        let ops_router = ops::router(OpsState { broker: self.broker.clone(), config: self.config.clone() });
+        let listening = ops::Listening { api: self.api_addr(), ops: self.ops_addr() };
+        let ops_router = ops::router(OpsState { broker: self.broker.clone(), config: self.config.clone(), listening });
 
         let stop = CancellationToken::new();
         let trigger = stop.clone();

@@ -25,6 +25,17 @@ pub struct OpsState {
     pub broker: Arc<Broker>,
     /// The effective configuration.
     pub config: Arc<Config>,
+    /// Where the two ports listen (the real ports when the config asked for port 0).
+    pub listening: Listening,
+}
+
+/// The addresses esm listens on.
+#[derive(Debug, Clone, Copy)]
+pub struct Listening {
+    /// The OSB API.
+    pub api: std::net::SocketAddr,
+    /// The operator port.
+    pub ops: std::net::SocketAddr,
 }
 
 /// The operator router.
@@ -96,6 +107,7 @@ async fn environment(State(state): State<OpsState>) -> Json<Value> {
         "store": state.broker.store().kind(),
         "backends": state.broker.backends().types(),
         "process": {"pid": std::process::id(), "hostname": hostname()},
+        "listening": {"api": state.listening.api.to_string(), "ops": state.listening.ops.to_string()},
         "application": {"maintainer": "ElasTest", "license": "Apache-2.0"},
     }))
 }

@@ -28,6 +28,10 @@ async fn environment_shows_the_config() {
     assert_eq!(r.body["config"]["ESM_BROKER_PASSWORD"], Value::Null, "no password configured");
     assert_eq!(r.body["store"], "memory");
     assert_eq!(r.body["backends"], serde_json::json!(["dummy"]));
+    // The config asked for port 0; the real ports are reported.
+    assert_eq!(r.body["config"]["ESM_PORT"], 0);
+    assert_eq!(r.body["listening"]["api"], app.api.trim_start_matches("http://"));
+    assert_eq!(r.body["listening"]["ops"], app.ops.trim_start_matches("http://"));
 }
 
 #[tokio::test]
