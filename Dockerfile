@@ -40,7 +40,7 @@ COPY target/release/esm /usr/local/bin/esm
 
 FROM ${RUST_IMAGE} AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
 COPY examples ./examples
 RUN cargo build --release --locked --bin esm

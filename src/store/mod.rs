@@ -12,6 +12,7 @@
 //! free of generics, and a virtual call costs nothing next to the I/O behind it.
 
 pub mod breaker;
+#[cfg(any(test, feature = "test-support"))]
 pub mod conformance;
 pub mod embedded;
 pub mod memory;
