@@ -12,20 +12,13 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::version::{ApiVersion, NEWEST_MINOR, OLDEST_MINOR, version_header};
 use crate::error::OsbError;
 
 /// OSB request identity, echoed back on the response (OSB 2.15).
 pub const REQUEST_IDENTITY: HeaderName = HeaderName::from_static("x-broker-api-request-identity");
 /// OSB originating identity: `<platform> <base64 JSON>` (OSB 2.13).
 pub const ORIGINATING_IDENTITY: HeaderName = HeaderName::from_static("x-broker-api-originating-identity");
-/// OSB API version.
-pub const API_VERSION: HeaderName = HeaderName::from_static("x-broker-api-version");
-/// The original ESM's clients send the version header with underscores.
-const API_VERSION_UNDERSCORED: HeaderName = HeaderName::from_static("x_broker_api_version");
-
-/// The lowest and highest OSB minor versions esm implements.
-const MIN_MINOR: u32 = 12;
-const MAX_MINOR: u32 = 17;
 
 /// `//v2/et/manifest/x` is served as `/v2/et/manifest/x`: the ElasTest platform's
 /// configured URL has a trailing slash and it appends `/v2/...`, so it sends double
@@ -114,16 +107,12 @@ pub async fn require_api_version(req: Request, next: Next) -> Response {
 }
 
 fn check_version(headers: &HeaderMap) -> Result<(), OsbError> {
-    let supported = format!("esm supports 2.{MIN_MINOR} to 2.{MAX_MINOR}");
-    let Some(value) = headers.get(&API_VERSION).or_else(|| headers.get(&API_VERSION_UNDERSCORED)) else {
+    let supported = format!("esm supports 2.{OLDEST_MINOR} to 2.{NEWEST_MINOR}");
+    let Some(text) = version_header(headers) else {
         return Err(OsbError::UnsupportedVersion(format!("the X-Broker-API-Version header is missing; {supported}")));
     };
-    let text = value.to_str().unwrap_or_default().trim();
-    let mut parts = text.split('.');
-    let major = parts.next().and_then(|m| m.parse::<u32>().ok());
-    let minor = parts.next().and_then(|m| m.parse::<u32>().ok());
-    match (major, minor) {
-        (Some(2), Some(minor)) if minor >= MIN_MINOR => Ok(()),
+    match ApiVersion::parse(text) {
+        Some(version) if version.0 >= OLDEST_MINOR => Ok(()),
         _ => Err(OsbError::UnsupportedVersion(format!("X-Broker-API-Version {text:?} is not supported; {supported}"))),
     }
 }

@@ -22,6 +22,17 @@ use crate::wire::{
 
 /// The newest minor version of OSB 2.x esm speaks.
 pub const NEWEST_MINOR: u32 = 17;
+/// The oldest one: older requests are refused with 412.
+pub const OLDEST_MINOR: u32 = 12;
+
+/// The `X-Broker-API-Version` header as sent (the original ESM's clients spell it with
+/// underscores), trimmed.
+pub fn version_header(headers: &axum::http::HeaderMap) -> Option<&str> {
+    ["x-broker-api-version", "x_broker_api_version"]
+        .iter()
+        .find_map(|name| headers.get(*name))
+        .map(|v| v.to_str().unwrap_or_default().trim())
+}
 
 /// The OSB version of a request (the minor of 2.x). Requests without the header (the
 /// ElasTest routes that do not need it) get the newest.
@@ -32,15 +43,18 @@ impl ApiVersion {
     /// The newest version esm speaks.
     pub const NEWEST: Self = Self(NEWEST_MINOR);
 
+    /// A 2.x version from `MAJOR.MINOR` (anything after the minor is ignored, as the
+    /// version check has always done); `None` for other majors or garbage.
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut parts = text.split('.');
+        let major = parts.next()?.parse::<u32>().ok()?;
+        let minor = parts.next()?.parse::<u32>().ok()?;
+        (major == 2).then_some(Self(minor))
+    }
+
     /// Reads `X-Broker-API-Version` (already checked by the version middleware).
     pub fn of(headers: &axum::http::HeaderMap) -> Self {
-        let minor = ["x-broker-api-version", "x_broker_api_version"]
-            .iter()
-            .find_map(|name| headers.get(*name))
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().strip_prefix("2."))
-            .and_then(|minor| minor.parse().ok());
-        minor.map_or(Self::NEWEST, Self)
+        version_header(headers).and_then(Self::parse).unwrap_or(Self::NEWEST)
     }
 
     /// Whether this version defines `field`.

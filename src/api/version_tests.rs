@@ -16,6 +16,10 @@ fn the_header_names_the_version_and_its_absence_the_newest() {
     let mut underscored = HeaderMap::new();
     underscored.insert("x_broker_api_version", " 2.13 ".parse().expect("value"));
     assert_eq!(ApiVersion::of(&underscored), at(13));
+    // What the version check accepts, this reads the same way.
+    headers.insert("x-broker-api-version", "2.14.1".parse().expect("value"));
+    assert_eq!(ApiVersion::of(&headers), at(14));
+    assert_eq!(ApiVersion::parse("3.0"), None);
 }
 
 #[test]
