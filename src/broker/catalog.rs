@@ -76,10 +76,10 @@ impl Broker {
     pub async fn delete_service(&self, service_id: &str) -> OsbResult<()> {
         let gone = || OsbError::NotFound(format!("service {service_id} is not in the catalog"));
         let registry = self.registry().await?.record;
-        let plans = registry.plans_dropped(service_id, None);
         if registry.service(service_id).is_none() {
             return Err(gone());
         }
+        let plans = registry.plans_dropped(service_id, None);
         let what = format!("service {service_id} cannot be deleted");
         let contents = self
             .retire_plans(plans.clone(), &what, |registry, _| {

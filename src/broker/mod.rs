@@ -25,6 +25,7 @@ mod worker;
 pub use catalog::Registered;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
@@ -36,7 +37,7 @@ use crate::domain::catalog::{MaintenanceInfo, Plan, Service};
 use crate::domain::instance::ServiceInstance;
 use crate::domain::manifest::Manifest;
 use crate::domain::operation::OperationKind;
-use crate::domain::registry::ManifestEntry;
+use crate::domain::registry::{ManifestEntry, Registry};
 use crate::error::{OsbError, OsbResult};
 use crate::store::{Records, Store};
 
@@ -89,6 +90,9 @@ pub struct Broker {
     /// core run at once, so a flood of registrations cannot take every core from the
     /// request handlers.
     manifest_checks: Arc<Semaphore>,
+    /// Whether the records of esm 0.1 have been looked for (see `registry.rs`), so a
+    /// store with no registry yet is not searched for them on every read.
+    legacy_checked: AtomicBool,
 }
 
 impl Broker {
@@ -102,6 +106,7 @@ impl Broker {
             shutdown: CancellationToken::new(),
             replica: uuid::Uuid::new_v4().simple().to_string(),
             manifest_checks: Arc::new(Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))),
+            legacy_checked: AtomicBool::new(false),
         })
     }
 
@@ -139,14 +144,18 @@ impl Broker {
             .plan(plan_id)
             .ok_or_else(|| OsbError::BadRequest(format!("unknown plan_id {plan_id:?} for service {service_id}")))?
             .clone();
-        let (entry, manifest) = self.manifest_for_plan(plan_id).await?;
+        let (entry, manifest) = self.manifest_in(&registry, plan_id).await?;
         let backend = self.backend(&manifest)?;
         Ok(PlanView { service, plan, entry, manifest, backend })
     }
 
     /// The manifest registered for a plan: its registry entry and its content.
     async fn manifest_for_plan(&self, plan_id: &str) -> OsbResult<(ManifestEntry, Manifest)> {
-        let registry = self.registry().await?.record;
+        self.manifest_in(&self.registry().await?.record, plan_id).await
+    }
+
+    /// [`Broker::manifest_for_plan`] in a registry already read.
+    async fn manifest_in(&self, registry: &Registry, plan_id: &str) -> OsbResult<(ManifestEntry, Manifest)> {
         let (_, entry) = registry.manifest_for_plan(plan_id).ok_or_else(|| {
             OsbError::BadRequest(format!(
                 "plan {plan_id:?} has no manifest registered; register one with PUT /v2/et/manifest/{{id}}"

@@ -4,6 +4,7 @@
 //! records of esm 0.1 (one per service and manifest) are moved in once.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::Broker;
@@ -37,11 +38,14 @@ impl Broker {
             return Ok(registry);
         }
         // No registry yet: a store written by esm 0.1 has its records moved in first,
-        // whenever the store is first read (it may be down when esm starts).
-        if self.move_legacy_records().await?
-            && let Some(registry) = self.records.get::<Registry>(REGISTRY_ID).await?
-        {
-            return Ok(registry);
+        // when the store is first read (it may be down when esm starts). Once that
+        // has been looked at, a missing registry is simply an empty catalog.
+        if !self.legacy_checked.load(Ordering::Acquire) {
+            let moved = self.move_legacy_records().await?;
+            self.legacy_checked.store(true, Ordering::Release);
+            if moved && let Some(registry) = self.records.get::<Registry>(REGISTRY_ID).await? {
+                return Ok(registry);
+            }
         }
         Ok(Versioned { version: 0, record: Registry::default() })
     }
@@ -147,6 +151,12 @@ impl Broker {
     /// an instance on (or moving to) `plan_id`, deployed by the manifest content it
     /// read: the plan must still be there, not retiring, with that manifest.
     pub(super) async fn confirm_plan(&self, service_id: &str, plan_id: &str, content: &str) -> OsbResult<()> {
+        let registry = self.registry().await?.record;
+        let now = now_millis();
+        if !registry.has_lapsed_retirements(now) {
+            // The usual case: a read, no write.
+            return Ok(registry.check_plan_in_use(service_id, plan_id, content, now)?);
+        }
         // A lapsed mark is taken out first: its remover then cannot finish.
         self.change_registry(|registry, now| Ok(registry.check_plan_in_use(service_id, plan_id, content, now)))
             .await?

@@ -136,6 +136,11 @@ impl Registry {
         self.retiring.iter().find(|r| r.is_fresh(now_ms) && r.plans.contains(plan_id))
     }
 
+    /// Whether a retirement has lapsed.
+    pub fn has_lapsed_retirements(&self, now_ms: u64) -> bool {
+        self.retiring.iter().any(|r| !r.is_fresh(now_ms))
+    }
+
     /// Forgets lapsed retirements; whether there were any. Their removers can then no
     /// longer finish (their mark is gone), so proceeding past them is safe.
     pub fn drop_lapsed_retirements(&mut self, now_ms: u64) -> bool {
