@@ -15,9 +15,10 @@ use crate::api::{self, AppState};
 use crate::backend::compose::model::Policy;
 use crate::backend::compose::swarm::SwarmBackend;
 use crate::backend::compose::{ComposeBackend, DockerSettings};
-use crate::backend::dummy::DummyBackend;
+use crate::backend::dummy::{DummyBackend, Holds};
 use crate::backend::{BackendError, Backends};
 use crate::broker::{Broker, BrokerSettings};
+use crate::clock::Clock;
 use crate::config::{BackendKind, Config, StoreKind, redact_uri};
 use crate::ops::{self, OpsState};
 use crate::serve::{self, Limits};
@@ -52,6 +53,8 @@ pub struct Server {
     broker: Arc<Broker>,
     api: TcpListener,
     ops: TcpListener,
+    /// The dummy backend's held operations, when it runs (for tests).
+    holds: Option<Arc<Holds>>,
 }
 
 impl Server {
@@ -61,7 +64,12 @@ impl Server {
         // the open-file limit. The effective cap is what `/environment` shows.
         config.max_connections = serve::fit_connection_cap(config.max_connections, 2);
         let store = open_store(&config).await?;
-        let backends = backends(&config).map_err(|e| StartError::Backend(e.to_string()))?;
+        let dummy = config
+            .backends
+            .contains(&BackendKind::Dummy)
+            .then(|| Arc::new(DummyBackend::with_limits(config.manifest_limits())));
+        let holds = dummy.as_ref().map(|d| d.holds());
+        let backends = backends(&config, dummy).map_err(|e| StartError::Backend(e.to_string()))?;
         let broker = Broker::new(
             store,
             backends,
@@ -70,11 +78,18 @@ impl Server {
                 operation_lease: Duration::from_secs(config.operation_lease),
                 // The parse has its own budget; this also covers the checks after it.
                 manifest_check_timeout: Duration::from_millis(config.manifest_parse_timeout) * 2,
+                clock: Clock::system(),
             },
         );
         let api = listen(config.api_addr()).await?;
         let ops = listen(config.ops_addr()).await?;
-        Ok(Self { config: Arc::new(config), broker, api, ops })
+        Ok(Self { config: Arc::new(config), broker, api, ops, holds })
+    }
+
+    /// Where a test releases the operations its dummy manifests hold (`hold: [...]`);
+    /// `None` without the dummy backend.
+    pub fn holds(&self) -> Option<Arc<Holds>> {
+        self.holds.clone()
     }
 
     /// The address the OSB API listens on.
@@ -125,14 +140,15 @@ impl Server {
     }
 }
 
-/// The configured backends.
-fn backends(config: &Config) -> Result<Backends, BackendError> {
+/// The configured backends; `dummy` is the dummy backend, made when configured.
+fn backends(config: &Config, dummy: Option<Arc<DummyBackend>>) -> Result<Backends, BackendError> {
     let mut backends = Backends::new();
     for kind in &config.backends {
-        backends = match kind {
-            BackendKind::Dummy => backends.with(Arc::new(DummyBackend::with_limits(config.manifest_limits()))),
-            BackendKind::DockerCompose => backends.with(Arc::new(ComposeBackend::new(docker_settings(config))?)),
-            BackendKind::DockerSwarm => backends.with(Arc::new(SwarmBackend::new(docker_settings(config))?)),
+        backends = match (kind, &dummy) {
+            (BackendKind::Dummy, Some(dummy)) => backends.with(dummy.clone()),
+            (BackendKind::Dummy, None) => backends,
+            (BackendKind::DockerCompose, _) => backends.with(Arc::new(ComposeBackend::new(docker_settings(config))?)),
+            (BackendKind::DockerSwarm, _) => backends.with(Arc::new(SwarmBackend::new(docker_settings(config))?)),
         };
     }
     Ok(backends)

@@ -13,6 +13,7 @@
 //! - [`probe`]: `esm health`, the container health check.
 //! - [`openapi`]: the OpenAPI document generated from the handlers.
 //! - [`broker`]: every operation and the OSB status table; runs asynchronous operations.
+//! - [`clock`]: where the time comes from (the system, or Tokio's pausable clock in tests).
 //! - [`domain`]: plain records and rules (catalog, manifests, instances, bindings,
 //!   operations); no I/O.
 //! - [`wire`]: the JSON shapes of requests and responses.
@@ -29,6 +30,7 @@ pub mod api;
 pub mod app;
 pub mod backend;
 pub mod broker;
+pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod error;

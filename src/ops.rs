@@ -12,8 +12,8 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use crate::broker::Broker;
+use crate::clock::Clock;
 use crate::config::{Config, redact_value};
-use crate::domain::timestamp;
 
 /// How long one health check may take before it counts as failed.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
@@ -72,7 +72,7 @@ async fn health(State(state): State<OpsState>) -> Response {
     let body = json!({
         "hostname": hostname(),
         "status": if healthy { "success" } else { "failure" },
-        "timestamp": timestamp(),
+        "timestamp": Clock::system().timestamp(),
         "results": results,
     });
     let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
@@ -84,7 +84,7 @@ fn check_result(checker: String, outcome: Result<String, String>) -> Value {
         Ok(output) => (true, output),
         Err(output) => (false, output),
     };
-    json!({"checker": checker, "passed": passed, "output": output, "timestamp": timestamp()})
+    json!({"checker": checker, "passed": passed, "output": output, "timestamp": Clock::system().timestamp()})
 }
 
 /// The effective configuration and build, secrets shown as `********`.

@@ -9,6 +9,7 @@
 //! x-esm-dummy:
 //!   mode: either        # sync | async | either (default): how operations run
 //!   delay_ms: 200       # how long each operation takes (default 0)
+//!   hold: [provision]   # operations that wait until released (see `Holds`; tests)
 //!   fail: [provision]   # operations that fail: provision, update, deprovision, bind, unbind
 //!   requires_app: true  # bind needs an app_guid (default false)
 //!   dashboard_url: http://dash.example/x   # the instances' dashboard
@@ -28,6 +29,7 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -46,6 +48,59 @@ use crate::yaml;
 pub struct DummyBackend {
     /// What reading a manifest may cost (the same limits as every manifest).
     limits: yaml::Limits,
+    /// The operations scripts hold, and their releases.
+    holds: Arc<Holds>,
+}
+
+/// Operations a script holds (`hold: [provision]`): each waits until a test releases
+/// it, so a test sees an operation in progress for exactly as long as it needs, instead
+/// of racing a delay.
+#[derive(Debug, Default)]
+pub struct Holds {
+    /// Releases not yet used, by operation and id.
+    released: Mutex<BTreeMap<(OperationKind, String), usize>>,
+    changed: tokio::sync::Notify,
+}
+
+impl Holds {
+    /// Lets one held `kind` operation on `id` (the instance id; the binding id for bind
+    /// and unbind) go on: one waiting now, or the next to arrive.
+    pub fn release(&self, kind: OperationKind, id: &str) {
+        *self.lock().entry((kind, id.to_owned())).or_default() += 1;
+        self.changed.notify_waiters();
+    }
+
+    /// Waits for a release of `kind` on `id`, and uses it.
+    async fn wait(&self, kind: OperationKind, id: &str) {
+        loop {
+            // Registered before looking, so a release in between is not missed.
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.take(kind, id) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn take(&self, kind: OperationKind, id: &str) -> bool {
+        let mut released = self.lock();
+        let key = (kind, id.to_owned());
+        match released.get_mut(&key) {
+            Some(count) if *count > 1 => *count -= 1,
+            Some(_) => {
+                released.remove(&key);
+            }
+            None => return false,
+        }
+        true
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<(OperationKind, String), usize>> {
+        // The map is consistent after every statement, so a panic elsewhere leaves it usable.
+        self.released.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// A dummy manifest: the script and the services it pretends to run.
@@ -67,6 +122,8 @@ struct Script {
     delay_ms: PerOperation<u64>,
     #[serde(default)]
     fail: Vec<OperationKind>,
+    #[serde(default)]
+    hold: Vec<OperationKind>,
     #[serde(default)]
     requires_app: bool,
     #[serde(default)]
@@ -139,7 +196,12 @@ impl DummyBackend {
 
     /// A dummy backend reading manifests within `limits`.
     pub fn with_limits(limits: yaml::Limits) -> Self {
-        Self { limits }
+        Self { limits, holds: Arc::default() }
+    }
+
+    /// Where tests release held operations.
+    pub fn holds(&self) -> Arc<Holds> {
+        Arc::clone(&self.holds)
     }
 
     fn parse(&self, manifest: &Manifest) -> Result<DummyManifest, String> {
@@ -158,8 +220,12 @@ impl DummyBackend {
         self.parse(manifest).map_err(BackendError::new)
     }
 
-    /// Plays one scripted operation: wait, then fail if told to.
-    async fn play(script: &Script, kind: OperationKind) -> Result<(), BackendError> {
+    /// Plays one scripted operation on `id`: wait (held, then delayed), then fail if
+    /// told to.
+    async fn play(&self, script: &Script, kind: OperationKind, id: &str) -> Result<(), BackendError> {
+        if script.hold.contains(&kind) {
+            self.holds.wait(kind, id).await;
+        }
         let delay = script.delay_ms.of(kind);
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -208,7 +274,7 @@ impl Backend for DummyBackend {
 
     async fn provision(&self, instance: &ServiceInstance, manifest: &Manifest) -> Result<Deployment, BackendError> {
         let parsed = self.load(manifest)?;
-        Self::play(&parsed.script, OperationKind::Provision).await?;
+        self.play(&parsed.script, OperationKind::Provision, &instance.id).await?;
         let containers: Vec<String> =
             parsed.services.iter().map(|(name, svc)| container_name(&instance.id, name, svc)).collect();
         let mut details = Map::new();
@@ -218,7 +284,7 @@ impl Backend for DummyBackend {
 
     async fn update(&self, instance: &ServiceInstance, manifest: &Manifest) -> Result<Deployment, BackendError> {
         let parsed = self.load(manifest)?;
-        Self::play(&parsed.script, OperationKind::Update).await?;
+        self.play(&parsed.script, OperationKind::Update, &instance.id).await?;
         Ok(Deployment { details: instance.deployment.clone() })
     }
 
@@ -226,13 +292,13 @@ impl Backend for DummyBackend {
         self.parse(manifest).ok()?.script.dashboard_url
     }
 
-    async fn deprovision(&self, _instance: &ServiceInstance, manifest: Option<&Manifest>) -> Result<(), BackendError> {
+    async fn deprovision(&self, instance: &ServiceInstance, manifest: Option<&Manifest>) -> Result<(), BackendError> {
         // Without its manifest there is no script to play, and nothing was deployed.
         let Some(manifest) = manifest else {
             return Ok(());
         };
         let parsed = self.load(manifest)?;
-        Self::play(&parsed.script, OperationKind::Deprovision).await
+        self.play(&parsed.script, OperationKind::Deprovision, &instance.id).await
     }
 
     async fn bind(
@@ -242,7 +308,7 @@ impl Backend for DummyBackend {
         manifest: &Manifest,
     ) -> Result<BindOutput, BackendError> {
         let parsed = self.load(manifest)?;
-        Self::play(&parsed.script, OperationKind::Bind).await?;
+        self.play(&parsed.script, OperationKind::Bind, &binding.id).await?;
         Ok(BindOutput {
             credentials: json!({
                 "instance_id": instance.id,
@@ -256,11 +322,11 @@ impl Backend for DummyBackend {
     async fn unbind(
         &self,
         _instance: &ServiceInstance,
-        _binding: &Binding,
+        binding: &Binding,
         manifest: &Manifest,
     ) -> Result<(), BackendError> {
         let parsed = self.load(manifest)?;
-        Self::play(&parsed.script, OperationKind::Unbind).await
+        self.play(&parsed.script, OperationKind::Unbind, &binding.id).await
     }
 
     async fn info(&self, instance: &ServiceInstance, manifest: &Manifest) -> Result<Info, BackendError> {

@@ -4,17 +4,12 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use tokio::task::JoinHandle;
-
-use super::instance_ops::finished;
-use super::instances::{failure_of, last_operation_of, resent, succeeded};
-use super::{Answer, Broker, busy, require, require_object, require_query, run_asynchronously};
-use crate::backend::BackendError;
-use crate::domain::binding::{Binding, BindingMetadata, BindingStatus, Credentials};
+use super::instances::{last_operation_of, resent};
+use super::{Answer, Broker, busy, require, require_object, require_query, run_asynchronously, work};
+use crate::domain::binding::{Binding, BindingMetadata, BindingStatus};
 use crate::domain::catalog::SchemaFor;
-use crate::domain::instance::{InstanceStatus, ServiceInstance};
+use crate::domain::instance::InstanceStatus;
 use crate::domain::operation::{OperationKind, OperationLog};
-use crate::domain::{is_past, timestamp, timestamp_in};
 use crate::error::{OsbError, OsbResult};
 use crate::store::{StoreError, Versioned};
 use crate::wire::{BindRequest, BindingResponse, DeleteQuery, LastOperationResponse, OperationResponse};
@@ -91,7 +86,7 @@ impl Broker {
             metadata: BindingMetadata::default(),
             status: BindingStatus::Binding,
             operations,
-            created_at: timestamp(),
+            created_at: self.clock().timestamp(),
         };
         let written = match existing {
             Some(tombstone) => self.records.replace(tombstone.version, &binding).await,
@@ -112,15 +107,10 @@ impl Broker {
             Err(e) => return Err(e.into()),
         }
 
-        let running = self.spawn_binding_operation(binding_id.to_owned(), op_id.clone(), OperationKind::Bind);
-        if asynchronous {
-            return Ok(Answer::Accepted(BindingResponse { operation: Some(op_id), ..Default::default() }));
-        }
-        match finished(running).await? {
-            Some(done) if succeeded(&done.operations, &op_id) => Ok(Answer::Done(binding_body(&done, false))),
-            Some(done) => Err(failure_of(&done.operations, &op_id)),
-            None => Err(OsbError::Unavailable("esm is shutting down; retry".into())),
-        }
+        Ok(match self.carry_out(work::Bind, binding_id, &op_id, asynchronous).await? {
+            None => Answer::Accepted(BindingResponse { operation: Some(op_id), ..Default::default() }),
+            Some(done) => Answer::Done(binding_body(&done, false)),
+        })
     }
 
     /// `DELETE /v2/service_instances/{instance_id}/service_bindings/{binding_id}`.
@@ -164,15 +154,10 @@ impl Broker {
             Err(e) => return Err(e.into()),
         }
 
-        let running = self.spawn_binding_operation(binding_id.to_owned(), op_id.clone(), OperationKind::Unbind);
-        if asynchronous {
-            return Ok(Answer::Accepted(OperationResponse { operation: Some(op_id) }));
-        }
-        match finished(running).await? {
-            Some(done) if succeeded(&done.operations, &op_id) => Ok(Answer::Done(OperationResponse::default())),
-            Some(done) => Err(failure_of(&done.operations, &op_id)),
-            None => Err(OsbError::Unavailable("esm is shutting down; retry".into())),
-        }
+        Ok(match self.carry_out(work::Unbind, binding_id, &op_id, asynchronous).await? {
+            None => Answer::Accepted(OperationResponse { operation: Some(op_id) }),
+            Some(_) => Answer::Done(OperationResponse::default()),
+        })
     }
 
     /// `GET /v2/service_instances/{instance_id}/service_bindings/{binding_id}`.
@@ -245,141 +230,10 @@ impl Broker {
                     "predecessor_binding_id {predecessor_id:?} is not a binding of instance {instance_id}"
                 ))
             })?;
-        if predecessor.metadata.expires_at.as_deref().is_some_and(is_past) {
+        if predecessor.metadata.expires_at.as_deref().is_some_and(|at| self.clock().is_past(at)) {
             return Err(OsbError::BadRequest(format!("predecessor binding {predecessor_id} has expired")));
         }
         Ok(())
-    }
-
-    /// Starts a binding operation as a task of its own (see `instance_ops::finished`).
-    pub(super) fn spawn_binding_operation(
-        self: &Arc<Self>,
-        binding_id: String,
-        op_id: String,
-        kind: OperationKind,
-    ) -> JoinHandle<OsbResult<Option<Binding>>> {
-        let this = Arc::clone(self);
-        self.spawn_task(async move {
-            let result = match kind {
-                OperationKind::Bind => this.run_bind(&binding_id, &op_id).await,
-                OperationKind::Unbind => this.run_unbind(&binding_id, &op_id).await,
-                _ => Ok(None),
-            };
-            if let Err(e) = &result {
-                tracing::error!(binding_id = %binding_id, operation = %op_id, error = %e, "could not record the outcome of an operation");
-            }
-            result
-        })
-    }
-
-    /// The instance, backend and manifest behind a binding.
-    async fn binding_backend(
-        &self,
-        binding: &Binding,
-    ) -> OsbResult<(ServiceInstance, Arc<dyn crate::backend::Backend>, crate::domain::manifest::Manifest)> {
-        let instance = self
-            .live_instance(&binding.instance_id)
-            .await?
-            .ok_or_else(|| OsbError::Internal(format!("instance {} is gone", binding.instance_id)))?
-            .record;
-        let (backend, manifest) = self.instance_backend(&instance).await?;
-        Ok((instance, backend, manifest))
-    }
-
-    async fn run_bind(&self, binding_id: &str, op_id: &str) -> OsbResult<Option<Binding>> {
-        let Some(Versioned { record: binding, .. }) = self.records.get::<Binding>(binding_id).await? else {
-            return Ok(None);
-        };
-        let outcome = match self.binding_backend(&binding).await {
-            Ok((instance, backend, manifest)) => {
-                let lifetime = self
-                    .service(&instance.service_id)
-                    .await
-                    .ok()
-                    .and_then(|s| s.plan(&instance.plan_id).and_then(|p| p.binding_lifetime_seconds));
-                match self
-                    .run_backend::<Binding, _>(
-                        binding_id,
-                        op_id,
-                        self.deadline(&instance.service_id, &instance.plan_id, binding.operations.find(op_id)).await,
-                        backend.bind(&instance, &binding, &manifest),
-                    )
-                    .await
-                {
-                    Some(outcome) => outcome.map(|out| (out, lifetime)),
-                    None => return Ok(None),
-                }
-            }
-            Err(e) => Err(BackendError::new(e.to_string())),
-        };
-        self.records
-            .modify::<Binding, OsbError, _>(binding_id, |b| {
-                let Some(op) = b.operations.owned_mut(op_id, self.replica()) else {
-                    return Ok(false);
-                };
-                match &outcome {
-                    Ok((out, lifetime)) => {
-                        op.succeed();
-                        b.status = BindingStatus::Bound;
-                        b.credentials = Some(Credentials(out.credentials.clone()));
-                        b.endpoints = out.endpoints.clone();
-                        if let Some(seconds) = lifetime {
-                            b.metadata = BindingMetadata {
-                                expires_at: Some(timestamp_in(u64::from(*seconds))),
-                                // Ask for rotation once four fifths of the lifetime are gone.
-                                renew_before: Some(timestamp_in(u64::from(*seconds) * 4 / 5)),
-                            };
-                        }
-                    }
-                    Err(e) => {
-                        let asynchronous = op.asynchronous;
-                        op.fail(&e.message, None, None);
-                        b.status = if asynchronous { BindingStatus::BindFailed } else { BindingStatus::Unbound };
-                    }
-                }
-                Ok(true)
-            })
-            .await
-    }
-
-    async fn run_unbind(&self, binding_id: &str, op_id: &str) -> OsbResult<Option<Binding>> {
-        let Some(Versioned { record: binding, .. }) = self.records.get::<Binding>(binding_id).await? else {
-            return Ok(None);
-        };
-        let outcome = match self.binding_backend(&binding).await {
-            Ok((instance, backend, manifest)) => {
-                match self
-                    .run_backend::<Binding, _>(
-                        binding_id,
-                        op_id,
-                        self.deadline(&instance.service_id, &instance.plan_id, binding.operations.find(op_id)).await,
-                        backend.unbind(&instance, &binding, &manifest),
-                    )
-                    .await
-                {
-                    Some(outcome) => outcome,
-                    None => return Ok(None),
-                }
-            }
-            Err(e) => Err(BackendError::new(e.to_string())),
-        };
-        self.records
-            .modify::<Binding, OsbError, _>(binding_id, |b| {
-                let Some(op) = b.operations.owned_mut(op_id, self.replica()) else {
-                    return Ok(false);
-                };
-                match &outcome {
-                    Ok(()) => {
-                        op.succeed();
-                        b.status = BindingStatus::Unbound;
-                        // Revoked credentials are not kept.
-                        b.credentials = None;
-                    }
-                    Err(e) => op.fail(&e.message, None, None),
-                }
-                Ok(true)
-            })
-            .await
     }
 }
 

@@ -111,7 +111,7 @@ impl Broker {
         // Refuse what the registry refuses before the costly check and the write.
         let key = content_key(&manifest);
         let entry = ManifestEntry::of(&manifest, key.clone());
-        let now = crate::domain::operation::now_millis();
+        let now = self.clock().millis();
         if self.registry().await?.record.check_manifest(manifest_id, &entry, now)? == ManifestChange::Same {
             return Ok(Registered::Existing);
         }

@@ -4,16 +4,14 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
-use super::instance_ops::finished;
 use super::{
-    Answer, Broker, PlanView, busy, check_maintenance, require, require_object, require_query, run_asynchronously,
+    Answer, Broker, PlanView, busy, check_maintenance, require, require_object, require_query, run_asynchronously, work,
 };
 use crate::backend::Execution;
 use crate::domain::binding::Binding;
 use crate::domain::catalog::SchemaFor;
 use crate::domain::instance::{InstanceMetadata, InstanceStatus, PendingUpdate, ServiceInstance};
 use crate::domain::operation::{Operation, OperationKind, OperationLog, OperationState};
-use crate::domain::timestamp;
 use crate::error::{OsbError, OsbResult};
 use crate::store::{StoreError, Versioned};
 use crate::wire::{
@@ -83,20 +81,18 @@ impl Broker {
             return Err(e);
         }
 
-        let running = self.spawn_instance_operation(id.to_owned(), op_id.clone(), OperationKind::Provision);
-        if asynchronous {
-            let dashboard_url = instance.dashboard_url;
-            return Ok(Answer::Accepted(ProvisionResponse { operation: Some(op_id), dashboard_url, metadata: None }));
-        }
-        match finished(running).await? {
-            Some(inst) if succeeded(&inst.operations, &op_id) => Ok(Answer::Done(ProvisionResponse {
-                dashboard_url: inst.dashboard_url.clone(),
+        Ok(match self.carry_out(work::Provision, id, &op_id, asynchronous).await? {
+            None => Answer::Accepted(ProvisionResponse {
+                operation: Some(op_id),
+                dashboard_url: instance.dashboard_url,
+                metadata: None,
+            }),
+            Some(done) => Answer::Done(ProvisionResponse {
+                dashboard_url: done.dashboard_url,
                 operation: None,
-                metadata: Some(inst.metadata.clone()).filter(|m| !m.is_empty()),
-            })),
-            Some(inst) => Err(failure_of(&inst.operations, &op_id)),
-            None => Err(OsbError::Unavailable("esm is shutting down; retry".into())),
-        }
+                metadata: Some(done.metadata).filter(|m| !m.is_empty()),
+            }),
+        })
     }
 
     /// `PATCH /v2/service_instances/{id}`.
@@ -180,19 +176,14 @@ impl Broker {
             return Err(e);
         }
 
-        let running = self.spawn_instance_operation(id.to_owned(), op_id.clone(), OperationKind::Update);
-        if asynchronous {
-            return Ok(Answer::Accepted(UpdateResponse { operation: Some(op_id), ..Default::default() }));
-        }
-        match finished(running).await? {
-            Some(inst) if succeeded(&inst.operations, &op_id) => Ok(Answer::Done(UpdateResponse {
-                dashboard_url: inst.dashboard_url.clone(),
+        Ok(match self.carry_out(work::Update, id, &op_id, asynchronous).await? {
+            None => Answer::Accepted(UpdateResponse { operation: Some(op_id), ..Default::default() }),
+            Some(done) => Answer::Done(UpdateResponse {
+                dashboard_url: done.dashboard_url,
                 operation: None,
-                metadata: Some(inst.metadata.clone()).filter(|m| !m.is_empty()),
-            })),
-            Some(inst) => Err(failure_of(&inst.operations, &op_id)),
-            None => Err(OsbError::Unavailable("esm is shutting down; retry".into())),
-        }
+                metadata: Some(done.metadata).filter(|m| !m.is_empty()),
+            }),
+        })
     }
 
     /// `DELETE /v2/service_instances/{id}`.
@@ -231,15 +222,10 @@ impl Broker {
         instance.operations.push(op);
         self.start_operation(version, &instance).await?;
 
-        let running = self.spawn_instance_operation(id.to_owned(), op_id.clone(), OperationKind::Deprovision);
-        if asynchronous {
-            return Ok(Answer::Accepted(OperationResponse { operation: Some(op_id) }));
-        }
-        match finished(running).await? {
-            Some(inst) if succeeded(&inst.operations, &op_id) => Ok(Answer::Done(OperationResponse::default())),
-            Some(inst) => Err(failure_of(&inst.operations, &op_id)),
-            None => Err(OsbError::Unavailable("esm is shutting down; retry".into())),
-        }
+        Ok(match self.carry_out(work::Deprovision, id, &op_id, asynchronous).await? {
+            None => Answer::Accepted(OperationResponse { operation: Some(op_id) }),
+            Some(_) => Answer::Done(OperationResponse::default()),
+        })
     }
 
     /// `GET /v2/service_instances/{id}`.
@@ -370,6 +356,8 @@ pub(super) fn resent(id: &str, running: &Operation, accepts_incomplete: bool) ->
 
 /// A new instance record for a provision, with its first operation.
 fn new_instance(id: &str, req: &ProvisionRequest, view: &PlanView, op: Operation) -> ServiceInstance {
+    // The instance is created when its provision starts.
+    let created_at = op.started_at.clone();
     let mut operations = OperationLog::default();
     operations.push(op);
     let mut labels = Map::new();
@@ -391,7 +379,7 @@ fn new_instance(id: &str, req: &ProvisionRequest, view: &PlanView, op: Operation
         status: InstanceStatus::Provisioning,
         deployment: Map::new(),
         operations,
-        created_at: timestamp(),
+        created_at,
     };
     // Known before anything runs, so an asynchronous 202 carries it too (OSB).
     instance.dashboard_url = view.backend.dashboard_url(&instance, &view.manifest);

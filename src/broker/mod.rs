@@ -7,7 +7,9 @@
 //! ([`Broker::claim_orphaned_operations`]).
 //!
 //! - `instances.rs`: provision, update, deprovision, fetch, last_operation.
-//! - `instance_ops.rs`: the instance operations as they run.
+//! - `runner.rs`: the one path every operation runs through (lease, deadline, result).
+//! - `work.rs`: what each kind of operation asks of the backend and records.
+//! - `worker.rs`: leases, and taking over operations nobody runs any more.
 //! - `bindings.rs`: bind, unbind, fetch, last_operation.
 //! - `catalog.rs`: the catalog, and service and manifest registration (ElasTest).
 //! - `registry.rs`: how the catalog is stored and changed so its rules hold.
@@ -16,10 +18,11 @@
 mod bindings;
 mod catalog;
 mod extensions;
-mod instance_ops;
 mod instances;
 mod reconcile;
 mod registry;
+mod runner;
+mod work;
 mod worker;
 
 pub use catalog::Registered;
@@ -33,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::backend::{Backend, Backends, Execution};
+use crate::clock::Clock;
 use crate::domain::catalog::{MaintenanceInfo, Plan, Service};
 use crate::domain::instance::ServiceInstance;
 use crate::domain::manifest::Manifest;
@@ -62,6 +66,8 @@ pub struct BrokerSettings {
     pub operation_lease: Duration,
     /// How long checking one manifest may take before its registration is refused.
     pub manifest_check_timeout: Duration,
+    /// Where the time comes from (Tokio's pausable clock in tests).
+    pub clock: Clock,
 }
 
 impl Default for BrokerSettings {
@@ -70,6 +76,7 @@ impl Default for BrokerSettings {
             retry_after_seconds: 2,
             operation_lease: Duration::from_secs(30),
             manifest_check_timeout: Duration::from_secs(2),
+            clock: Clock::system(),
         }
     }
 }
@@ -123,6 +130,11 @@ impl Broker {
     /// The broker's settings.
     pub fn settings(&self) -> &BrokerSettings {
         &self.settings
+    }
+
+    /// The clock every deadline, lease and expiry is read from.
+    pub fn clock(&self) -> Clock {
+        self.settings.clock
     }
 
     /// Stops the running operations where they are and waits for their tasks.

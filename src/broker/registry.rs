@@ -11,7 +11,7 @@ use super::Broker;
 use crate::domain::catalog::Service;
 use crate::domain::instance::ServiceInstance;
 use crate::domain::manifest::Manifest;
-use crate::domain::operation::{OperationKind, now_millis};
+use crate::domain::operation::OperationKind;
 use crate::domain::registry::{ManifestEntry, Refusal, Registry, StoredManifest};
 use crate::error::{OsbError, OsbResult};
 use crate::store::{REGISTRY_ID, StoreError, Versioned};
@@ -59,7 +59,7 @@ impl Broker {
     ) -> OsbResult<R> {
         for attempt in 0..REGISTRY_ATTEMPTS {
             let Versioned { version, record: current } = self.registry().await?;
-            let now = now_millis();
+            let now = self.clock().millis();
             let mut next = current.clone();
             next.drop_lapsed_retirements(now);
             let result = change(&mut next, now)?;
@@ -152,7 +152,7 @@ impl Broker {
     /// read: the plan must still be there, not retiring, with that manifest.
     pub(super) async fn confirm_plan(&self, service_id: &str, plan_id: &str, content: &str) -> OsbResult<()> {
         let registry = self.registry().await?.record;
-        let now = now_millis();
+        let now = self.clock().millis();
         if !registry.has_lapsed_retirements(now) {
             // The usual case: a read, no write.
             return Ok(registry.check_plan_in_use(service_id, plan_id, content, now)?);
@@ -199,7 +199,7 @@ impl Broker {
         if services.is_empty() && manifests.is_empty() {
             return Ok(false);
         }
-        let now = now_millis();
+        let now = self.clock().millis();
         let mut registry = Registry::default();
         for Versioned { record: service, .. } in services {
             match registry.check_service(&service, now) {

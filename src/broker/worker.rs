@@ -11,20 +11,18 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
 use super::Broker;
-use crate::backend::BackendError;
 use crate::domain::binding::Binding;
 use crate::domain::instance::ServiceInstance;
-use crate::domain::operation::{Operation, OperationKind, Tracked, now_millis};
+use crate::domain::operation::{Operation, OperationKind, Tracked};
 use crate::error::{OsbError, OsbResult};
 use crate::store::{Record, Versioned};
 
 impl Broker {
     /// A new operation, owned by this process.
     pub(super) fn start_op(&self, kind: OperationKind, asynchronous: bool) -> Operation {
-        let mut op = Operation::start(kind, asynchronous);
+        let mut op = Operation::start(kind, asynchronous, self.clock().now());
         op.owner = Some(self.replica.clone());
         op.lease_until = self.lease_expiry();
         op
@@ -36,7 +34,9 @@ impl Broker {
     }
 
     fn lease_expiry(&self) -> u64 {
-        now_millis().saturating_add(u64::try_from(self.settings.operation_lease.as_millis()).unwrap_or(u64::MAX))
+        self.clock()
+            .millis()
+            .saturating_add(u64::try_from(self.settings.operation_lease.as_millis()).unwrap_or(u64::MAX))
     }
 
     /// Runs a task that shutdown waits for.
@@ -56,15 +56,13 @@ impl Broker {
         for Versioned { record, .. } in self.records.list::<ServiceInstance>().await? {
             if let Some(op) = self.claim::<ServiceInstance>(&record, ignore_leases).await? {
                 tracing::info!(instance_id = %record.id, operation = %op.id, kind = op.kind.as_str(), "taking over operation");
-                self.spawn_instance_operation(record.id.clone(), op.id, op.kind);
-                claimed += 1;
+                claimed += usize::from(self.resume_instance_operation(record.id.clone(), &op).is_some());
             }
         }
         for Versioned { record, .. } in self.records.list::<Binding>().await? {
             if let Some(op) = self.claim::<Binding>(&record, ignore_leases).await? {
                 tracing::info!(binding_id = %record.id, operation = %op.id, kind = op.kind.as_str(), "taking over operation");
-                self.spawn_binding_operation(record.id.clone(), op.id, op.kind);
-                claimed += 1;
+                claimed += usize::from(self.resume_binding_operation(record.id.clone(), &op).is_some());
             }
         }
         Ok(claimed)
@@ -79,7 +77,7 @@ impl Broker {
         let Some(op) = record.operations().running() else {
             return Ok(None);
         };
-        let (op_id, now) = (op.id.clone(), now_millis());
+        let (op_id, now) = (op.id.clone(), self.clock().millis());
         let mut taken = None;
         self.records
             .modify::<T, OsbError, _>(record.id(), |current| {
@@ -116,7 +114,7 @@ impl Broker {
     }
 
     /// Renews this process's lease on an operation; false if it no longer holds it.
-    async fn renew<T: Record + Tracked + Clone>(&self, id: &str, op_id: &str) -> bool {
+    pub(super) async fn renew<T: Record + Tracked + Clone>(&self, id: &str, op_id: &str) -> bool {
         let mut held = false;
         let renewed = self
             .records
@@ -139,53 +137,5 @@ impl Broker {
                 true
             }
         }
-    }
-
-    /// Runs the backend call of an operation on record `T` `id`, renewing the lease as
-    /// it goes. `None` if esm shuts down first (the operation stays in progress and is
-    /// taken over later) or another replica took the operation over. Past `deadline`
-    /// the call is abandoned as failed: the platform has stopped polling by then and
-    /// counts the operation as failed, so esm must not report success later.
-    pub(super) async fn run_backend<T: Record + Tracked + Clone, R>(
-        &self,
-        id: &str,
-        op_id: &str,
-        deadline: Option<SystemTime>,
-        call: impl Future<Output = Result<R, BackendError>>,
-    ) -> Option<Result<R, BackendError>> {
-        let bounded = async {
-            let Some(deadline) = deadline else {
-                return call.await;
-            };
-            let left = deadline.duration_since(SystemTime::now()).unwrap_or_default();
-            tokio::time::timeout(left, call)
-                .await
-                .unwrap_or_else(|_| Err(BackendError::new("did not finish within the plan's maximum_polling_duration")))
-        };
-        tokio::pin!(bounded);
-        let mut renewals = tokio::time::interval(self.settings.operation_lease / 3);
-        renewals.tick().await;
-        loop {
-            tokio::select! {
-                result = &mut bounded => return Some(result),
-                () = self.shutdown.cancelled() => return None,
-                _ = renewals.tick() => {
-                    if !self.renew::<T>(id, op_id).await {
-                        tracing::warn!(id, operation = op_id, "another replica took the operation over");
-                        return None;
-                    }
-                }
-            }
-        }
-    }
-
-    /// When an asynchronous operation must be over: its start plus the plan's
-    /// `maximum_polling_duration` (OSB 2.15). Synchronous ones have no deadline.
-    pub(super) async fn deadline(&self, service_id: &str, plan_id: &str, op: Option<&Operation>) -> Option<SystemTime> {
-        let op = op.filter(|op| op.asynchronous)?;
-        let service = self.service(service_id).await.ok()?;
-        let seconds = service.plan(plan_id)?.maximum_polling_duration?;
-        let started = humantime::parse_rfc3339(&op.started_at).ok()?;
-        Some(started + Duration::from_secs(u64::from(seconds)))
     }
 }

@@ -5,10 +5,13 @@
 //! compare-and-set on that record. That is what makes `ConcurrencyError` exact, and
 //! what lets a restarted esm find and finish the operations it was running.
 
+use std::time::SystemTime;
+
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::instance::PendingUpdate;
+use super::timestamp_at;
 
 /// The OSB operation states, spelled as the spec spells them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -95,7 +98,7 @@ pub struct Operation {
 
 impl Operation {
     /// A new running operation with a fresh id.
-    pub fn start(kind: OperationKind, asynchronous: bool) -> Self {
+    pub fn start(kind: OperationKind, asynchronous: bool, now: SystemTime) -> Self {
         Self {
             id: format!("{}-{}", kind.as_str(), uuid::Uuid::new_v4().simple()),
             kind,
@@ -107,7 +110,7 @@ impl Operation {
             asynchronous,
             owner: None,
             lease_until: 0,
-            started_at: super::timestamp(),
+            started_at: timestamp_at(now),
             finished_at: None,
         }
     }
@@ -118,18 +121,24 @@ impl Operation {
     }
 
     /// Marks it succeeded.
-    pub fn succeed(&mut self) {
+    pub fn succeed(&mut self, now: SystemTime) {
         self.state = OperationState::Succeeded;
         self.description = Some(format!("{} succeeded", self.kind.as_str()));
-        self.finished_at = Some(super::timestamp());
+        self.finished_at = Some(timestamp_at(now));
     }
 
     /// Marks it failed with a reason. The OSB 2.16 flags are kept only where the spec
     /// allows them: `instance_usable` on update/deprovision, `update_repeatable` on update.
-    pub fn fail(&mut self, reason: &str, instance_usable: Option<bool>, update_repeatable: Option<bool>) {
+    pub fn fail(
+        &mut self,
+        now: SystemTime,
+        reason: &str,
+        instance_usable: Option<bool>,
+        update_repeatable: Option<bool>,
+    ) {
         self.state = OperationState::Failed;
         self.description = Some(format!("{} failed: {reason}", self.kind.as_str()));
-        self.finished_at = Some(super::timestamp());
+        self.finished_at = Some(timestamp_at(now));
         let usable_allowed = matches!(self.kind, OperationKind::Update | OperationKind::Deprovision);
         self.instance_usable = instance_usable.filter(|_| usable_allowed);
         self.update_repeatable = update_repeatable.filter(|_| self.kind == OperationKind::Update);
@@ -215,13 +224,6 @@ impl Tracked for super::binding::Binding {
     }
 }
 
-/// Now, in Unix milliseconds (the unit of leases).
-pub fn now_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,25 +238,25 @@ mod tests {
 
     #[test]
     fn failure_flags_are_kept_only_where_osb_allows_them() {
-        let mut op = Operation::start(OperationKind::Provision, true);
-        op.fail("boom", Some(false), Some(false));
+        let mut op = Operation::start(OperationKind::Provision, true, SystemTime::now());
+        op.fail(SystemTime::now(), "boom", Some(false), Some(false));
         assert_eq!((op.instance_usable, op.update_repeatable), (None, None));
-        let mut op = Operation::start(OperationKind::Deprovision, true);
-        op.fail("boom", Some(false), Some(false));
+        let mut op = Operation::start(OperationKind::Deprovision, true, SystemTime::now());
+        op.fail(SystemTime::now(), "boom", Some(false), Some(false));
         assert_eq!((op.instance_usable, op.update_repeatable), (Some(false), None));
-        let mut op = Operation::start(OperationKind::Update, true);
-        op.fail("boom", Some(true), Some(false));
+        let mut op = Operation::start(OperationKind::Update, true, SystemTime::now());
+        op.fail(SystemTime::now(), "boom", Some(true), Some(false));
         assert_eq!((op.instance_usable, op.update_repeatable), (Some(true), Some(false)));
     }
 
     #[test]
     fn the_log_keeps_the_newest_few_and_finds_by_id() {
         let mut log = OperationLog::default();
-        let first = Operation::start(OperationKind::Bind, false);
+        let first = Operation::start(OperationKind::Bind, false, SystemTime::now());
         let first_id = first.id.clone();
         log.push(first);
         for _ in 0..KEPT_OPERATIONS {
-            log.push(Operation::start(OperationKind::Update, false));
+            log.push(Operation::start(OperationKind::Update, false, SystemTime::now()));
         }
         assert!(log.find(&first_id).is_none());
         let last_id = log.last().map(|op| op.id.clone()).expect("has ops");

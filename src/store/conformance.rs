@@ -3,6 +3,7 @@
 //! compare-and-set, or multi-replica safety would silently differ per store.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -162,18 +163,19 @@ async fn every_record_round_trips(store: &Arc<dyn Store>) {
     records.insert(&registry).await.expect("insert registry");
     assert_eq!(records.get::<Registry>(REGISTRY_ID).await.expect("get").map(|v| v.record), Some(registry));
 
+    let clock = crate::clock::Clock::system();
     let mut operations = OperationLog::default();
-    let mut done = Operation::start(OperationKind::Provision, true);
-    done.succeed();
+    let mut done = Operation::start(OperationKind::Provision, true, clock.now());
+    done.succeed(clock.now());
     operations.push(done);
-    let mut update = Operation::start(OperationKind::Update, true);
+    let mut update = Operation::start(OperationKind::Update, true, clock.now());
     update.update = Some(PendingUpdate {
         plan_id: Some("rt-plan".into()),
         parameters: Some(json!({"size": 2})),
         context: Some(json!({"platform": "cloudfoundry"})),
         maintenance_info: None,
     });
-    update.fail("boom", Some(true), Some(false));
+    update.fail(clock.now(), "boom", Some(true), Some(false));
     operations.push(update);
     let mut labels = serde_json::Map::new();
     labels.insert("esm/backend".into(), json!("dummy"));
@@ -193,7 +195,7 @@ async fn every_record_round_trips(store: &Arc<dyn Store>) {
         status: InstanceStatus::Provisioned,
         deployment: serde_json::Map::from_iter([("containers".to_owned(), json!(["a", "b"]))]),
         operations: operations.clone(),
-        created_at: crate::domain::timestamp(),
+        created_at: clock.timestamp(),
     };
     records.insert(&instance).await.expect("insert instance");
     assert_eq!(records.get::<ServiceInstance>("rt-instance").await.expect("get").map(|v| v.record), Some(instance));
@@ -211,12 +213,12 @@ async fn every_record_round_trips(store: &Arc<dyn Store>) {
         credentials: Some(Credentials(json!({"password": "p", "port": 5432}))),
         endpoints: Some(json!([{"host": "h", "ports": ["443"]}])),
         metadata: BindingMetadata {
-            expires_at: Some(crate::domain::timestamp_in(60)),
-            renew_before: Some(crate::domain::timestamp_in(30)),
+            expires_at: Some(clock.timestamp_in(Duration::from_secs(60))),
+            renew_before: Some(clock.timestamp_in(Duration::from_secs(30))),
         },
         status: BindingStatus::Bound,
         operations,
-        created_at: crate::domain::timestamp(),
+        created_at: clock.timestamp(),
     };
     records.insert(&binding).await.expect("insert binding");
     assert_eq!(records.get::<Binding>("rt-binding").await.expect("get").map(|v| v.record), Some(binding));

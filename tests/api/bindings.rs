@@ -32,7 +32,7 @@ async fn sync_bind_is_201_with_credentials_and_fetchable() {
 
 #[tokio::test]
 async fn async_bind_is_202_without_credentials_then_fetch_has_them() {
-    let app = provisioned(json!({}), "x-esm-dummy: {mode: async, delay_ms: 100}").await;
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: async}").await;
     let r = app.bind("i-1", "b-1", None, true).await;
     assert_eq!(r.status, StatusCode::ACCEPTED);
     assert!(r.body.get("credentials").is_none(), "a 202 never carries credentials: {}", r.body);
@@ -68,7 +68,7 @@ async fn rebind_with_different_parameters_is_409() {
 
 #[tokio::test]
 async fn resent_bind_while_running_is_202_with_the_same_operation() {
-    let app = provisioned(json!({}), "x-esm-dummy: {mode: async, delay_ms: 300}").await;
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: async, hold: [bind]}").await;
     let first = app.bind("i-1", "b-1", None, true).await;
     assert_eq!(first.status, StatusCode::ACCEPTED);
     let second = app.bind("i-1", "b-1", None, true).await;
@@ -80,7 +80,7 @@ async fn resent_bind_while_running_is_202_with_the_same_operation() {
 
 #[tokio::test]
 async fn a_different_bind_while_binding_is_409() {
-    let app = provisioned(json!({}), "x-esm-dummy: {mode: async, delay_ms: 300}").await;
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: async, hold: [bind]}").await;
     assert_eq!(app.bind("i-1", "b-1", None, true).await.status, StatusCode::ACCEPTED);
     let r = app.bind("i-1", "b-1", Some(bind_body(json!({"parameters": {"role": "admin"}}))), true).await;
     assert_eq!(r.status, StatusCode::CONFLICT);
@@ -154,7 +154,7 @@ async fn parameters_failing_the_bind_schema_are_400() {
 
 #[tokio::test]
 async fn bind_while_the_instance_updates_is_422_concurrency_error() {
-    let app = provisioned(json!({}), "x-esm-dummy: {mode: async, delay_ms: 300}").await;
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: async, hold: [update]}").await;
     let r = app.patch(&provision_path("i-1", true), &json!({"service_id": SERVICE, "parameters": {"a": 1}})).await;
     assert_eq!(r.status, StatusCode::ACCEPTED);
     let r = app.bind("i-1", "b-1", None, true).await;
@@ -172,7 +172,7 @@ async fn fetch_of_an_unknown_binding_is_404() {
 
 #[tokio::test]
 async fn fetch_while_binding_is_404() {
-    let app = provisioned(json!({}), "x-esm-dummy: {mode: async, delay_ms: 300}").await;
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: async, hold: [bind]}").await;
     assert_eq!(app.bind("i-1", "b-1", None, true).await.status, StatusCode::ACCEPTED);
     let r = app.get(&binding_path("b-1")).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
@@ -189,12 +189,13 @@ async fn binding_last_operation_of_an_unknown_binding_is_404() {
 
 #[tokio::test]
 async fn binding_last_operation_reports_in_progress_then_succeeded() {
-    let app = provisioned(json!({}), "x-esm-dummy: {mode: async, delay_ms: 300}").await;
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: async, hold: [bind]}").await;
     assert_eq!(app.bind("i-1", "b-1", None, true).await.status, StatusCode::ACCEPTED);
     let r = app.get(&format!("{}/last_operation", binding_path("b-1"))).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body["state"], "in progress");
     assert!(r.header("retry-after").is_some());
+    app.release(OperationKind::Bind, "b-1");
     assert_eq!(app.poll_binding("i-1", "b-1").await.body["state"], "succeeded");
 }
 
@@ -245,7 +246,7 @@ async fn unbind_without_service_id_or_plan_id_is_400() {
 
 #[tokio::test]
 async fn async_unbind_then_binding_last_operation_is_410() {
-    let app = provisioned(json!({}), "x-esm-dummy: {mode: async, delay_ms: 100}").await;
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: async}").await;
     assert_eq!(app.bind("i-1", "b-1", None, true).await.status, StatusCode::ACCEPTED);
     assert_eq!(app.poll_binding("i-1", "b-1").await.body["state"], "succeeded");
     let r = app.unbind("i-1", "b-1", true).await;
@@ -258,7 +259,7 @@ async fn async_unbind_then_binding_last_operation_is_410() {
 
 #[tokio::test]
 async fn resent_unbind_while_running_is_202_with_the_same_operation() {
-    let app = provisioned(json!({}), "x-esm-dummy: {mode: async, delay_ms: 300}").await;
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: async, hold: [unbind]}").await;
     assert_eq!(app.bind("i-1", "b-1", None, true).await.status, StatusCode::ACCEPTED);
     app.poll_binding("i-1", "b-1").await;
     let first = app.unbind("i-1", "b-1", true).await;
@@ -292,7 +293,7 @@ async fn a_failed_sync_unbind_is_500_and_keeps_the_binding() {
 
 #[tokio::test]
 async fn unbind_while_binding_is_422_concurrency_error() {
-    let app = provisioned(json!({}), "x-esm-dummy: {mode: async, delay_ms: 300}").await;
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: async, hold: [bind]}").await;
     assert_eq!(app.bind("i-1", "b-1", None, true).await.status, StatusCode::ACCEPTED);
     let r = app.unbind("i-1", "b-1", true).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);

@@ -16,11 +16,12 @@ async fn sync_deprovision_is_200_with_an_empty_object() {
 
 #[tokio::test]
 async fn async_deprovision_is_202_then_last_operation_is_410() {
-    let app = provisioned(json!({}), "x-esm-dummy: {mode: async, delay_ms: 300}").await;
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: async, hold: [deprovision]}").await;
     let r = app.deprovision("i-1", true).await;
     assert_eq!(r.status, StatusCode::ACCEPTED);
     assert!(r.body["operation"].is_string());
     assert_eq!(app.get("/v2/service_instances/i-1/last_operation").await.body["state"], "in progress");
+    app.release(OperationKind::Deprovision, "i-1");
     let done = app.poll_instance("i-1").await;
     assert_eq!(done.status, StatusCode::GONE);
     assert_eq!(done.body, json!({}));
@@ -66,7 +67,7 @@ async fn async_only_deprovision_without_accepts_incomplete_is_422() {
 
 #[tokio::test]
 async fn resent_deprovision_while_running_is_202_with_the_same_operation() {
-    let app = provisioned(json!({}), "x-esm-dummy: {mode: async, delay_ms: 300}").await;
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: async, hold: [deprovision]}").await;
     let first = app.deprovision("i-1", true).await;
     assert_eq!(first.status, StatusCode::ACCEPTED);
     let second = app.deprovision("i-1", true).await;
@@ -77,18 +78,19 @@ async fn resent_deprovision_while_running_is_202_with_the_same_operation() {
 
 #[tokio::test]
 async fn deprovision_during_the_provision_is_422_concurrency_error() {
-    let app = with_plan("x-esm-dummy: {mode: async, delay_ms: 300}").await;
+    let app = with_plan("x-esm-dummy: {mode: async, hold: [provision]}").await;
     assert_eq!(app.provision("i-1", true).await.status, StatusCode::ACCEPTED);
     let r = app.deprovision("i-1", true).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(r.osb_error(), "ConcurrencyError");
     // The provision carries on undisturbed.
+    app.release(OperationKind::Provision, "i-1");
     assert_eq!(app.poll_instance("i-1").await.body["state"], "succeeded");
 }
 
 #[tokio::test]
 async fn deprovision_while_a_binding_is_busy_is_422_concurrency_error() {
-    let app = provisioned(json!({}), "x-esm-dummy: {mode: async, delay_ms: 300}").await;
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: async, hold: [bind]}").await;
     assert_eq!(app.bind("i-1", "b-1", None, true).await.status, StatusCode::ACCEPTED);
     let r = app.deprovision("i-1", true).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);

@@ -37,19 +37,20 @@ async fn fetch_of_an_unknown_instance_is_404() {
 
 #[tokio::test]
 async fn fetch_while_provisioning_is_404() {
-    let app = with_plan("x-esm-dummy: {mode: async, delay_ms: 300}").await;
+    let app = with_plan("x-esm-dummy: {mode: async, hold: [provision]}").await;
     assert_eq!(app.provision("i-1", true).await.status, StatusCode::ACCEPTED);
     let r = app.get("/v2/service_instances/i-1").await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     r.osb_error();
     // And available as soon as last_operation says succeeded.
+    app.release(OperationKind::Provision, "i-1");
     assert_eq!(app.poll_instance("i-1").await.body["state"], "succeeded");
     assert_eq!(app.get("/v2/service_instances/i-1").await.status, StatusCode::OK);
 }
 
 #[tokio::test]
 async fn fetch_while_updating_is_422_concurrency_error() {
-    let app = provisioned(json!({}), "x-esm-dummy: {mode: async, delay_ms: 300}").await;
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: async, hold: [update]}").await;
     let r = app.patch(&provision_path("i-1", true), &json!({"service_id": SERVICE, "parameters": {"a": 1}})).await;
     assert_eq!(r.status, StatusCode::ACCEPTED);
     let r = app.get("/v2/service_instances/i-1").await;
@@ -74,11 +75,12 @@ async fn last_operation_of_an_unknown_instance_is_404() {
 
 #[tokio::test]
 async fn last_operation_states_are_spelled_exactly() {
-    let app = with_plan("x-esm-dummy: {mode: async, delay_ms: 300, fail: [update]}").await;
+    let app = with_plan("x-esm-dummy: {mode: async, hold: [provision], fail: [update]}").await;
     assert_eq!(app.provision("i-1", true).await.status, StatusCode::ACCEPTED);
     let running = app.get("/v2/service_instances/i-1/last_operation").await;
     assert_eq!(running.status, StatusCode::OK);
     assert_eq!(running.body["state"], "in progress");
+    app.release(OperationKind::Provision, "i-1");
     let done = app.poll_instance("i-1").await;
     assert_eq!(done.status, StatusCode::OK);
     assert_eq!(done.body["state"], "succeeded");
@@ -92,11 +94,12 @@ async fn last_operation_states_are_spelled_exactly() {
 
 #[tokio::test]
 async fn retry_after_is_sent_while_in_progress_only() {
-    let app = with_plan("x-esm-dummy: {mode: async, delay_ms: 300}").await;
+    let app = with_plan("x-esm-dummy: {mode: async, hold: [provision]}").await;
     assert_eq!(app.provision("i-1", true).await.status, StatusCode::ACCEPTED);
     let r = app.get("/v2/service_instances/i-1/last_operation").await;
     assert_eq!(r.body["state"], "in progress");
     assert_eq!(r.header("retry-after"), Some("1"), "the test config's ESM_RETRY_AFTER");
+    app.release(OperationKind::Provision, "i-1");
     let done = app.poll_instance("i-1").await;
     assert_eq!(done.body["state"], "succeeded");
     assert!(done.header("retry-after").is_none());
@@ -104,7 +107,7 @@ async fn retry_after_is_sent_while_in_progress_only() {
 
 #[tokio::test]
 async fn an_older_operation_is_still_answered() {
-    let app = with_plan("x-esm-dummy: {mode: async, delay_ms: 50, fail: [update]}").await;
+    let app = with_plan("x-esm-dummy: {mode: async, fail: [update]}").await;
     let r = app.provision("i-1", true).await;
     let provision_op = r.body["operation"].as_str().expect("operation").to_owned();
     app.poll_instance("i-1").await;

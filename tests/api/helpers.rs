@@ -1,9 +1,12 @@
 //! The test harness: a real esm on random ports, spoken to over HTTP.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use esm::app::Server;
+use esm::backend::dummy::Holds;
 use esm::config::{Config, Secret};
+pub use esm::domain::operation::OperationKind;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -30,6 +33,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// Basic-auth credentials, when the app requires them.
     pub auth: Option<(String, String)>,
+    /// Where the dummy's held operations (`hold: [...]`) are released.
+    holds: Option<Arc<Holds>>,
     stop: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<()>>,
 }
@@ -104,6 +109,7 @@ pub async fn spawn_app_with(config: Config) -> TestApp {
         esm::telemetry::init(esm::config::LogFormat::Text);
     }
     let server = Server::bind(config).await.expect("esm binds");
+    let holds = server.holds();
     let api = format!("http://{}", server.api_addr());
     let ops = format!("http://{}", server.ops_addr());
     let (stop, stopped) = oneshot::channel::<()>();
@@ -115,7 +121,7 @@ pub async fn spawn_app_with(config: Config) -> TestApp {
             .await
             .expect("esm serves");
     });
-    TestApp { api, ops, client: reqwest::Client::new(), auth: None, stop: Some(stop), handle: Some(handle) }
+    TestApp { api, ops, client: reqwest::Client::new(), auth: None, holds, stop: Some(stop), handle: Some(handle) }
 }
 
 /// Starts esm with service `svc-1` (plans `plan-1` and `plan-2`) and a dummy manifest
@@ -253,6 +259,12 @@ impl TestApp {
     /// Polls a binding's last_operation until it is final.
     pub async fn poll_binding(&self, instance: &str, binding: &str) -> Reply {
         self.poll(&format!("/v2/service_instances/{instance}/service_bindings/{binding}/last_operation")).await
+    }
+
+    /// Lets a held dummy operation (`hold: [...]` in its script) on `id` go on: the
+    /// instance id, or the binding id for bind and unbind.
+    pub fn release(&self, kind: OperationKind, id: &str) {
+        self.holds.as_ref().expect("the dummy backend runs").release(kind, id);
     }
 
     /// Stops esm gracefully and waits until it has.

@@ -16,13 +16,14 @@ async fn sync_provision_is_201() {
 
 #[tokio::test]
 async fn async_provision_is_202_with_an_operation_then_succeeds() {
-    let app = with_plan("x-esm-dummy: {mode: async, delay_ms: 300}").await;
+    let app = with_plan("x-esm-dummy: {mode: async, hold: [provision]}").await;
     let r = app.provision("i-1", true).await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
     let operation = r.body["operation"].as_str().expect("operation").to_owned();
     assert!(r.header("retry-after").is_some());
     let polled = app.get(&format!("/v2/service_instances/i-1/last_operation?operation={operation}")).await;
     assert_eq!(polled.body["state"], "in progress");
+    app.release(OperationKind::Provision, "i-1");
     assert_eq!(app.poll_instance("i-1").await.body["state"], "succeeded");
 }
 
@@ -36,7 +37,7 @@ async fn identical_reprovision_is_200() {
 
 #[tokio::test]
 async fn resent_provision_while_in_progress_is_202_with_the_same_operation() {
-    let app = with_plan("x-esm-dummy: {mode: async, delay_ms: 300}").await;
+    let app = with_plan("x-esm-dummy: {mode: async, hold: [provision]}").await;
     let first = app.provision("i-1", true).await;
     let second = app.provision("i-1", true).await;
     assert_eq!(second.status, StatusCode::ACCEPTED);
@@ -54,7 +55,7 @@ async fn different_attributes_are_409() {
 
 #[tokio::test]
 async fn different_attributes_while_provisioning_are_409() {
-    let app = with_plan("x-esm-dummy: {mode: async, delay_ms: 300}").await;
+    let app = with_plan("x-esm-dummy: {mode: async, hold: [provision]}").await;
     assert_eq!(app.provision("i-1", true).await.status, StatusCode::ACCEPTED);
     let r = app.put(&provision_path("i-1", true), &provision_body(OTHER_PLAN)).await;
     assert_eq!(r.status, StatusCode::CONFLICT);
@@ -250,7 +251,8 @@ async fn the_same_id_at_once_creates_one_instance_and_no_5xx() {
 
 #[tokio::test]
 async fn an_operation_past_the_plans_maximum_polling_duration_fails() {
-    let app = with_catalog(json!({"maximum_polling_duration": 1}), "x-esm-dummy: {mode: async, delay_ms: 5000}").await;
+    let app =
+        with_catalog(json!({"maximum_polling_duration": 1}), "x-esm-dummy: {mode: async, hold: [provision]}").await;
     assert_eq!(app.provision("i-1", true).await.status, StatusCode::ACCEPTED);
     let r = app.poll_instance("i-1").await;
     assert_eq!(r.body["state"], "failed");

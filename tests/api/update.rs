@@ -30,19 +30,20 @@ async fn sync_update_is_200_and_changes_the_plan() {
 
 #[tokio::test]
 async fn async_update_is_202_then_succeeds() {
-    let app = provisioned(json!({}), "x-esm-dummy: {mode: async, delay_ms: 300}").await;
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: async, hold: [update]}").await;
     let r = app.patch(&patch_path("i-1", true), &json!({"service_id": SERVICE, "parameters": {"a": 1}})).await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
     assert!(r.body["operation"].is_string());
     assert!(r.header("retry-after").is_some());
     assert_eq!(app.get("/v2/service_instances/i-1/last_operation").await.body["state"], "in progress");
+    app.release(OperationKind::Update, "i-1");
     assert_eq!(app.poll_instance("i-1").await.body["state"], "succeeded");
     assert_eq!(app.get("/v2/service_instances/i-1").await.body["parameters"], json!({"a": 1}));
 }
 
 #[tokio::test]
 async fn resent_update_while_running_is_202_with_the_same_operation() {
-    let app = provisioned(json!({}), "x-esm-dummy: {mode: async, delay_ms: 300}").await;
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: async, hold: [update]}").await;
     let body = json!({"service_id": SERVICE, "parameters": {"a": 2}});
     let first = app.patch(&patch_path("i-1", true), &body).await;
     assert_eq!(first.status, StatusCode::ACCEPTED);
@@ -81,20 +82,21 @@ async fn async_only_update_without_accepts_incomplete_is_422_async_required() {
 
 #[tokio::test]
 async fn another_update_while_one_runs_is_422_concurrency_error() {
-    let app = provisioned(json!({}), "x-esm-dummy: {mode: async, delay_ms: 300}").await;
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: async, hold: [update]}").await;
     let first = app.patch(&patch_path("i-1", true), &json!({"service_id": SERVICE, "parameters": {"a": 1}})).await;
     assert_eq!(first.status, StatusCode::ACCEPTED);
     let r = app.patch(&patch_path("i-1", true), &json!({"service_id": SERVICE, "parameters": {"a": 2}})).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(r.osb_error(), "ConcurrencyError");
     // The first update is the one applied.
+    app.release(OperationKind::Update, "i-1");
     app.poll_instance("i-1").await;
     assert_eq!(app.get("/v2/service_instances/i-1").await.body["parameters"], json!({"a": 1}));
 }
 
 #[tokio::test]
 async fn update_during_the_provision_is_422_concurrency_error() {
-    let app = with_plan("x-esm-dummy: {mode: async, delay_ms: 300}").await;
+    let app = with_plan("x-esm-dummy: {mode: async, hold: [provision]}").await;
     assert_eq!(app.provision("i-1", true).await.status, StatusCode::ACCEPTED);
     let r = app.patch(&patch_path("i-1", true), &json!({"service_id": SERVICE, "parameters": {"a": 1}})).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);

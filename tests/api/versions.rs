@@ -93,7 +93,7 @@ async fn request_refusals_come_before_answers_from_state() {
 
 #[tokio::test]
 async fn a_resent_request_gets_202_only_if_it_accepts_it() {
-    let app = with_plan("x-esm-dummy: {mode: either, delay_ms: 60000}").await;
+    let app = with_plan("x-esm-dummy: {mode: either, hold: [provision]}").await;
     let first = app.provision("i-1", true).await;
     assert_eq!(first.status, StatusCode::ACCEPTED);
     let again = app.provision("i-1", true).await;
@@ -105,14 +105,14 @@ async fn a_resent_request_gets_202_only_if_it_accepts_it() {
 
 #[tokio::test]
 async fn a_resent_deprovision_or_bind_gets_202_only_if_it_accepts_it() {
-    let app = provisioned(json!({}), "x-esm-dummy: {mode: either, delay_ms: {deprovision: 60000, bind: 60000}}").await;
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: either, hold: [deprovision, bind]}").await;
     let bind = app.bind("i-1", "b-1", None, true).await;
     assert_eq!(bind.status, StatusCode::ACCEPTED, "{}", bind.body);
     assert_eq!(app.bind("i-1", "b-1", None, true).await.body["operation"], bind.body["operation"]);
     let without = app.bind("i-1", "b-1", None, false).await;
     assert_eq!((without.status, without.osb_error()), (StatusCode::UNPROCESSABLE_ENTITY, "ConcurrencyError"));
 
-    let app = provisioned(json!({}), "x-esm-dummy: {mode: either, delay_ms: {deprovision: 60000}}").await;
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: either, hold: [deprovision]}").await;
     let gone = app.deprovision("i-1", true).await;
     assert_eq!(gone.status, StatusCode::ACCEPTED, "{}", gone.body);
     assert_eq!(app.deprovision("i-1", true).await.body["operation"], gone.body["operation"]);
@@ -122,7 +122,7 @@ async fn a_resent_deprovision_or_bind_gets_202_only_if_it_accepts_it() {
 
 #[tokio::test]
 async fn an_asynchronous_provision_answers_its_dashboard_at_once() {
-    let app = with_plan("x-esm-dummy: {mode: async, delay_ms: 60000, dashboard_url: 'http://dash.example/x'}").await;
+    let app = with_plan("x-esm-dummy: {mode: async, hold: [provision], dashboard_url: 'http://dash.example/x'}").await;
     let r = app.provision("i-1", true).await;
     assert_eq!(r.status, StatusCode::ACCEPTED);
     assert_eq!(r.body["dashboard_url"], "http://dash.example/x", "{}", r.body);
@@ -142,7 +142,7 @@ async fn a_finished_deprovision_is_reported_when_asked_by_its_operation() {
 
 #[tokio::test]
 async fn a_client_hanging_up_does_not_strand_its_synchronous_provision() {
-    let app = with_plan("x-esm-dummy: {mode: sync, delay_ms: 400}").await;
+    let app = with_plan("x-esm-dummy: {mode: sync, hold: [provision]}").await;
     let hung_up = app
         .raw(Method::PUT, &provision_path("i-1", false))
         .header("X-Broker-API-Version", VERSION)
@@ -151,6 +151,7 @@ async fn a_client_hanging_up_does_not_strand_its_synchronous_provision() {
         .send()
         .await;
     assert!(hung_up.is_err(), "the client gave up before the answer");
+    app.release(OperationKind::Provision, "i-1");
     // Far sooner than the 30 s operation lease that used to free it.
     let state = eventually(Duration::from_secs(10), "the provision to finish", || async {
         let r = app.get("/v2/service_instances/i-1/last_operation").await;

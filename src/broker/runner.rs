@@ -1,0 +1,243 @@
+//! The operation runner: every operation (provision, update, deprovision, bind,
+//! unbind) runs through this one path.
+//!
+//! A request first records the operation in its record, owned by this process with a
+//! lease (`worker.rs`). The runner then reads the record, calls the backend while
+//! renewing the lease and within the plan's deadline, and records the result if this
+//! process still holds the operation. What each kind does is a [`Work`] (`work.rs`):
+//! its backend call and what its result changes in the record. How a run ended is an
+//! explicit [`Outcome`]; a synchronous request turns it into its answer
+//! ([`Outcome::answer`]), an asynchronous one has answered 202 already.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use tokio::task::JoinHandle;
+
+use super::Broker;
+use super::instances::{failure_of, succeeded};
+use crate::backend::BackendError;
+use crate::domain::operation::{Operation, Tracked};
+use crate::error::{OsbError, OsbResult};
+use crate::store::{Record, Versioned};
+
+/// How a run of an operation ended.
+#[derive(Debug)]
+pub(super) enum Outcome<T> {
+    /// The result is recorded: the record as written.
+    Finished(T),
+    /// esm is shutting down: the operation stays in progress, and the next start (of
+    /// this or another replica) runs it again.
+    ShuttingDown,
+    /// Another replica holds the operation now (this one could not renew its lease in
+    /// time): that one records the result.
+    LeaseLost,
+    /// The record, or the operation in it, no longer exists.
+    Gone,
+}
+
+impl<T: Tracked> Outcome<T> {
+    /// What a synchronous request answers: the record if operation `op_id` succeeded,
+    /// otherwise the error that says why not.
+    pub(super) fn answer(self, op_id: &str) -> OsbResult<T> {
+        match self {
+            Outcome::Finished(record) if succeeded(record.operations(), op_id) => Ok(record),
+            Outcome::Finished(record) => Err(failure_of(record.operations(), op_id)),
+            Outcome::ShuttingDown => Err(OsbError::Unavailable("esm is shutting down; retry".into())),
+            Outcome::LeaseLost => Err(OsbError::ConcurrencyError(format!(
+                "operation {op_id} was taken over by another esm replica, which finishes it; retry to see its outcome"
+            ))),
+            Outcome::Gone => Err(OsbError::Internal(format!("the record of operation {op_id} vanished while it ran"))),
+        }
+    }
+}
+
+/// One kind of operation: its backend call and what its result changes in the record.
+/// The runner does everything else.
+#[async_trait]
+pub(super) trait Work: Send + Sync + 'static {
+    /// The record the operation belongs to.
+    type Record: Record + Tracked + Clone + 'static;
+    /// What the backend call produces.
+    type Output: Send + Sync;
+
+    /// The service and plan whose `maximum_polling_duration` bounds the operation.
+    fn plan<'a>(&self, record: &'a Self::Record, op: &'a Operation) -> (&'a str, &'a str);
+
+    /// Calls the backend for `record`'s operation `op`.
+    async fn call(&self, broker: &Broker, record: &Self::Record, op: &Operation) -> Result<Self::Output, BackendError>;
+
+    /// Applies the result to the record; the operation `op` in it is already marked
+    /// succeeded or failed.
+    fn record(&self, record: &mut Self::Record, op: &Operation, result: &Result<Self::Output, BackendError>);
+
+    /// What follows a recorded result, outside the record's write.
+    async fn after(&self, _broker: &Broker, _record: &Self::Record) -> OsbResult<()> {
+        Ok(())
+    }
+}
+
+/// How the backend call ended, as far as the lease is concerned.
+enum Held<R> {
+    Done(Result<R, BackendError>),
+    ShuttingDown,
+    LeaseLost,
+}
+
+impl Broker {
+    /// Runs operation `op_id` of record `id` as a task of its own. The task runs to the
+    /// end even if the request that started it goes away (the client hung up), so its
+    /// result is recorded; shutdown waits for it.
+    pub(super) fn spawn_work<W: Work>(
+        self: &Arc<Self>,
+        work: W,
+        id: String,
+        op_id: String,
+    ) -> JoinHandle<OsbResult<Outcome<W::Record>>> {
+        let this = Arc::clone(self);
+        self.spawn_task(async move {
+            let outcome = this.run(&work, &id, &op_id).await;
+            match &outcome {
+                // The operation stays "in progress" in the store; the sweeper resumes it.
+                Err(e) => {
+                    tracing::error!(id, operation = op_id, error = %e, "could not record the result of an operation")
+                }
+                Ok(Outcome::LeaseLost) => {
+                    tracing::warn!(
+                        id,
+                        operation = op_id,
+                        "another replica took the operation over; it records the result"
+                    );
+                }
+                Ok(Outcome::Gone) => {
+                    tracing::warn!(id, operation = op_id, "the operation's record vanished while it ran")
+                }
+                Ok(Outcome::Finished(_) | Outcome::ShuttingDown) => {}
+            }
+            outcome
+        })
+    }
+
+    /// Starts an operation just recorded: `None` for an asynchronous one (the request
+    /// answers 202 now), the record once it succeeded for a synchronous one.
+    pub(super) async fn carry_out<W: Work>(
+        self: &Arc<Self>,
+        work: W,
+        id: &str,
+        op_id: &str,
+        asynchronous: bool,
+    ) -> OsbResult<Option<W::Record>> {
+        let task = self.spawn_work(work, id.to_owned(), op_id.to_owned());
+        if asynchronous {
+            return Ok(None);
+        }
+        let outcome =
+            task.await.map_err(|e| OsbError::Internal(format!("an operation stopped unexpectedly: {e}")))??;
+        outcome.answer(op_id).map(Some)
+    }
+
+    async fn run<W: Work>(&self, work: &W, id: &str, op_id: &str) -> OsbResult<Outcome<W::Record>> {
+        let Some(Versioned { record, .. }) = self.records.get::<W::Record>(id).await? else {
+            return Ok(Outcome::Gone);
+        };
+        let Some(op) = record.operations().find(op_id).cloned() else {
+            return Ok(Outcome::Gone);
+        };
+        let (service_id, plan_id) = work.plan(&record, &op);
+        let deadline = self.deadline(service_id, plan_id, &op).await;
+        let result = match self.hold_lease::<W::Record, _>(id, op_id, deadline, work.call(self, &record, &op)).await {
+            Held::Done(result) => result,
+            Held::ShuttingDown => return Ok(Outcome::ShuttingDown),
+            Held::LeaseLost => return Ok(Outcome::LeaseLost),
+        };
+        let now = self.clock().now();
+        let mut refused = Outcome::Gone;
+        let mut recorded = false;
+        let written = self
+            .records
+            .modify::<W::Record, OsbError, _>(id, |current| {
+                let log = current.operations_mut();
+                if log.find(op_id).is_none() {
+                    refused = Outcome::Gone;
+                    return Ok(false);
+                }
+                // Finished or taken over by another replica meanwhile: not ours to record.
+                let Some(op) = log.owned_mut(op_id, self.replica()) else {
+                    refused = Outcome::LeaseLost;
+                    return Ok(false);
+                };
+                match &result {
+                    Ok(_) => op.succeed(now),
+                    // Where a kind has the OSB 2.16 flags, what the backend does not say
+                    // defaults to "still usable" and "may be repeated".
+                    Err(e) => op.fail(
+                        now,
+                        &e.message,
+                        Some(e.instance_usable.unwrap_or(true)),
+                        Some(e.update_repeatable.unwrap_or(true)),
+                    ),
+                }
+                let op = op.clone();
+                work.record(current, &op, &result);
+                recorded = true;
+                Ok(true)
+            })
+            .await?;
+        match written {
+            Some(record) if recorded => {
+                work.after(self, &record).await?;
+                Ok(Outcome::Finished(record))
+            }
+            _ => Ok(refused),
+        }
+    }
+
+    /// Runs `call` while renewing this process's lease on operation `op_id` of record
+    /// `T` `id`. Past `deadline` the call is abandoned as failed: the platform has
+    /// stopped polling by then and counts the operation as failed, so esm must not
+    /// report success later.
+    async fn hold_lease<T: Record + Tracked + Clone, R>(
+        &self,
+        id: &str,
+        op_id: &str,
+        deadline: Option<SystemTime>,
+        call: impl Future<Output = Result<R, BackendError>>,
+    ) -> Held<R> {
+        let bounded = async {
+            let Some(deadline) = deadline else {
+                return call.await;
+            };
+            tokio::time::timeout(self.clock().until(deadline), call)
+                .await
+                .unwrap_or_else(|_| Err(BackendError::new("did not finish within the plan's maximum_polling_duration")))
+        };
+        tokio::pin!(bounded);
+        let mut renewals = tokio::time::interval(self.settings.operation_lease / 3);
+        renewals.tick().await;
+        loop {
+            tokio::select! {
+                result = &mut bounded => return Held::Done(result),
+                () = self.shutdown.cancelled() => return Held::ShuttingDown,
+                _ = renewals.tick() => {
+                    if !self.renew::<T>(id, op_id).await {
+                        return Held::LeaseLost;
+                    }
+                }
+            }
+        }
+    }
+
+    /// When an asynchronous operation must be over: its start plus the plan's
+    /// `maximum_polling_duration` (OSB 2.15). Synchronous ones have no deadline.
+    async fn deadline(&self, service_id: &str, plan_id: &str, op: &Operation) -> Option<SystemTime> {
+        if !op.asynchronous {
+            return None;
+        }
+        let service = self.service(service_id).await.ok()?;
+        let seconds = service.plan(plan_id)?.maximum_polling_duration?;
+        let started = humantime::parse_rfc3339(&op.started_at).ok()?;
+        Some(started + Duration::from_secs(u64::from(seconds)))
+    }
+}

@@ -1,0 +1,281 @@
+//! What each kind of operation does (see [`Work`]): its backend call and what its
+//! result changes in the instance or binding record. The runner (`runner.rs`) does the
+//! rest, the same for all five.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::json;
+use tokio::task::JoinHandle;
+
+use super::Broker;
+use super::instances::apply_update;
+use super::runner::{Outcome, Work};
+use crate::backend::{Backend, BackendError, BindOutput, Deployment};
+use crate::domain::binding::{Binding, BindingMetadata, BindingStatus, Credentials};
+use crate::domain::instance::{InstanceStatus, ServiceInstance};
+use crate::domain::manifest::Manifest;
+use crate::domain::operation::{Operation, OperationKind};
+use crate::error::{OsbError, OsbResult};
+
+/// Deploys a new instance.
+pub(super) struct Provision;
+/// Redeploys an instance with its pending update applied.
+pub(super) struct Update;
+/// Removes what an instance's deployment made.
+pub(super) struct Deprovision;
+/// Creates a binding's credentials.
+pub(super) struct Bind;
+/// Revokes a binding's credentials.
+pub(super) struct Unbind;
+
+/// The task running an instance operation.
+pub(super) type InstanceTask = JoinHandle<OsbResult<Outcome<ServiceInstance>>>;
+/// The task running a binding operation.
+pub(super) type BindingTask = JoinHandle<OsbResult<Outcome<Binding>>>;
+
+impl Broker {
+    /// Runs an instance's operation (after a restart, or taken over from another replica).
+    pub(super) fn resume_instance_operation(self: &Arc<Self>, id: String, op: &Operation) -> Option<InstanceTask> {
+        let op_id = op.id.clone();
+        match op.kind {
+            OperationKind::Provision => Some(self.spawn_work(Provision, id, op_id)),
+            OperationKind::Update => Some(self.spawn_work(Update, id, op_id)),
+            OperationKind::Deprovision => Some(self.spawn_work(Deprovision, id, op_id)),
+            OperationKind::Bind | OperationKind::Unbind => None,
+        }
+    }
+
+    /// Runs a binding's operation (after a restart, or taken over from another replica).
+    pub(super) fn resume_binding_operation(self: &Arc<Self>, id: String, op: &Operation) -> Option<BindingTask> {
+        let op_id = op.id.clone();
+        match op.kind {
+            OperationKind::Bind => Some(self.spawn_work(Bind, id, op_id)),
+            OperationKind::Unbind => Some(self.spawn_work(Unbind, id, op_id)),
+            OperationKind::Provision | OperationKind::Update | OperationKind::Deprovision => None,
+        }
+    }
+
+    /// The instance, backend and manifest behind a binding.
+    async fn binding_backend(&self, binding: &Binding) -> OsbResult<(ServiceInstance, Arc<dyn Backend>, Manifest)> {
+        let instance = self
+            .live_instance(&binding.instance_id)
+            .await?
+            .ok_or_else(|| OsbError::Internal(format!("instance {} is gone", binding.instance_id)))?
+            .record;
+        let (backend, manifest) = self.instance_backend(&instance).await?;
+        Ok((instance, backend, manifest))
+    }
+}
+
+/// A broker error on the way to the backend, as the operation's failure.
+fn failure(e: OsbError) -> BackendError {
+    BackendError::new(e.to_string())
+}
+
+#[async_trait]
+impl Work for Provision {
+    type Record = ServiceInstance;
+    type Output = Deployment;
+
+    fn plan<'a>(&self, instance: &'a ServiceInstance, _op: &'a Operation) -> (&'a str, &'a str) {
+        (&instance.service_id, &instance.plan_id)
+    }
+
+    async fn call(
+        &self,
+        broker: &Broker,
+        instance: &ServiceInstance,
+        _op: &Operation,
+    ) -> Result<Deployment, BackendError> {
+        let (backend, manifest) = broker.instance_backend(instance).await.map_err(failure)?;
+        backend.provision(instance, &manifest).await
+    }
+
+    fn record(&self, instance: &mut ServiceInstance, op: &Operation, result: &Result<Deployment, BackendError>) {
+        match result {
+            Ok(deployment) => {
+                instance.status = InstanceStatus::Provisioned;
+                instance.deployment = deployment.details.clone();
+            }
+            // A synchronous failure answers 500 and leaves nothing behind, so the same
+            // request can simply be retried; an asynchronous one stays for the platform
+            // to see when it polls, and to deprovision.
+            Err(_) if op.asynchronous => instance.status = InstanceStatus::ProvisionFailed,
+            Err(_) => instance.status = InstanceStatus::Deprovisioned,
+        }
+    }
+}
+
+/// What a successful update deployed, and with which manifest.
+pub(super) struct Redeployed {
+    deployment: Deployment,
+    dashboard_url: Option<String>,
+    manifest: Manifest,
+}
+
+#[async_trait]
+impl Work for Update {
+    type Record = ServiceInstance;
+    type Output = Redeployed;
+
+    /// The plan the instance moves to bounds its update.
+    fn plan<'a>(&self, instance: &'a ServiceInstance, op: &'a Operation) -> (&'a str, &'a str) {
+        let target = op.update.as_ref().and_then(|u| u.plan_id.as_deref());
+        (&instance.service_id, target.unwrap_or(&instance.plan_id))
+    }
+
+    async fn call(
+        &self,
+        broker: &Broker,
+        instance: &ServiceInstance,
+        op: &Operation,
+    ) -> Result<Redeployed, BackendError> {
+        let pending = op.update.as_ref().ok_or_else(|| BackendError::new("the update has no changes recorded"))?;
+        let target = apply_update(instance.clone(), pending);
+        let (_, manifest) = broker.manifest_for_plan(&target.plan_id).await.map_err(failure)?;
+        let backend = broker.backend(&manifest).map_err(failure)?;
+        let deployment = backend.update(&target, &manifest).await?;
+        Ok(Redeployed { deployment, dashboard_url: backend.dashboard_url(&target, &manifest), manifest })
+    }
+
+    fn record(&self, instance: &mut ServiceInstance, op: &Operation, result: &Result<Redeployed, BackendError>) {
+        let Ok(redeployed) = result else {
+            return;
+        };
+        if let Some(pending) = &op.update {
+            *instance = apply_update(instance.clone(), pending);
+        }
+        instance.deployment = redeployed.deployment.details.clone();
+        if redeployed.dashboard_url.is_some() {
+            instance.dashboard_url = redeployed.dashboard_url.clone();
+        }
+        instance.manifest_id = redeployed.manifest.id.clone();
+        instance.manifest_type = Some(redeployed.manifest.manifest_type.clone());
+        instance.metadata.labels.insert("esm/manifest_id".into(), json!(redeployed.manifest.id));
+    }
+}
+
+#[async_trait]
+impl Work for Deprovision {
+    type Record = ServiceInstance;
+    type Output = ();
+
+    fn plan<'a>(&self, instance: &'a ServiceInstance, _op: &'a Operation) -> (&'a str, &'a str) {
+        (&instance.service_id, &instance.plan_id)
+    }
+
+    async fn call(&self, broker: &Broker, instance: &ServiceInstance, _op: &Operation) -> Result<(), BackendError> {
+        let (backend, manifest) = broker.teardown_backend(instance).await.map_err(failure)?;
+        backend.deprovision(instance, manifest.as_ref()).await
+    }
+
+    fn record(&self, instance: &mut ServiceInstance, _op: &Operation, result: &Result<(), BackendError>) {
+        if result.is_ok() {
+            instance.status = InstanceStatus::Deprovisioned;
+            instance.deployment.clear();
+        }
+    }
+
+    /// Bindings go with their instance (platforms unbind first; this covers those that
+    /// do not).
+    async fn after(&self, broker: &Broker, instance: &ServiceInstance) -> OsbResult<()> {
+        if instance.status != InstanceStatus::Deprovisioned {
+            return Ok(());
+        }
+        for binding in broker.bindings_of(&instance.id).await? {
+            broker
+                .records
+                .modify::<Binding, OsbError, _>(&binding.id, |b| {
+                    if !b.is_live() {
+                        return Ok(false);
+                    }
+                    b.status = BindingStatus::Unbound;
+                    b.credentials = None;
+                    Ok(true)
+                })
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Work for Bind {
+    type Record = Binding;
+    type Output = (BindOutput, BindingMetadata);
+
+    fn plan<'a>(&self, binding: &'a Binding, _op: &'a Operation) -> (&'a str, &'a str) {
+        (&binding.service_id, &binding.plan_id)
+    }
+
+    async fn call(
+        &self,
+        broker: &Broker,
+        binding: &Binding,
+        _op: &Operation,
+    ) -> Result<(BindOutput, BindingMetadata), BackendError> {
+        let (instance, backend, manifest) = broker.binding_backend(binding).await.map_err(failure)?;
+        let lifetime = broker
+            .service(&instance.service_id)
+            .await
+            .ok()
+            .and_then(|s| s.plan(&instance.plan_id).and_then(|p| p.binding_lifetime_seconds));
+        let output = backend.bind(&instance, binding, &manifest).await?;
+        // The lifetime counts from when the credentials exist.
+        let clock = broker.clock();
+        let metadata = lifetime.map_or_else(BindingMetadata::default, |seconds| {
+            let lifetime = Duration::from_secs(u64::from(seconds));
+            BindingMetadata {
+                expires_at: Some(clock.timestamp_in(lifetime)),
+                // Ask for rotation once four fifths of the lifetime are gone.
+                renew_before: Some(clock.timestamp_in(lifetime * 4 / 5)),
+            }
+        });
+        Ok((output, metadata))
+    }
+
+    fn record(
+        &self,
+        binding: &mut Binding,
+        op: &Operation,
+        result: &Result<(BindOutput, BindingMetadata), BackendError>,
+    ) {
+        match result {
+            Ok((output, metadata)) => {
+                binding.status = BindingStatus::Bound;
+                binding.credentials = Some(Credentials(output.credentials.clone()));
+                binding.endpoints = output.endpoints.clone();
+                if !metadata.is_empty() {
+                    binding.metadata = metadata.clone();
+                }
+            }
+            Err(_) if op.asynchronous => binding.status = BindingStatus::BindFailed,
+            Err(_) => binding.status = BindingStatus::Unbound,
+        }
+    }
+}
+
+#[async_trait]
+impl Work for Unbind {
+    type Record = Binding;
+    type Output = ();
+
+    fn plan<'a>(&self, binding: &'a Binding, _op: &'a Operation) -> (&'a str, &'a str) {
+        (&binding.service_id, &binding.plan_id)
+    }
+
+    async fn call(&self, broker: &Broker, binding: &Binding, _op: &Operation) -> Result<(), BackendError> {
+        let (instance, backend, manifest) = broker.binding_backend(binding).await.map_err(failure)?;
+        backend.unbind(&instance, binding, &manifest).await
+    }
+
+    fn record(&self, binding: &mut Binding, _op: &Operation, result: &Result<(), BackendError>) {
+        if result.is_ok() {
+            binding.status = BindingStatus::Unbound;
+            // Revoked credentials are not kept.
+            binding.credentials = None;
+        }
+    }
+}

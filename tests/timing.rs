@@ -1,0 +1,160 @@
+//! Deadlines, leases and takeovers in controlled time: the broker runs on paused Tokio
+//! time with a clock that follows it ([`Clock::tokio`]), and the dummy backend holds
+//! its operation until the test releases it. Minutes of operation time pass in
+//! microseconds, and nothing races a real delay.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use esm::backend::Backends;
+use esm::backend::dummy::DummyBackend;
+use esm::broker::{Answer, Broker, BrokerSettings};
+use esm::clock::Clock;
+use esm::domain::catalog::Service;
+use esm::domain::instance::ServiceInstance;
+use esm::domain::manifest::Manifest;
+use esm::domain::operation::{OperationKind, OperationState};
+use esm::error::OsbError;
+use esm::store::memory::MemoryStore;
+use esm::store::{Records, Store};
+use esm::wire::ProvisionRequest;
+use serde_json::json;
+
+const LEASE: Duration = Duration::from_secs(30);
+
+/// A broker on `store` deploying with `dummy`, reading `clock`.
+fn broker(store: &Arc<dyn Store>, dummy: &Arc<DummyBackend>, clock: Clock) -> Arc<Broker> {
+    let settings = BrokerSettings { operation_lease: LEASE, clock, ..BrokerSettings::default() };
+    Broker::new(Arc::clone(store), Backends::new().with(dummy.clone()), settings)
+}
+
+/// Registers service `s` with plan `p` (taking `plan_extra`) deployed by a dummy `script`.
+async fn register(broker: &Broker, plan_extra: serde_json::Value, script: &str) {
+    let mut plan = json!({"id": "p", "name": "p", "description": "d"});
+    if let (Some(plan), Some(extra)) = (plan.as_object_mut(), plan_extra.as_object()) {
+        plan.extend(extra.clone());
+    }
+    let service: Service =
+        serde_json::from_value(json!({"id": "s", "name": "s", "description": "d", "bindable": true, "plans": [plan]}))
+            .expect("service");
+    broker.register_service(service).await.expect("service registers");
+    let manifest = Manifest {
+        id: String::new(),
+        service_id: "s".into(),
+        plan_id: "p".into(),
+        manifest_type: "dummy".into(),
+        manifest_content: script.into(),
+        endpoints: None,
+        config: None,
+    };
+    broker.register_manifest("m", manifest).await.expect("manifest registers");
+}
+
+fn provision_request() -> ProvisionRequest {
+    serde_json::from_value(json!({"service_id": "s", "plan_id": "p", "organization_guid": "o", "space_guid": "s"}))
+        .expect("request")
+}
+
+/// The state of instance `i`'s last operation, and its description.
+async fn last_operation(broker: &Broker) -> (OperationState, String) {
+    let last = broker.instance_last_operation("i", None).await.expect("last_operation");
+    (last.state, last.description.unwrap_or_default())
+}
+
+/// Lets the broker's tasks run until `done` holds, moving virtual time on meanwhile.
+async fn until<F: std::future::Future<Output = bool>>(what: &str, mut done: impl FnMut() -> F) {
+    for _ in 0..1000 {
+        if done().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{what} did not happen within 10 s of virtual time");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_operation_fails_once_the_plans_maximum_polling_duration_has_passed() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let broker = broker(&store, &Arc::new(DummyBackend::new()), Clock::tokio());
+    register(&broker, json!({"maximum_polling_duration": 600}), "x-esm-dummy: {mode: async, hold: [provision]}").await;
+    let answer = broker.provision("i", provision_request(), true).await.expect("provision");
+    assert!(matches!(answer, Answer::Accepted(_)), "{answer:?}");
+
+    tokio::time::sleep(Duration::from_secs(599)).await;
+    assert_eq!(last_operation(&broker).await.0, OperationState::InProgress, "within the plan's 600 s");
+    until("the deadline", || async { last_operation(&broker).await.0 != OperationState::InProgress }).await;
+    let (state, description) = last_operation(&broker).await;
+    assert_eq!(state, OperationState::Failed);
+    assert!(description.contains("maximum_polling_duration"), "{description}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_replicas_operation_is_taken_over_once_its_lease_lapses() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let (dummy, clock) = (Arc::new(DummyBackend::new()), Clock::tokio());
+    let (first, second) = (broker(&store, &dummy, clock), broker(&store, &dummy, clock));
+    register(&first, json!({}), "x-esm-dummy: {mode: async, hold: [provision]}").await;
+    assert!(matches!(first.provision("i", provision_request(), true).await, Ok(Answer::Accepted(_))));
+    // The first replica stops where it is: its operation stays in progress, leased.
+    first.shutdown().await;
+
+    assert_eq!(second.claim_orphaned_operations(false).await.expect("claim"), 0, "the lease still holds");
+    tokio::time::sleep(LEASE / 2).await;
+    assert_eq!(second.claim_orphaned_operations(false).await.expect("claim"), 0, "half the lease: still held");
+    tokio::time::sleep(LEASE / 2 + Duration::from_secs(1)).await;
+    assert_eq!(second.claim_orphaned_operations(false).await.expect("claim"), 1, "lapsed: taken over");
+    assert_eq!(second.claim_orphaned_operations(false).await.expect("claim"), 0, "and held by the new owner");
+
+    dummy.holds().release(OperationKind::Provision, "i");
+    until("the provision to finish", || async { last_operation(&second).await.0 != OperationState::InProgress }).await;
+    assert_eq!(last_operation(&second).await.0, OperationState::Succeeded);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_running_operation_keeps_its_lease_for_as_long_as_it_runs() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let (dummy, clock) = (Arc::new(DummyBackend::new()), Clock::tokio());
+    let (owner, other) = (broker(&store, &dummy, clock), broker(&store, &dummy, clock));
+    register(&owner, json!({}), "x-esm-dummy: {mode: async, hold: [provision]}").await;
+    assert!(matches!(owner.provision("i", provision_request(), true).await, Ok(Answer::Accepted(_))));
+    // Ten leases pass; the owner renews all along, so nobody takes the operation over.
+    for _ in 0..10 {
+        tokio::time::sleep(LEASE).await;
+        assert_eq!(other.claim_orphaned_operations(false).await.expect("claim"), 0);
+    }
+    dummy.holds().release(OperationKind::Provision, "i");
+    until("the provision to finish", || async { last_operation(&owner).await.0 != OperationState::InProgress }).await;
+    assert_eq!(last_operation(&owner).await.0, OperationState::Succeeded);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_whose_operation_was_taken_over_is_told_so_not_that_esm_shuts_down() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let broker = broker(&store, &Arc::new(DummyBackend::new()), Clock::tokio());
+    register(&broker, json!({}), "x-esm-dummy: {mode: sync, hold: [provision]}").await;
+    let request = tokio::spawn({
+        let broker = Arc::clone(&broker);
+        async move { broker.provision("i", provision_request(), false).await }
+    });
+    let records = Records::new(Arc::clone(&store));
+    until("the provision to be recorded", || async {
+        records.get::<ServiceInstance>("i").await.expect("read").is_some()
+    })
+    .await;
+    // Another replica owns the operation now (as after a long pause of this one).
+    records
+        .modify::<ServiceInstance, OsbError, _>("i", |instance| {
+            let op = instance.operations.last_mut().expect("the provision");
+            op.owner = Some("another-replica".into());
+            Ok(true)
+        })
+        .await
+        .expect("taken over");
+
+    let answer = request.await.expect("the request task");
+    match answer {
+        Err(OsbError::ConcurrencyError(message)) => assert!(message.contains("another esm replica"), "{message}"),
+        other => panic!("expected a ConcurrencyError naming the takeover, got {other:?}"),
+    }
+    assert_eq!(last_operation(&broker).await.0, OperationState::InProgress, "left to its new owner");
+}
