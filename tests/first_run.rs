@@ -72,7 +72,10 @@ async fn a_daemon_whose_log_reader_is_gone_keeps_serving_quietly() {
     let stderr_path = dir.path().join("stderr");
     let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
     let store = StoreSetup::Embedded(dir.path().join("data"));
-    let mut esm = Esm::start_with_output(&store, &[], &[], writer.into(), stderr.into()).await;
+    // Its log goes into the closed pipe, so the test names the ports.
+    let (port, check_port) = (support::free_port().to_string(), support::free_port().to_string());
+    let args = ["--port", &port, "--check-port", &check_port];
+    let mut esm = Esm::start_with_output(&store, &args, &[], writer.into(), stderr.into()).await;
     assert!(esm.alive());
     drop(esm);
     let mut stderr = String::new();
@@ -85,12 +88,10 @@ async fn a_daemon_whose_log_reader_is_gone_keeps_serving_quietly() {
 #[tokio::test]
 async fn bare_boolean_flags_and_boolean_variables_both_work() {
     let dir = temp_dir("esm-bool-flags");
-    let esm = Esm::start_with_output(
+    let esm = Esm::start_with_args(
         &StoreSetup::Embedded(dir.path().to_path_buf()),
         &["--docker-allow-bind-mounts"],
         &[("ESM_DOCKER_ALLOW_PRIVILEGED", "false"), ("ESM_DOCKER_ALLOW_EXTERNAL", "true")],
-        Stdio::null(),
-        Stdio::null(),
     )
     .await;
     let env: serde_json::Value =

@@ -3,9 +3,11 @@
 
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -16,7 +18,8 @@ pub use wait::eventually;
 /// The OSB version header value tests send.
 pub const VERSION: &str = "2.17";
 
-/// A free loopback port (bound and released; good enough for tests).
+/// A loopback port nothing listens on (bound and released), for tests that need a
+/// dead address or must name a port themselves. esm itself is started on port 0.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
@@ -52,7 +55,8 @@ struct Launch<'a> {
     log: Option<&'a Path>,
     /// Command-line arguments.
     args: &'a [&'a str],
-    /// Its stdout and stderr, when the test wants them somewhere of its own.
+    /// Its stdout and stderr, when the test wants them somewhere of its own; esm's
+    /// serving line is then not seen, so the test names the ports (`--port`).
     output: Option<(Stdio, Stdio)>,
 }
 
@@ -91,8 +95,14 @@ impl Esm {
         Self::launch(store, env, Launch { address_space: Some(bytes), ..Launch::default() }).await
     }
 
+    /// Starts esm with command-line arguments and extra environment variables.
+    pub async fn start_with_args(store: &StoreSetup, args: &[&str], env: &[(&str, &str)]) -> Esm {
+        Self::launch(store, env, Launch { args, ..Launch::default() }).await
+    }
+
     /// Starts esm with command-line arguments, extra environment variables, and its
-    /// stdout and stderr where the test says (a file, a pipe nobody reads).
+    /// stdout and stderr where the test says (a file, a pipe nobody reads). esm's log
+    /// then cannot tell where it listens: `args` must name both ports.
     pub async fn start_with_output(
         store: &StoreSetup,
         args: &[&str],
@@ -123,7 +133,6 @@ impl Esm {
 
     fn spawn(store: &StoreSetup, env: &[(&str, &str)], launch: Launch<'_>) -> Esm {
         let Launch { address_space, log, args, output } = launch;
-        let (port, check_port) = (free_port(), free_port());
         let esm = env!("CARGO_BIN_EXE_esm");
         let mut cmd = match address_space {
             None => Command::new(esm),
@@ -139,23 +148,12 @@ impl Esm {
             .env("MALLOC_ARENA_MAX", "2")
             .env("ESM_IP", "127.0.0.1")
             .env("ESM_CHECK_IP", "127.0.0.1")
-            .env("ESM_PORT", port.to_string())
-            .env("ESM_CHECK_PORT", check_port.to_string())
+            // esm picks free ports and says which in its serving line.
+            .env("ESM_PORT", "0")
+            .env("ESM_CHECK_PORT", "0")
             .env("ESM_OPERATION_LEASE", "2")
             .env("ESM_BACKENDS", "dummy")
             .stdin(Stdio::null());
-        // esm's own log only when asked for (TEST_ESM_LOG=debug, ...): failures it
-        // expects (503s during an outage) would otherwise clutter the test output.
-        match (output, std::env::var("TEST_ESM_LOG"), log) {
-            (Some((stdout, stderr)), _, _) => cmd.stdout(stdout).stderr(stderr),
-            (None, filter, Some(path)) => {
-                let file = std::fs::File::create(path).expect("log file");
-                let copy = file.try_clone().expect("log file");
-                cmd.env("RUST_LOG", filter.unwrap_or_else(|_| "info".into())).stdout(file).stderr(copy)
-            }
-            (None, Ok(filter), None) => cmd.env("RUST_LOG", filter),
-            (None, Err(_), None) => cmd.stdout(Stdio::null()).stderr(Stdio::null()),
-        };
         for (key, value) in env {
             cmd.env(key, value);
         }
@@ -168,13 +166,46 @@ impl Esm {
                 cmd.env("ESM_MONGO_URI", uri).env("ESM_MONGO_DB", db);
             }
         }
-        let child = cmd.spawn().expect("esm starts");
-        Esm {
-            child,
-            api: format!("http://127.0.0.1:{port}"),
-            ops: format!("http://127.0.0.1:{check_port}"),
-            store: store.clone(),
+        if let Some((stdout, stderr)) = output {
+            let child = cmd.stdout(stdout).stderr(stderr).spawn().expect("esm starts");
+            let port = |flag: &str| {
+                let at = args.iter().position(|a| *a == flag).unwrap_or_else(|| panic!("{flag} is in {args:?}"));
+                args.get(at + 1).copied().unwrap_or_default().to_owned()
+            };
+            let (api, ops) = (port("--port"), port("--check-port"));
+            return Esm {
+                child,
+                api: format!("http://127.0.0.1:{api}"),
+                ops: format!("http://127.0.0.1:{ops}"),
+                store: store.clone(),
+            };
         }
+        // esm's output goes through a pipe read here: its serving line says where it
+        // listens; the rest goes where the test wants it (a file, the test's output
+        // with TEST_ESM_LOG=debug, ...) or nowhere.
+        let filter = std::env::var("TEST_ESM_LOG").ok().or_else(|| log.map(|_| "info".to_owned()));
+        let sink: Box<dyn Write + Send> = match (log, &filter) {
+            (Some(path), _) => Box::new(std::fs::File::create(path).expect("log file")),
+            (None, Some(_)) => Box::new(std::io::stderr()),
+            (None, None) => Box::new(std::io::sink()),
+        };
+        // The serving line is always logged, whatever else the filter leaves out.
+        cmd.env("RUST_LOG", format!("{},esm::app=info", filter.as_deref().unwrap_or("warn")));
+        let (reader, writer) = std::io::pipe().expect("a pipe");
+        cmd.stdout(writer.try_clone().expect("pipe")).stderr(writer);
+        let mut child = cmd.spawn().expect("esm starts");
+        // Our copy of the writing end must go, or the reader never sees the end.
+        drop(cmd);
+        let (found, listening) = mpsc::channel();
+        std::thread::spawn(move || forward(reader, sink, &found));
+        let (api, ops) = match listening.recv_timeout(Duration::from_secs(20)) {
+            Ok(addresses) => addresses,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("esm did not log where it serves within 20 s (it exited: {:?})", child.try_wait());
+            }
+        };
+        Esm { child, api: format!("http://{api}"), ops: format!("http://{ops}"), store: store.clone() }
     }
 
     async fn wait_until_serving(&self) {
@@ -229,6 +260,29 @@ impl Drop for Esm {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Copies esm's output to `sink`, sending the addresses of its serving line
+/// (`esm is serving api=ADDR ops=ADDR`, text or JSON) to `found`.
+fn forward(output: std::io::PipeReader, mut sink: Box<dyn Write + Send>, found: &mpsc::Sender<(String, String)>) {
+    for line in BufReader::new(output).lines() {
+        let Ok(line) = line else { return };
+        if line.contains("esm is serving")
+            && let (Some(api), Some(ops)) = (field(&line, "api"), field(&line, "ops"))
+        {
+            let _ = found.send((api, ops));
+        }
+        let _ = writeln!(sink, "{line}");
+    }
+}
+
+/// A field of a log line: `name=value` (text) or `"name":"value"` (JSON).
+fn field(line: &str, name: &str) -> Option<String> {
+    if let Some((_, rest)) = line.split_once(&format!(" {name}=")) {
+        return rest.split_whitespace().next().map(str::to_owned);
+    }
+    let json: Value = serde_json::from_str(line).ok()?;
+    json.pointer(&format!("/fields/{name}")).or_else(|| json.get(name))?.as_str().map(str::to_owned)
 }
 
 /// Sends a signal with the system's `kill`.
