@@ -19,6 +19,8 @@ use tokio::task::JoinHandle;
 use super::Broker;
 use super::instances::{failure_of, succeeded};
 use crate::backend::BackendError;
+use crate::domain::binding::Binding;
+use crate::domain::instance::ServiceInstance;
 use crate::domain::operation::{Operation, Tracked};
 use crate::error::{OsbError, OsbResult};
 use crate::store::{Record, Versioned};
@@ -59,12 +61,15 @@ impl<T: Tracked> Outcome<T> {
 #[async_trait]
 pub(super) trait Work: Send + Sync + 'static {
     /// The record the operation belongs to.
-    type Record: Record + Tracked + Clone + 'static;
+    type Record: Record + Tracked + OnPlan + Clone + 'static;
     /// What the backend call produces.
     type Output: Send + Sync;
 
-    /// The service and plan whose `maximum_polling_duration` bounds the operation.
-    fn plan<'a>(&self, record: &'a Self::Record, op: &'a Operation) -> (&'a str, &'a str);
+    /// The service and plan whose `maximum_polling_duration` bounds the operation: by
+    /// default the record's own.
+    fn plan<'a>(&self, record: &'a Self::Record, _op: &'a Operation) -> (&'a str, &'a str) {
+        record.service_and_plan()
+    }
 
     /// Calls the backend for `record`'s operation `op`.
     async fn call(&self, broker: &Broker, record: &Self::Record, op: &Operation) -> Result<Self::Output, BackendError>;
@@ -76,6 +81,24 @@ pub(super) trait Work: Send + Sync + 'static {
     /// What follows a recorded result, outside the record's write.
     async fn after(&self, _broker: &Broker, _record: &Self::Record) -> OsbResult<()> {
         Ok(())
+    }
+}
+
+/// A record that belongs to a plan.
+pub(super) trait OnPlan {
+    /// Its service and plan ids.
+    fn service_and_plan(&self) -> (&str, &str);
+}
+
+impl OnPlan for ServiceInstance {
+    fn service_and_plan(&self) -> (&str, &str) {
+        (&self.service_id, &self.plan_id)
+    }
+}
+
+impl OnPlan for Binding {
+    fn service_and_plan(&self) -> (&str, &str) {
+        (&self.service_id, &self.plan_id)
     }
 }
 

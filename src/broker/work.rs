@@ -79,10 +79,6 @@ impl Work for Provision {
     type Record = ServiceInstance;
     type Output = Deployment;
 
-    fn plan<'a>(&self, instance: &'a ServiceInstance, _op: &'a Operation) -> (&'a str, &'a str) {
-        (&instance.service_id, &instance.plan_id)
-    }
-
     async fn call(
         &self,
         broker: &Broker,
@@ -162,10 +158,6 @@ impl Work for Deprovision {
     type Record = ServiceInstance;
     type Output = ();
 
-    fn plan<'a>(&self, instance: &'a ServiceInstance, _op: &'a Operation) -> (&'a str, &'a str) {
-        (&instance.service_id, &instance.plan_id)
-    }
-
     async fn call(&self, broker: &Broker, instance: &ServiceInstance, _op: &Operation) -> Result<(), BackendError> {
         let (backend, manifest) = broker.teardown_backend(instance).await.map_err(failure)?;
         backend.deprovision(instance, manifest.as_ref()).await
@@ -205,10 +197,6 @@ impl Work for Deprovision {
 impl Work for Bind {
     type Record = Binding;
     type Output = (BindOutput, BindingMetadata);
-
-    fn plan<'a>(&self, binding: &'a Binding, _op: &'a Operation) -> (&'a str, &'a str) {
-        (&binding.service_id, &binding.plan_id)
-    }
 
     async fn call(
         &self,
@@ -261,10 +249,6 @@ impl Work for Bind {
 impl Work for Unbind {
     type Record = Binding;
     type Output = ();
-
-    fn plan<'a>(&self, binding: &'a Binding, _op: &'a Operation) -> (&'a str, &'a str) {
-        (&binding.service_id, &binding.plan_id)
-    }
 
     async fn call(&self, broker: &Broker, binding: &Binding, _op: &Operation) -> Result<(), BackendError> {
         let (instance, backend, manifest) = broker.binding_backend(binding).await.map_err(failure)?;
