@@ -158,3 +158,35 @@ async fn a_request_whose_operation_was_taken_over_is_told_so_not_that_esm_shuts_
     }
     assert_eq!(last_operation(&broker).await.0, OperationState::InProgress, "left to its new owner");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_binding_expires_after_its_plans_lifetime_and_cannot_be_rotated_then() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let clock = Clock::tokio();
+    let broker = broker(&store, &Arc::new(DummyBackend::new()), clock);
+    let plan = json!({"binding_lifetime_seconds": 100, "binding_rotatable": true});
+    register(&broker, plan, "x-esm-dummy: {mode: sync}").await;
+    broker.provision("i", provision_request(), false).await.expect("provision");
+    let bind = |id: &str, predecessor: Option<&str>| {
+        let request = serde_json::from_value(json!({"service_id": "s", "plan_id": "p",
+                                                    "predecessor_binding_id": predecessor}))
+        .expect("bind request");
+        let (broker, id) = (Arc::clone(&broker), id.to_owned());
+        async move { broker.bind("i", &id, request, false).await }
+    };
+    let Ok(Answer::Done(first)) = bind("b1", None).await else { panic!("the first bind") };
+    let expires_at = first.metadata.and_then(|m| m.expires_at).expect("expires_at");
+    assert_eq!(
+        expires_at,
+        clock.timestamp_in(Duration::from_secs(100)),
+        "counted from the bind, on the broker's clock"
+    );
+
+    tokio::time::sleep(Duration::from_secs(99)).await;
+    assert!(matches!(bind("b2", Some("b1")).await, Ok(Answer::Done(_))), "rotated within the lifetime");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    match bind("b3", Some("b1")).await {
+        Err(OsbError::BadRequest(message)) => assert!(message.contains("expired"), "{message}"),
+        other => panic!("an expired predecessor must be refused, got {other:?}"),
+    }
+}
