@@ -1,5 +1,10 @@
 //! The dummy backend: deploys nothing, but behaves as its manifest tells it to.
 //!
+//! It remembers the instances it pretends to run (provisioned, not yet deprovisioned)
+//! as an engine keeps labelled containers, so reconciliation and the backend
+//! conformance suite see it as they see a real backend. The memory is per process: after
+//! a restart the dummy runs nothing, which is the truth.
+//!
 //! A dummy manifest is any YAML document. If it is a docker-compose-like mapping, the
 //! dummy reports its `services` as if they ran, so clients that read instance details
 //! (the ElasTest platform reads `<container>_Ip`) can be exercised without Docker. A
@@ -28,7 +33,7 @@
 //!     environment: {MODE: test}
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -50,6 +55,9 @@ pub struct DummyBackend {
     limits: yaml::Limits,
     /// The operations scripts hold, and their releases.
     holds: Arc<Holds>,
+    /// The instances it pretends to run, for `owned_instances`. A std mutex: never held
+    /// across an `.await`.
+    deployed: Mutex<BTreeSet<String>>,
 }
 
 /// Operations a script holds (`hold: [provision]`): each waits until a test releases
@@ -196,7 +204,13 @@ impl DummyBackend {
 
     /// A dummy backend reading manifests within `limits`.
     pub fn with_limits(limits: yaml::Limits) -> Self {
-        Self { limits, holds: Arc::default() }
+        Self { limits, holds: Arc::default(), deployed: Mutex::default() }
+    }
+
+    /// The instances it pretends to run. Poisoning is ignored: an insert or remove is
+    /// never left half-done.
+    fn deployed(&self) -> MutexGuard<'_, BTreeSet<String>> {
+        self.deployed.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Where tests release held operations.
@@ -275,6 +289,7 @@ impl Backend for DummyBackend {
     async fn provision(&self, instance: &ServiceInstance, manifest: &Manifest) -> Result<Deployment, BackendError> {
         let parsed = self.load(manifest)?;
         self.play(&parsed.script, OperationKind::Provision, &instance.id).await?;
+        self.deployed().insert(instance.id.clone());
         let containers: Vec<String> =
             parsed.services.iter().map(|(name, svc)| container_name(&instance.id, name, svc)).collect();
         let mut details = Map::new();
@@ -285,6 +300,7 @@ impl Backend for DummyBackend {
     async fn update(&self, instance: &ServiceInstance, manifest: &Manifest) -> Result<Deployment, BackendError> {
         let parsed = self.load(manifest)?;
         self.play(&parsed.script, OperationKind::Update, &instance.id).await?;
+        self.deployed().insert(instance.id.clone());
         Ok(Deployment { details: instance.deployment.clone() })
     }
 
@@ -293,12 +309,13 @@ impl Backend for DummyBackend {
     }
 
     async fn deprovision(&self, instance: &ServiceInstance, manifest: Option<&Manifest>) -> Result<(), BackendError> {
-        // Without its manifest there is no script to play, and nothing was deployed.
-        let Some(manifest) = manifest else {
-            return Ok(());
-        };
-        let parsed = self.load(manifest)?;
-        self.play(&parsed.script, OperationKind::Deprovision, &instance.id).await
+        // Without its manifest there is no script to play: the instance just goes.
+        if let Some(manifest) = manifest {
+            let parsed = self.load(manifest)?;
+            self.play(&parsed.script, OperationKind::Deprovision, &instance.id).await?;
+        }
+        self.deployed().remove(&instance.id);
+        Ok(())
     }
 
     async fn bind(
@@ -355,6 +372,15 @@ impl Backend for DummyBackend {
             }
         }
         Ok(Info { flat: info, containers, problem: None })
+    }
+
+    async fn owned_instances(&self) -> Result<BTreeSet<String>, BackendError> {
+        Ok(self.deployed().clone())
+    }
+
+    async fn remove_instance(&self, instance_id: &str) -> Result<(), BackendError> {
+        self.deployed().remove(instance_id);
+        Ok(())
     }
 
     async fn probe(&self) -> Result<String, BackendError> {

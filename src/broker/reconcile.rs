@@ -69,3 +69,45 @@ impl Broker {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::backend::dummy::DummyBackend;
+    use crate::backend::{Backend, Backends};
+    use crate::broker::BrokerSettings;
+    use crate::domain::manifest::Manifest;
+    use crate::store::memory::MemoryStore;
+    use crate::store::{Collection, Store};
+
+    #[tokio::test]
+    async fn what_runs_for_an_instance_esm_does_not_know_is_removed_and_nothing_else() {
+        let dummy = Arc::new(DummyBackend::new());
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let broker = Broker::new(store.clone(), Backends::new().with(dummy.clone()), BrokerSettings::default());
+        let service = json!({"id": "s", "name": "s", "description": "d", "plans": [{"id": "p", "name": "p", "description": "d"}]});
+        broker.register_service(serde_json::from_value(service).expect("service")).await.expect("registers");
+        let manifest = Manifest {
+            id: String::new(),
+            service_id: "s".into(),
+            plan_id: "p".into(),
+            manifest_type: "dummy".into(),
+            manifest_content: "x-esm-dummy: {mode: sync}\n".into(),
+            endpoints: None,
+            config: None,
+        };
+        broker.register_manifest("m", manifest).await.expect("registers");
+        for id in ["kept", "forgotten"] {
+            let request = json!({"service_id": "s", "plan_id": "p", "organization_guid": "o", "space_guid": "s"});
+            let request = serde_json::from_value(request).expect("request");
+            broker.provision(id, request, false).await.expect("provisions");
+        }
+        // The record lost (a restore from an older backup, say); the dummy still runs it.
+        store.delete(Collection::Instances, "forgotten", None).await.expect("deleted");
+        assert_eq!(broker.reconcile().await.expect("reconciles"), 1);
+        assert_eq!(dummy.owned_instances().await, Ok(["kept".to_owned()].into()));
+        assert_eq!(broker.reconcile().await.expect("reconciles"), 0, "nothing more to remove");
+    }
+}
