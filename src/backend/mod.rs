@@ -12,6 +12,9 @@ pub mod compose;
 pub mod dummy;
 pub mod labels;
 
+#[cfg(any(test, feature = "test-support"))]
+pub mod conformance;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 

@@ -1,0 +1,93 @@
+//! The backend conformance suite (`esm::backend::conformance`) against every backend:
+//! the dummy always; docker-compose and docker-swarm on a real engine when
+//! `ESM_TEST_DOCKER=1` (see `build.rs`: without it they are reported as ignored, with it
+//! and no engine they fail). They need the test image
+//! (`tests/docker/build-test-images.sh`) and, for swarm, a single-node swarm; nothing is
+//! pulled.
+//!
+//! Each Docker run labels what it makes with an owner of its own, so `owned_instances`
+//! sees neither other tests nor other sessions on the same engine.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use esm::backend::Backend;
+use esm::backend::conformance::{self, Subject};
+// The Docker backends' module, in one line for when it becomes `esm::backend::docker`.
+use esm::backend::compose::{self as docker, swarm::SwarmBackend};
+use esm::backend::dummy::DummyBackend;
+use esm::domain::manifest::Manifest;
+
+const IMAGE: &str = "esm-test/busybox:latest";
+
+fn manifest(manifest_type: &str, content: String) -> Manifest {
+    Manifest {
+        id: format!("conformance-{manifest_type}"),
+        service_id: "svc".into(),
+        plan_id: "plan".into(),
+        manifest_type: manifest_type.into(),
+        manifest_content: content,
+        endpoints: None,
+        config: None,
+    }
+}
+
+#[tokio::test]
+async fn the_dummy_backend_conforms() {
+    let services = format!("services:\n  app:\n    image: {IMAGE}\n");
+    conformance::run(Subject {
+        new_backend: Box::new(|| Arc::new(DummyBackend::new())),
+        manifest: manifest("dummy", services.clone()),
+        failing: manifest("dummy", format!("x-esm-dummy: {{fail: [provision]}}\n{services}")),
+    })
+    .await;
+}
+
+/// A Docker backend's subject: a service that stops at once on SIGTERM (a plain `sleep`
+/// as PID 1 ignores it, and swarm would wait its 10 s grace period on every removal),
+/// and one whose image is not on the engine.
+async fn docker_subject(
+    new_backend: impl Fn() -> Arc<dyn Backend> + Send + Sync + 'static,
+    manifest_type: &str,
+) -> Subject {
+    let backend = new_backend();
+    let probe = backend.probe().await;
+    probe.unwrap_or_else(|e| panic!("ESM_TEST_DOCKER is set but {} cannot work: {e}", backend.name()));
+    let app = format!(
+        "services:\n  app:\n    image: {IMAGE}\n    command: [sh, -c, \"trap 'exit 0' TERM; sleep 3600 & wait\"]\n"
+    );
+    let failing = format!("{app}  missing:\n    image: esm-test/never-built:1\n");
+    Subject {
+        new_backend: Box::new(new_backend),
+        manifest: manifest(manifest_type, app),
+        failing: manifest(manifest_type, failing),
+    }
+}
+
+/// Settings for one backend: nothing pulled, and an owner no one else uses.
+fn docker_settings() -> docker::DockerSettings {
+    docker::DockerSettings {
+        publish_address: [127, 0, 0, 1].into(),
+        advertise_host: "127.0.0.1".into(),
+        pull: docker::engine::PullPolicy::Never,
+        policy: docker::model::Policy::default(),
+        ready_timeout: Duration::from_secs(30),
+        owner: format!("conformance-{}", uuid::Uuid::new_v4().simple()),
+    }
+}
+
+#[cfg_attr(not(esm_test_docker), ignore = "needs Docker: set ESM_TEST_DOCKER=1")]
+#[tokio::test(flavor = "multi_thread")]
+async fn the_docker_compose_backend_conforms() {
+    let new_backend =
+        || -> Arc<dyn Backend> { Arc::new(docker::ComposeBackend::new(docker_settings()).expect("a Docker client")) };
+    conformance::run(docker_subject(new_backend, "docker-compose").await).await;
+}
+
+#[cfg_attr(not(esm_test_docker), ignore = "needs Docker: set ESM_TEST_DOCKER=1")]
+#[tokio::test(flavor = "multi_thread")]
+async fn the_docker_swarm_backend_conforms() {
+    let new_backend =
+        || -> Arc<dyn Backend> { Arc::new(SwarmBackend::new(docker_settings()).expect("a Docker client")) };
+    conformance::run(docker_subject(new_backend, "docker-swarm").await).await;
+}
