@@ -61,13 +61,19 @@ async fn last_operation(broker: &Broker) -> (OperationState, String) {
     (last.state, last.description.unwrap_or_default())
 }
 
+/// Lets `time` pass on the paused clock: returns at once in real time, having fired
+/// every timer due meanwhile in order (lease renewals, deadlines), as real time would.
+async fn elapse(time: Duration) {
+    tokio::time::sleep(time).await;
+}
+
 /// Lets the broker's tasks run until `done` holds, moving virtual time on meanwhile.
 async fn until<F: std::future::Future<Output = bool>>(what: &str, mut done: impl FnMut() -> F) {
     for _ in 0..1000 {
         if done().await {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        elapse(Duration::from_millis(10)).await;
     }
     panic!("{what} did not happen within 10 s of virtual time");
 }
@@ -80,7 +86,7 @@ async fn an_operation_fails_once_the_plans_maximum_polling_duration_has_passed()
     let answer = broker.provision("i", provision_request(), true).await.expect("provision");
     assert!(matches!(answer, Answer::Accepted(_)), "{answer:?}");
 
-    tokio::time::sleep(Duration::from_secs(599)).await;
+    elapse(Duration::from_secs(599)).await;
     assert_eq!(last_operation(&broker).await.0, OperationState::InProgress, "within the plan's 600 s");
     until("the deadline", || async { last_operation(&broker).await.0 != OperationState::InProgress }).await;
     let (state, description) = last_operation(&broker).await;
@@ -99,9 +105,9 @@ async fn a_dead_replicas_operation_is_taken_over_once_its_lease_lapses() {
     first.shutdown().await;
 
     assert_eq!(second.claim_orphaned_operations(false).await.expect("claim"), 0, "the lease still holds");
-    tokio::time::sleep(LEASE / 2).await;
+    elapse(LEASE / 2).await;
     assert_eq!(second.claim_orphaned_operations(false).await.expect("claim"), 0, "half the lease: still held");
-    tokio::time::sleep(LEASE / 2 + Duration::from_secs(1)).await;
+    elapse(LEASE / 2 + Duration::from_secs(1)).await;
     assert_eq!(second.claim_orphaned_operations(false).await.expect("claim"), 1, "lapsed: taken over");
     assert_eq!(second.claim_orphaned_operations(false).await.expect("claim"), 0, "and held by the new owner");
 
@@ -119,7 +125,7 @@ async fn a_running_operation_keeps_its_lease_for_as_long_as_it_runs() {
     assert!(matches!(owner.provision("i", provision_request(), true).await, Ok(Answer::Accepted(_))));
     // Ten leases pass; the owner renews all along, so nobody takes the operation over.
     for _ in 0..10 {
-        tokio::time::sleep(LEASE).await;
+        elapse(LEASE).await;
         assert_eq!(other.claim_orphaned_operations(false).await.expect("claim"), 0);
     }
     dummy.holds().release(OperationKind::Provision, "i");
@@ -182,9 +188,9 @@ async fn a_binding_expires_after_its_plans_lifetime_and_cannot_be_rotated_then()
         "counted from the bind, on the broker's clock"
     );
 
-    tokio::time::sleep(Duration::from_secs(99)).await;
+    elapse(Duration::from_secs(99)).await;
     assert!(matches!(bind("b2", Some("b1")).await, Ok(Answer::Done(_))), "rotated within the lifetime");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    elapse(Duration::from_secs(2)).await;
     match bind("b3", Some("b1")).await {
         Err(OsbError::BadRequest(message)) => assert!(message.contains("expired"), "{message}"),
         other => panic!("an expired predecessor must be refused, got {other:?}"),
