@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::backend::compose::engine::PullPolicy;
+use crate::backend::docker::PullPolicy;
 use crate::yaml;
 use serde_json::{Value, json};
 

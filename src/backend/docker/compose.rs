@@ -1,21 +1,7 @@
 //! The docker-compose backend: a manifest's services run as containers through the
-//! Docker Engine API, one project per instance.
-//!
-//! Per instance esm makes a project named from the instance id (`esm-<id>`): a bridge
-//! network `<project>_default` (plus the manifest's own networks), its named volumes
-//! `<project>_<volume>`, and one container `<project>_<service>` per service, started
-//! in `depends_on` order. Everything carries the labels of [`labels`], and everything is
-//! found again by label, never by name. Each call is idempotent: provisioning starts
-//! by removing what an interrupted earlier attempt left, so esm can re-run it after a
-//! crash; a failed provision removes what it made (orphan mitigation).
-
-pub mod engine;
-pub mod model;
-mod report;
-pub mod swarm;
+//! Docker Engine API, on a bridge network, one project per instance.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::IpAddr;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -25,56 +11,22 @@ use bollard::models::{
 };
 use bollard::query_parameters::CreateContainerOptionsBuilder;
 use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
 
-use self::engine::{Engine, PullPolicy, failed};
-use self::model::{Compose, MountSource, Policy, Service};
-use self::report::{Observed, observe};
-use super::{Backend, BackendError, BindOutput, Deployment, Execution, Info, labels};
+use super::engine::{Engine, failed};
+use super::model::{self, Compose, MountSource, Service};
+use super::report::{self, Observed, observe};
+use super::{DockerSettings, project};
+use crate::backend::{Backend, BackendError, BindOutput, Deployment, Execution, Info, labels};
 use crate::domain::binding::Binding;
 use crate::domain::instance::ServiceInstance;
 use crate::domain::manifest::Manifest;
 use crate::domain::operation::OperationKind;
-
-/// Settings of the Docker backends.
-#[derive(Debug, Clone)]
-pub struct DockerSettings {
-    /// The host address ports are published on.
-    pub publish_address: IpAddr,
-    /// The host name bindings hand out for published ports.
-    pub advertise_host: String,
-    /// When images are pulled.
-    pub pull: PullPolicy,
-    /// What manifests may do to the host.
-    pub policy: Policy,
-    /// How long a deployment may take to be running (and healthy).
-    pub ready_timeout: Duration,
-    /// This esm deployment's name (`ESM_NAME`), the `esm.owner` label of what it makes.
-    pub owner: String,
-}
 
 /// The docker-compose backend.
 #[derive(Debug, Clone)]
 pub struct ComposeBackend {
     engine: Engine,
     settings: DockerSettings,
-}
-
-/// The project name of an instance: `esm-` and the id made safe for engine names; a
-/// hash of the id keeps ids that differ only in unsafe characters apart.
-pub fn project(instance_id: &str) -> String {
-    let safe: String = instance_id
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c.to_ascii_lowercase() } else { '-' })
-        .take(40)
-        .collect();
-    if safe == instance_id && instance_id.len() <= 40 {
-        format!("esm-{safe}")
-    } else {
-        let digest = Sha256::digest(instance_id.as_bytes());
-        let tag: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
-        format!("esm-{safe}-{tag}")
-    }
 }
 
 impl ComposeBackend {
@@ -362,7 +314,7 @@ impl ComposeBackend {
 
 /// A service's environment plus the instance parameters: like the original, parameters
 /// reach every service as environment variables.
-fn with_parameters(service: &Service, instance: &ServiceInstance) -> BTreeMap<String, String> {
+pub(super) fn with_parameters(service: &Service, instance: &ServiceInstance) -> BTreeMap<String, String> {
     let mut environment = service.environment.clone();
     if let Some(Value::Object(parameters)) = &instance.parameters {
         for (key, value) in parameters {
@@ -463,20 +415,5 @@ impl Backend for ComposeBackend {
 
     async fn remove_instance(&self, instance_id: &str) -> Result<(), BackendError> {
         self.engine.remove_instance(&self.settings.owner, instance_id, false).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn project_names_are_safe_and_distinct() {
-        assert_eq!(project("abc-123"), "esm-abc-123");
-        let a = project("Weird/ID");
-        let b = project("weird-id");
-        assert!(a.starts_with("esm-weird-id-"), "{a}");
-        assert_ne!(a, b);
-        assert!(project(&"x".repeat(200)).len() < 60);
     }
 }

@@ -22,10 +22,11 @@ use bollard::models::{
 use bollard::query_parameters::{ListServicesOptionsBuilder, ListTasksOptionsBuilder};
 use serde_json::{Map, Value, json};
 
+use super::compose::with_parameters;
 use super::engine::{Engine, MIN_UPTIME, failed, is_not_found};
 use super::model::{Compose, MountSource};
 use super::report::{Observed, observe};
-use super::{DockerSettings, project, report, with_parameters};
+use super::{DockerSettings, project, report};
 use crate::backend::{Backend, BackendError, BindOutput, Deployment, Execution, Info, labels};
 use crate::domain::binding::Binding;
 use crate::domain::instance::ServiceInstance;
