@@ -10,15 +10,22 @@
 //! left, so esm can re-run it after a crash; a failed provision removes what it made
 //! (orphan mitigation).
 //!
-//! Layout: `engine` (the connection and the engine calls both backends make), `model`
-//! (the manifest, parsed and checked), `compose` and `swarm` (the two backends),
-//! `report` (instance details and binding credentials from what runs).
+//! Layout:
+//! - `model`: the manifest, parsed and checked at registration.
+//! - `spec`: what the engine is asked to make, as pure functions of the manifest.
+//! - `deploy`: the one deployment sequence, over a `Runtime` trait.
+//! - `compose` and `swarm`: the two backends, each a `Runtime` (containers, services)
+//!   and a thin `Backend` adaptor.
+//! - `engine`: the connection, and the engine calls both backends make.
+//! - `report`: instance details and binding credentials, from what runs.
 
 mod compose;
+mod deploy;
 pub mod engine;
 pub mod model;
 mod report;
-pub mod swarm;
+mod spec;
+mod swarm;
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -26,11 +33,15 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 pub use self::compose::ComposeBackend;
+use self::deploy::Order;
 pub use self::engine::PullPolicy;
-use self::model::Policy;
+use self::model::{Compose, Policy};
 pub use self::swarm::SwarmBackend;
+use super::BackendError;
 #[cfg(doc)]
 use super::labels;
+use crate::domain::instance::ServiceInstance;
+use crate::domain::manifest::Manifest;
 
 /// Settings of the Docker backends.
 #[derive(Debug, Clone)]
@@ -47,6 +58,25 @@ pub struct DockerSettings {
     pub ready_timeout: Duration,
     /// This esm deployment's name (`ESM_NAME`), the `esm.owner` label of what it makes.
     pub owner: String,
+}
+
+impl DockerSettings {
+    /// Parses a stored manifest under the operator's policy, off the runtime's workers.
+    async fn parse(&self, manifest: &Manifest) -> Result<Compose, BackendError> {
+        Compose::parse_off_runtime(&manifest.manifest_content, &self.policy).await.map_err(BackendError::new)
+    }
+
+    /// The deployment of `instance` from `manifest`, parsed as `compose`.
+    fn order<'a>(&'a self, instance: &'a ServiceInstance, manifest: &'a Manifest, compose: &'a Compose) -> Order<'a> {
+        Order {
+            instance_id: &instance.id,
+            parameters: instance.parameters.as_ref(),
+            manifest_id: &manifest.id,
+            compose,
+            owner: &self.owner,
+            ready_timeout: self.ready_timeout,
+        }
+    }
 }
 
 /// The project name of an instance: `esm-` and the id made safe for engine names; a
