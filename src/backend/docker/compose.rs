@@ -7,34 +7,38 @@ use async_trait::async_trait;
 use bollard::models::{EndpointSettings, HealthStatusEnum, NetworkConnectRequest};
 use bollard::query_parameters::CreateContainerOptionsBuilder;
 
-use super::deploy::{self, Handle, Need, Runtime, UnitState};
+use super::backend::{DockerBackend, DockerRuntime};
+use super::deploy::{Handle, Need, Runtime, UnitState};
 use super::engine::{Engine, failed};
-use super::model::Compose;
-use super::report::{self, Observed, observe};
+use super::report::{Observed, observe};
 use super::spec::{self, Unit};
 use super::{DockerSettings, project};
-use crate::backend::{Backend, BackendError, BindOutput, Deployment, Execution, Info, labels};
-use crate::domain::binding::Binding;
-use crate::domain::instance::ServiceInstance;
-use crate::domain::manifest::Manifest;
-use crate::domain::operation::OperationKind;
+use crate::backend::{BackendError, labels};
 
 /// The docker-compose backend.
+pub type ComposeBackend = DockerBackend<Containers>;
+
+/// Units are containers, started as soon as they are made.
 #[derive(Debug, Clone)]
-pub struct ComposeBackend {
+pub struct Containers {
     engine: Engine,
     settings: DockerSettings,
 }
 
-impl ComposeBackend {
-    /// A backend on the engine `DOCKER_HOST` (or the local socket) names, which need not
-    /// be up yet (see [`Engine::connect`]).
-    pub fn new(settings: DockerSettings) -> Result<Self, BackendError> {
-        Ok(Self { engine: Engine::connect()?, settings })
+#[async_trait]
+impl DockerRuntime for Containers {
+    const NAME: &'static str = "docker-compose";
+    const MANIFEST_TYPES: &'static [&'static str] = &["docker-compose", "docker"];
+
+    fn new(engine: Engine, settings: DockerSettings) -> Self {
+        Self { engine, settings }
     }
 
-    /// The instance's containers as esm reports them, by name.
-    async fn observe_all(&self, instance_id: &str) -> Result<Vec<Observed>, BackendError> {
+    fn settings(&self) -> &DockerSettings {
+        &self.settings
+    }
+
+    async fn observe(&self, instance_id: &str) -> Result<Vec<Observed>, BackendError> {
         let project = project(instance_id);
         let mut observed = Vec::new();
         for container in self.engine.containers(&labels::filter_instance(&self.settings.owner, instance_id)).await? {
@@ -46,11 +50,19 @@ impl ComposeBackend {
         observed.sort_by(|a, b| a.container.cmp(&b.container));
         Ok(observed)
     }
+
+    async fn owned_instances(&self) -> Result<BTreeSet<String>, BackendError> {
+        let containers = self.engine.containers(&labels::filter_owner(&self.settings.owner)).await?;
+        Ok(containers.into_iter().filter_map(|c| c.labels?.remove(labels::INSTANCE)).collect())
+    }
+
+    async fn probe(&self) -> Result<String, BackendError> {
+        self.engine.ping().await
+    }
 }
 
-/// Units are containers, started as soon as they are made.
 #[async_trait]
-impl Runtime for ComposeBackend {
+impl Runtime for Containers {
     fn units(&self) -> &'static str {
         "containers"
     }
@@ -109,78 +121,5 @@ impl Runtime for ComposeBackend {
                 UnitState::Running { healthy: true }
             }
         })
-    }
-}
-
-#[async_trait]
-impl Backend for ComposeBackend {
-    fn name(&self) -> &'static str {
-        "docker-compose"
-    }
-
-    fn manifest_types(&self) -> &'static [&'static str] {
-        &["docker-compose", "docker"]
-    }
-
-    fn check_manifest(&self, manifest: &Manifest) -> Result<(), String> {
-        Compose::parse(&manifest.manifest_content, &self.settings.policy).map(|_| ())
-    }
-
-    fn execution(&self, _manifest: &Manifest, _kind: OperationKind) -> Execution {
-        // Asynchronous when the platform polls; within the request for clients that
-        // never send accepts_incomplete (the ElasTest platform).
-        Execution::Either
-    }
-
-    async fn provision(&self, instance: &ServiceInstance, manifest: &Manifest) -> Result<Deployment, BackendError> {
-        let compose = self.settings.parse(manifest).await?;
-        deploy::provision(self, &self.settings.order(instance, manifest, &compose)).await
-    }
-
-    async fn update(&self, instance: &ServiceInstance, manifest: &Manifest) -> Result<Deployment, BackendError> {
-        let compose = self.settings.parse(manifest).await?;
-        deploy::update(self, &self.settings.order(instance, manifest, &compose)).await
-    }
-
-    async fn deprovision(&self, instance: &ServiceInstance, _manifest: Option<&Manifest>) -> Result<(), BackendError> {
-        deploy::deprovision(self, &instance.id).await
-    }
-
-    async fn bind(
-        &self,
-        instance: &ServiceInstance,
-        _binding: &Binding,
-        manifest: &Manifest,
-    ) -> Result<BindOutput, BackendError> {
-        let compose = self.settings.parse(manifest).await?;
-        let observed = self.observe_all(&instance.id).await?;
-        report::bind_output(&instance.id, &observed, &compose, &self.settings.advertise_host)
-    }
-
-    async fn unbind(
-        &self,
-        _instance: &ServiceInstance,
-        _binding: &Binding,
-        _manifest: &Manifest,
-    ) -> Result<(), BackendError> {
-        // The credentials are addresses of the deployment: nothing to revoke.
-        Ok(())
-    }
-
-    async fn info(&self, instance: &ServiceInstance, _manifest: &Manifest) -> Result<Info, BackendError> {
-        Ok(report::info(&self.observe_all(&instance.id).await?))
-    }
-
-    async fn probe(&self) -> Result<String, BackendError> {
-        self.engine.ping().await
-    }
-
-    async fn owned_instances(&self) -> Result<BTreeSet<String>, BackendError> {
-        let containers = self.engine.containers(&labels::filter_owner(&self.settings.owner)).await?;
-        Ok(containers.into_iter().filter_map(|c| c.labels?.remove(labels::INSTANCE)).collect())
-    }
-
-    async fn remove_instance(&self, instance_id: &str) -> Result<(), BackendError> {
-        self.clear(instance_id, false).await
     }
 }

@@ -14,11 +14,13 @@
 //! - `model`: the manifest, parsed and checked at registration.
 //! - `spec`: what the engine is asked to make, as pure functions of the manifest.
 //! - `deploy`: the one deployment sequence, over a `Runtime` trait.
-//! - `compose` and `swarm`: the two backends, each a `Runtime` (containers, services)
-//!   and a thin `Backend` adaptor.
+//! - `backend`: the one `Backend` of both, over a `DockerRuntime`.
+//! - `compose` and `swarm`: the two runtimes (containers, swarm services): everything
+//!   that differs between the backends.
 //! - `engine`: the connection, and the engine calls both backends make.
 //! - `report`: instance details and binding credentials, from what runs.
 
+mod backend;
 mod compose;
 mod deploy;
 pub mod engine;
@@ -32,16 +34,13 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+pub use self::backend::DockerBackend;
 pub use self::compose::ComposeBackend;
-use self::deploy::Order;
 pub use self::engine::PullPolicy;
-use self::model::{Compose, Policy};
+use self::model::Policy;
 pub use self::swarm::SwarmBackend;
-use super::BackendError;
 #[cfg(doc)]
 use super::labels;
-use crate::domain::instance::ServiceInstance;
-use crate::domain::manifest::Manifest;
 
 /// Settings of the Docker backends.
 #[derive(Debug, Clone)]
@@ -58,25 +57,6 @@ pub struct DockerSettings {
     pub ready_timeout: Duration,
     /// This esm deployment's name (`ESM_NAME`), the `esm.owner` label of what it makes.
     pub owner: String,
-}
-
-impl DockerSettings {
-    /// Parses a stored manifest under the operator's policy, off the runtime's workers.
-    async fn parse(&self, manifest: &Manifest) -> Result<Compose, BackendError> {
-        Compose::parse_off_runtime(&manifest.manifest_content, &self.policy).await.map_err(BackendError::new)
-    }
-
-    /// The deployment of `instance` from `manifest`, parsed as `compose`.
-    fn order<'a>(&'a self, instance: &'a ServiceInstance, manifest: &'a Manifest, compose: &'a Compose) -> Order<'a> {
-        Order {
-            instance_id: &instance.id,
-            parameters: instance.parameters.as_ref(),
-            manifest_id: &manifest.id,
-            compose,
-            owner: &self.owner,
-            ready_timeout: self.ready_timeout,
-        }
-    }
 }
 
 /// The project name of an instance: `esm-` and the id made safe for engine names; a

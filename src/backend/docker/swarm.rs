@@ -17,38 +17,58 @@ use bollard::models::TaskState;
 use bollard::query_parameters::{ListServicesOptionsBuilder, ListTasksOptionsBuilder};
 use tokio::time::Instant;
 
-use super::deploy::{self, Handle, Need, Runtime, UnitState};
+use super::backend::{DockerBackend, DockerRuntime};
+use super::deploy::{Handle, Need, Runtime, UnitState};
 use super::engine::{Engine, failed, is_not_found};
 use super::model::Compose;
-use super::report::{self, Observed, observe};
+use super::report::{Observed, observe};
 use super::spec::{self, Unit};
 use super::{DockerSettings, project};
-use crate::backend::{Backend, BackendError, BindOutput, Deployment, Execution, Info, labels};
-use crate::domain::binding::Binding;
-use crate::domain::instance::ServiceInstance;
-use crate::domain::manifest::Manifest;
-use crate::domain::operation::OperationKind;
+use crate::backend::{BackendError, labels};
 
 /// How long the task containers of removed services may take to stop.
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The docker swarm backend.
+pub type SwarmBackend = DockerBackend<Services>;
+
+/// Units are services; a unit is running when all its replicas are (swarm reports a
+/// task with a health check running only once it is healthy). The engine must be a
+/// swarm manager.
 #[derive(Debug, Clone)]
-pub struct SwarmBackend {
+pub struct Services {
     engine: Engine,
     settings: DockerSettings,
 }
 
-impl SwarmBackend {
-    /// A backend on the engine `DOCKER_HOST` (or the local socket) names, which need not
-    /// be up yet (see [`Engine::connect`]); it must be a swarm manager.
-    pub fn new(settings: DockerSettings) -> Result<Self, BackendError> {
-        Ok(Self { engine: Engine::connect()?, settings })
+#[async_trait]
+impl DockerRuntime for Services {
+    const NAME: &'static str = "docker-swarm";
+    const MANIFEST_TYPES: &'static [&'static str] = &["docker-swarm"];
+
+    fn new(engine: Engine, settings: DockerSettings) -> Self {
+        Self { engine, settings }
+    }
+
+    fn settings(&self) -> &DockerSettings {
+        &self.settings
+    }
+
+    fn refuse(compose: &Compose) -> Result<(), String> {
+        // Swarm services cannot use these container settings.
+        for (name, service) in &compose.services {
+            if service.privileged || service.pid_host || service.host_network || !service.devices.is_empty() {
+                return Err(format!(
+                    "service {name}: privileged, pid: host, network_mode: host and devices are not available on swarm"
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The instance's task containers on this node, with the ports the routing mesh
     /// publishes for their service.
-    async fn observe_all(&self, instance_id: &str) -> Result<Vec<Observed>, BackendError> {
+    async fn observe(&self, instance_id: &str) -> Result<Vec<Observed>, BackendError> {
         let docker = self.engine.docker()?;
         let project = project(instance_id);
         let filter = labels::filter_instance(&self.settings.owner, instance_id);
@@ -89,12 +109,27 @@ impl SwarmBackend {
         observed.sort_by(|a, b| a.container.cmp(&b.container));
         Ok(observed)
     }
+
+    async fn owned_instances(&self) -> Result<BTreeSet<String>, BackendError> {
+        let filter = labels::filter_owner(&self.settings.owner);
+        let options = ListServicesOptionsBuilder::new().filters(&filter).build();
+        let services =
+            self.engine.docker()?.list_services(Some(options)).await.map_err(|e| failed("cannot list services", e))?;
+        Ok(services.into_iter().filter_map(|s| s.spec?.labels?.remove(labels::INSTANCE)).collect())
+    }
+
+    async fn probe(&self) -> Result<String, BackendError> {
+        let info = self.engine.docker()?.info().await.map_err(|e| failed("the Docker engine does not answer", e))?;
+        let swarm = info.swarm.unwrap_or_default();
+        if swarm.control_available != Some(true) {
+            return Err(BackendError::new("the Docker engine is not a swarm manager (docker swarm init)"));
+        }
+        Ok(format!("swarm manager, node {}", swarm.node_id.unwrap_or_default()))
+    }
 }
 
-/// Units are services; a unit is running when all its replicas are (swarm reports a
-/// task with a health check running only once it is healthy).
 #[async_trait]
-impl Runtime for SwarmBackend {
+impl Runtime for Services {
     fn units(&self) -> &'static str {
         "services"
     }
@@ -166,92 +201,5 @@ impl Runtime for SwarmBackend {
         }
         let wanted = spec::replicas(unit.service);
         Ok(if running >= wanted { UnitState::Running { healthy: true } } else { UnitState::Starting })
-    }
-}
-
-#[async_trait]
-impl Backend for SwarmBackend {
-    fn name(&self) -> &'static str {
-        "docker-swarm"
-    }
-
-    fn manifest_types(&self) -> &'static [&'static str] {
-        &["docker-swarm"]
-    }
-
-    fn check_manifest(&self, manifest: &Manifest) -> Result<(), String> {
-        let compose = Compose::parse(&manifest.manifest_content, &self.settings.policy)?;
-        // Swarm services cannot use these container settings.
-        for (name, service) in &compose.services {
-            if service.privileged || service.pid_host || service.host_network || !service.devices.is_empty() {
-                return Err(format!(
-                    "service {name}: privileged, pid: host, network_mode: host and devices are not available on swarm"
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    fn execution(&self, _manifest: &Manifest, _kind: OperationKind) -> Execution {
-        Execution::Either
-    }
-
-    async fn provision(&self, instance: &ServiceInstance, manifest: &Manifest) -> Result<Deployment, BackendError> {
-        let compose = self.settings.parse(manifest).await?;
-        deploy::provision(self, &self.settings.order(instance, manifest, &compose)).await
-    }
-
-    async fn update(&self, instance: &ServiceInstance, manifest: &Manifest) -> Result<Deployment, BackendError> {
-        let compose = self.settings.parse(manifest).await?;
-        deploy::update(self, &self.settings.order(instance, manifest, &compose)).await
-    }
-
-    async fn deprovision(&self, instance: &ServiceInstance, _manifest: Option<&Manifest>) -> Result<(), BackendError> {
-        deploy::deprovision(self, &instance.id).await
-    }
-
-    async fn bind(
-        &self,
-        instance: &ServiceInstance,
-        _binding: &Binding,
-        manifest: &Manifest,
-    ) -> Result<BindOutput, BackendError> {
-        let compose = self.settings.parse(manifest).await?;
-        let observed = self.observe_all(&instance.id).await?;
-        report::bind_output(&instance.id, &observed, &compose, &self.settings.advertise_host)
-    }
-
-    async fn unbind(
-        &self,
-        _instance: &ServiceInstance,
-        _binding: &Binding,
-        _manifest: &Manifest,
-    ) -> Result<(), BackendError> {
-        Ok(())
-    }
-
-    async fn info(&self, instance: &ServiceInstance, _manifest: &Manifest) -> Result<Info, BackendError> {
-        Ok(report::info(&self.observe_all(&instance.id).await?))
-    }
-
-    async fn probe(&self) -> Result<String, BackendError> {
-        let info = self.engine.docker()?.info().await.map_err(|e| failed("the Docker engine does not answer", e))?;
-        let swarm = info.swarm.unwrap_or_default();
-        if swarm.control_available != Some(true) {
-            return Err(BackendError::new("the Docker engine is not a swarm manager (docker swarm init)"));
-        }
-        Ok(format!("swarm manager, node {}", swarm.node_id.unwrap_or_default()))
-    }
-
-    async fn owned_instances(&self) -> Result<BTreeSet<String>, BackendError> {
-        let filter = labels::filter_owner(&self.settings.owner);
-        let options = ListServicesOptionsBuilder::new().filters(&filter).build();
-        let services =
-            self.engine.docker()?.list_services(Some(options)).await.map_err(|e| failed("cannot list services", e))?;
-        Ok(services.into_iter().filter_map(|s| s.spec?.labels?.remove(labels::INSTANCE)).collect())
-    }
-
-    async fn remove_instance(&self, instance_id: &str) -> Result<(), BackendError> {
-        self.clear(instance_id, false).await
     }
 }
