@@ -54,7 +54,7 @@ pub struct DockerBackend<R>(R);
 
 impl<R: DockerRuntime> DockerBackend<R> {
     /// A backend on the engine `DOCKER_HOST` (or the local socket) names, which need not
-    /// be up yet (see [`Engine::connect`]).
+    /// be up yet: esm starts without it, and connects once its socket appears.
     pub fn new(settings: DockerSettings) -> Result<Self, BackendError> {
         Ok(Self(R::new(Engine::connect()?, settings)))
     }

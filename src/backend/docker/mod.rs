@@ -23,7 +23,7 @@
 mod backend;
 mod compose;
 mod deploy;
-pub mod engine;
+mod engine;
 pub mod model;
 mod report;
 mod spec;

@@ -89,6 +89,8 @@ async fn deploy<R: Runtime + ?Sized>(runtime: &R, order: &Order<'_>, fresh: bool
     }
 }
 
+/// Makes the instance: what its units need, then the units in start order, each after
+/// the dependencies it waits for are healthy; done when all are ready.
 async fn create<R: Runtime + ?Sized>(runtime: &R, order: &Order<'_>) -> Result<Deployment, BackendError> {
     let compose = order.compose;
     let project = project(order.instance_id);
