@@ -12,9 +12,8 @@ use tower::ServiceBuilder;
 
 use crate::api::middleware::{BasicAuth, collapse_slashes};
 use crate::api::{self, AppState};
-use crate::backend::compose::model::Policy;
-use crate::backend::compose::swarm::SwarmBackend;
-use crate::backend::compose::{ComposeBackend, DockerSettings};
+use crate::backend::docker::model::Policy;
+use crate::backend::docker::{ComposeBackend, DockerSettings, SwarmBackend};
 use crate::backend::dummy::{DummyBackend, Holds};
 use crate::backend::{BackendError, Backends};
 use crate::broker::{Broker, BrokerSettings};

@@ -11,7 +11,7 @@ use clap::{Args, FromArgMatches, Parser, Subcommand, ValueEnum};
 use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
-use crate::backend::compose::engine::PullPolicy;
+use crate::backend::docker::PullPolicy;
 use crate::yaml;
 
 mod secret;

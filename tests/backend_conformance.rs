@@ -13,8 +13,7 @@ use std::time::Duration;
 
 use esm::backend::Backend;
 use esm::backend::conformance::{self, Subject};
-// The Docker backends' module, in one line for when it becomes `esm::backend::docker`.
-use esm::backend::compose::{self as docker, swarm::SwarmBackend};
+use esm::backend::docker::{self, SwarmBackend};
 use esm::backend::dummy::DummyBackend;
 use esm::domain::manifest::Manifest;
 
@@ -69,7 +68,7 @@ fn docker_settings() -> docker::DockerSettings {
     docker::DockerSettings {
         publish_address: [127, 0, 0, 1].into(),
         advertise_host: "127.0.0.1".into(),
-        pull: docker::engine::PullPolicy::Never,
+        pull: docker::PullPolicy::Never,
         policy: docker::model::Policy::default(),
         ready_timeout: Duration::from_secs(30),
         owner: format!("conformance-{}", uuid::Uuid::new_v4().simple()),

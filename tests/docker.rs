@@ -1,4 +1,4 @@
-//! The docker-compose backend against a real Docker engine.
+//! The Docker backends (docker-compose and docker-swarm) against a real Docker engine.
 //!
 //! Runs when `ESM_TEST_DOCKER=1` (CI installs and starts the engine and builds the test
 //! image with `tests/docker/build-test-images.sh`). Without the variable they are
@@ -414,4 +414,83 @@ async fn an_instance_never_reaches_another_instances_resources_or_a_host_path() 
     }
     assert_eq!(docker(&["volume", "ls", "-q", "--filter", &format!("name={plain}")]), plain);
     docker(&["volume", "rm", &plain, &disguised]);
+}
+
+/// Registers service `svc` with one plan per `(plan, manifest_type, manifest_content)`.
+async fn register_plans(client: &Client, plans: &[(&str, &str, &str)]) {
+    let service = json!({"id": "svc", "name": "svc", "description": "d", "bindable": true,
+        "plans": plans.iter().map(|(p, _, _)| json!({"id": p, "name": p, "description": "d"})).collect::<Vec<_>>()});
+    assert_eq!(client.send(Method::PUT, "/v2/et/catalog", Some(&service)).await.0, 201);
+    for (plan, manifest_type, content) in plans {
+        let manifest = json!({"service_id": "svc", "plan_id": plan, "manifest_type": manifest_type,
+                              "manifest_content": content});
+        let (status, body) = client.send(Method::PUT, &format!("/v2/et/manifest/m-{plan}"), Some(&manifest)).await;
+        assert_eq!(status, 201, "{plan}: {body}");
+    }
+}
+
+/// Whether `name` resolves on the networks of container `id` (the engine's DNS).
+fn resolves_in(id: &str, name: &str) -> bool {
+    let out = Command::new("docker")
+        .args(["exec", id, "busybox", "nslookup", name, "127.0.0.11"])
+        .output()
+        .expect("the docker CLI runs");
+    out.status.success()
+}
+
+/// One manifest on both backends: the volume's manifest labels, the `hostname` on the
+/// network and the wait for a healthy dependency come out the same (swarm's volumes
+/// once lacked the manifest's labels).
+#[cfg_attr(not(esm_test_docker), ignore = "needs Docker: set ESM_TEST_DOCKER=1")]
+#[tokio::test(flavor = "multi_thread")]
+async fn compose_and_swarm_deploy_one_manifest_alike() {
+    assert_eq!(docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"]), "active", "the swarm tests need a swarm");
+    let dir = temp_dir("esm-alike");
+    let esm = start_esm_with(&dir, "docker-compose,docker-swarm").await;
+    let client = Client::new(&esm.api);
+    // No published ports: everything checked here happens inside the instance network.
+    let manifest = format!(
+        r#"services:
+  web:
+    image: {IMAGE}
+    command: [httpd, -f, -p, "8080", -h, /www]
+    hostname: web-host
+    healthcheck: {{test: [CMD, "true"], interval: 1s}}
+    volumes: ["data:/data"]
+  worker:
+    image: {IMAGE}
+    command: [sleep, "3600"]
+    depends_on: {{web: {{condition: service_healthy}}}}
+volumes:
+  data: {{labels: {{backup: daily}}}}
+"#
+    );
+    register_plans(&client, &[("compose", "docker-compose", &manifest), ("swarm", "docker-swarm", &manifest)]).await;
+    for plan in ["compose", "swarm"] {
+        let id = format!("alike-{plan}-{}", uuid::Uuid::new_v4().simple());
+        let done = provision_on(&client, &id, plan).await;
+        assert_eq!(done["state"], "succeeded", "{plan}: {done}");
+        // The manifest's volume labels are on the volume, whoever made it.
+        let filter = format!("label=esm.instance_id={id}");
+        let volume = docker(&["volume", "ls", "-q", "--filter", &filter]);
+        assert_eq!(
+            docker(&["volume", "inspect", "--format", "{{index .Labels \"backup\"}}", &volume]),
+            "daily",
+            "{plan}"
+        );
+        // The web service answers to its hostname on the instance network (swarm's
+        // executor adds it to a task's aliases by itself; esm now asks for it as well).
+        let worker = docker(&["ps", "-q", "--filter", &filter, "--filter", "label=esm.service=worker"]);
+        assert!(!worker.is_empty(), "{plan}: the worker runs");
+        eventually(Duration::from_secs(10), &format!("{plan}: web-host to resolve"), || async {
+            resolves_in(&worker, "web-host").then_some(())
+        })
+        .await;
+        assert!(!resolves_in(&worker, "no-such-host"), "{plan}: nslookup tells a miss");
+
+        let path = format!("/v2/service_instances/{id}?service_id=svc&plan_id={plan}&accepts_incomplete=true");
+        assert_eq!(client.send(Method::DELETE, &path, None).await.0, 202, "{plan}");
+        assert_eq!(client.settle(&id, Duration::from_secs(90)).await.0, 410, "{plan}");
+        assert_eq!(leftovers(&id), Vec::<String>::new(), "{plan}");
+    }
 }

@@ -8,7 +8,7 @@
 //!
 //! Like the store, the trait is object-safe and used as `Arc<dyn Backend>`.
 
-pub mod compose;
+pub mod docker;
 pub mod dummy;
 pub mod labels;
 

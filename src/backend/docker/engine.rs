@@ -8,23 +8,20 @@
 use std::collections::HashMap;
 use std::error::Error as _;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
 
 use bollard::Docker;
 use bollard::errors::Error as DockerError;
-use bollard::models::{ContainerInspectResponse, HealthStatusEnum, NetworkCreateRequest};
+use bollard::models::{ContainerInspectResponse, NetworkCreateRequest, VolumeCreateRequest};
 use bollard::query_parameters::{
     CreateImageOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder,
     RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
 };
 use futures_util::StreamExt;
 
-use super::model::Compose;
+use super::DockerSettings;
+use super::deploy::Need;
+use super::spec::Resource;
 use crate::backend::{BackendError, labels};
-
-/// How long a container must keep running to count as started: one that exits at
-/// once (a bad command, a missing file) fails the deployment instead of passing it.
-pub const MIN_UPTIME: Duration = Duration::from_secs(1);
 
 /// When images are pulled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -202,44 +199,51 @@ impl Engine {
         Ok(())
     }
 
-    /// Makes an instance's networks: `<project>_default` and the manifest's own (with
-    /// `driver`, attachable), checking that external ones exist. Returns the manifest's
-    /// network names (and `default`) mapped to engine names.
-    pub async fn make_networks(
-        &self,
-        compose: &Compose,
-        project: &str,
-        driver: &str,
-        base_labels: &HashMap<String, String>,
-    ) -> Result<HashMap<String, String>, BackendError> {
-        let mut networks = HashMap::from([("default".to_owned(), format!("{project}_default"))]);
-        for (name, network) in &compose.networks {
-            let engine_name = if network.external {
-                network.name.clone().unwrap_or_else(|| name.clone())
-            } else {
-                format!("{project}_{name}")
-            };
-            networks.insert(name.clone(), engine_name);
-        }
-        for (name, engine_name) in &networks {
-            let declared = compose.networks.get(name);
-            if declared.is_some_and(|n| n.external) {
-                self.check_external_network(engine_name).await?;
-                continue;
+    /// Makes what a deployment needs before its units, on this engine: `driver` is the
+    /// driver of the networks esm makes (`bridge`, or `overlay`, attachable, for swarm).
+    pub async fn provide(&self, need: Need<'_>, settings: &DockerSettings, driver: &str) -> Result<(), BackendError> {
+        match need {
+            Need::Image(image) => self.ensure_image(image, settings.pull).await,
+            Need::Network(Resource { name, labels: None }) => self.check_external_network(name).await,
+            Need::Network(Resource { name, labels: Some(labels) }) => self.create_network(name, driver, labels).await,
+            Need::Volume(Resource { name, labels: None }) => {
+                self.check_external_volume(name, settings.policy.allow_bind_mounts).await
             }
-            let network_labels = labels::with_esm_labels(declared.iter().flat_map(|n| &n.labels), base_labels);
-            self.docker()?
-                .create_network(NetworkCreateRequest {
-                    name: engine_name.clone(),
-                    driver: Some(driver.to_owned()),
-                    attachable: Some(driver == "overlay"),
-                    labels: Some(network_labels),
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| failed(&format!("cannot create network {engine_name}"), e))?;
+            Need::Volume(Resource { name, labels: Some(labels) }) => self.create_volume(name, labels).await,
         }
-        Ok(networks)
+    }
+
+    /// Makes a network.
+    pub async fn create_network(
+        &self,
+        name: &str,
+        driver: &str,
+        labels: &HashMap<String, String>,
+    ) -> Result<(), BackendError> {
+        self.docker()?
+            .create_network(NetworkCreateRequest {
+                name: name.to_owned(),
+                driver: Some(driver.to_owned()),
+                attachable: Some(driver == "overlay"),
+                labels: Some(labels.clone()),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| failed(&format!("cannot create network {name}"), e))?;
+        Ok(())
+    }
+
+    /// Makes a (local) volume.
+    pub async fn create_volume(&self, name: &str, labels: &HashMap<String, String>) -> Result<(), BackendError> {
+        self.docker()?
+            .create_volume(VolumeCreateRequest {
+                name: Some(name.to_owned()),
+                labels: Some(labels.clone()),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| failed(&format!("cannot create volume {name}"), e))?;
+        Ok(())
     }
 
     /// Every container (running or not) with these label filters.
@@ -303,58 +307,6 @@ impl Engine {
             .inspect_container(id, None)
             .await
             .map_err(|e| failed(&format!("cannot inspect container {id}"), e))
-    }
-
-    /// Waits until every container `(id, name, needs_healthy)` has been running for
-    /// [`MIN_UPTIME`] (and is healthy, where asked). Fails as soon as one exits or turns
-    /// unhealthy, or at `timeout`.
-    pub async fn wait_ready(
-        &self,
-        containers: &[(String, String, bool)],
-        timeout: Duration,
-    ) -> Result<(), BackendError> {
-        let deadline = Instant::now() + timeout;
-        let mut running_since: HashMap<&str, Instant> = HashMap::new();
-        loop {
-            let mut ready = true;
-            for (id, name, needs_healthy) in containers {
-                let state = self.inspect(id).await?.state.unwrap_or_default();
-                let running = state.running.unwrap_or(false);
-                if !running && state.status.is_some_and(|s| s.to_string() != "created") {
-                    return Err(BackendError::new(format!(
-                        "container {name} stopped (exit code {}){}",
-                        state.exit_code.unwrap_or_default(),
-                        state.error.filter(|e| !e.is_empty()).map(|e| format!(": {e}")).unwrap_or_default()
-                    )));
-                }
-                if !running {
-                    ready = false;
-                    continue;
-                }
-                let up_long_enough =
-                    running_since.entry(id.as_str()).or_insert_with(Instant::now).elapsed() >= MIN_UPTIME;
-                let healthy = match state.health.and_then(|h| h.status) {
-                    Some(HealthStatusEnum::UNHEALTHY) => {
-                        return Err(BackendError::new(format!("container {name} is unhealthy")));
-                    }
-                    Some(HealthStatusEnum::HEALTHY | HealthStatusEnum::NONE | HealthStatusEnum::EMPTY) | None => true,
-                    Some(HealthStatusEnum::STARTING) => false,
-                };
-                ready &= up_long_enough && (healthy || !needs_healthy);
-            }
-            if ready {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                let names: Vec<&str> = containers.iter().map(|(_, n, _)| n.as_str()).collect();
-                return Err(BackendError::new(format!(
-                    "containers {} were not ready within {}s",
-                    names.join(", "),
-                    timeout.as_secs()
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
     }
 
     /// Removes every container, network and (unless kept, or `keep_volumes`) volume of an

@@ -9,7 +9,7 @@ use super::model::{Compose, CredentialSource};
 use crate::backend::{BackendError, BindOutput, Info, labels};
 
 /// One container as esm reports it.
-pub(super) struct Observed {
+pub struct Observed {
     pub(super) service: String,
     pub(super) container: String,
     pub(super) running: bool,
@@ -24,7 +24,7 @@ pub(super) struct Observed {
     pub(super) ports: Vec<(String, String, String)>,
 }
 
-pub(super) fn observe(inspected: &ContainerInspectResponse, project: &str) -> Observed {
+pub fn observe(inspected: &ContainerInspectResponse, project: &str) -> Observed {
     let container = inspected.name.clone().unwrap_or_default().trim_start_matches('/').to_owned();
     let config = inspected.config.clone().unwrap_or_default();
     let state = inspected.state.clone().unwrap_or_default();

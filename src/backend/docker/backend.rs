@@ -1,0 +1,153 @@
+//! The [`Backend`] both Docker backends are: the stored manifest parsed under the
+//! operator's policy, the deployment template run on a [`DockerRuntime`], and what
+//! runs read back for instance details and bindings. Written once; the runtimes
+//! (containers, swarm services) hold everything that differs.
+
+use std::collections::BTreeSet;
+
+use async_trait::async_trait;
+
+use super::DockerSettings;
+use super::deploy::{self, Order, Runtime};
+use super::engine::Engine;
+use super::model::Compose;
+use super::report::{self, Observed};
+use crate::backend::{Backend, BackendError, BindOutput, Deployment, Execution, Info};
+use crate::domain::binding::Binding;
+use crate::domain::instance::ServiceInstance;
+use crate::domain::manifest::Manifest;
+use crate::domain::operation::OperationKind;
+
+/// A [`Runtime`] on a Docker engine, with what the [`Backend`] needs besides deploying.
+#[async_trait]
+pub trait DockerRuntime: Runtime + Sized {
+    /// The backend's name, for logs and `/health`.
+    const NAME: &'static str;
+    /// The `manifest_type` values it deploys.
+    const MANIFEST_TYPES: &'static [&'static str];
+
+    /// The runtime on `engine`.
+    fn new(engine: Engine, settings: DockerSettings) -> Self;
+
+    /// Its settings.
+    fn settings(&self) -> &DockerSettings;
+
+    /// Refuses at registration what the manifest model accepts but this runtime cannot
+    /// run.
+    fn refuse(_compose: &Compose) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// The instance's containers on the engine, as esm reports them, by name.
+    async fn observe(&self, instance_id: &str) -> Result<Vec<Observed>, BackendError>;
+
+    /// The instances that have units on the engine (by label), for reconciliation.
+    async fn owned_instances(&self) -> Result<BTreeSet<String>, BackendError>;
+
+    /// Checks that the engine answers and can run these units, for `/health`.
+    async fn probe(&self) -> Result<String, BackendError>;
+}
+
+/// A Docker backend: [`super::ComposeBackend`] or [`super::SwarmBackend`].
+#[derive(Debug, Clone)]
+pub struct DockerBackend<R>(R);
+
+impl<R: DockerRuntime> DockerBackend<R> {
+    /// A backend on the engine `DOCKER_HOST` (or the local socket) names, which need not
+    /// be up yet: esm starts without it, and connects once its socket appears.
+    pub fn new(settings: DockerSettings) -> Result<Self, BackendError> {
+        Ok(Self(R::new(Engine::connect()?, settings)))
+    }
+
+    /// Parses a stored manifest under the operator's policy, off the runtime's workers.
+    async fn parse(&self, manifest: &Manifest) -> Result<Compose, BackendError> {
+        Compose::parse_off_runtime(&manifest.manifest_content, &self.0.settings().policy)
+            .await
+            .map_err(BackendError::new)
+    }
+
+    /// The deployment of `instance` from `manifest`, parsed as `compose`.
+    fn order<'a>(&'a self, instance: &'a ServiceInstance, manifest: &'a Manifest, compose: &'a Compose) -> Order<'a> {
+        let settings = self.0.settings();
+        Order {
+            instance_id: &instance.id,
+            parameters: instance.parameters.as_ref(),
+            manifest_id: &manifest.id,
+            compose,
+            owner: &settings.owner,
+            ready_timeout: settings.ready_timeout,
+        }
+    }
+}
+
+#[async_trait]
+impl<R: DockerRuntime> Backend for DockerBackend<R> {
+    fn name(&self) -> &'static str {
+        R::NAME
+    }
+
+    fn manifest_types(&self) -> &'static [&'static str] {
+        R::MANIFEST_TYPES
+    }
+
+    fn check_manifest(&self, manifest: &Manifest) -> Result<(), String> {
+        R::refuse(&Compose::parse(&manifest.manifest_content, &self.0.settings().policy)?)
+    }
+
+    fn execution(&self, _manifest: &Manifest, _kind: OperationKind) -> Execution {
+        // Asynchronous when the platform polls; within the request for clients that
+        // never send accepts_incomplete (the ElasTest platform).
+        Execution::Either
+    }
+
+    async fn provision(&self, instance: &ServiceInstance, manifest: &Manifest) -> Result<Deployment, BackendError> {
+        let compose = self.parse(manifest).await?;
+        deploy::provision(&self.0, &self.order(instance, manifest, &compose)).await
+    }
+
+    async fn update(&self, instance: &ServiceInstance, manifest: &Manifest) -> Result<Deployment, BackendError> {
+        let compose = self.parse(manifest).await?;
+        deploy::update(&self.0, &self.order(instance, manifest, &compose)).await
+    }
+
+    async fn deprovision(&self, instance: &ServiceInstance, _manifest: Option<&Manifest>) -> Result<(), BackendError> {
+        deploy::deprovision(&self.0, &instance.id).await
+    }
+
+    async fn bind(
+        &self,
+        instance: &ServiceInstance,
+        _binding: &Binding,
+        manifest: &Manifest,
+    ) -> Result<BindOutput, BackendError> {
+        let compose = self.parse(manifest).await?;
+        let observed = self.0.observe(&instance.id).await?;
+        report::bind_output(&instance.id, &observed, &compose, &self.0.settings().advertise_host)
+    }
+
+    async fn unbind(
+        &self,
+        _instance: &ServiceInstance,
+        _binding: &Binding,
+        _manifest: &Manifest,
+    ) -> Result<(), BackendError> {
+        // The credentials are addresses of the deployment: nothing to revoke.
+        Ok(())
+    }
+
+    async fn info(&self, instance: &ServiceInstance, _manifest: &Manifest) -> Result<Info, BackendError> {
+        Ok(report::info(&self.0.observe(&instance.id).await?))
+    }
+
+    async fn owned_instances(&self) -> Result<BTreeSet<String>, BackendError> {
+        self.0.owned_instances().await
+    }
+
+    async fn remove_instance(&self, instance_id: &str) -> Result<(), BackendError> {
+        self.0.clear(instance_id, false).await
+    }
+
+    async fn probe(&self) -> Result<String, BackendError> {
+        self.0.probe().await
+    }
+}

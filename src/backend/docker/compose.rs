@@ -1,0 +1,125 @@
+//! The docker-compose backend: a manifest's services run as containers through the
+//! Docker Engine API, on a bridge network, one project per instance.
+
+use std::collections::BTreeSet;
+
+use async_trait::async_trait;
+use bollard::models::{EndpointSettings, HealthStatusEnum, NetworkConnectRequest};
+use bollard::query_parameters::CreateContainerOptionsBuilder;
+
+use super::backend::{DockerBackend, DockerRuntime};
+use super::deploy::{Handle, Need, Runtime, UnitState};
+use super::engine::{Engine, failed};
+use super::report::{Observed, observe};
+use super::spec::{self, Unit};
+use super::{DockerSettings, project};
+use crate::backend::{BackendError, labels};
+
+/// The docker-compose backend.
+pub type ComposeBackend = DockerBackend<Containers>;
+
+/// Units are containers, started as soon as they are made.
+#[derive(Debug, Clone)]
+pub struct Containers {
+    engine: Engine,
+    settings: DockerSettings,
+}
+
+#[async_trait]
+impl DockerRuntime for Containers {
+    const NAME: &'static str = "docker-compose";
+    const MANIFEST_TYPES: &'static [&'static str] = &["docker-compose", "docker"];
+
+    fn new(engine: Engine, settings: DockerSettings) -> Self {
+        Self { engine, settings }
+    }
+
+    fn settings(&self) -> &DockerSettings {
+        &self.settings
+    }
+
+    async fn observe(&self, instance_id: &str) -> Result<Vec<Observed>, BackendError> {
+        let project = project(instance_id);
+        let mut observed = Vec::new();
+        for container in self.engine.containers(&labels::filter_instance(&self.settings.owner, instance_id)).await? {
+            let Some(id) = container.id else { continue };
+            // Removed between listing and inspecting: it is gone.
+            let Ok(inspected) = self.engine.inspect(&id).await else { continue };
+            observed.push(observe(&inspected, &project));
+        }
+        observed.sort_by(|a, b| a.container.cmp(&b.container));
+        Ok(observed)
+    }
+
+    async fn owned_instances(&self) -> Result<BTreeSet<String>, BackendError> {
+        let containers = self.engine.containers(&labels::filter_owner(&self.settings.owner)).await?;
+        Ok(containers.into_iter().filter_map(|c| c.labels?.remove(labels::INSTANCE)).collect())
+    }
+
+    async fn probe(&self) -> Result<String, BackendError> {
+        self.engine.ping().await
+    }
+}
+
+#[async_trait]
+impl Runtime for Containers {
+    fn units(&self) -> &'static str {
+        "containers"
+    }
+
+    async fn clear(&self, instance_id: &str, keep_volumes: bool) -> Result<(), BackendError> {
+        self.engine.remove_instance(&self.settings.owner, instance_id, keep_volumes).await
+    }
+
+    async fn provide(&self, need: Need<'_>) -> Result<(), BackendError> {
+        self.engine.provide(need, &self.settings, "bridge").await
+    }
+
+    async fn create_unit(&self, unit: &Unit<'_>) -> Result<Handle, BackendError> {
+        let docker = self.engine.docker()?;
+        let name = spec::container_name(unit);
+        let (body, more_networks) = spec::container_body(unit, self.settings.publish_address);
+        let options = CreateContainerOptionsBuilder::new().name(&name).build();
+        let created = docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(|e| failed(&format!("cannot create container {name}"), e))?;
+        for (network, aliases) in more_networks {
+            let request = NetworkConnectRequest {
+                container: created.id.clone(),
+                endpoint_config: Some(EndpointSettings { aliases: Some(aliases), ..Default::default() }),
+            };
+            docker
+                .connect_network(&network, request)
+                .await
+                .map_err(|e| failed(&format!("cannot connect {name} to {network}"), e))?;
+        }
+        docker
+            .start_container(&created.id, None)
+            .await
+            .map_err(|e| failed(&format!("cannot start container {name}"), e))?;
+        Ok(Handle { id: created.id, name })
+    }
+
+    async fn unit_state(&self, unit: &Unit<'_>, handle: &Handle) -> Result<UnitState, BackendError> {
+        let state = self.engine.inspect(&handle.id).await?.state.unwrap_or_default();
+        if !state.running.unwrap_or(false) {
+            if state.status.is_some_and(|s| s.to_string() != "created") {
+                return Ok(UnitState::Failed(format!(
+                    "container {} stopped (exit code {}){}",
+                    unit.name,
+                    state.exit_code.unwrap_or_default(),
+                    state.error.filter(|e| !e.is_empty()).map(|e| format!(": {e}")).unwrap_or_default()
+                )));
+            }
+            return Ok(UnitState::Starting);
+        }
+        Ok(match state.health.and_then(|h| h.status) {
+            Some(HealthStatusEnum::UNHEALTHY) => UnitState::Failed(format!("container {} is unhealthy", unit.name)),
+            Some(HealthStatusEnum::STARTING) => UnitState::Running { healthy: false },
+            Some(HealthStatusEnum::HEALTHY | HealthStatusEnum::NONE | HealthStatusEnum::EMPTY) | None => {
+                UnitState::Running { healthy: true }
+            }
+        })
+    }
+}

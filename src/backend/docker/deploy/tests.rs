@@ -1,0 +1,243 @@
+//! The template against a scripted runtime, on paused Tokio time: the order of the
+//! steps, the waiting, the clean-up, and the error flags.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+use super::*;
+use crate::backend::docker::model::Policy;
+use crate::backend::docker::spec::Resource;
+
+/// A runtime that records what it is asked and answers from a script.
+#[derive(Default)]
+struct Scripted {
+    log: Mutex<Vec<String>>,
+    /// What each unit's state reads, poll after poll; the last answer repeats. A unit
+    /// with no script runs, healthy, at once.
+    states: Mutex<HashMap<String, VecDeque<UnitState>>>,
+    /// The resources asked for, as given.
+    resources: Mutex<Vec<Resource>>,
+    /// The unit whose creation fails.
+    failing: Option<&'static str>,
+    /// Clearing fails (a deprovision that cannot finish).
+    clear_fails: bool,
+}
+
+impl Scripted {
+    fn with_states(self, unit: &str, states: impl IntoIterator<Item = UnitState>) -> Self {
+        self.states.lock().unwrap().insert(unit.to_owned(), states.into_iter().collect());
+        self
+    }
+
+    fn note(&self, line: String) {
+        self.log.lock().unwrap().push(line);
+    }
+
+    fn log(&self) -> Vec<String> {
+        let mut log = self.log.lock().unwrap().clone();
+        // Polls of one unit in a row read as one line.
+        log.dedup();
+        log
+    }
+}
+
+#[async_trait::async_trait]
+impl Runtime for Scripted {
+    fn units(&self) -> &'static str {
+        "things"
+    }
+
+    async fn clear(&self, instance_id: &str, keep_volumes: bool) -> Result<(), BackendError> {
+        self.note(format!("clear {instance_id} keep_volumes={keep_volumes}"));
+        if self.clear_fails { Err(BackendError::new("the engine went away")) } else { Ok(()) }
+    }
+
+    async fn provide(&self, need: Need<'_>) -> Result<(), BackendError> {
+        let line = match need {
+            Need::Image(image) => format!("image {image}"),
+            Need::Network(r) | Need::Volume(r) => {
+                self.resources.lock().unwrap().push(r.clone());
+                let kind = if matches!(need, Need::Network(_)) { "network" } else { "volume" };
+                format!("{kind} {}{}", r.name, if r.labels.is_none() { " (external)" } else { "" })
+            }
+        };
+        self.note(line);
+        Ok(())
+    }
+
+    async fn create_unit(&self, unit: &Unit<'_>) -> Result<Handle, BackendError> {
+        self.note(format!("create {}", unit.name));
+        if self.failing == Some(unit.name) {
+            return Err(BackendError::new(format!("cannot create {}", unit.name)));
+        }
+        Ok(Handle { id: format!("id-{}", unit.name), name: format!("{}_{}", unit.project, unit.name) })
+    }
+
+    async fn unit_state(&self, unit: &Unit<'_>, handle: &Handle) -> Result<UnitState, BackendError> {
+        assert_eq!(handle.id, format!("id-{}", unit.name));
+        self.note(format!("state {}", unit.name));
+        let mut states = self.states.lock().unwrap();
+        let Some(script) = states.get_mut(unit.name) else { return Ok(UnitState::Running { healthy: true }) };
+        Ok(if script.len() > 1 { script.pop_front() } else { script.front().cloned() }
+            .unwrap_or(UnitState::Running { healthy: true }))
+    }
+}
+
+/// `a` has a health check that `b` waits for; `c` only starts after `b`.
+const MANIFEST: &str = r#"
+services:
+  a:
+    image: esm-test/a:1
+    healthcheck: {test: [CMD, "true"]}
+    volumes: ["data:/data", "shared:/shared"]
+  b:
+    image: esm-test/b:1
+    depends_on: {a: {condition: service_healthy}}
+    networks: [back]
+  c:
+    image: esm-test/a:1
+    depends_on: [b]
+networks:
+  back:
+volumes:
+  data: {x-esm-keep: true, labels: {backup: daily}}
+  shared: {external: true, name: operators-volume}
+"#;
+
+fn compose() -> Compose {
+    Compose::parse(MANIFEST, &Policy { allow_external: true, ..Policy::default() }).expect("the manifest parses")
+}
+
+fn order(compose: &Compose) -> Order<'_> {
+    Order {
+        instance_id: "i-1",
+        parameters: None,
+        manifest_id: "m-1",
+        compose,
+        owner: "tests",
+        ready_timeout: Duration::from_secs(30),
+    }
+}
+
+const HEALTHY: UnitState = UnitState::Running { healthy: true };
+const UNHEALTHY_YET: UnitState = UnitState::Running { healthy: false };
+
+#[tokio::test(start_paused = true)]
+async fn a_provision_starts_clean_makes_everything_in_order_and_waits_for_healthy_dependencies() {
+    let runtime = Scripted::default().with_states("a", [UnitState::Starting, UNHEALTHY_YET, UNHEALTHY_YET, HEALTHY]);
+    let compose = compose();
+    let deployment = provision(&runtime, &order(&compose)).await.expect("deployed");
+    let log = runtime.log();
+    let made = log.iter().position(|l| l == "create c").map_or(log.len(), |i| i + 1);
+    assert_eq!(
+        log[..made],
+        [
+            "clear i-1 keep_volumes=true",
+            "image esm-test/a:1",
+            "image esm-test/b:1",
+            "network esm-i-1_back",
+            "network esm-i-1_default",
+            "volume esm-i-1_data",
+            "volume operators-volume (external)",
+            "create a",
+            "state a",
+            "create b",
+            "create c",
+        ]
+    );
+    // Then all three, until each has been up long enough.
+    assert_eq!(log[made..made + 3], ["state a", "state b", "state c"]);
+    assert!(log[made..].iter().all(|l| l.starts_with("state ")), "{log:?}");
+    let details = serde_json::Value::Object(deployment.details);
+    assert_eq!(details["project"], "esm-i-1");
+    assert_eq!(details["things"]["b"], json!({"id": "id-b", "name": "esm-i-1_b"}));
+}
+
+#[tokio::test(start_paused = true)]
+async fn volumes_esm_makes_carry_the_manifests_labels_and_keep_and_external_ones_are_only_checked() {
+    let runtime = Scripted::default();
+    let compose = compose();
+    provision(&runtime, &order(&compose)).await.expect("deployed");
+    let resources = runtime.resources.lock().unwrap().clone();
+    let data = resources.iter().find(|r| r.name == "esm-i-1_data").expect("the volume");
+    let labels = data.labels.as_ref().expect("made by esm");
+    assert_eq!(labels["backup"], "daily");
+    assert_eq!(labels[labels::KEEP], "true");
+    assert_eq!(labels[labels::INSTANCE], "i-1");
+    assert_eq!(labels[labels::OWNER], "tests");
+    let external = resources.iter().find(|r| r.name == "operators-volume").expect("the external volume");
+    assert_eq!(external.labels, None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_provision_removes_what_it_made_volumes_included() {
+    let runtime = Scripted { failing: Some("b"), ..Scripted::default() };
+    let compose = compose();
+    let error = provision(&runtime, &order(&compose)).await.expect_err("fails");
+    assert_eq!(error, BackendError::new("cannot create b"));
+    let log = runtime.log();
+    assert_eq!(log.last().map(String::as_str), Some("clear i-1 keep_volumes=false"), "{log:?}");
+    assert!(!log.contains(&"create c".to_owned()), "{log:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_update_keeps_the_volumes_and_says_the_instance_is_down_and_may_be_retried() {
+    let runtime = Scripted::default().with_states("c", [UnitState::Failed("container c stopped".into())]);
+    let compose = compose();
+    let error = update(&runtime, &order(&compose)).await.expect_err("fails");
+    assert_eq!(error.message, "container c stopped");
+    assert_eq!((error.instance_usable, error.update_repeatable), (Some(false), Some(true)));
+    assert_eq!(runtime.log().last().map(String::as_str), Some("clear i-1 keep_volumes=true"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_deprovision_says_the_instance_is_not_usable() {
+    let runtime = Scripted { clear_fails: true, ..Scripted::default() };
+    let error = deprovision(&runtime, "i-1").await.expect_err("fails");
+    assert_eq!((error.instance_usable, error.update_repeatable), (Some(false), None));
+    assert_eq!(runtime.log(), ["clear i-1 keep_volumes=false"]);
+    let runtime = Scripted::default();
+    deprovision(&runtime, "i-1").await.expect("removed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn units_must_keep_running_for_the_minimum_uptime() {
+    let runtime = Scripted::default();
+    let compose = Compose::parse("services:\n  solo:\n    image: esm-test/a:1\n", &Policy::default()).expect("parses");
+    let start = Instant::now();
+    provision(&runtime, &order(&compose)).await.expect("deployed");
+    let waited = start.elapsed();
+    assert!(waited >= MIN_UPTIME, "{waited:?}");
+    assert!(waited < MIN_UPTIME * 2, "{waited:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_unit_restarting_starts_its_uptime_again() {
+    let runtime = Scripted::default().with_states("c", [HEALTHY; 4].into_iter().chain([UnitState::Starting, HEALTHY]));
+    let compose = compose();
+    let start = Instant::now();
+    provision(&runtime, &order(&compose)).await.expect("deployed");
+    assert!(start.elapsed() >= MIN_UPTIME + POLL * 4, "{:?}", start.elapsed());
+}
+
+#[tokio::test(start_paused = true)]
+async fn units_that_never_get_ready_fail_the_deployment_at_the_timeout() {
+    let runtime = Scripted::default().with_states("c", [UnitState::Starting]);
+    let compose = compose();
+    let start = Instant::now();
+    let error = provision(&runtime, &order(&compose)).await.expect_err("times out");
+    assert_eq!(error.message, "things a, b, c were not ready within 30s");
+    // The timeout counts from the last wait: `b` first waited a second for `a`.
+    let waited = start.elapsed();
+    assert!(waited >= Duration::from_secs(31) && waited < Duration::from_secs(32), "{waited:?}");
+    assert_eq!(runtime.log().last().map(String::as_str), Some("clear i-1 keep_volumes=false"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dependency_that_never_gets_healthy_stops_the_deployment_before_its_dependents() {
+    let runtime = Scripted::default().with_states("a", [UNHEALTHY_YET]);
+    let compose = compose();
+    let error = provision(&runtime, &order(&compose)).await.expect_err("times out");
+    assert_eq!(error.message, "things a were not ready within 30s");
+    assert!(!runtime.log().contains(&"create b".to_owned()));
+}

@@ -1,0 +1,205 @@
+//! The docker swarm backend: the same compose manifests deployed as swarm services on
+//! attachable overlay networks, through the services API.
+//!
+//! Per instance: the networks and named volumes the compose backend would make (overlay
+//! networks; volumes on this node, and, through the mounts' volume options, labelled
+//! the same wherever the engine makes them), and one service `<project>_<service>` per
+//! manifest service. Ports are published through the ingress routing mesh, or on the
+//! task's node with the long port syntax's `mode: host`. Instance details come from
+//! the task containers on the node esm talks to (a single-node swarm, or the manager's
+//! own tasks).
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::models::TaskState;
+use bollard::query_parameters::{ListServicesOptionsBuilder, ListTasksOptionsBuilder};
+use tokio::time::Instant;
+
+use super::backend::{DockerBackend, DockerRuntime};
+use super::deploy::{Handle, Need, Runtime, UnitState};
+use super::engine::{Engine, failed, is_not_found};
+use super::model::Compose;
+use super::report::{Observed, observe};
+use super::spec::{self, Unit};
+use super::{DockerSettings, project};
+use crate::backend::{BackendError, labels};
+
+/// How long the task containers of removed services may take to stop.
+const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The docker swarm backend.
+pub type SwarmBackend = DockerBackend<Services>;
+
+/// Units are services; a unit is running when all its replicas are (swarm reports a
+/// task with a health check running only once it is healthy). The engine must be a
+/// swarm manager.
+#[derive(Debug, Clone)]
+pub struct Services {
+    engine: Engine,
+    settings: DockerSettings,
+}
+
+#[async_trait]
+impl DockerRuntime for Services {
+    const NAME: &'static str = "docker-swarm";
+    const MANIFEST_TYPES: &'static [&'static str] = &["docker-swarm"];
+
+    fn new(engine: Engine, settings: DockerSettings) -> Self {
+        Self { engine, settings }
+    }
+
+    fn settings(&self) -> &DockerSettings {
+        &self.settings
+    }
+
+    fn refuse(compose: &Compose) -> Result<(), String> {
+        // Swarm services cannot use these container settings.
+        for (name, service) in &compose.services {
+            if service.privileged || service.pid_host || service.host_network || !service.devices.is_empty() {
+                return Err(format!(
+                    "service {name}: privileged, pid: host, network_mode: host and devices are not available on swarm"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The instance's task containers on this node, with the ports the routing mesh
+    /// publishes for their service.
+    async fn observe(&self, instance_id: &str) -> Result<Vec<Observed>, BackendError> {
+        let docker = self.engine.docker()?;
+        let project = project(instance_id);
+        let filter = labels::filter_instance(&self.settings.owner, instance_id);
+        let options = ListServicesOptionsBuilder::new().filters(&filter).build();
+        let mut published: HashMap<String, Vec<(String, String, String)>> = HashMap::new();
+        for service in docker.list_services(Some(options)).await.map_err(|e| failed("cannot list services", e))? {
+            let name = service
+                .spec
+                .as_ref()
+                .and_then(|s| s.labels.as_ref())
+                .and_then(|l| l.get(labels::SERVICE).cloned())
+                .unwrap_or_default();
+            let ports = service.endpoint.and_then(|e| e.ports).unwrap_or_default();
+            let mapped = ports
+                .into_iter()
+                .filter_map(|p| {
+                    let protocol = p.protocol.map(|p| p.to_string()).unwrap_or_else(|| "tcp".into());
+                    Some((
+                        format!("{}/{protocol}", p.target_port?),
+                        "0.0.0.0".to_owned(),
+                        p.published_port?.to_string(),
+                    ))
+                })
+                .collect();
+            published.insert(name, mapped);
+        }
+        let mut observed = Vec::new();
+        for container in self.engine.containers(&filter).await? {
+            let Some(id) = container.id else { continue };
+            let Ok(inspected) = self.engine.inspect(&id).await else { continue };
+            let mut seen = observe(&inspected, &project);
+            // Host-mode ports are the task container's own; ingress ones the service's.
+            if seen.ports.is_empty() {
+                seen.ports = published.get(&seen.service).cloned().unwrap_or_default();
+            }
+            observed.push(seen);
+        }
+        observed.sort_by(|a, b| a.container.cmp(&b.container));
+        Ok(observed)
+    }
+
+    async fn owned_instances(&self) -> Result<BTreeSet<String>, BackendError> {
+        let filter = labels::filter_owner(&self.settings.owner);
+        let options = ListServicesOptionsBuilder::new().filters(&filter).build();
+        let services =
+            self.engine.docker()?.list_services(Some(options)).await.map_err(|e| failed("cannot list services", e))?;
+        Ok(services.into_iter().filter_map(|s| s.spec?.labels?.remove(labels::INSTANCE)).collect())
+    }
+
+    async fn probe(&self) -> Result<String, BackendError> {
+        let info = self.engine.docker()?.info().await.map_err(|e| failed("the Docker engine does not answer", e))?;
+        let swarm = info.swarm.unwrap_or_default();
+        if swarm.control_available != Some(true) {
+            return Err(BackendError::new("the Docker engine is not a swarm manager (docker swarm init)"));
+        }
+        Ok(format!("swarm manager, node {}", swarm.node_id.unwrap_or_default()))
+    }
+}
+
+#[async_trait]
+impl Runtime for Services {
+    fn units(&self) -> &'static str {
+        "services"
+    }
+
+    /// Removes the instance's services, then (once their tasks are gone) its networks
+    /// and, unless kept, volumes.
+    async fn clear(&self, instance_id: &str, keep_volumes: bool) -> Result<(), BackendError> {
+        let docker = self.engine.docker()?;
+        let filter = labels::filter_instance(&self.settings.owner, instance_id);
+        let options = ListServicesOptionsBuilder::new().filters(&filter).build();
+        let services = docker.list_services(Some(options)).await.map_err(|e| failed("cannot list services", e))?;
+        for service in services {
+            let Some(id) = service.id else { continue };
+            match docker.delete_service(&id).await {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(failed(&format!("cannot remove service {id}"), e)),
+            }
+        }
+        // Task containers stop asynchronously; networks and volumes are free after.
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while !self.engine.containers(&filter).await?.is_empty() {
+            if Instant::now() >= deadline {
+                return Err(BackendError::new(format!("the containers of instance {instance_id} did not stop")));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        self.engine.remove_instance(&self.settings.owner, instance_id, keep_volumes).await
+    }
+
+    async fn provide(&self, need: Need<'_>) -> Result<(), BackendError> {
+        self.engine.provide(need, &self.settings, "overlay").await
+    }
+
+    async fn create_unit(&self, unit: &Unit<'_>) -> Result<Handle, BackendError> {
+        let name = spec::service_name(unit);
+        let created = self
+            .engine
+            .docker()?
+            .create_service(spec::service_spec(unit), None)
+            .await
+            .map_err(|e| failed(&format!("cannot create service {name}"), e))?;
+        Ok(Handle { id: created.id.unwrap_or_default(), name })
+    }
+
+    /// A failed or rejected task fails the deployment with the engine's reason.
+    async fn unit_state(&self, unit: &Unit<'_>, handle: &Handle) -> Result<UnitState, BackendError> {
+        let filters = HashMap::from([("service".to_owned(), vec![handle.name.clone()])]);
+        let tasks = self
+            .engine
+            .docker()?
+            .list_tasks(Some(ListTasksOptionsBuilder::new().filters(&filters).build()))
+            .await
+            .map_err(|e| failed(&format!("cannot list the tasks of {}", handle.name), e))?;
+        let mut running: u64 = 0;
+        for task in tasks {
+            let status = task.status.unwrap_or_default();
+            match status.state {
+                Some(TaskState::RUNNING) => running += 1,
+                Some(TaskState::FAILED | TaskState::REJECTED) => {
+                    return Ok(UnitState::Failed(format!(
+                        "service {} failed to start: {}",
+                        unit.name,
+                        status.err.or(status.message).unwrap_or_else(|| "no reason given".into())
+                    )));
+                }
+                _ => {}
+            }
+        }
+        let wanted = spec::replicas(unit.service);
+        Ok(if running >= wanted { UnitState::Running { healthy: true } } else { UnitState::Starting })
+    }
+}
