@@ -139,7 +139,7 @@ impl Broker {
         let Some(Versioned { record: instance, .. }) = self.live_instance(instance_id).await? else {
             return Err(OsbError::Gone);
         };
-        let (backend, manifest) = self.instance_backend(&instance).await?;
+        let (backend, manifest) = self.instance_backend(&self.registry().await?.record, &instance).await?;
         let asynchronous = run_asynchronously(backend.execution(&manifest, OperationKind::Unbind), accepts_incomplete)?;
         let op = self.start_op(OperationKind::Unbind, asynchronous);
         let op_id = op.id.clone();

@@ -5,15 +5,17 @@ use serde_json::{Map, Value, json};
 use super::Broker;
 use crate::domain::instance::{InstanceStatus, ServiceInstance};
 use crate::domain::operation::OperationState;
+use crate::domain::registry::Registry;
 use crate::error::{OsbError, OsbResult};
 use crate::wire::{EtInstance, EtState};
 
 impl Broker {
     /// `GET /v2/et/service_instances`.
     pub async fn et_instances(&self) -> OsbResult<Vec<EtInstance>> {
+        let registry = self.registry().await?.record;
         let mut out = Vec::new();
         for instance in self.live_instances().await? {
-            out.push(self.et_view(instance).await?);
+            out.push(self.et_view(&registry, instance).await?);
         }
         Ok(out)
     }
@@ -25,7 +27,7 @@ impl Broker {
             .await?
             .ok_or_else(|| OsbError::NotFound(format!("instance {instance_id} does not exist")))?
             .record;
-        self.et_view(instance).await
+        self.et_view(&self.registry().await?.record, instance).await
     }
 
     async fn live_instances(&self) -> OsbResult<Vec<ServiceInstance>> {
@@ -42,14 +44,14 @@ impl Broker {
     /// The original's instance shape: `context` holds the backend's live details plus
     /// `id` and `manifest_id` (which, unlike the original, backend keys cannot
     /// overwrite), `service_type` the offering, `state` the last operation.
-    async fn et_view(&self, instance: ServiceInstance) -> OsbResult<EtInstance> {
-        let service = self.registry().await?.record.service(&instance.service_id).cloned().ok_or_else(|| {
+    async fn et_view(&self, registry: &Registry, instance: ServiceInstance) -> OsbResult<EtInstance> {
+        let service = registry.service(&instance.service_id).cloned().ok_or_else(|| {
             OsbError::Internal(format!("service {} of instance {} is gone", instance.service_id, instance.id))
         })?;
         let mut context = Map::new();
         let mut deployment = Vec::new();
         let mut problem = None;
-        let info = match self.instance_backend(&instance).await {
+        let info = match self.instance_backend(registry, &instance).await {
             Ok((backend, manifest)) => backend.info(&instance, &manifest).await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };

@@ -213,7 +213,7 @@ impl Broker {
                 binding.id
             )));
         }
-        let (backend, manifest) = self.teardown_backend(&instance).await?;
+        let (backend, manifest) = self.teardown_backend(&self.registry().await?.record, &instance).await?;
         let execution =
             manifest.as_ref().map_or(Execution::Either, |m| backend.execution(m, OperationKind::Deprovision));
         let asynchronous = run_asynchronously(execution, accepts_incomplete)?;

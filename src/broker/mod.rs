@@ -161,12 +161,7 @@ impl Broker {
         Ok(PlanView { service, plan, entry, manifest, backend })
     }
 
-    /// The manifest registered for a plan: its registry entry and its content.
-    async fn manifest_for_plan(&self, plan_id: &str) -> OsbResult<(ManifestEntry, Manifest)> {
-        self.manifest_in(&self.registry().await?.record, plan_id).await
-    }
-
-    /// [`Broker::manifest_for_plan`] in a registry already read.
+    /// The manifest registered for a plan in `registry`: its entry and its content.
     async fn manifest_in(&self, registry: &Registry, plan_id: &str) -> OsbResult<(ManifestEntry, Manifest)> {
         let (_, entry) = registry.manifest_for_plan(plan_id).ok_or_else(|| {
             OsbError::BadRequest(format!(
@@ -179,8 +174,7 @@ impl Broker {
 
     /// The manifest an instance was deployed with, if it is still registered (it is,
     /// for instances created by this esm; see `registry.rs`).
-    async fn instance_manifest(&self, instance: &ServiceInstance) -> OsbResult<Option<Manifest>> {
-        let registry = self.registry().await?.record;
+    async fn instance_manifest(&self, registry: &Registry, instance: &ServiceInstance) -> OsbResult<Option<Manifest>> {
         match registry.manifests.get(&instance.manifest_id) {
             Some(entry) => Ok(Some(self.stored_manifest(entry).await?)),
             None => Ok(None),
@@ -188,8 +182,12 @@ impl Broker {
     }
 
     /// The backend and manifest an instance was deployed with.
-    pub(super) async fn instance_backend(&self, instance: &ServiceInstance) -> OsbResult<(Arc<dyn Backend>, Manifest)> {
-        let manifest = self.instance_manifest(instance).await?.ok_or_else(|| {
+    pub(super) async fn instance_backend(
+        &self,
+        registry: &Registry,
+        instance: &ServiceInstance,
+    ) -> OsbResult<(Arc<dyn Backend>, Manifest)> {
+        let manifest = self.instance_manifest(registry, instance).await?.ok_or_else(|| {
             OsbError::Internal(format!("manifest {:?} of instance {} is missing", instance.manifest_id, instance.id))
         })?;
         let backend = self.backend(&manifest)?;
@@ -198,8 +196,12 @@ impl Broker {
 
     /// The backend of an instance and its manifest if it is still there: removing what
     /// was deployed needs only the backend, which the instance names itself.
-    async fn teardown_backend(&self, instance: &ServiceInstance) -> OsbResult<(Arc<dyn Backend>, Option<Manifest>)> {
-        let manifest = self.instance_manifest(instance).await?;
+    async fn teardown_backend(
+        &self,
+        registry: &Registry,
+        instance: &ServiceInstance,
+    ) -> OsbResult<(Arc<dyn Backend>, Option<Manifest>)> {
+        let manifest = self.instance_manifest(registry, instance).await?;
         let manifest_type = manifest.as_ref().map(|m| m.manifest_type.as_str()).or(instance.manifest_type.as_deref());
         let by_type = manifest_type.and_then(|t| self.backends.get(t));
         // Instances of esm 0.1 name their backend only in a label.

@@ -163,16 +163,6 @@ impl Broker {
             .map_err(OsbError::from)
     }
 
-    /// A service offering.
-    pub(super) async fn service(&self, service_id: &str) -> OsbResult<Service> {
-        self.registry()
-            .await?
-            .record
-            .service(service_id)
-            .cloned()
-            .ok_or_else(|| OsbError::BadRequest(format!("unknown service_id {service_id:?}")))
-    }
-
     /// The content of a registered manifest.
     pub(super) async fn stored_manifest(&self, entry: &ManifestEntry) -> OsbResult<Manifest> {
         if let Some(stored) = self.records.get::<StoredManifest>(&entry.content).await? {

@@ -22,6 +22,7 @@ use crate::backend::BackendError;
 use crate::domain::binding::Binding;
 use crate::domain::instance::ServiceInstance;
 use crate::domain::operation::{Operation, Tracked};
+use crate::domain::registry::Registry;
 use crate::error::{OsbError, OsbResult};
 use crate::store::{Record, Versioned};
 
@@ -71,8 +72,15 @@ pub(super) trait Work: Send + Sync + 'static {
         record.service_and_plan()
     }
 
-    /// Calls the backend for `record`'s operation `op`.
-    async fn call(&self, broker: &Broker, record: &Self::Record, op: &Operation) -> Result<Self::Output, BackendError>;
+    /// Calls the backend for `record`'s operation `op`; `registry` is the catalog as
+    /// the run read it.
+    async fn call(
+        &self,
+        broker: &Broker,
+        registry: &Registry,
+        record: &Self::Record,
+        op: &Operation,
+    ) -> Result<Self::Output, BackendError>;
 
     /// Applies the result to the record; the operation `op` in it is already marked
     /// succeeded or failed.
@@ -168,9 +176,12 @@ impl Broker {
         let Some(op) = record.operations().find(op_id).cloned() else {
             return Ok(Outcome::Gone);
         };
+        // One read of the catalog serves the deadline and the backend call.
+        let registry = self.registry().await?.record;
         let (service_id, plan_id) = work.plan(&record, &op);
-        let deadline = self.deadline(service_id, plan_id, &op).await;
-        let result = match self.hold_lease::<W::Record, _>(id, op_id, deadline, work.call(self, &record, &op)).await {
+        let deadline = deadline(&registry, service_id, plan_id, &op);
+        let call = work.call(self, &registry, &record, &op);
+        let result = match self.hold_lease::<W::Record, _>(id, op_id, deadline, call).await {
             Held::Done(result) => result,
             Held::ShuttingDown => return Ok(Outcome::ShuttingDown),
             Held::LeaseLost => return Ok(Outcome::LeaseLost),
@@ -251,16 +262,15 @@ impl Broker {
             }
         }
     }
+}
 
-    /// When an asynchronous operation must be over: its start plus the plan's
-    /// `maximum_polling_duration` (OSB 2.15). Synchronous ones have no deadline.
-    async fn deadline(&self, service_id: &str, plan_id: &str, op: &Operation) -> Option<SystemTime> {
-        if !op.asynchronous {
-            return None;
-        }
-        let service = self.service(service_id).await.ok()?;
-        let seconds = service.plan(plan_id)?.maximum_polling_duration?;
-        let started = humantime::parse_rfc3339(&op.started_at).ok()?;
-        Some(started + Duration::from_secs(u64::from(seconds)))
+/// When an asynchronous operation must be over: its start plus the plan's
+/// `maximum_polling_duration` (OSB 2.15). Synchronous ones have no deadline.
+fn deadline(registry: &Registry, service_id: &str, plan_id: &str, op: &Operation) -> Option<SystemTime> {
+    if !op.asynchronous {
+        return None;
     }
+    let seconds = registry.service(service_id)?.plan(plan_id)?.maximum_polling_duration?;
+    let started = humantime::parse_rfc3339(&op.started_at).ok()?;
+    Some(started + Duration::from_secs(u64::from(seconds)))
 }

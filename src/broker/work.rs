@@ -17,6 +17,7 @@ use crate::domain::binding::{Binding, BindingMetadata, BindingStatus, Credential
 use crate::domain::instance::{InstanceStatus, ServiceInstance};
 use crate::domain::manifest::Manifest;
 use crate::domain::operation::{Operation, OperationKind};
+use crate::domain::registry::Registry;
 use crate::error::{OsbError, OsbResult};
 
 /// Deploys a new instance.
@@ -58,13 +59,17 @@ impl Broker {
     }
 
     /// The instance, backend and manifest behind a binding.
-    async fn binding_backend(&self, binding: &Binding) -> OsbResult<(ServiceInstance, Arc<dyn Backend>, Manifest)> {
+    async fn binding_backend(
+        &self,
+        registry: &Registry,
+        binding: &Binding,
+    ) -> OsbResult<(ServiceInstance, Arc<dyn Backend>, Manifest)> {
         let instance = self
             .live_instance(&binding.instance_id)
             .await?
             .ok_or_else(|| OsbError::Internal(format!("instance {} is gone", binding.instance_id)))?
             .record;
-        let (backend, manifest) = self.instance_backend(&instance).await?;
+        let (backend, manifest) = self.instance_backend(registry, &instance).await?;
         Ok((instance, backend, manifest))
     }
 }
@@ -82,10 +87,11 @@ impl Work for Provision {
     async fn call(
         &self,
         broker: &Broker,
+        registry: &Registry,
         instance: &ServiceInstance,
         _op: &Operation,
     ) -> Result<Deployment, BackendError> {
-        let (backend, manifest) = broker.instance_backend(instance).await.map_err(failure)?;
+        let (backend, manifest) = broker.instance_backend(registry, instance).await.map_err(failure)?;
         backend.provision(instance, &manifest).await
     }
 
@@ -125,12 +131,13 @@ impl Work for Update {
     async fn call(
         &self,
         broker: &Broker,
+        registry: &Registry,
         instance: &ServiceInstance,
         op: &Operation,
     ) -> Result<Redeployed, BackendError> {
         let pending = op.update.as_ref().ok_or_else(|| BackendError::new("the update has no changes recorded"))?;
         let target = apply_update(instance.clone(), pending);
-        let (_, manifest) = broker.manifest_for_plan(&target.plan_id).await.map_err(failure)?;
+        let (_, manifest) = broker.manifest_in(registry, &target.plan_id).await.map_err(failure)?;
         let backend = broker.backend(&manifest).map_err(failure)?;
         let deployment = backend.update(&target, &manifest).await?;
         Ok(Redeployed { deployment, dashboard_url: backend.dashboard_url(&target, &manifest), manifest })
@@ -158,8 +165,14 @@ impl Work for Deprovision {
     type Record = ServiceInstance;
     type Output = ();
 
-    async fn call(&self, broker: &Broker, instance: &ServiceInstance, _op: &Operation) -> Result<(), BackendError> {
-        let (backend, manifest) = broker.teardown_backend(instance).await.map_err(failure)?;
+    async fn call(
+        &self,
+        broker: &Broker,
+        registry: &Registry,
+        instance: &ServiceInstance,
+        _op: &Operation,
+    ) -> Result<(), BackendError> {
+        let (backend, manifest) = broker.teardown_backend(registry, instance).await.map_err(failure)?;
         backend.deprovision(instance, manifest.as_ref()).await
     }
 
@@ -201,15 +214,13 @@ impl Work for Bind {
     async fn call(
         &self,
         broker: &Broker,
+        registry: &Registry,
         binding: &Binding,
         _op: &Operation,
     ) -> Result<(BindOutput, BindingMetadata), BackendError> {
-        let (instance, backend, manifest) = broker.binding_backend(binding).await.map_err(failure)?;
-        let lifetime = broker
-            .service(&instance.service_id)
-            .await
-            .ok()
-            .and_then(|s| s.plan(&instance.plan_id).and_then(|p| p.binding_lifetime_seconds));
+        let (instance, backend, manifest) = broker.binding_backend(registry, binding).await.map_err(failure)?;
+        let lifetime =
+            registry.service(&instance.service_id).and_then(|s| s.plan(&instance.plan_id)?.binding_lifetime_seconds);
         let output = backend.bind(&instance, binding, &manifest).await?;
         // The lifetime counts from when the credentials exist.
         let clock = broker.clock();
@@ -250,8 +261,14 @@ impl Work for Unbind {
     type Record = Binding;
     type Output = ();
 
-    async fn call(&self, broker: &Broker, binding: &Binding, _op: &Operation) -> Result<(), BackendError> {
-        let (instance, backend, manifest) = broker.binding_backend(binding).await.map_err(failure)?;
+    async fn call(
+        &self,
+        broker: &Broker,
+        registry: &Registry,
+        binding: &Binding,
+        _op: &Operation,
+    ) -> Result<(), BackendError> {
+        let (instance, backend, manifest) = broker.binding_backend(registry, binding).await.map_err(failure)?;
         backend.unbind(&instance, binding, &manifest).await
     }
 
