@@ -14,7 +14,8 @@
 //! x-esm-dummy:
 //!   mode: either        # sync | async | either (default): how operations run
 //!   delay_ms: 200       # how long each operation takes (default 0)
-//!   hold: [provision]   # operations that wait until released (see `Holds`; tests)
+//!   hold: [provision]   # operations that wait until a test releases them (`Holds`;
+//!                       # builds with the test-support feature only)
 //!   fail: [provision]   # operations that fail: provision, update, deprovision, bind, unbind
 //!   requires_app: true  # bind needs an app_guid (default false)
 //!   dashboard_url: http://dash.example/x   # the instances' dashboard
@@ -225,7 +226,14 @@ impl DummyBackend {
             // Plain text or a list: nothing to run, default behaviour.
             return Ok(DummyManifest::default());
         }
-        serde_path_to_error::deserialize(doc).map_err(|e| format!("manifest_content: {}: {}", e.path(), e.inner()))
+        let parsed: DummyManifest = serde_path_to_error::deserialize(doc)
+            .map_err(|e| format!("manifest_content: {}: {}", e.path(), e.inner()))?;
+        // Only a test can release a held operation: a build for production refuses the
+        // key, so no registered manifest can make an operation wait forever.
+        if !cfg!(feature = "test-support") && !parsed.script.hold.is_empty() {
+            return Err("x-esm-dummy.hold is for tests; this esm build does not take it".into());
+        }
+        Ok(parsed)
     }
 
     /// The parsed manifest; registration already checked it, so a failure here means

@@ -29,6 +29,11 @@ echo "healthy after ${healthy_after}s; image size $(docker image inspect -f '{{.
 
 source "$(dirname "$0")/walkthrough.sh"
 walkthrough
+# A release build refuses the dummy's test-only hold: nothing could release it.
+expect 201 PUT /v2/et/catalog '{"id": "held_svc", "name": "held", "description": "d",
+  "plans": [{"id": "held-plan", "name": "p", "description": "d"}]}'
+expect 400 PUT /v2/et/manifest/held '{"service_id": "held_svc", "plan_id": "held-plan", "manifest_type": "dummy",
+  "manifest_content": "x-esm-dummy: {hold: [provision]}\n"}'
 
 docker stop -t 20 "$name" >/dev/null
 [ "$(docker inspect -f '{{.State.ExitCode}}' "$name")" = 0 ] || fail "esm did not exit 0 on SIGTERM"
