@@ -15,7 +15,7 @@ use crate::backend::docker::PullPolicy;
 use crate::yaml;
 
 mod secret;
-pub use secret::{REDACTED, Secret, redact_uri, redact_value};
+pub use secret::{REDACTED, Secret, redact_uri, redact_userinfo, redact_value};
 
 /// The `esm` command line.
 #[derive(Debug, Clone, Parser)]
@@ -79,6 +79,7 @@ pub struct Config {
     pub store: Option<StoreKind>,
     /// MongoDB host (the original's setting); selects the MongoDB store.
     #[arg(long = "mongo-host", env = "ESM_MONGO_HOST")]
+    #[serde(serialize_with = "host_without_credentials")]
     pub mongo_host: Option<String>,
     /// MongoDB port, with `ESM_MONGO_HOST`.
     #[arg(long = "mongo-port", env = "ESM_MONGO_PORT", default_value_t = 27017)]
@@ -372,6 +373,11 @@ fn uri_without_credentials<S: Serializer>(uri: &Option<Secret>, serializer: S) -
     uri.as_ref().map(|u| redact_uri(u.expose())).serialize(serializer)
 }
 
+/// A host setting may carry `user:password@` too (it becomes the URI's authority).
+fn host_without_credentials<S: Serializer>(host: &Option<String>, serializer: S) -> Result<S::Ok, S::Error> {
+    host.as_deref().map(redact_userinfo).serialize(serializer)
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::{BTreeMap, BTreeSet};
@@ -577,5 +583,9 @@ mod tests {
         }
         assert_eq!(config.redacted()["ESM_BROKER_PASSWORD"], REDACTED);
         assert_eq!(config.redacted()["ESM_MONGO_URI"], "mongodb://********@db:27017/?tls=true");
+        let host_with_credentials = Config { mongo_host: Some("admin:hunter2@db".into()), ..Config::default() };
+        let shown = host_with_credentials.redacted();
+        assert_eq!(shown["ESM_MONGO_HOST"], "********@db", "{shown}");
+        assert!(!shown.to_string().contains("hunter2"), "{shown}");
     }
 }

@@ -41,7 +41,7 @@ impl Serialize for Secret {
 pub const REDACTED: &str = "********";
 
 /// Hides credentials in a setting's value: the whole value when the name says it is a
-/// secret, the `user:password@` part of a URI otherwise.
+/// secret, otherwise the `user:password@` part of a URI or of a host.
 pub fn redact_value(name: &str, value: &str) -> String {
     let upper = name.to_ascii_uppercase();
     if ["PASSWORD", "PASSWD", "SECRET", "TOKEN", "CREDENTIAL", "APIKEY", "API_KEY", "PRIVATE"]
@@ -50,19 +50,24 @@ pub fn redact_value(name: &str, value: &str) -> String {
     {
         return REDACTED.to_owned();
     }
-    redact_uri(value)
+    if value.contains("://") { redact_uri(value) } else { redact_userinfo(value) }
 }
 
 /// `scheme://user:pass@host/...` → `scheme://********@host/...`. Everything up to
 /// the last `@` is hidden, so a password with a `/`, `@` or `?` in it (unescaped, as
 /// people type them) is hidden too; at worst more than the credentials is.
 pub fn redact_uri(value: &str) -> String {
-    let Some(scheme_end) = value.find("://") else {
-        return value.to_owned();
-    };
-    let rest = &value[scheme_end + 3..];
-    match rest.rfind('@') {
-        Some(at) => format!("{}://{REDACTED}{}", &value[..scheme_end], &rest[at..]),
+    match value.find("://") {
+        Some(scheme_end) => format!("{}://{}", &value[..scheme_end], redact_userinfo(&value[scheme_end + 3..])),
+        None => value.to_owned(),
+    }
+}
+
+/// `user:pass@host...` → `********@host...`: what follows a URI's scheme, or a host
+/// setting that carries credentials the same way (`ESM_MONGO_HOST=user:pw@db`).
+pub fn redact_userinfo(value: &str) -> String {
+    match value.rfind('@') {
+        Some(at) => format!("{REDACTED}{}", &value[at..]),
         None => value.to_owned(),
     }
 }
@@ -84,5 +89,8 @@ mod tests {
             assert!(!shown.contains("pa/ss") && !shown.contains("p@ss") && !shown.contains("p?x"), "{shown}");
             assert!(shown.ends_with("@db/esm") || shown.ends_with("@db"), "{shown}");
         }
+        assert_eq!(redact_userinfo("admin:pw@db"), "********@db");
+        assert_eq!(redact_userinfo("db"), "db");
+        assert_eq!(redact_value("ESM_MONGO_HOST", "admin:pw@db"), "********@db");
     }
 }
