@@ -63,12 +63,7 @@ impl Server {
         // the open-file limit. The effective cap is what `/environment` shows.
         config.max_connections = serve::fit_connection_cap(config.max_connections, 2);
         let store = open_store(&config).await?;
-        let dummy = config
-            .backends
-            .contains(&BackendKind::Dummy)
-            .then(|| Arc::new(DummyBackend::with_limits(config.manifest_limits())));
-        let holds = dummy.as_ref().map(|d| d.holds());
-        let backends = backends(&config, dummy).map_err(|e| StartError::Backend(e.to_string()))?;
+        let (backends, holds) = backends(&config).map_err(|e| StartError::Backend(e.to_string()))?;
         let broker = Broker::new(
             store,
             backends,
@@ -139,18 +134,21 @@ impl Server {
     }
 }
 
-/// The configured backends; `dummy` is the dummy backend, made when configured.
-fn backends(config: &Config, dummy: Option<Arc<DummyBackend>>) -> Result<Backends, BackendError> {
-    let mut backends = Backends::new();
+/// The configured backends, and the dummy's held operations when it runs.
+fn backends(config: &Config) -> Result<(Backends, Option<Arc<Holds>>), BackendError> {
+    let (mut backends, mut holds) = (Backends::new(), None);
     for kind in &config.backends {
-        backends = match (kind, &dummy) {
-            (BackendKind::Dummy, Some(dummy)) => backends.with(dummy.clone()),
-            (BackendKind::Dummy, None) => backends,
-            (BackendKind::DockerCompose, _) => backends.with(Arc::new(ComposeBackend::new(docker_settings(config))?)),
-            (BackendKind::DockerSwarm, _) => backends.with(Arc::new(SwarmBackend::new(docker_settings(config))?)),
+        backends = match kind {
+            BackendKind::Dummy => {
+                let dummy = Arc::new(DummyBackend::with_limits(config.manifest_limits()));
+                holds = Some(dummy.holds());
+                backends.with(dummy)
+            }
+            BackendKind::DockerCompose => backends.with(Arc::new(ComposeBackend::new(docker_settings(config))?)),
+            BackendKind::DockerSwarm => backends.with(Arc::new(SwarmBackend::new(docker_settings(config))?)),
         };
     }
-    Ok(backends)
+    Ok((backends, holds))
 }
 
 fn docker_settings(config: &Config) -> DockerSettings {
