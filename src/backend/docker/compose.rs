@@ -7,12 +7,12 @@ use async_trait::async_trait;
 use bollard::models::{EndpointSettings, HealthStatusEnum, NetworkConnectRequest};
 use bollard::query_parameters::CreateContainerOptionsBuilder;
 
+use super::DockerSettings;
 use super::backend::{DockerBackend, DockerRuntime};
 use super::deploy::{Handle, Need, Runtime, UnitState};
 use super::engine::{Engine, failed};
-use super::report::{Observed, observe};
+use super::report::{Observed, observe_instance};
 use super::spec::{self, Unit};
-use super::{DockerSettings, project};
 use crate::backend::{BackendError, labels};
 
 /// The docker-compose backend.
@@ -39,16 +39,7 @@ impl DockerRuntime for Containers {
     }
 
     async fn observe(&self, instance_id: &str) -> Result<Vec<Observed>, BackendError> {
-        let project = project(instance_id);
-        let mut observed = Vec::new();
-        for container in self.engine.containers(&labels::filter_instance(&self.settings.owner, instance_id)).await? {
-            let Some(id) = container.id else { continue };
-            // Removed between listing and inspecting: it is gone.
-            let Ok(inspected) = self.engine.inspect(&id).await else { continue };
-            observed.push(observe(&inspected, &project));
-        }
-        observed.sort_by(|a, b| a.container.cmp(&b.container));
-        Ok(observed)
+        observe_instance(&self.engine, &self.settings.owner, instance_id).await
     }
 
     async fn owned_instances(&self) -> Result<BTreeSet<String>, BackendError> {

@@ -5,7 +5,9 @@
 use bollard::models::ContainerInspectResponse;
 use serde_json::{Map, Value, json};
 
+use super::engine::Engine;
 use super::model::{Compose, CredentialSource};
+use super::project;
 use crate::backend::{BackendError, BindOutput, Info, labels};
 
 /// One container as esm reports it.
@@ -22,6 +24,21 @@ pub struct Observed {
     pub(super) environment: Vec<(String, String)>,
     /// `(container port key, host ip, host port)`
     pub(super) ports: Vec<(String, String, String)>,
+}
+
+/// What runs of an instance owned by `owner`: its containers (running or not), found by
+/// label and inspected, sorted by container name. One removed between the listing and
+/// its inspection is gone, and left out.
+pub async fn observe_instance(engine: &Engine, owner: &str, instance_id: &str) -> Result<Vec<Observed>, BackendError> {
+    let project = project(instance_id);
+    let mut observed = Vec::new();
+    for container in engine.containers(&labels::filter_instance(owner, instance_id)).await? {
+        let Some(id) = container.id else { continue };
+        let Ok(inspected) = engine.inspect(&id).await else { continue };
+        observed.push(observe(&inspected, &project));
+    }
+    observed.sort_by(|a, b| a.container.cmp(&b.container));
+    Ok(observed)
 }
 
 pub fn observe(inspected: &ContainerInspectResponse, project: &str) -> Observed {

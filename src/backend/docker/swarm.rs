@@ -17,13 +17,13 @@ use bollard::models::TaskState;
 use bollard::query_parameters::{ListServicesOptionsBuilder, ListTasksOptionsBuilder};
 use tokio::time::Instant;
 
+use super::DockerSettings;
 use super::backend::{DockerBackend, DockerRuntime};
 use super::deploy::{Handle, Need, Runtime, UnitState};
 use super::engine::{Engine, failed, is_not_found};
 use super::model::Compose;
-use super::report::{Observed, observe};
+use super::report::{Observed, observe_instance};
 use super::spec::{self, Unit};
-use super::{DockerSettings, project};
 use crate::backend::{BackendError, labels};
 
 /// How long the task containers of removed services may take to stop.
@@ -70,7 +70,6 @@ impl DockerRuntime for Services {
     /// publishes for their service.
     async fn observe(&self, instance_id: &str) -> Result<Vec<Observed>, BackendError> {
         let docker = self.engine.docker()?;
-        let project = project(instance_id);
         let filter = labels::filter_instance(&self.settings.owner, instance_id);
         let options = ListServicesOptionsBuilder::new().filters(&filter).build();
         let mut published: HashMap<String, Vec<(String, String, String)>> = HashMap::new();
@@ -95,18 +94,11 @@ impl DockerRuntime for Services {
                 .collect();
             published.insert(name, mapped);
         }
-        let mut observed = Vec::new();
-        for container in self.engine.containers(&filter).await? {
-            let Some(id) = container.id else { continue };
-            let Ok(inspected) = self.engine.inspect(&id).await else { continue };
-            let mut seen = observe(&inspected, &project);
-            // Host-mode ports are the task container's own; ingress ones the service's.
-            if seen.ports.is_empty() {
-                seen.ports = published.get(&seen.service).cloned().unwrap_or_default();
-            }
-            observed.push(seen);
+        let mut observed = observe_instance(&self.engine, &self.settings.owner, instance_id).await?;
+        // Host-mode ports are the task container's own; ingress ones the service's.
+        for seen in observed.iter_mut().filter(|seen| seen.ports.is_empty()) {
+            seen.ports = published.get(&seen.service).cloned().unwrap_or_default();
         }
-        observed.sort_by(|a, b| a.container.cmp(&b.container));
         Ok(observed)
     }
 
