@@ -27,6 +27,22 @@ pub enum OperationState {
     Failed,
 }
 
+impl OperationState {
+    /// The state as OSB spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InProgress => "in progress",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// Reads a state as OSB spells it.
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::InProgress, Self::Succeeded, Self::Failed].into_iter().find(|s| s.as_str() == text)
+    }
+}
+
 /// What an operation does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

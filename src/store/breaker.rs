@@ -21,7 +21,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{Collection, Document, Store, StoreError};
+use super::{Collection, Document, Query, Store, StoreError};
 
 /// How long the prober waits after a failed ping before the next one.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
@@ -161,6 +161,20 @@ impl Store for BreakerStore {
         self.guard(self.inner.list(collection)).await
     }
 
+    async fn page(&self, collection: Collection, query: &Query) -> Result<Vec<(String, Document)>, StoreError> {
+        self.guard(self.inner.page(collection, query)).await
+    }
+
+    async fn expired(
+        &self,
+        collection: Collection,
+        field: &str,
+        below: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        self.guard(self.inner.expired(collection, field, below, limit)).await
+    }
+
     async fn delete(
         &self,
         collection: Collection,
@@ -248,6 +262,12 @@ mod tests {
         }
         async fn delete(&self, c: Collection, id: &str, v: Option<u64>) -> Result<bool, StoreError> {
             self.answer(self.memory.delete(c, id, v)).await
+        }
+        async fn page(&self, c: Collection, q: &Query) -> Result<Vec<(String, Document)>, StoreError> {
+            self.answer(self.memory.page(c, q)).await
+        }
+        async fn expired(&self, c: Collection, f: &str, b: &str, n: usize) -> Result<Vec<(String, u64)>, StoreError> {
+            self.answer(self.memory.expired(c, f, b, n)).await
         }
         async fn ping(&self) -> Result<(), StoreError> {
             self.answer(async { Ok(()) }).await

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{Collection, REGISTRY_ID, Records, Store, StoreError};
+use super::index::{self, INDEX_FIELD};
+use super::{Collection, Query, REGISTRY_ID, Records, Store, StoreError};
 use crate::domain::binding::{Binding, BindingMetadata, BindingStatus, Credentials};
 use crate::domain::catalog::Service;
 use crate::domain::instance::{InstanceMetadata, InstanceStatus, PendingUpdate, ServiceInstance};
@@ -26,6 +27,10 @@ pub async fn run(store: Arc<dyn Store>) {
     concurrent_replaces_from_one_version_have_one_winner(&store).await;
     awkward_json_round_trips(&store).await;
     every_record_round_trips(&store).await;
+    pages_are_served_from_the_indexes(&store).await;
+    indexes_follow_every_write(&store).await;
+    expired_finds_what_sorts_before(&store).await;
+    records_are_indexed_by_what_they_are(&store).await;
     store.ping().await.expect("ping");
 }
 
@@ -226,4 +231,86 @@ async fn every_record_round_trips(store: &Arc<dyn Store>) {
     // Every document carries the schema version it was written with.
     let raw = store.get(Collection::Bindings, "rt-binding").await.expect("get").expect("present");
     assert_eq!(raw.body.get("_schema"), Some(&Value::from(super::SCHEMA_VERSION)));
+}
+
+/// A body indexed under `entries`.
+fn indexed(entries: Value) -> Value {
+    json!({ INDEX_FIELD: entries })
+}
+
+fn ids(page: &[(String, super::Document)]) -> Vec<&str> {
+    page.iter().map(|(id, _)| id.as_str()).collect()
+}
+
+async fn pages_are_served_from_the_indexes(store: &Arc<dyn Store>) {
+    let c = Collection::Bindings;
+    for (id, colour, size) in [("ix-5", "red", "s"), ("ix-1", "red", "l"), ("ix-3", "blue", "s"), ("ix-2", "red", "s")]
+    {
+        store.insert(c, id, indexed(json!({"colour": [colour], "size": [size]}))).await.expect("insert");
+    }
+    let red = |limit| Query::new([("colour", "red")], limit);
+    assert_eq!(ids(&store.page(c, &red(10)).await.expect("page")), ["ix-1", "ix-2", "ix-5"], "in id order");
+    assert_eq!(ids(&store.page(c, &red(2)).await.expect("page")), ["ix-1", "ix-2"], "limited");
+    let next = red(2).after(Some("ix-2".into()));
+    assert_eq!(ids(&store.page(c, &next).await.expect("page")), ["ix-5"], "after the cursor");
+    let small_red = Query::new([("colour", "red"), ("size", "s")], 10);
+    assert_eq!(ids(&store.page(c, &small_red).await.expect("page")), ["ix-2", "ix-5"], "every filter holds");
+    assert!(store.page(c, &Query::new([("colour", "green")], 10)).await.expect("page").is_empty());
+    let all = Query::new([], 3).after(Some("ix-1".into()));
+    assert_eq!(ids(&store.page(c, &all).await.expect("page")), ["ix-2", "ix-3", "ix-5"], "no filter: every record");
+    let found = store.page(c, &Query::new([("colour", "blue")], 1)).await.expect("page");
+    assert_eq!(found[0].1, super::Document { version: 1, body: indexed(json!({"colour": ["blue"], "size": ["s"]})) });
+}
+
+async fn indexes_follow_every_write(store: &Arc<dyn Store>) {
+    let c = Collection::Bindings;
+    let tagged = |tag: &str| Query::new([("tag", tag)], 10);
+    store.insert(c, "iw-a", indexed(json!({"tag": ["old", "both"]}))).await.expect("insert");
+    store.replace(c, "iw-a", 1, indexed(json!({"tag": ["new", "both"]}))).await.expect("replace");
+    assert!(store.page(c, &tagged("old")).await.expect("page").is_empty(), "a replaced entry is gone");
+    assert_eq!(ids(&store.page(c, &tagged("new")).await.expect("page")), ["iw-a"]);
+    assert_eq!(ids(&store.page(c, &tagged("both")).await.expect("page")), ["iw-a"], "a kept entry stays once");
+    store.upsert(c, "iw-a", json!({"no": "entries"})).await.expect("upsert");
+    assert!(store.page(c, &tagged("new")).await.expect("page").is_empty(), "an upsert drops entries");
+    store.upsert(c, "iw-b", indexed(json!({"tag": ["up"]}))).await.expect("upsert");
+    assert_eq!(ids(&store.page(c, &tagged("up")).await.expect("page")), ["iw-b"], "an upsert adds entries");
+    store.delete(c, "iw-b", None).await.expect("delete");
+    assert!(store.page(c, &tagged("up")).await.expect("page").is_empty(), "a deleted record leaves its index");
+    assert!(
+        matches!(store.replace(c, "iw-a", 1, indexed(json!({"tag": ["stale"]}))).await, Err(StoreError::Conflict(_))),
+        "a refused write"
+    );
+    assert!(store.page(c, &tagged("stale")).await.expect("page").is_empty(), "a refused write indexes nothing");
+}
+
+async fn expired_finds_what_sorts_before(store: &Arc<dyn Store>) {
+    let c = Collection::Bindings;
+    for (id, at) in [("ex-1", "2020-01-01"), ("ex-2", "2020-06-01"), ("ex-3", "2021-01-01")] {
+        store.insert(c, id, indexed(json!({"ended": [at]}))).await.expect("insert");
+    }
+    let mut found = store.expired(c, "ended", "2020-12-31", 10).await.expect("expired");
+    found.sort();
+    assert_eq!(found, [("ex-1".to_owned(), 1), ("ex-2".to_owned(), 1)]);
+    assert_eq!(store.expired(c, "ended", "2020-12-31", 1).await.expect("expired").len(), 1, "limited");
+    assert!(store.expired(c, "ended", "2000", 10).await.expect("expired").is_empty());
+}
+
+async fn records_are_indexed_by_what_they_are(store: &Arc<dyn Store>) {
+    let records = Records::new(store.clone());
+    let mut instance = records.get::<ServiceInstance>("rt-instance").await.expect("get").expect("present");
+    let live = |field: &'static str, value: &'static str| Query::new([(field, value)], 10);
+    let found = records.page::<ServiceInstance>(&live(index::SERVICE_ID, "rt-svc")).await.expect("page");
+    assert_eq!(found.iter().map(|v| v.record.id.as_str()).collect::<Vec<_>>(), ["rt-instance"]);
+    let by_state = records.page::<ServiceInstance>(&live(index::STATE, "failed")).await.expect("page");
+    assert_eq!(by_state.len(), 1, "the last operation (a failed update) names the state");
+    instance.record.status = InstanceStatus::Deprovisioned;
+    records.replace(instance.version, &instance.record).await.expect("replace");
+    assert!(
+        records.page::<ServiceInstance>(&live(index::SERVICE_ID, "rt-svc")).await.expect("page").is_empty(),
+        "a tombstone is not listed"
+    );
+    let gone = records.expired::<ServiceInstance>(index::GONE_AT, "9999", 10).await.expect("expired");
+    assert_eq!(gone.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), ["rt-instance"], "but purgeable");
+    let bindings = records.page::<Binding>(&live(index::INSTANCE_ID, "rt-instance")).await.expect("page");
+    assert_eq!(bindings.len(), 1, "a live binding is found by its instance");
 }

@@ -8,6 +8,7 @@
 //! directory fails fast instead of corrupting it.
 
 use std::any::Any;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde_json::Value;
 
-use super::{Collection, Document, Store, StoreError};
+use super::{Collection, Document, Query, Store, StoreError, index};
 
 /// The file inside the data directory.
 pub const FILE_NAME: &str = "esm.redb";
@@ -24,6 +25,49 @@ type Table = TableDefinition<'static, &'static str, (u64, &'static [u8])>;
 
 fn table(collection: Collection) -> Table {
     TableDefinition::new(collection.name())
+}
+
+/// A collection's index: `(field, value, id)`, ordered, so the ids under one value are
+/// a range in id order. Kept in the transaction that writes the record.
+type IndexTable = TableDefinition<'static, (&'static str, &'static str, &'static str), ()>;
+
+/// The index tables' names, one per collection (redb needs them `'static`).
+fn index_table(collection: Collection) -> IndexTable {
+    TableDefinition::new(match collection {
+        Collection::Registry => "registry_index",
+        Collection::ManifestContents => "manifest_contents_index",
+        Collection::Instances => "instances_index",
+        Collection::Bindings => "bindings_index",
+        Collection::LegacyServices => "services_index",
+        Collection::LegacyManifests => "manifests_index",
+    })
+}
+
+/// The index entries of a body, owned (they outlive the body they were read from).
+fn owned_entries(body: &Value) -> Vec<(String, String)> {
+    index::entries(body).into_iter().map(|(f, v)| (f.to_owned(), v.to_owned())).collect()
+}
+
+/// Replaces the index entries `before` of `id` with those of its new body.
+fn reindex(
+    txn: &redb::WriteTransaction,
+    collection: Collection,
+    id: &str,
+    before: &[(String, String)],
+    new: Option<&Value>,
+) -> Result<(), StoreError> {
+    let after = new.map(index::entries).unwrap_or_default();
+    if before.iter().map(|(f, v)| (f.as_str(), v.as_str())).eq(after.iter().copied()) {
+        return Ok(());
+    }
+    let mut t = txn.open_table(index_table(collection)).map_err(unavailable)?;
+    for (field, value) in before {
+        t.remove((field.as_str(), value.as_str(), id)).map_err(unavailable)?;
+    }
+    for (field, value) in &after {
+        t.insert((*field, *value, id), ()).map_err(unavailable)?;
+    }
+    Ok(())
 }
 
 /// A [`Store`] in a redb file.
@@ -94,6 +138,7 @@ fn apply_batch(db: &Database, changes: Vec<(Collection, String, Change)>) -> Res
             }
             None => None,
         };
+        let before = current.as_ref().map(|(_, body)| owned_entries(body)).unwrap_or_default();
         match change(current) {
             Err(refused) => results.push(Err(refused)),
             Ok((write, result)) => {
@@ -101,10 +146,14 @@ fn apply_batch(db: &Database, changes: Vec<(Collection, String, Change)>) -> Res
                     Write::Put(version, body) => {
                         let bytes = serde_json::to_vec(&body).map_err(|e| StoreError::Corrupt(e.to_string()))?;
                         t.insert(id.as_str(), (version, bytes.as_slice())).map_err(unavailable)?;
+                        drop(t);
+                        reindex(&txn, collection, &id, &before, Some(&body))?;
                         wrote = true;
                     }
                     Write::Remove => {
                         t.remove(id.as_str()).map_err(unavailable)?;
+                        drop(t);
+                        reindex(&txn, collection, &id, &before, None)?;
                         wrote = true;
                     }
                     Write::Nothing => {}
@@ -159,6 +208,7 @@ impl EmbeddedStore {
         let txn = db.begin_write().map_err(unavailable)?;
         for collection in Collection::ALL {
             txn.open_table(table(collection)).map_err(unavailable)?;
+            txn.open_table(index_table(collection)).map_err(unavailable)?;
         }
         txn.commit().map_err(unavailable)?;
         let db = Arc::new(db);
@@ -293,6 +343,80 @@ impl Store for EmbeddedStore {
                 let (version, bytes) = value.value();
                 let body = decode(collection, &id, bytes)?;
                 out.push((id, Document { version, body }));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn page(&self, collection: Collection, query: &Query) -> Result<Vec<(String, Document)>, StoreError> {
+        let query = query.clone();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let records = txn.open_table(table(collection)).map_err(unavailable)?;
+            let after = query.after.as_deref();
+            let mut out = Vec::new();
+            let Some(((field, value), rest)) = query.filters.split_first() else {
+                // No filter: the records themselves, in id order.
+                let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+                for entry in records.range::<&str>((start, Bound::Unbounded)).map_err(unavailable)? {
+                    if out.len() == query.limit {
+                        break;
+                    }
+                    let (key, stored) = entry.map_err(unavailable)?;
+                    let id = key.value().to_owned();
+                    let (version, bytes) = stored.value();
+                    out.push((id.clone(), Document { version, body: decode(collection, &id, bytes)? }));
+                }
+                return Ok(out);
+            };
+            // The first filter's index gives the ids in order; the record settles the rest.
+            let ix = txn.open_table(index_table(collection)).map_err(unavailable)?;
+            let start = (field.as_str(), value.as_str(), after.unwrap_or(""));
+            let start = if after.is_some() { Bound::Excluded(start) } else { Bound::Included(start) };
+            for entry in ix.range((start, Bound::Unbounded)).map_err(unavailable)? {
+                if out.len() == query.limit {
+                    break;
+                }
+                let (key, _) = entry.map_err(unavailable)?;
+                let (f, v, id) = key.value();
+                if f != field || v != value {
+                    break;
+                }
+                let Some(stored) = records.get(id).map_err(unavailable)? else {
+                    return Err(StoreError::Corrupt(format!("{} index names a missing {id}", collection.name())));
+                };
+                let (version, bytes) = stored.value();
+                let body = decode(collection, id, bytes)?;
+                if index::matches(&body, rest) {
+                    out.push((id.to_owned(), Document { version, body }));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn expired(
+        &self,
+        collection: Collection,
+        field: &str,
+        below: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let (field, below) = (field.to_owned(), below.to_owned());
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let records = txn.open_table(table(collection)).map_err(unavailable)?;
+            let ix = txn.open_table(index_table(collection)).map_err(unavailable)?;
+            let range = (field.as_str(), "", "")..(field.as_str(), below.as_str(), "");
+            let mut out = Vec::new();
+            for entry in ix.range(range).map_err(unavailable)?.take(limit) {
+                let (key, _) = entry.map_err(unavailable)?;
+                let id = key.value().2;
+                if let Some(stored) = records.get(id).map_err(unavailable)? {
+                    out.push((id.to_owned(), stored.value().0));
+                }
             }
             Ok(out)
         })

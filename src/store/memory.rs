@@ -1,12 +1,13 @@
 //! The in-memory store: fast, for tests and throwaway runs; forgets everything on exit.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
 use serde_json::Value;
 
-use super::{Collection, Document, Store, StoreError};
+use super::{Collection, Document, Query, Store, StoreError, index};
 
 /// A [`Store`] in a map. A std `Mutex` suffices: no `.await` is held across the lock and
 /// every critical section is a map lookup.
@@ -85,6 +86,33 @@ impl Store for MemoryStore {
 
     async fn list(&self, collection: Collection) -> Result<Vec<(String, Document)>, StoreError> {
         Ok(self.with(collection, |docs| docs.iter().map(|(id, doc)| (id.clone(), doc.clone())).collect()))
+    }
+
+    async fn page(&self, collection: Collection, query: &Query) -> Result<Vec<(String, Document)>, StoreError> {
+        let start = query.after.clone().map_or(Bound::Unbounded, Bound::Excluded);
+        Ok(self.with(collection, |docs| {
+            docs.range((start, Bound::Unbounded))
+                .filter(|(_, doc)| index::matches(&doc.body, &query.filters))
+                .take(query.limit)
+                .map(|(id, doc)| (id.clone(), doc.clone()))
+                .collect()
+        }))
+    }
+
+    async fn expired(
+        &self,
+        collection: Collection,
+        field: &str,
+        below: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        Ok(self.with(collection, |docs| {
+            docs.iter()
+                .filter(|(_, doc)| index::entries(&doc.body).iter().any(|&(f, v)| f == field && v < below))
+                .take(limit)
+                .map(|(id, doc)| (id.clone(), doc.version))
+                .collect()
+        }))
     }
 
     async fn delete(

@@ -15,12 +15,14 @@ pub mod breaker;
 #[cfg(any(test, feature = "test-support"))]
 pub mod conformance;
 pub mod embedded;
+pub mod index;
 pub mod memory;
 pub mod mongo;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use futures_util::{Stream, TryStreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -30,6 +32,7 @@ use crate::domain::catalog::Service;
 use crate::domain::instance::ServiceInstance;
 use crate::domain::manifest::Manifest;
 use crate::domain::registry::{Registry, StoredManifest};
+pub use index::Query;
 
 /// The id of the one [`Registry`] record.
 pub const REGISTRY_ID: &str = "registry";
@@ -130,6 +133,20 @@ pub trait Store: Send + Sync {
     /// Reads every document of a collection, ordered by id.
     async fn list(&self, collection: Collection) -> Result<Vec<(String, Document)>, StoreError>;
 
+    /// A page of a collection (see [`Query`]), served from the indexes kept from each
+    /// body's [`index::INDEX_FIELD`].
+    async fn page(&self, collection: Collection, query: &Query) -> Result<Vec<(String, Document)>, StoreError>;
+
+    /// Up to `limit` ids (with their versions) of documents indexed under `field` with a
+    /// value that sorts before `below`, in no particular order: what the purge removes.
+    async fn expired(
+        &self,
+        collection: Collection,
+        field: &str,
+        below: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, u64)>, StoreError>;
+
     /// Deletes a document (only if at `expected_version`, when given). Returns whether
     /// something was deleted; `Conflict` if the version moved on.
     async fn delete(&self, collection: Collection, id: &str, expected_version: Option<u64>)
@@ -154,6 +171,11 @@ pub trait Record: Serialize + DeserializeOwned + Send + Sync {
     const COLLECTION: Collection;
     /// Its id.
     fn id(&self) -> &str;
+    /// What it is found under (see [`index`]); only fields of
+    /// [`Collection::indexed_fields`].
+    fn index_keys(&self) -> index::IndexKeys {
+        Vec::new()
+    }
 }
 
 impl Record for Registry {
@@ -185,11 +207,17 @@ impl Record for ServiceInstance {
     fn id(&self) -> &str {
         &self.id
     }
+    fn index_keys(&self) -> index::IndexKeys {
+        index::instance_keys(self)
+    }
 }
 impl Record for Binding {
     const COLLECTION: Collection = Collection::Bindings;
     fn id(&self) -> &str {
         &self.id
+    }
+    fn index_keys(&self) -> index::IndexKeys {
+        index::binding_keys(self)
     }
 }
 
@@ -216,6 +244,9 @@ pub struct Records {
     store: Arc<dyn Store>,
 }
 
+/// How many records a [`Records::scan`] reads at a time.
+const SCAN_PAGE: usize = 256;
+
 /// How many times a read-modify-write retries after losing a race.
 const CAS_ATTEMPTS: usize = 16;
 
@@ -235,6 +266,10 @@ impl Records {
             .map_err(|e| StoreError::Corrupt(format!("cannot encode {}: {e}", record.id())))?;
         if let Value::Object(map) = &mut body {
             map.insert("_schema".into(), SCHEMA_VERSION.into());
+            let keys = record.index_keys();
+            if !keys.is_empty() {
+                map.insert(index::INDEX_FIELD.into(), index::to_object(&keys));
+            }
         }
         Ok(body)
     }
@@ -263,6 +298,67 @@ impl Records {
     /// Reads every record of a type, ordered by id.
     pub async fn list<T: Record>(&self) -> Result<Vec<Versioned<T>>, StoreError> {
         self.store.list(T::COLLECTION).await?.into_iter().map(|(id, doc)| Self::decode(&id, doc)).collect()
+    }
+
+    /// A page of records (see [`Query`]).
+    pub async fn page<T: Record>(&self, query: &Query) -> Result<Vec<Versioned<T>>, StoreError> {
+        let found = self.store.page(T::COLLECTION, query).await?;
+        found.into_iter().map(|(id, doc)| Self::decode(&id, doc)).collect()
+    }
+
+    /// Every record matching `filters`, read a page at a time as the stream is consumed:
+    /// memory stays bounded by one page whatever the collection holds.
+    pub fn scan<T: Record + 'static>(
+        &self,
+        filters: Vec<(String, String)>,
+    ) -> impl Stream<Item = Result<Versioned<T>, StoreError>> + Send + 'static {
+        let records = self.clone();
+        let first = Query { filters, after: None, limit: SCAN_PAGE };
+        futures_util::stream::try_unfold(Some(first), move |query| {
+            let records = records.clone();
+            async move {
+                let Some(query) = query else { return Ok(None) };
+                let page = records.page::<T>(&query).await?;
+                let next = (page.len() == query.limit)
+                    .then(|| page.last().map(|v| v.record.id().to_owned()))
+                    .flatten()
+                    .map(|last| Query { after: Some(last), ..query });
+                Ok(Some((futures_util::stream::iter(page.into_iter().map(Ok)), next)))
+            }
+        })
+        .try_flatten()
+    }
+
+    /// Ids and versions of up to `limit` records whose `field` sorts before `below`.
+    pub async fn expired<T: Record>(
+        &self,
+        field: &str,
+        below: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        self.store.expired(T::COLLECTION, field, below, limit).await
+    }
+
+    /// Rewrites every record of a type written before its index entries existed, so the
+    /// indexes cover them. Runs once per store: a marker in the registry collection
+    /// records that it is done. Records changed meanwhile by a request are left alone:
+    /// that write carried its entries.
+    pub async fn reindex<T: Record + 'static>(&self) -> Result<usize, StoreError> {
+        let marker = format!("_indexed_{}", T::COLLECTION.name());
+        if self.store.get(Collection::Registry, &marker).await?.is_some() {
+            return Ok(0);
+        }
+        let mut rewritten = 0;
+        let mut all = std::pin::pin!(self.scan::<T>(Vec::new()));
+        while let Some(Versioned { version, record }) = all.try_next().await? {
+            match self.replace(version, &record).await {
+                Ok(_) => rewritten += 1,
+                Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.store.upsert(Collection::Registry, &marker, serde_json::json!({"index_version": 1})).await?;
+        Ok(rewritten)
     }
 
     /// Inserts a new record; `Conflict` if its id exists.

@@ -10,18 +10,23 @@
 //!   whatever a platform sends (keys with `.` or `$`, integers beyond i64) round-trips
 //!   exactly.
 //!
-//! The only index needed is `_id`'s, which MongoDB always has.
+//! - `ix` is the record's index entries (`{field: [value, …]}`, see
+//!   [`super::index`]); each indexed field has a real index `{ix.<field>: 1, _id: 1}`,
+//!   created on the first query, so a page by service or plan reads only its records,
+//!   in id order.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use mongodb::bson::{Document as Bson, doc};
 use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::{Acknowledgment, ClientOptions, ReturnDocument, WriteConcern};
-use mongodb::{Client, Database};
+use mongodb::{Client, Database, IndexModel};
 use serde_json::Value;
+use tokio::sync::OnceCell;
 
-use super::{Collection, Document, Store, StoreError};
+use super::{Collection, Document, Query, Store, StoreError, index};
 
 /// How long a request waits for a reachable server before esm answers 503.
 const SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(3);
@@ -31,6 +36,9 @@ const SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(3);
 pub struct MongoStore {
     client: Client,
     db: Database,
+    /// Set once the indexes exist (creating an existing index is a no-op, so several
+    /// replicas may all do it).
+    indexed: Arc<OnceCell<()>>,
 }
 
 /// The driver's error goes to the log (at debug: it can hold a whole topology
@@ -66,11 +74,28 @@ impl MongoStore {
             .get_or_insert_with(|| WriteConcern::builder().w(Acknowledgment::Majority).journal(true).build());
         let client = Client::with_options(options).map_err(unavailable)?;
         let db = client.database(db);
-        Ok(Self { client, db })
+        Ok(Self { client, db, indexed: Arc::new(OnceCell::new()) })
     }
 
     fn collection(&self, collection: Collection) -> mongodb::Collection<Bson> {
         self.db.collection(collection.name())
+    }
+
+    /// Creates the indexes of every collection, once per process.
+    async fn ensure_indexes(&self) -> Result<(), StoreError> {
+        self.indexed
+            .get_or_try_init(|| async {
+                for collection in Collection::ALL {
+                    for field in collection.indexed_fields() {
+                        let keys = doc! {format!("ix.{field}"): 1, "_id": 1};
+                        let model = IndexModel::builder().keys(keys).build();
+                        self.collection(collection).create_index(model).await.map_err(unavailable)?;
+                    }
+                }
+                Ok(())
+            })
+            .await
+            .map(|()| ())
     }
 
     fn decode(collection: Collection, raw: &Bson) -> Result<(String, Document), StoreError> {
@@ -90,6 +115,20 @@ fn json_text(body: &Value) -> Result<String, StoreError> {
     serde_json::to_string(body).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
+/// The `ix` sub-document: the body's index entries, queryable by MongoDB.
+fn index_doc(body: &Value) -> Bson {
+    let mut ix = Bson::new();
+    for (field, value) in index::entries(body) {
+        match ix.get_array_mut(field) {
+            Ok(values) => values.push(value.into()),
+            Err(_) => {
+                ix.insert(field, vec![mongodb::bson::Bson::from(value)]);
+            }
+        }
+    }
+    ix
+}
+
 fn as_i64(version: u64) -> i64 {
     i64::try_from(version).unwrap_or(i64::MAX)
 }
@@ -101,7 +140,7 @@ impl Store for MongoStore {
     }
 
     async fn insert(&self, collection: Collection, id: &str, body: Value) -> Result<u64, StoreError> {
-        let document = doc! {"_id": id, "version": 1_i64, "json": json_text(&body)?};
+        let document = doc! {"_id": id, "version": 1_i64, "json": json_text(&body)?, "ix": index_doc(&body)};
         match self.collection(collection).insert_one(document).await {
             Ok(_) => Ok(1),
             Err(e) if is_duplicate_key(&e) => Err(StoreError::Conflict(format!("{}/{id} exists", collection.name()))),
@@ -114,7 +153,7 @@ impl Store for MongoStore {
             .collection(collection)
             .find_one_and_update(
                 doc! {"_id": id},
-                doc! {"$inc": {"version": 1_i64}, "$set": {"json": json_text(&body)?}},
+                doc! {"$inc": {"version": 1_i64}, "$set": {"json": json_text(&body)?, "ix": index_doc(&body)}},
             )
             .upsert(true)
             .return_document(ReturnDocument::After)
@@ -135,7 +174,7 @@ impl Store for MongoStore {
             .collection(collection)
             .update_one(
                 doc! {"_id": id, "version": as_i64(expected_version)},
-                doc! {"$inc": {"version": 1_i64}, "$set": {"json": json_text(&body)?}},
+                doc! {"$inc": {"version": 1_i64}, "$set": {"json": json_text(&body)?, "ix": index_doc(&body)}},
             )
             .await
             .map_err(unavailable)?;
@@ -163,6 +202,53 @@ impl Store for MongoStore {
         while cursor.advance().await.map_err(unavailable)? {
             let raw: Bson = cursor.deserialize_current().map_err(unavailable)?;
             out.push(Self::decode(collection, &raw)?);
+        }
+        Ok(out)
+    }
+
+    async fn page(&self, collection: Collection, query: &Query) -> Result<Vec<(String, Document)>, StoreError> {
+        self.ensure_indexes().await?;
+        let mut filter = Bson::new();
+        for (field, value) in &query.filters {
+            filter.insert(format!("ix.{field}"), value.as_str());
+        }
+        if let Some(after) = &query.after {
+            filter.insert("_id", doc! {"$gt": after.as_str()});
+        }
+        let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
+        let mut cursor =
+            self.collection(collection).find(filter).sort(doc! {"_id": 1}).limit(limit).await.map_err(unavailable)?;
+        let mut out = Vec::new();
+        while cursor.advance().await.map_err(unavailable)? {
+            let raw: Bson = cursor.deserialize_current().map_err(unavailable)?;
+            out.push(Self::decode(collection, &raw)?);
+        }
+        Ok(out)
+    }
+
+    async fn expired(
+        &self,
+        collection: Collection,
+        field: &str,
+        below: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        self.ensure_indexes().await?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut cursor = self
+            .collection(collection)
+            .find(doc! {format!("ix.{field}"): {"$lt": below}})
+            .projection(doc! {"_id": 1, "version": 1})
+            .limit(limit)
+            .await
+            .map_err(unavailable)?;
+        let mut out = Vec::new();
+        while cursor.advance().await.map_err(unavailable)? {
+            let raw: Bson = cursor.deserialize_current().map_err(unavailable)?;
+            let corrupt = || StoreError::Corrupt(format!("{}: a document without _id or version", collection.name()));
+            let id = raw.get_str("_id").map_err(|_| corrupt())?;
+            let version = raw.get_i64("version").map_err(|_| corrupt())?;
+            out.push((id.to_owned(), u64::try_from(version).map_err(|_| corrupt())?));
         }
         Ok(out)
     }

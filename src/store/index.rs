@@ -1,0 +1,188 @@
+//! Secondary indexes: what each record is found under, and how a store queries them.
+//!
+//! A record names its index entries ([`super::Record::index_keys`]); [`super::Records`]
+//! writes them into the stored body under [`INDEX_FIELD`] as `{"field": ["value", …]}`.
+//! Every store keeps its indexes from that field alone, in the same write as the record:
+//! the embedded store in an index table updated in the record's transaction, MongoDB in
+//! an `ix` sub-document with a real index per field. A store never interprets records,
+//! and an index can never disagree with the record it points at.
+//!
+//! Entries exist only while they are useful: a deprovisioned instance is found only by
+//! [`GONE_AT`] (for the purge), so every listing by service or plan sees live instances
+//! without reading tombstones.
+
+use serde_json::{Map, Value};
+
+use super::Collection;
+use crate::domain::binding::Binding;
+use crate::domain::instance::ServiceInstance;
+use crate::domain::operation::{OperationKind, OperationLog};
+
+/// The key of the index entries in a stored body.
+pub const INDEX_FIELD: &str = "_ix";
+
+/// Every live record: `"1"`.
+pub const LIVE: &str = "live";
+/// A live instance's offering.
+pub const SERVICE_ID: &str = "service_id";
+/// A live instance's current plan.
+pub const PLAN_ID: &str = "plan_id";
+/// A live instance's current plan and the plan a running update moves it to: what
+/// keeps a plan from being retired.
+pub const USES_PLAN: &str = "uses_plan";
+/// A live instance's last operation state, as OSB spells it (`in progress`, …).
+pub const STATE: &str = "state";
+/// A live binding's instance.
+pub const INSTANCE_ID: &str = "instance_id";
+/// A record with a running operation: `"1"`. What start-up and the sweeper look for.
+pub const RUNNING: &str = "running";
+/// A tombstone: when it was deprovisioned or unbound (RFC 3339 with milliseconds in
+/// UTC, fixed width, so text order is time order). What the purge looks for.
+pub const GONE_AT: &str = "gone_at";
+
+/// What a record is found under: (field, value) pairs; a field may repeat.
+pub type IndexKeys = Vec<(&'static str, String)>;
+
+impl Collection {
+    /// The fields its records are indexed by (MongoDB creates one index for each).
+    pub fn indexed_fields(self) -> &'static [&'static str] {
+        match self {
+            Self::Instances => &[LIVE, SERVICE_ID, PLAN_ID, USES_PLAN, STATE, RUNNING, GONE_AT],
+            Self::Bindings => &[LIVE, INSTANCE_ID, RUNNING, GONE_AT],
+            _ => &[],
+        }
+    }
+}
+
+/// A page of a collection: the records matching every filter, ordered by id, starting
+/// after the id `after`, at most `limit` of them. No filter means every record.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Query {
+    /// (field, value) pairs that must all match. A store serves the first from its
+    /// index and checks the others on the records it reads, so callers put the most
+    /// selective first.
+    pub filters: Vec<(String, String)>,
+    /// The id the previous page ended with.
+    pub after: Option<String>,
+    /// The most records to return.
+    pub limit: usize,
+}
+
+impl Query {
+    /// The first `limit` records matching `filters`.
+    pub fn new<'a>(filters: impl IntoIterator<Item = (&'a str, &'a str)>, limit: usize) -> Self {
+        let filters = filters.into_iter().map(|(f, v)| (f.to_owned(), v.to_owned())).collect();
+        Self { filters, after: None, limit }
+    }
+
+    /// The same query, from after `id`.
+    pub fn after(mut self, id: Option<String>) -> Self {
+        self.after = id;
+        self
+    }
+}
+
+/// The index entries stored in `body`, as (field, value) pairs.
+pub fn entries(body: &Value) -> Vec<(&str, &str)> {
+    let Some(Value::Object(fields)) = body.get(INDEX_FIELD) else {
+        return Vec::new();
+    };
+    fields
+        .iter()
+        .flat_map(|(field, values)| {
+            values.as_array().into_iter().flatten().filter_map(Value::as_str).map(move |v| (field.as_str(), v))
+        })
+        .collect()
+}
+
+/// Whether `body` has an index entry for each filter.
+pub fn matches(body: &Value, filters: &[(String, String)]) -> bool {
+    let entries = entries(body);
+    filters.iter().all(|(f, v)| entries.contains(&(f.as_str(), v.as_str())))
+}
+
+/// The `{"field": ["value", …]}` object [`super::Records`] stores under [`INDEX_FIELD`].
+pub fn to_object(keys: &IndexKeys) -> Value {
+    let mut object = Map::new();
+    for (field, value) in keys {
+        let values = object.entry(*field).or_insert_with(|| Value::Array(Vec::new()));
+        if let Value::Array(values) = values
+            && !values.iter().any(|v| v == value)
+        {
+            values.push(Value::String(value.clone()));
+        }
+    }
+    Value::Object(object)
+}
+
+/// When the last operation of a tombstone ended (or started, if it never recorded an end).
+fn gone_at(operations: &OperationLog, created_at: &str) -> String {
+    operations
+        .last()
+        .map(|op| op.finished_at.clone().unwrap_or_else(|| op.started_at.clone()))
+        .unwrap_or_else(|| created_at.to_owned())
+}
+
+fn running(operations: &OperationLog) -> Option<(&'static str, String)> {
+    operations.running().map(|_| (RUNNING, "1".to_owned()))
+}
+
+/// What an instance is found under.
+pub fn instance_keys(instance: &ServiceInstance) -> IndexKeys {
+    let ops = &instance.operations;
+    let mut keys: IndexKeys = running(ops).into_iter().collect();
+    if !instance.is_live() {
+        keys.push((GONE_AT, gone_at(ops, &instance.created_at)));
+        return keys;
+    }
+    keys.push((LIVE, "1".into()));
+    keys.push((SERVICE_ID, instance.service_id.clone()));
+    keys.push((PLAN_ID, instance.plan_id.clone()));
+    keys.push((USES_PLAN, instance.plan_id.clone()));
+    let moving_to =
+        ops.running().filter(|op| op.kind == OperationKind::Update).and_then(|op| op.update.as_ref()?.plan_id.clone());
+    keys.extend(moving_to.map(|plan| (USES_PLAN, plan)));
+    if let Some(last) = ops.last() {
+        keys.push((STATE, last.state.as_str().to_owned()));
+    }
+    keys
+}
+
+/// What a binding is found under.
+pub fn binding_keys(binding: &Binding) -> IndexKeys {
+    let ops = &binding.operations;
+    let mut keys: IndexKeys = running(ops).into_iter().collect();
+    if !binding.is_live() {
+        keys.push((GONE_AT, gone_at(ops, &binding.created_at)));
+        return keys;
+    }
+    keys.push((LIVE, "1".into()));
+    keys.push((INSTANCE_ID, binding.instance_id.clone()));
+    keys
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn entries_round_trip_through_the_stored_object() {
+        let keys: IndexKeys = vec![(PLAN_ID, "p".into()), (USES_PLAN, "p".into()), (USES_PLAN, "q".into())];
+        let body = json!({ INDEX_FIELD: to_object(&keys) });
+        let mut found = entries(&body);
+        found.sort_unstable();
+        assert_eq!(found, vec![(PLAN_ID, "p"), (USES_PLAN, "p"), (USES_PLAN, "q")]);
+        assert!(matches(&body, &[(USES_PLAN.into(), "q".into()), (PLAN_ID.into(), "p".into())]));
+        assert!(!matches(&body, &[(PLAN_ID.into(), "q".into())]));
+        assert!(matches(&body, &[]), "no filter matches everything");
+        assert!(entries(&json!({"a": 1})).is_empty(), "a body without entries is found under nothing");
+    }
+
+    #[test]
+    fn a_repeated_key_is_stored_once() {
+        let keys: IndexKeys = vec![(USES_PLAN, "p".into()), (USES_PLAN, "p".into())];
+        assert_eq!(to_object(&keys), json!({"uses_plan": ["p"]}));
+    }
+}
