@@ -95,7 +95,7 @@ impl MongoStore {
                 Ok(())
             })
             .await
-            .map(|()| ())
+            .copied()
     }
 
     fn decode(collection: Collection, raw: &Bson) -> Result<(String, Document), StoreError> {
