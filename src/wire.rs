@@ -305,6 +305,45 @@ pub struct EtInstance {
     pub deployment: Vec<Value>,
 }
 
+/// `?limit=&after=&service_id=&plan_id=&state=` on the instance listing.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct InstanceListQuery {
+    /// A page of at most this many instances (1–1000; 100 when only `after` is given).
+    /// Without `limit` and `after` the listing is the original's plain array.
+    pub limit: Option<usize>,
+    /// The `next` of the previous page.
+    pub after: Option<String>,
+    /// Only instances of this offering.
+    pub service_id: Option<String>,
+    /// Only instances on this plan.
+    pub plan_id: Option<String>,
+    /// Only instances in this state (`in progress`, `succeeded`, `failed`).
+    #[param(value_type = Option<String>)]
+    pub state: Option<OperationState>,
+}
+
+/// A page of the instance listing.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EtInstancePage {
+    /// The instances, in id order.
+    pub instances: Vec<EtInstance>,
+    /// Pass as `after` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// The instance listing: the original's array, or one page.
+// For the OpenAPI document only: the handler streams the array, so this is never built.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum EtInstanceListing {
+    /// Without `limit` and `after`: every instance, as the original answered.
+    All(Vec<EtInstance>),
+    /// With `limit` or `after`: one page.
+    Page(EtInstancePage),
+}
+
 /// ElasTest: an instance's state.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct EtState {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use esm::backend::Backends;
 use esm::backend::dummy::DummyBackend;
-use esm::broker::{Answer, Broker, BrokerSettings, Registered};
+use esm::broker::{Answer, Broker, BrokerSettings, InstanceFilter, Registered};
 use esm::domain::catalog::Service;
 use esm::domain::instance::ServiceInstance;
 use esm::domain::manifest::Manifest;
@@ -19,6 +19,7 @@ use esm::store::memory::MemoryStore;
 use esm::store::mongo::MongoStore;
 use esm::store::{Records, Store};
 use esm::wire::{DeleteQuery, ProvisionRequest, UpdateRequest};
+use futures_util::TryStreamExt;
 use serde_json::json;
 
 /// Rounds of each race per store.
@@ -69,7 +70,8 @@ async fn register_round(broker: &Broker, n: usize) {
 /// place (and can be deprovisioned), or does not live at all. Returns whether it lived.
 async fn instance_is_whole_or_absent(broker: &Arc<Broker>, id: &str, service_id: &str, plan_id: &str) -> bool {
     let lives = broker.fetch_instance(id).await.is_ok();
-    let listed = broker.et_instances().await.expect("the instance listing answers after every race");
+    let listing = broker.et_instances(InstanceFilter::default()).await.expect("the instance listing answers");
+    let listed: Vec<_> = listing.try_collect().await.expect("the instance listing answers after every race");
     assert_eq!(listed.iter().any(|i| i.context["id"] == id), lives, "{id}: listing and fetch disagree");
     if lives {
         let catalog = broker.catalog().await.expect("catalog");

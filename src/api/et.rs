@@ -11,11 +11,12 @@ use utoipa::IntoParams;
 
 use super::AppState;
 use super::extract::{OsbJson, OsbPath, OsbQuery};
-use crate::broker::Registered;
+use super::listing::{self, Paging};
+use crate::broker::{InstanceFilter, Registered};
 use crate::domain::catalog::Service;
 use crate::domain::manifest::Manifest;
 use crate::error::{ErrorBody, OsbError, OsbResult};
-use crate::wire::{Empty, EtInstance};
+use crate::wire::{Empty, EtInstance, EtInstanceListing, EtInstancePage, InstanceListQuery};
 
 fn registered(outcome: Registered) -> Response {
     let status = match outcome {
@@ -168,16 +169,28 @@ pub async fn delete_manifest(
     Ok(Json(Empty {}))
 }
 
-/// Every instance, with live deployment details.
+/// The instances, with live deployment details: the original's plain array (streamed),
+/// or with `limit`/`after` a page with the cursor of the next.
 #[utoipa::path(get, path = "/v2/et/service_instances", tag = "elastest",
+    params(InstanceListQuery),
     responses(
-        (status = 200, description = "The instances", body = Vec<EtInstance>),
+        (status = 200, description = "The instances: an array, or a page when `limit` or `after` is given", body = EtInstanceListing),
+        (status = 400, description = "A bad limit, cursor or filter", body = ErrorBody),
         (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
         (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
         (status = 503, description = "The store is unavailable", body = ErrorBody),
     ))]
-pub async fn list_instances(State(state): State<AppState>) -> OsbResult<Json<Vec<EtInstance>>> {
-    Ok(Json(state.broker.et_instances().await?))
+pub async fn list_instances(
+    State(state): State<AppState>,
+    OsbQuery(query): OsbQuery<InstanceListQuery>,
+) -> OsbResult<Response> {
+    let filter = InstanceFilter { service_id: query.service_id, plan_id: query.plan_id, state: query.state };
+    let Some(paging) = Paging::of(query.limit, query.after.as_deref())? else {
+        return Ok(listing::json_array(state.broker.et_instances(filter).await?));
+    };
+    let page = state.broker.et_instances_page(&filter, paging.after, paging.limit).await?;
+    let next = page.next_after.as_deref().map(listing::cursor);
+    Ok(Json(EtInstancePage { instances: page.instances, next }).into_response())
 }
 
 /// One instance, with live deployment details (`context.<container>_Ip`, ...).

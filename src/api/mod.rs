@@ -10,6 +10,7 @@ pub mod get_binding;
 pub mod get_instance;
 pub mod last_binding_operation;
 pub mod last_operation;
+pub mod listing;
 pub mod middleware;
 pub mod provision;
 pub mod unbind;

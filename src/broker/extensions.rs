@@ -1,5 +1,8 @@
 //! The ElasTest instance view: instances with live deployment details.
 
+use std::sync::Arc;
+
+use futures_util::{Stream, StreamExt, TryStreamExt};
 use serde_json::{Map, Value, json};
 
 use super::Broker;
@@ -7,17 +10,96 @@ use crate::domain::instance::{InstanceStatus, ServiceInstance};
 use crate::domain::operation::OperationState;
 use crate::domain::registry::Registry;
 use crate::error::{OsbError, OsbResult};
+use crate::store::{Query, Versioned, index};
 use crate::wire::{EtInstance, EtState};
 
-impl Broker {
-    /// `GET /v2/et/service_instances`.
-    pub async fn et_instances(&self) -> OsbResult<Vec<EtInstance>> {
-        let registry = self.registry().await?.record;
-        let mut out = Vec::new();
-        for instance in self.live_instances().await? {
-            out.push(self.et_view(&registry, instance).await?);
+/// What an instance listing selects; every field narrows it.
+#[derive(Debug, Clone, Default)]
+pub struct InstanceFilter {
+    /// Instances of this offering.
+    pub service_id: Option<String>,
+    /// Instances on this plan.
+    pub plan_id: Option<String>,
+    /// Instances in this state, as the listing reports it.
+    pub state: Option<OperationState>,
+}
+
+impl InstanceFilter {
+    /// The index filters, the most selective first (the store serves the first from
+    /// its index). Listing by state reads the stored last operation; the reported state
+    /// can still differ (a deployment found dead), so `keeps` checks each view too.
+    fn index_filters(&self) -> Vec<(String, String)> {
+        let filters = [
+            (index::PLAN_ID, self.plan_id.as_deref()),
+            (index::SERVICE_ID, self.service_id.as_deref()),
+            (index::STATE, self.state.map(OperationState::as_str)),
+        ];
+        let mut chosen: Vec<(String, String)> =
+            filters.into_iter().filter_map(|(f, v)| Some((f.to_owned(), v?.to_owned()))).collect();
+        if chosen.is_empty() {
+            chosen.push((index::LIVE.to_owned(), "1".to_owned()));
         }
-        Ok(out)
+        chosen
+    }
+
+    fn keeps(&self, view: &EtInstance) -> bool {
+        self.state.is_none_or(|state| view.state.state == state)
+    }
+}
+
+/// One page of instances, and the id to continue after if there may be more.
+#[derive(Debug)]
+pub struct InstancePage {
+    /// The instances, in id order.
+    pub instances: Vec<EtInstance>,
+    /// The last id read, when more may follow.
+    pub next_after: Option<String>,
+}
+
+impl Broker {
+    /// `GET /v2/et/service_instances` without paging: every selected instance, read from
+    /// the store a page at a time as the stream is consumed. The first instance is read
+    /// before this returns, so an unavailable store is an error, not a cut-off stream.
+    pub async fn et_instances(
+        self: &Arc<Self>,
+        filter: InstanceFilter,
+    ) -> OsbResult<impl Stream<Item = OsbResult<EtInstance>> + Send + 'static> {
+        let registry = Arc::new(self.registry().await?.record);
+        let this = Arc::clone(self);
+        let views = self.records.scan::<ServiceInstance>(filter.index_filters()).map_err(OsbError::from).and_then(
+            move |found| {
+                let (this, registry) = (Arc::clone(&this), Arc::clone(&registry));
+                async move { this.et_view(&registry, found.record).await }
+            },
+        );
+        let mut views = Box::pin(views.try_filter(move |view| std::future::ready(filter.keeps(view))));
+        let first = views.try_next().await?;
+        Ok(futures_util::stream::iter(first.map(Ok)).chain(views))
+    }
+
+    /// `GET /v2/et/service_instances?limit=&after=`: at most `limit` selected instances
+    /// after the id `after`.
+    pub async fn et_instances_page(
+        &self,
+        filter: &InstanceFilter,
+        after: Option<String>,
+        limit: usize,
+    ) -> OsbResult<InstancePage> {
+        let registry = self.registry().await?.record;
+        // One more than asked tells whether there is a next page.
+        let query = Query { filters: filter.index_filters(), after, limit: limit + 1 };
+        let mut found = self.records.page::<ServiceInstance>(&query).await?;
+        let more = found.len() > limit;
+        found.truncate(limit);
+        let next_after = found.last().filter(|_| more).map(|v| v.record.id.clone());
+        let mut instances = Vec::with_capacity(found.len());
+        for Versioned { record, .. } in found {
+            let view = self.et_view(&registry, record).await?;
+            if filter.keeps(&view) {
+                instances.push(view);
+            }
+        }
+        Ok(InstancePage { instances, next_after })
     }
 
     /// `GET /v2/et/service_instances/{instance_id}`.
@@ -28,17 +110,6 @@ impl Broker {
             .ok_or_else(|| OsbError::NotFound(format!("instance {instance_id} does not exist")))?
             .record;
         self.et_view(&self.registry().await?.record, instance).await
-    }
-
-    async fn live_instances(&self) -> OsbResult<Vec<ServiceInstance>> {
-        Ok(self
-            .records
-            .list::<ServiceInstance>()
-            .await?
-            .into_iter()
-            .map(|v| v.record)
-            .filter(ServiceInstance::is_live)
-            .collect())
     }
 
     /// The original's instance shape: `context` holds the backend's live details plus

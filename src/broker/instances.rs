@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use futures_util::TryStreamExt;
 use serde_json::{Map, Value, json};
 
 use super::{
@@ -13,7 +14,7 @@ use crate::domain::catalog::SchemaFor;
 use crate::domain::instance::{InstanceMetadata, InstanceStatus, PendingUpdate, ServiceInstance};
 use crate::domain::operation::{Operation, OperationKind, OperationLog, OperationState};
 use crate::error::{OsbError, OsbResult};
-use crate::store::{StoreError, Versioned};
+use crate::store::{StoreError, Versioned, index};
 use crate::wire::{
     DeleteQuery, FetchInstanceResponse, LastOperationResponse, OperationResponse, ProvisionRequest, ProvisionResponse,
     UpdateRequest, UpdateResponse,
@@ -274,16 +275,11 @@ impl Broker {
         Ok(self.records.get::<ServiceInstance>(id).await?.filter(|v| v.record.is_live()))
     }
 
-    /// The live bindings of an instance.
+    /// The live bindings of an instance, from the index by instance.
     pub(super) async fn bindings_of(&self, instance_id: &str) -> OsbResult<Vec<Binding>> {
-        Ok(self
-            .records
-            .list::<Binding>()
-            .await?
-            .into_iter()
-            .map(|v| v.record)
-            .filter(|b| b.instance_id == instance_id && b.is_live())
-            .collect())
+        let filter = vec![(index::INSTANCE_ID.to_owned(), instance_id.to_owned())];
+        let found: Vec<Versioned<Binding>> = self.records.scan(filter).try_collect().await?;
+        Ok(found.into_iter().map(|v| v.record).collect())
     }
 
     /// Writes an instance that has just been given a new running operation; losing the

@@ -26,6 +26,7 @@ mod work;
 mod worker;
 
 pub use catalog::Registered;
+pub use extensions::{InstanceFilter, InstancePage};
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -100,6 +101,8 @@ pub struct Broker {
     /// Whether the records of esm 0.1 have been looked for (see `registry.rs`), so a
     /// store with no registry yet is not searched for them on every read.
     legacy_checked: AtomicBool,
+    /// Whether records written before the indexes existed have been indexed.
+    reindexed: AtomicBool,
 }
 
 impl Broker {
@@ -114,6 +117,7 @@ impl Broker {
             replica: uuid::Uuid::new_v4().simple().to_string(),
             manifest_checks: Arc::new(Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))),
             legacy_checked: AtomicBool::new(false),
+            reindexed: AtomicBool::new(false),
         })
     }
 

@@ -7,8 +7,12 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::TryStreamExt;
+
 use super::Broker;
+use crate::domain::instance::ServiceInstance;
 use crate::error::OsbResult;
+use crate::store::index;
 
 impl Broker {
     /// Removes resources of instances the store does not hold as live. Returns how many
@@ -28,8 +32,8 @@ impl Broker {
             if owned.is_empty() {
                 continue;
             }
-            let live: BTreeSet<String> = self.live_instance_ids().await?;
-            for orphan in owned.difference(&live) {
+            let orphans = self.not_live(owned).await?;
+            for orphan in &orphans {
                 tracing::warn!(backend = backend.name(), instance_id = %orphan, "removing resources of an instance esm does not know");
                 match backend.remove_instance(orphan).await {
                     Ok(()) => removed += 1,
@@ -40,15 +44,17 @@ impl Broker {
         Ok(removed)
     }
 
-    async fn live_instance_ids(&self) -> OsbResult<BTreeSet<String>> {
-        Ok(self
-            .records
-            .list::<crate::domain::instance::ServiceInstance>()
-            .await?
-            .into_iter()
-            .filter(|v| v.record.is_live())
-            .map(|v| v.record.id)
-            .collect())
+    /// Those of `ids` the store does not hold as live: the live ids are read a page at
+    /// a time from the index, so memory holds only what the backend runs.
+    async fn not_live(&self, mut ids: BTreeSet<String>) -> OsbResult<BTreeSet<String>> {
+        let live = vec![(index::LIVE.to_owned(), "1".to_owned())];
+        let mut live = std::pin::pin!(self.records.scan_ids::<ServiceInstance>(live));
+        while !ids.is_empty()
+            && let Some(id) = live.try_next().await?
+        {
+            ids.remove(&id);
+        }
+        Ok(ids)
     }
 
     /// Reconciles now and then every `every`, until shutdown.

@@ -11,10 +11,9 @@ use super::Broker;
 use crate::domain::catalog::Service;
 use crate::domain::instance::ServiceInstance;
 use crate::domain::manifest::Manifest;
-use crate::domain::operation::OperationKind;
 use crate::domain::registry::{ManifestEntry, Refusal, Registry, StoredManifest};
 use crate::error::{OsbError, OsbResult};
-use crate::store::{REGISTRY_ID, StoreError, Versioned};
+use crate::store::{Query, REGISTRY_ID, StoreError, Versioned, index};
 
 /// How many times a registry change retries after another writer got there first.
 /// Every registration writes the one record, so bursts of them do collide; each round
@@ -127,21 +126,13 @@ impl Broker {
         outcome
     }
 
-    /// A live instance on one of `plans`, or moving to one of them, with that plan.
+    /// A live instance on one of `plans`, or moving to one of them, with that plan: one
+    /// indexed lookup per plan.
     async fn instance_using(&self, plans: &BTreeSet<String>) -> OsbResult<Option<(String, String)>> {
-        for Versioned { record: instance, .. } in self.records.list::<ServiceInstance>().await? {
-            if !instance.is_live() {
-                continue;
-            }
-            let moving_to = instance
-                .operations
-                .running()
-                .filter(|op| op.kind == OperationKind::Update)
-                .and_then(|op| op.update.as_ref()?.plan_id.clone());
-            for plan in std::iter::once(instance.plan_id.clone()).chain(moving_to) {
-                if plans.contains(&plan) {
-                    return Ok(Some((instance.id, plan)));
-                }
+        for plan in plans {
+            let query = Query::new([(index::USES_PLAN, plan.as_str())], 1);
+            if let Some(found) = self.records.page::<ServiceInstance>(&query).await?.pop() {
+                return Ok(Some((found.record.id, plan.clone())));
             }
         }
         Ok(None)

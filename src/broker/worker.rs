@@ -11,13 +11,16 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use super::Broker;
 use crate::domain::binding::Binding;
 use crate::domain::instance::ServiceInstance;
 use crate::domain::operation::{Operation, OperationKind, Tracked};
 use crate::error::{OsbError, OsbResult};
-use crate::store::{Record, Versioned};
+use futures_util::TryStreamExt;
+
+use crate::store::{Record, Versioned, index};
 
 impl Broker {
     /// A new operation, owned by this process.
@@ -52,20 +55,40 @@ impl Broker {
     /// orphaned, leases or not: the process that held them is gone.
     pub async fn claim_orphaned_operations(self: &Arc<Self>, at_start: bool) -> OsbResult<usize> {
         let ignore_leases = at_start && self.store().exclusive();
+        self.reindex_once().await?;
         let mut claimed = 0;
-        for Versioned { record, .. } in self.records.list::<ServiceInstance>().await? {
+        // Only records with a running operation are read, through the index.
+        let running = || vec![(index::RUNNING.to_owned(), "1".to_owned())];
+        let mut instances = std::pin::pin!(self.records.scan::<ServiceInstance>(running()));
+        while let Some(Versioned { record, .. }) = instances.try_next().await? {
             if let Some(op) = self.claim::<ServiceInstance>(&record, ignore_leases).await? {
                 tracing::info!(instance_id = %record.id, operation = %op.id, kind = op.kind.as_str(), "taking over operation");
                 claimed += usize::from(self.resume_instance_operation(record.id.clone(), &op).is_some());
             }
         }
-        for Versioned { record, .. } in self.records.list::<Binding>().await? {
+        let mut bindings = std::pin::pin!(self.records.scan::<Binding>(running()));
+        while let Some(Versioned { record, .. }) = bindings.try_next().await? {
             if let Some(op) = self.claim::<Binding>(&record, ignore_leases).await? {
                 tracing::info!(binding_id = %record.id, operation = %op.id, kind = op.kind.as_str(), "taking over operation");
                 claimed += usize::from(self.resume_binding_operation(record.id.clone(), &op).is_some());
             }
         }
         Ok(claimed)
+    }
+
+    /// Indexes records an older esm wrote without index entries, once per store (then
+    /// a marker makes it a single read). Before the first claim: claims use the index.
+    async fn reindex_once(&self) -> OsbResult<()> {
+        if self.reindexed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let instances = self.records.reindex::<ServiceInstance>().await?;
+        let bindings = self.records.reindex::<Binding>().await?;
+        if instances + bindings > 0 {
+            tracing::info!(instances, bindings, "indexed records written by an older esm");
+        }
+        self.reindexed.store(true, Ordering::Release);
+        Ok(())
     }
 
     /// Claims the running operation of `record` if its lease has expired.

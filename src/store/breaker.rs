@@ -165,6 +165,10 @@ impl Store for BreakerStore {
         self.guard(self.inner.page(collection, query)).await
     }
 
+    async fn page_ids(&self, collection: Collection, query: &Query) -> Result<Vec<String>, StoreError> {
+        self.guard(self.inner.page_ids(collection, query)).await
+    }
+
     async fn expired(
         &self,
         collection: Collection,

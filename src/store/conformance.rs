@@ -258,6 +258,12 @@ async fn pages_are_served_from_the_indexes(store: &Arc<dyn Store>) {
     assert!(store.page(c, &Query::new([("colour", "green")], 10)).await.expect("page").is_empty());
     let all = Query::new([], 3).after(Some("ix-1".into()));
     assert_eq!(ids(&store.page(c, &all).await.expect("page")), ["ix-2", "ix-3", "ix-5"], "no filter: every record");
+    let red_ids = store.page_ids(c, &red(2).after(Some("ix-1".into()))).await.expect("ids");
+    assert_eq!(red_ids, ["ix-2", "ix-5"], "ids alone, from the index");
+    let small_red_ids = store.page_ids(c, &small_red).await.expect("ids");
+    assert_eq!(small_red_ids, ["ix-2", "ix-5"], "ids alone, every filter holds");
+    let all_ids = store.page_ids(c, &Query::new([], 2).after(Some("ix-1".into()))).await.expect("ids");
+    assert_eq!(all_ids, ["ix-2", "ix-3"], "ids alone, no filter");
     let found = store.page(c, &Query::new([("colour", "blue")], 1)).await.expect("page");
     assert_eq!(found[0].1, super::Document { version: 1, body: indexed(json!({"colour": ["blue"], "size": ["s"]})) });
 }

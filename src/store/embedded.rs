@@ -397,6 +397,38 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn page_ids(&self, collection: Collection, query: &Query) -> Result<Vec<String>, StoreError> {
+        if query.filters.len() > 1 {
+            // The other filters need the records.
+            return Ok(self.page(collection, query).await?.into_iter().map(|(id, _)| id).collect());
+        }
+        let query = query.clone();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let after = query.after.as_deref();
+            let Some((field, value)) = query.filters.first() else {
+                let records = txn.open_table(table(collection)).map_err(unavailable)?;
+                let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+                let keys = records.range::<&str>((start, Bound::Unbounded)).map_err(unavailable)?;
+                return keys.take(query.limit).map(|e| Ok(e.map_err(unavailable)?.0.value().to_owned())).collect();
+            };
+            let ix = txn.open_table(index_table(collection)).map_err(unavailable)?;
+            let start = (field.as_str(), value.as_str(), after.unwrap_or(""));
+            let start = if after.is_some() { Bound::Excluded(start) } else { Bound::Included(start) };
+            let mut out = Vec::new();
+            for entry in ix.range((start, Bound::Unbounded)).map_err(unavailable)?.take(query.limit) {
+                let (key, _) = entry.map_err(unavailable)?;
+                let (f, v, id) = key.value();
+                if f != field || v != value {
+                    break;
+                }
+                out.push(id.to_owned());
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn expired(
         &self,
         collection: Collection,

@@ -19,6 +19,7 @@ pub mod index;
 pub mod memory;
 pub mod mongo;
 
+use std::future::Future;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -137,6 +138,11 @@ pub trait Store: Send + Sync {
     /// body's [`index::INDEX_FIELD`].
     async fn page(&self, collection: Collection, query: &Query) -> Result<Vec<(String, Document)>, StoreError>;
 
+    /// The ids of a page, without reading the documents where the store can avoid it.
+    async fn page_ids(&self, collection: Collection, query: &Query) -> Result<Vec<String>, StoreError> {
+        Ok(self.page(collection, query).await?.into_iter().map(|(id, _)| id).collect())
+    }
+
     /// Up to `limit` ids (with their versions) of documents indexed under `field` with a
     /// value that sorts before `below`, in no particular order: what the purge removes.
     async fn expired(
@@ -247,6 +253,26 @@ pub struct Records {
 /// How many records a [`Records::scan`] reads at a time.
 const SCAN_PAGE: usize = 256;
 
+/// Every item `fetch` finds for `filters`, asking for one page of [`SCAN_PAGE`] at a
+/// time, each after the last id of the one before.
+fn paged<X, F, Fut>(filters: Vec<(String, String)>, fetch: F) -> impl Stream<Item = Result<X, StoreError>> + Send
+where
+    X: Send,
+    F: Fn(Query) -> Fut + Send,
+    Fut: Future<Output = Result<Vec<(String, X)>, StoreError>> + Send,
+{
+    let first = Query { filters, after: None, limit: SCAN_PAGE };
+    futures_util::stream::try_unfold((Some(first), fetch), |(query, fetch)| async move {
+        let Some(query) = query else { return Ok(None) };
+        let page = fetch(query.clone()).await?;
+        let full = page.len() == query.limit;
+        let next = page.last().filter(|_| full).map(|(last, _)| Query { after: Some(last.clone()), ..query });
+        let items = page.into_iter().map(|(_, item)| Ok(item));
+        Ok(Some((futures_util::stream::iter(items), (next, fetch))))
+    })
+    .try_flatten()
+}
+
 /// How many times a read-modify-write retries after losing a race.
 const CAS_ATTEMPTS: usize = 16;
 
@@ -312,21 +338,27 @@ impl Records {
         &self,
         filters: Vec<(String, String)>,
     ) -> impl Stream<Item = Result<Versioned<T>, StoreError>> + Send + 'static {
-        let records = self.clone();
-        let first = Query { filters, after: None, limit: SCAN_PAGE };
-        futures_util::stream::try_unfold(Some(first), move |query| {
-            let records = records.clone();
+        let store = self.store.clone();
+        paged(filters, move |query| {
+            let store = store.clone();
             async move {
-                let Some(query) = query else { return Ok(None) };
-                let page = records.page::<T>(&query).await?;
-                let next = (page.len() == query.limit)
-                    .then(|| page.last().map(|v| v.record.id().to_owned()))
-                    .flatten()
-                    .map(|last| Query { after: Some(last), ..query });
-                Ok(Some((futures_util::stream::iter(page.into_iter().map(Ok)), next)))
+                let page = store.page(T::COLLECTION, &query).await?;
+                page.into_iter().map(|(id, doc)| Ok((id.clone(), Self::decode(&id, doc)?))).collect()
             }
         })
-        .try_flatten()
+    }
+
+    /// The ids of every record of a type matching `filters`, a page at a time, without
+    /// reading the records where the store can avoid it.
+    pub fn scan_ids<T: Record>(
+        &self,
+        filters: Vec<(String, String)>,
+    ) -> impl Stream<Item = Result<String, StoreError>> + Send + 'static {
+        let store = self.store.clone();
+        paged(filters, move |query| {
+            let store = store.clone();
+            async move { Ok(store.page_ids(T::COLLECTION, &query).await?.into_iter().map(|id| (id.clone(), id)).collect()) }
+        })
     }
 
     /// Ids and versions of up to `limit` records whose `field` sorts before `below`.

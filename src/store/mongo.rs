@@ -81,6 +81,31 @@ impl MongoStore {
         self.db.collection(collection.name())
     }
 
+    /// The cursor over one page of `query`, with only `projection`'s fields if given.
+    async fn find_page(
+        &self,
+        collection: Collection,
+        query: &Query,
+        projection: Option<Bson>,
+    ) -> Result<mongodb::Cursor<Bson>, StoreError> {
+        self.ensure_indexes().await?;
+        let mut filter = Bson::new();
+        for (field, value) in &query.filters {
+            filter.insert(format!("ix.{field}"), value.as_str());
+        }
+        if let Some(after) = &query.after {
+            filter.insert("_id", doc! {"$gt": after.as_str()});
+        }
+        let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
+        let documents = self.collection(collection);
+        let find = documents.find(filter).sort(doc! {"_id": 1}).limit(limit);
+        match projection {
+            Some(fields) => find.projection(fields).await,
+            None => find.await,
+        }
+        .map_err(unavailable)
+    }
+
     /// Creates the indexes of every collection, once per process.
     async fn ensure_indexes(&self) -> Result<(), StoreError> {
         self.indexed
@@ -207,21 +232,24 @@ impl Store for MongoStore {
     }
 
     async fn page(&self, collection: Collection, query: &Query) -> Result<Vec<(String, Document)>, StoreError> {
-        self.ensure_indexes().await?;
-        let mut filter = Bson::new();
-        for (field, value) in &query.filters {
-            filter.insert(format!("ix.{field}"), value.as_str());
-        }
-        if let Some(after) = &query.after {
-            filter.insert("_id", doc! {"$gt": after.as_str()});
-        }
-        let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
-        let mut cursor =
-            self.collection(collection).find(filter).sort(doc! {"_id": 1}).limit(limit).await.map_err(unavailable)?;
+        let mut cursor = self.find_page(collection, query, None).await?;
         let mut out = Vec::new();
         while cursor.advance().await.map_err(unavailable)? {
             let raw: Bson = cursor.deserialize_current().map_err(unavailable)?;
             out.push(Self::decode(collection, &raw)?);
+        }
+        Ok(out)
+    }
+
+    async fn page_ids(&self, collection: Collection, query: &Query) -> Result<Vec<String>, StoreError> {
+        let mut cursor = self.find_page(collection, query, Some(doc! {"_id": 1})).await?;
+        let mut out = Vec::new();
+        while cursor.advance().await.map_err(unavailable)? {
+            let raw: Bson = cursor.deserialize_current().map_err(unavailable)?;
+            let id = raw
+                .get_str("_id")
+                .map_err(|_| StoreError::Corrupt(format!("{}: an id that is not a string", collection.name())))?;
+            out.push(id.to_owned());
         }
         Ok(out)
     }

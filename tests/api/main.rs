@@ -10,6 +10,7 @@ mod catalog;
 mod deprovision;
 mod elastest;
 mod get_instance;
+mod listing;
 mod ops;
 mod provision;
 mod update;
