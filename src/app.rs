@@ -109,6 +109,7 @@ impl Server {
         }
         self.broker.spawn_sweeper();
         self.broker.spawn_reconciler(Duration::from_secs(self.config.reconcile_interval));
+        self.broker.spawn_purger(Duration::from_secs(self.config.tombstone_retention));
         let auth = self.config.credentials().map(|(user, pass)| BasicAuth::new(user, pass));
         let api_router = api::router(AppState { broker: self.broker.clone() }, auth);
         // Path clean-up must run before routing, so it wraps the router from outside.
@@ -184,7 +185,8 @@ async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
             Arc::new(MemoryStore::new())
         }
         StoreKind::Embedded => {
-            let store = EmbeddedStore::open(&config.data_dir).map_err(|e| StartError::Store(e.to_string()))?;
+            let store = EmbeddedStore::open(&config.data_dir, config.store_cache_mb.saturating_mul(1 << 20))
+                .map_err(|e| StartError::Store(e.to_string()))?;
             tracing::info!(path = %store.path().display(), "using the embedded store");
             Arc::new(store)
         }

@@ -163,6 +163,14 @@ pub struct Config {
     /// Seconds between reconciliations of what the engines run with what esm knows.
     #[arg(long = "reconcile-interval", env = "ESM_RECONCILE_INTERVAL", value_parser = positive(), default_value_t = 60)]
     pub reconcile_interval: u64,
+    /// Seconds a deprovisioned instance or deleted binding is kept (so `last_operation`
+    /// can answer for it) before it is purged; 604800 is 7 days.
+    #[arg(long = "tombstone-retention", env = "ESM_TOMBSTONE_RETENTION", value_parser = positive(), default_value_t = 604_800)]
+    pub tombstone_retention: u64,
+    /// Mebibytes of memory the embedded store may use to cache its file (redb's cache;
+    /// the rest is read from the file, usually from the page cache).
+    #[arg(long = "store-cache-mb", env = "ESM_STORE_CACHE_MB", value_parser = positive_count(), default_value_t = 32)]
+    pub store_cache_mb: usize,
     /// Seconds a client has to send a whole request head; on HTTP/1.1 also the longest
     /// wait for the next request on a kept-alive connection.
     #[arg(long = "header-read-timeout", env = "ESM_HEADER_READ_TIMEOUT", value_parser = positive(), default_value_t = 10)]

@@ -243,7 +243,8 @@ async fn invariants_hold_on_the_memory_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invariants_hold_on_the_embedded_store() {
     let dir = tempfile::Builder::new().prefix("esm-integrity-").tempdir().expect("temp dir");
-    every_race(Arc::new(EmbeddedStore::open(dir.path()).expect("opens"))).await;
+    every_race(Arc::new(EmbeddedStore::open(dir.path(), esm::store::embedded::DEFAULT_CACHE_BYTES).expect("opens")))
+        .await;
 }
 
 #[cfg_attr(not(esm_test_mongo), ignore = "needs MongoDB: set ESM_TEST_MONGO_URI")]

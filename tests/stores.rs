@@ -34,7 +34,8 @@ async fn a_store_behind_the_breaker_conforms() {
 #[tokio::test]
 async fn embedded_store_conforms() {
     let dir = tempfile::Builder::new().prefix("esm-stores-").tempdir().expect("temp dir");
-    let store = EmbeddedStore::open(dir.path()).expect("embedded store opens");
+    let store =
+        EmbeddedStore::open(dir.path(), esm::store::embedded::DEFAULT_CACHE_BYTES).expect("embedded store opens");
     conformance::run(Arc::new(store)).await;
 }
 

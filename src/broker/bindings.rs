@@ -5,7 +5,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use super::instances::{last_operation_of, resent};
-use super::{Answer, Broker, busy, require, require_object, require_query, run_asynchronously, work};
+use super::{Answer, Broker, busy, purge, require, require_object, require_query, run_asynchronously, work};
 use crate::domain::binding::{Binding, BindingMetadata, BindingStatus};
 use crate::domain::catalog::SchemaFor;
 use crate::domain::instance::InstanceStatus;
@@ -185,7 +185,8 @@ impl Broker {
             .map(|v| v.record)
             .filter(|b| b.instance_id == instance_id)
             .ok_or_else(|| {
-                OsbError::NotFound(format!("binding {binding_id} of instance {instance_id} does not exist"))
+                let what = format!("binding {binding_id} of instance {instance_id} does not exist");
+                purge::last_operation_gone(operation, OperationKind::Unbind, what)
             })?;
         if !binding.is_live() {
             // As for instances: Gone, unless the platform asks about that very operation.

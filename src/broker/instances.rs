@@ -6,7 +6,8 @@ use futures_util::TryStreamExt;
 use serde_json::{Map, Value, json};
 
 use super::{
-    Answer, Broker, PlanView, busy, check_maintenance, require, require_object, require_query, run_asynchronously, work,
+    Answer, Broker, PlanView, busy, check_maintenance, purge, require, require_object, require_query,
+    run_asynchronously, work,
 };
 use crate::backend::Execution;
 use crate::domain::binding::Binding;
@@ -255,7 +256,8 @@ impl Broker {
     /// `GET /v2/service_instances/{id}/last_operation`.
     pub async fn instance_last_operation(&self, id: &str, operation: Option<&str>) -> OsbResult<LastOperationResponse> {
         let Some(Versioned { record: instance, .. }) = self.records.get::<ServiceInstance>(id).await? else {
-            return Err(OsbError::NotFound(format!("instance {id} does not exist")));
+            let what = format!("instance {id} does not exist");
+            return Err(purge::last_operation_gone(operation, OperationKind::Deprovision, what));
         };
         if !instance.is_live() {
             // OSB: once an asynchronous deprovision is done, the instance is Gone — but a

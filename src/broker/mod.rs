@@ -19,6 +19,7 @@ mod bindings;
 mod catalog;
 mod extensions;
 mod instances;
+mod purge;
 mod reconcile;
 mod registry;
 mod runner;

@@ -21,6 +21,9 @@ use super::{Collection, Document, Query, Store, StoreError, index};
 /// The file inside the data directory.
 pub const FILE_NAME: &str = "esm.redb";
 
+/// The cache size tests and tools use (esm itself takes `ESM_STORE_CACHE_MB`).
+pub const DEFAULT_CACHE_BYTES: usize = 32 << 20;
+
 type Table = TableDefinition<'static, &'static str, (u64, &'static [u8])>;
 
 fn table(collection: Collection) -> Table {
@@ -192,12 +195,12 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl EmbeddedStore {
-    /// Opens (or creates) the store in `data_dir`.
-    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+    /// Opens (or creates) the store in `data_dir`, caching up to `cache_bytes` of it.
+    pub fn open(data_dir: &Path, cache_bytes: usize) -> Result<Self, StoreError> {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| unavailable(format!("cannot create data directory {}: {e}", data_dir.display())))?;
         let path = data_dir.join(FILE_NAME);
-        let db = Database::create(&path).map_err(|e| match e {
+        let db = Database::builder().set_cache_size(cache_bytes).create(&path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => unavailable(format!(
                 "{} is in use by another process (is another esm running with the same ESM_DATA_DIR?)",
                 path.display()
@@ -488,7 +491,7 @@ mod tests {
     #[tokio::test]
     async fn conforms() {
         let dir = temp_dir();
-        let store = EmbeddedStore::open(dir.path()).expect("opens");
+        let store = EmbeddedStore::open(dir.path(), DEFAULT_CACHE_BYTES).expect("opens");
         crate::store::conformance::run(Arc::new(store)).await;
     }
 
@@ -496,11 +499,11 @@ mod tests {
     async fn data_survives_reopening() {
         let dir = temp_dir();
         {
-            let store = EmbeddedStore::open(dir.path()).expect("opens");
+            let store = EmbeddedStore::open(dir.path(), DEFAULT_CACHE_BYTES).expect("opens");
             store.insert(Collection::Registry, "s", serde_json::json!({"a": 1})).await.expect("insert");
             store.replace(Collection::Registry, "s", 1, serde_json::json!({"a": 2})).await.expect("replace");
         }
-        let store = EmbeddedStore::open(dir.path()).expect("reopens");
+        let store = EmbeddedStore::open(dir.path(), DEFAULT_CACHE_BYTES).expect("reopens");
         let doc = store.get(Collection::Registry, "s").await.expect("get").expect("kept");
         assert_eq!((doc.version, doc.body), (2, serde_json::json!({"a": 2})));
     }
@@ -508,8 +511,8 @@ mod tests {
     #[test]
     fn a_second_open_of_the_same_directory_fails_fast() {
         let dir = temp_dir();
-        let _first = EmbeddedStore::open(dir.path()).expect("opens");
-        let err = EmbeddedStore::open(dir.path()).expect_err("second open refused");
+        let _first = EmbeddedStore::open(dir.path(), DEFAULT_CACHE_BYTES).expect("opens");
+        let err = EmbeddedStore::open(dir.path(), DEFAULT_CACHE_BYTES).expect_err("second open refused");
         assert!(err.to_string().contains("in use by another process"), "{err}");
     }
 }

@@ -1,0 +1,181 @@
+//! The tombstone purge: deprovisioned instances and deleted bindings are kept so that
+//! `last_operation` can answer for them, then deleted once they are older than the
+//! retention, so the store does not grow forever. After the purge `last_operation`
+//! still answers 410 to a platform polling the deprovision or unbind (the operation id
+//! names its kind; see `last_operation_gone`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Broker;
+use crate::domain::binding::Binding;
+use crate::domain::instance::ServiceInstance;
+use crate::domain::operation::OperationKind;
+use crate::domain::timestamp_at;
+use crate::error::{OsbError, OsbResult};
+use crate::store::{Record, StoreError, index};
+
+/// How many tombstones one store read returns.
+const BATCH: usize = 256;
+
+/// The longest wait between two purges.
+const MAX_PERIOD: Duration = Duration::from_secs(3600);
+
+impl Broker {
+    /// Deletes the tombstones that ended more than `retention` ago; returns how many.
+    pub async fn purge_tombstones(&self, retention: Duration) -> OsbResult<usize> {
+        let Some(cutoff) = self.clock().now().checked_sub(retention) else {
+            return Ok(0);
+        };
+        let cutoff = timestamp_at(cutoff);
+        Ok(self.purge::<ServiceInstance>(&cutoff).await? + self.purge::<Binding>(&cutoff).await?)
+    }
+
+    async fn purge<T: Record>(&self, cutoff: &str) -> OsbResult<usize> {
+        let mut purged = 0;
+        loop {
+            let expired = self.records.expired::<T>(index::GONE_AT, cutoff, BATCH).await?;
+            let mut deleted = 0;
+            for (id, version) in &expired {
+                // Only the version read: a record written since is left for the next round.
+                match self.records.delete::<T>(id, Some(*version)).await {
+                    Ok(true) => deleted += 1,
+                    Ok(false) | Err(StoreError::Conflict(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            purged += deleted;
+            if expired.len() < BATCH || deleted == 0 {
+                return Ok(purged);
+            }
+        }
+    }
+
+    /// Purges now and then every so often (a tenth of the retention, at most hourly),
+    /// until shutdown.
+    pub fn spawn_purger(self: &Arc<Self>, retention: Duration) {
+        let period = (retention / 10).clamp(Duration::from_secs(1), MAX_PERIOD);
+        let this = Arc::clone(self);
+        self.spawn_task(async move {
+            loop {
+                match this.purge_tombstones(retention).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(purged = n, "purged tombstones past their retention"),
+                    Err(e) => tracing::warn!(error = %e, "could not purge tombstones"),
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(period) => {}
+                    () = this.shutdown.cancelled() => return,
+                }
+            }
+        });
+    }
+}
+
+/// What `last_operation` answers for a record that is not (or no longer) stored: 410
+/// when the platform polls an operation esm handed out that removes it (the record was
+/// purged after it), 404 otherwise.
+pub(super) fn last_operation_gone(operation: Option<&str>, removal: OperationKind, what: String) -> OsbError {
+    let removal_id = operation.and_then(|op| op.strip_prefix(removal.as_str())).and_then(|rest| rest.strip_prefix('-'));
+    if removal_id.is_some_and(|uuid| uuid.len() == 32 && uuid.bytes().all(|b| b.is_ascii_hexdigit())) {
+        OsbError::Gone
+    } else {
+        OsbError::NotFound(what)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::backend::Backends;
+    use crate::backend::dummy::DummyBackend;
+    use crate::broker::{Answer, BrokerSettings};
+    use crate::clock::Clock;
+    use crate::domain::manifest::Manifest;
+    use crate::store::memory::MemoryStore;
+    use crate::wire::DeleteQuery;
+
+    const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
+
+    async fn broker() -> Arc<Broker> {
+        let settings = BrokerSettings { clock: Clock::tokio(), ..BrokerSettings::default() };
+        let backends = Backends::new().with(Arc::new(DummyBackend::new()));
+        let broker = Broker::new(Arc::new(MemoryStore::new()), backends, settings);
+        let service = json!({"id": "s", "name": "s", "description": "d", "bindable": true,
+            "plans": [{"id": "p", "name": "p", "description": "d"}]});
+        broker.register_service(serde_json::from_value(service).expect("service")).await.expect("registers");
+        let manifest = Manifest {
+            id: String::new(),
+            service_id: "s".into(),
+            plan_id: "p".into(),
+            manifest_type: "dummy".into(),
+            manifest_content: "x-esm-dummy: {mode: async}\n".into(),
+            endpoints: None,
+            config: None,
+        };
+        broker.register_manifest("m", manifest).await.expect("registers");
+        broker
+    }
+
+    async fn settle(broker: &Broker, id: &str, op: &str) -> String {
+        for _ in 0..1000 {
+            let state = broker.instance_last_operation(id, Some(op)).await.expect("polls").state;
+            if state.as_str() != "in progress" {
+                return state.as_str().to_owned();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{op} did not finish");
+    }
+
+    async fn deprovisioned(broker: &Arc<Broker>, id: &str) -> String {
+        let request = json!({"service_id": "s", "plan_id": "p", "organization_guid": "o", "space_guid": "s"});
+        let answer = broker.provision(id, serde_json::from_value(request).expect("request"), true).await;
+        let Answer::Accepted(accepted) = answer.expect("provisions") else { panic!("asynchronous") };
+        settle(broker, id, accepted.operation.as_deref().expect("an operation")).await;
+        let query: DeleteQuery =
+            serde_json::from_value(json!({"service_id": "s", "plan_id": "p", "accepts_incomplete": true}))
+                .expect("query");
+        let Answer::Accepted(accepted) = broker.deprovision(id, &query).await.expect("deprovisions") else {
+            panic!("asynchronous")
+        };
+        let op = accepted.operation.expect("an operation");
+        assert_eq!(settle(broker, id, &op).await, "succeeded");
+        op
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tombstone_lives_out_its_retention_then_goes_and_its_deprovision_still_answers_410() {
+        let broker = broker().await;
+        let op = deprovisioned(&broker, "old").await;
+        tokio::time::advance(WEEK - Duration::from_secs(60)).await;
+        let _ = deprovisioned(&broker, "young").await;
+        assert_eq!(broker.purge_tombstones(WEEK).await.expect("purges"), 0, "nothing is a week old yet");
+        assert_eq!(broker.instance_last_operation("old", Some(&op)).await.expect("kept").state.as_str(), "succeeded");
+
+        tokio::time::advance(Duration::from_secs(120)).await;
+        assert_eq!(broker.purge_tombstones(WEEK).await.expect("purges"), 1, "the week-old tombstone goes");
+        assert!(broker.records.get::<ServiceInstance>("old").await.expect("reads").is_none());
+        assert!(broker.records.get::<ServiceInstance>("young").await.expect("reads").is_some());
+        assert!(matches!(broker.instance_last_operation("old", Some(&op)).await, Err(OsbError::Gone)));
+        assert!(matches!(broker.instance_last_operation("old", None).await, Err(OsbError::NotFound(_))));
+        assert!(matches!(
+            broker.instance_last_operation("never", Some("deprovision-x")).await,
+            Err(OsbError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn only_a_removal_operation_id_means_gone() {
+        let uuid = "0123456789abcdef0123456789abcdef";
+        let gone = |op: &str, kind| last_operation_gone(Some(op), kind, String::new());
+        assert!(matches!(gone(&format!("deprovision-{uuid}"), OperationKind::Deprovision), OsbError::Gone));
+        assert!(matches!(gone(&format!("unbind-{uuid}"), OperationKind::Unbind), OsbError::Gone));
+        for op in [format!("provision-{uuid}"), format!("deprovision-{uuid}0"), "deprovision-".into(), "x".into()] {
+            assert!(matches!(gone(&op, OperationKind::Deprovision), OsbError::NotFound(_)), "{op}");
+        }
+        assert!(matches!(last_operation_gone(None, OperationKind::Deprovision, String::new()), OsbError::NotFound(_)));
+    }
+}
