@@ -20,7 +20,7 @@ need() { # command package
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 wait_http() { # url
-  for _ in $(seq 1 200); do curl -fs -o /dev/null -H 'X-Broker-API-Version: 2.17' "$1" && return 0; sleep 0.1; done
+  for _ in $(seq 1 1000); do curl -fs -o /dev/null -H 'X-Broker-API-Version: 2.17' "$1" && return 0; sleep 0.02; done
   echo "nothing answers at $1" >&2; return 1
 }
 

@@ -318,7 +318,8 @@ pub struct InstanceListQuery {
     pub service_id: Option<String>,
     /// Only instances on this plan.
     pub plan_id: Option<String>,
-    /// Only instances in this state (`in progress`, `succeeded`, `failed`).
+    /// Only instances whose last operation is in this state (`in progress`,
+    /// `succeeded`, `failed`).
     #[param(value_type = Option<String>)]
     pub state: Option<OperationState>,
 }

@@ -70,7 +70,7 @@ async fn register_round(broker: &Broker, n: usize) {
 /// place (and can be deprovisioned), or does not live at all. Returns whether it lived.
 async fn instance_is_whole_or_absent(broker: &Arc<Broker>, id: &str, service_id: &str, plan_id: &str) -> bool {
     let lives = broker.fetch_instance(id).await.is_ok();
-    let listing = broker.et_instances(InstanceFilter::default()).await.expect("the instance listing answers");
+    let listing = broker.et_instances(&InstanceFilter::default()).await.expect("the instance listing answers");
     let listed: Vec<_> = listing.try_collect().await.expect("the instance listing answers after every race");
     assert_eq!(listed.iter().any(|i| i.context["id"] == id), lives, "{id}: listing and fetch disagree");
     if lives {

@@ -186,7 +186,7 @@ pub async fn list_instances(
 ) -> OsbResult<Response> {
     let filter = InstanceFilter { service_id: query.service_id, plan_id: query.plan_id, state: query.state };
     let Some(paging) = Paging::of(query.limit, query.after.as_deref())? else {
-        return Ok(listing::json_array(state.broker.et_instances(filter).await?));
+        return Ok(listing::json_array(state.broker.et_instances(&filter).await?));
     };
     let page = state.broker.et_instances_page(&filter, paging.after, paging.limit).await?;
     let next = page.next_after.as_deref().map(listing::cursor);

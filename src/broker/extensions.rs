@@ -20,14 +20,13 @@ pub struct InstanceFilter {
     pub service_id: Option<String>,
     /// Instances on this plan.
     pub plan_id: Option<String>,
-    /// Instances in this state, as the listing reports it.
+    /// Instances whose last operation is in this state.
     pub state: Option<OperationState>,
 }
 
 impl InstanceFilter {
     /// The index filters, the most selective first (the store serves the first from
-    /// its index). Listing by state reads the stored last operation; the reported state
-    /// can still differ (a deployment found dead), so `keeps` checks each view too.
+    /// its index).
     fn index_filters(&self) -> Vec<(String, String)> {
         let filters = [
             (index::PLAN_ID, self.plan_id.as_deref()),
@@ -40,10 +39,6 @@ impl InstanceFilter {
             chosen.push((index::LIVE.to_owned(), "1".to_owned()));
         }
         chosen
-    }
-
-    fn keeps(&self, view: &EtInstance) -> bool {
-        self.state.is_none_or(|state| view.state.state == state)
     }
 }
 
@@ -62,7 +57,7 @@ impl Broker {
     /// before this returns, so an unavailable store is an error, not a cut-off stream.
     pub async fn et_instances(
         self: &Arc<Self>,
-        filter: InstanceFilter,
+        filter: &InstanceFilter,
     ) -> OsbResult<impl Stream<Item = OsbResult<EtInstance>> + Send + 'static> {
         let registry = Arc::new(self.registry().await?.record);
         let this = Arc::clone(self);
@@ -72,7 +67,7 @@ impl Broker {
                 async move { this.et_view(&registry, found.record).await }
             },
         );
-        let mut views = Box::pin(views.try_filter(move |view| std::future::ready(filter.keeps(view))));
+        let mut views = Box::pin(views);
         let first = views.try_next().await?;
         Ok(futures_util::stream::iter(first.map(Ok)).chain(views))
     }
@@ -94,10 +89,7 @@ impl Broker {
         let next_after = found.last().filter(|_| more).map(|v| v.record.id.clone());
         let mut instances = Vec::with_capacity(found.len());
         for Versioned { record, .. } in found {
-            let view = self.et_view(&registry, record).await?;
-            if filter.keeps(&view) {
-                instances.push(view);
-            }
+            instances.push(self.et_view(&registry, record).await?);
         }
         Ok(InstancePage { instances, next_after })
     }

@@ -165,10 +165,25 @@ impl Store for MongoStore {
     }
 
     async fn insert(&self, collection: Collection, id: &str, body: Value) -> Result<u64, StoreError> {
-        let document = doc! {"_id": id, "version": 1_i64, "json": json_text(&body)?, "ix": index_doc(&body)};
+        let json = json_text(&body)?;
+        let document = doc! {"_id": id, "version": 1_i64, "json": json.as_str(), "ix": index_doc(&body)};
         match self.collection(collection).insert_one(document).await {
             Ok(_) => Ok(1),
-            Err(e) if is_duplicate_key(&e) => Err(StoreError::Conflict(format!("{}/{id} exists", collection.name()))),
+            Err(e) if is_duplicate_key(&e) => {
+                // The driver retries a write whose answer was lost; a server that does not
+                // recognise the retry reports our own insert as the duplicate. The very
+                // same document at version 1 is that insert (records carry fresh
+                // operation ids and times, so another writer's would differ).
+                let found = self.collection(collection).find_one(doc! {"_id": id}).await.map_err(unavailable)?;
+                let ours = found.is_some_and(|raw| {
+                    raw.get_i64("version").ok() == Some(1) && raw.get_str("json").ok() == Some(json.as_str())
+                });
+                if ours {
+                    tracing::debug!(collection = collection.name(), id, "an insert was retried by the driver");
+                    return Ok(1);
+                }
+                Err(StoreError::Conflict(format!("{}/{id} exists", collection.name())))
+            }
             Err(e) => Err(unavailable(e)),
         }
     }

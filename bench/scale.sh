@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# esm holding COUNT instances (default 100000) in the embedded store, dummy backend
+# (sync): provision rate, resident memory after provisioning / after the full listing /
+# after a restart, start time, and the latency of a page of 100, a fetch and the
+# catalog, each against nginx serving a static file of the same size on loopback (the
+# floor one HTTP round trip costs here). Goals: RSS <= 200 MB at every point, start
+# <= 1 s, page of 100 <= 10 ms, fetch <= 1 ms.
+# COUNT, CONNECTIONS (32), THREADS (2), LATENCY_DURATION (5s).
+source "$(dirname "$0")/lib.sh"
+need wrk wrk
+need nginx nginx
+cargo build --release --locked --quiet --bin esm
+count=${COUNT:-100000}; conns=${CONNECTIONS:-32}; threads=${THREADS:-2}; lat=${LATENCY_DURATION:-5s}
+hdr=(-H 'X-Broker-API-Version: 2.17')
+
+esm_pid() { echo "${BENCH_PIDS[-1]}"; }
+rss_mb() { awk '/VmRSS/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
+now() { date +%s.%N; }
+
+# wrk's provisioning script: each thread provisions its share of COUNT ids, then reads
+# the catalog until wrk is stopped.
+cat >"$BENCH_TMP/provision.lua" <<LUA
+local per_thread = math.ceil($count / $threads)
+local thread_counter = 0
+function setup(thread)
+  thread_counter = thread_counter + 1
+  thread:set("tid", thread_counter)
+end
+local n = 0
+request = function()
+  n = n + 1
+  if n > per_thread then
+    return wrk.format("GET", "/v2/catalog", {["X-Broker-API-Version"] = "2.17"})  -- idle until stopped
+  end
+  local body = '{"service_id":"bench-svc","plan_id":"plan-1","organization_guid":"o","space_guid":"s"}'
+  return wrk.format("PUT", string.format("/v2/service_instances/scale-%d-%07d", tid, n),
+    {["X-Broker-API-Version"] = "2.17", ["Content-Type"] = "application/json"}, body)
+end
+LUA
+
+start_esm scale ESM_STORE=embedded
+register "$ESM_URL_scale" 'x-esm-dummy: {mode: sync}'
+# wrk runs until stopped: it is stopped once every thread's last id exists (each
+# thread sends its ids in order, so by then every provision has been sent).
+per_thread=$(((count + threads - 1) / threads))
+provisioned=$((threads * per_thread))
+last_ids=(); for t in $(seq 1 "$threads"); do last_ids+=("$(printf 'scale-%d-%07d' "$t" "$per_thread")"); done
+exists() { curl -fs -o /dev/null "${hdr[@]}" "$ESM_URL_scale/v2/service_instances/$1"; }
+t0=$(now)
+wrk -t "$threads" -c "$conns" -d 1h -s "$BENCH_TMP/provision.lua" "$ESM_URL_scale" >"$BENCH_TMP/provision.txt" 2>&1 &
+wrk_pid=$!
+for id in "${last_ids[@]}"; do
+  until exists "$id"; do
+    kill -0 "$wrk_pid" 2>/dev/null || { cat "$BENCH_TMP/provision.txt"; echo "wrk stopped early" >&2; exit 1; }
+    sleep 0.2
+  done
+done
+t1=$(now)
+kill -INT "$wrk_pid"; wait "$wrk_pid" || true
+rate=$(python3 -c "print(round($provisioned / ($t1 - $t0)))")
+rss_provisioned=$(rss_mb "$(esm_pid)")
+
+t2=$(now)
+listed_bytes=$(curl -fsS "${hdr[@]}" "$ESM_URL_scale/v2/et/service_instances" | wc -c)
+t3=$(now)
+rss_listed=$(rss_mb "$(esm_pid)")
+
+# Restart on the same data: the time from exec to the first answered request.
+kill -TERM "$(esm_pid)"; wait "$(esm_pid)" 2>/dev/null || true
+t4=$(now)
+start_esm scale ESM_STORE=embedded
+t5=$(now)
+rss_restarted=$(rss_mb "$(esm_pid)")
+
+# Latency with one connection: a page of 100 from the middle, a fetch, the catalog.
+middle=$(curl -fsS "${hdr[@]}" "$ESM_URL_scale/v2/et/service_instances?limit=1&after=$(python3 -c 'print("c1" + "scale-1-0050000".encode().hex())')" | python3 -c 'import json,sys; print(json.load(sys.stdin)["next"])')
+latency() { # url: average latency in ms with one connection
+  wrk -t 1 -c 1 -d "$lat" --latency "${hdr[@]}" "$1" | awk '/^    Latency/ {v=$2; if (v ~ /us$/) {sub("us","",v); v=v/1000} else if (v ~ /ms$/) {sub("ms","",v)} else if (v ~ /s$/) {sub("s","",v); v=v*1000}; printf "%.3f", v}'
+}
+page_url="$ESM_URL_scale/v2/et/service_instances?limit=100&after=$middle"
+curl -fsS "${hdr[@]}" "$page_url" >"$BENCH_TMP/page.json"
+curl -fsS "${hdr[@]}" "$ESM_URL_scale/v2/service_instances/scale-1-0000042" >"$BENCH_TMP/fetch.json"
+curl -fsS "${hdr[@]}" "$ESM_URL_scale/v2/catalog" >"$BENCH_TMP/catalog.json"
+page_ms=$(latency "$page_url")
+fetch_ms=$(latency "$ESM_URL_scale/v2/service_instances/scale-1-0000042")
+catalog_ms=$(latency "$ESM_URL_scale/v2/catalog")
+rss_after_reads=$(rss_mb "$(esm_pid)")
+
+# nginx serving the same bytes as static files: what a round trip costs on this machine.
+nginx_port=$(free_port)
+mkdir -p "$BENCH_TMP/www"
+cp "$BENCH_TMP/page.json" "$BENCH_TMP/fetch.json" "$BENCH_TMP/catalog.json" "$BENCH_TMP/www/"
+# nginx's workers drop root: they must be able to read the files.
+chmod 755 "$BENCH_TMP" "$BENCH_TMP/www"; chmod 644 "$BENCH_TMP"/www/*
+cat >"$BENCH_TMP/nginx.conf" <<NGINX
+worker_processes 1;
+daemon off;
+pid $BENCH_TMP/nginx.pid;
+error_log $BENCH_TMP/nginx.err;
+events { worker_connections 256; }
+http {
+  access_log off;
+  client_body_temp_path $BENCH_TMP/nginx-body;
+  default_type application/json;
+  server { listen 127.0.0.1:$nginx_port; root $BENCH_TMP/www; }
+}
+NGINX
+nginx -c "$BENCH_TMP/nginx.conf" &
+BENCH_PIDS+=($!)
+wait_http "http://127.0.0.1:$nginx_port/catalog.json"
+page_base=$(latency "http://127.0.0.1:$nginx_port/page.json")
+fetch_base=$(latency "http://127.0.0.1:$nginx_port/fetch.json")
+catalog_base=$(latency "http://127.0.0.1:$nginx_port/catalog.json")
+
+verdict() { python3 -c "print('ok' if float($1) <= float($2) else 'OVER')"; }
+{
+  echo "bench/scale.sh  $(date -u +%FT%TZ)  $provisioned instances, embedded store, dummy (sync), wrk $threads threads $conns connections"
+  echo "data file: $(du -m "$BENCH_TMP/scale/esm.redb" | cut -f1) MB; full listing: $((listed_bytes / 1048576)) MB in $(python3 -c "print(f'{$t3 - $t2:.1f}')") s"
+  printf '%-36s %12s %10s %6s\n' measure value goal ""
+  printf '%-36s %12s %10s\n' "provision rate (req/s)" "$rate" "-"
+  for row in "RSS after provisioning (MB):$rss_provisioned" "RSS after the full listing (MB):$rss_listed" \
+             "RSS right after restart (MB):$rss_restarted" "RSS after the latency runs (MB):$rss_after_reads"; do
+    printf '%-36s %12s %10s %6s\n' "${row%%:*}" "${row##*:}" 200 "$(verdict "${row##*:}" 200)"
+  done
+  start_ms=$(python3 -c "print(round(($t5 - $t4) * 1000))")
+  printf '%-36s %12s %10s %6s\n' "start, exec to first answer (ms)" "$start_ms" 1000 "$(verdict "$start_ms" 1000)"
+  printf '%-36s %12s %10s %6s   nginx %s ms, ratio %s\n' "page of 100 (ms)" "$page_ms" 10 "$(verdict "$page_ms" 10)" "$page_base" "$(ratio "$page_ms" "$page_base")"
+  printf '%-36s %12s %10s %6s   nginx %s ms, ratio %s\n' "fetch (ms)" "$fetch_ms" 1 "$(verdict "$fetch_ms" 1)" "$fetch_base" "$(ratio "$fetch_ms" "$fetch_base")"
+  printf '%-36s %12s %10s %6s   nginx %s ms, ratio %s\n' "catalog (ms)" "$catalog_ms" "-" "" "$catalog_base" "$(ratio "$catalog_ms" "$catalog_base")"
+} | tee bench/results/scale.txt
