@@ -263,6 +263,49 @@ impl EmbeddedStore {
     }
 }
 
+/// One (field, value) index entry.
+type Entry<'a> = (&'a str, &'a str);
+
+/// The filter an index serves, and the rest.
+fn split_filters(filters: &[(String, String)]) -> (Option<Entry<'_>>, &[(String, String)]) {
+    match filters.split_first() {
+        Some(((field, value), rest)) => (Some((field.as_str(), value.as_str())), rest),
+        None => (None, filters),
+    }
+}
+
+/// Visits the ids after `after` in id order, of the whole collection or of the records
+/// indexed under `entry`, while `visit` says to go on.
+fn each_id(
+    txn: &redb::ReadTransaction,
+    collection: Collection,
+    entry: Option<Entry<'_>>,
+    after: Option<&str>,
+    mut visit: impl FnMut(&str) -> Result<bool, StoreError>,
+) -> Result<(), StoreError> {
+    let Some((field, value)) = entry else {
+        let records = txn.open_table(table(collection)).map_err(unavailable)?;
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        for stored in records.range::<&str>((start, Bound::Unbounded)).map_err(unavailable)? {
+            if !visit(stored.map_err(unavailable)?.0.value())? {
+                break;
+            }
+        }
+        return Ok(());
+    };
+    let ix = txn.open_table(index_table(collection)).map_err(unavailable)?;
+    let start = (field, value, after.unwrap_or(""));
+    let start = if after.is_some() { Bound::Excluded(start) } else { Bound::Included(start) };
+    for indexed in ix.range((start, Bound::Unbounded)).map_err(unavailable)? {
+        let (key, _) = indexed.map_err(unavailable)?;
+        let (f, v, id) = key.value();
+        if f != field || v != value || !visit(id)? {
+            break;
+        }
+    }
+    Ok(())
+}
+
 /// What a write transaction does to the document.
 enum Write {
     Put(u64, Value),
@@ -353,39 +396,16 @@ impl Store for EmbeddedStore {
     }
 
     async fn page(&self, collection: Collection, query: &Query) -> Result<Vec<(String, Document)>, StoreError> {
+        if query.limit == 0 {
+            return Ok(Vec::new());
+        }
         let query = query.clone();
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(unavailable)?;
             let records = txn.open_table(table(collection)).map_err(unavailable)?;
-            let after = query.after.as_deref();
+            let (first, rest) = split_filters(&query.filters);
             let mut out = Vec::new();
-            let Some(((field, value), rest)) = query.filters.split_first() else {
-                // No filter: the records themselves, in id order.
-                let start = after.map_or(Bound::Unbounded, Bound::Excluded);
-                for entry in records.range::<&str>((start, Bound::Unbounded)).map_err(unavailable)? {
-                    if out.len() == query.limit {
-                        break;
-                    }
-                    let (key, stored) = entry.map_err(unavailable)?;
-                    let id = key.value().to_owned();
-                    let (version, bytes) = stored.value();
-                    out.push((id.clone(), Document { version, body: decode(collection, &id, bytes)? }));
-                }
-                return Ok(out);
-            };
-            // The first filter's index gives the ids in order; the record settles the rest.
-            let ix = txn.open_table(index_table(collection)).map_err(unavailable)?;
-            let start = (field.as_str(), value.as_str(), after.unwrap_or(""));
-            let start = if after.is_some() { Bound::Excluded(start) } else { Bound::Included(start) };
-            for entry in ix.range((start, Bound::Unbounded)).map_err(unavailable)? {
-                if out.len() == query.limit {
-                    break;
-                }
-                let (key, _) = entry.map_err(unavailable)?;
-                let (f, v, id) = key.value();
-                if f != field || v != value {
-                    break;
-                }
+            each_id(&txn, collection, first, query.after.as_deref(), |id| {
                 let Some(stored) = records.get(id).map_err(unavailable)? else {
                     return Err(StoreError::Corrupt(format!("{} index names a missing {id}", collection.name())));
                 };
@@ -394,39 +414,26 @@ impl Store for EmbeddedStore {
                 if index::matches(&body, rest) {
                     out.push((id.to_owned(), Document { version, body }));
                 }
-            }
+                Ok(out.len() < query.limit)
+            })?;
             Ok(out)
         })
         .await
     }
 
     async fn page_ids(&self, collection: Collection, query: &Query) -> Result<Vec<String>, StoreError> {
-        if query.filters.len() > 1 {
+        if query.limit == 0 || query.filters.len() > 1 {
             // The other filters need the records.
             return Ok(self.page(collection, query).await?.into_iter().map(|(id, _)| id).collect());
         }
         let query = query.clone();
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(unavailable)?;
-            let after = query.after.as_deref();
-            let Some((field, value)) = query.filters.first() else {
-                let records = txn.open_table(table(collection)).map_err(unavailable)?;
-                let start = after.map_or(Bound::Unbounded, Bound::Excluded);
-                let keys = records.range::<&str>((start, Bound::Unbounded)).map_err(unavailable)?;
-                return keys.take(query.limit).map(|e| Ok(e.map_err(unavailable)?.0.value().to_owned())).collect();
-            };
-            let ix = txn.open_table(index_table(collection)).map_err(unavailable)?;
-            let start = (field.as_str(), value.as_str(), after.unwrap_or(""));
-            let start = if after.is_some() { Bound::Excluded(start) } else { Bound::Included(start) };
             let mut out = Vec::new();
-            for entry in ix.range((start, Bound::Unbounded)).map_err(unavailable)?.take(query.limit) {
-                let (key, _) = entry.map_err(unavailable)?;
-                let (f, v, id) = key.value();
-                if f != field || v != value {
-                    break;
-                }
+            each_id(&txn, collection, split_filters(&query.filters).0, query.after.as_deref(), |id| {
                 out.push(id.to_owned());
-            }
+                Ok(out.len() < query.limit)
+            })?;
             Ok(out)
         })
         .await
