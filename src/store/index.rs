@@ -21,7 +21,7 @@ use crate::domain::operation::{OperationKind, OperationLog};
 /// The key of the index entries in a stored body.
 pub const INDEX_FIELD: &str = "_ix";
 
-/// Every live record: `"1"`.
+/// Every live instance: `"1"`.
 pub const LIVE: &str = "live";
 /// A live instance's offering.
 pub const SERVICE_ID: &str = "service_id";
@@ -48,7 +48,7 @@ impl Collection {
     pub fn indexed_fields(self) -> &'static [&'static str] {
         match self {
             Self::Instances => &[LIVE, SERVICE_ID, PLAN_ID, USES_PLAN, STATE, RUNNING, GONE_AT],
-            Self::Bindings => &[LIVE, INSTANCE_ID, RUNNING, GONE_AT],
+            Self::Bindings => &[INSTANCE_ID, RUNNING, GONE_AT],
             _ => &[],
         }
     }
@@ -156,7 +156,6 @@ pub fn binding_keys(binding: &Binding) -> IndexKeys {
         keys.push((GONE_AT, gone_at(ops, &binding.created_at)));
         return keys;
     }
-    keys.push((LIVE, "1".into()));
     keys.push((INSTANCE_ID, binding.instance_id.clone()));
     keys
 }
