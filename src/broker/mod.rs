@@ -29,6 +29,7 @@ mod worker;
 pub use catalog::Registered;
 pub use extensions::{InstanceFilter, InstancePage};
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -104,6 +105,10 @@ pub struct Broker {
     legacy_checked: AtomicBool,
     /// Whether records written before the indexes existed have been indexed.
     reindexed: AtomicBool,
+    /// Manifest contents read lately, by content key. A content is never rewritten
+    /// under its key (a new registration gets a new key), so a copy never goes stale.
+    /// A std mutex: held for a lookup or an insert, never across an `.await`.
+    contents: std::sync::Mutex<HashMap<String, Manifest>>,
 }
 
 impl Broker {
@@ -119,6 +124,7 @@ impl Broker {
             manifest_checks: Arc::new(Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))),
             legacy_checked: AtomicBool::new(false),
             reindexed: AtomicBool::new(false),
+            contents: std::sync::Mutex::default(),
         })
     }
 

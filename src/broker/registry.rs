@@ -20,6 +20,10 @@ use crate::store::{Query, REGISTRY_ID, StoreError, Versioned, index};
 /// has a winner, so this covers bursts of that many concurrent writers.
 const REGISTRY_ATTEMPTS: u32 = 64;
 
+/// How many manifest contents the broker keeps copies of (a few per plan in use; the
+/// copies are dropped all at once when there are more).
+const CACHED_CONTENTS: usize = 256;
+
 impl From<Refusal> for OsbError {
     fn from(refusal: Refusal) -> Self {
         match refusal {
@@ -156,7 +160,16 @@ impl Broker {
 
     /// The content of a registered manifest.
     pub(super) async fn stored_manifest(&self, entry: &ManifestEntry) -> OsbResult<Manifest> {
+        let cached = self.contents.lock().unwrap_or_else(|p| p.into_inner()).get(&entry.content).cloned();
+        if let Some(manifest) = cached {
+            return Ok(manifest);
+        }
         if let Some(stored) = self.records.get::<StoredManifest>(&entry.content).await? {
+            let mut contents = self.contents.lock().unwrap_or_else(|p| p.into_inner());
+            if contents.len() >= CACHED_CONTENTS {
+                contents.clear();
+            }
+            contents.insert(entry.content.clone(), stored.record.manifest.clone());
             return Ok(stored.record.manifest);
         }
         // Its entry was removed (with the content) since it was read.
