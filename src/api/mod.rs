@@ -3,6 +3,7 @@
 
 pub mod bind;
 pub mod catalog;
+pub mod catalog_cache;
 pub mod deprovision;
 pub mod et;
 pub mod extract;
@@ -39,6 +40,15 @@ use version::{ApiVersion, ForVersion};
 pub struct AppState {
     /// Every operation goes through the broker.
     pub broker: Arc<Broker>,
+    /// `GET /v2/catalog`'s answers, kept while the registry is unchanged.
+    pub catalog: Arc<catalog_cache::CatalogCache>,
+}
+
+impl AppState {
+    /// The state of an API over `broker`.
+    pub fn new(broker: Arc<Broker>) -> Self {
+        Self { broker, catalog: Arc::new(catalog_cache::CatalogCache::new()) }
+    }
 }
 
 /// The `/v2` routes (unlayered) and the OpenAPI document generated from them.

@@ -13,6 +13,8 @@
 //! - `bindings.rs`: bind, unbind, fetch, last_operation.
 //! - `catalog.rs`: the catalog, and service and manifest registration (ElasTest).
 //! - `registry.rs`: how the catalog is stored and changed so its rules hold.
+//! - `registry_watch.rs`: whether the registry changed since a catalog was rendered
+//!   from it, here or (within a second) on another replica.
 //! - `extensions.rs`: the ElasTest instance view.
 
 mod bindings;
@@ -21,11 +23,13 @@ mod extensions;
 mod instances;
 mod reconcile;
 mod registry;
+mod registry_watch;
 mod runner;
 mod work;
 mod worker;
 
 pub use catalog::Registered;
+pub use registry_watch::{CHECK_EVERY as REGISTRY_CHECK_EVERY, STALE_BOUND as CATALOG_STALE_BOUND};
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -100,11 +104,14 @@ pub struct Broker {
     /// Whether the records of esm 0.1 have been looked for (see `registry.rs`), so a
     /// store with no registry yet is not searched for them on every read.
     legacy_checked: AtomicBool,
+    /// Whether the registry changed since a catalog was rendered from it.
+    registry_watch: registry_watch::RegistryWatch,
 }
 
 impl Broker {
     /// A broker over a store and a set of backends.
     pub fn new(store: Arc<dyn Store>, backends: Backends, settings: BrokerSettings) -> Arc<Self> {
+        let shared = !store.exclusive();
         Arc::new(Self {
             records: Records::new(store),
             backends,
@@ -114,6 +121,7 @@ impl Broker {
             replica: uuid::Uuid::new_v4().simple().to_string(),
             manifest_checks: Arc::new(Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))),
             legacy_checked: AtomicBool::new(false),
+            registry_watch: registry_watch::RegistryWatch::new(shared),
         })
     }
 
