@@ -42,7 +42,9 @@ events { worker_connections 1024; }
 http {
   access_log off;
   default_type application/json;
-  sendfile on;
+  # A file this small goes out faster from a buffer (one writev) than with sendfile
+  # (a writev for the head, then sendfile): measured here, this is nginx at its best.
+  sendfile off;
   tcp_nodelay on;
   open_file_cache max=16 inactive=60s;
   open_file_cache_valid 60s;
