@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{Client, Esm, StoreSetup, VERSION, eventually, mongo_uri};
+use support::{Client, Esm, StoreSetup, VERSION, eventually, mongo_uri, temp_dir};
 
 /// The most a replica may serve a catalog another replica has changed.
 const BOUND: Duration = Duration::from_secs(1);
@@ -52,7 +52,21 @@ fn service(id: &str, description: &str) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_catalog_change_through_one_replica_is_served_by_the_other_within_a_second() {
     let store = StoreSetup::Mongo { uri: mongo_uri(), db: format!("esm_test_{}", uuid::Uuid::new_v4().simple()) };
-    let (a, b) = (Esm::start(&store).await, Esm::start(&store).await);
+    let dir = temp_dir("esm-catalog-cache");
+    let logs = [dir.path().join("a.log"), dir.path().join("b.log")];
+    let a = Esm::start_logging(&store, &[], Some(&logs[0])).await;
+    let b = Esm::start_logging(&store, &[], Some(&logs[1])).await;
+    // Until its first look at the stored registry a replica reads the catalog from the
+    // store every time, and the test would prove nothing about the cache.
+    for log in &logs {
+        eventually(Duration::from_secs(10), "both replicas to serve the catalog from memory", || async {
+            std::fs::read_to_string(log)
+                .ok()
+                .filter(|text| text.contains("the catalog is served from memory"))
+                .map(drop)
+        })
+        .await;
+    }
     let (ca, cb) = (Client::new(&a.api), Client::new(&b.api));
     ca.register("x-esm-dummy: {mode: sync}").await;
     // Both serve it (and, once their watchers have looked, from memory).

@@ -109,8 +109,10 @@ impl Broker {
                         if seen.is_some_and(|v| v != version) {
                             this.registry_watch.bump();
                         }
-                        seen = Some(version);
                         this.registry_watch.vouch(started);
+                        if seen.replace(version).is_none() {
+                            tracing::info!("the catalog is served from memory, re-read within a second of a change by another replica");
+                        }
                     }
                     // Requests read the store themselves meanwhile, and answer 503 if it is down.
                     Err(e) => tracing::debug!(error = %e, "cannot read the registry version"),
