@@ -11,7 +11,7 @@ start_esm mem ESM_STORE=memory
 register "$ESM_URL_mem" 'x-esm-dummy: {mode: sync}'
 curl -fsS -H 'X-Broker-API-Version: 2.17' "$ESM_URL_mem/v2/catalog" >"$BENCH_TMP/catalog.json"
 base_port=$(free_port)
-target/release/examples/catalog_baseline "$base_port" "$BENCH_TMP/catalog.json" &
+"$BENCH_TARGET/release/examples/catalog_baseline" "$base_port" "$BENCH_TMP/catalog.json" &
 BENCH_PIDS+=($!)
 base="http://127.0.0.1:$base_port"
 wait_http "$base/v2/catalog"

@@ -12,6 +12,11 @@ bench_cleanup() {
 }
 trap bench_cleanup EXIT
 mkdir -p bench/results
+# Where cargo puts the release build (CARGO_TARGET_DIR, when set, as cargo reads it),
+# and the esm binary measured: ESM_BIN, or that build's.
+BENCH_TARGET=${CARGO_TARGET_DIR:-target}
+ESM_BIN_GIVEN=${ESM_BIN:+yes}
+ESM_BIN=${ESM_BIN:-$BENCH_TARGET/release/esm}
 
 need() { # command package
   command -v "$1" >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; }
@@ -19,19 +24,24 @@ need() { # command package
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-wait_http() { # url
-  for _ in $(seq 1 1000); do curl -fs -o /dev/null -H 'X-Broker-API-Version: 2.17' "$1" && return 0; sleep 0.02; done
+wait_http() { # url: until it answers 2xx (or 401: an esm started with credentials)
+  local code
+  for _ in $(seq 1 1000); do
+    code=$(curl -s -o /dev/null -w '%{http_code}' -H 'X-Broker-API-Version: 2.17' "$1" || true)
+    [[ $code == 2?? || $code == 401 ]] && return 0
+    sleep 0.02
+  done
   echo "nothing answers at $1" >&2; return 1
 }
 
-# start_esm NAME [ENV=VALUE ...]: starts target/release/esm on free ports; sets
+# start_esm NAME [ENV=VALUE ...]: starts $ESM_BIN on free ports; sets
 # ESM_URL_<NAME>; extra arguments are environment settings.
 start_esm() {
   local name=$1; shift
   local port check
   port=$(free_port); check=$(free_port)
   env ESM_IP=127.0.0.1 ESM_CHECK_IP=127.0.0.1 ESM_PORT="$port" ESM_CHECK_PORT="$check" RUST_LOG=warn \
-    ESM_DATA_DIR="$BENCH_TMP/$name" ESM_BACKENDS=dummy "$@" target/release/esm >"$BENCH_TMP/$name.log" 2>&1 &
+    ESM_DATA_DIR="$BENCH_TMP/$name" ESM_BACKENDS=dummy "$@" "$ESM_BIN" >"$BENCH_TMP/$name.log" 2>&1 &
   BENCH_PIDS+=($!)
   printf -v "ESM_URL_$name" '%s' "http://127.0.0.1:$port"
   wait_http "http://127.0.0.1:$port/v2/catalog"

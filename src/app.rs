@@ -110,8 +110,9 @@ impl Server {
         self.broker.spawn_sweeper();
         self.broker.spawn_reconciler(Duration::from_secs(self.config.reconcile_interval));
         self.broker.spawn_purger(Duration::from_secs(self.config.tombstone_retention));
+        self.broker.spawn_registry_watch();
         let auth = self.config.credentials().map(|(user, pass)| BasicAuth::new(user, pass));
-        let api_router = api::router(AppState { broker: self.broker.clone() }, auth);
+        let api_router = api::router(AppState::new(self.broker.clone()), auth);
         // Path clean-up must run before routing, so it wraps the router from outside.
         let api_service = ServiceBuilder::new().map_request(collapse_slashes).service(api_router);
         let listening = ops::Listening { api: self.api_addr(), ops: self.ops_addr() };

@@ -1,14 +1,14 @@
-//! `GET /v2/catalog`.
+//! `GET /v2/catalog`, served from the [`CatalogCache`](super::catalog_cache::CatalogCache).
 
-use axum::extract::State;
+use axum::body::Body;
+use axum::extract::{Request, State};
 use axum::http::header::{CONTENT_TYPE, ETAG, IF_NONE_MATCH};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use sha2::{Digest, Sha256};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
 
 use super::AppState;
-use super::version::{ApiVersion, ForVersion};
-use crate::error::{ErrorBody, OsbError, OsbResult};
+use super::version::ApiVersion;
+use crate::error::{ErrorBody, OsbResult};
 use crate::wire::CatalogResponse;
 
 /// The service catalog. Carries an `ETag`; `If-None-Match` with it answers 304 (OSB 2.16).
@@ -20,28 +20,32 @@ use crate::wire::CatalogResponse;
         (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
         (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
     ))]
-pub async fn catalog(State(state): State<AppState>, headers: HeaderMap) -> OsbResult<Response> {
-    let catalog = state.broker.catalog().await?.for_version(ApiVersion::of(&headers));
-    let body =
-        serde_json::to_vec(&catalog).map_err(|e| OsbError::Internal(format!("cannot encode the catalog: {e}")))?;
-    let digest = Sha256::digest(&body);
-    let etag: String = std::iter::once("\"".to_owned())
-        .chain(digest.iter().take(16).map(|b| format!("{b:02x}")))
-        .chain(std::iter::once("\"".to_owned()))
-        .collect();
-    if if_none_match(&headers, &etag) {
-        return Ok((StatusCode::NOT_MODIFIED, [(ETAG, etag)]).into_response());
+// The whole request rather than a `HeaderMap`, which would copy every header.
+pub async fn catalog(State(state): State<AppState>, request: Request) -> OsbResult<Response> {
+    let headers = request.headers();
+    let rendered = state.catalog.get(&state.broker, ApiVersion::of(headers)).await?;
+    let (status, body) = if if_none_match(headers, &rendered.etag) {
+        (StatusCode::NOT_MODIFIED, Body::empty())
+    } else {
+        (StatusCode::OK, Body::from(rendered.body.clone()))
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    if status == StatusCode::OK {
+        response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     }
-    Ok(([(CONTENT_TYPE, "application/json".to_owned()), (ETAG, etag)], body).into_response())
+    response.headers_mut().insert(ETAG, rendered.etag.clone());
+    Ok(response)
 }
 
 /// Whether `If-None-Match` names `etag` (weak comparison, lists and `*` allowed).
-fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
+fn if_none_match(headers: &HeaderMap, etag: &HeaderValue) -> bool {
+    let etag = etag.as_bytes();
     headers
         .get_all(IF_NONE_MATCH)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(|tag| tag.trim().trim_start_matches("W/"))
-        .any(|tag| tag == "*" || tag == etag)
+        .any(|tag| tag == "*" || tag.as_bytes() == etag)
 }

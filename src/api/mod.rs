@@ -3,6 +3,7 @@
 
 pub mod bind;
 pub mod catalog;
+pub mod catalog_cache;
 pub mod deprovision;
 pub mod et;
 pub mod extract;
@@ -24,6 +25,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use tower::ServiceBuilder;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -40,6 +42,15 @@ use version::{ApiVersion, ForVersion};
 pub struct AppState {
     /// Every operation goes through the broker.
     pub broker: Arc<Broker>,
+    /// `GET /v2/catalog`'s answers, kept while the registry is unchanged.
+    pub catalog: Arc<catalog_cache::CatalogCache>,
+}
+
+impl AppState {
+    /// The state of an API over `broker`.
+    pub fn new(broker: Arc<Broker>) -> Self {
+        Self { broker, catalog: Arc::new(catalog_cache::CatalogCache::new()) }
+    }
 }
 
 /// The `/v2` routes (unlayered) and the OpenAPI document generated from them.
@@ -64,20 +75,19 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 pub fn router(state: AppState, auth: Option<BasicAuth>) -> Router {
     let (v2, spec) = routes();
     let spec = crate::openapi::with_broker_headers(spec);
-    let mut v2 = v2
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn(middleware::require_api_version));
-    match auth {
-        Some(auth) => v2 = v2.layer(axum::middleware::from_fn_with_state(auth, middleware::require_auth)),
-        None => tracing::warn!(
+    if auth.is_none() {
+        tracing::warn!(
             "ESM_BROKER_USERNAME/ESM_BROKER_PASSWORD are not set: the broker API is open to anyone who can reach it"
-        ),
+        );
     }
     let retry_after = state.broker.settings().retry_after_seconds;
-    v2.layer(axum::middleware::from_fn_with_state(retry_after, middleware::retry_after_when_unavailable))
-        .layer(axum::middleware::from_fn(middleware::audit))
+    // One `layer` call: each wraps every route (and the fallbacks) once more.
+    let layers = ServiceBuilder::new()
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
+        .layer(middleware::V2Layer::new(auth, retry_after));
+    v2.fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(layers)
         .with_state(state)
         .merge(SwaggerUi::new("/ui").url("/swagger.json", spec))
 }

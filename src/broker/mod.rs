@@ -13,6 +13,8 @@
 //! - `bindings.rs`: bind, unbind, fetch, last_operation.
 //! - `catalog.rs`: the catalog, and service and manifest registration (ElasTest).
 //! - `registry.rs`: how the catalog is stored and changed so its rules hold.
+//! - `registry_watch.rs`: whether the registry changed since a catalog was rendered
+//!   from it, here or (within a second) on another replica.
 //! - `extensions.rs`: the ElasTest instance view.
 
 mod bindings;
@@ -22,12 +24,14 @@ mod instances;
 mod purge;
 mod reconcile;
 mod registry;
+mod registry_watch;
 mod runner;
 mod work;
 mod worker;
 
 pub use catalog::Registered;
 pub use extensions::{InstanceFilter, InstancePage};
+pub use registry_watch::{CHECK_EVERY as REGISTRY_CHECK_EVERY, STALE_BOUND as CATALOG_STALE_BOUND};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -109,11 +113,14 @@ pub struct Broker {
     /// under its key (a new registration gets a new key), so a copy never goes stale.
     /// A std mutex: held for a lookup or an insert, never across an `.await`.
     contents: std::sync::Mutex<HashMap<String, Manifest>>,
+    /// Whether the registry changed since a catalog was rendered from it.
+    registry_watch: registry_watch::RegistryWatch,
 }
 
 impl Broker {
     /// A broker over a store and a set of backends.
     pub fn new(store: Arc<dyn Store>, backends: Backends, settings: BrokerSettings) -> Arc<Self> {
+        let shared = !store.exclusive();
         Arc::new(Self {
             records: Records::new(store),
             backends,
@@ -125,6 +132,7 @@ impl Broker {
             legacy_checked: AtomicBool::new(false),
             reindexed: AtomicBool::new(false),
             contents: std::sync::Mutex::default(),
+            registry_watch: registry_watch::RegistryWatch::new(shared),
         })
     }
 

@@ -74,6 +74,8 @@ impl Broker {
             } else {
                 self.records.replace(version, &next).await
             };
+            // Even a failed write may have landed (a timeout after the server applied it).
+            self.registry_written();
             match written {
                 Ok(_) => return Ok(result),
                 Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => {
@@ -218,7 +220,9 @@ impl Broker {
                 }
             }
         }
-        match self.records.insert(&registry).await {
+        let inserted = self.records.insert(&registry).await;
+        self.registry_written();
+        match inserted {
             Ok(_) => {
                 tracing::info!(
                     services = registry.services.len(),

@@ -1,0 +1,202 @@
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::backend::Backends;
+use crate::backend::dummy::DummyBackend;
+use crate::broker::{BrokerSettings, CATALOG_STALE_BOUND, REGISTRY_CHECK_EVERY};
+use crate::clock::Clock;
+use crate::store::memory::MemoryStore;
+use crate::store::{Collection, Document, Store, StoreError};
+
+/// A memory store that counts the calls made to it, can be switched off (each call then
+/// fails at once), and says whether other processes share it.
+#[derive(Default)]
+struct Counted {
+    memory: MemoryStore,
+    shared: bool,
+    down: AtomicBool,
+    calls: AtomicUsize,
+}
+
+impl Counted {
+    fn shared() -> Arc<Self> {
+        Arc::new(Self { shared: true, ..Self::default() })
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    async fn answer<T>(&self, up: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.down.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("the fake server does not answer".into()));
+        }
+        up.await
+    }
+}
+
+#[async_trait]
+impl Store for Counted {
+    fn kind(&self) -> &'static str {
+        "counted"
+    }
+    fn exclusive(&self) -> bool {
+        !self.shared
+    }
+    async fn insert(&self, c: Collection, id: &str, body: Value) -> Result<u64, StoreError> {
+        self.answer(self.memory.insert(c, id, body)).await
+    }
+    async fn upsert(&self, c: Collection, id: &str, body: Value) -> Result<u64, StoreError> {
+        self.answer(self.memory.upsert(c, id, body)).await
+    }
+    async fn replace(&self, c: Collection, id: &str, v: u64, body: Value) -> Result<u64, StoreError> {
+        self.answer(self.memory.replace(c, id, v, body)).await
+    }
+    async fn get(&self, c: Collection, id: &str) -> Result<Option<Document>, StoreError> {
+        self.answer(self.memory.get(c, id)).await
+    }
+    async fn list(&self, c: Collection) -> Result<Vec<(String, Document)>, StoreError> {
+        self.answer(self.memory.list(c)).await
+    }
+    async fn delete(&self, c: Collection, id: &str, v: Option<u64>) -> Result<bool, StoreError> {
+        self.answer(self.memory.delete(c, id, v)).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.answer(async { Ok(()) }).await
+    }
+}
+
+fn broker(store: Arc<Counted>) -> Arc<Broker> {
+    let backends = Backends::new().with(Arc::new(DummyBackend::new()));
+    Broker::new(store, backends, BrokerSettings { clock: Clock::tokio(), ..BrokerSettings::default() })
+}
+
+async fn register(broker: &Broker, id: &str) {
+    let service = json!({"id": id, "name": id, "description": "d",
+                         "plans": [{"id": format!("{id}-plan"), "name": "p", "description": "d",
+                                    "plan_updateable": true}]});
+    broker.register_service(serde_json::from_value(service).expect("a service")).await.expect("registers");
+}
+
+fn ids(rendered: &Rendered) -> Vec<String> {
+    let catalog: Value = serde_json::from_slice(&rendered.body).expect("JSON");
+    catalog["services"].as_array().expect("services").iter().map(|s| s["id"].as_str().unwrap_or("").into()).collect()
+}
+
+/// Lets the watcher run what is due now (paused time).
+async fn settle() {
+    for _ in 0..4 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn the_catalog_is_served_from_memory_until_this_esm_changes_it() {
+    let store = Arc::new(Counted::default());
+    let broker = broker(store.clone());
+    let cache = CatalogCache::new();
+    register(&broker, "a").await;
+    let first = cache.get(&broker, ApiVersion::NEWEST).await.expect("catalog");
+    let calls = store.calls();
+    for _ in 0..10 {
+        let again = cache.get(&broker, ApiVersion::NEWEST).await.expect("catalog");
+        assert!(Arc::ptr_eq(&first, &again), "the same rendering");
+    }
+    assert_eq!(store.calls(), calls, "no store access while the registry is unchanged");
+    register(&broker, "b").await;
+    let changed = cache.get(&broker, ApiVersion::NEWEST).await.expect("catalog");
+    assert_eq!(ids(&changed), ["a", "b"]);
+    assert_ne!(changed.etag, first.etag);
+    // A manifest changes the registry too (not what the catalog shows): rendered anew,
+    // the same bytes have the same ETag.
+    let manifest = json!({"service_id": "a", "plan_id": "a-plan", "manifest_type": "dummy",
+                          "manifest_content": "x-esm-dummy: {mode: sync}\n"});
+    broker.register_manifest("m", serde_json::from_value(manifest).expect("manifest")).await.expect("registers");
+    let after_manifest = cache.get(&broker, ApiVersion::NEWEST).await.expect("catalog");
+    assert!(!Arc::ptr_eq(&changed, &after_manifest), "rendered again");
+    assert_eq!((&after_manifest.body, &after_manifest.etag), (&changed.body, &changed.etag));
+}
+
+#[tokio::test]
+async fn each_version_has_its_own_rendering_and_later_versions_share_the_newest() {
+    let broker = broker(Arc::new(Counted::default()));
+    let cache = CatalogCache::new();
+    register(&broker, "a").await;
+    let old = cache.get(&broker, ApiVersion(12)).await.expect("catalog");
+    let new = cache.get(&broker, ApiVersion::NEWEST).await.expect("catalog");
+    let old_json: Value = serde_json::from_slice(&old.body).expect("JSON");
+    let new_json: Value = serde_json::from_slice(&new.body).expect("JSON");
+    assert_eq!(old_json["services"][0].get("instances_retrievable"), None, "2.12 does not define it");
+    assert_eq!(new_json["services"][0]["instances_retrievable"], true);
+    assert_ne!(old.etag, new.etag);
+    assert!(Arc::ptr_eq(&old, &cache.get(&broker, ApiVersion(12)).await.expect("catalog")));
+    assert!(Arc::ptr_eq(&new, &cache.get(&broker, ApiVersion(99)).await.expect("catalog")));
+    // 2.15 added plan_updateable on plans: between the two.
+    let middle = cache.get(&broker, ApiVersion(15)).await.expect("catalog");
+    assert_ne!(middle.body, old.body);
+    assert_eq!(slot(ApiVersion(2)), slot(ApiVersion(12)));
+    assert_eq!(slot(ApiVersion(u32::MAX)), VARIANTS - 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_a_shared_store_another_replicas_change_is_seen_within_the_bound() {
+    let store = Counted::shared();
+    let (writer, reader) = (broker(store.clone()), broker(store.clone()));
+    reader.spawn_registry_watch();
+    let cache = CatalogCache::new();
+    register(&writer, "a").await;
+    // Until the watcher has looked, the cache cannot vouch for anything: the store is read.
+    assert_eq!(ids(&cache.get(&reader, ApiVersion::NEWEST).await.expect("catalog")), ["a"]);
+    settle().await;
+    let cached = cache.get(&reader, ApiVersion::NEWEST).await.expect("catalog");
+    let calls = store.calls();
+    assert!(Arc::ptr_eq(&cached, &cache.get(&reader, ApiVersion::NEWEST).await.expect("catalog")));
+    assert_eq!(store.calls(), calls, "served from memory");
+
+    register(&writer, "b").await;
+    let changed_at = tokio::time::Instant::now();
+    let stale = cache.get(&reader, ApiVersion::NEWEST).await.expect("catalog");
+    assert!(Arc::ptr_eq(&stale, &cached), "served from memory until the watcher looks again");
+    loop {
+        let rendered = cache.get(&reader, ApiVersion::NEWEST).await.expect("catalog");
+        if ids(&rendered) == ["a", "b"] {
+            assert_ne!(rendered.etag, cached.etag);
+            break;
+        }
+        assert!(changed_at.elapsed() < CATALOG_STALE_BOUND, "stale for {:?}", changed_at.elapsed());
+        tokio::time::advance(Duration::from_millis(50)).await;
+        settle().await;
+    }
+    assert!(changed_at.elapsed() <= REGISTRY_CHECK_EVERY + Duration::from_millis(50), "seen at the next check");
+    reader.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn when_the_watcher_cannot_read_the_store_the_cache_stands_aside() {
+    let store = Counted::shared();
+    let broker = broker(store.clone());
+    broker.spawn_registry_watch();
+    let cache = CatalogCache::new();
+    register(&broker, "a").await;
+    settle().await;
+    cache.get(&broker, ApiVersion::NEWEST).await.expect("catalog");
+    store.down.store(true, Ordering::SeqCst);
+    let down_at = tokio::time::Instant::now();
+    // Served from memory for as long as the last good check vouches for, then the store
+    // is asked (and its failure answered) rather than a catalog that may be stale.
+    while cache.get(&broker, ApiVersion::NEWEST).await.is_ok() {
+        assert!(down_at.elapsed() < CATALOG_STALE_BOUND, "served unchecked for {:?}", down_at.elapsed());
+        tokio::time::advance(Duration::from_millis(50)).await;
+        settle().await;
+    }
+    store.down.store(false, Ordering::SeqCst);
+    tokio::time::advance(REGISTRY_CHECK_EVERY).await;
+    settle().await;
+    assert_eq!(ids(&cache.get(&broker, ApiVersion::NEWEST).await.expect("back")), ["a"]);
+    broker.shutdown().await;
+}
