@@ -10,7 +10,7 @@ use crate::backend::dummy::DummyBackend;
 use crate::broker::{BrokerSettings, CATALOG_STALE_BOUND, REGISTRY_CHECK_EVERY};
 use crate::clock::Clock;
 use crate::store::memory::MemoryStore;
-use crate::store::{Collection, Document, Store, StoreError};
+use crate::store::{Collection, Document, Query, Store, StoreError};
 
 /// A memory store that counts the calls made to it, can be switched off (each call then
 /// fails at once), and says whether other processes share it.
@@ -65,6 +65,12 @@ impl Store for Counted {
     }
     async fn delete(&self, c: Collection, id: &str, v: Option<u64>) -> Result<bool, StoreError> {
         self.answer(self.memory.delete(c, id, v)).await
+    }
+    async fn page(&self, c: Collection, q: &Query) -> Result<Vec<(String, Document)>, StoreError> {
+        self.answer(self.memory.page(c, q)).await
+    }
+    async fn expired(&self, c: Collection, f: &str, b: &str, n: usize) -> Result<Vec<(String, u64)>, StoreError> {
+        self.answer(self.memory.expired(c, f, b, n)).await
     }
     async fn ping(&self) -> Result<(), StoreError> {
         self.answer(async { Ok(()) }).await
