@@ -9,7 +9,7 @@
 source "$(dirname "$0")/lib.sh"
 need wrk wrk
 need nginx nginx
-cargo build --release --locked --quiet --bin esm
+[ -n "$ESM_BIN_GIVEN" ] || cargo build --release --locked --quiet --bin esm
 count=${COUNT:-100000}; conns=${CONNECTIONS:-32}; threads=${THREADS:-2}; lat=${LATENCY_DURATION:-5s}
 hdr=(-H 'X-Broker-API-Version: 2.17')
 
