@@ -127,8 +127,10 @@ impl Broker {
         id: String,
         op_id: String,
     ) -> JoinHandle<OsbResult<Outcome<W::Record>>> {
+        let running = Running::start(self, &op_id);
         let this = Arc::clone(self);
         self.spawn_task(async move {
+            let _running = running;
             let outcome = this.run(&work, &id, &op_id).await;
             match &outcome {
                 // The operation stays "in progress" in the store; the sweeper resumes it.
@@ -261,6 +263,26 @@ impl Broker {
                 }
             }
         }
+    }
+}
+
+/// An operation in this process's running set (`Broker::running`) for as long as its
+/// task lives, however the task ends.
+struct Running {
+    broker: Arc<Broker>,
+    op_id: String,
+}
+
+impl Running {
+    fn start(broker: &Arc<Broker>, op_id: &str) -> Self {
+        broker.running_ops().insert(op_id.to_owned());
+        Self { broker: Arc::clone(broker), op_id: op_id.to_owned() }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.broker.running_ops().remove(&self.op_id);
     }
 }
 

@@ -42,6 +42,12 @@ impl Broker {
             .saturating_add(u64::try_from(self.settings.operation_lease.as_millis()).unwrap_or(u64::MAX))
     }
 
+    /// The operations this process is running. Poisoning is ignored: an insert or
+    /// remove is never left half-done.
+    pub(super) fn running_ops(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Runs a task that shutdown waits for.
     pub(super) fn spawn_task<R: Send + 'static>(
         &self,
@@ -100,6 +106,10 @@ impl Broker {
         let Some(op) = record.operations().running() else {
             return Ok(None);
         };
+        if self.running_ops().contains(&op.id) {
+            // This process runs it: a lapsed lease means it stalled, not that it died.
+            return Ok(None);
+        }
         let (op_id, now) = (op.id.clone(), self.clock().millis());
         let mut taken = None;
         self.records
