@@ -178,6 +178,9 @@ impl Broker {
         let Some(op) = record.operations().find(op_id).cloned() else {
             return Ok(Outcome::Gone);
         };
+        if !self.holds_fresh_lease(&op) {
+            return Ok(Outcome::LeaseLost);
+        }
         // One read of the catalog serves the deadline and the backend call.
         let registry = self.registry().await?.record;
         let (service_id, plan_id) = work.plan(&record, &op);
@@ -228,6 +231,19 @@ impl Broker {
             }
             _ => Ok(refused),
         }
+    }
+
+    /// Whether this process holds running operation `op` with at least half a lease
+    /// left, so it may start the backend call. A lease is computed before its write
+    /// reaches the store: after a stall (the store or this process stopped for about
+    /// a lease) a claim can land already lapsed, and the other replicas' claims, queued
+    /// behind it, land right after, each one taking the operation over. Only the
+    /// claim that arrives in time runs it; the others leave it to the next sweep.
+    fn holds_fresh_lease(&self, op: &Operation) -> bool {
+        let half = u64::try_from(self.settings.operation_lease.as_millis() / 2).unwrap_or(u64::MAX);
+        op.in_progress()
+            && op.owner.as_deref() == Some(self.replica())
+            && op.lease_until >= self.clock().millis().saturating_add(half)
     }
 
     /// Runs `call` while renewing this process's lease on operation `op_id` of record
