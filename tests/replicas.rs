@@ -200,7 +200,8 @@ async fn run(scenario: Scenario) {
         drain_ms,
         probe,
     };
-    println!("{}", figures.text());
+    // On lines of their own, after libtest's "test ... " (bench/replicas.sh reads them).
+    println!("\n{}", figures.text());
     if let Ok(path) = std::env::var("ESM_REPLICAS_REPORT") {
         let prefix = format!("{:?}_{}_", scenario.mode, if scenario.baseline { "baseline" } else { "replicas" });
         let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path).expect("the report file");
