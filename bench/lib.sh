@@ -95,4 +95,19 @@ wrk_rps() {
   awk '/Requests\/sec/ {print $2}' <<<"$out"
 }
 
+# bench_mongo: sets MONGO_URI to ESM_BENCH_MONGO_URI, or to a SecantusDB started for
+# this run (pip install secantusdb), stopped with the bench.
+bench_mongo() {
+  MONGO_URI=${ESM_BENCH_MONGO_URI:-}
+  [ -n "$MONGO_URI" ] && return 0
+  local mport
+  mport=$(free_port)
+  mkdir -p "$BENCH_TMP/mongo"
+  python3 -m secantus --host 127.0.0.1 --port "$mport" --storage-path "$BENCH_TMP/mongo" --sync-on-commit \
+    >"$BENCH_TMP/secantus.log" 2>&1 &
+  BENCH_PIDS+=($!)
+  for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$mport") 2>/dev/null && break; sleep 0.2; done
+  MONGO_URI="mongodb://127.0.0.1:$mport/?directConnection=true"
+}
+
 ratio() { python3 -c "print(f'{float($1)/float($2):.2f}')"; }

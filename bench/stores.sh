@@ -11,16 +11,8 @@ duration=${DURATION:-10s}; conns=${CONNECTIONS:-32}; threads=${THREADS:-2}
 write_provision_lua "$BENCH_TMP/provision.lua"
 wrk_args=(-t "$threads" -c "$conns" -d "$duration" -s "$BENCH_TMP/provision.lua")
 
-mongo_uri=${ESM_BENCH_MONGO_URI:-}
-if [ -z "$mongo_uri" ]; then
-  mport=$(free_port)
-  mkdir -p "$BENCH_TMP/mongo"
-  python3 -m secantus --host 127.0.0.1 --port "$mport" --storage-path "$BENCH_TMP/mongo" --sync-on-commit \
-    >"$BENCH_TMP/secantus.log" 2>&1 &
-  BENCH_PIDS+=($!)
-  for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$mport") 2>/dev/null && break; sleep 0.2; done
-  mongo_uri="mongodb://127.0.0.1:$mport/?directConnection=true"
-fi
+bench_mongo
+mongo_uri=$MONGO_URI
 
 start_esm mem ESM_STORE=memory
 start_esm emb ESM_STORE=embedded

@@ -1,6 +1,6 @@
 //! The rules that span records hold under concurrency, on every store: a plan has one
-//! manifest, plan ids and service names are unique, and an instance's plan, service and
-//! manifest exist while it lives. Each race runs many rounds against the broker itself
+//! manifest, plan ids and service names are unique, an instance's plan, service and
+//! manifest exist while it lives, and its bindings do not outlive it. Each race runs many rounds against the broker itself
 //! (no HTTP, so rounds are cheap), on the memory, embedded and MongoDB stores.
 //!
 //! The MongoDB run needs a server: set `ESM_TEST_MONGO_URI` (CI starts one and sets it).
@@ -18,7 +18,7 @@ use esm::store::embedded::EmbeddedStore;
 use esm::store::memory::MemoryStore;
 use esm::store::mongo::MongoStore;
 use esm::store::{Records, Store};
-use esm::wire::{DeleteQuery, ProvisionRequest, UpdateRequest};
+use esm::wire::{BindRequest, DeleteQuery, ProvisionRequest, UpdateRequest};
 use futures_util::TryStreamExt;
 use serde_json::json;
 
@@ -226,6 +226,62 @@ async fn registrations_have_one_winner(broker: &Arc<Broker>) {
     eprintln!("registrations: {} rounds of 3 x {RACERS} racers in {:?}", ROUNDS / 5, started.elapsed());
 }
 
+/// A bind (even rounds) or an unbind (odd rounds) racing the deprovision of its
+/// instance: no 5xx, and never a binding still bound to an instance that is gone.
+async fn bindings_race_deprovision(broker: &Arc<Broker>) {
+    let started = std::time::Instant::now();
+    let (mut binding_won, mut deprovision_won) = (0, 0);
+    // A quarter of the others' rounds: each is a provision, a race and a clean-up,
+    // and on MongoDB the whole suite already takes minutes.
+    for n in 0..ROUNDS / 4 {
+        register_round(broker, n).await;
+        let (s, p, id) = (format!("s{n}"), format!("p{n}"), format!("bind-i{n}"));
+        let bind_request =
+            || -> BindRequest { serde_json::from_value(json!({"service_id": s, "plan_id": p})).expect("request") };
+        broker.provision(&id, provision_request(&s, &p), false).await.expect("provisioned");
+        let unbinding = n % 2 == 1;
+        if unbinding {
+            broker.bind(&id, "b", bind_request(), false).await.expect("bound before the race");
+        }
+        let binding = {
+            let (broker, id, req, query) = (broker.clone(), id.clone(), bind_request(), delete_query(&s, &p));
+            tokio::spawn(async move {
+                if unbinding {
+                    broker.unbind(&id, "b", &query).await.map(|_| ())
+                } else {
+                    broker.bind(&id, "b", req, false).await.map(|_| ())
+                }
+            })
+        };
+        let deprovision = {
+            let (broker, id, query) = (broker.clone(), id.clone(), delete_query(&s, &p));
+            tokio::spawn(async move { broker.deprovision(&id, &query).await })
+        };
+        let bound = binding.await.expect("joined");
+        let deprovisioned = deprovision.await.expect("joined");
+        for error in [bound.as_ref().err(), deprovisioned.as_ref().err()].into_iter().flatten() {
+            assert!(error.status().is_client_error(), "round {n}: {error:?}");
+        }
+        let instance_lives = broker.fetch_instance(&id).await.is_ok();
+        let binding_lives = broker.fetch_binding(&id, "b").await.is_ok();
+        assert!(instance_lives || !binding_lives, "round {n}: binding b is bound to {id}, which is gone");
+        binding_won += usize::from(bound.is_ok());
+        deprovision_won += usize::from(deprovisioned.is_ok());
+        if instance_lives {
+            if binding_lives {
+                broker.unbind(&id, "b", &delete_query(&s, &p)).await.expect("unbinds after the race");
+            }
+            broker.deprovision(&id, &delete_query(&s, &p)).await.expect("deprovisions after the race");
+        }
+        broker.delete_service(&s).await.expect("the service goes once nothing uses it");
+    }
+    eprintln!(
+        "bind/unbind vs deprovision: {} rounds in {:?}, binding won {binding_won}, deprovision won {deprovision_won}",
+        ROUNDS / 4,
+        started.elapsed()
+    );
+}
+
 async fn every_race(store: Arc<dyn Store>) {
     let broker = broker(store);
     provision_races_removal(&broker, "manifest", Removal::Manifest).await;
@@ -233,6 +289,7 @@ async fn every_race(store: Arc<dyn Store>) {
     provision_races_removal(&broker, "drop-plan", Removal::DropPlan).await;
     update_races_manifest_deletion(&broker).await;
     registrations_have_one_winner(&broker).await;
+    bindings_race_deprovision(&broker).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -134,6 +134,57 @@ async fn a_running_operation_keeps_its_lease_for_as_long_as_it_runs() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_process_never_takes_over_an_operation_it_runs_itself() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let (dummy, clock) = (Arc::new(DummyBackend::new()), Clock::tokio());
+    let owner = broker(&store, &dummy, clock);
+    register(&owner, json!({}), "x-esm-dummy: {mode: async, hold: [provision]}").await;
+    assert!(matches!(owner.provision("i", provision_request(), true).await, Ok(Answer::Accepted(_))));
+    // Past the first renewal: the backend call has started.
+    elapse(LEASE / 3 + Duration::from_secs(1)).await;
+    // The lease lapses while the operation still runs here, as when the process or
+    // the store stalls for longer than a lease.
+    Records::new(Arc::clone(&store))
+        .modify::<ServiceInstance, OsbError, _>("i", |instance| {
+            Ok(instance.operations.last_mut().map(|op| op.lease_until = 0).is_some())
+        })
+        .await
+        .expect("the lease is made to lapse");
+    assert_eq!(owner.claim_orphaned_operations(false).await.expect("claim"), 0, "it runs that operation already");
+    dummy.holds().release(OperationKind::Provision, "i");
+    until("the provision to finish", || async { last_operation(&owner).await.0 != OperationState::InProgress }).await;
+    assert_eq!(last_operation(&owner).await.0, OperationState::Succeeded);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_takeover_that_reaches_the_store_with_its_lease_lapsed_does_not_run() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let (dummy, clock) = (Arc::new(DummyBackend::new()), Clock::tokio());
+    let (first, second) = (broker(&store, &dummy, clock), broker(&store, &dummy, clock));
+    register(&first, json!({}), "x-esm-dummy: {mode: async, delay_ms: 10}").await;
+    assert!(matches!(first.provision("i", provision_request(), true).await, Ok(Answer::Accepted(_))));
+    // The first replica stops before its run starts; its lease lapses.
+    first.shutdown().await;
+    elapse(LEASE + Duration::from_secs(1)).await;
+    // The second replica's claim lands as if it had waited in a stalled store for a
+    // lease: the lease it wrote has (nearly) lapsed already.
+    let records = Records::new(Arc::clone(&store));
+    assert_eq!(second.claim_orphaned_operations(false).await.expect("claim"), 1, "claimed");
+    records
+        .modify::<ServiceInstance, OsbError, _>("i", |instance| {
+            Ok(instance.operations.last_mut().map(|op| op.lease_until = 1).is_some())
+        })
+        .await
+        .expect("the lease is made stale");
+    elapse(Duration::from_millis(100)).await;
+    assert_eq!(last_operation(&second).await.0, OperationState::InProgress, "not run on a stale lease");
+    // The next sweep takes it afresh and runs it.
+    assert_eq!(second.claim_orphaned_operations(false).await.expect("claim"), 1, "claimed again");
+    until("the provision to finish", || async { last_operation(&second).await.0 != OperationState::InProgress }).await;
+    assert_eq!(last_operation(&second).await.0, OperationState::Succeeded);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_request_whose_operation_was_taken_over_is_told_so_not_that_esm_shuts_down() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let broker = broker(&store, &Arc::new(DummyBackend::new()), Clock::tokio());

@@ -19,6 +19,7 @@
 //!   fail: [provision]   # operations that fail: provision, update, deprovision, bind, unbind
 //!   requires_app: true  # bind needs an app_guid (default false)
 //!   dashboard_url: http://dash.example/x   # the instances' dashboard
+//!   call_log: /tmp/calls.jsonl   # one JSON line per finished call (test-support only)
 //! ```
 //!
 //! `mode` and `delay_ms` also take one value per operation, so a conformance run can
@@ -46,7 +47,7 @@ use super::{Backend, BackendError, BindOutput, Deployment, Execution, Info};
 use crate::domain::binding::Binding;
 use crate::domain::instance::ServiceInstance;
 use crate::domain::manifest::Manifest;
-use crate::domain::operation::OperationKind;
+use crate::domain::operation::{OperationKind, OperationLog};
 use crate::yaml;
 
 /// The dummy backend.
@@ -137,6 +138,27 @@ struct Script {
     requires_app: bool,
     #[serde(default)]
     dashboard_url: Option<String>,
+    /// A file each finished call appends one line to (`CallLine`), so a test can count
+    /// backend calls across esm processes sharing one store, kill -9 included: the
+    /// dummy's own memory is per process and dies with it.
+    #[serde(default)]
+    call_log: Option<std::path::PathBuf>,
+}
+
+/// One line of a `call_log`: which call finished, on what, for which operation, in
+/// which process.
+#[derive(Debug, serde::Serialize)]
+struct CallLine<'a> {
+    kind: OperationKind,
+    /// The instance id; the binding id for bind and unbind.
+    id: &'a str,
+    /// The operation the call ran for (the record's running one), when there is one.
+    op: Option<&'a str>,
+    /// Whether the call succeeded (`fail:` makes it fail).
+    ok: bool,
+    pid: u32,
+    /// Unix time in milliseconds, from the system clock.
+    at_ms: u128,
 }
 
 /// One value for every operation, or one per operation.
@@ -233,6 +255,10 @@ impl DummyBackend {
         if !cfg!(feature = "test-support") && !parsed.script.hold.is_empty() {
             return Err("x-esm-dummy.hold is for tests; this esm build does not take it".into());
         }
+        // Nor may a manifest name a file for esm to write to.
+        if !cfg!(feature = "test-support") && parsed.script.call_log.is_some() {
+            return Err("x-esm-dummy.call_log is for tests; this esm build does not take it".into());
+        }
         Ok(parsed)
     }
 
@@ -242,9 +268,19 @@ impl DummyBackend {
         self.parse(manifest).map_err(BackendError::new)
     }
 
-    /// Plays one scripted operation on `id`: wait (held, then delayed), then fail if
-    /// told to.
-    async fn play(&self, script: &Script, kind: OperationKind, id: &str) -> Result<(), BackendError> {
+    /// Plays one scripted operation on `id` for operation `op`: wait (held, then
+    /// delayed), fail if told to, and log the call if told to.
+    async fn play(&self, script: &Script, kind: OperationKind, id: &str, op: Option<&str>) -> Result<(), BackendError> {
+        let result = self.act(script, kind, id).await;
+        if let Some(path) = &script.call_log {
+            let at_ms = std::time::UNIX_EPOCH.elapsed().map_or(0, |d| d.as_millis());
+            let line = CallLine { kind, id, op, ok: result.is_ok(), pid: std::process::id(), at_ms };
+            append_line(path, &line).map_err(|e| BackendError::new(format!("call_log {}: {e}", path.display())))?;
+        }
+        result
+    }
+
+    async fn act(&self, script: &Script, kind: OperationKind, id: &str) -> Result<(), BackendError> {
         if script.hold.contains(&kind) {
             self.holds.wait(kind, id).await;
         }
@@ -296,7 +332,7 @@ impl Backend for DummyBackend {
 
     async fn provision(&self, instance: &ServiceInstance, manifest: &Manifest) -> Result<Deployment, BackendError> {
         let parsed = self.load(manifest)?;
-        self.play(&parsed.script, OperationKind::Provision, &instance.id).await?;
+        self.play(&parsed.script, OperationKind::Provision, &instance.id, running(&instance.operations)).await?;
         self.deployed().insert(instance.id.clone());
         let containers: Vec<String> =
             parsed.services.iter().map(|(name, svc)| container_name(&instance.id, name, svc)).collect();
@@ -307,7 +343,7 @@ impl Backend for DummyBackend {
 
     async fn update(&self, instance: &ServiceInstance, manifest: &Manifest) -> Result<Deployment, BackendError> {
         let parsed = self.load(manifest)?;
-        self.play(&parsed.script, OperationKind::Update, &instance.id).await?;
+        self.play(&parsed.script, OperationKind::Update, &instance.id, running(&instance.operations)).await?;
         self.deployed().insert(instance.id.clone());
         Ok(Deployment { details: instance.deployment.clone() })
     }
@@ -320,7 +356,7 @@ impl Backend for DummyBackend {
         // Without its manifest there is no script to play: the instance just goes.
         if let Some(manifest) = manifest {
             let parsed = self.load(manifest)?;
-            self.play(&parsed.script, OperationKind::Deprovision, &instance.id).await?;
+            self.play(&parsed.script, OperationKind::Deprovision, &instance.id, running(&instance.operations)).await?;
         }
         self.deployed().remove(&instance.id);
         Ok(())
@@ -333,7 +369,7 @@ impl Backend for DummyBackend {
         manifest: &Manifest,
     ) -> Result<BindOutput, BackendError> {
         let parsed = self.load(manifest)?;
-        self.play(&parsed.script, OperationKind::Bind, &binding.id).await?;
+        self.play(&parsed.script, OperationKind::Bind, &binding.id, running(&binding.operations)).await?;
         Ok(BindOutput {
             credentials: json!({
                 "instance_id": instance.id,
@@ -351,7 +387,7 @@ impl Backend for DummyBackend {
         manifest: &Manifest,
     ) -> Result<(), BackendError> {
         let parsed = self.load(manifest)?;
-        self.play(&parsed.script, OperationKind::Unbind, &binding.id).await
+        self.play(&parsed.script, OperationKind::Unbind, &binding.id, running(&binding.operations)).await
     }
 
     async fn info(&self, instance: &ServiceInstance, manifest: &Manifest) -> Result<Info, BackendError> {
@@ -394,6 +430,20 @@ impl Backend for DummyBackend {
     async fn probe(&self) -> Result<String, BackendError> {
         Ok("the dummy backend is always ready".into())
     }
+}
+
+/// The id of the operation a record is running.
+fn running(operations: &OperationLog) -> Option<&str> {
+    operations.running().map(|op| op.id.as_str())
+}
+
+/// Appends `line` as one JSON line with one `write` on a file opened for appending
+/// (`O_APPEND`), so lines of several processes never interleave.
+fn append_line(path: &std::path::Path, line: &CallLine<'_>) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut text = serde_json::to_vec(line).map_err(std::io::Error::other)?;
+    text.push(b'\n');
+    std::fs::OpenOptions::new().create(true).append(true).open(path)?.write_all(&text)
 }
 
 /// Compose's container naming without the `_1` suffix, as the original reported it.
@@ -488,6 +538,28 @@ mod tests {
         assert_eq!((script.delay_ms.of(OperationKind::Unbind), script.delay_ms.of(OperationKind::Bind)), (5, 0));
         let err = dummy.check_manifest(&manifest("x-esm-dummy: {mode: {provison: async}}")).unwrap_err();
         assert!(err.contains("provison"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_call_log_gets_one_line_per_finished_call() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("calls.jsonl");
+        let m = manifest(&format!("x-esm-dummy: {{fail: [unbind], call_log: {:?}}}", path.display()));
+        let dummy = DummyBackend::new();
+        let script = dummy.parse(&m).expect("parses in test builds").script;
+        dummy.play(&script, OperationKind::Bind, "b-1", Some("bind-1")).await.expect("binds");
+        dummy.play(&script, OperationKind::Unbind, "b-1", None).await.expect_err("told to fail");
+        let text = std::fs::read_to_string(&path).expect("the log exists");
+        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).expect("JSON")).collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(
+            (&lines[0]["kind"], &lines[0]["id"], &lines[0]["op"], &lines[0]["ok"]),
+            (&json!("bind"), &json!("b-1"), &json!("bind-1"), &json!(true))
+        );
+        assert_eq!(
+            (&lines[1]["op"], &lines[1]["ok"], &lines[1]["pid"]),
+            (&Value::Null, &json!(false), &json!(std::process::id()))
+        );
     }
 
     #[test]

@@ -93,7 +93,7 @@ impl Broker {
             None => self.records.insert(&binding).await,
         };
         match written {
-            Ok(_) => {}
+            Ok(_) => self.confirm_instance(instance_id, binding_id, &op_id, OperationKind::Bind).await?,
             Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => {
                 return match self.records.get::<Binding>(binding_id).await? {
                     Some(winner) if winner.record.is_live() => {
@@ -145,7 +145,7 @@ impl Broker {
         let op_id = op.id.clone();
         binding.operations.push(op);
         match self.records.replace(version, &binding).await {
-            Ok(_) => {}
+            Ok(_) => self.confirm_instance(instance_id, binding_id, &op_id, OperationKind::Unbind).await?,
             Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => {
                 return Err(OsbError::ConcurrencyError(format!(
                     "binding {binding_id} was changed by another request at the same time; retry"
@@ -198,6 +198,36 @@ impl Broker {
             };
         }
         last_operation_of(&binding.operations, operation, binding_id)
+    }
+
+    /// A bind or unbind races a deprovision of its instance: each checks the other
+    /// only after writing its own operation, so of two that overlap at least one sees
+    /// the other and is refused (`422 ConcurrencyError`). Here the binding side: its
+    /// operation `op_id` is written; if the instance is gone or being deprovisioned,
+    /// the operation ends failed before it runs (a bind leaves no binding) and the
+    /// request is refused. Without this a bind could create credentials after the
+    /// deprovision had revoked the instance's, and an unbind find its instance gone.
+    async fn confirm_instance(
+        &self,
+        instance_id: &str,
+        binding_id: &str,
+        op_id: &str,
+        kind: OperationKind,
+    ) -> OsbResult<()> {
+        let reason = match self.live_instance(instance_id).await? {
+            None => format!("instance {instance_id} was deprovisioned meanwhile"),
+            Some(v) if v.record.operations.running().is_some_and(|op| op.kind == OperationKind::Deprovision) => {
+                format!("instance {instance_id} is being deprovisioned")
+            }
+            Some(_) => return Ok(()),
+        };
+        self.refuse::<Binding>(binding_id, op_id, &reason, |binding| {
+            if kind == OperationKind::Bind {
+                binding.status = BindingStatus::Unbound;
+            }
+        })
+        .await?;
+        Err(OsbError::ConcurrencyError(format!("{reason}; binding {binding_id} is unchanged")))
     }
 
     async fn live_binding(&self, instance_id: &str, binding_id: &str) -> OsbResult<Option<Versioned<Binding>>> {

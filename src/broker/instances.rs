@@ -223,6 +223,14 @@ impl Broker {
         let op_id = op.id.clone();
         instance.operations.push(op);
         self.start_operation(version, &instance).await?;
+        // The deprovision side of the race with a bind or unbind (bindings.rs): now
+        // that its operation is written, a binding operation that started meanwhile
+        // wins and the deprovision is refused.
+        if let Some(binding) = self.bindings_of(id).await?.into_iter().find(|b| b.operations.running().is_some()) {
+            let reason = format!("binding {} of instance {id} is busy; retry when it has finished", binding.id);
+            self.refuse::<ServiceInstance>(id, &op_id, &reason, |_| {}).await?;
+            return Err(OsbError::ConcurrencyError(reason));
+        }
 
         Ok(match self.carry_out(work::Deprovision, id, &op_id, asynchronous).await? {
             None => Answer::Accepted(OperationResponse { operation: Some(op_id) }),

@@ -115,6 +115,11 @@ pub struct Broker {
     contents: std::sync::Mutex<HashMap<String, Manifest>>,
     /// Whether the registry changed since a catalog was rendered from it.
     registry_watch: registry_watch::RegistryWatch,
+    /// The operations this process is running, by id. Its sweeper never takes one of
+    /// them over, even once its lease has lapsed (the process or the store stalled
+    /// for longer than a lease): that would run the operation twice at once in one
+    /// process. A std mutex: never held across an `.await`.
+    running: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Broker {
@@ -133,6 +138,7 @@ impl Broker {
             reindexed: AtomicBool::new(false),
             contents: std::sync::Mutex::default(),
             registry_watch: registry_watch::RegistryWatch::new(shared),
+            running: std::sync::Mutex::default(),
         })
     }
 

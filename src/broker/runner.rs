@@ -127,8 +127,10 @@ impl Broker {
         id: String,
         op_id: String,
     ) -> JoinHandle<OsbResult<Outcome<W::Record>>> {
+        let running = Running::start(self, &op_id);
         let this = Arc::clone(self);
         self.spawn_task(async move {
+            let _running = running;
             let outcome = this.run(&work, &id, &op_id).await;
             match &outcome {
                 // The operation stays "in progress" in the store; the sweeper resumes it.
@@ -176,6 +178,9 @@ impl Broker {
         let Some(op) = record.operations().find(op_id).cloned() else {
             return Ok(Outcome::Gone);
         };
+        if !self.holds_fresh_lease(&op) {
+            return Ok(Outcome::LeaseLost);
+        }
         // One read of the catalog serves the deadline and the backend call.
         let registry = self.registry().await?.record;
         let (service_id, plan_id) = work.plan(&record, &op);
@@ -228,6 +233,19 @@ impl Broker {
         }
     }
 
+    /// Whether this process holds running operation `op` with at least half a lease
+    /// left, so it may start the backend call. A lease is computed before its write
+    /// reaches the store: after a stall (the store or this process stopped for about
+    /// a lease) a claim can land already lapsed, and the other replicas' claims, queued
+    /// behind it, land right after, each one taking the operation over. Only the
+    /// claim that arrives in time runs it; the others leave it to the next sweep.
+    fn holds_fresh_lease(&self, op: &Operation) -> bool {
+        let half = u64::try_from(self.settings.operation_lease.as_millis() / 2).unwrap_or(u64::MAX);
+        op.in_progress()
+            && op.owner.as_deref() == Some(self.replica())
+            && op.lease_until >= self.clock().millis().saturating_add(half)
+    }
+
     /// Runs `call` while renewing this process's lease on operation `op_id` of record
     /// `T` `id`. Past `deadline` the call is abandoned as failed: the platform has
     /// stopped polling by then and counts the operation as failed, so esm must not
@@ -261,6 +279,26 @@ impl Broker {
                 }
             }
         }
+    }
+}
+
+/// An operation in this process's running set (`Broker::running`) for as long as its
+/// task lives, however the task ends.
+struct Running {
+    broker: Arc<Broker>,
+    op_id: String,
+}
+
+impl Running {
+    fn start(broker: &Arc<Broker>, op_id: &str) -> Self {
+        broker.running_ops().insert(op_id.to_owned());
+        Self { broker: Arc::clone(broker), op_id: op_id.to_owned() }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.broker.running_ops().remove(&self.op_id);
     }
 }
 

@@ -268,8 +268,13 @@ impl Work for Unbind {
         binding: &Binding,
         _op: &Operation,
     ) -> Result<(), BackendError> {
-        let (instance, backend, manifest) = broker.binding_backend(registry, binding).await.map_err(failure)?;
-        backend.unbind(&instance, binding, &manifest).await
+        let Some(instance) = broker.live_instance(&binding.instance_id).await.map_err(failure)? else {
+            // Deprovisioned since (a takeover of an unbind whose process died before it
+            // checked its instance): the deprovision revoked the binding already.
+            return Ok(());
+        };
+        let (backend, manifest) = broker.instance_backend(registry, &instance.record).await.map_err(failure)?;
+        backend.unbind(&instance.record, binding, &manifest).await
     }
 
     fn record(&self, binding: &mut Binding, _op: &Operation, result: &Result<(), BackendError>) {

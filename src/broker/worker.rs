@@ -42,6 +42,12 @@ impl Broker {
             .saturating_add(u64::try_from(self.settings.operation_lease.as_millis()).unwrap_or(u64::MAX))
     }
 
+    /// The operations this process is running. Poisoning is ignored: an insert or
+    /// remove is never left half-done.
+    pub(super) fn running_ops(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Runs a task that shutdown waits for.
     pub(super) fn spawn_task<R: Send + 'static>(
         &self,
@@ -100,6 +106,10 @@ impl Broker {
         let Some(op) = record.operations().running() else {
             return Ok(None);
         };
+        if self.running_ops().contains(&op.id) {
+            // This process runs it: a lapsed lease means it stalled, not that it died.
+            return Ok(None);
+        }
         let (op_id, now) = (op.id.clone(), self.clock().millis());
         let mut taken = None;
         self.records
@@ -134,6 +144,32 @@ impl Broker {
                 }
             }
         });
+    }
+
+    /// Ends this process's operation `op_id` of record `id`, just written and not yet
+    /// run, as failed with `reason`; `also` changes the rest of the record. For an
+    /// operation that lost a race right after it was written (see `bindings.rs`): a
+    /// platform a re-sent request told 202 for it polls `failed`, never an operation
+    /// that vanished.
+    pub(super) async fn refuse<T: Record + Tracked + Clone>(
+        &self,
+        id: &str,
+        op_id: &str,
+        reason: &str,
+        also: impl Fn(&mut T),
+    ) -> OsbResult<()> {
+        let now = self.clock().now();
+        self.records
+            .modify::<T, OsbError, _>(id, |record| {
+                let Some(op) = record.operations_mut().owned_mut(op_id, &self.replica) else {
+                    return Ok(false);
+                };
+                op.fail(now, reason, Some(true), None);
+                also(record);
+                Ok(true)
+            })
+            .await?;
+        Ok(())
     }
 
     /// Renews this process's lease on an operation; false if it no longer holds it.

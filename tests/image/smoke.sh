@@ -34,6 +34,9 @@ expect 201 PUT /v2/et/catalog '{"id": "held_svc", "name": "held", "description":
   "plans": [{"id": "held-plan", "name": "p", "description": "d"}]}'
 expect 400 PUT /v2/et/manifest/held '{"service_id": "held_svc", "plan_id": "held-plan", "manifest_type": "dummy",
   "manifest_content": "x-esm-dummy: {hold: [provision]}\n"}'
+# Nor a call log: a manifest must not name a file for esm to write to.
+expect 400 PUT /v2/et/manifest/logged '{"service_id": "held_svc", "plan_id": "held-plan", "manifest_type": "dummy",
+  "manifest_content": "x-esm-dummy: {call_log: /tmp/calls.jsonl}\n"}'
 
 docker stop -t 20 "$name" >/dev/null
 [ "$(docker inspect -f '{{.State.ExitCode}}' "$name")" = 0 ] || fail "esm did not exit 0 on SIGTERM"

@@ -53,6 +53,8 @@ struct Launch<'a> {
     address_space: Option<u64>,
     /// Where its log goes.
     log: Option<&'a Path>,
+    /// Its log filter (a `RUST_LOG` value) when `log` is set; `info` if not given.
+    filter: Option<&'a str>,
     /// Command-line arguments.
     args: &'a [&'a str],
     /// Its stdout and stderr, when the test wants them somewhere of its own; esm's
@@ -113,6 +115,19 @@ impl Esm {
         Self::launch(store, env, Launch { args, output: Some((stdout, stderr)), ..Launch::default() }).await
     }
 
+    /// Starts esm with command-line arguments (`--port` to start again where a killed
+    /// one served) and extra environment variables; its output, at `filter` (a
+    /// `RUST_LOG` value) unless `TEST_ESM_LOG` says otherwise, goes to `log`.
+    pub async fn start_with_log(
+        store: &StoreSetup,
+        args: &[&str],
+        env: &[(&str, &str)],
+        log: &Path,
+        filter: &str,
+    ) -> Esm {
+        Self::launch(store, env, Launch { args, log: Some(log), filter: Some(filter), ..Launch::default() }).await
+    }
+
     /// Starts esm and waits only until it listens (its serving line), not until it
     /// answers: for tests of an esm whose store is down.
     pub async fn start_unready(store: &StoreSetup, env: &[(&str, &str)]) -> Esm {
@@ -126,7 +141,7 @@ impl Esm {
     }
 
     fn spawn(store: &StoreSetup, env: &[(&str, &str)], launch: Launch<'_>) -> Esm {
-        let Launch { address_space, log, args, output } = launch;
+        let Launch { address_space, log, filter, args, output } = launch;
         let esm = env!("CARGO_BIN_EXE_esm");
         let mut cmd = match address_space {
             None => Command::new(esm),
@@ -177,7 +192,7 @@ impl Esm {
         // esm's output goes through a pipe read here: its serving line says where it
         // listens; the rest goes where the test wants it (a file, the test's output
         // with TEST_ESM_LOG=debug, ...) or nowhere.
-        let filter = std::env::var("TEST_ESM_LOG").ok().or_else(|| log.map(|_| "info".to_owned()));
+        let filter = std::env::var("TEST_ESM_LOG").ok().or_else(|| log.map(|_| filter.unwrap_or("info").to_owned()));
         let sink: Box<dyn Write + Send> = match (log, &filter) {
             (Some(path), _) => Box::new(std::fs::File::create(path).expect("log file")),
             (None, Some(_)) => Box::new(std::io::stderr()),
