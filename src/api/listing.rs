@@ -68,7 +68,7 @@ fn decode_cursor(cursor: &str) -> OsbResult<String> {
 const CHUNK: usize = 64 * 1024;
 
 /// A `200` whose body is the JSON array of `items`, serialised as they arrive and sent
-/// in chunks of about [`CHUNK`] bytes: memory holds one chunk, not the whole array. An
+/// in chunks of about 64 KiB: memory holds one chunk, not the whole array. An
 /// error after the first byte cannot change the status any more: it is logged and the
 /// connection is cut, so the client sees a truncated body, never a wrong complete one.
 pub fn json_array<T, S>(items: S) -> Response
