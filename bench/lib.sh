@@ -67,9 +67,12 @@ PY
 }
 
 # The wrk script for provisioning: unique ids from a per-thread counter (every wrk
-# thread starts with the same random seed, so math.random would repeat ids).
-write_provision_lua() { # file
-  cat >"$1" <<'LUA'
+# thread starts with the same random seed, so math.random would repeat ids), named
+# PREFIX-<thread>-<n> with n zero-padded. With PER_THREAD, each thread provisions that
+# many, then reads the catalog until wrk is stopped.
+write_provision_lua() { # file [prefix] [per_thread]
+  cat >"$1" <<LUA
+local prefix, per_thread = "${2:-bench}", ${3:-math.huge}
 local thread_counter = 0
 function setup(thread)
   thread_counter = thread_counter + 1
@@ -78,8 +81,11 @@ end
 local n = 0
 request = function()
   n = n + 1
+  if n > per_thread then
+    return wrk.format("GET", "/v2/catalog", {["X-Broker-API-Version"] = "2.17"})
+  end
   local body = '{"service_id":"bench-svc","plan_id":"plan-1","organization_guid":"o","space_guid":"s"}'
-  return wrk.format("PUT", "/v2/service_instances/bench-" .. tid .. "-" .. n,
+  return wrk.format("PUT", string.format("/v2/service_instances/%s-%d-%07d", prefix, tid, n),
     {["X-Broker-API-Version"] = "2.17", ["Content-Type"] = "application/json"}, body)
 end
 LUA

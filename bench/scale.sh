@@ -17,32 +17,12 @@ esm_pid() { echo "${BENCH_PIDS[-1]}"; }
 rss_mb() { awk '/VmRSS/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
 now() { date +%s.%N; }
 
-# wrk's provisioning script: each thread provisions its share of COUNT ids, then reads
-# the catalog until wrk is stopped.
-cat >"$BENCH_TMP/provision.lua" <<LUA
-local per_thread = math.ceil($count / $threads)
-local thread_counter = 0
-function setup(thread)
-  thread_counter = thread_counter + 1
-  thread:set("tid", thread_counter)
-end
-local n = 0
-request = function()
-  n = n + 1
-  if n > per_thread then
-    return wrk.format("GET", "/v2/catalog", {["X-Broker-API-Version"] = "2.17"})  -- idle until stopped
-  end
-  local body = '{"service_id":"bench-svc","plan_id":"plan-1","organization_guid":"o","space_guid":"s"}'
-  return wrk.format("PUT", string.format("/v2/service_instances/scale-%d-%07d", tid, n),
-    {["X-Broker-API-Version"] = "2.17", ["Content-Type"] = "application/json"}, body)
-end
-LUA
-
 start_esm scale ESM_STORE=embedded
 register "$ESM_URL_scale" 'x-esm-dummy: {mode: sync}'
 # wrk runs until stopped: it is stopped once every thread's last id exists (each
 # thread sends its ids in order, so by then every provision has been sent).
 per_thread=$(((count + threads - 1) / threads))
+write_provision_lua "$BENCH_TMP/provision.lua" scale "$per_thread"
 provisioned=$((threads * per_thread))
 last_ids=(); for t in $(seq 1 "$threads"); do last_ids+=("$(printf 'scale-%d-%07d' "$t" "$per_thread")"); done
 exists() { curl -fs -o /dev/null "${hdr[@]}" "$ESM_URL_scale/v2/service_instances/$1"; }

@@ -1,7 +1,5 @@
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use super::*;
@@ -9,75 +7,9 @@ use crate::backend::Backends;
 use crate::backend::dummy::DummyBackend;
 use crate::broker::{BrokerSettings, CATALOG_STALE_BOUND, REGISTRY_CHECK_EVERY};
 use crate::clock::Clock;
-use crate::store::memory::MemoryStore;
-use crate::store::{Collection, Document, Query, Store, StoreError};
+use crate::store::switchable::SwitchableStore;
 
-/// A memory store that counts the calls made to it, can be switched off (each call then
-/// fails at once), and says whether other processes share it.
-#[derive(Default)]
-struct Counted {
-    memory: MemoryStore,
-    shared: bool,
-    down: AtomicBool,
-    calls: AtomicUsize,
-}
-
-impl Counted {
-    fn shared() -> Arc<Self> {
-        Arc::new(Self { shared: true, ..Self::default() })
-    }
-
-    fn calls(&self) -> usize {
-        self.calls.load(Ordering::SeqCst)
-    }
-
-    async fn answer<T>(&self, up: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        if self.down.load(Ordering::SeqCst) {
-            return Err(StoreError::Unavailable("the fake server does not answer".into()));
-        }
-        up.await
-    }
-}
-
-#[async_trait]
-impl Store for Counted {
-    fn kind(&self) -> &'static str {
-        "counted"
-    }
-    fn exclusive(&self) -> bool {
-        !self.shared
-    }
-    async fn insert(&self, c: Collection, id: &str, body: Value) -> Result<u64, StoreError> {
-        self.answer(self.memory.insert(c, id, body)).await
-    }
-    async fn upsert(&self, c: Collection, id: &str, body: Value) -> Result<u64, StoreError> {
-        self.answer(self.memory.upsert(c, id, body)).await
-    }
-    async fn replace(&self, c: Collection, id: &str, v: u64, body: Value) -> Result<u64, StoreError> {
-        self.answer(self.memory.replace(c, id, v, body)).await
-    }
-    async fn get(&self, c: Collection, id: &str) -> Result<Option<Document>, StoreError> {
-        self.answer(self.memory.get(c, id)).await
-    }
-    async fn list(&self, c: Collection) -> Result<Vec<(String, Document)>, StoreError> {
-        self.answer(self.memory.list(c)).await
-    }
-    async fn delete(&self, c: Collection, id: &str, v: Option<u64>) -> Result<bool, StoreError> {
-        self.answer(self.memory.delete(c, id, v)).await
-    }
-    async fn page(&self, c: Collection, q: &Query) -> Result<Vec<(String, Document)>, StoreError> {
-        self.answer(self.memory.page(c, q)).await
-    }
-    async fn expired(&self, c: Collection, f: &str, b: &str, n: usize) -> Result<Vec<(String, u64)>, StoreError> {
-        self.answer(self.memory.expired(c, f, b, n)).await
-    }
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.answer(async { Ok(()) }).await
-    }
-}
-
-fn broker(store: Arc<Counted>) -> Arc<Broker> {
+fn broker(store: Arc<SwitchableStore>) -> Arc<Broker> {
     let backends = Backends::new().with(Arc::new(DummyBackend::new()));
     Broker::new(store, backends, BrokerSettings { clock: Clock::tokio(), ..BrokerSettings::default() })
 }
@@ -103,7 +35,7 @@ async fn settle() {
 
 #[tokio::test]
 async fn the_catalog_is_served_from_memory_until_this_esm_changes_it() {
-    let store = Arc::new(Counted::default());
+    let store = Arc::new(SwitchableStore::default());
     let broker = broker(store.clone());
     let cache = CatalogCache::new();
     register(&broker, "a").await;
@@ -130,7 +62,7 @@ async fn the_catalog_is_served_from_memory_until_this_esm_changes_it() {
 
 #[tokio::test]
 async fn each_version_has_its_own_rendering_and_later_versions_share_the_newest() {
-    let broker = broker(Arc::new(Counted::default()));
+    let broker = broker(Arc::new(SwitchableStore::default()));
     let cache = CatalogCache::new();
     register(&broker, "a").await;
     let old = cache.get(&broker, ApiVersion(12)).await.expect("catalog");
@@ -151,7 +83,7 @@ async fn each_version_has_its_own_rendering_and_later_versions_share_the_newest(
 
 #[tokio::test(start_paused = true)]
 async fn on_a_shared_store_another_replicas_change_is_seen_within_the_bound() {
-    let store = Counted::shared();
+    let store = Arc::new(SwitchableStore::new(true, Duration::ZERO));
     let (writer, reader) = (broker(store.clone()), broker(store.clone()));
     reader.spawn_registry_watch();
     let cache = CatalogCache::new();
@@ -184,14 +116,14 @@ async fn on_a_shared_store_another_replicas_change_is_seen_within_the_bound() {
 
 #[tokio::test(start_paused = true)]
 async fn when_the_watcher_cannot_read_the_store_the_cache_stands_aside() {
-    let store = Counted::shared();
+    let store = Arc::new(SwitchableStore::new(true, Duration::ZERO));
     let broker = broker(store.clone());
     broker.spawn_registry_watch();
     let cache = CatalogCache::new();
     register(&broker, "a").await;
     settle().await;
     cache.get(&broker, ApiVersion::NEWEST).await.expect("catalog");
-    store.down.store(true, Ordering::SeqCst);
+    store.set_down(true);
     let down_at = tokio::time::Instant::now();
     // Served from memory for as long as the last good check vouches for, then the store
     // is asked (and its failure answered) rather than a catalog that may be stale.
@@ -200,7 +132,7 @@ async fn when_the_watcher_cannot_read_the_store_the_cache_stands_aside() {
         tokio::time::advance(Duration::from_millis(50)).await;
         settle().await;
     }
-    store.down.store(false, Ordering::SeqCst);
+    store.set_down(false);
     tokio::time::advance(REGISTRY_CHECK_EVERY).await;
     settle().await;
     assert_eq!(ids(&cache.get(&broker, ApiVersion::NEWEST).await.expect("back")), ["a"]);

@@ -55,18 +55,11 @@ impl Broker {
     /// until shutdown.
     pub fn spawn_purger(self: &Arc<Self>, retention: Duration) {
         let period = (retention / 10).clamp(Duration::from_secs(1), MAX_PERIOD);
-        let this = Arc::clone(self);
-        self.spawn_task(async move {
-            loop {
-                match this.purge_tombstones(retention).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(purged = n, "purged tombstones past their retention"),
-                    Err(e) => tracing::warn!(error = %e, "could not purge tombstones"),
-                }
-                tokio::select! {
-                    () = tokio::time::sleep(period) => {}
-                    () = this.shutdown.cancelled() => return,
-                }
+        self.spawn_every(period, move |this| async move {
+            match this.purge_tombstones(retention).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(purged = n, "purged tombstones past their retention"),
+                Err(e) => tracing::warn!(error = %e, "could not purge tombstones"),
             }
         });
     }

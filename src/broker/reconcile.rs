@@ -59,18 +59,11 @@ impl Broker {
 
     /// Reconciles now and then every `every`, until shutdown.
     pub fn spawn_reconciler(self: &Arc<Self>, every: Duration) {
-        let this = Arc::clone(self);
-        self.spawn_task(async move {
-            loop {
-                match this.reconcile().await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(removed = n, "reconciliation removed orphaned deployments"),
-                    Err(e) => tracing::warn!(error = %e, "reconciliation could not read the store"),
-                }
-                tokio::select! {
-                    () = tokio::time::sleep(every) => {}
-                    () = this.shutdown.cancelled() => return,
-                }
+        self.spawn_every(every, |this| async move {
+            match this.reconcile().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "reconciliation removed orphaned deployments"),
+                Err(e) => tracing::warn!(error = %e, "reconciliation could not read the store"),
             }
         });
     }

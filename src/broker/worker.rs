@@ -56,6 +56,24 @@ impl Broker {
         self.tasks.spawn(task)
     }
 
+    /// Runs `round` now and then every `period`, until shutdown (which waits for it).
+    pub(super) fn spawn_every<F, Fut>(self: &Arc<Self>, period: std::time::Duration, round: F)
+    where
+        F: Fn(Arc<Self>) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
+        let this = Arc::clone(self);
+        self.spawn_task(async move {
+            loop {
+                round(Arc::clone(&this)).await;
+                tokio::select! {
+                    () = tokio::time::sleep(period) => {}
+                    () = this.shutdown.cancelled() => return,
+                }
+            }
+        });
+    }
+
     /// Takes over the operations no live owner holds and runs them. At start-up with a
     /// store only this process can open (`exclusive`), every running operation is
     /// orphaned, leases or not: the process that held them is gone.

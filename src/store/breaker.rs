@@ -214,72 +214,18 @@ impl Store for BreakerStore {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     use serde_json::json;
     use tokio::time::Instant;
 
     use super::*;
-    use crate::store::memory::MemoryStore;
+    use crate::store::switchable::SwitchableStore;
 
     /// What a down server costs each call: the driver's server selection.
     const SELECTION: Duration = Duration::from_secs(3);
 
-    /// A store that can be switched off; when off, each call takes [`SELECTION`] to fail.
-    #[derive(Default)]
-    struct Flaky {
-        memory: MemoryStore,
-        down: AtomicBool,
-        calls: AtomicUsize,
-    }
-
-    impl Flaky {
-        async fn answer<T>(&self, up: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            if self.down.load(Ordering::SeqCst) {
-                tokio::time::sleep(SELECTION).await;
-                return Err(StoreError::Unavailable("the fake server does not answer".into()));
-            }
-            up.await
-        }
-    }
-
-    #[async_trait]
-    impl Store for Flaky {
-        fn kind(&self) -> &'static str {
-            "flaky"
-        }
-        async fn insert(&self, c: Collection, id: &str, body: Value) -> Result<u64, StoreError> {
-            self.answer(self.memory.insert(c, id, body)).await
-        }
-        async fn upsert(&self, c: Collection, id: &str, body: Value) -> Result<u64, StoreError> {
-            self.answer(self.memory.upsert(c, id, body)).await
-        }
-        async fn replace(&self, c: Collection, id: &str, v: u64, body: Value) -> Result<u64, StoreError> {
-            self.answer(self.memory.replace(c, id, v, body)).await
-        }
-        async fn get(&self, c: Collection, id: &str) -> Result<Option<Document>, StoreError> {
-            self.answer(self.memory.get(c, id)).await
-        }
-        async fn list(&self, c: Collection) -> Result<Vec<(String, Document)>, StoreError> {
-            self.answer(self.memory.list(c)).await
-        }
-        async fn delete(&self, c: Collection, id: &str, v: Option<u64>) -> Result<bool, StoreError> {
-            self.answer(self.memory.delete(c, id, v)).await
-        }
-        async fn page(&self, c: Collection, q: &Query) -> Result<Vec<(String, Document)>, StoreError> {
-            self.answer(self.memory.page(c, q)).await
-        }
-        async fn expired(&self, c: Collection, f: &str, b: &str, n: usize) -> Result<Vec<(String, u64)>, StoreError> {
-            self.answer(self.memory.expired(c, f, b, n)).await
-        }
-        async fn ping(&self) -> Result<(), StoreError> {
-            self.answer(async { Ok(()) }).await
-        }
-    }
-
-    fn breaker() -> (Arc<Flaky>, BreakerStore) {
-        let flaky = Arc::new(Flaky::default());
+    fn breaker() -> (Arc<SwitchableStore>, BreakerStore) {
+        let flaky = Arc::new(SwitchableStore::new(false, SELECTION));
         let store = BreakerStore::new(flaky.clone());
         (flaky, store)
     }
@@ -299,7 +245,7 @@ mod tests {
     async fn once_the_store_is_down_calls_fail_at_once_until_it_answers_again() {
         let (flaky, store) = breaker();
         assert_eq!(store.insert(Collection::Instances, "a", json!({})).await, Ok(1));
-        flaky.down.store(true, Ordering::SeqCst);
+        flaky.set_down(true);
 
         let started = Instant::now();
         let first = store.get(Collection::Instances, "a").await;
@@ -308,14 +254,14 @@ mod tests {
         assert!(store.is_open());
 
         let started = Instant::now();
-        let calls = flaky.calls.load(Ordering::SeqCst);
+        let calls = flaky.calls();
         let second = store.list(Collection::Instances).await;
         assert_eq!(second, Err(StoreError::Unavailable("the fake server does not answer".into())), "same words");
         assert_eq!(started.elapsed(), Duration::ZERO, "the next one is answered at once");
         // Only the prober's pings reach the store now.
-        assert!(flaky.calls.load(Ordering::SeqCst) <= calls + 1);
+        assert!(flaky.calls() <= calls + 1);
 
-        flaky.down.store(false, Ordering::SeqCst);
+        flaky.set_down(false);
         until_closed(&store).await;
         assert!(store.get(Collection::Instances, "a").await.expect("answers").is_some());
         store.close().await;
@@ -335,10 +281,10 @@ mod tests {
     async fn the_breaker_opens_again_after_it_closed() {
         let (flaky, store) = breaker();
         for _ in 0..2 {
-            flaky.down.store(true, Ordering::SeqCst);
+            flaky.set_down(true);
             assert!(store.get(Collection::Instances, "a").await.is_err());
             assert!(store.is_open());
-            flaky.down.store(false, Ordering::SeqCst);
+            flaky.set_down(false);
             until_closed(&store).await;
             assert_eq!(store.get(Collection::Instances, "a").await, Ok(None));
         }
@@ -348,10 +294,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn health_pings_reach_the_store_and_close_the_breaker() {
         let (flaky, store) = breaker();
-        flaky.down.store(true, Ordering::SeqCst);
+        flaky.set_down(true);
         assert!(store.ping().await.is_err(), "a ping is a real check");
         assert!(store.is_open(), "and a failed one opens the breaker");
-        flaky.down.store(false, Ordering::SeqCst);
+        flaky.set_down(false);
         assert_eq!(store.ping().await, Ok(()));
         assert!(!store.is_open(), "a ping that answers closes it at once");
         store.close().await;
@@ -360,7 +306,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn close_stops_the_prober_while_the_store_is_down() {
         let (flaky, store) = breaker();
-        flaky.down.store(true, Ordering::SeqCst);
+        flaky.set_down(true);
         assert!(store.get(Collection::Instances, "a").await.is_err());
         let handle = store.prober.lock().expect("lock").as_ref().map(|h| h.abort_handle()).expect("a prober");
         store.close().await;

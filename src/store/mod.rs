@@ -18,6 +18,8 @@ pub mod embedded;
 pub mod index;
 pub mod memory;
 pub mod mongo;
+#[cfg(test)]
+pub mod switchable;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -1,0 +1,91 @@
+//! A memory store for tests of what sits on a store (the breaker, the catalog cache):
+//! it counts the calls made to it, can be switched off, and says whether other
+//! processes share it.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use super::memory::MemoryStore;
+use super::{Collection, Document, Query, Store, StoreError};
+
+/// See the module docs. While `down`, each call fails with `Unavailable` after
+/// `failure_delay` (what a down server costs: the driver's server selection).
+#[derive(Debug, Default)]
+pub struct SwitchableStore {
+    memory: MemoryStore,
+    /// Whether other processes share it (`Store::exclusive` is the opposite).
+    shared: bool,
+    /// Switched off: every call fails.
+    down: AtomicBool,
+    /// How long a call takes to fail while down.
+    failure_delay: Duration,
+    calls: AtomicUsize,
+}
+
+impl SwitchableStore {
+    /// An empty store, shared with other processes or not, whose calls fail after
+    /// `failure_delay` while it is down.
+    pub fn new(shared: bool, failure_delay: Duration) -> Self {
+        Self { shared, failure_delay, ..Self::default() }
+    }
+
+    /// How many calls it has had.
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    /// Switches it off (`true`) or on.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    async fn answer<T>(&self, up: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.down.load(Ordering::SeqCst) {
+            tokio::time::sleep(self.failure_delay).await;
+            return Err(StoreError::Unavailable("the fake server does not answer".into()));
+        }
+        up.await
+    }
+}
+
+#[async_trait]
+impl Store for SwitchableStore {
+    fn kind(&self) -> &'static str {
+        "switchable"
+    }
+    fn exclusive(&self) -> bool {
+        !self.shared
+    }
+    async fn insert(&self, c: Collection, id: &str, body: Value) -> Result<u64, StoreError> {
+        self.answer(self.memory.insert(c, id, body)).await
+    }
+    async fn upsert(&self, c: Collection, id: &str, body: Value) -> Result<u64, StoreError> {
+        self.answer(self.memory.upsert(c, id, body)).await
+    }
+    async fn replace(&self, c: Collection, id: &str, v: u64, body: Value) -> Result<u64, StoreError> {
+        self.answer(self.memory.replace(c, id, v, body)).await
+    }
+    async fn get(&self, c: Collection, id: &str) -> Result<Option<Document>, StoreError> {
+        self.answer(self.memory.get(c, id)).await
+    }
+    async fn list(&self, c: Collection) -> Result<Vec<(String, Document)>, StoreError> {
+        self.answer(self.memory.list(c)).await
+    }
+    async fn delete(&self, c: Collection, id: &str, v: Option<u64>) -> Result<bool, StoreError> {
+        self.answer(self.memory.delete(c, id, v)).await
+    }
+    async fn page(&self, c: Collection, q: &Query) -> Result<Vec<(String, Document)>, StoreError> {
+        self.answer(self.memory.page(c, q)).await
+    }
+    async fn expired(&self, c: Collection, f: &str, b: &str, n: usize) -> Result<Vec<(String, u64)>, StoreError> {
+        self.answer(self.memory.expired(c, f, b, n)).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.answer(async { Ok(()) }).await
+    }
+}
