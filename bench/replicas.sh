@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Three esm replicas on one MongoDB behind nginx (round-robin), one killed -9 halfway
+# Three esm replicas on one MongoDB behind nginx (round-robin), one killed -9 amid the load
 # and restarted, under concurrent provision/bind/unbind/deprovision on repeated ids:
 # the load and the checks of tests/replicas.rs (one driver, not a copy), run in release
 # mode and longer, against the same load on one esm without nginx and without a kill,

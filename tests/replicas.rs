@@ -1,7 +1,7 @@
 //! Three esm replicas on one MongoDB behind nginx (round-robin, on loopback), under
 //! concurrent provision, deprovision, bind and unbind on a small pool of ids for a
-//! fixed time; halfway one replica is killed with SIGKILL and, 3 s later, restarted on
-//! its ports. Then: no instance or binding created twice, no
+//! fixed time; amid the load (after 100 answers) one replica is killed with SIGKILL
+//! and, after 60 more answers, restarted on its ports. Then: no instance or binding created twice, no
 //! operation run twice by live replicas (the dummy's call log counts backend calls
 //! across processes), no acknowledged operation lost, none left in progress, no 5xx
 //! but 503 and that only while a replica is down. Once with synchronous operations,
@@ -33,6 +33,8 @@ mod verify;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
@@ -50,9 +52,13 @@ use verify::{Final, Kill};
 /// test): a live replica stalled for a lease loses its operation to another, which
 /// then runs it again (README, "Running several replicas").
 const LEASE: Duration = Duration::from_secs(5);
-/// How long the killed replica stays down. This is the outage the scenario plays, not
-/// a wait for a state.
-const OUTAGE: Duration = Duration::from_secs(3);
+/// The kill comes once the load has had this many answers, so it falls amid traffic.
+const KILL_AFTER: usize = 100;
+/// The killed replica stays down while the load gets this many more answers, so
+/// requests meet the dead upstream through nginx before it is back.
+const OUTAGE_ANSWERS: usize = 60;
+/// Longest wait for the load to reach either count.
+const PROGRESS_LIMIT: Duration = Duration::from_secs(30);
 /// Longest wait for operations to end after the load stops.
 const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 /// Takeovers and warnings, without a line per request.
@@ -96,7 +102,7 @@ impl Scenario {
     fn title(&self) -> String {
         let mode = format!("{:?}", self.mode).to_lowercase();
         let topology =
-            if self.baseline { "1 esm, direct (baseline)" } else { "3 esm behind nginx, one killed -9 halfway" };
+            if self.baseline { "1 esm, direct (baseline)" } else { "3 esm behind nginx, one killed -9 amid the load" };
         format!("{mode}: {topology}; {} workers on {} instances × 2 bindings", self.workers, self.instances)
     }
 }
@@ -155,13 +161,24 @@ async fn run(scenario: Scenario) {
         until: started + scenario.seconds * 1000,
         accepts,
         poll_limit: Duration::from_secs(20),
+        answered: Arc::new(AtomicUsize::new(0)),
     };
+    let answered = Arc::clone(&load.answered);
     let traffic = tokio::spawn(async move { driver::run(&load).await });
+    // A step of the scenario waits for the load's answers to reach `count` (or for the
+    // load to be over, on a machine too slow to get there).
+    let answers_reach = |count: usize| {
+        let (answered, traffic) = (&answered, &traffic);
+        eventually(PROGRESS_LIMIT, "the load's answers to reach the next step", move || {
+            let reached = answered.load(Ordering::SeqCst) >= count || traffic.is_finished();
+            async move { reached.then_some(()) }
+        })
+    };
     let kill = if scenario.baseline {
         None
     } else {
-        // The kill is on the load's timeline: halfway through, once the probe runs.
-        tokio::time::sleep(Duration::from_millis(scenario.seconds * 500)).await;
+        // The kill falls amid the load, once the probe runs.
+        answers_reach(KILL_AFTER).await;
         let victim = replicas.remove(1);
         let probe = start_probe(&victim.api, &Client::new(&url), scenario.mode).await;
         let port = |url: &str| url.rsplit(':').next().expect("a port").to_owned();
@@ -171,7 +188,7 @@ async fn run(scenario: Scenario) {
         let reaped = now_ms();
         // Synchronous, it was cut off by the kill; asynchronous, it was answered 202.
         probe.await.expect("the probe's request ended");
-        tokio::time::sleep(OUTAGE).await;
+        answers_reach(answered.load(Ordering::SeqCst) + OUTAGE_ANSWERS).await;
         let args = ["--port", api_port.as_str(), "--check-port", ops_port.as_str()];
         replicas.insert(1, Esm::start_with_log(&store, &args, &env, &log("esm-1-restarted"), LOG_FILTER).await);
         Some(Kill { pid, at, reaped, back: now_ms() })

@@ -4,6 +4,8 @@
 //! when it was sent and answered, for the checks in `verify.rs`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest::Method;
@@ -44,6 +46,9 @@ pub struct Load {
     pub accepts: Accepts,
     /// How long a worker polls one operation before giving up on it.
     pub poll_limit: Duration,
+    /// Requests answered so far (by any worker): what the scenario times its kill and
+    /// restart by, so they fall amid the traffic however fast this machine is.
+    pub answered: Arc<AtomicUsize>,
 }
 
 /// The four operations the load sends.
@@ -166,6 +171,7 @@ impl Worker {
             let binding = matches!(action, Action::Bind | Action::Unbind).then_some(binding);
             let accepts_incomplete = self.load.accepts == Accepts::Always || self.rng.below(2) == 0;
             let mut sent = self.send(action, instance, binding, accepts_incomplete).await;
+            self.load.answered.fetch_add(1, Ordering::SeqCst);
             if sent.status == 202 {
                 sent.polled = Some(self.poll(&sent, &mut traffic.polls).await);
             }
