@@ -37,7 +37,9 @@ pub struct MongoStore {
     client: Client,
     db: Database,
     /// Set once the indexes exist (creating an existing index is a no-op, so several
-    /// replicas may all do it).
+    /// replicas may all do it). Writes that may create a collection wait for it too:
+    /// the indexes (and with them the collections) exist before the first document,
+    /// so creating an index never races the insert that creates its collection.
     indexed: Arc<OnceCell<()>>,
 }
 
@@ -165,6 +167,7 @@ impl Store for MongoStore {
     }
 
     async fn insert(&self, collection: Collection, id: &str, body: Value) -> Result<u64, StoreError> {
+        self.ensure_indexes().await?;
         let json = json_text(&body)?;
         let document = doc! {"_id": id, "version": 1_i64, "json": json.as_str(), "ix": index_doc(&body)};
         match self.collection(collection).insert_one(document).await {
@@ -189,6 +192,7 @@ impl Store for MongoStore {
     }
 
     async fn upsert(&self, collection: Collection, id: &str, body: Value) -> Result<u64, StoreError> {
+        self.ensure_indexes().await?;
         let updated = self
             .collection(collection)
             .find_one_and_update(
