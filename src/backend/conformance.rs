@@ -101,6 +101,7 @@ impl Case {
             deployment: serde_json::Map::new(),
             operations: OperationLog::default(),
             created_at: crate::clock::Clock::system().timestamp(),
+            liveness: None,
         }
     }
 

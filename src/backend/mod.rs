@@ -19,10 +19,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use futures_util::stream::BoxStream;
 use serde_json::{Map, Value};
 
 use crate::domain::binding::Binding;
 use crate::domain::instance::ServiceInstance;
+use crate::domain::liveness::Component;
 use crate::domain::manifest::Manifest;
 use crate::domain::operation::OperationKind;
 
@@ -151,6 +153,22 @@ pub trait Backend: Send + Sync {
     /// Removes whatever this backend holds for an instance esm does not know.
     async fn remove_instance(&self, _instance_id: &str) -> Result<(), BackendError> {
         Ok(())
+    }
+
+    /// Each component of an instance's deployment as it is now, for liveness. `Ok(None)`
+    /// when this backend cannot tell (the instance stays `unknown` unless it reports
+    /// itself); an empty list when nothing of the deployment is left; `Err` when the
+    /// engine cannot be asked (the instance becomes `unknown`, never guessed up).
+    async fn observe(&self, _instance: &ServiceInstance) -> Result<Option<Vec<Component>>, BackendError> {
+        Ok(None)
+    }
+
+    /// The ids of instances whose components just changed, as the engine tells them
+    /// (Docker's events), so liveness follows within moments rather than at the next
+    /// periodic observation. The stream ends when the engine connection drops; the
+    /// caller subscribes again. `None` when the backend has no such stream.
+    fn changes(&self) -> Option<BoxStream<'static, String>> {
+        None
     }
 
     /// Checks that the backend can work (e.g. the engine answers), for `/health`.

@@ -386,6 +386,7 @@ fn new_instance(id: &str, req: &ProvisionRequest, view: &PlanView, op: Operation
         deployment: Map::new(),
         operations,
         created_at,
+        liveness: None,
     };
     // Known before anything runs, so an asynchronous 202 carries it too (OSB).
     instance.dashboard_url = view.backend.dashboard_url(&instance, &view.manifest);

@@ -5,7 +5,11 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use super::catalog::MaintenanceInfo;
+use super::liveness::{Liveness, LivenessStatus};
 use super::operation::OperationLog;
+
+/// The label naming the backend that deploys an instance.
+pub const BACKEND_LABEL: &str = "esm/backend";
 
 /// Where an instance is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,11 +107,24 @@ pub struct ServiceInstance {
     pub operations: OperationLog,
     /// When it was first requested (RFC 3339).
     pub created_at: String,
+    /// Whether it is alive (absent until it is first watched: `unknown`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness: Option<Liveness>,
 }
 
 impl ServiceInstance {
     /// Whether the instance exists for the platform (not deprovisioned).
     pub fn is_live(&self) -> bool {
         self.status != InstanceStatus::Deprovisioned
+    }
+
+    /// Its liveness verdict (`unknown` until it is first watched).
+    pub fn liveness_status(&self) -> LivenessStatus {
+        self.liveness.as_ref().map_or(LivenessStatus::Unknown, |l| l.status)
+    }
+
+    /// The name of the backend that deploys it (the `esm/backend` label), if known.
+    pub fn backend(&self) -> Option<&str> {
+        self.metadata.labels.get(BACKEND_LABEL).and_then(serde_json::Value::as_str)
     }
 }

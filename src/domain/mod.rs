@@ -3,6 +3,7 @@
 pub mod binding;
 pub mod catalog;
 pub mod instance;
+pub mod liveness;
 pub mod manifest;
 pub mod operation;
 pub mod registry;

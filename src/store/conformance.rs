@@ -201,6 +201,7 @@ async fn every_record_round_trips(store: &Arc<dyn Store>) {
         deployment: serde_json::Map::from_iter([("containers".to_owned(), json!(["a", "b"]))]),
         operations: operations.clone(),
         created_at: clock.timestamp(),
+        liveness: Some(crate::domain::liveness::Liveness::unknown(clock.millis(), clock.timestamp())),
     };
     records.insert(&instance).await.expect("insert instance");
     assert_eq!(records.get::<ServiceInstance>("rt-instance").await.expect("get").map(|v| v.record), Some(instance));

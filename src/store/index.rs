@@ -32,6 +32,10 @@ pub const PLAN_ID: &str = "plan_id";
 pub const USES_PLAN: &str = "uses_plan";
 /// A live instance's last operation state, as OSB spells it (`in progress`, …).
 pub const STATE: &str = "state";
+/// A live instance's liveness (`up`, `degraded`, `down`, `unknown`).
+pub const LIVENESS: &str = "liveness";
+/// A live instance's backend (`dummy`, `docker-compose`, …).
+pub const BACKEND: &str = "backend";
 /// A live binding's instance.
 pub const INSTANCE_ID: &str = "instance_id";
 /// A record with a running operation: `"1"`. What start-up and the sweeper look for.
@@ -47,7 +51,7 @@ impl Collection {
     /// The fields its records are indexed by (MongoDB creates one index for each).
     pub fn indexed_fields(self) -> &'static [&'static str] {
         match self {
-            Self::Instances => &[LIVE, SERVICE_ID, PLAN_ID, USES_PLAN, STATE, RUNNING, GONE_AT],
+            Self::Instances => &[LIVE, SERVICE_ID, PLAN_ID, USES_PLAN, STATE, LIVENESS, BACKEND, RUNNING, GONE_AT],
             Self::Bindings => &[INSTANCE_ID, RUNNING, GONE_AT],
             _ => &[],
         }
@@ -145,6 +149,8 @@ pub fn instance_keys(instance: &ServiceInstance) -> IndexKeys {
     if let Some(last) = ops.last() {
         keys.push((STATE, last.state.as_str().to_owned()));
     }
+    keys.push((LIVENESS, instance.liveness_status().as_str().to_owned()));
+    keys.extend(instance.backend().map(|backend| (BACKEND, backend.to_owned())));
     keys
 }
 
