@@ -14,11 +14,12 @@ use crate::api::middleware::{BasicAuth, collapse_slashes};
 use crate::api::{self, AppState};
 use crate::backend::docker::model::Policy;
 use crate::backend::docker::{ComposeBackend, DockerSettings, SwarmBackend};
-use crate::backend::dummy::{DummyBackend, Holds};
+use crate::backend::dummy::{DummyBackend, Holds, LivenessScript};
 use crate::backend::{BackendError, Backends};
-use crate::broker::{Broker, BrokerSettings};
+use crate::broker::{Broker, BrokerSettings, LivenessSettings};
 use crate::clock::Clock;
 use crate::config::{BackendKind, Config, StoreKind, redact_uri};
+use crate::domain::liveness::Thresholds;
 use crate::ops::{self, OpsState};
 use crate::serve::{self, Limits};
 use crate::store::Store;
@@ -52,8 +53,9 @@ pub struct Server {
     broker: Arc<Broker>,
     api: TcpListener,
     ops: TcpListener,
-    /// The dummy backend's held operations, when it runs (for tests).
-    holds: Option<Arc<Holds>>,
+    /// The dummy backend, when it runs (tests hold its operations and script its
+    /// instances' liveness).
+    dummy: Option<Arc<DummyBackend>>,
 }
 
 impl Server {
@@ -63,7 +65,7 @@ impl Server {
         // the open-file limit. The effective cap is what `/environment` shows.
         config.max_connections = serve::fit_connection_cap(config.max_connections, 2);
         let store = open_store(&config).await?;
-        let (backends, holds) = backends(&config).map_err(|e| StartError::Backend(e.to_string()))?;
+        let (backends, dummy) = backends(&config).map_err(|e| StartError::Backend(e.to_string()))?;
         let broker = Broker::new(
             store,
             backends,
@@ -73,17 +75,31 @@ impl Server {
                 // The parse has its own budget; this also covers the checks after it.
                 manifest_check_timeout: Duration::from_millis(config.manifest_parse_timeout) * 2,
                 clock: Clock::system(),
+                event_retention: config.event_retention,
+                liveness: LivenessSettings {
+                    interval: Duration::from_secs(config.liveness_interval),
+                    thresholds: Thresholds {
+                        active_ms: config.liveness_active_threshold.saturating_mul(1000),
+                        drop_ms: config.liveness_drop_threshold.map(|s| s.saturating_mul(1000)),
+                    },
+                },
             },
         );
         let api = listen(config.api_addr()).await?;
         let ops = listen(config.ops_addr()).await?;
-        Ok(Self { config: Arc::new(config), broker, api, ops, holds })
+        Ok(Self { config: Arc::new(config), broker, api, ops, dummy })
     }
 
     /// Where a test releases the operations its dummy manifests hold (`hold: [...]`);
     /// `None` without the dummy backend.
     pub fn holds(&self) -> Option<Arc<Holds>> {
-        self.holds.clone()
+        self.dummy.as_ref().map(|dummy| dummy.holds())
+    }
+
+    /// Where a test scripts the liveness of dummy instances; `None` without the dummy
+    /// backend.
+    pub fn dummy_liveness(&self) -> Option<Arc<LivenessScript>> {
+        self.dummy.as_ref().map(|dummy| dummy.liveness())
     }
 
     /// The address the OSB API listens on.
@@ -100,6 +116,7 @@ impl Server {
     /// lets in-flight requests finish and stops the running operations where they are
     /// (they stay "in progress" in the store and the next start resumes them).
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
+        self.broker.spawn_event_log();
         // Finish what a previous run (of this or another replica) left in progress; a
         // store that is down now is retried by the sweeper, not fatal.
         match self.broker.claim_orphaned_operations(true).await {
@@ -111,12 +128,7 @@ impl Server {
         self.broker.spawn_reconciler(Duration::from_secs(self.config.reconcile_interval));
         self.broker.spawn_purger(Duration::from_secs(self.config.tombstone_retention));
         self.broker.spawn_registry_watch();
-        let auth = self.config.credentials().map(|(user, pass)| BasicAuth::new(user, pass));
-        let api_router = api::router(AppState::new(self.broker.clone()), auth);
-        // Path clean-up must run before routing, so it wraps the router from outside.
-        let api_service = ServiceBuilder::new().map_request(collapse_slashes).service(api_router);
-        let listening = ops::Listening { api: self.api_addr(), ops: self.ops_addr() };
-        let ops_router = ops::router(OpsState { broker: self.broker.clone(), config: self.config.clone(), listening });
+        self.broker.spawn_liveness();
 
         let stop = CancellationToken::new();
         let trigger = stop.clone();
@@ -124,6 +136,12 @@ impl Server {
             shutdown.await;
             trigger.cancel();
         });
+        let auth = self.config.credentials().map(|(user, pass)| BasicAuth::new(user, pass));
+        let api_router = api::router(AppState::new(self.broker.clone()).stopping_with(stop.clone()), auth);
+        // Path clean-up must run before routing, so it wraps the router from outside.
+        let api_service = ServiceBuilder::new().map_request(collapse_slashes).service(api_router);
+        let listening = ops::Listening { api: self.api_addr(), ops: self.ops_addr() };
+        let ops_router = ops::router(OpsState { broker: self.broker.clone(), config: self.config.clone(), listening });
         tracing::info!(api = %self.api_addr(), ops = %self.ops_addr(), store = self.broker.store().kind(), "esm is serving");
         let limits = Limits::from_config(&self.config);
         let api = serve::serve(self.api, api_service, limits, stop.clone());
@@ -136,21 +154,21 @@ impl Server {
     }
 }
 
-/// The configured backends, and the dummy's held operations when it runs.
-fn backends(config: &Config) -> Result<(Backends, Option<Arc<Holds>>), BackendError> {
-    let (mut backends, mut holds) = (Backends::new(), None);
+/// The configured backends, and the dummy when it runs.
+fn backends(config: &Config) -> Result<(Backends, Option<Arc<DummyBackend>>), BackendError> {
+    let (mut backends, mut dummy_backend) = (Backends::new(), None);
     for kind in &config.backends {
         backends = match kind {
             BackendKind::Dummy => {
                 let dummy = Arc::new(DummyBackend::with_limits(config.manifest_limits()));
-                holds = Some(dummy.holds());
+                dummy_backend = Some(Arc::clone(&dummy));
                 backends.with(dummy)
             }
             BackendKind::DockerCompose => backends.with(Arc::new(ComposeBackend::new(docker_settings(config))?)),
             BackendKind::DockerSwarm => backends.with(Arc::new(SwarmBackend::new(docker_settings(config))?)),
         };
     }
-    Ok((backends, holds))
+    Ok((backends, dummy_backend))
 }
 
 fn docker_settings(config: &Config) -> DockerSettings {

@@ -34,6 +34,7 @@ pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod events;
 pub mod openapi;
 pub mod ops;
 pub mod probe;

@@ -70,8 +70,7 @@ pub fn with_broker_headers(mut spec: utoipa::openapi::OpenApi) -> utoipa::openap
         for (method, operation) in operations {
             let Some(operation) = operation else { continue };
             let params = operation.parameters.get_or_insert_with(Vec::new);
-            let version_exempt = method == "get" && path.starts_with("/v2/et/manifest");
-            if !version_exempt {
+            if !crate::api::version::exempt(method, path) {
                 params.push(header("X-Broker-API-Version", true, "OSB API version, 2.12 or later (e.g. 2.17)"));
             }
             params.push(header(
@@ -108,7 +107,7 @@ mod tests {
     }
 
     #[test]
-    fn every_broker_operation_requires_the_version_header_but_manifest_reads() {
+    fn every_broker_operation_requires_the_version_header_but_manifest_and_event_reads() {
         let spec = document();
         for (path, item) in &spec.paths.paths {
             for (method, op) in
@@ -119,7 +118,7 @@ mod tests {
                     RefOr::T(p) => p.name == "X-Broker-API-Version",
                     RefOr::Ref(_) => false,
                 });
-                let exempt = method == "get" && path.starts_with("/v2/et/manifest");
+                let exempt = method == "get" && (path.starts_with("/v2/et/manifest") || path == "/v2/et/events");
                 assert_eq!(has_version, !exempt, "{method} {path}");
             }
         }

@@ -3,6 +3,12 @@
 //! Requests ignore unknown fields (OSB 2.14: vendor extensions must be ignored; the
 //! ElasTest platform also sends extra ones). Responses leave out what is unset.
 
+mod events;
+mod liveness;
+
+pub use events::{EventPage, EventQuery, Gap};
+pub use liveness::{LivenessReport, LivenessView, MAX_NOTE_CHARS, MAX_TTL_SECONDS, ReportView};
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
@@ -10,6 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::domain::binding::{BindingMetadata, Credentials};
 use crate::domain::catalog::{MaintenanceInfo, Service};
 use crate::domain::instance::InstanceMetadata;
+use crate::domain::liveness::LivenessStatus;
 use crate::domain::operation::OperationState;
 
 /// `GET /v2/catalog`.
@@ -322,6 +329,11 @@ pub struct InstanceListQuery {
     /// `succeeded`, `failed`).
     #[param(value_type = Option<String>)]
     pub state: Option<OperationState>,
+    /// Only instances with this liveness (`up`, `degraded`, `down`, `unknown`).
+    #[param(value_type = Option<String>)]
+    pub liveness: Option<LivenessStatus>,
+    /// Only instances deployed by this backend (`dummy`, `docker-compose`, `docker-swarm`).
+    pub backend: Option<String>,
 }
 
 /// A page of the instance listing.

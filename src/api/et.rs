@@ -184,7 +184,13 @@ pub async fn list_instances(
     State(state): State<AppState>,
     OsbQuery(query): OsbQuery<InstanceListQuery>,
 ) -> OsbResult<Response> {
-    let filter = InstanceFilter { service_id: query.service_id, plan_id: query.plan_id, state: query.state };
+    let filter = InstanceFilter {
+        service_id: query.service_id,
+        plan_id: query.plan_id,
+        state: query.state,
+        liveness: query.liveness,
+        backend: query.backend,
+    };
     let Some(paging) = Paging::of(query.limit, query.after.as_deref())? else {
         return Ok(listing::json_array(state.broker.et_instances(&filter).await?));
     };

@@ -94,13 +94,13 @@ fn basic_credentials(headers: &HeaderMap) -> Option<Vec<u8>> {
 /// 412 unless `X-Broker-API-Version` is 2.12 or later in the 2.x line.
 ///
 /// Exempt: a path no route matches (the fallback answers it 404: a header cannot make
-/// it exist), and `GET /v2/et/manifest[/{id}]`, which the ElasTest platform fetches
-/// without any header, as the original allowed.
+/// it exist), and the routes [`super::version::exempt`] names.
 fn version_refusal(req: &Request) -> Option<OsbError> {
-    let route = req.extensions().get::<MatchedPath>();
-    let exempt = route.is_none()
-        || (req.method() == Method::GET && route.is_some_and(|p| p.as_str().starts_with("/v2/et/manifest")));
-    if exempt { None } else { check_version(req.headers()).err() }
+    let route = req.extensions().get::<MatchedPath>()?;
+    if super::version::exempt(req.method().as_str(), route.as_str()) {
+        return None;
+    }
+    check_version(req.headers()).err()
 }
 
 fn check_version(headers: &HeaderMap) -> Result<(), OsbError> {
@@ -162,6 +162,7 @@ fn operation_name(method: &Method, route: &str) -> &'static str {
         r if r.starts_with("/v2/et/catalog") => "et_catalog",
         r if r.starts_with("/v2/et/manifest") => "et_manifest",
         r if r.starts_with("/v2/et/service_instances") => "et_service_instances",
+        "/v2/et/events" => "et_events",
         _ => "other",
     }
 }

@@ -6,12 +6,14 @@ pub mod catalog;
 pub mod catalog_cache;
 pub mod deprovision;
 pub mod et;
+pub mod events;
 pub mod extract;
 pub mod get_binding;
 pub mod get_instance;
 pub mod last_binding_operation;
 pub mod last_operation;
 pub mod listing;
+pub mod liveness;
 pub mod middleware;
 pub mod provision;
 pub mod unbind;
@@ -25,6 +27,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -44,12 +47,21 @@ pub struct AppState {
     pub broker: Arc<Broker>,
     /// `GET /v2/catalog`'s answers, kept while the registry is unchanged.
     pub catalog: Arc<catalog_cache::CatalogCache>,
+    /// Cancelled when esm starts stopping: endless responses (event streams) end then,
+    /// so the graceful stop does not wait for them.
+    pub stopping: CancellationToken,
 }
 
 impl AppState {
     /// The state of an API over `broker`.
     pub fn new(broker: Arc<Broker>) -> Self {
-        Self { broker, catalog: Arc::new(catalog_cache::CatalogCache::new()) }
+        Self { broker, catalog: Arc::new(catalog_cache::CatalogCache::new()), stopping: CancellationToken::new() }
+    }
+
+    /// The same, with streams ending when `stopping` is cancelled.
+    pub fn stopping_with(mut self, stopping: CancellationToken) -> Self {
+        self.stopping = stopping;
+        self
     }
 }
 
@@ -67,6 +79,8 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(et::register_manifest, et::get_manifest, et::delete_manifest))
         .routes(routes!(et::list_instances))
         .routes(routes!(et::get_instance))
+        .routes(routes!(events::events))
+        .routes(routes!(liveness::get_liveness, liveness::report_liveness))
         .split_for_parts()
 }
 

@@ -2,6 +2,7 @@
 //! registration and removal. Every change goes through the registry (see
 //! `registry.rs`), so the catalog's rules hold under any concurrency.
 
+use crate::domain::event::Event;
 use std::sync::Arc;
 
 use super::Broker;
@@ -51,6 +52,7 @@ impl Broker {
                 .await?;
             let registered = if existed { Registered::Existing } else { Registered::Created };
             if dropped.is_empty() {
+                self.announce_service("service.registered", &service.id);
                 return Ok(registered);
             }
             let what = format!("service {} cannot drop its plans", service.id);
@@ -65,10 +67,17 @@ impl Broker {
                 .await?;
             if let Some(contents) = removed {
                 self.remove_contents(contents).await;
+                self.announce_service("service.registered", &service.id);
                 return Ok(registered);
             }
         }
         Err(OsbError::ConcurrencyError(format!("service {} kept changing while being replaced; retry", service.id)))
+    }
+
+    fn announce_service(&self, kind: &str, service_id: &str) {
+        let mut event = Event::new(kind);
+        event.service_id = Some(service_id.to_owned());
+        self.events.emit(event);
     }
 
     /// `DELETE /v2/et/catalog/{service_id}`: refused while instances exist; the
@@ -93,6 +102,7 @@ impl Broker {
             })
             .await?;
         self.remove_contents(contents).await;
+        self.announce_service("service.removed", service_id);
         Ok(())
     }
 

@@ -1,5 +1,6 @@
 //! The ElasTest instance view: instances with live deployment details.
 
+use crate::domain::liveness::LivenessStatus;
 use std::sync::Arc;
 
 use futures_util::{Stream, StreamExt, TryStreamExt};
@@ -22,6 +23,10 @@ pub struct InstanceFilter {
     pub plan_id: Option<String>,
     /// Instances whose last operation is in this state.
     pub state: Option<OperationState>,
+    /// Instances with this liveness.
+    pub liveness: Option<LivenessStatus>,
+    /// Instances deployed by this backend.
+    pub backend: Option<String>,
 }
 
 impl InstanceFilter {
@@ -29,9 +34,13 @@ impl InstanceFilter {
     /// its index).
     fn index_filters(&self) -> Vec<(String, String)> {
         let filters = [
+            (index::LIVENESS, self.liveness.filter(|l| *l != LivenessStatus::Up).map(LivenessStatus::as_str)),
             (index::PLAN_ID, self.plan_id.as_deref()),
             (index::SERVICE_ID, self.service_id.as_deref()),
+            (index::BACKEND, self.backend.as_deref()),
             (index::STATE, self.state.map(OperationState::as_str)),
+            // Most instances are up: the least selective filter goes last.
+            (index::LIVENESS, self.liveness.filter(|l| *l == LivenessStatus::Up).map(LivenessStatus::as_str)),
         ];
         let mut chosen: Vec<(String, String)> =
             filters.into_iter().filter_map(|(f, v)| Some((f.to_owned(), v?.to_owned()))).collect();

@@ -16,11 +16,13 @@
 //! - `registry_watch.rs`: whether the registry changed since a catalog was rendered
 //!   from it, here or (within a second) on another replica.
 //! - `extensions.rs`: the ElasTest instance view.
+//! - `liveness.rs`: whether instances are alive (observed, reported, thresholds).
 
 mod bindings;
 mod catalog;
 mod extensions;
 mod instances;
+mod liveness;
 mod purge;
 mod reconcile;
 mod registry;
@@ -46,10 +48,12 @@ use crate::backend::{Backend, Backends, Execution};
 use crate::clock::Clock;
 use crate::domain::catalog::{MaintenanceInfo, Plan, Service};
 use crate::domain::instance::ServiceInstance;
+use crate::domain::liveness::Thresholds;
 use crate::domain::manifest::Manifest;
 use crate::domain::operation::OperationKind;
 use crate::domain::registry::{ManifestEntry, Registry};
 use crate::error::{OsbError, OsbResult};
+use crate::events::EventLog;
 use crate::store::{Records, Store};
 
 /// How a request was answered, before it becomes a status code.
@@ -75,6 +79,25 @@ pub struct BrokerSettings {
     pub manifest_check_timeout: Duration,
     /// Where the time comes from (Tokio's pausable clock in tests).
     pub clock: Clock,
+    /// How many of the latest change events are kept.
+    pub event_retention: usize,
+    /// How instances' liveness is watched.
+    pub liveness: LivenessSettings,
+}
+
+/// How instances' liveness is watched (`liveness.rs`).
+#[derive(Debug, Clone, Copy)]
+pub struct LivenessSettings {
+    /// How often every instance's deployment is observed.
+    pub interval: Duration,
+    /// The active and drop thresholds.
+    pub thresholds: Thresholds,
+}
+
+impl Default for LivenessSettings {
+    fn default() -> Self {
+        Self { interval: Duration::from_secs(10), thresholds: Thresholds { active_ms: 300_000, drop_ms: None } }
+    }
 }
 
 impl Default for BrokerSettings {
@@ -84,6 +107,8 @@ impl Default for BrokerSettings {
             operation_lease: Duration::from_secs(30),
             manifest_check_timeout: Duration::from_secs(2),
             clock: Clock::system(),
+            event_retention: 10_000,
+            liveness: LivenessSettings::default(),
         }
     }
 }
@@ -120,14 +145,22 @@ pub struct Broker {
     /// for longer than a lease): that would run the operation twice at once in one
     /// process. A std mutex: never held across an `.await`.
     running: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The change-event log.
+    events: Arc<EventLog>,
+    /// Instances to look at soon for their liveness.
+    prompt: liveness::Prompt,
 }
 
 impl Broker {
     /// A broker over a store and a set of backends.
     pub fn new(store: Arc<dyn Store>, backends: Backends, settings: BrokerSettings) -> Arc<Self> {
         let shared = !store.exclusive();
+        let records = Records::new(store);
+        let events = EventLog::new(records.clone(), settings.clock, settings.event_retention);
         Arc::new(Self {
-            records: Records::new(store),
+            events,
+            prompt: liveness::Prompt::new(),
+            records,
             backends,
             settings,
             tasks: TaskTracker::new(),
@@ -155,6 +188,25 @@ impl Broker {
     /// The broker's settings.
     pub fn settings(&self) -> &BrokerSettings {
         &self.settings
+    }
+
+    /// The change-event log.
+    pub fn events(&self) -> &Arc<EventLog> {
+        &self.events
+    }
+
+    /// Writes and delivers change events, and keeps the log to its retention, until
+    /// shutdown.
+    pub fn spawn_event_log(self: &Arc<Self>) {
+        // Another replica's events are seen within a quarter second.
+        let poll = (!self.store().exclusive()).then_some(Duration::from_millis(250));
+        let (events, stop) = (Arc::clone(&self.events), self.shutdown.clone());
+        self.spawn_task(events.run(stop, poll));
+        self.spawn_every(Duration::from_secs(1), |this| async move {
+            if let Err(e) = this.events.trim().await {
+                tracing::warn!(error = %e, "cannot trim the event log");
+            }
+        });
     }
 
     /// The clock every deadline, lease and expiry is read from.

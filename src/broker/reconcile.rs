@@ -10,6 +10,7 @@ use std::time::Duration;
 use futures_util::TryStreamExt;
 
 use super::Broker;
+use crate::domain::event::Event;
 use crate::domain::instance::ServiceInstance;
 use crate::error::OsbResult;
 use crate::store::index;
@@ -36,7 +37,13 @@ impl Broker {
             for orphan in &orphans {
                 tracing::warn!(backend = backend.name(), instance_id = %orphan, "removing resources of an instance esm does not know");
                 match backend.remove_instance(orphan).await {
-                    Ok(()) => removed += 1,
+                    Ok(()) => {
+                        removed += 1;
+                        let mut event = Event::new("instance.removed")
+                            .because(format!("{} held resources for an instance esm does not know", backend.name()));
+                        event.instance_id = Some(orphan.clone());
+                        self.events.emit(event);
+                    }
                     Err(e) => tracing::error!(instance_id = %orphan, error = %e, "could not remove orphaned resources"),
                 }
             }

@@ -20,8 +20,9 @@ use super::Broker;
 use super::instances::{failure_of, succeeded};
 use crate::backend::BackendError;
 use crate::domain::binding::Binding;
+use crate::domain::event::{Event, Step};
 use crate::domain::instance::ServiceInstance;
-use crate::domain::operation::{Operation, Tracked};
+use crate::domain::operation::{Operation, OperationKind, OperationState, Tracked};
 use crate::domain::registry::Registry;
 use crate::error::{OsbError, OsbResult};
 use crate::store::{Record, Versioned};
@@ -96,11 +97,18 @@ pub(super) trait Work: Send + Sync + 'static {
 pub(super) trait OnPlan {
     /// Its service and plan ids.
     fn service_and_plan(&self) -> (&str, &str);
+
+    /// `event`, about this record.
+    fn about(&self, event: Event) -> Event;
 }
 
 impl OnPlan for ServiceInstance {
     fn service_and_plan(&self) -> (&str, &str) {
         (&self.service_id, &self.plan_id)
+    }
+
+    fn about(&self, event: Event) -> Event {
+        event.on_instance(&self.id, &self.service_id, &self.plan_id)
     }
 }
 
@@ -108,6 +116,21 @@ impl OnPlan for Binding {
     fn service_and_plan(&self) -> (&str, &str) {
         (&self.service_id, &self.plan_id)
     }
+
+    fn about(&self, event: Event) -> Event {
+        let mut event = event.on_instance(&self.instance_id, &self.service_id, &self.plan_id);
+        event.binding_id = Some(self.id.clone());
+        event
+    }
+}
+
+/// Whether a run starts its operation or takes it over (only a start is announced).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Start {
+    /// Just recorded by a request.
+    New,
+    /// Resumed after a restart or taken over from another replica.
+    Resumed,
 }
 
 /// How the backend call ended, as far as the lease is concerned.
@@ -126,12 +149,13 @@ impl Broker {
         work: W,
         id: String,
         op_id: String,
+        start: Start,
     ) -> JoinHandle<OsbResult<Outcome<W::Record>>> {
         let running = Running::start(self, &op_id);
         let this = Arc::clone(self);
         self.spawn_task(async move {
             let _running = running;
-            let outcome = this.run(&work, &id, &op_id).await;
+            let outcome = this.run(&work, &id, &op_id, start).await;
             match &outcome {
                 // The operation stays "in progress" in the store; the sweeper resumes it.
                 Err(e) => {
@@ -162,7 +186,7 @@ impl Broker {
         op_id: &str,
         asynchronous: bool,
     ) -> OsbResult<Option<W::Record>> {
-        let task = self.spawn_work(work, id.to_owned(), op_id.to_owned());
+        let task = self.spawn_work(work, id.to_owned(), op_id.to_owned(), Start::New);
         if asynchronous {
             return Ok(None);
         }
@@ -171,7 +195,7 @@ impl Broker {
         outcome.answer(op_id).map(Some)
     }
 
-    async fn run<W: Work>(&self, work: &W, id: &str, op_id: &str) -> OsbResult<Outcome<W::Record>> {
+    async fn run<W: Work>(&self, work: &W, id: &str, op_id: &str, start: Start) -> OsbResult<Outcome<W::Record>> {
         let Some(Versioned { record, .. }) = self.records.get::<W::Record>(id).await? else {
             return Ok(Outcome::Gone);
         };
@@ -180,6 +204,9 @@ impl Broker {
         };
         if !self.holds_fresh_lease(&op) {
             return Ok(Outcome::LeaseLost);
+        }
+        if start == Start::New {
+            self.events.emit(record.about(Event::operation(op.kind, Step::Started, op_id)));
         }
         // One read of the catalog serves the deadline and the backend call.
         let registry = self.registry().await?.record;
@@ -194,6 +221,7 @@ impl Broker {
         let now = self.clock().now();
         let mut refused = Outcome::Gone;
         let mut recorded = false;
+        let mut finished = None;
         let written = self
             .records
             .modify::<W::Record, OsbError, _>(id, |current| {
@@ -219,6 +247,7 @@ impl Broker {
                     ),
                 }
                 let op = op.clone();
+                finished = Some(op.clone());
                 work.record(current, &op, &result);
                 recorded = true;
                 Ok(true)
@@ -226,6 +255,9 @@ impl Broker {
             .await?;
         match written {
             Some(record) if recorded => {
+                if let Some(op) = finished {
+                    self.announce_end(&record, &op);
+                }
                 work.after(self, &record).await?;
                 Ok(Outcome::Finished(record))
             }
@@ -279,6 +311,24 @@ impl Broker {
                 }
             }
         }
+    }
+}
+
+impl Broker {
+    /// Emits the event of a finished operation `op` of `record`.
+    pub(super) fn announce_end<T: OnPlan>(&self, record: &T, op: &Operation) {
+        let step = if op.state == OperationState::Succeeded { Step::Succeeded } else { Step::Failed };
+        let mut event = record.about(Event::operation(op.kind, step, &op.id));
+        if step == Step::Failed {
+            event.reason.clone_from(&op.description);
+        }
+        // A deployment just made or remade: its liveness is looked at now, not at the
+        // next round.
+        let deployed = matches!(op.kind, OperationKind::Provision | OperationKind::Update);
+        if let Some(id) = event.instance_id.as_deref().filter(|_| deployed && step == Step::Succeeded) {
+            self.look_soon(id);
+        }
+        self.events.emit(event);
     }
 }
 

@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 
 use super::Broker;
 use super::instances::apply_update;
-use super::runner::{Outcome, Work};
+use super::runner::{Outcome, Start, Work};
 use crate::backend::{Backend, BackendError, BindOutput, Deployment};
 use crate::domain::binding::{Binding, BindingMetadata, BindingStatus, Credentials};
 use crate::domain::instance::{InstanceStatus, ServiceInstance};
@@ -41,9 +41,9 @@ impl Broker {
     pub(super) fn resume_instance_operation(self: &Arc<Self>, id: String, op: &Operation) -> Option<InstanceTask> {
         let op_id = op.id.clone();
         match op.kind {
-            OperationKind::Provision => Some(self.spawn_work(Provision, id, op_id)),
-            OperationKind::Update => Some(self.spawn_work(Update, id, op_id)),
-            OperationKind::Deprovision => Some(self.spawn_work(Deprovision, id, op_id)),
+            OperationKind::Provision => Some(self.spawn_work(Provision, id, op_id, Start::Resumed)),
+            OperationKind::Update => Some(self.spawn_work(Update, id, op_id, Start::Resumed)),
+            OperationKind::Deprovision => Some(self.spawn_work(Deprovision, id, op_id, Start::Resumed)),
             OperationKind::Bind | OperationKind::Unbind => None,
         }
     }
@@ -52,8 +52,8 @@ impl Broker {
     pub(super) fn resume_binding_operation(self: &Arc<Self>, id: String, op: &Operation) -> Option<BindingTask> {
         let op_id = op.id.clone();
         match op.kind {
-            OperationKind::Bind => Some(self.spawn_work(Bind, id, op_id)),
-            OperationKind::Unbind => Some(self.spawn_work(Unbind, id, op_id)),
+            OperationKind::Bind => Some(self.spawn_work(Bind, id, op_id, Start::Resumed)),
+            OperationKind::Unbind => Some(self.spawn_work(Unbind, id, op_id, Start::Resumed)),
             OperationKind::Provision | OperationKind::Update | OperationKind::Deprovision => None,
         }
     }

@@ -5,8 +5,12 @@
 //! The rules are here, as plain functions of the record and the time: the broker's
 //! monitor feeds them observations and reports and writes the result when it changed.
 
+use std::time::{Duration, UNIX_EPOCH};
+
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+
+use super::timestamp_at;
 
 /// An instance's liveness.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
@@ -83,6 +87,29 @@ pub struct Component {
     pub reason: Option<String>,
 }
 
+/// What a backend last said of an instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Observation {
+    /// The instance's liveness as its components make it (`unknown` when the backend
+    /// could not be asked).
+    pub status: LivenessStatus,
+    /// Why, in words.
+    pub reason: String,
+}
+
+impl Observation {
+    /// What `components` make of the instance.
+    pub fn of(components: &[Component]) -> Self {
+        let (status, reason) = observed_status(components);
+        Self { status, reason }
+    }
+
+    /// The backend could not be asked: nothing is guessed.
+    pub fn unreachable(message: &str) -> Self {
+        Self { status: LivenessStatus::Unknown, reason: format!("cannot ask the backend: {message}") }
+    }
+}
+
 /// What a backend observed of an instance's components: the instance's observed
 /// liveness and why.
 pub fn observed_status(components: &[Component]) -> (LivenessStatus, String) {
@@ -145,7 +172,7 @@ pub struct Liveness {
     pub components: Vec<Component>,
     /// What the backend observed last, if it can observe (absent: it cannot).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed: Option<LivenessStatus>,
+    pub observed: Option<Observation>,
     /// The instance's latest report of itself, if it ever sent one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reported: Option<Report>,
@@ -194,7 +221,12 @@ impl Liveness {
     }
 
     /// How long the instance has not been seen up, and what the thresholds make of it.
+    /// An instance nothing watches (no observation, no report) is never lost: it is
+    /// `unknown`.
     pub fn verdict(&self, now_ms: u64, thresholds: Thresholds) -> Verdict {
+        if self.observed.is_none() && self.reported.is_none() {
+            return Verdict::Active;
+        }
         let quiet = now_ms.saturating_sub(self.last_up_at.unwrap_or(self.watched_since));
         match thresholds.drop_ms {
             Some(drop) if quiet >= drop => Verdict::Drop,
@@ -207,7 +239,7 @@ impl Liveness {
     /// status changed; `since` is set by the caller when it did (it knows the time as
     /// RFC 3339).
     pub fn judge(&mut self, now_ms: u64, thresholds: Thresholds) -> bool {
-        let observed = self.observed.map(|status| (status, observed_status(&self.components).1));
+        let observed = self.observed.as_ref().map(|o| (o.status, o.reason.clone()));
         let reported = self.reported.as_ref().map(|report| {
             if now_ms >= report.expires_at {
                 (LivenessStatus::Down, "heartbeat missed".to_owned())
@@ -228,14 +260,19 @@ impl Liveness {
                 }
             }
         };
-        if status == LivenessStatus::Up {
-            // Seen up: the thresholds start again from here.
+        if status == LivenessStatus::Up || self.status == LivenessStatus::Up {
+            // Up now, or up until now: the thresholds count from here.
             self.last_up_at = Some(now_ms);
         }
         if status != LivenessStatus::Down && self.verdict(now_ms, thresholds) != Verdict::Active {
-            let quiet_s = now_ms.saturating_sub(self.last_up_at.unwrap_or(self.watched_since)) / 1000;
+            // Said once, in words that do not change with every look (the record is
+            // written only when something changed).
+            let seen = match self.last_up_at {
+                Some(at) => format!("since {}", timestamp_at(UNIX_EPOCH + Duration::from_millis(at))),
+                None => "since it was first watched".to_owned(),
+            };
             status = LivenessStatus::Down;
-            reason = format!("lost: not seen up for {quiet_s} s ({reason})");
+            reason = format!("lost: not seen up {seen} ({reason})");
         }
         let changed = status != self.status;
         self.status = status;

@@ -8,7 +8,7 @@ fn component(name: &str, status: ComponentStatus) -> Component {
 
 fn observed(components: Vec<Component>) -> Liveness {
     let mut liveness = Liveness::unknown(0, "t0".into());
-    liveness.observed = Some(observed_status(&components).0);
+    liveness.observed = Some(Observation::of(&components));
     liveness.components = components;
     liveness
 }
@@ -21,7 +21,7 @@ fn report(status: LivenessStatus, expires_at: u64) -> Report {
 fn components_make_up_degraded_or_down() {
     let up = component("web", ComponentStatus::Up);
     let down = Component { reason: Some("exited with 137".into()), ..component("db", ComponentStatus::Down) };
-    assert_eq!(observed_status(&[up.clone()]).0, LivenessStatus::Up);
+    assert_eq!(observed_status(std::slice::from_ref(&up)).0, LivenessStatus::Up);
     let (status, reason) = observed_status(&[up.clone(), down.clone()]);
     assert_eq!((status, reason.as_str()), (LivenessStatus::Degraded, "db down: exited with 137"));
     assert_eq!(observed_status(&[up, component("db", ComponentStatus::Starting)]).0, LivenessStatus::Degraded);
@@ -66,26 +66,37 @@ fn not_seen_up_past_the_active_threshold_is_lost_and_past_the_drop_threshold_dro
     let mut liveness = observed(vec![component("web", ComponentStatus::Up)]);
     liveness.judge(10_000, thresholds);
     assert_eq!(liveness.status, LivenessStatus::Up);
-    // Degraded from then on: never seen up again.
     liveness.components = vec![component("web", ComponentStatus::Up), component("db", ComponentStatus::Unhealthy)];
-    liveness.observed = Some(LivenessStatus::Degraded);
-    liveness.judge(309_999, thresholds);
+    liveness.observed = Some(Observation::of(&liveness.components));
+    // Seen degraded at 20 s: up until then, so the thresholds count from there.
+    assert!(liveness.judge(20_000, thresholds));
     assert_eq!(liveness.status, LivenessStatus::Degraded);
-    assert_eq!(liveness.verdict(309_999, thresholds), Verdict::Active);
-    assert!(liveness.judge(310_000, thresholds));
+    assert!(!liveness.judge(319_999, thresholds));
+    assert_eq!(liveness.verdict(319_999, thresholds), Verdict::Active);
+    assert!(liveness.judge(320_000, thresholds));
     assert_eq!(liveness.status, LivenessStatus::Down);
-    assert!(liveness.reason.starts_with("lost: not seen up for 300 s"), "{}", liveness.reason);
-    assert_eq!(liveness.verdict(310_000, thresholds), Verdict::Lost);
-    assert_eq!(liveness.verdict(610_000, thresholds), Verdict::Drop);
+    assert!(liveness.reason.starts_with("lost: not seen up since 1970-01-01T00:00:20"), "{}", liveness.reason);
+    assert_eq!(liveness.verdict(320_000, thresholds), Verdict::Lost);
+    assert_eq!(liveness.verdict(620_000, thresholds), Verdict::Drop);
 }
 
 #[test]
 fn an_instance_never_seen_up_is_lost_after_the_threshold_from_when_it_was_first_watched() {
     let mut liveness = Liveness::unknown(5_000, "t0".into());
+    liveness.observed = Some(Observation::unreachable("engine down"));
     liveness.judge(304_999, THRESHOLDS);
     assert_eq!(liveness.status, LivenessStatus::Unknown);
     liveness.judge(305_000, THRESHOLDS);
     assert_eq!(liveness.status, LivenessStatus::Down);
+    assert!(liveness.reason.contains("since it was first watched"), "{}", liveness.reason);
+}
+
+#[test]
+fn an_instance_nothing_watches_stays_unknown_past_the_thresholds() {
+    let mut liveness = Liveness::unknown(0, "t0".into());
+    liveness.judge(10_000_000, THRESHOLDS);
+    assert_eq!(liveness.status, LivenessStatus::Unknown);
+    assert_eq!(liveness.verdict(10_000_000, Thresholds { active_ms: 1, drop_ms: Some(1) }), Verdict::Active);
 }
 
 #[test]

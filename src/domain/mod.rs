@@ -2,6 +2,7 @@
 
 pub mod binding;
 pub mod catalog;
+pub mod event;
 pub mod instance;
 pub mod liveness;
 pub mod manifest;

@@ -70,6 +70,13 @@ impl OperationKind {
             Self::Unbind => "unbind",
         }
     }
+
+    /// The kind [`OperationKind::as_str`] spells as `text`.
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Provision, Self::Update, Self::Deprovision, Self::Bind, Self::Unbind]
+            .into_iter()
+            .find(|kind| kind.as_str() == text)
+    }
 }
 
 /// One operation on an instance or a binding.

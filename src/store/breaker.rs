@@ -179,6 +179,10 @@ impl Store for BreakerStore {
         self.guard(self.inner.expired(collection, field, below, limit)).await
     }
 
+    async fn last_id(&self, collection: Collection) -> Result<Option<String>, StoreError> {
+        self.guard(self.inner.last_id(collection)).await
+    }
+
     async fn delete(
         &self,
         collection: Collection,

@@ -41,6 +41,7 @@ fn index_table(collection: Collection) -> IndexTable {
         Collection::ManifestContents => "manifest_contents_index",
         Collection::Instances => "instances_index",
         Collection::Bindings => "bindings_index",
+        Collection::Events => "events_index",
         Collection::LegacyServices => "services_index",
         Collection::LegacyManifests => "manifests_index",
     })
@@ -461,6 +462,15 @@ impl Store for EmbeddedStore {
                 }
             }
             Ok(out)
+        })
+        .await
+    }
+
+    async fn last_id(&self, collection: Collection) -> Result<Option<String>, StoreError> {
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let t = txn.open_table(table(collection)).map_err(unavailable)?;
+            Ok(t.last().map_err(unavailable)?.map(|(key, _)| key.value().to_owned()))
         })
         .await
     }

@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 
 use super::Collection;
 use crate::domain::binding::Binding;
+use crate::domain::event::Event;
 use crate::domain::instance::ServiceInstance;
 use crate::domain::operation::{OperationKind, OperationLog};
 
@@ -38,6 +39,8 @@ pub const LIVENESS: &str = "liveness";
 pub const BACKEND: &str = "backend";
 /// A live binding's instance.
 pub const INSTANCE_ID: &str = "instance_id";
+/// An event's type.
+pub const TYPE: &str = "type";
 /// A record with a running operation: `"1"`. What start-up and the sweeper look for.
 pub const RUNNING: &str = "running";
 /// A tombstone: when it was deprovisioned or unbound (RFC 3339 with milliseconds in
@@ -53,6 +56,7 @@ impl Collection {
         match self {
             Self::Instances => &[LIVE, SERVICE_ID, PLAN_ID, USES_PLAN, STATE, LIVENESS, BACKEND, RUNNING, GONE_AT],
             Self::Bindings => &[INSTANCE_ID, RUNNING, GONE_AT],
+            Self::Events => &[INSTANCE_ID, SERVICE_ID, TYPE],
             _ => &[],
         }
     }
@@ -151,6 +155,14 @@ pub fn instance_keys(instance: &ServiceInstance) -> IndexKeys {
     }
     keys.push((LIVENESS, instance.liveness_status().as_str().to_owned()));
     keys.extend(instance.backend().map(|backend| (BACKEND, backend.to_owned())));
+    keys
+}
+
+/// What an event is found under: what a stream or a page may be filtered by.
+pub fn event_keys(event: &Event) -> IndexKeys {
+    let mut keys: IndexKeys = vec![(TYPE, event.kind.clone())];
+    keys.extend(event.instance_id.iter().map(|id| (INSTANCE_ID, id.clone())));
+    keys.extend(event.service_id.iter().map(|id| (SERVICE_ID, id.clone())));
     keys
 }
 

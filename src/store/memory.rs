@@ -115,6 +115,10 @@ impl Store for MemoryStore {
         }))
     }
 
+    async fn last_id(&self, collection: Collection) -> Result<Option<String>, StoreError> {
+        Ok(self.with(collection, |docs| docs.keys().next_back().cloned()))
+    }
+
     async fn delete(
         &self,
         collection: Collection,

@@ -51,6 +51,8 @@ pub enum Collection {
     Instances,
     /// Service bindings (with their operations).
     Bindings,
+    /// Change events ([`Event`]), keyed by their zero-padded id.
+    Events,
     /// Service offerings as esm 0.1 stored them, one record each; read once to move
     /// them into the registry.
     LegacyServices,
@@ -60,11 +62,12 @@ pub enum Collection {
 
 impl Collection {
     /// Every collection.
-    pub const ALL: [Collection; 6] = [
+    pub const ALL: [Collection; 7] = [
         Self::Registry,
         Self::ManifestContents,
         Self::Instances,
         Self::Bindings,
+        Self::Events,
         Self::LegacyServices,
         Self::LegacyManifests,
     ];
@@ -76,6 +79,7 @@ impl Collection {
             Self::ManifestContents => "manifest_contents",
             Self::Instances => "instances",
             Self::Bindings => "bindings",
+            Self::Events => "events",
             Self::LegacyServices => "services",
             Self::LegacyManifests => "manifests",
         }
@@ -154,6 +158,9 @@ pub trait Store: Send + Sync {
         below: &str,
         limit: usize,
     ) -> Result<Vec<(String, u64)>, StoreError>;
+
+    /// The greatest id in a collection, if it has any document.
+    async fn last_id(&self, collection: Collection) -> Result<Option<String>, StoreError>;
 
     /// Deletes a document (only if at `expected_version`, when given). Returns whether
     /// something was deleted; `Conflict` if the version moved on.
@@ -290,29 +297,59 @@ impl Records {
     }
 
     fn encode<T: Record>(record: &T) -> Result<Value, StoreError> {
-        let mut body = serde_json::to_value(record)
-            .map_err(|e| StoreError::Corrupt(format!("cannot encode {}: {e}", record.id())))?;
+        Self::encode_indexed(record, record.id(), &record.index_keys())
+    }
+
+    /// `value` as stored: stamped with the schema version and its index entries.
+    fn encode_indexed<T: Serialize>(value: &T, id: &str, keys: &index::IndexKeys) -> Result<Value, StoreError> {
+        let mut body =
+            serde_json::to_value(value).map_err(|e| StoreError::Corrupt(format!("cannot encode {id}: {e}")))?;
         if let Value::Object(map) = &mut body {
             map.insert("_schema".into(), SCHEMA_VERSION.into());
-            let keys = record.index_keys();
             if !keys.is_empty() {
-                map.insert(index::INDEX_FIELD.into(), index::to_object(&keys));
+                map.insert(index::INDEX_FIELD.into(), index::to_object(keys));
             }
         }
         Ok(body)
     }
 
     fn decode<T: Record>(id: &str, doc: Document) -> Result<Versioned<T>, StoreError> {
+        let version = doc.version;
+        let record = Self::decode_value(T::COLLECTION, id, doc)?;
+        Ok(Versioned { version, record })
+    }
+
+    fn decode_value<T: DeserializeOwned>(collection: Collection, id: &str, doc: Document) -> Result<T, StoreError> {
         let schema = doc.body.get("_schema").and_then(Value::as_u64).unwrap_or(1);
         if schema > SCHEMA_VERSION {
             return Err(StoreError::Corrupt(format!(
                 "{}/{id} was written by a newer esm (schema {schema}, this esm reads up to {SCHEMA_VERSION})",
-                T::COLLECTION.name()
+                collection.name()
             )));
         }
-        let record = serde_json::from_value(doc.body)
-            .map_err(|e| StoreError::Corrupt(format!("{}/{id}: {e}", T::COLLECTION.name())))?;
-        Ok(Versioned { version: doc.version, record })
+        serde_json::from_value(doc.body).map_err(|e| StoreError::Corrupt(format!("{}/{id}: {e}", collection.name())))
+    }
+
+    /// Inserts `value` under `id` with index entries `keys`: for values that are not
+    /// [`Record`]s because their id is not text they hold (events are numbered).
+    pub async fn insert_value<T: Serialize>(
+        &self,
+        collection: Collection,
+        id: &str,
+        value: &T,
+        keys: &index::IndexKeys,
+    ) -> Result<u64, StoreError> {
+        self.store.insert(collection, id, Self::encode_indexed(value, id, keys)?).await
+    }
+
+    /// A page of values inserted with [`Records::insert_value`].
+    pub async fn page_values<T: DeserializeOwned>(
+        &self,
+        collection: Collection,
+        query: &Query,
+    ) -> Result<Vec<T>, StoreError> {
+        let page = self.store.page(collection, query).await?;
+        page.into_iter().map(|(id, doc)| Self::decode_value(collection, &id, doc)).collect()
     }
 
     /// Reads one record.

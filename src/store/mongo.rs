@@ -300,6 +300,17 @@ impl Store for MongoStore {
         Ok(out)
     }
 
+    async fn last_id(&self, collection: Collection) -> Result<Option<String>, StoreError> {
+        let last = self
+            .collection(collection)
+            .find_one(doc! {})
+            .sort(doc! {"_id": -1})
+            .projection(doc! {"_id": 1})
+            .await
+            .map_err(unavailable)?;
+        Ok(last.and_then(|raw| raw.get_str("_id").ok().map(str::to_owned)))
+    }
+
     async fn delete(
         &self,
         collection: Collection,

@@ -76,6 +76,9 @@ impl Store for SwitchableStore {
     async fn list(&self, c: Collection) -> Result<Vec<(String, Document)>, StoreError> {
         self.answer(self.memory.list(c)).await
     }
+    async fn last_id(&self, c: Collection) -> Result<Option<String>, StoreError> {
+        self.answer(self.memory.last_id(c)).await
+    }
     async fn delete(&self, c: Collection, id: &str, v: Option<u64>) -> Result<bool, StoreError> {
         self.answer(self.memory.delete(c, id, v)).await
     }

@@ -20,6 +20,9 @@
 //!   requires_app: true  # bind needs an app_guid (default false)
 //!   dashboard_url: http://dash.example/x   # the instances' dashboard
 //!   call_log: /tmp/calls.jsonl   # one JSON line per finished call (test-support only)
+//!   observe: false      # report no components for liveness (default: each service,
+//!                       # or one `main`, up unless a test scripts it otherwise
+//!                       # through `LivenessScript`)
 //! ```
 //!
 //! `mode` and `delay_ms` also take one value per operation, so a conformance run can
@@ -40,12 +43,20 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::stream::BoxStream;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+
+mod holds;
+mod liveness;
+
+pub use holds::Holds;
+pub use liveness::LivenessScript;
 
 use super::{Backend, BackendError, BindOutput, Deployment, Execution, Info};
 use crate::domain::binding::Binding;
 use crate::domain::instance::ServiceInstance;
+use crate::domain::liveness::Component;
 use crate::domain::manifest::Manifest;
 use crate::domain::operation::{OperationKind, OperationLog};
 use crate::yaml;
@@ -60,57 +71,8 @@ pub struct DummyBackend {
     /// The instances it pretends to run, for `owned_instances`. A std mutex: never held
     /// across an `.await`.
     deployed: Mutex<BTreeSet<String>>,
-}
-
-/// Operations a script holds (`hold: [provision]`): each waits until a test releases
-/// it, so a test sees an operation in progress for exactly as long as it needs, instead
-/// of racing a delay.
-#[derive(Debug, Default)]
-pub struct Holds {
-    /// Releases not yet used, by operation and id.
-    released: Mutex<BTreeMap<(OperationKind, String), usize>>,
-    changed: tokio::sync::Notify,
-}
-
-impl Holds {
-    /// Lets one held `kind` operation on `id` (the instance id; the binding id for bind
-    /// and unbind) go on: one waiting now, or the next to arrive.
-    pub fn release(&self, kind: OperationKind, id: &str) {
-        *self.lock().entry((kind, id.to_owned())).or_default() += 1;
-        self.changed.notify_waiters();
-    }
-
-    /// Waits for a release of `kind` on `id`, and uses it.
-    async fn wait(&self, kind: OperationKind, id: &str) {
-        loop {
-            // Registered before looking, so a release in between is not missed.
-            let notified = self.changed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.take(kind, id) {
-                return;
-            }
-            notified.await;
-        }
-    }
-
-    fn take(&self, kind: OperationKind, id: &str) -> bool {
-        let mut released = self.lock();
-        let key = (kind, id.to_owned());
-        match released.get_mut(&key) {
-            Some(count) if *count > 1 => *count -= 1,
-            Some(_) => {
-                released.remove(&key);
-            }
-            None => return false,
-        }
-        true
-    }
-
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<(OperationKind, String), usize>> {
-        // The map is consistent after every statement, so a panic elsewhere leaves it usable.
-        self.released.lock().unwrap_or_else(PoisonError::into_inner)
-    }
+    /// What it reports of its instances' liveness.
+    liveness: Arc<LivenessScript>,
 }
 
 /// A dummy manifest: the script and the services it pretends to run.
@@ -143,6 +105,10 @@ struct Script {
     /// dummy's own memory is per process and dies with it.
     #[serde(default)]
     call_log: Option<std::path::PathBuf>,
+    /// Whether the dummy reports its instances' components for liveness (default
+    /// true); without, only the instances' own reports count.
+    #[serde(default)]
+    observe: Option<bool>,
 }
 
 /// One line of a `call_log`: which call finished, on what, for which operation, in
@@ -227,13 +193,18 @@ impl DummyBackend {
 
     /// A dummy backend reading manifests within `limits`.
     pub fn with_limits(limits: yaml::Limits) -> Self {
-        Self { limits, holds: Arc::default(), deployed: Mutex::default() }
+        Self { limits, holds: Arc::default(), deployed: Mutex::default(), liveness: Arc::default() }
     }
 
     /// The instances it pretends to run. Poisoning is ignored: an insert or remove is
     /// never left half-done.
     fn deployed(&self) -> MutexGuard<'_, BTreeSet<String>> {
         self.deployed.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Where tests script failures and recoveries of instances' components.
+    pub fn liveness(&self) -> Arc<LivenessScript> {
+        Arc::clone(&self.liveness)
     }
 
     /// Where tests release held operations.
@@ -338,6 +309,10 @@ impl Backend for DummyBackend {
             parsed.services.iter().map(|(name, svc)| container_name(&instance.id, name, svc)).collect();
         let mut details = Map::new();
         details.insert("containers".into(), json!(containers));
+        details.insert("services".into(), json!(parsed.services.keys().collect::<Vec<_>>()));
+        if parsed.script.observe == Some(false) {
+            details.insert(liveness::NOT_OBSERVED.into(), json!(true));
+        }
         Ok(Deployment { details })
     }
 
@@ -359,6 +334,7 @@ impl Backend for DummyBackend {
             self.play(&parsed.script, OperationKind::Deprovision, &instance.id, running(&instance.operations)).await?;
         }
         self.deployed().remove(&instance.id);
+        self.liveness.forget(&instance.id);
         Ok(())
     }
 
@@ -388,6 +364,14 @@ impl Backend for DummyBackend {
     ) -> Result<(), BackendError> {
         let parsed = self.load(manifest)?;
         self.play(&parsed.script, OperationKind::Unbind, &binding.id, running(&binding.operations)).await
+    }
+
+    async fn observe(&self, instance: &ServiceInstance) -> Result<Option<Vec<Component>>, BackendError> {
+        self.liveness.observe(instance)
+    }
+
+    fn changes(&self) -> Option<BoxStream<'static, String>> {
+        Some(self.liveness.changes())
     }
 
     async fn info(&self, instance: &ServiceInstance, manifest: &Manifest) -> Result<Info, BackendError> {
@@ -488,86 +472,4 @@ fn environment(declared: Option<&Value>, parameters: Option<&Value>) -> BTreeMap
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn manifest(content: &str) -> Manifest {
-        Manifest {
-            id: "m".into(),
-            service_id: "s".into(),
-            plan_id: "p".into(),
-            manifest_type: "dummy".into(),
-            manifest_content: content.into(),
-            endpoints: None,
-            config: None,
-        }
-    }
-
-    #[test]
-    fn plain_text_is_a_default_dummy() {
-        let m = manifest("some-content");
-        assert!(DummyBackend::new().check_manifest(&m).is_ok());
-        assert_eq!(DummyBackend::new().execution(&m, OperationKind::Provision), Execution::Either);
-    }
-
-    #[test]
-    fn the_script_is_checked_at_registration() {
-        let err = DummyBackend::new().check_manifest(&manifest("x-esm-dummy:\n  mode: sometimes\n")).unwrap_err();
-        assert!(err.contains("sometimes"), "{err}");
-        let err = DummyBackend::new().check_manifest(&manifest("x-esm-dummy:\n  fial: [bind]\n")).unwrap_err();
-        assert!(err.contains("fial"), "{err}");
-        assert!(DummyBackend::new().check_manifest(&manifest("services: [unclosed")).is_err());
-    }
-
-    #[test]
-    fn modes_map_to_executions() {
-        let sync = manifest("x-esm-dummy: {mode: sync}");
-        let asynchronous = manifest("x-esm-dummy: {mode: async}");
-        assert_eq!(DummyBackend::new().execution(&sync, OperationKind::Bind), Execution::Synchronous);
-        assert_eq!(DummyBackend::new().execution(&asynchronous, OperationKind::Bind), Execution::Asynchronous);
-    }
-
-    #[test]
-    fn each_operation_can_have_its_own_mode_and_delay() {
-        let m = manifest("x-esm-dummy: {mode: {provision: async, bind: sync}, delay_ms: {unbind: 5}}");
-        let dummy = DummyBackend::new();
-        assert_eq!(dummy.execution(&m, OperationKind::Provision), Execution::Asynchronous);
-        assert_eq!(dummy.execution(&m, OperationKind::Bind), Execution::Synchronous);
-        assert_eq!(dummy.execution(&m, OperationKind::Update), Execution::Either, "left out: the default");
-        let script = dummy.parse(&m).expect("parses").script;
-        assert_eq!((script.delay_ms.of(OperationKind::Unbind), script.delay_ms.of(OperationKind::Bind)), (5, 0));
-        let err = dummy.check_manifest(&manifest("x-esm-dummy: {mode: {provison: async}}")).unwrap_err();
-        assert!(err.contains("provison"), "{err}");
-    }
-
-    #[tokio::test]
-    async fn a_call_log_gets_one_line_per_finished_call() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("calls.jsonl");
-        let m = manifest(&format!("x-esm-dummy: {{fail: [unbind], call_log: {:?}}}", path.display()));
-        let dummy = DummyBackend::new();
-        let script = dummy.parse(&m).expect("parses in test builds").script;
-        dummy.play(&script, OperationKind::Bind, "b-1", Some("bind-1")).await.expect("binds");
-        dummy.play(&script, OperationKind::Unbind, "b-1", None).await.expect_err("told to fail");
-        let text = std::fs::read_to_string(&path).expect("the log exists");
-        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).expect("JSON")).collect();
-        assert_eq!(lines.len(), 2, "{text}");
-        assert_eq!(
-            (&lines[0]["kind"], &lines[0]["id"], &lines[0]["op"], &lines[0]["ok"]),
-            (&json!("bind"), &json!("b-1"), &json!("bind-1"), &json!(true))
-        );
-        assert_eq!(
-            (&lines[1]["op"], &lines[1]["ok"], &lines[1]["pid"]),
-            (&Value::Null, &json!(false), &json!(std::process::id()))
-        );
-    }
-
-    #[test]
-    fn environment_merges_list_map_and_parameters() {
-        let list = json!(["A=1", "B"]);
-        let env = environment(Some(&list), Some(&json!({"C": 3, "A": "x"})));
-        assert_eq!(env.get("A").map(String::as_str), Some("x"));
-        assert_eq!(env.get("B").map(String::as_str), Some(""));
-        assert_eq!(env.get("C").map(String::as_str), Some("3"));
-    }
-}
+mod tests;

@@ -1,0 +1,69 @@
+//! `/v2/et/service_instances/{instance_id}/liveness`: is an instance up, and what it
+//! says of itself.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+
+use super::AppState;
+use super::extract::{OsbJson, OsbPath};
+use crate::domain::liveness::LivenessStatus;
+use crate::error::{ErrorBody, OsbError, OsbResult};
+use crate::wire::{LivenessReport, LivenessView, MAX_NOTE_CHARS, MAX_TTL_SECONDS};
+
+/// Whether an instance is up: one small answer.
+#[utoipa::path(get, path = "/v2/et/service_instances/{instance_id}/liveness", tag = "elastest",
+    params(("instance_id" = String, Path, description = "Instance id")),
+    responses(
+        (status = 200, description = "The instance's liveness", body = LivenessView),
+        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
+        (status = 404, description = "No such instance", body = ErrorBody),
+        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ))]
+pub async fn get_liveness(
+    State(state): State<AppState>,
+    OsbPath(instance_id): OsbPath<String>,
+) -> OsbResult<Json<LivenessView>> {
+    let (_, liveness) = state.broker.liveness(&instance_id).await?;
+    Ok(Json(LivenessView::of(&instance_id, liveness)))
+}
+
+/// An instance reports itself up or down, for `ttl_seconds` (a heartbeat: no newer
+/// report within the TTL makes it `down`, "heartbeat missed"). What the backend
+/// observes counts too: the worse of the two wins.
+#[utoipa::path(put, path = "/v2/et/service_instances/{instance_id}/liveness", tag = "elastest",
+    params(("instance_id" = String, Path, description = "Instance id")),
+    request_body = LivenessReport,
+    responses(
+        (status = 200, description = "Recorded; the instance's liveness now", body = LivenessView),
+        (status = 400, description = "Unknown status, TTL out of 1–86400, note too long", body = ErrorBody),
+        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
+        (status = 404, description = "No such instance", body = ErrorBody),
+        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ))]
+pub async fn report_liveness(
+    State(state): State<AppState>,
+    OsbPath(instance_id): OsbPath<String>,
+    OsbJson(report): OsbJson<LivenessReport>,
+) -> OsbResult<Json<LivenessView>> {
+    let status = match report.status.as_str() {
+        "up" => LivenessStatus::Up,
+        "down" => LivenessStatus::Down,
+        other => return Err(OsbError::BadRequest(format!("status must be \"up\" or \"down\", not {other:?}"))),
+    };
+    if !(1..=MAX_TTL_SECONDS).contains(&report.ttl_seconds) {
+        return Err(OsbError::BadRequest(format!(
+            "ttl_seconds must be between 1 and {MAX_TTL_SECONDS}, not {}",
+            report.ttl_seconds
+        )));
+    }
+    if report.note.as_ref().is_some_and(|n| n.chars().count() > MAX_NOTE_CHARS) {
+        return Err(OsbError::BadRequest(format!("note must be at most {MAX_NOTE_CHARS} characters")));
+    }
+    let ttl = Duration::from_secs(report.ttl_seconds);
+    let liveness = state.broker.report_liveness(&instance_id, status, ttl, report.note).await?;
+    Ok(Json(LivenessView::of(&instance_id, liveness)))
+}

@@ -1,0 +1,276 @@
+//! Watching whether instances are alive: backends' observations (periodically, and at
+//! once when an engine tells of a change), instances' own reports with a TTL, and the
+//! thresholds after which an instance is lost or dropped. The rules are in
+//! `domain::liveness`; this applies them to the records and tells the changes.
+//!
+//! A record is written only when the verdict, its reason, the components or a report
+//! changed, so watching 100,000 steady instances costs reads, not writes. Every
+//! replica watches every instance; compare-and-set makes one of them write (and emit)
+//! each change.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{StreamExt, TryStreamExt};
+use tokio::sync::mpsc;
+
+use super::Broker;
+use crate::domain::event::Event;
+use crate::domain::instance::{InstanceStatus, ServiceInstance};
+use crate::domain::liveness::{Liveness, LivenessStatus, Observation, Report, Verdict};
+use crate::error::{OsbError, OsbResult};
+use crate::store::index;
+use crate::wire::DeleteQuery;
+
+/// Instances waiting for a prompt look; beyond this, the periodic round catches up.
+const PROMPT_QUEUE: usize = 4096;
+/// Instances looked at at once.
+const CONCURRENT_LOOKS: usize = 16;
+/// How long to wait before following an engine's changes again after its stream ended.
+const RESUBSCRIBE: Duration = Duration::from_secs(1);
+
+/// What a look at an instance's deployment found.
+enum Looked {
+    /// The backend reported each component.
+    Components(Vec<crate::domain::liveness::Component>),
+    /// The backend cannot observe this instance.
+    Nothing,
+    /// The backend could not be asked.
+    Unreachable(String),
+}
+
+/// The queue of instances to look at soon.
+pub(super) struct Prompt {
+    sender: mpsc::Sender<String>,
+    receiver: std::sync::Mutex<Option<mpsc::Receiver<String>>>,
+}
+
+impl Prompt {
+    pub(super) fn new() -> Self {
+        let (sender, receiver) = mpsc::channel(PROMPT_QUEUE);
+        Self { sender, receiver: std::sync::Mutex::new(Some(receiver)) }
+    }
+}
+
+impl Broker {
+    /// Watches every instance's liveness until shutdown: a round over every live
+    /// instance each `ESM_LIVENESS_INTERVAL`, a prompt look at instances an engine
+    /// tells of or that just finished an operation.
+    pub fn spawn_liveness(self: &Arc<Self>) {
+        self.spawn_every(self.settings.liveness.interval, |this| async move {
+            if let Err(e) = this.liveness_round().await {
+                tracing::warn!(error = %e, "could not look at every instance's liveness");
+            }
+        });
+        let receiver = self.prompt.receiver.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(receiver) = receiver {
+            let this = Arc::clone(self);
+            self.spawn_task(async move {
+                let ids = tokio_stream_of(receiver).take_until(this.shutdown.clone().cancelled_owned());
+                ids.for_each_concurrent(CONCURRENT_LOOKS, |id| {
+                    let this = Arc::clone(&this);
+                    async move { this.look_logged(&id).await }
+                })
+                .await;
+            });
+        }
+        for backend in self.backends.all() {
+            let (this, backend) = (Arc::clone(self), Arc::clone(backend));
+            self.spawn_task(async move {
+                while !this.shutdown.is_cancelled() {
+                    // A backend without a change stream has only the periodic round.
+                    let Some(mut changes) = backend.changes() else { return };
+                    loop {
+                        tokio::select! {
+                            id = changes.next() => match id {
+                                Some(id) => this.look_soon(&id),
+                                None => break,
+                            },
+                            () = this.shutdown.cancelled() => return,
+                        }
+                    }
+                    tracing::debug!(backend = backend.name(), "the engine's change stream ended; following it again");
+                    tokio::select! {
+                        () = tokio::time::sleep(RESUBSCRIBE) => {}
+                        () = this.shutdown.cancelled() => return,
+                    }
+                }
+            });
+        }
+    }
+
+    /// Asks for a prompt look at instance `id` (dropped if the queue is full: the
+    /// periodic round looks anyway).
+    pub(super) fn look_soon(&self, id: &str) {
+        let _ = self.prompt.sender.try_send(id.to_owned());
+    }
+
+    /// One look at every live instance.
+    async fn liveness_round(self: &Arc<Self>) -> OsbResult<()> {
+        let live = vec![(index::LIVE.to_owned(), "1".to_owned())];
+        self.records
+            .scan_ids::<ServiceInstance>(live)
+            .map_err(OsbError::from)
+            .try_for_each_concurrent(CONCURRENT_LOOKS, |id| async move {
+                self.look_logged(&id).await;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn look_logged(self: &Arc<Self>, id: &str) {
+        if let Err(e) = self.look(id).await {
+            tracing::debug!(instance_id = id, error = %e, "could not look at an instance's liveness");
+        }
+    }
+
+    /// Observes instance `id` and records its liveness if it changed; drops it if the
+    /// drop threshold says so.
+    async fn look(self: &Arc<Self>, id: &str) -> OsbResult<()> {
+        let Some(instance) = self.records.get::<ServiceInstance>(id).await?.map(|v| v.record) else {
+            return Ok(());
+        };
+        if instance.status != InstanceStatus::Provisioned {
+            return Ok(());
+        }
+        let registry = self.registry().await?.record;
+        let looked = match self.teardown_backend(&registry, &instance).await {
+            Ok((backend, _)) => match backend.observe(&instance).await {
+                Ok(Some(components)) => Looked::Components(components),
+                Ok(None) => Looked::Nothing,
+                Err(e) => Looked::Unreachable(e.message),
+            },
+            Err(e) => Looked::Unreachable(e.to_string()),
+        };
+        let written = self
+            .change_liveness(id, |liveness| match &looked {
+                Looked::Components(components) => {
+                    liveness.observed = Some(Observation::of(components));
+                    liveness.components.clone_from(components);
+                }
+                Looked::Nothing => {
+                    liveness.observed = None;
+                    liveness.components.clear();
+                }
+                Looked::Unreachable(message) => liveness.observed = Some(Observation::unreachable(message)),
+            })
+            .await?;
+        if let Some((instance, liveness)) = written {
+            let now = self.clock().millis();
+            if liveness.verdict(now, self.settings.liveness.thresholds) == Verdict::Drop
+                && instance.operations.running().is_none()
+            {
+                self.drop_lost(&instance, &liveness).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records what instance `id` reported of itself (`PUT .../liveness`).
+    pub async fn report_liveness(
+        &self,
+        id: &str,
+        status: LivenessStatus,
+        ttl: Duration,
+        note: Option<String>,
+    ) -> OsbResult<Liveness> {
+        let now = self.clock().millis();
+        let expires_at = now.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+        let report = Report { status, note, at: now, expires_at };
+        let written = self.change_liveness(id, |liveness| liveness.reported = Some(report.clone())).await?;
+        written.map(|(_, liveness)| liveness).ok_or_else(|| OsbError::NotFound(format!("instance {id} does not exist")))
+    }
+
+    /// An instance's liveness (`GET .../liveness`); `unknown` until it is first watched.
+    pub async fn liveness(&self, id: &str) -> OsbResult<(ServiceInstance, Liveness)> {
+        let instance = self
+            .records
+            .get::<ServiceInstance>(id)
+            .await?
+            .map(|v| v.record)
+            .filter(ServiceInstance::is_live)
+            .ok_or_else(|| OsbError::NotFound(format!("instance {id} does not exist")))?;
+        let liveness = instance.liveness.clone().unwrap_or_else(|| {
+            let mut fresh = Liveness::unknown(self.clock().millis(), instance.created_at.clone());
+            fresh.reason = "not observed yet".into();
+            fresh
+        });
+        Ok((instance, liveness))
+    }
+
+    /// Applies `change` to live instance `id`'s liveness, judges it now, and writes it
+    /// if anything but the last time it was seen up changed; emits the transition.
+    /// Returns the instance and its liveness (as written or as it stands), or `None`
+    /// if the instance does not live.
+    async fn change_liveness(
+        &self,
+        id: &str,
+        change: impl Fn(&mut Liveness),
+    ) -> OsbResult<Option<(ServiceInstance, Liveness)>> {
+        let (clock, thresholds) = (self.clock(), self.settings.liveness.thresholds);
+        let mut transition = None;
+        let written = self
+            .records
+            .modify::<ServiceInstance, OsbError, _>(id, |instance| {
+                transition = None;
+                if !instance.is_live() {
+                    return Ok(false);
+                }
+                let (now, timestamp) = (clock.millis(), clock.timestamp());
+                let before = instance.liveness.clone();
+                let mut liveness = before.clone().unwrap_or_else(|| Liveness::unknown(now, timestamp.clone()));
+                change(&mut liveness);
+                let previous = liveness.status;
+                if liveness.judge(now, thresholds) {
+                    liveness.since = timestamp;
+                    transition = Some((previous, liveness.status, liveness.reason.clone()));
+                }
+                let unchanged =
+                    before.as_ref().is_some_and(|b| Liveness { last_up_at: b.last_up_at, ..liveness.clone() } == *b);
+                instance.liveness = Some(liveness);
+                Ok(!unchanged)
+            })
+            .await?;
+        let Some(instance) = written.filter(ServiceInstance::is_live) else {
+            return Ok(None);
+        };
+        if let Some((from, to, reason)) = transition {
+            tracing::info!(instance_id = id, from = from.as_str(), to = to.as_str(), reason, "liveness changed");
+            let mut event = Event::new("liveness.changed")
+                .on_instance(&instance.id, &instance.service_id, &instance.plan_id)
+                .because(reason);
+            event.from = Some(from.as_str().to_owned());
+            event.to = Some(to.as_str().to_owned());
+            self.events.emit(event);
+        }
+        let liveness =
+            instance.liveness.clone().unwrap_or_else(|| Liveness::unknown(clock.millis(), clock.timestamp()));
+        Ok(Some((instance, liveness)))
+    }
+
+    /// Deprovisions an instance lost for longer than the drop threshold, through the
+    /// normal deprovision operation.
+    async fn drop_lost(self: &Arc<Self>, instance: &ServiceInstance, liveness: &Liveness) -> OsbResult<()> {
+        tracing::warn!(instance_id = %instance.id, reason = %liveness.reason, "dropping an instance lost for longer than ESM_LIVENESS_DROP_THRESHOLD");
+        let event = Event::new("instance.dropped")
+            .on_instance(&instance.id, &instance.service_id, &instance.plan_id)
+            .because(liveness.reason.clone());
+        self.events.emit(event);
+        let query = DeleteQuery {
+            service_id: Some(instance.service_id.clone()),
+            plan_id: Some(instance.plan_id.clone()),
+            accepts_incomplete: Some(true),
+            accept_incomplete: None,
+        };
+        match self.deprovision(&instance.id, &query).await {
+            // Another replica (or the platform) got there first.
+            Ok(_) | Err(OsbError::Gone | OsbError::ConcurrencyError(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A receiver as a stream.
+fn tokio_stream_of(mut receiver: mpsc::Receiver<String>) -> impl futures_util::Stream<Item = String> {
+    futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx))
+}

@@ -1,0 +1,163 @@
+//! Change events: every lifecycle step of an instance or binding and every liveness
+//! transition, numbered in the order they happened.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::operation::OperationKind;
+
+/// Width of an event id in the store: zero-padded, so text order is number order.
+const ID_DIGITS: usize = 20;
+
+/// One change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Event {
+    /// Increases with every event, across replicas sharing a store.
+    pub id: u64,
+    /// When it happened (RFC 3339, UTC).
+    pub at: String,
+    /// What happened: `provision.started`, `provision.succeeded`, `provision.failed`
+    /// (the same for `update`, `deprovision`, `bind`, `unbind`), `liveness.changed`,
+    /// `instance.removed` (reconciliation removed what an engine held for an instance
+    /// esm does not know), `instance.dropped` (lost past `ESM_LIVENESS_DROP_THRESHOLD`:
+    /// a deprovision follows), `service.registered`, `service.removed`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The instance it concerns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
+    /// The binding it concerns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding_id: Option<String>,
+    /// The instance's (or binding's, or registered) service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_id: Option<String>,
+    /// The instance's plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_id: Option<String>,
+    /// The operation, for lifecycle steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<String>,
+    /// The state before (`in progress`, a liveness status, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// The state after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// Why, in words (a failure's description, a liveness reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// How far an operation got, for its event's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Recorded and about to run.
+    Started,
+    /// Succeeded.
+    Succeeded,
+    /// Failed.
+    Failed,
+}
+
+impl Step {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Started => "started",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// Every type an event can have, for checking a `type` filter.
+pub fn is_known_type(kind: &str) -> bool {
+    const OTHERS: [&str; 5] =
+        ["liveness.changed", "instance.removed", "instance.dropped", "service.registered", "service.removed"];
+    OTHERS.contains(&kind)
+        || kind.split_once('.').is_some_and(|(operation, step)| {
+            OperationKind::parse(operation).is_some() && ["started", "succeeded", "failed"].contains(&step)
+        })
+}
+
+impl Event {
+    /// An event of type `kind` with nothing else set; the log numbers and stamps it.
+    pub fn new(kind: impl Into<String>) -> Self {
+        Self {
+            id: 0,
+            at: String::new(),
+            kind: kind.into(),
+            instance_id: None,
+            binding_id: None,
+            service_id: None,
+            plan_id: None,
+            operation: None,
+            from: None,
+            to: None,
+            reason: None,
+        }
+    }
+
+    /// The event of an operation's step.
+    pub fn operation(kind: OperationKind, step: Step, operation_id: &str) -> Self {
+        let (from, to) = match step {
+            Step::Started => (None, "in progress"),
+            Step::Succeeded => (Some("in progress"), "succeeded"),
+            Step::Failed => (Some("in progress"), "failed"),
+        };
+        Self {
+            operation: Some(operation_id.to_owned()),
+            from: from.map(str::to_owned),
+            to: Some(to.to_owned()),
+            ..Self::new(format!("{}.{}", kind.as_str(), step.as_str()))
+        }
+    }
+
+    /// The same event about instance `id` of `service_id`/`plan_id`.
+    pub fn on_instance(mut self, id: &str, service_id: &str, plan_id: &str) -> Self {
+        self.instance_id = Some(id.to_owned());
+        self.service_id = Some(service_id.to_owned());
+        self.plan_id = Some(plan_id.to_owned());
+        self
+    }
+
+    /// The same event with a reason.
+    pub fn because(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+
+    /// The id as the store keys it.
+    pub fn key(id: u64) -> String {
+        format!("{id:0ID_DIGITS$}")
+    }
+
+    /// The id a store key holds, if it is one.
+    pub fn id_of(key: &str) -> Option<u64> {
+        (key.len() == ID_DIGITS).then(|| key.parse().ok()).flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_sort_as_ids_do() {
+        let keys: Vec<String> = [9_u64, 10, 100, u64::MAX].into_iter().map(Event::key).collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+        assert_eq!(Event::id_of(&Event::key(42)), Some(42));
+        assert_eq!(Event::id_of("42"), None);
+    }
+
+    #[test]
+    fn operation_events_name_their_step() {
+        let event = Event::operation(OperationKind::Provision, Step::Failed, "op").on_instance("i", "s", "p");
+        assert_eq!(event.kind, "provision.failed");
+        assert_eq!((event.from.as_deref(), event.to.as_deref()), (Some("in progress"), Some("failed")));
+        assert!(is_known_type(&event.kind) && is_known_type("liveness.changed"));
+        assert!(!is_known_type("provision.exploded") && !is_known_type("nonsense"));
+    }
+}

@@ -1,0 +1,158 @@
+//! The tail: reads the log in id order and broadcasts each event once to every
+//! subscriber of this process (see the module docs of `events`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{Notify, broadcast};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{EventLog, Filter, HOLE_GRACE};
+use crate::domain::event::Event;
+
+/// Events a subscriber may fall behind the tail before it reads from the store instead.
+const BROADCAST: usize = 1024;
+/// How many events the tail reads at a time.
+const PAGE: usize = 256;
+/// How often the tail looks at an exclusive store without being woken (a safety net).
+const IDLE_POLL: Duration = Duration::from_secs(5);
+
+/// An event as it goes to subscribers: serialised once for all of them.
+#[derive(Debug)]
+pub struct Delivered {
+    /// The event.
+    pub event: Event,
+    /// The event as JSON.
+    pub json: String,
+}
+
+impl Delivered {
+    pub(super) fn new(event: Event) -> Self {
+        let json = serde_json::to_string(&event).unwrap_or_else(|_| String::from("{}"));
+        Self { event, json }
+    }
+
+    /// Whether a subscriber with `filter` wants it.
+    pub fn matches(&self, filter: &Filter) -> bool {
+        filter.matches(&self.event)
+    }
+}
+
+/// The fan-out side of the log.
+pub(super) struct Hub {
+    sender: broadcast::Sender<Arc<Delivered>>,
+    /// The last id delivered: every event up to it has been broadcast (or passed over).
+    delivered: AtomicU64,
+    /// Woken by this process's writes.
+    wake: Notify,
+    subscribers: AtomicUsize,
+}
+
+impl Hub {
+    pub(super) fn new() -> Self {
+        Self {
+            sender: broadcast::Sender::new(BROADCAST),
+            delivered: AtomicU64::new(0),
+            wake: Notify::new(),
+            subscribers: AtomicUsize::new(0),
+        }
+    }
+
+    pub(super) fn delivered(&self) -> u64 {
+        self.delivered.load(Ordering::Acquire)
+    }
+
+    pub(super) fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    pub(super) fn subscribe(&self) -> broadcast::Receiver<Arc<Delivered>> {
+        self.sender.subscribe()
+    }
+
+    pub(super) fn subscribers(&self) -> usize {
+        self.subscribers.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn count(&self, change: isize) {
+        if change >= 0 {
+            self.subscribers.fetch_add(change.unsigned_abs(), Ordering::Relaxed);
+        } else {
+            self.subscribers.fetch_sub(change.unsigned_abs(), Ordering::Relaxed);
+        }
+    }
+}
+
+/// Delivers the log from its newest event on, until `stop`. `poll`: how often to read
+/// the store unasked, for a store other replicas write to.
+pub(super) async fn run(log: Arc<EventLog>, stop: CancellationToken, poll: Option<Duration>) {
+    let hub = &log.hub;
+    // Subscribers see what happens from now on; older events are read on request.
+    loop {
+        match log.newest().await {
+            Ok(newest) => {
+                hub.delivered.store(newest, Ordering::Release);
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the event log; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    () = stop.cancelled() => return,
+                }
+            }
+        }
+    }
+    let mut hole_since: Option<Instant> = None;
+    loop {
+        let (progressed, full) = deliver(&log, &mut hole_since).await;
+        if progressed && full {
+            continue;
+        }
+        let idle = poll.unwrap_or(IDLE_POLL);
+        let wait = match hole_since {
+            Some(since) => HOLE_GRACE.saturating_sub(since.elapsed()).min(idle),
+            None => idle,
+        };
+        tokio::select! {
+            () = hub.wake.notified() => {}
+            () = tokio::time::sleep(wait) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Reads the events after the last delivered one and broadcasts them in order,
+/// waiting for a missing id for up to [`HOLE_GRACE`]. Returns whether anything was
+/// delivered and whether the read filled a page.
+async fn deliver(log: &EventLog, hole_since: &mut Option<Instant>) -> (bool, bool) {
+    let hub = &log.hub;
+    let after = hub.delivered();
+    let query = crate::store::Query::new([], PAGE).after(Some(Event::key(after)));
+    let events = match log.records.page_values::<Event>(crate::store::Collection::Events, &query).await {
+        Ok(events) => events,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the event log");
+            return (false, false);
+        }
+    };
+    let full = events.len() == PAGE;
+    let mut last = after;
+    for event in events {
+        if event.id != last + 1 {
+            let since = *hole_since.get_or_insert_with(Instant::now);
+            if since.elapsed() < HOLE_GRACE {
+                break;
+            }
+            tracing::debug!(from = last + 1, to = event.id - 1, "passing over event ids never written");
+        }
+        *hole_since = None;
+        last = event.id;
+        hub.delivered.store(last, Ordering::Release);
+        // No subscriber is not an error.
+        let _ = hub.sender.send(Arc::new(Delivered::new(event)));
+    }
+    (last > after, full)
+}

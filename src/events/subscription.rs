@@ -1,0 +1,179 @@
+//! One subscriber's view of the log: what it missed, then what happens (see the module
+//! docs of `events`).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use futures_util::Stream;
+use tokio::sync::broadcast::{self, error::RecvError};
+
+use super::{Delivered, EventLog};
+use crate::domain::event::Event;
+use crate::store::{Collection, Query, index};
+
+/// How many events a subscriber catching up reads from the store at a time.
+const PAGE: usize = 256;
+
+/// What a subscriber wants to see; every field set must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// Events of this instance.
+    pub instance_id: Option<String>,
+    /// Events of this service.
+    pub service_id: Option<String>,
+    /// Events of this type.
+    pub kind: Option<String>,
+}
+
+impl Filter {
+    /// Whether `event` passes.
+    pub fn matches(&self, event: &Event) -> bool {
+        let same = |wanted: &Option<String>, actual: Option<&String>| wanted.as_ref().is_none_or(|w| Some(w) == actual);
+        same(&self.instance_id, event.instance_id.as_ref())
+            && same(&self.service_id, event.service_id.as_ref())
+            && same(&self.kind, Some(&event.kind))
+    }
+
+    /// The filter as index filters, the most selective first.
+    pub(super) fn index_filters(&self) -> Vec<(String, String)> {
+        [(index::INSTANCE_ID, &self.instance_id), (index::SERVICE_ID, &self.service_id), (index::TYPE, &self.kind)]
+            .into_iter()
+            .filter_map(|(field, value)| Some((field.to_owned(), value.clone()?)))
+            .collect()
+    }
+}
+
+/// What a subscriber receives.
+#[derive(Debug, Clone)]
+pub enum Item {
+    /// An event.
+    Event(Arc<Delivered>),
+    /// Events `from..=to` are no longer kept (or were never written): the subscriber
+    /// asked for more than the log holds.
+    Gap {
+        /// The first id missed.
+        from: u64,
+        /// The last id missed.
+        to: u64,
+    },
+}
+
+struct State {
+    log: Arc<EventLog>,
+    receiver: broadcast::Receiver<Arc<Delivered>>,
+    filter: Filter,
+    /// The last id passed on (or passed over).
+    cursor: u64,
+    /// While catching up: read the store up to this id, then the broadcast.
+    catch_up: Option<u64>,
+    /// Whether to check, before catching up, that the log still holds what comes next.
+    check_gap: bool,
+    ready: VecDeque<Item>,
+    _counted: Counted,
+}
+
+/// Counts a subscriber for as long as it lives.
+struct Counted(Arc<EventLog>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.hub.count(-1);
+    }
+}
+
+impl EventLog {
+    /// The events matching `filter`: those after id `after` first (from the store, with
+    /// a [`Item::Gap`] for what it no longer holds), then each new one as it happens.
+    /// Without `after`, only new ones. The stream ends if the store fails while
+    /// catching up; a client resumes from the last id it saw.
+    pub fn subscribe(self: &Arc<Self>, filter: Filter, after: Option<u64>) -> impl Stream<Item = Item> + Send + use<> {
+        // Subscribe before reading where the tail is, so nothing falls between the two.
+        let receiver = self.hub.subscribe();
+        self.hub.count(1);
+        let delivered = self.hub.delivered();
+        let state = State {
+            log: Arc::clone(self),
+            receiver,
+            filter,
+            cursor: after.unwrap_or(delivered),
+            catch_up: after.map(|_| delivered),
+            check_gap: after.is_some(),
+            ready: VecDeque::new(),
+            _counted: Counted(Arc::clone(self)),
+        };
+        futures_util::stream::unfold(state, |mut state| async move {
+            let item = state.next().await?;
+            Some((item, state))
+        })
+    }
+}
+
+impl State {
+    async fn next(&mut self) -> Option<Item> {
+        loop {
+            if let Some(item) = self.ready.pop_front() {
+                return Some(item);
+            }
+            if let Some(upto) = self.catch_up {
+                if self.cursor >= upto {
+                    self.catch_up = None;
+                } else if self.check_gap {
+                    self.check_gap = false;
+                    let oldest = self.log.oldest().await.ok()?.unwrap_or(upto + 1);
+                    if self.cursor + 1 < oldest {
+                        let to = oldest - 1;
+                        self.ready.push_back(Item::Gap { from: self.cursor + 1, to });
+                        self.cursor = to;
+                    }
+                } else {
+                    self.read_stored(upto).await?;
+                }
+                continue;
+            }
+            match self.receiver.recv().await {
+                Ok(delivered) => {
+                    if delivered.event.id <= self.cursor {
+                        continue;
+                    }
+                    self.cursor = delivered.event.id;
+                    if delivered.matches(&self.filter) {
+                        return Some(Item::Event(delivered));
+                    }
+                }
+                // Too slow for the broadcast: read what it missed from the store.
+                Err(RecvError::Lagged(_)) => {
+                    self.catch_up = Some(self.log.hub.delivered());
+                    self.check_gap = true;
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    }
+
+    /// Reads the next stored events up to `upto` into `ready`; `None` if the store failed.
+    async fn read_stored(&mut self, upto: u64) -> Option<()> {
+        let query = Query { filters: self.filter.index_filters(), after: Some(Event::key(self.cursor)), limit: PAGE };
+        let page = match self.log.records.page_values::<Event>(Collection::Events, &query).await {
+            Ok(page) => page,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the event log for a subscriber");
+                return None;
+            }
+        };
+        let exhausted = page.len() < PAGE;
+        for event in page {
+            if event.id > upto {
+                self.cursor = upto;
+                return Some(());
+            }
+            self.cursor = event.id;
+            if self.filter.matches(&event) {
+                self.ready.push_back(Item::Event(Arc::new(Delivered::new(event))));
+            }
+        }
+        if exhausted {
+            self.cursor = upto;
+        }
+        Some(())
+    }
+}

@@ -1,0 +1,44 @@
+//! The shapes of `GET /v2/et/events`.
+
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::domain::event::Event;
+
+/// `GET /v2/et/events` query parameters.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventQuery {
+    /// Events after this id (a stream resumes from `Last-Event-ID` the same way).
+    pub after: Option<String>,
+    /// A page of at most this many events (1–1000, default 100); pages only.
+    pub limit: Option<usize>,
+    /// Only events of this instance.
+    pub instance_id: Option<String>,
+    /// Only events of this service.
+    pub service_id: Option<String>,
+    /// Only events of this type (`provision.succeeded`, `liveness.changed`, …).
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+}
+
+/// Events that can no longer be had: older than what the log keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Gap {
+    /// The first id missed.
+    pub from: u64,
+    /// The last id missed.
+    pub to: u64,
+}
+
+/// A page of the event log.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventPage {
+    /// The events, oldest first.
+    pub events: Vec<Event>,
+    /// Pass as `after` for the next page (the last id read, or the `after` asked for).
+    pub after: u64,
+    /// Set when `after` asked for events older than the log keeps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gap: Option<Gap>,
+}
