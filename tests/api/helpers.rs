@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use esm::app::Server;
-use esm::backend::dummy::Holds;
+use esm::backend::dummy::{Holds, LivenessScript};
 use esm::config::{Config, Secret};
 pub use esm::domain::operation::OperationKind;
 use reqwest::{Method, StatusCode};
@@ -35,6 +35,8 @@ pub struct TestApp {
     pub auth: Option<(String, String)>,
     /// Where the dummy's held operations (`hold: [...]`) are released.
     holds: Option<Arc<Holds>>,
+    /// Where the dummy's instances' liveness is scripted.
+    liveness: Option<Arc<LivenessScript>>,
     stop: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<()>>,
 }
@@ -82,6 +84,8 @@ pub fn test_config() -> Config {
         retry_after: 1,
         store: Some(esm::config::StoreKind::Memory),
         backends: vec![esm::config::BackendKind::Dummy],
+        // Heartbeats missed and thresholds passed are seen within a second.
+        liveness_interval: 1,
         ..Config::default()
     }
 }
@@ -109,7 +113,7 @@ pub async fn spawn_app_with(config: Config) -> TestApp {
         esm::telemetry::init(esm::config::LogFormat::Text);
     }
     let server = Server::bind(config).await.expect("esm binds");
-    let holds = server.holds();
+    let (holds, liveness) = (server.holds(), server.dummy_liveness());
     let api = format!("http://{}", server.api_addr());
     let ops = format!("http://{}", server.ops_addr());
     let (stop, stopped) = oneshot::channel::<()>();
@@ -121,7 +125,16 @@ pub async fn spawn_app_with(config: Config) -> TestApp {
             .await
             .expect("esm serves");
     });
-    TestApp { api, ops, client: reqwest::Client::new(), auth: None, holds, stop: Some(stop), handle: Some(handle) }
+    TestApp {
+        api,
+        ops,
+        client: reqwest::Client::new(),
+        auth: None,
+        holds,
+        liveness,
+        stop: Some(stop),
+        handle: Some(handle),
+    }
 }
 
 /// Starts esm with service `svc-1` (plans `plan-1` and `plan-2`) and a dummy manifest
@@ -265,6 +278,11 @@ impl TestApp {
     /// instance id, or the binding id for bind and unbind.
     pub fn release(&self, kind: OperationKind, id: &str) {
         self.holds.as_ref().expect("the dummy backend runs").release(kind, id);
+    }
+
+    /// Where the dummy's instances' components are made to fail and recover.
+    pub fn liveness_script(&self) -> &LivenessScript {
+        self.liveness.as_deref().expect("the dummy backend runs")
     }
 
     /// Stops esm gracefully and waits until it has.

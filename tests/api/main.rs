@@ -2,6 +2,8 @@
 //! Each test starts a real esm on random loopback ports and speaks HTTP to it.
 
 mod helpers;
+#[path = "../support/sse.rs"]
+mod sse;
 #[path = "../support/wait.rs"]
 mod wait;
 
@@ -9,8 +11,10 @@ mod bindings;
 mod catalog;
 mod deprovision;
 mod elastest;
+mod events;
 mod get_instance;
 mod listing;
+mod liveness;
 mod ops;
 mod provision;
 mod update;
