@@ -1,0 +1,147 @@
+//! Liveness in controlled time: heartbeat TTLs, the active threshold and the drop
+//! threshold, on paused Tokio time with a clock that follows it. Minutes pass in
+//! microseconds; the liveness rounds run as they would, every interval.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use esm::backend::Backends;
+use esm::backend::dummy::DummyBackend;
+use esm::broker::{Answer, Broker, BrokerSettings, LivenessSettings};
+use esm::clock::Clock;
+use esm::domain::catalog::Service;
+use esm::domain::liveness::{LivenessStatus, Thresholds};
+use esm::domain::manifest::Manifest;
+use esm::events::Filter;
+use esm::store::Store;
+use esm::store::memory::MemoryStore;
+use esm::wire::ProvisionRequest;
+use serde_json::json;
+
+const INTERVAL: Duration = Duration::from_secs(10);
+
+fn broker(dummy: &Arc<DummyBackend>, thresholds: Thresholds) -> Arc<Broker> {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let settings = BrokerSettings {
+        clock: Clock::tokio(),
+        liveness: LivenessSettings { interval: INTERVAL, thresholds },
+        ..BrokerSettings::default()
+    };
+    let broker = Broker::new(store, Backends::new().with(dummy.clone()), settings);
+    broker.spawn_event_log();
+    broker.spawn_liveness();
+    broker
+}
+
+/// Service `s`, plan `p`, a synchronous dummy `script`, and instance `i` provisioned.
+async fn provisioned(broker: &Arc<Broker>, script: &str) {
+    let service: Service = serde_json::from_value(json!({"id": "s", "name": "s", "description": "d", "bindable": true,
+        "plans": [{"id": "p", "name": "p", "description": "d"}]}))
+    .expect("service");
+    broker.register_service(service).await.expect("service registers");
+    let manifest = Manifest {
+        id: String::new(),
+        service_id: "s".into(),
+        plan_id: "p".into(),
+        manifest_type: "dummy".into(),
+        manifest_content: script.into(),
+        endpoints: None,
+        config: None,
+    };
+    broker.register_manifest("m", manifest).await.expect("manifest registers");
+    let request: ProvisionRequest =
+        serde_json::from_value(json!({"service_id": "s", "plan_id": "p", "organization_guid": "o", "space_guid": "s"}))
+            .expect("request");
+    let answer = broker.provision("i", request, false).await.expect("provisions");
+    assert!(matches!(answer, Answer::Done(_)), "{answer:?}");
+}
+
+async fn status(broker: &Broker) -> (LivenessStatus, String) {
+    let (_, liveness) = broker.liveness("i").await.expect("the instance lives");
+    (liveness.status, liveness.reason)
+}
+
+/// Lets paused time move on by `by` (rounds run meanwhile).
+async fn pass(by: Duration) {
+    tokio::time::sleep(by).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_heartbeat_counts_until_its_ttl_and_then_is_missed() {
+    let dummy = Arc::new(DummyBackend::new());
+    let broker = broker(&dummy, Thresholds { active_ms: 300_000, drop_ms: None });
+    provisioned(&broker, "x-esm-dummy: {mode: sync, observe: false}\n").await;
+    pass(Duration::from_secs(1)).await;
+    assert_eq!(status(&broker).await.0, LivenessStatus::Unknown, "nothing watches it yet");
+    broker.report_liveness("i", LivenessStatus::Up, Duration::from_secs(30), None).await.expect("report");
+    pass(Duration::from_secs(29)).await;
+    assert_eq!(status(&broker).await.0, LivenessStatus::Up);
+    // The first round after the TTL sees the heartbeat missed.
+    pass(INTERVAL + Duration::from_secs(1)).await;
+    assert_eq!(status(&broker).await, (LivenessStatus::Down, "heartbeat missed".to_owned()));
+    let events = broker
+        .events()
+        .page(&Filter { kind: Some("liveness.changed".into()), ..Filter::default() }, 0, 10)
+        .await
+        .expect("events");
+    let transitions: Vec<_> =
+        events.iter().map(|e| (e.from.clone().unwrap_or_default(), e.to.clone().unwrap_or_default())).collect();
+    assert_eq!(transitions, [("unknown".to_owned(), "up".to_owned()), ("up".to_owned(), "down".to_owned())]);
+    broker.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn not_seen_up_for_the_active_threshold_is_lost() {
+    let dummy = Arc::new(DummyBackend::new());
+    let broker = broker(&dummy, Thresholds { active_ms: 300_000, drop_ms: None });
+    provisioned(&broker, "x-esm-dummy: {mode: sync}\n").await;
+    pass(Duration::from_secs(1)).await;
+    assert_eq!(status(&broker).await.0, LivenessStatus::Up);
+    dummy.liveness().set_unreachable(true);
+    pass(INTERVAL).await;
+    assert_eq!(status(&broker).await.0, LivenessStatus::Unknown, "an engine that does not answer is unknown");
+    pass(Duration::from_secs(280)).await;
+    assert_eq!(status(&broker).await.0, LivenessStatus::Unknown);
+    pass(Duration::from_secs(20)).await;
+    let (status, reason) = status(&broker).await;
+    assert_eq!(status, LivenessStatus::Down);
+    assert!(reason.starts_with("lost: not seen up since"), "{reason}");
+    // Seen again: up again.
+    dummy.liveness().set_unreachable(false);
+    pass(INTERVAL).await;
+    assert_eq!(self::status(&broker).await.0, LivenessStatus::Up);
+    broker.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn lost_past_the_drop_threshold_is_deprovisioned_through_the_normal_operation() {
+    let dummy = Arc::new(DummyBackend::new());
+    let broker = broker(&dummy, Thresholds { active_ms: 60_000, drop_ms: Some(120_000) });
+    provisioned(&broker, "x-esm-dummy: {mode: sync}\n").await;
+    pass(Duration::from_secs(1)).await;
+    dummy.liveness().set("i", "main", esm::domain::liveness::ComponentStatus::Down, Some("exited with code 1"));
+    pass(Duration::from_secs(90)).await;
+    assert_eq!(status(&broker).await.0, LivenessStatus::Down);
+    assert!(broker.fetch_instance("i").await.is_ok(), "lost, not dropped yet");
+    pass(Duration::from_secs(40)).await;
+    assert!(broker.fetch_instance("i").await.is_err(), "dropped");
+    let last = broker.instance_last_operation("i", None).await;
+    assert!(matches!(last, Err(esm::error::OsbError::Gone)), "last_operation tells the deprovision: {last:?}");
+    let events = broker
+        .events()
+        .page(&Filter { instance_id: Some("i".into()), ..Filter::default() }, 0, 50)
+        .await
+        .expect("events");
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).filter(|k| !k.starts_with("liveness")).collect();
+    assert_eq!(
+        kinds,
+        [
+            "provision.started",
+            "provision.succeeded",
+            "instance.dropped",
+            "deprovision.started",
+            "deprovision.succeeded"
+        ]
+    );
+    broker.shutdown().await;
+}
