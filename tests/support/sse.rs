@@ -1,6 +1,9 @@
 //! Reading a Server-Sent Events stream in a test: frames as they arrive, each waited
 //! for with a deadline.
 
+// Shared by several test binaries; each uses part of it.
+#![allow(dead_code)]
+
 use std::time::Duration;
 
 use serde_json::Value;
