@@ -177,10 +177,6 @@ pub struct Config {
     /// How many of the latest change events are kept for clients that resume a stream.
     #[arg(long = "event-retention", env = "ESM_EVENT_RETENTION", value_parser = positive_count(), default_value_t = 10_000)]
     pub event_retention: usize,
-    /// A URL every change event is POSTed to (at least once, retried with backoff).
-    #[arg(long = "event-webhook-url", env = "ESM_EVENT_WEBHOOK_URL", hide_env_values = true)]
-    #[serde(serialize_with = "uri_without_credentials")]
-    pub event_webhook_url: Option<Secret>,
     /// Seconds a deprovisioned instance or deleted binding is kept (so `last_operation`
     /// can answer for it) before it is purged; 604800 is 7 days.
     #[arg(long = "tombstone-retention", env = "ESM_TOMBSTONE_RETENTION", value_parser = positive(), default_value_t = 604_800)]
