@@ -18,6 +18,7 @@ use super::Broker;
 use crate::domain::event::Event;
 use crate::domain::instance::{InstanceStatus, ServiceInstance};
 use crate::domain::liveness::{Liveness, LivenessStatus, Observation, Report, Verdict};
+use crate::domain::registry::Registry;
 use crate::error::{OsbError, OsbResult};
 use crate::store::index;
 use crate::wire::DeleteQuery;
@@ -69,7 +70,12 @@ impl Broker {
                 let ids = tokio_stream_of(receiver).take_until(this.shutdown.clone().cancelled_owned());
                 ids.for_each_concurrent(CONCURRENT_LOOKS, |id| {
                     let this = Arc::clone(&this);
-                    async move { this.look_logged(&id).await }
+                    async move {
+                        match this.registry().await {
+                            Ok(registry) => this.look_logged(&registry.record, &id).await,
+                            Err(e) => tracing::debug!(error = %e, "cannot read the catalog to look at an instance"),
+                        }
+                    }
                 })
                 .await;
             });
@@ -107,34 +113,38 @@ impl Broker {
 
     /// One look at every live instance.
     async fn liveness_round(self: &Arc<Self>) -> OsbResult<()> {
+        // One read of the catalog serves the whole round.
+        let registry = self.registry().await?.record;
         let live = vec![(index::LIVE.to_owned(), "1".to_owned())];
         self.records
             .scan_ids::<ServiceInstance>(live)
             .map_err(OsbError::from)
-            .try_for_each_concurrent(CONCURRENT_LOOKS, |id| async move {
-                self.look_logged(&id).await;
-                Ok(())
+            .try_for_each_concurrent(CONCURRENT_LOOKS, |id| {
+                let registry = &registry;
+                async move {
+                    self.look_logged(registry, &id).await;
+                    Ok(())
+                }
             })
             .await
     }
 
-    async fn look_logged(self: &Arc<Self>, id: &str) {
-        if let Err(e) = self.look(id).await {
+    async fn look_logged(self: &Arc<Self>, registry: &Registry, id: &str) {
+        if let Err(e) = self.look(registry, id).await {
             tracing::debug!(instance_id = id, error = %e, "could not look at an instance's liveness");
         }
     }
 
     /// Observes instance `id` and records its liveness if it changed; drops it if the
     /// drop threshold says so.
-    async fn look(self: &Arc<Self>, id: &str) -> OsbResult<()> {
+    async fn look(self: &Arc<Self>, registry: &Registry, id: &str) -> OsbResult<()> {
         let Some(instance) = self.records.get::<ServiceInstance>(id).await?.map(|v| v.record) else {
             return Ok(());
         };
         if instance.status != InstanceStatus::Provisioned {
             return Ok(());
         }
-        let registry = self.registry().await?.record;
-        let looked = match self.teardown_backend(&registry, &instance).await {
+        let looked = match self.teardown_backend(registry, &instance).await {
             Ok((backend, _)) => match backend.observe(&instance).await {
                 Ok(Some(components)) => Looked::Components(components),
                 Ok(None) => Looked::Nothing,
@@ -143,7 +153,7 @@ impl Broker {
             Err(e) => Looked::Unreachable(e.to_string()),
         };
         let written = self
-            .change_liveness(id, |liveness| match &looked {
+            .change_liveness(id, Some(&instance), |liveness| match &looked {
                 Looked::Components(components) => {
                     liveness.observed = Some(Observation::of(components));
                     liveness.components.clone_from(components);
@@ -177,7 +187,7 @@ impl Broker {
         let now = self.clock().millis();
         let expires_at = now.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
         let report = Report { status, note, at: now, expires_at };
-        let written = self.change_liveness(id, |liveness| liveness.reported = Some(report.clone())).await?;
+        let written = self.change_liveness(id, None, |liveness| liveness.reported = Some(report.clone())).await?;
         written.map(|(_, liveness)| liveness).ok_or_else(|| OsbError::NotFound(format!("instance {id} does not exist")))
     }
 
@@ -202,12 +212,24 @@ impl Broker {
     /// if anything but the last time it was seen up changed; emits the transition.
     /// Returns the instance and its liveness (as written or as it stands), or `None`
     /// if the instance does not live.
+    ///
+    /// `known` is the instance as just read: when the change leaves it as it is, it is
+    /// not read again (a round over steady instances reads each once).
     async fn change_liveness(
         &self,
         id: &str,
+        known: Option<&ServiceInstance>,
         change: impl Fn(&mut Liveness),
     ) -> OsbResult<Option<(ServiceInstance, Liveness)>> {
         let (clock, thresholds) = (self.clock(), self.settings.liveness.thresholds);
+        if let Some(known) = known.filter(|known| known.is_live()) {
+            let mut copy = known.clone();
+            if !judged(&mut copy, &change, clock, thresholds).0 {
+                let liveness =
+                    copy.liveness.clone().unwrap_or_else(|| Liveness::unknown(clock.millis(), clock.timestamp()));
+                return Ok(Some((copy, liveness)));
+            }
+        }
         let mut transition = None;
         let written = self
             .records
@@ -216,19 +238,9 @@ impl Broker {
                 if !instance.is_live() {
                     return Ok(false);
                 }
-                let (now, timestamp) = (clock.millis(), clock.timestamp());
-                let before = instance.liveness.clone();
-                let mut liveness = before.clone().unwrap_or_else(|| Liveness::unknown(now, timestamp.clone()));
-                change(&mut liveness);
-                let previous = liveness.status;
-                if liveness.judge(now, thresholds) {
-                    liveness.since = timestamp;
-                    transition = Some((previous, liveness.status, liveness.reason.clone()));
-                }
-                let unchanged =
-                    before.as_ref().is_some_and(|b| Liveness { last_up_at: b.last_up_at, ..liveness.clone() } == *b);
-                instance.liveness = Some(liveness);
-                Ok(!unchanged)
+                let (changed, happened) = judged(instance, &change, clock, thresholds);
+                transition = happened;
+                Ok(changed)
             })
             .await?;
         let Some(instance) = written.filter(ServiceInstance::is_live) else {
@@ -268,6 +280,33 @@ impl Broker {
             Err(e) => Err(e),
         }
     }
+}
+
+/// A status transition: from, to, why.
+type Transition = (LivenessStatus, LivenessStatus, String);
+
+/// Applies `change` to `instance`'s liveness and judges it now. Returns whether
+/// anything but the last time it was seen up changed (then it is worth writing), and
+/// the transition if the status changed.
+fn judged(
+    instance: &mut ServiceInstance,
+    change: &impl Fn(&mut Liveness),
+    clock: crate::clock::Clock,
+    thresholds: crate::domain::liveness::Thresholds,
+) -> (bool, Option<Transition>) {
+    let (now, timestamp) = (clock.millis(), clock.timestamp());
+    let before = instance.liveness.clone();
+    let mut liveness = before.clone().unwrap_or_else(|| Liveness::unknown(now, timestamp.clone()));
+    change(&mut liveness);
+    let previous = liveness.status;
+    let mut transition = None;
+    if liveness.judge(now, thresholds) {
+        liveness.since = timestamp;
+        transition = Some((previous, liveness.status, liveness.reason.clone()));
+    }
+    let unchanged = before.as_ref().is_some_and(|b| Liveness { last_up_at: b.last_up_at, ..liveness.clone() } == *b);
+    instance.liveness = Some(liveness);
+    (!unchanged, transition)
 }
 
 /// A receiver as a stream.

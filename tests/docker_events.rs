@@ -1,0 +1,97 @@
+//! Liveness of Docker instances end to end: a container killed behind esm's back is
+//! `down` in the liveness query and on the event stream within 2 seconds, and `up`
+//! again once it is started.
+//!
+//! Runs when `ESM_TEST_DOCKER=1` (CI starts the engine and builds the test image with
+//! `tests/docker/build-test-images.sh`); reported as ignored without it.
+
+#[path = "support/sse.rs"]
+mod sse;
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::Value;
+use sse::SseReader;
+use support::{Client, Esm, StoreSetup, eventually, temp_dir};
+
+const IMAGE: &str = "esm-test/busybox:latest";
+/// How soon a change behind esm's back must show.
+const PROMPTLY: Duration = Duration::from_secs(2);
+
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().expect("the docker CLI runs");
+    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+async fn liveness(client: &Client, id: &str) -> Value {
+    let (status, body) = client.send(Method::GET, &format!("/v2/et/service_instances/{id}/liveness"), None).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+#[cfg_attr(not(esm_test_docker), ignore = "needs Docker: set ESM_TEST_DOCKER=1")]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_container_killed_behind_esms_back_is_down_within_two_seconds_and_up_once_restarted() {
+    docker(&["version", "--format", "{{.Server.Version}}"]);
+    let dir = temp_dir("esm-docker-events");
+    let name = dir.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let docker_host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+    let env = [
+        ("ESM_BACKENDS", "docker-compose"),
+        ("ESM_PUBLISH_ADDRESS", "127.0.0.1"),
+        ("ESM_DOCKER_PULL", "never"),
+        ("ESM_NAME", name.as_str()),
+        ("DOCKER_HOST", docker_host.as_str()),
+    ];
+    let esm = Esm::start_with(&StoreSetup::Embedded(dir.path().to_path_buf()), &env).await;
+    let client = Client::new(&esm.api);
+    let manifest = format!(
+        "services:\n  web:\n    image: {IMAGE}\n    command: [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/\"]\n  worker:\n    image: {IMAGE}\n    command: [\"sleep\", \"3600\"]\n"
+    );
+    client.register_manifest("docker-compose", &manifest).await;
+    let (status, body) = client.provision("live-1", false).await;
+    assert_eq!(status, 201, "{body}");
+    eventually(Duration::from_secs(10), "the instance up", || async {
+        (liveness(&client, "live-1").await["status"] == "up").then_some(())
+    })
+    .await;
+
+    let response = reqwest::Client::new()
+        .get(format!("{}/v2/et/events?instance_id=live-1&type=liveness.changed", esm.api))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .expect("esm answers");
+    let mut events = SseReader::new(response);
+    let filter = "label=esm.instance_id=live-1";
+    let worker = docker(&["ps", "-q", "--filter", filter, "--filter", "label=esm.service=worker"]);
+    assert!(!worker.is_empty(), "the worker container runs");
+
+    let killed = Instant::now();
+    docker(&["kill", &worker]);
+    let frame = events.next(PROMPTLY, "liveness.changed after the kill").await;
+    assert_eq!(frame.data["from"], "up");
+    assert_ne!(frame.data["to"], "up", "{}", frame.data);
+    let body = liveness(&client, "live-1").await;
+    assert!(killed.elapsed() < PROMPTLY, "seen after {:?}", killed.elapsed());
+    assert!(matches!(body["status"].as_str(), Some("degraded" | "down")), "{body}");
+    let worker_component =
+        body["components"].as_array().and_then(|c| c.iter().find(|c| c["name"] == "worker")).cloned();
+    assert_eq!(worker_component.as_ref().map(|c| c["status"].clone()), Some(Value::from("down")), "{body}");
+
+    let started = Instant::now();
+    docker(&["start", &worker]);
+    let frame = events.next(PROMPTLY, "liveness.changed after the restart").await;
+    assert_eq!(frame.data["to"], "up", "{}", frame.data);
+    assert!(started.elapsed() < PROMPTLY);
+    assert_eq!(liveness(&client, "live-1").await["status"], "up");
+
+    let (status, body) =
+        client.send(Method::DELETE, "/v2/service_instances/live-1?service_id=svc&plan_id=plan", None).await;
+    assert_eq!(status, 200, "{body}");
+    drop(esm);
+}
