@@ -20,6 +20,7 @@ use crate::broker::{Broker, BrokerSettings, LivenessSettings};
 use crate::clock::Clock;
 use crate::config::{BackendKind, Config, StoreKind, redact_uri};
 use crate::domain::liveness::Thresholds;
+use crate::events::Webhook;
 use crate::ops::{self, OpsState};
 use crate::serve::{self, Limits};
 use crate::store::Store;
@@ -45,6 +46,9 @@ pub enum StartError {
     /// A backend could not be set up.
     #[error("backend: {0}")]
     Backend(String),
+    /// A setting is unusable.
+    #[error("{0}")]
+    Setting(String),
 }
 
 /// A bound, not yet serving esm.
@@ -64,6 +68,12 @@ impl Server {
         // First, before the store opens files: both ports' connections must fit under
         // the open-file limit. The effective cap is what `/environment` shows.
         config.max_connections = serve::fit_connection_cap(config.max_connections, 2);
+        let event_webhook = config
+            .event_webhook_url
+            .as_ref()
+            .map(|url| Webhook::parse(url.expose()))
+            .transpose()
+            .map_err(StartError::Setting)?;
         let store = open_store(&config).await?;
         let (backends, dummy) = backends(&config).map_err(|e| StartError::Backend(e.to_string()))?;
         let broker = Broker::new(
@@ -76,6 +86,7 @@ impl Server {
                 manifest_check_timeout: Duration::from_millis(config.manifest_parse_timeout) * 2,
                 clock: Clock::system(),
                 event_retention: config.event_retention,
+                event_webhook,
                 liveness: LivenessSettings {
                     interval: Duration::from_secs(config.liveness_interval),
                     thresholds: Thresholds {

@@ -174,6 +174,11 @@ pub struct Config {
     /// instances are kept.
     #[arg(long = "liveness-drop-threshold", env = "ESM_LIVENESS_DROP_THRESHOLD", value_parser = positive())]
     pub liveness_drop_threshold: Option<u64>,
+    /// A URL every change event is POSTed to (`http://` or `https://`; at least once, in
+    /// order, retried with backoff). User info in it is sent as basic auth.
+    #[arg(long = "event-webhook-url", env = "ESM_EVENT_WEBHOOK_URL", hide_env_values = true)]
+    #[serde(serialize_with = "url_without_secrets")]
+    pub event_webhook_url: Option<Secret>,
     /// How many of the latest change events are kept for clients that resume a stream.
     #[arg(long = "event-retention", env = "ESM_EVENT_RETENTION", value_parser = positive_count(), default_value_t = 10_000)]
     pub event_retention: usize,
@@ -393,6 +398,19 @@ fn lossy_path<S: Serializer>(path: &Path, serializer: S) -> Result<S::Ok, S::Err
 /// The hosts and options of a connection string are worth showing; its credentials not.
 fn uri_without_credentials<S: Serializer>(uri: &Option<Secret>, serializer: S) -> Result<S::Ok, S::Error> {
     uri.as_ref().map(|u| redact_uri(u.expose())).serialize(serializer)
+}
+
+/// A webhook URL's credentials may be in its user info or its query (`?token=`).
+fn url_without_secrets<S: Serializer>(url: &Option<Secret>, serializer: S) -> Result<S::Ok, S::Error> {
+    url.as_ref()
+        .map(|u| {
+            let shown = redact_uri(u.expose());
+            match shown.split_once('?') {
+                Some((base, _)) => format!("{base}?{REDACTED}"),
+                None => shown,
+            }
+        })
+        .serialize(serializer)
 }
 
 /// A host setting may carry `user:password@` too (it becomes the URI's authority).

@@ -53,7 +53,7 @@ use crate::domain::manifest::Manifest;
 use crate::domain::operation::OperationKind;
 use crate::domain::registry::{ManifestEntry, Registry};
 use crate::error::{OsbError, OsbResult};
-use crate::events::EventLog;
+use crate::events::{EventLog, Webhook};
 use crate::store::{Records, Store};
 
 /// How a request was answered, before it becomes a status code.
@@ -83,6 +83,8 @@ pub struct BrokerSettings {
     pub event_retention: usize,
     /// How instances' liveness is watched.
     pub liveness: LivenessSettings,
+    /// Where every change event is POSTed, if anywhere.
+    pub event_webhook: Option<Webhook>,
 }
 
 /// How instances' liveness is watched (`liveness.rs`).
@@ -109,6 +111,7 @@ impl Default for BrokerSettings {
             clock: Clock::system(),
             event_retention: 10_000,
             liveness: LivenessSettings::default(),
+            event_webhook: None,
         }
     }
 }
@@ -201,7 +204,10 @@ impl Broker {
         // Another replica's events are seen within a quarter second.
         let poll = (!self.store().exclusive()).then_some(Duration::from_millis(250));
         let (events, stop) = (Arc::clone(&self.events), self.shutdown.clone());
-        self.spawn_task(events.run(stop, poll));
+        self.spawn_task(Arc::clone(&events).run(stop.clone(), poll));
+        if let Some(webhook) = self.settings.event_webhook.clone() {
+            self.spawn_task(events.deliver_to(webhook, self.replica.clone(), stop));
+        }
         self.spawn_every(Duration::from_secs(1), |this| async move {
             if let Err(e) = this.events.trim().await {
                 tracing::warn!(error = %e, "cannot trim the event log");

@@ -138,6 +138,7 @@ fn everything_set() -> Config {
         advertise_host: Some("esm.example".into()),
         host_port_range: Some(PortRange { low: 30000, high: 30999 }),
         liveness_drop_threshold: Some(3600),
+        event_webhook_url: Some(Secret("https://hook:t0ken@hooks.example/esm?key=k3y".into())),
         ..Config::default()
     }
 }
@@ -200,7 +201,13 @@ fn the_readme_documents_every_setting() {
 fn secrets_never_show() {
     let config = everything_set();
     for shown in [format!("{config:?}"), config.redacted().to_string()] {
-        assert!(!shown.contains("hunter2") && !shown.contains("s3cr3t"), "{shown}");
+        assert!(
+            !shown.contains("hunter2")
+                && !shown.contains("s3cr3t")
+                && !shown.contains("t0ken")
+                && !shown.contains("k3y"),
+            "{shown}"
+        );
     }
     assert_eq!(config.redacted()["ESM_BROKER_PASSWORD"], REDACTED);
     assert_eq!(config.redacted()["ESM_MONGO_URI"], "mongodb://********@db:27017/?tls=true");

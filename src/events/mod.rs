@@ -19,10 +19,12 @@
 
 mod hub;
 mod subscription;
+mod webhook;
 mod writer;
 
 pub use hub::Delivered;
 pub use subscription::{Filter, Item};
+pub use webhook::Webhook;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,6 +91,19 @@ impl EventLog {
     pub async fn oldest(&self) -> Result<Option<u64>, StoreError> {
         let first = self.records.store().page_ids(Collection::Events, &Query::new([], 1)).await?;
         Ok(first.first().and_then(|key| Event::id_of(key)))
+    }
+
+    /// POSTs every event to `webhook` (see `webhook.rs`) until `stop`; `replica` names
+    /// this process in the delivery lease.
+    pub async fn deliver_to(
+        self: Arc<Self>,
+        webhook: Webhook,
+        replica: String,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        let deliverer =
+            webhook::Deliverer { records: self.records.clone(), clock: self.clock, log: self, webhook, replica };
+        deliverer.run(stop).await;
     }
 
     /// The newest id in the store.

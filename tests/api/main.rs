@@ -19,3 +19,4 @@ mod ops;
 mod provision;
 mod update;
 mod versions;
+mod webhook;
