@@ -9,14 +9,15 @@ use esm::backend::Backends;
 use esm::backend::dummy::DummyBackend;
 use esm::broker::{Answer, Broker, BrokerSettings, LivenessSettings};
 use esm::clock::Clock;
-use esm::domain::catalog::Service;
 use esm::domain::liveness::{LivenessStatus, Thresholds};
-use esm::domain::manifest::Manifest;
 use esm::events::Filter;
 use esm::store::Store;
 use esm::store::memory::MemoryStore;
-use esm::wire::ProvisionRequest;
 use serde_json::json;
+
+#[path = "support/catalog.rs"]
+mod catalog;
+use catalog::{provision_request, register};
 
 const INTERVAL: Duration = Duration::from_secs(10);
 
@@ -35,24 +36,8 @@ fn broker(dummy: &Arc<DummyBackend>, thresholds: Thresholds) -> Arc<Broker> {
 
 /// Service `s`, plan `p`, a synchronous dummy `script`, and instance `i` provisioned.
 async fn provisioned(broker: &Arc<Broker>, script: &str) {
-    let service: Service = serde_json::from_value(json!({"id": "s", "name": "s", "description": "d", "bindable": true,
-        "plans": [{"id": "p", "name": "p", "description": "d"}]}))
-    .expect("service");
-    broker.register_service(service).await.expect("service registers");
-    let manifest = Manifest {
-        id: String::new(),
-        service_id: "s".into(),
-        plan_id: "p".into(),
-        manifest_type: "dummy".into(),
-        manifest_content: script.into(),
-        endpoints: None,
-        config: None,
-    };
-    broker.register_manifest("m", manifest).await.expect("manifest registers");
-    let request: ProvisionRequest =
-        serde_json::from_value(json!({"service_id": "s", "plan_id": "p", "organization_guid": "o", "space_guid": "s"}))
-            .expect("request");
-    let answer = broker.provision("i", request, false).await.expect("provisions");
+    register(broker, json!({}), script).await;
+    let answer = broker.provision("i", provision_request(), false).await.expect("provisions");
     assert!(matches!(answer, Answer::Done(_)), "{answer:?}");
 }
 

@@ -10,15 +10,16 @@ use esm::backend::Backends;
 use esm::backend::dummy::DummyBackend;
 use esm::broker::{Answer, Broker, BrokerSettings};
 use esm::clock::Clock;
-use esm::domain::catalog::Service;
 use esm::domain::instance::ServiceInstance;
-use esm::domain::manifest::Manifest;
 use esm::domain::operation::{OperationKind, OperationState};
 use esm::error::OsbError;
 use esm::store::memory::MemoryStore;
 use esm::store::{Records, Store};
-use esm::wire::ProvisionRequest;
 use serde_json::json;
+
+#[path = "support/catalog.rs"]
+mod catalog;
+use catalog::{provision_request, register};
 
 const LEASE: Duration = Duration::from_secs(30);
 
@@ -26,33 +27,6 @@ const LEASE: Duration = Duration::from_secs(30);
 fn broker(store: &Arc<dyn Store>, dummy: &Arc<DummyBackend>, clock: Clock) -> Arc<Broker> {
     let settings = BrokerSettings { operation_lease: LEASE, clock, ..BrokerSettings::default() };
     Broker::new(Arc::clone(store), Backends::new().with(dummy.clone()), settings)
-}
-
-/// Registers service `s` with plan `p` (taking `plan_extra`) deployed by a dummy `script`.
-async fn register(broker: &Broker, plan_extra: serde_json::Value, script: &str) {
-    let mut plan = json!({"id": "p", "name": "p", "description": "d"});
-    if let (Some(plan), Some(extra)) = (plan.as_object_mut(), plan_extra.as_object()) {
-        plan.extend(extra.clone());
-    }
-    let service: Service =
-        serde_json::from_value(json!({"id": "s", "name": "s", "description": "d", "bindable": true, "plans": [plan]}))
-            .expect("service");
-    broker.register_service(service).await.expect("service registers");
-    let manifest = Manifest {
-        id: String::new(),
-        service_id: "s".into(),
-        plan_id: "p".into(),
-        manifest_type: "dummy".into(),
-        manifest_content: script.into(),
-        endpoints: None,
-        config: None,
-    };
-    broker.register_manifest("m", manifest).await.expect("manifest registers");
-}
-
-fn provision_request() -> ProvisionRequest {
-    serde_json::from_value(json!({"service_id": "s", "plan_id": "p", "organization_guid": "o", "space_guid": "s"}))
-        .expect("request")
 }
 
 /// The state of instance `i`'s last operation, and its description.
