@@ -40,12 +40,12 @@ done
 kill -INT "$wrk_pid"; wait "$wrk_pid" || true
 # Wait for the watch to have seen every instance up (one round writes each once).
 probe=$(printf 'live-1-%07d' $((per_thread / 2)))
-until curl -fsS "${hdr[@]}" "$ESM_URL_scale/v2/service_instances/$probe/liveness" | grep -q '"status":"up"'; do sleep 1; done
+until curl -fsS "${hdr[@]}" "$ESM_URL_scale/v2/et/service_instances/$probe/liveness" | grep -q '"status":"up"'; do sleep 1; done
 # CPU esm spends watching COUNT idle instances: 30 s of its CPU time.
 cpu() { awk '{print $14 + $15}' "/proc/$(esm_pid)/stat"; }
 ticks=$(getconf CLK_TCK); c0=$(cpu); sleep 30; c1=$(cpu)
 watch_cpu=$(python3 -c "print(round(100 * ($c1 - $c0) / $ticks / 30, 1))")
-curl -fsS "${hdr[@]}" "$ESM_URL_scale/v2/service_instances/$probe/liveness" >"$BENCH_TMP/liveness.json"
+curl -fsS "${hdr[@]}" "$ESM_URL_scale/v2/et/service_instances/$probe/liveness" >"$BENCH_TMP/liveness.json"
 mkdir -p "$BENCH_TMP/www" && cp "$BENCH_TMP/liveness.json" "$BENCH_TMP/www/liveness.json" && chmod -R 755 "$BENCH_TMP"
 nport=$(free_port)
 cat >"$BENCH_TMP/nginx.conf" <<NGINX
@@ -58,8 +58,8 @@ wait_http "http://127.0.0.1:$nport/liveness.json"
 percentile() { # url pct
   wrk -t 1 -c 1 -d "$lat" --latency "${hdr[@]}" "$1" | awk -v p="$2%" '$1 == p {v=$2; if (v ~ /us$/) {sub("us","",v); v=v/1000} else if (v ~ /ms$/) {sub("ms","",v)} else if (v ~ /s$/) {sub("s","",v); v=v*1000}; printf "%.3f", v}'
 }
-q50=$(percentile "$ESM_URL_scale/v2/service_instances/$probe/liveness" 50)
-q99=$(percentile "$ESM_URL_scale/v2/service_instances/$probe/liveness" 99)
+q50=$(percentile "$ESM_URL_scale/v2/et/service_instances/$probe/liveness" 50)
+q99=$(percentile "$ESM_URL_scale/v2/et/service_instances/$probe/liveness" 99)
 n50=$(percentile "http://127.0.0.1:$nport/liveness.json" 50)
 
 echo "SSE fan-out, one liveness change to each subscriber ($changes changes):"

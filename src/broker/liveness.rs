@@ -115,14 +115,18 @@ impl Broker {
     async fn liveness_round(self: &Arc<Self>) -> OsbResult<()> {
         // One read of the catalog serves the whole round.
         let registry = self.registry().await?.record;
+        // Records are read a page at a time, not one by one.
         let live = vec![(index::LIVE.to_owned(), "1".to_owned())];
         self.records
-            .scan_ids::<ServiceInstance>(live)
+            .scan::<ServiceInstance>(live)
             .map_err(OsbError::from)
-            .try_for_each_concurrent(CONCURRENT_LOOKS, |id| {
+            .try_for_each_concurrent(CONCURRENT_LOOKS, |found| {
                 let registry = &registry;
                 async move {
-                    self.look_logged(registry, &id).await;
+                    let id = found.record.id.clone();
+                    if let Err(e) = self.look_at(registry, found.record).await {
+                        tracing::debug!(instance_id = id, error = %e, "could not look at an instance's liveness");
+                    }
                     Ok(())
                 }
             })
@@ -130,17 +134,20 @@ impl Broker {
     }
 
     async fn look_logged(self: &Arc<Self>, registry: &Registry, id: &str) {
-        if let Err(e) = self.look(registry, id).await {
+        let looked = match self.records.get::<ServiceInstance>(id).await {
+            Ok(Some(found)) => self.look_at(registry, found.record).await,
+            Ok(None) => Ok(()),
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = looked {
             tracing::debug!(instance_id = id, error = %e, "could not look at an instance's liveness");
         }
     }
 
-    /// Observes instance `id` and records its liveness if it changed; drops it if the
-    /// drop threshold says so.
-    async fn look(self: &Arc<Self>, registry: &Registry, id: &str) -> OsbResult<()> {
-        let Some(instance) = self.records.get::<ServiceInstance>(id).await?.map(|v| v.record) else {
-            return Ok(());
-        };
+    /// Observes `instance` (as just read) and records its liveness if it changed; drops
+    /// it if the drop threshold says so.
+    async fn look_at(self: &Arc<Self>, registry: &Registry, instance: ServiceInstance) -> OsbResult<()> {
+        let id = instance.id.as_str();
         if instance.status != InstanceStatus::Provisioned {
             return Ok(());
         }
