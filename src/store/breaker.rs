@@ -179,6 +179,10 @@ impl Store for BreakerStore {
         self.guard(self.inner.expired(collection, field, below, limit)).await
     }
 
+    async fn counts(&self, collection: Collection, field: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        self.guard(self.inner.counts(collection, field)).await
+    }
+
     async fn delete(
         &self,
         collection: Collection,

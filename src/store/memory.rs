@@ -115,6 +115,18 @@ impl Store for MemoryStore {
         }))
     }
 
+    async fn counts(&self, collection: Collection, field: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        Ok(self.with(collection, |docs| {
+            let mut counts = BTreeMap::<String, u64>::new();
+            for doc in docs.values() {
+                for (_, value) in index::entries(&doc.body).into_iter().filter(|&(f, _)| f == field) {
+                    *counts.entry(value.to_owned()).or_default() += 1;
+                }
+            }
+            counts.into_iter().collect()
+        }))
+    }
+
     async fn delete(
         &self,
         collection: Collection,
