@@ -15,16 +15,19 @@ use crate::api::{self, AppState};
 use crate::backend::docker::model::Policy;
 use crate::backend::docker::{ComposeBackend, DockerSettings, SwarmBackend};
 use crate::backend::dummy::{DummyBackend, Holds};
-use crate::backend::{BackendError, Backends};
+use crate::backend::metered::MeteredBackend;
+use crate::backend::{Backend, BackendError, Backends};
 use crate::broker::{Broker, BrokerSettings};
 use crate::clock::Clock;
 use crate::config::{BackendKind, Config, StoreKind, redact_uri};
+use crate::metrics::Metrics;
 use crate::ops::{self, OpsState};
 use crate::serve::{self, Limits};
 use crate::store::Store;
 use crate::store::breaker::BreakerStore;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::memory::MemoryStore;
+use crate::store::metered::MeteredStore;
 use crate::store::mongo::MongoStore;
 
 /// Why esm could not start or stopped with an error.
@@ -62,8 +65,9 @@ impl Server {
         // First, before the store opens files: both ports' connections must fit under
         // the open-file limit. The effective cap is what `/environment` shows.
         config.max_connections = serve::fit_connection_cap(config.max_connections, 2);
-        let store = open_store(&config).await?;
-        let (backends, holds) = backends(&config).map_err(|e| StartError::Backend(e.to_string()))?;
+        let metrics = Metrics::new();
+        let store: Arc<dyn Store> = Arc::new(MeteredStore::new(open_store(&config).await?, metrics.clone()));
+        let (backends, holds) = backends(&config, &metrics).map_err(|e| StartError::Backend(e.to_string()))?;
         let broker = Broker::new(
             store,
             backends,
@@ -73,6 +77,7 @@ impl Server {
                 // The parse has its own budget; this also covers the checks after it.
                 manifest_check_timeout: Duration::from_millis(config.manifest_parse_timeout) * 2,
                 clock: Clock::system(),
+                metrics,
             },
         );
         let api = listen(config.api_addr()).await?;
@@ -136,19 +141,21 @@ impl Server {
     }
 }
 
-/// The configured backends, and the dummy's held operations when it runs.
-fn backends(config: &Config) -> Result<(Backends, Option<Arc<Holds>>), BackendError> {
+/// The configured backends, each counting its failures into `metrics`, and the
+/// dummy's held operations when it runs.
+fn backends(config: &Config, metrics: &Metrics) -> Result<(Backends, Option<Arc<Holds>>), BackendError> {
     let (mut backends, mut holds) = (Backends::new(), None);
     for kind in &config.backends {
-        backends = match kind {
+        let backend: Arc<dyn Backend> = match kind {
             BackendKind::Dummy => {
                 let dummy = Arc::new(DummyBackend::with_limits(config.manifest_limits()));
                 holds = Some(dummy.holds());
-                backends.with(dummy)
+                dummy
             }
-            BackendKind::DockerCompose => backends.with(Arc::new(ComposeBackend::new(docker_settings(config))?)),
-            BackendKind::DockerSwarm => backends.with(Arc::new(SwarmBackend::new(docker_settings(config))?)),
+            BackendKind::DockerCompose => Arc::new(ComposeBackend::new(docker_settings(config))?),
+            BackendKind::DockerSwarm => Arc::new(SwarmBackend::new(docker_settings(config))?),
         };
+        backends = backends.with(Arc::new(MeteredBackend::new(backend, metrics.clone())));
     }
     Ok((backends, holds))
 }

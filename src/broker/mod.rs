@@ -50,6 +50,7 @@ use crate::domain::manifest::Manifest;
 use crate::domain::operation::OperationKind;
 use crate::domain::registry::{ManifestEntry, Registry};
 use crate::error::{OsbError, OsbResult};
+use crate::metrics::Metrics;
 use crate::store::{Records, Store};
 
 /// How a request was answered, before it becomes a status code.
@@ -75,6 +76,9 @@ pub struct BrokerSettings {
     pub manifest_check_timeout: Duration,
     /// Where the time comes from (Tokio's pausable clock in tests).
     pub clock: Clock,
+    /// Where operations and reconciliation are counted (shared with the API port's
+    /// layer and the store and backend decorators, so `/metrics` shows them all).
+    pub metrics: Metrics,
 }
 
 impl Default for BrokerSettings {
@@ -84,6 +88,7 @@ impl Default for BrokerSettings {
             operation_lease: Duration::from_secs(30),
             manifest_check_timeout: Duration::from_secs(2),
             clock: Clock::system(),
+            metrics: Metrics::new(),
         }
     }
 }
@@ -155,6 +160,11 @@ impl Broker {
     /// The broker's settings.
     pub fn settings(&self) -> &BrokerSettings {
         &self.settings
+    }
+
+    /// Where what the broker does is counted.
+    pub fn metrics(&self) -> &Metrics {
+        &self.settings.metrics
     }
 
     /// The clock every deadline, lease and expiry is read from.

@@ -36,7 +36,10 @@ impl Broker {
             for orphan in &orphans {
                 tracing::warn!(backend = backend.name(), instance_id = %orphan, "removing resources of an instance esm does not know");
                 match backend.remove_instance(orphan).await {
-                    Ok(()) => removed += 1,
+                    Ok(()) => {
+                        removed += 1;
+                        self.metrics().reconcile_removed(backend.name());
+                    }
                     Err(e) => tracing::error!(instance_id = %orphan, error = %e, "could not remove orphaned resources"),
                 }
             }

@@ -17,6 +17,7 @@ pub mod conformance;
 pub mod embedded;
 pub mod index;
 pub mod memory;
+pub mod metered;
 pub mod mongo;
 #[cfg(test)]
 pub mod switchable;

@@ -11,6 +11,7 @@ mod deprovision;
 mod elastest;
 mod get_instance;
 mod listing;
+mod metrics;
 mod ops;
 mod provision;
 mod update;
