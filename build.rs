@@ -1,16 +1,23 @@
-//! Marks the test suites that need a service as ignored (with the reason) when this
-//! build was not given one, so `cargo test` on a bare machine reports them as skipped
-//! instead of passing without running them.
+//! Marks the test suites that need a service (or a tool) as ignored (with the reason)
+//! when this build was not given one, so `cargo test` on a bare machine reports them as
+//! skipped instead of passing without running them.
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(esm_test_mongo)");
     println!("cargo::rustc-check-cfg=cfg(esm_test_docker)");
+    println!("cargo::rustc-check-cfg=cfg(esm_test_python)");
     println!("cargo::rerun-if-env-changed=ESM_TEST_MONGO_URI");
     println!("cargo::rerun-if-env-changed=ESM_TEST_DOCKER");
+    println!("cargo::rerun-if-env-changed=ESM_TEST_PYTHON");
     if std::env::var("ESM_TEST_MONGO_URI").is_ok_and(|v| !v.is_empty()) {
         println!("cargo::rustc-cfg=esm_test_mongo");
     }
     if std::env::var("ESM_TEST_DOCKER").is_ok_and(|v| !v.is_empty() && v != "0") {
         println!("cargo::rustc-cfg=esm_test_docker");
+    }
+    // A Python interpreter with `prometheus_client`, for the check of /metrics with a
+    // real exposition-format parser.
+    if std::env::var("ESM_TEST_PYTHON").is_ok_and(|v| !v.is_empty()) {
+        println!("cargo::rustc-cfg=esm_test_python");
     }
 }

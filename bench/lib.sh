@@ -44,6 +44,7 @@ start_esm() {
     ESM_DATA_DIR="$BENCH_TMP/$name" ESM_BACKENDS=dummy "$@" "$ESM_BIN" >"$BENCH_TMP/$name.log" 2>&1 &
   BENCH_PIDS+=($!)
   printf -v "ESM_URL_$name" '%s' "http://127.0.0.1:$port"
+  printf -v "ESM_OPS_URL_$name" '%s' "http://127.0.0.1:$check"
   wait_http "http://127.0.0.1:$port/v2/catalog"
 }
 

@@ -3,8 +3,9 @@
 # (sync): provision rate, resident memory after provisioning / after the full listing /
 # after a restart, start time, and the latency of a page of 100, a fetch and the
 # catalog, each against nginx serving a static file of the same size on loopback (the
-# floor one HTTP round trip costs here). Goals: RSS <= 200 MB at every point, start
-# <= 1 s, page of 100 <= 10 ms, fetch <= 1 ms.
+# floor one HTTP round trip costs here); and what a scrape of /metrics costs when it
+# counts the instances afresh and when it reuses the counts. Goals: RSS <= 200 MB at
+# every point, start <= 1 s, page of 100 <= 10 ms, fetch <= 1 ms.
 # COUNT, CONNECTIONS (32), THREADS (2), LATENCY_DURATION (5s).
 source "$(dirname "$0")/lib.sh"
 need wrk wrk
@@ -41,8 +42,12 @@ rate=$(python3 -c "print(round($provisioned / ($t1 - $t0)))")
 rss_provisioned=$(rss_mb "$(esm_pid)")
 
 t2=$(now)
-listed_bytes=$(curl -fsS "${hdr[@]}" "$ESM_URL_scale/v2/et/service_instances" | wc -c)
+curl -fsS "${hdr[@]}" "$ESM_URL_scale/v2/et/service_instances" >"$BENCH_TMP/listing.json"
 t3=$(now)
+listed_bytes=$(wc -c <"$BENCH_TMP/listing.json")
+# What the store holds (a provision cut off when wrk stops may be missing).
+listed=$(grep -o '"service_type":' "$BENCH_TMP/listing.json" | wc -l)
+rm "$BENCH_TMP/listing.json"
 rss_listed=$(rss_mb "$(esm_pid)")
 
 # Restart on the same data: the time from exec to the first answered request.
@@ -66,6 +71,15 @@ page_ms=$(latency "$page_url")
 fetch_ms=$(latency "$ESM_URL_scale/v2/service_instances/scale-1-0000042")
 catalog_ms=$(latency "$ESM_URL_scale/v2/catalog")
 rss_after_reads=$(rss_mb "$(esm_pid)")
+
+# /metrics: the first scrape since the restart counts the instances from the index; the
+# scrapes of the next 5 s reuse those counts (the median is over those and a fresh count
+# every 5 s).
+metrics_url="$ESM_OPS_URL_scale/metrics"
+metrics_fresh_ms=$(curl -fsS -o "$BENCH_TMP/metrics.txt" -w '%{time_total}' "$metrics_url" | python3 -c 'import sys; print(f"{float(sys.stdin.read()) * 1000:.1f}")')
+counted=$(awk '/^esm_instances\{/ {n += $NF} END {print n + 0}' "$BENCH_TMP/metrics.txt")
+[ "$counted" -eq "$listed" ] || { grep '^esm_instances' "$BENCH_TMP/metrics.txt"; echo "/metrics counts $counted instances, the listing has $listed" >&2; exit 1; }
+metrics_ms=$(latency "$metrics_url")
 
 # nginx serving the same bytes as static files: what a round trip costs on this machine.
 nginx_port=$(free_port)
@@ -108,4 +122,6 @@ verdict() { python3 -c "print('ok' if float($1) <= float($2) else 'OVER')"; }
   printf '%-36s %12s %10s %6s   nginx %s ms, ratio %s\n' "page of 100 (ms)" "$page_ms" 10 "$(verdict "$page_ms" 10)" "$page_base" "$(ratio "$page_ms" "$page_base")"
   printf '%-36s %12s %10s %6s   nginx %s ms, ratio %s\n' "fetch (ms)" "$fetch_ms" 1 "$(verdict "$fetch_ms" 1)" "$fetch_base" "$(ratio "$fetch_ms" "$fetch_base")"
   printf '%-36s %12s %10s %6s   nginx %s ms, ratio %s\n' "catalog (ms)" "$catalog_ms" "-" "" "$catalog_base" "$(ratio "$catalog_ms" "$catalog_base")"
+  printf '%-36s %12s %10s   %s instances counted, as listed\n' "/metrics, counting afresh (ms)" "$metrics_fresh_ms" "-" "$counted"
+  printf '%-36s %12s %10s\n' "/metrics, median (ms)" "$metrics_ms" "-"
 } | tee bench/results/scale.txt

@@ -15,18 +15,21 @@ use crate::api::{self, AppState};
 use crate::backend::docker::model::Policy;
 use crate::backend::docker::{ComposeBackend, DockerSettings, SwarmBackend};
 use crate::backend::dummy::{DummyBackend, Holds, LivenessScript};
-use crate::backend::{BackendError, Backends};
+use crate::backend::metered::MeteredBackend;
+use crate::backend::{Backend, BackendError, Backends};
 use crate::broker::{Broker, BrokerSettings, LivenessSettings};
 use crate::clock::Clock;
 use crate::config::{BackendKind, Config, StoreKind, redact_uri};
 use crate::domain::liveness::Thresholds;
 use crate::events::Webhook;
+use crate::metrics::Metrics;
 use crate::ops::{self, OpsState};
 use crate::serve::{self, Limits};
 use crate::store::Store;
 use crate::store::breaker::BreakerStore;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::memory::MemoryStore;
+use crate::store::metered::MeteredStore;
 use crate::store::mongo::MongoStore;
 
 /// Why esm could not start or stopped with an error.
@@ -74,8 +77,9 @@ impl Server {
             .map(|url| Webhook::parse(url.expose()))
             .transpose()
             .map_err(StartError::Setting)?;
-        let store = open_store(&config).await?;
-        let (backends, dummy) = backends(&config).map_err(|e| StartError::Backend(e.to_string()))?;
+        let metrics = Metrics::new();
+        let store: Arc<dyn Store> = Arc::new(MeteredStore::new(open_store(&config).await?, metrics.clone()));
+        let (backends, dummy) = backends(&config, &metrics).map_err(|e| StartError::Backend(e.to_string()))?;
         let broker = Broker::new(
             store,
             backends,
@@ -94,6 +98,7 @@ impl Server {
                         drop_ms: config.liveness_drop_threshold.map(|s| s.saturating_mul(1000)),
                     },
                 },
+                metrics,
             },
         );
         let api = listen(config.api_addr()).await?;
@@ -165,19 +170,21 @@ impl Server {
     }
 }
 
-/// The configured backends, and the dummy when it runs.
-fn backends(config: &Config) -> Result<(Backends, Option<Arc<DummyBackend>>), BackendError> {
+/// The configured backends, each counting its failures into `metrics`, and the
+/// dummy when it runs (tests hold its operations and script its liveness).
+fn backends(config: &Config, metrics: &Metrics) -> Result<(Backends, Option<Arc<DummyBackend>>), BackendError> {
     let (mut backends, mut dummy_backend) = (Backends::new(), None);
     for kind in &config.backends {
-        backends = match kind {
+        let backend: Arc<dyn Backend> = match kind {
             BackendKind::Dummy => {
                 let dummy = Arc::new(DummyBackend::with_limits(config.manifest_limits()));
                 dummy_backend = Some(Arc::clone(&dummy));
-                backends.with(dummy)
+                dummy
             }
-            BackendKind::DockerCompose => backends.with(Arc::new(ComposeBackend::new(docker_settings(config))?)),
-            BackendKind::DockerSwarm => backends.with(Arc::new(SwarmBackend::new(docker_settings(config))?)),
+            BackendKind::DockerCompose => Arc::new(ComposeBackend::new(docker_settings(config))?),
+            BackendKind::DockerSwarm => Arc::new(SwarmBackend::new(docker_settings(config))?),
         };
+        backends = backends.with(Arc::new(MeteredBackend::new(backend, metrics.clone())));
     }
     Ok((backends, dummy_backend))
 }

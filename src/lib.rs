@@ -9,7 +9,8 @@
 //!   the connection cap.
 //! - [`api`]: the `/v2` routes, one file per endpoint, their extractors and layers
 //!   (auth, version check, audit log).
-//! - [`ops`]: the operator port (`/health`, `/environment`).
+//! - [`ops`]: the operator port (`/health`, `/environment`, `/metrics`).
+//! - [`metrics`]: the Prometheus metric families and what records into them.
 //! - [`probe`]: `esm health`, the container health check.
 //! - [`openapi`]: the OpenAPI document generated from the handlers.
 //! - [`broker`]: every operation and the OSB status table; runs asynchronous operations.
@@ -35,6 +36,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod events;
+pub mod metrics;
 pub mod openapi;
 pub mod ops;
 pub mod probe;

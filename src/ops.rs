@@ -1,11 +1,12 @@
-//! The operator port: `/health` and `/environment` (later `/metrics`), apart from the
-//! broker API so that it can be exposed to monitoring only.
+//! The operator port: `/health`, `/environment` and `/metrics`, apart from the broker
+//! API so that it can be exposed to monitoring only. Like the other two, `/metrics`
+//! asks for no credentials: the port is meant for an operator's network alone.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -40,7 +41,23 @@ pub struct Listening {
 
 /// The operator router.
 pub fn router(state: OpsState) -> Router {
-    Router::new().route("/health", get(health)).route("/environment", get(environment)).with_state(state)
+    Router::new()
+        .route("/health", get(health))
+        .route("/environment", get(environment))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// Every metric family in the OpenMetrics text format (see [`crate::metrics`]).
+async fn metrics(State(state): State<OpsState>) -> Response {
+    let (metrics, events) = (state.broker.metrics(), state.broker.events());
+    metrics.set_sse_subscribers(u64::try_from(events.subscribers()).unwrap_or(u64::MAX));
+    // A store that does not answer leaves the last figure (the scrape still answers).
+    if let Ok(stored) = events.stored().await {
+        metrics.set_events_stored(stored);
+    }
+    let text = metrics.render(state.broker.store().as_ref()).await;
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }
 
 /// 200 when the store and every backend answer, 503 otherwise; one result per check,

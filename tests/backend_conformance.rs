@@ -15,7 +15,10 @@ use esm::backend::Backend;
 use esm::backend::conformance::{self, Subject};
 use esm::backend::docker::{self, SwarmBackend};
 use esm::backend::dummy::DummyBackend;
+use esm::backend::metered::MeteredBackend;
 use esm::domain::manifest::Manifest;
+use esm::metrics::Metrics;
+use esm::store::memory::MemoryStore;
 
 const IMAGE: &str = "esm-test/busybox:latest";
 
@@ -40,6 +43,24 @@ async fn the_dummy_backend_conforms() {
         failing: manifest("dummy", format!("x-esm-dummy: {{fail: [provision]}}\n{services}")),
     })
     .await;
+}
+
+/// The dummy as esm runs it, behind the decorator that counts failed calls: it
+/// forwards every call, and the failing provision of the suite is counted.
+#[tokio::test]
+async fn the_dummy_backend_behind_the_meter_conforms() {
+    let metrics = Metrics::new();
+    let counted = metrics.clone();
+    let services = format!("services:\n  app:\n    image: {IMAGE}\n");
+    conformance::run(Subject {
+        new_backend: Box::new(move || Arc::new(MeteredBackend::new(Arc::new(DummyBackend::new()), counted.clone()))),
+        manifest: manifest("dummy", services.clone()),
+        failing: manifest("dummy", format!("x-esm-dummy: {{fail: [provision]}}\n{services}")),
+    })
+    .await;
+    let text = metrics.render(&MemoryStore::new()).await;
+    let failed = r#"esm_backend_errors_total{backend="dummy",call="provision"} "#;
+    assert!(text.lines().any(|l| l.starts_with(failed)), "{text}");
 }
 
 /// A Docker backend's subject: a service that stops at once on SIGTERM (a plain `sleep`

@@ -6,11 +6,13 @@
 
 use std::sync::Arc;
 
+use esm::metrics::Metrics;
 use esm::store::Store;
 use esm::store::breaker::BreakerStore;
 use esm::store::conformance;
 use esm::store::embedded::EmbeddedStore;
 use esm::store::memory::MemoryStore;
+use esm::store::metered::MeteredStore;
 use esm::store::mongo::MongoStore;
 
 /// The MongoDB URI of this run (the test is ignored unless there is one).
@@ -29,6 +31,12 @@ async fn a_store_behind_the_breaker_conforms() {
     let store = Arc::new(store);
     conformance::run(store.clone()).await;
     store.close().await;
+}
+
+#[tokio::test]
+async fn a_store_behind_the_meter_conforms() {
+    let store = MeteredStore::new(Arc::new(MemoryStore::new()), Metrics::new());
+    conformance::run(Arc::new(store)).await;
 }
 
 #[tokio::test]

@@ -36,6 +36,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::broker::{Answer, Broker};
 use crate::error::OsbError;
+use crate::metrics::http::HttpMetricsLayer;
 use crate::openapi::ApiDoc;
 use middleware::BasicAuth;
 use version::{ApiVersion, ForVersion};
@@ -99,11 +100,15 @@ pub fn router(state: AppState, auth: Option<BasicAuth>) -> Router {
     let layers = ServiceBuilder::new()
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
         .layer(middleware::V2Layer::new(auth, retry_after));
+    let metrics = HttpMetricsLayer::new(state.broker.metrics().clone());
     v2.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(layers)
         .with_state(state)
         .merge(SwaggerUi::new("/ui").url("/swagger.json", spec))
+        // Last, so it wraps every route (each with its template known) and the
+        // fallbacks, and times what the inner layers add.
+        .layer(metrics)
 }
 
 async fn not_found() -> OsbError {

@@ -11,6 +11,7 @@
 pub mod docker;
 pub mod dummy;
 pub mod labels;
+pub mod metered;
 
 #[cfg(any(test, feature = "test-support"))]
 pub mod conformance;

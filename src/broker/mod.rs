@@ -54,6 +54,7 @@ use crate::domain::operation::OperationKind;
 use crate::domain::registry::{ManifestEntry, Registry};
 use crate::error::{OsbError, OsbResult};
 use crate::events::{EventLog, Webhook};
+use crate::metrics::Metrics;
 use crate::store::{Records, Store};
 
 /// How a request was answered, before it becomes a status code.
@@ -85,6 +86,9 @@ pub struct BrokerSettings {
     pub liveness: LivenessSettings,
     /// Where every change event is POSTed, if anywhere.
     pub event_webhook: Option<Webhook>,
+    /// Where operations and reconciliation are counted (shared with the API port's
+    /// layer and the store and backend decorators, so `/metrics` shows them all).
+    pub metrics: Metrics,
 }
 
 /// How instances' liveness is watched (`liveness.rs`).
@@ -112,6 +116,7 @@ impl Default for BrokerSettings {
             event_retention: 10_000,
             liveness: LivenessSettings::default(),
             event_webhook: None,
+            metrics: Metrics::new(),
         }
     }
 }
@@ -213,6 +218,11 @@ impl Broker {
                 tracing::warn!(error = %e, "cannot trim the event log");
             }
         });
+    }
+
+    /// Where what the broker does is counted.
+    pub fn metrics(&self) -> &Metrics {
+        &self.settings.metrics
     }
 
     /// The clock every deadline, lease and expiry is read from.

@@ -43,6 +43,7 @@ impl Broker {
                             .because(format!("{} held resources for an instance esm does not know", backend.name()));
                         event.instance_id = Some(orphan.clone());
                         self.events.emit(event);
+                        self.metrics().reconcile_removed(backend.name());
                     }
                     Err(e) => tracing::error!(instance_id = %orphan, error = %e, "could not remove orphaned resources"),
                 }

@@ -56,12 +56,25 @@ impl<T: Tracked> Outcome<T> {
             Outcome::Gone => Err(OsbError::Internal(format!("the record of operation {op_id} vanished while it ran"))),
         }
     }
+
+    /// How the run of operation `op_id` ended, as `esm_operations_total` labels it.
+    fn label(&self, op_id: &str) -> &'static str {
+        match self {
+            Outcome::Finished(record) if succeeded(record.operations(), op_id) => "succeeded",
+            Outcome::Finished(_) => "failed",
+            Outcome::ShuttingDown => "shutting_down",
+            Outcome::LeaseLost => "lease_lost",
+            Outcome::Gone => "gone",
+        }
+    }
 }
 
 /// One kind of operation: its backend call and what its result changes in the record.
 /// The runner does everything else.
 #[async_trait]
 pub(super) trait Work: Send + Sync + 'static {
+    /// The kind it is, for the metrics.
+    const KIND: OperationKind;
     /// The record the operation belongs to.
     type Record: Record + Tracked + OnPlan + Clone + 'static;
     /// What the backend call produces.
@@ -155,7 +168,10 @@ impl Broker {
         let this = Arc::clone(self);
         self.spawn_task(async move {
             let _running = running;
+            let started = tokio::time::Instant::now();
             let outcome = this.run(&work, &id, &op_id, start).await;
+            let label = outcome.as_ref().map_or("unrecorded", |outcome| outcome.label(&op_id));
+            this.metrics().operation_finished(W::KIND, label, started.elapsed());
             match &outcome {
                 // The operation stays "in progress" in the store; the sweeper resumes it.
                 Err(e) => {

@@ -81,6 +81,7 @@ fn failure(e: OsbError) -> BackendError {
 
 #[async_trait]
 impl Work for Provision {
+    const KIND: OperationKind = OperationKind::Provision;
     type Record = ServiceInstance;
     type Output = Deployment;
 
@@ -119,6 +120,7 @@ pub(super) struct Redeployed {
 
 #[async_trait]
 impl Work for Update {
+    const KIND: OperationKind = OperationKind::Update;
     type Record = ServiceInstance;
     type Output = Redeployed;
 
@@ -162,6 +164,7 @@ impl Work for Update {
 
 #[async_trait]
 impl Work for Deprovision {
+    const KIND: OperationKind = OperationKind::Deprovision;
     type Record = ServiceInstance;
     type Output = ();
 
@@ -208,6 +211,7 @@ impl Work for Deprovision {
 
 #[async_trait]
 impl Work for Bind {
+    const KIND: OperationKind = OperationKind::Bind;
     type Record = Binding;
     type Output = (BindOutput, BindingMetadata);
 
@@ -258,6 +262,7 @@ impl Work for Bind {
 
 #[async_trait]
 impl Work for Unbind {
+    const KIND: OperationKind = OperationKind::Unbind;
     type Record = Binding;
     type Output = ();
 

@@ -112,6 +112,14 @@ impl EventLog {
         Ok(last.as_deref().and_then(Event::id_of).unwrap_or(0))
     }
 
+    /// How many events the log holds (ids never written inside it count too).
+    pub async fn stored(&self) -> Result<u64, StoreError> {
+        match self.oldest().await? {
+            Some(oldest) => Ok(self.newest().await?.saturating_sub(oldest) + 1),
+            None => Ok(0),
+        }
+    }
+
     /// The last id this process has delivered to its subscribers.
     pub fn delivered(&self) -> u64 {
         self.hub.delivered()

@@ -183,6 +183,10 @@ impl Store for BreakerStore {
         self.guard(self.inner.last_id(collection)).await
     }
 
+    async fn counts(&self, collection: Collection, field: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        self.guard(self.inner.counts(collection, field)).await
+    }
+
     async fn delete(
         &self,
         collection: Collection,

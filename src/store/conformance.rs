@@ -30,6 +30,7 @@ pub async fn run(store: Arc<dyn Store>) {
     pages_are_served_from_the_indexes(&store).await;
     indexes_follow_every_write(&store).await;
     expired_finds_what_sorts_before(&store).await;
+    counts_tally_the_index_per_value(&store).await;
     records_are_indexed_by_what_they_are(&store).await;
     store.ping().await.expect("ping");
 }
@@ -302,6 +303,27 @@ async fn expired_finds_what_sorts_before(store: &Arc<dyn Store>) {
     assert!(store.expired(c, "ended", "2000", 10).await.expect("expired").is_empty());
 }
 
+async fn counts_tally_the_index_per_value(store: &Arc<dyn Store>) {
+    let c = Collection::Bindings;
+    assert!(store.counts(c, "tally").await.expect("counts").is_empty(), "nothing indexed yet");
+    for (id, values) in
+        [("ct-1", json!(["b"])), ("ct-2", json!(["a", "b"])), ("ct-3", json!(["b"])), ("ct-4", json!([]))]
+    {
+        store.insert(c, id, indexed(json!({"tally": values, "other": ["a"]}))).await.expect("insert");
+    }
+    let counts = |n: &[(&str, u64)]| n.iter().map(|&(v, n)| (v.to_owned(), n)).collect::<Vec<_>>();
+    assert_eq!(store.counts(c, "tally").await.expect("counts"), counts(&[("a", 1), ("b", 3)]), "ordered by value");
+    store.replace(c, "ct-3", 1, indexed(json!({"tally": ["c"]}))).await.expect("replace");
+    store.delete(c, "ct-1", None).await.expect("delete");
+    assert_eq!(
+        store.counts(c, "tally").await.expect("counts"),
+        counts(&[("a", 1), ("b", 1), ("c", 1)]),
+        "the counts follow every write"
+    );
+    assert!(store.counts(c, "tal").await.expect("counts").is_empty(), "a prefix of a field is another field");
+    assert!(store.counts(Collection::Instances, "tally").await.expect("counts").is_empty(), "per collection");
+}
+
 async fn records_are_indexed_by_what_they_are(store: &Arc<dyn Store>) {
     let records = Records::new(store.clone());
     let mut instance = records.get::<ServiceInstance>("rt-instance").await.expect("get").expect("present");
@@ -310,8 +332,19 @@ async fn records_are_indexed_by_what_they_are(store: &Arc<dyn Store>) {
     assert_eq!(found.iter().map(|v| v.record.id.as_str()).collect::<Vec<_>>(), ["rt-instance"]);
     let by_state = records.page::<ServiceInstance>(&live(index::STATE, "failed")).await.expect("page");
     assert_eq!(by_state.len(), 1, "the last operation (a failed update) names the state");
+    let census =
+        |instances: &[&str]| -> Vec<(String, u64)> { instances.iter().map(|labels| (labels.to_string(), 1)).collect() };
+    assert_eq!(
+        store.counts(Collection::Instances, index::CENSUS).await.expect("counts"),
+        census(&[r#"["rt-svc","rt-plan","failed","unknown"]"#]),
+        "a live instance is counted by service, plan, state and liveness"
+    );
     instance.record.status = InstanceStatus::Deprovisioned;
     records.replace(instance.version, &instance.record).await.expect("replace");
+    assert!(
+        store.counts(Collection::Instances, index::CENSUS).await.expect("counts").is_empty(),
+        "a tombstone is not counted"
+    );
     assert!(
         records.page::<ServiceInstance>(&live(index::SERVICE_ID, "rt-svc")).await.expect("page").is_empty(),
         "a tombstone is not listed"

@@ -475,6 +475,30 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    /// One walk over the field's range of the index table, keys only: the entries of
+    /// one value are adjacent, so each value is counted as the walk passes it.
+    async fn counts(&self, collection: Collection, field: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let field = field.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let ix = txn.open_table(index_table(collection)).map_err(unavailable)?;
+            let mut counts: Vec<(String, u64)> = Vec::new();
+            for entry in ix.range((field.as_str(), "", "")..).map_err(unavailable)? {
+                let (key, _) = entry.map_err(unavailable)?;
+                let (f, value, _) = key.value();
+                if f != field {
+                    break;
+                }
+                match counts.last_mut() {
+                    Some((last, n)) if last == value => *n += 1,
+                    _ => counts.push((value.to_owned(), 1)),
+                }
+            }
+            Ok(counts)
+        })
+        .await
+    }
+
     async fn delete(
         &self,
         collection: Collection,

@@ -17,7 +17,7 @@ use super::Collection;
 use crate::domain::binding::Binding;
 use crate::domain::event::Event;
 use crate::domain::instance::ServiceInstance;
-use crate::domain::operation::{OperationKind, OperationLog};
+use crate::domain::operation::{OperationKind, OperationLog, OperationState};
 
 /// The key of the index entries in a stored body.
 pub const INDEX_FIELD: &str = "_ix";
@@ -37,6 +37,9 @@ pub const STATE: &str = "state";
 pub const LIVENESS: &str = "liveness";
 /// A live instance's backend (`dummy`, `docker-compose`, …).
 pub const BACKEND: &str = "backend";
+/// A live instance's service, plan, state and liveness in one value (see [`census`]):
+/// what `esm_instances` counts with [`super::Store::counts`], without reading records.
+pub const CENSUS: &str = "census";
 /// A live binding's instance.
 pub const INSTANCE_ID: &str = "instance_id";
 /// An event's type.
@@ -47,11 +50,19 @@ pub const RUNNING: &str = "running";
 /// UTC, fixed width, so text order is time order). What the purge looks for.
 pub const GONE_AT: &str = "gone_at";
 
+/// The version of what [`instance_keys`] and [`binding_keys`] produce. Raised whenever
+/// they produce more, so [`super::Records::reindex`] rewrites the records an older esm
+/// wrote. 2: an instance's liveness, backend and census.
+pub const VERSION: u64 = 2;
+
 /// What a record is found under: (field, value) pairs; a field may repeat.
 pub type IndexKeys = Vec<(&'static str, String)>;
 
 impl Collection {
-    /// The fields its records are indexed by (MongoDB creates one index for each).
+    /// The fields its records are queried by (MongoDB creates one index for each).
+    /// [`CENSUS`] is only counted, never queried by value, and MongoDB counts it by
+    /// reading the documents whatever their indexes (an index of array values cannot
+    /// cover a query): an index would only slow every write down.
     pub fn indexed_fields(self) -> &'static [&'static str] {
         match self {
             Self::Instances => &[LIVE, SERVICE_ID, PLAN_ID, USES_PLAN, STATE, LIVENESS, BACKEND, RUNNING, GONE_AT],
@@ -155,6 +166,7 @@ pub fn instance_keys(instance: &ServiceInstance) -> IndexKeys {
     }
     keys.push((LIVENESS, instance.liveness_status().as_str().to_owned()));
     keys.extend(instance.backend().map(|backend| (BACKEND, backend.to_owned())));
+    keys.push((CENSUS, census(instance)));
     keys
 }
 
@@ -164,6 +176,23 @@ pub fn event_keys(event: &Event) -> IndexKeys {
     keys.extend(event.instance_id.iter().map(|id| (INSTANCE_ID, id.clone())));
     keys.extend(event.service_id.iter().map(|id| (SERVICE_ID, id.clone())));
     keys
+}
+
+/// The [`CENSUS`] value of a live instance: its service id, plan id, last operation
+/// state and liveness as a JSON array of four strings. JSON, because ids may hold any
+/// character: no separator could be unambiguous, an escaped array is. An instance
+/// with no operation (recorded by esm 0.1) counts as `succeeded`, as the ElasTest
+/// view shows it.
+pub fn census(instance: &ServiceInstance) -> String {
+    let state = instance.operations.last().map_or(OperationState::Succeeded, |op| op.state);
+    let labels =
+        [instance.service_id.as_str(), instance.plan_id.as_str(), state.as_str(), instance.liveness_status().as_str()];
+    serde_json::to_string(&labels).unwrap_or_default()
+}
+
+/// The four labels of a [`census`] value; `None` for anything else.
+pub fn parse_census(value: &str) -> Option<[String; 4]> {
+    serde_json::from_str(value).ok()
 }
 
 /// What a binding is found under.
@@ -195,6 +224,15 @@ mod tests {
         assert!(!matches(&body, &[(PLAN_ID.into(), "q".into())]));
         assert!(matches(&body, &[]), "no filter matches everything");
         assert!(entries(&json!({"a": 1})).is_empty(), "a body without entries is found under nothing");
+    }
+
+    #[test]
+    fn a_census_value_keeps_its_four_labels_apart_whatever_they_hold() {
+        let value = serde_json::to_string(&["a\",\"b", "p,1", "in progress", "up"]).expect("JSON");
+        let parsed = parse_census(&value).expect("parses");
+        assert_eq!(parsed, ["a\",\"b", "p,1", "in progress", "up"].map(String::from));
+        assert_eq!(parse_census("[\"only\", \"three\", \"labels\"]"), None);
+        assert_eq!(parse_census("not json"), None);
     }
 
     #[test]

@@ -119,6 +119,18 @@ impl Store for MemoryStore {
         Ok(self.with(collection, |docs| docs.keys().next_back().cloned()))
     }
 
+    async fn counts(&self, collection: Collection, field: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        Ok(self.with(collection, |docs| {
+            let mut counts = BTreeMap::<String, u64>::new();
+            for doc in docs.values() {
+                for (_, value) in index::entries(&doc.body).into_iter().filter(|&(f, _)| f == field) {
+                    *counts.entry(value.to_owned()).or_default() += 1;
+                }
+            }
+            counts.into_iter().collect()
+        }))
+    }
+
     async fn delete(
         &self,
         collection: Collection,

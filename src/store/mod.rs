@@ -17,6 +17,7 @@ pub mod conformance;
 pub mod embedded;
 pub mod index;
 pub mod memory;
+pub mod metered;
 pub mod mongo;
 #[cfg(test)]
 pub mod switchable;
@@ -51,7 +52,7 @@ pub enum Collection {
     Instances,
     /// Service bindings (with their operations).
     Bindings,
-    /// Change events ([`Event`]), keyed by their zero-padded id.
+    /// Change events ([`crate::domain::event::Event`]), keyed by their zero-padded id.
     Events,
     /// Service offerings as esm 0.1 stored them, one record each; read once to move
     /// them into the registry.
@@ -161,6 +162,11 @@ pub trait Store: Send + Sync {
 
     /// The greatest id in a collection, if it has any document.
     async fn last_id(&self, collection: Collection) -> Result<Option<String>, StoreError>;
+
+    /// How many documents are indexed under each value of `field`, ordered by value,
+    /// counted from the index alone (no document is read where the store can avoid
+    /// it): what `esm_instances` reports.
+    async fn counts(&self, collection: Collection, field: &str) -> Result<Vec<(String, u64)>, StoreError>;
 
     /// Deletes a document (only if at `expected_version`, when given). Returns whether
     /// something was deleted; `Conflict` if the version moved on.
@@ -410,13 +416,15 @@ impl Records {
         self.store.expired(T::COLLECTION, field, below, limit).await
     }
 
-    /// Rewrites every record of a type written before its index entries existed, so the
-    /// indexes cover them. Runs once per store: a marker in the registry collection
-    /// records that it is done. Records changed meanwhile by a request are left alone:
-    /// that write carried its entries.
+    /// Rewrites every record of a type written before its index entries existed (or
+    /// before those of [`index::VERSION`]), so the indexes cover them. Runs once per
+    /// store and index version: a marker in the registry collection records which
+    /// version is done. Records changed meanwhile by a request are left alone: that
+    /// write carried its entries.
     pub async fn reindex<T: Record + 'static>(&self) -> Result<usize, StoreError> {
         let marker = format!("_indexed_{}", T::COLLECTION.name());
-        if self.store.get(Collection::Registry, &marker).await?.is_some() {
+        let done = self.store.get(Collection::Registry, &marker).await?;
+        if done.and_then(|d| d.body.get("index_version").and_then(Value::as_u64)) >= Some(index::VERSION) {
             return Ok(0);
         }
         let mut rewritten = 0;
@@ -428,7 +436,7 @@ impl Records {
                 Err(e) => return Err(e),
             }
         }
-        self.store.upsert(Collection::Registry, &marker, serde_json::json!({"index_version": 1})).await?;
+        self.store.upsert(Collection::Registry, &marker, serde_json::json!({"index_version": index::VERSION})).await?;
         Ok(rewritten)
     }
 

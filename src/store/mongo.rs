@@ -311,6 +311,35 @@ impl Store for MongoStore {
         Ok(last.and_then(|raw| raw.get_str("_id").ok().map(str::to_owned)))
     }
 
+    /// A `$group` over the field's entries in `ix`. MongoDB reads each document that
+    /// has the field (an index cannot answer a count per value), but only on the
+    /// server: esm receives one small document per value.
+    async fn counts(&self, collection: Collection, field: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let path = format!("ix.{field}");
+        let pipeline = [
+            doc! {"$match": {&path: {"$exists": true}}},
+            doc! {"$project": {"_id": 0, "value": format!("${path}")}},
+            doc! {"$unwind": "$value"},
+            doc! {"$group": {"_id": "$value", "n": {"$sum": 1}}},
+            doc! {"$sort": {"_id": 1}},
+        ];
+        let mut cursor = self.collection(collection).aggregate(pipeline).await.map_err(unavailable)?;
+        let mut out = Vec::new();
+        while cursor.advance().await.map_err(unavailable)? {
+            let raw: Bson = cursor.deserialize_current().map_err(unavailable)?;
+            let corrupt = || StoreError::Corrupt(format!("{}: a count of {field} that is not one", collection.name()));
+            let value = raw.get_str("_id").map_err(|_| corrupt())?;
+            // `$sum` answers the smallest integer type that holds the count.
+            let n = match raw.get("n") {
+                Some(mongodb::bson::Bson::Int32(n)) => u64::try_from(*n).ok(),
+                Some(mongodb::bson::Bson::Int64(n)) => u64::try_from(*n).ok(),
+                _ => None,
+            };
+            out.push((value.to_owned(), n.ok_or_else(corrupt)?));
+        }
+        Ok(out)
+    }
+
     async fn delete(
         &self,
         collection: Collection,

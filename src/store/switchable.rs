@@ -88,6 +88,9 @@ impl Store for SwitchableStore {
     async fn expired(&self, c: Collection, f: &str, b: &str, n: usize) -> Result<Vec<(String, u64)>, StoreError> {
         self.answer(self.memory.expired(c, f, b, n)).await
     }
+    async fn counts(&self, c: Collection, f: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        self.answer(self.memory.counts(c, f)).await
+    }
     async fn ping(&self) -> Result<(), StoreError> {
         self.answer(async { Ok(()) }).await
     }

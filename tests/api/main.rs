@@ -15,6 +15,7 @@ mod events;
 mod get_instance;
 mod listing;
 mod liveness;
+mod metrics;
 mod ops;
 mod provision;
 mod update;

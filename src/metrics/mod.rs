@@ -1,0 +1,294 @@
+//! Prometheus metrics, served on the operator port at `GET /metrics`.
+//!
+//! One [`Metrics`] value owns every metric family, registered once when it is made;
+//! `app.rs` makes it and hands clones (an `Arc` inside) to what records into it: the
+//! API port's request layer ([`http`]), the broker (operations, reconciliation), and
+//! the store and backend decorators (`store/metered.rs`, `backend/metered.rs`). No
+//! global registry: two esm servers in one test process keep separate counts.
+//!
+//! Every label takes its values from a bounded set: route templates (never raw
+//! paths), known methods, status codes, operation kinds, store calls, backend names,
+//! and the catalog's service and plan ids. Nothing a client puts in a URL becomes a
+//! label value.
+//!
+//! The exposition is OpenMetrics text ([`CONTENT_TYPE`]), which is what the
+//! `prometheus-client` crate writes and what Prometheus asks for first.
+//!
+//! - [`http`]: the request layer of the API port.
+//! - [`census`]: the instance counts, read from the store's index at most every few
+//!   seconds.
+
+pub mod census;
+pub mod http;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::domain::operation::OperationKind;
+use crate::store::{Store, StoreError};
+use census::Census;
+use http::Route;
+
+/// The `Content-Type` of `GET /metrics`: OpenMetrics 1.0 text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// A histogram family whose histograms all have the same buckets.
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Request latency buckets, seconds: from a request served from memory to a slow
+/// synchronous provision.
+fn http_histogram() -> Histogram {
+    Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+}
+
+/// Operation duration buckets, seconds: a dummy deployment takes milliseconds, a
+/// Docker one seconds to minutes, and a plan may allow hours.
+fn operation_histogram() -> Histogram {
+    Histogram::new([0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0])
+}
+
+/// Store call buckets, seconds: a memory lookup is microseconds, an fsync'd commit a
+/// few milliseconds, a MongoDB outage the driver's 3 s selection timeout.
+fn store_histogram() -> Histogram {
+    Histogram::new([0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: Route,
+    method: &'static str,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: Route,
+    method: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    kind: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreCallLabels {
+    store: &'static str,
+    call: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreErrorLabels {
+    store: &'static str,
+    call: &'static str,
+    error: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendCallLabels {
+    backend: &'static str,
+    call: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabels {
+    backend: &'static str,
+}
+
+/// Every metric family of esm. Cheap to clone: the families are shared.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Families>,
+}
+
+struct Families {
+    /// What `GET /metrics` encodes; immutable once built.
+    registry: Registry,
+    http_requests: Family<RequestLabels, Counter>,
+    http_duration: Histograms<RouteLabels>,
+    operations: Family<OperationLabels, Counter>,
+    operation_duration: Histograms<KindLabels>,
+    store_duration: Histograms<StoreCallLabels>,
+    store_errors: Family<StoreErrorLabels, Counter>,
+    backend_errors: Family<BackendCallLabels, Counter>,
+    reconcile_removals: Family<BackendLabels, Counter>,
+    events_stored: Gauge,
+    sse_subscribers: Gauge,
+    /// The instance counts, encoded from its last snapshot.
+    census: Arc<Census>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Every family, registered and at zero.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let http_requests = Family::default();
+        registry.register(
+            "esm_http_requests",
+            "Requests answered on the API port, by route template (unmatched for paths no route serves), method and status",
+            http_requests.clone(),
+        );
+        let http_duration = Histograms::new_with_constructor(http_histogram as fn() -> Histogram);
+        registry.register_with_unit(
+            "esm_http_request_duration",
+            "Time from a request reaching the API router to its response head, by route template and method",
+            Unit::Seconds,
+            http_duration.clone(),
+        );
+        let operations = Family::default();
+        registry.register(
+            "esm_operations",
+            "Runs of operations (provision, update, deprovision, bind, unbind) by how they ended: succeeded, failed, lease_lost (another replica took it over), gone (its record vanished), shutting_down (left for the next start), unrecorded (the store refused the result)",
+            operations.clone(),
+        );
+        let operation_duration = Histograms::new_with_constructor(operation_histogram as fn() -> Histogram);
+        registry.register_with_unit(
+            "esm_operation_duration",
+            "Time one run of an operation took in this process, from its start (or takeover) to its recorded result, by kind",
+            Unit::Seconds,
+            operation_duration.clone(),
+        );
+        let census = Arc::new(Census::default());
+        registry.register_collector(Box::new(census.clone()));
+        let store_duration = Histograms::new_with_constructor(store_histogram as fn() -> Histogram);
+        registry.register_with_unit(
+            "esm_store_call_duration",
+            "Time each store call took, failed ones included, by store kind and call",
+            Unit::Seconds,
+            store_duration.clone(),
+        );
+        let store_errors = Family::default();
+        registry.register(
+            "esm_store_errors",
+            "Store calls that returned an error, by store kind, call and error class (conflict and not_found are compare-and-set answers; unavailable and corrupt are faults)",
+            store_errors.clone(),
+        );
+        let backend_errors = Family::default();
+        registry.register(
+            "esm_backend_errors",
+            "Backend calls that failed, by backend and call",
+            backend_errors.clone(),
+        );
+        let reconcile_removals = Family::default();
+        registry.register(
+            "esm_reconcile_removals",
+            "Instances whose resources reconciliation removed because esm does not hold them as live, by backend",
+            reconcile_removals.clone(),
+        );
+        let events_stored = Gauge::default();
+        registry.register("esm_events_stored", "Events held in the event log", events_stored.clone());
+        let sse_subscribers = Gauge::default();
+        registry.register(
+            "esm_sse_subscribers",
+            "Clients connected to the event stream (GET /v2/et/events)",
+            sse_subscribers.clone(),
+        );
+        Self {
+            inner: Arc::new(Families {
+                registry,
+                http_requests,
+                http_duration,
+                operations,
+                operation_duration,
+                store_duration,
+                store_errors,
+                backend_errors,
+                reconcile_removals,
+                events_stored,
+                sse_subscribers,
+                census,
+            }),
+        }
+    }
+
+    /// The exposition for a scrape: the instance counts are refreshed from `store`
+    /// first if they are older than [`census::MAX_AGE`].
+    pub async fn render(&self, store: &dyn Store) -> String {
+        self.inner.census.refresh(store).await;
+        let mut text = String::new();
+        // Writing to a String cannot fail; an encoder error would be a bug in a label.
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &self.inner.registry) {
+            tracing::error!(error = %e, "cannot encode the metrics");
+        }
+        text
+    }
+
+    /// A request answered on the API port.
+    pub(crate) fn http_request(&self, route: Route, method: &'static str, status: u16, elapsed: Duration) {
+        let f = &self.inner;
+        f.http_duration.get_or_create(&RouteLabels { route: route.clone(), method }).observe(elapsed.as_secs_f64());
+        f.http_requests.get_or_create(&RequestLabels { route, method, status }).inc();
+    }
+
+    /// A run of an operation ended with `outcome` after `elapsed`.
+    pub fn operation_finished(&self, kind: OperationKind, outcome: &'static str, elapsed: Duration) {
+        let kind = kind.as_str();
+        self.inner.operations.get_or_create(&OperationLabels { kind, outcome }).inc();
+        self.inner.operation_duration.get_or_create(&KindLabels { kind }).observe(elapsed.as_secs_f64());
+    }
+
+    /// A store call took `elapsed` and ended with `error`, if any.
+    pub fn store_call(&self, store: &'static str, call: &'static str, elapsed: Duration, error: Option<&StoreError>) {
+        self.inner.store_duration.get_or_create(&StoreCallLabels { store, call }).observe(elapsed.as_secs_f64());
+        if let Some(error) = error {
+            let error = match error {
+                StoreError::Conflict(_) => "conflict",
+                StoreError::NotFound(_) => "not_found",
+                StoreError::Unavailable(_) => "unavailable",
+                StoreError::Corrupt(_) => "corrupt",
+            };
+            self.inner.store_errors.get_or_create(&StoreErrorLabels { store, call, error }).inc();
+        }
+    }
+
+    /// A backend call failed.
+    pub fn backend_error(&self, backend: &'static str, call: &'static str) {
+        self.inner.backend_errors.get_or_create(&BackendCallLabels { backend, call }).inc();
+    }
+
+    /// Reconciliation removed the resources of one instance from `backend`.
+    pub fn reconcile_removed(&self, backend: &'static str) {
+        self.inner.reconcile_removals.get_or_create(&BackendLabels { backend }).inc();
+    }
+
+    /// Sets `esm_events_stored`: how many events the event log holds now. Call it
+    /// whenever the log grows or is trimmed (or after counting it at start-up).
+    pub fn set_events_stored(&self, events: u64) {
+        self.inner.events_stored.set(i64::try_from(events).unwrap_or(i64::MAX));
+    }
+
+    /// Sets `esm_sse_subscribers`: how many clients the event stream has now. Call it
+    /// when one connects and when one goes away (e.g. with the broadcast channel's
+    /// receiver count).
+    pub fn set_sse_subscribers(&self, subscribers: u64) {
+        self.inner.sse_subscribers.set(i64::try_from(subscribers).unwrap_or(i64::MAX));
+    }
+}
+
+#[cfg(test)]
+mod tests;
