@@ -66,8 +66,9 @@ pub async fn events(
     }
     let after = after.unwrap_or(0);
     let oldest = log.oldest().await?;
-    let gap =
-        oldest.filter(|&oldest| after > 0 && after + 1 < oldest).map(|oldest| Gap { from: after + 1, to: oldest - 1 });
+    let gap = oldest
+        .filter(|&oldest| after > 0 && after.saturating_add(1) < oldest)
+        .map(|oldest| Gap { from: after + 1, to: oldest - 1 });
     let events = log.page(&filter, after, limit).await?;
     let next = events.last().map_or(after, |e| e.id);
     Ok(Json(EventPage { events, after: next, gap }).into_response())

@@ -76,12 +76,12 @@ impl Hub {
         self.subscribers.load(Ordering::Relaxed)
     }
 
-    pub(super) fn count(&self, change: isize) {
-        if change >= 0 {
-            self.subscribers.fetch_add(change.unsigned_abs(), Ordering::Relaxed);
-        } else {
-            self.subscribers.fetch_sub(change.unsigned_abs(), Ordering::Relaxed);
-        }
+    pub(super) fn subscribed(&self) {
+        self.subscribers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn unsubscribed(&self) {
+        self.subscribers.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -77,7 +77,7 @@ struct Counted(Arc<EventLog>);
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        self.0.hub.count(-1);
+        self.0.hub.unsubscribed();
     }
 }
 
@@ -89,7 +89,7 @@ impl EventLog {
     pub fn subscribe(self: &Arc<Self>, filter: Filter, after: Option<u64>) -> impl Stream<Item = Item> + Send + use<> {
         // Subscribe before reading where the tail is, so nothing falls between the two.
         let receiver = self.hub.subscribe();
-        self.hub.count(1);
+        self.hub.subscribed();
         let delivered = self.hub.delivered();
         let state = State {
             log: Arc::clone(self),
@@ -119,8 +119,8 @@ impl State {
                     self.catch_up = None;
                 } else if self.check_gap {
                     self.check_gap = false;
-                    let oldest = self.log.oldest().await.ok()?.unwrap_or(upto + 1);
-                    if self.cursor + 1 < oldest {
+                    let oldest = self.log.oldest().await.ok()?.unwrap_or(upto.saturating_add(1));
+                    if self.cursor.saturating_add(1) < oldest {
                         let to = oldest - 1;
                         self.ready.push_back(Item::Gap { from: self.cursor + 1, to });
                         self.cursor = to;

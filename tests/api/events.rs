@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use esm::config::Config;
 use reqwest::{Method, StatusCode};
+
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -103,6 +104,13 @@ async fn pages_follow_after_and_limit_and_filters() {
     assert_eq!(rest["after"], all["events"][2]["id"]);
     let empty = app.get(&format!("/v2/et/events?after={}", rest["after"].as_u64().expect("id") + 1000)).await.body;
     assert_eq!(empty["events"], json!([]));
+    let last = app.get(&format!("/v2/et/events?after={}", u64::MAX)).await;
+    assert_eq!((last.status, &last.body["events"]), (StatusCode::OK, &json!([])), "{}", last.body);
+    let mut at_the_end = stream(&app, Some(&u64::MAX.to_string()), "").await;
+    app.provision("i-9", false).await;
+    let frame =
+        tokio::time::timeout(Duration::from_millis(300), at_the_end.next(LIMIT, "nothing after the last id")).await;
+    assert!(frame.is_err(), "no event comes after u64::MAX: {frame:?}");
     // Served without the version header, as a browser's EventSource asks.
     let reply =
         crate::helpers::reply(app.client.get(format!("{}/v2/et/events", app.api)).send().await.expect("esm answers"))
