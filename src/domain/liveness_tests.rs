@@ -21,7 +21,7 @@ fn report(status: LivenessStatus, expires_at: u64) -> Report {
 fn components_make_up_degraded_or_down() {
     let up = component("web", ComponentStatus::Up);
     let down = Component { reason: Some("exited with 137".into()), ..component("db", ComponentStatus::Down) };
-    assert_eq!(observed_status(&[up.clone()]).0, LivenessStatus::Up);
+    assert_eq!(observed_status(std::slice::from_ref(&up)).0, LivenessStatus::Up);
     let (status, reason) = observed_status(&[up.clone(), down.clone()]);
     assert_eq!((status, reason.as_str()), (LivenessStatus::Degraded, "db down: exited with 137"));
     assert_eq!(observed_status(&[up, component("db", ComponentStatus::Starting)]).0, LivenessStatus::Degraded);
