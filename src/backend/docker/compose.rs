@@ -11,9 +11,12 @@ use super::DockerSettings;
 use super::backend::{DockerBackend, DockerRuntime};
 use super::deploy::{Handle, Need, Runtime, UnitState};
 use super::engine::{Engine, failed};
+use super::liveness::{self, CONTAINER};
 use super::report::{Observed, observe_instance};
 use super::spec::{self, Unit};
 use crate::backend::{BackendError, labels};
+use crate::domain::instance::ServiceInstance;
+use crate::domain::liveness::Component;
 
 /// The docker-compose backend.
 pub type ComposeBackend = DockerBackend<Containers>;
@@ -36,6 +39,32 @@ impl DockerRuntime for Containers {
 
     fn settings(&self) -> &DockerSettings {
         &self.settings
+    }
+
+    fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// One listing of the instance's containers; only those the listing does not show
+    /// up are inspected, for the reason (exit code, OOM, the health check's output).
+    async fn components(&self, instance: &ServiceInstance) -> Result<Vec<Component>, BackendError> {
+        let mut seen = Vec::new();
+        for listed in self.engine.containers(&labels::filter_instance(&self.settings.owner, &instance.id)).await? {
+            let service = listed.labels.as_ref().and_then(|l| l.get(labels::SERVICE).cloned());
+            let name = service
+                .or_else(|| Some(listed.names.as_ref()?.first()?.trim_start_matches('/').to_owned()))
+                .unwrap_or_default();
+            if liveness::listed_up(listed.state, listed.status.as_deref()) {
+                seen.push(liveness::up(&name, CONTAINER));
+                continue;
+            }
+            let Some(id) = listed.id else { continue };
+            seen.push(match self.engine.inspect_if_present(&id).await? {
+                Some(inspected) => liveness::container(&name, &inspected.state.unwrap_or_default()),
+                None => liveness::down(&name, CONTAINER, "removed"),
+            });
+        }
+        Ok(liveness::with_removed(seen, instance.deployment.get(self.units()), CONTAINER))
     }
 
     async fn observe(&self, instance_id: &str) -> Result<Vec<Observed>, BackendError> {
