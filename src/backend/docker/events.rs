@@ -1,7 +1,7 @@
-//! The engine's container events about esm's instances: what tells liveness that a
-//! container started, stopped or changed health, without polling. Swarm task
-//! containers carry esm's labels too (the service spec's container labels), so one
-//! stream serves both backends.
+//! The engine's container events about esm's instances: what tells liveness, and a
+//! deployment waiting for its units, that a container started, stopped or changed
+//! health, without polling. Swarm task containers carry esm's labels too (the
+//! service spec's container labels), so one stream serves both backends.
 
 use std::collections::HashMap;
 use std::future::ready;
@@ -59,4 +59,10 @@ pub fn instance_changes(
         })
         .filter_map(|event| ready(event.ok().and_then(|e| e.actor?.attributes?.remove(labels::INSTANCE))))
         .boxed()
+}
+
+/// [`instance_changes`] of one instance, as a deployment waiting for its units wants
+/// them: each item says only "look again".
+pub fn unit_changes(engine: &Engine, owner: &str, instance_id: &str, since: SystemTime) -> BoxStream<'static, ()> {
+    instance_changes(engine, owner, Some(instance_id), since).map(|_| ()).boxed()
 }

@@ -19,7 +19,7 @@
 //!   that differs between the backends.
 //! - `engine`: the connection, and the engine calls both backends make.
 //! - `events`: the engine's container events about esm's instances (liveness's
-//!   changes).
+//!   changes, and what wakes a deployment waiting for its units).
 //! - `liveness`: containers and swarm tasks as liveness components.
 //! - `report`: instance details and binding credentials, from what runs.
 

@@ -10,17 +10,19 @@
 //! own tasks).
 
 use std::collections::{BTreeSet, HashMap};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bollard::models::{Service, Task, TaskState};
 use bollard::query_parameters::{ListServicesOptionsBuilder, ListTasksOptionsBuilder};
+use futures_util::stream::BoxStream;
 use tokio::time::Instant;
 
 use super::DockerSettings;
 use super::backend::{DockerBackend, DockerRuntime};
 use super::deploy::{Handle, Need, Runtime, UnitState};
 use super::engine::{Engine, failed, is_not_found};
+use super::events;
 use super::liveness;
 use super::model::Compose;
 use super::report::{Observed, observe_instance};
@@ -221,5 +223,9 @@ impl Runtime for Services {
         }
         let wanted = spec::replicas(unit.service);
         Ok(if running >= wanted { UnitState::Running { healthy: true } } else { UnitState::Starting })
+    }
+
+    fn changes(&self, instance_id: &str, since: SystemTime) -> Option<BoxStream<'static, ()>> {
+        Some(events::unit_changes(&self.engine, &self.settings.owner, instance_id, since))
     }
 }
