@@ -52,8 +52,10 @@ impl DockerRuntime for Containers {
         &self.engine
     }
 
-    /// One listing of the instance's containers; only those the listing does not show
-    /// up are inspected, for the reason (exit code, OOM, the health check's output).
+    /// The instance's containers, listed by label, each inspected: the listing lags
+    /// the engine's events (engine 20.10 tells a container's death or health change
+    /// before its listing shows it), while an inspection waits for the engine to have
+    /// taken it in.
     async fn components(&self, instance: &ServiceInstance) -> Result<Vec<Component>, BackendError> {
         let mut seen = Vec::new();
         for listed in self.engine.containers(&labels::filter_instance(&self.settings.owner, &instance.id)).await? {
@@ -61,10 +63,6 @@ impl DockerRuntime for Containers {
             let name = service
                 .or_else(|| Some(listed.names.as_ref()?.first()?.trim_start_matches('/').to_owned()))
                 .unwrap_or_default();
-            if liveness::listed_up(listed.state, listed.status.as_deref()) {
-                seen.push(liveness::up(&name, CONTAINER));
-                continue;
-            }
             let Some(id) = listed.id else { continue };
             seen.push(match self.engine.inspect_if_present(&id).await? {
                 Some(inspected) => liveness::container(&name, &inspected.state.unwrap_or_default()),

@@ -4,12 +4,10 @@
 //! words are here, so the two backends and the deployment template give the same
 //! reasons ("exited with code 137", "killed: out of memory", "removed").
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::SystemTime;
 
-use bollard::models::{
-    ContainerState, ContainerStateStatusEnum, ContainerSummaryStateEnum, HealthStatusEnum, Task, TaskState,
-};
+use bollard::models::{ContainerState, ContainerStateStatusEnum, HealthStatusEnum, Task, TaskState};
 use serde_json::{Map, Value};
 
 use crate::domain::liveness::{Component, ComponentStatus};
@@ -18,18 +16,8 @@ use crate::domain::liveness::{Component, ComponentStatus};
 pub const CONTAINER: &str = "container";
 /// A component's kind for a swarm task.
 pub const TASK: &str = "task";
-/// A component's kind for a swarm service recorded at deployment but gone.
+/// A component's kind for a whole swarm service (removed, or scaled to nothing).
 pub const SERVICE: &str = "service";
-
-/// Whether a listed container is up, by the listing's words alone: running, and not
-/// `(health: starting)` or `(unhealthy)` (engine 20.10 has no health field in the
-/// listing). Anything else is inspected for the exact reason.
-pub fn listed_up(state: Option<ContainerSummaryStateEnum>, status: Option<&str>) -> bool {
-    let status = status.unwrap_or_default();
-    state == Some(ContainerSummaryStateEnum::RUNNING)
-        && !status.contains("(health: starting)")
-        && !status.contains("(unhealthy)")
-}
 
 /// Why a container is not running, in the words liveness and failed deployments use.
 pub fn stop_reason(state: &ContainerState) -> String {
@@ -82,17 +70,25 @@ pub fn container(name: &str, state: &ContainerState) -> Component {
     Component { name: name.to_owned(), kind: CONTAINER.to_owned(), status, reason }
 }
 
-/// A running container that the listing showed up.
+/// A component that is up.
 pub fn up(name: &str, kind: &str) -> Component {
     Component { name: name.to_owned(), kind: kind.to_owned(), status: ComponentStatus::Up, reason: None }
 }
 
-/// One component per slot of a swarm service (`service.N`): the slot's newest task
-/// decides (running is up; `starting` is a task waiting for its health check), and a
-/// slot whose newest task is not running is down with the latest error among its
-/// tasks (a failed task is replaced after the restart delay), else the task's state. A
-/// service scaled to nothing is one component, down.
-pub fn tasks<'a>(service: &str, desired: u64, tasks: impl IntoIterator<Item = &'a Task>) -> Vec<Component> {
+/// One component per slot of a swarm service (`service.N`), decided by the slot's
+/// newest task. Where that task's container is on this node (`containers`, by id) its
+/// state decides as for compose: the manager hears of a start or a stop a moment after
+/// the container event that asked for this look. Elsewhere the task's state decides:
+/// running is up, `starting` is a task waiting for its health check, and a slot not
+/// running is down with the latest error among its tasks (a failed task is replaced
+/// after the restart delay), else the task's state. A service scaled to nothing is one
+/// component, down.
+pub fn tasks<'a>(
+    service: &str,
+    desired: u64,
+    tasks: impl IntoIterator<Item = &'a Task>,
+    containers: &HashMap<String, ContainerState>,
+) -> Vec<Component> {
     if desired == 0 {
         return vec![down(service, SERVICE, "scaled to 0 replicas")];
     }
@@ -113,6 +109,9 @@ pub fn tasks<'a>(service: &str, desired: u64, tasks: impl IntoIterator<Item = &'
             let Some(newest) = slot_tasks.first() else {
                 return down(&name, TASK, "no task scheduled");
             };
+            if let Some(state) = container_of(newest).and_then(|id| containers.get(id)) {
+                return Component { kind: TASK.to_owned(), ..container(&name, state) };
+            }
             let status = newest.status.clone().unwrap_or_default();
             match status.state {
                 Some(TaskState::RUNNING) => up(&name, TASK),
@@ -137,6 +136,11 @@ pub fn tasks<'a>(service: &str, desired: u64, tasks: impl IntoIterator<Item = &'
             }
         })
         .collect()
+}
+
+/// The id of a task's container, once it has one.
+pub fn container_of(task: &Task) -> Option<&str> {
+    task.status.as_ref()?.container_status.as_ref()?.container_id.as_deref().filter(|id| !id.is_empty())
 }
 
 /// When a task was made (a task without a readable time sorts as the oldest).

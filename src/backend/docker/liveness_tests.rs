@@ -1,4 +1,4 @@
-use bollard::models::{Health, HealthcheckResult, TaskStatus};
+use bollard::models::{ContainerStatus, Health, HealthcheckResult, TaskStatus};
 use serde_json::json;
 
 use super::*;
@@ -23,18 +23,6 @@ fn with_health(status: HealthStatusEnum, output: Option<&str>) -> ContainerState
 
 fn seen(component: &Component) -> (ComponentStatus, Option<&str>) {
     (component.status, component.reason.as_deref())
-}
-
-#[test]
-fn the_listing_shows_up_only_running_containers_not_waiting_on_or_failing_their_health_check() {
-    let running = Some(ContainerSummaryStateEnum::RUNNING);
-    assert!(listed_up(running, Some("Up 3 seconds")));
-    assert!(listed_up(running, Some("Up 2 minutes (healthy)")));
-    assert!(!listed_up(running, Some("Up 1 second (health: starting)")));
-    assert!(!listed_up(running, Some("Up 5 seconds (unhealthy)")));
-    assert!(!listed_up(Some(ContainerSummaryStateEnum::EXITED), Some("Exited (137) 2 seconds ago")));
-    assert!(!listed_up(Some(ContainerSummaryStateEnum::PAUSED), Some("Up 1 minute (Paused)")));
-    assert!(!listed_up(None, None));
 }
 
 #[test]
@@ -91,7 +79,7 @@ fn each_desired_swarm_slot_is_a_task_component_decided_by_its_newest_task() {
     let killed = task(1, "2026-11-24T05:33:41.281422907Z", TaskState::FAILED, Some("task: non-zero exit (137)"));
     let replacement = task(1, "2026-11-24T05:33:51Z", TaskState::READY, None);
     let other = task(2, "2026-11-24T05:33:41Z", TaskState::RUNNING, None);
-    let components = tasks("web", 2, [&killed, &replacement, &other]);
+    let components = tasks("web", 2, [&killed, &replacement, &other], &HashMap::new());
     let names: Vec<&str> = components.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["web.1", "web.2"]);
     assert!(components.iter().all(|c| c.kind == "task"));
@@ -100,10 +88,30 @@ fn each_desired_swarm_slot_is_a_task_component_decided_by_its_newest_task() {
 
     // Replaced and running again: the old failure no longer counts.
     let running_again = task(1, "2026-11-24T05:33:52.5Z", TaskState::RUNNING, None);
-    assert_eq!(seen(&tasks("web", 1, [&killed, &running_again])[0]), (ComponentStatus::Up, None));
+    assert_eq!(seen(&tasks("web", 1, [&killed, &running_again], &HashMap::new())[0]), (ComponentStatus::Up, None));
     // Waiting for its health check.
     let starting = task(1, "2026-11-24T05:33:52.5Z", TaskState::STARTING, None);
-    assert_eq!(seen(&tasks("web", 1, [&starting])[0]).0, ComponentStatus::Starting);
+    assert_eq!(seen(&tasks("web", 1, [&starting], &HashMap::new())[0]).0, ComponentStatus::Starting);
+}
+
+#[test]
+fn where_a_tasks_container_is_on_this_node_its_state_decides() {
+    let mut newest = task(1, "2026-11-24T05:33:41Z", TaskState::RUNNING, None);
+    let status = newest.status.as_mut().expect("a status");
+    status.container_status = Some(ContainerStatus { container_id: Some("c1".into()), ..Default::default() });
+    // Stopped here, though the manager has not heard yet.
+    let local = HashMap::from([("c1".to_owned(), exited(137))]);
+    let component = &tasks("web", 1, [&newest], &local)[0];
+    assert_eq!(
+        (seen(component), component.kind.as_str()),
+        ((ComponentStatus::Down, Some("exited with code 137")), "task")
+    );
+    // Running here, though the manager still says starting.
+    newest.status.as_mut().expect("a status").state = Some(TaskState::STARTING);
+    let local = HashMap::from([("c1".to_owned(), running())]);
+    assert_eq!(seen(&tasks("web", 1, [&newest], &local)[0]), (ComponentStatus::Up, None));
+    // On another node: the manager's word.
+    assert_eq!(seen(&tasks("web", 1, [&newest], &HashMap::new())[0]).0, ComponentStatus::Starting);
 }
 
 #[test]
@@ -117,13 +125,13 @@ fn missing_swarm_slots_are_down_with_the_tasks_state_when_no_error_says_more() {
         slot: Some(1),
         ..Default::default()
     };
-    let components = tasks("db", 2, [&pending]);
+    let components = tasks("db", 2, [&pending], &HashMap::new());
     assert_eq!(seen(&components[0]), (ComponentStatus::Down, Some("pending: no suitable node")));
     assert_eq!(seen(&components[1]), (ComponentStatus::Down, Some("no task scheduled")));
     // A slot above the desired count is being scaled away.
     let extra = task(3, "2026-11-24T05:33:41Z", TaskState::RUNNING, None);
-    assert_eq!(tasks("db", 1, [&extra]).len(), 1);
-    assert_eq!(tasks("db", 0, [&extra]), [down("db", SERVICE, "scaled to 0 replicas")]);
+    assert_eq!(tasks("db", 1, [&extra], &HashMap::new()).len(), 1);
+    assert_eq!(tasks("db", 0, [&extra], &HashMap::new()), [down("db", SERVICE, "scaled to 0 replicas")]);
 }
 
 #[test]

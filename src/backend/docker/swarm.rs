@@ -83,11 +83,21 @@ impl DockerRuntime for Services {
     }
 
     /// The instance's services and all their tasks, in two listings: one component per
-    /// desired replica (`service.N`).
+    /// desired replica (`service.N`). The containers of the tasks swarm wants running
+    /// are inspected where they are on this node: a container event asks for a look
+    /// before the manager has heard of the start or stop.
     async fn components(&self, instance: &ServiceInstance) -> Result<Vec<Component>, BackendError> {
         let filter = labels::filter_instance(&self.settings.owner, &instance.id);
         let services = self.services(&filter).await?;
         let tasks = self.tasks(&filter).await?;
+        let mut containers = HashMap::new();
+        let current = tasks.iter().filter(|t| matches!(t.desired_state, Some(TaskState::RUNNING | TaskState::READY)));
+        for container in current.filter_map(liveness::container_of) {
+            // Not on this node (or just removed): the manager's word stands.
+            if let Some(inspected) = self.engine.inspect_if_present(container).await? {
+                containers.insert(container.to_owned(), inspected.state.unwrap_or_default());
+            }
+        }
         let mut seen = Vec::new();
         for service in &services {
             let desired = service
@@ -97,7 +107,7 @@ impl DockerRuntime for Services {
                 .and_then(|r| u64::try_from(r).ok())
                 .unwrap_or(1);
             let own = tasks.iter().filter(|t| t.service_id.is_some() && t.service_id == service.id);
-            seen.extend(liveness::tasks(&service_label(service), desired, own));
+            seen.extend(liveness::tasks(&service_label(service), desired, own, &containers));
         }
         Ok(liveness::with_removed(seen, instance.deployment.get(self.units()), liveness::SERVICE))
     }
