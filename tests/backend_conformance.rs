@@ -23,15 +23,7 @@ use esm::store::memory::MemoryStore;
 const IMAGE: &str = "esm-test/busybox:latest";
 
 fn manifest(manifest_type: &str, content: String) -> Manifest {
-    Manifest {
-        id: format!("conformance-{manifest_type}"),
-        service_id: "svc".into(),
-        plan_id: "plan".into(),
-        manifest_type: manifest_type.into(),
-        manifest_content: content,
-        endpoints: None,
-        config: None,
-    }
+    conformance::manifest("conformance", manifest_type, content)
 }
 
 #[tokio::test]

@@ -49,25 +49,29 @@ async fn a_container_killed_behind_esms_back_is_down_within_two_seconds_and_up_o
     ];
     let esm = Esm::start_with(&StoreSetup::Embedded(dir.path().to_path_buf()), &env).await;
     let client = Client::new(&esm.api);
+    // Unique per run: an earlier run's leftovers never stand in for this one's.
+    let id = format!("live-{}", uuid::Uuid::new_v4().simple());
+    let id = id.as_str();
     let manifest = format!(
         "services:\n  web:\n    image: {IMAGE}\n    command: [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/\"]\n  worker:\n    image: {IMAGE}\n    command: [\"sleep\", \"3600\"]\n"
     );
     client.register_manifest("docker-compose", &manifest).await;
-    let (status, body) = client.provision("live-1", false).await;
+    let (status, body) = client.provision(id, false).await;
     assert_eq!(status, 201, "{body}");
     eventually(Duration::from_secs(10), "the instance up", || async {
-        (liveness(&client, "live-1").await["status"] == "up").then_some(())
+        (liveness(&client, id).await["status"] == "up").then_some(())
     })
     .await;
 
     let response = reqwest::Client::new()
-        .get(format!("{}/v2/et/events?instance_id=live-1&type=liveness.changed", esm.api))
+        .get(format!("{}/v2/et/events?instance_id={id}&type=liveness.changed", esm.api))
         .header("accept", "text/event-stream")
         .send()
         .await
         .expect("esm answers");
     let mut events = SseReader::new(response);
-    let filter = "label=esm.instance_id=live-1";
+    let filter = format!("label=esm.instance_id={id}");
+    let filter = filter.as_str();
     let worker = docker(&["ps", "-q", "--filter", filter, "--filter", "label=esm.service=worker"]);
     assert!(!worker.is_empty(), "the worker container runs");
 
@@ -76,7 +80,7 @@ async fn a_container_killed_behind_esms_back_is_down_within_two_seconds_and_up_o
     let frame = events.next(PROMPTLY, "liveness.changed after the kill").await;
     assert_eq!(frame.data["from"], "up");
     assert_ne!(frame.data["to"], "up", "{}", frame.data);
-    let body = liveness(&client, "live-1").await;
+    let body = liveness(&client, id).await;
     assert!(killed.elapsed() < PROMPTLY, "seen after {:?}", killed.elapsed());
     assert!(matches!(body["status"].as_str(), Some("degraded" | "down")), "{body}");
     let worker_component =
@@ -88,10 +92,10 @@ async fn a_container_killed_behind_esms_back_is_down_within_two_seconds_and_up_o
     let frame = events.next(PROMPTLY, "liveness.changed after the restart").await;
     assert_eq!(frame.data["to"], "up", "{}", frame.data);
     assert!(started.elapsed() < PROMPTLY);
-    assert_eq!(liveness(&client, "live-1").await["status"], "up");
+    assert_eq!(liveness(&client, id).await["status"], "up");
 
     let (status, body) =
-        client.send(Method::DELETE, "/v2/service_instances/live-1?service_id=svc&plan_id=plan", None).await;
+        client.send(Method::DELETE, &format!("/v2/service_instances/{id}?service_id=svc&plan_id=plan"), None).await;
     assert_eq!(status, 200, "{body}");
     drop(esm);
 }

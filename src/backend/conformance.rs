@@ -2,7 +2,8 @@
 //! docker-compose and docker-swarm backends (see `tests/backend_conformance.rs`). The
 //! broker re-runs interrupted operations and reconciliation removes what no live
 //! instance owns, so every backend must agree: each call idempotent, a failed provision
-//! leaving nothing, and `owned_instances` / `remove_instance` exact.
+//! leaving nothing, `owned_instances` / `remove_instance` exact, and `observe` (where a
+//! backend can observe) seeing a fresh deployment up and a removed one gone.
 //!
 //! The cases run at once, each on a backend of its own: for the Docker backends one
 //! with an owner name (`ESM_NAME`) no one else uses, so `owned_instances` is checked to
@@ -20,6 +21,7 @@ use tokio::task::{JoinError, JoinHandle};
 use super::Backend;
 use crate::domain::binding::{Binding, BindingMetadata, BindingStatus};
 use crate::domain::instance::{InstanceMetadata, InstanceStatus, ServiceInstance};
+use crate::domain::liveness::ComponentStatus;
 use crate::domain::manifest::Manifest;
 use crate::domain::operation::OperationLog;
 
@@ -47,6 +49,7 @@ pub async fn run(subject: Subject) {
         start(&subject, &run, "bind", bind_gives_credentials_and_unbind_succeeds),
         start(&subject, &run, "info", info_describes_a_provisioned_instance),
         start(&subject, &run, "reconcile", owned_instances_and_remove_instance_are_exact),
+        start(&subject, &run, "observe", observe_follows_the_deployment),
     ];
     let mut first_failure = None;
     for case in cases {
@@ -59,6 +62,43 @@ pub async fn run(subject: Subject) {
             Ok(panic) => std::panic::resume_unwind(panic),
             Err(e) => panic!("a conformance case did not finish: {e}"),
         }
+    }
+}
+
+/// A manifest for backend tests: service `svc`, plan `plan`, id `<prefix>-<type>`.
+pub fn manifest(prefix: &str, manifest_type: &str, content: String) -> Manifest {
+    Manifest {
+        id: format!("{prefix}-{manifest_type}"),
+        service_id: "svc".into(),
+        plan_id: "plan".into(),
+        manifest_type: manifest_type.into(),
+        manifest_content: content,
+        endpoints: None,
+        config: None,
+    }
+}
+
+/// A new instance `id` of `manifest`, about to be provisioned, as the broker hands it
+/// to a backend.
+pub fn instance(id: &str, manifest: &Manifest) -> ServiceInstance {
+    ServiceInstance {
+        id: id.to_owned(),
+        service_id: manifest.service_id.clone(),
+        plan_id: manifest.plan_id.clone(),
+        organization_guid: "org".into(),
+        space_guid: "space".into(),
+        context: None,
+        parameters: None,
+        maintenance_info: None,
+        metadata: InstanceMetadata::default(),
+        dashboard_url: None,
+        manifest_id: manifest.id.clone(),
+        manifest_type: Some(manifest.manifest_type.clone()),
+        status: InstanceStatus::Provisioning,
+        deployment: serde_json::Map::new(),
+        operations: OperationLog::default(),
+        created_at: crate::clock::Clock::system().timestamp(),
+        liveness: None,
     }
 }
 
@@ -84,25 +124,7 @@ impl Case {
     fn instance_of(&self, n: char, manifest: &Manifest) -> ServiceInstance {
         let id = format!("{}-{n}", self.prefix);
         self.made.lock().unwrap_or_else(PoisonError::into_inner).push(id.clone());
-        ServiceInstance {
-            id,
-            service_id: manifest.service_id.clone(),
-            plan_id: manifest.plan_id.clone(),
-            organization_guid: "org".into(),
-            space_guid: "space".into(),
-            context: None,
-            parameters: Some(json!({"CONFORMANCE": "1"})),
-            maintenance_info: None,
-            metadata: InstanceMetadata::default(),
-            dashboard_url: None,
-            manifest_id: manifest.id.clone(),
-            manifest_type: Some(manifest.manifest_type.clone()),
-            status: InstanceStatus::Provisioning,
-            deployment: serde_json::Map::new(),
-            operations: OperationLog::default(),
-            created_at: crate::clock::Clock::system().timestamp(),
-            liveness: None,
-        }
+        ServiceInstance { parameters: Some(json!({"CONFORMANCE": "1"})), ..instance(&id, manifest) }
     }
 
     /// Provisions, panicking with the backend's message if that fails.
@@ -261,4 +283,18 @@ async fn owned_instances_and_remove_instance_are_exact(case: Case) {
     assert!(!info.containers.is_empty(), "the other instance still runs: {info:?}");
     case.deprovision(&b).await;
     case.assert_owned(&[]).await;
+}
+
+/// Liveness: a backend that observes sees every component of a fresh deployment up,
+/// and nothing once it is deprovisioned (one that cannot observe says `None`).
+async fn observe_follows_the_deployment(case: Case) {
+    let instance = case.provisioned('a').await;
+    if let Some(components) = case.backend().observe(&instance).await.expect("observe") {
+        assert!(!components.is_empty(), "a deployment has components");
+        assert!(components.iter().all(|c| c.status == ComponentStatus::Up), "all up: {components:?}");
+    }
+    case.deprovision(&instance).await;
+    if let Some(components) = case.backend().observe(&instance).await.expect("observe after deprovision") {
+        assert_eq!(components, [], "nothing is left");
+    }
 }

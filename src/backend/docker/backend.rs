@@ -4,17 +4,21 @@
 //! (containers, swarm services) hold everything that differs.
 
 use std::collections::BTreeSet;
+use std::time::SystemTime;
 
 use async_trait::async_trait;
+use futures_util::stream::BoxStream;
 
 use super::DockerSettings;
 use super::deploy::{self, Order, Runtime};
 use super::engine::Engine;
+use super::events;
 use super::model::Compose;
 use super::report::{self, Observed};
 use crate::backend::{Backend, BackendError, BindOutput, Deployment, Execution, Info};
 use crate::domain::binding::Binding;
 use crate::domain::instance::ServiceInstance;
+use crate::domain::liveness::Component;
 use crate::domain::manifest::Manifest;
 use crate::domain::operation::OperationKind;
 
@@ -32,6 +36,9 @@ pub trait DockerRuntime: Runtime + Sized {
     /// Its settings.
     fn settings(&self) -> &DockerSettings;
 
+    /// The engine it runs on.
+    fn engine(&self) -> &Engine;
+
     /// Refuses at registration what the manifest model accepts but this runtime cannot
     /// run.
     fn refuse(_compose: &Compose) -> Result<(), String> {
@@ -40,6 +47,10 @@ pub trait DockerRuntime: Runtime + Sized {
 
     /// The instance's containers on the engine, as esm reports them, by name.
     async fn observe(&self, instance_id: &str) -> Result<Vec<Observed>, BackendError>;
+
+    /// Each component of the instance as it is now, for liveness
+    /// ([`Backend::observe`]): one engine call when all is well.
+    async fn components(&self, instance: &ServiceInstance) -> Result<Vec<Component>, BackendError>;
 
     /// The instances that have units on the engine (by label), for reconciliation.
     async fn owned_instances(&self) -> Result<BTreeSet<String>, BackendError>;
@@ -145,6 +156,17 @@ impl<R: DockerRuntime> Backend for DockerBackend<R> {
 
     async fn remove_instance(&self, instance_id: &str) -> Result<(), BackendError> {
         self.0.clear(instance_id, false).await
+    }
+
+    async fn observe(&self, instance: &ServiceInstance) -> Result<Option<Vec<Component>>, BackendError> {
+        self.0.components(instance).await.map(Some)
+    }
+
+    /// From the call on: what happens between the call and the engine subscribing the
+    /// stream is not lost.
+    fn changes(&self) -> Option<BoxStream<'static, String>> {
+        let since = SystemTime::now();
+        Some(events::instance_changes(self.0.engine(), &self.0.settings().owner, None, since))
     }
 
     async fn probe(&self) -> Result<String, BackendError> {

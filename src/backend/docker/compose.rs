@@ -2,18 +2,28 @@
 //! Docker Engine API, on a bridge network, one project per instance.
 
 use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use bollard::models::{EndpointSettings, HealthStatusEnum, NetworkConnectRequest};
+use bollard::models::{ContainerStateStatusEnum, EndpointSettings, HealthStatusEnum, NetworkConnectRequest};
 use bollard::query_parameters::CreateContainerOptionsBuilder;
+use futures_util::stream::BoxStream;
 
 use super::DockerSettings;
 use super::backend::{DockerBackend, DockerRuntime};
 use super::deploy::{Handle, Need, Runtime, UnitState};
 use super::engine::{Engine, failed};
+use super::events;
+use super::liveness::{self, CONTAINER};
 use super::report::{Observed, observe_instance};
 use super::spec::{self, Unit};
 use crate::backend::{BackendError, labels};
+use crate::domain::instance::ServiceInstance;
+use crate::domain::liveness::Component;
+
+/// How often a deployment reads its containers' state while it waits: only a fallback,
+/// since the engine's events tell every start, exit and health change.
+const POLL: Duration = Duration::from_secs(1);
 
 /// The docker-compose backend.
 pub type ComposeBackend = DockerBackend<Containers>;
@@ -36,6 +46,30 @@ impl DockerRuntime for Containers {
 
     fn settings(&self) -> &DockerSettings {
         &self.settings
+    }
+
+    fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The instance's containers, listed by label, each inspected: the listing lags
+    /// the engine's events (engine 20.10 tells a container's death or health change
+    /// before its listing shows it), while an inspection waits for the engine to have
+    /// taken it in.
+    async fn components(&self, instance: &ServiceInstance) -> Result<Vec<Component>, BackendError> {
+        let mut seen = Vec::new();
+        for listed in self.engine.containers(&labels::filter_instance(&self.settings.owner, &instance.id)).await? {
+            let service = listed.labels.as_ref().and_then(|l| l.get(labels::SERVICE).cloned());
+            let name = service
+                .or_else(|| Some(listed.names.as_ref()?.first()?.trim_start_matches('/').to_owned()))
+                .unwrap_or_default();
+            let Some(id) = listed.id else { continue };
+            seen.push(match self.engine.inspect_if_present(&id).await? {
+                Some(inspected) => liveness::container(&name, &inspected.state.unwrap_or_default()),
+                None => liveness::down(&name, CONTAINER, "removed"),
+            });
+        }
+        Ok(liveness::with_removed(seen, instance.deployment.get(self.units()), CONTAINER))
     }
 
     async fn observe(&self, instance_id: &str) -> Result<Vec<Observed>, BackendError> {
@@ -92,18 +126,19 @@ impl Runtime for Containers {
         Ok(Handle { id: created.id, name })
     }
 
+    /// A container restarting (its restart policy) is starting again; one stopped
+    /// fails the deployment with the reason liveness would give.
     async fn unit_state(&self, unit: &Unit<'_>, handle: &Handle) -> Result<UnitState, BackendError> {
         let state = self.engine.inspect(&handle.id).await?.state.unwrap_or_default();
-        if !state.running.unwrap_or(false) {
-            if state.status.is_some_and(|s| s.to_string() != "created") {
-                return Ok(UnitState::Failed(format!(
-                    "container {} stopped (exit code {}){}",
-                    unit.name,
-                    state.exit_code.unwrap_or_default(),
-                    state.error.filter(|e| !e.is_empty()).map(|e| format!(": {e}")).unwrap_or_default()
-                )));
-            }
+        if state.restarting == Some(true) || state.status == Some(ContainerStateStatusEnum::CREATED) {
             return Ok(UnitState::Starting);
+        }
+        if state.running != Some(true) {
+            return Ok(UnitState::Failed(format!(
+                "container {} stopped ({})",
+                unit.name,
+                liveness::stop_reason(&state)
+            )));
         }
         Ok(match state.health.and_then(|h| h.status) {
             Some(HealthStatusEnum::UNHEALTHY) => UnitState::Failed(format!("container {} is unhealthy", unit.name)),
@@ -112,5 +147,13 @@ impl Runtime for Containers {
                 UnitState::Running { healthy: true }
             }
         })
+    }
+
+    fn changes(&self, instance_id: &str, since: SystemTime) -> Option<BoxStream<'static, ()>> {
+        Some(events::unit_changes(&self.engine, &self.settings.owner, instance_id, since))
+    }
+
+    fn poll_interval(&self) -> Duration {
+        POLL
     }
 }

@@ -309,6 +309,15 @@ impl Engine {
             .map_err(|e| failed(&format!("cannot inspect container {id}"), e))
     }
 
+    /// Inspects a container; `None` when it is gone.
+    pub async fn inspect_if_present(&self, id: &str) -> Result<Option<ContainerInspectResponse>, BackendError> {
+        match self.docker()?.inspect_container(id, None).await {
+            Ok(inspected) => Ok(Some(inspected)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(failed(&format!("cannot inspect container {id}"), e)),
+        }
+    }
+
     /// Removes every container, network and (unless kept, or `keep_volumes`) volume of an
     /// instance, found by label. Idempotent.
     pub async fn remove_instance(

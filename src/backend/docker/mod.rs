@@ -18,12 +18,17 @@
 //! - `compose` and `swarm`: the two runtimes (containers, swarm services): everything
 //!   that differs between the backends.
 //! - `engine`: the connection, and the engine calls both backends make.
+//! - `events`: the engine's container events about esm's instances (liveness's
+//!   changes, and what wakes a deployment waiting for its units).
+//! - `liveness`: containers and swarm tasks as liveness components.
 //! - `report`: instance details and binding credentials, from what runs.
 
 mod backend;
 mod compose;
 mod deploy;
 mod engine;
+mod events;
+mod liveness;
 pub mod model;
 mod report;
 mod spec;

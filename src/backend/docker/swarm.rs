@@ -10,21 +10,26 @@
 //! own tasks).
 
 use std::collections::{BTreeSet, HashMap};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use bollard::models::TaskState;
+use bollard::models::{Service, Task, TaskState};
 use bollard::query_parameters::{ListServicesOptionsBuilder, ListTasksOptionsBuilder};
+use futures_util::stream::BoxStream;
 use tokio::time::Instant;
 
 use super::DockerSettings;
 use super::backend::{DockerBackend, DockerRuntime};
 use super::deploy::{Handle, Need, Runtime, UnitState};
 use super::engine::{Engine, failed, is_not_found};
+use super::events;
+use super::liveness;
 use super::model::Compose;
 use super::report::{Observed, observe_instance};
 use super::spec::{self, Unit};
 use crate::backend::{BackendError, labels};
+use crate::domain::instance::ServiceInstance;
+use crate::domain::liveness::Component;
 
 /// How long the task containers of removed services may take to stop.
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -41,6 +46,25 @@ pub struct Services {
     settings: DockerSettings,
 }
 
+impl Services {
+    /// The services with these label filters.
+    async fn services(&self, filters: &HashMap<String, Vec<String>>) -> Result<Vec<Service>, BackendError> {
+        let options = ListServicesOptionsBuilder::new().filters(filters).build();
+        self.engine.docker()?.list_services(Some(options)).await.map_err(|e| failed("cannot list services", e))
+    }
+
+    /// The tasks with these filters (a label filter matches the service's labels).
+    async fn tasks(&self, filters: &HashMap<String, Vec<String>>) -> Result<Vec<Task>, BackendError> {
+        let options = ListTasksOptionsBuilder::new().filters(filters).build();
+        self.engine.docker()?.list_tasks(Some(options)).await.map_err(|e| failed("cannot list tasks", e))
+    }
+}
+
+/// The manifest service a swarm service runs (its `esm.service` label).
+fn service_label(service: &Service) -> String {
+    service.spec.as_ref().and_then(|s| s.labels.as_ref()?.get(labels::SERVICE).cloned()).unwrap_or_default()
+}
+
 #[async_trait]
 impl DockerRuntime for Services {
     const NAME: &'static str = "docker-swarm";
@@ -52,6 +76,40 @@ impl DockerRuntime for Services {
 
     fn settings(&self) -> &DockerSettings {
         &self.settings
+    }
+
+    fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The instance's services and all their tasks, in two listings: one component per
+    /// desired replica (`service.N`). The containers of the tasks swarm wants running
+    /// are inspected where they are on this node: a container event asks for a look
+    /// before the manager has heard of the start or stop.
+    async fn components(&self, instance: &ServiceInstance) -> Result<Vec<Component>, BackendError> {
+        let filter = labels::filter_instance(&self.settings.owner, &instance.id);
+        let services = self.services(&filter).await?;
+        let tasks = self.tasks(&filter).await?;
+        let mut containers = HashMap::new();
+        let current = tasks.iter().filter(|t| matches!(t.desired_state, Some(TaskState::RUNNING | TaskState::READY)));
+        for container in current.filter_map(liveness::container_of) {
+            // Not on this node (or just removed): the manager's word stands.
+            if let Some(inspected) = self.engine.inspect_if_present(container).await? {
+                containers.insert(container.to_owned(), inspected.state.unwrap_or_default());
+            }
+        }
+        let mut seen = Vec::new();
+        for service in &services {
+            let desired = service
+                .spec
+                .as_ref()
+                .and_then(|s| s.mode.as_ref()?.replicated.as_ref()?.replicas)
+                .and_then(|r| u64::try_from(r).ok())
+                .unwrap_or(1);
+            let own = tasks.iter().filter(|t| t.service_id.is_some() && t.service_id == service.id);
+            seen.extend(liveness::tasks(&service_label(service), desired, own, &containers));
+        }
+        Ok(liveness::with_removed(seen, instance.deployment.get(self.units()), liveness::SERVICE))
     }
 
     fn refuse(compose: &Compose) -> Result<(), String> {
@@ -69,17 +127,10 @@ impl DockerRuntime for Services {
     /// The instance's task containers on this node, with the ports the routing mesh
     /// publishes for their service.
     async fn observe(&self, instance_id: &str) -> Result<Vec<Observed>, BackendError> {
-        let docker = self.engine.docker()?;
         let filter = labels::filter_instance(&self.settings.owner, instance_id);
-        let options = ListServicesOptionsBuilder::new().filters(&filter).build();
         let mut published: HashMap<String, Vec<(String, String, String)>> = HashMap::new();
-        for service in docker.list_services(Some(options)).await.map_err(|e| failed("cannot list services", e))? {
-            let name = service
-                .spec
-                .as_ref()
-                .and_then(|s| s.labels.as_ref())
-                .and_then(|l| l.get(labels::SERVICE).cloned())
-                .unwrap_or_default();
+        for service in self.services(&filter).await? {
+            let name = service_label(&service);
             let ports = service.endpoint.and_then(|e| e.ports).unwrap_or_default();
             let mapped = ports
                 .into_iter()
@@ -103,10 +154,7 @@ impl DockerRuntime for Services {
     }
 
     async fn owned_instances(&self) -> Result<BTreeSet<String>, BackendError> {
-        let filter = labels::filter_owner(&self.settings.owner);
-        let options = ListServicesOptionsBuilder::new().filters(&filter).build();
-        let services =
-            self.engine.docker()?.list_services(Some(options)).await.map_err(|e| failed("cannot list services", e))?;
+        let services = self.services(&labels::filter_owner(&self.settings.owner)).await?;
         Ok(services.into_iter().filter_map(|s| s.spec?.labels?.remove(labels::INSTANCE)).collect())
     }
 
@@ -131,9 +179,7 @@ impl Runtime for Services {
     async fn clear(&self, instance_id: &str, keep_volumes: bool) -> Result<(), BackendError> {
         let docker = self.engine.docker()?;
         let filter = labels::filter_instance(&self.settings.owner, instance_id);
-        let options = ListServicesOptionsBuilder::new().filters(&filter).build();
-        let services = docker.list_services(Some(options)).await.map_err(|e| failed("cannot list services", e))?;
-        for service in services {
+        for service in self.services(&filter).await? {
             let Some(id) = service.id else { continue };
             match docker.delete_service(&id).await {
                 Ok(()) => {}
@@ -169,13 +215,7 @@ impl Runtime for Services {
 
     /// A failed or rejected task fails the deployment with the engine's reason.
     async fn unit_state(&self, unit: &Unit<'_>, handle: &Handle) -> Result<UnitState, BackendError> {
-        let filters = HashMap::from([("service".to_owned(), vec![handle.name.clone()])]);
-        let tasks = self
-            .engine
-            .docker()?
-            .list_tasks(Some(ListTasksOptionsBuilder::new().filters(&filters).build()))
-            .await
-            .map_err(|e| failed(&format!("cannot list the tasks of {}", handle.name), e))?;
+        let tasks = self.tasks(&HashMap::from([("service".to_owned(), vec![handle.name.clone()])])).await?;
         let mut running: u64 = 0;
         for task in tasks {
             let status = task.status.unwrap_or_default();
@@ -193,5 +233,9 @@ impl Runtime for Services {
         }
         let wanted = spec::replicas(unit.service);
         Ok(if running >= wanted { UnitState::Running { healthy: true } } else { UnitState::Starting })
+    }
+
+    fn changes(&self, instance_id: &str, since: SystemTime) -> Option<BoxStream<'static, ()>> {
+        Some(events::unit_changes(&self.engine, &self.settings.owner, instance_id, since))
     }
 }

@@ -2,7 +2,7 @@
 //! and recoveries (as if an engine reported them), so every liveness path can be
 //! tested without Docker.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -30,6 +30,9 @@ pub struct LivenessScript {
     /// Components not up, by instance and component. A std mutex: never held across
     /// an `.await`.
     scripted: Mutex<Scripted>,
+    /// Instances deprovisioned in this process: nothing of them is left. (An instance
+    /// this process never saw is taken to run, as containers outlive an esm restart.)
+    removed: Mutex<BTreeSet<String>>,
     /// Whether observing fails, as with an engine that does not answer.
     unreachable: AtomicBool,
     changes: broadcast::Sender<String>,
@@ -37,7 +40,12 @@ pub struct LivenessScript {
 
 impl Default for LivenessScript {
     fn default() -> Self {
-        Self { scripted: Mutex::default(), unreachable: AtomicBool::new(false), changes: broadcast::Sender::new(1024) }
+        Self {
+            scripted: Mutex::default(),
+            removed: Mutex::default(),
+            unreachable: AtomicBool::new(false),
+            changes: broadcast::Sender::new(1024),
+        }
     }
 }
 
@@ -62,8 +70,15 @@ impl LivenessScript {
         self.unreachable.store(unreachable, Ordering::SeqCst);
     }
 
-    pub(super) fn forget(&self, id: &str) {
+    /// Instance `id` was deprovisioned: forget its script, report nothing left.
+    pub(super) fn removed(&self, id: &str) {
         self.lock().remove(id);
+        self.removed.lock().unwrap_or_else(PoisonError::into_inner).insert(id.to_owned());
+    }
+
+    /// Instance `id` was (re)deployed.
+    pub(super) fn deployed(&self, id: &str) {
+        self.removed.lock().unwrap_or_else(PoisonError::into_inner).remove(id);
     }
 
     /// Each component of `instance`: those its manifest named (`services`), up unless
@@ -74,6 +89,9 @@ impl LivenessScript {
         }
         if instance.deployment.get(NOT_OBSERVED) == Some(&Value::Bool(true)) {
             return Ok(None);
+        }
+        if self.removed.lock().unwrap_or_else(PoisonError::into_inner).contains(&instance.id) {
+            return Ok(Some(Vec::new()));
         }
         let mut names: Vec<String> = instance
             .deployment

@@ -305,6 +305,7 @@ impl Backend for DummyBackend {
         let parsed = self.load(manifest)?;
         self.play(&parsed.script, OperationKind::Provision, &instance.id, running(&instance.operations)).await?;
         self.deployed().insert(instance.id.clone());
+        self.liveness.deployed(&instance.id);
         let containers: Vec<String> =
             parsed.services.iter().map(|(name, svc)| container_name(&instance.id, name, svc)).collect();
         let mut details = Map::new();
@@ -334,7 +335,7 @@ impl Backend for DummyBackend {
             self.play(&parsed.script, OperationKind::Deprovision, &instance.id, running(&instance.operations)).await?;
         }
         self.deployed().remove(&instance.id);
-        self.liveness.forget(&instance.id);
+        self.liveness.removed(&instance.id);
         Ok(())
     }
 

@@ -1,8 +1,12 @@
 //! [`Runtime`]: what the deployment template asks of whatever runs an instance's
 //! services.
 
-use async_trait::async_trait;
+use std::time::{Duration, SystemTime};
 
+use async_trait::async_trait;
+use futures_util::stream::BoxStream;
+
+use super::POLL;
 use crate::backend::BackendError;
 use crate::backend::docker::spec::{Resource, Unit};
 
@@ -73,4 +77,17 @@ pub trait Runtime: Send + Sync {
 
     /// Where a unit made by [`create_unit`](Runtime::create_unit) stands.
     async fn unit_state(&self, unit: &Unit<'_>, handle: &Handle) -> Result<UnitState, BackendError>;
+
+    /// Tells the template, while it waits, that something of the instance changed
+    /// since `since` (the engine's events), so it looks again at once instead of at
+    /// the next poll. `None`: the template only polls.
+    fn changes(&self, _instance_id: &str, _since: SystemTime) -> Option<BoxStream<'static, ()>> {
+        None
+    }
+
+    /// How often the template reads the units' state while it waits, whatever the
+    /// changes say: events can be missed, and some states have none.
+    fn poll_interval(&self) -> Duration {
+        POLL
+    }
 }

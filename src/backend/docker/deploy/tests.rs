@@ -4,6 +4,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
+use futures_util::stream;
+
 use super::*;
 use crate::backend::docker::model::Policy;
 use crate::backend::docker::spec::Resource;
@@ -21,6 +23,12 @@ struct Scripted {
     failing: Option<&'static str>,
     /// Clearing fails (a deprovision that cannot finish).
     clear_fails: bool,
+    /// How long making a unit takes (a busy engine).
+    start_delay: Duration,
+    /// What `changes` hands out (once).
+    changes: Mutex<Option<BoxStream<'static, ()>>>,
+    /// The poll interval, if not the default.
+    poll: Option<Duration>,
 }
 
 impl Scripted {
@@ -67,6 +75,7 @@ impl Runtime for Scripted {
 
     async fn create_unit(&self, unit: &Unit<'_>) -> Result<Handle, BackendError> {
         self.note(format!("create {}", unit.name));
+        tokio::time::sleep(self.start_delay).await;
         if self.failing == Some(unit.name) {
             return Err(BackendError::new(format!("cannot create {}", unit.name)));
         }
@@ -80,6 +89,14 @@ impl Runtime for Scripted {
         let Some(script) = states.get_mut(unit.name) else { return Ok(UnitState::Running { healthy: true }) };
         Ok(if script.len() > 1 { script.pop_front() } else { script.front().cloned() }
             .unwrap_or(UnitState::Running { healthy: true }))
+    }
+
+    fn changes(&self, _instance_id: &str, _since: std::time::SystemTime) -> Option<BoxStream<'static, ()>> {
+        self.changes.lock().unwrap().take()
+    }
+
+    fn poll_interval(&self) -> Duration {
+        self.poll.unwrap_or(POLL)
     }
 }
 
@@ -142,11 +159,12 @@ async fn a_provision_starts_clean_makes_everything_in_order_and_waits_for_health
             "create a",
             "state a",
             "create b",
+            "state b",
             "create c",
         ]
     );
-    // Then all three, until each has been up long enough.
-    assert_eq!(log[made..made + 3], ["state a", "state b", "state c"]);
+    // A first look at c, then all three, until each has been up long enough.
+    assert_eq!(log[made..made + 4], ["state c", "state a", "state b", "state c"]);
     assert!(log[made..].iter().all(|l| l.starts_with("state ")), "{log:?}");
     let details = serde_json::Value::Object(deployment.details);
     assert_eq!(details["project"], "esm-i-1");
@@ -182,12 +200,15 @@ async fn a_failed_provision_removes_what_it_made_volumes_included() {
 
 #[tokio::test(start_paused = true)]
 async fn a_failed_update_keeps_the_volumes_and_says_the_instance_is_down_and_may_be_retried() {
-    let runtime = Scripted::default().with_states("c", [UnitState::Failed("container c stopped".into())]);
+    let runtime = Scripted::default().with_states("b", [UnitState::Failed("container b stopped".into())]);
     let compose = compose();
     let error = update(&runtime, &order(&compose)).await.expect_err("fails");
-    assert_eq!(error.message, "container c stopped");
+    assert_eq!(error.message, "container b stopped");
     assert_eq!((error.instance_usable, error.update_repeatable), (Some(false), Some(true)));
-    assert_eq!(runtime.log().last().map(String::as_str), Some("clear i-1 keep_volumes=true"));
+    let log = runtime.log();
+    assert_eq!(log.last().map(String::as_str), Some("clear i-1 keep_volumes=true"));
+    // Seen stopped at the first look after making it: `c` is never made.
+    assert!(!log.contains(&"create c".to_owned()), "{log:?}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -200,24 +221,80 @@ async fn a_failed_deprovision_says_the_instance_is_not_usable() {
     deprovision(&runtime, "i-1").await.expect("removed");
 }
 
-#[tokio::test(start_paused = true)]
-async fn units_must_keep_running_for_the_minimum_uptime() {
-    let runtime = Scripted::default();
-    let compose = Compose::parse("services:\n  solo:\n    image: esm-test/a:1\n", &Policy::default()).expect("parses");
-    let start = Instant::now();
-    provision(&runtime, &order(&compose)).await.expect("deployed");
-    let waited = start.elapsed();
-    assert!(waited >= MIN_UPTIME, "{waited:?}");
-    assert!(waited < MIN_UPTIME * 2, "{waited:?}");
+fn solo() -> Compose {
+    Compose::parse("services:\n  solo:\n    image: esm-test/a:1\n", &Policy::default()).expect("parses")
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_unit_restarting_starts_its_uptime_again() {
-    let runtime = Scripted::default().with_states("c", [HEALTHY; 4].into_iter().chain([UnitState::Starting, HEALTHY]));
+async fn a_unit_that_starts_at_once_is_ready_after_the_settle_time() {
+    let runtime = Scripted::default();
+    let compose = solo();
+    let start = Instant::now();
+    provision(&runtime, &order(&compose)).await.expect("deployed");
+    let waited = start.elapsed();
+    assert!(waited >= SETTLE && waited < SETTLE * 2, "{waited:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_unit_slow_to_start_must_keep_running_half_as_long_as_it_took_up_to_a_second() {
+    let slow = Duration::from_millis(400);
+    let runtime = Scripted { start_delay: slow, ..Scripted::default() };
+    let compose = solo();
+    let start = Instant::now();
+    provision(&runtime, &order(&compose)).await.expect("deployed");
+    let waited = start.elapsed();
+    assert!(waited >= slow + slow / 2 && waited < slow + slow / 2 + SETTLE, "{waited:?}");
+
+    let very_slow = Duration::from_secs(5);
+    let runtime = Scripted { start_delay: very_slow, ..Scripted::default() };
+    let start = Instant::now();
+    provision(&runtime, &order(&compose)).await.expect("deployed");
+    let waited = start.elapsed();
+    assert!(waited >= very_slow + MAX_SETTLE && waited < very_slow + MAX_SETTLE + SETTLE, "{waited:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_unit_restarting_settles_again_from_when_it_runs_again() {
+    let runtime = Scripted::default().with_states("c", [HEALTHY, UnitState::Starting, HEALTHY]);
     let compose = compose();
     let start = Instant::now();
     provision(&runtime, &order(&compose)).await.expect("deployed");
-    assert!(start.elapsed() >= MIN_UPTIME + POLL * 4, "{:?}", start.elapsed());
+    // `a` settles, then `b` and `c` would at the next settle time, but `c` was seen
+    // starting again then: it must settle once more from when it runs again.
+    assert!(start.elapsed() >= SETTLE * 3, "{:?}", start.elapsed());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_change_wakes_the_wait_before_the_next_poll() {
+    let (tx, rx) = tokio::sync::mpsc::channel::<()>(1);
+    let changes = stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|()| ((), rx)) }).boxed();
+    let runtime =
+        Scripted { changes: Mutex::new(Some(changes)), poll: Some(Duration::from_secs(10)), ..Scripted::default() }
+            .with_states("solo", [UnitState::Starting, UnitState::Starting, HEALTHY]);
+    let compose = solo();
+    let start = Instant::now();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        tx.send(()).await.expect("the wait listens");
+        // Held open: the stream has not ended.
+        std::future::pending::<()>().await;
+    });
+    provision(&runtime, &order(&compose)).await.expect("deployed");
+    // Running at the change (1 s after it was asked for), then half as long again.
+    let waited = start.elapsed();
+    assert!(waited >= Duration::from_millis(1500) && waited < Duration::from_secs(2), "{waited:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn when_the_changes_end_the_wait_polls() {
+    let runtime = Scripted { changes: Mutex::new(Some(stream::empty().boxed())), ..Scripted::default() }
+        .with_states("solo", [const { UnitState::Starting }; 5].into_iter().chain([HEALTHY]));
+    let compose = solo();
+    let start = Instant::now();
+    provision(&runtime, &order(&compose)).await.expect("deployed");
+    // Five looks at a starting unit: the first, one before the stream's end is seen,
+    // then one per poll.
+    assert!(start.elapsed() >= POLL * 3, "polled, not spun: {:?}", start.elapsed());
 }
 
 #[tokio::test(start_paused = true)]
@@ -227,9 +304,9 @@ async fn units_that_never_get_ready_fail_the_deployment_at_the_timeout() {
     let start = Instant::now();
     let error = provision(&runtime, &order(&compose)).await.expect_err("times out");
     assert_eq!(error.message, "things a, b, c were not ready within 30s");
-    // The timeout counts from the last wait: `b` first waited a second for `a`.
+    // The timeout counts from the last wait: `b` first waited for `a` to settle.
     let waited = start.elapsed();
-    assert!(waited >= Duration::from_secs(31) && waited < Duration::from_secs(32), "{waited:?}");
+    assert!(waited >= Duration::from_secs(30) + SETTLE && waited < Duration::from_secs(31), "{waited:?}");
     assert_eq!(runtime.log().last().map(String::as_str), Some("clear i-1 keep_volumes=false"));
 }
 
