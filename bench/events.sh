@@ -28,18 +28,9 @@ field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]
 # The liveness query among COUNT instances.
 start_esm scale ESM_STORE=embedded
 register "$ESM_URL_scale" 'x-esm-dummy: {mode: sync}'
-threads=2; per_thread=$(((count + threads - 1) / threads))
-write_provision_lua "$BENCH_TMP/provision.lua" live "$per_thread"
-last=$(printf 'live-%d-%07d' "$threads" "$per_thread")
-wrk -t "$threads" -c 32 -d 1h -s "$BENCH_TMP/provision.lua" "$ESM_URL_scale" >"$BENCH_TMP/provision.txt" 2>&1 &
-wrk_pid=$!
-until curl -fs -o /dev/null "${hdr[@]}" "$ESM_URL_scale/v2/service_instances/$last"; do
-  kill -0 "$wrk_pid" 2>/dev/null || { cat "$BENCH_TMP/provision.txt"; echo "wrk stopped early" >&2; exit 1; }
-  sleep 0.5
-done
-kill -INT "$wrk_pid"; wait "$wrk_pid" || true
+provision_many "$ESM_URL_scale" "$count" live 2 32
 # Wait for the watch to have seen every instance up (one round writes each once).
-probe=$(printf 'live-1-%07d' $((per_thread / 2)))
+probe=$(printf 'live-1-%07d' $((PER_THREAD / 2)))
 until curl -fsS "${hdr[@]}" "$ESM_URL_scale/v2/et/service_instances/$probe/liveness" | grep -q '"status":"up"'; do sleep 1; done
 # CPU esm spends watching COUNT idle instances: 30 s of its CPU time.
 cpu() { awk '{print $14 + $15}' "/proc/$(esm_pid)/stat"; }

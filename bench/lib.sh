@@ -92,6 +92,26 @@ end
 LUA
 }
 
+# provision_many URL COUNT PREFIX THREADS CONNECTIONS: provisions at least COUNT
+# instances PREFIX-<thread>-<n> (n from 1 to COUNT/THREADS, rounded up) with wrk, which
+# runs until every thread's last id exists (each thread sends its ids in order, so by
+# then every provision has been sent). Sets PER_THREAD and PROVISIONED.
+provision_many() {
+  local url=$1 count=$2 prefix=$3 threads=$4 conns=$5 wrk_pid t
+  PER_THREAD=$(((count + threads - 1) / threads))
+  PROVISIONED=$((threads * PER_THREAD))
+  write_provision_lua "$BENCH_TMP/provision.lua" "$prefix" "$PER_THREAD"
+  wrk -t "$threads" -c "$conns" -d 1h -s "$BENCH_TMP/provision.lua" "$url" >"$BENCH_TMP/provision.txt" 2>&1 &
+  wrk_pid=$!
+  for t in $(seq 1 "$threads"); do
+    until curl -fs -o /dev/null -H 'X-Broker-API-Version: 2.17' "$url/v2/service_instances/$(printf '%s-%d-%07d' "$prefix" "$t" "$PER_THREAD")"; do
+      kill -0 "$wrk_pid" 2>/dev/null || { cat "$BENCH_TMP/provision.txt"; echo "wrk stopped early" >&2; return 1; }
+      sleep 0.2
+    done
+  done
+  kill -INT "$wrk_pid"; wait "$wrk_pid" || true
+}
+
 # wrk_rps URL [wrk args...]: requests per second; fails on any non-2xx answer.
 wrk_rps() {
   local out

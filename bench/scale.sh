@@ -20,24 +20,10 @@ now() { date +%s.%N; }
 
 start_esm scale ESM_STORE=embedded
 register "$ESM_URL_scale" 'x-esm-dummy: {mode: sync}'
-# wrk runs until stopped: it is stopped once every thread's last id exists (each
-# thread sends its ids in order, so by then every provision has been sent).
-per_thread=$(((count + threads - 1) / threads))
-write_provision_lua "$BENCH_TMP/provision.lua" scale "$per_thread"
-provisioned=$((threads * per_thread))
-last_ids=(); for t in $(seq 1 "$threads"); do last_ids+=("$(printf 'scale-%d-%07d' "$t" "$per_thread")"); done
-exists() { curl -fs -o /dev/null "${hdr[@]}" "$ESM_URL_scale/v2/service_instances/$1"; }
 t0=$(now)
-wrk -t "$threads" -c "$conns" -d 1h -s "$BENCH_TMP/provision.lua" "$ESM_URL_scale" >"$BENCH_TMP/provision.txt" 2>&1 &
-wrk_pid=$!
-for id in "${last_ids[@]}"; do
-  until exists "$id"; do
-    kill -0 "$wrk_pid" 2>/dev/null || { cat "$BENCH_TMP/provision.txt"; echo "wrk stopped early" >&2; exit 1; }
-    sleep 0.2
-  done
-done
+provision_many "$ESM_URL_scale" "$count" scale "$threads" "$conns"
 t1=$(now)
-kill -INT "$wrk_pid"; wait "$wrk_pid" || true
+provisioned=$PROVISIONED
 rate=$(python3 -c "print(round($provisioned / ($t1 - $t0)))")
 rss_provisioned=$(rss_mb "$(esm_pid)")
 

@@ -33,6 +33,12 @@ def report(api, instance, status):
     urllib.request.urlopen(req).read()
 
 
+def current(api, instance):
+    req = urllib.request.Request(f"{api}/v2/et/service_instances/{instance}/liveness",
+                                 headers={"X-Broker-API-Version": "2.17"})
+    return json.load(urllib.request.urlopen(req))["status"]
+
+
 def main():
     api, pid, instance, n, k = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
     url = urlparse(api)
@@ -61,7 +67,8 @@ def main():
     time.sleep(0.5)
     after = rss_kb(pid)
     latencies = []
-    status = "down"
+    # Each report must change the status, or no event follows.
+    status = "down" if current(api, instance) != "down" else "up"
     for _ in range(k):
         waiting = set(socks)
         t0 = time.perf_counter()
