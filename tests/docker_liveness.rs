@@ -11,7 +11,7 @@ mod support;
 
 use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use esm::backend::Backend;
 use esm::backend::conformance;
@@ -22,6 +22,7 @@ use esm::domain::manifest::Manifest;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use support::eventually;
+use support::wait::within_blocking;
 
 const IMAGE: &str = "esm-test/busybox:latest";
 
@@ -53,16 +54,12 @@ impl Drop for Cleanup {
         };
         remove(&["service", "rm"], listed(&["service", "ls", "-q", "--filter", &filter]));
         // A removed service's task containers stop on their own; the networks are free after.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
+        within_blocking(Duration::from_secs(30), || {
             let containers = listed(&["ps", "-aq", "--filter", &filter]);
-            if containers.is_empty() || Instant::now() >= deadline {
-                remove(&["rm", "-f", "-v"], containers);
-                break;
-            }
+            let gone = containers.is_empty();
             remove(&["rm", "-f", "-v"], containers);
-            std::thread::sleep(Duration::from_millis(200));
-        }
+            gone.then_some(())
+        });
         remove(&["network", "rm"], listed(&["network", "ls", "-q", "--filter", &filter]));
         remove(&["volume", "rm", "-f"], listed(&["volume", "ls", "-q", "--filter", &filter]));
     }

@@ -13,6 +13,10 @@ use esm::store::{Collection, Records, Store, index};
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+#[path = "support/wait.rs"]
+mod wait;
+use wait::eventually;
+
 fn log(records: &Records, stop: &CancellationToken) -> Arc<EventLog> {
     let log = EventLog::new(records.clone(), Clock::tokio(), 10_000);
     // As on a shared store: each log polls for the other's writes.
@@ -32,8 +36,9 @@ async fn two_logs_on_one_store_number_every_event_once_and_every_subscriber_sees
     let records = Records::new(store);
     let stop = CancellationToken::new();
     let (a, b) = (log(&records, &stop), log(&records, &stop));
-    // Let both tails start at the (empty) log's end.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Both tails start at the (empty) log's end before anything is emitted.
+    eventually(Duration::from_secs(5), "both logs to tail", || async { (a.tailing() && b.tailing()).then_some(()) })
+        .await;
     let mut on_a = Box::pin(a.subscribe(Filter::default(), None));
     let mut on_b = Box::pin(b.subscribe(Filter::default(), None));
     for n in 0..200 {
@@ -67,7 +72,7 @@ async fn an_id_never_written_is_passed_over_after_a_moment() {
     let records = Records::new(store);
     let stop = CancellationToken::new();
     let log = log(&records, &stop);
-    tokio::time::sleep(Duration::from_millis(10)).await;
+    eventually(Duration::from_secs(5), "the log to tail", || async { log.tailing().then_some(()) }).await;
     let mut subscriber = Box::pin(log.subscribe(Filter::default(), None));
     // Ids 1 and 3 exist, 2 never will (its writer died between numbering and insert).
     for id in [1_u64, 3] {

@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::{Value, json};
+use support::wait::within;
 use support::{Client, Esm, StoreSetup, eventually, mongo_uri};
 
 use driver::{Accepts, Load, now_ms};
@@ -300,19 +301,19 @@ async fn drain_and_read(client: &Client, instances: usize) -> BTreeMap<String, F
             paths.insert(format!("i{i}-b{b}"), format!("/v2/service_instances/i{i}/service_bindings/i{i}-b{b}"));
         }
     }
-    let mut pending: BTreeSet<String> = paths.keys().cloned().collect();
-    let deadline = Instant::now() + DRAIN_LIMIT;
-    while !pending.is_empty() && Instant::now() < deadline {
-        for id in pending.clone() {
+    let pending = std::cell::RefCell::new(paths.keys().cloned().collect::<BTreeSet<String>>());
+    within(DRAIN_LIMIT, || async {
+        let ids = pending.borrow().clone();
+        for id in ids {
             let (status, body) = client.send(Method::GET, &format!("{}/last_operation", paths[&id]), None).await;
             if !(status == 200 && body["state"] == "in progress") && status != 0 && status < 500 {
-                pending.remove(&id);
+                pending.borrow_mut().remove(&id);
             }
         }
-        if !pending.is_empty() {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+        pending.borrow().is_empty().then_some(())
+    })
+    .await;
+    let pending = pending.into_inner();
     let mut finals = BTreeMap::new();
     for (id, path) in &paths {
         let (status, body) = client.send(Method::GET, path, None).await;

@@ -45,6 +45,8 @@ pub(super) struct Hub {
     sender: broadcast::Sender<Arc<Delivered>>,
     /// The last id delivered: every event up to it has been broadcast (or passed over).
     delivered: AtomicU64,
+    /// Whether the tail has found where the log ends and delivers from there.
+    tailing: std::sync::atomic::AtomicBool,
     /// Woken by this process's writes.
     wake: Notify,
     subscribers: AtomicUsize,
@@ -55,6 +57,7 @@ impl Hub {
         Self {
             sender: broadcast::Sender::new(BROADCAST),
             delivered: AtomicU64::new(0),
+            tailing: std::sync::atomic::AtomicBool::new(false),
             wake: Notify::new(),
             subscribers: AtomicUsize::new(0),
         }
@@ -62,6 +65,10 @@ impl Hub {
 
     pub(super) fn delivered(&self) -> u64 {
         self.delivered.load(Ordering::Acquire)
+    }
+
+    pub(super) fn tailing(&self) -> bool {
+        self.tailing.load(Ordering::Acquire)
     }
 
     pub(super) fn wake(&self) {
@@ -94,6 +101,7 @@ pub(super) async fn run(log: Arc<EventLog>, stop: CancellationToken, poll: Optio
         match log.newest().await {
             Ok(newest) => {
                 hub.delivered.store(newest, Ordering::Release);
+                hub.tailing.store(true, Ordering::Release);
                 break;
             }
             Err(e) => {

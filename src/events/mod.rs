@@ -125,6 +125,12 @@ impl EventLog {
         self.hub.delivered()
     }
 
+    /// Whether this process delivers new events to subscribers yet (it starts once it
+    /// has read where the log ends).
+    pub fn tailing(&self) -> bool {
+        self.hub.tailing()
+    }
+
     /// How many subscribers are connected now.
     pub fn subscribers(&self) -> usize {
         self.hub.subscribers()

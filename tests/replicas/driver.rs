@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use super::nginx::UPSTREAM_HEADER;
 use crate::support::VERSION;
+use crate::support::wait::within;
 
 /// Unix time in milliseconds: the dummy's call log uses the same clock.
 pub fn now_ms() -> u64 {
@@ -269,19 +270,22 @@ impl Worker {
         }
         path.push_str(&format!("/last_operation?operation={op}"));
         let deadline = sent.end + u64::try_from(self.load.poll_limit.as_millis()).unwrap_or(u64::MAX);
-        loop {
+        // A std mutex: locked only to push, never across an `.await`.
+        let polls = std::sync::Mutex::new(polls);
+        let ended = within(Duration::from_millis(deadline.saturating_sub(now_ms())), || async {
             let (status, answer, _) = self.request(Method::GET, &path, None).await;
             let at = now_ms();
-            polls.push((status, at));
+            polls.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((status, at));
             match (status, answer["state"].as_str()) {
-                (200, Some("succeeded")) => return (PollEnd::Succeeded, at),
-                (200, Some("failed")) => return (PollEnd::Failed, at),
-                (400 | 404 | 410, _) => return (PollEnd::Superseded(status), at),
+                (200, Some("succeeded")) => Some((PollEnd::Succeeded, at)),
+                (200, Some("failed")) => Some((PollEnd::Failed, at)),
+                (400 | 404 | 410, _) => Some((PollEnd::Superseded(status), at)),
                 // In progress, or no answer (a replica going away): ask again.
-                _ if at >= deadline => return (PollEnd::TimedOut, at),
-                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+                _ => None,
             }
-        }
+        })
+        .await;
+        ended.unwrap_or_else(|| (PollEnd::TimedOut, now_ms()))
     }
 
     /// `(status, JSON body, replicas tried)`; status 0 when no answer came.

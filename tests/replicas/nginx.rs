@@ -4,8 +4,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::support::wait::within_blocking;
 use crate::support::{eventually, free_port};
 
 /// The response header naming every replica nginx passed a request to, in order
@@ -71,10 +72,7 @@ impl Drop for Nginx {
     /// Fast shutdown (SIGTERM), then SIGKILL if it lingers.
     fn drop(&mut self) {
         let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        within_blocking(Duration::from_secs(5), || (!matches!(self.child.try_wait(), Ok(None))).then_some(()));
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
