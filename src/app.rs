@@ -91,6 +91,7 @@ impl Server {
                 clock: Clock::system(),
                 event_retention: config.event_retention,
                 event_webhook,
+                pool_deploys: config.pool_deploys,
                 liveness: LivenessSettings {
                     interval: Duration::from_secs(config.liveness_interval),
                     thresholds: Thresholds {
@@ -145,6 +146,7 @@ impl Server {
         self.broker.spawn_purger(Duration::from_secs(self.config.tombstone_retention));
         self.broker.spawn_registry_watch();
         self.broker.spawn_liveness();
+        self.broker.spawn_pool_keeper();
 
         let stop = CancellationToken::new();
         let trigger = stop.clone();

@@ -186,6 +186,9 @@ pub struct Config {
     /// can answer for it) before it is purged; 604800 is 7 days.
     #[arg(long = "tombstone-retention", env = "ESM_TOMBSTONE_RETENTION", value_parser = positive(), default_value_t = 604_800)]
     pub tombstone_retention: u64,
+    /// Members of one warm pool deployed at once (when a pool fills or is repaired).
+    #[arg(long = "pool-deploys", env = "ESM_POOL_DEPLOYS", value_parser = positive_count(), default_value_t = 4)]
+    pub pool_deploys: usize,
     /// Mebibytes of memory the embedded store may use to cache its file (redb's cache;
     /// the rest is read from the file, usually from the page cache).
     #[arg(long = "store-cache-mb", env = "ESM_STORE_CACHE_MB", value_parser = positive_count(), default_value_t = 32)]

@@ -56,6 +56,10 @@ async fn metrics(State(state): State<OpsState>) -> Response {
     if let Ok(stored) = events.stored().await {
         metrics.set_events_stored(stored);
     }
+    // Reading the pools' status sets their member gauges.
+    if let Err(e) = state.broker.pool_statuses().await {
+        tracing::debug!(error = %e, "cannot read the pools for the metrics");
+    }
     let text = metrics.render(state.broker.store().as_ref()).await;
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }

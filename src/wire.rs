@@ -5,9 +5,11 @@
 
 mod events;
 mod liveness;
+mod pools;
 
 pub use events::{EventPage, EventQuery, Gap};
 pub use liveness::{LivenessReport, LivenessView, MAX_NOTE_CHARS, MAX_TTL_SECONDS, ReportView};
+pub use pools::{MemberView, PoolList, PoolRequest, PoolStatus};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};

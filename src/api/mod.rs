@@ -15,6 +15,7 @@ pub mod last_operation;
 pub mod listing;
 pub mod liveness;
 pub mod middleware;
+pub mod pools;
 pub mod provision;
 pub mod unbind;
 pub mod update;
@@ -82,6 +83,8 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(et::get_instance))
         .routes(routes!(events::events))
         .routes(routes!(liveness::get_liveness, liveness::report_liveness))
+        .routes(routes!(pools::list_pools))
+        .routes(routes!(pools::get_pool, pools::set_pool, pools::delete_pool))
         .split_for_parts()
 }
 

@@ -99,6 +99,8 @@ pub fn instance(id: &str, manifest: &Manifest) -> ServiceInstance {
         operations: OperationLog::default(),
         created_at: crate::clock::Clock::system().timestamp(),
         liveness: None,
+        deployment_id: None,
+        pool: None,
     }
 }
 

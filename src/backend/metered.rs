@@ -64,6 +64,10 @@ impl Backend for MeteredBackend {
         self.inner.requires_app(manifest)
     }
 
+    async fn poolable(&self, manifest: &Manifest) -> Result<(), String> {
+        self.inner.poolable(manifest).await
+    }
+
     fn dashboard_url(&self, instance: &ServiceInstance, manifest: &Manifest) -> Option<String> {
         self.inner.dashboard_url(instance, manifest)
     }

@@ -109,6 +109,12 @@ pub trait Backend: Send + Sync {
         false
     }
 
+    /// Whether instances of this manifest can be deployed ahead for a warm pool, and if
+    /// not, why (e.g. a fixed host port only one deployment can hold).
+    async fn poolable(&self, _manifest: &Manifest) -> Result<(), String> {
+        Ok(())
+    }
+
     /// The instance's dashboard, if it has one. Known before the instance is deployed,
     /// so an asynchronous provision's first answer carries it (as OSB asks).
     fn dashboard_url(&self, _instance: &ServiceInstance, _manifest: &Manifest) -> Option<String> {

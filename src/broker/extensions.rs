@@ -124,7 +124,7 @@ impl Broker {
         let mut deployment = Vec::new();
         let mut problem = None;
         let info = match self.instance_backend(registry, &instance).await {
-            Ok((backend, manifest)) => backend.info(&instance, &manifest).await.map_err(|e| e.to_string()),
+            Ok((backend, manifest)) => backend.info(&instance.deployed(), &manifest).await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
         match info {

@@ -14,6 +14,7 @@ use crate::domain::binding::Binding;
 use crate::domain::catalog::SchemaFor;
 use crate::domain::instance::{InstanceMetadata, InstanceStatus, PendingUpdate, ServiceInstance};
 use crate::domain::operation::{Operation, OperationKind, OperationLog, OperationState};
+use crate::domain::pool::MEMBER_PREFIX;
 use crate::error::{OsbError, OsbResult};
 use crate::store::{StoreError, Versioned, index};
 use crate::wire::{
@@ -30,6 +31,11 @@ impl Broker {
         accepts_incomplete: bool,
     ) -> OsbResult<Answer<ProvisionResponse>> {
         require("instance_id", id)?;
+        if id.starts_with(MEMBER_PREFIX) {
+            return Err(OsbError::BadRequest(format!(
+                "instance ids starting with {MEMBER_PREFIX} are esm's own (warm pool members)"
+            )));
+        }
         require("service_id", &req.service_id)?;
         require("plan_id", &req.plan_id)?;
         require("organization_guid", &req.organization_guid)?;
@@ -39,7 +45,14 @@ impl Broker {
         let view = self.plan_view(&req.service_id, &req.plan_id).await?;
         check_maintenance(&view.plan, req.maintenance_info.as_ref())?;
         view.plan.validate_parameters(SchemaFor::Provision, req.parameters.as_ref()).map_err(OsbError::BadRequest)?;
-        let asynchronous = view.asynchronous(OperationKind::Provision, accepts_incomplete)?;
+        // A plan with a warm pool hands out a member within the request when it can,
+        // even where the cold path could only run asynchronously.
+        let pool = self.pool_for(&req.plan_id).await?;
+        let asynchronous = match (view.asynchronous(OperationKind::Provision, accepts_incomplete), &pool) {
+            (Ok(asynchronous), _) => asynchronous,
+            (Err(_), Some(_)) => false,
+            (Err(e), None) => return Err(e),
+        };
 
         let existing = self.records.get::<ServiceInstance>(id).await?;
         if let Some(Versioned { record, .. }) = &existing
@@ -73,15 +86,27 @@ impl Broker {
         // Now that the instance is written, its plan must still be there with the
         // manifest read above (the retirement protocol, registry.rs).
         if let Err(e) = self.confirm_plan(&view.service.id, &view.plan.id, &view.entry.content).await {
-            let undone = match existing {
-                Some(tombstone) => self.records.replace(version, &tombstone.record).await.map(|_| ()),
-                None => self.records.delete::<ServiceInstance>(id, Some(version)).await.map(|_| ()),
-            };
-            if let Err(undo) = undone {
-                tracing::error!(instance_id = %id, error = %undo, "could not withdraw a refused provision");
-            }
+            self.withdraw_provision(id, version, existing).await;
             return Err(e);
         }
+        // Recorded first, then claimed: a crash in between leaves the provision running,
+        // and its resumption adopts the member (or deploys cold).
+        let claimed = match &pool {
+            Some(pool) => self.claim_member(pool, &view.manifest.id, id, req.parameters.as_ref()).await,
+            None => Ok(false),
+        };
+        let handed_out = matches!(claimed, Ok(true));
+        let refused = match claimed {
+            Ok(false) => view.asynchronous(OperationKind::Provision, accepts_incomplete).err(),
+            Ok(true) => None,
+            Err(e) => Some(e),
+        };
+        if let Some(e) = refused {
+            self.withdraw_provision(id, version, existing).await;
+            return Err(e);
+        }
+        // A member is handed out within the request: 201 at once.
+        let asynchronous = asynchronous && !handed_out;
 
         Ok(match self.carry_out(work::Provision, id, &op_id, asynchronous).await? {
             None => Answer::Accepted(ProvisionResponse {
@@ -95,6 +120,18 @@ impl Broker {
                 metadata: Some(done.metadata).filter(|m| !m.is_empty()),
             }),
         })
+    }
+
+    /// Takes back the record of a provision refused after it was written: the tombstone
+    /// it replaced comes back, or the record goes.
+    async fn withdraw_provision(&self, id: &str, version: u64, existing: Option<Versioned<ServiceInstance>>) {
+        let undone = match existing {
+            Some(tombstone) => self.records.replace(version, &tombstone.record).await.map(|_| ()),
+            None => self.records.delete::<ServiceInstance>(id, Some(version)).await.map(|_| ()),
+        };
+        if let Err(undo) = undone {
+            tracing::error!(instance_id = %id, error = %undo, "could not withdraw a refused provision");
+        }
     }
 
     /// `PATCH /v2/service_instances/{id}`.
@@ -263,7 +300,8 @@ impl Broker {
 
     /// `GET /v2/service_instances/{id}/last_operation`.
     pub async fn instance_last_operation(&self, id: &str, operation: Option<&str>) -> OsbResult<LastOperationResponse> {
-        let Some(Versioned { record: instance, .. }) = self.records.get::<ServiceInstance>(id).await? else {
+        let found = self.records.get::<ServiceInstance>(id).await?.filter(|v| v.record.pool.is_none());
+        let Some(Versioned { record: instance, .. }) = found else {
             let what = format!("instance {id} does not exist");
             return Err(purge::last_operation_gone(operation, OperationKind::Deprovision, what));
         };
@@ -282,7 +320,7 @@ impl Broker {
 
     /// A live (not deprovisioned) instance.
     pub(super) async fn live_instance(&self, id: &str) -> OsbResult<Option<Versioned<ServiceInstance>>> {
-        Ok(self.records.get::<ServiceInstance>(id).await?.filter(|v| v.record.is_live()))
+        Ok(self.records.get::<ServiceInstance>(id).await?.filter(|v| v.record.is_platform_instance()))
     }
 
     /// The live bindings of an instance, from the index by instance.
@@ -361,7 +399,7 @@ pub(super) fn resent(id: &str, running: &Operation, accepts_incomplete: bool) ->
 }
 
 /// A new instance record for a provision, with its first operation.
-fn new_instance(id: &str, req: &ProvisionRequest, view: &PlanView, op: Operation) -> ServiceInstance {
+pub(super) fn new_instance(id: &str, req: &ProvisionRequest, view: &PlanView, op: Operation) -> ServiceInstance {
     // The instance is created when its provision starts.
     let created_at = op.started_at.clone();
     let mut operations = OperationLog::default();
@@ -387,6 +425,8 @@ fn new_instance(id: &str, req: &ProvisionRequest, view: &PlanView, op: Operation
         operations,
         created_at,
         liveness: None,
+        deployment_id: None,
+        pool: None,
     };
     // Known before anything runs, so an asynchronous 202 carries it too (OSB).
     instance.dashboard_url = view.backend.dashboard_url(&instance, &view.manifest);

@@ -115,10 +115,12 @@ impl Broker {
     async fn liveness_round(self: &Arc<Self>) -> OsbResult<()> {
         // One read of the catalog serves the whole round.
         let registry = self.registry().await?.record;
-        // Records are read a page at a time, not one by one.
-        let live = vec![(index::LIVE.to_owned(), "1".to_owned())];
-        self.records
-            .scan::<ServiceInstance>(live)
+        // Records are read a page at a time, not one by one: the platforms' instances,
+        // then the warm pools' members (a broken one is replaced).
+        let filter = |field: &str| vec![(field.to_owned(), "1".to_owned())];
+        let live = self.records.scan::<ServiceInstance>(filter(index::LIVE));
+        let members = self.records.scan::<ServiceInstance>(filter(index::MEMBER));
+        live.chain(members)
             .map_err(OsbError::from)
             .try_for_each_concurrent(CONCURRENT_LOOKS, |found| {
                 let registry = &registry;
@@ -133,15 +135,27 @@ impl Broker {
             .await
     }
 
+    /// Looks at the instance deployed as `id`: an engine names the deployment, which is
+    /// a handed-out pool member's for an instance that was handed one.
     async fn look_logged(self: &Arc<Self>, registry: &Registry, id: &str) {
-        let looked = match self.records.get::<ServiceInstance>(id).await {
-            Ok(Some(found)) => self.look_at(registry, found.record).await,
+        let looked = match self.deployed_as(id).await {
+            Ok(Some(found)) => self.look_at(registry, found).await,
             Ok(None) => Ok(()),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e),
         };
         if let Err(e) = looked {
             tracing::debug!(instance_id = id, error = %e, "could not look at an instance's liveness");
         }
+    }
+
+    /// The live record whose deployment is `id`: the record itself, or the instance
+    /// that was handed member `id`.
+    async fn deployed_as(&self, id: &str) -> OsbResult<Option<ServiceInstance>> {
+        if let Some(found) = self.records.get::<ServiceInstance>(id).await?.filter(|v| v.record.is_live()) {
+            return Ok(Some(found.record));
+        }
+        let query = index::Query::new([(index::DEPLOYMENT, id)], 1);
+        Ok(self.records.page::<ServiceInstance>(&query).await?.into_iter().next().map(|v| v.record))
     }
 
     /// Observes `instance` (as just read) and records its liveness if it changed; drops
@@ -152,7 +166,7 @@ impl Broker {
             return Ok(());
         }
         let looked = match self.teardown_backend(registry, &instance).await {
-            Ok((backend, _)) => match backend.observe(&instance).await {
+            Ok((backend, _)) => match backend.observe(&instance.deployed()).await {
                 Ok(Some(components)) => Looked::Components(components),
                 Ok(None) => Looked::Nothing,
                 Err(e) => Looked::Unreachable(e.message),
@@ -172,7 +186,8 @@ impl Broker {
                 Looked::Unreachable(message) => liveness.observed = Some(Observation::unreachable(message)),
             })
             .await?;
-        if let Some((instance, liveness)) = written {
+        // A pool member is not dropped: its keeper replaces it.
+        if let Some((instance, liveness)) = written.filter(|(i, _)| i.pool.is_none()) {
             let now = self.clock().millis();
             if liveness.verdict(now, self.settings.liveness.thresholds) == Verdict::Drop
                 && instance.operations.running().is_none()
@@ -253,7 +268,7 @@ impl Broker {
         let Some(instance) = written.filter(ServiceInstance::is_live) else {
             return Ok(None);
         };
-        if let Some((from, to, reason)) = transition {
+        if let Some((from, to, reason)) = transition.filter(|_| instance.pool.is_none()) {
             tracing::info!(instance_id = id, from = from.as_str(), to = to.as_str(), reason, "liveness changed");
             let mut event = Event::new("liveness.changed")
                 .on_instance(&instance.id, &instance.service_id, &instance.plan_id)

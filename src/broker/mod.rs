@@ -17,12 +17,16 @@
 //!   from it, here or (within a second) on another replica.
 //! - `extensions.rs`: the ElasTest instance view.
 //! - `liveness.rs`: whether instances are alive (observed, reported, thresholds).
+//! - `pools.rs`: warm pools: their settings and status, and the claim.
+//! - `pool_keeper.rs`: what keeps every pool filled and repaired.
 
 mod bindings;
 mod catalog;
 mod extensions;
 mod instances;
 mod liveness;
+mod pool_keeper;
+mod pools;
 mod purge;
 mod reconcile;
 mod registry;
@@ -86,6 +90,8 @@ pub struct BrokerSettings {
     pub liveness: LivenessSettings,
     /// Where every change event is POSTed, if anywhere.
     pub event_webhook: Option<Webhook>,
+    /// Members of one warm pool deployed at once.
+    pub pool_deploys: usize,
     /// Where operations and reconciliation are counted (shared with the API port's
     /// layer and the store and backend decorators, so `/metrics` shows them all).
     pub metrics: Metrics,
@@ -116,6 +122,7 @@ impl Default for BrokerSettings {
             event_retention: 10_000,
             liveness: LivenessSettings::default(),
             event_webhook: None,
+            pool_deploys: 4,
             metrics: Metrics::new(),
         }
     }
@@ -157,6 +164,10 @@ pub struct Broker {
     events: Arc<EventLog>,
     /// Instances to look at soon for their liveness.
     prompt: liveness::Prompt,
+    /// Pool claims and misses not yet added to the pools' records.
+    pool_tally: pools::Tally,
+    /// Wakes the pool keeper before its next round.
+    pool_wake: tokio::sync::Notify,
 }
 
 impl Broker {
@@ -168,6 +179,8 @@ impl Broker {
         Arc::new(Self {
             events,
             prompt: liveness::Prompt::new(),
+            pool_tally: pools::Tally::default(),
+            pool_wake: tokio::sync::Notify::new(),
             records,
             backends,
             settings,

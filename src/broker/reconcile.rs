@@ -13,7 +13,7 @@ use super::Broker;
 use crate::domain::event::Event;
 use crate::domain::instance::ServiceInstance;
 use crate::error::OsbResult;
-use crate::store::index;
+use crate::store::{Collection, index};
 
 impl Broker {
     /// Removes resources of instances the store does not hold as live. Returns how many
@@ -52,17 +52,28 @@ impl Broker {
         Ok(removed)
     }
 
-    /// Those of `ids` the store does not hold as live: the live ids are read a page at
-    /// a time from the index, so memory holds only what the backend runs.
+    /// Those of `ids` the store does not hold as live: the ids of live instances and
+    /// pool members are read a page at a time from the index, so memory holds only what
+    /// the backend runs. What is left may still be the deployment of an instance that
+    /// was handed a pool member: looked up one by one in the index of deployments.
     async fn not_live(&self, mut ids: BTreeSet<String>) -> OsbResult<BTreeSet<String>> {
-        let live = vec![(index::LIVE.to_owned(), "1".to_owned())];
-        let mut live = std::pin::pin!(self.records.scan_ids::<ServiceInstance>(live));
-        while !ids.is_empty()
-            && let Some(id) = live.try_next().await?
-        {
-            ids.remove(&id);
+        for field in [index::LIVE, index::MEMBER] {
+            let filter = vec![(field.to_owned(), "1".to_owned())];
+            let mut held = std::pin::pin!(self.records.scan_ids::<ServiceInstance>(filter));
+            while !ids.is_empty()
+                && let Some(id) = held.try_next().await?
+            {
+                ids.remove(&id);
+            }
         }
-        Ok(ids)
+        let mut orphans = BTreeSet::new();
+        for id in ids {
+            let query = index::Query::new([(index::DEPLOYMENT, id.as_str())], 1);
+            if self.store().page_ids(Collection::Instances, &query).await?.is_empty() {
+                orphans.insert(id);
+            }
+        }
+        Ok(orphans)
     }
 
     /// Reconciles now and then every `every`, until shutdown.
@@ -89,8 +100,7 @@ mod tests {
     use crate::store::memory::MemoryStore;
     use crate::store::{Collection, Store};
 
-    #[tokio::test]
-    async fn what_runs_for_an_instance_esm_does_not_know_is_removed_and_nothing_else() {
+    async fn broker_with_plan() -> (Arc<DummyBackend>, Arc<dyn Store>, Arc<Broker>) {
         let dummy = Arc::new(DummyBackend::new());
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
         let broker = Broker::new(store.clone(), Backends::new().with(dummy.clone()), BrokerSettings::default());
@@ -106,15 +116,43 @@ mod tests {
             config: None,
         };
         broker.register_manifest("m", manifest).await.expect("registers");
+        (dummy, store, broker)
+    }
+
+    fn request() -> crate::wire::ProvisionRequest {
+        let request = json!({"service_id": "s", "plan_id": "p", "organization_guid": "o", "space_guid": "s"});
+        serde_json::from_value(request).expect("request")
+    }
+
+    #[tokio::test]
+    async fn what_runs_for_an_instance_esm_does_not_know_is_removed_and_nothing_else() {
+        let (dummy, store, broker) = broker_with_plan().await;
         for id in ["kept", "forgotten"] {
-            let request = json!({"service_id": "s", "plan_id": "p", "organization_guid": "o", "space_guid": "s"});
-            let request = serde_json::from_value(request).expect("request");
-            broker.provision(id, request, false).await.expect("provisions");
+            broker.provision(id, request(), false).await.expect("provisions");
         }
         // The record lost (a restore from an older backup, say); the dummy still runs it.
         store.delete(Collection::Instances, "forgotten", None).await.expect("deleted");
         assert_eq!(broker.reconcile().await.expect("reconciles"), 1);
         assert_eq!(dummy.owned_instances().await, Ok(["kept".to_owned()].into()));
         assert_eq!(broker.reconcile().await.expect("reconciles"), 0, "nothing more to remove");
+    }
+
+    #[tokio::test]
+    async fn pool_members_and_instances_handed_one_are_not_orphans() {
+        let (dummy, _, broker) = broker_with_plan().await;
+        let pool = serde_json::from_value(json!({"size": 2})).expect("pool request");
+        broker.set_pool("p", pool).await.expect("pool set");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while broker.pool_status("p").await.expect("status").ready < 2 {
+            assert!(tokio::time::Instant::now() < deadline, "the pool did not fill");
+            broker.pool_round().await.expect("a round");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        broker.provision("handed", request(), false).await.expect("provisions");
+        let held = dummy.owned_instances().await.expect("owned");
+        assert_eq!(held.len(), 2, "two members, one of them the instance's deployment: {held:?}");
+        assert!(held.iter().all(|id| id.starts_with(crate::domain::pool::MEMBER_PREFIX)), "{held:?}");
+        assert_eq!(broker.reconcile().await.expect("reconciles"), 0);
+        assert_eq!(dummy.owned_instances().await.expect("owned"), held);
     }
 }

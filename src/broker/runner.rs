@@ -113,6 +113,12 @@ pub(super) trait OnPlan {
 
     /// `event`, about this record.
     fn about(&self, event: Event) -> Event;
+
+    /// Whether its operations are announced as events (a warm pool member's are not:
+    /// its pool announces what matters, `pool.*`).
+    fn announced(&self) -> bool {
+        true
+    }
 }
 
 impl OnPlan for ServiceInstance {
@@ -122,6 +128,10 @@ impl OnPlan for ServiceInstance {
 
     fn about(&self, event: Event) -> Event {
         event.on_instance(&self.id, &self.service_id, &self.plan_id)
+    }
+
+    fn announced(&self) -> bool {
+        self.pool.is_none()
     }
 }
 
@@ -221,7 +231,7 @@ impl Broker {
         if !self.holds_fresh_lease(&op) {
             return Ok(Outcome::LeaseLost);
         }
-        if start == Start::New {
+        if start == Start::New && record.announced() {
             self.events.emit(record.about(Event::operation(op.kind, Step::Started, op_id)));
         }
         // One read of the catalog serves the deadline and the backend call.
@@ -344,7 +354,9 @@ impl Broker {
         if let Some(id) = event.instance_id.as_deref().filter(|_| deployed && step == Step::Succeeded) {
             self.look_soon(id);
         }
-        self.events.emit(event);
+        if record.announced() {
+            self.events.emit(event);
+        }
     }
 }
 

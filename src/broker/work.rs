@@ -79,11 +79,19 @@ fn failure(e: OsbError) -> BackendError {
     BackendError::new(e.to_string())
 }
 
+/// What a provision produced: a deployment of its own, or a warm pool member's.
+pub(super) enum Deployed {
+    /// Deployed by the backend now.
+    Made(Deployment),
+    /// Handed a pool member (`pools.rs`): its deployment becomes the instance's.
+    Adopted(Box<ServiceInstance>),
+}
+
 #[async_trait]
 impl Work for Provision {
     const KIND: OperationKind = OperationKind::Provision;
     type Record = ServiceInstance;
-    type Output = Deployment;
+    type Output = Deployed;
 
     async fn call(
         &self,
@@ -91,22 +99,47 @@ impl Work for Provision {
         registry: &Registry,
         instance: &ServiceInstance,
         _op: &Operation,
-    ) -> Result<Deployment, BackendError> {
+    ) -> Result<Deployed, BackendError> {
+        if instance.pool.is_none()
+            && let Some(member) = broker.member_claimed_by(&instance.id).await.map_err(failure)?
+        {
+            return Ok(Deployed::Adopted(Box::new(member)));
+        }
         let (backend, manifest) = broker.instance_backend(registry, instance).await.map_err(failure)?;
-        backend.provision(instance, &manifest).await
+        backend.provision(instance, &manifest).await.map(Deployed::Made)
     }
 
-    fn record(&self, instance: &mut ServiceInstance, op: &Operation, result: &Result<Deployment, BackendError>) {
+    fn record(&self, instance: &mut ServiceInstance, op: &Operation, result: &Result<Deployed, BackendError>) {
         match result {
-            Ok(deployment) => {
+            Ok(Deployed::Made(deployment)) => {
                 instance.status = InstanceStatus::Provisioned;
                 instance.deployment = deployment.details.clone();
+            }
+            Ok(Deployed::Adopted(member)) => {
+                instance.status = InstanceStatus::Provisioned;
+                instance.deployment = member.deployment.clone();
+                instance.deployment_id = Some(member.deployed_id().to_owned());
+                instance.dashboard_url.clone_from(&member.dashboard_url);
+                instance.liveness.clone_from(&member.liveness);
             }
             // A synchronous failure answers 500 and leaves nothing behind, so the same
             // request can simply be retried; an asynchronous one stays for the platform
             // to see when it polls, and to deprovision.
             Err(_) if op.asynchronous => instance.status = InstanceStatus::ProvisionFailed,
             Err(_) => instance.status = InstanceStatus::Deprovisioned,
+        }
+    }
+
+    /// A member's deploy tells its pool (the backoff); an adopted member is retired.
+    async fn after(&self, broker: &Broker, instance: &ServiceInstance) -> OsbResult<()> {
+        if instance.pool.is_some() {
+            return broker.member_deployed(instance).await;
+        }
+        match &instance.deployment_id {
+            Some(member) if instance.status == InstanceStatus::Provisioned => {
+                broker.retire_member(member, &instance.id).await
+            }
+            _ => Ok(()),
         }
     }
 }
@@ -141,6 +174,7 @@ impl Work for Update {
         let target = apply_update(instance.clone(), pending);
         let (_, manifest) = broker.manifest_in(registry, &target.plan_id).await.map_err(failure)?;
         let backend = broker.backend(&manifest).map_err(failure)?;
+        let target = target.deployed();
         let deployment = backend.update(&target, &manifest).await?;
         Ok(Redeployed { deployment, dashboard_url: backend.dashboard_url(&target, &manifest), manifest })
     }
@@ -176,7 +210,7 @@ impl Work for Deprovision {
         _op: &Operation,
     ) -> Result<(), BackendError> {
         let (backend, manifest) = broker.teardown_backend(registry, instance).await.map_err(failure)?;
-        backend.deprovision(instance, manifest.as_ref()).await
+        backend.deprovision(&instance.deployed(), manifest.as_ref()).await
     }
 
     fn record(&self, instance: &mut ServiceInstance, _op: &Operation, result: &Result<(), BackendError>) {
@@ -225,7 +259,7 @@ impl Work for Bind {
         let (instance, backend, manifest) = broker.binding_backend(registry, binding).await.map_err(failure)?;
         let lifetime =
             registry.service(&instance.service_id).and_then(|s| s.plan(&instance.plan_id)?.binding_lifetime_seconds);
-        let output = backend.bind(&instance, binding, &manifest).await?;
+        let output = backend.bind(&instance.deployed(), binding, &manifest).await?;
         // The lifetime counts from when the credentials exist.
         let clock = broker.clock();
         let metadata = lifetime.map_or_else(BindingMetadata::default, |seconds| {
@@ -279,7 +313,7 @@ impl Work for Unbind {
             return Ok(());
         };
         let (backend, manifest) = broker.instance_backend(registry, &instance.record).await.map_err(failure)?;
-        backend.unbind(&instance.record, binding, &manifest).await
+        backend.unbind(&instance.record.deployed(), binding, &manifest).await
     }
 
     fn record(&self, binding: &mut Binding, _op: &Operation, result: &Result<(), BackendError>) {

@@ -20,7 +20,10 @@ pub struct Event {
     /// (the same for `update`, `deprovision`, `bind`, `unbind`), `liveness.changed`,
     /// `instance.removed` (reconciliation removed what an engine held for an instance
     /// esm does not know), `instance.dropped` (lost past `ESM_LIVENESS_DROP_THRESHOLD`:
-    /// a deprovision follows), `service.registered`, `service.removed`.
+    /// a deprovision follows), `service.registered`, `service.removed`, and for warm
+    /// pools `pool.member_ready`, `pool.member_failed` (its deploy failed),
+    /// `pool.member_claimed` (handed to `instance_id`), `pool.member_replaced` (removed
+    /// because it broke, aged, or the pool shrank or drained; `reason` says which).
     #[serde(rename = "type")]
     pub kind: String,
     /// The instance it concerns.
@@ -29,6 +32,9 @@ pub struct Event {
     /// The binding it concerns.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub binding_id: Option<String>,
+    /// The warm pool member it concerns (`pool.*` events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_id: Option<String>,
     /// The instance's (or binding's, or registered) service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_id: Option<String>,
@@ -72,8 +78,17 @@ impl Step {
 
 /// Every type an event can have, for checking a `type` filter.
 pub fn is_known_type(kind: &str) -> bool {
-    const OTHERS: [&str; 5] =
-        ["liveness.changed", "instance.removed", "instance.dropped", "service.registered", "service.removed"];
+    const OTHERS: [&str; 9] = [
+        "liveness.changed",
+        "instance.removed",
+        "instance.dropped",
+        "service.registered",
+        "service.removed",
+        "pool.member_ready",
+        "pool.member_failed",
+        "pool.member_claimed",
+        "pool.member_replaced",
+    ];
     OTHERS.contains(&kind)
         || kind.split_once('.').is_some_and(|(operation, step)| {
             OperationKind::parse(operation).is_some() && ["started", "succeeded", "failed"].contains(&step)
@@ -89,6 +104,7 @@ impl Event {
             kind: kind.into(),
             instance_id: None,
             binding_id: None,
+            member_id: None,
             service_id: None,
             plan_id: None,
             operation: None,
@@ -119,6 +135,16 @@ impl Event {
         self.service_id = Some(service_id.to_owned());
         self.plan_id = Some(plan_id.to_owned());
         self
+    }
+
+    /// A `pool.*` event about member `member` of plan `plan_id`.
+    pub fn on_member(kind: &str, member: &str, service_id: &str, plan_id: &str) -> Self {
+        Self {
+            member_id: Some(member.to_owned()),
+            service_id: Some(service_id.to_owned()),
+            plan_id: Some(plan_id.to_owned()),
+            ..Self::new(kind)
+        }
     }
 
     /// The same event with a reason.

@@ -7,6 +7,7 @@ use utoipa::ToSchema;
 use super::catalog::MaintenanceInfo;
 use super::liveness::{Liveness, LivenessStatus};
 use super::operation::OperationLog;
+use super::pool::Membership;
 
 /// The label naming the backend that deploys an instance.
 pub const BACKEND_LABEL: &str = "esm/backend";
@@ -110,12 +111,41 @@ pub struct ServiceInstance {
     /// Whether it is alive (absent until it is first watched: `unknown`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub liveness: Option<Liveness>,
+    /// The id its deployment was made under, when not its own: the pool member it was
+    /// handed (the engine's resources carry that id for good).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_id: Option<String>,
+    /// Set on a warm pool's member (`domain::pool`): not a platform's instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<Membership>,
 }
 
 impl ServiceInstance {
-    /// Whether the instance exists for the platform (not deprovisioned).
+    /// Whether the record holds a deployment (not deprovisioned).
     pub fn is_live(&self) -> bool {
         self.status != InstanceStatus::Deprovisioned
+    }
+
+    /// Whether it is a platform's instance that exists (not deprovisioned, not a pool
+    /// member).
+    pub fn is_platform_instance(&self) -> bool {
+        self.is_live() && self.pool.is_none()
+    }
+
+    /// The id its deployment is known by to the backend.
+    pub fn deployed_id(&self) -> &str {
+        self.deployment_id.as_deref().unwrap_or(&self.id)
+    }
+
+    /// The instance as its backend knows it: under the id it was deployed with. Every
+    /// backend call goes through this, so a claimed pool member is found where it runs.
+    pub fn deployed(&self) -> std::borrow::Cow<'_, ServiceInstance> {
+        match &self.deployment_id {
+            Some(deployed) if *deployed != self.id => {
+                std::borrow::Cow::Owned(ServiceInstance { id: deployed.clone(), ..self.clone() })
+            }
+            _ => std::borrow::Cow::Borrowed(self),
+        }
     }
 
     /// Its liveness verdict (`unknown` until it is first watched).

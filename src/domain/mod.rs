@@ -7,6 +7,7 @@ pub mod instance;
 pub mod liveness;
 pub mod manifest;
 pub mod operation;
+pub mod pool;
 pub mod registry;
 pub mod strict;
 

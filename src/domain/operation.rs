@@ -138,6 +138,13 @@ impl Operation {
         }
     }
 
+    /// How long it took, once finished.
+    pub fn took(&self) -> Option<std::time::Duration> {
+        let started = humantime::parse_rfc3339(&self.started_at).ok()?;
+        let finished = humantime::parse_rfc3339(self.finished_at.as_deref()?).ok()?;
+        finished.duration_since(started).ok()
+    }
+
     /// Whether it is still running.
     pub fn in_progress(&self) -> bool {
         self.state == OperationState::InProgress

@@ -104,6 +104,17 @@ struct BackendCallLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PlanLabels {
+    plan_id: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MemberLabels {
+    plan_id: String,
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BackendLabels {
     backend: &'static str,
 }
@@ -127,6 +138,10 @@ struct Families {
     reconcile_removals: Family<BackendLabels, Counter>,
     events_stored: Gauge,
     sse_subscribers: Gauge,
+    pool_hits: Family<PlanLabels, Counter>,
+    pool_misses: Family<PlanLabels, Counter>,
+    pool_refill_duration: Histograms<PlanLabels>,
+    pool_members: Family<MemberLabels, Gauge>,
     /// The instance counts, encoded from its last snapshot.
     census: Arc<Census>,
 }
@@ -208,6 +223,31 @@ impl Metrics {
             "Clients connected to the event stream (GET /v2/et/events)",
             sse_subscribers.clone(),
         );
+        let pool_hits = Family::default();
+        registry.register(
+            "esm_pool_hits",
+            "Provisions answered by handing out a warm pool member, by plan (counted by the replica that answered)",
+            pool_hits.clone(),
+        );
+        let pool_misses = Family::default();
+        registry.register(
+            "esm_pool_misses",
+            "Provisions of a pooled plan that found no member to take (pool empty, or other parameters) and deployed cold, by plan",
+            pool_misses.clone(),
+        );
+        let pool_refill_duration = Histograms::new_with_constructor(operation_histogram as fn() -> Histogram);
+        registry.register_with_unit(
+            "esm_pool_refill_duration",
+            "Time a new pool member took from being recorded to ready, by plan",
+            Unit::Seconds,
+            pool_refill_duration.clone(),
+        );
+        let pool_members = Family::default();
+        registry.register(
+            "esm_pool_members",
+            "Unclaimed members of each pool by state (ready, deploying), as of the last scrape or status read",
+            pool_members.clone(),
+        );
         Self {
             inner: Arc::new(Families {
                 registry,
@@ -221,6 +261,10 @@ impl Metrics {
                 reconcile_removals,
                 events_stored,
                 sse_subscribers,
+                pool_hits,
+                pool_misses,
+                pool_refill_duration,
+                pool_members,
                 census,
             }),
         }
@@ -280,6 +324,26 @@ impl Metrics {
     /// whenever the log grows or is trimmed (or after counting it at start-up).
     pub fn set_events_stored(&self, events: u64) {
         self.inner.events_stored.set(i64::try_from(events).unwrap_or(i64::MAX));
+    }
+
+    /// A provision of a pooled plan was handed a member (`hit`) or not.
+    pub fn pool_claim(&self, plan_id: &str, hit: bool) {
+        let family = if hit { &self.inner.pool_hits } else { &self.inner.pool_misses };
+        family.get_or_create(&PlanLabels { plan_id: plan_id.to_owned() }).inc();
+    }
+
+    /// A pool member of `plan_id` became ready after `took`.
+    pub fn pool_refilled(&self, plan_id: &str, took: Duration) {
+        let labels = PlanLabels { plan_id: plan_id.to_owned() };
+        self.inner.pool_refill_duration.get_or_create(&labels).observe(took.as_secs_f64());
+    }
+
+    /// Sets `esm_pool_members` of a pool.
+    pub fn set_pool_members(&self, plan_id: &str, ready: u32, deploying: u32) {
+        for (state, count) in [("ready", ready), ("deploying", deploying)] {
+            let labels = MemberLabels { plan_id: plan_id.to_owned(), state };
+            self.inner.pool_members.get_or_create(&labels).set(i64::from(count));
+        }
     }
 
     /// Sets `esm_sse_subscribers`: how many clients the event stream has now. Call it

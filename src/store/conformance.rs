@@ -203,6 +203,8 @@ async fn every_record_round_trips(store: &Arc<dyn Store>) {
         operations: operations.clone(),
         created_at: clock.timestamp(),
         liveness: Some(crate::domain::liveness::Liveness::unknown(clock.millis(), clock.timestamp())),
+        deployment_id: Some("esm-pool-rt".into()),
+        pool: None,
     };
     records.insert(&instance).await.expect("insert instance");
     assert_eq!(records.get::<ServiceInstance>("rt-instance").await.expect("get").map(|v| v.record), Some(instance));

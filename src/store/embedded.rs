@@ -42,6 +42,7 @@ fn index_table(collection: Collection) -> IndexTable {
         Collection::Instances => "instances_index",
         Collection::Bindings => "bindings_index",
         Collection::Events => "events_index",
+        Collection::Pools => "pools_index",
         Collection::LegacyServices => "services_index",
         Collection::LegacyManifests => "manifests_index",
     })

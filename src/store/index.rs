@@ -40,6 +40,20 @@ pub const BACKEND: &str = "backend";
 /// A live instance's service, plan, state and liveness in one value (see [`census`]):
 /// what `esm_instances` counts with [`super::Store::counts`], without reading records.
 pub const CENSUS: &str = "census";
+/// A live instance's deployment id, when it was handed a pool member (the id the
+/// engine's resources carry): what reconciliation and the engine's change stream
+/// find it by.
+pub const DEPLOYMENT: &str = "deployment";
+/// Every live pool member: `"1"`. What reconciliation and liveness rounds add to the
+/// live instances.
+pub const MEMBER: &str = "member";
+/// An unclaimed live pool member's plan: what a claim and the pool's keeper read.
+pub const POOL: &str = "pool";
+/// A claimed pool member whose instance has not taken its deployment over yet: its
+/// plan (what the keeper checks) …
+pub const POOL_CLAIMED: &str = "pool_claimed";
+/// … and the instance it was handed to (what that instance's provision adopts).
+pub const CLAIMED_BY: &str = "claimed_by";
 /// A live binding's instance.
 pub const INSTANCE_ID: &str = "instance_id";
 /// An event's type.
@@ -65,7 +79,22 @@ impl Collection {
     /// cover a query): an index would only slow every write down.
     pub fn indexed_fields(self) -> &'static [&'static str] {
         match self {
-            Self::Instances => &[LIVE, SERVICE_ID, PLAN_ID, USES_PLAN, STATE, LIVENESS, BACKEND, RUNNING, GONE_AT],
+            Self::Instances => &[
+                LIVE,
+                SERVICE_ID,
+                PLAN_ID,
+                USES_PLAN,
+                STATE,
+                LIVENESS,
+                BACKEND,
+                RUNNING,
+                GONE_AT,
+                DEPLOYMENT,
+                MEMBER,
+                POOL,
+                POOL_CLAIMED,
+                CLAIMED_BY,
+            ],
             Self::Bindings => &[INSTANCE_ID, RUNNING, GONE_AT],
             Self::Events => &[INSTANCE_ID, SERVICE_ID, TYPE],
             _ => &[],
@@ -154,7 +183,20 @@ pub fn instance_keys(instance: &ServiceInstance) -> IndexKeys {
         keys.push((GONE_AT, gone_at(ops, &instance.created_at)));
         return keys;
     }
+    if let Some(membership) = &instance.pool {
+        // A member is no platform's instance: found only by what pools need.
+        keys.push((MEMBER, "1".into()));
+        match &membership.claimed_by {
+            None => keys.push((POOL, instance.plan_id.clone())),
+            Some(claimer) => {
+                keys.push((POOL_CLAIMED, instance.plan_id.clone()));
+                keys.push((CLAIMED_BY, claimer.clone()));
+            }
+        }
+        return keys;
+    }
     keys.push((LIVE, "1".into()));
+    keys.extend(instance.deployment_id.iter().map(|id| (DEPLOYMENT, id.clone())));
     keys.push((SERVICE_ID, instance.service_id.clone()));
     keys.push((PLAN_ID, instance.plan_id.clone()));
     keys.push((USES_PLAN, instance.plan_id.clone()));

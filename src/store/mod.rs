@@ -35,6 +35,7 @@ use crate::domain::binding::Binding;
 use crate::domain::catalog::Service;
 use crate::domain::instance::ServiceInstance;
 use crate::domain::manifest::Manifest;
+use crate::domain::pool::Pool;
 use crate::domain::registry::{Registry, StoredManifest};
 pub use index::Query;
 
@@ -54,6 +55,8 @@ pub enum Collection {
     Bindings,
     /// Change events ([`crate::domain::event::Event`]), keyed by their zero-padded id.
     Events,
+    /// Warm pools ([`Pool`]), keyed by plan id.
+    Pools,
     /// Service offerings as esm 0.1 stored them, one record each; read once to move
     /// them into the registry.
     LegacyServices,
@@ -63,12 +66,13 @@ pub enum Collection {
 
 impl Collection {
     /// Every collection.
-    pub const ALL: [Collection; 7] = [
+    pub const ALL: [Collection; 8] = [
         Self::Registry,
         Self::ManifestContents,
         Self::Instances,
         Self::Bindings,
         Self::Events,
+        Self::Pools,
         Self::LegacyServices,
         Self::LegacyManifests,
     ];
@@ -81,6 +85,7 @@ impl Collection {
             Self::Instances => "instances",
             Self::Bindings => "bindings",
             Self::Events => "events",
+            Self::Pools => "pools",
             Self::LegacyServices => "services",
             Self::LegacyManifests => "manifests",
         }
@@ -203,6 +208,12 @@ impl Record for Registry {
     const COLLECTION: Collection = Collection::Registry;
     fn id(&self) -> &str {
         REGISTRY_ID
+    }
+}
+impl Record for Pool {
+    const COLLECTION: Collection = Collection::Pools;
+    fn id(&self) -> &str {
+        &self.plan_id
     }
 }
 impl Record for StoredManifest {

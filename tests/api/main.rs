@@ -17,6 +17,7 @@ mod listing;
 mod liveness;
 mod metrics;
 mod ops;
+mod pools;
 mod provision;
 mod update;
 mod versions;

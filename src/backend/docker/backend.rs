@@ -105,6 +105,20 @@ impl<R: DockerRuntime> Backend for DockerBackend<R> {
         R::refuse(&Compose::parse(&manifest.manifest_content, &self.0.settings().policy)?)
     }
 
+    /// Two deployments cannot hold one fixed host port: only manifests that publish
+    /// ephemeral ports can be deployed ahead.
+    async fn poolable(&self, manifest: &Manifest) -> Result<(), String> {
+        let compose = self.parse(manifest).await.map_err(|e| e.message)?;
+        for (name, service) in &compose.services {
+            if let Some(port) = service.ports.iter().find_map(|p| p.published) {
+                return Err(format!(
+                    "service {name} publishes the fixed host port {port}, which only one deployment can hold"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn execution(&self, _manifest: &Manifest, _kind: OperationKind) -> Execution {
         // Asynchronous when the platform polls; within the request for clients that
         // never send accepts_incomplete (the ElasTest platform).

@@ -23,6 +23,8 @@
 //!   observe: false      # report no components for liveness (default: each service,
 //!                       # or one `main`, up unless a test scripts it otherwise
 //!                       # through `LivenessScript`)
+//!   pool: false         # refuse a warm pool, as a backend does for a deployment
+//!                       # that cannot be made twice ahead (default: allowed)
 //! ```
 //!
 //! `mode` and `delay_ms` also take one value per operation, so a conformance run can
@@ -109,6 +111,9 @@ struct Script {
     /// true); without, only the instances' own reports count.
     #[serde(default)]
     observe: Option<bool>,
+    /// Whether the plan may have a warm pool (default true).
+    #[serde(default)]
+    pool: Option<bool>,
 }
 
 /// One line of a `call_log`: which call finished, on what, for which operation, in
@@ -299,6 +304,13 @@ impl Backend for DummyBackend {
 
     fn requires_app(&self, manifest: &Manifest) -> bool {
         self.parse(manifest).is_ok_and(|m| m.script.requires_app)
+    }
+
+    async fn poolable(&self, manifest: &Manifest) -> Result<(), String> {
+        match self.parse(manifest)?.script.pool {
+            Some(false) => Err("its dummy manifest says pool: false".into()),
+            _ => Ok(()),
+        }
     }
 
     async fn provision(&self, instance: &ServiceInstance, manifest: &Manifest) -> Result<Deployment, BackendError> {

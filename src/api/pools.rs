@@ -1,0 +1,72 @@
+//! `/v2/et/pools`: warm pools of ready instances per plan (see `broker/pools.rs`).
+
+use axum::Json;
+use axum::extract::State;
+
+use super::AppState;
+use super::extract::{OsbJson, OsbPath};
+use crate::error::{ErrorBody, OsbResult};
+use crate::wire::{Empty, PoolList, PoolRequest, PoolStatus};
+
+/// Every pool with its status.
+#[utoipa::path(get, path = "/v2/et/pools", tag = "elastest",
+    responses(
+        (status = 200, description = "Every pool", body = PoolList),
+        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
+        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ))]
+pub async fn list_pools(State(state): State<AppState>) -> OsbResult<Json<PoolList>> {
+    Ok(Json(PoolList { pools: state.broker.pool_statuses().await? }))
+}
+
+/// One plan's pool: its settings, members and counts.
+#[utoipa::path(get, path = "/v2/et/pools/{plan_id}", tag = "elastest",
+    params(("plan_id" = String, Path, description = "Plan id")),
+    responses(
+        (status = 200, description = "The pool", body = PoolStatus),
+        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
+        (status = 404, description = "The plan has no pool", body = ErrorBody),
+        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ))]
+pub async fn get_pool(State(state): State<AppState>, OsbPath(plan_id): OsbPath<String>) -> OsbResult<Json<PoolStatus>> {
+    Ok(Json(state.broker.pool_status(&plan_id).await?))
+}
+
+/// Keeps `size` instances of the plan deployed ahead; a provision of the plan asking
+/// for the pool's parameters (or none, when the pool has none) is handed one at once.
+/// Setting it again changes it: members made with other parameters are replaced.
+#[utoipa::path(put, path = "/v2/et/pools/{plan_id}", tag = "elastest",
+    params(("plan_id" = String, Path, description = "Plan id")),
+    request_body = PoolRequest,
+    responses(
+        (status = 200, description = "Set; the pool now (members are deployed in the background)", body = PoolStatus),
+        (status = 400, description = "Unknown plan, no manifest, size or max_age_seconds out of range, parameters the plan's schema refuses, or a plan whose backend cannot pool it", body = ErrorBody),
+        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
+        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ))]
+pub async fn set_pool(
+    State(state): State<AppState>,
+    OsbPath(plan_id): OsbPath<String>,
+    OsbJson(request): OsbJson<PoolRequest>,
+) -> OsbResult<Json<PoolStatus>> {
+    Ok(Json(state.broker.set_pool(&plan_id, request).await?))
+}
+
+/// Drains the pool: its idle members are removed, then the pool. Instances already
+/// handed out are the platforms' and stay.
+#[utoipa::path(delete, path = "/v2/et/pools/{plan_id}", tag = "elastest",
+    params(("plan_id" = String, Path, description = "Plan id")),
+    responses(
+        (status = 200, description = "Draining", body = Empty),
+        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
+        (status = 404, description = "The plan has no pool", body = ErrorBody),
+        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ))]
+pub async fn delete_pool(State(state): State<AppState>, OsbPath(plan_id): OsbPath<String>) -> OsbResult<Json<Empty>> {
+    state.broker.drain_pool(&plan_id).await?;
+    Ok(Json(Empty::default()))
+}

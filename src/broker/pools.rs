@@ -1,0 +1,328 @@
+//! Warm pools (`/v2/et/pools`): setting one, its status, draining it, and handing a
+//! member to a provision (the claim). The keeper (`pool_keeper.rs`) deploys, repairs
+//! and removes members; the rules are in `domain::pool`.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use super::{Broker, require};
+use crate::domain::catalog::SchemaFor;
+use crate::domain::event::Event;
+use crate::domain::instance::{InstanceStatus, ServiceInstance};
+use crate::domain::operation::Operation;
+use crate::domain::pool::{MAX_AGE_LIMIT, MAX_SIZE, MemberState, Pool, judge_member};
+use crate::domain::registry::Registry;
+use crate::error::{OsbError, OsbResult};
+use crate::store::index::{self, Query};
+use crate::store::{StoreError, Versioned};
+use crate::wire::{MemberView, PoolRequest, PoolStatus};
+
+/// Unclaimed members read at once: a pool holds at most [`MAX_SIZE`] ready ones, plus
+/// those being deployed or removed.
+pub(super) const MEMBER_PAGE: usize = 4 * MAX_SIZE as usize;
+/// How many times a claim reads the pool again after losing every member it tried to
+/// other claims (each read sees fewer members, so this ends long before it matters).
+const CLAIM_ROUNDS: usize = 64;
+
+/// Claims and misses counted in this process, not yet added to the pools' records
+/// (the keeper adds them every round: one write per pool, not one per provision).
+#[derive(Default)]
+pub(super) struct Tally(std::sync::Mutex<HashMap<String, (u64, u64)>>);
+
+impl Tally {
+    fn count(&self, plan_id: &str, claimed: bool) {
+        let mut counts = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let entry = counts.entry(plan_id.to_owned()).or_default();
+        if claimed {
+            entry.0 += 1;
+        } else {
+            entry.1 += 1;
+        }
+    }
+
+    /// The counts so far, emptied.
+    pub(super) fn take(&self) -> HashMap<String, (u64, u64)> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// Counts that could not be written, kept for the next round.
+    pub(super) fn restore(&self, plan_id: String, (claimed, missed): (u64, u64)) {
+        let mut counts = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let entry = counts.entry(plan_id).or_default();
+        entry.0 += claimed;
+        entry.1 += missed;
+    }
+}
+
+impl Broker {
+    /// `PUT /v2/et/pools/{plan_id}`: creates or changes the plan's pool. Members made
+    /// with other parameters are replaced by the keeper.
+    pub async fn set_pool(&self, plan_id: &str, req: PoolRequest) -> OsbResult<PoolStatus> {
+        require("plan_id", plan_id)?;
+        let size = u32::try_from(req.size)
+            .ok()
+            .filter(|size| *size <= MAX_SIZE)
+            .ok_or_else(|| OsbError::BadRequest(format!("size must be between 0 and {MAX_SIZE}")))?;
+        let max_age_seconds = req
+            .max_age_seconds
+            .map(|age| {
+                u64::try_from(age).ok().filter(|age| (1..=MAX_AGE_LIMIT).contains(age)).ok_or_else(|| {
+                    OsbError::BadRequest(format!("max_age_seconds must be between 1 and {MAX_AGE_LIMIT}"))
+                })
+            })
+            .transpose()?;
+        let parameters = match req.parameters {
+            None => None,
+            Some(Value::Object(parameters)) => Some(parameters),
+            Some(_) => return Err(OsbError::BadRequest("parameters must be a JSON object".into())),
+        };
+        let registry = self.registry().await?.record;
+        let service_id = service_of_plan(&registry, plan_id)?;
+        let view = self.plan_view(&service_id, plan_id).await?;
+        let as_value = parameters.clone().map(Value::Object);
+        view.plan.validate_parameters(SchemaFor::Provision, as_value.as_ref()).map_err(OsbError::BadRequest)?;
+        view.backend
+            .poolable(&view.manifest)
+            .await
+            .map_err(|why| OsbError::BadRequest(format!("plan {plan_id} cannot be pooled: {why}")))?;
+        let now = self.clock().timestamp();
+        let fresh = Pool {
+            plan_id: plan_id.to_owned(),
+            service_id: service_id.clone(),
+            size,
+            max_age_seconds,
+            parameters,
+            draining: false,
+            claimed_total: 0,
+            misses_total: 0,
+            last_error: None,
+            failures: 0,
+            retry_at: 0,
+            keeper: None,
+            created_at: now.clone(),
+            updated_at: now.clone(),
+        };
+        let changed = self
+            .records
+            .modify::<Pool, OsbError, _>(plan_id, |pool| {
+                pool.service_id.clone_from(&service_id);
+                pool.size = fresh.size;
+                pool.max_age_seconds = fresh.max_age_seconds;
+                pool.parameters.clone_from(&fresh.parameters);
+                pool.draining = false;
+                pool.updated_at.clone_from(&now);
+                Ok(true)
+            })
+            .await?;
+        if changed.is_none() {
+            match self.records.insert(&fresh).await {
+                // Set by a racing request: that one's settings stand; ask again to change them.
+                Ok(_) | Err(StoreError::Conflict(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.wake_pool_keeper();
+        self.pool_status(plan_id).await
+    }
+
+    /// `GET /v2/et/pools/{plan_id}`.
+    pub async fn pool_status(&self, plan_id: &str) -> OsbResult<PoolStatus> {
+        let pool = self
+            .records
+            .get::<Pool>(plan_id)
+            .await?
+            .ok_or_else(|| OsbError::NotFound(format!("plan {plan_id} has no pool")))?
+            .record;
+        let registry = self.registry().await?.record;
+        self.status_of(&registry, pool).await
+    }
+
+    /// `GET /v2/et/pools`: every pool.
+    pub async fn pool_statuses(&self) -> OsbResult<Vec<PoolStatus>> {
+        let registry = self.registry().await?.record;
+        let mut statuses = Vec::new();
+        for Versioned { record, .. } in self.records.list::<Pool>().await? {
+            statuses.push(self.status_of(&registry, record).await?);
+        }
+        Ok(statuses)
+    }
+
+    /// `DELETE /v2/et/pools/{plan_id}`: the pool's idle members are removed, then the
+    /// pool; claimed ones are the platform's and stay.
+    pub async fn drain_pool(&self, plan_id: &str) -> OsbResult<()> {
+        let drained = self
+            .records
+            .modify::<Pool, OsbError, _>(plan_id, |pool| {
+                let changes = !pool.draining;
+                pool.draining = true;
+                Ok(changes)
+            })
+            .await?;
+        if drained.is_none() {
+            return Err(OsbError::NotFound(format!("plan {plan_id} has no pool")));
+        }
+        self.wake_pool_keeper();
+        Ok(())
+    }
+
+    async fn status_of(&self, registry: &Registry, pool: Pool) -> OsbResult<PoolStatus> {
+        let manifest_id = registry.manifest_for_plan(&pool.plan_id).map(|(id, _)| id.to_owned()).unwrap_or_default();
+        let now = self.clock().millis();
+        let mut status = PoolStatus {
+            plan_id: pool.plan_id.clone(),
+            service_id: pool.service_id.clone(),
+            size: pool.wanted(),
+            max_age_seconds: pool.max_age_seconds,
+            parameters: pool.parameters.clone(),
+            draining: pool.draining,
+            ready: 0,
+            deploying: 0,
+            removing: 0,
+            broken: 0,
+            claimed_total: pool.claimed_total,
+            misses_total: pool.misses_total,
+            last_error: pool.last_error.clone(),
+            failures: pool.failures,
+            retry_at: (pool.retry_at > now).then(|| {
+                crate::domain::timestamp_at(std::time::UNIX_EPOCH + std::time::Duration::from_millis(pool.retry_at))
+            }),
+            members: Vec::new(),
+        };
+        for member in self.unclaimed_members(&pool.plan_id).await? {
+            let state = judge_member(&member.record, &pool, &manifest_id, now);
+            let counter = match state {
+                MemberState::Ready => &mut status.ready,
+                MemberState::Deploying => &mut status.deploying,
+                MemberState::Removing => &mut status.removing,
+                MemberState::Broken(_) => &mut status.broken,
+            };
+            *counter += 1;
+            let reason = match &state {
+                MemberState::Broken(why) => Some(why.clone()),
+                _ => None,
+            };
+            let record = member.record;
+            status.members.push(MemberView {
+                id: record.id,
+                state: state.as_str().to_owned(),
+                reason,
+                created_at: record.created_at,
+            });
+        }
+        self.metrics().set_pool_members(&pool.plan_id, status.ready, status.deploying);
+        Ok(status)
+    }
+
+    /// The unclaimed members of a plan's pool, in id order.
+    pub(super) async fn unclaimed_members(&self, plan_id: &str) -> OsbResult<Vec<Versioned<ServiceInstance>>> {
+        Ok(self.records.page::<ServiceInstance>(&Query::new([(index::POOL, plan_id)], MEMBER_PAGE)).await?)
+    }
+
+    /// The plan's pool if a provision asking for `parameters` may be handed one of its
+    /// members; `None` when the plan has no pool (nothing is counted then).
+    pub(super) async fn pool_for(&self, plan_id: &str) -> OsbResult<Option<Pool>> {
+        Ok(self.records.get::<Pool>(plan_id).await?.map(|v| v.record).filter(|pool| !pool.draining))
+    }
+
+    /// Hands a ready member of `pool` to instance `instance_id`: compare-and-set on the
+    /// member, so two claims (in this process or on two replicas) never get the same
+    /// one. The instance's provision then adopts it (`work.rs`). Counts a hit or a miss.
+    pub(super) async fn claim_member(
+        &self,
+        pool: &Pool,
+        manifest_id: &str,
+        instance_id: &str,
+        parameters: Option<&Value>,
+    ) -> OsbResult<bool> {
+        let claimed = pool.accepts(parameters) && self.take_ready_member(pool, manifest_id, instance_id).await?;
+        self.pool_tally.count(&pool.plan_id, claimed);
+        self.metrics().pool_claim(&pool.plan_id, claimed);
+        if claimed {
+            self.wake_pool_keeper();
+        }
+        Ok(claimed)
+    }
+
+    async fn take_ready_member(&self, pool: &Pool, manifest_id: &str, instance_id: &str) -> OsbResult<bool> {
+        for _ in 0..CLAIM_ROUNDS {
+            let now = self.clock().millis();
+            let mut ready: Vec<_> = self
+                .unclaimed_members(&pool.plan_id)
+                .await?
+                .into_iter()
+                .filter(|m| judge_member(&m.record, pool, manifest_id, now) == MemberState::Ready)
+                .collect();
+            if ready.is_empty() {
+                return Ok(false);
+            }
+            // Racing claims start at different members, so most of them win at once.
+            let start = crate::domain::pool::spread(instance_id) % ready.len();
+            ready.rotate_left(start);
+            for Versioned { version, mut record } in ready {
+                let membership = record.pool.get_or_insert_default();
+                membership.claimed_by = Some(instance_id.to_owned());
+                membership.claimed_at = Some(self.clock().timestamp());
+                match self.records.replace(version, &record).await {
+                    Ok(_) => {
+                        let event =
+                            Event::on_member("pool.member_claimed", &record.id, &pool.service_id, &pool.plan_id);
+                        self.events.emit(Event { instance_id: Some(instance_id.to_owned()), ..event });
+                        return Ok(true);
+                    }
+                    Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// The member handed to instance `instance_id`, if one is waiting to be adopted.
+    pub(super) async fn member_claimed_by(&self, instance_id: &str) -> OsbResult<Option<ServiceInstance>> {
+        let query = Query::new([(index::CLAIMED_BY, instance_id)], 1);
+        Ok(self.records.page::<ServiceInstance>(&query).await?.into_iter().next().map(|v| v.record))
+    }
+
+    /// A member's provision ended: the pool's backoff ends or grows, and it is told.
+    pub(super) async fn member_deployed(&self, member: &ServiceInstance) -> OsbResult<()> {
+        let op = member.operations.last();
+        let ready = member.status == InstanceStatus::Provisioned;
+        let (now, at) = (self.clock().millis(), self.clock().timestamp());
+        let why = op.and_then(|op| op.description.clone()).unwrap_or_else(|| "no reason given".into());
+        self.records
+            .modify::<Pool, OsbError, _>(&member.plan_id, |pool| {
+                if ready {
+                    let changes = pool.failures > 0 || pool.retry_at > 0;
+                    pool.deployed();
+                    return Ok(changes);
+                }
+                pool.failed(why.clone(), at.clone(), now);
+                Ok(true)
+            })
+            .await?;
+        let kind = if ready { "pool.member_ready" } else { "pool.member_failed" };
+        let event = Event::on_member(kind, &member.id, &member.service_id, &member.plan_id);
+        self.events.emit(if ready { event } else { event.because(why) });
+        if ready && let Some(took) = op.and_then(Operation::took) {
+            self.metrics().pool_refilled(&member.plan_id, took);
+        }
+        self.wake_pool_keeper();
+        Ok(())
+    }
+
+    /// Asks the keeper for a round now (after a claim, a change of settings).
+    pub(super) fn wake_pool_keeper(&self) {
+        self.pool_wake.notify_one();
+    }
+}
+
+/// The offering a plan belongs to; 400 if no offering has it.
+fn service_of_plan(registry: &Registry, plan_id: &str) -> OsbResult<String> {
+    registry
+        .services
+        .iter()
+        .find(|s| s.plan(plan_id).is_some())
+        .map(|s| s.id.clone())
+        .ok_or_else(|| OsbError::BadRequest(format!("unknown plan_id {plan_id:?}")))
+}

@@ -1,0 +1,223 @@
+//! Warm pools: instances of a plan deployed ahead of time, so a provision is answered
+//! at once by handing one out. The rules are here (what a pool asks for, which
+//! members can be handed out, what a member is judged to be); the broker's
+//! `pools.rs` and `pool_keeper.rs` apply them to the store.
+//!
+//! A member is an ordinary instance record with a [`Membership`]: it is deployed by
+//! the normal provision operation and removed by the normal deprovision operation.
+//! A claim hands it to a platform instance, whose record then points at the member's
+//! deployment (`ServiceInstance::deployment_id`); a claimed member never returns.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::instance::{InstanceStatus, ServiceInstance};
+use super::liveness::LivenessStatus;
+use super::operation::{OperationKind, OperationState};
+
+/// The largest pool: each member is a whole deployment held idle.
+pub const MAX_SIZE: u32 = 100;
+/// The longest `max_age_seconds` (a year).
+pub const MAX_AGE_LIMIT: u64 = 365 * 24 * 3600;
+/// The prefix of every member's id, so a member is recognisable on the engine
+/// (its resources carry it in `esm.instance_id`).
+pub const MEMBER_PREFIX: &str = "esm-pool-";
+/// Backoff after failed deploys grows to this and no further.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// A pool, as stored (one record per plan, keyed by the plan id).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pool {
+    /// The plan whose instances it holds.
+    pub plan_id: String,
+    /// The plan's offering.
+    pub service_id: String,
+    /// How many ready members to keep.
+    pub size: u32,
+    /// Members older than this are replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age_seconds: Option<u64>,
+    /// The parameters members are deployed with; a provision must ask for exactly these
+    /// (or for none when these are none) to be handed a member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<Map<String, Value>>,
+    /// Deleted: its idle members are being removed; the record goes when none is left.
+    #[serde(default)]
+    pub draining: bool,
+    /// Members handed out, ever.
+    #[serde(default)]
+    pub claimed_total: u64,
+    /// Provisions of the plan that found no member to take.
+    #[serde(default)]
+    pub misses_total: u64,
+    /// The last member deploy that failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<PoolError>,
+    /// Member deploys that failed in a row (drives the backoff).
+    #[serde(default)]
+    pub failures: u32,
+    /// No new member is deployed before this (Unix ms): the backoff.
+    #[serde(default)]
+    pub retry_at: u64,
+    /// The replica that keeps the pool filled, and until when (Unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keeper: Option<Keeper>,
+    /// When it was first set (RFC 3339).
+    pub created_at: String,
+    /// When its settings last changed (RFC 3339).
+    pub updated_at: String,
+}
+
+/// A failed member deploy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolError {
+    /// What the backend said.
+    pub message: String,
+    /// When (RFC 3339).
+    pub at: String,
+}
+
+/// Who keeps a pool filled: one replica at a time, under a lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Keeper {
+    /// The replica.
+    pub owner: String,
+    /// Its lease ends (Unix ms).
+    pub until: u64,
+}
+
+impl Pool {
+    /// Whether a provision asking for `requested` parameters may be handed a member:
+    /// the parameters a running deployment was made with cannot be changed, so they
+    /// must be the pool's exactly. An empty object is the same as none.
+    pub fn accepts(&self, requested: Option<&Value>) -> bool {
+        let requested = requested.and_then(Value::as_object).filter(|p| !p.is_empty());
+        let own = self.parameters.as_ref().filter(|p| !p.is_empty());
+        requested == own
+    }
+
+    /// The parameters a member is deployed with.
+    pub fn member_parameters(&self) -> Option<Value> {
+        self.parameters.clone().filter(|p| !p.is_empty()).map(Value::Object)
+    }
+
+    /// How many members it wants ready (none while draining).
+    pub fn wanted(&self) -> u32 {
+        if self.draining { 0 } else { self.size }
+    }
+
+    /// Whether `replica` may keep the pool at `now`: it holds the lease, or nobody does.
+    pub fn keepable_by(&self, replica: &str, now: u64) -> bool {
+        self.keeper.as_ref().is_none_or(|k| k.owner == replica || k.until <= now)
+    }
+
+    /// Records a failed member deploy: the backoff doubles from a second to
+    /// [`MAX_BACKOFF`].
+    pub fn failed(&mut self, message: String, at: String, now: u64) {
+        self.failures = self.failures.saturating_add(1);
+        self.last_error = Some(PoolError { message, at });
+        self.retry_at = now.saturating_add(backoff_ms(self.failures));
+    }
+
+    /// Records a member deploy that succeeded: the backoff ends.
+    pub fn deployed(&mut self) {
+        self.failures = 0;
+        self.retry_at = 0;
+    }
+}
+
+/// The backoff after `failures` failed deploys in a row, in milliseconds.
+pub fn backoff_ms(failures: u32) -> u64 {
+    let max = u64::try_from(MAX_BACKOFF.as_millis()).unwrap_or(u64::MAX);
+    1000u64.checked_shl(failures.saturating_sub(1)).unwrap_or(max).min(max)
+}
+
+/// A number from an instance id (FNV-1a), so claims racing for one pool start at
+/// different members.
+pub fn spread(id: &str) -> usize {
+    let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    usize::try_from(hash % 1_000_003).unwrap_or(0)
+}
+
+/// What makes an instance record a pool member.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Membership {
+    /// The instance it was handed to, once claimed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_by: Option<String>,
+    /// When (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_at: Option<String>,
+}
+
+/// What an unclaimed member is, for the keeper and the pool's status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberState {
+    /// Its provision is running.
+    Deploying,
+    /// Deployed and live: can be handed out.
+    Ready,
+    /// Its deprovision is running.
+    Removing,
+    /// Must be replaced, and why.
+    Broken(String),
+}
+
+impl MemberState {
+    /// The name the pool's status uses.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Deploying => "deploying",
+            Self::Ready => "ready",
+            Self::Removing => "removing",
+            Self::Broken(_) => "broken",
+        }
+    }
+}
+
+/// What unclaimed `member` of `pool` is at `now` (Unix ms); `manifest_id` is the
+/// manifest the plan has now.
+pub fn judge_member(member: &ServiceInstance, pool: &Pool, manifest_id: &str, now: u64) -> MemberState {
+    if let Some(op) = member.operations.running() {
+        return match op.kind {
+            OperationKind::Deprovision => MemberState::Removing,
+            _ => MemberState::Deploying,
+        };
+    }
+    if member.status != InstanceStatus::Provisioned {
+        let why = member.operations.last().and_then(|op| op.description.clone());
+        return MemberState::Broken(format!("deploy failed: {}", why.unwrap_or_else(|| "no reason given".into())));
+    }
+    match member.liveness_status() {
+        LivenessStatus::Up | LivenessStatus::Unknown => {}
+        status => {
+            let reason = member.liveness.as_ref().map(|l| l.reason.clone()).unwrap_or_default();
+            return MemberState::Broken(format!("liveness {}: {reason}", status.as_str()));
+        }
+    }
+    if member.manifest_id != manifest_id {
+        return MemberState::Broken("the plan's manifest changed".into());
+    }
+    if member.parameters != pool.member_parameters() {
+        return MemberState::Broken("the pool's parameters changed".into());
+    }
+    if let Some(max_age) = pool.max_age_seconds
+        && ready_since(member).is_some_and(|at| now.saturating_sub(at) >= max_age.saturating_mul(1000))
+    {
+        return MemberState::Broken(format!("older than max_age_seconds ({max_age})"));
+    }
+    MemberState::Ready
+}
+
+/// When a member's deploy finished (Unix ms).
+fn ready_since(member: &ServiceInstance) -> Option<u64> {
+    let op = member.operations.last().filter(|op| op.state == OperationState::Succeeded)?;
+    let at = humantime::parse_rfc3339(op.finished_at.as_deref()?).ok()?;
+    u64::try_from(at.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis()).ok()
+}
+
+#[cfg(test)]
+#[path = "pool_tests.rs"]
+mod tests;
