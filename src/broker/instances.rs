@@ -330,19 +330,44 @@ impl Broker {
         Ok(found.into_iter().map(|v| v.record).collect())
     }
 
-    /// Writes an instance that has just been given a new running operation; losing the
-    /// race to another request is a `ConcurrencyError`.
+    /// Writes an instance that has just been given a new running operation (its last);
+    /// losing the race to another request is a `ConcurrencyError`. A write that only
+    /// changed the instance's liveness (the monitor's) is no such race: the operation
+    /// starts on top of it.
     async fn start_operation(&self, version: u64, instance: &ServiceInstance) -> OsbResult<u64> {
-        match self.records.replace(version, instance).await {
-            Ok(version) => Ok(version),
-            Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => Err(OsbError::ConcurrencyError(format!(
+        let lost = || {
+            OsbError::ConcurrencyError(format!(
                 "instance {} was changed by another request at the same time; retry",
                 instance.id
-            ))),
-            Err(e) => Err(e.into()),
+            ))
+        };
+        let op = instance.operations.last().cloned().ok_or_else(lost)?;
+        let mut attempt = (version, std::borrow::Cow::Borrowed(instance));
+        for _ in 0..CAS_RETRIES {
+            match self.records.replace(attempt.0, attempt.1.as_ref()).await {
+                Ok(version) => return Ok(version),
+                Err(StoreError::Conflict(_)) => {}
+                Err(StoreError::NotFound(_)) => return Err(lost()),
+                Err(e) => return Err(e.into()),
+            }
+            let Some(Versioned { version, record: mut current }) = self.records.get::<ServiceInstance>(&instance.id).await?
+            else {
+                return Err(lost());
+            };
+            let liveness = std::mem::replace(&mut current.liveness, instance.liveness.clone());
+            current.operations.push(op.clone());
+            if current != *instance {
+                return Err(lost());
+            }
+            current.liveness = liveness;
+            attempt = (version, std::borrow::Cow::Owned(current));
         }
+        Err(lost())
     }
 }
+
+/// How often an operation's start is retried over liveness writes.
+const CAS_RETRIES: usize = 4;
 
 /// Answers a provision for an id that exists: 202 while the same provision runs, 200 if
 /// it is done with the same attributes, 409 otherwise.

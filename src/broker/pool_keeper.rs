@@ -1,5 +1,5 @@
-//! The pool keeper: a round every second, and at once after a claim or a change of
-//! settings. For each pool this replica keeps (one replica per pool, under a lease in
+//! The pool keeper: a round every second, and at once after a change of settings or a
+//! member deployed. For each pool this replica keeps (one replica per pool, under a lease in
 //! the pool's record) it removes broken, aged and surplus members, deploys new ones up
 //! to the pool's size (a few at a time, with backoff after failed deploys), finishes
 //! claims a crash interrupted, and deletes a drained pool once it is empty.
@@ -191,9 +191,10 @@ impl Broker {
         Ok(())
     }
 
-    /// Claimed members whose instance has not taken them over: after a crash between the
-    /// claim and the adoption (the instance's provision, when resumed, adopts it), or
-    /// between the adoption and the member's retirement. Returns how many are left.
+    /// Claimed members: retired once their instance has taken them over (its provision
+    /// adopted the deployment); left alone while that provision runs (after a crash, its
+    /// resumption adopts them); removed when it will never take them. Returns how many
+    /// were found.
     async fn finish_claims(self: &Arc<Self>, plan_id: &str) -> OsbResult<usize> {
         let query = Query::new([(index::POOL_CLAIMED, plan_id)], CLAIMS_PER_ROUND);
         let claimed = self.records.page::<ServiceInstance>(&query).await?;
@@ -219,7 +220,7 @@ impl Broker {
 
     /// Marks a member its instance has taken over as gone (the deployment is the
     /// instance's now; the record stays as a tombstone until the purge).
-    pub(super) async fn retire_member(&self, member_id: &str, instance_id: &str) -> OsbResult<()> {
+    async fn retire_member(&self, member_id: &str, instance_id: &str) -> OsbResult<()> {
         self.records
             .modify::<ServiceInstance, OsbError, _>(member_id, |member| {
                 let ours = member.pool.as_ref().is_some_and(|m| m.claimed_by.as_deref() == Some(instance_id));

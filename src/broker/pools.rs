@@ -238,9 +238,8 @@ impl Broker {
         let claimed = pool.accepts(parameters) && self.take_ready_member(pool, manifest_id, instance_id).await?;
         self.pool_tally.count(&pool.plan_id, claimed);
         self.metrics().pool_claim(&pool.plan_id, claimed);
-        if claimed {
-            self.wake_pool_keeper();
-        }
+        // The keeper refills at its next round (within a second), not now: its writes
+        // would queue before those of the claims that follow in a burst.
         Ok(claimed)
     }
 
@@ -311,7 +310,7 @@ impl Broker {
         Ok(())
     }
 
-    /// Asks the keeper for a round now (after a claim, a change of settings).
+    /// Asks the keeper for a round now (after a change of settings, a member deployed).
     pub(super) fn wake_pool_keeper(&self) {
         self.pool_wake.notify_one();
     }

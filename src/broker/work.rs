@@ -130,17 +130,14 @@ impl Work for Provision {
         }
     }
 
-    /// A member's deploy tells its pool (the backoff); an adopted member is retired.
+    /// A member's deploy tells its pool (the backoff). An adopted member is retired by
+    /// the pool's keeper at its next round: not here, so the answer waits for no more
+    /// than the instance's own write.
     async fn after(&self, broker: &Broker, instance: &ServiceInstance) -> OsbResult<()> {
         if instance.pool.is_some() {
             return broker.member_deployed(instance).await;
         }
-        match &instance.deployment_id {
-            Some(member) if instance.status == InstanceStatus::Provisioned => {
-                broker.retire_member(member, &instance.id).await
-            }
-            _ => Ok(()),
-        }
+        Ok(())
     }
 }
 

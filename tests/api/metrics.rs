@@ -2,11 +2,13 @@
 //! that hostile paths cannot grow it, and that a real parser reads it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::helpers::*;
+use crate::wait::eventually;
 
 /// The OpenMetrics text `GET /metrics` answers, after checking its content type.
 async fn scrape(app: &TestApp) -> String {
@@ -179,6 +181,48 @@ async fn a_real_parser_reads_every_family() {
     assert!(routes.contains(&"unmatched"), "{routes:?}");
     let buckets = samples("esm_operation_duration_seconds");
     assert!(buckets.iter().any(|s| s[0] == "esm_operation_duration_seconds_bucket" && s[1]["le"] == "+Inf"));
+}
+
+/// The warm pool families, as the real parser reads them: one hit, one miss, the
+/// refills timed, the ready members counted.
+#[cfg_attr(not(esm_test_python), ignore = "needs Python with prometheus_client: set ESM_TEST_PYTHON=python3")]
+#[tokio::test]
+async fn pool_hits_misses_refills_and_ready_members_are_counted() {
+    let app = with_plan("x-esm-dummy: {mode: either}\n").await;
+    assert_eq!(app.put("/v2/et/pools/plan-1", &json!({"size": 2})).await.status, StatusCode::OK);
+    let ready = |n: u64| {
+        let app = &app;
+        async move {
+            eventually(Duration::from_secs(5), "ready members", || async {
+                (app.get("/v2/et/pools/plan-1").await.body["ready"] == n).then_some(())
+            })
+            .await
+        }
+    };
+    ready(2).await;
+    assert_eq!(app.provision("warm", true).await.status, StatusCode::CREATED);
+    let mut other = provision_body(PLAN);
+    other["parameters"] = json!({"tier": "gold"});
+    assert_eq!(app.put(&provision_path("cold", true), &other).await.status, StatusCode::ACCEPTED);
+    ready(2).await;
+    // The refill is timed once its record is written: the scrape that shows it.
+    let refill_count = |parsed: &Value| {
+        let samples = parsed["esm_pool_refill_duration_seconds"]["samples"].as_array().cloned().unwrap_or_default();
+        samples.iter().find(|s| s[0] == "esm_pool_refill_duration_seconds_count").map(|s| s[2].clone())
+    };
+    let parsed = eventually(Duration::from_secs(5), "three refills timed", || async {
+        let parsed = parse_with_python(&scrape(&app).await);
+        (refill_count(&parsed) == Some(json!(3.0))).then_some(parsed)
+    })
+    .await;
+    let samples = |name: &str| parsed[name]["samples"].as_array().cloned().unwrap_or_default();
+    let plan = json!({"plan_id": "plan-1"});
+    assert_eq!(parsed["esm_pool_hits"]["type"], "counter");
+    assert_eq!(samples("esm_pool_hits")[0], json!(["esm_pool_hits_total", plan, 1.0]));
+    assert_eq!(samples("esm_pool_misses")[0], json!(["esm_pool_misses_total", plan, 1.0]));
+    assert_eq!(parsed["esm_pool_refill_duration_seconds"]["type"], "histogram");
+    let members = samples("esm_pool_members");
+    assert!(members.contains(&json!(["esm_pool_members", {"plan_id": "plan-1", "state": "ready"}, 2.0])), "{members:?}");
 }
 
 /// `{family: {"type", "help", "samples": [[name, labels, value], …]}}` as the Python
