@@ -12,16 +12,7 @@ docker image inspect "$image" >/dev/null
 
 start_esm dock ESM_STORE=embedded ESM_BACKENDS=docker-compose ESM_PUBLISH_ADDRESS=127.0.0.1 ESM_DOCKER_PULL=never \
   ESM_NAME="bench-$$"
-register "$ESM_URL_dock" "services:
-  web:
-    image: $image
-    command: [httpd, -f, -p, '8080', -h, /www]
-    ports: ['8080']
-  worker:
-    image: $image
-    command: [sleep, '3600']
-    depends_on: [web]
-" docker-compose
+register "$ESM_URL_dock" "$(two_containers "$image")" docker-compose
 now() { date +%s.%N; }
 elapsed() { python3 -c "print(f'{$2 - $1:.3f}')"; }
 body='{"service_id":"bench-svc","plan_id":"plan-1","organization_guid":"o","space_guid":"s"}'

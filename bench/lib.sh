@@ -138,3 +138,19 @@ bench_mongo() {
 }
 
 ratio() { python3 -c "print(f'{float($1)/float($2):.2f}')"; }
+
+# The two-container docker-compose manifest of the Docker benches: a web server with an
+# ephemeral published port, and a worker that starts after it.
+two_containers() { # image
+  cat <<YAML
+services:
+  web:
+    image: $1
+    command: [httpd, -f, -p, '8080', -h, /www]
+    ports: ['8080']
+  worker:
+    image: $1
+    command: [sleep, '3600']
+    depends_on: [web]
+YAML
+}

@@ -23,16 +23,7 @@ trap 'bench_cleanup; remove_leftovers' EXIT
 start_esm pools ESM_STORE=embedded ESM_BACKENDS=docker-compose ESM_PUBLISH_ADDRESS=127.0.0.1 ESM_DOCKER_PULL=never \
   ESM_NAME="$owner" ESM_POOL_DEPLOYS=${POOL_DEPLOYS:-4}
 url=$ESM_URL_pools
-register "$url" "services:
-  web:
-    image: $image
-    command: [httpd, -f, -p, '8080', -h, /www]
-    ports: ['8080']
-  worker:
-    image: $image
-    command: [sleep, '3600']
-    depends_on: [web]
-" docker-compose
+register "$url" "$(two_containers "$image")" docker-compose
 h=(-H 'X-Broker-API-Version: 2.17' -H 'Content-Type: application/json')
 body='{"service_id":"bench-svc","plan_id":"plan-1","organization_guid":"o","space_guid":"s"}'
 

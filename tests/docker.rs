@@ -12,16 +12,8 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{Client, Esm, StoreSetup, TempDir, eventually, temp_dir};
-
-const IMAGE: &str = "esm-test/busybox:latest";
-
-/// `docker <args>`, its stdout; panics if the CLI fails (no engine when one is required).
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().expect("the docker CLI runs");
-    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
+use support::docker::{IMAGE, docker, start_on_engine};
+use support::{Client, Esm, TempDir, eventually, temp_dir};
 
 /// Everything on the engine that carries the instance's label.
 fn leftovers(instance_id: &str) -> Vec<String> {
@@ -44,22 +36,7 @@ async fn start_esm_with(dir: &TempDir, backends: &str) -> Esm {
 }
 
 async fn start_esm_env(dir: &TempDir, backends: &str, extra: &[(&str, &str)]) -> Esm {
-    // The engine must answer, or this run fails here (it never skips).
-    docker(&["version", "--format", "{{.Server.Version}}"]);
-    let name = dir.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let docker_host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
-    let mut env = vec![
-        ("ESM_BACKENDS", backends),
-        ("ESM_PUBLISH_ADDRESS", "127.0.0.1"),
-        ("ESM_DOCKER_PULL", "never"),
-        ("ESM_DOCKER_READY_TIMEOUT", "30"),
-        ("ESM_RECONCILE_INTERVAL", "1"),
-        // Tests run in parallel on one engine: each esm reconciles only its own.
-        ("ESM_NAME", &name),
-        ("DOCKER_HOST", &docker_host),
-    ];
-    env.extend_from_slice(extra);
-    Esm::start_with(&StoreSetup::Embedded(dir.path().to_path_buf()), &env).await
+    start_on_engine(dir, backends, extra).await
 }
 
 fn web_manifest() -> String {

@@ -9,23 +9,16 @@
 mod sse;
 mod support;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::Value;
 use sse::SseReader;
-use support::{Client, Esm, StoreSetup, eventually, temp_dir};
+use support::docker::{Cleanup, IMAGE, docker, owner_of, start_on_engine};
+use support::{Client, eventually, temp_dir};
 
-const IMAGE: &str = "esm-test/busybox:latest";
 /// How soon a change behind esm's back must show.
 const PROMPTLY: Duration = Duration::from_secs(2);
-
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().expect("the docker CLI runs");
-    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
 
 async fn liveness(client: &Client, id: &str) -> Value {
     let (status, body) = client.send(Method::GET, &format!("/v2/et/service_instances/{id}/liveness"), None).await;
@@ -36,18 +29,9 @@ async fn liveness(client: &Client, id: &str) -> Value {
 #[cfg_attr(not(esm_test_docker), ignore = "needs Docker: set ESM_TEST_DOCKER=1")]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_container_killed_behind_esms_back_is_down_within_two_seconds_and_up_once_restarted() {
-    docker(&["version", "--format", "{{.Server.Version}}"]);
     let dir = temp_dir("esm-docker-events");
-    let name = dir.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let docker_host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
-    let env = [
-        ("ESM_BACKENDS", "docker-compose"),
-        ("ESM_PUBLISH_ADDRESS", "127.0.0.1"),
-        ("ESM_DOCKER_PULL", "never"),
-        ("ESM_NAME", name.as_str()),
-        ("DOCKER_HOST", docker_host.as_str()),
-    ];
-    let esm = Esm::start_with(&StoreSetup::Embedded(dir.path().to_path_buf()), &env).await;
+    let _cleanup = Cleanup(owner_of(&dir));
+    let esm = start_on_engine(&dir, "docker-compose", &[]).await;
     let client = Client::new(&esm.api);
     // Unique per run: an earlier run's leftovers never stand in for this one's.
     let id = format!("live-{}", uuid::Uuid::new_v4().simple());

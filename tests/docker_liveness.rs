@@ -9,7 +9,6 @@
 
 mod support;
 
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,49 +20,11 @@ use esm::domain::liveness::{Component, ComponentStatus};
 use esm::domain::manifest::Manifest;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
+use support::docker::{Cleanup, IMAGE, docker};
 use support::eventually;
-use support::wait::within_blocking;
-
-const IMAGE: &str = "esm-test/busybox:latest";
 
 /// A service that stops at once on SIGTERM (so removal does not wait for a timeout).
 const SLEEPER: &str = r#"[sh, -c, "trap 'exit 0' TERM; sleep 3600 & wait"]"#;
-
-/// `docker <args>`, its stdout; panics if the CLI fails.
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().expect("the docker CLI runs");
-    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// Removes everything labelled with its owner when dropped: services, containers,
-/// networks, volumes. Best effort, and never panics (it runs after a failed test too).
-struct Cleanup(String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let filter = format!("label=esm.owner={}", self.0);
-        let listed = |args: &[&str]| -> Vec<String> {
-            let out = Command::new("docker").args(args).output().map(|o| o.stdout).unwrap_or_default();
-            String::from_utf8_lossy(&out).lines().map(str::to_owned).collect()
-        };
-        let remove = |what: &[&str], ids: Vec<String>| {
-            if !ids.is_empty() {
-                let _ = Command::new("docker").args(what).args(&ids).output();
-            }
-        };
-        remove(&["service", "rm"], listed(&["service", "ls", "-q", "--filter", &filter]));
-        // A removed service's task containers stop on their own; the networks are free after.
-        within_blocking(Duration::from_secs(30), || {
-            let containers = listed(&["ps", "-aq", "--filter", &filter]);
-            let gone = containers.is_empty();
-            remove(&["rm", "-f", "-v"], containers);
-            gone.then_some(())
-        });
-        remove(&["network", "rm"], listed(&["network", "ls", "-q", "--filter", &filter]));
-        remove(&["volume", "rm", "-f"], listed(&["volume", "ls", "-q", "--filter", &filter]));
-    }
-}
 
 fn docker_info_swarm() -> bool {
     docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"]) == "active"

@@ -7,49 +7,19 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{Client, Esm, StoreSetup, eventually, temp_dir};
+use support::docker::{Cleanup, IMAGE, docker, owner_of, start_on_engine};
+use support::{Client, eventually, temp_dir};
 
-const IMAGE: &str = "esm-test/busybox:latest";
 const POOL: &str = "/v2/et/pools/plan";
 const LIMIT: Duration = Duration::from_secs(30);
-
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().expect("the docker CLI runs");
-    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
 
 /// The containers (running or not) labelled `label`.
 fn containers(label: &str) -> Vec<String> {
     docker(&["ps", "-aq", "--filter", &format!("label={label}")]).lines().map(str::to_owned).collect()
-}
-
-/// Removes whatever this test's esm made when dropped, passed or not.
-struct Cleanup(String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let filter = format!("label=esm.owner={}", self.0);
-        let listed = |args: &[&str]| -> Vec<String> {
-            let out = Command::new("docker").args(args).output().map(|o| o.stdout).unwrap_or_default();
-            String::from_utf8_lossy(&out).lines().map(str::to_owned).collect()
-        };
-        for (remove, list) in [
-            (vec!["rm", "-f", "-v"], vec!["ps", "-aq", "--filter", &filter]),
-            (vec!["network", "rm"], vec!["network", "ls", "-q", "--filter", &filter]),
-            (vec!["volume", "rm", "-f"], vec!["volume", "ls", "-q", "--filter", &filter]),
-        ] {
-            let ids = listed(&list);
-            if !ids.is_empty() {
-                let _ = Command::new("docker").args(&remove).args(&ids).output();
-            }
-        }
-    }
 }
 
 async fn pool_where(client: &Client, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {
@@ -63,19 +33,11 @@ async fn pool_where(client: &Client, what: &str, wanted: impl Fn(&Value) -> bool
 #[cfg_attr(not(esm_test_docker), ignore = "needs Docker: set ESM_TEST_DOCKER=1")]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_docker_pool_hands_out_running_containers_and_replaces_a_killed_member() {
-    docker(&["version", "--format", "{{.Server.Version}}"]);
     let dir = temp_dir("esm-docker-pools");
-    let name = dir.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = owner_of(&dir);
     let _cleanup = Cleanup(name.clone());
-    let docker_host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
-    let env = [
-        ("ESM_BACKENDS", "docker-compose"),
-        ("ESM_PUBLISH_ADDRESS", "127.0.0.1"),
-        ("ESM_DOCKER_PULL", "never"),
-        ("ESM_NAME", name.as_str()),
-        ("DOCKER_HOST", docker_host.as_str()),
-    ];
-    let esm = Esm::start_with(&StoreSetup::Embedded(dir.path().to_path_buf()), &env).await;
+    // Reconciliation every second (the default for these tests) must keep the members.
+    let esm = start_on_engine(&dir, "docker-compose", &[]).await;
     let client = Client::new(&esm.api);
     let manifest = format!(
         "services:\n  web:\n    image: {IMAGE}\n    command: [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/\"]\n    ports: [\"8080\"]\n"

@@ -350,7 +350,8 @@ impl Broker {
                 Err(StoreError::NotFound(_)) => return Err(lost()),
                 Err(e) => return Err(e.into()),
             }
-            let Some(Versioned { version, record: mut current }) = self.records.get::<ServiceInstance>(&instance.id).await?
+            let Some(Versioned { version, record: mut current }) =
+                self.records.get::<ServiceInstance>(&instance.id).await?
             else {
                 return Err(lost());
             };

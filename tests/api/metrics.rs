@@ -222,7 +222,10 @@ async fn pool_hits_misses_refills_and_ready_members_are_counted() {
     assert_eq!(samples("esm_pool_misses")[0], json!(["esm_pool_misses_total", plan, 1.0]));
     assert_eq!(parsed["esm_pool_refill_duration_seconds"]["type"], "histogram");
     let members = samples("esm_pool_members");
-    assert!(members.contains(&json!(["esm_pool_members", {"plan_id": "plan-1", "state": "ready"}, 2.0])), "{members:?}");
+    assert!(
+        members.contains(&json!(["esm_pool_members", {"plan_id": "plan-1", "state": "ready"}, 2.0])),
+        "{members:?}"
+    );
 }
 
 /// `{family: {"type", "help", "samples": [[name, labels, value], …]}}` as the Python

@@ -206,16 +206,24 @@ async fn a_claimed_instance_deprovisions_like_a_cold_one_and_its_member_never_re
     let (member, _) = claims(&app).await.pop().expect("a claim");
     assert_eq!(app.bind("i-1", "b-1", None, false).await.status, StatusCode::CREATED);
     assert_eq!(app.unbind("i-1", "b-1", false).await.status, StatusCode::OK);
+    let update = json!({"service_id": SERVICE, "parameters": {"size": 2}});
+    let updated = app.patch("/v2/service_instances/i-1", &update).await;
+    assert_eq!(updated.status, StatusCode::OK, "{}", updated.body);
+    assert_eq!(app.get("/v2/service_instances/i-1").await.body["parameters"], json!({"size": 2}));
     assert_eq!(app.deprovision("i-1", false).await.status, StatusCode::OK);
     assert_eq!(app.get("/v2/service_instances/i-1").await.status, StatusCode::NOT_FOUND);
     let calls = std::fs::read_to_string(log.path()).expect("call log");
     let on_member: Vec<Value> = calls
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).expect("JSON line"))
-        .filter(|c| c["id"] == member.as_str())
+        .filter(|c| c["id"] == member.as_str() || c["id"] == "b-1")
         .collect();
     let kinds: Vec<&str> = on_member.iter().filter_map(|c| c["kind"].as_str()).collect();
-    assert_eq!(kinds, ["provision", "deprovision"], "deployed once, removed once, under the member's id");
+    assert_eq!(
+        kinds,
+        ["provision", "bind", "unbind", "update", "deprovision"],
+        "deployed once, changed and removed under the member's id"
+    );
     let pool = ready(&app, 1).await;
     assert!(!pool["members"].as_array().expect("members").iter().any(|m| m["id"] == member.as_str()));
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+pub mod docker;
 pub mod wait;
 pub use wait::eventually;
 
