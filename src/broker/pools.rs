@@ -87,22 +87,7 @@ impl Broker {
             .await
             .map_err(|why| OsbError::BadRequest(format!("plan {plan_id} cannot be pooled: {why}")))?;
         let now = self.clock().timestamp();
-        let fresh = Pool {
-            plan_id: plan_id.to_owned(),
-            service_id: service_id.clone(),
-            size,
-            max_age_seconds,
-            parameters,
-            draining: false,
-            claimed_total: 0,
-            misses_total: 0,
-            last_error: None,
-            failures: 0,
-            retry_at: 0,
-            keeper: None,
-            created_at: now.clone(),
-            updated_at: now.clone(),
-        };
+        let fresh = Pool { max_age_seconds, parameters, ..Pool::new(plan_id, &service_id, size, &now) };
         let changed = self
             .records
             .modify::<Pool, OsbError, _>(plan_id, |pool| {

@@ -89,6 +89,26 @@ pub struct Keeper {
 }
 
 impl Pool {
+    /// A new pool of `size` for `plan_id` of `service_id`, set at `at` (RFC 3339).
+    pub fn new(plan_id: &str, service_id: &str, size: u32, at: &str) -> Self {
+        Self {
+            plan_id: plan_id.to_owned(),
+            service_id: service_id.to_owned(),
+            size,
+            max_age_seconds: None,
+            parameters: None,
+            draining: false,
+            claimed_total: 0,
+            misses_total: 0,
+            last_error: None,
+            failures: 0,
+            retry_at: 0,
+            keeper: None,
+            created_at: at.to_owned(),
+            updated_at: at.to_owned(),
+        }
+    }
+
     /// Whether a provision asking for `requested` parameters may be handed a member:
     /// the parameters a running deployment was made with cannot be changed, so they
     /// must be the pool's exactly. An empty object is the same as none.

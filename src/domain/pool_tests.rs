@@ -7,20 +7,9 @@ use crate::domain::operation::{Operation, OperationLog};
 
 fn pool(parameters: Option<Value>) -> Pool {
     Pool {
-        plan_id: "p".into(),
-        service_id: "s".into(),
-        size: 2,
         max_age_seconds: Some(60),
         parameters: parameters.and_then(|p| p.as_object().cloned()),
-        draining: false,
-        claimed_total: 0,
-        misses_total: 0,
-        last_error: None,
-        failures: 0,
-        retry_at: 0,
-        keeper: None,
-        created_at: String::new(),
-        updated_at: String::new(),
+        ..Pool::new("p", "s", 2, "")
     }
 }
 
