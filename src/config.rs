@@ -28,6 +28,9 @@ pub struct Cli {
     /// The daemon's settings.
     #[command(flatten)]
     pub config: Config,
+    /// Where the client commands send requests, and how they answer.
+    #[command(flatten)]
+    pub target: crate::cli::Target,
     /// Something else to do than serving.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -36,10 +39,15 @@ pub struct Cli {
 /// `esm <command>`.
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {
+    /// Run the daemon (what `esm` with no command does).
+    Server,
     /// Print the OpenAPI document and exit.
     Openapi,
     /// Ask the esm on this machine's check port for /health: exit 0 when healthy.
     Health,
+    /// The command-line client (`esm instances list`, …).
+    #[command(flatten)]
+    Client(crate::cli::ClientCommand),
 }
 
 /// The daemon's settings. The environment variable names are the original ESM's where

@@ -31,6 +31,8 @@ pub mod api;
 pub mod app;
 pub mod backend;
 pub mod broker;
+pub mod cli;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod domain;

@@ -1,4 +1,5 @@
-//! The `esm` binary: parse the command line, start logging, serve until SIGINT/SIGTERM.
+//! The `esm` binary: parse the command line, then serve until SIGINT/SIGTERM (`esm`,
+//! `esm server`) or run one client command (`esm instances list`, …).
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -22,7 +23,10 @@ async fn main() -> ExitCode {
                 }
             };
         }
-        None => {}
+        Some(Command::Client(command)) => {
+            return esm::cli::run(command, &cli.target, cli.config.credentials()).await;
+        }
+        Some(Command::Server) | None => {}
     }
     esm::telemetry::init(cli.config.log_format);
     let server = match Server::bind(cli.config).await {

@@ -33,7 +33,7 @@ pub struct CatalogResponse {
 pub struct Empty {}
 
 /// Body of `PUT /v2/service_instances/{instance_id}`.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ProvisionRequest {
     /// The offering to provision.
     #[schema(min_length = 1)]
@@ -48,15 +48,27 @@ pub struct ProvisionRequest {
     #[schema(min_length = 1)]
     pub space_guid: String,
     /// Platform-specific context.
-    #[serde(default, deserialize_with = "crate::domain::strict::optional_json_object")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::domain::strict::optional_json_object"
+    )]
     #[schema(value_type = Option<Object>)]
     pub context: Option<Value>,
     /// Configuration parameters, checked against the plan's schema.
-    #[serde(default, deserialize_with = "crate::domain::strict::optional_json_object")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::domain::strict::optional_json_object"
+    )]
     #[schema(value_type = Option<Object>)]
     pub parameters: Option<Value>,
     /// The maintenance version the platform expects (422 if it is not the plan's).
-    #[serde(default, deserialize_with = "crate::domain::strict::optional_object")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::domain::strict::optional_object"
+    )]
     pub maintenance_info: Option<MaintenanceInfo>,
 }
 
@@ -75,29 +87,45 @@ pub struct ProvisionResponse {
 }
 
 /// Body of `PATCH /v2/service_instances/{instance_id}`.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct UpdateRequest {
     /// The instance's offering.
     #[schema(min_length = 1)]
     pub service_id: String,
     /// The new plan; absent means the plan stays.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(min_length = 1)]
     pub plan_id: Option<String>,
     /// New parameters; absent means they stay.
-    #[serde(default, deserialize_with = "crate::domain::strict::optional_json_object")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::domain::strict::optional_json_object"
+    )]
     #[schema(value_type = Option<Object>)]
     pub parameters: Option<Value>,
     /// New platform context.
-    #[serde(default, deserialize_with = "crate::domain::strict::optional_json_object")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::domain::strict::optional_json_object"
+    )]
     #[schema(value_type = Option<Object>)]
     pub context: Option<Value>,
     /// What the platform believes the instance had.
-    #[serde(default, deserialize_with = "crate::domain::strict::optional_json_object")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::domain::strict::optional_json_object"
+    )]
     #[schema(value_type = Option<Object>)]
     pub previous_values: Option<Value>,
     /// The maintenance version to move to.
-    #[serde(default, deserialize_with = "crate::domain::strict::optional_object")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::domain::strict::optional_object"
+    )]
     pub maintenance_info: Option<MaintenanceInfo>,
 }
 
@@ -166,7 +194,7 @@ pub struct LastOperationResponse {
 }
 
 /// Body of `PUT .../service_bindings/{binding_id}`.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct BindRequest {
     /// The instance's offering.
     #[schema(min_length = 1)]
@@ -175,22 +203,34 @@ pub struct BindRequest {
     #[schema(min_length = 1)]
     pub plan_id: String,
     /// Deprecated: the application to bind.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_guid: Option<String>,
     /// What to bind (`app_guid`, `route`).
-    #[serde(default, deserialize_with = "crate::domain::strict::optional_json_object")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::domain::strict::optional_json_object"
+    )]
     #[schema(value_type = Option<Object>)]
     pub bind_resource: Option<Value>,
     /// Platform-specific context.
-    #[serde(default, deserialize_with = "crate::domain::strict::optional_json_object")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::domain::strict::optional_json_object"
+    )]
     #[schema(value_type = Option<Object>)]
     pub context: Option<Value>,
     /// Bind parameters, checked against the plan's schema.
-    #[serde(default, deserialize_with = "crate::domain::strict::optional_json_object")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::domain::strict::optional_json_object"
+    )]
     #[schema(value_type = Option<Object>)]
     pub parameters: Option<Value>,
     /// OSB 2.17: the binding this one rotates (plan must be `binding_rotatable`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub predecessor_binding_id: Option<String>,
 }
 

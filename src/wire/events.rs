@@ -23,7 +23,7 @@ pub struct EventQuery {
 }
 
 /// Events that can no longer be had: older than what the log keeps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Gap {
     /// The first id missed.
     pub from: u64,
@@ -32,13 +32,13 @@ pub struct Gap {
 }
 
 /// A page of the event log.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct EventPage {
     /// The events, oldest first.
     pub events: Vec<Event>,
     /// Pass as `after` for the next page (the last id read, or the `after` asked for).
     pub after: u64,
     /// Set when `after` asked for events older than the log keeps.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gap: Option<Gap>,
 }

@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 use crate::domain::pool::PoolError;
 
 /// Body of `PUT /v2/et/pools/{plan_id}`: keep `size` instances of the plan ready.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PoolRequest {
     /// How many ready members to keep (0–100; 0 keeps the pool and its counts but
@@ -15,13 +15,17 @@ pub struct PoolRequest {
     #[schema(minimum = 0, maximum = 100, example = 3)]
     pub size: i64,
     /// Members older than this are replaced (1 s to a year); absent: never.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 31_536_000)]
     pub max_age_seconds: Option<i64>,
     /// The parameters members are deployed with, checked against the plan's schema. A
     /// provision is handed a member only if it asks for exactly these (or for none when
     /// these are none).
-    #[serde(default, deserialize_with = "crate::domain::strict::optional_json_object")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::domain::strict::optional_json_object"
+    )]
     #[schema(value_type = Option<Object>)]
     pub parameters: Option<Value>,
 }

@@ -223,7 +223,8 @@ impl Esm {
         let catalog = format!("{}/v2/catalog", self.api);
         eventually(Duration::from_secs(20), &format!("esm to serve {catalog}"), || async {
             let r = client.get(&catalog).header("X-Broker-API-Version", VERSION).send().await.ok()?;
-            r.status().is_success().then_some(())
+            // 401: it serves, and wants the credentials it was started with.
+            (r.status().is_success() || r.status() == reqwest::StatusCode::UNAUTHORIZED).then_some(())
         })
         .await;
     }

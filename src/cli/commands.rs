@@ -1,0 +1,402 @@
+//! The client's commands: their arguments (clap) and what each asks of esm.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::{Value, json};
+
+use super::output::{self, Table};
+use super::wait::{Operation, until_done};
+use super::{Exit, Failure};
+use crate::client::{Client, Reply};
+use crate::wire::{BindRequest, PoolRequest, ProvisionRequest, UpdateRequest};
+
+/// Where the client sends requests and how it answers: flags every command takes.
+#[derive(Debug, Clone, Args)]
+pub struct Target {
+    /// The esm API the client commands talk to.
+    #[arg(long = "url", env = "ESM_URL", default_value = "http://localhost:8080", global = true)]
+    pub url: String,
+    /// `table` for people, `json` for scripts (exactly the API's JSON).
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table, global = true)]
+    pub output: Output,
+    /// Do not wait for an asynchronous operation to finish: print its id and return.
+    #[arg(long = "no-wait", global = true)]
+    pub no_wait: bool,
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// A readable table.
+    Table,
+    /// The API's JSON.
+    Json,
+}
+
+/// The client's commands (`esm <command>`).
+#[derive(Debug, Clone, Subcommand)]
+pub enum ClientCommand {
+    /// Show the catalog: every service and its plans.
+    Catalog,
+    /// Register or remove service offerings.
+    #[command(subcommand)]
+    Services(ServicesCommand),
+    /// List, show, register or remove manifests.
+    #[command(subcommand)]
+    Manifests(ManifestsCommand),
+    /// List, show, provision, update or deprovision instances.
+    #[command(subcommand)]
+    Instances(InstancesCommand),
+    /// Create credentials for an instance (a binding).
+    Bind(BindArgs),
+    /// Revoke a binding's credentials.
+    Unbind(UnbindArgs),
+    /// Show, set or drain warm pools.
+    #[command(subcommand)]
+    Pools(PoolsCommand),
+    /// Show change events; with --follow, keep showing new ones.
+    Events(EventsArgs),
+    /// Print a completion script for a shell.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `esm services …`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum ServicesCommand {
+    /// Register (or replace) a service offering from a JSON file.
+    Register {
+        /// The offering, as `PUT /v2/et/catalog` takes it (`-` for standard input).
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+    },
+    /// Remove a service offering and its manifests.
+    Delete {
+        /// The service id.
+        id: String,
+    },
+}
+
+/// `esm manifests …`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum ManifestsCommand {
+    /// Every manifest.
+    List,
+    /// One manifest.
+    Get {
+        /// The manifest id.
+        id: String,
+    },
+    /// Register a manifest from a JSON file (`service_id`, `plan_id`, `manifest_type`,
+    /// `manifest_content`).
+    Register {
+        /// The manifest id.
+        id: String,
+        /// The manifest, as `PUT /v2/et/manifest/{id}` takes it (`-` for standard input).
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+    },
+    /// Remove a manifest.
+    Delete {
+        /// The manifest id.
+        id: String,
+    },
+}
+
+/// `esm instances …`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum InstancesCommand {
+    /// A page of instances.
+    List {
+        /// Only this service's.
+        #[arg(long)]
+        service: Option<String>,
+        /// Only this plan's.
+        #[arg(long)]
+        plan: Option<String>,
+        /// Only those whose last operation is in this state (`in progress`, `succeeded`, `failed`).
+        #[arg(long)]
+        state: Option<String>,
+        /// Only those with this liveness (`up`, `degraded`, `down`, `unknown`).
+        #[arg(long)]
+        liveness: Option<String>,
+        /// How many (1–1000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// The page after this cursor (`next` of the previous page).
+        #[arg(long)]
+        after: Option<String>,
+    },
+    /// One instance, with its live details.
+    Get {
+        /// The instance id.
+        id: String,
+    },
+    /// Provision an instance (and wait for it, unless --no-wait).
+    Provision {
+        /// The instance id.
+        id: String,
+        /// The service.
+        #[arg(long)]
+        service: String,
+        /// The plan.
+        #[arg(long)]
+        plan: String,
+        /// Parameters, a JSON object.
+        #[arg(long, value_parser = json_object)]
+        params: Option<Value>,
+        /// The platform organization (OSB requires one).
+        #[arg(long, default_value = "esm-cli")]
+        org: String,
+        /// The platform space (OSB requires one).
+        #[arg(long, default_value = "esm-cli")]
+        space: String,
+    },
+    /// Update an instance's plan or parameters.
+    Update {
+        /// The instance id.
+        id: String,
+        /// The new plan.
+        #[arg(long)]
+        plan: Option<String>,
+        /// New parameters, a JSON object.
+        #[arg(long, value_parser = json_object)]
+        params: Option<Value>,
+    },
+    /// Deprovision an instance.
+    Deprovision {
+        /// The instance id.
+        id: String,
+    },
+}
+
+/// `esm bind`.
+#[derive(Debug, Clone, Args)]
+pub struct BindArgs {
+    /// The instance id.
+    pub instance: String,
+    /// The binding id.
+    pub binding: String,
+    /// Bind parameters, a JSON object.
+    #[arg(long, value_parser = json_object)]
+    pub params: Option<Value>,
+}
+
+/// `esm unbind`.
+#[derive(Debug, Clone, Args)]
+pub struct UnbindArgs {
+    /// The instance id.
+    pub instance: String,
+    /// The binding id.
+    pub binding: String,
+}
+
+/// `esm pools …`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum PoolsCommand {
+    /// Every pool.
+    List,
+    /// One plan's pool, with its members.
+    Get {
+        /// The plan id.
+        plan: String,
+    },
+    /// Create or change a plan's pool.
+    Set {
+        /// The plan id.
+        plan: String,
+        /// Ready members to keep (0–100).
+        #[arg(long)]
+        size: i64,
+        /// Replace members older than this (seconds).
+        #[arg(long = "max-age")]
+        max_age: Option<i64>,
+        /// Parameters members are deployed with, a JSON object.
+        #[arg(long, value_parser = json_object)]
+        params: Option<Value>,
+    },
+    /// Drain a plan's pool: idle members are removed, then the pool.
+    Delete {
+        /// The plan id.
+        plan: String,
+    },
+}
+
+/// `esm events`.
+#[derive(Debug, Clone, Args)]
+pub struct EventsArgs {
+    /// Keep showing new events until Ctrl-C.
+    #[arg(long)]
+    pub follow: bool,
+    /// Only events of this type (`provision.succeeded`, `liveness.changed`, …).
+    #[arg(long = "type")]
+    pub kind: Option<String>,
+    /// Only events of this instance.
+    #[arg(long)]
+    pub instance: Option<String>,
+    /// Events after this id (default: the last 20).
+    #[arg(long)]
+    pub after: Option<u64>,
+}
+
+/// A JSON object given on the command line.
+fn json_object(text: &str) -> Result<Value, String> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(value @ Value::Object(_)) => Ok(value),
+        Ok(_) => Err("must be a JSON object".into()),
+        Err(e) => Err(format!("not JSON: {e}")),
+    }
+}
+
+/// A JSON file (`-`: standard input).
+fn read_json(path: &Path) -> Result<Value, Failure> {
+    let text =
+        if path == Path::new("-") { std::io::read_to_string(std::io::stdin()) } else { std::fs::read_to_string(path) }
+            .map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))?;
+    serde_json::from_str(&text).map_err(|e| Failure::usage(format!("{} is not JSON: {e}", path.display())))
+}
+
+/// Runs `command` with `client`.
+pub(super) async fn run(command: ClientCommand, client: &Client, target: &Target) -> Result<Exit, Failure> {
+    let json = target.output == Output::Json;
+    let show = |value: &Value, table: fn(&Value) -> Table| output::show(value, json, table);
+    match command {
+        ClientCommand::Catalog => {
+            show(&serde_json::to_value(client.catalog().await?).unwrap_or_default(), output::catalog)
+        }
+        ClientCommand::Services(ServicesCommand::Register { file }) => {
+            show(&client.register_service(&read_json(&file)?).await?, output::done)
+        }
+        ClientCommand::Services(ServicesCommand::Delete { id }) => {
+            show(&client.delete_service(&id).await?, output::done)
+        }
+        ClientCommand::Manifests(ManifestsCommand::List) => show(&client.manifests().await?, output::manifests),
+        ClientCommand::Manifests(ManifestsCommand::Get { id }) => show(&client.manifest(&id).await?, output::manifests),
+        ClientCommand::Manifests(ManifestsCommand::Register { id, file }) => {
+            show(&client.register_manifest(&id, &read_json(&file)?).await?, output::done)
+        }
+        ClientCommand::Manifests(ManifestsCommand::Delete { id }) => {
+            show(&client.delete_manifest(&id).await?, output::done)
+        }
+        ClientCommand::Instances(command) => instances(command, client, target).await,
+        ClientCommand::Bind(args) => bind(args, client, target).await,
+        ClientCommand::Unbind(args) => unbind(args, client, target).await,
+        ClientCommand::Pools(command) => pools(command, client, json).await,
+        ClientCommand::Events(args) => super::wait::events(args, client, json).await,
+        ClientCommand::Completions { shell } => {
+            let mut command = <crate::config::Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "esm", &mut std::io::stdout());
+            Ok(Exit::Done)
+        }
+    }
+}
+
+async fn instances(command: InstancesCommand, client: &Client, target: &Target) -> Result<Exit, Failure> {
+    let json = target.output == Output::Json;
+    match command {
+        InstancesCommand::List { service, plan, state, liveness, limit, after } => {
+            let filters: Vec<(&str, &str)> =
+                [("service_id", &service), ("plan_id", &plan), ("state", &state), ("liveness", &liveness)]
+                    .into_iter()
+                    .filter_map(|(field, value)| value.as_deref().map(|v| (field, v)))
+                    .collect();
+            output::show(&client.instances(limit, after.as_deref(), &filters).await?, json, output::instances)
+        }
+        InstancesCommand::Get { id } => output::show(&client.instance(&id).await?, json, output::instance),
+        InstancesCommand::Provision { id, service, plan, params, org, space } => {
+            let request = ProvisionRequest {
+                service_id: service,
+                plan_id: plan,
+                organization_guid: org,
+                space_guid: space,
+                context: Some(json!({"platform": "esm-cli"})),
+                parameters: params,
+                maintenance_info: None,
+            };
+            let reply = client.provision(&id, &request, true).await?;
+            let operation = reply.body.operation.clone();
+            finish(client, target, Operation::instance(&id, "provision", operation), reply).await
+        }
+        InstancesCommand::Update { id, plan, params } => {
+            let current = client.fetch_instance(&id).await?;
+            let request = UpdateRequest {
+                service_id: current.service_id,
+                plan_id: plan,
+                parameters: params,
+                context: None,
+                previous_values: None,
+                maintenance_info: None,
+            };
+            let reply = client.update(&id, &request, true).await?;
+            let operation = reply.body.operation.clone();
+            finish(client, target, Operation::instance(&id, "update", operation), reply).await
+        }
+        InstancesCommand::Deprovision { id } => {
+            let current = client.fetch_instance(&id).await?;
+            let reply = client.deprovision(&id, &current.service_id, &current.plan_id, true).await?;
+            let operation = reply.body.operation.clone();
+            finish(client, target, Operation::instance(&id, "deprovision", operation), reply).await
+        }
+    }
+}
+
+async fn bind(args: BindArgs, client: &Client, target: &Target) -> Result<Exit, Failure> {
+    let current = client.fetch_instance(&args.instance).await?;
+    let request = BindRequest {
+        service_id: current.service_id,
+        plan_id: current.plan_id,
+        app_guid: None,
+        bind_resource: None,
+        context: Some(json!({"platform": "esm-cli"})),
+        parameters: args.params,
+        predecessor_binding_id: None,
+    };
+    let reply = client.bind(&args.instance, &args.binding, &request, true).await?;
+    let operation = reply.body.operation.clone();
+    finish(client, target, Operation::binding(&args.instance, &args.binding, "bind", operation), reply).await
+}
+
+async fn unbind(args: UnbindArgs, client: &Client, target: &Target) -> Result<Exit, Failure> {
+    let current = client.fetch_instance(&args.instance).await?;
+    let reply = client.unbind(&args.instance, &args.binding, &current.service_id, &current.plan_id, true).await?;
+    let operation = reply.body.operation.clone();
+    finish(client, target, Operation::binding(&args.instance, &args.binding, "unbind", operation), reply).await
+}
+
+/// Prints an operation's answer; a 202 is followed to its end unless `--no-wait`.
+async fn finish<T: serde::Serialize>(
+    client: &Client,
+    target: &Target,
+    operation: Operation,
+    reply: Reply<T>,
+) -> Result<Exit, Failure> {
+    let json = target.output == Output::Json;
+    let body = serde_json::to_value(&reply.body).unwrap_or_default();
+    if reply.status != 202 || target.no_wait {
+        output::show(&body, json, output::done)?;
+        return Ok(Exit::Done);
+    }
+    let last = until_done(client, &operation).await?;
+    let last_json = serde_json::to_value(&last).unwrap_or_default();
+    output::show(&last_json, json, output::operation)?;
+    if last.state == crate::domain::operation::OperationState::Succeeded { Ok(Exit::Done) } else { Ok(Exit::Failed) }
+}
+
+async fn pools(command: PoolsCommand, client: &Client, json: bool) -> Result<Exit, Failure> {
+    let value = match command {
+        PoolsCommand::List => serde_json::to_value(client.pools().await?),
+        PoolsCommand::Get { plan } => serde_json::to_value(client.pool(&plan).await?),
+        PoolsCommand::Set { plan, size, max_age, params } => {
+            let request = PoolRequest { size, max_age_seconds: max_age, parameters: params };
+            serde_json::to_value(client.set_pool(&plan, &request).await?)
+        }
+        PoolsCommand::Delete { plan } => {
+            client.delete_pool(&plan).await?;
+            Ok(json!({}))
+        }
+    };
+    output::show(&value.unwrap_or_default(), json, output::pools)
+}

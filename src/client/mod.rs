@@ -1,0 +1,363 @@
+//! A client of esm's API, for Rust programs and for the `esm` command line: typed
+//! requests and answers (the server's own `wire` types), OSB errors as values.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), esm::client::ClientError> {
+//! use esm::client::Client;
+//! use esm::wire::ProvisionRequest;
+//!
+//! let esm = Client::new("http://localhost:8080", None)?;
+//! let request = ProvisionRequest {
+//!     service_id: "svc-1".into(),
+//!     plan_id: "plan-1".into(),
+//!     organization_guid: "org".into(),
+//!     space_guid: "space".into(),
+//!     context: None,
+//!     parameters: None,
+//!     maintenance_info: None,
+//! };
+//! let answer = esm.provision("i-1", &request, true).await?;
+//! if let Some(operation) = answer.body.operation {
+//!     let last = esm.last_operation("i-1", Some(&operation)).await?;
+//!     println!("{}: {:?}", last.state.as_str(), last.description);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::wire::{
+    BindRequest, BindingResponse, CatalogResponse, EventPage, FetchInstanceResponse, LastOperationResponse,
+    OperationResponse, PoolList, PoolRequest, PoolStatus, ProvisionRequest, ProvisionResponse, UpdateRequest,
+    UpdateResponse,
+};
+
+/// The OSB version the client speaks.
+pub const API_VERSION: &str = "2.17";
+/// How long a request may take before the client gives up on it.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why a call did not succeed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ClientError {
+    /// esm could not be reached (or did not answer in time).
+    #[error("cannot reach esm at {url}: {reason}")]
+    Unreachable {
+        /// Where.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// esm refused the credentials (401).
+    #[error("esm refused the credentials: {0}")]
+    Unauthorized(String),
+    /// esm answered with an error: its OSB error body.
+    #[error("{description} ({status}{})", error.as_deref().map(|e| format!(" {e}")).unwrap_or_default())]
+    Api {
+        /// The HTTP status.
+        status: u16,
+        /// The OSB error code, if any (`AsyncRequired`, `ConcurrencyError`, …).
+        error: Option<String>,
+        /// What esm said.
+        description: String,
+    },
+    /// The request could not be made, or the answer not read.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// An answer and its status (201 and 200 differ for provisions and binds; 202 means
+/// the operation runs on).
+#[derive(Debug, Clone)]
+pub struct Reply<T> {
+    /// The HTTP status.
+    pub status: u16,
+    /// The body.
+    pub body: T,
+}
+
+/// A client of one esm.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+    auth: Option<(String, String)>,
+}
+
+impl Client {
+    /// A client of the esm at `base` (`http://host:8080`), with basic-auth credentials
+    /// if it wants them.
+    ///
+    /// Plain HTTP only: esm serves HTTP, and reqwest's TLS backends would either link a
+    /// second crypto library or make every other HTTP client in the process depend on
+    /// a provider installed first. Reach an esm behind a TLS proxy through a tunnel.
+    pub fn new(base: &str, auth: Option<(String, String)>) -> Result<Self, ClientError> {
+        if !base.starts_with("http://") {
+            return Err(ClientError::Invalid(format!("{base} is not an http:// URL (this client speaks plain HTTP)")));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .map_err(|e| ClientError::Invalid(format!("cannot make an HTTP client: {e}")))?;
+        Ok(Self { base: base.trim_end_matches('/').to_owned(), http, auth })
+    }
+
+    /// Where it sends requests.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Sends a request and reads the answer as `T`; an error status is an error.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&(impl Serialize + Sync)>,
+    ) -> Result<Reply<T>, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let mut request = self.http.request(method, &url).header("X-Broker-API-Version", API_VERSION).query(query);
+        if let Some((user, password)) = &self.auth {
+            request = request.basic_auth(user, Some(password));
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response =
+            request.send().await.map_err(|e| ClientError::Unreachable { url: self.base.clone(), reason: cause(&e) })?;
+        let status = response.status();
+        let text = response.text().await.map_err(|e| ClientError::Invalid(format!("cannot read the answer: {e}")))?;
+        if status == StatusCode::UNAUTHORIZED {
+            return Err(ClientError::Unauthorized(osb_description(&text).unwrap_or_else(|| "401".into())));
+        }
+        if !status.is_success() {
+            let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            return Err(ClientError::Api {
+                status: status.as_u16(),
+                error: body.get("error").and_then(Value::as_str).map(str::to_owned),
+                description: osb_description(&text).unwrap_or_else(|| format!("esm answered {status}")),
+            });
+        }
+        let text = if text.is_empty() { "null" } else { text.as_str() };
+        let body = serde_json::from_str(text).map_err(|e| {
+            ClientError::Invalid(format!("esm's answer to {path} is not what this client expects: {e}"))
+        })?;
+        Ok(Reply { status: status.as_u16(), body })
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, &str)]) -> Result<T, ClientError> {
+        Ok(self.call(Method::GET, path, query, None::<&()>).await?.body)
+    }
+
+    /// `GET /v2/catalog`.
+    pub async fn catalog(&self) -> Result<CatalogResponse, ClientError> {
+        self.get("/v2/catalog", &[]).await
+    }
+
+    /// `PUT /v2/et/catalog`: registers (or replaces) a service offering.
+    pub async fn register_service(&self, service: &Value) -> Result<Value, ClientError> {
+        Ok(self.call(Method::PUT, "/v2/et/catalog", &[], Some(service)).await?.body)
+    }
+
+    /// `DELETE /v2/et/catalog/{id}`.
+    pub async fn delete_service(&self, id: &str) -> Result<Value, ClientError> {
+        Ok(self.call(Method::DELETE, &format!("/v2/et/catalog/{}", segment(id)), &[], None::<&()>).await?.body)
+    }
+
+    /// `GET /v2/et/manifest`: every manifest.
+    pub async fn manifests(&self) -> Result<Value, ClientError> {
+        self.get("/v2/et/manifest", &[]).await
+    }
+
+    /// `GET /v2/et/manifest/{id}`.
+    pub async fn manifest(&self, id: &str) -> Result<Value, ClientError> {
+        self.get(&format!("/v2/et/manifest/{}", segment(id)), &[]).await
+    }
+
+    /// `PUT /v2/et/manifest/{id}`.
+    pub async fn register_manifest(&self, id: &str, manifest: &Value) -> Result<Value, ClientError> {
+        Ok(self.call(Method::PUT, &format!("/v2/et/manifest/{}", segment(id)), &[], Some(manifest)).await?.body)
+    }
+
+    /// `DELETE /v2/et/manifest/{id}`.
+    pub async fn delete_manifest(&self, id: &str) -> Result<Value, ClientError> {
+        Ok(self.call(Method::DELETE, &format!("/v2/et/manifest/{}", segment(id)), &[], None::<&()>).await?.body)
+    }
+
+    /// `GET /v2/et/service_instances`: a page of instances (`limit`, `after` the
+    /// previous page's `next`), filtered by (field, value) pairs.
+    pub async fn instances(
+        &self,
+        limit: u32,
+        after: Option<&str>,
+        filters: &[(&str, &str)],
+    ) -> Result<Value, ClientError> {
+        let limit = limit.to_string();
+        let mut query = vec![("limit", limit.as_str())];
+        query.extend(after.map(|a| ("after", a)));
+        query.extend_from_slice(filters);
+        self.get("/v2/et/service_instances", &query).await
+    }
+
+    /// `GET /v2/et/service_instances/{id}`: the instance with its live details.
+    pub async fn instance(&self, id: &str) -> Result<Value, ClientError> {
+        self.get(&format!("/v2/et/service_instances/{}", segment(id)), &[]).await
+    }
+
+    /// `GET /v2/service_instances/{id}`: the instance as OSB shows it.
+    pub async fn fetch_instance(&self, id: &str) -> Result<FetchInstanceResponse, ClientError> {
+        self.get(&format!("/v2/service_instances/{}", segment(id)), &[]).await
+    }
+
+    /// `PUT /v2/service_instances/{id}`.
+    pub async fn provision(
+        &self,
+        id: &str,
+        request: &ProvisionRequest,
+        accepts_incomplete: bool,
+    ) -> Result<Reply<ProvisionResponse>, ClientError> {
+        let query = incomplete(accepts_incomplete);
+        self.call(Method::PUT, &format!("/v2/service_instances/{}", segment(id)), &query, Some(request)).await
+    }
+
+    /// `PATCH /v2/service_instances/{id}`.
+    pub async fn update(
+        &self,
+        id: &str,
+        request: &UpdateRequest,
+        accepts_incomplete: bool,
+    ) -> Result<Reply<UpdateResponse>, ClientError> {
+        let query = incomplete(accepts_incomplete);
+        self.call(Method::PATCH, &format!("/v2/service_instances/{}", segment(id)), &query, Some(request)).await
+    }
+
+    /// `DELETE /v2/service_instances/{id}`.
+    pub async fn deprovision(
+        &self,
+        id: &str,
+        service_id: &str,
+        plan_id: &str,
+        accepts_incomplete: bool,
+    ) -> Result<Reply<OperationResponse>, ClientError> {
+        let mut query = vec![("service_id", service_id), ("plan_id", plan_id)];
+        query.extend(incomplete(accepts_incomplete));
+        self.call(Method::DELETE, &format!("/v2/service_instances/{}", segment(id)), &query, None::<&()>).await
+    }
+
+    /// `GET /v2/service_instances/{id}/last_operation`.
+    pub async fn last_operation(
+        &self,
+        id: &str,
+        operation: Option<&str>,
+    ) -> Result<LastOperationResponse, ClientError> {
+        let query: Vec<_> = operation.map(|op| ("operation", op)).into_iter().collect();
+        self.get(&format!("/v2/service_instances/{}/last_operation", segment(id)), &query).await
+    }
+
+    /// `PUT /v2/service_instances/{id}/service_bindings/{binding}`.
+    pub async fn bind(
+        &self,
+        id: &str,
+        binding: &str,
+        request: &BindRequest,
+        accepts_incomplete: bool,
+    ) -> Result<Reply<BindingResponse>, ClientError> {
+        let query = incomplete(accepts_incomplete);
+        self.call(Method::PUT, &binding_path(id, binding), &query, Some(request)).await
+    }
+
+    /// `DELETE /v2/service_instances/{id}/service_bindings/{binding}`.
+    pub async fn unbind(
+        &self,
+        id: &str,
+        binding: &str,
+        service_id: &str,
+        plan_id: &str,
+        accepts_incomplete: bool,
+    ) -> Result<Reply<OperationResponse>, ClientError> {
+        let mut query = vec![("service_id", service_id), ("plan_id", plan_id)];
+        query.extend(incomplete(accepts_incomplete));
+        self.call(Method::DELETE, &binding_path(id, binding), &query, None::<&()>).await
+    }
+
+    /// `GET …/service_bindings/{binding}/last_operation`.
+    pub async fn binding_last_operation(
+        &self,
+        id: &str,
+        binding: &str,
+        operation: Option<&str>,
+    ) -> Result<LastOperationResponse, ClientError> {
+        let query: Vec<_> = operation.map(|op| ("operation", op)).into_iter().collect();
+        self.get(&format!("{}/last_operation", binding_path(id, binding)), &query).await
+    }
+
+    /// `GET /v2/et/pools`.
+    pub async fn pools(&self) -> Result<PoolList, ClientError> {
+        self.get("/v2/et/pools", &[]).await
+    }
+
+    /// `GET /v2/et/pools/{plan_id}`.
+    pub async fn pool(&self, plan_id: &str) -> Result<PoolStatus, ClientError> {
+        self.get(&format!("/v2/et/pools/{}", segment(plan_id)), &[]).await
+    }
+
+    /// `PUT /v2/et/pools/{plan_id}`.
+    pub async fn set_pool(&self, plan_id: &str, request: &PoolRequest) -> Result<PoolStatus, ClientError> {
+        Ok(self.call(Method::PUT, &format!("/v2/et/pools/{}", segment(plan_id)), &[], Some(request)).await?.body)
+    }
+
+    /// `DELETE /v2/et/pools/{plan_id}`: drains the pool.
+    pub async fn delete_pool(&self, plan_id: &str) -> Result<(), ClientError> {
+        let path = format!("/v2/et/pools/{}", segment(plan_id));
+        self.call::<Value>(Method::DELETE, &path, &[], None::<&()>).await.map(|_| ())
+    }
+
+    /// `GET /v2/et/events` as a JSON page: events after `after`, at most `limit`.
+    pub async fn events(&self, after: u64, limit: u32, filters: &[(&str, &str)]) -> Result<EventPage, ClientError> {
+        let (after, limit) = (after.to_string(), limit.to_string());
+        let mut query = vec![("after", after.as_str()), ("limit", limit.as_str())];
+        query.extend_from_slice(filters);
+        self.get("/v2/et/events", &query).await
+    }
+}
+
+/// `accepts_incomplete=true`, when asked for.
+fn incomplete(accepts: bool) -> Vec<(&'static str, &'static str)> {
+    if accepts { vec![("accepts_incomplete", "true")] } else { Vec::new() }
+}
+
+fn binding_path(id: &str, binding: &str) -> String {
+    format!("/v2/service_instances/{}/service_bindings/{}", segment(id), segment(binding))
+}
+
+/// An id as one path segment: anything but unreserved characters percent-encoded.
+fn segment(id: &str) -> String {
+    id.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The `description` of an OSB error body.
+fn osb_description(text: &str) -> Option<String> {
+    let body: Value = serde_json::from_str(text).ok()?;
+    body.get("description").and_then(Value::as_str).map(str::to_owned)
+}
+
+/// The innermost cause of a transport error, which says what actually failed
+/// ("Connection refused"), not only that the request did.
+fn cause(e: &reqwest::Error) -> String {
+    let mut source: &dyn std::error::Error = e;
+    while let Some(next) = source.source() {
+        source = next;
+    }
+    if e.is_timeout() { format!("no answer within {}s", REQUEST_TIMEOUT.as_secs()) } else { source.to_string() }
+}

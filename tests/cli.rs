@@ -1,0 +1,229 @@
+//! The command-line client end to end: the `esm` binary's client commands against a
+//! real esm (with basic auth), in tables and JSON, waiting on asynchronous operations,
+//! on a terminal (a pty from `script`), and the exit codes scripts rely on.
+
+mod support;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{Esm, StoreSetup, temp_dir};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+const USER: &str = "admin";
+const PASSWORD: &str = "s3cret";
+
+/// What one run of the client printed, and how it ended.
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// An esm with basic auth, service `svc` with plans `plan` (asynchronous, a little slow)
+/// and `broken` (its provisions fail).
+async fn esm() -> (Esm, support::TempDir) {
+    let dir = temp_dir("esm-cli");
+    let env = [("ESM_BROKER_USERNAME", USER), ("ESM_BROKER_PASSWORD", PASSWORD)];
+    let esm = Esm::start_with(&StoreSetup::Embedded(dir.path().to_path_buf()), &env).await;
+    let files = dir.path();
+    let service = json!({"id": "svc", "name": "svc", "description": "d", "bindable": true,
+        "plans": [{"id": "plan", "name": "plan", "description": "d"}, {"id": "broken", "name": "broken", "description": "d"}]});
+    std::fs::write(files.join("svc.json"), service.to_string()).expect("written");
+    for (id, plan, script) in [
+        ("m", "plan", "x-esm-dummy: {mode: async, delay_ms: 300}\nservices:\n  web: {image: nginx}\n"),
+        ("m-broken", "broken", "x-esm-dummy: {mode: async, fail: [provision]}\n"),
+    ] {
+        let manifest =
+            json!({"service_id": "svc", "plan_id": plan, "manifest_type": "dummy", "manifest_content": script});
+        std::fs::write(files.join(format!("{id}.json")), manifest.to_string()).expect("written");
+    }
+    (esm, dir)
+}
+
+/// Runs `esm <args>` against `api` with the right credentials.
+async fn cli(api: &str, args: &[&str]) -> Run {
+    cli_as(api, PASSWORD, args).await
+}
+
+async fn cli_as(api: &str, password: &str, args: &[&str]) -> Run {
+    let output = Command::new(env!("CARGO_BIN_EXE_esm"))
+        .args(args)
+        .env_clear()
+        .env("ESM_URL", api)
+        .env("ESM_BROKER_USERNAME", USER)
+        .env("ESM_BROKER_PASSWORD", password)
+        .output()
+        .await
+        .expect("the client runs");
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+fn ok(run: &Run, what: &str) {
+    assert_eq!(run.code, 0, "{what}: stdout {} stderr {}", run.stdout, run.stderr);
+}
+
+fn json_of(run: &Run) -> Value {
+    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", run.stdout))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_command_works_against_a_real_esm_in_tables_and_json() {
+    let (esm, dir) = esm().await;
+    let file = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    let api = esm.api.as_str();
+    ok(&cli(api, &["services", "register", "-f", &file("svc.json")]).await, "register service");
+    for (id, name) in [("m", "m.json"), ("m-broken", "m-broken.json")] {
+        ok(&cli(api, &["manifests", "register", id, "-f", &file(name)]).await, "register manifest");
+    }
+    let catalog = cli(api, &["catalog"]).await;
+    ok(&catalog, "catalog");
+    assert!(catalog.stdout.contains("SERVICE") && catalog.stdout.contains("plan, broken"), "{}", catalog.stdout);
+    assert_eq!(json_of(&cli(api, &["catalog", "-o", "json"]).await)["services"][0]["id"], "svc");
+    assert!(cli(api, &["manifests", "list"]).await.stdout.contains("m-broken"));
+    assert_eq!(json_of(&cli(api, &["manifests", "get", "m", "-o", "json"]).await)[0]["plan_id"], "plan");
+
+    // An asynchronous provision is waited for: progress on stderr, the outcome on stdout.
+    let provision = cli(api, &["instances", "provision", "i-1", "--service", "svc", "--plan", "plan"]).await;
+    ok(&provision, "provision");
+    assert!(provision.stderr.contains("provision of i-1: provision in progress"), "{}", provision.stderr);
+    assert!(provision.stdout.contains("succeeded"), "{}", provision.stdout);
+    let listed = cli(api, &["instances", "list"]).await;
+    assert!(listed.stdout.lines().any(|l| l.contains("i-1") && l.contains("succeeded")), "{}", listed.stdout);
+    let page = json_of(&cli(api, &["instances", "list", "-o", "json", "--limit", "5"]).await);
+    assert_eq!(page["instances"][0]["context"]["id"], "i-1");
+    let shown = json_of(&cli(api, &["instances", "get", "i-1", "-o", "json"]).await);
+    assert_eq!(shown["state"]["state"], "succeeded");
+    let updated = cli(api, &["instances", "update", "i-1", "--params", r#"{"size": 2}"#, "-o", "json"]).await;
+    ok(&updated, "update");
+    assert_eq!(json_of(&updated)["state"], "succeeded");
+    ok(&cli(api, &["bind", "i-1", "b-1"]).await, "bind");
+    ok(&cli(api, &["unbind", "i-1", "b-1"]).await, "unbind");
+
+    // Without waiting: the operation's id, at once.
+    let started =
+        cli(api, &["instances", "provision", "i-2", "--service", "svc", "--plan", "plan", "--no-wait", "-o", "json"])
+            .await;
+    ok(&started, "provision --no-wait");
+    assert!(
+        json_of(&started)["operation"].as_str().is_some_and(|op| op.starts_with("provision-")),
+        "{}",
+        started.stdout
+    );
+
+    let pool = json_of(&cli(api, &["pools", "set", "plan", "--size", "1", "-o", "json"]).await);
+    assert_eq!((pool["plan_id"].as_str(), pool["size"].as_u64()), (Some("plan"), Some(1)));
+    assert!(cli(api, &["pools", "list"]).await.stdout.lines().any(|l| l.trim_start().starts_with("plan")));
+    assert_eq!(json_of(&cli(api, &["pools", "get", "plan", "-o", "json"]).await)["plan_id"], "plan");
+    ok(&cli(api, &["pools", "delete", "plan"]).await, "pools delete");
+
+    let events = cli(api, &["events", "--type", "provision.succeeded", "-o", "json"]).await;
+    ok(&events, "events");
+    let kinds: Vec<Value> =
+        events.stdout.lines().map(|l| serde_json::from_str::<Value>(l).expect("a JSON line")["type"].clone()).collect();
+    assert!(!kinds.is_empty() && kinds.iter().all(|k| k == "provision.succeeded"), "{kinds:?}");
+
+    let gone = cli(api, &["instances", "deprovision", "i-1"]).await;
+    ok(&gone, "deprovision");
+    assert!(gone.stdout.contains("succeeded"), "{}", gone.stdout);
+    let completions = cli(api, &["completions", "bash"]).await;
+    ok(&completions, "completions");
+    assert!(completions.stdout.contains("_esm()"), "a bash completion function");
+    drop(esm);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exit_codes_and_messages_say_what_went_wrong() {
+    let (esm, dir) = esm().await;
+    let api = esm.api.as_str();
+    let file = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    ok(&cli(api, &["services", "register", "-f", &file("svc.json")]).await, "register service");
+    ok(&cli(api, &["manifests", "register", "m-broken", "-f", &file("m-broken.json")]).await, "register manifest");
+
+    let failed = cli(api, &["instances", "provision", "x", "--service", "svc", "--plan", "broken"]).await;
+    assert_eq!(failed.code, 1, "a failed operation: {} {}", failed.stdout, failed.stderr);
+    assert!(failed.stdout.contains("failed"), "{}", failed.stdout);
+
+    let refused = cli(api, &["instances", "get", "nobody"]).await;
+    assert_eq!(refused.code, 1);
+    assert!(refused.stderr.starts_with("esm: ") && refused.stderr.contains("does not exist"), "{}", refused.stderr);
+    assert!(!refused.stderr.contains("panicked"));
+
+    let wrong = cli_as(api, "wrong", &["catalog"]).await;
+    assert_eq!(wrong.code, 3, "{}", wrong.stderr);
+    assert!(wrong.stderr.contains("refused the credentials"), "{}", wrong.stderr);
+
+    let nobody = cli(&format!("http://127.0.0.1:{}", support::free_port()), &["catalog"]).await;
+    assert_eq!(nobody.code, 3);
+    assert!(nobody.stderr.contains("cannot reach esm"), "{}", nobody.stderr);
+
+    let usage =
+        cli(api, &["instances", "provision", "y", "--service", "svc", "--plan", "plan", "--params", "[1]"]).await;
+    assert_eq!(usage.code, 2, "{}", usage.stderr);
+    let missing = cli(api, &["services", "register", "-f", "/nonexistent.json"]).await;
+    assert_eq!(missing.code, 2);
+    assert!(missing.stderr.contains("cannot read /nonexistent.json"), "{}", missing.stderr);
+    drop(esm);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_a_terminal_the_wait_is_a_spinner_with_the_description_and_elapsed_time() {
+    let (esm, dir) = esm().await;
+    let api = esm.api.as_str();
+    let file = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    ok(&cli(api, &["services", "register", "-f", &file("svc.json")]).await, "register service");
+    ok(&cli(api, &["manifests", "register", "m", "-f", &file("m.json")]).await, "register manifest");
+    // `script` runs the client on a pseudo-terminal and copies what it draws.
+    let command = format!("{} instances provision t-1 --service svc --plan plan", env!("CARGO_BIN_EXE_esm"));
+    let output = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("ESM_URL", api)
+        .env("ESM_BROKER_USERNAME", USER)
+        .env("ESM_BROKER_PASSWORD", PASSWORD)
+        .output()
+        .expect("script runs");
+    let drawn = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{drawn}");
+    assert!(drawn.contains("provision of t-1: provision in progress (0s)"), "{drawn:?}");
+    assert!(drawn.contains("\u{1b}[2K"), "the spinner redraws its line: {drawn:?}");
+    assert!(drawn.contains("succeeded"), "{drawn:?}");
+    drop(esm);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_follow_shows_new_events_as_they_happen() {
+    let (esm, dir) = esm().await;
+    let api = esm.api.as_str();
+    let file = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    ok(&cli(api, &["services", "register", "-f", &file("svc.json")]).await, "register service");
+    ok(&cli(api, &["manifests", "register", "m", "-f", &file("m.json")]).await, "register manifest");
+    let mut follower = Command::new(env!("CARGO_BIN_EXE_esm"))
+        .args(["events", "--follow", "--type", "provision.succeeded", "-o", "json"])
+        .env("ESM_URL", api)
+        .env("ESM_BROKER_USERNAME", USER)
+        .env("ESM_BROKER_PASSWORD", PASSWORD)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the client runs");
+    let mut lines = BufReader::new(follower.stdout.take().expect("stdout")).lines();
+    ok(
+        &cli(api, &["instances", "provision", "f-1", "--service", "svc", "--plan", "plan", "--no-wait"]).await,
+        "provision",
+    );
+    let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .expect("an event within 10 s")
+        .expect("read")
+        .expect("a line");
+    let event: Value = serde_json::from_str(&line).expect("JSON");
+    assert_eq!((event["type"].as_str(), event["instance_id"].as_str()), (Some("provision.succeeded"), Some("f-1")));
+    follower.kill().await.expect("the follower stops");
+    drop(esm);
+}
