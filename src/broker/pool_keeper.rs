@@ -112,8 +112,12 @@ impl Broker {
     /// Brings one pool to its size.
     async fn keep_pool(self: &Arc<Self>, Versioned { version, record: pool }: Versioned<Pool>) -> OsbResult<()> {
         let now = self.clock().millis();
-        // A plan that left the catalog (or lost its manifest) keeps no members.
-        let view = self.plan_view(&pool.service_id, &pool.plan_id).await;
+        // A plan that left the catalog (or lost its manifest) keeps no members; a store
+        // that cannot be read now is no reason to remove any.
+        let view = match self.plan_view(&pool.service_id, &pool.plan_id).await {
+            Err(e) if !matches!(e, OsbError::BadRequest(_)) => return Err(e),
+            view => view,
+        };
         let manifest_id = view.as_ref().map(|v| v.manifest.id.clone()).unwrap_or_default();
         let wanted = if view.is_ok() { pool.wanted() as usize } else { 0 };
         let members = self.unclaimed_members(&pool.plan_id).await?;
