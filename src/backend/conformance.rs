@@ -101,6 +101,7 @@ pub fn instance(id: &str, manifest: &Manifest) -> ServiceInstance {
         liveness: None,
         deployment_id: None,
         pool: None,
+        host_ports: Default::default(),
     }
 }
 

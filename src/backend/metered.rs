@@ -18,6 +18,7 @@ use crate::domain::instance::ServiceInstance;
 use crate::domain::liveness::Component;
 use crate::domain::manifest::Manifest;
 use crate::domain::operation::OperationKind;
+use crate::domain::port::PortWant;
 use crate::metrics::Metrics;
 
 /// A [`Backend`] whose failures are counted.
@@ -66,6 +67,10 @@ impl Backend for MeteredBackend {
 
     async fn poolable(&self, manifest: &Manifest) -> Result<(), String> {
         self.inner.poolable(manifest).await
+    }
+
+    async fn host_ports(&self, manifest: &Manifest) -> Result<Vec<PortWant>, BackendError> {
+        self.inner.host_ports(manifest).await
     }
 
     fn dashboard_url(&self, instance: &ServiceInstance, manifest: &Manifest) -> Option<String> {

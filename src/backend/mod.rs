@@ -28,6 +28,7 @@ use crate::domain::instance::ServiceInstance;
 use crate::domain::liveness::Component;
 use crate::domain::manifest::Manifest;
 use crate::domain::operation::OperationKind;
+use crate::domain::port::PortWant;
 
 /// Whether an operation may, must, or cannot run asynchronously.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +114,12 @@ pub trait Backend: Send + Sync {
     /// not, why (e.g. a fixed host port only one deployment can hold).
     async fn poolable(&self, _manifest: &Manifest) -> Result<(), String> {
         Ok(())
+    }
+
+    /// The host ports a deployment of this manifest publishes, for esm to lease from
+    /// `ESM_HOST_PORT_RANGE` (the instance's `host_ports` then says which it got).
+    async fn host_ports(&self, _manifest: &Manifest) -> Result<Vec<PortWant>, BackendError> {
+        Ok(Vec::new())
     }
 
     /// The instance's dashboard, if it has one. Known before the instance is deployed,

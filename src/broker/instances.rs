@@ -453,6 +453,7 @@ pub(super) fn new_instance(id: &str, req: &ProvisionRequest, view: &PlanView, op
         liveness: None,
         deployment_id: None,
         pool: None,
+        host_ports: Default::default(),
     };
     // Known before anything runs, so an asynchronous 202 carries it too (OSB).
     instance.dashboard_url = view.backend.dashboard_url(&instance, &view.manifest);

@@ -150,7 +150,7 @@ impl Broker {
 
     /// The live record whose deployment is `id`: the record itself, or the instance
     /// that was handed member `id`.
-    async fn deployed_as(&self, id: &str) -> OsbResult<Option<ServiceInstance>> {
+    pub(super) async fn deployed_as(&self, id: &str) -> OsbResult<Option<ServiceInstance>> {
         if let Some(found) = self.records.get::<ServiceInstance>(id).await?.filter(|v| v.record.is_live()) {
             return Ok(Some(found.record));
         }

@@ -19,6 +19,7 @@
 //! - `liveness.rs`: whether instances are alive (observed, reported, thresholds).
 //! - `pools.rs`: warm pools: their settings and status, and the claim.
 //! - `pool_keeper.rs`: what keeps every pool filled and repaired.
+//! - `ports.rs`: host ports leased from `ESM_HOST_PORT_RANGE`.
 
 mod bindings;
 mod catalog;
@@ -27,6 +28,7 @@ mod instances;
 mod liveness;
 mod pool_keeper;
 mod pools;
+mod ports;
 mod purge;
 mod reconcile;
 mod registry;
@@ -92,6 +94,9 @@ pub struct BrokerSettings {
     pub event_webhook: Option<Webhook>,
     /// Members of one warm pool deployed at once.
     pub pool_deploys: usize,
+    /// The host ports esm leases to deployments (`ESM_HOST_PORT_RANGE`); none: the
+    /// engine picks.
+    pub host_ports: Option<(u16, u16)>,
     /// Where operations and reconciliation are counted (shared with the API port's
     /// layer and the store and backend decorators, so `/metrics` shows them all).
     pub metrics: Metrics,
@@ -123,6 +128,7 @@ impl Default for BrokerSettings {
             liveness: LivenessSettings::default(),
             event_webhook: None,
             pool_deploys: 4,
+            host_ports: None,
             metrics: Metrics::new(),
         }
     }

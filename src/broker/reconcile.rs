@@ -16,8 +16,9 @@ use crate::error::OsbResult;
 use crate::store::{Collection, index};
 
 impl Broker {
-    /// Removes resources of instances the store does not hold as live. Returns how many
-    /// instances' resources were removed.
+    /// Removes resources of instances the store does not hold as live, and releases
+    /// host ports no deployment holds. Returns how many instances' resources were
+    /// removed.
     pub async fn reconcile(&self) -> OsbResult<usize> {
         let mut removed = 0;
         for backend in self.backends.all() {
@@ -49,6 +50,7 @@ impl Broker {
                 }
             }
         }
+        self.release_orphaned_ports().await?;
         Ok(removed)
     }
 
@@ -154,5 +156,27 @@ mod tests {
         assert!(held.iter().all(|id| id.starts_with(crate::domain::pool::MEMBER_PREFIX)), "{held:?}");
         assert_eq!(broker.reconcile().await.expect("reconciles"), 0);
         assert_eq!(dummy.owned_instances().await.expect("owned"), held);
+    }
+
+    #[tokio::test]
+    async fn host_ports_of_a_deployment_esm_no_longer_holds_go_back() {
+        use crate::domain::port::PortLease;
+        let (_, store, broker) = broker_with_plan().await;
+        broker.provision("kept", request(), false).await.expect("provisions");
+        let records = crate::store::Records::new(store.clone());
+        for (port, holder) in [(30001, "kept"), (30002, "ghost")] {
+            let lease = PortLease {
+                id: PortLease::id_of("tcp", port),
+                port,
+                protocol: "tcp".into(),
+                holder: holder.into(),
+                at: String::new(),
+            };
+            records.insert(&lease).await.expect("leased");
+        }
+        broker.reconcile().await.expect("reconciles");
+        let left: Vec<String> =
+            records.list::<PortLease>().await.expect("leases").into_iter().map(|l| l.record.holder).collect();
+        assert_eq!(left, ["kept"]);
     }
 }

@@ -2,6 +2,7 @@
 //! result changes in the instance or binding record. The runner (`runner.rs`) does the
 //! rest, the same for all five.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -81,8 +82,8 @@ fn failure(e: OsbError) -> BackendError {
 
 /// What a provision produced: a deployment of its own, or a warm pool member's.
 pub(super) enum Deployed {
-    /// Deployed by the backend now.
-    Made(Deployment),
+    /// Deployed by the backend now, with the host ports leased for it.
+    Made(Deployment, BTreeMap<String, u16>),
     /// Handed a pool member (`pools.rs`): its deployment becomes the instance's.
     Adopted(Box<ServiceInstance>),
 }
@@ -106,14 +107,19 @@ impl Work for Provision {
             return Ok(Deployed::Adopted(Box::new(member)));
         }
         let (backend, manifest) = broker.instance_backend(registry, instance).await.map_err(failure)?;
-        backend.provision(instance, &manifest).await.map(Deployed::Made)
+        let wants = backend.host_ports(&manifest).await?;
+        let host_ports = broker.lease_host_ports(instance.deployed_id(), &instance.host_ports, &wants).await?;
+        let target = ServiceInstance { host_ports: host_ports.clone(), ..instance.clone() };
+        let deployment = backend.provision(&target, &manifest).await?;
+        Ok(Deployed::Made(deployment, host_ports))
     }
 
     fn record(&self, instance: &mut ServiceInstance, op: &Operation, result: &Result<Deployed, BackendError>) {
         match result {
-            Ok(Deployed::Made(deployment)) => {
+            Ok(Deployed::Made(deployment, host_ports)) => {
                 instance.status = InstanceStatus::Provisioned;
                 instance.deployment = deployment.details.clone();
+                instance.host_ports.clone_from(host_ports);
             }
             Ok(Deployed::Adopted(member)) => {
                 instance.status = InstanceStatus::Provisioned;
@@ -121,6 +127,7 @@ impl Work for Provision {
                 instance.deployment_id = Some(member.deployed_id().to_owned());
                 instance.dashboard_url.clone_from(&member.dashboard_url);
                 instance.liveness.clone_from(&member.liveness);
+                instance.host_ports.clone_from(&member.host_ports);
             }
             // A synchronous failure answers 500 and leaves nothing behind, so the same
             // request can simply be retried; an asynchronous one stays for the platform
@@ -133,7 +140,11 @@ impl Work for Provision {
     /// A member's deploy tells its pool (the backoff). An adopted member is retired by
     /// the pool's keeper at its next round: not here, so the answer waits for no more
     /// than the instance's own write.
+    /// A failed provision's host ports go back to the range (what it made is gone).
     async fn after(&self, broker: &Broker, instance: &ServiceInstance) -> OsbResult<()> {
+        if instance.status != InstanceStatus::Provisioned {
+            broker.release_host_ports(instance.deployed_id()).await?;
+        }
         if instance.pool.is_some() {
             return broker.member_deployed(instance).await;
         }
@@ -146,6 +157,7 @@ pub(super) struct Redeployed {
     deployment: Deployment,
     dashboard_url: Option<String>,
     manifest: Manifest,
+    host_ports: BTreeMap<String, u16>,
 }
 
 #[async_trait]
@@ -168,12 +180,15 @@ impl Work for Update {
         op: &Operation,
     ) -> Result<Redeployed, BackendError> {
         let pending = op.update.as_ref().ok_or_else(|| BackendError::new("the update has no changes recorded"))?;
-        let target = apply_update(instance.clone(), pending);
+        let mut target = apply_update(instance.clone(), pending);
         let (_, manifest) = broker.manifest_in(registry, &target.plan_id).await.map_err(failure)?;
         let backend = broker.backend(&manifest).map_err(failure)?;
+        let wants = backend.host_ports(&manifest).await?;
+        target.host_ports = broker.lease_host_ports(target.deployed_id(), &target.host_ports, &wants).await?;
         let target = target.deployed();
         let deployment = backend.update(&target, &manifest).await?;
-        Ok(Redeployed { deployment, dashboard_url: backend.dashboard_url(&target, &manifest), manifest })
+        let dashboard_url = backend.dashboard_url(&target, &manifest);
+        Ok(Redeployed { deployment, dashboard_url, manifest, host_ports: target.host_ports.clone() })
     }
 
     fn record(&self, instance: &mut ServiceInstance, op: &Operation, result: &Result<Redeployed, BackendError>) {
@@ -184,6 +199,7 @@ impl Work for Update {
             *instance = apply_update(instance.clone(), pending);
         }
         instance.deployment = redeployed.deployment.details.clone();
+        instance.host_ports.clone_from(&redeployed.host_ports);
         if redeployed.dashboard_url.is_some() {
             instance.dashboard_url = redeployed.dashboard_url.clone();
         }
@@ -214,15 +230,17 @@ impl Work for Deprovision {
         if result.is_ok() {
             instance.status = InstanceStatus::Deprovisioned;
             instance.deployment.clear();
+            instance.host_ports.clear();
         }
     }
 
-    /// Bindings go with their instance (platforms unbind first; this covers those that
-    /// do not).
+    /// Its host ports go back to the range, and bindings go with their instance
+    /// (platforms unbind first; this covers those that do not).
     async fn after(&self, broker: &Broker, instance: &ServiceInstance) -> OsbResult<()> {
         if instance.status != InstanceStatus::Deprovisioned {
             return Ok(());
         }
+        broker.release_host_ports(instance.deployed_id()).await?;
         for binding in broker.bindings_of(&instance.id).await? {
             broker
                 .records

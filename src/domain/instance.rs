@@ -118,6 +118,10 @@ pub struct ServiceInstance {
     /// Set on a warm pool's member (`domain::pool`): not a platform's instance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool: Option<Membership>,
+    /// The host ports esm leased it from `ESM_HOST_PORT_RANGE`, by what they publish
+    /// (`web/8080/tcp`); kept across updates and restarts.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub host_ports: std::collections::BTreeMap<String, u16>,
 }
 
 impl ServiceInstance {

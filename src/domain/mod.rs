@@ -8,6 +8,7 @@ pub mod liveness;
 pub mod manifest;
 pub mod operation;
 pub mod pool;
+pub mod port;
 pub mod registry;
 pub mod strict;
 

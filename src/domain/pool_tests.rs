@@ -49,6 +49,7 @@ fn member(finished: Option<bool>, parameters: Option<Value>) -> ServiceInstance 
         liveness: None,
         deployment_id: None,
         pool: Some(Membership::default()),
+        host_ports: Default::default(),
     }
 }
 

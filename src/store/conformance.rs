@@ -205,6 +205,7 @@ async fn every_record_round_trips(store: &Arc<dyn Store>) {
         liveness: Some(crate::domain::liveness::Liveness::unknown(clock.millis(), clock.timestamp())),
         deployment_id: Some("esm-pool-rt".into()),
         pool: None,
+        host_ports: [("web/8080/tcp".to_owned(), 30001)].into(),
     };
     records.insert(&instance).await.expect("insert instance");
     assert_eq!(records.get::<ServiceInstance>("rt-instance").await.expect("get").map(|v| v.record), Some(instance));

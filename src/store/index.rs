@@ -54,6 +54,8 @@ pub const POOL: &str = "pool";
 pub const POOL_CLAIMED: &str = "pool_claimed";
 /// … and the instance it was handed to (what that instance's provision adopts).
 pub const CLAIMED_BY: &str = "claimed_by";
+/// A host port lease's holder (the id its deployment was made under).
+pub const HOLDER: &str = "holder";
 /// A live binding's instance.
 pub const INSTANCE_ID: &str = "instance_id";
 /// An event's type.
@@ -97,6 +99,7 @@ impl Collection {
             ],
             Self::Bindings => &[INSTANCE_ID, RUNNING, GONE_AT],
             Self::Events => &[INSTANCE_ID, SERVICE_ID, TYPE],
+            Self::Ports => &[HOLDER],
             _ => &[],
         }
     }

@@ -36,6 +36,7 @@ use crate::domain::catalog::Service;
 use crate::domain::instance::ServiceInstance;
 use crate::domain::manifest::Manifest;
 use crate::domain::pool::Pool;
+use crate::domain::port::PortLease;
 use crate::domain::registry::{Registry, StoredManifest};
 pub use index::Query;
 
@@ -57,6 +58,8 @@ pub enum Collection {
     Events,
     /// Warm pools ([`Pool`]), keyed by plan id.
     Pools,
+    /// Host ports leased from `ESM_HOST_PORT_RANGE` ([`PortLease`]), keyed by port.
+    Ports,
     /// Service offerings as esm 0.1 stored them, one record each; read once to move
     /// them into the registry.
     LegacyServices,
@@ -66,13 +69,14 @@ pub enum Collection {
 
 impl Collection {
     /// Every collection.
-    pub const ALL: [Collection; 8] = [
+    pub const ALL: [Collection; 9] = [
         Self::Registry,
         Self::ManifestContents,
         Self::Instances,
         Self::Bindings,
         Self::Events,
         Self::Pools,
+        Self::Ports,
         Self::LegacyServices,
         Self::LegacyManifests,
     ];
@@ -86,6 +90,7 @@ impl Collection {
             Self::Bindings => "bindings",
             Self::Events => "events",
             Self::Pools => "pools",
+            Self::Ports => "ports",
             Self::LegacyServices => "services",
             Self::LegacyManifests => "manifests",
         }
@@ -214,6 +219,15 @@ impl Record for Pool {
     const COLLECTION: Collection = Collection::Pools;
     fn id(&self) -> &str {
         &self.plan_id
+    }
+}
+impl Record for PortLease {
+    const COLLECTION: Collection = Collection::Ports;
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn index_keys(&self) -> index::IndexKeys {
+        vec![(index::HOLDER, self.holder.clone())]
     }
 }
 impl Record for StoredManifest {

@@ -18,6 +18,7 @@ mod liveness;
 mod metrics;
 mod ops;
 mod pools;
+mod ports;
 mod provision;
 mod update;
 mod versions;

@@ -15,12 +15,14 @@ use super::engine::Engine;
 use super::events;
 use super::model::Compose;
 use super::report::{self, Observed};
+use super::spec;
 use crate::backend::{Backend, BackendError, BindOutput, Deployment, Execution, Info};
 use crate::domain::binding::Binding;
 use crate::domain::instance::ServiceInstance;
 use crate::domain::liveness::Component;
 use crate::domain::manifest::Manifest;
 use crate::domain::operation::OperationKind;
+use crate::domain::port::PortWant;
 
 /// A [`Runtime`] on a Docker engine, with what the [`Backend`] needs besides deploying.
 #[async_trait]
@@ -87,6 +89,7 @@ impl<R: DockerRuntime> DockerBackend<R> {
             compose,
             owner: &settings.owner,
             ready_timeout: settings.ready_timeout,
+            host_ports: &instance.host_ports,
         }
     }
 }
@@ -117,6 +120,15 @@ impl<R: DockerRuntime> Backend for DockerBackend<R> {
             }
         }
         Ok(())
+    }
+
+    async fn host_ports(&self, manifest: &Manifest) -> Result<Vec<PortWant>, BackendError> {
+        let compose = self.parse(manifest).await?;
+        Ok(compose
+            .services
+            .iter()
+            .flat_map(|(name, service)| service.ports.iter().map(move |port| spec::want(name, port)))
+            .collect())
     }
 
     fn execution(&self, _manifest: &Manifest, _kind: OperationKind) -> Execution {

@@ -51,6 +51,7 @@ use serde_json::{Map, Value, json};
 
 mod holds;
 mod liveness;
+mod ports;
 
 pub use holds::Holds;
 pub use liveness::LivenessScript;
@@ -61,6 +62,7 @@ use crate::domain::instance::ServiceInstance;
 use crate::domain::liveness::Component;
 use crate::domain::manifest::Manifest;
 use crate::domain::operation::{OperationKind, OperationLog};
+use crate::domain::port::PortWant;
 use crate::yaml;
 
 /// The dummy backend.
@@ -188,6 +190,9 @@ struct FakeService {
     command: Option<Value>,
     #[serde(default)]
     environment: Option<Value>,
+    /// Published ports (`ports.rs`), reported on the host ports esm leased.
+    #[serde(default)]
+    ports: Vec<Value>,
 }
 
 impl DummyBackend {
@@ -231,6 +236,7 @@ impl DummyBackend {
         if !cfg!(feature = "test-support") && !parsed.script.hold.is_empty() {
             return Err("x-esm-dummy.hold is for tests; this esm build does not take it".into());
         }
+        ports::wants(&parsed.services)?;
         // Nor may a manifest name a file for esm to write to.
         if !cfg!(feature = "test-support") && parsed.script.call_log.is_some() {
             return Err("x-esm-dummy.call_log is for tests; this esm build does not take it".into());
@@ -304,6 +310,10 @@ impl Backend for DummyBackend {
 
     fn requires_app(&self, manifest: &Manifest) -> bool {
         self.parse(manifest).is_ok_and(|m| m.script.requires_app)
+    }
+
+    async fn host_ports(&self, manifest: &Manifest) -> Result<Vec<PortWant>, BackendError> {
+        ports::wants(&self.load(manifest)?.services).map_err(BackendError::new)
     }
 
     async fn poolable(&self, manifest: &Manifest) -> Result<(), String> {
@@ -407,6 +417,11 @@ impl Backend for DummyBackend {
             }
             // The dummy runs nothing, so it reports the loopback address.
             put("Ip", json!("127.0.0.1"));
+            let published = ports::of_service(name, svc).unwrap_or_default();
+            for want in published {
+                let port = want.fixed.or_else(|| instance.host_ports.get(&want.key()).copied());
+                put(&format!("{}/{}/HostPort", want.target, want.protocol), json!(port.map(|p| p.to_string())));
+            }
             // Like the original, provision parameters are injected as environment variables.
             for (var, value) in environment(svc.environment.as_ref(), instance.parameters.as_ref()) {
                 put(&format!("environment_{var}"), json!(value));

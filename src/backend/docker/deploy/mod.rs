@@ -13,7 +13,7 @@ mod runtime;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
 use futures_util::FutureExt;
@@ -57,6 +57,8 @@ pub struct Order<'a> {
     pub owner: &'a str,
     /// How long the units may take to be ready, dependencies included.
     pub ready_timeout: Duration,
+    /// The host ports esm leased the instance (`Unit::host_port`).
+    pub host_ports: &'a BTreeMap<String, u16>,
 }
 
 /// Deploys an instance for the first time. On failure everything made is removed,
@@ -139,6 +141,7 @@ async fn create<R: Runtime + ?Sized>(runtime: &R, order: &Order<'_>) -> Result<D
             esm_labels: &esm_labels,
             networks: &networks,
             volumes: &volumes,
+            host_ports: order.host_ports,
         };
         let asked = Instant::now();
         let handle = runtime.create_unit(&unit).await?;

@@ -1,7 +1,7 @@
 //! The template against a scripted runtime, on paused Tokio time: the order of the
 //! steps, the waiting, the clean-up, and the error flags.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 
 use futures_util::stream;
@@ -125,6 +125,9 @@ fn compose() -> Compose {
     Compose::parse(MANIFEST, &Policy { allow_external: true, ..Policy::default() }).expect("the manifest parses")
 }
 
+/// No host ports leased (the engine picks).
+static NO_HOST_PORTS: BTreeMap<String, u16> = BTreeMap::new();
+
 fn order(compose: &Compose) -> Order<'_> {
     Order {
         instance_id: "i-1",
@@ -133,6 +136,7 @@ fn order(compose: &Compose) -> Order<'_> {
         compose,
         owner: "tests",
         ready_timeout: Duration::from_secs(30),
+        host_ports: &NO_HOST_PORTS,
     }
 }
 

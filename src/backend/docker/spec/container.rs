@@ -9,7 +9,6 @@ use bollard::models::{
 };
 
 use super::{Unit, attachments, environment, healthcheck, mounts, non_empty, unit_labels};
-use crate::backend::docker::model::Service;
 
 /// The container's name: `<project>_<container_name or service name>`, unique per
 /// instance whatever name the manifest gives it.
@@ -22,7 +21,7 @@ pub fn container_name(unit: &Unit<'_>) -> String {
 /// aliases (the create call attaches only one).
 pub fn container_body(unit: &Unit<'_>, publish_address: IpAddr) -> (ContainerCreateBody, Vec<(String, Vec<String>)>) {
     let service = unit.service;
-    let (exposed, bindings) = ports(service, publish_address);
+    let (exposed, bindings) = ports(unit, publish_address);
     let mut attachments = attachments(unit);
     let (network_mode, networking_config) = if service.host_network {
         (Some("host".to_owned()), None)
@@ -66,7 +65,8 @@ pub fn container_body(unit: &Unit<'_>, publish_address: IpAddr) -> (ContainerCre
 
 /// The exposed port keys (`80/tcp`) and the published ports' bindings: always on the
 /// publish address, on the manifest's host port or an ephemeral one.
-fn ports(service: &Service, publish_address: IpAddr) -> (Vec<String>, HashMap<String, Option<Vec<PortBinding>>>) {
+fn ports(unit: &Unit<'_>, publish_address: IpAddr) -> (Vec<String>, HashMap<String, Option<Vec<PortBinding>>>) {
+    let service = unit.service;
     let mut exposed: Vec<String> =
         service.expose.iter().map(|e| if e.contains('/') { e.clone() } else { format!("{e}/tcp") }).collect();
     let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
@@ -75,7 +75,7 @@ fn ports(service: &Service, publish_address: IpAddr) -> (Vec<String>, HashMap<St
         exposed.push(key.clone());
         bindings.entry(key).or_insert_with(|| Some(Vec::new())).get_or_insert_with(Vec::new).push(PortBinding {
             host_ip: Some(publish_address.to_string()),
-            host_port: Some(port.published.map(|p| p.to_string()).unwrap_or_default()),
+            host_port: Some(unit.host_port(port).map(|p| p.to_string()).unwrap_or_default()),
         });
     }
     (exposed, bindings)

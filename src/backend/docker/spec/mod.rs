@@ -21,8 +21,9 @@ use serde_json::Value;
 
 pub use self::container::{container_body, container_name};
 pub use self::service::{replicas, service_name, service_spec};
-use super::model::{Compose, MountSource, Service};
+use super::model::{Compose, MountSource, Port, Service};
 use crate::backend::labels;
+use crate::domain::port::PortWant;
 
 /// A network or volume of an instance, as the engine knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +53,21 @@ pub struct Unit<'a> {
     pub networks: &'a BTreeMap<String, Resource>,
     /// The instance's named volumes ([`volumes`]), by manifest name.
     pub volumes: &'a BTreeMap<String, Resource>,
+    /// The host ports esm leased the instance, by [`PortWant::key`].
+    pub host_ports: &'a BTreeMap<String, u16>,
+}
+
+impl Unit<'_> {
+    /// The host port to publish `port` on: the manifest's, else the one esm leased,
+    /// else none (the engine picks).
+    pub fn host_port(&self, port: &Port) -> Option<u16> {
+        port.published.or_else(|| self.host_ports.get(&want(self.name, port).key()).copied())
+    }
+}
+
+/// What publishing `port` of service `name` asks of the host.
+pub fn want(name: &str, port: &Port) -> PortWant {
+    PortWant { unit: name.to_owned(), target: port.target, protocol: port.protocol.clone(), fixed: port.published }
 }
 
 /// The instance's networks by manifest name: `default` (`<project>_default`) and the

@@ -68,15 +68,15 @@ pub fn service_spec(unit: &Unit<'_>) -> ServiceSpec {
             }),
             ..Default::default()
         }),
-        endpoint_spec: Some(EndpointSpec { ports: Some(ports(service)), ..Default::default() }),
+        endpoint_spec: Some(EndpointSpec { ports: Some(ports(unit)), ..Default::default() }),
         ..Default::default()
     }
 }
 
 /// The published ports: through the routing mesh, or on the task's node with the
 /// long syntax's `mode: host`.
-fn ports(service: &Service) -> Vec<EndpointPortConfig> {
-    service
+fn ports(unit: &Unit<'_>) -> Vec<EndpointPortConfig> {
+    unit.service
         .ports
         .iter()
         .map(|p| EndpointPortConfig {
@@ -86,7 +86,7 @@ fn ports(service: &Service) -> Vec<EndpointPortConfig> {
                 EndpointPortConfigProtocolEnum::TCP
             }),
             target_port: Some(i64::from(p.target)),
-            published_port: p.published.map(i64::from),
+            published_port: unit.host_port(p).map(i64::from),
             publish_mode: Some(if p.mode.as_deref() == Some("host") {
                 EndpointPortConfigPublishModeEnum::HOST
             } else {

@@ -40,6 +40,7 @@ struct Fixture {
     networks: BTreeMap<String, Resource>,
     volumes: BTreeMap<String, Resource>,
     parameters: Value,
+    host_ports: BTreeMap<String, u16>,
 }
 
 impl Fixture {
@@ -50,7 +51,7 @@ impl Fixture {
         let networks = networks(&compose, "esm-i-1", &esm_labels);
         let volumes = volumes(&compose, "esm-i-1", &esm_labels);
         let parameters = json!({"MODE": "parameter", "SIZE": 3});
-        Self { compose, esm_labels, networks, volumes, parameters }
+        Self { compose, esm_labels, networks, volumes, parameters, host_ports: BTreeMap::new() }
     }
 
     fn unit<'a>(&'a self, name: &'a str) -> Unit<'a> {
@@ -62,6 +63,7 @@ impl Fixture {
             esm_labels: &self.esm_labels,
             networks: &self.networks,
             volumes: &self.volumes,
+            host_ports: &self.host_ports,
         }
     }
 }
@@ -171,6 +173,14 @@ fn container_ports_are_bound_to_the_publish_address() {
     assert_eq!(bound("80/tcp"), [(Some("127.0.0.1".into()), Some("9000".into()))]);
     // No host port: the engine picks an ephemeral one.
     assert_eq!(bound("53/udp"), [(Some("127.0.0.1".into()), Some(String::new()))]);
+    // One esm leased: that one, for the container and for a swarm service alike.
+    let mut leased = Fixture::new();
+    leased.host_ports.insert("web/53/udp".into(), 9005);
+    let body = container_body(&leased.unit("web"), PUBLISH).0;
+    let bindings = body.host_config.and_then(|h| h.port_bindings).expect("bindings");
+    assert_eq!(bindings["53/udp"].as_ref().map(|b| b[0].host_port.clone()), Some(Some("9005".into())));
+    let spec = service_spec(&leased.unit("web")).endpoint_spec.and_then(|e| e.ports).expect("ports");
+    assert!(spec.iter().any(|p| p.target_port == Some(53) && p.published_port == Some(9005)), "{spec:?}");
     let mut exposed = body.exposed_ports.expect("exposed");
     exposed.sort();
     assert_eq!(exposed, ["53/udp", "80/tcp", "81/tcp"]);
@@ -248,6 +258,7 @@ fn host_network_means_no_attachments() {
     .expect("parses");
     let esm_labels = labels::for_instance("tests", "i-2", "m-2");
     let (networks, volumes) = (networks(&compose, "p", &esm_labels), BTreeMap::new());
+    let host_ports = BTreeMap::new();
     let unit = Unit {
         name: "h",
         service: &compose.services["h"],
@@ -256,6 +267,7 @@ fn host_network_means_no_attachments() {
         esm_labels: &esm_labels,
         networks: &networks,
         volumes: &volumes,
+        host_ports: &host_ports,
     };
     let (body, more) = container_body(&unit, PUBLISH);
     assert!(more.is_empty());
