@@ -131,7 +131,7 @@ async fn a_process_never_takes_over_an_operation_it_runs_itself() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_takeover_that_reaches_the_store_with_its_lease_lapsed_does_not_run() {
+async fn a_takeover_that_reaches_the_store_with_its_lease_lapsed_renews_it_before_running() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let (dummy, clock) = (Arc::new(DummyBackend::new()), Clock::tokio());
     let (first, second) = (broker(&store, &dummy, clock), broker(&store, &dummy, clock));
@@ -141,7 +141,9 @@ async fn a_takeover_that_reaches_the_store_with_its_lease_lapsed_does_not_run() 
     first.shutdown().await;
     elapse(LEASE + Duration::from_secs(1)).await;
     // The second replica's claim lands as if it had waited in a stalled store for a
-    // lease: the lease it wrote has (nearly) lapsed already.
+    // lease: the lease it wrote has (nearly) lapsed already. Before its backend call
+    // it renews the lease with a compare-and-set (so no sweep takes it over after
+    // that), and runs it.
     let records = Records::new(Arc::clone(&store));
     assert_eq!(second.claim_orphaned_operations(false).await.expect("claim"), 1, "claimed");
     records
@@ -150,12 +152,33 @@ async fn a_takeover_that_reaches_the_store_with_its_lease_lapsed_does_not_run() 
         })
         .await
         .expect("the lease is made stale");
-    elapse(Duration::from_millis(100)).await;
-    assert_eq!(last_operation(&second).await.0, OperationState::InProgress, "not run on a stale lease");
-    // The next sweep takes it afresh and runs it.
-    assert_eq!(second.claim_orphaned_operations(false).await.expect("claim"), 1, "claimed again");
     until("the provision to finish", || async { last_operation(&second).await.0 != OperationState::InProgress }).await;
     assert_eq!(last_operation(&second).await.0, OperationState::Succeeded);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_whose_operation_another_replica_took_over_meanwhile_does_not_call_the_backend() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let (dummy, clock) = (Arc::new(DummyBackend::new()), Clock::tokio());
+    let (first, second) = (broker(&store, &dummy, clock), broker(&store, &dummy, clock));
+    register(&first, json!({}), "x-esm-dummy: {mode: async, delay_ms: 10}").await;
+    assert!(matches!(first.provision("i", provision_request(), true).await, Ok(Answer::Accepted(_))));
+    first.shutdown().await;
+    elapse(LEASE + Duration::from_secs(1)).await;
+    let records = Records::new(Arc::clone(&store));
+    assert_eq!(second.claim_orphaned_operations(false).await.expect("claim"), 1, "claimed");
+    // Before the run starts, a third replica's claim lands: the operation is its own.
+    records
+        .modify::<ServiceInstance, OsbError, _>("i", |instance| {
+            let op = instance.operations.last_mut();
+            Ok(op.map(|op| op.owner = Some("a-third-replica".into())).is_some())
+        })
+        .await
+        .expect("taken over");
+    elapse(Duration::from_millis(100)).await;
+    assert_eq!(last_operation(&second).await.0, OperationState::InProgress, "left to its new owner");
+    let owned = esm::backend::Backend::owned_instances(dummy.as_ref()).await.expect("owned");
+    assert!(owned.is_empty(), "the backend was not called: {owned:?}");
 }
 
 #[tokio::test(start_paused = true)]

@@ -228,7 +228,7 @@ impl Broker {
         let Some(op) = record.operations().find(op_id).cloned() else {
             return Ok(Outcome::Gone);
         };
-        if !self.holds_fresh_lease(&op) {
+        if !self.holds_fresh_lease(&op) && !self.refresh_lease::<W::Record>(id, &op).await {
             return Ok(Outcome::LeaseLost);
         }
         if start == Start::New && record.announced() {
@@ -302,6 +302,17 @@ impl Broker {
         op.in_progress()
             && op.owner.as_deref() == Some(self.replica())
             && op.lease_until >= self.clock().millis().saturating_add(half)
+    }
+
+    /// Renews the lease on `op` before its backend call when this process still owns
+    /// it but too little of it is left (the store was slow between recording the
+    /// operation and this run): a compare-and-set, so if another replica took it over
+    /// meanwhile, this fails and that one runs it; once this succeeds, no sweep takes
+    /// it over. Any store failure counts as not holding it.
+    async fn refresh_lease<T: Record + Tracked + Clone>(&self, id: &str, op: &Operation) -> bool {
+        op.in_progress()
+            && op.owner.as_deref() == Some(self.replica())
+            && self.extend_lease::<T>(id, &op.id).await.unwrap_or(false)
     }
 
     /// Runs `call` while renewing this process's lease on operation `op_id` of record

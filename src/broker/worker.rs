@@ -190,11 +190,11 @@ impl Broker {
         Ok(())
     }
 
-    /// Renews this process's lease on an operation; false if it no longer holds it.
-    pub(super) async fn renew<T: Record + Tracked + Clone>(&self, id: &str, op_id: &str) -> bool {
+    /// Extends this process's lease on an operation: `Ok(false)` if it no longer
+    /// holds it.
+    pub(super) async fn extend_lease<T: Record + Tracked + Clone>(&self, id: &str, op_id: &str) -> OsbResult<bool> {
         let mut held = false;
-        let renewed = self
-            .records
+        self.records
             .modify::<T, OsbError, _>(id, |record| {
                 held = false;
                 let Some(op) = record.operations_mut().owned_mut(op_id, &self.replica) else {
@@ -204,9 +204,15 @@ impl Broker {
                 held = true;
                 Ok(true)
             })
-            .await;
-        match renewed {
-            Ok(_) => held,
+            .await?;
+        Ok(held)
+    }
+
+    /// Renews this process's lease on an operation while it works; false if it no
+    /// longer holds it.
+    pub(super) async fn renew<T: Record + Tracked + Clone>(&self, id: &str, op_id: &str) -> bool {
+        match self.extend_lease::<T>(id, op_id).await {
+            Ok(held) => held,
             Err(e) => {
                 // Keep working: if the store stays away, the lease lapses and whoever
                 // takes over wins; our result is then refused by the owner check.
