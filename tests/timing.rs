@@ -130,22 +130,28 @@ async fn a_process_never_takes_over_an_operation_it_runs_itself() {
     assert_eq!(last_operation(&owner).await.0, OperationState::Succeeded);
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_takeover_that_reaches_the_store_with_its_lease_lapsed_renews_it_before_running() {
+/// An asynchronous provision recorded by one replica that stopped before running it;
+/// once its lease lapsed, a second replica claimed it (its run is spawned, not yet
+/// started). The backend, that second replica, and the records.
+async fn claimed_after_the_first_replica_stopped() -> (Arc<DummyBackend>, Arc<Broker>, Records) {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let (dummy, clock) = (Arc::new(DummyBackend::new()), Clock::tokio());
     let (first, second) = (broker(&store, &dummy, clock), broker(&store, &dummy, clock));
     register(&first, json!({}), "x-esm-dummy: {mode: async, delay_ms: 10}").await;
     assert!(matches!(first.provision("i", provision_request(), true).await, Ok(Answer::Accepted(_))));
-    // The first replica stops before its run starts; its lease lapses.
     first.shutdown().await;
     elapse(LEASE + Duration::from_secs(1)).await;
+    assert_eq!(second.claim_orphaned_operations(false).await.expect("claim"), 1, "claimed");
+    (dummy, second, Records::new(store))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_takeover_that_reaches_the_store_with_its_lease_lapsed_renews_it_before_running() {
     // The second replica's claim lands as if it had waited in a stalled store for a
     // lease: the lease it wrote has (nearly) lapsed already. Before its backend call
     // it renews the lease with a compare-and-set (so no sweep takes it over after
     // that), and runs it.
-    let records = Records::new(Arc::clone(&store));
-    assert_eq!(second.claim_orphaned_operations(false).await.expect("claim"), 1, "claimed");
+    let (dummy, second, records) = claimed_after_the_first_replica_stopped().await;
     records
         .modify::<ServiceInstance, OsbError, _>("i", |instance| {
             Ok(instance.operations.last_mut().map(|op| op.lease_until = 1).is_some())
@@ -158,15 +164,7 @@ async fn a_takeover_that_reaches_the_store_with_its_lease_lapsed_renews_it_befor
 
 #[tokio::test(start_paused = true)]
 async fn a_run_whose_operation_another_replica_took_over_meanwhile_does_not_call_the_backend() {
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let (dummy, clock) = (Arc::new(DummyBackend::new()), Clock::tokio());
-    let (first, second) = (broker(&store, &dummy, clock), broker(&store, &dummy, clock));
-    register(&first, json!({}), "x-esm-dummy: {mode: async, delay_ms: 10}").await;
-    assert!(matches!(first.provision("i", provision_request(), true).await, Ok(Answer::Accepted(_))));
-    first.shutdown().await;
-    elapse(LEASE + Duration::from_secs(1)).await;
-    let records = Records::new(Arc::clone(&store));
-    assert_eq!(second.claim_orphaned_operations(false).await.expect("claim"), 1, "claimed");
+    let (dummy, second, records) = claimed_after_the_first_replica_stopped().await;
     // Before the run starts, a third replica's claim lands: the operation is its own.
     records
         .modify::<ServiceInstance, OsbError, _>("i", |instance| {
