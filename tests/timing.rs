@@ -151,7 +151,7 @@ async fn a_takeover_that_reaches_the_store_with_its_lease_lapsed_renews_it_befor
     // lease: the lease it wrote has (nearly) lapsed already. Before its backend call
     // it renews the lease with a compare-and-set (so no sweep takes it over after
     // that), and runs it.
-    let (dummy, second, records) = claimed_after_the_first_replica_stopped().await;
+    let (_, second, records) = claimed_after_the_first_replica_stopped().await;
     records
         .modify::<ServiceInstance, OsbError, _>("i", |instance| {
             Ok(instance.operations.last_mut().map(|op| op.lease_until = 1).is_some())
