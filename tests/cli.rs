@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Esm, StoreSetup, temp_dir};
+use support::{Esm, StoreSetup, eventually, temp_dir};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
@@ -225,5 +225,42 @@ async fn events_follow_shows_new_events_as_they_happen() {
     let event: Value = serde_json::from_str(&line).expect("JSON");
     assert_eq!((event["type"].as_str(), event["instance_id"].as_str()), (Some("provision.succeeded"), Some("f-1")));
     follower.kill().await.expect("the follower stops");
+    drop(esm);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_stops_the_waiting_not_the_operation() {
+    let (esm, dir) = esm().await;
+    let api = esm.api.as_str();
+    let file = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    ok(&cli(api, &["services", "register", "-f", &file("svc.json")]).await, "register service");
+    let slow = json!({"service_id": "svc", "plan_id": "plan", "manifest_type": "dummy",
+                      "manifest_content": "x-esm-dummy: {mode: async, delay_ms: 2000}\n"});
+    std::fs::write(dir.path().join("slow.json"), slow.to_string()).expect("written");
+    ok(&cli(api, &["manifests", "register", "m", "-f", &file("slow.json")]).await, "register manifest");
+    let mut waiting = Command::new(env!("CARGO_BIN_EXE_esm"))
+        .args(["instances", "provision", "s-1", "--service", "svc", "--plan", "plan"])
+        .env("ESM_URL", api)
+        .env("ESM_BROKER_USERNAME", USER)
+        .env("ESM_BROKER_PASSWORD", PASSWORD)
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the client runs");
+    let mut progress = BufReader::new(waiting.stderr.take().expect("stderr")).lines();
+    let first = tokio::time::timeout(Duration::from_secs(10), progress.next_line()).await.expect("progress in time");
+    assert!(first.expect("read").is_some_and(|l| l.contains("provision in progress")));
+    support::signal(waiting.id().expect("a pid"), "INT");
+    let status =
+        tokio::time::timeout(Duration::from_secs(10), waiting.wait()).await.expect("it stops").expect("status");
+    assert_eq!(status.code(), Some(130));
+    let rest = progress.next_line().await.expect("read").unwrap_or_default();
+    assert!(rest.contains("stopped waiting; the provision of s-1 goes on in esm"), "{rest}");
+    // The operation goes on in esm and finishes.
+    eventually(Duration::from_secs(10), "the provision to finish in esm", || async {
+        let shown = cli(api, &["instances", "get", "s-1", "-o", "json"]).await;
+        (json_of(&shown)["state"]["state"] == "succeeded").then_some(())
+    })
+    .await;
     drop(esm);
 }

@@ -69,7 +69,7 @@ pub(super) async fn until_done(client: &Client, operation: &Operation) -> Result
         bar
     });
     let mut said = String::new();
-    let interrupted = tokio::signal::ctrl_c();
+    let interrupted = interrupt();
     tokio::pin!(interrupted);
     let result = loop {
         let last = match operation.state(client).await {
@@ -91,7 +91,7 @@ pub(super) async fn until_done(client: &Client, operation: &Operation) -> Result
         }
         tokio::select! {
             () = tokio::time::sleep(POLL) => {}
-            _ = &mut interrupted => {
+            () = &mut interrupted => {
                 break Err(Failure {
                     exit: Exit::Interrupted,
                     message: format!("stopped waiting; the {} goes on in esm", operation.name()),
@@ -103,6 +103,29 @@ pub(super) async fn until_done(client: &Client, operation: &Operation) -> Result
         bar.finish_and_clear();
     }
     result
+}
+
+/// Ctrl-C, listened for from the call on (a future that registers only when first
+/// polled would let a Ctrl-C right after the first progress line kill the client).
+fn interrupt() -> impl std::future::Future<Output = ()> {
+    #[cfg(unix)]
+    {
+        let mut signal = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
+        async move {
+            match signal.as_mut() {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }
 
 /// What a finished deprovision or unbind looks like once esm has forgotten it.
@@ -136,7 +159,7 @@ pub(super) async fn events(args: EventsArgs, client: &Client, json: bool) -> Res
     if !json {
         output::print(&format!("{:>8}  {:<24}  {:<22}  {:<20}  CHANGE", "ID", "AT", "TYPE", "INSTANCE"));
     }
-    let interrupted = tokio::signal::ctrl_c();
+    let interrupted = interrupt();
     tokio::pin!(interrupted);
     loop {
         let page = client.events(after, 1000, &filters).await?;
@@ -151,7 +174,7 @@ pub(super) async fn events(args: EventsArgs, client: &Client, json: bool) -> Res
         if page.events.is_empty() {
             tokio::select! {
                 () = tokio::time::sleep(POLL) => {}
-                _ = &mut interrupted => return Ok(Exit::Done),
+                () = &mut interrupted => return Ok(Exit::Done),
             }
         }
     }
