@@ -8,8 +8,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use futures_util::TryStreamExt;
 
 use super::Broker;
-use crate::backend::BackendError;
-use crate::domain::port::{PortLease, PortWant, candidates};
+use crate::backend::{Backend, BackendError};
+use crate::domain::instance::ServiceInstance;
+use crate::domain::manifest::Manifest;
+use crate::domain::port::{PortLease, candidates};
 use crate::error::OsbResult;
 use crate::store::index::{self, Query};
 use crate::store::{Collection, StoreError, Versioned};
@@ -18,24 +20,27 @@ use crate::store::{Collection, StoreError, Versioned};
 const HELD_PAGE: usize = 1000;
 
 impl Broker {
-    /// The host ports for `wants` of the deployment made as `holder`, which recorded
-    /// `current` (its ports so far): those it holds are kept, the others leased from
-    /// the range, and leases it no longer needs released. Without a range, none (the
-    /// engine picks). A port nobody can have is the deployment's failure.
+    /// The host ports for `instance`'s deployment from `manifest` on `backend`: those it
+    /// recorded and holds are kept, the others leased from the range, and leases it no
+    /// longer needs released. Without a range, none (the engine picks), and the backend
+    /// is not asked what the manifest publishes. A port nobody can have is the
+    /// deployment's failure.
     pub(super) async fn lease_host_ports(
         &self,
-        holder: &str,
-        current: &BTreeMap<String, u16>,
-        wants: &[PortWant],
+        backend: &dyn Backend,
+        manifest: &Manifest,
+        instance: &ServiceInstance,
     ) -> Result<BTreeMap<String, u16>, BackendError> {
         let Some((low, high)) = self.settings.host_ports else {
             return Ok(BTreeMap::new());
         };
+        let wants = backend.host_ports(manifest).await?;
+        let (holder, current) = (instance.deployed_id(), &instance.host_ports);
         let store = |e: StoreError| BackendError::new(format!("cannot lease host ports: {e}"));
         let held: BTreeSet<String> = self.leases_of(holder).await.map_err(store)?.into_iter().collect();
         let mut taken: Option<BTreeSet<String>> = None;
         let mut leased = BTreeMap::new();
-        for want in wants {
+        for want in &wants {
             let protocol = want.protocol.as_str();
             let kept = want.fixed.or_else(|| current.get(&want.key()).copied());
             if let Some(port) = kept

@@ -107,8 +107,7 @@ impl Work for Provision {
             return Ok(Deployed::Adopted(Box::new(member)));
         }
         let (backend, manifest) = broker.instance_backend(registry, instance).await.map_err(failure)?;
-        let wants = backend.host_ports(&manifest).await?;
-        let host_ports = broker.lease_host_ports(instance.deployed_id(), &instance.host_ports, &wants).await?;
+        let host_ports = broker.lease_host_ports(backend.as_ref(), &manifest, instance).await?;
         let target = ServiceInstance { host_ports: host_ports.clone(), ..instance.clone() };
         let deployment = backend.provision(&target, &manifest).await?;
         Ok(Deployed::Made(deployment, host_ports))
@@ -183,8 +182,7 @@ impl Work for Update {
         let mut target = apply_update(instance.clone(), pending);
         let (_, manifest) = broker.manifest_in(registry, &target.plan_id).await.map_err(failure)?;
         let backend = broker.backend(&manifest).map_err(failure)?;
-        let wants = backend.host_ports(&manifest).await?;
-        target.host_ports = broker.lease_host_ports(target.deployed_id(), &target.host_ports, &wants).await?;
+        target.host_ports = broker.lease_host_ports(backend.as_ref(), &manifest, &target).await?;
         let target = target.deployed();
         let deployment = backend.update(&target, &manifest).await?;
         let dashboard_url = backend.dashboard_url(&target, &manifest);
