@@ -60,53 +60,58 @@ impl Broker {
                 return Err(e.into());
             }
         };
-        for Versioned { record: pool, .. } in pools {
-            let counts = tally.remove(&pool.plan_id).unwrap_or_default();
-            let kept = match self.take_pool(&pool.plan_id, counts).await {
+        for listed in pools {
+            let plan_id = listed.record.plan_id.clone();
+            let counts = tally.remove(&plan_id).unwrap_or_default();
+            let kept = match self.take_pool(listed, counts).await {
                 Ok(kept) => kept,
                 Err(e) => {
-                    self.pool_tally.restore(pool.plan_id.clone(), counts);
-                    tracing::warn!(plan_id = %pool.plan_id, error = %e, "could not update a pool's record");
+                    self.pool_tally.restore(plan_id.clone(), counts);
+                    tracing::warn!(plan_id = %plan_id, error = %e, "could not update a pool's record");
                     continue;
                 }
             };
             if let Some(kept) = kept
                 && let Err(e) = self.keep_pool(kept).await
             {
-                tracing::warn!(plan_id = %pool.plan_id, error = %e, "could not look after a pool");
+                tracing::warn!(plan_id = %plan_id, error = %e, "could not look after a pool");
             }
         }
         Ok(())
     }
 
-    /// Adds this process's claim counts to the pool's record and takes (or renews) the
-    /// keeper's lease if nobody else holds it. Returns the pool if this replica keeps it.
-    async fn take_pool(&self, plan_id: &str, (claimed, missed): (u64, u64)) -> OsbResult<Option<Versioned<Pool>>> {
-        let (now, me) = (self.clock().millis(), self.replica().to_owned());
+    /// Adds this process's claim counts to the pool's record (as the round listed it)
+    /// and takes (or renews) the keeper's lease if nobody else holds it: at most one
+    /// compare-and-set, no read. Returns the pool if this replica keeps it. A record
+    /// changed since the listing keeps the counts for the next round.
+    async fn take_pool(&self, listed: Versioned<Pool>, counts: (u64, u64)) -> OsbResult<Option<Versioned<Pool>>> {
+        let Versioned { version, record: mut pool } = listed;
+        let (now, me) = (self.clock().millis(), self.replica());
         // A store only this process can open has no other keeper: a lease in it was
         // left by a process that is gone.
-        let alone = self.store().exclusive();
+        let keeps = self.store().exclusive() || pool.keepable_by(me, now);
         let lease = u64::try_from(KEEPER_LEASE.as_millis()).unwrap_or(u64::MAX);
-        let mut keeps = false;
-        let written = self
-            .records
-            .modify::<Pool, OsbError, _>(plan_id, |pool| {
-                pool.claimed_total = pool.claimed_total.saturating_add(claimed);
-                pool.misses_total = pool.misses_total.saturating_add(missed);
-                keeps = alone || pool.keepable_by(&me, now);
-                // Renewed once half the lease is gone: one write per pool every 5 s.
-                let renew = keeps && pool.keeper.as_ref().is_none_or(|k| k.owner != me || k.until < now + lease / 2);
-                if renew {
-                    pool.keeper = Some(Keeper { owner: me.clone(), until: now + lease });
-                }
-                Ok(renew || claimed > 0 || missed > 0)
-            })
-            .await?;
-        if !keeps || written.is_none() {
-            return Ok(None);
+        // Renewed once half the lease is gone: one write per pool every 5 s.
+        let renew = keeps && pool.keeper.as_ref().is_none_or(|k| k.owner != me || k.until < now + lease / 2);
+        if renew {
+            pool.keeper = Some(Keeper { owner: me.to_owned(), until: now + lease });
         }
-        // Read again for the version a drained pool is deleted at.
-        Ok(self.records.get::<Pool>(plan_id).await?)
+        let (claimed, missed) = counts;
+        pool.claimed_total = pool.claimed_total.saturating_add(claimed);
+        pool.misses_total = pool.misses_total.saturating_add(missed);
+        let version = if renew || claimed > 0 || missed > 0 {
+            match self.records.replace(version, &pool).await {
+                Ok(version) => version,
+                Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => {
+                    self.pool_tally.restore(pool.plan_id, counts);
+                    return Ok(None);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            version
+        };
+        Ok(keeps.then_some(Versioned { version, record: pool }))
     }
 
     /// Brings one pool to its size.
