@@ -212,7 +212,7 @@ impl Client {
 
     /// `GET /v2/service_instances/{id}`: the instance as OSB shows it.
     pub async fn fetch_instance(&self, id: &str) -> Result<FetchInstanceResponse, ClientError> {
-        self.get(&format!("/v2/service_instances/{}", segment(id)), &[]).await
+        self.get(&instance_path(id), &[]).await
     }
 
     /// `PUT /v2/service_instances/{id}`.
@@ -223,7 +223,7 @@ impl Client {
         accepts_incomplete: bool,
     ) -> Result<Reply<ProvisionResponse>, ClientError> {
         let query = incomplete(accepts_incomplete);
-        self.call(Method::PUT, &format!("/v2/service_instances/{}", segment(id)), &query, Some(request)).await
+        self.call(Method::PUT, &instance_path(id), &query, Some(request)).await
     }
 
     /// `PATCH /v2/service_instances/{id}`.
@@ -234,7 +234,7 @@ impl Client {
         accepts_incomplete: bool,
     ) -> Result<Reply<UpdateResponse>, ClientError> {
         let query = incomplete(accepts_incomplete);
-        self.call(Method::PATCH, &format!("/v2/service_instances/{}", segment(id)), &query, Some(request)).await
+        self.call(Method::PATCH, &instance_path(id), &query, Some(request)).await
     }
 
     /// `DELETE /v2/service_instances/{id}`.
@@ -247,7 +247,7 @@ impl Client {
     ) -> Result<Reply<OperationResponse>, ClientError> {
         let mut query = vec![("service_id", service_id), ("plan_id", plan_id)];
         query.extend(incomplete(accepts_incomplete));
-        self.call(Method::DELETE, &format!("/v2/service_instances/{}", segment(id)), &query, None::<&()>).await
+        self.call(Method::DELETE, &instance_path(id), &query, None::<&()>).await
     }
 
     /// `GET /v2/service_instances/{id}/last_operation`.
@@ -257,7 +257,7 @@ impl Client {
         operation: Option<&str>,
     ) -> Result<LastOperationResponse, ClientError> {
         let query: Vec<_> = operation.map(|op| ("operation", op)).into_iter().collect();
-        self.get(&format!("/v2/service_instances/{}/last_operation", segment(id)), &query).await
+        self.get(&format!("{}/last_operation", instance_path(id)), &query).await
     }
 
     /// `PUT /v2/service_instances/{id}/service_bindings/{binding}`.
@@ -332,8 +332,12 @@ fn incomplete(accepts: bool) -> Vec<(&'static str, &'static str)> {
     if accepts { vec![("accepts_incomplete", "true")] } else { Vec::new() }
 }
 
+fn instance_path(id: &str) -> String {
+    format!("/v2/service_instances/{}", segment(id))
+}
+
 fn binding_path(id: &str, binding: &str) -> String {
-    format!("/v2/service_instances/{}/service_bindings/{}", segment(id), segment(binding))
+    format!("{}/service_bindings/{}", instance_path(id), segment(binding))
 }
 
 /// An id as one path segment: anything but unreserved characters percent-encoded.
