@@ -11,7 +11,7 @@ use crate::domain::catalog::SchemaFor;
 use crate::domain::event::Event;
 use crate::domain::instance::{InstanceStatus, ServiceInstance};
 use crate::domain::operation::Operation;
-use crate::domain::pool::{MAX_AGE_LIMIT, MAX_SIZE, MemberState, Pool, judge_member};
+use crate::domain::pool::{MAX_AGE_LIMIT, MAX_PARAMETERS_BYTES, MAX_SIZE, MemberState, Pool, judge_member};
 use crate::domain::registry::Registry;
 use crate::error::{OsbError, OsbResult};
 use crate::store::index::{self, Query};
@@ -74,6 +74,11 @@ impl Broker {
             .transpose()?;
         let parameters = match req.parameters {
             None => None,
+            Some(Value::Object(parameters)) if json_len(&parameters) > MAX_PARAMETERS_BYTES => {
+                return Err(OsbError::BadRequest(format!(
+                    "a pool's parameters are at most {MAX_PARAMETERS_BYTES} bytes of JSON (every member keeps a copy)"
+                )));
+            }
             Some(Value::Object(parameters)) => Some(parameters),
             Some(_) => return Err(OsbError::BadRequest("parameters must be a JSON object".into())),
         };
@@ -299,6 +304,11 @@ impl Broker {
     pub(super) fn wake_pool_keeper(&self) {
         self.pool_wake.notify_one();
     }
+}
+
+/// How long `value` is as JSON.
+fn json_len(value: &serde_json::Map<String, Value>) -> usize {
+    serde_json::to_vec(value).map_or(usize::MAX, |bytes| bytes.len())
 }
 
 /// The offering a plan belongs to; 400 if no offering has it.

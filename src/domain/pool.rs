@@ -19,6 +19,10 @@ use super::operation::{OperationKind, OperationState};
 
 /// The largest pool: each member is a whole deployment held idle.
 pub const MAX_SIZE: u32 = 100;
+/// The largest `parameters` a pool takes, as JSON: every member stores them, and a
+/// claim reads every member, so one request must not make up to [`MAX_SIZE`] copies of
+/// a whole request body.
+pub const MAX_PARAMETERS_BYTES: usize = 64 * 1024;
 /// The longest `max_age_seconds` (a year).
 pub const MAX_AGE_LIMIT: u64 = 365 * 24 * 3600;
 /// The prefix of every member's id, so a member is recognisable on the engine

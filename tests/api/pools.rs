@@ -90,6 +90,7 @@ async fn bad_pool_requests_are_400s_with_an_osb_body() {
         (POOL, json!({"size": 1, "max_age_seconds": 0})),
         (POOL, json!({"size": 1, "max_age_seconds": 40_000_000})),
         (POOL, json!({"size": 1, "parameters": [1]})),
+        (POOL, json!({"size": 100, "parameters": {"blob": "x".repeat(70_000)}})),
         (POOL, json!({"size": 1, "sizes": 2})),
         (POOL, json!({"size": "1"})),
         (POOL, json!([])),
