@@ -4,10 +4,12 @@
 //! ElasTest platform also sends extra ones). Responses leave out what is unset.
 
 mod events;
+mod inventory;
 mod liveness;
 mod pools;
 
 pub use events::{EventPage, EventQuery, Gap};
+pub use inventory::{InstanceResources, InventoryPage, InventoryQuery};
 pub use liveness::{LivenessReport, LivenessView, MAX_NOTE_CHARS, MAX_TTL_SECONDS, ReportView};
 pub use pools::{MemberView, PoolList, PoolRequest, PoolStatus};
 

@@ -5,7 +5,7 @@
 //! (`tests/docker/build-test-images.sh`) and, for swarm, a single-node swarm; nothing is
 //! pulled.
 //!
-//! Each Docker run labels what it makes with an owner of its own, so `owned_instances`
+//! Each Docker run labels what it makes with an owner of its own, so `held`
 //! sees neither other tests nor other sessions on the same engine.
 
 use std::sync::Arc;

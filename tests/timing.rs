@@ -175,7 +175,7 @@ async fn a_run_whose_operation_another_replica_took_over_meanwhile_does_not_call
         .expect("taken over");
     elapse(Duration::from_millis(100)).await;
     assert_eq!(last_operation(&second).await.0, OperationState::InProgress, "left to its new owner");
-    let owned = esm::backend::Backend::owned_instances(dummy.as_ref()).await.expect("owned");
+    let owned = esm::backend::Backend::held(dummy.as_ref(), None).await.expect("held");
     assert!(owned.is_empty(), "the backend was not called: {owned:?}");
 }
 

@@ -10,6 +10,7 @@ pub mod events;
 pub mod extract;
 pub mod get_binding;
 pub mod get_instance;
+pub mod inventory;
 pub mod last_binding_operation;
 pub mod last_operation;
 pub mod listing;
@@ -85,6 +86,8 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(liveness::get_liveness, liveness::report_liveness))
         .routes(routes!(pools::list_pools))
         .routes(routes!(pools::get_pool, pools::set_pool, pools::delete_pool))
+        .routes(routes!(inventory::inventory))
+        .routes(routes!(inventory::instance_resources))
         .split_for_parts()
 }
 

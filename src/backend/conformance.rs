@@ -2,11 +2,11 @@
 //! docker-compose and docker-swarm backends (see `tests/backend_conformance.rs`). The
 //! broker re-runs interrupted operations and reconciliation removes what no live
 //! instance owns, so every backend must agree: each call idempotent, a failed provision
-//! leaving nothing, `owned_instances` / `remove_instance` exact, and `observe` (where a
+//! leaving nothing, `held` / `remove_instance` exact, and `observe` (where a
 //! backend can observe) seeing a fresh deployment up and a removed one gone.
 //!
 //! The cases run at once, each on a backend of its own: for the Docker backends one
-//! with an owner name (`ESM_NAME`) no one else uses, so `owned_instances` is checked to
+//! with an owner name (`ESM_NAME`) no one else uses, so `held` is checked to
 //! list exactly what the case holds, nothing of other cases, tests or sessions on the
 //! same engine. Instance ids are unique to the run, and the runner removes whatever a
 //! case still holds when it fails.
@@ -48,7 +48,7 @@ pub async fn run(subject: Subject) {
         start(&subject, &run, "failed", a_failed_provision_leaves_nothing),
         start(&subject, &run, "bind", bind_gives_credentials_and_unbind_succeeds),
         start(&subject, &run, "info", info_describes_a_provisioned_instance),
-        start(&subject, &run, "reconcile", owned_instances_and_remove_instance_are_exact),
+        start(&subject, &run, "reconcile", held_and_remove_instance_are_exact),
         start(&subject, &run, "observe", observe_follows_the_deployment),
     ];
     let mut first_failure = None;
@@ -145,11 +145,21 @@ impl Case {
     }
 
     /// Asserts the backend holds exactly these instances: nothing of other owners on
-    /// the same engine (other cases, tests, sessions).
+    /// the same engine (other cases, tests, sessions). Each instance's own listing is
+    /// what the full one says of it.
     async fn assert_owned(&self, expected: &[&ServiceInstance]) {
-        let owned = self.backend().owned_instances().await.expect("owned_instances");
-        let expected: BTreeSet<String> = expected.iter().map(|i| i.id.clone()).collect();
-        assert_eq!(owned, expected, "owned_instances");
+        let all = self.backend().held(None).await.expect("held");
+        let owners: BTreeSet<String> = all.iter().filter(|h| !h.kept).map(|h| h.owner.clone()).collect();
+        let expected_ids: BTreeSet<String> = expected.iter().map(|i| i.id.clone()).collect();
+        assert_eq!(owners, expected_ids, "held: {all:?}");
+        for instance in expected {
+            let own = self.backend().held(Some(&instance.id)).await.expect("held by one");
+            let mut from_all: Vec<_> = all.iter().filter(|h| h.owner == instance.id).cloned().collect();
+            from_all.sort_by(|a, b| (&a.kind, &a.name).cmp(&(&b.kind, &b.name)));
+            let mut own_sorted = own.clone();
+            own_sorted.sort_by(|a, b| (&a.kind, &a.name).cmp(&(&b.kind, &b.name)));
+            assert_eq!(own_sorted, from_all, "{}'s own listing", instance.id);
+        }
     }
 }
 
@@ -273,7 +283,7 @@ async fn info_describes_a_provisioned_instance(case: Case) {
 
 /// Reconciliation lists what the backend holds and removes one instance at a time; it
 /// must never touch another instance.
-async fn owned_instances_and_remove_instance_are_exact(case: Case) {
+async fn held_and_remove_instance_are_exact(case: Case) {
     let a = case.provisioned('a').await;
     let b = case.provisioned('b').await;
     case.assert_owned(&[&a, &b]).await;

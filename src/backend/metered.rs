@@ -6,7 +6,6 @@
 //! added to the trait with a default body must be forwarded here as well, or the
 //! wrapped backend's own version would never be called.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -19,6 +18,7 @@ use crate::domain::liveness::Component;
 use crate::domain::manifest::Manifest;
 use crate::domain::operation::OperationKind;
 use crate::domain::port::PortWant;
+use crate::domain::resource::Holding;
 use crate::metrics::Metrics;
 
 /// A [`Backend`] whose failures are counted.
@@ -111,8 +111,8 @@ impl Backend for MeteredBackend {
         self.count("info", self.inner.info(instance, manifest).await)
     }
 
-    async fn owned_instances(&self) -> Result<BTreeSet<String>, BackendError> {
-        self.count("owned_instances", self.inner.owned_instances().await)
+    async fn held(&self, owner: Option<&str>) -> Result<Vec<Holding>, BackendError> {
+        self.count("held", self.inner.held(owner).await)
     }
 
     async fn remove_instance(&self, instance_id: &str) -> Result<(), BackendError> {

@@ -16,7 +16,7 @@ pub mod metered;
 #[cfg(any(test, feature = "test-support"))]
 pub mod conformance;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -29,6 +29,7 @@ use crate::domain::liveness::Component;
 use crate::domain::manifest::Manifest;
 use crate::domain::operation::OperationKind;
 use crate::domain::port::PortWant;
+use crate::domain::resource::Holding;
 
 /// Whether an operation may, must, or cannot run asynchronously.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,9 +160,11 @@ pub trait Backend: Send + Sync {
     /// Live details of a deployment, for `/v2/et/service_instances`.
     async fn info(&self, instance: &ServiceInstance, manifest: &Manifest) -> Result<Info, BackendError>;
 
-    /// The instances this backend holds resources for (by label), for reconciliation.
-    async fn owned_instances(&self) -> Result<BTreeSet<String>, BackendError> {
-        Ok(BTreeSet::new())
+    /// What this backend holds on its engine (found by esm's labels, never by name):
+    /// for the deployment made under `owner`, or with `None` for every deployment (what
+    /// reconciliation compares with the inventory).
+    async fn held(&self, _owner: Option<&str>) -> Result<Vec<Holding>, BackendError> {
+        Ok(Vec::new())
     }
 
     /// Removes whatever this backend holds for an instance esm does not know.

@@ -25,6 +25,7 @@ mod bindings;
 mod catalog;
 mod extensions;
 mod instances;
+mod inventory;
 mod liveness;
 mod pool_keeper;
 mod pools;
@@ -39,6 +40,7 @@ mod worker;
 
 pub use catalog::Registered;
 pub use extensions::{InstanceFilter, InstancePage};
+pub use inventory::ResourcePage;
 pub use registry_watch::{CHECK_EVERY as REGISTRY_CHECK_EVERY, STALE_BOUND as CATALOG_STALE_BOUND};
 
 use std::collections::HashMap;

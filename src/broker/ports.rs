@@ -1,23 +1,19 @@
 //! Host ports from `ESM_HOST_PORT_RANGE` (`domain::port`): leased before a deployment
-//! is made or remade, kept by the instance across updates and restarts, released when
-//! it is removed (or its provision failed). A lease is a record whose id is the port,
-//! so the store's insert decides who gets a port.
+//! is made or remade, kept by the instance across updates and restarts, released with
+//! the rest of its inventory when it is removed (or its provision failed). A lease is
+//! the port's inventory record, whose id is the port, so the store's insert decides
+//! who gets a port.
 
 use std::collections::{BTreeMap, BTreeSet};
-
-use futures_util::TryStreamExt;
 
 use super::Broker;
 use crate::backend::{Backend, BackendError};
 use crate::domain::instance::ServiceInstance;
 use crate::domain::manifest::Manifest;
-use crate::domain::port::{PortLease, candidates};
-use crate::error::OsbResult;
+use crate::domain::port::candidates;
+use crate::domain::resource::{Holding, PORT, Resource, ResourceState};
 use crate::store::index::{self, Query};
-use crate::store::{Collection, StoreError, Versioned};
-
-/// The most leases one deployment holds (read in one page).
-const HELD_PAGE: usize = 1000;
+use crate::store::{Collection, StoreError};
 
 impl Broker {
     /// The host ports for `instance`'s deployment from `manifest` on `backend`: those it
@@ -37,15 +33,16 @@ impl Broker {
         let wants = backend.host_ports(manifest).await?;
         let (holder, current) = (instance.deployed_id(), &instance.host_ports);
         let store = |e: StoreError| BackendError::new(format!("cannot lease host ports: {e}"));
-        let held: BTreeSet<String> = self.leases_of(holder).await.map_err(store)?.into_iter().collect();
-        let mut taken: Option<BTreeSet<String>> = None;
+        let owned = self.resources_of(holder).await.map_err(store)?;
+        let held: BTreeSet<String> = owned.into_iter().filter(|v| v.record.is_port()).map(|v| v.record.id).collect();
+        let mut taken: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
         let mut leased = BTreeMap::new();
         for want in &wants {
             let protocol = want.protocol.as_str();
             let kept = want.fixed.or_else(|| current.get(&want.key()).copied());
             if let Some(port) = kept
-                && (held.contains(&PortLease::id_of(protocol, port))
-                    || self.take_port(holder, protocol, port).await.map_err(store)?)
+                && (held.contains(&Resource::port_id(protocol, port))
+                    || self.take_port(backend, holder, protocol, port).await.map_err(store)?)
             {
                 leased.insert(want.key(), port);
                 continue;
@@ -53,21 +50,21 @@ impl Broker {
             if let Some(port) = want.fixed {
                 return Err(BackendError::new(format!("host port {port}/{protocol} is held by another instance")));
             }
-            // Every lease in the store, read once: most candidates are skipped unread.
-            if taken.is_none() {
-                let all = Query::new([], usize::from(high - low) * 2 + 2);
-                taken =
-                    Some(self.store().page_ids(Collection::Ports, &all).await.map_err(store)?.into_iter().collect());
+            // The range's ports taken for this protocol, read once: most candidates
+            // are skipped unread.
+            if !taken.contains_key(protocol) {
+                let ids = self.ports_taken(protocol, low, high).await.map_err(store)?;
+                taken.insert(protocol, ids);
             }
-            let taken = taken.get_or_insert_with(BTreeSet::new);
+            let taken = taken.entry(protocol).or_default();
             let mut found = None;
             for port in candidates(low, high, holder) {
-                let id = PortLease::id_of(protocol, port);
+                let id = Resource::port_id(protocol, port);
                 if taken.contains(&id) {
                     continue;
                 }
                 taken.insert(id);
-                if self.take_port(holder, protocol, port).await.map_err(store)? {
+                if self.take_port(backend, holder, protocol, port).await.map_err(store)? {
                     found = Some(port);
                     break;
                 }
@@ -81,52 +78,37 @@ impl Broker {
             leased.insert(want.key(), port);
         }
         let keep: BTreeSet<String> =
-            wants.iter().filter_map(|w| leased.get(&w.key()).map(|p| PortLease::id_of(&w.protocol, *p))).collect();
+            wants.iter().filter_map(|w| leased.get(&w.key()).map(|p| Resource::port_id(&w.protocol, *p))).collect();
         for id in held.difference(&keep) {
-            self.records.delete::<PortLease>(id, None).await.map_err(store)?;
+            self.records.delete::<Resource>(id, None).await.map_err(store)?;
         }
         Ok(leased)
     }
 
-    /// Releases every host port the deployment made as `holder` holds.
-    pub(super) async fn release_host_ports(&self, holder: &str) -> OsbResult<()> {
-        for id in self.leases_of(holder).await? {
-            self.records.delete::<PortLease>(&id, None).await?;
-        }
-        Ok(())
+    /// The ids of the ports from `low` to `high` someone holds for `protocol`: one
+    /// page of the port records, from the range's first id on.
+    async fn ports_taken(&self, protocol: &str, low: u16, high: u16) -> Result<BTreeSet<String>, StoreError> {
+        let first = Resource::port_id(protocol, low);
+        let last = Resource::port_id(protocol, high);
+        // Ids sort as ports do; the one before the range's first is its prefix cut.
+        let before = first[..first.len() - 1].to_owned();
+        let query = Query::new([(index::TYPE, PORT)], usize::from(high - low) + 1).after(Some(before));
+        let ids = self.store().page_ids(Collection::Resources, &query).await?;
+        Ok(ids.into_iter().filter(|id| id.as_str() >= first.as_str() && id.as_str() <= last.as_str()).collect())
     }
 
-    /// Releases the leases whose holder holds no deployment any more (a provision
-    /// killed between its lease and its record's removal, say). Returns how many
-    /// holders' leases went.
-    pub(super) async fn release_orphaned_ports(&self) -> OsbResult<usize> {
-        let leases: Vec<Versioned<PortLease>> = self.records.scan(Vec::new()).try_collect().await?;
-        let holders: BTreeSet<String> = leases.into_iter().map(|l| l.record.holder).collect();
-        let mut released = 0;
-        for holder in holders {
-            if self.deployed_as(&holder).await?.is_none() {
-                tracing::warn!(holder = %holder, "releasing host ports of a deployment esm no longer holds");
-                self.release_host_ports(&holder).await?;
-                released += 1;
-            }
-        }
-        Ok(released)
-    }
-
-    /// The ids of the leases `holder` holds.
-    async fn leases_of(&self, holder: &str) -> Result<Vec<String>, StoreError> {
-        self.store().page_ids(Collection::Ports, &Query::new([(index::HOLDER, holder)], HELD_PAGE)).await
-    }
-
-    /// Takes `port` for `holder` if nobody holds it; whether it did.
-    async fn take_port(&self, holder: &str, protocol: &str, port: u16) -> Result<bool, StoreError> {
-        let lease = PortLease {
-            id: PortLease::id_of(protocol, port),
-            port,
-            protocol: protocol.to_owned(),
-            holder: holder.to_owned(),
-            at: self.clock().timestamp(),
-        };
+    /// Takes `port` for `holder`, deployed by `backend`, if nobody holds it; whether it
+    /// did. It is being created until the deployment is made.
+    async fn take_port(
+        &self,
+        backend: &dyn Backend,
+        holder: &str,
+        protocol: &str,
+        port: u16,
+    ) -> Result<bool, StoreError> {
+        let now = self.clock().timestamp();
+        let lease =
+            Resource::of(&Holding::port(None, port, protocol, holder), backend.name(), ResourceState::Creating, &now);
         match self.records.insert(&lease).await {
             Ok(_) => Ok(true),
             Err(StoreError::Conflict(_)) => Ok(false),

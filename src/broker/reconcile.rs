@@ -1,7 +1,9 @@
 //! Reconciliation: what the engines run against what the store knows, so that no
 //! container is ever orphaned. At start and periodically, resources labelled with an
-//! instance esm does not know (or has deprovisioned) are removed. Instances whose
-//! containers died or vanished are reported by their backend's `info`.
+//! instance esm does not know (or has deprovisioned) are recorded as orphaned in the
+//! inventory and removed, and the inventory is checked against what the engines hold
+//! (`inventory.rs`). Instances whose containers died or vanished are reported by
+//! liveness.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -16,30 +18,33 @@ use crate::error::OsbResult;
 use crate::store::{Collection, index};
 
 impl Broker {
-    /// Removes resources of instances the store does not hold as live, and releases
-    /// host ports no deployment holds. Returns how many instances' resources were
-    /// removed.
+    /// Removes resources of instances the store does not hold as live, and checks the
+    /// inventory against what each backend holds. Returns how many instances'
+    /// resources were removed.
     pub async fn reconcile(&self) -> OsbResult<usize> {
         let mut removed = 0;
         for backend in self.backends.all() {
             // Listed before the store is read: a resource listed here was created after
-            // its instance was recorded, so a new instance is never taken for an orphan.
-            let owned = match backend.owned_instances().await {
-                Ok(owned) => owned,
+            // its instance was recorded, so a new instance is never taken for an orphan;
+            // and a record written after this is never taken for one of a resource gone.
+            let listed_at = self.clock().timestamp();
+            let held = match backend.held(None).await {
+                Ok(held) => held,
                 Err(e) => {
                     tracing::debug!(backend = backend.name(), error = %e, "cannot list what the backend holds");
                     continue;
                 }
             };
-            if owned.is_empty() {
-                continue;
-            }
-            let orphans = self.not_live(owned).await?;
+            // A kept volume outlives its instance by design: it makes no orphan.
+            let owners: BTreeSet<String> = held.iter().filter(|h| !h.kept).map(|h| h.owner.clone()).collect();
+            let orphans = self.not_live(owners.clone()).await?;
             for orphan in &orphans {
                 tracing::warn!(backend = backend.name(), instance_id = %orphan, "removing resources of an instance esm does not know");
+                self.record_orphaned(backend.name(), &held, orphan).await?;
                 match backend.remove_instance(orphan).await {
                     Ok(()) => {
                         removed += 1;
+                        self.release_resources(orphan).await?;
                         let mut event = Event::new("instance.removed")
                             .because(format!("{} held resources for an instance esm does not know", backend.name()));
                         event.instance_id = Some(orphan.clone());
@@ -49,8 +54,9 @@ impl Broker {
                     Err(e) => tracing::error!(instance_id = %orphan, error = %e, "could not remove orphaned resources"),
                 }
             }
+            let live = held.into_iter().filter(|h| !orphans.contains(&h.owner) && owners.contains(&h.owner)).collect();
+            self.check_inventory(backend.name(), live, &listed_at).await?;
         }
-        self.release_orphaned_ports().await?;
         Ok(removed)
     }
 
@@ -99,13 +105,16 @@ mod tests {
     use crate::backend::{Backend, Backends};
     use crate::broker::BrokerSettings;
     use crate::domain::manifest::Manifest;
+    use crate::domain::resource::{Holding, Resource, ResourceState};
     use crate::store::memory::MemoryStore;
     use crate::store::{Collection, Store};
 
     async fn broker_with_plan() -> (Arc<DummyBackend>, Arc<dyn Store>, Arc<Broker>) {
         let dummy = Arc::new(DummyBackend::new());
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        let broker = Broker::new(store.clone(), Backends::new().with(dummy.clone()), BrokerSettings::default());
+        // Time is Tokio's: a test may pause it and move it on.
+        let settings = BrokerSettings { clock: crate::clock::Clock::tokio(), ..BrokerSettings::default() };
+        let broker = Broker::new(store.clone(), Backends::new().with(dummy.clone()), settings);
         let service = json!({"id": "s", "name": "s", "description": "d", "plans": [{"id": "p", "name": "p", "description": "d"}]});
         broker.register_service(serde_json::from_value(service).expect("service")).await.expect("registers");
         let manifest = Manifest {
@@ -135,7 +144,8 @@ mod tests {
         // The record lost (a restore from an older backup, say); the dummy still runs it.
         store.delete(Collection::Instances, "forgotten", None).await.expect("deleted");
         assert_eq!(broker.reconcile().await.expect("reconciles"), 1);
-        assert_eq!(dummy.owned_instances().await, Ok(["kept".to_owned()].into()));
+        let owners: Vec<String> = dummy.held(None).await.expect("held").into_iter().map(|h| h.owner).collect();
+        assert_eq!(owners, ["kept"]);
         assert_eq!(broker.reconcile().await.expect("reconciles"), 0, "nothing more to remove");
     }
 
@@ -151,32 +161,100 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         broker.provision("handed", request(), false).await.expect("provisions");
-        let held = dummy.owned_instances().await.expect("owned");
+        let owners = |held: Vec<Holding>| held.into_iter().map(|h| h.owner).collect::<BTreeSet<_>>();
+        let held = owners(dummy.held(None).await.expect("held"));
         assert_eq!(held.len(), 2, "two members, one of them the instance's deployment: {held:?}");
         assert!(held.iter().all(|id| id.starts_with(crate::domain::pool::MEMBER_PREFIX)), "{held:?}");
         assert_eq!(broker.reconcile().await.expect("reconciles"), 0);
-        assert_eq!(dummy.owned_instances().await.expect("owned"), held);
+        assert_eq!(owners(dummy.held(None).await.expect("held")), held);
+    }
+
+    fn inventory(store: &Arc<dyn Store>) -> crate::store::Records {
+        crate::store::Records::new(store.clone())
+    }
+
+    /// The events of type `kind` once the log has them (it writes them in the
+    /// background).
+    async fn events_of(broker: &Broker, kind: &str) -> Vec<crate::domain::event::Event> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let page = broker.events().page(&crate::events::Filter::default(), 0, 100).await.expect("events");
+            let found: Vec<_> = page.into_iter().filter(|e| e.kind == kind).collect();
+            if !found.is_empty() || tokio::time::Instant::now() >= deadline {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn resources(store: &Arc<dyn Store>) -> Vec<(String, String, ResourceState)> {
+        let listed: Vec<_> = inventory(store).list::<Resource>().await.expect("resources");
+        listed.into_iter().map(|v| (v.record.owner, v.record.kind, v.record.state)).collect()
     }
 
     #[tokio::test]
     async fn host_ports_of_a_deployment_esm_no_longer_holds_go_back() {
-        use crate::domain::port::PortLease;
         let (_, store, broker) = broker_with_plan().await;
         broker.provision("kept", request(), false).await.expect("provisions");
-        let records = crate::store::Records::new(store.clone());
-        for (port, holder) in [(30001, "kept"), (30002, "ghost")] {
-            let lease = PortLease {
-                id: PortLease::id_of("tcp", port),
-                port,
-                protocol: "tcp".into(),
-                holder: holder.into(),
-                at: String::new(),
-            };
-            records.insert(&lease).await.expect("leased");
+        for (port, owner) in [(30001, "kept"), (30002, "ghost")] {
+            let holding = Holding::port(None, port, "tcp", owner);
+            let lease = Resource::of(&holding, "dummy", ResourceState::InUse, "2020-01-01T00:00:00.000Z");
+            inventory(&store).insert(&lease).await.expect("leased");
         }
         broker.reconcile().await.expect("reconciles");
-        let left: Vec<String> =
-            records.list::<PortLease>().await.expect("leases").into_iter().map(|l| l.record.holder).collect();
-        assert_eq!(left, ["kept"]);
+        let ports: Vec<_> = resources(&store).await.into_iter().filter(|(_, kind, _)| kind == "port").collect();
+        assert_eq!(ports, [("kept".to_owned(), "port".to_owned(), ResourceState::InUse)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_inventory_follows_what_the_backend_holds() {
+        let (dummy, store, broker) = broker_with_plan().await;
+        broker.spawn_event_log();
+        broker.provision("i-1", request(), false).await.expect("provisions");
+        let deployment = ("i-1".to_owned(), "deployment".to_owned(), ResourceState::InUse);
+        assert_eq!(resources(&store).await, std::slice::from_ref(&deployment), "recorded by the provision");
+
+        // Removed behind esm's back: marked gone, with an event. (Only what was
+        // recorded before the engine was listed counts: a moment passes.)
+        dummy.remove_instance("i-1").await.expect("removed");
+        tokio::time::advance(Duration::from_millis(5)).await;
+        broker.reconcile().await.expect("reconciles");
+        assert_eq!(resources(&store).await, [("i-1".to_owned(), "deployment".to_owned(), ResourceState::Gone)]);
+        let gone = events_of(&broker, "resource.gone").await;
+        assert_eq!(gone.len(), 1, "{gone:?}");
+        assert_eq!(gone[0].instance_id.as_deref(), Some("i-1"));
+
+        // Lost from the inventory (a store restored from a backup, say): recorded again.
+        store.delete(Collection::Resources, "dummy/deployment/i-1", None).await.expect("deleted");
+        broker
+            .update(
+                "i-1",
+                serde_json::from_value(json!({"service_id": "s", "parameters": {"x": 1}})).expect("update"),
+                false,
+            )
+            .await
+            .expect("updates");
+        store.delete(Collection::Resources, "dummy/deployment/i-1", None).await.expect("deleted");
+        broker.reconcile().await.expect("reconciles");
+        assert_eq!(resources(&store).await, [deployment], "recorded by reconciliation");
+
+        let query = serde_json::from_value(json!({"service_id": "s", "plan_id": "p"})).expect("query");
+        broker.deprovision("i-1", &query).await.expect("deprovisions");
+        assert_eq!(resources(&store).await, [], "forgotten once removed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_orphan_is_recorded_as_such_removed_and_forgotten() {
+        let (dummy, store, broker) = broker_with_plan().await;
+        broker.spawn_event_log();
+        broker.provision("forgotten", request(), false).await.expect("provisions");
+        store.delete(Collection::Instances, "forgotten", None).await.expect("deleted");
+        assert_eq!(broker.reconcile().await.expect("reconciles"), 1);
+        assert_eq!(dummy.held(None).await.expect("held"), []);
+        assert_eq!(resources(&store).await, [], "removed, so no longer in the inventory");
+        let orphaned = events_of(&broker, "resource.orphaned").await;
+        assert_eq!(orphaned.len(), 1, "{orphaned:?}");
+        assert_eq!(orphaned[0].instance_id.as_deref(), Some("forgotten"));
+        assert!(orphaned[0].reason.as_deref().is_some_and(|r| r.contains("deployment forgotten")), "{orphaned:?}");
     }
 }

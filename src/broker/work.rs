@@ -110,6 +110,7 @@ impl Work for Provision {
         let host_ports = broker.lease_host_ports(backend.as_ref(), &manifest, instance).await?;
         let target = ServiceInstance { host_ports: host_ports.clone(), ..instance.clone() };
         let deployment = backend.provision(&target, &manifest).await?;
+        broker.take_inventory(backend.as_ref(), &target).await;
         Ok(Deployed::Made(deployment, host_ports))
     }
 
@@ -139,10 +140,11 @@ impl Work for Provision {
     /// A member's deploy tells its pool (the backoff). An adopted member is retired by
     /// the pool's keeper at its next round: not here, so the answer waits for no more
     /// than the instance's own write.
-    /// A failed provision's host ports go back to the range (what it made is gone).
+    /// A failed provision's inventory is forgotten and its host ports go back to the
+    /// range (what it made is gone).
     async fn after(&self, broker: &Broker, instance: &ServiceInstance) -> OsbResult<()> {
         if instance.status != InstanceStatus::Provisioned {
-            broker.release_host_ports(instance.deployed_id()).await?;
+            broker.release_resources(instance.deployed_id()).await?;
         }
         if instance.pool.is_some() {
             return broker.member_deployed(instance).await;
@@ -184,7 +186,10 @@ impl Work for Update {
         let backend = broker.backend(&manifest).map_err(failure)?;
         target.host_ports = broker.lease_host_ports(backend.as_ref(), &manifest, &target).await?;
         let target = target.deployed();
-        let deployment = backend.update(&target, &manifest).await?;
+        let deployment = backend.update(&target, &manifest).await;
+        // Taken whether or not it worked: a failed update may have changed something.
+        broker.take_inventory(backend.as_ref(), &target).await;
+        let deployment = deployment?;
         let dashboard_url = backend.dashboard_url(&target, &manifest);
         Ok(Redeployed { deployment, dashboard_url, manifest, host_ports: target.host_ports.clone() })
     }
@@ -221,7 +226,14 @@ impl Work for Deprovision {
         _op: &Operation,
     ) -> Result<(), BackendError> {
         let (backend, manifest) = broker.teardown_backend(registry, instance).await.map_err(failure)?;
-        backend.deprovision(&instance.deployed(), manifest.as_ref()).await
+        broker.mark_releasing(instance.deployed_id()).await.map_err(failure)?;
+        let target = instance.deployed();
+        let removed = backend.deprovision(&target, manifest.as_ref()).await;
+        if removed.is_err() {
+            // Still held, as far as it was not removed.
+            broker.take_inventory(backend.as_ref(), &target).await;
+        }
+        removed
     }
 
     fn record(&self, instance: &mut ServiceInstance, _op: &Operation, result: &Result<(), BackendError>) {
@@ -232,13 +244,13 @@ impl Work for Deprovision {
         }
     }
 
-    /// Its host ports go back to the range, and bindings go with their instance
-    /// (platforms unbind first; this covers those that do not).
+    /// Its inventory is forgotten (its host ports go back to the range), and bindings
+    /// go with their instance (platforms unbind first; this covers those that do not).
     async fn after(&self, broker: &Broker, instance: &ServiceInstance) -> OsbResult<()> {
         if instance.status != InstanceStatus::Deprovisioned {
             return Ok(());
         }
-        broker.release_host_ports(instance.deployed_id()).await?;
+        broker.release_resources(instance.deployed_id()).await?;
         for binding in broker.bindings_of(&instance.id).await? {
             broker
                 .records

@@ -9,7 +9,7 @@ use super::output::{self, Table};
 use super::wait::{Operation, until_done};
 use super::{Exit, Failure};
 use crate::client::{Client, Reply};
-use crate::wire::{BindRequest, PoolRequest, ProvisionRequest, UpdateRequest};
+use crate::wire::{BindRequest, InventoryQuery, PoolRequest, ProvisionRequest, UpdateRequest};
 
 /// Where the client sends requests and how it answers: flags every command takes.
 #[derive(Debug, Clone, Args)]
@@ -57,6 +57,8 @@ pub enum ClientCommand {
     Pools(PoolsCommand),
     /// Show change events; with --follow, keep showing new ones.
     Events(EventsArgs),
+    /// Show what esm's deployments hold: containers, services, networks, volumes, host ports.
+    Inventory(InventoryArgs),
     /// Print a completion script for a shell.
     Completions {
         /// The shell.
@@ -171,6 +173,37 @@ pub enum InstancesCommand {
         /// The instance id.
         id: String,
     },
+    /// What an instance holds (containers, networks, volumes, host ports).
+    Resources {
+        /// The instance id.
+        id: String,
+    },
+}
+
+/// `esm inventory`.
+#[derive(Debug, Clone, Args)]
+pub struct InventoryArgs {
+    /// Only what this instance or pool member id holds.
+    #[arg(long)]
+    pub owner: Option<String>,
+    /// Only this type (`container`, `service`, `network`, `volume`, `port`, `deployment`).
+    #[arg(long = "type")]
+    pub kind: Option<String>,
+    /// Only this state (`creating`, `in_use`, `releasing`, `orphaned`, `gone`).
+    #[arg(long)]
+    pub state: Option<String>,
+    /// Only this backend's.
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// Only the resource with this name (a host port: `30000/tcp`).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// How many (1–1000).
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    /// The page after this cursor (`next` of the previous page).
+    #[arg(long)]
+    pub after: Option<String>,
 }
 
 /// `esm bind`.
@@ -286,6 +319,18 @@ pub(super) async fn run(command: ClientCommand, client: &Client, target: &Target
         ClientCommand::Unbind(args) => unbind(args, client, target).await,
         ClientCommand::Pools(command) => pools(command, client, json).await,
         ClientCommand::Events(args) => super::wait::events(args, client, json).await,
+        ClientCommand::Inventory(args) => {
+            let query = InventoryQuery {
+                owner: args.owner,
+                kind: args.kind,
+                state: args.state,
+                backend: args.backend,
+                name: args.name,
+                limit: Some(args.limit),
+                after: args.after,
+            };
+            show(&serde_json::to_value(client.inventory(&query).await?).unwrap_or_default(), output::resources)
+        }
         ClientCommand::Completions { shell } => {
             let mut command = <crate::config::Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "esm", &mut std::io::stdout());
@@ -306,6 +351,10 @@ async fn instances(command: InstancesCommand, client: &Client, target: &Target) 
             output::show(&client.instances(limit, after.as_deref(), &filters).await?, json, output::instances)
         }
         InstancesCommand::Get { id } => output::show(&client.instance(&id).await?, json, output::instance),
+        InstancesCommand::Resources { id } => {
+            let held = serde_json::to_value(client.instance_resources(&id).await?).unwrap_or_default();
+            output::show(&held, json, output::resources)
+        }
         InstancesCommand::Provision { id, service, plan, params, org, space } => {
             let request = ProvisionRequest {
                 service_id: service,

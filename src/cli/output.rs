@@ -110,6 +110,32 @@ pub(super) fn instance(value: &Value) -> Table {
     t
 }
 
+/// A page of `GET /v2/et/inventory`, or what one instance holds.
+pub(super) fn resources(value: &Value) -> Table {
+    let mut t = table(&["type", "name", "owner", "state", "backend", "address", "since"]);
+    for r in value["resources"].as_array().into_iter().flatten() {
+        let address = match r["port"]["port"].as_u64() {
+            Some(port) => {
+                format!("{}:{port}/{}", r["port"]["address"].as_str().unwrap_or("*"), text(&r["port"]["protocol"]))
+            }
+            None => "-".to_owned(),
+        };
+        t.add_row([
+            text(&r["type"]),
+            text(&r["name"]),
+            text(&r["owner"]),
+            text(&r["state"]),
+            text(&r["backend"]),
+            address,
+            text(&r["updated_at"]),
+        ]);
+    }
+    if let Some(next) = value["next"].as_str() {
+        t.add_row(["(more: --after".to_owned(), format!("{next})")]);
+    }
+    t
+}
+
 /// A finished operation (`last_operation`).
 pub(super) fn operation(value: &Value) -> Table {
     let mut t = table(&["state", "description"]);

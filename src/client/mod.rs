@@ -33,9 +33,9 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::wire::{
-    BindRequest, BindingResponse, CatalogResponse, EventPage, FetchInstanceResponse, LastOperationResponse,
-    OperationResponse, PoolList, PoolRequest, PoolStatus, ProvisionRequest, ProvisionResponse, UpdateRequest,
-    UpdateResponse,
+    BindRequest, BindingResponse, CatalogResponse, EventPage, FetchInstanceResponse, InstanceResources, InventoryPage,
+    InventoryQuery, LastOperationResponse, OperationResponse, PoolList, PoolRequest, PoolStatus, ProvisionRequest,
+    ProvisionResponse, UpdateRequest, UpdateResponse,
 };
 
 /// The OSB version the client speaks.
@@ -316,6 +316,27 @@ impl Client {
     pub async fn delete_pool(&self, plan_id: &str) -> Result<(), ClientError> {
         let path = format!("/v2/et/pools/{}", segment(plan_id));
         self.call::<Value>(Method::DELETE, &path, &[], None::<&()>).await.map(|_| ())
+    }
+
+    /// `GET /v2/et/inventory`: a page of what esm's deployments hold.
+    pub async fn inventory(&self, query: &InventoryQuery) -> Result<InventoryPage, ClientError> {
+        let limit = query.limit.map(|l| l.to_string());
+        let fields = [
+            ("owner", query.owner.as_deref()),
+            ("type", query.kind.as_deref()),
+            ("state", query.state.as_deref()),
+            ("backend", query.backend.as_deref()),
+            ("name", query.name.as_deref()),
+            ("limit", limit.as_deref()),
+            ("after", query.after.as_deref()),
+        ];
+        let pairs: Vec<(&str, &str)> = fields.into_iter().filter_map(|(k, v)| Some((k, v?))).collect();
+        self.get("/v2/et/inventory", &pairs).await
+    }
+
+    /// `GET /v2/et/service_instances/{id}/resources`: what one instance holds.
+    pub async fn instance_resources(&self, id: &str) -> Result<InstanceResources, ClientError> {
+        self.get(&format!("/v2/et/service_instances/{}/resources", segment(id)), &[]).await
     }
 
     /// `GET /v2/et/events` as a JSON page: events after `after`, at most `limit`.

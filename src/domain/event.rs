@@ -23,7 +23,10 @@ pub struct Event {
     /// a deprovision follows), `service.registered`, `service.removed`, and for warm
     /// pools `pool.member_ready`, `pool.member_failed` (its deploy failed),
     /// `pool.member_claimed` (handed to `instance_id`), `pool.member_replaced` (removed
-    /// because it broke, aged, or the pool shrank or drained; `reason` says which).
+    /// because it broke, aged, or the pool shrank or drained; `reason` says which), and
+    /// for the inventory `resource.orphaned` (an engine held resources for an instance
+    /// esm does not know; reconciliation removes them) and `resource.gone` (a resource
+    /// an instance holds was removed behind esm's back).
     #[serde(rename = "type")]
     pub kind: String,
     /// The instance it concerns.
@@ -78,7 +81,7 @@ impl Step {
 
 /// Every type an event can have, for checking a `type` filter.
 pub fn is_known_type(kind: &str) -> bool {
-    const OTHERS: [&str; 9] = [
+    const OTHERS: [&str; 11] = [
         "liveness.changed",
         "instance.removed",
         "instance.dropped",
@@ -88,6 +91,8 @@ pub fn is_known_type(kind: &str) -> bool {
         "pool.member_failed",
         "pool.member_claimed",
         "pool.member_replaced",
+        "resource.orphaned",
+        "resource.gone",
     ];
     OTHERS.contains(&kind)
         || kind.split_once('.').is_some_and(|(operation, step)| {

@@ -136,6 +136,11 @@ impl ServiceInstance {
         self.is_live() && self.pool.is_none()
     }
 
+    /// Its leased host ports with their protocols (the last part of their key).
+    pub fn published_ports(&self) -> impl Iterator<Item = (u16, &str)> {
+        self.host_ports.iter().map(|(key, port)| (*port, key.rsplit('/').next().unwrap_or("tcp")))
+    }
+
     /// The id its deployment is known by to the backend.
     pub fn deployed_id(&self) -> &str {
         self.deployment_id.as_deref().unwrap_or(&self.id)

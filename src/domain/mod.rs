@@ -10,6 +10,7 @@ pub mod operation;
 pub mod pool;
 pub mod port;
 pub mod registry;
+pub mod resource;
 pub mod strict;
 
 use std::time::SystemTime;

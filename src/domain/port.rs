@@ -1,9 +1,7 @@
 //! Host ports esm hands out from `ESM_HOST_PORT_RANGE`: a deployment asks for ports
-//! ([`PortWant`]), and each one it gets is a [`PortLease`] record whose id is the port
-//! itself, so inserting it is the allocation (two instances, two replicas, never one
-//! port). A lease names its holder: the id the deployment was made under.
-
-use serde::{Deserialize, Serialize};
+//! ([`PortWant`]), and each one it gets is a port [`super::resource::Resource`] whose
+//! record id is the port itself, so inserting it is the allocation (two instances, two
+//! replicas, never one port).
 
 /// A published port a deployment needs on the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,28 +20,6 @@ impl PortWant {
     /// What the port is recorded under in the instance (`web/8080/tcp`).
     pub fn key(&self) -> String {
         format!("{}/{}/{}", self.unit, self.target, self.protocol)
-    }
-}
-
-/// A host port held by a deployment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PortLease {
-    /// [`PortLease::id_of`] its protocol and port.
-    pub id: String,
-    /// The host port.
-    pub port: u16,
-    /// `tcp` or `udp`.
-    pub protocol: String,
-    /// The id the holding deployment was made under.
-    pub holder: String,
-    /// When it was taken (RFC 3339).
-    pub at: String,
-}
-
-impl PortLease {
-    /// The record id of `port`/`protocol`: zero-padded, so ids sort as ports do.
-    pub fn id_of(protocol: &str, port: u16) -> String {
-        format!("{protocol}/{port:05}")
     }
 }
 
@@ -69,8 +45,7 @@ mod tests {
     }
 
     #[test]
-    fn lease_ids_sort_as_ports() {
-        assert!(PortLease::id_of("tcp", 9999) < PortLease::id_of("tcp", 10000));
+    fn a_want_is_keyed_by_unit_target_and_protocol() {
         let want = PortWant { unit: "web".into(), target: 8080, protocol: "tcp".into(), fixed: None };
         assert_eq!(want.key(), "web/8080/tcp");
     }

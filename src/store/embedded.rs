@@ -43,7 +43,7 @@ fn index_table(collection: Collection) -> IndexTable {
         Collection::Bindings => "bindings_index",
         Collection::Events => "events_index",
         Collection::Pools => "pools_index",
-        Collection::Ports => "ports_index",
+        Collection::Resources => "resources_index",
         Collection::LegacyServices => "services_index",
         Collection::LegacyManifests => "manifests_index",
     })

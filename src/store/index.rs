@@ -31,11 +31,12 @@ pub const PLAN_ID: &str = "plan_id";
 /// A live instance's current plan and the plan a running update moves it to: what
 /// keeps a plan from being retired.
 pub const USES_PLAN: &str = "uses_plan";
-/// A live instance's last operation state, as OSB spells it (`in progress`, …).
+/// A live instance's last operation state, as OSB spells it (`in progress`, …); a
+/// resource's state.
 pub const STATE: &str = "state";
 /// A live instance's liveness (`up`, `degraded`, `down`, `unknown`).
 pub const LIVENESS: &str = "liveness";
-/// A live instance's backend (`dummy`, `docker-compose`, …).
+/// A live instance's or a resource's backend (`dummy`, `docker-compose`, …).
 pub const BACKEND: &str = "backend";
 /// A live instance's service, plan, state and liveness in one value (see [`census`]):
 /// what `esm_instances` counts with [`super::Store::counts`], without reading records.
@@ -54,11 +55,13 @@ pub const POOL: &str = "pool";
 pub const POOL_CLAIMED: &str = "pool_claimed";
 /// … and the instance it was handed to (what that instance's provision adopts).
 pub const CLAIMED_BY: &str = "claimed_by";
-/// A host port lease's holder (the id its deployment was made under).
-pub const HOLDER: &str = "holder";
+/// A resource's owner (the id its deployment was made under).
+pub const OWNER: &str = "owner";
+/// A resource's engine name.
+pub const NAME: &str = "name";
 /// A live binding's instance.
 pub const INSTANCE_ID: &str = "instance_id";
-/// An event's type.
+/// An event's or a resource's type.
 pub const TYPE: &str = "type";
 /// A record with a running operation: `"1"`. What start-up and the sweeper look for.
 pub const RUNNING: &str = "running";
@@ -99,7 +102,7 @@ impl Collection {
             ],
             Self::Bindings => &[INSTANCE_ID, RUNNING, GONE_AT],
             Self::Events => &[INSTANCE_ID, SERVICE_ID, TYPE],
-            Self::Ports => &[HOLDER],
+            Self::Resources => &[OWNER, TYPE, STATE, BACKEND, NAME],
             _ => &[],
         }
     }

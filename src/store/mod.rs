@@ -36,8 +36,8 @@ use crate::domain::catalog::Service;
 use crate::domain::instance::ServiceInstance;
 use crate::domain::manifest::Manifest;
 use crate::domain::pool::Pool;
-use crate::domain::port::PortLease;
 use crate::domain::registry::{Registry, StoredManifest};
+use crate::domain::resource::Resource;
 pub use index::Query;
 
 /// The id of the one [`Registry`] record.
@@ -58,8 +58,9 @@ pub enum Collection {
     Events,
     /// Warm pools ([`Pool`]), keyed by plan id.
     Pools,
-    /// Host ports leased from `ESM_HOST_PORT_RANGE` ([`PortLease`]), keyed by port.
-    Ports,
+    /// The inventory ([`Resource`]): what each deployment holds, host ports leased from
+    /// `ESM_HOST_PORT_RANGE` among them.
+    Resources,
     /// Service offerings as esm 0.1 stored them, one record each; read once to move
     /// them into the registry.
     LegacyServices,
@@ -76,7 +77,7 @@ impl Collection {
         Self::Bindings,
         Self::Events,
         Self::Pools,
-        Self::Ports,
+        Self::Resources,
         Self::LegacyServices,
         Self::LegacyManifests,
     ];
@@ -90,7 +91,7 @@ impl Collection {
             Self::Bindings => "bindings",
             Self::Events => "events",
             Self::Pools => "pools",
-            Self::Ports => "ports",
+            Self::Resources => "resources",
             Self::LegacyServices => "services",
             Self::LegacyManifests => "manifests",
         }
@@ -221,13 +222,19 @@ impl Record for Pool {
         &self.plan_id
     }
 }
-impl Record for PortLease {
-    const COLLECTION: Collection = Collection::Ports;
+impl Record for Resource {
+    const COLLECTION: Collection = Collection::Resources;
     fn id(&self) -> &str {
         &self.id
     }
     fn index_keys(&self) -> index::IndexKeys {
-        vec![(index::HOLDER, self.holder.clone())]
+        vec![
+            (index::OWNER, self.owner.clone()),
+            (index::TYPE, self.kind.clone()),
+            (index::STATE, self.state.as_str().to_owned()),
+            (index::BACKEND, self.backend.clone()),
+            (index::NAME, self.name.clone()),
+        ]
     }
 }
 impl Record for StoredManifest {

@@ -13,6 +13,7 @@ mod deprovision;
 mod elastest;
 mod events;
 mod get_instance;
+mod inventory;
 mod listing;
 mod liveness;
 mod metrics;

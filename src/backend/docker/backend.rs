@@ -3,7 +3,7 @@
 //! runs read back for instance details and bindings. Written once; the runtimes
 //! (containers, swarm services) hold everything that differs.
 
-use std::collections::BTreeSet;
+use std::collections::HashMap;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -16,6 +16,7 @@ use super::events;
 use super::model::Compose;
 use super::report::{self, Observed};
 use super::spec;
+use crate::backend::labels;
 use crate::backend::{Backend, BackendError, BindOutput, Deployment, Execution, Info};
 use crate::domain::binding::Binding;
 use crate::domain::instance::ServiceInstance;
@@ -23,6 +24,7 @@ use crate::domain::liveness::Component;
 use crate::domain::manifest::Manifest;
 use crate::domain::operation::OperationKind;
 use crate::domain::port::PortWant;
+use crate::domain::resource::Holding;
 
 /// A [`Runtime`] on a Docker engine, with what the [`Backend`] needs besides deploying.
 #[async_trait]
@@ -54,8 +56,9 @@ pub trait DockerRuntime: Runtime + Sized {
     /// ([`Backend::observe`]): one engine call when all is well.
     async fn components(&self, instance: &ServiceInstance) -> Result<Vec<Component>, BackendError>;
 
-    /// The instances that have units on the engine (by label), for reconciliation.
-    async fn owned_instances(&self) -> Result<BTreeSet<String>, BackendError>;
+    /// The units (containers, services) with these label filters, and the host ports
+    /// they publish.
+    async fn units_held(&self, filters: &HashMap<String, Vec<String>>) -> Result<Vec<Holding>, BackendError>;
 
     /// Checks that the engine answers and can run these units, for `/health`.
     async fn probe(&self) -> Result<String, BackendError>;
@@ -176,8 +179,23 @@ impl<R: DockerRuntime> Backend for DockerBackend<R> {
         Ok(report::info(&self.0.observe(&instance.id).await?))
     }
 
-    async fn owned_instances(&self) -> Result<BTreeSet<String>, BackendError> {
-        self.0.owned_instances().await
+    /// Units and their ports, networks and volumes, by esm's labels: four engine calls.
+    async fn held(&self, owner: Option<&str>) -> Result<Vec<Holding>, BackendError> {
+        let esm = &self.0.settings().owner;
+        let filters = owner.map_or_else(|| labels::filter_owner(esm), |id| labels::filter_instance(esm, id));
+        let mut held = self.0.units_held(&filters).await?;
+        let engine = self.0.engine();
+        for (kind, listed) in
+            [("network", engine.networks(&filters).await?), ("volume", engine.volumes(&filters).await?)]
+        {
+            for (name, mut found) in listed {
+                let kept = found.get(labels::KEEP).map(String::as_str) == Some("true");
+                if let Some(owner) = found.remove(labels::INSTANCE) {
+                    held.push(Holding { kept, ..Holding::new(kind, name, owner) });
+                }
+            }
+        }
+        Ok(held)
     }
 
     async fn remove_instance(&self, instance_id: &str) -> Result<(), BackendError> {

@@ -1,7 +1,7 @@
 //! The docker-compose backend: a manifest's services run as containers through the
 //! Docker Engine API, on a bridge network, one project per instance.
 
-use std::collections::BTreeSet;
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -20,6 +20,7 @@ use super::spec::{self, Unit};
 use crate::backend::{BackendError, labels};
 use crate::domain::instance::ServiceInstance;
 use crate::domain::liveness::Component;
+use crate::domain::resource::Holding;
 
 /// How often a deployment reads its containers' state while it waits: only a fallback,
 /// since the engine's events tell every start, exit and health change.
@@ -76,9 +77,23 @@ impl DockerRuntime for Containers {
         observe_instance(&self.engine, &self.settings.owner, instance_id).await
     }
 
-    async fn owned_instances(&self) -> Result<BTreeSet<String>, BackendError> {
-        let containers = self.engine.containers(&labels::filter_owner(&self.settings.owner)).await?;
-        Ok(containers.into_iter().filter_map(|c| c.labels?.remove(labels::INSTANCE)).collect())
+    /// Containers, and the host ports they publish (listed once per address family:
+    /// the first address stands for the port).
+    async fn units_held(&self, filters: &HashMap<String, Vec<String>>) -> Result<Vec<Holding>, BackendError> {
+        let mut held = Vec::new();
+        for container in self.engine.containers(filters).await? {
+            let Some(owner) = container.labels.and_then(|mut l| l.remove(labels::INSTANCE)) else { continue };
+            let Some(name) = container.names.as_ref().and_then(|n| n.first()) else { continue };
+            held.push(Holding::new("container", name.trim_start_matches('/'), owner.clone()));
+            for port in container.ports.unwrap_or_default() {
+                let (Some(public), Some(protocol)) = (port.public_port, port.typ) else { continue };
+                let protocol = protocol.to_string();
+                if !held.iter().any(|h| h.port.as_ref().is_some_and(|p| p.port == public && p.protocol == protocol)) {
+                    held.push(Holding::port(port.ip, public, &protocol, owner.clone()));
+                }
+            }
+        }
+        Ok(held)
     }
 
     async fn probe(&self) -> Result<String, BackendError> {

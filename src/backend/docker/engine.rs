@@ -265,13 +265,20 @@ impl Engine {
         }
     }
 
-    /// Removes the networks with these label filters; gone is fine.
-    pub async fn remove_networks(&self, filters: &HashMap<String, Vec<String>>) -> Result<(), BackendError> {
+    /// The names of the networks with these label filters, with their labels.
+    pub async fn networks(
+        &self,
+        filters: &HashMap<String, Vec<String>>,
+    ) -> Result<Vec<(String, HashMap<String, String>)>, BackendError> {
         let options = ListNetworksOptionsBuilder::new().filters(filters).build();
         let networks =
             self.docker()?.list_networks(Some(options)).await.map_err(|e| failed("cannot list networks", e))?;
-        for network in networks {
-            let Some(id) = network.id else { continue };
+        Ok(networks.into_iter().filter_map(|n| Some((n.name?, n.labels.unwrap_or_default()))).collect())
+    }
+
+    /// Removes the networks with these label filters; gone is fine.
+    pub async fn remove_networks(&self, filters: &HashMap<String, Vec<String>>) -> Result<(), BackendError> {
+        for (id, _) in self.networks(filters).await? {
             match self.docker()?.remove_network(&id).await {
                 Ok(()) => {}
                 Err(e) if is_not_found(&e) => {}

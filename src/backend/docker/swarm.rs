@@ -9,7 +9,7 @@
 //! the task containers on the node esm talks to (a single-node swarm, or the manager's
 //! own tasks).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -30,6 +30,7 @@ use super::spec::{self, Unit};
 use crate::backend::{BackendError, labels};
 use crate::domain::instance::ServiceInstance;
 use crate::domain::liveness::Component;
+use crate::domain::resource::Holding;
 
 /// How long the task containers of removed services may take to stop.
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -153,9 +154,24 @@ impl DockerRuntime for Services {
         Ok(observed)
     }
 
-    async fn owned_instances(&self) -> Result<BTreeSet<String>, BackendError> {
-        let services = self.services(&labels::filter_owner(&self.settings.owner)).await?;
-        Ok(services.into_iter().filter_map(|s| s.spec?.labels?.remove(labels::INSTANCE)).collect())
+    /// Services, and the host ports the routing mesh publishes for them (on every
+    /// address of every node).
+    async fn units_held(&self, filters: &HashMap<String, Vec<String>>) -> Result<Vec<Holding>, BackendError> {
+        let mut held = Vec::new();
+        for service in self.services(filters).await? {
+            let spec = service.spec.unwrap_or_default();
+            let (Some(name), Some(owner)) = (spec.name, spec.labels.and_then(|mut l| l.remove(labels::INSTANCE)))
+            else {
+                continue;
+            };
+            held.push(Holding::new("service", name, owner.clone()));
+            for port in service.endpoint.and_then(|e| e.ports).unwrap_or_default() {
+                let Some(public) = port.published_port.and_then(|p| u16::try_from(p).ok()) else { continue };
+                let protocol = port.protocol.map_or_else(|| "tcp".to_owned(), |p| p.to_string());
+                held.push(Holding::port(Some("0.0.0.0".into()), public, &protocol, owner.clone()));
+            }
+        }
+        Ok(held)
     }
 
     async fn probe(&self) -> Result<String, BackendError> {

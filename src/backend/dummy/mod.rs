@@ -40,7 +40,7 @@
 //!     environment: {MODE: test}
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -63,6 +63,7 @@ use crate::domain::liveness::Component;
 use crate::domain::manifest::Manifest;
 use crate::domain::operation::{OperationKind, OperationLog};
 use crate::domain::port::PortWant;
+use crate::domain::resource::Holding;
 use crate::yaml;
 
 /// The dummy backend.
@@ -72,9 +73,9 @@ pub struct DummyBackend {
     limits: yaml::Limits,
     /// The operations scripts hold, and their releases.
     holds: Arc<Holds>,
-    /// The instances it pretends to run, for `owned_instances`. A std mutex: never held
-    /// across an `.await`.
-    deployed: Mutex<BTreeSet<String>>,
+    /// The instances it pretends to run, with the host ports they publish, for `held`.
+    /// A std mutex: never held across an `.await`.
+    deployed: Mutex<BTreeMap<String, Vec<(u16, String)>>>,
     /// What it reports of its instances' liveness.
     liveness: Arc<LivenessScript>,
 }
@@ -208,7 +209,7 @@ impl DummyBackend {
 
     /// The instances it pretends to run. Poisoning is ignored: an insert or remove is
     /// never left half-done.
-    fn deployed(&self) -> MutexGuard<'_, BTreeSet<String>> {
+    fn deployed(&self) -> MutexGuard<'_, BTreeMap<String, Vec<(u16, String)>>> {
         self.deployed.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -326,7 +327,7 @@ impl Backend for DummyBackend {
     async fn provision(&self, instance: &ServiceInstance, manifest: &Manifest) -> Result<Deployment, BackendError> {
         let parsed = self.load(manifest)?;
         self.play(&parsed.script, OperationKind::Provision, &instance.id, running(&instance.operations)).await?;
-        self.deployed().insert(instance.id.clone());
+        self.deployed().insert(instance.id.clone(), published(instance));
         self.liveness.deployed(&instance.id);
         let containers: Vec<String> =
             parsed.services.iter().map(|(name, svc)| container_name(&instance.id, name, svc)).collect();
@@ -342,7 +343,7 @@ impl Backend for DummyBackend {
     async fn update(&self, instance: &ServiceInstance, manifest: &Manifest) -> Result<Deployment, BackendError> {
         let parsed = self.load(manifest)?;
         self.play(&parsed.script, OperationKind::Update, &instance.id, running(&instance.operations)).await?;
-        self.deployed().insert(instance.id.clone());
+        self.deployed().insert(instance.id.clone(), published(instance));
         Ok(Deployment { details: instance.deployment.clone() })
     }
 
@@ -430,8 +431,17 @@ impl Backend for DummyBackend {
         Ok(Info { flat: info, containers, problem: None })
     }
 
-    async fn owned_instances(&self) -> Result<BTreeSet<String>, BackendError> {
-        Ok(self.deployed().clone())
+    /// A `deployment` per instance, and the host ports it was given.
+    async fn held(&self, owner: Option<&str>) -> Result<Vec<Holding>, BackendError> {
+        let deployed = self.deployed();
+        let mut held = Vec::new();
+        for (id, ports) in deployed.iter().filter(|(id, _)| owner.is_none_or(|owner| owner == id.as_str())) {
+            held.push(Holding::new("deployment", id.clone(), id.clone()));
+            for (port, protocol) in ports {
+                held.push(Holding::port(Some("127.0.0.1".into()), *port, protocol, id.clone()));
+            }
+        }
+        Ok(held)
     }
 
     async fn remove_instance(&self, instance_id: &str) -> Result<(), BackendError> {
@@ -451,6 +461,11 @@ fn running(operations: &OperationLog) -> Option<&str> {
 
 /// Appends `line` as one JSON line with one `write` on a file opened for appending
 /// (`O_APPEND`), so lines of several processes never interleave.
+/// The host ports an instance's deployment is given, with their protocols.
+fn published(instance: &ServiceInstance) -> Vec<(u16, String)> {
+    instance.published_ports().map(|(port, protocol)| (port, protocol.to_owned())).collect()
+}
+
 fn append_line(path: &std::path::Path, line: &CallLine<'_>) -> std::io::Result<()> {
     use std::io::Write;
     let mut text = serde_json::to_vec(line).map_err(std::io::Error::other)?;

@@ -1,0 +1,70 @@
+//! `/v2/et/inventory` and `/v2/et/service_instances/{id}/resources`: what every
+//! deployment holds (see `broker/inventory.rs`).
+
+use axum::Json;
+use axum::extract::State;
+
+use super::AppState;
+use super::extract::{OsbPath, OsbQuery};
+use super::listing::{self, DEFAULT_LIMIT, Paging};
+use crate::domain::resource::ResourceState;
+use crate::error::{ErrorBody, OsbError, OsbResult};
+use crate::store::index;
+use crate::wire::{InstanceResources, InventoryPage, InventoryQuery};
+
+/// Every resource esm's deployments hold (containers, swarm services, networks,
+/// volumes, host ports) with its owner and state, a page at a time, filtered.
+#[utoipa::path(get, path = "/v2/et/inventory", tag = "elastest",
+    params(InventoryQuery),
+    responses(
+        (status = 200, description = "A page of resources", body = InventoryPage),
+        (status = 400, description = "A bad limit, cursor or state", body = ErrorBody),
+        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
+        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ))]
+pub async fn inventory(
+    State(state): State<AppState>,
+    OsbQuery(query): OsbQuery<InventoryQuery>,
+) -> OsbResult<Json<InventoryPage>> {
+    let paging =
+        Paging::of(query.limit, query.after.as_deref())?.unwrap_or(Paging { after: None, limit: DEFAULT_LIMIT });
+    let resource_state = match query.state.as_deref().filter(|s| !s.is_empty()) {
+        Some(text) => Some(ResourceState::parse(text).ok_or_else(|| {
+            OsbError::BadRequest(format!("state {text:?} is not one of creating, in_use, releasing, orphaned, gone"))
+        })?),
+        None => None,
+    };
+    // The most selective first: the store serves it from its index.
+    let filters: Vec<(String, String)> = [
+        (index::OWNER, query.owner),
+        (index::NAME, query.name),
+        (index::STATE, resource_state.map(|s| s.as_str().to_owned())),
+        (index::TYPE, query.kind),
+        (index::BACKEND, query.backend),
+    ]
+    .into_iter()
+    .filter_map(|(field, value)| Some((field.to_owned(), value.filter(|v| !v.is_empty())?)))
+    .collect();
+    let page = state.broker.inventory_page(filters, paging.after, paging.limit).await?;
+    let next = page.next_after.as_deref().map(listing::cursor);
+    Ok(Json(InventoryPage { resources: page.resources, next }))
+}
+
+/// What one instance holds: those of the warm pool member it was handed, if it was.
+#[utoipa::path(get, path = "/v2/et/service_instances/{instance_id}/resources", tag = "elastest",
+    params(("instance_id" = String, Path, description = "Instance id")),
+    responses(
+        (status = 200, description = "The instance's resources", body = InstanceResources),
+        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
+        (status = 404, description = "No such instance", body = ErrorBody),
+        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ))]
+pub async fn instance_resources(
+    State(state): State<AppState>,
+    OsbPath(instance_id): OsbPath<String>,
+) -> OsbResult<Json<InstanceResources>> {
+    let resources = state.broker.instance_resources(&instance_id).await?;
+    Ok(Json(InstanceResources { instance_id, resources }))
+}

@@ -1,0 +1,249 @@
+//! The inventory (`domain::resource`): what each deployment holds. The deploy path
+//! records it (in use after a provision or update, releasing while a deprovision runs,
+//! forgotten after it); reconciliation compares it with what the engines list, one
+//! listing per backend and one pass over the records, never a call per instance.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use futures_util::TryStreamExt;
+
+use super::Broker;
+use crate::backend::Backend;
+use crate::domain::event::Event;
+use crate::domain::instance::ServiceInstance;
+use crate::domain::operation::OperationKind;
+use crate::domain::resource::{Holding, Resource, ResourceState};
+use crate::error::{OsbError, OsbResult};
+use crate::store::index::{self, Query};
+use crate::store::{StoreError, Versioned};
+
+/// The most resources one deployment holds (read in one page).
+const OWNED_PAGE: usize = 1000;
+
+/// A page of the inventory.
+#[derive(Debug)]
+pub struct ResourcePage {
+    /// The resources, in id order.
+    pub resources: Vec<Resource>,
+    /// The id to continue after, when there is more.
+    pub next_after: Option<String>,
+}
+
+impl Broker {
+    /// The records of what the deployment made as `owner` holds.
+    pub(super) async fn resources_of(&self, owner: &str) -> Result<Vec<Versioned<Resource>>, StoreError> {
+        self.records.page(&Query::new([(index::OWNER, owner)], OWNED_PAGE)).await
+    }
+
+    /// Records what `backend` holds for `instance`'s deployment, just made or remade:
+    /// each resource in use, and what it no longer holds forgotten (but for the host
+    /// ports the instance leased, which stay its own until it is removed). Never fails
+    /// the operation: an engine or store error is logged, and reconciliation records
+    /// what this missed.
+    pub(super) async fn take_inventory(&self, backend: &dyn Backend, instance: &ServiceInstance) {
+        if let Err(e) = self.try_take_inventory(backend, instance).await {
+            tracing::warn!(instance_id = %instance.id, error = %e, "could not record what the deployment holds");
+        }
+    }
+
+    async fn try_take_inventory(&self, backend: &dyn Backend, instance: &ServiceInstance) -> Result<(), String> {
+        let owner = instance.deployed_id();
+        let held = backend.held(Some(owner)).await.map_err(|e| e.message)?;
+        let recorded = self.resources_of(owner).await.map_err(|e| e.to_string())?;
+        let mut recorded: BTreeMap<String, Versioned<Resource>> =
+            recorded.into_iter().map(|v| (v.record.id.clone(), v)).collect();
+        let now = self.clock().timestamp();
+        for holding in &held {
+            let written = match recorded.remove(&holding.id(backend.name())) {
+                Some(Versioned { version, mut record }) => {
+                    let moved = record.set_state(ResourceState::InUse, &now);
+                    let port_seen = holding.port.is_some() && record.port != holding.port;
+                    if !moved && !port_seen {
+                        continue;
+                    }
+                    record.port = holding.port.clone().or(record.port);
+                    self.records.replace(version, &record).await
+                }
+                None => self.records.insert(&Resource::of(holding, backend.name(), ResourceState::InUse, &now)).await,
+            };
+            match written {
+                Ok(_) => {}
+                // Another writer (a reconciliation, a port another deployment holds):
+                // the next reconciliation settles it.
+                Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        let leased = leased_ids(instance);
+        for (id, Versioned { version, .. }) in recorded {
+            if !leased.contains(&id) {
+                self.forget(&id, version).await.map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks every resource of `owner` releasing: its deployment is being removed.
+    pub(super) async fn mark_releasing(&self, owner: &str) -> OsbResult<()> {
+        let now = self.clock().timestamp();
+        for Versioned { version, mut record } in self.resources_of(owner).await? {
+            if record.set_state(ResourceState::Releasing, &now) {
+                match self.records.replace(version, &record).await {
+                    Ok(_) | Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets every resource of `owner`, whose deployment is gone: its host ports go
+    /// back to the range.
+    pub(super) async fn release_resources(&self, owner: &str) -> OsbResult<()> {
+        for Versioned { record, .. } in self.resources_of(owner).await? {
+            self.records.delete::<Resource>(&record.id, None).await?;
+        }
+        Ok(())
+    }
+
+    async fn forget(&self, id: &str, version: u64) -> Result<(), StoreError> {
+        match self.records.delete::<Resource>(id, Some(version)).await {
+            Ok(_) | Err(StoreError::Conflict(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Records `orphan`'s resources (held by `backend`, owned by an instance esm does
+    /// not know) as orphaned, before reconciliation removes them, and says so.
+    pub(super) async fn record_orphaned(&self, backend: &str, held: &[Holding], orphan: &str) -> OsbResult<()> {
+        let now = self.clock().timestamp();
+        let mut names = Vec::new();
+        for holding in held.iter().filter(|h| h.owner == orphan && !h.kept) {
+            self.records.upsert(&Resource::of(holding, backend, ResourceState::Orphaned, &now)).await?;
+            names.push(format!("{} {}", holding.kind, holding.name));
+        }
+        let mut event = Event::new("resource.orphaned")
+            .because(format!("{backend} holds {} for an instance esm does not know", names.join(", ")));
+        event.instance_id = Some(orphan.to_owned());
+        self.events.emit(event);
+        Ok(())
+    }
+
+    /// Compares what `backend` holds for live deployments (listed at `listed_at`) with
+    /// the inventory: what is held but not recorded is recorded; what is recorded but
+    /// no longer held is marked gone (with an event) when its deployment should hold
+    /// it, and forgotten when no deployment does. Records written after the listing,
+    /// and deployments with an operation running, are left for the next round.
+    pub(super) async fn check_inventory(&self, backend: &str, held: Vec<Holding>, listed_at: &str) -> OsbResult<()> {
+        let mut unrecorded: BTreeMap<String, Holding> = held.into_iter().map(|h| (h.id(backend), h)).collect();
+        let mut missing: BTreeMap<String, Vec<Versioned<Resource>>> = BTreeMap::new();
+        let now = self.clock().timestamp();
+        let filter = vec![(index::BACKEND.to_owned(), backend.to_owned())];
+        let mut records = std::pin::pin!(self.records.scan::<Resource>(filter));
+        while let Some(Versioned { version, mut record }) = records.try_next().await? {
+            match unrecorded.remove(&record.id) {
+                // Back (a container restarted under its name).
+                Some(holding)
+                    if holding.owner == record.owner
+                        && matches!(record.state, ResourceState::Gone | ResourceState::Orphaned) =>
+                {
+                    record.set_state(ResourceState::InUse, &now);
+                    self.replace_quietly(version, &record).await?;
+                }
+                Some(_) => {}
+                None if record.updated_at.as_str() < listed_at && record.state != ResourceState::Releasing => {
+                    missing.entry(record.owner.clone()).or_default().push(Versioned { version, record });
+                }
+                None => {}
+            }
+        }
+        for (owner, records) in missing {
+            self.settle_missing(&owner, records, &now).await?;
+        }
+        let mut by_owner: BTreeMap<String, Vec<Holding>> = BTreeMap::new();
+        for holding in unrecorded.into_values() {
+            by_owner.entry(holding.owner.clone()).or_default().push(holding);
+        }
+        for (owner, holdings) in by_owner {
+            let Some(instance) = self.deployed_as(&owner).await? else { continue };
+            let running_provision = instance.operations.running().is_some_and(|op| op.kind == OperationKind::Provision);
+            let state = if running_provision { ResourceState::Creating } else { ResourceState::InUse };
+            for holding in holdings {
+                match self.records.insert(&Resource::of(&holding, backend, state, &now)).await {
+                    Ok(_) | Err(StoreError::Conflict(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Recorded resources of `owner` its engine no longer lists.
+    async fn settle_missing(&self, owner: &str, records: Vec<Versioned<Resource>>, now: &str) -> OsbResult<()> {
+        let Some(instance) = self.deployed_as(owner).await? else {
+            // No deployment holds them (a removal cut short): nothing to keep.
+            for Versioned { version, record } in records {
+                self.forget(&record.id, version).await?;
+            }
+            return Ok(());
+        };
+        if instance.operations.running().is_some() {
+            return Ok(());
+        }
+        for Versioned { version, mut record } in records {
+            // A leased port stays its deployment's whether or not the engine shows it
+            // (a stopped container publishes nothing).
+            if record.is_port() || !record.set_state(ResourceState::Gone, now) {
+                continue;
+            }
+            self.replace_quietly(version, &record).await?;
+            let reason = format!("{} {} was removed behind esm's back", record.kind, record.name);
+            let mut event = Event::on_member("resource.gone", owner, &instance.service_id, &instance.plan_id);
+            // A member's own, or one an instance was handed; else just the instance's.
+            event.member_id = (instance.pool.is_some() || instance.id != owner).then(|| owner.to_owned());
+            event.instance_id = instance.pool.is_none().then(|| instance.id.clone());
+            self.events.emit(event.because(reason));
+        }
+        Ok(())
+    }
+
+    async fn replace_quietly(&self, version: u64, record: &Resource) -> OsbResult<()> {
+        match self.records.replace(version, record).await {
+            Ok(_) | Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// `GET /v2/et/inventory`: a page of resources matching every `(field, value)`
+    /// filter (index fields: owner, name, state, type, backend), in id order.
+    pub async fn inventory_page(
+        &self,
+        filters: Vec<(String, String)>,
+        after: Option<String>,
+        limit: usize,
+    ) -> OsbResult<ResourcePage> {
+        // One more than asked tells whether there is a next page.
+        let query = Query { filters, after, limit: limit + 1 };
+        let mut found = self.records.page::<Resource>(&query).await?;
+        let more = found.len() > limit;
+        found.truncate(limit);
+        let next_after = found.last().filter(|_| more).map(|v| v.record.id.clone());
+        Ok(ResourcePage { resources: found.into_iter().map(|v| v.record).collect(), next_after })
+    }
+
+    /// `GET /v2/et/service_instances/{id}/resources`: what the instance holds (those of
+    /// the pool member it was handed, if it was).
+    pub async fn instance_resources(&self, instance_id: &str) -> OsbResult<Vec<Resource>> {
+        let instance = self
+            .live_instance(instance_id)
+            .await?
+            .ok_or_else(|| OsbError::NotFound(format!("instance {instance_id} does not exist")))?
+            .record;
+        Ok(self.resources_of(instance.deployed_id()).await?.into_iter().map(|v| v.record).collect())
+    }
+}
+
+/// The record ids of the host ports `instance` leased.
+fn leased_ids(instance: &ServiceInstance) -> BTreeSet<String> {
+    instance.published_ports().map(|(port, protocol)| Resource::port_id(protocol, port)).collect()
+}

@@ -1,0 +1,55 @@
+//! The shapes of `/v2/et/inventory` and `/v2/et/service_instances/{id}/resources`.
+
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::domain::resource::Resource;
+
+/// `?owner=&type=&state=&backend=&name=&limit=&after=` on the inventory.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct InventoryQuery {
+    /// Only what this instance or pool member id holds (an instance handed a pool
+    /// member holds the member's: ask `/v2/et/service_instances/{id}/resources`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Only this type (`container`, `service`, `network`, `volume`, `port`,
+    /// `deployment`).
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    #[param(rename = "type")]
+    pub kind: Option<String>,
+    /// Only this state (`creating`, `in_use`, `releasing`, `orphaned`, `gone`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Only what this backend holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+    /// Only the resource with this engine name (a host port: `30000/tcp`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// At most this many (1–1000, default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    /// The `next` of the previous page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+}
+
+/// A page of the inventory.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct InventoryPage {
+    /// The resources, in id order.
+    pub resources: Vec<Resource>,
+    /// Pass as `after` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// What one instance holds.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct InstanceResources {
+    /// The instance.
+    pub instance_id: String,
+    /// Its resources, in id order.
+    pub resources: Vec<Resource>,
+}
