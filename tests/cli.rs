@@ -123,6 +123,20 @@ async fn every_command_works_against_a_real_esm_in_tables_and_json() {
     assert_eq!(json_of(&cli(api, &["pools", "get", "plan", "-o", "json"]).await)["plan_id"], "plan");
     ok(&cli(api, &["pools", "delete", "plan"]).await, "pools delete");
 
+    // What i-1 holds, in the inventory and of the instance.
+    let inventory = cli(api, &["inventory", "--owner", "i-1"]).await;
+    ok(&inventory, "inventory");
+    assert!(inventory.stdout.contains("TYPE") && inventory.stdout.contains("deployment"), "{}", inventory.stdout);
+    let page = json_of(&cli(api, &["inventory", "--type", "deployment", "--state", "in_use", "-o", "json"]).await);
+    let owners: Vec<&str> =
+        page["resources"].as_array().expect("resources").iter().filter_map(|r| r["owner"].as_str()).collect();
+    assert!(owners.contains(&"i-1"), "{page}");
+    let own = json_of(&cli(api, &["instances", "resources", "i-1", "-o", "json"]).await);
+    assert_eq!((own["instance_id"].as_str(), own["resources"][0]["type"].as_str()), (Some("i-1"), Some("deployment")));
+    let bad = cli(api, &["inventory", "--state", "busy"]).await;
+    assert_eq!(bad.code, 1, "a refused request: {}", bad.stderr);
+    assert!(bad.stderr.contains("esm: state \"busy\" is not one of"), "{}", bad.stderr);
+
     let events = cli(api, &["events", "--type", "provision.succeeded", "-o", "json"]).await;
     ok(&events, "events");
     let kinds: Vec<Value> =

@@ -131,14 +131,21 @@ impl Broker {
 
     /// Compares what `backend` holds for live deployments (listed at `listed_at`) with
     /// the inventory: what is held but not recorded is recorded; what is recorded but
-    /// no longer held is marked gone (with an event) when its deployment should hold
-    /// it, and forgotten when no deployment does. Records written after the listing,
-    /// and deployments with an operation running, are left for the next round.
-    pub(super) async fn check_inventory(&self, backend: &str, held: Vec<Holding>, listed_at: &str) -> OsbResult<()> {
-        let mut unrecorded: BTreeMap<String, Holding> = held.into_iter().map(|h| (h.id(backend), h)).collect();
+    /// not listed is marked gone (with an event) when its deployment should hold it and
+    /// the backend confirms it does not, and forgotten when no deployment does. Records
+    /// written after the listing, and deployments with an operation running, are left
+    /// for the next round.
+    pub(super) async fn check_inventory(
+        &self,
+        backend: &dyn Backend,
+        held: Vec<Holding>,
+        listed_at: &str,
+    ) -> OsbResult<()> {
+        let name = backend.name();
+        let mut unrecorded: BTreeMap<String, Holding> = held.into_iter().map(|h| (h.id(name), h)).collect();
         let mut missing: BTreeMap<String, Vec<Versioned<Resource>>> = BTreeMap::new();
         let now = self.clock().timestamp();
-        let filter = vec![(index::BACKEND.to_owned(), backend.to_owned())];
+        let filter = vec![(index::BACKEND.to_owned(), name.to_owned())];
         let mut records = std::pin::pin!(self.records.scan::<Resource>(filter));
         while let Some(Versioned { version, mut record }) = records.try_next().await? {
             match unrecorded.remove(&record.id) {
@@ -158,7 +165,7 @@ impl Broker {
             }
         }
         for (owner, records) in missing {
-            self.settle_missing(&owner, records, &now).await?;
+            self.settle_missing(backend, &owner, records, &now).await?;
         }
         let mut by_owner: BTreeMap<String, Vec<Holding>> = BTreeMap::new();
         for holding in unrecorded.into_values() {
@@ -169,7 +176,7 @@ impl Broker {
             let running_provision = instance.operations.running().is_some_and(|op| op.kind == OperationKind::Provision);
             let state = if running_provision { ResourceState::Creating } else { ResourceState::InUse };
             for holding in holdings {
-                match self.records.insert(&Resource::of(&holding, backend, state, &now)).await {
+                match self.records.insert(&Resource::of(&holding, name, state, &now)).await {
                     Ok(_) | Err(StoreError::Conflict(_)) => {}
                     Err(e) => return Err(e.into()),
                 }
@@ -178,8 +185,22 @@ impl Broker {
         Ok(())
     }
 
-    /// Recorded resources of `owner` its engine no longer lists.
-    async fn settle_missing(&self, owner: &str, records: Vec<Versioned<Resource>>, now: &str) -> OsbResult<()> {
+    /// Recorded resources of `owner` that `backend`'s full listing did not show.
+    async fn settle_missing(
+        &self,
+        backend: &dyn Backend,
+        owner: &str,
+        records: Vec<Versioned<Resource>>,
+        now: &str,
+    ) -> OsbResult<()> {
+        // A second look at this deployment alone: a listing may lag the engine, and a
+        // backend may hold deployments it cannot list (the dummy after a restart).
+        let Ok(held) = backend.held(Some(owner)).await else { return Ok(()) };
+        let ids: BTreeSet<String> = held.iter().map(|h| h.id(backend.name())).collect();
+        let records: Vec<_> = records.into_iter().filter(|r| !ids.contains(&r.record.id)).collect();
+        if records.is_empty() {
+            return Ok(());
+        }
         let Some(instance) = self.deployed_as(owner).await? else {
             // No deployment holds them (a removal cut short): nothing to keep.
             for Versioned { version, record } in records {

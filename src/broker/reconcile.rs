@@ -55,7 +55,7 @@ impl Broker {
                 }
             }
             let live = held.into_iter().filter(|h| !orphans.contains(&h.owner) && owners.contains(&h.owner)).collect();
-            self.check_inventory(backend.name(), live, &listed_at).await?;
+            self.check_inventory(backend.as_ref(), live, &listed_at).await?;
         }
         Ok(removed)
     }

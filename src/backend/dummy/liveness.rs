@@ -76,6 +76,11 @@ impl LivenessScript {
         self.removed.lock().unwrap_or_else(PoisonError::into_inner).insert(id.to_owned());
     }
 
+    /// Whether instance `id` was deprovisioned in this process.
+    pub(super) fn was_removed(&self, id: &str) -> bool {
+        self.removed.lock().unwrap_or_else(PoisonError::into_inner).contains(id)
+    }
+
     /// Instance `id` was (re)deployed.
     pub(super) fn deployed(&self, id: &str) {
         self.removed.lock().unwrap_or_else(PoisonError::into_inner).remove(id);

@@ -431,9 +431,14 @@ impl Backend for DummyBackend {
         Ok(Info { flat: info, containers, problem: None })
     }
 
-    /// A `deployment` per instance, and the host ports it was given.
+    /// A `deployment` per instance, and the host ports it was given. Asked about one
+    /// instance this process never saw, it holds it (as its liveness says it runs:
+    /// containers outlive an esm restart); the full listing cannot know those.
     async fn held(&self, owner: Option<&str>) -> Result<Vec<Holding>, BackendError> {
         let deployed = self.deployed();
+        if let Some(owner) = owner.filter(|o| !deployed.contains_key(*o) && !self.liveness.was_removed(o)) {
+            return Ok(vec![Holding::new("deployment", owner, owner)]);
+        }
         let mut held = Vec::new();
         for (id, ports) in deployed.iter().filter(|(id, _)| owner.is_none_or(|owner| owner == id.as_str())) {
             held.push(Holding::new("deployment", id.clone(), id.clone()));
@@ -446,6 +451,7 @@ impl Backend for DummyBackend {
 
     async fn remove_instance(&self, instance_id: &str) -> Result<(), BackendError> {
         self.deployed().remove(instance_id);
+        self.liveness.removed(instance_id);
         Ok(())
     }
 
