@@ -26,6 +26,20 @@ use super::{Collection, Document, Query, Store, StoreError};
 /// How long the prober waits after a failed ping before the next one.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
+/// The longest any call may take. The driver bounds server selection and connecting,
+/// not a request on a connection that stopped answering: without this, one wedged
+/// connection would hold requests (and `/health`) forever. Generous, since a loaded
+/// server can be slow; a call past it fails as unavailable (a write may still have
+/// landed, as when a connection drops after sending it).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `call`, failed as unavailable past [`CALL_TIMEOUT`].
+async fn bounded<T>(call: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+    tokio::time::timeout(CALL_TIMEOUT, call).await.unwrap_or_else(|_| {
+        Err(StoreError::Unavailable(format!("the store did not answer within {} s", CALL_TIMEOUT.as_secs())))
+    })
+}
+
 /// A [`Store`] that fails fast while its inner store is known to be down.
 pub struct BreakerStore {
     inner: Arc<dyn Store>,
@@ -91,7 +105,7 @@ impl BreakerStore {
         if let Some(message) = self.shared.down() {
             return Err(StoreError::Unavailable(message));
         }
-        let result = call.await;
+        let result = bounded(call).await;
         self.shared.record(&result);
         result
     }
@@ -114,7 +128,7 @@ async fn probe(store: Arc<dyn Store>, shared: Arc<Shared>) {
         while shared.down().is_some() {
             tokio::select! {
                 () = shared.stop.cancelled() => return,
-                answer = store.ping() => match answer {
+                answer = bounded(store.ping()) => match answer {
                     Ok(()) => shared.close(),
                     Err(e) => tracing::debug!(error = %e, "the store still does not answer"),
                 },
@@ -198,7 +212,7 @@ impl Store for BreakerStore {
 
     /// Always asks the store (this is `/health`'s check), and learns from the answer.
     async fn ping(&self) -> Result<(), StoreError> {
-        let result = self.inner.ping().await;
+        let result = bounded(self.inner.ping()).await;
         match &result {
             Ok(()) => self.shared.close(),
             Err(_) => self.shared.record(&result),
@@ -272,6 +286,24 @@ mod tests {
         flaky.set_down(false);
         until_closed(&store).await;
         assert!(store.get(Collection::Instances, "a").await.expect("answers").is_some());
+        store.close().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_that_never_answers_fails_as_unavailable_after_the_call_timeout() {
+        // A server that holds every call for an hour: a wedged connection.
+        let wedged = Arc::new(SwitchableStore::new(false, Duration::from_secs(3600)));
+        let store = BreakerStore::new(wedged.clone());
+        wedged.set_down(true);
+        let started = Instant::now();
+        let answer = store.get(Collection::Instances, "a").await;
+        assert_eq!(started.elapsed(), CALL_TIMEOUT);
+        assert!(
+            matches!(&answer, Err(StoreError::Unavailable(m)) if m.contains("did not answer within 30 s")),
+            "{answer:?}"
+        );
+        assert!(store.is_open(), "and the breaker knows");
+        assert!(store.ping().await.is_err(), "a ping is bounded too");
         store.close().await;
     }
 

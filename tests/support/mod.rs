@@ -311,9 +311,11 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client for `api`.
+    /// A client for `api`. A request esm does not answer within a minute fails (status
+    /// 0), so a wedged esm fails the test instead of hanging it.
     pub fn new(api: &str) -> Self {
-        Self { http: reqwest::Client::new(), api: api.to_owned() }
+        let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(60)).build().expect("a client");
+        Self { http, api: api.to_owned() }
     }
 
     /// Sends a request; `(status, JSON body)`.
