@@ -45,5 +45,6 @@ pub mod probe;
 pub mod serve;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod wire;
 pub mod yaml;

@@ -29,7 +29,7 @@ async fn catalog(http: &reqwest::Client, api: &str) -> Option<(Value, String)> {
 /// Puts `service` through `writer`, then polls `reader` until its catalog satisfies
 /// `shows`: that must happen within [`BOUND`] of the write's answer, with a new `ETag`.
 async fn change_is_seen(writer: &Client, reader: &str, service: &Value, shows: impl Fn(&Value) -> bool) {
-    let http = reqwest::Client::new();
+    let http = support::http();
     let (_, before) = catalog(&http, reader).await.expect("the reader serves its catalog");
     let (status, body) = writer.send(Method::PUT, "/v2/et/catalog", Some(service)).await;
     assert!(matches!(status, 200 | 201), "register: {status} {body}");
@@ -70,7 +70,7 @@ async fn a_catalog_change_through_one_replica_is_served_by_the_other_within_a_se
     let (ca, cb) = (Client::new(&a.api), Client::new(&b.api));
     ca.register("x-esm-dummy: {mode: sync}").await;
     // Both serve it (and, once their watchers have looked, from memory).
-    let http = reqwest::Client::new();
+    let http = support::http();
     for api in [&a.api, &b.api] {
         eventually(Duration::from_secs(5), "both replicas to serve the first service", || async {
             catalog(&http, api).await.filter(|(body, _)| body["services"].as_array().is_some_and(|s| s.len() == 1))

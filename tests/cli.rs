@@ -278,3 +278,105 @@ async fn ctrl_c_stops_the_waiting_not_the_operation() {
     .await;
     drop(esm);
 }
+
+/// `openssl <args>` in `dir`.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("openssl runs");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A certificate authority (`ca.pem`) and a server certificate it signed for 127.0.0.1
+/// (`leaf.pem`, `leaf.key`), made in `dir`.
+fn make_certificates(dir: &std::path::Path) {
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    openssl(
+        dir,
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=esm test CA"],
+        ]
+        .concat(),
+    );
+    openssl(dir, &[&["req"][..], &ec, &["-keyout", "leaf.key", "-out", "leaf.csr", "-subj", "/CN=127.0.0.1"]].concat());
+    let ext = "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n";
+    std::fs::write(dir.join("leaf.ext"), ext).expect("written");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "leaf.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "leaf.ext",
+        ],
+    );
+}
+
+/// A TLS proxy in front of `api` (`http://127.0.0.1:port`) with the certificate in
+/// `dir`, as an operator puts esm behind one: its `https://` URL.
+async fn tls_proxy(dir: &std::path::Path, api: &str) -> String {
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("leaf.pem"))
+        .expect("leaf.pem")
+        .map(|c| c.expect("a certificate"))
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(dir.join("leaf.key")).expect("leaf.key");
+    let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("the certificate and key");
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
+    let port = listener.local_addr().expect("address").port();
+    let upstream = api.trim_start_matches("http://").to_owned();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, upstream) = (acceptor.clone(), upstream.clone());
+            tokio::spawn(async move {
+                // A client that refuses the certificate ends the handshake: nothing to do.
+                let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                let Ok(mut esm) = tokio::net::TcpStream::connect(&upstream).await else { return };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut esm).await;
+            });
+        }
+    });
+    format!("https://127.0.0.1:{port}")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_through_a_tls_proxy_with_the_operator_s_certificate_authority() {
+    let (esm, dir) = esm().await;
+    make_certificates(dir.path());
+    let url = tls_proxy(dir.path(), &esm.api).await;
+    let ca = dir.path().join("ca.pem").to_string_lossy().into_owned();
+
+    let trusted = cli(&url, &["--ca-cert", &ca, "catalog", "-o", "json"]).await;
+    ok(&trusted, "catalog over https");
+    assert_eq!(json_of(&trusted)["services"], json!([]), "{}", trusted.stdout);
+
+    // Without the authority the certificate is refused: esm cannot be reached safely.
+    let refused = cli(&url, &["catalog"]).await;
+    assert_eq!(refused.code, 3, "{}", refused.stderr);
+    assert!(refused.stderr.starts_with("esm: "), "{}", refused.stderr);
+    // A file that holds no certificate is bad input.
+    let key = dir.path().join("ca.key").to_string_lossy().into_owned();
+    let bad = cli(&url, &["--ca-cert", &key, "catalog"]).await;
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(bad.stderr.contains("no PEM certificate"), "{}", bad.stderr);
+    drop(esm);
+}

@@ -100,7 +100,7 @@ async fn a_compose_manifest_deploys_answers_binds_and_leaves_no_trace() {
     assert_eq!(view["deployment"].as_array().map(Vec::len), Some(2), "{view}");
 
     // The published port answers.
-    let page = reqwest::get(format!("http://127.0.0.1:{port}/index.html")).await.expect("the container answers");
+    let page = support::get(format!("http://127.0.0.1:{port}/index.html")).await.expect("the container answers");
     assert_eq!(page.text().await.expect("body").trim(), "hello from esm");
 
     // Binding: host and port per service, plus the manifest's x-esm-credentials.
@@ -258,7 +258,7 @@ async fn a_manifest_deploys_as_swarm_services_and_leaves_no_trace() {
     assert_eq!(binding["credentials"]["services"]["web"]["ports"]["8080/tcp"].to_string(), port, "{binding}");
     let url = format!("http://127.0.0.1:{port}/index.html");
     let page = eventually(Duration::from_secs(30), "the swarm service to answer", || async {
-        let r = reqwest::get(&url).await.ok().filter(|r| r.status().is_success())?;
+        let r = support::get(&url).await.ok().filter(|r| r.status().is_success())?;
         r.text().await.ok()
     })
     .await;

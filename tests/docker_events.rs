@@ -47,7 +47,7 @@ async fn a_container_killed_behind_esms_back_is_down_within_two_seconds_and_up_o
     })
     .await;
 
-    let response = reqwest::Client::new()
+    let response = support::http()
         .get(format!("{}/v2/et/events?instance_id={id}&type=liveness.changed", esm.api))
         .header("accept", "text/event-stream")
         .send()

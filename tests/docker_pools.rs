@@ -59,7 +59,7 @@ async fn a_docker_pool_hands_out_running_containers_and_replaces_a_killed_member
         .and_then(|c| c.iter().find(|(k, _)| k.ends_with("8080/tcp/HostPort")).map(|(_, v)| v.clone()))
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_else(|| panic!("a published port in {view}"));
-    let answer = reqwest::get(format!("http://127.0.0.1:{port}/")).await.expect("the handed-out web container answers");
+    let answer = support::get(format!("http://127.0.0.1:{port}/")).await.expect("the handed-out web container answers");
     assert!(answer.status().as_u16() < 500, "{}", answer.status());
     let (_, liveness) = client.send(Method::GET, "/v2/et/service_instances/warm-1/liveness", None).await;
     assert_eq!(liveness["status"], "up", "{liveness}");

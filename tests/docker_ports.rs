@@ -27,7 +27,7 @@ async fn host_port(client: &Client, id: &str) -> u16 {
 async fn answers(port: u16) {
     let url = format!("http://127.0.0.1:{port}/");
     eventually(Duration::from_secs(10), &format!("{url} to answer"), || async {
-        reqwest::get(&url).await.ok().filter(|r| r.status().as_u16() < 500).map(|_| ())
+        support::get(&url).await.ok().filter(|r| r.status().as_u16() < 500).map(|_| ())
     })
     .await;
 }

@@ -209,7 +209,7 @@ async fn a_mongodb_outage_is_503_and_esm_recovers_without_a_restart() {
     assert_eq!(body["error"], "ServiceUnavailable");
     let (status, body) = client.provision("during", false).await;
     assert_eq!(status, 503, "{body}");
-    let health = reqwest::get(format!("{}/health", esm.ops)).await.expect("health answers");
+    let health = support::get(format!("{}/health", esm.ops)).await.expect("health answers");
     assert_eq!(health.status().as_u16(), 503);
     let health: serde_json::Value = health.json().await.expect("health JSON");
     assert_eq!(health["status"], "failure");
@@ -229,7 +229,7 @@ async fn a_mongodb_outage_is_503_and_esm_recovers_without_a_restart() {
     assert_eq!(status, 200, "the write acknowledged before the outage is there: {body}");
     let (status, _) = client.send(Method::GET, "/v2/service_instances/during", None).await;
     assert_eq!(status, 404, "the refused provision left nothing");
-    let health = reqwest::get(format!("{}/health", esm.ops)).await.expect("health answers");
+    let health = support::get(format!("{}/health", esm.ops)).await.expect("health answers");
     assert_eq!(health.status().as_u16(), 200);
 }
 
@@ -242,7 +242,7 @@ async fn with_mongodb_down_v2_calls_are_answered_503_at_once_with_retry_after() 
     let uri = format!("mongodb://127.0.0.1:{}/?directConnection=true", support::free_port());
     let store = StoreSetup::Mongo { uri, db: "esm".into() };
     let esm = Esm::start_unready(&store, &[("ESM_RETRY_AFTER", "7")]).await;
-    let http = reqwest::Client::new();
+    let http = support::http();
     let catalog = || http.get(format!("{}/v2/catalog", esm.api)).header("X-Broker-API-Version", "2.17").send();
     // The first answer may take the selection timeout (or come at once, if start-up's
     // own store calls have found the store down already).

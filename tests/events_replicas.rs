@@ -20,7 +20,7 @@ use support::{Client, Esm, StoreSetup, eventually, mongo_uri};
 const BOUND: Duration = Duration::from_secs(1);
 
 async fn subscribe(api: &str, query: &str) -> SseReader {
-    let response = reqwest::Client::new()
+    let response = support::http()
         .get(format!("{api}/v2/et/events{query}"))
         .header("accept", "text/event-stream")
         .send()

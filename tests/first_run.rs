@@ -22,7 +22,7 @@ async fn text_logs_redirected_to_a_file_have_no_colour_codes() {
         Esm::start_logging(&StoreSetup::Embedded(dir.path().join("data")), &[("ESM_LOG_FORMAT", "text")], Some(&log))
             .await;
     // A request, so the audit line (the most decorated one) is in the log too.
-    let client = reqwest::Client::new();
+    let client = support::http();
     let r = client.get(format!("{}/v2/catalog", esm.api)).header("X-Broker-API-Version", "2.17").send().await;
     assert_eq!(r.expect("answers").status().as_u16(), 200);
     let text = eventually(Duration::from_secs(10), "the audit line in the log", || async {
@@ -95,7 +95,7 @@ async fn bare_boolean_flags_and_boolean_variables_both_work() {
     )
     .await;
     let env: serde_json::Value =
-        reqwest::get(format!("{}/environment", esm.ops)).await.expect("answers").json().await.expect("JSON");
+        support::get(format!("{}/environment", esm.ops)).await.expect("answers").json().await.expect("JSON");
     let config = &env["config"];
     assert_eq!(config["ESM_DOCKER_ALLOW_BIND_MOUNTS"], true, "{config}");
     assert_eq!(config["ESM_DOCKER_ALLOW_PRIVILEGED"], false, "{config}");
@@ -104,7 +104,7 @@ async fn bare_boolean_flags_and_boolean_variables_both_work() {
 
 /// `/health`'s result for `checker`.
 async fn health_of(ops: &str, checker: &str) -> (u16, Value) {
-    let r = reqwest::get(format!("{ops}/health")).await.expect("/health answers");
+    let r = support::get(format!("{ops}/health")).await.expect("/health answers");
     let status = r.status().as_u16();
     let body: Value = r.json().await.expect("JSON");
     let result = body["results"]

@@ -239,7 +239,7 @@ async fn stalled_connections_beyond_the_cap_do_not_lock_out_valid_clients() {
     let most = most_open_files(esm.pid(), flood_started + SECOND - EARLY).await;
     assert!(most + 5 >= baseline + CAP, "{most} files open with {baseline} before: esm took fewer than the cap");
     assert!(most <= baseline + CAP + 5, "{most} files open with {baseline} before and a cap of {CAP}");
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
+    let http = support::http_builder().timeout(Duration::from_secs(30)).build().expect("client");
 
     // The operator port has its own slots: it answers at once.
     let started = Instant::now();
@@ -304,6 +304,6 @@ async fn the_operator_port_cuts_a_stalled_client_too() {
     let (_, took) = read_until_closed(&mut stream, since, SECOND + MARGIN).await;
     assert_cut_after("half a head on the operator port", took, SECOND);
 
-    let health = reqwest::get(format!("{}/health", esm.ops)).await.expect("/health answers");
+    let health = support::get(format!("{}/health", esm.ops)).await.expect("/health answers");
     assert!(health.status().is_success());
 }

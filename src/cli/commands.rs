@@ -17,6 +17,10 @@ pub struct Target {
     /// The esm API the client commands talk to.
     #[arg(long = "url", env = "ESM_URL", default_value = "http://localhost:8080", global = true)]
     pub url: String,
+    /// PEM certificate authorities to trust besides the built-in Mozilla roots, for an
+    /// `https://` esm behind a proxy with a certificate of your own authority.
+    #[arg(long = "ca-cert", env = "ESM_CA_CERT", global = true)]
+    pub ca_cert: Option<std::path::PathBuf>,
     /// `table` for people, `json` for scripts (exactly the API's JSON).
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table, global = true)]
     pub output: Output,

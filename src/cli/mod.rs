@@ -75,9 +75,17 @@ impl From<ClientError> for Failure {
 /// if any; prints what it did and returns the exit code.
 pub async fn run(command: ClientCommand, target: &Target, credentials: Option<(&str, &str)>) -> ExitCode {
     let auth = credentials.map(|(user, password)| (user.to_owned(), password.to_owned()));
-    let result = match Client::new(&target.url, auth) {
+    let client = match &target.ca_cert {
+        None => Client::new(&target.url, auth).map_err(Failure::from),
+        Some(path) => match std::fs::read(path) {
+            Ok(pem) => Client::with_ca(&target.url, auth, &pem)
+                .map_err(|e| Failure::usage(format!("--ca-cert {}: {e}", path.display()))),
+            Err(e) => Err(Failure::usage(format!("cannot read --ca-cert {}: {e}", path.display()))),
+        },
+    };
+    let result = match client {
         Ok(client) => commands::run(command, &client, target).await,
-        Err(e) => Err(e.into()),
+        Err(failure) => Err(failure),
     };
     match result {
         Ok(exit) => exit.into(),

@@ -91,17 +91,30 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client of the esm at `base` (`http://host:8080`), with basic-auth credentials
-    /// if it wants them.
-    ///
-    /// Plain HTTP only: esm serves HTTP, and reqwest's TLS backends would either link a
-    /// second crypto library or make every other HTTP client in the process depend on
-    /// a provider installed first. Reach an esm behind a TLS proxy through a tunnel.
+    /// A client of the esm at `base` (`http://host:8080`, or `https://` for an esm
+    /// behind a TLS proxy, checked against the Mozilla roots built into esm), with
+    /// basic-auth credentials if it wants them.
     pub fn new(base: &str, auth: Option<(String, String)>) -> Result<Self, ClientError> {
-        if !base.starts_with("http://") {
-            return Err(ClientError::Invalid(format!("{base} is not an http:// URL (this client speaks plain HTTP)")));
+        Self::with_tls(base, auth, crate::tls::client_config())
+    }
+
+    /// The same, trusting also the certificate authorities in `ca_pem` (an esm behind
+    /// a proxy with a certificate of the operator's own authority).
+    pub fn with_ca(base: &str, auth: Option<(String, String)>, ca_pem: &[u8]) -> Result<Self, ClientError> {
+        let tls = crate::tls::client_config_with_roots(ca_pem).map_err(ClientError::Invalid)?;
+        Self::with_tls(base, auth, tls)
+    }
+
+    fn with_tls(
+        base: &str,
+        auth: Option<(String, String)>,
+        tls: tokio_rustls::rustls::ClientConfig,
+    ) -> Result<Self, ClientError> {
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(ClientError::Invalid(format!("{base} is not an http:// or https:// URL")));
         }
         let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
             .timeout(REQUEST_TIMEOUT)
             .build()
             .map_err(|e| ClientError::Invalid(format!("cannot make an HTTP client: {e}")))?;

@@ -128,7 +128,10 @@ pub async fn spawn_app_with(config: Config) -> TestApp {
     TestApp {
         api,
         ops,
-        client: reqwest::Client::new(),
+        client: {
+            esm::tls::install_default_provider();
+            reqwest::Client::new()
+        },
         auth: None,
         holds,
         liveness,

@@ -131,7 +131,7 @@ pub struct Traffic {
 
 /// Runs the load until `load.until`, then waits for the workers to finish polling.
 pub async fn run(load: &Load) -> Traffic {
-    let http = reqwest::Client::builder()
+    let http = crate::support::http_builder()
         .timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(load.workers)
         .build()

@@ -19,6 +19,23 @@ pub use wait::eventually;
 /// The OSB version header value tests send.
 pub const VERSION: &str = "2.17";
 
+/// A builder of an HTTP client for tests. esm builds reqwest without a TLS provider
+/// of its own (see `esm::tls`), so every test client needs the process's default one.
+pub fn http_builder() -> reqwest::ClientBuilder {
+    esm::tls::install_default_provider();
+    reqwest::Client::builder()
+}
+
+/// An HTTP client for tests.
+pub fn http() -> reqwest::Client {
+    http_builder().build().expect("an HTTP client")
+}
+
+/// `GET url`.
+pub async fn get(url: impl reqwest::IntoUrl) -> reqwest::Result<reqwest::Response> {
+    http().get(url).send().await
+}
+
 /// A loopback port nothing listens on (bound and released), for tests that need a
 /// dead address or must name a port themselves. esm itself is started on port 0.
 pub fn free_port() -> u16 {
@@ -219,7 +236,7 @@ impl Esm {
     }
 
     async fn wait_until_serving(&self) {
-        let client = reqwest::Client::new();
+        let client = http();
         let catalog = format!("{}/v2/catalog", self.api);
         eventually(Duration::from_secs(20), &format!("esm to serve {catalog}"), || async {
             let r = client.get(&catalog).header("X-Broker-API-Version", VERSION).send().await.ok()?;
@@ -314,7 +331,7 @@ impl Client {
     /// A client for `api`. A request esm does not answer within a minute fails (status
     /// 0), so a wedged esm fails the test instead of hanging it.
     pub fn new(api: &str) -> Self {
-        let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(60)).build().expect("a client");
+        let http = http_builder().timeout(std::time::Duration::from_secs(60)).build().expect("a client");
         Self { http, api: api.to_owned() }
     }
 
