@@ -83,18 +83,25 @@ impl Broker {
         Ok(())
     }
 
-    /// Marks every resource of `owner` releasing: its deployment is being removed.
-    pub(super) async fn mark_releasing(&self, owner: &str) -> OsbResult<()> {
+    /// Marks every resource of `owner` releasing: its deployment is being removed. Like
+    /// all recording, it never fails the operation.
+    pub(super) async fn mark_releasing(&self, owner: &str) {
         let now = self.clock().timestamp();
-        for Versioned { version, mut record } in self.resources_of(owner).await? {
-            if record.set_state(ResourceState::Releasing, &now) {
-                match self.records.replace(version, &record).await {
-                    Ok(_) | Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => {}
-                    Err(e) => return Err(e.into()),
+        let marked: Result<(), StoreError> = async {
+            for Versioned { version, mut record } in self.resources_of(owner).await? {
+                if record.set_state(ResourceState::Releasing, &now) {
+                    match self.records.replace(version, &record).await {
+                        Ok(_) | Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => {}
+                        Err(e) => return Err(e),
+                    }
                 }
             }
+            Ok(())
         }
-        Ok(())
+        .await;
+        if let Err(e) = marked {
+            tracing::warn!(owner, error = %e, "could not mark what a deployment holds as releasing");
+        }
     }
 
     /// Forgets every resource of `owner`, whose deployment is gone: its host ports go
@@ -114,13 +121,24 @@ impl Broker {
     }
 
     /// Records `orphan`'s resources (held by `backend`, owned by an instance esm does
-    /// not know) as orphaned, before reconciliation removes them, and says so.
+    /// not know) as orphaned, before reconciliation removes them, and says so once (a
+    /// removal that keeps failing is not announced every round).
     pub(super) async fn record_orphaned(&self, backend: &str, held: &[Holding], orphan: &str) -> OsbResult<()> {
         let now = self.clock().timestamp();
+        let known: BTreeSet<String> = self
+            .resources_of(orphan)
+            .await?
+            .into_iter()
+            .filter(|v| v.record.state == ResourceState::Orphaned)
+            .map(|v| v.record.id)
+            .collect();
         let mut names = Vec::new();
-        for holding in held.iter().filter(|h| h.owner == orphan && !h.kept) {
+        for holding in held.iter().filter(|h| h.owner == orphan && !h.kept && !known.contains(&h.id(backend))) {
             self.records.upsert(&Resource::of(holding, backend, ResourceState::Orphaned, &now)).await?;
             names.push(format!("{} {}", holding.kind, holding.name));
+        }
+        if names.is_empty() {
+            return Ok(());
         }
         let mut event = Event::new("resource.orphaned")
             .because(format!("{backend} holds {} for an instance esm does not know", names.join(", ")));

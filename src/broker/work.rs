@@ -226,7 +226,7 @@ impl Work for Deprovision {
         _op: &Operation,
     ) -> Result<(), BackendError> {
         let (backend, manifest) = broker.teardown_backend(registry, instance).await.map_err(failure)?;
-        broker.mark_releasing(instance.deployed_id()).await.map_err(failure)?;
+        broker.mark_releasing(instance.deployed_id()).await;
         let target = instance.deployed();
         let removed = backend.deprovision(&target, manifest.as_ref()).await;
         if removed.is_err() {
