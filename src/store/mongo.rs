@@ -28,6 +28,9 @@ use tokio::sync::OnceCell;
 
 use super::{Collection, Document, Query, Store, StoreError, index};
 
+/// Connections to MongoDB per esm process, unless the URI says otherwise.
+const MAX_POOL_SIZE: u32 = 100;
+
 /// How long a request waits for a reachable server before esm answers 503.
 const SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -67,6 +70,12 @@ impl MongoStore {
         })?;
         options.server_selection_timeout.get_or_insert(SERVER_SELECTION_TIMEOUT);
         options.connect_timeout.get_or_insert(SERVER_SELECTION_TIMEOUT);
+        // The Rust driver's default is 10 connections, other drivers' 100. esm keeps many
+        // calls in flight (each running operation renews its lease; liveness, events and
+        // reconciliation read alongside requests): with 10, a burst of provisions queued
+        // for connections and a restart resuming 60 operations stalled on SecantusDB in
+        // tests. A URI that sets `maxPoolSize` wins.
+        options.max_pool_size.get_or_insert(MAX_POOL_SIZE);
         options.app_name.get_or_insert_with(|| "esm".to_owned());
         // esm acknowledges a request only after its write is durable: journaled, and on a
         // replica set held by a majority (so a failover cannot roll it back). A URI
