@@ -20,6 +20,9 @@ use crate::store::{StoreError, Versioned};
 /// The most resources one deployment holds (read in one page).
 const OWNED_PAGE: usize = 1000;
 
+/// How many deployments' unlisted records reconciliation holds before settling them.
+const MISSING_BATCH: usize = 500;
+
 /// A page of the inventory.
 #[derive(Debug)]
 pub struct ResourcePage {
@@ -178,6 +181,13 @@ impl Broker {
                 Some(_) => {}
                 None if record.updated_at.as_str() < listed_at && record.state != ResourceState::Releasing => {
                     missing.entry(record.owner.clone()).or_default().push(Versioned { version, record });
+                    // Settled a batch at a time: after a restart the dummy lists nothing,
+                    // and every record would otherwise be held here at once.
+                    if missing.len() >= MISSING_BATCH {
+                        for (owner, records) in std::mem::take(&mut missing) {
+                            self.settle_missing(backend, &owner, records, &now).await?;
+                        }
+                    }
                 }
                 None => {}
             }
