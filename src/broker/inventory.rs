@@ -57,25 +57,20 @@ impl Broker {
             recorded.into_iter().map(|v| (v.record.id.clone(), v)).collect();
         let now = self.clock().timestamp();
         for holding in &held {
-            let written = match recorded.remove(&holding.id(backend.name())) {
+            match recorded.remove(&holding.id(backend.name())) {
                 Some(Versioned { version, mut record }) => {
                     let moved = record.set_state(ResourceState::InUse, &now);
                     let port_seen = holding.port.is_some() && record.port != holding.port;
-                    if !moved && !port_seen {
-                        continue;
+                    if moved || port_seen {
+                        record.port = holding.port.clone().or(record.port);
+                        self.replace_quietly(version, &record).await
+                    } else {
+                        Ok(())
                     }
-                    record.port = holding.port.clone().or(record.port);
-                    self.records.replace(version, &record).await
                 }
-                None => self.records.insert(&Resource::of(holding, backend.name(), ResourceState::InUse, &now)).await,
-            };
-            match written {
-                Ok(_) => {}
-                // Another writer (a reconciliation, a port another deployment holds):
-                // the next reconciliation settles it.
-                Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => {}
-                Err(e) => return Err(e.to_string()),
+                None => self.insert_quietly(&Resource::of(holding, backend.name(), ResourceState::InUse, &now)).await,
             }
+            .map_err(|e| e.to_string())?;
         }
         let leased = leased_ids(instance);
         for (id, Versioned { version, .. }) in recorded {
@@ -93,10 +88,7 @@ impl Broker {
         let marked: Result<(), StoreError> = async {
             for Versioned { version, mut record } in self.resources_of(owner).await? {
                 if record.set_state(ResourceState::Releasing, &now) {
-                    match self.records.replace(version, &record).await {
-                        Ok(_) | Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => {}
-                        Err(e) => return Err(e),
-                    }
+                    self.replace_quietly(version, &record).await?;
                 }
             }
             Ok(())
@@ -204,10 +196,7 @@ impl Broker {
             let running_provision = instance.operations.running().is_some_and(|op| op.kind == OperationKind::Provision);
             let state = if running_provision { ResourceState::Creating } else { ResourceState::InUse };
             for holding in holdings {
-                match self.records.insert(&Resource::of(&holding, name, state, &now)).await {
-                    Ok(_) | Err(StoreError::Conflict(_)) => {}
-                    Err(e) => return Err(e.into()),
-                }
+                self.insert_quietly(&Resource::of(&holding, name, state, &now)).await?;
             }
         }
         Ok(())
@@ -256,10 +245,21 @@ impl Broker {
         Ok(())
     }
 
-    async fn replace_quietly(&self, version: u64, record: &Resource) -> OsbResult<()> {
+    /// Writes `record` over `version`; another writer getting there first (a
+    /// reconciliation, an operation) is no error: the next round settles it.
+    async fn replace_quietly(&self, version: u64, record: &Resource) -> Result<(), StoreError> {
         match self.records.replace(version, record).await {
             Ok(_) | Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => Ok(()),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Records `record` unless its id is recorded already (by another writer, or a port
+    /// another deployment holds): the next round settles it.
+    async fn insert_quietly(&self, record: &Resource) -> Result<(), StoreError> {
+        match self.records.insert(record).await {
+            Ok(_) | Err(StoreError::Conflict(_)) => Ok(()),
+            Err(e) => Err(e),
         }
     }
 
