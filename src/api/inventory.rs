@@ -31,7 +31,8 @@ pub async fn inventory(
         Paging::of(query.limit, query.after.as_deref())?.unwrap_or(Paging { after: None, limit: DEFAULT_LIMIT });
     let resource_state = match query.state.as_deref().filter(|s| !s.is_empty()) {
         Some(text) => Some(ResourceState::parse(text).ok_or_else(|| {
-            OsbError::BadRequest(format!("state {text:?} is not one of creating, in_use, releasing, orphaned, gone"))
+            let states: Vec<&str> = ResourceState::ALL.iter().map(|s| s.as_str()).collect();
+            OsbError::BadRequest(format!("state {text:?} is not one of {}", states.join(", ")))
         })?),
         None => None,
     };

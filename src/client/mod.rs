@@ -131,7 +131,7 @@ impl Client {
         &self,
         method: Method,
         path: &str,
-        query: &[(&str, &str)],
+        query: &(impl Serialize + ?Sized),
         body: Option<&(impl Serialize + Sync)>,
     ) -> Result<Reply<T>, ClientError> {
         let url = format!("{}{path}", self.base);
@@ -175,12 +175,12 @@ impl Client {
 
     /// `PUT /v2/et/catalog`: registers (or replaces) a service offering.
     pub async fn register_service(&self, service: &Value) -> Result<Value, ClientError> {
-        Ok(self.call(Method::PUT, "/v2/et/catalog", &[], Some(service)).await?.body)
+        Ok(self.call(Method::PUT, "/v2/et/catalog", NO_QUERY, Some(service)).await?.body)
     }
 
     /// `DELETE /v2/et/catalog/{id}`.
     pub async fn delete_service(&self, id: &str) -> Result<Value, ClientError> {
-        Ok(self.call(Method::DELETE, &format!("/v2/et/catalog/{}", segment(id)), &[], None::<&()>).await?.body)
+        Ok(self.call(Method::DELETE, &format!("/v2/et/catalog/{}", segment(id)), NO_QUERY, None::<&()>).await?.body)
     }
 
     /// `GET /v2/et/manifest`: every manifest.
@@ -195,12 +195,12 @@ impl Client {
 
     /// `PUT /v2/et/manifest/{id}`.
     pub async fn register_manifest(&self, id: &str, manifest: &Value) -> Result<Value, ClientError> {
-        Ok(self.call(Method::PUT, &format!("/v2/et/manifest/{}", segment(id)), &[], Some(manifest)).await?.body)
+        Ok(self.call(Method::PUT, &format!("/v2/et/manifest/{}", segment(id)), NO_QUERY, Some(manifest)).await?.body)
     }
 
     /// `DELETE /v2/et/manifest/{id}`.
     pub async fn delete_manifest(&self, id: &str) -> Result<Value, ClientError> {
-        Ok(self.call(Method::DELETE, &format!("/v2/et/manifest/{}", segment(id)), &[], None::<&()>).await?.body)
+        Ok(self.call(Method::DELETE, &format!("/v2/et/manifest/{}", segment(id)), NO_QUERY, None::<&()>).await?.body)
     }
 
     /// `GET /v2/et/service_instances`: a page of instances (`limit`, `after` the
@@ -322,29 +322,18 @@ impl Client {
 
     /// `PUT /v2/et/pools/{plan_id}`.
     pub async fn set_pool(&self, plan_id: &str, request: &PoolRequest) -> Result<PoolStatus, ClientError> {
-        Ok(self.call(Method::PUT, &format!("/v2/et/pools/{}", segment(plan_id)), &[], Some(request)).await?.body)
+        Ok(self.call(Method::PUT, &format!("/v2/et/pools/{}", segment(plan_id)), NO_QUERY, Some(request)).await?.body)
     }
 
     /// `DELETE /v2/et/pools/{plan_id}`: drains the pool.
     pub async fn delete_pool(&self, plan_id: &str) -> Result<(), ClientError> {
         let path = format!("/v2/et/pools/{}", segment(plan_id));
-        self.call::<Value>(Method::DELETE, &path, &[], None::<&()>).await.map(|_| ())
+        self.call::<Value>(Method::DELETE, &path, NO_QUERY, None::<&()>).await.map(|_| ())
     }
 
     /// `GET /v2/et/inventory`: a page of what esm's deployments hold.
     pub async fn inventory(&self, query: &InventoryQuery) -> Result<InventoryPage, ClientError> {
-        let limit = query.limit.map(|l| l.to_string());
-        let fields = [
-            ("owner", query.owner.as_deref()),
-            ("type", query.kind.as_deref()),
-            ("state", query.state.as_deref()),
-            ("backend", query.backend.as_deref()),
-            ("name", query.name.as_deref()),
-            ("limit", limit.as_deref()),
-            ("after", query.after.as_deref()),
-        ];
-        let pairs: Vec<(&str, &str)> = fields.into_iter().filter_map(|(k, v)| Some((k, v?))).collect();
-        self.get("/v2/et/inventory", &pairs).await
+        Ok(self.call(Method::GET, "/v2/et/inventory", query, None::<&()>).await?.body)
     }
 
     /// `GET /v2/et/service_instances/{id}/resources`: what one instance holds.
@@ -360,6 +349,9 @@ impl Client {
         self.get("/v2/et/events", &query).await
     }
 }
+
+/// No query parameters.
+const NO_QUERY: &[(&str, &str)] = &[];
 
 /// `accepts_incomplete=true`, when asked for.
 fn incomplete(accepts: bool) -> Vec<(&'static str, &'static str)> {
