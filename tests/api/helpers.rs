@@ -74,6 +74,13 @@ impl Reply {
     }
 }
 
+/// An HTTP client for tests. esm builds reqwest without a TLS provider of its own (see
+/// `esm::tls`), so the process's default one is installed first.
+pub fn http_client() -> reqwest::Client {
+    esm::tls::install_default_provider();
+    reqwest::Client::new()
+}
+
 /// A test config: random loopback ports, in-memory store.
 pub fn test_config() -> Config {
     Config {
@@ -125,19 +132,7 @@ pub async fn spawn_app_with(config: Config) -> TestApp {
             .await
             .expect("esm serves");
     });
-    TestApp {
-        api,
-        ops,
-        client: {
-            esm::tls::install_default_provider();
-            reqwest::Client::new()
-        },
-        auth: None,
-        holds,
-        liveness,
-        stop: Some(stop),
-        handle: Some(handle),
-    }
+    TestApp { api, ops, client: http_client(), auth: None, holds, liveness, stop: Some(stop), handle: Some(handle) }
 }
 
 /// Starts esm with service `svc-1` (plans `plan-1` and `plan-2`) and a dummy manifest

@@ -195,11 +195,7 @@ async fn many_provisions_at_once_all_succeed() {
     for i in 0..50 {
         let api = app.api.clone();
         tasks.push(tokio::spawn(async move {
-            let client = {
-                esm::tls::install_default_provider();
-                reqwest::Client::new()
-            };
-            client
+            http_client()
                 .put(format!("{api}/v2/service_instances/many-{i}?accepts_incomplete=true"))
                 .header("X-Broker-API-Version", VERSION)
                 .json(&provision_body(PLAN))
@@ -226,17 +222,14 @@ async fn the_same_id_at_once_creates_one_instance_and_no_5xx() {
     for _ in 0..20 {
         let api = app.api.clone();
         tasks.push(tokio::spawn(async move {
-            {
-                esm::tls::install_default_provider();
-                reqwest::Client::new()
-            }
-            .put(format!("{api}/v2/service_instances/same"))
-            .header("X-Broker-API-Version", VERSION)
-            .json(&provision_body(PLAN))
-            .send()
-            .await
-            .expect("sent")
-            .status()
+            http_client()
+                .put(format!("{api}/v2/service_instances/same"))
+                .header("X-Broker-API-Version", VERSION)
+                .json(&provision_body(PLAN))
+                .send()
+                .await
+                .expect("sent")
+                .status()
         }));
     }
     let mut created = 0;
