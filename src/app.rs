@@ -15,11 +15,12 @@ use crate::api::{self, AppState};
 use crate::backend::docker::model::Policy;
 use crate::backend::docker::{ComposeBackend, DockerSettings, SwarmBackend};
 use crate::backend::dummy::{DummyBackend, Holds, LivenessScript};
+use crate::backend::kubernetes::{KubernetesBackend, KubernetesSettings};
 use crate::backend::metered::MeteredBackend;
 use crate::backend::{Backend, BackendError, Backends};
 use crate::broker::{Broker, BrokerSettings, LivenessSettings};
 use crate::clock::Clock;
-use crate::config::{BackendKind, Config, StoreKind, redact_uri};
+use crate::config::{BackendKind, ComposeTarget, Config, StoreKind, redact_uri};
 use crate::domain::liveness::Thresholds;
 use crate::events::Webhook;
 use crate::metrics::Metrics;
@@ -79,7 +80,7 @@ impl Server {
             .map_err(StartError::Setting)?;
         let metrics = Metrics::new();
         let store: Arc<dyn Store> = Arc::new(MeteredStore::new(open_store(&config).await?, metrics.clone()));
-        let (backends, dummy) = backends(&config, &metrics).map_err(|e| StartError::Backend(e.to_string()))?;
+        let (backends, dummy) = backends(&config, &metrics).await.map_err(|e| StartError::Backend(e.to_string()))?;
         let broker = Broker::new(
             store,
             backends,
@@ -175,7 +176,16 @@ impl Server {
 
 /// The configured backends, each counting its failures into `metrics`, and the
 /// dummy when it runs (tests hold its operations and script its liveness).
-fn backends(config: &Config, metrics: &Metrics) -> Result<(Backends, Option<Arc<DummyBackend>>), BackendError> {
+async fn backends(config: &Config, metrics: &Metrics) -> Result<(Backends, Option<Arc<DummyBackend>>), BackendError> {
+    if config.compose_target == ComposeTarget::Kubernetes {
+        // One backend per manifest type: say which, rather than let the list order pick.
+        if !config.backends.contains(&BackendKind::Kubernetes) || config.backends.contains(&BackendKind::DockerCompose) {
+            return Err(BackendError::new(
+                "ESM_COMPOSE_TARGET=kubernetes runs docker-compose manifests on the kubernetes backend: \
+                 ESM_BACKENDS must list kubernetes and not docker-compose",
+            ));
+        }
+    }
     let (mut backends, mut dummy_backend) = (Backends::new(), None);
     for kind in &config.backends {
         let backend: Arc<dyn Backend> = match kind {
@@ -186,6 +196,7 @@ fn backends(config: &Config, metrics: &Metrics) -> Result<(Backends, Option<Arc<
             }
             BackendKind::DockerCompose => Arc::new(ComposeBackend::new(docker_settings(config))?),
             BackendKind::DockerSwarm => Arc::new(SwarmBackend::new(docker_settings(config))?),
+            BackendKind::Kubernetes => Arc::new(KubernetesBackend::connect(kubernetes_settings(config)).await?),
         };
         backends = backends.with(Arc::new(MeteredBackend::new(backend, metrics.clone())));
     }
@@ -214,6 +225,17 @@ fn docker_settings(config: &Config) -> DockerSettings {
         },
         ready_timeout: Duration::from_secs(config.docker_ready_timeout),
         owner: config.name.clone(),
+    }
+}
+
+fn kubernetes_settings(config: &Config) -> KubernetesSettings {
+    KubernetesSettings {
+        policy: docker_settings(config).policy,
+        exposure: config.k8s_service_exposure,
+        node_address: config.advertise_host.clone(),
+        ready_timeout: Duration::from_secs(config.k8s_ready_timeout),
+        owner: config.name.clone(),
+        compose: config.compose_target == ComposeTarget::Kubernetes,
     }
 }
 

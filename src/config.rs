@@ -12,6 +12,7 @@ use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use crate::backend::docker::PullPolicy;
+use crate::backend::kubernetes::Exposure;
 use crate::yaml;
 
 mod secret;
@@ -168,6 +169,18 @@ pub struct Config {
     /// Seconds a Docker deployment may take to be running (and healthy).
     #[arg(long = "docker-ready-timeout", env = "ESM_DOCKER_READY_TIMEOUT", value_parser = positive(), default_value_t = 120)]
     pub docker_ready_timeout: u64,
+    /// Where docker-compose manifests run: docker, or kubernetes (translated).
+    #[arg(long = "compose-target", env = "ESM_COMPOSE_TARGET", value_enum, default_value_t = ComposeTarget::Docker)]
+    #[serde(serialize_with = "as_typed")]
+    pub compose_target: ComposeTarget,
+    /// How the Kubernetes backend hands out Service addresses (and the type of the
+    /// Services it makes from compose manifests): cluster-ip, node-port, load-balancer.
+    #[arg(long = "k8s-service-exposure", env = "ESM_K8S_SERVICE_EXPOSURE", value_enum, default_value_t = Exposure::ClusterIp)]
+    #[serde(serialize_with = "as_typed")]
+    pub k8s_service_exposure: Exposure,
+    /// Seconds a Kubernetes deployment may take to be ready (and a namespace to go).
+    #[arg(long = "k8s-ready-timeout", env = "ESM_K8S_READY_TIMEOUT", value_parser = positive(), default_value_t = 300)]
+    pub k8s_ready_timeout: u64,
     /// Seconds between reconciliations of what the engines run with what esm knows.
     #[arg(long = "reconcile-interval", env = "ESM_RECONCILE_INTERVAL", value_parser = positive(), default_value_t = 60)]
     pub reconcile_interval: u64,
@@ -238,6 +251,18 @@ pub enum BackendKind {
     DockerCompose,
     /// The same manifests as swarm services (the engine must be a swarm manager).
     DockerSwarm,
+    /// Kubernetes manifests (and, with `ESM_COMPOSE_TARGET=kubernetes`, compose
+    /// manifests) on the cluster kubectl would use.
+    Kubernetes,
+}
+
+/// Where docker-compose manifests run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ComposeTarget {
+    /// On the Docker engine (the docker-compose backend).
+    Docker,
+    /// On Kubernetes, translated (the kubernetes backend).
+    Kubernetes,
 }
 
 /// An inclusive range of host ports, `LOW-HIGH`.

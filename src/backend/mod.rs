@@ -10,6 +10,7 @@
 
 pub mod docker;
 pub mod dummy;
+pub mod kubernetes;
 pub mod labels;
 pub mod metered;
 
