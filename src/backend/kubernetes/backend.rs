@@ -48,6 +48,11 @@ impl KubernetesBackend {
         Ok(Self { cluster: Cluster::connect().await?, settings })
     }
 
+    /// A backend on the cluster `client` talks to.
+    pub fn new(client: kube::Client, settings: KubernetesSettings) -> Self {
+        Self { cluster: Cluster::new(client), settings }
+    }
+
     /// Reads a manifest as the objects it deploys, off the runtime's workers.
     async fn workload(&self, manifest: &Manifest) -> Result<Workload, BackendError> {
         let (manifest, settings) = (manifest.clone(), self.settings.clone());

@@ -33,7 +33,12 @@ impl Cluster {
             .await
             .map_err(|e| BackendError::new(format!("no Kubernetes configuration: {e}")))?;
         let client = Client::try_from(config).map_err(|e| BackendError::new(format!("Kubernetes client: {e}")))?;
-        Ok(Self { client })
+        Ok(Self::new(client))
+    }
+
+    /// The cluster `client` talks to.
+    pub fn new(client: Client) -> Self {
+        Self { client }
     }
 
     /// The API of `kind` in `namespace`.

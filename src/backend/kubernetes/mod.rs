@@ -45,6 +45,22 @@ pub use self::backend::KubernetesBackend;
 pub use self::objects::{Kind, Object, Objects};
 use crate::backend::docker::model::Policy;
 
+/// The API permissions the backend uses, as RBAC rules: (API group, resources, verbs).
+/// `deploy/kubernetes/rbac.yaml` grants exactly these (`tests/deploy_manifests.rs`).
+pub const PERMISSIONS: &[(&str, &[&str], &[&str])] = &[
+    ("", &["namespaces"], &["get", "list", "watch", "create", "delete"]),
+    ("", &["configmaps", "secrets"], &["get", "list", "create", "update", "delete"]),
+    // Claims (and Jobs) are created, never replaced: their specs are immutable.
+    ("", &["persistentvolumeclaims"], &["list", "create", "delete"]),
+    ("", &["services"], &["get", "list", "watch", "create", "update", "delete"]),
+    // Why a rollout fails, and liveness.
+    ("", &["pods"], &["list", "watch"]),
+    // A node's address for node ports, when ESM_ADVERTISE_HOST does not say.
+    ("", &["nodes"], &["list"]),
+    ("apps", &["deployments", "statefulsets"], &["get", "list", "watch", "create", "update", "delete"]),
+    ("batch", &["jobs"], &["list", "create", "delete"]),
+];
+
 /// How the addresses of an instance's Services are handed out, and the type of the
 /// Services esm makes from compose manifests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
