@@ -6,9 +6,12 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(esm_test_mongo)");
     println!("cargo::rustc-check-cfg=cfg(esm_test_docker)");
     println!("cargo::rustc-check-cfg=cfg(esm_test_python)");
+    println!("cargo::rustc-check-cfg=cfg(esm_test_kubernetes)");
     println!("cargo::rerun-if-env-changed=ESM_TEST_MONGO_URI");
     println!("cargo::rerun-if-env-changed=ESM_TEST_DOCKER");
     println!("cargo::rerun-if-env-changed=ESM_TEST_PYTHON");
+    println!("cargo::rerun-if-env-changed=ESM_TEST_KUBERNETES");
+    println!("cargo::rerun-if-env-changed=ESM_TEST_KUBECONFIG");
     if std::env::var("ESM_TEST_MONGO_URI").is_ok_and(|v| !v.is_empty()) {
         println!("cargo::rustc-cfg=esm_test_mongo");
     }
@@ -19,5 +22,11 @@ fn main() {
     // real exposition-format parser.
     if std::env::var("ESM_TEST_PYTHON").is_ok_and(|v| !v.is_empty()) {
         println!("cargo::rustc-cfg=esm_test_python");
+    }
+    // A Kubernetes API: the kmock emulator (`ESM_TEST_KUBERNETES=kmock`, needs Python and
+    // `pip install kmock`) or a real cluster (`ESM_TEST_KUBECONFIG=<file>`).
+    let kmock = std::env::var("ESM_TEST_KUBERNETES").is_ok_and(|v| v == "kmock");
+    if kmock || std::env::var("ESM_TEST_KUBECONFIG").is_ok_and(|v| !v.is_empty()) {
+        println!("cargo::rustc-cfg=esm_test_kubernetes");
     }
 }

@@ -81,22 +81,22 @@ class Emulator(kmock.KubernetesEmulator):
         return dict(obj, metadata=meta)
 
     async def _handle(self, request):
-        # SHIM 9: kmock keeps every request (and error) for test assertions and scans that list to
-        # route each request: keep only recent ones, or memory and latency grow without end.
-        if len(self._requests) > 200:
-            del self._requests[:-100]
-        if self._errors:
-            self._errors[-1].clear()
-        if request.resource is None or request.method not in ('POST', 'PUT', 'PATCH', 'DELETE'):
-            return await super()._handle(request)
-        async with self._wlock:
-            changed = self.prepare(request)
-            if changed is not request:
-                self._requests.append(changed)  # kmock routes only requests it has seen (by identity)
-            response = await super()._handle(changed)
-            if request.resource == NS and request.action == A.DELETE:
-                await self.cascade(request.name)
-            return response
+        changed = request
+        try:
+            if request.resource is None or request.method not in ('POST', 'PUT', 'PATCH', 'DELETE'):
+                return await super()._handle(request)
+            async with self._wlock:
+                changed = self.prepare(request)
+                self._requests.append(changed)  # kmock routes only the requests it holds (by identity)
+                response = await super()._handle(changed)
+                if request.resource == NS and request.action == A.DELETE:
+                    await self.cascade(request.name)
+                return response
+        finally:  # SHIM 9: kmock keeps every request and error for test assertions, and routes each
+            # request by scanning all of them: keep only those in flight, or memory and latency grow.
+            self._requests[:] = [r for r in self._requests if r is not request and r is not changed]
+            if self._errors:
+                self._errors[-1].clear()
 
     def prepare(self, r):  # rewrite a write request before kmock stores it
         ns, name, sub, data = r.namespace, r.name, r.subresource, r.data
@@ -211,7 +211,7 @@ async def main():
         loop = asyncio.get_running_loop()
         server = aiohttp.web.Server(emu, handler_cancellation=True,  # a client that leaves ends its watch
                                     request_factory=lambda *a: aiohttp.web.BaseRequest(*a, loop, client_max_size=3 << 20))
-        runner = aiohttp.web.ServerRunner(server, shutdown_timeout=1)
+        runner = aiohttp.web.ServerRunner(server, shutdown_timeout=0.1)
         await runner.setup()
         await aiohttp.web.TCPSite(runner, '127.0.0.1', args.port).start()
         stop = asyncio.Event()
