@@ -179,7 +179,8 @@ impl Server {
 async fn backends(config: &Config, metrics: &Metrics) -> Result<(Backends, Option<Arc<DummyBackend>>), BackendError> {
     if config.compose_target == ComposeTarget::Kubernetes {
         // One backend per manifest type: say which, rather than let the list order pick.
-        if !config.backends.contains(&BackendKind::Kubernetes) || config.backends.contains(&BackendKind::DockerCompose) {
+        if !config.backends.contains(&BackendKind::Kubernetes) || config.backends.contains(&BackendKind::DockerCompose)
+        {
             return Err(BackendError::new(
                 "ESM_COMPOSE_TARGET=kubernetes runs docker-compose manifests on the kubernetes backend: \
                  ESM_BACKENDS must list kubernetes and not docker-compose",

@@ -83,7 +83,9 @@ fn the_cluster_role_grants_exactly_what_the_backend_calls() {
     let needed: BTreeSet<(String, String, String)> = PERMISSIONS
         .iter()
         .flat_map(|(group, resources, verbs)| {
-            resources.iter().flat_map(move |r| verbs.iter().map(move |v| ((*group).to_owned(), (*r).to_owned(), (*v).to_owned())))
+            resources
+                .iter()
+                .flat_map(move |r| verbs.iter().map(move |v| ((*group).to_owned(), (*r).to_owned(), (*v).to_owned())))
         })
         .collect();
     assert_eq!(granted, needed);

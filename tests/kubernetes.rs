@@ -70,7 +70,10 @@ fn settings(owner: &str) -> KubernetesSettings {
     }
 }
 
-#[cfg_attr(not(esm_test_kubernetes), ignore = "needs a Kubernetes API: ESM_TEST_KUBERNETES=kmock or ESM_TEST_KUBECONFIG")]
+#[cfg_attr(
+    not(esm_test_kubernetes),
+    ignore = "needs a Kubernetes API: ESM_TEST_KUBERNETES=kmock or ESM_TEST_KUBECONFIG"
+)]
 #[tokio::test(flavor = "multi_thread")]
 async fn the_kubernetes_backend_conforms() {
     let cluster = TestCluster::start().await;
@@ -114,7 +117,10 @@ async fn gone(cluster: &TestCluster, name: &str) {
     .await;
 }
 
-#[cfg_attr(not(esm_test_kubernetes), ignore = "needs a Kubernetes API: ESM_TEST_KUBERNETES=kmock or ESM_TEST_KUBECONFIG")]
+#[cfg_attr(
+    not(esm_test_kubernetes),
+    ignore = "needs a Kubernetes API: ESM_TEST_KUBERNETES=kmock or ESM_TEST_KUBECONFIG"
+)]
 #[tokio::test(flavor = "multi_thread")]
 async fn an_instance_is_deployed_in_its_namespace_reported_with_real_addresses_bound_and_removed() {
     let cluster = TestCluster::start().await;
@@ -150,13 +156,18 @@ async fn an_instance_is_deployed_in_its_namespace_reported_with_real_addresses_b
     assert_eq!(details["context"]["namespace_name"], json!(ns));
 
     let (status, bound) = client
-        .send(Method::PUT, &format!("{path}/service_bindings/b1"), Some(&json!({"service_id": "svc", "plan_id": "plan"})))
+        .send(
+            Method::PUT,
+            &format!("{path}/service_bindings/b1"),
+            Some(&json!({"service_id": "svc", "plan_id": "plan"})),
+        )
         .await;
     assert_eq!(status, 201, "{bound}");
     assert_eq!(bound["credentials"]["host"], json!(cluster_ip));
     assert_eq!(bound["credentials"]["services"]["app"]["ports"]["8080/tcp"], 8080);
 
-    let (status, _) = client.send(Method::DELETE, &format!("{path}/service_bindings/b1?service_id=svc&plan_id=plan"), None).await;
+    let (status, _) =
+        client.send(Method::DELETE, &format!("{path}/service_bindings/b1?service_id=svc&plan_id=plan"), None).await;
     assert_eq!(status, 200);
     let (status, answer) = client.send(Method::DELETE, &format!("{path}?service_id=svc&plan_id=plan"), None).await;
     assert_eq!(status, 200, "{answer}");
@@ -164,7 +175,10 @@ async fn an_instance_is_deployed_in_its_namespace_reported_with_real_addresses_b
     assert!(Api::<Namespace>::all(cluster.client.clone()).get_opt(&ns).await.unwrap().is_none());
 }
 
-#[cfg_attr(not(esm_test_kubernetes), ignore = "needs a Kubernetes API: ESM_TEST_KUBERNETES=kmock or ESM_TEST_KUBECONFIG")]
+#[cfg_attr(
+    not(esm_test_kubernetes),
+    ignore = "needs a Kubernetes API: ESM_TEST_KUBERNETES=kmock or ESM_TEST_KUBECONFIG"
+)]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rollout_that_cannot_pull_its_image_fails_with_the_pods_reason_and_leaves_nothing() {
     let cluster = TestCluster::start().await;
@@ -181,7 +195,10 @@ async fn a_rollout_that_cannot_pull_its_image_fails_with_the_pods_reason_and_lea
     gone(&cluster, &kubernetes::namespace(&owner, "broken")).await;
 }
 
-#[cfg_attr(not(esm_test_kubernetes), ignore = "needs a Kubernetes API: ESM_TEST_KUBERNETES=kmock or ESM_TEST_KUBECONFIG")]
+#[cfg_attr(
+    not(esm_test_kubernetes),
+    ignore = "needs a Kubernetes API: ESM_TEST_KUBERNETES=kmock or ESM_TEST_KUBECONFIG"
+)]
 #[tokio::test(flavor = "multi_thread")]
 async fn registration_refuses_what_reaches_past_the_namespace() {
     let cluster = TestCluster::start().await;
@@ -205,7 +222,10 @@ async fn registration_refuses_what_reaches_past_the_namespace() {
     }
 }
 
-#[cfg_attr(not(esm_test_kubernetes), ignore = "needs a Kubernetes API: ESM_TEST_KUBERNETES=kmock or ESM_TEST_KUBECONFIG")]
+#[cfg_attr(
+    not(esm_test_kubernetes),
+    ignore = "needs a Kubernetes API: ESM_TEST_KUBERNETES=kmock or ESM_TEST_KUBECONFIG"
+)]
 #[tokio::test(flavor = "multi_thread")]
 async fn compose_manifests_run_translated_with_node_ports_when_so_configured() {
     let cluster = TestCluster::start().await;
@@ -236,11 +256,15 @@ async fn compose_manifests_run_translated_with_node_ports_when_so_configured() {
     assert_eq!(details["context"]["web_app_Ip"], "node.example", "{details}");
     assert_eq!(details["context"]["web_app_8080/tcp/HostPort"], json!(node_port.to_string()), "{details}");
     assert_eq!(details["context"]["worker_state"], "Up", "{details}");
-    let (status, _) = client.send(Method::DELETE, "/v2/service_instances/composed?service_id=svc&plan_id=plan", None).await;
+    let (status, _) =
+        client.send(Method::DELETE, "/v2/service_instances/composed?service_id=svc&plan_id=plan", None).await;
     assert_eq!(status, 200);
 }
 
-#[cfg_attr(not(esm_test_kubernetes), ignore = "needs a Kubernetes API: ESM_TEST_KUBERNETES=kmock or ESM_TEST_KUBECONFIG")]
+#[cfg_attr(
+    not(esm_test_kubernetes),
+    ignore = "needs a Kubernetes API: ESM_TEST_KUBERNETES=kmock or ESM_TEST_KUBECONFIG"
+)]
 #[tokio::test(flavor = "multi_thread")]
 async fn reconciliation_removes_a_namespace_of_esms_that_no_instance_owns_and_leaves_others_alone() {
     let cluster = TestCluster::start().await;
@@ -261,6 +285,48 @@ async fn reconciliation_removes_a_namespace_of_esms_that_no_instance_owns_and_le
     let someone_elses = format!("other-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     namespaces.create(&PostParams::default(), &labelled(&someone_elses, "another-esm", "nobody")).await.unwrap();
     gone(&cluster, &orphan).await;
-    assert!(namespaces.get_opt(&someone_elses).await.unwrap().is_some(), "another owner's namespace is not esm's to remove");
+    assert!(
+        namespaces.get_opt(&someone_elses).await.unwrap().is_some(),
+        "another owner's namespace is not esm's to remove"
+    );
     let _ = namespaces.delete(&someone_elses, &Default::default()).await;
+}
+
+#[cfg_attr(
+    not(esm_test_kubernetes),
+    ignore = "needs a Kubernetes API: ESM_TEST_KUBERNETES=kmock or ESM_TEST_KUBECONFIG"
+)]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crashing_pod_makes_the_instance_down_within_two_seconds_from_the_watch() {
+    let cluster = TestCluster::start().await;
+    if !cluster.emulated {
+        return eprintln!("a real cluster's pods cannot be made to crash from here: skipped");
+    }
+    let dir = temp_dir("esm-k8s");
+    // Periodic observation every 60 s: only the watch can tell within 2.
+    let (esm, owner) = start_esm(&cluster, &dir, &[("ESM_LIVENESS_INTERVAL", "60")]).await;
+    let client = Client::new(&esm.api);
+    client.register_manifest("kubernetes", &app_manifest(IMAGE)).await;
+    let (status, body) = client.provision("live", false).await;
+    assert_eq!(status, 201, "{body}");
+    let liveness = || async {
+        let (status, body) = client.send(Method::GET, "/v2/et/service_instances/live/liveness", None).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    };
+    eventually(Duration::from_secs(10), "the instance up", || async {
+        (liveness().await["status"] == "up").then_some(())
+    })
+    .await;
+    k8s::crash(&cluster.client, &kubernetes::namespace(&owner, "live"), "app").await;
+    let crashed = std::time::Instant::now();
+    let body = eventually(Duration::from_secs(10), "the instance down", || async {
+        let body = liveness().await;
+        (body["status"] == "down").then_some(body)
+    })
+    .await;
+    assert!(crashed.elapsed() < Duration::from_secs(2), "seen after {:?}", crashed.elapsed());
+    let component = &body["components"][0];
+    assert_eq!((component["name"].as_str(), component["status"].as_str()), (Some("app"), Some("down")), "{body}");
+    assert!(component["reason"].as_str().unwrap_or_default().contains("CrashLoopBackOff"), "{body}");
 }

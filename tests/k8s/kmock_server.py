@@ -3,13 +3,16 @@
 
 Usage: python3 tests/k8s/kmock_server.py --port N [--no-shims]   (N=0 picks a free port)
 Prints one stdout line `listening on 127.0.0.1:<port>` once it accepts connections; exits
-cleanly on SIGTERM/SIGINT. In memory only: every start is an empty cluster.
+cleanly on SIGTERM/SIGINT, and also when its parent process exits (so run it as a direct child,
+or under a shell that stays). In memory only: every start is an empty cluster.
 
 kmock stores the objects and serves GET/LIST/WATCH/POST/PATCH/DELETE, finalizers, watch events
 and discovery (its bundled list of a K3s cluster's built-in kinds). The code marked SHIM is ours,
 added where kmock 0.8 lacks what kube-rs clients need; --no-shims serves kmock as it is.
 """
-import argparse, asyncio, datetime, os, re, signal, uuid
+import os
+PARENT = os.getppid()  # taken first: the runner also exits once its parent has gone (see main)
+import argparse, asyncio, datetime, re, signal, uuid
 
 import aiohttp.web, attrs, jsonpatch, kmock
 from kmock._internal import parsing  # private module: used by SHIM 1 only
@@ -74,7 +77,7 @@ class Emulator(kmock.KubernetesEmulator):
                     creationTimestamp=datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%dT%H:%M:%SZ'))
         if namespace:  # SHIM 2: kmock leaves the URL's namespace out of the object, so watches miss it
             meta['namespace'] = namespace
-        if not meta.get('name'):  # kmock would store it under the name None
+        if not meta.get('name'):  # SHIM 3: generateName (kmock would store it under the name None)
             if not meta.get('generateName'):
                 raise k8s_error(422, 'Invalid', 'metadata.name: Required value')
             meta['name'] = meta['generateName'] + uuid.uuid4().hex[:5]
@@ -102,13 +105,16 @@ class Emulator(kmock.KubernetesEmulator):
         ns, name, sub, data = r.namespace, r.name, r.subresource, r.data
         old = self.live((r.resource, ns, name)) if name else None
         if r.method == 'PATCH' and r.headers.get('Content-Type', '').startswith('application/apply-patch'):
-            if not isinstance(data, dict):  # kmock would silently apply nothing
+            if not isinstance(data, dict):  # SHIM 6: a YAML body; kmock would silently apply nothing
                 raise k8s_error(415, 'UnsupportedMediaType', 'only JSON apply bodies are supported here')
             if old is None:  # SHIM 6: server-side apply creates an absent object (kmock: 404)
                 r = attrs.evolve(r, action=A.CREATE, data=dict(data, metadata=dict(data.get('metadata') or {}, name=name)))
         if r.action == A.CREATE and isinstance(r.data, dict):
-            if ns and not self.live((NS, None, ns)):  # SHIM 8: kmock creates into any namespace
+            home = self.live((NS, None, ns)) if ns else {}  # SHIM 8: kmock creates into any namespace
+            if home is None:
                 raise k8s_error(404, 'NotFound', f'namespaces "{ns}" not found')
+            if home.get('metadata', {}).get('deletionTimestamp'):
+                raise k8s_error(403, 'Forbidden', f'namespace {ns} is being terminated')
             obj = self.stamp(r.data, ns)
             if r.resource == NS:
                 obj.setdefault('status', {'phase': 'Active'})
@@ -218,8 +224,9 @@ async def main():
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         print(f'listening on 127.0.0.1:{runner.addresses[0][1]}', flush=True)
-        parent = os.getppid()  # also stop once orphaned: a SIGKILLed wrapper shell passes on no signal
-        while not stop.is_set() and os.getppid() == parent:
+        # Also stop once orphaned: a test binary killed outright (or a SIGKILLed wrapper shell) sends
+        # no SIGTERM, and the server would otherwise outlive it.
+        while not stop.is_set() and os.getppid() == PARENT:
             await asyncio.sleep(0.5)
         await runner.cleanup()
 

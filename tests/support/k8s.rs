@@ -154,7 +154,11 @@ impl Controllers {
 
 /// The image of a pod template's first container.
 fn image_of(template: Option<&k8s_openapi::api::core::v1::PodTemplateSpec>) -> String {
-    template.and_then(|t| t.spec.as_ref()).and_then(|s| s.containers.first()).and_then(|c| c.image.clone()).unwrap_or_default()
+    template
+        .and_then(|t| t.spec.as_ref())
+        .and_then(|s| s.containers.first())
+        .and_then(|c| c.image.clone())
+        .unwrap_or_default()
 }
 
 async fn roll_out_deployment(client: &Client, deployment: &Deployment) {
@@ -166,8 +170,9 @@ async fn roll_out_deployment(client: &Client, deployment: &Deployment) {
     }
     let replicas = spec.replicas.unwrap_or(1);
     let generation = deployment.metadata.generation.unwrap_or(1);
-    let status = deployment.status.clone().unwrap_or_default();
-    if status.available_replicas == Some(replicas) && status.observed_generation == Some(generation) {
+    // Like the deployment controller, it rolls out each new spec once; a status a test
+    // writes afterwards (a crash) stays until the next spec.
+    if deployment.status.as_ref().and_then(|s| s.observed_generation) == Some(generation) {
         return;
     }
     let patch = json!({"status": {"observedGeneration": generation, "replicas": replicas, "readyReplicas": replicas,
@@ -184,10 +189,12 @@ async fn roll_out_set(client: &Client, set: &StatefulSet) {
         return;
     }
     let replicas = spec.replicas.unwrap_or(1);
-    if set.status.as_ref().and_then(|s| s.ready_replicas) == Some(replicas) {
+    let generation = set.metadata.generation.unwrap_or(1);
+    if set.status.as_ref().and_then(|s| s.observed_generation) == Some(generation) {
         return;
     }
-    let patch = json!({"status": {"replicas": replicas, "readyReplicas": replicas, "availableReplicas": replicas}});
+    let patch = json!({"status": {"observedGeneration": generation, "replicas": replicas, "readyReplicas": replicas,
+                                  "availableReplicas": replicas}});
     let api = Api::<StatefulSet>::namespaced(client.clone(), &ns);
     let _ = api.patch_status(&set.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await;
 }
@@ -230,7 +237,8 @@ async fn allocate(client: &Client, service: &Service) {
                 port
             })
             .collect();
-        let ip = spec.cluster_ip.clone().filter(|ip| !ip.is_empty()).unwrap_or(format!("10.96.{}.{}", n / 250, n % 250 + 1));
+        let ip =
+            spec.cluster_ip.clone().filter(|ip| !ip.is_empty()).unwrap_or(format!("10.96.{}.{}", n / 250, n % 250 + 1));
         let patch = json!({"spec": {"clusterIP": ip, "ports": ports}});
         let _ = api.patch(&service.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await;
     }
@@ -240,4 +248,25 @@ async fn allocate(client: &Client, service: &Service) {
         let patch = json!({"status": {"loadBalancer": {"ingress": [{"ip": format!("192.0.2.{}", n % 250 + 1)}]}}});
         let _ = api.patch_status(&service.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await;
     }
+}
+
+/// What the kubelet and the deployment controller report when the pods of Deployment
+/// `name` crash: a pod in `CrashLoopBackOff` and no replica available.
+pub async fn crash(client: &Client, ns: &str, name: &str) {
+    let deployments = Api::<Deployment>::namespaced(client.clone(), ns);
+    let deployment = deployments.get(name).await.expect("the Deployment");
+    let template = deployment.spec.clone().unwrap_or_default().template;
+    let pods = Api::<Pod>::namespaced(client.clone(), ns);
+    let pod_name = format!("{name}-crashed");
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod_name,
+                     "labels": template.metadata.as_ref().and_then(|m| m.labels.clone()),
+                     "annotations": template.metadata.as_ref().and_then(|m| m.annotations.clone())},
+                     "spec": {"containers": [{"name": name, "image": image_of(Some(&template))}]}});
+    pods.create(&PostParams::default(), &serde_json::from_value(pod).unwrap()).await.expect("a pod");
+    let status = json!({"status": {"phase": "Running", "containerStatuses": [{"name": name, "image": "x",
+        "imageID": "", "ready": false, "restartCount": 3,
+        "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off restarting failed container"}}}]}});
+    pods.patch_status(&pod_name, &PatchParams::default(), &Patch::Merge(status)).await.expect("the pod's status");
+    let status = json!({"status": {"availableReplicas": 0, "readyReplicas": 0}});
+    deployments.patch_status(name, &PatchParams::default(), &Patch::Merge(status)).await.expect("the status");
 }

@@ -97,7 +97,8 @@ fn read(manifest: &Manifest, settings: &KubernetesSettings) -> Result<Workload, 
         return Ok(Workload { objects, credentials: BTreeMap::new() });
     }
     let compose = Compose::parse(&manifest.manifest_content, policy)?;
-    let objects = translate::translate(&compose, settings.exposure, policy).map_err(|e| format!("manifest_content: {e}"))?;
+    let objects =
+        translate::translate(&compose, settings.exposure, policy).map_err(|e| format!("manifest_content: {e}"))?;
     Ok(Workload { objects, credentials: compose.credentials })
 }
 

@@ -29,9 +29,8 @@ impl Cluster {
     /// found as kubectl finds it.
     pub async fn connect() -> Result<Self, BackendError> {
         crate::tls::install_default_provider();
-        let config = kube::Config::infer()
-            .await
-            .map_err(|e| BackendError::new(format!("no Kubernetes configuration: {e}")))?;
+        let config =
+            kube::Config::infer().await.map_err(|e| BackendError::new(format!("no Kubernetes configuration: {e}")))?;
         let client = Client::try_from(config).map_err(|e| BackendError::new(format!("Kubernetes client: {e}")))?;
         Ok(Self::new(client))
     }
@@ -80,10 +79,8 @@ impl Cluster {
     /// The namespaces with every label of `selector` (checked here too).
     pub async fn namespaces(&self, selector: &BTreeMap<String, String>) -> Result<Vec<Namespace>, BackendError> {
         let params = ListParams::default().labels(&selector_text(selector));
-        let listed = Api::<Namespace>::all(self.client.clone())
-            .list(&params)
-            .await
-            .map_err(|e| api_error("namespaces", e))?;
+        let listed =
+            Api::<Namespace>::all(self.client.clone()).list(&params).await.map_err(|e| api_error("namespaces", e))?;
         Ok(listed.items.into_iter().filter(|n| has_labels(n.metadata.labels.as_ref(), selector)).collect())
     }
 
@@ -220,10 +217,10 @@ fn annotations_of<K: Resource + Send + 'static>(
 /// ports the manifest leaves to the cluster.
 fn keep_addresses(new: &mut Value, existing: &Value) {
     for key in ["clusterIP", "clusterIPs"] {
-        if let Some(value) = existing.pointer(&format!("/spec/{key}")) {
-            if new.pointer(&format!("/spec/{key}")).is_none() {
-                new["spec"][key] = value.clone();
-            }
+        if let Some(value) = existing.pointer(&format!("/spec/{key}"))
+            && new.pointer(&format!("/spec/{key}")).is_none()
+        {
+            new["spec"][key] = value.clone();
         }
     }
     let allocated: Vec<(Value, Value)> = existing
@@ -235,10 +232,10 @@ fn keep_addresses(new: &mut Value, existing: &Value) {
         .collect();
     if let Some(ports) = new.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
         for port in ports {
-            if port.get("nodePort").is_none() {
-                if let Some((_, node_port)) = allocated.iter().find(|(p, _)| Some(p) == port.get("port")) {
-                    port["nodePort"] = node_port.clone();
-                }
+            if port.get("nodePort").is_none()
+                && let Some((_, node_port)) = allocated.iter().find(|(p, _)| Some(p) == port.get("port"))
+            {
+                port["nodePort"] = node_port.clone();
             }
         }
     }
@@ -258,10 +255,9 @@ fn has_labels(labels: Option<&BTreeMap<String, String>>, selector: &BTreeMap<Str
 /// passed on: it names objects and fields, never credentials.
 fn api_error(what: &str, error: kube::Error) -> BackendError {
     match error {
-        kube::Error::Api(status) => BackendError::new(format!(
-            "Kubernetes API: {what}: {} ({} {})",
-            status.message, status.code, status.reason
-        )),
+        kube::Error::Api(status) => {
+            BackendError::new(format!("Kubernetes API: {what}: {} ({} {})", status.message, status.code, status.reason))
+        }
         other => BackendError::new(format!("Kubernetes API: {what}: {other}")),
     }
 }

@@ -180,7 +180,11 @@ async fn prune(
 }
 
 /// What the cluster shows of the deployment in `namespace`: four lists.
-pub async fn seen(cluster: &Cluster, namespace: &str, selector: &BTreeMap<String, String>) -> Result<Seen, BackendError> {
+pub async fn seen(
+    cluster: &Cluster,
+    namespace: &str,
+    selector: &BTreeMap<String, String>,
+) -> Result<Seen, BackendError> {
     Ok(Seen {
         deployments: cluster.list(namespace, selector).await?,
         stateful_sets: cluster.list(namespace, selector).await?,

@@ -317,7 +317,10 @@ fn read_object(document: Value) -> Result<Object, String> {
     }
     let object = Object { kind, name, body: document.clone() };
     if metadata.contains_key("namespace") {
-        return Err(format!("{}: metadata.namespace is set; esm places every object in the instance's namespace", object.key()));
+        return Err(format!(
+            "{}: metadata.namespace is set; esm places every object in the instance's namespace",
+            object.key()
+        ));
     }
     for key in ["labels", "annotations"] {
         let reserved = metadata

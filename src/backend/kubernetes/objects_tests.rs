@@ -53,10 +53,7 @@ fn what_reaches_past_the_namespace_is_refused() {
         ("apiVersion: v1\nkind: Service\nmetadata: {name: a.b}\n", "not a valid Kubernetes name"),
         ("- a list\n", "not a mapping"),
         ("", "no Kubernetes objects"),
-        (
-            "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {externalIPs: [1.2.3.4]}\n",
-            "externalIPs",
-        ),
+        ("apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {externalIPs: [1.2.3.4]}\n", "externalIPs"),
         (
             "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {type: NodePort, ports: [{port: 80, nodePort: 30080}]}\n",
             "nodePort 30080",
@@ -94,7 +91,10 @@ fn pods_that_reach_the_node_are_refused_unless_allowed() {
 #[test]
 fn containers_with_host_powers_are_refused_unless_allowed() {
     let container = |security: &str| {
-        DEPLOYMENT.replace("          image: nginx\n", &format!("          image: nginx\n          securityContext: {security}\n"))
+        DEPLOYMENT.replace(
+            "          image: nginx\n",
+            &format!("          image: nginx\n          securityContext: {security}\n"),
+        )
     };
     for (security, expected) in [
         ("{privileged: true}", "privileged"),
@@ -107,7 +107,10 @@ fn containers_with_host_powers_are_refused_unless_allowed() {
         Objects::parse(&container(security), &allowed).unwrap();
     }
     parse(&container("{capabilities: {drop: [ALL]}, runAsNonRoot: true}")).unwrap();
-    let host_port = DEPLOYMENT.replace("          image: nginx\n", "          image: nginx\n          ports: [{containerPort: 80, hostPort: 80}]\n");
+    let host_port = DEPLOYMENT.replace(
+        "          image: nginx\n",
+        "          image: nginx\n          ports: [{containerPort: 80, hostPort: 80}]\n",
+    );
     assert!(parse(&host_port).unwrap_err().contains("hostPort 80"));
     let in_range = Policy { host_ports: Some((1, 100)), ..Policy::default() };
     Objects::parse(&host_port, &in_range).unwrap();
@@ -119,7 +122,8 @@ fn objects_must_fit_their_schema_and_the_limits() {
     assert!(error.contains("Deployment/web"), "{error}");
     let twice = format!("{DEPLOYMENT}---\n{DEPLOYMENT}");
     assert!(parse(&twice).unwrap_err().contains("declared twice"));
-    let many: String = (0..5).map(|n| format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c{n}}}\n---\n")).collect();
+    let many: String =
+        (0..5).map(|n| format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c{n}}}\n---\n")).collect();
     let small = Policy { max_services: 4, ..Policy::default() };
     assert!(Objects::parse(&many, &small).unwrap_err().contains("more than 4 objects"));
     let bomb = "a: &a [x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b]\n\

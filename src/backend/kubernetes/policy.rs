@@ -46,7 +46,9 @@ fn check_pod(pod: &Value, policy: &Policy) -> Result<(), String> {
         let name = volume.get("name").and_then(Value::as_str).unwrap_or_default();
         for source in volume.as_object().into_iter().flat_map(|v| v.keys()) {
             if source == "hostPath" && !policy.allow_bind_mounts {
-                return Err(format!("volume {name}: hostPath mounts a node's files (needs ESM_DOCKER_ALLOW_BIND_MOUNTS)"));
+                return Err(format!(
+                    "volume {name}: hostPath mounts a node's files (needs ESM_DOCKER_ALLOW_BIND_MOUNTS)"
+                ));
             }
             if source != "hostPath" && !OWN_VOLUMES.contains(&source.as_str()) && !policy.allow_external {
                 return Err(format!(
@@ -96,7 +98,9 @@ fn check_service(service: &Value, policy: &Policy) -> Result<(), String> {
     if service.pointer("/spec/externalIPs").and_then(Value::as_array).is_some_and(|a| !a.is_empty())
         && !policy.allow_privileged
     {
-        return Err("spec.externalIPs takes traffic for addresses on the nodes (needs ESM_DOCKER_ALLOW_PRIVILEGED)".into());
+        return Err(
+            "spec.externalIPs takes traffic for addresses on the nodes (needs ESM_DOCKER_ALLOW_PRIVILEGED)".into()
+        );
     }
     for port in service.pointer("/spec/ports").and_then(Value::as_array).into_iter().flatten() {
         if let Some(node_port) = port.get("nodePort").and_then(Value::as_u64) {

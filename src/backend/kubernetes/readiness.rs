@@ -171,7 +171,8 @@ pub fn components(seen: &Seen) -> Vec<Component> {
             component(display_name(d), "deployment", waiting)
         })
         .collect();
-    components.extend(seen.stateful_sets.iter().map(|s| component(display_name(s), "statefulset", stateful_set_waiting(s))));
+    components
+        .extend(seen.stateful_sets.iter().map(|s| component(display_name(s), "statefulset", stateful_set_waiting(s))));
     components.sort_by(|a, b| a.name.cmp(&b.name));
     components
 }

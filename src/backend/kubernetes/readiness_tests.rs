@@ -40,19 +40,25 @@ fn ready_once_every_replica_is_available_and_every_service_has_its_address() {
     assert_eq!(look(&ready, &expected(&["web"], &["web"])), Look::Ready);
 
     let short = Seen { deployments: vec![deployment("web", 2, 1)], services: vec![with_ip], ..Seen::default() };
-    assert_eq!(look(&short, &expected(&["web"], &["web"])), Look::Waiting("Deployment web has 1 of 2 replicas available".into()));
+    assert_eq!(
+        look(&short, &expected(&["web"], &["web"])),
+        Look::Waiting("Deployment web has 1 of 2 replicas available".into())
+    );
 
     let no_ip = service("web", json!({"ports": [{"port": 80}]}), json!({}));
     let seen = Seen { deployments: vec![deployment("web", 1, 1)], services: vec![no_ip], ..Seen::default() };
     assert!(matches!(look(&seen, &expected(&["web"], &["web"])), Look::Waiting(w) if w.contains("no cluster IP")));
 
     let missing = Seen { deployments: vec![deployment("web", 1, 1)], ..Seen::default() };
-    assert!(matches!(look(&missing, &expected(&["web", "db"], &[])), Look::Waiting(w) if w == "Deployment db is not there"));
+    assert!(
+        matches!(look(&missing, &expected(&["web", "db"], &[])), Look::Waiting(w) if w == "Deployment db is not there")
+    );
 }
 
 #[test]
 fn node_ports_and_load_balancers_wait_for_what_the_cluster_assigns() {
-    let node_port = service("web", json!({"type": "NodePort", "clusterIP": "10.0.0.7", "ports": [{"port": 80}]}), json!({}));
+    let node_port =
+        service("web", json!({"type": "NodePort", "clusterIP": "10.0.0.7", "ports": [{"port": 80}]}), json!({}));
     assert!(service_waiting(&node_port).unwrap().contains("node port"));
     let balanced = service(
         "web",
@@ -72,13 +78,15 @@ fn node_ports_and_load_balancers_wait_for_what_the_cluster_assigns() {
 
 #[test]
 fn a_pod_that_cannot_pull_fails_the_rollout_with_its_reason() {
-    let seen = Seen { deployments: vec![deployment("web", 1, 0)], pods: vec![pod("ImagePullBackOff")], ..Seen::default() };
+    let seen =
+        Seen { deployments: vec![deployment("web", 1, 0)], pods: vec![pod("ImagePullBackOff")], ..Seen::default() };
     assert_eq!(
         look(&seen, &expected(&["web"], &[])),
         Look::Failed("pod web-1: container web: ImagePullBackOff: pull access denied for x".into())
     );
     // Waiting to be created is not a failure.
-    let seen = Seen { deployments: vec![deployment("web", 1, 0)], pods: vec![pod("ContainerCreating")], ..Seen::default() };
+    let seen =
+        Seen { deployments: vec![deployment("web", 1, 0)], pods: vec![pod("ContainerCreating")], ..Seen::default() };
     assert!(matches!(look(&seen, &expected(&["web"], &[])), Look::Waiting(_)));
 }
 
@@ -109,5 +117,8 @@ fn components_are_up_or_down_with_the_pods_reason() {
     assert_eq!(components.len(), 2);
     assert_eq!((components[0].name.as_str(), components[0].status), ("compose-api", ComponentStatus::Down));
     assert!(components[0].reason.as_deref().unwrap().contains("CrashLoopBackOff"));
-    assert_eq!((components[1].name.as_str(), components[1].status, components[1].reason.as_deref()), ("compose-web", ComponentStatus::Up, None));
+    assert_eq!(
+        (components[1].name.as_str(), components[1].status, components[1].reason.as_deref()),
+        ("compose-web", ComponentStatus::Up, None)
+    );
 }

@@ -34,7 +34,7 @@ pub fn translate(compose: &Compose, exposure: Exposure, policy: &Policy) -> Resu
                 "volume {name}: x-esm-keep does not translate (an instance's claims go with its namespace)"
             ));
         }
-        objects.push(claim(name, volume_name(name)?));
+        objects.push(claim(name, dns_label(name)));
     }
     for (name, network) in &compose.networks {
         if network.external {
@@ -50,8 +50,8 @@ pub fn translate(compose: &Compose, exposure: Exposure, policy: &Policy) -> Resu
         if let Some(key) = refused.first() {
             return Err(format!("service {name}: {key} does not translate to Kubernetes"));
         }
-        objects.push(deployment(name, &k8s_name, service)?);
-        if let Some(svc) = service_object(name, &k8s_name, service, exposure)? {
+        objects.push(deployment(name, &k8s_name, service));
+        if let Some(svc) = service_object(name, &k8s_name, service, exposure) {
             objects.push(svc);
         }
     }
@@ -65,11 +65,6 @@ pub fn translate(compose: &Compose, exposure: Exposure, policy: &Policy) -> Resu
 fn service_name(name: &str) -> String {
     let label = dns_label(name);
     if label.starts_with(|c: char| c.is_ascii_lowercase()) { label } else { dns_label(&format!("s-{name}")) }
-}
-
-/// The claim name of a named volume.
-fn volume_name(name: &str) -> Result<String, String> {
-    Ok(dns_label(name))
 }
 
 /// Keys a service sets that have no faithful translation.
@@ -107,7 +102,7 @@ fn claim(compose_name: &str, name: String) -> Object {
 }
 
 /// A service's Deployment.
-fn deployment(compose_name: &str, name: &str, service: &Service) -> Result<Object, String> {
+fn deployment(compose_name: &str, name: &str, service: &Service) -> Object {
     let mut container = Map::new();
     container.insert("name".into(), json!(name));
     container.insert("image".into(), json!(service.image));
@@ -190,7 +185,7 @@ fn deployment(compose_name: &str, name: &str, service: &Service) -> Result<Objec
             "template": {"metadata": {"labels": pod_labels}, "spec": pod},
         },
     });
-    Ok(Object { kind: Kind::Deployment, name: name.to_owned(), body })
+    Object { kind: Kind::Deployment, name: name.to_owned(), body }
 }
 
 /// Compose labels that are also valid Kubernetes label keys (others stay off the pods).
@@ -259,15 +254,10 @@ fn mounts(mounts: &[Mount]) -> (Vec<Value>, Vec<Value>) {
 
 /// A service's Service, when it has ports: each port as itself, a published host port
 /// as the node port when Services are exposed on node ports.
-fn service_object(
-    compose_name: &str,
-    name: &str,
-    service: &Service,
-    exposure: Exposure,
-) -> Result<Option<Object>, String> {
+fn service_object(compose_name: &str, name: &str, service: &Service, exposure: Exposure) -> Option<Object> {
     let ports = container_ports(service);
     if ports.is_empty() {
-        return Ok(None);
+        return None;
     }
     let entries: Vec<Value> = ports
         .iter()
@@ -286,7 +276,7 @@ fn service_object(
         "metadata": {"name": name, "annotations": {SERVICE_ANNOTATION: compose_name}},
         "spec": {"type": exposure.service_type(), "selector": {SERVICE_LABEL: name}, "ports": entries},
     });
-    Ok(Some(Object { kind: Kind::Service, name: name.to_owned(), body }))
+    Some(Object { kind: Kind::Service, name: name.to_owned(), body })
 }
 
 #[cfg(test)]

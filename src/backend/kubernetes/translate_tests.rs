@@ -43,7 +43,10 @@ fn services_become_deployments_services_and_claims() {
     assert_eq!(container["command"], json!(["/bin/httpd"]));
     assert_eq!(container["args"], json!(["-f", "-p", "8080"]));
     assert_eq!(container["env"], json!([{"name": "GREETING", "value": "hello"}]));
-    assert_eq!(container["ports"], json!([{"containerPort": 8080, "protocol": "TCP"}, {"containerPort": 9090, "protocol": "UDP"}]));
+    assert_eq!(
+        container["ports"],
+        json!([{"containerPort": 8080, "protocol": "TCP"}, {"containerPort": 9090, "protocol": "UDP"}])
+    );
     assert_eq!(container["workingDir"], "/www");
     assert_eq!(container["securityContext"], json!({"runAsUser": 1000, "runAsGroup": 1000}));
     assert_eq!(container["resources"]["limits"]["memory"], "67108864");
@@ -61,7 +64,10 @@ fn services_become_deployments_services_and_claims() {
     let service = &objects.0[1].body;
     assert_eq!(service["spec"]["type"], "ClusterIP");
     assert_eq!(service["spec"]["selector"], json!({SERVICE_LABEL: "web"}));
-    assert_eq!(service["spec"]["ports"][0], json!({"name": "tcp-8080", "port": 8080, "targetPort": 8080, "protocol": "TCP"}));
+    assert_eq!(
+        service["spec"]["ports"][0],
+        json!({"name": "tcp-8080", "port": 8080, "targetPort": 8080, "protocol": "TCP"})
+    );
     assert_eq!(service["metadata"]["annotations"][SERVICE_ANNOTATION], "web");
     // Every translated object reads as its Kubernetes type.
     for object in &objects.0 {
@@ -103,7 +109,10 @@ fn what_does_not_translate_is_refused() {
         ("services:\n  a:\n    image: x\n    devices: [\"/dev/fuse\"]\n", "devices"),
         ("services:\n  a:\n    image: x\n    networks: {back: {aliases: [db]}}\nnetworks:\n  back: {}\n", "aliases"),
         ("services:\n  a:\n    image: x\n    user: nobody\n", "user"),
-        ("services:\n  a:\n    image: x\n    volumes: [\"d:/d\"]\nvolumes:\n  d: {external: true}\n", "external volumes"),
+        (
+            "services:\n  a:\n    image: x\n    volumes: [\"d:/d\"]\nvolumes:\n  d: {external: true}\n",
+            "external volumes",
+        ),
         ("services:\n  a:\n    image: x\n    volumes: [\"d:/d\"]\nvolumes:\n  d: {x-esm-keep: true}\n", "x-esm-keep"),
         ("services:\n  a:\n    image: x\nnetworks:\n  n: {external: true}\n", "external networks"),
     ];
