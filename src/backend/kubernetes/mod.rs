@@ -5,7 +5,7 @@
 //! Kubernetes YAML (`manifest_type: kubernetes` or `k8s`), checked at registration
 //! ([`objects`]), and docker-compose manifests translated service by service
 //! ([`translate`]) when `ESM_COMPOSE_TARGET=kubernetes`. From there one path deploys
-//! them ([`deploy`]): the instance's namespace, every object created or replaced with
+//! them (`deploy`): the instance's namespace, every object created or replaced with
 //! esm's labels and the instance parameters as environment variables, what an earlier
 //! deployment made and this one does not pruned, then a wait (on the API's watch) until
 //! every Deployment and StatefulSet has its replicas available and every Service has

@@ -1,7 +1,7 @@
 //! The objects esm deploys on a cluster, and Kubernetes manifests read as a list of
 //! them: every document parsed under the manifest limits, of a kind esm knows,
 //! namespaced, named, of the kind's schema (k8s-openapi's types) and within the
-//! operator's policy ([`super::policy`]).
+//! operator's policy (`policy`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -99,11 +99,6 @@ impl Kind {
     /// Whether it runs pods from a template (`spec.template.spec`).
     pub fn has_pods(self) -> bool {
         matches!(self, Kind::Deployment | Kind::StatefulSet | Kind::Job)
-    }
-
-    /// Whether the deployment is ready only once it is.
-    pub fn is_waited_for(self) -> bool {
-        matches!(self, Kind::Deployment | Kind::StatefulSet | Kind::Service)
     }
 
     /// The kind of `apiVersion` and `kind`, if esm deploys it.
