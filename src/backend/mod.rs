@@ -150,13 +150,16 @@ pub trait Backend: Send + Sync {
         manifest: &Manifest,
     ) -> Result<BindOutput, BackendError>;
 
-    /// Revokes a binding's credentials.
+    /// Revokes a binding's credentials. By default there is nothing to revoke: the
+    /// credentials are addresses of the deployment, not accounts made for the binding.
     async fn unbind(
         &self,
-        instance: &ServiceInstance,
-        binding: &Binding,
-        manifest: &Manifest,
-    ) -> Result<(), BackendError>;
+        _instance: &ServiceInstance,
+        _binding: &Binding,
+        _manifest: &Manifest,
+    ) -> Result<(), BackendError> {
+        Ok(())
+    }
 
     /// Live details of a deployment, for `/v2/et/service_instances`.
     async fn info(&self, instance: &ServiceInstance, manifest: &Manifest) -> Result<Info, BackendError>;

@@ -165,16 +165,6 @@ impl<R: DockerRuntime> Backend for DockerBackend<R> {
         report::bind_output(&instance.id, &observed, &compose, &self.0.settings().advertise_host)
     }
 
-    async fn unbind(
-        &self,
-        _instance: &ServiceInstance,
-        _binding: &Binding,
-        _manifest: &Manifest,
-    ) -> Result<(), BackendError> {
-        // The credentials are addresses of the deployment: nothing to revoke.
-        Ok(())
-    }
-
     async fn info(&self, instance: &ServiceInstance, _manifest: &Manifest) -> Result<Info, BackendError> {
         Ok(report::info(&self.0.observe(&instance.id).await?))
     }

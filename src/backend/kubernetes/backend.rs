@@ -12,7 +12,7 @@ use super::cluster::Cluster;
 use super::deploy::{self, Target};
 use super::objects::Objects;
 use super::report::{self, Address};
-use super::{KubernetesSettings, namespace, translate};
+use super::{KubernetesSettings, namespace, policy, translate};
 use crate::backend::docker::model::{Compose, CredentialSource};
 use crate::backend::{Backend, BackendError, BindOutput, Deployment, Execution, Info, labels};
 use crate::domain::binding::Binding;
@@ -124,9 +124,11 @@ impl Backend for KubernetesBackend {
     async fn poolable(&self, manifest: &Manifest) -> Result<(), String> {
         let workload = self.workload(manifest).await.map_err(|e| e.message)?;
         for object in &workload.objects.0 {
-            let text = object.body.to_string();
-            if text.contains("\"nodePort\"") || text.contains("\"hostPort\"") {
-                return Err(format!("{} names a fixed port, which only one deployment can hold", object.key()));
+            if let Some((what, port)) = policy::fixed_ports(object).first() {
+                return Err(format!(
+                    "{} names the fixed {what} {port}, which only one deployment can hold",
+                    object.key()
+                ));
             }
         }
         Ok(())
@@ -160,16 +162,6 @@ impl Backend for KubernetesBackend {
         let workload = self.workload(manifest).await?;
         let (seen, addresses) = self.seen(&instance.id).await?;
         report::bind_output(&instance.id, &addresses, &seen.deployments, &workload.credentials)
-    }
-
-    async fn unbind(
-        &self,
-        _instance: &ServiceInstance,
-        _binding: &Binding,
-        _manifest: &Manifest,
-    ) -> Result<(), BackendError> {
-        // The credentials are addresses of the deployment: nothing to revoke.
-        Ok(())
     }
 
     async fn info(&self, instance: &ServiceInstance, _manifest: &Manifest) -> Result<Info, BackendError> {

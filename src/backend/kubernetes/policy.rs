@@ -19,6 +19,9 @@ const OWN_VOLUMES: &[&str] =
 
 /// Checks `object` under `policy`.
 pub fn check(object: &Object, policy: &Policy) -> Result<(), String> {
+    for (what, port) in fixed_ports(object) {
+        allowed_port(what, port, policy)?;
+    }
     let body = &object.body;
     if object.kind.has_pods() {
         let pod = body.pointer("/spec/template/spec").ok_or("spec.template.spec is missing")?;
@@ -66,13 +69,29 @@ fn check_pod(pod: &Value, policy: &Policy) -> Result<(), String> {
     Ok(())
 }
 
-/// One container of a pod.
-fn check_container(container: &Value, policy: &Policy) -> Result<(), String> {
-    for port in container.get("ports").and_then(Value::as_array).into_iter().flatten() {
-        if let Some(host_port) = port.get("hostPort").and_then(Value::as_u64) {
-            allowed_port("hostPort", host_port, policy)?;
+/// The fixed ports on the nodes an object names: its containers' `hostPort`s and a
+/// Service's `nodePort`s. Only one deployment can hold each.
+pub fn fixed_ports(object: &Object) -> Vec<(&'static str, u64)> {
+    let body = &object.body;
+    let ports = |value: Option<&Value>, key: &'static str| -> Vec<(&'static str, u64)> {
+        let listed = value.and_then(Value::as_array).into_iter().flatten();
+        listed.filter_map(|port| Some((key, port.get(key)?.as_u64()?))).collect()
+    };
+    let mut found =
+        if object.kind == Kind::Service { ports(body.pointer("/spec/ports"), "nodePort") } else { Vec::new() };
+    if object.kind.has_pods() {
+        for list in ["initContainers", "containers"] {
+            let containers = body.pointer(&format!("/spec/template/spec/{list}")).and_then(Value::as_array);
+            for container in containers.into_iter().flatten() {
+                found.extend(ports(container.get("ports"), "hostPort"));
+            }
         }
     }
+    found
+}
+
+/// One container of a pod.
+fn check_container(container: &Value, policy: &Policy) -> Result<(), String> {
     if policy.allow_privileged {
         return Ok(());
     }
@@ -101,11 +120,6 @@ fn check_service(service: &Value, policy: &Policy) -> Result<(), String> {
         return Err(
             "spec.externalIPs takes traffic for addresses on the nodes (needs ESM_DOCKER_ALLOW_PRIVILEGED)".into()
         );
-    }
-    for port in service.pointer("/spec/ports").and_then(Value::as_array).into_iter().flatten() {
-        if let Some(node_port) = port.get("nodePort").and_then(Value::as_u64) {
-            allowed_port("nodePort", node_port, policy)?;
-        }
     }
     Ok(())
 }
