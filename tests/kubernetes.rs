@@ -330,3 +330,29 @@ async fn a_crashing_pod_makes_the_instance_down_within_two_seconds_from_the_watc
     assert_eq!((component["name"].as_str(), component["status"].as_str()), (Some("app"), Some("down")), "{body}");
     assert!(component["reason"].as_str().unwrap_or_default().contains("CrashLoopBackOff"), "{body}");
 }
+
+#[cfg_attr(
+    not(esm_test_kubernetes),
+    ignore = "needs a Kubernetes API: ESM_TEST_KUBERNETES=kmock or ESM_TEST_KUBECONFIG"
+)]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deprovision_answers_once_the_namespace_is_gone_and_the_id_deploys_again() {
+    let cluster = TestCluster::start().await;
+    let dir = temp_dir("esm-k8s");
+    let (esm, owner) = start_esm(&cluster, &dir, &[]).await;
+    let client = Client::new(&esm.api);
+    client.register_manifest("kubernetes", &app_manifest(IMAGE)).await;
+    let ns = kubernetes::namespace(&owner, "again");
+    let namespaces = Api::<Namespace>::all(cluster.client.clone());
+    for round in 0..2 {
+        let (status, body) = client.provision("again", false).await;
+        assert_eq!(status, 201, "round {round}: {body}");
+        assert!(namespaces.get_opt(&ns).await.unwrap().is_some());
+        let (status, body) =
+            client.send(Method::DELETE, "/v2/service_instances/again?service_id=svc&plan_id=plan", None).await;
+        assert_eq!(status, 200, "round {round}: {body}");
+        // Terminating takes a moment (the emulated namespace controller holds a finalizer):
+        // the answer came only once it was over.
+        assert!(namespaces.get_opt(&ns).await.unwrap().is_none(), "round {round}: answered while terminating");
+    }
+}

@@ -152,3 +152,7 @@ pub fn addresses(services: &[Service], node_address: Option<&str>) -> Vec<Addres
 pub fn uses_node_ports(services: &[Service]) -> bool {
     services.iter().any(|s| s.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("NodePort"))
 }
+
+#[cfg(test)]
+#[path = "report_tests.rs"]
+mod tests;
