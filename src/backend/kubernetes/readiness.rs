@@ -91,10 +91,20 @@ fn deployment_state(deployment: &Deployment) -> Result<Option<String>, String> {
     if status.observed_generation.unwrap_or(generation) < generation {
         return Ok(Some(format!("Deployment {name} has not seen its latest spec")));
     }
+    // As `kubectl rollout status` reads it: every replica of the new spec, no old one
+    // left, and all available.
     let available = status.available_replicas.unwrap_or(0);
     let updated = status.updated_replicas.unwrap_or(available);
-    Ok((available < wanted || updated < wanted)
-        .then(|| format!("Deployment {name} has {available} of {wanted} replicas available")))
+    let total = status.replicas.unwrap_or(updated);
+    Ok(if updated < wanted {
+        Some(format!("Deployment {name} has {updated} of {wanted} replicas updated"))
+    } else if total > updated {
+        Some(format!("Deployment {name} has {} old replicas still running", total - updated))
+    } else if available < wanted {
+        Some(format!("Deployment {name} has {available} of {wanted} replicas available"))
+    } else {
+        None
+    })
 }
 
 /// Why a StatefulSet is not ready, if it is not.

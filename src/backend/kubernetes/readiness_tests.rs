@@ -12,7 +12,8 @@ fn deployment(name: &str, replicas: i32, available: i32) -> Deployment {
     read(json!({"apiVersion": "apps/v1", "kind": "Deployment",
                 "metadata": {"name": name, "generation": 2, "annotations": {"esm.service": format!("compose-{name}")}},
                 "spec": {"replicas": replicas, "selector": {}, "template": {}},
-                "status": {"observedGeneration": 2, "availableReplicas": available, "updatedReplicas": available}}))
+                "status": {"observedGeneration": 2, "replicas": replicas, "updatedReplicas": replicas,
+                           "availableReplicas": available}}))
 }
 
 fn service(name: &str, spec: Value, status: Value) -> Service {
@@ -97,6 +98,20 @@ fn a_rollout_past_its_deadline_fails() {
         "reason": "ProgressDeadlineExceeded", "message": "ReplicaSet web-1 has timed out progressing."}))]);
     let seen = Seen { deployments: vec![stuck], ..Seen::default() };
     assert!(matches!(look(&seen, &expected(&["web"], &[])), Look::Failed(f) if f.contains("ProgressDeadlineExceeded")));
+}
+
+#[test]
+fn a_rolling_update_is_ready_once_no_old_replica_is_left() {
+    let mut rolling = deployment("web", 2, 2);
+    let status = rolling.status.as_mut().unwrap();
+    (status.replicas, status.updated_replicas) = (Some(3), Some(2));
+    assert_eq!(deployment_state(&rolling).unwrap().as_deref(), Some("Deployment web has 1 old replicas still running"));
+    let status = rolling.status.as_mut().unwrap();
+    (status.replicas, status.updated_replicas, status.available_replicas) = (Some(2), Some(1), Some(2));
+    assert_eq!(deployment_state(&rolling).unwrap().as_deref(), Some("Deployment web has 1 of 2 replicas updated"));
+    let status = rolling.status.as_mut().unwrap();
+    (status.replicas, status.updated_replicas) = (Some(2), Some(2));
+    assert_eq!(deployment_state(&rolling).unwrap(), None);
 }
 
 #[test]
