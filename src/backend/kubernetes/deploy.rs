@@ -179,18 +179,19 @@ async fn prune(
     Ok(())
 }
 
-/// What the cluster shows of the deployment in `namespace`: four lists.
+/// What the cluster shows of the deployment in `namespace`: four lists, at once.
 pub async fn seen(
     cluster: &Cluster,
     namespace: &str,
     selector: &BTreeMap<String, String>,
 ) -> Result<Seen, BackendError> {
-    Ok(Seen {
-        deployments: cluster.list(namespace, selector).await?,
-        stateful_sets: cluster.list(namespace, selector).await?,
-        services: cluster.list(namespace, selector).await?,
-        pods: cluster.list(namespace, selector).await?,
-    })
+    let (deployments, stateful_sets, services, pods) = tokio::try_join!(
+        cluster.list(namespace, selector),
+        cluster.list(namespace, selector),
+        cluster.list(namespace, selector),
+        cluster.list(namespace, selector),
+    )?;
+    Ok(Seen { deployments, stateful_sets, services, pods })
 }
 
 /// Waits until the deployment is ready, woken by the watch on its objects and pods (or
