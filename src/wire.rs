@@ -376,7 +376,7 @@ pub struct InstanceListQuery {
     /// Only instances with this liveness (`up`, `degraded`, `down`, `unknown`).
     #[param(value_type = Option<String>)]
     pub liveness: Option<LivenessStatus>,
-    /// Only instances deployed by this backend (`dummy`, `docker-compose`, `docker-swarm`).
+    /// Only instances deployed by this backend (`dummy`, `docker-compose`, `docker-swarm`, `kubernetes`).
     pub backend: Option<String>,
 }
 

@@ -18,7 +18,7 @@ pub struct Manifest {
     /// The plan this manifest deploys; a plan has at most one manifest.
     #[schema(min_length = 1)]
     pub plan_id: String,
-    /// Which backend deploys it (`dummy`, later `docker-compose`, `docker-swarm`, ...).
+    /// Which backend deploys it (`dummy`, `docker-compose` or `docker`, `docker-swarm`, `kubernetes` or `k8s`).
     #[schema(min_length = 1)]
     pub manifest_type: String,
     /// The deployment description itself (e.g. a docker-compose YAML document).
