@@ -7,6 +7,7 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(esm_test_docker)");
     println!("cargo::rustc-check-cfg=cfg(esm_test_python)");
     println!("cargo::rustc-check-cfg=cfg(esm_test_kubernetes)");
+    println!("cargo::rustc-check-cfg=cfg(esm_test_kmock)");
     println!("cargo::rerun-if-env-changed=ESM_TEST_MONGO_URI");
     println!("cargo::rerun-if-env-changed=ESM_TEST_DOCKER");
     println!("cargo::rerun-if-env-changed=ESM_TEST_PYTHON");
@@ -28,5 +29,10 @@ fn main() {
     let kmock = std::env::var("ESM_TEST_KUBERNETES").is_ok_and(|v| v == "kmock");
     if kmock || std::env::var("ESM_TEST_KUBECONFIG").is_ok_and(|v| !v.is_empty()) {
         println!("cargo::rustc-cfg=esm_test_kubernetes");
+    }
+    // Tests that make the emulated controllers report what a real cluster cannot be made
+    // to do on demand (a crash).
+    if kmock {
+        println!("cargo::rustc-cfg=esm_test_kmock");
     }
 }

@@ -293,15 +293,13 @@ async fn reconciliation_removes_a_namespace_of_esms_that_no_instance_owns_and_le
 }
 
 #[cfg_attr(
-    not(esm_test_kubernetes),
-    ignore = "needs a Kubernetes API: ESM_TEST_KUBERNETES=kmock or ESM_TEST_KUBECONFIG"
+    not(esm_test_kmock),
+    ignore = "needs the emulator (ESM_TEST_KUBERNETES=kmock): its controllers make a pod crash"
 )]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_crashing_pod_makes_the_instance_down_within_two_seconds_from_the_watch() {
     let cluster = TestCluster::start().await;
-    if !cluster.emulated {
-        return eprintln!("a real cluster's pods cannot be made to crash from here: skipped");
-    }
+    assert!(cluster.emulated, "the crash is played by the emulated controllers");
     let dir = temp_dir("esm-k8s");
     // Periodic observation every 60 s: only the watch can tell within 2.
     let (esm, owner) = start_esm(&cluster, &dir, &[("ESM_LIVENESS_INTERVAL", "60")]).await;
