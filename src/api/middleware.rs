@@ -67,7 +67,8 @@ impl BasicAuth {
         Self { user: Sha256::digest(user.as_bytes()).into(), pass: Sha256::digest(pass.as_bytes()).into() }
     }
 
-    fn accepts(&self, headers: &HeaderMap) -> bool {
+    /// Whether `headers` carry the expected credentials (compared in constant time).
+    pub fn accepts(&self, headers: &HeaderMap) -> bool {
         let Some(decoded) = basic_credentials(headers) else {
             return false;
         };

@@ -102,6 +102,7 @@ pub fn router(state: AppState, auth: Option<BasicAuth>) -> Router {
         );
     }
     let retry_after = state.broker.settings().retry_after_seconds;
+    let (state_for_dashboard, auth_for_dashboard) = (state.clone(), auth.clone());
     // One `layer` call: each wraps every route (and the fallbacks) once more.
     let layers = ServiceBuilder::new()
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
@@ -112,6 +113,7 @@ pub fn router(state: AppState, auth: Option<BasicAuth>) -> Router {
         .layer(layers)
         .with_state(state)
         .merge(SwaggerUi::new("/ui").url("/swagger.json", spec))
+        .merge(crate::dashboard::router(state_for_dashboard, auth_for_dashboard))
         // Last, so it wraps every route (each with its template known) and the
         // fallbacks, and times what the inner layers add.
         .layer(metrics)

@@ -90,17 +90,29 @@ impl Broker {
         limit: usize,
     ) -> OsbResult<InstancePage> {
         let registry = self.registry().await?.record;
+        let (records, next_after) = self.instance_records_page(filter, after, limit).await?;
+        let mut instances = Vec::with_capacity(records.len());
+        for record in records {
+            instances.push(self.et_view(&registry, record).await?);
+        }
+        Ok(InstancePage { instances, next_after })
+    }
+
+    /// At most `limit` selected instance records after the id `after`, as stored (no
+    /// backend is asked), and the id to continue after if there may be more.
+    pub async fn instance_records_page(
+        &self,
+        filter: &InstanceFilter,
+        after: Option<String>,
+        limit: usize,
+    ) -> OsbResult<(Vec<ServiceInstance>, Option<String>)> {
         // One more than asked tells whether there is a next page.
         let query = Query { filters: filter.index_filters(), after, limit: limit + 1 };
         let mut found = self.records.page::<ServiceInstance>(&query).await?;
         let more = found.len() > limit;
         found.truncate(limit);
         let next_after = found.last().filter(|_| more).map(|v| v.record.id.clone());
-        let mut instances = Vec::with_capacity(found.len());
-        for Versioned { record, .. } in found {
-            instances.push(self.et_view(&registry, record).await?);
-        }
-        Ok(InstancePage { instances, next_after })
+        Ok((found.into_iter().map(|Versioned { record, .. }| record).collect(), next_after))
     }
 
     /// `GET /v2/et/service_instances/{instance_id}`.

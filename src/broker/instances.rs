@@ -319,12 +319,12 @@ impl Broker {
     }
 
     /// A live (not deprovisioned) instance.
-    pub(super) async fn live_instance(&self, id: &str) -> OsbResult<Option<Versioned<ServiceInstance>>> {
+    pub async fn live_instance(&self, id: &str) -> OsbResult<Option<Versioned<ServiceInstance>>> {
         Ok(self.records.get::<ServiceInstance>(id).await?.filter(|v| v.record.is_platform_instance()))
     }
 
     /// The live bindings of an instance, from the index by instance.
-    pub(super) async fn bindings_of(&self, instance_id: &str) -> OsbResult<Vec<Binding>> {
+    pub async fn bindings_of(&self, instance_id: &str) -> OsbResult<Vec<Binding>> {
         let filter = vec![(index::INSTANCE_ID.to_owned(), instance_id.to_owned())];
         let found: Vec<Versioned<Binding>> = self.records.scan(filter).try_collect().await?;
         Ok(found.into_iter().map(|v| v.record).collect())

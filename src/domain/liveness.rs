@@ -28,6 +28,9 @@ pub enum LivenessStatus {
 }
 
 impl LivenessStatus {
+    /// Every status.
+    pub const ALL: [Self; 4] = [Self::Up, Self::Degraded, Self::Down, Self::Unknown];
+
     /// As in the API and the index: `up`, `degraded`, `down`, `unknown`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -40,7 +43,7 @@ impl LivenessStatus {
 
     /// The status spelled as [`LivenessStatus::as_str`] spells it.
     pub fn parse(text: &str) -> Option<Self> {
-        [Self::Up, Self::Degraded, Self::Down, Self::Unknown].into_iter().find(|s| s.as_str() == text)
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
     }
 
     /// How bad it is: the worse of two sources wins.

@@ -28,6 +28,9 @@ pub enum OperationState {
 }
 
 impl OperationState {
+    /// Every state.
+    pub const ALL: [Self; 3] = [Self::InProgress, Self::Succeeded, Self::Failed];
+
     /// The state as OSB spells it.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -39,7 +42,7 @@ impl OperationState {
 
     /// Reads a state as OSB spells it.
     pub fn parse(text: &str) -> Option<Self> {
-        [Self::InProgress, Self::Succeeded, Self::Failed].into_iter().find(|s| s.as_str() == text)
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
     }
 }
 
@@ -187,6 +190,11 @@ pub struct OperationLog(Vec<Operation>);
 const KEPT_OPERATIONS: usize = 8;
 
 impl OperationLog {
+    /// The operations it remembers, oldest first.
+    pub fn iter(&self) -> std::slice::Iter<'_, Operation> {
+        self.0.iter()
+    }
+
     /// The newest operation.
     pub fn last(&self) -> Option<&Operation> {
         self.0.last()

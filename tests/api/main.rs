@@ -9,6 +9,7 @@ mod wait;
 
 mod bindings;
 mod catalog;
+mod dashboard;
 mod deprovision;
 mod elastest;
 mod events;

@@ -1,0 +1,128 @@
+// esm's dashboard: live updates from the event stream, and the three actions. No
+// framework and no HTML built from text: everything shown is set with textContent.
+
+const VERSION = { "X-Broker-API-Version": "2.17" };
+const OPERATIONS = ["provision", "update", "deprovision", "bind", "unbind"];
+const TYPES = [
+  "liveness.changed", "instance.removed", "instance.dropped", "service.registered", "service.removed",
+  "pool.member_ready", "pool.member_failed", "pool.member_claimed", "pool.member_replaced",
+  "resource.orphaned", "resource.gone",
+  ...OPERATIONS.flatMap((op) => ["started", "succeeded", "failed"].map((step) => `${op}.${step}`)),
+];
+
+function cell(text, href) {
+  const td = document.createElement("td");
+  if (href) {
+    const a = document.createElement("a");
+    a.href = href;
+    a.textContent = text;
+    td.append(a);
+  } else {
+    td.textContent = text;
+  }
+  return td;
+}
+
+// A new event: the feed gets a row on top; a liveness change updates what shows it.
+function shown(event) {
+  const feed = document.querySelector("#live tbody");
+  if (feed) {
+    const row = document.createElement("tr");
+    if (event.type.endsWith(".failed")) row.className = "failed";
+    const what = [event.from && event.to ? `${event.from} → ${event.to}` : "", event.reason || event.description || ""]
+      .filter(Boolean)
+      .join(" · ");
+    const instance = event.instance_id || "";
+    row.append(cell(String(event.id)), cell(event.at), cell(event.type),
+      cell(instance, instance ? `/dashboard/instances/${encodeURIComponent(instance)}` : null), cell(what));
+    feed.prepend(row);
+  }
+  if (event.type === "liveness.changed" && event.instance_id) {
+    for (const holder of document.querySelectorAll("[data-liveness]")) {
+      const row = holder.closest("[data-instance]") || holder;
+      if (row.dataset.instance !== event.instance_id) continue;
+      holder.dataset.liveness = event.to;
+      const text = holder.querySelector(".liveness") || holder;
+      text.textContent = event.to;
+    }
+  }
+}
+
+function listen() {
+  const live = document.querySelector("#live");
+  const watched = document.querySelector("[data-liveness]");
+  if (!live && !watched) return;
+  const feed = live ? live.dataset.feed : "all";
+  // From now on: the page was rendered with what came before.
+  const query = feed && feed !== "all" ? `?instance_id=${encodeURIComponent(feed)}` : "";
+  const source = new EventSource(`/v2/et/events${query}`);
+  for (const type of TYPES) {
+    source.addEventListener(type, (message) => {
+      try {
+        shown(JSON.parse(message.data));
+      } catch (_) {
+        // A frame that is not an event: nothing to show.
+      }
+    });
+  }
+}
+
+async function call(method, path, body) {
+  const headers = { ...VERSION };
+  if (body) headers["Content-Type"] = "application/json";
+  const response = await fetch(path, { method, headers, body: body ? JSON.stringify(body) : undefined });
+  const answer = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(answer.description || `${response.status} ${response.statusText}`);
+  return answer;
+}
+
+const ACTIONS = {
+  async deprovision(button) {
+    const { instance, service, plan } = button.dataset;
+    if (!confirm(`Deprovision instance ${instance}? Its deployment is removed.`)) return null;
+    const query = new URLSearchParams({ service_id: service, plan_id: plan, accepts_incomplete: "true" });
+    await call("DELETE", `/v2/service_instances/${encodeURIComponent(instance)}?${query}`);
+    return `Deprovisioning ${instance}.`;
+  },
+  async drain(button) {
+    const { plan } = button.dataset;
+    if (!confirm(`Drain the pool of plan ${plan}? Its idle members are removed.`)) return null;
+    await call("DELETE", `/v2/et/pools/${encodeURIComponent(plan)}`);
+    return `Draining the pool of ${plan}.`;
+  },
+  async resize(button) {
+    const { plan, size } = button.dataset;
+    const wanted = prompt(`New size of the pool of plan ${plan}:`, size);
+    if (wanted === null) return null;
+    const current = await call("GET", `/v2/et/pools/${encodeURIComponent(plan)}`);
+    const body = { size: Number(wanted), max_age_seconds: current.max_age_seconds, parameters: current.parameters };
+    if (!confirm(`Resize the pool of plan ${plan} from ${size} to ${body.size}?`)) return null;
+    await call("PUT", `/v2/et/pools/${encodeURIComponent(plan)}`, body);
+    return `The pool of ${plan} is resized to ${body.size}.`;
+  },
+};
+
+function say(text, failed) {
+  let status = document.querySelector("#status");
+  if (!status) {
+    status = document.createElement("p");
+    status.id = "status";
+    status.setAttribute("role", "status");
+    document.querySelector("main").prepend(status);
+  }
+  status.className = failed ? "failed" : "";
+  status.textContent = text;
+}
+
+document.addEventListener("click", async (click) => {
+  const button = click.target.closest("button[data-action]");
+  if (!button) return;
+  try {
+    const done = await ACTIONS[button.dataset.action](button);
+    if (done) say(done, false);
+  } catch (error) {
+    say(error.message, true);
+  }
+});
+
+listen();

@@ -1,0 +1,181 @@
+//! The instance table (paged and filtered from the store's indexes, so it stays fast
+//! with 100,000 instances: no backend is asked) and one instance.
+
+use axum::extract::{Path, Query, State};
+use maud::{Markup, html};
+use serde::Deserialize;
+
+use super::pages::{event_table, recent_events, urlencode};
+use super::{PageError, PageResult, page};
+use crate::api::AppState;
+use crate::broker::InstanceFilter;
+use crate::domain::instance::ServiceInstance;
+use crate::domain::liveness::LivenessStatus;
+use crate::domain::operation::OperationState;
+use crate::error::OsbError;
+use crate::events::Filter;
+
+/// Rows a page shows unless asked otherwise, and the most it shows.
+const ROWS: usize = 50;
+const MAX_ROWS: usize = 500;
+
+/// The table's filters and position.
+#[derive(Debug, Default, Deserialize)]
+pub struct TableQuery {
+    service_id: Option<String>,
+    plan_id: Option<String>,
+    state: Option<String>,
+    liveness: Option<String>,
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+impl TableQuery {
+    /// The store filter; a state or liveness that is not one is a 400.
+    fn filter(&self) -> Result<InstanceFilter, OsbError> {
+        let non_empty = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
+        let state = non_empty(&self.state)
+            .map(|s| {
+                OperationState::parse(&s)
+                    .ok_or_else(|| OsbError::BadRequest(format!("state {s:?} is not an operation state")))
+            })
+            .transpose()?;
+        let liveness = non_empty(&self.liveness)
+            .map(|s| {
+                LivenessStatus::parse(&s)
+                    .ok_or_else(|| OsbError::BadRequest(format!("liveness {s:?} is not a liveness")))
+            })
+            .transpose()?;
+        Ok(InstanceFilter {
+            service_id: non_empty(&self.service_id),
+            plan_id: non_empty(&self.plan_id),
+            state,
+            liveness,
+            backend: None,
+        })
+    }
+
+    /// This query's filters as a query string, continuing after `after`.
+    fn next(&self, after: &str) -> String {
+        let mut parts = vec![format!("after={}", urlencode(after))];
+        for (key, value) in [
+            ("service_id", &self.service_id),
+            ("plan_id", &self.plan_id),
+            ("state", &self.state),
+            ("liveness", &self.liveness),
+        ] {
+            if let Some(value) = value.as_deref().filter(|v| !v.is_empty()) {
+                parts.push(format!("{key}={}", urlencode(value)));
+            }
+        }
+        if let Some(limit) = self.limit {
+            parts.push(format!("limit={limit}"));
+        }
+        parts.join("&")
+    }
+}
+
+/// The instance table: filters, a page of rows, the link to the next page.
+pub async fn list(State(state): State<AppState>, Query(query): Query<TableQuery>) -> PageResult {
+    let filter = query.filter()?;
+    let limit = query.limit.unwrap_or(ROWS).clamp(1, MAX_ROWS);
+    let (instances, next) = state.broker.instance_records_page(&filter, query.after.clone(), limit).await?;
+    let selected = |value: &Option<String>, option: &str| value.as_deref() == Some(option);
+    Ok(page(
+        "Instances",
+        html! {
+            form.filters method="get" action="/dashboard/instances" {
+                label { "Service " input name="service_id" value=[query.service_id.as_deref()]; }
+                label { "Plan " input name="plan_id" value=[query.plan_id.as_deref()]; }
+                label { "State " select name="state" {
+                    option value="" { "any" }
+                    @for s in OperationState::ALL { option value=(s.as_str()) selected[selected(&query.state, s.as_str())] { (s.as_str()) } }
+                } }
+                label { "Liveness " select name="liveness" {
+                    option value="" { "any" }
+                    @for l in LivenessStatus::ALL { option value=(l.as_str()) selected[selected(&query.liveness, l.as_str())] { (l.as_str()) } }
+                } }
+                button type="submit" { "Filter" }
+            }
+            table #instances {
+                thead { tr { th { "Instance" } th { "Service" } th { "Plan" } th { "State" } th { "Liveness" } th { "Created" } } }
+                tbody { @for instance in &instances { (row(instance)) } }
+            }
+            @if instances.is_empty() { p { "No instances match." } }
+            @if let Some(after) = next { p { a.next href={ "/dashboard/instances?" (query.next(&after)) } { "Next page →" } } }
+        },
+    ))
+}
+
+/// One row; the script updates its liveness cell from the event stream.
+fn row(instance: &ServiceInstance) -> Markup {
+    let state = instance.operations.last().map_or("", |o| o.state.as_str());
+    let liveness = instance.liveness.as_ref().map_or("unknown", |l| l.status.as_str());
+    html! {
+        tr data-instance=(instance.id) {
+            td { a href={ "/dashboard/instances/" (urlencode(&instance.id)) } { (instance.id) } }
+            td { (instance.service_id) } td { (instance.plan_id) }
+            td.state { (state) }
+            td.liveness data-liveness=(liveness) { (liveness) }
+            td { (instance.created_at) }
+        }
+    }
+}
+
+/// One instance: what it is, its liveness, its deployment, what it holds, its bindings
+/// (never their credentials), its operations and its events; and deprovision.
+pub async fn one(State(state): State<AppState>, Path(instance_id): Path<String>) -> PageResult {
+    let broker = &state.broker;
+    let Some(found) = broker.live_instance(&instance_id).await? else {
+        return Err(PageError::from(OsbError::NotFound(format!("no instance {instance_id}"))));
+    };
+    let instance = found.record;
+    let resources = broker.instance_resources(&instance_id).await.unwrap_or_default();
+    let bindings = broker.bindings_of(&instance_id).await?;
+    let filter = Filter { instance_id: Some(instance_id.clone()), ..Filter::default() };
+    let events = recent_events(&state, &filter).await?;
+    let liveness = instance.liveness.clone();
+    let status = liveness.as_ref().map_or("unknown", |l| l.status.as_str());
+    Ok(page(
+        &format!("Instance {instance_id}"),
+        html! {
+            dl {
+                dt { "Service" } dd { (instance.service_id) }
+                dt { "Plan" } dd { (instance.plan_id) }
+                dt { "Manifest" } dd { (instance.manifest_id) " (" (instance.manifest_type.as_deref().unwrap_or("?")) ")" }
+                dt { "Created" } dd { (instance.created_at) }
+                dt { "Liveness" } dd #liveness data-instance=(instance_id) data-liveness=(status) {
+                    span.liveness { (status) }
+                    @if let Some(l) = &liveness { " · " (l.reason) " (since " (l.since) ")" }
+                }
+            }
+            p {
+                button.action.danger data-action="deprovision" data-instance=(instance_id)
+                    data-service=(instance.service_id) data-plan=(instance.plan_id) { "Deprovision" }
+            }
+            @if let Some(l) = &liveness {
+                h2 { "Components" }
+                table { thead { tr { th { "Name" } th { "Kind" } th { "Status" } th { "Reason" } } }
+                    tbody { @for c in &l.components { tr { td { (c.name) } td { (c.kind) }
+                        td { (serde_json::to_value(c.status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()) }
+                        td { (c.reason.as_deref().unwrap_or("")) } } } } }
+            }
+            h2 { "Deployment" }
+            pre { (serde_json::to_string_pretty(&instance.deployment).unwrap_or_default()) }
+            h2 { "Resources" }
+            table { thead { tr { th { "Type" } th { "Name" } th { "State" } th { "Backend" } th { "Since" } } }
+                tbody { @for r in &resources { tr { td { (r.kind) } td { (r.name) } td { (r.state.as_str()) }
+                    td { (r.backend) } td { (r.created_at) } } } } }
+            h2 { "Bindings" }
+            table { thead { tr { th { "Binding" } th { "App" } th { "Status" } th { "Created" } } }
+                tbody { @for b in &bindings { tr { td { (b.id) } td { (b.app_guid.as_deref().unwrap_or("")) }
+                    td { (format!("{:?}", b.status).to_lowercase()) } td { (b.created_at) } } } } }
+            h2 { "Operations" }
+            table { thead { tr { th { "Kind" } th { "State" } th { "Description" } } }
+                tbody { @for o in instance.operations.iter().rev() { tr { td { (o.kind.as_str()) } td { (o.state.as_str()) }
+                    td { (o.description.as_deref().unwrap_or("")) } } } } }
+            h2 { "Events" }
+            div #live data-feed=(instance_id) { (event_table(&events)) }
+        },
+    ))
+}

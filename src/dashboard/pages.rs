@@ -1,0 +1,199 @@
+//! The overview, services and plans (with their manifests), pools, and the event feed.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use maud::{Markup, html};
+use serde_json::Value;
+
+use super::{PageResult, page};
+use crate::api::AppState;
+use crate::domain::event::Event;
+use crate::error::OsbError;
+use crate::events::Filter;
+use crate::store::{Collection, index};
+
+/// How many recent events the overview and the feed start with.
+const RECENT: u64 = 25;
+
+/// Counts by state and liveness (from the store's census index: no record is read),
+/// pool fill, and the recent events with failures marked.
+pub async fn overview(State(state): State<AppState>) -> PageResult {
+    let broker = &state.broker;
+    let counts = broker.store().counts(Collection::Instances, index::CENSUS).await.map_err(OsbError::from)?;
+    let (mut by_state, mut by_liveness) = (BTreeMap::<String, u64>::new(), BTreeMap::<String, u64>::new());
+    for (value, n) in counts {
+        if let Some([_, _, state, liveness]) = index::parse_census(&value) {
+            *by_state.entry(state).or_default() += n;
+            *by_liveness.entry(liveness).or_default() += n;
+        }
+    }
+    let total: u64 = by_state.values().sum();
+    let pools = broker.pool_statuses().await?;
+    let recent = recent_events(&state, &Filter::default()).await?;
+    let per_minute = recent.iter().filter(|e| within_a_minute(&e.at)).count();
+    Ok(page(
+        "Overview",
+        html! {
+            section.cards {
+                div.card { h2 { "Instances" } p.big { (total) } }
+                div.card { h2 { "By state" } (tally(&by_state, "state")) }
+                div.card { h2 { "By liveness" } (tally(&by_liveness, "liveness")) }
+                div.card { h2 { "Events in the last minute" } p.big #per-minute { (per_minute) } }
+            }
+            h2 { "Pools" }
+            @if pools.is_empty() { p { "No pools." } }
+            @for pool in &pools {
+                p { (pool.plan_id) ": " (pool.ready) " ready of " (pool.size)
+                    @if let Some(error) = &pool.last_error { " · " span.failed { (error.message) } } }
+            }
+            h2 { "Recent events" }
+            (event_table(&recent))
+        },
+    ))
+}
+
+/// Counts as links to the instance table filtered by `field`.
+fn tally(counts: &BTreeMap<String, u64>, field: &str) -> Markup {
+    html! {
+        ul.tally {
+            @for (value, n) in counts {
+                li { a href={ "/dashboard/instances?" (field) "=" (urlencode(value)) } { (value) } ": " (n) }
+            }
+        }
+    }
+}
+
+/// Every service with its plans and their manifests.
+pub async fn services(State(state): State<AppState>) -> PageResult {
+    let catalog = state.broker.catalog().await?;
+    let manifests = state.broker.list_manifests().await?;
+    Ok(page(
+        "Services and plans",
+        html! {
+            @if catalog.services.is_empty() { p { "No services are registered." } }
+            @for service in &catalog.services {
+                section.service {
+                    h2 { (service.name) " " small { "(" (service.id) ")" } }
+                    p { (service.description) }
+                    p { "Bindable: " (service.bindable) }
+                    @for plan in &service.plans {
+                        h3 { "Plan " (plan.name) " " small { "(" (plan.id) ")" } }
+                        p { (plan.description) }
+                        @for manifest in manifests.iter().filter(|m| m.plan_id == plan.id) {
+                            details {
+                                summary { "Manifest " (manifest.id) " · " (manifest.manifest_type) }
+                                pre { (manifest.manifest_content) }
+                            }
+                        }
+                        p { a href={ "/dashboard/instances?plan_id=" (urlencode(&plan.id)) } { "Instances on this plan" } }
+                    }
+                }
+            }
+        },
+    ))
+}
+
+/// Every pool, with drain and resize.
+pub async fn pools(State(state): State<AppState>) -> PageResult {
+    let pools = state.broker.pool_statuses().await?;
+    Ok(page(
+        "Pools",
+        html! {
+            @if pools.is_empty() { p { "No pools. A pool is set with PUT /v2/et/pools/{plan_id}." } }
+            table {
+                thead { tr { th { "Plan" } th { "Service" } th { "Size" } th { "Ready" } th { "Deploying" } th { "Broken" }
+                             th { "Claimed" } th { "Misses" } th { "Last error" } th { "Actions" } } }
+                tbody {
+                    @for pool in &pools {
+                        tr {
+                            td { (pool.plan_id) } td { (pool.service_id) } td { (pool.size) } td { (pool.ready) }
+                            td { (pool.deploying) } td { (pool.broken) } td { (pool.claimed_total) } td { (pool.misses_total) }
+                            td { @if let Some(error) = &pool.last_error { span.failed { (error.message) } } }
+                            td {
+                                @if pool.draining { "draining" } @else {
+                                    button.action data-action="resize" data-plan=(pool.plan_id) data-size=(pool.size) { "Resize" }
+                                    " "
+                                    button.action.danger data-action="drain" data-plan=(pool.plan_id) { "Drain" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    ))
+}
+
+/// The live event feed: the recent events, then each new one as it happens.
+pub async fn events(State(state): State<AppState>) -> PageResult {
+    let recent = recent_events(&state, &Filter::default()).await?;
+    Ok(page(
+        "Events",
+        html! {
+            p { "New events appear at the top as they happen." }
+            div #live data-feed="all" { (event_table(&recent)) }
+        },
+    ))
+}
+
+/// The newest events matching `filter`, newest first.
+pub async fn recent_events(state: &AppState, filter: &Filter) -> Result<Vec<Event>, OsbError> {
+    let log = state.broker.events();
+    let after = if filter.instance_id.is_some() { 0 } else { log.delivered().saturating_sub(RECENT) };
+    let mut events = log.page(filter, after, 100).await.map_err(OsbError::from)?;
+    events.reverse();
+    events.truncate(RECENT as usize);
+    Ok(events)
+}
+
+/// Events as a table, newest first; failures marked.
+pub fn event_table(events: &[Event]) -> Markup {
+    html! {
+        table.events {
+            thead { tr { th { "#" } th { "At" } th { "Type" } th { "Instance" } th { "What" } } }
+            tbody {
+                @for event in events {
+                    tr class=[event.kind.ends_with(".failed").then_some("failed")] {
+                        td { (event.id) } td { (event.at) } td { (event.kind) }
+                        td { @if let Some(id) = &event.instance_id {
+                            a href={ "/dashboard/instances/" (urlencode(id)) } { (id) } } }
+                        td { (summary(event)) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `from → to`, and the reason, of an event.
+fn summary(event: &Event) -> String {
+    let value = serde_json::to_value(event).unwrap_or(Value::Null);
+    let text = |key: &str| value.get(key).and_then(Value::as_str).map(str::to_owned);
+    let mut parts = Vec::new();
+    if let (Some(from), Some(to)) = (text("from"), text("to")) {
+        parts.push(format!("{from} → {to}"));
+    }
+    if let Some(reason) = text("reason").or_else(|| text("description")) {
+        parts.push(reason);
+    }
+    parts.join(" · ")
+}
+
+/// Whether an RFC 3339 time is within the last minute.
+fn within_a_minute(at: &str) -> bool {
+    humantime::parse_rfc3339_weak(at)
+        .ok()
+        .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+        .is_some_and(|age| age.as_secs() < 60)
+}
+
+/// `text` for a URL's path segment or query value.
+pub fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

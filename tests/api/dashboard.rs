@@ -1,0 +1,129 @@
+//! The operator dashboard as HTML: every page, its security headers, auth, escaping of
+//! what users wrote, no secrets shown, and the instance table's paging and filters. The
+//! browser test (`tests/ui/dashboard.mjs`) drives the same pages in Chromium.
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::helpers::*;
+
+/// A page's status, headers and text.
+async fn page(app: &TestApp, path: &str) -> (StatusCode, reqwest::header::HeaderMap, String) {
+    let mut request = app.raw(Method::GET, path);
+    if let Some((user, pass)) = &app.auth {
+        request = request.basic_auth(user, Some(pass));
+    }
+    let response = request.send().await.expect("esm answers");
+    let (status, headers) = (response.status(), response.headers().clone());
+    (status, headers, response.text().await.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn every_page_is_html_under_a_strict_content_security_policy() {
+    let app = provisioned(json!({}), "{}").await;
+    for path in [
+        "/dashboard",
+        "/dashboard/services",
+        "/dashboard/instances",
+        "/dashboard/instances/i-1",
+        "/dashboard/pools",
+        "/dashboard/events",
+    ] {
+        let (status, headers, text) = page(&app, path).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {text}");
+        assert_eq!(headers["content-type"], "text/html; charset=utf-8", "{path}");
+        let policy = headers["content-security-policy"].to_str().unwrap();
+        assert!(policy.contains("default-src 'none'") && policy.contains("script-src 'self'"), "{path}: {policy}");
+        assert!(!policy.contains("unsafe"), "{path}: {policy}");
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+        assert!(text.starts_with("<!DOCTYPE html>"), "{path}");
+        assert!(
+            !text.contains(" style=") && !text.contains("<script>") && !text.contains(" onclick="),
+            "{path}: inline code"
+        );
+    }
+    let (status, headers, script) = page(&app, "/dashboard/assets/dashboard.js").await;
+    assert_eq!((status, headers["content-type"].to_str().unwrap()), (StatusCode::OK, "text/javascript; charset=utf-8"));
+    assert!(!script.contains("innerHTML"), "the script never builds HTML from text");
+    let (status, headers, _) = page(&app, "/dashboard/assets/dashboard.css").await;
+    assert_eq!((status, headers["content-type"].to_str().unwrap()), (StatusCode::OK, "text/css; charset=utf-8"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_dashboard_asks_for_the_broker_credentials_when_they_are_set() {
+    let mut app = spawn_app_with_auth("operator", "s3cret").await;
+    let auth = app.auth.take();
+    let (status, headers, text) = page(&app, "/dashboard/instances").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(headers["www-authenticate"], "Basic realm=\"esm\"");
+    assert!(headers.contains_key("content-security-policy"));
+    assert!(!text.contains("Instances</h1>"));
+    app.auth = Some(("operator".into(), "wrong".into()));
+    assert_eq!(page(&app, "/dashboard").await.0, StatusCode::UNAUTHORIZED);
+    app.auth = auth;
+    assert_eq!(page(&app, "/dashboard/instances").await.0, StatusCode::OK);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn what_users_wrote_is_shown_as_text_and_secrets_are_not_shown() {
+    let app = spawn_app().await;
+    let xss = "<script>alert('x')</script><img src=x onerror=alert(1)>";
+    let service = json!({"id": "svc-x", "name": xss, "description": xss, "bindable": true,
+                         "plans": [{"id": "plan-x", "name": xss, "description": "d"}]});
+    assert_eq!(app.put("/v2/et/catalog", &service).await.status, StatusCode::CREATED);
+    let manifest = json!({"service_id": "svc-x", "plan_id": "plan-x", "manifest_type": "dummy",
+                          "manifest_content": format!("# {xss}\nservices:\n  app:\n    image: x\n")});
+    assert_eq!(app.put("/v2/et/manifest/m-x", &manifest).await.status, StatusCode::CREATED);
+    let body = json!({"service_id": "svc-x", "plan_id": "plan-x", "organization_guid": "o", "space_guid": "s",
+                      "parameters": {"DB_PASSWORD": "hunter2-parameter"}});
+    let r = app.put("/v2/service_instances/i-x", &body).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let bound = app.bind("i-x", "b-x", Some(json!({"service_id": "svc-x", "plan_id": "plan-x"})), false).await;
+    let password = bound.body["credentials"]["password"].as_str().expect("a password").to_owned();
+    for path in
+        ["/dashboard/services", "/dashboard/instances", "/dashboard/instances/i-x", "/dashboard/events", "/dashboard"]
+    {
+        let (status, _, text) = page(&app, path).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert!(!text.contains("<script>alert") && !text.contains("<img src=x"), "{path}: unescaped");
+        assert!(!text.contains(&password), "{path}: a binding's password is shown");
+        assert!(!text.contains("hunter2-parameter"), "{path}: a parameter is shown");
+    }
+    let (_, _, services) = page(&app, "/dashboard/services").await;
+    assert!(services.contains("&lt;script&gt;alert('x')&lt;/script&gt;"), "{services}");
+    let (_, _, instance) = page(&app, "/dashboard/instances/i-x").await;
+    assert!(instance.contains("b-x"), "the binding is listed: {instance}");
+    let (status, _, missing) = page(&app, "/dashboard/instances/%3Cb%3Enope").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(missing.contains("&lt;b&gt;nope") && !missing.contains("<b>nope"), "{missing}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_instance_table_pages_and_filters_from_the_index() {
+    let app = with_plan("x-esm-dummy: {mode: sync}").await;
+    for n in 0..7 {
+        assert_eq!(app.provision(&format!("i-{n}"), false).await.status, StatusCode::CREATED);
+    }
+    let rows = |text: &str| text.matches("<tr data-instance=").count();
+    let (_, _, first) = page(&app, "/dashboard/instances?limit=3").await;
+    assert_eq!(rows(&first), 3, "{first}");
+    assert!(first.contains("data-instance=\"i-0\"") && first.contains("data-instance=\"i-2\""));
+    let next = first.split("class=\"next\" href=\"").nth(1).and_then(|s| s.split('"').next()).expect("a next link");
+    let (_, _, second) = page(&app, &next.replace("&amp;", "&")).await;
+    assert_eq!(rows(&second), 3);
+    assert!(second.contains("data-instance=\"i-3\"") && !second.contains("data-instance=\"i-2\""), "{second}");
+    let (_, _, last) = page(&app, "/dashboard/instances?limit=3&after=i-5").await;
+    assert_eq!(rows(&last), 1);
+    assert!(!last.contains("class=\"next\""));
+    let (_, _, failed) = page(&app, "/dashboard/instances?state=failed").await;
+    assert_eq!(rows(&failed), 0);
+    let (_, _, succeeded) = page(&app, &format!("/dashboard/instances?state=succeeded&plan_id={PLAN}")).await;
+    assert_eq!(rows(&succeeded), 7);
+    let (status, _, refused) = page(&app, "/dashboard/instances?liveness=sideways").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(refused.contains("sideways"));
+    app.stop().await;
+}
