@@ -43,6 +43,7 @@ pub fn router(state: AppState, auth: Option<BasicAuth>) -> Router {
         .route("/dashboard/events", get(pages::events))
         .route("/dashboard/assets/dashboard.js", get(script))
         .route("/dashboard/assets/dashboard.css", get(style))
+        .route("/dashboard/assets/favicon.svg", get(icon))
         .with_state(state)
         .layer(middleware::from_fn_with_state(auth.map(std::sync::Arc::new), guard))
 }
@@ -74,6 +75,10 @@ async fn script() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], include_str!("assets/dashboard.js"))
 }
 
+async fn icon() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "image/svg+xml")], include_str!("assets/favicon.svg"))
+}
+
 async fn style() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], include_str!("assets/dashboard.css"))
 }
@@ -87,6 +92,7 @@ pub fn page(title: &str, content: Markup) -> Markup {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { "esm · " (title) }
+                link rel="icon" href="/dashboard/assets/favicon.svg";
                 link rel="stylesheet" href="/dashboard/assets/dashboard.css";
                 script type="module" src="/dashboard/assets/dashboard.js" {}
             }

@@ -15,6 +15,8 @@ use crate::store::{Collection, index};
 
 /// How many recent events the overview and the feed start with.
 const RECENT: u64 = 25;
+/// How many of the newest events the overview counts operations and failures in.
+const WINDOW: u64 = 1000;
 
 /// Counts by state and liveness (from the store's census index: no record is read),
 /// pool fill, and the recent events with failures marked.
@@ -30,8 +32,13 @@ pub async fn overview(State(state): State<AppState>) -> PageResult {
     }
     let total: u64 = by_state.values().sum();
     let pools = broker.pool_statuses().await?;
+    let log = broker.events();
+    let window = log.page(&Filter::default(), log.delivered().saturating_sub(WINDOW), WINDOW as usize).await;
+    let window = window.map_err(OsbError::from)?;
+    let finished = |e: &&Event| e.kind.ends_with(".succeeded") || e.kind.ends_with(".failed");
+    let per_minute = window.iter().filter(finished).filter(|e| within_a_minute(&e.at)).count();
+    let failures: Vec<Event> = window.iter().rev().filter(|e| e.kind.ends_with(".failed")).take(10).cloned().collect();
     let recent = recent_events(&state, &Filter::default()).await?;
-    let per_minute = recent.iter().filter(|e| within_a_minute(&e.at)).count();
     Ok(page(
         "Overview",
         html! {
@@ -39,8 +46,10 @@ pub async fn overview(State(state): State<AppState>) -> PageResult {
                 div.card { h2 { "Instances" } p.big { (total) } }
                 div.card { h2 { "By state" } (tally(&by_state, "state")) }
                 div.card { h2 { "By liveness" } (tally(&by_liveness, "liveness")) }
-                div.card { h2 { "Events in the last minute" } p.big #per-minute { (per_minute) } }
+                div.card { h2 { "Operations finished in the last minute" } p.big #per-minute { (per_minute) } }
             }
+            h2 { "Recent failures" }
+            @if failures.is_empty() { p { "None among the last " (WINDOW) " events." } } @else { (event_table(&failures)) }
             h2 { "Pools" }
             @if pools.is_empty() { p { "No pools." } }
             @for pool in &pools {

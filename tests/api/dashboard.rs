@@ -127,3 +127,20 @@ async fn the_instance_table_pages_and_filters_from_the_index() {
     assert!(refused.contains("sideways"));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_overview_counts_instances_by_state_and_shows_recent_failures() {
+    // Asynchronous: a failed provision is kept (a synchronous one leaves nothing).
+    let app = with_plan("x-esm-dummy: {fail: [provision]}").await;
+    for id in ["i-a", "i-b"] {
+        assert_eq!(app.provision(id, true).await.status, StatusCode::ACCEPTED);
+        assert_eq!(app.poll_instance(id).await.body["state"], "failed");
+    }
+    let (status, _, text) = page(&app, "/dashboard").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(text.contains("href=\"/dashboard/instances?state=failed\">failed</a>: 2"), "{text}");
+    let failures = text.split("Recent failures").nth(1).and_then(|s| s.split("<h2>").next()).unwrap_or_default();
+    assert_eq!(failures.matches("provision.failed").count(), 2, "{failures}");
+    assert!(text.contains("id=\"per-minute\">2<"), "two operations finished just now: {text}");
+    app.stop().await;
+}

@@ -3,16 +3,12 @@
 // ElasTest operation is listed, authorizes, uses "Try it out" on GET /v2/catalog with
 // the API-version header and expects a 200. Saves a screenshot (SCREENSHOT, default
 // ci-artifacts/swagger-ui.png). Exits non-zero on any failure.
-import { spawn } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
+import { call, credentials, launchChromium, root, startEsm } from './esm.mjs';
 
-const root = path.resolve(import.meta.dirname, '..', '..');
-const bin = process.env.ESM_BIN ?? path.join(root, 'target', 'debug', 'esm');
 const screenshot = process.env.SCREENSHOT ?? path.join(root, 'ci-artifacts', 'swagger-ui.png');
-const [user, pass] = ['admin', 's3cret-ui'];
+const { username: user, password: pass } = credentials;
 
 const EXPECTED = [
   'GET /v2/catalog',
@@ -36,49 +32,16 @@ const EXPECTED = [
   'GET /v2/et/service_instances/{instance_id}',
 ];
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-    server.on('error', reject);
-  });
-}
-
 async function main() {
-  const [port, checkPort] = [await freePort(), await freePort()];
-  const api = `http://127.0.0.1:${port}`;
-  const esm = spawn(bin, [], {
-    stdio: ['ignore', 'inherit', 'inherit'],
-    env: {
-      PATH: process.env.PATH, ESM_IP: '127.0.0.1', ESM_PORT: `${port}`, ESM_CHECK_IP: '127.0.0.1',
-      ESM_CHECK_PORT: `${checkPort}`, ESM_STORE: 'memory', ESM_BACKENDS: 'dummy',
-      ESM_BROKER_USERNAME: user, ESM_BROKER_PASSWORD: pass, RUST_LOG: 'warn',
-    },
-  });
+  const esm = await startEsm('/ui/');
+  const { api } = esm;
   let browser;
   try {
-    for (let i = 0; ; i++) {
-      try { if ((await fetch(`${api}/ui/`)).ok) break; } catch { /* not up yet */ }
-      if (i > 200) throw new Error('esm did not start');
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    const auth = 'Basic ' + Buffer.from(`${user}:${pass}`).toString('base64');
-    const registered = await fetch(`${api}/v2/et/catalog`, {
-      method: 'PUT',
-      headers: { Authorization: auth, 'X-Broker-API-Version': '2.17', 'Content-Type': 'application/json' },
-      body: JSON.stringify({ id: 'ui-svc', name: 'ui-service', description: 'seen from the browser', bindable: true,
-        plans: [{ id: 'ui-plan', name: 'small', description: 'a plan' }] }),
-    });
-    if (registered.status !== 201) throw new Error(`registering a service answered ${registered.status}`);
+    const [registered] = await call(api, 'PUT', '/v2/et/catalog', { id: 'ui-svc', name: 'ui-service',
+      description: 'seen from the browser', bindable: true, plans: [{ id: 'ui-plan', name: 'small', description: 'a plan' }] });
+    if (registered !== 201) throw new Error(`registering a service answered ${registered}`);
 
-    browser = await chromium.launch({
-      executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-      args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-        '--disable-sync', '--no-first-run'],
-    });
+    browser = await launchChromium();
     const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
     await page.goto(`${api}/ui/`);
     await page.waitForSelector('.opblock', { timeout: 20000 });
@@ -113,7 +76,7 @@ async function main() {
     console.log('Try it out: GET /v2/catalog -> 200 with the registered service');
   } finally {
     if (browser) await browser.close();
-    esm.kill('SIGTERM');
+    esm.stop();
   }
 }
 
