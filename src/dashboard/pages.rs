@@ -42,7 +42,7 @@ pub async fn overview(State(state): State<AppState>) -> PageResult {
     Ok(page(
         "Overview",
         html! {
-            section.cards {
+            section.cards #counts data-refresh-on="" {
                 div.card { h2 { "Instances" } p.big { (total) } }
                 div.card { h2 { "By state" } (tally(&by_state, "state")) }
                 div.card { h2 { "By liveness" } (tally(&by_liveness, "liveness")) }
@@ -110,7 +110,7 @@ pub async fn pools(State(state): State<AppState>) -> PageResult {
         "Pools",
         html! {
             @if pools.is_empty() { p { "No pools. A pool is set with PUT /v2/et/pools/{plan_id}." } }
-            table {
+            table #pools data-refresh-on="pool." {
                 thead { tr { th { "Plan" } th { "Service" } th { "Size" } th { "Ready" } th { "Deploying" } th { "Broken" }
                              th { "Claimed" } th { "Misses" } th { "Last error" } th { "Actions" } } }
                 tbody {

@@ -1,8 +1,8 @@
 // The operator dashboard in a real browser (Debian's headless Chromium, playwright-core):
 // every page loads with no console error, the instance table pages and filters with
 // 1,000 instances, a liveness change made through the API shows on the open page
-// within 2 s, the deprovision action works, and a service name that is an XSS attempt
-// renders as text. Saves a screenshot of each page (SCREENSHOTS, default ci-artifacts/).
+// within 2 s, the deprovision, resize and drain actions work, and a service name that is
+// an XSS attempt renders as text. Saves a screenshot of each page (SCREENSHOTS, default ci-artifacts/).
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { call, credentials, launchChromium, root, startEsm } from './esm.mjs';
@@ -111,6 +111,35 @@ async function main() {
       await new Promise((r) => setTimeout(r, 50));
     }
     console.log('the deprovision action removes the instance');
+
+    // The overview's counts follow events without a reload.
+    await page.goto(`${api}/dashboard`);
+    const counted = await page.locator('#counts .big').first().textContent();
+    const [added] = await call(api, 'PUT', `/v2/service_instances/${id(INSTANCES)}`,
+      { service_id: 'ui-svc', plan_id: 'ui-plan', organization_guid: 'o', space_guid: 's' });
+    check(added === 201, `a provision answered ${added}`);
+    await page.waitForFunction((before) => document.querySelector('#counts .big').textContent !== before, counted,
+      { timeout: 2000 });
+    console.log(`the overview's count went from ${counted} to ${await page.locator('#counts .big').first().textContent()} live`);
+
+    // Resize and drain a pool, each confirmed.
+    const [pooled, pool] = await call(api, 'PUT', '/v2/et/pools/ui-plan', { size: 1 });
+    check(pooled === 200 || pooled === 201, `setting a pool answered ${pooled}: ${JSON.stringify(pool)}`);
+    await page.goto(`${api}/dashboard/pools`);
+    await page.screenshot({ path: path.join(shots, 'dashboard-pools.png'), fullPage: false });
+    const answers = ['2'];
+    const answer = (dialog) => (dialog.type() === 'prompt' ? dialog.accept(answers.shift()) : dialog.accept());
+    page.on('dialog', answer);
+    await page.click('button[data-action=resize]');
+    await page.locator('#status').filter({ hasText: 'resized to 2' }).waitFor({ timeout: 5000 });
+    const [, resized] = await call(api, 'GET', '/v2/et/pools/ui-plan');
+    check(resized.size === 2, `the pool's size after the resize: ${resized.size}`);
+    await page.click('button[data-action=drain]');
+    await page.locator('#status').filter({ hasText: 'Draining' }).waitFor({ timeout: 5000 });
+    const [drained, after] = await call(api, 'GET', '/v2/et/pools/ui-plan');
+    check(drained === 404 || after.draining === true, `the pool after the drain: ${drained} ${JSON.stringify(after)}`);
+    page.off('dialog', answer);
+    console.log('the pool actions resize and drain');
 
     check(errors.length === 0, `console errors:\n${errors.join('\n')}`);
   } finally {

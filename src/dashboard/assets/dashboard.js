@@ -48,9 +48,29 @@ function shown(event) {
   }
 }
 
+// Parts of a page marked `data-refresh-on="<type prefixes>"` (empty: every event) are
+// fetched again, as the server renders them, when such an event arrives: at most once
+// per half second each. The server escaped them; nothing here builds HTML from text.
+const pending = new Set();
+function refresh(event) {
+  for (const part of document.querySelectorAll("[data-refresh-on]")) {
+    const prefixes = part.dataset.refreshOn.split(" ");
+    if (!prefixes.some((prefix) => event.type.startsWith(prefix)) || pending.has(part.id)) continue;
+    pending.add(part.id);
+    setTimeout(async () => {
+      pending.delete(part.id);
+      const response = await fetch(location.href);
+      if (!response.ok) return;
+      const page = new DOMParser().parseFromString(await response.text(), "text/html");
+      const fresh = page.getElementById(part.id);
+      if (fresh) document.getElementById(part.id)?.replaceWith(document.importNode(fresh, true));
+    }, 500);
+  }
+}
+
 function listen() {
   const live = document.querySelector("#live");
-  const watched = document.querySelector("[data-liveness]");
+  const watched = document.querySelector("[data-liveness], [data-refresh-on]");
   if (!live && !watched) return;
   const feed = live ? live.dataset.feed : "all";
   // From now on: the page was rendered with what came before.
@@ -59,7 +79,9 @@ function listen() {
   for (const type of TYPES) {
     source.addEventListener(type, (message) => {
       try {
-        shown(JSON.parse(message.data));
+        const event = JSON.parse(message.data);
+        shown(event);
+        refresh(event);
       } catch (_) {
         // A frame that is not an event: nothing to show.
       }
