@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # esm holding COUNT instances (default 100000) in the embedded store, dummy backend
 # (sync): provision rate, resident memory after provisioning / after the full listing /
-# after a restart, start time, and the latency of a page of 100, a fetch and the
+# after a restart, start time, and the latency of a page of 100, a fetch, the dashboard and the
 # catalog, each against nginx serving a static file of the same size on loopback (the
 # floor one HTTP round trip costs here); and what a scrape of /metrics costs when it
 # counts the instances afresh and when it reuses the counts. Goals: RSS <= 200 MB at
@@ -56,6 +56,13 @@ curl -fsS "${hdr[@]}" "$ESM_URL_scale/v2/catalog" >"$BENCH_TMP/catalog.json"
 page_ms=$(latency "$page_url")
 fetch_ms=$(latency "$ESM_URL_scale/v2/service_instances/scale-1-0000042")
 catalog_ms=$(latency "$ESM_URL_scale/v2/catalog")
+# The dashboard: a page of its instance table from the middle (50 rows), and the overview
+# (counts from the index, the newest 1,000 events).
+dashboard_url="$ESM_URL_scale/dashboard/instances?after=scale-1-0050000"
+curl -fsS "$dashboard_url" >"$BENCH_TMP/dashboard.html"
+curl -fsS "$ESM_URL_scale/dashboard" >"$BENCH_TMP/overview.html"
+dashboard_ms=$(latency "$dashboard_url")
+overview_ms=$(latency "$ESM_URL_scale/dashboard")
 rss_after_reads=$(rss_mb "$(esm_pid)")
 
 # /metrics: the first scrape since the restart counts the instances from the index; the
@@ -70,7 +77,8 @@ metrics_ms=$(latency "$metrics_url")
 # nginx serving the same bytes as static files: what a round trip costs on this machine.
 nginx_port=$(free_port)
 mkdir -p "$BENCH_TMP/www"
-cp "$BENCH_TMP/page.json" "$BENCH_TMP/fetch.json" "$BENCH_TMP/catalog.json" "$BENCH_TMP/www/"
+cp "$BENCH_TMP/page.json" "$BENCH_TMP/fetch.json" "$BENCH_TMP/catalog.json" "$BENCH_TMP/dashboard.html" \
+  "$BENCH_TMP/overview.html" "$BENCH_TMP/www/"
 # nginx's workers drop root: they must be able to read the files.
 chmod 755 "$BENCH_TMP" "$BENCH_TMP/www"; chmod 644 "$BENCH_TMP"/www/*
 cat >"$BENCH_TMP/nginx.conf" <<NGINX
@@ -92,6 +100,8 @@ wait_http "http://127.0.0.1:$nginx_port/catalog.json"
 page_base=$(latency "http://127.0.0.1:$nginx_port/page.json")
 fetch_base=$(latency "http://127.0.0.1:$nginx_port/fetch.json")
 catalog_base=$(latency "http://127.0.0.1:$nginx_port/catalog.json")
+dashboard_base=$(latency "http://127.0.0.1:$nginx_port/dashboard.html")
+overview_base=$(latency "http://127.0.0.1:$nginx_port/overview.html")
 
 verdict() { python3 -c "print('ok' if float($1) <= float($2) else 'OVER')"; }
 {
@@ -108,6 +118,8 @@ verdict() { python3 -c "print('ok' if float($1) <= float($2) else 'OVER')"; }
   printf '%-36s %12s %10s %6s   nginx %s ms, ratio %s\n' "page of 100 (ms)" "$page_ms" 10 "$(verdict "$page_ms" 10)" "$page_base" "$(ratio "$page_ms" "$page_base")"
   printf '%-36s %12s %10s %6s   nginx %s ms, ratio %s\n' "fetch (ms)" "$fetch_ms" 1 "$(verdict "$fetch_ms" 1)" "$fetch_base" "$(ratio "$fetch_ms" "$fetch_base")"
   printf '%-36s %12s %10s %6s   nginx %s ms, ratio %s\n' "catalog (ms)" "$catalog_ms" "-" "" "$catalog_base" "$(ratio "$catalog_ms" "$catalog_base")"
+  printf '%-36s %12s %10s %6s   nginx %s ms, ratio %s\n' "dashboard, 50 rows (ms)" "$dashboard_ms" 10 "$(verdict "$dashboard_ms" 10)" "$dashboard_base" "$(ratio "$dashboard_ms" "$dashboard_base")"
+  printf '%-36s %12s %10s %6s   nginx %s ms, ratio %s\n' "dashboard overview (ms)" "$overview_ms" "-" "" "$overview_base" "$(ratio "$overview_ms" "$overview_base")"
   printf '%-36s %12s %10s   %s instances counted, as listed\n' "/metrics, counting afresh (ms)" "$metrics_fresh_ms" "-" "$counted"
   printf '%-36s %12s %10s\n' "/metrics, median (ms)" "$metrics_ms" "-"
 } | tee bench/results/scale.txt

@@ -130,7 +130,12 @@ pub async fn one(State(state): State<AppState>, Path(instance_id): Path<String>)
         return Err(PageError::from(OsbError::NotFound(format!("no instance {instance_id}"))));
     };
     let instance = found.record;
-    let resources = broker.instance_resources(&instance_id).await.unwrap_or_default();
+    // The inventory may not know an instance yet (a provision still deploying): say so
+    // rather than fail the page.
+    let (resources, inventory_note) = match broker.instance_resources(&instance_id).await {
+        Ok(resources) => (resources, None),
+        Err(e) => (Vec::new(), Some(e.to_string())),
+    };
     let bindings = broker.bindings_of(&instance_id).await?;
     let filter = Filter { instance_id: Some(instance_id.clone()), ..Filter::default() };
     let events = recent_events(&state, &filter).await?;
@@ -163,6 +168,7 @@ pub async fn one(State(state): State<AppState>, Path(instance_id): Path<String>)
             h2 { "Deployment" }
             pre { (serde_json::to_string_pretty(&instance.deployment).unwrap_or_default()) }
             h2 { "Resources" }
+        @if let Some(note) = &inventory_note { p { (note) } }
             table { thead { tr { th { "Type" } th { "Name" } th { "State" } th { "Backend" } th { "Since" } } }
                 tbody { @for r in &resources { tr { td { (r.kind) } td { (r.name) } td { (r.state.as_str()) }
                     td { (r.backend) } td { (r.created_at) } } } } }
