@@ -97,7 +97,8 @@ pub async fn list(State(state): State<AppState>, Query(query): Query<TableQuery>
                 } }
                 button type="submit" { "Filter" }
             }
-            table #instances {
+            // Rows follow operations as they end (liveness cells change on their own).
+            table #instances data-refresh-on="provision. update. deprovision." {
                 thead { tr { th { "Instance" } th { "Service" } th { "Plan" } th { "State" } th { "Liveness" } th { "Created" } } }
                 tbody { @for instance in &instances { (row(instance)) } }
             }
@@ -177,7 +178,7 @@ pub async fn one(State(state): State<AppState>, Path(instance_id): Path<String>)
                 tbody { @for b in &bindings { tr { td { (b.id) } td { (b.app_guid.as_deref().unwrap_or("")) }
                     td { (format!("{:?}", b.status).to_lowercase()) } td { (b.created_at) } } } } }
             h2 { "Operations" }
-            table { thead { tr { th { "Kind" } th { "State" } th { "Description" } } }
+            table #operations data-refresh-on="provision. update. deprovision. bind. unbind." { thead { tr { th { "Kind" } th { "State" } th { "Description" } } }
                 tbody { @for o in instance.operations.iter().rev() { tr { td { (o.kind.as_str()) } td { (o.state.as_str()) }
                     td { (o.description.as_deref().unwrap_or("")) } } } } }
             h2 { "Events" }

@@ -1,6 +1,6 @@
 //! The overview, services and plans (with their manifests), pools, and the event feed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use axum::extract::State;
 use maud::{Markup, html};
@@ -149,11 +149,28 @@ pub async fn events(State(state): State<AppState>) -> PageResult {
 /// The newest events matching `filter`, newest first.
 pub async fn recent_events(state: &AppState, filter: &Filter) -> Result<Vec<Event>, OsbError> {
     let log = state.broker.events();
-    let after = if filter.instance_id.is_some() { 0 } else { log.delivered().saturating_sub(RECENT) };
-    let mut events = log.page(filter, after, 100).await.map_err(OsbError::from)?;
-    events.reverse();
-    events.truncate(RECENT as usize);
-    Ok(events)
+    if filter.instance_id.is_none() {
+        let after = log.delivered().saturating_sub(RECENT);
+        let mut events = log.page(filter, after, RECENT as usize).await.map_err(OsbError::from)?;
+        events.reverse();
+        return Ok(events);
+    }
+    // One instance's events are spread over the log: read them from its index a page at a
+    // time (the log holds at most ESM_EVENT_RETENTION events), keeping the newest.
+    let mut newest: VecDeque<Event> = VecDeque::new();
+    let mut after = 0;
+    loop {
+        let page = log.page(filter, after, 500).await.map_err(OsbError::from)?;
+        let Some(last) = page.last() else { break };
+        after = last.id;
+        for event in page {
+            if newest.len() == RECENT as usize {
+                newest.pop_front();
+            }
+            newest.push_back(event);
+        }
+    }
+    Ok(newest.into_iter().rev().collect())
 }
 
 /// Events as a table, newest first; failures marked.

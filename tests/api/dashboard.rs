@@ -144,3 +144,22 @@ async fn the_overview_counts_instances_by_state_and_shows_recent_failures() {
     assert!(text.contains("id=\"per-minute\">2<"), "two operations finished just now: {text}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_instances_page_shows_its_newest_events_however_many_it_has() {
+    let app = provisioned(json!({}), "{}").await;
+    let path = "/v2/et/service_instances/i-1/liveness";
+    for n in 0..70 {
+        for status in ["down", "up"] {
+            let note = format!("report {n} {status}");
+            let r = app.put(path, &json!({"status": status, "ttl_seconds": 3600, "note": note})).await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        }
+    }
+    let (status, _, text) = page(&app, "/dashboard/instances/i-1").await;
+    assert_eq!(status, StatusCode::OK);
+    let events = text.split("<h2>Events</h2>").nth(1).unwrap_or_default();
+    assert!(events.contains("report 69 down"), "the newest of 140 changes is shown: {events}");
+    assert!(!events.contains("report 0 down<"), "only the newest are shown");
+    app.stop().await;
+}
