@@ -194,16 +194,7 @@ async fn many_provisions_at_once_all_succeed() {
     let mut tasks = Vec::new();
     for i in 0..50 {
         let api = app.api.clone();
-        tasks.push(tokio::spawn(async move {
-            http_client()
-                .put(format!("{api}/v2/service_instances/many-{i}?accepts_incomplete=true"))
-                .header("X-Broker-API-Version", VERSION)
-                .json(&provision_body(PLAN))
-                .send()
-                .await
-                .expect("sent")
-                .status()
-        }));
+        tasks.push(spawn_provision(format!("{api}/v2/service_instances/many-{i}?accepts_incomplete=true")));
     }
     for task in tasks {
         assert_eq!(task.await.expect("joined"), StatusCode::ACCEPTED);
@@ -221,16 +212,7 @@ async fn the_same_id_at_once_creates_one_instance_and_no_5xx() {
     let mut tasks = Vec::new();
     for _ in 0..20 {
         let api = app.api.clone();
-        tasks.push(tokio::spawn(async move {
-            http_client()
-                .put(format!("{api}/v2/service_instances/same"))
-                .header("X-Broker-API-Version", VERSION)
-                .json(&provision_body(PLAN))
-                .send()
-                .await
-                .expect("sent")
-                .status()
-        }));
+        tasks.push(spawn_provision(format!("{api}/v2/service_instances/same")));
     }
     let mut created = 0;
     for task in tasks {
@@ -256,4 +238,18 @@ async fn an_operation_past_the_plans_maximum_polling_duration_fails() {
     let r = app.poll_instance("i-1").await;
     assert_eq!(r.body["state"], "failed");
     assert!(r.body["description"].as_str().is_some_and(|d| d.contains("maximum_polling_duration")), "{}", r.body);
+}
+
+/// A provision of `plan-1` sent to `url` from a task of its own: its status.
+fn spawn_provision(url: String) -> tokio::task::JoinHandle<StatusCode> {
+    tokio::spawn(async move {
+        http_client()
+            .put(url)
+            .header("X-Broker-API-Version", VERSION)
+            .json(&provision_body(PLAN))
+            .send()
+            .await
+            .expect("sent")
+            .status()
+    })
 }
