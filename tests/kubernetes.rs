@@ -22,7 +22,7 @@ use esm::backend::kubernetes::{self, Exposure, KubernetesBackend, KubernetesSett
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use kube::Api;
-use kube::api::{ObjectMeta, PostParams};
+use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use reqwest::Method;
 use serde_json::json;
 use support::{Client, Esm, StoreSetup, TempDir, eventually, temp_dir};
@@ -345,12 +345,25 @@ async fn a_deprovision_answers_once_the_namespace_is_gone_and_the_id_deploys_aga
     for round in 0..2 {
         let (status, body) = client.provision("again", false).await;
         assert_eq!(status, 201, "round {round}: {body}");
-        assert!(namespaces.get_opt(&ns).await.unwrap().is_some());
-        let (status, body) =
-            client.send(Method::DELETE, "/v2/service_instances/again?service_id=svc&plan_id=plan", None).await;
+        // A finalizer holds the namespace terminating, as a slow namespace controller
+        // would, until the test lets it go.
+        let hold = json!({"metadata": {"finalizers": ["esm-test/held"]}});
+        namespaces.patch(&ns, &PatchParams::default(), &Patch::Merge(hold)).await.expect("held");
+        let api = esm.api.clone();
+        let deprovision = tokio::spawn(async move {
+            Client::new(&api)
+                .send(Method::DELETE, "/v2/service_instances/again?service_id=svc&plan_id=plan", None)
+                .await
+        });
+        eventually(Duration::from_secs(30), "the namespace terminating", || async {
+            namespaces.get_opt(&ns).await.ok()??.metadata.deletion_timestamp.map(drop)
+        })
+        .await;
+        assert!(!deprovision.is_finished(), "round {round}: answered while terminating");
+        let release = json!({"metadata": {"finalizers": []}});
+        namespaces.patch(&ns, &PatchParams::default(), &Patch::Merge(release)).await.expect("released");
+        let (status, body) = deprovision.await.expect("the deprovision");
         assert_eq!(status, 200, "round {round}: {body}");
-        // Terminating takes a moment (the emulated namespace controller holds a finalizer):
-        // the answer came only once it was over.
-        assert!(namespaces.get_opt(&ns).await.unwrap().is_none(), "round {round}: answered while terminating");
+        assert!(namespaces.get_opt(&ns).await.unwrap().is_none(), "round {round}: answered before it was gone");
     }
 }

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -121,8 +121,7 @@ impl Drop for KmockServer {
 /// What a cluster's controllers do for esm's objects, played through the API: a
 /// Deployment or StatefulSet gets all its replicas available, unless its image is
 /// [`MISSING_IMAGE`]: then a pod of it waits in `ErrImagePull`, as the kubelet reports;
-/// a Service gets a cluster IP, node ports, and a load balancer address as its type asks;
-/// a deleted namespace of esm's terminates for a moment before it is gone.
+/// a Service gets a cluster IP, node ports, and a load balancer address as its type asks.
 pub struct Controllers;
 
 impl Controllers {
@@ -138,10 +137,6 @@ impl Controllers {
             let services = watcher(Api::<Service>::all(client.clone()), watcher::Config::default())
                 .default_backoff()
                 .applied_objects();
-            let namespaces = watcher(Api::<Namespace>::all(client.clone()), watcher::Config::default())
-                .default_backoff()
-                .applied_objects();
-            let mut namespaces = std::pin::pin!(namespaces);
             let mut deployments = std::pin::pin!(deployments);
             let mut sets = std::pin::pin!(sets);
             let mut services = std::pin::pin!(services);
@@ -150,7 +145,6 @@ impl Controllers {
                     Some(Ok(d)) = deployments.next() => roll_out_deployment(&client, &d).await,
                     Some(Ok(s)) = sets.next() => roll_out_set(&client, &s).await,
                     Some(Ok(s)) = services.next() => allocate(&client, &s).await,
-                    Some(Ok(n)) = namespaces.next() => finalize(&client, &n).await,
                     else => break,
                 }
             }
@@ -217,38 +211,6 @@ async fn failing_pod(client: &Client, ns: &str, owner: &str, template: &k8s_open
         "imageID": "", "ready": false, "restartCount": 0,
         "state": {"waiting": {"reason": "ErrImagePull", "message": format!("pull access denied for {MISSING_IMAGE}")}}}]}});
     let _ = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(status)).await;
-}
-
-/// The finalizer the namespace controller holds esm's namespaces with while it empties
-/// them.
-const FINALIZER: &str = "esm-test/namespace-controller";
-
-/// How long emptying a deleted namespace takes here (on a cluster: seconds and more).
-const TERMINATING: std::time::Duration = std::time::Duration::from_millis(300);
-
-/// The namespace controller: an esm namespace is held by a finalizer, and a deleted one
-/// terminates for a moment before it is gone, so a deprovision must wait for it.
-async fn finalize(client: &Client, namespace: &Namespace) {
-    if !namespace.labels().contains_key("esm.owner") {
-        return;
-    }
-    let api = Api::<Namespace>::all(client.clone());
-    let held = namespace.finalizers().iter().any(|f| f == FINALIZER);
-    match (namespace.metadata.deletion_timestamp.is_some(), held) {
-        (false, false) => {
-            let patch = json!({"metadata": {"finalizers": [FINALIZER]}});
-            let _ = api.patch(&namespace.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await;
-        }
-        (true, true) => {
-            let name = namespace.name_any();
-            tokio::spawn(async move {
-                tokio::time::sleep(TERMINATING).await;
-                let patch = json!({"metadata": {"finalizers": []}});
-                let _ = api.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await;
-            });
-        }
-        _ => {}
-    }
 }
 
 /// The next address or port the allocator hands out.
