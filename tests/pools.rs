@@ -104,7 +104,13 @@ async fn two_replicas_claim_from_one_pool_and_never_hand_out_one_member_twice() 
     let count = |status| answers.iter().filter(|(s, _)| *s == status).count();
     let odd: Vec<_> = answers.iter().filter(|(s, _)| !matches!(s, 201 | 202)).collect();
     assert_eq!((count(201), count(202)), (10, 40), "other answers: {odd:?}");
-    let (_, page) = ca.send(Method::GET, "/v2/et/events?type=pool.member_claimed&limit=1000", None).await;
+    // Replica a lists the claims replica b made once it has read them from the store:
+    // polled, not read once.
+    let page = eventually(Duration::from_secs(10), "replica a to list both replicas' claims", || async {
+        let (_, page) = ca.send(Method::GET, "/v2/et/events?type=pool.member_claimed&limit=1000", None).await;
+        (page["events"].as_array().map_or(0, Vec::len) >= 10).then_some(page)
+    })
+    .await;
     let claims = page["events"].as_array().expect("events");
     let members: BTreeSet<&str> = claims.iter().filter_map(|e| e["member_id"].as_str()).collect();
     let instances: BTreeSet<&str> = claims.iter().filter_map(|e| e["instance_id"].as_str()).collect();
