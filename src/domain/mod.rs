@@ -1,6 +1,7 @@
 //! Plain types and rules: no I/O, no HTTP, no tokio.
 
 pub mod binding;
+pub mod bounded;
 pub mod catalog;
 pub mod event;
 pub mod instance;
