@@ -258,6 +258,6 @@ fn api_error(what: &str, error: kube::Error) -> BackendError {
         kube::Error::Api(status) => {
             BackendError::new(format!("Kubernetes API: {what}: {} ({} {})", status.message, status.code, status.reason))
         }
-        other => BackendError::new(format!("Kubernetes API: {what}: {other}")),
+        other => crate::backend::said::unreachable(&format!("Kubernetes API: {what}"), &other),
     }
 }
