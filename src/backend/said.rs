@@ -46,6 +46,27 @@ pub fn in_esm_words(what: &str, raw: &str, otherwise: &'static str) -> &'static 
     PHRASES.iter().find(|(phrase, _)| lower.contains(phrase)).map_or(otherwise, |(_, said)| said)
 }
 
+/// An API's answer that names objects and fields (`spec.replicas: Invalid value`) helps
+/// the client and is kept; one that names an address (an admission webhook's internal
+/// URL, a node's IP, a socket) is said in esm's words instead, from the same table,
+/// else `otherwise`.
+pub fn api_message(what: &str, message: &str, otherwise: &'static str) -> String {
+    if names_an_address(message) { in_esm_words(what, message, otherwise).to_owned() } else { message.to_owned() }
+}
+
+/// Whether `text` holds a URL, a socket path, a name lookup, a dial or an IPv4 address.
+fn names_an_address(text: &str) -> bool {
+    let lower = text.to_lowercase();
+    if ["://", "dial ", "lookup ", ".sock", "unix:"].iter().any(|marker| lower.contains(marker)) {
+        return true;
+    }
+    // Four dot-separated runs of digits: an IPv4 address.
+    text.split(|c: char| !(c.is_ascii_digit() || c == '.')).any(|run| {
+        let parts: Vec<&str> = run.split('.').collect();
+        parts.len() >= 4 && parts.iter().filter(|p| !p.is_empty() && p.len() <= 3).count() >= 4
+    })
+}
+
 /// A failure that never reached the engine or API (transport, TLS, a client error), for
 /// a client: `what` and that the engine could not be reached. The error itself (an
 /// internal URL, a socket path) is logged at debug level.
@@ -90,6 +111,19 @@ mod tests {
             for leak in ["127.0.0.53", "0.0.0.0", "$PATH", "registry-1"] {
                 assert!(!shown.contains(leak), "{shown}");
             }
+        }
+    }
+
+    #[test]
+    fn an_api_message_is_kept_unless_it_names_an_address() {
+        let kept = "Deployment.apps \"web\" is invalid: spec.replicas: Invalid value: -1";
+        assert_eq!(api_message("create", kept, "refused"), kept);
+        for leaking in [
+            "Internal error occurred: failed calling webhook \"v.example\": Post \"https://v.ns.svc:443/validate\": dial tcp 10.96.1.2:443: connect: connection refused",
+            "pods \"x\" is forbidden: node 192.168.1.20 is not ready",
+        ] {
+            let shown = api_message("create", leaking, "the API refused");
+            assert!(!shown.contains("10.96") && !shown.contains("192.168") && !shown.contains("svc"), "{shown}");
         }
     }
 
