@@ -8,11 +8,13 @@
 use std::fmt;
 use std::io::IsTerminal;
 
+use tracing::Subscriber;
 use tracing::field::{Field, Visit};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::FormatFields;
 use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::LogFormat;
 
@@ -22,17 +24,28 @@ use crate::config::LogFormat;
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = use_colour(std::io::stdout().is_terminal(), std::env::var_os("NO_COLOR").as_deref());
+    // A second init (tests start several servers in one process) is harmless: ignore it.
+    let _ = subscriber(format, filter, ansi, std::io::stdout).try_init();
+}
+
+/// The subscriber [`init`] installs, writing each record to what `writer` makes.
+fn subscriber<W, O>(format: LogFormat, filter: EnvFilter, ansi: bool, writer: W) -> Box<dyn Subscriber + Send + Sync>
+where
+    W: Fn() -> O + Send + Sync + 'static,
+    O: std::io::Write,
+{
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
         // A line stdout cannot take (its reader is gone: `esm | head`) is dropped
         // quietly, not reported on stderr once per line.
         .log_internal_errors(false);
-    // A second init (tests start several servers in one process) is harmless: ignore it.
-    let _ = match format {
-        LogFormat::Text => builder.with_writer(std::io::stdout).fmt_fields(EscapingFields).try_init(),
-        LogFormat::Json => builder.with_writer(|| JsonLines(std::io::stdout())).json().flatten_event(true).try_init(),
-    };
+    match format {
+        LogFormat::Text => Box::new(builder.with_writer(writer).fmt_fields(EscapingFields).finish()),
+        LogFormat::Json => {
+            Box::new(builder.with_writer(move || JsonLines(writer())).json().flatten_event(true).finish())
+        }
+    }
 }
 
 /// The JSON formatter's writer. JSON escapes the C0 controls but may leave DEL, the C1
@@ -230,16 +243,11 @@ mod tests {
         }
     }
 
-    /// Formats `emit`'s records with the text formatter as `init` sets it up.
-    fn text_log(ansi: bool, emit: impl FnOnce()) -> String {
+    /// Formats `emit`'s records (debug and up) as `init` sets the subscriber up.
+    fn log(format: LogFormat, ansi: bool, emit: impl FnOnce()) -> String {
         let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let sink = out.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || Sink(sink.clone()))
-            .with_ansi(ansi)
-            .with_max_level(tracing::Level::DEBUG)
-            .fmt_fields(EscapingFields)
-            .finish();
+        let subscriber = subscriber(format, EnvFilter::new("debug"), ansi, move || Sink(sink.clone()));
         tracing::subscriber::with_default(subscriber, emit);
         let bytes = out.lock().unwrap().clone();
         String::from_utf8(bytes).unwrap()
@@ -284,7 +292,7 @@ mod tests {
 
     #[test]
     fn every_text_record_is_one_line_without_a_raw_control_character() {
-        let log = text_log(false, || {
+        let log = log(LogFormat::Text, false, || {
             let emitted = emit_every_field_kind();
             assert_eq!(emitted, 6, "the count below follows the emitter");
         });
@@ -303,7 +311,7 @@ mod tests {
 
     #[test]
     fn coloured_text_records_are_one_line_with_the_client_escape_escaped() {
-        let log = text_log(true, || {
+        let log = log(LogFormat::Text, true, || {
             emit_every_field_kind();
         });
         assert_eq!(log.lines().count(), 6, "{log}");
@@ -312,18 +320,9 @@ mod tests {
 
     #[test]
     fn a_json_record_is_one_line() {
-        let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let sink = out.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || JsonLines(Sink(sink.clone())))
-            .with_max_level(tracing::Level::DEBUG)
-            .json()
-            .flatten_event(true)
-            .finish();
-        tracing::subscriber::with_default(subscriber, || {
+        let log = log(LogFormat::Json, false, || {
             emit_every_field_kind();
         });
-        let log = String::from_utf8(out.lock().unwrap().clone()).unwrap();
         assert_eq!(log.lines().count(), 6, "{log}");
         for line in log.lines() {
             let raw: Vec<char> = line.chars().filter(|&c| must_escape(c)).collect();
