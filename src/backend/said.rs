@@ -38,8 +38,8 @@ const PHRASES: &[(&str, &str)] = &[
 ];
 
 /// What esm tells a client for an engine's `raw` answer about `what` (for the debug
-/// log): the first of [`PHRASES`] it contains, else `otherwise`. The raw text is
-/// logged at debug level (escaped, as every log field is).
+/// log): the first of the phrases esm knows that it contains, else `otherwise`. The
+/// raw text is logged at debug level (escaped, as every log field is).
 pub fn in_esm_words(what: &str, raw: &str, otherwise: &'static str) -> &'static str {
     tracing::debug!(what, raw, "the engine's own answer");
     let lower = raw.to_lowercase();

@@ -9,7 +9,7 @@
 //! Every label takes its values from a bounded set: route templates (never raw
 //! paths), known methods, status codes, operation kinds, store calls, backend names,
 //! and the catalog's service and plan ids. Nothing a client puts in a URL becomes a
-//! label value, and no label value is longer than an id may be ([`bounded_label`]).
+//! label value, and no label value is longer than an id may be (`bounded_label`).
 //!
 //! The exposition is OpenMetrics text ([`CONTENT_TYPE`]), which is what the
 //! `prometheus-client` crate writes and what Prometheus asks for first.
