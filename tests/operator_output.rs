@@ -1,7 +1,9 @@
-//! esm's log as an operator reads it: one line per record, whatever a client sent. The
-//! real binary, in both log formats, is fed client text with line breaks, terminal
+//! What the real binary shows an operator. Its log: one line per record, whatever a
+//! client sent; in both log formats it is fed client text with line breaks, terminal
 //! escapes, C1 controls and Unicode line separators through what reaches its log lines
 //! (the originating identity, ids in paths and bodies), and its whole log is read back.
+//! Its `/environment` (no credentials): only what esm knows to be safe, from its real
+//! process environment.
 
 mod support;
 
@@ -73,4 +75,28 @@ async fn a_text_log_record_is_one_line_whatever_a_client_sent() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_json_log_record_is_one_line_whatever_a_client_sent() {
     every_record_is_one_line("json").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn environment_shows_the_process_environment_by_allow_list() {
+    let dir = temp_dir("esm-environment");
+    let env = [
+        ("ESM_EVENT_WEBHOOK_URL", "https://hook:p4ss@127.0.0.1:9/hooks/s3cr3t?token=k3y"),
+        ("ESM_MONGO_URI", "mongodb://admin:pw0rd@db:27017/esm?tlsCertificateKeyFilePassword=k3y2"),
+        ("ESM_DEBUG_NOTE", "harmless-looking-s3cr3t"),
+        ("ESM_RETRY_AFTER", "3"),
+    ];
+    let esm = Esm::start_with(&StoreSetup::Embedded(dir.path().to_path_buf()), &env).await;
+    let text = support::get(format!("{}/environment", esm.ops)).await.expect("answers").text().await.expect("text");
+    for secret in ["p4ss", "s3cr3t", "k3y", "pw0rd", "tlsCertificateKeyFilePassword", "/hooks"] {
+        assert!(!text.contains(secret), "{secret} in {text}");
+    }
+    let body: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    let (config, environment) = (&body["config"], &body["environment"]);
+    assert_eq!(config["ESM_EVENT_WEBHOOK_URL"], "https://127.0.0.1:9");
+    assert_eq!(environment["ESM_EVENT_WEBHOOK_URL"], "https://127.0.0.1:9");
+    assert_eq!(config["ESM_MONGO_URI"], "mongodb://db:27017");
+    assert_eq!(environment["ESM_MONGO_URI"], "mongodb://db:27017");
+    assert_eq!(environment["ESM_DEBUG_NOTE"], "********", "a name esm does not declare");
+    assert_eq!(environment["ESM_RETRY_AFTER"], "3", "a setting esm declares, as typed");
 }
