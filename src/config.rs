@@ -16,7 +16,7 @@ use crate::backend::kubernetes::Exposure;
 use crate::yaml;
 
 mod secret;
-pub use secret::{REDACTED, Secret, redact_uri, redact_userinfo, redact_value};
+pub use secret::{REDACTED, Secret, host_shown, redact_uri, redact_userinfo, url_origin};
 
 /// The `esm` command line.
 #[derive(Debug, Clone, Parser)]
@@ -95,7 +95,7 @@ pub struct Config {
     pub mongo_port: u16,
     /// A full MongoDB connection string (auth, replica set, TLS options); wins over the host.
     #[arg(long = "mongo-uri", env = "ESM_MONGO_URI", hide_env_values = true)]
-    #[serde(serialize_with = "uri_without_credentials")]
+    #[serde(serialize_with = "url_without_secrets")]
     pub mongo_uri: Option<Secret>,
     /// The MongoDB database esm uses.
     #[arg(long = "mongo-db", env = "ESM_MONGO_DB", default_value = "esm")]
@@ -431,27 +431,37 @@ fn lossy_path<S: Serializer>(path: &Path, serializer: S) -> Result<S::Ok, S::Err
     serializer.collect_str(&path.display())
 }
 
-/// The hosts and options of a connection string are worth showing; its credentials not.
-fn uri_without_credentials<S: Serializer>(uri: &Option<Secret>, serializer: S) -> Result<S::Ok, S::Error> {
-    uri.as_ref().map(|u| redact_uri(u.expose())).serialize(serializer)
-}
-
-/// A webhook URL's credentials may be in its user info or its query (`?token=`).
+/// A URL setting (MongoDB's connection string, the webhook's URL) as its scheme and
+/// hosts: credentials may be in its user info, its path (`/hooks/<token>`) or its
+/// options (`?token=`, `tlsCertificateKeyFilePassword=`).
 fn url_without_secrets<S: Serializer>(url: &Option<Secret>, serializer: S) -> Result<S::Ok, S::Error> {
-    url.as_ref()
-        .map(|u| {
-            let shown = redact_uri(u.expose());
-            match shown.split_once('?') {
-                Some((base, _)) => format!("{base}?{REDACTED}"),
-                None => shown,
-            }
-        })
-        .serialize(serializer)
+    url.as_ref().map(|u| url_origin(u.expose())).serialize(serializer)
 }
 
 /// A host setting may carry `user:password@` too (it becomes the URI's authority).
 fn host_without_credentials<S: Serializer>(host: &Option<String>, serializer: S) -> Result<S::Ok, S::Error> {
-    host.as_deref().map(redact_userinfo).serialize(serializer)
+    host.as_deref().map(host_shown).serialize(serializer)
+}
+
+/// How `/environment` shows one variable of esm's process environment. An allow-list:
+/// a setting esm declares is shown as typed, unless it hides its value (a secret, or a
+/// URL or host that may carry one), which is shown as its redaction does ([`url_origin`],
+/// [`host_shown`]) or not at all; `RUST_LOG` is shown; any other `ESM_*` name is
+/// [`REDACTED`], as esm cannot know what it holds.
+pub fn shown_variable(name: &str, value: &str) -> String {
+    if name == "RUST_LOG" {
+        return value.to_owned();
+    }
+    let declared = Config::declared();
+    let Some(arg) = declared.get_arguments().find(|arg| arg.get_env().is_some_and(|v| v == name)) else {
+        return REDACTED.to_owned();
+    };
+    match name {
+        "ESM_MONGO_URI" | "ESM_EVENT_WEBHOOK_URL" => url_origin(value),
+        "ESM_MONGO_HOST" => host_shown(value),
+        _ if arg.is_hide_env_values_set() => REDACTED.to_owned(),
+        _ => value.to_owned(),
+    }
 }
 
 #[cfg(test)]

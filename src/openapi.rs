@@ -2,10 +2,29 @@
 //! spec). Served at `/swagger.json` with Swagger UI at `/ui`; a copy is committed at
 //! `openapi/esm.json` and a test keeps the two equal.
 
+use axum::Router;
+use axum::http::{HeaderValue, header};
+use axum::response::Response;
 use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{Object, RefOr, Required, Type};
 use utoipa::{Modify, OpenApi};
+
+/// Swagger UI at `/ui` over `spec` at `/swagger.json`. Its pages may not be framed
+/// (`frame-ancestors 'none'`, and `X-Frame-Options` for older browsers): a page that
+/// framed it could lure an operator into clicking "Try it out" with their credentials.
+pub fn swagger_ui<S: Clone + Send + Sync + 'static>(spec: utoipa::openapi::OpenApi) -> Router<S> {
+    Router::from(utoipa_swagger_ui::SwaggerUi::new("/ui").url("/swagger.json", spec))
+        .layer(axum::middleware::map_response(not_framed))
+}
+
+/// `Content-Security-Policy: frame-ancestors 'none'` and `X-Frame-Options: DENY`.
+async fn not_framed(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("frame-ancestors 'none'"));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    response
+}
 
 /// The document's fixed parts; the paths come from the router (`api::routes`).
 #[derive(OpenApi)]

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::broker::Broker;
 use crate::clock::Clock;
-use crate::config::{Config, redact_value};
+use crate::config::{Config, shown_variable};
 
 /// How long one health check may take before it counts as failed.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
@@ -108,18 +108,12 @@ fn check_result(checker: String, outcome: Result<String, String>) -> Value {
     json!({"checker": checker, "passed": passed, "output": output, "timestamp": Clock::system().timestamp()})
 }
 
-/// The effective configuration and build, secrets shown as `********`.
+/// The effective configuration and build, secrets shown as `********` and URLs as
+/// their scheme and hosts (see [`Config::redacted`] and [`shown_variable`]).
 async fn environment(State(state): State<OpsState>) -> Json<Value> {
-    let esm_env: serde_json::Map<String, Value> = std::env::vars()
-        .filter(|(k, _)| k.starts_with("ESM_") || k == "RUST_LOG")
-        .map(|(k, v)| {
-            let shown = redact_value(&k, &v);
-            (k, Value::String(shown))
-        })
-        .collect();
     Json(json!({
         "config": state.config.redacted(),
-        "environment": esm_env,
+        "environment": shown_environment(std::env::vars()),
         "build": {
             "name": env!("CARGO_PKG_NAME"),
             "version": env!("CARGO_PKG_VERSION"),
@@ -133,10 +127,58 @@ async fn environment(State(state): State<OpsState>) -> Json<Value> {
     }))
 }
 
+/// esm's variables in a process environment (`ESM_*` and `RUST_LOG`), each shown as
+/// [`shown_variable`] allows.
+fn shown_environment(vars: impl Iterator<Item = (String, String)>) -> serde_json::Map<String, Value> {
+    vars.filter(|(name, _)| name.starts_with("ESM_") || name == "RUST_LOG")
+        .map(|(name, value)| {
+            let shown = shown_variable(&name, &value);
+            (name, Value::String(shown))
+        })
+        .collect()
+}
+
 /// This machine's host name.
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .or_else(|_| std::env::var("HOSTNAME"))
         .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_environment_shows_only_what_esm_knows_to_be_safe() {
+        let vars = [
+            ("ESM_PORT", "8080"),
+            ("RUST_LOG", "info,esm=debug"),
+            ("ESM_BROKER_USERNAME", "admin"),
+            ("ESM_BROKER_PASSWORD", "hunter2"),
+            ("ESM_EVENT_WEBHOOK_URL", "https://u:p4ss@hooks.example:8443/hooks/s3cr3t?token=k3y"),
+            ("ESM_MONGO_URI", "mongodb://admin:pw@db:27017/esm?tlsCertificateKeyFilePassword=k3y"),
+            ("ESM_MONGO_HOST", "admin:pw@db"),
+            // Names esm does not declare, however harmless they look.
+            ("ESM_DEBUG_NOTE", "s3cr3t"),
+            ("ESM_PORT_EXTRA", "k3y"),
+            ("HOME", "/root"),
+        ];
+        let shown = shown_environment(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        let text = serde_json::to_string(&shown).expect("JSON");
+        for secret in ["hunter2", "p4ss", "s3cr3t", "k3y", "pw@", "/root"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert_eq!(shown["ESM_PORT"], "8080");
+        assert_eq!(shown["RUST_LOG"], "info,esm=debug");
+        assert_eq!(shown["ESM_BROKER_USERNAME"], "admin");
+        assert_eq!(shown["ESM_BROKER_PASSWORD"], crate::config::REDACTED);
+        assert_eq!(shown["ESM_EVENT_WEBHOOK_URL"], "https://hooks.example:8443");
+        assert_eq!(shown["ESM_MONGO_URI"], "mongodb://db:27017");
+        assert_eq!(shown["ESM_MONGO_HOST"], "db");
+        assert_eq!(shown["ESM_DEBUG_NOTE"], crate::config::REDACTED);
+        assert_eq!(shown["ESM_PORT_EXTRA"], crate::config::REDACTED);
+        assert!(!shown.contains_key("HOME"));
+    }
 }

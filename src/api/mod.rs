@@ -34,7 +34,6 @@ use tower::ServiceBuilder;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use utoipa_swagger_ui::SwaggerUi;
 
 use crate::broker::{Answer, Broker};
 use crate::error::OsbError;
@@ -112,7 +111,7 @@ pub fn router(state: AppState, auth: Option<BasicAuth>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(layers)
         .with_state(state)
-        .merge(SwaggerUi::new("/ui").url("/swagger.json", spec))
+        .merge(crate::openapi::swagger_ui(spec))
         .merge(crate::dashboard::router(state_for_dashboard, auth_for_dashboard))
         // Last, so it wraps every route (each with its template known) and the
         // fallbacks, and times what the inner layers add.

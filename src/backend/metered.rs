@@ -74,7 +74,7 @@ impl Backend for MeteredBackend {
     }
 
     fn dashboard_url(&self, instance: &ServiceInstance, manifest: &Manifest) -> Option<String> {
-        self.inner.dashboard_url(instance, manifest)
+        self.inner.dashboard_url(instance, manifest).filter(|url| super::check_dashboard_url(url).is_ok())
     }
 
     async fn provision(&self, instance: &ServiceInstance, manifest: &Manifest) -> Result<Deployment, BackendError> {

@@ -13,6 +13,7 @@ pub mod dummy;
 pub mod kubernetes;
 pub mod labels;
 pub mod metered;
+pub mod said;
 
 #[cfg(any(test, feature = "test-support"))]
 pub mod conformance;
@@ -91,6 +92,30 @@ impl BackendError {
     }
 }
 
+/// The longest dashboard URL a backend may report, in bytes.
+pub const DASHBOARD_URL_MAX_BYTES: usize = 2048;
+
+/// Checks a dashboard URL a manifest names or a backend reports: `http://` or
+/// `https://` with a host, at most [`DASHBOARD_URL_MAX_BYTES`], no whitespace or control
+/// character. Clients (the platform's UI, esm's own dashboard) show it as a link, so
+/// `javascript:` or `data:` would run in the operator's browser.
+pub fn check_dashboard_url(url: &str) -> Result<(), String> {
+    if url.len() > DASHBOARD_URL_MAX_BYTES {
+        return Err(format!("dashboard_url is longer than {DASHBOARD_URL_MAX_BYTES} bytes"));
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("dashboard_url may not contain whitespace or control characters".into());
+    }
+    let rest = ["http://", "https://"].iter().find_map(|scheme| {
+        url.get(..scheme.len()).filter(|s| s.eq_ignore_ascii_case(scheme)).map(|_| &url[scheme.len()..])
+    });
+    match rest {
+        Some(rest) if !rest.starts_with(['/', '?', '#']) && !rest.is_empty() => Ok(()),
+        Some(_) => Err("dashboard_url has no host".into()),
+        None => Err("dashboard_url must be an http:// or https:// URL".into()),
+    }
+}
+
 /// Something that deploys manifests.
 #[async_trait]
 pub trait Backend: Send + Sync {
@@ -125,7 +150,9 @@ pub trait Backend: Send + Sync {
     }
 
     /// The instance's dashboard, if it has one. Known before the instance is deployed,
-    /// so an asynchronous provision's first answer carries it (as OSB asks).
+    /// so an asynchronous provision's first answer carries it (as OSB asks). Only a URL
+    /// [`check_dashboard_url`] accepts reaches a client (the metered wrapper every
+    /// configured backend runs in drops any other).
     fn dashboard_url(&self, _instance: &ServiceInstance, _manifest: &Manifest) -> Option<String> {
         None
     }

@@ -1,5 +1,6 @@
 //! Secret settings and how values that may hold credentials are shown: the password
-//! never, a connection string without its `user:password@`.
+//! never, a URL (the webhook's, MongoDB's) as its scheme and hosts alone, a host
+//! without its `user:password@`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -40,27 +41,45 @@ impl Serialize for Secret {
 /// What a redacted value shows.
 pub const REDACTED: &str = "********";
 
-/// Hides credentials in a setting's value: the whole value when the name says it is a
-/// secret, otherwise the `user:password@` part of a URI or of a host.
-pub fn redact_value(name: &str, value: &str) -> String {
-    let upper = name.to_ascii_uppercase();
-    if ["PASSWORD", "PASSWD", "SECRET", "TOKEN", "CREDENTIAL", "APIKEY", "API_KEY", "PRIVATE"]
-        .iter()
-        .any(|word| upper.contains(word))
-    {
-        return REDACTED.to_owned();
-    }
-    if value.contains("://") { redact_uri(value) } else { redact_userinfo(value) }
-}
-
-/// `scheme://user:pass@host/...` → `scheme://********@host/...`. Everything up to
-/// the last `@` is hidden, so a password with a `/`, `@` or `?` in it (unescaped, as
-/// people type them) is hidden too; at worst more than the credentials is.
+/// `scheme://user:pass@host/path?options` → `scheme://********@host/path?********`,
+/// for a log line or an error naming a store. Everything up to the last `@` is hidden,
+/// so a password with a `/`, `@` or `?` in it (unescaped, as people type them) is
+/// hidden too; at worst more than the credentials is. The options are hidden as they
+/// may hold secrets too (`tlsCertificateKeyFilePassword`).
 pub fn redact_uri(value: &str) -> String {
     match value.find("://") {
-        Some(scheme_end) => format!("{}://{}", &value[..scheme_end], redact_userinfo(&value[scheme_end + 3..])),
+        Some(scheme_end) => {
+            let shown = format!("{}://{}", &value[..scheme_end], redact_userinfo(&value[scheme_end + 3..]));
+            match shown.split_once('?') {
+                Some((base, _)) => format!("{base}?{REDACTED}"),
+                None => shown,
+            }
+        }
         None => value.to_owned(),
     }
+}
+
+/// `scheme://user:pass@host:port,host2/path?query#fragment` → `scheme://host:port,host2`:
+/// what `/environment` shows of a URL, where no path secret (`/hooks/<token>`), query
+/// or user info belongs. When an `@` after the hosts leaves unclear where the hosts
+/// end (a password with an unescaped `/`), the hosts are hidden too: `scheme://********`.
+/// A value that is not `scheme://…` is hidden whole.
+pub fn url_origin(value: &str) -> String {
+    let Some((scheme, rest)) = value.split_once("://") else {
+        return REDACTED.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, after) = rest.split_at(authority_end);
+    if after.contains('@') && !authority.contains('@') {
+        return format!("{scheme}://{REDACTED}");
+    }
+    let hosts = authority.rsplit_once('@').map_or(authority, |(_, hosts)| hosts);
+    format!("{scheme}://{hosts}")
+}
+
+/// A host setting (`user:pw@db`, which becomes a URI's authority) as its host alone.
+pub fn host_shown(value: &str) -> String {
+    url_origin(&format!("x://{value}")).trim_start_matches("x://").to_owned()
 }
 
 /// `user:pass@host...` → `********@host...`: what follows a URI's scheme, or a host
@@ -78,11 +97,7 @@ mod tests {
 
     #[test]
     fn credentials_in_values_never_show() {
-        assert_eq!(redact_value("ESM_MONGO_PASSWORD", "x"), REDACTED);
-        assert_eq!(
-            redact_value("ESM_MONGO_URI", "mongodb://admin:pw@db:27017/esm?tls=true"),
-            "mongodb://********@db:27017/esm?tls=true"
-        );
+        assert_eq!(redact_uri("mongodb://admin:pw@db:27017/esm?tls=true"), "mongodb://********@db:27017/esm?********");
         // Passwords with unescaped '/' or '@' stay hidden too.
         for uri in ["mongodb://admin:pa/ss@db/esm", "mongodb://admin:p@ss@db", "mongodb://admin:p?x#@db"] {
             let shown = redact_uri(uri);
@@ -91,6 +106,28 @@ mod tests {
         }
         assert_eq!(redact_userinfo("admin:pw@db"), "********@db");
         assert_eq!(redact_userinfo("db"), "db");
-        assert_eq!(redact_value("ESM_MONGO_HOST", "admin:pw@db"), "********@db");
+    }
+
+    #[test]
+    fn a_url_shows_its_scheme_and_hosts_alone() {
+        for (url, shown) in [
+            ("https://hooks.example:8443/hooks/s3cr3t?token=k3y#f", "https://hooks.example:8443"),
+            ("https://u:p4ss@hooks.example/x", "https://hooks.example"),
+            (
+                "mongodb://admin:pw@a:27017,b:27018/esm?replicaSet=rs&tlsCertificateKeyFilePassword=k3y",
+                "mongodb://a:27017,b:27018",
+            ),
+            ("mongodb+srv://cluster.example/?authSource=admin", "mongodb+srv://cluster.example"),
+            // An unescaped '/' or '@' in a password: nothing of it, nor of the hosts.
+            ("mongodb://admin:pa/ss@db/esm", "mongodb://********"),
+            ("mongodb://admin:p@ss@db", "mongodb://db"),
+            ("https://h.example/q?mail=a@k3y", "https://********"),
+            ("not a url", REDACTED),
+        ] {
+            assert_eq!(url_origin(url), shown, "{url}");
+        }
+        assert_eq!(host_shown("admin:pw@db"), "db");
+        assert_eq!(host_shown("db"), "db");
+        assert_eq!(host_shown("db/?tlsCertificateKeyFilePassword=k3y"), "db");
     }
 }

@@ -210,9 +210,29 @@ fn secrets_never_show() {
         );
     }
     assert_eq!(config.redacted()["ESM_BROKER_PASSWORD"], REDACTED);
-    assert_eq!(config.redacted()["ESM_MONGO_URI"], "mongodb://********@db:27017/?tls=true");
+    assert_eq!(config.redacted()["ESM_MONGO_URI"], "mongodb://db:27017");
+    assert_eq!(config.redacted()["ESM_EVENT_WEBHOOK_URL"], "https://hooks.example");
     let host_with_credentials = Config { mongo_host: Some("admin:hunter2@db".into()), ..Config::default() };
     let shown = host_with_credentials.redacted();
-    assert_eq!(shown["ESM_MONGO_HOST"], "********@db", "{shown}");
+    assert_eq!(shown["ESM_MONGO_HOST"], "db", "{shown}");
     assert!(!shown.to_string().contains("hunter2"), "{shown}");
+}
+
+/// A setting that hides its value (`hide_env_values`) is never shown as typed: either
+/// its own redaction or nothing.
+#[test]
+fn a_hidden_setting_is_never_shown_as_typed() {
+    let value = "https://u:p4ss@h.example/s3cr3t?k3y";
+    let declared = Config::declared();
+    let hidden: Vec<&str> = declared
+        .get_arguments()
+        .filter(|arg| arg.is_hide_env_values_set())
+        .filter_map(|arg| arg.get_env()?.to_str())
+        .collect();
+    assert!(hidden.contains(&"ESM_BROKER_PASSWORD") && hidden.contains(&"ESM_EVENT_WEBHOOK_URL"), "{hidden:?}");
+    for name in hidden {
+        let shown = crate::config::shown_variable(name, value);
+        assert!(!shown.contains("p4ss") && !shown.contains("s3cr3t") && !shown.contains("k3y"), "{name}: {shown}");
+    }
+    assert_eq!(crate::config::shown_variable("ESM_NOT_A_SETTING", "8080"), REDACTED);
 }

@@ -57,6 +57,8 @@ impl Census {
                     .into_iter()
                     .filter_map(|(value, n)| {
                         let [service_id, plan_id, state, liveness] = index::parse_census(&value)?;
+                        let [service_id, plan_id, state, liveness] =
+                            [service_id, plan_id, state, liveness].map(|v| super::bounded_label(&v));
                         Some((InstanceLabels { service_id, plan_id, state, liveness }, i64::try_from(n).ok()?))
                     })
                     .collect();

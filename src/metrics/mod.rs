@@ -9,7 +9,7 @@
 //! Every label takes its values from a bounded set: route templates (never raw
 //! paths), known methods, status codes, operation kinds, store calls, backend names,
 //! and the catalog's service and plan ids. Nothing a client puts in a URL becomes a
-//! label value.
+//! label value, and no label value is longer than an id may be (`bounded_label`).
 //!
 //! The exposition is OpenMetrics text ([`CONTENT_TYPE`]), which is what the
 //! `prometheus-client` crate writes and what Prometheus asks for first.
@@ -58,6 +58,27 @@ fn operation_histogram() -> Histogram {
 /// few milliseconds, a MongoDB outage the driver's 3 s selection timeout.
 fn store_histogram() -> Histogram {
     Histogram::new([0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
+}
+
+/// A label value from the catalog or a record (a service or plan id), at most
+/// [`MAX_ID_BYTES`](crate::domain::bounded::MAX_ID_BYTES). The wire layer refuses longer
+/// ids, but a record stored before it did may hold one: such a value is cut at a
+/// character boundary and ends in `~` and a digest of the whole, so two long ids stay
+/// two series and a scrape stays small.
+pub(crate) fn bounded_label(value: &str) -> String {
+    const MAX: usize = crate::domain::bounded::MAX_ID_BYTES;
+    if value.len() <= MAX {
+        return value.to_owned();
+    }
+    // FNV-1a: stable across processes and versions, unlike std's hasher.
+    let digest =
+        value.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    let suffix = format!("~{digest:016x}");
+    let mut cut = MAX - suffix.len();
+    while !value.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{suffix}", &value[..cut])
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

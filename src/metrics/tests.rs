@@ -181,3 +181,17 @@ async fn requests_are_labelled_by_route_template_and_unmatched_paths_share_one_l
     );
     assert!(text.contains(r#"esm_http_request_duration_seconds_count{route="/items/{id}",method="GET"} 50"#));
 }
+
+#[test]
+fn no_label_value_is_longer_than_an_id() {
+    let max = crate::domain::bounded::MAX_ID_BYTES;
+    assert_eq!(bounded_label("plan-1"), "plan-1");
+    let exact = "p".repeat(max);
+    assert_eq!(bounded_label(&exact), exact);
+    let (a, b) = (format!("{}a", "é".repeat(25_000)), format!("{}b", "é".repeat(25_000)));
+    let (shown_a, shown_b) = (bounded_label(&a), bounded_label(&b));
+    assert!(shown_a.len() <= max && shown_b.len() <= max, "{} {}", shown_a.len(), shown_b.len());
+    assert_ne!(shown_a, shown_b, "two long ids stay two series");
+    assert_eq!(shown_a, bounded_label(&a), "the same id, the same series");
+    assert!(shown_a.starts_with("éé"), "{shown_a}");
+}

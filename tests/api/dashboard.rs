@@ -35,6 +35,8 @@ async fn every_page_is_html_under_a_strict_content_security_policy() {
         let policy = headers["content-security-policy"].to_str().unwrap();
         assert!(policy.contains("default-src 'none'") && policy.contains("script-src 'self'"), "{path}: {policy}");
         assert!(!policy.contains("unsafe"), "{path}: {policy}");
+        assert!(policy.contains("frame-ancestors 'none'"), "{path}: {policy}");
+        assert_eq!(headers["x-frame-options"], "DENY", "{path}");
         assert_eq!(headers["x-content-type-options"], "nosniff");
         assert!(text.starts_with("<!DOCTYPE html>"), "{path}");
         assert!(
@@ -162,4 +164,17 @@ async fn an_instances_page_shows_its_newest_events_however_many_it_has() {
     assert!(events.contains("report 69 down"), "the newest of 140 changes is shown: {events}");
     assert!(!events.contains("report 0 down<"), "only the newest are shown");
     app.stop().await;
+}
+
+/// Swagger UI and its document may not be framed by another page.
+#[tokio::test]
+async fn swagger_ui_may_not_be_framed() {
+    let app = spawn_app().await;
+    for path in ["/ui/", "/ui/index.html", "/swagger.json"] {
+        let response = app.client.get(format!("{}{path}", app.api)).send().await.expect("sent");
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let headers = response.headers();
+        assert_eq!(headers["content-security-policy"], "frame-ancestors 'none'", "{path}");
+        assert_eq!(headers["x-frame-options"], "DENY", "{path}");
+    }
 }

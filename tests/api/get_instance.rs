@@ -27,6 +27,23 @@ async fn fetch_returns_what_was_provisioned() {
     assert_eq!(r.body["metadata"]["labels"]["esm/manifest_id"], "manifest-1");
 }
 
+/// A dashboard URL is shown as a link: a manifest naming one that is not http(s) (or
+/// too long) is refused at registration, naming the field.
+#[tokio::test]
+async fn a_manifest_with_a_script_dashboard_url_is_refused() {
+    let app = spawn_app().await;
+    let service = json!({"id": SERVICE, "name": "test-service", "description": "a test service", "bindable": true,
+                         "plans": [{"id": PLAN, "name": "small", "description": "a small plan"}]});
+    assert_eq!(app.put("/v2/et/catalog", &service).await.status, StatusCode::CREATED);
+    for url in ["javascript:alert(document.cookie)", "data:text/html,x", &format!("https://d/{}", "a".repeat(3000))] {
+        let body = json!({"service_id": SERVICE, "plan_id": PLAN, "manifest_type": "dummy",
+                          "manifest_content": format!("x-esm-dummy: {{dashboard_url: '{url}'}}")});
+        let r = app.put("/v2/et/manifest/manifest-1", &body).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{url}: {}", r.body);
+        assert!(r.body["description"].as_str().is_some_and(|d| d.contains("dashboard_url")), "{}", r.body);
+    }
+}
+
 #[tokio::test]
 async fn fetch_of_an_unknown_instance_is_404() {
     let app = spawn_app().await;

@@ -52,3 +52,22 @@ async fn a_graceful_stop_finishes() {
     assert_eq!(app.provision("i-1", false).await.status, StatusCode::CREATED);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn environment_shows_urls_as_their_scheme_and_hosts() {
+    let webhook = "https://hook:p4ss@127.0.0.1:9/hooks/s3cr3t?token=k3y";
+    let config = esm::config::Config {
+        event_webhook_url: Some(webhook.parse().expect("secret")),
+        mongo_host: Some("admin:pw0rd@db".into()),
+        ..test_config()
+    };
+    let app = spawn_app_with(config).await;
+    let response = app.client.get(format!("{}/environment", app.ops)).send().await.expect("sent");
+    let text = response.text().await.expect("body");
+    for secret in ["p4ss", "s3cr3t", "k3y", "pw0rd"] {
+        assert!(!text.contains(secret), "{secret} in {text}");
+    }
+    let body: Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(body["config"]["ESM_EVENT_WEBHOOK_URL"], "https://127.0.0.1:9");
+    assert_eq!(body["config"]["ESM_MONGO_HOST"], "db");
+}

@@ -21,7 +21,7 @@ use futures_util::StreamExt;
 use super::DockerSettings;
 use super::deploy::Need;
 use super::spec::Resource;
-use crate::backend::{BackendError, labels};
+use crate::backend::{BackendError, labels, said};
 
 /// When images are pulled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -52,18 +52,33 @@ pub fn is_not_found(e: &DockerError) -> bool {
     matches!(e, DockerError::DockerResponseServerError { status_code: 404, .. })
 }
 
-/// An engine error as a backend failure, with what esm was doing. The engine's own
-/// answer ("No such image: ...") helps the platform's user and is kept; a transport
-/// or client error is the operator's business: logged, and said in esm's words.
+/// An engine error as a backend failure, with what esm was doing, in esm's words
+/// ([`said`]): the engine's own answer may name the host's resolver, a socket or a
+/// runtime path, so it goes to the debug log and the client reads what failed.
 pub fn failed(doing: &str, e: DockerError) -> BackendError {
     let detail = match e {
-        DockerError::DockerResponseServerError { message, .. } => message,
+        DockerError::DockerResponseServerError { status_code, message } => {
+            said::in_esm_words(doing, &message, by_status(status_code))
+        }
+        DockerError::DockerStreamError { error } => said::in_esm_words(doing, &error, "the engine reported a failure"),
         other => {
             tracing::debug!(error = %other, doing, "Docker engine request failed");
-            unreachable_reason(&other).to_owned()
+            unreachable_reason(&other)
         }
     };
     BackendError::new(format!("{doing}: {detail}"))
+}
+
+/// What an engine answer's status says, when its text matches no phrase esm knows.
+fn by_status(status: u16) -> &'static str {
+    match status {
+        400 => "the engine refused the request as invalid",
+        401 | 403 => "the engine refused esm",
+        404 => "something it needs was not found",
+        409 => "it conflicts with what the engine already has",
+        500.. => "the engine failed (the operator's log says why)",
+        _ => "the engine refused the request",
+    }
 }
 
 /// Why the engine could not be reached, in esm's words: what the operator can act on

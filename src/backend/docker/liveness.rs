@@ -33,7 +33,11 @@ pub fn stop_reason(state: &ContainerState) -> String {
         }
     };
     match state.error.as_deref().filter(|e| !e.is_empty()) {
-        Some(error) => format!("{reason}: {error}"),
+        // The engine's own text may name runtime paths: said in esm's words.
+        Some(error) => format!(
+            "{reason}: {}",
+            crate::backend::said::in_esm_words("a container's state", error, "the engine gave a reason")
+        ),
         None => reason,
     }
 }

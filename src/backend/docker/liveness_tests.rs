@@ -51,7 +51,7 @@ fn a_container_not_running_is_down_with_why() {
     let oom = ContainerState { oom_killed: Some(true), ..exited(137) };
     assert_eq!(seen(&container("db", &oom)), (ComponentStatus::Down, Some("killed: out of memory")));
     let failed_start = ContainerState { error: Some("exec: \"nope\": not found".into()), ..exited(127) };
-    assert_eq!(stop_reason(&failed_start), "exited with code 127: exec: \"nope\": not found");
+    assert_eq!(stop_reason(&failed_start), "exited with code 127: the container's command could not be run");
     let dead = ContainerState { status: Some(ContainerStateStatusEnum::DEAD), ..exited(0) };
     assert_eq!(stop_reason(&dead), "dead");
     let restarting = ContainerState { restarting: Some(true), exit_code: Some(1), ..running() };

@@ -241,7 +241,13 @@ impl Runtime for Services {
                     return Ok(UnitState::Failed(format!(
                         "service {} failed to start: {}",
                         unit.name,
-                        status.err.or(status.message).unwrap_or_else(|| "no reason given".into())
+                        status.err.or(status.message).map_or("no reason given", |raw| {
+                            crate::backend::said::in_esm_words(
+                                "a swarm task",
+                                &raw,
+                                "the engine gave a reason esm does not know (the operator's log says it)",
+                            )
+                        })
                     )));
                 }
                 _ => {}

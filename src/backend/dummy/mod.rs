@@ -238,6 +238,9 @@ impl DummyBackend {
             return Err("x-esm-dummy.hold is for tests; this esm build does not take it".into());
         }
         ports::wants(&parsed.services)?;
+        if let Some(url) = &parsed.script.dashboard_url {
+            super::check_dashboard_url(url).map_err(|e| format!("x-esm-dummy.{e}"))?;
+        }
         // Nor may a manifest name a file for esm to write to.
         if !cfg!(feature = "test-support") && parsed.script.call_log.is_some() {
             return Err("x-esm-dummy.call_log is for tests; this esm build does not take it".into());

@@ -81,3 +81,27 @@ fn environment_merges_list_map_and_parameters() {
     assert_eq!(env.get("B").map(String::as_str), Some(""));
     assert_eq!(env.get("C").map(String::as_str), Some("3"));
 }
+
+#[test]
+fn a_dashboard_url_is_http_or_https_and_bounded() {
+    let check =
+        |url: &str| DummyBackend::new().check_manifest(&manifest(&format!("x-esm-dummy: {{dashboard_url: '{url}'}}")));
+    for good in ["http://dash.example/x", "HTTPS://dash.example:8443/i?a=b#c"] {
+        assert!(check(good).is_ok(), "{good}");
+    }
+    let long = format!("https://dash.example/{}", "a".repeat(crate::backend::DASHBOARD_URL_MAX_BYTES));
+    for bad in [
+        "javascript:alert(1)",
+        "JavaScript://%0aalert(1)",
+        "data:text/html,<script>",
+        "//dash.example",
+        "http://",
+        "https:///x",
+        "ftp://dash",
+        "http://a b",
+        long.as_str(),
+    ] {
+        let err = check(bad).expect_err(bad);
+        assert!(err.contains("dashboard_url"), "{bad}: {err}");
+    }
+}

@@ -256,8 +256,9 @@ fn has_labels(labels: Option<&BTreeMap<String, String>>, selector: &BTreeMap<Str
 fn api_error(what: &str, error: kube::Error) -> BackendError {
     match error {
         kube::Error::Api(status) => {
-            BackendError::new(format!("Kubernetes API: {what}: {} ({} {})", status.message, status.code, status.reason))
+            let message = crate::backend::said::api_message(what, &status.message, "the API refused the request");
+            BackendError::new(format!("Kubernetes API: {what}: {message} ({} {})", status.code, status.reason))
         }
-        other => BackendError::new(format!("Kubernetes API: {what}: {other}")),
+        other => crate::backend::said::unreachable(&format!("Kubernetes API: {what}"), &other),
     }
 }
