@@ -17,7 +17,7 @@ use crate::backend::docker::{ComposeBackend, DockerSettings, SwarmBackend};
 use crate::backend::dummy::{DummyBackend, Holds, LivenessScript};
 use crate::backend::kubernetes::{KubernetesBackend, KubernetesSettings};
 use crate::backend::metered::MeteredBackend;
-use crate::backend::{Backend, BackendError, Backends};
+use crate::backend::{Backend, BackendError, Backends, host_port};
 use crate::broker::{Broker, BrokerSettings, LivenessSettings};
 use crate::clock::Clock;
 use crate::config::{BackendKind, ComposeTarget, Config, StoreKind, redact_uri};
@@ -78,6 +78,9 @@ impl Server {
             .map(|url| Webhook::parse(url.expose()))
             .transpose()
             .map_err(StartError::Setting)?;
+        if let Some(range) = config.host_port_range {
+            warn_on_ephemeral_overlap((range.low, range.high));
+        }
         let metrics = Metrics::new();
         let store: Arc<dyn Store> = Arc::new(MeteredStore::new(open_store(&config).await?, metrics.clone()));
         let (backends, dummy) = backends(&config, &metrics).await.map_err(|e| StartError::Backend(e.to_string()))?;
@@ -176,6 +179,22 @@ impl Server {
 
 /// The configured backends, each counting its failures into `metrics`, and the
 /// dummy when it runs (tests hold its operations and script its liveness).
+/// A host port range inside the kernel's ephemeral ports shares them with every
+/// outgoing connection on the host: leases then meet ports the kernel handed out.
+fn warn_on_ephemeral_overlap(range: (u16, u16)) {
+    let Some(ephemeral) = host_port::ephemeral_range() else { return };
+    let shared = host_port::overlap(range, ephemeral);
+    if shared > 0 {
+        tracing::warn!(
+            range = %format!("{}-{}", range.0, range.1),
+            ephemeral = %format!("{}-{}", ephemeral.0, ephemeral.1),
+            shared,
+            "ESM_HOST_PORT_RANGE overlaps the kernel's ephemeral port range (net.ipv4.ip_local_port_range): \
+             outgoing connections may take its ports; pick a range outside it"
+        );
+    }
+}
+
 async fn backends(config: &Config, metrics: &Metrics) -> Result<(Backends, Option<Arc<DummyBackend>>), BackendError> {
     if config.compose_target == ComposeTarget::Kubernetes {
         // One backend per manifest type: say which, rather than let the list order pick.
@@ -191,7 +210,8 @@ async fn backends(config: &Config, metrics: &Metrics) -> Result<(Backends, Optio
     for kind in &config.backends {
         let backend: Arc<dyn Backend> = match kind {
             BackendKind::Dummy => {
-                let dummy = Arc::new(DummyBackend::with_limits(config.manifest_limits()));
+                let dummy =
+                    Arc::new(DummyBackend::with_limits(config.manifest_limits()).publishing_on(config.publish_address));
                 dummy_backend = Some(Arc::clone(&dummy));
                 dummy
             }

@@ -73,6 +73,10 @@ impl Backend for MeteredBackend {
         self.inner.host_ports(manifest).await
     }
 
+    fn host_port_held_elsewhere(&self, protocol: &str, port: u16) -> bool {
+        self.inner.host_port_held_elsewhere(protocol, port)
+    }
+
     fn dashboard_url(&self, instance: &ServiceInstance, manifest: &Manifest) -> Option<String> {
         self.inner.dashboard_url(instance, manifest).filter(|url| super::check_dashboard_url(url).is_ok())
     }

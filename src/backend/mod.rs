@@ -10,6 +10,7 @@
 
 pub mod docker;
 pub mod dummy;
+pub mod host_port;
 pub mod kubernetes;
 pub mod labels;
 pub mod metered;
@@ -147,6 +148,14 @@ pub trait Backend: Send + Sync {
     /// `ESM_HOST_PORT_RANGE` (the instance's `host_ports` then says which it got).
     async fn host_ports(&self, _manifest: &Manifest) -> Result<Vec<PortWant>, BackendError> {
         Ok(Vec::new())
+    }
+
+    /// Whether a process outside esm already holds host port `port`/`protocol` where
+    /// this backend publishes, as far as esm can tell from where it runs (false where
+    /// it cannot): leasing skips such ports instead of handing out one the engine will
+    /// refuse.
+    fn host_port_held_elsewhere(&self, _protocol: &str, _port: u16) -> bool {
+        false
     }
 
     /// The instance's dashboard, if it has one. Known before the instance is deployed,

@@ -30,7 +30,8 @@ pub struct InstanceFilter {
 }
 
 impl InstanceFilter {
-    /// The index filters, the most selective first (the store serves the first from
+    /// The index filters, the most selective first (the embedded store intersects
+    /// them all in its indexes starting from the first; MongoDB serves the first from
     /// its index).
     fn index_filters(&self) -> Vec<(String, String)> {
         let filters = [

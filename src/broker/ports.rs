@@ -58,20 +58,38 @@ impl Broker {
             }
             let taken = taken.entry(protocol).or_default();
             let mut found = None;
+            let mut held_elsewhere = Vec::new();
             for port in candidates(low, high, holder) {
                 let id = Resource::port_id(protocol, port);
                 if taken.contains(&id) {
                     continue;
                 }
                 taken.insert(id);
+                // Free in esm's books but held by another process: the engine would
+                // refuse it, and the next provision would lease it again.
+                if backend.host_port_held_elsewhere(protocol, port) {
+                    held_elsewhere.push(port);
+                    continue;
+                }
                 if self.take_port(backend, holder, protocol, port).await.map_err(store)? {
                     found = Some(port);
                     break;
                 }
             }
+            if !held_elsewhere.is_empty() {
+                tracing::warn!(
+                    ports = ?held_elsewhere,
+                    protocol,
+                    "ports of ESM_HOST_PORT_RANGE are held by processes other than esm: skipped"
+                );
+            }
             let port = found.ok_or_else(|| {
+                let elsewhere = match held_elsewhere.len() {
+                    0 => String::new(),
+                    n => format!(" ({n} held by processes other than esm)"),
+                };
                 BackendError::new(format!(
-                    "no free host port left in ESM_HOST_PORT_RANGE {low}-{high} for {}",
+                    "no free host port left in ESM_HOST_PORT_RANGE {low}-{high} for {}{elsewhere}",
                     want.key()
                 ))
             })?;

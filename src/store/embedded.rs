@@ -8,7 +8,6 @@
 //! directory fails fast instead of corrupting it.
 
 use std::any::Any;
-use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -17,6 +16,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde_json::Value;
 
 use super::{Collection, Document, Query, Store, StoreError, index};
+
+mod walk;
 
 /// The file inside the data directory.
 pub const FILE_NAME: &str = "esm.redb";
@@ -266,49 +267,6 @@ impl EmbeddedStore {
     }
 }
 
-/// One (field, value) index entry.
-type Entry<'a> = (&'a str, &'a str);
-
-/// The filter an index serves, and the rest.
-fn split_filters(filters: &[(String, String)]) -> (Option<Entry<'_>>, &[(String, String)]) {
-    match filters.split_first() {
-        Some(((field, value), rest)) => (Some((field.as_str(), value.as_str())), rest),
-        None => (None, filters),
-    }
-}
-
-/// Visits the ids after `after` in id order, of the whole collection or of the records
-/// indexed under `entry`, while `visit` says to go on.
-fn each_id(
-    txn: &redb::ReadTransaction,
-    collection: Collection,
-    entry: Option<Entry<'_>>,
-    after: Option<&str>,
-    mut visit: impl FnMut(&str) -> Result<bool, StoreError>,
-) -> Result<(), StoreError> {
-    let Some((field, value)) = entry else {
-        let records = txn.open_table(table(collection)).map_err(unavailable)?;
-        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
-        for stored in records.range::<&str>((start, Bound::Unbounded)).map_err(unavailable)? {
-            if !visit(stored.map_err(unavailable)?.0.value())? {
-                break;
-            }
-        }
-        return Ok(());
-    };
-    let ix = txn.open_table(index_table(collection)).map_err(unavailable)?;
-    let start = (field, value, after.unwrap_or(""));
-    let start = if after.is_some() { Bound::Excluded(start) } else { Bound::Included(start) };
-    for indexed in ix.range((start, Bound::Unbounded)).map_err(unavailable)? {
-        let (key, _) = indexed.map_err(unavailable)?;
-        let (f, v, id) = key.value();
-        if f != field || v != value || !visit(id)? {
-            break;
-        }
-    }
-    Ok(())
-}
-
 /// What a write transaction does to the document.
 enum Write {
     Put(u64, Value),
@@ -406,17 +364,14 @@ impl Store for EmbeddedStore {
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(unavailable)?;
             let records = txn.open_table(table(collection)).map_err(unavailable)?;
-            let (first, rest) = split_filters(&query.filters);
             let mut out = Vec::new();
-            each_id(&txn, collection, first, query.after.as_deref(), |id| {
+            // Every filter is served by the indexes: only the page's records are read.
+            walk::each_id(&txn, collection, &query.filters, query.after.as_deref(), |id| {
                 let Some(stored) = records.get(id).map_err(unavailable)? else {
                     return Err(StoreError::Corrupt(format!("{} index names a missing {id}", collection.name())));
                 };
                 let (version, bytes) = stored.value();
-                let body = decode(collection, id, bytes)?;
-                if index::matches(&body, rest) {
-                    out.push((id.to_owned(), Document { version, body }));
-                }
+                out.push((id.to_owned(), Document { version, body: decode(collection, id, bytes)? }));
                 Ok(out.len() < query.limit)
             })?;
             Ok(out)
@@ -425,15 +380,14 @@ impl Store for EmbeddedStore {
     }
 
     async fn page_ids(&self, collection: Collection, query: &Query) -> Result<Vec<String>, StoreError> {
-        if query.limit == 0 || query.filters.len() > 1 {
-            // The other filters need the records.
-            return Ok(self.page(collection, query).await?.into_iter().map(|(id, _)| id).collect());
+        if query.limit == 0 {
+            return Ok(Vec::new());
         }
         let query = query.clone();
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(unavailable)?;
             let mut out = Vec::new();
-            each_id(&txn, collection, split_filters(&query.filters).0, query.after.as_deref(), |id| {
+            walk::each_id(&txn, collection, &query.filters, query.after.as_deref(), |id| {
                 out.push(id.to_owned());
                 Ok(out.len() < query.limit)
             })?;

@@ -15,6 +15,7 @@
 //!   created on the first query, so a page by service or plan reads only its records,
 //!   in id order.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -101,8 +102,17 @@ impl MongoStore {
     ) -> Result<mongodb::Cursor<Bson>, StoreError> {
         self.ensure_indexes().await?;
         let mut filter = Bson::new();
+        // A field filtered twice (a moving plan's two values) needs both: `$all`, as a
+        // second equality under the same key would replace the first.
+        let mut by_field: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         for (field, value) in &query.filters {
-            filter.insert(format!("ix.{field}"), value.as_str());
+            by_field.entry(field.as_str()).or_default().push(value.as_str());
+        }
+        for (field, values) in by_field {
+            match values.as_slice() {
+                [one] => filter.insert(format!("ix.{field}"), *one),
+                all => filter.insert(format!("ix.{field}"), doc! {"$all": all.to_vec()}),
+            };
         }
         if let Some(after) = &query.after {
             filter.insert("_id", doc! {"$gt": after.as_str()});

@@ -99,3 +99,21 @@ async fn without_a_range_the_engine_picks() {
     assert_eq!(app.provision("i-1", false).await.status, StatusCode::CREATED);
     assert_eq!(host_port(&app, "i-1", "8080/tcp").await, None);
 }
+
+#[tokio::test]
+async fn a_port_another_process_holds_is_skipped_not_leased() {
+    // A port of the range someone else listens on: the engine would refuse it.
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind");
+    let held = listener.local_addr().expect("address").port();
+    let app = with_range(held, held, ONE_PORT).await;
+    let refused = app.provision("h-1", false).await;
+    assert_eq!(refused.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", refused.body);
+    let description = refused.body["description"].as_str().unwrap_or_default();
+    assert!(description.contains("(1 held by processes other than esm)"), "{}", refused.body);
+    // Nothing was leased for it, and once the port is free it is handed out.
+    let leases = app.get(&format!("/v2/et/inventory?type=port&name={held}/tcp")).await.body;
+    assert_eq!(leases["resources"].as_array().map(Vec::len), Some(0), "{leases}");
+    drop(listener);
+    assert_eq!(app.provision("h-2", false).await.status, StatusCode::CREATED);
+    assert_eq!(host_port(&app, "h-2", "8080/tcp").await, Some(held));
+}

@@ -16,8 +16,8 @@ use super::events;
 use super::model::Compose;
 use super::report::{self, Observed};
 use super::spec;
-use crate::backend::labels;
 use crate::backend::{Backend, BackendError, BindOutput, Deployment, Execution, Info};
+use crate::backend::{host_port, labels};
 use crate::domain::binding::Binding;
 use crate::domain::instance::ServiceInstance;
 use crate::domain::liveness::Component;
@@ -123,6 +123,13 @@ impl<R: DockerRuntime> Backend for DockerBackend<R> {
             }
         }
         Ok(())
+    }
+
+    /// Told only where the engine runs on this host (a local socket) and so publishes
+    /// where esm can bind: a remote engine, or esm in a network namespace of its own,
+    /// is never asked, and the engine's refusal stays the failure.
+    fn host_port_held_elsewhere(&self, protocol: &str, port: u16) -> bool {
+        self.0.engine().is_local() && host_port::held_elsewhere(self.0.settings().publish_address, protocol, port)
     }
 
     async fn host_ports(&self, manifest: &Manifest) -> Result<Vec<PortWant>, BackendError> {

@@ -131,6 +131,11 @@ impl Engine {
         Ok(self.docker.get_or_init(|| docker).clone())
     }
 
+    /// Whether the engine runs on this host (reached through a local socket).
+    pub fn is_local(&self) -> bool {
+        self.host.starts_with("unix://") || self.host.starts_with("npipe://")
+    }
+
     /// The bollard client; fails while the engine's socket does not exist.
     pub fn docker(&self) -> Result<Docker, BackendError> {
         self.client().map_err(|e| match e {

@@ -41,6 +41,7 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -78,6 +79,9 @@ pub struct DummyBackend {
     deployed: Mutex<BTreeMap<String, Vec<(u16, String)>>>,
     /// What it reports of its instances' liveness.
     liveness: Arc<LivenessScript>,
+    /// The host address its pretend deployments publish on, if any: a port another
+    /// process holds there is one the engine would refuse, so the dummy says so.
+    publish_address: Option<IpAddr>,
 }
 
 /// A dummy manifest: the script and the services it pretends to run.
@@ -204,7 +208,12 @@ impl DummyBackend {
 
     /// A dummy backend reading manifests within `limits`.
     pub fn with_limits(limits: yaml::Limits) -> Self {
-        Self { limits, holds: Arc::default(), deployed: Mutex::default(), liveness: Arc::default() }
+        Self { limits, ..Self::default() }
+    }
+
+    /// The same, publishing (as far as host ports go) on `address`.
+    pub fn publishing_on(self, address: IpAddr) -> Self {
+        Self { publish_address: Some(address), ..self }
     }
 
     /// The instances it pretends to run. Poisoning is ignored: an insert or remove is
@@ -318,6 +327,10 @@ impl Backend for DummyBackend {
 
     async fn host_ports(&self, manifest: &Manifest) -> Result<Vec<PortWant>, BackendError> {
         ports::wants(&self.load(manifest)?.services).map_err(BackendError::new)
+    }
+
+    fn host_port_held_elsewhere(&self, protocol: &str, port: u16) -> bool {
+        self.publish_address.is_some_and(|address| super::host_port::held_elsewhere(address, protocol, port))
     }
 
     async fn poolable(&self, manifest: &Manifest) -> Result<(), String> {

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Instance listings with two filters at COUNT instances (default 20000) in the embedded
+# store, dummy backend (sync): the median latency of a page with two filters against an
+# unfiltered page of 100 and against nginx serving the same bytes (the floor of one HTTP
+# round trip here). COUNT instances on plan-1 and 100 failed provisions on plan-3 whose
+# ids sort after them, so a store walking the first filter's range (the service, or
+# plan-1) reads COUNT records before the first match. Goal: a filtered page within 2x
+# of the unfiltered page.
+# COUNT, CONNECTIONS (32), THREADS (2), LATENCY_DURATION (5s).
+source "$(dirname "$0")/lib.sh"
+need wrk wrk
+need nginx nginx
+[ -n "$ESM_BIN_GIVEN" ] || cargo build --release --locked --quiet --bin esm
+count=${COUNT:-20000}; conns=${CONNECTIONS:-32}; threads=${THREADS:-2}; lat=${LATENCY_DURATION:-5s}
+hdr=(-H 'X-Broker-API-Version: 2.17')
+
+start_esm filters ESM_STORE=embedded
+url=$ESM_URL_filters
+register "$url" 'x-esm-dummy: {mode: sync}'
+python3 - "$url" <<'PY'
+import json, sys, urllib.request
+url = sys.argv[1]
+body = json.dumps({"service_id": "bench-svc", "plan_id": "plan-3", "manifest_type": "dummy",
+                   "manifest_content": "x-esm-dummy: {mode: sync, fail: [provision]}"}).encode()
+req = urllib.request.Request(url + "/v2/et/manifest/bench-failing", data=body, method="PUT",
+    headers={"X-Broker-API-Version": "2.17", "Content-Type": "application/json"})
+urllib.request.urlopen(req).read()
+PY
+provision_many "$url" "$count" bench "$threads" "$conns"
+for n in $(seq -w 1 100); do
+  curl -s -o /dev/null -X PUT "${hdr[@]}" -H 'Content-Type: application/json' "$url/v2/service_instances/z-failed-$n" \
+    -d '{"service_id":"bench-svc","plan_id":"plan-3","organization_guid":"o","space_guid":"s"}'
+done
+
+latency() { # url: median latency in ms with one connection
+  wrk -t 1 -c 1 -d "$lat" --latency "${hdr[@]}" "$1" | awk '$1 == "50%" {v=$2; if (v ~ /us$/) {sub("us","",v); v=v/1000} else if (v ~ /ms$/) {sub("ms","",v)} else if (v ~ /s$/) {sub("s","",v); v=v*1000}; printf "%.3f", v}'
+}
+list="$url/v2/et/service_instances?limit=100"
+declare -A pages=(
+  [unfiltered]="$list"
+  [service+failed]="$list&service_id=bench-svc&state=failed"
+  [plan-1+failed]="$list&plan_id=plan-1&state=failed"
+  [plan-3+service+failed]="$list&plan_id=plan-3&service_id=bench-svc&state=failed"
+)
+order=(unfiltered service+failed plan-1+failed plan-3+service+failed)
+mkdir -p "$BENCH_TMP/www"
+for name in "${order[@]}"; do
+  curl -fsS "${hdr[@]}" "${pages[$name]}" >"$BENCH_TMP/www/$name.json"
+done
+shown() { python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["instances"]))' "$1"; }
+[ "$(shown "$BENCH_TMP/www/service+failed.json")" -eq 100 ] || { echo "the failed provisions are not listed" >&2; exit 1; }
+
+nginx_port=$(free_port)
+chmod 755 "$BENCH_TMP" "$BENCH_TMP/www"; chmod 644 "$BENCH_TMP"/www/*
+cat >"$BENCH_TMP/nginx.conf" <<NGINX
+worker_processes 1;
+daemon off;
+pid $BENCH_TMP/nginx.pid;
+error_log $BENCH_TMP/nginx.err;
+events { worker_connections 256; }
+http {
+  access_log off;
+  client_body_temp_path $BENCH_TMP/nginx-body;
+  default_type application/json;
+  server { listen 127.0.0.1:$nginx_port; root $BENCH_TMP/www; }
+}
+NGINX
+nginx -c "$BENCH_TMP/nginx.conf" &
+BENCH_PIDS+=($!)
+wait_http "http://127.0.0.1:$nginx_port/unfiltered.json"
+
+unfiltered_ms=$(latency "${pages[unfiltered]}")
+{
+  echo "bench/filters.sh  $(date -u +%FT%TZ)  $PROVISIONED + 100 failed instances, embedded store, dummy (sync)"
+  printf '%-26s %7s %10s %12s %14s %8s\n' page shown "esm (ms)" "nginx (ms)" "vs unfiltered" "vs nginx"
+  for name in "${order[@]}"; do
+    ms=$([ "$name" = unfiltered ] && echo "$unfiltered_ms" || latency "${pages[$name]}")
+    base=$(latency "http://127.0.0.1:$nginx_port/$name.json")
+    printf '%-26s %7s %10s %12s %14s %8s\n' "$name" "$(shown "$BENCH_TMP/www/$name.json")" "$ms" "$base" \
+      "$(ratio "$ms" "$unfiltered_ms")" "$(ratio "$ms" "$base")"
+  done
+} | tee bench/results/filters.txt
