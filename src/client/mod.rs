@@ -188,10 +188,10 @@ impl Client {
         let unreachable = |reason: String| ClientError::Unreachable { url: self.base.clone(), reason };
         let response = request.send().await.map_err(|e| unreachable(cause(&e)))?;
         let status = response.status();
-        if status.is_redirection() {
+        let location = response.headers().get(reqwest::header::LOCATION).filter(|_| status.is_redirection());
+        if let Some(to) = location {
             // Only a redirect to another origin gets here (see `same_origin_only`).
-            let to = response.headers().get(reqwest::header::LOCATION).map(|l| String::from_utf8_lossy(l.as_bytes()));
-            let to = truncate(to.as_deref().unwrap_or("nowhere"), 200).into_owned();
+            let to = truncate(&String::from_utf8_lossy(to.as_bytes()), 200).into_owned();
             return Err(unreachable(format!(
                 "it answered {status} to {to}, another origin: not followed (use that --url if you trust it)"
             )));
