@@ -29,7 +29,13 @@ pub struct Target {
     pub no_wait: bool,
     /// Stop waiting for an asynchronous operation after this long (`90s`, `2h`); the
     /// operation goes on in esm.
-    #[arg(long = "wait-timeout", env = "ESM_WAIT_TIMEOUT", default_value = "1h", value_parser = humantime::parse_duration, global = true)]
+    #[arg(
+        long = "wait-timeout",
+        env = "ESM_WAIT_TIMEOUT",
+        default_value = "1h",
+        value_parser = humantime::parse_duration,
+        global = true
+    )]
     pub wait_timeout: std::time::Duration,
 }
 
