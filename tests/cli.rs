@@ -1,8 +1,12 @@
 //! The command-line client end to end: the `esm` binary's client commands against a
 //! real esm (with basic auth), in tables and JSON, waiting on asynchronous operations,
-//! on a terminal (a pty from `script`), and the exit codes scripts rely on.
+//! on a terminal (a pty from `script`), and the exit codes scripts rely on; and against
+//! a hostile fake server (`cli/hostile.rs`).
 
 mod support;
+
+#[path = "cli/hostile.rs"]
+mod hostile;
 
 use std::process::Stdio;
 use std::time::Duration;

@@ -27,6 +27,16 @@ pub struct Target {
     /// Do not wait for an asynchronous operation to finish: print its id and return.
     #[arg(long = "no-wait", global = true)]
     pub no_wait: bool,
+    /// Stop waiting for an asynchronous operation after this long (`90s`, `2h`); the
+    /// operation goes on in esm.
+    #[arg(
+        long = "wait-timeout",
+        env = "ESM_WAIT_TIMEOUT",
+        default_value = "1h",
+        value_parser = humantime::parse_duration,
+        global = true
+    )]
+    pub wait_timeout: std::time::Duration,
 }
 
 /// How results are printed.
@@ -296,14 +306,23 @@ fn read_json(path: &Path) -> Result<Value, Failure> {
     serde_json::from_str(&text).map_err(|e| Failure::usage(format!("{} is not JSON: {e}", path.display())))
 }
 
+/// A page whose `next` cursor is the `after` it was asked with would page forever: an
+/// error.
+fn advances(page: &Value, after: Option<&str>) -> Result<(), Failure> {
+    match (after, page["next"].as_str()) {
+        (Some(after), Some(next)) if after == next => Err(Failure::failed(format!(
+            "esm answered the page after {after} with the same cursor: its paging does not advance"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Runs `command` with `client`.
 pub(super) async fn run(command: ClientCommand, client: &Client, target: &Target) -> Result<Exit, Failure> {
     let json = target.output == Output::Json;
     let show = |value: &Value, table: fn(&Value) -> Table| output::show(value, json, table);
     match command {
-        ClientCommand::Catalog => {
-            show(&serde_json::to_value(client.catalog().await?).unwrap_or_default(), output::catalog)
-        }
+        ClientCommand::Catalog => show(&client.catalog().await?, output::catalog),
         ClientCommand::Services(ServicesCommand::Register { file }) => {
             show(&client.register_service(&read_json(&file)?).await?, output::done)
         }
@@ -333,7 +352,9 @@ pub(super) async fn run(command: ClientCommand, client: &Client, target: &Target
                 limit: Some(args.limit),
                 after: args.after,
             };
-            show(&serde_json::to_value(client.inventory(&query).await?).unwrap_or_default(), output::resources)
+            let page = client.inventory(&query).await?;
+            advances(&page, query.after.as_deref())?;
+            show(&page, output::resources)
         }
         ClientCommand::Completions { shell } => {
             let mut command = <crate::config::Cli as clap::CommandFactory>::command();
@@ -352,12 +373,13 @@ async fn instances(command: InstancesCommand, client: &Client, target: &Target) 
                     .into_iter()
                     .filter_map(|(field, value)| value.as_deref().map(|v| (field, v)))
                     .collect();
-            output::show(&client.instances(limit, after.as_deref(), &filters).await?, json, output::instances)
+            let page = client.instances(limit, after.as_deref(), &filters).await?;
+            advances(&page, after.as_deref())?;
+            output::show(&page, json, output::instances)
         }
         InstancesCommand::Get { id } => output::show(&client.instance(&id).await?, json, output::instance),
         InstancesCommand::Resources { id } => {
-            let held = serde_json::to_value(client.instance_resources(&id).await?).unwrap_or_default();
-            output::show(&held, json, output::resources)
+            output::show(&client.instance_resources(&id).await?, json, output::resources)
         }
         InstancesCommand::Provision { id, service, plan, params, org, space } => {
             let request = ProvisionRequest {
@@ -432,24 +454,23 @@ async fn finish<T: serde::Serialize>(
         output::show(&body, json, output::done)?;
         return Ok(Exit::Done);
     }
-    let last = until_done(client, &operation).await?;
-    let last_json = serde_json::to_value(&last).unwrap_or_default();
-    output::show(&last_json, json, output::operation)?;
-    if last.state == crate::domain::operation::OperationState::Succeeded { Ok(Exit::Done) } else { Ok(Exit::Failed) }
+    let (state, last) = until_done(client, &operation, target.wait_timeout).await?;
+    output::show(&last, json, output::operation)?;
+    if state == crate::domain::operation::OperationState::Succeeded { Ok(Exit::Done) } else { Ok(Exit::Failed) }
 }
 
 async fn pools(command: PoolsCommand, client: &Client, json: bool) -> Result<Exit, Failure> {
     let value = match command {
-        PoolsCommand::List => serde_json::to_value(client.pools().await?),
-        PoolsCommand::Get { plan } => serde_json::to_value(client.pool(&plan).await?),
+        PoolsCommand::List => client.pools().await?,
+        PoolsCommand::Get { plan } => client.pool(&plan).await?,
         PoolsCommand::Set { plan, size, max_age, params } => {
             let request = PoolRequest { size, max_age_seconds: max_age, parameters: params };
-            serde_json::to_value(client.set_pool(&plan, &request).await?)
+            client.set_pool(&plan, &request).await?
         }
         PoolsCommand::Delete { plan } => {
             client.delete_pool(&plan).await?;
-            Ok(json!({}))
+            json!({})
         }
     };
-    output::show(&value.unwrap_or_default(), json, output::pools)
+    output::show(&value, json, output::pools)
 }

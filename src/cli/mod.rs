@@ -3,12 +3,17 @@
 //! `esm server`) runs the daemon instead.
 //!
 //! Output is a table for people, or with `-o json` exactly the API's JSON. Exit codes:
-//! 0 done, 1 esm refused the request or the operation failed, 2 bad usage or input,
-//! 3 esm unreachable or the credentials refused, 130 stopped waiting (Ctrl-C; the
-//! operation goes on).
+//! 0 done, 1 esm refused the request or the operation failed (or answered what the
+//! client does not take: too large, a cursor that does not advance, an operation past
+//! `--wait-timeout`), 2 bad usage or input, 3 esm unreachable or the credentials
+//! refused, 130 stopped waiting (Ctrl-C; the operation goes on).
 //!
-//! - `output.rs`: tables.
-//! - `wait.rs`: following an asynchronous operation to its end.
+//! The client does not trust the server: its text is shown escaped (`output.rs`), its
+//! answers are read with a size bound and redirects followed only within the origin
+//! ([`crate::client`]), and a loop over its answers that does not advance stops.
+//!
+//! - `output.rs`: tables, and every sink for what the client prints.
+//! - `wait.rs`: following an asynchronous operation to its end, and the event log.
 
 mod commands;
 mod output;
@@ -16,7 +21,6 @@ mod wait;
 
 pub use commands::{ClientCommand, Target};
 
-use std::io::Write;
 use std::process::ExitCode;
 
 use crate::client::{Client, ClientError};
@@ -90,8 +94,7 @@ pub async fn run(command: ClientCommand, target: &Target, credentials: Option<(&
     match result {
         Ok(exit) => exit.into(),
         Err(failure) => {
-            // Not eprintln!: it panics when stderr is closed.
-            let _ = writeln!(std::io::stderr(), "esm: {}", failure.message);
+            output::error(&failure.message);
             failure.exit.into()
         }
     }

@@ -1,50 +1,129 @@
 //! What the client prints: the API's JSON with `-o json`, otherwise a table made from it.
+//!
+//! Everything goes out through the sinks here ([`show`], [`print`], [`progress`],
+//! [`Spinner`], [`error`]), and every sink for people passes its text through
+//! [`escape`]: a server's string never reaches the terminal with a control character in
+//! it, whichever column or line it lands in. Table cells are escaped as they are added
+//! (so a newline in a cell cannot forge a row, and the columns line up); escaping is
+//! idempotent, so the sink's pass changes nothing for them. JSON goes out as serde_json
+//! writes it with [`escape_json`]: the same value, no raw C1 or bidi control.
 
 use std::io::Write;
+use std::time::Duration;
 
 use comfy_table::presets::NOTHING;
+use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 
 use super::{Exit, Failure};
+use crate::client::{escape, escape_json};
 
-/// A table to print.
-pub(super) type Table = comfy_table::Table;
+/// A table to print: every cell escaped as it is added.
+pub(super) struct Table(comfy_table::Table);
+
+impl Table {
+    /// A table with `headers` and no borders.
+    fn new(headers: &[&str]) -> Self {
+        let mut table = comfy_table::Table::new();
+        table.load_preset(NOTHING).set_header(headers.iter().map(|h| h.to_uppercase()));
+        Self(table)
+    }
+
+    /// Adds a row of `cells`, escaped.
+    fn row<S: AsRef<str>>(&mut self, cells: impl IntoIterator<Item = S>) {
+        self.0.add_row(cells.into_iter().map(|cell| escape(cell.as_ref()).into_owned()));
+    }
+
+    /// Whether it has no rows.
+    fn is_empty(&self) -> bool {
+        self.0.row_count() == 0
+    }
+
+    /// The table as lines, without trailing blanks.
+    fn render(&self) -> String {
+        self.0.to_string().lines().map(str::trim_end).collect::<Vec<_>>().join("\n")
+    }
+}
 
 /// Prints `value` as JSON, or as the table `table` makes of it.
 pub(super) fn show(value: &Value, json: bool, table: fn(&Value) -> Table) -> Result<Exit, Failure> {
-    let text = if json {
-        serde_json::to_string_pretty(value).unwrap_or_default()
+    if json {
+        print_json(value, true);
     } else {
-        table(value).to_string().lines().map(str::trim_end).collect::<Vec<_>>().join("\n")
-    };
-    print(&text);
+        print(&table(value).render());
+    }
     Ok(Exit::Done)
 }
 
-/// Writes a line to stdout; a reader gone away (`esm … | head`) is no error.
+/// Prints `value` as JSON (pretty, or on one line), with [`escape_json`].
+pub(super) fn print_json(value: &Value, pretty: bool) {
+    let text = if pretty { serde_json::to_string_pretty(value) } else { serde_json::to_string(value) };
+    write_out(&escape_json(&text.unwrap_or_default()));
+}
+
+/// Writes lines to stdout, escaped; a reader gone away (`esm … | head`) is no error.
 pub(super) fn print(text: &str) {
+    write_out(&escape_lines(text));
+}
+
+fn write_out(text: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{text}").and_then(|()| out.flush());
 }
 
-/// Writes a progress line to stderr, so stdout holds only the result.
+/// Writes a progress line to stderr, escaped, so stdout holds only the result.
 pub(super) fn progress(text: &str) {
-    let _ = writeln!(std::io::stderr(), "{text}");
+    let _ = writeln!(std::io::stderr(), "{}", escape_lines(text));
+}
+
+/// Writes `esm: <message>` to stderr, escaped. Not eprintln!: it panics when stderr is
+/// closed.
+pub(super) fn error(message: &str) {
+    let _ = writeln!(std::io::stderr(), "esm: {}", escape_lines(message));
+}
+
+/// Each line of `text` escaped, the line breaks kept.
+fn escape_lines(text: &str) -> String {
+    text.split('\n').map(escape).collect::<Vec<_>>().join("\n")
+}
+
+/// A spinner on stderr with a message (escaped) and the elapsed time.
+pub(super) struct Spinner(ProgressBar);
+
+impl Spinner {
+    /// A spinner, ticking.
+    pub(super) fn start() -> Self {
+        let bar = ProgressBar::new_spinner();
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        bar.enable_steady_tick(Duration::from_millis(100));
+        Self(bar)
+    }
+
+    /// Shows `text` (escaped) next to the spinner.
+    pub(super) fn say(&self, text: &str) {
+        self.0.set_message(escape(text).into_owned());
+    }
+
+    /// Clears the spinner's line.
+    pub(super) fn finish(self) {
+        self.0.finish_and_clear();
+    }
 }
 
 /// A table with `headers` and no borders.
 pub(super) fn table(headers: &[&str]) -> Table {
-    let mut table = Table::new();
-    table.load_preset(NOTHING).set_header(headers.iter().map(|h| h.to_uppercase()));
-    table
+    Table::new(headers)
 }
 
-/// A string field, or `-`.
+/// A field as text (escaped), or `-`.
 pub(super) fn text(value: &Value) -> String {
     match value {
-        Value::String(s) => s.clone(),
+        Value::String(s) => escape(s).into_owned(),
         Value::Null => "-".into(),
-        other => other.to_string(),
+        other => escape(&other.to_string()).into_owned(),
     }
 }
 
@@ -53,7 +132,7 @@ pub(super) fn catalog(value: &Value) -> Table {
     let mut t = table(&["service", "name", "bindable", "plans"]);
     for service in value["services"].as_array().into_iter().flatten() {
         let plans: Vec<String> = service["plans"].as_array().into_iter().flatten().map(|p| text(&p["id"])).collect();
-        t.add_row([text(&service["id"]), text(&service["name"]), text(&service["bindable"]), plans.join(", ")]);
+        t.row([text(&service["id"]), text(&service["name"]), text(&service["bindable"]), plans.join(", ")]);
     }
     t
 }
@@ -63,11 +142,11 @@ pub(super) fn done(value: &Value) -> Table {
     let mut t = table(&["field", "value"]);
     if let Some(fields) = value.as_object() {
         for (key, field) in fields {
-            t.add_row([key.clone(), text(field)]);
+            t.row([key.clone(), text(field)]);
         }
     }
-    if t.row_count() == 0 {
-        t.add_row(["result", "done"]);
+    if t.is_empty() {
+        t.row(["result", "done"]);
     }
     t
 }
@@ -76,7 +155,7 @@ pub(super) fn done(value: &Value) -> Table {
 pub(super) fn manifests(value: &Value) -> Table {
     let mut t = table(&["id", "service", "plan", "type"]);
     for m in value.as_array().into_iter().flatten() {
-        t.add_row([text(&m["id"]), text(&m["service_id"]), text(&m["plan_id"]), text(&m["manifest_type"])]);
+        t.row([text(&m["id"]), text(&m["service_id"]), text(&m["plan_id"]), text(&m["manifest_type"])]);
     }
     t
 }
@@ -85,7 +164,7 @@ pub(super) fn manifests(value: &Value) -> Table {
 pub(super) fn instances(value: &Value) -> Table {
     let mut t = table(&["id", "service", "state", "description"]);
     for i in value["instances"].as_array().into_iter().flatten() {
-        t.add_row([
+        t.row([
             text(&i["context"]["id"]),
             text(&i["service_type"]["id"]),
             text(&i["state"]["state"]),
@@ -93,7 +172,7 @@ pub(super) fn instances(value: &Value) -> Table {
         ]);
     }
     if let Some(next) = value["next"].as_str() {
-        t.add_row(["(more: --after".to_owned(), format!("{next})"), String::new(), String::new()]);
+        t.row(["(more: --after".to_owned(), format!("{next})"), String::new(), String::new()]);
     }
     t
 }
@@ -101,11 +180,11 @@ pub(super) fn instances(value: &Value) -> Table {
 /// `GET /v2/et/service_instances/{id}`: its state and live details.
 pub(super) fn instance(value: &Value) -> Table {
     let mut t = table(&["field", "value"]);
-    t.add_row(["service".to_owned(), text(&value["service_type"]["id"])]);
-    t.add_row(["state".to_owned(), text(&value["state"]["state"])]);
-    t.add_row(["description".to_owned(), text(&value["state"]["description"])]);
+    t.row(["service".to_owned(), text(&value["service_type"]["id"])]);
+    t.row(["state".to_owned(), text(&value["state"]["state"])]);
+    t.row(["description".to_owned(), text(&value["state"]["description"])]);
     for (key, field) in value["context"].as_object().into_iter().flatten() {
-        t.add_row([key.clone(), text(field)]);
+        t.row([key.clone(), text(field)]);
     }
     t
 }
@@ -120,7 +199,7 @@ pub(super) fn resources(value: &Value) -> Table {
             }
             None => "-".to_owned(),
         };
-        t.add_row([
+        t.row([
             text(&r["type"]),
             text(&r["name"]),
             text(&r["owner"]),
@@ -131,7 +210,7 @@ pub(super) fn resources(value: &Value) -> Table {
         ]);
     }
     if let Some(next) = value["next"].as_str() {
-        t.add_row(["(more: --after".to_owned(), format!("{next})")]);
+        t.row(["(more: --after".to_owned(), format!("{next})")]);
     }
     t
 }
@@ -139,7 +218,7 @@ pub(super) fn resources(value: &Value) -> Table {
 /// A finished operation (`last_operation`).
 pub(super) fn operation(value: &Value) -> Table {
     let mut t = table(&["state", "description"]);
-    t.add_row([text(&value["state"]), text(&value["description"])]);
+    t.row([text(&value["state"]), text(&value["description"])]);
     t
 }
 
@@ -149,7 +228,7 @@ pub(super) fn pools(value: &Value) -> Table {
     let one = value.get("plan_id").map(|_| std::slice::from_ref(value));
     let pools = one.or_else(|| value["pools"].as_array().map(Vec::as_slice)).unwrap_or_default();
     for p in pools {
-        t.add_row([
+        t.row([
             text(&p["plan_id"]),
             text(&p["size"]),
             text(&p["ready"]),

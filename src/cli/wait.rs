@@ -5,7 +5,6 @@
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 
 use super::commands::EventsArgs;
@@ -13,12 +12,13 @@ use super::output::{self, text};
 use super::{Exit, Failure};
 use crate::client::{Client, ClientError};
 use crate::domain::operation::OperationState;
-use crate::wire::LastOperationResponse;
 
 /// How often an operation's state is asked for.
 const POLL: Duration = Duration::from_millis(500);
 /// How many past events `esm events` shows by default.
-const RECENT: u64 = 20;
+const RECENT: usize = 20;
+/// Events asked for a page.
+const PAGE: u32 = 1000;
 
 /// An operation to follow: an instance's, or a binding's.
 pub(super) struct Operation {
@@ -39,7 +39,7 @@ impl Operation {
         Self { instance: instance.to_owned(), binding: Some(binding.to_owned()), kind, id }
     }
 
-    async fn state(&self, client: &Client) -> Result<LastOperationResponse, ClientError> {
+    async fn state(&self, client: &Client) -> Result<Value, ClientError> {
         let id = self.id.as_deref();
         match &self.binding {
             Some(binding) => client.binding_last_operation(&self.instance, binding, id).await,
@@ -55,54 +55,63 @@ impl Operation {
     }
 }
 
-/// Polls `operation` until it has succeeded or failed. A deprovision or unbind that
-/// finished is `410 Gone` for esm once it is done: that is success.
-pub(super) async fn until_done(client: &Client, operation: &Operation) -> Result<LastOperationResponse, Failure> {
+/// Polls `operation` until it has succeeded or failed: its state and the answer as
+/// esm gave it. A deprovision or unbind that finished is `410 Gone` for esm once it is
+/// done: that is success. An operation still in progress after `timeout` (a server
+/// that never finishes it) ends the waiting with an error; the operation goes on.
+pub(super) async fn until_done(
+    client: &Client,
+    operation: &Operation,
+    timeout: Duration,
+) -> Result<(OperationState, Value), Failure> {
     let started = Instant::now();
-    let spinner = std::io::stderr().is_terminal().then(|| {
-        let bar = ProgressBar::new_spinner();
-        bar.set_style(
-            ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-        );
-        bar.enable_steady_tick(Duration::from_millis(100));
-        bar
-    });
+    let deadline = tokio::time::Instant::now() + timeout;
+    let spinner = std::io::stderr().is_terminal().then(output::Spinner::start);
     let mut said = String::new();
     let interrupted = interrupt();
     tokio::pin!(interrupted);
+    let stop = |exit, why: &str| Failure { exit, message: format!("{why}; the {} goes on in esm", operation.name()) };
     let result = loop {
-        let last = match operation.state(client).await {
+        let asked = tokio::select! {
+            asked = operation.state(client) => asked,
+            () = tokio::time::sleep_until(deadline) => break Err(stop(Exit::Failed, &gave_up(timeout))),
+            () = &mut interrupted => break Err(stop(Exit::Interrupted, "stopped waiting")),
+        };
+        let last = match asked {
             Ok(last) => last,
             Err(ClientError::Api { status: 410, .. }) if matches!(operation.kind, "deprovision" | "unbind") => {
-                break Ok(gone(operation));
+                break Ok((OperationState::Succeeded, gone(operation)));
             }
             Err(e) => break Err(Failure::from(e)),
         };
-        let now = format!("{}: {}", operation.name(), last.description.as_deref().unwrap_or(last.state.as_str()));
+        let Ok(state) = serde_json::from_value::<OperationState>(last["state"].clone()) else {
+            break Err(Failure::failed(format!("esm's answer on the {} has no operation state", operation.name())));
+        };
+        let now = format!("{}: {}", operation.name(), last["description"].as_str().unwrap_or(state.as_str()));
         match &spinner {
-            Some(bar) => bar.set_message(now.clone()),
+            Some(bar) => bar.say(&now),
             None if now != said => output::progress(&format!("{now} ({}s)", started.elapsed().as_secs())),
             None => {}
         }
         said = now;
-        if last.state != OperationState::InProgress {
-            break Ok(last);
+        if state != OperationState::InProgress {
+            break Ok((state, last));
         }
         tokio::select! {
             () = tokio::time::sleep(POLL) => {}
-            () = &mut interrupted => {
-                break Err(Failure {
-                    exit: Exit::Interrupted,
-                    message: format!("stopped waiting; the {} goes on in esm", operation.name()),
-                });
-            }
+            () = tokio::time::sleep_until(deadline) => break Err(stop(Exit::Failed, &gave_up(timeout))),
+            () = &mut interrupted => break Err(stop(Exit::Interrupted, "stopped waiting")),
         }
     };
     if let Some(bar) = spinner {
-        bar.finish_and_clear();
+        bar.finish();
     }
     result
+}
+
+/// Why the waiting stopped at the deadline.
+fn gave_up(timeout: Duration) -> String {
+    format!("still in progress after {} (--wait-timeout): stopped waiting", humantime::format_duration(timeout))
 }
 
 /// Ctrl-C, listened for from the call on (a future that registers only when first
@@ -129,49 +138,51 @@ fn interrupt() -> impl std::future::Future<Output = ()> {
 }
 
 /// What a finished deprovision or unbind looks like once esm has forgotten it.
-fn gone(operation: &Operation) -> LastOperationResponse {
-    LastOperationResponse {
-        state: OperationState::Succeeded,
-        description: Some(format!("{} succeeded", operation.kind)),
-        instance_usable: None,
-        update_repeatable: None,
-    }
+fn gone(operation: &Operation) -> Value {
+    serde_json::json!({"state": OperationState::Succeeded.as_str(), "description": format!("{} succeeded", operation.kind)})
 }
 
 /// `esm events`: the recent events (or those after `--after`), then with `--follow`
-/// each new one as it is logged, until Ctrl-C.
+/// each new one as it is logged, until Ctrl-C. Every page must move forward (see
+/// [`Cursor`]), or the command stops with an error rather than loop.
 pub(super) async fn events(args: EventsArgs, client: &Client, json: bool) -> Result<Exit, Failure> {
     let filters: Vec<(&str, &str)> = [("type", &args.kind), ("instance_id", &args.instance)]
         .into_iter()
         .filter_map(|(field, value)| value.as_deref().map(|v| (field, v)))
         .collect();
-    let mut after = match args.after {
-        Some(after) => after,
-        None => {
-            // The newest id, then the RECENT before it.
-            let mut newest = client.events(0, 1000, &filters).await?;
-            while newest.events.len() == 1000 {
-                newest = client.events(newest.after, 1000, &filters).await?;
+    let mut cursor = Cursor(args.after.unwrap_or(0));
+    if args.after.is_none() {
+        // Read to the newest, keeping the id just before the RECENT last.
+        let mut tail = std::collections::VecDeque::with_capacity(RECENT + 1);
+        loop {
+            let events = cursor.next(client.events(cursor.0, PAGE, &filters).await?)?;
+            let full = events.len() == PAGE as usize;
+            for event in events.iter().rev().take(RECENT + 1).rev() {
+                if tail.len() > RECENT {
+                    tail.pop_front();
+                }
+                tail.push_back(event["id"].as_u64().unwrap_or(0));
             }
-            newest.events.iter().rev().nth(usize::try_from(RECENT).unwrap_or(0)).map_or(0, |e| e.id)
+            if !full {
+                break;
+            }
         }
-    };
+        cursor = Cursor(if tail.len() > RECENT { tail[0] } else { 0 });
+    }
     if !json {
         output::print(&format!("{:>8}  {:<24}  {:<22}  {:<20}  CHANGE", "ID", "AT", "TYPE", "INSTANCE"));
     }
     let interrupted = interrupt();
     tokio::pin!(interrupted);
     loop {
-        let page = client.events(after, 1000, &filters).await?;
-        for event in &page.events {
-            let value = serde_json::to_value(event).unwrap_or_default();
-            output::print(&if json { value.to_string() } else { event_line(&value) });
+        let events = cursor.next(client.events(cursor.0, PAGE, &filters).await?)?;
+        for event in &events {
+            if json { output::print_json(event, false) } else { output::print(&event_line(event)) }
         }
-        after = page.after;
         if !args.follow {
             return Ok(Exit::Done);
         }
-        if page.events.is_empty() {
+        if events.is_empty() {
             tokio::select! {
                 () = tokio::time::sleep(POLL) => {}
                 () = &mut interrupted => return Ok(Exit::Done),
@@ -180,19 +191,52 @@ pub(super) async fn events(args: EventsArgs, client: &Client, json: bool) -> Res
     }
 }
 
+/// Where the reading of the event log stands: the last id read.
+struct Cursor(u64);
+
+impl Cursor {
+    /// The events of `page` (a `GET /v2/et/events` answer), the cursor moved past them.
+    /// Ids must rise, from above the cursor, and the page's `after` must not fall
+    /// behind them or the cursor: a page that repeats or goes back is an error, never a
+    /// loop.
+    fn next(&mut self, mut page: Value) -> Result<Vec<Value>, Failure> {
+        let malformed = || Failure::failed("esm's event page is not what this client expects");
+        let Value::Array(events) = page["events"].take() else { return Err(malformed()) };
+        let after = page["after"].as_u64().ok_or_else(malformed)?;
+        let mut last = self.0;
+        for event in &events {
+            let id = event["id"].as_u64().ok_or_else(malformed)?;
+            if id <= last {
+                return Err(Failure::failed(format!(
+                    "esm's event log does not advance: event {id} came after {last}; stopped"
+                )));
+            }
+            last = id;
+        }
+        if after < last {
+            return Err(Failure::failed(format!(
+                "esm's event log does not advance: its cursor {after} is behind event {last}; stopped"
+            )));
+        }
+        self.0 = after;
+        Ok(events)
+    }
+}
+
+/// One event as a line: its fields escaped (by `text`) before they are padded.
 fn event_line(event: &Value) -> String {
-    let who = event["instance_id"].as_str().or(event["member_id"].as_str()).unwrap_or("-");
-    let change = match (event["from"].as_str(), event["to"].as_str()) {
-        (Some(from), Some(to)) => format!("{from} -> {to}"),
-        (None, Some(to)) => to.to_owned(),
+    let who = if event["instance_id"].is_string() { &event["instance_id"] } else { &event["member_id"] };
+    let change = match (&event["from"], &event["to"]) {
+        (from @ Value::String(_), to @ Value::String(_)) => format!("{} -> {}", text(from), text(to)),
+        (Value::Null, to @ Value::String(_)) => text(to),
         _ => String::new(),
     };
-    let reason = event["reason"].as_str().map(|r| format!("  {r}")).unwrap_or_default();
+    let reason = if event["reason"].is_string() { format!("  {}", text(&event["reason"])) } else { String::new() };
     format!(
         "{:>8}  {:<24}  {:<22}  {:<20}  {change}{reason}",
         text(&event["id"]),
         text(&event["at"]),
         text(&event["type"]),
-        who
+        text(who)
     )
 }
