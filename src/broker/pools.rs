@@ -328,17 +328,6 @@ impl Broker {
         self.pool_wake.notify_one();
     }
 }
-/// Whether `instance`, if it is a pool member, would be deployed with the manifest
-/// whose digest it records. A member is recorded with the plan's manifest of the
-/// moment; should that manifest be replaced before the member's deploy reads it, the
-/// deploy fails instead of making a member whose digest lies (which a later return
-/// to the first content would hand out).
-pub(super) fn member_manifest_current(registry: &Registry, instance: &ServiceInstance) -> bool {
-    let Some(membership) = &instance.pool else { return true };
-    let current = registry.manifests.get(&instance.manifest_id).map(|entry| entry.digest.as_str());
-    current.is_some() && current == membership.manifest_digest.as_deref()
-}
-
 /// How long `value` is as JSON.
 fn json_len(value: &serde_json::Map<String, Value>) -> usize {
     serde_json::to_vec(value).map_or(usize::MAX, |bytes| bytes.len())

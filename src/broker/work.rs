@@ -107,8 +107,7 @@ impl Work for Provision {
             return Ok(Deployed::Adopted(Box::new(member)));
         }
         let (backend, manifest) = broker.instance_backend(registry, instance).await.map_err(failure)?;
-        // A member deploys only the manifest it records (see `pools.rs`).
-        if !super::pools::member_manifest_current(registry, instance) {
+        if !crate::domain::pool::deploys_recorded_manifest(instance, registry) {
             return Err(BackendError::new("the plan's manifest changed before the member was deployed"));
         }
         let host_ports = broker.lease_host_ports(backend.as_ref(), &manifest, instance).await?;

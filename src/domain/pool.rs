@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 use super::instance::{InstanceStatus, ServiceInstance};
 use super::liveness::LivenessStatus;
 use super::operation::{OperationKind, OperationState};
+use super::registry::Registry;
 
 /// The largest pool: each member is a whole deployment held idle.
 pub const MAX_SIZE: u32 = 100;
@@ -262,6 +263,19 @@ impl MemberState {
 /// Whether `member` was made from the manifest whose digest is `digest`.
 pub fn made_from(member: &ServiceInstance, digest: &str) -> bool {
     member.pool.as_ref().and_then(|m| m.manifest_digest.as_deref()) == Some(digest)
+}
+
+/// Whether `instance`, if it is a pool member, would be deployed with the manifest
+/// whose digest it records. A member is recorded with the plan's manifest of the
+/// moment; should that manifest be replaced before the member's deploy reads it, the
+/// deploy must fail rather than make a member whose digest lies (which a later return
+/// to the first content would hand out).
+pub fn deploys_recorded_manifest(instance: &ServiceInstance, registry: &Registry) -> bool {
+    if instance.pool.is_none() {
+        return true;
+    }
+    let current = registry.manifests.get(&instance.manifest_id).map(|entry| entry.digest.as_str());
+    current.is_some_and(|digest| made_from(instance, digest))
 }
 
 /// What unclaimed `member` of `pool` is at `now` (Unix ms); `digest` is the digest of

@@ -4,6 +4,7 @@ use super::*;
 use crate::domain::instance::InstanceMetadata;
 use crate::domain::liveness::Liveness;
 use crate::domain::operation::{Operation, OperationLog};
+use crate::domain::registry::ManifestEntry;
 
 fn pool(parameters: Option<Value>) -> Pool {
     Pool {
@@ -98,6 +99,26 @@ fn a_member_made_from_another_manifest_content_is_stale_whatever_its_manifest_id
     unknown.pool = Some(Membership::default());
     assert!(!made_from(&unknown, "d") && !made_from(&unknown, ""));
     assert_eq!(judge_member(&unknown, &p, "d", 5000), MemberState::Broken(Fault::ManifestChanged));
+}
+
+#[test]
+fn a_member_deploys_only_while_its_plan_has_the_manifest_it_records() {
+    let entry = |digest: &str| ManifestEntry {
+        service_id: "s".into(),
+        plan_id: "p".into(),
+        manifest_type: "dummy".into(),
+        digest: digest.into(),
+        content: "k".into(),
+    };
+    let mut registry = Registry::default();
+    let m = member(None, None);
+    assert!(!deploys_recorded_manifest(&m, &registry), "its manifest is gone");
+    registry.manifests.insert("m".into(), entry("e"));
+    assert!(!deploys_recorded_manifest(&m, &registry), "replaced by other content since it was recorded");
+    registry.manifests.insert("m".into(), entry("d"));
+    assert!(deploys_recorded_manifest(&m, &registry));
+    let platform = ServiceInstance { pool: None, ..m };
+    assert!(deploys_recorded_manifest(&platform, &Registry::default()), "not a member: not this rule's business");
 }
 
 #[test]
