@@ -8,8 +8,79 @@
 # 300) so the refill deploys containers on the engine between and during the claims,
 # as it would in service. Needs a running Docker engine and the test image
 # (tests/docker/build-test-images.sh). Goals: warm p99 <= 10 ms, >= 50x faster than cold.
+#
+# `bench/pools.sh idle`: the CPU an idle esm (dummy backend, embedded store) spends with
+# no pools, then with POOLS (default 800) empty pools (size 0), then with the same
+# pools after a restart, each over IDLE_SECONDS (default 30), from the utime + stime of
+# /proc/<pid>/stat. The catalog is the same throughout (POOLS plans with a manifest
+# each), so only the pools differ. Goal: the pools cost within 1 % of a core.
 source "$(dirname "$0")/lib.sh"
-cargo build --release --locked --quiet --bin esm
+[ -n "$ESM_BIN_GIVEN" ] || cargo build --release --locked --quiet --bin esm
+
+if [ "${1:-}" = idle ]; then
+  pools=${POOLS:-800}
+  seconds=${IDLE_SECONDS:-30}
+  # A fixed port pair and data dir, so the restart finds the same store.
+  port=$(free_port); check=$(free_port)
+  run_esm() {
+    env ESM_IP=127.0.0.1 ESM_CHECK_IP=127.0.0.1 ESM_PORT="$port" ESM_CHECK_PORT="$check" RUST_LOG=warn \
+      ESM_DATA_DIR="$BENCH_TMP/idle" ESM_STORE=embedded ESM_BACKENDS=dummy ESM_MAX_POOLS="$pools" \
+      "$ESM_BIN" >>"$BENCH_TMP/idle.log" 2>&1 &
+    BENCH_PIDS+=($!)
+    esm_pid=$!
+    wait_http "http://127.0.0.1:$port/v2/catalog"
+  }
+  cpu_percent() { # pid seconds: the share of one core it used meanwhile
+    local before after
+    before=$(awk '{print $14 + $15}' "/proc/$1/stat")
+    sleep "$2"
+    after=$(awk '{print $14 + $15}' "/proc/$1/stat")
+    python3 -c "print(f'{($after - $before) / $(getconf CLK_TCK) / $2 * 100:.2f}')"
+  }
+  run_esm
+  url="http://127.0.0.1:$port"
+  # POOLS plans over services of 100 plans each, a dummy manifest per plan.
+  python3 - "$url" "$pools" <<'PY'
+import json, sys, urllib.request
+url, pools = sys.argv[1], int(sys.argv[2])
+def put(path, body):
+    req = urllib.request.Request(url + path, data=json.dumps(body).encode(), method="PUT",
+        headers={"X-Broker-API-Version": "2.17", "Content-Type": "application/json"})
+    urllib.request.urlopen(req).read()
+plans = [f"idle-plan-{n}" for n in range(pools)]
+for s in range(0, pools, 100):
+    put("/v2/et/catalog", {"id": f"idle-svc-{s // 100}", "name": f"idle-{s // 100}", "description": "idle pools",
+        "bindable": True, "plans": [{"id": p, "name": p, "description": "a plan"} for p in plans[s:s + 100]]})
+for n, p in enumerate(plans):
+    put(f"/v2/et/manifest/idle-manifest-{n}", {"service_id": f"idle-svc-{n // 100}", "plan_id": p,
+        "manifest_type": "dummy", "manifest_content": "x-esm-dummy: {mode: async}\n"})
+PY
+  sleep 5 # start-up work (the first liveness and reconcile rounds) out of the way
+  none=$(cpu_percent "$esm_pid" "$seconds")
+  python3 - "$url" "$pools" <<'PY'
+import json, sys, urllib.request
+url, pools = sys.argv[1], int(sys.argv[2])
+for n in range(pools):
+    req = urllib.request.Request(f"{url}/v2/et/pools/idle-plan-{n}", data=b'{"size": 0}', method="PUT",
+        headers={"X-Broker-API-Version": "2.17", "Content-Type": "application/json"})
+    urllib.request.urlopen(req).read()
+PY
+  sleep 5
+  empty=$(cpu_percent "$esm_pid" "$seconds")
+  kill "$esm_pid"; wait "$esm_pid" 2>/dev/null || true
+  run_esm
+  sleep 5
+  restarted=$(cpu_percent "$esm_pid" "$seconds")
+  listed=$(curl -fsS "$url/v2/et/pools" -H 'X-Broker-API-Version: 2.17' | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["pools"]))')
+  [ "$listed" = "$pools" ] || { echo "esm lists $listed pools, not $pools" >&2; exit 1; }
+  {
+    echo "bench/pools.sh idle  $(date -u +%Y-%m-%dT%H:%M:%SZ)  idle esm (dummy, embedded store), $pools plans, ${seconds} s each"
+    echo "  no pools:                 $none % of a core"
+    echo "  $pools empty pools:          $empty % of a core"
+    echo "  the same after a restart: $restarted % of a core"
+  } | tee bench/results/pools-idle.txt
+  exit 0
+fi
 count=${COUNT:-20}
 image=esm-test/busybox:latest
 docker image inspect "$image" >/dev/null

@@ -96,6 +96,7 @@ impl Server {
                 event_retention: config.event_retention,
                 event_webhook,
                 pool_deploys: config.pool_deploys,
+                max_pools: config.max_pools,
                 host_ports: config.host_port_range.map(|r| (r.low, r.high)),
                 liveness: LivenessSettings {
                     interval: Duration::from_secs(config.liveness_interval),

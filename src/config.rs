@@ -210,6 +210,9 @@ pub struct Config {
     /// Members of one warm pool deployed at once (when a pool fills or is repaired).
     #[arg(long = "pool-deploys", env = "ESM_POOL_DEPLOYS", value_parser = positive_count(), default_value_t = 4)]
     pub pool_deploys: usize,
+    /// The most warm pools esm keeps (one per plan); setting one more is refused (422).
+    #[arg(long = "max-pools", env = "ESM_MAX_POOLS", value_parser = bounded_count(100_000), default_value_t = 1000)]
+    pub max_pools: usize,
     /// Mebibytes of memory the embedded store may use to cache its file (redb's cache;
     /// the rest is read from the file, usually from the page cache).
     #[arg(long = "store-cache-mb", env = "ESM_STORE_CACHE_MB", value_parser = positive_count(), default_value_t = 32)]
@@ -319,6 +322,11 @@ fn positive() -> clap::builder::RangedU64ValueParser<u64> {
 /// Limits and counts: at least one.
 fn positive_count() -> clap::builder::RangedU64ValueParser<usize> {
     clap::builder::RangedU64ValueParser::new().range(1..)
+}
+
+/// Limits and counts: at least one, at most `max`.
+fn bounded_count(max: u64) -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(1..=max)
 }
 
 impl Default for Config {

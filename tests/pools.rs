@@ -1,15 +1,29 @@
 //! Warm pools across processes: a pool killed (-9) half filled converges again with no
 //! member deployed twice and none forgotten; two replicas on one MongoDB claim from one
-//! pool without ever sharing a member.
+//! pool without ever sharing a member. And in controlled time (an in-process broker on
+//! paused Tokio time, with a clock that follows it): members that die after they were
+//! deployed back off like failed deploys.
 //!
-//! The first test needs nothing; the second needs `ESM_TEST_MONGO_URI` (a server CI
-//! starts) and is ignored without it.
+//! The MongoDB test needs `ESM_TEST_MONGO_URI` (a server CI starts) and is ignored
+//! without it; the others need nothing.
 
 mod support;
 
+#[path = "support/catalog.rs"]
+mod catalog;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
+
+use esm::backend::Backends;
+use esm::backend::dummy::DummyBackend;
+use esm::broker::{Broker, BrokerSettings, LivenessSettings};
+use esm::clock::Clock;
+use esm::domain::liveness::ComponentStatus;
+use esm::store::Store;
+use esm::store::memory::MemoryStore;
 
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -120,4 +134,46 @@ async fn two_replicas_claim_from_one_pool_and_never_hand_out_one_member_twice() 
         p["claimed_total"] == 10 && p["misses_total"] == 40
     })
     .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn members_that_die_after_they_were_deployed_back_off_like_failed_deploys() {
+    let dummy = Arc::new(DummyBackend::new());
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let settings = BrokerSettings {
+        clock: Clock::tokio(),
+        liveness: LivenessSettings { interval: Duration::from_secs(10), ..LivenessSettings::default() },
+        ..BrokerSettings::default()
+    };
+    let broker = Broker::new(store, Backends::new().with(dummy.clone()), settings);
+    broker.spawn_event_log();
+    broker.spawn_liveness();
+    broker.spawn_pool_keeper();
+    catalog::register(&broker, json!({}), "x-esm-dummy: {mode: async}\n").await;
+    broker.set_pool("p", serde_json::from_value(json!({"size": 4})).expect("request")).await.expect("pool set");
+
+    // Every member dies (its one component, `main`: the manifest names no services) as
+    // soon as it is seen ready, for a minute of virtual time.
+    let mut killed = BTreeSet::new();
+    for _ in 0..600 {
+        let pool = broker.pool_status("p").await.expect("status");
+        for member in pool.members.iter().filter(|m| m.state == "ready") {
+            if killed.insert(member.id.clone()) {
+                dummy.liveness().set(&member.id, "main", ComponentStatus::Down, Some("exited (137)"));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pool = broker.pool_status("p").await.expect("status");
+    // Without backoff the keeper redeploys at every round: dozens a minute. With it, the
+    // first four die, the next wait 8 s, and those that die make the wait over 2 minutes.
+    assert!((4..=12).contains(&killed.len()), "{} members deployed in a minute: {killed:?}", killed.len());
+    assert!(pool.failures >= 4, "{pool:?}");
+    assert!(pool.retry_at.is_some(), "the next deploy waits: {pool:?}");
+    let error = pool.last_error.expect("a last error");
+    assert_eq!(error.message, "a member was down after it was deployed");
+    // Nothing dead is handed out: the provision is cold.
+    let answer = broker.provision("i", catalog::provision_request(), true).await.expect("provisions");
+    assert!(matches!(answer, esm::broker::Answer::Accepted(_)), "{answer:?}");
+    broker.shutdown().await;
 }

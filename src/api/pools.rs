@@ -5,6 +5,7 @@ use axum::extract::State;
 
 use super::AppState;
 use super::extract::{OsbJson, OsbPath};
+use crate::domain::bounded::PlanId;
 use crate::error::{ErrorBody, OsbResult};
 use crate::wire::{Empty, PoolList, PoolRequest, PoolStatus};
 
@@ -30,7 +31,7 @@ pub async fn list_pools(State(state): State<AppState>) -> OsbResult<Json<PoolLis
         (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
         (status = 503, description = "The store is unavailable", body = ErrorBody),
     ))]
-pub async fn get_pool(State(state): State<AppState>, OsbPath(plan_id): OsbPath<String>) -> OsbResult<Json<PoolStatus>> {
+pub async fn get_pool(State(state): State<AppState>, OsbPath(plan_id): OsbPath<PlanId>) -> OsbResult<Json<PoolStatus>> {
     Ok(Json(state.broker.pool_status(&plan_id).await?))
 }
 
@@ -42,14 +43,15 @@ pub async fn get_pool(State(state): State<AppState>, OsbPath(plan_id): OsbPath<S
     request_body = PoolRequest,
     responses(
         (status = 200, description = "Set; the pool now (members are deployed in the background)", body = PoolStatus),
-        (status = 400, description = "Unknown plan, no manifest, size or max_age_seconds out of range, parameters the plan's schema refuses, or a plan whose backend cannot pool it", body = ErrorBody),
+        (status = 400, description = "Unknown plan, a plan id longer than 255 bytes or with control characters or spaces, no manifest, size or max_age_seconds out of range, parameters the plan's schema refuses, or a plan whose backend cannot pool it", body = ErrorBody),
         (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
         (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
+        (status = 422, description = "A new pool beyond ESM_MAX_POOLS", body = ErrorBody),
         (status = 503, description = "The store is unavailable", body = ErrorBody),
     ))]
 pub async fn set_pool(
     State(state): State<AppState>,
-    OsbPath(plan_id): OsbPath<String>,
+    OsbPath(plan_id): OsbPath<PlanId>,
     OsbJson(request): OsbJson<PoolRequest>,
 ) -> OsbResult<Json<PoolStatus>> {
     Ok(Json(state.broker.set_pool(&plan_id, request).await?))
@@ -66,7 +68,7 @@ pub async fn set_pool(
         (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
         (status = 503, description = "The store is unavailable", body = ErrorBody),
     ))]
-pub async fn delete_pool(State(state): State<AppState>, OsbPath(plan_id): OsbPath<String>) -> OsbResult<Json<Empty>> {
+pub async fn delete_pool(State(state): State<AppState>, OsbPath(plan_id): OsbPath<PlanId>) -> OsbResult<Json<Empty>> {
     state.broker.drain_pool(&plan_id).await?;
     Ok(Json(Empty::default()))
 }

@@ -92,7 +92,7 @@ impl Broker {
         // Recorded first, then claimed: a crash in between leaves the provision running,
         // and its resumption adopts the member (or deploys cold).
         let claimed = match &pool {
-            Some(pool) => self.claim_member(pool, &view.manifest.id, id, req.parameters.as_ref()).await,
+            Some(pool) => self.claim_member(pool, &view.entry.digest, id, req.parameters.as_ref()).await,
             None => Ok(false),
         };
         let handed_out = matches!(claimed, Ok(true));

@@ -186,7 +186,13 @@ impl Broker {
                 Looked::Unreachable(message) => liveness.observed = Some(Observation::unreachable(message)),
             })
             .await?;
-        // A pool member is not dropped: its keeper replaces it.
+        // A pool member is not dropped: its keeper replaces it (told at once if it broke).
+        if let Some((member, _)) = written
+            .as_ref()
+            .filter(|(i, l)| i.pool.is_some() && !matches!(l.status, LivenessStatus::Up | LivenessStatus::Unknown))
+        {
+            self.pool_changed(&member.plan_id);
+        }
         if let Some((instance, liveness)) = written.filter(|(i, _)| i.pool.is_none()) {
             let now = self.clock().millis();
             if liveness.verdict(now, self.settings.liveness.thresholds) == Verdict::Drop

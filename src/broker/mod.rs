@@ -96,6 +96,8 @@ pub struct BrokerSettings {
     pub event_webhook: Option<Webhook>,
     /// Members of one warm pool deployed at once.
     pub pool_deploys: usize,
+    /// The most pools esm keeps (`ESM_MAX_POOLS`).
+    pub max_pools: usize,
     /// The host ports esm leases to deployments (`ESM_HOST_PORT_RANGE`); none: the
     /// engine picks.
     pub host_ports: Option<(u16, u16)>,
@@ -130,6 +132,7 @@ impl Default for BrokerSettings {
             liveness: LivenessSettings::default(),
             event_webhook: None,
             pool_deploys: 4,
+            max_pools: 1000,
             host_ports: None,
             metrics: Metrics::new(),
         }
@@ -176,6 +179,8 @@ pub struct Broker {
     pool_tally: pools::Tally,
     /// Wakes the pool keeper before its next round.
     pool_wake: tokio::sync::Notify,
+    /// When the pool keeper looks at each pool next.
+    pool_schedule: pool_keeper::Schedule,
 }
 
 impl Broker {
@@ -189,6 +194,7 @@ impl Broker {
             prompt: liveness::Prompt::new(),
             pool_tally: pools::Tally::default(),
             pool_wake: tokio::sync::Notify::new(),
+            pool_schedule: pool_keeper::Schedule::default(),
             records,
             backends,
             settings,

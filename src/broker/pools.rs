@@ -11,7 +11,7 @@ use crate::domain::catalog::SchemaFor;
 use crate::domain::event::Event;
 use crate::domain::instance::{InstanceStatus, ServiceInstance};
 use crate::domain::operation::Operation;
-use crate::domain::pool::{MAX_AGE_LIMIT, MAX_PARAMETERS_BYTES, MAX_SIZE, MemberState, Pool, judge_member};
+use crate::domain::pool::{Fault, MAX_AGE_LIMIT, MAX_PARAMETERS_BYTES, MAX_SIZE, MemberState, Pool, judge_member};
 use crate::domain::registry::Registry;
 use crate::error::{OsbError, OsbResult};
 use crate::store::index::{self, Query};
@@ -106,13 +106,21 @@ impl Broker {
             })
             .await?;
         if changed.is_none() {
+            // A new pool. Racing creations may pass the count together: the cap bounds
+            // the pools to it plus the requests in flight.
+            let max = self.settings.max_pools;
+            if self.records.list::<Pool>().await?.len() >= max {
+                return Err(OsbError::Unprocessable(format!(
+                    "esm keeps at most {max} warm pools (ESM_MAX_POOLS); delete one before setting another"
+                )));
+            }
             match self.records.insert(&fresh).await {
                 // Set by a racing request: that one's settings stand; ask again to change them.
                 Ok(_) | Err(StoreError::Conflict(_)) => {}
                 Err(e) => return Err(e.into()),
             }
         }
-        self.wake_pool_keeper();
+        self.pool_changed(plan_id);
         self.pool_status(plan_id).await
     }
 
@@ -152,12 +160,13 @@ impl Broker {
         if drained.is_none() {
             return Err(OsbError::NotFound(format!("plan {plan_id} has no pool")));
         }
-        self.wake_pool_keeper();
+        self.pool_changed(plan_id);
         Ok(())
     }
 
     async fn status_of(&self, registry: &Registry, pool: Pool) -> OsbResult<PoolStatus> {
-        let manifest_id = registry.manifest_for_plan(&pool.plan_id).map(|(id, _)| id.to_owned()).unwrap_or_default();
+        let digest =
+            registry.manifest_for_plan(&pool.plan_id).map(|(_, entry)| entry.digest.clone()).unwrap_or_default();
         let now = self.clock().millis();
         let mut status = PoolStatus {
             plan_id: pool.plan_id.clone(),
@@ -180,7 +189,7 @@ impl Broker {
             members: Vec::new(),
         };
         for member in self.unclaimed_members(&pool.plan_id).await? {
-            let state = judge_member(&member.record, &pool, &manifest_id, now);
+            let state = judge_member(&member.record, &pool, &digest, now);
             let counter = match state {
                 MemberState::Ready => &mut status.ready,
                 MemberState::Deploying => &mut status.deploying,
@@ -189,7 +198,7 @@ impl Broker {
             };
             *counter += 1;
             let reason = match &state {
-                MemberState::Broken(why) => Some(why.clone()),
+                MemberState::Broken(fault) => Some(fault.to_string()),
                 _ => None,
             };
             let record = member.record;
@@ -215,17 +224,26 @@ impl Broker {
         Ok(self.records.get::<Pool>(plan_id).await?.map(|v| v.record).filter(|pool| !pool.draining))
     }
 
-    /// Hands a ready member of `pool` to instance `instance_id`: compare-and-set on the
-    /// member, so two claims (in this process or on two replicas) never get the same
-    /// one. The instance's provision then adopts it (`work.rs`). Counts a hit or a miss.
+    /// Hands a ready member of `pool` to instance `instance_id`, whose record names the
+    /// manifest whose digest is `digest`: compare-and-set on the member, so two claims
+    /// (in this process or on two replicas) never get the same one. The instance's
+    /// provision then adopts it (`work.rs`). Counts a hit or a miss.
+    ///
+    /// Only a member made from that very manifest is taken, and that is decided by the
+    /// compare-and-set itself: a member's digest is written once, when it is recorded,
+    /// so the version the claim writes over is one whose digest was checked. The
+    /// instance's manifest is the plan's current one for as long as the instance lives
+    /// (it is written, and its manifest confirmed, before the claim; a manifest is only
+    /// removed when no instance uses its plan), so a manifest deleted and registered
+    /// again with other content, however quickly, never gets an old member handed out.
     pub(super) async fn claim_member(
         &self,
         pool: &Pool,
-        manifest_id: &str,
+        digest: &str,
         instance_id: &str,
         parameters: Option<&Value>,
     ) -> OsbResult<bool> {
-        let claimed = pool.accepts(parameters) && self.take_ready_member(pool, manifest_id, instance_id).await?;
+        let claimed = pool.accepts(parameters) && self.take_ready_member(pool, digest, instance_id).await?;
         self.pool_tally.count(&pool.plan_id, claimed);
         self.metrics().pool_claim(&pool.plan_id, claimed);
         // The keeper refills at its next round (within a second), not now: its writes
@@ -233,14 +251,14 @@ impl Broker {
         Ok(claimed)
     }
 
-    async fn take_ready_member(&self, pool: &Pool, manifest_id: &str, instance_id: &str) -> OsbResult<bool> {
+    async fn take_ready_member(&self, pool: &Pool, digest: &str, instance_id: &str) -> OsbResult<bool> {
         for _ in 0..CLAIM_ROUNDS {
             let now = self.clock().millis();
             let mut ready: Vec<_> = self
                 .unclaimed_members(&pool.plan_id)
                 .await?
                 .into_iter()
-                .filter(|m| judge_member(&m.record, pool, manifest_id, now) == MemberState::Ready)
+                .filter(|m| judge_member(&m.record, pool, digest, now) == MemberState::Ready)
                 .collect();
             if ready.is_empty() {
                 return Ok(false);
@@ -249,6 +267,8 @@ impl Broker {
             let start = crate::domain::pool::spread(instance_id) % ready.len();
             ready.rotate_left(start);
             for Versioned { version, mut record } in ready {
+                // Judged against `digest` above; the compare-and-set below fails if the
+                // record is not the one judged.
                 let membership = record.pool.get_or_insert_default();
                 membership.claimed_by = Some(instance_id.to_owned());
                 membership.claimed_at = Some(self.clock().timestamp());
@@ -273,39 +293,41 @@ impl Broker {
         Ok(self.records.page::<ServiceInstance>(&query).await?.into_iter().next().map(|v| v.record))
     }
 
-    /// A member's provision ended: the pool's backoff ends or grows, and it is told.
+    /// A member's provision ended: a failure grows the pool's backoff (a success does
+    /// not end it: the keeper does, once a member has stayed ready for a while), and the
+    /// keeper looks at the pool at its next round.
     pub(super) async fn member_deployed(&self, member: &ServiceInstance) -> OsbResult<()> {
         let op = member.operations.last();
         let ready = member.status == InstanceStatus::Provisioned;
-        let (now, at) = (self.clock().millis(), self.clock().timestamp());
-        let why = op.and_then(|op| op.description.clone()).unwrap_or_else(|| "no reason given".into());
-        self.records
-            .modify::<Pool, OsbError, _>(&member.plan_id, |pool| {
-                if ready {
-                    let changes = pool.failures > 0 || pool.retry_at > 0;
-                    pool.deployed();
-                    return Ok(changes);
-                }
-                pool.failed(why.clone(), at.clone(), now);
-                Ok(true)
-            })
-            .await?;
+        if !ready {
+            // The engine's words stay in the log; the pool and its event say esm's.
+            let why = op.and_then(|op| op.description.as_deref());
+            tracing::debug!(member_id = %member.id, plan_id = ?member.plan_id, why = ?why, "a pool member's deploy failed");
+            let (now, at) = (self.clock().millis(), self.clock().timestamp());
+            self.records
+                .modify::<Pool, OsbError, _>(&member.plan_id, |pool| {
+                    pool.failed(&Fault::DeployFailed, at.clone(), now);
+                    Ok(true)
+                })
+                .await?;
+        }
         let kind = if ready { "pool.member_ready" } else { "pool.member_failed" };
         let event = Event::on_member(kind, &member.id, &member.service_id, &member.plan_id);
-        self.events.emit(if ready { event } else { event.because(why) });
+        self.events.emit(if ready { event } else { event.because(Fault::DeployFailed.to_string()) });
         if ready && let Some(took) = op.and_then(Operation::took) {
             self.metrics().pool_refilled(&member.plan_id, took);
         }
-        self.wake_pool_keeper();
+        self.pool_changed(&member.plan_id);
         Ok(())
     }
 
-    /// Asks the keeper for a round now (after a change of settings, a member deployed).
-    pub(super) fn wake_pool_keeper(&self) {
+    /// Asks the keeper to look at the plan's pool now (after a change of settings, a
+    /// member deployed or died, a claim).
+    pub(super) fn pool_changed(&self, plan_id: &str) {
+        self.pool_schedule.poke(plan_id);
         self.pool_wake.notify_one();
     }
 }
-
 /// How long `value` is as JSON.
 fn json_len(value: &serde_json::Map<String, Value>) -> usize {
     serde_json::to_vec(value).map_or(usize::MAX, |bytes| bytes.len())

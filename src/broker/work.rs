@@ -107,6 +107,9 @@ impl Work for Provision {
             return Ok(Deployed::Adopted(Box::new(member)));
         }
         let (backend, manifest) = broker.instance_backend(registry, instance).await.map_err(failure)?;
+        if !crate::domain::pool::deploys_recorded_manifest(instance, registry) {
+            return Err(BackendError::new("the plan's manifest changed before the member was deployed"));
+        }
         let host_ports = broker.lease_host_ports(backend.as_ref(), &manifest, instance).await?;
         let target = ServiceInstance { host_ports: host_ports.clone(), ..instance.clone() };
         let deployment = backend.provision(&target, &manifest).await?;

@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 use super::instance::{InstanceStatus, ServiceInstance};
 use super::liveness::LivenessStatus;
 use super::operation::{OperationKind, OperationState};
+use super::registry::Registry;
 
 /// The largest pool: each member is a whole deployment held idle.
 pub const MAX_SIZE: u32 = 100;
@@ -30,6 +31,16 @@ pub const MAX_AGE_LIMIT: u64 = 365 * 24 * 3600;
 pub const MEMBER_PREFIX: &str = "esm-pool-";
 /// Backoff after failed deploys grows to this and no further.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// How long a member must stay ready before the pool counts as healthy again and its
+/// backoff ends: a deploy that succeeds is not enough, since a member that dies
+/// seconds later is a failure too.
+pub const PROVEN_AFTER: Duration = Duration::from_secs(60);
+/// How soon the keeper looks at a pool again while something in it moves (members
+/// deploying, removed or missing, claims to finish).
+pub const BUSY_LOOK: Duration = Duration::from_secs(1);
+/// How soon the keeper looks at a settled pool again (all its members ready) when
+/// nothing tells it of a change: a safety net for changes made on another replica.
+pub const SETTLED_LOOK: Duration = Duration::from_secs(10);
 
 /// A pool, as stored (one record per plan, keyed by the plan id).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -137,18 +148,22 @@ impl Pool {
         self.keeper.as_ref().is_none_or(|k| k.owner == replica || k.until <= now)
     }
 
-    /// Records a failed member deploy: the backoff doubles from a second to
-    /// [`MAX_BACKOFF`].
-    pub fn failed(&mut self, message: String, at: String, now: u64) {
+    /// Records a failure (a member's deploy failed, or a member died after it was
+    /// ready): the backoff doubles from a second to [`MAX_BACKOFF`]. `fault` is told in
+    /// esm's words, never the engine's.
+    pub fn failed(&mut self, fault: &Fault, at: String, now: u64) {
         self.failures = self.failures.saturating_add(1);
-        self.last_error = Some(PoolError { message, at });
+        self.last_error = Some(PoolError { message: fault.to_string(), at });
         self.retry_at = now.saturating_add(backoff_ms(self.failures));
     }
 
-    /// Records a member deploy that succeeded: the backoff ends.
-    pub fn deployed(&mut self) {
+    /// Records that a member has stayed ready for [`PROVEN_AFTER`]: the backoff ends.
+    /// Whether anything changed.
+    pub fn recovered(&mut self) -> bool {
+        let changes = self.failures > 0 || self.retry_at > 0;
         self.failures = 0;
         self.retry_at = 0;
+        changes
     }
 }
 
@@ -168,6 +183,11 @@ pub fn spread(id: &str) -> usize {
 /// What makes an instance record a pool member.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Membership {
+    /// The digest of the manifest it was made from (`ManifestEntry::digest`): a member
+    /// whose digest is not its plan's current one is never handed out. Members made
+    /// before esm recorded it have none, and are replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_digest: Option<String>,
     /// The instance it was handed to, once claimed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claimed_by: Option<String>,
@@ -186,7 +206,46 @@ pub enum MemberState {
     /// Its deprovision is running.
     Removing,
     /// Must be replaced, and why.
-    Broken(String),
+    Broken(Fault),
+}
+
+/// Why a member must be replaced, in esm's words: these reach clients (the pool's
+/// status, its `last_error`, events), so they never carry an engine's text (which may
+/// name hosts and addresses); the keeper logs that at debug level.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Its deploy failed (counted as a failure when it ended).
+    DeployFailed,
+    /// Deployed, then found not live (`degraded` or `down`): a failure, as a failed
+    /// deploy is.
+    Died(LivenessStatus),
+    /// Made from another manifest than the plan's current one.
+    ManifestChanged,
+    /// Made with other parameters than the pool's.
+    ParametersChanged,
+    /// Older than the pool's `max_age_seconds`.
+    Aged(u64),
+}
+
+impl Fault {
+    /// Whether it counts against the pool's backoff when the keeper finds it. A failed
+    /// deploy was counted when it ended; a member replaced because the pool or the
+    /// plan changed did nothing wrong.
+    pub fn is_new_failure(&self) -> bool {
+        matches!(self, Self::Died(_))
+    }
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::DeployFailed => write!(f, "deploying a member failed"),
+            Self::Died(status) => write!(f, "a member was {} after it was deployed", status.as_str()),
+            Self::ManifestChanged => write!(f, "the plan's manifest changed"),
+            Self::ParametersChanged => write!(f, "the pool's parameters changed"),
+            Self::Aged(max_age) => write!(f, "older than max_age_seconds ({max_age})"),
+        }
+    }
 }
 
 impl MemberState {
@@ -201,9 +260,27 @@ impl MemberState {
     }
 }
 
-/// What unclaimed `member` of `pool` is at `now` (Unix ms); `manifest_id` is the
-/// manifest the plan has now.
-pub fn judge_member(member: &ServiceInstance, pool: &Pool, manifest_id: &str, now: u64) -> MemberState {
+/// Whether `member` was made from the manifest whose digest is `digest`.
+pub fn made_from(member: &ServiceInstance, digest: &str) -> bool {
+    member.pool.as_ref().and_then(|m| m.manifest_digest.as_deref()) == Some(digest)
+}
+
+/// Whether `instance`, if it is a pool member, would be deployed with the manifest
+/// whose digest it records. A member is recorded with the plan's manifest of the
+/// moment; should that manifest be replaced before the member's deploy reads it, the
+/// deploy must fail rather than make a member whose digest lies (which a later return
+/// to the first content would hand out).
+pub fn deploys_recorded_manifest(instance: &ServiceInstance, registry: &Registry) -> bool {
+    if instance.pool.is_none() {
+        return true;
+    }
+    let current = registry.manifests.get(&instance.manifest_id).map(|entry| entry.digest.as_str());
+    current.is_some_and(|digest| made_from(instance, digest))
+}
+
+/// What unclaimed `member` of `pool` is at `now` (Unix ms); `digest` is the digest of
+/// the manifest the plan has now.
+pub fn judge_member(member: &ServiceInstance, pool: &Pool, digest: &str, now: u64) -> MemberState {
     if let Some(op) = member.operations.running() {
         return match op.kind {
             OperationKind::Deprovision => MemberState::Removing,
@@ -211,28 +288,77 @@ pub fn judge_member(member: &ServiceInstance, pool: &Pool, manifest_id: &str, no
         };
     }
     if member.status != InstanceStatus::Provisioned {
-        let why = member.operations.last().and_then(|op| op.description.clone());
-        return MemberState::Broken(format!("deploy failed: {}", why.unwrap_or_else(|| "no reason given".into())));
+        return MemberState::Broken(Fault::DeployFailed);
     }
     match member.liveness_status() {
         LivenessStatus::Up | LivenessStatus::Unknown => {}
-        status => {
-            let reason = member.liveness.as_ref().map(|l| l.reason.clone()).unwrap_or_default();
-            return MemberState::Broken(format!("liveness {}: {reason}", status.as_str()));
-        }
+        status => return MemberState::Broken(Fault::Died(status)),
     }
-    if member.manifest_id != manifest_id {
-        return MemberState::Broken("the plan's manifest changed".into());
+    if !made_from(member, digest) {
+        return MemberState::Broken(Fault::ManifestChanged);
     }
     if member.parameters != pool.member_parameters() {
-        return MemberState::Broken("the pool's parameters changed".into());
+        return MemberState::Broken(Fault::ParametersChanged);
     }
     if let Some(max_age) = pool.max_age_seconds
-        && ready_since(member).is_some_and(|at| now.saturating_sub(at) >= max_age.saturating_mul(1000))
+        && expires_at(member, max_age).is_some_and(|at| now >= at)
     {
-        return MemberState::Broken(format!("older than max_age_seconds ({max_age})"));
+        return MemberState::Broken(Fault::Aged(max_age));
     }
     MemberState::Ready
+}
+
+/// Whether a ready member has stayed ready for [`PROVEN_AFTER`] at `now`.
+pub fn proven(member: &ServiceInstance, now: u64) -> bool {
+    let proven_after = u64::try_from(PROVEN_AFTER.as_millis()).unwrap_or(u64::MAX);
+    ready_since(member).is_some_and(|at| now.saturating_sub(at) >= proven_after)
+}
+
+/// When a member ages past `max_age` seconds (Unix ms).
+fn expires_at(member: &ServiceInstance, max_age: u64) -> Option<u64> {
+    ready_since(member).map(|at| at.saturating_add(max_age.saturating_mul(1000)))
+}
+
+/// What the keeper found when it looked at a pool, for [`next_look`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Look {
+    /// Unclaimed members (in any state) and claimed ones not yet taken over.
+    pub held: usize,
+    /// Something moves: a member deploying, removed or missing, a claim to finish.
+    pub busy: bool,
+    /// The earliest time (Unix ms) a ready member ages out or proves the pool healthy.
+    pub due: Option<u64>,
+}
+
+impl Look {
+    /// Notes that something about `member` (ready now) happens at its own time: it ages
+    /// past the pool's `max_age_seconds`, or, while the pool backs off, it has stayed
+    /// ready long enough to end the backoff.
+    pub fn ready_member(&mut self, pool: &Pool, member: &ServiceInstance) {
+        let ready = ready_since(member);
+        let proven_after = u64::try_from(PROVEN_AFTER.as_millis()).unwrap_or(u64::MAX);
+        let proves = ready.filter(|_| pool.failures > 0).map(|at| at.saturating_add(proven_after));
+        let ages = pool.max_age_seconds.and_then(|max_age| expires_at(member, max_age));
+        for at in [proves, ages].into_iter().flatten() {
+            self.due = Some(self.due.map_or(at, |due| due.min(at)));
+        }
+    }
+}
+
+/// When (Unix ms) the keeper must look at `pool` again after a look at `now` found
+/// `look`; `None`: only when something tells it of a change (its record, the catalog,
+/// a member's state). A pool that holds nothing and wants nothing costs nothing, however
+/// many there are.
+pub fn next_look(pool: &Pool, look: &Look, now: u64) -> Option<u64> {
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    if look.held == 0 && pool.wanted() == 0 && !look.busy {
+        return None;
+    }
+    let mut at = if look.busy { now.saturating_add(ms(BUSY_LOOK)) } else { now.saturating_add(ms(SETTLED_LOOK)) };
+    if let Some(due) = look.due {
+        at = at.min(due.max(now));
+    }
+    Some(at)
 }
 
 /// When a member's deploy finished (Unix ms).

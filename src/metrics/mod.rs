@@ -9,7 +9,8 @@
 //! Every label takes its values from a bounded set: route templates (never raw
 //! paths), known methods, status codes, operation kinds, store calls, backend names,
 //! and the catalog's service and plan ids. Nothing a client puts in a URL becomes a
-//! label value, and no label value is longer than an id may be (`bounded_label`).
+//! label value, and no label value is longer than an id may be (`bounded_label`). The
+//! pool series of a plan go when its pool goes.
 //!
 //! The exposition is OpenMetrics text ([`CONTENT_TYPE`]), which is what the
 //! `prometheus-client` crate writes and what Prometheus asks for first.
@@ -31,6 +32,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::domain::bounded::MAX_ID_BYTES;
 use crate::domain::operation::OperationKind;
 use crate::store::{Store, StoreError};
 use census::Census;
@@ -163,6 +165,11 @@ struct Families {
     pool_misses: Family<PlanLabels, Counter>,
     pool_refill_duration: Histograms<PlanLabels>,
     pool_members: Family<MemberLabels, Gauge>,
+    /// The plans that have pool series, so that those of a pool that is gone can be
+    /// removed (a family cannot list its label sets). Held while a pool series is
+    /// created or removed, so none exists without its plan here. A std mutex: never
+    /// held across an `.await`.
+    pool_plans: std::sync::Mutex<std::collections::HashSet<String>>,
     /// The instance counts, encoded from its last snapshot.
     census: Arc<Census>,
 }
@@ -286,6 +293,7 @@ impl Metrics {
                 pool_misses,
                 pool_refill_duration,
                 pool_members,
+                pool_plans: std::sync::Mutex::default(),
                 census,
             }),
         }
@@ -350,21 +358,62 @@ impl Metrics {
     /// A provision of a pooled plan was handed a member (`hit`) or not.
     pub fn pool_claim(&self, plan_id: &str, hit: bool) {
         let family = if hit { &self.inner.pool_hits } else { &self.inner.pool_misses };
-        family.get_or_create(&PlanLabels { plan_id: plan_id.to_owned() }).inc();
+        self.with_pool_series(plan_id, |plan_id| {
+            family.get_or_create(&PlanLabels { plan_id: plan_id.to_owned() }).inc();
+        });
     }
 
     /// A pool member of `plan_id` became ready after `took`.
     pub fn pool_refilled(&self, plan_id: &str, took: Duration) {
-        let labels = PlanLabels { plan_id: plan_id.to_owned() };
-        self.inner.pool_refill_duration.get_or_create(&labels).observe(took.as_secs_f64());
+        self.with_pool_series(plan_id, |plan_id| {
+            let labels = PlanLabels { plan_id: plan_id.to_owned() };
+            self.inner.pool_refill_duration.get_or_create(&labels).observe(took.as_secs_f64());
+        });
     }
 
     /// Sets `esm_pool_members` of a pool.
     pub fn set_pool_members(&self, plan_id: &str, ready: u32, deploying: u32) {
-        for (state, count) in [("ready", ready), ("deploying", deploying)] {
-            let labels = MemberLabels { plan_id: plan_id.to_owned(), state };
-            self.inner.pool_members.get_or_create(&labels).set(i64::from(count));
+        self.with_pool_series(plan_id, |plan_id| {
+            for (state, count) in [("ready", ready), ("deploying", deploying)] {
+                let labels = MemberLabels { plan_id: plan_id.to_owned(), state };
+                self.inner.pool_members.get_or_create(&labels).set(i64::from(count));
+            }
+        });
+    }
+
+    /// Removes the series of every pool `keep` does not name: the pool keeper calls it
+    /// with the pools that exist, so a deleted pool (or one of a deleted plan) leaves
+    /// nothing on `/metrics`.
+    pub fn forget_pools_except(&self, keep: impl Fn(&str) -> bool) {
+        let f = &self.inner;
+        let mut plans = f.pool_plans.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        plans.retain(|plan_id| {
+            if keep(plan_id) {
+                return true;
+            }
+            let labels = PlanLabels { plan_id: plan_id.clone() };
+            f.pool_hits.remove(&labels);
+            f.pool_misses.remove(&labels);
+            f.pool_refill_duration.remove(&labels);
+            for state in ["ready", "deploying"] {
+                f.pool_members.remove(&MemberLabels { plan_id: plan_id.clone(), state });
+            }
+            false
+        });
+    }
+
+    /// Records into a pool's series, noting its plan. A plan id longer than any id esm
+    /// accepts (only a record from before the bound could hold one) gets no series: no
+    /// label value is longer than [`MAX_ID_BYTES`].
+    fn with_pool_series(&self, plan_id: &str, record: impl FnOnce(&str)) {
+        if plan_id.len() > MAX_ID_BYTES {
+            return;
         }
+        let mut plans = self.inner.pool_plans.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !plans.contains(plan_id) {
+            plans.insert(plan_id.to_owned());
+        }
+        record(plan_id);
     }
 
     /// Sets `esm_sse_subscribers`: how many clients the event stream has now. Call it
