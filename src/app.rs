@@ -15,7 +15,7 @@ use crate::api::{self, AppState};
 use crate::backend::docker::model::Policy;
 use crate::backend::docker::{ComposeBackend, DockerSettings, SwarmBackend};
 use crate::backend::dummy::{DummyBackend, Holds, LivenessScript};
-use crate::backend::kubernetes::{KubernetesBackend, KubernetesSettings};
+use crate::backend::kubernetes::{KubernetesBackend, KubernetesPolicy, KubernetesSettings};
 use crate::backend::metered::MeteredBackend;
 use crate::backend::{Backend, BackendError, Backends, host_port};
 use crate::broker::{Broker, BrokerSettings, LivenessSettings};
@@ -252,7 +252,16 @@ fn docker_settings(config: &Config) -> DockerSettings {
 
 fn kubernetes_settings(config: &Config) -> KubernetesSettings {
     KubernetesSettings {
-        policy: docker_settings(config).policy,
+        policy: KubernetesPolicy {
+            docker: docker_settings(config).policy,
+            allow_scheduling: config.k8s_allow_scheduling,
+            max_replicas: config.k8s_max_replicas,
+            max_cpu: config.k8s_max_cpu.clone(),
+            max_memory: config.k8s_max_memory.clone(),
+            max_ephemeral_storage: config.k8s_max_ephemeral_storage.clone(),
+            max_storage: config.k8s_max_storage.clone(),
+            max_extended_resources: config.k8s_max_extended_resources,
+        },
         exposure: config.k8s_service_exposure,
         node_address: config.advertise_host.clone(),
         ready_timeout: Duration::from_secs(config.k8s_ready_timeout),

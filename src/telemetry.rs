@@ -23,6 +23,7 @@ use crate::config::LogFormat;
 /// `NO_COLOR` is unset), so a log redirected to a file or a pipe has no escape codes.
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = crate::backend::kubernetes::quiet_client_failures(filter, std::env::var("RUST_LOG").ok().as_deref());
     let ansi = use_colour(std::io::stdout().is_terminal(), std::env::var_os("NO_COLOR").as_deref());
     // A second init (tests start several servers in one process) is harmless: ignore it.
     let _ = subscriber(format, filter, ansi, std::io::stdout).try_init();

@@ -17,8 +17,7 @@ use std::time::Duration;
 
 use esm::backend::Backend;
 use esm::backend::conformance::{self, Subject};
-use esm::backend::docker::model::Policy;
-use esm::backend::kubernetes::{self, Exposure, KubernetesBackend, KubernetesSettings};
+use esm::backend::kubernetes::{self, Exposure, KubernetesBackend, KubernetesPolicy, KubernetesSettings};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use kube::Api;
@@ -61,7 +60,7 @@ spec:
 
 fn settings(owner: &str) -> KubernetesSettings {
     KubernetesSettings {
-        policy: Policy::default(),
+        policy: KubernetesPolicy::default(),
         exposure: Exposure::ClusterIp,
         node_address: None,
         ready_timeout: Duration::from_secs(30),

@@ -96,7 +96,7 @@ fn read(manifest: &Manifest, settings: &KubernetesSettings) -> Result<Workload, 
         let objects = Objects::parse(&manifest.manifest_content, policy)?;
         return Ok(Workload { objects, credentials: BTreeMap::new() });
     }
-    let compose = Compose::parse(&manifest.manifest_content, policy)?;
+    let compose = Compose::parse(&manifest.manifest_content, &policy.docker)?;
     let objects =
         translate::translate(&compose, settings.exposure, policy).map_err(|e| format!("manifest_content: {e}"))?;
     Ok(Workload { objects, credentials: compose.credentials })

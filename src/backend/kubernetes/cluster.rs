@@ -10,12 +10,14 @@ use futures_util::stream::{self, BoxStream, StreamExt};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
+use kube::client::ClientBuilder;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::objects::Kind;
+use super::reachability::Watch;
 use crate::backend::BackendError;
 
 /// A connection to the cluster's API server.
@@ -26,12 +28,16 @@ pub struct Cluster {
 
 impl Cluster {
     /// The cluster `KUBECONFIG` (or `~/.kube/config`, or the pod's service account) names,
-    /// found as kubectl finds it.
+    /// found as kubectl finds it; whether it answers is logged as it changes
+    /// ([`reachability`](super::reachability)).
     pub async fn connect() -> Result<Self, BackendError> {
         crate::tls::install_default_provider();
         let config =
             kube::Config::infer().await.map_err(|e| BackendError::new(format!("no Kubernetes configuration: {e}")))?;
-        let client = Client::try_from(config).map_err(|e| BackendError::new(format!("Kubernetes client: {e}")))?;
+        let client = ClientBuilder::try_from(config)
+            .map_err(|e| BackendError::new(format!("Kubernetes client: {e}")))?
+            .with_layer(&Watch::new())
+            .build();
         Ok(Self::new(client))
     }
 

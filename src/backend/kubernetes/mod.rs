@@ -20,9 +20,11 @@
 //!
 //! Layout:
 //! - `objects`: the object kinds esm deploys, and Kubernetes manifests parsed and checked.
-//! - `policy`: what a pod may do to its node, under the operator's allow settings.
+//! - `policy`: what an object may do to its node, to scheduling and past its namespace,
+//!   under the operator's settings.
 //! - `translate`: compose manifests as Deployments, Services and PersistentVolumeClaims.
 //! - `cluster`: the API calls (kube-rs).
+//! - `reachability`: whether the API server answers, logged as it changes.
 //! - `deploy`: create-or-replace, prune, wait ready, remove.
 //! - `readiness`: what the objects' status says, as pure functions.
 //! - `report`: instance details and binding credentials from Services.
@@ -32,7 +34,8 @@ mod backend;
 mod cluster;
 mod deploy;
 pub mod objects;
-mod policy;
+pub mod policy;
+mod reachability;
 mod readiness;
 mod report;
 pub mod translate;
@@ -43,7 +46,8 @@ use sha2::{Digest, Sha256};
 
 pub use self::backend::KubernetesBackend;
 pub use self::objects::{Kind, Object, Objects};
-use crate::backend::docker::model::Policy;
+pub use self::policy::{KubernetesPolicy, Quantity};
+pub use self::reachability::quiet_client_failures;
 
 /// The API permissions the backend uses, as RBAC rules: (API group, resources, verbs).
 /// `deploy/kubernetes/rbac.yaml` grants exactly these (`tests/deploy_manifests.rs`).
@@ -87,8 +91,8 @@ impl Exposure {
 /// Settings of the Kubernetes backend.
 #[derive(Debug, Clone)]
 pub struct KubernetesSettings {
-    /// What manifests may do to the nodes (the Docker backends' allow settings).
-    pub policy: Policy,
+    /// What manifests may do to the nodes, to scheduling and to other namespaces.
+    pub policy: KubernetesPolicy,
     /// How Services are exposed.
     pub exposure: Exposure,
     /// The address node ports are reached on; `None`: a node's own address.

@@ -12,9 +12,7 @@ use kube::core::ApiResource;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use super::policy;
-use crate::backend::docker::model::Policy;
-use crate::backend::labels;
+use super::policy::{self, KubernetesPolicy};
 use crate::yaml;
 
 /// A kind of object esm deploys: namespaced, and nothing that reaches past the
@@ -240,8 +238,9 @@ pub struct Objects(pub Vec<Object>);
 impl Objects {
     /// Reads and checks a Kubernetes manifest (`---`-separated documents) under `policy`:
     /// what registration refuses never reaches a cluster.
-    pub fn parse(content: &str, policy: &Policy) -> Result<Objects, String> {
-        let documents = yaml::load_documents(content, &policy.limits).map_err(|e| format!("manifest_content: {e}"))?;
+    pub fn parse(content: &str, policy: &KubernetesPolicy) -> Result<Objects, String> {
+        let documents =
+            yaml::load_documents(content, &policy.docker.limits).map_err(|e| format!("manifest_content: {e}"))?;
         let mut objects = Vec::new();
         let mut seen = BTreeSet::new();
         for (n, document) in documents.into_iter().enumerate() {
@@ -254,16 +253,17 @@ impl Objects {
             }
             policy::check(&object, policy).map_err(|e| format!("manifest_content: {}: {e}", object.key()))?;
             objects.push(object);
-            if objects.len() > policy.max_services {
+            if objects.len() > policy.docker.max_services {
                 return Err(format!(
                     "manifest_content: more than {} objects (ESM_MANIFEST_MAX_SERVICES)",
-                    policy.max_services
+                    policy.docker.max_services
                 ));
             }
         }
         if objects.is_empty() {
             return Err("manifest_content: no Kubernetes objects".into());
         }
+        policy::check_references(&objects).map_err(|e| format!("manifest_content: {e}"))?;
         Ok(Objects::ordered(objects))
     }
 
@@ -317,15 +317,7 @@ fn read_object(document: Value) -> Result<Object, String> {
             object.key()
         ));
     }
-    for key in ["labels", "annotations"] {
-        let reserved = metadata
-            .get(key)
-            .and_then(Value::as_object)
-            .and_then(|m| m.keys().find(|k| k.starts_with(labels::RESERVED_PREFIX)));
-        if let Some(reserved) = reserved {
-            return Err(format!("{}: {key} {reserved:?} is esm's own", object.key()));
-        }
-    }
+    policy::check_reserved(&object).map_err(|e| format!("{}: {e}", object.key()))?;
     kind.check_schema(&object.body).map_err(|e| format!("{}: {e}", object.key()))?;
     Ok(object)
 }

@@ -3,6 +3,7 @@ use std::collections::HashMap;
 use serde_json::json;
 
 use super::*;
+use crate::backend::docker::model::Policy;
 
 const DEPLOYMENT: &str = "apiVersion: apps/v1
 kind: Deployment
@@ -19,7 +20,12 @@ spec:
 ";
 
 fn parse(content: &str) -> Result<Objects, String> {
-    Objects::parse(content, &Policy::default())
+    Objects::parse(content, &KubernetesPolicy::default())
+}
+
+/// The manifest parsed under `policy` and the Kubernetes settings' defaults.
+fn parse_with(content: &str, policy: Policy) -> Result<Objects, String> {
+    Objects::parse(content, &KubernetesPolicy::from(policy))
 }
 
 /// The manifest with `pod` (YAML lines at the pod spec's indentation) added to the
@@ -83,9 +89,9 @@ fn pods_that_reach_the_node_are_refused_unless_allowed() {
     }
     let allowed = Policy { allow_privileged: true, allow_bind_mounts: true, allow_external: true, ..Policy::default() };
     for (pod, _) in cases {
-        Objects::parse(&with_pod(pod), &allowed).unwrap();
+        parse_with(&with_pod(pod), allowed).unwrap();
     }
-    Objects::parse(&with_pod("      volumes: [{name: tmp, emptyDir: {}}]\n"), &Policy::default()).unwrap();
+    parse(&with_pod("      volumes: [{name: tmp, emptyDir: {}}]\n")).unwrap();
 }
 
 #[test]
@@ -102,9 +108,9 @@ fn containers_with_host_powers_are_refused_unless_allowed() {
         ("{allowPrivilegeEscalation: true}", "allowPrivilegeEscalation"),
     ] {
         let error = parse(&container(security)).unwrap_err();
-        assert!(error.contains(expected) && error.contains("container web"), "{error}");
+        assert!(error.contains(expected) && error.contains("containers[0].securityContext"), "{error}");
         let allowed = Policy { allow_privileged: true, ..Policy::default() };
-        Objects::parse(&container(security), &allowed).unwrap();
+        parse_with(&container(security), allowed).unwrap();
     }
     parse(&container("{capabilities: {drop: [ALL]}, runAsNonRoot: true}")).unwrap();
     let host_port = DEPLOYMENT.replace(
@@ -113,7 +119,7 @@ fn containers_with_host_powers_are_refused_unless_allowed() {
     );
     assert!(parse(&host_port).unwrap_err().contains("hostPort 80"));
     let in_range = Policy { host_ports: Some((1, 100)), ..Policy::default() };
-    Objects::parse(&host_port, &in_range).unwrap();
+    parse_with(&host_port, in_range).unwrap();
 }
 
 #[test]
@@ -125,7 +131,7 @@ fn objects_must_fit_their_schema_and_the_limits() {
     let many: String =
         (0..5).map(|n| format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c{n}}}\n---\n")).collect();
     let small = Policy { max_services: 4, ..Policy::default() };
-    assert!(Objects::parse(&many, &small).unwrap_err().contains("more than 4 objects"));
+    assert!(parse_with(&many, small).unwrap_err().contains("more than 4 objects"));
     let bomb = "a: &a [x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b]\n\
                 d: &d [*c, *c, *c, *c, *c, *c, *c, *c]\ne: &e [*d, *d, *d, *d, *d, *d, *d, *d]\nf: [*e, *e, *e, *e, *e, *e, *e, *e]\n";
     assert!(parse(bomb).unwrap_err().starts_with("manifest_content:"));

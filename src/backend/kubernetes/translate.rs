@@ -8,8 +8,9 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value, json};
 
 use super::objects::{Kind, Object, Objects};
-use super::{Exposure, dns_label, policy};
-use crate::backend::docker::model::{Compose, Healthcheck, Mount, MountSource, Policy, Service};
+use super::policy::{self, KubernetesPolicy};
+use super::{Exposure, dns_label};
+use crate::backend::docker::model::{Compose, Healthcheck, Mount, MountSource, Service};
 use crate::backend::labels;
 
 /// The pod label that ties a compose service's Deployment, pods and Service together.
@@ -22,7 +23,7 @@ pub const VOLUME_SIZE: &str = "1Gi";
 /// The objects a compose manifest deploys, Services of type `exposure`; refuses what
 /// does not translate. The objects are checked under `policy` as a Kubernetes manifest
 /// would be.
-pub fn translate(compose: &Compose, exposure: Exposure, policy: &Policy) -> Result<Objects, String> {
+pub fn translate(compose: &Compose, exposure: Exposure, policy: &KubernetesPolicy) -> Result<Objects, String> {
     let mut objects = Vec::new();
     let mut names: BTreeMap<String, &str> = BTreeMap::new();
     for (name, volume) in &compose.volumes {
@@ -58,6 +59,7 @@ pub fn translate(compose: &Compose, exposure: Exposure, policy: &Policy) -> Resu
     for object in &objects {
         policy::check(object, policy).map_err(|e| format!("{}: {e}", object.key()))?;
     }
+    policy::check_references(&objects)?;
     Ok(Objects::ordered(objects))
 }
 

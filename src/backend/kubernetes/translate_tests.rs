@@ -1,6 +1,7 @@
 use serde_json::json;
 
 use super::*;
+use crate::backend::docker::model::Policy;
 
 const COMPOSE: &str = r#"
 services:
@@ -33,7 +34,7 @@ fn compose(content: &str, policy: &Policy) -> Compose {
 #[test]
 fn services_become_deployments_services_and_claims() {
     let policy = Policy::default();
-    let objects = translate(&compose(COMPOSE, &policy), Exposure::ClusterIp, &policy).unwrap();
+    let objects = translate(&compose(COMPOSE, &policy), Exposure::ClusterIp, &KubernetesPolicy::from(policy)).unwrap();
     let keys: Vec<String> = objects.0.iter().map(Object::key).collect();
     assert_eq!(keys, ["PersistentVolumeClaim/data", "Service/web", "Deployment/web", "Deployment/worker"]);
 
@@ -79,11 +80,12 @@ fn services_become_deployments_services_and_claims() {
 fn services_are_exposed_as_configured() {
     let policy = Policy { host_ports: Some((30000, 30999)), ..Policy::default() };
     let content = "services:\n  web:\n    image: x\n    ports: [\"30080:80\"]\n";
-    let objects = translate(&compose(content, &policy), Exposure::NodePort, &policy).unwrap();
+    let objects = translate(&compose(content, &policy), Exposure::NodePort, &KubernetesPolicy::from(policy)).unwrap();
     let service = &objects.of(Kind::Service).next().unwrap().body;
     assert_eq!(service["spec"]["type"], "NodePort");
     assert_eq!(service["spec"]["ports"][0]["nodePort"], 30080);
-    let objects = translate(&compose(content, &policy), Exposure::LoadBalancer, &policy).unwrap();
+    let objects =
+        translate(&compose(content, &policy), Exposure::LoadBalancer, &KubernetesPolicy::from(policy)).unwrap();
     let service = &objects.of(Kind::Service).next().unwrap().body;
     assert_eq!(service["spec"]["type"], "LoadBalancer");
     assert!(service["spec"]["ports"][0].get("nodePort").is_none());
@@ -93,7 +95,7 @@ fn services_are_exposed_as_configured() {
 fn odd_service_names_become_valid_and_distinct() {
     let policy = Policy::default();
     let content = "services:\n  Web_App:\n    image: x\n    ports: [\"80\"]\n  9lives:\n    image: x\n";
-    let objects = translate(&compose(content, &policy), Exposure::ClusterIp, &policy).unwrap();
+    let objects = translate(&compose(content, &policy), Exposure::ClusterIp, &KubernetesPolicy::from(policy)).unwrap();
     for object in &objects.0 {
         assert!(crate::backend::kubernetes::is_dns_label(&object.name), "{}", object.name);
         assert!(object.name.starts_with(|c: char| c.is_ascii_lowercase()), "{}", object.name);
@@ -117,7 +119,8 @@ fn what_does_not_translate_is_refused() {
         ("services:\n  a:\n    image: x\nnetworks:\n  n: {external: true}\n", "external networks"),
     ];
     for (content, expected) in cases {
-        let error = translate(&compose(content, &allowed), Exposure::ClusterIp, &allowed).unwrap_err();
+        let error =
+            translate(&compose(content, &allowed), Exposure::ClusterIp, &KubernetesPolicy::from(allowed)).unwrap_err();
         assert!(error.contains(expected), "{content:?}: {error}");
     }
 }
@@ -127,7 +130,8 @@ fn host_powers_need_the_same_allow_settings_as_on_docker() {
     let content = "services:\n  a:\n    image: x\n    privileged: true\n    network_mode: host\n";
     assert!(Compose::parse(content, &Policy::default()).is_err());
     let allowed = Policy { allow_privileged: true, ..Policy::default() };
-    let objects = translate(&compose(content, &allowed), Exposure::ClusterIp, &allowed).unwrap();
+    let objects =
+        translate(&compose(content, &allowed), Exposure::ClusterIp, &KubernetesPolicy::from(allowed)).unwrap();
     let pod = &objects.0[0].body["spec"]["template"]["spec"];
     assert_eq!(pod["hostNetwork"], true);
     assert_eq!(pod["containers"][0]["securityContext"]["privileged"], true);
