@@ -216,3 +216,8 @@ fn secrets_never_show() {
     assert_eq!(shown["ESM_MONGO_HOST"], "********@db", "{shown}");
     assert!(!shown.to_string().contains("hunter2"), "{shown}");
 }
+
+#[test]
+fn the_catalog_limits_default_to_the_domain_defaults() {
+    assert_eq!(Config::default().catalog_limits(), crate::domain::catalog::CatalogLimits::default());
+}
