@@ -7,10 +7,11 @@
 mod support;
 
 use std::path::Path;
+use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{Client, Esm, StoreSetup, TempDir, temp_dir};
+use support::{Client, Esm, StoreSetup, TempDir, eventually, temp_dir};
 
 /// The address space esm may use: far above what it needs, far below what copying
 /// 900 KB ids around would take.
@@ -170,7 +171,12 @@ async fn re_registering_the_same_service_a_thousand_times_writes_no_event_and_no
                           "manifest_content": "x-esm-dummy: {mode: sync}"});
     let (status, body) = client.send(Method::PUT, "/v2/et/manifest/m", Some(&manifest)).await;
     assert_eq!(status, 201, "{body}");
-    let events = event_count(&client).await;
+    // The registration's event, once the writer has stored it.
+    let events = eventually(Duration::from_secs(10), "the registration's event", || async {
+        let n = event_count(&client).await;
+        (n > 0).then_some(n)
+    })
+    .await;
     let store_before = store_bytes(dir.path());
 
     for _ in 0..1000 {
@@ -189,7 +195,10 @@ async fn re_registering_the_same_service_a_thousand_times_writes_no_event_and_no
     svc["description"] = json!("changed");
     let (status, _) = client.send(Method::PUT, "/v2/et/catalog", Some(&svc)).await;
     assert_eq!(status, 200);
-    assert_eq!(event_count(&client).await, events + 1);
+    eventually(Duration::from_secs(10), "the changed registration's event", || async {
+        (event_count(&client).await == events + 1).then_some(())
+    })
+    .await;
     assert!(esm.alive());
 }
 

@@ -273,7 +273,8 @@ mod tests {
 
     #[test]
     fn oversized_or_control_character_text_is_refused() {
-        let cases: [(&str, fn(&mut Value)); 7] = [
+        type Change = fn(&mut Value);
+        let cases: [(&str, Change); 7] = [
             ("id", |v| v["id"] = json!("x".repeat(256))),
             ("name", |v| v["name"] = json!("a\u{1b}]0;owned\u{7}")),
             ("description", |v| v["description"] = json!("d".repeat(1025))),
