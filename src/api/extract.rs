@@ -121,7 +121,7 @@ const MAX_DETAIL_BYTES: usize = 512;
 
 /// `detail` as it may be shown to a client: control and invisible formatting
 /// characters escaped (serde's messages quote what was sent, some of it raw), and cut
-/// at [`MAX_DETAIL_BYTES`].
+/// at `MAX_DETAIL_BYTES`.
 pub fn client_text(detail: &str) -> String {
     let mut out = String::with_capacity(detail.len().min(MAX_DETAIL_BYTES + 8));
     for c in detail.chars() {
