@@ -94,6 +94,7 @@ impl Server {
                 manifest_check_timeout: Duration::from_millis(config.manifest_parse_timeout) * 2,
                 clock: Clock::system(),
                 event_retention: config.event_retention,
+                catalog: config.catalog_limits(),
                 event_webhook,
                 pool_deploys: config.pool_deploys,
                 max_pools: config.max_pools,

@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 
 use crate::backend::docker::PullPolicy;
 use crate::backend::kubernetes::{self, Exposure, Quantity};
+use crate::domain::catalog::CatalogLimits;
 use crate::yaml;
 
 mod secret;
@@ -163,6 +164,21 @@ pub struct Config {
     /// Most services in one compose manifest.
     #[arg(long = "manifest-max-services", env = "ESM_MANIFEST_MAX_SERVICES", value_parser = positive_count(), default_value_t = 100)]
     pub manifest_max_services: usize,
+    /// Most services in the catalog.
+    #[arg(long = "catalog-max-services", env = "ESM_CATALOG_MAX_SERVICES", value_parser = positive_count(), default_value_t = 1000)]
+    pub catalog_max_services: usize,
+    /// Most plans of one service.
+    #[arg(long = "catalog-max-plans", env = "ESM_CATALOG_MAX_PLANS", value_parser = positive_count(), default_value_t = 100)]
+    pub catalog_max_plans: usize,
+    /// Most tags of one service.
+    #[arg(long = "catalog-max-tags", env = "ESM_CATALOG_MAX_TAGS", value_parser = positive_count(), default_value_t = 64)]
+    pub catalog_max_tags: usize,
+    /// Most registered manifests.
+    #[arg(long = "catalog-max-manifests", env = "ESM_CATALOG_MAX_MANIFESTS", value_parser = positive_count(), default_value_t = 10_000)]
+    pub catalog_max_manifests: usize,
+    /// Most bytes of the registry record (every service and manifest entry).
+    #[arg(long = "catalog-max-bytes", env = "ESM_CATALOG_MAX_BYTES", value_parser = positive_count(), default_value_t = 16 * 1024 * 1024)]
+    pub catalog_max_bytes: usize,
     /// Milliseconds reading and checking one manifest may take.
     #[arg(long = "manifest-parse-timeout", env = "ESM_MANIFEST_PARSE_TIMEOUT", value_parser = positive(), default_value_t = 2000)]
     pub manifest_parse_timeout: u64,
@@ -400,6 +416,17 @@ impl Config {
             // Text may expand (through aliases) to 16 times the document, no more.
             max_text_bytes: self.manifest_max_bytes.saturating_mul(16).max(defaults.max_text_bytes),
             time_budget: Duration::from_millis(self.manifest_parse_timeout),
+        }
+    }
+
+    /// How much the catalog may hold.
+    pub fn catalog_limits(&self) -> CatalogLimits {
+        CatalogLimits {
+            max_services: self.catalog_max_services,
+            max_plans: self.catalog_max_plans,
+            max_tags: self.catalog_max_tags,
+            max_manifests: self.catalog_max_manifests,
+            max_registry_bytes: self.catalog_max_bytes,
         }
     }
 

@@ -80,6 +80,13 @@ pub enum OsbError {
     Internal(String),
 }
 
+/// A refused bounded text (`crate::domain::bounded`): the message names the limit.
+impl From<crate::domain::bounded::TextError> for OsbError {
+    fn from(e: crate::domain::bounded::TextError) -> Self {
+        Self::BadRequest(e.to_string())
+    }
+}
+
 impl OsbError {
     /// The HTTP status of this error.
     pub fn status(&self) -> StatusCode {

@@ -40,6 +40,19 @@ async fn not_framed(mut response: Response) -> Response {
         (name = "bindings", description = "Service bindings"),
         (name = "elastest", description = "ElasTest extensions: registration, manifests, instance details"),
     ),
+    // The bounded text types that paths and queries name by reference (bodies bring
+    // theirs along).
+    components(schemas(
+        crate::domain::bounded::InstanceId,
+        crate::domain::bounded::BindingId,
+        crate::domain::bounded::ServiceId,
+        crate::domain::bounded::PlanId,
+        crate::domain::bounded::ManifestId,
+        crate::domain::bounded::OperationId,
+        crate::domain::bounded::OpaqueId,
+        crate::domain::bounded::Cursor,
+        crate::domain::bounded::Name,
+    )),
     modifiers(&BrokerHeaders)
 )]
 pub struct ApiDoc;

@@ -2,12 +2,22 @@
 //!
 //! Requests ignore unknown fields (OSB 2.14: vendor extensions must be ignored; the
 //! ElasTest platform also sends extra ones). Responses leave out what is unset.
+//!
+//! Every id a request or query carries is a bounded type ([`crate::domain::bounded`]),
+//! parsed as the request is read: a value over its limit or with a control character
+//! is a 400 naming the field, and nothing past here holds an unbounded id. Responses
+//! keep `String`s: they are built from stored records, which may predate the bounds.
 
+mod catalog;
 mod events;
 mod inventory;
 mod liveness;
 mod pools;
 
+pub use catalog::{
+    MAX_DASHBOARD_CLIENT_BYTES, MAX_METADATA_BYTES, MaintenanceInfoRequest, ManifestRegistration, PlanRegistration,
+    ServiceRegistration,
+};
 pub use events::{EventPage, EventQuery, Gap};
 pub use inventory::{InstanceResources, InventoryPage, InventoryQuery};
 pub use liveness::{LivenessReport, LivenessView, MAX_NOTE_CHARS, MAX_TTL_SECONDS, ReportView};
@@ -18,6 +28,7 @@ use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::domain::binding::{BindingMetadata, Credentials};
+use crate::domain::bounded::{BindingId, Cursor, Name, OpaqueId, OperationId, PlanId, ServiceId};
 use crate::domain::catalog::{MaintenanceInfo, Service};
 use crate::domain::instance::InstanceMetadata;
 use crate::domain::liveness::LivenessStatus;
@@ -38,17 +49,13 @@ pub struct Empty {}
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ProvisionRequest {
     /// The offering to provision.
-    #[schema(min_length = 1)]
-    pub service_id: String,
+    pub service_id: ServiceId,
     /// The plan to provision.
-    #[schema(min_length = 1)]
-    pub plan_id: String,
+    pub plan_id: PlanId,
     /// Deprecated in favour of `context`, but required by every OSB version.
-    #[schema(min_length = 1)]
-    pub organization_guid: String,
+    pub organization_guid: OpaqueId,
     /// Deprecated in favour of `context`, but required by every OSB version.
-    #[schema(min_length = 1)]
-    pub space_guid: String,
+    pub space_guid: OpaqueId,
     /// Platform-specific context.
     #[serde(
         default,
@@ -71,7 +78,7 @@ pub struct ProvisionRequest {
         skip_serializing_if = "Option::is_none",
         deserialize_with = "crate::domain::strict::optional_object"
     )]
-    pub maintenance_info: Option<MaintenanceInfo>,
+    pub maintenance_info: Option<MaintenanceInfoRequest>,
 }
 
 /// Answer to provision: 201, 200 or 202.
@@ -92,12 +99,10 @@ pub struct ProvisionResponse {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct UpdateRequest {
     /// The instance's offering.
-    #[schema(min_length = 1)]
-    pub service_id: String,
+    pub service_id: ServiceId,
     /// The new plan; absent means the plan stays.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(min_length = 1)]
-    pub plan_id: Option<String>,
+    pub plan_id: Option<PlanId>,
     /// New parameters; absent means they stay.
     #[serde(
         default,
@@ -128,7 +133,7 @@ pub struct UpdateRequest {
         skip_serializing_if = "Option::is_none",
         deserialize_with = "crate::domain::strict::optional_object"
     )]
-    pub maintenance_info: Option<MaintenanceInfo>,
+    pub maintenance_info: Option<MaintenanceInfoRequest>,
 }
 
 /// Answer to update: 200 or 202.
@@ -199,14 +204,12 @@ pub struct LastOperationResponse {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct BindRequest {
     /// The instance's offering.
-    #[schema(min_length = 1)]
-    pub service_id: String,
+    pub service_id: ServiceId,
     /// The instance's plan.
-    #[schema(min_length = 1)]
-    pub plan_id: String,
+    pub plan_id: PlanId,
     /// Deprecated: the application to bind.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub app_guid: Option<String>,
+    pub app_guid: Option<OpaqueId>,
     /// What to bind (`app_guid`, `route`).
     #[serde(
         default,
@@ -233,7 +236,7 @@ pub struct BindRequest {
     pub parameters: Option<Value>,
     /// OSB 2.17: the binding this one rotates (plan must be `binding_rotatable`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub predecessor_binding_id: Option<String>,
+    pub predecessor_binding_id: Option<BindingId>,
 }
 
 /// A binding: the answer to bind (201/200; 202 carries only `operation`) and to fetch.
@@ -291,12 +294,12 @@ impl AsyncQuery {
 pub struct DeleteQuery {
     /// Required: the offering.
     #[serde(default)]
-    #[param(required = true, min_length = 1)]
-    pub service_id: Option<String>,
+    #[param(required = true, value_type = ServiceId)]
+    pub service_id: Option<ServiceId>,
     /// Required: the plan.
     #[serde(default)]
-    #[param(required = true, min_length = 1)]
-    pub plan_id: Option<String>,
+    #[param(required = true, value_type = PlanId)]
+    pub plan_id: Option<PlanId>,
     /// The platform can poll `last_operation` (OSB spelling).
     #[serde(default)]
     pub accepts_incomplete: Option<bool>,
@@ -318,13 +321,13 @@ impl DeleteQuery {
 pub struct LastOperationQuery {
     /// Hint: the offering.
     #[serde(default)]
-    pub service_id: Option<String>,
+    pub service_id: Option<ServiceId>,
     /// Hint: the plan.
     #[serde(default)]
-    pub plan_id: Option<String>,
+    pub plan_id: Option<PlanId>,
     /// The `operation` value of the 202 being polled.
     #[serde(default)]
-    pub operation: Option<String>,
+    pub operation: Option<OperationId>,
 }
 
 /// `?service_id=&plan_id=` hints on the fetch endpoints (OSB 2.16).
@@ -333,10 +336,10 @@ pub struct LastOperationQuery {
 pub struct FetchQuery {
     /// Hint: the offering.
     #[serde(default)]
-    pub service_id: Option<String>,
+    pub service_id: Option<ServiceId>,
     /// Hint: the plan.
     #[serde(default)]
-    pub plan_id: Option<String>,
+    pub plan_id: Option<PlanId>,
 }
 
 /// ElasTest: an instance with its live deployment details.
@@ -364,11 +367,11 @@ pub struct InstanceListQuery {
     /// Without `limit` and `after` the listing is the original's plain array.
     pub limit: Option<usize>,
     /// The `next` of the previous page.
-    pub after: Option<String>,
+    pub after: Option<Cursor>,
     /// Only instances of this offering.
-    pub service_id: Option<String>,
+    pub service_id: Option<ServiceId>,
     /// Only instances on this plan.
-    pub plan_id: Option<String>,
+    pub plan_id: Option<PlanId>,
     /// Only instances whose last operation is in this state (`in progress`,
     /// `succeeded`, `failed`).
     #[param(value_type = Option<String>)]
@@ -377,7 +380,7 @@ pub struct InstanceListQuery {
     #[param(value_type = Option<String>)]
     pub liveness: Option<LivenessStatus>,
     /// Only instances deployed by this backend (`dummy`, `docker-compose`, `docker-swarm`, `kubernetes`).
-    pub backend: Option<String>,
+    pub backend: Option<Name>,
 }
 
 /// A page of the instance listing.

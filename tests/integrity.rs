@@ -55,7 +55,11 @@ fn provision_request(service_id: &str, plan_id: &str) -> ProvisionRequest {
 }
 
 fn delete_query(service_id: &str, plan_id: &str) -> DeleteQuery {
-    DeleteQuery { service_id: Some(service_id.into()), plan_id: Some(plan_id.into()), ..Default::default() }
+    DeleteQuery {
+        service_id: Some(service_id.parse().expect("a service id")),
+        plan_id: Some(plan_id.parse().expect("a plan id")),
+        ..Default::default()
+    }
 }
 
 /// A service `s{n}` with plans `p{n}` and `q{n}`, each with a manifest `m{n}` / `n{n}`.

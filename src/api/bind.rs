@@ -7,14 +7,15 @@ use axum::response::Response;
 use super::extract::{OsbJson, OsbPath, OsbQuery};
 use super::version::{ApiVersion, Field};
 use super::{AppState, reply};
+use crate::domain::bounded::{BindingId, InstanceId};
 use crate::error::{ErrorBody, OsbResult};
 use crate::wire::{AsyncQuery, BindRequest, BindingResponse};
 
 /// Bind: create credentials for an instance. A 202 never carries credentials.
 #[utoipa::path(put, path = "/v2/service_instances/{instance_id}/service_bindings/{binding_id}", tag = "bindings",
     params(
-        ("instance_id" = String, Path, description = "Instance id"),
-        ("binding_id" = String, Path, description = "Binding id chosen by the platform"),
+        ("instance_id" = InstanceId, Path, description = "Instance id"),
+        ("binding_id" = BindingId, Path, description = "Binding id chosen by the platform"),
         AsyncQuery),
     request_body = BindRequest,
     responses(
@@ -34,7 +35,7 @@ use crate::wire::{AsyncQuery, BindRequest, BindingResponse};
 pub async fn bind(
     State(state): State<AppState>,
     version: ApiVersion,
-    OsbPath((instance_id, binding_id)): OsbPath<(String, String)>,
+    OsbPath((instance_id, binding_id)): OsbPath<(InstanceId, BindingId)>,
     OsbQuery(query): OsbQuery<AsyncQuery>,
     OsbJson(body): OsbJson<BindRequest>,
 ) -> OsbResult<Response> {

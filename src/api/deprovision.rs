@@ -7,12 +7,13 @@ use axum::response::Response;
 use super::extract::{OsbPath, OsbQuery};
 use super::version::{ApiVersion, ForVersion};
 use super::{AppState, reply};
+use crate::domain::bounded::InstanceId;
 use crate::error::{ErrorBody, OsbResult};
 use crate::wire::{DeleteQuery, Empty, OperationResponse};
 
 /// Deprovision a service instance (and retire its bindings).
 #[utoipa::path(delete, path = "/v2/service_instances/{instance_id}", tag = "instances",
-    params(("instance_id" = String, Path, description = "Instance id"), DeleteQuery),
+    params(("instance_id" = InstanceId, Path, description = "Instance id"), DeleteQuery),
     responses(
         (status = 200, description = "Deprovisioned", body = OperationResponse),
         (status = 202, description = "Deprovisioning asynchronously; poll last_operation", body = OperationResponse),
@@ -27,7 +28,7 @@ use crate::wire::{DeleteQuery, Empty, OperationResponse};
 pub async fn deprovision(
     State(state): State<AppState>,
     version: ApiVersion,
-    OsbPath(instance_id): OsbPath<String>,
+    OsbPath(instance_id): OsbPath<InstanceId>,
     OsbQuery(query): OsbQuery<DeleteQuery>,
 ) -> OsbResult<Response> {
     let answer = state.broker.deprovision(&instance_id, &query).await.map_err(|e| e.for_version(version))?;

@@ -13,10 +13,12 @@ use super::AppState;
 use super::extract::{OsbJson, OsbPath, OsbQuery};
 use super::listing::{self, Paging};
 use crate::broker::{InstanceFilter, Registered};
-use crate::domain::catalog::Service;
+use crate::domain::bounded::{InstanceId, ManifestId, ServiceId};
 use crate::domain::manifest::Manifest;
 use crate::error::{ErrorBody, OsbError, OsbResult};
-use crate::wire::{Empty, EtInstance, EtInstanceListing, EtInstancePage, InstanceListQuery};
+use crate::wire::{
+    Empty, EtInstance, EtInstanceListing, EtInstancePage, InstanceListQuery, ManifestRegistration, ServiceRegistration,
+};
 
 fn registered(outcome: Registered) -> Response {
     let status = match outcome {
@@ -29,27 +31,27 @@ fn registered(outcome: Registered) -> Response {
 
 /// Register a service in the catalog, or replace the one with the same id.
 #[utoipa::path(put, path = "/v2/et/catalog", tag = "elastest",
-    request_body = Service,
+    request_body = ServiceRegistration,
     responses(
         (status = 201, description = "Registered", body = Empty),
         (status = 200, description = "Replaced the service with the same id", body = Empty),
-        (status = 400, description = "Invalid service", body = ErrorBody),
+        (status = 400, description = "Invalid service, a value over its bound, or more plans or tags than allowed", body = ErrorBody),
         (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
-        (status = 409, description = "Name or plan id taken by another service, or a dropped plan still has instances", body = ErrorBody),
+        (status = 409, description = "Name or plan id taken by another service, a dropped plan still has instances, or the catalog is full (ESM_CATALOG_MAX_SERVICES, ESM_CATALOG_MAX_BYTES)", body = ErrorBody),
         (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
         (status = 413, description = "Body over 1 MiB", body = ErrorBody),
         (status = 503, description = "The store is unavailable", body = ErrorBody),
     ))]
 pub async fn register_service(
     State(state): State<AppState>,
-    OsbJson(service): OsbJson<Service>,
+    OsbJson(service): OsbJson<ServiceRegistration>,
 ) -> OsbResult<Response> {
-    Ok(registered(state.broker.register_service(service).await?))
+    Ok(registered(state.broker.register_service(service.into()).await?))
 }
 
 /// Remove a service (and its manifests); refused while it has instances.
 #[utoipa::path(delete, path = "/v2/et/catalog/{service_id}", tag = "elastest",
-    params(("service_id" = String, Path, description = "Service id")),
+    params(("service_id" = ServiceId, Path, description = "Service id")),
     responses(
         (status = 200, description = "Removed", body = Empty),
         (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
@@ -60,7 +62,7 @@ pub async fn register_service(
     ))]
 pub async fn delete_service(
     State(state): State<AppState>,
-    OsbPath(service_id): OsbPath<String>,
+    OsbPath(service_id): OsbPath<ServiceId>,
 ) -> OsbResult<Json<Empty>> {
     state.broker.delete_service(&service_id).await?;
     Ok(Json(Empty {}))
@@ -72,8 +74,8 @@ pub async fn delete_service(
 pub struct ServiceIdQuery {
     /// The service to remove.
     #[serde(default)]
-    #[param(required = true, min_length = 1)]
-    pub service_id: Option<String>,
+    #[param(required = true, value_type = ServiceId)]
+    pub service_id: Option<ServiceId>,
 }
 
 /// Remove a service, the original ESM's way (`?service_id=`).
@@ -92,40 +94,38 @@ pub async fn delete_service_by_query(
     State(state): State<AppState>,
     OsbQuery(query): OsbQuery<ServiceIdQuery>,
 ) -> OsbResult<Json<Empty>> {
-    let service_id = query
-        .service_id
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| OsbError::BadRequest("query parameter service_id is required".into()))?;
+    let service_id =
+        query.service_id.ok_or_else(|| OsbError::BadRequest("query parameter service_id is required".into()))?;
     state.broker.delete_service(&service_id).await?;
     Ok(Json(Empty {}))
 }
 
 /// Register a manifest for a plan. The path id wins over the body's `id`.
 #[utoipa::path(put, path = "/v2/et/manifest/{manifest_id}", tag = "elastest",
-    params(("manifest_id" = String, Path, description = "Manifest id")),
-    request_body = Manifest,
+    params(("manifest_id" = ManifestId, Path, description = "Manifest id")),
+    request_body = ManifestRegistration,
     responses(
         (status = 201, description = "Registered", body = Empty),
         (status = 200, description = "Already registered identically", body = Empty),
-        (status = 400, description = "Unknown service, plan or manifest_type, or an invalid manifest", body = ErrorBody),
+        (status = 400, description = "Unknown service, plan or manifest_type, an invalid manifest, or a value over its bound", body = ErrorBody),
         (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
-        (status = 409, description = "The id exists with other content, or the plan has another manifest", body = ErrorBody),
+        (status = 409, description = "The id exists with other content, the plan has another manifest, or the catalog is full (ESM_CATALOG_MAX_MANIFESTS, ESM_CATALOG_MAX_BYTES)", body = ErrorBody),
         (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
         (status = 413, description = "Body over 1 MiB", body = ErrorBody),
         (status = 503, description = "The store is unavailable", body = ErrorBody),
     ))]
 pub async fn register_manifest(
     State(state): State<AppState>,
-    OsbPath(manifest_id): OsbPath<String>,
-    OsbJson(manifest): OsbJson<Manifest>,
+    OsbPath(manifest_id): OsbPath<ManifestId>,
+    OsbJson(manifest): OsbJson<ManifestRegistration>,
 ) -> OsbResult<Response> {
-    Ok(registered(state.broker.register_manifest(&manifest_id, manifest).await?))
+    Ok(registered(state.broker.register_manifest(&manifest_id, manifest.into_manifest(manifest_id.clone())).await?))
 }
 
 /// A manifest, as a one-element array: the ElasTest platform reads `body[0]`. Needs no
 /// version header (the platform sends none here).
 #[utoipa::path(get, path = "/v2/et/manifest/{manifest_id}", tag = "elastest",
-    params(("manifest_id" = String, Path, description = "Manifest id")),
+    params(("manifest_id" = ManifestId, Path, description = "Manifest id")),
     responses(
         (status = 200, description = "The manifest, in a one-element array", body = Vec<Manifest>),
         (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
@@ -134,7 +134,7 @@ pub async fn register_manifest(
     ))]
 pub async fn get_manifest(
     State(state): State<AppState>,
-    OsbPath(manifest_id): OsbPath<String>,
+    OsbPath(manifest_id): OsbPath<ManifestId>,
 ) -> OsbResult<Json<Vec<Manifest>>> {
     Ok(Json(vec![state.broker.manifest_by_id(&manifest_id).await?]))
 }
@@ -152,7 +152,7 @@ pub async fn list_manifests(State(state): State<AppState>) -> OsbResult<Json<Vec
 
 /// Remove a manifest; refused while instances use it.
 #[utoipa::path(delete, path = "/v2/et/manifest/{manifest_id}", tag = "elastest",
-    params(("manifest_id" = String, Path, description = "Manifest id")),
+    params(("manifest_id" = ManifestId, Path, description = "Manifest id")),
     responses(
         (status = 200, description = "Removed", body = Empty),
         (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
@@ -163,7 +163,7 @@ pub async fn list_manifests(State(state): State<AppState>) -> OsbResult<Json<Vec
     ))]
 pub async fn delete_manifest(
     State(state): State<AppState>,
-    OsbPath(manifest_id): OsbPath<String>,
+    OsbPath(manifest_id): OsbPath<ManifestId>,
 ) -> OsbResult<Json<Empty>> {
     state.broker.delete_manifest(&manifest_id).await?;
     Ok(Json(Empty {}))
@@ -185,11 +185,11 @@ pub async fn list_instances(
     OsbQuery(query): OsbQuery<InstanceListQuery>,
 ) -> OsbResult<Response> {
     let filter = InstanceFilter {
-        service_id: query.service_id,
-        plan_id: query.plan_id,
+        service_id: query.service_id.map(Into::into),
+        plan_id: query.plan_id.map(Into::into),
         state: query.state,
         liveness: query.liveness,
-        backend: query.backend,
+        backend: query.backend.map(Into::into),
     };
     let Some(paging) = Paging::of(query.limit, query.after.as_deref())? else {
         return Ok(listing::json_array(state.broker.et_instances(&filter).await?));
@@ -201,7 +201,7 @@ pub async fn list_instances(
 
 /// One instance, with live deployment details (`context.<container>_Ip`, ...).
 #[utoipa::path(get, path = "/v2/et/service_instances/{instance_id}", tag = "elastest",
-    params(("instance_id" = String, Path, description = "Instance id")),
+    params(("instance_id" = InstanceId, Path, description = "Instance id")),
     responses(
         (status = 200, description = "The instance", body = EtInstance),
         (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
@@ -211,7 +211,7 @@ pub async fn list_instances(
     ))]
 pub async fn get_instance(
     State(state): State<AppState>,
-    OsbPath(instance_id): OsbPath<String>,
+    OsbPath(instance_id): OsbPath<InstanceId>,
 ) -> OsbResult<Json<EtInstance>> {
     Ok(Json(state.broker.et_instance(&instance_id).await?))
 }

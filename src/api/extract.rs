@@ -1,5 +1,12 @@
 //! Extractors whose rejections are OSB errors, so a malformed request never gets
 //! axum's plain-text answer.
+//!
+//! The wire shapes hold bounded types (`crate::domain::bounded`), so a value over its
+//! limit or with a forbidden character fails right here, and the 400 names the field
+//! (the path into the body or the query parameter) and the limit. What the message
+//! quotes back of the request is escaped and cut short ([`client_text`]): a refused
+//! value never reaches a log line, a header or the platform's terminal raw, and a
+//! 900 KB value is not echoed back whole.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
@@ -48,9 +55,7 @@ where
             Some(b'{') => {}
             Some(_) => return Err(OsbError::BadRequest("the request body must be a JSON object".into())),
         }
-        serde_json::from_slice(&bytes)
-            .map(OsbJson)
-            .map_err(|e| OsbError::BadRequest(format!("invalid request body: {e}")))
+        parse_json(&bytes).map(OsbJson)
     }
 }
 
@@ -69,7 +74,8 @@ where
         Query::<T>::from_request_parts(parts, state)
             .await
             .map(|Query(q)| OsbQuery(q))
-            .map_err(|e| OsbError::BadRequest(format!("invalid query string: {}", e.body_text())))
+            // axum names the parameter (`service_id: a service id must be at most ...`).
+            .map_err(|e| bad_request("invalid query string", &e.body_text()))
     }
 }
 
@@ -88,6 +94,85 @@ where
         Path::<T>::from_request_parts(parts, state)
             .await
             .map(|Path(p)| OsbPath(p))
-            .map_err(|e| OsbError::BadRequest(format!("invalid path: {}", e.body_text())))
+            // The bounded id types name themselves (`an instance id must be at most ...`).
+            .map_err(|e| bad_request("invalid path", &e.body_text()))
+    }
+}
+
+/// Deserializes a JSON body; a failure names the path of the field that failed
+/// (`plans[0].id: a plan id must be at most 255 bytes (got 900000)`).
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, OsbError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let detail = if path == "." { e.inner().to_string() } else { format!("{path}: {}", e.inner()) };
+        bad_request("invalid request body", &detail)
+    })?;
+    deserializer.end().map_err(|e| bad_request("invalid request body", &e.to_string()))?;
+    Ok(value)
+}
+
+fn bad_request(context: &str, detail: &str) -> OsbError {
+    OsbError::BadRequest(format!("{context}: {}", client_text(detail)))
+}
+
+/// The longest error detail quoted back to a client, in bytes.
+const MAX_DETAIL_BYTES: usize = 512;
+
+/// `detail` as it may be shown to a client: control and invisible formatting
+/// characters escaped (serde's messages quote what was sent, some of it raw), and cut
+/// at `MAX_DETAIL_BYTES`.
+pub fn client_text(detail: &str) -> String {
+    let mut out = String::with_capacity(detail.len().min(MAX_DETAIL_BYTES + 8));
+    for c in detail.chars() {
+        let shown = if c == ' ' || crate::domain::bounded::Charset::Id.allows(c) {
+            c.to_string()
+        } else {
+            c.escape_default().to_string()
+        };
+        if out.len() + shown.len() > MAX_DETAIL_BYTES {
+            out.push_str("...");
+            break;
+        }
+        out.push_str(&shown);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::bounded::ServiceId;
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Body {
+        #[allow(dead_code)]
+        items: Vec<Item>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Item {
+        #[allow(dead_code)]
+        id: ServiceId,
+    }
+
+    #[test]
+    fn a_refused_field_is_named_with_its_limit() {
+        let body = format!(r#"{{"items": [{{"id": "ok"}}, {{"id": "{}"}}]}}"#, "x".repeat(300));
+        let err = parse_json::<Body>(body.as_bytes()).unwrap_err().to_string();
+        assert!(err.starts_with("invalid request body: items[1].id: a service id must be at most 255 bytes"), "{err}");
+    }
+
+    #[test]
+    fn what_a_message_quotes_is_escaped_and_cut_short() {
+        let text = client_text(&format!("unknown variant `\u{1b}]0;x\u{7}{}`", "y".repeat(2000)));
+        assert!(!text.chars().any(|c| c.is_control()), "{text:?}");
+        assert!(text.len() <= MAX_DETAIL_BYTES + 3, "{}", text.len());
+        assert_eq!(client_text("a\u{1b}[2J\nb"), "a\\u{1b}[2J\\nb");
+    }
+
+    #[test]
+    fn trailing_bytes_after_the_object_are_refused() {
+        assert!(parse_json::<serde_json::Value>(b"{} x").is_err());
     }
 }

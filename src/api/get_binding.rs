@@ -6,14 +6,15 @@ use axum::extract::State;
 use super::AppState;
 use super::extract::{OsbPath, OsbQuery};
 use super::version::{ApiVersion, ForVersion};
+use crate::domain::bounded::{BindingId, InstanceId};
 use crate::error::{ErrorBody, OsbResult};
 use crate::wire::{BindingResponse, FetchQuery};
 
 /// Fetch a binding, with its credentials.
 #[utoipa::path(get, path = "/v2/service_instances/{instance_id}/service_bindings/{binding_id}", tag = "bindings",
     params(
-        ("instance_id" = String, Path, description = "Instance id"),
-        ("binding_id" = String, Path, description = "Binding id"),
+        ("instance_id" = InstanceId, Path, description = "Instance id"),
+        ("binding_id" = BindingId, Path, description = "Binding id"),
         FetchQuery),
     responses(
         (status = 200, description = "The binding", body = BindingResponse),
@@ -25,7 +26,7 @@ use crate::wire::{BindingResponse, FetchQuery};
 pub async fn get_binding(
     State(state): State<AppState>,
     version: ApiVersion,
-    OsbPath((instance_id, binding_id)): OsbPath<(String, String)>,
+    OsbPath((instance_id, binding_id)): OsbPath<(InstanceId, BindingId)>,
     OsbQuery(_hints): OsbQuery<FetchQuery>,
 ) -> OsbResult<Json<BindingResponse>> {
     Ok(Json(state.broker.fetch_binding(&instance_id, &binding_id).await?.for_version(version)))

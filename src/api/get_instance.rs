@@ -6,12 +6,13 @@ use axum::extract::State;
 use super::AppState;
 use super::extract::{OsbPath, OsbQuery};
 use super::version::{ApiVersion, ForVersion};
+use crate::domain::bounded::InstanceId;
 use crate::error::{ErrorBody, OsbResult};
 use crate::wire::{FetchInstanceResponse, FetchQuery};
 
 /// Fetch a provisioned service instance.
 #[utoipa::path(get, path = "/v2/service_instances/{instance_id}", tag = "instances",
-    params(("instance_id" = String, Path, description = "Instance id"), FetchQuery),
+    params(("instance_id" = InstanceId, Path, description = "Instance id"), FetchQuery),
     responses(
         (status = 200, description = "The instance", body = FetchInstanceResponse),
         (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
@@ -23,7 +24,7 @@ use crate::wire::{FetchInstanceResponse, FetchQuery};
 pub async fn get_instance(
     State(state): State<AppState>,
     version: ApiVersion,
-    OsbPath(instance_id): OsbPath<String>,
+    OsbPath(instance_id): OsbPath<InstanceId>,
     OsbQuery(_hints): OsbQuery<FetchQuery>,
 ) -> OsbResult<Json<FetchInstanceResponse>> {
     Ok(Json(state.broker.fetch_instance(&instance_id).await?.for_version(version)))

@@ -7,6 +7,7 @@ use axum::extract::State;
 use super::AppState;
 use super::extract::{OsbPath, OsbQuery};
 use super::listing::{self, DEFAULT_LIMIT, Paging};
+use crate::domain::bounded::InstanceId;
 use crate::domain::resource::ResourceState;
 use crate::error::{ErrorBody, OsbError, OsbResult};
 use crate::store::index;
@@ -38,11 +39,11 @@ pub async fn inventory(
     };
     // The most selective first: the store serves it from its index.
     let filters: Vec<(String, String)> = [
-        (index::OWNER, query.owner),
-        (index::NAME, query.name),
+        (index::OWNER, query.owner.map(Into::into)),
+        (index::NAME, query.name.map(Into::into)),
         (index::STATE, resource_state.map(|s| s.as_str().to_owned())),
-        (index::TYPE, query.kind),
-        (index::BACKEND, query.backend),
+        (index::TYPE, query.kind.map(Into::into)),
+        (index::BACKEND, query.backend.map(Into::into)),
     ]
     .into_iter()
     .filter_map(|(field, value)| Some((field.to_owned(), value.filter(|v| !v.is_empty())?)))
@@ -54,7 +55,7 @@ pub async fn inventory(
 
 /// What one instance holds: those of the warm pool member it was handed, if it was.
 #[utoipa::path(get, path = "/v2/et/service_instances/{instance_id}/resources", tag = "elastest",
-    params(("instance_id" = String, Path, description = "Instance id")),
+    params(("instance_id" = InstanceId, Path, description = "Instance id")),
     responses(
         (status = 200, description = "The instance's resources", body = InstanceResources),
         (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
@@ -64,8 +65,8 @@ pub async fn inventory(
     ))]
 pub async fn instance_resources(
     State(state): State<AppState>,
-    OsbPath(instance_id): OsbPath<String>,
+    OsbPath(instance_id): OsbPath<InstanceId>,
 ) -> OsbResult<Json<InstanceResources>> {
     let resources = state.broker.instance_resources(&instance_id).await?;
-    Ok(Json(InstanceResources { instance_id, resources }))
+    Ok(Json(InstanceResources { instance_id: instance_id.into(), resources }))
 }

@@ -7,14 +7,15 @@ use super::AppState;
 use super::extract::{OsbPath, OsbQuery};
 use super::last_operation::with_retry_after;
 use super::version::{ApiVersion, ForVersion};
+use crate::domain::bounded::{BindingId, InstanceId};
 use crate::error::{ErrorBody, OsbResult};
 use crate::wire::{Empty, LastOperationQuery, LastOperationResponse};
 
 /// The state of a binding's operation. 410 once an asynchronous unbind is done.
 #[utoipa::path(get, path = "/v2/service_instances/{instance_id}/service_bindings/{binding_id}/last_operation", tag = "bindings",
     params(
-        ("instance_id" = String, Path, description = "Instance id"),
-        ("binding_id" = String, Path, description = "Binding id"),
+        ("instance_id" = InstanceId, Path, description = "Instance id"),
+        ("binding_id" = BindingId, Path, description = "Binding id"),
         LastOperationQuery),
     responses(
         (status = 200, description = "The operation's state", body = LastOperationResponse,
@@ -29,7 +30,7 @@ use crate::wire::{Empty, LastOperationQuery, LastOperationResponse};
 pub async fn last_binding_operation(
     State(state): State<AppState>,
     version: ApiVersion,
-    OsbPath((instance_id, binding_id)): OsbPath<(String, String)>,
+    OsbPath((instance_id, binding_id)): OsbPath<(InstanceId, BindingId)>,
     OsbQuery(query): OsbQuery<LastOperationQuery>,
 ) -> OsbResult<Response> {
     let op = state.broker.binding_last_operation(&instance_id, &binding_id, query.operation.as_deref()).await?;

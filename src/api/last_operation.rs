@@ -8,13 +8,14 @@ use super::AppState;
 use super::extract::{OsbPath, OsbQuery};
 use super::middleware::retry_after;
 use super::version::{ApiVersion, ForVersion};
+use crate::domain::bounded::InstanceId;
 use crate::domain::operation::OperationState;
 use crate::error::{ErrorBody, OsbResult};
 use crate::wire::{Empty, LastOperationQuery, LastOperationResponse};
 
 /// The state of an instance's operation. 410 once an asynchronous deprovision is done.
 #[utoipa::path(get, path = "/v2/service_instances/{instance_id}/last_operation", tag = "instances",
-    params(("instance_id" = String, Path, description = "Instance id"), LastOperationQuery),
+    params(("instance_id" = InstanceId, Path, description = "Instance id"), LastOperationQuery),
     responses(
         (status = 200, description = "The operation's state", body = LastOperationResponse,
             headers(("Retry-After" = u64, description = "Seconds to wait before polling again, while in progress"))),
@@ -28,7 +29,7 @@ use crate::wire::{Empty, LastOperationQuery, LastOperationResponse};
 pub async fn last_operation(
     State(state): State<AppState>,
     version: ApiVersion,
-    OsbPath(instance_id): OsbPath<String>,
+    OsbPath(instance_id): OsbPath<InstanceId>,
     OsbQuery(query): OsbQuery<LastOperationQuery>,
 ) -> OsbResult<Response> {
     let op = state.broker.instance_last_operation(&instance_id, query.operation.as_deref()).await?;

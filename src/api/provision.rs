@@ -7,12 +7,13 @@ use axum::response::Response;
 use super::extract::{OsbJson, OsbPath, OsbQuery};
 use super::version::ApiVersion;
 use super::{AppState, reply};
+use crate::domain::bounded::InstanceId;
 use crate::error::{ErrorBody, OsbResult};
 use crate::wire::{AsyncQuery, ProvisionRequest, ProvisionResponse};
 
 /// Provision a service instance.
 #[utoipa::path(put, path = "/v2/service_instances/{instance_id}", tag = "instances",
-    params(("instance_id" = String, Path, description = "Instance id chosen by the platform"), AsyncQuery),
+    params(("instance_id" = InstanceId, Path, description = "Instance id chosen by the platform"), AsyncQuery),
     request_body = ProvisionRequest,
     responses(
         (status = 201, description = "Provisioned", body = ProvisionResponse),
@@ -30,7 +31,7 @@ use crate::wire::{AsyncQuery, ProvisionRequest, ProvisionResponse};
 pub async fn provision(
     State(state): State<AppState>,
     version: ApiVersion,
-    OsbPath(instance_id): OsbPath<String>,
+    OsbPath(instance_id): OsbPath<InstanceId>,
     OsbQuery(query): OsbQuery<AsyncQuery>,
     OsbJson(body): OsbJson<ProvisionRequest>,
 ) -> OsbResult<Response> {

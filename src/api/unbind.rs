@@ -7,14 +7,15 @@ use axum::response::Response;
 use super::extract::{OsbPath, OsbQuery};
 use super::version::{ApiVersion, Field};
 use super::{AppState, reply};
+use crate::domain::bounded::{BindingId, InstanceId};
 use crate::error::{ErrorBody, OsbResult};
 use crate::wire::{DeleteQuery, Empty, OperationResponse};
 
 /// Unbind: revoke a binding's credentials.
 #[utoipa::path(delete, path = "/v2/service_instances/{instance_id}/service_bindings/{binding_id}", tag = "bindings",
     params(
-        ("instance_id" = String, Path, description = "Instance id"),
-        ("binding_id" = String, Path, description = "Binding id"),
+        ("instance_id" = InstanceId, Path, description = "Instance id"),
+        ("binding_id" = BindingId, Path, description = "Binding id"),
         DeleteQuery),
     responses(
         (status = 200, description = "Unbound", body = OperationResponse),
@@ -30,7 +31,7 @@ use crate::wire::{DeleteQuery, Empty, OperationResponse};
 pub async fn unbind(
     State(state): State<AppState>,
     version: ApiVersion,
-    OsbPath((instance_id, binding_id)): OsbPath<(String, String)>,
+    OsbPath((instance_id, binding_id)): OsbPath<(InstanceId, BindingId)>,
     OsbQuery(query): OsbQuery<DeleteQuery>,
 ) -> OsbResult<Response> {
     let mut query = query;

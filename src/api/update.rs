@@ -7,13 +7,14 @@ use axum::response::Response;
 use super::extract::{OsbJson, OsbPath, OsbQuery};
 use super::version::{ApiVersion, ForVersion};
 use super::{AppState, reply};
+use crate::domain::bounded::InstanceId;
 use crate::error::{ErrorBody, OsbResult};
 use crate::wire::{AsyncQuery, UpdateRequest, UpdateResponse};
 
 /// Update a service instance: plan, parameters, context or maintenance version.
 /// Absent fields stay as they are; a refused update changes nothing.
 #[utoipa::path(patch, path = "/v2/service_instances/{instance_id}", tag = "instances",
-    params(("instance_id" = String, Path, description = "Instance id"), AsyncQuery),
+    params(("instance_id" = InstanceId, Path, description = "Instance id"), AsyncQuery),
     request_body = UpdateRequest,
     responses(
         (status = 200, description = "Updated (or nothing to change)", body = UpdateResponse),
@@ -30,7 +31,7 @@ use crate::wire::{AsyncQuery, UpdateRequest, UpdateResponse};
 pub async fn update(
     State(state): State<AppState>,
     version: ApiVersion,
-    OsbPath(instance_id): OsbPath<String>,
+    OsbPath(instance_id): OsbPath<InstanceId>,
     OsbQuery(query): OsbQuery<AsyncQuery>,
     OsbJson(body): OsbJson<UpdateRequest>,
 ) -> OsbResult<Response> {

@@ -74,13 +74,13 @@ impl Broker {
         let binding = Binding {
             id: binding_id.to_owned(),
             instance_id: instance_id.to_owned(),
-            service_id: req.service_id.clone(),
-            plan_id: req.plan_id.clone(),
-            app_guid: req.app_guid.clone(),
+            service_id: req.service_id.to_string(),
+            plan_id: req.plan_id.to_string(),
+            app_guid: req.app_guid.clone().map(Into::into),
             bind_resource: req.bind_resource.clone(),
             context: req.context.clone(),
             parameters: req.parameters.clone(),
-            predecessor_binding_id: req.predecessor_binding_id.clone(),
+            predecessor_binding_id: req.predecessor_binding_id.clone().map(Into::into),
             credentials: None,
             endpoints: None,
             metadata: BindingMetadata::default(),
@@ -278,11 +278,11 @@ fn bind_existing(
 ) -> OsbResult<Answer<BindingResponse>> {
     let empty = Value::Object(Map::new());
     let same = binding.instance_id == instance_id
-        && binding.service_id == req.service_id
-        && binding.plan_id == req.plan_id
-        && binding.app_guid == req.app_guid
+        && req.service_id == binding.service_id
+        && req.plan_id == binding.plan_id
+        && binding.app_guid.as_deref() == req.app_guid.as_deref()
         && binding.bind_resource == req.bind_resource
-        && binding.predecessor_binding_id == req.predecessor_binding_id
+        && binding.predecessor_binding_id.as_deref() == req.predecessor_binding_id.as_deref()
         && binding.parameters.as_ref().unwrap_or(&empty) == req.parameters.as_ref().unwrap_or(&empty);
     if !same {
         return Err(OsbError::Conflict(format!("binding {} already exists with different attributes", binding.id)));

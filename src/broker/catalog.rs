@@ -2,13 +2,14 @@
 //! registration and removal. Every change goes through the registry (see
 //! `registry.rs`), so the catalog's rules hold under any concurrency.
 
-use crate::domain::event::Event;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use super::Broker;
 use super::registry::content_key;
 use crate::backend::Backend;
 use crate::domain::catalog::Service;
+use crate::domain::event::Event;
 use crate::domain::manifest::Manifest;
 use crate::domain::registry::{ManifestChange, ManifestEntry, StoredManifest};
 use crate::error::{OsbError, OsbResult};
@@ -35,24 +36,34 @@ impl Broker {
 
     /// `PUT /v2/et/catalog`: registers a service, or replaces the one with the same id.
     /// Names and plan ids stay unique; a replacement may not drop a plan that a live
-    /// instance uses, and the manifests of the plans it drops go with them.
+    /// instance uses, and the manifests of the plans it drops go with them. The catalog
+    /// stays within `ESM_CATALOG_MAX_*`. Registering a service exactly as it is
+    /// registered changes nothing: no write, no event.
     pub async fn register_service(&self, mut service: Service) -> OsbResult<Registered> {
-        service.validate_for_registration().map_err(OsbError::BadRequest)?;
+        let limits = self.settings.catalog;
+        service.validate_for_registration(&limits).map_err(OsbError::BadRequest)?;
         for _ in 0..REPLACE_ATTEMPTS {
             // Most registrations drop no plan and are one compare-and-set.
-            let (existed, dropped) = self
+            let (existed, dropped, changed) = self
                 .change_registry(|registry, now| {
-                    let existed = registry.service(&service.id).is_some();
+                    let current = registry.service(&service.id);
+                    let existed = current.is_some();
+                    if current == Some(&service) {
+                        return Ok((true, BTreeSet::new(), false));
+                    }
                     let dropped = registry.check_service(&service, now)?;
+                    registry.check_service_limits(&service, &limits)?;
                     if dropped.is_empty() {
                         registry.put_service(service.clone());
                     }
-                    Ok((existed, dropped))
+                    Ok((existed, dropped, true))
                 })
                 .await?;
             let registered = if existed { Registered::Existing } else { Registered::Created };
             if dropped.is_empty() {
-                self.announce_service("service.registered", &service.id);
+                if changed {
+                    self.announce_service("service.registered", &service.id);
+                }
                 return Ok(registered);
             }
             let what = format!("service {} cannot drop its plans", service.id);
@@ -62,6 +73,7 @@ impl Broker {
                     if !now_dropped.is_subset(&dropped) {
                         return Ok(None);
                     }
+                    registry.check_service_limits(&service, &limits)?;
                     Ok(Some(registry.put_service(service.clone())))
                 })
                 .await?;
@@ -107,6 +119,7 @@ impl Broker {
     }
 
     /// `PUT /v2/et/manifest/{manifest_id}`.
+    /// Registering a manifest exactly as it is registered changes nothing (no write).
     pub async fn register_manifest(&self, manifest_id: &str, mut manifest: Manifest) -> OsbResult<Registered> {
         // The path names the manifest, whatever the body says (as the original did).
         manifest.id = manifest_id.to_owned();
@@ -122,9 +135,13 @@ impl Broker {
         let key = content_key(&manifest);
         let entry = ManifestEntry::of(&manifest, key.clone());
         let now = self.clock().millis();
-        if self.registry().await?.record.check_manifest(manifest_id, &entry, now)? == ManifestChange::Same {
+        let limits = self.settings.catalog;
+        let registry = self.registry().await?.record;
+        if registry.check_manifest(manifest_id, &entry, now)? == ManifestChange::Same {
             return Ok(Registered::Existing);
         }
+        registry.check_manifest_limits(manifest_id, &entry, &limits)?;
+        drop(registry);
         self.check_manifest(backend.clone(), &manifest)
             .await
             .map_err(|e| OsbError::BadRequest(format!("invalid {} manifest: {e}", manifest.manifest_type)))?;
@@ -135,6 +152,7 @@ impl Broker {
             .change_registry(|registry, now| {
                 let change = registry.check_manifest(manifest_id, &entry, now)?;
                 if change == ManifestChange::New {
+                    registry.check_manifest_limits(manifest_id, &entry, &limits)?;
                     registry.manifests.insert(manifest_id.to_owned(), entry.clone());
                 }
                 Ok(change)

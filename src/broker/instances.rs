@@ -157,7 +157,7 @@ impl Broker {
                 req.service_id, instance.service_id
             )));
         }
-        let target_plan_id = req.plan_id.clone().unwrap_or_else(|| instance.plan_id.clone());
+        let target_plan_id = req.plan_id.clone().map_or_else(|| instance.plan_id.clone(), Into::into);
         let view = self.plan_view(&instance.service_id, &target_plan_id).await?;
         let plan_changes = target_plan_id != instance.plan_id;
         if plan_changes {
@@ -177,10 +177,10 @@ impl Broker {
         }
         let asynchronous = view.asynchronous(OperationKind::Update, accepts_incomplete)?;
         let pending = PendingUpdate {
-            plan_id: req.plan_id.clone(),
+            plan_id: req.plan_id.clone().map(Into::into),
             parameters: req.parameters.clone(),
             context: req.context.clone(),
-            maintenance_info: req.maintenance_info.clone(),
+            maintenance_info: req.maintenance_info.clone().map(Into::into),
         };
         if let Some(running) = instance.operations.running() {
             if running.kind == OperationKind::Update && running.update.as_ref() == Some(&pending) {
@@ -378,10 +378,10 @@ fn provision_existing(
     accepts_incomplete: bool,
 ) -> OsbResult<Answer<ProvisionResponse>> {
     let empty = Value::Object(Map::new());
-    let same = instance.service_id == req.service_id
-        && instance.plan_id == req.plan_id
-        && instance.organization_guid == req.organization_guid
-        && instance.space_guid == req.space_guid
+    let same = req.service_id == instance.service_id
+        && req.plan_id == instance.plan_id
+        && req.organization_guid == instance.organization_guid
+        && req.space_guid == instance.space_guid
         && instance.parameters.as_ref().unwrap_or(&empty) == req.parameters.as_ref().unwrap_or(&empty);
     if !same {
         return Err(OsbError::Conflict(format!("instance {} already exists with different attributes", instance.id)));
@@ -435,13 +435,13 @@ pub(super) fn new_instance(id: &str, req: &ProvisionRequest, view: &PlanView, op
     labels.insert("esm/backend".into(), json!(view.backend.name()));
     let mut instance = ServiceInstance {
         id: id.to_owned(),
-        service_id: req.service_id.clone(),
-        plan_id: req.plan_id.clone(),
-        organization_guid: req.organization_guid.clone(),
-        space_guid: req.space_guid.clone(),
+        service_id: req.service_id.to_string(),
+        plan_id: req.plan_id.to_string(),
+        organization_guid: req.organization_guid.to_string(),
+        space_guid: req.space_guid.to_string(),
         context: req.context.clone(),
         parameters: req.parameters.clone(),
-        maintenance_info: req.maintenance_info.clone().or_else(|| view.plan.maintenance_info.clone()),
+        maintenance_info: req.maintenance_info.clone().map(Into::into).or_else(|| view.plan.maintenance_info.clone()),
         metadata: InstanceMetadata { labels, attributes: Map::new() },
         dashboard_url: None,
         manifest_id: view.manifest.id.clone(),

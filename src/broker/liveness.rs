@@ -15,6 +15,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 
 use super::Broker;
+use crate::domain::bounded::{PlanId, ServiceId};
 use crate::domain::event::Event;
 use crate::domain::instance::{InstanceStatus, ServiceInstance};
 use crate::domain::liveness::{Liveness, LivenessStatus, Observation, Report, Verdict};
@@ -297,8 +298,8 @@ impl Broker {
             .because(liveness.reason.clone());
         self.events.emit(event);
         let query = DeleteQuery {
-            service_id: Some(instance.service_id.clone()),
-            plan_id: Some(instance.plan_id.clone()),
+            service_id: Some(ServiceId::parse(instance.service_id.clone())?),
+            plan_id: Some(PlanId::parse(instance.plan_id.clone())?),
             accepts_incomplete: Some(true),
             accept_incomplete: None,
         };

@@ -54,7 +54,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::backend::{Backend, Backends, Execution};
 use crate::clock::Clock;
-use crate::domain::catalog::{MaintenanceInfo, Plan, Service};
+use crate::domain::catalog::{CatalogLimits, Plan, Service};
 use crate::domain::instance::ServiceInstance;
 use crate::domain::liveness::Thresholds;
 use crate::domain::manifest::Manifest;
@@ -64,6 +64,7 @@ use crate::error::{OsbError, OsbResult};
 use crate::events::{EventLog, Webhook};
 use crate::metrics::Metrics;
 use crate::store::{Records, Store};
+use crate::wire::MaintenanceInfoRequest;
 
 /// How a request was answered, before it becomes a status code.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,6 +91,8 @@ pub struct BrokerSettings {
     pub clock: Clock,
     /// How many of the latest change events are kept.
     pub event_retention: usize,
+    /// How much the catalog may hold (`ESM_CATALOG_MAX_*`).
+    pub catalog: CatalogLimits,
     /// How instances' liveness is watched.
     pub liveness: LivenessSettings,
     /// Where every change event is POSTed, if anywhere.
@@ -129,6 +132,7 @@ impl Default for BrokerSettings {
             manifest_check_timeout: Duration::from_secs(2),
             clock: Clock::system(),
             event_retention: 10_000,
+            catalog: CatalogLimits::default(),
             liveness: LivenessSettings::default(),
             event_webhook: None,
             pool_deploys: 4,
@@ -392,12 +396,12 @@ fn require_object(field: &str, value: Option<&serde_json::Value>) -> OsbResult<(
 }
 
 /// 422 `MaintenanceInfoConflict` when the platform expects another version than the plan's.
-fn check_maintenance(plan: &Plan, requested: Option<&MaintenanceInfo>) -> OsbResult<()> {
+fn check_maintenance(plan: &Plan, requested: Option<&MaintenanceInfoRequest>) -> OsbResult<()> {
     let Some(requested) = requested else {
         return Ok(());
     };
     match &plan.maintenance_info {
-        Some(current) if current.version == requested.version => Ok(()),
+        Some(current) if requested.version == current.version => Ok(()),
         Some(current) => Err(OsbError::MaintenanceInfoConflict(format!(
             "maintenance_info.version {} does not match the catalog's {} for plan {}",
             requested.version, current.version, plan.id

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use super::runner::Start;
 use super::{Broker, PlanView, work};
+use crate::domain::bounded::{OpaqueId, PlanId, ServiceId};
 use crate::domain::event::Event;
 use crate::domain::instance::ServiceInstance;
 use crate::domain::operation::OperationKind;
@@ -280,10 +281,10 @@ impl Broker {
     async fn deploy_member(self: &Arc<Self>, pool: &Pool, view: &PlanView) -> OsbResult<()> {
         let id = format!("{MEMBER_PREFIX}{}", uuid::Uuid::new_v4().simple());
         let request = ProvisionRequest {
-            service_id: pool.service_id.clone(),
-            plan_id: pool.plan_id.clone(),
-            organization_guid: MEMBER_ORG.into(),
-            space_guid: MEMBER_ORG.into(),
+            service_id: ServiceId::parse(pool.service_id.clone())?,
+            plan_id: PlanId::parse(pool.plan_id.clone())?,
+            organization_guid: OpaqueId::parse(MEMBER_ORG)?,
+            space_guid: OpaqueId::parse(MEMBER_ORG)?,
             context: None,
             parameters: pool.member_parameters(),
             maintenance_info: None,

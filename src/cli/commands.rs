@@ -9,6 +9,7 @@ use super::output::{self, Table};
 use super::wait::{Operation, until_done};
 use super::{Exit, Failure};
 use crate::client::{Client, Reply};
+use crate::domain::bounded::{Cursor, Name, OpaqueId, PlanId, ServiceId, TextError};
 use crate::wire::{BindRequest, InventoryQuery, PoolRequest, ProvisionRequest, UpdateRequest};
 
 /// Where the client sends requests and how it answers: flags every command takes.
@@ -157,19 +158,19 @@ pub enum InstancesCommand {
         id: String,
         /// The service.
         #[arg(long)]
-        service: String,
+        service: ServiceId,
         /// The plan.
         #[arg(long)]
-        plan: String,
+        plan: PlanId,
         /// Parameters, a JSON object.
         #[arg(long, value_parser = json_object)]
         params: Option<Value>,
         /// The platform organization (OSB requires one).
         #[arg(long, default_value = "esm-cli")]
-        org: String,
+        org: OpaqueId,
         /// The platform space (OSB requires one).
         #[arg(long, default_value = "esm-cli")]
-        space: String,
+        space: OpaqueId,
     },
     /// Update an instance's plan or parameters.
     Update {
@@ -177,7 +178,7 @@ pub enum InstancesCommand {
         id: String,
         /// The new plan.
         #[arg(long)]
-        plan: Option<String>,
+        plan: Option<PlanId>,
         /// New parameters, a JSON object.
         #[arg(long, value_parser = json_object)]
         params: Option<Value>,
@@ -199,25 +200,25 @@ pub enum InstancesCommand {
 pub struct InventoryArgs {
     /// Only what this instance or pool member id holds.
     #[arg(long)]
-    pub owner: Option<String>,
+    pub owner: Option<OpaqueId>,
     /// Only this type (`container`, `service`, `network`, `volume`, `port`, `deployment`).
     #[arg(long = "type")]
-    pub kind: Option<String>,
+    pub kind: Option<Name>,
     /// Only this state (`creating`, `in_use`, `releasing`, `orphaned`, `gone`).
     #[arg(long)]
-    pub state: Option<String>,
+    pub state: Option<Name>,
     /// Only this backend's.
     #[arg(long)]
-    pub backend: Option<String>,
+    pub backend: Option<Name>,
     /// Only the resource with this name (a host port: `30000/tcp`).
     #[arg(long)]
-    pub name: Option<String>,
+    pub name: Option<Name>,
     /// How many (1–1000).
     #[arg(long, default_value_t = 100)]
     pub limit: usize,
     /// The page after this cursor (`next` of the previous page).
     #[arg(long)]
-    pub after: Option<String>,
+    pub after: Option<Cursor>,
 }
 
 /// `esm bind`.
@@ -398,7 +399,7 @@ async fn instances(command: InstancesCommand, client: &Client, target: &Target) 
         InstancesCommand::Update { id, plan, params } => {
             let current = client.fetch_instance(&id).await?;
             let request = UpdateRequest {
-                service_id: current.service_id,
+                service_id: answered(&current.service_id)?,
                 plan_id: plan,
                 parameters: params,
                 context: None,
@@ -418,11 +419,17 @@ async fn instances(command: InstancesCommand, client: &Client, target: &Target) 
     }
 }
 
+/// An id esm answered, to send back in a request (the request types take only ids
+/// within their bounds).
+fn answered<T: std::str::FromStr<Err = TextError>>(value: &str) -> Result<T, Failure> {
+    value.parse().map_err(|e| Failure::failed(format!("esm answered an id it would refuse: {e}")))
+}
+
 async fn bind(args: BindArgs, client: &Client, target: &Target) -> Result<Exit, Failure> {
     let current = client.fetch_instance(&args.instance).await?;
     let request = BindRequest {
-        service_id: current.service_id,
-        plan_id: current.plan_id,
+        service_id: answered(&current.service_id)?,
+        plan_id: answered(&current.plan_id)?,
         app_guid: None,
         bind_resource: None,
         context: Some(json!({"platform": "esm-cli"})),

@@ -236,3 +236,8 @@ fn a_hidden_setting_is_never_shown_as_typed() {
     }
     assert_eq!(crate::config::shown_variable("ESM_NOT_A_SETTING", "8080"), REDACTED);
 }
+
+#[test]
+fn the_catalog_limits_default_to_the_domain_defaults() {
+    assert_eq!(Config::default().catalog_limits(), crate::domain::catalog::CatalogLimits::default());
+}

@@ -284,6 +284,16 @@ bounded_text!(
     OpaqueId, "an id", MAX_ID_BYTES, Charset::Id, allow_empty = false
 );
 bounded_text!(
+    /// A listing's `after` cursor: what a page handed out for the id it ended with
+    /// (two bytes of prefix and two hex digits a byte of an id, with room for the
+    /// longer ids of resources).
+    Cursor, "a cursor", 2 + 4 * MAX_ID_BYTES, Charset::Id, allow_empty = false
+);
+bounded_text!(
+    /// A version (`maintenance_info.version`, a SemVer 2.0 version).
+    Version, "a version", MAX_NAME_BYTES, Charset::Id, allow_empty = false
+);
+bounded_text!(
     /// A name: of a service, a plan, or a short name.
     Name, "a name", MAX_NAME_BYTES, Charset::Line, allow_empty = false
 );

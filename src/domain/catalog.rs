@@ -3,6 +3,11 @@
 //! These are both the wire shapes of `GET /v2/catalog` and what `PUT /v2/et/catalog`
 //! registers. Unknown fields in a registration are ignored (OSB 2.14 "vendor extension
 //! fields"), optional fields left out are not echoed back.
+//!
+//! A registration arrives as `crate::wire::ServiceRegistration`, whose text is
+//! bounded by type; these records keep `String`s so that a store written before those
+//! bounds still decodes (see `crate::wire`'s catalog module). The counts — services,
+//! plans, tags, manifests, the registry's bytes — are bounded by [`CatalogLimits`].
 
 use std::collections::HashSet;
 
@@ -185,6 +190,35 @@ pub enum SchemaFor {
 /// OSB: schemas must not exceed 64 kB.
 const MAX_SCHEMA_BYTES: usize = 64 * 1024;
 
+/// How much the catalog may hold (`ESM_CATALOG_MAX_*`): a registration past a limit
+/// is refused with the setting's name, so no client can make the one registry record
+/// (read by every provision and bind) grow without bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CatalogLimits {
+    /// Most services in the catalog.
+    pub max_services: usize,
+    /// Most plans of one service.
+    pub max_plans: usize,
+    /// Most tags of one service.
+    pub max_tags: usize,
+    /// Most registered manifests.
+    pub max_manifests: usize,
+    /// Most bytes of the registry record (every service and manifest entry, as JSON).
+    pub max_registry_bytes: usize,
+}
+
+impl Default for CatalogLimits {
+    fn default() -> Self {
+        Self {
+            max_services: 1000,
+            max_plans: 100,
+            max_tags: 64,
+            max_manifests: 10_000,
+            max_registry_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
 impl Service {
     /// The plan with this id, if the offering has it.
     pub fn plan(&self, plan_id: &str) -> Option<&Plan> {
@@ -201,13 +235,29 @@ impl Service {
         plan.plan_updateable.unwrap_or(self.plan_updateable.unwrap_or(false))
     }
 
-    /// Checks a registration and fills in esm's defaults. Returns the reason on failure.
-    pub fn validate_for_registration(&mut self) -> Result<(), String> {
+    /// Checks a registration against the rules and `limits` and fills in esm's
+    /// defaults. Returns the reason on failure.
+    pub fn validate_for_registration(&mut self, limits: &CatalogLimits) -> Result<(), String> {
         non_empty("id", &self.id)?;
         non_empty("name", &self.name)?;
         non_empty("description", &self.description)?;
         if self.plans.is_empty() {
             return Err(format!("service {} must have at least one plan", self.id));
+        }
+        if self.plans.len() > limits.max_plans {
+            return Err(format!(
+                "service {} has {} plans; at most {} are allowed (ESM_CATALOG_MAX_PLANS)",
+                self.id,
+                self.plans.len(),
+                limits.max_plans
+            ));
+        }
+        let tags = self.tags.as_ref().map_or(0, Vec::len);
+        if tags > limits.max_tags {
+            return Err(format!(
+                "service {} has {tags} tags; at most {} are allowed (ESM_CATALOG_MAX_TAGS)",
+                self.id, limits.max_tags
+            ));
         }
         let mut ids = HashSet::new();
         let mut names = HashSet::new();
@@ -231,11 +281,15 @@ impl Service {
             }
         }
         if let Some(requires) = &self.requires {
+            let mut seen = HashSet::new();
             for r in requires {
                 if !matches!(r.as_str(), "syslog_drain" | "route_forwarding" | "volume_mount") {
                     return Err(format!(
-                        "requires: unknown permission {r} (allowed: syslog_drain, route_forwarding, volume_mount)"
+                        "requires: unknown permission {r:?} (allowed: syslog_drain, route_forwarding, volume_mount)"
                     ));
+                }
+                if !seen.insert(r.as_str()) {
+                    return Err(format!("requires: {r} appears more than once"));
                 }
             }
         }
@@ -341,7 +395,7 @@ mod tests {
     #[test]
     fn registration_fills_in_retrievable_flags() {
         let mut s = service(minimal());
-        s.validate_for_registration().expect("valid");
+        s.validate_for_registration(&CatalogLimits::default()).expect("valid");
         assert_eq!(s.instances_retrievable, Some(true));
         assert_eq!(s.bindings_retrievable, Some(true));
     }
@@ -350,10 +404,12 @@ mod tests {
     fn registration_rejects_empty_fields_and_plans() {
         let mut v = minimal();
         v["name"] = json!("");
-        assert!(service(v).validate_for_registration().unwrap_err().contains("name"));
+        assert!(service(v).validate_for_registration(&CatalogLimits::default()).unwrap_err().contains("name"));
         let mut v = minimal();
         v["plans"] = json!([]);
-        assert!(service(v).validate_for_registration().unwrap_err().contains("at least one plan"));
+        assert!(
+            service(v).validate_for_registration(&CatalogLimits::default()).unwrap_err().contains("at least one plan")
+        );
     }
 
     #[test]
@@ -361,7 +417,7 @@ mod tests {
         let mut v = minimal();
         v["plans"] = json!([{"id": "p", "name": "a", "description": "d"},
                             {"id": "p", "name": "b", "description": "d"}]);
-        let err = service(v).validate_for_registration().unwrap_err();
+        let err = service(v).validate_for_registration(&CatalogLimits::default()).unwrap_err();
         assert!(err.contains("plan id p appears more than once"), "{err}");
     }
 
@@ -369,18 +425,44 @@ mod tests {
     fn registration_rejects_bad_semver_and_external_refs() {
         let mut v = minimal();
         v["plans"][0]["maintenance_info"] = json!({"version": "1.2"});
-        assert!(service(v).validate_for_registration().unwrap_err().contains("SemVer"));
+        assert!(service(v).validate_for_registration(&CatalogLimits::default()).unwrap_err().contains("SemVer"));
         let mut v = minimal();
         v["plans"][0]["schemas"] = json!({"service_instance": {"create": {"parameters":
             {"$schema": "http://json-schema.org/draft-04/schema#", "$ref": "http://x/y.json"}}}});
-        assert!(service(v).validate_for_registration().unwrap_err().contains("external"));
+        assert!(service(v).validate_for_registration(&CatalogLimits::default()).unwrap_err().contains("external"));
+    }
+
+    #[test]
+    fn registration_refuses_more_plans_or_tags_than_the_limits_naming_the_setting() {
+        let limits = CatalogLimits { max_plans: 2, max_tags: 1, ..CatalogLimits::default() };
+        let plan = |i: usize| json!({"id": format!("p{i}"), "name": format!("n{i}"), "description": "d"});
+        let mut v = minimal();
+        v["plans"] = json!([plan(1), plan(2)]);
+        v["tags"] = json!(["a"]);
+        assert!(service(v.clone()).validate_for_registration(&limits).is_ok(), "the limits themselves are allowed");
+        v["plans"] = json!([plan(1), plan(2), plan(3)]);
+        let err = service(v.clone()).validate_for_registration(&limits).unwrap_err();
+        assert!(err.contains("3 plans; at most 2") && err.contains("ESM_CATALOG_MAX_PLANS"), "{err}");
+        v["plans"] = json!([plan(1)]);
+        v["tags"] = json!(["a", "b"]);
+        let err = service(v).validate_for_registration(&limits).unwrap_err();
+        assert!(err.contains("ESM_CATALOG_MAX_TAGS"), "{err}");
+    }
+
+    #[test]
+    fn registration_rejects_repeated_requires() {
+        let mut v = minimal();
+        v["requires"] = json!(["volume_mount", "volume_mount"]);
+        assert!(
+            service(v).validate_for_registration(&CatalogLimits::default()).unwrap_err().contains("more than once")
+        );
     }
 
     #[test]
     fn registration_rejects_unknown_requires() {
         let mut v = minimal();
         v["requires"] = json!(["telepathy"]);
-        assert!(service(v).validate_for_registration().unwrap_err().contains("telepathy"));
+        assert!(service(v).validate_for_registration(&CatalogLimits::default()).unwrap_err().contains("telepathy"));
     }
 
     #[test]

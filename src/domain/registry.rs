@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::catalog::Service;
+use super::catalog::{CatalogLimits, Service};
 use super::manifest::Manifest;
 
 /// How long a retirement holds its plans. Its remover normally releases it within
@@ -251,6 +251,51 @@ impl Registry {
         Ok(ManifestChange::New)
     }
 
+    /// Checks that putting `service` in place keeps the registry within `limits` (the
+    /// count of services and the record's bytes). A replacement that does not grow
+    /// the record passes even when a lowered limit is already exceeded.
+    pub fn check_service_limits(&self, service: &Service, limits: &CatalogLimits) -> Result<(), Refusal> {
+        let current = self.service(&service.id);
+        if current.is_none() && self.services.len() >= limits.max_services {
+            return Err(Refusal::Conflict(format!(
+                "the catalog holds {} services, the most ESM_CATALOG_MAX_SERVICES allows; delete one first",
+                self.services.len()
+            )));
+        }
+        self.check_growth(json_size(service).saturating_sub(current.map_or(0, json_size)), limits)
+    }
+
+    /// Checks that adding manifest `id` as `entry` keeps the registry within `limits`.
+    pub fn check_manifest_limits(
+        &self,
+        id: &str,
+        entry: &ManifestEntry,
+        limits: &CatalogLimits,
+    ) -> Result<(), Refusal> {
+        if self.manifests.len() >= limits.max_manifests {
+            return Err(Refusal::Conflict(format!(
+                "{} manifests are registered, the most ESM_CATALOG_MAX_MANIFESTS allows; delete one first",
+                self.manifests.len()
+            )));
+        }
+        self.check_growth(json_size(id) + json_size(entry), limits)
+    }
+
+    fn check_growth(&self, growth: usize, limits: &CatalogLimits) -> Result<(), Refusal> {
+        if growth == 0 {
+            return Ok(());
+        }
+        let size = json_size(self);
+        if size.saturating_add(growth) > limits.max_registry_bytes {
+            return Err(Refusal::Conflict(format!(
+                "the catalog would take {} bytes, over the {} ESM_CATALOG_MAX_BYTES allows",
+                size.saturating_add(growth),
+                limits.max_registry_bytes
+            )));
+        }
+        Ok(())
+    }
+
     /// Checks that an instance may be created on (or moved to) `plan_id` with the
     /// manifest whose content is `content`: the plan exists, is not retiring, and still
     /// has that manifest.
@@ -274,6 +319,24 @@ impl Registry {
             _ => Err(Refusal::Busy(format!("the manifest of plan {plan_id} changed during the request; retry"))),
         }
     }
+}
+
+/// The bytes of `value` as compact JSON, counted without building them.
+fn json_size<T: Serialize + ?Sized>(value: &T) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing to a counter cannot fail, and esm's records always serialize.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 #[cfg(test)]

@@ -127,3 +127,35 @@ fn a_manifest_digest_follows_its_content_and_id() {
     assert_ne!(m.digest(), renamed.digest());
     assert_eq!(m.digest().len(), 64);
 }
+
+#[test]
+fn the_service_count_and_the_record_size_are_capped_naming_the_setting() {
+    let limits = CatalogLimits { max_services: 2, ..CatalogLimits::default() };
+    let mut r = registry();
+    r.check_service_limits(&service("s2", "two", &["p3"]), &limits).expect("the second service fits");
+    r.put_service(service("s2", "two", &["p3"]));
+    let Err(Refusal::Conflict(m)) = r.check_service_limits(&service("s3", "three", &["p4"]), &limits) else {
+        panic!("the third service is refused")
+    };
+    assert!(m.contains("ESM_CATALOG_MAX_SERVICES"), "{m}");
+    r.check_service_limits(&service("s2", "two", &["p3", "p5"]), &limits).expect("replacing one still works");
+
+    let tight = CatalogLimits { max_registry_bytes: json_size(&r) + 10, ..CatalogLimits::default() };
+    let Err(Refusal::Conflict(m)) = r.check_service_limits(&service("s2", "two", &["p3", "p5"]), &tight) else {
+        panic!("a replacement growing the record past the bound is refused")
+    };
+    assert!(m.contains("ESM_CATALOG_MAX_BYTES"), "{m}");
+    let over = CatalogLimits { max_registry_bytes: 1, ..CatalogLimits::default() };
+    r.check_service_limits(&service("s2", "two", &["p3"]), &over).expect("a replacement that does not grow passes");
+}
+
+#[test]
+fn the_manifest_count_is_capped_naming_the_setting() {
+    let limits = CatalogLimits { max_manifests: 1, ..CatalogLimits::default() };
+    let r = registry();
+    let Err(Refusal::Conflict(m)) = r.check_manifest_limits("m2", &entry("s1", "p2", "c2"), &limits) else {
+        panic!("the second manifest is refused")
+    };
+    assert!(m.contains("ESM_CATALOG_MAX_MANIFESTS"), "{m}");
+    r.check_manifest_limits("m2", &entry("s1", "p2", "c2"), &CatalogLimits::default()).expect("within the default");
+}

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::domain::bounded::{Cursor, Name, OpaqueId};
 use crate::domain::resource::Resource;
 
 /// `?owner=&type=&state=&backend=&name=&limit=&after=` on the inventory.
@@ -12,27 +13,27 @@ pub struct InventoryQuery {
     /// Only what this instance or pool member id holds (an instance handed a pool
     /// member holds the member's: ask `/v2/et/service_instances/{id}/resources`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub owner: Option<String>,
+    pub owner: Option<OpaqueId>,
     /// Only this type (`container`, `service`, `network`, `volume`, `port`,
     /// `deployment`).
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     #[param(rename = "type")]
-    pub kind: Option<String>,
+    pub kind: Option<Name>,
     /// Only this state (`creating`, `in_use`, `releasing`, `orphaned`, `gone`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub state: Option<String>,
+    pub state: Option<Name>,
     /// Only what this backend holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub backend: Option<String>,
+    pub backend: Option<Name>,
     /// Only the resource with this engine name (a host port: `30000/tcp`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
+    pub name: Option<Name>,
     /// At most this many (1–1000, default 100).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<usize>,
     /// The `next` of the previous page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub after: Option<String>,
+    pub after: Option<Cursor>,
 }
 
 /// A page of the inventory.
