@@ -104,7 +104,10 @@ impl Server {
                     thresholds: Thresholds {
                         active_ms: config.liveness_active_threshold.saturating_mul(1000),
                         drop_ms: config.liveness_drop_threshold.map(|s| s.saturating_mul(1000)),
+                        reports_may_drop: config.liveness_reports_may_drop,
                     },
+                    broker_reports: config.liveness_broker_reports,
+                    report_url: config.liveness_url.clone(),
                 },
                 metrics,
             },

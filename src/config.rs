@@ -235,6 +235,18 @@ pub struct Config {
     /// instances are kept.
     #[arg(long = "liveness-drop-threshold", env = "ESM_LIVENESS_DROP_THRESHOLD", value_parser = positive())]
     pub liveness_drop_threshold: Option<u64>,
+    /// Whether an instance's own reports (a report of `down`, a lapsed TTL) count toward
+    /// the drop threshold. Off: only what the backend observed can drop an instance.
+    #[arg(long = "liveness-reports-may-drop", env = "ESM_LIVENESS_REPORTS_MAY_DROP", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = false)]
+    pub liveness_reports_may_drop: bool,
+    /// Whether the broker's credentials may report an instance's liveness, as before
+    /// reporting tokens (each binding's `esm_liveness_token`) existed.
+    #[arg(long = "liveness-broker-reports", env = "ESM_LIVENESS_BROKER_REPORTS", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = true)]
+    pub liveness_broker_reports: bool,
+    /// The URL instances reach esm's API at (`https://esm.example:8080`): bindings'
+    /// credentials then carry `esm_liveness_url`, where to report.
+    #[arg(long = "liveness-url", env = "ESM_LIVENESS_URL")]
+    pub liveness_url: Option<String>,
     /// A URL every change event is POSTed to (`http://` or `https://`; at least once, in
     /// order, retried with backoff). User info in it is sent as basic auth.
     #[arg(long = "event-webhook-url", env = "ESM_EVENT_WEBHOOK_URL", hide_env_values = true)]

@@ -24,6 +24,10 @@ pub enum OsbError {
     /// Basic auth is configured and the request did not carry valid credentials.
     #[error("missing or invalid broker credentials")]
     Unauthorized,
+    /// The credentials are valid but may not do this (the broker's credentials
+    /// reporting liveness where `ESM_LIVENESS_BROKER_REPORTS` is off).
+    #[error("{0}")]
+    Forbidden(String),
     /// The resource does not exist (fetch, last_operation, ElasTest lookups).
     #[error("{0}")]
     NotFound(String),
@@ -93,6 +97,7 @@ impl OsbError {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Gone => StatusCode::GONE,
@@ -116,6 +121,7 @@ impl OsbError {
         match self {
             Self::BadRequest(_) => "BadRequest",
             Self::Unauthorized => "Unauthorized",
+            Self::Forbidden(_) => "Forbidden",
             Self::NotFound(_) => "NotFound",
             Self::Conflict(_) => "Conflict",
             Self::Gone => "Gone",

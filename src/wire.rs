@@ -20,7 +20,7 @@ pub use catalog::{
 };
 pub use events::{EventPage, EventQuery, Gap};
 pub use inventory::{InstanceResources, InventoryPage, InventoryQuery};
-pub use liveness::{LivenessReport, LivenessView, MAX_NOTE_CHARS, MAX_TTL_SECONDS, ReportView};
+pub use liveness::{LivenessReport, LivenessView, MAX_TTL_SECONDS, ReportView};
 pub use pools::{MemberView, PoolList, PoolRequest, PoolStatus};
 
 use serde::{Deserialize, Serialize};

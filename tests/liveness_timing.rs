@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use esm::backend::Backends;
 use esm::backend::dummy::DummyBackend;
-use esm::broker::{Answer, Broker, BrokerSettings, LivenessSettings};
+use esm::broker::{Answer, Broker, BrokerSettings, LivenessSettings, REPORT_SPACING, Reporter};
 use esm::clock::Clock;
+use esm::domain::bounded::Note;
 use esm::domain::liveness::{LivenessStatus, Thresholds};
 use esm::events::Filter;
-use esm::store::Store;
 use esm::store::memory::MemoryStore;
+use esm::store::{Collection, Store};
 use serde_json::json;
 
 #[path = "support/catalog.rs"]
@@ -20,12 +21,15 @@ mod catalog;
 use catalog::{provision_request, register};
 
 const INTERVAL: Duration = Duration::from_secs(10);
+/// Lost after a minute, dropped after two; reports do not count toward the drop (the
+/// default).
+const DROPPING: Thresholds = Thresholds { active_ms: 60_000, drop_ms: Some(120_000), reports_may_drop: false };
 
 fn broker(dummy: &Arc<DummyBackend>, thresholds: Thresholds) -> Arc<Broker> {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let settings = BrokerSettings {
         clock: Clock::tokio(),
-        liveness: LivenessSettings { interval: INTERVAL, thresholds },
+        liveness: LivenessSettings { interval: INTERVAL, thresholds, ..LivenessSettings::default() },
         ..BrokerSettings::default()
     };
     let broker = Broker::new(store, Backends::new().with(dummy.clone()), settings);
@@ -54,11 +58,14 @@ async fn pass(by: Duration) {
 #[tokio::test(start_paused = true)]
 async fn a_heartbeat_counts_until_its_ttl_and_then_is_missed() {
     let dummy = Arc::new(DummyBackend::new());
-    let broker = broker(&dummy, Thresholds { active_ms: 300_000, drop_ms: None });
+    let broker = broker(&dummy, Thresholds { active_ms: 300_000, drop_ms: None, reports_may_drop: false });
     provisioned(&broker, "x-esm-dummy: {mode: sync, observe: false}\n").await;
     pass(Duration::from_secs(1)).await;
     assert_eq!(status(&broker).await.0, LivenessStatus::Unknown, "nothing watches it yet");
-    broker.report_liveness("i", LivenessStatus::Up, Duration::from_secs(30), None).await.expect("report");
+    broker
+        .report_liveness("i", &Reporter::Broker, LivenessStatus::Up, Duration::from_secs(30), None)
+        .await
+        .expect("report");
     pass(Duration::from_secs(29)).await;
     assert_eq!(status(&broker).await.0, LivenessStatus::Up);
     // The first round after the TTL sees the heartbeat missed.
@@ -78,7 +85,7 @@ async fn a_heartbeat_counts_until_its_ttl_and_then_is_missed() {
 #[tokio::test(start_paused = true)]
 async fn not_seen_up_for_the_active_threshold_is_lost() {
     let dummy = Arc::new(DummyBackend::new());
-    let broker = broker(&dummy, Thresholds { active_ms: 300_000, drop_ms: None });
+    let broker = broker(&dummy, Thresholds { active_ms: 300_000, drop_ms: None, reports_may_drop: false });
     provisioned(&broker, "x-esm-dummy: {mode: sync}\n").await;
     pass(Duration::from_secs(1)).await;
     assert_eq!(status(&broker).await.0, LivenessStatus::Up);
@@ -101,7 +108,7 @@ async fn not_seen_up_for_the_active_threshold_is_lost() {
 #[tokio::test(start_paused = true)]
 async fn lost_past_the_drop_threshold_is_deprovisioned_through_the_normal_operation() {
     let dummy = Arc::new(DummyBackend::new());
-    let broker = broker(&dummy, Thresholds { active_ms: 60_000, drop_ms: Some(120_000) });
+    let broker = broker(&dummy, DROPPING);
     provisioned(&broker, "x-esm-dummy: {mode: sync}\n").await;
     pass(Duration::from_secs(1)).await;
     dummy.liveness().set("i", "main", esm::domain::liveness::ComponentStatus::Down, Some("exited with code 1"));
@@ -128,5 +135,72 @@ async fn lost_past_the_drop_threshold_is_deprovisioned_through_the_normal_operat
             "deprovision.succeeded"
         ]
     );
+    broker.shutdown().await;
+}
+
+/// Reports `status` for `ttl` as the broker's credentials would.
+async fn report(broker: &Arc<Broker>, status: LivenessStatus, ttl: Duration) {
+    broker.report_liveness("i", &Reporter::Broker, status, ttl, None).await.expect("report");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_report_of_down_never_drops_an_instance_the_backend_sees_up() {
+    let dummy = Arc::new(DummyBackend::new());
+    let broker = broker(&dummy, DROPPING);
+    provisioned(&broker, "x-esm-dummy: {mode: sync}\n").await;
+    pass(Duration::from_secs(1)).await;
+    assert_eq!(status(&broker).await.0, LivenessStatus::Up);
+    report(&broker, LivenessStatus::Down, Duration::from_secs(86_400)).await;
+    pass(INTERVAL).await;
+    assert_eq!(status(&broker).await.0, LivenessStatus::Down, "the report shows");
+    pass(Duration::from_secs(600)).await;
+    assert!(broker.fetch_instance("i").await.is_ok(), "ten drop thresholds later it is still there");
+    broker.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lapsed_heartbeat_on_an_instance_nothing_observes_never_drops_it() {
+    let dummy = Arc::new(DummyBackend::new());
+    let broker = broker(&dummy, DROPPING);
+    provisioned(&broker, "x-esm-dummy: {mode: sync, observe: false}\n").await;
+    report(&broker, LivenessStatus::Up, Duration::from_secs(1)).await;
+    pass(Duration::from_secs(600)).await;
+    assert_eq!(status(&broker).await, (LivenessStatus::Down, "heartbeat missed".to_owned()));
+    assert!(broker.fetch_instance("i").await.is_ok(), "missed heartbeats alone do not drop it");
+    broker.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn where_reports_may_drop_a_report_of_down_drops_the_instance() {
+    let dummy = Arc::new(DummyBackend::new());
+    let broker = broker(&dummy, Thresholds { reports_may_drop: true, ..DROPPING });
+    provisioned(&broker, "x-esm-dummy: {mode: sync}\n").await;
+    pass(Duration::from_secs(1)).await;
+    report(&broker, LivenessStatus::Down, Duration::from_secs(86_400)).await;
+    pass(Duration::from_secs(60)).await;
+    assert!(broker.fetch_instance("i").await.is_ok(), "not yet");
+    pass(Duration::from_secs(90)).await;
+    assert!(broker.fetch_instance("i").await.is_err(), "dropped, as the operator allowed");
+    broker.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_storm_of_reports_on_one_instance_is_coalesced_into_a_few_writes() {
+    let dummy = Arc::new(DummyBackend::new());
+    let broker = broker(&dummy, DROPPING);
+    provisioned(&broker, "x-esm-dummy: {mode: sync}\n").await;
+    pass(Duration::from_secs(1)).await;
+    let ttl = Duration::from_secs(60);
+    for n in 0..1000 {
+        let note = Note::parse(format!("report {n}")).expect("a note");
+        broker.report_liveness("i", &Reporter::Broker, LivenessStatus::Up, ttl, Some(note)).await.expect("report");
+    }
+    pass(Duration::from_secs(1)).await;
+    let stored = broker.store().get(Collection::LivenessReports, "i").await.expect("read").expect("written");
+    // Each write bumps the version: the 1,000 reports of one instant took a few.
+    assert!(stored.version <= 1 + (Duration::from_secs(1).as_millis() / REPORT_SPACING.as_millis()) as u64);
+    assert_eq!(stored.body["report"]["note"], "report 999", "the latest one is kept");
+    let (_, liveness) = broker.liveness("i").await.expect("lives");
+    assert_eq!(liveness.reported.and_then(|r| r.note).as_deref(), Some("report 999"));
     broker.shutdown().await;
 }

@@ -3,14 +3,16 @@
 
 use std::time::Duration;
 
-use axum::Json;
 use axum::extract::State;
+use axum::{Extension, Json};
 
 use super::AppState;
 use super::extract::{OsbJson, OsbPath};
+use crate::broker::Reporter;
+use crate::domain::bounded::InstanceId;
 use crate::domain::liveness::LivenessStatus;
 use crate::error::{ErrorBody, OsbError, OsbResult};
-use crate::wire::{LivenessReport, LivenessView, MAX_NOTE_CHARS, MAX_TTL_SECONDS};
+use crate::wire::{LivenessReport, LivenessView, MAX_TTL_SECONDS};
 
 /// Whether an instance is up: one small answer.
 #[utoipa::path(get, path = "/v2/et/service_instances/{instance_id}/liveness", tag = "elastest",
@@ -24,29 +26,35 @@ use crate::wire::{LivenessReport, LivenessView, MAX_NOTE_CHARS, MAX_TTL_SECONDS}
     ))]
 pub async fn get_liveness(
     State(state): State<AppState>,
-    OsbPath(instance_id): OsbPath<String>,
+    OsbPath(instance_id): OsbPath<InstanceId>,
 ) -> OsbResult<Json<LivenessView>> {
     let (_, liveness) = state.broker.liveness(&instance_id).await?;
-    Ok(Json(LivenessView::of(&instance_id, liveness)))
+    Ok(Json(LivenessView::of(instance_id, liveness)))
 }
 
 /// An instance reports itself up or down, for `ttl_seconds` (a heartbeat: no newer
 /// report within the TTL makes it `down`, "heartbeat missed"). What the backend
 /// observes counts too: the worse of the two wins.
+///
+/// Sent with `Authorization: Bearer <token>`, the `esm_liveness_token` of one of the
+/// instance's bindings (no `X-Broker-API-Version` needed), or with the broker's
+/// credentials where `ESM_LIVENESS_BROKER_REPORTS` allows.
 #[utoipa::path(put, path = "/v2/et/service_instances/{instance_id}/liveness", tag = "elastest",
     params(("instance_id" = String, Path, description = "Instance id")),
     request_body = LivenessReport,
     responses(
         (status = 200, description = "Recorded; the instance's liveness now", body = LivenessView),
         (status = 400, description = "Unknown status, TTL out of 1–86400, note too long", body = ErrorBody),
-        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
+        (status = 401, description = "Missing or wrong credentials, or a token not of this instance", body = ErrorBody),
+        (status = 403, description = "The broker's credentials, where ESM_LIVENESS_BROKER_REPORTS is off", body = ErrorBody),
         (status = 404, description = "No such instance", body = ErrorBody),
         (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
-        (status = 503, description = "The store is unavailable", body = ErrorBody),
+        (status = 503, description = "The store is unavailable, or too many instances' reports wait", body = ErrorBody),
     ))]
 pub async fn report_liveness(
     State(state): State<AppState>,
-    OsbPath(instance_id): OsbPath<String>,
+    reporter: Option<Extension<Reporter>>,
+    OsbPath(instance_id): OsbPath<InstanceId>,
     OsbJson(report): OsbJson<LivenessReport>,
 ) -> OsbResult<Json<LivenessView>> {
     let status = match report.status.as_str() {
@@ -60,10 +68,10 @@ pub async fn report_liveness(
             report.ttl_seconds
         )));
     }
-    if report.note.as_ref().is_some_and(|n| n.chars().count() > MAX_NOTE_CHARS) {
-        return Err(OsbError::BadRequest(format!("note must be at most {MAX_NOTE_CHARS} characters")));
-    }
     let ttl = Duration::from_secs(report.ttl_seconds);
-    let liveness = state.broker.report_liveness(&instance_id, status, ttl, report.note).await?;
-    Ok(Json(LivenessView::of(&instance_id, liveness)))
+    // The layer says who sent it; without a token, the broker's credentials (checked
+    // there) or an open API.
+    let reporter = reporter.map_or(Reporter::Broker, |Extension(r)| r);
+    let liveness = state.broker.report_liveness(&instance_id, &reporter, status, ttl, report.note).await?;
+    Ok(Json(LivenessView::of(instance_id, liveness)))
 }

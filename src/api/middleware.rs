@@ -1,5 +1,6 @@
 //! The layers every `/v2` request passes: access/audit log with request identity,
-//! basic auth, and the API version check; plus the path clean-up in front of routing.
+//! basic auth (or, on a liveness report only, an instance's reporting token, checked by
+//! its handler), and the API version check; plus the path clean-up in front of routing.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -18,6 +19,7 @@ use subtle::ConstantTimeEq;
 use tower::{Layer, Service};
 
 use super::version::{ApiVersion, NEWEST_MINOR, OLDEST_MINOR, version_header};
+use crate::broker::Reporter;
 use crate::error::OsbError;
 
 /// OSB request identity, echoed back on the response (OSB 2.15).
@@ -80,6 +82,23 @@ impl BasicAuth {
         let pass_ok = self.pass.ct_eq(&<[u8; 32]>::from(Sha256::digest(pass.as_bytes())));
         (user_ok & pass_ok).into()
     }
+}
+
+/// The route an instance reports its liveness on (`PUT`): the one `/v2` route a
+/// reporting token may call instead of the broker's credentials.
+pub const LIVENESS_ROUTE: &str = "/v2/et/service_instances/{instance_id}/liveness";
+
+/// The token of a bearer `Authorization` header on a liveness report, if it is one.
+/// Checked by the handler (against the instance's bindings), not here: the layer does
+/// not read the store.
+fn report_token(req: &Request) -> Option<String> {
+    let route = req.extensions().get::<MatchedPath>()?;
+    if req.method() != Method::PUT || route.as_str() != LIVENESS_ROUTE {
+        return None;
+    }
+    let value = req.headers().get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
 }
 
 /// The decoded `user:pass` of a basic `Authorization` header.
@@ -219,16 +238,23 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request) -> Self::Future {
+    fn call(&mut self, mut req: Request) -> Self::Future {
         // The service that was made ready is the one called; a clone waits for the next.
         let ready = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, ready);
         let layer = self.layer.clone();
         Box::pin(async move {
             let audit = Audit::start(&req);
-            let refusal = match &layer.auth {
-                Some(auth) if !auth.accepts(req.headers()) => Some(OsbError::Unauthorized),
-                _ => version_refusal(&req),
+            // A liveness report with a reporting token goes on to its handler, which
+            // checks the token; an instance is no platform, and needs no OSB version.
+            let refusal = if let Some(token) = report_token(&req) {
+                req.extensions_mut().insert(Reporter::Token(token));
+                None
+            } else {
+                match &layer.auth {
+                    Some(auth) if !auth.accepts(req.headers()) => Some(OsbError::Unauthorized),
+                    _ => version_refusal(&req),
+                }
             };
             let mut response = match refusal {
                 Some(refusal) => refusal.into_response(),

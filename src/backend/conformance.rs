@@ -264,6 +264,7 @@ async fn bind_gives_credentials_and_unbind_succeeds(case: Case) {
         status: BindingStatus::Binding,
         operations: OperationLog::default(),
         created_at: crate::clock::Clock::system().timestamp(),
+        liveness_token_sha256: None,
     };
     let manifest = &case.subject.manifest;
     let output = case.backend().bind(&instance, &binding, manifest).await.expect("bind");

@@ -87,6 +87,7 @@ impl Broker {
             status: BindingStatus::Binding,
             operations,
             created_at: self.clock().timestamp(),
+            liveness_token_sha256: None,
         };
         let written = match existing {
             Some(tombstone) => self.records.replace(tombstone.version, &binding).await,
@@ -228,6 +229,26 @@ impl Broker {
         })
         .await?;
         Err(OsbError::ConcurrencyError(format!("{reason}; binding {binding_id} is unchanged")))
+    }
+
+    /// Mints binding `binding`'s liveness reporting token and adds it to `credentials`
+    /// (`esm_liveness_token`, and `esm_liveness_url` where to send reports when
+    /// `ESM_LIVENESS_URL` is set); returns the digest to keep. Credentials that are not
+    /// an object, or an id too long to be a binding id, get none.
+    pub(super) fn hand_out_reporting_token(&self, binding: &Binding, credentials: &mut Value) -> Option<String> {
+        let id = crate::domain::bounded::BindingId::parse(binding.id.as_str()).ok()?;
+        if credentials.is_null() {
+            *credentials = Value::Object(Map::new());
+        }
+        let Value::Object(credentials) = credentials else { return None };
+        let token = crate::domain::reporting_token::ReportingToken::mint(&id);
+        credentials.insert("esm_liveness_token".into(), Value::from(token.expose()));
+        if let Some(base) = &self.settings.liveness.report_url {
+            let id = crate::dashboard::pages::urlencode(&binding.instance_id);
+            let url = format!("{}/v2/et/service_instances/{id}/liveness", base.trim_end_matches('/'));
+            credentials.insert("esm_liveness_url".into(), Value::from(url));
+        }
+        Some(token.digest())
     }
 
     async fn live_binding(&self, instance_id: &str, binding_id: &str) -> OsbResult<Option<Versioned<Binding>>> {

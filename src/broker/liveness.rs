@@ -3,8 +3,9 @@
 //! thresholds after which an instance is lost or dropped. The rules are in
 //! `domain::liveness`; this applies them to the records and tells the changes.
 //!
-//! A record is written only when the verdict, its reason, the components or a report
-//! changed, so watching 100,000 steady instances costs reads, not writes. Every
+//! Reports arrive through `liveness_reports.rs`, into records of their own. An
+//! instance's record is written only when the verdict, its reason, the components or a
+//! report's status or note changed, so watching 100,000 steady instances costs reads, not writes. Every
 //! replica watches every instance; compare-and-set makes one of them write (and emit)
 //! each change.
 
@@ -128,7 +129,7 @@ impl Broker {
                 async move {
                     let id = found.record.id.clone();
                     if let Err(e) = self.look_at(registry, found.record).await {
-                        tracing::debug!(instance_id = id, error = %e, "could not look at an instance's liveness");
+                        tracing::debug!(instance_id = ?id, error = %e, "could not look at an instance's liveness");
                     }
                     Ok(())
                 }
@@ -145,7 +146,7 @@ impl Broker {
             Err(e) => Err(e),
         };
         if let Err(e) = looked {
-            tracing::debug!(instance_id = id, error = %e, "could not look at an instance's liveness");
+            tracing::debug!(instance_id = ?id, error = %e, "could not look at an instance's liveness");
         }
     }
 
@@ -174,20 +175,49 @@ impl Broker {
             },
             Err(e) => Looked::Unreachable(e.to_string()),
         };
+        // The latest report, from its own record, for an instance that has reported (or
+        // is looked at for the first time): most instances never report, and a round
+        // does not read a report record for them.
+        let report = match &instance.liveness {
+            Some(liveness) if liveness.reported.is_none() => None,
+            _ => self.latest_report(id).await?,
+        };
         let written = self
-            .change_liveness(id, Some(&instance), |liveness| match &looked {
-                Looked::Components(components) => {
-                    liveness.observed = Some(Observation::of(components));
-                    liveness.components.clone_from(components);
+            .change_liveness(id, Some(&instance), |liveness| {
+                match &looked {
+                    Looked::Components(components) => {
+                        liveness.observed = Some(Observation::of(components));
+                        liveness.components.clone_from(components);
+                    }
+                    Looked::Nothing => {
+                        liveness.observed = None;
+                        liveness.components.clear();
+                    }
+                    Looked::Unreachable(message) => liveness.observed = Some(Observation::unreachable(message)),
                 }
-                Looked::Nothing => {
-                    liveness.observed = None;
-                    liveness.components.clear();
+                if report.is_some() {
+                    liveness.reported.clone_from(&report);
                 }
-                Looked::Unreachable(message) => liveness.observed = Some(Observation::unreachable(message)),
             })
             .await?;
-        // A pool member is not dropped: its keeper replaces it (told at once if it broke).
+        self.drop_if_lost(written).await
+    }
+
+    /// Folds instance `id`'s report, just written to its record, into its verdict.
+    pub(super) async fn look_reported(self: &Arc<Self>, id: &str, report: &Report) {
+        let written = self.change_liveness(id, None, |liveness| liveness.reported = Some(report.clone())).await;
+        if let Err(e) = match written {
+            Ok(written) => self.drop_if_lost(written).await,
+            Err(e) => Err(e),
+        } {
+            tracing::debug!(instance_id = ?id, error = %e, "could not judge an instance's report");
+        }
+    }
+
+    /// Drops an instance (`instance`, as just written) whose verdict is `Drop`, unless
+    /// an operation runs on it. A pool member is not dropped: its keeper replaces it.
+    async fn drop_if_lost(self: &Arc<Self>, written: Option<(ServiceInstance, Liveness)>) -> OsbResult<()> {
+        // A member that broke: its keeper is told at once.
         if let Some((member, _)) = written
             .as_ref()
             .filter(|(i, l)| i.pool.is_some() && !matches!(l.status, LivenessStatus::Up | LivenessStatus::Unknown))
@@ -205,40 +235,8 @@ impl Broker {
         Ok(())
     }
 
-    /// Records what instance `id` reported of itself (`PUT .../liveness`).
-    pub async fn report_liveness(
-        &self,
-        id: &str,
-        status: LivenessStatus,
-        ttl: Duration,
-        note: Option<String>,
-    ) -> OsbResult<Liveness> {
-        let now = self.clock().millis();
-        let expires_at = now.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
-        let report = Report { status, note, at: now, expires_at };
-        let written = self.change_liveness(id, None, |liveness| liveness.reported = Some(report.clone())).await?;
-        written.map(|(_, liveness)| liveness).ok_or_else(|| OsbError::NotFound(format!("instance {id} does not exist")))
-    }
-
-    /// An instance's liveness (`GET .../liveness`); `unknown` until it is first watched.
-    pub async fn liveness(&self, id: &str) -> OsbResult<(ServiceInstance, Liveness)> {
-        let instance = self
-            .records
-            .get::<ServiceInstance>(id)
-            .await?
-            .map(|v| v.record)
-            .filter(ServiceInstance::is_live)
-            .ok_or_else(|| OsbError::NotFound(format!("instance {id} does not exist")))?;
-        let liveness = instance.liveness.clone().unwrap_or_else(|| {
-            let mut fresh = Liveness::unknown(self.clock().millis(), instance.created_at.clone());
-            fresh.reason = "not observed yet".into();
-            fresh
-        });
-        Ok((instance, liveness))
-    }
-
     /// Applies `change` to live instance `id`'s liveness, judges it now, and writes it
-    /// if anything but the last time it was seen up changed; emits the transition.
+    /// if it says something new; emits the transition.
     /// Returns the instance and its liveness (as written or as it stands), or `None`
     /// if the instance does not live.
     ///
@@ -276,7 +274,7 @@ impl Broker {
             return Ok(None);
         };
         if let Some((from, to, reason)) = transition.filter(|_| instance.pool.is_none()) {
-            tracing::info!(instance_id = id, from = from.as_str(), to = to.as_str(), reason, "liveness changed");
+            tracing::info!(instance_id = ?id, from = from.as_str(), to = to.as_str(), reason = ?reason, "liveness changed");
             let mut event = Event::new("liveness.changed")
                 .on_instance(&instance.id, &instance.service_id, &instance.plan_id)
                 .because(reason);
@@ -292,7 +290,7 @@ impl Broker {
     /// Deprovisions an instance lost for longer than the drop threshold, through the
     /// normal deprovision operation.
     async fn drop_lost(self: &Arc<Self>, instance: &ServiceInstance, liveness: &Liveness) -> OsbResult<()> {
-        tracing::warn!(instance_id = %instance.id, reason = %liveness.reason, "dropping an instance lost for longer than ESM_LIVENESS_DROP_THRESHOLD");
+        tracing::warn!(instance_id = ?instance.id, reason = ?liveness.reason, "dropping an instance lost for longer than ESM_LIVENESS_DROP_THRESHOLD");
         let event = Event::new("instance.dropped")
             .on_instance(&instance.id, &instance.service_id, &instance.plan_id)
             .because(liveness.reason.clone());
@@ -314,9 +312,9 @@ impl Broker {
 /// A status transition: from, to, why.
 type Transition = (LivenessStatus, LivenessStatus, String);
 
-/// Applies `change` to `instance`'s liveness and judges it now. Returns whether
-/// anything but the last time it was seen up changed (then it is worth writing), and
-/// the transition if the status changed.
+/// Applies `change` to `instance`'s liveness and judges it now. Returns whether it
+/// says something new ([`Liveness::differs_from`]: then it is worth writing), and the
+/// transition if the status changed.
 fn judged(
     instance: &mut ServiceInstance,
     change: &impl Fn(&mut Liveness),
@@ -333,7 +331,7 @@ fn judged(
         liveness.since = timestamp;
         transition = Some((previous, liveness.status, liveness.reason.clone()));
     }
-    let unchanged = before.as_ref().is_some_and(|b| Liveness { last_up_at: b.last_up_at, ..liveness.clone() } == *b);
+    let unchanged = before.as_ref().is_some_and(|b| !liveness.differs_from(b));
     instance.liveness = Some(liveness);
     (!unchanged, transition)
 }

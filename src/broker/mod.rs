@@ -27,6 +27,7 @@ mod extensions;
 mod instances;
 mod inventory;
 mod liveness;
+mod liveness_reports;
 mod pool_keeper;
 mod pools;
 mod ports;
@@ -41,6 +42,7 @@ mod worker;
 pub use catalog::Registered;
 pub use extensions::{InstanceFilter, InstancePage};
 pub use inventory::ResourcePage;
+pub use liveness_reports::{MAX_REPORTING as MAX_REPORTING_INSTANCES, Reporter, SPACING as REPORT_SPACING};
 pub use registry_watch::{CHECK_EVERY as REGISTRY_CHECK_EVERY, STALE_BOUND as CATALOG_STALE_BOUND};
 
 use std::collections::HashMap;
@@ -109,18 +111,30 @@ pub struct BrokerSettings {
     pub metrics: Metrics,
 }
 
-/// How instances' liveness is watched (`liveness.rs`).
-#[derive(Debug, Clone, Copy)]
+/// How instances' liveness is watched (`liveness.rs`) and reported
+/// (`liveness_reports.rs`).
+#[derive(Debug, Clone)]
 pub struct LivenessSettings {
     /// How often every instance's deployment is observed.
     pub interval: Duration,
     /// The active and drop thresholds.
     pub thresholds: Thresholds,
+    /// Whether the broker's credentials may report an instance's liveness
+    /// (`ESM_LIVENESS_BROKER_REPORTS`); reporting tokens always may.
+    pub broker_reports: bool,
+    /// Where instances reach esm's API (`ESM_LIVENESS_URL`): bindings' credentials then
+    /// carry the URL to report to.
+    pub report_url: Option<String>,
 }
 
 impl Default for LivenessSettings {
     fn default() -> Self {
-        Self { interval: Duration::from_secs(10), thresholds: Thresholds { active_ms: 300_000, drop_ms: None } }
+        Self {
+            interval: Duration::from_secs(10),
+            thresholds: Thresholds { active_ms: 300_000, drop_ms: None, reports_may_drop: false },
+            broker_reports: true,
+            report_url: None,
+        }
     }
 }
 
@@ -179,6 +193,8 @@ pub struct Broker {
     events: Arc<EventLog>,
     /// Instances to look at soon for their liveness.
     prompt: liveness::Prompt,
+    /// Instances' reports waiting to be written, coalesced per instance.
+    reports: liveness_reports::Desk,
     /// Pool claims and misses not yet added to the pools' records.
     pool_tally: pools::Tally,
     /// Wakes the pool keeper before its next round.
@@ -196,6 +212,7 @@ impl Broker {
         Arc::new(Self {
             events,
             prompt: liveness::Prompt::new(),
+            reports: liveness_reports::Desk::default(),
             pool_tally: pools::Tally::default(),
             pool_wake: tokio::sync::Notify::new(),
             pool_schedule: pool_keeper::Schedule::default(),

@@ -10,10 +10,11 @@ use std::time::Duration;
 use super::Broker;
 use crate::domain::binding::Binding;
 use crate::domain::instance::ServiceInstance;
+use crate::domain::liveness::ReportRecord;
 use crate::domain::operation::OperationKind;
 use crate::domain::timestamp_at;
 use crate::error::{OsbError, OsbResult};
-use crate::store::{Record, StoreError, index};
+use crate::store::{Collection, Record, StoreError, index};
 
 /// How many tombstones one store read returns.
 const BATCH: usize = 256;
@@ -39,6 +40,11 @@ impl Broker {
             for (id, version) in &expired {
                 // Only the version read: a record written since is left for the next round.
                 match self.records.delete::<T>(id, Some(*version)).await {
+                    Ok(true) if T::COLLECTION == Collection::Instances => {
+                        // Its latest liveness report goes with it.
+                        self.records.delete::<ReportRecord>(id, None).await?;
+                        deleted += 1;
+                    }
                     Ok(true) => deleted += 1,
                     Ok(false) | Err(StoreError::Conflict(_)) => {}
                     Err(e) => return Err(e.into()),

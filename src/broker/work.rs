@@ -275,7 +275,8 @@ impl Work for Deprovision {
 impl Work for Bind {
     const KIND: OperationKind = OperationKind::Bind;
     type Record = Binding;
-    type Output = (BindOutput, BindingMetadata);
+    /// The credentials, their lifetime, and the digest of the reporting token in them.
+    type Output = (BindOutput, BindingMetadata, Option<String>);
 
     async fn call(
         &self,
@@ -283,11 +284,12 @@ impl Work for Bind {
         registry: &Registry,
         binding: &Binding,
         _op: &Operation,
-    ) -> Result<(BindOutput, BindingMetadata), BackendError> {
+    ) -> Result<Self::Output, BackendError> {
         let (instance, backend, manifest) = broker.binding_backend(registry, binding).await.map_err(failure)?;
         let lifetime =
             registry.service(&instance.service_id).and_then(|s| s.plan(&instance.plan_id)?.binding_lifetime_seconds);
-        let output = backend.bind(&instance.deployed(), binding, &manifest).await?;
+        let mut output = backend.bind(&instance.deployed(), binding, &manifest).await?;
+        let token_digest = broker.hand_out_reporting_token(binding, &mut output.credentials);
         // The lifetime counts from when the credentials exist.
         let clock = broker.clock();
         let metadata = lifetime.map_or_else(BindingMetadata::default, |seconds| {
@@ -298,18 +300,14 @@ impl Work for Bind {
                 renew_before: Some(clock.timestamp_in(lifetime * 4 / 5)),
             }
         });
-        Ok((output, metadata))
+        Ok((output, metadata, token_digest))
     }
 
-    fn record(
-        &self,
-        binding: &mut Binding,
-        op: &Operation,
-        result: &Result<(BindOutput, BindingMetadata), BackendError>,
-    ) {
+    fn record(&self, binding: &mut Binding, op: &Operation, result: &Result<Self::Output, BackendError>) {
         match result {
-            Ok((output, metadata)) => {
+            Ok((output, metadata, token_digest)) => {
                 binding.status = BindingStatus::Bound;
+                binding.liveness_token_sha256.clone_from(token_digest);
                 binding.credentials = Some(Credentials(output.credentials.clone()));
                 binding.endpoints = output.endpoints.clone();
                 if !metadata.is_empty() {

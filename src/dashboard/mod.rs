@@ -14,7 +14,7 @@
 //! - `instances`: the instance table and one instance.
 
 mod instances;
-mod pages;
+pub(crate) mod pages;
 
 use axum::Router;
 use axum::extract::{Request, State};

@@ -94,6 +94,11 @@ pub struct Binding {
     pub operations: OperationLog,
     /// When it was first requested (RFC 3339).
     pub created_at: String,
+    /// The SHA-256 of the secret of the liveness reporting token handed out in its
+    /// credentials (`domain::reporting_token`), in hex; absent for bindings made before
+    /// esm minted them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness_token_sha256: Option<String>,
 }
 
 impl Binding {

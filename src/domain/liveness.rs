@@ -10,6 +10,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::bounded::Note;
 use super::timestamp_at;
 
 /// An instance's liveness.
@@ -151,13 +152,32 @@ pub struct Report {
     /// `up` or `down`.
     pub status: LivenessStatus,
     /// A word from the instance, shown as the reason.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient_note")]
+    #[schema(value_type = Option<String>)]
+    pub note: Option<Note>,
     /// When it was received (Unix milliseconds).
     pub at: u64,
     /// When it stops counting: no newer report by then is a missed heartbeat (Unix
     /// milliseconds).
     pub expires_at: u64,
+}
+
+/// A note as an older esm stored it (bounded in characters, not bytes): one that is no
+/// [`Note`] now is dropped rather than making its whole record unreadable.
+fn lenient_note<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Note>, D::Error> {
+    Ok(Option::<String>::deserialize(deserializer)?.and_then(|text| Note::parse(text).ok()))
+}
+
+/// An instance's latest report of itself, in a record of its own (keyed by the
+/// instance's id): reports are written there, never into the instance's record, so
+/// however many an instance sends they never contend with the platform's operations.
+/// The liveness rounds fold the latest one into the instance's verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportRecord {
+    /// The instance it is about.
+    pub instance_id: String,
+    /// What it said last.
+    pub report: Report,
 }
 
 /// An instance's liveness as stored in its record.
@@ -183,6 +203,11 @@ pub struct Liveness {
     /// active and drop thresholds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_up_at: Option<u64>,
+    /// When its backend last observed it up (Unix milliseconds): what the drop
+    /// threshold counts from unless reports may drop (absent in records of older esm,
+    /// and for an instance never observed up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_up_at: Option<u64>,
     /// When it was first watched (Unix milliseconds): an instance never seen up is lost
     /// once the active threshold has passed since then.
     pub watched_since: u64,
@@ -195,6 +220,10 @@ pub struct Thresholds {
     pub active_ms: u64,
     /// Milliseconds without being seen up after which a lost instance is deprovisioned.
     pub drop_ms: Option<u64>,
+    /// Whether the instance's own reports count toward the drop threshold
+    /// (`ESM_LIVENESS_REPORTS_MAY_DROP`). Off: only what the backend observed does, so a
+    /// report of `down` or a lapsed TTL never deprovisions an instance by itself.
+    pub reports_may_drop: bool,
 }
 
 /// What the thresholds say of an instance not seen up for a while.
@@ -219,6 +248,7 @@ impl Liveness {
             observed: None,
             reported: None,
             last_up_at: None,
+            observed_up_at: None,
             watched_since: now_ms,
         }
     }
@@ -226,16 +256,44 @@ impl Liveness {
     /// How long the instance has not been seen up, and what the thresholds make of it.
     /// An instance nothing watches (no observation, no report) is never lost: it is
     /// `unknown`.
+    ///
+    /// Unless reports may drop, only the backend can make an instance `Drop`: it must
+    /// have observed it (not merely failed to ask) and not seen it up for the drop
+    /// threshold. An instance the backend sees up, or one no backend watches, is never
+    /// dropped whatever it reports.
     pub fn verdict(&self, now_ms: u64, thresholds: Thresholds) -> Verdict {
         if self.observed.is_none() && self.reported.is_none() {
             return Verdict::Active;
         }
         let quiet = now_ms.saturating_sub(self.last_up_at.unwrap_or(self.watched_since));
-        match thresholds.drop_ms {
-            Some(drop) if quiet >= drop => Verdict::Drop,
-            _ if quiet >= thresholds.active_ms => Verdict::Lost,
-            _ => Verdict::Active,
+        let droppable = match thresholds.drop_ms {
+            Some(drop) if thresholds.reports_may_drop => quiet >= drop,
+            Some(drop) => self.observed.as_ref().is_some_and(|o| {
+                matches!(o.status, LivenessStatus::Down | LivenessStatus::Degraded)
+                    && now_ms.saturating_sub(self.observed_up_at.unwrap_or(self.watched_since)) >= drop
+            }),
+            None => false,
+        };
+        if droppable {
+            Verdict::Drop
+        } else if quiet >= thresholds.active_ms {
+            Verdict::Lost
+        } else {
+            Verdict::Active
         }
+    }
+
+    /// Whether `self` says something `before` did not: anything but the times that move
+    /// on with every look or heartbeat (when it was last seen up, when the report was
+    /// received and when it lapses). Only then is the record worth writing.
+    pub fn differs_from(&self, before: &Self) -> bool {
+        let timeless = |l: &Self| Self {
+            last_up_at: None,
+            observed_up_at: None,
+            reported: l.reported.as_ref().map(|r| Report { at: 0, expires_at: 0, ..r.clone() }),
+            ..l.clone()
+        };
+        timeless(self) != timeless(before)
     }
 
     /// Works out the status and reason from the sources at `now_ms`. Returns whether the
@@ -266,6 +324,9 @@ impl Liveness {
         if status == LivenessStatus::Up || self.status == LivenessStatus::Up {
             // Up now, or up until now: the thresholds count from here.
             self.last_up_at = Some(now_ms);
+        }
+        if self.observed.as_ref().is_some_and(|o| o.status == LivenessStatus::Up) {
+            self.observed_up_at = Some(now_ms);
         }
         if status != LivenessStatus::Down && self.verdict(now_ms, thresholds) != Verdict::Active {
             // Said once, in words that do not change with every look (the record is

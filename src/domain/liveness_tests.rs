@@ -1,6 +1,9 @@
 use super::*;
+use crate::domain::bounded::Note;
 
-const THRESHOLDS: Thresholds = Thresholds { active_ms: 300_000, drop_ms: None };
+const THRESHOLDS: Thresholds = Thresholds { active_ms: 300_000, drop_ms: None, reports_may_drop: false };
+/// A drop threshold of a minute, reports not counting toward it (the default).
+const DROPPING: Thresholds = Thresholds { active_ms: 30_000, drop_ms: Some(60_000), reports_may_drop: false };
 
 fn component(name: &str, status: ComponentStatus) -> Component {
     Component { name: name.into(), kind: "container".into(), status, reason: None }
@@ -14,7 +17,7 @@ fn observed(components: Vec<Component>) -> Liveness {
 }
 
 fn report(status: LivenessStatus, expires_at: u64) -> Report {
-    Report { status, note: Some("ok".into()), at: 0, expires_at }
+    Report { status, note: Some(Note::parse("ok").expect("a note")), at: 0, expires_at }
 }
 
 #[test]
@@ -62,7 +65,7 @@ fn a_missed_heartbeat_is_down() {
 
 #[test]
 fn not_seen_up_past_the_active_threshold_is_lost_and_past_the_drop_threshold_dropped() {
-    let thresholds = Thresholds { active_ms: 300_000, drop_ms: Some(600_000) };
+    let thresholds = Thresholds { active_ms: 300_000, drop_ms: Some(600_000), reports_may_drop: false };
     let mut liveness = observed(vec![component("web", ComponentStatus::Up)]);
     liveness.judge(10_000, thresholds);
     assert_eq!(liveness.status, LivenessStatus::Up);
@@ -96,7 +99,10 @@ fn an_instance_nothing_watches_stays_unknown_past_the_thresholds() {
     let mut liveness = Liveness::unknown(0, "t0".into());
     liveness.judge(10_000_000, THRESHOLDS);
     assert_eq!(liveness.status, LivenessStatus::Unknown);
-    assert_eq!(liveness.verdict(10_000_000, Thresholds { active_ms: 1, drop_ms: Some(1) }), Verdict::Active);
+    assert_eq!(
+        liveness.verdict(10_000_000, Thresholds { active_ms: 1, drop_ms: Some(1), reports_may_drop: true }),
+        Verdict::Active
+    );
 }
 
 #[test]
@@ -106,4 +112,71 @@ fn statuses_spell_as_the_api_does() {
         assert_eq!(serde_json::to_value(status).expect("serialises"), status.as_str());
     }
     assert_eq!(LivenessStatus::parse("UP"), None);
+}
+
+#[test]
+fn a_reported_down_never_drops_an_instance_its_backend_sees_up() {
+    let mut liveness = observed(vec![component("web", ComponentStatus::Up)]);
+    liveness.reported = Some(report(LivenessStatus::Down, 10_000_000));
+    for now in [1_000, 100_000, 1_000_000] {
+        liveness.judge(now, DROPPING);
+        assert_eq!(liveness.status, LivenessStatus::Down, "the report still shows");
+        assert_ne!(liveness.verdict(now, DROPPING), Verdict::Drop, "at {now}");
+    }
+    // Where the operator lets reports drop, the same report does.
+    let reports_drop = Thresholds { reports_may_drop: true, ..DROPPING };
+    assert_eq!(liveness.verdict(1_000_000, reports_drop), Verdict::Drop);
+}
+
+#[test]
+fn a_lapsed_heartbeat_on_an_instance_no_backend_watches_never_drops_it() {
+    let mut liveness = Liveness::unknown(0, "t0".into());
+    liveness.reported = Some(report(LivenessStatus::Up, 1_000));
+    liveness.judge(2_000, DROPPING);
+    assert_eq!((liveness.status, liveness.reason.as_str()), (LivenessStatus::Down, "heartbeat missed"));
+    assert_eq!(liveness.verdict(10_000_000, DROPPING), Verdict::Lost, "lost, shown down, kept");
+}
+
+#[test]
+fn the_backend_seeing_it_down_past_the_drop_threshold_drops_it_whatever_it_reports() {
+    let mut liveness = observed(vec![component("web", ComponentStatus::Up)]);
+    liveness.judge(1_000, DROPPING);
+    assert_eq!(liveness.observed_up_at, Some(1_000));
+    liveness.components = vec![component("web", ComponentStatus::Down)];
+    liveness.observed = Some(Observation::of(&liveness.components));
+    // A heartbeat saying up keeps it "seen up", but not observed up.
+    liveness.reported = Some(report(LivenessStatus::Up, 10_000_000));
+    liveness.judge(30_000, DROPPING);
+    assert_ne!(liveness.verdict(60_999, DROPPING), Verdict::Drop);
+    assert_eq!(liveness.verdict(61_000, DROPPING), Verdict::Drop);
+}
+
+#[test]
+fn an_engine_that_does_not_answer_never_drops_an_instance() {
+    let mut liveness = observed(vec![component("web", ComponentStatus::Up)]);
+    liveness.judge(1_000, DROPPING);
+    liveness.observed = Some(Observation::unreachable("engine down"));
+    liveness.judge(2_000, DROPPING);
+    assert_eq!(liveness.verdict(10_000_000, DROPPING), Verdict::Lost);
+}
+
+#[test]
+fn heartbeats_that_say_the_same_are_not_worth_writing() {
+    let mut before = observed(vec![component("web", ComponentStatus::Up)]);
+    before.reported = Some(report(LivenessStatus::Up, 30_000));
+    before.judge(1_000, THRESHOLDS);
+    let mut next = before.clone();
+    next.reported = Some(Report { at: 20_000, expires_at: 50_000, ..report(LivenessStatus::Up, 0) });
+    next.judge(20_000, THRESHOLDS);
+    assert!(!next.differs_from(&before), "only the times moved on");
+    next.reported =
+        Some(Report { note: Some(Note::parse("draining").expect("a note")), ..report(LivenessStatus::Up, 0) });
+    assert!(next.differs_from(&before), "a new note is worth writing");
+}
+
+#[test]
+fn a_stored_note_that_is_no_note_now_is_dropped_not_fatal() {
+    let stored = serde_json::json!({"status": "up", "note": "\u{1b}[2J".repeat(2), "at": 0, "expires_at": 1});
+    let report: Report = serde_json::from_value(stored).expect("still readable");
+    assert_eq!(report.note, None);
 }

@@ -11,6 +11,7 @@ pub mod operation;
 pub mod pool;
 pub mod port;
 pub mod registry;
+pub mod reporting_token;
 pub mod resource;
 pub mod strict;
 

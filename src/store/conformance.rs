@@ -230,6 +230,7 @@ async fn every_record_round_trips(store: &Arc<dyn Store>) {
         status: BindingStatus::Bound,
         operations,
         created_at: clock.timestamp(),
+        liveness_token_sha256: None,
     };
     records.insert(&binding).await.expect("insert binding");
     assert_eq!(records.get::<Binding>("rt-binding").await.expect("get").map(|v| v.record), Some(binding));

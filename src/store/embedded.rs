@@ -45,6 +45,7 @@ fn index_table(collection: Collection) -> IndexTable {
         Collection::Events => "events_index",
         Collection::Pools => "pools_index",
         Collection::Resources => "resources_index",
+        Collection::LivenessReports => "liveness_reports_index",
         Collection::LegacyServices => "services_index",
         Collection::LegacyManifests => "manifests_index",
     })

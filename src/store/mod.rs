@@ -61,6 +61,10 @@ pub enum Collection {
     /// The inventory ([`Resource`]): what each deployment holds, host ports leased from
     /// `ESM_HOST_PORT_RANGE` among them.
     Resources,
+    /// Instances' latest reports of their own liveness
+    /// ([`crate::domain::liveness::ReportRecord`]), keyed by instance id: apart from
+    /// the instances, so reports never contend with operations.
+    LivenessReports,
     /// Service offerings as esm 0.1 stored them, one record each; read once to move
     /// them into the registry.
     LegacyServices,
@@ -70,7 +74,7 @@ pub enum Collection {
 
 impl Collection {
     /// Every collection.
-    pub const ALL: [Collection; 9] = [
+    pub const ALL: [Collection; 10] = [
         Self::Registry,
         Self::ManifestContents,
         Self::Instances,
@@ -78,6 +82,7 @@ impl Collection {
         Self::Events,
         Self::Pools,
         Self::Resources,
+        Self::LivenessReports,
         Self::LegacyServices,
         Self::LegacyManifests,
     ];
@@ -92,6 +97,7 @@ impl Collection {
             Self::Events => "events",
             Self::Pools => "pools",
             Self::Resources => "resources",
+            Self::LivenessReports => "liveness_reports",
             Self::LegacyServices => "services",
             Self::LegacyManifests => "manifests",
         }
@@ -214,6 +220,12 @@ impl Record for Registry {
     const COLLECTION: Collection = Collection::Registry;
     fn id(&self) -> &str {
         REGISTRY_ID
+    }
+}
+impl Record for crate::domain::liveness::ReportRecord {
+    const COLLECTION: Collection = Collection::LivenessReports;
+    fn id(&self) -> &str {
+        &self.instance_id
     }
 }
 impl Record for Pool {

@@ -5,6 +5,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::domain::bounded::{InstanceId, Note};
 use crate::domain::liveness::{Component, Liveness, LivenessStatus, Observation};
 use crate::domain::timestamp_at;
 
@@ -18,15 +19,13 @@ pub struct LivenessReport {
     /// Seconds the report counts for (1–86400): no newer report by then is a missed
     /// heartbeat, and the instance is `down`.
     pub ttl_seconds: u64,
-    /// A word from the instance, shown as the reason (at most 1024 characters).
+    /// A word from the instance, shown as the reason (one line of at most 1024 bytes).
     #[serde(default)]
-    pub note: Option<String>,
+    pub note: Option<Note>,
 }
 
 /// The longest TTL a report may ask for: a day.
 pub const MAX_TTL_SECONDS: u64 = 86_400;
-/// The longest note a report may carry.
-pub const MAX_NOTE_CHARS: usize = 1024;
 
 /// An instance's own report, as shown.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -35,7 +34,7 @@ pub struct ReportView {
     pub status: LivenessStatus,
     /// Its note.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
+    pub note: Option<Note>,
     /// When esm received it (RFC 3339).
     pub received_at: String,
     /// When it stops counting (RFC 3339).
@@ -46,7 +45,7 @@ pub struct ReportView {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct LivenessView {
     /// The instance.
-    pub instance_id: String,
+    pub instance_id: InstanceId,
     /// `up`, `degraded`, `down` or `unknown`.
     pub status: LivenessStatus,
     /// Since when (RFC 3339).
@@ -72,9 +71,9 @@ fn at(millis: u64) -> String {
 
 impl LivenessView {
     /// The view of instance `instance_id`'s `liveness`.
-    pub fn of(instance_id: &str, liveness: Liveness) -> Self {
+    pub fn of(instance_id: InstanceId, liveness: Liveness) -> Self {
         Self {
-            instance_id: instance_id.to_owned(),
+            instance_id,
             status: liveness.status,
             since: liveness.since,
             reason: liveness.reason,

@@ -1,6 +1,8 @@
 //! `/v2/et/service_instances/{id}/liveness`: what the backend observes, what the
 //! instance reports of itself, and the listing by liveness.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use esm::domain::liveness::ComponentStatus;
@@ -176,4 +178,134 @@ async fn the_listing_filters_by_liveness_and_backend() {
     let bad = app.get("/v2/et/service_instances?limit=10&liveness=sideways").await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     bad.osb_error();
+}
+
+/// An app with the broker's credentials `admin`/`secret` and `config`'s liveness
+/// settings, the catalog registered, instances `i-1` and `i-2` provisioned.
+async fn guarded(config: esm::config::Config) -> TestApp {
+    let config = esm::config::Config {
+        broker_username: Some("admin".into()),
+        broker_password: Some("secret".parse().expect("a secret")),
+        ..config
+    };
+    let mut app = spawn_app_with(config).await;
+    app.auth = Some(("admin".into(), "secret".into()));
+    app.register_catalog(json!({}), SCRIPT).await;
+    for id in ["i-1", "i-2"] {
+        assert_eq!(app.provision(id, false).await.status, StatusCode::CREATED);
+    }
+    app
+}
+
+/// The reporting token in binding `binding`'s credentials, made now on `instance`.
+async fn token_of(app: &TestApp, instance: &str, binding: &str) -> (String, Value) {
+    let reply = app.bind(instance, binding, None, false).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    let credentials = reply.body["credentials"].clone();
+    let token = credentials["esm_liveness_token"].as_str().expect("a reporting token").to_owned();
+    (token, credentials)
+}
+
+/// `PUT .../liveness` of instance `id` with `Authorization: Bearer <token>` only (no
+/// broker credentials, no OSB version).
+async fn report_with(app: &TestApp, id: &str, token: &str) -> Reply {
+    let request = app
+        .raw(reqwest::Method::PUT, &path(id))
+        .bearer_auth(token)
+        .json(&json!({"status": "up", "ttl_seconds": 60, "note": "by token"}));
+    reply(request.send().await.expect("sent")).await
+}
+
+#[tokio::test]
+async fn a_bindings_token_reports_for_its_instance_only_and_unbinding_revokes_it() {
+    let app = guarded(test_config()).await;
+    let (token, credentials) = token_of(&app, "i-1", "b-1").await;
+    assert!(credentials.get("esm_liveness_url").is_none(), "no URL unless ESM_LIVENESS_URL says where");
+
+    let reply = report_with(&app, "i-1", &token).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body["reported"]["note"], "by token");
+
+    let (other, _) = token_of(&app, "i-2", "b-2").await;
+    for (id, token) in [("i-2", token.as_str()), ("i-1", other.as_str()), ("i-1", "esmlt.YjE.00"), ("i-1", "")] {
+        let reply = report_with(&app, id, token).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{id} with {token:?}: {}", reply.body);
+        reply.osb_error();
+    }
+    // A token is no broker credential: it reports, and nothing else.
+    let fetch = app.raw(reqwest::Method::GET, &path("i-1")).bearer_auth(&token).header("X-Broker-API-Version", "2.17");
+    assert_eq!(fetch.send().await.expect("sent").status(), StatusCode::UNAUTHORIZED);
+
+    assert_eq!(app.unbind("i-1", "b-1", false).await.status, StatusCode::OK);
+    assert_eq!(report_with(&app, "i-1", &token).await.status, StatusCode::UNAUTHORIZED, "revoked with its binding");
+}
+
+#[tokio::test]
+async fn the_brokers_credentials_report_only_where_the_operator_allows() {
+    let config = esm::config::Config {
+        liveness_broker_reports: false,
+        liveness_url: Some("https://esm.example:8443/".into()),
+        ..test_config()
+    };
+    let app = guarded(config).await;
+    let reply = app.put(&path("i-1"), &json!({"status": "up", "ttl_seconds": 60})).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.body);
+    assert_eq!(reply.osb_error(), "Forbidden");
+    assert!(reply.body["description"].as_str().is_some_and(|d| d.contains("reporting token")), "{}", reply.body);
+    // Asking keeps the broker's credentials.
+    assert_eq!(app.get(&path("i-1")).await.status, StatusCode::OK);
+
+    let (token, credentials) = token_of(&app, "i-1", "b-1").await;
+    assert_eq!(credentials["esm_liveness_url"], "https://esm.example:8443/v2/et/service_instances/i-1/liveness");
+    assert_eq!(report_with(&app, "i-1", &token).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn reports_on_pool_members_are_refused_as_unknown_ids() {
+    let app = with_plan(SCRIPT).await;
+    app.put("/v2/et/pools/plan-1", &json!({"size": 1})).await;
+    let member = eventually(LIMIT, "a ready member", || async {
+        let pool = app.get("/v2/et/pools/plan-1").await.body;
+        (pool["ready"] == 1).then(|| pool["members"][0]["id"].as_str().expect("an id").to_owned())
+    })
+    .await;
+    let reply = app.put(&path(&member), &json!({"status": "down", "ttl_seconds": 60})).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND, "{}", reply.body);
+    reply.osb_error();
+    assert_eq!(app.get(&path(&member)).await.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn eight_reporters_storming_one_instance_never_fail_a_report_or_the_deprovision() {
+    let app = Arc::new(with_plan(SCRIPT).await);
+    app.provision("i-1", false).await;
+    status_becomes(&app, "i-1", "up").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let reporters: Vec<_> = (0..8)
+        .map(|n| {
+            let (app, stop) = (Arc::clone(&app), Arc::clone(&stop));
+            tokio::spawn(async move {
+                let mut statuses = Vec::new();
+                let mut sent = 0;
+                // Until the deprovision is over, and at least a hundred reports each.
+                while sent < 100 || !stop.load(Ordering::Relaxed) {
+                    let status = if sent % 2 == 0 { "up" } else { "down" };
+                    let body = json!({"status": status, "ttl_seconds": 60, "note": format!("reporter {n}")});
+                    statuses.push(app.put(&path("i-1"), &body).await.status);
+                    sent += 1;
+                }
+                statuses
+            })
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    let deprovision = app.deprovision("i-1", false).await;
+    stop.store(true, Ordering::Relaxed);
+    assert_eq!(deprovision.status, StatusCode::OK, "{}", deprovision.body);
+    for reporter in reporters {
+        for status in reporter.await.expect("a reporter") {
+            assert!(matches!(status, StatusCode::OK | StatusCode::NOT_FOUND), "a report answered {status}");
+        }
+    }
+    assert_eq!(app.get(&path("i-1")).await.status, StatusCode::NOT_FOUND, "gone");
 }
