@@ -7,7 +7,7 @@ use serde_json::json;
 use super::*;
 use crate::backend::Backends;
 use crate::backend::dummy::DummyBackend;
-use crate::broker::{Answer, BrokerSettings};
+use crate::broker::{Answer, BrokerSettings, REGISTRY_CHECK_EVERY};
 use crate::clock::Clock;
 use crate::store::switchable::SwitchableStore;
 
@@ -90,6 +90,14 @@ async fn on_a_shared_store_a_provision_reads_the_registrys_version_not_the_recor
     // (a plan another replica is removing must be seen at once, not within the bound);
     // the watcher reads it too.
     assert!(versions_after > versions, "the version is what is read");
+    // Idle, the watcher reads the version alone, twice a second.
+    tokio::time::advance(REGISTRY_CHECK_EVERY * 4).await;
+    for _ in 0..4 {
+        tokio::task::yield_now().await;
+    }
+    let (gets_idle, versions_idle) = registry_reads(&store);
+    assert_eq!(gets_idle, gets_after, "the watcher does not read the record");
+    assert!(versions_idle > versions_after, "the watcher reads the version");
     broker.shutdown().await;
 }
 
