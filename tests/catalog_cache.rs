@@ -1,6 +1,7 @@
-//! The catalog cache across processes: two esm replicas on one MongoDB database each
-//! serve `GET /v2/catalog` from memory, and a change made through one is served by the
-//! other within a second, with a new `ETag`.
+//! The catalog and registry caches across processes: two esm replicas on one MongoDB
+//! database each serve `GET /v2/catalog` and read the registry from memory, and a
+//! change made through one is served by the other within a second, with a new `ETag`,
+//! and used by its provisions within a second.
 //!
 //! Needs `ESM_TEST_MONGO_URI` (a server CI starts); without it the test is ignored,
 //! with it and no server it fails.
@@ -85,4 +86,46 @@ async fn a_catalog_change_through_one_replica_is_served_by_the_other_within_a_se
         body["services"].as_array().is_some_and(|s| s.iter().any(|s| s["description"] == "changed"))
     })
     .await;
+}
+
+#[cfg_attr(not(esm_test_mongo), ignore = "needs MongoDB: set ESM_TEST_MONGO_URI")]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plan_registered_through_one_replica_is_provisioned_by_the_other_within_a_second() {
+    let store = StoreSetup::Mongo { uri: mongo_uri(), db: format!("esm_test_{}", uuid::Uuid::new_v4().simple()) };
+    let dir = temp_dir("esm-registry-cache");
+    let log = dir.path().join("b.log");
+    let a = Esm::start(&store).await;
+    let b = Esm::start_logging(&store, &[], Some(&log)).await;
+    eventually(Duration::from_secs(10), "replica b to read the registry from memory", || async {
+        std::fs::read_to_string(&log).ok().filter(|text| text.contains("the catalog is served from memory")).map(drop)
+    })
+    .await;
+    let (ca, cb) = (Client::new(&a.api), Client::new(&b.api));
+    ca.register("x-esm-dummy: {mode: sync}").await;
+    // b provisions on the first plan: from then on it holds the registry decoded.
+    eventually(Duration::from_secs(5), "replica b to provision on the first plan", || async {
+        let (status, _) = cb.provision(&uuid::Uuid::new_v4().to_string(), false).await;
+        (status == 201).then_some(())
+    })
+    .await;
+    let (status, body) = cb.provision_on("too-early", "plan-2", false).await;
+    assert_eq!(status, 400, "no second plan yet: {body}");
+
+    let service = json!({"id": "svc", "name": "svc", "description": "d", "bindable": true,
+                         "plans": [{"id": "plan", "name": "plan", "description": "d"},
+                                   {"id": "plan-2", "name": "plan-2", "description": "d"}]});
+    let (status, body) = ca.send(Method::PUT, "/v2/et/catalog", Some(&service)).await;
+    assert_eq!(status, 200, "replace the service: {body}");
+    let manifest = json!({"service_id": "svc", "plan_id": "plan-2", "manifest_type": "dummy",
+                          "manifest_content": "x-esm-dummy: {mode: sync}\n"});
+    let (status, body) = ca.send(Method::PUT, "/v2/et/manifest/m2", Some(&manifest)).await;
+    assert_eq!(status, 201, "register the second plan's manifest: {body}");
+    let answered = Instant::now();
+    eventually(BOUND, "replica b to provision on the new plan", || async {
+        let (status, _) = cb.provision_on(&uuid::Uuid::new_v4().to_string(), "plan-2", false).await;
+        (status == 201).then_some(())
+    })
+    .await;
+    let took = answered.elapsed();
+    assert!(took < BOUND, "replica b refused the new plan for {took:?}");
 }

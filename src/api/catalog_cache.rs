@@ -1,10 +1,12 @@
 //! `GET /v2/catalog` from memory: the catalog's bytes and `ETag`, rendered once per OSB
-//! version and kept until the registry changes. The broker says when it has (see
-//! `broker/registry_watch.rs`): at once for a change made by this esm, within a second
-//! for one made by another replica on a shared store.
+//! version from the broker's shared decoded registry and kept for as long as the
+//! broker hands out that same copy. The broker alone says when the registry has
+//! changed (see `broker/registry_watch.rs`): at once for a change made by this esm,
+//! within a second for one made by another replica on a shared store. A rendering is
+//! tied to the copy it came from, so it cannot disagree with what provisions read.
 
 use std::fmt::Write as _;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, Weak};
 
 use axum::body::Bytes;
 use axum::http::HeaderValue;
@@ -12,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use super::version::{ApiVersion, ForVersion, NEWEST_MINOR, OLDEST_MINOR};
 use crate::broker::Broker;
+use crate::domain::registry::Registry;
 use crate::error::{OsbError, OsbResult};
 use crate::wire::CatalogResponse;
 
@@ -25,8 +28,9 @@ pub struct Rendered {
     pub body: Bytes,
     /// A strong `ETag` of the body: equal bytes, equal tag, whichever replica made it.
     pub etag: HeaderValue,
-    /// The registry generation it was rendered at.
-    generation: u64,
+    /// The registry copy it was rendered from (weak: an old copy is not kept alive by
+    /// its rendering; its address is not reused while this points at it).
+    source: Weak<Registry>,
 }
 
 /// The renderings of the catalog, one slot per OSB version.
@@ -44,30 +48,25 @@ impl CatalogCache {
         Self::default()
     }
 
-    /// The catalog for `version`: from memory while the registry is unchanged, otherwise
-    /// read from the store, rendered and kept.
+    /// The catalog for `version`: from memory while the broker's registry copy is the
+    /// one it was rendered from, otherwise rendered from the current copy and kept.
     pub async fn get(&self, broker: &Broker, version: ApiVersion) -> OsbResult<Arc<Rendered>> {
         let slot = slot(version);
-        // Read before the registry is: what is read then is at least this new.
-        let generation = broker.catalog_generation();
-        if let Some(generation) = generation
-            && let Some(hit) = self.cached(slot, generation)
-        {
+        let registry = broker.registry().await?.record;
+        if let Some(hit) = self.cached(slot, &registry) {
             return Ok(hit);
         }
-        let catalog = broker.catalog().await?.for_version(version);
-        let rendered = Arc::new(render(&catalog, generation.unwrap_or_default())?);
-        if generation.is_some()
-            && let Ok(mut variants) = self.variants.write()
-        {
+        let catalog = CatalogResponse { services: registry.services.clone() }.for_version(version);
+        let rendered = Arc::new(render(&catalog, Arc::downgrade(&registry))?);
+        if let Ok(mut variants) = self.variants.write() {
             variants[slot] = Some(rendered.clone());
         }
         Ok(rendered)
     }
 
-    fn cached(&self, slot: usize, generation: u64) -> Option<Arc<Rendered>> {
+    fn cached(&self, slot: usize, registry: &Arc<Registry>) -> Option<Arc<Rendered>> {
         let variants = self.variants.read().ok()?;
-        variants[slot].as_ref().filter(|r| r.generation == generation).cloned()
+        variants[slot].as_ref().filter(|r| Weak::ptr_eq(&r.source, &Arc::downgrade(registry))).cloned()
     }
 }
 
@@ -78,7 +77,7 @@ fn slot(version: ApiVersion) -> usize {
 }
 
 /// The catalog's bytes and their `ETag` (the first 16 bytes of their SHA-256, in hex).
-fn render(catalog: &CatalogResponse, generation: u64) -> OsbResult<Rendered> {
+fn render(catalog: &CatalogResponse, source: Weak<Registry>) -> OsbResult<Rendered> {
     let body =
         serde_json::to_vec(catalog).map_err(|e| OsbError::Internal(format!("cannot encode the catalog: {e}")))?;
     let digest = Sha256::digest(&body);
@@ -89,7 +88,7 @@ fn render(catalog: &CatalogResponse, generation: u64) -> OsbResult<Rendered> {
     }
     etag.push('"');
     let etag = HeaderValue::from_str(&etag).map_err(|e| OsbError::Internal(format!("cannot make the ETag: {e}")))?;
-    Ok(Rendered { body: Bytes::from(body), etag, generation })
+    Ok(Rendered { body: Bytes::from(body), etag, source })
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ const REPLACE_ATTEMPTS: usize = 4;
 impl Broker {
     /// `GET /v2/catalog`.
     pub async fn catalog(&self) -> OsbResult<CatalogResponse> {
-        Ok(CatalogResponse { services: self.registry().await?.record.services })
+        Ok(CatalogResponse { services: self.registry().await?.record.services.clone() })
     }
 
     /// `PUT /v2/et/catalog`: registers a service, or replaces the one with the same id.

@@ -69,7 +69,7 @@ impl Broker {
         self: &Arc<Self>,
         filter: &InstanceFilter,
     ) -> OsbResult<impl Stream<Item = OsbResult<EtInstance>> + Send + 'static> {
-        let registry = Arc::new(self.registry().await?.record);
+        let registry = self.registry().await?.record;
         let this = Arc::clone(self);
         let views = self.records.scan::<ServiceInstance>(filter.index_filters()).map_err(OsbError::from).and_then(
             move |found| {

@@ -4,16 +4,18 @@
 //! records of esm 0.1 (one per service and manifest) are moved in once.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::Broker;
+use super::registry_watch::Shared;
 use crate::domain::catalog::Service;
 use crate::domain::instance::ServiceInstance;
 use crate::domain::manifest::Manifest;
 use crate::domain::registry::{ManifestEntry, Refusal, Registry, StoredManifest};
 use crate::error::{OsbError, OsbResult};
-use crate::store::{Query, REGISTRY_ID, StoreError, Versioned, index};
+use crate::store::{Collection, Query, REGISTRY_ID, StoreError, Versioned, index};
 
 /// How many times a registry change retries after another writer got there first.
 /// Every registration writes the one record, so bursts of them do collide; each round
@@ -35,8 +37,63 @@ impl From<Refusal> for OsbError {
 }
 
 impl Broker {
-    /// The registry as stored now (empty, at version 0, before the first registration).
-    pub(super) async fn registry(&self) -> OsbResult<Versioned<Registry>> {
+    /// The registry: the shared decoded copy while it is current (no store read, no
+    /// decode), otherwise read from the store and decoded if its version moved. On a
+    /// shared store a change by another replica is seen within
+    /// [`super::CATALOG_STALE_BOUND`]; while the watcher cannot vouch for that, every
+    /// call reads the store.
+    pub async fn registry(&self) -> OsbResult<Versioned<Arc<Registry>>> {
+        let watch = &self.registry_watch;
+        // Read before the store is: what is read then is at least this new.
+        let Some(generation) = watch.current() else {
+            return self.fresh_registry(None).await;
+        };
+        if let Some(copy) = watch.copy_at(generation) {
+            return Ok(copy);
+        }
+        // It changed: the first reader re-reads it, the others get its copy.
+        let _one_at_a_time = watch.refresh.lock().await;
+        let generation = watch.current();
+        match generation.and_then(|g| watch.copy_at(g)) {
+            Some(copy) => Ok(copy),
+            None => self.fresh_registry(generation).await,
+        }
+    }
+
+    /// The registry as stored now, for a check that must see every change that landed
+    /// before it (the second half of the retirement protocol): the copy on a store only
+    /// this process writes, where every write puts its result in place before it
+    /// returns; on a shared store the copy after a read of the stored version says it
+    /// is still current.
+    async fn registry_now(&self) -> OsbResult<Shared> {
+        if !self.registry_watch.shared() {
+            return self.registry().await;
+        }
+        let generation = self.registry_watch.current();
+        self.fresh_registry(generation).await
+    }
+
+    /// The registry as stored now: the copy when the stored version is the copy's (a
+    /// read of the version alone), otherwise the record read and decoded. What is read
+    /// is kept as the copy for `generation`, read before the store was.
+    async fn fresh_registry(&self, generation: Option<u64>) -> OsbResult<Shared> {
+        if let Some(kept) = self.registry_watch.kept() {
+            let stored = self.store().version(Collection::Registry, REGISTRY_ID).await?;
+            // No record is version 0, the empty registry, once esm 0.1's were looked for.
+            if stored.unwrap_or(0) == kept.version {
+                self.registry_watch.keep(generation, &kept);
+                return Ok(kept);
+            }
+        }
+        let Versioned { version, record } = self.read_registry().await?;
+        let registry = Versioned { version, record: Arc::new(record) };
+        self.registry_watch.keep(generation, &registry);
+        Ok(registry)
+    }
+
+    /// The registry record read and decoded (empty, at version 0, before the first
+    /// registration).
+    async fn read_registry(&self) -> OsbResult<Versioned<Registry>> {
         if let Some(registry) = self.records.get::<Registry>(REGISTRY_ID).await? {
             return Ok(registry);
         }
@@ -55,29 +112,41 @@ impl Broker {
 
     /// Applies `change` to the current registry and writes it back if it changed,
     /// retrying from a fresh read when another writer got there first. Lapsed
-    /// retirements are dropped on the way. `change` may run several times.
+    /// retirements are dropped on the way. `change` may run several times. What is
+    /// written becomes the shared copy at once.
     pub(super) async fn change_registry<R>(
         &self,
         mut change: impl FnMut(&mut Registry, u64) -> Result<R, OsbError>,
     ) -> OsbResult<R> {
         for attempt in 0..REGISTRY_ATTEMPTS {
-            let Versioned { version, record: current } = self.registry().await?;
+            // The compare-and-set below is what makes the change safe; reading the
+            // version first only spares decoding a record the copy already holds.
+            let generation = self.registry_watch.current();
+            let Versioned { version, record: current } = self.fresh_registry(generation).await?;
             let now = self.clock().millis();
-            let mut next = current.clone();
+            let mut next = Registry::clone(&current);
             next.drop_lapsed_retirements(now);
             let result = change(&mut next, now)?;
-            if next == current {
+            if next == *current {
                 return Ok(result);
             }
+            let before = self.registry_watch.generation();
             let written = if version == 0 {
                 self.records.insert(&next).await
             } else {
                 self.records.replace(version, &next).await
             };
             // Even a failed write may have landed (a timeout after the server applied it).
-            self.registry_written();
+            let after = self.registry_written();
             match written {
-                Ok(_) => return Ok(result),
+                Ok(version) => {
+                    // The copy for the new generation, unless another write or change
+                    // came in between (then the next reader reads the store).
+                    if after == before + 1 {
+                        self.registry_watch.keep(Some(after), &Versioned { version, record: Arc::new(next) });
+                    }
+                    return Ok(result);
+                }
                 Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => {
                     // Spread the retries of a burst so they stop meeting each other.
                     let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0] % 8);
@@ -148,7 +217,7 @@ impl Broker {
     /// an instance on (or moving to) `plan_id`, deployed by the manifest content it
     /// read: the plan must still be there, not retiring, with that manifest.
     pub(super) async fn confirm_plan(&self, service_id: &str, plan_id: &str, content: &str) -> OsbResult<()> {
-        let registry = self.registry().await?.record;
+        let registry = self.registry_now().await?.record;
         let now = self.clock().millis();
         if !registry.has_lapsed_retirements(now) {
             // The usual case: a read, no write.
@@ -242,3 +311,7 @@ impl Broker {
 pub(super) fn content_key(manifest: &Manifest) -> String {
     format!("{}-{}", manifest.digest(), uuid::Uuid::new_v4().simple())
 }
+
+#[cfg(test)]
+#[path = "registry_tests.rs"]
+mod tests;

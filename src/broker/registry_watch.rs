@@ -1,34 +1,46 @@
-//! Whether the registry has changed since a catalog was rendered from it, without
-//! reading the store: a generation number that every registry write of this process
-//! bumps, and, on a store other replicas share, a watcher that re-reads the stored
-//! version twice a second and bumps the generation when it moved.
+//! The decoded registry, shared by every reader, and whether it is still current
+//! without reading the store: a generation number that every registry write of this
+//! process bumps, and, on a store other replicas share, a watcher that reads the stored
+//! version twice a second and bumps the generation when it is not the copy's.
 //!
-//! A watcher rather than revalidating each cached entry once it is 500 ms old: the
-//! request path then costs an atomic load and a clock read, never a store round trip
-//! (nor a burst of them when many requests find the same entry old at once), and the
-//! store sees two reads a second per replica whatever the traffic.
+//! The registry is decoded when it changes, not when it is read: provisions, binds,
+//! liveness rounds, the pool keeper and the catalog (`api/catalog_cache.rs`, which
+//! renders from the copy) share one `Arc<Registry>` tagged with the generation it is
+//! good for. A write of this process puts what it wrote in place at once; a change by
+//! another replica is re-read (and re-decoded) by the first reader after the watcher
+//! saw the version move.
+//!
+//! A watcher rather than revalidating the copy once it is 500 ms old: the request path
+//! then costs an atomic load and a clock read, never a store round trip (nor a burst of
+//! them when many requests find the copy old at once), and the store sees two version
+//! reads a second per replica whatever the traffic.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::Broker;
-use crate::store::{Collection, REGISTRY_ID};
+use crate::domain::registry::Registry;
+use crate::store::{Collection, REGISTRY_ID, Versioned};
 
 /// How often the watcher reads the stored registry version.
 pub const CHECK_EVERY: Duration = Duration::from_millis(500);
 
-/// How stale a cached catalog may be on a shared store: a change another replica made
+/// How stale the registry copy may be on a shared store: a change another replica made
 /// is seen within this. A check vouches for this long from when it started, so a slow
-/// or failing store makes the cache stand aside instead of serving an old catalog.
+/// or failing store makes the copy stand aside instead of serving an old registry.
 pub const STALE_BOUND: Duration = Duration::from_secs(1);
 
-/// The registry's generation and, on a shared store, how long it can be trusted.
+/// The decoded registry with the store version it was read at.
+pub type Shared = Versioned<Arc<Registry>>;
+
+/// The registry's generation, its decoded copy and, on a shared store, how long the
+/// generation can be trusted.
 pub(super) struct RegistryWatch {
     /// Bumped after every registry write of this process and every change the watcher
-    /// sees; a catalog rendered at another generation is out of date.
+    /// sees; a copy tagged with another generation is out of date.
     generation: AtomicU64,
     /// Whether other processes can write the store (then the watcher must vouch).
     shared: bool,
@@ -38,24 +50,79 @@ pub(super) struct RegistryWatch {
     /// change made by another replica: the start of the last good check plus
     /// [`STALE_BOUND`]. Zero until the first check.
     trusted_until: AtomicU64,
+    /// The last registry decoded or written. A std lock: held to clone an `Arc` out or
+    /// put one in, never across an `.await`.
+    copy: RwLock<Option<Copy>>,
+    /// Lets one reader at a time re-read the registry after a change, so a burst of
+    /// requests arriving just after it decodes it once, not once each.
+    pub(super) refresh: tokio::sync::Mutex<()>,
+}
+
+/// A decoded registry and the generation it is current at (none: read while the
+/// generation could not be trusted; kept only to spare a decode of the same version).
+#[derive(Clone)]
+struct Copy {
+    generation: Option<u64>,
+    registry: Shared,
 }
 
 impl RegistryWatch {
     pub(super) fn new(shared: bool) -> Self {
-        Self { generation: AtomicU64::new(1), shared, origin: Instant::now(), trusted_until: AtomicU64::new(0) }
+        Self {
+            generation: AtomicU64::new(1),
+            shared,
+            origin: Instant::now(),
+            trusted_until: AtomicU64::new(0),
+            copy: RwLock::default(),
+            refresh: tokio::sync::Mutex::default(),
+        }
+    }
+
+    /// Whether other processes can write the store.
+    pub(super) fn shared(&self) -> bool {
+        self.shared
     }
 
     /// The current generation, if it can be trusted now.
-    fn current(&self) -> Option<u64> {
+    pub(super) fn current(&self) -> Option<u64> {
         if self.shared && self.millis(Instant::now()) >= self.trusted_until.load(Ordering::Acquire) {
             return None;
         }
         Some(self.generation.load(Ordering::Acquire))
     }
 
-    /// The registry changed (or may have: a write that failed may still have landed).
-    fn bump(&self) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
+    /// The current generation whether or not it can be trusted.
+    pub(super) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The registry changed (or may have: a write that failed may still have landed);
+    /// the new generation.
+    pub(super) fn bump(&self) -> u64 {
+        self.generation.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// The copy, if it is current at `generation`.
+    pub(super) fn copy_at(&self, generation: u64) -> Option<Shared> {
+        let copy = self.copy.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        copy.as_ref().filter(|c| c.generation == Some(generation)).map(|c| c.registry.clone())
+    }
+
+    /// The copy whatever its generation: the record at its version, decoded.
+    pub(super) fn kept(&self) -> Option<Shared> {
+        let copy = self.copy.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        copy.as_ref().map(|c| c.registry.clone())
+    }
+
+    /// Keeps `registry` as the copy for `generation` (read before the store was), unless
+    /// the copy is for a later generation or, for the same one, a later version: of two
+    /// readers that raced, the later read stands.
+    pub(super) fn keep(&self, generation: Option<u64>, registry: &Shared) {
+        let mut copy = self.copy.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let newer = copy.as_ref().is_none_or(|c| (generation, registry.version) >= (c.generation, c.registry.version));
+        if newer {
+            *copy = Some(Copy { generation, registry: registry.clone() });
+        }
     }
 
     /// A check that started at `started` saw every change made before then.
@@ -70,24 +137,16 @@ impl RegistryWatch {
 }
 
 impl Broker {
-    /// The registry generation a cached catalog must have been rendered at to be served:
-    /// the registry has not changed since, in this process nor (on a shared store,
-    /// within [`STALE_BOUND`]) in another. `None` when that cannot be vouched for (the
-    /// watcher's reads fail or lag): then the catalog is read from the store. Read it
-    /// before reading the registry, so that what is read is at least that new.
-    pub fn catalog_generation(&self) -> Option<u64> {
-        self.registry_watch.current()
+    /// Called after every write of the registry record, whatever its outcome; the new
+    /// generation.
+    pub(super) fn registry_written(&self) -> u64 {
+        self.registry_watch.bump()
     }
 
-    /// Called after every write of the registry record, whatever its outcome.
-    pub(super) fn registry_written(&self) {
-        self.registry_watch.bump();
-    }
-
-    /// On a store other replicas share, reads the stored registry version every
-    /// [`CHECK_EVERY`] until shutdown and bumps the generation when it moved. Each read
-    /// fetches the whole registry record (the store has no version-only read), decoded
-    /// to JSON but not into a `Registry`. Nothing to do on a store only this process uses.
+    /// On a store other replicas share, reads the stored registry version (the version
+    /// alone: a projection on MongoDB) every [`CHECK_EVERY`] until shutdown, and bumps
+    /// the generation when it is not the copy's, so the next reader decodes it anew.
+    /// Nothing to do on a store only this process uses.
     pub fn spawn_registry_watch(self: &Arc<Self>) {
         if !self.registry_watch.shared {
             return;
@@ -96,21 +155,21 @@ impl Broker {
         self.spawn_task(async move {
             let mut ticks = tokio::time::interval(CHECK_EVERY);
             ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            let mut seen = None;
+            let mut first = true;
             loop {
                 tokio::select! {
                     _ = ticks.tick() => {}
                     () = this.shutdown.cancelled() => return,
                 }
                 let started = Instant::now();
-                match this.store().get(Collection::Registry, REGISTRY_ID).await {
-                    Ok(doc) => {
-                        let version = doc.map_or(0, |d| d.version);
-                        if seen.is_some_and(|v| v != version) {
-                            this.registry_watch.bump();
+                match this.store().version(Collection::Registry, REGISTRY_ID).await {
+                    Ok(version) => {
+                        let watch = &this.registry_watch;
+                        if watch.kept().is_some_and(|copy| copy.version != version.unwrap_or(0)) {
+                            watch.bump();
                         }
-                        this.registry_watch.vouch(started);
-                        if seen.replace(version).is_none() {
+                        watch.vouch(started);
+                        if std::mem::take(&mut first) {
                             tracing::info!("the catalog is served from memory, re-read within a second of a change by another replica");
                         }
                     }

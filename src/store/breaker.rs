@@ -171,6 +171,10 @@ impl Store for BreakerStore {
         self.guard(self.inner.get(collection, id)).await
     }
 
+    async fn version(&self, collection: Collection, id: &str) -> Result<Option<u64>, StoreError> {
+        self.guard(self.inner.version(collection, id)).await
+    }
+
     async fn list(&self, collection: Collection) -> Result<Vec<(String, Document)>, StoreError> {
         self.guard(self.inner.list(collection)).await
     }

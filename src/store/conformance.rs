@@ -52,6 +52,8 @@ async fn replace_is_compare_and_set(store: &Arc<dyn Store>) {
     store.insert(c, "r", json!({"step": 0})).await.expect("insert");
     assert_eq!(store.replace(c, "r", 1, json!({"step": 1})).await, Ok(2));
     assert!(matches!(store.replace(c, "r", 1, json!({"step": 9})).await, Err(StoreError::Conflict(_))));
+    assert_eq!(store.version(c, "r").await, Ok(Some(2)), "the version alone");
+    assert_eq!(store.version(c, "nope").await, Ok(None));
     assert_eq!(store.get(c, "r").await.expect("get").map(|d| d.body), Some(json!({"step": 1})));
     assert!(matches!(store.replace(c, "nope", 1, json!({})).await, Err(StoreError::NotFound(_))));
 }

@@ -340,6 +340,16 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn version(&self, collection: Collection, id: &str) -> Result<Option<u64>, StoreError> {
+        let id = id.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let t = txn.open_table(table(collection)).map_err(unavailable)?;
+            Ok(t.get(id.as_str()).map_err(unavailable)?.map(|guard| guard.value().0))
+        })
+        .await
+    }
+
     async fn list(&self, collection: Collection) -> Result<Vec<(String, Document)>, StoreError> {
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(unavailable)?;

@@ -84,6 +84,10 @@ impl Store for MemoryStore {
         Ok(self.with(collection, |docs| docs.get(id).cloned()))
     }
 
+    async fn version(&self, collection: Collection, id: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self.with(collection, |docs| docs.get(id).map(|doc| doc.version)))
+    }
+
     async fn list(&self, collection: Collection) -> Result<Vec<(String, Document)>, StoreError> {
         Ok(self.with(collection, |docs| docs.iter().map(|(id, doc)| (id.clone(), doc.clone())).collect()))
     }

@@ -67,6 +67,10 @@ impl Store for MeteredStore {
         self.measure("get", self.inner.get(collection, id)).await
     }
 
+    async fn version(&self, collection: Collection, id: &str) -> Result<Option<u64>, StoreError> {
+        self.measure("version", self.inner.version(collection, id)).await
+    }
+
     async fn list(&self, collection: Collection) -> Result<Vec<(String, Document)>, StoreError> {
         self.measure("list", self.inner.list(collection)).await
     }

@@ -155,6 +155,12 @@ pub trait Store: Send + Sync {
     /// Reads a document.
     async fn get(&self, collection: Collection, id: &str) -> Result<Option<Document>, StoreError>;
 
+    /// The version of a document, without its body where the store can avoid reading
+    /// it: what tells a cached copy of a large record (the registry) is still current.
+    async fn version(&self, collection: Collection, id: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self.get(collection, id).await?.map(|doc| doc.version))
+    }
+
     /// Reads every document of a collection, ordered by id.
     async fn list(&self, collection: Collection) -> Result<Vec<(String, Document)>, StoreError>;
 

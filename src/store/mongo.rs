@@ -259,6 +259,19 @@ impl Store for MongoStore {
         found.map(|raw| Self::decode(collection, &raw).map(|(_, doc)| doc)).transpose()
     }
 
+    async fn version(&self, collection: Collection, id: &str) -> Result<Option<u64>, StoreError> {
+        let found = self
+            .collection(collection)
+            .find_one(doc! {"_id": id})
+            .projection(doc! {"_id": 0, "version": 1})
+            .await
+            .map_err(unavailable)?;
+        let Some(raw) = found else { return Ok(None) };
+        let corrupt = || StoreError::Corrupt(format!("{}/{id} has no version", collection.name()));
+        let version = raw.get_i64("version").map_err(|_| corrupt())?;
+        Ok(Some(u64::try_from(version).map_err(|_| corrupt())?))
+    }
+
     async fn list(&self, collection: Collection) -> Result<Vec<(String, Document)>, StoreError> {
         let mut cursor = self.collection(collection).find(doc! {}).sort(doc! {"_id": 1}).await.map_err(unavailable)?;
         let mut out = Vec::new();

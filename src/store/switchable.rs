@@ -1,8 +1,10 @@
 //! A memory store for tests of what sits on a store (the breaker, the catalog cache):
-//! it counts the calls made to it, can be switched off, and says whether other
-//! processes share it.
+//! it counts the calls made to it (in all, and per collection and call), can be
+//! switched off, and says whether other processes share it.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -24,6 +26,8 @@ pub struct SwitchableStore {
     /// How long a call takes to fail while down.
     failure_delay: Duration,
     calls: AtomicUsize,
+    /// Reads by collection and call (`get`, `version`, `list`, `page`).
+    reads: Mutex<HashMap<(Collection, &'static str), usize>>,
 }
 
 impl SwitchableStore {
@@ -36,6 +40,17 @@ impl SwitchableStore {
     /// How many calls it has had.
     pub fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
+    }
+
+    /// How many `call` reads (`get`, `version`, `list`, `page`) of `collection` it has had.
+    pub fn reads(&self, collection: Collection, call: &'static str) -> usize {
+        let reads = self.reads.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        reads.get(&(collection, call)).copied().unwrap_or(0)
+    }
+
+    fn read(&self, collection: Collection, call: &'static str) {
+        let mut reads = self.reads.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *reads.entry((collection, call)).or_default() += 1;
     }
 
     /// Switches it off (`true`) or on.
@@ -71,9 +86,15 @@ impl Store for SwitchableStore {
         self.answer(self.memory.replace(c, id, v, body)).await
     }
     async fn get(&self, c: Collection, id: &str) -> Result<Option<Document>, StoreError> {
+        self.read(c, "get");
         self.answer(self.memory.get(c, id)).await
     }
+    async fn version(&self, c: Collection, id: &str) -> Result<Option<u64>, StoreError> {
+        self.read(c, "version");
+        self.answer(self.memory.version(c, id)).await
+    }
     async fn list(&self, c: Collection) -> Result<Vec<(String, Document)>, StoreError> {
+        self.read(c, "list");
         self.answer(self.memory.list(c)).await
     }
     async fn last_id(&self, c: Collection) -> Result<Option<String>, StoreError> {
@@ -83,6 +104,7 @@ impl Store for SwitchableStore {
         self.answer(self.memory.delete(c, id, v)).await
     }
     async fn page(&self, c: Collection, q: &Query) -> Result<Vec<(String, Document)>, StoreError> {
+        self.read(c, "page");
         self.answer(self.memory.page(c, q)).await
     }
     async fn expired(&self, c: Collection, f: &str, b: &str, n: usize) -> Result<Vec<(String, u64)>, StoreError> {
