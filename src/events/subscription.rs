@@ -6,13 +6,18 @@ use std::sync::Arc;
 
 use futures_util::Stream;
 use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::time::Instant;
 
 use super::{Delivered, EventLog};
 use crate::domain::event::Event;
 use crate::store::{Collection, Query, index};
 
-/// How many events a subscriber catching up reads from the store at a time.
-const PAGE: usize = 256;
+/// How many events a subscriber catching up reads from the store at a time: all it
+/// holds of the backlog (500 subscribers resuming from the start hold 500 such pages).
+const PAGE: usize = 32;
+/// The most bytes ([`Event::size`]) of a page a subscriber holds; the rest of a page
+/// read is read again later.
+const PAGE_BYTES: usize = 64 * 1024;
 
 /// What a subscriber wants to see; every field set must match.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -56,6 +61,13 @@ pub enum Item {
         /// The last id missed.
         to: u64,
     },
+    /// The stream has lasted [`Limits::stream_lifetime`](super::Limits::stream_lifetime)
+    /// and ends here; the client resumes after `after` (the last id passed on or over).
+    /// Always the last item.
+    Resume {
+        /// Where to resume.
+        after: u64,
+    },
 }
 
 struct State {
@@ -68,7 +80,12 @@ struct State {
     catch_up: Option<u64>,
     /// Whether to check, before catching up, that the log still holds what comes next.
     check_gap: bool,
+    /// At most one page of stored events, then what the broadcast gave.
     ready: VecDeque<Item>,
+    /// When the stream ends ([`Item::Resume`]); counted from its start, so keep-alives
+    /// and events alike leave it where it is.
+    ends: Instant,
+    ended: bool,
     _counted: Counted,
 }
 
@@ -83,13 +100,24 @@ impl Drop for Counted {
 
 impl EventLog {
     /// The events matching `filter`: those after id `after` first (from the store, with
-    /// a [`Item::Gap`] for what it no longer holds), then each new one as it happens.
-    /// Without `after`, only new ones. The stream ends if the store fails while
-    /// catching up; a client resumes from the last id it saw.
-    pub fn subscribe(self: &Arc<Self>, filter: Filter, after: Option<u64>) -> impl Stream<Item = Item> + Send + use<> {
+    /// a [`Item::Gap`] for what it no longer holds), then each new one as it happens,
+    /// until [`Item::Resume`] after the stream's lifetime. Without `after`, only new
+    /// ones. The stream ends early if the store fails while catching up; a client
+    /// resumes from the last id it saw.
+    ///
+    /// `None` when [`Limits::subscribers`](super::Limits::subscribers) streams are open
+    /// already.
+    pub fn subscribe(
+        self: &Arc<Self>,
+        filter: Filter,
+        after: Option<u64>,
+    ) -> Option<impl Stream<Item = Item> + Send + use<>> {
+        if !self.hub.try_subscribed(self.limits.subscribers) {
+            return None;
+        }
+        let counted = Counted(Arc::clone(self));
         // Subscribe before reading where the tail is, so nothing falls between the two.
         let receiver = self.hub.subscribe();
-        self.hub.subscribed();
         let delivered = self.hub.delivered();
         let state = State {
             log: Arc::clone(self),
@@ -99,17 +127,40 @@ impl EventLog {
             catch_up: after.map(|_| delivered),
             check_gap: after.is_some(),
             ready: VecDeque::new(),
-            _counted: Counted(Arc::clone(self)),
+            ends: Instant::now() + self.limits.stream_lifetime,
+            ended: false,
+            _counted: counted,
         };
-        futures_util::stream::unfold(state, |mut state| async move {
+        Some(futures_util::stream::unfold(state, |mut state| async move {
             let item = state.next().await?;
             Some((item, state))
-        })
+        }))
     }
 }
 
 impl State {
     async fn next(&mut self) -> Option<Item> {
+        if self.ended {
+            return None;
+        }
+        // Checked first: a subscriber that always has something to read ends too.
+        if Instant::now() < self.ends
+            && let Ok(item) = tokio::time::timeout_at(self.ends, self.next_item()).await
+        {
+            return item;
+        }
+        // What is ready was passed over, not on: the client resumes before it.
+        match self.ready.front() {
+            Some(Item::Event(delivered)) => self.cursor = delivered.event.id - 1,
+            Some(Item::Gap { from, .. }) => self.cursor = from - 1,
+            Some(Item::Resume { .. }) | None => {}
+        }
+        self.ready.clear();
+        self.ended = true;
+        Some(Item::Resume { after: self.cursor })
+    }
+
+    async fn next_item(&mut self) -> Option<Item> {
         loop {
             if let Some(item) = self.ready.pop_front() {
                 return Some(item);
@@ -150,25 +201,40 @@ impl State {
         }
     }
 
-    /// Reads the next stored events up to `upto` into `ready`; `None` if the store failed.
+    /// Reads the next stored events up to `upto` into `ready`: at most [`PAGE`] of
+    /// them and [`PAGE_BYTES`]; `None` if the store failed. The cursor moves past what
+    /// was read and queued, so `ready` is empty before the next read.
     async fn read_stored(&mut self, upto: u64) -> Option<()> {
         let query = Query { filters: self.filter.index_filters(), after: Some(Event::key(self.cursor)), limit: PAGE };
-        let page = match self.log.records.page_values::<Event>(Collection::Events, &query).await {
-            Ok(page) => page,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the event log for a subscriber");
-                return None;
+        let read = async {
+            let _permit = self.log.catch_up_reads.acquire().await.ok()?;
+            match self.log.records.page_values::<Event>(Collection::Events, &query).await {
+                Ok(page) => Some(page),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the event log for a subscriber");
+                    None
+                }
             }
         };
+        let page = read.await?;
         let exhausted = page.len() < PAGE;
+        let mut held = 0;
         for event in page {
             if event.id > upto {
                 self.cursor = upto;
                 return Some(());
             }
-            self.cursor = event.id;
             if self.filter.matches(&event) {
+                let size = event.size();
+                if !self.ready.is_empty() && held + size > PAGE_BYTES {
+                    // The rest is read again next time.
+                    return Some(());
+                }
+                held += size;
+                self.cursor = event.id;
                 self.ready.push_back(Item::Event(Arc::new(Delivered::new(event))));
+            } else {
+                self.cursor = event.id;
             }
         }
         if exhausted {
