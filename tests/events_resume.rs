@@ -19,7 +19,7 @@ use support::{Esm, StoreSetup, temp_dir};
 /// backlog per subscriber held in memory would take.
 const CAP: u64 = 2 << 30;
 /// Events in the backlog.
-const BACKLOG: u64 = 1_000;
+const BACKLOG: u64 = 2_000;
 /// Clients resuming at once.
 const SUBSCRIBERS: usize = 500;
 /// What 500 resumes may add to esm's resident memory.

@@ -92,6 +92,8 @@ pub struct EventLog {
     /// Subscribers catching up read the store through this, a few at a time, so a
     /// crowd resuming at once holds a few pages in flight, not one per subscriber.
     catch_up_reads: tokio::sync::Semaphore,
+    /// Pages read lately by subscribers catching up, shared by the next ones.
+    recent_pages: subscription::RecentPages,
 }
 
 impl std::fmt::Debug for EventLog {
@@ -113,6 +115,7 @@ impl EventLog {
             hub: hub::Hub::new(),
             sizes: sizes::Sizes::default(),
             catch_up_reads: tokio::sync::Semaphore::new(readers),
+            recent_pages: subscription::RecentPages::default(),
         })
     }
 
@@ -140,7 +143,7 @@ impl EventLog {
     /// Up to `limit` events after id `after` and no later than what this process has
     /// delivered (so a client paging the log never skips an event still committing),
     /// matching every filter; no more than [`Limits::page_bytes`] of them (but at least
-    /// one). Read from the store [`PAGE_READ`] at a time.
+    /// one). Read from the store `PAGE_READ` events at a time.
     pub async fn page(&self, filter: &Filter, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
         let upto = self.hub.delivered();
         let (mut events, mut bytes, mut cursor) = (Vec::new(), 0, after);

@@ -205,41 +205,93 @@ impl State {
     /// them and [`PAGE_BYTES`]; `None` if the store failed. The cursor moves past what
     /// was read and queued, so `ready` is empty before the next read.
     async fn read_stored(&mut self, upto: u64) -> Option<()> {
-        let query = Query { filters: self.filter.index_filters(), after: Some(Event::key(self.cursor)), limit: PAGE };
-        let read = async {
-            let _permit = self.log.catch_up_reads.acquire().await.ok()?;
-            match self.log.records.page_values::<Event>(Collection::Events, &query).await {
-                Ok(page) => Some(page),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the event log for a subscriber");
-                    None
-                }
-            }
-        };
-        let page = read.await?;
-        let exhausted = page.len() < PAGE;
+        let page = self.stored_page().await?;
         let mut held = 0;
-        for event in page {
+        for delivered in page.events.iter() {
+            let event = &delivered.event;
             if event.id > upto {
                 self.cursor = upto;
                 return Some(());
             }
-            if self.filter.matches(&event) {
+            if self.filter.matches(event) {
                 let size = event.size();
                 if !self.ready.is_empty() && held + size > PAGE_BYTES {
                     // The rest is read again next time.
                     return Some(());
                 }
                 held += size;
-                self.cursor = event.id;
-                self.ready.push_back(Item::Event(Arc::new(Delivered::new(event))));
-            } else {
-                self.cursor = event.id;
+                self.ready.push_back(Item::Event(Arc::clone(delivered)));
             }
+            self.cursor = event.id;
         }
-        if exhausted {
-            self.cursor = upto;
-        }
+        self.cursor = page.covers.min(upto).max(self.cursor);
         Some(())
+    }
+
+    /// The page after the cursor: one a subscriber read lately (unfiltered pages are
+    /// shared), or read from the store now.
+    async fn stored_page(&self) -> Option<Arc<Page>> {
+        let shared = self.filter == Filter::default();
+        let recent = &self.log.recent_pages;
+        if let Some(page) = recent.get(self.cursor).filter(|_| shared) {
+            return Some(page);
+        }
+        let _permit = self.log.catch_up_reads.acquire().await.ok()?;
+        // Another subscriber may have read it while this one waited.
+        if let Some(page) = recent.get(self.cursor).filter(|_| shared) {
+            return Some(page);
+        }
+        let delivered = self.log.hub.delivered();
+        let query = Query { filters: self.filter.index_filters(), after: Some(Event::key(self.cursor)), limit: PAGE };
+        let read = match self.log.records.page_values::<Event>(Collection::Events, &query).await {
+            Ok(read) => read,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the event log for a subscriber");
+                return None;
+            }
+        };
+        // A full read covers up to its last event; a short one up to the end of the log.
+        let end = if read.len() == PAGE { read.last().map_or(delivered, |e| e.id) } else { u64::MAX };
+        let covers = end.min(delivered);
+        let events = read.into_iter().filter(|e| e.id <= covers).map(|e| Arc::new(Delivered::new(e))).collect();
+        let page = Arc::new(Page { after: self.cursor, covers, events });
+        if shared {
+            recent.put(Arc::clone(&page));
+        }
+        Some(page)
+    }
+}
+
+/// A page of the log as subscribers catching up read it.
+pub(super) struct Page {
+    /// The id it follows.
+    after: u64,
+    /// It holds every event in `after + 1..=covers` that the log held when read (the
+    /// tail had delivered up to `covers`, so no event still committing is missing).
+    covers: u64,
+    events: Vec<Arc<Delivered>>,
+}
+
+/// The unfiltered pages subscribers read lately, by the id they follow: a crowd
+/// resuming from the same place reads and serialises each page once, and shares it.
+/// A std mutex: held for a scan of [`RECENT_PAGES`] entries, never across an `.await`.
+#[derive(Default)]
+pub(super) struct RecentPages(std::sync::Mutex<VecDeque<Arc<Page>>>);
+
+/// How many pages [`RecentPages`] keeps: at most this many times [`PAGE`] events.
+const RECENT_PAGES: usize = 64;
+
+impl RecentPages {
+    fn get(&self, after: u64) -> Option<Arc<Page>> {
+        self.0.lock().ok()?.iter().find(|page| page.after == after).cloned()
+    }
+
+    fn put(&self, page: Arc<Page>) {
+        if let Ok(mut pages) = self.0.lock() {
+            if pages.len() >= RECENT_PAGES {
+                pages.pop_front();
+            }
+            pages.push_back(page);
+        }
     }
 }
