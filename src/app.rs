@@ -72,6 +72,7 @@ impl Server {
         // First, before the store opens files: both ports' connections must fit under
         // the open-file limit. The effective cap is what `/environment` shows.
         config.max_connections = serve::fit_connection_cap(config.max_connections, 2);
+        config.max_subscribers = Some(config.event_limits().subscribers);
         let event_webhook = config
             .event_webhook_url
             .as_ref()
@@ -93,8 +94,8 @@ impl Server {
                 // The parse has its own budget; this also covers the checks after it.
                 manifest_check_timeout: Duration::from_millis(config.manifest_parse_timeout) * 2,
                 clock: Clock::system(),
-                event_retention: config.event_retention,
                 catalog: config.catalog_limits(),
+                events: config.event_limits(),
                 event_webhook,
                 pool_deploys: config.pool_deploys,
                 max_pools: config.max_pools,

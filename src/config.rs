@@ -284,6 +284,26 @@ pub struct Config {
     /// at start when both ports would not fit under the open-file limit.
     #[arg(long = "max-connections", env = "ESM_MAX_CONNECTIONS", value_parser = positive_count(), default_value_t = 1024)]
     pub max_connections: usize,
+    /// Event streams (`GET /v2/et/events` as `text/event-stream`) one esm serves at once;
+    /// one more is refused with 503 and `Retry-After`. Default: a quarter of
+    /// ESM_MAX_CONNECTIONS; always below it, so streams never take every connection.
+    #[arg(long = "max-subscribers", env = "ESM_MAX_SUBSCRIBERS", value_parser = positive_count())]
+    pub max_subscribers: Option<usize>,
+    /// Seconds an event stream lasts; then it ends, telling its client to resume with
+    /// `Last-Event-ID`.
+    #[arg(long = "event-stream-lifetime", env = "ESM_EVENT_STREAM_LIFETIME", value_parser = positive(), default_value_t = 600)]
+    pub event_stream_lifetime: u64,
+    /// The most bytes of change events kept (the latest that fit), with ESM_EVENT_RETENTION.
+    #[arg(long = "event-retention-bytes", env = "ESM_EVENT_RETENTION_BYTES", value_parser = positive_count(), default_value_t = 33_554_432)]
+    pub event_retention_bytes: usize,
+    /// The most bytes of events in one JSON page of `GET /v2/et/events` (at least one
+    /// event is always given).
+    #[arg(long = "event-page-max-bytes", env = "ESM_EVENT_PAGE_MAX_BYTES", value_parser = positive_count(), default_value_t = 1_048_576)]
+    pub event_page_max_bytes: usize,
+    /// The most bytes of events waiting to be written (while the store is slow or away);
+    /// beyond it events are dropped with a warning.
+    #[arg(long = "event-queue-max-bytes", env = "ESM_EVENT_QUEUE_MAX_BYTES", value_parser = positive_count(), default_value_t = 16_777_216)]
+    pub event_queue_max_bytes: usize,
 }
 
 /// Which store keeps esm's state.
@@ -439,6 +459,22 @@ impl Config {
             max_tags: self.catalog_max_tags,
             max_manifests: self.catalog_max_manifests,
             max_registry_bytes: self.catalog_max_bytes,
+        }
+    }
+
+    /// What the event log may hold and hand out. The subscriber cap is
+    /// `ESM_MAX_SUBSCRIBERS`, by default a quarter of the connection cap, and always
+    /// below the connection cap (when that is more than one).
+    pub fn event_limits(&self) -> crate::events::Limits {
+        let connections = self.max_connections.max(1);
+        let subscribers = self.max_subscribers.unwrap_or(connections / 4).min(connections - 1).max(1);
+        crate::events::Limits {
+            retention: self.event_retention,
+            retention_bytes: self.event_retention_bytes,
+            page_bytes: self.event_page_max_bytes,
+            queue_bytes: self.event_queue_max_bytes,
+            subscribers,
+            stream_lifetime: Duration::from_secs(self.event_stream_lifetime),
         }
     }
 

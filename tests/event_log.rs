@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use esm::clock::Clock;
 use esm::domain::event::Event;
-use esm::events::{EventLog, Filter, Item};
+use esm::events::{EventLog, Filter, Item, Limits};
 use esm::store::memory::MemoryStore;
 use esm::store::{Collection, Records, Store, index};
 use futures_util::StreamExt;
@@ -18,7 +18,7 @@ mod wait;
 use wait::eventually;
 
 fn log(records: &Records, stop: &CancellationToken) -> Arc<EventLog> {
-    let log = EventLog::new(records.clone(), Clock::tokio(), 10_000);
+    let log = EventLog::new(records.clone(), Clock::tokio(), Limits::default());
     // As on a shared store: each log polls for the other's writes.
     tokio::spawn(Arc::clone(&log).run(stop.clone(), Some(Duration::from_millis(250))));
     log
@@ -39,8 +39,8 @@ async fn two_logs_on_one_store_number_every_event_once_and_every_subscriber_sees
     // Both tails start at the (empty) log's end before anything is emitted.
     eventually(Duration::from_secs(5), "both logs to tail", || async { (a.tailing() && b.tailing()).then_some(()) })
         .await;
-    let mut on_a = Box::pin(a.subscribe(Filter::default(), None));
-    let mut on_b = Box::pin(b.subscribe(Filter::default(), None));
+    let mut on_a = Box::pin(a.subscribe(Filter::default(), None).expect("a subscriber slot"));
+    let mut on_b = Box::pin(b.subscribe(Filter::default(), None).expect("a subscriber slot"));
     for n in 0..200 {
         a.emit(event(n, "a"));
         b.emit(event(n, "b"));
@@ -73,7 +73,7 @@ async fn an_id_never_written_is_passed_over_after_a_moment() {
     let stop = CancellationToken::new();
     let log = log(&records, &stop);
     eventually(Duration::from_secs(5), "the log to tail", || async { log.tailing().then_some(()) }).await;
-    let mut subscriber = Box::pin(log.subscribe(Filter::default(), None));
+    let mut subscriber = Box::pin(log.subscribe(Filter::default(), None).expect("a subscriber slot"));
     // Ids 1 and 3 exist, 2 never will (its writer died between numbering and insert).
     for id in [1_u64, 3] {
         let mut written = event(usize::try_from(id).expect("small"), "x");
@@ -87,6 +87,7 @@ async fn an_id_never_written_is_passed_over_after_a_moment() {
         match tokio::time::timeout(Duration::from_secs(10), subscriber.next()).await.expect("in time").expect("open") {
             Item::Event(delivered) => seen.push(delivered.event.id),
             Item::Gap { .. } => panic!("a live subscriber is not told of ids never written"),
+            Item::Resume { .. } => panic!("the stream lasts ten minutes"),
         }
     }
     assert_eq!(seen, [1, 3, 4]);

@@ -91,8 +91,8 @@ pub struct BrokerSettings {
     pub manifest_check_timeout: Duration,
     /// Where the time comes from (Tokio's pausable clock in tests).
     pub clock: Clock,
-    /// How many of the latest change events are kept.
-    pub event_retention: usize,
+    /// What the change-event log may hold and hand out.
+    pub events: crate::events::Limits,
     /// How much the catalog may hold (`ESM_CATALOG_MAX_*`).
     pub catalog: CatalogLimits,
     /// How instances' liveness is watched.
@@ -145,7 +145,7 @@ impl Default for BrokerSettings {
             operation_lease: Duration::from_secs(30),
             manifest_check_timeout: Duration::from_secs(2),
             clock: Clock::system(),
-            event_retention: 10_000,
+            events: crate::events::Limits::default(),
             catalog: CatalogLimits::default(),
             liveness: LivenessSettings::default(),
             event_webhook: None,
@@ -208,7 +208,7 @@ impl Broker {
     pub fn new(store: Arc<dyn Store>, backends: Backends, settings: BrokerSettings) -> Arc<Self> {
         let shared = !store.exclusive();
         let records = Records::new(store);
-        let events = EventLog::new(records.clone(), settings.clock, settings.event_retention);
+        let events = EventLog::new(records.clone(), settings.clock, settings.events);
         Arc::new(Self {
             events,
             prompt: liveness::Prompt::new(),

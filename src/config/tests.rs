@@ -139,6 +139,7 @@ fn everything_set() -> Config {
         host_port_range: Some(PortRange { low: 30000, high: 30999 }),
         liveness_drop_threshold: Some(3600),
         liveness_url: Some("https://esm.example:8443".into()),
+        max_subscribers: Some(64),
         event_webhook_url: Some(Secret("https://hook:t0ken@hooks.example/esm?key=k3y".into())),
         ..Config::default()
     }

@@ -4,10 +4,23 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::bounded::MAX_ID_BYTES;
 use super::operation::OperationKind;
 
 /// Width of an event id in the store: zero-padded, so text order is number order.
 const ID_DIGITS: usize = 20;
+
+/// The longest text an event's id and state fields keep, in bytes. Ids a client sends
+/// are bounded by their types where they enter (`domain::bounded`); this bounds the
+/// rest (and anything that reached an event by another way), so no event is large.
+pub const MAX_FIELD_BYTES: usize = MAX_ID_BYTES;
+/// The longest `reason` an event keeps, in bytes (an engine's words may be long).
+pub const MAX_REASON_BYTES: usize = 1024;
+/// What [`Event::size`] counts besides the text: the id, the field names and quotes.
+const OVERHEAD_BYTES: usize = 200;
+/// The most [`Event::size`] can be once [`Event::bounded`]: the overhead, `type` and
+/// `at` (esm's own words, a few dozen bytes), eight fields and the reason.
+pub const MAX_EVENT_BYTES: usize = OVERHEAD_BYTES + 2 * MAX_FIELD_BYTES + 8 * MAX_FIELD_BYTES + MAX_REASON_BYTES;
 
 /// One change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -158,6 +171,54 @@ impl Event {
         self
     }
 
+    /// The same event with every text field cut to its bound ([`MAX_FIELD_BYTES`],
+    /// [`MAX_REASON_BYTES`]; a cut text ends with `…`), so that its [`Event::size`] is at
+    /// most [`MAX_EVENT_BYTES`].
+    pub fn bounded(mut self) -> Self {
+        truncate(&mut self.kind, MAX_FIELD_BYTES);
+        truncate(&mut self.at, MAX_FIELD_BYTES);
+        for text in [
+            &mut self.instance_id,
+            &mut self.binding_id,
+            &mut self.member_id,
+            &mut self.service_id,
+            &mut self.plan_id,
+            &mut self.operation,
+            &mut self.from,
+            &mut self.to,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            truncate(text, MAX_FIELD_BYTES);
+        }
+        if let Some(reason) = &mut self.reason {
+            truncate(reason, MAX_REASON_BYTES);
+        }
+        self
+    }
+
+    /// What the event weighs, in bytes: its text plus a fixed overhead. Its JSON is
+    /// about as long (longer only by the escapes of quotes and control characters).
+    /// The log's byte bounds (queue, pages, retention) count this.
+    pub fn size(&self) -> usize {
+        let optional = [
+            &self.instance_id,
+            &self.binding_id,
+            &self.member_id,
+            &self.service_id,
+            &self.plan_id,
+            &self.operation,
+            &self.from,
+            &self.to,
+            &self.reason,
+        ];
+        OVERHEAD_BYTES
+            + self.kind.len()
+            + self.at.len()
+            + optional.iter().map(|f| f.as_ref().map_or(0, String::len)).sum::<usize>()
+    }
+
     /// The id as the store keys it.
     pub fn key(id: u64) -> String {
         format!("{id:0ID_DIGITS$}")
@@ -167,6 +228,20 @@ impl Event {
     pub fn id_of(key: &str) -> Option<u64> {
         (key.len() == ID_DIGITS).then(|| key.parse().ok()).flatten()
     }
+}
+
+/// Cuts `text` to at most `max` bytes, on a character boundary, ending with `…`.
+fn truncate(text: &mut String, max: usize) {
+    const ELLIPSIS: &str = "…";
+    if text.len() <= max {
+        return;
+    }
+    let mut end = max.saturating_sub(ELLIPSIS.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push_str(ELLIPSIS);
 }
 
 #[cfg(test)]
@@ -190,5 +265,27 @@ mod tests {
         assert_eq!((event.from.as_deref(), event.to.as_deref()), (Some("in progress"), Some("failed")));
         assert!(is_known_type(&event.kind) && is_known_type("liveness.changed"));
         assert!(!is_known_type("provision.exploded") && !is_known_type("nonsense"));
+    }
+
+    #[test]
+    fn a_bounded_event_is_small_whatever_it_was_given() {
+        let huge = "é".repeat(600_000);
+        let mut event = Event::new("liveness.changed").on_instance(&huge, &huge, &huge).because(huge.clone());
+        (event.binding_id, event.member_id, event.operation) =
+            (Some(huge.clone()), Some(huge.clone()), Some(huge.clone()));
+        (event.from, event.to, event.at) = (Some(huge.clone()), Some(huge.clone()), huge.clone());
+        let event = event.bounded();
+        assert!(event.size() <= MAX_EVENT_BYTES, "{} bytes", event.size());
+        let id = event.instance_id.as_deref().unwrap_or_default();
+        assert!(id.len() <= MAX_FIELD_BYTES && id.ends_with('…'), "cut on a character boundary, marked");
+        assert!(event.reason.as_deref().unwrap_or_default().len() <= MAX_REASON_BYTES);
+        let json = serde_json::to_string(&event).unwrap_or_default();
+        assert!(json.len() <= MAX_EVENT_BYTES, "its JSON weighs about its size: {}", json.len());
+    }
+
+    #[test]
+    fn an_event_within_its_bounds_is_kept_as_it_is() {
+        let event = Event::operation(OperationKind::Bind, Step::Started, "op").on_instance("i", "s", "p").because("r");
+        assert_eq!(event.clone().bounded(), event);
     }
 }

@@ -83,8 +83,9 @@ impl Hub {
         self.subscribers.load(Ordering::Relaxed)
     }
 
-    pub(super) fn subscribed(&self) {
-        self.subscribers.fetch_add(1, Ordering::Relaxed);
+    /// Counts one more subscriber unless `cap` are counted already; whether it did.
+    pub(super) fn try_subscribed(&self, cap: usize) -> bool {
+        self.subscribers.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < cap).then_some(n + 1)).is_ok()
     }
 
     pub(super) fn unsubscribed(&self) {
@@ -158,6 +159,7 @@ async fn deliver(log: &EventLog, hole_since: &mut Option<Instant>) -> (bool, boo
         }
         *hole_since = None;
         last = event.id;
+        log.sizes.record(event.id, event.size());
         hub.delivered.store(last, Ordering::Release);
         // No subscriber is not an error.
         let _ = hub.sender.send(Arc::new(Delivered::new(event)));

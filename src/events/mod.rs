@@ -15,9 +15,16 @@
 //! - `subscription.rs`: one subscriber: what it missed (from the store, up to what
 //!   the tail has delivered), then the broadcast; a subscriber too slow for the
 //!   broadcast reads from the store again; a subscriber asking for events older than
-//!   the log keeps is told with a `gap`.
+//!   the log keeps is told with a `gap`. A subscriber reads the store a small page at
+//!   a time and holds no more than one page; a stream lasts [`Limits::stream_lifetime`]
+//!   and then tells its client where to resume.
+//!
+//! What the log may cost is bounded in count and in bytes ([`Limits`]): the events
+//! kept, a JSON page, the writer's queue, the subscribers of one process. An event's
+//! own size is bounded at emit ([`Event::bounded`]).
 
 mod hub;
+mod sizes;
 mod subscription;
 mod webhook;
 mod writer;
@@ -36,34 +43,93 @@ use crate::store::{Collection, Query, Records, StoreError};
 /// How long a missing id is waited for before the tail passes over it.
 pub const HOLE_GRACE: Duration = Duration::from_secs(2);
 
+/// How many events a JSON page reads from the store at a time (the page is filled from
+/// several such reads, up to its count and its bytes).
+const PAGE_READ: usize = 64;
+
+/// What the log may hold and hand out (`ESM_EVENT_*`, `ESM_MAX_SUBSCRIBERS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// How many of the latest events are kept.
+    pub retention: usize,
+    /// The most bytes of events kept ([`Event::size`]): the latest that fit, and at
+    /// least the newest.
+    pub retention_bytes: usize,
+    /// The most bytes of events in one JSON page; a page holds at least one event.
+    pub page_bytes: usize,
+    /// The most bytes of events waiting to be written; beyond it events are dropped.
+    pub queue_bytes: usize,
+    /// Streams served at once by this process; one more is refused (503).
+    pub subscribers: usize,
+    /// How long one stream lasts; then it ends, telling its client to resume after the
+    /// last id it passed.
+    pub stream_lifetime: Duration,
+}
+
+impl Default for Limits {
+    /// The settings' defaults (`config.rs`).
+    fn default() -> Self {
+        Self {
+            retention: 10_000,
+            retention_bytes: 32 << 20,
+            page_bytes: 1 << 20,
+            queue_bytes: 16 << 20,
+            subscribers: 256,
+            stream_lifetime: Duration::from_secs(600),
+        }
+    }
+}
+
 /// The event log of one process (shared by the replicas through the store).
 pub struct EventLog {
     records: Records,
     clock: Clock,
-    /// How many of the latest events are kept.
-    retention: usize,
+    limits: Limits,
     writer: writer::Queue,
     hub: hub::Hub,
+    /// The size of every event the log holds, for its byte retention.
+    sizes: sizes::Sizes,
+    /// Subscribers catching up read the store through this, a few at a time, so a
+    /// crowd resuming at once holds a few pages in flight, not one per subscriber.
+    catch_up_reads: tokio::sync::Semaphore,
+    /// Pages read lately by subscribers catching up, shared by the next ones.
+    recent_pages: subscription::RecentPages,
 }
 
 impl std::fmt::Debug for EventLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventLog").field("retention", &self.retention).finish_non_exhaustive()
+        f.debug_struct("EventLog").field("limits", &self.limits).finish_non_exhaustive()
     }
 }
 
 impl EventLog {
-    /// A log over `records`, keeping the latest `retention` events. Nothing is written
-    /// or delivered until [`EventLog::run`] runs.
-    pub fn new(records: Records, clock: Clock, retention: usize) -> Arc<Self> {
-        Arc::new(Self { records, clock, retention, writer: writer::Queue::new(), hub: hub::Hub::new() })
+    /// A log over `records`, within `limits`. Nothing is written or delivered until
+    /// [`EventLog::run`] runs.
+    pub fn new(records: Records, clock: Clock, limits: Limits) -> Arc<Self> {
+        let readers = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
+        Arc::new(Self {
+            records,
+            clock,
+            limits,
+            writer: writer::Queue::new(limits.queue_bytes),
+            hub: hub::Hub::new(),
+            sizes: sizes::Sizes::default(),
+            catch_up_reads: tokio::sync::Semaphore::new(readers),
+            recent_pages: subscription::RecentPages::default(),
+        })
     }
 
-    /// Records `event`, stamped now. Returns at once; if the queue is full (the store
-    /// has been away for long) the event is dropped with a warning.
+    /// What the log may hold and hand out.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Records `event`, stamped now and cut to its bounds ([`Event::bounded`]). Returns
+    /// at once; if the queue is full in count or in bytes (the store has been away for
+    /// long) the event is dropped with a warning.
     pub fn emit(&self, mut event: Event) {
         event.at = self.clock.timestamp();
-        self.writer.push(event);
+        self.writer.push(event.bounded());
     }
 
     /// Writes queued events and delivers the log to subscribers until `stop`; then
@@ -76,15 +142,29 @@ impl EventLog {
 
     /// Up to `limit` events after id `after` and no later than what this process has
     /// delivered (so a client paging the log never skips an event still committing),
-    /// matching every filter.
+    /// matching every filter; no more than [`Limits::page_bytes`] of them (but at least
+    /// one). Read from the store `PAGE_READ` events at a time.
     pub async fn page(&self, filter: &Filter, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
         let upto = self.hub.delivered();
-        if after >= upto {
-            return Ok(Vec::new());
+        let (mut events, mut bytes, mut cursor) = (Vec::new(), 0, after);
+        while cursor < upto && events.len() < limit {
+            let want = (limit - events.len()).min(PAGE_READ);
+            let query = Query { filters: filter.index_filters(), after: Some(Event::key(cursor)), limit: want };
+            let read = self.records.page_values::<Event>(Collection::Events, &query).await?;
+            let exhausted = read.len() < want;
+            for event in read {
+                let size = event.size();
+                if event.id > upto || (!events.is_empty() && bytes + size > self.limits.page_bytes) {
+                    return Ok(events);
+                }
+                (bytes, cursor) = (bytes + size, event.id);
+                events.push(event);
+            }
+            if exhausted {
+                break;
+            }
         }
-        let query = Query { filters: filter.index_filters(), after: Some(Event::key(after)), limit };
-        let page = self.records.page_values::<Event>(Collection::Events, &query).await?;
-        Ok(page.into_iter().filter(|e| e.id <= upto).collect())
+        Ok(events)
     }
 
     /// The oldest id the log still holds.
@@ -106,8 +186,8 @@ impl EventLog {
         deliverer.run(stop).await;
     }
 
-    /// The newest id in the store.
-    async fn newest(&self) -> Result<u64, StoreError> {
+    /// The newest id in the store (0 when the log is empty).
+    pub async fn newest(&self) -> Result<u64, StoreError> {
         let last = self.records.store().last_id(Collection::Events).await?;
         Ok(last.as_deref().and_then(Event::id_of).unwrap_or(0))
     }
@@ -136,16 +216,25 @@ impl EventLog {
         self.hub.subscribers()
     }
 
-    /// Deletes events older than the latest `retention`; returns how many.
+    /// Deletes events older than the latest [`Limits::retention`], and the oldest
+    /// beyond [`Limits::retention_bytes`]; returns how many.
     pub async fn trim(&self) -> Result<usize, StoreError> {
+        if self.tailing() {
+            self.sizes.seed(self, self.hub.delivered()).await?;
+        }
         let newest = self.newest().await?;
-        let keep_from = newest.saturating_sub(u64::try_from(self.retention).unwrap_or(u64::MAX)) + 1;
+        let by_count = newest.saturating_sub(u64::try_from(self.limits.retention).unwrap_or(u64::MAX)) + 1;
+        let keep_from = by_count.max(self.sizes.keep_from(self.limits.retention_bytes));
         let mut removed = 0;
         loop {
             let ids = self.records.store().page_ids(Collection::Events, &Query::new([], 256)).await?;
+            let oldest = ids.first().and_then(|key| Event::id_of(key)).unwrap_or(keep_from);
+            // What another replica trimmed is forgotten here too.
+            self.sizes.forget_before(oldest.min(keep_from));
             let old: Vec<String> =
                 ids.into_iter().filter(|k| Event::id_of(k).is_some_and(|id| id < keep_from)).collect();
             if old.is_empty() {
+                self.sizes.forget_before(keep_from);
                 return Ok(removed);
             }
             let deletes = old.iter().map(|key| self.records.store().delete(Collection::Events, key, None));

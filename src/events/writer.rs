@@ -1,6 +1,7 @@
 //! Numbering and inserting queued events (see the module docs of `events`).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -10,30 +11,51 @@ use super::EventLog;
 use crate::domain::event::Event;
 use crate::store::{Collection, StoreError, index};
 
-/// Events waiting to be written; beyond this they are dropped (the store has been
-/// away for a long time, and memory must stay bounded).
+/// Events waiting to be written; beyond this (or beyond the queue's bytes) they are
+/// dropped: the store has been away for a long time, and memory must stay bounded.
 const QUEUE: usize = 10_000;
 /// The most events written at once.
 const BATCH: usize = 256;
 /// How often an event whose id another replica took is numbered again.
 const RENUMBERS: usize = 16;
 
-/// The queue between [`EventLog::emit`] and the writer task.
+/// The queue between [`EventLog::emit`] and the writer task, bounded in count
+/// ([`QUEUE`]) and in bytes ([`Limits::queue_bytes`](super::Limits::queue_bytes)).
 pub(super) struct Queue {
     sender: mpsc::Sender<Event>,
     receiver: tokio::sync::Mutex<mpsc::Receiver<Event>>,
+    /// The bytes ([`Event::size`]) of the events queued.
+    bytes: AtomicUsize,
+    max_bytes: usize,
 }
 
 impl Queue {
-    pub(super) fn new() -> Self {
+    pub(super) fn new(max_bytes: usize) -> Self {
         let (sender, receiver) = mpsc::channel(QUEUE);
-        Self { sender, receiver: tokio::sync::Mutex::new(receiver) }
+        Self { sender, receiver: tokio::sync::Mutex::new(receiver), bytes: AtomicUsize::new(0), max_bytes }
     }
 
     pub(super) fn push(&self, event: Event) {
+        let size = event.size();
+        let reserved = self
+            .bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                queued.checked_add(size).filter(|&total| total <= self.max_bytes)
+            })
+            .is_ok();
+        if !reserved {
+            tracing::warn!(event = %event.kind, bytes = self.max_bytes, "the event queue is full; an event is dropped");
+            return;
+        }
         if let Err(e) = self.sender.try_send(event) {
+            self.taken(size);
             tracing::warn!(event = %e.into_inner().kind, "the event queue is full; an event is dropped");
         }
+    }
+
+    /// An event of `size` bytes left the queue.
+    fn taken(&self, size: usize) {
+        self.bytes.fetch_sub(size, Ordering::AcqRel);
     }
 }
 
@@ -47,10 +69,14 @@ pub(super) async fn run(log: Arc<EventLog>, stop: CancellationToken) {
             () = stop.cancelled() => None,
         };
         let Some(first) = first else { break };
+        log.writer.taken(first.size());
         let mut batch = vec![first];
         while batch.len() < BATCH {
             match receiver.try_recv() {
-                Ok(event) => batch.push(event),
+                Ok(event) => {
+                    log.writer.taken(event.size());
+                    batch.push(event);
+                }
                 Err(_) => break,
             }
         }
@@ -61,6 +87,7 @@ pub(super) async fn run(log: Arc<EventLog>, stop: CancellationToken) {
     receiver.close();
     let mut rest = Vec::new();
     while let Ok(event) = receiver.try_recv() {
+        log.writer.taken(event.size());
         rest.push(event);
     }
     for chunk in rest.chunks(BATCH) {
@@ -141,4 +168,26 @@ async fn wait(backoff: &mut Duration, stop: &CancellationToken, error: &StoreErr
 
 fn dropped(count: usize) {
     tracing::warn!(events = count, "esm is stopping and the store does not answer; events dropped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_queue_is_bounded_in_bytes_and_frees_what_is_taken() {
+        let event = Event::new("liveness.changed").because("x".repeat(300));
+        let size = event.size();
+        let queue = Queue::new(size * 3);
+        for _ in 0..5 {
+            queue.push(event.clone());
+        }
+        assert_eq!(queue.bytes.load(Ordering::Acquire), size * 3, "two of five dropped");
+        let mut receiver = queue.receiver.try_lock().expect("no writer runs");
+        let taken = receiver.try_recv().expect("queued");
+        queue.taken(taken.size());
+        queue.push(event);
+        assert_eq!(queue.bytes.load(Ordering::Acquire), size * 3, "room again for one");
+        assert_eq!((1..).take_while(|_| receiver.try_recv().is_ok()).count(), 3);
+    }
 }

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::domain::bounded::{InstanceId, ServiceId};
 use crate::domain::event::Event;
 
 /// `GET /v2/et/events` query parameters.
@@ -11,12 +12,15 @@ use crate::domain::event::Event;
 pub struct EventQuery {
     /// Events after this id (a stream resumes from `Last-Event-ID` the same way).
     pub after: Option<String>,
-    /// A page of at most this many events (1–1000, default 100); pages only.
+    /// A page of at most this many events (1–1000, default 100) and at most
+    /// `ESM_EVENT_PAGE_MAX_BYTES` of them (at least one); pages only.
     pub limit: Option<usize>,
     /// Only events of this instance.
-    pub instance_id: Option<String>,
+    #[param(value_type = Option<String>, max_length = 255)]
+    pub instance_id: Option<InstanceId>,
     /// Only events of this service.
-    pub service_id: Option<String>,
+    #[param(value_type = Option<String>, max_length = 255)]
+    pub service_id: Option<ServiceId>,
     /// Only events of this type (`provision.succeeded`, `liveness.changed`, …).
     #[serde(rename = "type")]
     pub kind: Option<String>,

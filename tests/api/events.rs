@@ -102,15 +102,10 @@ async fn pages_follow_after_and_limit_and_filters() {
         .collect();
     assert_eq!(ids, [&json!("i-1"), &json!("i-2"), &json!("i-3")]);
     assert_eq!(rest["after"], all["events"][2]["id"]);
-    let empty = app.get(&format!("/v2/et/events?after={}", rest["after"].as_u64().expect("id") + 1000)).await.body;
-    assert_eq!(empty["events"], json!([]));
+    // Cursors beyond the newest id are refused at once (see
+    // a_cursor_beyond_the_newest_event_is_refused_at_once_naming_the_newest).
     let last = app.get(&format!("/v2/et/events?after={}", u64::MAX)).await;
-    assert_eq!((last.status, &last.body["events"]), (StatusCode::OK, &json!([])), "{}", last.body);
-    let mut at_the_end = stream(&app, Some(&u64::MAX.to_string()), "").await;
-    app.provision("i-9", false).await;
-    let frame =
-        tokio::time::timeout(Duration::from_millis(300), at_the_end.next(LIMIT, "nothing after the last id")).await;
-    assert!(frame.is_err(), "no event comes after u64::MAX: {frame:?}");
+    assert_eq!(last.status, StatusCode::BAD_REQUEST, "{}", last.body);
     // Served without the version header, as a browser's EventSource asks.
     let reply =
         crate::helpers::reply(app.client.get(format!("{}/v2/et/events", app.api)).send().await.expect("esm answers"))
@@ -188,4 +183,141 @@ async fn asking_for_more_than_the_log_keeps_is_told_as_a_gap() {
     assert!(gap.id.is_none(), "a gap has no id of its own");
     let next = resumed.next(LIMIT, "the oldest kept event").await;
     assert_eq!(next.id, Some(oldest.to_string()));
+}
+
+/// Opens a stream and returns the raw response, whatever its status.
+async fn open_stream(app: &TestApp) -> reqwest::Response {
+    app.raw(Method::GET, "/v2/et/events").header("accept", "text/event-stream").send().await.expect("esm answers")
+}
+
+#[tokio::test]
+async fn streams_beyond_the_subscriber_cap_are_503_with_retry_after_and_the_catalog_still_answers() {
+    let app = spawn_app_with(Config { max_subscribers: Some(2), ..test_config() }).await;
+    app.register_catalog(json!({}), SCRIPT).await;
+    let open = [open_stream(&app).await, open_stream(&app).await];
+    assert!(open.iter().all(|r| r.status() == StatusCode::OK), "two streams fit under the cap");
+    let refused = crate::helpers::reply(open_stream(&app).await).await;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE, "{}", refused.body);
+    assert!(refused.header("retry-after").is_some_and(|s| s.parse::<u64>().is_ok()), "{:?}", refused.headers);
+    assert_eq!(refused.osb_error(), "ServiceUnavailable");
+    assert!(
+        refused.body["description"].as_str().is_some_and(|d| d.contains("ESM_MAX_SUBSCRIBERS")),
+        "{}",
+        refused.body
+    );
+    // The platform's own requests are served while the subscribers hold their slots,
+    // and so are JSON pages of the same log.
+    assert_eq!(app.get("/v2/catalog").await.status, StatusCode::OK);
+    assert_eq!(app.get("/v2/et/events").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_subscriber_cap_defaults_to_a_quarter_of_the_connection_cap_and_stays_below_it() {
+    let limits = |max_connections, max_subscribers| {
+        Config { max_connections, max_subscribers, ..Config::default() }.event_limits().subscribers
+    };
+    assert_eq!(limits(1024, None), 256);
+    assert_eq!(limits(8, Some(100)), 7, "below the connection cap");
+    assert_eq!(limits(1, None), 1, "never zero");
+}
+
+#[tokio::test]
+async fn a_stream_ends_after_its_lifetime_saying_where_to_resume_and_the_resume_misses_nothing() {
+    let app = spawn_app_with(Config { event_stream_lifetime: 1, ..test_config() }).await;
+    app.register_catalog(json!({}), SCRIPT).await;
+    app.provision("i-1", false).await;
+    let newest = events_of(&app, "type=provision.succeeded", 1).await["after"].as_u64().expect("a cursor");
+    // Nothing new matches the filter while it lasts; its end still tells the client
+    // how far it got.
+    let mut first = stream(&app, None, "?type=provision.succeeded").await;
+    let resume = first.next_named("resume", LIMIT).await;
+    let after = resume.data["after"].as_u64().expect("where to resume");
+    assert_eq!(resume.id, Some(after.to_string()), "the id is where EventSource resumes");
+    assert!(after >= newest, "{after} < {newest}");
+    assert!(first.ended(LIMIT).await, "the stream ends after its resume event");
+    // Provisioned between the end and the reconnect: the resumed stream has it.
+    app.provision("i-2", false).await;
+    let mut resumed = stream(&app, Some(&after.to_string()), "?type=provision.succeeded").await;
+    assert_eq!(resumed.next(LIMIT, "i-2, missed while away").await.data["instance_id"], "i-2");
+}
+
+#[tokio::test]
+async fn a_cursor_beyond_the_newest_event_is_refused_at_once_naming_the_newest() {
+    let app = with_plan(SCRIPT).await;
+    app.provision("i-1", false).await;
+    let newest = events_of(&app, "", 1).await["after"].as_u64().expect("a cursor");
+    let beyond = newest + 1000;
+    let page = app.get(&format!("/v2/et/events?after={beyond}")).await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST, "{}", page.body);
+    assert_eq!(page.osb_error(), "BadRequest");
+    assert!(page.body["description"].as_str().is_some_and(|d| d.contains(&format!("newest event id {newest}"))));
+    let response = app
+        .raw(Method::GET, "/v2/et/events")
+        .header("accept", "text/event-stream")
+        .header("last-event-id", beyond.to_string())
+        .send();
+    let streamed =
+        crate::helpers::reply(tokio::time::timeout(LIMIT, response).await.expect("at once").expect("answers")).await;
+    assert_eq!(streamed.status, StatusCode::BAD_REQUEST, "{}", streamed.body);
+    assert_eq!(streamed.osb_error(), "BadRequest");
+    assert!(streamed.body["description"].as_str().is_some_and(|d| d.contains(&format!("newest event id {newest}"))));
+    // The newest itself is a cursor like any other: nothing after it yet.
+    let at_newest = app.get(&format!("/v2/et/events?after={newest}")).await;
+    assert_eq!((at_newest.status, at_newest.body["events"].clone()), (StatusCode::OK, json!([])));
+}
+
+/// What the log counts an event as weighing (`Event::size`).
+fn size(event: &Value) -> usize {
+    serde_json::from_value::<esm::domain::event::Event>(event.clone()).expect("an event").size()
+}
+
+#[tokio::test]
+async fn a_page_is_bounded_in_bytes_and_paging_still_reads_every_event_once() {
+    const PAGE_BYTES: usize = 2_000;
+    let app = spawn_app_with(Config { event_page_max_bytes: PAGE_BYTES, ..test_config() }).await;
+    app.register_catalog(json!({}), SCRIPT).await;
+    for id in ["i-1", "i-2", "i-3", "i-4", "i-5", "i-6"] {
+        app.provision(id, false).await;
+    }
+    let provisioned = |body: &Value| {
+        body["events"].as_array().expect("events").iter().filter(|e| e["type"] == "provision.succeeded").count()
+    };
+    let (mut after, mut ids, mut pages, mut succeeded) = (0, Vec::new(), 0, 0);
+    loop {
+        let page = app.get(&format!("/v2/et/events?after={after}&limit=1000")).await.body;
+        let events = page["events"].as_array().expect("events");
+        if events.is_empty() {
+            break;
+        }
+        let bytes: usize = events.iter().map(size).sum();
+        assert!(events.len() == 1 || bytes <= PAGE_BYTES, "{} events, {bytes} bytes", events.len());
+        ids.extend(events.iter().map(|e| e["id"].as_u64().expect("an id")));
+        succeeded += provisioned(&page);
+        after = page["after"].as_u64().expect("a cursor");
+        pages += 1;
+    }
+    assert!(pages > 1, "the log did not fit in one page of {PAGE_BYTES} bytes");
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "in order, none twice: {ids:?}");
+    assert_eq!(succeeded, 6, "every provision's event read once");
+}
+
+#[tokio::test]
+async fn the_log_keeps_no_more_bytes_than_its_retention() {
+    const RETENTION_BYTES: usize = 3_000;
+    let app = spawn_app_with(Config { event_retention_bytes: RETENTION_BYTES, ..test_config() }).await;
+    app.register_catalog(json!({}), SCRIPT).await;
+    for id in ["i-1", "i-2", "i-3", "i-4", "i-5", "i-6"] {
+        app.provision(id, false).await;
+    }
+    events_of(&app, "type=provision.succeeded", 6).await;
+    // Trimmed within a second or so to the newest events that fit.
+    let kept = eventually(LIMIT, "the log trimmed to its bytes", || async {
+        let page = app.get("/v2/et/events?limit=1000").await.body;
+        let events = page["events"].as_array().expect("events").clone();
+        (events.iter().map(size).sum::<usize>() <= RETENTION_BYTES).then_some(events)
+    })
+    .await;
+    assert!(kept.len() > 1, "the newest events that fit are kept: {kept:?}");
+    let gap = app.get("/v2/et/events?after=1").await.body;
+    assert!(gap.get("gap").is_some(), "older ones are told as a gap: {gap}");
 }

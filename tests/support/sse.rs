@@ -50,6 +50,13 @@ impl SseReader {
         tokio::time::timeout(limit, read).await.unwrap_or_else(|_| panic!("no event within {limit:?}: {what}"))
     }
 
+    /// Whether the stream ends (esm closes it) within `limit`, whatever frames come
+    /// before.
+    pub async fn ended(&mut self, limit: Duration) -> bool {
+        let read = async { while let Ok(Some(_)) = self.response.chunk().await {} };
+        tokio::time::timeout(limit, read).await.is_ok()
+    }
+
     /// The next frame whose event name is `event` (others are skipped).
     pub async fn next_named(&mut self, event: &str, limit: Duration) -> Frame {
         let deadline = tokio::time::Instant::now() + limit;
