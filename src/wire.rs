@@ -34,6 +34,12 @@ use crate::domain::instance::InstanceMetadata;
 use crate::domain::liveness::LivenessStatus;
 use crate::domain::operation::OperationState;
 
+/// Whether an answer leaves its dashboard URL out: there is none, or it is not one
+/// esm hands out now (an instance recorded before URLs were limited to http(s)).
+fn no_dashboard_url(url: &Option<String>) -> bool {
+    url.as_deref().is_none_or(|url| crate::backend::check_dashboard_url(url).is_err())
+}
+
 /// `GET /v2/catalog`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CatalogResponse {
@@ -85,7 +91,7 @@ pub struct ProvisionRequest {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct ProvisionResponse {
     /// The instance's dashboard, if it has one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "no_dashboard_url")]
     pub dashboard_url: Option<String>,
     /// On 202: the operation to poll.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -140,7 +146,7 @@ pub struct UpdateRequest {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct UpdateResponse {
     /// The dashboard, if it changed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "no_dashboard_url")]
     pub dashboard_url: Option<String>,
     /// On 202: the operation to poll.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -166,7 +172,7 @@ pub struct FetchInstanceResponse {
     /// The current plan.
     pub plan_id: String,
     /// The dashboard, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "no_dashboard_url")]
     pub dashboard_url: Option<String>,
     /// The parameters in effect.
     #[serde(
@@ -412,4 +418,30 @@ pub struct EtState {
     /// What is happening or happened.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dashboard_url_that_is_not_http_is_never_answered() {
+        for (url, shown) in
+            [("https://d.example/i-1", true), ("javascript:alert(1)", false), ("data:text/html,x", false)]
+        {
+            let answer = ProvisionResponse { dashboard_url: Some(url.into()), ..Default::default() };
+            let json = serde_json::to_value(&answer).expect("JSON");
+            assert_eq!(json.get("dashboard_url").is_some(), shown, "{url}: {json}");
+        }
+        let fetched = serde_json::to_value(FetchInstanceResponse {
+            service_id: "s".into(),
+            plan_id: "p".into(),
+            dashboard_url: Some("javascript:alert(1)".into()),
+            parameters: None,
+            maintenance_info: None,
+            metadata: None,
+        })
+        .expect("JSON");
+        assert!(fetched.get("dashboard_url").is_none(), "{fetched}");
+    }
 }

@@ -288,7 +288,13 @@ impl Broker {
     /// A plan a request names, with the manifest and backend that deploy it; 400 if
     /// the catalog does not have it.
     async fn plan_view(&self, service_id: &str, plan_id: &str) -> OsbResult<PlanView> {
-        let registry = self.registry().await?.record;
+        let registry = self
+            .registry_holding(|r| {
+                r.service(service_id).is_some_and(|s| s.plan(plan_id).is_some())
+                    && r.manifests.values().any(|m| m.plan_id == plan_id)
+            })
+            .await?
+            .record;
         let service = registry
             .service(service_id)
             .ok_or_else(|| OsbError::BadRequest(format!("unknown service_id {service_id:?}")))?

@@ -82,7 +82,7 @@ impl Broker {
             Some(Value::Object(parameters)) => Some(parameters),
             Some(_) => return Err(OsbError::BadRequest("parameters must be a JSON object".into())),
         };
-        let registry = self.registry().await?.record;
+        let registry = self.registry_holding(|r| service_of_plan(r, plan_id).is_ok()).await?.record;
         let service_id = service_of_plan(&registry, plan_id)?;
         let view = self.plan_view(&service_id, plan_id).await?;
         let as_value = parameters.clone().map(Value::Object);

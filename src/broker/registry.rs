@@ -60,6 +60,18 @@ impl Broker {
         }
     }
 
+    /// The registry, current for what `holds` looks for: the copy where it holds;
+    /// otherwise the registry as stored now, as on a shared store the copy may be up to
+    /// the stale bound behind a registration another replica just made. A request is
+    /// never told something does not exist because this replica's copy lags.
+    pub(super) async fn registry_holding(&self, holds: impl Fn(&Registry) -> bool) -> OsbResult<Shared> {
+        let copy = self.registry().await?;
+        if holds(&copy.record) {
+            return Ok(copy);
+        }
+        self.registry_now().await
+    }
+
     /// The registry as stored now, for a check that must see every change that landed
     /// before it (the second half of the retirement protocol): the copy on a store only
     /// this process writes, where every write puts its result in place before it

@@ -8,10 +8,10 @@
 //!
 //! let esm = Client::new("http://localhost:8080", None)?;
 //! let request = ProvisionRequest {
-//!     service_id: "svc-1".into(),
-//!     plan_id: "plan-1".into(),
-//!     organization_guid: "org".into(),
-//!     space_guid: "space".into(),
+//!     service_id: "svc-1".parse().expect("an id"),
+//!     plan_id: "plan-1".parse().expect("an id"),
+//!     organization_guid: "org".parse().expect("an id"),
+//!     space_guid: "space".parse().expect("an id"),
 //!     context: None,
 //!     parameters: None,
 //!     maintenance_info: None,

@@ -34,8 +34,10 @@ pub const MAX_LABEL_BYTES: usize = 255;
 /// Which characters a bounded text may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Charset {
-    /// Printable, no whitespace: ids, which end up in paths, names of engine objects,
-    /// index keys and log fields.
+    /// Printable, the space the only whitespace: ids. OSB only recommends unreserved
+    /// characters (a platform may send `Instance/With Odd Chars`, percent-encoded), so
+    /// what reaches paths, engine object names, index keys and log fields is bounded by
+    /// length and by what no terminal or log line may hold.
     Id,
     /// Printable, spaces allowed: one line of text.
     Line,
@@ -48,8 +50,9 @@ impl Charset {
     /// Whether `c` is allowed.
     pub fn allows(self, c: char) -> bool {
         match self {
-            Charset::Id => !c.is_control() && !c.is_whitespace() && !is_invisible_format(c),
-            Charset::Line => !c.is_control() && !is_invisible_format(c) && (c == ' ' || !c.is_whitespace()),
+            Charset::Id | Charset::Line => {
+                !c.is_control() && !is_invisible_format(c) && (c == ' ' || !c.is_whitespace())
+            }
             Charset::Text => (!c.is_control() || c == '\n' || c == '\t') && !is_invisible_format(c),
         }
     }
@@ -57,7 +60,7 @@ impl Charset {
     /// The rule, in words, for error messages.
     pub fn describe(self) -> &'static str {
         match self {
-            Charset::Id => "printable characters without spaces",
+            Charset::Id => "printable characters (spaces allowed, no other whitespace)",
             Charset::Line => "printable characters on one line",
             Charset::Text => "printable characters, newlines and tabs",
         }
@@ -316,7 +319,7 @@ mod tests {
 
     #[test]
     fn ids_within_the_bound_and_set_parse() {
-        for id in ["i-1", "6f1d0a1e-7b2c-4f0e-9a55-0c1b2d3e4f50", "a.b_c~d:e@f+g", "é"] {
+        for id in ["i-1", "6f1d0a1e-7b2c-4f0e-9a55-0c1b2d3e4f50", "a.b_c~d:e@f+g", "é", "Instance/With Odd Chars"] {
             assert_eq!(InstanceId::parse(id).unwrap().as_str(), id);
         }
         assert!(InstanceId::parse("x".repeat(MAX_ID_BYTES)).is_ok());
@@ -332,7 +335,7 @@ mod tests {
 
     #[test]
     fn control_characters_whitespace_and_bidi_overrides_are_refused() {
-        for bad in ["a\nb", "a b", "a\u{1b}[2J", "\u{7f}", "\u{85}", "a\u{202E}b", "a\tb", ""] {
+        for bad in ["a\nb", "a\u{a0}\u{3000}b", "a\u{1b}[2J", "\u{7f}", "\u{85}", "a\u{202E}b", "a\tb", ""] {
             assert!(ServiceId::parse(bad).is_err(), "{bad:?}");
         }
         let err = ServiceId::parse("a\u{1b}b").unwrap_err().to_string();

@@ -278,7 +278,7 @@ mod tests {
             ("id", |v| v["id"] = json!("x".repeat(256))),
             ("name", |v| v["name"] = json!("a\u{1b}]0;owned\u{7}")),
             ("description", |v| v["description"] = json!("d".repeat(1025))),
-            ("plan id", |v| v["plans"][0]["id"] = json!("p q")),
+            ("plan id", |v| v["plans"][0]["id"] = json!("p\nq")),
             ("short_name", |v| v["short_name"] = json!("")),
             ("tags", |v| v["tags"] = json!(["t".repeat(256)])),
             ("version", |v| v["plans"][0]["maintenance_info"] = json!({"version": "v".repeat(256)})),
