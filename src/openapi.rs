@@ -5,9 +5,10 @@
 use axum::Router;
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
+use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
-use utoipa::openapi::{Object, RefOr, Required, Type};
+use utoipa::openapi::{Object, Ref, RefOr, Required, ResponseBuilder, Type};
 use utoipa::{Modify, OpenApi};
 
 /// Swagger UI at `/ui` over `spec` at `/swagger.json`. Its pages may not be framed
@@ -85,6 +86,17 @@ fn header(name: &str, required: bool, description: &str) -> RefOr<Parameter> {
     )
 }
 
+/// The 400 of a path or query value the extractors refuse.
+fn refused_input() -> RefOr<utoipa::openapi::Response> {
+    let body = ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build();
+    RefOr::T(
+        ResponseBuilder::new()
+            .description("A path or query value out of its bounds (length, characters) or malformed")
+            .content("application/json", body)
+            .build(),
+    )
+}
+
 /// The full document: the router's paths plus the shared headers.
 pub fn document() -> utoipa::openapi::OpenApi {
     with_broker_headers(crate::api::routes().1)
@@ -101,6 +113,15 @@ pub fn with_broker_headers(mut spec: utoipa::openapi::OpenApi) -> utoipa::openap
         ];
         for (method, operation) in operations {
             let Some(operation) = operation else { continue };
+            // Every path and query value is parsed into a bounded type by the extractors:
+            // an operation that takes one can answer 400 however its handler reads.
+            let takes_input =
+                operation.parameters.iter().flatten().any(
+                    |p| matches!(p, RefOr::T(p) if matches!(p.parameter_in, ParameterIn::Path | ParameterIn::Query)),
+                );
+            if takes_input {
+                operation.responses.responses.entry("400".into()).or_insert_with(refused_input);
+            }
             let params = operation.parameters.get_or_insert_with(Vec::new);
             if !crate::api::version::exempt(method, path) {
                 params.push(header("X-Broker-API-Version", true, "OSB API version, 2.12 or later (e.g. 2.17)"));

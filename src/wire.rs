@@ -368,6 +368,9 @@ pub struct EtInstance {
 /// `?limit=&after=&service_id=&plan_id=&state=` on the instance listing.
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+// esm's own listing: a parameter it does not know is a mistake worth a 400 (a
+// misspelt filter would otherwise list everything).
+#[serde(deny_unknown_fields)]
 pub struct InstanceListQuery {
     /// A page of at most this many instances (1–1000; 100 when only `after` is given).
     /// Without `limit` and `after` the listing is the original's plain array.

@@ -9,6 +9,8 @@ use crate::domain::event::Event;
 /// `GET /v2/et/events` query parameters.
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+// esm's own listing: an unknown parameter is a mistake worth a 400.
+#[serde(deny_unknown_fields)]
 pub struct EventQuery {
     /// Events after this id (a stream resumes from `Last-Event-ID` the same way).
     pub after: Option<String>,

@@ -9,6 +9,8 @@ use crate::domain::resource::Resource;
 /// `?owner=&type=&state=&backend=&name=&limit=&after=` on the inventory.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+// esm's own listing: an unknown parameter is a mistake worth a 400.
+#[serde(deny_unknown_fields)]
 pub struct InventoryQuery {
     /// Only what this instance or pool member id holds (an instance handed a pool
     /// member holds the member's: ask `/v2/et/service_instances/{id}/resources`).
