@@ -104,12 +104,13 @@ async fn two_replicas_claim_from_one_pool_and_never_hand_out_one_member_twice() 
     let a = Esm::start_with(&store, &env).await;
     let b = Esm::start_with(&store, &env).await;
     let (ca, cb) = (Client::new(&a.api), Client::new(&b.api));
-    // New members take seconds, so none of the refills can be claimed during the burst:
-    // exactly the ten ready ones are there to take.
-    ca.register("x-esm-dummy: {mode: async, delay_ms: {provision: 4000}, observe: false}").await;
+    // New members take 20 s, so none of the refills can be claimed during the burst
+    // (which CI, two replicas on SecantusDB, once stretched past 4 s): exactly the ten
+    // ready ones are there to take.
+    ca.register("x-esm-dummy: {mode: async, delay_ms: {provision: 20000}, observe: false}").await;
     let (status, body) = cb.send(Method::PUT, POOL, Some(&json!({"size": 10}))).await;
     assert_eq!(status, 200, "{body}");
-    pool_where(&ca, "ten ready members", Duration::from_secs(30), |p| p["ready"] == 10).await;
+    pool_where(&ca, "ten ready members", Duration::from_secs(90), |p| p["ready"] == 10).await;
     let answers = futures_util::future::join_all((0..50).map(|n| {
         let client = if n % 2 == 0 { ca.clone() } else { cb.clone() };
         async move { client.provision(&format!("burst-{n}"), true).await }
