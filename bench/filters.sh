@@ -11,7 +11,7 @@ source "$(dirname "$0")/lib.sh"
 need wrk wrk
 need nginx nginx
 [ -n "$ESM_BIN_GIVEN" ] || cargo build --release --locked --quiet --bin esm
-count=${COUNT:-20000}; conns=${CONNECTIONS:-32}; threads=${THREADS:-2}; lat=${LATENCY_DURATION:-5s}
+count=${COUNT:-20000}; conns=${CONNECTIONS:-32}; threads=${THREADS:-2}
 hdr=(-H 'X-Broker-API-Version: 2.17')
 
 start_esm filters ESM_STORE=embedded
@@ -38,9 +38,6 @@ for _ in $(seq 1 100); do
   [ "$failed" -eq 100 ] && break
   sleep 0.2
 done
-latency() { # url: median latency in ms with one connection
-  wrk -t 1 -c 1 -d "$lat" --latency "${hdr[@]}" "$1" | awk '$1 == "50%" {v=$2; if (v ~ /us$/) {sub("us","",v); v=v/1000} else if (v ~ /ms$/) {sub("ms","",v)} else if (v ~ /s$/) {sub("s","",v); v=v*1000}; printf "%.3f", v}'
-}
 list="$url/v2/et/service_instances?limit=100"
 declare -A pages=(
   [unfiltered]="$list"
@@ -56,32 +53,15 @@ done
 shown() { python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["instances"]))' "$1"; }
 [ "$(shown "$BENCH_TMP/www/service+failed.json")" -eq 100 ] || { echo "the failed provisions are not listed" >&2; exit 1; }
 
-nginx_port=$(free_port)
-chmod 755 "$BENCH_TMP" "$BENCH_TMP/www"; chmod 644 "$BENCH_TMP"/www/*
-cat >"$BENCH_TMP/nginx.conf" <<NGINX
-worker_processes 1;
-daemon off;
-pid $BENCH_TMP/nginx.pid;
-error_log $BENCH_TMP/nginx.err;
-events { worker_connections 256; }
-http {
-  access_log off;
-  client_body_temp_path $BENCH_TMP/nginx-body;
-  default_type application/json;
-  server { listen 127.0.0.1:$nginx_port; root $BENCH_TMP/www; }
-}
-NGINX
-nginx -c "$BENCH_TMP/nginx.conf" &
-BENCH_PIDS+=($!)
-wait_http "http://127.0.0.1:$nginx_port/unfiltered.json"
+serve_static "$BENCH_TMP/www" unfiltered.json
 
-unfiltered_ms=$(latency "${pages[unfiltered]}")
+unfiltered_ms=$(median_ms "${pages[unfiltered]}")
 {
   echo "bench/filters.sh  $(date -u +%FT%TZ)  $PROVISIONED + 100 failed instances, embedded store, dummy (sync; the failures asynchronous)"
   printf '%-26s %7s %10s %12s %14s %8s\n' page shown "esm (ms)" "nginx (ms)" "vs unfiltered" "vs nginx"
   for name in "${order[@]}"; do
-    ms=$([ "$name" = unfiltered ] && echo "$unfiltered_ms" || latency "${pages[$name]}")
-    base=$(latency "http://127.0.0.1:$nginx_port/$name.json")
+    ms=$([ "$name" = unfiltered ] && echo "$unfiltered_ms" || median_ms "${pages[$name]}")
+    base=$(median_ms "$NGINX_URL/$name.json")
     printf '%-26s %7s %10s %12s %14s %8s\n' "$name" "$(shown "$BENCH_TMP/www/$name.json")" "$ms" "$base" \
       "$(ratio "$ms" "$unfiltered_ms")" "$(ratio "$ms" "$base")"
   done

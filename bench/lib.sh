@@ -137,6 +137,39 @@ bench_mongo() {
   MONGO_URI="mongodb://127.0.0.1:$mport/?directConnection=true"
 }
 
+# median_ms URL: the median latency in ms of GETs over one connection for
+# LATENCY_DURATION (5s), with the version header (the mean is skewed by whatever else
+# the machine does).
+median_ms() {
+  wrk -t 1 -c 1 -d "${LATENCY_DURATION:-5s}" --latency -H 'X-Broker-API-Version: 2.17' "$1" | awk '$1 == "50%" {v=$2; if (v ~ /us$/) {sub("us","",v); v=v/1000} else if (v ~ /ms$/) {sub("ms","",v)} else if (v ~ /s$/) {sub("s","",v); v=v*1000}; printf "%.3f", v}'
+}
+
+# serve_static DIR FILE: nginx serving DIR on loopback (the floor one HTTP round trip
+# costs here), once FILE answers; sets NGINX_URL.
+serve_static() {
+  local port
+  port=$(free_port)
+  # nginx's workers drop root: they must be able to read the files.
+  chmod 755 "$BENCH_TMP" "$1"; chmod 644 "$1"/*
+  cat >"$BENCH_TMP/nginx.conf" <<NGINX
+worker_processes 1;
+daemon off;
+pid $BENCH_TMP/nginx.pid;
+error_log $BENCH_TMP/nginx.err;
+events { worker_connections 256; }
+http {
+  access_log off;
+  client_body_temp_path $BENCH_TMP/nginx-body;
+  default_type application/json;
+  server { listen 127.0.0.1:$port; root $1; }
+}
+NGINX
+  nginx -c "$BENCH_TMP/nginx.conf" &
+  BENCH_PIDS+=($!)
+  NGINX_URL="http://127.0.0.1:$port"
+  wait_http "$NGINX_URL/$2"
+}
+
 ratio() { python3 -c "print(f'{float($1)/float($2):.2f}')"; }
 
 # The two-container docker-compose manifest of the Docker benches: a web server with an

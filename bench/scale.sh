@@ -11,7 +11,7 @@ source "$(dirname "$0")/lib.sh"
 need wrk wrk
 need nginx nginx
 [ -n "$ESM_BIN_GIVEN" ] || cargo build --release --locked --quiet --bin esm
-count=${COUNT:-100000}; conns=${CONNECTIONS:-32}; threads=${THREADS:-2}; lat=${LATENCY_DURATION:-5s}
+count=${COUNT:-100000}; conns=${CONNECTIONS:-32}; threads=${THREADS:-2}
 hdr=(-H 'X-Broker-API-Version: 2.17')
 
 esm_pid() { echo "${BENCH_PIDS[-1]}"; }
@@ -45,24 +45,20 @@ rss_restarted=$(rss_mb "$(esm_pid)")
 
 # Median latency with one connection: a page of 100 from the middle, a fetch, the catalog.
 middle=$(curl -fsS "${hdr[@]}" "$ESM_URL_scale/v2/et/service_instances?limit=1&after=$(python3 -c 'print("c1" + "scale-1-0050000".encode().hex())')" | python3 -c 'import json,sys; print(json.load(sys.stdin)["next"])')
-latency() { # url: median latency in ms with one connection (the mean is skewed by
-  # whatever else the machine does)
-  wrk -t 1 -c 1 -d "$lat" --latency "${hdr[@]}" "$1" | awk '$1 == "50%" {v=$2; if (v ~ /us$/) {sub("us","",v); v=v/1000} else if (v ~ /ms$/) {sub("ms","",v)} else if (v ~ /s$/) {sub("s","",v); v=v*1000}; printf "%.3f", v}'
-}
 page_url="$ESM_URL_scale/v2/et/service_instances?limit=100&after=$middle"
 curl -fsS "${hdr[@]}" "$page_url" >"$BENCH_TMP/page.json"
 curl -fsS "${hdr[@]}" "$ESM_URL_scale/v2/service_instances/scale-1-0000042" >"$BENCH_TMP/fetch.json"
 curl -fsS "${hdr[@]}" "$ESM_URL_scale/v2/catalog" >"$BENCH_TMP/catalog.json"
-page_ms=$(latency "$page_url")
-fetch_ms=$(latency "$ESM_URL_scale/v2/service_instances/scale-1-0000042")
-catalog_ms=$(latency "$ESM_URL_scale/v2/catalog")
+page_ms=$(median_ms "$page_url")
+fetch_ms=$(median_ms "$ESM_URL_scale/v2/service_instances/scale-1-0000042")
+catalog_ms=$(median_ms "$ESM_URL_scale/v2/catalog")
 # The dashboard: a page of its instance table from the middle (50 rows), and the overview
 # (counts from the index, the newest 1,000 events).
 dashboard_url="$ESM_URL_scale/dashboard/instances?after=scale-1-0050000"
 curl -fsS "$dashboard_url" >"$BENCH_TMP/dashboard.html"
 curl -fsS "$ESM_URL_scale/dashboard" >"$BENCH_TMP/overview.html"
-dashboard_ms=$(latency "$dashboard_url")
-overview_ms=$(latency "$ESM_URL_scale/dashboard")
+dashboard_ms=$(median_ms "$dashboard_url")
+overview_ms=$(median_ms "$ESM_URL_scale/dashboard")
 rss_after_reads=$(rss_mb "$(esm_pid)")
 
 # /metrics: the first scrape since the restart counts the instances from the index; the
@@ -72,36 +68,18 @@ metrics_url="$ESM_OPS_URL_scale/metrics"
 metrics_fresh_ms=$(curl -fsS -o "$BENCH_TMP/metrics.txt" -w '%{time_total}' "$metrics_url" | python3 -c 'import sys; print(f"{float(sys.stdin.read()) * 1000:.1f}")')
 counted=$(awk '/^esm_instances\{/ {n += $NF} END {print n + 0}' "$BENCH_TMP/metrics.txt")
 [ "$counted" -eq "$listed" ] || { grep '^esm_instances' "$BENCH_TMP/metrics.txt"; echo "/metrics counts $counted instances, the listing has $listed" >&2; exit 1; }
-metrics_ms=$(latency "$metrics_url")
+metrics_ms=$(median_ms "$metrics_url")
 
 # nginx serving the same bytes as static files: what a round trip costs on this machine.
-nginx_port=$(free_port)
 mkdir -p "$BENCH_TMP/www"
 cp "$BENCH_TMP/page.json" "$BENCH_TMP/fetch.json" "$BENCH_TMP/catalog.json" "$BENCH_TMP/dashboard.html" \
   "$BENCH_TMP/overview.html" "$BENCH_TMP/www/"
-# nginx's workers drop root: they must be able to read the files.
-chmod 755 "$BENCH_TMP" "$BENCH_TMP/www"; chmod 644 "$BENCH_TMP"/www/*
-cat >"$BENCH_TMP/nginx.conf" <<NGINX
-worker_processes 1;
-daemon off;
-pid $BENCH_TMP/nginx.pid;
-error_log $BENCH_TMP/nginx.err;
-events { worker_connections 256; }
-http {
-  access_log off;
-  client_body_temp_path $BENCH_TMP/nginx-body;
-  default_type application/json;
-  server { listen 127.0.0.1:$nginx_port; root $BENCH_TMP/www; }
-}
-NGINX
-nginx -c "$BENCH_TMP/nginx.conf" &
-BENCH_PIDS+=($!)
-wait_http "http://127.0.0.1:$nginx_port/catalog.json"
-page_base=$(latency "http://127.0.0.1:$nginx_port/page.json")
-fetch_base=$(latency "http://127.0.0.1:$nginx_port/fetch.json")
-catalog_base=$(latency "http://127.0.0.1:$nginx_port/catalog.json")
-dashboard_base=$(latency "http://127.0.0.1:$nginx_port/dashboard.html")
-overview_base=$(latency "http://127.0.0.1:$nginx_port/overview.html")
+serve_static "$BENCH_TMP/www" catalog.json
+page_base=$(median_ms "$NGINX_URL/page.json")
+fetch_base=$(median_ms "$NGINX_URL/fetch.json")
+catalog_base=$(median_ms "$NGINX_URL/catalog.json")
+dashboard_base=$(median_ms "$NGINX_URL/dashboard.html")
+overview_base=$(median_ms "$NGINX_URL/overview.html")
 
 verdict() { python3 -c "print('ok' if float($1) <= float($2) else 'OVER')"; }
 {
