@@ -113,9 +113,11 @@ pub struct Config {
     #[arg(long = "operation-lease", env = "ESM_OPERATION_LEASE", value_parser = positive(), default_value_t = 30)]
     pub operation_lease: u64,
     /// The name of this esm deployment: what it creates on a container engine is
-    /// labelled `esm.owner=<name>`, and reconciliation touches only that. esm
-    /// deployments (not replicas) sharing an engine need different names.
-    #[arg(long = "name", env = "ESM_NAME", default_value = "esm")]
+    /// named from it and labelled `esm.owner=<name>`, and reconciliation touches only
+    /// that. esm deployments (not replicas) sharing an engine need different names.
+    /// Letters, digits, `_`, `.` and `-`, starting with a letter or digit, at most 63:
+    /// what engine names and Kubernetes labels can carry.
+    #[arg(long = "name", env = "ESM_NAME", value_parser = deployment_name, default_value = "esm")]
     pub name: String,
     /// The backends to run, by the manifest types they deploy.
     #[arg(
@@ -389,6 +391,19 @@ pub enum LogFormat {
 /// at start rather than silently changed.
 fn positive() -> clap::builder::RangedU64ValueParser<u64> {
     clap::builder::RangedU64ValueParser::new().range(1..)
+}
+
+/// `ESM_NAME`: part of engine object names and a label value, so bounded to what both
+/// take (`backend::docker::project` maps it, with the instance id, to a valid name).
+fn deployment_name(name: &str) -> Result<String, String> {
+    let valid = name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if valid {
+        Ok(name.to_owned())
+    } else {
+        Err("letters, digits, '_', '.' and '-', starting with a letter or digit, at most 63 characters".to_owned())
+    }
 }
 
 /// Limits and counts: at least one.

@@ -285,24 +285,35 @@ impl Engine {
         }
     }
 
+    /// The networks with these label filters, as the engine lists them.
+    async fn listed_networks(
+        &self,
+        filters: &HashMap<String, Vec<String>>,
+    ) -> Result<Vec<bollard::models::Network>, BackendError> {
+        let options = ListNetworksOptionsBuilder::new().filters(filters).build();
+        self.docker()?.list_networks(Some(options)).await.map_err(|e| failed("cannot list networks", e))
+    }
+
     /// The names of the networks with these label filters, with their labels.
     pub async fn networks(
         &self,
         filters: &HashMap<String, Vec<String>>,
     ) -> Result<Vec<(String, HashMap<String, String>)>, BackendError> {
-        let options = ListNetworksOptionsBuilder::new().filters(filters).build();
-        let networks =
-            self.docker()?.list_networks(Some(options)).await.map_err(|e| failed("cannot list networks", e))?;
+        let networks = self.listed_networks(filters).await?;
         Ok(networks.into_iter().filter_map(|n| Some((n.name?, n.labels.unwrap_or_default()))).collect())
     }
 
-    /// Removes the networks with these label filters; gone is fine.
+    /// Removes the networks with these label filters, by id; gone is fine. Never by
+    /// name: the engine lets several networks share one (another esm deployment's, one
+    /// an earlier esm made under the same name), and a name then is ambiguous.
     pub async fn remove_networks(&self, filters: &HashMap<String, Vec<String>>) -> Result<(), BackendError> {
-        for (id, _) in self.networks(filters).await? {
+        for network in self.listed_networks(filters).await? {
+            let Some(id) = network.id else { continue };
+            let name = network.name.unwrap_or_default();
             match self.docker()?.remove_network(&id).await {
                 Ok(()) => {}
                 Err(e) if is_not_found(&e) => {}
-                Err(e) => return Err(failed(&format!("cannot remove network {id}"), e)),
+                Err(e) => return Err(failed(&format!("cannot remove network {name}"), e)),
             }
         }
         Ok(())
@@ -318,7 +329,8 @@ impl Engine {
         Ok(listed.volumes.unwrap_or_default().into_iter().map(|v| (v.name, v.labels)).collect())
     }
 
-    /// Removes a volume; gone is fine.
+    /// Removes a volume; gone is fine. A volume's name is its id: the engine never
+    /// holds two of one name.
     pub async fn remove_volume(&self, name: &str) -> Result<(), BackendError> {
         let options = RemoveVolumeOptionsBuilder::new().force(true).build();
         match self.docker()?.remove_volume(name, Some(options)).await {

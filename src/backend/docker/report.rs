@@ -30,7 +30,7 @@ pub struct Observed {
 /// label and inspected, sorted by container name. One removed between the listing and
 /// its inspection is gone, and left out.
 pub async fn observe_instance(engine: &Engine, owner: &str, instance_id: &str) -> Result<Vec<Observed>, BackendError> {
-    let project = project(instance_id);
+    let project = project(owner, instance_id);
     let mut observed = Vec::new();
     for container in engine.containers(&labels::filter_instance(owner, instance_id)).await? {
         let Some(id) = container.id else { continue };
@@ -45,9 +45,14 @@ pub fn observe(inspected: &ContainerInspectResponse, project: &str) -> Observed 
     let container = inspected.name.clone().unwrap_or_default().trim_start_matches('/').to_owned();
     let config = inspected.config.clone().unwrap_or_default();
     let state = inspected.state.clone().unwrap_or_default();
-    let running = state.running.unwrap_or(false);
+    // A paused container is not serving, like a stopped one: liveness says it is down
+    // (`liveness::container`), and so does the listing.
+    let paused = state.paused == Some(true);
+    let running = state.running.unwrap_or(false) && !paused;
     let state_text = if running {
         "Up".to_owned()
+    } else if paused {
+        "Paused".to_owned()
     } else {
         match state.status.map(|s| s.to_string()).as_deref() {
             Some("exited") => format!("Exit {}", state.exit_code.unwrap_or_default()),
@@ -174,4 +179,38 @@ pub(super) fn bind_output(
         }
     }
     Ok(BindOutput { credentials: Value::Object(credentials), endpoints: Some(Value::Array(endpoints)) })
+}
+
+#[cfg(test)]
+mod tests {
+    use bollard::models::{ContainerState, ContainerStateStatusEnum};
+
+    use super::*;
+
+    fn inspected(state: ContainerState) -> ContainerInspectResponse {
+        ContainerInspectResponse { name: Some("/p_web".into()), state: Some(state), ..Default::default() }
+    }
+
+    #[test]
+    fn a_paused_container_is_reported_not_running_like_a_killed_one() {
+        let paused = ContainerState {
+            status: Some(ContainerStateStatusEnum::PAUSED),
+            running: Some(true),
+            paused: Some(true),
+            ..Default::default()
+        };
+        let killed = ContainerState {
+            status: Some(ContainerStateStatusEnum::EXITED),
+            running: Some(false),
+            exit_code: Some(137),
+            ..Default::default()
+        };
+        let running = ContainerState { status: Some(ContainerStateStatusEnum::RUNNING), running: Some(true), ..Default::default() };
+        let seen = [observe(&inspected(paused), "p"), observe(&inspected(killed), "p"), observe(&inspected(running), "p")];
+        let states: Vec<(&str, bool)> = seen.iter().map(|o| (o.state.as_str(), o.running)).collect();
+        assert_eq!(states, [("Paused", false), ("Exit 137", false), ("Up", true)]);
+        let problem = info(&seen[..1]).problem.expect("a paused container is a problem");
+        assert_eq!(problem, "container p_web is not running (Paused)");
+        assert_eq!(info(&seen[2..]).problem, None);
+    }
 }

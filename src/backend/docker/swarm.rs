@@ -231,7 +231,8 @@ impl Runtime for Services {
 
     /// A failed or rejected task fails the deployment with the engine's reason.
     async fn unit_state(&self, unit: &Unit<'_>, handle: &Handle) -> Result<UnitState, BackendError> {
-        let tasks = self.tasks(&HashMap::from([("service".to_owned(), vec![handle.name.clone()])])).await?;
+        // By the service's id: a name may be another deployment's too.
+        let tasks = self.tasks(&HashMap::from([("service".to_owned(), vec![handle.id.clone()])])).await?;
         let mut running: u64 = 0;
         for task in tasks {
             let status = task.status.unwrap_or_default();

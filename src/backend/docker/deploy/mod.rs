@@ -109,7 +109,7 @@ async fn create<R: Runtime + ?Sized>(runtime: &R, order: &Order<'_>) -> Result<D
     let mut watch =
         Watch { changes: runtime.changes(order.instance_id, SystemTime::now()), poll: runtime.poll_interval() };
     let compose = order.compose;
-    let project = project(order.instance_id);
+    let project = project(order.owner, order.instance_id);
     let esm_labels = labels::for_instance(order.owner, order.instance_id, order.manifest_id);
     let images: BTreeSet<&str> = compose.services.values().map(|s| s.image.as_str()).collect();
     for image in images {

@@ -156,9 +156,9 @@ async fn a_provision_starts_clean_makes_everything_in_order_and_waits_for_health
             "clear i-1 keep_volumes=true",
             "image esm-test/a:1",
             "image esm-test/b:1",
-            "network esm-i-1_back",
-            "network esm-i-1_default",
-            "volume esm-i-1_data",
+            "network tests-i-1_back",
+            "network tests-i-1_default",
+            "volume tests-i-1_data",
             "volume operators-volume (external)",
             "create a",
             "state a",
@@ -171,8 +171,8 @@ async fn a_provision_starts_clean_makes_everything_in_order_and_waits_for_health
     assert_eq!(log[made..made + 4], ["state c", "state a", "state b", "state c"]);
     assert!(log[made..].iter().all(|l| l.starts_with("state ")), "{log:?}");
     let details = serde_json::Value::Object(deployment.details);
-    assert_eq!(details["project"], "esm-i-1");
-    assert_eq!(details["things"]["b"], json!({"id": "id-b", "name": "esm-i-1_b"}));
+    assert_eq!(details["project"], "tests-i-1");
+    assert_eq!(details["things"]["b"], json!({"id": "id-b", "name": "tests-i-1_b"}));
 }
 
 #[tokio::test(start_paused = true)]
@@ -181,7 +181,7 @@ async fn volumes_esm_makes_carry_the_manifests_labels_and_keep_and_external_ones
     let compose = compose();
     provision(&runtime, &order(&compose)).await.expect("deployed");
     let resources = runtime.resources.lock().unwrap().clone();
-    let data = resources.iter().find(|r| r.name == "esm-i-1_data").expect("the volume");
+    let data = resources.iter().find(|r| r.name == "tests-i-1_data").expect("the volume");
     let labels = data.labels.as_ref().expect("made by esm");
     assert_eq!(labels["backup"], "daily");
     assert_eq!(labels[labels::KEEP], "true");
