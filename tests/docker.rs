@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::docker::{IMAGE, docker, start_on_engine};
+use esm::backend::docker::project;
+use support::docker::{IMAGE, docker, owner_of, start_on_engine};
 use support::{Client, Esm, TempDir, eventually, temp_dir};
 
 /// Everything on the engine that carries the instance's label.
@@ -86,7 +87,7 @@ async fn a_compose_manifest_deploys_answers_binds_and_leaves_no_trace() {
     let (status, view) = client.send(Method::GET, &format!("/v2/et/service_instances/{id}"), None).await;
     assert_eq!(status, 200, "{view}");
     let context = view["context"].as_object().expect("context");
-    let web = format!("esm-{id}_web");
+    let web = format!("{}_web", project(&owner_of(&dir), &id));
     assert_eq!(context[&format!("{web}_state")], "Up", "{view}");
     assert_eq!(context[&format!("{web}_image_name")], IMAGE);
     assert_eq!(context[&format!("{web}_environment_GREETING")], "hello");
@@ -201,7 +202,7 @@ async fn an_update_recreates_the_containers_and_keeps_named_volumes() {
     let filter = format!("label=esm.instance_id={id}");
     let before = docker(&["ps", "-q", "--filter", &filter]);
     let volumes = docker(&["volume", "ls", "-q", "--filter", &filter]);
-    assert_eq!(volumes, format!("esm-{id}_data"));
+    assert_eq!(volumes, format!("{}_data", project(&owner_of(&dir), &id)));
     let (status, body) = client
         .send(
             Method::PATCH,
@@ -213,7 +214,7 @@ async fn an_update_recreates_the_containers_and_keeps_named_volumes() {
     let after = docker(&["ps", "-q", "--filter", &filter]);
     assert_ne!(before, after, "containers were recreated");
     assert_eq!(docker(&["volume", "ls", "-q", "--filter", &filter]), volumes, "the named volume was kept");
-    let env = docker(&["inspect", "--format", "{{json .Config.Env}}", &format!("esm-{id}_web")]);
+    let env = docker(&["inspect", "--format", "{{json .Config.Env}}", &format!("{}_web", project(&owner_of(&dir), &id))]);
     assert!(env.contains("MODE=b"), "{env}");
     let (status, _) =
         client.send(Method::DELETE, &format!("/v2/service_instances/{id}?service_id=svc&plan_id=plan"), None).await;

@@ -1,6 +1,7 @@
-//! Liveness of Docker instances end to end: a container killed behind esm's back is
-//! `down` in the liveness query and on the event stream within 2 seconds, and `up`
-//! again once it is started.
+//! Liveness of Docker instances end to end: a container killed (or paused) behind
+//! esm's back is `down` in the liveness query and on the event stream within 2
+//! seconds, and the instance listing says `failed`; `up` and `succeeded` again once it
+//! is started (or unpaused).
 //!
 //! Runs when `ESM_TEST_DOCKER=1` (CI starts the engine and builds the test image with
 //! `tests/docker/build-test-images.sh`); reported as ignored without it.
@@ -26,9 +27,16 @@ async fn liveness(client: &Client, id: &str) -> Value {
     body
 }
 
+/// The instance's state in esm's instance listing (`/v2/et/service_instances`).
+async fn listed_state(client: &Client, id: &str) -> Value {
+    let (status, body) = client.send(Method::GET, &format!("/v2/et/service_instances/{id}"), None).await;
+    assert_eq!(status, 200, "{body}");
+    body["state"].clone()
+}
+
 #[cfg_attr(not(esm_test_docker), ignore = "needs Docker: set ESM_TEST_DOCKER=1")]
 #[tokio::test(flavor = "multi_thread")]
-async fn a_container_killed_behind_esms_back_is_down_within_two_seconds_and_up_once_restarted() {
+async fn a_container_killed_or_paused_behind_esms_back_is_down_within_two_seconds_and_up_once_restarted() {
     let dir = temp_dir("esm-docker-events");
     let _cleanup = Cleanup(owner_of(&dir));
     let esm = start_on_engine(&dir, "docker-compose", &[]).await;
@@ -70,6 +78,8 @@ async fn a_container_killed_behind_esms_back_is_down_within_two_seconds_and_up_o
     let worker_component =
         body["components"].as_array().and_then(|c| c.iter().find(|c| c["name"] == "worker")).cloned();
     assert_eq!(worker_component.as_ref().map(|c| c["status"].clone()), Some(Value::from("down")), "{body}");
+    let listed = listed_state(&client, id).await;
+    assert_eq!(listed["state"], "failed", "{listed}");
 
     let started = Instant::now();
     docker(&["start", &worker]);
@@ -77,6 +87,23 @@ async fn a_container_killed_behind_esms_back_is_down_within_two_seconds_and_up_o
     assert_eq!(frame.data["to"], "up", "{}", frame.data);
     assert!(started.elapsed() < PROMPTLY);
     assert_eq!(liveness(&client, id).await["status"], "up");
+    assert_eq!(listed_state(&client, id).await["state"], "succeeded");
+
+    // Paused: down and failed, as killed (a paused container serves nobody).
+    docker(&["pause", &worker]);
+    let frame = events.next(PROMPTLY, "liveness.changed after the pause").await;
+    assert_ne!(frame.data["to"], "up", "{}", frame.data);
+    let body = liveness(&client, id).await;
+    let worker_component =
+        body["components"].as_array().and_then(|c| c.iter().find(|c| c["name"] == "worker")).cloned();
+    assert_eq!(worker_component.map(|c| (c["status"].clone(), c["reason"].clone())), Some(("down".into(), "paused".into())), "{body}");
+    let listed = listed_state(&client, id).await;
+    assert_eq!(listed["state"], "failed", "{listed}");
+    assert!(listed["description"].as_str().is_some_and(|d| d.contains("Paused")), "{listed}");
+    docker(&["unpause", &worker]);
+    let frame = events.next(PROMPTLY, "liveness.changed after the unpause").await;
+    assert_eq!(frame.data["to"], "up", "{}", frame.data);
+    assert_eq!(listed_state(&client, id).await["state"], "succeeded");
 
     let (status, body) =
         client.send(Method::DELETE, &format!("/v2/service_instances/{id}?service_id=svc&plan_id=plan"), None).await;

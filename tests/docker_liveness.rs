@@ -109,7 +109,7 @@ const PROMPTLY: Duration = Duration::from_secs(2);
 #[cfg_attr(not(esm_test_docker), ignore = "needs Docker: set ESM_TEST_DOCKER=1")]
 #[tokio::test(flavor = "multi_thread")]
 async fn compose_containers_killed_and_started_behind_esms_back_are_seen_down_then_up() {
-    let (backend, manifest, _cleanup) = subject(
+    let (backend, manifest, cleanup) = subject(
         "docker-compose",
         format!(
             "services:\n  web:\n    image: {IMAGE}\n    command: {SLEEPER}\n  worker:\n    image: {IMAGE}\n    command: {SLEEPER}\n"
@@ -121,7 +121,7 @@ async fn compose_containers_killed_and_started_behind_esms_back_are_seen_down_th
     assert_eq!(statuses(&components), [("web", ComponentStatus::Up), ("worker", ComponentStatus::Up)]);
     assert!(components.iter().all(|c| c.kind == "container"), "{components:?}");
 
-    let worker = format!("esm-{}_worker", instance.id);
+    let worker = format!("{}_worker", docker::project(&cleanup.0, &instance.id));
     let mut changes = backend.changes().expect("the Docker backends tell changes");
     docker(&["kill", &worker]);
     let components = look_on_changes(&mut changes, backend.as_ref(), &instance, PROMPTLY, "worker down", |c| {
@@ -152,7 +152,7 @@ async fn compose_containers_killed_and_started_behind_esms_back_are_seen_down_th
 async fn a_compose_health_check_is_seen_starting_then_up_then_unhealthy() {
     // Healthy once /tmp/ok exists: two seconds after start, and whenever the test says.
     // Failures count only after the start period, so it is healthy before it counts.
-    let (backend, manifest, _cleanup) = subject(
+    let (backend, manifest, cleanup) = subject(
         "docker-compose",
         format!(
             r#"services:
@@ -182,7 +182,7 @@ async fn a_compose_health_check_is_seen_starting_then_up_then_unhealthy() {
     assert_eq!(reason(&seen, "web"), "health check not passed yet");
     assert_eq!(statuses(&observe(backend.as_ref(), &instance).await), [("web", ComponentStatus::Up)]);
 
-    let web = format!("esm-{}_web", instance.id);
+    let web = format!("{}_web", docker::project(&cleanup.0, &instance.id));
     let mut changes = backend.changes().expect("changes");
     docker(&["exec", &web, "busybox", "rm", "/tmp/ok"]);
     // Two failed probes a second apart (after the start period), then unhealthy.
