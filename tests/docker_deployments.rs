@@ -179,3 +179,31 @@ async fn objects_an_earlier_esm_named_are_removed_by_label_and_id_and_no_others(
     .await;
     assert_eq!(held_by(&other, &ghost), [format!("network {others}")], "the other deployment's network stays");
 }
+
+/// The names esm would give are taken by another deployment's objects (as when an
+/// earlier esm named every deployment's objects alike): the provision fails saying so,
+/// and mounts or joins nothing of theirs.
+#[cfg_attr(not(esm_test_docker), ignore = "needs Docker: set ESM_TEST_DOCKER=1")]
+#[tokio::test(flavor = "multi_thread")]
+async fn names_taken_by_another_deployment_are_refused_never_shared() {
+    let dir = temp_dir("esm-taken");
+    let owner = owner_of(&dir);
+    let other = format!("other-{}", uuid::Uuid::new_v4().simple());
+    let _cleanups = (Cleanup(owner.clone()), Cleanup(other.clone()));
+    let esm = start_on_engine(&dir, "docker-compose", &[]).await;
+    let client = Client::new(&esm.api);
+    client.register_manifest("docker-compose", &manifest()).await;
+    let project = esm::backend::docker::project(&owner, "taken");
+    let theirs = ["--label", &format!("esm.owner={other}"), "--label", "esm.instance_id=taken"];
+    for (kind, what) in [("volume", "data"), ("network", "default")] {
+        let name = format!("{project}_{what}");
+        docker(&[&[kind, "create"], theirs.as_slice(), &[&name]].concat());
+        let (status, body) = client.provision("taken", false).await;
+        assert_eq!(status, 500, "{body}");
+        let expected = format!("{kind} {name} exists and is not this instance's");
+        assert!(body["description"].as_str().is_some_and(|d| d.contains(&expected)), "{body}");
+        assert_eq!(held_by(&owner, "taken"), Vec::<String>::new(), "the failed provision left nothing");
+        assert_eq!(held_by(&other, "taken"), [format!("{kind} {name}")], "theirs stays");
+        docker(&[kind, "rm", &name]);
+    }
+}

@@ -233,13 +233,21 @@ impl Engine {
         }
     }
 
-    /// Makes a network.
+    /// Makes a network. One of the same name already there is not this instance's
+    /// (the deployment removed its own first): another esm deployment's, one an
+    /// earlier esm made under that name, or someone else's. The engine would make a
+    /// second one of the name, which then could not be told apart: refused instead.
     pub async fn create_network(
         &self,
         name: &str,
         driver: &str,
         labels: &HashMap<String, String>,
     ) -> Result<(), BackendError> {
+        let named = HashMap::from([("name".to_owned(), vec![name.to_owned()])]);
+        // The name filter matches parts of names too.
+        if self.networks(&named).await?.iter().any(|(found, _)| found == name) {
+            return Err(BackendError::new(format!("network {name} exists and is not this instance's")));
+        }
         self.docker()?
             .create_network(NetworkCreateRequest {
                 name: name.to_owned(),
@@ -253,9 +261,13 @@ impl Engine {
         Ok(())
     }
 
-    /// Makes a (local) volume.
+    /// Makes a (local) volume. The engine answers a request for a name it has with
+    /// the volume it has, whoever made it: one that is not this instance's (by its
+    /// labels) is refused, never mounted. The instance's own (kept, or left by an
+    /// interrupted attempt) is taken back.
     pub async fn create_volume(&self, name: &str, labels: &HashMap<String, String>) -> Result<(), BackendError> {
-        self.docker()?
+        let volume = self
+            .docker()?
             .create_volume(VolumeCreateRequest {
                 name: Some(name.to_owned()),
                 labels: Some(labels.clone()),
@@ -263,6 +275,10 @@ impl Engine {
             })
             .await
             .map_err(|e| failed(&format!("cannot create volume {name}"), e))?;
+        let same = |key: &str| volume.labels.get(key) == labels.get(key);
+        if !same(labels::OWNER) || !same(labels::INSTANCE) {
+            return Err(BackendError::new(format!("volume {name} exists and is not this instance's")));
+        }
         Ok(())
     }
 
