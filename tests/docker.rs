@@ -10,9 +10,9 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
+use esm::backend::docker::project;
 use reqwest::Method;
 use serde_json::{Value, json};
-use esm::backend::docker::project;
 use support::docker::{IMAGE, docker, owner_of, start_on_engine};
 use support::{Client, Esm, TempDir, eventually, temp_dir};
 
@@ -214,7 +214,8 @@ async fn an_update_recreates_the_containers_and_keeps_named_volumes() {
     let after = docker(&["ps", "-q", "--filter", &filter]);
     assert_ne!(before, after, "containers were recreated");
     assert_eq!(docker(&["volume", "ls", "-q", "--filter", &filter]), volumes, "the named volume was kept");
-    let env = docker(&["inspect", "--format", "{{json .Config.Env}}", &format!("{}_web", project(&owner_of(&dir), &id))]);
+    let env =
+        docker(&["inspect", "--format", "{{json .Config.Env}}", &format!("{}_web", project(&owner_of(&dir), &id))]);
     assert!(env.contains("MODE=b"), "{env}");
     let (status, _) =
         client.send(Method::DELETE, &format!("/v2/service_instances/{id}?service_id=svc&plan_id=plan"), None).await;

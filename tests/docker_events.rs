@@ -96,7 +96,11 @@ async fn a_container_killed_or_paused_behind_esms_back_is_down_within_two_second
     let body = liveness(&client, id).await;
     let worker_component =
         body["components"].as_array().and_then(|c| c.iter().find(|c| c["name"] == "worker")).cloned();
-    assert_eq!(worker_component.map(|c| (c["status"].clone(), c["reason"].clone())), Some(("down".into(), "paused".into())), "{body}");
+    assert_eq!(
+        worker_component.map(|c| (c["status"].clone(), c["reason"].clone())),
+        Some(("down".into(), "paused".into())),
+        "{body}"
+    );
     let listed = listed_state(&client, id).await;
     assert_eq!(listed["state"], "failed", "{listed}");
     assert!(listed["description"].as_str().is_some_and(|d| d.contains("Paused")), "{listed}");

@@ -247,10 +247,10 @@ fn the_catalog_limits_default_to_the_domain_defaults() {
 #[test]
 fn a_deployment_name_must_make_engine_names() {
     for name in ["esm", "prod-2", "team_a.esm", &"x".repeat(63)] {
-        assert!(Cli::try_parse_from(["esm", "--name", name]).is_ok(), "{name}");
+        assert!(Cli::try_parse_from(["esm", &format!("--name={name}")]).is_ok(), "{name}");
     }
     for name in ["", "-esm", "my esm", "esm/prod", "ésm", &"x".repeat(64)] {
-        let err = Cli::try_parse_from(["esm", "--name", name]).expect_err(name).to_string();
+        let err = Cli::try_parse_from(["esm", &format!("--name={name}")]).expect_err(name).to_string();
         assert!(err.contains("at most 63"), "{name}: {err}");
     }
 }

@@ -205,8 +205,13 @@ mod tests {
             exit_code: Some(137),
             ..Default::default()
         };
-        let running = ContainerState { status: Some(ContainerStateStatusEnum::RUNNING), running: Some(true), ..Default::default() };
-        let seen = [observe(&inspected(paused), "p"), observe(&inspected(killed), "p"), observe(&inspected(running), "p")];
+        let running = ContainerState {
+            status: Some(ContainerStateStatusEnum::RUNNING),
+            running: Some(true),
+            ..Default::default()
+        };
+        let seen =
+            [observe(&inspected(paused), "p"), observe(&inspected(killed), "p"), observe(&inspected(running), "p")];
         let states: Vec<(&str, bool)> = seen.iter().map(|o| (o.state.as_str(), o.running)).collect();
         assert_eq!(states, [("Paused", false), ("Exit 137", false), ("Up", true)]);
         let problem = info(&seen[..1]).problem.expect("a paused container is a problem");
