@@ -187,10 +187,14 @@ impl Broker {
     }
 
     /// Returns once the hand-back marker's version is not `seen` (which it then
-    /// becomes), reading it every [`HAND_BACK_CHECK`]; the first read only sets it.
+    /// becomes), reading it every [`HAND_BACK_CHECK`]; the first read, at once, only
+    /// sets it.
     async fn hand_back_seen(&self, seen: &mut Option<Option<u64>>) {
+        let mut at_once = seen.is_none();
         loop {
-            tokio::time::sleep(HAND_BACK_CHECK).await;
+            if !std::mem::take(&mut at_once) {
+                tokio::time::sleep(HAND_BACK_CHECK).await;
+            }
             match self.store().version(Collection::Registry, HAND_BACK_MARKER).await {
                 Ok(version) if seen.is_none() => *seen = Some(version),
                 Ok(version) if *seen != Some(version) => {
