@@ -1,12 +1,24 @@
 //! Start-up and shutdown: builds the store, backends and broker from the config, binds
 //! both ports (port 0 allowed, for tests), serves until told to stop, then drains.
+//!
+//! Ready before reachable: the API port is bound at once (so its address is known and
+//! taken) but listens only once the start-up takeover scan is done; until then a
+//! connection is refused, which a load balancer fails over at once, and no request
+//! waits for the scan. The operator port serves from the start, `/health` answering
+//! 503 "starting" until the API listens.
+//!
+//! Bounded stop (`ESM_SHUTDOWN_TIMEOUT`): in-flight requests get the first half, the
+//! broker (operations handed back, then the event log) until nine tenths, the store's
+//! close the rest. Each phase logs what it leaves undone.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 
@@ -55,12 +67,43 @@ pub enum StartError {
     Setting(String),
 }
 
+/// The connections the API port queues before esm accepts them (tokio's default).
+const BACKLOG: u32 = 1024;
+
+/// Whether esm is ready: the start-up scan is done and the API port listens.
+#[derive(Clone, Debug)]
+pub struct Readiness(Arc<watch::Sender<bool>>);
+
+impl Readiness {
+    fn new() -> Self {
+        Self(Arc::new(watch::Sender::new(false)))
+    }
+
+    /// Whether it is ready now.
+    pub fn is_ready(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Returns once it is ready (never, if it stops before).
+    pub async fn wait(&self) {
+        let mut ready = self.0.subscribe();
+        // The sender lives in `self`, so this cannot fail.
+        let _ = ready.wait_for(|ready| *ready).await;
+    }
+
+    fn set(&self) {
+        self.0.send_replace(true);
+    }
+}
+
 /// A bound, not yet serving esm.
 pub struct Server {
     config: Arc<Config>,
     broker: Arc<Broker>,
-    api: TcpListener,
+    /// Bound, not listening: it listens once esm is ready (see the module docs).
+    api: TcpSocket,
     ops: TcpListener,
+    ready: Readiness,
     /// The dummy backend, when it runs (tests hold its operations and script its
     /// instances' liveness).
     dummy: Option<Arc<DummyBackend>>,
@@ -113,9 +156,14 @@ impl Server {
                 metrics,
             },
         );
-        let api = listen(config.api_addr()).await?;
+        let api = bind_only(config.api_addr())?;
         let ops = listen(config.ops_addr()).await?;
-        Ok(Self { config: Arc::new(config), broker, api, ops, dummy })
+        Ok(Self { config: Arc::new(config), broker, api, ops, ready: Readiness::new(), dummy })
+    }
+
+    /// Whether esm is ready, for tests that must not call before it is.
+    pub fn readiness(&self) -> Readiness {
+        self.ready.clone()
     }
 
     /// Where a test releases the operations its dummy manifests hold (`hold: [...]`);
@@ -130,7 +178,7 @@ impl Server {
         self.dummy.as_ref().map(|dummy| dummy.liveness())
     }
 
-    /// The address the OSB API listens on.
+    /// The address the OSB API listens on (once esm is ready).
     pub fn api_addr(&self) -> SocketAddr {
         self.api.local_addr().unwrap_or_else(|_| self.config.api_addr())
     }
@@ -140,47 +188,79 @@ impl Server {
         self.ops.local_addr().unwrap_or_else(|_| self.config.ops_addr())
     }
 
-    /// Serves both ports (with the limits of [`serve`]) until `shutdown` completes, then
-    /// lets in-flight requests finish and stops the running operations where they are
-    /// (they stay "in progress" in the store and the next start resumes them).
+    /// Serves the operator port at once and the API once the start-up scan is done
+    /// (both with the limits of [`serve`]) until `shutdown` completes; then lets
+    /// in-flight requests finish and stops the running operations where they are,
+    /// handing them back (they stay "in progress" in the store and another replica or
+    /// the next start resumes them), all within `ESM_SHUTDOWN_TIMEOUT`.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
+        let grace = Duration::from_secs(self.config.shutdown_timeout);
+        let (stop, stopped_at) = (CancellationToken::new(), Arc::new(OnceLock::new()));
+        let (trigger, at) = (stop.clone(), Arc::clone(&stopped_at));
+        tokio::spawn(async move {
+            shutdown.await;
+            at.get_or_init(Instant::now);
+            trigger.cancel();
+        });
         self.broker.spawn_event_log();
-        // Finish what a previous run (of this or another replica) left in progress; a
-        // store that is down now is retried by the sweeper, not fatal.
-        match self.broker.claim_orphaned_operations(true).await {
+        let limits = Limits::from_config(&self.config);
+        let listening = ops::Listening { api: self.api_addr(), ops: self.ops_addr() };
+        let ops_state =
+            OpsState { broker: self.broker.clone(), config: self.config.clone(), listening, ready: self.ready.clone() };
+        let ops = serve::serve(self.ops, ops::router(ops_state), limits, stop.clone(), grace / 2);
+        let api = async {
+            if !start_up(&self.broker, &self.config, &stop).await {
+                return Ok(());
+            }
+            let listener =
+                self.api.listen(BACKLOG).map_err(|source| StartError::Bind { addr: listening.api, source })?;
+            let auth = self.config.credentials().map(|(user, pass)| BasicAuth::new(user, pass));
+            let api_router = api::router(AppState::new(self.broker.clone()).stopping_with(stop.clone()), auth);
+            // Path clean-up must run before routing, so it wraps the router from outside.
+            let api_service = ServiceBuilder::new().map_request(collapse_slashes).service(api_router);
+            self.ready.set();
+            tracing::info!(api = %listening.api, ops = %listening.ops, store = self.broker.store().kind(), "esm is serving");
+            serve::serve(listener, api_service, limits, stop.clone(), grace / 2).await;
+            Ok(())
+        };
+        let (served, ()) = tokio::join!(
+            async {
+                let served = api.await;
+                // An API port that cannot listen stops esm (the operator port with it).
+                stop.cancel();
+                served
+            },
+            ops
+        );
+        let stopped_at = stopped_at.get().copied().unwrap_or_else(Instant::now);
+        self.broker.shutdown_by(stopped_at + grace * 9 / 10).await;
+        if tokio::time::timeout_at(stopped_at + grace, self.broker.store().close()).await.is_err() {
+            tracing::warn!("the store had not closed when ESM_SHUTDOWN_TIMEOUT was up; left to the exit");
+        }
+        tracing::info!("esm stopped");
+        served
+    }
+}
+
+/// Takes over what a previous run (of this or another replica) left in progress, then
+/// starts the background rounds; false if esm was told to stop meanwhile. A store that
+/// is down now is retried by the sweeper, not fatal.
+async fn start_up(broker: &Arc<Broker>, config: &Config, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        scanned = broker.claim_orphaned_operations(true) => match scanned {
             Ok(0) => {}
             Ok(resumed) => tracing::info!(resumed, "took over operations left in progress"),
             Err(e) => tracing::warn!(error = %e, "could not look for operations left in progress"),
-        }
-        self.broker.spawn_sweeper();
-        self.broker.spawn_reconciler(Duration::from_secs(self.config.reconcile_interval));
-        self.broker.spawn_purger(Duration::from_secs(self.config.tombstone_retention));
-        self.broker.spawn_registry_watch();
-        self.broker.spawn_liveness();
-        self.broker.spawn_pool_keeper();
-
-        let stop = CancellationToken::new();
-        let trigger = stop.clone();
-        tokio::spawn(async move {
-            shutdown.await;
-            trigger.cancel();
-        });
-        let auth = self.config.credentials().map(|(user, pass)| BasicAuth::new(user, pass));
-        let api_router = api::router(AppState::new(self.broker.clone()).stopping_with(stop.clone()), auth);
-        // Path clean-up must run before routing, so it wraps the router from outside.
-        let api_service = ServiceBuilder::new().map_request(collapse_slashes).service(api_router);
-        let listening = ops::Listening { api: self.api_addr(), ops: self.ops_addr() };
-        let ops_router = ops::router(OpsState { broker: self.broker.clone(), config: self.config.clone(), listening });
-        tracing::info!(api = %self.api_addr(), ops = %self.ops_addr(), store = self.broker.store().kind(), "esm is serving");
-        let limits = Limits::from_config(&self.config);
-        let api = serve::serve(self.api, api_service, limits, stop.clone());
-        let ops = serve::serve(self.ops, ops_router, limits, stop.clone());
-        tokio::join!(api, ops);
-        self.broker.shutdown().await;
-        self.broker.store().close().await;
-        tracing::info!("esm stopped");
-        Ok(())
+        },
+        () = stop.cancelled() => return false,
     }
+    broker.spawn_sweeper();
+    broker.spawn_reconciler(Duration::from_secs(config.reconcile_interval));
+    broker.spawn_purger(Duration::from_secs(config.tombstone_retention));
+    broker.spawn_registry_watch();
+    broker.spawn_liveness();
+    broker.spawn_pool_keeper();
+    true
 }
 
 /// The configured backends, each counting its failures into `metrics`, and the
@@ -305,4 +385,17 @@ async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
 
 async fn listen(addr: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
+}
+
+/// A socket bound to `addr` but not listening: the port is esm's, and a client that
+/// connects is refused until it listens. Address reuse as [`TcpListener::bind`] sets it,
+/// so a restart binds at once over the last run's closing connections.
+fn bind_only(addr: SocketAddr) -> Result<TcpSocket, StartError> {
+    let bound = || {
+        let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        Ok(socket)
+    };
+    bound().map_err(|source| StartError::Bind { addr, source })
 }

@@ -112,6 +112,12 @@ pub struct Config {
     /// replica takes over the operations of one that died after this long.
     #[arg(long = "operation-lease", env = "ESM_OPERATION_LEASE", value_parser = positive(), default_value_t = 30)]
     pub operation_lease: u64,
+    /// Seconds a stop (SIGTERM) may take: in-flight requests get the first half,
+    /// stopping the running operations (their leases handed back) and writing the
+    /// queued events most of the rest, closing the store the last tenth. What is not
+    /// done by then is logged and left, never waited for.
+    #[arg(long = "shutdown-timeout", env = "ESM_SHUTDOWN_TIMEOUT", value_parser = positive(), default_value_t = 20)]
+    pub shutdown_timeout: u64,
     /// The name of this esm deployment: what it creates on a container engine is
     /// named from it and labelled `esm.owner=<name>`, and reconciliation touches only
     /// that. esm deployments (not replicas) sharing an engine need different names.

@@ -3,13 +3,30 @@
 
 use std::io::{self, Write};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use esm::app::Server;
 use esm::config::{Cli, Command};
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// How long the exit waits for blocking work still running (a store call on the
+/// blocking pool) once esm has stopped: the runtime's drop would wait for it forever.
+const EXIT_GRACE: Duration = Duration::from_secs(1);
+
+fn main() -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            let _ = writeln!(io::stderr(), "esm: cannot start its runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(run());
+    runtime.shutdown_timeout(EXIT_GRACE);
+    code
+}
+
+async fn run() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Openapi) => return print_out(&esm::openapi::document_json()),

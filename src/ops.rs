@@ -28,6 +28,8 @@ pub struct OpsState {
     pub config: Arc<Config>,
     /// Where the two ports listen (the real ports when the config asked for port 0).
     pub listening: Listening,
+    /// Whether esm is ready: `/health` says "starting" until it is.
+    pub ready: crate::app::Readiness,
 }
 
 /// The addresses esm listens on.
@@ -67,6 +69,9 @@ async fn metrics(State(state): State<OpsState>) -> Response {
 /// 200 when the store and every backend answer, 503 otherwise; one result per check,
 /// in the spirit of the original's `healthcheck` output.
 async fn health(State(state): State<OpsState>) -> Response {
+    if !state.ready.is_ready() {
+        return starting();
+    }
     let mut results = Vec::new();
     let store = state.broker.store().clone();
     let store_check = tokio::time::timeout(CHECK_TIMEOUT, store.ping()).await;
@@ -98,6 +103,18 @@ async fn health(State(state): State<OpsState>) -> Response {
     });
     let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body)).into_response()
+}
+
+/// 503 "starting" while the start-up scan runs and the API port does not listen yet.
+fn starting() -> Response {
+    let check = check_result("startup".to_owned(), Err("taking over operations left in progress".to_owned()));
+    let body = json!({
+        "hostname": hostname(),
+        "status": "starting",
+        "timestamp": Clock::system().timestamp(),
+        "results": [check],
+    });
+    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
 }
 
 fn check_result(checker: String, outcome: Result<String, String>) -> Value {

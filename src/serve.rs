@@ -18,7 +18,9 @@
 //!   of costing a file descriptor each.
 //!
 //! On shutdown the loop stops accepting, every connection finishes the request it is
-//! handling and closes, and [`serve`] returns once all are gone.
+//! handling and closes, and [`serve`] returns once all are gone, or once its drain
+//! time is up (the connections still open are counted in a warning and left to the
+//! process's exit).
 //!
 //! Only HTTP/1.1 is served, as `axum::serve` did in this build (hyper's `http2` feature
 //! is off): hyper has no header timer for HTTP/2, and no platform esm serves needs it.
@@ -118,8 +120,9 @@ fn cap_under_limit(requested: usize, ports: usize, limit: Option<u64>) -> usize 
 }
 
 /// Serves `service` on `listener` until `stop` is cancelled, then lets every connection
-/// finish the request it is handling and returns once all are closed.
-pub async fn serve<S>(listener: TcpListener, service: S, limits: Limits, stop: CancellationToken)
+/// finish the request it is handling and returns once all are closed or `drain` has
+/// passed.
+pub async fn serve<S>(listener: TcpListener, service: S, limits: Limits, stop: CancellationToken, drain: Duration)
 where
     S: Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send,
@@ -157,7 +160,13 @@ where
     // Closing the listener first: clients get "connection refused" while we drain.
     drop(listener);
     connections.close();
-    connections.wait().await;
+    if tokio::time::timeout(drain, connections.wait()).await.is_err() {
+        tracing::warn!(
+            connections = connections.len(),
+            seconds = drain.as_secs_f32(),
+            "requests still running when the stop's time for them was up; left unanswered"
+        );
+    }
 }
 
 /// Errors of one connection that was reset before it was accepted: nothing to back off from.

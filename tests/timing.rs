@@ -75,8 +75,8 @@ async fn a_dead_replicas_operation_is_taken_over_once_its_lease_lapses() {
     let (first, second) = (broker(&store, &dummy, clock), broker(&store, &dummy, clock));
     register(&first, json!({}), "x-esm-dummy: {mode: async, hold: [provision]}").await;
     assert!(matches!(first.provision("i", provision_request(), true).await, Ok(Answer::Accepted(_))));
-    // The first replica stops where it is: its operation stays in progress, leased.
-    first.shutdown().await;
+    // The first replica dies where it is: its operation stays in progress, leased.
+    first.halt().await;
 
     assert_eq!(second.claim_orphaned_operations(false).await.expect("claim"), 0, "the lease still holds");
     elapse(LEASE / 2).await;

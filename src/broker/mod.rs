@@ -9,7 +9,8 @@
 //! - `instances.rs`: provision, update, deprovision, fetch, last_operation.
 //! - `runner.rs`: the one path every operation runs through (lease, deadline, result).
 //! - `work.rs`: what each kind of operation asks of the backend and records.
-//! - `worker.rs`: leases, and taking over operations nobody runs any more.
+//! - `worker.rs`: leases, taking over operations nobody runs any more, and handing
+//!   them back on a graceful stop.
 //! - `bindings.rs`: bind, unbind, fetch, last_operation.
 //! - `catalog.rs`: the catalog, and service and manifest registration (ElasTest).
 //! - `registry.rs`: how the catalog is stored and changed so its rules hold.
@@ -26,6 +27,8 @@ mod catalog;
 mod extensions;
 mod instances;
 mod inventory;
+#[cfg(test)]
+mod lease_tests;
 mod liveness;
 mod liveness_reports;
 mod pool_keeper;
@@ -47,7 +50,7 @@ pub use registry_watch::{CHECK_EVERY as REGISTRY_CHECK_EVERY, STALE_BOUND as CAT
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
@@ -67,6 +70,9 @@ use crate::events::{EventLog, Webhook};
 use crate::metrics::Metrics;
 use crate::store::{Records, Store};
 use crate::wire::MaintenanceInfoRequest;
+
+/// How long [`Broker::shutdown`] may take: the default of `ESM_SHUTDOWN_TIMEOUT`.
+pub const DEFAULT_SHUTDOWN: Duration = Duration::from_secs(20);
 
 /// How a request was answered, before it becomes a status code.
 #[derive(Debug, Clone, PartialEq)]
@@ -162,11 +168,23 @@ pub struct Broker {
     records: Records,
     backends: Backends,
     settings: BrokerSettings,
-    /// The asynchronous operations in flight; waited for on shutdown.
+    /// The asynchronous operations in flight and the background rounds; waited for on
+    /// shutdown.
     tasks: TaskTracker,
     /// Tells running operations to stop where they are on shutdown; they stay
-    /// "in progress" in the store and are resumed by the next start.
+    /// "in progress" in the store, handed back, and are resumed by another replica or
+    /// the next start.
     shutdown: CancellationToken,
+    /// The event log's writer and webhook: stopped after the operations, so the events
+    /// those emit on their way out are still written.
+    event_tasks: TaskTracker,
+    /// Tells the event log's tasks to write what is queued and stop.
+    events_stop: CancellationToken,
+    /// Operations this process handed back on its way out (see `worker.rs`).
+    handed_back: AtomicUsize,
+    /// Whether a stop hands the operations back (false only in tests that stop a
+    /// replica as if it crashed).
+    hand_back_on_stop: AtomicBool,
     /// This process's id as the owner of the operations it runs.
     replica: String,
     /// Manifest checks parse untrusted YAML on the blocking pool; this lets one per
@@ -221,6 +239,10 @@ impl Broker {
             settings,
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
+            event_tasks: TaskTracker::new(),
+            events_stop: CancellationToken::new(),
+            handed_back: AtomicUsize::new(0),
+            hand_back_on_stop: AtomicBool::new(true),
             replica: uuid::Uuid::new_v4().simple().to_string(),
             manifest_checks: Arc::new(Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))),
             legacy_checked: AtomicBool::new(false),
@@ -256,10 +278,10 @@ impl Broker {
     pub fn spawn_event_log(self: &Arc<Self>) {
         // Another replica's events are seen within a quarter second.
         let poll = (!self.store().exclusive()).then_some(Duration::from_millis(250));
-        let (events, stop) = (Arc::clone(&self.events), self.shutdown.clone());
-        self.spawn_task(Arc::clone(&events).run(stop.clone(), poll));
+        let (events, stop) = (Arc::clone(&self.events), self.events_stop.clone());
+        self.event_tasks.spawn(Arc::clone(&events).run(stop.clone(), poll));
         if let Some(webhook) = self.settings.event_webhook.clone() {
-            self.spawn_task(events.deliver_to(webhook, self.replica.clone(), stop));
+            self.event_tasks.spawn(events.deliver_to(webhook, self.replica.clone(), stop));
         }
         self.spawn_every(Duration::from_secs(1), |this| async move {
             if let Err(e) = this.events.trim().await {
@@ -278,11 +300,47 @@ impl Broker {
         self.settings.clock
     }
 
-    /// Stops the running operations where they are and waits for their tasks.
+    /// [`Broker::shutdown_by`] with [`DEFAULT_SHUTDOWN`] to do it in.
     pub async fn shutdown(&self) {
+        self.shutdown_by(tokio::time::Instant::now() + DEFAULT_SHUTDOWN).await;
+    }
+
+    /// Stops the running operations where they are, handing them back (`worker.rs`),
+    /// then lets the event log write what is queued; done by `until` whatever happens.
+    /// The operations get the first two thirds of the time, so that a store that hangs
+    /// under them still leaves the event log its share; what is still running at its
+    /// deadline is counted in a warning and left to the process's exit.
+    pub async fn shutdown_by(&self, until: tokio::time::Instant) {
+        let now = tokio::time::Instant::now();
+        let operations_by = now + until.saturating_duration_since(now) * 2 / 3;
         self.tasks.close();
         self.shutdown.cancel();
-        self.tasks.wait().await;
+        if tokio::time::timeout_at(operations_by, self.tasks.wait()).await.is_err() {
+            tracing::warn!(
+                tasks = self.tasks.len(),
+                operations = self.running_ops().len(),
+                "operations and background rounds still running when the stop's time for them was up; left \
+                 in progress, their leases lapse"
+            );
+        }
+        self.announce_hand_back(until).await;
+        self.event_tasks.close();
+        self.events_stop.cancel();
+        if tokio::time::timeout_at(until, self.event_tasks.wait()).await.is_err() {
+            tracing::warn!(
+                tasks = self.event_tasks.len(),
+                "the event log had not written its queue (or the webhook not delivered it) when the stop's \
+                 time was up; the events still queued are lost"
+            );
+        }
+    }
+
+    /// Stops like a crash: every task ends where it is and no lease is handed back, for
+    /// tests of what another replica does once the leases lapse.
+    #[cfg(any(test, feature = "test-support"))]
+    pub async fn halt(&self) {
+        self.hand_back_on_stop.store(false, std::sync::atomic::Ordering::Release);
+        self.shutdown().await;
     }
 
     /// A plan a request names, with the manifest and backend that deploy it; 400 if

@@ -32,8 +32,8 @@ use crate::store::{Record, Versioned};
 pub(super) enum Outcome<T> {
     /// The result is recorded: the record as written.
     Finished(T),
-    /// esm is shutting down: the operation stays in progress, and the next start (of
-    /// this or another replica) runs it again.
+    /// esm is shutting down: the operation stays in progress, handed back (its lease
+    /// expired), and another replica or the next start runs it again.
     ShuttingDown,
     /// Another replica holds the operation now (this one could not renew its lease in
     /// time): that one records the result.
@@ -221,7 +221,13 @@ impl Broker {
         outcome.answer(op_id).map(Some)
     }
 
-    async fn run<W: Work>(&self, work: &W, id: &str, op_id: &str, start: Start) -> OsbResult<Outcome<W::Record>> {
+    pub(super) async fn run<W: Work>(
+        &self,
+        work: &W,
+        id: &str,
+        op_id: &str,
+        start: Start,
+    ) -> OsbResult<Outcome<W::Record>> {
         let Some(Versioned { record, .. }) = self.records.get::<W::Record>(id).await? else {
             return Ok(Outcome::Gone);
         };
@@ -241,7 +247,10 @@ impl Broker {
         let call = work.call(self, &registry, &record, &op);
         let result = match self.hold_lease::<W::Record, _>(id, op_id, deadline, call).await {
             Held::Done(result) => result,
-            Held::ShuttingDown => return Ok(Outcome::ShuttingDown),
+            Held::ShuttingDown => {
+                self.hand_back::<W::Record>(id, op_id).await;
+                return Ok(Outcome::ShuttingDown);
+            }
             Held::LeaseLost => return Ok(Outcome::LeaseLost),
         };
         let now = self.clock().now();
@@ -251,6 +260,8 @@ impl Broker {
         let written = self
             .records
             .modify::<W::Record, OsbError, _>(id, |current| {
+                // Only the attempt that is written counts (see `claim`).
+                (recorded, finished) = (false, None);
                 let log = current.operations_mut();
                 if log.find(op_id).is_none() {
                     refused = Outcome::Gone;

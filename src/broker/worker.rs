@@ -8,10 +8,18 @@
 //! operation; and when a replica dies, another one (or its own restart) finishes its
 //! operations after at most one lease. Backend calls are idempotent, so re-running an
 //! operation finishes it honestly whatever point it had reached.
+//!
+//! A replica that stops gracefully does not make the others wait for that lease: each
+//! operation it stops is handed back (its lease expired with a compare-and-set that
+//! holds only if this replica still owns it), and on a store other replicas share a
+//! marker record tells them, so their sweepers, which read the marker's version every
+//! [`HAND_BACK_CHECK`], take the operations over at once. A hand-back the store
+//! refuses leaves the lease to lapse, as after a crash.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use super::Broker;
 use crate::domain::binding::Binding;
@@ -20,7 +28,14 @@ use crate::domain::operation::{Operation, OperationKind, Tracked};
 use crate::error::{OsbError, OsbResult};
 use futures_util::TryStreamExt;
 
-use crate::store::{Record, Versioned, index};
+use crate::store::{Collection, Record, Versioned, index};
+
+/// The marker record (in the registry collection) whose version moves each time a
+/// replica hands operations back.
+const HAND_BACK_MARKER: &str = "_handed_back";
+
+/// How often a replica on a shared store reads the hand-back marker's version.
+pub const HAND_BACK_CHECK: Duration = Duration::from_secs(1);
 
 impl Broker {
     /// A new operation, owned by this process.
@@ -116,7 +131,7 @@ impl Broker {
     }
 
     /// Claims the running operation of `record` if its lease has expired.
-    async fn claim<T: Record + Tracked + Clone>(
+    pub(super) async fn claim<T: Record + Tracked + Clone>(
         &self,
         record: &T,
         ignore_leases: bool,
@@ -132,6 +147,9 @@ impl Broker {
         let mut taken = None;
         self.records
             .modify::<T, OsbError, _>(record.id(), |current| {
+                // Only the attempt that is written counts: one whose write lost a race
+                // is followed by another that sees the winner's record.
+                taken = None;
                 let Some(op) = current.operations_mut().running_mut(&op_id) else {
                     return Ok(false);
                 };
@@ -147,14 +165,18 @@ impl Broker {
         Ok(taken)
     }
 
-    /// Keeps taking over orphaned operations, every half lease, until shutdown.
+    /// Keeps taking over orphaned operations, every half lease and, on a shared store,
+    /// as soon as another replica hands some back, until shutdown.
     pub fn spawn_sweeper(self: &Arc<Self>) {
         let this = Arc::clone(self);
         let period = self.settings.operation_lease / 2;
+        let shared = !self.store().exclusive();
         self.spawn_task(async move {
+            let mut marker = None;
             loop {
                 tokio::select! {
                     () = tokio::time::sleep(period) => {}
+                    () = this.hand_back_seen(&mut marker), if shared => {}
                     () = this.shutdown.cancelled() => return,
                 }
                 if let Err(e) = this.claim_orphaned_operations(false).await {
@@ -162,6 +184,83 @@ impl Broker {
                 }
             }
         });
+    }
+
+    /// Returns once the hand-back marker's version is not `seen` (which it then
+    /// becomes), reading it every [`HAND_BACK_CHECK`]; the first read, at once, only
+    /// sets it.
+    async fn hand_back_seen(&self, seen: &mut Option<Option<u64>>) {
+        let mut at_once = seen.is_none();
+        loop {
+            if !std::mem::take(&mut at_once) {
+                tokio::time::sleep(HAND_BACK_CHECK).await;
+            }
+            match self.store().version(Collection::Registry, HAND_BACK_MARKER).await {
+                Ok(version) if seen.is_none() => *seen = Some(version),
+                Ok(version) if *seen != Some(version) => {
+                    *seen = Some(version);
+                    return;
+                }
+                Ok(_) => {}
+                // The half-lease sweep runs whatever this says.
+                Err(e) => tracing::debug!(error = %e, "cannot read the hand-back marker"),
+            }
+        }
+    }
+
+    /// Hands back this process's operation `op_id` of record `id`, stopped on the way
+    /// out: its lease is expired if this process still holds it, so whoever sweeps
+    /// next takes it over instead of waiting for the lease to lapse.
+    pub(super) async fn hand_back<T: Record + Tracked + Clone>(&self, id: &str, op_id: &str) {
+        if !self.hand_back_on_stop.load(Ordering::Acquire) {
+            return;
+        }
+        let mut released = false;
+        let result = self
+            .records
+            .modify::<T, OsbError, _>(id, |record| {
+                released = false;
+                let Some(op) = record.operations_mut().owned_mut(op_id, &self.replica) else {
+                    return Ok(false);
+                };
+                op.lease_until = 0;
+                released = true;
+                Ok(true)
+            })
+            .await;
+        match result {
+            Ok(_) if released => {
+                self.handed_back.fetch_add(1, Ordering::AcqRel);
+                tracing::debug!(id, operation = op_id, "operation handed back");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(id, operation = op_id, error = %e, "could not hand an operation back; its lease lapses")
+            }
+        }
+    }
+
+    /// Tells the other replicas on a shared store that this one handed operations
+    /// back, by moving the marker's version (by `until` at the latest).
+    pub(super) async fn announce_hand_back(&self, until: tokio::time::Instant) {
+        let handed_back = self.handed_back.load(Ordering::Acquire);
+        if handed_back == 0 {
+            return;
+        }
+        tracing::info!(operations = handed_back, "handed the operations this replica stopped back");
+        if self.store().exclusive() {
+            return;
+        }
+        let marker = serde_json::json!({"replica": self.replica, "operations": handed_back});
+        let written =
+            tokio::time::timeout_at(until, self.store().upsert(Collection::Registry, HAND_BACK_MARKER, marker));
+        match written.await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not tell the other replicas; they sweep within half a lease")
+            }
+            Err(_) => tracing::warn!("could not tell the other replicas in time; they sweep within half a lease"),
+        }
     }
 
     /// Ends this process's operation `op_id` of record `id`, just written and not yet

@@ -1,6 +1,7 @@
-//! A memory store for tests of what sits on a store (the breaker, the catalog cache):
-//! it counts the calls made to it (in all, and per collection and call), can be
-//! switched off, and says whether other processes share it.
+//! A memory store for tests of what sits on a store (the breaker, the catalog cache,
+//! leases): it counts the calls made to it (in all, and per collection and call), can
+//! be switched off, says whether other processes share it, and can let another writer
+//! win the race of a compare-and-set.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -28,6 +29,22 @@ pub struct SwitchableStore {
     calls: AtomicUsize,
     /// Reads by collection and call (`get`, `version`, `list`, `page`).
     reads: Mutex<HashMap<(Collection, &'static str), usize>>,
+    /// A write another process makes to a document just before the next
+    /// compare-and-set on it (see [`SwitchableStore::race_next_replace`]).
+    race: Mutex<Option<Race>>,
+}
+
+/// A write that wins the race of the next compare-and-set on one document.
+struct Race {
+    collection: Collection,
+    id: String,
+    change: Box<dyn FnOnce(&mut Value) + Send>,
+}
+
+impl std::fmt::Debug for Race {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "a race on {}/{}", self.collection.name(), self.id)
+    }
 }
 
 impl SwitchableStore {
@@ -51,6 +68,32 @@ impl SwitchableStore {
     fn read(&self, collection: Collection, call: &'static str) {
         let mut reads = self.reads.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         *reads.entry((collection, call)).or_default() += 1;
+    }
+
+    /// Makes the next compare-and-set on document `id` of `collection` lose a race:
+    /// just before it, `change` is applied to the stored document and written, so the
+    /// compare-and-set meets a newer version, as when another replica wrote first.
+    pub fn race_next_replace(
+        &self,
+        collection: Collection,
+        id: &str,
+        change: impl FnOnce(&mut Value) + Send + 'static,
+    ) {
+        let mut race = self.race.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *race = Some(Race { collection, id: id.to_owned(), change: Box::new(change) });
+    }
+
+    /// Writes the pending race on `id` of `collection`, if there is one.
+    async fn run_race(&self, collection: Collection, id: &str) {
+        let race = {
+            let mut race = self.race.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if race.as_ref().is_some_and(|r| r.collection == collection && r.id == id) { race.take() } else { None }
+        };
+        let Some(Race { change, .. }) = race else { return };
+        let Ok(Some(current)) = self.memory.get(collection, id).await else { return };
+        let mut body = current.body;
+        change(&mut body);
+        self.memory.replace(collection, id, current.version, body).await.expect("the racing write lands");
     }
 
     /// Switches it off (`true`) or on.
@@ -83,6 +126,7 @@ impl Store for SwitchableStore {
         self.answer(self.memory.upsert(c, id, body)).await
     }
     async fn replace(&self, c: Collection, id: &str, v: u64, body: Value) -> Result<u64, StoreError> {
+        self.run_race(c, id).await;
         self.answer(self.memory.replace(c, id, v, body)).await
     }
     async fn get(&self, c: Collection, id: &str) -> Result<Option<Document>, StoreError> {

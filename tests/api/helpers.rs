@@ -120,7 +120,7 @@ pub async fn spawn_app_with(config: Config) -> TestApp {
         esm::telemetry::init(esm::config::LogFormat::Text);
     }
     let server = Server::bind(config).await.expect("esm binds");
-    let (holds, liveness) = (server.holds(), server.dummy_liveness());
+    let (holds, liveness, ready) = (server.holds(), server.dummy_liveness(), server.readiness());
     let api = format!("http://{}", server.api_addr());
     let ops = format!("http://{}", server.ops_addr());
     let (stop, stopped) = oneshot::channel::<()>();
@@ -132,6 +132,8 @@ pub async fn spawn_app_with(config: Config) -> TestApp {
             .await
             .expect("esm serves");
     });
+    // The API port listens once the start-up scan is done.
+    tokio::time::timeout(Duration::from_secs(60), ready.wait()).await.expect("esm becomes ready");
     TestApp { api, ops, client: http_client(), auth: None, holds, liveness, stop: Some(stop), handle: Some(handle) }
 }
 

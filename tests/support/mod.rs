@@ -133,6 +133,18 @@ impl Esm {
         Self::launch(store, env, Launch { args, output: Some((stdout, stderr)), ..Launch::default() }).await
     }
 
+    /// Like [`Esm::start_with_output`], without waiting for it to answer: for tests of
+    /// its start.
+    pub fn spawn_with_output(
+        store: &StoreSetup,
+        args: &[&str],
+        env: &[(&str, &str)],
+        stdout: Stdio,
+        stderr: Stdio,
+    ) -> Esm {
+        Self::spawn(store, env, Launch { args, output: Some((stdout, stderr)), ..Launch::default() })
+    }
+
     /// Starts esm with command-line arguments (`--port` to start again where a killed
     /// one served) and extra environment variables; its output, at `filter` (a
     /// `RUST_LOG` value) unless `TEST_ESM_LOG` says otherwise, goes to `log`.
@@ -424,6 +436,14 @@ impl MongoServer {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+
+    /// Freezes it (SIGSTOP): connections stay open and every call hangs, the harshest
+    /// way for a store to fail. [`MongoServer::kill`] still ends it.
+    pub fn freeze(&self) {
+        if let Some(child) = &self.child {
+            signal(child.id(), "STOP");
         }
     }
 
