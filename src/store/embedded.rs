@@ -6,6 +6,10 @@
 //! on the next open. One table per collection maps the record id to `(version, JSON)`.
 //! The database file is locked by the process that opens it: a second esm on the same
 //! directory fails fast instead of corrupting it.
+//!
+//! Writes go through one writer thread (group commit, and the recovery from a full
+//! disk: `writer.rs`); the database sits behind a handle that reopens it after an I/O
+//! error (`handle.rs`), so reads go on while writes cannot.
 
 use std::any::Any;
 use std::path::{Path, PathBuf};
@@ -65,10 +69,13 @@ fn owned_entries(body: &Value) -> Vec<(String, String)> {
 
 /// A [`Store`] in a redb file.
 pub struct EmbeddedStore {
+    /// The database, reopened when an I/O error latches it; shared with the writer.
     handle: Arc<Handle>,
+    /// The database file, for messages.
     path: PathBuf,
     /// The writer thread's queue (see `writer.rs`).
     writes: Option<std::sync::mpsc::Sender<WriteRequest>>,
+    /// Joined on drop, so the file is released when the store is.
     writer: Option<std::thread::JoinHandle<()>>,
 }
 

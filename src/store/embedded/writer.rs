@@ -48,7 +48,8 @@ pub(super) type Change =
     Box<dyn FnOnce(Option<(u64, Value)>) -> Result<(Write, Box<dyn Any + Send>), StoreError> + Send>;
 pub(super) type WriteResult = Result<Box<dyn Any + Send>, StoreError>;
 
-/// What a write transaction does to the document.
+/// What a write transaction does to the document: put a new version, remove it, or
+/// leave it (a delete of nothing).
 pub(super) enum Write {
     Put(u64, Value),
     Remove,
@@ -64,13 +65,17 @@ pub(super) enum Job {
 }
 
 pub(super) struct WriteRequest {
+    /// What to write.
     pub(super) job: Job,
+    /// Answered once the commit holding the job is durable (or failed).
     pub(super) reply: tokio::sync::oneshot::Sender<WriteResult>,
 }
 
 /// The writer's view of a store that cannot write: when to probe it next.
 struct Retry {
+    /// When to probe next.
     at: Instant,
+    /// The wait before that probe, doubled after each failed one up to [`LAST_RETRY`].
     wait: Duration,
 }
 
