@@ -8,11 +8,13 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(esm_test_python)");
     println!("cargo::rustc-check-cfg=cfg(esm_test_kubernetes)");
     println!("cargo::rustc-check-cfg=cfg(esm_test_kmock)");
+    println!("cargo::rustc-check-cfg=cfg(esm_test_root)");
     println!("cargo::rerun-if-env-changed=ESM_TEST_MONGO_URI");
     println!("cargo::rerun-if-env-changed=ESM_TEST_DOCKER");
     println!("cargo::rerun-if-env-changed=ESM_TEST_PYTHON");
     println!("cargo::rerun-if-env-changed=ESM_TEST_KUBERNETES");
     println!("cargo::rerun-if-env-changed=ESM_TEST_KUBECONFIG");
+    println!("cargo::rerun-if-env-changed=ESM_TEST_ROOT");
     if std::env::var("ESM_TEST_MONGO_URI").is_ok_and(|v| !v.is_empty()) {
         println!("cargo::rustc-cfg=esm_test_mongo");
     }
@@ -34,5 +36,9 @@ fn main() {
     // to do on demand (a crash).
     if kmock {
         println!("cargo::rustc-cfg=esm_test_kmock");
+    }
+    // Root, for the suites that mount a file system (a small tmpfs that fills up).
+    if std::env::var("ESM_TEST_ROOT").is_ok_and(|v| !v.is_empty() && v != "0") {
+        println!("cargo::rustc-cfg=esm_test_root");
     }
 }

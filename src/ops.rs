@@ -74,11 +74,12 @@ async fn health(State(state): State<OpsState>) -> Response {
     }
     let mut results = Vec::new();
     let store = state.broker.store().clone();
-    let store_check = tokio::time::timeout(CHECK_TIMEOUT, store.ping()).await;
+    // Reads and writes: a store that answers but cannot write (a full disk) fails it.
+    let store_check = tokio::time::timeout(CHECK_TIMEOUT, store.health()).await;
     results.push(check_result(
         format!("store:{}", store.kind()),
         match store_check {
-            Ok(Ok(())) => Ok("the store answers".to_owned()),
+            Ok(Ok(output)) => Ok(output),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!("no answer within {}s", CHECK_TIMEOUT.as_secs())),
         },

@@ -224,6 +224,16 @@ impl Store for BreakerStore {
         result
     }
 
+    /// Like `ping`: always asks the store, and learns from the answer.
+    async fn health(&self) -> Result<String, StoreError> {
+        let result = bounded(self.inner.health()).await;
+        match &result {
+            Ok(_) => self.shared.close(),
+            Err(_) => self.shared.record(&result),
+        }
+        result
+    }
+
     async fn close(&self) {
         self.shared.stop.cancel();
         let prober = self.prober.lock().unwrap_or_else(|p| p.into_inner()).take();

@@ -34,6 +34,7 @@ pub async fn run(store: Arc<dyn Store>) {
     counts_tally_the_index_per_value(&store).await;
     records_are_indexed_by_what_they_are(&store).await;
     store.ping().await.expect("ping");
+    store.health().await.expect("a store that answers and writes is healthy");
 }
 
 async fn insert_get_and_conflict(store: &Arc<dyn Store>) {

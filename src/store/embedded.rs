@@ -6,6 +6,10 @@
 //! on the next open. One table per collection maps the record id to `(version, JSON)`.
 //! The database file is locked by the process that opens it: a second esm on the same
 //! directory fails fast instead of corrupting it.
+//!
+//! Writes go through one writer thread (group commit, and the recovery from a full
+//! disk: `writer.rs`); the database sits behind a handle that reopens it after an I/O
+//! error (`handle.rs`), so reads go on while writes cannot.
 
 use std::any::Any;
 use std::path::{Path, PathBuf};
@@ -17,7 +21,14 @@ use serde_json::Value;
 
 use super::{Collection, Document, Query, Store, StoreError, index};
 
+#[cfg(test)]
+mod faults;
+mod handle;
 mod walk;
+mod writer;
+
+use handle::{Fail, Handle, Opener};
+use writer::{Change, Job, Write, WriteRequest};
 
 /// The file inside the data directory.
 pub const FILE_NAME: &str = "esm.redb";
@@ -56,126 +67,16 @@ fn owned_entries(body: &Value) -> Vec<(String, String)> {
     index::entries(body).into_iter().map(|(f, v)| (f.to_owned(), v.to_owned())).collect()
 }
 
-/// Replaces the index entries `before` of `id` with those of its new body.
-fn reindex(
-    txn: &redb::WriteTransaction,
-    collection: Collection,
-    id: &str,
-    before: &[(String, String)],
-    new: Option<&Value>,
-) -> Result<(), StoreError> {
-    let after = new.map(index::entries).unwrap_or_default();
-    if before.iter().map(|(f, v)| (f.as_str(), v.as_str())).eq(after.iter().copied()) {
-        return Ok(());
-    }
-    let mut t = txn.open_table(index_table(collection)).map_err(unavailable)?;
-    for (field, value) in before {
-        t.remove((field.as_str(), value.as_str(), id)).map_err(unavailable)?;
-    }
-    for (field, value) in &after {
-        t.insert((*field, *value, id), ()).map_err(unavailable)?;
-    }
-    Ok(())
-}
-
 /// A [`Store`] in a redb file.
 pub struct EmbeddedStore {
-    db: Arc<Database>,
+    /// The database, reopened when an I/O error latches it; shared with the writer.
+    handle: Arc<Handle>,
+    /// The database file, for messages.
     path: PathBuf,
-    /// Writes go to one writer thread, which commits whatever has queued up in one
-    /// transaction (group commit): one fsync serves many concurrent requests, and each
-    /// is answered only after the commit that holds it.
+    /// The writer thread's queue (see `writer.rs`).
     writes: Option<std::sync::mpsc::Sender<WriteRequest>>,
+    /// Joined on drop, so the file is released when the store is.
     writer: Option<std::thread::JoinHandle<()>>,
-}
-
-/// What a write does, given the current document; boxed so one queue serves all writes.
-type Change = Box<dyn FnOnce(Option<(u64, Value)>) -> Result<(Write, Box<dyn Any + Send>), StoreError> + Send>;
-type WriteResult = Result<Box<dyn Any + Send>, StoreError>;
-
-struct WriteRequest {
-    collection: Collection,
-    id: String,
-    change: Change,
-    reply: tokio::sync::oneshot::Sender<WriteResult>,
-}
-
-/// The most writes one commit carries.
-const MAX_BATCH: usize = 256;
-
-/// The writer thread: takes what is queued, applies it in order in one transaction,
-/// commits, then answers each request.
-fn run_writer(db: Arc<Database>, requests: std::sync::mpsc::Receiver<WriteRequest>) {
-    while let Ok(first) = requests.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match requests.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
-        let mut replies = Vec::with_capacity(batch.len());
-        let mut changes = Vec::with_capacity(batch.len());
-        for request in batch {
-            replies.push(request.reply);
-            changes.push((request.collection, request.id, request.change));
-        }
-        let results = match apply_batch(&db, changes) {
-            Ok(results) => results,
-            Err(e) => (0..replies.len()).map(|_| Err(e.clone())).collect(),
-        };
-        for (reply, result) in replies.into_iter().zip(results) {
-            // The requester may have gone away (cancelled request): nothing to tell.
-            let _ = reply.send(result);
-        }
-    }
-}
-
-/// Applies changes in order in one write transaction and commits it durably. A change
-/// that refuses (a conflict) refuses alone; a storage failure fails the whole batch.
-fn apply_batch(db: &Database, changes: Vec<(Collection, String, Change)>) -> Result<Vec<WriteResult>, StoreError> {
-    let txn = db.begin_write().map_err(unavailable)?;
-    let mut results = Vec::with_capacity(changes.len());
-    let mut wrote = false;
-    for (collection, id, change) in changes {
-        let mut t = txn.open_table(table(collection)).map_err(unavailable)?;
-        let current = match t.get(id.as_str()).map_err(unavailable)? {
-            Some(guard) => {
-                let (version, bytes) = guard.value();
-                Some((version, decode(collection, &id, bytes)?))
-            }
-            None => None,
-        };
-        let before = current.as_ref().map(|(_, body)| owned_entries(body)).unwrap_or_default();
-        match change(current) {
-            Err(refused) => results.push(Err(refused)),
-            Ok((write, result)) => {
-                match write {
-                    Write::Put(version, body) => {
-                        let bytes = serde_json::to_vec(&body).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                        t.insert(id.as_str(), (version, bytes.as_slice())).map_err(unavailable)?;
-                        drop(t);
-                        reindex(&txn, collection, &id, &before, Some(&body))?;
-                        wrote = true;
-                    }
-                    Write::Remove => {
-                        t.remove(id.as_str()).map_err(unavailable)?;
-                        drop(t);
-                        reindex(&txn, collection, &id, &before, None)?;
-                        wrote = true;
-                    }
-                    Write::Nothing => {}
-                }
-                results.push(Ok(result));
-            }
-        }
-    }
-    if wrote {
-        txn.commit().map_err(unavailable)?;
-    } else {
-        txn.abort().map_err(unavailable)?;
-    }
-    Ok(results)
 }
 
 impl Drop for EmbeddedStore {
@@ -205,28 +106,49 @@ impl EmbeddedStore {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| unavailable(format!("cannot create data directory {}: {e}", data_dir.display())))?;
         let path = data_dir.join(FILE_NAME);
-        let db = Database::builder().set_cache_size(cache_bytes).create(&path).map_err(|e| match e {
+        let file = path.clone();
+        Self::start(data_dir, path, Box::new(move || Database::builder().set_cache_size(cache_bytes).create(&file)))
+    }
+
+    /// Opens the database with `open` (again whenever it latches), and starts the writer.
+    fn start(data_dir: &Path, path: PathBuf, open: Opener) -> Result<Self, StoreError> {
+        let handle = Handle::open(open).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => unavailable(format!(
                 "{} is in use by another process (is another esm running with the same ESM_DATA_DIR?)",
                 path.display()
             )),
             other => unavailable(format!("cannot open {}: {other}", path.display())),
         })?;
-        // Create every table once, so that reads never meet a missing one.
-        let txn = db.begin_write().map_err(unavailable)?;
-        for collection in Collection::ALL {
-            txn.open_table(table(collection)).map_err(unavailable)?;
-            txn.open_table(index_table(collection)).map_err(unavailable)?;
+        // Create every table once, so that reads never meet a missing one. Only when one
+        // is missing: a store opened on a full disk then serves reads without writing.
+        let complete = handle.read(|db| {
+            let txn = db.begin_read()?;
+            Ok(Collection::ALL
+                .iter()
+                .all(|c| txn.open_table(table(*c)).is_ok() && txn.open_table(index_table(*c)).is_ok()))
+        })?;
+        if !complete {
+            handle
+                .attempt(|db| {
+                    let txn = db.begin_write()?;
+                    for collection in Collection::ALL {
+                        txn.open_table(table(collection))?;
+                        txn.open_table(index_table(collection))?;
+                    }
+                    Ok(txn.commit()?)
+                })
+                .map_err(|(_, fail)| {
+                    unavailable(format!("cannot create the tables in {}: {}", path.display(), fail.cause()))
+                })?;
         }
-        txn.commit().map_err(unavailable)?;
-        let db = Arc::new(db);
+        let handle = Arc::new(handle);
         let (writes, requests) = std::sync::mpsc::channel();
-        let writer_db = db.clone();
+        let (writer_handle, dir) = (handle.clone(), data_dir.to_owned());
         let writer = std::thread::Builder::new()
             .name("esm-store-writer".into())
-            .spawn(move || run_writer(writer_db, requests))
+            .spawn(move || writer::run(writer_handle, dir, requests))
             .map_err(|e| unavailable(format!("cannot start the store's writer: {e}")))?;
-        Ok(Self { db, path, writes: Some(writes), writer: Some(writer) })
+        Ok(Self { handle, path, writes: Some(writes), writer: Some(writer) })
     }
 
     /// The database file.
@@ -234,33 +156,38 @@ impl EmbeddedStore {
         &self.path
     }
 
-    /// Runs blocking redb work off the async runtime.
+    /// Runs blocking redb reads off the async runtime (again once, on the reopened
+    /// database, if the database had latched).
     async fn blocking<R: Send + 'static>(
         &self,
-        work: impl FnOnce(&Database) -> Result<R, StoreError> + Send + 'static,
+        work: impl Fn(&Database) -> Result<R, Fail> + Send + 'static,
     ) -> Result<R, StoreError> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || work(&db))
+        let handle = self.handle.clone();
+        tokio::task::spawn_blocking(move || handle.read(work))
             .await
             .map_err(|e| unavailable(format!("store task failed: {e}")))?
     }
 
-    /// A write: `change` sees the current document and returns what to do; answered
-    /// once the transaction holding it has committed (durably).
+    /// Queues a job for the writer; answered once the transaction holding it has
+    /// committed (durably).
+    async fn submit(&self, job: Job) -> Result<Box<dyn Any + Send>, StoreError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let queue = self.writes.as_ref().ok_or_else(|| unavailable("the store is closed"))?;
+        queue.send(WriteRequest { job, reply }).map_err(|_| unavailable("the store's writer stopped"))?;
+        answer.await.map_err(|_| unavailable("the store's writer stopped"))?
+    }
+
+    /// A write: `change` sees the current document and returns what to do.
     async fn write<R: Send + 'static>(
         &self,
         collection: Collection,
         id: &str,
         change: impl FnOnce(Option<(u64, Value)>) -> Result<(Write, R), StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
         let change: Change = Box::new(move |current| {
             change(current).map(|(write, result)| (write, Box::new(result) as Box<dyn Any + Send>))
         });
-        let request = WriteRequest { collection, id: id.to_owned(), change, reply };
-        let queue = self.writes.as_ref().ok_or_else(|| unavailable("the store is closed"))?;
-        queue.send(request).map_err(|_| unavailable("the store's writer stopped"))?;
-        let result = answer.await.map_err(|_| unavailable("the store's writer stopped"))??;
+        let result = self.submit(Job::Record { collection, id: id.to_owned(), change }).await?;
         result
             .downcast::<R>()
             .map(|r| *r)
@@ -268,15 +195,9 @@ impl EmbeddedStore {
     }
 }
 
-/// What a write transaction does to the document.
-enum Write {
-    Put(u64, Value),
-    Remove,
-    Nothing,
-}
-
-fn decode(collection: Collection, id: &str, bytes: &[u8]) -> Result<Value, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("{}/{id}: {e}", collection.name())))
+fn decode(collection: Collection, id: &str, bytes: &[u8]) -> Result<Value, Fail> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| Fail::Store(StoreError::Corrupt(format!("{}/{id}: {e}", collection.name()))))
 }
 
 #[async_trait]
@@ -327,9 +248,9 @@ impl Store for EmbeddedStore {
     async fn get(&self, collection: Collection, id: &str) -> Result<Option<Document>, StoreError> {
         let id = id.to_owned();
         self.blocking(move |db| {
-            let txn = db.begin_read().map_err(unavailable)?;
-            let t = txn.open_table(table(collection)).map_err(unavailable)?;
-            match t.get(id.as_str()).map_err(unavailable)? {
+            let txn = db.begin_read()?;
+            let t = txn.open_table(table(collection))?;
+            match t.get(id.as_str())? {
                 Some(guard) => {
                     let (version, bytes) = guard.value();
                     Ok(Some(Document { version, body: decode(collection, &id, bytes)? }))
@@ -343,20 +264,20 @@ impl Store for EmbeddedStore {
     async fn version(&self, collection: Collection, id: &str) -> Result<Option<u64>, StoreError> {
         let id = id.to_owned();
         self.blocking(move |db| {
-            let txn = db.begin_read().map_err(unavailable)?;
-            let t = txn.open_table(table(collection)).map_err(unavailable)?;
-            Ok(t.get(id.as_str()).map_err(unavailable)?.map(|guard| guard.value().0))
+            let txn = db.begin_read()?;
+            let t = txn.open_table(table(collection))?;
+            Ok(t.get(id.as_str())?.map(|guard| guard.value().0))
         })
         .await
     }
 
     async fn list(&self, collection: Collection) -> Result<Vec<(String, Document)>, StoreError> {
         self.blocking(move |db| {
-            let txn = db.begin_read().map_err(unavailable)?;
-            let t = txn.open_table(table(collection)).map_err(unavailable)?;
+            let txn = db.begin_read()?;
+            let t = txn.open_table(table(collection))?;
             let mut out = Vec::new();
-            for entry in t.iter().map_err(unavailable)? {
-                let (key, value) = entry.map_err(unavailable)?;
+            for entry in t.iter()? {
+                let (key, value) = entry?;
                 let id = key.value().to_owned();
                 let (version, bytes) = value.value();
                 let body = decode(collection, &id, bytes)?;
@@ -373,13 +294,16 @@ impl Store for EmbeddedStore {
         }
         let query = query.clone();
         self.blocking(move |db| {
-            let txn = db.begin_read().map_err(unavailable)?;
-            let records = txn.open_table(table(collection)).map_err(unavailable)?;
+            let txn = db.begin_read()?;
+            let records = txn.open_table(table(collection))?;
             let mut out = Vec::new();
             // Every filter is served by the indexes: only the page's records are read.
             walk::each_id(&txn, collection, &query.filters, query.after.as_deref(), |id| {
-                let Some(stored) = records.get(id).map_err(unavailable)? else {
-                    return Err(StoreError::Corrupt(format!("{} index names a missing {id}", collection.name())));
+                let Some(stored) = records.get(id)? else {
+                    return Err(Fail::Store(StoreError::Corrupt(format!(
+                        "{} index names a missing {id}",
+                        collection.name()
+                    ))));
                 };
                 let (version, bytes) = stored.value();
                 out.push((id.to_owned(), Document { version, body: decode(collection, id, bytes)? }));
@@ -396,7 +320,7 @@ impl Store for EmbeddedStore {
         }
         let query = query.clone();
         self.blocking(move |db| {
-            let txn = db.begin_read().map_err(unavailable)?;
+            let txn = db.begin_read()?;
             let mut out = Vec::new();
             walk::each_id(&txn, collection, &query.filters, query.after.as_deref(), |id| {
                 out.push(id.to_owned());
@@ -416,15 +340,15 @@ impl Store for EmbeddedStore {
     ) -> Result<Vec<(String, u64)>, StoreError> {
         let (field, below) = (field.to_owned(), below.to_owned());
         self.blocking(move |db| {
-            let txn = db.begin_read().map_err(unavailable)?;
-            let records = txn.open_table(table(collection)).map_err(unavailable)?;
-            let ix = txn.open_table(index_table(collection)).map_err(unavailable)?;
+            let txn = db.begin_read()?;
+            let records = txn.open_table(table(collection))?;
+            let ix = txn.open_table(index_table(collection))?;
             let range = (field.as_str(), "", "")..(field.as_str(), below.as_str(), "");
             let mut out = Vec::new();
-            for entry in ix.range(range).map_err(unavailable)?.take(limit) {
-                let (key, _) = entry.map_err(unavailable)?;
+            for entry in ix.range(range)?.take(limit) {
+                let (key, _) = entry?;
                 let id = key.value().2;
-                if let Some(stored) = records.get(id).map_err(unavailable)? {
+                if let Some(stored) = records.get(id)? {
                     out.push((id.to_owned(), stored.value().0));
                 }
             }
@@ -435,9 +359,9 @@ impl Store for EmbeddedStore {
 
     async fn last_id(&self, collection: Collection) -> Result<Option<String>, StoreError> {
         self.blocking(move |db| {
-            let txn = db.begin_read().map_err(unavailable)?;
-            let t = txn.open_table(table(collection)).map_err(unavailable)?;
-            Ok(t.last().map_err(unavailable)?.map(|(key, _)| key.value().to_owned()))
+            let txn = db.begin_read()?;
+            let t = txn.open_table(table(collection))?;
+            Ok(t.last()?.map(|(key, _)| key.value().to_owned()))
         })
         .await
     }
@@ -447,11 +371,11 @@ impl Store for EmbeddedStore {
     async fn counts(&self, collection: Collection, field: &str) -> Result<Vec<(String, u64)>, StoreError> {
         let field = field.to_owned();
         self.blocking(move |db| {
-            let txn = db.begin_read().map_err(unavailable)?;
-            let ix = txn.open_table(index_table(collection)).map_err(unavailable)?;
+            let txn = db.begin_read()?;
+            let ix = txn.open_table(index_table(collection))?;
             let mut counts: Vec<(String, u64)> = Vec::new();
-            for entry in ix.range((field.as_str(), "", "")..).map_err(unavailable)? {
-                let (key, _) = entry.map_err(unavailable)?;
+            for entry in ix.range((field.as_str(), "", "")..)? {
+                let (key, _) = entry?;
                 let (f, value, _) = key.value();
                 if f != field {
                     break;
@@ -483,8 +407,24 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    /// Reads: a read transaction sees a table.
     async fn ping(&self) -> Result<(), StoreError> {
-        self.blocking(|db| db.begin_read().map(|_| ()).map_err(unavailable)).await
+        self.blocking(|db| {
+            db.begin_read()?.open_table(table(Collection::Registry))?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Reads, then writes: refused at once while the writer knows the store cannot
+    /// write, otherwise a one-key write through the writer, committed like any other.
+    async fn health(&self) -> Result<String, StoreError> {
+        self.ping().await?;
+        if self.handle.cannot_write().is_some() {
+            return Err(writer::cannot_write(&self.handle));
+        }
+        self.submit(Job::Probe).await?;
+        Ok("the store reads and writes".to_owned())
     }
 }
 

@@ -114,6 +114,10 @@ impl Store for MeteredStore {
         self.measure("ping", self.inner.ping()).await
     }
 
+    async fn health(&self) -> Result<String, StoreError> {
+        self.measure("health", self.inner.health()).await
+    }
+
     async fn close(&self) {
         self.inner.close().await;
     }

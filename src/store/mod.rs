@@ -196,8 +196,15 @@ pub trait Store: Send + Sync {
     async fn delete(&self, collection: Collection, id: &str, expected_version: Option<u64>)
     -> Result<bool, StoreError>;
 
-    /// Checks that the store answers, for `/health`.
+    /// Checks that the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Checks that the store can do its work, for `/health`: what was checked, or why it
+    /// cannot. A store that answers reads but cannot write (a full disk) is not healthy.
+    /// By default, [`Store::ping`]: a server-side store answers writes when it answers.
+    async fn health(&self) -> Result<String, StoreError> {
+        self.ping().await.map(|()| "the store answers".to_owned())
+    }
 
     /// Releases connections before esm exits.
     async fn close(&self) {}

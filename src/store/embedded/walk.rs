@@ -14,8 +14,9 @@ use std::ops::Bound;
 
 use redb::ReadOnlyTable;
 
-use super::{index_table, table, unavailable};
-use crate::store::{Collection, StoreError};
+use super::handle::Fail;
+use super::{index_table, table};
+use crate::store::Collection;
 
 /// An index table opened for reading: `(field, value, id)` → `()`.
 type Index = ReadOnlyTable<(&'static str, &'static str, &'static str), ()>;
@@ -27,24 +28,24 @@ pub(super) fn each_id(
     collection: Collection,
     filters: &[(String, String)],
     after: Option<&str>,
-    mut visit: impl FnMut(&str) -> Result<bool, StoreError>,
-) -> Result<(), StoreError> {
+    mut visit: impl FnMut(&str) -> Result<bool, Fail>,
+) -> Result<(), Fail> {
     if filters.is_empty() {
-        let records = txn.open_table(table(collection)).map_err(unavailable)?;
+        let records = txn.open_table(table(collection))?;
         let start = after.map_or(Bound::Unbounded, Bound::Excluded);
-        for stored in records.range::<&str>((start, Bound::Unbounded)).map_err(unavailable)? {
-            if !visit(stored.map_err(unavailable)?.0.value())? {
+        for stored in records.range::<&str>((start, Bound::Unbounded))? {
+            if !visit(stored?.0.value())? {
                 break;
             }
         }
         return Ok(());
     }
-    let ix = txn.open_table(index_table(collection)).map_err(unavailable)?;
+    let ix = txn.open_table(index_table(collection))?;
     if let [(field, value)] = filters {
         let start = (field.as_str(), value.as_str(), after.unwrap_or(""));
         let start = if after.is_some() { Bound::Excluded(start) } else { Bound::Included(start) };
-        for indexed in ix.range((start, Bound::Unbounded)).map_err(unavailable)? {
-            let (key, _) = indexed.map_err(unavailable)?;
+        for indexed in ix.range((start, Bound::Unbounded))? {
+            let (key, _) = indexed?;
             let (f, v, id) = key.value();
             if f != field || v != value || !visit(id)? {
                 break;
@@ -60,8 +61,8 @@ fn leapfrog(
     ix: &Index,
     filters: &[(String, String)],
     after: Option<&str>,
-    mut visit: impl FnMut(&str) -> Result<bool, StoreError>,
-) -> Result<(), StoreError> {
+    mut visit: impl FnMut(&str) -> Result<bool, Fail>,
+) -> Result<(), Fail> {
     let mut from: Option<String> = after.map(str::to_owned);
     loop {
         let first = &filters[0];
@@ -89,17 +90,17 @@ fn leapfrog(
 }
 
 /// The first id under `(field, value)` from `start` on.
-fn seek(ix: &Index, (field, value): &(String, String), start: Bound<&str>) -> Result<Option<String>, StoreError> {
+fn seek(ix: &Index, (field, value): &(String, String), start: Bound<&str>) -> Result<Option<String>, Fail> {
     let (field, value) = (field.as_str(), value.as_str());
     let start = match start {
         Bound::Included(id) => Bound::Included((field, value, id)),
         Bound::Excluded(id) => Bound::Excluded((field, value, id)),
         Bound::Unbounded => Bound::Included((field, value, "")),
     };
-    let Some(entry) = ix.range((start, Bound::Unbounded)).map_err(unavailable)?.next() else {
+    let Some(entry) = ix.range((start, Bound::Unbounded))?.next() else {
         return Ok(None);
     };
-    let (key, _) = entry.map_err(unavailable)?;
+    let (key, _) = entry?;
     let (f, v, id) = key.value();
     Ok((f == field && v == value).then(|| id.to_owned()))
 }
