@@ -35,6 +35,7 @@ mod purge;
 mod reconcile;
 mod registry;
 mod registry_watch;
+mod refusals;
 mod runner;
 mod work;
 mod worker;

@@ -14,6 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::Broker;
+use super::runner::{OnPlan, end_event};
+use crate::domain::outbox::Announcing;
 use crate::domain::binding::Binding;
 use crate::domain::instance::ServiceInstance;
 use crate::domain::operation::{Operation, OperationKind, Tracked};
@@ -169,7 +171,7 @@ impl Broker {
     /// operation that lost a race right after it was written (see `bindings.rs`): a
     /// platform a re-sent request told 202 for it polls `failed`, never an operation
     /// that vanished.
-    pub(super) async fn refuse<T: Record + Tracked + Clone>(
+    pub(super) async fn refuse<T: Record + Tracked + OnPlan + Announcing + Clone>(
         &self,
         id: &str,
         op_id: &str,
@@ -183,10 +185,13 @@ impl Broker {
                     return Ok(false);
                 };
                 op.fail(now, reason, Some(true), None);
+                let failed = end_event(op);
                 also(record);
+                self.announce(record, failed);
                 Ok(true)
             })
             .await?;
+        self.events.announced();
         Ok(())
     }
 
