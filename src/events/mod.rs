@@ -177,6 +177,12 @@ impl EventLog {
         self.sequence.notify_one();
     }
 
+    /// Numbers every event waiting in an outbox now (what the sequencer task does on
+    /// its own); how many batches it took.
+    pub async fn number_waiting(&self) -> Result<usize, StoreError> {
+        sequencer::until_idle(self).await
+    }
+
     /// Writes standalone events, numbers every waiting event, and delivers the log to
     /// subscribers until `stop`; then writes what is still queued, within a deadline.
     pub async fn run(self: Arc<Self>, stop: tokio_util::sync::CancellationToken, poll: Option<Duration>) {

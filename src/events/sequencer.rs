@@ -124,6 +124,16 @@ pub(super) async fn run(log: Arc<EventLog>, stop: CancellationToken, poll: Optio
     }
 }
 
+/// Numbers what waits now, until nothing does or another replica's batch is
+/// unfinished; how many batches.
+pub(super) async fn until_idle(log: &EventLog) -> Result<usize, StoreError> {
+    let mut batches = 0;
+    while round(log).await? == Round::Busy {
+        batches += 1;
+    }
+    Ok(batches)
+}
+
 /// Whether id `id` belongs to a batch being finished (so the tail waits for it rather
 /// than passing over it). A store that does not answer counts as yes.
 pub(super) async fn in_flight(log: &EventLog, id: u64) -> bool {
@@ -318,3 +328,7 @@ async fn drain(log: &EventLog, source: &Source, upto: u64) -> Result<(), StoreEr
 async fn drain_record<T: Record + Announcing + Clone>(log: &EventLog, id: &str, upto: u64) -> Result<(), StoreError> {
     log.records.modify::<T, StoreError, _>(id, |record| Ok(record.outbox_mut().drain_below(upto))).await.map(|_| ())
 }
+
+#[cfg(test)]
+#[path = "sequencer_tests.rs"]
+mod tests;

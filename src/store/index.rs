@@ -279,6 +279,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_tombstone_is_purgeable_only_once_its_events_are_in_the_log() {
+        let mut binding: Binding = serde_json::from_value(json!({
+            "id": "b", "instance_id": "i", "service_id": "s", "plan_id": "p",
+            "status": "unbound", "created_at": "2026-01-01T00:00:00.000Z"
+        }))
+        .expect("a binding");
+        binding.outbox.push(Event::new("unbind.succeeded"));
+        let keys = binding_keys(&binding);
+        assert!(keys.iter().any(|(f, _)| *f == OUTBOX) && !keys.iter().any(|(f, _)| *f == GONE_AT));
+        binding.outbox.drain_below(1);
+        let keys = binding_keys(&binding);
+        assert!(!keys.iter().any(|(f, _)| *f == OUTBOX) && keys.iter().any(|(f, _)| *f == GONE_AT));
+    }
+
+    #[test]
     fn entries_round_trip_through_the_stored_object() {
         let keys: IndexKeys = vec![(PLAN_ID, "p".into()), (USES_PLAN, "p".into()), (USES_PLAN, "q".into())];
         let body = json!({ INDEX_FIELD: to_object(&keys) });
