@@ -186,11 +186,14 @@ async fn round(log: &EventLog) -> Result<Round, StoreError> {
         finish(log, version, head, BTreeMap::new()).await?;
         return Ok(Round::Busy);
     }
-    let (items, known) = plan(log, head.next).await?;
+    // Never below what is logged: ids an older esm wrote (in a rolling upgrade) are
+    // skipped rather than collided with.
+    let next = head.next.max(log.newest().await? + 1);
+    let (items, known) = plan(log, next).await?;
     if items.is_empty() {
         return Ok(Round::Idle);
     }
-    let next = items.last().map_or(head.next, |item| item.id + 1);
+    let next = items.last().map_or(next, |item| item.id + 1);
     let planned = Head { next, batch: items, owner: log.replica.clone(), since: now };
     match log.records.store().replace(Collection::EventSequence, HEAD, version, encode(&planned)?).await {
         Ok(version) => finish(log, version, planned, known).await?,
