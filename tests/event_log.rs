@@ -1,6 +1,7 @@
 //! The event log as replicas share it: two logs on one store number their events
 //! without duplicates or gaps, each subscriber sees every event once in id order, and
-//! an id never written is passed over after a moment rather than stalling the log.
+//! an id never written (and not being written by the sequencer) is passed over rather
+//! than stalling the log.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,7 +75,8 @@ async fn an_id_never_written_is_passed_over_after_a_moment() {
     let log = log(&records, &stop);
     eventually(Duration::from_secs(5), "the log to tail", || async { log.tailing().then_some(()) }).await;
     let mut subscriber = Box::pin(log.subscribe(Filter::default(), None).expect("a subscriber slot"));
-    // Ids 1 and 3 exist, 2 never will (its writer died between numbering and insert).
+    // Ids 1 and 3 exist, 2 never will (its record was deleted before its batch was
+    // inserted); the sequencer numbers the next event after them.
     for id in [1_u64, 3] {
         let mut written = event(usize::try_from(id).expect("small"), "x");
         written.id = id;

@@ -7,6 +7,7 @@ use axum::response::Response;
 use super::extract::{OsbPath, OsbQuery};
 use super::version::{ApiVersion, ForVersion};
 use super::{AppState, reply};
+use crate::domain::operation::OperationKind;
 use crate::domain::bounded::InstanceId;
 use crate::error::{ErrorBody, OsbResult};
 use crate::wire::{DeleteQuery, Empty, OperationResponse};
@@ -31,6 +32,8 @@ pub async fn deprovision(
     OsbPath(instance_id): OsbPath<InstanceId>,
     OsbQuery(query): OsbQuery<DeleteQuery>,
 ) -> OsbResult<Response> {
-    let answer = state.broker.deprovision(&instance_id, &query).await.map_err(|e| e.for_version(version))?;
+    let result = state.broker.deprovision(&instance_id, &query).await;
+    let result = state.broker.noting_refusal(OperationKind::Deprovision, &instance_id, None, result).await;
+    let answer = result.map_err(|e| e.for_version(version))?;
     Ok(reply(answer, version, StatusCode::OK, state.broker.settings().retry_after_seconds))
 }

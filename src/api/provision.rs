@@ -7,6 +7,7 @@ use axum::response::Response;
 use super::extract::{OsbJson, OsbPath, OsbQuery};
 use super::version::ApiVersion;
 use super::{AppState, reply};
+use crate::domain::operation::OperationKind;
 use crate::domain::bounded::InstanceId;
 use crate::error::{ErrorBody, OsbResult};
 use crate::wire::{AsyncQuery, ProvisionRequest, ProvisionResponse};
@@ -35,6 +36,7 @@ pub async fn provision(
     OsbQuery(query): OsbQuery<AsyncQuery>,
     OsbJson(body): OsbJson<ProvisionRequest>,
 ) -> OsbResult<Response> {
-    let answer = state.broker.provision(&instance_id, body, query.accepts_incomplete()).await?;
+    let result = state.broker.provision(&instance_id, body, query.accepts_incomplete()).await;
+    let answer = state.broker.noting_refusal(OperationKind::Provision, &instance_id, None, result).await?;
     Ok(reply(answer, version, StatusCode::CREATED, state.broker.settings().retry_after_seconds))
 }

@@ -7,6 +7,7 @@ use axum::response::Response;
 use super::extract::{OsbPath, OsbQuery};
 use super::version::{ApiVersion, Field};
 use super::{AppState, reply};
+use crate::domain::operation::OperationKind;
 use crate::domain::bounded::{BindingId, InstanceId};
 use crate::error::{ErrorBody, OsbResult};
 use crate::wire::{DeleteQuery, Empty, OperationResponse};
@@ -39,6 +40,7 @@ pub async fn unbind(
         // Unbinding is asynchronous since 2.14; an older platform cannot accept that.
         (query.accepts_incomplete, query.accept_incomplete) = (None, None);
     }
-    let answer = state.broker.unbind(&instance_id, &binding_id, &query).await?;
+    let result = state.broker.unbind(&instance_id, &binding_id, &query).await;
+    let answer = state.broker.noting_refusal(OperationKind::Unbind, &instance_id, Some(&binding_id), result).await?;
     Ok(reply(answer, version, StatusCode::OK, state.broker.settings().retry_after_seconds))
 }

@@ -7,6 +7,7 @@ use axum::response::Response;
 use super::extract::{OsbJson, OsbPath, OsbQuery};
 use super::version::{ApiVersion, ForVersion};
 use super::{AppState, reply};
+use crate::domain::operation::OperationKind;
 use crate::domain::bounded::InstanceId;
 use crate::error::{ErrorBody, OsbResult};
 use crate::wire::{AsyncQuery, UpdateRequest, UpdateResponse};
@@ -35,10 +36,8 @@ pub async fn update(
     OsbQuery(query): OsbQuery<AsyncQuery>,
     OsbJson(body): OsbJson<UpdateRequest>,
 ) -> OsbResult<Response> {
-    let answer = state
-        .broker
-        .update(&instance_id, body, query.accepts_incomplete())
-        .await
-        .map_err(|e| e.for_version(version))?;
+    let result = state.broker.update(&instance_id, body, query.accepts_incomplete()).await;
+    let result = state.broker.noting_refusal(OperationKind::Update, &instance_id, None, result).await;
+    let answer = result.map_err(|e| e.for_version(version))?;
     Ok(reply(answer, version, StatusCode::OK, state.broker.settings().retry_after_seconds))
 }

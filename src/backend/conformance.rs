@@ -102,6 +102,7 @@ pub fn instance(id: &str, manifest: &Manifest) -> ServiceInstance {
         deployment_id: None,
         pool: None,
         host_ports: Default::default(),
+        outbox: Default::default(),
     }
 }
 
@@ -265,6 +266,7 @@ async fn bind_gives_credentials_and_unbind_succeeds(case: Case) {
         operations: OperationLog::default(),
         created_at: crate::clock::Clock::system().timestamp(),
         liveness_token_sha256: None,
+        outbox: Default::default(),
     };
     let manifest = &case.subject.manifest;
     let output = case.backend().bind(&instance, &binding, manifest).await.expect("bind");

@@ -8,6 +8,7 @@ use super::instances::{last_operation_of, resent};
 use super::{Answer, Broker, busy, purge, require, require_object, require_query, run_asynchronously, work};
 use crate::domain::binding::{Binding, BindingMetadata, BindingStatus};
 use crate::domain::catalog::SchemaFor;
+use crate::domain::event::{Event, Step};
 use crate::domain::instance::InstanceStatus;
 use crate::domain::operation::{OperationKind, OperationLog};
 use crate::error::{OsbError, OsbResult};
@@ -71,7 +72,7 @@ impl Broker {
         let op_id = op.id.clone();
         let mut operations = OperationLog::default();
         operations.push(op);
-        let binding = Binding {
+        let mut binding = Binding {
             id: binding_id.to_owned(),
             instance_id: instance_id.to_owned(),
             service_id: req.service_id.to_string(),
@@ -88,13 +89,19 @@ impl Broker {
             operations,
             created_at: self.clock().timestamp(),
             liveness_token_sha256: None,
+            // The tombstone's events not yet in the log come first (`domain::outbox`).
+            outbox: existing.as_ref().map(|t| t.record.outbox.clone()).unwrap_or_default(),
         };
+        self.announce(&mut binding, Event::operation(OperationKind::Bind, Step::Started, &op_id));
         let written = match existing {
-            Some(tombstone) => self.records.replace(tombstone.version, &binding).await,
+            Some(tombstone) => self.records.replace_announced(tombstone.version, &tombstone.record, &binding).await,
             None => self.records.insert(&binding).await,
         };
         match written {
-            Ok(_) => self.confirm_instance(instance_id, binding_id, &op_id, OperationKind::Bind).await?,
+            Ok(_) => {
+                self.events.announced();
+                self.confirm_instance(instance_id, binding_id, &op_id, OperationKind::Bind).await?;
+            }
             Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => {
                 return match self.records.get::<Binding>(binding_id).await? {
                     Some(winner) if winner.record.is_live() => {
@@ -144,9 +151,14 @@ impl Broker {
         let asynchronous = run_asynchronously(backend.execution(&manifest, OperationKind::Unbind), accepts_incomplete)?;
         let op = self.start_op(OperationKind::Unbind, asynchronous);
         let op_id = op.id.clone();
+        let before = binding.clone();
         binding.operations.push(op);
-        match self.records.replace(version, &binding).await {
-            Ok(_) => self.confirm_instance(instance_id, binding_id, &op_id, OperationKind::Unbind).await?,
+        self.announce(&mut binding, Event::operation(OperationKind::Unbind, Step::Started, &op_id));
+        match self.records.replace_announced(version, &before, &binding).await {
+            Ok(_) => {
+                self.events.announced();
+                self.confirm_instance(instance_id, binding_id, &op_id, OperationKind::Unbind).await?;
+            }
             Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => {
                 return Err(OsbError::ConcurrencyError(format!(
                     "binding {binding_id} was changed by another request at the same time; retry"

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use futures_util::TryStreamExt;
 use serde_json::{Map, Value, json};
 
+use super::runner::OnPlan;
 use super::{
     Answer, Broker, PlanView, busy, check_maintenance, purge, require, require_object, require_query,
     run_asynchronously, work,
@@ -12,6 +13,7 @@ use super::{
 use crate::backend::Execution;
 use crate::domain::binding::Binding;
 use crate::domain::catalog::SchemaFor;
+use crate::domain::event::{Event, Step};
 use crate::domain::instance::{InstanceMetadata, InstanceStatus, PendingUpdate, ServiceInstance};
 use crate::domain::operation::{Operation, OperationKind, OperationLog, OperationState};
 use crate::domain::pool::MEMBER_PREFIX;
@@ -62,15 +64,23 @@ impl Broker {
         }
         let op = self.start_op(OperationKind::Provision, asynchronous);
         let op_id = op.id.clone();
-        let instance = new_instance(id, &req, &view, op);
+        let mut instance = new_instance(id, &req, &view, op);
+        // The tombstone's events not yet in the log come first (`domain::outbox`).
+        if let Some(tombstone) = &existing {
+            instance.outbox = tombstone.record.outbox.clone();
+        }
+        self.announce(&mut instance, Event::operation(OperationKind::Provision, Step::Started, &op_id));
         // One atomic write decides who creates the instance: a racing request with the
         // same id loses here and is answered from what the winner stored.
         let written = match &existing {
-            Some(tombstone) => self.records.replace(tombstone.version, &instance).await,
+            Some(tombstone) => self.records.replace_announced(tombstone.version, &tombstone.record, &instance).await,
             None => self.records.insert(&instance).await,
         };
         let version = match written {
-            Ok(version) => version,
+            Ok(version) => {
+                self.events.announced();
+                version
+            }
             Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => {
                 return match self.records.get::<ServiceInstance>(id).await? {
                     Some(winner) if winner.record.is_live() => {
@@ -86,7 +96,7 @@ impl Broker {
         // Now that the instance is written, its plan must still be there with the
         // manifest read above (the retirement protocol, registry.rs).
         if let Err(e) = self.confirm_plan(&view.service.id, &view.plan.id, &view.entry.content).await {
-            self.withdraw_provision(id, version, existing).await;
+            self.withdraw_provision(&instance, version, existing, &e).await;
             return Err(e);
         }
         // Recorded first, then claimed: a crash in between leaves the provision running,
@@ -102,7 +112,7 @@ impl Broker {
             Err(e) => Some(e),
         };
         if let Some(e) = refused {
-            self.withdraw_provision(id, version, existing).await;
+            self.withdraw_provision(&instance, version, existing, &e).await;
             return Err(e);
         }
         // A member is handed out within the request: 201 at once.
@@ -122,13 +132,39 @@ impl Broker {
         })
     }
 
-    /// Takes back the record of a provision refused after it was written: the tombstone
-    /// it replaced comes back, or the record goes.
-    async fn withdraw_provision(&self, id: &str, version: u64, existing: Option<Versioned<ServiceInstance>>) {
+    /// Takes back `written`, the record of a provision refused (with `error`) after it
+    /// was written at `version`: the tombstone it replaced comes back, or the record
+    /// goes. The provision's end is announced as failed: its start may be in the log.
+    async fn withdraw_provision(
+        &self,
+        written: &ServiceInstance,
+        version: u64,
+        existing: Option<Versioned<ServiceInstance>>,
+        error: &OsbError,
+    ) {
+        let id = &written.id;
+        let failed = written.operations.last().map(|op| {
+            Event::operation(OperationKind::Provision, Step::Failed, &op.id).because(error.to_string())
+        });
         let undone = match existing {
-            Some(tombstone) => self.records.replace(version, &tombstone.record).await.map(|_| ()),
-            None => self.records.delete::<ServiceInstance>(id, Some(version)).await.map(|_| ()),
+            Some(Versioned { record: mut tombstone, .. }) => {
+                tombstone.outbox = written.outbox.clone();
+                if let Some(failed) = failed {
+                    self.announce(&mut tombstone, failed);
+                }
+                self.records.replace_announced(version, written, &tombstone).await.map(|_| ())
+            }
+            None => {
+                let deleted = self.records.delete_announced(version, written).await.map(|_| ());
+                if deleted.is_ok()
+                    && let Some(failed) = failed.filter(|_| written.pool.is_none())
+                {
+                    self.events.emit(written.about(failed));
+                }
+                deleted
+            }
         };
+        self.events.announced();
         if let Err(undo) = undone {
             tracing::error!(instance_id = %id, error = %undo, "could not withdraw a refused provision");
         }
@@ -207,9 +243,14 @@ impl Broker {
         op.update = Some(pending);
         let op_id = op.id.clone();
         instance.operations.push(op);
-        let version = self.start_operation(version, &instance).await?;
+        let (version, written) = self.start_operation(version, &instance).await?;
         if plan_changes && let Err(e) = self.confirm_plan(&view.service.id, &view.plan.id, &view.entry.content).await {
-            if let Err(undo) = self.records.replace(version, &before).await {
+            // Taken back, with its end announced (its start is in the outbox already).
+            let mut before = before;
+            before.outbox = written.outbox.clone();
+            let failed = Event::operation(OperationKind::Update, Step::Failed, &op_id).because(e.to_string());
+            self.announce(&mut before, failed);
+            if let Err(undo) = self.records.replace_announced(version, &written, &before).await {
                 tracing::error!(instance_id = %id, error = %undo, "could not withdraw a refused update");
             }
             return Err(e);
@@ -330,11 +371,12 @@ impl Broker {
         Ok(found.into_iter().map(|v| v.record).collect())
     }
 
-    /// Writes an instance that has just been given a new running operation (its last);
-    /// losing the race to another request is a `ConcurrencyError`. A write that only
-    /// changed the instance's liveness (the monitor's) is no such race: the operation
-    /// starts on top of it.
-    async fn start_operation(&self, version: u64, instance: &ServiceInstance) -> OsbResult<u64> {
+    /// Writes an instance that has just been given a new running operation (its last),
+    /// with the event of its start; losing the race to another request is a
+    /// `ConcurrencyError`. A write that only changed the instance's liveness (the
+    /// monitor's) or drained its outbox (the sequencer's) is no such race: the
+    /// operation starts on top of it. Returns the version and the record written.
+    async fn start_operation(&self, version: u64, instance: &ServiceInstance) -> OsbResult<(u64, ServiceInstance)> {
         let lost = || {
             OsbError::ConcurrencyError(format!(
                 "instance {} was changed by another request at the same time; retry",
@@ -342,10 +384,15 @@ impl Broker {
             ))
         };
         let op = instance.operations.last().cloned().ok_or_else(lost)?;
-        let mut attempt = (version, std::borrow::Cow::Borrowed(instance));
+        let started = Event::operation(op.kind, Step::Started, &op.id);
+        let mut attempt = (version, instance.clone());
+        self.announce(&mut attempt.1, started.clone());
         for _ in 0..CAS_RETRIES {
-            match self.records.replace(attempt.0, attempt.1.as_ref()).await {
-                Ok(version) => return Ok(version),
+            match self.records.replace(attempt.0, &attempt.1).await {
+                Ok(version) => {
+                    self.events.announced();
+                    return Ok((version, attempt.1));
+                }
                 Err(StoreError::Conflict(_)) => {}
                 Err(StoreError::NotFound(_)) => return Err(lost()),
                 Err(e) => return Err(e.into()),
@@ -356,12 +403,14 @@ impl Broker {
                 return Err(lost());
             };
             let liveness = std::mem::replace(&mut current.liveness, instance.liveness.clone());
+            let outbox = std::mem::replace(&mut current.outbox, instance.outbox.clone());
             current.operations.push(op.clone());
             if current != *instance {
                 return Err(lost());
             }
-            current.liveness = liveness;
-            attempt = (version, std::borrow::Cow::Owned(current));
+            (current.liveness, current.outbox) = (liveness, outbox);
+            self.announce(&mut current, started.clone());
+            attempt = (version, current);
         }
         Err(lost())
     }
@@ -454,6 +503,7 @@ pub(super) fn new_instance(id: &str, req: &ProvisionRequest, view: &PlanView, op
         deployment_id: None,
         pool: None,
         host_ports: Default::default(),
+        outbox: Default::default(),
     };
     // Known before anything runs, so an asynchronous 202 carries it too (OSB).
     instance.dashboard_url = view.backend.dashboard_url(&instance, &view.manifest);

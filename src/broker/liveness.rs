@@ -266,6 +266,13 @@ impl Broker {
                     return Ok(false);
                 }
                 let (changed, happened) = judged(instance, &change, clock, thresholds);
+                // The change's event is committed with it (`events` module docs).
+                if let Some((from, to, reason)) = &happened {
+                    let mut event = Event::new("liveness.changed").because(reason.clone());
+                    event.from = Some(from.as_str().to_owned());
+                    event.to = Some(to.as_str().to_owned());
+                    self.announce(instance, event);
+                }
                 transition = happened;
                 Ok(changed)
             })
@@ -275,12 +282,7 @@ impl Broker {
         };
         if let Some((from, to, reason)) = transition.filter(|_| instance.pool.is_none()) {
             tracing::info!(instance_id = ?id, from = from.as_str(), to = to.as_str(), reason = ?reason, "liveness changed");
-            let mut event = Event::new("liveness.changed")
-                .on_instance(&instance.id, &instance.service_id, &instance.plan_id)
-                .because(reason);
-            event.from = Some(from.as_str().to_owned());
-            event.to = Some(to.as_str().to_owned());
-            self.events.emit(event);
+            self.events.announced();
         }
         let liveness =
             instance.liveness.clone().unwrap_or_else(|| Liveness::unknown(clock.millis(), clock.timestamp()));

@@ -38,6 +38,7 @@ mod purge;
 mod reconcile;
 mod registry;
 mod registry_watch;
+mod refusals;
 mod runner;
 mod work;
 mod worker;

@@ -23,6 +23,7 @@ use crate::domain::binding::Binding;
 use crate::domain::event::{Event, Step};
 use crate::domain::instance::ServiceInstance;
 use crate::domain::operation::{Operation, OperationKind, OperationState, Tracked};
+use crate::domain::outbox::Announcing;
 use crate::domain::registry::Registry;
 use crate::error::{OsbError, OsbResult};
 use crate::store::{Record, Versioned};
@@ -76,7 +77,7 @@ pub(super) trait Work: Send + Sync + 'static {
     /// The kind it is, for the metrics.
     const KIND: OperationKind;
     /// The record the operation belongs to.
-    type Record: Record + Tracked + OnPlan + Clone + 'static;
+    type Record: Record + Tracked + OnPlan + Announcing + Clone + 'static;
     /// What the backend call produces.
     type Output: Send + Sync;
 
@@ -221,12 +222,14 @@ impl Broker {
         outcome.answer(op_id).map(Some)
     }
 
+    // The start is announced where the operation is recorded (in that write), so a
+    // new run and a resumed one are alike here.
     pub(super) async fn run<W: Work>(
         &self,
         work: &W,
         id: &str,
         op_id: &str,
-        start: Start,
+        _start: Start,
     ) -> OsbResult<Outcome<W::Record>> {
         let Some(Versioned { record, .. }) = self.records.get::<W::Record>(id).await? else {
             return Ok(Outcome::Gone);
@@ -236,9 +239,6 @@ impl Broker {
         };
         if !self.holds_fresh_lease(&op) && !self.refresh_lease::<W::Record>(id, &op).await {
             return Ok(Outcome::LeaseLost);
-        }
-        if start == Start::New && record.announced() {
-            self.events.emit(record.about(Event::operation(op.kind, Step::Started, op_id)));
         }
         // One read of the catalog serves the deadline and the backend call.
         let registry = self.registry().await?.record;
@@ -284,16 +284,19 @@ impl Broker {
                     ),
                 }
                 let op = op.clone();
-                finished = Some(op.clone());
                 work.record(current, &op, &result);
+                // The end's event is committed with the end (`events` module docs).
+                self.announce(current, end_event(&op));
+                finished = Some(op);
                 recorded = true;
                 Ok(true)
             })
             .await?;
         match written {
             Some(record) if recorded => {
+                self.events.announced();
                 if let Some(op) = finished {
-                    self.announce_end(&record, &op);
+                    self.deployed(&record, &op);
                 }
                 work.after(self, &record).await?;
                 Ok(Outcome::Finished(record))
@@ -363,23 +366,35 @@ impl Broker {
 }
 
 impl Broker {
-    /// Emits the event of a finished operation `op` of `record`.
-    pub(super) fn announce_end<T: OnPlan>(&self, record: &T, op: &Operation) {
-        let step = if op.state == OperationState::Succeeded { Step::Succeeded } else { Step::Failed };
-        let mut event = record.about(Event::operation(op.kind, step, &op.id));
-        if step == Step::Failed {
-            event.reason.clone_from(&op.description);
-        }
-        // A deployment just made or remade: its liveness is looked at now, not at the
-        // next round.
-        let deployed = matches!(op.kind, OperationKind::Provision | OperationKind::Update);
-        if let Some(id) = event.instance_id.as_deref().filter(|_| deployed && step == Step::Succeeded) {
-            self.look_soon(id);
-        }
+    /// Puts `event` about `record` in its outbox, stamped: it is committed with the
+    /// write that makes the change it tells of. Nothing for a record whose operations
+    /// are not announced (a warm pool member).
+    pub(super) fn announce<T: OnPlan + Announcing>(&self, record: &mut T, event: Event) {
         if record.announced() {
-            self.events.emit(event);
+            let event = self.events.stamped(record.about(event));
+            record.outbox_mut().push(event);
         }
     }
+
+    /// A deployment just made or remade by `op`: its liveness is looked at now, not at
+    /// the next round.
+    fn deployed<T: OnPlan>(&self, record: &T, op: &Operation) {
+        let deployed = matches!(op.kind, OperationKind::Provision | OperationKind::Update);
+        let event = record.about(Event::new(""));
+        if let Some(id) = event.instance_id.as_deref().filter(|_| deployed && op.state == OperationState::Succeeded) {
+            self.look_soon(id);
+        }
+    }
+}
+
+/// The event of a finished operation `op`.
+pub(super) fn end_event(op: &Operation) -> Event {
+    let step = if op.state == OperationState::Succeeded { Step::Succeeded } else { Step::Failed };
+    let mut event = Event::operation(op.kind, step, &op.id);
+    if step == Step::Failed {
+        event.reason.clone_from(&op.description);
+    }
+    event
 }
 
 /// An operation in this process's running set (`Broker::running`) for as long as its

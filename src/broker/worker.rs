@@ -22,6 +22,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::Broker;
+use super::runner::{OnPlan, end_event};
+use crate::domain::outbox::Announcing;
 use crate::domain::binding::Binding;
 use crate::domain::instance::ServiceInstance;
 use crate::domain::operation::{Operation, OperationKind, Tracked};
@@ -268,7 +270,7 @@ impl Broker {
     /// operation that lost a race right after it was written (see `bindings.rs`): a
     /// platform a re-sent request told 202 for it polls `failed`, never an operation
     /// that vanished.
-    pub(super) async fn refuse<T: Record + Tracked + Clone>(
+    pub(super) async fn refuse<T: Record + Tracked + OnPlan + Announcing + Clone>(
         &self,
         id: &str,
         op_id: &str,
@@ -282,10 +284,13 @@ impl Broker {
                     return Ok(false);
                 };
                 op.fail(now, reason, Some(true), None);
+                let failed = end_event(op);
                 also(record);
+                self.announce(record, failed);
                 Ok(true)
             })
             .await?;
+        self.events.announced();
         Ok(())
     }
 

@@ -99,6 +99,9 @@ pub struct Binding {
     /// esm minted them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub liveness_token_sha256: Option<String>,
+    /// The events of its changes not yet numbered in the log (`domain::outbox`).
+    #[serde(default, skip_serializing_if = "super::outbox::Outbox::is_unused")]
+    pub outbox: super::outbox::Outbox,
 }
 
 impl Binding {

@@ -29,8 +29,10 @@ pub struct Event {
     pub id: u64,
     /// When it happened (RFC 3339, UTC).
     pub at: String,
-    /// What happened: `provision.started`, `provision.succeeded`, `provision.failed`
-    /// (the same for `update`, `deprovision`, `bind`, `unbind`), `liveness.changed`,
+    /// What happened: `provision.started`, `provision.succeeded`, `provision.failed`,
+    /// `provision.refused` (a request about a known instance refused with 400, 409 or
+    /// 422; `to` is the error code, `reason` its description) (the same for `update`,
+    /// `deprovision`, `bind`, `unbind`), `liveness.changed`,
     /// `instance.removed` (reconciliation removed what an engine held for an instance
     /// esm does not know), `instance.dropped` (lost past `ESM_LIVENESS_DROP_THRESHOLD`:
     /// a deprovision follows), `service.registered`, `service.removed`, and for warm
@@ -109,7 +111,7 @@ pub fn is_known_type(kind: &str) -> bool {
     ];
     OTHERS.contains(&kind)
         || kind.split_once('.').is_some_and(|(operation, step)| {
-            OperationKind::parse(operation).is_some() && ["started", "succeeded", "failed"].contains(&step)
+            OperationKind::parse(operation).is_some() && ["started", "succeeded", "failed", "refused"].contains(&step)
         })
 }
 

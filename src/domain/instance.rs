@@ -122,6 +122,9 @@ pub struct ServiceInstance {
     /// (`web/8080/tcp`); kept across updates and restarts.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub host_ports: std::collections::BTreeMap<String, u16>,
+    /// The events of its changes not yet numbered in the log (`domain::outbox`).
+    #[serde(default, skip_serializing_if = "super::outbox::Outbox::is_unused")]
+    pub outbox: super::outbox::Outbox,
 }
 
 impl ServiceInstance {

@@ -8,6 +8,7 @@ pub mod instance;
 pub mod liveness;
 pub mod manifest;
 pub mod operation;
+pub mod outbox;
 pub mod pool;
 pub mod port;
 pub mod registry;

@@ -51,6 +51,7 @@ fn member(finished: Option<bool>, parameters: Option<Value>) -> ServiceInstance 
         deployment_id: None,
         pool: Some(Membership { manifest_digest: Some("d".into()), ..Membership::default() }),
         host_ports: Default::default(),
+        outbox: Default::default(),
     }
 }
 

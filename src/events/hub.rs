@@ -6,10 +6,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Notify, broadcast};
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{EventLog, Filter, HOLE_GRACE};
+use super::{EventLog, Filter, sequencer};
 use crate::domain::event::Event;
 
 /// Events a subscriber may fall behind the tail before it reads from the store instead.
@@ -114,29 +113,24 @@ pub(super) async fn run(log: Arc<EventLog>, stop: CancellationToken, poll: Optio
             }
         }
     }
-    let mut hole_since: Option<Instant> = None;
     loop {
-        let (progressed, full) = deliver(&log, &mut hole_since).await;
+        let (progressed, full) = deliver(&log).await;
         if progressed && full {
             continue;
         }
-        let idle = poll.unwrap_or(IDLE_POLL);
-        let wait = match hole_since {
-            Some(since) => HOLE_GRACE.saturating_sub(since.elapsed()).min(idle),
-            None => idle,
-        };
         tokio::select! {
             () = hub.wake.notified() => {}
-            () = tokio::time::sleep(wait) => {}
+            () = tokio::time::sleep(poll.unwrap_or(IDLE_POLL)) => {}
             () = stop.cancelled() => return,
         }
     }
 }
 
-/// Reads the events after the last delivered one and broadcasts them in order,
-/// waiting for a missing id for up to [`HOLE_GRACE`]. Returns whether anything was
-/// delivered and whether the read filled a page.
-async fn deliver(log: &EventLog, hole_since: &mut Option<Instant>) -> (bool, bool) {
+/// Reads the events after the last delivered one and broadcasts them in order. A
+/// missing id is waited for while the sequencer's batch holds it (it is being
+/// inserted), and passed over otherwise (it was lost: see the module docs). Returns
+/// whether anything was delivered and whether there may be more to read at once.
+async fn deliver(log: &EventLog) -> (bool, bool) {
     let hub = &log.hub;
     let after = hub.delivered();
     let query = crate::store::Query::new([], PAGE).after(Some(Event::key(after)));
@@ -151,13 +145,17 @@ async fn deliver(log: &EventLog, hole_since: &mut Option<Instant>) -> (bool, boo
     let mut last = after;
     for event in events {
         if event.id != last + 1 {
-            let since = *hole_since.get_or_insert_with(Instant::now);
-            if since.elapsed() < HOLE_GRACE {
-                break;
+            if sequencer::in_flight(log, last + 1).await {
+                return (last > after, false);
+            }
+            match log.records.store().get(crate::store::Collection::Events, &Event::key(last + 1)).await {
+                // Inserted since the page was read (its batch just finished): read again.
+                Ok(Some(_)) => return (true, true),
+                Ok(None) => {}
+                Err(_) => return (last > after, false),
             }
             tracing::debug!(from = last + 1, to = event.id - 1, "passing over event ids never written");
         }
-        *hole_since = None;
         last = event.id;
         log.sizes.record(event.id, event.size());
         hub.delivered.store(last, Ordering::Release);

@@ -1,17 +1,37 @@
 //! The change-event log: every lifecycle step and liveness transition, numbered,
 //! persisted in the store, and fanned out to subscribers.
 //!
-//! - `writer.rs`: [`EventLog::emit`] queues an event and returns at once (an event never
-//!   slows or fails the operation it tells of); one writer task numbers the queued
-//!   events and inserts them. Ids come from a counter seeded from the store's greatest
-//!   id; an id another replica took meanwhile is a conflict on insert, and the event is
-//!   numbered again after the store's greatest. So ids increase across replicas and
-//!   leave no holes, except where a write failed for good.
-//! - `hub.rs`: one tail task per process reads the log in id order (woken by local
-//!   writes, and polling on a shared store for other replicas' writes) and broadcasts
-//!   each event once, serialised, to every subscriber. An id that is missing while
-//!   later ones exist is waited for a moment (its insert may still be committing)
-//!   and then passed over.
+//! One total order, none lost, none twice, across replicas and crashes:
+//!
+//! - **Committed with the change.** An event about an instance or a binding (an
+//!   operation's start and end, a refusal of a recorded operation, a liveness change)
+//!   is put in that record's outbox (`domain::outbox`) in the very compare-and-set that
+//!   makes the change. A committed change has its event committed; a process killed
+//!   right after loses nothing. Other events (pools, the catalog, the inventory,
+//!   refused requests) go through [`EventLog::emit`]: queued in memory a moment, then
+//!   written to the outbox collection under a key fixed at emit (`writer.rs`); a
+//!   process killed in that moment loses those.
+//! - **Numbered by one sequencer at a time** (`sequencer.rs`): a batch of waiting
+//!   events gets the next ids in one compare-and-set on the sequence document, which
+//!   also records the batch; it is then inserted, drained from its outboxes, and
+//!   cleared. Only one batch is planned at a time, over every replica, so ids never
+//!   collide and a record's events are numbered in its outbox order, which is the
+//!   order of its changes; across records, a batch is merged by time.
+//! - **Idempotent.** Each event of a batch has its id fixed before it is inserted: an
+//!   insert retried after a lost answer meets its own event, and whoever finishes a
+//!   batch a dead replica left inserts the same events under the same ids.
+//! - **No holes but for loss.** An id is missing only while its batch is being
+//!   inserted, or for good if its record was deleted before the batch finished (a
+//!   refused provision taken back); the tail asks the sequence document which.
+//!
+//! The parts:
+//!
+//! - `writer.rs`: standalone events into the outbox collection, with a bounded drain at
+//!   shutdown.
+//! - `sequencer.rs`: numbering (above).
+//! - `hub.rs`: one tail task per process reads the log in id order (woken by the local
+//!   sequencer, and polling on a shared store for other replicas' batches) and
+//!   broadcasts each event once, serialised, to every subscriber.
 //! - `subscription.rs`: one subscriber: what it missed (from the store, up to what
 //!   the tail has delivered), then the broadcast; a subscriber too slow for the
 //!   broadcast reads from the store again; a subscriber asking for events older than
@@ -20,10 +40,12 @@
 //!   and then tells its client where to resume.
 //!
 //! What the log may cost is bounded in count and in bytes ([`Limits`]): the events
-//! kept, a JSON page, the writer's queue, the subscribers of one process. An event's
-//! own size is bounded at emit ([`Event::bounded`]).
+//! kept, a JSON page, the writer's queue, the subscribers of one process, a record's
+//! outbox (`domain::outbox::MAX_OUTBOX`). An event's own size is bounded where it is
+//! made ([`Event::bounded`]).
 
 mod hub;
+mod sequencer;
 mod sizes;
 mod subscription;
 mod webhook;
@@ -34,14 +56,12 @@ pub use subscription::{Filter, Item};
 pub use webhook::Webhook;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::clock::Clock;
 use crate::domain::event::Event;
 use crate::store::{Collection, Query, Records, StoreError};
-
-/// How long a missing id is waited for before the tail passes over it.
-pub const HOLE_GRACE: Duration = Duration::from_secs(2);
 
 /// How many events a JSON page reads from the store at a time (the page is filled from
 /// several such reads, up to its count and its bytes).
@@ -94,6 +114,12 @@ pub struct EventLog {
     catch_up_reads: tokio::sync::Semaphore,
     /// Pages read lately by subscribers catching up, shared by the next ones.
     recent_pages: subscription::RecentPages,
+    /// This process, in standalone events' keys and in the sequence document.
+    replica: String,
+    /// Standalone events emitted by this process, for their keys' order.
+    emitted: AtomicU64,
+    /// Wakes the sequencer: an outbox got events.
+    sequence: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for EventLog {
@@ -116,6 +142,9 @@ impl EventLog {
             sizes: sizes::Sizes::default(),
             catch_up_reads: tokio::sync::Semaphore::new(readers),
             recent_pages: subscription::RecentPages::default(),
+            replica: uuid::Uuid::new_v4().simple().to_string(),
+            emitted: AtomicU64::new(0),
+            sequence: tokio::sync::Notify::new(),
         })
     }
 
@@ -124,20 +153,43 @@ impl EventLog {
         &self.limits
     }
 
-    /// Records `event`, stamped now and cut to its bounds ([`Event::bounded`]). Returns
-    /// at once; if the queue is full in count or in bytes (the store has been away for
+    /// Records a standalone `event` (one not tied to a change of an instance or a
+    /// binding: those go in the record's outbox, [`EventLog::stamped`]). Returns at
+    /// once; if the queue is full in count or in bytes (the store has been away for
     /// long) the event is dropped with a warning.
-    pub fn emit(&self, mut event: Event) {
-        event.at = self.clock.timestamp();
-        self.writer.push(event.bounded());
+    pub fn emit(&self, event: Event) {
+        let n = self.emitted.fetch_add(1, Ordering::Relaxed);
+        // Key order is emit order within this process, and about time order across.
+        let key = format!("{:016}-{n:012}-{}", self.clock.millis(), self.replica);
+        self.writer.push(key, self.stamped(event));
     }
 
-    /// Writes queued events and delivers the log to subscribers until `stop`; then
-    /// writes what is still queued.
+    /// `event` stamped now and cut to its bounds ([`Event::bounded`]): as it goes into
+    /// a record's outbox.
+    pub fn stamped(&self, mut event: Event) -> Event {
+        event.at = self.clock.timestamp();
+        event.bounded()
+    }
+
+    /// Tells the sequencer that an outbox got events (it also looks unasked, now and
+    /// then).
+    pub fn announced(&self) {
+        self.sequence.notify_one();
+    }
+
+    /// Numbers every event waiting in an outbox now (what the sequencer task does on
+    /// its own); how many batches it took.
+    pub async fn number_waiting(&self) -> Result<usize, StoreError> {
+        sequencer::until_idle(self).await
+    }
+
+    /// Writes standalone events, numbers every waiting event, and delivers the log to
+    /// subscribers until `stop`; then writes what is still queued, within a deadline.
     pub async fn run(self: Arc<Self>, stop: tokio_util::sync::CancellationToken, poll: Option<Duration>) {
         let writing = writer::run(Arc::clone(&self), stop.clone());
+        let numbering = sequencer::run(Arc::clone(&self), stop.clone(), poll);
         let tailing = hub::run(Arc::clone(&self), stop, poll);
-        tokio::join!(writing, tailing);
+        tokio::join!(writing, numbering, tailing);
     }
 
     /// Up to `limit` events after id `after` and no later than what this process has

@@ -1,29 +1,39 @@
-//! Numbering and inserting queued events (see the module docs of `events`).
+//! Writing standalone events (those not tied to a change of an instance or a binding:
+//! pools, the catalog, the inventory) into the outbox collection, from where the
+//! sequencer numbers them (see the module docs of `events`).
+//!
+//! Each event gets its key when it is emitted, so an insert retried after a lost answer
+//! finds its own document rather than writing a second one. At shutdown what is still
+//! queued is written within [`DRAIN`]; what cannot be is counted and logged.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::EventLog;
 use crate::domain::event::Event;
-use crate::store::{Collection, StoreError, index};
+use crate::store::{Collection, StoreError};
 
 /// Events waiting to be written; beyond this (or beyond the queue's bytes) they are
 /// dropped: the store has been away for a long time, and memory must stay bounded.
 const QUEUE: usize = 10_000;
 /// The most events written at once.
 const BATCH: usize = 256;
-/// How often an event whose id another replica took is numbered again.
-const RENUMBERS: usize = 16;
+/// How long shutdown waits for the queued events to be written.
+pub(super) const DRAIN: Duration = Duration::from_secs(5);
+
+/// An event and the key it is written under.
+type Keyed = (String, Event);
 
 /// The queue between [`EventLog::emit`] and the writer task, bounded in count
 /// ([`QUEUE`]) and in bytes ([`Limits::queue_bytes`](super::Limits::queue_bytes)).
 pub(super) struct Queue {
-    sender: mpsc::Sender<Event>,
-    receiver: tokio::sync::Mutex<mpsc::Receiver<Event>>,
+    sender: mpsc::Sender<Keyed>,
+    receiver: tokio::sync::Mutex<mpsc::Receiver<Keyed>>,
     /// The bytes ([`Event::size`]) of the events queued.
     bytes: AtomicUsize,
     max_bytes: usize,
@@ -35,7 +45,7 @@ impl Queue {
         Self { sender, receiver: tokio::sync::Mutex::new(receiver), bytes: AtomicUsize::new(0), max_bytes }
     }
 
-    pub(super) fn push(&self, event: Event) {
+    pub(super) fn push(&self, key: String, event: Event) {
         let size = event.size();
         let reserved = self
             .bytes
@@ -47,9 +57,9 @@ impl Queue {
             tracing::warn!(event = %event.kind, bytes = self.max_bytes, "the event queue is full; an event is dropped");
             return;
         }
-        if let Err(e) = self.sender.try_send(event) {
+        if let Err(e) = self.sender.try_send((key, event)) {
             self.taken(size);
-            tracing::warn!(event = %e.into_inner().kind, "the event queue is full; an event is dropped");
+            tracing::warn!(event = %e.into_inner().1.kind, "the event queue is full; an event is dropped");
         }
     }
 
@@ -59,115 +69,91 @@ impl Queue {
     }
 }
 
-/// Writes queued events until `stop`, then what is still queued.
+/// Writes queued events until `stop`, then what is still queued, within [`DRAIN`].
 pub(super) async fn run(log: Arc<EventLog>, stop: CancellationToken) {
     let mut receiver = log.writer.receiver.lock().await;
-    let mut next: Option<u64> = None;
-    loop {
-        let first = tokio::select! {
-            first = receiver.recv() => first,
-            () = stop.cancelled() => None,
-        };
-        let Some(first) = first else { break };
-        log.writer.taken(first.size());
-        let mut batch = vec![first];
-        while batch.len() < BATCH {
-            match receiver.try_recv() {
-                Ok(event) => {
-                    log.writer.taken(event.size());
-                    batch.push(event);
-                }
-                Err(_) => break,
-            }
-        }
-        write_batch(&log, &mut next, batch, &stop).await;
-    }
-    // Shutting down: what was emitted before is written (once; a store that is away
-    // now loses them, with a warning).
-    receiver.close();
-    let mut rest = Vec::new();
-    while let Ok(event) = receiver.try_recv() {
-        log.writer.taken(event.size());
-        rest.push(event);
-    }
-    for chunk in rest.chunks(BATCH) {
-        write_batch(&log, &mut next, chunk.to_vec(), &CancellationToken::new()).await;
-    }
-}
-
-/// Numbers and inserts `batch`; events whose id was taken meanwhile are numbered again.
-/// While the store is away it retries with backoff until `stop`.
-async fn write_batch(log: &EventLog, next: &mut Option<u64>, mut batch: Vec<Event>, stop: &CancellationToken) {
     let mut backoff = Duration::from_millis(100);
-    let mut renumbered = 0;
-    while !batch.is_empty() {
-        let first = match *next {
-            Some(id) => id,
-            None => match log.newest().await {
-                Ok(newest) => newest + 1,
-                Err(e) => {
-                    if !wait(&mut backoff, stop, &e).await {
-                        return dropped(batch.len());
-                    }
-                    continue;
-                }
-            },
-        };
-        for (offset, event) in (0..).zip(batch.iter_mut()) {
-            event.id = first + offset;
-        }
-        *next = Some(first + u64::try_from(batch.len()).unwrap_or(u64::MAX));
-        let inserts = batch.iter().map(|event| {
-            let keys = index::event_keys(event);
-            let key = Event::key(event.id);
-            async move { log.records.insert_value(Collection::Events, &key, event, &keys).await }
-        });
-        let results = futures_util::future::join_all(inserts).await;
-        let mut retry = Vec::new();
-        let mut failure = None;
-        for (event, result) in batch.into_iter().zip(results) {
-            match result {
-                Ok(_) => {}
-                Err(StoreError::Conflict(_)) => retry.push(event),
-                Err(e) => {
-                    failure = Some(e);
-                    retry.push(event);
-                }
-            }
-        }
-        batch = retry;
+    let mut batch: Vec<Keyed> = Vec::new();
+    loop {
         if batch.is_empty() {
-            break;
+            let first = tokio::select! {
+                first = receiver.recv() => first,
+                () = stop.cancelled() => None,
+            };
+            let Some(first) = first else { break };
+            batch.push(first);
+            take(&log, &mut receiver, &mut batch);
         }
-        log.hub.wake();
-        // Another replica took ids, or the store failed: number after the store's newest.
-        *next = None;
-        renumbered += 1;
-        if let Some(e) = failure {
-            if !wait(&mut backoff, stop, &e).await {
-                return dropped(batch.len());
+        batch = insert_all(&log, batch).await;
+        if batch.is_empty() {
+            backoff = Duration::from_millis(100);
+            continue;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = stop.cancelled() => break,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+    receiver.close();
+    while let Ok(event) = receiver.try_recv() {
+        log.writer.taken(event.1.size());
+        batch.push(event);
+    }
+    let deadline = Instant::now() + DRAIN;
+    while !batch.is_empty() && Instant::now() < deadline {
+        match tokio::time::timeout_at(deadline, insert_all(&log, batch.clone())).await {
+            Ok(left) => batch = left,
+            Err(_) => break,
+        }
+        if !batch.is_empty() {
+            tokio::time::sleep_until(deadline.min(Instant::now() + Duration::from_millis(200))).await;
+        }
+    }
+    if !batch.is_empty() {
+        tracing::warn!(
+            events = batch.len(),
+            "esm is stopping and the store does not take its last events within {DRAIN:?}; they are dropped"
+        );
+    }
+}
+
+/// Moves what else is queued into `batch`, up to [`BATCH`].
+fn take(log: &EventLog, receiver: &mut mpsc::Receiver<Keyed>, batch: &mut Vec<Keyed>) {
+    log.writer.taken(batch.iter().map(|(_, e)| e.size()).sum());
+    while batch.len() < BATCH {
+        match receiver.try_recv() {
+            Ok(event) => {
+                log.writer.taken(event.1.size());
+                batch.push(event);
             }
-        } else if renumbered > RENUMBERS {
-            tracing::warn!(events = batch.len(), "event ids kept being taken by other replicas; events dropped");
-            return;
+            Err(_) => break,
         }
     }
-    log.hub.wake();
 }
 
-/// Waits before retrying a store that failed; false if esm is stopping.
-async fn wait(backoff: &mut Duration, stop: &CancellationToken, error: &StoreError) -> bool {
-    tracing::warn!(error = %error, "cannot write events; retrying");
-    tokio::select! {
-        () = tokio::time::sleep(*backoff) => {}
-        () = stop.cancelled() => return false,
+/// Inserts `batch` into the outbox; returns what could not be written. A key that
+/// exists is this very event, inserted by an attempt whose answer was lost.
+async fn insert_all(log: &EventLog, batch: Vec<Keyed>) -> Vec<Keyed> {
+    let none = Vec::new();
+    let inserts = batch.iter().map(|(key, event)| log.records.insert_value(Collection::EventOutbox, key, event, &none));
+    let results = futures_util::future::join_all(inserts).await;
+    let mut failure = None;
+    let mut left = Vec::new();
+    for (event, result) in batch.into_iter().zip(results) {
+        match result {
+            Ok(_) | Err(StoreError::Conflict(_)) => {}
+            Err(e) => {
+                failure = Some(e);
+                left.push(event);
+            }
+        }
     }
-    *backoff = (*backoff * 2).min(Duration::from_secs(5));
-    true
-}
-
-fn dropped(count: usize) {
-    tracing::warn!(events = count, "esm is stopping and the store does not answer; events dropped");
+    if let Some(e) = failure {
+        tracing::warn!(error = %e, events = left.len(), "cannot write events; retrying");
+    }
+    log.sequence.notify_one();
+    left
 }
 
 #[cfg(test)]
@@ -179,14 +165,14 @@ mod tests {
         let event = Event::new("liveness.changed").because("x".repeat(300));
         let size = event.size();
         let queue = Queue::new(size * 3);
-        for _ in 0..5 {
-            queue.push(event.clone());
+        for n in 0..5 {
+            queue.push(n.to_string(), event.clone());
         }
         assert_eq!(queue.bytes.load(Ordering::Acquire), size * 3, "two of five dropped");
         let mut receiver = queue.receiver.try_lock().expect("no writer runs");
         let taken = receiver.try_recv().expect("queued");
-        queue.taken(taken.size());
-        queue.push(event);
+        queue.taken(taken.1.size());
+        queue.push("5".into(), event);
         assert_eq!(queue.bytes.load(Ordering::Acquire), size * 3, "room again for one");
         assert_eq!((1..).take_while(|_| receiver.try_recv().is_ok()).count(), 3);
     }

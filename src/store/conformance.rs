@@ -210,6 +210,7 @@ async fn every_record_round_trips(store: &Arc<dyn Store>) {
         deployment_id: Some("esm-pool-rt".into()),
         pool: None,
         host_ports: [("web/8080/tcp".to_owned(), 30001)].into(),
+        outbox: Default::default(),
     };
     records.insert(&instance).await.expect("insert instance");
     assert_eq!(records.get::<ServiceInstance>("rt-instance").await.expect("get").map(|v| v.record), Some(instance));
@@ -234,6 +235,12 @@ async fn every_record_round_trips(store: &Arc<dyn Store>) {
         operations,
         created_at: clock.timestamp(),
         liveness_token_sha256: None,
+        // An outbox round-trips too (`domain::outbox`).
+        outbox: {
+            let mut outbox = crate::domain::outbox::Outbox::default();
+            outbox.push(crate::domain::event::Event::new("bind.started"));
+            outbox
+        },
     };
     records.insert(&binding).await.expect("insert binding");
     assert_eq!(records.get::<Binding>("rt-binding").await.expect("get").map(|v| v.record), Some(binding));

@@ -57,6 +57,8 @@ fn index_table(collection: Collection) -> IndexTable {
         Collection::Pools => "pools_index",
         Collection::Resources => "resources_index",
         Collection::LivenessReports => "liveness_reports_index",
+        Collection::EventOutbox => "event_outbox_index",
+        Collection::EventSequence => "event_sequence_index",
         Collection::LegacyServices => "services_index",
         Collection::LegacyManifests => "manifests_index",
     })

@@ -18,6 +18,7 @@ use crate::domain::binding::Binding;
 use crate::domain::event::Event;
 use crate::domain::instance::ServiceInstance;
 use crate::domain::operation::{OperationKind, OperationLog, OperationState};
+use crate::domain::outbox::Outbox;
 
 /// The key of the index entries in a stored body.
 pub const INDEX_FIELD: &str = "_ix";
@@ -69,6 +70,11 @@ pub const RUNNING: &str = "running";
 /// UTC, fixed width, so text order is time order). What the purge looks for.
 pub const GONE_AT: &str = "gone_at";
 
+/// A record with events in its outbox (`domain::outbox`): `"1"`. What the event
+/// sequencer looks for; a tombstone is found by [`GONE_AT`] only once it has none, so
+/// the purge never deletes an event not yet in the log.
+pub const OUTBOX: &str = "outbox";
+
 /// The version of what [`instance_keys`] and [`binding_keys`] produce. Raised whenever
 /// they produce more, so [`super::Records::reindex`] rewrites the records an older esm
 /// wrote. 2: an instance's liveness, backend and census.
@@ -99,8 +105,9 @@ impl Collection {
                 POOL,
                 POOL_CLAIMED,
                 CLAIMED_BY,
+                OUTBOX,
             ],
-            Self::Bindings => &[INSTANCE_ID, RUNNING, GONE_AT],
+            Self::Bindings => &[INSTANCE_ID, RUNNING, GONE_AT, OUTBOX],
             Self::Events => &[INSTANCE_ID, SERVICE_ID, TYPE],
             Self::Resources => &[OWNER, TYPE, STATE, BACKEND, NAME],
             _ => &[],
@@ -181,12 +188,19 @@ fn running(operations: &OperationLog) -> Option<(&'static str, String)> {
     operations.running().map(|_| (RUNNING, "1".to_owned()))
 }
 
+fn outbox(outbox: &Outbox) -> Option<(&'static str, String)> {
+    outbox.has_pending().then(|| (OUTBOX, "1".to_owned()))
+}
+
 /// What an instance is found under.
 pub fn instance_keys(instance: &ServiceInstance) -> IndexKeys {
     let ops = &instance.operations;
     let mut keys: IndexKeys = running(ops).into_iter().collect();
+    keys.extend(outbox(&instance.outbox));
     if !instance.is_live() {
-        keys.push((GONE_AT, gone_at(ops, &instance.created_at)));
+        if !instance.outbox.has_pending() {
+            keys.push((GONE_AT, gone_at(ops, &instance.created_at)));
+        }
         return keys;
     }
     if let Some(membership) = &instance.pool {
@@ -247,8 +261,11 @@ pub fn parse_census(value: &str) -> Option<[String; 4]> {
 pub fn binding_keys(binding: &Binding) -> IndexKeys {
     let ops = &binding.operations;
     let mut keys: IndexKeys = running(ops).into_iter().collect();
+    keys.extend(outbox(&binding.outbox));
     if !binding.is_live() {
-        keys.push((GONE_AT, gone_at(ops, &binding.created_at)));
+        if !binding.outbox.has_pending() {
+            keys.push((GONE_AT, gone_at(ops, &binding.created_at)));
+        }
         return keys;
     }
     keys.push((INSTANCE_ID, binding.instance_id.clone()));
@@ -260,6 +277,21 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn a_tombstone_is_purgeable_only_once_its_events_are_in_the_log() {
+        let mut binding: Binding = serde_json::from_value(json!({
+            "id": "b", "instance_id": "i", "service_id": "s", "plan_id": "p",
+            "status": "unbound", "created_at": "2026-01-01T00:00:00.000Z"
+        }))
+        .expect("a binding");
+        binding.outbox.push(Event::new("unbind.succeeded"));
+        let keys = binding_keys(&binding);
+        assert!(keys.iter().any(|(f, _)| *f == OUTBOX) && !keys.iter().any(|(f, _)| *f == GONE_AT));
+        binding.outbox.drain_below(1);
+        let keys = binding_keys(&binding);
+        assert!(!keys.iter().any(|(f, _)| *f == OUTBOX) && keys.iter().any(|(f, _)| *f == GONE_AT));
+    }
 
     #[test]
     fn entries_round_trip_through_the_stored_object() {

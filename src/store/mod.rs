@@ -11,6 +11,7 @@
 //! The trait is object-safe (`async_trait`) and used as `Arc<dyn Store>`: handlers stay
 //! free of generics, and a virtual call costs nothing next to the I/O behind it.
 
+mod announced;
 pub mod breaker;
 #[cfg(any(test, feature = "test-support"))]
 pub mod conformance;
@@ -65,6 +66,13 @@ pub enum Collection {
     /// ([`crate::domain::liveness::ReportRecord`]), keyed by instance id: apart from
     /// the instances, so reports never contend with operations.
     LivenessReports,
+    /// Events not tied to an instance's or binding's change (pools, the catalog, the
+    /// inventory), waiting for the sequencer to number them; keyed so that key order
+    /// is the order they were emitted in by one process.
+    EventOutbox,
+    /// The sequencer's one document: the next event id and the batch being numbered
+    /// (`events::sequencer`).
+    EventSequence,
     /// Service offerings as esm 0.1 stored them, one record each; read once to move
     /// them into the registry.
     LegacyServices,
@@ -74,7 +82,7 @@ pub enum Collection {
 
 impl Collection {
     /// Every collection.
-    pub const ALL: [Collection; 10] = [
+    pub const ALL: [Collection; 12] = [
         Self::Registry,
         Self::ManifestContents,
         Self::Instances,
@@ -83,6 +91,8 @@ impl Collection {
         Self::Pools,
         Self::Resources,
         Self::LivenessReports,
+        Self::EventOutbox,
+        Self::EventSequence,
         Self::LegacyServices,
         Self::LegacyManifests,
     ];
@@ -98,6 +108,8 @@ impl Collection {
             Self::Pools => "pools",
             Self::Resources => "resources",
             Self::LivenessReports => "liveness_reports",
+            Self::EventOutbox => "event_outbox",
+            Self::EventSequence => "event_sequence",
             Self::LegacyServices => "services",
             Self::LegacyManifests => "manifests",
         }
