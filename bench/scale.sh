@@ -4,9 +4,12 @@
 # after a restart, start time, and the latency of a page of 100, a fetch, the dashboard and the
 # catalog, each against nginx serving a static file of the same size on loopback (the
 # floor one HTTP round trip costs here); and what a scrape of /metrics costs when it
-# counts the instances afresh and when it reuses the counts. Goals: RSS <= 200 MB at
-# every point, start <= 1 s, page of 100 <= 10 ms, fetch <= 1 ms.
-# COUNT, CONNECTIONS (32), THREADS (2), LATENCY_DURATION (5s).
+# counts the instances afresh and when it reuses the counts; and, left idle for
+# IDLE_SECONDS with every instance watched (liveness and reconciliation rounds), the
+# share of a core it used and its RSS (sampled every 5 s: the peak and the last).
+# Goals: RSS <= 200 MB at every point, idle CPU <= 5 % of a core, start <= 1 s, page of
+# 100 <= 10 ms, fetch <= 1 ms.
+# COUNT, CONNECTIONS (32), THREADS (2), LATENCY_DURATION (5s), IDLE_SECONDS (600).
 source "$(dirname "$0")/lib.sh"
 need wrk wrk
 need nginx nginx
@@ -16,6 +19,7 @@ hdr=(-H 'X-Broker-API-Version: 2.17')
 
 esm_pid() { echo "${BENCH_PIDS[-1]}"; }
 rss_mb() { awk '/VmRSS/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # user + system, in clock ticks
 now() { date +%s.%N; }
 
 start_esm scale ESM_STORE=embedded
@@ -35,6 +39,31 @@ listed_bytes=$(wc -c <"$BENCH_TMP/listing.json")
 listed=$(grep -o '"service_type":' "$BENCH_TMP/listing.json" | wc -l)
 rm "$BENCH_TMP/listing.json"
 rss_listed=$(rss_mb "$(esm_pid)")
+
+# Idle, still the process that provisioned (the dummy backend lists what it deployed,
+# as an engine would; after a restart it lists nothing): only esm's own rounds run.
+# The first half includes the first rounds' writes (each instance's first liveness);
+# the second half is the steady state.
+idle=${IDLE_SECONDS:-600}
+ticks_per_s=$(getconf CLK_TCK)
+rss_idle_peak=0
+ta=$(now); ca=$(cpu_ticks "$(esm_pid)")
+half_done=
+while :; do
+  sleep 5
+  rss=$(rss_mb "$(esm_pid)")
+  [ "$rss" -gt "$rss_idle_peak" ] && rss_idle_peak=$rss
+  elapsed=$(python3 -c "print($(now) - $ta)")
+  if [ -z "$half_done" ] && python3 -c "import sys; sys.exit(0 if $elapsed >= $idle / 2 else 1)"; then
+    half_done=yes; tm=$(now); cm=$(cpu_ticks "$(esm_pid)")
+  fi
+  python3 -c "import sys; sys.exit(0 if $elapsed >= $idle else 1)" && break
+done
+tb=$(now); cb=$(cpu_ticks "$(esm_pid)")
+rss_idle_last=$rss
+cpu_pct() { python3 -c "print(f'{($2 - $1) / $ticks_per_s / ($4 - $3) * 100:.1f}')"; }
+idle_cpu=$(cpu_pct "$ca" "$cb" "$ta" "$tb")
+idle_cpu_steady=$(cpu_pct "$cm" "$cb" "$tm" "$tb")
 
 # Restart on the same data: the time from exec to the first answered request.
 kill -TERM "$(esm_pid)"; wait "$(esm_pid)" 2>/dev/null || true
@@ -88,9 +117,12 @@ verdict() { python3 -c "print('ok' if float($1) <= float($2) else 'OVER')"; }
   printf '%-36s %12s %10s %6s\n' measure value goal ""
   printf '%-36s %12s %10s\n' "provision rate (req/s)" "$rate" "-"
   for row in "RSS after provisioning (MB):$rss_provisioned" "RSS after the full listing (MB):$rss_listed" \
+             "RSS idle, peak (MB):$rss_idle_peak" "RSS idle, at the end (MB):$rss_idle_last" \
              "RSS right after restart (MB):$rss_restarted" "RSS after the latency runs (MB):$rss_after_reads"; do
     printf '%-36s %12s %10s %6s\n' "${row%%:*}" "${row##*:}" 200 "$(verdict "${row##*:}" 200)"
   done
+  printf '%-36s %12s %10s %6s   over %s s idle\n' "idle CPU (% of a core)" "$idle_cpu" 5 "$(verdict "$idle_cpu" 5)" "$idle"
+  printf '%-36s %12s %10s %6s\n' "idle CPU, second half (% of a core)" "$idle_cpu_steady" 5 "$(verdict "$idle_cpu_steady" 5)"
   start_ms=$(python3 -c "print(round(($t5 - $t4) * 1000))")
   printf '%-36s %12s %10s %6s\n' "start, exec to first answer (ms)" "$start_ms" 1000 "$(verdict "$start_ms" 1000)"
   printf '%-36s %12s %10s %6s   nginx %s ms, ratio %s\n' "page of 100 (ms)" "$page_ms" 10 "$(verdict "$page_ms" 10)" "$page_base" "$(ratio "$page_ms" "$page_base")"

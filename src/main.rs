@@ -9,6 +9,13 @@ use clap::Parser;
 use esm::app::Server;
 use esm::config::{Cli, Command};
 
+/// mimalloc instead of glibc's malloc: glibc gives each of the runtime's threads (the
+/// blocking pool's store reads among them) an arena of its own and keeps what they free,
+/// so at 100,000 instances the periodic rounds left esm ~80 MB above what it used;
+/// mimalloc hands freed pages back.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// How long the exit waits for blocking work still running (a store call on the
 /// blocking pool) once esm has stopped: the runtime's drop would wait for it forever.
 const EXIT_GRACE: Duration = Duration::from_secs(1);

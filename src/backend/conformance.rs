@@ -15,6 +15,7 @@ use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use futures_util::TryStreamExt;
 use serde_json::json;
 use tokio::task::{JoinError, JoinHandle};
 
@@ -24,6 +25,7 @@ use crate::domain::instance::{InstanceMetadata, InstanceStatus, ServiceInstance}
 use crate::domain::liveness::ComponentStatus;
 use crate::domain::manifest::Manifest;
 use crate::domain::operation::OperationLog;
+use crate::domain::resource::Holding;
 
 /// The backend under test and the manifests it deploys.
 pub struct Subject {
@@ -150,6 +152,23 @@ impl Case {
     /// what the full one says of it.
     async fn assert_owned(&self, expected: &[&ServiceInstance]) {
         let all = self.backend().held(None).await.expect("held");
+        // The paged listing holds the same, owners ascending, each owner's in one page.
+        let pages: Vec<Vec<Holding>> = self.backend().listing().try_collect().await.expect("listing");
+        let page_owners: Vec<Vec<&str>> = pages
+            .iter()
+            .map(|page| {
+                let mut owners: Vec<&str> = page.iter().map(|h| h.owner.as_str()).collect();
+                owners.dedup();
+                owners
+            })
+            .collect();
+        let flat = page_owners.concat();
+        assert!(flat.windows(2).all(|w| w[0] < w[1]), "owners ascending, each in one page: {page_owners:?}");
+        let by_name = |h: &Holding| (h.owner.clone(), h.kind.clone(), h.name.clone());
+        let (mut listed, mut whole) = (pages.concat(), all.clone());
+        listed.sort_by_key(by_name);
+        whole.sort_by_key(by_name);
+        assert_eq!(listed, whole, "the listing pages what held(None) answers");
         let owners: BTreeSet<String> = all.iter().filter(|h| !h.kept).map(|h| h.owner.clone()).collect();
         let expected_ids: BTreeSet<String> = expected.iter().map(|i| i.id.clone()).collect();
         assert_eq!(owners, expected_ids, "held: {all:?}");

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use futures_util::TryStreamExt;
 use futures_util::stream::BoxStream;
 
 use super::{Backend, BackendError, BindOutput, Deployment, Execution, Info};
@@ -117,6 +118,11 @@ impl Backend for MeteredBackend {
 
     async fn held(&self, owner: Option<&str>) -> Result<Vec<Holding>, BackendError> {
         self.count("held", self.inner.held(owner).await)
+    }
+
+    fn listing(&self) -> BoxStream<'_, Result<Vec<Holding>, BackendError>> {
+        let (metrics, name) = (self.metrics.clone(), self.inner.name());
+        Box::pin(self.inner.listing().inspect_err(move |_| metrics.backend_error(name, "held")))
     }
 
     async fn remove_instance(&self, instance_id: &str) -> Result<(), BackendError> {

@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;
+use futures_util::{StreamExt, TryStreamExt};
 use serde_json::{Map, Value};
 
 use crate::domain::binding::Binding;
@@ -201,10 +202,23 @@ pub trait Backend: Send + Sync {
     async fn info(&self, instance: &ServiceInstance, manifest: &Manifest) -> Result<Info, BackendError>;
 
     /// What this backend holds on its engine (found by esm's labels, never by name):
-    /// for the deployment made under `owner`, or with `None` for every deployment (what
-    /// reconciliation compares with the inventory).
+    /// for the deployment made under `owner`, or with `None` for every deployment.
     async fn held(&self, _owner: Option<&str>) -> Result<Vec<Holding>, BackendError> {
         Ok(Vec::new())
+    }
+
+    /// What this backend holds for every deployment, in pages of at most
+    /// [`LISTING_PAGE`] owners, each owner's holdings in one page, owners in
+    /// ascending (byte) order across pages: what reconciliation merges with the store
+    /// without holding the whole listing. By default one [`Backend::held`] answer cut
+    /// into pages, for engines whose API does not page (Docker's, and Kubernetes as
+    /// esm asks it): the engine's answer is whole, but what reconciliation builds on it
+    /// is not.
+    fn listing(&self) -> BoxStream<'_, Result<Vec<Holding>, BackendError>> {
+        futures_util::stream::once(self.held(None))
+            .map_ok(|held| futures_util::stream::iter(owner_pages(held).into_iter().map(Ok)))
+            .try_flatten()
+            .boxed()
     }
 
     /// Removes whatever this backend holds for an instance esm does not know.
@@ -230,6 +244,30 @@ pub trait Backend: Send + Sync {
 
     /// Checks that the backend can work (e.g. the engine answers), for `/health`.
     async fn probe(&self) -> Result<String, BackendError>;
+}
+
+/// The most owners one page of [`Backend::listing`] holds.
+pub const LISTING_PAGE: usize = 256;
+
+/// `held` sorted by owner and cut into pages of at most [`LISTING_PAGE`] owners.
+pub fn owner_pages(mut held: Vec<Holding>) -> Vec<Vec<Holding>> {
+    held.sort_by(|a, b| a.owner.cmp(&b.owner));
+    let mut pages: Vec<Vec<Holding>> = Vec::new();
+    let mut owners = 0;
+    for holding in held {
+        let new_owner = pages.last().and_then(|p| p.last()).is_none_or(|last| last.owner != holding.owner);
+        if new_owner {
+            owners += 1;
+            if pages.is_empty() || owners > LISTING_PAGE {
+                pages.push(Vec::new());
+                owners = 1;
+            }
+        }
+        if let Some(page) = pages.last_mut() {
+            page.push(holding);
+        }
+    }
+    pages
 }
 
 /// The backends esm runs with, by manifest type.
@@ -267,5 +305,28 @@ impl Backends {
     /// Each backend once.
     pub fn all(&self) -> &[Arc<dyn Backend>] {
         &self.all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listing_is_cut_into_pages_of_whole_owners_in_owner_order() {
+        // Owners listed out of order, each holding a deployment and a port.
+        let owners: Vec<String> = (0..600).rev().map(|n| format!("i-{n:04}")).collect();
+        let held: Vec<Holding> = owners
+            .iter()
+            .flat_map(|o| {
+                [Holding::new("deployment", o.clone(), o.clone()), Holding::port(None, 30000, "tcp", o.clone())]
+            })
+            .collect();
+        let pages = owner_pages(held);
+        let sizes: Vec<usize> = pages.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [2 * LISTING_PAGE, 2 * LISTING_PAGE, 2 * (600 - 2 * LISTING_PAGE)]);
+        let listed: Vec<&str> = pages.iter().flatten().map(|h| h.owner.as_str()).collect();
+        assert!(listed.windows(2).all(|w| w[0] <= w[1]), "in owner order");
+        assert!(owner_pages(Vec::new()).is_empty());
     }
 }

@@ -8,10 +8,20 @@
 //! report's status or note changed, so watching 100,000 steady instances costs reads, not writes. Every
 //! replica watches every instance; compare-and-set makes one of them write (and emit)
 //! each change.
+//!
+//! A steady instance (up, reporting nothing) changes only when its engine says so, and
+//! engines tell changes at once: most rounds look only at the instances that are not up
+//! or that report (found through the index), and every [`SWEEP_EVERY`]th round looks at
+//! every instance, in case a change went untold. A round sweeps at once when a change
+//! may have gone untold: at start, after an engine's change stream ended, after a
+//! prompt look was dropped; and every round does with a backend that has no change
+//! stream. So watching 100,000 steady instances costs next to nothing between sweeps.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
+use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 
@@ -19,10 +29,11 @@ use super::Broker;
 use crate::domain::bounded::{PlanId, ServiceId};
 use crate::domain::event::Event;
 use crate::domain::instance::{InstanceStatus, ServiceInstance};
+use crate::domain::liveness::ReportRecord;
 use crate::domain::liveness::{Liveness, LivenessStatus, Observation, Report, Verdict};
 use crate::domain::registry::Registry;
 use crate::error::{OsbError, OsbResult};
-use crate::store::index;
+use crate::store::{StoreError, Versioned, index};
 use crate::wire::DeleteQuery;
 
 /// Instances waiting for a prompt look; beyond this, the periodic round catches up.
@@ -31,6 +42,12 @@ const PROMPT_QUEUE: usize = 4096;
 const CONCURRENT_LOOKS: usize = 16;
 /// How long to wait before following an engine's changes again after its stream ended.
 const RESUBSCRIBE: Duration = Duration::from_secs(1);
+/// Every how many rounds one looks at every live instance, steady ones included (5
+/// minutes at the default `ESM_LIVENESS_INTERVAL`).
+pub const SWEEP_EVERY: u32 = 30;
+/// The statuses an instance is looked at in every round for: judged against the
+/// thresholds as time passes, or not yet seen up.
+const UNSETTLED: [LivenessStatus; 3] = [LivenessStatus::Unknown, LivenessStatus::Degraded, LivenessStatus::Down];
 
 /// What a look at an instance's deployment found.
 enum Looked {
@@ -42,23 +59,46 @@ enum Looked {
     Unreachable(String),
 }
 
-/// The queue of instances to look at soon.
+/// The queue of instances to look at soon, and when the next round sweeps.
 pub(super) struct Prompt {
     sender: mpsc::Sender<String>,
     receiver: std::sync::Mutex<Option<mpsc::Receiver<String>>>,
+    /// Rounds until the next sweep; 0: the next round sweeps (the first one does).
+    sweep_in: AtomicU32,
+    /// A backend has no change stream: its changes are seen only by looking, so every
+    /// round sweeps.
+    always_sweep: AtomicBool,
 }
 
 impl Prompt {
     pub(super) fn new() -> Self {
         let (sender, receiver) = mpsc::channel(PROMPT_QUEUE);
-        Self { sender, receiver: std::sync::Mutex::new(Some(receiver)) }
+        Self {
+            sender,
+            receiver: std::sync::Mutex::new(Some(receiver)),
+            sweep_in: AtomicU32::new(0),
+            always_sweep: AtomicBool::new(false),
+        }
+    }
+
+    /// A change may have gone untold: the next round sweeps.
+    fn sweep_soon(&self) {
+        self.sweep_in.store(0, Ordering::SeqCst);
+    }
+
+    /// Whether this round sweeps; counts it.
+    fn take_sweep(&self) -> bool {
+        let next = |left: u32| Some(if left == 0 { SWEEP_EVERY - 1 } else { left - 1 });
+        let left = self.sweep_in.fetch_update(Ordering::SeqCst, Ordering::SeqCst, next).unwrap_or(0);
+        left == 0 || self.always_sweep.load(Ordering::SeqCst)
     }
 }
 
 impl Broker {
-    /// Watches every instance's liveness until shutdown: a round over every live
-    /// instance each `ESM_LIVENESS_INTERVAL`, a prompt look at instances an engine
-    /// tells of or that just finished an operation.
+    /// Watches every instance's liveness until shutdown: a round each
+    /// `ESM_LIVENESS_INTERVAL` (over every live instance when it sweeps, else over
+    /// those not up or reporting), a prompt look at instances an engine tells of or
+    /// that just finished an operation.
     pub fn spawn_liveness(self: &Arc<Self>) {
         self.spawn_every(self.settings.liveness.interval, |this| async move {
             if let Err(e) = this.liveness_round().await {
@@ -87,7 +127,10 @@ impl Broker {
             self.spawn_task(async move {
                 while !this.shutdown.is_cancelled() {
                     // A backend without a change stream has only the periodic round.
-                    let Some(mut changes) = backend.changes() else { return };
+                    let Some(mut changes) = backend.changes() else {
+                        this.prompt.always_sweep.store(true, Ordering::SeqCst);
+                        return;
+                    };
                     loop {
                         tokio::select! {
                             id = changes.next() => match id {
@@ -98,6 +141,8 @@ impl Broker {
                         }
                     }
                     tracing::debug!(backend = backend.name(), "the engine's change stream ended; following it again");
+                    // What changed meanwhile went untold.
+                    this.prompt.sweep_soon();
                     tokio::select! {
                         () = tokio::time::sleep(RESUBSCRIBE) => {}
                         () = this.shutdown.cancelled() => return,
@@ -107,22 +152,44 @@ impl Broker {
         }
     }
 
-    /// Asks for a prompt look at instance `id` (dropped if the queue is full: the
-    /// periodic round looks anyway).
+    /// Asks for a prompt look at instance `id` (dropped if the queue is full: the next
+    /// round then sweeps).
     pub(super) fn look_soon(&self, id: &str) {
-        let _ = self.prompt.sender.try_send(id.to_owned());
+        if self.prompt.sender.try_send(id.to_owned()).is_err() {
+            self.prompt.sweep_soon();
+        }
     }
 
-    /// One look at every live instance.
+    /// One round: a look at every live instance when it sweeps, else at those not up
+    /// or reporting; and at every pool member (a broken one is replaced).
     async fn liveness_round(self: &Arc<Self>) -> OsbResult<()> {
         // One read of the catalog serves the whole round.
         let registry = self.registry().await?.record;
-        // Records are read a page at a time, not one by one: the platforms' instances,
-        // then the warm pools' members (a broken one is replaced).
-        let filter = |field: &str| vec![(field.to_owned(), "1".to_owned())];
-        let live = self.records.scan::<ServiceInstance>(filter(index::LIVE));
-        let members = self.records.scan::<ServiceInstance>(filter(index::MEMBER));
-        live.chain(members)
+        // Records are read a page at a time, not one by one.
+        let filter = |field: &str, value: &str| vec![(field.to_owned(), value.to_owned())];
+        let instances: BoxStream<'static, Result<Versioned<ServiceInstance>, StoreError>> = if self.prompt.take_sweep()
+        {
+            self.records.scan::<ServiceInstance>(filter(index::LIVE, "1")).boxed()
+        } else {
+            let unsettled =
+                UNSETTLED.map(|s| self.records.scan::<ServiceInstance>(filter(index::LIVENESS, s.as_str())));
+            // Up instances that report: a report's TTL runs out with time alone. (The
+            // others were looked at with the unsettled.)
+            let records = self.records.clone();
+            let reporting = self.records.scan_ids::<ReportRecord>(Vec::new()).try_filter_map(move |id| {
+                let records = records.clone();
+                async move {
+                    let found = records.get::<ServiceInstance>(&id).await?;
+                    Ok(found.filter(|v| {
+                        v.record.is_platform_instance() && v.record.liveness_status() == LivenessStatus::Up
+                    }))
+                }
+            });
+            futures_util::stream::iter(unsettled).flatten().chain(reporting).boxed()
+        };
+        let members = self.records.scan::<ServiceInstance>(filter(index::MEMBER, "1"));
+        instances
+            .chain(members)
             .map_err(OsbError::from)
             .try_for_each_concurrent(CONCURRENT_LOOKS, |found| {
                 let registry = &registry;

@@ -10,12 +10,29 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::TryStreamExt;
+use futures_util::stream::BoxStream;
 
 use super::Broker;
+use super::inventory::Fingerprints;
+use crate::backend::{Backend, BackendError};
 use crate::domain::event::Event;
 use crate::domain::instance::ServiceInstance;
-use crate::error::OsbResult;
-use crate::store::{Collection, index};
+use crate::error::{OsbError, OsbResult};
+use crate::store::{Collection, StoreError, index};
+
+/// Why one backend's reconciliation stopped.
+enum Stopped {
+    /// The engine could not be listed: the next round tries again.
+    Listing(BackendError),
+    /// The store failed.
+    Store(OsbError),
+}
+
+impl<E: Into<OsbError>> From<E> for Stopped {
+    fn from(e: E) -> Self {
+        Self::Store(e.into())
+    }
+}
 
 impl Broker {
     /// Removes resources of instances the store does not hold as live, and checks the
@@ -24,71 +41,81 @@ impl Broker {
     pub async fn reconcile(&self) -> OsbResult<usize> {
         let mut removed = 0;
         for backend in self.backends.all() {
-            // Listed before the store is read: a resource listed here was created after
-            // its instance was recorded, so a new instance is never taken for an orphan;
-            // and a record written after this is never taken for one of a resource gone.
-            let listed_at = self.clock().timestamp();
-            let held = match backend.held(None).await {
-                Ok(held) => held,
-                Err(e) => {
+            match self.reconcile_backend(backend.as_ref()).await {
+                Ok(n) => removed += n,
+                Err(Stopped::Listing(e)) => {
                     tracing::debug!(backend = backend.name(), error = %e, "cannot list what the backend holds");
-                    continue;
                 }
-            };
+                Err(Stopped::Store(e)) => return Err(e),
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Reconciles one backend: its listing is read a page of owners at a time, and
+    /// each page is merged with the ids of the live instances and members, read a page
+    /// at a time in the same order; the inventory is compared by fingerprints (see
+    /// [`Fingerprints`]). Memory holds one page and 24 bytes per resource, never the
+    /// listing or the store whole.
+    async fn reconcile_backend(&self, backend: &dyn Backend) -> Result<usize, Stopped> {
+        let name = backend.name();
+        let recorded = self.recorded_fingerprints(name).await?;
+        // Listed before the store is read: a resource listed here was created after
+        // its instance was recorded, so a new instance is never taken for an orphan;
+        // and a record written after this is never taken for one of a resource gone.
+        let listed_at = self.clock().timestamp();
+        let mut listed = Fingerprints::default();
+        let filter = |field: &str| vec![(field.to_owned(), "1".to_owned())];
+        let mut live = SortedIds::new(Box::pin(self.records.scan_ids::<ServiceInstance>(filter(index::LIVE))));
+        let mut members = SortedIds::new(Box::pin(self.records.scan_ids::<ServiceInstance>(filter(index::MEMBER))));
+        let mut removed = 0;
+        let mut pages = backend.listing();
+        while let Some(page) = pages.try_next().await.map_err(Stopped::Listing)? {
             // A kept volume outlives its instance by design: it makes no orphan, and one
-            // whose instance holds nothing else is no instance's to check. The ids are
-            // borrowed from the listing: with 100,000 instances, two copies of each were
-            // most of what reconciliation added to esm's peak memory.
-            let owners: BTreeSet<&str> = held.iter().filter(|h| !h.kept).map(|h| h.owner.as_str()).collect();
-            let mut unchecked: BTreeSet<String> =
-                held.iter().filter(|h| !owners.contains(h.owner.as_str())).map(|h| h.owner.clone()).collect();
-            let orphans = self.not_live(owners).await?;
+            // whose instance holds nothing else is no instance's to check.
+            let owners: BTreeSet<&str> = page.iter().filter(|h| !h.kept).map(|h| h.owner.as_str()).collect();
+            let mut orphans = BTreeSet::new();
+            for owner in &owners {
+                if !live.contains(owner).await? && !members.contains(owner).await? && !self.deploys(owner).await? {
+                    orphans.insert(*owner);
+                }
+            }
             for orphan in &orphans {
-                tracing::warn!(backend = backend.name(), instance_id = %orphan, "removing resources of an instance esm does not know");
-                self.record_orphaned(backend.name(), &held, orphan).await?;
+                tracing::warn!(backend = name, instance_id = %orphan, "removing resources of an instance esm does not know");
+                self.record_orphaned(name, &page, orphan).await?;
                 match backend.remove_instance(orphan).await {
                     Ok(()) => {
                         removed += 1;
                         self.release_resources(orphan).await?;
                         let mut event = Event::new("instance.removed")
-                            .because(format!("{} held resources for an instance esm does not know", backend.name()));
-                        event.instance_id = Some(orphan.clone());
+                            .because(format!("{name} held resources for an instance esm does not know"));
+                        event.instance_id = Some((*orphan).to_owned());
                         self.events.emit(event);
-                        self.metrics().reconcile_removed(backend.name());
+                        self.metrics().reconcile_removed(name);
                     }
                     Err(e) => tracing::error!(instance_id = %orphan, error = %e, "could not remove orphaned resources"),
                 }
             }
-            unchecked.extend(orphans);
-            let mut live = held;
-            live.retain(|h| !unchecked.contains(&h.owner));
-            self.check_inventory(backend.as_ref(), live, &listed_at).await?;
+            let checked: Vec<_> = page
+                .iter()
+                .filter(|h| owners.contains(h.owner.as_str()) && !orphans.contains(h.owner.as_str()))
+                .collect();
+            for holding in &checked {
+                listed.add(&holding.id(name), &holding.owner);
+            }
+            let unrecorded = checked.into_iter().filter(|h| !recorded.has_id(&h.id(name))).cloned().collect();
+            self.record_unrecorded(name, unrecorded).await?;
         }
+        listed.seal();
+        self.check_recorded(backend, &listed, &listed_at).await?;
         Ok(removed)
     }
 
-    /// Those of `ids` the store does not hold as live: the ids of live instances and
-    /// pool members are read a page at a time from the index, so memory holds only what
-    /// the backend runs. What is left may still be the deployment of an instance that
-    /// was handed a pool member: looked up one by one in the index of deployments.
-    async fn not_live(&self, mut ids: BTreeSet<&str>) -> OsbResult<BTreeSet<String>> {
-        for field in [index::LIVE, index::MEMBER] {
-            let filter = vec![(field.to_owned(), "1".to_owned())];
-            let mut held = std::pin::pin!(self.records.scan_ids::<ServiceInstance>(filter));
-            while !ids.is_empty()
-                && let Some(id) = held.try_next().await?
-            {
-                ids.remove(id.as_str());
-            }
-        }
-        let mut orphans = BTreeSet::new();
-        for id in ids {
-            let query = index::Query::new([(index::DEPLOYMENT, id)], 1);
-            if self.store().page_ids(Collection::Instances, &query).await?.is_empty() {
-                orphans.insert(id.to_owned());
-            }
-        }
-        Ok(orphans)
+    /// Whether a live instance was handed the deployment made as `id` (a pool
+    /// member's): looked up in the index of deployments.
+    async fn deploys(&self, id: &str) -> Result<bool, StoreError> {
+        let query = index::Query::new([(index::DEPLOYMENT, id)], 1);
+        Ok(!self.store().page_ids(Collection::Instances, &query).await?.is_empty())
     }
 
     /// Reconciles now and then every `every`, until shutdown.
@@ -100,6 +127,35 @@ impl Broker {
                 Err(e) => tracing::warn!(error = %e, "reconciliation could not read the store"),
             }
         });
+    }
+}
+
+/// Ids read a page at a time in ascending order, asked about in ascending order: one
+/// side of a sorted merge.
+struct SortedIds {
+    ids: BoxStream<'static, Result<String, StoreError>>,
+    /// The smallest id not yet passed; `None` once the ids are exhausted.
+    head: Option<String>,
+    started: bool,
+}
+
+impl SortedIds {
+    fn new(ids: BoxStream<'static, Result<String, StoreError>>) -> Self {
+        Self { ids, head: None, started: false }
+    }
+
+    /// Whether `id` is among the ids; each call must ask about an id no smaller than
+    /// the one before.
+    async fn contains(&mut self, id: &str) -> Result<bool, StoreError> {
+        loop {
+            match &self.head {
+                Some(head) if head.as_str() >= id => return Ok(head == id),
+                None if self.started => return Ok(false),
+                _ => {}
+            }
+            self.started = true;
+            self.head = self.ids.try_next().await?;
+        }
     }
 }
 

@@ -35,7 +35,9 @@ pub struct LivenessScript {
     removed: Mutex<BTreeSet<String>>,
     /// Whether observing fails, as with an engine that does not answer.
     unreachable: AtomicBool,
-    changes: broadcast::Sender<String>,
+    /// Replaced when the engine stops answering, which ends every change stream (as an
+    /// engine's connection would). A std mutex: held to send or subscribe.
+    changes: Mutex<broadcast::Sender<String>>,
 }
 
 impl Default for LivenessScript {
@@ -44,7 +46,7 @@ impl Default for LivenessScript {
             scripted: Mutex::default(),
             removed: Mutex::default(),
             unreachable: AtomicBool::new(false),
-            changes: broadcast::Sender::new(1024),
+            changes: Mutex::new(broadcast::Sender::new(1024)),
         }
     }
 }
@@ -62,12 +64,20 @@ impl LivenessScript {
         }
         drop(scripted);
         // Nobody listening is not an error.
-        let _ = self.changes.send(id.to_owned());
+        let _ = self.sender().send(id.to_owned());
     }
 
-    /// Whether observing fails (`true`), as with an engine that does not answer.
+    /// Whether observing fails (`true`), as with an engine that does not answer: then
+    /// the change streams end, as they do when an engine's connection drops.
     pub fn set_unreachable(&self, unreachable: bool) {
         self.unreachable.store(unreachable, Ordering::SeqCst);
+        if unreachable {
+            *self.sender() = broadcast::Sender::new(1024);
+        }
+    }
+
+    fn sender(&self) -> MutexGuard<'_, broadcast::Sender<String>> {
+        self.changes.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Instance `id` was deprovisioned: forget its script, report nothing left.
@@ -122,7 +132,7 @@ impl LivenessScript {
 
     /// The ids of instances a test changed.
     pub(super) fn changes(&self) -> BoxStream<'static, String> {
-        let receiver = self.changes.subscribe();
+        let receiver = self.sender().subscribe();
         Box::pin(futures_util::stream::unfold(receiver, |mut receiver| async move {
             loop {
                 match receiver.recv().await {

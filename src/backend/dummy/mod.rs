@@ -42,6 +42,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -463,6 +464,29 @@ impl Backend for DummyBackend {
             }
         }
         Ok(held)
+    }
+
+    /// A page at a time from its map, as an engine that pages would answer.
+    fn listing(&self) -> BoxStream<'_, Result<Vec<Holding>, BackendError>> {
+        Box::pin(futures_util::stream::unfold(Some(None::<String>), move |after| async move {
+            let after = after?;
+            let deployed = self.deployed();
+            let start = after.as_ref().map_or(Bound::Unbounded, |a| Bound::Excluded(a.clone()));
+            let page: Vec<Holding> = deployed
+                .range((start, Bound::Unbounded))
+                .take(super::LISTING_PAGE)
+                .flat_map(|(id, ports)| {
+                    let deployment = Holding::new("deployment", id.clone(), id.clone());
+                    let ports = ports
+                        .iter()
+                        .map(|(port, protocol)| Holding::port(Some("127.0.0.1".into()), *port, protocol, id.clone()));
+                    std::iter::once(deployment).chain(ports)
+                })
+                .collect();
+            drop(deployed);
+            let last = page.last().map(|h| h.owner.clone());
+            last.map(|last| (Ok(page), Some(Some(last))))
+        }))
     }
 
     async fn remove_instance(&self, instance_id: &str) -> Result<(), BackendError> {
