@@ -27,6 +27,10 @@ struct Faults {
     written: Mutex<HashSet<u64>>,
     /// The next read fails (an I/O error).
     fail_read: AtomicBool,
+    /// Opening the file fails.
+    fail_open: AtomicBool,
+    /// How many times the store tried to open the file, failed attempts included.
+    open_attempts: AtomicU64,
     /// How many backends were opened: the first open, then each reopening.
     opened: AtomicU64,
 }
@@ -96,6 +100,10 @@ fn store(dir: &Path, faults: &Arc<Faults>) -> EmbeddedStore {
         dir,
         path,
         Box::new(move || {
+            faults.open_attempts.fetch_add(1, Ordering::SeqCst);
+            if faults.fail_open.load(Ordering::SeqCst) {
+                return Err(std::io::Error::other("injected open error").into());
+            }
             let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&file_path)?;
             faults.opened.fetch_add(1, Ordering::SeqCst);
             redb::Builder::new()
@@ -190,6 +198,45 @@ async fn a_read_that_meets_an_io_error_is_answered_from_the_reopened_database() 
     assert!(!faults.fail_read.load(Ordering::SeqCst), "the read went to the file");
     assert_eq!(faults.opened.load(Ordering::SeqCst), opened + 1, "reopened once");
     store.insert(Collection::Instances, "j", record(2)).await.expect("a read error does not stop writes");
+}
+
+#[tokio::test]
+async fn a_database_that_cannot_be_reopened_is_tried_again_not_on_every_read() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let faults = Arc::new(Faults::default());
+    {
+        let store = store(dir.path(), &faults);
+        for n in 0..200 {
+            store.insert(Collection::Instances, &format!("i-{n}"), record(n)).await.expect("insert");
+        }
+    }
+    let store = store(dir.path(), &faults);
+    let opened = faults.opened.load(Ordering::SeqCst);
+    faults.fail_open.store(true, Ordering::SeqCst);
+    faults.fail_read.store(true, Ordering::SeqCst);
+    let (attempts, started) = (faults.open_attempts.load(Ordering::SeqCst), Instant::now());
+    let err = store.get(Collection::Instances, "i-150").await.expect_err("cannot reopen");
+    assert!(err.to_string().contains("injected open error"), "{err}");
+    for _ in 0..20 {
+        assert!(store.get(Collection::Instances, "i-150").await.is_err());
+    }
+    // At most one attempt per interval, not one per read.
+    let tried = faults.open_attempts.load(Ordering::SeqCst) - attempts;
+    let intervals = started.elapsed().as_millis() / super::handle::REOPEN_INTERVAL.as_millis() + 1;
+    assert!(u128::from(tried) <= intervals, "{tried} attempts in {intervals} intervals");
+    assert!(store.health().await.is_err(), "not healthy while the database is not open");
+    faults.fail_open.store(false, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let doc = loop {
+        match store.get(Collection::Instances, "i-150").await {
+            Ok(doc) => break doc.expect("kept"),
+            Err(e) => assert!(Instant::now() < deadline, "never reopened: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(doc.body["n"], 150);
+    assert_eq!(faults.opened.load(Ordering::SeqCst), opened + 1, "opened once more, when it could be");
+    store.insert(Collection::Instances, "after", record(0)).await.expect("writes too");
 }
 
 #[tokio::test]

@@ -13,6 +13,7 @@
 //! here why they fail, for every write it refuses meanwhile and for `/health`.
 
 use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use redb::Database;
 
@@ -90,7 +91,13 @@ struct Slot {
     generation: u64,
     /// The database, or why opening it again failed.
     db: Result<Database, String>,
+    /// When it was last (re)opened: a database that cannot be opened is tried again at
+    /// most every [`REOPEN_INTERVAL`], however many reads meet it.
+    opened_at: Instant,
 }
+
+/// The least time between two attempts to open a database that failed to open.
+pub(super) const REOPEN_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The open database, reopened when it latches.
 pub(super) struct Handle {
@@ -108,7 +115,11 @@ impl Handle {
     /// Opens the database.
     pub(super) fn open(open: Opener) -> Result<Self, redb::DatabaseError> {
         let db = open()?;
-        Ok(Self { slot: RwLock::new(Slot { generation: 0, db: Ok(db) }), open, cannot_write: Mutex::new(None) })
+        Ok(Self {
+            slot: RwLock::new(Slot { generation: 0, db: Ok(db), opened_at: Instant::now() }),
+            open,
+            cannot_write: Mutex::new(None),
+        })
     }
 
     /// Runs `work` on the database once; a failure comes with the generation it met.
@@ -135,8 +146,10 @@ impl Handle {
     /// already has. Returns whether the database is open now.
     pub(super) fn reopen(&self, generation: u64) -> bool {
         let mut slot = self.slot.write().unwrap_or_else(|p| p.into_inner());
-        if slot.generation == generation {
+        let failed_lately = slot.db.is_err() && slot.opened_at.elapsed() < REOPEN_INTERVAL;
+        if slot.generation == generation && !failed_lately {
             slot.generation += 1;
+            slot.opened_at = Instant::now();
             // Closing a latched database fails (it cannot flush); that is expected, and
             // the file is released either way.
             if let Ok(db) = std::mem::replace(&mut slot.db, Err("it is being reopened".into())) {
