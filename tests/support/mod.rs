@@ -237,11 +237,13 @@ impl Esm {
         drop(cmd);
         let (found, listening) = mpsc::channel();
         std::thread::spawn(move || forward(reader, sink, &found));
-        let (api, ops) = match listening.recv_timeout(Duration::from_secs(20)) {
+        // The serving line comes after the start-up scan, which takes each operation in
+        // progress over one by one: on a loaded SecantusDB, seconds per few dozen.
+        let (api, ops) = match listening.recv_timeout(Duration::from_secs(90)) {
             Ok(addresses) => addresses,
             Err(_) => {
                 let _ = child.kill();
-                panic!("esm did not log where it serves within 20 s (it exited: {:?})", child.try_wait());
+                panic!("esm did not log where it serves within 90 s (it exited: {:?})", child.try_wait());
             }
         };
         Esm { child, api: format!("http://{api}"), ops: format!("http://{ops}"), store: store.clone() }
