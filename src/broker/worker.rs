@@ -15,10 +15,10 @@ use std::sync::atomic::Ordering;
 
 use super::Broker;
 use super::runner::{OnPlan, end_event};
-use crate::domain::outbox::Announcing;
 use crate::domain::binding::Binding;
 use crate::domain::instance::ServiceInstance;
 use crate::domain::operation::{Operation, OperationKind, Tracked};
+use crate::domain::outbox::Announcing;
 use crate::error::{OsbError, OsbResult};
 use futures_util::TryStreamExt;
 
