@@ -256,14 +256,16 @@ async fn replicas_cycling_instances_with_one_killed_give_one_log_in_the_order_of
             .filter_map(|e| Some((e["type"].as_str()?, e["operation"].as_str()?)))
             .collect();
         let kinds: Vec<&str> = ends.iter().map(|(kind, _)| *kind).collect();
-        let alternating: Vec<&str> =
-            (0..kinds.len()).map(|i| if i % 2 == 0 { "provision.succeeded" } else { "deprovision.succeeded" }).collect();
+        let alternating: Vec<&str> = (0..kinds.len())
+            .map(|i| if i % 2 == 0 { "provision.succeeded" } else { "deprovision.succeeded" })
+            .collect();
         assert_eq!(kinds, alternating, "instance {instance}: provisions and deprovisions alternate");
         let logged: Vec<&str> = ends.iter().map(|(_, op)| *op).collect();
         let ran: Vec<&str> = seen.iter().filter(|f| f.instance == instance).map(|f| f.operation.as_str()).collect();
         let logged_known: Vec<&str> = logged.iter().copied().filter(|op| ran.contains(op)).collect();
         assert_eq!(logged_known, ran, "instance {instance}: ends in the order the client saw them");
-        for (op, kind) in ends.iter().filter_map(|(_, op)| Some((*op, seen.iter().find(|f| f.operation == *op)?.kind))) {
+        for (op, kind) in ends.iter().filter_map(|(_, op)| Some((*op, seen.iter().find(|f| f.operation == *op)?.kind)))
+        {
             assert!(kinds.contains(&format!("{kind}.succeeded").as_str()), "operation {op}: a {kind}");
             assert_eq!(per_operation[op][0], format!("{kind}.started"), "operation {op}: of its kind");
         }

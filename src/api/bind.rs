@@ -7,8 +7,8 @@ use axum::response::Response;
 use super::extract::{OsbJson, OsbPath, OsbQuery};
 use super::version::{ApiVersion, Field};
 use super::{AppState, reply};
-use crate::domain::operation::OperationKind;
 use crate::domain::bounded::{BindingId, InstanceId};
+use crate::domain::operation::OperationKind;
 use crate::error::{ErrorBody, OsbResult};
 use crate::wire::{AsyncQuery, BindRequest, BindingResponse};
 

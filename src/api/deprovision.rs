@@ -7,8 +7,8 @@ use axum::response::Response;
 use super::extract::{OsbPath, OsbQuery};
 use super::version::{ApiVersion, ForVersion};
 use super::{AppState, reply};
-use crate::domain::operation::OperationKind;
 use crate::domain::bounded::InstanceId;
+use crate::domain::operation::OperationKind;
 use crate::error::{ErrorBody, OsbResult};
 use crate::wire::{DeleteQuery, Empty, OperationResponse};
 

@@ -143,9 +143,10 @@ impl Broker {
         error: &OsbError,
     ) {
         let id = &written.id;
-        let failed = written.operations.last().map(|op| {
-            Event::operation(OperationKind::Provision, Step::Failed, &op.id).because(error.to_string())
-        });
+        let failed = written
+            .operations
+            .last()
+            .map(|op| Event::operation(OperationKind::Provision, Step::Failed, &op.id).because(error.to_string()));
         let undone = match existing {
             Some(Versioned { record: mut tombstone, .. }) => {
                 tombstone.outbox = written.outbox.clone();

@@ -31,6 +31,7 @@ use crate::domain::event::Event;
 use crate::domain::instance::{InstanceStatus, ServiceInstance};
 use crate::domain::liveness::ReportRecord;
 use crate::domain::liveness::{Liveness, LivenessStatus, Observation, Report, Verdict};
+use crate::domain::operation::OperationKind;
 use crate::domain::registry::Registry;
 use crate::error::{OsbError, OsbResult};
 use crate::store::{StoreError, Versioned, index};
@@ -360,10 +361,21 @@ impl Broker {
     /// normal deprovision operation.
     async fn drop_lost(self: &Arc<Self>, instance: &ServiceInstance, liveness: &Liveness) -> OsbResult<()> {
         tracing::warn!(instance_id = ?instance.id, reason = ?liveness.reason, "dropping an instance lost for longer than ESM_LIVENESS_DROP_THRESHOLD");
-        let event = Event::new("instance.dropped")
-            .on_instance(&instance.id, &instance.service_id, &instance.plan_id)
-            .because(liveness.reason.clone());
-        self.events.emit(event);
+        // Announced in the instance's outbox, so it comes before the deprovision's own
+        // events; by the replica that finds no deprovision running yet.
+        let event = Event::new("instance.dropped").because(liveness.reason.clone());
+        self.records
+            .modify::<ServiceInstance, OsbError, _>(&instance.id, |record| {
+                let deprovisioning =
+                    record.operations.running().is_some_and(|op| op.kind == OperationKind::Deprovision);
+                if !record.is_live() || record.pool.is_some() || deprovisioning {
+                    return Ok(false);
+                }
+                self.announce(record, event.clone());
+                Ok(true)
+            })
+            .await?;
+        self.events.announced();
         let query = DeleteQuery {
             service_id: Some(ServiceId::parse(instance.service_id.clone())?),
             plan_id: Some(PlanId::parse(instance.plan_id.clone())?),

@@ -23,10 +23,10 @@ use std::time::Duration;
 
 use super::Broker;
 use super::runner::{OnPlan, end_event};
-use crate::domain::outbox::Announcing;
 use crate::domain::binding::Binding;
 use crate::domain::instance::ServiceInstance;
 use crate::domain::operation::{Operation, OperationKind, Tracked};
+use crate::domain::outbox::Announcing;
 use crate::error::{OsbError, OsbResult};
 use futures_util::TryStreamExt;
 

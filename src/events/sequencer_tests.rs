@@ -92,7 +92,11 @@ async fn a_batch_a_dead_replica_left_halfway_is_finished_by_another_without_dupl
     let (version, head) = head(&dead).await.expect("a head");
     let (items, known) = plan(&dead, head.next).await.expect("planned");
     let planned = Head { next: head.next + 3, batch: items.clone(), owner: "dead".into(), since: dead.clock.millis() };
-    records.store().replace(Collection::EventSequence, HEAD, version, encode(&planned).expect("json")).await.expect("cas");
+    records
+        .store()
+        .replace(Collection::EventSequence, HEAD, version, encode(&planned).expect("json"))
+        .await
+        .expect("cas");
     let mut second = known[&(items[1].source.clone(), items[1].seq)].clone();
     second.id = items[1].id;
     records.insert_value(Collection::Events, &Event::key(second.id), &second, &Vec::new()).await.expect("inserts");
@@ -133,11 +137,8 @@ async fn two_replicas_numbering_at_once_never_number_an_event_twice() {
             tokio::task::yield_now().await;
         }
     };
-    let (_, _, _) = tokio::join!(
-        futures_util::future::join_all(writers),
-        numbering(Arc::clone(&one)),
-        numbering(Arc::clone(&two))
-    );
+    let (_, _, _) =
+        tokio::join!(futures_util::future::join_all(writers), numbering(Arc::clone(&one)), numbering(Arc::clone(&two)));
     // What was announced after the last rounds is numbered now; a batch the other left
     // unfinished (cancelled by nothing here) is finished by its owner's next round.
     one.number_waiting().await.expect("numbers");

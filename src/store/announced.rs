@@ -77,10 +77,10 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::domain::event::Event;
-    use crate::store::memory::MemoryStore;
     use crate::domain::binding::Binding;
+    use crate::domain::event::Event;
     use crate::store::Versioned;
+    use crate::store::memory::MemoryStore;
 
     fn binding(id: &str) -> Binding {
         serde_json::from_value(serde_json::json!({
@@ -104,8 +104,7 @@ mod tests {
         let mut changed = base.clone();
         changed.outbox.push(Event::new("unbind.started"));
         records.replace_announced(version, &base, &changed).await.expect("written over the drain");
-        let Some(Versioned { record, version }) = records.get::<Binding>("b-1").await.expect("read")
-        else {
+        let Some(Versioned { record, version }) = records.get::<Binding>("b-1").await.expect("read") else {
             panic!("gone")
         };
         let seqs: Vec<u64> = record.outbox.pending.iter().map(|p| p.seq).collect();
@@ -114,9 +113,6 @@ mod tests {
         let mut other = record.clone();
         other.app_guid = Some("someone else".into());
         records.replace(version, &other).await.expect("changed");
-        assert!(matches!(
-            records.replace_announced(version, &record, &record).await,
-            Err(StoreError::Conflict(_))
-        ));
+        assert!(matches!(records.replace_announced(version, &record, &record).await, Err(StoreError::Conflict(_))));
     }
 }

@@ -41,6 +41,25 @@ async fn stream(app: &TestApp, last_event_id: Option<&str>, query: &str) -> SseR
 }
 
 #[tokio::test]
+async fn a_refused_request_about_a_known_instance_is_an_event() {
+    let app = with_plan(SCRIPT).await;
+    app.provision("i-1", false).await;
+    let other = json!({"service_id": "svc-1", "plan_id": "plan-1", "organization_guid": "elsewhere",
+                       "space_guid": "space-guid"});
+    let refused = app.put("/v2/service_instances/i-1", &other).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.body);
+    let page = events_of(&app, "type=provision.refused", 1).await;
+    let event = &page["events"][0];
+    assert_eq!((event["instance_id"].as_str(), event["to"].as_str()), (Some("i-1"), Some("Conflict")), "{event}");
+    assert!(event["reason"].as_str().is_some_and(|r| !r.is_empty()), "{event}");
+    // An unknown instance is not announced: anyone could fill the log so.
+    let unknown = app.put("/v2/service_instances/never", &json!({"service_id": "nope"})).await;
+    assert_eq!(unknown.status, StatusCode::BAD_REQUEST, "{}", unknown.body);
+    let page = app.get("/v2/et/events?type=provision.refused").await;
+    assert_eq!(page.body["events"].as_array().map(Vec::len), Some(1), "{}", page.body);
+}
+
+#[tokio::test]
 async fn each_step_of_an_operation_is_an_event_in_order() {
     let app = with_plan(SCRIPT).await;
     app.provision("i-1", false).await;
