@@ -72,6 +72,10 @@ async fn a_kill_mid_deploy_leaves_the_inventory_consistent_after_the_restart() {
     let path = "/v2/service_instances/k-0?service_id=svc&plan_id=plan&accepts_incomplete=true";
     assert_eq!(client.send(Method::DELETE, path, None).await.0, 202);
     assert_eq!(client.settle("k-0", limit).await.0, 410);
-    assert!(inventory(&client, "&owner=k-0").await.is_empty(), "k-0's resources are released");
+    // Released just after the instance is recorded gone (the 410): polled, not read once.
+    eventually(limit, "k-0's resources released", || async {
+        inventory(&client, "&owner=k-0").await.is_empty().then_some(())
+    })
+    .await;
     assert_eq!(inventory(&client, "").await.len(), 4);
 }
