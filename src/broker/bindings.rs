@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::instances::{last_operation_of, resent};
+use super::instances::{Asked, last_operation_of, resent};
 use super::{Answer, Broker, busy, purge, require, require_object, require_query, run_asynchronously, work};
 use crate::domain::binding::{Binding, BindingMetadata, BindingStatus};
 use crate::domain::catalog::SchemaFor;
@@ -71,6 +71,9 @@ impl Broker {
         let op_id = op.id.clone();
         let mut operations = OperationLog::default();
         operations.push(op);
+        if let Some(tombstone) = &existing {
+            operations = self.inherit(&tombstone.record.operations, operations);
+        }
         let binding = Binding {
             id: binding_id.to_owned(),
             instance_id: instance_id.to_owned(),
@@ -189,16 +192,18 @@ impl Broker {
                 let what = format!("binding {binding_id} of instance {instance_id} does not exist");
                 purge::last_operation_gone(operation, OperationKind::Unbind, what)
             })?;
+        let forgotten_before = self.forgotten_before(&binding.created_at);
+        let asked = Asked { id: binding_id, removal: OperationKind::Unbind, forgotten_before };
         if !binding.is_live() {
             // As for instances: Gone, unless the platform asks about that very operation.
             return match operation {
-                Some(op_id) if binding.operations.find(op_id).is_some() => {
-                    last_operation_of(&binding.operations, operation, binding_id)
+                Some(op_id) if binding.operations.find_remembered(op_id, &asked.forgotten_before).is_some() => {
+                    last_operation_of(&binding.operations, operation, &asked)
                 }
                 _ => Err(OsbError::Gone),
             };
         }
-        last_operation_of(&binding.operations, operation, binding_id)
+        last_operation_of(&binding.operations, operation, &asked)
     }
 
     /// A bind or unbind races a deprovision of its instance: each checks the other

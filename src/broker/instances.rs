@@ -62,7 +62,10 @@ impl Broker {
         }
         let op = self.start_op(OperationKind::Provision, asynchronous);
         let op_id = op.id.clone();
-        let instance = new_instance(id, &req, &view, op);
+        let mut instance = new_instance(id, &req, &view, op);
+        if let Some(tombstone) = &existing {
+            instance.operations = self.inherit(&tombstone.record.operations, instance.operations);
+        }
         // One atomic write decides who creates the instance: a racing request with the
         // same id loses here and is answered from what the winner stored.
         let written = match &existing {
@@ -305,17 +308,22 @@ impl Broker {
             let what = format!("instance {id} does not exist");
             return Err(purge::last_operation_gone(operation, OperationKind::Deprovision, what));
         };
+        let asked = Asked {
+            id,
+            removal: OperationKind::Deprovision,
+            forgotten_before: self.forgotten_before(&instance.created_at),
+        };
         if !instance.is_live() {
             // OSB: once an asynchronous deprovision is done, the instance is Gone — but a
             // platform asking about that very operation is told how it ended.
             return match operation {
-                Some(op_id) if instance.operations.find(op_id).is_some() => {
-                    last_operation_of(&instance.operations, operation, id)
+                Some(op_id) if instance.operations.find_remembered(op_id, &asked.forgotten_before).is_some() => {
+                    last_operation_of(&instance.operations, operation, &asked)
                 }
                 _ => Err(OsbError::Gone),
             };
         }
-        last_operation_of(&instance.operations, operation, id)
+        last_operation_of(&instance.operations, operation, &asked)
     }
 
     /// A live (not deprovisioned) instance.
@@ -494,18 +502,37 @@ pub(super) fn failure_of(operations: &OperationLog, op_id: &str) -> OsbError {
     }
 }
 
+/// What a `last_operation` poll is about.
+pub(super) struct Asked<'a> {
+    /// The instance or binding id.
+    pub(super) id: &'a str,
+    /// The operation that removes such a record (deprovision, unbind).
+    pub(super) removal: OperationKind,
+    /// Operations that ended before this (RFC 3339) are forgotten: see
+    /// `Broker::forgotten_before`.
+    pub(super) forgotten_before: String,
+}
+
 /// The state of the operation the platform polls (the newest one unless it names one).
+/// A removal this record no longer remembers (purged with an earlier incarnation's
+/// history, or pushed out of the log) answers `410 Gone`, as after the purge of its
+/// tombstone (`purge::last_operation_gone`).
 pub(super) fn last_operation_of(
     operations: &OperationLog,
     operation: Option<&str>,
-    id: &str,
+    asked: &Asked<'_>,
 ) -> OsbResult<LastOperationResponse> {
-    let op = match operation {
-        Some(op_id) => {
-            operations.find(op_id).ok_or_else(|| OsbError::BadRequest(format!("{id} has no operation {op_id:?}")))?
-        }
-        None => operations.last().ok_or_else(|| OsbError::NotFound(format!("{id} has no operations")))?,
-    };
+    let id = asked.id;
+    let op =
+        match operation {
+            Some(op_id) => operations.find_remembered(op_id, &asked.forgotten_before).ok_or_else(|| {
+                match purge::last_operation_gone(operation, asked.removal, String::new()) {
+                    OsbError::Gone => OsbError::Gone,
+                    _ => OsbError::BadRequest(format!("{id} has no operation {op_id:?}")),
+                }
+            })?,
+            None => operations.last().ok_or_else(|| OsbError::NotFound(format!("{id} has no operations")))?,
+        };
     Ok(LastOperationResponse {
         state: op.state,
         description: op.description.clone(),
