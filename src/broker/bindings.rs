@@ -5,6 +5,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use super::instances::{Asked, last_operation_of, resent};
+use super::runner::Work;
 use super::{Answer, Broker, busy, purge, require, require_object, require_query, run_asynchronously, work};
 use crate::domain::binding::{Binding, BindingMetadata, BindingStatus};
 use crate::domain::catalog::SchemaFor;
@@ -97,7 +98,7 @@ impl Broker {
             None => self.records.insert(&binding).await,
         };
         match written {
-            Ok(_) => self.confirm_instance(instance_id, binding_id, &op_id, OperationKind::Bind).await?,
+            Ok(_) => self.confirm_instance::<work::Bind>(instance_id, binding_id, &op_id).await?,
             Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => {
                 return match self.records.get::<Binding>(binding_id).await? {
                     Some(winner) if winner.record.is_live() => {
@@ -108,7 +109,8 @@ impl Broker {
                     ))),
                 };
             }
-            Err(e) => return Err(e.into()),
+            // The write may have landed all the same (its answer lost).
+            Err(e) => return Err(self.give_up(binding_id, &op_id, e.into(), work::Bind::withdrawn).await),
         }
 
         Ok(match self.carry_out(work::Bind, binding_id, &op_id, asynchronous).await? {
@@ -149,13 +151,13 @@ impl Broker {
         let op_id = op.id.clone();
         binding.operations.push(op);
         match self.records.replace(version, &binding).await {
-            Ok(_) => self.confirm_instance(instance_id, binding_id, &op_id, OperationKind::Unbind).await?,
+            Ok(_) => self.confirm_instance::<work::Unbind>(instance_id, binding_id, &op_id).await?,
             Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => {
                 return Err(OsbError::ConcurrencyError(format!(
                     "binding {binding_id} was changed by another request at the same time; retry"
                 )));
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(self.give_up(binding_id, &op_id, e.into(), work::Unbind::withdrawn).await),
         }
 
         Ok(match self.carry_out(work::Unbind, binding_id, &op_id, asynchronous).await? {
@@ -209,31 +211,27 @@ impl Broker {
     /// A bind or unbind races a deprovision of its instance: each checks the other
     /// only after writing its own operation, so of two that overlap at least one sees
     /// the other and is refused (`422 ConcurrencyError`). Here the binding side: its
-    /// operation `op_id` is written; if the instance is gone or being deprovisioned,
-    /// the operation ends failed before it runs (a bind leaves no binding) and the
-    /// request is refused. Without this a bind could create credentials after the
-    /// deprovision had revoked the instance's, and an unbind find its instance gone.
-    async fn confirm_instance(
-        &self,
+    /// operation `op_id` (of kind `W`) is written; if the instance is gone or being
+    /// deprovisioned, the operation is withdrawn before it runs (a bind leaves no
+    /// binding) and the request is refused. Without this a bind could create
+    /// credentials after the deprovision had revoked the instance's, and an unbind find
+    /// its instance gone.
+    async fn confirm_instance<W: Work<Record = Binding>>(
+        self: &Arc<Self>,
         instance_id: &str,
         binding_id: &str,
         op_id: &str,
-        kind: OperationKind,
     ) -> OsbResult<()> {
-        let reason = match self.live_instance(instance_id).await? {
-            None => format!("instance {instance_id} was deprovisioned meanwhile"),
-            Some(v) if v.record.operations.running().is_some_and(|op| op.kind == OperationKind::Deprovision) => {
+        let reason = match self.live_instance(instance_id).await {
+            Ok(None) => format!("instance {instance_id} was deprovisioned meanwhile"),
+            Ok(Some(v)) if v.record.operations.running().is_some_and(|op| op.kind == OperationKind::Deprovision) => {
                 format!("instance {instance_id} is being deprovisioned")
             }
-            Some(_) => return Ok(()),
+            Ok(Some(_)) => return Ok(()),
+            Err(e) => return Err(self.give_up(binding_id, op_id, e, W::withdrawn).await),
         };
-        self.refuse::<Binding>(binding_id, op_id, &reason, |binding| {
-            if kind == OperationKind::Bind {
-                binding.status = BindingStatus::Unbound;
-            }
-        })
-        .await?;
-        Err(OsbError::ConcurrencyError(format!("{reason}; binding {binding_id} is unchanged")))
+        let refusal = OsbError::ConcurrencyError(format!("{reason}; binding {binding_id} is unchanged"));
+        Err(self.give_up(binding_id, op_id, refusal, W::withdrawn).await)
     }
 
     /// Mints binding `binding`'s liveness reporting token and adds it to `credentials`

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use futures_util::TryStreamExt;
 use serde_json::{Map, Value, json};
 
+use super::runner::Work;
 use super::{
     Answer, Broker, PlanView, busy, check_maintenance, purge, require, require_object, require_query,
     run_asynchronously, work,
@@ -72,8 +73,8 @@ impl Broker {
             Some(tombstone) => self.records.replace(tombstone.version, &instance).await,
             None => self.records.insert(&instance).await,
         };
-        let version = match written {
-            Ok(version) => version,
+        match written {
+            Ok(_) => {}
             Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => {
                 return match self.records.get::<ServiceInstance>(id).await? {
                     Some(winner) if winner.record.is_live() => {
@@ -84,13 +85,13 @@ impl Broker {
                     ))),
                 };
             }
-            Err(e) => return Err(e.into()),
-        };
+            // The write may have landed all the same (its answer lost).
+            Err(e) => return Err(self.give_up(id, &op_id, e.into(), work::Provision::withdrawn).await),
+        }
         // Now that the instance is written, its plan must still be there with the
         // manifest read above (the retirement protocol, registry.rs).
         if let Err(e) = self.confirm_plan(&view.service.id, &view.plan.id, &view.entry.content).await {
-            self.withdraw_provision(id, version, existing).await;
-            return Err(e);
+            return Err(self.give_up(id, &op_id, e, work::Provision::withdrawn).await);
         }
         // Recorded first, then claimed: a crash in between leaves the provision running,
         // and its resumption adopts the member (or deploys cold).
@@ -105,8 +106,7 @@ impl Broker {
             Err(e) => Some(e),
         };
         if let Some(e) = refused {
-            self.withdraw_provision(id, version, existing).await;
-            return Err(e);
+            return Err(self.give_up(id, &op_id, e, work::Provision::withdrawn).await);
         }
         // A member is handed out within the request: 201 at once.
         let asynchronous = asynchronous && !handed_out;
@@ -123,18 +123,6 @@ impl Broker {
                 metadata: Some(done.metadata).filter(|m| !m.is_empty()),
             }),
         })
-    }
-
-    /// Takes back the record of a provision refused after it was written: the tombstone
-    /// it replaced comes back, or the record goes.
-    async fn withdraw_provision(&self, id: &str, version: u64, existing: Option<Versioned<ServiceInstance>>) {
-        let undone = match existing {
-            Some(tombstone) => self.records.replace(version, &tombstone.record).await.map(|_| ()),
-            None => self.records.delete::<ServiceInstance>(id, Some(version)).await.map(|_| ()),
-        };
-        if let Err(undo) = undone {
-            tracing::error!(instance_id = %id, error = %undo, "could not withdraw a refused provision");
-        }
     }
 
     /// `PATCH /v2/service_instances/{id}`.
@@ -205,17 +193,13 @@ impl Broker {
             // OSB 2.15: an update with no effect may answer 200 right away.
             return Ok(Answer::Done(UpdateResponse::default()));
         }
-        let before = instance.clone();
         let mut op = self.start_op(OperationKind::Update, asynchronous);
         op.update = Some(pending);
         let op_id = op.id.clone();
         instance.operations.push(op);
-        let version = self.start_operation(version, &instance).await?;
+        self.start_or_give_up(version, &instance).await?;
         if plan_changes && let Err(e) = self.confirm_plan(&view.service.id, &view.plan.id, &view.entry.content).await {
-            if let Err(undo) = self.records.replace(version, &before).await {
-                tracing::error!(instance_id = %id, error = %undo, "could not withdraw a refused update");
-            }
-            return Err(e);
+            return Err(self.give_up(id, &op_id, e, work::Update::withdrawn).await);
         }
 
         Ok(match self.carry_out(work::Update, id, &op_id, asynchronous).await? {
@@ -262,14 +246,18 @@ impl Broker {
         let op = self.start_op(OperationKind::Deprovision, asynchronous);
         let op_id = op.id.clone();
         instance.operations.push(op);
-        self.start_operation(version, &instance).await?;
+        self.start_or_give_up(version, &instance).await?;
         // The deprovision side of the race with a bind or unbind (bindings.rs): now
         // that its operation is written, a binding operation that started meanwhile
         // wins and the deprovision is refused.
-        if let Some(binding) = self.bindings_of(id).await?.into_iter().find(|b| b.operations.running().is_some()) {
+        let busy = match self.bindings_of(id).await {
+            Ok(bindings) => bindings.into_iter().find(|b| b.operations.running().is_some()),
+            Err(e) => return Err(self.give_up(id, &op_id, e, work::Deprovision::withdrawn).await),
+        };
+        if let Some(binding) = busy {
             let reason = format!("binding {} of instance {id} is busy; retry when it has finished", binding.id);
-            self.refuse::<ServiceInstance>(id, &op_id, &reason, |_| {}).await?;
-            return Err(OsbError::ConcurrencyError(reason));
+            let refusal = OsbError::ConcurrencyError(reason);
+            return Err(self.give_up(id, &op_id, refusal, work::Deprovision::withdrawn).await);
         }
 
         Ok(match self.carry_out(work::Deprovision, id, &op_id, asynchronous).await? {
@@ -336,6 +324,19 @@ impl Broker {
         let filter = vec![(index::INSTANCE_ID.to_owned(), instance_id.to_owned())];
         let found: Vec<Versioned<Binding>> = self.records.scan(filter).try_collect().await?;
         Ok(found.into_iter().map(|v| v.record).collect())
+    }
+
+    /// [`Broker::start_operation`], giving the operation up (`withdraw.rs`) when its
+    /// write failed in a way that may have landed all the same.
+    async fn start_or_give_up(self: &Arc<Self>, version: u64, instance: &ServiceInstance) -> OsbResult<()> {
+        match self.start_operation(version, instance).await {
+            Ok(_) => Ok(()),
+            Err(lost @ OsbError::ConcurrencyError(_)) => Err(lost),
+            Err(e) => {
+                let op_id = instance.operations.last().map(|op| op.id.clone()).unwrap_or_default();
+                Err(self.give_up(&instance.id, &op_id, e, |_: &mut ServiceInstance| {}).await)
+            }
+        }
     }
 
     /// Writes an instance that has just been given a new running operation (its last);

@@ -36,6 +36,9 @@ mod reconcile;
 mod registry;
 mod registry_watch;
 mod runner;
+mod withdraw;
+#[cfg(test)]
+mod withdraw_tests;
 mod work;
 mod worker;
 

@@ -164,32 +164,6 @@ impl Broker {
         });
     }
 
-    /// Ends this process's operation `op_id` of record `id`, just written and not yet
-    /// run, as failed with `reason`; `also` changes the rest of the record. For an
-    /// operation that lost a race right after it was written (see `bindings.rs`): a
-    /// platform a re-sent request told 202 for it polls `failed`, never an operation
-    /// that vanished.
-    pub(super) async fn refuse<T: Record + Tracked + Clone>(
-        &self,
-        id: &str,
-        op_id: &str,
-        reason: &str,
-        also: impl Fn(&mut T),
-    ) -> OsbResult<()> {
-        let now = self.clock().now();
-        self.records
-            .modify::<T, OsbError, _>(id, |record| {
-                let Some(op) = record.operations_mut().owned_mut(op_id, &self.replica) else {
-                    return Ok(false);
-                };
-                op.fail(now, reason, Some(true), None);
-                also(record);
-                Ok(true)
-            })
-            .await?;
-        Ok(())
-    }
-
     /// Extends this process's lease on an operation: `Ok(false)` if it no longer
     /// holds it.
     pub(super) async fn extend_lease<T: Record + Tracked + Clone>(&self, id: &str, op_id: &str) -> OsbResult<bool> {
