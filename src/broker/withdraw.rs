@@ -14,7 +14,9 @@
 //! it is durable, for at most a third of the operation lease; only then does the request
 //! answer its refusal (`503`, `422`, …). A read that finds the operation absent confirms
 //! it too: its write never landed (the record is then written back unchanged, so a
-//! compare-and-set still on its way can never land either). No replica takes an
+//! compare-and-set still on its way can never land either; only an insert still on its
+//! way when the read found no record at all cannot be fenced so: on MongoDB, a write
+//! delayed in the network past a later read). No replica takes an
 //! operation over before its lease has lapsed, so an operation withdrawn within the
 //! lease is never run by anyone: a `503` means it did not happen.
 //!
@@ -25,6 +27,12 @@
 //! first and the operation never runs; only if this process dies too, or the store
 //! stays away longer than the lease, may another replica take it over and run it, as
 //! for any operation whose outcome its client was not told.
+//!
+//! A synchronous request runs its operation before it answers. If the store fails
+//! before the backend is called (`Outcome::Unstarted`), the operation is withdrawn the
+//! same way; once the backend call has started, the answer is `500`, never `503`: the
+//! operation stays in progress and the sweeper finishes it (backend calls are
+//! idempotent).
 //!
 //! Why not an "acknowledged" mark set after the operation's write: it costs a second
 //! write on every successful request, and that write can lose its answer in the same
