@@ -134,6 +134,7 @@ impl Server {
             BrokerSettings {
                 retry_after_seconds: config.retry_after,
                 operation_lease: Duration::from_secs(config.operation_lease),
+                tombstone_retention: Duration::from_secs(config.tombstone_retention),
                 // The parse has its own budget; this also covers the checks after it.
                 manifest_check_timeout: Duration::from_millis(config.manifest_parse_timeout) * 2,
                 clock: Clock::system(),

@@ -264,7 +264,8 @@ pub struct Config {
     #[arg(long = "event-retention", env = "ESM_EVENT_RETENTION", value_parser = positive_count(), default_value_t = 10_000)]
     pub event_retention: usize,
     /// Seconds a deprovisioned instance or deleted binding is kept (so `last_operation`
-    /// can answer for it) before it is purged; 604800 is 7 days.
+    /// can answer for it) before it is purged, and an id provisioned or bound again
+    /// still answers for its earlier operations; 604800 is 7 days.
     #[arg(long = "tombstone-retention", env = "ESM_TOMBSTONE_RETENTION", value_parser = positive(), default_value_t = 604_800)]
     pub tombstone_retention: u64,
     /// Members of one warm pool deployed at once (when a pool fills or is repaired).

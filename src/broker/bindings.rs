@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::instances::{last_operation_of, resent};
+use super::instances::{Asked, last_operation_of, resent};
+use super::runner::Work;
 use super::{Answer, Broker, busy, purge, require, require_object, require_query, run_asynchronously, work};
 use crate::domain::binding::{Binding, BindingMetadata, BindingStatus};
 use crate::domain::catalog::SchemaFor;
@@ -72,6 +73,9 @@ impl Broker {
         let op_id = op.id.clone();
         let mut operations = OperationLog::default();
         operations.push(op);
+        if let Some(tombstone) = &existing {
+            operations = self.inherit(&tombstone.record.operations, operations);
+        }
         let mut binding = Binding {
             id: binding_id.to_owned(),
             instance_id: instance_id.to_owned(),
@@ -100,7 +104,7 @@ impl Broker {
         match written {
             Ok(_) => {
                 self.events.announced();
-                self.confirm_instance(instance_id, binding_id, &op_id, OperationKind::Bind).await?;
+                self.confirm_instance::<work::Bind>(instance_id, binding_id, &op_id).await?;
             }
             Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => {
                 return match self.records.get::<Binding>(binding_id).await? {
@@ -112,7 +116,8 @@ impl Broker {
                     ))),
                 };
             }
-            Err(e) => return Err(e.into()),
+            // The write may have landed all the same (its answer lost).
+            Err(e) => return Err(self.give_up(binding_id, &op_id, e.into(), work::Bind::withdrawn).await),
         }
 
         Ok(match self.carry_out(work::Bind, binding_id, &op_id, asynchronous).await? {
@@ -157,14 +162,14 @@ impl Broker {
         match self.records.replace_announced(version, &before, &binding).await {
             Ok(_) => {
                 self.events.announced();
-                self.confirm_instance(instance_id, binding_id, &op_id, OperationKind::Unbind).await?;
+                self.confirm_instance::<work::Unbind>(instance_id, binding_id, &op_id).await?;
             }
             Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => {
                 return Err(OsbError::ConcurrencyError(format!(
                     "binding {binding_id} was changed by another request at the same time; retry"
                 )));
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(self.give_up(binding_id, &op_id, e.into(), work::Unbind::withdrawn).await),
         }
 
         Ok(match self.carry_out(work::Unbind, binding_id, &op_id, asynchronous).await? {
@@ -201,46 +206,44 @@ impl Broker {
                 let what = format!("binding {binding_id} of instance {instance_id} does not exist");
                 purge::last_operation_gone(operation, OperationKind::Unbind, what)
             })?;
+        let forgotten_before = self.forgotten_before(&binding.created_at);
+        let asked = Asked { id: binding_id, removal: OperationKind::Unbind, forgotten_before };
         if !binding.is_live() {
             // As for instances: Gone, unless the platform asks about that very operation.
             return match operation {
-                Some(op_id) if binding.operations.find(op_id).is_some() => {
-                    last_operation_of(&binding.operations, operation, binding_id)
+                Some(op_id) if binding.operations.find_remembered(op_id, &asked.forgotten_before).is_some() => {
+                    last_operation_of(&binding.operations, operation, &asked)
                 }
                 _ => Err(OsbError::Gone),
             };
         }
-        last_operation_of(&binding.operations, operation, binding_id)
+        last_operation_of(&binding.operations, operation, &asked)
     }
 
     /// A bind or unbind races a deprovision of its instance: each checks the other
     /// only after writing its own operation, so of two that overlap at least one sees
     /// the other and is refused (`422 ConcurrencyError`). Here the binding side: its
-    /// operation `op_id` is written; if the instance is gone or being deprovisioned,
-    /// the operation ends failed before it runs (a bind leaves no binding) and the
-    /// request is refused. Without this a bind could create credentials after the
-    /// deprovision had revoked the instance's, and an unbind find its instance gone.
-    async fn confirm_instance(
-        &self,
+    /// operation `op_id` (of kind `W`) is written; if the instance is gone or being
+    /// deprovisioned, the operation is withdrawn before it runs (a bind leaves no
+    /// binding) and the request is refused. Without this a bind could create
+    /// credentials after the deprovision had revoked the instance's, and an unbind find
+    /// its instance gone.
+    async fn confirm_instance<W: Work<Record = Binding>>(
+        self: &Arc<Self>,
         instance_id: &str,
         binding_id: &str,
         op_id: &str,
-        kind: OperationKind,
     ) -> OsbResult<()> {
-        let reason = match self.live_instance(instance_id).await? {
-            None => format!("instance {instance_id} was deprovisioned meanwhile"),
-            Some(v) if v.record.operations.running().is_some_and(|op| op.kind == OperationKind::Deprovision) => {
+        let reason = match self.live_instance(instance_id).await {
+            Ok(None) => format!("instance {instance_id} was deprovisioned meanwhile"),
+            Ok(Some(v)) if v.record.operations.running().is_some_and(|op| op.kind == OperationKind::Deprovision) => {
                 format!("instance {instance_id} is being deprovisioned")
             }
-            Some(_) => return Ok(()),
+            Ok(Some(_)) => return Ok(()),
+            Err(e) => return Err(self.give_up(binding_id, op_id, e, W::withdrawn).await),
         };
-        self.refuse::<Binding>(binding_id, op_id, &reason, |binding| {
-            if kind == OperationKind::Bind {
-                binding.status = BindingStatus::Unbound;
-            }
-        })
-        .await?;
-        Err(OsbError::ConcurrencyError(format!("{reason}; binding {binding_id} is unchanged")))
+        let refusal = OsbError::ConcurrencyError(format!("{reason}; binding {binding_id} is unchanged"));
+        Err(self.give_up(binding_id, op_id, refusal, W::withdrawn).await)
     }
 
     /// Mints binding `binding`'s liveness reporting token and adds it to `credentials`

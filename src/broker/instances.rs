@@ -5,7 +5,7 @@ use std::sync::Arc;
 use futures_util::TryStreamExt;
 use serde_json::{Map, Value, json};
 
-use super::runner::OnPlan;
+use super::runner::Work;
 use super::{
     Answer, Broker, PlanView, busy, check_maintenance, purge, require, require_object, require_query,
     run_asynchronously, work,
@@ -65,8 +65,9 @@ impl Broker {
         let op = self.start_op(OperationKind::Provision, asynchronous);
         let op_id = op.id.clone();
         let mut instance = new_instance(id, &req, &view, op);
-        // The tombstone's events not yet in the log come first (`domain::outbox`).
         if let Some(tombstone) = &existing {
+            instance.operations = self.inherit(&tombstone.record.operations, instance.operations);
+            // The tombstone's events not yet in the log come first (`domain::outbox`).
             instance.outbox = tombstone.record.outbox.clone();
         }
         self.announce(&mut instance, Event::operation(OperationKind::Provision, Step::Started, &op_id));
@@ -76,11 +77,8 @@ impl Broker {
             Some(tombstone) => self.records.replace_announced(tombstone.version, &tombstone.record, &instance).await,
             None => self.records.insert(&instance).await,
         };
-        let version = match written {
-            Ok(version) => {
-                self.events.announced();
-                version
-            }
+        match written {
+            Ok(_) => self.events.announced(),
             Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => {
                 return match self.records.get::<ServiceInstance>(id).await? {
                     Some(winner) if winner.record.is_live() => {
@@ -91,13 +89,13 @@ impl Broker {
                     ))),
                 };
             }
-            Err(e) => return Err(e.into()),
-        };
+            // The write may have landed all the same (its answer lost).
+            Err(e) => return Err(self.give_up(id, &op_id, e.into(), work::Provision::withdrawn).await),
+        }
         // Now that the instance is written, its plan must still be there with the
         // manifest read above (the retirement protocol, registry.rs).
         if let Err(e) = self.confirm_plan(&view.service.id, &view.plan.id, &view.entry.content).await {
-            self.withdraw_provision(&instance, version, existing, &e).await;
-            return Err(e);
+            return Err(self.give_up(id, &op_id, e, work::Provision::withdrawn).await);
         }
         // Recorded first, then claimed: a crash in between leaves the provision running,
         // and its resumption adopts the member (or deploys cold).
@@ -112,8 +110,7 @@ impl Broker {
             Err(e) => Some(e),
         };
         if let Some(e) = refused {
-            self.withdraw_provision(&instance, version, existing, &e).await;
-            return Err(e);
+            return Err(self.give_up(id, &op_id, e, work::Provision::withdrawn).await);
         }
         // A member is handed out within the request: 201 at once.
         let asynchronous = asynchronous && !handed_out;
@@ -130,45 +127,6 @@ impl Broker {
                 metadata: Some(done.metadata).filter(|m| !m.is_empty()),
             }),
         })
-    }
-
-    /// Takes back `written`, the record of a provision refused (with `error`) after it
-    /// was written at `version`: the tombstone it replaced comes back, or the record
-    /// goes. The provision's end is announced as failed: its start may be in the log.
-    async fn withdraw_provision(
-        &self,
-        written: &ServiceInstance,
-        version: u64,
-        existing: Option<Versioned<ServiceInstance>>,
-        error: &OsbError,
-    ) {
-        let id = &written.id;
-        let failed = written
-            .operations
-            .last()
-            .map(|op| Event::operation(OperationKind::Provision, Step::Failed, &op.id).because(error.to_string()));
-        let undone = match existing {
-            Some(Versioned { record: mut tombstone, .. }) => {
-                tombstone.outbox = written.outbox.clone();
-                if let Some(failed) = failed {
-                    self.announce(&mut tombstone, failed);
-                }
-                self.records.replace_announced(version, written, &tombstone).await.map(|_| ())
-            }
-            None => {
-                let deleted = self.records.delete_announced(version, written).await.map(|_| ());
-                if deleted.is_ok()
-                    && let Some(failed) = failed.filter(|_| written.pool.is_none())
-                {
-                    self.events.emit(written.about(failed));
-                }
-                deleted
-            }
-        };
-        self.events.announced();
-        if let Err(undo) = undone {
-            tracing::error!(instance_id = %id, error = %undo, "could not withdraw a refused provision");
-        }
     }
 
     /// `PATCH /v2/service_instances/{id}`.
@@ -239,22 +197,13 @@ impl Broker {
             // OSB 2.15: an update with no effect may answer 200 right away.
             return Ok(Answer::Done(UpdateResponse::default()));
         }
-        let before = instance.clone();
         let mut op = self.start_op(OperationKind::Update, asynchronous);
         op.update = Some(pending);
         let op_id = op.id.clone();
         instance.operations.push(op);
-        let (version, written) = self.start_operation(version, &instance).await?;
+        self.start_or_give_up(version, &instance).await?;
         if plan_changes && let Err(e) = self.confirm_plan(&view.service.id, &view.plan.id, &view.entry.content).await {
-            // Taken back, with its end announced (its start is in the outbox already).
-            let mut before = before;
-            before.outbox = written.outbox.clone();
-            let failed = Event::operation(OperationKind::Update, Step::Failed, &op_id).because(e.to_string());
-            self.announce(&mut before, failed);
-            if let Err(undo) = self.records.replace_announced(version, &written, &before).await {
-                tracing::error!(instance_id = %id, error = %undo, "could not withdraw a refused update");
-            }
-            return Err(e);
+            return Err(self.give_up(id, &op_id, e, work::Update::withdrawn).await);
         }
 
         Ok(match self.carry_out(work::Update, id, &op_id, asynchronous).await? {
@@ -301,14 +250,18 @@ impl Broker {
         let op = self.start_op(OperationKind::Deprovision, asynchronous);
         let op_id = op.id.clone();
         instance.operations.push(op);
-        self.start_operation(version, &instance).await?;
+        self.start_or_give_up(version, &instance).await?;
         // The deprovision side of the race with a bind or unbind (bindings.rs): now
         // that its operation is written, a binding operation that started meanwhile
         // wins and the deprovision is refused.
-        if let Some(binding) = self.bindings_of(id).await?.into_iter().find(|b| b.operations.running().is_some()) {
+        let busy = match self.bindings_of(id).await {
+            Ok(bindings) => bindings.into_iter().find(|b| b.operations.running().is_some()),
+            Err(e) => return Err(self.give_up(id, &op_id, e, work::Deprovision::withdrawn).await),
+        };
+        if let Some(binding) = busy {
             let reason = format!("binding {} of instance {id} is busy; retry when it has finished", binding.id);
-            self.refuse::<ServiceInstance>(id, &op_id, &reason, |_| {}).await?;
-            return Err(OsbError::ConcurrencyError(reason));
+            let refusal = OsbError::ConcurrencyError(reason);
+            return Err(self.give_up(id, &op_id, refusal, work::Deprovision::withdrawn).await);
         }
 
         Ok(match self.carry_out(work::Deprovision, id, &op_id, asynchronous).await? {
@@ -347,17 +300,22 @@ impl Broker {
             let what = format!("instance {id} does not exist");
             return Err(purge::last_operation_gone(operation, OperationKind::Deprovision, what));
         };
+        let asked = Asked {
+            id,
+            removal: OperationKind::Deprovision,
+            forgotten_before: self.forgotten_before(&instance.created_at),
+        };
         if !instance.is_live() {
             // OSB: once an asynchronous deprovision is done, the instance is Gone — but a
             // platform asking about that very operation is told how it ended.
             return match operation {
-                Some(op_id) if instance.operations.find(op_id).is_some() => {
-                    last_operation_of(&instance.operations, operation, id)
+                Some(op_id) if instance.operations.find_remembered(op_id, &asked.forgotten_before).is_some() => {
+                    last_operation_of(&instance.operations, operation, &asked)
                 }
                 _ => Err(OsbError::Gone),
             };
         }
-        last_operation_of(&instance.operations, operation, id)
+        last_operation_of(&instance.operations, operation, &asked)
     }
 
     /// A live (not deprovisioned) instance.
@@ -370,6 +328,19 @@ impl Broker {
         let filter = vec![(index::INSTANCE_ID.to_owned(), instance_id.to_owned())];
         let found: Vec<Versioned<Binding>> = self.records.scan(filter).try_collect().await?;
         Ok(found.into_iter().map(|v| v.record).collect())
+    }
+
+    /// [`Broker::start_operation`], giving the operation up (`withdraw.rs`) when its
+    /// write failed in a way that may have landed all the same.
+    async fn start_or_give_up(self: &Arc<Self>, version: u64, instance: &ServiceInstance) -> OsbResult<()> {
+        match self.start_operation(version, instance).await {
+            Ok(_) => Ok(()),
+            Err(lost @ OsbError::ConcurrencyError(_)) => Err(lost),
+            Err(e) => {
+                let op_id = instance.operations.last().map(|op| op.id.clone()).unwrap_or_default();
+                Err(self.give_up(&instance.id, &op_id, e, |_: &mut ServiceInstance| {}).await)
+            }
+        }
     }
 
     /// Writes an instance that has just been given a new running operation (its last),
@@ -545,18 +516,37 @@ pub(super) fn failure_of(operations: &OperationLog, op_id: &str) -> OsbError {
     }
 }
 
+/// What a `last_operation` poll is about.
+pub(super) struct Asked<'a> {
+    /// The instance or binding id.
+    pub(super) id: &'a str,
+    /// The operation that removes such a record (deprovision, unbind).
+    pub(super) removal: OperationKind,
+    /// Operations that ended before this (RFC 3339) are forgotten: see
+    /// `Broker::forgotten_before`.
+    pub(super) forgotten_before: String,
+}
+
 /// The state of the operation the platform polls (the newest one unless it names one).
+/// A removal this record no longer remembers (purged with an earlier incarnation's
+/// history, or pushed out of the log) answers `410 Gone`, as after the purge of its
+/// tombstone (`purge::last_operation_gone`).
 pub(super) fn last_operation_of(
     operations: &OperationLog,
     operation: Option<&str>,
-    id: &str,
+    asked: &Asked<'_>,
 ) -> OsbResult<LastOperationResponse> {
-    let op = match operation {
-        Some(op_id) => {
-            operations.find(op_id).ok_or_else(|| OsbError::BadRequest(format!("{id} has no operation {op_id:?}")))?
-        }
-        None => operations.last().ok_or_else(|| OsbError::NotFound(format!("{id} has no operations")))?,
-    };
+    let id = asked.id;
+    let op =
+        match operation {
+            Some(op_id) => operations.find_remembered(op_id, &asked.forgotten_before).ok_or_else(|| {
+                match purge::last_operation_gone(operation, asked.removal, String::new()) {
+                    OsbError::Gone => OsbError::Gone,
+                    _ => OsbError::BadRequest(format!("{id} has no operation {op_id:?}")),
+                }
+            })?,
+            None => operations.last().ok_or_else(|| OsbError::NotFound(format!("{id} has no operations")))?,
+        };
     Ok(LastOperationResponse {
         state: op.state,
         description: op.description.clone(),

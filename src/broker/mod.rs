@@ -40,6 +40,9 @@ mod refusals;
 mod registry;
 mod registry_watch;
 mod runner;
+mod withdraw;
+#[cfg(test)]
+mod withdraw_tests;
 mod work;
 mod worker;
 
@@ -94,6 +97,10 @@ pub struct BrokerSettings {
     /// How long a replica holds an operation without renewing it; after that another
     /// replica (or this one, restarted) takes it over.
     pub operation_lease: Duration,
+    /// How long deprovisioned instances and deleted bindings are kept for
+    /// `last_operation` (`ESM_TOMBSTONE_RETENTION`); their operations are answered for
+    /// as long, also once the id is provisioned or bound again.
+    pub tombstone_retention: Duration,
     /// How long checking one manifest may take before its registration is refused.
     pub manifest_check_timeout: Duration,
     /// Where the time comes from (Tokio's pausable clock in tests).
@@ -150,6 +157,7 @@ impl Default for BrokerSettings {
         Self {
             retry_after_seconds: 2,
             operation_lease: Duration::from_secs(30),
+            tombstone_retention: Duration::from_secs(7 * 24 * 3600),
             manifest_check_timeout: Duration::from_secs(2),
             clock: Clock::system(),
             events: crate::events::Limits::default(),

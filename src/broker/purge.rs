@@ -3,6 +3,11 @@
 //! retention, so the store does not grow forever. After the purge `last_operation`
 //! still answers 410 to a platform polling the deprovision or unbind (the operation id
 //! names its kind; see `last_operation_gone`).
+//!
+//! An id provisioned or bound again replaces its tombstone; the new record inherits the
+//! tombstone's finished operations (slimmed, within the bounded log), so the earlier
+//! deprovision or unbind is still answered by its `operation` id, for the same
+//! retention, and then answers 410 as after a purge.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +16,7 @@ use super::Broker;
 use crate::domain::binding::Binding;
 use crate::domain::instance::ServiceInstance;
 use crate::domain::liveness::ReportRecord;
-use crate::domain::operation::OperationKind;
+use crate::domain::operation::{OperationKind, OperationLog};
 use crate::domain::timestamp_at;
 use crate::error::{OsbError, OsbResult};
 use crate::store::{Collection, Record, StoreError, index};
@@ -55,6 +60,29 @@ impl Broker {
                 return Ok(purged);
             }
         }
+    }
+
+    /// When an operation of an earlier incarnation of a record re-created at
+    /// `created_at` (RFC 3339) is forgotten: once it ended more than the tombstone
+    /// retention ago, as its tombstone would have been purged. The record's own
+    /// operations (ended after it was created) are kept however old.
+    pub(super) fn forgotten_before(&self, created_at: &str) -> String {
+        created_at.min(self.retention_cutoff().as_str()).to_owned()
+    }
+
+    /// The log of a record re-created over `tombstone`'s id: the tombstone's finished
+    /// operations still within the retention, then `current`'s.
+    pub(super) fn inherit(&self, tombstone: &OperationLog, current: OperationLog) -> OperationLog {
+        let mut log = OperationLog::inherited(tombstone, &self.retention_cutoff());
+        for op in current.iter() {
+            log.push(op.clone());
+        }
+        log
+    }
+
+    /// Now less the tombstone retention (RFC 3339); empty if that is before the epoch.
+    fn retention_cutoff(&self) -> String {
+        self.clock().now().checked_sub(self.settings.tombstone_retention).map(timestamp_at).unwrap_or_default()
     }
 
     /// Purges now and then every so often (a tenth of the retention, at most hourly),
@@ -166,6 +194,81 @@ mod tests {
             broker.instance_last_operation("never", Some("deprovision-x")).await,
             Err(OsbError::NotFound(_))
         ));
+    }
+
+    /// Polls binding `b` of instance `i` until operation `op` has ended; its state.
+    async fn settled_binding(broker: &Broker, b: &str, op: &str) -> String {
+        for _ in 0..1000 {
+            let state = broker.binding_last_operation("i", b, Some(op)).await.expect("polls").state;
+            if state.as_str() != "in progress" {
+                return state.as_str().to_owned();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{op} did not finish");
+    }
+
+    /// Binds `b` to instance `i` then unbinds it, asynchronously: the unbind's id.
+    async fn unbound(broker: &Arc<Broker>, b: &str) -> String {
+        let request = json!({"service_id": "s", "plan_id": "p"});
+        let answer = broker.bind("i", b, serde_json::from_value(request).expect("request"), true).await;
+        let Answer::Accepted(accepted) = answer.expect("binds") else { panic!("asynchronous") };
+        settled_binding(broker, b, accepted.operation.as_deref().expect("an operation")).await;
+        let query: DeleteQuery =
+            serde_json::from_value(json!({"service_id": "s", "plan_id": "p", "accepts_incomplete": true}))
+                .expect("query");
+        let Answer::Accepted(accepted) = broker.unbind("i", b, &query).await.expect("unbinds") else {
+            panic!("asynchronous")
+        };
+        let op = accepted.operation.expect("an operation");
+        assert_eq!(settled_binding(broker, b, &op).await, "succeeded");
+        op
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_id_provisioned_again_still_answers_its_earlier_deprovision_for_the_retention() {
+        let broker = broker().await;
+        let first = deprovisioned(&broker, "again").await;
+        let second = deprovisioned(&broker, "again").await;
+        // Provisioned a third time, and left running: the two earlier deprovisions answer.
+        deprovisioned_then_provisioned(&broker, "again").await;
+        for op in [&first, &second] {
+            let answer = broker.instance_last_operation("again", Some(op)).await.expect("remembered");
+            assert_eq!(answer.state.as_str(), "succeeded", "{op}");
+        }
+        tokio::time::advance(WEEK + Duration::from_secs(60)).await;
+        assert!(matches!(broker.instance_last_operation("again", Some(&first)).await, Err(OsbError::Gone)));
+        assert_eq!(broker.instance_last_operation("again", None).await.expect("live").state.as_str(), "succeeded");
+        // However often an id comes back, its record remembers a bounded few operations.
+        for _ in 0..10 {
+            deprovisioned(&broker, "often").await;
+        }
+        let kept = broker.records.get::<ServiceInstance>("often").await.expect("reads").expect("kept").record;
+        assert!(kept.operations.iter().count() <= 8);
+    }
+
+    /// Provisions `id` again after `deprovisioned`, asynchronously, to the end.
+    async fn deprovisioned_then_provisioned(broker: &Arc<Broker>, id: &str) {
+        let request = json!({"service_id": "s", "plan_id": "p", "organization_guid": "o", "space_guid": "s"});
+        let answer = broker.provision(id, serde_json::from_value(request).expect("request"), true).await;
+        let Answer::Accepted(accepted) = answer.expect("provisions") else { panic!("asynchronous") };
+        assert_eq!(settle(broker, id, accepted.operation.as_deref().expect("an operation")).await, "succeeded");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_binding_bound_again_still_answers_its_earlier_unbind_for_the_retention() {
+        let broker = broker().await;
+        deprovisioned_then_provisioned(&broker, "i").await;
+        let first = unbound(&broker, "b").await;
+        let request = json!({"service_id": "s", "plan_id": "p"});
+        let answer = broker.bind("i", "b", serde_json::from_value(request).expect("request"), true).await;
+        let Answer::Accepted(accepted) = answer.expect("binds again") else { panic!("asynchronous") };
+        settled_binding(&broker, "b", accepted.operation.as_deref().expect("an operation")).await;
+        let answer = broker.binding_last_operation("i", "b", Some(&first)).await.expect("remembered");
+        assert_eq!(answer.state.as_str(), "succeeded");
+        tokio::time::advance(WEEK + Duration::from_secs(60)).await;
+        assert!(matches!(broker.binding_last_operation("i", "b", Some(&first)).await, Err(OsbError::Gone)));
+        assert!(matches!(broker.binding_last_operation("i", "b", Some("bind-x")).await, Err(OsbError::BadRequest(_))));
     }
 
     #[test]

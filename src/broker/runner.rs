@@ -41,6 +41,10 @@ pub(super) enum Outcome<T> {
     LeaseLost,
     /// The record, or the operation in it, no longer exists.
     Gone,
+    /// The store failed before the backend was called: the operation stays in progress
+    /// (the sweeper resumes it), unless a synchronous request withdraws it
+    /// (`withdraw.rs`).
+    Unstarted(OsbError),
 }
 
 impl<T: Tracked> Outcome<T> {
@@ -55,6 +59,7 @@ impl<T: Tracked> Outcome<T> {
                 "operation {op_id} was taken over by another esm replica, which finishes it; retry to see its outcome"
             ))),
             Outcome::Gone => Err(OsbError::Internal(format!("the record of operation {op_id} vanished while it ran"))),
+            Outcome::Unstarted(e) => Err(e),
         }
     }
 
@@ -66,6 +71,7 @@ impl<T: Tracked> Outcome<T> {
             Outcome::ShuttingDown => "shutting_down",
             Outcome::LeaseLost => "lease_lost",
             Outcome::Gone => "gone",
+            Outcome::Unstarted(_) => "unstarted",
         }
     }
 }
@@ -96,6 +102,11 @@ pub(super) trait Work: Send + Sync + 'static {
         record: &Self::Record,
         op: &Operation,
     ) -> Result<Self::Output, BackendError>;
+
+    /// What withdrawing the operation before it ran changes in the record besides
+    /// marking it failed (`withdraw.rs`): what a synchronous failure leaves, since
+    /// nothing was made and nothing needs undoing.
+    fn withdrawn(_record: &mut Self::Record) {}
 
     /// Applies the result to the record; the operation `op` in it is already marked
     /// succeeded or failed.
@@ -198,6 +209,9 @@ impl Broker {
                 Ok(Outcome::Gone) => {
                     tracing::warn!(id, operation = op_id, "the operation's record vanished while it ran")
                 }
+                Ok(Outcome::Unstarted(e)) => {
+                    tracing::warn!(id, operation = op_id, error = %e, "the store failed before an operation could start")
+                }
                 Ok(Outcome::Finished(_) | Outcome::ShuttingDown) => {}
             }
             outcome
@@ -217,9 +231,19 @@ impl Broker {
         if asynchronous {
             return Ok(None);
         }
-        let outcome =
-            task.await.map_err(|e| OsbError::Internal(format!("an operation stopped unexpectedly: {e}")))??;
-        outcome.answer(op_id).map(Some)
+        let outcome = task.await.map_err(|e| OsbError::Internal(format!("an operation stopped unexpectedly: {e}")))?;
+        match outcome {
+            // Nothing ran: withdrawn before the answer, so a 503 means it did not happen.
+            Ok(Outcome::Unstarted(e)) => Err(self.give_up::<W::Record>(id, op_id, e, W::withdrawn).await),
+            Ok(outcome) => outcome.answer(op_id).map(Some),
+            // The backend was called: not a 503, since it may have happened. The
+            // operation stays in progress and the sweeper runs it again to record it.
+            Err(OsbError::Unavailable(reason)) => Err(OsbError::Internal(format!(
+                "operation {op_id} started, but the store failed before its outcome was recorded ({reason}); esm \
+                 finishes it once the store answers: poll last_operation with operation={op_id}"
+            ))),
+            Err(e) => Err(e),
+        }
     }
 
     // The start is announced where the operation is recorded (in that write), so a
@@ -231,17 +255,28 @@ impl Broker {
         op_id: &str,
         _start: Start,
     ) -> OsbResult<Outcome<W::Record>> {
-        let Some(Versioned { record, .. }) = self.records.get::<W::Record>(id).await? else {
+        let found = match self.records.get::<W::Record>(id).await {
+            Ok(found) => found,
+            Err(e) => return Ok(Outcome::Unstarted(e.into())),
+        };
+        let Some(Versioned { record, .. }) = found else {
             return Ok(Outcome::Gone);
         };
         let Some(op) = record.operations().find(op_id).cloned() else {
             return Ok(Outcome::Gone);
         };
-        if !self.holds_fresh_lease(&op) && !self.refresh_lease::<W::Record>(id, &op).await {
-            return Ok(Outcome::LeaseLost);
+        if !self.holds_fresh_lease(&op) {
+            match self.refresh_lease::<W::Record>(id, &op).await {
+                Ok(true) => {}
+                Ok(false) => return Ok(Outcome::LeaseLost),
+                Err(e) => return Ok(Outcome::Unstarted(e)),
+            }
         }
         // One read of the catalog serves the deadline and the backend call.
-        let registry = self.registry().await?.record;
+        let registry = match self.registry().await {
+            Ok(registry) => registry.record,
+            Err(e) => return Ok(Outcome::Unstarted(e)),
+        };
         let (service_id, plan_id) = work.plan(&record, &op);
         let deadline = deadline(&registry, service_id, plan_id, &op);
         let call = work.call(self, &registry, &record, &op);
@@ -322,11 +357,12 @@ impl Broker {
     /// it but too little of it is left (the store was slow between recording the
     /// operation and this run): a compare-and-set, so if another replica took it over
     /// meanwhile, this fails and that one runs it; once this succeeds, no sweep takes
-    /// it over. Any store failure counts as not holding it.
-    async fn refresh_lease<T: Record + Tracked + Clone>(&self, id: &str, op: &Operation) -> bool {
-        op.in_progress()
-            && op.owner.as_deref() == Some(self.replica())
-            && self.extend_lease::<T>(id, &op.id).await.unwrap_or(false)
+    /// it over.
+    async fn refresh_lease<T: Record + Tracked + Clone>(&self, id: &str, op: &Operation) -> OsbResult<bool> {
+        if !op.in_progress() || op.owner.as_deref() != Some(self.replica()) {
+            return Ok(false);
+        }
+        self.extend_lease::<T>(id, &op.id).await
     }
 
     /// Runs `call` while renewing this process's lease on operation `op_id` of record
@@ -399,13 +435,13 @@ pub(super) fn end_event(op: &Operation) -> Event {
 
 /// An operation in this process's running set (`Broker::running`) for as long as its
 /// task lives, however the task ends.
-struct Running {
+pub(super) struct Running {
     broker: Arc<Broker>,
     op_id: String,
 }
 
 impl Running {
-    fn start(broker: &Arc<Broker>, op_id: &str) -> Self {
+    pub(super) fn start(broker: &Arc<Broker>, op_id: &str) -> Self {
         broker.running_ops().insert(op_id.to_owned());
         Self { broker: Arc::clone(broker), op_id: op_id.to_owned() }
     }

@@ -117,6 +117,12 @@ impl Work for Provision {
         Ok(Deployed::Made(deployment, host_ports))
     }
 
+    /// Nothing was deployed: the record is a tombstone, so the id can be provisioned
+    /// again at once.
+    fn withdrawn(instance: &mut ServiceInstance) {
+        instance.status = InstanceStatus::Deprovisioned;
+    }
+
     fn record(&self, instance: &mut ServiceInstance, op: &Operation, result: &Result<Deployed, BackendError>) {
         match result {
             Ok(Deployed::Made(deployment, host_ports)) => {
@@ -301,6 +307,12 @@ impl Work for Bind {
             }
         });
         Ok((output, metadata, token_digest))
+    }
+
+    /// No credentials were made: the binding is a tombstone, so its id can be bound
+    /// again at once.
+    fn withdrawn(binding: &mut Binding) {
+        binding.status = BindingStatus::Unbound;
     }
 
     fn record(&self, binding: &mut Binding, op: &Operation, result: &Result<Self::Output, BackendError>) {

@@ -22,11 +22,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::Broker;
-use super::runner::{OnPlan, end_event};
 use crate::domain::binding::Binding;
 use crate::domain::instance::ServiceInstance;
 use crate::domain::operation::{Operation, OperationKind, Tracked};
-use crate::domain::outbox::Announcing;
 use crate::error::{OsbError, OsbResult};
 use futures_util::TryStreamExt;
 
@@ -263,35 +261,6 @@ impl Broker {
             }
             Err(_) => tracing::warn!("could not tell the other replicas in time; they sweep within half a lease"),
         }
-    }
-
-    /// Ends this process's operation `op_id` of record `id`, just written and not yet
-    /// run, as failed with `reason`; `also` changes the rest of the record. For an
-    /// operation that lost a race right after it was written (see `bindings.rs`): a
-    /// platform a re-sent request told 202 for it polls `failed`, never an operation
-    /// that vanished.
-    pub(super) async fn refuse<T: Record + Tracked + OnPlan + Announcing + Clone>(
-        &self,
-        id: &str,
-        op_id: &str,
-        reason: &str,
-        also: impl Fn(&mut T),
-    ) -> OsbResult<()> {
-        let now = self.clock().now();
-        self.records
-            .modify::<T, OsbError, _>(id, |record| {
-                let Some(op) = record.operations_mut().owned_mut(op_id, &self.replica) else {
-                    return Ok(false);
-                };
-                op.fail(now, reason, Some(true), None);
-                let failed = end_event(op);
-                also(record);
-                self.announce(record, failed);
-                Ok(true)
-            })
-            .await?;
-        self.events.announced();
-        Ok(())
     }
 
     /// Extends this process's lease on an operation: `Ok(false)` if it no longer

@@ -141,6 +141,21 @@ impl Operation {
         }
     }
 
+    /// A finished operation as a later incarnation of its record keeps it: what
+    /// `last_operation` answers (state, description, OSB 2.16 flags, times), without
+    /// the update's payload or the lease.
+    fn remembered(&self) -> Self {
+        let mut description = self.description.clone();
+        if let Some(text) = description.as_mut().filter(|d| d.len() > REMEMBERED_DESCRIPTION_BYTES) {
+            let mut end = REMEMBERED_DESCRIPTION_BYTES;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
+        }
+        Self { description, update: None, owner: None, lease_until: 0, ..self.clone() }
+    }
+
     /// How long it took, once finished.
     pub fn took(&self) -> Option<std::time::Duration> {
         let started = humantime::parse_rfc3339(&self.started_at).ok()?;
@@ -189,6 +204,10 @@ pub struct OperationLog(Vec<Operation>);
 /// How many operations a record remembers.
 const KEPT_OPERATIONS: usize = 8;
 
+/// The most bytes of its description an operation of an earlier incarnation keeps (a
+/// backend's failure text can be long; the platform needs its gist).
+const REMEMBERED_DESCRIPTION_BYTES: usize = 512;
+
 impl OperationLog {
     /// The operations it remembers, oldest first.
     pub fn iter(&self) -> std::slice::Iter<'_, Operation> {
@@ -224,6 +243,23 @@ impl OperationLog {
     /// operation it runs (gone if it finished, or another replica took it over).
     pub fn owned_mut(&mut self, id: &str, owner: &str) -> Option<&mut Operation> {
         self.running_mut(id).filter(|op| op.owner.as_deref() == Some(owner))
+    }
+
+    /// The operation with this id, unless it ended before `forgotten_before` (RFC 3339):
+    /// how `last_operation` looks one up, so operations of an earlier incarnation of the
+    /// record are answered for the tombstone retention and no longer.
+    pub fn find_remembered(&self, id: &str, forgotten_before: &str) -> Option<&Operation> {
+        self.find(id).filter(|op| op.finished_at.as_deref().is_none_or(|end| end >= forgotten_before))
+    }
+
+    /// The log a record re-created under a used id starts from: the finished operations
+    /// of `previous` (the tombstone it replaces) that ended at or after `since`, each
+    /// kept only as far as `last_operation` answers it. So a platform polling the
+    /// deprovision or unbind of the earlier incarnation is still told how it ended;
+    /// the log stays bounded in count (`push`) and in bytes per operation.
+    pub fn inherited(previous: &OperationLog, since: &str) -> Self {
+        let kept = previous.iter().filter(|op| op.finished_at.as_deref().is_some_and(|end| end >= since));
+        Self(kept.map(Operation::remembered).collect())
     }
 
     /// Appends an operation, forgetting the oldest beyond the kept few.
@@ -264,6 +300,7 @@ impl Tracked for super::binding::Binding {
 
 #[cfg(test)]
 mod tests {
+    use super::super::timestamp_at;
     use super::*;
 
     #[test]
@@ -285,6 +322,34 @@ mod tests {
         let mut op = Operation::start(OperationKind::Update, true, SystemTime::now());
         op.fail(SystemTime::now(), "boom", Some(true), Some(false));
         assert_eq!((op.instance_usable, op.update_repeatable), (Some(true), Some(false)));
+    }
+
+    #[test]
+    fn a_new_incarnation_remembers_the_finished_operations_within_the_retention_slimmed() {
+        let t = |s: u64| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000 + s);
+        let mut previous = OperationLog::default();
+        let mut old = Operation::start(OperationKind::Provision, true, t(0));
+        old.succeed(t(1));
+        let mut update = Operation::start(OperationKind::Update, true, t(10));
+        update.update = Some(PendingUpdate::default());
+        update.fail(t(11), &"x".repeat(10_000), Some(true), Some(true));
+        let mut gone = Operation::start(OperationKind::Deprovision, true, t(20));
+        gone.owner = Some("me".into());
+        gone.succeed(t(21));
+        let (old_id, update_id, gone_id) = (old.id.clone(), update.id.clone(), gone.id.clone());
+        for op in [old, update, gone, Operation::start(OperationKind::Update, true, t(30))] {
+            previous.push(op);
+        }
+        let log = OperationLog::inherited(&previous, &timestamp_at(t(5)));
+        assert!(log.find(&old_id).is_none(), "ended before the cutoff");
+        assert_eq!(log.iter().count(), 2, "the running one is not inherited");
+        let update = log.find(&update_id).expect("kept");
+        assert!(update.update.is_none());
+        assert!(update.description.as_deref().is_some_and(|d| d.len() <= REMEMBERED_DESCRIPTION_BYTES));
+        let gone = log.find(&gone_id).expect("kept");
+        assert_eq!((gone.state, gone.owner.as_deref()), (OperationState::Succeeded, None));
+        assert!(log.find_remembered(&gone_id, &timestamp_at(t(21))).is_some());
+        assert!(log.find_remembered(&gone_id, &timestamp_at(t(22))).is_none(), "forgotten once it is older");
     }
 
     #[test]

@@ -206,7 +206,7 @@ impl Metrics {
         let operations = Family::default();
         registry.register(
             "esm_operations",
-            "Runs of operations (provision, update, deprovision, bind, unbind) by how they ended: succeeded, failed, lease_lost (another replica took it over), gone (its record vanished), shutting_down (left for the next start), unrecorded (the store refused the result)",
+            "Runs of operations (provision, update, deprovision, bind, unbind) by how they ended: succeeded, failed, lease_lost (another replica took it over), gone (its record vanished), shutting_down (left for the next start), unstarted (the store failed before the backend call), unrecorded (the store refused the result)",
             operations.clone(),
         );
         let operation_duration = Histograms::new_with_constructor(operation_histogram as fn() -> Histogram);

@@ -1,7 +1,8 @@
 //! A memory store for tests of what sits on a store (the breaker, the catalog cache,
-//! leases): it counts the calls made to it (in all, and per collection and call), can
-//! be switched off, says whether other processes share it, and can let another writer
-//! win the race of a compare-and-set.
+//! leases, withdrawn operations): it counts the calls made to it (in all, and per
+//! collection and call), can be switched off, can fail right after a given write (or
+//! lose that write's answer), can let another writer win the race of a compare-and-set,
+//! and says whether other processes share it.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -27,6 +28,12 @@ pub struct SwitchableStore {
     /// How long a call takes to fail while down.
     failure_delay: Duration,
     calls: AtomicUsize,
+    /// Armed by [`SwitchableStore::trip_on_write`].
+    trip: Mutex<Option<Trip>>,
+    /// How many more calls pass before the failures, after a trip.
+    passing: AtomicUsize,
+    /// How many more calls fail (after a trip and its passing calls).
+    failing: AtomicUsize,
     /// Reads by collection and call (`get`, `version`, `list`, `page`).
     reads: Mutex<HashMap<(Collection, &'static str), usize>>,
     /// A write another process makes to a document just before the next
@@ -96,19 +103,64 @@ impl SwitchableStore {
         self.memory.replace(collection, id, current.version, body).await.expect("the racing write lands");
     }
 
-    /// Switches it off (`true`) or on.
+    /// Switches it off (`true`) or on (which also ends the failures after a trip).
     pub fn set_down(&self, down: bool) {
         self.down.store(down, Ordering::SeqCst);
+        if !down {
+            self.passing.store(0, Ordering::SeqCst);
+            self.failing.store(0, Ordering::SeqCst);
+        }
+    }
+
+    /// Trips on the next write (insert, upsert, replace, delete) to `collection`: that
+    /// write is made, but answers `Unavailable` if `lose_answer` (its answer lost after
+    /// it committed); then the next `pass` calls are answered and the `fail` after them
+    /// fail without effect (`usize::MAX`: until `set_down(false)`).
+    pub fn trip_on_write(&self, collection: Collection, lose_answer: bool, pass: usize, fail: usize) {
+        *self.trip.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(Trip { collection, lose_answer, pass, fail });
     }
 
     async fn answer<T>(&self, up: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        if self.down.load(Ordering::SeqCst) {
+        let count_down =
+            |n: &AtomicUsize| n.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+        let failing = !count_down(&self.passing) && count_down(&self.failing);
+        if failing || self.down.load(Ordering::SeqCst) {
             tokio::time::sleep(self.failure_delay).await;
             return Err(StoreError::Unavailable("the fake server does not answer".into()));
         }
         up.await
     }
+
+    /// A write to `collection`: as any call, unless it trips (see `trip_on_write`).
+    async fn write<T>(
+        &self,
+        collection: Collection,
+        up: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let tripped = {
+            let mut trip = self.trip.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            trip.take_if(|t| t.collection == collection)
+        };
+        let result = self.answer(up).await;
+        let Some(trip) = tripped else { return result };
+        self.passing.store(trip.pass, Ordering::SeqCst);
+        self.failing.store(trip.fail, Ordering::SeqCst);
+        if trip.lose_answer {
+            return Err(StoreError::Unavailable("the fake server's answer was lost".into()));
+        }
+        result
+    }
+}
+
+/// A write that trips the store (see [`SwitchableStore::trip_on_write`]).
+#[derive(Debug)]
+struct Trip {
+    collection: Collection,
+    lose_answer: bool,
+    pass: usize,
+    fail: usize,
 }
 
 #[async_trait]
@@ -120,14 +172,14 @@ impl Store for SwitchableStore {
         !self.shared
     }
     async fn insert(&self, c: Collection, id: &str, body: Value) -> Result<u64, StoreError> {
-        self.answer(self.memory.insert(c, id, body)).await
+        self.write(c, self.memory.insert(c, id, body)).await
     }
     async fn upsert(&self, c: Collection, id: &str, body: Value) -> Result<u64, StoreError> {
-        self.answer(self.memory.upsert(c, id, body)).await
+        self.write(c, self.memory.upsert(c, id, body)).await
     }
     async fn replace(&self, c: Collection, id: &str, v: u64, body: Value) -> Result<u64, StoreError> {
         self.run_race(c, id).await;
-        self.answer(self.memory.replace(c, id, v, body)).await
+        self.write(c, self.memory.replace(c, id, v, body)).await
     }
     async fn get(&self, c: Collection, id: &str) -> Result<Option<Document>, StoreError> {
         self.read(c, "get");
@@ -145,7 +197,7 @@ impl Store for SwitchableStore {
         self.answer(self.memory.last_id(c)).await
     }
     async fn delete(&self, c: Collection, id: &str, v: Option<u64>) -> Result<bool, StoreError> {
-        self.answer(self.memory.delete(c, id, v)).await
+        self.write(c, self.memory.delete(c, id, v)).await
     }
     async fn page(&self, c: Collection, q: &Query) -> Result<Vec<(String, Document)>, StoreError> {
         self.read(c, "page");
