@@ -50,8 +50,12 @@ async fn a_docker_pool_hands_out_running_containers_and_replaces_a_killed_member
     // Handed out: the instance runs at once, in the member's containers.
     let (status, body) = client.provision("warm-1", false).await;
     assert_eq!(status, 201, "{body}");
-    let (_, page) = client.send(Method::GET, "/v2/et/events?type=pool.member_claimed", None).await;
-    let member = page["events"][0]["member_id"].as_str().expect("a claimed member").to_owned();
+    // The claim's event is numbered into the log just after the answer: polled.
+    let member = eventually(Duration::from_secs(10), "the claim's event", || async {
+        let (_, page) = client.send(Method::GET, "/v2/et/events?type=pool.member_claimed", None).await;
+        page["events"][0]["member_id"].as_str().map(str::to_owned)
+    })
+    .await;
     let (status, view) = client.send(Method::GET, "/v2/et/service_instances/warm-1", None).await;
     assert_eq!(status, 200, "{view}");
     let port = view["context"]

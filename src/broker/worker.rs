@@ -95,24 +95,29 @@ impl Broker {
     pub async fn claim_orphaned_operations(self: &Arc<Self>, at_start: bool) -> OsbResult<usize> {
         let ignore_leases = at_start && self.store().exclusive();
         self.reindex_once().await?;
-        let mut claimed = 0;
+        // Claimed first, run after: the operations' own store writes would otherwise
+        // slow the scan that a start waits for (a lease that lapses meanwhile is renewed
+        // or lost by compare-and-set in the runner, so nothing runs twice).
+        let (mut instances_taken, mut bindings_taken) = (Vec::new(), Vec::new());
         // Only records with a running operation are read, through the index.
         let running = || vec![(index::RUNNING.to_owned(), "1".to_owned())];
         let mut instances = std::pin::pin!(self.records.scan::<ServiceInstance>(running()));
         while let Some(Versioned { record, .. }) = instances.try_next().await? {
             if let Some(op) = self.claim::<ServiceInstance>(&record, ignore_leases).await? {
                 tracing::info!(instance_id = %record.id, operation = %op.id, kind = op.kind.as_str(), "taking over operation");
-                claimed += usize::from(self.resume_instance_operation(record.id.clone(), &op).is_some());
+                instances_taken.push((record.id, op));
             }
         }
         let mut bindings = std::pin::pin!(self.records.scan::<Binding>(running()));
         while let Some(Versioned { record, .. }) = bindings.try_next().await? {
             if let Some(op) = self.claim::<Binding>(&record, ignore_leases).await? {
                 tracing::info!(binding_id = %record.id, operation = %op.id, kind = op.kind.as_str(), "taking over operation");
-                claimed += usize::from(self.resume_binding_operation(record.id.clone(), &op).is_some());
+                bindings_taken.push((record.id, op));
             }
         }
-        Ok(claimed)
+        let instances = instances_taken.into_iter().filter_map(|(id, op)| self.resume_instance_operation(id, &op));
+        let bindings = bindings_taken.into_iter().filter_map(|(id, op)| self.resume_binding_operation(id, &op));
+        Ok(instances.count() + bindings.count())
     }
 
     /// Indexes records an older esm wrote without index entries, once per store (then

@@ -479,8 +479,14 @@ async fn read_bounded(mut response: reqwest::Response, limit: usize, path: &str)
     while let Some(chunk) =
         response.chunk().await.map_err(|e| ClientError::Invalid(format!("cannot read the answer: {}", cause(&e))))?
     {
-        if body.len() + chunk.len() > limit {
+        let needed = body.len() + chunk.len();
+        if needed > limit {
             return Err(too_large());
+        }
+        // Grown by doubling, but never past the limit: the buffer (and a copy while it
+        // grows) stays within twice the limit.
+        if needed > body.capacity() {
+            body.reserve_exact(needed.max(body.capacity() * 2).min(limit) - body.len());
         }
         body.extend_from_slice(&chunk);
     }
