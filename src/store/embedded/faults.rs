@@ -118,6 +118,13 @@ fn record(n: usize) -> serde_json::Value {
     json!({"n": n, "padding": "x".repeat(2000)})
 }
 
+/// Writes the 200 records the tests read back.
+async fn seed(store: &EmbeddedStore) {
+    for n in 0..200 {
+        store.insert(Collection::Instances, &format!("i-{n}"), record(n)).await.expect("insert");
+    }
+}
+
 /// Writes records until one fails (the disk is full); returns the error.
 async fn write_until_full(store: &EmbeddedStore) -> StoreError {
     for n in 0..1000 {
@@ -146,9 +153,7 @@ async fn a_full_disk_refuses_writes_keeps_reads_and_writes_again_once_freed() {
     let dir = tempfile::tempdir().expect("temp dir");
     let faults = Arc::new(Faults::default());
     let store = store(dir.path(), &faults);
-    for n in 0..200 {
-        store.insert(Collection::Instances, &format!("i-{n}"), record(n)).await.expect("insert");
-    }
+    seed(&store).await;
     assert_eq!(store.health().await, Ok("the store reads and writes".to_owned()));
 
     faults.fill();
@@ -183,12 +188,7 @@ async fn a_full_disk_refuses_writes_keeps_reads_and_writes_again_once_freed() {
 async fn a_read_that_meets_an_io_error_is_answered_from_the_reopened_database() {
     let dir = tempfile::tempdir().expect("temp dir");
     let faults = Arc::new(Faults::default());
-    {
-        let store = store(dir.path(), &faults);
-        for n in 0..200 {
-            store.insert(Collection::Instances, &format!("i-{n}"), record(n)).await.expect("insert");
-        }
-    }
+    seed(&store(dir.path(), &faults)).await;
     // A cold cache, so the read goes to the file.
     let store = store(dir.path(), &faults);
     let opened = faults.opened.load(Ordering::SeqCst);
@@ -204,12 +204,7 @@ async fn a_read_that_meets_an_io_error_is_answered_from_the_reopened_database() 
 async fn a_database_that_cannot_be_reopened_is_tried_again_not_on_every_read() {
     let dir = tempfile::tempdir().expect("temp dir");
     let faults = Arc::new(Faults::default());
-    {
-        let store = store(dir.path(), &faults);
-        for n in 0..200 {
-            store.insert(Collection::Instances, &format!("i-{n}"), record(n)).await.expect("insert");
-        }
-    }
+    seed(&store(dir.path(), &faults)).await;
     let store = store(dir.path(), &faults);
     let opened = faults.opened.load(Ordering::SeqCst);
     faults.fail_open.store(true, Ordering::SeqCst);
