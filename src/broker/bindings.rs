@@ -99,12 +99,13 @@ impl Broker {
         self.announce(&mut binding, Event::operation(OperationKind::Bind, Step::Started, &op_id));
         let written = match existing {
             Some(tombstone) => self.records.replace_announced(tombstone.version, &tombstone.record, &binding).await,
-            None => self.records.insert(&binding).await,
+            None => self.records.insert(&binding).await.map(|version| Versioned { version, record: binding.clone() }),
         };
-        match written {
-            Ok(_) => {
+        let written = match written {
+            Ok(written) => {
                 self.events.announced();
                 self.confirm_instance::<work::Bind>(instance_id, binding_id, &op_id).await?;
+                written
             }
             Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => {
                 return match self.records.get::<Binding>(binding_id).await? {
@@ -118,9 +119,9 @@ impl Broker {
             }
             // The write may have landed all the same (its answer lost).
             Err(e) => return Err(self.give_up(binding_id, &op_id, e.into(), work::Bind::withdrawn).await),
-        }
+        };
 
-        Ok(match self.carry_out(work::Bind, binding_id, &op_id, asynchronous).await? {
+        Ok(match self.carry_out(work::Bind, written, &op_id, asynchronous).await? {
             None => Answer::Accepted(BindingResponse { operation: Some(op_id), ..Default::default() }),
             Some(done) => Answer::Done(binding_body(&done, false)),
         })
@@ -159,10 +160,11 @@ impl Broker {
         let before = binding.clone();
         binding.operations.push(op);
         self.announce(&mut binding, Event::operation(OperationKind::Unbind, Step::Started, &op_id));
-        match self.records.replace_announced(version, &before, &binding).await {
-            Ok(_) => {
+        let written = match self.records.replace_announced(version, &before, &binding).await {
+            Ok(written) => {
                 self.events.announced();
                 self.confirm_instance::<work::Unbind>(instance_id, binding_id, &op_id).await?;
+                written
             }
             Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => {
                 return Err(OsbError::ConcurrencyError(format!(
@@ -170,9 +172,9 @@ impl Broker {
                 )));
             }
             Err(e) => return Err(self.give_up(binding_id, &op_id, e.into(), work::Unbind::withdrawn).await),
-        }
+        };
 
-        Ok(match self.carry_out(work::Unbind, binding_id, &op_id, asynchronous).await? {
+        Ok(match self.carry_out(work::Unbind, written, &op_id, asynchronous).await? {
             None => Answer::Accepted(OperationResponse { operation: Some(op_id) }),
             Some(_) => Answer::Done(OperationResponse::default()),
         })

@@ -75,10 +75,13 @@ impl Broker {
         // same id loses here and is answered from what the winner stored.
         let written = match &existing {
             Some(tombstone) => self.records.replace_announced(tombstone.version, &tombstone.record, &instance).await,
-            None => self.records.insert(&instance).await,
+            None => self.records.insert(&instance).await.map(|version| Versioned { version, record: instance.clone() }),
         };
-        match written {
-            Ok(_) => self.events.announced(),
+        let written = match written {
+            Ok(written) => {
+                self.events.announced();
+                written
+            }
             Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => {
                 return match self.records.get::<ServiceInstance>(id).await? {
                     Some(winner) if winner.record.is_live() => {
@@ -91,7 +94,7 @@ impl Broker {
             }
             // The write may have landed all the same (its answer lost).
             Err(e) => return Err(self.give_up(id, &op_id, e.into(), work::Provision::withdrawn).await),
-        }
+        };
         // Now that the instance is written, its plan must still be there with the
         // manifest read above (the retirement protocol, registry.rs).
         if let Err(e) = self.confirm_plan(&view.service.id, &view.plan.id, &view.entry.content).await {
@@ -115,7 +118,8 @@ impl Broker {
         // A member is handed out within the request: 201 at once.
         let asynchronous = asynchronous && !handed_out;
 
-        Ok(match self.carry_out(work::Provision, id, &op_id, asynchronous).await? {
+        let provision = work::Provision { may_adopt: handed_out };
+        Ok(match self.carry_out(provision, written, &op_id, asynchronous).await? {
             None => Answer::Accepted(ProvisionResponse {
                 operation: Some(op_id),
                 dashboard_url: instance.dashboard_url,
@@ -201,12 +205,12 @@ impl Broker {
         op.update = Some(pending);
         let op_id = op.id.clone();
         instance.operations.push(op);
-        self.start_or_give_up(version, &instance).await?;
+        let written = self.start_or_give_up(version, &instance).await?;
         if plan_changes && let Err(e) = self.confirm_plan(&view.service.id, &view.plan.id, &view.entry.content).await {
             return Err(self.give_up(id, &op_id, e, work::Update::withdrawn).await);
         }
 
-        Ok(match self.carry_out(work::Update, id, &op_id, asynchronous).await? {
+        Ok(match self.carry_out(work::Update, written, &op_id, asynchronous).await? {
             None => Answer::Accepted(UpdateResponse { operation: Some(op_id), ..Default::default() }),
             Some(done) => Answer::Done(UpdateResponse {
                 dashboard_url: done.dashboard_url,
@@ -250,7 +254,7 @@ impl Broker {
         let op = self.start_op(OperationKind::Deprovision, asynchronous);
         let op_id = op.id.clone();
         instance.operations.push(op);
-        self.start_or_give_up(version, &instance).await?;
+        let written = self.start_or_give_up(version, &instance).await?;
         // The deprovision side of the race with a bind or unbind (bindings.rs): now
         // that its operation is written, a binding operation that started meanwhile
         // wins and the deprovision is refused.
@@ -264,7 +268,7 @@ impl Broker {
             return Err(self.give_up(id, &op_id, refusal, work::Deprovision::withdrawn).await);
         }
 
-        Ok(match self.carry_out(work::Deprovision, id, &op_id, asynchronous).await? {
+        Ok(match self.carry_out(work::Deprovision, written, &op_id, asynchronous).await? {
             None => Answer::Accepted(OperationResponse { operation: Some(op_id) }),
             Some(_) => Answer::Done(OperationResponse::default()),
         })
@@ -332,9 +336,13 @@ impl Broker {
 
     /// [`Broker::start_operation`], giving the operation up (`withdraw.rs`) when its
     /// write failed in a way that may have landed all the same.
-    async fn start_or_give_up(self: &Arc<Self>, version: u64, instance: &ServiceInstance) -> OsbResult<()> {
+    async fn start_or_give_up(
+        self: &Arc<Self>,
+        version: u64,
+        instance: &ServiceInstance,
+    ) -> OsbResult<Versioned<ServiceInstance>> {
         match self.start_operation(version, instance).await {
-            Ok(_) => Ok(()),
+            Ok((version, record)) => Ok(Versioned { version, record }),
             Err(lost @ OsbError::ConcurrencyError(_)) => Err(lost),
             Err(e) => {
                 let op_id = instance.operations.last().map(|op| op.id.clone()).unwrap_or_default();

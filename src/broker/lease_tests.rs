@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use super::runner::{Outcome, Start, Work};
+use super::runner::{Outcome, Work};
 use super::*;
 use crate::backend::dummy::DummyBackend;
 use crate::backend::{BackendError, Backends};
@@ -86,7 +86,7 @@ async fn a_result_whose_write_lost_to_a_takeover_is_not_this_replicas_to_announc
     stored_with(&broker, "i", op).await;
     // The result's write meets the record of the replica that took the operation over.
     store.race_next_replace(Collection::Instances, "i", taken_over);
-    let outcome = broker.run(&Nothing, "i", &op_id, Start::Resumed).await.expect("runs");
+    let outcome = broker.run(&Nothing, "i", &op_id, None).await.expect("runs");
     assert!(matches!(outcome, Outcome::LeaseLost), "the other replica records the result: {outcome:?}");
     let op = last_op(&broker, "i").await;
     assert!(op.in_progress() && op.owner.as_deref() == Some("other"), "{op:?}");

@@ -18,7 +18,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::runner::Start;
 use super::{Broker, PlanView, work};
 use crate::domain::bounded::{OpaqueId, PlanId, ServiceId};
 use crate::domain::event::Event;
@@ -293,8 +292,8 @@ impl Broker {
         let op_id = op.id.clone();
         let mut member = super::instances::new_instance(&id, &request, view, op);
         member.pool = Some(Membership { manifest_digest: Some(view.entry.digest.clone()), ..Membership::default() });
-        self.records.insert(&member).await?;
-        self.spawn_work(work::Provision, id, op_id, Start::New);
+        let version = self.records.insert(&member).await?;
+        self.spawn_work(work::Provision { may_adopt: false }, id, op_id, Some(Versioned { version, record: member }));
         Ok(())
     }
 
@@ -305,17 +304,18 @@ impl Broker {
         let op = self.start_op(OperationKind::Deprovision, true);
         let op_id = op.id.clone();
         member.operations.push(op);
-        match self.records.replace(version, &member).await {
-            Ok(_) => {}
+        let version = match self.records.replace(version, &member).await {
+            Ok(version) => version,
             Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => return Ok(()),
             Err(e) => return Err(e.into()),
-        }
+        };
         let liveness = member.liveness.as_ref().map(|l| l.reason.as_str());
         tracing::info!(member_id = %member.id, plan_id = ?member.plan_id, reason = why, "replacing a pool member");
         tracing::debug!(member_id = %member.id, liveness = ?liveness, "what the member's liveness said");
         let event = Event::on_member("pool.member_replaced", &member.id, &member.service_id, &member.plan_id);
         self.events.emit(event.because(why));
-        self.spawn_work(work::Deprovision, member.id, op_id, Start::New);
+        let id = member.id.clone();
+        self.spawn_work(work::Deprovision, id, op_id, Some(Versioned { version, record: member }));
         Ok(())
     }
 

@@ -159,15 +159,6 @@ impl OnPlan for Binding {
     }
 }
 
-/// Whether a run starts its operation or takes it over (only a start is announced).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Start {
-    /// Just recorded by a request.
-    New,
-    /// Resumed after a restart or taken over from another replica.
-    Resumed,
-}
-
 /// How the backend call ended, as far as the lease is concerned.
 enum Held<R> {
     Done(Result<R, BackendError>),
@@ -179,19 +170,21 @@ impl Broker {
     /// Runs operation `op_id` of record `id` as a task of its own. The task runs to the
     /// end even if the request that started it goes away (the client hung up), so its
     /// result is recorded; shutdown waits for it.
+    /// `written`: the record as the request just wrote it, which the run then need not
+    /// read again (`None` for an operation resumed or taken over).
     pub(super) fn spawn_work<W: Work>(
         self: &Arc<Self>,
         work: W,
         id: String,
         op_id: String,
-        start: Start,
+        written: Option<Versioned<W::Record>>,
     ) -> JoinHandle<OsbResult<Outcome<W::Record>>> {
         let running = Running::start(self, &op_id);
         let this = Arc::clone(self);
         self.spawn_task(async move {
             let _running = running;
             let started = tokio::time::Instant::now();
-            let outcome = this.run(&work, &id, &op_id, start).await;
+            let outcome = this.run(&work, &id, &op_id, written).await;
             let label = outcome.as_ref().map_or("unrecorded", |outcome| outcome.label(&op_id));
             this.metrics().operation_finished(W::KIND, label, started.elapsed());
             match &outcome {
@@ -218,16 +211,19 @@ impl Broker {
         })
     }
 
-    /// Starts an operation just recorded: `None` for an asynchronous one (the request
-    /// answers 202 now), the record once it succeeded for a synchronous one.
+    /// Starts operation `op_id` just recorded in `written` (the record as written):
+    /// `None` for an asynchronous one (the request answers 202 now), the record once it
+    /// succeeded for a synchronous one.
     pub(super) async fn carry_out<W: Work>(
         self: &Arc<Self>,
         work: W,
-        id: &str,
+        written: Versioned<W::Record>,
         op_id: &str,
         asynchronous: bool,
     ) -> OsbResult<Option<W::Record>> {
-        let task = self.spawn_work(work, id.to_owned(), op_id.to_owned(), Start::New);
+        let id = written.record.id().to_owned();
+        let task = self.spawn_work(work, id.clone(), op_id.to_owned(), Some(written));
+        let id = id.as_str();
         if asynchronous {
             return Ok(None);
         }
@@ -253,13 +249,16 @@ impl Broker {
         work: &W,
         id: &str,
         op_id: &str,
-        _start: Start,
+        written: Option<Versioned<W::Record>>,
     ) -> OsbResult<Outcome<W::Record>> {
-        let found = match self.records.get::<W::Record>(id).await {
-            Ok(found) => found,
-            Err(e) => return Ok(Outcome::Unstarted(e.into())),
+        let found = match written {
+            Some(written) => Some(written),
+            None => match self.records.get::<W::Record>(id).await {
+                Ok(found) => found,
+                Err(e) => return Ok(Outcome::Unstarted(e.into())),
+            },
         };
-        let Some(Versioned { record, .. }) = found else {
+        let Some(Versioned { version, record }) = found else {
             return Ok(Outcome::Gone);
         };
         let Some(op) = record.operations().find(op_id).cloned() else {
@@ -292,9 +291,12 @@ impl Broker {
         let mut refused = Outcome::Gone;
         let mut recorded = false;
         let mut finished = None;
+        // Written at the version read when nothing wrote the record meanwhile (no lease
+        // renewal: a short call), without reading it again.
+        let read = Some(Versioned { version, record });
         let written = self
             .records
-            .modify::<W::Record, OsbError, _>(id, |current| {
+            .modify_from::<W::Record, OsbError, _>(id, read, |current| {
                 // Only the attempt that is written counts (see `claim`).
                 (recorded, finished) = (false, None);
                 let log = current.operations_mut();

@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 
 use super::Broker;
 use super::instances::apply_update;
-use super::runner::{Outcome, Start, Work};
+use super::runner::{Outcome, Work};
 use crate::backend::{Backend, BackendError, BindOutput, Deployment};
 use crate::domain::binding::{Binding, BindingMetadata, BindingStatus, Credentials};
 use crate::domain::instance::{InstanceStatus, ServiceInstance};
@@ -22,7 +22,12 @@ use crate::domain::registry::Registry;
 use crate::error::{OsbError, OsbResult};
 
 /// Deploys a new instance.
-pub(super) struct Provision;
+pub(super) struct Provision {
+    /// Whether the instance may have been handed a warm pool member, whose deployment
+    /// it then adopts: a new provision knows whether its request claimed one; one
+    /// resumed or taken over must look.
+    pub(super) may_adopt: bool,
+}
 /// Redeploys an instance with its pending update applied.
 pub(super) struct Update;
 /// Removes what an instance's deployment made.
@@ -42,9 +47,9 @@ impl Broker {
     pub(super) fn resume_instance_operation(self: &Arc<Self>, id: String, op: &Operation) -> Option<InstanceTask> {
         let op_id = op.id.clone();
         match op.kind {
-            OperationKind::Provision => Some(self.spawn_work(Provision, id, op_id, Start::Resumed)),
-            OperationKind::Update => Some(self.spawn_work(Update, id, op_id, Start::Resumed)),
-            OperationKind::Deprovision => Some(self.spawn_work(Deprovision, id, op_id, Start::Resumed)),
+            OperationKind::Provision => Some(self.spawn_work(Provision { may_adopt: true }, id, op_id, None)),
+            OperationKind::Update => Some(self.spawn_work(Update, id, op_id, None)),
+            OperationKind::Deprovision => Some(self.spawn_work(Deprovision, id, op_id, None)),
             OperationKind::Bind | OperationKind::Unbind => None,
         }
     }
@@ -53,8 +58,8 @@ impl Broker {
     pub(super) fn resume_binding_operation(self: &Arc<Self>, id: String, op: &Operation) -> Option<BindingTask> {
         let op_id = op.id.clone();
         match op.kind {
-            OperationKind::Bind => Some(self.spawn_work(Bind, id, op_id, Start::Resumed)),
-            OperationKind::Unbind => Some(self.spawn_work(Unbind, id, op_id, Start::Resumed)),
+            OperationKind::Bind => Some(self.spawn_work(Bind, id, op_id, None)),
+            OperationKind::Unbind => Some(self.spawn_work(Unbind, id, op_id, None)),
             OperationKind::Provision | OperationKind::Update | OperationKind::Deprovision => None,
         }
     }
@@ -101,7 +106,8 @@ impl Work for Provision {
         instance: &ServiceInstance,
         _op: &Operation,
     ) -> Result<Deployed, BackendError> {
-        if instance.pool.is_none()
+        if self.may_adopt
+            && instance.pool.is_none()
             && let Some(member) = broker.member_claimed_by(&instance.id).await.map_err(failure)?
         {
             return Ok(Deployed::Adopted(Box::new(member)));

@@ -9,21 +9,23 @@
 
 use std::borrow::Cow;
 
-use super::{CAS_ATTEMPTS, Record, Records, StoreError};
+use super::{CAS_ATTEMPTS, Record, Records, StoreError, Versioned};
 use crate::domain::outbox::Announcing;
 
 impl Records {
     /// Compare-and-set of `record`, a change of `base` (the record stored at
     /// `version`); see the module docs. Any change other than a drain is a `Conflict`.
-    pub async fn replace_announced<T>(&self, version: u64, base: &T, record: &T) -> Result<u64, StoreError>
+    /// Returns the record as written (its outbox rebased over a drain) and its version.
+    pub async fn replace_announced<T>(&self, version: u64, base: &T, record: &T) -> Result<Versioned<T>, StoreError>
     where
         T: Record + Announcing + Clone + PartialEq,
     {
         let (mut version, mut base, mut record) = (version, Cow::Borrowed(base), Cow::Borrowed(record));
         for _ in 0..CAS_ATTEMPTS {
             let why = match self.replace(version, record.as_ref()).await {
+                Ok(version) => return Ok(Versioned { version, record: record.into_owned() }),
                 Err(StoreError::Conflict(why)) => why,
-                other => return other,
+                Err(e) => return Err(e),
             };
             let Some(current) = self.get::<T>(record.id()).await? else {
                 return Err(StoreError::NotFound(why));
@@ -103,10 +105,11 @@ mod tests {
         records.replace(version, &drained).await.expect("drained");
         let mut changed = base.clone();
         changed.outbox.push(Event::new("unbind.started"));
-        records.replace_announced(version, &base, &changed).await.expect("written over the drain");
+        let written = records.replace_announced(version, &base, &changed).await.expect("written over the drain");
         let Some(Versioned { record, version }) = records.get::<Binding>("b-1").await.expect("read") else {
             panic!("gone")
         };
+        assert_eq!((written.version, &written.record), (version, &record), "it answers what it wrote");
         let seqs: Vec<u64> = record.outbox.pending.iter().map(|p| p.seq).collect();
         assert_eq!(seqs, vec![1, 2], "the drained event is not brought back; the new one is kept");
         // A real change is still a conflict.

@@ -33,6 +33,10 @@ use writer::{Change, Job, Write, WriteRequest};
 /// The file inside the data directory.
 pub const FILE_NAME: &str = "esm.redb";
 
+/// The largest page read on the calling task rather than a blocking thread (see
+/// `EmbeddedStore::read_now`): what a scan asks for at a time.
+const INLINE_PAGE: usize = 256;
+
 /// The cache size tests and tools use (esm itself takes `ESM_STORE_CACHE_MB`).
 pub const DEFAULT_CACHE_BYTES: usize = 32 << 20;
 
@@ -64,9 +68,20 @@ fn index_table(collection: Collection) -> IndexTable {
     })
 }
 
-/// The index entries of a body, owned (they outlive the body they were read from).
-fn owned_entries(body: &Value) -> Vec<(String, String)> {
-    index::entries(body).into_iter().map(|(f, v)| (f.to_owned(), v.to_owned())).collect()
+/// The index entries of a stored body, owned, read without parsing the rest of it:
+/// what a write replaces, found for a fraction of what decoding the record costs.
+fn stored_entries(collection: Collection, id: &str, bytes: &[u8]) -> Result<Vec<(String, String)>, Fail> {
+    #[derive(serde::Deserialize)]
+    struct Entries {
+        #[serde(rename = "_ix", default)]
+        entries: Value,
+    }
+    let owned = |entries: Vec<(&str, &str)>| entries.into_iter().map(|(f, v)| (f.to_owned(), v.to_owned())).collect();
+    match serde_json::from_slice::<Entries>(bytes) {
+        Ok(stored) => Ok(owned(index::entries_in(&stored.entries))),
+        // Not an object (no entries), or not JSON at all (which decoding reports).
+        Err(_) => decode(collection, id, bytes).map(|body| owned(index::entries(&body))),
+    }
 }
 
 /// A [`Store`] in a redb file.
@@ -158,8 +173,20 @@ impl EmbeddedStore {
         &self.path
     }
 
-    /// Runs blocking redb reads off the async runtime (again once, on the reopened
-    /// database, if the database had latched).
+    /// Runs a redb read: a small one (one record, or a page of at most
+    /// [`INLINE_PAGE`]) on the calling task, since from the cache it costs microseconds,
+    /// less than handing it to a blocking thread and back (which took most of a
+    /// provision's time when every read did); a larger one off the async runtime.
+    async fn read<R: Send + 'static>(
+        &self,
+        small: bool,
+        work: impl Fn(&Database) -> Result<R, Fail> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        if small { self.handle.read(work) } else { self.blocking(work).await }
+    }
+
+    /// Runs a redb read that may walk much of a table off the async runtime (again
+    /// once, on the reopened database, if the database had latched).
     async fn blocking<R: Send + 'static>(
         &self,
         work: impl Fn(&Database) -> Result<R, Fail> + Send + 'static,
@@ -179,12 +206,13 @@ impl EmbeddedStore {
         answer.await.map_err(|_| unavailable("the store's writer stopped"))?
     }
 
-    /// A write: `change` sees the current document and returns what to do.
+    /// A write: `change` sees the current document's version (none if it does not
+    /// exist) and returns what to do.
     async fn write<R: Send + 'static>(
         &self,
         collection: Collection,
         id: &str,
-        change: impl FnOnce(Option<(u64, Value)>) -> Result<(Write, R), StoreError> + Send + 'static,
+        change: impl FnOnce(Option<u64>) -> Result<(Write, R), StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
         let change: Change = Box::new(move |current| {
             change(current).map(|(write, result)| (write, Box::new(result) as Box<dyn Any + Send>))
@@ -223,7 +251,7 @@ impl Store for EmbeddedStore {
 
     async fn upsert(&self, collection: Collection, id: &str, body: Value) -> Result<u64, StoreError> {
         self.write(collection, id, move |current| {
-            let version = current.map_or(1, |(v, _)| v + 1);
+            let version = current.map_or(1, |v| v + 1);
             Ok((Write::Put(version, body), version))
         })
         .await
@@ -239,17 +267,17 @@ impl Store for EmbeddedStore {
         let name = format!("{}/{id}", collection.name());
         self.write(collection, id, move |current| match current {
             None => Err(StoreError::NotFound(name)),
-            Some((version, _)) if version != expected_version => {
+            Some(version) if version != expected_version => {
                 Err(StoreError::Conflict(format!("{name} is at version {version}, not {expected_version}")))
             }
-            Some((version, _)) => Ok((Write::Put(version + 1, body), version + 1)),
+            Some(version) => Ok((Write::Put(version + 1, body), version + 1)),
         })
         .await
     }
 
     async fn get(&self, collection: Collection, id: &str) -> Result<Option<Document>, StoreError> {
         let id = id.to_owned();
-        self.blocking(move |db| {
+        self.read(true, move |db| {
             let txn = db.begin_read()?;
             let t = txn.open_table(table(collection))?;
             match t.get(id.as_str())? {
@@ -265,7 +293,7 @@ impl Store for EmbeddedStore {
 
     async fn version(&self, collection: Collection, id: &str) -> Result<Option<u64>, StoreError> {
         let id = id.to_owned();
-        self.blocking(move |db| {
+        self.read(true, move |db| {
             let txn = db.begin_read()?;
             let t = txn.open_table(table(collection))?;
             Ok(t.get(id.as_str())?.map(|guard| guard.value().0))
@@ -295,7 +323,7 @@ impl Store for EmbeddedStore {
             return Ok(Vec::new());
         }
         let query = query.clone();
-        self.blocking(move |db| {
+        self.read(query.limit <= INLINE_PAGE, move |db| {
             let txn = db.begin_read()?;
             let records = txn.open_table(table(collection))?;
             let mut out = Vec::new();
@@ -321,7 +349,7 @@ impl Store for EmbeddedStore {
             return Ok(Vec::new());
         }
         let query = query.clone();
-        self.blocking(move |db| {
+        self.read(query.limit <= INLINE_PAGE, move |db| {
             let txn = db.begin_read()?;
             let mut out = Vec::new();
             walk::each_id(&txn, collection, &query.filters, query.after.as_deref(), |id| {
@@ -360,7 +388,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn last_id(&self, collection: Collection) -> Result<Option<String>, StoreError> {
-        self.blocking(move |db| {
+        self.read(true, move |db| {
             let txn = db.begin_read()?;
             let t = txn.open_table(table(collection))?;
             Ok(t.last()?.map(|(key, _)| key.value().to_owned()))
@@ -401,7 +429,7 @@ impl Store for EmbeddedStore {
         let name = format!("{}/{id}", collection.name());
         self.write(collection, id, move |current| match (current, expected_version) {
             (None, _) => Ok((Write::Nothing, false)),
-            (Some((version, _)), Some(expected)) if version != expected => {
+            (Some(version), Some(expected)) if version != expected => {
                 Err(StoreError::Conflict(format!("{name} is at version {version}, not {expected}")))
             }
             (Some(_), _) => Ok((Write::Remove, true)),

@@ -145,7 +145,12 @@ impl Query {
 
 /// The index entries stored in `body`, as (field, value) pairs.
 pub fn entries(body: &Value) -> Vec<(&str, &str)> {
-    let Some(Value::Object(fields)) = body.get(INDEX_FIELD) else {
+    body.get(INDEX_FIELD).map(entries_in).unwrap_or_default()
+}
+
+/// The entries of the object stored under [`INDEX_FIELD`], as (field, value) pairs.
+pub fn entries_in(stored: &Value) -> Vec<(&str, &str)> {
+    let Value::Object(fields) = stored else {
         return Vec::new();
     };
     fields

@@ -533,14 +533,29 @@ impl Records {
     /// first. `change` sees the current record and returns `Ok(true)` to write it,
     /// `Ok(false)` to leave it alone, or an error to stop. Returns the record as
     /// written (or as found), or `None` if it does not exist.
-    pub async fn modify<T, E, F>(&self, id: &str, mut change: F) -> Result<Option<T>, E>
+    pub async fn modify<T, E, F>(&self, id: &str, change: F) -> Result<Option<T>, E>
+    where
+        T: Record + Clone,
+        E: From<StoreError>,
+        F: FnMut(&mut T) -> Result<bool, E>,
+    {
+        self.modify_from(id, None, change).await
+    }
+
+    /// [`Records::modify`], trying first on `read`, the record as the caller last read
+    /// or wrote it: no read at all when nothing changed it since.
+    pub async fn modify_from<T, E, F>(&self, id: &str, mut read: Option<Versioned<T>>, mut change: F) -> Result<Option<T>, E>
     where
         T: Record + Clone,
         E: From<StoreError>,
         F: FnMut(&mut T) -> Result<bool, E>,
     {
         for _ in 0..CAS_ATTEMPTS {
-            let Some(Versioned { version, mut record }) = self.get::<T>(id).await? else {
+            let current = match read.take() {
+                Some(read) => Some(read),
+                None => self.get::<T>(id).await?,
+            };
+            let Some(Versioned { version, mut record }) = current else {
                 return Ok(None);
             };
             if !change(&mut record)? {

@@ -21,7 +21,7 @@ use redb::{Database, ReadableTable, TableDefinition};
 use serde_json::Value;
 
 use super::handle::{Fail, Handle};
-use super::{decode, index_table, owned_entries, table};
+use super::{index_table, stored_entries, table};
 use crate::store::{Collection, StoreError, index};
 
 /// The first wait before probing a disk that failed a write.
@@ -43,9 +43,10 @@ const SPACE_CHECK_FILE: &str = ".esm-space-check";
 /// The table the write probe writes its one key to, apart from every collection.
 const PROBE: TableDefinition<'static, &'static str, u64> = TableDefinition::new("esm_write_probe");
 
-/// What a write does, given the current document; boxed so one queue serves all writes.
-pub(super) type Change =
-    Box<dyn FnOnce(Option<(u64, Value)>) -> Result<(Write, Box<dyn Any + Send>), StoreError> + Send>;
+/// What a write does, given the current document's version (none if it does not
+/// exist); boxed so one queue serves all writes. It never needs the current body, so the
+/// writer never parses one: only its index entries, to replace them.
+pub(super) type Change = Box<dyn FnOnce(Option<u64>) -> Result<(Write, Box<dyn Any + Send>), StoreError> + Send>;
 pub(super) type WriteResult = Result<Box<dyn Any + Send>, StoreError>;
 
 /// What a write transaction does to the document: put a new version, remove it, or
@@ -218,14 +219,13 @@ fn apply_batch(db: &Database, jobs: Vec<Job>) -> Result<Vec<WriteResult>, Fail> 
             }
         };
         let mut t = txn.open_table(table(collection))?;
-        let current = match t.get(id.as_str())? {
+        let (current, before) = match t.get(id.as_str())? {
             Some(guard) => {
                 let (version, bytes) = guard.value();
-                Some((version, decode(collection, &id, bytes)?))
+                (Some(version), stored_entries(collection, &id, bytes)?)
             }
-            None => None,
+            None => (None, Vec::new()),
         };
-        let before = current.as_ref().map(|(_, body)| owned_entries(body)).unwrap_or_default();
         match change(current) {
             Err(refused) => results.push(Err(refused)),
             Ok((write, result)) => {
