@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use futures_util::{FutureExt, TryFutureExt};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -32,7 +33,7 @@ use crate::domain::binding::Binding;
 use crate::domain::event::Event;
 use crate::domain::instance::ServiceInstance;
 use crate::domain::outbox::Announcing;
-use crate::store::{Collection, Query, Record, StoreError, index};
+use crate::store::{Collection, Query, Record, StoreError, Versioned, index};
 
 /// The id of the sequencer's document.
 const HEAD: &str = "head";
@@ -183,20 +184,20 @@ async fn round(log: &EventLog) -> Result<Round, StoreError> {
         if !ours {
             tracing::info!(owner = %head.owner, events = head.batch.len(), "finishing a batch of events another replica left");
         }
-        finish(log, version, head, BTreeMap::new()).await?;
+        finish(log, version, head, Planned::default()).await?;
         return Ok(Round::Busy);
     }
     // Never below what is logged: ids an older esm wrote (in a rolling upgrade) are
     // skipped rather than collided with.
     let next = head.next.max(log.newest().await? + 1);
-    let (items, known) = plan(log, next).await?;
+    let (items, read) = plan(log, next).await?;
     if items.is_empty() {
         return Ok(Round::Idle);
     }
     let next = items.last().map_or(next, |item| item.id + 1);
     let planned = Head { next, batch: items, owner: log.replica.clone(), since: now };
     match log.records.store().replace(Collection::EventSequence, HEAD, version, encode(&planned)?).await {
-        Ok(version) => finish(log, version, planned, known).await?,
+        Ok(version) => finish(log, version, planned, read).await?,
         // Another replica planned first; its batch holds these events, or the next does.
         Err(StoreError::Conflict(_)) => {}
         Err(e) => return Err(e),
@@ -204,18 +205,31 @@ async fn round(log: &EventLog) -> Result<Round, StoreError> {
     Ok(Round::Busy)
 }
 
+/// What planning a batch read: the events by where they wait, and the records they
+/// wait in, so that finishing the batch drains each without reading it again (unless
+/// it changed meanwhile).
+#[derive(Default)]
+struct Planned {
+    events: BTreeMap<(Source, u64), Event>,
+    instances: BTreeMap<String, Versioned<ServiceInstance>>,
+    bindings: BTreeMap<String, Versioned<Binding>>,
+}
+
 /// The events waiting, numbered from `next`: each record's in its outbox order, and
 /// across records (and standalone events) merged by when they happened, so that an
 /// instance's events and those of its bindings keep their order too.
-async fn plan(log: &EventLog, next: u64) -> Result<(Vec<Item>, BTreeMap<(Source, u64), Event>), StoreError> {
+async fn plan(log: &EventLog, next: u64) -> Result<(Vec<Item>, Planned), StoreError> {
     let mut queues: Vec<(Source, VecDeque<(u64, Event)>)> = Vec::new();
+    let mut planned = Planned::default();
     let pending = || vec![(index::OUTBOX.to_owned(), "1".to_owned())];
     let query = Query { filters: pending(), after: None, limit: BATCH };
     for found in log.records.page::<ServiceInstance>(&query).await? {
         queues.push((Source::Instance(found.record.id.clone()), waiting(&found.record)));
+        planned.instances.insert(found.record.id.clone(), found);
     }
     for found in log.records.page::<Binding>(&query).await? {
         queues.push((Source::Binding(found.record.id.clone()), waiting(&found.record)));
+        planned.bindings.insert(found.record.id.clone(), found);
     }
     for (key, doc) in log.records.store().page(Collection::EventOutbox, &Query::new([], BATCH)).await? {
         match serde_json::from_value::<Event>(doc.body) {
@@ -226,7 +240,7 @@ async fn plan(log: &EventLog, next: u64) -> Result<(Vec<Item>, BTreeMap<(Source,
             }
         }
     }
-    let (mut items, mut known) = (Vec::new(), BTreeMap::new());
+    let mut items = Vec::new();
     let mut id = next;
     while items.len() < BATCH {
         // The queue whose first event happened first (timestamps are fixed width).
@@ -239,10 +253,10 @@ async fn plan(log: &EventLog, next: u64) -> Result<(Vec<Item>, BTreeMap<(Source,
         };
         let Some((seq, event)) = queue.pop_front() else { break };
         items.push(Item { source: source.clone(), seq, id });
-        known.insert((source.clone(), seq), event);
+        planned.events.insert((source.clone(), seq), event);
         id += 1;
     }
-    Ok((items, known))
+    Ok((items, planned))
 }
 
 fn waiting<T: Announcing>(record: &T) -> VecDeque<(u64, Event)> {
@@ -250,17 +264,13 @@ fn waiting<T: Announcing>(record: &T) -> VecDeque<(u64, Event)> {
 }
 
 /// Inserts the events of `head`'s batch under their ids, removes them from where they
-/// waited, and clears the batch. `known`: the events as read when planning (others
-/// are read again from their sources).
-async fn finish(
-    log: &EventLog,
-    version: u64,
-    head: Head,
-    mut known: BTreeMap<(Source, u64), Event>,
-) -> Result<(), StoreError> {
-    if known.is_empty() {
-        known = reread(log, &head.batch).await?;
+/// waited, and clears the batch. `planned`: what planning it read (empty for a batch
+/// left unfinished: its events are read again from their sources).
+async fn finish(log: &EventLog, version: u64, head: Head, mut planned: Planned) -> Result<(), StoreError> {
+    if planned.events.is_empty() {
+        planned.events = reread(log, &head.batch).await?;
     }
+    let known = &planned.events;
     let inserts = head.batch.iter().filter_map(|item| {
         let mut event = known.get(&(item.source.clone(), item.seq))?.clone();
         event.id = item.id;
@@ -283,7 +293,11 @@ async fn finish(
         let mark = upto.entry(&item.source).or_default();
         *mark = (*mark).max(item.seq + 1);
     }
-    let drains = upto.into_iter().map(|(source, upto)| drain(log, source, upto));
+    let drains = upto.into_iter().map(|(source, upto)| match source {
+        Source::Instance(id) => drain_record(log, id, upto, planned.instances.remove(id)).boxed(),
+        Source::Binding(id) => drain_record(log, id, upto, planned.bindings.remove(id)).boxed(),
+        Source::Standalone(key) => log.records.store().delete(Collection::EventOutbox, key, None).map_ok(drop).boxed(),
+    });
     for drained in futures_util::future::join_all(drains).await {
         drained?;
     }
@@ -319,17 +333,16 @@ async fn outbox_of<T: Record + Announcing>(log: &EventLog, id: &str) -> Result<V
     Ok(record.map(|r| r.record.outbox().pending.iter().map(|p| (p.seq, p.event.clone())).collect()).unwrap_or_default())
 }
 
-/// Removes the events of `source` numbered below `upto`.
-async fn drain(log: &EventLog, source: &Source, upto: u64) -> Result<(), StoreError> {
-    match source {
-        Source::Instance(id) => drain_record::<ServiceInstance>(log, id, upto).await,
-        Source::Binding(id) => drain_record::<Binding>(log, id, upto).await,
-        Source::Standalone(key) => log.records.store().delete(Collection::EventOutbox, key, None).await.map(|_| ()),
-    }
-}
-
-async fn drain_record<T: Record + Announcing + Clone>(log: &EventLog, id: &str, upto: u64) -> Result<(), StoreError> {
-    log.records.modify::<T, StoreError, _>(id, |record| Ok(record.outbox_mut().drain_below(upto))).await.map(|_| ())
+/// Removes the events of record `id` numbered below `upto`, starting from the record as
+/// planning read it.
+async fn drain_record<T: Record + Announcing + Clone>(
+    log: &EventLog,
+    id: &str,
+    upto: u64,
+    read: Option<Versioned<T>>,
+) -> Result<(), StoreError> {
+    let drained = log.records.modify_from::<T, StoreError, _>(id, read, |record| Ok(record.outbox_mut().drain_below(upto)));
+    drained.await.map(|_| ())
 }
 
 #[cfg(test)]

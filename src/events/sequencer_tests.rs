@@ -97,7 +97,7 @@ async fn a_batch_a_dead_replica_left_halfway_is_finished_by_another_without_dupl
         .replace(Collection::EventSequence, HEAD, version, encode(&planned).expect("json"))
         .await
         .expect("cas");
-    let mut second = known[&(items[1].source.clone(), items[1].seq)].clone();
+    let mut second = known.events[&(items[1].source.clone(), items[1].seq)].clone();
     second.id = items[1].id;
     records.insert_value(Collection::Events, &Event::key(second.id), &second, &Vec::new()).await.expect("inserts");
 
