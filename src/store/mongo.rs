@@ -62,6 +62,12 @@ impl MongoStore {
     /// Connects to `uri` and uses database `db`. The server need not be up yet: esm
     /// starts, answers 503 and reports the store unhealthy until it is.
     pub async fn connect(uri: &str, db: &str) -> Result<Self, StoreError> {
+        Self::with_options(Self::options(uri).await?, db)
+    }
+
+    /// The client settings for `uri`: what the URI says, and esm's defaults for what it
+    /// leaves out.
+    async fn options(uri: &str) -> Result<ClientOptions, StoreError> {
         // The driver's message may quote the URI, password included: it is not shown.
         let mut options = ClientOptions::parse(uri).await.map_err(|_| {
             StoreError::Unavailable(format!(
@@ -84,6 +90,10 @@ impl MongoStore {
         options
             .write_concern
             .get_or_insert_with(|| WriteConcern::builder().w(Acknowledgment::Majority).journal(true).build());
+        Ok(options)
+    }
+
+    fn with_options(options: ClientOptions, db: &str) -> Result<Self, StoreError> {
         let client = Client::with_options(options).map_err(unavailable)?;
         let db = client.database(db);
         Ok(Self { client, db, indexed: Arc::new(OnceCell::new()) })
@@ -117,9 +127,9 @@ impl MongoStore {
         if let Some(after) = &query.after {
             filter.insert("_id", doc! {"$gt": after.as_str()});
         }
-        let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
         let documents = self.collection(collection);
-        let find = documents.find(filter).sort(doc! {"_id": 1}).limit(limit);
+        let find =
+            documents.find(filter).sort(doc! {"_id": 1}).limit(as_i64(query.limit)).batch_size(batch(query.limit));
         match projection {
             Some(fields) => find.projection(fields).await,
             None => find.await,
@@ -157,6 +167,13 @@ impl MongoStore {
     }
 }
 
+/// The `version` of document `id`.
+fn version_of(collection: Collection, id: &str, raw: &Bson) -> Result<u64, StoreError> {
+    let corrupt = || StoreError::Corrupt(format!("{}/{id} has no version", collection.name()));
+    let version = raw.get_i64("version").map_err(|_| corrupt())?;
+    u64::try_from(version).map_err(|_| corrupt())
+}
+
 fn json_text(body: &Value) -> Result<String, StoreError> {
     serde_json::to_string(body).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
@@ -175,8 +192,15 @@ fn index_doc(body: &Value) -> Bson {
     ix
 }
 
-fn as_i64(version: u64) -> i64 {
-    i64::try_from(version).unwrap_or(i64::MAX)
+fn as_i64(n: impl TryInto<i64>) -> i64 {
+    n.try_into().unwrap_or(i64::MAX)
+}
+
+/// A cursor's first batch for `limit` documents: all of them, so a page is one round
+/// trip (the server's default first batch is 101 documents, and the rest would need a
+/// `getMore`; a batch over 16 MiB is still split by the server).
+fn batch(limit: usize) -> u32 {
+    u32::try_from(limit).unwrap_or(u32::MAX)
 }
 
 #[async_trait]
@@ -220,10 +244,12 @@ impl Store for MongoStore {
             )
             .upsert(true)
             .return_document(ReturnDocument::After)
+            // The caller has the body: only the version the server gave it comes back.
+            .projection(doc! {"_id": 0, "version": 1})
             .await
             .map_err(unavailable)?
             .ok_or_else(|| StoreError::Unavailable("MongoDB: upsert returned no document".into()))?;
-        Ok(Self::decode(collection, &updated)?.1.version)
+        version_of(collection, id, &updated)
     }
 
     async fn replace(
@@ -244,12 +270,12 @@ impl Store for MongoStore {
         if result.matched_count == 1 {
             return Ok(expected_version + 1);
         }
-        match self.get(collection, id).await? {
+        // Only a lost compare-and-set reads again, and only the version, to tell why.
+        match self.version(collection, id).await? {
             None => Err(StoreError::NotFound(format!("{}/{id}", collection.name()))),
-            Some(doc) => Err(StoreError::Conflict(format!(
-                "{}/{id} is at version {}, not {expected_version}",
-                collection.name(),
-                doc.version
+            Some(version) => Err(StoreError::Conflict(format!(
+                "{}/{id} is at version {version}, not {expected_version}",
+                collection.name()
             ))),
         }
     }
@@ -266,10 +292,7 @@ impl Store for MongoStore {
             .projection(doc! {"_id": 0, "version": 1})
             .await
             .map_err(unavailable)?;
-        let Some(raw) = found else { return Ok(None) };
-        let corrupt = || StoreError::Corrupt(format!("{}/{id} has no version", collection.name()));
-        let version = raw.get_i64("version").map_err(|_| corrupt())?;
-        Ok(Some(u64::try_from(version).map_err(|_| corrupt())?))
+        found.map(|raw| version_of(collection, id, &raw)).transpose()
     }
 
     async fn list(&self, collection: Collection) -> Result<Vec<(String, Document)>, StoreError> {
@@ -313,12 +336,12 @@ impl Store for MongoStore {
         limit: usize,
     ) -> Result<Vec<(String, u64)>, StoreError> {
         self.ensure_indexes().await?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let mut cursor = self
             .collection(collection)
             .find(doc! {format!("ix.{field}"): {"$lt": below}})
             .projection(doc! {"_id": 1, "version": 1})
-            .limit(limit)
+            .limit(as_i64(limit))
+            .batch_size(batch(limit))
             .await
             .map_err(unavailable)?;
         let mut out = Vec::new();
@@ -386,12 +409,10 @@ impl Store for MongoStore {
         if result.deleted_count == 1 {
             return Ok(true);
         }
-        match (expected_version, self.get(collection, id).await?) {
-            (Some(expected), Some(doc)) => Err(StoreError::Conflict(format!(
-                "{}/{id} is at version {}, not {expected}",
-                collection.name(),
-                doc.version
-            ))),
+        match (expected_version, self.version(collection, id).await?) {
+            (Some(expected), Some(version)) => {
+                Err(StoreError::Conflict(format!("{}/{id} is at version {version}, not {expected}", collection.name())))
+            }
             _ => Ok(false),
         }
     }
@@ -405,3 +426,7 @@ impl Store for MongoStore {
         self.client.clone().shutdown().await;
     }
 }
+
+#[cfg(test)]
+#[path = "mongo_tests.rs"]
+mod tests;
