@@ -12,6 +12,7 @@
 //! restart needed.
 
 use std::any::Any;
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -258,7 +259,10 @@ fn apply_batch(db: &Database, jobs: Vec<Job>) -> Result<Vec<WriteResult>, Fail> 
     Ok(results)
 }
 
-/// Replaces the index entries `before` of `id` with those of its new body.
+/// Replaces the index entries `before` of `id` with those of its new body: removes
+/// only those it no longer has and adds only those it did not have (a result changes
+/// two or three of an instance's dozen entries; rewriting them all was a sixth of the
+/// writer's time).
 fn reindex(
     txn: &redb::WriteTransaction,
     collection: Collection,
@@ -266,15 +270,16 @@ fn reindex(
     before: &[(String, String)],
     new: Option<&Value>,
 ) -> Result<(), Fail> {
-    let after = new.map(index::entries).unwrap_or_default();
-    if before.iter().map(|(f, v)| (f.as_str(), v.as_str())).eq(after.iter().copied()) {
+    let after: BTreeSet<(&str, &str)> = new.map(index::entries).unwrap_or_default().into_iter().collect();
+    let before: BTreeSet<(&str, &str)> = before.iter().map(|(f, v)| (f.as_str(), v.as_str())).collect();
+    if before == after {
         return Ok(());
     }
     let mut t = txn.open_table(index_table(collection))?;
-    for (field, value) in before {
-        t.remove((field.as_str(), value.as_str(), id))?;
+    for (field, value) in before.difference(&after) {
+        t.remove((*field, *value, id))?;
     }
-    for (field, value) in &after {
+    for (field, value) in after.difference(&before) {
         t.insert((*field, *value, id), ())?;
     }
     Ok(())
