@@ -31,20 +31,14 @@ struct Table {
 
 impl Table {
     /// Stores `body` at `version` under `id`, moving its index entries from the old
-    /// body's to the new one's.
+    /// body's to the new one's: only those that differ (a write mostly changes a state
+    /// or two of a dozen entries).
     fn put(&mut self, id: &str, version: u64, body: Value) {
         let Table { docs, index } = self;
         let new = index::entries(&body);
-        match docs.get(id) {
-            Some(old) => {
-                let old = index::entries(&old.body);
-                if old != new {
-                    unindex(index, id, &old);
-                    add(index, id, &new);
-                }
-            }
-            None => add(index, id, &new),
-        }
+        let old = docs.get(id).map(|old| index::entries(&old.body)).unwrap_or_default();
+        unindex(index, id, old.iter().filter(|entry| !new.contains(entry)));
+        add(index, id, new.iter().filter(|entry| !old.contains(entry)));
         docs.insert(id.to_owned(), Document { version, body });
     }
 
@@ -56,14 +50,27 @@ impl Table {
     }
 }
 
-fn add(index: &mut Index, id: &str, entries: &[(&str, &str)]) {
+/// Adds `id` under each of `entries`, allocating only what the index lacks.
+fn add<'a>(index: &mut Index, id: &str, entries: impl IntoIterator<Item = &'a (&'a str, &'a str)>) {
     for &(field, value) in entries {
-        let values = index.entry(field.to_owned()).or_default();
-        values.entry(value.to_owned()).or_default().insert(id.to_owned());
+        let Some(values) = index.get_mut(field) else {
+            let ids = BTreeSet::from([id.to_owned()]);
+            index.insert(field.to_owned(), BTreeMap::from([(value.to_owned(), ids)]));
+            continue;
+        };
+        match values.get_mut(value) {
+            Some(ids) => {
+                ids.insert(id.to_owned());
+            }
+            None => {
+                values.insert(value.to_owned(), BTreeSet::from([id.to_owned()]));
+            }
+        }
     }
 }
 
-fn unindex(index: &mut Index, id: &str, entries: &[(&str, &str)]) {
+/// Removes `id` from under each of `entries`, and what that leaves empty.
+fn unindex<'a>(index: &mut Index, id: &str, entries: impl IntoIterator<Item = &'a (&'a str, &'a str)>) {
     for &(field, value) in entries {
         let Some(values) = index.get_mut(field) else { continue };
         if let Some(ids) = values.get_mut(value) {
