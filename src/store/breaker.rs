@@ -246,6 +246,11 @@ impl Store for BreakerStore {
     fn exclusive(&self) -> bool {
         self.inner.exclusive()
     }
+
+    #[cfg(any(test, feature = "test-support"))]
+    fn visits(&self) -> Option<u64> {
+        self.inner.visits()
+    }
 }
 
 #[cfg(test)]

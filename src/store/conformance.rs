@@ -29,6 +29,7 @@ pub async fn run(store: Arc<dyn Store>) {
     every_record_round_trips(&store).await;
     pages_are_served_from_the_indexes(&store).await;
     compound_filters_page_as_a_full_scan_would(&store).await;
+    a_page_costs_what_it_shows_not_what_the_collection_holds(&store).await;
     indexes_follow_every_write(&store).await;
     expired_finds_what_sorts_before(&store).await;
     counts_tally_the_index_per_value(&store).await;
@@ -329,6 +330,56 @@ async fn compound_filters_page_as_a_full_scan_would(store: &Arc<dyn Store>) {
         assert_eq!(found, expected, "{filters:?}");
         assert_eq!(found_ids, expected, "{filters:?}: ids alone");
     }
+}
+
+/// A filtered page reads the index entries and records around what it shows, not the
+/// collection: it visits as many with 2,000 unrelated records as with 100 (counted by
+/// the store, see `Store::visits`; a store that cannot count skips the check).
+async fn a_page_costs_what_it_shows_not_what_the_collection_holds(store: &Arc<dyn Store>) {
+    if store.visits().is_none() {
+        return;
+    }
+    let c = Collection::Events;
+    // Five needles among the hay, three of them small; the hay shares their size.
+    for (n, size) in [(10, "s"), (40, "l"), (50, "s"), (60, "l"), (90, "s")] {
+        store
+            .insert(c, &format!("pc-{n:04}n"), indexed(json!({"kind": ["needle"], "size": [size]})))
+            .await
+            .expect("insert");
+    }
+    let (small, all) =
+        (["pc-0010n", "pc-0050n", "pc-0090n"], ["pc-0010n", "pc-0040n", "pc-0050n", "pc-0060n", "pc-0090n"]);
+    // Filters, limit, after, and the page they find.
+    type Page<'a> = (&'a [(&'a str, &'a str)], usize, Option<&'a str>, &'a [&'a str]);
+    let queries: [Page; 5] = [
+        (&[("kind", "needle")], 10, None, &all),
+        (&[("kind", "needle"), ("size", "s")], 10, None, &small),
+        // The large range first: the leapfrog still seeks from needle to needle.
+        (&[("size", "s"), ("kind", "needle")], 10, None, &small),
+        (&[("size", "s"), ("kind", "needle")], 1, Some("pc-0010n"), &["pc-0050n"]),
+        (&[("kind", "needle")], 2, Some("pc-0040n"), &["pc-0050n", "pc-0060n"]),
+    ];
+    let hay = |n: usize| async move {
+        let body = indexed(json!({"kind": [format!("hay-{}", n % 7)], "size": ["s"]}));
+        store.insert(c, &format!("pc-{n:04}"), body).await.expect("insert");
+    };
+    let mut costs = Vec::new();
+    for (from, to) in [(0, 100), (100, 2_000)] {
+        futures_util::future::join_all((from..to).map(hay)).await;
+        let mut cost = Vec::new();
+        for (filters, limit, after, expected) in queries {
+            let query = Query::new(filters.iter().copied(), limit).after(after.map(str::to_owned));
+            let before = store.visits().expect("counted before");
+            let page = store.page(c, &query).await.expect("page");
+            let ids = store.page_ids(c, &query).await.expect("ids");
+            cost.push(store.visits().expect("counted after") - before);
+            assert_eq!(self::ids(&page), expected, "{filters:?} after {after:?}");
+            assert_eq!(ids, expected, "{filters:?} after {after:?}: ids alone");
+        }
+        assert!(cost.iter().all(|&n| n <= 50), "at {to} records, pages visited {cost:?}");
+        costs.push(cost);
+    }
+    assert_eq!(costs[0], costs[1], "the visits of the same pages with 100 and 2,000 records");
 }
 
 async fn indexes_follow_every_write(store: &Arc<dyn Store>) {

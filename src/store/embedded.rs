@@ -19,6 +19,7 @@ use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde_json::Value;
 
+use super::walk::Visits;
 use super::{Collection, Document, Query, Store, StoreError, index};
 
 #[cfg(test)]
@@ -94,6 +95,8 @@ pub struct EmbeddedStore {
     writes: Option<std::sync::mpsc::Sender<WriteRequest>>,
     /// Joined on drop, so the file is released when the store is.
     writer: Option<std::thread::JoinHandle<()>>,
+    /// What pages read (`Store::visits`).
+    visits: Arc<Visits>,
 }
 
 impl Drop for EmbeddedStore {
@@ -165,7 +168,7 @@ impl EmbeddedStore {
             .name("esm-store-writer".into())
             .spawn(move || writer::run(writer_handle, dir, requests))
             .map_err(|e| unavailable(format!("cannot start the store's writer: {e}")))?;
-        Ok(Self { handle, path, writes: Some(writes), writer: Some(writer) })
+        Ok(Self { handle, path, writes: Some(writes), writer: Some(writer), visits: Arc::default() })
     }
 
     /// The database file.
@@ -322,13 +325,14 @@ impl Store for EmbeddedStore {
         if query.limit == 0 {
             return Ok(Vec::new());
         }
-        let query = query.clone();
+        let (query, visits) = (query.clone(), self.visits.clone());
         self.read(query.limit <= INLINE_PAGE, move |db| {
             let txn = db.begin_read()?;
             let records = txn.open_table(table(collection))?;
             let mut out = Vec::new();
             // Every filter is served by the indexes: only the page's records are read.
-            walk::each_id(&txn, collection, &query.filters, query.after.as_deref(), |id| {
+            walk::each_id(&txn, collection, &query.filters, query.after.as_deref(), &visits, |id| {
+                visits.one();
                 let Some(stored) = records.get(id)? else {
                     return Err(Fail::Store(StoreError::Corrupt(format!(
                         "{} index names a missing {id}",
@@ -348,11 +352,11 @@ impl Store for EmbeddedStore {
         if query.limit == 0 {
             return Ok(Vec::new());
         }
-        let query = query.clone();
+        let (query, visits) = (query.clone(), self.visits.clone());
         self.read(query.limit <= INLINE_PAGE, move |db| {
             let txn = db.begin_read()?;
             let mut out = Vec::new();
-            walk::each_id(&txn, collection, &query.filters, query.after.as_deref(), |id| {
+            walk::each_id(&txn, collection, &query.filters, query.after.as_deref(), &visits, |id| {
                 out.push(id.to_owned());
                 Ok(out.len() < query.limit)
             })?;
@@ -455,6 +459,11 @@ impl Store for EmbeddedStore {
         }
         self.submit(Job::Probe).await?;
         Ok("the store reads and writes".to_owned())
+    }
+
+    #[cfg(any(test, feature = "test-support"))]
+    fn visits(&self) -> Option<u64> {
+        Some(self.visits.total())
     }
 }
 

@@ -1,19 +1,138 @@
 //! The in-memory store: fast, for tests and throwaway runs; forgets everything on exit.
+//!
+//! Indexed like the embedded store: each collection keeps the entries of its bodies'
+//! `_ix` (see `index`) beside the documents, updated in the same critical section as
+//! the document, and pages walk them with the walk every store shares (`walk`). So a
+//! query costs what it costs on the embedded store, whatever else the collection holds.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
 use serde_json::Value;
 
+use super::walk::{self, Ranges, Visits};
 use super::{Collection, Document, Query, Store, StoreError, index};
 
+/// A collection's index: field → value → ids. The same `(field, value, id)` entries as
+/// the embedded store's index table, nested so that every lookup borrows the query's
+/// strings, and a value's count is the size of its set. No set or map is kept empty.
+type Index = BTreeMap<String, BTreeMap<String, BTreeSet<String>>>;
+
+/// One collection.
+#[derive(Debug, Default)]
+struct Table {
+    /// The documents by id, in id order (what `list` and an unfiltered page walk).
+    docs: BTreeMap<String, Document>,
+    /// The index entries of every document's body.
+    index: Index,
+}
+
+impl Table {
+    /// Stores `body` at `version` under `id`, moving its index entries from the old
+    /// body's to the new one's: only those that differ (a write mostly changes a state
+    /// or two of a dozen entries).
+    fn put(&mut self, id: &str, version: u64, body: Value) {
+        let Table { docs, index } = self;
+        let new = index::entries(&body);
+        let old = docs.get(id).map(|old| index::entries(&old.body)).unwrap_or_default();
+        unindex(index, id, old.iter().filter(|entry| !new.contains(entry)));
+        add(index, id, new.iter().filter(|entry| !old.contains(entry)));
+        docs.insert(id.to_owned(), Document { version, body });
+    }
+
+    /// Removes the document `id` and its index entries.
+    fn remove(&mut self, id: &str) -> bool {
+        let Some(old) = self.docs.remove(id) else { return false };
+        unindex(&mut self.index, id, &index::entries(&old.body));
+        true
+    }
+}
+
+/// Adds `id` under each of `entries`, allocating only what the index lacks.
+fn add<'a>(index: &mut Index, id: &str, entries: impl IntoIterator<Item = &'a (&'a str, &'a str)>) {
+    for &(field, value) in entries {
+        let Some(values) = index.get_mut(field) else {
+            let ids = BTreeSet::from([id.to_owned()]);
+            index.insert(field.to_owned(), BTreeMap::from([(value.to_owned(), ids)]));
+            continue;
+        };
+        match values.get_mut(value) {
+            Some(ids) => {
+                ids.insert(id.to_owned());
+            }
+            None => {
+                values.insert(value.to_owned(), BTreeSet::from([id.to_owned()]));
+            }
+        }
+    }
+}
+
+/// Removes `id` from under each of `entries`, and what that leaves empty.
+fn unindex<'a>(index: &mut Index, id: &str, entries: impl IntoIterator<Item = &'a (&'a str, &'a str)>) {
+    for &(field, value) in entries {
+        let Some(values) = index.get_mut(field) else { continue };
+        if let Some(ids) = values.get_mut(value) {
+            ids.remove(id);
+            if ids.is_empty() {
+                values.remove(value);
+            }
+        }
+        if values.is_empty() {
+            index.remove(field);
+        }
+    }
+}
+
+/// A collection as the shared walk reads it, counting what it visits.
+struct View<'a> {
+    table: &'a Table,
+    visits: &'a Visits,
+}
+
+impl Ranges for View<'_> {
+    type Error = StoreError;
+
+    fn all(
+        &self,
+        start: Bound<&str>,
+        mut visit: impl FnMut(&str) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        for id in self.table.docs.range::<str, _>((start, Bound::Unbounded)).map(|(id, _)| id) {
+            self.visits.one();
+            if !visit(id)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn under(
+        &self,
+        field: &str,
+        value: &str,
+        start: Bound<&str>,
+        mut visit: impl FnMut(&str) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        let Some(ids) = self.table.index.get(field).and_then(|values| values.get(value)) else { return Ok(()) };
+        for id in ids.range::<str, _>((start, Bound::Unbounded)) {
+            self.visits.one();
+            if !visit(id)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A [`Store`] in a map. A std `Mutex` suffices: no `.await` is held across the lock and
-/// every critical section is a map lookup.
+/// every critical section is a few map lookups, or one page's.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    collections: Mutex<HashMap<Collection, BTreeMap<String, Document>>>,
+    collections: Mutex<HashMap<Collection, Table>>,
+    /// What pages read (`Store::visits`).
+    visits: Visits,
 }
 
 impl MemoryStore {
@@ -22,11 +141,33 @@ impl MemoryStore {
         Self::default()
     }
 
-    fn with<R>(&self, collection: Collection, f: impl FnOnce(&mut BTreeMap<String, Document>) -> R) -> R {
-        // A poisoned lock means a panic mid-update of a plain map; the map itself is
-        // still consistent (each write is a single insert/remove), so keep serving.
+    fn with<R>(&self, collection: Collection, f: impl FnOnce(&mut Table) -> R) -> R {
+        // A poisoned lock means a panic mid-update; every update checks before it
+        // changes anything, and then changes the index and the document together, so
+        // keep serving.
         let mut guard = self.collections.lock().unwrap_or_else(|p| p.into_inner());
         f(guard.entry(collection).or_default())
+    }
+
+    /// The ids of a page, each passed to `take` with the collection, in the lock.
+    fn walk<T>(
+        &self,
+        collection: Collection,
+        query: &Query,
+        take: impl Fn(&Table, &str) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        if query.limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.with(collection, |table| {
+            let view = View { table, visits: &self.visits };
+            let mut out = Vec::new();
+            walk::each_id(&view, &query.filters, query.after.as_deref(), |id| {
+                out.push(take(table, id)?);
+                Ok(out.len() < query.limit)
+            })?;
+            Ok(out)
+        })
     }
 }
 
@@ -41,19 +182,19 @@ impl Store for MemoryStore {
     }
 
     async fn insert(&self, collection: Collection, id: &str, body: Value) -> Result<u64, StoreError> {
-        self.with(collection, |docs| {
-            if docs.contains_key(id) {
+        self.with(collection, |table| {
+            if table.docs.contains_key(id) {
                 return Err(StoreError::Conflict(format!("{}/{id} exists", collection.name())));
             }
-            docs.insert(id.to_owned(), Document { version: 1, body });
+            table.put(id, 1, body);
             Ok(1)
         })
     }
 
     async fn upsert(&self, collection: Collection, id: &str, body: Value) -> Result<u64, StoreError> {
-        self.with(collection, |docs| {
-            let version = docs.get(id).map_or(1, |d| d.version + 1);
-            docs.insert(id.to_owned(), Document { version, body });
+        self.with(collection, |table| {
+            let version = table.docs.get(id).map_or(1, |d| d.version + 1);
+            table.put(id, version, body);
             Ok(version)
         })
     }
@@ -65,42 +206,44 @@ impl Store for MemoryStore {
         expected_version: u64,
         body: Value,
     ) -> Result<u64, StoreError> {
-        self.with(collection, |docs| match docs.get_mut(id) {
+        self.with(collection, |table| match table.docs.get(id).map(|doc| doc.version) {
             None => Err(StoreError::NotFound(format!("{}/{id}", collection.name()))),
-            Some(doc) if doc.version != expected_version => Err(StoreError::Conflict(format!(
-                "{}/{id} is at version {}, not {expected_version}",
-                collection.name(),
-                doc.version
+            Some(version) if version != expected_version => Err(StoreError::Conflict(format!(
+                "{}/{id} is at version {version}, not {expected_version}",
+                collection.name()
             ))),
-            Some(doc) => {
-                doc.version += 1;
-                doc.body = body;
-                Ok(doc.version)
+            Some(version) => {
+                table.put(id, version + 1, body);
+                Ok(version + 1)
             }
         })
     }
 
     async fn get(&self, collection: Collection, id: &str) -> Result<Option<Document>, StoreError> {
-        Ok(self.with(collection, |docs| docs.get(id).cloned()))
+        Ok(self.with(collection, |table| table.docs.get(id).cloned()))
     }
 
     async fn version(&self, collection: Collection, id: &str) -> Result<Option<u64>, StoreError> {
-        Ok(self.with(collection, |docs| docs.get(id).map(|doc| doc.version)))
+        Ok(self.with(collection, |table| table.docs.get(id).map(|doc| doc.version)))
     }
 
     async fn list(&self, collection: Collection) -> Result<Vec<(String, Document)>, StoreError> {
-        Ok(self.with(collection, |docs| docs.iter().map(|(id, doc)| (id.clone(), doc.clone())).collect()))
+        Ok(self.with(collection, |table| table.docs.iter().map(|(id, doc)| (id.clone(), doc.clone())).collect()))
     }
 
     async fn page(&self, collection: Collection, query: &Query) -> Result<Vec<(String, Document)>, StoreError> {
-        let start = query.after.clone().map_or(Bound::Unbounded, Bound::Excluded);
-        Ok(self.with(collection, |docs| {
-            docs.range((start, Bound::Unbounded))
-                .filter(|(_, doc)| index::matches(&doc.body, &query.filters))
-                .take(query.limit)
-                .map(|(id, doc)| (id.clone(), doc.clone()))
-                .collect()
-        }))
+        self.walk(collection, query, |table, id| {
+            self.visits.one();
+            let doc = table
+                .docs
+                .get(id)
+                .ok_or_else(|| StoreError::Corrupt(format!("{} index names a missing {id}", collection.name())))?;
+            Ok((id.to_owned(), doc.clone()))
+        })
+    }
+
+    async fn page_ids(&self, collection: Collection, query: &Query) -> Result<Vec<String>, StoreError> {
+        self.walk(collection, query, |_, id| Ok(id.to_owned()))
     }
 
     async fn expired(
@@ -110,28 +253,25 @@ impl Store for MemoryStore {
         below: &str,
         limit: usize,
     ) -> Result<Vec<(String, u64)>, StoreError> {
-        Ok(self.with(collection, |docs| {
-            docs.iter()
-                .filter(|(_, doc)| index::entries(&doc.body).iter().any(|&(f, v)| f == field && v < below))
+        Ok(self.with(collection, |table| {
+            let Some(values) = table.index.get(field) else { return Vec::new() };
+            values
+                .range::<str, _>((Bound::Unbounded, Bound::Excluded(below)))
+                .flat_map(|(_, ids)| ids)
+                .filter_map(|id| table.docs.get(id).map(|doc| (id.clone(), doc.version)))
                 .take(limit)
-                .map(|(id, doc)| (id.clone(), doc.version))
                 .collect()
         }))
     }
 
     async fn last_id(&self, collection: Collection) -> Result<Option<String>, StoreError> {
-        Ok(self.with(collection, |docs| docs.keys().next_back().cloned()))
+        Ok(self.with(collection, |table| table.docs.keys().next_back().cloned()))
     }
 
     async fn counts(&self, collection: Collection, field: &str) -> Result<Vec<(String, u64)>, StoreError> {
-        Ok(self.with(collection, |docs| {
-            let mut counts = BTreeMap::<String, u64>::new();
-            for doc in docs.values() {
-                for (_, value) in index::entries(&doc.body).into_iter().filter(|&(f, _)| f == field) {
-                    *counts.entry(value.to_owned()).or_default() += 1;
-                }
-            }
-            counts.into_iter().collect()
+        Ok(self.with(collection, |table| {
+            let values = table.index.get(field).into_iter().flatten();
+            values.map(|(value, ids)| (value.clone(), ids.len() as u64)).collect()
         }))
     }
 
@@ -141,28 +281,27 @@ impl Store for MemoryStore {
         id: &str,
         expected_version: Option<u64>,
     ) -> Result<bool, StoreError> {
-        self.with(collection, |docs| match (docs.get(id), expected_version) {
+        self.with(collection, |table| match (table.docs.get(id), expected_version) {
             (None, _) => Ok(false),
             (Some(doc), Some(expected)) if doc.version != expected => Err(StoreError::Conflict(format!(
                 "{}/{id} is at version {}, not {expected}",
                 collection.name(),
                 doc.version
             ))),
-            _ => Ok(docs.remove(id).is_some()),
+            _ => Ok(table.remove(id)),
         })
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }
+
+    #[cfg(any(test, feature = "test-support"))]
+    fn visits(&self) -> Option<u64> {
+        Some(self.visits.total())
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    #[tokio::test]
-    async fn conforms() {
-        crate::store::conformance::run(Arc::new(super::MemoryStore::new())).await;
-    }
-}
+#[path = "memory_tests.rs"]
+mod tests;

@@ -22,6 +22,7 @@ pub mod metered;
 pub mod mongo;
 #[cfg(test)]
 pub mod switchable;
+mod walk;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -225,6 +226,14 @@ pub trait Store: Send + Sync {
     /// file). Then every operation left in progress at start-up is an orphan.
     fn exclusive(&self) -> bool {
         false
+    }
+
+    /// How many ids and documents this store's reads have visited so far, where the
+    /// store counts them: what the conformance suite checks a page's cost by (that it
+    /// does not grow with unrelated documents). `None` where it cannot tell (MongoDB).
+    #[cfg(any(test, feature = "test-support"))]
+    fn visits(&self) -> Option<u64> {
+        None
     }
 }
 

@@ -456,8 +456,10 @@ impl Backend for DummyBackend {
         if let Some(owner) = owner.filter(|o| !deployed.contains_key(*o) && !self.liveness.was_removed(o)) {
             return Ok(vec![Holding::new("deployment", owner, owner)]);
         }
+        // One owner's is one lookup, not a walk of every deployment.
+        let only = owner.map_or((Bound::Unbounded, Bound::Unbounded), |o| (Bound::Included(o), Bound::Included(o)));
         let mut held = Vec::new();
-        for (id, ports) in deployed.iter().filter(|(id, _)| owner.is_none_or(|owner| owner == id.as_str())) {
+        for (id, ports) in deployed.range::<str, _>(only) {
             held.push(Holding::new("deployment", id.clone(), id.clone()));
             for (port, protocol) in ports {
                 held.push(Holding::port(Some("127.0.0.1".into()), *port, protocol, id.clone()));
