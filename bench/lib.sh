@@ -187,3 +187,18 @@ services:
     depends_on: [web]
 YAML
 }
+
+# fsync_rate DIR: the disk's fsync rate in DIR (the embedded store's own directory):
+# write 4 KiB, fsync, repeat for 3 s; per second.
+fsync_rate() {
+  python3 - "$1" <<'PY'
+import os, sys, time
+path = os.path.join(sys.argv[1], "fsync-probe")
+fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+block, n, start = b"x" * 4096, 0, time.perf_counter()
+while time.perf_counter() - start < 3:
+    os.pwrite(fd, block, 0); os.fsync(fd); n += 1
+print(f"{n / (time.perf_counter() - start):.0f}")
+os.close(fd); os.unlink(path)
+PY
+}
