@@ -236,6 +236,10 @@ pub struct Config {
     /// backends' event streams tell changes at once; this catches what they missed).
     #[arg(long = "liveness-interval", env = "ESM_LIVENESS_INTERVAL", value_parser = positive(), default_value_t = 10)]
     pub liveness_interval: u64,
+    /// Seconds in which every live instance is looked at once, a slice in each liveness
+    /// round (in case an engine's event was missed), at most a day.
+    #[arg(long = "liveness-sweep-interval", env = "ESM_LIVENESS_SWEEP_INTERVAL", value_parser = clap::builder::RangedU64ValueParser::<u64>::new().range(1..=86_400), default_value_t = 600)]
+    pub liveness_sweep_interval: u64,
     /// Seconds an instance may go without being seen up before it counts as lost (`down`).
     #[arg(long = "liveness-active-threshold", env = "ESM_LIVENESS_ACTIVE_THRESHOLD", value_parser = positive(), default_value_t = 300)]
     pub liveness_active_threshold: u64,
