@@ -229,8 +229,9 @@ pub struct Config {
     /// for; 0: none.
     #[arg(long = "k8s-max-extended-resources", env = "ESM_K8S_MAX_EXTENDED_RESOURCES", default_value_t = 0)]
     pub k8s_max_extended_resources: u64,
-    /// Seconds between reconciliations of what the engines run with what esm knows.
-    #[arg(long = "reconcile-interval", env = "ESM_RECONCILE_INTERVAL", value_parser = positive(), default_value_t = 60)]
+    /// Seconds between reconciliations of what the engines run with what esm knows
+    /// (each lists every deployment and reads every live instance's id), at most a day.
+    #[arg(long = "reconcile-interval", env = "ESM_RECONCILE_INTERVAL", value_parser = clap::builder::RangedU64ValueParser::<u64>::new().range(1..=86_400), default_value_t = 300)]
     pub reconcile_interval: u64,
     /// Seconds between inspections of every instance's deployment for its liveness (the
     /// backends' event streams tell changes at once; this catches what they missed).
