@@ -146,6 +146,7 @@ impl Server {
                 host_ports: config.host_port_range.map(|r| (r.low, r.high)),
                 liveness: LivenessSettings {
                     interval: Duration::from_secs(config.liveness_interval),
+                    sweep: Duration::from_secs(config.liveness_sweep_interval),
                     thresholds: Thresholds {
                         active_ms: config.liveness_active_threshold.saturating_mul(1000),
                         drop_ms: config.liveness_drop_threshold.map(|s| s.saturating_mul(1000)),

@@ -9,16 +9,14 @@
 //! replica watches every instance; compare-and-set makes one of them write (and emit)
 //! each change.
 //!
-//! A steady instance (up, reporting nothing) changes only when its engine says so, and
-//! engines tell changes at once: most rounds look only at the instances that are not up
-//! or that report (found through the index), and every [`SWEEP_EVERY`]th round looks at
-//! every instance, in case a change went untold. A round sweeps at once when a change
-//! may have gone untold: at start, after an engine's change stream ended, after a
-//! prompt look was dropped; and every round does with a backend that has no change
-//! stream. So watching 100,000 steady instances costs next to nothing between sweeps.
+//! Each round (`ESM_LIVENESS_INTERVAL`) looks at the instances that are not up or that
+//! report (found through the index), at the pool members, and at its slice of the sweep
+//! that sees every instance once per `ESM_LIVENESS_SWEEP_INTERVAL`
+//! (`liveness_sweep.rs`, which also says when a round looks at every instance at once).
+//! So a round's cost follows what changed, and watching 100,000 steady instances costs
+//! next to nothing.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use futures_util::stream::BoxStream;
@@ -37,18 +35,14 @@ use crate::error::{OsbError, OsbResult};
 use crate::store::{StoreError, Versioned, index};
 use crate::wire::DeleteQuery;
 
-/// Instances waiting for a prompt look; beyond this, the periodic round catches up.
-const PROMPT_QUEUE: usize = 4096;
 /// Instances looked at at once.
 const CONCURRENT_LOOKS: usize = 16;
 /// How long to wait before following an engine's changes again after its stream ended.
 const RESUBSCRIBE: Duration = Duration::from_secs(1);
-/// Every how many rounds one looks at every live instance, steady ones included (5
-/// minutes at the default `ESM_LIVENESS_INTERVAL`).
-pub const SWEEP_EVERY: u32 = 30;
 /// The statuses an instance is looked at in every round for: judged against the
 /// thresholds as time passes, or not yet seen up.
-const UNSETTLED: [LivenessStatus; 3] = [LivenessStatus::Unknown, LivenessStatus::Degraded, LivenessStatus::Down];
+pub(super) const UNSETTLED: [LivenessStatus; 3] =
+    [LivenessStatus::Unknown, LivenessStatus::Degraded, LivenessStatus::Down];
 
 /// What a look at an instance's deployment found.
 enum Looked {
@@ -60,46 +54,11 @@ enum Looked {
     Unreachable(String),
 }
 
-/// The queue of instances to look at soon, and when the next round sweeps.
-pub(super) struct Prompt {
-    sender: mpsc::Sender<String>,
-    receiver: std::sync::Mutex<Option<mpsc::Receiver<String>>>,
-    /// Rounds until the next sweep; 0: the next round sweeps (the first one does).
-    sweep_in: AtomicU32,
-    /// A backend has no change stream: its changes are seen only by looking, so every
-    /// round sweeps.
-    always_sweep: AtomicBool,
-}
-
-impl Prompt {
-    pub(super) fn new() -> Self {
-        let (sender, receiver) = mpsc::channel(PROMPT_QUEUE);
-        Self {
-            sender,
-            receiver: std::sync::Mutex::new(Some(receiver)),
-            sweep_in: AtomicU32::new(0),
-            always_sweep: AtomicBool::new(false),
-        }
-    }
-
-    /// A change may have gone untold: the next round sweeps.
-    fn sweep_soon(&self) {
-        self.sweep_in.store(0, Ordering::SeqCst);
-    }
-
-    /// Whether this round sweeps; counts it.
-    fn take_sweep(&self) -> bool {
-        let next = |left: u32| Some(if left == 0 { SWEEP_EVERY - 1 } else { left - 1 });
-        let left = self.sweep_in.fetch_update(Ordering::SeqCst, Ordering::SeqCst, next).unwrap_or(0);
-        left == 0 || self.always_sweep.load(Ordering::SeqCst)
-    }
-}
-
 impl Broker {
     /// Watches every instance's liveness until shutdown: a round each
-    /// `ESM_LIVENESS_INTERVAL` (over every live instance when it sweeps, else over
-    /// those not up or reporting), a prompt look at instances an engine tells of or
-    /// that just finished an operation.
+    /// `ESM_LIVENESS_INTERVAL` (over those not up or reporting and a slice of the
+    /// sweep, or every live instance when it sweeps at once), a prompt look at
+    /// instances an engine tells of or that just finished an operation.
     pub fn spawn_liveness(self: &Arc<Self>) {
         self.spawn_every(self.settings.liveness.interval, |this| async move {
             if let Err(e) = this.liveness_round().await {
@@ -129,7 +88,7 @@ impl Broker {
                 while !this.shutdown.is_cancelled() {
                     // A backend without a change stream has only the periodic round.
                     let Some(mut changes) = backend.changes() else {
-                        this.prompt.always_sweep.store(true, Ordering::SeqCst);
+                        this.prompt.sweep_always();
                         return;
                     };
                     loop {
@@ -154,16 +113,17 @@ impl Broker {
     }
 
     /// Asks for a prompt look at instance `id` (dropped if the queue is full: the next
-    /// round then sweeps).
+    /// round then looks at every instance).
     pub(super) fn look_soon(&self, id: &str) {
         if self.prompt.sender.try_send(id.to_owned()).is_err() {
             self.prompt.sweep_soon();
         }
     }
 
-    /// One round: a look at every live instance when it sweeps, else at those not up
-    /// or reporting; and at every pool member (a broken one is replaced).
-    async fn liveness_round(self: &Arc<Self>) -> OsbResult<()> {
+    /// One round: a look at every live instance when it sweeps at once, else at those
+    /// not up or reporting and at its slice of the spread sweep; and at every pool
+    /// member (a broken one is replaced).
+    pub(super) async fn liveness_round(self: &Arc<Self>) -> OsbResult<()> {
         // One read of the catalog serves the whole round.
         let registry = self.registry().await?.record;
         // Records are read a page at a time, not one by one.
@@ -186,7 +146,8 @@ impl Broker {
                     }))
                 }
             });
-            futures_util::stream::iter(unsettled).flatten().chain(reporting).boxed()
+            let slice = self.sweep_slice().await?;
+            futures_util::stream::iter(unsettled).flatten().chain(reporting).chain(slice).boxed()
         };
         let members = self.records.scan::<ServiceInstance>(filter(index::MEMBER, "1"));
         instances

@@ -31,6 +31,7 @@ mod inventory;
 mod lease_tests;
 mod liveness;
 mod liveness_reports;
+mod liveness_sweep;
 mod pool_keeper;
 mod pools;
 mod ports;
@@ -129,8 +130,12 @@ pub struct BrokerSettings {
 /// (`liveness_reports.rs`).
 #[derive(Debug, Clone)]
 pub struct LivenessSettings {
-    /// How often every instance's deployment is observed.
+    /// How often the instances not up or reporting are looked at, with a slice of the
+    /// sweep (`ESM_LIVENESS_INTERVAL`).
     pub interval: Duration,
+    /// How long the spread sweep takes to look at every live instance once
+    /// (`ESM_LIVENESS_SWEEP_INTERVAL`).
+    pub sweep: Duration,
     /// The active and drop thresholds.
     pub thresholds: Thresholds,
     /// Whether the broker's credentials may report an instance's liveness
@@ -145,6 +150,7 @@ impl Default for LivenessSettings {
     fn default() -> Self {
         Self {
             interval: Duration::from_secs(10),
+            sweep: Duration::from_secs(600),
             thresholds: Thresholds { active_ms: 300_000, drop_ms: None, reports_may_drop: false },
             broker_reports: true,
             report_url: None,
@@ -219,7 +225,7 @@ pub struct Broker {
     /// The change-event log.
     events: Arc<EventLog>,
     /// Instances to look at soon for their liveness.
-    prompt: liveness::Prompt,
+    prompt: liveness_sweep::Prompt,
     /// Instances' reports waiting to be written, coalesced per instance.
     reports: liveness_reports::Desk,
     /// Pool claims and misses not yet added to the pools' records.
@@ -238,7 +244,7 @@ impl Broker {
         let events = EventLog::new(records.clone(), settings.clock, settings.events);
         Arc::new(Self {
             events,
-            prompt: liveness::Prompt::new(),
+            prompt: liveness_sweep::Prompt::new(),
             reports: liveness_reports::Desk::default(),
             pool_tally: pools::Tally::default(),
             pool_wake: tokio::sync::Notify::new(),

@@ -61,8 +61,9 @@ impl Broker {
         let name = backend.name();
         let recorded = self.recorded_fingerprints(name).await?;
         // Listed before the store is read: a resource listed here was created after
-        // its instance was recorded, so a new instance is never taken for an orphan;
-        // and a record written after this is never taken for one of a resource gone.
+        // its instance was recorded, so a new instance is never taken for an orphan
+        // (one the merge misses is read again: `known_now`); and a record written
+        // after this is never taken for one of a resource gone.
         let listed_at = self.clock().timestamp();
         let mut listed = Fingerprints::default();
         let filter = |field: &str| vec![(field.to_owned(), "1".to_owned())];
@@ -76,7 +77,7 @@ impl Broker {
             let owners: BTreeSet<&str> = page.iter().filter(|h| !h.kept).map(|h| h.owner.as_str()).collect();
             let mut orphans = BTreeSet::new();
             for owner in &owners {
-                if !live.contains(owner).await? && !members.contains(owner).await? && !self.deploys(owner).await? {
+                if !live.contains(owner).await? && !members.contains(owner).await? && !self.known_now(owner).await? {
                     orphans.insert(*owner);
                 }
             }
@@ -111,9 +112,16 @@ impl Broker {
         Ok(removed)
     }
 
-    /// Whether a live instance was handed the deployment made as `id` (a pool
-    /// member's): looked up in the index of deployments.
-    async fn deploys(&self, id: &str) -> Result<bool, StoreError> {
+    /// Whether deployment `id` is a live record's (an instance's or a member's), or was
+    /// handed to a live instance (a pool member's, found in the index of deployments),
+    /// read now. The merged pages of ids may have been read before the listing page
+    /// that names `id` (the last page of ids, read while provisions go on, ends before
+    /// the instances recorded since): only this read, made after the listing page, may
+    /// call a deployment an orphan.
+    async fn known_now(&self, id: &str) -> Result<bool, StoreError> {
+        if self.records.get::<ServiceInstance>(id).await?.is_some_and(|found| found.record.is_live()) {
+            return Ok(true);
+        }
         let query = index::Query::new([(index::DEPLOYMENT, id)], 1);
         Ok(!self.store().page_ids(Collection::Instances, &query).await?.is_empty())
     }
@@ -230,6 +238,95 @@ mod tests {
         assert!(held.iter().all(|id| id.starts_with(crate::domain::pool::MEMBER_PREFIX)), "{held:?}");
         assert_eq!(broker.reconcile().await.expect("reconciles"), 0);
         assert_eq!(owners(dummy.held(None).await.expect("held")), held);
+    }
+
+    /// A backend whose listing has two pages, and whose engine deploys instance `b`
+    /// (recorded first, as every provision does) between them: after the store's last
+    /// page of ids was read.
+    struct RecordedWhileListed {
+        store: Arc<dyn Store>,
+        removed: std::sync::Mutex<Vec<String>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Backend for RecordedWhileListed {
+        fn name(&self) -> &'static str {
+            "late"
+        }
+        fn manifest_types(&self) -> &'static [&'static str] {
+            &["late"]
+        }
+        fn check_manifest(&self, _: &Manifest) -> Result<(), String> {
+            Ok(())
+        }
+        fn execution(&self, _: &Manifest, _: crate::domain::operation::OperationKind) -> crate::backend::Execution {
+            crate::backend::Execution::Synchronous
+        }
+        async fn provision(
+            &self,
+            _: &ServiceInstance,
+            _: &Manifest,
+        ) -> Result<crate::backend::Deployment, BackendError> {
+            Ok(crate::backend::Deployment::default())
+        }
+        async fn update(&self, _: &ServiceInstance, _: &Manifest) -> Result<crate::backend::Deployment, BackendError> {
+            Ok(crate::backend::Deployment::default())
+        }
+        async fn deprovision(&self, _: &ServiceInstance, _: Option<&Manifest>) -> Result<(), BackendError> {
+            Ok(())
+        }
+        async fn bind(
+            &self,
+            _: &ServiceInstance,
+            _: &crate::domain::binding::Binding,
+            _: &Manifest,
+        ) -> Result<crate::backend::BindOutput, BackendError> {
+            Err(BackendError::new("not bindable"))
+        }
+        async fn info(&self, _: &ServiceInstance, _: &Manifest) -> Result<crate::backend::Info, BackendError> {
+            Ok(crate::backend::Info::default())
+        }
+        fn listing(&self) -> BoxStream<'_, Result<Vec<Holding>, BackendError>> {
+            let records = crate::store::Records::new(self.store.clone());
+            let second = async move {
+                let a = records.get::<ServiceInstance>("a").await.map_err(|e| BackendError::new(e.to_string()))?;
+                let b = ServiceInstance { id: "b".into(), ..a.expect("a is recorded").record };
+                records.insert(&b).await.map_err(|e| BackendError::new(e.to_string()))?;
+                Ok(vec![Holding::new("deployment", "b", "b")])
+            };
+            let first = futures_util::stream::iter([Ok(vec![Holding::new("deployment", "a", "a")])]);
+            futures_util::StreamExt::boxed(futures_util::StreamExt::chain(first, futures_util::stream::once(second)))
+        }
+        async fn remove_instance(&self, id: &str) -> Result<(), BackendError> {
+            self.removed.lock().expect("not poisoned").push(id.to_owned());
+            Ok(())
+        }
+        async fn probe(&self) -> Result<String, BackendError> {
+            Ok("ready".into())
+        }
+    }
+
+    #[tokio::test]
+    async fn an_instance_recorded_while_its_engine_is_listed_is_no_orphan() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let late = Arc::new(RecordedWhileListed { store: store.clone(), removed: std::sync::Mutex::default() });
+        let settings = BrokerSettings { clock: crate::clock::Clock::tokio(), ..BrokerSettings::default() };
+        let broker = Broker::new(store, Backends::new().with(late.clone()), settings);
+        let service = json!({"id": "s", "name": "s", "description": "d", "plans": [{"id": "p", "name": "p", "description": "d"}]});
+        broker.register_service(serde_json::from_value(service).expect("service")).await.expect("registers");
+        let manifest = Manifest {
+            id: String::new(),
+            service_id: "s".into(),
+            plan_id: "p".into(),
+            manifest_type: "late".into(),
+            manifest_content: "anything".into(),
+            endpoints: None,
+            config: None,
+        };
+        broker.register_manifest("m", manifest).await.expect("registers");
+        broker.provision("a", request(), false).await.expect("provisions");
+        assert_eq!(broker.reconcile().await.expect("reconciles"), 0);
+        assert_eq!(*late.removed.lock().expect("not poisoned"), Vec::<String>::new(), "b is live");
     }
 
     fn inventory(store: &Arc<dyn Store>) -> crate::store::Records {
