@@ -23,8 +23,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use futures_util::{FutureExt, TryFutureExt};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -341,7 +341,8 @@ async fn drain_record<T: Record + Announcing + Clone>(
     upto: u64,
     read: Option<Versioned<T>>,
 ) -> Result<(), StoreError> {
-    let drained = log.records.modify_from::<T, StoreError, _>(id, read, |record| Ok(record.outbox_mut().drain_below(upto)));
+    let drained =
+        log.records.modify_from::<T, StoreError, _>(id, read, |record| Ok(record.outbox_mut().drain_below(upto)));
     drained.await.map(|_| ())
 }
 

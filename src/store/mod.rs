@@ -553,7 +553,12 @@ impl Records {
 
     /// [`Records::modify`], trying first on `read`, the record as the caller last read
     /// or wrote it: no read at all when nothing changed it since.
-    pub async fn modify_from<T, E, F>(&self, id: &str, mut read: Option<Versioned<T>>, mut change: F) -> Result<Option<T>, E>
+    pub async fn modify_from<T, E, F>(
+        &self,
+        id: &str,
+        mut read: Option<Versioned<T>>,
+        mut change: F,
+    ) -> Result<Option<T>, E>
     where
         T: Record + Clone,
         E: From<StoreError>,
