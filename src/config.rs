@@ -229,16 +229,14 @@ pub struct Config {
     /// for; 0: none.
     #[arg(long = "k8s-max-extended-resources", env = "ESM_K8S_MAX_EXTENDED_RESOURCES", default_value_t = 0)]
     pub k8s_max_extended_resources: u64,
-    /// Seconds between reconciliations of what the engines run with what esm knows
-    /// (each lists every deployment and reads every live instance's id), at most a day.
+    /// Seconds (at most a day) between reconciliations of what engines run with what esm knows.
     #[arg(long = "reconcile-interval", env = "ESM_RECONCILE_INTERVAL", value_parser = clap::builder::RangedU64ValueParser::<u64>::new().range(1..=86_400), default_value_t = 300)]
     pub reconcile_interval: u64,
     /// Seconds between inspections of every instance's deployment for its liveness (the
     /// backends' event streams tell changes at once; this catches what they missed).
     #[arg(long = "liveness-interval", env = "ESM_LIVENESS_INTERVAL", value_parser = positive(), default_value_t = 10)]
     pub liveness_interval: u64,
-    /// Seconds in which every live instance is looked at once, a slice in each liveness
-    /// round (in case an engine's event was missed), at most a day.
+    /// Seconds (at most a day) in which a slice of each liveness round looks at every instance.
     #[arg(long = "liveness-sweep-interval", env = "ESM_LIVENESS_SWEEP_INTERVAL", value_parser = clap::builder::RangedU64ValueParser::<u64>::new().range(1..=86_400), default_value_t = 600)]
     pub liveness_sweep_interval: u64,
     /// Seconds an instance may go without being seen up before it counts as lost (`down`).
