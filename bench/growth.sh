@@ -28,8 +28,10 @@ for step in ${STEPS:-0 20000 100000}; do
     echo "$out" >&2; echo "wrk saw error answers: the benchmark would measure errors" >&2; exit 1
   fi
   rate=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-  fsyncs=$(fsync_rate "$BENCH_TMP/mem")
-  rows+=("$(printf '%-24s %12s %12s %12s' "$held" "$rate" "$fsyncs" "$(ratio "$rate" "$fsyncs")")")
+  # The disk bounds a durable store only; the memory store has no directory.
+  fsyncs=-; per=-
+  [[ $store == memory ]] || { fsyncs=$(fsync_rate "$BENCH_TMP/mem"); per=$(ratio "$rate" "$fsyncs"); }
+  rows+=("$(printf '%-24s %12s %12s %12s' "$held" "$rate" "$fsyncs" "$per")")
   held=$((held + $(awk '/requests in/ {print $1}' <<<"$out")))
 done
 {
