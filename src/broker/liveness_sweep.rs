@@ -153,7 +153,6 @@ mod tests {
     use crate::backend::dummy::DummyBackend;
     use crate::broker::{BrokerSettings, LivenessSettings};
     use crate::domain::liveness::{ComponentStatus, LivenessStatus};
-    use crate::domain::manifest::Manifest;
     use crate::store::memory::MemoryStore;
 
     /// A broker over the dummy with `n` instances `i0`, `i1`, … provisioned, and rounds
@@ -167,18 +166,7 @@ mod tests {
         };
         let settings = BrokerSettings { liveness, ..BrokerSettings::default() };
         let broker = Broker::new(Arc::new(MemoryStore::new()), Backends::new().with(dummy.clone()), settings);
-        let service = json!({"id": "s", "name": "s", "description": "d", "plans": [{"id": "p", "name": "p", "description": "d"}]});
-        broker.register_service(serde_json::from_value(service).expect("service")).await.expect("registers");
-        let manifest = Manifest {
-            id: String::new(),
-            service_id: "s".into(),
-            plan_id: "p".into(),
-            manifest_type: "dummy".into(),
-            manifest_content: "x-esm-dummy: {mode: sync}\n".into(),
-            endpoints: None,
-            config: None,
-        };
-        broker.register_manifest("m", manifest).await.expect("registers");
+        broker.register_test_plan("dummy", "x-esm-dummy: {mode: sync}\n").await;
         let request = json!({"service_id": "s", "plan_id": "p", "organization_guid": "o", "space_guid": "s"});
         for i in 0..n {
             let request = serde_json::from_value(request.clone()).expect("request");

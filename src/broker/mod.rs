@@ -41,6 +41,8 @@ mod refusals;
 mod registry;
 mod registry_watch;
 mod runner;
+#[cfg(test)]
+mod test_plan;
 mod withdraw;
 #[cfg(test)]
 mod withdraw_tests;

@@ -120,7 +120,6 @@ mod tests {
     use crate::backend::dummy::DummyBackend;
     use crate::broker::{Answer, BrokerSettings};
     use crate::clock::Clock;
-    use crate::domain::manifest::Manifest;
     use crate::store::memory::MemoryStore;
     use crate::wire::DeleteQuery;
 
@@ -130,19 +129,7 @@ mod tests {
         let settings = BrokerSettings { clock: Clock::tokio(), ..BrokerSettings::default() };
         let backends = Backends::new().with(Arc::new(DummyBackend::new()));
         let broker = Broker::new(Arc::new(MemoryStore::new()), backends, settings);
-        let service = json!({"id": "s", "name": "s", "description": "d", "bindable": true,
-            "plans": [{"id": "p", "name": "p", "description": "d"}]});
-        broker.register_service(serde_json::from_value(service).expect("service")).await.expect("registers");
-        let manifest = Manifest {
-            id: String::new(),
-            service_id: "s".into(),
-            plan_id: "p".into(),
-            manifest_type: "dummy".into(),
-            manifest_content: "x-esm-dummy: {mode: async}\n".into(),
-            endpoints: None,
-            config: None,
-        };
-        broker.register_manifest("m", manifest).await.expect("registers");
+        broker.register_test_plan("dummy", "x-esm-dummy: {mode: async}\n").await;
         broker
     }
 

@@ -186,18 +186,7 @@ mod tests {
         // Time is Tokio's: a test may pause it and move it on.
         let settings = BrokerSettings { clock: crate::clock::Clock::tokio(), ..BrokerSettings::default() };
         let broker = Broker::new(store.clone(), Backends::new().with(dummy.clone()), settings);
-        let service = json!({"id": "s", "name": "s", "description": "d", "plans": [{"id": "p", "name": "p", "description": "d"}]});
-        broker.register_service(serde_json::from_value(service).expect("service")).await.expect("registers");
-        let manifest = Manifest {
-            id: String::new(),
-            service_id: "s".into(),
-            plan_id: "p".into(),
-            manifest_type: "dummy".into(),
-            manifest_content: "x-esm-dummy: {mode: sync}\n".into(),
-            endpoints: None,
-            config: None,
-        };
-        broker.register_manifest("m", manifest).await.expect("registers");
+        broker.register_test_plan("dummy", "x-esm-dummy: {mode: sync}\n").await;
         (dummy, store, broker)
     }
 
@@ -312,18 +301,7 @@ mod tests {
         let late = Arc::new(RecordedWhileListed { store: store.clone(), removed: std::sync::Mutex::default() });
         let settings = BrokerSettings { clock: crate::clock::Clock::tokio(), ..BrokerSettings::default() };
         let broker = Broker::new(store, Backends::new().with(late.clone()), settings);
-        let service = json!({"id": "s", "name": "s", "description": "d", "plans": [{"id": "p", "name": "p", "description": "d"}]});
-        broker.register_service(serde_json::from_value(service).expect("service")).await.expect("registers");
-        let manifest = Manifest {
-            id: String::new(),
-            service_id: "s".into(),
-            plan_id: "p".into(),
-            manifest_type: "late".into(),
-            manifest_content: "anything".into(),
-            endpoints: None,
-            config: None,
-        };
-        broker.register_manifest("m", manifest).await.expect("registers");
+        broker.register_test_plan("late", "anything").await;
         broker.provision("a", request(), false).await.expect("provisions");
         assert_eq!(broker.reconcile().await.expect("reconciles"), 0);
         assert_eq!(*late.removed.lock().expect("not poisoned"), Vec::<String>::new(), "b is live");
