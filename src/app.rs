@@ -249,6 +249,10 @@ impl Server {
 /// is down now is retried by the sweeper, not fatal.
 async fn start_up(broker: &Arc<Broker>, config: &Config, stop: &CancellationToken) -> bool {
     tokio::select! {
+        () = broker.events().caught_up() => {}
+        () = stop.cancelled() => return false,
+    }
+    tokio::select! {
         scanned = broker.claim_orphaned_operations(true) => match scanned {
             Ok(0) => {}
             Ok(resumed) => tracing::info!(resumed, "took over operations left in progress"),

@@ -20,6 +20,11 @@
 //! - **Idempotent.** Each event of a batch has its id fixed before it is inserted: an
 //!   insert retried after a lost answer meets its own event, and whoever finishes a
 //!   batch a dead replica left inserts the same events under the same ids.
+//! - **On a store only this process writes** (memory, embedded), none of that is
+//!   needed: the write that changes a record appends its new events to the log in the
+//!   same transaction (`store::numbering`), so an event is in the log exactly when
+//!   its change is, in commit order, at no extra write. The sequencer then runs once
+//!   at start-up, for what an esm that used it left waiting.
 //! - **No holes but for loss.** An id is missing only while its batch is being
 //!   inserted, or for good if its record was deleted before the batch finished (a
 //!   refused provision taken back); the tail asks the sequence document which.
@@ -120,6 +125,8 @@ pub struct EventLog {
     emitted: AtomicU64,
     /// Wakes the sequencer: an outbox got events.
     sequence: tokio::sync::Notify,
+    /// Set once what an earlier run left waiting is numbered (see [`EventLog::run`]).
+    caught_up: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for EventLog {
@@ -145,6 +152,7 @@ impl EventLog {
             replica: uuid::Uuid::new_v4().simple().to_string(),
             emitted: AtomicU64::new(0),
             sequence: tokio::sync::Notify::new(),
+            caught_up: tokio::sync::watch::Sender::new(false),
         })
     }
 
@@ -172,9 +180,11 @@ impl EventLog {
     }
 
     /// Tells the sequencer that an outbox got events (it also looks unasked, now and
-    /// then).
+    /// then), and the tail that the log may have grown (a store only this process
+    /// writes numbers events as they are written).
     pub fn announced(&self) {
         self.sequence.notify_one();
+        self.hub.wake();
     }
 
     /// Numbers every event waiting in an outbox now (what the sequencer task does on
@@ -185,11 +195,56 @@ impl EventLog {
 
     /// Writes standalone events, numbers every waiting event, and delivers the log to
     /// subscribers until `stop`; then writes what is still queued, within a deadline.
+    ///
+    /// On a store only this process writes, events are numbered in the write that
+    /// makes them (`store::numbering`): the sequencer then runs once, for what an
+    /// earlier esm left waiting, before this process writes any event (so its ids
+    /// cannot meet the store's), and the rest starts after it.
     pub async fn run(self: Arc<Self>, stop: tokio_util::sync::CancellationToken, poll: Option<Duration>) {
+        if self.records.store().exclusive() {
+            if !self.number_left_over(&stop).await {
+                return;
+            }
+            self.caught_up.send_replace(true);
+            let writing = writer::run(Arc::clone(&self), stop.clone());
+            tokio::join!(writing, hub::run(Arc::clone(&self), stop, poll));
+            return;
+        }
+        self.caught_up.send_replace(true);
         let writing = writer::run(Arc::clone(&self), stop.clone());
         let numbering = sequencer::run(Arc::clone(&self), stop.clone(), poll);
         let tailing = hub::run(Arc::clone(&self), stop, poll);
         tokio::join!(writing, numbering, tailing);
+    }
+
+    /// Numbers what waits in outboxes until nothing does, retrying while the store
+    /// fails; false if stopped first.
+    async fn number_left_over(&self, stop: &tokio_util::sync::CancellationToken) -> bool {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let error = tokio::select! {
+                numbered = sequencer::until_idle(self) => match numbered {
+                    Ok(_) => return true,
+                    Err(e) => e,
+                },
+                () = stop.cancelled() => return false,
+            };
+            tracing::warn!(error = %error, "cannot number the events an earlier run left; retrying");
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = stop.cancelled() => return false,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Waits until what an earlier run left waiting in outboxes is numbered (at once
+    /// where replicas share the store: their sequencer numbers it as it goes): what the
+    /// start-up waits for before it changes any record.
+    pub async fn caught_up(&self) {
+        let mut seen = self.caught_up.subscribe();
+        // The sender lives as long as the log, which outlives this borrow.
+        let _ = seen.wait_for(|done| *done).await;
     }
 
     /// Up to `limit` events after id `after` and no later than what this process has

@@ -62,7 +62,7 @@ fn kinds(list: &[&str]) -> Vec<String> {
 
 #[tokio::test]
 async fn outboxes_and_standalone_events_are_numbered_once_in_order_and_drained() {
-    let records = Records::new(Arc::new(MemoryStore::new()));
+    let records = Records::new(Arc::new(MemoryStore::unnumbered()));
     let log = log_over(&records);
     announce(&log, "a", &["provision.started", "provision.succeeded"]).await;
     announce(&log, "b", &["provision.started"]).await;
@@ -85,7 +85,7 @@ async fn outboxes_and_standalone_events_are_numbered_once_in_order_and_drained()
 
 #[tokio::test(start_paused = true)]
 async fn a_batch_a_dead_replica_left_halfway_is_finished_by_another_without_duplicates() {
-    let records = Records::new(Arc::new(MemoryStore::new()));
+    let records = Records::new(Arc::new(MemoryStore::unnumbered()));
     let dead = log_over(&records);
     announce(&dead, "a", &["provision.started", "provision.succeeded", "deprovision.started"]).await;
     // The dead replica planned a batch and inserted its second event, then died.
@@ -115,7 +115,7 @@ async fn a_batch_a_dead_replica_left_halfway_is_finished_by_another_without_dupl
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_numbering_at_once_never_number_an_event_twice() {
-    let records = Records::new(Arc::new(MemoryStore::new()));
+    let records = Records::new(Arc::new(MemoryStore::unnumbered()));
     let (one, two) = (log_over(&records), log_over(&records));
     let ids: Vec<String> = (0..8).map(|n| format!("i-{n}")).collect();
     let cycle = ["provision.started", "provision.succeeded", "deprovision.started", "deprovision.succeeded"];

@@ -94,7 +94,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_write_from_an_earlier_read_survives_a_drain_and_keeps_its_events() {
-        let records = Records::new(Arc::new(MemoryStore::new()));
+        let records = Records::new(Arc::new(MemoryStore::unnumbered()));
         let mut base = binding("b-1");
         base.outbox.push(Event::new("bind.started"));
         base.outbox.push(Event::new("bind.succeeded"));

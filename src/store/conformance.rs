@@ -34,6 +34,7 @@ pub async fn run(store: Arc<dyn Store>) {
     expired_finds_what_sorts_before(&store).await;
     counts_tally_the_index_per_value(&store).await;
     records_are_indexed_by_what_they_are(&store).await;
+    exclusive_stores_number_events_as_they_write(&store).await;
     store.ping().await.expect("ping");
     store.health().await.expect("a store that answers and writes is healthy");
 }
@@ -244,7 +245,15 @@ async fn every_record_round_trips(store: &Arc<dyn Store>) {
         },
     };
     records.insert(&binding).await.expect("insert binding");
-    assert_eq!(records.get::<Binding>("rt-binding").await.expect("get").map(|v| v.record), Some(binding));
+    let mut stored = binding.clone();
+    if store.exclusive() {
+        // Numbered in the write (`numbering`): in the log, not waiting.
+        stored.outbox.drain_below(u64::MAX);
+        let log = store.page(Collection::Events, &Query::new([], 10)).await.expect("reads the log");
+        assert_eq!(log.len(), 1, "one event");
+        assert_eq!(log[0].1.body["type"], "bind.started");
+    }
+    assert_eq!(records.get::<Binding>("rt-binding").await.expect("get").map(|v| v.record), Some(stored));
 
     // Every document carries the schema version it was written with.
     let raw = store.get(Collection::Bindings, "rt-binding").await.expect("get").expect("present");
@@ -465,4 +474,51 @@ async fn records_are_indexed_by_what_they_are(store: &Arc<dyn Store>) {
     assert_eq!(gone.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), ["rt-instance"], "but purgeable");
     let bindings = records.page::<Binding>(&live(index::INSTANCE_ID, "rt-instance")).await.expect("page");
     assert_eq!(bindings.len(), 1, "a live binding is found by its instance");
+}
+
+/// An exclusive store numbers events in the write that makes them (`numbering`): in
+/// commit order, each once (also when written from a copy older than the stored
+/// document), standalone ones too, and concurrent writers get consecutive ids.
+async fn exclusive_stores_number_events_as_they_write(store: &Arc<dyn Store>) {
+    use crate::domain::event::Event;
+    if !store.exclusive() {
+        return;
+    }
+    let records = Records::new(store.clone());
+    let logged = store.page_ids(Collection::Events, &Query::new([], 1000)).await.expect("reads the log");
+    let base = logged.iter().filter_map(|key| Event::id_of(key)).max().unwrap_or(0);
+    let instance = |id: &str| -> ServiceInstance {
+        serde_json::from_value(json!({
+            "id": id, "service_id": "s", "plan_id": "p", "organization_guid": "o", "space_guid": "sp",
+            "manifest_id": "m", "status": "provisioned", "created_at": "2026-01-01T00:00:00.000Z"
+        }))
+        .expect("an instance")
+    };
+    let mut copy = instance("numbered");
+    copy.outbox.push(Event::new("provision.started").on_instance("numbered", "s", "p"));
+    let version = records.insert(&copy).await.expect("inserts");
+    // Written again from the same copy, which still holds the first event.
+    copy.outbox.push(Event::new("provision.succeeded").on_instance("numbered", "s", "p"));
+    records.replace(version, &copy).await.expect("replaces");
+    let standalone = json!({"id": 0, "at": "2026-01-01T00:00:00.000Z", "type": "pool.member_ready"});
+    store.insert(Collection::EventOutbox, "standalone", standalone).await.expect("inserts");
+    assert_eq!(store.get(Collection::EventOutbox, "standalone").await.expect("reads"), None, "it went to the log");
+    let writers = (0..16).map(|n| {
+        let (records, mut record) = (records.clone(), instance(&format!("writer-{n}")));
+        record.outbox.push(Event::new("provision.started"));
+        async move { records.insert(&record).await }
+    });
+    for written in futures_util::future::join_all(writers).await {
+        written.expect("inserts");
+    }
+    let query = Query::new([], 100).after(Some(Event::key(base)));
+    let log = store.page(Collection::Events, &query).await.expect("reads the log");
+    let ids: Vec<u64> = log.iter().filter_map(|(_, doc)| doc.body["id"].as_u64()).collect();
+    assert_eq!(ids, (base + 1..=base + 19).collect::<Vec<_>>(), "consecutive, none twice");
+    let kinds: Vec<&str> = log.iter().take(3).filter_map(|(_, doc)| doc.body["type"].as_str()).collect();
+    assert_eq!(kinds, ["provision.started", "provision.succeeded", "pool.member_ready"], "in commit order");
+    let stored = records.get::<ServiceInstance>("numbered").await.expect("reads").expect("stored").record;
+    assert!(!stored.outbox.has_pending() && stored.outbox.next_seq == 2, "nothing waits; the count is kept");
+    let waiting = Query::new([(index::OUTBOX, "1")], 10);
+    assert!(store.page(Collection::Instances, &waiting).await.expect("pages").is_empty(), "none for the sequencer");
 }

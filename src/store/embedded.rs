@@ -19,6 +19,7 @@ use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde_json::Value;
 
+use super::numbering::Counted;
 use super::walk::Visits;
 use super::{Collection, Document, Query, Store, StoreError, index};
 
@@ -69,19 +70,22 @@ fn index_table(collection: Collection) -> IndexTable {
     })
 }
 
-/// The index entries of a stored body, owned, read without parsing the rest of it:
-/// what a write replaces, found for a fraction of what decoding the record costs.
-fn stored_entries(collection: Collection, id: &str, bytes: &[u8]) -> Result<Vec<(String, String)>, Fail> {
+/// What a write needs of a stored body, read without parsing the rest of it: its index
+/// entries (what the write replaces), owned, and its outbox's count (what tells which
+/// events the write numbers, `numbering`). A fraction of what decoding the record costs.
+fn stored_entries(collection: Collection, id: &str, bytes: &[u8]) -> Result<(Vec<(String, String)>, Counted), Fail> {
     #[derive(serde::Deserialize)]
     struct Entries {
         #[serde(rename = "_ix", default)]
         entries: Value,
+        #[serde(default)]
+        outbox: Counted,
     }
     let owned = |entries: Vec<(&str, &str)>| entries.into_iter().map(|(f, v)| (f.to_owned(), v.to_owned())).collect();
     match serde_json::from_slice::<Entries>(bytes) {
-        Ok(stored) => Ok(owned(index::entries_in(&stored.entries))),
+        Ok(stored) => Ok((owned(index::entries_in(&stored.entries)), stored.outbox)),
         // Not an object (no entries), or not JSON at all (which decoding reports).
-        Err(_) => decode(collection, id, bytes).map(|body| owned(index::entries(&body))),
+        Err(_) => decode(collection, id, bytes).map(|body| (owned(index::entries(&body)), Counted::of(&body))),
     }
 }
 

@@ -193,17 +193,21 @@ fn running(operations: &OperationLog) -> Option<(&'static str, String)> {
     operations.running().map(|_| (RUNNING, "1".to_owned()))
 }
 
-fn outbox(outbox: &Outbox) -> Option<(&'static str, String)> {
-    outbox.has_pending().then(|| (OUTBOX, "1".to_owned()))
+/// Whether events will wait in `outbox` once written (see [`instance_keys`]).
+fn waiting(outbox: &Outbox, outbox_waits: bool) -> bool {
+    outbox_waits && outbox.has_pending()
 }
 
-/// What an instance is found under.
-pub fn instance_keys(instance: &ServiceInstance) -> IndexKeys {
+/// What an instance is found under. `outbox_waits`: whether the events in its outbox
+/// wait there once written (not on a store that numbers them in the write): then it is
+/// found by the sequencer, and a tombstone is not purged before they are in the log.
+pub fn instance_keys(instance: &ServiceInstance, outbox_waits: bool) -> IndexKeys {
     let ops = &instance.operations;
     let mut keys: IndexKeys = running(ops).into_iter().collect();
-    keys.extend(outbox(&instance.outbox));
+    let waiting = waiting(&instance.outbox, outbox_waits);
+    keys.extend(waiting.then(|| (OUTBOX, "1".to_owned())));
     if !instance.is_live() {
-        if !instance.outbox.has_pending() {
+        if !waiting {
             keys.push((GONE_AT, gone_at(ops, &instance.created_at)));
         }
         return keys;
@@ -262,13 +266,14 @@ pub fn parse_census(value: &str) -> Option<[String; 4]> {
     serde_json::from_str(value).ok()
 }
 
-/// What a binding is found under.
-pub fn binding_keys(binding: &Binding) -> IndexKeys {
+/// What a binding is found under (`outbox_waits` as for [`instance_keys`]).
+pub fn binding_keys(binding: &Binding, outbox_waits: bool) -> IndexKeys {
     let ops = &binding.operations;
     let mut keys: IndexKeys = running(ops).into_iter().collect();
-    keys.extend(outbox(&binding.outbox));
+    let waiting = waiting(&binding.outbox, outbox_waits);
+    keys.extend(waiting.then(|| (OUTBOX, "1".to_owned())));
     if !binding.is_live() {
-        if !binding.outbox.has_pending() {
+        if !waiting {
             keys.push((GONE_AT, gone_at(ops, &binding.created_at)));
         }
         return keys;
@@ -291,10 +296,10 @@ mod tests {
         }))
         .expect("a binding");
         binding.outbox.push(Event::new("unbind.succeeded"));
-        let keys = binding_keys(&binding);
+        let keys = binding_keys(&binding, true);
         assert!(keys.iter().any(|(f, _)| *f == OUTBOX) && !keys.iter().any(|(f, _)| *f == GONE_AT));
         binding.outbox.drain_below(1);
-        let keys = binding_keys(&binding);
+        let keys = binding_keys(&binding, true);
         assert!(!keys.iter().any(|(f, _)| *f == OUTBOX) && keys.iter().any(|(f, _)| *f == GONE_AT));
     }
 

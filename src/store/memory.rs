@@ -12,6 +12,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use serde_json::Value;
 
+use super::numbering::{self, Counted};
 use super::walk::{self, Ranges, Visits};
 use super::{Collection, Document, Query, Store, StoreError, index};
 
@@ -133,20 +134,79 @@ pub struct MemoryStore {
     collections: Mutex<HashMap<Collection, Table>>,
     /// What pages read (`Store::visits`).
     visits: Visits,
+    /// Whether writes leave events in outboxes for the sequencer, as on a store
+    /// replicas share, rather than numbering them (`numbering`).
+    unnumbered: bool,
 }
 
 impl MemoryStore {
-    /// An empty store.
+    /// An empty store, numbering events as they are written (`numbering`).
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// An empty store that leaves events in outboxes for the sequencer, as a store
+    /// several replicas share does: a stand-in for one in tests (not exclusive).
+    pub fn unnumbered() -> Self {
+        Self { unnumbered: true, ..Self::default() }
+    }
+
     fn with<R>(&self, collection: Collection, f: impl FnOnce(&mut Table) -> R) -> R {
+        self.with_all(|tables| f(tables.entry(collection).or_default()))
+    }
+
+    fn with_all<R>(&self, f: impl FnOnce(&mut HashMap<Collection, Table>) -> R) -> R {
         // A poisoned lock means a panic mid-update; every update checks before it
         // changes anything, and then changes the index and the document together, so
         // keep serving.
         let mut guard = self.collections.lock().unwrap_or_else(|p| p.into_inner());
-        f(guard.entry(collection).or_default())
+        f(&mut guard)
+    }
+
+    /// A write: `version` (from the stored version, none if absent) decides whether
+    /// and as which version `body` is stored under `id`; the events it carries are
+    /// appended to the log in the same critical section (`numbering`).
+    fn write(
+        &self,
+        collection: Collection,
+        id: &str,
+        body: Value,
+        version: impl FnOnce(Option<u64>) -> Result<u64, StoreError>,
+    ) -> Result<u64, StoreError> {
+        self.with_all(|tables| {
+            let table = tables.entry(collection).or_default();
+            let stored = table.docs.get(id);
+            let version = version(stored.map(|doc| doc.version))?;
+            let (events, body) = match collection {
+                _ if self.unnumbered => (Vec::new(), Some(body)),
+                // A standalone event goes to the log instead.
+                Collection::EventOutbox => (vec![body], None),
+                c if numbering::announces(c) => {
+                    let mut body = body;
+                    let events = numbering::take_new(
+                        &stored.map_or_else(Counted::default, |doc| Counted::of(&doc.body)),
+                        &mut body,
+                    );
+                    (events, Some(body))
+                }
+                _ => (Vec::new(), Some(body)),
+            };
+            let numbered = if events.is_empty() {
+                Vec::new()
+            } else {
+                let log = tables.entry(Collection::Events).or_default();
+                let first = numbering::next_id(log.docs.keys().rev().map(String::as_str));
+                (first..).zip(events).map(|(n, event)| numbering::numbered(event, n)).collect::<Result<_, _>>()?
+            };
+            if let Some(body) = body {
+                tables.entry(collection).or_default().put(id, version, body);
+            }
+            let log = tables.entry(Collection::Events).or_default();
+            for (key, body) in numbered {
+                log.put(&key, 1, body);
+            }
+            Ok(version)
+        })
     }
 
     /// The ids of a page, each passed to `take` with the collection, in the lock.
@@ -178,25 +238,18 @@ impl Store for MemoryStore {
     }
 
     fn exclusive(&self) -> bool {
-        true
+        !self.unnumbered
     }
 
     async fn insert(&self, collection: Collection, id: &str, body: Value) -> Result<u64, StoreError> {
-        self.with(collection, |table| {
-            if table.docs.contains_key(id) {
-                return Err(StoreError::Conflict(format!("{}/{id} exists", collection.name())));
-            }
-            table.put(id, 1, body);
-            Ok(1)
+        self.write(collection, id, body, |stored| match stored {
+            Some(_) => Err(StoreError::Conflict(format!("{}/{id} exists", collection.name()))),
+            None => Ok(1),
         })
     }
 
     async fn upsert(&self, collection: Collection, id: &str, body: Value) -> Result<u64, StoreError> {
-        self.with(collection, |table| {
-            let version = table.docs.get(id).map_or(1, |d| d.version + 1);
-            table.put(id, version, body);
-            Ok(version)
-        })
+        self.write(collection, id, body, |stored| Ok(stored.map_or(1, |version| version + 1)))
     }
 
     async fn replace(
@@ -206,16 +259,13 @@ impl Store for MemoryStore {
         expected_version: u64,
         body: Value,
     ) -> Result<u64, StoreError> {
-        self.with(collection, |table| match table.docs.get(id).map(|doc| doc.version) {
+        self.write(collection, id, body, |stored| match stored {
             None => Err(StoreError::NotFound(format!("{}/{id}", collection.name()))),
             Some(version) if version != expected_version => Err(StoreError::Conflict(format!(
                 "{}/{id} is at version {version}, not {expected_version}",
                 collection.name()
             ))),
-            Some(version) => {
-                table.put(id, version + 1, body);
-                Ok(version + 1)
-            }
+            Some(version) => Ok(version + 1),
         })
     }
 

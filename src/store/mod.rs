@@ -20,6 +20,7 @@ pub mod index;
 pub mod memory;
 pub mod metered;
 pub mod mongo;
+mod numbering;
 #[cfg(test)]
 pub mod switchable;
 mod walk;
@@ -244,8 +245,10 @@ pub trait Record: Serialize + DeserializeOwned + Send + Sync {
     /// Its id.
     fn id(&self) -> &str;
     /// What it is found under (see [`index`]); only fields of
-    /// [`Collection::indexed_fields`].
-    fn index_keys(&self) -> index::IndexKeys {
+    /// [`Collection::indexed_fields`]. `outbox_waits`: whether the events in its outbox
+    /// wait there once it is written (not on a store that numbers them as it writes).
+    fn index_keys(&self, outbox_waits: bool) -> index::IndexKeys {
+        let _ = outbox_waits;
         Vec::new()
     }
 }
@@ -273,7 +276,7 @@ impl Record for Resource {
     fn id(&self) -> &str {
         &self.id
     }
-    fn index_keys(&self) -> index::IndexKeys {
+    fn index_keys(&self, _: bool) -> index::IndexKeys {
         vec![
             (index::OWNER, self.owner.clone()),
             (index::TYPE, self.kind.clone()),
@@ -306,8 +309,8 @@ impl Record for ServiceInstance {
     fn id(&self) -> &str {
         &self.id
     }
-    fn index_keys(&self) -> index::IndexKeys {
-        index::instance_keys(self)
+    fn index_keys(&self, outbox_waits: bool) -> index::IndexKeys {
+        index::instance_keys(self, outbox_waits)
     }
 }
 impl Record for Binding {
@@ -315,8 +318,8 @@ impl Record for Binding {
     fn id(&self) -> &str {
         &self.id
     }
-    fn index_keys(&self) -> index::IndexKeys {
-        index::binding_keys(self)
+    fn index_keys(&self, outbox_waits: bool) -> index::IndexKeys {
+        index::binding_keys(self, outbox_waits)
     }
 }
 
@@ -380,8 +383,9 @@ impl Records {
         &self.store
     }
 
-    fn encode<T: Record>(record: &T) -> Result<Value, StoreError> {
-        Self::encode_indexed(record, record.id(), &record.index_keys())
+    fn encode<T: Record>(&self, record: &T) -> Result<Value, StoreError> {
+        // An exclusive store numbers a record's events in the write (`numbering`).
+        Self::encode_indexed(record, record.id(), &record.index_keys(!self.store.exclusive()))
     }
 
     /// `value` as stored: stamped with the schema version and its index entries.
@@ -520,17 +524,17 @@ impl Records {
 
     /// Inserts a new record; `Conflict` if its id exists.
     pub async fn insert<T: Record>(&self, record: &T) -> Result<u64, StoreError> {
-        self.store.insert(T::COLLECTION, record.id(), Self::encode(record)?).await
+        self.store.insert(T::COLLECTION, record.id(), self.encode(record)?).await
     }
 
     /// Inserts or replaces a record.
     pub async fn upsert<T: Record>(&self, record: &T) -> Result<u64, StoreError> {
-        self.store.upsert(T::COLLECTION, record.id(), Self::encode(record)?).await
+        self.store.upsert(T::COLLECTION, record.id(), self.encode(record)?).await
     }
 
     /// Replaces a record read at `version`; `Conflict` if it changed since.
     pub async fn replace<T: Record>(&self, version: u64, record: &T) -> Result<u64, StoreError> {
-        self.store.replace(T::COLLECTION, record.id(), version, Self::encode(record)?).await
+        self.store.replace(T::COLLECTION, record.id(), version, self.encode(record)?).await
     }
 
     /// Deletes a record read at `version`; `Conflict` if it changed since.

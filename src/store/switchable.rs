@@ -58,7 +58,8 @@ impl SwitchableStore {
     /// An empty store, shared with other processes or not, whose calls fail after
     /// `failure_delay` while it is down.
     pub fn new(shared: bool, failure_delay: Duration) -> Self {
-        Self { shared, failure_delay, ..Self::default() }
+        let memory = if shared { MemoryStore::unnumbered() } else { MemoryStore::new() };
+        Self { memory, shared, failure_delay, ..Self::default() }
     }
 
     /// How many calls it has had.

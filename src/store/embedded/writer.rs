@@ -23,6 +23,7 @@ use serde_json::Value;
 
 use super::handle::{Fail, Handle};
 use super::{index_table, stored_entries, table};
+use crate::store::numbering::{self, Counted};
 use crate::store::{Collection, StoreError, index};
 
 /// The first wait before probing a disk that failed a write.
@@ -220,23 +221,39 @@ fn apply_batch(db: &Database, jobs: Vec<Job>) -> Result<Vec<WriteResult>, Fail> 
             }
         };
         let mut t = txn.open_table(table(collection))?;
-        let (current, before) = match t.get(id.as_str())? {
+        let (current, before, counted) = match t.get(id.as_str())? {
             Some(guard) => {
                 let (version, bytes) = guard.value();
-                (Some(version), stored_entries(collection, &id, bytes)?)
+                let (before, counted) = stored_entries(collection, &id, bytes)?;
+                (Some(version), before, counted)
             }
-            None => (None, Vec::new()),
+            None => (None, Vec::new(), Counted::default()),
         };
         match change(current) {
             Err(refused) => results.push(Err(refused)),
             Ok((write, result)) => {
                 match write {
-                    Write::Put(version, body) => {
+                    // A standalone event goes to the log instead (`numbering`).
+                    Write::Put(_, body) if collection == Collection::EventOutbox => {
+                        drop(t);
+                        if let Err(refused) = append(&txn, vec![body]) {
+                            results.push(Err(refused.into_error()));
+                            continue;
+                        }
+                        wrote = true;
+                    }
+                    Write::Put(version, mut body) => {
+                        let events = if numbering::announces(collection) {
+                            numbering::take_new(&counted, &mut body)
+                        } else {
+                            Vec::new()
+                        };
                         let bytes =
                             serde_json::to_vec(&body).map_err(|e| Fail::Store(StoreError::Corrupt(e.to_string())))?;
                         t.insert(id.as_str(), (version, bytes.as_slice()))?;
                         drop(t);
                         reindex(&txn, collection, &id, &before, Some(&body))?;
+                        append(&txn, events)?;
                         wrote = true;
                     }
                     Write::Remove => {
@@ -257,6 +274,38 @@ fn apply_batch(db: &Database, jobs: Vec<Job>) -> Result<Vec<WriteResult>, Fail> 
         txn.abort()?;
     }
     Ok(results)
+}
+
+/// Appends `events` to the log under the next ids, in the transaction of the write that
+/// made them (`numbering`).
+fn append(txn: &redb::WriteTransaction, events: Vec<Value>) -> Result<(), Fail> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut log = txn.open_table(table(Collection::Events))?;
+    let mut first = None;
+    for entry in log.iter()?.rev() {
+        let (key, _) = entry?;
+        if let Some(id) = crate::domain::event::Event::id_of(key.value()) {
+            first = Some(id + 1);
+            break;
+        }
+    }
+    let first = first.unwrap_or(1);
+    let numbered: Vec<(String, Value)> = (first..)
+        .zip(events)
+        .map(|(n, event)| numbering::numbered(event, n))
+        .collect::<Result<_, _>>()
+        .map_err(Fail::Store)?;
+    for (key, body) in &numbered {
+        let bytes = serde_json::to_vec(body).map_err(|e| Fail::Store(StoreError::Corrupt(e.to_string())))?;
+        log.insert(key.as_str(), (1, bytes.as_slice()))?;
+    }
+    drop(log);
+    for (key, body) in &numbered {
+        reindex(txn, Collection::Events, key, &[], Some(body))?;
+    }
+    Ok(())
 }
 
 /// Replaces the index entries `before` of `id` with those of its new body: removes
