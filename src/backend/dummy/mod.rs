@@ -53,6 +53,7 @@ use serde_json::{Map, Value, json};
 
 mod holds;
 mod liveness;
+mod parsed;
 mod ports;
 
 pub use holds::Holds;
@@ -83,6 +84,8 @@ pub struct DummyBackend {
     /// The host address its pretend deployments publish on, if any: a port another
     /// process holds there is one the engine would refuse, so the dummy says so.
     publish_address: Option<IpAddr>,
+    /// Manifests parsed lately.
+    parsed: parsed::Parsed,
 }
 
 /// A dummy manifest: the script and the services it pretends to run.
@@ -233,7 +236,11 @@ impl DummyBackend {
         Arc::clone(&self.holds)
     }
 
-    fn parse(&self, manifest: &Manifest) -> Result<DummyManifest, String> {
+    fn parse(&self, manifest: &Manifest) -> Result<Arc<DummyManifest>, String> {
+        self.parsed.get_or(&manifest.manifest_content, || self.parse_now(manifest))
+    }
+
+    fn parse_now(&self, manifest: &Manifest) -> Result<DummyManifest, String> {
         let doc = yaml::load(&manifest.manifest_content, &self.limits)
             .map_err(|e| format!("manifest_content is not valid YAML: {e}"))?;
         if !doc.is_object() {
@@ -260,7 +267,7 @@ impl DummyBackend {
 
     /// The parsed manifest; registration already checked it, so a failure here means
     /// the stored manifest changed under us.
-    fn load(&self, manifest: &Manifest) -> Result<DummyManifest, BackendError> {
+    fn load(&self, manifest: &Manifest) -> Result<Arc<DummyManifest>, BackendError> {
         self.parse(manifest).map_err(BackendError::new)
     }
 
@@ -365,7 +372,7 @@ impl Backend for DummyBackend {
     }
 
     fn dashboard_url(&self, _instance: &ServiceInstance, manifest: &Manifest) -> Option<String> {
-        self.parse(manifest).ok()?.script.dashboard_url
+        self.parse(manifest).ok()?.script.dashboard_url.clone()
     }
 
     async fn deprovision(&self, instance: &ServiceInstance, manifest: Option<&Manifest>) -> Result<(), BackendError> {

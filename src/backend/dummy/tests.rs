@@ -45,7 +45,7 @@ fn each_operation_can_have_its_own_mode_and_delay() {
     assert_eq!(dummy.execution(&m, OperationKind::Provision), Execution::Asynchronous);
     assert_eq!(dummy.execution(&m, OperationKind::Bind), Execution::Synchronous);
     assert_eq!(dummy.execution(&m, OperationKind::Update), Execution::Either, "left out: the default");
-    let script = dummy.parse(&m).expect("parses").script;
+    let script = dummy.parse_now(&m).expect("parses").script;
     assert_eq!((script.delay_ms.of(OperationKind::Unbind), script.delay_ms.of(OperationKind::Bind)), (5, 0));
     let err = dummy.check_manifest(&manifest("x-esm-dummy: {mode: {provison: async}}")).unwrap_err();
     assert!(err.contains("provison"), "{err}");
@@ -57,7 +57,7 @@ async fn a_call_log_gets_one_line_per_finished_call() {
     let path = dir.path().join("calls.jsonl");
     let m = manifest(&format!("x-esm-dummy: {{fail: [unbind], call_log: {:?}}}", path.display()));
     let dummy = DummyBackend::new();
-    let script = dummy.parse(&m).expect("parses in test builds").script;
+    let script = dummy.parse_now(&m).expect("parses in test builds").script;
     dummy.play(&script, OperationKind::Bind, "b-1", Some("bind-1")).await.expect("binds");
     dummy.play(&script, OperationKind::Unbind, "b-1", None).await.expect_err("told to fail");
     let text = std::fs::read_to_string(&path).expect("the log exists");
@@ -104,4 +104,18 @@ fn a_dashboard_url_is_http_or_https_and_bounded() {
         let err = check(bad).expect_err(bad);
         assert!(err.contains("dashboard_url"), "{bad}: {err}");
     }
+}
+
+#[test]
+fn a_manifest_is_parsed_once_and_kept_by_its_content() {
+    let dummy = DummyBackend::new();
+    let (a, b) = (manifest("x-esm-dummy: {mode: sync}"), manifest("x-esm-dummy: {mode: async}"));
+    let first = dummy.parse(&a).expect("parses");
+    assert!(Arc::ptr_eq(&first, &dummy.parse(&a).expect("parses")), "kept");
+    assert!(!Arc::ptr_eq(&first, &dummy.parse(&b).expect("parses")), "another content is another manifest");
+    for n in 0..40 {
+        dummy.parse(&manifest(&format!("x-esm-dummy: {{mode: sync}}\nn: {n}"))).expect("parses");
+    }
+    assert!(!Arc::ptr_eq(&first, &dummy.parse(&a).expect("parses")), "the least recent was let go: it is bounded");
+    assert!(dummy.parse(&manifest("x-esm-dummy: {mode: [")).is_err(), "an error is still an error");
 }
