@@ -74,6 +74,24 @@ async fn no_acknowledged_provision_is_lost(store: StoreSetup) {
             assert!(status == 404 || body["state"] != "in progress", "{id}: {status} {body}");
         }
     }
+    // The event log went through the kill too: each stored provision was announced
+    // once started and once ended, none twice, in increasing ids.
+    eventually(Duration::from_secs(20), "each provision's two events in the log", || async {
+        let (_, page) = client.send(Method::GET, "/v2/et/events?after=0&limit=1000", None).await;
+        let events = page["events"].as_array().cloned().unwrap_or_default();
+        let ids: Vec<u64> = events.iter().filter_map(|e| e["id"].as_u64()).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase: {ids:?}");
+        let count =
+            |id: &str, kind: &str| events.iter().filter(|e| e["instance_id"] == id && e["type"] == kind).count();
+        let settled = all.iter().all(|id| {
+            let (started, ended) = (count(id, "provision.started"), count(id, "provision.succeeded"));
+            assert!(started <= 1 && ended <= 1, "{id}: announced twice ({started}, {ended})");
+            let expected = usize::from(acknowledged.contains(id));
+            started == ended && started >= expected
+        });
+        settled.then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
