@@ -163,7 +163,7 @@ impl Broker {
             by_owner.entry(holding.owner.clone()).or_default().push(holding);
         }
         for (owner, holdings) in by_owner {
-            let Some(instance) = self.deployed_as(&owner).await? else { continue };
+            let Some(Versioned { record: instance, .. }) = self.deployed_as(&owner).await? else { continue };
             let running_provision = instance.operations.running().is_some_and(|op| op.kind == OperationKind::Provision);
             let state = if running_provision { ResourceState::Creating } else { ResourceState::InUse };
             for holding in holdings {
@@ -240,7 +240,7 @@ impl Broker {
         if records.is_empty() {
             return Ok(());
         }
-        let Some(instance) = self.deployed_as(owner).await? else {
+        let Some(Versioned { record: instance, .. }) = self.deployed_as(owner).await? else {
             // No deployment holds them (a removal cut short): nothing to keep.
             for Versioned { version, record } in records {
                 self.forget(&record.id, version).await?;

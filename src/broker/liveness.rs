@@ -24,6 +24,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 
 use super::Broker;
+use super::liveness_sweep::Look;
 use crate::domain::bounded::{PlanId, ServiceId};
 use crate::domain::event::Event;
 use crate::domain::instance::{InstanceStatus, ServiceInstance};
@@ -69,17 +70,18 @@ impl Broker {
         if let Some(receiver) = receiver {
             let this = Arc::clone(self);
             self.spawn_task(async move {
-                let ids = tokio_stream_of(receiver).take_until(this.shutdown.clone().cancelled_owned());
-                ids.for_each_concurrent(CONCURRENT_LOOKS, |id| {
-                    let this = Arc::clone(&this);
-                    async move {
-                        match this.registry().await {
-                            Ok(registry) => this.look_logged(&registry.record, &id).await,
-                            Err(e) => tracing::debug!(error = %e, "cannot read the catalog to look at an instance"),
+                let looks = tokio_stream_of(receiver).take_until(this.shutdown.clone().cancelled_owned());
+                looks
+                    .for_each_concurrent(CONCURRENT_LOOKS, |(id, known)| {
+                        let this = Arc::clone(&this);
+                        async move {
+                            match this.registry().await {
+                                Ok(registry) => this.look_logged(&registry.record, &id, known).await,
+                                Err(e) => tracing::debug!(error = %e, "cannot read the catalog to look at an instance"),
+                            }
                         }
-                    }
-                })
-                .await;
+                    })
+                    .await;
             });
         }
         for backend in self.backends.all() {
@@ -94,7 +96,7 @@ impl Broker {
                     loop {
                         tokio::select! {
                             id = changes.next() => match id {
-                                Some(id) => this.look_soon(&id),
+                                Some(id) => this.look_soon(&id, None),
                                 None => break,
                             },
                             () = this.shutdown.cancelled() => return,
@@ -114,8 +116,9 @@ impl Broker {
 
     /// Asks for a prompt look at instance `id` (dropped if the queue is full: the next
     /// round then looks at every instance).
-    pub(super) fn look_soon(&self, id: &str) {
-        if self.prompt.sender.try_send(id.to_owned()).is_err() {
+    /// `known`: the record as its last write left it, if the caller has it.
+    pub(super) fn look_soon(&self, id: &str, known: Option<Versioned<ServiceInstance>>) {
+        if self.prompt.sender.try_send((id.to_owned(), known)).is_err() {
             self.prompt.sweep_soon();
         }
     }
@@ -157,7 +160,7 @@ impl Broker {
                 let registry = &registry;
                 async move {
                     let id = found.record.id.clone();
-                    if let Err(e) = self.look_at(registry, found.record).await {
+                    if let Err(e) = self.look_at(registry, found).await {
                         tracing::debug!(instance_id = ?id, error = %e, "could not look at an instance's liveness");
                     }
                     Ok(())
@@ -168,8 +171,13 @@ impl Broker {
 
     /// Looks at the instance deployed as `id`: an engine names the deployment, which is
     /// a handed-out pool member's for an instance that was handed one.
-    async fn look_logged(self: &Arc<Self>, registry: &Registry, id: &str) {
-        let looked = match self.deployed_as(id).await {
+    /// `known`: the record as its last write left it, if the caller had it.
+    async fn look_logged(self: &Arc<Self>, registry: &Registry, id: &str, known: Option<Versioned<ServiceInstance>>) {
+        let found = match known.filter(|known| known.record.is_live()) {
+            Some(known) => Ok(Some(known)),
+            None => self.deployed_as(id).await,
+        };
+        let looked = match found {
             Ok(Some(found)) => self.look_at(registry, found).await,
             Ok(None) => Ok(()),
             Err(e) => Err(e),
@@ -181,22 +189,23 @@ impl Broker {
 
     /// The live record whose deployment is `id`: the record itself, or the instance
     /// that was handed member `id`.
-    pub(super) async fn deployed_as(&self, id: &str) -> OsbResult<Option<ServiceInstance>> {
+    pub(super) async fn deployed_as(&self, id: &str) -> OsbResult<Option<Versioned<ServiceInstance>>> {
         if let Some(found) = self.records.get::<ServiceInstance>(id).await?.filter(|v| v.record.is_live()) {
-            return Ok(Some(found.record));
+            return Ok(Some(found));
         }
         let query = index::Query::new([(index::DEPLOYMENT, id)], 1);
-        Ok(self.records.page::<ServiceInstance>(&query).await?.into_iter().next().map(|v| v.record))
+        Ok(self.records.page::<ServiceInstance>(&query).await?.into_iter().next())
     }
 
     /// Observes `instance` (as just read) and records its liveness if it changed; drops
     /// it if the drop threshold says so.
-    async fn look_at(self: &Arc<Self>, registry: &Registry, instance: ServiceInstance) -> OsbResult<()> {
+    async fn look_at(self: &Arc<Self>, registry: &Registry, found: Versioned<ServiceInstance>) -> OsbResult<()> {
+        let instance = &found.record;
         let id = instance.id.as_str();
         if instance.status != InstanceStatus::Provisioned {
             return Ok(());
         }
-        let looked = match self.teardown_backend(registry, &instance).await {
+        let looked = match self.teardown_backend(registry, instance).await {
             Ok((backend, _)) => match backend.observe(&instance.deployed()).await {
                 Ok(Some(components)) => Looked::Components(components),
                 Ok(None) => Looked::Nothing,
@@ -212,7 +221,7 @@ impl Broker {
             _ => self.latest_report(id).await?,
         };
         let written = self
-            .change_liveness(id, Some(&instance), |liveness| {
+            .change_liveness(id, Some(&found), |liveness| {
                 match &looked {
                     Looked::Components(components) => {
                         liveness.observed = Some(Observation::of(components));
@@ -269,17 +278,19 @@ impl Broker {
     /// Returns the instance and its liveness (as written or as it stands), or `None`
     /// if the instance does not live.
     ///
-    /// `known` is the instance as just read: when the change leaves it as it is, it is
-    /// not read again (a round over steady instances reads each once).
+    /// `known` is the instance as just read (with its version): when the change leaves
+    /// it as it is, it is not read again (a round over steady instances reads each
+    /// once), and a change is first written over it.
     async fn change_liveness(
         &self,
         id: &str,
-        known: Option<&ServiceInstance>,
+        known: Option<&Versioned<ServiceInstance>>,
         change: impl Fn(&mut Liveness),
     ) -> OsbResult<Option<(ServiceInstance, Liveness)>> {
         let (clock, thresholds) = (self.clock(), self.settings.liveness.thresholds);
-        if let Some(known) = known.filter(|known| known.is_live()) {
-            let mut copy = known.clone();
+        let known = known.filter(|known| known.record.is_live());
+        if let Some(known) = known {
+            let mut copy = known.record.clone();
             if !judged(&mut copy, &change, clock, thresholds).0 {
                 let liveness =
                     copy.liveness.clone().unwrap_or_else(|| Liveness::unknown(clock.millis(), clock.timestamp()));
@@ -289,7 +300,7 @@ impl Broker {
         let mut transition = None;
         let written = self
             .records
-            .modify::<ServiceInstance, OsbError, _>(id, |instance| {
+            .modify_from::<ServiceInstance, OsbError, _>(id, known.cloned(), |instance| {
                 transition = None;
                 if !instance.is_live() {
                     return Ok(false);
@@ -306,7 +317,7 @@ impl Broker {
                 Ok(changed)
             })
             .await?;
-        let Some(instance) = written.filter(ServiceInstance::is_live) else {
+        let Some(instance) = written.map(|w| w.record).filter(ServiceInstance::is_live) else {
             return Ok(None);
         };
         if let Some((from, to, reason)) = transition.filter(|_| instance.pool.is_none()) {
@@ -379,6 +390,6 @@ fn judged(
 }
 
 /// A receiver as a stream.
-fn tokio_stream_of(mut receiver: mpsc::Receiver<String>) -> impl futures_util::Stream<Item = String> {
+fn tokio_stream_of(mut receiver: mpsc::Receiver<Look>) -> impl futures_util::Stream<Item = Look> {
     futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx))
 }

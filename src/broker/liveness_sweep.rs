@@ -31,10 +31,14 @@ const PROMPT_QUEUE: usize = 4096;
 /// The most instances one store read of a slice returns.
 const SLICE_PAGE: usize = 256;
 
+/// An instance to look at soon: its id, and the record as its last write left it, when
+/// the writer has it (a look then starts from it rather than reading it again).
+pub(super) type Look = (String, Option<Versioned<ServiceInstance>>);
+
 /// The queue of instances to look at soon, and where the sweep stands.
 pub(super) struct Prompt {
-    pub(super) sender: mpsc::Sender<String>,
-    pub(super) receiver: std::sync::Mutex<Option<mpsc::Receiver<String>>>,
+    pub(super) sender: mpsc::Sender<Look>,
+    pub(super) receiver: std::sync::Mutex<Option<mpsc::Receiver<Look>>>,
     /// A change may have gone untold: the next round looks at every instance (the
     /// first one does).
     sweep_all: AtomicBool,

@@ -131,6 +131,11 @@ pub(super) trait OnPlan {
     fn announced(&self) -> bool {
         true
     }
+
+    /// It, if it is an instance.
+    fn as_instance(&self) -> Option<&ServiceInstance> {
+        None
+    }
 }
 
 impl OnPlan for ServiceInstance {
@@ -144,6 +149,10 @@ impl OnPlan for ServiceInstance {
 
     fn announced(&self) -> bool {
         self.pool.is_none()
+    }
+
+    fn as_instance(&self) -> Option<&ServiceInstance> {
+        Some(self)
     }
 }
 
@@ -330,11 +339,12 @@ impl Broker {
             })
             .await?;
         match written {
-            Some(record) if recorded => {
+            Some(written) if recorded => {
                 self.events.announced();
                 if let Some(op) = finished {
-                    self.deployed(&record, &op);
+                    self.deployed(&written, &op);
                 }
+                let record = written.record;
                 work.after(self, &record).await?;
                 Ok(Outcome::Finished(record))
             }
@@ -414,13 +424,14 @@ impl Broker {
         }
     }
 
-    /// A deployment just made or remade by `op`: its liveness is looked at now, not at
-    /// the next round.
-    fn deployed<T: OnPlan>(&self, record: &T, op: &Operation) {
+    /// A deployment just made or remade by `op` (`written`, as written): its liveness is
+    /// looked at now, not at the next round, starting from the record as written.
+    fn deployed<T: OnPlan>(&self, written: &Versioned<T>, op: &Operation) {
         let deployed = matches!(op.kind, OperationKind::Provision | OperationKind::Update);
-        let event = record.about(Event::new(""));
+        let event = written.record.about(Event::new(""));
         if let Some(id) = event.instance_id.as_deref().filter(|_| deployed && op.state == OperationState::Succeeded) {
-            self.look_soon(id);
+            let known = written.record.as_instance().filter(|instance| instance.id == id);
+            self.look_soon(id, known.map(|record| Versioned { version: written.version, record: record.clone() }));
         }
     }
 }

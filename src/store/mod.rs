@@ -552,17 +552,18 @@ impl Records {
         E: From<StoreError>,
         F: FnMut(&mut T) -> Result<bool, E>,
     {
-        self.modify_from(id, None, change).await
+        Ok(self.modify_from(id, None, change).await?.map(|written| written.record))
     }
 
     /// [`Records::modify`], trying first on `read`, the record as the caller last read
-    /// or wrote it: no read at all when nothing changed it since.
+    /// or wrote it: no read at all when nothing changed it since. Returns the record
+    /// with the version it was written (or found) at.
     pub async fn modify_from<T, E, F>(
         &self,
         id: &str,
         mut read: Option<Versioned<T>>,
         mut change: F,
-    ) -> Result<Option<T>, E>
+    ) -> Result<Option<Versioned<T>>, E>
     where
         T: Record + Clone,
         E: From<StoreError>,
@@ -577,10 +578,10 @@ impl Records {
                 return Ok(None);
             };
             if !change(&mut record)? {
-                return Ok(Some(record));
+                return Ok(Some(Versioned { version, record }));
             }
             match self.replace(version, &record).await {
-                Ok(_) => return Ok(Some(record)),
+                Ok(version) => return Ok(Some(Versioned { version, record })),
                 Err(StoreError::Conflict(_)) => continue,
                 Err(StoreError::NotFound(_)) => return Ok(None),
                 Err(e) => return Err(e.into()),
