@@ -224,7 +224,8 @@ pub trait Store: Send + Sync {
     async fn close(&self) {}
 
     /// Whether only this process can use the store (memory; embedded, which locks its
-    /// file). Then every operation left in progress at start-up is an orphan.
+    /// file). Then every operation left in progress at start-up is an orphan, and the
+    /// store numbers events in the write that makes them (`numbering`).
     fn exclusive(&self) -> bool {
         false
     }
