@@ -201,18 +201,20 @@ impl EventLog {
     /// earlier esm left waiting, before this process writes any event (so its ids
     /// cannot meet the store's), and the rest starts after it.
     pub async fn run(self: Arc<Self>, stop: tokio_util::sync::CancellationToken, poll: Option<Duration>) {
-        if self.records.store().exclusive() {
-            if !self.number_left_over(&stop).await {
-                return;
-            }
-            self.caught_up.send_replace(true);
-            let writing = writer::run(Arc::clone(&self), stop.clone());
-            tokio::join!(writing, hub::run(Arc::clone(&self), stop, poll));
+        let exclusive = self.records.store().exclusive();
+        if exclusive && !self.number_left_over(&stop).await {
             return;
         }
         self.caught_up.send_replace(true);
         let writing = writer::run(Arc::clone(&self), stop.clone());
-        let numbering = sequencer::run(Arc::clone(&self), stop.clone(), poll);
+        let numbering = {
+            let (log, stop) = (Arc::clone(&self), stop.clone());
+            async move {
+                if !exclusive {
+                    sequencer::run(log, stop, poll).await;
+                }
+            }
+        };
         let tailing = hub::run(Arc::clone(&self), stop, poll);
         tokio::join!(writing, numbering, tailing);
     }
