@@ -184,7 +184,15 @@ impl EventLog {
     /// writes numbers events as they are written).
     pub fn announced(&self) {
         self.sequence.notify_one();
-        self.hub.wake();
+        self.numbered_as_written();
+    }
+
+    /// Wakes the tail where the store numbers events as it writes them (elsewhere the
+    /// sequencer wakes it once a batch is in: a read of a shared store saved).
+    fn numbered_as_written(&self) {
+        if self.records.store().exclusive() {
+            self.hub.wake();
+        }
     }
 
     /// Numbers every event waiting in an outbox now (what the sequencer task does on

@@ -87,7 +87,7 @@ pub(super) async fn run(log: Arc<EventLog>, stop: CancellationToken) {
         batch = insert_all(&log, batch).await;
         if batch.is_empty() {
             // A store only this process writes has put them in the log already.
-            log.hub.wake();
+            log.numbered_as_written();
             backoff = Duration::from_millis(100);
             continue;
         }
