@@ -46,7 +46,7 @@ pub(super) const UNSETTLED: [LivenessStatus; 3] =
     [LivenessStatus::Unknown, LivenessStatus::Degraded, LivenessStatus::Down];
 
 /// What a look at an instance's deployment found.
-enum Looked {
+pub(super) enum Looked {
     /// The backend reported each component.
     Components(Vec<crate::domain::liveness::Component>),
     /// The backend cannot observe this instance.
@@ -59,7 +59,8 @@ impl Broker {
     /// Watches every instance's liveness until shutdown: a round each
     /// `ESM_LIVENESS_INTERVAL` (over those not up or reporting and a slice of the
     /// sweep, or every live instance when it sweeps at once), a prompt look at
-    /// instances an engine tells of or that just finished an operation.
+    /// instances an engine tells of or whose first look did not settle them
+    /// (`liveness_first.rs`).
     pub fn spawn_liveness(self: &Arc<Self>) {
         self.spawn_every(self.settings.liveness.interval, |this| async move {
             if let Err(e) = this.liveness_round().await {
@@ -206,11 +207,7 @@ impl Broker {
             return Ok(());
         }
         let looked = match self.teardown_backend(registry, instance).await {
-            Ok((backend, _)) => match backend.observe(&instance.deployed()).await {
-                Ok(Some(components)) => Looked::Components(components),
-                Ok(None) => Looked::Nothing,
-                Err(e) => Looked::Unreachable(e.message),
-            },
+            Ok((backend, _)) => Looked::at(backend.as_ref(), instance).await,
             Err(e) => Looked::Unreachable(e.to_string()),
         };
         // The latest report, from its own record, for an instance that has reported (or
@@ -222,17 +219,7 @@ impl Broker {
         };
         let written = self
             .change_liveness(id, Some(&found), |liveness| {
-                match &looked {
-                    Looked::Components(components) => {
-                        liveness.observed = Some(Observation::of(components));
-                        liveness.components.clone_from(components);
-                    }
-                    Looked::Nothing => {
-                        liveness.observed = None;
-                        liveness.components.clear();
-                    }
-                    Looked::Unreachable(message) => liveness.observed = Some(Observation::unreachable(message)),
-                }
+                looked.apply(liveness);
                 if report.is_some() {
                     liveness.reported.clone_from(&report);
                 }
@@ -305,25 +292,18 @@ impl Broker {
                 if !instance.is_live() {
                     return Ok(false);
                 }
-                let (changed, happened) = judged(instance, &change, clock, thresholds);
-                // The change's event is committed with it (`events` module docs).
-                if let Some((from, to, reason)) = &happened {
-                    let mut event = Event::new("liveness.changed").because(reason.clone());
-                    event.from = Some(from.as_str().to_owned());
-                    event.to = Some(to.as_str().to_owned());
-                    self.announce(instance, event);
-                }
-                transition = happened;
+                let changed;
+                (changed, transition) = self.judge(instance, &change);
                 Ok(changed)
             })
             .await?;
         let Some(instance) = written.map(|w| w.record).filter(ServiceInstance::is_live) else {
             return Ok(None);
         };
-        if let Some((from, to, reason)) = transition.filter(|_| instance.pool.is_none()) {
-            tracing::info!(instance_id = ?id, from = from.as_str(), to = to.as_str(), reason = ?reason, "liveness changed");
+        if transition.is_some() && instance.pool.is_none() {
             self.events.announced();
         }
+        self.told(&instance, transition);
         let liveness =
             instance.liveness.clone().unwrap_or_else(|| Liveness::unknown(clock.millis(), clock.timestamp()));
         Ok(Some((instance, liveness)))
@@ -363,7 +343,7 @@ impl Broker {
 }
 
 /// A status transition: from, to, why.
-type Transition = (LivenessStatus, LivenessStatus, String);
+pub(super) type Transition = (LivenessStatus, LivenessStatus, String);
 
 /// Applies `change` to `instance`'s liveness and judges it now. Returns whether it
 /// says something new ([`Liveness::differs_from`]: then it is worth writing), and the
@@ -387,6 +367,60 @@ fn judged(
     let unchanged = before.as_ref().is_some_and(|b| !liveness.differs_from(b));
     instance.liveness = Some(liveness);
     (!unchanged, transition)
+}
+
+impl Looked {
+    /// Asks `backend` how `instance`'s deployment is.
+    pub(super) async fn at(backend: &dyn crate::backend::Backend, instance: &ServiceInstance) -> Self {
+        match backend.observe(&instance.deployed()).await {
+            Ok(Some(components)) => Looked::Components(components),
+            Ok(None) => Looked::Nothing,
+            Err(e) => Looked::Unreachable(e.message),
+        }
+    }
+
+    /// Records what was seen in `liveness`.
+    pub(super) fn apply(&self, liveness: &mut Liveness) {
+        match self {
+            Looked::Components(components) => {
+                liveness.observed = Some(Observation::of(components));
+                liveness.components.clone_from(components);
+            }
+            Looked::Nothing => {
+                liveness.observed = None;
+                liveness.components.clear();
+            }
+            Looked::Unreachable(message) => liveness.observed = Some(Observation::unreachable(message)),
+        }
+    }
+}
+
+impl Broker {
+    /// Applies `change` to `instance`'s liveness (in the write of its record) and
+    /// judges it now; a transition's event goes in the same write (`events` module
+    /// docs). Returns whether the record changed, and the transition.
+    pub(super) fn judge(
+        &self,
+        instance: &mut ServiceInstance,
+        change: &impl Fn(&mut Liveness),
+    ) -> (bool, Option<Transition>) {
+        let (changed, happened) = judged(instance, change, self.clock(), self.settings.liveness.thresholds);
+        if let Some((from, to, reason)) = &happened {
+            let mut event = Event::new("liveness.changed").because(reason.clone());
+            event.from = Some(from.as_str().to_owned());
+            event.to = Some(to.as_str().to_owned());
+            self.announce(instance, event);
+        }
+        (changed, happened)
+    }
+
+    /// Logs `instance`'s `transition`, once written (a pool member's are its pool's).
+    pub(super) fn told(&self, instance: &ServiceInstance, transition: Option<Transition>) {
+        if let Some((from, to, reason)) = transition.filter(|_| instance.pool.is_none()) {
+            let id = instance.id.as_str();
+            tracing::info!(instance_id = ?id, from = from.as_str(), to = to.as_str(), reason = ?reason, "liveness changed");
+        }
+    }
 }
 
 /// A receiver as a stream.

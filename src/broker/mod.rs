@@ -30,6 +30,7 @@ mod inventory;
 #[cfg(test)]
 mod lease_tests;
 mod liveness;
+mod liveness_first;
 mod liveness_reports;
 mod liveness_sweep;
 mod pool_keeper;

@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 
 use super::Broker;
 use super::instances::{failure_of, succeeded};
+use super::liveness_first::Folded;
 use crate::backend::BackendError;
 use crate::domain::binding::Binding;
 use crate::domain::event::{Event, Step};
@@ -111,6 +112,17 @@ pub(super) trait Work: Send + Sync + 'static {
     /// Applies the result to the record; the operation `op` in it is already marked
     /// succeeded or failed.
     fn record(&self, record: &mut Self::Record, op: &Operation, result: &Result<Self::Output, BackendError>);
+
+    /// What the result's write records after the operation's end: a provision's or an
+    /// update's first look at what it deployed (`liveness_first.rs`).
+    fn fold(
+        &self,
+        _broker: &Broker,
+        _record: &mut Self::Record,
+        _result: &Result<Self::Output, BackendError>,
+    ) -> Option<Folded> {
+        None
+    }
 
     /// What follows a recorded result, outside the record's write.
     async fn after(&self, _broker: &Broker, _record: &Self::Record) -> OsbResult<()> {
@@ -300,6 +312,7 @@ impl Broker {
         let mut refused = Outcome::Gone;
         let mut recorded = false;
         let mut finished = None;
+        let mut folded = None;
         // Written at the version read when nothing wrote the record meanwhile (no lease
         // renewal: a short call), without reading it again.
         let read = Some(Versioned { version, record });
@@ -307,7 +320,7 @@ impl Broker {
             .records
             .modify_from::<W::Record, OsbError, _>(id, read, |current| {
                 // Only the attempt that is written counts (see `claim`).
-                (recorded, finished) = (false, None);
+                (recorded, finished, folded) = (false, None, None);
                 let log = current.operations_mut();
                 if log.find(op_id).is_none() {
                     refused = Outcome::Gone;
@@ -333,6 +346,7 @@ impl Broker {
                 work.record(current, &op, &result);
                 // The end's event is committed with the end (`events` module docs).
                 self.announce(current, end_event(&op));
+                folded = work.fold(self, current, &result);
                 finished = Some(op);
                 recorded = true;
                 Ok(true)
@@ -342,7 +356,7 @@ impl Broker {
             Some(written) if recorded => {
                 self.events.announced();
                 if let Some(op) = finished {
-                    self.deployed(&written, &op);
+                    self.deployed(&written, &op, folded).await;
                 }
                 let record = written.record;
                 work.after(self, &record).await?;
@@ -424,14 +438,19 @@ impl Broker {
         }
     }
 
-    /// A deployment just made or remade by `op` (`written`, as written): its liveness is
-    /// looked at now, not at the next round, starting from the record as written.
-    fn deployed<T: OnPlan>(&self, written: &Versioned<T>, op: &Operation) {
+    /// A deployment just made or remade by `op` (`written`, as written): its liveness
+    /// was looked at in the run (`folded` in the write), or is looked at now, not at
+    /// the next round, starting from the record as written.
+    async fn deployed<T: OnPlan>(&self, written: &Versioned<T>, op: &Operation, folded: Option<Folded>) {
         let deployed = matches!(op.kind, OperationKind::Provision | OperationKind::Update);
         let event = written.record.about(Event::new(""));
         if let Some(id) = event.instance_id.as_deref().filter(|_| deployed && op.state == OperationState::Succeeded) {
             let known = written.record.as_instance().filter(|instance| instance.id == id);
-            self.look_soon(id, known.map(|record| Versioned { version: written.version, record: record.clone() }));
+            let known = known.map(|record| Versioned { version: written.version, record: record.clone() });
+            match (known, folded) {
+                (Some(known), Some(folded)) => self.looked_first(&known, folded).await,
+                (known, _) => self.look_soon(id, known),
+            }
         }
     }
 }

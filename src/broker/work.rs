@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 
 use super::Broker;
 use super::instances::apply_update;
+use super::liveness_first::{FirstLook, Folded};
 use super::runner::{Outcome, Work};
 use crate::backend::{Backend, BackendError, BindOutput, Deployment};
 use crate::domain::binding::{Binding, BindingMetadata, BindingStatus, Credentials};
@@ -87,8 +88,9 @@ fn failure(e: OsbError) -> BackendError {
 
 /// What a provision produced: a deployment of its own, or a warm pool member's.
 pub(super) enum Deployed {
-    /// Deployed by the backend now, with the host ports leased for it.
-    Made(Deployment, BTreeMap<String, u16>),
+    /// Deployed by the backend now, with the host ports leased for it, and the first
+    /// look at it.
+    Made { deployment: Deployment, host_ports: BTreeMap<String, u16>, look: FirstLook },
     /// Handed a pool member (`pools.rs`): its deployment becomes the instance's.
     Adopted(Box<ServiceInstance>),
 }
@@ -120,7 +122,9 @@ impl Work for Provision {
         let target = ServiceInstance { host_ports: host_ports.clone(), ..instance.clone() };
         let deployment = backend.provision(&target, &manifest).await?;
         broker.take_inventory(backend.as_ref(), &target).await;
-        Ok(Deployed::Made(deployment, host_ports))
+        let made = ServiceInstance { deployment: deployment.details.clone(), ..target };
+        let look = broker.look_first(backend.as_ref(), &made).await;
+        Ok(Deployed::Made { deployment, host_ports, look })
     }
 
     /// Nothing was deployed: the record is a tombstone, so the id can be provisioned
@@ -131,7 +135,7 @@ impl Work for Provision {
 
     fn record(&self, instance: &mut ServiceInstance, op: &Operation, result: &Result<Deployed, BackendError>) {
         match result {
-            Ok(Deployed::Made(deployment, host_ports)) => {
+            Ok(Deployed::Made { deployment, host_ports, .. }) => {
                 instance.status = InstanceStatus::Provisioned;
                 instance.deployment = deployment.details.clone();
                 instance.host_ports.clone_from(host_ports);
@@ -149,6 +153,18 @@ impl Work for Provision {
             // to see when it polls, and to deprovision.
             Err(_) if op.asynchronous => instance.status = InstanceStatus::ProvisionFailed,
             Err(_) => instance.status = InstanceStatus::Deprovisioned,
+        }
+    }
+
+    fn fold(
+        &self,
+        broker: &Broker,
+        instance: &mut ServiceInstance,
+        result: &Result<Deployed, BackendError>,
+    ) -> Option<Folded> {
+        match result {
+            Ok(Deployed::Made { look, .. }) => Some(broker.fold_look(instance, look)),
+            _ => None,
         }
     }
 
@@ -174,6 +190,7 @@ pub(super) struct Redeployed {
     dashboard_url: Option<String>,
     manifest: Manifest,
     host_ports: BTreeMap<String, u16>,
+    look: FirstLook,
 }
 
 #[async_trait]
@@ -206,7 +223,9 @@ impl Work for Update {
         broker.take_inventory(backend.as_ref(), &target).await;
         let deployment = deployment?;
         let dashboard_url = backend.dashboard_url(&target, &manifest);
-        Ok(Redeployed { deployment, dashboard_url, manifest, host_ports: target.host_ports.clone() })
+        let made = ServiceInstance { deployment: deployment.details.clone(), ..target.into_owned() };
+        let look = broker.look_first(backend.as_ref(), &made).await;
+        Ok(Redeployed { deployment, dashboard_url, manifest, host_ports: made.host_ports, look })
     }
 
     fn record(&self, instance: &mut ServiceInstance, op: &Operation, result: &Result<Redeployed, BackendError>) {
@@ -224,6 +243,15 @@ impl Work for Update {
         instance.manifest_id = redeployed.manifest.id.clone();
         instance.manifest_type = Some(redeployed.manifest.manifest_type.clone());
         instance.metadata.labels.insert("esm/manifest_id".into(), json!(redeployed.manifest.id));
+    }
+
+    fn fold(
+        &self,
+        broker: &Broker,
+        instance: &mut ServiceInstance,
+        result: &Result<Redeployed, BackendError>,
+    ) -> Option<Folded> {
+        result.as_ref().ok().map(|redeployed| broker.fold_look(instance, &redeployed.look))
     }
 }
 

@@ -41,6 +41,39 @@ async fn a_provisioned_instance_is_observed_up_with_each_component() {
 }
 
 #[tokio::test]
+async fn a_synchronous_provision_answers_with_its_instance_already_up() {
+    // The first look is taken in the provision's run and written with its result.
+    let app = with_plan(SCRIPT).await;
+    assert_eq!(app.provision("i-1", false).await.status, StatusCode::CREATED);
+    let reply = app.get(&path("i-1")).await;
+    assert_eq!((reply.status, reply.body["status"].as_str()), (StatusCode::OK, Some("up")), "{}", reply.body);
+    // Its events, in the order of their writes: the transition comes with the end.
+    let events = eventually(LIMIT, "three events", || async {
+        let reply = app.get("/v2/et/events?instance_id=i-1").await;
+        (reply.body["events"].as_array().is_some_and(|e| e.len() >= 3)).then_some(reply.body)
+    })
+    .await;
+    let kinds: Vec<&str> =
+        events["events"].as_array().expect("events").iter().filter_map(|e| e["type"].as_str()).collect();
+    assert_eq!(kinds, ["provision.started", "provision.succeeded", "liveness.changed"], "{events}");
+    assert_eq!(
+        (events["events"][2]["from"].as_str(), events["events"][2]["to"].as_str()),
+        (Some("unknown"), Some("up"))
+    );
+}
+
+#[tokio::test]
+async fn an_engine_silent_at_the_first_look_leaves_the_instance_unknown_until_it_answers() {
+    let app = with_plan(SCRIPT).await;
+    app.liveness_script().set_unreachable(true);
+    assert_eq!(app.provision("i-1", false).await.status, StatusCode::CREATED);
+    let reply = app.get(&path("i-1")).await;
+    assert_eq!(reply.body["status"], "unknown", "{}", reply.body);
+    app.liveness_script().set_unreachable(false);
+    status_becomes(&app, "i-1", "up").await;
+}
+
+#[tokio::test]
 async fn a_component_down_makes_the_instance_degraded_then_down_and_it_comes_back() {
     let app = with_plan(SCRIPT).await;
     app.provision("i-1", false).await;

@@ -1,0 +1,53 @@
+//! The first look at a deployment just made or remade. It is taken at the end of its
+//! operation's run (`Work::call`, within the operation's lease and deadline), so that
+//! its verdict goes in the write of the operation's result: one write, not two, and the
+//! instance is `up` the moment it is `succeeded`. What that look does not settle (an
+//! instance not seen up, or one that reported while it deployed) is left to the prompt
+//! look (`look_soon`), which judges it with its report and drops it if lost.
+
+use std::time::Duration;
+
+use super::Broker;
+use super::liveness::{Looked, Transition};
+use crate::backend::Backend;
+use crate::domain::instance::ServiceInstance;
+use crate::domain::liveness::LivenessStatus;
+use crate::store::Versioned;
+
+/// How long the first look waits for the engine. Past it the instance stays
+/// `unknown`, and the prompt look asks again.
+const FIRST_LOOK_WITHIN: Duration = Duration::from_secs(10);
+
+/// What the first look at a deployment saw.
+pub(super) struct FirstLook(Looked);
+
+/// A first look folded into its operation's result: the transition it made, if any.
+pub(super) struct Folded(Option<Transition>);
+
+impl Broker {
+    /// Looks at `deployed`, an instance as its operation just deployed it.
+    pub(super) async fn look_first(&self, backend: &dyn Backend, deployed: &ServiceInstance) -> FirstLook {
+        let looked = tokio::time::timeout(FIRST_LOOK_WITHIN, Looked::at(backend, deployed)).await;
+        FirstLook(looked.unwrap_or_else(|_| {
+            Looked::Unreachable(format!("the engine did not answer within {} s", FIRST_LOOK_WITHIN.as_secs()))
+        }))
+    }
+
+    /// Records `look` in `instance`, in the write of its operation's result.
+    pub(super) fn fold_look(&self, instance: &mut ServiceInstance, look: &FirstLook) -> Folded {
+        Folded(self.judge(instance, &|liveness| look.0.apply(liveness)).1)
+    }
+
+    /// Once the result is written (`written`, with the look `folded` in): tells the
+    /// transition, and asks for the prompt look unless the instance is up and has not
+    /// reported (a report that came while it deployed was not judged).
+    pub(super) async fn looked_first(&self, written: &Versioned<ServiceInstance>, folded: Folded) {
+        let instance = &written.record;
+        self.told(instance, folded.0);
+        let settled = instance.liveness_status() == LivenessStatus::Up
+            && matches!(self.latest_report(&instance.id).await, Ok(None));
+        if !settled {
+            self.look_soon(&instance.id, Some(written.clone()));
+        }
+    }
+}
