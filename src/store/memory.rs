@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -25,7 +25,8 @@ type Index = BTreeMap<String, BTreeMap<String, BTreeSet<String>>>;
 #[derive(Debug, Default)]
 struct Table {
     /// The documents by id, in id order (what `list` and an unfiltered page walk).
-    docs: BTreeMap<String, Document>,
+    /// Shared, so that a read takes them out of the lock to copy them.
+    docs: BTreeMap<String, Arc<Document>>,
     /// The index entries of every document's body.
     index: Index,
 }
@@ -33,21 +34,22 @@ struct Table {
 impl Table {
     /// Stores `body` at `version` under `id`, moving its index entries from the old
     /// body's to the new one's: only those that differ (a write mostly changes a state
-    /// or two of a dozen entries).
-    fn put(&mut self, id: &str, version: u64, body: Value) {
+    /// or two of a dozen entries). Returns the old document, for the caller to drop
+    /// once it has left the lock (a record's tree takes a while to free).
+    fn put(&mut self, id: &str, version: u64, body: Value) -> Option<Arc<Document>> {
         let Table { docs, index } = self;
         let new = index::entries(&body);
         let old = docs.get(id).map(|old| index::entries(&old.body)).unwrap_or_default();
         unindex(index, id, old.iter().filter(|entry| !new.contains(entry)));
         add(index, id, new.iter().filter(|entry| !old.contains(entry)));
-        docs.insert(id.to_owned(), Document { version, body });
+        docs.insert(id.to_owned(), Arc::new(Document { version, body }))
     }
 
-    /// Removes the document `id` and its index entries.
-    fn remove(&mut self, id: &str) -> bool {
-        let Some(old) = self.docs.remove(id) else { return false };
+    /// Removes the document `id` and its index entries; returns it (see `put`).
+    fn remove(&mut self, id: &str) -> Option<Arc<Document>> {
+        let old = self.docs.remove(id)?;
         unindex(&mut self.index, id, &index::entries(&old.body));
-        true
+        Some(old)
     }
 }
 
@@ -84,6 +86,11 @@ fn unindex<'a>(index: &mut Index, id: &str, entries: impl IntoIterator<Item = &'
             index.remove(field);
         }
     }
+}
+
+/// The documents a read took out of the lock, copied there.
+fn copies(shared: Vec<(String, Arc<Document>)>) -> Vec<(String, Document)> {
+    shared.into_iter().map(|(id, doc)| (id, Arc::unwrap_or_clone(doc))).collect()
 }
 
 /// A collection as the shared walk reads it, counting what it visits.
@@ -198,15 +205,14 @@ impl MemoryStore {
                 let first = numbering::next_id(log.docs.keys().rev().map(String::as_str));
                 (first..).zip(events).map(|(n, event)| numbering::numbered(event, n)).collect::<Result<_, _>>()?
             };
-            if let Some(body) = body {
-                tables.entry(collection).or_default().put(id, version, body);
-            }
+            let replaced = body.and_then(|body| tables.entry(collection).or_default().put(id, version, body));
             let log = tables.entry(Collection::Events).or_default();
             for (key, body) in numbered {
                 log.put(&key, 1, body);
             }
-            Ok(version)
+            Ok((version, replaced))
         })
+        .map(|(version, _replaced)| version)
     }
 
     /// The ids of a page, each passed to `take` with the collection, in the lock.
@@ -270,7 +276,7 @@ impl Store for MemoryStore {
     }
 
     async fn get(&self, collection: Collection, id: &str) -> Result<Option<Document>, StoreError> {
-        Ok(self.with(collection, |table| table.docs.get(id).cloned()))
+        Ok(self.with(collection, |table| table.docs.get(id).cloned()).map(Arc::unwrap_or_clone))
     }
 
     async fn version(&self, collection: Collection, id: &str) -> Result<Option<u64>, StoreError> {
@@ -278,7 +284,9 @@ impl Store for MemoryStore {
     }
 
     async fn list(&self, collection: Collection) -> Result<Vec<(String, Document)>, StoreError> {
-        Ok(self.with(collection, |table| table.docs.iter().map(|(id, doc)| (id.clone(), doc.clone())).collect()))
+        let shared: Vec<_> =
+            self.with(collection, |table| table.docs.iter().map(|(id, doc)| (id.clone(), Arc::clone(doc))).collect());
+        Ok(copies(shared))
     }
 
     async fn page(&self, collection: Collection, query: &Query) -> Result<Vec<(String, Document)>, StoreError> {
@@ -288,8 +296,9 @@ impl Store for MemoryStore {
                 .docs
                 .get(id)
                 .ok_or_else(|| StoreError::Corrupt(format!("{} index names a missing {id}", collection.name())))?;
-            Ok((id.to_owned(), doc.clone()))
+            Ok((id.to_owned(), Arc::clone(doc)))
         })
+        .map(copies)
     }
 
     async fn page_ids(&self, collection: Collection, query: &Query) -> Result<Vec<String>, StoreError> {
@@ -332,7 +341,7 @@ impl Store for MemoryStore {
         expected_version: Option<u64>,
     ) -> Result<bool, StoreError> {
         self.with(collection, |table| match (table.docs.get(id), expected_version) {
-            (None, _) => Ok(false),
+            (None, _) => Ok(None),
             (Some(doc), Some(expected)) if doc.version != expected => Err(StoreError::Conflict(format!(
                 "{}/{id} is at version {}, not {expected}",
                 collection.name(),
@@ -340,6 +349,7 @@ impl Store for MemoryStore {
             ))),
             _ => Ok(table.remove(id)),
         })
+        .map(|removed| removed.is_some())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -14,7 +14,7 @@ async fn conforms() {
 }
 
 /// The index a collection's documents call for, built afresh.
-fn rebuilt(docs: &BTreeMap<String, Document>) -> Index {
+fn rebuilt(docs: &BTreeMap<String, std::sync::Arc<Document>>) -> Index {
     let mut ix = Index::new();
     for (id, doc) in docs {
         add(&mut ix, id, &index::entries(&doc.body));
