@@ -159,8 +159,13 @@ async fn deliver(log: &EventLog) -> (bool, bool) {
         last = event.id;
         log.sizes.record(event.id, event.size());
         hub.delivered.store(last, Ordering::Release);
-        // No subscriber is not an error.
-        let _ = hub.sender.send(Arc::new(Delivered::new(event)));
+        // Serialised only when someone listens. One who subscribes after this check
+        // reads `delivered` after it too (the channel's lock orders the two), so it
+        // reads this event from the store (`subscription.rs`).
+        if hub.sender.receiver_count() > 0 {
+            // A subscriber gone since is not an error.
+            let _ = hub.sender.send(Arc::new(Delivered::new(event)));
+        }
     }
     (last > after, full)
 }
