@@ -2,7 +2,7 @@
 # Durable provisioning throughput: esm on the embedded store and on MongoDB against
 # esm on the in-memory store, in one run; and the disk's raw fsync rate, measured by
 # this script too, as the physical bound of a durable write. Each synchronous dummy
-# provision is two durable writes (create, then record the outcome).
+# provision is three durable writes (create; its inventory record; the outcome).
 # MongoDB: ESM_BENCH_MONGO_URI, or a SecantusDB started here (pip install secantusdb);
 # its bound is the same server's own rate of durable single-document inserts, measured
 # here too (pymongo, as many threads as wrk has connections, esm's write concern), so
