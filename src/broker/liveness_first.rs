@@ -38,16 +38,15 @@ impl Broker {
         Folded(self.judge(instance, &|liveness| look.0.apply(liveness)).1)
     }
 
-    /// Once the result is written (`written`, with the look `folded` in): tells the
-    /// transition, and asks for the prompt look unless the instance is up and has not
-    /// reported (a report that came while it deployed was not judged).
-    pub(super) async fn looked_first(&self, written: &Versioned<ServiceInstance>, folded: Folded) {
-        let instance = &written.record;
+    /// Once the result is written (`instance` at `version`, with the look `folded`
+    /// in): tells the transition, and asks for the prompt look unless the instance is
+    /// up and has not reported (a report that came while it deployed was not judged).
+    pub(super) async fn looked_first(&self, instance: &ServiceInstance, version: u64, folded: Folded) {
         self.told(instance, folded.0);
         let settled = instance.liveness_status() == LivenessStatus::Up
             && matches!(self.latest_report(&instance.id).await, Ok(None));
         if !settled {
-            self.look_soon(&instance.id, Some(written.clone()));
+            self.look_soon(&instance.id, Some(Versioned { version, record: instance.clone() }));
         }
     }
 }

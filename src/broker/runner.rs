@@ -446,10 +446,14 @@ impl Broker {
         let event = written.record.about(Event::new(""));
         if let Some(id) = event.instance_id.as_deref().filter(|_| deployed && op.state == OperationState::Succeeded) {
             let known = written.record.as_instance().filter(|instance| instance.id == id);
-            let known = known.map(|record| Versioned { version: written.version, record: record.clone() });
             match (known, folded) {
-                (Some(known), Some(folded)) => self.looked_first(&known, folded).await,
-                (known, _) => self.look_soon(id, known),
+                (Some(known), Some(folded)) => self.looked_first(known, written.version, folded).await,
+                (known, _) => {
+                    self.look_soon(
+                        id,
+                        known.map(|record| Versioned { version: written.version, record: record.clone() }),
+                    );
+                }
             }
         }
     }
