@@ -2,8 +2,9 @@
 //! operation's run (`Work::call`, within the operation's lease and deadline), so that
 //! its verdict goes in the write of the operation's result: one write, not two, and the
 //! instance is `up` the moment it is `succeeded`. What that look does not settle (an
-//! instance not seen up, or one that reported while it deployed) is left to the prompt
-//! look (`look_soon`), which judges it with its report and drops it if lost.
+//! instance not seen up, or one that has reported: the first look does not read
+//! reports) is left to the prompt look (`look_soon`), which judges it with its latest
+//! report and drops it if lost.
 
 use std::time::Duration;
 
@@ -40,7 +41,7 @@ impl Broker {
 
     /// Once the result is written (`instance` at `version`, with the look `folded`
     /// in): tells the transition, and asks for the prompt look unless the instance is
-    /// up and has not reported (a report that came while it deployed was not judged).
+    /// up and has not reported (the prompt look reads the latest report).
     pub(super) async fn looked_first(&self, instance: &ServiceInstance, version: u64, folded: Folded) {
         self.told(instance, folded.0);
         let settled = instance.liveness_status() == LivenessStatus::Up

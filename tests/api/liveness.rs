@@ -74,6 +74,20 @@ async fn an_engine_silent_at_the_first_look_leaves_the_instance_unknown_until_it
 }
 
 #[tokio::test]
+async fn a_report_sent_while_the_instance_deploys_counts_once_it_is_up() {
+    // The first look does not read reports: the instance that has one gets the prompt look.
+    let app = with_plan("x-esm-dummy: {mode: async, hold: [provision]}\nservices:\n  web: {image: nginx}\n").await;
+    assert_eq!(app.provision("i-1", true).await.status, StatusCode::ACCEPTED);
+    let reply = app.put(&path("i-1"), &json!({"status": "down", "ttl_seconds": 60, "note": "warming caches"})).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    app.release(esm::domain::operation::OperationKind::Provision, "i-1");
+    assert_eq!(app.poll_instance("i-1").await.body["state"], "succeeded");
+    let body = status_becomes(&app, "i-1", "down").await;
+    assert_eq!(body["reported"]["note"], "warming caches", "{body}");
+    assert_eq!(body["components"][0]["status"], "up", "{body}");
+}
+
+#[tokio::test]
 async fn a_component_down_makes_the_instance_degraded_then_down_and_it_comes_back() {
     let app = with_plan(SCRIPT).await;
     app.provision("i-1", false).await;
