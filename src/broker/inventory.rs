@@ -20,6 +20,9 @@ use crate::store::{StoreError, Versioned};
 /// The most resources one deployment holds (read in one page).
 const OWNED_PAGE: usize = 1000;
 
+/// How often one inventory write is retried after another writer's conflicting one.
+const WRITE_ATTEMPTS: usize = 4;
+
 /// How many deployments' unlisted records reconciliation holds before settling them.
 const MISSING_BATCH: usize = 500;
 
@@ -57,20 +60,8 @@ impl Broker {
             recorded.into_iter().map(|v| (v.record.id.clone(), v)).collect();
         let now = self.clock().timestamp();
         for holding in &held {
-            match recorded.remove(&holding.id(backend.name())) {
-                Some(Versioned { version, mut record }) => {
-                    let moved = record.set_state(ResourceState::InUse, &now);
-                    let port_seen = holding.port.is_some() && record.port != holding.port;
-                    if moved || port_seen {
-                        record.port = holding.port.clone().or(record.port);
-                        self.replace_quietly(version, &record).await
-                    } else {
-                        Ok(())
-                    }
-                }
-                None => self.insert_quietly(&Resource::of(holding, backend.name(), ResourceState::InUse, &now)).await,
-            }
-            .map_err(|e| e.to_string())?;
+            let found = recorded.remove(&holding.id(backend.name()));
+            self.record_in_use(holding, backend.name(), found, &now).await.map_err(|e| e.to_string())?;
         }
         let leased = leased_ids(instance);
         for (id, Versioned { version, .. }) in recorded {
@@ -78,6 +69,43 @@ impl Broker {
                 self.forget(&id, version).await.map_err(|e| e.to_string())?;
             }
         }
+        Ok(())
+    }
+
+    /// Records `holding` in use (with the port the engine shows), `found` being its
+    /// record as last read. Reconciliation may record the same resource meanwhile (as
+    /// `creating`, while the provision runs), so a conflict means: read it again and
+    /// retry; a record of another deployment's (a port it holds) is left alone.
+    async fn record_in_use(
+        &self,
+        holding: &Holding,
+        backend: &str,
+        mut found: Option<Versioned<Resource>>,
+        now: &str,
+    ) -> Result<(), StoreError> {
+        let id = holding.id(backend);
+        for _ in 0..WRITE_ATTEMPTS {
+            let written = match found {
+                None => self.records.insert(&Resource::of(holding, backend, ResourceState::InUse, now)).await,
+                Some(Versioned { version, mut record }) => {
+                    if record.owner != holding.owner {
+                        return Ok(());
+                    }
+                    let moved = record.set_state(ResourceState::InUse, now);
+                    let port_seen = holding.port.is_some() && record.port != holding.port;
+                    if !moved && !port_seen {
+                        return Ok(());
+                    }
+                    record.port = holding.port.clone().or(record.port);
+                    self.records.replace(version, &record).await
+                }
+            };
+            match written {
+                Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => found = self.records.get(&id).await?,
+                other => return other.map(drop),
+            }
+        }
+        // Still contended: the next reconciliation round settles it.
         Ok(())
     }
 
@@ -365,4 +393,60 @@ fn hash(text: &str) -> u64 {
 /// The record ids of the host ports `instance` leased.
 fn leased_ids(instance: &ServiceInstance) -> BTreeSet<String> {
     instance.published_ports().map(|(port, protocol)| Resource::port_id(protocol, port)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::backend::Backends;
+    use crate::broker::BrokerSettings;
+    use crate::store::memory::MemoryStore;
+
+    const NOW: &str = "2026-12-07T00:00:00Z";
+
+    fn broker() -> Arc<Broker> {
+        Broker::new(Arc::new(MemoryStore::new()), Backends::new(), BrokerSettings::default())
+    }
+
+    // The race CI met: the deploy path read no record, then reconciliation recorded the
+    // container as creating (the provision still running), then the deploy path wrote.
+    #[tokio::test]
+    async fn a_record_reconciliation_made_after_the_deploy_path_read_ends_in_use() {
+        let broker = broker();
+        let container = Holding::new("container", "c1", "i1");
+        broker.records.insert(&Resource::of(&container, "docker", ResourceState::Creating, NOW)).await.expect("insert");
+        broker.record_in_use(&container, "docker", None, NOW).await.expect("records");
+        let record = broker.records.get::<Resource>(&container.id("docker")).await.expect("get").expect("recorded");
+        assert_eq!(record.record.state, ResourceState::InUse);
+    }
+
+    // The same with a stale version: reconciliation rewrote the record after it was read.
+    #[tokio::test]
+    async fn a_record_rewritten_after_the_deploy_path_read_ends_in_use() {
+        let broker = broker();
+        let container = Holding::new("container", "c1", "i1");
+        let id = container.id("docker");
+        broker.records.insert(&Resource::of(&container, "docker", ResourceState::Creating, NOW)).await.expect("insert");
+        let stale = broker.records.get::<Resource>(&id).await.expect("get").expect("recorded");
+        let mut gone = stale.record.clone();
+        gone.set_state(ResourceState::Gone, NOW);
+        broker.records.replace(stale.version, &gone).await.expect("replace");
+        broker.record_in_use(&container, "docker", Some(stale), NOW).await.expect("records");
+        let record = broker.records.get::<Resource>(&id).await.expect("get").expect("recorded");
+        assert_eq!(record.record.state, ResourceState::InUse);
+    }
+
+    // A host port recorded as another deployment's stays that deployment's.
+    #[tokio::test]
+    async fn a_port_another_deployment_holds_is_left_alone() {
+        let broker = broker();
+        let theirs = Holding::port(None, 30000, "tcp", "other");
+        let ours = Holding::port(None, 30000, "tcp", "i1");
+        broker.records.insert(&Resource::of(&theirs, "docker", ResourceState::InUse, NOW)).await.expect("insert");
+        broker.record_in_use(&ours, "docker", None, NOW).await.expect("records");
+        let record = broker.records.get::<Resource>(&ours.id("docker")).await.expect("get").expect("recorded");
+        assert_eq!(record.record.owner, "other");
+    }
 }
