@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::domain::binding::{BindingMetadata, Credentials};
+use crate::domain::binding::{BindingMetadata, Credentials, Endpoint};
 use crate::domain::bounded::{BindingId, Cursor, Name, OpaqueId, OperationId, PlanId, ServiceId};
 use crate::domain::catalog::{MaintenanceInfo, Service};
 use crate::domain::instance::InstanceMetadata;
@@ -252,13 +252,8 @@ pub struct BindingResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials: Option<Credentials>,
     /// OSB 2.15 endpoints.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "crate::domain::strict::optional_json_object"
-    )]
-    #[schema(value_type = Option<Object>)]
-    pub endpoints: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoints: Option<Vec<Endpoint>>,
     /// On fetch: the bind parameters.
     #[serde(
         default,
@@ -356,6 +351,9 @@ pub struct EtInstance {
     pub context: Map<String, Value>,
     /// The instance's offering.
     pub service_type: Service,
+    /// esm: the instance's plan (with `service_type.id`, what a deprovision names,
+    /// whatever state the instance is in).
+    pub plan_id: String,
     /// The instance's last operation (or, once provisioned, a problem of the deployment).
     pub state: EtState,
     /// esm: the deployment for programs, one object per container (`service`,
@@ -446,5 +444,19 @@ mod tests {
         })
         .expect("JSON");
         assert!(fetched.get("dashboard_url").is_none(), "{fetched}");
+    }
+
+    // OSB 2.15 endpoints are an array; the client read them as an object and failed on
+    // every bind answer that had them (a re-sent bind, a Docker binding).
+    #[test]
+    fn a_binding_with_endpoints_reads_back_as_it_was_sent() {
+        let answer = serde_json::json!({
+            "credentials": {"username": "u"},
+            "endpoints": [{"host": "10.0.0.1", "ports": ["8080", "9000-9010"], "protocol": "tcp"}, {"host": "h", "ports": []}]
+        });
+        let read: BindingResponse = serde_json::from_value(answer.clone()).expect("an OSB binding");
+        assert_eq!(serde_json::to_value(&read).expect("JSON"), answer);
+        let object = serde_json::json!({"endpoints": {"web": {"host": "h"}}});
+        assert!(serde_json::from_value::<BindingResponse>(object).is_err(), "not OSB's shape");
     }
 }

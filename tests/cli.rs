@@ -190,6 +190,53 @@ async fn exit_codes_and_messages_say_what_went_wrong() {
     drop(esm);
 }
 
+// What a bind is for: the credentials, printed however esm answered (a 202 followed to
+// its end, or a re-sent bind's 200), and readable again with `bindings get`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bind_prints_the_credentials_and_bindings_get_reads_them_again() {
+    let (esm, dir) = esm().await;
+    let api = esm.api.as_str();
+    let file = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    ok(&cli(api, &["services", "register", "-f", &file("svc.json")]).await, "register service");
+    ok(&cli(api, &["manifests", "register", "m", "-f", &file("m.json")]).await, "register manifest");
+    ok(&cli(api, &["instances", "provision", "i-1", "--service", "svc", "--plan", "plan"]).await, "provision");
+
+    let bound = cli(api, &["bind", "i-1", "b-1"]).await;
+    ok(&bound, "bind");
+    let row = |name: &str| bound.stdout.lines().find(|l| l.split_whitespace().next() == Some(name)).map(str::to_owned);
+    assert!(bound.stdout.contains("CREDENTIAL"), "{}", bound.stdout);
+    assert_eq!(row("username").as_deref().map(str::split_whitespace).and_then(|mut w| w.nth(1)), Some("user-b-1"));
+    let password = row("password").expect("a password row");
+    let password = password.split_whitespace().nth(1).expect("a password").to_owned();
+
+    let again = json_of(&cli(api, &["bind", "i-1", "b-1", "-o", "json"]).await);
+    assert_eq!(again["credentials"]["password"], password.as_str(), "the same binding: {again}");
+    let fetched = json_of(&cli(api, &["bindings", "get", "i-1", "b-1", "-o", "json"]).await);
+    assert_eq!(fetched["credentials"], again["credentials"]);
+    let missing = cli(api, &["bindings", "get", "i-1", "nobody"]).await;
+    assert_eq!(missing.code, 1, "{}", missing.stderr);
+    drop(esm);
+}
+
+// `esm instances list` shows an instance whose provision failed; the client must be able
+// to remove it (the OSB fetch answers 404 for it, esm's own view does not).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_instance_whose_provision_failed_can_be_deprovisioned() {
+    let (esm, dir) = esm().await;
+    let api = esm.api.as_str();
+    let file = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    ok(&cli(api, &["services", "register", "-f", &file("svc.json")]).await, "register service");
+    ok(&cli(api, &["manifests", "register", "m-broken", "-f", &file("m-broken.json")]).await, "register manifest");
+    let failed = cli(api, &["instances", "provision", "x", "--service", "svc", "--plan", "broken"]).await;
+    assert_eq!(failed.code, 1, "{}", failed.stdout);
+    let gone = cli(api, &["instances", "deprovision", "x"]).await;
+    ok(&gone, "deprovision of a failed instance");
+    assert!(gone.stdout.contains("succeeded"), "{}", gone.stdout);
+    let listed = json_of(&cli(api, &["instances", "list", "-o", "json", "--limit", "10"]).await);
+    assert_eq!(listed["instances"], json!([]), "{listed}");
+    drop(esm);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn on_a_terminal_the_wait_is_a_spinner_with_the_description_and_elapsed_time() {
     let (esm, dir) = esm().await;

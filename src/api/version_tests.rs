@@ -51,7 +51,7 @@ fn a_field_appears_from_its_version_on() {
 
     let binding = |minor| {
         BindingResponse {
-            endpoints: Some(json!([])),
+            endpoints: Some(Vec::new()),
             metadata: Some(BindingMetadata { expires_at: Some("t".into()), renew_before: Some("r".into()) }),
             operation: Some("op".into()),
             ..Default::default()

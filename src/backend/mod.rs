@@ -27,7 +27,7 @@ use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
 use serde_json::{Map, Value};
 
-use crate::domain::binding::Binding;
+use crate::domain::binding::{Binding, Endpoint};
 use crate::domain::instance::ServiceInstance;
 use crate::domain::liveness::Component;
 use crate::domain::manifest::Manifest;
@@ -72,7 +72,7 @@ pub struct BindOutput {
     /// Credentials for the application.
     pub credentials: Value,
     /// OSB 2.15 endpoints, if the backend knows them.
-    pub endpoints: Option<Value>,
+    pub endpoints: Option<Vec<Endpoint>>,
 }
 
 /// A failed backend call.

@@ -163,6 +163,6 @@ impl Broker {
         {
             state = EtState { state: OperationState::Failed, description: Some(problem) };
         }
-        Ok(EtInstance { context, service_type: service, state, deployment })
+        Ok(EtInstance { context, service_type: service, plan_id: instance.plan_id.clone(), state, deployment })
     }
 }

@@ -5,12 +5,13 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
+use super::bindings::{self, BindArgs, BindingsCommand, UnbindArgs};
 use super::output::{self, Table};
 use super::wait::{Operation, until_done};
 use super::{Exit, Failure};
 use crate::client::{Client, Reply};
 use crate::domain::bounded::{Cursor, Name, OpaqueId, PlanId, ServiceId, TextError};
-use crate::wire::{BindRequest, InventoryQuery, PoolRequest, ProvisionRequest, UpdateRequest};
+use crate::wire::{InventoryQuery, PoolRequest, ProvisionRequest, UpdateRequest};
 
 /// Where the client sends requests and how it answers: flags every command takes.
 #[derive(Debug, Clone, Args)]
@@ -63,10 +64,13 @@ pub enum ClientCommand {
     /// List, show, provision, update or deprovision instances.
     #[command(subcommand)]
     Instances(InstancesCommand),
-    /// Create credentials for an instance (a binding).
+    /// Create credentials for an instance (a binding) and print them.
     Bind(BindArgs),
     /// Revoke a binding's credentials.
     Unbind(UnbindArgs),
+    /// Show a binding's credentials.
+    #[command(subcommand)]
+    Bindings(BindingsCommand),
     /// Show, set or drain warm pools.
     #[command(subcommand)]
     Pools(PoolsCommand),
@@ -221,27 +225,6 @@ pub struct InventoryArgs {
     pub after: Option<Cursor>,
 }
 
-/// `esm bind`.
-#[derive(Debug, Clone, Args)]
-pub struct BindArgs {
-    /// The instance id.
-    pub instance: String,
-    /// The binding id.
-    pub binding: String,
-    /// Bind parameters, a JSON object.
-    #[arg(long, value_parser = json_object)]
-    pub params: Option<Value>,
-}
-
-/// `esm unbind`.
-#[derive(Debug, Clone, Args)]
-pub struct UnbindArgs {
-    /// The instance id.
-    pub instance: String,
-    /// The binding id.
-    pub binding: String,
-}
-
 /// `esm pools …`.
 #[derive(Debug, Clone, Subcommand)]
 pub enum PoolsCommand {
@@ -291,7 +274,7 @@ pub struct EventsArgs {
 }
 
 /// A JSON object given on the command line.
-fn json_object(text: &str) -> Result<Value, String> {
+pub(super) fn json_object(text: &str) -> Result<Value, String> {
     match serde_json::from_str::<Value>(text) {
         Ok(value @ Value::Object(_)) => Ok(value),
         Ok(_) => Err("must be a JSON object".into()),
@@ -339,8 +322,9 @@ pub(super) async fn run(command: ClientCommand, client: &Client, target: &Target
             show(&client.delete_manifest(&id).await?, output::done)
         }
         ClientCommand::Instances(command) => instances(command, client, target).await,
-        ClientCommand::Bind(args) => bind(args, client, target).await,
-        ClientCommand::Unbind(args) => unbind(args, client, target).await,
+        ClientCommand::Bind(args) => bindings::bind(args, client, target).await,
+        ClientCommand::Unbind(args) => bindings::unbind(args, client, target).await,
+        ClientCommand::Bindings(command) => bindings::run(command, client, json).await,
         ClientCommand::Pools(command) => pools(command, client, json).await,
         ClientCommand::Events(args) => super::wait::events(args, client, json).await,
         ClientCommand::Inventory(args) => {
@@ -397,9 +381,9 @@ async fn instances(command: InstancesCommand, client: &Client, target: &Target) 
             finish(client, target, Operation::instance(&id, "provision", operation), reply).await
         }
         InstancesCommand::Update { id, plan, params } => {
-            let current = client.fetch_instance(&id).await?;
+            let (service_id, _) = offering_of(client, &id).await?;
             let request = UpdateRequest {
-                service_id: answered(&current.service_id)?,
+                service_id,
                 plan_id: plan,
                 parameters: params,
                 context: None,
@@ -411,12 +395,24 @@ async fn instances(command: InstancesCommand, client: &Client, target: &Target) 
             finish(client, target, Operation::instance(&id, "update", operation), reply).await
         }
         InstancesCommand::Deprovision { id } => {
-            let current = client.fetch_instance(&id).await?;
-            let reply = client.deprovision(&id, &current.service_id, &current.plan_id, true).await?;
+            let (service_id, plan_id) = offering_of(client, &id).await?;
+            let reply = client.deprovision(&id, &service_id, &plan_id, true).await?;
             let operation = reply.body.operation.clone();
             finish(client, target, Operation::instance(&id, "deprovision", operation), reply).await
         }
     }
+}
+
+/// The service and plan of `instance`, as esm's own view of it answers them: unlike
+/// the OSB fetch, it answers for an instance whose provision failed too (which a
+/// deprovision must be able to remove).
+pub(super) async fn offering_of(client: &Client, instance: &str) -> Result<(ServiceId, PlanId), Failure> {
+    let view = client.instance(instance).await?;
+    Ok((answered(text_of(&view["service_type"]["id"]))?, answered(text_of(&view["plan_id"]))?))
+}
+
+fn text_of(value: &Value) -> &str {
+    value.as_str().unwrap_or_default()
 }
 
 /// An id esm answered, to send back in a request (the request types take only ids
@@ -425,31 +421,8 @@ fn answered<T: std::str::FromStr<Err = TextError>>(value: &str) -> Result<T, Fai
     value.parse().map_err(|e| Failure::failed(format!("esm answered an id it would refuse: {e}")))
 }
 
-async fn bind(args: BindArgs, client: &Client, target: &Target) -> Result<Exit, Failure> {
-    let current = client.fetch_instance(&args.instance).await?;
-    let request = BindRequest {
-        service_id: answered(&current.service_id)?,
-        plan_id: answered(&current.plan_id)?,
-        app_guid: None,
-        bind_resource: None,
-        context: Some(json!({"platform": "esm-cli"})),
-        parameters: args.params,
-        predecessor_binding_id: None,
-    };
-    let reply = client.bind(&args.instance, &args.binding, &request, true).await?;
-    let operation = reply.body.operation.clone();
-    finish(client, target, Operation::binding(&args.instance, &args.binding, "bind", operation), reply).await
-}
-
-async fn unbind(args: UnbindArgs, client: &Client, target: &Target) -> Result<Exit, Failure> {
-    let current = client.fetch_instance(&args.instance).await?;
-    let reply = client.unbind(&args.instance, &args.binding, &current.service_id, &current.plan_id, true).await?;
-    let operation = reply.body.operation.clone();
-    finish(client, target, Operation::binding(&args.instance, &args.binding, "unbind", operation), reply).await
-}
-
 /// Prints an operation's answer; a 202 is followed to its end unless `--no-wait`.
-async fn finish<T: serde::Serialize>(
+pub(super) async fn finish<T: serde::Serialize>(
     client: &Client,
     target: &Target,
     operation: Operation,

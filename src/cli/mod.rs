@@ -12,9 +12,11 @@
 //! answers are read with a size bound and redirects followed only within the origin
 //! ([`crate::client`]), and a loop over its answers that does not advance stops.
 //!
+//! - `bindings.rs`: bind, unbind, and a binding's credentials.
 //! - `output.rs`: tables, and every sink for what the client prints.
 //! - `wait.rs`: following an asynchronous operation to its end, and the event log.
 
+mod bindings;
 mod commands;
 mod output;
 mod wait;

@@ -240,3 +240,38 @@ pub(super) fn pools(value: &Value) -> Table {
     }
     t
 }
+
+/// A binding for people: every credential (nested ones as `services.web.host`), each
+/// endpoint as `host:port/protocol`, and when the credentials expire.
+pub(super) fn binding(binding: &Value) -> Table {
+    let mut t = table(&["credential", "value"]);
+    flatten(&mut t, "", &binding["credentials"]);
+    for endpoint in binding["endpoints"].as_array().into_iter().flatten() {
+        let protocol = endpoint["protocol"].as_str().unwrap_or("tcp");
+        for port in endpoint["ports"].as_array().into_iter().flatten() {
+            t.row(["endpoint".to_owned(), format!("{}:{}/{protocol}", text(&endpoint["host"]), text(port))]);
+        }
+    }
+    if let Some(expires) = binding["metadata"]["expires_at"].as_str() {
+        t.row(["expires at", expires]);
+    }
+    if t.is_empty() {
+        t.row(["(none)", "the backend gave this binding no credentials"]);
+    }
+    t
+}
+
+/// Rows for `value` under `prefix`: a scalar as one row, an object's fields each under
+/// `prefix.key`. Depth is bounded: serde_json parses no deeper than 128 levels.
+fn flatten(t: &mut Table, prefix: &str, value: &Value) {
+    match value {
+        Value::Object(fields) => {
+            for (key, field) in fields {
+                let name = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+                flatten(t, &name, field);
+            }
+        }
+        Value::Null if prefix.is_empty() => {}
+        scalar => t.row([prefix.to_owned(), text(scalar)]),
+    }
+}

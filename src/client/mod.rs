@@ -353,6 +353,12 @@ impl Client {
         self.call(Method::PUT, &binding_path(id, binding), &query, Some(request), MAX_ANSWER_BYTES).await
     }
 
+    /// `GET /v2/service_instances/{id}/service_bindings/{binding}`: the binding with its
+    /// credentials.
+    pub async fn fetch_binding(&self, id: &str, binding: &str) -> Result<BindingResponse, ClientError> {
+        self.get(&binding_path(id, binding), &[]).await
+    }
+
     /// `DELETE /v2/service_instances/{id}/service_bindings/{binding}`.
     pub async fn unbind(
         &self,

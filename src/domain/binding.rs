@@ -22,6 +22,43 @@ pub enum BindingStatus {
     Unbound,
 }
 
+/// An address the application may reach (OSB 2.15 `endpoints`: an array of these).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Endpoint {
+    /// A host name or IP address.
+    pub host: String,
+    /// Ports or port ranges (`"8080"`, `"9000-9010"`).
+    pub ports: Vec<String>,
+    /// `tcp` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<Protocol>,
+}
+
+/// An endpoint's protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+    /// Both.
+    All,
+}
+
+impl Endpoint {
+    /// Port `port` published on `host` for a container port `key` (`8080/tcp`); none
+    /// for a protocol OSB cannot name (`sctp`).
+    pub fn published(host: &str, port: impl ToString, key: &str) -> Option<Self> {
+        let protocol = match key.split('/').nth(1).unwrap_or("tcp") {
+            "tcp" => Protocol::Tcp,
+            "udp" => Protocol::Udp,
+            _ => return None,
+        };
+        Some(Self { host: host.to_owned(), ports: vec![port.to_string()], protocol: Some(protocol) })
+    }
+}
+
 /// Credentials handed to the application. `Debug` never prints them.
 #[derive(Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(transparent)]
@@ -83,7 +120,7 @@ pub struct Binding {
     pub credentials: Option<Credentials>,
     /// OSB 2.15 endpoints the application may reach.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoints: Option<Value>,
+    pub endpoints: Option<Vec<Endpoint>>,
     /// Expiry and renewal times.
     #[serde(default)]
     pub metadata: BindingMetadata,
@@ -121,6 +158,15 @@ impl Binding {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_published_port_is_an_endpoint_of_its_protocol_and_sctp_none() {
+        let tcp = Endpoint::published("h", 30000, "8080/tcp").expect("tcp");
+        assert_eq!((tcp.ports, tcp.protocol), (vec!["30000".to_owned()], Some(Protocol::Tcp)));
+        assert_eq!(Endpoint::published("h", "53", "53/udp").and_then(|e| e.protocol), Some(Protocol::Udp));
+        assert_eq!(Endpoint::published("h", 1, "80").and_then(|e| e.protocol), Some(Protocol::Tcp), "tcp by default");
+        assert!(Endpoint::published("h", 1, "9/sctp").is_none(), "OSB cannot name it");
+    }
 
     #[test]
     fn credentials_never_show_in_debug_output() {

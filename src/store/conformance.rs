@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::index::{self, INDEX_FIELD};
 use super::{Collection, Query, REGISTRY_ID, Records, Store, StoreError};
-use crate::domain::binding::{Binding, BindingMetadata, BindingStatus, Credentials};
+use crate::domain::binding::{Binding, BindingMetadata, BindingStatus, Credentials, Endpoint};
 use crate::domain::catalog::Service;
 use crate::domain::instance::{InstanceMetadata, InstanceStatus, PendingUpdate, ServiceInstance};
 use crate::domain::manifest::Manifest;
@@ -228,7 +228,7 @@ async fn every_record_round_trips(store: &Arc<dyn Store>) {
         parameters: Some(json!({"role": "ro"})),
         predecessor_binding_id: Some("older".into()),
         credentials: Some(Credentials(json!({"password": "p", "port": 5432}))),
-        endpoints: Some(json!([{"host": "h", "ports": ["443"]}])),
+        endpoints: Some(vec![Endpoint { host: "h".into(), ports: vec!["443".into()], protocol: None }]),
         metadata: BindingMetadata {
             expires_at: Some(clock.timestamp_in(Duration::from_secs(60))),
             renew_before: Some(clock.timestamp_in(Duration::from_secs(30))),

@@ -181,6 +181,18 @@ fn hostile_esm(got: &Got) -> Answer {
         ("GET", "/v2/service_instances/i-1/last_operation") => {
             Answer::Json(200, json!({"state": "succeeded", "description": HOSTILE}))
         }
+        ("GET", "/v2/service_instances/i-1/service_bindings/b-1") => {
+            // Nested as deep as serde_json reads (128 levels), keys and values hostile.
+            let mut deep = json!(HOSTILE);
+            for _ in 0..120 {
+                deep = json!({ "k": deep });
+            }
+            Answer::Json(
+                200,
+                json!({"credentials": {format!("user{HOSTILE}"): HOSTILE, "deep": deep},
+                    "endpoints": [{"host": HOSTILE, "ports": [HOSTILE], "protocol": "tcp"}]}),
+            )
+        }
         ("GET", "/v2/et/service_instances/long") => {
             Answer::Json(404, json!({"description": format!("{HOSTILE}{}", "x".repeat(100_000))}))
         }
@@ -212,6 +224,19 @@ async fn a_server_s_escape_sequences_are_shown_escaped_in_tables_events_progress
     clean(&provision, "provision");
     assert!(provision.stderr.contains(&format!("provision of i-1: {SHOWN}")), "{}", provision.stderr);
     assert!(provision.stdout.contains(SHOWN), "{}", provision.stdout);
+
+    // A binding's credentials and endpoints, keys and values, however deep.
+    let binding = cli(api, &["bindings", "get", "i-1", "b-1"]).await;
+    assert_eq!(binding.code, 0, "{}", binding.stderr);
+    clean(&binding, "a binding");
+    for (key, value) in [
+        (format!("user{SHOWN}"), SHOWN.to_owned()),
+        ("endpoint".to_owned(), format!("{SHOWN}:{SHOWN}/tcp")),
+        (format!("deep{}", ".k".repeat(120)), SHOWN.to_owned()),
+    ] {
+        let row = |l: &&str| l.split_whitespace().collect::<Vec<_>>() == [key.as_str(), value.as_str()];
+        assert!(binding.stdout.lines().any(|l| row(&l)), "{key} {value} in {}", binding.stdout);
+    }
 
     let refused = cli(api, &["manifests", "get", "m"]).await;
     assert_eq!(refused.code, 1);

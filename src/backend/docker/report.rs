@@ -9,6 +9,7 @@ use super::engine::Engine;
 use super::model::{Compose, CredentialSource};
 use super::project;
 use crate::backend::{BackendError, BindOutput, Info, labels};
+use crate::domain::binding::Endpoint;
 
 /// One container as esm reports it.
 pub struct Observed {
@@ -157,8 +158,7 @@ pub(super) fn bind_output(
         for (key, _, host_port) in &container.ports {
             if let Ok(port) = host_port.parse::<u16>() {
                 ports.insert(key.clone(), json!(port));
-                let protocol = key.split('/').nth(1).unwrap_or("tcp");
-                endpoints.push(json!({"host": host, "ports": [host_port], "protocol": protocol}));
+                endpoints.extend(Endpoint::published(host, host_port, key));
             }
         }
         services.insert(container.service.clone(), json!({"host": host, "ports": ports}));
@@ -178,7 +178,7 @@ pub(super) fn bind_output(
             credentials.insert(key.clone(), json!(value));
         }
     }
-    Ok(BindOutput { credentials: Value::Object(credentials), endpoints: Some(Value::Array(endpoints)) })
+    Ok(BindOutput { credentials: Value::Object(credentials), endpoints: Some(endpoints) })
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use serde_json::{Map, Value, json};
 use super::readiness::{self, Seen};
 use crate::backend::docker::model::CredentialSource;
 use crate::backend::{BackendError, BindOutput, Info};
+use crate::domain::binding::Endpoint;
 use crate::domain::liveness::ComponentStatus;
 
 /// Where a Service is reached from outside it: a host and, by `port/protocol`, the port.
@@ -108,8 +109,7 @@ pub fn bind_output(
     for address in addresses {
         services.insert(address.name.clone(), json!({"host": address.host, "ports": address.ports}));
         for (key, port) in &address.ports {
-            let protocol = key.split('/').nth(1).unwrap_or("tcp");
-            endpoints.push(json!({"host": address.host, "ports": [port.to_string()], "protocol": protocol}));
+            endpoints.extend(Endpoint::published(&address.host, port, key));
         }
     }
     let mut output = Map::new();
@@ -127,7 +127,7 @@ pub fn bind_output(
             output.insert(key.clone(), json!(value));
         }
     }
-    Ok(BindOutput { credentials: Value::Object(output), endpoints: Some(Value::Array(endpoints)) })
+    Ok(BindOutput { credentials: Value::Object(output), endpoints: Some(endpoints) })
 }
 
 /// A Deployment's first container: the one a compose service runs.

@@ -1,0 +1,106 @@
+//! `esm bind`, `esm unbind` and `esm bindings get`: an instance's credentials. A bind
+//! ends by printing them (a binding exists to be read), however esm answered it: at
+//! once, or with an operation followed to its end and the binding fetched after.
+
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+use super::commands::{Output, Target, json_object, offering_of};
+use super::output;
+use super::wait::{Operation, until_done};
+use super::{Exit, Failure};
+use crate::client::Client;
+use crate::domain::operation::OperationState;
+use crate::wire::{BindRequest, BindingResponse};
+
+/// `esm bind`.
+#[derive(Debug, Clone, Args)]
+pub struct BindArgs {
+    /// The instance id.
+    pub instance: String,
+    /// The binding id.
+    pub binding: String,
+    /// Bind parameters, a JSON object.
+    #[arg(long, value_parser = json_object)]
+    pub params: Option<Value>,
+}
+
+/// `esm unbind`.
+#[derive(Debug, Clone, Args)]
+pub struct UnbindArgs {
+    /// The instance id.
+    pub instance: String,
+    /// The binding id.
+    pub binding: String,
+}
+
+/// `esm bindings …`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum BindingsCommand {
+    /// One binding, with its credentials and endpoints.
+    Get {
+        /// The instance id.
+        instance: String,
+        /// The binding id.
+        binding: String,
+    },
+}
+
+/// Creates the binding and prints its credentials.
+pub(super) async fn bind(args: BindArgs, client: &Client, target: &Target) -> Result<Exit, Failure> {
+    let (service_id, plan_id) = offering_of(client, &args.instance).await?;
+    let request = BindRequest {
+        service_id,
+        plan_id,
+        app_guid: None,
+        bind_resource: None,
+        context: Some(json!({"platform": "esm-cli"})),
+        parameters: args.params,
+        predecessor_binding_id: None,
+    };
+    let reply = client.bind(&args.instance, &args.binding, &request, true).await?;
+    let json = target.output == Output::Json;
+    if reply.status != 202 {
+        return show(&reply.body, json);
+    }
+    if target.no_wait {
+        return output::show(&to_value(&reply.body), json, output::done);
+    }
+    let operation = Operation::binding(&args.instance, &args.binding, "bind", reply.body.operation.clone());
+    let (state, last) = until_done(client, &operation, target.wait_timeout).await?;
+    if state != OperationState::Succeeded {
+        output::show(&last, json, output::operation)?;
+        return Ok(Exit::Failed);
+    }
+    show(&client.fetch_binding(&args.instance, &args.binding).await?, json)
+}
+
+/// Revokes the binding, following the operation to its end unless `--no-wait`.
+pub(super) async fn unbind(args: UnbindArgs, client: &Client, target: &Target) -> Result<Exit, Failure> {
+    let (service_id, plan_id) = offering_of(client, &args.instance).await?;
+    let reply = client.unbind(&args.instance, &args.binding, &service_id, &plan_id, true).await?;
+    let operation = reply.body.operation.clone();
+    super::commands::finish(
+        client,
+        target,
+        Operation::binding(&args.instance, &args.binding, "unbind", operation),
+        reply,
+    )
+    .await
+}
+
+/// `esm bindings …`.
+pub(super) async fn run(command: BindingsCommand, client: &Client, json: bool) -> Result<Exit, Failure> {
+    match command {
+        BindingsCommand::Get { instance, binding } => show(&client.fetch_binding(&instance, &binding).await?, json),
+    }
+}
+
+/// The binding as the API answered it (`-o json`), or its credentials as a table.
+fn show(binding: &BindingResponse, json: bool) -> Result<Exit, Failure> {
+    output::show(&to_value(binding), json, output::binding)
+}
+
+fn to_value(binding: &BindingResponse) -> Value {
+    serde_json::to_value(binding).unwrap_or_default()
+}
