@@ -100,3 +100,40 @@ async fn environment_shows_the_process_environment_by_allow_list() {
     assert_eq!(environment["ESM_DEBUG_NOTE"], "********", "a name esm does not declare");
     assert_eq!(environment["ESM_RETRY_AFTER"], "3", "a setting esm declares, as typed");
 }
+
+// What an operator reads after the fact: one line per finished operation (INFO when it
+// succeeded, WARN with the reason when it failed), and audit lines without empty fields
+// or float noise.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_log_says_how_each_operation_ended_in_one_line() {
+    let dir = temp_dir("esm-outcomes");
+    let log = dir.path().join("esm.log");
+    let esm = Esm::start_logging(&StoreSetup::Embedded(dir.path().join("data")), &[], Some(&log)).await;
+    let client = support::Client::new(&esm.api);
+    client.register("x-esm-dummy: {mode: sync, fail: [bind]}\n").await;
+    let (status, body) = client.provision("i-1", false).await;
+    assert_eq!(status, 201, "{body}");
+    let bind = json!({"service_id": "svc", "plan_id": "plan"});
+    let (status, body) =
+        client.send(reqwest::Method::PUT, "/v2/service_instances/i-1/service_bindings/b-1", Some(&bind)).await;
+    assert!(status >= 400, "the bind fails: {status} {body}");
+    let text = eventually(Duration::from_secs(10), "both outcomes in the log", || async {
+        let text = std::fs::read_to_string(&log).ok()?;
+        (text.contains("provision of i-1 succeeded in ") && text.contains("bind of b-1 failed after ")).then_some(text)
+    })
+    .await;
+    drop(esm);
+    let line =
+        |needle: &str| text.lines().find(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle}")).to_owned();
+    let succeeded = line("provision of i-1 succeeded in ");
+    assert!(succeeded.contains("INFO") && succeeded.contains(" s "), "{succeeded}");
+    let failed = line("bind of b-1 failed after ");
+    assert!(failed.contains("WARN") && failed.contains("reason=\""), "{failed}");
+    let audits: Vec<&str> = text.lines().filter(|l| l.contains("esm::audit")).collect();
+    assert!(audits.len() >= 2, "{text}");
+    for audit in audits {
+        assert!(!audit.contains("=\"\"") && !audit.contains("request_id=\"-\""), "an empty field: {audit}");
+        let millis = audit.split("millis=").nth(1).and_then(|rest| rest.split_whitespace().next()).expect("millis");
+        assert!(millis.split('.').nth(1).is_none_or(|decimals| decimals.len() <= 2), "float noise: {audit}");
+    }
+}

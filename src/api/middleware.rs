@@ -308,24 +308,29 @@ impl Audit {
             response.headers_mut().insert(REQUEST_IDENTITY, identity.clone());
         }
         let status = response.status().as_u16();
-        let request_id = request_identity.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-");
-        let origin = origin.as_ref().and_then(originator).unwrap_or_default();
+        // What the request did not carry is left out of the line (an `Option` field
+        // that is `None` is not written), not written empty.
+        let request_id = request_identity.as_ref().and_then(|v| v.to_str().ok());
+        let origin = origin.as_ref().and_then(originator);
+        let platform = origin.as_ref().map(|o| o.platform.as_str()).filter(|p| !p.is_empty());
+        let user = origin.as_ref().map(|o| o.user.as_str()).filter(|u| !u.is_empty());
         let error = response.extensions().get::<OsbError>().map(|e| e.to_string());
-        let millis = started.elapsed().as_secs_f64() * 1000.0;
+        // To the hundredth of a millisecond: what a reader can use, without float noise.
+        let millis = (started.elapsed().as_secs_f64() * 100_000.0).round() / 100.0;
         let operation = operation_name(&method, route.as_ref().map_or("", MatchedPath::as_str));
         let path = uri.path();
         match (status, error) {
             (500.., Some(error)) => tracing::error!(
                 target: "esm::audit", operation, %method, path, status, request_id,
-                platform = origin.platform, user = origin.user, millis, error, "request failed"
+                platform, user, millis, error, "request failed"
             ),
             (_, Some(error)) => tracing::info!(
                 target: "esm::audit", operation, %method, path, status, request_id,
-                platform = origin.platform, user = origin.user, millis, error, "request refused"
+                platform, user, millis, error, "request refused"
             ),
             _ => tracing::info!(
                 target: "esm::audit", operation, %method, path, status, request_id,
-                platform = origin.platform, user = origin.user, millis, "request served"
+                platform, user, millis, "request served"
             ),
         }
     }

@@ -356,6 +356,7 @@ impl Broker {
             Some(written) if recorded => {
                 self.events.announced();
                 if let Some(op) = finished {
+                    log_outcome(id, &op);
                     self.deployed(&written, &op, folded).await;
                 }
                 let record = written.record;
@@ -498,4 +499,21 @@ fn deadline(registry: &Registry, service_id: &str, plan_id: &str, op: &Operation
     let seconds = registry.service(service_id)?.plan(plan_id)?.maximum_polling_duration?;
     let started = humantime::parse_rfc3339(&op.started_at).ok()?;
     Some(started + Duration::from_secs(u64::from(seconds)))
+}
+
+/// One line per finished operation in the daemon's log: INFO when it succeeded, WARN
+/// with the reason when it failed. Ids are printable by type; the reason is a backend's
+/// or an engine's text, so it is written quoted (`?`), control characters escaped.
+fn log_outcome(id: &str, op: &Operation) {
+    let kind = op.kind.as_str();
+    let took = op.took().map_or_else(|| "?".to_owned(), |took| format!("{:.1} s", took.as_secs_f64()));
+    match op.state {
+        OperationState::Failed => {
+            let reason = op.description.as_deref().unwrap_or("no reason given");
+            tracing::warn!(target: "esm::operations", id, kind, took, reason = ?reason, "{kind} of {id} failed after {took}");
+        }
+        _ => {
+            tracing::info!(target: "esm::operations", id, kind, took, "{kind} of {id} {} in {took}", op.state.as_str())
+        }
+    }
 }
