@@ -47,6 +47,18 @@ async fn esm() -> (Esm, support::TempDir) {
     (esm, dir)
 }
 
+/// [`esm`] with service `svc` and manifest `manifest` (`m` or `m-broken`) registered
+/// through the client.
+async fn registered(manifest: &str) -> (Esm, support::TempDir) {
+    let (esm, dir) = esm().await;
+    let file = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    ok(&cli(&esm.api, &["services", "register", "-f", &file("svc.json")]).await, "register service");
+    let registered =
+        cli(&esm.api, &["manifests", "register", manifest, "-f", &file(&format!("{manifest}.json"))]).await;
+    ok(&registered, "register manifest");
+    (esm, dir)
+}
+
 /// Runs `esm <args>` against `api` with the right credentials.
 async fn cli(api: &str, args: &[&str]) -> Run {
     cli_as(api, PASSWORD, args).await
@@ -158,11 +170,8 @@ async fn every_command_works_against_a_real_esm_in_tables_and_json() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn exit_codes_and_messages_say_what_went_wrong() {
-    let (esm, dir) = esm().await;
+    let (esm, _dir) = registered("m-broken").await;
     let api = esm.api.as_str();
-    let file = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
-    ok(&cli(api, &["services", "register", "-f", &file("svc.json")]).await, "register service");
-    ok(&cli(api, &["manifests", "register", "m-broken", "-f", &file("m-broken.json")]).await, "register manifest");
 
     let failed = cli(api, &["instances", "provision", "x", "--service", "svc", "--plan", "broken"]).await;
     assert_eq!(failed.code, 1, "a failed operation: {} {}", failed.stdout, failed.stderr);
@@ -194,11 +203,8 @@ async fn exit_codes_and_messages_say_what_went_wrong() {
 // its end, or a re-sent bind's 200), and readable again with `bindings get`.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bind_prints_the_credentials_and_bindings_get_reads_them_again() {
-    let (esm, dir) = esm().await;
+    let (esm, _dir) = registered("m").await;
     let api = esm.api.as_str();
-    let file = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
-    ok(&cli(api, &["services", "register", "-f", &file("svc.json")]).await, "register service");
-    ok(&cli(api, &["manifests", "register", "m", "-f", &file("m.json")]).await, "register manifest");
     ok(&cli(api, &["instances", "provision", "i-1", "--service", "svc", "--plan", "plan"]).await, "provision");
 
     let bound = cli(api, &["bind", "i-1", "b-1"]).await;
@@ -222,11 +228,8 @@ async fn a_bind_prints_the_credentials_and_bindings_get_reads_them_again() {
 // to remove it (the OSB fetch answers 404 for it, esm's own view does not).
 #[tokio::test(flavor = "multi_thread")]
 async fn an_instance_whose_provision_failed_can_be_deprovisioned() {
-    let (esm, dir) = esm().await;
+    let (esm, _dir) = registered("m-broken").await;
     let api = esm.api.as_str();
-    let file = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
-    ok(&cli(api, &["services", "register", "-f", &file("svc.json")]).await, "register service");
-    ok(&cli(api, &["manifests", "register", "m-broken", "-f", &file("m-broken.json")]).await, "register manifest");
     let failed = cli(api, &["instances", "provision", "x", "--service", "svc", "--plan", "broken"]).await;
     assert_eq!(failed.code, 1, "{}", failed.stdout);
     let gone = cli(api, &["instances", "deprovision", "x"]).await;
@@ -239,11 +242,8 @@ async fn an_instance_whose_provision_failed_can_be_deprovisioned() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn on_a_terminal_the_wait_is_a_spinner_with_the_description_and_elapsed_time() {
-    let (esm, dir) = esm().await;
+    let (esm, _dir) = registered("m").await;
     let api = esm.api.as_str();
-    let file = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
-    ok(&cli(api, &["services", "register", "-f", &file("svc.json")]).await, "register service");
-    ok(&cli(api, &["manifests", "register", "m", "-f", &file("m.json")]).await, "register manifest");
     // `script` runs the client on a pseudo-terminal and copies what it draws.
     let command = format!("{} instances provision t-1 --service svc --plan plan", env!("CARGO_BIN_EXE_esm"));
     let output = std::process::Command::new("script")
@@ -263,11 +263,8 @@ async fn on_a_terminal_the_wait_is_a_spinner_with_the_description_and_elapsed_ti
 
 #[tokio::test(flavor = "multi_thread")]
 async fn events_follow_shows_new_events_as_they_happen() {
-    let (esm, dir) = esm().await;
+    let (esm, _dir) = registered("m").await;
     let api = esm.api.as_str();
-    let file = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
-    ok(&cli(api, &["services", "register", "-f", &file("svc.json")]).await, "register service");
-    ok(&cli(api, &["manifests", "register", "m", "-f", &file("m.json")]).await, "register manifest");
     let mut follower = Command::new(env!("CARGO_BIN_EXE_esm"))
         .args(["events", "--follow", "--type", "provision.succeeded", "-o", "json"])
         .env("ESM_URL", api)
