@@ -5,7 +5,8 @@
 # builds esm from source in the official Rust image and copies it into a slim Debian
 # runtime. Stages, in the order the classic builder walks them:
 #   runtime-base  the runtime: Debian slim, a non-root user, the data volume
-#   prebuilt      runtime-base + a binary already built on the host (target/release/esm);
+#   prebuilt      runtime-base + a binary already built on the host (target/release/esm,
+#                 inside the build context: copy it there when CARGO_TARGET_DIR is set);
 #                 CI builds this target (`--target prebuilt`), because no registry image
 #                 can be pulled there; it stops before the Rust stage, so nothing is pulled
 #   build         compiles esm (official Rust image)
