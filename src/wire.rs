@@ -354,6 +354,14 @@ pub struct EtInstance {
     /// esm: the instance's plan (with `service_type.id`, what a deprovision names,
     /// whatever state the instance is in).
     pub plan_id: String,
+    /// esm: the state of the last operation as it ended, what `?state=` filters on.
+    /// (`state` is the original's: it says `failed` too when a provisioned
+    /// deployment broke since; `liveness` says how it is now.)
+    pub operation_state: OperationState,
+    /// esm: what liveness last saw of the deployment, what `?liveness=` filters on.
+    pub liveness: LivenessStatus,
+    /// esm: when the instance was requested (RFC 3339).
+    pub created_at: String,
     /// The instance's last operation (or, once provisioned, a problem of the deployment).
     pub state: EtState,
     /// esm: the deployment for programs, one object per container (`service`,

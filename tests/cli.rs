@@ -112,6 +112,12 @@ async fn every_command_works_against_a_real_esm_in_tables_and_json() {
     assert!(provision.stdout.contains("succeeded"), "{}", provision.stdout);
     let listed = cli(api, &["instances", "list"]).await;
     assert!(listed.stdout.lines().any(|l| l.contains("i-1") && l.contains("succeeded")), "{}", listed.stdout);
+    let header = listed.stdout.lines().next().unwrap_or_default();
+    assert!(["PLAN", "STATE", "LIVENESS", "CREATED"].iter().all(|c| header.contains(c)), "{header}");
+    let got = cli(api, &["instances", "get", "i-1"]).await;
+    let row = |name: &str| got.stdout.lines().find(|l| l.split_whitespace().next() == Some(name)).map(str::to_owned);
+    assert_eq!(row("liveness").as_deref().map(str::split_whitespace).and_then(|mut w| w.nth(1)), Some("up"));
+    assert_eq!(row("plan").as_deref().map(str::split_whitespace).and_then(|mut w| w.nth(1)), Some("plan"));
     let page = json_of(&cli(api, &["instances", "list", "-o", "json", "--limit", "5"]).await);
     assert_eq!(page["instances"][0]["context"]["id"], "i-1");
     let shown = json_of(&cli(api, &["instances", "get", "i-1", "-o", "json"]).await);

@@ -80,6 +80,10 @@ async fn a_container_killed_or_paused_behind_esms_back_is_down_within_two_second
     assert_eq!(worker_component.as_ref().map(|c| c["status"].clone()), Some(Value::from("down")), "{body}");
     let listed = listed_state(&client, id).await;
     assert_eq!(listed["state"], "failed", "{listed}");
+    // The original's `state` says failed; esm's own fields tell the two stories apart.
+    let (_, view) = client.send(Method::GET, &format!("/v2/et/service_instances/{id}"), None).await;
+    assert_eq!(view["operation_state"], "succeeded", "{view}");
+    assert!(matches!(view["liveness"].as_str(), Some("degraded" | "down")), "{view}");
 
     let started = Instant::now();
     docker(&["start", &worker]);

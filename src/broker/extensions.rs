@@ -156,6 +156,7 @@ impl Broker {
             Some(op) => EtState { state: op.state, description: op.description.clone() },
             None => EtState { state: OperationState::Succeeded, description: None },
         };
+        let operation_state = state.state;
         // A provisioned instance whose containers died or vanished is reported as such.
         if let Some(problem) = problem
             && state.state == OperationState::Succeeded
@@ -163,6 +164,15 @@ impl Broker {
         {
             state = EtState { state: OperationState::Failed, description: Some(problem) };
         }
-        Ok(EtInstance { context, service_type: service, plan_id: instance.plan_id.clone(), state, deployment })
+        Ok(EtInstance {
+            context,
+            service_type: service,
+            plan_id: instance.plan_id.clone(),
+            operation_state,
+            liveness: instance.liveness_status(),
+            created_at: instance.created_at.clone(),
+            state,
+            deployment,
+        })
     }
 }

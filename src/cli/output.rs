@@ -162,29 +162,48 @@ pub(super) fn manifests(value: &Value) -> Table {
 
 /// A page of `GET /v2/et/service_instances`.
 pub(super) fn instances(value: &Value) -> Table {
-    let mut t = table(&["id", "service", "state", "description"]);
+    let headers = ["id", "service", "plan", "state", "liveness", "created", "description"];
+    let mut t = table(&headers);
     for i in value["instances"].as_array().into_iter().flatten() {
         t.row([
             text(&i["context"]["id"]),
             text(&i["service_type"]["id"]),
-            text(&i["state"]["state"]),
+            text(&i["plan_id"]),
+            text(&i["operation_state"]),
+            text(&i["liveness"]),
+            text(&i["created_at"]),
             text(&i["state"]["description"]),
         ]);
     }
     if let Some(next) = value["next"].as_str() {
-        t.row(["(more: --after".to_owned(), format!("{next})"), String::new(), String::new()]);
+        let mut more = vec!["(more: --after".to_owned(), format!("{next})")];
+        more.resize(headers.len(), String::new());
+        t.row(more);
     }
     t
 }
 
-/// `GET /v2/et/service_instances/{id}`: its state and live details.
+/// `GET /v2/et/service_instances/{id}`: what it is, how it is, and each container of
+/// its deployment (the backend's flat keys are in `-o json`'s `context`).
 pub(super) fn instance(value: &Value) -> Table {
     let mut t = table(&["field", "value"]);
-    t.row(["service".to_owned(), text(&value["service_type"]["id"])]);
-    t.row(["state".to_owned(), text(&value["state"]["state"])]);
-    t.row(["description".to_owned(), text(&value["state"]["description"])]);
-    for (key, field) in value["context"].as_object().into_iter().flatten() {
-        t.row([key.clone(), text(field)]);
+    for (name, field) in [
+        ("id", &value["context"]["id"]),
+        ("service", &value["service_type"]["id"]),
+        ("plan", &value["plan_id"]),
+        ("state", &value["operation_state"]),
+        ("liveness", &value["liveness"]),
+        ("created", &value["created_at"]),
+        ("description", &value["state"]["description"]),
+        ("manifest", &value["context"]["manifest_id"]),
+    ] {
+        t.row([name.to_owned(), text(field)]);
+    }
+    for c in value["deployment"].as_array().into_iter().flatten() {
+        let ports = c["ports"].as_array().filter(|p| !p.is_empty()).map(|_| format!(" ports {}", text(&c["ports"])));
+        let summary =
+            format!("{} {} {}{}", text(&c["state"]), text(&c["image"]), text(&c["ip"]), ports.unwrap_or_default());
+        t.row([format!("container {}", text(&c["service"])), summary]);
     }
     t
 }

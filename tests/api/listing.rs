@@ -3,7 +3,7 @@
 use esm::config::{Config, StoreKind};
 use esm::domain::operation::OperationKind;
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::helpers::*;
 
@@ -91,6 +91,13 @@ async fn the_state_filter_follows_the_operations() {
     assert_eq!(ids(&running.body), ["s-1", "s-3"]);
     let done = app.get("/v2/et/service_instances?limit=10&state=succeeded").await;
     assert_eq!(ids(&done.body["instances"]), ["s-2"]);
+    // What the filters match, beside the original's fields.
+    let row = &done.body["instances"][0];
+    assert_eq!(
+        (&row["operation_state"], &row["liveness"], &row["plan_id"]),
+        (&json!("succeeded"), &json!("up"), &json!("plan-1"))
+    );
+    assert!(row["created_at"].as_str().is_some_and(|at| at.starts_with("20")), "{row}");
     for id in ["s-1", "s-3"] {
         app.release(OperationKind::Provision, id);
     }
