@@ -18,6 +18,9 @@ use crate::config::{Config, shown_variable};
 
 /// How long one health check may take before it counts as failed.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a scrape waits for a backend's probe (`esm_backend_up`): well within
+/// Prometheus's default scrape timeout of 10 s.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the operator routes need.
 #[derive(Clone)]
@@ -57,6 +60,14 @@ async fn metrics(State(state): State<OpsState>) -> Response {
     // A store that does not answer leaves the last figure (the scrape still answers).
     if let Ok(stored) = events.stored().await {
         metrics.set_events_stored(stored);
+    }
+    // Whether each engine answers: asked of all at once, each for at most
+    // PROBE_TIMEOUT, so a hung engine shows as down instead of holding the scrape.
+    let probes = state.broker.backends().all().iter().map(|backend| async move {
+        (backend.name(), matches!(tokio::time::timeout(PROBE_TIMEOUT, backend.probe()).await, Ok(Ok(_))))
+    });
+    for (backend, up) in futures_util::future::join_all(probes).await {
+        metrics.set_backend_up(backend, up);
     }
     // Reading the pools' status sets their member gauges.
     if let Err(e) = state.broker.pool_statuses().await {

@@ -18,9 +18,12 @@
 //! - [`http`]: the request layer of the API port.
 //! - [`census`]: the instance counts, read from the store's index at most every few
 //!   seconds.
+//! - `process`: the process families (CPU, memory, descriptors, start time) and
+//!   `esm_build_info`, read at each scrape.
 
 pub mod census;
 pub mod http;
+mod process;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -159,6 +162,7 @@ struct Families {
     store_errors: Family<StoreErrorLabels, Counter>,
     backend_errors: Family<BackendCallLabels, Counter>,
     reconcile_removals: Family<BackendLabels, Counter>,
+    backend_up: Family<BackendLabels, Gauge>,
     events_stored: Gauge,
     sse_subscribers: Gauge,
     pool_hits: Family<PlanLabels, Counter>,
@@ -218,6 +222,7 @@ impl Metrics {
         );
         let census = Arc::new(Census::default());
         registry.register_collector(Box::new(census.clone()));
+        registry.register_collector(Box::new(process::Process));
         let store_duration = Histograms::new_with_constructor(store_histogram as fn() -> Histogram);
         registry.register_with_unit(
             "esm_store_call_duration",
@@ -242,6 +247,12 @@ impl Metrics {
             "esm_reconcile_removals",
             "Instances whose resources reconciliation removed because esm does not hold them as live, by backend",
             reconcile_removals.clone(),
+        );
+        let backend_up = Family::default();
+        registry.register(
+            "esm_backend_up",
+            "1 when the backend's engine answered its probe at this scrape, 0 when it failed or did not answer in time, by backend",
+            backend_up.clone(),
         );
         let events_stored = Gauge::default();
         registry.register("esm_events_stored", "Events held in the event log", events_stored.clone());
@@ -287,6 +298,7 @@ impl Metrics {
                 store_errors,
                 backend_errors,
                 reconcile_removals,
+                backend_up,
                 events_stored,
                 sse_subscribers,
                 pool_hits,
@@ -347,6 +359,11 @@ impl Metrics {
     /// Reconciliation removed the resources of one instance from `backend`.
     pub fn reconcile_removed(&self, backend: &'static str) {
         self.inner.reconcile_removals.get_or_create(&BackendLabels { backend }).inc();
+    }
+
+    /// Sets `esm_backend_up` of `backend`: whether its engine answered the probe.
+    pub fn set_backend_up(&self, backend: &'static str, up: bool) {
+        self.inner.backend_up.get_or_create(&BackendLabels { backend }).set(i64::from(up));
     }
 
     /// Sets `esm_events_stored`: how many events the event log holds now. Call it

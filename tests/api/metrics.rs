@@ -62,6 +62,13 @@ async fn metrics_show_requests_operations_instances_store_and_backend_calls() {
     has(r#"esm_operations_total{kind="deprovision",outcome="succeeded"} 1"#);
     has(r#"esm_operation_duration_seconds_count{kind="provision"} 2"#);
     has(r#"esm_backend_errors_total{backend="dummy",call="unbind"} 1"#);
+    has(r#"esm_backend_up{backend="dummy"} 1"#);
+    has(&format!(r#"esm_build_info{{version="{}"}} 1"#, env!("CARGO_PKG_VERSION")));
+    for family in ["process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds", "process_max_fds"]
+    {
+        assert_eq!(samples(&text, family).len(), 1, "{family} in\n{text}");
+    }
+    assert!(samples(&text, "process_start_time_seconds").len() == 1, "{text}");
 
     // i-2 is deprovisioned; i-1's last operation is its provision. Its liveness is
     // whatever watching it has found by now.
