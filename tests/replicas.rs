@@ -51,7 +51,7 @@ use verify::{Final, Kill};
 /// over after this. Short, so takeovers happen within the run, but well above the
 /// stalls a loaded two-core machine shows (about 3 s with a build running next to the
 /// test): a live replica stalled for a lease loses its operation to another, which
-/// then runs it again (README, "Running several replicas").
+/// then runs it again (docs/state-and-scale.md, "Running several replicas").
 const LEASE: Duration = Duration::from_secs(5);
 /// The kill comes once the load has had this many answers, so it falls amid traffic.
 const KILL_AFTER: usize = 100;

@@ -119,7 +119,8 @@ async fn a_kept_alive_connection_is_closed_after_the_idle_timeout() {
 }
 
 /// hyper 1.12 starts its header timer as soon as a response is written, so on HTTP/1.1
-/// the header timeout also bounds the wait for the next request (README: Connection limits).
+/// the header timeout also bounds the wait for the next request (docs/operations.md:
+/// Connection limits).
 #[tokio::test(flavor = "multi_thread")]
 async fn on_http1_the_header_timeout_also_bounds_the_wait_for_the_next_request() {
     let (esm, _dir) = esm(&[("ESM_HEADER_READ_TIMEOUT", "1"), ("ESM_IDLE_TIMEOUT", "30")]).await;

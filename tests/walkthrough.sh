@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs the README's walkthrough against a fresh esm (embedded store, dummy backend) and
-# prints each request with its real answer, so the README's outputs can be regenerated
+# Runs the walkthrough of docs/walkthrough.md against a fresh esm (embedded store, dummy
+# backend) and prints each request with its real answer, so its outputs can be regenerated
 # from a run rather than written by hand:
 #
 #   cargo build && tests/walkthrough.sh [path/to/esm]

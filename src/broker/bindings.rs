@@ -31,7 +31,7 @@ impl Broker {
         require_object("parameters", req.parameters.as_ref())?;
         require_object("context", req.context.as_ref())?;
         require_object("bind_resource", req.bind_resource.as_ref())?;
-        // What the request alone decides comes first (see the README's status section).
+        // What the request alone decides comes first (see docs/api.md, "How esm answers").
         let view = self.plan_view(&req.service_id, &req.plan_id).await?;
         if !view.service.plan_bindable(&view.plan) {
             return Err(OsbError::BadRequest(format!("plan {} is not bindable", view.plan.id)));

@@ -173,11 +173,11 @@ fn every_setting_has_a_variable_and_is_shown() {
     assert_eq!(shown.len(), declared.len(), "one value per setting");
 }
 
-/// The README's settings table: one row per variable, with its flag and (where
-/// clap has one) its default, and no row for a setting that does not exist.
+/// The settings table in docs/operations.md: one row per variable, with its flag and
+/// (where clap has one) its default, and no row for a setting that does not exist.
 #[test]
-fn the_readme_documents_every_setting() {
-    let rows: BTreeMap<&str, (&str, &str)> = include_str!("../../README.md")
+fn the_settings_table_documents_every_setting() {
+    let rows: BTreeMap<&str, (&str, &str)> = include_str!("../../docs/operations.md")
         .lines()
         .filter(|line| line.starts_with("| `ESM_"))
         .map(|line| {
@@ -187,14 +187,14 @@ fn the_readme_documents_every_setting() {
         .collect();
     let declared = Config::declared();
     let variables: BTreeSet<&str> = declared.get_arguments().filter_map(|arg| arg.get_env()?.to_str()).collect();
-    assert_eq!(rows.keys().copied().collect::<BTreeSet<_>>(), variables, "README rows vs settings");
+    assert_eq!(rows.keys().copied().collect::<BTreeSet<_>>(), variables, "settings table rows vs settings");
     for arg in declared.get_arguments() {
         let variable = arg.get_env().and_then(|v| v.to_str()).unwrap_or_default();
         let (flag, default) = rows[variable];
         assert_eq!(Some(flag.trim_start_matches("--")), arg.get_long(), "{variable}'s flag");
         if let [value] = arg.get_default_values() {
             let value = value.to_string_lossy();
-            assert!(default.starts_with(value.as_ref()), "{variable}: README says {default:?}, clap {value:?}");
+            assert!(default.starts_with(value.as_ref()), "{variable}: the table says {default:?}, clap {value:?}");
         }
     }
 }

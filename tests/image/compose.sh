@@ -2,7 +2,7 @@
 # deploy/: both compose files validate, and the MongoDB stack comes up with the
 # locally built images (elastest/esm:ci, and esm-test/secantus standing in for
 # MongoDB through deploy/ci-override.yml), esm waits for the database's health, and
-# the README's flow works against it.
+# the walkthrough's flow (docs/walkthrough.md) works against it.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/../../deploy"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Smoke test of the container image: run it, wait for its HEALTHCHECK, walk through
-# the README's flow against it, stop it with SIGTERM, start it again on the same
-# volume and find the data still there. Prints the image size and time to healthy.
+# Smoke test of the container image: run it, wait for its HEALTHCHECK, run the
+# walkthrough's flow (docs/walkthrough.md) against it, stop it with SIGTERM, start it
+# again on the same volume and find the data still there. Prints the image size and time to healthy.
 #   tests/image/smoke.sh IMAGE
 set -euo pipefail
 image=${1:?usage: smoke.sh IMAGE}

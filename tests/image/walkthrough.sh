@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's flow against a running esm: register a service and a manifest,
+# The walkthrough's flow (docs/walkthrough.md) against a running esm: register a service and a manifest,
 # provision asynchronously and poll, fetch, bind, unbind, deprovision, and leave one
 # instance (kept-1) provisioned. Sourced by the image tests with $api set and fail()
 # defined.

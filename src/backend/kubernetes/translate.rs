@@ -1,7 +1,8 @@
 //! docker-compose manifests on Kubernetes: each compose service becomes a Deployment
 //! (its pods labelled `esm.service`) and, when it has ports, a Service of the same name;
 //! each named volume a PersistentVolumeClaim. What has no faithful translation is
-//! refused at registration rather than dropped silently; the README's table lists both.
+//! refused at registration rather than dropped silently; the table in docs/kubernetes.md
+//! lists both.
 
 use std::collections::BTreeMap;
 

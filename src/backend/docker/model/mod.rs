@@ -1,7 +1,7 @@
 //! The docker-compose manifest model: `manifest_content` parsed into typed structs at
 //! registration, so a bad manifest is a 400 then and never a failure at provision time.
 //!
-//! Compose file format 2.x and 3.x, the keys esm supports (see the README). Anything
+//! Compose file format 2.x and 3.x, the keys esm supports (see docs/docker.md). Anything
 //! else is refused by name. Settings that would give an instance power over the host
 //! (`privileged`, `cap_add`, `pid: host`, `network_mode: host`, `devices`, bind mounts of
 //! host paths) are refused unless the operator allows them ([`Policy`]).
