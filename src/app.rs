@@ -221,7 +221,17 @@ impl Server {
             // Path clean-up must run before routing, so it wraps the router from outside.
             let api_service = ServiceBuilder::new().map_request(collapse_slashes).service(api_router);
             self.ready.set();
-            tracing::info!(api = %listening.api, ops = %listening.ops, store = self.broker.store().kind(), "esm is serving");
+            let (api_url, ops_url) = (browsable(listening.api), browsable(listening.ops));
+            tracing::info!(
+                api = %listening.api,
+                ops = %listening.ops,
+                store = self.broker.store().kind(),
+                backends = %self.broker.backends().types().join(","),
+                ui = %format_args!("{api_url}/ui/"),
+                dashboard = %format_args!("{api_url}/dashboard"),
+                health = %format_args!("{ops_url}/health"),
+                "esm is serving"
+            );
             serve::serve(listener, api_service, limits, stop.clone(), grace / 2).await;
             Ok(())
         };
@@ -391,6 +401,12 @@ async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
 
 async fn listen(addr: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
+}
+
+/// `http://` and `addr` as a browser on this machine reaches it: an address bound to
+/// every interface (`0.0.0.0`, `::`) is reached as `localhost`.
+fn browsable(addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() { format!("http://localhost:{}", addr.port()) } else { format!("http://{addr}") }
 }
 
 /// A socket bound to `addr` but not listening: the port is esm's, and a client that

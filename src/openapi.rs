@@ -8,7 +8,7 @@ use axum::response::Response;
 use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
-use utoipa::openapi::{Object, Ref, RefOr, Required, ResponseBuilder, Type};
+use utoipa::openapi::{ObjectBuilder, Ref, RefOr, Required, ResponseBuilder, Type};
 use utoipa::{Modify, OpenApi};
 
 /// Swagger UI at `/ui` over `spec` at `/swagger.json`. Its pages may not be framed
@@ -74,14 +74,15 @@ impl Modify for BrokerHeaders {
     }
 }
 
-fn header(name: &str, required: bool, description: &str) -> RefOr<Parameter> {
+fn header(name: &str, required: bool, description: &str, default: Option<&str>) -> RefOr<Parameter> {
+    let schema = ObjectBuilder::new().schema_type(Type::String).default(default.map(serde_json::Value::from));
     RefOr::T(
         ParameterBuilder::new()
             .name(name)
             .parameter_in(ParameterIn::Header)
             .required(if required { Required::True } else { Required::False })
             .description(Some(description))
-            .schema(Some(Object::with_type(Type::String)))
+            .schema(Some(schema.build()))
             .build(),
     )
 }
@@ -124,14 +125,27 @@ pub fn with_broker_headers(mut spec: utoipa::openapi::OpenApi) -> utoipa::openap
             }
             let params = operation.parameters.get_or_insert_with(Vec::new);
             if !crate::api::version::exempt(method, path) {
-                params.push(header("X-Broker-API-Version", true, "OSB API version, 2.12 or later (e.g. 2.17)"));
+                // The default fills Swagger UI's "Try it out", so no request needs it typed.
+                let version = "OSB API version, 2.12 or later (e.g. 2.17)";
+                params.push(header(
+                    "X-Broker-API-Version",
+                    true,
+                    version,
+                    Some(&format!("2.{}", crate::api::version::NEWEST_MINOR)),
+                ));
             }
             params.push(header(
                 "X-Broker-API-Originating-Identity",
                 false,
                 "Who originated the request: `<platform> <base64 JSON>`",
+                None,
             ));
-            params.push(header("X-Broker-API-Request-Identity", false, "A request id, echoed back in the response"));
+            params.push(header(
+                "X-Broker-API-Request-Identity",
+                false,
+                "A request id, echoed back in the response",
+                None,
+            ));
         }
     }
     spec

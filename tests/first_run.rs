@@ -30,7 +30,12 @@ async fn text_logs_redirected_to_a_file_have_no_colour_codes() {
         text.contains("request served").then_some(text)
     })
     .await;
-    assert!(text.contains("esm is serving"), "{text}");
+    let serving = text.lines().find(|l| l.contains("esm is serving")).unwrap_or_else(|| panic!("{text}"));
+    // Where to go next, in the start line: the pages and the health check as a browser on
+    // this machine reaches them, and what deploys.
+    for field in ["ui=http://127.0.0.1:", "dashboard=http://127.0.0.1:", "health=http://127.0.0.1:", "backends="] {
+        assert!(serving.contains(field), "{field} in {serving}");
+    }
     assert!(!text.contains('\u{1b}'), "escape codes in a log file: {text:?}");
 }
 

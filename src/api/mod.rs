@@ -113,9 +113,30 @@ pub fn router(state: AppState, auth: Option<BasicAuth>) -> Router {
         .with_state(state)
         .merge(crate::openapi::swagger_ui(spec))
         .merge(crate::dashboard::router(state_for_dashboard, auth_for_dashboard))
+        .route("/", axum::routing::get(index))
         // Last, so it wraps every route (each with its template known) and the
         // fallbacks, and times what the inner layers add.
         .layer(metrics)
+}
+
+/// `GET /`: a browser is sent to the dashboard; anything else is told where things are
+/// (nothing here needs the broker's credentials, nor says more than the docs do).
+async fn index(headers: axum::http::HeaderMap) -> Response {
+    let accept = headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if accept.contains("text/html") {
+        return axum::response::Redirect::to("/dashboard").into_response();
+    }
+    axum::Json(serde_json::json!({
+        "name": "esm",
+        "version": env!("CARGO_PKG_VERSION"),
+        "broker_api": "/v2",
+        "catalog": "/v2/catalog",
+        "swagger_ui": "/ui/",
+        "openapi": "/swagger.json",
+        "dashboard": "/dashboard",
+        "operator_port": ["/health", "/metrics", "/environment"],
+    }))
+    .into_response()
 }
 
 async fn not_found() -> OsbError {

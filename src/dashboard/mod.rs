@@ -36,6 +36,7 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
 pub fn router(state: AppState, auth: Option<BasicAuth>) -> Router {
     Router::new()
         .route("/dashboard", get(pages::overview))
+        .route("/dashboard/", get(|| async { axum::response::Redirect::permanent("/dashboard") }))
         .route("/dashboard/services", get(pages::services))
         .route("/dashboard/instances", get(instances::list))
         .route("/dashboard/instances/{instance_id}", get(instances::one))

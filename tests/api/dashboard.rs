@@ -186,3 +186,34 @@ async fn swagger_ui_may_not_be_framed() {
         assert_eq!(headers["x-frame-options"], "DENY", "{path}");
     }
 }
+
+// Where a new user lands: `/` sends a browser to the dashboard and tells curl where
+// things are; `/dashboard/` is the dashboard too; Swagger UI's "Try it out" has the
+// version header filled in.
+#[tokio::test]
+async fn the_root_and_a_trailing_slash_lead_to_the_dashboard() {
+    let app = spawn_app().await;
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("a client");
+    let browser =
+        client.get(format!("{}/", app.api)).header("accept", "text/html,*/*;q=0.8").send().await.expect("answers");
+    assert_eq!(
+        (browser.status().is_redirection(), &browser.headers()["location"]),
+        (true, &"/dashboard".parse().unwrap())
+    );
+    let index: serde_json::Value =
+        client.get(format!("{}/", app.api)).send().await.expect("answers").json().await.expect("JSON");
+    assert_eq!((&index["swagger_ui"], &index["dashboard"]), (&json!("/ui/"), &json!("/dashboard")), "{index}");
+    let slash = client.get(format!("{}/dashboard/", app.api)).send().await.expect("answers");
+    assert_eq!(
+        (slash.status(), &slash.headers()["location"]),
+        (StatusCode::PERMANENT_REDIRECT, &"/dashboard".parse().unwrap())
+    );
+
+    let spec: serde_json::Value =
+        client.get(format!("{}/swagger.json", app.api)).send().await.expect("answers").json().await.expect("JSON");
+    let catalog = &spec["paths"]["/v2/catalog"]["get"]["parameters"];
+    let version =
+        catalog.as_array().and_then(|p| p.iter().find(|p| p["name"] == "X-Broker-API-Version")).expect("the header");
+    assert_eq!(version["schema"]["default"], "2.17", "{version}");
+    app.stop().await;
+}
