@@ -226,7 +226,7 @@ impl Server {
                 api = %listening.api,
                 ops = %listening.ops,
                 store = self.broker.store().kind(),
-                backends = %self.broker.backends().types().join(","),
+                backends = %self.broker.backends().all().iter().map(|b| b.name()).collect::<Vec<_>>().join(","),
                 ui = %format_args!("{api_url}/ui/"),
                 dashboard = %format_args!("{api_url}/dashboard"),
                 health = %format_args!("{ops_url}/health"),
