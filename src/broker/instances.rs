@@ -327,6 +327,12 @@ impl Broker {
         Ok(self.records.get::<ServiceInstance>(id).await?.filter(|v| v.record.is_platform_instance()))
     }
 
+    /// An instance a platform asked for, live or deprovisioned (its tombstone, kept for
+    /// the retention); never a pool member.
+    pub async fn instance_or_tombstone(&self, id: &str) -> OsbResult<Option<ServiceInstance>> {
+        Ok(self.records.get::<ServiceInstance>(id).await?.map(|v| v.record).filter(|i| i.pool.is_none()))
+    }
+
     /// The live bindings of an instance, from the index by instance.
     pub async fn bindings_of(&self, instance_id: &str) -> OsbResult<Vec<Binding>> {
         let filter = vec![(index::INSTANCE_ID.to_owned(), instance_id.to_owned())];

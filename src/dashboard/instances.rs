@@ -9,7 +9,7 @@ use super::pages::{event_table, recent_events, urlencode};
 use super::{PageError, PageResult, page};
 use crate::api::AppState;
 use crate::broker::InstanceFilter;
-use crate::domain::instance::ServiceInstance;
+use crate::domain::instance::{InstanceStatus, ServiceInstance};
 use crate::domain::liveness::LivenessStatus;
 use crate::domain::operation::OperationState;
 use crate::error::OsbError;
@@ -127,17 +127,20 @@ fn row(instance: &ServiceInstance) -> Markup {
 /// (never their credentials), its operations and its events; and deprovision.
 pub async fn one(State(state): State<AppState>, Path(instance_id): Path<String>) -> PageResult {
     let broker = &state.broker;
-    let Some(found) = broker.live_instance(&instance_id).await? else {
+    // A deprovisioned instance is still shown (from its tombstone), so the page an
+    // operator deprovisioned from ends saying so, and a link to it stays good.
+    let Some(instance) = broker.instance_or_tombstone(&instance_id).await? else {
         return Err(PageError::from(OsbError::NotFound(format!("no instance {instance_id}"))));
     };
-    let instance = found.record;
+    let gone = instance.status == InstanceStatus::Deprovisioned;
     // The inventory may not know an instance yet (a provision still deploying): say so
     // rather than fail the page.
     let (resources, inventory_note) = match broker.instance_resources(&instance_id).await {
+        _ if gone => (Vec::new(), Some("Deprovisioned: it holds nothing.".to_owned())),
         Ok(resources) => (resources, None),
         Err(e) => (Vec::new(), Some(e.to_string())),
     };
-    let bindings = broker.bindings_of(&instance_id).await?;
+    let bindings = if gone { Vec::new() } else { broker.bindings_of(&instance_id).await? };
     let filter = Filter { instance_id: Some(instance_id.clone()), ..Filter::default() };
     let events = recent_events(&state, &filter).await?;
     let liveness = instance.liveness.clone();
@@ -145,7 +148,9 @@ pub async fn one(State(state): State<AppState>, Path(instance_id): Path<String>)
     Ok(page(
         &format!("Instance {instance_id}"),
         html! {
+            section #summary data-refresh-on="provision. update. deprovision." {
             dl {
+                dt { "Status" } dd #instance-status { (status_text(instance.status)) }
                 dt { "Service" } dd { (instance.service_id) }
                 dt { "Plan" } dd { (instance.plan_id) }
                 dt { "Manifest" } dd { (instance.manifest_id) " (" (instance.manifest_type.as_deref().unwrap_or("?")) ")" }
@@ -155,9 +160,12 @@ pub async fn one(State(state): State<AppState>, Path(instance_id): Path<String>)
                     @if let Some(l) = &liveness { " · " (l.reason) " (since " (l.since) ")" }
                 }
             }
-            p {
-                button.action.danger data-action="deprovision" data-instance=(instance_id)
-                    data-service=(instance.service_id) data-plan=(instance.plan_id) { "Deprovision" }
+            @if !gone {
+                p {
+                    button.action.danger data-action="deprovision" data-instance=(instance_id)
+                        data-service=(instance.service_id) data-plan=(instance.plan_id) { "Deprovision" }
+                }
+            }
             }
             @if let Some(l) = &liveness {
                 h2 { "Components" }
@@ -185,4 +193,14 @@ pub async fn one(State(state): State<AppState>, Path(instance_id): Path<String>)
             div #live data-feed=(instance_id) { (event_table(&events)) }
         },
     ))
+}
+
+/// An instance's status as the page says it.
+fn status_text(status: InstanceStatus) -> &'static str {
+    match status {
+        InstanceStatus::Provisioning => "provisioning",
+        InstanceStatus::Provisioned => "provisioned",
+        InstanceStatus::ProvisionFailed => "provision failed",
+        InstanceStatus::Deprovisioned => "deprovisioned",
+    }
 }

@@ -217,3 +217,23 @@ async fn the_root_and_a_trailing_slash_lead_to_the_dashboard() {
     assert_eq!(version["schema"]["default"], "2.17", "{version}");
     app.stop().await;
 }
+
+// After a deprovision the instance's page says so (from the tombstone esm keeps), rather
+// than "Not Found", and offers no Deprovision any more.
+#[tokio::test]
+async fn a_deprovisioned_instance_s_page_says_deprovisioned() {
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: sync}").await;
+    let (status, _, live) = page(&app, "/dashboard/instances/i-1").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        live.contains(r#"<dd id="instance-status">provisioned</dd>"#) && live.contains("data-action=\"deprovision\"")
+    );
+    assert_eq!(app.deprovision("i-1", false).await.status, StatusCode::OK);
+    let (status, _, gone) = page(&app, "/dashboard/instances/i-1").await;
+    assert_eq!(status, StatusCode::OK, "{gone}");
+    assert!(gone.contains(r#"<dd id="instance-status">deprovisioned</dd>"#), "{gone}");
+    assert!(!gone.contains("data-action=\"deprovision\""), "{gone}");
+    let (status, _, _) = page(&app, "/dashboard/instances/nobody").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    app.stop().await;
+}

@@ -110,7 +110,17 @@ async function main() {
       check(i < 100, `the deprovisioned instance still answers ${gone}`);
       await new Promise((r) => setTimeout(r, 50));
     }
-    console.log('the deprovision action removes the instance');
+    // The page it was deprovisioned from ends saying so, without a reload, and after one
+    // (from the tombstone esm keeps).
+    await page.locator('#instance-status').filter({ hasText: 'deprovisioned' }).waitFor({ timeout: 5000 });
+    check(await page.locator('button[data-action=deprovision]').count() === 0, 'a Deprovision button once deprovisioned');
+    await page.locator('#operations tbody tr').first().filter({ hasText: 'succeeded' }).waitFor({ timeout: 5000 });
+    const latest = await page.locator('#operations tbody tr').first().textContent();
+    check(latest.includes('deprovision'), `the operations table's latest row is ${latest}`);
+    const reloaded = await page.reload();
+    check(reloaded.status() === 200, `a reload answers ${reloaded.status()}`);
+    check((await page.locator('#instance-status').textContent()) === 'deprovisioned', 'deprovisioned after a reload');
+    console.log('the deprovision action removes the instance, and its page ends saying so');
 
     // The overview's counts follow events without a reload.
     await page.goto(`${api}/dashboard`);
