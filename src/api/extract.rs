@@ -106,11 +106,17 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, OsbError> {
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
         let path = e.path().to_string();
         let detail = if path == "." { e.inner().to_string() } else { format!("{path}: {}", e.inner()) };
-        bad_request("invalid request body", &detail)
+        let hint = if e.inner().to_string().starts_with("control character") { RAW_CONTROL_HINT } else { "" };
+        bad_request("invalid request body", &format!("{detail}{hint}"))
     })?;
     deserializer.end().map_err(|e| bad_request("invalid request body", &e.to_string()))?;
     Ok(value)
 }
+
+/// What to do about serde's "control character (\u0000-\u001F) found while parsing a
+/// string": the commonest cause is a manifest pasted into a JSON string as it is.
+const RAW_CONTROL_HINT: &str = " (a JSON string cannot hold a raw line break or tab: write them as \\n and \\t, \
+     e.g. build the body with jq: jq -n --rawfile m manifest.yml '{manifest_content: $m, ...}')";
 
 fn bad_request(context: &str, detail: &str) -> OsbError {
     OsbError::BadRequest(format!("{context}: {}", client_text(detail)))

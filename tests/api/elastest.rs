@@ -294,3 +294,26 @@ async fn the_instance_list_is_empty_without_instances() {
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body, json!([]));
 }
+
+// The original README's manifest step, as printed there: YAML pasted into a JSON string
+// with its line breaks raw. Refused (it is not JSON), with what to do about it.
+#[tokio::test]
+async fn a_manifest_pasted_with_raw_line_breaks_is_refused_with_what_to_do() {
+    let app = spawn_app().await;
+    let body = "{\"id\": \"m\", \"manifest_content\": \"version: '2'\nservices:\n  spark: {image: busybox}\n\", \
+                \"manifest_type\": \"docker-compose\", \"plan_id\": \"p\", \"service_id\": \"s\"}";
+    let response = app
+        .raw(Method::PUT, "/v2/et/manifest/m")
+        .header("X-Broker-API-Version", "2.12")
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let answer: Value = response.json().await.expect("an OSB error body");
+    let description = answer["description"].as_str().unwrap_or_default();
+    assert!(description.contains("control character"), "{answer}");
+    assert!(description.contains(r"write them as \n and \t") && description.contains("jq -n --rawfile"), "{answer}");
+    app.stop().await;
+}
