@@ -73,10 +73,10 @@ pub struct Config {
     #[arg(long = "check-port", env = "ESM_CHECK_PORT", default_value_t = 5000)]
     pub check_port: u16,
     /// With the password: every /v2 route requires HTTP basic auth.
-    #[arg(long = "broker-username", env = "ESM_BROKER_USERNAME")]
+    #[arg(long = "broker-username", env = "ESM_BROKER_USERNAME", global = true)]
     pub broker_username: Option<String>,
     /// With the username: every /v2 route requires HTTP basic auth.
-    #[arg(long = "broker-password", env = "ESM_BROKER_PASSWORD", hide_env_values = true)]
+    #[arg(long = "broker-password", env = "ESM_BROKER_PASSWORD", hide_env_values = true, global = true)]
     pub broker_password: Option<Secret>,
     /// Where durable stores keep their files.
     #[arg(long = "data-dir", env = "ESM_DATA_DIR", default_value = "./esm-data")]

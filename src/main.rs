@@ -34,6 +34,11 @@ fn main() -> ExitCode {
 }
 
 async fn run() -> ExitCode {
+    // Lossy: a non-UTF-8 argument is no help request, and clap reports it below.
+    let args: Vec<String> = std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
+    if let Some(help) = esm::cli::help::requested(&args) {
+        return print_out(&help);
+    }
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Openapi) => return print_out(&esm::openapi::document_json()),

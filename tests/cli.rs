@@ -56,6 +56,8 @@ async fn registered(manifest: &str) -> (Esm, support::TempDir) {
     let registered =
         cli(&esm.api, &["manifests", "register", manifest, "-f", &file(&format!("{manifest}.json"))]).await;
     ok(&registered, "register manifest");
+    let said = format!("registered manifest {manifest} for service svc");
+    assert!(registered.stdout.starts_with(&said), "{}", registered.stdout);
     (esm, dir)
 }
 
@@ -94,10 +96,14 @@ async fn every_command_works_against_a_real_esm_in_tables_and_json() {
     let (esm, dir) = esm().await;
     let file = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
     let api = esm.api.as_str();
-    ok(&cli(api, &["services", "register", "-f", &file("svc.json")]).await, "register service");
+    let registered = cli(api, &["services", "register", "-f", &file("svc.json")]).await;
+    ok(&registered, "register service");
+    assert_eq!(registered.stdout.trim(), "registered service svc (plans: plan, broken)");
     for (id, name) in [("m", "m.json"), ("m-broken", "m-broken.json")] {
         ok(&cli(api, &["manifests", "register", id, "-f", &file(name)]).await, "register manifest");
     }
+    let again = cli(api, &["manifests", "get", "m"]).await;
+    assert!(again.stdout.contains("dummy"), "{}", again.stdout);
     let catalog = cli(api, &["catalog"]).await;
     ok(&catalog, "catalog");
     assert!(catalog.stdout.contains("SERVICE") && catalog.stdout.contains("plan, broken"), "{}", catalog.stdout);
@@ -143,6 +149,13 @@ async fn every_command_works_against_a_real_esm_in_tables_and_json() {
     assert_eq!((pool["plan_id"].as_str(), pool["size"].as_u64()), (Some("plan"), Some(1)));
     assert!(cli(api, &["pools", "list"]).await.stdout.lines().any(|l| l.trim_start().starts_with("plan")));
     assert_eq!(json_of(&cli(api, &["pools", "get", "plan", "-o", "json"]).await)["plan_id"], "plan");
+    // One member is made at once: `pools get` lists it under the pool.
+    let members = eventually(Duration::from_secs(10), "the pool's member listed", || async {
+        let shown = cli(api, &["pools", "get", "plan"]).await;
+        shown.stdout.lines().any(|l| l.trim_start().starts_with("MEMBER")).then_some(shown.stdout)
+    })
+    .await;
+    assert!(members.lines().any(|l| l.contains("deploying") || l.contains("ready")), "{members}");
     ok(&cli(api, &["pools", "delete", "plan"]).await, "pools delete");
 
     // What i-1 holds, in the inventory and of the instance.

@@ -282,6 +282,16 @@ pub(super) fn json_object(text: &str) -> Result<Value, String> {
     }
 }
 
+/// Prints what esm answered (`-o json`), or `line` for people.
+fn summary(answer: &Value, json: bool, line: &str) -> Result<Exit, Failure> {
+    if json {
+        output::print_json(answer, true);
+    } else {
+        output::print(line);
+    }
+    Ok(Exit::Done)
+}
+
 /// A JSON file (`-`: standard input).
 fn read_json(path: &Path) -> Result<Value, Failure> {
     let text =
@@ -308,7 +318,12 @@ pub(super) async fn run(command: ClientCommand, client: &Client, target: &Target
     match command {
         ClientCommand::Catalog => show(&client.catalog().await?, output::catalog),
         ClientCommand::Services(ServicesCommand::Register { file }) => {
-            show(&client.register_service(&read_json(&file)?).await?, output::done)
+            let service = read_json(&file)?;
+            let answer = client.register_service(&service).await?;
+            let plans: Vec<String> =
+                service["plans"].as_array().into_iter().flatten().map(|p| output::text(&p["id"])).collect();
+            let line = format!("registered service {} (plans: {})", output::text(&service["id"]), plans.join(", "));
+            summary(&answer, json, &line)
         }
         ClientCommand::Services(ServicesCommand::Delete { id }) => {
             show(&client.delete_service(&id).await?, output::done)
@@ -316,7 +331,10 @@ pub(super) async fn run(command: ClientCommand, client: &Client, target: &Target
         ClientCommand::Manifests(ManifestsCommand::List) => show(&client.manifests().await?, output::manifests),
         ClientCommand::Manifests(ManifestsCommand::Get { id }) => show(&client.manifest(&id).await?, output::manifests),
         ClientCommand::Manifests(ManifestsCommand::Register { id, file }) => {
-            show(&client.register_manifest(&id, &read_json(&file)?).await?, output::done)
+            let manifest = read_json(&file)?;
+            let answer = client.register_manifest(&id, &manifest).await?;
+            let [service, plan, kind] = ["service_id", "plan_id", "manifest_type"].map(|k| output::text(&manifest[k]));
+            summary(&answer, json, &format!("registered manifest {id} for service {service}, plan {plan} ({kind})"))
         }
         ClientCommand::Manifests(ManifestsCommand::Delete { id }) => {
             show(&client.delete_manifest(&id).await?, output::done)
@@ -442,7 +460,9 @@ pub(super) async fn finish<T: serde::Serialize>(
 async fn pools(command: PoolsCommand, client: &Client, json: bool) -> Result<Exit, Failure> {
     let value = match command {
         PoolsCommand::List => client.pools().await?,
-        PoolsCommand::Get { plan } => client.pool(&plan).await?,
+        PoolsCommand::Get { plan } => {
+            return output::show_each(&client.pool(&plan).await?, json, &[output::pools, output::members]);
+        }
         PoolsCommand::Set { plan, size, max_age, params } => {
             let request = PoolRequest { size, max_age_seconds: max_age, parameters: params };
             client.set_pool(&plan, &request).await?

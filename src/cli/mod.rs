@@ -13,11 +13,13 @@
 //! ([`crate::client`]), and a loop over its answers that does not advance stops.
 //!
 //! - `bindings.rs`: bind, unbind, and a binding's credentials.
+//! - `help.rs`: `esm --help` for the client, `esm server --help` for the settings.
 //! - `output.rs`: tables, and every sink for what the client prints.
 //! - `wait.rs`: following an asynchronous operation to its end, and the event log.
 
 mod bindings;
 mod commands;
+pub mod help;
 mod output;
 mod wait;
 

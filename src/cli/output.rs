@@ -47,10 +47,18 @@ impl Table {
 
 /// Prints `value` as JSON, or as the table `table` makes of it.
 pub(super) fn show(value: &Value, json: bool, table: fn(&Value) -> Table) -> Result<Exit, Failure> {
+    show_each(value, json, &[table])
+}
+
+/// Prints `value` as JSON, or as the tables `tables` make of it, a blank line between
+/// them (an empty one left out).
+pub(super) fn show_each(value: &Value, json: bool, tables: &[fn(&Value) -> Table]) -> Result<Exit, Failure> {
     if json {
         print_json(value, true);
     } else {
-        print(&table(value).render());
+        let rendered: Vec<String> =
+            tables.iter().map(|table| table(value)).filter(|t| !t.is_empty()).map(|t| t.render()).collect();
+        print(&rendered.join("\n\n"));
     }
     Ok(Exit::Done)
 }
@@ -137,14 +145,11 @@ pub(super) fn catalog(value: &Value) -> Table {
     t
 }
 
-/// An answer with nothing to tabulate: its fields, one per line.
+/// An answer with nothing to tabulate: its fields, one per line (nested ones as
+/// `metadata.labels.esm/backend`).
 pub(super) fn done(value: &Value) -> Table {
     let mut t = table(&["field", "value"]);
-    if let Some(fields) = value.as_object() {
-        for (key, field) in fields {
-            t.row([key.clone(), text(field)]);
-        }
-    }
+    flatten(&mut t, "", value);
     if t.is_empty() {
         t.row(["result", "done"]);
     }
@@ -256,6 +261,15 @@ pub(super) fn pools(value: &Value) -> Table {
             text(&p["misses_total"]),
             text(&p["last_error"]["message"]),
         ]);
+    }
+    t
+}
+
+/// `GET /v2/et/pools/{plan_id}`: its members (the pool itself is [`pools`]).
+pub(super) fn members(value: &Value) -> Table {
+    let mut t = table(&["member", "state", "since", "reason"]);
+    for m in value["members"].as_array().into_iter().flatten() {
+        t.row([text(&m["id"]), text(&m["state"]), text(&m["created_at"]), text(&m["reason"])]);
     }
     t
 }

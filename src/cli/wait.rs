@@ -105,6 +105,10 @@ pub(super) async fn until_done(
     };
     if let Some(bar) = spinner {
         bar.finish();
+        // The spinner's line goes; where the operation ended stays on the terminal.
+        if !said.is_empty() {
+            output::progress(&format!("{said} ({}s)", started.elapsed().as_secs()));
+        }
     }
     result
 }

@@ -80,7 +80,11 @@ pub enum ClientError {
         reason: String,
     },
     /// esm refused the credentials (401).
-    #[error("esm refused the credentials: {}", escape(.0))]
+    #[error(
+        "esm refused the credentials: {} (the client sends ESM_BROKER_USERNAME and ESM_BROKER_PASSWORD, \
+         or --broker-username and --broker-password: the daemon's own)",
+        escape(.0)
+    )]
     Unauthorized(String),
     /// esm answered with an error: its OSB error body.
     #[error("{} ({status}{})", escape(.description), error.as_deref().map(|e| format!(" {}", escape(e))).unwrap_or_default())]
