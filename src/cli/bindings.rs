@@ -5,9 +5,9 @@
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
-use super::commands::{Output, Target, json_object, offering_of};
+use super::commands::{Output, Settled, Target, json_object, offering_of, settle};
 use super::output;
-use super::wait::{Operation, until_done};
+use super::wait::Operation;
 use super::{Exit, Failure};
 use crate::client::Client;
 use crate::domain::operation::OperationState;
@@ -60,19 +60,18 @@ pub(super) async fn bind(args: BindArgs, client: &Client, target: &Target) -> Re
     };
     let reply = client.bind(&args.instance, &args.binding, &request, true).await?;
     let json = target.output == Output::Json;
-    if reply.status != 202 {
-        return show(&reply.body, json);
-    }
-    if target.no_wait {
-        return output::show(&to_value(&reply.body), json, output::done);
-    }
     let operation = Operation::binding(&args.instance, &args.binding, "bind", reply.body.operation.clone());
-    let (state, last) = until_done(client, &operation, target.wait_timeout).await?;
-    if state != OperationState::Succeeded {
-        output::show(&last, json, output::operation)?;
-        return Ok(Exit::Failed);
+    match settle(client, target, &operation, &reply).await? {
+        Settled::Answered => show(&reply.body, json),
+        Settled::NotWaited => output::show(&to_value(&reply.body), json, output::done),
+        Settled::Ended(OperationState::Succeeded, _) => {
+            show(&client.fetch_binding(&args.instance, &args.binding).await?, json)
+        }
+        Settled::Ended(_, last) => {
+            output::show(&last, json, output::operation)?;
+            Ok(Exit::Failed)
+        }
     }
-    show(&client.fetch_binding(&args.instance, &args.binding).await?, json)
 }
 
 /// Revokes the binding, following the operation to its end unless `--no-wait`.

@@ -11,6 +11,7 @@ use super::wait::{Operation, until_done};
 use super::{Exit, Failure};
 use crate::client::{Client, Reply};
 use crate::domain::bounded::{Cursor, Name, OpaqueId, PlanId, ServiceId, TextError};
+use crate::domain::operation::OperationState;
 use crate::wire::{InventoryQuery, PoolRequest, ProvisionRequest, UpdateRequest};
 
 /// Where the client sends requests and how it answers: flags every command takes.
@@ -439,6 +440,33 @@ fn answered<T: std::str::FromStr<Err = TextError>>(value: &str) -> Result<T, Fai
     value.parse().map_err(|e| Failure::failed(format!("esm answered an id it would refuse: {e}")))
 }
 
+/// How a request that may start an operation ended, for the client.
+pub(super) enum Settled {
+    /// esm answered at once (not 202).
+    Answered,
+    /// 202, and `--no-wait`: the operation was not followed.
+    NotWaited,
+    /// 202, followed to its end: its state and last answer.
+    Ended(OperationState, Value),
+}
+
+/// Follows `reply`'s operation to its end when it is a 202, unless `--no-wait`.
+pub(super) async fn settle<T>(
+    client: &Client,
+    target: &Target,
+    operation: &Operation,
+    reply: &Reply<T>,
+) -> Result<Settled, Failure> {
+    if reply.status != 202 {
+        return Ok(Settled::Answered);
+    }
+    if target.no_wait {
+        return Ok(Settled::NotWaited);
+    }
+    let (state, last) = until_done(client, operation, target.wait_timeout).await?;
+    Ok(Settled::Ended(state, last))
+}
+
 /// Prints an operation's answer; a 202 is followed to its end unless `--no-wait`.
 pub(super) async fn finish<T: serde::Serialize>(
     client: &Client,
@@ -447,14 +475,15 @@ pub(super) async fn finish<T: serde::Serialize>(
     reply: Reply<T>,
 ) -> Result<Exit, Failure> {
     let json = target.output == Output::Json;
-    let body = serde_json::to_value(&reply.body).unwrap_or_default();
-    if reply.status != 202 || target.no_wait {
-        output::show(&body, json, output::done)?;
-        return Ok(Exit::Done);
+    match settle(client, target, &operation, &reply).await? {
+        Settled::Answered | Settled::NotWaited => {
+            output::show(&serde_json::to_value(&reply.body).unwrap_or_default(), json, output::done)
+        }
+        Settled::Ended(state, last) => {
+            output::show(&last, json, output::operation)?;
+            Ok(if state == OperationState::Succeeded { Exit::Done } else { Exit::Failed })
+        }
     }
-    let (state, last) = until_done(client, &operation, target.wait_timeout).await?;
-    output::show(&last, json, output::operation)?;
-    if state == crate::domain::operation::OperationState::Succeeded { Ok(Exit::Done) } else { Ok(Exit::Failed) }
 }
 
 async fn pools(command: PoolsCommand, client: &Client, json: bool) -> Result<Exit, Failure> {
