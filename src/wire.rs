@@ -8,12 +8,14 @@
 //! is a 400 naming the field, and nothing past here holds an unbounded id. Responses
 //! keep `String`s: they are built from stored records, which may predate the bounds.
 
+mod bindings;
 mod catalog;
 mod events;
 mod inventory;
 mod liveness;
 mod pools;
 
+pub use bindings::{BindingListQuery, BindingPage, BindingSummary};
 pub use catalog::{
     MAX_DASHBOARD_CLIENT_BYTES, MAX_METADATA_BYTES, MaintenanceInfoRequest, ManifestRegistration, PlanRegistration,
     ServiceRegistration,
@@ -380,6 +382,7 @@ pub struct EtInstance {
 pub struct InstanceListQuery {
     /// A page of at most this many instances (1–1000; 100 when only `after` is given).
     /// Without `limit` and `after` the listing is the original's plain array.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
     /// The `next` of the previous page.
     pub after: Option<Cursor>,

@@ -212,6 +212,16 @@ async fn exit_codes_and_messages_say_what_went_wrong() {
     let usage =
         cli(api, &["instances", "provision", "y", "--service", "svc", "--plan", "plan", "--params", "[1]"]).await;
     assert_eq!(usage.code, 2, "{}", usage.stderr);
+    // Waiting is a flag of the commands that start an operation, not of every command.
+    for args in [
+        &["catalog", "--no-wait"][..],
+        &["instances", "list", "--wait-timeout", "5s"],
+        &["bindings", "list", "x", "--no-wait"],
+    ] {
+        let refused = cli(api, args).await;
+        assert_eq!(refused.code, 2, "{args:?}: {}", refused.stderr);
+        assert!(refused.stderr.contains("unexpected argument"), "{}", refused.stderr);
+    }
     let missing = cli(api, &["services", "register", "-f", "/nonexistent.json"]).await;
     assert_eq!(missing.code, 2);
     assert!(missing.stderr.contains("cannot read /nonexistent.json"), "{}", missing.stderr);
@@ -240,6 +250,22 @@ async fn a_bind_prints_the_credentials_and_bindings_get_reads_them_again() {
     assert_eq!(fetched["credentials"], again["credentials"]);
     let missing = cli(api, &["bindings", "get", "i-1", "nobody"]).await;
     assert_eq!(missing.code, 1, "{}", missing.stderr);
+
+    // `bindings list`: a row per binding, never a credential; pages with --after.
+    ok(&cli(api, &["bind", "i-1", "b-2", "--no-wait"]).await, "bind --no-wait");
+    let listed = cli(api, &["bindings", "list", "i-1"]).await;
+    ok(&listed, "bindings list");
+    assert!(listed.stdout.trim_start().starts_with("BINDING") && listed.stdout.contains("STATUS"), "{}", listed.stdout);
+    let rows: Vec<&str> = listed.stdout.lines().skip(1).map(str::trim_start).collect();
+    assert!(rows.len() == 2 && rows[0].starts_with("b-1") && rows[0].contains("bound"), "{}", listed.stdout);
+    assert!(!listed.stdout.contains(&password), "no credentials: {}", listed.stdout);
+    let first = cli(api, &["bindings", "list", "i-1", "--limit", "1"]).await;
+    let more = first.stdout.lines().last().unwrap_or_default().trim_start();
+    let cursor = more.trim_start_matches("(more: --after").trim().trim_end_matches(')');
+    assert!(more.starts_with("(more: --after") && !cursor.is_empty(), "{}", first.stdout);
+    let rest = json_of(&cli(api, &["bindings", "list", "i-1", "--after", cursor, "-o", "json"]).await);
+    assert_eq!(rest["bindings"][0]["binding_id"], "b-2", "{rest}");
+    assert!(rest.get("next").is_none() && rest["bindings"][0].get("credentials").is_none(), "{rest}");
     drop(esm);
 }
 

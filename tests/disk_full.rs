@@ -116,6 +116,11 @@ async fn assert_readable(client: &Client, acked: &BTreeSet<String>) {
     let (status, listed) = client.send(Method::GET, "/v2/et/service_instances", None).await;
     assert_eq!(status, 200, "{listed}");
     assert!(listed.as_array().is_some_and(|all| all.len() >= acked.len()), "{listed}");
+    if let Some(id) = acked.first() {
+        let (status, bindings) =
+            client.send(Method::GET, &format!("/v2/et/service_instances/{id}/bindings"), None).await;
+        assert_eq!((status, bindings["bindings"].as_array().map(Vec::len)), (200, Some(0)), "{bindings}");
+    }
 }
 
 /// Deletes the filler, then provisions until one succeeds; how long that took.

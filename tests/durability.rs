@@ -197,6 +197,12 @@ async fn two_replicas_on_one_mongodb_never_provision_an_instance_twice() {
     for i in 0..15 {
         assert_eq!(created.get(&format!("shared-{i}")), Some(&1), "shared-{i} created exactly once");
     }
+    // A binding made through one replica is listed by the other.
+    let bind = json!({"service_id": "svc", "plan_id": "plan"});
+    let (status, body) = ca.send(Method::PUT, "/v2/service_instances/shared-0/service_bindings/b-1", Some(&bind)).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, listed) = cb.send(Method::GET, "/v2/et/service_instances/shared-0/bindings", None).await;
+    assert_eq!((status, listed["bindings"][0]["binding_id"].as_str()), (200, Some("b-1")), "{listed}");
 }
 
 #[cfg_attr(not(esm_test_mongo), ignore = "needs MongoDB: set ESM_TEST_MONGO_URI")]
@@ -230,6 +236,11 @@ async fn a_mongodb_outage_is_503_and_esm_recovers_without_a_restart() {
     let client = Client::new(&esm.api);
     client.register("x-esm-dummy: {mode: sync}").await;
     assert_eq!(client.provision("before", false).await.0, 201);
+    let bind = json!({"service_id": "svc", "plan_id": "plan"});
+    let (status, body) =
+        client.send(Method::PUT, "/v2/service_instances/before/service_bindings/b-1", Some(&bind)).await;
+    assert_eq!(status, 201, "{body}");
+    let bindings = "/v2/et/service_instances/before/bindings";
 
     server.kill();
     // The catalog comes from the registry's copy while the watcher vouches for it (up
@@ -242,6 +253,8 @@ async fn a_mongodb_outage_is_503_and_esm_recovers_without_a_restart() {
     assert_eq!(body["error"], "ServiceUnavailable");
     let (status, body) = client.provision("during", false).await;
     assert_eq!(status, 503, "{body}");
+    let (status, body) = client.send(Method::GET, bindings, None).await;
+    assert_eq!((status, body["error"].as_str()), (503, Some("ServiceUnavailable")), "{body}");
     let health = support::get(format!("{}/health", esm.ops)).await.expect("health answers");
     assert_eq!(health.status().as_u16(), 503);
     let health: serde_json::Value = health.json().await.expect("health JSON");
@@ -262,6 +275,8 @@ async fn a_mongodb_outage_is_503_and_esm_recovers_without_a_restart() {
     assert_eq!(status, 200, "the write acknowledged before the outage is there: {body}");
     let (status, _) = client.send(Method::GET, "/v2/service_instances/during", None).await;
     assert_eq!(status, 404, "the refused provision left nothing");
+    let (status, body) = client.send(Method::GET, bindings, None).await;
+    assert_eq!((status, body["bindings"][0]["binding_id"].as_str()), (200, Some("b-1")), "{body}");
     let health = support::get(format!("{}/health", esm.ops)).await.expect("health answers");
     assert_eq!(health.status().as_u16(), 200);
 }

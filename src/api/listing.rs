@@ -30,12 +30,18 @@ impl Paging {
         if limit.is_none() && after.is_none() {
             return Ok(None);
         }
+        Self::paged(limit, after).map(Some)
+    }
+
+    /// The paging a request asks for, a page of [`DEFAULT_LIMIT`] when it sends no
+    /// `limit` (for listings that always answer a page).
+    pub fn paged(limit: Option<usize>, after: Option<&str>) -> OsbResult<Self> {
         let limit = limit.unwrap_or(DEFAULT_LIMIT);
         if !(1..=MAX_LIMIT).contains(&limit) {
             return Err(OsbError::BadRequest(format!("limit must be between 1 and {MAX_LIMIT}, not {limit}")));
         }
         let after = after.map(decode_cursor).transpose()?;
-        Ok(Some(Self { after, limit }))
+        Ok(Self { after, limit })
     }
 }
 

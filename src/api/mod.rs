@@ -13,6 +13,7 @@ pub mod get_instance;
 pub mod inventory;
 pub mod last_binding_operation;
 pub mod last_operation;
+pub mod list_bindings;
 pub mod listing;
 pub mod liveness;
 pub mod middleware;
@@ -81,6 +82,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(et::register_manifest, et::get_manifest, et::delete_manifest))
         .routes(routes!(et::list_instances))
         .routes(routes!(et::get_instance))
+        .routes(routes!(list_bindings::list_bindings))
         .routes(routes!(events::events))
         .routes(routes!(liveness::get_liveness, liveness::report_liveness))
         .routes(routes!(pools::list_pools))

@@ -13,8 +13,10 @@ use crate::domain::event::{Event, Step};
 use crate::domain::instance::InstanceStatus;
 use crate::domain::operation::{OperationKind, OperationLog};
 use crate::error::{OsbError, OsbResult};
-use crate::store::{StoreError, Versioned};
-use crate::wire::{BindRequest, BindingResponse, DeleteQuery, LastOperationResponse, OperationResponse};
+use crate::store::{StoreError, Versioned, index};
+use crate::wire::{
+    BindRequest, BindingResponse, BindingSummary, DeleteQuery, LastOperationResponse, OperationResponse,
+};
 
 impl Broker {
     /// `PUT /v2/service_instances/{instance_id}/service_bindings/{binding_id}`.
@@ -189,6 +191,23 @@ impl Broker {
             return Err(not_found());
         }
         Ok(binding_body(&binding, true))
+    }
+
+    /// `GET /v2/et/service_instances/{instance_id}/bindings`: a page of the instance's
+    /// live bindings, without credentials, and the id to continue after if there may be
+    /// more.
+    pub async fn bindings_page(
+        &self,
+        instance_id: &str,
+        after: Option<String>,
+        limit: usize,
+    ) -> OsbResult<(Vec<BindingSummary>, Option<String>)> {
+        if self.live_instance(instance_id).await?.is_none() {
+            return Err(OsbError::NotFound(format!("instance {instance_id} does not exist")));
+        }
+        let filters = vec![(index::INSTANCE_ID.to_owned(), instance_id.to_owned())];
+        let (bindings, next_after) = self.page_of::<Binding>(filters, after, limit).await?;
+        Ok((bindings.iter().map(BindingSummary::from).collect(), next_after))
     }
 
     /// `GET .../service_bindings/{binding_id}/last_operation`.

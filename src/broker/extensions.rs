@@ -11,7 +11,7 @@ use crate::domain::instance::{InstanceStatus, ServiceInstance};
 use crate::domain::operation::OperationState;
 use crate::domain::registry::Registry;
 use crate::error::{OsbError, OsbResult};
-use crate::store::{Query, Versioned, index};
+use crate::store::{Query, Record, Versioned, index};
 use crate::wire::{EtInstance, EtState};
 
 /// What an instance listing selects; every field narrows it.
@@ -107,12 +107,23 @@ impl Broker {
         after: Option<String>,
         limit: usize,
     ) -> OsbResult<(Vec<ServiceInstance>, Option<String>)> {
+        self.page_of(filter.index_filters(), after, limit).await
+    }
+
+    /// At most `limit` records matching the index `filters` after the id `after`, in id
+    /// order, and the id to continue after if there may be more.
+    pub(super) async fn page_of<T: Record>(
+        &self,
+        filters: Vec<(String, String)>,
+        after: Option<String>,
+        limit: usize,
+    ) -> OsbResult<(Vec<T>, Option<String>)> {
         // One more than asked tells whether there is a next page.
-        let query = Query { filters: filter.index_filters(), after, limit: limit + 1 };
-        let mut found = self.records.page::<ServiceInstance>(&query).await?;
+        let query = Query { filters, after, limit: limit + 1 };
+        let mut found = self.records.page::<T>(&query).await?;
         let more = found.len() > limit;
         found.truncate(limit);
-        let next_after = found.last().filter(|_| more).map(|v| v.record.id.clone());
+        let next_after = found.last().filter(|_| more).map(|v| v.record.id().to_owned());
         Ok((found.into_iter().map(|Versioned { record, .. }| record).collect(), next_after))
     }
 

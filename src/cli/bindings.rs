@@ -1,13 +1,13 @@
-//! `esm bind`, `esm unbind` and `esm bindings get`: an instance's credentials. A bind
+//! `esm bind`, `esm unbind` and `esm bindings get|list`: an instance's credentials. A bind
 //! ends by printing them (a binding exists to be read), however esm answered it: at
 //! once, or with an operation followed to its end and the binding fetched after.
 
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
-use super::commands::{Output, Settled, Target, json_object, offering_of, settle};
+use super::commands::{json_object, offering_of};
 use super::output;
-use super::wait::Operation;
+use super::wait::{Operation, Settled, Waiting, finish, settle};
 use super::{Exit, Failure};
 use crate::client::Client;
 use crate::domain::operation::OperationState;
@@ -23,6 +23,8 @@ pub struct BindArgs {
     /// Bind parameters, a JSON object.
     #[arg(long, value_parser = json_object)]
     pub params: Option<Value>,
+    #[command(flatten)]
+    pub wait: Waiting,
 }
 
 /// `esm unbind`.
@@ -32,6 +34,8 @@ pub struct UnbindArgs {
     pub instance: String,
     /// The binding id.
     pub binding: String,
+    #[command(flatten)]
+    pub wait: Waiting,
 }
 
 /// `esm bindings …`.
@@ -44,10 +48,21 @@ pub enum BindingsCommand {
         /// The binding id.
         binding: String,
     },
+    /// A page of an instance's bindings (without credentials).
+    List {
+        /// The instance id.
+        instance: String,
+        /// How many (1–1000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// The page after this cursor (`next` of the previous page).
+        #[arg(long)]
+        after: Option<String>,
+    },
 }
 
 /// Creates the binding and prints its credentials.
-pub(super) async fn bind(args: BindArgs, client: &Client, target: &Target) -> Result<Exit, Failure> {
+pub(super) async fn bind(args: BindArgs, client: &Client, json: bool) -> Result<Exit, Failure> {
     let (service_id, plan_id) = offering_of(client, &args.instance).await?;
     let request = BindRequest {
         service_id,
@@ -59,9 +74,8 @@ pub(super) async fn bind(args: BindArgs, client: &Client, target: &Target) -> Re
         predecessor_binding_id: None,
     };
     let reply = client.bind(&args.instance, &args.binding, &request, true).await?;
-    let json = target.output == Output::Json;
     let operation = Operation::binding(&args.instance, &args.binding, "bind", reply.body.operation.clone());
-    match settle(client, target, &operation, &reply).await? {
+    match settle(client, &args.wait, &operation, &reply).await? {
         Settled::Answered => show(&reply.body, json),
         Settled::NotWaited => output::show(&to_value(&reply.body), json, output::done),
         Settled::Ended(OperationState::Succeeded, _) => {
@@ -75,23 +89,24 @@ pub(super) async fn bind(args: BindArgs, client: &Client, target: &Target) -> Re
 }
 
 /// Revokes the binding, following the operation to its end unless `--no-wait`.
-pub(super) async fn unbind(args: UnbindArgs, client: &Client, target: &Target) -> Result<Exit, Failure> {
+pub(super) async fn unbind(args: UnbindArgs, client: &Client, json: bool) -> Result<Exit, Failure> {
     let (service_id, plan_id) = offering_of(client, &args.instance).await?;
     let reply = client.unbind(&args.instance, &args.binding, &service_id, &plan_id, true).await?;
     let operation = reply.body.operation.clone();
-    super::commands::finish(
-        client,
-        target,
-        Operation::binding(&args.instance, &args.binding, "unbind", operation),
-        reply,
-    )
-    .await
+    let operation = Operation::binding(&args.instance, &args.binding, "unbind", operation);
+    finish(client, json, &args.wait, operation, reply).await
 }
 
 /// `esm bindings …`.
 pub(super) async fn run(command: BindingsCommand, client: &Client, json: bool) -> Result<Exit, Failure> {
     match command {
         BindingsCommand::Get { instance, binding } => show(&client.fetch_binding(&instance, &binding).await?, json),
+        BindingsCommand::List { instance, limit, after } => {
+            let page = client.bindings(&instance, limit, after.as_deref()).await?;
+            let value = serde_json::to_value(&page).unwrap_or_default();
+            super::commands::advances(&value, after.as_deref())?;
+            output::show(&value, json, output::bindings)
+        }
     }
 }
 

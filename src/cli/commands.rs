@@ -7,11 +7,10 @@ use serde_json::{Value, json};
 
 use super::bindings::{self, BindArgs, BindingsCommand, UnbindArgs};
 use super::output::{self, Table};
-use super::wait::{Operation, until_done};
+use super::wait::{Operation, Waiting, finish};
 use super::{Exit, Failure};
-use crate::client::{Client, Reply};
+use crate::client::Client;
 use crate::domain::bounded::{Cursor, Name, OpaqueId, PlanId, ServiceId, TextError};
-use crate::domain::operation::OperationState;
 use crate::wire::{InventoryQuery, PoolRequest, ProvisionRequest, UpdateRequest};
 
 /// Where the client sends requests and how it answers: flags every command takes.
@@ -27,19 +26,6 @@ pub struct Target {
     /// `table` for people, `json` for scripts (exactly the API's JSON).
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table, global = true)]
     pub output: Output,
-    /// Do not wait for an asynchronous operation to finish: print its id and return.
-    #[arg(long = "no-wait", global = true)]
-    pub no_wait: bool,
-    /// Stop waiting for an asynchronous operation after this long (`90s`, `2h`); the
-    /// operation goes on in esm.
-    #[arg(
-        long = "wait-timeout",
-        env = "ESM_WAIT_TIMEOUT",
-        default_value = "1h",
-        value_parser = humantime::parse_duration,
-        global = true
-    )]
-    pub wait_timeout: std::time::Duration,
 }
 
 /// How results are printed.
@@ -176,8 +162,10 @@ pub enum InstancesCommand {
         /// The platform space (OSB requires one).
         #[arg(long, default_value = "esm-cli")]
         space: OpaqueId,
+        #[command(flatten)]
+        wait: Waiting,
     },
-    /// Update an instance's plan or parameters.
+    /// Update an instance's plan or parameters (and wait for it, unless --no-wait).
     Update {
         /// The instance id.
         id: String,
@@ -187,11 +175,15 @@ pub enum InstancesCommand {
         /// New parameters, a JSON object.
         #[arg(long, value_parser = json_object)]
         params: Option<Value>,
+        #[command(flatten)]
+        wait: Waiting,
     },
-    /// Deprovision an instance.
+    /// Deprovision an instance (and wait for it, unless --no-wait).
     Deprovision {
         /// The instance id.
         id: String,
+        #[command(flatten)]
+        wait: Waiting,
     },
     /// What an instance holds (containers, networks, volumes, host ports).
     Resources {
@@ -303,7 +295,7 @@ fn read_json(path: &Path) -> Result<Value, Failure> {
 
 /// A page whose `next` cursor is the `after` it was asked with would page forever: an
 /// error.
-fn advances(page: &Value, after: Option<&str>) -> Result<(), Failure> {
+pub(super) fn advances(page: &Value, after: Option<&str>) -> Result<(), Failure> {
     match (after, page["next"].as_str()) {
         (Some(after), Some(next)) if after == next => Err(Failure::failed(format!(
             "esm answered the page after {after} with the same cursor: its paging does not advance"
@@ -340,9 +332,9 @@ pub(super) async fn run(command: ClientCommand, client: &Client, target: &Target
         ClientCommand::Manifests(ManifestsCommand::Delete { id }) => {
             show(&client.delete_manifest(&id).await?, output::done)
         }
-        ClientCommand::Instances(command) => instances(command, client, target).await,
-        ClientCommand::Bind(args) => bindings::bind(args, client, target).await,
-        ClientCommand::Unbind(args) => bindings::unbind(args, client, target).await,
+        ClientCommand::Instances(command) => instances(command, client, json).await,
+        ClientCommand::Bind(args) => bindings::bind(args, client, json).await,
+        ClientCommand::Unbind(args) => bindings::unbind(args, client, json).await,
         ClientCommand::Bindings(command) => bindings::run(command, client, json).await,
         ClientCommand::Pools(command) => pools(command, client, json).await,
         ClientCommand::Events(args) => super::wait::events(args, client, json).await,
@@ -368,8 +360,7 @@ pub(super) async fn run(command: ClientCommand, client: &Client, target: &Target
     }
 }
 
-async fn instances(command: InstancesCommand, client: &Client, target: &Target) -> Result<Exit, Failure> {
-    let json = target.output == Output::Json;
+async fn instances(command: InstancesCommand, client: &Client, json: bool) -> Result<Exit, Failure> {
     match command {
         InstancesCommand::List { service, plan, state, liveness, limit, after } => {
             let filters: Vec<(&str, &str)> =
@@ -385,7 +376,7 @@ async fn instances(command: InstancesCommand, client: &Client, target: &Target) 
         InstancesCommand::Resources { id } => {
             output::show(&client.instance_resources(&id).await?, json, output::resources)
         }
-        InstancesCommand::Provision { id, service, plan, params, org, space } => {
+        InstancesCommand::Provision { id, service, plan, params, org, space, wait } => {
             let request = ProvisionRequest {
                 service_id: service,
                 plan_id: plan,
@@ -397,9 +388,9 @@ async fn instances(command: InstancesCommand, client: &Client, target: &Target) 
             };
             let reply = client.provision(&id, &request, true).await?;
             let operation = reply.body.operation.clone();
-            finish(client, target, Operation::instance(&id, "provision", operation), reply).await
+            finish(client, json, &wait, Operation::instance(&id, "provision", operation), reply).await
         }
-        InstancesCommand::Update { id, plan, params } => {
+        InstancesCommand::Update { id, plan, params, wait } => {
             let (service_id, _) = offering_of(client, &id).await?;
             let request = UpdateRequest {
                 service_id,
@@ -411,13 +402,13 @@ async fn instances(command: InstancesCommand, client: &Client, target: &Target) 
             };
             let reply = client.update(&id, &request, true).await?;
             let operation = reply.body.operation.clone();
-            finish(client, target, Operation::instance(&id, "update", operation), reply).await
+            finish(client, json, &wait, Operation::instance(&id, "update", operation), reply).await
         }
-        InstancesCommand::Deprovision { id } => {
+        InstancesCommand::Deprovision { id, wait } => {
             let (service_id, plan_id) = offering_of(client, &id).await?;
             let reply = client.deprovision(&id, &service_id, &plan_id, true).await?;
             let operation = reply.body.operation.clone();
-            finish(client, target, Operation::instance(&id, "deprovision", operation), reply).await
+            finish(client, json, &wait, Operation::instance(&id, "deprovision", operation), reply).await
         }
     }
 }
@@ -438,52 +429,6 @@ fn text_of(value: &Value) -> &str {
 /// within their bounds).
 fn answered<T: std::str::FromStr<Err = TextError>>(value: &str) -> Result<T, Failure> {
     value.parse().map_err(|e| Failure::failed(format!("esm answered an id it would refuse: {e}")))
-}
-
-/// How a request that may start an operation ended, for the client.
-pub(super) enum Settled {
-    /// esm answered at once (not 202).
-    Answered,
-    /// 202, and `--no-wait`: the operation was not followed.
-    NotWaited,
-    /// 202, followed to its end: its state and last answer.
-    Ended(OperationState, Value),
-}
-
-/// Follows `reply`'s operation to its end when it is a 202, unless `--no-wait`.
-pub(super) async fn settle<T>(
-    client: &Client,
-    target: &Target,
-    operation: &Operation,
-    reply: &Reply<T>,
-) -> Result<Settled, Failure> {
-    if reply.status != 202 {
-        return Ok(Settled::Answered);
-    }
-    if target.no_wait {
-        return Ok(Settled::NotWaited);
-    }
-    let (state, last) = until_done(client, operation, target.wait_timeout).await?;
-    Ok(Settled::Ended(state, last))
-}
-
-/// Prints an operation's answer; a 202 is followed to its end unless `--no-wait`.
-pub(super) async fn finish<T: serde::Serialize>(
-    client: &Client,
-    target: &Target,
-    operation: Operation,
-    reply: Reply<T>,
-) -> Result<Exit, Failure> {
-    let json = target.output == Output::Json;
-    match settle(client, target, &operation, &reply).await? {
-        Settled::Answered | Settled::NotWaited => {
-            output::show(&serde_json::to_value(&reply.body).unwrap_or_default(), json, output::done)
-        }
-        Settled::Ended(state, last) => {
-            output::show(&last, json, output::operation)?;
-            Ok(if state == OperationState::Succeeded { Exit::Done } else { Exit::Failed })
-        }
-    }
 }
 
 async fn pools(command: PoolsCommand, client: &Client, json: bool) -> Result<Exit, Failure> {

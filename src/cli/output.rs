@@ -34,6 +34,13 @@ impl Table {
         self.0.add_row(cells.into_iter().map(|cell| escape(cell.as_ref()).into_owned()));
     }
 
+    /// A last row telling how to ask for the next page, when `page` has one.
+    fn more(&mut self, page: &Value) {
+        if let Some(next) = page["next"].as_str() {
+            self.row(["(more: --after".to_owned(), format!("{next})")]);
+        }
+    }
+
     /// Whether it has no rows.
     fn is_empty(&self) -> bool {
         self.0.row_count() == 0
@@ -180,11 +187,7 @@ pub(super) fn instances(value: &Value) -> Table {
             text(&i["state"]["description"]),
         ]);
     }
-    if let Some(next) = value["next"].as_str() {
-        let mut more = vec!["(more: --after".to_owned(), format!("{next})")];
-        more.resize(headers.len(), String::new());
-        t.row(more);
-    }
+    t.more(value);
     t
 }
 
@@ -233,9 +236,7 @@ pub(super) fn resources(value: &Value) -> Table {
             text(&r["updated_at"]),
         ]);
     }
-    if let Some(next) = value["next"].as_str() {
-        t.row(["(more: --after".to_owned(), format!("{next})")]);
-    }
+    t.more(value);
     t
 }
 
@@ -291,6 +292,33 @@ pub(super) fn binding(binding: &Value) -> Table {
     if t.is_empty() {
         t.row(["(none)", "the backend gave this binding no credentials"]);
     }
+    t
+}
+
+/// A page of an instance's bindings (`GET /v2/et/service_instances/{id}/bindings`).
+pub(super) fn bindings(value: &Value) -> Table {
+    let mut t = table(&["binding", "status", "operation", "state", "endpoints", "expires", "created"]);
+    for b in value["bindings"].as_array().into_iter().flatten() {
+        let endpoints: Vec<String> = b["endpoints"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|e| {
+                let host = text(&e["host"]);
+                e["ports"].as_array().into_iter().flatten().map(move |p| format!("{host}:{}", text(p)))
+            })
+            .collect();
+        t.row([
+            text(&b["binding_id"]),
+            text(&b["status"]),
+            text(&b["last_operation"]),
+            text(&b["operation_state"]),
+            endpoints.join(" "),
+            text(&b["expires_at"]),
+            text(&b["created_at"]),
+        ]);
+    }
+    t.more(value);
     t
 }
 

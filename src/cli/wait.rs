@@ -5,12 +5,13 @@
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
+use clap::Args;
 use serde_json::Value;
 
 use super::commands::EventsArgs;
 use super::output::{self, text};
 use super::{Exit, Failure};
-use crate::client::{Client, ClientError};
+use crate::client::{Client, ClientError, Reply};
 use crate::domain::operation::OperationState;
 
 /// How often an operation's state is asked for.
@@ -19,6 +20,65 @@ const POLL: Duration = Duration::from_millis(500);
 const RECENT: usize = 20;
 /// Events asked for a page.
 const PAGE: u32 = 1000;
+
+/// Whether a command that may start an asynchronous operation follows it, and for how
+/// long: flags of the commands that start one.
+#[derive(Debug, Clone, Args)]
+pub struct Waiting {
+    /// Do not wait for an asynchronous operation to finish: print its id and return.
+    #[arg(long = "no-wait")]
+    pub no_wait: bool,
+    /// Stop waiting for an asynchronous operation after this long (`90s`, `2h`); the
+    /// operation goes on in esm.
+    #[arg(long = "wait-timeout", env = "ESM_WAIT_TIMEOUT", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub wait_timeout: Duration,
+}
+
+/// How a request that may start an operation ended, for the client.
+pub(super) enum Settled {
+    /// esm answered at once (not 202).
+    Answered,
+    /// 202, and `--no-wait`: the operation was not followed.
+    NotWaited,
+    /// 202, followed to its end: its state and last answer.
+    Ended(OperationState, Value),
+}
+
+/// Follows `reply`'s operation to its end when it is a 202, unless `--no-wait`.
+pub(super) async fn settle<T>(
+    client: &Client,
+    wait: &Waiting,
+    operation: &Operation,
+    reply: &Reply<T>,
+) -> Result<Settled, Failure> {
+    if reply.status != 202 {
+        return Ok(Settled::Answered);
+    }
+    if wait.no_wait {
+        return Ok(Settled::NotWaited);
+    }
+    let (state, last) = until_done(client, operation, wait.wait_timeout).await?;
+    Ok(Settled::Ended(state, last))
+}
+
+/// Prints an operation's answer; a 202 is followed to its end unless `--no-wait`.
+pub(super) async fn finish<T: serde::Serialize>(
+    client: &Client,
+    json: bool,
+    wait: &Waiting,
+    operation: Operation,
+    reply: Reply<T>,
+) -> Result<Exit, Failure> {
+    match settle(client, wait, &operation, &reply).await? {
+        Settled::Answered | Settled::NotWaited => {
+            output::show(&serde_json::to_value(&reply.body).unwrap_or_default(), json, output::done)
+        }
+        Settled::Ended(state, last) => {
+            output::show(&last, json, output::operation)?;
+            Ok(if state == OperationState::Succeeded { Exit::Done } else { Exit::Failed })
+        }
+    }
+}
 
 /// An operation to follow: an instance's, or a binding's.
 pub(super) struct Operation {

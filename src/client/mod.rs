@@ -46,7 +46,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::wire::{
-    BindRequest, BindingResponse, FetchInstanceResponse, InventoryQuery, OperationResponse, PoolRequest,
+    BindRequest, BindingPage, BindingResponse, FetchInstanceResponse, InventoryQuery, OperationResponse, PoolRequest,
     ProvisionRequest, ProvisionResponse, UpdateRequest, UpdateResponse,
 };
 #[cfg(doc)]
@@ -361,6 +361,15 @@ impl Client {
     /// credentials.
     pub async fn fetch_binding(&self, id: &str, binding: &str) -> Result<BindingResponse, ClientError> {
         self.get(&binding_path(id, binding), &[]).await
+    }
+
+    /// `GET /v2/et/service_instances/{id}/bindings`: a page of the instance's bindings,
+    /// without credentials.
+    pub async fn bindings(&self, id: &str, limit: u32, after: Option<&str>) -> Result<BindingPage, ClientError> {
+        let limit = limit.to_string();
+        let mut query = vec![("limit", limit.as_str())];
+        query.extend(after.map(|a| ("after", a)));
+        self.list(&format!("/v2/et/service_instances/{}/bindings", segment(id)), &query).await
     }
 
     /// `DELETE /v2/service_instances/{id}/service_bindings/{binding}`.

@@ -16,6 +16,7 @@ pub struct EventQuery {
     pub after: Option<String>,
     /// A page of at most this many events (1–1000, default 100) and at most
     /// `ESM_EVENT_PAGE_MAX_BYTES` of them (at least one); pages only.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
     /// Only events of this instance.
     #[param(value_type = Option<String>, max_length = 255)]

@@ -32,6 +32,7 @@ pub struct InventoryQuery {
     pub name: Option<Name>,
     /// At most this many (1–1000, default 100).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
     /// The `next` of the previous page.
     #[serde(default, skip_serializing_if = "Option::is_none")]

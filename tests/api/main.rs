@@ -7,6 +7,7 @@ mod sse;
 #[path = "../support/wait.rs"]
 mod wait;
 
+mod binding_listing;
 mod bindings;
 mod catalog;
 mod dashboard;

@@ -193,6 +193,12 @@ fn hostile_esm(got: &Got) -> Answer {
                     "endpoints": [{"host": HOSTILE, "ports": [HOSTILE], "protocol": "tcp"}]}),
             )
         }
+        ("GET", "/v2/et/service_instances/i-1/bindings") => Answer::Json(
+            200,
+            json!({"bindings": [{"binding_id": format!("b{HOSTILE}"), "instance_id": "i-1", "service_id": HOSTILE,
+                "plan_id": HOSTILE, "status": "bound", "operation_state": "succeeded", "created_at": HOSTILE,
+                "endpoints": [{"host": HOSTILE, "ports": [HOSTILE]}]}], "next": HOSTILE}),
+        ),
         ("GET", "/v2/et/service_instances/long") => {
             Answer::Json(404, json!({"description": format!("{HOSTILE}{}", "x".repeat(100_000))}))
         }
@@ -236,6 +242,14 @@ async fn a_server_s_escape_sequences_are_shown_escaped_in_tables_events_progress
     ] {
         let row = |l: &&str| l.split_whitespace().collect::<Vec<_>>() == [key.as_str(), value.as_str()];
         assert!(binding.stdout.lines().any(|l| row(&l)), "{key} {value} in {}", binding.stdout);
+    }
+
+    // An instance's bindings, and the cursor to their next page.
+    let bindings = cli(api, &["bindings", "list", "i-1"]).await;
+    assert_eq!(bindings.code, 0, "{}", bindings.stderr);
+    clean(&bindings, "bindings");
+    for shown in [format!("b{SHOWN}"), format!("{SHOWN}:{SHOWN}"), format!("{SHOWN})")] {
+        assert!(bindings.stdout.contains(&shown), "{shown} in {}", bindings.stdout);
     }
 
     let refused = cli(api, &["manifests", "get", "m"]).await;

@@ -1,0 +1,34 @@
+//! `GET /v2/et/service_instances/{instance_id}/bindings`: an instance's bindings, a
+//! page at a time, without their credentials.
+
+use axum::Json;
+use axum::extract::State;
+
+use super::AppState;
+use super::extract::{OsbPath, OsbQuery};
+use super::listing::{self, Paging};
+use crate::domain::bounded::InstanceId;
+use crate::error::{ErrorBody, OsbResult};
+use crate::wire::{BindingListQuery, BindingPage};
+
+/// An instance's live bindings (binding, bound or failed; not unbound), in id order,
+/// without credentials: fetch one binding for those.
+#[utoipa::path(get, path = "/v2/et/service_instances/{instance_id}/bindings", tag = "elastest",
+    params(("instance_id" = InstanceId, Path, description = "Instance id"), BindingListQuery),
+    responses(
+        (status = 200, description = "A page of the instance's bindings", body = BindingPage),
+        (status = 400, description = "A bad limit or cursor, or an unknown parameter", body = ErrorBody),
+        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
+        (status = 404, description = "No such instance", body = ErrorBody),
+        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ))]
+pub async fn list_bindings(
+    State(state): State<AppState>,
+    OsbPath(instance_id): OsbPath<InstanceId>,
+    OsbQuery(query): OsbQuery<BindingListQuery>,
+) -> OsbResult<Json<BindingPage>> {
+    let paging = Paging::paged(query.limit, query.after.as_deref())?;
+    let (bindings, next_after) = state.broker.bindings_page(&instance_id, paging.after, paging.limit).await?;
+    Ok(Json(BindingPage { bindings, next: next_after.as_deref().map(listing::cursor) }))
+}
