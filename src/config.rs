@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use clap::{Args, FromArgMatches, Parser, Subcommand, ValueEnum};
+use clap::{Args, FromArgMatches, ValueEnum};
 use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
@@ -18,39 +18,6 @@ use crate::yaml;
 
 mod secret;
 pub use secret::{REDACTED, Secret, host_shown, redact_uri, redact_userinfo, url_origin};
-
-/// The `esm` command line.
-#[derive(Debug, Clone, Parser)]
-#[command(
-    name = "esm",
-    version,
-    about = "A service broker (Open Service Broker API 2.12-2.17) with the ElasTest extensions"
-)]
-pub struct Cli {
-    /// The daemon's settings.
-    #[command(flatten)]
-    pub config: Config,
-    /// Where the client commands send requests, and how they answer.
-    #[command(flatten)]
-    pub target: crate::cli::Target,
-    /// Something else to do than serving.
-    #[command(subcommand)]
-    pub command: Option<Command>,
-}
-
-/// `esm <command>`.
-#[derive(Debug, Clone, Subcommand)]
-pub enum Command {
-    /// Run the daemon (what `esm` with no command does).
-    Server,
-    /// Print the OpenAPI document and exit.
-    Openapi,
-    /// Ask the esm on this machine's check port for /health: exit 0 when healthy.
-    Health,
-    /// The command-line client (`esm instances list`, …).
-    #[command(flatten)]
-    Client(crate::cli::ClientCommand),
-}
 
 /// The daemon's settings. The environment variable names are the original ESM's where
 /// it had one, because deployments and scripts depend on them.

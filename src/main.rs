@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use esm::app::Server;
-use esm::config::{Cli, Command};
+use esm::cli::{Cli, Command};
 
 /// mimalloc instead of glibc's malloc: glibc gives each of the runtime's threads (the
 /// blocking pool's store reads among them) an arena of its own and keeps what they free,

@@ -353,7 +353,7 @@ pub(super) async fn run(command: ClientCommand, client: &Client, target: &Target
             show(&page, output::resources)
         }
         ClientCommand::Completions { shell } => {
-            let mut command = <crate::config::Cli as clap::CommandFactory>::command();
+            let mut command = <super::Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "esm", &mut std::io::stdout());
             Ok(Exit::Done)
         }

@@ -6,7 +6,8 @@
 use clap::{Args, CommandFactory};
 
 use super::Target;
-use crate::config::{Cli, Config};
+use super::Cli;
+use crate::config::Config;
 
 /// The help `args` (the command line without the program) ask for, if they ask for
 /// one of the two split here; clap answers every other `--help` itself.

@@ -13,6 +13,7 @@
 //! ([`crate::client`]), and a loop over its answers that does not advance stops.
 //!
 //! - `bindings.rs`: bind, unbind, and a binding's credentials.
+//! - `line.rs`: the whole command line ([`Cli`]): settings, client flags, commands.
 //! - `help.rs`: `esm --help` for the client, `esm server --help` for the settings.
 //! - `output.rs`: tables, and every sink for what the client prints.
 //! - `wait.rs`: following an asynchronous operation to its end, and the event log.
@@ -20,10 +21,12 @@
 mod bindings;
 mod commands;
 pub mod help;
+mod line;
 mod output;
 mod wait;
 
 pub use commands::{ClientCommand, Target};
+pub use line::{Cli, Command};
 
 use std::process::ExitCode;
 

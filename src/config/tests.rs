@@ -2,7 +2,24 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use clap::Parser;
+
 use super::*;
+
+/// The settings as the command line reads them (the client's commands aside: a
+/// subcommand shows flags before it are still read).
+#[derive(Debug, Parser)]
+struct Cli {
+    #[command(flatten)]
+    config: Config,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    Health,
+}
 
 #[test]
 fn flags_win_over_defaults() {
