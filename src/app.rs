@@ -28,7 +28,7 @@ use crate::backend::docker::model::Policy;
 use crate::backend::docker::{ComposeBackend, DockerSettings, SwarmBackend};
 use crate::backend::dummy::{DummyBackend, Holds, LivenessScript};
 use crate::backend::kubernetes::{KubernetesBackend, KubernetesPolicy, KubernetesSettings};
-use crate::backend::metered::MeteredBackend;
+use crate::metrics::backend_calls::MeteredBackend;
 use crate::backend::{Backend, BackendError, Backends, host_port};
 use crate::broker::{Broker, BrokerSettings, LivenessSettings};
 use crate::clock::Clock;
@@ -42,7 +42,7 @@ use crate::store::Store;
 use crate::store::breaker::BreakerStore;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::memory::MemoryStore;
-use crate::store::metered::MeteredStore;
+use crate::metrics::store_calls::MeteredStore;
 use crate::store::mongo::MongoStore;
 
 /// Why esm could not start or stopped with an error.

@@ -15,7 +15,7 @@ use esm::backend::Backend;
 use esm::backend::conformance::{self, Subject};
 use esm::backend::docker::{self, SwarmBackend};
 use esm::backend::dummy::DummyBackend;
-use esm::backend::metered::MeteredBackend;
+use esm::metrics::backend_calls::MeteredBackend;
 use esm::domain::manifest::Manifest;
 use esm::metrics::Metrics;
 use esm::store::memory::MemoryStore;

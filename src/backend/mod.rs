@@ -13,7 +13,6 @@ pub mod dummy;
 pub mod host_port;
 pub mod kubernetes;
 pub mod labels;
-pub mod metered;
 pub mod said;
 
 #[cfg(any(test, feature = "test-support"))]

@@ -21,9 +21,11 @@
 //! - `process`: the process families (CPU, memory, descriptors, start time) and
 //!   `esm_build_info`, read at each scrape.
 
+pub mod backend_calls;
 pub mod census;
 pub mod http;
 mod process;
+pub mod store_calls;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -15,13 +15,12 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use serde_json::Value;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{Collection, Document, Query, Store, StoreError};
+use super::layered::{Call, Layered, StoreLayer};
+use super::{Store, StoreError};
 
 /// How long the prober waits after a failed ping before the next one.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
@@ -40,13 +39,16 @@ async fn bounded<T>(call: impl Future<Output = Result<T, StoreError>>) -> Result
     })
 }
 
-/// A [`Store`] that fails fast while its inner store is known to be down.
-pub struct BreakerStore {
-    inner: Arc<dyn Store>,
+/// The breaker: a [`StoreLayer`] that fails calls fast while the store is known to be
+/// down.
+pub struct Breaker {
     shared: Arc<Shared>,
     /// The prober, awaited by `close`.
     prober: Mutex<Option<JoinHandle<()>>>,
 }
+
+/// A store with a [`Breaker`] in front.
+pub type BreakerStore = Layered<Breaker>;
 
 /// What the breaker and its prober share.
 struct Shared {
@@ -92,26 +94,46 @@ impl BreakerStore {
     pub fn new(inner: Arc<dyn Store>) -> Self {
         let shared = Arc::new(Shared { down: Mutex::new(None), opened: Notify::new(), stop: CancellationToken::new() });
         let prober = tokio::spawn(probe(inner.clone(), shared.clone()));
-        Self { inner, shared, prober: Mutex::new(Some(prober)) }
+        Layered::over(inner, Breaker { shared, prober: Mutex::new(Some(prober)) })
     }
 
     /// Whether calls currently fail at once.
     pub fn is_open(&self) -> bool {
-        self.shared.down().is_some()
-    }
-
-    /// Runs a call unless the store is known to be down; learns from its outcome.
-    async fn guard<T>(&self, call: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
-        if let Some(message) = self.shared.down() {
-            return Err(StoreError::Unavailable(message));
-        }
-        let result = bounded(call).await;
-        self.shared.record(&result);
-        result
+        self.layer().shared.down().is_some()
     }
 }
 
-impl Drop for BreakerStore {
+impl StoreLayer for Breaker {
+    async fn around<T: Send>(
+        &self,
+        _store: &'static str,
+        call: Call,
+        work: impl Future<Output = Result<T, StoreError>> + Send,
+    ) -> Result<T, StoreError> {
+        // `ping` and `health` (what `/health` asks) always ask the store, and a success
+        // closes the breaker; any other call fails at once while it is open.
+        let asks_anyway = matches!(call, Call::Ping | Call::Health);
+        if !asks_anyway && let Some(message) = self.shared.down() {
+            return Err(StoreError::Unavailable(message));
+        }
+        let result = bounded(work).await;
+        match &result {
+            Ok(_) if asks_anyway => self.shared.close(),
+            _ => self.shared.record(&result),
+        }
+        result
+    }
+
+    async fn close(&self) {
+        self.shared.stop.cancel();
+        let prober = self.prober.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(prober) = prober {
+            let _ = prober.await;
+        }
+    }
+}
+
+impl Drop for Breaker {
     fn drop(&mut self) {
         self.shared.stop.cancel();
     }
@@ -143,116 +165,6 @@ async fn probe(store: Arc<dyn Store>, shared: Arc<Shared>) {
     }
 }
 
-#[async_trait]
-impl Store for BreakerStore {
-    fn kind(&self) -> &'static str {
-        self.inner.kind()
-    }
-
-    async fn insert(&self, collection: Collection, id: &str, body: Value) -> Result<u64, StoreError> {
-        self.guard(self.inner.insert(collection, id, body)).await
-    }
-
-    async fn upsert(&self, collection: Collection, id: &str, body: Value) -> Result<u64, StoreError> {
-        self.guard(self.inner.upsert(collection, id, body)).await
-    }
-
-    async fn replace(
-        &self,
-        collection: Collection,
-        id: &str,
-        expected_version: u64,
-        body: Value,
-    ) -> Result<u64, StoreError> {
-        self.guard(self.inner.replace(collection, id, expected_version, body)).await
-    }
-
-    async fn get(&self, collection: Collection, id: &str) -> Result<Option<Document>, StoreError> {
-        self.guard(self.inner.get(collection, id)).await
-    }
-
-    async fn version(&self, collection: Collection, id: &str) -> Result<Option<u64>, StoreError> {
-        self.guard(self.inner.version(collection, id)).await
-    }
-
-    async fn list(&self, collection: Collection) -> Result<Vec<(String, Document)>, StoreError> {
-        self.guard(self.inner.list(collection)).await
-    }
-
-    async fn page(&self, collection: Collection, query: &Query) -> Result<Vec<(String, Document)>, StoreError> {
-        self.guard(self.inner.page(collection, query)).await
-    }
-
-    async fn page_ids(&self, collection: Collection, query: &Query) -> Result<Vec<String>, StoreError> {
-        self.guard(self.inner.page_ids(collection, query)).await
-    }
-
-    async fn expired(
-        &self,
-        collection: Collection,
-        field: &str,
-        below: &str,
-        limit: usize,
-    ) -> Result<Vec<(String, u64)>, StoreError> {
-        self.guard(self.inner.expired(collection, field, below, limit)).await
-    }
-
-    async fn last_id(&self, collection: Collection) -> Result<Option<String>, StoreError> {
-        self.guard(self.inner.last_id(collection)).await
-    }
-
-    async fn counts(&self, collection: Collection, field: &str) -> Result<Vec<(String, u64)>, StoreError> {
-        self.guard(self.inner.counts(collection, field)).await
-    }
-
-    async fn delete(
-        &self,
-        collection: Collection,
-        id: &str,
-        expected_version: Option<u64>,
-    ) -> Result<bool, StoreError> {
-        self.guard(self.inner.delete(collection, id, expected_version)).await
-    }
-
-    /// Always asks the store (this is `/health`'s check), and learns from the answer.
-    async fn ping(&self) -> Result<(), StoreError> {
-        let result = bounded(self.inner.ping()).await;
-        match &result {
-            Ok(()) => self.shared.close(),
-            Err(_) => self.shared.record(&result),
-        }
-        result
-    }
-
-    /// Like `ping`: always asks the store, and learns from the answer.
-    async fn health(&self) -> Result<String, StoreError> {
-        let result = bounded(self.inner.health()).await;
-        match &result {
-            Ok(_) => self.shared.close(),
-            Err(_) => self.shared.record(&result),
-        }
-        result
-    }
-
-    async fn close(&self) {
-        self.shared.stop.cancel();
-        let prober = self.prober.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(prober) = prober {
-            let _ = prober.await;
-        }
-        self.inner.close().await;
-    }
-
-    fn exclusive(&self) -> bool {
-        self.inner.exclusive()
-    }
-
-    #[cfg(any(test, feature = "test-support"))]
-    fn visits(&self) -> Option<u64> {
-        self.inner.visits()
-    }
-}
-
 #[cfg(test)]
 mod tests {
 
@@ -260,6 +172,7 @@ mod tests {
     use tokio::time::Instant;
 
     use super::*;
+    use crate::store::Collection;
     use crate::store::switchable::SwitchableStore;
 
     /// What a down server costs each call: the driver's server selection.
@@ -367,7 +280,7 @@ mod tests {
         let (flaky, store) = breaker();
         flaky.set_down(true);
         assert!(store.get(Collection::Instances, "a").await.is_err());
-        let handle = store.prober.lock().expect("lock").as_ref().map(|h| h.abort_handle()).expect("a prober");
+        let handle = store.layer().prober.lock().expect("lock").as_ref().map(|h| h.abort_handle()).expect("a prober");
         store.close().await;
         assert!(handle.is_finished(), "the prober ended with the store");
     }

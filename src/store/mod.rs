@@ -17,8 +17,8 @@ pub mod breaker;
 pub mod conformance;
 pub mod embedded;
 pub mod index;
+pub mod layered;
 pub mod memory;
-pub mod metered;
 pub mod mongo;
 mod numbering;
 #[cfg(test)]

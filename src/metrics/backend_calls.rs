@@ -12,7 +12,8 @@ use async_trait::async_trait;
 use futures_util::TryStreamExt;
 use futures_util::stream::BoxStream;
 
-use super::{Backend, BackendError, BindOutput, Deployment, Execution, Info};
+use super::Metrics;
+use crate::backend::{Backend, BackendError, BindOutput, Deployment, Execution, Info};
 use crate::domain::binding::Binding;
 use crate::domain::instance::ServiceInstance;
 use crate::domain::liveness::Component;
@@ -20,7 +21,6 @@ use crate::domain::manifest::Manifest;
 use crate::domain::operation::OperationKind;
 use crate::domain::port::PortWant;
 use crate::domain::resource::Holding;
-use crate::metrics::Metrics;
 
 /// A [`Backend`] whose failures are counted.
 pub struct MeteredBackend {
@@ -79,7 +79,7 @@ impl Backend for MeteredBackend {
     }
 
     fn dashboard_url(&self, instance: &ServiceInstance, manifest: &Manifest) -> Option<String> {
-        self.inner.dashboard_url(instance, manifest).filter(|url| super::check_dashboard_url(url).is_ok())
+        self.inner.dashboard_url(instance, manifest).filter(|url| crate::backend::check_dashboard_url(url).is_ok())
     }
 
     async fn provision(&self, instance: &ServiceInstance, manifest: &Manifest) -> Result<Deployment, BackendError> {
