@@ -22,13 +22,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 
-use crate::api::middleware::{BasicAuth, collapse_slashes};
-use crate::api::{self, AppState};
 use crate::backend::docker::model::Policy;
 use crate::backend::docker::{ComposeBackend, DockerSettings, SwarmBackend};
 use crate::backend::dummy::{DummyBackend, Holds, LivenessScript};
 use crate::backend::kubernetes::{KubernetesBackend, KubernetesPolicy, KubernetesSettings};
-use crate::metrics::backend_calls::MeteredBackend;
 use crate::backend::{Backend, BackendError, Backends, host_port};
 use crate::broker::{Broker, BrokerSettings, LivenessSettings};
 use crate::clock::Clock;
@@ -36,14 +33,17 @@ use crate::config::{BackendKind, ComposeTarget, Config, StoreKind, redact_uri};
 use crate::domain::liveness::Thresholds;
 use crate::events::Webhook;
 use crate::metrics::Metrics;
+use crate::metrics::backend_calls::MeteredBackend;
+use crate::metrics::store_calls::MeteredStore;
 use crate::ops::{self, OpsState};
 use crate::serve::{self, Limits};
 use crate::store::Store;
 use crate::store::breaker::BreakerStore;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::memory::MemoryStore;
-use crate::metrics::store_calls::MeteredStore;
 use crate::store::mongo::MongoStore;
+use crate::web::middleware::{BasicAuth, collapse_slashes};
+use crate::web::{self, AppState};
 
 /// Why esm could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -217,7 +217,7 @@ impl Server {
             let listener =
                 self.api.listen(BACKLOG).map_err(|source| StartError::Bind { addr: listening.api, source })?;
             let auth = self.config.credentials().map(|(user, pass)| BasicAuth::new(user, pass));
-            let api_router = api::router(AppState::new(self.broker.clone()).stopping_with(stop.clone()), auth);
+            let api_router = web::router(AppState::new(self.broker.clone()).stopping_with(stop.clone()), auth);
             // Path clean-up must run before routing, so it wraps the router from outside.
             let api_service = ServiceBuilder::new().map_request(collapse_slashes).service(api_router);
             self.ready.set();

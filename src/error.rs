@@ -4,7 +4,7 @@
 //! `{"error": "...", "description": "..."}`. The table of codes lives in one `match`
 //! ([`OsbError::status`] and [`OsbError::code`]) so it can be checked against the spec
 //! line by line. Conversion to a response does not log: the access-log middleware logs
-//! each failed request once, with its request identity (see `api::middleware`).
+//! each failed request once, with its request identity (see `web::middleware`).
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};

@@ -7,12 +7,12 @@
 //! - [`app`]: start-up, the two listening ports, graceful shutdown.
 //! - [`serve`]: the accept loop under both ports: header, idle and body timeouts, and
 //!   the connection cap.
-//! - [`api`]: the `/v2` routes, one file per endpoint, their extractors and layers
-//!   (auth, version check, audit log).
+//! - [`web`]: the API port's web shell: `AppState`, the `/v2` routes (OSB and
+//!   ElasTest, one file per endpoint) with their extractors and layers (auth, version
+//!   check, audit log), the dashboard, and the OpenAPI document with Swagger UI.
 //! - [`ops`]: the operator port (`/health`, `/environment`, `/metrics`).
 //! - [`metrics`]: the Prometheus metric families and what records into them.
 //! - [`probe`]: `esm health`, the container health check.
-//! - [`openapi`]: the OpenAPI document generated from the handlers.
 //! - [`broker`]: every operation and the OSB status table; runs asynchronous operations.
 //! - [`clock`]: where the time comes from (the system, or Tokio's pausable clock in tests).
 //! - [`domain`]: plain records and rules (catalog, manifests, instances, bindings,
@@ -27,7 +27,6 @@
 
 #![warn(missing_docs)]
 
-pub mod api;
 pub mod app;
 pub mod backend;
 pub mod broker;
@@ -35,17 +34,16 @@ pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;
-pub mod dashboard;
 pub mod domain;
 pub mod error;
 pub mod events;
 pub mod metrics;
-pub mod openapi;
 pub mod ops;
 pub mod probe;
 pub mod serve;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
+pub mod web;
 pub mod wire;
 pub mod yaml;

@@ -41,7 +41,7 @@ async fn run() -> ExitCode {
     }
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Openapi) => return print_out(&esm::openapi::document_json()),
+        Some(Command::Openapi) => return print_out(&esm::web::openapi::document_json()),
         Some(Command::Health) => {
             return match esm::probe::healthy(&cli.config).await {
                 Ok(()) => ExitCode::SUCCESS,

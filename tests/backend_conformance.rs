@@ -15,9 +15,9 @@ use esm::backend::Backend;
 use esm::backend::conformance::{self, Subject};
 use esm::backend::docker::{self, SwarmBackend};
 use esm::backend::dummy::DummyBackend;
-use esm::metrics::backend_calls::MeteredBackend;
 use esm::domain::manifest::Manifest;
 use esm::metrics::Metrics;
+use esm::metrics::backend_calls::MeteredBackend;
 use esm::store::memory::MemoryStore;
 
 const IMAGE: &str = "esm-test/busybox:latest";

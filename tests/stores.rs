@@ -7,12 +7,12 @@
 use std::sync::Arc;
 
 use esm::metrics::Metrics;
+use esm::metrics::store_calls::MeteredStore;
 use esm::store::Store;
 use esm::store::breaker::BreakerStore;
 use esm::store::conformance;
 use esm::store::embedded::EmbeddedStore;
 use esm::store::memory::MemoryStore;
-use esm::metrics::store_calls::MeteredStore;
 use esm::store::mongo::MongoStore;
 
 /// The MongoDB URI of this run (the test is ignored unless there is one).

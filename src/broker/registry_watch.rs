@@ -4,7 +4,7 @@
 //! version twice a second and bumps the generation when it is not the copy's.
 //!
 //! The registry is decoded when it changes, not when it is read: provisions, binds,
-//! liveness rounds, the pool keeper and the catalog (`api/catalog_cache.rs`, which
+//! liveness rounds, the pool keeper and the catalog (`web/catalog_cache.rs`, which
 //! renders from the copy) share one `Arc<Registry>` tagged with the generation it is
 //! good for. A write of this process puts what it wrote in place at once; a change by
 //! another replica is re-read (and re-decoded) by the first reader after the watcher

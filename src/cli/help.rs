@@ -5,8 +5,8 @@
 
 use clap::{Args, CommandFactory};
 
-use super::Target;
 use super::Cli;
+use super::Target;
 use crate::config::Config;
 
 /// The help `args` (the command line without the program) ask for, if they ask for

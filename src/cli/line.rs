@@ -38,4 +38,3 @@ pub enum Command {
     #[command(flatten)]
     Client(ClientCommand),
 }
-

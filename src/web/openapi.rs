@@ -27,7 +27,7 @@ async fn not_framed(mut response: Response) -> Response {
     response
 }
 
-/// The document's fixed parts; the paths come from the router (`api::routes`).
+/// The document's fixed parts; the paths come from the router (`web::routes`).
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -100,7 +100,7 @@ fn refused_input() -> RefOr<utoipa::openapi::Response> {
 
 /// The full document: the router's paths plus the shared headers.
 pub fn document() -> utoipa::openapi::OpenApi {
-    with_broker_headers(crate::api::routes().1)
+    with_broker_headers(crate::web::routes().1)
 }
 
 /// Adds the OSB headers to every operation of the router's document.
@@ -124,14 +124,14 @@ pub fn with_broker_headers(mut spec: utoipa::openapi::OpenApi) -> utoipa::openap
                 operation.responses.responses.entry("400".into()).or_insert_with(refused_input);
             }
             let params = operation.parameters.get_or_insert_with(Vec::new);
-            if !crate::api::version::exempt(method, path) {
+            if !crate::web::version::exempt(method, path) {
                 // The default fills Swagger UI's "Try it out", so no request needs it typed.
                 let version = "OSB API version, 2.12 or later (e.g. 2.17)";
                 params.push(header(
                     "X-Broker-API-Version",
                     true,
                     version,
-                    Some(&format!("2.{}", crate::api::version::NEWEST_MINOR)),
+                    Some(&format!("2.{}", crate::web::version::NEWEST_MINOR)),
                 ));
             }
             params.push(header(

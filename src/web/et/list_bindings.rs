@@ -4,11 +4,11 @@
 use axum::Json;
 use axum::extract::State;
 
-use super::AppState;
-use super::extract::{OsbPath, OsbQuery};
-use super::listing::{self, Paging};
 use crate::domain::bounded::InstanceId;
 use crate::error::{ErrorBody, OsbResult};
+use crate::web::AppState;
+use crate::web::extract::{OsbPath, OsbQuery};
+use crate::web::listing::{self, Paging};
 use crate::wire::{BindingListQuery, BindingPage};
 
 /// An instance's live bindings (binding, bound or failed; not unbound), in id order,

@@ -7,13 +7,13 @@ use serde::Deserialize;
 
 use super::pages::{event_table, recent_events, urlencode};
 use super::{PageError, PageResult, page};
-use crate::api::AppState;
 use crate::broker::InstanceFilter;
 use crate::domain::instance::{InstanceStatus, ServiceInstance};
 use crate::domain::liveness::LivenessStatus;
 use crate::domain::operation::OperationState;
 use crate::error::OsbError;
 use crate::events::Filter;
+use crate::web::AppState;
 
 /// Rows a page shows unless asked otherwise, and the most it shows.
 const ROWS: usize = 50;

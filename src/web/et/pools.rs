@@ -3,10 +3,10 @@
 use axum::Json;
 use axum::extract::State;
 
-use super::AppState;
-use super::extract::{OsbJson, OsbPath};
 use crate::domain::bounded::PlanId;
 use crate::error::{ErrorBody, OsbResult};
+use crate::web::AppState;
+use crate::web::extract::{OsbJson, OsbPath};
 use crate::wire::{Empty, PoolList, PoolRequest, PoolStatus};
 
 /// Every pool with its status.

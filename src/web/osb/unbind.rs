@@ -4,12 +4,12 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 
-use super::extract::{OsbPath, OsbQuery};
-use super::version::{ApiVersion, Field};
-use super::{AppState, reply};
 use crate::domain::bounded::{BindingId, InstanceId};
 use crate::domain::operation::OperationKind;
 use crate::error::{ErrorBody, OsbResult};
+use crate::web::extract::{OsbPath, OsbQuery};
+use crate::web::version::{ApiVersion, Field};
+use crate::web::{AppState, reply};
 use crate::wire::{DeleteQuery, Empty, OperationResponse};
 
 /// Unbind: revoke a binding's credentials.

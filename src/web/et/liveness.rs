@@ -6,12 +6,12 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::{Extension, Json};
 
-use super::AppState;
-use super::extract::{OsbJson, OsbPath};
 use crate::broker::Reporter;
 use crate::domain::bounded::InstanceId;
 use crate::domain::liveness::LivenessStatus;
 use crate::error::{ErrorBody, OsbError, OsbResult};
+use crate::web::AppState;
+use crate::web::extract::{OsbJson, OsbPath};
 use crate::wire::{LivenessReport, LivenessView, MAX_TTL_SECONDS};
 
 /// Whether an instance is up: one small answer.

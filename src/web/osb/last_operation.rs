@@ -4,13 +4,13 @@ use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 
-use super::AppState;
-use super::extract::{OsbPath, OsbQuery};
-use super::middleware::retry_after;
-use super::version::{ApiVersion, ForVersion};
 use crate::domain::bounded::InstanceId;
 use crate::domain::operation::OperationState;
 use crate::error::{ErrorBody, OsbResult};
+use crate::web::AppState;
+use crate::web::extract::{OsbPath, OsbQuery};
+use crate::web::middleware::retry_after;
+use crate::web::version::{ApiVersion, ForVersion};
 use crate::wire::{Empty, LastOperationQuery, LastOperationResponse};
 
 /// The state of an instance's operation. 410 once an asynchronous deprovision is done.

@@ -12,13 +12,13 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 
-use super::AppState;
-use super::extract::OsbQuery;
-use super::listing::{DEFAULT_LIMIT, MAX_LIMIT};
 use crate::domain::bounded::{InstanceId, ServiceId};
 use crate::domain::event::is_known_type;
 use crate::error::{ErrorBody, OsbError, OsbResult};
 use crate::events::{Filter, Item};
+use crate::web::AppState;
+use crate::web::extract::OsbQuery;
+use crate::web::listing::{DEFAULT_LIMIT, MAX_LIMIT};
 use crate::wire::{EventPage, EventQuery, Gap};
 
 /// How often an idle stream sends a comment, so proxies (and esm's own idle timeout,

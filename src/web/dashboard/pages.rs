@@ -7,11 +7,11 @@ use maud::{Markup, html};
 use serde_json::Value;
 
 use super::{PageResult, page};
-use crate::api::AppState;
 use crate::domain::event::Event;
 use crate::error::OsbError;
 use crate::events::Filter;
 use crate::store::{Collection, index};
+use crate::web::AppState;
 
 /// How many recent events the overview and the feed start with.
 const RECENT: u64 = 25;

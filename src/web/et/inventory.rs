@@ -4,13 +4,13 @@
 use axum::Json;
 use axum::extract::State;
 
-use super::AppState;
-use super::extract::{OsbPath, OsbQuery};
-use super::listing::{self, DEFAULT_LIMIT, Paging};
 use crate::domain::bounded::InstanceId;
 use crate::domain::resource::ResourceState;
 use crate::error::{ErrorBody, OsbError, OsbResult};
 use crate::store::index;
+use crate::web::AppState;
+use crate::web::extract::{OsbPath, OsbQuery};
+use crate::web::listing::{self, DEFAULT_LIMIT, Paging};
 use crate::wire::{InstanceResources, InventoryPage, InventoryQuery};
 
 /// Every resource esm's deployments hold (containers, swarm services, networks,

@@ -3,12 +3,12 @@
 use axum::extract::State;
 use axum::response::Response;
 
-use super::AppState;
-use super::extract::{OsbPath, OsbQuery};
-use super::last_operation::with_retry_after;
-use super::version::{ApiVersion, ForVersion};
 use crate::domain::bounded::{BindingId, InstanceId};
 use crate::error::{ErrorBody, OsbResult};
+use crate::web::AppState;
+use crate::web::extract::{OsbPath, OsbQuery};
+use super::last_operation::with_retry_after;
+use crate::web::version::{ApiVersion, ForVersion};
 use crate::wire::{Empty, LastOperationQuery, LastOperationResponse};
 
 /// The state of a binding's operation. 410 once an asynchronous unbind is done.

@@ -4,12 +4,12 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 
-use super::extract::{OsbPath, OsbQuery};
-use super::version::{ApiVersion, ForVersion};
-use super::{AppState, reply};
 use crate::domain::bounded::InstanceId;
 use crate::domain::operation::OperationKind;
 use crate::error::{ErrorBody, OsbResult};
+use crate::web::extract::{OsbPath, OsbQuery};
+use crate::web::version::{ApiVersion, ForVersion};
+use crate::web::{AppState, reply};
 use crate::wire::{DeleteQuery, Empty, OperationResponse};
 
 /// Deprovision a service instance (and retire its bindings).

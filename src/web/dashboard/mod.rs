@@ -24,9 +24,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use maud::{DOCTYPE, Markup, html};
 
-use crate::api::AppState;
-use crate::api::middleware::BasicAuth;
 use crate::error::OsbError;
+use crate::web::AppState;
+use crate::web::middleware::BasicAuth;
 
 /// What the pages may load: this origin's script, style and event stream, nothing else.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \

@@ -1,26 +1,25 @@
-//! The OSB API port: every `/v2` route in one table, with its layers, plus the
-//! OpenAPI document and Swagger UI.
+//! The API port, as one web shell: [`AppState`], every `/v2` route in one table with
+//! its layers, and beside them the dashboard and the OpenAPI document with Swagger UI.
+//!
+//! - `osb/`: the Open Service Broker routes, a file per endpoint.
+//! - `et/`: the ElasTest extensions and esm's own (registration, the instance view,
+//!   bindings, liveness, pools, inventory, events).
+//! - `dashboard/`: the operator's HTML pages.
+//! - `openapi.rs`: the OpenAPI document generated from the routes, and Swagger UI.
+//! - `extract.rs`, `listing.rs`, `middleware.rs`, `version.rs`: what every route
+//!   shares: extractors with OSB error bodies, paging, auth and the version check,
+//!   and what each OSB version sees.
+//! - `catalog_cache.rs`: `GET /v2/catalog`'s answers, kept while the registry is
+//!   unchanged.
 
-pub mod bind;
-pub mod catalog;
 pub mod catalog_cache;
-pub mod deprovision;
+pub mod dashboard;
 pub mod et;
-pub mod events;
 pub mod extract;
-pub mod get_binding;
-pub mod get_instance;
-pub mod inventory;
-pub mod last_binding_operation;
-pub mod last_operation;
-pub mod list_bindings;
 pub mod listing;
-pub mod liveness;
 pub mod middleware;
-pub mod pools;
-pub mod provision;
-pub mod unbind;
-pub mod update;
+pub mod openapi;
+pub mod osb;
 pub mod version;
 
 use std::sync::Arc;
@@ -39,8 +38,8 @@ use utoipa_axum::routes;
 use crate::broker::{Answer, Broker};
 use crate::error::OsbError;
 use crate::metrics::http::HttpMetricsLayer;
-use crate::openapi::ApiDoc;
 use middleware::BasicAuth;
+use openapi::ApiDoc;
 use version::{ApiVersion, ForVersion};
 
 /// What handlers share.
@@ -71,24 +70,33 @@ impl AppState {
 /// The `/v2` routes (unlayered) and the OpenAPI document generated from them.
 pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .routes(routes!(catalog::catalog))
-        .routes(routes!(provision::provision, update::update, deprovision::deprovision, get_instance::get_instance))
-        .routes(routes!(last_operation::last_operation))
-        .routes(routes!(bind::bind, unbind::unbind, get_binding::get_binding))
-        .routes(routes!(last_binding_operation::last_binding_operation))
-        .routes(routes!(et::register_service, et::delete_service_by_query))
-        .routes(routes!(et::delete_service))
-        .routes(routes!(et::list_manifests))
-        .routes(routes!(et::register_manifest, et::get_manifest, et::delete_manifest))
-        .routes(routes!(et::list_instances))
-        .routes(routes!(et::get_instance))
-        .routes(routes!(list_bindings::list_bindings))
-        .routes(routes!(events::events))
-        .routes(routes!(liveness::get_liveness, liveness::report_liveness))
-        .routes(routes!(pools::list_pools))
-        .routes(routes!(pools::get_pool, pools::set_pool, pools::delete_pool))
-        .routes(routes!(inventory::inventory))
-        .routes(routes!(inventory::instance_resources))
+        .routes(routes!(osb::catalog::catalog))
+        .routes(routes!(
+            osb::provision::provision,
+            osb::update::update,
+            osb::deprovision::deprovision,
+            osb::get_instance::get_instance
+        ))
+        .routes(routes!(osb::last_operation::last_operation))
+        .routes(routes!(osb::bind::bind, osb::unbind::unbind, osb::get_binding::get_binding))
+        .routes(routes!(osb::last_binding_operation::last_binding_operation))
+        .routes(routes!(et::registration::register_service, et::registration::delete_service_by_query))
+        .routes(routes!(et::registration::delete_service))
+        .routes(routes!(et::registration::list_manifests))
+        .routes(routes!(
+            et::registration::register_manifest,
+            et::registration::get_manifest,
+            et::registration::delete_manifest
+        ))
+        .routes(routes!(et::instances::list_instances))
+        .routes(routes!(et::instances::get_instance))
+        .routes(routes!(et::list_bindings::list_bindings))
+        .routes(routes!(et::events::events))
+        .routes(routes!(et::liveness::get_liveness, et::liveness::report_liveness))
+        .routes(routes!(et::pools::list_pools))
+        .routes(routes!(et::pools::get_pool, et::pools::set_pool, et::pools::delete_pool))
+        .routes(routes!(et::inventory::inventory))
+        .routes(routes!(et::inventory::instance_resources))
         .split_for_parts()
 }
 
@@ -96,7 +104,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 /// `/ui` open.
 pub fn router(state: AppState, auth: Option<BasicAuth>) -> Router {
     let (v2, spec) = routes();
-    let spec = crate::openapi::with_broker_headers(spec);
+    let spec = openapi::with_broker_headers(spec);
     if auth.is_none() {
         tracing::warn!(
             "ESM_BROKER_USERNAME/ESM_BROKER_PASSWORD are not set: the broker API is open to anyone who can reach it"
@@ -113,8 +121,8 @@ pub fn router(state: AppState, auth: Option<BasicAuth>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(layers)
         .with_state(state)
-        .merge(crate::openapi::swagger_ui(spec))
-        .merge(crate::dashboard::router(state_for_dashboard, auth_for_dashboard))
+        .merge(openapi::swagger_ui(spec))
+        .merge(dashboard::router(state_for_dashboard, auth_for_dashboard))
         .route("/", axum::routing::get(index))
         // Last, so it wraps every route (each with its template known) and the
         // fallbacks, and times what the inner layers add.

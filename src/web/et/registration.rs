@@ -1,6 +1,6 @@
-//! The ElasTest extensions: service registration, manifests, instance details.
-//! Kept apart from the OSB routes; where the ElasTest platform depends on a detail of
-//! the original ESM, the comment says so.
+//! The ElasTest registration routes: services into the catalog, and manifests for
+//! their plans. Where the ElasTest platform depends on a detail of the original ESM,
+//! the comment says so.
 
 use axum::Json;
 use axum::extract::State;
@@ -9,16 +9,13 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::AppState;
-use super::extract::{OsbJson, OsbPath, OsbQuery};
-use super::listing::{self, Paging};
-use crate::broker::{InstanceFilter, Registered};
-use crate::domain::bounded::{InstanceId, ManifestId, ServiceId};
+use crate::broker::Registered;
+use crate::domain::bounded::{ManifestId, ServiceId};
 use crate::domain::manifest::Manifest;
 use crate::error::{ErrorBody, OsbError, OsbResult};
-use crate::wire::{
-    Empty, EtInstance, EtInstanceListing, EtInstancePage, InstanceListQuery, ManifestRegistration, ServiceRegistration,
-};
+use crate::web::AppState;
+use crate::web::extract::{OsbJson, OsbPath, OsbQuery};
+use crate::wire::{Empty, ManifestRegistration, ServiceRegistration};
 
 fn registered(outcome: Registered) -> Response {
     let status = match outcome {
@@ -167,51 +164,4 @@ pub async fn delete_manifest(
 ) -> OsbResult<Json<Empty>> {
     state.broker.delete_manifest(&manifest_id).await?;
     Ok(Json(Empty {}))
-}
-
-/// The instances, with live deployment details: the original's plain array (streamed),
-/// or with `limit`/`after` a page with the cursor of the next.
-#[utoipa::path(get, path = "/v2/et/service_instances", tag = "elastest",
-    params(InstanceListQuery),
-    responses(
-        (status = 200, description = "The instances: an array, or a page when `limit` or `after` is given", body = EtInstanceListing),
-        (status = 400, description = "A bad limit, cursor or filter", body = ErrorBody),
-        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
-        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
-        (status = 503, description = "The store is unavailable", body = ErrorBody),
-    ))]
-pub async fn list_instances(
-    State(state): State<AppState>,
-    OsbQuery(query): OsbQuery<InstanceListQuery>,
-) -> OsbResult<Response> {
-    let filter = InstanceFilter {
-        service_id: query.service_id.map(Into::into),
-        plan_id: query.plan_id.map(Into::into),
-        state: query.state,
-        liveness: query.liveness,
-        backend: query.backend.map(Into::into),
-    };
-    let Some(paging) = Paging::of(query.limit, query.after.as_deref())? else {
-        return Ok(listing::json_array(state.broker.et_instances(&filter).await?));
-    };
-    let page = state.broker.et_instances_page(&filter, paging.after, paging.limit).await?;
-    let next = page.next_after.as_deref().map(listing::cursor);
-    Ok(Json(EtInstancePage { instances: page.instances, next }).into_response())
-}
-
-/// One instance, with live deployment details (`context.<container>_Ip`, ...).
-#[utoipa::path(get, path = "/v2/et/service_instances/{instance_id}", tag = "elastest",
-    params(("instance_id" = InstanceId, Path, description = "Instance id")),
-    responses(
-        (status = 200, description = "The instance", body = EtInstance),
-        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
-        (status = 404, description = "No such instance", body = ErrorBody),
-        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
-        (status = 503, description = "The store is unavailable", body = ErrorBody),
-    ))]
-pub async fn get_instance(
-    State(state): State<AppState>,
-    OsbPath(instance_id): OsbPath<InstanceId>,
-) -> OsbResult<Json<EtInstance>> {
-    Ok(Json(state.broker.et_instance(&instance_id).await?))
 }

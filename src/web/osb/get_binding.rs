@@ -3,11 +3,11 @@
 use axum::Json;
 use axum::extract::State;
 
-use super::AppState;
-use super::extract::{OsbPath, OsbQuery};
-use super::version::{ApiVersion, ForVersion};
 use crate::domain::bounded::{BindingId, InstanceId};
 use crate::error::{ErrorBody, OsbResult};
+use crate::web::AppState;
+use crate::web::extract::{OsbPath, OsbQuery};
+use crate::web::version::{ApiVersion, ForVersion};
 use crate::wire::{BindingResponse, FetchQuery};
 
 /// Fetch a binding, with its credentials.

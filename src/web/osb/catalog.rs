@@ -1,4 +1,4 @@
-//! `GET /v2/catalog`, served from the [`CatalogCache`](super::catalog_cache::CatalogCache).
+//! `GET /v2/catalog`, served from the [`CatalogCache`](crate::web::catalog_cache::CatalogCache).
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -6,9 +6,9 @@ use axum::http::header::{CONTENT_TYPE, ETAG, IF_NONE_MATCH};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 
-use super::AppState;
-use super::version::ApiVersion;
 use crate::error::{ErrorBody, OsbResult};
+use crate::web::AppState;
+use crate::web::version::ApiVersion;
 use crate::wire::CatalogResponse;
 
 /// The service catalog. Carries an `ETag`; `If-None-Match` with it answers 304 (OSB 2.16).
