@@ -18,8 +18,8 @@
 //!   from it, here or (within a second) on another replica.
 //! - `extensions.rs`: the ElasTest instance view.
 //! - `liveness.rs`: whether instances are alive (observed, reported, thresholds).
-//! - `pools.rs`: warm pools: their settings and status, and the claim.
-//! - `pool_keeper.rs`: what keeps every pool filled and repaired.
+//! - `pools/`: warm pools: their settings and status, the claim, and (`keeper.rs`)
+//!   what keeps every pool filled and repaired.
 //! - `ports.rs`: host ports leased from `ESM_HOST_PORT_RANGE`.
 
 mod bindings;
@@ -33,7 +33,6 @@ mod liveness;
 mod liveness_first;
 mod liveness_reports;
 mod liveness_sweep;
-mod pool_keeper;
 mod pools;
 mod ports;
 mod purge;
@@ -231,12 +230,8 @@ pub struct Broker {
     prompt: liveness_sweep::Prompt,
     /// Instances' reports waiting to be written, coalesced per instance.
     reports: liveness_reports::Desk,
-    /// Pool claims and misses not yet added to the pools' records.
-    pool_tally: pools::Tally,
-    /// Wakes the pool keeper before its next round.
-    pool_wake: tokio::sync::Notify,
-    /// When the pool keeper looks at each pool next.
-    pool_schedule: pool_keeper::Schedule,
+    /// Warm pools: claims not yet counted, and when the keeper looks next.
+    pools: pools::PoolRoom,
 }
 
 impl Broker {
@@ -249,9 +244,7 @@ impl Broker {
             events,
             prompt: liveness_sweep::Prompt::new(),
             reports: liveness_reports::Desk::default(),
-            pool_tally: pools::Tally::default(),
-            pool_wake: tokio::sync::Notify::new(),
-            pool_schedule: pool_keeper::Schedule::default(),
+            pools: pools::PoolRoom::default(),
             records,
             backends,
             settings,

@@ -1,7 +1,7 @@
 //! Warm pools: instances of a plan deployed ahead of time, so a provision is answered
 //! at once by handing one out. The rules are here (what a pool asks for, which
 //! members can be handed out, what a member is judged to be); the broker's
-//! `pools.rs` and `pool_keeper.rs` apply them to the store.
+//! `broker/pools/` applies them to the store.
 //!
 //! A member is an ordinary instance record with a [`Membership`]: it is deployed by
 //! the normal provision operation and removed by the normal deprovision operation.

@@ -1,12 +1,14 @@
 //! Warm pools (`/v2/et/pools`): setting one, its status, draining it, and handing a
-//! member to a provision (the claim). The keeper (`pool_keeper.rs`) deploys, repairs
+//! member to a provision (the claim). The keeper (`keeper.rs`) deploys, repairs
 //! and removes members; the rules are in `domain::pool`.
 
 use std::collections::HashMap;
 
 use serde_json::Value;
 
-use super::{Broker, require};
+mod keeper;
+
+use crate::broker::{Broker, require};
 use crate::domain::catalog::SchemaFor;
 use crate::domain::event::Event;
 use crate::domain::instance::{InstanceStatus, ServiceInstance};
@@ -25,10 +27,22 @@ pub(super) const MEMBER_PAGE: usize = 4 * MAX_SIZE as usize;
 /// other claims (each read sees fewer members, so this ends long before it matters).
 const CLAIM_ROUNDS: usize = 64;
 
+/// What the pools keep in this process: private to `pools/`, so only the claim and the
+/// keeper touch it.
+#[derive(Default)]
+pub(super) struct PoolRoom {
+    /// Pool claims and misses not yet added to the pools' records.
+    tally: Tally,
+    /// Wakes the pool keeper before its next round.
+    wake: tokio::sync::Notify,
+    /// When the pool keeper looks at each pool next.
+    schedule: keeper::Schedule,
+}
+
 /// Claims and misses counted in this process, not yet added to the pools' records
 /// (the keeper adds them every round: one write per pool, not one per provision).
 #[derive(Default)]
-pub(super) struct Tally(std::sync::Mutex<HashMap<String, (u64, u64)>>);
+struct Tally(std::sync::Mutex<HashMap<String, (u64, u64)>>);
 
 impl Tally {
     fn count(&self, plan_id: &str, claimed: bool) {
@@ -42,12 +56,12 @@ impl Tally {
     }
 
     /// The counts so far, emptied.
-    pub(super) fn take(&self) -> HashMap<String, (u64, u64)> {
+    fn take(&self) -> HashMap<String, (u64, u64)> {
         std::mem::take(&mut *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
     /// Counts that could not be written, kept for the next round.
-    pub(super) fn restore(&self, plan_id: String, (claimed, missed): (u64, u64)) {
+    fn restore(&self, plan_id: String, (claimed, missed): (u64, u64)) {
         let mut counts = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let entry = counts.entry(plan_id).or_default();
         entry.0 += claimed;
@@ -244,7 +258,7 @@ impl Broker {
         parameters: Option<&Value>,
     ) -> OsbResult<bool> {
         let claimed = pool.accepts(parameters) && self.take_ready_member(pool, digest, instance_id).await?;
-        self.pool_tally.count(&pool.plan_id, claimed);
+        self.pools.tally.count(&pool.plan_id, claimed);
         self.metrics().pool_claim(&pool.plan_id, claimed);
         // The keeper refills at its next round (within a second), not now: its writes
         // would queue before those of the claims that follow in a burst.
@@ -324,8 +338,8 @@ impl Broker {
     /// Asks the keeper to look at the plan's pool now (after a change of settings, a
     /// member deployed or died, a claim).
     pub(super) fn pool_changed(&self, plan_id: &str) {
-        self.pool_schedule.poke(plan_id);
-        self.pool_wake.notify_one();
+        self.pools.schedule.poke(plan_id);
+        self.pools.wake.notify_one();
     }
 }
 /// How long `value` is as JSON.

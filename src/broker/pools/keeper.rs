@@ -18,7 +18,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Broker, PlanView, work};
+use crate::broker::{Broker, PlanView, work};
 use crate::domain::bounded::{OpaqueId, PlanId, ServiceId};
 use crate::domain::event::Event;
 use crate::domain::instance::ServiceInstance;
@@ -109,7 +109,7 @@ impl Broker {
                 }
                 tokio::select! {
                     () = tokio::time::sleep(ROUND) => {}
-                    () = this.pool_wake.notified() => {}
+                    () = this.pools.wake.notified() => {}
                     () = this.shutdown.cancelled() => return,
                 }
             }
@@ -118,32 +118,32 @@ impl Broker {
 
     /// One round: the pools' listing, read once, and a look at every pool that is due.
     pub async fn pool_round(self: &Arc<Self>) -> OsbResult<()> {
-        let mut tally = self.pool_tally.take();
+        let mut tally = self.pools.tally.take();
         // Read before any pool's manifest is: a change after it is seen next round.
         let generation = self.registry_watch.current();
         let pools = match self.records.list::<Pool>().await {
             Ok(pools) => pools,
             Err(e) => {
-                tally.into_iter().for_each(|(plan, counts)| self.pool_tally.restore(plan, counts));
+                tally.into_iter().for_each(|(plan, counts)| self.pools.tally.restore(plan, counts));
                 return Err(e.into());
             }
         };
         let listed: HashSet<String> = pools.iter().map(|p| p.record.plan_id.clone()).collect();
-        self.pool_schedule.retain(&listed);
+        self.pools.schedule.retain(&listed);
         self.metrics().forget_pools_except(|plan_id| listed.contains(plan_id));
         let now = self.clock().millis();
         for pool in pools {
             let plan_id = pool.record.plan_id.clone();
             let counts = tally.remove(&plan_id).unwrap_or_default();
-            if counts == (0, 0) && !self.pool_schedule.is_due(&plan_id, pool.version, generation, now) {
+            if counts == (0, 0) && !self.pools.schedule.is_due(&plan_id, pool.version, generation, now) {
                 continue;
             }
             match self.keep_pool(pool, counts).await {
-                Ok(Some((version, at))) => self.pool_schedule.looked(plan_id, Due { version, generation, at }),
+                Ok(Some((version, at))) => self.pools.schedule.looked(plan_id, Due { version, generation, at }),
                 // The record changed under the look: its new version makes it due.
-                Ok(None) => self.pool_tally.restore(plan_id, counts),
+                Ok(None) => self.pools.tally.restore(plan_id, counts),
                 Err(e) => {
-                    self.pool_tally.restore(plan_id.clone(), counts);
+                    self.pools.tally.restore(plan_id.clone(), counts);
                     tracing::warn!(plan_id = ?plan_id, error = %e, "could not look after a pool");
                 }
             }
@@ -290,7 +290,7 @@ impl Broker {
         };
         let op = self.start_op(OperationKind::Provision, true);
         let op_id = op.id.clone();
-        let mut member = super::instances::new_instance(&id, &request, view, op);
+        let mut member = crate::broker::instances::new_instance(&id, &request, view, op);
         member.pool = Some(Membership { manifest_digest: Some(view.entry.digest.clone()), ..Membership::default() });
         let version = self.records.insert(&member).await?;
         self.spawn_work(work::Provision { may_adopt: false }, id, op_id, Some(Versioned { version, record: member }));
