@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use esm::clock::Clock;
-use esm::domain::event::Event;
+use esm::domain::event::{Event, EventKind};
 use esm::events::{EventLog, Filter, Item, Limits};
 use esm::store::memory::MemoryStore;
 use esm::store::{Collection, Records, Store, index};
@@ -26,7 +26,7 @@ fn log(records: &Records, stop: &CancellationToken) -> Arc<EventLog> {
 }
 
 fn event(n: usize, replica: &str) -> Event {
-    let mut event = Event::new("liveness.changed");
+    let mut event = Event::new(EventKind::LivenessChanged);
     event.instance_id = Some(format!("{replica}-{n}"));
     event
 }

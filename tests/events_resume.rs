@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use esm::domain::event::Event;
+use esm::domain::event::{Event, EventKind, Step};
+use esm::domain::operation::OperationKind;
 use esm::store::embedded::EmbeddedStore;
 use esm::store::{Collection, Records, Store, index};
 use support::{Esm, StoreSetup, temp_dir};
@@ -28,7 +29,7 @@ const MAX_GROWTH: u64 = 96 << 20;
 /// An event as the broker writes them: an instance's operation with ids and a reason.
 fn event(id: u64) -> Event {
     let instance = format!("6f1d0a1e-7b2c-4f0e-9a55-{id:012}");
-    let mut event = Event::new("provision.failed")
+    let mut event = Event::new(EventKind::Operation(OperationKind::Provision, Step::Failed))
         .on_instance(&instance, "5a1c9e7e-2f64-4d7a-8c1b-3e2f1a0b9c8d", "0e9d8c7b-6a5f-4e3d-2c1b-0a9f8e7d6c5b")
         .because("the deployment did not become ready within 120 s: container web exited with code 1");
     event.operation = Some(format!("op-{id}"));

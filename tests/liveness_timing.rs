@@ -10,6 +10,7 @@ use esm::backend::dummy::DummyBackend;
 use esm::broker::{Answer, Broker, BrokerSettings, LivenessSettings, REPORT_SPACING, Reporter};
 use esm::clock::Clock;
 use esm::domain::bounded::Note;
+use esm::domain::event::EventKind;
 use esm::domain::liveness::{LivenessStatus, Thresholds};
 use esm::events::Filter;
 use esm::store::memory::MemoryStore;
@@ -73,7 +74,7 @@ async fn a_heartbeat_counts_until_its_ttl_and_then_is_missed() {
     assert_eq!(status(&broker).await, (LivenessStatus::Down, "heartbeat missed".to_owned()));
     let events = broker
         .events()
-        .page(&Filter { kind: Some("liveness.changed".into()), ..Filter::default() }, 0, 10)
+        .page(&Filter { kind: Some(EventKind::LivenessChanged), ..Filter::default() }, 0, 10)
         .await
         .expect("events");
     let transitions: Vec<_> =

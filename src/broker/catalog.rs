@@ -9,7 +9,7 @@ use super::Broker;
 use super::registry::content_key;
 use crate::backend::Backend;
 use crate::domain::catalog::Service;
-use crate::domain::event::Event;
+use crate::domain::event::{Event, EventKind};
 use crate::domain::manifest::Manifest;
 use crate::domain::registry::{ManifestChange, ManifestEntry, StoredManifest};
 use crate::error::{OsbError, OsbResult};
@@ -62,7 +62,7 @@ impl Broker {
             let registered = if existed { Registered::Existing } else { Registered::Created };
             if dropped.is_empty() {
                 if changed {
-                    self.announce_service("service.registered", &service.id);
+                    self.announce_service(EventKind::ServiceRegistered, &service.id);
                 }
                 return Ok(registered);
             }
@@ -79,14 +79,14 @@ impl Broker {
                 .await?;
             if let Some(contents) = removed {
                 self.remove_contents(contents).await;
-                self.announce_service("service.registered", &service.id);
+                self.announce_service(EventKind::ServiceRegistered, &service.id);
                 return Ok(registered);
             }
         }
         Err(OsbError::ConcurrencyError(format!("service {} kept changing while being replaced; retry", service.id)))
     }
 
-    fn announce_service(&self, kind: &str, service_id: &str) {
+    fn announce_service(&self, kind: EventKind, service_id: &str) {
         let mut event = Event::new(kind);
         event.service_id = Some(service_id.to_owned());
         self.events.emit(event);
@@ -114,7 +114,7 @@ impl Broker {
             })
             .await?;
         self.remove_contents(contents).await;
-        self.announce_service("service.removed", service_id);
+        self.announce_service(EventKind::ServiceRemoved, service_id);
         Ok(())
     }
 

@@ -9,7 +9,7 @@ use futures_util::TryStreamExt;
 
 use super::Broker;
 use crate::backend::Backend;
-use crate::domain::event::Event;
+use crate::domain::event::{Event, EventKind};
 use crate::domain::instance::ServiceInstance;
 use crate::domain::operation::OperationKind;
 use crate::domain::resource::{Holding, Resource, ResourceState};
@@ -163,7 +163,7 @@ impl Broker {
         if names.is_empty() {
             return Ok(());
         }
-        let mut event = Event::new("resource.orphaned")
+        let mut event = Event::new(EventKind::ResourceOrphaned)
             .because(format!("{backend} holds {} for an instance esm does not know", names.join(", ")));
         event.instance_id = Some(orphan.to_owned());
         self.events.emit(event);
@@ -286,7 +286,7 @@ impl Broker {
             }
             self.replace_quietly(version, &record).await?;
             let reason = format!("{} {} was removed behind esm's back", record.kind, record.name);
-            let mut event = Event::on_member("resource.gone", owner, &instance.service_id, &instance.plan_id);
+            let mut event = Event::on_member(EventKind::ResourceGone, owner, &instance.service_id, &instance.plan_id);
             // A member's own, or one an instance was handed; else just the instance's.
             event.member_id = (instance.pool.is_some() || instance.id != owner).then(|| owner.to_owned());
             event.instance_id = instance.pool.is_none().then(|| instance.id.clone());

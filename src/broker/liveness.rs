@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use super::Broker;
 use super::liveness_sweep::Look;
 use crate::domain::bounded::{PlanId, ServiceId};
-use crate::domain::event::Event;
+use crate::domain::event::{Event, EventKind};
 use crate::domain::instance::{InstanceStatus, ServiceInstance};
 use crate::domain::liveness::ReportRecord;
 use crate::domain::liveness::{Liveness, LivenessStatus, Observation, Report, Verdict};
@@ -315,7 +315,7 @@ impl Broker {
         tracing::warn!(instance_id = ?instance.id, reason = ?liveness.reason, "dropping an instance lost for longer than ESM_LIVENESS_DROP_THRESHOLD");
         // Announced in the instance's outbox, so it comes before the deprovision's own
         // events; by the replica that finds no deprovision running yet.
-        let event = Event::new("instance.dropped").because(liveness.reason.clone());
+        let event = Event::new(EventKind::InstanceDropped).because(liveness.reason.clone());
         self.records
             .modify::<ServiceInstance, OsbError, _>(&instance.id, |record| {
                 let deprovisioning =
@@ -406,7 +406,7 @@ impl Broker {
     ) -> (bool, Option<Transition>) {
         let (changed, happened) = judged(instance, change, self.clock(), self.settings.liveness.thresholds);
         if let Some((from, to, reason)) = &happened {
-            let mut event = Event::new("liveness.changed").because(reason.clone());
+            let mut event = Event::new(EventKind::LivenessChanged).because(reason.clone());
             event.from = Some(from.as_str().to_owned());
             event.to = Some(to.as_str().to_owned());
             self.announce(instance, event);

@@ -15,7 +15,7 @@ use futures_util::stream::BoxStream;
 use super::Broker;
 use super::inventory::Fingerprints;
 use crate::backend::{Backend, BackendError};
-use crate::domain::event::Event;
+use crate::domain::event::{Event, EventKind};
 use crate::domain::instance::ServiceInstance;
 use crate::error::{OsbError, OsbResult};
 use crate::store::{Collection, StoreError, index};
@@ -88,7 +88,7 @@ impl Broker {
                     Ok(()) => {
                         removed += 1;
                         self.release_resources(orphan).await?;
-                        let mut event = Event::new("instance.removed")
+                        let mut event = Event::new(EventKind::InstanceRemoved)
                             .because(format!("{name} held resources for an instance esm does not know"));
                         event.instance_id = Some((*orphan).to_owned());
                         self.events.emit(event);
@@ -313,7 +313,7 @@ mod tests {
 
     /// The events of type `kind` once the log has them (it writes them in the
     /// background).
-    async fn events_of(broker: &Broker, kind: &str) -> Vec<crate::domain::event::Event> {
+    async fn events_of(broker: &Broker, kind: EventKind) -> Vec<crate::domain::event::Event> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             let page = broker.events().page(&crate::events::Filter::default(), 0, 100).await.expect("events");
@@ -358,7 +358,7 @@ mod tests {
         tokio::time::advance(Duration::from_millis(5)).await;
         broker.reconcile().await.expect("reconciles");
         assert_eq!(resources(&store).await, [("i-1".to_owned(), "deployment".to_owned(), ResourceState::Gone)]);
-        let gone = events_of(&broker, "resource.gone").await;
+        let gone = events_of(&broker, EventKind::ResourceGone).await;
         assert_eq!(gone.len(), 1, "{gone:?}");
         assert_eq!(gone[0].instance_id.as_deref(), Some("i-1"));
 
@@ -390,7 +390,7 @@ mod tests {
         assert_eq!(broker.reconcile().await.expect("reconciles"), 1);
         assert_eq!(dummy.held(None).await.expect("held"), []);
         assert_eq!(resources(&store).await, [], "removed, so no longer in the inventory");
-        let orphaned = events_of(&broker, "resource.orphaned").await;
+        let orphaned = events_of(&broker, EventKind::ResourceOrphaned).await;
         assert_eq!(orphaned.len(), 1, "{orphaned:?}");
         assert_eq!(orphaned[0].instance_id.as_deref(), Some("forgotten"));
         assert!(orphaned[0].reason.as_deref().is_some_and(|r| r.contains("deployment forgotten")), "{orphaned:?}");

@@ -5,7 +5,7 @@
 //! was recorded, its `<kind>.failed` is announced with the record's change too.)
 
 use super::Broker;
-use crate::domain::event::Event;
+use crate::domain::event::{Event, EventKind, Step};
 use crate::domain::instance::ServiceInstance;
 use crate::domain::operation::OperationKind;
 use crate::error::{OsbError, OsbResult};
@@ -26,7 +26,7 @@ impl Broker {
             && found.record.pool.is_none()
         {
             let instance = found.record;
-            let mut event = Event::new(format!("{}.refused", kind.as_str()))
+            let mut event = Event::new(EventKind::Operation(kind, Step::Refused))
                 .on_instance(&instance.id, &instance.service_id, &instance.plan_id)
                 .because(e.to_string());
             event.binding_id = binding_id.map(str::to_owned);

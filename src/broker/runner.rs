@@ -138,6 +138,9 @@ pub(super) trait OnPlan {
     /// `event`, about this record.
     fn about(&self, event: Event) -> Event;
 
+    /// The instance it is (or belongs to).
+    fn instance_id(&self) -> &str;
+
     /// Whether its operations are announced as events (a warm pool member's are not:
     /// its pool announces what matters, `pool.*`).
     fn announced(&self) -> bool {
@@ -159,6 +162,10 @@ impl OnPlan for ServiceInstance {
         event.on_instance(&self.id, &self.service_id, &self.plan_id)
     }
 
+    fn instance_id(&self) -> &str {
+        &self.id
+    }
+
     fn announced(&self) -> bool {
         self.pool.is_none()
     }
@@ -177,6 +184,10 @@ impl OnPlan for Binding {
         let mut event = event.on_instance(&self.instance_id, &self.service_id, &self.plan_id);
         event.binding_id = Some(self.id.clone());
         event
+    }
+
+    fn instance_id(&self) -> &str {
+        &self.instance_id
     }
 }
 
@@ -444,8 +455,8 @@ impl Broker {
     /// the next round, starting from the record as written.
     async fn deployed<T: OnPlan>(&self, written: &Versioned<T>, op: &Operation, folded: Option<Folded>) {
         let deployed = matches!(op.kind, OperationKind::Provision | OperationKind::Update);
-        let event = written.record.about(Event::new(""));
-        if let Some(id) = event.instance_id.as_deref().filter(|_| deployed && op.state == OperationState::Succeeded) {
+        let id = written.record.instance_id();
+        if deployed && op.state == OperationState::Succeeded {
             let known = written.record.as_instance().filter(|instance| instance.id == id);
             match (known, folded) {
                 (Some(known), Some(folded)) => self.looked_first(known, written.version, folded).await,

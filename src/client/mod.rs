@@ -465,14 +465,13 @@ fn binding_path(id: &str, binding: &str) -> String {
     format!("{}/service_bindings/{}", instance_path(id), segment(binding))
 }
 
+/// What a path segment keeps as it is: RFC 3986's unreserved characters.
+const UNRESERVED: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
 /// An id as one path segment: anything but unreserved characters percent-encoded.
 fn segment(id: &str) -> String {
-    id.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    percent_encoding::utf8_percent_encode(id, UNRESERVED).to_string()
 }
 
 /// The `description` of an OSB error body, cut to [`MAX_MESSAGE_CHARS`].
@@ -550,4 +549,15 @@ fn cause(e: &reqwest::Error) -> String {
         source = next;
     }
     if e.is_timeout() { format!("no answer within {}s", REQUEST_TIMEOUT.as_secs()) } else { source.to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_id_is_one_segment_with_only_unreserved_characters_left_as_they_are() {
+        assert_eq!(segment("Az09-_.~"), "Az09-_.~");
+        assert_eq!(segment("a/b c%é"), "a%2Fb%20c%25%C3%A9");
+    }
 }

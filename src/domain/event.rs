@@ -7,6 +7,10 @@ use utoipa::ToSchema;
 use super::bounded::MAX_ID_BYTES;
 use super::operation::OperationKind;
 
+mod kind;
+
+pub use kind::{EventKind, Step};
+
 /// Width of an event id in the store: zero-padded, so text order is number order.
 const ID_DIGITS: usize = 20;
 
@@ -43,7 +47,8 @@ pub struct Event {
     /// esm does not know; reconciliation removes them) and `resource.gone` (a resource
     /// an instance holds was removed behind esm's back).
     #[serde(rename = "type")]
-    pub kind: String,
+    #[schema(value_type = String)]
+    pub kind: EventKind,
     /// The instance it concerns.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_id: Option<String>,
@@ -73,55 +78,13 @@ pub struct Event {
     pub reason: Option<String>,
 }
 
-/// How far an operation got, for its event's type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
-    /// Recorded and about to run.
-    Started,
-    /// Succeeded.
-    Succeeded,
-    /// Failed.
-    Failed,
-}
-
-impl Step {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Started => "started",
-            Self::Succeeded => "succeeded",
-            Self::Failed => "failed",
-        }
-    }
-}
-
-/// Every type an event can have, for checking a `type` filter.
-pub fn is_known_type(kind: &str) -> bool {
-    const OTHERS: [&str; 11] = [
-        "liveness.changed",
-        "instance.removed",
-        "instance.dropped",
-        "service.registered",
-        "service.removed",
-        "pool.member_ready",
-        "pool.member_failed",
-        "pool.member_claimed",
-        "pool.member_replaced",
-        "resource.orphaned",
-        "resource.gone",
-    ];
-    OTHERS.contains(&kind)
-        || kind.split_once('.').is_some_and(|(operation, step)| {
-            OperationKind::parse(operation).is_some() && ["started", "succeeded", "failed", "refused"].contains(&step)
-        })
-}
-
 impl Event {
     /// An event of type `kind` with nothing else set; the log numbers and stamps it.
-    pub fn new(kind: impl Into<String>) -> Self {
+    pub fn new(kind: EventKind) -> Self {
         Self {
             id: 0,
             at: String::new(),
-            kind: kind.into(),
+            kind,
             instance_id: None,
             binding_id: None,
             member_id: None,
@@ -134,18 +97,20 @@ impl Event {
         }
     }
 
-    /// The event of an operation's step.
+    /// The event of a recorded operation's step.
     pub fn operation(kind: OperationKind, step: Step, operation_id: &str) -> Self {
         let (from, to) = match step {
-            Step::Started => (None, "in progress"),
-            Step::Succeeded => (Some("in progress"), "succeeded"),
-            Step::Failed => (Some("in progress"), "failed"),
+            Step::Started => (None, Some("in progress")),
+            Step::Succeeded => (Some("in progress"), Some("succeeded")),
+            Step::Failed => (Some("in progress"), Some("failed")),
+            // A refusal's `to` is its error code, which the refusing side knows.
+            Step::Refused => (None, None),
         };
         Self {
             operation: Some(operation_id.to_owned()),
             from: from.map(str::to_owned),
-            to: Some(to.to_owned()),
-            ..Self::new(format!("{}.{}", kind.as_str(), step.as_str()))
+            to: to.map(str::to_owned),
+            ..Self::new(EventKind::Operation(kind, step))
         }
     }
 
@@ -158,7 +123,7 @@ impl Event {
     }
 
     /// A `pool.*` event about member `member` of plan `plan_id`.
-    pub fn on_member(kind: &str, member: &str, service_id: &str, plan_id: &str) -> Self {
+    pub fn on_member(kind: EventKind, member: &str, service_id: &str, plan_id: &str) -> Self {
         Self {
             member_id: Some(member.to_owned()),
             service_id: Some(service_id.to_owned()),
@@ -177,7 +142,7 @@ impl Event {
     /// [`MAX_REASON_BYTES`]; a cut text ends with `…`), so that its [`Event::size`] is at
     /// most [`MAX_EVENT_BYTES`].
     pub fn bounded(mut self) -> Self {
-        truncate(&mut self.kind, MAX_FIELD_BYTES);
+        self.kind = self.kind.bounded();
         truncate(&mut self.at, MAX_FIELD_BYTES);
         for text in [
             &mut self.instance_id,
@@ -216,7 +181,7 @@ impl Event {
             &self.reason,
         ];
         OVERHEAD_BYTES
-            + self.kind.len()
+            + self.kind.as_str().len()
             + self.at.len()
             + optional.iter().map(|f| f.as_ref().map_or(0, String::len)).sum::<usize>()
     }
@@ -263,16 +228,16 @@ mod tests {
     #[test]
     fn operation_events_name_their_step() {
         let event = Event::operation(OperationKind::Provision, Step::Failed, "op").on_instance("i", "s", "p");
-        assert_eq!(event.kind, "provision.failed");
+        assert_eq!(event.kind.as_str(), "provision.failed");
         assert_eq!((event.from.as_deref(), event.to.as_deref()), (Some("in progress"), Some("failed")));
-        assert!(is_known_type(&event.kind) && is_known_type("liveness.changed"));
-        assert!(!is_known_type("provision.exploded") && !is_known_type("nonsense"));
+        assert!(EventKind::parse(event.kind.as_str()).is_some() && EventKind::parse("liveness.changed").is_some());
+        assert!(EventKind::parse("provision.exploded").is_none() && EventKind::parse("nonsense").is_none());
     }
 
     #[test]
     fn a_bounded_event_is_small_whatever_it_was_given() {
         let huge = "é".repeat(600_000);
-        let mut event = Event::new("liveness.changed").on_instance(&huge, &huge, &huge).because(huge.clone());
+        let mut event = Event::new(EventKind::LivenessChanged).on_instance(&huge, &huge, &huge).because(huge.clone());
         (event.binding_id, event.member_id, event.operation) =
             (Some(huge.clone()), Some(huge.clone()), Some(huge.clone()));
         (event.from, event.to, event.at) = (Some(huge.clone()), Some(huge.clone()), huge.clone());

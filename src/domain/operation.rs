@@ -74,11 +74,12 @@ impl OperationKind {
         }
     }
 
+    /// Every kind.
+    pub const ALL: [Self; 5] = [Self::Provision, Self::Update, Self::Deprovision, Self::Bind, Self::Unbind];
+
     /// The kind [`OperationKind::as_str`] spells as `text`.
     pub fn parse(text: &str) -> Option<Self> {
-        [Self::Provision, Self::Update, Self::Deprovision, Self::Bind, Self::Unbind]
-            .into_iter()
-            .find(|kind| kind.as_str() == text)
+        Self::ALL.into_iter().find(|kind| kind.as_str() == text)
     }
 }
 

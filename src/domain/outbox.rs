@@ -114,9 +114,10 @@ impl Announcing for super::binding::Binding {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::event::EventKind;
 
     fn event(n: u64) -> Event {
-        Event::new("liveness.changed").because(n.to_string())
+        Event::new(EventKind::LivenessChanged).because(n.to_string())
     }
 
     #[test]

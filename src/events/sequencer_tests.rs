@@ -8,6 +8,7 @@ use serde_json::json;
 
 use super::*;
 use crate::clock::Clock;
+use crate::domain::event::EventKind;
 use crate::events::Limits;
 use crate::store::Records;
 use crate::store::memory::MemoryStore;
@@ -30,7 +31,7 @@ async fn announce(log: &EventLog, id: &str, kinds: &[&str]) {
         log.records.insert(&instance(id)).await.expect("inserts");
     }
     for kind in kinds {
-        let event = log.stamped(Event::new(*kind).on_instance(id, "s", "p"));
+        let event = log.stamped(Event::new(EventKind::parse(kind).expect("a known type")).on_instance(id, "s", "p"));
         log.records
             .modify::<ServiceInstance, StoreError, _>(id, |record| {
                 record.outbox.push(event.clone());
@@ -51,7 +52,7 @@ fn check(events: &[Event], expected: &[(&str, Vec<String>)]) {
     assert_eq!(ids, (1..=ids.len() as u64).collect::<Vec<_>>(), "no hole, none twice");
     for (id, kinds) in expected {
         let seen: Vec<String> =
-            events.iter().filter(|e| e.instance_id.as_deref() == Some(*id)).map(|e| e.kind.clone()).collect();
+            events.iter().filter(|e| e.instance_id.as_deref() == Some(*id)).map(|e| e.kind.to_string()).collect();
         assert_eq!(&seen, kinds, "instance {id}");
     }
 }
@@ -67,7 +68,12 @@ async fn outboxes_and_standalone_events_are_numbered_once_in_order_and_drained()
     announce(&log, "a", &["provision.started", "provision.succeeded"]).await;
     announce(&log, "b", &["provision.started"]).await;
     log.records
-        .insert_value(Collection::EventOutbox, "k-1", &log.stamped(Event::new("service.registered")), &Vec::new())
+        .insert_value(
+            Collection::EventOutbox,
+            "k-1",
+            &log.stamped(Event::new(EventKind::ServiceRegistered)),
+            &Vec::new(),
+        )
         .await
         .expect("a standalone event");
     announce(&log, "a", &["deprovision.started", "deprovision.succeeded"]).await;

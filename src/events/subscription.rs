@@ -9,7 +9,7 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::time::Instant;
 
 use super::{Delivered, EventLog};
-use crate::domain::event::Event;
+use crate::domain::event::{Event, EventKind};
 use crate::store::{Collection, Query, index};
 
 /// How many events a subscriber catching up reads from the store at a time: all it
@@ -27,7 +27,7 @@ pub struct Filter {
     /// Events of this service.
     pub service_id: Option<String>,
     /// Events of this type.
-    pub kind: Option<String>,
+    pub kind: Option<EventKind>,
 }
 
 impl Filter {
@@ -36,15 +36,20 @@ impl Filter {
         let same = |wanted: &Option<String>, actual: Option<&String>| wanted.as_ref().is_none_or(|w| Some(w) == actual);
         same(&self.instance_id, event.instance_id.as_ref())
             && same(&self.service_id, event.service_id.as_ref())
-            && same(&self.kind, Some(&event.kind))
+            && self.kind.as_ref().is_none_or(|kind| *kind == event.kind)
     }
 
     /// The filter as index filters, the most selective first.
     pub(super) fn index_filters(&self) -> Vec<(String, String)> {
-        [(index::INSTANCE_ID, &self.instance_id), (index::SERVICE_ID, &self.service_id), (index::TYPE, &self.kind)]
-            .into_iter()
-            .filter_map(|(field, value)| Some((field.to_owned(), value.clone()?)))
-            .collect()
+        let kind = self.kind.as_ref().map(|kind| kind.as_str().to_owned());
+        [
+            (index::INSTANCE_ID, self.instance_id.clone()),
+            (index::SERVICE_ID, self.service_id.clone()),
+            (index::TYPE, kind),
+        ]
+        .into_iter()
+        .filter_map(|(field, value)| Some((field.to_owned(), value?)))
+        .collect()
     }
 }
 

@@ -7,14 +7,17 @@
 //! delivers an event again (hence "at least once"; `X-ESM-Event-Id` lets a receiver
 //! drop repeats). Delivery runs in its own task: a slow or failing receiver never
 //! holds up an operation.
+//!
+//! The POSTs go through one `reqwest` client kept for the webhook's life, so they share
+//! a connection. It connects directly (no proxy from the environment), trusts the
+//! Mozilla roots built into esm (`crate::tls`), speaks HTTP/1.1 and follows no
+//! redirect: a 3xx is a refusal, retried like any other.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{Request, Uri, header};
-use hyper_util::rt::TokioIo;
+use axum::http::{HeaderValue, Uri, header};
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::{EventLog, Filter};
@@ -30,35 +33,67 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many events are read from the log at a time.
 const PAGE: usize = 100;
+/// The most of a receiver's answer read (so that its connection carries the next
+/// event); a longer one is dropped with its connection.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+/// How long reading that answer may take, after its status came.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Where a webhook is POSTed: checked at start.
+/// Where a webhook is POSTed, and the client that POSTs there: checked at start.
 #[derive(Debug, Clone)]
 pub struct Webhook {
-    uri: Uri,
-    host: String,
-    port: u16,
-    tls: bool,
-    /// `Basic …` for a URL with `user:password@`.
-    authorization: Option<String>,
+    /// The URL without its user info (sent as `authorization` instead).
+    url: reqwest::Url,
+    /// `Basic …` for a URL with `user:password@` (marked sensitive: never in `Debug`).
+    authorization: Option<HeaderValue>,
+    /// One client for every POST: its connections are reused.
+    http: reqwest::Client,
 }
 
 impl Webhook {
     /// An `http://` or `https://` URL with a host.
     pub fn parse(url: &str) -> Result<Self, String> {
-        let uri: Uri = url.parse().map_err(|_| "ESM_EVENT_WEBHOOK_URL is not a URL".to_owned())?;
-        let tls = match uri.scheme_str() {
-            Some("http") => false,
-            Some("https") => true,
-            _ => return Err("ESM_EVENT_WEBHOOK_URL must be an http:// or https:// URL".into()),
-        };
-        let host = uri.host().filter(|h| !h.is_empty()).ok_or("ESM_EVENT_WEBHOOK_URL has no host")?.to_owned();
-        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        let not_a_url = || "ESM_EVENT_WEBHOOK_URL is not a URL".to_owned();
+        let uri: Uri = url.parse().map_err(|_| not_a_url())?;
+        if !matches!(uri.scheme_str(), Some("http" | "https")) {
+            return Err("ESM_EVENT_WEBHOOK_URL must be an http:// or https:// URL".into());
+        }
+        uri.host().filter(|h| !h.is_empty()).ok_or("ESM_EVENT_WEBHOOK_URL has no host")?;
+        // The user info exactly as written, percent-decoded, whatever its bytes (reqwest
+        // would want UTF-8, and a user with no `:password` would gain a `:`).
         let authorization = uri.authority().and_then(|a| a.as_str().rsplit_once('@')).map(|(userinfo, _)| {
             use base64::Engine;
-            let decoded = percent_decode(userinfo);
-            format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(decoded))
+            let decoded: Vec<u8> = percent_encoding::percent_decode_str(userinfo).collect();
+            let value = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(decoded));
+            let mut value = HeaderValue::try_from(value).expect("base64 is a valid header value");
+            value.set_sensitive(true);
+            value
         });
-        Ok(Self { uri, host, port, tls, authorization })
+        let mut url = reqwest::Url::parse(url).map_err(|_| not_a_url())?;
+        // Cannot fail: the URL has a host (checked above).
+        let _ = (url.set_username(""), url.set_password(None));
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(crate::tls::client_config())
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .build()
+            .map_err(|e| format!("cannot make the webhook's HTTP client: {e}"))?;
+        Ok(Self { url, authorization, http })
+    }
+
+    /// One POST (on a connection the client keeps, or a new one); the answer, its
+    /// body unread.
+    async fn post(&self, body: &[u8], id: u64) -> Result<reqwest::Response, String> {
+        let mut request = self
+            .http
+            .post(self.url.clone())
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("x-esm-event-id", id)
+            .body(body.to_vec());
+        if let Some(authorization) = &self.authorization {
+            request = request.header(header::AUTHORIZATION, authorization.clone());
+        }
+        request.send().await.map_err(cause)
     }
 }
 
@@ -93,11 +128,10 @@ pub(super) struct Deliverer {
 impl Deliverer {
     /// Delivers until `stop`.
     pub(super) async fn run(self, stop: CancellationToken) {
-        let tls = tls_connector();
         while !stop.is_cancelled() {
             match self.claim().await {
                 Ok(Some(delivered)) => {
-                    if let Err(e) = self.deliver_from(delivered, &tls, &stop).await {
+                    if let Err(e) = self.deliver_from(delivered, &stop).await {
                         tracing::warn!(error = %e, "webhook delivery stopped; resuming");
                     }
                 }
@@ -165,12 +199,7 @@ impl Deliverer {
         Ok(held)
     }
 
-    async fn deliver_from(
-        &self,
-        mut delivered: u64,
-        tls: &tokio_rustls::TlsConnector,
-        stop: &CancellationToken,
-    ) -> Result<(), StoreError> {
+    async fn deliver_from(&self, mut delivered: u64, stop: &CancellationToken) -> Result<(), StoreError> {
         loop {
             let events = self.log.page(&Filter::default(), delivered, PAGE).await?;
             if events.is_empty() {
@@ -184,7 +213,7 @@ impl Deliverer {
                 }
             }
             for event in events {
-                if !self.post_until_accepted(&event, tls, stop).await? {
+                if !self.post_until_accepted(&event, stop).await? {
                     return Ok(());
                 }
                 delivered = event.id;
@@ -197,18 +226,20 @@ impl Deliverer {
 
     /// POSTs `event` until the receiver accepts it (true), esm stops or the lease is
     /// lost (false).
-    async fn post_until_accepted(
-        &self,
-        event: &Event,
-        tls: &tokio_rustls::TlsConnector,
-        stop: &CancellationToken,
-    ) -> Result<bool, StoreError> {
+    async fn post_until_accepted(&self, event: &Event, stop: &CancellationToken) -> Result<bool, StoreError> {
         let body = serde_json::to_vec(event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let mut backoff = Duration::from_millis(200);
         loop {
-            match tokio::time::timeout(ATTEMPT_TIMEOUT, self.post(&body, event.id, tls)).await {
-                Ok(Ok(status)) if (200..300).contains(&status) => return Ok(true),
-                Ok(Ok(status)) => tracing::warn!(event = event.id, status, "the webhook refused an event; retrying"),
+            match tokio::time::timeout(ATTEMPT_TIMEOUT, self.webhook.post(&body, event.id)).await {
+                Ok(Ok(answer)) => {
+                    let status = answer.status().as_u16();
+                    // The status decides; the body is only read to free the connection.
+                    drain(answer).await;
+                    if (200..300).contains(&status) {
+                        return Ok(true);
+                    }
+                    tracing::warn!(event = event.id, status, "the webhook refused an event; retrying");
+                }
                 Ok(Err(e)) => tracing::warn!(event = event.id, error = %e, "cannot reach the webhook; retrying"),
                 Err(_) => tracing::warn!(event = event.id, "the webhook did not answer in time; retrying"),
             }
@@ -223,72 +254,79 @@ impl Deliverer {
             }
         }
     }
-
-    /// One POST on a fresh connection; the answer's status.
-    async fn post(&self, body: &[u8], id: u64, tls: &tokio_rustls::TlsConnector) -> Result<u16, String> {
-        let hook = &self.webhook;
-        let tcp = TcpStream::connect((hook.host.as_str(), hook.port)).await.map_err(|e| e.to_string())?;
-        let path = hook.uri.path_and_query().map_or("/", |p| p.as_str());
-        let host = match hook.uri.port_u16() {
-            Some(port) => format!("{}:{port}", hook.host),
-            None => hook.host.clone(),
-        };
-        let mut request = Request::post(path).header(header::HOST, host);
-        if let Some(authorization) = &hook.authorization {
-            request = request.header(header::AUTHORIZATION, authorization);
-        }
-        let request = request
-            .header(header::CONTENT_TYPE, "application/json")
-            .header("x-esm-event-id", id)
-            .body(axum::body::Body::from(body.to_vec()))
-            .map_err(|e| e.to_string())?;
-        if hook.tls {
-            let name =
-                tokio_rustls::rustls::pki_types::ServerName::try_from(hook.host.clone()).map_err(|e| e.to_string())?;
-            let stream = tls.connect(name, tcp).await.map_err(|e| e.to_string())?;
-            send(TokioIo::new(stream), request).await
-        } else {
-            send(TokioIo::new(tcp), request).await
-        }
-    }
 }
 
-/// `%XX` escapes in a URL's user info, decoded.
-fn percent_decode(text: &str) -> Vec<u8> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
+/// Reads and drops up to [`MAX_ANSWER_BYTES`] of `answer` within [`ANSWER_TIMEOUT`]: read
+/// to its end, its connection serves the next POST; otherwise it is closed.
+async fn drain(mut answer: reqwest::Response) {
+    let reading = async {
+        let mut read = 0;
+        while let Ok(Some(chunk)) = answer.chunk().await {
+            read += chunk.len();
+            if read > MAX_ANSWER_BYTES {
+                return;
             }
         }
+    };
+    let _ = tokio::time::timeout(ANSWER_TIMEOUT, reading).await;
+}
+
+/// What failed, with every cause ("Connection refused", a certificate's fault), and
+/// without the URL reqwest would add: its query or path may hold a secret.
+fn cause(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(next) = source {
+        text = format!("{text}: {next}");
+        source = next.source();
     }
-    out
+    text
 }
 
-async fn send<T>(io: T, request: Request<axum::body::Body>) -> Result<u16, String>
-where
-    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await.map_err(|e| e.to_string())?;
-    let driver = tokio::spawn(connection);
-    let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
-    driver.abort();
-    Ok(response.status().as_u16())
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// TLS with the Mozilla roots built into esm (no system store is read).
-fn tls_connector() -> tokio_rustls::TlsConnector {
-    tokio_rustls::TlsConnector::from(Arc::new(crate::tls::client_config()))
+    #[test]
+    fn the_user_info_is_sent_as_basic_auth_and_left_out_of_the_url() {
+        let hook = Webhook::parse("https://us%40er:p%3As@hooks.example:8443/esm?key=k").expect("a webhook");
+        let expected = "Basic dXNAZXI6cDpz"; // `us@er:p:s`
+        assert_eq!(hook.authorization.as_ref().and_then(|v| v.to_str().ok()), Some(expected));
+        assert_eq!(hook.url.as_str(), "https://hooks.example:8443/esm?key=k");
+        assert!(Webhook::parse("https://hooks.example/").expect("a webhook").authorization.is_none());
+        assert!(Webhook::parse("ftp://hooks.example/").is_err() && Webhook::parse("http:///x").is_err());
+    }
+
+    #[tokio::test]
+    async fn posts_share_a_connection_and_redirects_are_not_followed() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binds");
+        let port = listener.local_addr().expect("bound").port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let answer =
+                    hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| async move {
+                        let status = if request.uri().path() == "/moved" { 307 } else { 204 };
+                        let location = format!("http://127.0.0.1:{port}/hook");
+                        axum::http::Response::builder().status(status).header("location", location).body(String::new())
+                    });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(io, answer));
+            }
+        });
+        let hook = Webhook::parse(&format!("http://127.0.0.1:{port}/hook")).expect("a webhook");
+        for id in 1..=3 {
+            let answer = hook.post(b"{}", id).await.expect("answered");
+            assert_eq!(answer.status().as_u16(), 204);
+            drain(answer).await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection for every POST");
+        let moved = Webhook::parse(&format!("http://127.0.0.1:{port}/moved")).expect("a webhook");
+        assert_eq!(moved.post(b"{}", 4).await.expect("answered").status().as_u16(), 307, "not followed");
+    }
 }

@@ -161,10 +161,11 @@ async fn insert_all(log: &EventLog, batch: Vec<Keyed>) -> Vec<Keyed> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::event::EventKind;
 
     #[test]
     fn the_queue_is_bounded_in_bytes_and_frees_what_is_taken() {
-        let event = Event::new("liveness.changed").because("x".repeat(300));
+        let event = Event::new(EventKind::LivenessChanged).because("x".repeat(300));
         let size = event.size();
         let queue = Queue::new(size * 3);
         for n in 0..5 {

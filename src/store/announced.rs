@@ -80,7 +80,8 @@ mod tests {
 
     use super::*;
     use crate::domain::binding::Binding;
-    use crate::domain::event::Event;
+    use crate::domain::event::{Event, EventKind, Step};
+    use crate::domain::operation::OperationKind;
     use crate::store::Versioned;
     use crate::store::memory::MemoryStore;
 
@@ -96,15 +97,15 @@ mod tests {
     async fn a_write_from_an_earlier_read_survives_a_drain_and_keeps_its_events() {
         let records = Records::new(Arc::new(MemoryStore::unnumbered()));
         let mut base = binding("b-1");
-        base.outbox.push(Event::new("bind.started"));
-        base.outbox.push(Event::new("bind.succeeded"));
+        base.outbox.push(Event::new(EventKind::Operation(OperationKind::Bind, Step::Started)));
+        base.outbox.push(Event::new(EventKind::Operation(OperationKind::Bind, Step::Succeeded)));
         let version = records.insert(&base).await.expect("inserted");
         // The sequencer numbers the first event and drains it.
         let mut drained = base.clone();
         drained.outbox.drain_below(1);
         records.replace(version, &drained).await.expect("drained");
         let mut changed = base.clone();
-        changed.outbox.push(Event::new("unbind.started"));
+        changed.outbox.push(Event::new(EventKind::Operation(OperationKind::Unbind, Step::Started)));
         let written = records.replace_announced(version, &base, &changed).await.expect("written over the drain");
         let Some(Versioned { record, version }) = records.get::<Binding>("b-1").await.expect("read") else {
             panic!("gone")

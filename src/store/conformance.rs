@@ -11,6 +11,7 @@ use super::index::{self, INDEX_FIELD};
 use super::{Collection, Query, REGISTRY_ID, Records, Store, StoreError};
 use crate::domain::binding::{Binding, BindingMetadata, BindingStatus, Credentials, Endpoint};
 use crate::domain::catalog::Service;
+use crate::domain::event::{Event, EventKind, Step};
 use crate::domain::instance::{InstanceMetadata, InstanceStatus, PendingUpdate, ServiceInstance};
 use crate::domain::manifest::Manifest;
 use crate::domain::operation::{Operation, OperationKind, OperationLog};
@@ -240,7 +241,7 @@ async fn every_record_round_trips(store: &Arc<dyn Store>) {
         // An outbox round-trips too (`domain::outbox`).
         outbox: {
             let mut outbox = crate::domain::outbox::Outbox::default();
-            outbox.push(crate::domain::event::Event::new("bind.started"));
+            outbox.push(Event::new(EventKind::Operation(OperationKind::Bind, Step::Started)));
             outbox
         },
     };
@@ -480,7 +481,6 @@ async fn records_are_indexed_by_what_they_are(store: &Arc<dyn Store>) {
 /// commit order, each once (also when written from a copy older than the stored
 /// document), standalone ones too, and concurrent writers get consecutive ids.
 async fn exclusive_stores_number_events_as_they_write(store: &Arc<dyn Store>) {
-    use crate::domain::event::Event;
     if !store.exclusive() {
         return;
     }
@@ -495,17 +495,21 @@ async fn exclusive_stores_number_events_as_they_write(store: &Arc<dyn Store>) {
         .expect("an instance")
     };
     let mut copy = instance("numbered");
-    copy.outbox.push(Event::new("provision.started").on_instance("numbered", "s", "p"));
+    copy.outbox.push(
+        Event::new(EventKind::Operation(OperationKind::Provision, Step::Started)).on_instance("numbered", "s", "p"),
+    );
     let version = records.insert(&copy).await.expect("inserts");
     // Written again from the same copy, which still holds the first event.
-    copy.outbox.push(Event::new("provision.succeeded").on_instance("numbered", "s", "p"));
+    copy.outbox.push(
+        Event::new(EventKind::Operation(OperationKind::Provision, Step::Succeeded)).on_instance("numbered", "s", "p"),
+    );
     records.replace(version, &copy).await.expect("replaces");
     let standalone = json!({"id": 0, "at": "2026-01-01T00:00:00.000Z", "type": "pool.member_ready"});
     store.insert(Collection::EventOutbox, "standalone", standalone).await.expect("inserts");
     assert_eq!(store.get(Collection::EventOutbox, "standalone").await.expect("reads"), None, "it went to the log");
     let writers = (0..16).map(|n| {
         let (records, mut record) = (records.clone(), instance(&format!("writer-{n}")));
-        record.outbox.push(Event::new("provision.started"));
+        record.outbox.push(Event::new(EventKind::Operation(OperationKind::Provision, Step::Started)));
         async move { records.insert(&record).await }
     });
     for written in futures_util::future::join_all(writers).await {

@@ -243,7 +243,7 @@ pub fn instance_keys(instance: &ServiceInstance, outbox_waits: bool) -> IndexKey
 
 /// What an event is found under: what a stream or a page may be filtered by.
 pub fn event_keys(event: &Event) -> IndexKeys {
-    let mut keys: IndexKeys = vec![(TYPE, event.kind.clone())];
+    let mut keys: IndexKeys = vec![(TYPE, event.kind.as_str().to_owned())];
     keys.extend(event.instance_id.iter().map(|id| (INSTANCE_ID, id.clone())));
     keys.extend(event.service_id.iter().map(|id| (SERVICE_ID, id.clone())));
     keys
@@ -287,6 +287,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::domain::event::{EventKind, Step};
 
     #[test]
     fn a_tombstone_is_purgeable_only_once_its_events_are_in_the_log() {
@@ -295,7 +296,7 @@ mod tests {
             "status": "unbound", "created_at": "2026-01-01T00:00:00.000Z"
         }))
         .expect("a binding");
-        binding.outbox.push(Event::new("unbind.succeeded"));
+        binding.outbox.push(Event::new(EventKind::Operation(OperationKind::Unbind, Step::Succeeded)));
         let keys = binding_keys(&binding, true);
         assert!(keys.iter().any(|(f, _)| *f == OUTBOX) && !keys.iter().any(|(f, _)| *f == GONE_AT));
         binding.outbox.drain_below(1);

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use crate::broker::{Broker, PlanView, work};
 use crate::domain::bounded::{OpaqueId, PlanId, ServiceId};
-use crate::domain::event::Event;
+use crate::domain::event::{Event, EventKind};
 use crate::domain::instance::ServiceInstance;
 use crate::domain::operation::OperationKind;
 use crate::domain::pool::{
@@ -312,7 +312,7 @@ impl Broker {
         let liveness = member.liveness.as_ref().map(|l| l.reason.as_str());
         tracing::info!(member_id = %member.id, plan_id = ?member.plan_id, reason = why, "replacing a pool member");
         tracing::debug!(member_id = %member.id, liveness = ?liveness, "what the member's liveness said");
-        let event = Event::on_member("pool.member_replaced", &member.id, &member.service_id, &member.plan_id);
+        let event = Event::on_member(EventKind::PoolMemberReplaced, &member.id, &member.service_id, &member.plan_id);
         self.events.emit(event.because(why));
         let id = member.id.clone();
         self.spawn_work(work::Deprovision, id, op_id, Some(Versioned { version, record: member }));

@@ -10,7 +10,7 @@ mod keeper;
 
 use crate::broker::{Broker, require};
 use crate::domain::catalog::SchemaFor;
-use crate::domain::event::Event;
+use crate::domain::event::{Event, EventKind};
 use crate::domain::instance::{InstanceStatus, ServiceInstance};
 use crate::domain::operation::Operation;
 use crate::domain::pool::{Fault, MAX_AGE_LIMIT, MAX_PARAMETERS_BYTES, MAX_SIZE, MemberState, Pool, judge_member};
@@ -289,7 +289,7 @@ impl Broker {
                 match self.records.replace(version, &record).await {
                     Ok(_) => {
                         let event =
-                            Event::on_member("pool.member_claimed", &record.id, &pool.service_id, &pool.plan_id);
+                            Event::on_member(EventKind::PoolMemberClaimed, &record.id, &pool.service_id, &pool.plan_id);
                         self.events.emit(Event { instance_id: Some(instance_id.to_owned()), ..event });
                         return Ok(true);
                     }
@@ -325,7 +325,7 @@ impl Broker {
                 })
                 .await?;
         }
-        let kind = if ready { "pool.member_ready" } else { "pool.member_failed" };
+        let kind = if ready { EventKind::PoolMemberReady } else { EventKind::PoolMemberFailed };
         let event = Event::on_member(kind, &member.id, &member.service_id, &member.plan_id);
         self.events.emit(if ready { event } else { event.because(Fault::DeployFailed.to_string()) });
         if ready && let Some(took) = op.and_then(Operation::took) {

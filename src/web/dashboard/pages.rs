@@ -35,9 +35,9 @@ pub async fn overview(State(state): State<AppState>) -> PageResult {
     let log = broker.events();
     let window = log.page(&Filter::default(), log.delivered().saturating_sub(WINDOW), WINDOW as usize).await;
     let window = window.map_err(OsbError::from)?;
-    let finished = |e: &&Event| e.kind.ends_with(".succeeded") || e.kind.ends_with(".failed");
+    let finished = |e: &&Event| e.kind.is_finished();
     let per_minute = window.iter().filter(finished).filter(|e| within_a_minute(&e.at)).count();
-    let failures: Vec<Event> = window.iter().rev().filter(|e| e.kind.ends_with(".failed")).take(10).cloned().collect();
+    let failures: Vec<Event> = window.iter().rev().filter(|e| e.kind.is_failure()).take(10).cloned().collect();
     let recent = recent_events(&state, &Filter::default()).await?;
     Ok(page(
         "Overview",
@@ -180,7 +180,7 @@ pub fn event_table(events: &[Event]) -> Markup {
             thead { tr { th { "#" } th { "At" } th { "Type" } th { "Instance" } th { "What" } } }
             tbody {
                 @for event in events {
-                    tr class=[event.kind.ends_with(".failed").then_some("failed")] {
+                    tr class=[event.kind.is_failure().then_some("failed")] {
                         td { (event.id) } td { (event.at) } td { (event.kind) }
                         td { @if let Some(id) = &event.instance_id {
                             a href={ "/dashboard/instances/" (urlencode(id)) } { (id) } } }

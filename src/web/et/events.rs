@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 
 use crate::domain::bounded::{InstanceId, ServiceId};
-use crate::domain::event::is_known_type;
+use crate::domain::event::EventKind;
 use crate::error::{ErrorBody, OsbError, OsbResult};
 use crate::events::{Filter, Item};
 use crate::web::AppState;
@@ -101,13 +101,17 @@ pub async fn events(
 }
 
 fn filter(query: EventQuery) -> OsbResult<Filter> {
-    if let Some(kind) = query.kind.as_deref().filter(|k| !is_known_type(k)) {
-        return Err(OsbError::BadRequest(format!("type {} is not an event type", shown(kind))));
-    }
+    let kind = match query.kind.as_deref() {
+        Some(text) => Some(
+            EventKind::parse(text)
+                .ok_or_else(|| OsbError::BadRequest(format!("type {} is not an event type", shown(text))))?,
+        ),
+        None => None,
+    };
     Ok(Filter {
         instance_id: query.instance_id.map(InstanceId::into_string),
         service_id: query.service_id.map(ServiceId::into_string),
-        kind: query.kind,
+        kind,
     })
 }
 
