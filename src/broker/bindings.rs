@@ -280,7 +280,7 @@ impl Broker {
         let token = crate::domain::reporting_token::ReportingToken::mint(&id);
         credentials.insert("esm_liveness_token".into(), Value::from(token.expose()));
         if let Some(base) = &self.settings.liveness.report_url {
-            let id = crate::web::dashboard::pages::urlencode(&binding.instance_id);
+            let id = crate::domain::path::segment(&binding.instance_id);
             let url = format!("{}/v2/et/service_instances/{id}/liveness", base.trim_end_matches('/'));
             credentials.insert("esm_liveness_url".into(), Value::from(url));
         }

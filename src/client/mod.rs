@@ -45,6 +45,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::domain::path::segment;
 use crate::wire::{
     BindRequest, BindingPage, BindingResponse, FetchInstanceResponse, InventoryQuery, OperationResponse, PoolRequest,
     ProvisionRequest, ProvisionResponse, UpdateRequest, UpdateResponse,
@@ -463,15 +464,6 @@ fn instance_path(id: &str) -> String {
 
 fn binding_path(id: &str, binding: &str) -> String {
     format!("{}/service_bindings/{}", instance_path(id), segment(binding))
-}
-
-/// What a path segment keeps as it is: RFC 3986's unreserved characters.
-const UNRESERVED: &percent_encoding::AsciiSet =
-    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
-
-/// An id as one path segment: anything but unreserved characters percent-encoded.
-fn segment(id: &str) -> String {
-    percent_encoding::utf8_percent_encode(id, UNRESERVED).to_string()
 }
 
 /// The `description` of an OSB error body, cut to [`MAX_MESSAGE_CHARS`].

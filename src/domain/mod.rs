@@ -9,6 +9,7 @@ pub mod liveness;
 pub mod manifest;
 pub mod operation;
 pub mod outbox;
+pub mod path;
 pub mod pool;
 pub mod port;
 pub mod registry;

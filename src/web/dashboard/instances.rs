@@ -5,12 +5,13 @@ use axum::extract::{Path, Query, State};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::pages::{event_table, recent_events, urlencode};
+use super::pages::{event_table, recent_events};
 use super::{PageError, PageResult, page};
 use crate::broker::InstanceFilter;
 use crate::domain::instance::{InstanceStatus, ServiceInstance};
 use crate::domain::liveness::LivenessStatus;
 use crate::domain::operation::OperationState;
+use crate::domain::path::segment;
 use crate::error::OsbError;
 use crate::events::Filter;
 use crate::web::AppState;
@@ -57,7 +58,7 @@ impl TableQuery {
 
     /// This query's filters as a query string, continuing after `after`.
     fn next(&self, after: &str) -> String {
-        let mut parts = vec![format!("after={}", urlencode(after))];
+        let mut parts = vec![format!("after={}", segment(after))];
         for (key, value) in [
             ("service_id", &self.service_id),
             ("plan_id", &self.plan_id),
@@ -65,7 +66,7 @@ impl TableQuery {
             ("liveness", &self.liveness),
         ] {
             if let Some(value) = value.as_deref().filter(|v| !v.is_empty()) {
-                parts.push(format!("{key}={}", urlencode(value)));
+                parts.push(format!("{key}={}", segment(value)));
             }
         }
         if let Some(limit) = self.limit {
@@ -114,7 +115,7 @@ fn row(instance: &ServiceInstance) -> Markup {
     let liveness = instance.liveness.as_ref().map_or("unknown", |l| l.status.as_str());
     html! {
         tr data-instance=(instance.id) {
-            td { a href={ "/dashboard/instances/" (urlencode(&instance.id)) } { (instance.id) } }
+            td { a href={ "/dashboard/instances/" (segment(&instance.id)) } { (instance.id) } }
             td { (instance.service_id) } td { (instance.plan_id) }
             td.state { (state) }
             td.liveness data-liveness=(liveness) { (liveness) }

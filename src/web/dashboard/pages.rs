@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use super::{PageResult, page};
 use crate::domain::event::Event;
+use crate::domain::path::segment;
 use crate::error::OsbError;
 use crate::events::Filter;
 use crate::store::{Collection, index};
@@ -67,7 +68,7 @@ fn tally(counts: &BTreeMap<String, u64>, field: &str) -> Markup {
     html! {
         ul.tally {
             @for (value, n) in counts {
-                li { a href={ "/dashboard/instances?" (field) "=" (urlencode(value)) } { (value) } ": " (n) }
+                li { a href={ "/dashboard/instances?" (field) "=" (segment(value)) } { (value) } ": " (n) }
             }
         }
     }
@@ -95,7 +96,7 @@ pub async fn services(State(state): State<AppState>) -> PageResult {
                                 pre { (manifest.manifest_content) }
                             }
                         }
-                        p { a href={ "/dashboard/instances?plan_id=" (urlencode(&plan.id)) } { "Instances on this plan" } }
+                        p { a href={ "/dashboard/instances?plan_id=" (segment(&plan.id)) } { "Instances on this plan" } }
                     }
                 }
             }
@@ -183,7 +184,7 @@ pub fn event_table(events: &[Event]) -> Markup {
                     tr class=[event.kind.is_failure().then_some("failed")] {
                         td { (event.id) } td { (event.at) } td { (event.kind) }
                         td { @if let Some(id) = &event.instance_id {
-                            a href={ "/dashboard/instances/" (urlencode(id)) } { (id) } } }
+                            a href={ "/dashboard/instances/" (segment(id)) } { (id) } } }
                         td { (summary(event)) }
                     }
                 }
@@ -212,14 +213,4 @@ fn within_a_minute(at: &str) -> bool {
         .ok()
         .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
         .is_some_and(|age| age.as_secs() < 60)
-}
-
-/// `text` for a URL's path segment or query value.
-pub fn urlencode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

@@ -3,11 +3,11 @@
 use axum::extract::State;
 use axum::response::Response;
 
+use super::last_operation::with_retry_after;
 use crate::domain::bounded::{BindingId, InstanceId};
 use crate::error::{ErrorBody, OsbResult};
 use crate::web::AppState;
 use crate::web::extract::{OsbPath, OsbQuery};
-use super::last_operation::with_retry_after;
 use crate::web::version::{ApiVersion, ForVersion};
 use crate::wire::{Empty, LastOperationQuery, LastOperationResponse};
 
