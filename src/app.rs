@@ -24,7 +24,6 @@ use tower::ServiceBuilder;
 
 use crate::api::middleware::{BasicAuth, collapse_slashes};
 use crate::api::{self, AppState};
-use crate::backend::docker::model::Policy;
 use crate::backend::docker::{ComposeBackend, DockerSettings, SwarmBackend};
 use crate::backend::dummy::{DummyBackend, Holds, LivenessScript};
 use crate::backend::kubernetes::{KubernetesBackend, KubernetesPolicy, KubernetesSettings};
@@ -35,6 +34,7 @@ use crate::clock::Clock;
 use crate::config::{BackendKind, ComposeTarget, Config, StoreKind, redact_uri};
 use crate::domain::liveness::Thresholds;
 use crate::events::Webhook;
+use crate::manifest::Policy;
 use crate::metrics::Metrics;
 use crate::ops::{self, OpsState};
 use crate::serve::{self, Limits};

@@ -13,7 +13,6 @@ use super::DockerSettings;
 use super::deploy::{self, Order, Runtime};
 use super::engine::Engine;
 use super::events;
-use super::model::Compose;
 use super::report::{self, Observed};
 use super::spec;
 use crate::backend::{Backend, BackendError, BindOutput, Deployment, Execution, Info};
@@ -25,6 +24,7 @@ use crate::domain::manifest::Manifest;
 use crate::domain::operation::OperationKind;
 use crate::domain::port::PortWant;
 use crate::domain::resource::Holding;
+use crate::manifest::Compose;
 
 /// A [`Runtime`] on a Docker engine, with what the [`Backend`] needs besides deploying.
 #[async_trait]

@@ -13,7 +13,8 @@
 //! (orphan mitigation).
 //!
 //! Layout:
-//! - `model`: the manifest, parsed and checked at registration.
+//! - [`crate::manifest`] (not here: shared with Kubernetes): the manifest, parsed and
+//!   checked at registration.
 //! - `spec`: what the engine is asked to make, as pure functions of the manifest.
 //! - `deploy`: the one deployment sequence, over a `Runtime` trait.
 //! - `backend`: the one `Backend` of both, over a `DockerRuntime`.
@@ -31,7 +32,6 @@ mod deploy;
 mod engine;
 mod events;
 mod liveness;
-pub mod model;
 mod report;
 mod spec;
 mod swarm;
@@ -43,11 +43,11 @@ use sha2::{Digest, Sha256};
 
 pub use self::backend::DockerBackend;
 pub use self::compose::ComposeBackend;
-pub use self::engine::PullPolicy;
-use self::model::Policy;
 pub use self::swarm::SwarmBackend;
 #[cfg(doc)]
 use super::labels;
+use crate::manifest::Policy;
+pub use crate::manifest::PullPolicy;
 
 /// Settings of the Docker backends.
 #[derive(Debug, Clone)]

@@ -24,13 +24,13 @@ use super::deploy::{Handle, Need, Runtime, UnitState};
 use super::engine::{Engine, failed, is_not_found};
 use super::events;
 use super::liveness;
-use super::model::Compose;
 use super::report::{Observed, observe_instance};
 use super::spec::{self, Unit};
 use crate::backend::{BackendError, labels};
 use crate::domain::instance::ServiceInstance;
 use crate::domain::liveness::Component;
 use crate::domain::resource::Holding;
+use crate::manifest::Compose;
 
 /// How long the task containers of removed services may take to stop.
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);

@@ -13,7 +13,6 @@ use super::deploy::{self, Target};
 use super::objects::Objects;
 use super::report::{self, Address};
 use super::{KubernetesSettings, namespace, policy, translate};
-use crate::backend::docker::model::{Compose, CredentialSource};
 use crate::backend::{Backend, BackendError, BindOutput, Deployment, Execution, Info, labels};
 use crate::domain::binding::Binding;
 use crate::domain::instance::ServiceInstance;
@@ -21,6 +20,7 @@ use crate::domain::liveness::Component;
 use crate::domain::manifest::Manifest;
 use crate::domain::operation::OperationKind;
 use crate::domain::resource::Holding;
+use crate::manifest::{Compose, CredentialSource};
 
 /// The manifest types of Kubernetes manifests.
 const KUBERNETES_TYPES: &[&str] = &["kubernetes", "k8s"];

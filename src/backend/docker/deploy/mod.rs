@@ -22,10 +22,10 @@ use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
 pub use self::runtime::{Handle, Need, Runtime, UnitState};
-use super::model::{Compose, DependsOn};
 use super::project;
 use super::spec::{self, Unit};
 use crate::backend::{BackendError, Deployment, labels};
+use crate::manifest::{Compose, DependsOn};
 
 /// The least a unit must keep running to count as started, so that one that exits at
 /// once (a bad command, a missing file) fails the deployment instead of passing it.

@@ -7,8 +7,8 @@ use std::sync::Mutex;
 use futures_util::stream;
 
 use super::*;
-use crate::backend::docker::model::Policy;
 use crate::backend::docker::spec::Resource;
+use crate::manifest::Policy;
 
 /// A runtime that records what it is asked and answers from a script.
 #[derive(Default)]
