@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 
-use futures_util::stream;
+use futures_util::stream::{self, BoxStream, StreamExt};
 
 use super::*;
 use crate::backend::docker::spec::Resource;
