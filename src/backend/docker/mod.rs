@@ -17,9 +17,11 @@
 //!   checked at registration.
 //! - `spec`: what the engine is asked to make, as pure functions of the manifest.
 //! - `deploy`: the one deployment sequence, over a `Runtime` trait.
-//! - `backend`: the one `Backend` of both, over a `DockerRuntime`.
-//! - `compose` and `swarm`: the two runtimes (containers, swarm services): everything
-//!   that differs between the backends.
+//! - `backend`: the one `Backend` of both, and their one runtime type (`Units<U>`, the
+//!   units containers or services), over `DockerRuntime`.
+//! - `compose` and `swarm`: the two kinds of unit (containers, swarm services), each a
+//!   `Runtime` and `DockerRuntime` of `Units`: everything that differs between the
+//!   backends.
 //! - `engine`: the connection, and the engine calls both backends make.
 //! - `events`: the engine's container events about esm's instances (liveness's
 //!   changes, and what wakes a deployment waiting for its units).
