@@ -22,7 +22,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 
-use crate::backend::docker::model::Policy;
 use crate::backend::docker::{ComposeBackend, DockerSettings, SwarmBackend};
 use crate::backend::dummy::{DummyBackend, Holds, LivenessScript};
 use crate::backend::kubernetes::{KubernetesBackend, KubernetesPolicy, KubernetesSettings};
@@ -32,6 +31,7 @@ use crate::clock::Clock;
 use crate::config::{BackendKind, ComposeTarget, Config, StoreKind, redact_uri};
 use crate::domain::liveness::Thresholds;
 use crate::events::Webhook;
+use crate::manifest::Policy;
 use crate::metrics::Metrics;
 use crate::metrics::backend_calls::MeteredBackend;
 use crate::metrics::store_calls::MeteredStore;

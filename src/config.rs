@@ -11,9 +11,9 @@ use clap::{Args, FromArgMatches, ValueEnum};
 use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
-use crate::backend::docker::PullPolicy;
-use crate::backend::kubernetes::{self, Exposure, Quantity};
 use crate::domain::catalog::CatalogLimits;
+use crate::manifest::Quantity;
+use crate::manifest::settings::{self, Exposure, PullPolicy};
 use crate::yaml;
 
 mod secret;
@@ -178,19 +178,19 @@ pub struct Config {
     #[arg(long = "k8s-allow-scheduling", env = "ESM_K8S_ALLOW_SCHEDULING", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = false)]
     pub k8s_allow_scheduling: bool,
     /// Most `replicas` (`parallelism`, `completions`) a Kubernetes workload may ask for.
-    #[arg(long = "k8s-max-replicas", env = "ESM_K8S_MAX_REPLICAS", value_parser = positive(), default_value_t = kubernetes::policy::DEFAULT_MAX_REPLICAS)]
+    #[arg(long = "k8s-max-replicas", env = "ESM_K8S_MAX_REPLICAS", value_parser = positive(), default_value_t = settings::DEFAULT_MAX_REPLICAS)]
     pub k8s_max_replicas: u64,
     /// Most CPU a Kubernetes pod (all its containers) may request or be limited to.
-    #[arg(long = "k8s-max-cpu", env = "ESM_K8S_MAX_CPU", default_value = kubernetes::policy::DEFAULT_MAX_CPU)]
+    #[arg(long = "k8s-max-cpu", env = "ESM_K8S_MAX_CPU", default_value = settings::DEFAULT_MAX_CPU)]
     pub k8s_max_cpu: Quantity,
     /// Most memory (hugepages included) a Kubernetes pod may request or be limited to.
-    #[arg(long = "k8s-max-memory", env = "ESM_K8S_MAX_MEMORY", default_value = kubernetes::policy::DEFAULT_MAX_MEMORY)]
+    #[arg(long = "k8s-max-memory", env = "ESM_K8S_MAX_MEMORY", default_value = settings::DEFAULT_MAX_MEMORY)]
     pub k8s_max_memory: Quantity,
     /// Most ephemeral storage a Kubernetes pod may request or be limited to.
-    #[arg(long = "k8s-max-ephemeral-storage", env = "ESM_K8S_MAX_EPHEMERAL_STORAGE", default_value = kubernetes::policy::DEFAULT_MAX_EPHEMERAL_STORAGE)]
+    #[arg(long = "k8s-max-ephemeral-storage", env = "ESM_K8S_MAX_EPHEMERAL_STORAGE", default_value = settings::DEFAULT_MAX_EPHEMERAL_STORAGE)]
     pub k8s_max_ephemeral_storage: Quantity,
     /// Most storage one Kubernetes claim may request.
-    #[arg(long = "k8s-max-storage", env = "ESM_K8S_MAX_STORAGE", default_value = kubernetes::policy::DEFAULT_MAX_STORAGE)]
+    #[arg(long = "k8s-max-storage", env = "ESM_K8S_MAX_STORAGE", default_value = settings::DEFAULT_MAX_STORAGE)]
     pub k8s_max_storage: Quantity,
     /// Most of each extended resource (`nvidia.com/gpu`, ...) a Kubernetes pod may ask
     /// for; 0: none.

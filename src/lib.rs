@@ -20,7 +20,10 @@
 //! - [`wire`]: the JSON shapes of requests and responses.
 //! - [`store`]: the `Store` trait (documents with compare-and-set), its implementations,
 //!   and the breaker that answers at once while a store server is down.
-//! - [`backend`]: the `Backend` trait (what deploys a manifest) and its implementations.
+//! - [`manifest`]: the compose manifest language (parse, check, the operator's policy),
+//!   shared by the Docker and Kubernetes backends, and the deployment settings' values.
+//! - [`backend`]: the `Backend` trait (what deploys a manifest), the kit its
+//!   implementations share, and the implementations.
 //! - [`error`]: the one error type, rendered as the OSB error body.
 //! - [`yaml`]: untrusted YAML into JSON values, within limits (size, depth, aliases, time).
 //! - [`telemetry`]: logging setup.
@@ -37,6 +40,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod events;
+pub mod manifest;
 pub mod metrics;
 pub mod ops;
 pub mod probe;

@@ -82,7 +82,7 @@ fn docker_settings() -> docker::DockerSettings {
         publish_address: [127, 0, 0, 1].into(),
         advertise_host: "127.0.0.1".into(),
         pull: docker::PullPolicy::Never,
-        policy: docker::model::Policy::default(),
+        policy: esm::manifest::Policy::default(),
         ready_timeout: Duration::from_secs(30),
         owner: format!("conformance-{}", uuid::Uuid::new_v4().simple()),
     }

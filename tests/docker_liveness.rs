@@ -38,7 +38,7 @@ fn subject(manifest_type: &str, content: String) -> (Arc<dyn Backend>, Manifest,
         publish_address: [127, 0, 0, 1].into(),
         advertise_host: "127.0.0.1".into(),
         pull: docker::PullPolicy::Never,
-        policy: docker::model::Policy::default(),
+        policy: esm::manifest::Policy::default(),
         ready_timeout: Duration::from_secs(60),
         owner: owner.clone(),
     };

@@ -6,7 +6,7 @@
 //! manifests with arbitrary values in every key. Any failing case proptest finds is
 //! kept in `tests/manifest_properties.proptest-regressions` and replayed first.
 
-use esm::backend::docker::model::{Compose, Policy};
+use esm::manifest::{Compose, Policy};
 use esm::yaml::{self, Limits};
 use proptest::prelude::*;
 

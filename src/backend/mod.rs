@@ -7,10 +7,37 @@
 //! idempotent — a restarted esm re-runs the operations it was in the middle of.
 //!
 //! Like the store, the trait is object-safe and used as `Arc<dyn Backend>`.
+//!
+//! # Adding a backend
+//!
+//! A fourth backend (Podman, Nomad) is a module here with a type that implements
+//! [`Backend`], and an entry in `config::BackendKind` and `app` that builds it. It
+//! builds on two shared pieces rather than on another backend:
+//!
+//! - [`crate::manifest`]: the compose manifest language. `Compose::parse` under the
+//!   operator's [`Policy`](crate::manifest::Policy) is the check at registration
+//!   ([`Backend::check_manifest`]) and gives the typed model to deploy; a backend
+//!   refuses on top only what it cannot run.
+//! - [`kit`]: what deploying is everywhere. A first provision goes through
+//!   [`kit::or_clean_up`] (a failure removes what it made), a failed update or
+//!   deprovision is marked with [`kit::failed_update`] or [`kit::failed_deprovision`]
+//!   (OSB 2.16's `instance_usable` and `update_repeatable`), and every wait for the
+//!   engine is [`kit::until`]: look, then wait for a change (the engine's event
+//!   stream, if it has one) or the poll, until the deadline.
+//!
+//! What is left is the backend's own: naming and labelling what it makes
+//! ([`labels`], found again by label, never by name), the calls that make and remove
+//! it, and reading back what runs for [`Backend::info`], [`Backend::bind`] and
+//! liveness ([`Backend::observe`], [`Backend::changes`]). An engine that starts units
+//! one by one, as it is told, can instead implement the `Runtime` of the Docker
+//! backends' deployment template (`docker::deploy`) and reuse its ordering. The
+//! conformance suite (`conformance`, `tests/backend_conformance.rs`) is what a new
+//! backend must pass.
 
 pub mod docker;
 pub mod dummy;
 pub mod host_port;
+pub mod kit;
 pub mod kubernetes;
 pub mod labels;
 pub mod said;

@@ -4,6 +4,7 @@
 //! (containers, swarm services) hold everything that differs.
 
 use std::collections::HashMap;
+use std::marker::PhantomData;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -13,7 +14,6 @@ use super::DockerSettings;
 use super::deploy::{self, Order, Runtime};
 use super::engine::Engine;
 use super::events;
-use super::model::Compose;
 use super::report::{self, Observed};
 use super::spec;
 use crate::backend::{Backend, BackendError, BindOutput, Deployment, Execution, Info};
@@ -25,6 +25,28 @@ use crate::domain::manifest::Manifest;
 use crate::domain::operation::OperationKind;
 use crate::domain::port::PortWant;
 use crate::domain::resource::Holding;
+use crate::manifest::Compose;
+
+/// The runtime of a Docker backend, whichever units it runs: the engine and the
+/// settings. `U` names the units ([`super::compose::Containers`],
+/// [`super::swarm::Services`]); what differs between them is in their
+/// [`DockerRuntime`] and [`Runtime`] implementations for `Units<U>`.
+#[derive(Debug, Clone)]
+pub struct Units<U> {
+    /// The engine the units run on.
+    pub(super) engine: Engine,
+    /// The backend's settings.
+    pub(super) settings: DockerSettings,
+    /// Which units: a marker, no value.
+    kind: PhantomData<U>,
+}
+
+impl<U> Units<U> {
+    /// The runtime on `engine`.
+    fn new(engine: Engine, settings: DockerSettings) -> Self {
+        Self { engine, settings, kind: PhantomData }
+    }
+}
 
 /// A [`Runtime`] on a Docker engine, with what the [`Backend`] needs besides deploying.
 #[async_trait]
@@ -33,15 +55,6 @@ pub trait DockerRuntime: Runtime + Sized {
     const NAME: &'static str;
     /// The `manifest_type` values it deploys.
     const MANIFEST_TYPES: &'static [&'static str];
-
-    /// The runtime on `engine`.
-    fn new(engine: Engine, settings: DockerSettings) -> Self;
-
-    /// Its settings.
-    fn settings(&self) -> &DockerSettings;
-
-    /// The engine it runs on.
-    fn engine(&self) -> &Engine;
 
     /// Refuses at registration what the manifest model accepts but this runtime cannot
     /// run.
@@ -66,25 +79,26 @@ pub trait DockerRuntime: Runtime + Sized {
 
 /// A Docker backend: [`super::ComposeBackend`] or [`super::SwarmBackend`].
 #[derive(Debug, Clone)]
-pub struct DockerBackend<R>(R);
+pub struct DockerBackend<U>(Units<U>);
 
-impl<R: DockerRuntime> DockerBackend<R> {
+impl<U> DockerBackend<U>
+where
+    Units<U>: DockerRuntime,
+{
     /// A backend on the engine `DOCKER_HOST` (or the local socket) names, which need not
     /// be up yet: esm starts without it, and connects once its socket appears.
     pub fn new(settings: DockerSettings) -> Result<Self, BackendError> {
-        Ok(Self(R::new(Engine::connect()?, settings)))
+        Ok(Self(Units::new(Engine::connect()?, settings)))
     }
 
     /// Parses a stored manifest under the operator's policy, off the runtime's workers.
     async fn parse(&self, manifest: &Manifest) -> Result<Compose, BackendError> {
-        Compose::parse_off_runtime(&manifest.manifest_content, &self.0.settings().policy)
-            .await
-            .map_err(BackendError::new)
+        Compose::parse_off_runtime(&manifest.manifest_content, &self.0.settings.policy).await.map_err(BackendError::new)
     }
 
     /// The deployment of `instance` from `manifest`, parsed as `compose`.
     fn order<'a>(&'a self, instance: &'a ServiceInstance, manifest: &'a Manifest, compose: &'a Compose) -> Order<'a> {
-        let settings = self.0.settings();
+        let settings = &self.0.settings;
         Order {
             instance_id: &instance.id,
             parameters: instance.parameters.as_ref(),
@@ -98,17 +112,21 @@ impl<R: DockerRuntime> DockerBackend<R> {
 }
 
 #[async_trait]
-impl<R: DockerRuntime> Backend for DockerBackend<R> {
+impl<U> Backend for DockerBackend<U>
+where
+    U: Send + Sync,
+    Units<U>: DockerRuntime,
+{
     fn name(&self) -> &'static str {
-        R::NAME
+        Units::<U>::NAME
     }
 
     fn manifest_types(&self) -> &'static [&'static str] {
-        R::MANIFEST_TYPES
+        Units::<U>::MANIFEST_TYPES
     }
 
     fn check_manifest(&self, manifest: &Manifest) -> Result<(), String> {
-        R::refuse(&Compose::parse(&manifest.manifest_content, &self.0.settings().policy)?)
+        Units::<U>::refuse(&Compose::parse(&manifest.manifest_content, &self.0.settings.policy)?)
     }
 
     /// Two deployments cannot hold one fixed host port: only manifests that publish
@@ -129,7 +147,7 @@ impl<R: DockerRuntime> Backend for DockerBackend<R> {
     /// where esm can bind: a remote engine, or esm in a network namespace of its own,
     /// is never asked, and the engine's refusal stays the failure.
     fn host_port_held_elsewhere(&self, protocol: &str, port: u16) -> bool {
-        self.0.engine().is_local() && host_port::held_elsewhere(self.0.settings().publish_address, protocol, port)
+        self.0.engine.is_local() && host_port::held_elsewhere(self.0.settings.publish_address, protocol, port)
     }
 
     async fn host_ports(&self, manifest: &Manifest) -> Result<Vec<PortWant>, BackendError> {
@@ -169,7 +187,7 @@ impl<R: DockerRuntime> Backend for DockerBackend<R> {
     ) -> Result<BindOutput, BackendError> {
         let compose = self.parse(manifest).await?;
         let observed = self.0.observe(&instance.id).await?;
-        report::bind_output(&instance.id, &observed, &compose, &self.0.settings().advertise_host)
+        report::bind_output(&instance.id, &observed, &compose, &self.0.settings.advertise_host)
     }
 
     async fn info(&self, instance: &ServiceInstance, _manifest: &Manifest) -> Result<Info, BackendError> {
@@ -178,10 +196,10 @@ impl<R: DockerRuntime> Backend for DockerBackend<R> {
 
     /// Units and their ports, networks and volumes, by esm's labels: four engine calls.
     async fn held(&self, owner: Option<&str>) -> Result<Vec<Holding>, BackendError> {
-        let esm = &self.0.settings().owner;
+        let esm = &self.0.settings.owner;
         let filters = owner.map_or_else(|| labels::filter_owner(esm), |id| labels::filter_instance(esm, id));
         let mut held = self.0.units_held(&filters).await?;
-        let engine = self.0.engine();
+        let engine = &self.0.engine;
         for (kind, listed) in
             [("network", engine.networks(&filters).await?), ("volume", engine.volumes(&filters).await?)]
         {
@@ -207,7 +225,7 @@ impl<R: DockerRuntime> Backend for DockerBackend<R> {
     /// stream is not lost.
     fn changes(&self) -> Option<BoxStream<'static, String>> {
         let since = SystemTime::now();
-        Some(events::instance_changes(self.0.engine(), &self.0.settings().owner, None, since))
+        Some(events::instance_changes(&self.0.engine, &self.0.settings.owner, None, since))
     }
 
     async fn probe(&self) -> Result<String, BackendError> {

@@ -9,10 +9,9 @@ use bollard::models::{ContainerStateStatusEnum, EndpointSettings, HealthStatusEn
 use bollard::query_parameters::CreateContainerOptionsBuilder;
 use futures_util::stream::BoxStream;
 
-use super::DockerSettings;
-use super::backend::{DockerBackend, DockerRuntime};
+use super::backend::{DockerBackend, DockerRuntime, Units};
 use super::deploy::{Handle, Need, Runtime, UnitState};
-use super::engine::{Engine, failed};
+use super::engine::failed;
 use super::events;
 use super::liveness::{self, CONTAINER};
 use super::report::{Observed, observe_instance};
@@ -29,29 +28,15 @@ const POLL: Duration = Duration::from_secs(1);
 /// The docker-compose backend.
 pub type ComposeBackend = DockerBackend<Containers>;
 
-/// Units are containers, started as soon as they are made.
+/// The units of the docker-compose backend ([`Units`]): containers, started as soon
+/// as they are made.
 #[derive(Debug, Clone)]
-pub struct Containers {
-    engine: Engine,
-    settings: DockerSettings,
-}
+pub enum Containers {}
 
 #[async_trait]
-impl DockerRuntime for Containers {
+impl DockerRuntime for Units<Containers> {
     const NAME: &'static str = "docker-compose";
     const MANIFEST_TYPES: &'static [&'static str] = &["docker-compose", "docker"];
-
-    fn new(engine: Engine, settings: DockerSettings) -> Self {
-        Self { engine, settings }
-    }
-
-    fn settings(&self) -> &DockerSettings {
-        &self.settings
-    }
-
-    fn engine(&self) -> &Engine {
-        &self.engine
-    }
 
     /// The instance's containers, listed by label, each inspected: the listing lags
     /// the engine's events (engine 20.10 tells a container's death or health change
@@ -102,7 +87,7 @@ impl DockerRuntime for Containers {
 }
 
 #[async_trait]
-impl Runtime for Containers {
+impl Runtime for Units<Containers> {
     fn units(&self) -> &'static str {
         "containers"
     }

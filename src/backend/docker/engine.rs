@@ -18,21 +18,10 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 
-use super::DockerSettings;
 use super::deploy::Need;
 use super::spec::Resource;
+use super::{DockerSettings, PullPolicy};
 use crate::backend::{BackendError, labels, said};
-
-/// When images are pulled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum PullPolicy {
-    /// Only images the engine does not have.
-    Missing,
-    /// Never: a missing image fails the operation.
-    Never,
-    /// Before every deployment.
-    Always,
-}
 
 /// Where the engine is when `DOCKER_HOST` does not say (as for the docker CLI).
 const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";

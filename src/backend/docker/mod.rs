@@ -13,12 +13,15 @@
 //! (orphan mitigation).
 //!
 //! Layout:
-//! - `model`: the manifest, parsed and checked at registration.
+//! - [`crate::manifest`] (not here: shared with Kubernetes): the manifest, parsed and
+//!   checked at registration.
 //! - `spec`: what the engine is asked to make, as pure functions of the manifest.
 //! - `deploy`: the one deployment sequence, over a `Runtime` trait.
-//! - `backend`: the one `Backend` of both, over a `DockerRuntime`.
-//! - `compose` and `swarm`: the two runtimes (containers, swarm services): everything
-//!   that differs between the backends.
+//! - `backend`: the one `Backend` of both, and their one runtime type (`Units<U>`, the
+//!   units containers or services), over `DockerRuntime`.
+//! - `compose` and `swarm`: the two kinds of unit (containers, swarm services), each a
+//!   `Runtime` and `DockerRuntime` of `Units`: everything that differs between the
+//!   backends.
 //! - `engine`: the connection, and the engine calls both backends make.
 //! - `events`: the engine's container events about esm's instances (liveness's
 //!   changes, and what wakes a deployment waiting for its units).
@@ -31,7 +34,6 @@ mod deploy;
 mod engine;
 mod events;
 mod liveness;
-pub mod model;
 mod report;
 mod spec;
 mod swarm;
@@ -43,11 +45,11 @@ use sha2::{Digest, Sha256};
 
 pub use self::backend::DockerBackend;
 pub use self::compose::ComposeBackend;
-pub use self::engine::PullPolicy;
-use self::model::Policy;
 pub use self::swarm::SwarmBackend;
 #[cfg(doc)]
 use super::labels;
+use crate::manifest::Policy;
+pub use crate::manifest::PullPolicy;
 
 /// Settings of the Docker backends.
 #[derive(Debug, Clone)]

@@ -6,10 +6,10 @@ use bollard::models::ContainerInspectResponse;
 use serde_json::{Map, Value, json};
 
 use super::engine::Engine;
-use super::model::{Compose, CredentialSource};
 use super::project;
 use crate::backend::{BackendError, BindOutput, Info, labels};
 use crate::domain::binding::Endpoint;
+use crate::manifest::{Compose, CredentialSource};
 
 /// One container as esm reports it.
 pub struct Observed {

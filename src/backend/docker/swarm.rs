@@ -18,19 +18,18 @@ use bollard::query_parameters::{ListServicesOptionsBuilder, ListTasksOptionsBuil
 use futures_util::stream::BoxStream;
 use tokio::time::Instant;
 
-use super::DockerSettings;
-use super::backend::{DockerBackend, DockerRuntime};
+use super::backend::{DockerBackend, DockerRuntime, Units};
 use super::deploy::{Handle, Need, Runtime, UnitState};
-use super::engine::{Engine, failed, is_not_found};
+use super::engine::{failed, is_not_found};
 use super::events;
 use super::liveness;
-use super::model::Compose;
 use super::report::{Observed, observe_instance};
 use super::spec::{self, Unit};
 use crate::backend::{BackendError, labels};
 use crate::domain::instance::ServiceInstance;
 use crate::domain::liveness::Component;
 use crate::domain::resource::Holding;
+use crate::manifest::Compose;
 
 /// How long the task containers of removed services may take to stop.
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -38,16 +37,13 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 /// The docker swarm backend.
 pub type SwarmBackend = DockerBackend<Services>;
 
-/// Units are services; a unit is running when all its replicas are (swarm reports a
+/// The units of the docker swarm backend ([`Units`]): services; a unit is running when all its replicas are (swarm reports a
 /// task with a health check running only once it is healthy). The engine must be a
 /// swarm manager.
 #[derive(Debug, Clone)]
-pub struct Services {
-    engine: Engine,
-    settings: DockerSettings,
-}
+pub enum Services {}
 
-impl Services {
+impl Units<Services> {
     /// The services with these label filters.
     async fn services(&self, filters: &HashMap<String, Vec<String>>) -> Result<Vec<Service>, BackendError> {
         let options = ListServicesOptionsBuilder::new().filters(filters).build();
@@ -67,21 +63,9 @@ fn service_label(service: &Service) -> String {
 }
 
 #[async_trait]
-impl DockerRuntime for Services {
+impl DockerRuntime for Units<Services> {
     const NAME: &'static str = "docker-swarm";
     const MANIFEST_TYPES: &'static [&'static str] = &["docker-swarm"];
-
-    fn new(engine: Engine, settings: DockerSettings) -> Self {
-        Self { engine, settings }
-    }
-
-    fn settings(&self) -> &DockerSettings {
-        &self.settings
-    }
-
-    fn engine(&self) -> &Engine {
-        &self.engine
-    }
 
     /// The instance's services and all their tasks, in two listings: one component per
     /// desired replica (`service.N`). The containers of the tasks swarm wants running
@@ -185,7 +169,7 @@ impl DockerRuntime for Services {
 }
 
 #[async_trait]
-impl Runtime for Services {
+impl Runtime for Units<Services> {
     fn units(&self) -> &'static str {
         "services"
     }

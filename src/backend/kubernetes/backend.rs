@@ -13,14 +13,14 @@ use super::deploy::{self, Target};
 use super::objects::Objects;
 use super::report::{self, Address};
 use super::{KubernetesSettings, namespace, policy, translate};
-use crate::backend::docker::model::{Compose, CredentialSource};
-use crate::backend::{Backend, BackendError, BindOutput, Deployment, Execution, Info, labels};
+use crate::backend::{Backend, BackendError, BindOutput, Deployment, Execution, Info, kit, labels};
 use crate::domain::binding::Binding;
 use crate::domain::instance::ServiceInstance;
 use crate::domain::liveness::Component;
 use crate::domain::manifest::Manifest;
 use crate::domain::operation::OperationKind;
 use crate::domain::resource::Holding;
+use crate::manifest::{Compose, CredentialSource};
 
 /// The manifest types of Kubernetes manifests.
 const KUBERNETES_TYPES: &[&str] = &["kubernetes", "k8s"];
@@ -145,12 +145,9 @@ impl Backend for KubernetesBackend {
     }
 
     async fn deprovision(&self, instance: &ServiceInstance, _manifest: Option<&Manifest>) -> Result<(), BackendError> {
-        deploy::remove(&self.cluster, &self.settings.owner, &instance.id, self.settings.ready_timeout).await.map_err(
-            |mut e| {
-                e.instance_usable = Some(false);
-                e
-            },
-        )
+        deploy::remove(&self.cluster, &self.settings.owner, &instance.id, self.settings.ready_timeout)
+            .await
+            .map_err(kit::failed_deprovision)
     }
 
     async fn bind(

@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
-use futures_util::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::ObjectMeta;
 use serde_json::{Map, Value, json};
@@ -19,6 +19,7 @@ use super::cluster::Cluster;
 use super::objects::{Kind, Objects};
 use super::readiness::{self, Look, Seen};
 use super::{dns_label, namespace};
+use crate::backend::kit::{self, Changes};
 use crate::backend::{BackendError, Deployment, labels};
 
 /// How often a wait reads the cluster again when its watch said nothing: watches can
@@ -65,25 +66,16 @@ pub fn instance_of(namespace: &Namespace) -> Option<String> {
 
 /// Deploys an instance for the first time; on failure its namespace is removed.
 pub async fn provision(cluster: &Cluster, target: &Target<'_>) -> Result<Deployment, BackendError> {
-    match apply(cluster, target).await {
-        Ok(deployment) => Ok(deployment),
-        Err(e) => {
-            if let Err(cleanup) = remove(cluster, target.owner, target.instance_id, target.timeout).await {
-                tracing::error!(instance_id = %target.instance_id, error = %cleanup, "could not remove a failed deployment");
-            }
-            Err(e)
-        }
-    }
+    kit::or_clean_up(target.instance_id, apply(cluster, target), || {
+        remove(cluster, target.owner, target.instance_id, target.timeout)
+    })
+    .await
 }
 
 /// Redeploys an instance in place. A failure leaves it half rolled out: not usable,
 /// and the update may be repeated.
 pub async fn update(cluster: &Cluster, target: &Target<'_>) -> Result<Deployment, BackendError> {
-    apply(cluster, target).await.map_err(|mut e| {
-        e.instance_usable = Some(false);
-        e.update_repeatable = Some(true);
-        e
-    })
+    apply(cluster, target).await.map_err(kit::failed_update)
 }
 
 /// Removes an instance: its namespace, waited for until the cluster has deleted it and
@@ -220,28 +212,27 @@ async fn wait_gone(cluster: &Cluster, name: &str, timeout: Duration) -> Result<(
     .await
 }
 
-/// Looks at the cluster until `look` says ready or failed: again on every change
-/// `changes` reports (a burst counts once) and at least every [`BACKSTOP`]; at
-/// `timeout`, fails with what the last look waited for.
-async fn until<F, Fut>(mut changes: BoxStream<'static, ()>, timeout: Duration, mut look: F) -> Result<(), BackendError>
+/// Looks at the cluster until `look` says ready or failed ([`kit::until`]): again on
+/// every change `changes` reports and at least every [`BACKSTOP`]; at `timeout`, fails
+/// with what the last look waited for.
+async fn until<F, Fut>(changes: BoxStream<'static, ()>, timeout: Duration, mut look: F) -> Result<(), BackendError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Look, BackendError>>,
 {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let waiting = match look().await? {
-            Look::Ready => return Ok(()),
-            Look::Failed(reason) => return Err(BackendError::new(reason)),
-            Look::Waiting(what) => what,
-        };
-        if Instant::now() >= deadline {
-            return Err(BackendError::new(format!("not done within {}s: {waiting}", timeout.as_secs())));
+    let mut changes = Changes::new(Some(changes), BACKSTOP);
+    kit::until(&mut changes, Instant::now() + timeout, || {
+        let look = look();
+        async move {
+            match look.await? {
+                Look::Ready => Ok(kit::Look::Ready),
+                Look::Failed(reason) => Err(BackendError::new(reason)),
+                Look::Waiting(what) => Ok(kit::Look::Waiting {
+                    late: format!("not done within {}s: {what}", timeout.as_secs()),
+                    wake: None,
+                }),
+            }
         }
-        let wake = deadline.min(Instant::now() + BACKSTOP);
-        tokio::select! {
-            () = tokio::time::sleep_until(wake) => {}
-            Some(()) = changes.next() => while let Some(Some(())) = changes.next().now_or_never() {},
-        }
-    }
+    })
+    .await
 }

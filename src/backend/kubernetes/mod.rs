@@ -46,8 +46,9 @@ use sha2::{Digest, Sha256};
 
 pub use self::backend::KubernetesBackend;
 pub use self::objects::{Kind, Object, Objects};
-pub use self::policy::{KubernetesPolicy, Quantity};
+pub use self::policy::KubernetesPolicy;
 pub use self::reachability::quiet_client_failures;
+pub use crate::manifest::{Exposure, Quantity};
 
 /// The API permissions the backend uses, as RBAC rules: (API group, resources, verbs).
 /// `deploy/kubernetes/rbac.yaml` grants exactly these (`tests/deploy_manifests.rs`).
@@ -64,29 +65,6 @@ pub const PERMISSIONS: &[(&str, &[&str], &[&str])] = &[
     ("apps", &["deployments", "statefulsets"], &["get", "list", "watch", "create", "update", "delete"]),
     ("batch", &["jobs"], &["list", "create", "delete"]),
 ];
-
-/// How the addresses of an instance's Services are handed out, and the type of the
-/// Services esm makes from compose manifests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Exposure {
-    /// The Service's cluster IP: reachable from inside the cluster only.
-    ClusterIp,
-    /// A node port on a node's address (`ESM_ADVERTISE_HOST`, else a node's own).
-    NodePort,
-    /// The load balancer's ingress address, once the cluster has assigned one.
-    LoadBalancer,
-}
-
-impl Exposure {
-    /// The Service `spec.type` it stands for.
-    pub fn service_type(self) -> &'static str {
-        match self {
-            Self::ClusterIp => "ClusterIP",
-            Self::NodePort => "NodePort",
-            Self::LoadBalancer => "LoadBalancer",
-        }
-    }
-}
 
 /// Settings of the Kubernetes backend.
 #[derive(Debug, Clone)]

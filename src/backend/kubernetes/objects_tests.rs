@@ -3,7 +3,7 @@ use std::collections::HashMap;
 use serde_json::json;
 
 use super::*;
-use crate::backend::docker::model::Policy;
+use crate::manifest::Policy;
 
 const DEPLOYMENT: &str = "apiVersion: apps/v1
 kind: Deployment

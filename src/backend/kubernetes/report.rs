@@ -9,10 +9,10 @@ use k8s_openapi::api::core::v1::{Container, Service};
 use serde_json::{Map, Value, json};
 
 use super::readiness::{self, Seen};
-use crate::backend::docker::model::CredentialSource;
 use crate::backend::{BackendError, BindOutput, Info};
 use crate::domain::binding::Endpoint;
 use crate::domain::liveness::ComponentStatus;
+use crate::manifest::CredentialSource;
 
 /// Where a Service is reached from outside it: a host and, by `port/protocol`, the port.
 #[derive(Debug, Clone, PartialEq, Eq)]

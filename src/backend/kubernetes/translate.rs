@@ -11,8 +11,8 @@ use serde_json::{Map, Value, json};
 use super::objects::{Kind, Object, Objects};
 use super::policy::{self, KubernetesPolicy};
 use super::{Exposure, dns_label};
-use crate::backend::docker::model::{Compose, Healthcheck, Mount, MountSource, Service};
 use crate::backend::labels;
+use crate::manifest::{Compose, Healthcheck, Mount, MountSource, Service};
 
 /// The pod label that ties a compose service's Deployment, pods and Service together.
 pub const SERVICE_LABEL: &str = labels::SERVICE;

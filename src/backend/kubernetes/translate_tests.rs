@@ -1,7 +1,7 @@
 use serde_json::json;
 
 use super::*;
-use crate::backend::docker::model::Policy;
+use crate::manifest::Policy;
 
 const COMPOSE: &str = r#"
 services:

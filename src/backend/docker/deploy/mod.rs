@@ -14,18 +14,18 @@ mod runtime;
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use futures_util::FutureExt;
-use futures_util::stream::{BoxStream, StreamExt};
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
 pub use self::runtime::{Handle, Need, Runtime, UnitState};
-use super::model::{Compose, DependsOn};
 use super::project;
 use super::spec::{self, Unit};
+use crate::backend::kit::{self, Changes, Look};
 use crate::backend::{BackendError, Deployment, labels};
+use crate::manifest::{Compose, DependsOn};
 
 /// The least a unit must keep running to count as started, so that one that exits at
 /// once (a bad command, a missing file) fails the deployment instead of passing it.
@@ -71,19 +71,12 @@ pub async fn provision<R: Runtime + ?Sized>(runtime: &R, order: &Order<'_>) -> R
 /// volumes, and the error says the instance is down and the update may be repeated
 /// (the old units were removed first).
 pub async fn update<R: Runtime + ?Sized>(runtime: &R, order: &Order<'_>) -> Result<Deployment, BackendError> {
-    deploy(runtime, order, false).await.map_err(|mut e| {
-        e.instance_usable = Some(false);
-        e.update_repeatable = Some(true);
-        e
-    })
+    deploy(runtime, order, false).await.map_err(kit::failed_update)
 }
 
 /// Removes an instance; a failure leaves it half removed, so not usable.
 pub async fn deprovision<R: Runtime + ?Sized>(runtime: &R, instance_id: &str) -> Result<(), BackendError> {
-    runtime.clear(instance_id, false).await.map_err(|mut e| {
-        e.instance_usable = Some(false);
-        e
-    })
+    runtime.clear(instance_id, false).await.map_err(kit::failed_deprovision)
 }
 
 /// The template: a clean slate first (what an interrupted attempt or the previous
@@ -91,23 +84,14 @@ pub async fn deprovision<R: Runtime + ?Sized>(runtime: &R, instance_id: &str) ->
 /// named volumes too when `fresh` (a first provision), never on a redeploy.
 async fn deploy<R: Runtime + ?Sized>(runtime: &R, order: &Order<'_>, fresh: bool) -> Result<Deployment, BackendError> {
     runtime.clear(order.instance_id, true).await?;
-    match create(runtime, order).await {
-        Ok(deployment) => Ok(deployment),
-        Err(e) => {
-            if let Err(cleanup) = runtime.clear(order.instance_id, !fresh).await {
-                tracing::error!(instance_id = %order.instance_id, error = %cleanup, "could not remove a failed deployment");
-            }
-            Err(e)
-        }
-    }
+    kit::or_clean_up(order.instance_id, create(runtime, order), || runtime.clear(order.instance_id, !fresh)).await
 }
 
 /// Makes the instance: what its units need, then the units in start order, each after
 /// the dependencies it waits for are healthy; done when all are ready.
 async fn create<R: Runtime + ?Sized>(runtime: &R, order: &Order<'_>) -> Result<Deployment, BackendError> {
     // Subscribed from now: what happens to the units from here on wakes the waits.
-    let mut watch =
-        Watch { changes: runtime.changes(order.instance_id, SystemTime::now()), poll: runtime.poll_interval() };
+    let mut changes = Changes::new(runtime.changes(order.instance_id, SystemTime::now()), runtime.poll_interval());
     let compose = order.compose;
     let project = project(order.owner, order.instance_id);
     let esm_labels = labels::for_instance(order.owner, order.instance_id, order.manifest_id);
@@ -127,12 +111,12 @@ async fn create<R: Runtime + ?Sized>(runtime: &R, order: &Order<'_>) -> Result<D
     let mut started: Vec<Started<'_>> = Vec::new();
     for name in &compose.start_order {
         let service = &compose.services[name];
-        let mut dependencies: Vec<(&mut Started<'_>, bool)> = started
-            .iter_mut()
+        let dependencies: Vec<(&Started<'_>, bool)> = started
+            .iter()
             .filter(|s| service.depends_on.get(s.unit.name) == Some(&DependsOn::Healthy))
             .map(|s| (s, true))
             .collect();
-        wait_ready(runtime, &mut dependencies, order.ready_timeout, &mut watch).await?;
+        wait_ready(runtime, &dependencies, order.ready_timeout, &mut changes).await?;
         let unit = Unit {
             name,
             service,
@@ -145,20 +129,20 @@ async fn create<R: Runtime + ?Sized>(runtime: &R, order: &Order<'_>) -> Result<D
         };
         let asked = Instant::now();
         let handle = runtime.create_unit(&unit).await?;
-        let mut unit = Started { unit, handle, asked, running_since: None };
+        let unit = Started { unit, handle, asked, running_since: Mutex::new(None) };
         // A first look: notes when it runs (its settling overlaps the next units'
         // creation), and stops here a unit that already failed.
         unit.check(runtime, false).await?;
         started.push(unit);
     }
-    let mut all: Vec<(&mut Started<'_>, bool)> = started
-        .iter_mut()
+    let all: Vec<(&Started<'_>, bool)> = started
+        .iter()
         .map(|s| {
             let needs_healthy = spec::has_healthcheck(s.unit.service);
             (s, needs_healthy)
         })
         .collect();
-    wait_ready(runtime, &mut all, order.ready_timeout, &mut watch).await?;
+    wait_ready(runtime, &all, order.ready_timeout, &mut changes).await?;
 
     let units: Map<String, Value> =
         started.iter().map(|s| (s.unit.name.to_owned(), json!({"id": s.handle.id, "name": s.handle.name}))).collect();
@@ -174,8 +158,10 @@ struct Started<'a> {
     handle: Handle,
     /// When it was asked for: how long it took to run sets how long it must keep running.
     asked: Instant,
-    /// Since when it has been seen running without a break.
-    running_since: Option<Instant>,
+    /// Since when it has been seen running without a break. Behind a lock (held for
+    /// no await) so a wait's look, which `kit::until` calls again and again, can
+    /// update it through a shared borrow.
+    running_since: Mutex<Option<Instant>>,
 }
 
 /// Where a unit stands after a look at it.
@@ -188,23 +174,24 @@ enum Readiness {
 }
 
 impl Started<'_> {
+    /// Its running-since time, to read or change.
+    fn since(&self) -> MutexGuard<'_, Option<Instant>> {
+        self.running_since.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Reads the unit's state: ready once it has kept running for half as long as it
     /// took to run (at least [`SETTLE`], at most [`MAX_SETTLE`]) and is healthy where
     /// asked.
-    async fn check<R: Runtime + ?Sized>(
-        &mut self,
-        runtime: &R,
-        needs_healthy: bool,
-    ) -> Result<Readiness, BackendError> {
+    async fn check<R: Runtime + ?Sized>(&self, runtime: &R, needs_healthy: bool) -> Result<Readiness, BackendError> {
         match runtime.unit_state(&self.unit, &self.handle).await? {
             UnitState::Failed(reason) => Err(BackendError::new(reason)),
             UnitState::Starting => {
-                self.running_since = None;
+                *self.since() = None;
                 Ok(Readiness::NotYet)
             }
             UnitState::Running { healthy } => {
                 let now = Instant::now();
-                let since = *self.running_since.get_or_insert(now);
+                let since = *self.since().get_or_insert(now);
                 let settled = since + (since.duration_since(self.asked) / 2).clamp(SETTLE, MAX_SETTLE);
                 Ok(if now < settled {
                     Readiness::SettledAt(settled)
@@ -218,78 +205,36 @@ impl Started<'_> {
     }
 }
 
-/// What wakes a wait: the runtime's changes, else its poll.
-struct Watch {
-    changes: Option<BoxStream<'static, ()>>,
-    poll: Duration,
-}
-
-impl Watch {
-    /// Returns at `wake`, or earlier when something changed (a burst counts once).
-    async fn until(&mut self, wake: Instant) {
-        let Some(changes) = self.changes.as_mut() else {
-            tokio::time::sleep_until(wake).await;
-            return;
-        };
-        let ended = tokio::select! {
-            () = tokio::time::sleep_until(wake) => false,
-            next = changes.next() => match next {
-                None => true,
-                Some(()) => loop {
-                    match changes.next().now_or_never() {
-                        Some(Some(())) => {}
-                        Some(None) => break true,
-                        None => break false,
-                    }
-                },
-            },
-        };
-        if ended {
-            // The engine's stream dropped: polling alone from here.
-            self.changes = None;
-        }
-    }
-}
-
 /// Waits until every unit `(unit, needs_healthy)` is ready ([`Started::check`]),
 /// looking again whenever the runtime reports a change, a unit is due to settle, or
-/// the poll interval has passed. Fails as soon as one fails, or at `timeout`. Tokio's
-/// clock: tests run it with paused time.
+/// the poll interval has passed ([`kit::until`]). Fails as soon as one fails, or at
+/// `timeout`.
 async fn wait_ready<R: Runtime + ?Sized>(
     runtime: &R,
-    units: &mut [(&mut Started<'_>, bool)],
+    units: &[(&Started<'_>, bool)],
     timeout: Duration,
-    watch: &mut Watch,
+    changes: &mut Changes,
 ) -> Result<(), BackendError> {
-    if units.is_empty() {
-        return Ok(());
-    }
     let deadline = Instant::now() + timeout;
-    loop {
+    kit::until(changes, deadline, || async {
         let mut ready = true;
-        let mut wake = deadline.min(Instant::now() + watch.poll);
-        for (unit, needs_healthy) in units.iter_mut() {
+        let mut wake: Option<Instant> = None;
+        for (unit, needs_healthy) in units {
             match unit.check(runtime, *needs_healthy).await? {
                 Readiness::Ready => {}
                 Readiness::NotYet => ready = false,
                 Readiness::SettledAt(at) => {
                     ready = false;
-                    wake = wake.min(at);
+                    wake = Some(wake.map_or(at, |w| w.min(at)));
                 }
             }
         }
         if ready {
-            return Ok(());
+            return Ok(Look::Ready);
         }
-        if Instant::now() >= deadline {
-            let names: Vec<&str> = units.iter().map(|(unit, _)| unit.unit.name).collect();
-            return Err(BackendError::new(format!(
-                "{} {} were not ready within {}s",
-                runtime.units(),
-                names.join(", "),
-                timeout.as_secs()
-            )));
-        }
-        watch.until(wake).await;
-    }
+        let names: Vec<&str> = units.iter().map(|(unit, _)| unit.unit.name).collect();
+        let late = format!("{} {} were not ready within {}s", runtime.units(), names.join(", "), timeout.as_secs());
+        Ok(Look::Waiting { late, wake })
+    })
+    .await
 }

@@ -50,14 +50,13 @@ pub enum UnitState {
 
 /// What runs an instance's units. The deployment template (`deploy`) is written
 /// once over it: Docker containers (docker-compose) and swarm services (docker-swarm)
-/// implement it today.
+/// implement it.
 ///
-/// It is small on purpose so that other orchestrators can reuse the template: a
-/// Kubernetes backend would make a Deployment (or a Pod) per unit in
-/// [`create_unit`](Runtime::create_unit), read its pods' readiness in
-/// [`unit_state`](Runtime::unit_state), answer [`Need::Image`] and [`Need::Network`]
-/// with nothing (nodes pull images; a namespace is one flat network), make volumes as
-/// PersistentVolumeClaims, and [`clear`](Runtime::clear) by label selector.
+/// It is for engines that start units one by one, in order, as they are told. The
+/// Kubernetes backend does not use it: a cluster converges on all it is given at
+/// once, so that backend applies everything and waits for the whole. What every
+/// backend shares (the clean-up of a failed first provision, the failure flags, the
+/// wait) is in [`crate::backend::kit`], which this template uses too.
 #[async_trait]
 pub trait Runtime: Send + Sync {
     /// What the units are called in the deployment record and in messages

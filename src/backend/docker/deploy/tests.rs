@@ -4,11 +4,11 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 
-use futures_util::stream;
+use futures_util::stream::{self, BoxStream, StreamExt};
 
 use super::*;
-use crate::backend::docker::model::Policy;
 use crate::backend::docker::spec::Resource;
+use crate::manifest::Policy;
 
 /// A runtime that records what it is asked and answers from a script.
 #[derive(Default)]

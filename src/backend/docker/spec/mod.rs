@@ -21,9 +21,9 @@ use serde_json::Value;
 
 pub use self::container::{container_body, container_name};
 pub use self::service::{replicas, service_name, service_spec};
-use super::model::{Compose, MountSource, Port, Service};
 use crate::backend::labels;
 use crate::domain::port::PortWant;
+use crate::manifest::{Compose, MountSource, Port, Service};
 
 /// A network or volume of an instance, as the engine knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]

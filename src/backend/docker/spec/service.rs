@@ -8,7 +8,7 @@ use bollard::models::{
 };
 
 use super::{Unit, attachments, environment, healthcheck, mounts, non_empty, unit_labels};
-use crate::backend::docker::model::Service;
+use crate::manifest::Service;
 
 /// The service's name: `<project>_<service name>` (a swarm service has no
 /// `container_name`; its tasks' containers are named by the engine).

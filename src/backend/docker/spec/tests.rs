@@ -8,7 +8,7 @@ use bollard::models::{EndpointPortConfigProtocolEnum, EndpointPortConfigPublishM
 use serde_json::{Value, json};
 
 use super::*;
-use crate::backend::docker::model::Policy;
+use crate::manifest::Policy;
 
 const MANIFEST: &str = r#"
 services:

@@ -30,15 +30,17 @@
 //! references to Secrets, ConfigMaps and claims the manifest does not declare.
 
 mod pod;
-mod quantity;
 mod references;
 
 use serde_json::Value;
 
-pub use self::quantity::Quantity;
 pub use self::references::{check_references, check_reserved};
 use super::objects::{Kind, Object};
-use crate::backend::docker::model::Policy;
+use crate::manifest::Policy;
+pub use crate::manifest::Quantity;
+use crate::manifest::settings::{
+    DEFAULT_MAX_CPU, DEFAULT_MAX_EPHEMERAL_STORAGE, DEFAULT_MAX_MEMORY, DEFAULT_MAX_REPLICAS, DEFAULT_MAX_STORAGE,
+};
 
 /// `ESM_DOCKER_ALLOW_PRIVILEGED`.
 const PRIVILEGED: &str = "ESM_DOCKER_ALLOW_PRIVILEGED";
@@ -51,17 +53,6 @@ const SCHEDULING: &str = "ESM_K8S_ALLOW_SCHEDULING";
 
 /// The container lists of a pod; every one under the same rules.
 const CONTAINER_LISTS: &[&str] = &["initContainers", "containers", "ephemeralContainers"];
-
-/// `ESM_K8S_MAX_REPLICAS`'s default, as the Docker backends cap swarm replicas.
-pub const DEFAULT_MAX_REPLICAS: u64 = 100;
-/// `ESM_K8S_MAX_CPU`'s default.
-pub const DEFAULT_MAX_CPU: &str = "8";
-/// `ESM_K8S_MAX_MEMORY`'s default.
-pub const DEFAULT_MAX_MEMORY: &str = "32Gi";
-/// `ESM_K8S_MAX_EPHEMERAL_STORAGE`'s default.
-pub const DEFAULT_MAX_EPHEMERAL_STORAGE: &str = "100Gi";
-/// `ESM_K8S_MAX_STORAGE`'s default.
-pub const DEFAULT_MAX_STORAGE: &str = "100Gi";
 
 /// What manifests may do on a cluster: the Docker backends' settings, and those of
 /// Kubernetes alone.

@@ -9,7 +9,7 @@ use super::{
     BIND_MOUNTS, CONTAINER_LISTS, EXTERNAL, KubernetesPolicy, PRIVILEGED, Quantity, SCHEDULING, check_claim,
     check_metadata, is_set, items, unless,
 };
-use crate::backend::docker::model::Policy;
+use crate::manifest::Policy;
 
 /// Volume sources that stay inside the instance's namespace and pod (`image` pulls an
 /// image as a container does).

@@ -7,8 +7,8 @@ use serde_json::{Value, json};
 
 use super::KubernetesPolicy;
 use super::table::*;
-use crate::backend::docker::model::Policy;
 use crate::backend::kubernetes::objects::Objects;
+use crate::manifest::Policy;
 
 /// The manifest every row is merged into: the objects each place needs, and the
 /// Secret, ConfigMap and claims the allowed references name.

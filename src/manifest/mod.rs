@@ -1,5 +1,7 @@
-//! The docker-compose manifest model: `manifest_content` parsed into typed structs at
-//! registration, so a bad manifest is a 400 then and never a failure at provision time.
+//! The compose manifest language, shared by every backend that deploys compose
+//! manifests (docker-compose, docker-swarm, and Kubernetes by translation):
+//! `manifest_content` parsed into typed structs at registration, so a bad manifest is
+//! a 400 then and never a failure at provision time.
 //!
 //! Compose file format 2.x and 3.x, the keys esm supports (see docs/docker.md). Anything
 //! else is refused by name. Settings that would give an instance power over the host
@@ -12,13 +14,20 @@
 //! ports, mounts, durations, sizes, names, image references) and `order` (the start
 //! order). The YAML itself is read by [`crate::yaml`], within the policy's limits.
 //!
+//! Beside the language, the plain values the operator sets for deploying manifests
+//! ([`settings`]: pull policy, Service exposure, the cluster caps' defaults, and
+//! Kubernetes resource [`Quantity`]s), so that [`crate::config`] reads them without
+//! depending on any backend.
+//!
 //! Two esm extensions: a top-level `x-esm-credentials` map says what goes into binding
 //! credentials, and `x-esm-keep: true` on a named volume keeps it after deprovision.
 
 mod check;
 mod order;
 mod policy;
+mod quantity;
 mod raw;
+pub mod settings;
 #[cfg(test)]
 mod tests;
 mod values;
@@ -27,6 +36,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 pub use policy::Policy;
+pub use quantity::Quantity;
+pub use settings::{Exposure, PullPolicy};
 pub use values::parse_duration;
 
 use crate::yaml;
