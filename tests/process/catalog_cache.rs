@@ -51,6 +51,7 @@ fn service(id: &str, description: &str) -> Value {
 #[cfg_attr(not(esm_test_mongo), ignore = "needs MongoDB: set ESM_TEST_MONGO_URI")]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_catalog_change_through_one_replica_is_served_by_the_other_within_a_second() {
+    let _machine = support::machine::timed().await;
     let store = StoreSetup::Mongo { uri: mongo_uri(), db: format!("esm_test_{}", uuid::Uuid::new_v4().simple()) };
     let dir = temp_dir("esm-catalog-cache");
     let logs = [dir.path().join("a.log"), dir.path().join("b.log")];
@@ -90,6 +91,7 @@ async fn a_catalog_change_through_one_replica_is_served_by_the_other_within_a_se
 #[cfg_attr(not(esm_test_mongo), ignore = "needs MongoDB: set ESM_TEST_MONGO_URI")]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_plan_registered_through_one_replica_is_provisioned_by_the_other_within_a_second() {
+    let _machine = support::machine::timed().await;
     let store = StoreSetup::Mongo { uri: mongo_uri(), db: format!("esm_test_{}", uuid::Uuid::new_v4().simple()) };
     let dir = temp_dir("esm-registry-cache");
     let log = dir.path().join("b.log");

@@ -141,6 +141,7 @@ async fn free_and_write(client: &Client, filler: &Path, acked: &mut BTreeSet<Str
 #[tokio::test(flavor = "multi_thread")]
 #[cfg_attr(not(esm_test_root), ignore = "needs root to mount a tmpfs: set ESM_TEST_ROOT=1")]
 async fn a_full_disk_refuses_writes_keeps_reads_and_recovers_without_a_restart() {
+    let _machine = support::machine::timed().await;
     let disk = Tmpfs::mount("16m");
     let store = StoreSetup::Embedded(disk.path().join("data"));
     let esm = Esm::start_with(&store, &[("ESM_RETRY_AFTER", "3")]).await;

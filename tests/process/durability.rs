@@ -285,6 +285,7 @@ async fn a_mongodb_outage_is_503_and_esm_recovers_without_a_restart() {
 /// 503 at once, with `Retry-After`, until a background ping finds it back.
 #[tokio::test(flavor = "multi_thread")]
 async fn with_mongodb_down_v2_calls_are_answered_503_at_once_with_retry_after() {
+    let _machine = support::machine::timed().await;
     // Nothing listens on this port; the server selection timeout is esm's (3 s).
     let uri = format!("mongodb://127.0.0.1:{}/?directConnection=true", support::free_port());
     let store = StoreSetup::Mongo { uri, db: "esm".into() };

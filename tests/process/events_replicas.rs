@@ -36,6 +36,7 @@ async fn subscribe(api: &str, query: &str) -> SseReader {
 #[cfg_attr(not(esm_test_mongo), ignore = "needs MongoDB: set ESM_TEST_MONGO_URI")]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_subscriber_of_one_replica_sees_the_others_events_within_a_second() {
+    let _machine = support::machine::timed().await;
     let store = StoreSetup::Mongo { uri: mongo_uri(), db: format!("esm_test_{}", uuid::Uuid::new_v4().simple()) };
     let a = Esm::start(&store).await;
     let b = Esm::start(&store).await;
@@ -195,6 +196,7 @@ async fn whole_log(api: &str) -> Vec<Value> {
 #[cfg_attr(not(esm_test_mongo), ignore = "needs MongoDB: set ESM_TEST_MONGO_URI")]
 #[tokio::test(flavor = "multi_thread")]
 async fn replicas_cycling_instances_with_one_killed_give_one_log_in_the_order_of_the_changes() {
+    let _machine = support::machine::heavy().await;
     let store = StoreSetup::Mongo { uri: mongo_uri(), db: format!("esm_test_{}", uuid::Uuid::new_v4().simple()) };
     let mut replicas = vec![Esm::start(&store).await, Esm::start(&store).await, Esm::start(&store).await];
     let apis: Vec<String> = replicas.iter().map(|r| r.api.clone()).collect();

@@ -88,6 +88,7 @@ async fn resume_until(client: &reqwest::Client, api: &str, last: u64) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_clients_resuming_a_large_backlog_at_once_stay_under_a_memory_bound() {
+    let _machine = support::machine::heavy().await;
     // Our own side holds one connection per subscriber.
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let dir = temp_dir("esm-events-resume");

@@ -111,6 +111,7 @@ async fn a_long_depends_on_chain_is_refused_or_ordered_without_a_crash() {
 
 #[tokio::test]
 async fn deep_nesting_is_refused_at_once_and_never_stalls_other_requests() {
+    let _machine = support::machine::timed().await;
     let dir = temp_dir("esm-hostile");
     let (mut esm, client) = start(&dir, &[]).await;
     let deep = "[".repeat(200_000);

@@ -41,6 +41,7 @@ fn lines_with(path: &Path, text: &str) -> usize {
 #[cfg_attr(not(esm_test_mongo), ignore = "needs MongoDB: set ESM_TEST_MONGO_URI")]
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_with_the_store_frozen_and_events_queued_exits_within_the_shutdown_timeout() {
+    let _machine = support::machine::timed().await;
     let (data, logs) = (temp_dir("esm-frozen-db"), temp_dir("esm-frozen-log"));
     let mut mongo = MongoServer::start(data.path()).await;
     let store = StoreSetup::Mongo { uri: mongo.uri(), db: "esm".into() };
@@ -114,6 +115,7 @@ async fn provision_many(client: &Client, prefix: &str, count: usize, parallel: u
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restart_with_hundreds_of_operations_in_progress_refuses_connections_until_its_scan_is_done() {
+    let _machine = support::machine::heavy().await;
     const OPERATIONS: usize = 300;
     let (dir, logs) = (temp_dir("esm-restart"), temp_dir("esm-restart-log"));
     let store = StoreSetup::Embedded(dir.path().to_path_buf());
@@ -171,6 +173,7 @@ async fn a_restart_with_hundreds_of_operations_in_progress_refuses_connections_u
 #[cfg_attr(not(esm_test_mongo), ignore = "needs MongoDB: set ESM_TEST_MONGO_URI")]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_replica_stopped_gracefully_hands_its_operations_to_another_well_within_the_lease() {
+    let _machine = support::machine::timed().await;
     const OPERATIONS: usize = 20;
     const LEASE: Duration = Duration::from_secs(30);
     let db = format!("esm_test_{}", uuid::Uuid::new_v4().simple());

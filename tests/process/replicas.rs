@@ -60,9 +60,6 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 /// Takeovers and warnings, without a line per request.
 const LOG_FILTER: &str = "info,esm::audit=warn";
 
-/// The runs share two cores; one at a time.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 #[derive(Debug, Clone, Copy)]
 enum Mode {
     /// Operations run within the request (200/201), 20 ms each.
@@ -116,7 +113,8 @@ async fn three_replicas_behind_nginx_survive_a_kill_9_with_asynchronous_operatio
 }
 
 async fn run(scenario: Scenario) {
-    let _serial = SERIAL.lock().await;
+    // The runs share two cores: one at a time, and alongside no timed test.
+    let _machine = support::machine::heavy().await;
     let dir = support::temp_dir("esm-replicas");
     let call_log = dir.path().join("calls.jsonl");
     let store = StoreSetup::Mongo { uri: mongo_uri(), db: format!("esm_replicas_{}", uuid::Uuid::new_v4().simple()) };

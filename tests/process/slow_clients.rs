@@ -86,6 +86,7 @@ fn assert_cut_after(what: &str, took: Duration, timeout: Duration) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_stalls_before_its_head_is_complete_is_cut_after_the_header_timeout() {
+    let _machine = support::machine::timed().await;
     let (esm, _dir) = esm(&[("ESM_HEADER_READ_TIMEOUT", "1"), ("ESM_IDLE_TIMEOUT", "30")]).await;
     let since = Instant::now();
     let mut half_head = connect(&esm.api).await;
@@ -104,6 +105,7 @@ async fn a_client_that_stalls_before_its_head_is_complete_is_cut_after_the_heade
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_kept_alive_connection_is_closed_after_the_idle_timeout() {
+    let _machine = support::machine::timed().await;
     let (esm, _dir) = esm(&[("ESM_HEADER_READ_TIMEOUT", "30"), ("ESM_IDLE_TIMEOUT", "1")]).await;
     let mut stream = connect(&esm.api).await;
     for _ in 0..2 {
@@ -121,6 +123,7 @@ async fn a_kept_alive_connection_is_closed_after_the_idle_timeout() {
 /// Connection limits).
 #[tokio::test(flavor = "multi_thread")]
 async fn on_http1_the_header_timeout_also_bounds_the_wait_for_the_next_request() {
+    let _machine = support::machine::timed().await;
     let (esm, _dir) = esm(&[("ESM_HEADER_READ_TIMEOUT", "1"), ("ESM_IDLE_TIMEOUT", "30")]).await;
     let mut stream = connect(&esm.api).await;
     stream.write_all(CATALOG.as_bytes()).await.expect("writes");
@@ -132,6 +135,7 @@ async fn on_http1_the_header_timeout_also_bounds_the_wait_for_the_next_request()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_body_that_stalls_is_answered_408_and_the_connection_closed() {
+    let _machine = support::machine::timed().await;
     let (esm, _dir) = esm(&[("ESM_BODY_READ_TIMEOUT", "1")]).await;
     let mut stream = connect(&esm.api).await;
     let head = format!(
@@ -166,6 +170,7 @@ fn oversized_head(extra: &str) -> (String, usize) {
 /// resets the connection and loses the answer.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_oversized_body_sent_in_full_before_reading_gets_its_413() {
+    let _machine = support::machine::timed().await;
     let (esm, _dir) = esm(&[]).await;
     let mut stream = connect(&esm.api).await;
     let (head, length) = oversized_head("");
@@ -187,6 +192,7 @@ async fn an_oversized_body_sent_in_full_before_reading_gets_its_413() {
 /// A client that waits for `100 Continue` gets the 413 at once and need not send its body.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_oversized_body_announced_with_expect_100_continue_is_refused_before_it_is_sent() {
+    let _machine = support::machine::timed().await;
     let (esm, _dir) = esm(&[("ESM_BODY_READ_TIMEOUT", "30")]).await;
     let mut stream = connect(&esm.api).await;
     let (head, _) = oversized_head("Expect: 100-continue\r\n");
@@ -200,6 +206,7 @@ async fn an_oversized_body_announced_with_expect_100_continue_is_refused_before_
 /// the connection is closed.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_body_too_large_to_drain_is_answered_at_once_and_the_connection_closed() {
+    let _machine = support::machine::timed().await;
     let (esm, _dir) = esm(&[("ESM_BODY_READ_TIMEOUT", "30")]).await;
     let mut stream = connect(&esm.api).await;
     let head = format!(
@@ -217,6 +224,7 @@ async fn a_body_too_large_to_drain_is_answered_at_once_and_the_connection_closed
 
 #[tokio::test(flavor = "multi_thread")]
 async fn stalled_connections_beyond_the_cap_do_not_lock_out_valid_clients() {
+    let _machine = support::machine::timed().await;
     const STALLED: usize = 200;
     const CAP: usize = 50;
     let dir = temp_dir("esm-cap");
@@ -296,6 +304,7 @@ async fn most_open_files(pid: u32, until: Instant) -> usize {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_operator_port_cuts_a_stalled_client_too() {
+    let _machine = support::machine::timed().await;
     let (esm, _dir) = esm(&[("ESM_HEADER_READ_TIMEOUT", "1"), ("ESM_IDLE_TIMEOUT", "30")]).await;
     let since = Instant::now();
     let mut stream = connect(&esm.ops).await;
