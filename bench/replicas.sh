@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Three esm replicas on one MongoDB behind nginx (round-robin), one killed -9 amid the load
 # and restarted, under concurrent provision/bind/unbind/deprovision on repeated ids:
-# the load and the checks of tests/replicas.rs (one driver, not a copy), run in release
+# the load and the checks of tests/process/replicas.rs (one driver, not a copy), run in release
 # mode and longer, against the same load on one esm without nginx and without a kill,
 # in one run; once with synchronous operations, once with asynchronous ones.
 # DURATION (seconds per run, default 20), WORKERS (16), INSTANCES (12, 2 bindings each);
@@ -15,12 +15,12 @@ duration=${DURATION:-20}; workers=${WORKERS:-16}; instances=${INSTANCES:-12}
 
 # The MongoDB suites are compiled in when the build sees ESM_TEST_MONGO_URI (build.rs);
 # a fixed value at build time, so a new server port does not rebuild esm.
-binary=$(ESM_TEST_MONGO_URI=set-at-run-time cargo test --release --locked --quiet --test replicas --no-run \
+binary=$(ESM_TEST_MONGO_URI=set-at-run-time cargo test --release --locked --quiet --test process --no-run \
   --message-format=json | python3 -c '
 import json, sys
 for line in sys.stdin:
     m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "replicas" and m.get("executable"):
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "process" and m.get("executable"):
         print(m["executable"])')
 bench_mongo
 report="$BENCH_TMP/report.txt"
@@ -33,7 +33,7 @@ run() {
   echo "-- $1, $([ "$2" = 1 ] && echo "baseline: 1 esm, direct" || echo "3 esm behind nginx, one killed") (${duration}s)" >&2
   if ! ESM_TEST_MONGO_URI="$MONGO_URI" ESM_REPLICAS_BASELINE="$2" ESM_REPLICAS_REPORT="$report" \
     ESM_REPLICAS_SECONDS="$duration" ESM_REPLICAS_WORKERS="$workers" ESM_REPLICAS_INSTANCES="$instances" \
-    "$binary" --exact "$test" --nocapture --test-threads=1 >"$BENCH_TMP/run.log" 2>&1; then
+    "$binary" --exact "replicas::$test" --nocapture --test-threads=1 >"$BENCH_TMP/run.log" 2>&1; then
     failed=1
     grep -v '^ *[0-9]*: \|^ *at ' "$BENCH_TMP/run.log" | tail -20 >&2
   fi

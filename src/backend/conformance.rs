@@ -1,9 +1,11 @@
 //! One conformance suite every [`Backend`] must pass, run unchanged against the dummy,
-//! docker-compose and docker-swarm backends (see `tests/backend_conformance.rs`). The
-//! broker re-runs interrupted operations and reconciliation removes what no live
-//! instance owns, so every backend must agree: each call idempotent, a failed provision
-//! leaving nothing, `held` / `remove_instance` exact, and `observe` (where a
-//! backend can observe) seeing a fresh deployment up and a removed one gone.
+//! docker-compose, docker-swarm and Kubernetes backends (see
+//! `tests/broker/backend_conformance.rs`, `tests/docker/conformance.rs` and
+//! `tests/kubernetes/backend.rs`). The broker re-runs interrupted operations and
+//! reconciliation removes what no live instance owns, so every backend must agree: each
+//! call idempotent, a failed provision leaving nothing, `held` / `remove_instance`
+//! exact, and `observe` (where a backend can observe) seeing a fresh deployment up and
+//! a removed one gone.
 //!
 //! The cases run at once, each on a backend of its own: for the Docker backends one
 //! with an owner name (`ESM_NAME`) no one else uses, so `held` is checked to

@@ -1,5 +1,5 @@
 //! One conformance suite every [`Store`] must pass, run unchanged against the memory,
-//! embedded and MongoDB stores (see `tests/stores.rs`). The stores must agree exactly on
+//! embedded and MongoDB stores (see `tests/broker/stores.rs`). The stores must agree exactly on
 //! compare-and-set, or multi-replica safety would silently differ per store.
 
 use std::sync::Arc;

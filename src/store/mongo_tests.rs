@@ -3,7 +3,7 @@
 //! so no `getMore` or `killCursors` follows. A call that grows a round trip costs every
 //! provision that makes it.
 //!
-//! Needs a server: set `ESM_TEST_MONGO_URI` (the conformance suite in `tests/stores.rs`
+//! Needs a server: set `ESM_TEST_MONGO_URI` (the conformance suite in `tests/broker/stores.rs`
 //! checks what the calls answer; this checks what they send).
 
 use std::sync::{Arc, Mutex};

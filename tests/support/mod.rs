@@ -12,7 +12,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+pub mod catalog;
 pub mod docker;
+pub mod machine;
+pub mod sse;
 pub mod wait;
 pub use wait::eventually;
 
@@ -54,6 +57,11 @@ pub fn temp_dir(prefix: &str) -> TempDir {
 pub fn mongo_uri() -> String {
     std::env::var("ESM_TEST_MONGO_URI").expect("ESM_TEST_MONGO_URI names the MongoDB server for this test")
 }
+
+/// The address space a capped esm may use ([`Esm::start_capped`]): far above what it
+/// needs (~100 MB), far below what the hostile inputs of the suites would take (alias
+/// bombs: gigabytes; 900 KB ids copied around; a page of backlog held per subscriber).
+pub const ADDRESS_SPACE: u64 = 2 << 30;
 
 /// Where an esm process keeps its state.
 #[derive(Clone, Debug)]
@@ -109,10 +117,17 @@ impl Esm {
     }
 
     /// Starts esm with extra environment variables and its address space capped at
-    /// `bytes` (`prlimit --as`), so a test that makes it balloon fails (the
+    /// [`ADDRESS_SPACE`] (`prlimit --as`), so a test that makes it balloon fails (the
     /// allocation fails, esm dies) instead of taking the machine.
-    pub async fn start_capped(store: &StoreSetup, env: &[(&str, &str)], bytes: u64) -> Esm {
-        Self::launch(store, env, Launch { address_space: Some(bytes), ..Launch::default() }).await
+    pub async fn start_capped(store: &StoreSetup, env: &[(&str, &str)]) -> Esm {
+        Self::launch(store, env, Launch { address_space: Some(ADDRESS_SPACE), ..Launch::default() }).await
+    }
+
+    /// [`Esm::start_capped`] with its embedded store in `dir`, and a client of it.
+    pub async fn start_capped_in(dir: &TempDir, env: &[(&str, &str)]) -> (Esm, Client) {
+        let esm = Self::start_capped(&StoreSetup::Embedded(dir.path().to_path_buf()), env).await;
+        let client = Client::new(&esm.api);
+        (esm, client)
     }
 
     /// Starts esm with command-line arguments and extra environment variables.

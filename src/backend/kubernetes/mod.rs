@@ -51,7 +51,7 @@ pub use self::reachability::quiet_client_failures;
 pub use crate::manifest::{Exposure, Quantity};
 
 /// The API permissions the backend uses, as RBAC rules: (API group, resources, verbs).
-/// `deploy/kubernetes/rbac.yaml` grants exactly these (`tests/deploy_manifests.rs`).
+/// `deploy/kubernetes/rbac.yaml` grants exactly these (`tests/broker/deploy_manifests.rs`).
 pub const PERMISSIONS: &[(&str, &[&str], &[&str])] = &[
     ("", &["namespaces"], &["get", "list", "watch", "create", "delete"]),
     ("", &["configmaps", "secrets"], &["get", "list", "create", "update", "delete"]),
