@@ -17,7 +17,8 @@
 //! - `registry_watch.rs`: whether the registry changed since a catalog was rendered
 //!   from it, here or (within a second) on another replica.
 //! - `extensions.rs`: the ElasTest instance view.
-//! - `liveness.rs`: whether instances are alive (observed, reported, thresholds).
+//! - `liveness/`: whether instances are alive: observed (`sweep.rs` spreads the looks,
+//!   `first.rs` is a deployment's first one), reported (`reports.rs`), thresholds.
 //! - `pools/`: warm pools: their settings and status, the claim, and (`keeper.rs`)
 //!   what keeps every pool filled and repaired.
 //! - `ports.rs`: host ports leased from `ESM_HOST_PORT_RANGE`.
@@ -30,9 +31,6 @@ mod inventory;
 #[cfg(test)]
 mod lease_tests;
 mod liveness;
-mod liveness_first;
-mod liveness_reports;
-mod liveness_sweep;
 mod pools;
 mod ports;
 mod purge;
@@ -52,7 +50,7 @@ mod worker;
 pub use catalog::Registered;
 pub use extensions::{InstanceFilter, InstancePage};
 pub use inventory::ResourcePage;
-pub use liveness_reports::{MAX_REPORTING as MAX_REPORTING_INSTANCES, Reporter, SPACING as REPORT_SPACING};
+pub use liveness::{MAX_REPORTING as MAX_REPORTING_INSTANCES, Reporter, SPACING as REPORT_SPACING};
 pub use registry_watch::{CHECK_EVERY as REGISTRY_CHECK_EVERY, STALE_BOUND as CATALOG_STALE_BOUND};
 
 use std::collections::HashMap;
@@ -128,8 +126,8 @@ pub struct BrokerSettings {
     pub metrics: Metrics,
 }
 
-/// How instances' liveness is watched (`liveness.rs`) and reported
-/// (`liveness_reports.rs`).
+/// How instances' liveness is watched (`liveness/`) and reported
+/// (`liveness/reports.rs`).
 #[derive(Debug, Clone)]
 pub struct LivenessSettings {
     /// How often the instances not up or reporting are looked at, with a slice of the
@@ -226,10 +224,8 @@ pub struct Broker {
     running: std::sync::Mutex<std::collections::HashSet<String>>,
     /// The change-event log.
     events: Arc<EventLog>,
-    /// Instances to look at soon for their liveness.
-    prompt: liveness_sweep::Prompt,
-    /// Instances' reports waiting to be written, coalesced per instance.
-    reports: liveness_reports::Desk,
+    /// Liveness: instances to look at soon, and reports waiting to be written.
+    liveness: liveness::LivenessRoom,
     /// Warm pools: claims not yet counted, and when the keeper looks next.
     pools: pools::PoolRoom,
 }
@@ -242,8 +238,7 @@ impl Broker {
         let events = EventLog::new(records.clone(), settings.clock, settings.events);
         Arc::new(Self {
             events,
-            prompt: liveness_sweep::Prompt::new(),
-            reports: liveness_reports::Desk::default(),
+            liveness: liveness::LivenessRoom::default(),
             pools: pools::PoolRoom::default(),
             records,
             backends,

@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 
 use super::Broker;
 use super::instances::{failure_of, succeeded};
-use super::liveness_first::Folded;
+use super::liveness::Folded;
 use crate::backend::BackendError;
 use crate::domain::binding::Binding;
 use crate::domain::event::{Event, Step};
@@ -114,7 +114,7 @@ pub(super) trait Work: Send + Sync + 'static {
     fn record(&self, record: &mut Self::Record, op: &Operation, result: &Result<Self::Output, BackendError>);
 
     /// What the result's write records after the operation's end: a provision's or an
-    /// update's first look at what it deployed (`liveness_first.rs`).
+    /// update's first look at what it deployed (`liveness/first.rs`).
     fn fold(
         &self,
         _broker: &Broker,

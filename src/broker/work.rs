@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 
 use super::Broker;
 use super::instances::apply_update;
-use super::liveness_first::{FirstLook, Folded};
+use super::liveness::{FirstLook, Folded};
 use super::runner::{Outcome, Work};
 use crate::backend::{Backend, BackendError, BindOutput, Deployment};
 use crate::domain::binding::{Binding, BindingMetadata, BindingStatus, Credentials};
@@ -91,7 +91,7 @@ pub(super) enum Deployed {
     /// Deployed by the backend now, with the host ports leased for it, and the first
     /// look at it.
     Made { deployment: Deployment, host_ports: BTreeMap<String, u16>, look: FirstLook },
-    /// Handed a pool member (`pools.rs`): its deployment becomes the instance's.
+    /// Handed a pool member (`pools/`): its deployment becomes the instance's.
     Adopted(Box<ServiceInstance>),
 }
 

@@ -1,4 +1,4 @@
-//! `/v2/et/pools`: warm pools of ready instances per plan (see `broker/pools.rs`).
+//! `/v2/et/pools`: warm pools of ready instances per plan (see `broker/pools/`).
 
 use axum::Json;
 use axum::extract::State;

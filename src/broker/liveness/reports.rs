@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::Broker;
+use crate::broker::Broker;
 use crate::domain::binding::{Binding, BindingStatus};
 use crate::domain::bounded::Note;
 use crate::domain::instance::ServiceInstance;
@@ -101,7 +101,7 @@ impl Broker {
     }
 
     /// Instance `id`'s latest report, as written to its report record.
-    pub(super) async fn latest_report(&self, id: &str) -> OsbResult<Option<Report>> {
+    pub(in crate::broker) async fn latest_report(&self, id: &str) -> OsbResult<Option<Report>> {
         Ok(self.records.get::<ReportRecord>(id).await?.map(|v| v.record.report))
     }
 
@@ -144,7 +144,7 @@ impl Broker {
     /// unless one works on it already.
     fn file_report(self: &Arc<Self>, id: &str, report: Report) -> OsbResult<()> {
         {
-            let mut pending = self.reports.lock();
+            let mut pending = self.liveness.reports.lock();
             if let Some(slot) = pending.get_mut(id) {
                 *slot = Some(report);
                 return Ok(());
@@ -166,7 +166,7 @@ impl Broker {
     async fn write_reports(self: Arc<Self>, id: String) {
         loop {
             let next = {
-                let mut pending = self.reports.lock();
+                let mut pending = self.liveness.reports.lock();
                 let next = pending.get_mut(&id).and_then(Option::take);
                 if next.is_none() {
                     pending.remove(&id);
@@ -181,7 +181,7 @@ impl Broker {
             tokio::select! {
                 () = tokio::time::sleep(SPACING) => {}
                 () = self.shutdown.cancelled() => {
-                    self.reports.lock().remove(&id);
+                    self.liveness.reports.lock().remove(&id);
                     return;
                 }
             }

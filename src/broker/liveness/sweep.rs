@@ -22,7 +22,7 @@ use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 
-use super::Broker;
+use crate::broker::Broker;
 use crate::domain::instance::ServiceInstance;
 use crate::store::{Collection, Query, StoreError, Versioned, index};
 
@@ -33,7 +33,7 @@ const SLICE_PAGE: usize = 256;
 
 /// An instance to look at soon: its id, and the record as its last write left it, when
 /// the writer has it (a look then starts from it rather than reading it again).
-pub(super) type Look = (String, Option<Versioned<ServiceInstance>>);
+pub(in crate::broker) type Look = (String, Option<Versioned<ServiceInstance>>);
 
 /// The queue of instances to look at soon, and where the sweep stands.
 pub(super) struct Prompt {
@@ -59,7 +59,7 @@ struct Pass {
 }
 
 impl Prompt {
-    pub(super) fn new() -> Self {
+    pub(in crate::broker) fn new() -> Self {
         let (sender, receiver) = mpsc::channel(PROMPT_QUEUE);
         Self {
             sender,
@@ -71,18 +71,18 @@ impl Prompt {
     }
 
     /// A change may have gone untold: the next round looks at every instance.
-    pub(super) fn sweep_soon(&self) {
+    pub(in crate::broker) fn sweep_soon(&self) {
         self.sweep_all.store(true, Ordering::SeqCst);
     }
 
     /// A backend has no change stream: every round looks at every instance.
-    pub(super) fn sweep_always(&self) {
+    pub(in crate::broker) fn sweep_always(&self) {
         self.always_sweep.store(true, Ordering::SeqCst);
     }
 
     /// Whether this round looks at every instance. One that does starts the spread
     /// sweep over: it has just seen everything.
-    pub(super) fn take_sweep(&self) -> bool {
+    pub(in crate::broker) fn take_sweep(&self) -> bool {
         let all = self.sweep_all.swap(false, Ordering::SeqCst) || self.always_sweep.load(Ordering::SeqCst);
         if all {
             *self.pass() = Pass::default();
@@ -107,16 +107,16 @@ impl Broker {
     /// last round stopped, up to this pass's share, leaving out those every round
     /// looks at anyway (not up yet, or no longer). Reaching the last live instance
     /// ends the pass; the next round starts another, with the live count read again.
-    pub(super) async fn sweep_slice(
+    pub(in crate::broker) async fn sweep_slice(
         self: &Arc<Self>,
     ) -> Result<BoxStream<'static, Result<Versioned<ServiceInstance>, StoreError>>, StoreError> {
-        let Pass { after, mut per_round } = self.prompt.pass().clone();
+        let Pass { after, mut per_round } = self.liveness.prompt.pass().clone();
         if after.is_none() {
             let counts = self.store().counts(Collection::Instances, index::LIVE).await?;
             let live = counts.iter().map(|(_, n)| n).sum();
             let liveness = &self.settings.liveness;
             per_round = share(live, liveness.interval, liveness.sweep);
-            self.prompt.pass().per_round = per_round;
+            self.liveness.prompt.pass().per_round = per_round;
         }
         let this = Arc::clone(self);
         let pages = futures_util::stream::try_unfold((after, per_round), move |(after, left)| {
@@ -135,14 +135,14 @@ impl Broker {
                 let ended = page.len() < query.limit;
                 // Read is as good as looked at: a look that fails is a round's failure,
                 // and the next sweep comes soon enough.
-                this.prompt.pass().after = if ended { None } else { last.clone() };
+                this.liveness.prompt.pass().after = if ended { None } else { last.clone() };
                 let left = if ended { 0 } else { left - page.len() };
                 Ok(Some((futures_util::stream::iter(page.into_iter().map(Ok)), (last, left))))
             }
         });
         let settled = |found: &Versioned<ServiceInstance>| {
             let status = found.record.liveness_status();
-            std::future::ready(!super::liveness::UNSETTLED.contains(&status))
+            std::future::ready(!super::UNSETTLED.contains(&status))
         };
         Ok(pages.try_flatten().try_filter(settled).boxed())
     }
@@ -212,7 +212,7 @@ mod tests {
         let (dummy, broker) = provisioned(6).await;
         broker.liveness_round().await.expect("a round");
         dummy.liveness().set("i5", "main", ComponentStatus::Down, Some("killed"));
-        broker.prompt.sweep_soon();
+        broker.liveness.prompt.sweep_soon();
         broker.liveness_round().await.expect("a round");
         assert_eq!(status(&broker, "i5").await, LivenessStatus::Down);
     }

@@ -3,7 +3,7 @@
 //! thresholds after which an instance is lost or dropped. The rules are in
 //! `domain::liveness`; this applies them to the records and tells the changes.
 //!
-//! Reports arrive through `liveness_reports.rs`, into records of their own. An
+//! Reports arrive through `reports.rs`, into records of their own. An
 //! instance's record is written only when the verdict, its reason, the components or a
 //! report's status or note changed, so watching 100,000 steady instances costs reads, not writes. Every
 //! replica watches every instance; compare-and-set makes one of them write (and emit)
@@ -12,7 +12,7 @@
 //! Each round (`ESM_LIVENESS_INTERVAL`) looks at the instances that are not up or that
 //! report (found through the index), at the pool members, and at its slice of the sweep
 //! that sees every instance once per `ESM_LIVENESS_SWEEP_INTERVAL`
-//! (`liveness_sweep.rs`, which also says when a round looks at every instance at once).
+//! (`sweep.rs`, which also says when a round looks at every instance at once).
 //! So a round's cost follows what changed, and watching 100,000 steady instances costs
 //! next to nothing.
 
@@ -23,8 +23,15 @@ use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 
+mod first;
+mod reports;
+mod sweep;
+
+pub(super) use first::{FirstLook, Folded};
+pub use reports::{MAX_REPORTING, Reporter, SPACING};
+
 use super::Broker;
-use super::liveness_sweep::Look;
+use sweep::Look;
 use crate::domain::bounded::{PlanId, ServiceId};
 use crate::domain::event::{Event, EventKind};
 use crate::domain::instance::{InstanceStatus, ServiceInstance};
@@ -40,6 +47,20 @@ use crate::wire::DeleteQuery;
 const CONCURRENT_LOOKS: usize = 16;
 /// How long to wait before following an engine's changes again after its stream ended.
 const RESUBSCRIBE: Duration = Duration::from_secs(1);
+/// What liveness keeps in this process: private to `liveness/`.
+pub(super) struct LivenessRoom {
+    /// Instances to look at soon.
+    prompt: sweep::Prompt,
+    /// Instances' reports waiting to be written, coalesced per instance.
+    reports: reports::Desk,
+}
+
+impl Default for LivenessRoom {
+    fn default() -> Self {
+        Self { prompt: sweep::Prompt::new(), reports: reports::Desk::default() }
+    }
+}
+
 /// The statuses an instance is looked at in every round for: judged against the
 /// thresholds as time passes, or not yet seen up.
 pub(super) const UNSETTLED: [LivenessStatus; 3] =
@@ -60,14 +81,14 @@ impl Broker {
     /// `ESM_LIVENESS_INTERVAL` (over those not up or reporting and a slice of the
     /// sweep, or every live instance when it sweeps at once), a prompt look at
     /// instances an engine tells of or whose first look did not settle them
-    /// (`liveness_first.rs`).
+    /// (`first.rs`).
     pub fn spawn_liveness(self: &Arc<Self>) {
         self.spawn_every(self.settings.liveness.interval, |this| async move {
             if let Err(e) = this.liveness_round().await {
                 tracing::warn!(error = %e, "could not look at every instance's liveness");
             }
         });
-        let receiver = self.prompt.receiver.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        let receiver = self.liveness.prompt.receiver.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         if let Some(receiver) = receiver {
             let this = Arc::clone(self);
             self.spawn_task(async move {
@@ -91,7 +112,7 @@ impl Broker {
                 while !this.shutdown.is_cancelled() {
                     // A backend without a change stream has only the periodic round.
                     let Some(mut changes) = backend.changes() else {
-                        this.prompt.sweep_always();
+                        this.liveness.prompt.sweep_always();
                         return;
                     };
                     loop {
@@ -105,7 +126,7 @@ impl Broker {
                     }
                     tracing::debug!(backend = backend.name(), "the engine's change stream ended; following it again");
                     // What changed meanwhile went untold.
-                    this.prompt.sweep_soon();
+                    this.liveness.prompt.sweep_soon();
                     tokio::select! {
                         () = tokio::time::sleep(RESUBSCRIBE) => {}
                         () = this.shutdown.cancelled() => return,
@@ -119,8 +140,8 @@ impl Broker {
     /// round then looks at every instance).
     /// `known`: the record as its last write left it, if the caller has it.
     pub(super) fn look_soon(&self, id: &str, known: Option<Versioned<ServiceInstance>>) {
-        if self.prompt.sender.try_send((id.to_owned(), known)).is_err() {
-            self.prompt.sweep_soon();
+        if self.liveness.prompt.sender.try_send((id.to_owned(), known)).is_err() {
+            self.liveness.prompt.sweep_soon();
         }
     }
 
@@ -132,7 +153,7 @@ impl Broker {
         let registry = self.registry().await?.record;
         // Records are read a page at a time, not one by one.
         let filter = |field: &str, value: &str| vec![(field.to_owned(), value.to_owned())];
-        let instances: BoxStream<'static, Result<Versioned<ServiceInstance>, StoreError>> = if self.prompt.take_sweep()
+        let instances: BoxStream<'static, Result<Versioned<ServiceInstance>, StoreError>> = if self.liveness.prompt.take_sweep()
         {
             self.records.scan::<ServiceInstance>(filter(index::LIVE, "1")).boxed()
         } else {

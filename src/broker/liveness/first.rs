@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
-use super::Broker;
-use super::liveness::{Looked, Transition};
+use crate::broker::Broker;
+use super::{Looked, Transition};
 use crate::backend::Backend;
 use crate::domain::instance::ServiceInstance;
 use crate::domain::liveness::LivenessStatus;
@@ -20,14 +20,14 @@ use crate::store::Versioned;
 const FIRST_LOOK_WITHIN: Duration = Duration::from_secs(10);
 
 /// What the first look at a deployment saw.
-pub(super) struct FirstLook(Looked);
+pub(in crate::broker) struct FirstLook(Looked);
 
 /// A first look folded into its operation's result: the transition it made, if any.
-pub(super) struct Folded(Option<Transition>);
+pub(in crate::broker) struct Folded(Option<Transition>);
 
 impl Broker {
     /// Looks at `deployed`, an instance as its operation just deployed it.
-    pub(super) async fn look_first(&self, backend: &dyn Backend, deployed: &ServiceInstance) -> FirstLook {
+    pub(in crate::broker) async fn look_first(&self, backend: &dyn Backend, deployed: &ServiceInstance) -> FirstLook {
         let looked = tokio::time::timeout(FIRST_LOOK_WITHIN, Looked::at(backend, deployed)).await;
         FirstLook(looked.unwrap_or_else(|_| {
             Looked::Unreachable(format!("the engine did not answer within {} s", FIRST_LOOK_WITHIN.as_secs()))
@@ -35,14 +35,14 @@ impl Broker {
     }
 
     /// Records `look` in `instance`, in the write of its operation's result.
-    pub(super) fn fold_look(&self, instance: &mut ServiceInstance, look: &FirstLook) -> Folded {
+    pub(in crate::broker) fn fold_look(&self, instance: &mut ServiceInstance, look: &FirstLook) -> Folded {
         Folded(self.judge(instance, &|liveness| look.0.apply(liveness)).1)
     }
 
     /// Once the result is written (`instance` at `version`, with the look `folded`
     /// in): tells the transition, and asks for the prompt look unless the instance is
     /// up and has not reported (the prompt look reads the latest report).
-    pub(super) async fn looked_first(&self, instance: &ServiceInstance, version: u64, folded: Folded) {
+    pub(in crate::broker) async fn looked_first(&self, instance: &ServiceInstance, version: u64, folded: Folded) {
         self.told(instance, folded.0);
         let settled = instance.liveness_status() == LivenessStatus::Up
             && matches!(self.latest_report(&instance.id).await, Ok(None));
