@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use esm::backend::conformance::{self, Subject};
 use esm::backend::dummy::DummyBackend;
-use esm::metrics::backend_calls::MeteredBackend;
 use esm::domain::manifest::Manifest;
 use esm::metrics::Metrics;
+use esm::metrics::backend_calls::MeteredBackend;
 use esm::store::memory::MemoryStore;
 
 use crate::support::docker::IMAGE;

@@ -8,9 +8,9 @@
 
 use std::time::Duration;
 
-use crate::broker::Broker;
 use super::{Looked, Transition};
 use crate::backend::Backend;
+use crate::broker::Broker;
 use crate::domain::instance::ServiceInstance;
 use crate::domain::liveness::LivenessStatus;
 use crate::store::Versioned;

@@ -31,7 +31,6 @@ pub(super) use first::{FirstLook, Folded};
 pub use reports::{MAX_REPORTING, Reporter, SPACING};
 
 use super::Broker;
-use sweep::Look;
 use crate::domain::bounded::{PlanId, ServiceId};
 use crate::domain::event::{Event, EventKind};
 use crate::domain::instance::{InstanceStatus, ServiceInstance};
@@ -42,6 +41,7 @@ use crate::domain::registry::Registry;
 use crate::error::{OsbError, OsbResult};
 use crate::store::{StoreError, Versioned, index};
 use crate::wire::DeleteQuery;
+use sweep::Look;
 
 /// Instances looked at at once.
 const CONCURRENT_LOOKS: usize = 16;
@@ -153,27 +153,27 @@ impl Broker {
         let registry = self.registry().await?.record;
         // Records are read a page at a time, not one by one.
         let filter = |field: &str, value: &str| vec![(field.to_owned(), value.to_owned())];
-        let instances: BoxStream<'static, Result<Versioned<ServiceInstance>, StoreError>> = if self.liveness.prompt.take_sweep()
-        {
-            self.records.scan::<ServiceInstance>(filter(index::LIVE, "1")).boxed()
-        } else {
-            let unsettled =
-                UNSETTLED.map(|s| self.records.scan::<ServiceInstance>(filter(index::LIVENESS, s.as_str())));
-            // Up instances that report: a report's TTL runs out with time alone. (The
-            // others were looked at with the unsettled.)
-            let records = self.records.clone();
-            let reporting = self.records.scan_ids::<ReportRecord>(Vec::new()).try_filter_map(move |id| {
-                let records = records.clone();
-                async move {
-                    let found = records.get::<ServiceInstance>(&id).await?;
-                    Ok(found.filter(|v| {
-                        v.record.is_platform_instance() && v.record.liveness_status() == LivenessStatus::Up
-                    }))
-                }
-            });
-            let slice = self.sweep_slice().await?;
-            futures_util::stream::iter(unsettled).flatten().chain(reporting).chain(slice).boxed()
-        };
+        let instances: BoxStream<'static, Result<Versioned<ServiceInstance>, StoreError>> =
+            if self.liveness.prompt.take_sweep() {
+                self.records.scan::<ServiceInstance>(filter(index::LIVE, "1")).boxed()
+            } else {
+                let unsettled =
+                    UNSETTLED.map(|s| self.records.scan::<ServiceInstance>(filter(index::LIVENESS, s.as_str())));
+                // Up instances that report: a report's TTL runs out with time alone. (The
+                // others were looked at with the unsettled.)
+                let records = self.records.clone();
+                let reporting = self.records.scan_ids::<ReportRecord>(Vec::new()).try_filter_map(move |id| {
+                    let records = records.clone();
+                    async move {
+                        let found = records.get::<ServiceInstance>(&id).await?;
+                        Ok(found.filter(|v| {
+                            v.record.is_platform_instance() && v.record.liveness_status() == LivenessStatus::Up
+                        }))
+                    }
+                });
+                let slice = self.sweep_slice().await?;
+                futures_util::stream::iter(unsettled).flatten().chain(reporting).chain(slice).boxed()
+            };
         let members = self.records.scan::<ServiceInstance>(filter(index::MEMBER, "1"));
         instances
             .chain(members)
