@@ -96,7 +96,7 @@ impl Broker {
             Err(e) => return Err(self.give_up(id, &op_id, e.into(), work::Provision::withdrawn).await),
         };
         // Now that the instance is written, its plan must still be there with the
-        // manifest read above (the retirement protocol, registry.rs).
+        // manifest read above (the retirement protocol, broker/registry/).
         if let Err(e) = self.confirm_plan(&view.service.id, &view.plan.id, &view.entry.content).await {
             return Err(self.give_up(id, &op_id, e, work::Provision::withdrawn).await);
         }

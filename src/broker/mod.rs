@@ -12,10 +12,10 @@
 //! - `worker.rs`: leases, taking over operations nobody runs any more, and handing
 //!   them back on a graceful stop.
 //! - `bindings.rs`: bind, unbind, fetch, last_operation.
-//! - `catalog.rs`: the catalog, and service and manifest registration (ElasTest).
-//! - `registry.rs`: how the catalog is stored and changed so its rules hold.
-//! - `registry_watch.rs`: whether the registry changed since a catalog was rendered
-//!   from it, here or (within a second) on another replica.
+//! - `registry/`: the catalog and its registrations: how the registry is stored and
+//!   changed so its rules hold, service and manifest registration (`catalog.rs`), and
+//!   whether it changed since a catalog was rendered from it, here or (within a
+//!   second) on another replica (`watch.rs`).
 //! - `extensions.rs`: the ElasTest instance view.
 //! - `liveness/`: whether instances are alive: observed (`sweep.rs` spreads the looks,
 //!   `first.rs` is a deployment's first one), reported (`reports.rs`), thresholds.
@@ -24,7 +24,6 @@
 //! - `ports.rs`: host ports leased from `ESM_HOST_PORT_RANGE`.
 
 mod bindings;
-mod catalog;
 mod extensions;
 mod instances;
 mod inventory;
@@ -37,7 +36,6 @@ mod purge;
 mod reconcile;
 mod refusals;
 mod registry;
-mod registry_watch;
 mod runner;
 #[cfg(test)]
 mod test_plan;
@@ -47,18 +45,16 @@ mod withdraw_tests;
 mod work;
 mod worker;
 
-pub use catalog::Registered;
 pub use extensions::{InstanceFilter, InstancePage};
 pub use inventory::ResourcePage;
 pub use liveness::{MAX_REPORTING as MAX_REPORTING_INSTANCES, Reporter, SPACING as REPORT_SPACING};
-pub use registry_watch::{CHECK_EVERY as REGISTRY_CHECK_EVERY, STALE_BOUND as CATALOG_STALE_BOUND};
+pub use registry::Registered;
+pub use registry::{CHECK_EVERY as REGISTRY_CHECK_EVERY, STALE_BOUND as CATALOG_STALE_BOUND};
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -202,21 +198,10 @@ pub struct Broker {
     hand_back_on_stop: AtomicBool,
     /// This process's id as the owner of the operations it runs.
     replica: String,
-    /// Manifest checks parse untrusted YAML on the blocking pool; this lets one per
-    /// core run at once, so a flood of registrations cannot take every core from the
-    /// request handlers.
-    manifest_checks: Arc<Semaphore>,
-    /// Whether the records of esm 0.1 have been looked for (see `registry.rs`), so a
-    /// store with no registry yet is not searched for them on every read.
-    legacy_checked: AtomicBool,
+    /// The registry: its watch, manifest contents read lately, the manifest checks.
+    registry: registry::RegistryRoom,
     /// Whether records written before the indexes existed have been indexed.
     reindexed: AtomicBool,
-    /// Manifest contents read lately, by content key. A content is never rewritten
-    /// under its key (a new registration gets a new key), so a copy never goes stale.
-    /// A std mutex: held for a lookup or an insert, never across an `.await`.
-    contents: std::sync::Mutex<HashMap<String, Manifest>>,
-    /// Whether the registry changed since a catalog was rendered from it.
-    registry_watch: registry_watch::RegistryWatch,
     /// The operations this process is running, by id. Its sweeper never takes one of
     /// them over, even once its lease has lapsed (the process or the store stalled
     /// for longer than a lease): that would run the operation twice at once in one
@@ -250,11 +235,8 @@ impl Broker {
             handed_back: AtomicUsize::new(0),
             hand_back_on_stop: AtomicBool::new(true),
             replica: uuid::Uuid::new_v4().simple().to_string(),
-            manifest_checks: Arc::new(Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))),
-            legacy_checked: AtomicBool::new(false),
+            registry: registry::RegistryRoom::new(shared),
             reindexed: AtomicBool::new(false),
-            contents: std::sync::Mutex::default(),
-            registry_watch: registry_watch::RegistryWatch::new(shared),
             running: std::sync::Mutex::default(),
         })
     }
@@ -384,7 +366,7 @@ impl Broker {
     }
 
     /// The manifest an instance was deployed with, if it is still registered (it is,
-    /// for instances created by this esm; see `registry.rs`).
+    /// for instances created by this esm; see `registry/`).
     async fn instance_manifest(&self, registry: &Registry, instance: &ServiceInstance) -> OsbResult<Option<Manifest>> {
         match registry.manifests.get(&instance.manifest_id) {
             Some(entry) => Ok(Some(self.stored_manifest(entry).await?)),

@@ -120,7 +120,7 @@ impl Broker {
     pub async fn pool_round(self: &Arc<Self>) -> OsbResult<()> {
         let mut tally = self.pools.tally.take();
         // Read before any pool's manifest is: a change after it is seen next round.
-        let generation = self.registry_watch.current();
+        let generation = self.registry_generation();
         let pools = match self.records.list::<Pool>().await {
             Ok(pools) => pools,
             Err(e) => {

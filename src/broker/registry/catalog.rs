@@ -1,13 +1,13 @@
 //! The catalog and its ElasTest management: `GET /v2/catalog`, service and manifest
 //! registration and removal. Every change goes through the registry (see
-//! `registry.rs`), so the catalog's rules hold under any concurrency.
+//! `registry/mod.rs`), so the catalog's rules hold under any concurrency.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use super::Broker;
-use super::registry::content_key;
+use super::content_key;
 use crate::backend::Backend;
+use crate::broker::Broker;
 use crate::domain::catalog::Service;
 use crate::domain::event::{Event, EventKind};
 use crate::domain::manifest::Manifest;
@@ -176,8 +176,13 @@ impl Broker {
     /// untrusted YAML), a few at a time and within a time budget, so a slow check
     /// never delays other requests.
     async fn check_manifest(&self, backend: Arc<dyn Backend>, manifest: &Manifest) -> Result<(), String> {
-        let permit =
-            self.manifest_checks.clone().acquire_owned().await.map_err(|_| "esm is shutting down".to_owned())?;
+        let permit = self
+            .registry
+            .manifest_checks
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| "esm is shutting down".to_owned())?;
         let manifest = manifest.clone();
         // The permit goes with the check: a check that outlives its request's timeout
         // still holds its core's place until it ends.

@@ -122,7 +122,7 @@ async fn a_change_by_another_writer_is_decoded_once_and_a_stale_copy_is_never_ke
         assert_eq!((registry.version, registry.record.services[0].description.as_str()), (version, "changed"));
     }
     // A read that started before the change does not replace the copy made after it.
-    let generation = broker.registry_watch.current();
-    broker.registry_watch.keep(generation, &copy);
+    let generation = broker.registry.watch.current();
+    broker.registry.watch.keep(generation, &copy);
     assert_eq!(broker.registry().await.expect("the registry").version, version);
 }

@@ -3,19 +3,27 @@
 //! retirement protocol, so no instance is left without its plan or manifest; and the
 //! records of esm 0.1 (one per service and manifest) are moved in once.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+mod catalog;
+mod watch;
+
+pub use catalog::Registered;
+pub use watch::{CHECK_EVERY, STALE_BOUND};
+
+use tokio::sync::Semaphore;
+
 use super::Broker;
-use super::registry_watch::Shared;
 use crate::domain::catalog::Service;
 use crate::domain::instance::ServiceInstance;
 use crate::domain::manifest::Manifest;
 use crate::domain::registry::{ManifestEntry, Refusal, Registry, StoredManifest};
 use crate::error::{OsbError, OsbResult};
 use crate::store::{Collection, Query, REGISTRY_ID, StoreError, Versioned, index};
+use watch::Shared;
 
 /// How many times a registry change retries after another writer got there first.
 /// Every registration writes the one record, so bursts of them do collide; each round
@@ -36,14 +44,48 @@ impl From<Refusal> for OsbError {
     }
 }
 
+/// What the registry keeps in this process: private to `registry/`.
+pub(super) struct RegistryRoom {
+    /// Whether the registry changed since a catalog was rendered from it.
+    watch: watch::RegistryWatch,
+    /// Manifest contents read lately, by content key. A content is never rewritten
+    /// under its key (a new registration gets a new key), so a copy never goes stale.
+    /// A std mutex: held for a lookup or an insert, never across an `.await`.
+    contents: std::sync::Mutex<HashMap<String, Manifest>>,
+    /// Whether the records of esm 0.1 have been looked for, so a store with no
+    /// registry yet is not searched for them on every read.
+    legacy_checked: AtomicBool,
+    /// Manifest checks parse untrusted YAML on the blocking pool; this lets one per
+    /// core run at once, so a flood of registrations cannot take every core from the
+    /// request handlers.
+    manifest_checks: Arc<Semaphore>,
+}
+
+impl RegistryRoom {
+    /// The room of a store shared with other replicas (`shared`) or not.
+    pub(super) fn new(shared: bool) -> Self {
+        Self {
+            watch: watch::RegistryWatch::new(shared),
+            contents: std::sync::Mutex::default(),
+            legacy_checked: AtomicBool::new(false),
+            manifest_checks: Arc::new(Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))),
+        }
+    }
+}
+
 impl Broker {
+    /// The registry's generation as this process knows it, if it can vouch for it:
+    /// what tells whether something read from an older registry is out of date.
+    pub(in crate::broker) fn registry_generation(&self) -> Option<u64> {
+        self.registry.watch.current()
+    }
     /// The registry: the shared decoded copy while it is current (no store read, no
     /// decode), otherwise read from the store and decoded if its version moved. On a
     /// shared store a change by another replica is seen within
-    /// [`super::CATALOG_STALE_BOUND`]; while the watcher cannot vouch for that, every
+    /// [`STALE_BOUND`]; while the watcher cannot vouch for that, every
     /// call reads the store.
     pub async fn registry(&self) -> OsbResult<Versioned<Arc<Registry>>> {
-        let watch = &self.registry_watch;
+        let watch = &self.registry.watch;
         // Read before the store is: what is read then is at least this new.
         let Some(generation) = watch.current() else {
             return self.fresh_registry(None).await;
@@ -64,7 +106,7 @@ impl Broker {
     /// otherwise the registry as stored now, as on a shared store the copy may be up to
     /// the stale bound behind a registration another replica just made. A request is
     /// never told something does not exist because this replica's copy lags.
-    pub(super) async fn registry_holding(&self, holds: impl Fn(&Registry) -> bool) -> OsbResult<Shared> {
+    pub(in crate::broker) async fn registry_holding(&self, holds: impl Fn(&Registry) -> bool) -> OsbResult<Shared> {
         let copy = self.registry().await?;
         if holds(&copy.record) {
             return Ok(copy);
@@ -78,10 +120,10 @@ impl Broker {
     /// returns; on a shared store the copy after a read of the stored version says it
     /// is still current.
     async fn registry_now(&self) -> OsbResult<Shared> {
-        if !self.registry_watch.shared() {
+        if !self.registry.watch.shared() {
             return self.registry().await;
         }
-        let generation = self.registry_watch.current();
+        let generation = self.registry.watch.current();
         self.fresh_registry(generation).await
     }
 
@@ -89,17 +131,17 @@ impl Broker {
     /// read of the version alone), otherwise the record read and decoded. What is read
     /// is kept as the copy for `generation`, read before the store was.
     async fn fresh_registry(&self, generation: Option<u64>) -> OsbResult<Shared> {
-        if let Some(kept) = self.registry_watch.kept() {
+        if let Some(kept) = self.registry.watch.kept() {
             let stored = self.store().version(Collection::Registry, REGISTRY_ID).await?;
             // No record is version 0, the empty registry, once esm 0.1's were looked for.
             if stored.unwrap_or(0) == kept.version {
-                self.registry_watch.keep(generation, &kept);
+                self.registry.watch.keep(generation, &kept);
                 return Ok(kept);
             }
         }
         let Versioned { version, record } = self.read_registry().await?;
         let registry = Versioned { version, record: Arc::new(record) };
-        self.registry_watch.keep(generation, &registry);
+        self.registry.watch.keep(generation, &registry);
         Ok(registry)
     }
 
@@ -112,9 +154,9 @@ impl Broker {
         // No registry yet: a store written by esm 0.1 has its records moved in first,
         // when the store is first read (it may be down when esm starts). Once that
         // has been looked at, a missing registry is simply an empty catalog.
-        if !self.legacy_checked.load(Ordering::Acquire) {
+        if !self.registry.legacy_checked.load(Ordering::Acquire) {
             let moved = self.move_legacy_records().await?;
-            self.legacy_checked.store(true, Ordering::Release);
+            self.registry.legacy_checked.store(true, Ordering::Release);
             if moved && let Some(registry) = self.records.get::<Registry>(REGISTRY_ID).await? {
                 return Ok(registry);
             }
@@ -126,14 +168,14 @@ impl Broker {
     /// retrying from a fresh read when another writer got there first. Lapsed
     /// retirements are dropped on the way. `change` may run several times. What is
     /// written becomes the shared copy at once.
-    pub(super) async fn change_registry<R>(
+    pub(in crate::broker) async fn change_registry<R>(
         &self,
         mut change: impl FnMut(&mut Registry, u64) -> Result<R, OsbError>,
     ) -> OsbResult<R> {
         for attempt in 0..REGISTRY_ATTEMPTS {
             // The compare-and-set below is what makes the change safe; reading the
             // version first only spares decoding a record the copy already holds.
-            let generation = self.registry_watch.current();
+            let generation = self.registry.watch.current();
             let Versioned { version, record: current } = self.fresh_registry(generation).await?;
             let now = self.clock().millis();
             let mut next = Registry::clone(&current);
@@ -142,7 +184,7 @@ impl Broker {
             if next == *current {
                 return Ok(result);
             }
-            let before = self.registry_watch.generation();
+            let before = self.registry.watch.generation();
             let written = if version == 0 {
                 self.records.insert(&next).await
             } else {
@@ -155,7 +197,7 @@ impl Broker {
                     // The copy for the new generation, unless another write or change
                     // came in between (then the next reader reads the store).
                     if after == before + 1 {
-                        self.registry_watch.keep(Some(after), &Versioned { version, record: Arc::new(next) });
+                        self.registry.watch.keep(Some(after), &Versioned { version, record: Arc::new(next) });
                     }
                     return Ok(result);
                 }
@@ -174,7 +216,7 @@ impl Broker {
     /// retiring, looks for a live instance that uses one, and only if there is none
     /// applies `remove` — provided the mark is still there (nobody took it as lapsed).
     /// `what` names the removal in the refusal.
-    pub(super) async fn retire_plans<R>(
+    pub(in crate::broker) async fn retire_plans<R>(
         &self,
         plans: BTreeSet<String>,
         what: &str,
@@ -228,7 +270,12 @@ impl Broker {
     /// The second half of the retirement protocol, for a request that has just written
     /// an instance on (or moving to) `plan_id`, deployed by the manifest content it
     /// read: the plan must still be there, not retiring, with that manifest.
-    pub(super) async fn confirm_plan(&self, service_id: &str, plan_id: &str, content: &str) -> OsbResult<()> {
+    pub(in crate::broker) async fn confirm_plan(
+        &self,
+        service_id: &str,
+        plan_id: &str,
+        content: &str,
+    ) -> OsbResult<()> {
         let registry = self.registry_now().await?.record;
         let now = self.clock().millis();
         if !registry.has_lapsed_retirements(now) {
@@ -242,13 +289,13 @@ impl Broker {
     }
 
     /// The content of a registered manifest.
-    pub(super) async fn stored_manifest(&self, entry: &ManifestEntry) -> OsbResult<Manifest> {
-        let cached = self.contents.lock().unwrap_or_else(|p| p.into_inner()).get(&entry.content).cloned();
+    pub(in crate::broker) async fn stored_manifest(&self, entry: &ManifestEntry) -> OsbResult<Manifest> {
+        let cached = self.registry.contents.lock().unwrap_or_else(|p| p.into_inner()).get(&entry.content).cloned();
         if let Some(manifest) = cached {
             return Ok(manifest);
         }
         if let Some(stored) = self.records.get::<StoredManifest>(&entry.content).await? {
-            let mut contents = self.contents.lock().unwrap_or_else(|p| p.into_inner());
+            let mut contents = self.registry.contents.lock().unwrap_or_else(|p| p.into_inner());
             if contents.len() >= CACHED_CONTENTS {
                 contents.clear();
             }
@@ -320,10 +367,9 @@ impl Broker {
 }
 
 /// A fresh record id for the content of one registration of `manifest`.
-pub(super) fn content_key(manifest: &Manifest) -> String {
+pub(in crate::broker) fn content_key(manifest: &Manifest) -> String {
     format!("{}-{}", manifest.digest(), uuid::Uuid::new_v4().simple())
 }
 
 #[cfg(test)]
-#[path = "registry_tests.rs"]
 mod tests;

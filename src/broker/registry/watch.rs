@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::Broker;
+use crate::broker::Broker;
 use crate::domain::registry::Registry;
 use crate::store::{Collection, REGISTRY_ID, Versioned};
 
@@ -55,7 +55,7 @@ pub(super) struct RegistryWatch {
     copy: RwLock<Option<Copy>>,
     /// Lets one reader at a time re-read the registry after a change, so a burst of
     /// requests arriving just after it decodes it once, not once each.
-    pub(super) refresh: tokio::sync::Mutex<()>,
+    pub(in crate::broker) refresh: tokio::sync::Mutex<()>,
 }
 
 /// A decoded registry and the generation it is current at (none: read while the
@@ -67,7 +67,7 @@ struct Copy {
 }
 
 impl RegistryWatch {
-    pub(super) fn new(shared: bool) -> Self {
+    pub(in crate::broker) fn new(shared: bool) -> Self {
         Self {
             generation: AtomicU64::new(1),
             shared,
@@ -79,12 +79,12 @@ impl RegistryWatch {
     }
 
     /// Whether other processes can write the store.
-    pub(super) fn shared(&self) -> bool {
+    pub(in crate::broker) fn shared(&self) -> bool {
         self.shared
     }
 
     /// The current generation, if it can be trusted now.
-    pub(super) fn current(&self) -> Option<u64> {
+    pub(in crate::broker) fn current(&self) -> Option<u64> {
         if self.shared && self.millis(Instant::now()) >= self.trusted_until.load(Ordering::Acquire) {
             return None;
         }
@@ -92,24 +92,24 @@ impl RegistryWatch {
     }
 
     /// The current generation whether or not it can be trusted.
-    pub(super) fn generation(&self) -> u64 {
+    pub(in crate::broker) fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
 
     /// The registry changed (or may have: a write that failed may still have landed);
     /// the new generation.
-    pub(super) fn bump(&self) -> u64 {
+    pub(in crate::broker) fn bump(&self) -> u64 {
         self.generation.fetch_add(1, Ordering::AcqRel) + 1
     }
 
     /// The copy, if it is current at `generation`.
-    pub(super) fn copy_at(&self, generation: u64) -> Option<Shared> {
+    pub(in crate::broker) fn copy_at(&self, generation: u64) -> Option<Shared> {
         let copy = self.copy.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         copy.as_ref().filter(|c| c.generation == Some(generation)).map(|c| c.registry.clone())
     }
 
     /// The copy whatever its generation: the record at its version, decoded.
-    pub(super) fn kept(&self) -> Option<Shared> {
+    pub(in crate::broker) fn kept(&self) -> Option<Shared> {
         let copy = self.copy.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         copy.as_ref().map(|c| c.registry.clone())
     }
@@ -117,7 +117,7 @@ impl RegistryWatch {
     /// Keeps `registry` as the copy for `generation` (read before the store was), unless
     /// the copy is for a later generation or, for the same one, a later version: of two
     /// readers that raced, the later read stands.
-    pub(super) fn keep(&self, generation: Option<u64>, registry: &Shared) {
+    pub(in crate::broker) fn keep(&self, generation: Option<u64>, registry: &Shared) {
         let mut copy = self.copy.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         let newer = copy.as_ref().is_none_or(|c| (generation, registry.version) >= (c.generation, c.registry.version));
         if newer {
@@ -139,8 +139,8 @@ impl RegistryWatch {
 impl Broker {
     /// Called after every write of the registry record, whatever its outcome; the new
     /// generation.
-    pub(super) fn registry_written(&self) -> u64 {
-        self.registry_watch.bump()
+    pub(in crate::broker) fn registry_written(&self) -> u64 {
+        self.registry.watch.bump()
     }
 
     /// On a store other replicas share, reads the stored registry version (the version
@@ -148,7 +148,7 @@ impl Broker {
     /// the generation when it is not the copy's, so the next reader decodes it anew.
     /// Nothing to do on a store only this process uses.
     pub fn spawn_registry_watch(self: &Arc<Self>) {
-        if !self.registry_watch.shared {
+        if !self.registry.watch.shared {
             return;
         }
         let this = Arc::clone(self);
@@ -164,7 +164,7 @@ impl Broker {
                 let started = Instant::now();
                 match this.store().version(Collection::Registry, REGISTRY_ID).await {
                     Ok(version) => {
-                        let watch = &this.registry_watch;
+                        let watch = &this.registry.watch;
                         if watch.kept().is_some_and(|copy| copy.version != version.unwrap_or(0)) {
                             watch.bump();
                         }
