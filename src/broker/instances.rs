@@ -340,7 +340,7 @@ impl Broker {
         Ok(found.into_iter().map(|v| v.record).collect())
     }
 
-    /// [`Broker::start_operation`], giving the operation up (`withdraw.rs`) when its
+    /// [`Broker::start_operation`], giving the operation up (`operations/withdraw.rs`) when its
     /// write failed in a way that may have landed all the same.
     async fn start_or_give_up(
         self: &Arc<Self>,

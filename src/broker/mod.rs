@@ -7,10 +7,10 @@
 //! ([`Broker::claim_orphaned_operations`]).
 //!
 //! - `instances.rs`: provision, update, deprovision, fetch, last_operation.
-//! - `runner.rs`: the one path every operation runs through (lease, deadline, result).
-//! - `work.rs`: what each kind of operation asks of the backend and records.
-//! - `worker.rs`: leases, taking over operations nobody runs any more, and handing
-//!   them back on a graceful stop.
+//! - `operations/`: the one path every operation runs through (`runner.rs`: lease,
+//!   deadline, result), what each kind asks of the backend and records (`work.rs`),
+//!   leases, taking over operations nobody runs any more and handing them back on a
+//!   graceful stop (`worker.rs`), and giving up one whose write failed (`withdraw.rs`).
 //! - `bindings.rs`: bind, unbind, fetch, last_operation.
 //! - `registry/`: the catalog and its registrations: how the registry is stored and
 //!   changed so its rules hold, service and manifest registration (`catalog.rs`), and
@@ -27,23 +27,18 @@ mod bindings;
 mod extensions;
 mod instances;
 mod inventory;
-#[cfg(test)]
-mod lease_tests;
 mod liveness;
+mod operations;
 mod pools;
 mod ports;
 mod purge;
 mod reconcile;
 mod refusals;
 mod registry;
-mod runner;
 #[cfg(test)]
 mod test_plan;
-mod withdraw;
-#[cfg(test)]
-mod withdraw_tests;
-mod work;
-mod worker;
+
+use operations::{runner, work};
 
 pub use extensions::{InstanceFilter, InstancePage};
 pub use inventory::ResourcePage;
@@ -52,7 +47,6 @@ pub use registry::Registered;
 pub use registry::{CHECK_EVERY as REGISTRY_CHECK_EVERY, STALE_BOUND as CATALOG_STALE_BOUND};
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -191,22 +185,11 @@ pub struct Broker {
     event_tasks: TaskTracker,
     /// Tells the event log's tasks to write what is queued and stop.
     events_stop: CancellationToken,
-    /// Operations this process handed back on its way out (see `worker.rs`).
-    handed_back: AtomicUsize,
-    /// Whether a stop hands the operations back (false only in tests that stop a
-    /// replica as if it crashed).
-    hand_back_on_stop: AtomicBool,
-    /// This process's id as the owner of the operations it runs.
-    replica: String,
+    /// The operations this process runs: its replica id, what it is running, what it
+    /// hands back on its way out.
+    operations: operations::OperationsRoom,
     /// The registry: its watch, manifest contents read lately, the manifest checks.
     registry: registry::RegistryRoom,
-    /// Whether records written before the indexes existed have been indexed.
-    reindexed: AtomicBool,
-    /// The operations this process is running, by id. Its sweeper never takes one of
-    /// them over, even once its lease has lapsed (the process or the store stalled
-    /// for longer than a lease): that would run the operation twice at once in one
-    /// process. A std mutex: never held across an `.await`.
-    running: std::sync::Mutex<std::collections::HashSet<String>>,
     /// The change-event log.
     events: Arc<EventLog>,
     /// Liveness: instances to look at soon, and reports waiting to be written.
@@ -232,12 +215,8 @@ impl Broker {
             shutdown: CancellationToken::new(),
             event_tasks: TaskTracker::new(),
             events_stop: CancellationToken::new(),
-            handed_back: AtomicUsize::new(0),
-            hand_back_on_stop: AtomicBool::new(true),
-            replica: uuid::Uuid::new_v4().simple().to_string(),
+            operations: operations::OperationsRoom::default(),
             registry: registry::RegistryRoom::new(shared),
-            reindexed: AtomicBool::new(false),
-            running: std::sync::Mutex::default(),
         })
     }
 
@@ -269,7 +248,7 @@ impl Broker {
         let (events, stop) = (Arc::clone(&self.events), self.events_stop.clone());
         self.event_tasks.spawn(Arc::clone(&events).run(stop.clone(), poll));
         if let Some(webhook) = self.settings.event_webhook.clone() {
-            self.event_tasks.spawn(events.deliver_to(webhook, self.replica.clone(), stop));
+            self.event_tasks.spawn(events.deliver_to(webhook, self.replica().to_owned(), stop));
         }
         self.spawn_every(Duration::from_secs(1), |this| async move {
             if let Err(e) = this.events.trim().await {
@@ -293,7 +272,7 @@ impl Broker {
         self.shutdown_by(tokio::time::Instant::now() + DEFAULT_SHUTDOWN).await;
     }
 
-    /// Stops the running operations where they are, handing them back (`worker.rs`),
+    /// Stops the running operations where they are, handing them back (`operations/worker.rs`),
     /// then lets the event log write what is queued; done by `until` whatever happens.
     /// The operations get the first two thirds of the time, so that a store that hangs
     /// under them still leaves the event log its share; what is still running at its
@@ -327,7 +306,7 @@ impl Broker {
     /// tests of what another replica does once the leases lapse.
     #[cfg(any(test, feature = "test-support"))]
     pub async fn halt(&self) {
-        self.hand_back_on_stop.store(false, std::sync::atomic::Ordering::Release);
+        self.keep_leases_on_stop();
         self.shutdown().await;
     }
 

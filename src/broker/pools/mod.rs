@@ -241,7 +241,7 @@ impl Broker {
     /// Hands a ready member of `pool` to instance `instance_id`, whose record names the
     /// manifest whose digest is `digest`: compare-and-set on the member, so two claims
     /// (in this process or on two replicas) never get the same one. The instance's
-    /// provision then adopts it (`work.rs`). Counts a hit or a miss.
+    /// provision then adopts it (`operations/work.rs`). Counts a hit or a miss.
     ///
     /// Only a member made from that very manifest is taken, and that is decided by the
     /// compare-and-set itself: a member's digest is written once, when it is recorded,

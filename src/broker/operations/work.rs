@@ -10,11 +10,11 @@ use async_trait::async_trait;
 use serde_json::json;
 use tokio::task::JoinHandle;
 
-use super::Broker;
-use super::instances::apply_update;
-use super::liveness::{FirstLook, Folded};
-use super::runner::{Outcome, Work};
 use crate::backend::{Backend, BackendError, BindOutput, Deployment};
+use crate::broker::Broker;
+use crate::broker::instances::apply_update;
+use crate::broker::liveness::{FirstLook, Folded};
+use crate::broker::runner::{Outcome, Work};
 use crate::domain::binding::{Binding, BindingMetadata, BindingStatus, Credentials};
 use crate::domain::instance::{InstanceStatus, ServiceInstance};
 use crate::domain::manifest::Manifest;
@@ -23,29 +23,33 @@ use crate::domain::registry::Registry;
 use crate::error::{OsbError, OsbResult};
 
 /// Deploys a new instance.
-pub(super) struct Provision {
+pub(in crate::broker) struct Provision {
     /// Whether the instance may have been handed a warm pool member, whose deployment
     /// it then adopts: a new provision knows whether its request claimed one; one
     /// resumed or taken over must look.
-    pub(super) may_adopt: bool,
+    pub(in crate::broker) may_adopt: bool,
 }
 /// Redeploys an instance with its pending update applied.
-pub(super) struct Update;
+pub(in crate::broker) struct Update;
 /// Removes what an instance's deployment made.
-pub(super) struct Deprovision;
+pub(in crate::broker) struct Deprovision;
 /// Creates a binding's credentials.
-pub(super) struct Bind;
+pub(in crate::broker) struct Bind;
 /// Revokes a binding's credentials.
-pub(super) struct Unbind;
+pub(in crate::broker) struct Unbind;
 
 /// The task running an instance operation.
-pub(super) type InstanceTask = JoinHandle<OsbResult<Outcome<ServiceInstance>>>;
+pub(in crate::broker) type InstanceTask = JoinHandle<OsbResult<Outcome<ServiceInstance>>>;
 /// The task running a binding operation.
-pub(super) type BindingTask = JoinHandle<OsbResult<Outcome<Binding>>>;
+pub(in crate::broker) type BindingTask = JoinHandle<OsbResult<Outcome<Binding>>>;
 
 impl Broker {
     /// Runs an instance's operation (after a restart, or taken over from another replica).
-    pub(super) fn resume_instance_operation(self: &Arc<Self>, id: String, op: &Operation) -> Option<InstanceTask> {
+    pub(in crate::broker) fn resume_instance_operation(
+        self: &Arc<Self>,
+        id: String,
+        op: &Operation,
+    ) -> Option<InstanceTask> {
         let op_id = op.id.clone();
         match op.kind {
             OperationKind::Provision => Some(self.spawn_work(Provision { may_adopt: true }, id, op_id, None)),
@@ -56,7 +60,11 @@ impl Broker {
     }
 
     /// Runs a binding's operation (after a restart, or taken over from another replica).
-    pub(super) fn resume_binding_operation(self: &Arc<Self>, id: String, op: &Operation) -> Option<BindingTask> {
+    pub(in crate::broker) fn resume_binding_operation(
+        self: &Arc<Self>,
+        id: String,
+        op: &Operation,
+    ) -> Option<BindingTask> {
         let op_id = op.id.clone();
         match op.kind {
             OperationKind::Bind => Some(self.spawn_work(Bind, id, op_id, None)),
@@ -87,7 +95,7 @@ fn failure(e: OsbError) -> BackendError {
 }
 
 /// What a provision produced: a deployment of its own, or a warm pool member's.
-pub(super) enum Deployed {
+pub(in crate::broker) enum Deployed {
     /// Deployed by the backend now, with the host ports leased for it, and the first
     /// look at it.
     Made { deployment: Deployment, host_ports: BTreeMap<String, u16>, look: FirstLook },
@@ -185,7 +193,7 @@ impl Work for Provision {
 }
 
 /// What a successful update deployed, and with which manifest.
-pub(super) struct Redeployed {
+pub(in crate::broker) struct Redeployed {
     deployment: Deployment,
     dashboard_url: Option<String>,
     manifest: Manifest,

@@ -41,8 +41,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::Broker;
-use super::runner::{OnPlan, Running, end_event};
+use crate::broker::Broker;
+use crate::broker::runner::{OnPlan, Running, end_event};
 use crate::domain::operation::{OperationState, Tracked};
 use crate::domain::outbox::Announcing;
 use crate::error::{OsbError, OsbResult};
@@ -70,7 +70,7 @@ impl Broker {
     /// returns `refusal` to answer; `also` is what the withdrawal changes in the record
     /// besides the operation. Past the deadline, an error that is not a 503: see the
     /// module docs.
-    pub(super) async fn give_up<T: Record + Tracked + OnPlan + Announcing + Clone + 'static>(
+    pub(in crate::broker) async fn give_up<T: Record + Tracked + OnPlan + Announcing + Clone + 'static>(
         self: &Arc<Self>,
         id: &str,
         op_id: &str,

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{Answer, Broker, BrokerSettings};
 use crate::backend::Backends;
 use crate::backend::dummy::DummyBackend;
+use crate::broker::{Answer, Broker, BrokerSettings};
 use crate::clock::Clock;
 use crate::domain::binding::Binding;
 use crate::domain::instance::{InstanceStatus, ServiceInstance};

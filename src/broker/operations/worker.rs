@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::Broker;
+use crate::broker::Broker;
 use crate::domain::binding::Binding;
 use crate::domain::instance::ServiceInstance;
 use crate::domain::operation::{Operation, OperationKind, Tracked};
@@ -39,16 +39,23 @@ pub const HAND_BACK_CHECK: Duration = Duration::from_secs(1);
 
 impl Broker {
     /// A new operation, owned by this process.
-    pub(super) fn start_op(&self, kind: OperationKind, asynchronous: bool) -> Operation {
+    pub(in crate::broker) fn start_op(&self, kind: OperationKind, asynchronous: bool) -> Operation {
         let mut op = Operation::start(kind, asynchronous, self.clock().now());
-        op.owner = Some(self.replica.clone());
+        op.owner = Some(self.operations.replica.clone());
         op.lease_until = self.lease_expiry();
         op
     }
 
+    /// Makes the next stop keep its leases, as a crash would (for tests of what
+    /// another replica does once they lapse).
+    #[cfg(any(test, feature = "test-support"))]
+    pub(in crate::broker) fn keep_leases_on_stop(&self) {
+        self.operations.hand_back_on_stop.store(false, Ordering::Release);
+    }
+
     /// This process's owner id.
-    pub(super) fn replica(&self) -> &str {
-        &self.replica
+    pub(in crate::broker) fn replica(&self) -> &str {
+        &self.operations.replica
     }
 
     fn lease_expiry(&self) -> u64 {
@@ -59,12 +66,12 @@ impl Broker {
 
     /// The operations this process is running. Poisoning is ignored: an insert or
     /// remove is never left half-done.
-    pub(super) fn running_ops(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
-        self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    pub(in crate::broker) fn running_ops(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.operations.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Runs a task that shutdown waits for.
-    pub(super) fn spawn_task<R: Send + 'static>(
+    pub(in crate::broker) fn spawn_task<R: Send + 'static>(
         &self,
         task: impl Future<Output = R> + Send + 'static,
     ) -> tokio::task::JoinHandle<R> {
@@ -72,7 +79,7 @@ impl Broker {
     }
 
     /// Runs `round` now and then every `period`, until shutdown (which waits for it).
-    pub(super) fn spawn_every<F, Fut>(self: &Arc<Self>, period: std::time::Duration, round: F)
+    pub(in crate::broker) fn spawn_every<F, Fut>(self: &Arc<Self>, period: std::time::Duration, round: F)
     where
         F: Fn(Arc<Self>) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send,
@@ -123,7 +130,7 @@ impl Broker {
     /// Indexes records an older esm wrote without index entries, once per store (then
     /// a marker makes it a single read). Before the first claim: claims use the index.
     async fn reindex_once(&self) -> OsbResult<()> {
-        if self.reindexed.load(Ordering::Acquire) {
+        if self.operations.reindexed.load(Ordering::Acquire) {
             return Ok(());
         }
         let instances = self.records.reindex::<ServiceInstance>().await?;
@@ -131,12 +138,12 @@ impl Broker {
         if instances + bindings > 0 {
             tracing::info!(instances, bindings, "indexed records written by an older esm");
         }
-        self.reindexed.store(true, Ordering::Release);
+        self.operations.reindexed.store(true, Ordering::Release);
         Ok(())
     }
 
     /// Claims the running operation of `record` if its lease has expired.
-    pub(super) async fn claim<T: Record + Tracked + Clone>(
+    pub(in crate::broker) async fn claim<T: Record + Tracked + Clone>(
         &self,
         record: &T,
         ignore_leases: bool,
@@ -161,7 +168,7 @@ impl Broker {
                 if !ignore_leases && op.lease_until > now {
                     return Ok(false);
                 }
-                op.owner = Some(self.replica.clone());
+                op.owner = Some(self.operations.replica.clone());
                 op.lease_until = self.lease_expiry();
                 taken = Some(op.clone());
                 Ok(true)
@@ -216,8 +223,8 @@ impl Broker {
     /// Hands back this process's operation `op_id` of record `id`, stopped on the way
     /// out: its lease is expired if this process still holds it, so whoever sweeps
     /// next takes it over instead of waiting for the lease to lapse.
-    pub(super) async fn hand_back<T: Record + Tracked + Clone>(&self, id: &str, op_id: &str) {
-        if !self.hand_back_on_stop.load(Ordering::Acquire) {
+    pub(in crate::broker) async fn hand_back<T: Record + Tracked + Clone>(&self, id: &str, op_id: &str) {
+        if !self.operations.hand_back_on_stop.load(Ordering::Acquire) {
             return;
         }
         let mut released = false;
@@ -225,7 +232,7 @@ impl Broker {
             .records
             .modify::<T, OsbError, _>(id, |record| {
                 released = false;
-                let Some(op) = record.operations_mut().owned_mut(op_id, &self.replica) else {
+                let Some(op) = record.operations_mut().owned_mut(op_id, &self.operations.replica) else {
                     return Ok(false);
                 };
                 op.lease_until = 0;
@@ -235,7 +242,7 @@ impl Broker {
             .await;
         match result {
             Ok(_) if released => {
-                self.handed_back.fetch_add(1, Ordering::AcqRel);
+                self.operations.handed_back.fetch_add(1, Ordering::AcqRel);
                 tracing::debug!(id, operation = op_id, "operation handed back");
             }
             Ok(_) => {}
@@ -247,8 +254,8 @@ impl Broker {
 
     /// Tells the other replicas on a shared store that this one handed operations
     /// back, by moving the marker's version (by `until` at the latest).
-    pub(super) async fn announce_hand_back(&self, until: tokio::time::Instant) {
-        let handed_back = self.handed_back.load(Ordering::Acquire);
+    pub(in crate::broker) async fn announce_hand_back(&self, until: tokio::time::Instant) {
+        let handed_back = self.operations.handed_back.load(Ordering::Acquire);
         if handed_back == 0 {
             return;
         }
@@ -256,7 +263,7 @@ impl Broker {
         if self.store().exclusive() {
             return;
         }
-        let marker = serde_json::json!({"replica": self.replica, "operations": handed_back});
+        let marker = serde_json::json!({"replica": self.operations.replica, "operations": handed_back});
         let written =
             tokio::time::timeout_at(until, self.store().upsert(Collection::Registry, HAND_BACK_MARKER, marker));
         match written.await {
@@ -270,12 +277,16 @@ impl Broker {
 
     /// Extends this process's lease on an operation: `Ok(false)` if it no longer
     /// holds it.
-    pub(super) async fn extend_lease<T: Record + Tracked + Clone>(&self, id: &str, op_id: &str) -> OsbResult<bool> {
+    pub(in crate::broker) async fn extend_lease<T: Record + Tracked + Clone>(
+        &self,
+        id: &str,
+        op_id: &str,
+    ) -> OsbResult<bool> {
         let mut held = false;
         self.records
             .modify::<T, OsbError, _>(id, |record| {
                 held = false;
-                let Some(op) = record.operations_mut().owned_mut(op_id, &self.replica) else {
+                let Some(op) = record.operations_mut().owned_mut(op_id, &self.operations.replica) else {
                     return Ok(false);
                 };
                 op.lease_until = self.lease_expiry();
@@ -288,7 +299,7 @@ impl Broker {
 
     /// Renews this process's lease on an operation while it works; false if it no
     /// longer holds it.
-    pub(super) async fn renew<T: Record + Tracked + Clone>(&self, id: &str, op_id: &str) -> bool {
+    pub(in crate::broker) async fn renew<T: Record + Tracked + Clone>(&self, id: &str, op_id: &str) -> bool {
         match self.extend_lease::<T>(id, op_id).await {
             Ok(held) => held,
             Err(e) => {

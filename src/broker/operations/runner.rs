@@ -16,10 +16,10 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use tokio::task::JoinHandle;
 
-use super::Broker;
-use super::instances::{failure_of, succeeded};
-use super::liveness::Folded;
 use crate::backend::BackendError;
+use crate::broker::Broker;
+use crate::broker::instances::{failure_of, succeeded};
+use crate::broker::liveness::Folded;
 use crate::domain::binding::Binding;
 use crate::domain::event::{Event, Step};
 use crate::domain::instance::ServiceInstance;
@@ -31,7 +31,7 @@ use crate::store::{Record, Versioned};
 
 /// How a run of an operation ended.
 #[derive(Debug)]
-pub(super) enum Outcome<T> {
+pub(in crate::broker) enum Outcome<T> {
     /// The result is recorded: the record as written.
     Finished(T),
     /// esm is shutting down: the operation stays in progress, handed back (its lease
@@ -51,7 +51,7 @@ pub(super) enum Outcome<T> {
 impl<T: Tracked> Outcome<T> {
     /// What a synchronous request answers: the record if operation `op_id` succeeded,
     /// otherwise the error that says why not.
-    pub(super) fn answer(self, op_id: &str) -> OsbResult<T> {
+    pub(in crate::broker) fn answer(self, op_id: &str) -> OsbResult<T> {
         match self {
             Outcome::Finished(record) if succeeded(record.operations(), op_id) => Ok(record),
             Outcome::Finished(record) => Err(failure_of(record.operations(), op_id)),
@@ -80,7 +80,7 @@ impl<T: Tracked> Outcome<T> {
 /// One kind of operation: its backend call and what its result changes in the record.
 /// The runner does everything else.
 #[async_trait]
-pub(super) trait Work: Send + Sync + 'static {
+pub(in crate::broker) trait Work: Send + Sync + 'static {
     /// The kind it is, for the metrics.
     const KIND: OperationKind;
     /// The record the operation belongs to.
@@ -131,7 +131,7 @@ pub(super) trait Work: Send + Sync + 'static {
 }
 
 /// A record that belongs to a plan.
-pub(super) trait OnPlan {
+pub(in crate::broker) trait OnPlan {
     /// Its service and plan ids.
     fn service_and_plan(&self) -> (&str, &str);
 
@@ -204,7 +204,7 @@ impl Broker {
     /// result is recorded; shutdown waits for it.
     /// `written`: the record as the request just wrote it, which the run then need not
     /// read again (`None` for an operation resumed or taken over).
-    pub(super) fn spawn_work<W: Work>(
+    pub(in crate::broker) fn spawn_work<W: Work>(
         self: &Arc<Self>,
         work: W,
         id: String,
@@ -246,7 +246,7 @@ impl Broker {
     /// Starts operation `op_id` just recorded in `written` (the record as written):
     /// `None` for an asynchronous one (the request answers 202 now), the record once it
     /// succeeded for a synchronous one.
-    pub(super) async fn carry_out<W: Work>(
+    pub(in crate::broker) async fn carry_out<W: Work>(
         self: &Arc<Self>,
         work: W,
         written: Versioned<W::Record>,
@@ -276,7 +276,7 @@ impl Broker {
 
     // The start is announced where the operation is recorded (in that write), so a
     // new run and a resumed one are alike here.
-    pub(super) async fn run<W: Work>(
+    pub(in crate::broker) async fn run<W: Work>(
         &self,
         work: &W,
         id: &str,
@@ -443,7 +443,7 @@ impl Broker {
     /// Puts `event` about `record` in its outbox, stamped: it is committed with the
     /// write that makes the change it tells of. Nothing for a record whose operations
     /// are not announced (a warm pool member).
-    pub(super) fn announce<T: OnPlan + Announcing>(&self, record: &mut T, event: Event) {
+    pub(in crate::broker) fn announce<T: OnPlan + Announcing>(&self, record: &mut T, event: Event) {
         if record.announced() {
             let event = self.events.stamped(record.about(event));
             record.outbox_mut().push(event);
@@ -472,7 +472,7 @@ impl Broker {
 }
 
 /// The event of a finished operation `op`.
-pub(super) fn end_event(op: &Operation) -> Event {
+pub(in crate::broker) fn end_event(op: &Operation) -> Event {
     let step = if op.state == OperationState::Succeeded { Step::Succeeded } else { Step::Failed };
     let mut event = Event::operation(op.kind, step, &op.id);
     if step == Step::Failed {
@@ -483,13 +483,13 @@ pub(super) fn end_event(op: &Operation) -> Event {
 
 /// An operation in this process's running set (`Broker::running`) for as long as its
 /// task lives, however the task ends.
-pub(super) struct Running {
+pub(in crate::broker) struct Running {
     broker: Arc<Broker>,
     op_id: String,
 }
 
 impl Running {
-    pub(super) fn start(broker: &Arc<Broker>, op_id: &str) -> Self {
+    pub(in crate::broker) fn start(broker: &Arc<Broker>, op_id: &str) -> Self {
         broker.running_ops().insert(op_id.to_owned());
         Self { broker: Arc::clone(broker), op_id: op_id.to_owned() }
     }

@@ -8,10 +8,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use super::runner::{Outcome, Work};
-use super::*;
 use crate::backend::dummy::DummyBackend;
 use crate::backend::{BackendError, Backends};
+use crate::broker::runner::{Outcome, Work};
+use crate::broker::*;
 use crate::clock::Clock;
 use crate::domain::operation::Operation;
 use crate::domain::registry::Registry;
