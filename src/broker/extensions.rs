@@ -127,6 +127,12 @@ impl Broker {
         Ok((found.into_iter().map(|Versioned { record, .. }| record).collect(), next_after))
     }
 
+    /// How many live instances there are of each `[service id, plan id, state,
+    /// liveness]`, from the census index (no record is read).
+    pub async fn census(&self) -> OsbResult<Vec<([String; 4], u64)>> {
+        Ok(index::count_census(self.records.store().as_ref()).await?)
+    }
+
     /// `GET /v2/et/service_instances/{instance_id}`.
     pub async fn et_instance(&self, instance_id: &str) -> OsbResult<EtInstance> {
         let instance = self

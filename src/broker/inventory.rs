@@ -26,6 +26,38 @@ const WRITE_ATTEMPTS: usize = 4;
 /// How many deployments' unlisted records reconciliation holds before settling them.
 const MISSING_BATCH: usize = 500;
 
+/// What an inventory listing selects; every field narrows it.
+#[derive(Debug, Clone, Default)]
+pub struct ResourceFilter {
+    /// What this instance or pool member id holds.
+    pub owner: Option<String>,
+    /// The resource with this name (a host port: `30000/tcp`).
+    pub name: Option<String>,
+    /// Resources in this state.
+    pub state: Option<ResourceState>,
+    /// Resources of this type (`container`, `port`, ...).
+    pub kind: Option<String>,
+    /// Resources this backend made.
+    pub backend: Option<String>,
+}
+
+impl ResourceFilter {
+    /// The index filters, the most selective first (the store serves it from its
+    /// index); an empty value selects nothing less.
+    fn index_filters(&self) -> Vec<(String, String)> {
+        [
+            (index::OWNER, self.owner.clone()),
+            (index::NAME, self.name.clone()),
+            (index::STATE, self.state.map(|s| s.as_str().to_owned())),
+            (index::TYPE, self.kind.clone()),
+            (index::BACKEND, self.backend.clone()),
+        ]
+        .into_iter()
+        .filter_map(|(field, value)| Some((field.to_owned(), value.filter(|v| !v.is_empty())?)))
+        .collect()
+    }
+}
+
 /// A page of the inventory.
 #[derive(Debug)]
 pub struct ResourcePage {
@@ -313,21 +345,15 @@ impl Broker {
         }
     }
 
-    /// `GET /v2/et/inventory`: a page of resources matching every `(field, value)`
-    /// filter (index fields: owner, name, state, type, backend), in id order.
+    /// `GET /v2/et/inventory`: a page of the resources `filter` selects, in id order.
     pub async fn inventory_page(
         &self,
-        filters: Vec<(String, String)>,
+        filter: &ResourceFilter,
         after: Option<String>,
         limit: usize,
     ) -> OsbResult<ResourcePage> {
-        // One more than asked tells whether there is a next page.
-        let query = Query { filters, after, limit: limit + 1 };
-        let mut found = self.records.page::<Resource>(&query).await?;
-        let more = found.len() > limit;
-        found.truncate(limit);
-        let next_after = found.last().filter(|_| more).map(|v| v.record.id.clone());
-        Ok(ResourcePage { resources: found.into_iter().map(|v| v.record).collect(), next_after })
+        let (resources, next_after) = self.page_of(filter.index_filters(), after, limit).await?;
+        Ok(ResourcePage { resources, next_after })
     }
 
     /// `GET /v2/et/service_instances/{id}/resources`: what the instance holds (those of

@@ -41,7 +41,7 @@ mod test_plan;
 use operations::{runner, work};
 
 pub use extensions::{InstanceFilter, InstancePage};
-pub use inventory::ResourcePage;
+pub use inventory::{ResourceFilter, ResourcePage};
 pub use liveness::{MAX_REPORTING as MAX_REPORTING_INSTANCES, Reporter, SPACING as REPORT_SPACING};
 pub use registry::Registered;
 pub use registry::{CHECK_EVERY as REGISTRY_CHECK_EVERY, STALE_BOUND as CATALOG_STALE_BOUND};

@@ -17,7 +17,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::gauge::ConstGauge;
 use tokio::time::Instant;
 
-use crate::store::{Collection, Store, index};
+use crate::store::{Store, index};
 
 /// How old the counts may be before a scrape takes them again.
 pub const MAX_AGE: Duration = Duration::from_secs(5);
@@ -51,14 +51,12 @@ impl Census {
         if taken.is_some_and(|at| at.elapsed() < MAX_AGE) {
             return;
         }
-        match store.counts(Collection::Instances, index::CENSUS).await {
+        match index::count_census(store).await {
             Ok(counts) => {
                 let tally = counts
                     .into_iter()
-                    .filter_map(|(value, n)| {
-                        let [service_id, plan_id, state, liveness] = index::parse_census(&value)?;
-                        let [service_id, plan_id, state, liveness] =
-                            [service_id, plan_id, state, liveness].map(|v| super::bounded_label(&v));
+                    .filter_map(|(labels, n)| {
+                        let [service_id, plan_id, state, liveness] = labels.map(|v| super::bounded_label(&v));
                         Some((InstanceLabels { service_id, plan_id, state, liveness }, i64::try_from(n).ok()?))
                     })
                     .collect();

@@ -266,6 +266,13 @@ pub fn parse_census(value: &str) -> Option<[String; 4]> {
     serde_json::from_str(value).ok()
 }
 
+/// The census: how many live instances there are of each `[service id, plan id,
+/// state, liveness]`, tallied from the [`CENSUS`] index without reading a record.
+pub async fn count_census(store: &dyn super::Store) -> Result<Vec<([String; 4], u64)>, super::StoreError> {
+    let counts = store.counts(super::Collection::Instances, CENSUS).await?;
+    Ok(counts.into_iter().filter_map(|(value, n)| Some((parse_census(&value)?, n))).collect())
+}
+
 /// What a binding is found under (`outbox_waits` as for [`instance_keys`]).
 pub fn binding_keys(binding: &Binding, outbox_waits: bool) -> IndexKeys {
     let ops = &binding.operations;

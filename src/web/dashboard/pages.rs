@@ -11,7 +11,6 @@ use crate::domain::event::Event;
 use crate::domain::path::segment;
 use crate::error::OsbError;
 use crate::events::Filter;
-use crate::store::{Collection, index};
 use crate::web::AppState;
 
 /// How many recent events the overview and the feed start with.
@@ -19,17 +18,14 @@ const RECENT: u64 = 25;
 /// How many of the newest events the overview counts operations and failures in.
 const WINDOW: u64 = 1000;
 
-/// Counts by state and liveness (from the store's census index: no record is read),
+/// Counts by state and liveness (the broker's census: no record is read),
 /// pool fill, and the recent events with failures marked.
 pub async fn overview(State(state): State<AppState>) -> PageResult {
     let broker = &state.broker;
-    let counts = broker.store().counts(Collection::Instances, index::CENSUS).await.map_err(OsbError::from)?;
     let (mut by_state, mut by_liveness) = (BTreeMap::<String, u64>::new(), BTreeMap::<String, u64>::new());
-    for (value, n) in counts {
-        if let Some([_, _, state, liveness]) = index::parse_census(&value) {
-            *by_state.entry(state).or_default() += n;
-            *by_liveness.entry(liveness).or_default() += n;
-        }
+    for ([_, _, state, liveness], n) in broker.census().await? {
+        *by_state.entry(state).or_default() += n;
+        *by_liveness.entry(liveness).or_default() += n;
     }
     let total: u64 = by_state.values().sum();
     let pools = broker.pool_statuses().await?;

@@ -4,10 +4,10 @@
 use axum::Json;
 use axum::extract::State;
 
+use crate::broker::ResourceFilter;
 use crate::domain::bounded::InstanceId;
 use crate::domain::resource::ResourceState;
 use crate::error::{ErrorBody, OsbError, OsbResult};
-use crate::store::index;
 use crate::web::AppState;
 use crate::web::extract::{OsbPath, OsbQuery};
 use crate::web::listing::{self, DEFAULT_LIMIT, Paging};
@@ -37,18 +37,14 @@ pub async fn inventory(
         })?),
         None => None,
     };
-    // The most selective first: the store serves it from its index.
-    let filters: Vec<(String, String)> = [
-        (index::OWNER, query.owner.map(Into::into)),
-        (index::NAME, query.name.map(Into::into)),
-        (index::STATE, resource_state.map(|s| s.as_str().to_owned())),
-        (index::TYPE, query.kind.map(Into::into)),
-        (index::BACKEND, query.backend.map(Into::into)),
-    ]
-    .into_iter()
-    .filter_map(|(field, value)| Some((field.to_owned(), value.filter(|v| !v.is_empty())?)))
-    .collect();
-    let page = state.broker.inventory_page(filters, paging.after, paging.limit).await?;
+    let filter = ResourceFilter {
+        owner: query.owner.map(Into::into),
+        name: query.name.map(Into::into),
+        state: resource_state,
+        kind: query.kind.map(Into::into),
+        backend: query.backend.map(Into::into),
+    };
+    let page = state.broker.inventory_page(&filter, paging.after, paging.limit).await?;
     let next = page.next_after.as_deref().map(listing::cursor);
     Ok(Json(InventoryPage { resources: page.resources, next }))
 }
