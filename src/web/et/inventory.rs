@@ -10,7 +10,7 @@ use crate::domain::resource::ResourceState;
 use crate::error::{ErrorBody, OsbError, OsbResult};
 use crate::web::AppState;
 use crate::web::extract::{OsbPath, OsbQuery};
-use crate::web::listing::{self, DEFAULT_LIMIT, Paging};
+use crate::web::listing::{self, Paging};
 use crate::wire::{InstanceResources, InventoryPage, InventoryQuery};
 
 /// Every resource esm's deployments hold (containers, swarm services, networks,
@@ -28,8 +28,7 @@ pub async fn inventory(
     State(state): State<AppState>,
     OsbQuery(query): OsbQuery<InventoryQuery>,
 ) -> OsbResult<Json<InventoryPage>> {
-    let paging =
-        Paging::of(query.limit, query.after.as_deref())?.unwrap_or(Paging { after: None, limit: DEFAULT_LIMIT });
+    let paging = Paging::paged(query.limit, query.after.as_deref())?;
     let resource_state = match query.state.as_deref().filter(|s| !s.is_empty()) {
         Some(text) => Some(ResourceState::parse(text).ok_or_else(|| {
             let states: Vec<&str> = ResourceState::ALL.iter().map(|s| s.as_str()).collect();
