@@ -262,20 +262,21 @@ async fn start_up(broker: &Arc<Broker>, config: &Config, stop: &CancellationToke
         () = broker.events().caught_up() => {}
         () = stop.cancelled() => return false,
     }
+    let operations = broker.operations();
     tokio::select! {
-        scanned = broker.claim_orphaned_operations(true) => match scanned {
+        scanned = operations.claim_orphaned_operations(true) => match scanned {
             Ok(0) => {}
             Ok(resumed) => tracing::info!(resumed, "took over operations left in progress"),
             Err(e) => tracing::warn!(error = %e, "could not look for operations left in progress"),
         },
         () = stop.cancelled() => return false,
     }
-    broker.spawn_sweeper();
-    broker.spawn_reconciler(Duration::from_secs(config.reconcile_interval));
-    broker.spawn_purger(Duration::from_secs(config.tombstone_retention));
-    broker.spawn_registry_watch();
-    broker.spawn_liveness();
-    broker.spawn_pool_keeper();
+    broker.operations().spawn_sweeper();
+    broker.inventory().spawn_reconciler(Duration::from_secs(config.reconcile_interval));
+    broker.tombstones().spawn_purger(Duration::from_secs(config.tombstone_retention));
+    broker.registrar().spawn_registry_watch();
+    broker.liveness().spawn_liveness();
+    broker.pools().spawn_pool_keeper();
     true
 }
 

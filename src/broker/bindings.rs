@@ -1,10 +1,11 @@
 //! Binding operations: bind, unbind, fetch, last_operation.
 
+use crate::broker::core::Core;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::instances::{Asked, last_operation_of, resent};
+use super::operations::answers::{Asked, last_operation_of, resent};
 use super::runner::Work;
 use super::{Answer, Broker, busy, purge, require, require_object, require_query, run_asynchronously, work};
 use crate::domain::binding::{Binding, BindingMetadata, BindingStatus};
@@ -18,10 +19,23 @@ use crate::wire::{
     BindRequest, BindingResponse, BindingSummary, DeleteQuery, LastOperationResponse, OperationResponse,
 };
 
-impl Broker {
+/// Binds, unbinds and fetches bindings.
+#[derive(Clone, Copy)]
+pub struct Bindings<'a> {
+    pub(super) broker: &'a Arc<Broker>,
+    pub(super) core: &'a Core,
+}
+
+impl<'a> Bindings<'a> {
+    pub(super) fn new(broker: &'a Arc<Broker>, core: &'a Core) -> Self {
+        Self { broker, core }
+    }
+}
+
+impl Bindings<'_> {
     /// `PUT /v2/service_instances/{instance_id}/service_bindings/{binding_id}`.
     pub async fn bind(
-        self: &Arc<Self>,
+        &self,
         instance_id: &str,
         binding_id: &str,
         req: BindRequest,
@@ -34,7 +48,7 @@ impl Broker {
         require_object("context", req.context.as_ref())?;
         require_object("bind_resource", req.bind_resource.as_ref())?;
         // What the request alone decides comes first (see docs/api.md, "How esm answers").
-        let view = self.plan_view(&req.service_id, &req.plan_id).await?;
+        let view = self.broker.registrar().plan_view(&req.service_id, &req.plan_id).await?;
         if !view.service.plan_bindable(&view.plan) {
             return Err(OsbError::BadRequest(format!("plan {} is not bindable", view.plan.id)));
         }
@@ -45,7 +59,7 @@ impl Broker {
         }
         let asynchronous = view.asynchronous(OperationKind::Bind, accepts_incomplete)?;
 
-        let Some(Versioned { record: instance, .. }) = self.live_instance(instance_id).await? else {
+        let Some(Versioned { record: instance, .. }) = self.core.live_instance(instance_id).await? else {
             return Err(OsbError::NotFound(format!("instance {instance_id} does not exist")));
         };
         if req.service_id != instance.service_id || req.plan_id != instance.plan_id {
@@ -54,7 +68,7 @@ impl Broker {
                 req.service_id, req.plan_id, instance.service_id, instance.plan_id
             )));
         }
-        let existing = self.records.get::<Binding>(binding_id).await?;
+        let existing = self.core.records.get::<Binding>(binding_id).await?;
         if let Some(Versioned { record, .. }) = &existing
             && record.is_live()
         {
@@ -71,12 +85,12 @@ impl Broker {
         if let Some(predecessor_id) = &req.predecessor_binding_id {
             self.check_predecessor(view.plan.binding_rotatable, predecessor_id, instance_id).await?;
         }
-        let op = self.start_op(OperationKind::Bind, asynchronous);
+        let op = self.broker.operations().start_op(OperationKind::Bind, asynchronous);
         let op_id = op.id.clone();
         let mut operations = OperationLog::default();
         operations.push(op);
         if let Some(tombstone) = &existing {
-            operations = self.inherit(&tombstone.record.operations, operations);
+            operations = self.broker.tombstones().inherit(&tombstone.record.operations, operations);
         }
         let mut binding = Binding {
             id: binding_id.to_owned(),
@@ -93,24 +107,28 @@ impl Broker {
             metadata: BindingMetadata::default(),
             status: BindingStatus::Binding,
             operations,
-            created_at: self.clock().timestamp(),
+            created_at: self.core.clock().timestamp(),
             liveness_token_sha256: None,
             // The tombstone's events not yet in the log come first (`domain::outbox`).
             outbox: existing.as_ref().map(|t| t.record.outbox.clone()).unwrap_or_default(),
         };
-        self.announce(&mut binding, Event::operation(OperationKind::Bind, Step::Started, &op_id));
+        self.broker.operations().announce(&mut binding, Event::operation(OperationKind::Bind, Step::Started, &op_id));
         let written = match existing {
-            Some(tombstone) => self.records.replace_announced(tombstone.version, &tombstone.record, &binding).await,
-            None => self.records.insert(&binding).await.map(|version| Versioned { version, record: binding.clone() }),
+            Some(tombstone) => {
+                self.core.records.replace_announced(tombstone.version, &tombstone.record, &binding).await
+            }
+            None => {
+                self.core.records.insert(&binding).await.map(|version| Versioned { version, record: binding.clone() })
+            }
         };
         let written = match written {
             Ok(written) => {
-                self.events.announced();
+                self.core.events.announced();
                 self.confirm_instance::<work::Bind>(instance_id, binding_id, &op_id).await?;
                 written
             }
             Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => {
-                return match self.records.get::<Binding>(binding_id).await? {
+                return match self.core.records.get::<Binding>(binding_id).await? {
                     Some(winner) if winner.record.is_live() => {
                         bind_existing(&winner.record, instance_id, &req, accepts_incomplete)
                     }
@@ -120,10 +138,16 @@ impl Broker {
                 };
             }
             // The write may have landed all the same (its answer lost).
-            Err(e) => return Err(self.give_up(binding_id, &op_id, e.into(), work::Bind::withdrawn).await),
+            Err(e) => {
+                return Err(self
+                    .broker
+                    .operations()
+                    .give_up(binding_id, &op_id, e.into(), work::Bind::withdrawn)
+                    .await);
+            }
         };
 
-        Ok(match self.carry_out(work::Bind, written, &op_id, asynchronous).await? {
+        Ok(match self.broker.operations().carry_out(work::Bind, written, &op_id, asynchronous).await? {
             None => Answer::Accepted(BindingResponse { operation: Some(op_id), ..Default::default() }),
             Some(done) => Answer::Done(binding_body(&done, false)),
         })
@@ -131,7 +155,7 @@ impl Broker {
 
     /// `DELETE /v2/service_instances/{instance_id}/service_bindings/{binding_id}`.
     pub async fn unbind(
-        self: &Arc<Self>,
+        &self,
         instance_id: &str,
         binding_id: &str,
         query: &DeleteQuery,
@@ -139,7 +163,7 @@ impl Broker {
         let service_id = require_query("service_id", query.service_id.as_deref())?;
         let plan_id = require_query("plan_id", query.plan_id.as_deref())?;
         let accepts_incomplete = query.accepts_incomplete();
-        if let Ok(view) = self.plan_view(service_id, plan_id).await {
+        if let Ok(view) = self.broker.registrar().plan_view(service_id, plan_id).await {
             view.asynchronous(OperationKind::Unbind, accepts_incomplete)?;
         }
         let Some(Versioned { version, record: mut binding }) = self.live_binding(instance_id, binding_id).await? else {
@@ -152,19 +176,23 @@ impl Broker {
             }
             return Err(busy("binding", binding_id, running.kind));
         }
-        let Some(Versioned { record: instance, .. }) = self.live_instance(instance_id).await? else {
+        let Some(Versioned { record: instance, .. }) = self.core.live_instance(instance_id).await? else {
             return Err(OsbError::Gone);
         };
-        let (backend, manifest) = self.instance_backend(&self.registry().await?.record, &instance).await?;
+        let (backend, manifest) = self
+            .broker
+            .registrar()
+            .instance_backend(&self.broker.registrar().registry().await?.record, &instance)
+            .await?;
         let asynchronous = run_asynchronously(backend.execution(&manifest, OperationKind::Unbind), accepts_incomplete)?;
-        let op = self.start_op(OperationKind::Unbind, asynchronous);
+        let op = self.broker.operations().start_op(OperationKind::Unbind, asynchronous);
         let op_id = op.id.clone();
         let before = binding.clone();
         binding.operations.push(op);
-        self.announce(&mut binding, Event::operation(OperationKind::Unbind, Step::Started, &op_id));
-        let written = match self.records.replace_announced(version, &before, &binding).await {
+        self.broker.operations().announce(&mut binding, Event::operation(OperationKind::Unbind, Step::Started, &op_id));
+        let written = match self.core.records.replace_announced(version, &before, &binding).await {
             Ok(written) => {
-                self.events.announced();
+                self.core.events.announced();
                 self.confirm_instance::<work::Unbind>(instance_id, binding_id, &op_id).await?;
                 written
             }
@@ -173,10 +201,16 @@ impl Broker {
                     "binding {binding_id} was changed by another request at the same time; retry"
                 )));
             }
-            Err(e) => return Err(self.give_up(binding_id, &op_id, e.into(), work::Unbind::withdrawn).await),
+            Err(e) => {
+                return Err(self
+                    .broker
+                    .operations()
+                    .give_up(binding_id, &op_id, e.into(), work::Unbind::withdrawn)
+                    .await);
+            }
         };
 
-        Ok(match self.carry_out(work::Unbind, written, &op_id, asynchronous).await? {
+        Ok(match self.broker.operations().carry_out(work::Unbind, written, &op_id, asynchronous).await? {
             None => Answer::Accepted(OperationResponse { operation: Some(op_id) }),
             Some(_) => Answer::Done(OperationResponse::default()),
         })
@@ -202,11 +236,11 @@ impl Broker {
         after: Option<String>,
         limit: usize,
     ) -> OsbResult<(Vec<BindingSummary>, Option<String>)> {
-        if self.live_instance(instance_id).await?.is_none() {
+        if self.core.live_instance(instance_id).await?.is_none() {
             return Err(OsbError::NotFound(format!("instance {instance_id} does not exist")));
         }
         let filters = vec![(index::INSTANCE_ID.to_owned(), instance_id.to_owned())];
-        let (bindings, next_after) = self.page_of::<Binding>(filters, after, limit).await?;
+        let (bindings, next_after) = self.core.page_of::<Binding>(filters, after, limit).await?;
         Ok((bindings.iter().map(BindingSummary::from).collect(), next_after))
     }
 
@@ -218,6 +252,7 @@ impl Broker {
         operation: Option<&str>,
     ) -> OsbResult<LastOperationResponse> {
         let binding = self
+            .core
             .records
             .get::<Binding>(binding_id)
             .await?
@@ -227,7 +262,7 @@ impl Broker {
                 let what = format!("binding {binding_id} of instance {instance_id} does not exist");
                 purge::last_operation_gone(operation, OperationKind::Unbind, what)
             })?;
-        let forgotten_before = self.forgotten_before(&binding.created_at);
+        let forgotten_before = self.broker.tombstones().forgotten_before(&binding.created_at);
         let asked = Asked { id: binding_id, removal: OperationKind::Unbind, forgotten_before };
         if !binding.is_live() {
             // As for instances: Gone, unless the platform asks about that very operation.
@@ -250,45 +285,26 @@ impl Broker {
     /// credentials after the deprovision had revoked the instance's, and an unbind find
     /// its instance gone.
     async fn confirm_instance<W: Work<Record = Binding>>(
-        self: &Arc<Self>,
+        &self,
         instance_id: &str,
         binding_id: &str,
         op_id: &str,
     ) -> OsbResult<()> {
-        let reason = match self.live_instance(instance_id).await {
+        let reason = match self.core.live_instance(instance_id).await {
             Ok(None) => format!("instance {instance_id} was deprovisioned meanwhile"),
             Ok(Some(v)) if v.record.operations.running().is_some_and(|op| op.kind == OperationKind::Deprovision) => {
                 format!("instance {instance_id} is being deprovisioned")
             }
             Ok(Some(_)) => return Ok(()),
-            Err(e) => return Err(self.give_up(binding_id, op_id, e, W::withdrawn).await),
+            Err(e) => return Err(self.broker.operations().give_up(binding_id, op_id, e, W::withdrawn).await),
         };
         let refusal = OsbError::ConcurrencyError(format!("{reason}; binding {binding_id} is unchanged"));
-        Err(self.give_up(binding_id, op_id, refusal, W::withdrawn).await)
-    }
-
-    /// Mints binding `binding`'s liveness reporting token and adds it to `credentials`
-    /// (`esm_liveness_token`, and `esm_liveness_url` where to send reports when
-    /// `ESM_LIVENESS_URL` is set); returns the digest to keep. Credentials that are not
-    /// an object, or an id too long to be a binding id, get none.
-    pub(super) fn hand_out_reporting_token(&self, binding: &Binding, credentials: &mut Value) -> Option<String> {
-        let id = crate::domain::bounded::BindingId::parse(binding.id.as_str()).ok()?;
-        if credentials.is_null() {
-            *credentials = Value::Object(Map::new());
-        }
-        let Value::Object(credentials) = credentials else { return None };
-        let token = crate::domain::reporting_token::ReportingToken::mint(&id);
-        credentials.insert("esm_liveness_token".into(), Value::from(token.expose()));
-        if let Some(base) = &self.settings.liveness.report_url {
-            let id = crate::domain::path::segment(&binding.instance_id);
-            let url = format!("{}/v2/et/service_instances/{id}/liveness", base.trim_end_matches('/'));
-            credentials.insert("esm_liveness_url".into(), Value::from(url));
-        }
-        Some(token.digest())
+        Err(self.broker.operations().give_up(binding_id, op_id, refusal, W::withdrawn).await)
     }
 
     async fn live_binding(&self, instance_id: &str, binding_id: &str) -> OsbResult<Option<Versioned<Binding>>> {
         Ok(self
+            .core
             .records
             .get::<Binding>(binding_id)
             .await?
@@ -318,7 +334,7 @@ impl Broker {
                     "predecessor_binding_id {predecessor_id:?} is not a binding of instance {instance_id}"
                 ))
             })?;
-        if predecessor.metadata.expires_at.as_deref().is_some_and(|at| self.clock().is_past(at)) {
+        if predecessor.metadata.expires_at.as_deref().is_some_and(|at| self.core.clock().is_past(at)) {
             return Err(OsbError::BadRequest(format!("predecessor binding {predecessor_id} has expired")));
         }
         Ok(())

@@ -1,17 +1,17 @@
 //! The ElasTest instance view: instances with live deployment details.
 
+use crate::broker::Instances;
 use crate::domain::liveness::LivenessStatus;
 use std::sync::Arc;
 
 use futures_util::{Stream, StreamExt, TryStreamExt};
 use serde_json::{Map, Value, json};
 
-use super::Broker;
 use crate::domain::instance::{InstanceStatus, ServiceInstance};
 use crate::domain::operation::OperationState;
 use crate::domain::registry::Registry;
 use crate::error::{OsbError, OsbResult};
-use crate::store::{Query, Record, Versioned, index};
+use crate::store::index;
 use crate::wire::{EtInstance, EtState};
 
 /// What an instance listing selects; every field narrows it.
@@ -61,20 +61,20 @@ pub struct InstancePage {
     pub next_after: Option<String>,
 }
 
-impl Broker {
+impl Instances<'_> {
     /// `GET /v2/et/service_instances` without paging: every selected instance, read from
     /// the store a page at a time as the stream is consumed. The first instance is read
     /// before this returns, so an unavailable store is an error, not a cut-off stream.
     pub async fn et_instances(
-        self: &Arc<Self>,
+        &self,
         filter: &InstanceFilter,
     ) -> OsbResult<impl Stream<Item = OsbResult<EtInstance>> + Send + 'static> {
-        let registry = self.registry().await?.record;
-        let this = Arc::clone(self);
-        let views = self.records.scan::<ServiceInstance>(filter.index_filters()).map_err(OsbError::from).and_then(
+        let registry = self.broker.registrar().registry().await?.record;
+        let this = Arc::clone(self.broker);
+        let views = self.core.records.scan::<ServiceInstance>(filter.index_filters()).map_err(OsbError::from).and_then(
             move |found| {
                 let (this, registry) = (Arc::clone(&this), Arc::clone(&registry));
-                async move { this.et_view(&registry, found.record).await }
+                async move { this.instances().et_view(&registry, found.record).await }
             },
         );
         let mut views = Box::pin(views);
@@ -90,7 +90,7 @@ impl Broker {
         after: Option<String>,
         limit: usize,
     ) -> OsbResult<InstancePage> {
-        let registry = self.registry().await?.record;
+        let registry = self.broker.registrar().registry().await?.record;
         let (records, next_after) = self.instance_records_page(filter, after, limit).await?;
         let mut instances = Vec::with_capacity(records.len());
         for record in records {
@@ -107,30 +107,7 @@ impl Broker {
         after: Option<String>,
         limit: usize,
     ) -> OsbResult<(Vec<ServiceInstance>, Option<String>)> {
-        self.page_of(filter.index_filters(), after, limit).await
-    }
-
-    /// At most `limit` records matching the index `filters` after the id `after`, in id
-    /// order, and the id to continue after if there may be more.
-    pub(super) async fn page_of<T: Record>(
-        &self,
-        filters: Vec<(String, String)>,
-        after: Option<String>,
-        limit: usize,
-    ) -> OsbResult<(Vec<T>, Option<String>)> {
-        // One more than asked tells whether there is a next page.
-        let query = Query { filters, after, limit: limit + 1 };
-        let mut found = self.records.page::<T>(&query).await?;
-        let more = found.len() > limit;
-        found.truncate(limit);
-        let next_after = found.last().filter(|_| more).map(|v| v.record.id().to_owned());
-        Ok((found.into_iter().map(|Versioned { record, .. }| record).collect(), next_after))
-    }
-
-    /// How many live instances there are of each `[service id, plan id, state,
-    /// liveness]`, from the census index (no record is read).
-    pub async fn census(&self) -> OsbResult<Vec<([String; 4], u64)>> {
-        Ok(index::count_census(self.records.store().as_ref()).await?)
+        self.core.page_of(filter.index_filters(), after, limit).await
     }
 
     /// `GET /v2/et/service_instances/{instance_id}`.
@@ -140,7 +117,7 @@ impl Broker {
             .await?
             .ok_or_else(|| OsbError::NotFound(format!("instance {instance_id} does not exist")))?
             .record;
-        self.et_view(&self.registry().await?.record, instance).await
+        self.et_view(&self.broker.registrar().registry().await?.record, instance).await
     }
 
     /// The original's instance shape: `context` holds the backend's live details plus
@@ -153,7 +130,7 @@ impl Broker {
         let mut context = Map::new();
         let mut deployment = Vec::new();
         let mut problem = None;
-        let info = match self.instance_backend(registry, &instance).await {
+        let info = match self.broker.registrar().instance_backend(registry, &instance).await {
             Ok((backend, manifest)) => backend.info(&instance.deployed(), &manifest).await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };

@@ -1,10 +1,11 @@
 //! Instance operations: provision, update, deprovision, fetch, last_operation.
 
+use crate::broker::core::Core;
 use std::sync::Arc;
 
-use futures_util::TryStreamExt;
 use serde_json::{Map, Value, json};
 
+use super::operations::answers::{Asked, last_operation_of, resent};
 use super::runner::Work;
 use super::{
     Answer, Broker, PlanView, busy, check_maintenance, purge, require, require_object, require_query,
@@ -15,19 +16,33 @@ use crate::domain::binding::Binding;
 use crate::domain::catalog::SchemaFor;
 use crate::domain::event::{Event, Step};
 use crate::domain::instance::{InstanceMetadata, InstanceStatus, PendingUpdate, ServiceInstance};
-use crate::domain::operation::{Operation, OperationKind, OperationLog, OperationState};
+use crate::domain::operation::{Operation, OperationKind, OperationLog};
 use crate::domain::pool::MEMBER_PREFIX;
 use crate::error::{OsbError, OsbResult};
-use crate::store::{StoreError, Versioned, index};
+use crate::store::{StoreError, Versioned};
 use crate::wire::{
     DeleteQuery, FetchInstanceResponse, LastOperationResponse, OperationResponse, ProvisionRequest, ProvisionResponse,
     UpdateRequest, UpdateResponse,
 };
 
-impl Broker {
+/// Provisions, updates, deprovisions and fetches instances (and, in `extensions.rs`, the
+/// ElasTest instance view).
+#[derive(Clone, Copy)]
+pub struct Instances<'a> {
+    pub(super) broker: &'a Arc<Broker>,
+    pub(super) core: &'a Core,
+}
+
+impl<'a> Instances<'a> {
+    pub(super) fn new(broker: &'a Arc<Broker>, core: &'a Core) -> Self {
+        Self { broker, core }
+    }
+}
+
+impl Instances<'_> {
     /// `PUT /v2/service_instances/{id}`.
     pub async fn provision(
-        self: &Arc<Self>,
+        &self,
         id: &str,
         req: ProvisionRequest,
         accepts_incomplete: bool,
@@ -44,46 +59,52 @@ impl Broker {
         require("space_guid", &req.space_guid)?;
         require_object("parameters", req.parameters.as_ref())?;
         require_object("context", req.context.as_ref())?;
-        let view = self.plan_view(&req.service_id, &req.plan_id).await?;
+        let view = self.broker.registrar().plan_view(&req.service_id, &req.plan_id).await?;
         check_maintenance(&view.plan, req.maintenance_info.as_ref())?;
         view.plan.validate_parameters(SchemaFor::Provision, req.parameters.as_ref()).map_err(OsbError::BadRequest)?;
         // A plan with a warm pool hands out a member within the request when it can,
         // even where the cold path could only run asynchronously.
-        let pool = self.pool_for(&req.plan_id).await?;
+        let pool = self.broker.pools().pool_for(&req.plan_id).await?;
         let asynchronous = match (view.asynchronous(OperationKind::Provision, accepts_incomplete), &pool) {
             (Ok(asynchronous), _) => asynchronous,
             (Err(_), Some(_)) => false,
             (Err(e), None) => return Err(e),
         };
 
-        let existing = self.records.get::<ServiceInstance>(id).await?;
+        let existing = self.core.records.get::<ServiceInstance>(id).await?;
         if let Some(Versioned { record, .. }) = &existing
             && record.is_live()
         {
             return provision_existing(record, &req, accepts_incomplete);
         }
-        let op = self.start_op(OperationKind::Provision, asynchronous);
+        let op = self.broker.operations().start_op(OperationKind::Provision, asynchronous);
         let op_id = op.id.clone();
         let mut instance = new_instance(id, &req, &view, op);
         if let Some(tombstone) = &existing {
-            instance.operations = self.inherit(&tombstone.record.operations, instance.operations);
+            instance.operations = self.broker.tombstones().inherit(&tombstone.record.operations, instance.operations);
             // The tombstone's events not yet in the log come first (`domain::outbox`).
             instance.outbox = tombstone.record.outbox.clone();
         }
-        self.announce(&mut instance, Event::operation(OperationKind::Provision, Step::Started, &op_id));
+        self.broker
+            .operations()
+            .announce(&mut instance, Event::operation(OperationKind::Provision, Step::Started, &op_id));
         // One atomic write decides who creates the instance: a racing request with the
         // same id loses here and is answered from what the winner stored.
         let written = match &existing {
-            Some(tombstone) => self.records.replace_announced(tombstone.version, &tombstone.record, &instance).await,
-            None => self.records.insert(&instance).await.map(|version| Versioned { version, record: instance.clone() }),
+            Some(tombstone) => {
+                self.core.records.replace_announced(tombstone.version, &tombstone.record, &instance).await
+            }
+            None => {
+                self.core.records.insert(&instance).await.map(|version| Versioned { version, record: instance.clone() })
+            }
         };
         let written = match written {
             Ok(written) => {
-                self.events.announced();
+                self.core.events.announced();
                 written
             }
             Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => {
-                return match self.records.get::<ServiceInstance>(id).await? {
+                return match self.core.records.get::<ServiceInstance>(id).await? {
                     Some(winner) if winner.record.is_live() => {
                         provision_existing(&winner.record, &req, accepts_incomplete)
                     }
@@ -93,17 +114,20 @@ impl Broker {
                 };
             }
             // The write may have landed all the same (its answer lost).
-            Err(e) => return Err(self.give_up(id, &op_id, e.into(), work::Provision::withdrawn).await),
+            Err(e) => {
+                return Err(self.broker.operations().give_up(id, &op_id, e.into(), work::Provision::withdrawn).await);
+            }
         };
         // Now that the instance is written, its plan must still be there with the
         // manifest read above (the retirement protocol, broker/registry/).
-        if let Err(e) = self.confirm_plan(&view.service.id, &view.plan.id, &view.entry.content).await {
-            return Err(self.give_up(id, &op_id, e, work::Provision::withdrawn).await);
+        if let Err(e) = self.broker.registrar().confirm_plan(&view.service.id, &view.plan.id, &view.entry.content).await
+        {
+            return Err(self.broker.operations().give_up(id, &op_id, e, work::Provision::withdrawn).await);
         }
         // Recorded first, then claimed: a crash in between leaves the provision running,
         // and its resumption adopts the member (or deploys cold).
         let claimed = match &pool {
-            Some(pool) => self.claim_member(pool, &view.entry.digest, id, req.parameters.as_ref()).await,
+            Some(pool) => self.broker.pools().claim_member(pool, &view.entry.digest, id, req.parameters.as_ref()).await,
             None => Ok(false),
         };
         let handed_out = matches!(claimed, Ok(true));
@@ -113,13 +137,13 @@ impl Broker {
             Err(e) => Some(e),
         };
         if let Some(e) = refused {
-            return Err(self.give_up(id, &op_id, e, work::Provision::withdrawn).await);
+            return Err(self.broker.operations().give_up(id, &op_id, e, work::Provision::withdrawn).await);
         }
         // A member is handed out within the request: 201 at once.
         let asynchronous = asynchronous && !handed_out;
 
         let provision = work::Provision { may_adopt: handed_out };
-        Ok(match self.carry_out(provision, written, &op_id, asynchronous).await? {
+        Ok(match self.broker.operations().carry_out(provision, written, &op_id, asynchronous).await? {
             None => Answer::Accepted(ProvisionResponse {
                 operation: Some(op_id),
                 dashboard_url: instance.dashboard_url,
@@ -135,7 +159,7 @@ impl Broker {
 
     /// `PATCH /v2/service_instances/{id}`.
     pub async fn update(
-        self: &Arc<Self>,
+        &self,
         id: &str,
         req: UpdateRequest,
         accepts_incomplete: bool,
@@ -157,7 +181,7 @@ impl Broker {
             )));
         }
         let target_plan_id = req.plan_id.clone().map_or_else(|| instance.plan_id.clone(), Into::into);
-        let view = self.plan_view(&instance.service_id, &target_plan_id).await?;
+        let view = self.broker.registrar().plan_view(&instance.service_id, &target_plan_id).await?;
         let plan_changes = target_plan_id != instance.plan_id;
         if plan_changes {
             let service = &view.service;
@@ -201,16 +225,19 @@ impl Broker {
             // OSB 2.15: an update with no effect may answer 200 right away.
             return Ok(Answer::Done(UpdateResponse::default()));
         }
-        let mut op = self.start_op(OperationKind::Update, asynchronous);
+        let mut op = self.broker.operations().start_op(OperationKind::Update, asynchronous);
         op.update = Some(pending);
         let op_id = op.id.clone();
         instance.operations.push(op);
         let written = self.start_or_give_up(version, &instance).await?;
-        if plan_changes && let Err(e) = self.confirm_plan(&view.service.id, &view.plan.id, &view.entry.content).await {
-            return Err(self.give_up(id, &op_id, e, work::Update::withdrawn).await);
+        if plan_changes
+            && let Err(e) =
+                self.broker.registrar().confirm_plan(&view.service.id, &view.plan.id, &view.entry.content).await
+        {
+            return Err(self.broker.operations().give_up(id, &op_id, e, work::Update::withdrawn).await);
         }
 
-        Ok(match self.carry_out(work::Update, written, &op_id, asynchronous).await? {
+        Ok(match self.broker.operations().carry_out(work::Update, written, &op_id, asynchronous).await? {
             None => Answer::Accepted(UpdateResponse { operation: Some(op_id), ..Default::default() }),
             Some(done) => Answer::Done(UpdateResponse {
                 dashboard_url: done.dashboard_url,
@@ -221,14 +248,14 @@ impl Broker {
     }
 
     /// `DELETE /v2/service_instances/{id}`.
-    pub async fn deprovision(self: &Arc<Self>, id: &str, query: &DeleteQuery) -> OsbResult<Answer<OperationResponse>> {
+    pub async fn deprovision(&self, id: &str, query: &DeleteQuery) -> OsbResult<Answer<OperationResponse>> {
         let service_id = require_query("service_id", query.service_id.as_deref())?;
         let plan_id = require_query("plan_id", query.plan_id.as_deref())?;
         let accepts_incomplete = query.accepts_incomplete();
         // What the request alone decides comes first: a plan that can only be
         // deprovisioned asynchronously refuses a platform that does not accept that.
         // (An instance whose plan has left the catalog is still deprovisioned.)
-        if let Ok(view) = self.plan_view(service_id, plan_id).await {
+        if let Ok(view) = self.broker.registrar().plan_view(service_id, plan_id).await {
             view.asynchronous(OperationKind::Deprovision, accepts_incomplete)?;
         }
         let Some(Versioned { version, record: mut instance }) = self.live_instance(id).await? else {
@@ -247,11 +274,15 @@ impl Broker {
                 binding.id
             )));
         }
-        let (backend, manifest) = self.teardown_backend(&self.registry().await?.record, &instance).await?;
+        let (backend, manifest) = self
+            .broker
+            .registrar()
+            .teardown_backend(&self.broker.registrar().registry().await?.record, &instance)
+            .await?;
         let execution =
             manifest.as_ref().map_or(Execution::Either, |m| backend.execution(m, OperationKind::Deprovision));
         let asynchronous = run_asynchronously(execution, accepts_incomplete)?;
-        let op = self.start_op(OperationKind::Deprovision, asynchronous);
+        let op = self.broker.operations().start_op(OperationKind::Deprovision, asynchronous);
         let op_id = op.id.clone();
         instance.operations.push(op);
         let written = self.start_or_give_up(version, &instance).await?;
@@ -260,15 +291,15 @@ impl Broker {
         // wins and the deprovision is refused.
         let busy = match self.bindings_of(id).await {
             Ok(bindings) => bindings.into_iter().find(|b| b.operations.running().is_some()),
-            Err(e) => return Err(self.give_up(id, &op_id, e, work::Deprovision::withdrawn).await),
+            Err(e) => return Err(self.broker.operations().give_up(id, &op_id, e, work::Deprovision::withdrawn).await),
         };
         if let Some(binding) = busy {
             let reason = format!("binding {} of instance {id} is busy; retry when it has finished", binding.id);
             let refusal = OsbError::ConcurrencyError(reason);
-            return Err(self.give_up(id, &op_id, refusal, work::Deprovision::withdrawn).await);
+            return Err(self.broker.operations().give_up(id, &op_id, refusal, work::Deprovision::withdrawn).await);
         }
 
-        Ok(match self.carry_out(work::Deprovision, written, &op_id, asynchronous).await? {
+        Ok(match self.broker.operations().carry_out(work::Deprovision, written, &op_id, asynchronous).await? {
             None => Answer::Accepted(OperationResponse { operation: Some(op_id) }),
             Some(_) => Answer::Done(OperationResponse::default()),
         })
@@ -299,7 +330,7 @@ impl Broker {
 
     /// `GET /v2/service_instances/{id}/last_operation`.
     pub async fn instance_last_operation(&self, id: &str, operation: Option<&str>) -> OsbResult<LastOperationResponse> {
-        let found = self.records.get::<ServiceInstance>(id).await?.filter(|v| v.record.pool.is_none());
+        let found = self.core.records.get::<ServiceInstance>(id).await?.filter(|v| v.record.pool.is_none());
         let Some(Versioned { record: instance, .. }) = found else {
             let what = format!("instance {id} does not exist");
             return Err(purge::last_operation_gone(operation, OperationKind::Deprovision, what));
@@ -307,7 +338,7 @@ impl Broker {
         let asked = Asked {
             id,
             removal: OperationKind::Deprovision,
-            forgotten_before: self.forgotten_before(&instance.created_at),
+            forgotten_before: self.broker.tombstones().forgotten_before(&instance.created_at),
         };
         if !instance.is_live() {
             // OSB: once an asynchronous deprovision is done, the instance is Gone — but a
@@ -324,26 +355,24 @@ impl Broker {
 
     /// A live (not deprovisioned) instance.
     pub async fn live_instance(&self, id: &str) -> OsbResult<Option<Versioned<ServiceInstance>>> {
-        Ok(self.records.get::<ServiceInstance>(id).await?.filter(|v| v.record.is_platform_instance()))
+        self.core.live_instance(id).await
     }
 
     /// An instance a platform asked for, live or deprovisioned (its tombstone, kept for
     /// the retention); never a pool member.
     pub async fn instance_or_tombstone(&self, id: &str) -> OsbResult<Option<ServiceInstance>> {
-        Ok(self.records.get::<ServiceInstance>(id).await?.map(|v| v.record).filter(|i| i.pool.is_none()))
+        self.core.instance_or_tombstone(id).await
     }
 
     /// The live bindings of an instance, from the index by instance.
     pub async fn bindings_of(&self, instance_id: &str) -> OsbResult<Vec<Binding>> {
-        let filter = vec![(index::INSTANCE_ID.to_owned(), instance_id.to_owned())];
-        let found: Vec<Versioned<Binding>> = self.records.scan(filter).try_collect().await?;
-        Ok(found.into_iter().map(|v| v.record).collect())
+        self.core.bindings_of(instance_id).await
     }
 
-    /// [`Broker::start_operation`], giving the operation up (`operations/withdraw.rs`) when its
+    /// [`Instances::start_operation`], giving the operation up (`operations/withdraw.rs`) when its
     /// write failed in a way that may have landed all the same.
     async fn start_or_give_up(
-        self: &Arc<Self>,
+        &self,
         version: u64,
         instance: &ServiceInstance,
     ) -> OsbResult<Versioned<ServiceInstance>> {
@@ -352,7 +381,7 @@ impl Broker {
             Err(lost @ OsbError::ConcurrencyError(_)) => Err(lost),
             Err(e) => {
                 let op_id = instance.operations.last().map(|op| op.id.clone()).unwrap_or_default();
-                Err(self.give_up(&instance.id, &op_id, e, |_: &mut ServiceInstance| {}).await)
+                Err(self.broker.operations().give_up(&instance.id, &op_id, e, |_: &mut ServiceInstance| {}).await)
             }
         }
     }
@@ -372,11 +401,11 @@ impl Broker {
         let op = instance.operations.last().cloned().ok_or_else(lost)?;
         let started = Event::operation(op.kind, Step::Started, &op.id);
         let mut attempt = (version, instance.clone());
-        self.announce(&mut attempt.1, started.clone());
+        self.broker.operations().announce(&mut attempt.1, started.clone());
         for _ in 0..CAS_RETRIES {
-            match self.records.replace(attempt.0, &attempt.1).await {
+            match self.core.records.replace(attempt.0, &attempt.1).await {
                 Ok(version) => {
-                    self.events.announced();
+                    self.core.events.announced();
                     return Ok((version, attempt.1));
                 }
                 Err(StoreError::Conflict(_)) => {}
@@ -384,7 +413,7 @@ impl Broker {
                 Err(e) => return Err(e.into()),
             }
             let Some(Versioned { version, record: mut current }) =
-                self.records.get::<ServiceInstance>(&instance.id).await?
+                self.core.records.get::<ServiceInstance>(&instance.id).await?
             else {
                 return Err(lost());
             };
@@ -395,7 +424,7 @@ impl Broker {
                 return Err(lost());
             }
             (current.liveness, current.outbox) = (liveness, outbox);
-            self.announce(&mut current, started.clone());
+            self.broker.operations().announce(&mut current, started.clone());
             attempt = (version, current);
         }
         Err(lost())
@@ -444,21 +473,6 @@ fn provision_existing(
     }
 }
 
-/// The answer to a request re-sent while its operation runs: OSB wants 202 with the
-/// operation's id, but 202 only ever goes to a platform that accepts it; one that does
-/// not is told the instance is busy (it may poll or retry).
-pub(super) fn resent(id: &str, running: &Operation, accepts_incomplete: bool) -> OsbResult<Option<String>> {
-    if accepts_incomplete {
-        Ok(Some(running.id.clone()))
-    } else {
-        Err(OsbError::ConcurrencyError(format!(
-            "{id} is busy with this very {} (operation {}); poll last_operation, or resend with accepts_incomplete=true",
-            running.kind.as_str(),
-            running.id
-        )))
-    }
-}
-
 /// A new instance record for a provision, with its first operation.
 pub(super) fn new_instance(id: &str, req: &ProvisionRequest, view: &PlanView, op: Operation) -> ServiceInstance {
     // The instance is created when its provision starts.
@@ -494,77 +508,4 @@ pub(super) fn new_instance(id: &str, req: &ProvisionRequest, view: &PlanView, op
     // Known before anything runs, so an asynchronous 202 carries it too (OSB).
     instance.dashboard_url = view.backend.dashboard_url(&instance, &view.manifest);
     instance
-}
-
-/// The instance as it will be once `pending` is applied.
-pub(super) fn apply_update(mut instance: ServiceInstance, pending: &PendingUpdate) -> ServiceInstance {
-    if let Some(plan_id) = &pending.plan_id {
-        instance.plan_id = plan_id.clone();
-    }
-    if let Some(parameters) = &pending.parameters {
-        instance.parameters = Some(parameters.clone());
-    }
-    if let Some(context) = &pending.context {
-        instance.context = Some(context.clone());
-    }
-    if let Some(info) = &pending.maintenance_info {
-        instance.maintenance_info = Some(info.clone());
-    }
-    instance
-}
-
-/// Whether an operation has succeeded.
-pub(super) fn succeeded(operations: &OperationLog, op_id: &str) -> bool {
-    operations.find(op_id).is_some_and(|op| op.state == OperationState::Succeeded)
-}
-
-/// The error to answer a synchronous operation that failed with.
-pub(super) fn failure_of(operations: &OperationLog, op_id: &str) -> OsbError {
-    match operations.find(op_id) {
-        Some(op) => OsbError::OperationFailed {
-            description: op.description.clone().unwrap_or_else(|| "the operation failed".into()),
-            instance_usable: op.instance_usable,
-            update_repeatable: op.update_repeatable,
-        },
-        None => OsbError::Internal(format!("operation {op_id} was lost")),
-    }
-}
-
-/// What a `last_operation` poll is about.
-pub(super) struct Asked<'a> {
-    /// The instance or binding id.
-    pub(super) id: &'a str,
-    /// The operation that removes such a record (deprovision, unbind).
-    pub(super) removal: OperationKind,
-    /// Operations that ended before this (RFC 3339) are forgotten: see
-    /// `Broker::forgotten_before`.
-    pub(super) forgotten_before: String,
-}
-
-/// The state of the operation the platform polls (the newest one unless it names one).
-/// A removal this record no longer remembers (purged with an earlier incarnation's
-/// history, or pushed out of the log) answers `410 Gone`, as after the purge of its
-/// tombstone (`purge::last_operation_gone`).
-pub(super) fn last_operation_of(
-    operations: &OperationLog,
-    operation: Option<&str>,
-    asked: &Asked<'_>,
-) -> OsbResult<LastOperationResponse> {
-    let id = asked.id;
-    let op =
-        match operation {
-            Some(op_id) => operations.find_remembered(op_id, &asked.forgotten_before).ok_or_else(|| {
-                match purge::last_operation_gone(operation, asked.removal, String::new()) {
-                    OsbError::Gone => OsbError::Gone,
-                    _ => OsbError::BadRequest(format!("{id} has no operation {op_id:?}")),
-                }
-            })?,
-            None => operations.last().ok_or_else(|| OsbError::NotFound(format!("{id} has no operations")))?,
-        };
-    Ok(LastOperationResponse {
-        state: op.state,
-        description: op.description.clone(),
-        instance_usable: op.instance_usable,
-        update_repeatable: op.update_repeatable,
-    })
 }

@@ -4,10 +4,12 @@
 //! listing per backend and one pass over the records, never a call per instance.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use futures_util::TryStreamExt;
 
 use super::Broker;
+use super::core::Core;
 use crate::backend::Backend;
 use crate::domain::event::{Event, EventKind};
 use crate::domain::instance::ServiceInstance;
@@ -67,10 +69,30 @@ pub struct ResourcePage {
     pub next_after: Option<String>,
 }
 
-impl Broker {
+/// What is deployed: the inventory records, host ports (`ports.rs`), reconciliation
+/// (`reconcile.rs`) and the census.
+#[derive(Clone, Copy)]
+pub struct Inventory<'a> {
+    pub(super) broker: &'a Arc<Broker>,
+    pub(super) core: &'a Core,
+}
+
+impl<'a> Inventory<'a> {
+    pub(super) fn new(broker: &'a Arc<Broker>, core: &'a Core) -> Self {
+        Self { broker, core }
+    }
+}
+
+impl Inventory<'_> {
+    /// How many live instances there are of each `[service id, plan id, state,
+    /// liveness]`, from the census index (no record is read).
+    pub async fn census(&self) -> OsbResult<Vec<([String; 4], u64)>> {
+        Ok(index::count_census(self.core.records.store().as_ref()).await?)
+    }
+
     /// The records of what the deployment made as `owner` holds.
     pub(super) async fn resources_of(&self, owner: &str) -> Result<Vec<Versioned<Resource>>, StoreError> {
-        self.records.page(&Query::new([(index::OWNER, owner)], OWNED_PAGE)).await
+        self.core.records.page(&Query::new([(index::OWNER, owner)], OWNED_PAGE)).await
     }
 
     /// Records what `backend` holds for `instance`'s deployment, just made or remade:
@@ -90,7 +112,7 @@ impl Broker {
         let recorded = self.resources_of(owner).await.map_err(|e| e.to_string())?;
         let mut recorded: BTreeMap<String, Versioned<Resource>> =
             recorded.into_iter().map(|v| (v.record.id.clone(), v)).collect();
-        let now = self.clock().timestamp();
+        let now = self.core.clock().timestamp();
         for holding in &held {
             let found = recorded.remove(&holding.id(backend.name()));
             self.record_in_use(holding, backend.name(), found, &now).await.map_err(|e| e.to_string())?;
@@ -118,7 +140,7 @@ impl Broker {
         let id = holding.id(backend);
         for _ in 0..WRITE_ATTEMPTS {
             let written = match found {
-                None => self.records.insert(&Resource::of(holding, backend, ResourceState::InUse, now)).await,
+                None => self.core.records.insert(&Resource::of(holding, backend, ResourceState::InUse, now)).await,
                 Some(Versioned { version, mut record }) => {
                     if record.owner != holding.owner {
                         return Ok(());
@@ -129,11 +151,11 @@ impl Broker {
                         return Ok(());
                     }
                     record.port = holding.port.clone().or(record.port);
-                    self.records.replace(version, &record).await
+                    self.core.records.replace(version, &record).await
                 }
             };
             match written {
-                Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => found = self.records.get(&id).await?,
+                Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => found = self.core.records.get(&id).await?,
                 other => return other.map(drop),
             }
         }
@@ -144,7 +166,7 @@ impl Broker {
     /// Marks every resource of `owner` releasing: its deployment is being removed. Like
     /// all recording, it never fails the operation.
     pub(super) async fn mark_releasing(&self, owner: &str) {
-        let now = self.clock().timestamp();
+        let now = self.core.clock().timestamp();
         let marked: Result<(), StoreError> = async {
             for Versioned { version, mut record } in self.resources_of(owner).await? {
                 if record.set_state(ResourceState::Releasing, &now) {
@@ -163,13 +185,13 @@ impl Broker {
     /// back to the range.
     pub(super) async fn release_resources(&self, owner: &str) -> OsbResult<()> {
         for Versioned { record, .. } in self.resources_of(owner).await? {
-            self.records.delete::<Resource>(&record.id, None).await?;
+            self.core.records.delete::<Resource>(&record.id, None).await?;
         }
         Ok(())
     }
 
     async fn forget(&self, id: &str, version: u64) -> Result<(), StoreError> {
-        match self.records.delete::<Resource>(id, Some(version)).await {
+        match self.core.records.delete::<Resource>(id, Some(version)).await {
             Ok(_) | Err(StoreError::Conflict(_)) => Ok(()),
             Err(e) => Err(e),
         }
@@ -179,7 +201,7 @@ impl Broker {
     /// not know) as orphaned, before reconciliation removes them, and says so once (a
     /// removal that keeps failing is not announced every round).
     pub(super) async fn record_orphaned(&self, backend: &str, held: &[Holding], orphan: &str) -> OsbResult<()> {
-        let now = self.clock().timestamp();
+        let now = self.core.clock().timestamp();
         let known: BTreeSet<String> = self
             .resources_of(orphan)
             .await?
@@ -189,7 +211,7 @@ impl Broker {
             .collect();
         let mut names = Vec::new();
         for holding in held.iter().filter(|h| h.owner == orphan && !h.kept && !known.contains(&h.id(backend))) {
-            self.records.upsert(&Resource::of(holding, backend, ResourceState::Orphaned, &now)).await?;
+            self.core.records.upsert(&Resource::of(holding, backend, ResourceState::Orphaned, &now)).await?;
             names.push(format!("{} {}", holding.kind, holding.name));
         }
         if names.is_empty() {
@@ -198,7 +220,7 @@ impl Broker {
         let mut event = Event::new(EventKind::ResourceOrphaned)
             .because(format!("{backend} holds {} for an instance esm does not know", names.join(", ")));
         event.instance_id = Some(orphan.to_owned());
-        self.events.emit(event);
+        self.core.events.emit(event);
         Ok(())
     }
 
@@ -206,7 +228,7 @@ impl Broker {
     /// from the index alone.
     pub(super) async fn recorded_fingerprints(&self, backend: &str) -> Result<Fingerprints, StoreError> {
         let mut recorded = Fingerprints::default();
-        let mut ids = std::pin::pin!(self.records.scan_ids::<Resource>(by_backend(backend)));
+        let mut ids = std::pin::pin!(self.core.records.scan_ids::<Resource>(by_backend(backend)));
         while let Some(id) = ids.try_next().await? {
             recorded.add(&id, "");
         }
@@ -217,13 +239,15 @@ impl Broker {
     /// Records what `backend` holds for live deployments but the inventory did not
     /// have (one page of the listing).
     pub(super) async fn record_unrecorded(&self, backend: &str, unrecorded: Vec<Holding>) -> OsbResult<()> {
-        let now = self.clock().timestamp();
+        let now = self.core.clock().timestamp();
         let mut by_owner: BTreeMap<String, Vec<Holding>> = BTreeMap::new();
         for holding in unrecorded {
             by_owner.entry(holding.owner.clone()).or_default().push(holding);
         }
         for (owner, holdings) in by_owner {
-            let Some(Versioned { record: instance, .. }) = self.deployed_as(&owner).await? else { continue };
+            let Some(Versioned { record: instance, .. }) = self.core.deployed_as(&owner).await? else {
+                continue;
+            };
             let running_provision = instance.operations.running().is_some_and(|op| op.kind == OperationKind::Provision);
             let state = if running_provision { ResourceState::Creating } else { ResourceState::InUse };
             for holding in holdings {
@@ -247,11 +271,11 @@ impl Broker {
         listed_at: &str,
     ) -> OsbResult<()> {
         let name = backend.name();
-        let now = self.clock().timestamp();
+        let now = self.core.clock().timestamp();
         for state in [ResourceState::Gone, ResourceState::Orphaned] {
             let mut filter = vec![(index::STATE.to_owned(), state.as_str().to_owned())];
             filter.extend(by_backend(name));
-            let mut records = std::pin::pin!(self.records.scan::<Resource>(filter));
+            let mut records = std::pin::pin!(self.core.records.scan::<Resource>(filter));
             while let Some(Versioned { version, mut record }) = records.try_next().await? {
                 // Back (a container restarted under its name).
                 if listed.has(&record.id, &record.owner) {
@@ -261,12 +285,12 @@ impl Broker {
             }
         }
         let mut missing: BTreeMap<String, Vec<Versioned<Resource>>> = BTreeMap::new();
-        let mut ids = std::pin::pin!(self.records.scan_ids::<Resource>(by_backend(name)));
+        let mut ids = std::pin::pin!(self.core.records.scan_ids::<Resource>(by_backend(name)));
         while let Some(id) = ids.try_next().await? {
             if listed.has_id(&id) {
                 continue;
             }
-            let Some(found) = self.records.get::<Resource>(&id).await? else { continue };
+            let Some(found) = self.core.records.get::<Resource>(&id).await? else { continue };
             if found.record.updated_at.as_str() < listed_at && found.record.state != ResourceState::Releasing {
                 missing.entry(found.record.owner.clone()).or_default().push(found);
                 // Settled a batch at a time: after a restart the dummy lists nothing,
@@ -300,7 +324,7 @@ impl Broker {
         if records.is_empty() {
             return Ok(());
         }
-        let Some(Versioned { record: instance, .. }) = self.deployed_as(owner).await? else {
+        let Some(Versioned { record: instance, .. }) = self.core.deployed_as(owner).await? else {
             // No deployment holds them (a removal cut short): nothing to keep.
             for Versioned { version, record } in records {
                 self.forget(&record.id, version).await?;
@@ -322,7 +346,7 @@ impl Broker {
             // A member's own, or one an instance was handed; else just the instance's.
             event.member_id = (instance.pool.is_some() || instance.id != owner).then(|| owner.to_owned());
             event.instance_id = instance.pool.is_none().then(|| instance.id.clone());
-            self.events.emit(event.because(reason));
+            self.core.events.emit(event.because(reason));
         }
         Ok(())
     }
@@ -330,7 +354,7 @@ impl Broker {
     /// Writes `record` over `version`; another writer getting there first (a
     /// reconciliation, an operation) is no error: the next round settles it.
     async fn replace_quietly(&self, version: u64, record: &Resource) -> Result<(), StoreError> {
-        match self.records.replace(version, record).await {
+        match self.core.records.replace(version, record).await {
             Ok(_) | Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => Ok(()),
             Err(e) => Err(e),
         }
@@ -339,7 +363,7 @@ impl Broker {
     /// Records `record` unless its id is recorded already (by another writer, or a port
     /// another deployment holds): the next round settles it.
     async fn insert_quietly(&self, record: &Resource) -> Result<(), StoreError> {
-        match self.records.insert(record).await {
+        match self.core.records.insert(record).await {
             Ok(_) | Err(StoreError::Conflict(_)) => Ok(()),
             Err(e) => Err(e),
         }
@@ -352,7 +376,7 @@ impl Broker {
         after: Option<String>,
         limit: usize,
     ) -> OsbResult<ResourcePage> {
-        let (resources, next_after) = self.page_of(filter.index_filters(), after, limit).await?;
+        let (resources, next_after) = self.core.page_of(filter.index_filters(), after, limit).await?;
         Ok(ResourcePage { resources, next_after })
     }
 
@@ -360,6 +384,7 @@ impl Broker {
     /// the pool member it was handed, if it was).
     pub async fn instance_resources(&self, instance_id: &str) -> OsbResult<Vec<Resource>> {
         let instance = self
+            .core
             .live_instance(instance_id)
             .await?
             .ok_or_else(|| OsbError::NotFound(format!("instance {instance_id} does not exist")))?
@@ -442,9 +467,13 @@ mod tests {
     async fn a_record_reconciliation_made_after_the_deploy_path_read_ends_in_use() {
         let broker = broker();
         let container = Holding::new("container", "c1", "i1");
-        broker.records.insert(&Resource::of(&container, "docker", ResourceState::Creating, NOW)).await.expect("insert");
-        broker.record_in_use(&container, "docker", None, NOW).await.expect("records");
-        let record = broker.records.get::<Resource>(&container.id("docker")).await.expect("get").expect("recorded");
+        broker
+            .records()
+            .insert(&Resource::of(&container, "docker", ResourceState::Creating, NOW))
+            .await
+            .expect("insert");
+        broker.inventory().record_in_use(&container, "docker", None, NOW).await.expect("records");
+        let record = broker.records().get::<Resource>(&container.id("docker")).await.expect("get").expect("recorded");
         assert_eq!(record.record.state, ResourceState::InUse);
     }
 
@@ -454,13 +483,17 @@ mod tests {
         let broker = broker();
         let container = Holding::new("container", "c1", "i1");
         let id = container.id("docker");
-        broker.records.insert(&Resource::of(&container, "docker", ResourceState::Creating, NOW)).await.expect("insert");
-        let stale = broker.records.get::<Resource>(&id).await.expect("get").expect("recorded");
+        broker
+            .records()
+            .insert(&Resource::of(&container, "docker", ResourceState::Creating, NOW))
+            .await
+            .expect("insert");
+        let stale = broker.records().get::<Resource>(&id).await.expect("get").expect("recorded");
         let mut gone = stale.record.clone();
         gone.set_state(ResourceState::Gone, NOW);
-        broker.records.replace(stale.version, &gone).await.expect("replace");
-        broker.record_in_use(&container, "docker", Some(stale), NOW).await.expect("records");
-        let record = broker.records.get::<Resource>(&id).await.expect("get").expect("recorded");
+        broker.records().replace(stale.version, &gone).await.expect("replace");
+        broker.inventory().record_in_use(&container, "docker", Some(stale), NOW).await.expect("records");
+        let record = broker.records().get::<Resource>(&id).await.expect("get").expect("recorded");
         assert_eq!(record.record.state, ResourceState::InUse);
     }
 
@@ -470,9 +503,9 @@ mod tests {
         let broker = broker();
         let theirs = Holding::port(None, 30000, "tcp", "other");
         let ours = Holding::port(None, 30000, "tcp", "i1");
-        broker.records.insert(&Resource::of(&theirs, "docker", ResourceState::InUse, NOW)).await.expect("insert");
-        broker.record_in_use(&ours, "docker", None, NOW).await.expect("records");
-        let record = broker.records.get::<Resource>(&ours.id("docker")).await.expect("get").expect("recorded");
+        broker.records().insert(&Resource::of(&theirs, "docker", ResourceState::InUse, NOW)).await.expect("insert");
+        broker.inventory().record_in_use(&ours, "docker", None, NOW).await.expect("records");
+        let record = broker.records().get::<Resource>(&ours.id("docker")).await.expect("get").expect("recorded");
         assert_eq!(record.record.owner, "other");
     }
 }

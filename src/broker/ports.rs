@@ -4,9 +4,9 @@
 //! the port's inventory record, whose id is the port, so the store's insert decides
 //! who gets a port.
 
+use crate::broker::Inventory;
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::Broker;
 use crate::backend::{Backend, BackendError};
 use crate::domain::instance::ServiceInstance;
 use crate::domain::manifest::Manifest;
@@ -15,7 +15,7 @@ use crate::domain::resource::{Holding, PORT, Resource, ResourceState};
 use crate::store::index::{self, Query};
 use crate::store::{Collection, StoreError};
 
-impl Broker {
+impl Inventory<'_> {
     /// The host ports for `instance`'s deployment from `manifest` on `backend`: those it
     /// recorded and holds are kept, the others leased from the range, and leases it no
     /// longer needs released. Without a range, none (the engine picks), and the backend
@@ -27,7 +27,7 @@ impl Broker {
         manifest: &Manifest,
         instance: &ServiceInstance,
     ) -> Result<BTreeMap<String, u16>, BackendError> {
-        let Some((low, high)) = self.settings.host_ports else {
+        let Some((low, high)) = self.core.settings.host_ports else {
             return Ok(BTreeMap::new());
         };
         let wants = backend.host_ports(manifest).await?;
@@ -98,7 +98,7 @@ impl Broker {
         let keep: BTreeSet<String> =
             wants.iter().filter_map(|w| leased.get(&w.key()).map(|p| Resource::port_id(&w.protocol, *p))).collect();
         for id in held.difference(&keep) {
-            self.records.delete::<Resource>(id, None).await.map_err(store)?;
+            self.core.records.delete::<Resource>(id, None).await.map_err(store)?;
         }
         Ok(leased)
     }
@@ -111,7 +111,7 @@ impl Broker {
         // Ids sort as ports do; the one before the range's first is its prefix cut.
         let before = first[..first.len() - 1].to_owned();
         let query = Query::new([(index::TYPE, PORT)], usize::from(high - low) + 1).after(Some(before));
-        let ids = self.store().page_ids(Collection::Resources, &query).await?;
+        let ids = self.core.store().page_ids(Collection::Resources, &query).await?;
         Ok(ids.into_iter().filter(|id| id.as_str() >= first.as_str() && id.as_str() <= last.as_str()).collect())
     }
 
@@ -124,10 +124,10 @@ impl Broker {
         protocol: &str,
         port: u16,
     ) -> Result<bool, StoreError> {
-        let now = self.clock().timestamp();
+        let now = self.core.clock().timestamp();
         let lease =
             Resource::of(&Holding::port(None, port, protocol, holder), backend.name(), ResourceState::Creating, &now);
-        match self.records.insert(&lease).await {
+        match self.core.records.insert(&lease).await {
             Ok(_) => Ok(true),
             Err(StoreError::Conflict(_)) => Ok(false),
             Err(e) => Err(e),

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Broker;
+use super::core::Core;
 use crate::domain::binding::Binding;
 use crate::domain::instance::ServiceInstance;
 use crate::domain::liveness::ReportRecord;
@@ -27,10 +28,24 @@ const BATCH: usize = 256;
 /// The longest wait between two purges.
 const MAX_PERIOD: Duration = Duration::from_secs(3600);
 
-impl Broker {
+/// Deprovisioned instances and deleted bindings: inherited by a new record of the same
+/// id, and purged after the retention.
+#[derive(Clone, Copy)]
+pub struct Tombstones<'a> {
+    pub(super) broker: &'a Arc<Broker>,
+    pub(super) core: &'a Core,
+}
+
+impl<'a> Tombstones<'a> {
+    pub(super) fn new(broker: &'a Arc<Broker>, core: &'a Core) -> Self {
+        Self { broker, core }
+    }
+}
+
+impl Tombstones<'_> {
     /// Deletes the tombstones that ended more than `retention` ago; returns how many.
     pub async fn purge_tombstones(&self, retention: Duration) -> OsbResult<usize> {
-        let Some(cutoff) = self.clock().now().checked_sub(retention) else {
+        let Some(cutoff) = self.core.clock().now().checked_sub(retention) else {
             return Ok(0);
         };
         let cutoff = timestamp_at(cutoff);
@@ -40,14 +55,14 @@ impl Broker {
     async fn purge<T: Record>(&self, cutoff: &str) -> OsbResult<usize> {
         let mut purged = 0;
         loop {
-            let expired = self.records.expired::<T>(index::GONE_AT, cutoff, BATCH).await?;
+            let expired = self.core.records.expired::<T>(index::GONE_AT, cutoff, BATCH).await?;
             let mut deleted = 0;
             for (id, version) in &expired {
                 // Only the version read: a record written since is left for the next round.
-                match self.records.delete::<T>(id, Some(*version)).await {
+                match self.core.records.delete::<T>(id, Some(*version)).await {
                     Ok(true) if T::COLLECTION == Collection::Instances => {
                         // Its latest liveness report goes with it.
-                        self.records.delete::<ReportRecord>(id, None).await?;
+                        self.core.records.delete::<ReportRecord>(id, None).await?;
                         deleted += 1;
                     }
                     Ok(true) => deleted += 1,
@@ -82,15 +97,20 @@ impl Broker {
 
     /// Now less the tombstone retention (RFC 3339); empty if that is before the epoch.
     fn retention_cutoff(&self) -> String {
-        self.clock().now().checked_sub(self.settings.tombstone_retention).map(timestamp_at).unwrap_or_default()
+        self.core
+            .clock()
+            .now()
+            .checked_sub(self.core.settings.tombstone_retention)
+            .map(timestamp_at)
+            .unwrap_or_default()
     }
 
     /// Purges now and then every so often (a tenth of the retention, at most hourly),
     /// until shutdown.
-    pub fn spawn_purger(self: &Arc<Self>, retention: Duration) {
+    pub fn spawn_purger(&self, retention: Duration) {
         let period = (retention / 10).clamp(Duration::from_secs(1), MAX_PERIOD);
-        self.spawn_every(period, move |this| async move {
-            match this.purge_tombstones(retention).await {
+        self.broker.spawn_every(period, move |this| async move {
+            match this.tombstones().purge_tombstones(retention).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(purged = n, "purged tombstones past their retention"),
                 Err(e) => tracing::warn!(error = %e, "could not purge tombstones"),
@@ -129,13 +149,13 @@ mod tests {
         let settings = BrokerSettings { clock: Clock::tokio(), ..BrokerSettings::default() };
         let backends = Backends::new().with(Arc::new(DummyBackend::new()));
         let broker = Broker::new(Arc::new(MemoryStore::new()), backends, settings);
-        broker.register_test_plan("dummy", "x-esm-dummy: {mode: async}\n").await;
+        broker.instances().register_test_plan("dummy", "x-esm-dummy: {mode: async}\n").await;
         broker
     }
 
-    async fn settle(broker: &Broker, id: &str, op: &str) -> String {
+    async fn settle(broker: &Arc<Broker>, id: &str, op: &str) -> String {
         for _ in 0..1000 {
-            let state = broker.instance_last_operation(id, Some(op)).await.expect("polls").state;
+            let state = broker.instances().instance_last_operation(id, Some(op)).await.expect("polls").state;
             if state.as_str() != "in progress" {
                 return state.as_str().to_owned();
             }
@@ -146,13 +166,13 @@ mod tests {
 
     async fn deprovisioned(broker: &Arc<Broker>, id: &str) -> String {
         let request = json!({"service_id": "s", "plan_id": "p", "organization_guid": "o", "space_guid": "s"});
-        let answer = broker.provision(id, serde_json::from_value(request).expect("request"), true).await;
+        let answer = broker.instances().provision(id, serde_json::from_value(request).expect("request"), true).await;
         let Answer::Accepted(accepted) = answer.expect("provisions") else { panic!("asynchronous") };
         settle(broker, id, accepted.operation.as_deref().expect("an operation")).await;
         let query: DeleteQuery =
             serde_json::from_value(json!({"service_id": "s", "plan_id": "p", "accepts_incomplete": true}))
                 .expect("query");
-        let Answer::Accepted(accepted) = broker.deprovision(id, &query).await.expect("deprovisions") else {
+        let Answer::Accepted(accepted) = broker.instances().deprovision(id, &query).await.expect("deprovisions") else {
             panic!("asynchronous")
         };
         let op = accepted.operation.expect("an operation");
@@ -168,25 +188,28 @@ mod tests {
         let _ = deprovisioned(&broker, "young").await;
         // A tombstone whose events are not in the log yet is kept until they are.
         broker.events().number_waiting().await.expect("numbers");
-        assert_eq!(broker.purge_tombstones(WEEK).await.expect("purges"), 0, "nothing is a week old yet");
-        assert_eq!(broker.instance_last_operation("old", Some(&op)).await.expect("kept").state.as_str(), "succeeded");
+        assert_eq!(broker.tombstones().purge_tombstones(WEEK).await.expect("purges"), 0, "nothing is a week old yet");
+        assert_eq!(
+            broker.instances().instance_last_operation("old", Some(&op)).await.expect("kept").state.as_str(),
+            "succeeded"
+        );
 
         tokio::time::advance(Duration::from_secs(120)).await;
-        assert_eq!(broker.purge_tombstones(WEEK).await.expect("purges"), 1, "the week-old tombstone goes");
-        assert!(broker.records.get::<ServiceInstance>("old").await.expect("reads").is_none());
-        assert!(broker.records.get::<ServiceInstance>("young").await.expect("reads").is_some());
-        assert!(matches!(broker.instance_last_operation("old", Some(&op)).await, Err(OsbError::Gone)));
-        assert!(matches!(broker.instance_last_operation("old", None).await, Err(OsbError::NotFound(_))));
+        assert_eq!(broker.tombstones().purge_tombstones(WEEK).await.expect("purges"), 1, "the week-old tombstone goes");
+        assert!(broker.records().get::<ServiceInstance>("old").await.expect("reads").is_none());
+        assert!(broker.records().get::<ServiceInstance>("young").await.expect("reads").is_some());
+        assert!(matches!(broker.instances().instance_last_operation("old", Some(&op)).await, Err(OsbError::Gone)));
+        assert!(matches!(broker.instances().instance_last_operation("old", None).await, Err(OsbError::NotFound(_))));
         assert!(matches!(
-            broker.instance_last_operation("never", Some("deprovision-x")).await,
+            broker.instances().instance_last_operation("never", Some("deprovision-x")).await,
             Err(OsbError::NotFound(_))
         ));
     }
 
     /// Polls binding `b` of instance `i` until operation `op` has ended; its state.
-    async fn settled_binding(broker: &Broker, b: &str, op: &str) -> String {
+    async fn settled_binding(broker: &Arc<Broker>, b: &str, op: &str) -> String {
         for _ in 0..1000 {
-            let state = broker.binding_last_operation("i", b, Some(op)).await.expect("polls").state;
+            let state = broker.bindings().binding_last_operation("i", b, Some(op)).await.expect("polls").state;
             if state.as_str() != "in progress" {
                 return state.as_str().to_owned();
             }
@@ -198,13 +221,13 @@ mod tests {
     /// Binds `b` to instance `i` then unbinds it, asynchronously: the unbind's id.
     async fn unbound(broker: &Arc<Broker>, b: &str) -> String {
         let request = json!({"service_id": "s", "plan_id": "p"});
-        let answer = broker.bind("i", b, serde_json::from_value(request).expect("request"), true).await;
+        let answer = broker.bindings().bind("i", b, serde_json::from_value(request).expect("request"), true).await;
         let Answer::Accepted(accepted) = answer.expect("binds") else { panic!("asynchronous") };
         settled_binding(broker, b, accepted.operation.as_deref().expect("an operation")).await;
         let query: DeleteQuery =
             serde_json::from_value(json!({"service_id": "s", "plan_id": "p", "accepts_incomplete": true}))
                 .expect("query");
-        let Answer::Accepted(accepted) = broker.unbind("i", b, &query).await.expect("unbinds") else {
+        let Answer::Accepted(accepted) = broker.bindings().unbind("i", b, &query).await.expect("unbinds") else {
             panic!("asynchronous")
         };
         let op = accepted.operation.expect("an operation");
@@ -220,24 +243,27 @@ mod tests {
         // Provisioned a third time, and left running: the two earlier deprovisions answer.
         deprovisioned_then_provisioned(&broker, "again").await;
         for op in [&first, &second] {
-            let answer = broker.instance_last_operation("again", Some(op)).await.expect("remembered");
+            let answer = broker.instances().instance_last_operation("again", Some(op)).await.expect("remembered");
             assert_eq!(answer.state.as_str(), "succeeded", "{op}");
         }
         tokio::time::advance(WEEK + Duration::from_secs(60)).await;
-        assert!(matches!(broker.instance_last_operation("again", Some(&first)).await, Err(OsbError::Gone)));
-        assert_eq!(broker.instance_last_operation("again", None).await.expect("live").state.as_str(), "succeeded");
+        assert!(matches!(broker.instances().instance_last_operation("again", Some(&first)).await, Err(OsbError::Gone)));
+        assert_eq!(
+            broker.instances().instance_last_operation("again", None).await.expect("live").state.as_str(),
+            "succeeded"
+        );
         // However often an id comes back, its record remembers a bounded few operations.
         for _ in 0..10 {
             deprovisioned(&broker, "often").await;
         }
-        let kept = broker.records.get::<ServiceInstance>("often").await.expect("reads").expect("kept").record;
+        let kept = broker.records().get::<ServiceInstance>("often").await.expect("reads").expect("kept").record;
         assert!(kept.operations.iter().count() <= 8);
     }
 
     /// Provisions `id` again after `deprovisioned`, asynchronously, to the end.
     async fn deprovisioned_then_provisioned(broker: &Arc<Broker>, id: &str) {
         let request = json!({"service_id": "s", "plan_id": "p", "organization_guid": "o", "space_guid": "s"});
-        let answer = broker.provision(id, serde_json::from_value(request).expect("request"), true).await;
+        let answer = broker.instances().provision(id, serde_json::from_value(request).expect("request"), true).await;
         let Answer::Accepted(accepted) = answer.expect("provisions") else { panic!("asynchronous") };
         assert_eq!(settle(broker, id, accepted.operation.as_deref().expect("an operation")).await, "succeeded");
     }
@@ -248,14 +274,17 @@ mod tests {
         deprovisioned_then_provisioned(&broker, "i").await;
         let first = unbound(&broker, "b").await;
         let request = json!({"service_id": "s", "plan_id": "p"});
-        let answer = broker.bind("i", "b", serde_json::from_value(request).expect("request"), true).await;
+        let answer = broker.bindings().bind("i", "b", serde_json::from_value(request).expect("request"), true).await;
         let Answer::Accepted(accepted) = answer.expect("binds again") else { panic!("asynchronous") };
         settled_binding(&broker, "b", accepted.operation.as_deref().expect("an operation")).await;
-        let answer = broker.binding_last_operation("i", "b", Some(&first)).await.expect("remembered");
+        let answer = broker.bindings().binding_last_operation("i", "b", Some(&first)).await.expect("remembered");
         assert_eq!(answer.state.as_str(), "succeeded");
         tokio::time::advance(WEEK + Duration::from_secs(60)).await;
-        assert!(matches!(broker.binding_last_operation("i", "b", Some(&first)).await, Err(OsbError::Gone)));
-        assert!(matches!(broker.binding_last_operation("i", "b", Some("bind-x")).await, Err(OsbError::BadRequest(_))));
+        assert!(matches!(broker.bindings().binding_last_operation("i", "b", Some(&first)).await, Err(OsbError::Gone)));
+        assert!(matches!(
+            broker.bindings().binding_last_operation("i", "b", Some("bind-x")).await,
+            Err(OsbError::BadRequest(_))
+        ));
     }
 
     #[test]

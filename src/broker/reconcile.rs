@@ -5,14 +5,13 @@
 //! (`inventory.rs`). Instances whose containers died or vanished are reported by
 //! liveness.
 
+use crate::broker::Inventory;
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::TryStreamExt;
 use futures_util::stream::BoxStream;
 
-use super::Broker;
 use super::inventory::Fingerprints;
 use crate::backend::{Backend, BackendError};
 use crate::domain::event::{Event, EventKind};
@@ -34,13 +33,13 @@ impl<E: Into<OsbError>> From<E> for Stopped {
     }
 }
 
-impl Broker {
+impl Inventory<'_> {
     /// Removes resources of instances the store does not hold as live, and checks the
     /// inventory against what each backend holds. Returns how many instances'
     /// resources were removed.
     pub async fn reconcile(&self) -> OsbResult<usize> {
         let mut removed = 0;
-        for backend in self.backends.all() {
+        for backend in self.core.backends.all() {
             match self.reconcile_backend(backend.as_ref()).await {
                 Ok(n) => removed += n,
                 Err(Stopped::Listing(e)) => {
@@ -64,11 +63,12 @@ impl Broker {
         // its instance was recorded, so a new instance is never taken for an orphan
         // (one the merge misses is read again: `known_now`); and a record written
         // after this is never taken for one of a resource gone.
-        let listed_at = self.clock().timestamp();
+        let listed_at = self.core.clock().timestamp();
         let mut listed = Fingerprints::default();
         let filter = |field: &str| vec![(field.to_owned(), "1".to_owned())];
-        let mut live = SortedIds::new(Box::pin(self.records.scan_ids::<ServiceInstance>(filter(index::LIVE))));
-        let mut members = SortedIds::new(Box::pin(self.records.scan_ids::<ServiceInstance>(filter(index::MEMBER))));
+        let mut live = SortedIds::new(Box::pin(self.core.records.scan_ids::<ServiceInstance>(filter(index::LIVE))));
+        let mut members =
+            SortedIds::new(Box::pin(self.core.records.scan_ids::<ServiceInstance>(filter(index::MEMBER))));
         let mut removed = 0;
         let mut pages = backend.listing();
         while let Some(page) = pages.try_next().await.map_err(Stopped::Listing)? {
@@ -91,8 +91,8 @@ impl Broker {
                         let mut event = Event::new(EventKind::InstanceRemoved)
                             .because(format!("{name} held resources for an instance esm does not know"));
                         event.instance_id = Some((*orphan).to_owned());
-                        self.events.emit(event);
-                        self.metrics().reconcile_removed(name);
+                        self.core.events.emit(event);
+                        self.core.metrics().reconcile_removed(name);
                     }
                     Err(e) => tracing::error!(instance_id = %orphan, error = %e, "could not remove orphaned resources"),
                 }
@@ -119,17 +119,17 @@ impl Broker {
     /// the instances recorded since): only this read, made after the listing page, may
     /// call a deployment an orphan.
     async fn known_now(&self, id: &str) -> Result<bool, StoreError> {
-        if self.records.get::<ServiceInstance>(id).await?.is_some_and(|found| found.record.is_live()) {
+        if self.core.records.get::<ServiceInstance>(id).await?.is_some_and(|found| found.record.is_live()) {
             return Ok(true);
         }
         let query = index::Query::new([(index::DEPLOYMENT, id)], 1);
-        Ok(!self.store().page_ids(Collection::Instances, &query).await?.is_empty())
+        Ok(!self.core.store().page_ids(Collection::Instances, &query).await?.is_empty())
     }
 
     /// Reconciles now and then every `every`, until shutdown.
-    pub fn spawn_reconciler(self: &Arc<Self>, every: Duration) {
-        self.spawn_every(every, |this| async move {
-            match this.reconcile().await {
+    pub fn spawn_reconciler(&self, every: Duration) {
+        self.broker.spawn_every(every, |this| async move {
+            match this.inventory().reconcile().await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(removed = n, "reconciliation removed orphaned deployments"),
                 Err(e) => tracing::warn!(error = %e, "reconciliation could not read the store"),
@@ -171,9 +171,12 @@ impl SortedIds {
 mod tests {
     use serde_json::json;
 
+    use std::sync::Arc;
+
     use super::*;
     use crate::backend::dummy::DummyBackend;
     use crate::backend::{Backend, Backends};
+    use crate::broker::Broker;
     use crate::broker::BrokerSettings;
     use crate::domain::manifest::Manifest;
     use crate::domain::resource::{Holding, Resource, ResourceState};
@@ -186,7 +189,7 @@ mod tests {
         // Time is Tokio's: a test may pause it and move it on.
         let settings = BrokerSettings { clock: crate::clock::Clock::tokio(), ..BrokerSettings::default() };
         let broker = Broker::new(store.clone(), Backends::new().with(dummy.clone()), settings);
-        broker.register_test_plan("dummy", "x-esm-dummy: {mode: sync}\n").await;
+        broker.instances().register_test_plan("dummy", "x-esm-dummy: {mode: sync}\n").await;
         (dummy, store, broker)
     }
 
@@ -199,33 +202,33 @@ mod tests {
     async fn what_runs_for_an_instance_esm_does_not_know_is_removed_and_nothing_else() {
         let (dummy, store, broker) = broker_with_plan().await;
         for id in ["kept", "forgotten"] {
-            broker.provision(id, request(), false).await.expect("provisions");
+            broker.instances().provision(id, request(), false).await.expect("provisions");
         }
         // The record lost (a restore from an older backup, say); the dummy still runs it.
         store.delete(Collection::Instances, "forgotten", None).await.expect("deleted");
-        assert_eq!(broker.reconcile().await.expect("reconciles"), 1);
+        assert_eq!(broker.inventory().reconcile().await.expect("reconciles"), 1);
         let owners: Vec<String> = dummy.held(None).await.expect("held").into_iter().map(|h| h.owner).collect();
         assert_eq!(owners, ["kept"]);
-        assert_eq!(broker.reconcile().await.expect("reconciles"), 0, "nothing more to remove");
+        assert_eq!(broker.inventory().reconcile().await.expect("reconciles"), 0, "nothing more to remove");
     }
 
     #[tokio::test]
     async fn pool_members_and_instances_handed_one_are_not_orphans() {
         let (dummy, _, broker) = broker_with_plan().await;
         let pool = serde_json::from_value(json!({"size": 2})).expect("pool request");
-        broker.set_pool("p", pool).await.expect("pool set");
+        broker.pools().set_pool("p", pool).await.expect("pool set");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while broker.pool_status("p").await.expect("status").ready < 2 {
+        while broker.pools().pool_status("p").await.expect("status").ready < 2 {
             assert!(tokio::time::Instant::now() < deadline, "the pool did not fill");
-            broker.pool_round().await.expect("a round");
+            broker.pools().pool_round().await.expect("a round");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        broker.provision("handed", request(), false).await.expect("provisions");
+        broker.instances().provision("handed", request(), false).await.expect("provisions");
         let owners = |held: Vec<Holding>| held.into_iter().map(|h| h.owner).collect::<BTreeSet<_>>();
         let held = owners(dummy.held(None).await.expect("held"));
         assert_eq!(held.len(), 2, "two members, one of them the instance's deployment: {held:?}");
         assert!(held.iter().all(|id| id.starts_with(crate::domain::pool::MEMBER_PREFIX)), "{held:?}");
-        assert_eq!(broker.reconcile().await.expect("reconciles"), 0);
+        assert_eq!(broker.inventory().reconcile().await.expect("reconciles"), 0);
         assert_eq!(owners(dummy.held(None).await.expect("held")), held);
     }
 
@@ -301,9 +304,9 @@ mod tests {
         let late = Arc::new(RecordedWhileListed { store: store.clone(), removed: std::sync::Mutex::default() });
         let settings = BrokerSettings { clock: crate::clock::Clock::tokio(), ..BrokerSettings::default() };
         let broker = Broker::new(store, Backends::new().with(late.clone()), settings);
-        broker.register_test_plan("late", "anything").await;
-        broker.provision("a", request(), false).await.expect("provisions");
-        assert_eq!(broker.reconcile().await.expect("reconciles"), 0);
+        broker.instances().register_test_plan("late", "anything").await;
+        broker.instances().provision("a", request(), false).await.expect("provisions");
+        assert_eq!(broker.inventory().reconcile().await.expect("reconciles"), 0);
         assert_eq!(*late.removed.lock().expect("not poisoned"), Vec::<String>::new(), "b is live");
     }
 
@@ -313,7 +316,7 @@ mod tests {
 
     /// The events of type `kind` once the log has them (it writes them in the
     /// background).
-    async fn events_of(broker: &Broker, kind: EventKind) -> Vec<crate::domain::event::Event> {
+    async fn events_of(broker: &Arc<Broker>, kind: EventKind) -> Vec<crate::domain::event::Event> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             let page = broker.events().page(&crate::events::Filter::default(), 0, 100).await.expect("events");
@@ -333,13 +336,13 @@ mod tests {
     #[tokio::test]
     async fn host_ports_of_a_deployment_esm_no_longer_holds_go_back() {
         let (_, store, broker) = broker_with_plan().await;
-        broker.provision("kept", request(), false).await.expect("provisions");
+        broker.instances().provision("kept", request(), false).await.expect("provisions");
         for (port, owner) in [(30001, "kept"), (30002, "ghost")] {
             let holding = Holding::port(None, port, "tcp", owner);
             let lease = Resource::of(&holding, "dummy", ResourceState::InUse, "2020-01-01T00:00:00.000Z");
             inventory(&store).insert(&lease).await.expect("leased");
         }
-        broker.reconcile().await.expect("reconciles");
+        broker.inventory().reconcile().await.expect("reconciles");
         let ports: Vec<_> = resources(&store).await.into_iter().filter(|(_, kind, _)| kind == "port").collect();
         assert_eq!(ports, [("kept".to_owned(), "port".to_owned(), ResourceState::InUse)]);
     }
@@ -348,7 +351,7 @@ mod tests {
     async fn the_inventory_follows_what_the_backend_holds() {
         let (dummy, store, broker) = broker_with_plan().await;
         broker.spawn_event_log();
-        broker.provision("i-1", request(), false).await.expect("provisions");
+        broker.instances().provision("i-1", request(), false).await.expect("provisions");
         let deployment = ("i-1".to_owned(), "deployment".to_owned(), ResourceState::InUse);
         assert_eq!(resources(&store).await, std::slice::from_ref(&deployment), "recorded by the provision");
 
@@ -356,7 +359,7 @@ mod tests {
         // recorded before the engine was listed counts: a moment passes.)
         dummy.remove_instance("i-1").await.expect("removed");
         tokio::time::advance(Duration::from_millis(5)).await;
-        broker.reconcile().await.expect("reconciles");
+        broker.inventory().reconcile().await.expect("reconciles");
         assert_eq!(resources(&store).await, [("i-1".to_owned(), "deployment".to_owned(), ResourceState::Gone)]);
         let gone = events_of(&broker, EventKind::ResourceGone).await;
         assert_eq!(gone.len(), 1, "{gone:?}");
@@ -365,6 +368,7 @@ mod tests {
         // Lost from the inventory (a store restored from a backup, say): recorded again.
         store.delete(Collection::Resources, "dummy/deployment/i-1", None).await.expect("deleted");
         broker
+            .instances()
             .update(
                 "i-1",
                 serde_json::from_value(json!({"service_id": "s", "parameters": {"x": 1}})).expect("update"),
@@ -373,11 +377,11 @@ mod tests {
             .await
             .expect("updates");
         store.delete(Collection::Resources, "dummy/deployment/i-1", None).await.expect("deleted");
-        broker.reconcile().await.expect("reconciles");
+        broker.inventory().reconcile().await.expect("reconciles");
         assert_eq!(resources(&store).await, [deployment], "recorded by reconciliation");
 
         let query = serde_json::from_value(json!({"service_id": "s", "plan_id": "p"})).expect("query");
-        broker.deprovision("i-1", &query).await.expect("deprovisions");
+        broker.instances().deprovision("i-1", &query).await.expect("deprovisions");
         assert_eq!(resources(&store).await, [], "forgotten once removed");
     }
 
@@ -385,9 +389,9 @@ mod tests {
     async fn an_orphan_is_recorded_as_such_removed_and_forgotten() {
         let (dummy, store, broker) = broker_with_plan().await;
         broker.spawn_event_log();
-        broker.provision("forgotten", request(), false).await.expect("provisions");
+        broker.instances().provision("forgotten", request(), false).await.expect("provisions");
         store.delete(Collection::Instances, "forgotten", None).await.expect("deleted");
-        assert_eq!(broker.reconcile().await.expect("reconciles"), 1);
+        assert_eq!(broker.inventory().reconcile().await.expect("reconciles"), 1);
         assert_eq!(dummy.held(None).await.expect("held"), []);
         assert_eq!(resources(&store).await, [], "removed, so no longer in the inventory");
         let orphaned = events_of(&broker, EventKind::ResourceOrphaned).await;

@@ -1,17 +1,21 @@
 //! What the broker's unit tests register: one bindable service `s` with one plan `p`,
 //! whose manifest `m` has the type and content a test names.
 
+use crate::broker::Instances;
 use serde_json::json;
 
-use super::Broker;
 use crate::domain::manifest::Manifest;
 
-impl Broker {
+impl Instances<'_> {
     /// Registers service `s`, plan `p` and manifest `m` (`manifest_type`, `content`).
     pub(super) async fn register_test_plan(&self, manifest_type: &str, content: &str) {
         let service = json!({"id": "s", "name": "s", "description": "d", "bindable": true,
             "plans": [{"id": "p", "name": "p", "description": "d"}]});
-        self.register_service(serde_json::from_value(service).expect("service")).await.expect("registers");
+        self.broker
+            .registrar()
+            .register_service(serde_json::from_value(service).expect("service"))
+            .await
+            .expect("registers");
         let manifest = Manifest {
             id: String::new(),
             service_id: "s".into(),
@@ -21,6 +25,6 @@ impl Broker {
             endpoints: None,
             config: None,
         };
-        self.register_manifest("m", manifest).await.expect("registers");
+        self.broker.registrar().register_manifest("m", manifest).await.expect("registers");
     }
 }

@@ -50,9 +50,9 @@ impl CatalogCache {
 
     /// The catalog for `version`: from memory while the broker's registry copy is the
     /// one it was rendered from, otherwise rendered from the current copy and kept.
-    pub async fn get(&self, broker: &Broker, version: ApiVersion) -> OsbResult<Arc<Rendered>> {
+    pub async fn get(&self, broker: &Arc<Broker>, version: ApiVersion) -> OsbResult<Arc<Rendered>> {
         let slot = slot(version);
-        let registry = broker.registry().await?.record;
+        let registry = broker.registrar().registry().await?.record;
         if let Some(hit) = self.cached(slot, &registry) {
             return Ok(hit);
         }

@@ -14,11 +14,11 @@ fn broker(store: Arc<SwitchableStore>) -> Arc<Broker> {
     Broker::new(store, backends, BrokerSettings { clock: Clock::tokio(), ..BrokerSettings::default() })
 }
 
-async fn register(broker: &Broker, id: &str) {
+async fn register(broker: &Arc<Broker>, id: &str) {
     let service = json!({"id": id, "name": id, "description": "d",
                          "plans": [{"id": format!("{id}-plan"), "name": "p", "description": "d",
                                     "plan_updateable": true}]});
-    broker.register_service(serde_json::from_value(service).expect("a service")).await.expect("registers");
+    broker.registrar().register_service(serde_json::from_value(service).expect("a service")).await.expect("registers");
 }
 
 fn ids(rendered: &Rendered) -> Vec<String> {
@@ -54,7 +54,11 @@ async fn the_catalog_is_served_from_memory_until_this_esm_changes_it() {
     // the same bytes have the same ETag.
     let manifest = json!({"service_id": "a", "plan_id": "a-plan", "manifest_type": "dummy",
                           "manifest_content": "x-esm-dummy: {mode: sync}\n"});
-    broker.register_manifest("m", serde_json::from_value(manifest).expect("manifest")).await.expect("registers");
+    broker
+        .registrar()
+        .register_manifest("m", serde_json::from_value(manifest).expect("manifest"))
+        .await
+        .expect("registers");
     let after_manifest = cache.get(&broker, ApiVersion::NEWEST).await.expect("catalog");
     assert!(!Arc::ptr_eq(&changed, &after_manifest), "rendered again");
     assert_eq!((&after_manifest.body, &after_manifest.etag), (&changed.body, &changed.etag));
@@ -85,7 +89,7 @@ async fn each_version_has_its_own_rendering_and_later_versions_share_the_newest(
 async fn on_a_shared_store_another_replicas_change_is_seen_within_the_bound() {
     let store = Arc::new(SwitchableStore::new(true, Duration::ZERO));
     let (writer, reader) = (broker(store.clone()), broker(store.clone()));
-    reader.spawn_registry_watch();
+    reader.registrar().spawn_registry_watch();
     let cache = CatalogCache::new();
     register(&writer, "a").await;
     // Until the watcher has looked, the cache cannot vouch for anything: the store is read.
@@ -118,7 +122,7 @@ async fn on_a_shared_store_another_replicas_change_is_seen_within_the_bound() {
 async fn when_the_watcher_cannot_read_the_store_the_cache_stands_aside() {
     let store = Arc::new(SwitchableStore::new(true, Duration::ZERO));
     let broker = broker(store.clone());
-    broker.spawn_registry_watch();
+    broker.registrar().spawn_registry_watch();
     let cache = CatalogCache::new();
     register(&broker, "a").await;
     settle().await;

@@ -63,31 +63,32 @@ fn delete_query(service_id: &str, plan_id: &str) -> DeleteQuery {
 }
 
 /// A service `s{n}` with plans `p{n}` and `q{n}`, each with a manifest `m{n}` / `n{n}`.
-async fn register_round(broker: &Broker, n: usize) {
+async fn register_round(broker: &Arc<Broker>, n: usize) {
     let (s, p, q) = (format!("s{n}"), format!("p{n}"), format!("q{n}"));
-    broker.register_service(service(&s, &format!("svc-{n}"), &[&p, &q])).await.expect("service");
-    broker.register_manifest(&format!("m{n}"), manifest(&s, &p)).await.expect("manifest of p");
-    broker.register_manifest(&format!("n{n}"), manifest(&s, &q)).await.expect("manifest of q");
+    broker.registrar().register_service(service(&s, &format!("svc-{n}"), &[&p, &q])).await.expect("service");
+    broker.registrar().register_manifest(&format!("m{n}"), manifest(&s, &p)).await.expect("manifest of p");
+    broker.registrar().register_manifest(&format!("n{n}"), manifest(&s, &q)).await.expect("manifest of q");
 }
 
 /// After a race: the instance either lives with its plan, service and manifest in
 /// place (and can be deprovisioned), or does not live at all. Returns whether it lived.
 async fn instance_is_whole_or_absent(broker: &Arc<Broker>, id: &str, service_id: &str, plan_id: &str) -> bool {
-    let lives = broker.fetch_instance(id).await.is_ok();
-    let listing = broker.et_instances(&InstanceFilter::default()).await.expect("the instance listing answers");
+    let lives = broker.instances().fetch_instance(id).await.is_ok();
+    let listing =
+        broker.instances().et_instances(&InstanceFilter::default()).await.expect("the instance listing answers");
     let listed: Vec<_> = listing.try_collect().await.expect("the instance listing answers after every race");
     assert_eq!(listed.iter().any(|i| i.context["id"] == id), lives, "{id}: listing and fetch disagree");
     if lives {
-        let catalog = broker.catalog().await.expect("catalog");
+        let catalog = broker.registrar().catalog().await.expect("catalog");
         let service = catalog.services.iter().find(|s| s.id == service_id);
         assert!(service.is_some_and(|s| s.plan(plan_id).is_some()), "{id} lives but its plan {plan_id} is gone");
-        let manifests = broker.list_manifests().await.expect("manifests");
+        let manifests = broker.registrar().list_manifests().await.expect("manifests");
         assert!(manifests.iter().any(|m| m.plan_id == plan_id), "{id} lives but its plan has no manifest");
-        let gone = broker.deprovision(id, &delete_query(service_id, plan_id)).await;
+        let gone = broker.instances().deprovision(id, &delete_query(service_id, plan_id)).await;
         assert!(matches!(gone, Ok(Answer::Done(_))), "{id} cannot be deprovisioned: {gone:?}");
     }
     // The next round starts from an empty catalog, so rounds cost the same.
-    match broker.delete_service(service_id).await {
+    match broker.registrar().delete_service(service_id).await {
         Ok(()) | Err(OsbError::NotFound(_)) => {}
         Err(e) => panic!("{id}: the service cannot be deleted once nothing uses it: {e:?}"),
     }
@@ -104,7 +105,7 @@ async fn provision_races_removal(broker: &Arc<Broker>, label: &str, remove: impl
         let id = format!("{label}-i{n}");
         let provision = {
             let (broker, id, s, p) = (broker.clone(), id.clone(), s.clone(), p.clone());
-            tokio::spawn(async move { broker.provision(&id, provision_request(&s, &p), false).await })
+            tokio::spawn(async move { broker.instances().provision(&id, provision_request(&s, &p), false).await })
         };
         let removal = {
             let broker = broker.clone();
@@ -141,11 +142,12 @@ enum Removal {
 }
 
 impl Removal {
-    async fn run(self, broker: &Broker) -> Result<(), OsbError> {
+    async fn run(self, broker: &Arc<Broker>) -> Result<(), OsbError> {
         match self {
-            Self::Manifest(n) => broker.delete_manifest(&format!("m{n}")).await,
-            Self::Service(n) => broker.delete_service(&format!("s{n}")).await,
+            Self::Manifest(n) => broker.registrar().delete_manifest(&format!("m{n}")).await,
+            Self::Service(n) => broker.registrar().delete_service(&format!("s{n}")).await,
             Self::DropPlan(n) => broker
+                .registrar()
                 .register_service(service(&format!("s{n}"), &format!("svc-{n}"), &[&format!("q{n}")]))
                 .await
                 .map(|_| ()),
@@ -161,15 +163,15 @@ async fn update_races_manifest_deletion(broker: &Arc<Broker>) {
         register_round(broker, n).await;
         let (s, p, q) = (format!("s{n}"), format!("p{n}"), format!("q{n}"));
         let id = format!("upd-i{n}");
-        broker.provision(&id, provision_request(&s, &q), false).await.expect("provisioned on q");
+        broker.instances().provision(&id, provision_request(&s, &q), false).await.expect("provisioned on q");
         let update = {
             let (broker, id, s, p) = (broker.clone(), id.clone(), s.clone(), p.clone());
             let req: UpdateRequest = serde_json::from_value(json!({"service_id": s, "plan_id": p})).expect("request");
-            tokio::spawn(async move { broker.update(&id, req, false).await })
+            tokio::spawn(async move { broker.instances().update(&id, req, false).await })
         };
         let deletion = {
             let broker = broker.clone();
-            tokio::spawn(async move { broker.delete_manifest(&format!("m{n}")).await })
+            tokio::spawn(async move { broker.registrar().delete_manifest(&format!("m{n}")).await })
         };
         let updated = update.await.expect("joined");
         let deleted = deletion.await.expect("joined");
@@ -187,21 +189,25 @@ async fn registrations_have_one_winner(broker: &Arc<Broker>) {
     let started = std::time::Instant::now();
     for n in 0..ROUNDS / 5 {
         let plan = format!("r{n}");
-        broker.register_service(service(&format!("rs{n}"), &format!("reg-{n}"), &[&plan])).await.expect("service");
+        broker
+            .registrar()
+            .register_service(service(&format!("rs{n}"), &format!("reg-{n}"), &[&plan]))
+            .await
+            .expect("service");
         let mut manifests = Vec::new();
         let mut names = Vec::new();
         let mut plan_ids = Vec::new();
         for k in 0..RACERS {
             let (b, svc, plan) = (broker.clone(), format!("rs{n}"), plan.clone());
             manifests.push(tokio::spawn(async move {
-                b.register_manifest(&format!("rm{n}-{k}"), manifest(&svc, &plan)).await
+                b.registrar().register_manifest(&format!("rm{n}-{k}"), manifest(&svc, &plan)).await
             }));
             let b = broker.clone();
             let same_name = service(&format!("name{n}-{k}"), &format!("name-{n}"), &[&format!("np{n}-{k}")]);
-            names.push(tokio::spawn(async move { b.register_service(same_name).await }));
+            names.push(tokio::spawn(async move { b.registrar().register_service(same_name).await }));
             let b = broker.clone();
             let same_plan = service(&format!("plan{n}-{k}"), &format!("plan-{n}-{k}"), &[&format!("shared{n}")]);
-            plan_ids.push(tokio::spawn(async move { b.register_service(same_plan).await }));
+            plan_ids.push(tokio::spawn(async move { b.registrar().register_service(same_plan).await }));
         }
         for (what, racers) in [("manifest for one plan", manifests), ("service name", names), ("plan id", plan_ids)] {
             let mut created = 0;
@@ -215,10 +221,10 @@ async fn registrations_have_one_winner(broker: &Arc<Broker>) {
             }
             assert_eq!(created, 1, "round {n}: {created} racers registered the same {what}");
         }
-        let manifests = broker.list_manifests().await.expect("manifests");
+        let manifests = broker.registrar().list_manifests().await.expect("manifests");
         assert_eq!(manifests.iter().filter(|m| m.plan_id == plan).count(), 1, "round {n}: one manifest per plan");
     }
-    let catalog = broker.catalog().await.expect("catalog");
+    let catalog = broker.registrar().catalog().await.expect("catalog");
     let mut names: Vec<_> = catalog.services.iter().map(|s| s.name.as_str()).collect();
     let mut plans: Vec<_> = catalog.services.iter().flat_map(|s| s.plans.iter().map(|p| p.id.as_str())).collect();
     let (all_names, all_plans) = (names.len(), plans.len());
@@ -242,42 +248,42 @@ async fn bindings_race_deprovision(broker: &Arc<Broker>) {
         let (s, p, id) = (format!("s{n}"), format!("p{n}"), format!("bind-i{n}"));
         let bind_request =
             || -> BindRequest { serde_json::from_value(json!({"service_id": s, "plan_id": p})).expect("request") };
-        broker.provision(&id, provision_request(&s, &p), false).await.expect("provisioned");
+        broker.instances().provision(&id, provision_request(&s, &p), false).await.expect("provisioned");
         let unbinding = n % 2 == 1;
         if unbinding {
-            broker.bind(&id, "b", bind_request(), false).await.expect("bound before the race");
+            broker.bindings().bind(&id, "b", bind_request(), false).await.expect("bound before the race");
         }
         let binding = {
             let (broker, id, req, query) = (broker.clone(), id.clone(), bind_request(), delete_query(&s, &p));
             tokio::spawn(async move {
                 if unbinding {
-                    broker.unbind(&id, "b", &query).await.map(|_| ())
+                    broker.bindings().unbind(&id, "b", &query).await.map(|_| ())
                 } else {
-                    broker.bind(&id, "b", req, false).await.map(|_| ())
+                    broker.bindings().bind(&id, "b", req, false).await.map(|_| ())
                 }
             })
         };
         let deprovision = {
             let (broker, id, query) = (broker.clone(), id.clone(), delete_query(&s, &p));
-            tokio::spawn(async move { broker.deprovision(&id, &query).await })
+            tokio::spawn(async move { broker.instances().deprovision(&id, &query).await })
         };
         let bound = binding.await.expect("joined");
         let deprovisioned = deprovision.await.expect("joined");
         for error in [bound.as_ref().err(), deprovisioned.as_ref().err()].into_iter().flatten() {
             assert!(error.status().is_client_error(), "round {n}: {error:?}");
         }
-        let instance_lives = broker.fetch_instance(&id).await.is_ok();
-        let binding_lives = broker.fetch_binding(&id, "b").await.is_ok();
+        let instance_lives = broker.instances().fetch_instance(&id).await.is_ok();
+        let binding_lives = broker.bindings().fetch_binding(&id, "b").await.is_ok();
         assert!(instance_lives || !binding_lives, "round {n}: binding b is bound to {id}, which is gone");
         binding_won += usize::from(bound.is_ok());
         deprovision_won += usize::from(deprovisioned.is_ok());
         if instance_lives {
             if binding_lives {
-                broker.unbind(&id, "b", &delete_query(&s, &p)).await.expect("unbinds after the race");
+                broker.bindings().unbind(&id, "b", &delete_query(&s, &p)).await.expect("unbinds after the race");
             }
-            broker.deprovision(&id, &delete_query(&s, &p)).await.expect("deprovisions after the race");
+            broker.instances().deprovision(&id, &delete_query(&s, &p)).await.expect("deprovisions after the race");
         }
-        broker.delete_service(&s).await.expect("the service goes once nothing uses it");
+        broker.registrar().delete_service(&s).await.expect("the service goes once nothing uses it");
     }
     eprintln!(
         "bind/unbind vs deprovision: {} rounds in {:?}, binding won {binding_won}, deprovision won {deprovision_won}",
@@ -337,10 +343,10 @@ async fn records_of_esm_0_1_are_moved_in_and_an_instance_without_its_manifest_is
     records.insert(&orphan).await.expect("legacy instance");
 
     let broker = broker(store);
-    let catalog = broker.catalog().await.expect("catalog");
+    let catalog = broker.registrar().catalog().await.expect("catalog");
     assert_eq!(catalog.services.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["s"]);
-    assert_eq!(broker.manifest_by_id("m-q").await.expect("moved in"), kept);
-    let gone = broker.deprovision("i", &delete_query("s", "p")).await;
+    assert_eq!(broker.registrar().manifest_by_id("m-q").await.expect("moved in"), kept);
+    let gone = broker.instances().deprovision("i", &delete_query("s", "p")).await;
     assert!(matches!(gone, Ok(Answer::Done(_))), "{gone:?}");
-    assert!(broker.fetch_instance("i").await.is_err(), "deprovisioned");
+    assert!(broker.instances().fetch_instance("i").await.is_err(), "deprovisioned");
 }

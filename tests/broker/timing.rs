@@ -28,8 +28,8 @@ fn broker(store: &Arc<dyn Store>, dummy: &Arc<DummyBackend>, clock: Clock) -> Ar
 }
 
 /// The state of instance `i`'s last operation, and its description.
-async fn last_operation(broker: &Broker) -> (OperationState, String) {
-    let last = broker.instance_last_operation("i", None).await.expect("last_operation");
+async fn last_operation(broker: &Arc<Broker>) -> (OperationState, String) {
+    let last = broker.instances().instance_last_operation("i", None).await.expect("last_operation");
     (last.state, last.description.unwrap_or_default())
 }
 
@@ -55,7 +55,7 @@ async fn an_operation_fails_once_the_plans_maximum_polling_duration_has_passed()
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let broker = broker(&store, &Arc::new(DummyBackend::new()), Clock::tokio());
     register(&broker, json!({"maximum_polling_duration": 600}), "x-esm-dummy: {mode: async, hold: [provision]}").await;
-    let answer = broker.provision("i", provision_request(), true).await.expect("provision");
+    let answer = broker.instances().provision("i", provision_request(), true).await.expect("provision");
     assert!(matches!(answer, Answer::Accepted(_)), "{answer:?}");
 
     elapse(Duration::from_secs(599)).await;
@@ -72,16 +72,24 @@ async fn a_dead_replicas_operation_is_taken_over_once_its_lease_lapses() {
     let (dummy, clock) = (Arc::new(DummyBackend::new()), Clock::tokio());
     let (first, second) = (broker(&store, &dummy, clock), broker(&store, &dummy, clock));
     register(&first, json!({}), "x-esm-dummy: {mode: async, hold: [provision]}").await;
-    assert!(matches!(first.provision("i", provision_request(), true).await, Ok(Answer::Accepted(_))));
+    assert!(matches!(first.instances().provision("i", provision_request(), true).await, Ok(Answer::Accepted(_))));
     // The first replica dies where it is: its operation stays in progress, leased.
     first.halt().await;
 
-    assert_eq!(second.claim_orphaned_operations(false).await.expect("claim"), 0, "the lease still holds");
+    assert_eq!(second.operations().claim_orphaned_operations(false).await.expect("claim"), 0, "the lease still holds");
     elapse(LEASE / 2).await;
-    assert_eq!(second.claim_orphaned_operations(false).await.expect("claim"), 0, "half the lease: still held");
+    assert_eq!(
+        second.operations().claim_orphaned_operations(false).await.expect("claim"),
+        0,
+        "half the lease: still held"
+    );
     elapse(LEASE / 2 + Duration::from_secs(1)).await;
-    assert_eq!(second.claim_orphaned_operations(false).await.expect("claim"), 1, "lapsed: taken over");
-    assert_eq!(second.claim_orphaned_operations(false).await.expect("claim"), 0, "and held by the new owner");
+    assert_eq!(second.operations().claim_orphaned_operations(false).await.expect("claim"), 1, "lapsed: taken over");
+    assert_eq!(
+        second.operations().claim_orphaned_operations(false).await.expect("claim"),
+        0,
+        "and held by the new owner"
+    );
 
     dummy.holds().release(OperationKind::Provision, "i");
     until("the provision to finish", || async { last_operation(&second).await.0 != OperationState::InProgress }).await;
@@ -94,11 +102,11 @@ async fn a_running_operation_keeps_its_lease_for_as_long_as_it_runs() {
     let (dummy, clock) = (Arc::new(DummyBackend::new()), Clock::tokio());
     let (owner, other) = (broker(&store, &dummy, clock), broker(&store, &dummy, clock));
     register(&owner, json!({}), "x-esm-dummy: {mode: async, hold: [provision]}").await;
-    assert!(matches!(owner.provision("i", provision_request(), true).await, Ok(Answer::Accepted(_))));
+    assert!(matches!(owner.instances().provision("i", provision_request(), true).await, Ok(Answer::Accepted(_))));
     // Ten leases pass; the owner renews all along, so nobody takes the operation over.
     for _ in 0..10 {
         elapse(LEASE).await;
-        assert_eq!(other.claim_orphaned_operations(false).await.expect("claim"), 0);
+        assert_eq!(other.operations().claim_orphaned_operations(false).await.expect("claim"), 0);
     }
     dummy.holds().release(OperationKind::Provision, "i");
     until("the provision to finish", || async { last_operation(&owner).await.0 != OperationState::InProgress }).await;
@@ -111,7 +119,7 @@ async fn a_process_never_takes_over_an_operation_it_runs_itself() {
     let (dummy, clock) = (Arc::new(DummyBackend::new()), Clock::tokio());
     let owner = broker(&store, &dummy, clock);
     register(&owner, json!({}), "x-esm-dummy: {mode: async, hold: [provision]}").await;
-    assert!(matches!(owner.provision("i", provision_request(), true).await, Ok(Answer::Accepted(_))));
+    assert!(matches!(owner.instances().provision("i", provision_request(), true).await, Ok(Answer::Accepted(_))));
     // Past the first renewal: the backend call has started.
     elapse(LEASE / 3 + Duration::from_secs(1)).await;
     // The lease lapses while the operation still runs here, as when the process or
@@ -122,7 +130,11 @@ async fn a_process_never_takes_over_an_operation_it_runs_itself() {
         })
         .await
         .expect("the lease is made to lapse");
-    assert_eq!(owner.claim_orphaned_operations(false).await.expect("claim"), 0, "it runs that operation already");
+    assert_eq!(
+        owner.operations().claim_orphaned_operations(false).await.expect("claim"),
+        0,
+        "it runs that operation already"
+    );
     dummy.holds().release(OperationKind::Provision, "i");
     until("the provision to finish", || async { last_operation(&owner).await.0 != OperationState::InProgress }).await;
     assert_eq!(last_operation(&owner).await.0, OperationState::Succeeded);
@@ -136,10 +148,10 @@ async fn claimed_after_the_first_replica_stopped() -> (Arc<DummyBackend>, Arc<Br
     let (dummy, clock) = (Arc::new(DummyBackend::new()), Clock::tokio());
     let (first, second) = (broker(&store, &dummy, clock), broker(&store, &dummy, clock));
     register(&first, json!({}), "x-esm-dummy: {mode: async, delay_ms: 10}").await;
-    assert!(matches!(first.provision("i", provision_request(), true).await, Ok(Answer::Accepted(_))));
+    assert!(matches!(first.instances().provision("i", provision_request(), true).await, Ok(Answer::Accepted(_))));
     first.shutdown().await;
     elapse(LEASE + Duration::from_secs(1)).await;
-    assert_eq!(second.claim_orphaned_operations(false).await.expect("claim"), 1, "claimed");
+    assert_eq!(second.operations().claim_orphaned_operations(false).await.expect("claim"), 1, "claimed");
     (dummy, second, Records::new(store))
 }
 
@@ -184,7 +196,7 @@ async fn a_request_whose_operation_was_taken_over_is_told_so_not_that_esm_shuts_
     register(&broker, json!({}), "x-esm-dummy: {mode: sync, hold: [provision]}").await;
     let request = tokio::spawn({
         let broker = Arc::clone(&broker);
-        async move { broker.provision("i", provision_request(), false).await }
+        async move { broker.instances().provision("i", provision_request(), false).await }
     });
     let records = Records::new(Arc::clone(&store));
     until("the provision to be recorded", || async {
@@ -216,13 +228,13 @@ async fn a_binding_expires_after_its_plans_lifetime_and_cannot_be_rotated_then()
     let broker = broker(&store, &Arc::new(DummyBackend::new()), clock);
     let plan = json!({"binding_lifetime_seconds": 100, "binding_rotatable": true});
     register(&broker, plan, "x-esm-dummy: {mode: sync}").await;
-    broker.provision("i", provision_request(), false).await.expect("provision");
+    broker.instances().provision("i", provision_request(), false).await.expect("provision");
     let bind = |id: &str, predecessor: Option<&str>| {
         let request = serde_json::from_value(json!({"service_id": "s", "plan_id": "p",
                                                     "predecessor_binding_id": predecessor}))
         .expect("bind request");
         let (broker, id) = (Arc::clone(&broker), id.to_owned());
-        async move { broker.bind("i", &id, request, false).await }
+        async move { broker.bindings().bind("i", &id, request, false).await }
     };
     let Ok(Answer::Done(first)) = bind("b1", None).await else { panic!("the first bind") };
     let expires_at = first.metadata.and_then(|m| m.expires_at).expect("expires_at");

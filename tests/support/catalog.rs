@@ -1,6 +1,8 @@
 //! An in-process broker's catalog for tests that drive the broker without HTTP:
 //! service `s`, plan `p`, a dummy manifest `m`.
 
+use std::sync::Arc;
+
 use serde_json::json;
 
 use esm::broker::Broker;
@@ -9,7 +11,7 @@ use esm::domain::manifest::Manifest;
 use esm::wire::ProvisionRequest;
 
 /// Registers service `s` with plan `p` (taking `plan_extra`) deployed by a dummy `script`.
-pub async fn register(broker: &Broker, plan_extra: serde_json::Value, script: &str) {
+pub async fn register(broker: &Arc<Broker>, plan_extra: serde_json::Value, script: &str) {
     let mut plan = json!({"id": "p", "name": "p", "description": "d"});
     if let (Some(plan), Some(extra)) = (plan.as_object_mut(), plan_extra.as_object()) {
         plan.extend(extra.clone());
@@ -17,7 +19,7 @@ pub async fn register(broker: &Broker, plan_extra: serde_json::Value, script: &s
     let service: Service =
         serde_json::from_value(json!({"id": "s", "name": "s", "description": "d", "bindable": true, "plans": [plan]}))
             .expect("service");
-    broker.register_service(service).await.expect("service registers");
+    broker.registrar().register_service(service).await.expect("service registers");
     let manifest = Manifest {
         id: String::new(),
         service_id: "s".into(),
@@ -27,7 +29,7 @@ pub async fn register(broker: &Broker, plan_extra: serde_json::Value, script: &s
         endpoints: None,
         config: None,
     };
-    broker.register_manifest("m", manifest).await.expect("manifest registers");
+    broker.registrar().register_manifest("m", manifest).await.expect("manifest registers");
 }
 
 /// A provision of plan `p`.

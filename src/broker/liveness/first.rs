@@ -6,11 +6,11 @@
 //! reports) is left to the prompt look (`look_soon`), which judges it with its latest
 //! report and drops it if lost.
 
+use crate::broker::LivenessMonitor;
 use std::time::Duration;
 
 use super::{Looked, Transition};
 use crate::backend::Backend;
-use crate::broker::Broker;
 use crate::domain::instance::ServiceInstance;
 use crate::domain::liveness::LivenessStatus;
 use crate::store::Versioned;
@@ -25,7 +25,7 @@ pub(in crate::broker) struct FirstLook(Looked);
 /// A first look folded into its operation's result: the transition it made, if any.
 pub(in crate::broker) struct Folded(Option<Transition>);
 
-impl Broker {
+impl LivenessMonitor<'_> {
     /// Looks at `deployed`, an instance as its operation just deployed it.
     pub(in crate::broker) async fn look_first(&self, backend: &dyn Backend, deployed: &ServiceInstance) -> FirstLook {
         let looked = tokio::time::timeout(FIRST_LOOK_WITHIN, Looked::at(backend, deployed)).await;

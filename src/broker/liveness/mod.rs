@@ -31,6 +31,7 @@ pub(super) use first::{FirstLook, Folded};
 pub use reports::{MAX_REPORTING, Reporter, SPACING};
 
 use super::Broker;
+use super::core::Core;
 use crate::domain::bounded::{PlanId, ServiceId};
 use crate::domain::event::{Event, EventKind};
 use crate::domain::instance::{InstanceStatus, ServiceInstance};
@@ -76,29 +77,43 @@ pub(super) enum Looked {
     Unreachable(String),
 }
 
-impl Broker {
+/// Liveness's service: watching, judging and reporting instances' liveness.
+#[derive(Clone, Copy)]
+pub struct LivenessMonitor<'a> {
+    broker: &'a Arc<Broker>,
+    core: &'a Core,
+    room: &'a LivenessRoom,
+}
+
+impl<'a> LivenessMonitor<'a> {
+    pub(super) fn new(broker: &'a Arc<Broker>, core: &'a Core, room: &'a LivenessRoom) -> Self {
+        Self { broker, core, room }
+    }
+}
+
+impl LivenessMonitor<'_> {
     /// Watches every instance's liveness until shutdown: a round each
     /// `ESM_LIVENESS_INTERVAL` (over those not up or reporting and a slice of the
     /// sweep, or every live instance when it sweeps at once), a prompt look at
     /// instances an engine tells of or whose first look did not settle them
     /// (`first.rs`).
-    pub fn spawn_liveness(self: &Arc<Self>) {
-        self.spawn_every(self.settings.liveness.interval, |this| async move {
-            if let Err(e) = this.liveness_round().await {
+    pub fn spawn_liveness(&self) {
+        self.broker.spawn_every(self.core.settings.liveness.interval, |this| async move {
+            if let Err(e) = this.liveness().liveness_round().await {
                 tracing::warn!(error = %e, "could not look at every instance's liveness");
             }
         });
-        let receiver = self.liveness.prompt.receiver.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        let receiver = self.room.prompt.receiver.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         if let Some(receiver) = receiver {
-            let this = Arc::clone(self);
-            self.spawn_task(async move {
-                let looks = tokio_stream_of(receiver).take_until(this.shutdown.clone().cancelled_owned());
+            let this = Arc::clone(self.broker);
+            self.broker.spawn_task(async move {
+                let looks = tokio_stream_of(receiver).take_until(this.stopping().clone().cancelled_owned());
                 looks
                     .for_each_concurrent(CONCURRENT_LOOKS, |(id, known)| {
                         let this = Arc::clone(&this);
                         async move {
-                            match this.registry().await {
-                                Ok(registry) => this.look_logged(&registry.record, &id, known).await,
+                            match this.registrar().registry().await {
+                                Ok(registry) => this.liveness().look_logged(&registry.record, &id, known).await,
                                 Err(e) => tracing::debug!(error = %e, "cannot read the catalog to look at an instance"),
                             }
                         }
@@ -106,30 +121,30 @@ impl Broker {
                     .await;
             });
         }
-        for backend in self.backends.all() {
-            let (this, backend) = (Arc::clone(self), Arc::clone(backend));
-            self.spawn_task(async move {
-                while !this.shutdown.is_cancelled() {
+        for backend in self.core.backends.all() {
+            let (this, backend) = (Arc::clone(self.broker), Arc::clone(backend));
+            self.broker.spawn_task(async move {
+                while !this.stopping().is_cancelled() {
                     // A backend without a change stream has only the periodic round.
                     let Some(mut changes) = backend.changes() else {
-                        this.liveness.prompt.sweep_always();
+                        this.liveness().room.prompt.sweep_always();
                         return;
                     };
                     loop {
                         tokio::select! {
                             id = changes.next() => match id {
-                                Some(id) => this.look_soon(&id, None),
+                                Some(id) => this.liveness().look_soon(&id, None),
                                 None => break,
                             },
-                            () = this.shutdown.cancelled() => return,
+                            () = this.stopping().cancelled() => return,
                         }
                     }
                     tracing::debug!(backend = backend.name(), "the engine's change stream ended; following it again");
                     // What changed meanwhile went untold.
-                    this.liveness.prompt.sweep_soon();
+                    this.liveness().room.prompt.sweep_soon();
                     tokio::select! {
                         () = tokio::time::sleep(RESUBSCRIBE) => {}
-                        () = this.shutdown.cancelled() => return,
+                        () = this.stopping().cancelled() => return,
                     }
                 }
             });
@@ -140,29 +155,29 @@ impl Broker {
     /// round then looks at every instance).
     /// `known`: the record as its last write left it, if the caller has it.
     pub(super) fn look_soon(&self, id: &str, known: Option<Versioned<ServiceInstance>>) {
-        if self.liveness.prompt.sender.try_send((id.to_owned(), known)).is_err() {
-            self.liveness.prompt.sweep_soon();
+        if self.room.prompt.sender.try_send((id.to_owned(), known)).is_err() {
+            self.room.prompt.sweep_soon();
         }
     }
 
     /// One round: a look at every live instance when it sweeps at once, else at those
     /// not up or reporting and at its slice of the spread sweep; and at every pool
     /// member (a broken one is replaced).
-    pub(super) async fn liveness_round(self: &Arc<Self>) -> OsbResult<()> {
+    pub(super) async fn liveness_round(&self) -> OsbResult<()> {
         // One read of the catalog serves the whole round.
-        let registry = self.registry().await?.record;
+        let registry = self.broker.registrar().registry().await?.record;
         // Records are read a page at a time, not one by one.
         let filter = |field: &str, value: &str| vec![(field.to_owned(), value.to_owned())];
         let instances: BoxStream<'static, Result<Versioned<ServiceInstance>, StoreError>> =
-            if self.liveness.prompt.take_sweep() {
-                self.records.scan::<ServiceInstance>(filter(index::LIVE, "1")).boxed()
+            if self.room.prompt.take_sweep() {
+                self.core.records.scan::<ServiceInstance>(filter(index::LIVE, "1")).boxed()
             } else {
                 let unsettled =
-                    UNSETTLED.map(|s| self.records.scan::<ServiceInstance>(filter(index::LIVENESS, s.as_str())));
+                    UNSETTLED.map(|s| self.core.records.scan::<ServiceInstance>(filter(index::LIVENESS, s.as_str())));
                 // Up instances that report: a report's TTL runs out with time alone. (The
                 // others were looked at with the unsettled.)
-                let records = self.records.clone();
-                let reporting = self.records.scan_ids::<ReportRecord>(Vec::new()).try_filter_map(move |id| {
+                let records = self.core.records.clone();
+                let reporting = self.core.records.scan_ids::<ReportRecord>(Vec::new()).try_filter_map(move |id| {
                     let records = records.clone();
                     async move {
                         let found = records.get::<ServiceInstance>(&id).await?;
@@ -174,7 +189,7 @@ impl Broker {
                 let slice = self.sweep_slice().await?;
                 futures_util::stream::iter(unsettled).flatten().chain(reporting).chain(slice).boxed()
             };
-        let members = self.records.scan::<ServiceInstance>(filter(index::MEMBER, "1"));
+        let members = self.core.records.scan::<ServiceInstance>(filter(index::MEMBER, "1"));
         instances
             .chain(members)
             .map_err(OsbError::from)
@@ -194,10 +209,10 @@ impl Broker {
     /// Looks at the instance deployed as `id`: an engine names the deployment, which is
     /// a handed-out pool member's for an instance that was handed one.
     /// `known`: the record as its last write left it, if the caller had it.
-    async fn look_logged(self: &Arc<Self>, registry: &Registry, id: &str, known: Option<Versioned<ServiceInstance>>) {
+    async fn look_logged(&self, registry: &Registry, id: &str, known: Option<Versioned<ServiceInstance>>) {
         let found = match known.filter(|known| known.record.is_live()) {
             Some(known) => Ok(Some(known)),
-            None => self.deployed_as(id).await,
+            None => self.core.deployed_as(id).await,
         };
         let looked = match found {
             Ok(Some(found)) => self.look_at(registry, found).await,
@@ -209,25 +224,15 @@ impl Broker {
         }
     }
 
-    /// The live record whose deployment is `id`: the record itself, or the instance
-    /// that was handed member `id`.
-    pub(super) async fn deployed_as(&self, id: &str) -> OsbResult<Option<Versioned<ServiceInstance>>> {
-        if let Some(found) = self.records.get::<ServiceInstance>(id).await?.filter(|v| v.record.is_live()) {
-            return Ok(Some(found));
-        }
-        let query = index::Query::new([(index::DEPLOYMENT, id)], 1);
-        Ok(self.records.page::<ServiceInstance>(&query).await?.into_iter().next())
-    }
-
     /// Observes `instance` (as just read) and records its liveness if it changed; drops
     /// it if the drop threshold says so.
-    async fn look_at(self: &Arc<Self>, registry: &Registry, found: Versioned<ServiceInstance>) -> OsbResult<()> {
+    async fn look_at(&self, registry: &Registry, found: Versioned<ServiceInstance>) -> OsbResult<()> {
         let instance = &found.record;
         let id = instance.id.as_str();
         if instance.status != InstanceStatus::Provisioned {
             return Ok(());
         }
-        let looked = match self.teardown_backend(registry, instance).await {
+        let looked = match self.broker.registrar().teardown_backend(registry, instance).await {
             Ok((backend, _)) => Looked::at(backend.as_ref(), instance).await,
             Err(e) => Looked::Unreachable(e.to_string()),
         };
@@ -250,7 +255,7 @@ impl Broker {
     }
 
     /// Folds instance `id`'s report, just written to its record, into its verdict.
-    pub(super) async fn look_reported(self: &Arc<Self>, id: &str, report: &Report) {
+    pub(super) async fn look_reported(&self, id: &str, report: &Report) {
         let written = self.change_liveness(id, None, |liveness| liveness.reported = Some(report.clone())).await;
         if let Err(e) = match written {
             Ok(written) => self.drop_if_lost(written).await,
@@ -262,17 +267,17 @@ impl Broker {
 
     /// Drops an instance (`instance`, as just written) whose verdict is `Drop`, unless
     /// an operation runs on it. A pool member is not dropped: its keeper replaces it.
-    async fn drop_if_lost(self: &Arc<Self>, written: Option<(ServiceInstance, Liveness)>) -> OsbResult<()> {
+    async fn drop_if_lost(&self, written: Option<(ServiceInstance, Liveness)>) -> OsbResult<()> {
         // A member that broke: its keeper is told at once.
         if let Some((member, _)) = written
             .as_ref()
             .filter(|(i, l)| i.pool.is_some() && !matches!(l.status, LivenessStatus::Up | LivenessStatus::Unknown))
         {
-            self.pool_changed(&member.plan_id);
+            self.broker.pools().pool_changed(&member.plan_id);
         }
         if let Some((instance, liveness)) = written.filter(|(i, _)| i.pool.is_none()) {
-            let now = self.clock().millis();
-            if liveness.verdict(now, self.settings.liveness.thresholds) == Verdict::Drop
+            let now = self.core.clock().millis();
+            if liveness.verdict(now, self.core.settings.liveness.thresholds) == Verdict::Drop
                 && instance.operations.running().is_none()
             {
                 self.drop_lost(&instance, &liveness).await?;
@@ -295,7 +300,7 @@ impl Broker {
         known: Option<&Versioned<ServiceInstance>>,
         change: impl Fn(&mut Liveness),
     ) -> OsbResult<Option<(ServiceInstance, Liveness)>> {
-        let (clock, thresholds) = (self.clock(), self.settings.liveness.thresholds);
+        let (clock, thresholds) = (self.core.clock(), self.core.settings.liveness.thresholds);
         let known = known.filter(|known| known.record.is_live());
         if let Some(known) = known {
             let mut copy = known.record.clone();
@@ -307,6 +312,7 @@ impl Broker {
         }
         let mut transition = None;
         let written = self
+            .core
             .records
             .modify_from::<ServiceInstance, OsbError, _>(id, known.cloned(), |instance| {
                 transition = None;
@@ -322,7 +328,7 @@ impl Broker {
             return Ok(None);
         };
         if transition.is_some() && instance.pool.is_none() {
-            self.events.announced();
+            self.core.events.announced();
         }
         self.told(&instance, transition);
         let liveness =
@@ -332,30 +338,31 @@ impl Broker {
 
     /// Deprovisions an instance lost for longer than the drop threshold, through the
     /// normal deprovision operation.
-    async fn drop_lost(self: &Arc<Self>, instance: &ServiceInstance, liveness: &Liveness) -> OsbResult<()> {
+    async fn drop_lost(&self, instance: &ServiceInstance, liveness: &Liveness) -> OsbResult<()> {
         tracing::warn!(instance_id = ?instance.id, reason = ?liveness.reason, "dropping an instance lost for longer than ESM_LIVENESS_DROP_THRESHOLD");
         // Announced in the instance's outbox, so it comes before the deprovision's own
         // events; by the replica that finds no deprovision running yet.
         let event = Event::new(EventKind::InstanceDropped).because(liveness.reason.clone());
-        self.records
+        self.core
+            .records
             .modify::<ServiceInstance, OsbError, _>(&instance.id, |record| {
                 let deprovisioning =
                     record.operations.running().is_some_and(|op| op.kind == OperationKind::Deprovision);
                 if !record.is_live() || record.pool.is_some() || deprovisioning {
                     return Ok(false);
                 }
-                self.announce(record, event.clone());
+                self.broker.operations().announce(record, event.clone());
                 Ok(true)
             })
             .await?;
-        self.events.announced();
+        self.core.events.announced();
         let query = DeleteQuery {
             service_id: Some(ServiceId::parse(instance.service_id.clone())?),
             plan_id: Some(PlanId::parse(instance.plan_id.clone())?),
             accepts_incomplete: Some(true),
             accept_incomplete: None,
         };
-        match self.deprovision(&instance.id, &query).await {
+        match self.broker.instances().deprovision(&instance.id, &query).await {
             // Another replica (or the platform) got there first.
             Ok(_) | Err(OsbError::Gone | OsbError::ConcurrencyError(_)) => Ok(()),
             Err(e) => Err(e),
@@ -416,7 +423,7 @@ impl Looked {
     }
 }
 
-impl Broker {
+impl LivenessMonitor<'_> {
     /// Applies `change` to `instance`'s liveness (in the write of its record) and
     /// judges it now; a transition's event goes in the same write (`events` module
     /// docs). Returns whether the record changed, and the transition.
@@ -425,12 +432,12 @@ impl Broker {
         instance: &mut ServiceInstance,
         change: &impl Fn(&mut Liveness),
     ) -> (bool, Option<Transition>) {
-        let (changed, happened) = judged(instance, change, self.clock(), self.settings.liveness.thresholds);
+        let (changed, happened) = judged(instance, change, self.core.clock(), self.core.settings.liveness.thresholds);
         if let Some((from, to, reason)) = &happened {
             let mut event = Event::new(EventKind::LivenessChanged).because(reason.clone());
             event.from = Some(from.as_str().to_owned());
             event.to = Some(to.as_str().to_owned());
-            self.announce(instance, event);
+            self.broker.operations().announce(instance, event);
         }
         (changed, happened)
     }

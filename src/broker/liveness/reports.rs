@@ -12,11 +12,13 @@
 //!   before is written, and an instance's record is written at most once per
 //!   [`SPACING`] by each replica, however many reporters it has.
 
+use crate::broker::LivenessMonitor;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::broker::Broker;
+use serde_json::{Map, Value};
+
 use crate::domain::binding::{Binding, BindingStatus};
 use crate::domain::bounded::Note;
 use crate::domain::instance::ServiceInstance;
@@ -54,12 +56,36 @@ impl Desk {
     }
 }
 
-impl Broker {
+impl LivenessMonitor<'_> {
+    /// Mints binding `binding`'s liveness reporting token and adds it to `credentials`
+    /// (`esm_liveness_token`, and `esm_liveness_url` where to send reports when
+    /// `ESM_LIVENESS_URL` is set); returns the digest to keep. Credentials that are not
+    /// an object, or an id too long to be a binding id, get none.
+    pub(in crate::broker) fn hand_out_reporting_token(
+        &self,
+        binding: &Binding,
+        credentials: &mut Value,
+    ) -> Option<String> {
+        let id = crate::domain::bounded::BindingId::parse(binding.id.as_str()).ok()?;
+        if credentials.is_null() {
+            *credentials = Value::Object(Map::new());
+        }
+        let Value::Object(credentials) = credentials else { return None };
+        let token = crate::domain::reporting_token::ReportingToken::mint(&id);
+        credentials.insert("esm_liveness_token".into(), Value::from(token.expose()));
+        if let Some(base) = &self.core.settings.liveness.report_url {
+            let id = crate::domain::path::segment(&binding.instance_id);
+            let url = format!("{}/v2/et/service_instances/{id}/liveness", base.trim_end_matches('/'));
+            credentials.insert("esm_liveness_url".into(), Value::from(url));
+        }
+        Some(token.digest())
+    }
+
     /// Records what instance `id` reported of itself (`PUT .../liveness`), sent by
     /// `reporter`. Answers the instance's liveness with this report, judged now; the
     /// report itself is written shortly after (coalesced with any that follow).
     pub async fn report_liveness(
-        self: &Arc<Self>,
+        &self,
         id: &str,
         reporter: &Reporter,
         status: LivenessStatus,
@@ -68,13 +94,13 @@ impl Broker {
     ) -> OsbResult<Liveness> {
         self.check_reporter(id, reporter).await?;
         let instance = self.platform_instance(id).await?;
-        let clock = self.clock();
+        let clock = self.core.clock();
         let now = clock.millis();
         let expires_at = now.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
         let report = Report { status, note, at: now, expires_at };
         let mut liveness = instance.liveness.unwrap_or_else(|| Liveness::unknown(now, clock.timestamp()));
         liveness.reported = Some(report.clone());
-        if liveness.judge(now, self.settings.liveness.thresholds) {
+        if liveness.judge(now, self.core.settings.liveness.thresholds) {
             liveness.since = clock.timestamp();
         }
         self.file_report(id, report)?;
@@ -85,7 +111,7 @@ impl Broker {
     /// `unknown` until it is first watched.
     pub async fn liveness(&self, id: &str) -> OsbResult<(ServiceInstance, Liveness)> {
         let instance = self.platform_instance(id).await?;
-        let clock = self.clock();
+        let clock = self.core.clock();
         let mut liveness = instance.liveness.clone().unwrap_or_else(|| {
             let mut fresh = Liveness::unknown(clock.millis(), instance.created_at.clone());
             fresh.reason = "not observed yet".into();
@@ -93,7 +119,7 @@ impl Broker {
         });
         if let Some(report) = self.latest_report(id).await? {
             liveness.reported = Some(report);
-            if liveness.judge(clock.millis(), self.settings.liveness.thresholds) {
+            if liveness.judge(clock.millis(), self.core.settings.liveness.thresholds) {
                 liveness.since = clock.timestamp();
             }
         }
@@ -102,13 +128,14 @@ impl Broker {
 
     /// Instance `id`'s latest report, as written to its report record.
     pub(in crate::broker) async fn latest_report(&self, id: &str) -> OsbResult<Option<Report>> {
-        Ok(self.records.get::<ReportRecord>(id).await?.map(|v| v.record.report))
+        Ok(self.core.records.get::<ReportRecord>(id).await?.map(|v| v.record.report))
     }
 
     /// The platform's live instance `id`: a pool member is hidden (404) as every other
     /// endpoint hides it.
     async fn platform_instance(&self, id: &str) -> OsbResult<ServiceInstance> {
-        self.records
+        self.core
+            .records
             .get::<ServiceInstance>(id)
             .await?
             .map(|v| v.record)
@@ -120,7 +147,7 @@ impl Broker {
     /// before the instance is looked for, so a wrong one learns nothing of it.
     async fn check_reporter(&self, id: &str, reporter: &Reporter) -> OsbResult<()> {
         let text = match reporter {
-            Reporter::Broker if self.settings.liveness.broker_reports => return Ok(()),
+            Reporter::Broker if self.core.settings.liveness.broker_reports => return Ok(()),
             Reporter::Broker => {
                 return Err(OsbError::Forbidden(
                     "the broker's credentials may not report liveness (ESM_LIVENESS_BROKER_REPORTS is off); \
@@ -131,7 +158,7 @@ impl Broker {
             Reporter::Token(text) => text,
         };
         let token = ReportingToken::parse(text).ok_or(OsbError::Unauthorized)?;
-        let binding = self.records.get::<Binding>(token.binding_id()).await?.map(|v| v.record);
+        let binding = self.core.records.get::<Binding>(token.binding_id()).await?.map(|v| v.record);
         let accepted = binding.is_some_and(|b| {
             b.status == BindingStatus::Bound
                 && b.instance_id == id
@@ -142,9 +169,9 @@ impl Broker {
 
     /// Queues `report` as instance `id`'s latest, and starts a writer for the instance
     /// unless one works on it already.
-    fn file_report(self: &Arc<Self>, id: &str, report: Report) -> OsbResult<()> {
+    fn file_report(&self, id: &str, report: Report) -> OsbResult<()> {
         {
-            let mut pending = self.liveness.reports.lock();
+            let mut pending = self.room.reports.lock();
             if let Some(slot) = pending.get_mut(id) {
                 *slot = Some(report);
                 return Ok(());
@@ -156,17 +183,17 @@ impl Broker {
             }
             pending.insert(id.to_owned(), Some(report));
         }
-        let (this, id) = (Arc::clone(self), id.to_owned());
-        self.spawn_task(async move { this.write_reports(id).await });
+        let (this, id) = (Arc::clone(self.broker), id.to_owned());
+        self.broker.spawn_task(async move { this.liveness().write_reports(id).await });
         Ok(())
     }
 
     /// Writes instance `id`'s latest report, then looks at the instance; again after
     /// [`SPACING`] if another arrived meanwhile; leaves the desk when none did.
-    async fn write_reports(self: Arc<Self>, id: String) {
+    async fn write_reports(&self, id: String) {
         loop {
             let next = {
-                let mut pending = self.liveness.reports.lock();
+                let mut pending = self.room.reports.lock();
                 let next = pending.get_mut(&id).and_then(Option::take);
                 if next.is_none() {
                     pending.remove(&id);
@@ -174,14 +201,14 @@ impl Broker {
                 next
             };
             let Some(report) = next else { return };
-            match self.records.upsert(&ReportRecord { instance_id: id.clone(), report: report.clone() }).await {
+            match self.core.records.upsert(&ReportRecord { instance_id: id.clone(), report: report.clone() }).await {
                 Ok(_) => self.look_reported(&id, &report).await,
                 Err(e) => tracing::warn!(instance_id = ?id, error = %e, "could not record a liveness report"),
             }
             tokio::select! {
                 () = tokio::time::sleep(SPACING) => {}
-                () = self.shutdown.cancelled() => {
-                    self.liveness.reports.lock().remove(&id);
+                () = self.core.shutdown.cancelled() => {
+                    self.room.reports.lock().remove(&id);
                     return;
                 }
             }

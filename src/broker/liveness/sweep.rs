@@ -14,6 +14,7 @@
 //! every round does with a backend that has no change stream (then looking is its only
 //! way to learn).
 
+use crate::broker::LivenessMonitor;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -22,7 +23,6 @@ use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 
-use crate::broker::Broker;
 use crate::domain::instance::ServiceInstance;
 use crate::store::{Collection, Query, StoreError, Versioned, index};
 
@@ -102,23 +102,23 @@ fn share(live: u64, interval: Duration, sweep: Duration) -> usize {
     usize::try_from(u128::from(live).div_ceil(rounds)).unwrap_or(usize::MAX).max(1)
 }
 
-impl Broker {
+impl LivenessMonitor<'_> {
     /// This round's slice of the spread sweep: the next live instances after where the
     /// last round stopped, up to this pass's share, leaving out those every round
     /// looks at anyway (not up yet, or no longer). Reaching the last live instance
     /// ends the pass; the next round starts another, with the live count read again.
     pub(in crate::broker) async fn sweep_slice(
-        self: &Arc<Self>,
+        &self,
     ) -> Result<BoxStream<'static, Result<Versioned<ServiceInstance>, StoreError>>, StoreError> {
-        let Pass { after, mut per_round } = self.liveness.prompt.pass().clone();
+        let Pass { after, mut per_round } = self.room.prompt.pass().clone();
         if after.is_none() {
-            let counts = self.store().counts(Collection::Instances, index::LIVE).await?;
+            let counts = self.core.store().counts(Collection::Instances, index::LIVE).await?;
             let live = counts.iter().map(|(_, n)| n).sum();
-            let liveness = &self.settings.liveness;
+            let liveness = &self.core.settings.liveness;
             per_round = share(live, liveness.interval, liveness.sweep);
-            self.liveness.prompt.pass().per_round = per_round;
+            self.room.prompt.pass().per_round = per_round;
         }
-        let this = Arc::clone(self);
+        let this = Arc::clone(self.broker);
         let pages = futures_util::stream::try_unfold((after, per_round), move |(after, left)| {
             let this = Arc::clone(&this);
             async move {
@@ -130,12 +130,12 @@ impl Broker {
                     after,
                     limit: left.min(SLICE_PAGE),
                 };
-                let page = this.records.page::<ServiceInstance>(&query).await?;
+                let page = this.liveness().core.records.page::<ServiceInstance>(&query).await?;
                 let last = page.last().map(|found| found.record.id.clone());
                 let ended = page.len() < query.limit;
                 // Read is as good as looked at: a look that fails is a round's failure,
                 // and the next sweep comes soon enough.
-                this.liveness.prompt.pass().after = if ended { None } else { last.clone() };
+                this.liveness().room.prompt.pass().after = if ended { None } else { last.clone() };
                 let left = if ended { 0 } else { left - page.len() };
                 Ok(Some((futures_util::stream::iter(page.into_iter().map(Ok)), (last, left))))
             }
@@ -155,6 +155,7 @@ mod tests {
     use super::*;
     use crate::backend::Backends;
     use crate::backend::dummy::DummyBackend;
+    use crate::broker::Broker;
     use crate::broker::{BrokerSettings, LivenessSettings};
     use crate::domain::liveness::{ComponentStatus, LivenessStatus};
     use crate::store::memory::MemoryStore;
@@ -170,24 +171,24 @@ mod tests {
         };
         let settings = BrokerSettings { liveness, ..BrokerSettings::default() };
         let broker = Broker::new(Arc::new(MemoryStore::new()), Backends::new().with(dummy.clone()), settings);
-        broker.register_test_plan("dummy", "x-esm-dummy: {mode: sync}\n").await;
+        broker.instances().register_test_plan("dummy", "x-esm-dummy: {mode: sync}\n").await;
         let request = json!({"service_id": "s", "plan_id": "p", "organization_guid": "o", "space_guid": "s"});
         for i in 0..n {
             let request = serde_json::from_value(request.clone()).expect("request");
-            broker.provision(&format!("i{i}"), request, false).await.expect("provisions");
+            broker.instances().provision(&format!("i{i}"), request, false).await.expect("provisions");
         }
         (dummy, broker)
     }
 
-    async fn status(broker: &Broker, id: &str) -> LivenessStatus {
-        broker.liveness(id).await.expect("liveness").1.status
+    async fn status(broker: &Arc<Broker>, id: &str) -> LivenessStatus {
+        broker.liveness().liveness(id).await.expect("liveness").1.status
     }
 
     #[tokio::test]
     async fn a_change_nobody_told_is_seen_when_the_spread_sweep_reaches_its_instance() {
         let (dummy, broker) = provisioned(6).await;
         // The first round looks at every instance.
-        broker.liveness_round().await.expect("a round");
+        broker.liveness().liveness_round().await.expect("a round");
         for i in 0..6 {
             assert_eq!(status(&broker, &format!("i{i}")).await, LivenessStatus::Up, "i{i}");
         }
@@ -195,25 +196,25 @@ mod tests {
         dummy.liveness().set("i3", "main", ComponentStatus::Down, Some("killed"));
         // One instance a round, in id order: i0, i1, i2 …
         for _ in 0..3 {
-            broker.liveness_round().await.expect("a round");
+            broker.liveness().liveness_round().await.expect("a round");
         }
         assert_eq!(status(&broker, "i3").await, LivenessStatus::Up, "not looked at again yet");
         // … then i3.
-        broker.liveness_round().await.expect("a round");
+        broker.liveness().liveness_round().await.expect("a round");
         assert_eq!(status(&broker, "i3").await, LivenessStatus::Down);
         // Once down it is looked at in every round, and seen back up at the next one.
         dummy.liveness().set("i3", "main", ComponentStatus::Up, None);
-        broker.liveness_round().await.expect("a round");
+        broker.liveness().liveness_round().await.expect("a round");
         assert_eq!(status(&broker, "i3").await, LivenessStatus::Up);
     }
 
     #[tokio::test]
     async fn a_change_that_may_have_gone_untold_makes_the_next_round_look_at_every_instance() {
         let (dummy, broker) = provisioned(6).await;
-        broker.liveness_round().await.expect("a round");
+        broker.liveness().liveness_round().await.expect("a round");
         dummy.liveness().set("i5", "main", ComponentStatus::Down, Some("killed"));
-        broker.liveness.prompt.sweep_soon();
-        broker.liveness_round().await.expect("a round");
+        broker.liveness().room.prompt.sweep_soon();
+        broker.liveness().liveness_round().await.expect("a round");
         assert_eq!(status(&broker, "i5").await, LivenessStatus::Down);
     }
 

@@ -13,10 +13,11 @@ use crate::backend::{BackendError, Backends};
 use crate::broker::runner::{Outcome, Work};
 use crate::broker::*;
 use crate::clock::Clock;
+use crate::domain::instance::ServiceInstance;
 use crate::domain::operation::Operation;
 use crate::domain::registry::Registry;
-use crate::store::Collection;
 use crate::store::switchable::SwitchableStore;
+use crate::store::{Collection, Store};
 
 fn broker(store: &Arc<SwitchableStore>, dummy: &Arc<DummyBackend>) -> Arc<Broker> {
     let backends = Backends::new().with(dummy.clone());
@@ -24,14 +25,14 @@ fn broker(store: &Arc<SwitchableStore>, dummy: &Arc<DummyBackend>) -> Arc<Broker
 }
 
 /// Instance `id` with operation `op` running.
-async fn stored_with(broker: &Broker, id: &str, op: Operation) {
+async fn stored_with(broker: &Arc<Broker>, id: &str, op: Operation) {
     let mut instance: ServiceInstance = serde_json::from_value(json!({
         "id": id, "service_id": "s", "plan_id": "p", "organization_guid": "o", "space_guid": "s",
         "manifest_id": "m", "status": "provisioning", "created_at": "2026-01-01T00:00:00.000Z"
     }))
     .expect("an instance");
     instance.operations.push(op);
-    broker.records.insert(&instance).await.expect("stored");
+    broker.records().insert(&instance).await.expect("stored");
 }
 
 /// Another replica holds the last operation of a stored instance now, for a long lease.
@@ -41,8 +42,8 @@ fn taken_over(body: &mut Value) {
     op["lease_until"] = json!(u64::MAX / 2);
 }
 
-async fn last_op(broker: &Broker, id: &str) -> Operation {
-    let instance = broker.records.get::<ServiceInstance>(id).await.expect("reads").expect("stored").record;
+async fn last_op(broker: &Arc<Broker>, id: &str) -> Operation {
+    let instance = broker.records().get::<ServiceInstance>(id).await.expect("reads").expect("stored").record;
     instance.operations.last().cloned().expect("an operation")
 }
 
@@ -53,10 +54,10 @@ async fn a_claim_that_loses_its_race_takes_nothing() {
     let mut op = Operation::start(OperationKind::Provision, true, broker.clock().now());
     (op.owner, op.lease_until) = (Some("gone".into()), 0);
     stored_with(&broker, "i", op).await;
-    let instance = broker.records.get::<ServiceInstance>("i").await.expect("reads").expect("stored").record;
+    let instance = broker.records().get::<ServiceInstance>("i").await.expect("reads").expect("stored").record;
     // Between this replica's read and its write, another replica takes it over.
     store.race_next_replace(Collection::Instances, "i", taken_over);
-    let claimed = broker.claim(&instance, false).await.expect("the claim answers");
+    let claimed = broker.operations().claim(&instance, false).await.expect("the claim answers");
     assert!(claimed.is_none(), "the attempt that lost the race is not a claim: {claimed:?}");
     assert_eq!(last_op(&broker, "i").await.owner.as_deref(), Some("other"));
 }
@@ -70,7 +71,13 @@ impl Work for Nothing {
     type Record = ServiceInstance;
     type Output = ();
 
-    async fn call(&self, _: &Broker, _: &Registry, _: &ServiceInstance, _: &Operation) -> Result<(), BackendError> {
+    async fn call(
+        &self,
+        _: &Operations<'_>,
+        _: &Registry,
+        _: &ServiceInstance,
+        _: &Operation,
+    ) -> Result<(), BackendError> {
         Ok(())
     }
 
@@ -81,12 +88,12 @@ impl Work for Nothing {
 async fn a_result_whose_write_lost_to_a_takeover_is_not_this_replicas_to_announce() {
     let (store, dummy) = (Arc::new(SwitchableStore::new(true, Duration::ZERO)), Arc::new(DummyBackend::new()));
     let broker = broker(&store, &dummy);
-    let op = broker.start_op(OperationKind::Provision, true);
+    let op = broker.operations().start_op(OperationKind::Provision, true);
     let op_id = op.id.clone();
     stored_with(&broker, "i", op).await;
     // The result's write meets the record of the replica that took the operation over.
     store.race_next_replace(Collection::Instances, "i", taken_over);
-    let outcome = broker.run(&Nothing, "i", &op_id, None).await.expect("runs");
+    let outcome = broker.operations().run(&Nothing, "i", &op_id, None).await.expect("runs");
     assert!(matches!(outcome, Outcome::LeaseLost), "the other replica records the result: {outcome:?}");
     let op = last_op(&broker, "i").await;
     assert!(op.in_progress() && op.owner.as_deref() == Some("other"), "{op:?}");
@@ -98,16 +105,20 @@ async fn a_graceful_stop_hands_its_operations_back_for_another_replica_to_take_a
     let (first, second) = (broker(&store, &dummy), broker(&store, &dummy));
     let service = json!({"id": "s", "name": "s", "description": "d", "bindable": true,
                          "plans": [{"id": "p", "name": "p", "description": "d"}]});
-    first.register_service(serde_json::from_value(service).expect("a service")).await.expect("registers");
+    first.registrar().register_service(serde_json::from_value(service).expect("a service")).await.expect("registers");
     let manifest = json!({"service_id": "s", "plan_id": "p", "manifest_type": "dummy",
                           "manifest_content": "x-esm-dummy: {mode: async, hold: [provision]}\n"});
-    first.register_manifest("m", serde_json::from_value(manifest).expect("a manifest")).await.expect("registers");
+    first
+        .registrar()
+        .register_manifest("m", serde_json::from_value(manifest).expect("a manifest"))
+        .await
+        .expect("registers");
     let request = json!({"service_id": "s", "plan_id": "p", "organization_guid": "o", "space_guid": "s"});
-    let answer = first.provision("i", serde_json::from_value(request).expect("request"), true).await;
+    let answer = first.instances().provision("i", serde_json::from_value(request).expect("request"), true).await;
     assert!(matches!(answer, Ok(Answer::Accepted(_))), "{answer:?}");
     // The backend call has started and waits for the hold.
     tokio::time::sleep(Duration::from_millis(10)).await;
-    assert_eq!(second.claim_orphaned_operations(false).await.expect("claims"), 0, "held by the first");
+    assert_eq!(second.operations().claim_orphaned_operations(false).await.expect("claims"), 0, "held by the first");
 
     let marker = || store.version(Collection::Registry, "_handed_back");
     assert_eq!(marker().await.expect("reads"), None);
@@ -116,7 +127,7 @@ async fn a_graceful_stop_hands_its_operations_back_for_another_replica_to_take_a
     assert!(op.in_progress() && op.lease_until == 0, "handed back, not finished: {op:?}");
     assert!(marker().await.expect("reads").is_some(), "the other replicas are told");
     // No lease to wait for.
-    assert_eq!(second.claim_orphaned_operations(false).await.expect("claims"), 1, "taken over at once");
+    assert_eq!(second.operations().claim_orphaned_operations(false).await.expect("claims"), 1, "taken over at once");
     dummy.holds().release(OperationKind::Provision, "i");
     for _ in 0..100 {
         if !last_op(&second, "i").await.in_progress() {

@@ -3,6 +3,7 @@
 //! who runs which (`worker.rs`: leases, take-overs, hand-backs), and giving up an
 //! operation whose write failed (`withdraw.rs`).
 
+pub(super) mod answers;
 pub(super) mod runner;
 mod withdraw;
 pub(super) mod work;
@@ -13,7 +14,10 @@ mod lease_tests;
 #[cfg(test)]
 mod withdraw_tests;
 
+use crate::broker::Broker;
+use crate::broker::core::Core;
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 
 /// What this process keeps of the operations it runs: private to `operations/`.
@@ -43,5 +47,20 @@ impl Default for OperationsRoom {
             hand_back_on_stop: AtomicBool::new(true),
             reindexed: AtomicBool::new(false),
         }
+    }
+}
+
+/// Operations' service: the runner, the work of each kind, leases, take-overs and
+/// hand-backs.
+#[derive(Clone, Copy)]
+pub struct Operations<'a> {
+    broker: &'a Arc<Broker>,
+    core: &'a Core,
+    room: &'a OperationsRoom,
+}
+
+impl<'a> Operations<'a> {
+    pub(super) fn new(broker: &'a Arc<Broker>, core: &'a Core, room: &'a OperationsRoom) -> Self {
+        Self { broker, core, room }
     }
 }

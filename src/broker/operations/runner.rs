@@ -9,6 +9,7 @@
 //! explicit [`Outcome`]; a synchronous request turns it into its answer
 //! ([`Outcome::answer`]), an asynchronous one has answered 202 already.
 
+use crate::broker::Operations;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -18,8 +19,8 @@ use tokio::task::JoinHandle;
 
 use crate::backend::BackendError;
 use crate::broker::Broker;
-use crate::broker::instances::{failure_of, succeeded};
 use crate::broker::liveness::Folded;
+use crate::broker::operations::answers::{failure_of, succeeded};
 use crate::domain::binding::Binding;
 use crate::domain::event::{Event, Step};
 use crate::domain::instance::ServiceInstance;
@@ -98,7 +99,7 @@ pub(in crate::broker) trait Work: Send + Sync + 'static {
     /// the run read it.
     async fn call(
         &self,
-        broker: &Broker,
+        ops: &Operations<'_>,
         registry: &Registry,
         record: &Self::Record,
         op: &Operation,
@@ -117,7 +118,7 @@ pub(in crate::broker) trait Work: Send + Sync + 'static {
     /// update's first look at what it deployed (`liveness/first.rs`).
     fn fold(
         &self,
-        _broker: &Broker,
+        _ops: &Operations<'_>,
         _record: &mut Self::Record,
         _result: &Result<Self::Output, BackendError>,
     ) -> Option<Folded> {
@@ -125,7 +126,7 @@ pub(in crate::broker) trait Work: Send + Sync + 'static {
     }
 
     /// What follows a recorded result, outside the record's write.
-    async fn after(&self, _broker: &Broker, _record: &Self::Record) -> OsbResult<()> {
+    async fn after(&self, _ops: &Operations<'_>, _record: &Self::Record) -> OsbResult<()> {
         Ok(())
     }
 }
@@ -198,25 +199,25 @@ enum Held<R> {
     LeaseLost,
 }
 
-impl Broker {
+impl Operations<'_> {
     /// Runs operation `op_id` of record `id` as a task of its own. The task runs to the
     /// end even if the request that started it goes away (the client hung up), so its
     /// result is recorded; shutdown waits for it.
     /// `written`: the record as the request just wrote it, which the run then need not
     /// read again (`None` for an operation resumed or taken over).
     pub(in crate::broker) fn spawn_work<W: Work>(
-        self: &Arc<Self>,
+        &self,
         work: W,
         id: String,
         op_id: String,
         written: Option<Versioned<W::Record>>,
     ) -> JoinHandle<OsbResult<Outcome<W::Record>>> {
-        let running = Running::start(self, &op_id);
-        let this = Arc::clone(self);
-        self.spawn_task(async move {
+        let running = Running::start(self.broker, &op_id);
+        let this = Arc::clone(self.broker);
+        self.broker.spawn_task(async move {
             let _running = running;
             let started = tokio::time::Instant::now();
-            let outcome = this.run(&work, &id, &op_id, written).await;
+            let outcome = this.operations().run(&work, &id, &op_id, written).await;
             let label = outcome.as_ref().map_or("unrecorded", |outcome| outcome.label(&op_id));
             this.metrics().operation_finished(W::KIND, label, started.elapsed());
             match &outcome {
@@ -247,7 +248,7 @@ impl Broker {
     /// `None` for an asynchronous one (the request answers 202 now), the record once it
     /// succeeded for a synchronous one.
     pub(in crate::broker) async fn carry_out<W: Work>(
-        self: &Arc<Self>,
+        &self,
         work: W,
         written: Versioned<W::Record>,
         op_id: &str,
@@ -285,7 +286,7 @@ impl Broker {
     ) -> OsbResult<Outcome<W::Record>> {
         let found = match written {
             Some(written) => Some(written),
-            None => match self.records.get::<W::Record>(id).await {
+            None => match self.core.records.get::<W::Record>(id).await {
                 Ok(found) => found,
                 Err(e) => return Ok(Outcome::Unstarted(e.into())),
             },
@@ -304,7 +305,7 @@ impl Broker {
             }
         }
         // One read of the catalog serves the deadline and the backend call.
-        let registry = match self.registry().await {
+        let registry = match self.broker.registrar().registry().await {
             Ok(registry) => registry.record,
             Err(e) => return Ok(Outcome::Unstarted(e)),
         };
@@ -319,7 +320,7 @@ impl Broker {
             }
             Held::LeaseLost => return Ok(Outcome::LeaseLost),
         };
-        let now = self.clock().now();
+        let now = self.core.clock().now();
         let mut refused = Outcome::Gone;
         let mut recorded = false;
         let mut finished = None;
@@ -328,6 +329,7 @@ impl Broker {
         // renewal: a short call), without reading it again.
         let read = Some(Versioned { version, record });
         let written = self
+            .core
             .records
             .modify_from::<W::Record, OsbError, _>(id, read, |current| {
                 // Only the attempt that is written counts (see `claim`).
@@ -365,7 +367,7 @@ impl Broker {
             .await?;
         match written {
             Some(written) if recorded => {
-                self.events.announced();
+                self.core.events.announced();
                 if let Some(op) = finished {
                     log_outcome(id, &op);
                     self.deployed(&written, &op, folded).await;
@@ -385,10 +387,10 @@ impl Broker {
     /// behind it, land right after, each one taking the operation over. Only the
     /// claim that arrives in time runs it; the others leave it to the next sweep.
     fn holds_fresh_lease(&self, op: &Operation) -> bool {
-        let half = u64::try_from(self.settings.operation_lease.as_millis() / 2).unwrap_or(u64::MAX);
+        let half = u64::try_from(self.core.settings.operation_lease.as_millis() / 2).unwrap_or(u64::MAX);
         op.in_progress()
             && op.owner.as_deref() == Some(self.replica())
-            && op.lease_until >= self.clock().millis().saturating_add(half)
+            && op.lease_until >= self.core.clock().millis().saturating_add(half)
     }
 
     /// Renews the lease on `op` before its backend call when this process still owns
@@ -418,17 +420,17 @@ impl Broker {
             let Some(deadline) = deadline else {
                 return call.await;
             };
-            tokio::time::timeout(self.clock().until(deadline), call)
+            tokio::time::timeout(self.core.clock().until(deadline), call)
                 .await
                 .unwrap_or_else(|_| Err(BackendError::new("did not finish within the plan's maximum_polling_duration")))
         };
         tokio::pin!(bounded);
-        let mut renewals = tokio::time::interval(self.settings.operation_lease / 3);
+        let mut renewals = tokio::time::interval(self.core.settings.operation_lease / 3);
         renewals.tick().await;
         loop {
             tokio::select! {
                 result = &mut bounded => return Held::Done(result),
-                () = self.shutdown.cancelled() => return Held::ShuttingDown,
+                () = self.core.shutdown.cancelled() => return Held::ShuttingDown,
                 _ = renewals.tick() => {
                     if !self.renew::<T>(id, op_id).await {
                         return Held::LeaseLost;
@@ -439,13 +441,13 @@ impl Broker {
     }
 }
 
-impl Broker {
+impl Operations<'_> {
     /// Puts `event` about `record` in its outbox, stamped: it is committed with the
     /// write that makes the change it tells of. Nothing for a record whose operations
     /// are not announced (a warm pool member).
     pub(in crate::broker) fn announce<T: OnPlan + Announcing>(&self, record: &mut T, event: Event) {
         if record.announced() {
-            let event = self.events.stamped(record.about(event));
+            let event = self.core.events.stamped(record.about(event));
             record.outbox_mut().push(event);
         }
     }
@@ -459,9 +461,11 @@ impl Broker {
         if deployed && op.state == OperationState::Succeeded {
             let known = written.record.as_instance().filter(|instance| instance.id == id);
             match (known, folded) {
-                (Some(known), Some(folded)) => self.looked_first(known, written.version, folded).await,
+                (Some(known), Some(folded)) => {
+                    self.broker.liveness().looked_first(known, written.version, folded).await
+                }
                 (known, _) => {
-                    self.look_soon(
+                    self.broker.liveness().look_soon(
                         id,
                         known.map(|record| Versioned { version: written.version, record: record.clone() }),
                     );
@@ -481,7 +485,7 @@ pub(in crate::broker) fn end_event(op: &Operation) -> Event {
     event
 }
 
-/// An operation in this process's running set (`Broker::running`) for as long as its
+/// An operation in this process's running set (`OperationsRoom::running`) for as long as its
 /// task lives, however the task ends.
 pub(in crate::broker) struct Running {
     broker: Arc<Broker>,
@@ -490,14 +494,14 @@ pub(in crate::broker) struct Running {
 
 impl Running {
     pub(in crate::broker) fn start(broker: &Arc<Broker>, op_id: &str) -> Self {
-        broker.running_ops().insert(op_id.to_owned());
+        broker.operations().running_ops().insert(op_id.to_owned());
         Self { broker: Arc::clone(broker), op_id: op_id.to_owned() }
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        self.broker.running_ops().remove(&self.op_id);
+        self.broker.operations().running_ops().remove(&self.op_id);
     }
 }
 

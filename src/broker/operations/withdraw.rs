@@ -5,7 +5,7 @@
 //! answers `202` (or runs the operation and answers its result). The success path costs
 //! that one write and no more: a `202` follows an operation write the store confirmed.
 //!
-//! Every other way out, once the operation may be stored, goes through [`Broker::give_up`].
+//! Every other way out, once the operation may be stored, goes through [`Operations::give_up`](crate::broker::Operations::give_up).
 //! "May be": the operation's write returned `Ok`, or failed in a way that may still have
 //! landed (the store's answer can be lost after it committed). The request withdraws the
 //! operation before it answers: one compare-and-set marks it failed (with the refusal as
@@ -38,10 +38,10 @@
 //! write on every successful request, and that write can lose its answer in the same
 //! way, which leaves the same unknown outcome to answer.
 
+use crate::broker::Operations;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::broker::Broker;
 use crate::broker::runner::{OnPlan, Running, end_event};
 use crate::domain::operation::{OperationState, Tracked};
 use crate::domain::outbox::Announcing;
@@ -64,23 +64,23 @@ enum Settled {
     Elsewhere,
 }
 
-impl Broker {
+impl Operations<'_> {
     /// Gives up on this process's operation `op_id` of record `T` `id`, recorded (or
     /// perhaps recorded: its write failed) and not run: withdraws it durably, then
     /// returns `refusal` to answer; `also` is what the withdrawal changes in the record
     /// besides the operation. Past the deadline, an error that is not a 503: see the
     /// module docs.
     pub(in crate::broker) async fn give_up<T: Record + Tracked + OnPlan + Announcing + Clone + 'static>(
-        self: &Arc<Self>,
+        &self,
         id: &str,
         op_id: &str,
         refusal: OsbError,
         also: fn(&mut T),
     ) -> OsbError {
         // Held as running meanwhile, so this process's sweeper does not take it over.
-        let running = Running::start(self, op_id);
+        let running = Running::start(self.broker, op_id);
         let reason = refusal.to_string();
-        let deadline = tokio::time::Instant::now() + self.settings.operation_lease / 3;
+        let deadline = tokio::time::Instant::now() + self.core.settings.operation_lease / 3;
         let mut pause = FIRST_PAUSE;
         let failure = loop {
             match self.withdraw::<T>(id, op_id, &reason, also).await {
@@ -97,17 +97,17 @@ impl Broker {
             pause = (pause * 2).min(LONGEST_PAUSE);
         };
         tracing::error!(id, operation = op_id, error = %failure, "could not withdraw an operation in time; still trying");
-        let this = Arc::clone(self);
+        let this = Arc::clone(self.broker);
         let (id, op_id_owned) = (id.to_owned(), op_id.to_owned());
-        self.spawn_task(async move {
+        self.broker.spawn_task(async move {
             let _running = running;
             loop {
                 tokio::select! {
                     () = tokio::time::sleep(LONGEST_PAUSE) => {}
                     // Left in progress: the next start, or another replica, runs it.
-                    () = this.shutdown.cancelled() => return,
+                    () = this.stopping().cancelled() => return,
                 }
-                if this.withdraw::<T>(&id, &op_id_owned, &reason, also).await.is_ok() {
+                if this.operations().withdraw::<T>(&id, &op_id_owned, &reason, also).await.is_ok() {
                     tracing::info!(id, operation = op_id_owned, "withdrew an operation once the store answered");
                     return;
                 }
@@ -127,9 +127,10 @@ impl Broker {
         reason: &str,
         also: fn(&mut T),
     ) -> OsbResult<Settled> {
-        let now = self.clock().now();
+        let now = self.core.clock().now();
         let mut settled = Settled::Withdrawn;
-        self.records
+        self.core
+            .records
             .modify::<T, OsbError, _>(id, |record| {
                 settled = Settled::Withdrawn;
                 let Some(op) = record.operations().find(op_id) else {
@@ -153,7 +154,7 @@ impl Broker {
                 Ok(true)
             })
             .await?;
-        self.events.announced();
+        self.core.events.announced();
         Ok(settled)
     }
 }

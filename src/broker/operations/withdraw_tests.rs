@@ -29,10 +29,14 @@ async fn broker(store: Arc<SwitchableStore>, calls: &Path) -> Arc<Broker> {
     let broker = Broker::new(store, Backends::new().with(Arc::new(DummyBackend::new())), settings);
     let service = json!({"id": "s", "name": "s", "description": "d", "bindable": true,
         "plans": [{"id": "p", "name": "p", "description": "d"}]});
-    broker.register_service(serde_json::from_value(service).expect("a service")).await.expect("registers");
+    broker.registrar().register_service(serde_json::from_value(service).expect("a service")).await.expect("registers");
     let content = format!("x-esm-dummy: {{mode: either, call_log: {:?}}}\n", calls.display());
     let manifest = json!({"service_id": "s", "plan_id": "p", "manifest_type": "dummy", "manifest_content": content});
-    broker.register_manifest("m", serde_json::from_value(manifest).expect("a manifest")).await.expect("registers");
+    broker
+        .registrar()
+        .register_manifest("m", serde_json::from_value(manifest).expect("a manifest"))
+        .await
+        .expect("registers");
     broker
 }
 
@@ -56,20 +60,24 @@ async fn request(broker: &Arc<Broker>, kind: OperationKind, accepts_incomplete: 
     let update = json!({"service_id": "s", "parameters": {"size": 2}});
     let status = |accepted: bool| if accepted { 202 } else { 200 };
     Ok(match kind {
-        OperationKind::Provision => {
-            status(matches!(broker.provision("i", parse(provision), accepts_incomplete).await?, Answer::Accepted(_)))
-        }
-        OperationKind::Update => {
-            status(matches!(broker.update("i", parse(update), accepts_incomplete).await?, Answer::Accepted(_)))
-        }
-        OperationKind::Deprovision => {
-            status(matches!(broker.deprovision("i", &query(accepts_incomplete)).await?, Answer::Accepted(_)))
-        }
-        OperationKind::Bind => {
-            status(matches!(broker.bind("i", "b", parse(bind), accepts_incomplete).await?, Answer::Accepted(_)))
-        }
+        OperationKind::Provision => status(matches!(
+            broker.instances().provision("i", parse(provision), accepts_incomplete).await?,
+            Answer::Accepted(_)
+        )),
+        OperationKind::Update => status(matches!(
+            broker.instances().update("i", parse(update), accepts_incomplete).await?,
+            Answer::Accepted(_)
+        )),
+        OperationKind::Deprovision => status(matches!(
+            broker.instances().deprovision("i", &query(accepts_incomplete)).await?,
+            Answer::Accepted(_)
+        )),
+        OperationKind::Bind => status(matches!(
+            broker.bindings().bind("i", "b", parse(bind), accepts_incomplete).await?,
+            Answer::Accepted(_)
+        )),
         OperationKind::Unbind => {
-            status(matches!(broker.unbind("i", "b", &query(accepts_incomplete)).await?, Answer::Accepted(_)))
+            status(matches!(broker.bindings().unbind("i", "b", &query(accepts_incomplete)).await?, Answer::Accepted(_)))
         }
     })
 }
@@ -82,14 +90,14 @@ fn parse<T: serde::de::DeserializeOwned>(request: Value) -> T {
 async fn settle(broker: &Arc<Broker>) {
     for _ in 0..10 {
         tokio::time::sleep(LEASE / 2).await;
-        broker.claim_orphaned_operations(false).await.expect("the store answers again");
+        broker.operations().claim_orphaned_operations(false).await.expect("the store answers again");
     }
     tokio::time::sleep(LEASE).await;
 }
 
 /// The operations of record `T` `id` (none if it is not stored).
-async fn operations<T: Record + Tracked>(broker: &Broker, id: &str) -> Vec<(OperationKind, OperationState)> {
-    let found = broker.records.get::<T>(id).await.expect("reads");
+async fn operations<T: Record + Tracked>(broker: &Arc<Broker>, id: &str) -> Vec<(OperationKind, OperationState)> {
+    let found = broker.records().get::<T>(id).await.expect("reads");
     found.map(|v| v.record.operations().iter().map(|op| (op.kind, op.state)).collect()).unwrap_or_default()
 }
 
@@ -197,7 +205,7 @@ async fn a_store_away_past_the_deadline_gets_no_503_and_the_withdrawal_lands_whe
     store.set_down(false);
     settle(&broker).await;
     assert_eq!(calls(&path, OperationKind::Deprovision), 0);
-    let instance = broker.records.get::<ServiceInstance>("i").await.expect("reads").expect("kept").record;
+    let instance = broker.records().get::<ServiceInstance>("i").await.expect("reads").expect("kept").record;
     assert_eq!(instance.status, InstanceStatus::Provisioned);
     let last = instance.operations.last().expect("the deprovision");
     assert_eq!((last.kind, last.state), (OperationKind::Deprovision, OperationState::Failed));

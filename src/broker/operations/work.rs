@@ -2,6 +2,7 @@
 //! result changes in the instance or binding record. The runner (`runner.rs`) does the
 //! rest, the same for all five.
 
+use crate::broker::Operations;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,12 +12,10 @@ use serde_json::json;
 use tokio::task::JoinHandle;
 
 use crate::backend::{Backend, BackendError, BindOutput, Deployment};
-use crate::broker::Broker;
-use crate::broker::instances::apply_update;
 use crate::broker::liveness::{FirstLook, Folded};
 use crate::broker::runner::{Outcome, Work};
 use crate::domain::binding::{Binding, BindingMetadata, BindingStatus, Credentials};
-use crate::domain::instance::{InstanceStatus, ServiceInstance};
+use crate::domain::instance::{InstanceStatus, PendingUpdate, ServiceInstance};
 use crate::domain::manifest::Manifest;
 use crate::domain::operation::{Operation, OperationKind};
 use crate::domain::registry::Registry;
@@ -43,13 +42,9 @@ pub(in crate::broker) type InstanceTask = JoinHandle<OsbResult<Outcome<ServiceIn
 /// The task running a binding operation.
 pub(in crate::broker) type BindingTask = JoinHandle<OsbResult<Outcome<Binding>>>;
 
-impl Broker {
+impl Operations<'_> {
     /// Runs an instance's operation (after a restart, or taken over from another replica).
-    pub(in crate::broker) fn resume_instance_operation(
-        self: &Arc<Self>,
-        id: String,
-        op: &Operation,
-    ) -> Option<InstanceTask> {
+    pub(in crate::broker) fn resume_instance_operation(&self, id: String, op: &Operation) -> Option<InstanceTask> {
         let op_id = op.id.clone();
         match op.kind {
             OperationKind::Provision => Some(self.spawn_work(Provision { may_adopt: true }, id, op_id, None)),
@@ -60,11 +55,7 @@ impl Broker {
     }
 
     /// Runs a binding's operation (after a restart, or taken over from another replica).
-    pub(in crate::broker) fn resume_binding_operation(
-        self: &Arc<Self>,
-        id: String,
-        op: &Operation,
-    ) -> Option<BindingTask> {
+    pub(in crate::broker) fn resume_binding_operation(&self, id: String, op: &Operation) -> Option<BindingTask> {
         let op_id = op.id.clone();
         match op.kind {
             OperationKind::Bind => Some(self.spawn_work(Bind, id, op_id, None)),
@@ -80,11 +71,12 @@ impl Broker {
         binding: &Binding,
     ) -> OsbResult<(ServiceInstance, Arc<dyn Backend>, Manifest)> {
         let instance = self
+            .core
             .live_instance(&binding.instance_id)
             .await?
             .ok_or_else(|| OsbError::Internal(format!("instance {} is gone", binding.instance_id)))?
             .record;
-        let (backend, manifest) = self.instance_backend(registry, &instance).await?;
+        let (backend, manifest) = self.broker.registrar().instance_backend(registry, &instance).await?;
         Ok((instance, backend, manifest))
     }
 }
@@ -111,27 +103,27 @@ impl Work for Provision {
 
     async fn call(
         &self,
-        broker: &Broker,
+        ops: &Operations<'_>,
         registry: &Registry,
         instance: &ServiceInstance,
         _op: &Operation,
     ) -> Result<Deployed, BackendError> {
         if self.may_adopt
             && instance.pool.is_none()
-            && let Some(member) = broker.member_claimed_by(&instance.id).await.map_err(failure)?
+            && let Some(member) = ops.broker.pools().member_claimed_by(&instance.id).await.map_err(failure)?
         {
             return Ok(Deployed::Adopted(Box::new(member)));
         }
-        let (backend, manifest) = broker.instance_backend(registry, instance).await.map_err(failure)?;
+        let (backend, manifest) = ops.broker.registrar().instance_backend(registry, instance).await.map_err(failure)?;
         if !crate::domain::pool::deploys_recorded_manifest(instance, registry) {
             return Err(BackendError::new("the plan's manifest changed before the member was deployed"));
         }
-        let host_ports = broker.lease_host_ports(backend.as_ref(), &manifest, instance).await?;
+        let host_ports = ops.broker.inventory().lease_host_ports(backend.as_ref(), &manifest, instance).await?;
         let target = ServiceInstance { host_ports: host_ports.clone(), ..instance.clone() };
         let deployment = backend.provision(&target, &manifest).await?;
-        broker.take_inventory(backend.as_ref(), &target).await;
+        ops.broker.inventory().take_inventory(backend.as_ref(), &target).await;
         let made = ServiceInstance { deployment: deployment.details.clone(), ..target };
-        let look = broker.look_first(backend.as_ref(), &made).await;
+        let look = ops.broker.liveness().look_first(backend.as_ref(), &made).await;
         Ok(Deployed::Made { deployment, host_ports, look })
     }
 
@@ -166,12 +158,12 @@ impl Work for Provision {
 
     fn fold(
         &self,
-        broker: &Broker,
+        ops: &Operations<'_>,
         instance: &mut ServiceInstance,
         result: &Result<Deployed, BackendError>,
     ) -> Option<Folded> {
         match result {
-            Ok(Deployed::Made { look, .. }) => Some(broker.fold_look(instance, look)),
+            Ok(Deployed::Made { look, .. }) => Some(ops.broker.liveness().fold_look(instance, look)),
             _ => None,
         }
     }
@@ -181,12 +173,12 @@ impl Work for Provision {
     /// than the instance's own write.
     /// A failed provision's inventory is forgotten and its host ports go back to the
     /// range (what it made is gone).
-    async fn after(&self, broker: &Broker, instance: &ServiceInstance) -> OsbResult<()> {
+    async fn after(&self, ops: &Operations<'_>, instance: &ServiceInstance) -> OsbResult<()> {
         if instance.status != InstanceStatus::Provisioned {
-            broker.release_resources(instance.deployed_id()).await?;
+            ops.broker.inventory().release_resources(instance.deployed_id()).await?;
         }
         if instance.pool.is_some() {
-            return broker.member_deployed(instance).await;
+            return ops.broker.pools().member_deployed(instance).await;
         }
         Ok(())
     }
@@ -215,24 +207,24 @@ impl Work for Update {
 
     async fn call(
         &self,
-        broker: &Broker,
+        ops: &Operations<'_>,
         registry: &Registry,
         instance: &ServiceInstance,
         op: &Operation,
     ) -> Result<Redeployed, BackendError> {
         let pending = op.update.as_ref().ok_or_else(|| BackendError::new("the update has no changes recorded"))?;
         let mut target = apply_update(instance.clone(), pending);
-        let (_, manifest) = broker.manifest_in(registry, &target.plan_id).await.map_err(failure)?;
-        let backend = broker.backend(&manifest).map_err(failure)?;
-        target.host_ports = broker.lease_host_ports(backend.as_ref(), &manifest, &target).await?;
+        let (_, manifest) = ops.broker.registrar().manifest_in(registry, &target.plan_id).await.map_err(failure)?;
+        let backend = ops.broker.registrar().backend(&manifest).map_err(failure)?;
+        target.host_ports = ops.broker.inventory().lease_host_ports(backend.as_ref(), &manifest, &target).await?;
         let target = target.deployed();
         let deployment = backend.update(&target, &manifest).await;
         // Taken whether or not it worked: a failed update may have changed something.
-        broker.take_inventory(backend.as_ref(), &target).await;
+        ops.broker.inventory().take_inventory(backend.as_ref(), &target).await;
         let deployment = deployment?;
         let dashboard_url = backend.dashboard_url(&target, &manifest);
         let made = ServiceInstance { deployment: deployment.details.clone(), ..target.into_owned() };
-        let look = broker.look_first(backend.as_ref(), &made).await;
+        let look = ops.broker.liveness().look_first(backend.as_ref(), &made).await;
         Ok(Redeployed { deployment, dashboard_url, manifest, host_ports: made.host_ports, look })
     }
 
@@ -255,11 +247,11 @@ impl Work for Update {
 
     fn fold(
         &self,
-        broker: &Broker,
+        ops: &Operations<'_>,
         instance: &mut ServiceInstance,
         result: &Result<Redeployed, BackendError>,
     ) -> Option<Folded> {
-        result.as_ref().ok().map(|redeployed| broker.fold_look(instance, &redeployed.look))
+        result.as_ref().ok().map(|redeployed| ops.broker.liveness().fold_look(instance, &redeployed.look))
     }
 }
 
@@ -271,18 +263,18 @@ impl Work for Deprovision {
 
     async fn call(
         &self,
-        broker: &Broker,
+        ops: &Operations<'_>,
         registry: &Registry,
         instance: &ServiceInstance,
         _op: &Operation,
     ) -> Result<(), BackendError> {
-        let (backend, manifest) = broker.teardown_backend(registry, instance).await.map_err(failure)?;
-        broker.mark_releasing(instance.deployed_id()).await;
+        let (backend, manifest) = ops.broker.registrar().teardown_backend(registry, instance).await.map_err(failure)?;
+        ops.broker.inventory().mark_releasing(instance.deployed_id()).await;
         let target = instance.deployed();
         let removed = backend.deprovision(&target, manifest.as_ref()).await;
         if removed.is_err() {
             // Still held, as far as it was not removed.
-            broker.take_inventory(backend.as_ref(), &target).await;
+            ops.broker.inventory().take_inventory(backend.as_ref(), &target).await;
         }
         removed
     }
@@ -297,13 +289,13 @@ impl Work for Deprovision {
 
     /// Its inventory is forgotten (its host ports go back to the range), and bindings
     /// go with their instance (platforms unbind first; this covers those that do not).
-    async fn after(&self, broker: &Broker, instance: &ServiceInstance) -> OsbResult<()> {
+    async fn after(&self, ops: &Operations<'_>, instance: &ServiceInstance) -> OsbResult<()> {
         if instance.status != InstanceStatus::Deprovisioned {
             return Ok(());
         }
-        broker.release_resources(instance.deployed_id()).await?;
-        for binding in broker.bindings_of(&instance.id).await? {
-            broker
+        ops.broker.inventory().release_resources(instance.deployed_id()).await?;
+        for binding in ops.core.bindings_of(&instance.id).await? {
+            ops.core
                 .records
                 .modify::<Binding, OsbError, _>(&binding.id, |b| {
                     if !b.is_live() {
@@ -328,18 +320,18 @@ impl Work for Bind {
 
     async fn call(
         &self,
-        broker: &Broker,
+        ops: &Operations<'_>,
         registry: &Registry,
         binding: &Binding,
         _op: &Operation,
     ) -> Result<Self::Output, BackendError> {
-        let (instance, backend, manifest) = broker.binding_backend(registry, binding).await.map_err(failure)?;
+        let (instance, backend, manifest) = ops.binding_backend(registry, binding).await.map_err(failure)?;
         let lifetime =
             registry.service(&instance.service_id).and_then(|s| s.plan(&instance.plan_id)?.binding_lifetime_seconds);
         let mut output = backend.bind(&instance.deployed(), binding, &manifest).await?;
-        let token_digest = broker.hand_out_reporting_token(binding, &mut output.credentials);
+        let token_digest = ops.broker.liveness().hand_out_reporting_token(binding, &mut output.credentials);
         // The lifetime counts from when the credentials exist.
-        let clock = broker.clock();
+        let clock = ops.core.clock();
         let metadata = lifetime.map_or_else(BindingMetadata::default, |seconds| {
             let lifetime = Duration::from_secs(u64::from(seconds));
             BindingMetadata {
@@ -382,17 +374,18 @@ impl Work for Unbind {
 
     async fn call(
         &self,
-        broker: &Broker,
+        ops: &Operations<'_>,
         registry: &Registry,
         binding: &Binding,
         _op: &Operation,
     ) -> Result<(), BackendError> {
-        let Some(instance) = broker.live_instance(&binding.instance_id).await.map_err(failure)? else {
+        let Some(instance) = ops.core.live_instance(&binding.instance_id).await.map_err(failure)? else {
             // Deprovisioned since (a takeover of an unbind whose process died before it
             // checked its instance): the deprovision revoked the binding already.
             return Ok(());
         };
-        let (backend, manifest) = broker.instance_backend(registry, &instance.record).await.map_err(failure)?;
+        let (backend, manifest) =
+            ops.broker.registrar().instance_backend(registry, &instance.record).await.map_err(failure)?;
         backend.unbind(&instance.record.deployed(), binding, &manifest).await
     }
 
@@ -403,4 +396,21 @@ impl Work for Unbind {
             binding.credentials = None;
         }
     }
+}
+
+/// The instance as it will be once `pending` is applied.
+fn apply_update(mut instance: ServiceInstance, pending: &PendingUpdate) -> ServiceInstance {
+    if let Some(plan_id) = &pending.plan_id {
+        instance.plan_id = plan_id.clone();
+    }
+    if let Some(parameters) = &pending.parameters {
+        instance.parameters = Some(parameters.clone());
+    }
+    if let Some(context) = &pending.context {
+        instance.context = Some(context.clone());
+    }
+    if let Some(info) = &pending.maintenance_info {
+        instance.maintenance_info = Some(info.clone());
+    }
+    instance
 }

@@ -16,12 +16,11 @@
 //! [`HAND_BACK_CHECK`], take the operations over at once. A hand-back the store
 //! refuses leaves the lease to lapse, as after a crash.
 
-use std::future::Future;
+use crate::broker::Operations;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::broker::Broker;
 use crate::domain::binding::Binding;
 use crate::domain::instance::ServiceInstance;
 use crate::domain::operation::{Operation, OperationKind, Tracked};
@@ -37,11 +36,11 @@ const HAND_BACK_MARKER: &str = "_handed_back";
 /// How often a replica on a shared store reads the hand-back marker's version.
 pub const HAND_BACK_CHECK: Duration = Duration::from_secs(1);
 
-impl Broker {
+impl Operations<'_> {
     /// A new operation, owned by this process.
     pub(in crate::broker) fn start_op(&self, kind: OperationKind, asynchronous: bool) -> Operation {
-        let mut op = Operation::start(kind, asynchronous, self.clock().now());
-        op.owner = Some(self.operations.replica.clone());
+        let mut op = Operation::start(kind, asynchronous, self.core.clock().now());
+        op.owner = Some(self.room.replica.clone());
         op.lease_until = self.lease_expiry();
         op
     }
@@ -50,57 +49,32 @@ impl Broker {
     /// another replica does once they lapse).
     #[cfg(any(test, feature = "test-support"))]
     pub(in crate::broker) fn keep_leases_on_stop(&self) {
-        self.operations.hand_back_on_stop.store(false, Ordering::Release);
+        self.room.hand_back_on_stop.store(false, Ordering::Release);
     }
 
     /// This process's owner id.
     pub(in crate::broker) fn replica(&self) -> &str {
-        &self.operations.replica
+        &self.room.replica
     }
 
     fn lease_expiry(&self) -> u64 {
-        self.clock()
+        self.core
+            .clock()
             .millis()
-            .saturating_add(u64::try_from(self.settings.operation_lease.as_millis()).unwrap_or(u64::MAX))
+            .saturating_add(u64::try_from(self.core.settings.operation_lease.as_millis()).unwrap_or(u64::MAX))
     }
 
     /// The operations this process is running. Poisoning is ignored: an insert or
     /// remove is never left half-done.
     pub(in crate::broker) fn running_ops(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
-        self.operations.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Runs a task that shutdown waits for.
-    pub(in crate::broker) fn spawn_task<R: Send + 'static>(
-        &self,
-        task: impl Future<Output = R> + Send + 'static,
-    ) -> tokio::task::JoinHandle<R> {
-        self.tasks.spawn(task)
-    }
-
-    /// Runs `round` now and then every `period`, until shutdown (which waits for it).
-    pub(in crate::broker) fn spawn_every<F, Fut>(self: &Arc<Self>, period: std::time::Duration, round: F)
-    where
-        F: Fn(Arc<Self>) -> Fut + Send + 'static,
-        Fut: Future<Output = ()> + Send,
-    {
-        let this = Arc::clone(self);
-        self.spawn_task(async move {
-            loop {
-                round(Arc::clone(&this)).await;
-                tokio::select! {
-                    () = tokio::time::sleep(period) => {}
-                    () = this.shutdown.cancelled() => return,
-                }
-            }
-        });
+        self.room.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Takes over the operations no live owner holds and runs them. At start-up with a
     /// store only this process can open (`exclusive`), every running operation is
     /// orphaned, leases or not: the process that held them is gone.
-    pub async fn claim_orphaned_operations(self: &Arc<Self>, at_start: bool) -> OsbResult<usize> {
-        let ignore_leases = at_start && self.store().exclusive();
+    pub async fn claim_orphaned_operations(&self, at_start: bool) -> OsbResult<usize> {
+        let ignore_leases = at_start && self.core.store().exclusive();
         self.reindex_once().await?;
         // Claimed first, run after: the operations' own store writes would otherwise
         // slow the scan that a start waits for (a lease that lapses meanwhile is renewed
@@ -108,14 +82,14 @@ impl Broker {
         let (mut instances_taken, mut bindings_taken) = (Vec::new(), Vec::new());
         // Only records with a running operation are read, through the index.
         let running = || vec![(index::RUNNING.to_owned(), "1".to_owned())];
-        let mut instances = std::pin::pin!(self.records.scan::<ServiceInstance>(running()));
+        let mut instances = std::pin::pin!(self.core.records.scan::<ServiceInstance>(running()));
         while let Some(Versioned { record, .. }) = instances.try_next().await? {
             if let Some(op) = self.claim::<ServiceInstance>(&record, ignore_leases).await? {
                 tracing::info!(instance_id = %record.id, operation = %op.id, kind = op.kind.as_str(), "taking over operation");
                 instances_taken.push((record.id, op));
             }
         }
-        let mut bindings = std::pin::pin!(self.records.scan::<Binding>(running()));
+        let mut bindings = std::pin::pin!(self.core.records.scan::<Binding>(running()));
         while let Some(Versioned { record, .. }) = bindings.try_next().await? {
             if let Some(op) = self.claim::<Binding>(&record, ignore_leases).await? {
                 tracing::info!(binding_id = %record.id, operation = %op.id, kind = op.kind.as_str(), "taking over operation");
@@ -130,15 +104,15 @@ impl Broker {
     /// Indexes records an older esm wrote without index entries, once per store (then
     /// a marker makes it a single read). Before the first claim: claims use the index.
     async fn reindex_once(&self) -> OsbResult<()> {
-        if self.operations.reindexed.load(Ordering::Acquire) {
+        if self.room.reindexed.load(Ordering::Acquire) {
             return Ok(());
         }
-        let instances = self.records.reindex::<ServiceInstance>().await?;
-        let bindings = self.records.reindex::<Binding>().await?;
+        let instances = self.core.records.reindex::<ServiceInstance>().await?;
+        let bindings = self.core.records.reindex::<Binding>().await?;
         if instances + bindings > 0 {
             tracing::info!(instances, bindings, "indexed records written by an older esm");
         }
-        self.operations.reindexed.store(true, Ordering::Release);
+        self.room.reindexed.store(true, Ordering::Release);
         Ok(())
     }
 
@@ -155,9 +129,10 @@ impl Broker {
             // This process runs it: a lapsed lease means it stalled, not that it died.
             return Ok(None);
         }
-        let (op_id, now) = (op.id.clone(), self.clock().millis());
+        let (op_id, now) = (op.id.clone(), self.core.clock().millis());
         let mut taken = None;
-        self.records
+        self.core
+            .records
             .modify::<T, OsbError, _>(record.id(), |current| {
                 // Only the attempt that is written counts: one whose write lost a race
                 // is followed by another that sees the winner's record.
@@ -168,7 +143,7 @@ impl Broker {
                 if !ignore_leases && op.lease_until > now {
                     return Ok(false);
                 }
-                op.owner = Some(self.operations.replica.clone());
+                op.owner = Some(self.room.replica.clone());
                 op.lease_until = self.lease_expiry();
                 taken = Some(op.clone());
                 Ok(true)
@@ -179,19 +154,20 @@ impl Broker {
 
     /// Keeps taking over orphaned operations, every half lease and, on a shared store,
     /// as soon as another replica hands some back, until shutdown.
-    pub fn spawn_sweeper(self: &Arc<Self>) {
-        let this = Arc::clone(self);
-        let period = self.settings.operation_lease / 2;
-        let shared = !self.store().exclusive();
-        self.spawn_task(async move {
+    pub fn spawn_sweeper(&self) {
+        let this = Arc::clone(self.broker);
+        let period = self.core.settings.operation_lease / 2;
+        let shared = !self.core.store().exclusive();
+        self.broker.spawn_task(async move {
             let mut marker = None;
+            let operations = this.operations();
             loop {
                 tokio::select! {
                     () = tokio::time::sleep(period) => {}
-                    () = this.hand_back_seen(&mut marker), if shared => {}
-                    () = this.shutdown.cancelled() => return,
+                    () = operations.hand_back_seen(&mut marker), if shared => {}
+                    () = this.stopping().cancelled() => return,
                 }
-                if let Err(e) = this.claim_orphaned_operations(false).await {
+                if let Err(e) = this.operations().claim_orphaned_operations(false).await {
                     tracing::warn!(error = %e, "could not look for orphaned operations");
                 }
             }
@@ -207,7 +183,7 @@ impl Broker {
             if !std::mem::take(&mut at_once) {
                 tokio::time::sleep(HAND_BACK_CHECK).await;
             }
-            match self.store().version(Collection::Registry, HAND_BACK_MARKER).await {
+            match self.core.store().version(Collection::Registry, HAND_BACK_MARKER).await {
                 Ok(version) if seen.is_none() => *seen = Some(version),
                 Ok(version) if *seen != Some(version) => {
                     *seen = Some(version);
@@ -224,15 +200,16 @@ impl Broker {
     /// out: its lease is expired if this process still holds it, so whoever sweeps
     /// next takes it over instead of waiting for the lease to lapse.
     pub(in crate::broker) async fn hand_back<T: Record + Tracked + Clone>(&self, id: &str, op_id: &str) {
-        if !self.operations.hand_back_on_stop.load(Ordering::Acquire) {
+        if !self.room.hand_back_on_stop.load(Ordering::Acquire) {
             return;
         }
         let mut released = false;
         let result = self
+            .core
             .records
             .modify::<T, OsbError, _>(id, |record| {
                 released = false;
-                let Some(op) = record.operations_mut().owned_mut(op_id, &self.operations.replica) else {
+                let Some(op) = record.operations_mut().owned_mut(op_id, &self.room.replica) else {
                     return Ok(false);
                 };
                 op.lease_until = 0;
@@ -242,7 +219,7 @@ impl Broker {
             .await;
         match result {
             Ok(_) if released => {
-                self.operations.handed_back.fetch_add(1, Ordering::AcqRel);
+                self.room.handed_back.fetch_add(1, Ordering::AcqRel);
                 tracing::debug!(id, operation = op_id, "operation handed back");
             }
             Ok(_) => {}
@@ -255,17 +232,17 @@ impl Broker {
     /// Tells the other replicas on a shared store that this one handed operations
     /// back, by moving the marker's version (by `until` at the latest).
     pub(in crate::broker) async fn announce_hand_back(&self, until: tokio::time::Instant) {
-        let handed_back = self.operations.handed_back.load(Ordering::Acquire);
+        let handed_back = self.room.handed_back.load(Ordering::Acquire);
         if handed_back == 0 {
             return;
         }
         tracing::info!(operations = handed_back, "handed the operations this replica stopped back");
-        if self.store().exclusive() {
+        if self.core.store().exclusive() {
             return;
         }
-        let marker = serde_json::json!({"replica": self.operations.replica, "operations": handed_back});
+        let marker = serde_json::json!({"replica": self.room.replica, "operations": handed_back});
         let written =
-            tokio::time::timeout_at(until, self.store().upsert(Collection::Registry, HAND_BACK_MARKER, marker));
+            tokio::time::timeout_at(until, self.core.store().upsert(Collection::Registry, HAND_BACK_MARKER, marker));
         match written.await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
@@ -283,10 +260,11 @@ impl Broker {
         op_id: &str,
     ) -> OsbResult<bool> {
         let mut held = false;
-        self.records
+        self.core
+            .records
             .modify::<T, OsbError, _>(id, |record| {
                 held = false;
-                let Some(op) = record.operations_mut().owned_mut(op_id, &self.operations.replica) else {
+                let Some(op) = record.operations_mut().owned_mut(op_id, &self.room.replica) else {
                     return Ok(false);
                 };
                 op.lease_until = self.lease_expiry();

@@ -14,11 +14,12 @@
 //! operation: a member is recorded before it is deployed, and counted as deploying
 //! until its operation ends, so a pool is never filled twice.
 
+use crate::broker::Pools;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::broker::{Broker, PlanView, work};
+use crate::broker::{PlanView, work};
 use crate::domain::bounded::{OpaqueId, PlanId, ServiceId};
 use crate::domain::event::{Event, EventKind};
 use crate::domain::instance::ServiceInstance;
@@ -98,52 +99,52 @@ enum Lease {
     HeldUntil(u64),
 }
 
-impl Broker {
+impl Pools<'_> {
     /// Keeps every pool filled until shutdown.
-    pub fn spawn_pool_keeper(self: &Arc<Self>) {
-        let this = Arc::clone(self);
-        self.spawn_task(async move {
+    pub fn spawn_pool_keeper(&self) {
+        let this = Arc::clone(self.broker);
+        self.broker.spawn_task(async move {
             loop {
-                if let Err(e) = this.pool_round().await {
+                if let Err(e) = this.pools().pool_round().await {
                     tracing::warn!(error = %e, "could not look after the warm pools");
                 }
                 tokio::select! {
                     () = tokio::time::sleep(ROUND) => {}
-                    () = this.pools.wake.notified() => {}
-                    () = this.shutdown.cancelled() => return,
+                    () = this.pools().room.wake.notified() => {}
+                    () = this.stopping().cancelled() => return,
                 }
             }
         });
     }
 
     /// One round: the pools' listing, read once, and a look at every pool that is due.
-    pub async fn pool_round(self: &Arc<Self>) -> OsbResult<()> {
-        let mut tally = self.pools.tally.take();
+    pub async fn pool_round(&self) -> OsbResult<()> {
+        let mut tally = self.room.tally.take();
         // Read before any pool's manifest is: a change after it is seen next round.
-        let generation = self.registry_generation();
-        let pools = match self.records.list::<Pool>().await {
+        let generation = self.broker.registrar().registry_generation();
+        let pools = match self.core.records.list::<Pool>().await {
             Ok(pools) => pools,
             Err(e) => {
-                tally.into_iter().for_each(|(plan, counts)| self.pools.tally.restore(plan, counts));
+                tally.into_iter().for_each(|(plan, counts)| self.room.tally.restore(plan, counts));
                 return Err(e.into());
             }
         };
         let listed: HashSet<String> = pools.iter().map(|p| p.record.plan_id.clone()).collect();
-        self.pools.schedule.retain(&listed);
-        self.metrics().forget_pools_except(|plan_id| listed.contains(plan_id));
-        let now = self.clock().millis();
+        self.room.schedule.retain(&listed);
+        self.core.metrics().forget_pools_except(|plan_id| listed.contains(plan_id));
+        let now = self.core.clock().millis();
         for pool in pools {
             let plan_id = pool.record.plan_id.clone();
             let counts = tally.remove(&plan_id).unwrap_or_default();
-            if counts == (0, 0) && !self.pools.schedule.is_due(&plan_id, pool.version, generation, now) {
+            if counts == (0, 0) && !self.room.schedule.is_due(&plan_id, pool.version, generation, now) {
                 continue;
             }
             match self.keep_pool(pool, counts).await {
-                Ok(Some((version, at))) => self.pools.schedule.looked(plan_id, Due { version, generation, at }),
+                Ok(Some((version, at))) => self.room.schedule.looked(plan_id, Due { version, generation, at }),
                 // The record changed under the look: its new version makes it due.
-                Ok(None) => self.pools.tally.restore(plan_id, counts),
+                Ok(None) => self.room.tally.restore(plan_id, counts),
                 Err(e) => {
-                    self.pools.tally.restore(plan_id.clone(), counts);
+                    self.room.tally.restore(plan_id.clone(), counts);
                     tracing::warn!(plan_id = ?plan_id, error = %e, "could not look after a pool");
                 }
             }
@@ -157,14 +158,14 @@ impl Broker {
     /// at most one compare-and-set. Returns the record's version and when to look again,
     /// or `None` if the record changed meanwhile (the counts were not added).
     async fn keep_pool(
-        self: &Arc<Self>,
+        &self,
         Versioned { mut version, record: mut pool }: Versioned<Pool>,
         counts: (u64, u64),
     ) -> OsbResult<Option<(u64, Option<u64>)>> {
-        let now = self.clock().millis();
+        let now = self.core.clock().millis();
         // A plan that left the catalog (or lost its manifest) keeps no members; a store
         // that cannot be read now is no reason to remove any.
-        let view = match self.plan_view(&pool.service_id, &pool.plan_id).await {
+        let view = match self.broker.registrar().plan_view(&pool.service_id, &pool.plan_id).await {
             Err(e) if !matches!(e, OsbError::BadRequest(_)) => return Err(e),
             view => view,
         };
@@ -172,6 +173,7 @@ impl Broker {
         let wanted = if view.is_ok() { pool.wanted() as usize } else { 0 };
         let members = self.unclaimed_members(&pool.plan_id).await?;
         let claimed = self
+            .core
             .records
             .page::<ServiceInstance>(&Query::new([(index::POOL_CLAIMED, pool.plan_id.as_str())], CLAIMS_PER_ROUND))
             .await?;
@@ -200,7 +202,7 @@ impl Broker {
         pool.misses_total = pool.misses_total.saturating_add(misses);
         let mut changed = claims > 0 || misses > 0;
         for fault in &died {
-            pool.failed(fault, self.clock().timestamp(), now);
+            pool.failed(fault, self.core.clock().timestamp(), now);
             changed = true;
         }
         changed |= recovers && pool.recovered();
@@ -208,11 +210,11 @@ impl Broker {
             && self.renews_lease(&pool, now)
         {
             let until = now.saturating_add(u64::try_from(KEEPER_LEASE.as_millis()).unwrap_or(u64::MAX));
-            pool.keeper = Some(Keeper { owner: self.replica().to_owned(), until });
+            pool.keeper = Some(Keeper { owner: self.broker.operations().replica().to_owned(), until });
             changed = true;
         }
         if changed {
-            match self.records.replace(version, &pool).await {
+            match self.core.records.replace(version, &pool).await {
                 Ok(written) => version = written,
                 Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => return Ok(None),
                 Err(e) => return Err(e.into()),
@@ -241,14 +243,14 @@ impl Broker {
             && missing > 0
             && now >= pool.retry_at
         {
-            for _ in 0..missing.min(self.settings.pool_deploys.saturating_sub(deploying)) {
+            for _ in 0..missing.min(self.core.settings.pool_deploys.saturating_sub(deploying)) {
                 self.deploy_member(&pool, view).await?;
             }
         }
         self.finish_claims(claimed).await?;
         if empty {
-            match self.records.delete::<Pool>(&pool.plan_id, Some(version)).await {
-                Ok(_) => self.metrics().forget_pools_except(|plan_id| plan_id != pool.plan_id),
+            match self.core.records.delete::<Pool>(&pool.plan_id, Some(version)).await {
+                Ok(_) => self.core.metrics().forget_pools_except(|plan_id| plan_id != pool.plan_id),
                 Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -261,7 +263,7 @@ impl Broker {
     fn lease_for(&self, pool: &Pool, acts: bool, now: u64) -> Lease {
         // A store only this process can open has no other keeper: a lease in it was
         // left by a process that is gone.
-        match (acts, self.store().exclusive() || pool.keepable_by(self.replica(), now)) {
+        match (acts, self.core.store().exclusive() || pool.keepable_by(self.broker.operations().replica(), now)) {
             (false, _) => Lease::Idle,
             (true, true) => Lease::Act,
             (true, false) => Lease::HeldUntil(pool.keeper.as_ref().map_or(now, |k| k.until)),
@@ -272,12 +274,15 @@ impl Broker {
     /// replica does not hold it or half of it is gone.
     fn renews_lease(&self, pool: &Pool, now: u64) -> bool {
         let lease = u64::try_from(KEEPER_LEASE.as_millis()).unwrap_or(u64::MAX);
-        !self.store().exclusive()
-            && pool.keeper.as_ref().is_none_or(|k| k.owner != self.replica() || k.until < now + lease / 2)
+        !self.core.store().exclusive()
+            && pool
+                .keeper
+                .as_ref()
+                .is_none_or(|k| k.owner != self.broker.operations().replica() || k.until < now + lease / 2)
     }
 
     /// Records a new member and starts its provision (the normal operation).
-    async fn deploy_member(self: &Arc<Self>, pool: &Pool, view: &PlanView) -> OsbResult<()> {
+    async fn deploy_member(&self, pool: &Pool, view: &PlanView) -> OsbResult<()> {
         let id = format!("{MEMBER_PREFIX}{}", uuid::Uuid::new_v4().simple());
         let request = ProvisionRequest {
             service_id: ServiceId::parse(pool.service_id.clone())?,
@@ -288,23 +293,28 @@ impl Broker {
             parameters: pool.member_parameters(),
             maintenance_info: None,
         };
-        let op = self.start_op(OperationKind::Provision, true);
+        let op = self.broker.operations().start_op(OperationKind::Provision, true);
         let op_id = op.id.clone();
         let mut member = crate::broker::instances::new_instance(&id, &request, view, op);
         member.pool = Some(Membership { manifest_digest: Some(view.entry.digest.clone()), ..Membership::default() });
-        let version = self.records.insert(&member).await?;
-        self.spawn_work(work::Provision { may_adopt: false }, id, op_id, Some(Versioned { version, record: member }));
+        let version = self.core.records.insert(&member).await?;
+        self.broker.operations().spawn_work(
+            work::Provision { may_adopt: false },
+            id,
+            op_id,
+            Some(Versioned { version, record: member }),
+        );
         Ok(())
     }
 
     /// Starts the deprovision of an unclaimed member (unless something else changed it
     /// meanwhile: the next look sees it again).
-    async fn remove_member(self: &Arc<Self>, member: Versioned<ServiceInstance>, why: &str) -> OsbResult<()> {
+    async fn remove_member(&self, member: Versioned<ServiceInstance>, why: &str) -> OsbResult<()> {
         let Versioned { version, record: mut member } = member;
-        let op = self.start_op(OperationKind::Deprovision, true);
+        let op = self.broker.operations().start_op(OperationKind::Deprovision, true);
         let op_id = op.id.clone();
         member.operations.push(op);
-        let version = match self.records.replace(version, &member).await {
+        let version = match self.core.records.replace(version, &member).await {
             Ok(version) => version,
             Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => return Ok(()),
             Err(e) => return Err(e.into()),
@@ -313,19 +323,19 @@ impl Broker {
         tracing::info!(member_id = %member.id, plan_id = ?member.plan_id, reason = why, "replacing a pool member");
         tracing::debug!(member_id = %member.id, liveness = ?liveness, "what the member's liveness said");
         let event = Event::on_member(EventKind::PoolMemberReplaced, &member.id, &member.service_id, &member.plan_id);
-        self.events.emit(event.because(why));
+        self.core.events.emit(event.because(why));
         let id = member.id.clone();
-        self.spawn_work(work::Deprovision, id, op_id, Some(Versioned { version, record: member }));
+        self.broker.operations().spawn_work(work::Deprovision, id, op_id, Some(Versioned { version, record: member }));
         Ok(())
     }
 
     /// Claimed members: retired once their instance has taken them over (its provision
     /// adopted the deployment); left alone while that provision runs (after a crash, its
     /// resumption adopts them); removed when it will never take them.
-    async fn finish_claims(self: &Arc<Self>, claimed: Vec<Versioned<ServiceInstance>>) -> OsbResult<()> {
+    async fn finish_claims(&self, claimed: Vec<Versioned<ServiceInstance>>) -> OsbResult<()> {
         for member in claimed {
             let Some(claimer) = member.record.pool.as_ref().and_then(|m| m.claimed_by.clone()) else { continue };
-            let instance = self.records.get::<ServiceInstance>(&claimer).await?.map(|v| v.record);
+            let instance = self.core.records.get::<ServiceInstance>(&claimer).await?.map(|v| v.record);
             match instance {
                 Some(i) if i.deployment_id.as_deref() == Some(member.record.id.as_str()) && i.is_live() => {
                     self.retire_member(&member.record.id, &claimer).await?;
@@ -345,7 +355,8 @@ impl Broker {
     /// Marks a member its instance has taken over as gone (the deployment is the
     /// instance's now; the record stays as a tombstone until the purge).
     async fn retire_member(&self, member_id: &str, instance_id: &str) -> OsbResult<()> {
-        self.records
+        self.core
+            .records
             .modify::<ServiceInstance, OsbError, _>(member_id, |member| {
                 let ours = member.pool.as_ref().is_some_and(|m| m.claimed_by.as_deref() == Some(instance_id));
                 if !ours || !member.is_live() {

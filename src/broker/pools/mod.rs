@@ -2,7 +2,9 @@
 //! member to a provision (the claim). The keeper (`keeper.rs`) deploys, repairs
 //! and removes members; the rules are in `domain::pool`.
 
+use crate::broker::core::Core;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -69,7 +71,21 @@ impl Tally {
     }
 }
 
-impl Broker {
+/// Warm pools' service: their settings and status, the claim, and the keeper.
+#[derive(Clone, Copy)]
+pub struct Pools<'a> {
+    broker: &'a Arc<Broker>,
+    core: &'a Core,
+    room: &'a PoolRoom,
+}
+
+impl<'a> Pools<'a> {
+    pub(super) fn new(broker: &'a Arc<Broker>, core: &'a Core, room: &'a PoolRoom) -> Self {
+        Self { broker, core, room }
+    }
+}
+
+impl Pools<'_> {
     /// `PUT /v2/et/pools/{plan_id}`: creates or changes the plan's pool. Members made
     /// with other parameters are replaced by the keeper.
     pub async fn set_pool(&self, plan_id: &str, req: PoolRequest) -> OsbResult<PoolStatus> {
@@ -96,18 +112,19 @@ impl Broker {
             Some(Value::Object(parameters)) => Some(parameters),
             Some(_) => return Err(OsbError::BadRequest("parameters must be a JSON object".into())),
         };
-        let registry = self.registry_holding(|r| service_of_plan(r, plan_id).is_ok()).await?.record;
+        let registry = self.broker.registrar().registry_holding(|r| service_of_plan(r, plan_id).is_ok()).await?.record;
         let service_id = service_of_plan(&registry, plan_id)?;
-        let view = self.plan_view(&service_id, plan_id).await?;
+        let view = self.broker.registrar().plan_view(&service_id, plan_id).await?;
         let as_value = parameters.clone().map(Value::Object);
         view.plan.validate_parameters(SchemaFor::Provision, as_value.as_ref()).map_err(OsbError::BadRequest)?;
         view.backend
             .poolable(&view.manifest)
             .await
             .map_err(|why| OsbError::BadRequest(format!("plan {plan_id} cannot be pooled: {why}")))?;
-        let now = self.clock().timestamp();
+        let now = self.core.clock().timestamp();
         let fresh = Pool { max_age_seconds, parameters, ..Pool::new(plan_id, &service_id, size, &now) };
         let changed = self
+            .core
             .records
             .modify::<Pool, OsbError, _>(plan_id, |pool| {
                 pool.service_id.clone_from(&service_id);
@@ -122,13 +139,13 @@ impl Broker {
         if changed.is_none() {
             // A new pool. Racing creations may pass the count together: the cap bounds
             // the pools to it plus the requests in flight.
-            let max = self.settings.max_pools;
-            if self.records.list::<Pool>().await?.len() >= max {
+            let max = self.core.settings.max_pools;
+            if self.core.records.list::<Pool>().await?.len() >= max {
                 return Err(OsbError::Unprocessable(format!(
                     "esm keeps at most {max} warm pools (ESM_MAX_POOLS); delete one before setting another"
                 )));
             }
-            match self.records.insert(&fresh).await {
+            match self.core.records.insert(&fresh).await {
                 // Set by a racing request: that one's settings stand; ask again to change them.
                 Ok(_) | Err(StoreError::Conflict(_)) => {}
                 Err(e) => return Err(e.into()),
@@ -141,20 +158,21 @@ impl Broker {
     /// `GET /v2/et/pools/{plan_id}`.
     pub async fn pool_status(&self, plan_id: &str) -> OsbResult<PoolStatus> {
         let pool = self
+            .core
             .records
             .get::<Pool>(plan_id)
             .await?
             .ok_or_else(|| OsbError::NotFound(format!("plan {plan_id} has no pool")))?
             .record;
-        let registry = self.registry().await?.record;
+        let registry = self.broker.registrar().registry().await?.record;
         self.status_of(&registry, pool).await
     }
 
     /// `GET /v2/et/pools`: every pool.
     pub async fn pool_statuses(&self) -> OsbResult<Vec<PoolStatus>> {
-        let registry = self.registry().await?.record;
+        let registry = self.broker.registrar().registry().await?.record;
         let mut statuses = Vec::new();
-        for Versioned { record, .. } in self.records.list::<Pool>().await? {
+        for Versioned { record, .. } in self.core.records.list::<Pool>().await? {
             statuses.push(self.status_of(&registry, record).await?);
         }
         Ok(statuses)
@@ -164,6 +182,7 @@ impl Broker {
     /// pool; claimed ones are the platform's and stay.
     pub async fn drain_pool(&self, plan_id: &str) -> OsbResult<()> {
         let drained = self
+            .core
             .records
             .modify::<Pool, OsbError, _>(plan_id, |pool| {
                 let changes = !pool.draining;
@@ -181,7 +200,7 @@ impl Broker {
     async fn status_of(&self, registry: &Registry, pool: Pool) -> OsbResult<PoolStatus> {
         let digest =
             registry.manifest_for_plan(&pool.plan_id).map(|(_, entry)| entry.digest.clone()).unwrap_or_default();
-        let now = self.clock().millis();
+        let now = self.core.clock().millis();
         let mut status = PoolStatus {
             plan_id: pool.plan_id.clone(),
             service_id: pool.service_id.clone(),
@@ -223,19 +242,19 @@ impl Broker {
                 created_at: record.created_at,
             });
         }
-        self.metrics().set_pool_members(&pool.plan_id, status.ready, status.deploying);
+        self.core.metrics().set_pool_members(&pool.plan_id, status.ready, status.deploying);
         Ok(status)
     }
 
     /// The unclaimed members of a plan's pool, in id order.
     pub(super) async fn unclaimed_members(&self, plan_id: &str) -> OsbResult<Vec<Versioned<ServiceInstance>>> {
-        Ok(self.records.page::<ServiceInstance>(&Query::new([(index::POOL, plan_id)], MEMBER_PAGE)).await?)
+        Ok(self.core.records.page::<ServiceInstance>(&Query::new([(index::POOL, plan_id)], MEMBER_PAGE)).await?)
     }
 
     /// The plan's pool if a provision asking for `parameters` may be handed one of its
     /// members; `None` when the plan has no pool (nothing is counted then).
     pub(super) async fn pool_for(&self, plan_id: &str) -> OsbResult<Option<Pool>> {
-        Ok(self.records.get::<Pool>(plan_id).await?.map(|v| v.record).filter(|pool| !pool.draining))
+        Ok(self.core.records.get::<Pool>(plan_id).await?.map(|v| v.record).filter(|pool| !pool.draining))
     }
 
     /// Hands a ready member of `pool` to instance `instance_id`, whose record names the
@@ -258,8 +277,8 @@ impl Broker {
         parameters: Option<&Value>,
     ) -> OsbResult<bool> {
         let claimed = pool.accepts(parameters) && self.take_ready_member(pool, digest, instance_id).await?;
-        self.pools.tally.count(&pool.plan_id, claimed);
-        self.metrics().pool_claim(&pool.plan_id, claimed);
+        self.room.tally.count(&pool.plan_id, claimed);
+        self.core.metrics().pool_claim(&pool.plan_id, claimed);
         // The keeper refills at its next round (within a second), not now: its writes
         // would queue before those of the claims that follow in a burst.
         Ok(claimed)
@@ -267,7 +286,7 @@ impl Broker {
 
     async fn take_ready_member(&self, pool: &Pool, digest: &str, instance_id: &str) -> OsbResult<bool> {
         for _ in 0..CLAIM_ROUNDS {
-            let now = self.clock().millis();
+            let now = self.core.clock().millis();
             let mut ready: Vec<_> = self
                 .unclaimed_members(&pool.plan_id)
                 .await?
@@ -285,12 +304,12 @@ impl Broker {
                 // record is not the one judged.
                 let membership = record.pool.get_or_insert_default();
                 membership.claimed_by = Some(instance_id.to_owned());
-                membership.claimed_at = Some(self.clock().timestamp());
-                match self.records.replace(version, &record).await {
+                membership.claimed_at = Some(self.core.clock().timestamp());
+                match self.core.records.replace(version, &record).await {
                     Ok(_) => {
                         let event =
                             Event::on_member(EventKind::PoolMemberClaimed, &record.id, &pool.service_id, &pool.plan_id);
-                        self.events.emit(Event { instance_id: Some(instance_id.to_owned()), ..event });
+                        self.core.events.emit(Event { instance_id: Some(instance_id.to_owned()), ..event });
                         return Ok(true);
                     }
                     Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => {}
@@ -304,7 +323,7 @@ impl Broker {
     /// The member handed to instance `instance_id`, if one is waiting to be adopted.
     pub(super) async fn member_claimed_by(&self, instance_id: &str) -> OsbResult<Option<ServiceInstance>> {
         let query = Query::new([(index::CLAIMED_BY, instance_id)], 1);
-        Ok(self.records.page::<ServiceInstance>(&query).await?.into_iter().next().map(|v| v.record))
+        Ok(self.core.records.page::<ServiceInstance>(&query).await?.into_iter().next().map(|v| v.record))
     }
 
     /// A member's provision ended: a failure grows the pool's backoff (a success does
@@ -317,8 +336,9 @@ impl Broker {
             // The engine's words stay in the log; the pool and its event say esm's.
             let why = op.and_then(|op| op.description.as_deref());
             tracing::debug!(member_id = %member.id, plan_id = ?member.plan_id, why = ?why, "a pool member's deploy failed");
-            let (now, at) = (self.clock().millis(), self.clock().timestamp());
-            self.records
+            let (now, at) = (self.core.clock().millis(), self.core.clock().timestamp());
+            self.core
+                .records
                 .modify::<Pool, OsbError, _>(&member.plan_id, |pool| {
                     pool.failed(&Fault::DeployFailed, at.clone(), now);
                     Ok(true)
@@ -327,9 +347,9 @@ impl Broker {
         }
         let kind = if ready { EventKind::PoolMemberReady } else { EventKind::PoolMemberFailed };
         let event = Event::on_member(kind, &member.id, &member.service_id, &member.plan_id);
-        self.events.emit(if ready { event } else { event.because(Fault::DeployFailed.to_string()) });
+        self.core.events.emit(if ready { event } else { event.because(Fault::DeployFailed.to_string()) });
         if ready && let Some(took) = op.and_then(Operation::took) {
-            self.metrics().pool_refilled(&member.plan_id, took);
+            self.core.metrics().pool_refilled(&member.plan_id, took);
         }
         self.pool_changed(&member.plan_id);
         Ok(())
@@ -338,8 +358,8 @@ impl Broker {
     /// Asks the keeper to look at the plan's pool now (after a change of settings, a
     /// member deployed or died, a claim).
     pub(super) fn pool_changed(&self, plan_id: &str) {
-        self.pools.schedule.poke(plan_id);
-        self.pools.wake.notify_one();
+        self.room.schedule.poke(plan_id);
+        self.room.wake.notify_one();
     }
 }
 /// How long `value` is as JSON.

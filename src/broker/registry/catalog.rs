@@ -2,12 +2,12 @@
 //! registration and removal. Every change goes through the registry (see
 //! `registry/mod.rs`), so the catalog's rules hold under any concurrency.
 
+use crate::broker::Registrar;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use super::content_key;
 use crate::backend::Backend;
-use crate::broker::Broker;
 use crate::domain::catalog::Service;
 use crate::domain::event::{Event, EventKind};
 use crate::domain::manifest::Manifest;
@@ -28,7 +28,7 @@ pub enum Registered {
 /// retiring the plans it drops and putting it in place.
 const REPLACE_ATTEMPTS: usize = 4;
 
-impl Broker {
+impl Registrar<'_> {
     /// `GET /v2/catalog`.
     pub async fn catalog(&self) -> OsbResult<CatalogResponse> {
         Ok(CatalogResponse { services: self.registry().await?.record.services.clone() })
@@ -40,7 +40,7 @@ impl Broker {
     /// stays within `ESM_CATALOG_MAX_*`. Registering a service exactly as it is
     /// registered changes nothing: no write, no event.
     pub async fn register_service(&self, mut service: Service) -> OsbResult<Registered> {
-        let limits = self.settings.catalog;
+        let limits = self.core.settings.catalog;
         service.validate_for_registration(&limits).map_err(OsbError::BadRequest)?;
         for _ in 0..REPLACE_ATTEMPTS {
             // Most registrations drop no plan and are one compare-and-set.
@@ -89,7 +89,7 @@ impl Broker {
     fn announce_service(&self, kind: EventKind, service_id: &str) {
         let mut event = Event::new(kind);
         event.service_id = Some(service_id.to_owned());
-        self.events.emit(event);
+        self.core.events.emit(event);
     }
 
     /// `DELETE /v2/et/catalog/{service_id}`: refused while instances exist; the
@@ -124,18 +124,18 @@ impl Broker {
         // The path names the manifest, whatever the body says (as the original did).
         manifest.id = manifest_id.to_owned();
         manifest.validate_fields().map_err(OsbError::BadRequest)?;
-        let backend = self.backends.get(&manifest.manifest_type).ok_or_else(|| {
+        let backend = self.core.backends.get(&manifest.manifest_type).ok_or_else(|| {
             OsbError::BadRequest(format!(
                 "unknown manifest_type {:?}; this esm supports: {}",
                 manifest.manifest_type,
-                self.backends.types().join(", ")
+                self.core.backends.types().join(", ")
             ))
         })?;
         // Refuse what the registry refuses before the costly check and the write.
         let key = content_key(&manifest);
         let entry = ManifestEntry::of(&manifest, key.clone());
-        let now = self.clock().millis();
-        let limits = self.settings.catalog;
+        let now = self.core.clock().millis();
+        let limits = self.core.settings.catalog;
         let registry = self.registry().await?.record;
         if registry.check_manifest(manifest_id, &entry, now)? == ManifestChange::Same {
             return Ok(Registered::Existing);
@@ -147,7 +147,7 @@ impl Broker {
             .map_err(|e| OsbError::BadRequest(format!("invalid {} manifest: {e}", manifest.manifest_type)))?;
         // The content first, the entry that names it second: a registered manifest
         // always has its content.
-        self.records.insert(&StoredManifest { key: key.clone(), manifest }).await?;
+        self.core.records.insert(&StoredManifest { key: key.clone(), manifest }).await?;
         let registered = self
             .change_registry(|registry, now| {
                 let change = registry.check_manifest(manifest_id, &entry, now)?;
@@ -176,13 +176,8 @@ impl Broker {
     /// untrusted YAML), a few at a time and within a time budget, so a slow check
     /// never delays other requests.
     async fn check_manifest(&self, backend: Arc<dyn Backend>, manifest: &Manifest) -> Result<(), String> {
-        let permit = self
-            .registry
-            .manifest_checks
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| "esm is shutting down".to_owned())?;
+        let permit =
+            self.room.manifest_checks.clone().acquire_owned().await.map_err(|_| "esm is shutting down".to_owned())?;
         let manifest = manifest.clone();
         // The permit goes with the check: a check that outlives its request's timeout
         // still holds its core's place until it ends.
@@ -190,7 +185,7 @@ impl Broker {
             let _permit = permit;
             backend.check_manifest(&manifest)
         });
-        let budget = self.settings.manifest_check_timeout;
+        let budget = self.core.settings.manifest_check_timeout;
         match tokio::time::timeout(budget, check).await {
             Ok(Ok(result)) => result,
             // A panic in a check is a bug; the manifest is refused, esm lives on.
@@ -246,7 +241,7 @@ impl Broker {
     /// leaves an unused record behind, so it is logged, not answered.
     async fn remove_contents(&self, keys: Vec<String>) {
         for key in keys {
-            if let Err(e) = self.records.delete::<StoredManifest>(&key, None).await {
+            if let Err(e) = self.core.records.delete::<StoredManifest>(&key, None).await {
                 tracing::warn!(content = %key, error = %e, "could not delete an unused manifest content");
             }
         }

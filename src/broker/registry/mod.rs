@@ -9,7 +9,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 mod catalog;
+mod plans;
 mod watch;
+
+pub(in crate::broker) use plans::PlanView;
 
 pub use catalog::Registered;
 pub use watch::{CHECK_EVERY, STALE_BOUND};
@@ -17,6 +20,7 @@ pub use watch::{CHECK_EVERY, STALE_BOUND};
 use tokio::sync::Semaphore;
 
 use super::Broker;
+use super::core::Core;
 use crate::domain::catalog::Service;
 use crate::domain::instance::ServiceInstance;
 use crate::domain::manifest::Manifest;
@@ -73,11 +77,26 @@ impl RegistryRoom {
     }
 }
 
-impl Broker {
+/// The registry's service: the catalog, its registrations, and what a plan or instance
+/// deploys with.
+#[derive(Clone, Copy)]
+pub struct Registrar<'a> {
+    broker: &'a Arc<Broker>,
+    core: &'a Core,
+    room: &'a RegistryRoom,
+}
+
+impl<'a> Registrar<'a> {
+    pub(super) fn new(broker: &'a Arc<Broker>, core: &'a Core, room: &'a RegistryRoom) -> Self {
+        Self { broker, core, room }
+    }
+}
+
+impl Registrar<'_> {
     /// The registry's generation as this process knows it, if it can vouch for it:
     /// what tells whether something read from an older registry is out of date.
     pub(in crate::broker) fn registry_generation(&self) -> Option<u64> {
-        self.registry.watch.current()
+        self.room.watch.current()
     }
     /// The registry: the shared decoded copy while it is current (no store read, no
     /// decode), otherwise read from the store and decoded if its version moved. On a
@@ -85,7 +104,7 @@ impl Broker {
     /// [`STALE_BOUND`]; while the watcher cannot vouch for that, every
     /// call reads the store.
     pub async fn registry(&self) -> OsbResult<Versioned<Arc<Registry>>> {
-        let watch = &self.registry.watch;
+        let watch = &self.room.watch;
         // Read before the store is: what is read then is at least this new.
         let Some(generation) = watch.current() else {
             return self.fresh_registry(None).await;
@@ -120,10 +139,10 @@ impl Broker {
     /// returns; on a shared store the copy after a read of the stored version says it
     /// is still current.
     async fn registry_now(&self) -> OsbResult<Shared> {
-        if !self.registry.watch.shared() {
+        if !self.room.watch.shared() {
             return self.registry().await;
         }
-        let generation = self.registry.watch.current();
+        let generation = self.room.watch.current();
         self.fresh_registry(generation).await
     }
 
@@ -131,33 +150,33 @@ impl Broker {
     /// read of the version alone), otherwise the record read and decoded. What is read
     /// is kept as the copy for `generation`, read before the store was.
     async fn fresh_registry(&self, generation: Option<u64>) -> OsbResult<Shared> {
-        if let Some(kept) = self.registry.watch.kept() {
-            let stored = self.store().version(Collection::Registry, REGISTRY_ID).await?;
+        if let Some(kept) = self.room.watch.kept() {
+            let stored = self.core.store().version(Collection::Registry, REGISTRY_ID).await?;
             // No record is version 0, the empty registry, once esm 0.1's were looked for.
             if stored.unwrap_or(0) == kept.version {
-                self.registry.watch.keep(generation, &kept);
+                self.room.watch.keep(generation, &kept);
                 return Ok(kept);
             }
         }
         let Versioned { version, record } = self.read_registry().await?;
         let registry = Versioned { version, record: Arc::new(record) };
-        self.registry.watch.keep(generation, &registry);
+        self.room.watch.keep(generation, &registry);
         Ok(registry)
     }
 
     /// The registry record read and decoded (empty, at version 0, before the first
     /// registration).
     async fn read_registry(&self) -> OsbResult<Versioned<Registry>> {
-        if let Some(registry) = self.records.get::<Registry>(REGISTRY_ID).await? {
+        if let Some(registry) = self.core.records.get::<Registry>(REGISTRY_ID).await? {
             return Ok(registry);
         }
         // No registry yet: a store written by esm 0.1 has its records moved in first,
         // when the store is first read (it may be down when esm starts). Once that
         // has been looked at, a missing registry is simply an empty catalog.
-        if !self.registry.legacy_checked.load(Ordering::Acquire) {
+        if !self.room.legacy_checked.load(Ordering::Acquire) {
             let moved = self.move_legacy_records().await?;
-            self.registry.legacy_checked.store(true, Ordering::Release);
-            if moved && let Some(registry) = self.records.get::<Registry>(REGISTRY_ID).await? {
+            self.room.legacy_checked.store(true, Ordering::Release);
+            if moved && let Some(registry) = self.core.records.get::<Registry>(REGISTRY_ID).await? {
                 return Ok(registry);
             }
         }
@@ -175,20 +194,20 @@ impl Broker {
         for attempt in 0..REGISTRY_ATTEMPTS {
             // The compare-and-set below is what makes the change safe; reading the
             // version first only spares decoding a record the copy already holds.
-            let generation = self.registry.watch.current();
+            let generation = self.room.watch.current();
             let Versioned { version, record: current } = self.fresh_registry(generation).await?;
-            let now = self.clock().millis();
+            let now = self.core.clock().millis();
             let mut next = Registry::clone(&current);
             next.drop_lapsed_retirements(now);
             let result = change(&mut next, now)?;
             if next == *current {
                 return Ok(result);
             }
-            let before = self.registry.watch.generation();
+            let before = self.room.watch.generation();
             let written = if version == 0 {
-                self.records.insert(&next).await
+                self.core.records.insert(&next).await
             } else {
-                self.records.replace(version, &next).await
+                self.core.records.replace(version, &next).await
             };
             // Even a failed write may have landed (a timeout after the server applied it).
             let after = self.registry_written();
@@ -197,7 +216,7 @@ impl Broker {
                     // The copy for the new generation, unless another write or change
                     // came in between (then the next reader reads the store).
                     if after == before + 1 {
-                        self.registry.watch.keep(Some(after), &Versioned { version, record: Arc::new(next) });
+                        self.room.watch.keep(Some(after), &Versioned { version, record: Arc::new(next) });
                     }
                     return Ok(result);
                 }
@@ -260,7 +279,7 @@ impl Broker {
     async fn instance_using(&self, plans: &BTreeSet<String>) -> OsbResult<Option<(String, String)>> {
         for plan in plans {
             let query = Query::new([(index::USES_PLAN, plan.as_str())], 1);
-            if let Some(found) = self.records.page::<ServiceInstance>(&query).await?.pop() {
+            if let Some(found) = self.core.records.page::<ServiceInstance>(&query).await?.pop() {
                 return Ok(Some((found.record.id, plan.clone())));
             }
         }
@@ -277,7 +296,7 @@ impl Broker {
         content: &str,
     ) -> OsbResult<()> {
         let registry = self.registry_now().await?.record;
-        let now = self.clock().millis();
+        let now = self.core.clock().millis();
         if !registry.has_lapsed_retirements(now) {
             // The usual case: a read, no write.
             return Ok(registry.check_plan_in_use(service_id, plan_id, content, now)?);
@@ -290,12 +309,12 @@ impl Broker {
 
     /// The content of a registered manifest.
     pub(in crate::broker) async fn stored_manifest(&self, entry: &ManifestEntry) -> OsbResult<Manifest> {
-        let cached = self.registry.contents.lock().unwrap_or_else(|p| p.into_inner()).get(&entry.content).cloned();
+        let cached = self.room.contents.lock().unwrap_or_else(|p| p.into_inner()).get(&entry.content).cloned();
         if let Some(manifest) = cached {
             return Ok(manifest);
         }
-        if let Some(stored) = self.records.get::<StoredManifest>(&entry.content).await? {
-            let mut contents = self.registry.contents.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(stored) = self.core.records.get::<StoredManifest>(&entry.content).await? {
+            let mut contents = self.room.contents.lock().unwrap_or_else(|p| p.into_inner());
             if contents.len() >= CACHED_CONTENTS {
                 contents.clear();
             }
@@ -318,12 +337,12 @@ impl Broker {
     /// yet; whether there were any. What breaks a rule (two manifests for a plan, a
     /// plan id used twice) is left out and logged; the old records stay where they are.
     async fn move_legacy_records(&self) -> OsbResult<bool> {
-        let services = self.records.list::<Service>().await?;
-        let manifests = self.records.list::<Manifest>().await?;
+        let services = self.core.records.list::<Service>().await?;
+        let manifests = self.core.records.list::<Manifest>().await?;
         if services.is_empty() && manifests.is_empty() {
             return Ok(false);
         }
-        let now = self.clock().millis();
+        let now = self.core.clock().millis();
         let mut registry = Registry::default();
         for Versioned { record: service, .. } in services {
             match registry.check_service(&service, now) {
@@ -340,7 +359,7 @@ impl Broker {
             let entry = ManifestEntry::of(&manifest, key.clone());
             match registry.check_manifest(&manifest.id, &entry, now) {
                 Ok(_) => {
-                    self.records.upsert(&StoredManifest { key, manifest: manifest.clone() }).await?;
+                    self.core.records.upsert(&StoredManifest { key, manifest: manifest.clone() }).await?;
                     registry.manifests.insert(manifest.id.clone(), entry);
                 }
                 Err(refusal) => {
@@ -348,7 +367,7 @@ impl Broker {
                 }
             }
         }
-        let inserted = self.records.insert(&registry).await;
+        let inserted = self.core.records.insert(&registry).await;
         self.registry_written();
         match inserted {
             Ok(_) => {

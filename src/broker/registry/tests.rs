@@ -18,25 +18,34 @@ fn broker(store: Arc<SwitchableStore>) -> Arc<Broker> {
 
 /// Service `s` with plan `p`, deployed by a synchronous dummy manifest, and `others`
 /// more services.
-async fn register(broker: &Broker, others: usize) {
+async fn register(broker: &Arc<Broker>, others: usize) {
     for n in 0..=others {
         let id = if n == 0 { "s".to_owned() } else { format!("other-{n}") };
         let plan = if n == 0 { "p".to_owned() } else { format!("other-{n}-plan") };
         let service = json!({"id": id, "name": id, "description": "d", "bindable": true,
                              "plans": [{"id": plan, "name": "p", "description": "d"}]});
-        broker.register_service(serde_json::from_value(service).expect("a service")).await.expect("registers");
+        broker
+            .registrar()
+            .register_service(serde_json::from_value(service).expect("a service"))
+            .await
+            .expect("registers");
     }
     let manifest = json!({"service_id": "s", "plan_id": "p", "manifest_type": "dummy",
                           "manifest_content": "x-esm-dummy: {mode: sync}\n"});
-    broker.register_manifest("m", serde_json::from_value(manifest).expect("a manifest")).await.expect("registers");
+    broker
+        .registrar()
+        .register_manifest("m", serde_json::from_value(manifest).expect("a manifest"))
+        .await
+        .expect("registers");
 }
 
 async fn provision_and_bind(broker: &Arc<Broker>, id: &str) {
     let request = json!({"service_id": "s", "plan_id": "p", "organization_guid": "o", "space_guid": "s"});
-    let answer = broker.provision(id, serde_json::from_value(request).expect("request"), false).await;
+    let answer = broker.instances().provision(id, serde_json::from_value(request).expect("request"), false).await;
     assert!(matches!(answer.expect("provisions"), Answer::Done(_)), "synchronous");
     let request = json!({"service_id": "s", "plan_id": "p"});
-    let answer = broker.bind(id, &format!("{id}-b"), serde_json::from_value(request).expect("request"), false).await;
+    let answer =
+        broker.bindings().bind(id, &format!("{id}-b"), serde_json::from_value(request).expect("request"), false).await;
     assert!(matches!(answer.expect("binds"), Answer::Done(_)), "synchronous");
 }
 
@@ -51,14 +60,14 @@ async fn provisions_binds_and_pool_rounds_do_not_read_an_unchanged_registry() {
     let broker = broker(store.clone());
     register(&broker, 20).await;
     let pool = json!({"size": 1});
-    broker.set_pool("p", serde_json::from_value(pool).expect("a pool")).await.expect("sets the pool");
+    broker.pools().set_pool("p", serde_json::from_value(pool).expect("a pool")).await.expect("sets the pool");
     let before = registry_reads(&store);
     for n in 0..5 {
         provision_and_bind(&broker, &format!("i-{n}")).await;
-        broker.pool_round().await.expect("a pool round");
-        broker.fetch_instance(&format!("i-{n}")).await.expect("fetches");
+        broker.pools().pool_round().await.expect("a pool round");
+        broker.instances().fetch_instance(&format!("i-{n}")).await.expect("fetches");
     }
-    broker.catalog().await.expect("the catalog");
+    broker.registrar().catalog().await.expect("the catalog");
     assert_eq!(registry_reads(&store), before, "the registry is not read while it is unchanged");
     assert!(store.reads(Collection::Instances, "get") > 0, "the instances are read from the store");
 
@@ -67,14 +76,14 @@ async fn provisions_binds_and_pool_rounds_do_not_read_an_unchanged_registry() {
     let before = registry_reads(&store);
     provision_and_bind(&broker, "after-change").await;
     assert_eq!(registry_reads(&store), before);
-    assert_eq!(broker.catalog().await.expect("the catalog").services.len(), 22);
+    assert_eq!(broker.registrar().catalog().await.expect("the catalog").services.len(), 22);
 }
 
 #[tokio::test(start_paused = true)]
 async fn on_a_shared_store_a_provision_reads_the_registrys_version_not_the_record() {
     let store = Arc::new(SwitchableStore::new(true, Duration::ZERO));
     let broker = broker(store.clone());
-    broker.spawn_registry_watch();
+    broker.registrar().spawn_registry_watch();
     register(&broker, 20).await;
     // Let the watcher vouch for the copy.
     tokio::time::advance(Duration::from_millis(10)).await;
@@ -106,23 +115,24 @@ async fn a_change_by_another_writer_is_decoded_once_and_a_stale_copy_is_never_ke
     let store = Arc::new(SwitchableStore::default());
     let broker = broker(store.clone());
     register(&broker, 0).await;
-    let copy = broker.registry().await.expect("the registry");
+    let copy = broker.registrar().registry().await.expect("the registry");
     // A write behind the broker's back, as another replica's would be (the generation
     // is bumped as the watcher would).
     let mut changed = serde_json::to_value(&*copy.record).expect("encodes");
     changed["services"][0]["description"] = json!("changed");
     let changed: Registry = serde_json::from_value(changed).expect("decodes");
-    let version = broker.records.replace(copy.version, &changed).await.expect("writes");
-    broker.registry_written();
+    let version = broker.records().replace(copy.version, &changed).await.expect("writes");
+    broker.registrar().registry_written();
     let gets = store.reads(Collection::Registry, "get");
-    let read = futures_util::future::join_all((0..8).map(|_| broker.registry())).await;
+    let registrar = broker.registrar();
+    let read = futures_util::future::join_all((0..8).map(|_| registrar.registry())).await;
     assert_eq!(store.reads(Collection::Registry, "get") - gets, 1, "decoded once for eight readers");
     for registry in read {
         let registry = registry.expect("the registry");
         assert_eq!((registry.version, registry.record.services[0].description.as_str()), (version, "changed"));
     }
     // A read that started before the change does not replace the copy made after it.
-    let generation = broker.registry.watch.current();
-    broker.registry.watch.keep(generation, &copy);
-    assert_eq!(broker.registry().await.expect("the registry").version, version);
+    let generation = broker.registrar().room.watch.current();
+    broker.registrar().room.watch.keep(generation, &copy);
+    assert_eq!(broker.registrar().registry().await.expect("the registry").version, version);
 }

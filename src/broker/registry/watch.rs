@@ -15,13 +15,13 @@
 //! them when many requests find the copy old at once), and the store sees two version
 //! reads a second per replica whatever the traffic.
 
+use crate::broker::Registrar;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::broker::Broker;
 use crate::domain::registry::Registry;
 use crate::store::{Collection, REGISTRY_ID, Versioned};
 
@@ -136,35 +136,35 @@ impl RegistryWatch {
     }
 }
 
-impl Broker {
+impl Registrar<'_> {
     /// Called after every write of the registry record, whatever its outcome; the new
     /// generation.
     pub(in crate::broker) fn registry_written(&self) -> u64 {
-        self.registry.watch.bump()
+        self.room.watch.bump()
     }
 
     /// On a store other replicas share, reads the stored registry version (the version
     /// alone: a projection on MongoDB) every [`CHECK_EVERY`] until shutdown, and bumps
     /// the generation when it is not the copy's, so the next reader decodes it anew.
     /// Nothing to do on a store only this process uses.
-    pub fn spawn_registry_watch(self: &Arc<Self>) {
-        if !self.registry.watch.shared {
+    pub fn spawn_registry_watch(&self) {
+        if !self.room.watch.shared {
             return;
         }
-        let this = Arc::clone(self);
-        self.spawn_task(async move {
+        let this = Arc::clone(self.broker);
+        self.broker.spawn_task(async move {
             let mut ticks = tokio::time::interval(CHECK_EVERY);
             ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
             let mut first = true;
             loop {
                 tokio::select! {
                     _ = ticks.tick() => {}
-                    () = this.shutdown.cancelled() => return,
+                    () = this.stopping().cancelled() => return,
                 }
                 let started = Instant::now();
                 match this.store().version(Collection::Registry, REGISTRY_ID).await {
                     Ok(version) => {
-                        let watch = &this.registry.watch;
+                        let watch = &this.registrar().room.watch;
                         if watch.kept().is_some_and(|copy| copy.version != version.unwrap_or(0)) {
                             watch.bump();
                         }

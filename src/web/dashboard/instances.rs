@@ -80,7 +80,7 @@ impl TableQuery {
 pub async fn list(State(state): State<AppState>, Query(query): Query<TableQuery>) -> PageResult {
     let filter = query.filter()?;
     let limit = query.limit.unwrap_or(ROWS).clamp(1, MAX_ROWS);
-    let (instances, next) = state.broker.instance_records_page(&filter, query.after.clone(), limit).await?;
+    let (instances, next) = state.broker.instances().instance_records_page(&filter, query.after.clone(), limit).await?;
     let selected = |value: &Option<String>, option: &str| value.as_deref() == Some(option);
     Ok(page(
         "Instances",
@@ -130,18 +130,18 @@ pub async fn one(State(state): State<AppState>, Path(instance_id): Path<String>)
     let broker = &state.broker;
     // A deprovisioned instance is still shown (from its tombstone), so the page an
     // operator deprovisioned from ends saying so, and a link to it stays good.
-    let Some(instance) = broker.instance_or_tombstone(&instance_id).await? else {
+    let Some(instance) = broker.instances().instance_or_tombstone(&instance_id).await? else {
         return Err(PageError::from(OsbError::NotFound(format!("no instance {instance_id}"))));
     };
     let gone = instance.status == InstanceStatus::Deprovisioned;
     // The inventory may not know an instance yet (a provision still deploying): say so
     // rather than fail the page.
-    let (resources, inventory_note) = match broker.instance_resources(&instance_id).await {
+    let (resources, inventory_note) = match broker.inventory().instance_resources(&instance_id).await {
         _ if gone => (Vec::new(), Some("Deprovisioned: it holds nothing.".to_owned())),
         Ok(resources) => (resources, None),
         Err(e) => (Vec::new(), Some(e.to_string())),
     };
-    let bindings = if gone { Vec::new() } else { broker.bindings_of(&instance_id).await? };
+    let bindings = if gone { Vec::new() } else { broker.instances().bindings_of(&instance_id).await? };
     let filter = Filter { instance_id: Some(instance_id.clone()), ..Filter::default() };
     let events = recent_events(&state, &filter).await?;
     let liveness = instance.liveness.clone();

@@ -23,12 +23,12 @@ const WINDOW: u64 = 1000;
 pub async fn overview(State(state): State<AppState>) -> PageResult {
     let broker = &state.broker;
     let (mut by_state, mut by_liveness) = (BTreeMap::<String, u64>::new(), BTreeMap::<String, u64>::new());
-    for ([_, _, state, liveness], n) in broker.census().await? {
+    for ([_, _, state, liveness], n) in broker.inventory().census().await? {
         *by_state.entry(state).or_default() += n;
         *by_liveness.entry(liveness).or_default() += n;
     }
     let total: u64 = by_state.values().sum();
-    let pools = broker.pool_statuses().await?;
+    let pools = broker.pools().pool_statuses().await?;
     let log = broker.events();
     let window = log.page(&Filter::default(), log.delivered().saturating_sub(WINDOW), WINDOW as usize).await;
     let window = window.map_err(OsbError::from)?;
@@ -72,8 +72,8 @@ fn tally(counts: &BTreeMap<String, u64>, field: &str) -> Markup {
 
 /// Every service with its plans and their manifests.
 pub async fn services(State(state): State<AppState>) -> PageResult {
-    let catalog = state.broker.catalog().await?;
-    let manifests = state.broker.list_manifests().await?;
+    let catalog = state.broker.registrar().catalog().await?;
+    let manifests = state.broker.registrar().list_manifests().await?;
     Ok(page(
         "Services and plans",
         html! {
@@ -102,7 +102,7 @@ pub async fn services(State(state): State<AppState>) -> PageResult {
 
 /// Every pool, with drain and resize.
 pub async fn pools(State(state): State<AppState>) -> PageResult {
-    let pools = state.broker.pool_statuses().await?;
+    let pools = state.broker.pools().pool_statuses().await?;
     Ok(page(
         "Pools",
         html! {

@@ -36,9 +36,9 @@ pub async fn list_instances(
         backend: query.backend.map(Into::into),
     };
     let Some(paging) = Paging::of(query.limit, query.after.as_deref())? else {
-        return Ok(listing::json_array(state.broker.et_instances(&filter).await?));
+        return Ok(listing::json_array(state.broker.instances().et_instances(&filter).await?));
     };
-    let page = state.broker.et_instances_page(&filter, paging.after, paging.limit).await?;
+    let page = state.broker.instances().et_instances_page(&filter, paging.after, paging.limit).await?;
     let next = page.next_after.as_deref().map(listing::cursor);
     Ok(Json(EtInstancePage { instances: page.instances, next }).into_response())
 }
@@ -57,5 +57,5 @@ pub async fn get_instance(
     State(state): State<AppState>,
     OsbPath(instance_id): OsbPath<InstanceId>,
 ) -> OsbResult<Json<EtInstance>> {
-    Ok(Json(state.broker.et_instance(&instance_id).await?))
+    Ok(Json(state.broker.instances().et_instance(&instance_id).await?))
 }

@@ -43,7 +43,7 @@ pub async fn inventory(
         kind: query.kind.map(Into::into),
         backend: query.backend.map(Into::into),
     };
-    let page = state.broker.inventory_page(&filter, paging.after, paging.limit).await?;
+    let page = state.broker.inventory().inventory_page(&filter, paging.after, paging.limit).await?;
     let next = page.next_after.as_deref().map(listing::cursor);
     Ok(Json(InventoryPage { resources: page.resources, next }))
 }
@@ -62,6 +62,6 @@ pub async fn instance_resources(
     State(state): State<AppState>,
     OsbPath(instance_id): OsbPath<InstanceId>,
 ) -> OsbResult<Json<InstanceResources>> {
-    let resources = state.broker.instance_resources(&instance_id).await?;
+    let resources = state.broker.inventory().instance_resources(&instance_id).await?;
     Ok(Json(InstanceResources { instance_id: instance_id.into(), resources }))
 }

@@ -43,7 +43,7 @@ pub async fn register_service(
     State(state): State<AppState>,
     OsbJson(service): OsbJson<ServiceRegistration>,
 ) -> OsbResult<Response> {
-    Ok(registered(state.broker.register_service(service.into()).await?))
+    Ok(registered(state.broker.registrar().register_service(service.into()).await?))
 }
 
 /// Remove a service (and its manifests); refused while it has instances.
@@ -61,7 +61,7 @@ pub async fn delete_service(
     State(state): State<AppState>,
     OsbPath(service_id): OsbPath<ServiceId>,
 ) -> OsbResult<Json<Empty>> {
-    state.broker.delete_service(&service_id).await?;
+    state.broker.registrar().delete_service(&service_id).await?;
     Ok(Json(Empty {}))
 }
 
@@ -93,7 +93,7 @@ pub async fn delete_service_by_query(
 ) -> OsbResult<Json<Empty>> {
     let service_id =
         query.service_id.ok_or_else(|| OsbError::BadRequest("query parameter service_id is required".into()))?;
-    state.broker.delete_service(&service_id).await?;
+    state.broker.registrar().delete_service(&service_id).await?;
     Ok(Json(Empty {}))
 }
 
@@ -116,7 +116,9 @@ pub async fn register_manifest(
     OsbPath(manifest_id): OsbPath<ManifestId>,
     OsbJson(manifest): OsbJson<ManifestRegistration>,
 ) -> OsbResult<Response> {
-    Ok(registered(state.broker.register_manifest(&manifest_id, manifest.into_manifest(manifest_id.clone())).await?))
+    Ok(registered(
+        state.broker.registrar().register_manifest(&manifest_id, manifest.into_manifest(manifest_id.clone())).await?,
+    ))
 }
 
 /// A manifest, as a one-element array: the ElasTest platform reads `body[0]`. Needs no
@@ -133,7 +135,7 @@ pub async fn get_manifest(
     State(state): State<AppState>,
     OsbPath(manifest_id): OsbPath<ManifestId>,
 ) -> OsbResult<Json<Vec<Manifest>>> {
-    Ok(Json(vec![state.broker.manifest_by_id(&manifest_id).await?]))
+    Ok(Json(vec![state.broker.registrar().manifest_by_id(&manifest_id).await?]))
 }
 
 /// Every manifest. Needs no version header.
@@ -144,7 +146,7 @@ pub async fn get_manifest(
         (status = 503, description = "The store is unavailable", body = ErrorBody),
     ))]
 pub async fn list_manifests(State(state): State<AppState>) -> OsbResult<Json<Vec<Manifest>>> {
-    Ok(Json(state.broker.list_manifests().await?))
+    Ok(Json(state.broker.registrar().list_manifests().await?))
 }
 
 /// Remove a manifest; refused while instances use it.
@@ -162,6 +164,6 @@ pub async fn delete_manifest(
     State(state): State<AppState>,
     OsbPath(manifest_id): OsbPath<ManifestId>,
 ) -> OsbResult<Json<Empty>> {
-    state.broker.delete_manifest(&manifest_id).await?;
+    state.broker.registrar().delete_manifest(&manifest_id).await?;
     Ok(Json(Empty {}))
 }

@@ -42,7 +42,7 @@ pub async fn bind(
 ) -> OsbResult<Response> {
     // Bindings are asynchronous since 2.14; an older platform cannot accept that.
     let accepts_incomplete = query.accepts_incomplete() && version.has(Field::AsyncBindings);
-    let result = state.broker.bind(&instance_id, &binding_id, body, accepts_incomplete).await;
+    let result = state.broker.bindings().bind(&instance_id, &binding_id, body, accepts_incomplete).await;
     let answer = state.broker.noting_refusal(OperationKind::Bind, &instance_id, Some(&binding_id), result).await?;
     Ok(reply(answer, version, StatusCode::CREATED, state.broker.settings().retry_after_seconds))
 }

@@ -32,7 +32,7 @@ pub async fn deprovision(
     OsbPath(instance_id): OsbPath<InstanceId>,
     OsbQuery(query): OsbQuery<DeleteQuery>,
 ) -> OsbResult<Response> {
-    let result = state.broker.deprovision(&instance_id, &query).await;
+    let result = state.broker.instances().deprovision(&instance_id, &query).await;
     let result = state.broker.noting_refusal(OperationKind::Deprovision, &instance_id, None, result).await;
     let answer = result.map_err(|e| e.for_version(version))?;
     Ok(reply(answer, version, StatusCode::OK, state.broker.settings().retry_after_seconds))

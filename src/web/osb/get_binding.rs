@@ -29,5 +29,5 @@ pub async fn get_binding(
     OsbPath((instance_id, binding_id)): OsbPath<(InstanceId, BindingId)>,
     OsbQuery(_hints): OsbQuery<FetchQuery>,
 ) -> OsbResult<Json<BindingResponse>> {
-    Ok(Json(state.broker.fetch_binding(&instance_id, &binding_id).await?.for_version(version)))
+    Ok(Json(state.broker.bindings().fetch_binding(&instance_id, &binding_id).await?.for_version(version)))
 }

@@ -27,5 +27,5 @@ pub async fn get_instance(
     OsbPath(instance_id): OsbPath<InstanceId>,
     OsbQuery(_hints): OsbQuery<FetchQuery>,
 ) -> OsbResult<Json<FetchInstanceResponse>> {
-    Ok(Json(state.broker.fetch_instance(&instance_id).await?.for_version(version)))
+    Ok(Json(state.broker.instances().fetch_instance(&instance_id).await?.for_version(version)))
 }

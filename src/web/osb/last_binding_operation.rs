@@ -33,6 +33,7 @@ pub async fn last_binding_operation(
     OsbPath((instance_id, binding_id)): OsbPath<(InstanceId, BindingId)>,
     OsbQuery(query): OsbQuery<LastOperationQuery>,
 ) -> OsbResult<Response> {
-    let op = state.broker.binding_last_operation(&instance_id, &binding_id, query.operation.as_deref()).await?;
+    let op =
+        state.broker.bindings().binding_last_operation(&instance_id, &binding_id, query.operation.as_deref()).await?;
     Ok(with_retry_after(op.for_version(version), state.broker.settings().retry_after_seconds))
 }

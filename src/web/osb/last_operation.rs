@@ -32,7 +32,7 @@ pub async fn last_operation(
     OsbPath(instance_id): OsbPath<InstanceId>,
     OsbQuery(query): OsbQuery<LastOperationQuery>,
 ) -> OsbResult<Response> {
-    let op = state.broker.instance_last_operation(&instance_id, query.operation.as_deref()).await?;
+    let op = state.broker.instances().instance_last_operation(&instance_id, query.operation.as_deref()).await?;
     Ok(with_retry_after(op.for_version(version), state.broker.settings().retry_after_seconds))
 }
 

@@ -36,7 +36,7 @@ pub async fn provision(
     OsbQuery(query): OsbQuery<AsyncQuery>,
     OsbJson(body): OsbJson<ProvisionRequest>,
 ) -> OsbResult<Response> {
-    let result = state.broker.provision(&instance_id, body, query.accepts_incomplete()).await;
+    let result = state.broker.instances().provision(&instance_id, body, query.accepts_incomplete()).await;
     let answer = state.broker.noting_refusal(OperationKind::Provision, &instance_id, None, result).await?;
     Ok(reply(answer, version, StatusCode::CREATED, state.broker.settings().retry_after_seconds))
 }

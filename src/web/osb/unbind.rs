@@ -40,7 +40,7 @@ pub async fn unbind(
         // Unbinding is asynchronous since 2.14; an older platform cannot accept that.
         (query.accepts_incomplete, query.accept_incomplete) = (None, None);
     }
-    let result = state.broker.unbind(&instance_id, &binding_id, &query).await;
+    let result = state.broker.bindings().unbind(&instance_id, &binding_id, &query).await;
     let answer = state.broker.noting_refusal(OperationKind::Unbind, &instance_id, Some(&binding_id), result).await?;
     Ok(reply(answer, version, StatusCode::OK, state.broker.settings().retry_after_seconds))
 }

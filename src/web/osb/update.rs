@@ -36,7 +36,7 @@ pub async fn update(
     OsbQuery(query): OsbQuery<AsyncQuery>,
     OsbJson(body): OsbJson<UpdateRequest>,
 ) -> OsbResult<Response> {
-    let result = state.broker.update(&instance_id, body, query.accepts_incomplete()).await;
+    let result = state.broker.instances().update(&instance_id, body, query.accepts_incomplete()).await;
     let result = state.broker.noting_refusal(OperationKind::Update, &instance_id, None, result).await;
     let answer = result.map_err(|e| e.for_version(version))?;
     Ok(reply(answer, version, StatusCode::OK, state.broker.settings().retry_after_seconds))
