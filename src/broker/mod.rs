@@ -1,27 +1,41 @@
 //! The broker: every OSB and ElasTest operation, with no HTTP in sight.
 //!
-//! Handlers call one method per endpoint and get an [`Answer`] (done now, already
-//! done, or accepted) or an [`OsbError`]; the status table of the spec is decided
-//! here and nowhere else. Asynchronous operations run as tasks owned by the broker and
-//! record every state change in the store, so a restarted esm can finish them
-//! ([`Operations::claim_orphaned_operations`]).
+//! Handlers call one method per endpoint of a feature's service and get an [`Answer`]
+//! (done now, already done, or accepted) or an [`OsbError`]; the status table of the
+//! spec is decided here and nowhere else. Asynchronous operations run as tasks owned
+//! by the broker and record every state change in the store, so a restarted esm can
+//! finish them ([`Operations::claim_orphaned_operations`]).
 //!
-//! - `instances.rs`: provision, update, deprovision, fetch, last_operation.
-//! - `operations/`: the one path every operation runs through (`runner.rs`: lease,
-//!   deadline, result), what each kind asks of the backend and records (`work.rs`),
-//!   leases, taking over operations nobody runs any more and handing them back on a
-//!   graceful stop (`worker.rs`), and giving up one whose write failed (`withdraw.rs`).
-//! - `bindings.rs`: bind, unbind, fetch, last_operation.
-//! - `registry/`: the catalog and its registrations: how the registry is stored and
-//!   changed so its rules hold, service and manifest registration (`catalog.rs`), and
-//!   whether it changed since a catalog was rendered from it, here or (within a
-//!   second) on another replica (`watch.rs`).
-//! - `extensions.rs`: the ElasTest instance view.
-//! - `liveness/`: whether instances are alive: observed (`sweep.rs` spreads the looks,
-//!   `first.rs` is a deployment's first one), reported (`reports.rs`), thresholds.
-//! - `pools/`: warm pools: their settings and status, the claim, and (`keeper.rs`)
-//!   what keeps every pool filled and repaired.
-//! - `ports.rs`: host ports leased from `ESM_HOST_PORT_RANGE`.
+//! The [`Broker`] (`wiring.rs`, the one `impl Broker`) holds a shared core
+//! (`core.rs`: records, backends, settings, the event log, the tasks a stop waits for)
+//! and each feature's room (its in-process state, private to its folder), and lends
+//! out one service per feature, a borrowed view of the core and its own room only:
+//!
+//! - [`Instances`] (`instances.rs`): provision, update, deprovision, fetch,
+//!   last_operation; the ElasTest instance view (`extensions.rs`).
+//! - [`Bindings`] (`bindings.rs`): bind, unbind, fetch, list, last_operation.
+//! - [`Registrar`] (`registry/`): the catalog and its registrations: how the registry
+//!   is stored and changed so its rules hold, service and manifest registration
+//!   (`catalog.rs`), the plan or manifest a request deploys with (`plans.rs`), and
+//!   whether the registry changed since a catalog was rendered from it, here or
+//!   (within a second) on another replica (`watch.rs`).
+//! - [`Operations`] (`operations/`): the one path every operation runs through
+//!   (`runner.rs`: lease, deadline, result), what each kind asks of the backend and
+//!   records (`work.rs`), leases, taking over operations nobody runs any more and
+//!   handing them back on a graceful stop (`worker.rs`), giving up one whose write
+//!   failed (`withdraw.rs`), and what an operation log answers (`answers.rs`).
+//! - [`LivenessMonitor`] (`liveness/`): whether instances are alive: observed
+//!   (`sweep.rs` spreads the looks, `first.rs` is a deployment's first one), reported
+//!   (`reports.rs`, with the reporting tokens bindings carry), thresholds.
+//! - [`Pools`] (`pools/`): warm pools: their settings and status, the claim, and
+//!   (`keeper.rs`) what keeps every pool filled and repaired.
+//! - [`Inventory`] (`inventory.rs`): what is deployed, host ports leased from
+//!   `ESM_HOST_PORT_RANGE` (`ports.rs`), reconciliation (`reconcile.rs`), the census.
+//! - [`Tombstones`] (`purge.rs`): deprovisioned instances and deleted bindings, kept
+//!   for `last_operation` and purged after the retention.
+//!
+//! Refused requests are announced by `refusals.rs`. Operations never call
+//! instances or bindings: what they read of records is the core's.
 
 mod bindings;
 mod core;
