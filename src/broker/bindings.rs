@@ -1,13 +1,10 @@
 //! Binding operations: bind, unbind, fetch, last_operation.
 
-use crate::broker::core::Core;
-use std::sync::Arc;
-
 use serde_json::{Map, Value};
 
 use super::operations::answers::{Asked, last_operation_of, resent};
 use super::runner::Work;
-use super::{Answer, Broker, busy, purge, require, require_object, require_query, run_asynchronously, work};
+use super::{Answer, busy, purge, require, require_object, require_query, run_asynchronously, work};
 use crate::domain::binding::{Binding, BindingMetadata, BindingStatus};
 use crate::domain::catalog::SchemaFor;
 use crate::domain::event::{Event, Step};
@@ -19,17 +16,9 @@ use crate::wire::{
     BindRequest, BindingResponse, BindingSummary, DeleteQuery, LastOperationResponse, OperationResponse,
 };
 
-/// Binds, unbinds and fetches bindings.
-#[derive(Clone, Copy)]
-pub struct Bindings<'a> {
-    pub(super) broker: &'a Arc<Broker>,
-    pub(super) core: &'a Core,
-}
-
-impl<'a> Bindings<'a> {
-    pub(super) fn new(broker: &'a Arc<Broker>, core: &'a Core) -> Self {
-        Self { broker, core }
-    }
+service! {
+    /// Binds, unbinds and fetches bindings.
+    Bindings
 }
 
 impl Bindings<'_> {

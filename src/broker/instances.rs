@@ -1,15 +1,11 @@
 //! Instance operations: provision, update, deprovision, fetch, last_operation.
 
-use crate::broker::core::Core;
-use std::sync::Arc;
-
 use serde_json::{Map, Value, json};
 
 use super::operations::answers::{Asked, last_operation_of, resent};
 use super::runner::Work;
 use super::{
-    Answer, Broker, PlanView, busy, check_maintenance, purge, require, require_object, require_query,
-    run_asynchronously, work,
+    Answer, PlanView, busy, check_maintenance, purge, require, require_object, require_query, run_asynchronously, work,
 };
 use crate::backend::Execution;
 use crate::domain::binding::Binding;
@@ -25,18 +21,10 @@ use crate::wire::{
     UpdateRequest, UpdateResponse,
 };
 
-/// Provisions, updates, deprovisions and fetches instances (and, in `extensions.rs`, the
-/// ElasTest instance view).
-#[derive(Clone, Copy)]
-pub struct Instances<'a> {
-    pub(super) broker: &'a Arc<Broker>,
-    pub(super) core: &'a Core,
-}
-
-impl<'a> Instances<'a> {
-    pub(super) fn new(broker: &'a Arc<Broker>, core: &'a Core) -> Self {
-        Self { broker, core }
-    }
+service! {
+    /// Provisions, updates, deprovisions and fetches instances (and, in `extensions.rs`, the
+    /// ElasTest instance view).
+    Instances
 }
 
 impl Instances<'_> {

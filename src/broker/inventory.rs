@@ -4,12 +4,9 @@
 //! listing per backend and one pass over the records, never a call per instance.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 use futures_util::TryStreamExt;
 
-use super::Broker;
-use super::core::Core;
 use crate::backend::Backend;
 use crate::domain::event::{Event, EventKind};
 use crate::domain::instance::ServiceInstance;
@@ -69,18 +66,10 @@ pub struct ResourcePage {
     pub next_after: Option<String>,
 }
 
-/// What is deployed: the inventory records, host ports (`ports.rs`), reconciliation
-/// (`reconcile.rs`) and the census.
-#[derive(Clone, Copy)]
-pub struct Inventory<'a> {
-    pub(super) broker: &'a Arc<Broker>,
-    pub(super) core: &'a Core,
-}
-
-impl<'a> Inventory<'a> {
-    pub(super) fn new(broker: &'a Arc<Broker>, core: &'a Core) -> Self {
-        Self { broker, core }
-    }
+service! {
+    /// What is deployed: the inventory records, host ports (`ports.rs`), reconciliation
+    /// (`reconcile.rs`) and the census.
+    Inventory
 }
 
 impl Inventory<'_> {
@@ -452,6 +441,7 @@ mod tests {
 
     use super::*;
     use crate::backend::Backends;
+    use crate::broker::Broker;
     use crate::broker::BrokerSettings;
     use crate::store::memory::MemoryStore;
 

@@ -37,6 +37,32 @@
 //! Refused requests are announced by `refusals.rs`. Operations never call
 //! instances or bindings: what they read of records is the core's.
 
+/// Declares a feature's service: a view borrowed from the [`Broker`] of the shared core
+/// and, if the feature has one, its room. The room field is private to the module the
+/// service is declared in, so only that feature reaches its state; the `broker` field
+/// reaches other features through their services.
+macro_rules! service {
+    ($(#[$doc:meta])* $name:ident $(, room: $room:ty)?) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy)]
+        pub struct $name<'a> {
+            pub(in crate::broker) broker: &'a std::sync::Arc<crate::broker::Broker>,
+            pub(in crate::broker) core: &'a crate::broker::core::Core,
+            $(room: &'a $room,)?
+        }
+
+        impl<'a> $name<'a> {
+            pub(in crate::broker) fn new(
+                broker: &'a std::sync::Arc<crate::broker::Broker>,
+                core: &'a crate::broker::core::Core,
+                $(room: &'a $room,)?
+            ) -> Self {
+                Self { broker, core, $(room: { let room: &'a $room = room; room },)? }
+            }
+        }
+    };
+}
+
 mod bindings;
 mod core;
 mod extensions;

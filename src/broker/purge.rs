@@ -9,11 +9,8 @@
 //! deprovision or unbind is still answered by its `operation` id, for the same
 //! retention, and then answers 410 as after a purge.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use super::Broker;
-use super::core::Core;
 use crate::domain::binding::Binding;
 use crate::domain::instance::ServiceInstance;
 use crate::domain::liveness::ReportRecord;
@@ -28,18 +25,10 @@ const BATCH: usize = 256;
 /// The longest wait between two purges.
 const MAX_PERIOD: Duration = Duration::from_secs(3600);
 
-/// Deprovisioned instances and deleted bindings: inherited by a new record of the same
-/// id, and purged after the retention.
-#[derive(Clone, Copy)]
-pub struct Tombstones<'a> {
-    pub(super) broker: &'a Arc<Broker>,
-    pub(super) core: &'a Core,
-}
-
-impl<'a> Tombstones<'a> {
-    pub(super) fn new(broker: &'a Arc<Broker>, core: &'a Core) -> Self {
-        Self { broker, core }
-    }
+service! {
+    /// Deprovisioned instances and deleted bindings: inherited by a new record of the same
+    /// id, and purged after the retention.
+    Tombstones
 }
 
 impl Tombstones<'_> {
@@ -135,9 +124,12 @@ pub(super) fn last_operation_gone(operation: Option<&str>, removal: OperationKin
 mod tests {
     use serde_json::json;
 
+    use std::sync::Arc;
+
     use super::*;
     use crate::backend::Backends;
     use crate::backend::dummy::DummyBackend;
+    use crate::broker::Broker;
     use crate::broker::{Answer, BrokerSettings};
     use crate::clock::Clock;
     use crate::store::memory::MemoryStore;

@@ -30,8 +30,6 @@ mod sweep;
 pub(super) use first::{FirstLook, Folded};
 pub use reports::{MAX_REPORTING, Reporter, SPACING};
 
-use super::Broker;
-use super::core::Core;
 use crate::domain::bounded::{PlanId, ServiceId};
 use crate::domain::event::{Event, EventKind};
 use crate::domain::instance::{InstanceStatus, ServiceInstance};
@@ -77,18 +75,9 @@ pub(super) enum Looked {
     Unreachable(String),
 }
 
-/// Liveness's service: watching, judging and reporting instances' liveness.
-#[derive(Clone, Copy)]
-pub struct LivenessMonitor<'a> {
-    broker: &'a Arc<Broker>,
-    core: &'a Core,
-    room: &'a LivenessRoom,
-}
-
-impl<'a> LivenessMonitor<'a> {
-    pub(super) fn new(broker: &'a Arc<Broker>, core: &'a Core, room: &'a LivenessRoom) -> Self {
-        Self { broker, core, room }
-    }
+service! {
+    /// Liveness's service: watching, judging and reporting instances' liveness.
+    LivenessMonitor, room: LivenessRoom
 }
 
 impl LivenessMonitor<'_> {

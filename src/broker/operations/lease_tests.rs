@@ -10,12 +10,11 @@ use serde_json::{Value, json};
 
 use crate::backend::dummy::DummyBackend;
 use crate::backend::{BackendError, Backends};
-use crate::broker::runner::{Outcome, Work};
+use crate::broker::runner::{Call, Outcome, Work};
 use crate::broker::*;
 use crate::clock::Clock;
 use crate::domain::instance::ServiceInstance;
 use crate::domain::operation::Operation;
-use crate::domain::registry::Registry;
 use crate::store::switchable::SwitchableStore;
 use crate::store::{Collection, Store};
 
@@ -71,13 +70,7 @@ impl Work for Nothing {
     type Record = ServiceInstance;
     type Output = ();
 
-    async fn call(
-        &self,
-        _: &Operations<'_>,
-        _: &Registry,
-        _: &ServiceInstance,
-        _: &Operation,
-    ) -> Result<(), BackendError> {
+    async fn call(&self, _: Call<'_, ServiceInstance>) -> Result<(), BackendError> {
         Ok(())
     }
 

@@ -14,10 +14,7 @@ mod lease_tests;
 #[cfg(test)]
 mod withdraw_tests;
 
-use crate::broker::Broker;
-use crate::broker::core::Core;
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 
 /// What this process keeps of the operations it runs: private to `operations/`.
@@ -50,17 +47,8 @@ impl Default for OperationsRoom {
     }
 }
 
-/// Operations' service: the runner, the work of each kind, leases, take-overs and
-/// hand-backs.
-#[derive(Clone, Copy)]
-pub struct Operations<'a> {
-    broker: &'a Arc<Broker>,
-    core: &'a Core,
-    room: &'a OperationsRoom,
-}
-
-impl<'a> Operations<'a> {
-    pub(super) fn new(broker: &'a Arc<Broker>, core: &'a Core, room: &'a OperationsRoom) -> Self {
-        Self { broker, core, room }
-    }
+service! {
+    /// Operations' service: the runner, the work of each kind, leases, take-overs and
+    /// hand-backs.
+    Operations, room: OperationsRoom
 }

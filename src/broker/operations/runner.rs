@@ -97,13 +97,7 @@ pub(in crate::broker) trait Work: Send + Sync + 'static {
 
     /// Calls the backend for `record`'s operation `op`; `registry` is the catalog as
     /// the run read it.
-    async fn call(
-        &self,
-        ops: &Operations<'_>,
-        registry: &Registry,
-        record: &Self::Record,
-        op: &Operation,
-    ) -> Result<Self::Output, BackendError>;
+    async fn call(&self, call: Call<'_, Self::Record>) -> Result<Self::Output, BackendError>;
 
     /// What withdrawing the operation before it ran changes in the record besides
     /// marking it failed (`withdraw.rs`): what a synchronous failure leaves, since
@@ -129,6 +123,18 @@ pub(in crate::broker) trait Work: Send + Sync + 'static {
     async fn after(&self, _ops: &Operations<'_>, _record: &Self::Record) -> OsbResult<()> {
         Ok(())
     }
+}
+
+/// What a [`Work`]'s backend call is given.
+pub(in crate::broker) struct Call<'a, R> {
+    /// The operations service, and through it the core and the other services.
+    pub(in crate::broker) ops: &'a Operations<'a>,
+    /// The catalog as the run read it.
+    pub(in crate::broker) registry: &'a Registry,
+    /// The record the operation is on, as the run read it.
+    pub(in crate::broker) record: &'a R,
+    /// The operation.
+    pub(in crate::broker) op: &'a Operation,
 }
 
 /// A record that belongs to a plan.
@@ -311,7 +317,7 @@ impl Operations<'_> {
         };
         let (service_id, plan_id) = work.plan(&record, &op);
         let deadline = deadline(&registry, service_id, plan_id, &op);
-        let call = work.call(self, &registry, &record, &op);
+        let call = work.call(Call { ops: self, registry: &registry, record: &record, op: &op });
         let result = match self.hold_lease::<W::Record, _>(id, op_id, deadline, call).await {
             Held::Done(result) => result,
             Held::ShuttingDown => {

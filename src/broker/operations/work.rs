@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::backend::{Backend, BackendError, BindOutput, Deployment};
 use crate::broker::liveness::{FirstLook, Folded};
-use crate::broker::runner::{Outcome, Work};
+use crate::broker::runner::{Call, Outcome, Work};
 use crate::domain::binding::{Binding, BindingMetadata, BindingStatus, Credentials};
 use crate::domain::instance::{InstanceStatus, PendingUpdate, ServiceInstance};
 use crate::domain::manifest::Manifest;
@@ -101,13 +101,8 @@ impl Work for Provision {
     type Record = ServiceInstance;
     type Output = Deployed;
 
-    async fn call(
-        &self,
-        ops: &Operations<'_>,
-        registry: &Registry,
-        instance: &ServiceInstance,
-        _op: &Operation,
-    ) -> Result<Deployed, BackendError> {
+    async fn call(&self, call: Call<'_, ServiceInstance>) -> Result<Deployed, BackendError> {
+        let Call { ops, registry, record: instance, .. } = call;
         if self.may_adopt
             && instance.pool.is_none()
             && let Some(member) = ops.broker.pools().member_claimed_by(&instance.id).await.map_err(failure)?
@@ -205,13 +200,8 @@ impl Work for Update {
         (&instance.service_id, target.unwrap_or(&instance.plan_id))
     }
 
-    async fn call(
-        &self,
-        ops: &Operations<'_>,
-        registry: &Registry,
-        instance: &ServiceInstance,
-        op: &Operation,
-    ) -> Result<Redeployed, BackendError> {
+    async fn call(&self, call: Call<'_, ServiceInstance>) -> Result<Redeployed, BackendError> {
+        let Call { ops, registry, record: instance, op } = call;
         let pending = op.update.as_ref().ok_or_else(|| BackendError::new("the update has no changes recorded"))?;
         let mut target = apply_update(instance.clone(), pending);
         let (_, manifest) = ops.broker.registrar().manifest_in(registry, &target.plan_id).await.map_err(failure)?;
@@ -261,13 +251,8 @@ impl Work for Deprovision {
     type Record = ServiceInstance;
     type Output = ();
 
-    async fn call(
-        &self,
-        ops: &Operations<'_>,
-        registry: &Registry,
-        instance: &ServiceInstance,
-        _op: &Operation,
-    ) -> Result<(), BackendError> {
+    async fn call(&self, call: Call<'_, ServiceInstance>) -> Result<(), BackendError> {
+        let Call { ops, registry, record: instance, .. } = call;
         let (backend, manifest) = ops.broker.registrar().teardown_backend(registry, instance).await.map_err(failure)?;
         ops.broker.inventory().mark_releasing(instance.deployed_id()).await;
         let target = instance.deployed();
@@ -318,13 +303,8 @@ impl Work for Bind {
     /// The credentials, their lifetime, and the digest of the reporting token in them.
     type Output = (BindOutput, BindingMetadata, Option<String>);
 
-    async fn call(
-        &self,
-        ops: &Operations<'_>,
-        registry: &Registry,
-        binding: &Binding,
-        _op: &Operation,
-    ) -> Result<Self::Output, BackendError> {
+    async fn call(&self, call: Call<'_, Binding>) -> Result<Self::Output, BackendError> {
+        let Call { ops, registry, record: binding, .. } = call;
         let (instance, backend, manifest) = ops.binding_backend(registry, binding).await.map_err(failure)?;
         let lifetime =
             registry.service(&instance.service_id).and_then(|s| s.plan(&instance.plan_id)?.binding_lifetime_seconds);
@@ -372,13 +352,8 @@ impl Work for Unbind {
     type Record = Binding;
     type Output = ();
 
-    async fn call(
-        &self,
-        ops: &Operations<'_>,
-        registry: &Registry,
-        binding: &Binding,
-        _op: &Operation,
-    ) -> Result<(), BackendError> {
+    async fn call(&self, call: Call<'_, Binding>) -> Result<(), BackendError> {
+        let Call { ops, registry, record: binding, .. } = call;
         let Some(instance) = ops.core.live_instance(&binding.instance_id).await.map_err(failure)? else {
             // Deprovisioned since (a takeover of an unbind whose process died before it
             // checked its instance): the deprovision revoked the binding already.

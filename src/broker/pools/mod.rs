@@ -2,15 +2,13 @@
 //! member to a provision (the claim). The keeper (`keeper.rs`) deploys, repairs
 //! and removes members; the rules are in `domain::pool`.
 
-use crate::broker::core::Core;
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use serde_json::Value;
 
 mod keeper;
 
-use crate::broker::{Broker, require};
+use crate::broker::require;
 use crate::domain::catalog::SchemaFor;
 use crate::domain::event::{Event, EventKind};
 use crate::domain::instance::{InstanceStatus, ServiceInstance};
@@ -71,18 +69,9 @@ impl Tally {
     }
 }
 
-/// Warm pools' service: their settings and status, the claim, and the keeper.
-#[derive(Clone, Copy)]
-pub struct Pools<'a> {
-    broker: &'a Arc<Broker>,
-    core: &'a Core,
-    room: &'a PoolRoom,
-}
-
-impl<'a> Pools<'a> {
-    pub(super) fn new(broker: &'a Arc<Broker>, core: &'a Core, room: &'a PoolRoom) -> Self {
-        Self { broker, core, room }
-    }
+service! {
+    /// Warm pools' service: their settings and status, the claim, and the keeper.
+    Pools, room: PoolRoom
 }
 
 impl Pools<'_> {

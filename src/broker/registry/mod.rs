@@ -19,8 +19,6 @@ pub use watch::{CHECK_EVERY, STALE_BOUND};
 
 use tokio::sync::Semaphore;
 
-use super::Broker;
-use super::core::Core;
 use crate::domain::catalog::Service;
 use crate::domain::instance::ServiceInstance;
 use crate::domain::manifest::Manifest;
@@ -77,19 +75,10 @@ impl RegistryRoom {
     }
 }
 
-/// The registry's service: the catalog, its registrations, and what a plan or instance
-/// deploys with.
-#[derive(Clone, Copy)]
-pub struct Registrar<'a> {
-    broker: &'a Arc<Broker>,
-    core: &'a Core,
-    room: &'a RegistryRoom,
-}
-
-impl<'a> Registrar<'a> {
-    pub(super) fn new(broker: &'a Arc<Broker>, core: &'a Core, room: &'a RegistryRoom) -> Self {
-        Self { broker, core, room }
-    }
+service! {
+    /// The registry's service: the catalog, its registrations, and what a plan or instance
+    /// deploys with.
+    Registrar, room: RegistryRoom
 }
 
 impl Registrar<'_> {

@@ -7,7 +7,7 @@ use serde_json::json;
 use super::*;
 use crate::backend::Backends;
 use crate::backend::dummy::DummyBackend;
-use crate::broker::{Answer, BrokerSettings, REGISTRY_CHECK_EVERY};
+use crate::broker::{Answer, Broker, BrokerSettings, REGISTRY_CHECK_EVERY};
 use crate::clock::Clock;
 use crate::store::switchable::SwitchableStore;
 
