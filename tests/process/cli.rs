@@ -59,6 +59,16 @@ async fn registered(manifest: &str) -> (Esm, support::TempDir) {
     (esm, dir)
 }
 
+/// [`registered`] with `m-broken`, and instance `x` provisioned on its plan through the
+/// client: the provision fails, and the client says so with exit code 1.
+async fn with_a_failed_provision() -> (Esm, support::TempDir) {
+    let (esm, dir) = registered("m-broken").await;
+    let failed = cli(&esm.api, &["instances", "provision", "x", "--service", "svc", "--plan", "broken"]).await;
+    assert_eq!(failed.code, 1, "a failed operation: {} {}", failed.stdout, failed.stderr);
+    assert!(failed.stdout.contains("failed"), "{}", failed.stdout);
+    (esm, dir)
+}
+
 /// Runs `esm <args>` against `api` with the right credentials.
 async fn cli(api: &str, args: &[&str]) -> Run {
     cli_as(api, PASSWORD, args).await
@@ -187,12 +197,8 @@ async fn every_command_works_against_a_real_esm_in_tables_and_json() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn exit_codes_and_messages_say_what_went_wrong() {
-    let (esm, _dir) = registered("m-broken").await;
+    let (esm, _dir) = with_a_failed_provision().await;
     let api = esm.api.as_str();
-
-    let failed = cli(api, &["instances", "provision", "x", "--service", "svc", "--plan", "broken"]).await;
-    assert_eq!(failed.code, 1, "a failed operation: {} {}", failed.stdout, failed.stderr);
-    assert!(failed.stdout.contains("failed"), "{}", failed.stdout);
 
     let refused = cli(api, &["instances", "get", "nobody"]).await;
     assert_eq!(refused.code, 1);
@@ -271,14 +277,11 @@ async fn a_bind_prints_the_credentials_and_bindings_get_reads_them_again() {
 // to remove it (the OSB fetch answers 404 for it, esm's own view does not).
 #[tokio::test(flavor = "multi_thread")]
 async fn an_instance_whose_provision_failed_can_be_deprovisioned() {
-    let (esm, _dir) = registered("m-broken").await;
-    let api = esm.api.as_str();
-    let failed = cli(api, &["instances", "provision", "x", "--service", "svc", "--plan", "broken"]).await;
-    assert_eq!(failed.code, 1, "{}", failed.stdout);
-    let gone = cli(api, &["instances", "deprovision", "x"]).await;
+    let (esm, _dir) = with_a_failed_provision().await;
+    let gone = cli(&esm.api, &["instances", "deprovision", "x"]).await;
     ok(&gone, "deprovision of a failed instance");
     assert!(gone.stdout.contains("succeeded"), "{}", gone.stdout);
-    let listed = json_of(&cli(api, &["instances", "list", "-o", "json", "--limit", "10"]).await);
+    let listed = json_of(&cli(&esm.api, &["instances", "list", "-o", "json", "--limit", "10"]).await);
     assert_eq!(listed["instances"], json!([]), "{listed}");
     drop(esm);
 }
