@@ -421,6 +421,25 @@ impl Client {
         self.send(reqwest::Method::PUT, &format!("/v2/service_instances/{id}{q}"), Some(&body)).await
     }
 
+    /// Binds `binding` to instance `id` (service `svc`, plan `plan`); `(status, body)`.
+    pub async fn bind(&self, id: &str, binding: &str) -> (u16, Value) {
+        let body = json!({"service_id": "svc", "plan_id": "plan"});
+        self.send(reqwest::Method::PUT, &format!("/v2/service_instances/{id}/service_bindings/{binding}"), Some(&body))
+            .await
+    }
+
+    /// Deprovisions `id` (service `svc`, plan `plan`); `(status, body)`.
+    pub async fn deprovision(&self, id: &str, async_ok: bool) -> (u16, Value) {
+        let q = if async_ok { "&accepts_incomplete=true" } else { "" };
+        self.send(reqwest::Method::DELETE, &format!("/v2/service_instances/{id}?service_id=svc&plan_id=plan{q}"), None)
+            .await
+    }
+
+    /// esm's own view of instance `id` (`GET /v2/et/service_instances/{id}`); `(status, body)`.
+    pub async fn view(&self, id: &str) -> (u16, Value) {
+        self.send(reqwest::Method::GET, &format!("/v2/et/service_instances/{id}"), None).await
+    }
+
     /// Polls an instance's last_operation until it is final (at most `limit`); the
     /// final answer.
     pub async fn settle(&self, id: &str, limit: Duration) -> (u16, Value) {
