@@ -18,6 +18,12 @@ fn bind_body(extra: Value) -> Value {
     body
 }
 
+refusals! {
+    fetch_of_an_unknown_binding_is_404: provisioned_sync(), GET binding_path("nope") => NOT_FOUND;
+    binding_last_operation_of_an_unknown_binding_is_404:
+        provisioned_sync(), GET format!("{}/last_operation", binding_path("nope")) => NOT_FOUND;
+}
+
 #[tokio::test]
 async fn sync_bind_is_201_with_credentials_and_fetchable() {
     let app = provisioned_sync().await;
@@ -90,7 +96,7 @@ async fn a_different_bind_while_binding_is_409() {
 #[tokio::test]
 async fn requires_app_is_422_without_an_app_guid() {
     let app = provisioned(json!({}), "x-esm-dummy: {mode: sync, requires_app: true}").await;
-    assert_eq!(app.bind("i-1", "b-1", None, false).await.fails_with(StatusCode::UNPROCESSABLE_ENTITY), "RequiresApp");
+    app.bind("i-1", "b-1", None, false).await.refused(StatusCode::UNPROCESSABLE_ENTITY, "RequiresApp");
     assert_eq!(app.get(&binding_path("b-1")).await.status, StatusCode::NOT_FOUND);
 }
 
@@ -106,7 +112,7 @@ async fn app_guid_or_bind_resource_app_guid_satisfies_requires_app() {
 #[tokio::test]
 async fn async_only_bind_without_accepts_incomplete_is_422() {
     let app = provisioned(json!({}), "x-esm-dummy: {mode: async}").await;
-    assert_eq!(app.bind("i-1", "b-1", None, false).await.fails_with(StatusCode::UNPROCESSABLE_ENTITY), "AsyncRequired");
+    app.bind("i-1", "b-1", None, false).await.refused(StatusCode::UNPROCESSABLE_ENTITY, "AsyncRequired");
 }
 
 #[tokio::test]
@@ -149,16 +155,7 @@ async fn parameters_failing_the_bind_schema_are_400() {
 #[tokio::test]
 async fn bind_while_the_instance_updates_is_422_concurrency_error() {
     let app = updating().await;
-    assert_eq!(
-        app.bind("i-1", "b-1", None, true).await.fails_with(StatusCode::UNPROCESSABLE_ENTITY),
-        "ConcurrencyError"
-    );
-}
-
-#[tokio::test]
-async fn fetch_of_an_unknown_binding_is_404() {
-    let app = provisioned_sync().await;
-    app.get(&binding_path("nope")).await.fails_with(StatusCode::NOT_FOUND);
+    app.bind("i-1", "b-1", None, true).await.refused(StatusCode::UNPROCESSABLE_ENTITY, "ConcurrencyError");
 }
 
 #[tokio::test]
@@ -166,12 +163,6 @@ async fn fetch_while_binding_is_404() {
     let app = provisioned(json!({}), "x-esm-dummy: {mode: async, hold: [bind]}").await;
     assert_eq!(app.bind("i-1", "b-1", None, true).await.status, StatusCode::ACCEPTED);
     app.get(&binding_path("b-1")).await.fails_with(StatusCode::NOT_FOUND);
-}
-
-#[tokio::test]
-async fn binding_last_operation_of_an_unknown_binding_is_404() {
-    let app = provisioned_sync().await;
-    app.get(&format!("{}/last_operation", binding_path("nope"))).await.fails_with(StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
@@ -255,7 +246,7 @@ async fn async_only_unbind_without_accepts_incomplete_is_422() {
     let app = provisioned(json!({}), "x-esm-dummy: {mode: async}").await;
     assert_eq!(app.bind("i-1", "b-1", None, true).await.status, StatusCode::ACCEPTED);
     assert_eq!(app.poll_binding("i-1", "b-1").await.body["state"], "succeeded");
-    assert_eq!(app.unbind("i-1", "b-1", false).await.fails_with(StatusCode::UNPROCESSABLE_ENTITY), "AsyncRequired");
+    app.unbind("i-1", "b-1", false).await.refused(StatusCode::UNPROCESSABLE_ENTITY, "AsyncRequired");
     assert_eq!(app.get(&binding_path("b-1")).await.status, StatusCode::OK, "still bound");
 }
 
@@ -273,7 +264,7 @@ async fn a_failed_sync_unbind_is_500_and_keeps_the_binding() {
 async fn unbind_while_binding_is_422_concurrency_error() {
     let app = provisioned(json!({}), "x-esm-dummy: {mode: async, hold: [bind]}").await;
     assert_eq!(app.bind("i-1", "b-1", None, true).await.status, StatusCode::ACCEPTED);
-    assert_eq!(app.unbind("i-1", "b-1", true).await.fails_with(StatusCode::UNPROCESSABLE_ENTITY), "ConcurrencyError");
+    app.unbind("i-1", "b-1", true).await.refused(StatusCode::UNPROCESSABLE_ENTITY, "ConcurrencyError");
 }
 
 #[tokio::test]

@@ -28,12 +28,9 @@ async fn catalog_lists_registered_services() {
 #[tokio::test]
 async fn missing_version_header_is_412() {
     let app = spawn_app().await;
-    assert_eq!(
-        reply(app.raw(Method::GET, "/v2/catalog").send().await.expect("sent"))
-            .await
-            .fails_with(StatusCode::PRECONDITION_FAILED),
-        "UnsupportedAPIVersion"
-    );
+    reply(app.raw(Method::GET, "/v2/catalog").send().await.expect("sent"))
+        .await
+        .refused(StatusCode::PRECONDITION_FAILED, "UnsupportedAPIVersion");
 }
 
 #[tokio::test]
@@ -81,7 +78,7 @@ async fn basic_auth_is_required_when_configured() {
     let r =
         reply(app.raw(Method::GET, "/v2/catalog").header("X-Broker-API-Version", VERSION).send().await.expect("sent"))
             .await;
-    assert_eq!(r.fails_with(StatusCode::UNAUTHORIZED), "Unauthorized");
+    r.refused(StatusCode::UNAUTHORIZED, "Unauthorized");
     // Wrong password: 401.
     let r = reply(
         app.raw(Method::GET, "/v2/catalog")
@@ -165,10 +162,7 @@ async fn unknown_paths_are_404_even_without_the_version_header() {
         assert_eq!(r.osb_error(), "NotFound", "{path}");
     }
     // A known path without the header is still refused for the header.
-    assert_eq!(
-        reply(app.raw(Method::GET, "/v2/service_instances/i-1").send().await.expect("sent"))
-            .await
-            .fails_with(StatusCode::PRECONDITION_FAILED),
-        "UnsupportedAPIVersion"
-    );
+    reply(app.raw(Method::GET, "/v2/service_instances/i-1").send().await.expect("sent"))
+        .await
+        .refused(StatusCode::PRECONDITION_FAILED, "UnsupportedAPIVersion");
 }

@@ -5,6 +5,15 @@ use serde_json::json;
 
 use crate::helpers::*;
 
+/// An app whose provisioned `i-1` is being deprovisioned: the deprovision answered 202
+/// (that answer comes back too) and is held until [`TestApp::release`].
+async fn deprovisioning() -> (TestApp, Reply) {
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: async, hold: [deprovision]}").await;
+    let r = app.deprovision("i-1", true).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    (app, r)
+}
+
 #[tokio::test]
 async fn sync_deprovision_is_200_with_an_empty_object() {
     let app = provisioned_sync().await;
@@ -14,9 +23,7 @@ async fn sync_deprovision_is_200_with_an_empty_object() {
 
 #[tokio::test]
 async fn async_deprovision_is_202_then_last_operation_is_410() {
-    let app = provisioned(json!({}), "x-esm-dummy: {mode: async, hold: [deprovision]}").await;
-    let r = app.deprovision("i-1", true).await;
-    assert_eq!(r.status, StatusCode::ACCEPTED);
+    let (app, r) = deprovisioning().await;
     assert!(r.body["operation"].is_string());
     assert_eq!(app.get("/v2/service_instances/i-1/last_operation").await.body["state"], "in progress");
     app.release(OperationKind::Deprovision, "i-1");
@@ -51,15 +58,13 @@ async fn missing_service_id_or_plan_id_is_400() {
 #[tokio::test]
 async fn async_only_deprovision_without_accepts_incomplete_is_422() {
     let app = provisioned(json!({}), "x-esm-dummy: {mode: async}").await;
-    assert_eq!(app.deprovision("i-1", false).await.fails_with(StatusCode::UNPROCESSABLE_ENTITY), "AsyncRequired");
+    app.deprovision("i-1", false).await.refused(StatusCode::UNPROCESSABLE_ENTITY, "AsyncRequired");
     assert_eq!(app.get("/v2/service_instances/i-1").await.status, StatusCode::OK);
 }
 
 #[tokio::test]
 async fn resent_deprovision_while_running_is_202_with_the_same_operation() {
-    let app = provisioned(json!({}), "x-esm-dummy: {mode: async, hold: [deprovision]}").await;
-    let first = app.deprovision("i-1", true).await;
-    assert_eq!(first.status, StatusCode::ACCEPTED);
+    let (app, first) = deprovisioning().await;
     let second = app.deprovision("i-1", true).await;
     assert_eq!(second.status, StatusCode::ACCEPTED);
     assert!(second.body["operation"].is_string());
@@ -69,7 +74,7 @@ async fn resent_deprovision_while_running_is_202_with_the_same_operation() {
 #[tokio::test]
 async fn deprovision_during_the_provision_is_422_concurrency_error() {
     let app = provisioning().await;
-    assert_eq!(app.deprovision("i-1", true).await.fails_with(StatusCode::UNPROCESSABLE_ENTITY), "ConcurrencyError");
+    app.deprovision("i-1", true).await.refused(StatusCode::UNPROCESSABLE_ENTITY, "ConcurrencyError");
     // The provision carries on undisturbed.
     app.release(OperationKind::Provision, "i-1");
     assert_eq!(app.poll_instance("i-1").await.body["state"], "succeeded");
@@ -79,7 +84,7 @@ async fn deprovision_during_the_provision_is_422_concurrency_error() {
 async fn deprovision_while_a_binding_is_busy_is_422_concurrency_error() {
     let app = provisioned(json!({}), "x-esm-dummy: {mode: async, hold: [bind]}").await;
     assert_eq!(app.bind("i-1", "b-1", None, true).await.status, StatusCode::ACCEPTED);
-    assert_eq!(app.deprovision("i-1", true).await.fails_with(StatusCode::UNPROCESSABLE_ENTITY), "ConcurrencyError");
+    app.deprovision("i-1", true).await.refused(StatusCode::UNPROCESSABLE_ENTITY, "ConcurrencyError");
 }
 
 #[tokio::test]

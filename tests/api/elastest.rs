@@ -47,6 +47,11 @@ async fn get_bare(app: &TestApp, path: &str) -> Reply {
     reply(app.raw(Method::GET, path).send().await.expect("sent")).await
 }
 
+refusals! {
+    an_unknown_instance_view_is_404_with_an_osb_body: spawn_app(), GET "/v2/et/service_instances/nope" => NOT_FOUND;
+    deleting_an_unknown_manifest_is_404: with_plan("{}"), DELETE "/v2/et/manifest/nope" => NOT_FOUND;
+}
+
 #[tokio::test]
 async fn the_original_walkthrough_works() {
     let app = spawn_app().await;
@@ -212,12 +217,6 @@ async fn a_second_manifest_for_the_same_plan_is_409() {
 }
 
 #[tokio::test]
-async fn deleting_an_unknown_manifest_is_404() {
-    let app = with_plan("{}").await;
-    app.delete("/v2/et/manifest/nope").await.fails_with(StatusCode::NOT_FOUND);
-}
-
-#[tokio::test]
 async fn deleting_a_manifest_in_use_is_409() {
     let app = provisioned_sync().await;
     let r = app.delete("/v2/et/manifest/manifest-1").await;
@@ -266,12 +265,6 @@ async fn the_originals_query_form_of_the_service_delete_works() {
     assert_eq!(app.get("/v2/catalog").await.body, json!({"services": []}));
     let r = app.delete("/v2/et/catalog").await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "service_id is required");
-}
-
-#[tokio::test]
-async fn an_unknown_instance_view_is_404_with_an_osb_body() {
-    let app = spawn_app().await;
-    app.get("/v2/et/service_instances/nope").await.fails_with(StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]

@@ -13,6 +13,8 @@ use crate::wait::eventually;
 
 const SCRIPT: &str = "x-esm-dummy: {mode: sync}\n";
 const LIMIT: Duration = Duration::from_secs(5);
+/// Six instance ids, for tests that fill the log.
+const SIX: [&str; 6] = ["i-1", "i-2", "i-3", "i-4", "i-5", "i-6"];
 
 fn kinds(events: &Value) -> Vec<String> {
     events.as_array().expect("events").iter().map(|e| e["type"].as_str().expect("type").to_owned()).collect()
@@ -296,11 +298,7 @@ fn size(event: &Value) -> usize {
 #[tokio::test]
 async fn a_page_is_bounded_in_bytes_and_paging_still_reads_every_event_once() {
     const PAGE_BYTES: usize = 2_000;
-    let app = with_provisions(
-        Config { event_page_max_bytes: PAGE_BYTES, ..test_config() },
-        &["i-1", "i-2", "i-3", "i-4", "i-5", "i-6"],
-    )
-    .await;
+    let app = with_provisions(Config { event_page_max_bytes: PAGE_BYTES, ..test_config() }, &SIX).await;
     let provisioned = |body: &Value| {
         body["events"].as_array().expect("events").iter().filter(|e| e["type"] == "provision.succeeded").count()
     };
@@ -326,11 +324,7 @@ async fn a_page_is_bounded_in_bytes_and_paging_still_reads_every_event_once() {
 #[tokio::test]
 async fn the_log_keeps_no_more_bytes_than_its_retention() {
     const RETENTION_BYTES: usize = 3_000;
-    let app = with_provisions(
-        Config { event_retention_bytes: RETENTION_BYTES, ..test_config() },
-        &["i-1", "i-2", "i-3", "i-4", "i-5", "i-6"],
-    )
-    .await;
+    let app = with_provisions(Config { event_retention_bytes: RETENTION_BYTES, ..test_config() }, &SIX).await;
     events_of(&app, "type=provision.succeeded", 6).await;
     // Trimmed within a second or so to the newest events that fit.
     let kept = eventually(LIMIT, "the log trimmed to its bytes", || async {

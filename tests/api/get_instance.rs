@@ -6,6 +6,14 @@ use serde_json::json;
 
 use crate::helpers::*;
 
+refusals! {
+    fetch_of_an_unknown_instance_is_404: spawn_app(), GET "/v2/service_instances/nope" => NOT_FOUND;
+    last_operation_of_an_unknown_instance_is_404:
+        spawn_app(), GET "/v2/service_instances/nope/last_operation" => NOT_FOUND;
+    last_operation_with_an_unknown_operation_is_400:
+        provisioned_sync(), GET "/v2/service_instances/i-1/last_operation?operation=bogus" => BAD_REQUEST;
+}
+
 #[tokio::test]
 async fn fetch_returns_what_was_provisioned() {
     let app = with_catalog(
@@ -45,12 +53,6 @@ async fn a_manifest_with_a_script_dashboard_url_is_refused() {
 }
 
 #[tokio::test]
-async fn fetch_of_an_unknown_instance_is_404() {
-    let app = spawn_app().await;
-    app.get("/v2/service_instances/nope").await.fails_with(StatusCode::NOT_FOUND);
-}
-
-#[tokio::test]
 async fn fetch_while_provisioning_is_404() {
     let app = provisioning().await;
     app.get("/v2/service_instances/i-1").await.fails_with(StatusCode::NOT_FOUND);
@@ -63,10 +65,7 @@ async fn fetch_while_provisioning_is_404() {
 #[tokio::test]
 async fn fetch_while_updating_is_422_concurrency_error() {
     let app = updating().await;
-    assert_eq!(
-        app.get("/v2/service_instances/i-1").await.fails_with(StatusCode::UNPROCESSABLE_ENTITY),
-        "ConcurrencyError"
-    );
+    app.get("/v2/service_instances/i-1").await.refused(StatusCode::UNPROCESSABLE_ENTITY, "ConcurrencyError");
 }
 
 #[tokio::test]
@@ -74,12 +73,6 @@ async fn fetch_after_deprovision_is_404() {
     let app = provisioned_sync().await;
     assert_eq!(app.deprovision("i-1", false).await.status, StatusCode::OK);
     assert_eq!(app.get("/v2/service_instances/i-1").await.status, StatusCode::NOT_FOUND);
-}
-
-#[tokio::test]
-async fn last_operation_of_an_unknown_instance_is_404() {
-    let app = spawn_app().await;
-    app.get("/v2/service_instances/nope/last_operation").await.fails_with(StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
@@ -128,12 +121,6 @@ async fn an_older_operation_is_still_answered() {
     assert_eq!(old.body["state"], "succeeded");
     let newest = app.get(&format!("/v2/service_instances/i-1/last_operation?operation={update_op}")).await;
     assert_eq!(newest.body["state"], "failed");
-}
-
-#[tokio::test]
-async fn last_operation_with_an_unknown_operation_is_400() {
-    let app = provisioned_sync().await;
-    app.get("/v2/service_instances/i-1/last_operation?operation=bogus").await.fails_with(StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]

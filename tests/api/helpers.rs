@@ -71,6 +71,11 @@ impl Reply {
         self.osb_error()
     }
 
+    /// Asserts the status is `status` with an OSB error body whose `error` code is `code`.
+    pub fn refused(&self, status: StatusCode, code: &str) {
+        assert_eq!(self.fails_with(status), code, "{}", self.body);
+    }
+
     /// Asserts the body's `description` mentions `needle`.
     pub fn mentions(&self, needle: &str) {
         let description = self.body["description"].as_str();
@@ -104,6 +109,20 @@ pub fn http_client() -> reqwest::Client {
     esm::tls::install_default_provider();
     reqwest::Client::new()
 }
+
+/// Contract rows that are one request refused with an OSB error body, written as a
+/// table: each row `name: app, METHOD path => STATUS;` is a test of that name, on the app
+/// `app` (an async constructor such as [`spawn_app`]) of its own.
+macro_rules! refusals {
+    ($($name:ident: $app:expr, $method:ident $path:expr => $status:ident;)*) => {$(
+        #[tokio::test]
+        async fn $name() {
+            let app = $app.await;
+            app.send(reqwest::Method::$method, &$path, None).await.fails_with(reqwest::StatusCode::$status);
+        }
+    )*};
+}
+pub(crate) use refusals;
 
 /// A test config: random loopback ports, in-memory store.
 pub fn test_config() -> Config {

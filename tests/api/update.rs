@@ -19,6 +19,12 @@ async fn provisioned_with_parameters(plan_extra: Value, script: &str, parameters
     app
 }
 
+/// Updates `i-1`'s parameters to `parameters` (nothing else); `async_ok` sets
+/// `accepts_incomplete=true`.
+async fn set_parameters(app: &TestApp, parameters: Value, async_ok: bool) -> Reply {
+    app.patch(&patch_path("i-1", async_ok), &json!({"service_id": SERVICE, "parameters": parameters})).await
+}
+
 /// Asserts `i-1` is on `plan` with `parameters`.
 async fn assert_instance(app: &TestApp, plan: &str, parameters: Value) {
     let fetched = app.get("/v2/service_instances/i-1").await;
@@ -38,7 +44,7 @@ async fn sync_update_is_200_and_changes_the_plan() {
 #[tokio::test]
 async fn async_update_is_202_then_succeeds() {
     let app = provisioned(json!({}), "x-esm-dummy: {mode: async, hold: [update]}").await;
-    let r = app.patch(&patch_path("i-1", true), &json!({"service_id": SERVICE, "parameters": {"a": 1}})).await;
+    let r = set_parameters(&app, json!({"a": 1}), true).await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
     assert!(r.body["operation"].is_string());
     assert!(r.header("retry-after").is_some());
@@ -72,7 +78,7 @@ async fn plan_change_on_a_non_updateable_plan_is_422_and_changes_nothing() {
 #[tokio::test]
 async fn parameters_still_change_on_a_non_updateable_plan() {
     let app = provisioned(json!({"plan_updateable": false}), "x-esm-dummy: {mode: sync}").await;
-    let r = app.patch(&patch_path("i-1", false), &json!({"service_id": SERVICE, "parameters": {"a": 1}})).await;
+    let r = set_parameters(&app, json!({"a": 1}), false).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(app.get("/v2/service_instances/i-1").await.body["parameters"], json!({"a": 1}));
 }
@@ -80,24 +86,14 @@ async fn parameters_still_change_on_a_non_updateable_plan() {
 #[tokio::test]
 async fn async_only_update_without_accepts_incomplete_is_422_async_required() {
     let app = provisioned(json!({}), "x-esm-dummy: {mode: async}").await;
-    assert_eq!(
-        app.patch(&patch_path("i-1", false), &json!({"service_id": SERVICE, "parameters": {"a": 1}}))
-            .await
-            .fails_with(StatusCode::UNPROCESSABLE_ENTITY),
-        "AsyncRequired"
-    );
+    set_parameters(&app, json!({"a": 1}), false).await.refused(StatusCode::UNPROCESSABLE_ENTITY, "AsyncRequired");
     assert!(app.get("/v2/service_instances/i-1").await.body.get("parameters").is_none(), "nothing applied");
 }
 
 #[tokio::test]
 async fn another_update_while_one_runs_is_422_concurrency_error() {
     let app = updating().await;
-    assert_eq!(
-        app.patch(&patch_path("i-1", true), &json!({"service_id": SERVICE, "parameters": {"a": 2}}))
-            .await
-            .fails_with(StatusCode::UNPROCESSABLE_ENTITY),
-        "ConcurrencyError"
-    );
+    set_parameters(&app, json!({"a": 2}), true).await.refused(StatusCode::UNPROCESSABLE_ENTITY, "ConcurrencyError");
     // The first update is the one applied.
     app.release(OperationKind::Update, "i-1");
     app.poll_instance("i-1").await;
@@ -107,12 +103,7 @@ async fn another_update_while_one_runs_is_422_concurrency_error() {
 #[tokio::test]
 async fn update_during_the_provision_is_422_concurrency_error() {
     let app = provisioning().await;
-    assert_eq!(
-        app.patch(&patch_path("i-1", true), &json!({"service_id": SERVICE, "parameters": {"a": 1}}))
-            .await
-            .fails_with(StatusCode::UNPROCESSABLE_ENTITY),
-        "ConcurrencyError"
-    );
+    set_parameters(&app, json!({"a": 1}), true).await.refused(StatusCode::UNPROCESSABLE_ENTITY, "ConcurrencyError");
 }
 
 #[tokio::test]
@@ -121,17 +112,23 @@ async fn maintenance_info_mismatch_is_422_and_changes_nothing() {
     let r = app
         .patch(&patch_path("i-1", false), &json!({"service_id": SERVICE, "maintenance_info": {"version": "3.0.0"}}))
         .await;
-    assert_eq!(r.fails_with(StatusCode::UNPROCESSABLE_ENTITY), "MaintenanceInfoConflict");
+    r.refused(StatusCode::UNPROCESSABLE_ENTITY, "MaintenanceInfoConflict");
     assert_eq!(app.get("/v2/service_instances/i-1").await.body["maintenance_info"]["version"], "2.0.0");
+}
+
+/// Asserts an update of `i-1` (on `plan-1`) with `body` is refused with a 400 naming
+/// `needle`, and leaves the plan as it was.
+async fn update_refused(body: Value, needle: &str) {
+    let app = provisioned_sync().await;
+    let r = app.patch(&patch_path("i-1", false), &body).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    r.mentions(needle);
+    assert_eq!(app.get("/v2/service_instances/i-1").await.body["plan_id"], PLAN);
 }
 
 #[tokio::test]
 async fn missing_service_id_is_400() {
-    let app = provisioned_sync().await;
-    let r = app.patch(&patch_path("i-1", false), &json!({"plan_id": OTHER_PLAN})).await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    r.mentions("service_id");
-    assert_eq!(app.get("/v2/service_instances/i-1").await.body["plan_id"], PLAN);
+    update_refused(json!({"plan_id": OTHER_PLAN}), "service_id").await;
 }
 
 #[tokio::test]
@@ -144,17 +141,13 @@ async fn malformed_json_is_400() {
 
 #[tokio::test]
 async fn unknown_plan_is_400() {
-    let app = provisioned_sync().await;
-    let r = app.patch(&patch_path("i-1", false), &json!({"service_id": SERVICE, "plan_id": "nope"})).await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    r.mentions("nope");
-    assert_eq!(app.get("/v2/service_instances/i-1").await.body["plan_id"], PLAN);
+    update_refused(json!({"service_id": SERVICE, "plan_id": "nope"}), "nope").await;
 }
 
 #[tokio::test]
 async fn absent_plan_id_leaves_the_plan() {
     let app = provisioned_sync().await;
-    let r = app.patch(&patch_path("i-1", false), &json!({"service_id": SERVICE, "parameters": {"new": 1}})).await;
+    let r = set_parameters(&app, json!({"new": 1}), false).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_instance(&app, PLAN, json!({"new": 1})).await;
 }
@@ -218,7 +211,7 @@ async fn parameters_failing_the_update_schema_are_400_and_change_nothing() {
         "$schema": "http://json-schema.org/draft-04/schema#", "type": "object",
         "properties": {"size": {"type": "integer"}}}}}}});
     let app = provisioned_with_parameters(schema, "x-esm-dummy: {mode: sync}", json!({"size": 1})).await;
-    let r = app.patch(&patch_path("i-1", false), &json!({"service_id": SERVICE, "parameters": {"size": "big"}})).await;
+    let r = set_parameters(&app, json!({"size": "big"}), false).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     r.mentions("/size");
     assert_eq!(app.get("/v2/service_instances/i-1").await.body["parameters"], json!({"size": 1}));

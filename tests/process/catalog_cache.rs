@@ -51,8 +51,7 @@ fn service(id: &str, description: &str) -> Value {
 #[cfg_attr(not(esm_test_mongo), ignore = "needs MongoDB: set ESM_TEST_MONGO_URI")]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_catalog_change_through_one_replica_is_served_by_the_other_within_a_second() {
-    let _machine = support::machine::timed().await;
-    let store = StoreSetup::fresh_mongo();
+    let (_machine, store) = (support::machine::timed().await, StoreSetup::fresh_mongo());
     let dir = temp_dir("esm-catalog-cache");
     let logs = [dir.path().join("a.log"), dir.path().join("b.log")];
     let a = Esm::start_logging(&store, &[], Some(&logs[0])).await;
@@ -91,8 +90,7 @@ async fn a_catalog_change_through_one_replica_is_served_by_the_other_within_a_se
 #[cfg_attr(not(esm_test_mongo), ignore = "needs MongoDB: set ESM_TEST_MONGO_URI")]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_plan_registered_through_one_replica_is_provisioned_by_the_other_within_a_second() {
-    let _machine = support::machine::timed().await;
-    let store = StoreSetup::fresh_mongo();
+    let (_machine, store) = (support::machine::timed().await, StoreSetup::fresh_mongo());
     let dir = temp_dir("esm-registry-cache");
     let log = dir.path().join("b.log");
     let a = Esm::start(&store).await;

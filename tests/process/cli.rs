@@ -69,6 +69,19 @@ async fn with_a_failed_provision() -> (Esm, support::TempDir) {
     (esm, dir)
 }
 
+/// `esm <args>` against `api` with the right credentials, for a test that reads its output
+/// while it runs (and has it killed when dropped).
+fn running(api: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_esm"));
+    command
+        .args(args)
+        .env("ESM_URL", api)
+        .env("ESM_BROKER_USERNAME", USER)
+        .env("ESM_BROKER_PASSWORD", PASSWORD)
+        .kill_on_drop(true);
+    command
+}
+
 /// Runs `esm <args>` against `api` with the right credentials.
 async fn cli(api: &str, args: &[&str]) -> Run {
     cli_as(api, PASSWORD, args).await
@@ -311,13 +324,8 @@ async fn on_a_terminal_the_wait_is_a_spinner_with_the_description_and_elapsed_ti
 async fn events_follow_shows_new_events_as_they_happen() {
     let (esm, _dir) = registered("m").await;
     let api = esm.api.as_str();
-    let mut follower = Command::new(env!("CARGO_BIN_EXE_esm"))
-        .args(["events", "--follow", "--type", "provision.succeeded", "-o", "json"])
-        .env("ESM_URL", api)
-        .env("ESM_BROKER_USERNAME", USER)
-        .env("ESM_BROKER_PASSWORD", PASSWORD)
+    let mut follower = running(api, &["events", "--follow", "--type", "provision.succeeded", "-o", "json"])
         .stdout(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .expect("the client runs");
     let mut lines = BufReader::new(follower.stdout.take().expect("stdout")).lines();
@@ -346,13 +354,8 @@ async fn ctrl_c_stops_the_waiting_not_the_operation() {
                       "manifest_content": "x-esm-dummy: {mode: async, delay_ms: 2000}\n"});
     std::fs::write(dir.path().join("slow.json"), slow.to_string()).expect("written");
     ok(&cli(api, &["manifests", "register", "m", "-f", &file("slow.json")]).await, "register manifest");
-    let mut waiting = Command::new(env!("CARGO_BIN_EXE_esm"))
-        .args(["instances", "provision", "s-1", "--service", "svc", "--plan", "plan"])
-        .env("ESM_URL", api)
-        .env("ESM_BROKER_USERNAME", USER)
-        .env("ESM_BROKER_PASSWORD", PASSWORD)
+    let mut waiting = running(api, &["instances", "provision", "s-1", "--service", "svc", "--plan", "plan"])
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .expect("the client runs");
     let mut progress = BufReader::new(waiting.stderr.take().expect("stderr")).lines();

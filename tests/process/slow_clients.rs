@@ -25,13 +25,14 @@ const CATALOG: &str = "GET /v2/catalog HTTP/1.1\r\nHost: esm\r\nX-Broker-API-Ver
 const HEADER_TIMEOUT_OF_A_SECOND: &[(&str, &str)] = &[("ESM_HEADER_READ_TIMEOUT", "1"), ("ESM_IDLE_TIMEOUT", "30")];
 
 /// A share of the machine (every test here measures a time bound: see
-/// [`support::machine::timed`]), then an esm with `env` on an embedded store of its own;
-/// what must outlive the esm (the share, the store's directory), and the esm.
-async fn esm(env: &[(&str, &str)]) -> ((RwLockReadGuard<'static, ()>, TempDir), Esm) {
+/// [`support::machine::timed`]), then an esm with `env` on an embedded store of its own:
+/// the share, the esm and the store's directory, bound in this order so that the share
+/// goes last, once the esm is stopped.
+async fn esm(env: &[(&str, &str)]) -> (RwLockReadGuard<'static, ()>, Esm, TempDir) {
     let machine = support::machine::timed().await;
     let dir = temp_dir("esm-slow");
     let esm = Esm::start_with(&StoreSetup::Embedded(dir.path().to_path_buf()), env).await;
-    ((machine, dir), esm)
+    (machine, esm, dir)
 }
 
 /// `http://127.0.0.1:PORT` → a raw connection to it.
@@ -99,18 +100,18 @@ async fn cut_after_a_second(what: &str, stream: &mut TcpStream, since: Instant) 
     received
 }
 
-/// A connection to `base` that sent `partial` and then stalls.
-async fn stalled(base: &str, partial: &[u8]) -> TcpStream {
+/// A connection to `base` that sent `partial` and then stalls, and when it began.
+async fn stalled(base: &str, partial: &[u8]) -> (TcpStream, Instant) {
+    let since = Instant::now();
     let mut stream = connect(base).await;
     stream.write_all(partial).await.expect("writes");
-    stream
+    (stream, since)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_stalls_before_its_head_is_complete_is_cut_after_the_header_timeout() {
-    let (_held, esm) = esm(HEADER_TIMEOUT_OF_A_SECOND).await;
-    let since = Instant::now();
-    let mut half_head = stalled(&esm.api, b"GET /v2/catalog HTTP/1.1\r\nHost: esm\r\nX-Broker-API-").await;
+    let (_machine, esm, _dir) = esm(HEADER_TIMEOUT_OF_A_SECOND).await;
+    let (mut half_head, since) = stalled(&esm.api, b"GET /v2/catalog HTTP/1.1\r\nHost: esm\r\nX-Broker-API-").await;
     let mut silent = connect(&esm.api).await;
 
     cut_after_a_second("half a head", &mut half_head, since).await;
@@ -123,7 +124,7 @@ async fn a_client_that_stalls_before_its_head_is_complete_is_cut_after_the_heade
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_kept_alive_connection_is_closed_after_the_idle_timeout() {
-    let (_held, esm) = esm(&[("ESM_HEADER_READ_TIMEOUT", "30"), ("ESM_IDLE_TIMEOUT", "1")]).await;
+    let (_machine, esm, _dir) = esm(&[("ESM_HEADER_READ_TIMEOUT", "30"), ("ESM_IDLE_TIMEOUT", "1")]).await;
     let mut stream = connect(&esm.api).await;
     for _ in 0..2 {
         stream.write_all(CATALOG.as_bytes()).await.expect("writes");
@@ -139,7 +140,7 @@ async fn a_kept_alive_connection_is_closed_after_the_idle_timeout() {
 /// Connection limits).
 #[tokio::test(flavor = "multi_thread")]
 async fn on_http1_the_header_timeout_also_bounds_the_wait_for_the_next_request() {
-    let (_held, esm) = esm(HEADER_TIMEOUT_OF_A_SECOND).await;
+    let (_machine, esm, _dir) = esm(HEADER_TIMEOUT_OF_A_SECOND).await;
     let mut stream = connect(&esm.api).await;
     stream.write_all(CATALOG.as_bytes()).await.expect("writes");
     assert_eq!(read_response(&mut stream).await, "HTTP/1.1 200 OK");
@@ -149,12 +150,9 @@ async fn on_http1_the_header_timeout_also_bounds_the_wait_for_the_next_request()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_body_that_stalls_is_answered_408_and_the_connection_closed() {
-    let (_held, esm) = esm(&[("ESM_BODY_READ_TIMEOUT", "1")]).await;
+    let (_machine, esm, _dir) = esm(&[("ESM_BODY_READ_TIMEOUT", "1")]).await;
     let mut stream = connect(&esm.api).await;
-    let head = format!(
-        "PUT /v2/service_instances/slow HTTP/1.1\r\nHost: esm\r\nX-Broker-API-Version: {VERSION}\r\n\
-         Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"service_id\": "
-    );
+    let head = provision_head("slow", "Content-Type: application/json\r\n", 1000) + "{\"service_id\": ";
     stream.write_all(head.as_bytes()).await.expect("writes");
     let since = Instant::now();
     let answer = cut_after_a_second("stalled body", &mut stream, since).await;
@@ -167,14 +165,19 @@ async fn a_body_that_stalls_is_answered_408_and_the_connection_closed() {
     assert_eq!(status, 200, "esm keeps serving: {body}");
 }
 
+/// The head of a provision of `id` with more `headers` (each line ending in CRLF)
+/// announcing a body of `length` bytes.
+fn provision_head(id: &str, headers: &str, length: usize) -> String {
+    format!(
+        "PUT /v2/service_instances/{id} HTTP/1.1\r\nHost: esm\r\nX-Broker-API-Version: {VERSION}\r\n\
+         {headers}Content-Length: {length}\r\n\r\n"
+    )
+}
+
 /// A head announcing a 2 MiB body (over the 1 MiB limit) for a provision.
 fn oversized_head(extra: &str) -> (String, usize) {
     let length = 2 * 1024 * 1024;
-    let head = format!(
-        "PUT /v2/service_instances/big HTTP/1.1\r\nHost: esm\r\nX-Broker-API-Version: {VERSION}\r\n\
-         Content-Type: application/json\r\n{extra}Content-Length: {length}\r\n\r\n"
-    );
-    (head, length)
+    (provision_head("big", &format!("Content-Type: application/json\r\n{extra}"), length), length)
 }
 
 /// A client that sends its whole body before reading still gets the 413: esm reads
@@ -182,7 +185,7 @@ fn oversized_head(extra: &str) -> (String, usize) {
 /// resets the connection and loses the answer.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_oversized_body_sent_in_full_before_reading_gets_its_413() {
-    let (_held, esm) = esm(&[]).await;
+    let (_machine, esm, _dir) = esm(&[]).await;
     let mut stream = connect(&esm.api).await;
     let (head, length) = oversized_head("");
     let mut request = head.into_bytes();
@@ -203,7 +206,7 @@ async fn an_oversized_body_sent_in_full_before_reading_gets_its_413() {
 /// A client that waits for `100 Continue` gets the 413 at once and need not send its body.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_oversized_body_announced_with_expect_100_continue_is_refused_before_it_is_sent() {
-    let (_held, esm) = esm(&[("ESM_BODY_READ_TIMEOUT", "30")]).await;
+    let (_machine, esm, _dir) = esm(&[("ESM_BODY_READ_TIMEOUT", "30")]).await;
     let mut stream = connect(&esm.api).await;
     let (head, _) = oversized_head("Expect: 100-continue\r\n");
     stream.write_all(head.as_bytes()).await.expect("writes");
@@ -216,13 +219,9 @@ async fn an_oversized_body_announced_with_expect_100_continue_is_refused_before_
 /// the connection is closed.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_body_too_large_to_drain_is_answered_at_once_and_the_connection_closed() {
-    let (_held, esm) = esm(&[("ESM_BODY_READ_TIMEOUT", "30")]).await;
+    let (_machine, esm, _dir) = esm(&[("ESM_BODY_READ_TIMEOUT", "30")]).await;
     let mut stream = connect(&esm.api).await;
-    let head = format!(
-        "PUT /v2/service_instances/huge HTTP/1.1\r\nHost: esm\r\nX-Broker-API-Version: {VERSION}\r\n\
-         Content-Length: {}\r\n\r\n{{",
-        64 * 1024 * 1024
-    );
+    let head = provision_head("huge", "", 64 * 1024 * 1024) + "{";
     stream.write_all(head.as_bytes()).await.expect("writes");
     let since = Instant::now();
     let (answer, took) = read_until_closed(&mut stream, since, MARGIN).await;
@@ -313,9 +312,8 @@ async fn most_open_files(pid: u32, until: Instant) -> usize {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_operator_port_cuts_a_stalled_client_too() {
-    let (_held, esm) = esm(HEADER_TIMEOUT_OF_A_SECOND).await;
-    let since = Instant::now();
-    let mut stream = stalled(&esm.ops, b"GET /health HTTP/1.1\r\nHo").await;
+    let (_machine, esm, _dir) = esm(HEADER_TIMEOUT_OF_A_SECOND).await;
+    let (mut stream, since) = stalled(&esm.ops, b"GET /health HTTP/1.1\r\nHo").await;
     cut_after_a_second("half a head on the operator port", &mut stream, since).await;
 
     let health = support::get(format!("{}/health", esm.ops)).await.expect("/health answers");
