@@ -17,7 +17,7 @@ fn ids(page: &Value) -> Vec<&str> {
 
 #[tokio::test]
 async fn lists_the_live_bindings_of_the_instance_without_credentials() {
-    let app = provisioned(json!({}), "x-esm-dummy: {mode: sync}").await;
+    let app = provisioned_sync().await;
     assert_eq!(app.provision("i-2", false).await.status, StatusCode::CREATED);
     let secret = json!({"service_id": SERVICE, "plan_id": PLAN, "parameters": {"note": "a-parameter"}});
     for (instance, binding) in [("i-1", "b-1"), ("i-1", "b-2"), ("i-1", "b-3"), ("i-2", "other")] {
@@ -56,7 +56,7 @@ async fn a_failed_bind_is_listed_as_failed() {
 // once across the pages, whatever the page size.
 #[tokio::test]
 async fn pages_list_each_binding_once_while_binds_race_them() {
-    let app = provisioned(json!({}), "x-esm-dummy: {mode: sync}").await;
+    let app = provisioned_sync().await;
     let before: BTreeSet<String> = (0..24).map(|n| format!("b-{n:02}")).collect();
     let binds = futures_util::future::join_all(before.iter().map(|id| app.bind("i-1", id, None, false))).await;
     assert!(binds.iter().all(|r| r.status == StatusCode::CREATED));
@@ -85,7 +85,7 @@ async fn pages_list_each_binding_once_while_binds_race_them() {
 
 #[tokio::test]
 async fn hostile_queries_are_400s_and_an_unknown_instance_404() {
-    let app = provisioned(json!({}), "x-esm-dummy: {mode: sync}").await;
+    let app = provisioned_sync().await;
     let long_id = "i".repeat(10_000);
     let cases: [(String, StatusCode); 8] = [
         (format!("{LISTING}?limit=0"), StatusCode::BAD_REQUEST),

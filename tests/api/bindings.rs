@@ -18,9 +18,15 @@ fn bind_body(extra: Value) -> Value {
     body
 }
 
+refusals! {
+    fetch_of_an_unknown_binding_is_404: provisioned_sync(), GET binding_path("nope") => NOT_FOUND;
+    binding_last_operation_of_an_unknown_binding_is_404:
+        provisioned_sync(), GET format!("{}/last_operation", binding_path("nope")) => NOT_FOUND;
+}
+
 #[tokio::test]
 async fn sync_bind_is_201_with_credentials_and_fetchable() {
-    let app = provisioned(json!({}), "x-esm-dummy: {mode: sync}").await;
+    let app = provisioned_sync().await;
     let r = app.bind("i-1", "b-1", None, false).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     assert_eq!(r.body["credentials"]["username"], "user-b-1");
@@ -46,7 +52,7 @@ async fn async_bind_is_202_without_credentials_then_fetch_has_them() {
 
 #[tokio::test]
 async fn identical_rebind_is_200_with_the_same_body() {
-    let app = provisioned(json!({}), "x-esm-dummy: {mode: sync}").await;
+    let app = provisioned_sync().await;
     let first = app.bind("i-1", "b-1", None, false).await;
     assert_eq!(first.status, StatusCode::CREATED);
     let again = app.bind("i-1", "b-1", None, false).await;
@@ -56,12 +62,12 @@ async fn identical_rebind_is_200_with_the_same_body() {
 
 #[tokio::test]
 async fn rebind_with_different_parameters_is_409() {
-    let app = provisioned(json!({}), "x-esm-dummy: {mode: sync}").await;
+    let app = provisioned_sync().await;
     let first = app.bind("i-1", "b-1", None, false).await;
     assert_eq!(first.status, StatusCode::CREATED);
-    let r = app.bind("i-1", "b-1", Some(bind_body(json!({"parameters": {"role": "admin"}}))), false).await;
-    assert_eq!(r.status, StatusCode::CONFLICT);
-    r.osb_error();
+    app.bind("i-1", "b-1", Some(bind_body(json!({"parameters": {"role": "admin"}}))), false)
+        .await
+        .fails_with(StatusCode::CONFLICT);
     // The binding is untouched.
     assert_eq!(app.get(&binding_path("b-1")).await.body["credentials"], first.body["credentials"]);
 }
@@ -82,17 +88,15 @@ async fn resent_bind_while_running_is_202_with_the_same_operation() {
 async fn a_different_bind_while_binding_is_409() {
     let app = provisioned(json!({}), "x-esm-dummy: {mode: async, hold: [bind]}").await;
     assert_eq!(app.bind("i-1", "b-1", None, true).await.status, StatusCode::ACCEPTED);
-    let r = app.bind("i-1", "b-1", Some(bind_body(json!({"parameters": {"role": "admin"}}))), true).await;
-    assert_eq!(r.status, StatusCode::CONFLICT);
-    r.osb_error();
+    app.bind("i-1", "b-1", Some(bind_body(json!({"parameters": {"role": "admin"}}))), true)
+        .await
+        .fails_with(StatusCode::CONFLICT);
 }
 
 #[tokio::test]
 async fn requires_app_is_422_without_an_app_guid() {
     let app = provisioned(json!({}), "x-esm-dummy: {mode: sync, requires_app: true}").await;
-    let r = app.bind("i-1", "b-1", None, false).await;
-    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(r.osb_error(), "RequiresApp");
+    app.bind("i-1", "b-1", None, false).await.refused(StatusCode::UNPROCESSABLE_ENTITY, "RequiresApp");
     assert_eq!(app.get(&binding_path("b-1")).await.status, StatusCode::NOT_FOUND);
 }
 
@@ -108,22 +112,18 @@ async fn app_guid_or_bind_resource_app_guid_satisfies_requires_app() {
 #[tokio::test]
 async fn async_only_bind_without_accepts_incomplete_is_422() {
     let app = provisioned(json!({}), "x-esm-dummy: {mode: async}").await;
-    let r = app.bind("i-1", "b-1", None, false).await;
-    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(r.osb_error(), "AsyncRequired");
+    app.bind("i-1", "b-1", None, false).await.refused(StatusCode::UNPROCESSABLE_ENTITY, "AsyncRequired");
 }
 
 #[tokio::test]
 async fn bind_to_an_unknown_instance_is_404() {
     let app = with_plan("x-esm-dummy: {mode: sync}").await;
-    let r = app.bind("nope", "b-1", None, false).await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND);
-    r.osb_error();
+    app.bind("nope", "b-1", None, false).await.fails_with(StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
 async fn missing_service_id_or_plan_id_is_400() {
-    let app = provisioned(json!({}), "x-esm-dummy: {mode: sync}").await;
+    let app = provisioned_sync().await;
     for body in [json!({"plan_id": PLAN}), json!({"service_id": SERVICE})] {
         let r = app.bind("i-1", "b-1", Some(body.clone()), false).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}");
@@ -136,7 +136,7 @@ async fn bind_on_a_non_bindable_plan_is_400() {
     let app = provisioned(json!({"bindable": false}), "x-esm-dummy: {mode: sync}").await;
     let r = app.bind("i-1", "b-1", None, false).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert!(r.body["description"].as_str().is_some_and(|d| d.contains("not bindable")), "{}", r.body);
+    r.mentions("not bindable");
 }
 
 #[tokio::test]
@@ -147,44 +147,22 @@ async fn parameters_failing_the_bind_schema_are_400() {
     let app = provisioned(schema, "x-esm-dummy: {mode: sync}").await;
     let r = app.bind("i-1", "b-1", Some(bind_body(json!({"parameters": {"role": "god"}}))), false).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert!(r.body["description"].as_str().is_some_and(|d| d.contains("/role")), "{}", r.body);
+    r.mentions("/role");
     let ok = app.bind("i-1", "b-1", Some(bind_body(json!({"parameters": {"role": "ro"}}))), false).await;
     assert_eq!(ok.status, StatusCode::CREATED);
 }
 
 #[tokio::test]
 async fn bind_while_the_instance_updates_is_422_concurrency_error() {
-    let app = provisioned(json!({}), "x-esm-dummy: {mode: async, hold: [update]}").await;
-    let r = app.patch(&provision_path("i-1", true), &json!({"service_id": SERVICE, "parameters": {"a": 1}})).await;
-    assert_eq!(r.status, StatusCode::ACCEPTED);
-    let r = app.bind("i-1", "b-1", None, true).await;
-    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(r.osb_error(), "ConcurrencyError");
-}
-
-#[tokio::test]
-async fn fetch_of_an_unknown_binding_is_404() {
-    let app = provisioned(json!({}), "x-esm-dummy: {mode: sync}").await;
-    let r = app.get(&binding_path("nope")).await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND);
-    r.osb_error();
+    let app = updating().await;
+    app.bind("i-1", "b-1", None, true).await.refused(StatusCode::UNPROCESSABLE_ENTITY, "ConcurrencyError");
 }
 
 #[tokio::test]
 async fn fetch_while_binding_is_404() {
     let app = provisioned(json!({}), "x-esm-dummy: {mode: async, hold: [bind]}").await;
     assert_eq!(app.bind("i-1", "b-1", None, true).await.status, StatusCode::ACCEPTED);
-    let r = app.get(&binding_path("b-1")).await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND);
-    r.osb_error();
-}
-
-#[tokio::test]
-async fn binding_last_operation_of_an_unknown_binding_is_404() {
-    let app = provisioned(json!({}), "x-esm-dummy: {mode: sync}").await;
-    let r = app.get(&format!("{}/last_operation", binding_path("nope"))).await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND);
-    r.osb_error();
+    app.get(&binding_path("b-1")).await.fails_with(StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
@@ -211,20 +189,16 @@ async fn a_failed_async_bind_reports_failed_without_instance_flags() {
 
 #[tokio::test]
 async fn unbind_is_200_with_an_empty_object() {
-    let app = provisioned(json!({}), "x-esm-dummy: {mode: sync}").await;
+    let app = provisioned_sync().await;
     assert_eq!(app.bind("i-1", "b-1", None, false).await.status, StatusCode::CREATED);
-    let r = app.unbind("i-1", "b-1", false).await;
-    assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(r.body, json!({}));
+    assert_eq!(app.unbind("i-1", "b-1", false).await.expect(StatusCode::OK), &json!({}));
     assert_eq!(app.get(&binding_path("b-1")).await.status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
 async fn unbind_of_an_unknown_binding_is_410_with_an_empty_object() {
-    let app = provisioned(json!({}), "x-esm-dummy: {mode: sync}").await;
-    let r = app.unbind("i-1", "nope", false).await;
-    assert_eq!(r.status, StatusCode::GONE);
-    assert_eq!(r.body, json!({}));
+    let app = provisioned_sync().await;
+    assert_eq!(app.unbind("i-1", "nope", false).await.expect(StatusCode::GONE), &json!({}));
     // Also once it has been unbound, and on an unknown instance.
     assert_eq!(app.bind("i-1", "b-1", None, false).await.status, StatusCode::CREATED);
     assert_eq!(app.unbind("i-1", "b-1", false).await.status, StatusCode::OK);
@@ -234,7 +208,7 @@ async fn unbind_of_an_unknown_binding_is_410_with_an_empty_object() {
 
 #[tokio::test]
 async fn unbind_without_service_id_or_plan_id_is_400() {
-    let app = provisioned(json!({}), "x-esm-dummy: {mode: sync}").await;
+    let app = provisioned_sync().await;
     assert_eq!(app.bind("i-1", "b-1", None, false).await.status, StatusCode::CREATED);
     for query in [format!("?service_id={SERVICE}"), format!("?plan_id={PLAN}"), String::new()] {
         let r = app.delete(&format!("{}{query}", binding_path("b-1"))).await;
@@ -252,9 +226,7 @@ async fn async_unbind_then_binding_last_operation_is_410() {
     let r = app.unbind("i-1", "b-1", true).await;
     assert_eq!(r.status, StatusCode::ACCEPTED);
     assert!(r.body["operation"].is_string());
-    let done = app.poll_binding("i-1", "b-1").await;
-    assert_eq!(done.status, StatusCode::GONE);
-    assert_eq!(done.body, json!({}));
+    assert_eq!(app.poll_binding("i-1", "b-1").await.expect(StatusCode::GONE), &json!({}));
 }
 
 #[tokio::test]
@@ -274,9 +246,7 @@ async fn async_only_unbind_without_accepts_incomplete_is_422() {
     let app = provisioned(json!({}), "x-esm-dummy: {mode: async}").await;
     assert_eq!(app.bind("i-1", "b-1", None, true).await.status, StatusCode::ACCEPTED);
     assert_eq!(app.poll_binding("i-1", "b-1").await.body["state"], "succeeded");
-    let r = app.unbind("i-1", "b-1", false).await;
-    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(r.osb_error(), "AsyncRequired");
+    app.unbind("i-1", "b-1", false).await.refused(StatusCode::UNPROCESSABLE_ENTITY, "AsyncRequired");
     assert_eq!(app.get(&binding_path("b-1")).await.status, StatusCode::OK, "still bound");
 }
 
@@ -285,8 +255,7 @@ async fn a_failed_sync_unbind_is_500_and_keeps_the_binding() {
     let app = provisioned(json!({}), "x-esm-dummy: {mode: sync, fail: [unbind]}").await;
     assert_eq!(app.bind("i-1", "b-1", None, false).await.status, StatusCode::CREATED);
     let r = app.unbind("i-1", "b-1", false).await;
-    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
-    r.osb_error();
+    r.fails_with(StatusCode::INTERNAL_SERVER_ERROR);
     assert!(r.body.get("instance_usable").is_none(), "only update/deprovision carry the flags: {}", r.body);
     assert_eq!(app.get(&binding_path("b-1")).await.status, StatusCode::OK);
 }
@@ -295,18 +264,16 @@ async fn a_failed_sync_unbind_is_500_and_keeps_the_binding() {
 async fn unbind_while_binding_is_422_concurrency_error() {
     let app = provisioned(json!({}), "x-esm-dummy: {mode: async, hold: [bind]}").await;
     assert_eq!(app.bind("i-1", "b-1", None, true).await.status, StatusCode::ACCEPTED);
-    let r = app.unbind("i-1", "b-1", true).await;
-    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(r.osb_error(), "ConcurrencyError");
+    app.unbind("i-1", "b-1", true).await.refused(StatusCode::UNPROCESSABLE_ENTITY, "ConcurrencyError");
 }
 
 #[tokio::test]
 async fn rotation_on_a_non_rotatable_plan_is_400() {
-    let app = provisioned(json!({}), "x-esm-dummy: {mode: sync}").await;
+    let app = provisioned_sync().await;
     assert_eq!(app.bind("i-1", "b-1", None, false).await.status, StatusCode::CREATED);
     let r = app.bind("i-1", "b-2", Some(bind_body(json!({"predecessor_binding_id": "b-1"}))), false).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert!(r.body["description"].as_str().is_some_and(|d| d.contains("binding_rotatable")), "{}", r.body);
+    r.mentions("binding_rotatable");
     assert_eq!(app.get(&binding_path("b-2")).await.status, StatusCode::NOT_FOUND);
 }
 
@@ -315,7 +282,7 @@ async fn rotation_from_an_unknown_predecessor_is_400() {
     let app = provisioned(json!({"binding_rotatable": true}), "x-esm-dummy: {mode: sync}").await;
     let r = app.bind("i-1", "b-2", Some(bind_body(json!({"predecessor_binding_id": "nope"}))), false).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert!(r.body["description"].as_str().is_some_and(|d| d.contains("nope")), "{}", r.body);
+    r.mentions("nope");
 }
 
 #[tokio::test]

@@ -8,9 +8,7 @@ use crate::helpers::*;
 #[tokio::test]
 async fn empty_catalog_is_200_with_no_services() {
     let app = spawn_app().await;
-    let r = app.get("/v2/catalog").await;
-    assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(r.body, json!({"services": []}));
+    assert_eq!(app.get("/v2/catalog").await.expect(StatusCode::OK), &json!({"services": []}));
 }
 
 #[tokio::test]
@@ -30,9 +28,9 @@ async fn catalog_lists_registered_services() {
 #[tokio::test]
 async fn missing_version_header_is_412() {
     let app = spawn_app().await;
-    let r = reply(app.raw(Method::GET, "/v2/catalog").send().await.expect("sent")).await;
-    assert_eq!(r.status, StatusCode::PRECONDITION_FAILED);
-    assert_eq!(r.osb_error(), "UnsupportedAPIVersion");
+    reply(app.raw(Method::GET, "/v2/catalog").send().await.expect("sent"))
+        .await
+        .refused(StatusCode::PRECONDITION_FAILED, "UnsupportedAPIVersion");
 }
 
 #[tokio::test]
@@ -62,29 +60,13 @@ async fn etag_and_if_none_match() {
     let app = with_plan("{}").await;
     let first = app.get("/v2/catalog").await;
     let etag = first.header("etag").expect("catalog has an ETag").to_owned();
-    let again = reply(
-        app.raw(Method::GET, "/v2/catalog")
-            .header("X-Broker-API-Version", VERSION)
-            .header("If-None-Match", &etag)
-            .send()
-            .await
-            .expect("sent"),
-    )
-    .await;
+    let again = app.get_with("/v2/catalog", "If-None-Match", &etag).await;
     assert_eq!(again.status, StatusCode::NOT_MODIFIED);
     // Changing the catalog changes the ETag.
     let svc = json!({"id": "svc-2", "name": "other", "description": "d", "bindable": false,
                      "plans": [{"id": "p-x", "name": "x", "description": "d"}]});
     assert_eq!(app.put("/v2/et/catalog", &svc).await.status, StatusCode::CREATED);
-    let changed = reply(
-        app.raw(Method::GET, "/v2/catalog")
-            .header("X-Broker-API-Version", VERSION)
-            .header("If-None-Match", &etag)
-            .send()
-            .await
-            .expect("sent"),
-    )
-    .await;
+    let changed = app.get_with("/v2/catalog", "If-None-Match", &etag).await;
     assert_eq!(changed.status, StatusCode::OK);
     assert_ne!(changed.header("etag"), Some(etag.as_str()));
 }
@@ -96,8 +78,7 @@ async fn basic_auth_is_required_when_configured() {
     let r =
         reply(app.raw(Method::GET, "/v2/catalog").header("X-Broker-API-Version", VERSION).send().await.expect("sent"))
             .await;
-    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(r.osb_error(), "Unauthorized");
+    r.refused(StatusCode::UNAUTHORIZED, "Unauthorized");
     // Wrong password: 401.
     let r = reply(
         app.raw(Method::GET, "/v2/catalog")
@@ -140,9 +121,7 @@ async fn registering_a_service_twice_replaces_it() {
     let svc = json!({"id": SERVICE, "name": "test-service", "description": "new text", "bindable": true,
         "plans": [{"id": PLAN, "name": "small", "description": "d"},
                   {"id": OTHER_PLAN, "name": "large", "description": "d"}]});
-    let r = app.put("/v2/et/catalog", &svc).await;
-    assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(r.body, json!({}));
+    assert_eq!(app.put("/v2/et/catalog", &svc).await.expect(StatusCode::OK), &json!({}));
     let catalog = app.get("/v2/catalog").await;
     assert_eq!(catalog.body["services"][0]["description"], "new text");
     assert_eq!(catalog.body["services"].as_array().map(Vec::len), Some(1));
@@ -170,12 +149,8 @@ async fn invalid_service_registrations_are_400() {
 #[tokio::test]
 async fn unknown_routes_and_methods_get_osb_errors() {
     let app = spawn_app().await;
-    let r = app.get("/v2/nothing-here").await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND);
-    r.osb_error();
-    let r = app.send(Method::POST, "/v2/catalog", None).await;
-    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
-    r.osb_error();
+    app.get("/v2/nothing-here").await.fails_with(StatusCode::NOT_FOUND);
+    app.send(Method::POST, "/v2/catalog", None).await.fails_with(StatusCode::METHOD_NOT_ALLOWED);
 }
 
 #[tokio::test]
@@ -187,7 +162,7 @@ async fn unknown_paths_are_404_even_without_the_version_header() {
         assert_eq!(r.osb_error(), "NotFound", "{path}");
     }
     // A known path without the header is still refused for the header.
-    let r = reply(app.raw(Method::GET, "/v2/service_instances/i-1").send().await.expect("sent")).await;
-    assert_eq!(r.status, StatusCode::PRECONDITION_FAILED);
-    assert_eq!(r.osb_error(), "UnsupportedAPIVersion");
+    reply(app.raw(Method::GET, "/v2/service_instances/i-1").send().await.expect("sent"))
+        .await
+        .refused(StatusCode::PRECONDITION_FAILED, "UnsupportedAPIVersion");
 }

@@ -222,7 +222,7 @@ async fn the_root_and_a_trailing_slash_lead_to_the_dashboard() {
 // than "Not Found", and offers no Deprovision any more.
 #[tokio::test]
 async fn a_deprovisioned_instance_s_page_says_deprovisioned() {
-    let app = provisioned(json!({}), "x-esm-dummy: {mode: sync}").await;
+    let app = provisioned_sync().await;
     let (status, _, live) = page(&app, "/dashboard/instances/i-1").await;
     assert_eq!(status, StatusCode::OK);
     assert!(

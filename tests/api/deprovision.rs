@@ -5,48 +5,47 @@ use serde_json::json;
 
 use crate::helpers::*;
 
+/// An app whose provisioned `i-1` is being deprovisioned: the deprovision answered 202
+/// (that answer comes back too) and is held until [`TestApp::release`].
+async fn deprovisioning() -> (TestApp, Reply) {
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: async, hold: [deprovision]}").await;
+    let r = app.deprovision("i-1", true).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    (app, r)
+}
+
 #[tokio::test]
 async fn sync_deprovision_is_200_with_an_empty_object() {
-    let app = provisioned(json!({}), "x-esm-dummy: {mode: sync}").await;
-    let r = app.deprovision("i-1", false).await;
-    assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(r.body, json!({}));
+    let app = provisioned_sync().await;
+    assert_eq!(app.deprovision("i-1", false).await.expect(StatusCode::OK), &json!({}));
     assert_eq!(app.get("/v2/service_instances/i-1").await.status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
 async fn async_deprovision_is_202_then_last_operation_is_410() {
-    let app = provisioned(json!({}), "x-esm-dummy: {mode: async, hold: [deprovision]}").await;
-    let r = app.deprovision("i-1", true).await;
-    assert_eq!(r.status, StatusCode::ACCEPTED);
+    let (app, r) = deprovisioning().await;
     assert!(r.body["operation"].is_string());
     assert_eq!(app.get("/v2/service_instances/i-1/last_operation").await.body["state"], "in progress");
     app.release(OperationKind::Deprovision, "i-1");
-    let done = app.poll_instance("i-1").await;
-    assert_eq!(done.status, StatusCode::GONE);
-    assert_eq!(done.body, json!({}));
+    assert_eq!(app.poll_instance("i-1").await.expect(StatusCode::GONE), &json!({}));
 }
 
 #[tokio::test]
 async fn deprovision_of_an_unknown_instance_is_410_with_an_empty_object() {
     let app = with_plan("{}").await;
-    let r = app.deprovision("nope", false).await;
-    assert_eq!(r.status, StatusCode::GONE);
-    assert_eq!(r.body, json!({}));
+    assert_eq!(app.deprovision("nope", false).await.expect(StatusCode::GONE), &json!({}));
 }
 
 #[tokio::test]
 async fn a_repeated_deprovision_is_410() {
-    let app = provisioned(json!({}), "x-esm-dummy: {mode: sync}").await;
+    let app = provisioned_sync().await;
     assert_eq!(app.deprovision("i-1", false).await.status, StatusCode::OK);
-    let r = app.deprovision("i-1", false).await;
-    assert_eq!(r.status, StatusCode::GONE);
-    assert_eq!(r.body, json!({}));
+    assert_eq!(app.deprovision("i-1", false).await.expect(StatusCode::GONE), &json!({}));
 }
 
 #[tokio::test]
 async fn missing_service_id_or_plan_id_is_400() {
-    let app = provisioned(json!({}), "x-esm-dummy: {mode: sync}").await;
+    let app = provisioned_sync().await;
     for query in ["?plan_id=x", "?service_id=x", "?service_id=&plan_id=x", ""] {
         let r = app.delete(&format!("/v2/service_instances/i-1{query}")).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{query}");
@@ -59,17 +58,13 @@ async fn missing_service_id_or_plan_id_is_400() {
 #[tokio::test]
 async fn async_only_deprovision_without_accepts_incomplete_is_422() {
     let app = provisioned(json!({}), "x-esm-dummy: {mode: async}").await;
-    let r = app.deprovision("i-1", false).await;
-    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(r.osb_error(), "AsyncRequired");
+    app.deprovision("i-1", false).await.refused(StatusCode::UNPROCESSABLE_ENTITY, "AsyncRequired");
     assert_eq!(app.get("/v2/service_instances/i-1").await.status, StatusCode::OK);
 }
 
 #[tokio::test]
 async fn resent_deprovision_while_running_is_202_with_the_same_operation() {
-    let app = provisioned(json!({}), "x-esm-dummy: {mode: async, hold: [deprovision]}").await;
-    let first = app.deprovision("i-1", true).await;
-    assert_eq!(first.status, StatusCode::ACCEPTED);
+    let (app, first) = deprovisioning().await;
     let second = app.deprovision("i-1", true).await;
     assert_eq!(second.status, StatusCode::ACCEPTED);
     assert!(second.body["operation"].is_string());
@@ -78,11 +73,8 @@ async fn resent_deprovision_while_running_is_202_with_the_same_operation() {
 
 #[tokio::test]
 async fn deprovision_during_the_provision_is_422_concurrency_error() {
-    let app = with_plan("x-esm-dummy: {mode: async, hold: [provision]}").await;
-    assert_eq!(app.provision("i-1", true).await.status, StatusCode::ACCEPTED);
-    let r = app.deprovision("i-1", true).await;
-    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(r.osb_error(), "ConcurrencyError");
+    let app = provisioning().await;
+    app.deprovision("i-1", true).await.refused(StatusCode::UNPROCESSABLE_ENTITY, "ConcurrencyError");
     // The provision carries on undisturbed.
     app.release(OperationKind::Provision, "i-1");
     assert_eq!(app.poll_instance("i-1").await.body["state"], "succeeded");
@@ -92,19 +84,15 @@ async fn deprovision_during_the_provision_is_422_concurrency_error() {
 async fn deprovision_while_a_binding_is_busy_is_422_concurrency_error() {
     let app = provisioned(json!({}), "x-esm-dummy: {mode: async, hold: [bind]}").await;
     assert_eq!(app.bind("i-1", "b-1", None, true).await.status, StatusCode::ACCEPTED);
-    let r = app.deprovision("i-1", true).await;
-    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(r.osb_error(), "ConcurrencyError");
+    app.deprovision("i-1", true).await.refused(StatusCode::UNPROCESSABLE_ENTITY, "ConcurrencyError");
 }
 
 #[tokio::test]
 async fn a_failed_sync_deprovision_is_500_with_instance_usable() {
     let app = provisioned(json!({}), "x-esm-dummy: {mode: sync, fail: [deprovision]}").await;
     let r = app.deprovision("i-1", false).await;
-    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
-    r.osb_error();
-    assert_eq!(r.body["instance_usable"], true);
-    assert!(r.body.get("update_repeatable").is_none(), "only updates carry update_repeatable");
+    r.fails_with(StatusCode::INTERNAL_SERVER_ERROR);
+    assert_failure_flags(&r.body, None);
     // Still there, so the platform can retry.
     assert_eq!(app.get("/v2/service_instances/i-1").await.status, StatusCode::OK);
 }
@@ -116,14 +104,13 @@ async fn a_failed_async_deprovision_reports_failed_with_instance_usable() {
     let last = app.poll_instance("i-1").await;
     assert_eq!(last.status, StatusCode::OK);
     assert_eq!(last.body["state"], "failed");
-    assert_eq!(last.body["instance_usable"], true);
-    assert!(last.body.get("update_repeatable").is_none(), "only updates carry update_repeatable");
+    assert_failure_flags(&last.body, None);
     assert_eq!(app.get("/v2/service_instances/i-1").await.status, StatusCode::OK);
 }
 
 #[tokio::test]
 async fn bindings_are_retired_with_their_instance() {
-    let app = provisioned(json!({}), "x-esm-dummy: {mode: sync}").await;
+    let app = provisioned_sync().await;
     assert_eq!(app.bind("i-1", "b-1", None, false).await.status, StatusCode::CREATED);
     assert_eq!(app.deprovision("i-1", false).await.status, StatusCode::OK);
     let r = app.get("/v2/service_instances/i-1/service_bindings/b-1").await;

@@ -47,6 +47,11 @@ async fn get_bare(app: &TestApp, path: &str) -> Reply {
     reply(app.raw(Method::GET, path).send().await.expect("sent")).await
 }
 
+refusals! {
+    an_unknown_instance_view_is_404_with_an_osb_body: spawn_app(), GET "/v2/et/service_instances/nope" => NOT_FOUND;
+    deleting_an_unknown_manifest_is_404: with_plan("{}"), DELETE "/v2/et/manifest/nope" => NOT_FOUND;
+}
+
 #[tokio::test]
 async fn the_original_walkthrough_works() {
     let app = spawn_app().await;
@@ -142,63 +147,64 @@ async fn a_double_slash_manifest_url_is_served() {
 #[tokio::test]
 async fn an_unknown_manifest_is_404() {
     let app = with_plan("{}").await;
-    let r = get_bare(&app, "/v2/et/manifest/nope").await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND);
-    r.osb_error();
+    get_bare(&app, "/v2/et/manifest/nope").await.fails_with(StatusCode::NOT_FOUND);
+}
+
+/// [`with_plan`] with `manifest-1` deleted, so `plan-1` has room for a new manifest.
+async fn without_a_manifest() -> TestApp {
+    let app = with_plan("{}").await;
+    assert_eq!(app.delete("/v2/et/manifest/manifest-1").await.status, StatusCode::OK);
+    app
+}
+
+/// PUTs `body` as manifest `new` and asserts it is refused with a 400 and not stored;
+/// the refusal.
+async fn refused_manifest(app: &TestApp, body: &Value) -> Reply {
+    let r = app.put("/v2/et/manifest/new", body).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.body);
+    assert_eq!(get_bare(app, "/v2/et/manifest/new").await.status, StatusCode::NOT_FOUND);
+    r
 }
 
 #[tokio::test]
 async fn a_manifest_with_an_unknown_manifest_type_is_400() {
-    let app = with_plan("{}").await;
-    assert_eq!(app.delete("/v2/et/manifest/manifest-1").await.status, StatusCode::OK);
+    let app = without_a_manifest().await;
     let mut body = manifest_for(PLAN, "{}");
     body["manifest_type"] = json!("helm");
-    let r = app.put("/v2/et/manifest/new", &body).await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert!(r.body["description"].as_str().is_some_and(|d| d.contains("helm")), "{}", r.body);
-    assert_eq!(get_bare(&app, "/v2/et/manifest/new").await.status, StatusCode::NOT_FOUND);
+    refused_manifest(&app, &body).await.mentions("helm");
 }
 
 #[tokio::test]
 async fn a_manifest_for_an_unknown_service_or_plan_is_400() {
-    let app = with_plan("{}").await;
-    assert_eq!(app.delete("/v2/et/manifest/manifest-1").await.status, StatusCode::OK);
+    let app = without_a_manifest().await;
     let mut unknown_service = manifest_for(PLAN, "{}");
     unknown_service["service_id"] = json!("nope");
     for body in [unknown_service, manifest_for("nope", "{}")] {
-        let r = app.put("/v2/et/manifest/new", &body).await;
-        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}");
-        assert!(r.body["description"].as_str().is_some_and(|d| d.contains("nope")), "{}", r.body);
+        refused_manifest(&app, &body).await.mentions("nope");
     }
-    assert_eq!(get_bare(&app, "/v2/et/manifest/new").await.status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
 async fn an_invalid_dummy_manifest_is_400() {
-    let app = with_plan("{}").await;
-    assert_eq!(app.delete("/v2/et/manifest/manifest-1").await.status, StatusCode::OK);
+    let app = without_a_manifest().await;
     for content in ["x-esm-dummy: {mode: [unclosed", "x-esm-dummy: {mode: sometimes}", "x-esm-dummy: {fial: [bind]}"] {
-        let r = app.put("/v2/et/manifest/new", &manifest_for(PLAN, content)).await;
-        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{content}: {}", r.body);
-        r.osb_error();
+        refused_manifest(&app, &manifest_for(PLAN, content)).await.osb_error();
     }
-    assert_eq!(get_bare(&app, "/v2/et/manifest/new").await.status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
 async fn the_same_manifest_again_is_200() {
     let app = with_plan("{}").await;
-    let r = app.put("/v2/et/manifest/manifest-1", &manifest_for(PLAN, "{}")).await;
-    assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(r.body, json!({}));
+    assert_eq!(
+        app.put("/v2/et/manifest/manifest-1", &manifest_for(PLAN, "{}")).await.expect(StatusCode::OK),
+        &json!({})
+    );
 }
 
 #[tokio::test]
 async fn a_different_manifest_under_the_same_id_is_409() {
     let app = with_plan("{}").await;
-    let r = app.put("/v2/et/manifest/manifest-1", &manifest_for(PLAN, "services: {}")).await;
-    assert_eq!(r.status, StatusCode::CONFLICT);
-    r.osb_error();
+    app.put("/v2/et/manifest/manifest-1", &manifest_for(PLAN, "services: {}")).await.fails_with(StatusCode::CONFLICT);
     assert_eq!(get_bare(&app, "/v2/et/manifest/manifest-1").await.body[0]["manifest_content"], "{}");
 }
 
@@ -207,32 +213,22 @@ async fn a_second_manifest_for_the_same_plan_is_409() {
     let app = with_plan("{}").await;
     let r = app.put("/v2/et/manifest/another", &manifest_for(PLAN, "{}")).await;
     assert_eq!(r.status, StatusCode::CONFLICT, "plan-1 already has manifest-1");
-    assert!(r.body["description"].as_str().is_some_and(|d| d.contains("manifest-1")), "{}", r.body);
-}
-
-#[tokio::test]
-async fn deleting_an_unknown_manifest_is_404() {
-    let app = with_plan("{}").await;
-    let r = app.delete("/v2/et/manifest/nope").await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND);
-    r.osb_error();
+    r.mentions("manifest-1");
 }
 
 #[tokio::test]
 async fn deleting_a_manifest_in_use_is_409() {
-    let app = provisioned(json!({}), "x-esm-dummy: {mode: sync}").await;
+    let app = provisioned_sync().await;
     let r = app.delete("/v2/et/manifest/manifest-1").await;
     assert_eq!(r.status, StatusCode::CONFLICT);
-    assert!(r.body["description"].as_str().is_some_and(|d| d.contains("i-1")), "{}", r.body);
+    r.mentions("i-1");
     assert_eq!(get_bare(&app, "/v2/et/manifest/manifest-1").await.status, StatusCode::OK);
 }
 
 #[tokio::test]
 async fn deleting_an_unused_manifest_is_200() {
-    let app = provisioned(json!({}), "x-esm-dummy: {mode: sync}").await;
-    let r = app.delete("/v2/et/manifest/manifest-2").await;
-    assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(r.body, json!({}));
+    let app = provisioned_sync().await;
+    assert_eq!(app.delete("/v2/et/manifest/manifest-2").await.expect(StatusCode::OK), &json!({}));
     assert_eq!(get_bare(&app, "/v2/et/manifest/manifest-2").await.status, StatusCode::NOT_FOUND);
     // Once its instance is gone, manifest-1 can go too.
     assert_eq!(app.deprovision("i-1", false).await.status, StatusCode::OK);
@@ -241,19 +237,15 @@ async fn deleting_an_unused_manifest_is_200() {
 
 #[tokio::test]
 async fn deleting_a_service_with_instances_is_409() {
-    let app = provisioned(json!({}), "x-esm-dummy: {mode: sync}").await;
-    let r = app.delete(&format!("/v2/et/catalog/{SERVICE}")).await;
-    assert_eq!(r.status, StatusCode::CONFLICT);
-    r.osb_error();
+    let app = provisioned_sync().await;
+    app.delete(&format!("/v2/et/catalog/{SERVICE}")).await.fails_with(StatusCode::CONFLICT);
     assert_eq!(app.get("/v2/catalog").await.body["services"].as_array().map(Vec::len), Some(1));
 }
 
 #[tokio::test]
 async fn deleting_an_unknown_service_is_404() {
     let app = with_plan("{}").await;
-    let r = app.delete("/v2/et/catalog/nope").await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND);
-    r.osb_error();
+    app.delete("/v2/et/catalog/nope").await.fails_with(StatusCode::NOT_FOUND);
     let r = app.delete("/v2/et/catalog?service_id=nope").await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
@@ -261,9 +253,7 @@ async fn deleting_an_unknown_service_is_404() {
 #[tokio::test]
 async fn deleting_a_service_takes_its_manifests() {
     let app = with_plan("{}").await;
-    let r = app.delete(&format!("/v2/et/catalog/{SERVICE}")).await;
-    assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(r.body, json!({}));
+    assert_eq!(app.delete(&format!("/v2/et/catalog/{SERVICE}")).await.expect(StatusCode::OK), &json!({}));
     assert_eq!(app.get("/v2/catalog").await.body, json!({"services": []}));
     assert_eq!(app.get("/v2/et/manifest").await.body, json!([]));
 }
@@ -271,28 +261,16 @@ async fn deleting_a_service_takes_its_manifests() {
 #[tokio::test]
 async fn the_originals_query_form_of_the_service_delete_works() {
     let app = with_plan("{}").await;
-    let r = app.delete(&format!("/v2/et/catalog?service_id={SERVICE}")).await;
-    assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(r.body, json!({}));
+    assert_eq!(app.delete(&format!("/v2/et/catalog?service_id={SERVICE}")).await.expect(StatusCode::OK), &json!({}));
     assert_eq!(app.get("/v2/catalog").await.body, json!({"services": []}));
     let r = app.delete("/v2/et/catalog").await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "service_id is required");
 }
 
 #[tokio::test]
-async fn an_unknown_instance_view_is_404_with_an_osb_body() {
-    let app = spawn_app().await;
-    let r = app.get("/v2/et/service_instances/nope").await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND);
-    r.osb_error();
-}
-
-#[tokio::test]
 async fn the_instance_list_is_empty_without_instances() {
     let app = with_plan("{}").await;
-    let r = app.get("/v2/et/service_instances").await;
-    assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(r.body, json!([]));
+    assert_eq!(app.get("/v2/et/service_instances").await.expect(StatusCode::OK), &json!([]));
 }
 
 // The original README's manifest step, as printed there: YAML pasted into a JSON string

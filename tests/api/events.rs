@@ -13,6 +13,8 @@ use crate::wait::eventually;
 
 const SCRIPT: &str = "x-esm-dummy: {mode: sync}\n";
 const LIMIT: Duration = Duration::from_secs(5);
+/// Six instance ids, for tests that fill the log.
+const SIX: [&str; 6] = ["i-1", "i-2", "i-3", "i-4", "i-5", "i-6"];
 
 fn kinds(events: &Value) -> Vec<String> {
     events.as_array().expect("events").iter().map(|e| e["type"].as_str().expect("type").to_owned()).collect()
@@ -38,6 +40,16 @@ async fn stream(app: &TestApp, last_event_id: Option<&str>, query: &str) -> SseR
     let content_type = response.headers()["content-type"].to_str().expect("text").to_owned();
     assert!(content_type.starts_with("text/event-stream"), "{content_type}");
     SseReader::new(response)
+}
+
+/// esm with `config`, the catalog of [`SCRIPT`], and `ids` provisioned.
+async fn with_provisions(config: Config, ids: &[&str]) -> TestApp {
+    let app = spawn_app_with(config).await;
+    app.register_catalog(json!({}), SCRIPT).await;
+    for id in ids {
+        app.provision(id, false).await;
+    }
+    app
 }
 
 #[tokio::test]
@@ -104,10 +116,7 @@ async fn each_step_of_an_operation_is_an_event_in_order() {
 
 #[tokio::test]
 async fn pages_follow_after_and_limit_and_filters() {
-    let app = with_plan(SCRIPT).await;
-    for id in ["i-1", "i-2", "i-3"] {
-        app.provision(id, false).await;
-    }
+    let app = with_provisions(test_config(), &["i-1", "i-2", "i-3"]).await;
     let all = events_of(&app, "type=provision.succeeded", 3).await;
     let first = app.get("/v2/et/events?type=provision.succeeded&limit=2").await.body;
     assert_eq!(first["events"].as_array().map(Vec::len), Some(2));
@@ -181,11 +190,7 @@ async fn a_stream_resumed_with_last_event_id_loses_nothing_and_repeats_nothing()
 
 #[tokio::test]
 async fn asking_for_more_than_the_log_keeps_is_told_as_a_gap() {
-    let app = spawn_app_with(Config { event_retention: 3, ..test_config() }).await;
-    app.register_catalog(json!({}), SCRIPT).await;
-    for id in ["i-1", "i-2", "i-3", "i-4"] {
-        app.provision(id, false).await;
-    }
+    let app = with_provisions(Config { event_retention: 3, ..test_config() }, &["i-1", "i-2", "i-3", "i-4"]).await;
     // Trimmed within a second or so to the latest three.
     let page = eventually(LIMIT, "the log trimmed to 3", || async {
         let body = app.get("/v2/et/events?after=1").await.body;
@@ -293,11 +298,7 @@ fn size(event: &Value) -> usize {
 #[tokio::test]
 async fn a_page_is_bounded_in_bytes_and_paging_still_reads_every_event_once() {
     const PAGE_BYTES: usize = 2_000;
-    let app = spawn_app_with(Config { event_page_max_bytes: PAGE_BYTES, ..test_config() }).await;
-    app.register_catalog(json!({}), SCRIPT).await;
-    for id in ["i-1", "i-2", "i-3", "i-4", "i-5", "i-6"] {
-        app.provision(id, false).await;
-    }
+    let app = with_provisions(Config { event_page_max_bytes: PAGE_BYTES, ..test_config() }, &SIX).await;
     let provisioned = |body: &Value| {
         body["events"].as_array().expect("events").iter().filter(|e| e["type"] == "provision.succeeded").count()
     };
@@ -323,11 +324,7 @@ async fn a_page_is_bounded_in_bytes_and_paging_still_reads_every_event_once() {
 #[tokio::test]
 async fn the_log_keeps_no_more_bytes_than_its_retention() {
     const RETENTION_BYTES: usize = 3_000;
-    let app = spawn_app_with(Config { event_retention_bytes: RETENTION_BYTES, ..test_config() }).await;
-    app.register_catalog(json!({}), SCRIPT).await;
-    for id in ["i-1", "i-2", "i-3", "i-4", "i-5", "i-6"] {
-        app.provision(id, false).await;
-    }
+    let app = with_provisions(Config { event_retention_bytes: RETENTION_BYTES, ..test_config() }, &SIX).await;
     events_of(&app, "type=provision.succeeded", 6).await;
     // Trimmed within a second or so to the newest events that fit.
     let kept = eventually(LIMIT, "the log trimmed to its bytes", || async {

@@ -58,6 +58,35 @@ impl Reply {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
+    /// Asserts the status is `status` (the body in the message); the body.
+    pub fn expect(&self, status: StatusCode) -> &Value {
+        assert_eq!(self.status, status, "{}", self.body);
+        &self.body
+    }
+
+    /// Asserts the status is `status` with an OSB error body; its `error` code: the one
+    /// way a test checks a refusal.
+    pub fn fails_with(&self, status: StatusCode) -> &str {
+        self.expect(status);
+        self.osb_error()
+    }
+
+    /// Asserts the status is `status` with an OSB error body whose `error` code is `code`.
+    pub fn refused(&self, status: StatusCode, code: &str) {
+        assert_eq!(self.fails_with(status), code, "{}", self.body);
+    }
+
+    /// Asserts the body's `description` mentions `needle`.
+    pub fn mentions(&self, needle: &str) {
+        let description = self.body["description"].as_str();
+        assert!(
+            description.is_some_and(|d| d.contains(needle)),
+            "{} {}: no {needle:?} in the description",
+            self.status,
+            self.body
+        );
+    }
+
     /// Asserts the body is an OSB error body and returns its `error` code.
     pub fn osb_error(&self) -> &str {
         let description = self.body.get("description").and_then(Value::as_str);
@@ -80,6 +109,20 @@ pub fn http_client() -> reqwest::Client {
     esm::tls::install_default_provider();
     reqwest::Client::new()
 }
+
+/// Contract rows that are one request refused with an OSB error body, written as a
+/// table: each row `name: app, METHOD path => STATUS;` is a test of that name, on the app
+/// `app` (an async constructor such as [`spawn_app`]) of its own.
+macro_rules! refusals {
+    ($($name:ident: $app:expr, $method:ident $path:expr => $status:ident;)*) => {$(
+        #[tokio::test]
+        async fn $name() {
+            let app = $app.await;
+            app.send(reqwest::Method::$method, &$path, None).await.fails_with(reqwest::StatusCode::$status);
+        }
+    )*};
+}
+pub(crate) use refusals;
 
 /// A test config: random loopback ports, in-memory store.
 pub fn test_config() -> Config {
@@ -160,6 +203,29 @@ pub async fn provisioned(plan_extra: Value, script: &str) -> TestApp {
     app
 }
 
+/// [`provisioned`] on a synchronous dummy plan: the instance most rows start from.
+pub async fn provisioned_sync() -> TestApp {
+    provisioned(json!({}), "x-esm-dummy: {mode: sync}").await
+}
+
+/// An app whose `i-1` is being provisioned: the provision answered 202 and is held (the
+/// dummy's `hold`) until [`TestApp::release`].
+pub async fn provisioning() -> TestApp {
+    let app = with_plan("x-esm-dummy: {mode: async, hold: [provision]}").await;
+    assert_eq!(app.provision("i-1", true).await.status, StatusCode::ACCEPTED);
+    app
+}
+
+/// An app whose provisioned `i-1` is being updated (to parameters `{"a": 1}`): the update
+/// answered 202 and is held until [`TestApp::release`].
+pub async fn updating() -> TestApp {
+    let app = provisioned(json!({}), "x-esm-dummy: {mode: async, hold: [update]}").await;
+    let body = json!({"service_id": SERVICE, "parameters": {"a": 1}});
+    let r = app.patch(&provision_path("i-1", true), &body).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    app
+}
+
 impl TestApp {
     /// Registers `svc-1` with `plan-1` (plus `plan_extra`) and `plan-2`, and a dummy
     /// manifest running `script` for each.
@@ -220,6 +286,22 @@ impl TestApp {
     /// DELETE with the version header.
     pub async fn delete(&self, path: &str) -> Reply {
         self.send(Method::DELETE, path, None).await
+    }
+
+    /// GET with the version header and one more header.
+    pub async fn get_with(&self, path: &str, header: &str, value: &str) -> Reply {
+        let req = self.raw(Method::GET, path).header("X-Broker-API-Version", VERSION).header(header, value);
+        reply(req.send().await.expect("request sent")).await
+    }
+
+    /// Sends `text` as a JSON body as it is (malformed JSON, for one), with the version header.
+    pub async fn send_text(&self, method: Method, path: &str, text: &'static str) -> Reply {
+        let req = self
+            .raw(method, path)
+            .header("X-Broker-API-Version", VERSION)
+            .header("Content-Type", "application/json")
+            .body(text);
+        reply(req.send().await.expect("request sent")).await
     }
 
     /// A raw request builder for tests that control every header.
@@ -301,6 +383,17 @@ impl Drop for TestApp {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+    }
+}
+
+/// Asserts a failed operation's flags (its error body, or its last_operation): the
+/// instance is usable, and `update_repeatable` is `repeatable`, or absent for `None`
+/// (only updates carry it).
+pub fn assert_failure_flags(body: &Value, update_repeatable: Option<bool>) {
+    assert_eq!(body["instance_usable"], true, "{body}");
+    match update_repeatable {
+        Some(repeatable) => assert_eq!(body["update_repeatable"], repeatable, "{body}"),
+        None => assert!(body.get("update_repeatable").is_none(), "only updates carry update_repeatable: {body}"),
     }
 }
 

@@ -45,6 +45,15 @@ fn ids(listing: &Value) -> BTreeSet<String> {
     listing.as_array().expect("array").iter().map(|i| i["context"]["id"].as_str().expect("id").to_owned()).collect()
 }
 
+/// An app running `script` with a pool of `size` for `plan-1`, filled.
+async fn pool_of(script: &str, size: u64) -> TestApp {
+    let app = with_plan(script).await;
+    let set = app.put(POOL, &json!({"size": size})).await;
+    assert_eq!(set.status, StatusCode::OK, "{}", set.body);
+    ready(&app, size).await;
+    app
+}
+
 #[tokio::test]
 async fn a_pool_fills_and_a_provision_is_handed_a_ready_member_at_once() {
     let app = with_plan(ASYNC).await;
@@ -102,9 +111,8 @@ async fn bad_pool_requests_are_400s_with_an_osb_body() {
         reply.osb_error();
     }
     let long = app.get(&format!("/v2/et/pools/{}", "p".repeat(256))).await;
-    assert_eq!(long.status, StatusCode::BAD_REQUEST);
-    long.osb_error();
-    assert!(long.body["description"].as_str().is_some_and(|d| d.contains("at most 255 bytes")), "{}", long.body);
+    long.fails_with(StatusCode::BAD_REQUEST);
+    long.mentions("at most 255 bytes");
     assert_eq!(app.get(POOL).await.status, StatusCode::NOT_FOUND);
     assert_eq!(app.delete(POOL).await.status, StatusCode::NOT_FOUND);
     assert_eq!(app.get("/v2/et/pools").await.body, json!({"pools": []}));
@@ -112,7 +120,7 @@ async fn bad_pool_requests_are_400s_with_an_osb_body() {
     let unpoolable = with_plan("x-esm-dummy: {pool: false}\n").await;
     let reply = unpoolable.put(POOL, &json!({"size": 1})).await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
-    assert!(reply.body["description"].as_str().is_some_and(|d| d.contains("cannot be pooled")), "{}", reply.body);
+    reply.mentions("cannot be pooled");
 }
 
 #[tokio::test]
@@ -209,9 +217,7 @@ async fn a_member_that_dies_behind_esms_back_is_replaced() {
 async fn a_claimed_instance_deprovisions_like_a_cold_one_and_its_member_never_returns() {
     let log = tempfile::NamedTempFile::new().expect("temp file");
     let script = format!("x-esm-dummy: {{mode: sync, call_log: {}}}\n", log.path().display());
-    let app = with_plan(&script).await;
-    app.put(POOL, &json!({"size": 1})).await;
-    ready(&app, 1).await;
+    let app = pool_of(&script, 1).await;
     assert_eq!(app.provision("i-1", false).await.status, StatusCode::CREATED);
     let (member, _) = claims(&app).await.pop().expect("a claim");
     assert_eq!(app.bind("i-1", "b-1", None, false).await.status, StatusCode::CREATED);
@@ -240,9 +246,7 @@ async fn a_claimed_instance_deprovisions_like_a_cold_one_and_its_member_never_re
 
 #[tokio::test]
 async fn deleting_a_pool_removes_its_idle_members_and_leaves_claimed_ones() {
-    let app = with_plan(ASYNC).await;
-    app.put(POOL, &json!({"size": 3})).await;
-    ready(&app, 3).await;
+    let app = pool_of(ASYNC, 3).await;
     assert_eq!(app.provision("kept", false).await.status, StatusCode::CREATED);
     pool_where(&app, "refilled", |p| p["ready"] == 3 && p["claimed_total"] == 1).await;
     assert_eq!(app.delete(POOL).await.status, StatusCode::OK);
@@ -327,7 +331,7 @@ async fn a_new_pool_beyond_esm_max_pools_is_refused_naming_the_cap() {
     let refused = app.put(&format!("/v2/et/pools/{OTHER_PLAN}"), &json!({"size": 0})).await;
     assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.body);
     refused.osb_error();
-    assert!(refused.body["description"].as_str().is_some_and(|d| d.contains("ESM_MAX_POOLS")), "{}", refused.body);
+    refused.mentions("ESM_MAX_POOLS");
     // Changing the pool there is is no new pool.
     assert_eq!(app.put(POOL, &json!({"size": 1})).await.status, StatusCode::OK);
     assert_eq!(app.get("/v2/et/pools").await.body["pools"].as_array().map(Vec::len), Some(1));
@@ -342,9 +346,7 @@ async fn pool_series(app: &TestApp, plan: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn a_deleted_pool_leaves_no_series_on_metrics() {
-    let app = with_plan(ASYNC).await;
-    app.put(POOL, &json!({"size": 1})).await;
-    ready(&app, 1).await;
+    let app = pool_of(ASYNC, 1).await;
     assert_eq!(app.provision("i-1", false).await.status, StatusCode::CREATED);
     let series = pool_series(&app, PLAN).await;
     for family in ["esm_pool_hits_total", "esm_pool_refill_duration_seconds", "esm_pool_members"] {

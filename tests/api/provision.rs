@@ -48,15 +48,12 @@ async fn resent_provision_while_in_progress_is_202_with_the_same_operation() {
 async fn different_attributes_are_409() {
     let app = with_plan("x-esm-dummy: {mode: sync}").await;
     assert_eq!(app.provision("i-1", false).await.status, StatusCode::CREATED);
-    let r = app.put(&provision_path("i-1", false), &provision_body(OTHER_PLAN)).await;
-    assert_eq!(r.status, StatusCode::CONFLICT);
-    r.osb_error();
+    app.put(&provision_path("i-1", false), &provision_body(OTHER_PLAN)).await.fails_with(StatusCode::CONFLICT);
 }
 
 #[tokio::test]
 async fn different_attributes_while_provisioning_are_409() {
-    let app = with_plan("x-esm-dummy: {mode: async, hold: [provision]}").await;
-    assert_eq!(app.provision("i-1", true).await.status, StatusCode::ACCEPTED);
+    let app = provisioning().await;
     let r = app.put(&provision_path("i-1", true), &provision_body(OTHER_PLAN)).await;
     assert_eq!(r.status, StatusCode::CONFLICT);
 }
@@ -64,9 +61,7 @@ async fn different_attributes_while_provisioning_are_409() {
 #[tokio::test]
 async fn async_only_plan_without_accepts_incomplete_is_422_async_required() {
     let app = with_plan("x-esm-dummy: {mode: async}").await;
-    let r = app.provision("i-1", false).await;
-    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(r.osb_error(), "AsyncRequired");
+    app.provision("i-1", false).await.refused(StatusCode::UNPROCESSABLE_ENTITY, "AsyncRequired");
     // Nothing was created.
     assert_eq!(app.get("/v2/service_instances/i-1").await.status, StatusCode::NOT_FOUND);
     let r = app.put("/v2/service_instances/i-1?accepts_incomplete=false", &provision_body(PLAN)).await;
@@ -88,25 +83,16 @@ async fn missing_required_fields_are_400() {
         body.as_object_mut().map(|o| o.remove(field));
         let r = app.put(&provision_path("i-1", false), &body).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "without {field}");
-        assert!(r.body["description"].as_str().is_some_and(|d| d.contains(field)), "{}", r.body);
+        r.mentions(field);
     }
 }
 
 #[tokio::test]
 async fn malformed_json_is_400_with_osb_body() {
     let app = with_plan("{}").await;
-    let r = reply(
-        app.raw(reqwest::Method::PUT, "/v2/service_instances/i-1")
-            .header("X-Broker-API-Version", VERSION)
-            .header("Content-Type", "application/json")
-            .body("{not json")
-            .send()
-            .await
-            .expect("sent"),
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert_eq!(r.osb_error(), "BadRequest");
+    app.send_text(reqwest::Method::PUT, "/v2/service_instances/i-1", "{not json")
+        .await
+        .refused(StatusCode::BAD_REQUEST, "BadRequest");
 }
 
 #[tokio::test]
@@ -124,9 +110,9 @@ async fn maintenance_info_mismatch_is_422() {
     let app = with_catalog(json!({"maintenance_info": {"version": "2.0.0"}}), "x-esm-dummy: {mode: sync}").await;
     let mut body = provision_body(PLAN);
     body["maintenance_info"] = json!({"version": "1.0.0"});
-    let r = app.put(&provision_path("i-1", false), &body).await;
-    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(r.osb_error(), "MaintenanceInfoConflict");
+    app.put(&provision_path("i-1", false), &body)
+        .await
+        .refused(StatusCode::UNPROCESSABLE_ENTITY, "MaintenanceInfoConflict");
     body["maintenance_info"] = json!({"version": "2.0.0"});
     assert_eq!(app.put(&provision_path("i-1", false), &body).await.status, StatusCode::CREATED);
     let fetched = app.get("/v2/service_instances/i-1").await;
@@ -143,7 +129,7 @@ async fn parameters_failing_the_plan_schema_are_400_naming_the_path() {
     body["parameters"] = json!({"size": 99});
     let r = app.put(&provision_path("i-1", false), &body).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert!(r.body["description"].as_str().is_some_and(|d| d.contains("/size")), "{}", r.body);
+    r.mentions("/size");
     body["parameters"] = json!({"size": 3});
     assert_eq!(app.put(&provision_path("i-1", false), &body).await.status, StatusCode::CREATED);
 }
@@ -160,9 +146,7 @@ async fn unknown_request_fields_are_ignored() {
 #[tokio::test]
 async fn failed_sync_provision_is_500_and_leaves_nothing() {
     let app = with_plan("x-esm-dummy: {mode: sync, fail: [provision]}").await;
-    let r = app.provision("i-1", false).await;
-    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
-    r.osb_error();
+    app.provision("i-1", false).await.fails_with(StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(app.deprovision("i-1", false).await.status, StatusCode::GONE);
 }
 
@@ -183,21 +167,15 @@ async fn body_over_one_mebibyte_is_413() {
     let app = with_plan("{}").await;
     let mut body = provision_body(PLAN);
     body["parameters"] = json!({"blob": "x".repeat(1024 * 1024 + 10)});
-    let r = app.put(&provision_path("i-1", false), &body).await;
-    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
-    r.osb_error();
+    app.put(&provision_path("i-1", false), &body).await.fails_with(StatusCode::PAYLOAD_TOO_LARGE);
 }
 
 #[tokio::test]
 async fn many_provisions_at_once_all_succeed() {
     let app = with_plan("x-esm-dummy: {mode: either, delay_ms: 20}").await;
-    let mut tasks = Vec::new();
-    for i in 0..50 {
-        let api = app.api.clone();
-        tasks.push(spawn_provision(format!("{api}/v2/service_instances/many-{i}?accepts_incomplete=true")));
-    }
-    for task in tasks {
-        assert_eq!(task.await.expect("joined"), StatusCode::ACCEPTED);
+    let paths = (0..50).map(|i| format!("/v2/service_instances/many-{i}?accepts_incomplete=true"));
+    for status in provisions_at_once(&app, paths).await {
+        assert_eq!(status, StatusCode::ACCEPTED);
     }
     for i in 0..50 {
         assert_eq!(app.poll_instance(&format!("many-{i}")).await.body["state"], "succeeded");
@@ -209,14 +187,8 @@ async fn many_provisions_at_once_all_succeed() {
 #[tokio::test]
 async fn the_same_id_at_once_creates_one_instance_and_no_5xx() {
     let app = with_plan("x-esm-dummy: {mode: sync, delay_ms: 50}").await;
-    let mut tasks = Vec::new();
-    for _ in 0..20 {
-        let api = app.api.clone();
-        tasks.push(spawn_provision(format!("{api}/v2/service_instances/same")));
-    }
     let mut created = 0;
-    for task in tasks {
-        let status = task.await.expect("joined");
+    for status in provisions_at_once(&app, (0..20).map(|_| "/v2/service_instances/same".to_owned())).await {
         assert!(!status.is_server_error(), "{status}");
         if status == StatusCode::CREATED {
             created += 1;
@@ -237,19 +209,21 @@ async fn an_operation_past_the_plans_maximum_polling_duration_fails() {
     assert_eq!(app.provision("i-1", true).await.status, StatusCode::ACCEPTED);
     let r = app.poll_instance("i-1").await;
     assert_eq!(r.body["state"], "failed");
-    assert!(r.body["description"].as_str().is_some_and(|d| d.contains("maximum_polling_duration")), "{}", r.body);
+    r.mentions("maximum_polling_duration");
 }
 
-/// A provision of `plan-1` sent to `url` from a task of its own: its status.
-fn spawn_provision(url: String) -> tokio::task::JoinHandle<StatusCode> {
-    tokio::spawn(async move {
-        http_client()
-            .put(url)
-            .header("X-Broker-API-Version", VERSION)
-            .json(&provision_body(PLAN))
-            .send()
-            .await
-            .expect("sent")
-            .status()
-    })
+/// Provisions of `plan-1` sent to `paths` at once, each from a task of its own: their
+/// statuses, in order.
+async fn provisions_at_once(app: &TestApp, paths: impl Iterator<Item = String>) -> Vec<StatusCode> {
+    let tasks: Vec<_> = paths
+        .map(|path| {
+            let request = app.raw(reqwest::Method::PUT, &path).header("X-Broker-API-Version", VERSION);
+            tokio::spawn(async move { request.json(&provision_body(PLAN)).send().await.expect("sent").status() })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.expect("joined"));
+    }
+    statuses
 }

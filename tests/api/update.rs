@@ -19,9 +19,22 @@ async fn provisioned_with_parameters(plan_extra: Value, script: &str, parameters
     app
 }
 
+/// Updates `i-1`'s parameters to `parameters` (nothing else); `async_ok` sets
+/// `accepts_incomplete=true`.
+async fn set_parameters(app: &TestApp, parameters: Value, async_ok: bool) -> Reply {
+    app.patch(&patch_path("i-1", async_ok), &json!({"service_id": SERVICE, "parameters": parameters})).await
+}
+
+/// Asserts `i-1` is on `plan` with `parameters`.
+async fn assert_instance(app: &TestApp, plan: &str, parameters: Value) {
+    let fetched = app.get("/v2/service_instances/i-1").await;
+    assert_eq!(fetched.body["plan_id"], plan);
+    assert_eq!(fetched.body["parameters"], parameters);
+}
+
 #[tokio::test]
 async fn sync_update_is_200_and_changes_the_plan() {
-    let app = provisioned(json!({}), "x-esm-dummy: {mode: sync}").await;
+    let app = provisioned_sync().await;
     let r = app.patch(&patch_path("i-1", false), &json!({"service_id": SERVICE, "plan_id": OTHER_PLAN})).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert!(r.body.is_object() && r.body.get("operation").is_none(), "{}", r.body);
@@ -31,7 +44,7 @@ async fn sync_update_is_200_and_changes_the_plan() {
 #[tokio::test]
 async fn async_update_is_202_then_succeeds() {
     let app = provisioned(json!({}), "x-esm-dummy: {mode: async, hold: [update]}").await;
-    let r = app.patch(&patch_path("i-1", true), &json!({"service_id": SERVICE, "parameters": {"a": 1}})).await;
+    let r = set_parameters(&app, json!({"a": 1}), true).await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
     assert!(r.body["operation"].is_string());
     assert!(r.header("retry-after").is_some());
@@ -57,16 +70,15 @@ async fn resent_update_while_running_is_202_with_the_same_operation() {
 async fn plan_change_on_a_non_updateable_plan_is_422_and_changes_nothing() {
     let app = provisioned(json!({"plan_updateable": false}), "x-esm-dummy: {mode: sync}").await;
     let r = app.patch(&patch_path("i-1", false), &json!({"service_id": SERVICE, "plan_id": OTHER_PLAN})).await;
-    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
-    r.osb_error();
-    assert!(r.body["description"].as_str().is_some_and(|d| d.contains("plan_updateable")), "{}", r.body);
+    r.fails_with(StatusCode::UNPROCESSABLE_ENTITY);
+    r.mentions("plan_updateable");
     assert_eq!(app.get("/v2/service_instances/i-1").await.body["plan_id"], PLAN);
 }
 
 #[tokio::test]
 async fn parameters_still_change_on_a_non_updateable_plan() {
     let app = provisioned(json!({"plan_updateable": false}), "x-esm-dummy: {mode: sync}").await;
-    let r = app.patch(&patch_path("i-1", false), &json!({"service_id": SERVICE, "parameters": {"a": 1}})).await;
+    let r = set_parameters(&app, json!({"a": 1}), false).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(app.get("/v2/service_instances/i-1").await.body["parameters"], json!({"a": 1}));
 }
@@ -74,20 +86,14 @@ async fn parameters_still_change_on_a_non_updateable_plan() {
 #[tokio::test]
 async fn async_only_update_without_accepts_incomplete_is_422_async_required() {
     let app = provisioned(json!({}), "x-esm-dummy: {mode: async}").await;
-    let r = app.patch(&patch_path("i-1", false), &json!({"service_id": SERVICE, "parameters": {"a": 1}})).await;
-    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(r.osb_error(), "AsyncRequired");
+    set_parameters(&app, json!({"a": 1}), false).await.refused(StatusCode::UNPROCESSABLE_ENTITY, "AsyncRequired");
     assert!(app.get("/v2/service_instances/i-1").await.body.get("parameters").is_none(), "nothing applied");
 }
 
 #[tokio::test]
 async fn another_update_while_one_runs_is_422_concurrency_error() {
-    let app = provisioned(json!({}), "x-esm-dummy: {mode: async, hold: [update]}").await;
-    let first = app.patch(&patch_path("i-1", true), &json!({"service_id": SERVICE, "parameters": {"a": 1}})).await;
-    assert_eq!(first.status, StatusCode::ACCEPTED);
-    let r = app.patch(&patch_path("i-1", true), &json!({"service_id": SERVICE, "parameters": {"a": 2}})).await;
-    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(r.osb_error(), "ConcurrencyError");
+    let app = updating().await;
+    set_parameters(&app, json!({"a": 2}), true).await.refused(StatusCode::UNPROCESSABLE_ENTITY, "ConcurrencyError");
     // The first update is the one applied.
     app.release(OperationKind::Update, "i-1");
     app.poll_instance("i-1").await;
@@ -96,11 +102,8 @@ async fn another_update_while_one_runs_is_422_concurrency_error() {
 
 #[tokio::test]
 async fn update_during_the_provision_is_422_concurrency_error() {
-    let app = with_plan("x-esm-dummy: {mode: async, hold: [provision]}").await;
-    assert_eq!(app.provision("i-1", true).await.status, StatusCode::ACCEPTED);
-    let r = app.patch(&patch_path("i-1", true), &json!({"service_id": SERVICE, "parameters": {"a": 1}})).await;
-    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(r.osb_error(), "ConcurrencyError");
+    let app = provisioning().await;
+    set_parameters(&app, json!({"a": 1}), true).await.refused(StatusCode::UNPROCESSABLE_ENTITY, "ConcurrencyError");
 }
 
 #[tokio::test]
@@ -109,54 +112,44 @@ async fn maintenance_info_mismatch_is_422_and_changes_nothing() {
     let r = app
         .patch(&patch_path("i-1", false), &json!({"service_id": SERVICE, "maintenance_info": {"version": "3.0.0"}}))
         .await;
-    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(r.osb_error(), "MaintenanceInfoConflict");
+    r.refused(StatusCode::UNPROCESSABLE_ENTITY, "MaintenanceInfoConflict");
     assert_eq!(app.get("/v2/service_instances/i-1").await.body["maintenance_info"]["version"], "2.0.0");
+}
+
+/// Asserts an update of `i-1` (on `plan-1`) with `body` is refused with a 400 naming
+/// `needle`, and leaves the plan as it was.
+async fn update_refused(body: Value, needle: &str) {
+    let app = provisioned_sync().await;
+    let r = app.patch(&patch_path("i-1", false), &body).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    r.mentions(needle);
+    assert_eq!(app.get("/v2/service_instances/i-1").await.body["plan_id"], PLAN);
 }
 
 #[tokio::test]
 async fn missing_service_id_is_400() {
-    let app = provisioned(json!({}), "x-esm-dummy: {mode: sync}").await;
-    let r = app.patch(&patch_path("i-1", false), &json!({"plan_id": OTHER_PLAN})).await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert!(r.body["description"].as_str().is_some_and(|d| d.contains("service_id")), "{}", r.body);
-    assert_eq!(app.get("/v2/service_instances/i-1").await.body["plan_id"], PLAN);
+    update_refused(json!({"plan_id": OTHER_PLAN}), "service_id").await;
 }
 
 #[tokio::test]
 async fn malformed_json_is_400() {
-    let app = provisioned(json!({}), "x-esm-dummy: {mode: sync}").await;
-    let r = reply(
-        app.raw(Method::PATCH, "/v2/service_instances/i-1")
-            .header("X-Broker-API-Version", VERSION)
-            .header("Content-Type", "application/json")
-            .body("{\"service_id\": ")
-            .send()
-            .await
-            .expect("sent"),
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    r.osb_error();
+    let app = provisioned_sync().await;
+    app.send_text(Method::PATCH, "/v2/service_instances/i-1", "{\"service_id\": ")
+        .await
+        .fails_with(StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]
 async fn unknown_plan_is_400() {
-    let app = provisioned(json!({}), "x-esm-dummy: {mode: sync}").await;
-    let r = app.patch(&patch_path("i-1", false), &json!({"service_id": SERVICE, "plan_id": "nope"})).await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert!(r.body["description"].as_str().is_some_and(|d| d.contains("nope")), "{}", r.body);
-    assert_eq!(app.get("/v2/service_instances/i-1").await.body["plan_id"], PLAN);
+    update_refused(json!({"service_id": SERVICE, "plan_id": "nope"}), "nope").await;
 }
 
 #[tokio::test]
 async fn absent_plan_id_leaves_the_plan() {
-    let app = provisioned(json!({}), "x-esm-dummy: {mode: sync}").await;
-    let r = app.patch(&patch_path("i-1", false), &json!({"service_id": SERVICE, "parameters": {"new": 1}})).await;
+    let app = provisioned_sync().await;
+    let r = set_parameters(&app, json!({"new": 1}), false).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    let fetched = app.get("/v2/service_instances/i-1").await;
-    assert_eq!(fetched.body["plan_id"], PLAN);
-    assert_eq!(fetched.body["parameters"], json!({"new": 1}));
+    assert_instance(&app, PLAN, json!({"new": 1})).await;
 }
 
 #[tokio::test]
@@ -164,9 +157,7 @@ async fn absent_parameters_leave_the_parameters() {
     let app = provisioned_with_parameters(json!({}), "x-esm-dummy: {mode: sync}", json!({"keep": "me"})).await;
     let r = app.patch(&patch_path("i-1", false), &json!({"service_id": SERVICE, "plan_id": OTHER_PLAN})).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    let fetched = app.get("/v2/service_instances/i-1").await;
-    assert_eq!(fetched.body["plan_id"], OTHER_PLAN);
-    assert_eq!(fetched.body["parameters"], json!({"keep": "me"}));
+    assert_instance(&app, OTHER_PLAN, json!({"keep": "me"})).await;
 }
 
 #[tokio::test]
@@ -188,13 +179,9 @@ async fn a_failed_sync_update_is_500_with_flags_and_changes_nothing() {
         provisioned_with_parameters(json!({}), "x-esm-dummy: {mode: sync, fail: [update]}", json!({"v": 1})).await;
     let body = json!({"service_id": SERVICE, "plan_id": OTHER_PLAN, "parameters": {"v": 2}});
     let r = app.patch(&patch_path("i-1", false), &body).await;
-    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
-    r.osb_error();
-    assert_eq!(r.body["instance_usable"], true);
-    assert_eq!(r.body["update_repeatable"], true);
-    let fetched = app.get("/v2/service_instances/i-1").await;
-    assert_eq!(fetched.body["plan_id"], PLAN);
-    assert_eq!(fetched.body["parameters"], json!({"v": 1}));
+    r.fails_with(StatusCode::INTERNAL_SERVER_ERROR);
+    assert_failure_flags(&r.body, Some(true));
+    assert_instance(&app, PLAN, json!({"v": 1})).await;
 }
 
 #[tokio::test]
@@ -208,19 +195,14 @@ async fn a_failed_async_update_reports_failed_with_flags_and_changes_nothing() {
     assert_eq!(app.patch(&patch_path("i-1", true), &body).await.status, StatusCode::ACCEPTED);
     let last = app.poll_instance("i-1").await;
     assert_eq!(last.body["state"], "failed");
-    assert_eq!(last.body["instance_usable"], true);
-    assert_eq!(last.body["update_repeatable"], true);
-    let fetched = app.get("/v2/service_instances/i-1").await;
-    assert_eq!(fetched.body["plan_id"], PLAN);
-    assert_eq!(fetched.body["parameters"], json!({"v": 1}));
+    assert_failure_flags(&last.body, Some(true));
+    assert_instance(&app, PLAN, json!({"v": 1})).await;
 }
 
 #[tokio::test]
 async fn update_of_an_unknown_instance_is_404() {
     let app = with_plan("{}").await;
-    let r = app.patch(&patch_path("nope", false), &json!({"service_id": SERVICE})).await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND);
-    r.osb_error();
+    app.patch(&patch_path("nope", false), &json!({"service_id": SERVICE})).await.fails_with(StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
@@ -229,8 +211,8 @@ async fn parameters_failing_the_update_schema_are_400_and_change_nothing() {
         "$schema": "http://json-schema.org/draft-04/schema#", "type": "object",
         "properties": {"size": {"type": "integer"}}}}}}});
     let app = provisioned_with_parameters(schema, "x-esm-dummy: {mode: sync}", json!({"size": 1})).await;
-    let r = app.patch(&patch_path("i-1", false), &json!({"service_id": SERVICE, "parameters": {"size": "big"}})).await;
+    let r = set_parameters(&app, json!({"size": "big"}), false).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert!(r.body["description"].as_str().is_some_and(|d| d.contains("/size")), "{}", r.body);
+    r.mentions("/size");
     assert_eq!(app.get("/v2/service_instances/i-1").await.body["parameters"], json!({"size": 1}));
 }

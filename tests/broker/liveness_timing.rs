@@ -44,6 +44,18 @@ async fn provisioned(broker: &Arc<Broker>, script: &str) {
     assert!(matches!(answer, Answer::Done(_)), "{answer:?}");
 }
 
+/// The plain synchronous dummy deployment.
+const SYNC: &str = "x-esm-dummy: {mode: sync}\n";
+
+/// A dummy backend, and a broker on it with `thresholds` whose instance `i` is
+/// provisioned on a dummy `script` (see [`provisioned`]).
+async fn started(thresholds: Thresholds, script: &str) -> (Arc<DummyBackend>, Arc<Broker>) {
+    let dummy = Arc::new(DummyBackend::new());
+    let broker = broker(&dummy, thresholds);
+    provisioned(&broker, script).await;
+    (dummy, broker)
+}
+
 async fn status(broker: &Arc<Broker>) -> (LivenessStatus, String) {
     let (_, liveness) = broker.liveness().liveness("i").await.expect("the instance lives");
     (liveness.status, liveness.reason)
@@ -56,9 +68,11 @@ async fn pass(by: Duration) {
 
 #[tokio::test(start_paused = true)]
 async fn a_heartbeat_counts_until_its_ttl_and_then_is_missed() {
-    let dummy = Arc::new(DummyBackend::new());
-    let broker = broker(&dummy, Thresholds { active_ms: 300_000, drop_ms: None, reports_may_drop: false });
-    provisioned(&broker, "x-esm-dummy: {mode: sync, observe: false}\n").await;
+    let (_dummy, broker) = started(
+        Thresholds { active_ms: 300_000, drop_ms: None, reports_may_drop: false },
+        "x-esm-dummy: {mode: sync, observe: false}\n",
+    )
+    .await;
     pass(Duration::from_secs(1)).await;
     assert_eq!(status(&broker).await.0, LivenessStatus::Unknown, "nothing watches it yet");
     broker
@@ -84,9 +98,8 @@ async fn a_heartbeat_counts_until_its_ttl_and_then_is_missed() {
 
 #[tokio::test(start_paused = true)]
 async fn not_seen_up_for_the_active_threshold_is_lost() {
-    let dummy = Arc::new(DummyBackend::new());
-    let broker = broker(&dummy, Thresholds { active_ms: 300_000, drop_ms: None, reports_may_drop: false });
-    provisioned(&broker, "x-esm-dummy: {mode: sync}\n").await;
+    let (dummy, broker) =
+        started(Thresholds { active_ms: 300_000, drop_ms: None, reports_may_drop: false }, SYNC).await;
     pass(Duration::from_secs(1)).await;
     assert_eq!(status(&broker).await.0, LivenessStatus::Up);
     dummy.liveness().set_unreachable(true);
@@ -107,9 +120,7 @@ async fn not_seen_up_for_the_active_threshold_is_lost() {
 
 #[tokio::test(start_paused = true)]
 async fn lost_past_the_drop_threshold_is_deprovisioned_through_the_normal_operation() {
-    let dummy = Arc::new(DummyBackend::new());
-    let broker = broker(&dummy, DROPPING);
-    provisioned(&broker, "x-esm-dummy: {mode: sync}\n").await;
+    let (dummy, broker) = started(DROPPING, SYNC).await;
     pass(Duration::from_secs(1)).await;
     dummy.liveness().set("i", "main", esm::domain::liveness::ComponentStatus::Down, Some("exited with code 1"));
     pass(Duration::from_secs(90)).await;
@@ -145,9 +156,7 @@ async fn report(broker: &Arc<Broker>, status: LivenessStatus, ttl: Duration) {
 
 #[tokio::test(start_paused = true)]
 async fn a_report_of_down_never_drops_an_instance_the_backend_sees_up() {
-    let dummy = Arc::new(DummyBackend::new());
-    let broker = broker(&dummy, DROPPING);
-    provisioned(&broker, "x-esm-dummy: {mode: sync}\n").await;
+    let (_dummy, broker) = started(DROPPING, SYNC).await;
     pass(Duration::from_secs(1)).await;
     assert_eq!(status(&broker).await.0, LivenessStatus::Up);
     report(&broker, LivenessStatus::Down, Duration::from_secs(86_400)).await;
@@ -160,9 +169,7 @@ async fn a_report_of_down_never_drops_an_instance_the_backend_sees_up() {
 
 #[tokio::test(start_paused = true)]
 async fn a_lapsed_heartbeat_on_an_instance_nothing_observes_never_drops_it() {
-    let dummy = Arc::new(DummyBackend::new());
-    let broker = broker(&dummy, DROPPING);
-    provisioned(&broker, "x-esm-dummy: {mode: sync, observe: false}\n").await;
+    let (_dummy, broker) = started(DROPPING, "x-esm-dummy: {mode: sync, observe: false}\n").await;
     report(&broker, LivenessStatus::Up, Duration::from_secs(1)).await;
     pass(Duration::from_secs(600)).await;
     assert_eq!(status(&broker).await, (LivenessStatus::Down, "heartbeat missed".to_owned()));
@@ -172,9 +179,7 @@ async fn a_lapsed_heartbeat_on_an_instance_nothing_observes_never_drops_it() {
 
 #[tokio::test(start_paused = true)]
 async fn where_reports_may_drop_a_report_of_down_drops_the_instance() {
-    let dummy = Arc::new(DummyBackend::new());
-    let broker = broker(&dummy, Thresholds { reports_may_drop: true, ..DROPPING });
-    provisioned(&broker, "x-esm-dummy: {mode: sync}\n").await;
+    let (_dummy, broker) = started(Thresholds { reports_may_drop: true, ..DROPPING }, SYNC).await;
     pass(Duration::from_secs(1)).await;
     report(&broker, LivenessStatus::Down, Duration::from_secs(86_400)).await;
     pass(Duration::from_secs(60)).await;
@@ -186,9 +191,7 @@ async fn where_reports_may_drop_a_report_of_down_drops_the_instance() {
 
 #[tokio::test(start_paused = true)]
 async fn a_storm_of_reports_on_one_instance_is_coalesced_into_a_few_writes() {
-    let dummy = Arc::new(DummyBackend::new());
-    let broker = broker(&dummy, DROPPING);
-    provisioned(&broker, "x-esm-dummy: {mode: sync}\n").await;
+    let (_dummy, broker) = started(DROPPING, SYNC).await;
     pass(Duration::from_secs(1)).await;
     let ttl = Duration::from_secs(60);
     for n in 0..1000 {

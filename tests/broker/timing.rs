@@ -27,6 +27,33 @@ fn broker(store: &Arc<dyn Store>, dummy: &Arc<DummyBackend>, clock: Clock) -> Ar
     Broker::new(Arc::clone(store), Backends::new().with(dummy.clone()), settings)
 }
 
+/// `N` brokers (replicas) on one memory store, deploying with one dummy backend, all
+/// reading the Tokio clock: the store, the backend and the replicas.
+fn replicas<const N: usize>() -> (Arc<dyn Store>, Arc<DummyBackend>, [Arc<Broker>; N]) {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let (dummy, clock) = (Arc::new(DummyBackend::new()), Clock::tokio());
+    let brokers = std::array::from_fn(|_| broker(&store, &dummy, clock));
+    (store, dummy, brokers)
+}
+
+/// Registers plan `p` (with `plan_extra`) on a dummy `script` through `broker`, and
+/// provisions `i` on it asynchronously: accepted.
+async fn provision_accepted(broker: &Arc<Broker>, plan_extra: serde_json::Value, script: &str) {
+    register(broker, plan_extra, script).await;
+    let answer = broker.instances().provision("i", provision_request(), true).await.expect("provision");
+    assert!(matches!(answer, Answer::Accepted(_)), "{answer:?}");
+}
+
+/// The held provision of `i` (see [`provision_accepted`]), as a plan that holds it.
+const HELD: &str = "x-esm-dummy: {mode: async, hold: [provision]}";
+
+/// Waits until `i`'s last operation, as `broker` reports it, is over, and asserts it
+/// succeeded.
+async fn finishes_successfully(broker: &Arc<Broker>) {
+    until("the provision to finish", || async { last_operation(broker).await.0 != OperationState::InProgress }).await;
+    assert_eq!(last_operation(broker).await.0, OperationState::Succeeded);
+}
+
 /// The state of instance `i`'s last operation, and its description.
 async fn last_operation(broker: &Arc<Broker>) -> (OperationState, String) {
     let last = broker.instances().instance_last_operation("i", None).await.expect("last_operation");
@@ -52,11 +79,8 @@ async fn until<F: std::future::Future<Output = bool>>(what: &str, mut done: impl
 
 #[tokio::test(start_paused = true)]
 async fn an_operation_fails_once_the_plans_maximum_polling_duration_has_passed() {
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let broker = broker(&store, &Arc::new(DummyBackend::new()), Clock::tokio());
-    register(&broker, json!({"maximum_polling_duration": 600}), "x-esm-dummy: {mode: async, hold: [provision]}").await;
-    let answer = broker.instances().provision("i", provision_request(), true).await.expect("provision");
-    assert!(matches!(answer, Answer::Accepted(_)), "{answer:?}");
+    let (_, _, [broker]) = replicas();
+    provision_accepted(&broker, json!({"maximum_polling_duration": 600}), HELD).await;
 
     elapse(Duration::from_secs(599)).await;
     assert_eq!(last_operation(&broker).await.0, OperationState::InProgress, "within the plan's 600 s");
@@ -68,11 +92,8 @@ async fn an_operation_fails_once_the_plans_maximum_polling_duration_has_passed()
 
 #[tokio::test(start_paused = true)]
 async fn a_dead_replicas_operation_is_taken_over_once_its_lease_lapses() {
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let (dummy, clock) = (Arc::new(DummyBackend::new()), Clock::tokio());
-    let (first, second) = (broker(&store, &dummy, clock), broker(&store, &dummy, clock));
-    register(&first, json!({}), "x-esm-dummy: {mode: async, hold: [provision]}").await;
-    assert!(matches!(first.instances().provision("i", provision_request(), true).await, Ok(Answer::Accepted(_))));
+    let (_, dummy, [first, second]) = replicas();
+    provision_accepted(&first, json!({}), HELD).await;
     // The first replica dies where it is: its operation stays in progress, leased.
     first.halt().await;
 
@@ -92,34 +113,26 @@ async fn a_dead_replicas_operation_is_taken_over_once_its_lease_lapses() {
     );
 
     dummy.holds().release(OperationKind::Provision, "i");
-    until("the provision to finish", || async { last_operation(&second).await.0 != OperationState::InProgress }).await;
-    assert_eq!(last_operation(&second).await.0, OperationState::Succeeded);
+    finishes_successfully(&second).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_running_operation_keeps_its_lease_for_as_long_as_it_runs() {
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let (dummy, clock) = (Arc::new(DummyBackend::new()), Clock::tokio());
-    let (owner, other) = (broker(&store, &dummy, clock), broker(&store, &dummy, clock));
-    register(&owner, json!({}), "x-esm-dummy: {mode: async, hold: [provision]}").await;
-    assert!(matches!(owner.instances().provision("i", provision_request(), true).await, Ok(Answer::Accepted(_))));
+    let (_, dummy, [owner, other]) = replicas();
+    provision_accepted(&owner, json!({}), HELD).await;
     // Ten leases pass; the owner renews all along, so nobody takes the operation over.
     for _ in 0..10 {
         elapse(LEASE).await;
         assert_eq!(other.operations().claim_orphaned_operations(false).await.expect("claim"), 0);
     }
     dummy.holds().release(OperationKind::Provision, "i");
-    until("the provision to finish", || async { last_operation(&owner).await.0 != OperationState::InProgress }).await;
-    assert_eq!(last_operation(&owner).await.0, OperationState::Succeeded);
+    finishes_successfully(&owner).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_process_never_takes_over_an_operation_it_runs_itself() {
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let (dummy, clock) = (Arc::new(DummyBackend::new()), Clock::tokio());
-    let owner = broker(&store, &dummy, clock);
-    register(&owner, json!({}), "x-esm-dummy: {mode: async, hold: [provision]}").await;
-    assert!(matches!(owner.instances().provision("i", provision_request(), true).await, Ok(Answer::Accepted(_))));
+    let (store, dummy, [owner]) = replicas();
+    provision_accepted(&owner, json!({}), HELD).await;
     // Past the first renewal: the backend call has started.
     elapse(LEASE / 3 + Duration::from_secs(1)).await;
     // The lease lapses while the operation still runs here, as when the process or
@@ -136,19 +149,15 @@ async fn a_process_never_takes_over_an_operation_it_runs_itself() {
         "it runs that operation already"
     );
     dummy.holds().release(OperationKind::Provision, "i");
-    until("the provision to finish", || async { last_operation(&owner).await.0 != OperationState::InProgress }).await;
-    assert_eq!(last_operation(&owner).await.0, OperationState::Succeeded);
+    finishes_successfully(&owner).await;
 }
 
 /// An asynchronous provision recorded by one replica that stopped before running it;
 /// once its lease lapsed, a second replica claimed it (its run is spawned, not yet
 /// started). The backend, that second replica, and the records.
 async fn claimed_after_the_first_replica_stopped() -> (Arc<DummyBackend>, Arc<Broker>, Records) {
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let (dummy, clock) = (Arc::new(DummyBackend::new()), Clock::tokio());
-    let (first, second) = (broker(&store, &dummy, clock), broker(&store, &dummy, clock));
-    register(&first, json!({}), "x-esm-dummy: {mode: async, delay_ms: 10}").await;
-    assert!(matches!(first.instances().provision("i", provision_request(), true).await, Ok(Answer::Accepted(_))));
+    let (store, dummy, [first, second]) = replicas();
+    provision_accepted(&first, json!({}), "x-esm-dummy: {mode: async, delay_ms: 10}").await;
     first.shutdown().await;
     elapse(LEASE + Duration::from_secs(1)).await;
     assert_eq!(second.operations().claim_orphaned_operations(false).await.expect("claim"), 1, "claimed");
@@ -168,8 +177,7 @@ async fn a_takeover_that_reaches_the_store_with_its_lease_lapsed_renews_it_befor
         })
         .await
         .expect("the lease is made stale");
-    until("the provision to finish", || async { last_operation(&second).await.0 != OperationState::InProgress }).await;
-    assert_eq!(last_operation(&second).await.0, OperationState::Succeeded);
+    finishes_successfully(&second).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -191,8 +199,7 @@ async fn a_run_whose_operation_another_replica_took_over_meanwhile_does_not_call
 
 #[tokio::test(start_paused = true)]
 async fn a_request_whose_operation_was_taken_over_is_told_so_not_that_esm_shuts_down() {
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let broker = broker(&store, &Arc::new(DummyBackend::new()), Clock::tokio());
+    let (store, _, [broker]) = replicas();
     register(&broker, json!({}), "x-esm-dummy: {mode: sync, hold: [provision]}").await;
     let request = tokio::spawn({
         let broker = Arc::clone(&broker);

@@ -10,22 +10,13 @@ use std::time::Duration;
 
 use esm::backend::docker::project;
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::support::docker::{IMAGE, docker, owner_of, start_on_engine};
+use crate::support::docker::{
+    IMAGE, OnEngine, deprovision_and_wait, docker, instance_filter, leftovers, owner_of, provision_and_wait,
+    start_on_engine, unique,
+};
 use crate::support::{self, Client, eventually, temp_dir};
-
-/// Everything on the engine that carries the instance's label.
-fn leftovers(instance_id: &str) -> Vec<String> {
-    let filter = format!("label=esm.instance_id={instance_id}");
-    let mut found = Vec::new();
-    for kind in [["ps", "-a"].as_slice(), &["network", "ls"], &["volume", "ls"]] {
-        let mut args = kind.to_vec();
-        args.extend(["-q", "--filter", &filter]);
-        found.extend(docker(&args).lines().map(|l| format!("{} {l}", kind[0])));
-    }
-    found
-}
 
 fn web_manifest() -> String {
     format!(
@@ -50,28 +41,16 @@ volumes:
     )
 }
 
-async fn poll_ok(client: &Client, id: &str) -> Value {
-    let (status, body) = client.settle(id, Duration::from_secs(60)).await;
-    assert_eq!(status, 200, "{body}");
-    body
-}
-
 #[cfg_attr(not(esm_test_docker), ignore = "needs Docker: set ESM_TEST_DOCKER=1")]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_compose_manifest_deploys_answers_binds_and_leaves_no_trace() {
-    let dir = temp_dir("esm-docker");
-    let esm = start_on_engine(&dir, "docker-compose", &[]).await;
-    let client = Client::new(&esm.api);
-    client.register_manifest("docker-compose", &web_manifest()).await;
-    let id = format!("web-{}", uuid::Uuid::new_v4().simple());
-
-    let (status, body) = client.provision(&id, true).await;
-    assert_eq!(status, 202, "{body}");
-    let done = poll_ok(&client, &id).await;
+    let OnEngine { dir, esm: _esm, client, cleanup: _cleanup } = OnEngine::compose("esm-docker", &web_manifest()).await;
+    let id = unique("web");
+    let done = provision_and_wait(&client, &id, "plan").await;
     assert_eq!(done["state"], "succeeded", "{done}");
 
     // The instance view: the original's flat keys and the structured form.
-    let (status, view) = client.send(Method::GET, &format!("/v2/et/service_instances/{id}"), None).await;
+    let (status, view) = client.view(&id).await;
     assert_eq!(status, 200, "{view}");
     let context = view["context"].as_object().expect("context");
     let web = format!("{}_web", project(&owner_of(&dir), &id));
@@ -92,9 +71,7 @@ async fn a_compose_manifest_deploys_answers_binds_and_leaves_no_trace() {
     assert_eq!(page.text().await.expect("body").trim(), "hello from esm");
 
     // Binding: host and port per service, plus the manifest's x-esm-credentials.
-    let bind_path = format!("/v2/service_instances/{id}/service_bindings/b-1");
-    let (status, binding) =
-        client.send(Method::PUT, &bind_path, Some(&json!({"service_id": "svc", "plan_id": "plan"}))).await;
+    let (status, binding) = client.bind(&id, "b-1").await;
     assert_eq!(status, 201, "{binding}");
     assert_eq!(binding["credentials"]["host"], "127.0.0.1");
     assert_eq!(binding["credentials"]["services"]["web"]["ports"]["8080/tcp"], port);
@@ -102,32 +79,18 @@ async fn a_compose_manifest_deploys_answers_binds_and_leaves_no_trace() {
     assert_eq!(binding["credentials"]["realm"], "esm-tests");
 
     // Deprovision removes containers, networks and volumes.
-    let (status, _) = client
-        .send(
-            Method::DELETE,
-            &format!("/v2/service_instances/{id}?service_id=svc&plan_id=plan&accepts_incomplete=true"),
-            None,
-        )
-        .await;
-    assert_eq!(status, 202);
-    let (status, _) = client.settle(&id, Duration::from_secs(60)).await;
-    assert_eq!(status, 410);
-    assert_eq!(leftovers(&id), Vec::<String>::new());
+    deprovision_and_wait(&client, &id, Duration::from_secs(60)).await;
 }
 
 #[cfg_attr(not(esm_test_docker), ignore = "needs Docker: set ESM_TEST_DOCKER=1")]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_missing_image_fails_the_provision_and_leaves_nothing() {
-    let dir = temp_dir("esm-docker");
-    let esm = start_on_engine(&dir, "docker-compose", &[]).await;
-    let client = Client::new(&esm.api);
     let manifest = format!(
         "services:\n  ok:\n    image: {IMAGE}\n    command: [sleep, '3600']\n  missing:\n    image: esm-test/never-built:1\n"
     );
-    client.register_manifest("docker-compose", &manifest).await;
-    let id = format!("missing-{}", uuid::Uuid::new_v4().simple());
-    assert_eq!(client.provision(&id, true).await.0, 202);
-    let done = poll_ok(&client, &id).await;
+    let on = OnEngine::compose("esm-docker", &manifest).await;
+    let id = unique("missing");
+    let done = provision_and_wait(&on.client, &id, "plan").await;
     assert_eq!(done["state"], "failed", "{done}");
     assert!(done["description"].as_str().is_some_and(|d| d.contains("esm-test/never-built:1")), "{done}");
     assert_eq!(leftovers(&id), Vec::<String>::new());
@@ -136,18 +99,11 @@ async fn a_missing_image_fails_the_provision_and_leaves_nothing() {
 #[cfg_attr(not(esm_test_docker), ignore = "needs Docker: set ESM_TEST_DOCKER=1")]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_container_that_exits_fails_the_provision_and_is_removed() {
-    let dir = temp_dir("esm-docker");
-    let esm = start_on_engine(&dir, "docker-compose", &[]).await;
-    let client = Client::new(&esm.api);
-    client
-        .register_manifest(
-            "docker-compose",
-            &format!("services:\n  broken:\n    image: {IMAGE}\n    command: ['false']\n"),
-        )
-        .await;
-    let id = format!("broken-{}", uuid::Uuid::new_v4().simple());
+    let manifest = format!("services:\n  broken:\n    image: {IMAGE}\n    command: ['false']\n");
+    let on = OnEngine::compose("esm-docker", &manifest).await;
+    let id = unique("broken");
     // Synchronous this time: the error comes back in the response.
-    let (status, body) = client.provision(&id, false).await;
+    let (status, body) = on.client.provision(&id, false).await;
     assert_eq!(status, 500, "{body}");
     assert!(body["description"].as_str().is_some_and(|d| d.contains("stopped")), "{body}");
     assert_eq!(leftovers(&id), Vec::<String>::new());
@@ -156,7 +112,7 @@ async fn a_container_that_exits_fails_the_provision_and_is_removed() {
 #[cfg_attr(not(esm_test_docker), ignore = "needs Docker: set ESM_TEST_DOCKER=1")]
 #[tokio::test(flavor = "multi_thread")]
 async fn containers_of_unknown_instances_are_reconciled_away() {
-    let ghost = format!("ghost-{}", uuid::Uuid::new_v4().simple());
+    let ghost = unique("ghost");
     let dir = temp_dir("esm-docker");
     let owner = dir.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     docker(&[
@@ -180,13 +136,10 @@ async fn containers_of_unknown_instances_are_reconciled_away() {
 #[cfg_attr(not(esm_test_docker), ignore = "needs Docker: set ESM_TEST_DOCKER=1")]
 #[tokio::test(flavor = "multi_thread")]
 async fn an_update_recreates_the_containers_and_keeps_named_volumes() {
-    let dir = temp_dir("esm-docker");
-    let esm = start_on_engine(&dir, "docker-compose", &[]).await;
-    let client = Client::new(&esm.api);
-    client.register_manifest("docker-compose", &web_manifest()).await;
-    let id = format!("update-{}", uuid::Uuid::new_v4().simple());
+    let OnEngine { dir, esm: _esm, client, cleanup: _cleanup } = OnEngine::compose("esm-docker", &web_manifest()).await;
+    let id = unique("update");
     assert_eq!(client.provision(&id, false).await.0, 201);
-    let filter = format!("label=esm.instance_id={id}");
+    let filter = instance_filter(&id);
     let before = docker(&["ps", "-q", "--filter", &filter]);
     let volumes = docker(&["volume", "ls", "-q", "--filter", &filter]);
     assert_eq!(volumes, format!("{}_data", project(&owner_of(&dir), &id)));
@@ -204,9 +157,7 @@ async fn an_update_recreates_the_containers_and_keeps_named_volumes() {
     let env =
         docker(&["inspect", "--format", "{{json .Config.Env}}", &format!("{}_web", project(&owner_of(&dir), &id))]);
     assert!(env.contains("MODE=b"), "{env}");
-    let (status, _) =
-        client.send(Method::DELETE, &format!("/v2/service_instances/{id}?service_id=svc&plan_id=plan"), None).await;
-    assert_eq!(status, 200);
+    assert_eq!(client.deprovision(&id, false).await.0, 200);
     assert_eq!(leftovers(&id), Vec::<String>::new());
 }
 
@@ -229,19 +180,12 @@ async fn a_manifest_deploys_as_swarm_services_and_leaves_no_trace() {
     let manifest = web_manifest()
         .replace(r#"ports: ["8080"]"#, &format!("ports: [{{target: 8080, published: {port}, mode: host}}]"));
     client.register_manifest("docker-swarm", &manifest).await;
-    let id = format!("swarm-{}", uuid::Uuid::new_v4().simple());
-    assert_eq!(client.provision(&id, true).await.0, 202);
-    let done = poll_ok(&client, &id).await;
+    let id = unique("swarm");
+    let done = provision_and_wait(&client, &id, "plan").await;
     assert_eq!(done["state"], "succeeded", "{done}");
-    assert_eq!(docker(&["service", "ls", "-q", "--filter", &format!("label=esm.instance_id={id}")]).lines().count(), 2);
+    assert_eq!(docker(&["service", "ls", "-q", "--filter", &instance_filter(&id)]).lines().count(), 2);
 
-    let (status, binding) = client
-        .send(
-            Method::PUT,
-            &format!("/v2/service_instances/{id}/service_bindings/b-1"),
-            Some(&json!({"service_id": "svc", "plan_id": "plan"})),
-        )
-        .await;
+    let (status, binding) = client.bind(&id, "b-1").await;
     assert_eq!(status, 201, "{binding}");
     assert_eq!(binding["credentials"]["greeting"], "hello");
     assert_eq!(binding["credentials"]["services"]["web"]["ports"]["8080/tcp"].to_string(), port, "{binding}");
@@ -253,34 +197,22 @@ async fn a_manifest_deploys_as_swarm_services_and_leaves_no_trace() {
     .await;
     assert_eq!(page.trim(), "hello from esm");
 
-    let (status, view) = client.send(Method::GET, &format!("/v2/et/service_instances/{id}"), None).await;
+    let (status, view) = client.view(&id).await;
     assert_eq!(status, 200);
     assert_eq!(view["state"]["state"], "succeeded", "{view}");
 
-    let (status, _) = client
-        .send(
-            Method::DELETE,
-            &format!("/v2/service_instances/{id}?service_id=svc&plan_id=plan&accepts_incomplete=true"),
-            None,
-        )
-        .await;
-    assert_eq!(status, 202);
-    assert_eq!(client.settle(&id, Duration::from_secs(90)).await.0, 410);
-    assert_eq!(leftovers(&id), Vec::<String>::new());
-    assert_eq!(docker(&["service", "ls", "-q", "--filter", &format!("label=esm.instance_id={id}")]), "");
+    deprovision_and_wait(&client, &id, Duration::from_secs(90)).await;
+    assert_eq!(docker(&["service", "ls", "-q", "--filter", &instance_filter(&id)]), "");
 }
 
 #[cfg_attr(not(esm_test_docker), ignore = "needs Docker: set ESM_TEST_DOCKER=1")]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_provision_interrupted_by_kill_9_is_finished_after_restart() {
-    let dir = temp_dir("esm-docker-crash");
-    let esm = start_on_engine(&dir, "docker-compose", &[]).await;
-    let client = Client::new(&esm.api);
-    client.register_manifest("docker-compose", &web_manifest()).await;
-    let id = format!("crash-{}", uuid::Uuid::new_v4().simple());
+    let OnEngine { dir, esm, client, cleanup: _cleanup } = OnEngine::compose("esm-docker-crash", &web_manifest()).await;
+    let id = unique("crash");
     assert_eq!(client.provision(&id, true).await.0, 202);
     // Mid-deployment: killed as soon as the first container exists.
-    let containers = format!("label=esm.instance_id={id}");
+    let containers = instance_filter(&id);
     eventually(Duration::from_secs(30), "the deployment's first container", || async {
         (!docker(&["ps", "-aq", "--filter", &containers]).is_empty()).then_some(())
     })
@@ -289,25 +221,16 @@ async fn a_provision_interrupted_by_kill_9_is_finished_after_restart() {
 
     let esm = start_on_engine(&dir, "docker-compose", &[]).await;
     let client = Client::new(&esm.api);
-    let done = poll_ok(&client, &id).await;
+    let (status, done) = client.settle(&id, Duration::from_secs(60)).await;
+    assert_eq!(status, 200, "{done}");
     assert_eq!(done["state"], "succeeded", "{done}");
-    let filter = format!("label=esm.instance_id={id}");
     assert_eq!(
-        docker(&["ps", "-aq", "--filter", &filter]).lines().count(),
+        docker(&["ps", "-aq", "--filter", &containers]).lines().count(),
         2,
         "one container per service, no duplicates"
     );
-    let (status, _) =
-        client.send(Method::DELETE, &format!("/v2/service_instances/{id}?service_id=svc&plan_id=plan"), None).await;
-    assert_eq!(status, 200);
+    assert_eq!(client.deprovision(&id, false).await.0, 200);
     assert_eq!(leftovers(&id), Vec::<String>::new());
-}
-
-/// Provisions `id` on `plan` of service `svc` and waits for the outcome.
-async fn provision_on(client: &Client, id: &str, plan: &str) -> Value {
-    let (status, reply) = client.provision_on(id, plan, true).await;
-    assert_eq!(status, 202, "{reply}");
-    poll_ok(client, id).await
 }
 
 #[cfg_attr(not(esm_test_docker), ignore = "needs Docker: set ESM_TEST_DOCKER=1")]
@@ -331,19 +254,19 @@ async fn an_instance_never_reaches_another_instances_resources_or_a_host_path() 
     };
     let sleeper = |extra: &str| format!("services:\n  app:\n    image: {IMAGE}\n    command: [sleep, '3600']\n{extra}");
     register("victim", sleeper("    volumes: ['data:/data']\nvolumes:\n  data:\n")).await;
-    let victim = format!("victim-{}", uuid::Uuid::new_v4().simple());
-    assert_eq!(provision_on(&client, &victim, "victim").await["state"], "succeeded");
-    let victim_filter = format!("label=esm.instance_id={victim}");
+    let victim = unique("victim");
+    assert_eq!(provision_and_wait(&client, &victim, "victim").await["state"], "succeeded");
+    let victim_filter = instance_filter(&victim);
     let victim_volume = docker(&["volume", "ls", "-q", "--filter", &victim_filter]);
     let victim_network = docker(&["network", "ls", "--format", "{{.Name}}", "--filter", &victim_filter]);
     assert!(!victim_volume.is_empty() && !victim_network.is_empty());
 
     // A host directory behind a volume's driver options: a bind mount in disguise.
     let host_dir = temp_dir("esm-policy-host");
-    let disguised = format!("esm-test-bind-{}", uuid::Uuid::new_v4().simple());
+    let disguised = unique("esm-test-bind");
     let device = format!("device={}", host_dir.path().display());
     docker(&["volume", "create", "--opt", "type=none", "--opt", "o=bind", "--opt", &device, &disguised]);
-    let plain = format!("esm-test-plain-{}", uuid::Uuid::new_v4().simple());
+    let plain = unique("esm-test-plain");
     docker(&["volume", "create", &plain]);
 
     let external_volume = |name: &str| {
@@ -362,15 +285,15 @@ async fn an_instance_never_reaches_another_instances_resources_or_a_host_path() 
         ("join-network", "belongs to an esm instance"),
         ("bind-in-disguise", "ESM_DOCKER_ALLOW_BIND_MOUNTS"),
     ] {
-        let id = format!("{plan}-{}", uuid::Uuid::new_v4().simple());
-        let done = provision_on(&client, &id, plan).await;
+        let id = unique(plan);
+        let done = provision_and_wait(&client, &id, plan).await;
         assert_eq!(done["state"], "failed", "{plan}: {done}");
         assert!(done["description"].as_str().is_some_and(|d| d.contains(expected)), "{plan}: {done}");
         assert_eq!(leftovers(&id), Vec::<String>::new(), "{plan}");
     }
     // A plain volume the operator made is fine, and outlives the instance.
-    let id = format!("plain-{}", uuid::Uuid::new_v4().simple());
-    assert_eq!(provision_on(&client, &id, "plain-external").await["state"], "succeeded");
+    let id = unique("plain");
+    assert_eq!(provision_and_wait(&client, &id, "plain-external").await["state"], "succeeded");
     for instance in [&id, &victim] {
         let (status, body) = client
             .send(Method::DELETE, &format!("/v2/service_instances/{instance}?service_id=svc&plan_id=x"), None)
@@ -433,11 +356,11 @@ volumes:
     );
     register_plans(&client, &[("compose", "docker-compose", &manifest), ("swarm", "docker-swarm", &manifest)]).await;
     for plan in ["compose", "swarm"] {
-        let id = format!("alike-{plan}-{}", uuid::Uuid::new_v4().simple());
-        let done = provision_on(&client, &id, plan).await;
+        let id = unique(&format!("alike-{plan}"));
+        let done = provision_and_wait(&client, &id, plan).await;
         assert_eq!(done["state"], "succeeded", "{plan}: {done}");
         // The manifest's volume labels are on the volume, whoever made it.
-        let filter = format!("label=esm.instance_id={id}");
+        let filter = instance_filter(&id);
         let volume = docker(&["volume", "ls", "-q", "--filter", &filter]);
         assert_eq!(
             docker(&["volume", "inspect", "--format", "{{index .Labels \"backup\"}}", &volume]),

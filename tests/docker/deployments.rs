@@ -11,9 +11,7 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::time::Duration;
 
-use reqwest::Method;
-
-use crate::support::docker::{Cleanup, IMAGE, docker, owner_of, start_on_engine};
+use crate::support::docker::{Cleanup, IMAGE, OnEngine, docker, owner_of, start_on_engine, unique};
 use crate::support::{Client, eventually, temp_dir};
 
 /// A service that stops at once on SIGTERM, with a named volume: a container or
@@ -62,8 +60,7 @@ fn held_by(owner: &str, instance_id: &str) -> Vec<String> {
 }
 
 async fn deprovision(client: &Client, id: &str) {
-    let path = format!("/v2/service_instances/{id}?service_id=svc&plan_id=plan&accepts_incomplete=true");
-    let (status, body) = client.send(Method::DELETE, &path, None).await;
+    let (status, body) = client.deprovision(id, true).await;
     assert_eq!(status, 202, "{body}");
     let (status, body) = client.settle(id, Duration::from_secs(90)).await;
     assert_eq!(status, 410, "{body}");
@@ -84,7 +81,7 @@ async fn two_deployments_keep_apart(manifest_type: &str) {
         clients.push(client);
         esms.push(esm);
     }
-    let id = format!("shared-{}", uuid::Uuid::new_v4().simple());
+    let id = unique("shared");
     for client in &clients {
         let (status, body) = client.provision(&id, true).await;
         assert_eq!(status, 202, "{body}");
@@ -103,7 +100,7 @@ async fn two_deployments_keep_apart(manifest_type: &str) {
     deprovision(&clients[0], &id).await;
     assert_eq!(held_by(&owners[0], &id), Vec::<String>::new(), "the first deployment's objects are gone");
     assert_eq!(held_by(&owners[1], &id), held[1], "the second deployment's objects are untouched");
-    let (status, view) = clients[1].send(Method::GET, &format!("/v2/et/service_instances/{id}"), None).await;
+    let (status, view) = clients[1].view(&id).await;
     assert_eq!((status, &view["state"]["state"]), (200, &serde_json::json!("succeeded")), "{view}");
 
     deprovision(&clients[1], &id).await;
@@ -153,10 +150,8 @@ async fn old_network(name: &str, owner: &str, instance_id: &str) -> (String, Str
 #[tokio::test(flavor = "multi_thread")]
 async fn objects_an_earlier_esm_named_are_removed_by_label_and_id_and_no_others() {
     let dir = temp_dir("esm-old-names");
-    let owner = owner_of(&dir);
-    let other = format!("other-{}", uuid::Uuid::new_v4().simple());
+    let (owner, other, ghost) = (owner_of(&dir), unique("other"), unique("ghost"));
     let _cleanups = (Cleanup(owner.clone()), Cleanup(other.clone()));
-    let ghost = format!("ghost-{}", uuid::Uuid::new_v4().simple());
     let old = format!("esm-{ghost}");
     let labels = [format!("esm.owner={owner}"), format!("esm.instance_id={ghost}")];
     old_network(&format!("{old}_default"), &owner, &ghost).await;
@@ -185,13 +180,10 @@ async fn objects_an_earlier_esm_named_are_removed_by_label_and_id_and_no_others(
 #[cfg_attr(not(esm_test_docker), ignore = "needs Docker: set ESM_TEST_DOCKER=1")]
 #[tokio::test(flavor = "multi_thread")]
 async fn names_taken_by_another_deployment_are_refused_never_shared() {
-    let dir = temp_dir("esm-taken");
-    let owner = owner_of(&dir);
-    let other = format!("other-{}", uuid::Uuid::new_v4().simple());
-    let _cleanups = (Cleanup(owner.clone()), Cleanup(other.clone()));
-    let esm = start_on_engine(&dir, "docker-compose", &[]).await;
-    let client = Client::new(&esm.api);
-    client.register_manifest("docker-compose", &manifest()).await;
+    let other = unique("other");
+    let _theirs = Cleanup(other.clone());
+    let on = OnEngine::compose("esm-taken", &manifest()).await;
+    let (client, owner) = (&on.client, on.owner());
     let project = esm::backend::docker::project(&owner, "taken");
     let theirs = ["--label", &format!("esm.owner={other}"), "--label", "esm.instance_id=taken"];
     for (kind, what) in [("volume", "data"), ("network", "default")] {

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::support::docker::{Cleanup, IMAGE, docker, owner_of, start_on_engine};
+use crate::support::docker::{IMAGE, OnEngine, docker, httpd_manifest, instance_filter, unique};
 use crate::support::sse::SseReader;
-use crate::support::{self, Client, eventually, temp_dir};
+use crate::support::{self, Client, eventually};
 
 /// How soon a change behind esm's back must show.
 const PROMPTLY: Duration = Duration::from_secs(2);
@@ -26,7 +26,7 @@ async fn liveness(client: &Client, id: &str) -> Value {
 
 /// The instance's state in esm's instance listing (`/v2/et/service_instances`).
 async fn listed_state(client: &Client, id: &str) -> Value {
-    let (status, body) = client.send(Method::GET, &format!("/v2/et/service_instances/{id}"), None).await;
+    let (status, body) = client.view(id).await;
     assert_eq!(status, 200, "{body}");
     body["state"].clone()
 }
@@ -34,17 +34,12 @@ async fn listed_state(client: &Client, id: &str) -> Value {
 #[cfg_attr(not(esm_test_docker), ignore = "needs Docker: set ESM_TEST_DOCKER=1")]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_container_killed_or_paused_behind_esms_back_is_down_within_two_seconds_and_up_once_restarted() {
-    let dir = temp_dir("esm-docker-events");
-    let _cleanup = Cleanup(owner_of(&dir));
-    let esm = start_on_engine(&dir, "docker-compose", &[]).await;
-    let client = Client::new(&esm.api);
     // Unique per run: an earlier run's leftovers never stand in for this one's.
-    let id = format!("live-{}", uuid::Uuid::new_v4().simple());
+    let id = unique("live");
     let id = id.as_str();
-    let manifest = format!(
-        "services:\n  web:\n    image: {IMAGE}\n    command: [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/\"]\n  worker:\n    image: {IMAGE}\n    command: [\"sleep\", \"3600\"]\n"
-    );
-    client.register_manifest("docker-compose", &manifest).await;
+    let manifest = httpd_manifest("", &format!("  worker:\n    image: {IMAGE}\n    command: [\"sleep\", \"3600\"]\n"));
+    let OnEngine { esm, client, cleanup: _cleanup, dir: _dir } =
+        OnEngine::compose("esm-docker-events", &manifest).await;
     let (status, body) = client.provision(id, false).await;
     assert_eq!(status, 201, "{body}");
     eventually(Duration::from_secs(10), "the instance up", || async {
@@ -59,7 +54,7 @@ async fn a_container_killed_or_paused_behind_esms_back_is_down_within_two_second
         .await
         .expect("esm answers");
     let mut events = SseReader::new(response);
-    let filter = format!("label=esm.instance_id={id}");
+    let filter = instance_filter(id);
     let filter = filter.as_str();
     let worker = docker(&["ps", "-q", "--filter", filter, "--filter", "label=esm.service=worker"]);
     assert!(!worker.is_empty(), "the worker container runs");
@@ -78,7 +73,7 @@ async fn a_container_killed_or_paused_behind_esms_back_is_down_within_two_second
     let listed = listed_state(&client, id).await;
     assert_eq!(listed["state"], "failed", "{listed}");
     // The original's `state` says failed; esm's own fields tell the two stories apart.
-    let (_, view) = client.send(Method::GET, &format!("/v2/et/service_instances/{id}"), None).await;
+    let (_, view) = client.view(id).await;
     assert_eq!(view["operation_state"], "succeeded", "{view}");
     assert!(matches!(view["liveness"].as_str(), Some("degraded" | "down")), "{view}");
 
@@ -110,8 +105,7 @@ async fn a_container_killed_or_paused_behind_esms_back_is_down_within_two_second
     assert_eq!(frame.data["to"], "up", "{}", frame.data);
     assert_eq!(listed_state(&client, id).await["state"], "succeeded");
 
-    let (status, body) =
-        client.send(Method::DELETE, &format!("/v2/service_instances/{id}?service_id=svc&plan_id=plan"), None).await;
+    let (status, body) = client.deprovision(id, false).await;
     assert_eq!(status, 200, "{body}");
     drop(esm);
 }

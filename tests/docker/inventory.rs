@@ -12,8 +12,8 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::support::docker::{Cleanup, IMAGE, docker, owner_of, start_on_engine};
-use crate::support::{Client, eventually, temp_dir};
+use crate::support::docker::{IMAGE, OnEngine, PUBLISHED, docker, httpd_manifest, instance_filter, unique};
+use crate::support::{Client, eventually};
 
 /// What `id` holds: type → (name, state, the resource).
 async fn held(client: &Client, id: &str) -> BTreeMap<String, (String, String, Value)> {
@@ -36,24 +36,18 @@ async fn event_about(client: &Client, kind: &str, id: &str) -> Value {
 #[cfg_attr(not(esm_test_docker), ignore = "needs Docker: set ESM_TEST_DOCKER=1")]
 #[tokio::test(flavor = "multi_thread")]
 async fn the_inventory_records_what_the_engine_holds_and_follows_what_happens_behind_esm_s_back() {
-    let dir = temp_dir("esm-docker-inventory");
-    let owner = owner_of(&dir);
-    let _cleanup = Cleanup(owner.clone());
-    let esm = start_on_engine(&dir, "docker-compose", &[]).await;
-    let client = Client::new(&esm.api);
-    let manifest = format!(
-        "services:\n  web:\n    image: {IMAGE}\n    command: [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/\"]\n    ports: [\"8080\"]\n    volumes: [\"data:/data\"]\nvolumes:\n  data: {{}}\n"
-    );
-    client.register_manifest("docker-compose", &manifest).await;
-    let id = format!("inv-{}", uuid::Uuid::new_v4().simple());
+    let web_extra = format!("{PUBLISHED}    volumes: [\"data:/data\"]\n");
+    let on = OnEngine::compose("esm-docker-inventory", &httpd_manifest(&web_extra, "volumes:\n  data: {}\n")).await;
+    let (client, owner) = (&on.client, on.owner());
+    let id = unique("inv");
     let (status, body) = client.provision(&id, false).await;
     assert_eq!(status, 201, "{body}");
 
-    let recorded = held(&client, &id).await;
+    let recorded = held(client, &id).await;
     let kinds: Vec<&str> = recorded.keys().map(String::as_str).collect();
     assert_eq!(kinds, ["container", "network", "port", "volume"], "{recorded:?}");
     assert!(recorded.values().all(|(_, state, _)| state == "in_use"), "{recorded:?}");
-    let filter = format!("label=esm.instance_id={id}");
+    let filter = instance_filter(&id);
     let container = docker(&["ps", "-a", "--filter", &filter, "--format", "{{.Names}}"]);
     assert_eq!(recorded["container"].0, container);
     assert_eq!(recorded["volume"].0, docker(&["volume", "ls", "-q", "--filter", &filter]));
@@ -65,24 +59,23 @@ async fn the_inventory_records_what_the_engine_holds_and_follows_what_happens_be
 
     // Removed behind esm's back: reconciliation (every second here) marks it gone.
     docker(&["rm", "-f", &container]);
-    let event = event_about(&client, "resource.gone", &id).await;
+    let event = event_about(client, "resource.gone", &id).await;
     assert!(event["reason"].as_str().is_some_and(|r| r.contains(&container)), "{event}");
-    assert_eq!(held(&client, &id).await["container"].1, "gone");
+    assert_eq!(held(client, &id).await["container"].1, "gone");
 
     // Held for an instance esm does not know: recorded as orphaned, then removed.
-    let ghost = format!("ghost-{}", uuid::Uuid::new_v4().simple());
+    let ghost = unique("ghost");
     let labels = [format!("esm.instance_id={ghost}"), format!("esm.owner={owner}")];
     docker(&["run", "-d", "--label", &labels[0], "--label", &labels[1], IMAGE, "sleep", "3600"]);
-    let orphaned = event_about(&client, "resource.orphaned", &ghost).await;
+    let orphaned = event_about(client, "resource.orphaned", &ghost).await;
     assert!(orphaned["reason"].as_str().is_some_and(|r| r.contains("container")), "{orphaned}");
-    event_about(&client, "instance.removed", &ghost).await;
-    let ghost_filter = format!("label=esm.instance_id={ghost}");
+    event_about(client, "instance.removed", &ghost).await;
+    let ghost_filter = instance_filter(&ghost);
     assert_eq!(docker(&["ps", "-aq", "--filter", &ghost_filter]), "");
     let (_, left) = client.send(Method::GET, &format!("/v2/et/inventory?owner={ghost}"), None).await;
     assert_eq!(left["resources"], serde_json::json!([]), "removed, so forgotten");
 
-    let path = format!("/v2/service_instances/{id}?service_id=svc&plan_id=plan");
-    assert_eq!(client.send(Method::DELETE, &path, None).await.0, 200);
+    assert_eq!(client.deprovision(&id, false).await.0, 200);
     let (_, left) = client.send(Method::GET, &format!("/v2/et/inventory?owner={id}"), None).await;
     assert_eq!(left["resources"], serde_json::json!([]), "a deprovision leaves nothing recorded");
     assert_eq!(docker(&["volume", "ls", "-q", "--filter", &filter]), "", "nor anything on the engine");

@@ -10,8 +10,8 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::support::docker::{Cleanup, IMAGE, docker, owner_of, start_on_engine};
-use crate::support::{self, Client, eventually, temp_dir};
+use crate::support::docker::{OnEngine, PUBLISHED, docker, httpd_manifest};
+use crate::support::{self, Client, eventually};
 
 const POOL: &str = "/v2/et/pools/plan";
 const LIMIT: Duration = Duration::from_secs(30);
@@ -32,19 +32,12 @@ async fn pool_where(client: &Client, what: &str, wanted: impl Fn(&Value) -> bool
 #[cfg_attr(not(esm_test_docker), ignore = "needs Docker: set ESM_TEST_DOCKER=1")]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_docker_pool_hands_out_running_containers_and_replaces_a_killed_member() {
-    let dir = temp_dir("esm-docker-pools");
-    let name = owner_of(&dir);
-    let _cleanup = Cleanup(name.clone());
     // Reconciliation every second (the default for these tests) must keep the members.
-    let esm = start_on_engine(&dir, "docker-compose", &[]).await;
-    let client = Client::new(&esm.api);
-    let manifest = format!(
-        "services:\n  web:\n    image: {IMAGE}\n    command: [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/\"]\n    ports: [\"8080\"]\n"
-    );
-    client.register_manifest("docker-compose", &manifest).await;
+    let on = OnEngine::compose("esm-docker-pools", &httpd_manifest(PUBLISHED, "")).await;
+    let (client, name) = (&on.client, on.owner());
     let (status, body) = client.send(Method::PUT, POOL, Some(&json!({"size": 2}))).await;
     assert_eq!(status, 200, "{body}");
-    pool_where(&client, "two ready members", |p| p["ready"] == 2).await;
+    pool_where(client, "two ready members", |p| p["ready"] == 2).await;
 
     // Handed out: the instance runs at once, in the member's containers.
     let (status, body) = client.provision("warm-1", false).await;
@@ -68,13 +61,13 @@ async fn a_docker_pool_hands_out_running_containers_and_replaces_a_killed_member
     assert_eq!(liveness["status"], "up", "{liveness}");
 
     // A member killed behind esm's back is replaced, and what it held goes.
-    let refilled = pool_where(&client, "refilled", |p| p["ready"] == 2).await;
+    let refilled = pool_where(client, "refilled", |p| p["ready"] == 2).await;
     let victim = refilled["members"][0]["id"].as_str().expect("a member").to_owned();
     let victim_label = format!("esm.instance_id={victim}");
     for container in containers(&victim_label) {
         docker(&["kill", &container]);
     }
-    pool_where(&client, "the killed member replaced", |p| {
+    pool_where(client, "the killed member replaced", |p| {
         p["ready"] == 2 && !p["members"].as_array().is_some_and(|m| m.iter().any(|m| m["id"] == victim.as_str()))
     })
     .await;
@@ -84,8 +77,7 @@ async fn a_docker_pool_hands_out_running_containers_and_replaces_a_killed_member
     .await;
 
     // The handed-out instance deprovisions like a cold one: its member's containers go.
-    let (status, body) =
-        client.send(Method::DELETE, "/v2/service_instances/warm-1?service_id=svc&plan_id=plan", None).await;
+    let (status, body) = client.deprovision("warm-1", false).await;
     assert_eq!(status, 200, "{body}");
     assert!(containers(&format!("esm.instance_id={member}")).is_empty());
 
@@ -100,5 +92,5 @@ async fn a_docker_pool_hands_out_running_containers_and_replaces_a_killed_member
         containers(&format!("esm.owner={name}")).is_empty().then_some(())
     })
     .await;
-    drop(esm);
+    drop(on);
 }

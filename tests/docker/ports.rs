@@ -10,12 +10,12 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::support::docker::{Cleanup, IMAGE, owner_of, start_on_engine};
-use crate::support::{self, Client, eventually, free_port, temp_dir};
+use crate::support::docker::{OnEngine, PUBLISHED, httpd_manifest};
+use crate::support::{self, Client, eventually, free_port};
 
 /// The host port instance `id`'s web container publishes 8080 on.
 async fn host_port(client: &Client, id: &str) -> u16 {
-    let (status, view) = client.send(Method::GET, &format!("/v2/et/service_instances/{id}"), None).await;
+    let (status, view) = client.view(id).await;
     assert_eq!(status, 200, "{view}");
     let port = view["context"]
         .as_object()
@@ -42,24 +42,19 @@ async fn containers_publish_the_leased_port_and_keep_it_across_an_update() {
         }
     };
     let range = format!("{low}-{}", low + 3);
-    let dir = temp_dir("esm-docker-ports");
-    let _cleanup = Cleanup(owner_of(&dir));
-    let esm = start_on_engine(&dir, "docker-compose", &[("ESM_HOST_PORT_RANGE", range.as_str())]).await;
-    let client = Client::new(&esm.api);
-    let manifest = format!(
-        "services:\n  web:\n    image: {IMAGE}\n    command: [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/\"]\n    ports: [\"8080\"]\n"
-    );
-    client.register_manifest("docker-compose", &manifest).await;
+    let on = OnEngine::start("esm-docker-ports", "docker-compose", &[("ESM_HOST_PORT_RANGE", range.as_str())]).await;
+    let client = &on.client;
+    client.register_manifest("docker-compose", &httpd_manifest(PUBLISHED, "")).await;
     let (status, body) = client.provision("p-1", false).await;
     assert_eq!(status, 201, "{body}");
-    let port = host_port(&client, "p-1").await;
+    let port = host_port(client, "p-1").await;
     assert!((low..=low + 3).contains(&port), "{port} in {range}");
     answers(port).await;
 
     let update = json!({"service_id": "svc", "parameters": {"GREETING": "hello"}});
     let (status, body) = client.send(Method::PATCH, "/v2/service_instances/p-1", Some(&update)).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(host_port(&client, "p-1").await, port, "the same port after the update");
+    assert_eq!(host_port(client, "p-1").await, port, "the same port after the update");
     answers(port).await;
 
     // A pool member leases its port when it is deployed; the instance handed it keeps it.
@@ -72,14 +67,13 @@ async fn containers_publish_the_leased_port_and_keep_it_across_an_update() {
     .await;
     let (status, body) = client.provision("p-2", false).await;
     assert_eq!(status, 201, "{body}");
-    let handed = host_port(&client, "p-2").await;
+    let handed = host_port(client, "p-2").await;
     assert!((low..=low + 3).contains(&handed) && handed != port, "{handed}");
     answers(handed).await;
 
-    let (status, body) =
-        client.send(Method::DELETE, "/v2/service_instances/p-1?service_id=svc&plan_id=plan", None).await;
+    let (status, body) = client.deprovision("p-1", false).await;
     assert_eq!(status, 200, "{body}");
     let (status, _): (u16, Value) = client.send(Method::DELETE, "/v2/et/pools/plan", None).await;
     assert_eq!(status, 200);
-    drop(esm);
+    drop(on);
 }

@@ -64,10 +64,7 @@ fn settings(owner: &str) -> KubernetesSettings {
     }
 }
 
-#[cfg_attr(
-    not(esm_test_kubernetes),
-    ignore = "needs a Kubernetes API: ESM_TEST_KUBERNETES=kmock or ESM_TEST_KUBECONFIG"
-)]
+#[cfg_attr(not(esm_test_kubernetes), ignore = "needs Kubernetes: set ESM_TEST_KUBERNETES=kmock or ESM_TEST_KUBECONFIG")]
 #[tokio::test(flavor = "multi_thread")]
 async fn the_kubernetes_backend_conforms() {
     let cluster = TestCluster::start().await;
@@ -102,6 +99,39 @@ async fn start_esm(cluster: &TestCluster, dir: &TempDir, extra: &[(&str, &str)])
     (esm, owner)
 }
 
+/// esm on a cluster of the test's own: the one way these tests start it.
+struct OnCluster {
+    /// A client of the esm.
+    client: Client,
+    /// The esm (stopped before its directory and the cluster go).
+    esm: Esm,
+    /// Its owner name, which names its namespaces.
+    owner: String,
+    /// Where its embedded store lives.
+    _dir: TempDir,
+    /// The Kubernetes API.
+    cluster: TestCluster,
+}
+
+impl OnCluster {
+    /// A [`TestCluster`], and esm on it with `extra` settings ([`start_esm`]).
+    async fn start(extra: &[(&str, &str)]) -> OnCluster {
+        let cluster = TestCluster::start().await;
+        let dir = temp_dir("esm-k8s");
+        let (esm, owner) = start_esm(&cluster, &dir, extra).await;
+        let client = Client::new(&esm.api);
+        OnCluster { client, esm, owner, _dir: dir, cluster }
+    }
+
+    /// [`OnCluster::start`], with service `svc` and plan `plan` deployed by the
+    /// Kubernetes manifest of [`app_manifest`] running `image`.
+    async fn with_app(image: &str) -> OnCluster {
+        let on = Self::start(&[]).await;
+        on.client.register_manifest("kubernetes", &app_manifest(image)).await;
+        on
+    }
+}
+
 /// Waits until the namespace `name` is gone.
 async fn gone(cluster: &TestCluster, name: &str) {
     let api = Api::<Namespace>::all(cluster.client.clone());
@@ -111,17 +141,10 @@ async fn gone(cluster: &TestCluster, name: &str) {
     .await;
 }
 
-#[cfg_attr(
-    not(esm_test_kubernetes),
-    ignore = "needs a Kubernetes API: ESM_TEST_KUBERNETES=kmock or ESM_TEST_KUBECONFIG"
-)]
+#[cfg_attr(not(esm_test_kubernetes), ignore = "needs Kubernetes: set ESM_TEST_KUBERNETES=kmock or ESM_TEST_KUBECONFIG")]
 #[tokio::test(flavor = "multi_thread")]
 async fn an_instance_is_deployed_in_its_namespace_reported_with_real_addresses_bound_and_removed() {
-    let cluster = TestCluster::start().await;
-    let dir = temp_dir("esm-k8s");
-    let (esm, owner) = start_esm(&cluster, &dir, &[]).await;
-    let client = Client::new(&esm.api);
-    client.register_manifest("kubernetes", &app_manifest(IMAGE)).await;
+    let OnCluster { client, owner, cluster, .. } = &OnCluster::with_app(IMAGE).await;
     let (id, encoded) = ("Instance/With Odd Chars", "Instance%2FWith%20Odd%20Chars");
     let path = format!("/v2/service_instances/{encoded}");
     let body = json!({"service_id": "svc", "plan_id": "plan", "organization_guid": "o", "space_guid": "s",
@@ -132,7 +155,7 @@ async fn an_instance_is_deployed_in_its_namespace_reported_with_real_addresses_b
     assert_eq!(last["state"], "succeeded", "{last}");
 
     // One namespace, a DNS label, carrying the verbatim id; the parameters are env.
-    let ns = kubernetes::namespace(&owner, id);
+    let ns = kubernetes::namespace(owner, id);
     let namespace = Api::<Namespace>::all(cluster.client.clone()).get(&ns).await.expect("the instance's namespace");
     assert_eq!(namespace.metadata.annotations.unwrap()["esm.instance_id"], id);
     let deployment = Api::<Deployment>::namespaced(cluster.client.clone(), &ns).get("app").await.unwrap();
@@ -143,19 +166,13 @@ async fn an_instance_is_deployed_in_its_namespace_reported_with_real_addresses_b
     // The flat keys carry the Service's cluster IP: a real address, never "pending".
     let service = Api::<Service>::namespaced(cluster.client.clone(), &ns).get("app").await.unwrap();
     let cluster_ip = service.spec.unwrap().cluster_ip.expect("a cluster IP");
-    let (status, details) = client.send(Method::GET, &format!("/v2/et/service_instances/{encoded}"), None).await;
+    let (status, details) = client.view(encoded).await;
     assert_eq!(status, 200, "{details}");
     assert_eq!(details["context"]["app_Ip"], json!(cluster_ip), "{details}");
     assert_eq!(details["context"]["app_8080/tcp/HostPort"], "8080", "{details}");
     assert_eq!(details["context"]["namespace_name"], json!(ns));
 
-    let (status, bound) = client
-        .send(
-            Method::PUT,
-            &format!("{path}/service_bindings/b1"),
-            Some(&json!({"service_id": "svc", "plan_id": "plan"})),
-        )
-        .await;
+    let (status, bound) = client.bind(encoded, "b1").await;
     assert_eq!(status, 201, "{bound}");
     assert_eq!(bound["credentials"]["host"], json!(cluster_ip));
     assert_eq!(bound["credentials"]["services"]["app"]["ports"]["8080/tcp"], 8080);
@@ -163,22 +180,16 @@ async fn an_instance_is_deployed_in_its_namespace_reported_with_real_addresses_b
     let (status, _) =
         client.send(Method::DELETE, &format!("{path}/service_bindings/b1?service_id=svc&plan_id=plan"), None).await;
     assert_eq!(status, 200);
-    let (status, answer) = client.send(Method::DELETE, &format!("{path}?service_id=svc&plan_id=plan"), None).await;
+    let (status, answer) = client.deprovision(encoded, false).await;
     assert_eq!(status, 200, "{answer}");
     // A synchronous deprovision answers once the namespace is gone.
     assert!(Api::<Namespace>::all(cluster.client.clone()).get_opt(&ns).await.unwrap().is_none());
 }
 
-#[cfg_attr(
-    not(esm_test_kubernetes),
-    ignore = "needs a Kubernetes API: ESM_TEST_KUBERNETES=kmock or ESM_TEST_KUBECONFIG"
-)]
+#[cfg_attr(not(esm_test_kubernetes), ignore = "needs Kubernetes: set ESM_TEST_KUBERNETES=kmock or ESM_TEST_KUBECONFIG")]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rollout_that_cannot_pull_its_image_fails_with_the_pods_reason_and_leaves_nothing() {
-    let cluster = TestCluster::start().await;
-    let dir = temp_dir("esm-k8s");
-    let (esm, owner) = start_esm(&cluster, &dir, &[]).await;
-    let client = Client::new(&esm.api);
+    let OnCluster { client, owner, cluster, .. } = &OnCluster::start(&[]).await;
     client.register_manifest("k8s", &app_manifest(MISSING_IMAGE)).await;
     let (status, _) = client.provision("broken", true).await;
     assert_eq!(status, 202);
@@ -186,19 +197,13 @@ async fn a_rollout_that_cannot_pull_its_image_fails_with_the_pods_reason_and_lea
     assert_eq!(last["state"], "failed", "{last}");
     let description = last["description"].as_str().unwrap_or_default();
     assert!(description.contains("ErrImagePull") || description.contains("ImagePullBackOff"), "{last}");
-    gone(&cluster, &kubernetes::namespace(&owner, "broken")).await;
+    gone(cluster, &kubernetes::namespace(owner, "broken")).await;
 }
 
-#[cfg_attr(
-    not(esm_test_kubernetes),
-    ignore = "needs a Kubernetes API: ESM_TEST_KUBERNETES=kmock or ESM_TEST_KUBECONFIG"
-)]
+#[cfg_attr(not(esm_test_kubernetes), ignore = "needs Kubernetes: set ESM_TEST_KUBERNETES=kmock or ESM_TEST_KUBECONFIG")]
 #[tokio::test(flavor = "multi_thread")]
 async fn registration_refuses_what_reaches_past_the_namespace() {
-    let cluster = TestCluster::start().await;
-    let dir = temp_dir("esm-k8s");
-    let (esm, _) = start_esm(&cluster, &dir, &[]).await;
-    let client = Client::new(&esm.api);
+    let OnCluster { client, .. } = &OnCluster::start(&[]).await;
     let service = json!({"id": "svc", "name": "svc", "description": "d", "bindable": true,
                          "plans": [{"id": "plan", "name": "plan", "description": "d"}]});
     assert!(matches!(client.send(Method::PUT, "/v2/et/catalog", Some(&service)).await.0, 200 | 201));
@@ -216,21 +221,15 @@ async fn registration_refuses_what_reaches_past_the_namespace() {
     }
 }
 
-#[cfg_attr(
-    not(esm_test_kubernetes),
-    ignore = "needs a Kubernetes API: ESM_TEST_KUBERNETES=kmock or ESM_TEST_KUBECONFIG"
-)]
+#[cfg_attr(not(esm_test_kubernetes), ignore = "needs Kubernetes: set ESM_TEST_KUBERNETES=kmock or ESM_TEST_KUBECONFIG")]
 #[tokio::test(flavor = "multi_thread")]
 async fn compose_manifests_run_translated_with_node_ports_when_so_configured() {
-    let cluster = TestCluster::start().await;
-    let dir = temp_dir("esm-k8s");
     let extra = [
         ("ESM_COMPOSE_TARGET", "kubernetes"),
         ("ESM_K8S_SERVICE_EXPOSURE", "node-port"),
         ("ESM_ADVERTISE_HOST", "node.example"),
     ];
-    let (esm, owner) = start_esm(&cluster, &dir, &extra).await;
-    let client = Client::new(&esm.api);
+    let OnCluster { client, owner, cluster, .. } = &OnCluster::start(&extra).await;
     let compose = format!(
         "services:\n  web_app:\n    image: {IMAGE}\n    command: [httpd, -f, -p, \"8080\"]\n    ports: [\"8080\"]\n\
          \x20 worker:\n    image: {IMAGE}\n    command: [sleep, \"3600\"]\n"
@@ -238,32 +237,25 @@ async fn compose_manifests_run_translated_with_node_ports_when_so_configured() {
     client.register_manifest("docker-compose", &compose).await;
     let (status, body) = client.provision("composed", false).await;
     assert_eq!(status, 201, "{body}");
-    let ns = kubernetes::namespace(&owner, "composed");
+    let ns = kubernetes::namespace(owner, "composed");
     let services = Api::<Service>::namespaced(cluster.client.clone(), &ns);
     let listed = services.list(&Default::default()).await.unwrap().items;
     assert_eq!(listed.len(), 1, "only web_app has ports");
     let spec = listed[0].spec.clone().unwrap();
     assert_eq!(spec.type_.as_deref(), Some("NodePort"));
     let node_port = spec.ports.unwrap()[0].node_port.expect("a node port");
-    let (_, details) = client.send(Method::GET, "/v2/et/service_instances/composed", None).await;
+    let (_, details) = client.view("composed").await;
     // Keys under the compose service's own name, as the original's clients look them up.
     assert_eq!(details["context"]["web_app_Ip"], "node.example", "{details}");
     assert_eq!(details["context"]["web_app_8080/tcp/HostPort"], json!(node_port.to_string()), "{details}");
     assert_eq!(details["context"]["worker_state"], "Up", "{details}");
-    let (status, _) =
-        client.send(Method::DELETE, "/v2/service_instances/composed?service_id=svc&plan_id=plan", None).await;
-    assert_eq!(status, 200);
+    assert_eq!(client.deprovision("composed", false).await.0, 200);
 }
 
-#[cfg_attr(
-    not(esm_test_kubernetes),
-    ignore = "needs a Kubernetes API: ESM_TEST_KUBERNETES=kmock or ESM_TEST_KUBECONFIG"
-)]
+#[cfg_attr(not(esm_test_kubernetes), ignore = "needs Kubernetes: set ESM_TEST_KUBERNETES=kmock or ESM_TEST_KUBECONFIG")]
 #[tokio::test(flavor = "multi_thread")]
 async fn reconciliation_removes_a_namespace_of_esms_that_no_instance_owns_and_leaves_others_alone() {
-    let cluster = TestCluster::start().await;
-    let dir = temp_dir("esm-k8s");
-    let (_esm, owner) = start_esm(&cluster, &dir, &[]).await;
+    let OnCluster { owner, cluster, .. } = &OnCluster::start(&[]).await;
     let namespaces = Api::<Namespace>::all(cluster.client.clone());
     let labelled = |name: &str, owner: &str, instance: &str| Namespace {
         metadata: ObjectMeta {
@@ -274,11 +266,11 @@ async fn reconciliation_removes_a_namespace_of_esms_that_no_instance_owns_and_le
         },
         ..Namespace::default()
     };
-    let orphan = kubernetes::namespace(&owner, "nobody");
-    namespaces.create(&PostParams::default(), &labelled(&orphan, &owner, "nobody")).await.unwrap();
+    let orphan = kubernetes::namespace(owner, "nobody");
+    namespaces.create(&PostParams::default(), &labelled(&orphan, owner, "nobody")).await.unwrap();
     let someone_elses = format!("other-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     namespaces.create(&PostParams::default(), &labelled(&someone_elses, "another-esm", "nobody")).await.unwrap();
-    gone(&cluster, &orphan).await;
+    gone(cluster, &orphan).await;
     assert!(
         namespaces.get_opt(&someone_elses).await.unwrap().is_some(),
         "another owner's namespace is not esm's to remove"
@@ -292,12 +284,9 @@ async fn reconciliation_removes_a_namespace_of_esms_that_no_instance_owns_and_le
 )]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_crashing_pod_makes_the_instance_down_within_two_seconds_from_the_watch() {
-    let cluster = TestCluster::start().await;
-    assert!(cluster.emulated, "the crash is played by the emulated controllers");
-    let dir = temp_dir("esm-k8s");
     // Periodic observation every 60 s: only the watch can tell within 2.
-    let (esm, owner) = start_esm(&cluster, &dir, &[("ESM_LIVENESS_INTERVAL", "60")]).await;
-    let client = Client::new(&esm.api);
+    let OnCluster { client, owner, cluster, .. } = &OnCluster::start(&[("ESM_LIVENESS_INTERVAL", "60")]).await;
+    assert!(cluster.emulated, "the crash is played by the emulated controllers");
     client.register_manifest("kubernetes", &app_manifest(IMAGE)).await;
     let (status, body) = client.provision("live", false).await;
     assert_eq!(status, 201, "{body}");
@@ -310,7 +299,7 @@ async fn a_crashing_pod_makes_the_instance_down_within_two_seconds_from_the_watc
         (liveness().await["status"] == "up").then_some(())
     })
     .await;
-    k8s::crash(&cluster.client, &kubernetes::namespace(&owner, "live"), "app").await;
+    k8s::crash(&cluster.client, &kubernetes::namespace(owner, "live"), "app").await;
     let crashed = std::time::Instant::now();
     let body = eventually(Duration::from_secs(10), "the instance down", || async {
         let body = liveness().await;
@@ -323,18 +312,11 @@ async fn a_crashing_pod_makes_the_instance_down_within_two_seconds_from_the_watc
     assert!(component["reason"].as_str().unwrap_or_default().contains("CrashLoopBackOff"), "{body}");
 }
 
-#[cfg_attr(
-    not(esm_test_kubernetes),
-    ignore = "needs a Kubernetes API: ESM_TEST_KUBERNETES=kmock or ESM_TEST_KUBECONFIG"
-)]
+#[cfg_attr(not(esm_test_kubernetes), ignore = "needs Kubernetes: set ESM_TEST_KUBERNETES=kmock or ESM_TEST_KUBECONFIG")]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deprovision_answers_once_the_namespace_is_gone_and_the_id_deploys_again() {
-    let cluster = TestCluster::start().await;
-    let dir = temp_dir("esm-k8s");
-    let (esm, owner) = start_esm(&cluster, &dir, &[]).await;
-    let client = Client::new(&esm.api);
-    client.register_manifest("kubernetes", &app_manifest(IMAGE)).await;
-    let ns = kubernetes::namespace(&owner, "again");
+    let OnCluster { client, esm, owner, cluster, .. } = &OnCluster::with_app(IMAGE).await;
+    let ns = kubernetes::namespace(owner, "again");
     let namespaces = Api::<Namespace>::all(cluster.client.clone());
     for round in 0..2 {
         let (status, body) = client.provision("again", false).await;
@@ -344,11 +326,7 @@ async fn a_deprovision_answers_once_the_namespace_is_gone_and_the_id_deploys_aga
         let hold = json!({"metadata": {"finalizers": ["esm-test/held"]}});
         namespaces.patch(&ns, &PatchParams::default(), &Patch::Merge(hold)).await.expect("held");
         let api = esm.api.clone();
-        let deprovision = tokio::spawn(async move {
-            Client::new(&api)
-                .send(Method::DELETE, "/v2/service_instances/again?service_id=svc&plan_id=plan", None)
-                .await
-        });
+        let deprovision = tokio::spawn(async move { Client::new(&api).deprovision("again", false).await });
         eventually(Duration::from_secs(30), "the namespace terminating", || async {
             namespaces.get_opt(&ns).await.ok()??.metadata.deletion_timestamp.map(drop)
         })

@@ -162,41 +162,60 @@ fn image_of(template: Option<&k8s_openapi::api::core::v1::PodTemplateSpec>) -> S
 }
 
 async fn roll_out_deployment(client: &Client, deployment: &Deployment) {
-    let ns = deployment.namespace().unwrap_or_default();
     let spec = deployment.spec.clone().unwrap_or_default();
-    if image_of(Some(&spec.template)).contains(MISSING_IMAGE) {
-        failing_pod(client, &ns, &deployment.name_any(), &spec.template).await;
-        return;
-    }
-    let replicas = spec.replicas.unwrap_or(1);
-    let generation = deployment.metadata.generation.unwrap_or(1);
-    // Like the deployment controller, it rolls out each new spec once; a status a test
-    // writes afterwards (a crash) stays until the next spec.
-    if deployment.status.as_ref().and_then(|s| s.observed_generation) == Some(generation) {
-        return;
-    }
-    let patch = json!({"status": {"observedGeneration": generation, "replicas": replicas, "readyReplicas": replicas,
-                                  "availableReplicas": replicas, "updatedReplicas": replicas}});
-    let api = Api::<Deployment>::namespaced(client.clone(), &ns);
-    let _ = api.patch_status(&deployment.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await;
+    let observed = deployment.status.as_ref().and_then(|s| s.observed_generation);
+    let rollout = Rollout { template: &spec.template, replicas: spec.replicas, observed };
+    rollout.play(client, deployment, &["availableReplicas", "updatedReplicas"]).await;
 }
 
 async fn roll_out_set(client: &Client, set: &StatefulSet) {
-    let ns = set.namespace().unwrap_or_default();
     let spec = set.spec.clone().unwrap_or_default();
-    if image_of(Some(&spec.template)).contains(MISSING_IMAGE) {
-        failing_pod(client, &ns, &set.name_any(), &spec.template).await;
-        return;
+    let observed = set.status.as_ref().and_then(|s| s.observed_generation);
+    let rollout = Rollout { template: &spec.template, replicas: spec.replicas, observed };
+    rollout.play(client, set, &["availableReplicas"]).await;
+}
+
+/// What the controller of a workload (a Deployment, a StatefulSet) reads of it.
+struct Rollout<'a> {
+    /// Its pod template.
+    template: &'a k8s_openapi::api::core::v1::PodTemplateSpec,
+    /// The replicas its spec asks for.
+    replicas: Option<i32>,
+    /// The generation its status says was rolled out.
+    observed: Option<i64>,
+}
+
+impl Rollout<'_> {
+    /// Rolls `workload` out as its controller would: a pod failing to pull a missing
+    /// image, or every replica ready, reported in its status with the `counts` its kind
+    /// has beyond `replicas` and `readyReplicas`.
+    async fn play<K>(&self, client: &Client, workload: &K, counts: &[&str])
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let ns = workload.namespace().unwrap_or_default();
+        if image_of(Some(self.template)).contains(MISSING_IMAGE) {
+            failing_pod(client, &ns, &workload.name_any(), self.template).await;
+            return;
+        }
+        let replicas = self.replicas.unwrap_or(1);
+        let generation = workload.meta().generation.unwrap_or(1);
+        // Like the deployment controller, it rolls out each new spec once; a status a
+        // test writes afterwards (a crash) stays until the next spec.
+        if self.observed == Some(generation) {
+            return;
+        }
+        let mut status = json!({"observedGeneration": generation, "replicas": replicas, "readyReplicas": replicas});
+        for count in counts {
+            status[*count] = json!(replicas);
+        }
+        let patch = json!({ "status": status });
+        let api = Api::<K>::namespaced(client.clone(), &ns);
+        let _ = api.patch_status(&workload.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await;
     }
-    let replicas = spec.replicas.unwrap_or(1);
-    let generation = set.metadata.generation.unwrap_or(1);
-    if set.status.as_ref().and_then(|s| s.observed_generation) == Some(generation) {
-        return;
-    }
-    let patch = json!({"status": {"observedGeneration": generation, "replicas": replicas, "readyReplicas": replicas,
-                                  "availableReplicas": replicas}});
-    let api = Api::<StatefulSet>::namespaced(client.clone(), &ns);
-    let _ = api.patch_status(&set.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await;
 }
 
 /// A pod of `owner` whose image cannot be pulled, as the kubelet would report it.

@@ -194,14 +194,17 @@ async fn re_registering_the_same_service_a_thousand_times_writes_no_event_and_no
 #[tokio::test]
 async fn the_catalog_caps_refuse_the_one_past_them_naming_the_setting() {
     let dir = temp_dir("esm-bounded");
-    let env = [
-        ("ESM_CATALOG_MAX_SERVICES", "3"),
-        ("ESM_CATALOG_MAX_PLANS", "2"),
-        ("ESM_CATALOG_MAX_TAGS", "2"),
-        ("ESM_CATALOG_MAX_MANIFESTS", "1"),
-        ("ESM_CATALOG_MAX_BYTES", "8192"),
-    ];
-    let (mut esm, client) = Esm::start_capped_in(&dir, &env).await;
+    let (mut esm, client) = Esm::start_capped_in(
+        &dir,
+        &[
+            ("ESM_CATALOG_MAX_SERVICES", "3"),
+            ("ESM_CATALOG_MAX_PLANS", "2"),
+            ("ESM_CATALOG_MAX_TAGS", "2"),
+            ("ESM_CATALOG_MAX_MANIFESTS", "1"),
+            ("ESM_CATALOG_MAX_BYTES", "8192"),
+        ],
+    )
+    .await;
     let put = |body: Value| {
         let client = client.clone();
         async move { client.send(Method::PUT, "/v2/et/catalog", Some(&body)).await }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::support::{self, Client, Esm, StoreSetup, VERSION, eventually, mongo_uri, temp_dir};
+use crate::support::{self, Client, Esm, StoreSetup, VERSION, eventually, temp_dir};
 
 /// The most a replica may serve a catalog another replica has changed.
 const BOUND: Duration = Duration::from_secs(1);
@@ -51,8 +51,7 @@ fn service(id: &str, description: &str) -> Value {
 #[cfg_attr(not(esm_test_mongo), ignore = "needs MongoDB: set ESM_TEST_MONGO_URI")]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_catalog_change_through_one_replica_is_served_by_the_other_within_a_second() {
-    let _machine = support::machine::timed().await;
-    let store = StoreSetup::Mongo { uri: mongo_uri(), db: format!("esm_test_{}", uuid::Uuid::new_v4().simple()) };
+    let (_machine, store) = (support::machine::timed().await, StoreSetup::fresh_mongo());
     let dir = temp_dir("esm-catalog-cache");
     let logs = [dir.path().join("a.log"), dir.path().join("b.log")];
     let a = Esm::start_logging(&store, &[], Some(&logs[0])).await;
@@ -91,8 +90,7 @@ async fn a_catalog_change_through_one_replica_is_served_by_the_other_within_a_se
 #[cfg_attr(not(esm_test_mongo), ignore = "needs MongoDB: set ESM_TEST_MONGO_URI")]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_plan_registered_through_one_replica_is_provisioned_by_the_other_within_a_second() {
-    let _machine = support::machine::timed().await;
-    let store = StoreSetup::Mongo { uri: mongo_uri(), db: format!("esm_test_{}", uuid::Uuid::new_v4().simple()) };
+    let (_machine, store) = (support::machine::timed().await, StoreSetup::fresh_mongo());
     let dir = temp_dir("esm-registry-cache");
     let log = dir.path().join("b.log");
     let a = Esm::start(&store).await;

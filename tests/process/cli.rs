@@ -59,6 +59,29 @@ async fn registered(manifest: &str) -> (Esm, support::TempDir) {
     (esm, dir)
 }
 
+/// [`registered`] with `m-broken`, and instance `x` provisioned on its plan through the
+/// client: the provision fails, and the client says so with exit code 1.
+async fn with_a_failed_provision() -> (Esm, support::TempDir) {
+    let (esm, dir) = registered("m-broken").await;
+    let failed = cli(&esm.api, &["instances", "provision", "x", "--service", "svc", "--plan", "broken"]).await;
+    assert_eq!(failed.code, 1, "a failed operation: {} {}", failed.stdout, failed.stderr);
+    assert!(failed.stdout.contains("failed"), "{}", failed.stdout);
+    (esm, dir)
+}
+
+/// `esm <args>` against `api` with the right credentials, for a test that reads its output
+/// while it runs (and has it killed when dropped).
+fn running(api: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_esm"));
+    command
+        .args(args)
+        .env("ESM_URL", api)
+        .env("ESM_BROKER_USERNAME", USER)
+        .env("ESM_BROKER_PASSWORD", PASSWORD)
+        .kill_on_drop(true);
+    command
+}
+
 /// Runs `esm <args>` against `api` with the right credentials.
 async fn cli(api: &str, args: &[&str]) -> Run {
     cli_as(api, PASSWORD, args).await
@@ -187,12 +210,8 @@ async fn every_command_works_against_a_real_esm_in_tables_and_json() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn exit_codes_and_messages_say_what_went_wrong() {
-    let (esm, _dir) = registered("m-broken").await;
+    let (esm, _dir) = with_a_failed_provision().await;
     let api = esm.api.as_str();
-
-    let failed = cli(api, &["instances", "provision", "x", "--service", "svc", "--plan", "broken"]).await;
-    assert_eq!(failed.code, 1, "a failed operation: {} {}", failed.stdout, failed.stderr);
-    assert!(failed.stdout.contains("failed"), "{}", failed.stdout);
 
     let refused = cli(api, &["instances", "get", "nobody"]).await;
     assert_eq!(refused.code, 1);
@@ -271,14 +290,11 @@ async fn a_bind_prints_the_credentials_and_bindings_get_reads_them_again() {
 // to remove it (the OSB fetch answers 404 for it, esm's own view does not).
 #[tokio::test(flavor = "multi_thread")]
 async fn an_instance_whose_provision_failed_can_be_deprovisioned() {
-    let (esm, _dir) = registered("m-broken").await;
-    let api = esm.api.as_str();
-    let failed = cli(api, &["instances", "provision", "x", "--service", "svc", "--plan", "broken"]).await;
-    assert_eq!(failed.code, 1, "{}", failed.stdout);
-    let gone = cli(api, &["instances", "deprovision", "x"]).await;
+    let (esm, _dir) = with_a_failed_provision().await;
+    let gone = cli(&esm.api, &["instances", "deprovision", "x"]).await;
     ok(&gone, "deprovision of a failed instance");
     assert!(gone.stdout.contains("succeeded"), "{}", gone.stdout);
-    let listed = json_of(&cli(api, &["instances", "list", "-o", "json", "--limit", "10"]).await);
+    let listed = json_of(&cli(&esm.api, &["instances", "list", "-o", "json", "--limit", "10"]).await);
     assert_eq!(listed["instances"], json!([]), "{listed}");
     drop(esm);
 }
@@ -308,13 +324,8 @@ async fn on_a_terminal_the_wait_is_a_spinner_with_the_description_and_elapsed_ti
 async fn events_follow_shows_new_events_as_they_happen() {
     let (esm, _dir) = registered("m").await;
     let api = esm.api.as_str();
-    let mut follower = Command::new(env!("CARGO_BIN_EXE_esm"))
-        .args(["events", "--follow", "--type", "provision.succeeded", "-o", "json"])
-        .env("ESM_URL", api)
-        .env("ESM_BROKER_USERNAME", USER)
-        .env("ESM_BROKER_PASSWORD", PASSWORD)
+    let mut follower = running(api, &["events", "--follow", "--type", "provision.succeeded", "-o", "json"])
         .stdout(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .expect("the client runs");
     let mut lines = BufReader::new(follower.stdout.take().expect("stdout")).lines();
@@ -343,13 +354,8 @@ async fn ctrl_c_stops_the_waiting_not_the_operation() {
                       "manifest_content": "x-esm-dummy: {mode: async, delay_ms: 2000}\n"});
     std::fs::write(dir.path().join("slow.json"), slow.to_string()).expect("written");
     ok(&cli(api, &["manifests", "register", "m", "-f", &file("slow.json")]).await, "register manifest");
-    let mut waiting = Command::new(env!("CARGO_BIN_EXE_esm"))
-        .args(["instances", "provision", "s-1", "--service", "svc", "--plan", "plan"])
-        .env("ESM_URL", api)
-        .env("ESM_BROKER_USERNAME", USER)
-        .env("ESM_BROKER_PASSWORD", PASSWORD)
+    let mut waiting = running(api, &["instances", "provision", "s-1", "--service", "svc", "--plan", "plan"])
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .expect("the client runs");
     let mut progress = BufReader::new(waiting.stderr.take().expect("stderr")).lines();

@@ -134,8 +134,26 @@ async fn free_and_write(client: &Client, filler: &Path, acked: &mut BTreeSet<Str
     })
     .await;
     let took = freed.elapsed();
+    println!("the first write succeeded {took:?} after the disk was freed");
     acked.insert(id);
     took
+}
+
+/// Provisions `before-0` to `before-9`, each acknowledged (201), into `acked`.
+async fn provision_ten(client: &Client, acked: &mut BTreeSet<String>) {
+    for n in 0..10 {
+        let (status, body) = client.provision(&format!("before-{n}"), false).await;
+        assert_eq!(status, 201, "{body}");
+        acked.insert(format!("before-{n}"));
+    }
+}
+
+/// Kills `esm` with SIGKILL, starts it again on `store`, and asserts nothing acknowledged
+/// is lost.
+async fn assert_nothing_lost_after_a_kill(esm: Esm, store: &StoreSetup, acked: &BTreeSet<String>) {
+    esm.kill_hard();
+    let esm = Esm::start(store).await;
+    assert_readable(&Client::new(&esm.api), acked).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -148,11 +166,7 @@ async fn a_full_disk_refuses_writes_keeps_reads_and_recovers_without_a_restart()
     let client = Client::new(&esm.api);
     client.register("x-esm-dummy: {mode: sync}").await;
     let mut acked = BTreeSet::new();
-    for n in 0..10 {
-        let (status, body) = client.provision(&format!("before-{n}"), false).await;
-        assert_eq!(status, 201, "{body}");
-        acked.insert(format!("before-{n}"));
-    }
+    provision_ten(&client, &mut acked).await;
     assert_eq!(health(&esm).await, (200, "the store reads and writes".to_owned()));
 
     let filler = fill(disk.path());
@@ -177,16 +191,13 @@ async fn a_full_disk_refuses_writes_keeps_reads_and_recovers_without_a_restart()
     assert_readable(&client, &acked).await;
 
     let took = free_and_write(&client, &filler, &mut acked).await;
-    println!("the first write succeeded {took:?} after the disk was freed");
     assert!(took < Duration::from_secs(10), "writes resumed after {took:?}");
     assert_eq!(health(&esm).await, (200, "the store reads and writes".to_owned()));
     let (status, _) = client.send(Method::GET, "/v2/service_instances/refused/last_operation", None).await;
     assert_ne!(status, 200, "a provision answered 503 did not happen");
 
     // Nothing acknowledged is lost: all there after a kill -9 and a restart.
-    esm.kill_hard();
-    let esm = Esm::start(&store).await;
-    assert_readable(&Client::new(&esm.api), &acked).await;
+    assert_nothing_lost_after_a_kill(esm, &store, &acked).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -196,14 +207,8 @@ async fn started_on_a_full_disk_it_serves_reads_and_is_unhealthy_until_it_can_wr
     let store = StoreSetup::Embedded(disk.path().join("data"));
     let mut acked = BTreeSet::new();
     {
-        let esm = Esm::start(&store).await;
-        let client = Client::new(&esm.api);
-        client.register("x-esm-dummy: {mode: sync}").await;
-        for n in 0..10 {
-            let (status, body) = client.provision(&format!("before-{n}"), false).await;
-            assert_eq!(status, 201, "{body}");
-            acked.insert(format!("before-{n}"));
-        }
+        let (esm, client) = Esm::start_registered(&store, "x-esm-dummy: {mode: sync}").await;
+        provision_ten(&client, &mut acked).await;
         esm.terminate();
         assert!(esm.wait().success(), "a clean stop");
     }
@@ -222,12 +227,9 @@ async fn started_on_a_full_disk_it_serves_reads_and_is_unhealthy_until_it_can_wr
         assert_readable(&client, &acked).await;
     }
 
-    let took = free_and_write(&client, &filler, &mut acked).await;
-    println!("the first write succeeded {took:?} after the disk was freed");
+    free_and_write(&client, &filler, &mut acked).await;
     assert_eq!(health(&esm).await.0, 200);
-    esm.kill_hard();
-    let esm = Esm::start(&store).await;
-    assert_readable(&Client::new(&esm.api), &acked).await;
+    assert_nothing_lost_after_a_kill(esm, &store, &acked).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -11,19 +11,23 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::support::{self, Client, Esm, MongoServer, StoreSetup, eventually, mongo_uri, temp_dir};
+use crate::support::{self, Client, Esm, MongoServer, StoreSetup, eventually, temp_dir};
 
-fn mongo_store(uri: &str) -> StoreSetup {
-    StoreSetup::Mongo { uri: uri.to_owned(), db: format!("esm_test_{}", uuid::Uuid::new_v4().simple()) }
+/// Two replicas on one fresh database of this run's MongoDB, a client of each, and a
+/// dummy plan running `script` registered through the first.
+async fn two_replicas_on_mongodb(script: &str) -> ([Esm; 2], Client, Client) {
+    let store = StoreSetup::fresh_mongo();
+    let (a, b) = (Esm::start(&store).await, Esm::start(&store).await);
+    let (ca, cb) = (Client::new(&a.api), Client::new(&b.api));
+    ca.register(script).await;
+    ([a, b], ca, cb)
 }
 
 /// Provisions many instances at once, kills esm with SIGKILL while some are still in
 /// flight, restarts it: every provision that was answered 200/201/202 is there and
 /// finishes; none is left "in progress".
 async fn no_acknowledged_provision_is_lost(store: StoreSetup) {
-    let esm = Esm::start(&store).await;
-    let client = Client::new(&esm.api);
-    client.register("x-esm-dummy: {mode: either, delay_ms: 400}").await;
+    let (esm, client) = Esm::start_registered(&store, "x-esm-dummy: {mode: either, delay_ms: 400}").await;
     let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for i in 0..60 {
@@ -105,17 +109,14 @@ async fn embedded_store_loses_no_acknowledged_write_on_kill_9() {
 #[cfg_attr(not(esm_test_mongo), ignore = "needs MongoDB: set ESM_TEST_MONGO_URI")]
 #[tokio::test(flavor = "multi_thread")]
 async fn mongodb_store_loses_no_acknowledged_write_on_kill_9() {
-    let uri = mongo_uri();
-    no_acknowledged_provision_is_lost(mongo_store(&uri)).await;
+    no_acknowledged_provision_is_lost(StoreSetup::fresh_mongo()).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_finishes_in_flight_requests_and_closes_the_store_cleanly() {
     let dir = temp_dir("esm-term");
     let store = StoreSetup::Embedded(dir.path().to_path_buf());
-    let esm = Esm::start(&store).await;
-    let client = Client::new(&esm.api);
-    client.register("x-esm-dummy: {mode: sync, delay_ms: 1000}").await;
+    let (esm, client) = Esm::start_registered(&store, "x-esm-dummy: {mode: sync, delay_ms: 1000}").await;
     let in_flight = {
         let client = client.clone();
         tokio::spawn(async move { client.provision("graceful", false).await })
@@ -168,11 +169,7 @@ async fn a_second_esm_on_the_same_data_directory_fails_fast() {
 #[cfg_attr(not(esm_test_mongo), ignore = "needs MongoDB: set ESM_TEST_MONGO_URI")]
 #[tokio::test(flavor = "multi_thread")]
 async fn two_replicas_on_one_mongodb_never_provision_an_instance_twice() {
-    let uri = mongo_uri();
-    let store = mongo_store(&uri);
-    let (a, b) = (Esm::start(&store).await, Esm::start(&store).await);
-    let (ca, cb) = (Client::new(&a.api), Client::new(&b.api));
-    ca.register("x-esm-dummy: {mode: sync, delay_ms: 50}").await;
+    let (_replicas, ca, cb) = two_replicas_on_mongodb("x-esm-dummy: {mode: sync, delay_ms: 50}").await;
     let mut tasks = Vec::new();
     for i in 0..15 {
         for client in [ca.clone(), cb.clone()] {
@@ -207,11 +204,7 @@ async fn two_replicas_on_one_mongodb_never_provision_an_instance_twice() {
 #[cfg_attr(not(esm_test_mongo), ignore = "needs MongoDB: set ESM_TEST_MONGO_URI")]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dead_replicas_operation_is_finished_by_another() {
-    let uri = mongo_uri();
-    let store = mongo_store(&uri);
-    let (a, b) = (Esm::start(&store).await, Esm::start(&store).await);
-    let (ca, cb) = (Client::new(&a.api), Client::new(&b.api));
-    ca.register("x-esm-dummy: {mode: async, delay_ms: 2000}").await;
+    let ([a, _b], ca, cb) = two_replicas_on_mongodb("x-esm-dummy: {mode: async, delay_ms: 2000}").await;
     let (status, body) = ca.provision("orphan", true).await;
     assert_eq!(status, 202, "{body}");
     // Killed while its operation runs, as b sees it.
@@ -231,9 +224,7 @@ async fn a_mongodb_outage_is_503_and_esm_recovers_without_a_restart() {
     let dir = temp_dir("esm-mongo-outage");
     let mut server = MongoServer::start(dir.path()).await;
     let store = StoreSetup::Mongo { uri: server.uri(), db: "esm".into() };
-    let esm = Esm::start(&store).await;
-    let client = Client::new(&esm.api);
-    client.register("x-esm-dummy: {mode: sync}").await;
+    let (esm, client) = Esm::start_registered(&store, "x-esm-dummy: {mode: sync}").await;
     assert_eq!(client.provision("before", false).await.0, 201);
     let bind = json!({"service_id": "svc", "plan_id": "plan"});
     let (status, body) =
@@ -347,9 +338,7 @@ async fn instances_counted(esm: &Esm) -> u64 {
 async fn the_first_scrape_after_a_restart_counts_every_live_instance() {
     let dir = temp_dir("esm-census");
     let store = StoreSetup::Embedded(dir.path().to_path_buf());
-    let esm = Esm::start(&store).await;
-    let client = Client::new(&esm.api);
-    client.register("x-esm-dummy: {mode: sync}").await;
+    let (esm, client) = Esm::start_registered(&store, "x-esm-dummy: {mode: sync}").await;
     for n in 0..8 {
         assert_eq!(client.provision(&format!("i-{n}"), false).await.0, 201);
     }

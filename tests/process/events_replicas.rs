@@ -17,7 +17,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::support::sse::SseReader;
-use crate::support::{self, Client, Esm, StoreSetup, eventually, mongo_uri};
+use crate::support::{self, Client, Esm, StoreSetup, eventually};
 
 /// The most a replica may take to pass on another replica's event.
 const BOUND: Duration = Duration::from_secs(1);
@@ -37,7 +37,7 @@ async fn subscribe(api: &str, query: &str) -> SseReader {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_subscriber_of_one_replica_sees_the_others_events_within_a_second() {
     let _machine = support::machine::timed().await;
-    let store = StoreSetup::Mongo { uri: mongo_uri(), db: format!("esm_test_{}", uuid::Uuid::new_v4().simple()) };
+    let store = StoreSetup::fresh_mongo();
     let a = Esm::start(&store).await;
     let b = Esm::start(&store).await;
     let (ca, cb) = (Client::new(&a.api), Client::new(&b.api));
@@ -197,7 +197,7 @@ async fn whole_log(api: &str) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread")]
 async fn replicas_cycling_instances_with_one_killed_give_one_log_in_the_order_of_the_changes() {
     let _machine = support::machine::heavy().await;
-    let store = StoreSetup::Mongo { uri: mongo_uri(), db: format!("esm_test_{}", uuid::Uuid::new_v4().simple()) };
+    let store = StoreSetup::fresh_mongo();
     let mut replicas = vec![Esm::start(&store).await, Esm::start(&store).await, Esm::start(&store).await];
     let apis: Vec<String> = replicas.iter().map(|r| r.api.clone()).collect();
     Client::new(&apis[0]).register("x-esm-dummy: {mode: async, delay_ms: 150}").await;

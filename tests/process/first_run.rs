@@ -78,7 +78,7 @@ async fn a_daemon_whose_log_reader_is_gone_keeps_serving_quietly() {
     // Its log goes into the closed pipe, so the test names the ports.
     let (port, check_port) = (support::free_port().to_string(), support::free_port().to_string());
     let args = ["--port", &port, "--check-port", &check_port];
-    let mut esm = Esm::start_with_output(&store, &args, &[], writer.into(), stderr.into()).await;
+    let mut esm = Esm::start_with_output(&store, &args, &[], (writer.into(), stderr.into())).await;
     assert!(esm.alive());
     drop(esm);
     let mut stderr = String::new();

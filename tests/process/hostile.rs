@@ -96,14 +96,17 @@ async fn a_long_depends_on_chain_is_refused_or_ordered_without_a_crash() {
 
     // With the limits raised far enough to accept it, the chain is ordered by a loop.
     let dir = temp_dir("esm-hostile");
-    let raised = [
-        ("ESM_MANIFEST_MAX_BYTES", "900000"),
-        ("ESM_MANIFEST_MAX_SERVICES", "20000"),
-        ("ESM_MANIFEST_MAX_NODES", "1000000"),
-        // Time is not what this checks: a loaded machine may need more than 2 s.
-        ("ESM_MANIFEST_PARSE_TIMEOUT", "60000"),
-    ];
-    let (mut esm, client) = start(&dir, &raised).await;
+    let (mut esm, client) = start(
+        &dir,
+        &[
+            ("ESM_MANIFEST_MAX_BYTES", "900000"),
+            ("ESM_MANIFEST_MAX_SERVICES", "20000"),
+            ("ESM_MANIFEST_MAX_NODES", "1000000"),
+            // Time is not what this checks: a loaded machine may need more than 2 s.
+            ("ESM_MANIFEST_PARSE_TIMEOUT", "60000"),
+        ],
+    )
+    .await;
     let (status, description) = register(&client, "docker-compose", &chain(14_000)).await;
     assert_eq!(status, 201, "{description}");
     still_well(&mut esm, &client, 300 << 20).await;

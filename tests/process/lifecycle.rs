@@ -131,7 +131,7 @@ async fn a_restart_with_hundreds_of_operations_in_progress_refuses_connections_u
     let out = File::create(&log).expect("log file");
     let err = out.try_clone().expect("log file");
     let args = ["--port", api.as_str(), "--check-port", ops.as_str()];
-    let esm = Esm::spawn_with_output(&store, &args, &[], Stdio::from(out), Stdio::from(err));
+    let esm = Esm::spawn_with_output(&store, &args, &[], (Stdio::from(out), Stdio::from(err)));
     let catalog = format!("{}/v2/catalog", esm.api);
     let (mut starting, mut refused, mut slowest) = (0, 0, Duration::ZERO);
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -176,8 +176,7 @@ async fn a_replica_stopped_gracefully_hands_its_operations_to_another_well_withi
     let _machine = support::machine::timed().await;
     const OPERATIONS: usize = 20;
     const LEASE: Duration = Duration::from_secs(30);
-    let db = format!("esm_test_{}", uuid::Uuid::new_v4().simple());
-    let store = StoreSetup::Mongo { uri: support::mongo_uri(), db };
+    let store = StoreSetup::fresh_mongo();
     let logs = temp_dir("esm-handback-log");
     let log = logs.path().join("other.log");
     let lease = LEASE.as_secs().to_string();

@@ -79,13 +79,16 @@ async fn a_json_log_record_is_one_line_whatever_a_client_sent() {
 #[tokio::test(flavor = "multi_thread")]
 async fn environment_shows_the_process_environment_by_allow_list() {
     let dir = temp_dir("esm-environment");
-    let env = [
-        ("ESM_EVENT_WEBHOOK_URL", "https://hook:p4ss@127.0.0.1:9/hooks/s3cr3t?token=k3y"),
-        ("ESM_MONGO_URI", "mongodb://admin:pw0rd@db:27017/esm?tlsCertificateKeyFilePassword=k3y2"),
-        ("ESM_DEBUG_NOTE", "harmless-looking-s3cr3t"),
-        ("ESM_RETRY_AFTER", "3"),
-    ];
-    let esm = Esm::start_with(&StoreSetup::Embedded(dir.path().to_path_buf()), &env).await;
+    let esm = Esm::start_with(
+        &StoreSetup::Embedded(dir.path().to_path_buf()),
+        &[
+            ("ESM_EVENT_WEBHOOK_URL", "https://hook:p4ss@127.0.0.1:9/hooks/s3cr3t?token=k3y"),
+            ("ESM_MONGO_URI", "mongodb://admin:pw0rd@db:27017/esm?tlsCertificateKeyFilePassword=k3y2"),
+            ("ESM_DEBUG_NOTE", "harmless-looking-s3cr3t"),
+            ("ESM_RETRY_AFTER", "3"),
+        ],
+    )
+    .await;
     let text = support::get(format!("{}/environment", esm.ops)).await.expect("answers").text().await.expect("text");
     for secret in ["p4ss", "s3cr3t", "k3y", "pw0rd", "tlsCertificateKeyFilePassword", "/hooks"] {
         assert!(!text.contains(secret), "{secret} in {text}");

@@ -23,7 +23,7 @@ use esm::store::memory::MemoryStore;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::support::{Client, Esm, StoreSetup, catalog, eventually, mongo_uri, temp_dir};
+use crate::support::{Client, Esm, StoreSetup, catalog, eventually, temp_dir};
 
 const POOL: &str = "/v2/et/pools/plan";
 
@@ -91,7 +91,7 @@ async fn a_pool_killed_half_filled_converges_with_no_member_twice_and_none_forgo
 #[cfg_attr(not(esm_test_mongo), ignore = "needs MongoDB: set ESM_TEST_MONGO_URI")]
 #[tokio::test(flavor = "multi_thread")]
 async fn two_replicas_claim_from_one_pool_and_never_hand_out_one_member_twice() {
-    let store = StoreSetup::Mongo { uri: mongo_uri(), db: format!("esm_test_{}", uuid::Uuid::new_v4().simple()) };
+    let store = StoreSetup::fresh_mongo();
     // The support harness's 2 s operation lease is for takeover tests. Here 50 claims and
     // ten refills on a loaded CI machine once kept three provisions in their claim (after
     // the operation is recorded, before the runner renews its lease) for over 2 s, and

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::RwLockReadGuard;
 use tokio::time::Instant;
 
 use crate::support::{self, Esm, StoreSetup, TempDir, VERSION, temp_dir};
@@ -20,11 +21,18 @@ const EARLY: Duration = Duration::from_millis(200);
 const SECOND: Duration = Duration::from_secs(1);
 const CATALOG: &str = "GET /v2/catalog HTTP/1.1\r\nHost: esm\r\nX-Broker-API-Version: 2.17\r\n\r\n";
 
-/// An esm with an embedded store of its own, and the directory it lives in.
-async fn esm(env: &[(&str, &str)]) -> (Esm, TempDir) {
+/// A header timeout of a second (and an idle timeout far above it).
+const HEADER_TIMEOUT_OF_A_SECOND: &[(&str, &str)] = &[("ESM_HEADER_READ_TIMEOUT", "1"), ("ESM_IDLE_TIMEOUT", "30")];
+
+/// A share of the machine (every test here measures a time bound: see
+/// [`support::machine::timed`]), then an esm with `env` on an embedded store of its own:
+/// the share, the esm and the store's directory, bound in this order so that the share
+/// goes last, once the esm is stopped.
+async fn esm(env: &[(&str, &str)]) -> (RwLockReadGuard<'static, ()>, Esm, TempDir) {
+    let machine = support::machine::timed().await;
     let dir = temp_dir("esm-slow");
     let esm = Esm::start_with(&StoreSetup::Embedded(dir.path().to_path_buf()), env).await;
-    (esm, dir)
+    (machine, esm, dir)
 }
 
 /// `http://127.0.0.1:PORT` → a raw connection to it.
@@ -84,19 +92,30 @@ fn assert_cut_after(what: &str, took: Duration, timeout: Duration) {
     assert!(took < timeout + MARGIN, "{what}: closed only after {took:?}");
 }
 
+/// Asserts the server closes `stream` a second after `since` (the timeout these tests
+/// set), within [`MARGIN`]; what it sent before.
+async fn cut_after_a_second(what: &str, stream: &mut TcpStream, since: Instant) -> String {
+    let (received, took) = read_until_closed(stream, since, SECOND + MARGIN).await;
+    assert_cut_after(what, took, SECOND);
+    received
+}
+
+/// A connection to `base` that sent `partial` and then stalls, and when it began.
+async fn stalled(base: &str, partial: &[u8]) -> (TcpStream, Instant) {
+    let since = Instant::now();
+    let mut stream = connect(base).await;
+    stream.write_all(partial).await.expect("writes");
+    (stream, since)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_stalls_before_its_head_is_complete_is_cut_after_the_header_timeout() {
-    let _machine = support::machine::timed().await;
-    let (esm, _dir) = esm(&[("ESM_HEADER_READ_TIMEOUT", "1"), ("ESM_IDLE_TIMEOUT", "30")]).await;
-    let since = Instant::now();
-    let mut half_head = connect(&esm.api).await;
-    half_head.write_all(b"GET /v2/catalog HTTP/1.1\r\nHost: esm\r\nX-Broker-API-").await.expect("writes");
+    let (_machine, esm, _dir) = esm(HEADER_TIMEOUT_OF_A_SECOND).await;
+    let (mut half_head, since) = stalled(&esm.api, b"GET /v2/catalog HTTP/1.1\r\nHost: esm\r\nX-Broker-API-").await;
     let mut silent = connect(&esm.api).await;
 
-    let (_, took) = read_until_closed(&mut half_head, since, SECOND + MARGIN).await;
-    assert_cut_after("half a head", took, SECOND);
-    let (_, took) = read_until_closed(&mut silent, since, SECOND + MARGIN).await;
-    assert_cut_after("no byte at all", took, SECOND);
+    cut_after_a_second("half a head", &mut half_head, since).await;
+    cut_after_a_second("no byte at all", &mut silent, since).await;
 
     let mut valid = connect(&esm.api).await;
     valid.write_all(CATALOG.as_bytes()).await.expect("writes");
@@ -105,17 +124,15 @@ async fn a_client_that_stalls_before_its_head_is_complete_is_cut_after_the_heade
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_kept_alive_connection_is_closed_after_the_idle_timeout() {
-    let _machine = support::machine::timed().await;
-    let (esm, _dir) = esm(&[("ESM_HEADER_READ_TIMEOUT", "30"), ("ESM_IDLE_TIMEOUT", "1")]).await;
+    let (_machine, esm, _dir) = esm(&[("ESM_HEADER_READ_TIMEOUT", "30"), ("ESM_IDLE_TIMEOUT", "1")]).await;
     let mut stream = connect(&esm.api).await;
     for _ in 0..2 {
         stream.write_all(CATALOG.as_bytes()).await.expect("writes");
         assert_eq!(read_response(&mut stream).await, "HTTP/1.1 200 OK", "served and kept alive");
     }
     let since = Instant::now();
-    let (rest, took) = read_until_closed(&mut stream, since, SECOND + MARGIN).await;
+    let rest = cut_after_a_second("idle keep-alive", &mut stream, since).await;
     assert_eq!(rest, "", "nothing more is sent");
-    assert_cut_after("idle keep-alive", took, SECOND);
 }
 
 /// hyper 1.12 starts its header timer as soon as a response is written, so on HTTP/1.1
@@ -123,29 +140,22 @@ async fn a_kept_alive_connection_is_closed_after_the_idle_timeout() {
 /// Connection limits).
 #[tokio::test(flavor = "multi_thread")]
 async fn on_http1_the_header_timeout_also_bounds_the_wait_for_the_next_request() {
-    let _machine = support::machine::timed().await;
-    let (esm, _dir) = esm(&[("ESM_HEADER_READ_TIMEOUT", "1"), ("ESM_IDLE_TIMEOUT", "30")]).await;
+    let (_machine, esm, _dir) = esm(HEADER_TIMEOUT_OF_A_SECOND).await;
     let mut stream = connect(&esm.api).await;
     stream.write_all(CATALOG.as_bytes()).await.expect("writes");
     assert_eq!(read_response(&mut stream).await, "HTTP/1.1 200 OK");
     let since = Instant::now();
-    let (_, took) = read_until_closed(&mut stream, since, SECOND + MARGIN).await;
-    assert_cut_after("waiting for the next request", took, SECOND);
+    cut_after_a_second("waiting for the next request", &mut stream, since).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_body_that_stalls_is_answered_408_and_the_connection_closed() {
-    let _machine = support::machine::timed().await;
-    let (esm, _dir) = esm(&[("ESM_BODY_READ_TIMEOUT", "1")]).await;
+    let (_machine, esm, _dir) = esm(&[("ESM_BODY_READ_TIMEOUT", "1")]).await;
     let mut stream = connect(&esm.api).await;
-    let head = format!(
-        "PUT /v2/service_instances/slow HTTP/1.1\r\nHost: esm\r\nX-Broker-API-Version: {VERSION}\r\n\
-         Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"service_id\": "
-    );
+    let head = provision_head("slow", "Content-Type: application/json\r\n", 1000) + "{\"service_id\": ";
     stream.write_all(head.as_bytes()).await.expect("writes");
     let since = Instant::now();
-    let (answer, took) = read_until_closed(&mut stream, since, SECOND + MARGIN).await;
-    assert_cut_after("stalled body", took, SECOND);
+    let answer = cut_after_a_second("stalled body", &mut stream, since).await;
     assert!(answer.starts_with("HTTP/1.1 408 "), "408, got {answer:?}");
     assert!(answer.contains(r#""error":"RequestTimeout""#), "an OSB error body, got {answer:?}");
     assert!(answer.contains(r#""description":"#), "an OSB error body, got {answer:?}");
@@ -155,14 +165,19 @@ async fn a_body_that_stalls_is_answered_408_and_the_connection_closed() {
     assert_eq!(status, 200, "esm keeps serving: {body}");
 }
 
+/// The head of a provision of `id` with more `headers` (each line ending in CRLF)
+/// announcing a body of `length` bytes.
+fn provision_head(id: &str, headers: &str, length: usize) -> String {
+    format!(
+        "PUT /v2/service_instances/{id} HTTP/1.1\r\nHost: esm\r\nX-Broker-API-Version: {VERSION}\r\n\
+         {headers}Content-Length: {length}\r\n\r\n"
+    )
+}
+
 /// A head announcing a 2 MiB body (over the 1 MiB limit) for a provision.
 fn oversized_head(extra: &str) -> (String, usize) {
     let length = 2 * 1024 * 1024;
-    let head = format!(
-        "PUT /v2/service_instances/big HTTP/1.1\r\nHost: esm\r\nX-Broker-API-Version: {VERSION}\r\n\
-         Content-Type: application/json\r\n{extra}Content-Length: {length}\r\n\r\n"
-    );
-    (head, length)
+    (provision_head("big", &format!("Content-Type: application/json\r\n{extra}"), length), length)
 }
 
 /// A client that sends its whole body before reading still gets the 413: esm reads
@@ -170,8 +185,7 @@ fn oversized_head(extra: &str) -> (String, usize) {
 /// resets the connection and loses the answer.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_oversized_body_sent_in_full_before_reading_gets_its_413() {
-    let _machine = support::machine::timed().await;
-    let (esm, _dir) = esm(&[]).await;
+    let (_machine, esm, _dir) = esm(&[]).await;
     let mut stream = connect(&esm.api).await;
     let (head, length) = oversized_head("");
     let mut request = head.into_bytes();
@@ -192,8 +206,7 @@ async fn an_oversized_body_sent_in_full_before_reading_gets_its_413() {
 /// A client that waits for `100 Continue` gets the 413 at once and need not send its body.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_oversized_body_announced_with_expect_100_continue_is_refused_before_it_is_sent() {
-    let _machine = support::machine::timed().await;
-    let (esm, _dir) = esm(&[("ESM_BODY_READ_TIMEOUT", "30")]).await;
+    let (_machine, esm, _dir) = esm(&[("ESM_BODY_READ_TIMEOUT", "30")]).await;
     let mut stream = connect(&esm.api).await;
     let (head, _) = oversized_head("Expect: 100-continue\r\n");
     stream.write_all(head.as_bytes()).await.expect("writes");
@@ -206,14 +219,9 @@ async fn an_oversized_body_announced_with_expect_100_continue_is_refused_before_
 /// the connection is closed.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_body_too_large_to_drain_is_answered_at_once_and_the_connection_closed() {
-    let _machine = support::machine::timed().await;
-    let (esm, _dir) = esm(&[("ESM_BODY_READ_TIMEOUT", "30")]).await;
+    let (_machine, esm, _dir) = esm(&[("ESM_BODY_READ_TIMEOUT", "30")]).await;
     let mut stream = connect(&esm.api).await;
-    let head = format!(
-        "PUT /v2/service_instances/huge HTTP/1.1\r\nHost: esm\r\nX-Broker-API-Version: {VERSION}\r\n\
-         Content-Length: {}\r\n\r\n{{",
-        64 * 1024 * 1024
-    );
+    let head = provision_head("huge", "", 64 * 1024 * 1024) + "{";
     stream.write_all(head.as_bytes()).await.expect("writes");
     let since = Instant::now();
     let (answer, took) = read_until_closed(&mut stream, since, MARGIN).await;
@@ -304,13 +312,9 @@ async fn most_open_files(pid: u32, until: Instant) -> usize {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_operator_port_cuts_a_stalled_client_too() {
-    let _machine = support::machine::timed().await;
-    let (esm, _dir) = esm(&[("ESM_HEADER_READ_TIMEOUT", "1"), ("ESM_IDLE_TIMEOUT", "30")]).await;
-    let since = Instant::now();
-    let mut stream = connect(&esm.ops).await;
-    stream.write_all(b"GET /health HTTP/1.1\r\nHo").await.expect("writes");
-    let (_, took) = read_until_closed(&mut stream, since, SECOND + MARGIN).await;
-    assert_cut_after("half a head on the operator port", took, SECOND);
+    let (_machine, esm, _dir) = esm(HEADER_TIMEOUT_OF_A_SECOND).await;
+    let (mut stream, since) = stalled(&esm.ops, b"GET /health HTTP/1.1\r\nHo").await;
+    cut_after_a_second("half a head on the operator port", &mut stream, since).await;
 
     let health = support::get(format!("{}/health", esm.ops)).await.expect("/health answers");
     assert!(health.status().is_success());

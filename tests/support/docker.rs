@@ -4,8 +4,10 @@
 use std::process::Command;
 use std::time::Duration;
 
+use serde_json::Value;
+
 use super::wait::within_blocking;
-use super::{Esm, StoreSetup, TempDir};
+use super::{Client, Esm, StoreSetup, TempDir, temp_dir};
 
 /// The test image (`tests/docker/build-test-images.sh`).
 pub const IMAGE: &str = "esm-test/busybox:latest";
@@ -40,6 +42,96 @@ pub async fn start_on_engine(dir: &TempDir, backends: &str, extra: &[(&str, &str
     ];
     env.extend_from_slice(extra);
     Esm::start_with(&StoreSetup::Embedded(dir.path().to_path_buf()), &env).await
+}
+
+/// An esm a test runs on the engine: the one way the Docker tier starts one.
+pub struct OnEngine {
+    /// The process (dropped, so killed, before its directory goes).
+    pub esm: Esm,
+    /// A client of it.
+    pub client: Client,
+    /// What the esm made, removed once the test is over, whatever became of it.
+    pub cleanup: Cleanup,
+    /// Where its embedded store lives; its name is the esm's owner label.
+    pub dir: TempDir,
+}
+
+impl OnEngine {
+    /// [`start_on_engine`] in a fresh directory named after `prefix`, a client, and the
+    /// [`Cleanup`] of what it makes.
+    pub async fn start(prefix: &str, backends: &str, extra: &[(&str, &str)]) -> OnEngine {
+        let dir = temp_dir(prefix);
+        let cleanup = Cleanup(owner_of(&dir));
+        let esm = start_on_engine(&dir, backends, extra).await;
+        let client = Client::new(&esm.api);
+        OnEngine { esm, client, cleanup, dir }
+    }
+
+    /// [`OnEngine::start`] on the compose backend, with service `svc` and plan `plan`
+    /// deployed by the compose file `manifest`.
+    pub async fn compose(prefix: &str, manifest: &str) -> OnEngine {
+        let on = Self::start(prefix, "docker-compose", &[]).await;
+        on.client.register_manifest("docker-compose", manifest).await;
+        on
+    }
+
+    /// The owner label of what this esm makes.
+    pub fn owner(&self) -> String {
+        owner_of(&self.dir)
+    }
+}
+
+/// A compose file whose service `web` runs the test image's httpd on port 8080 (serving
+/// `/`): `web_extra` adds lines to `web`, `rest` more services or top-level keys.
+pub fn httpd_manifest(web_extra: &str, rest: &str) -> String {
+    format!(
+        "services:\n  web:\n    image: {IMAGE}\n    command: [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/\"]\n{web_extra}{rest}"
+    )
+}
+
+/// `web_extra` of [`httpd_manifest`] publishing its port.
+pub const PUBLISHED: &str = "    ports: [\"8080\"]\n";
+
+/// A name of a test's own: `prefix-<uuid>`.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// The `docker … --filter` of what instance `id` holds.
+pub fn instance_filter(id: &str) -> String {
+    format!("label=esm.instance_id={id}")
+}
+
+/// Everything on the engine that carries instance `id`'s label: containers, networks
+/// and volumes.
+pub fn leftovers(id: &str) -> Vec<String> {
+    let filter = instance_filter(id);
+    let mut found = Vec::new();
+    for kind in [["ps", "-a"].as_slice(), &["network", "ls"], &["volume", "ls"]] {
+        let mut args = kind.to_vec();
+        args.extend(["-q", "--filter", &filter]);
+        found.extend(docker(&args).lines().map(|l| format!("{} {l}", kind[0])));
+    }
+    found
+}
+
+/// Provisions `id` on `plan` of service `svc` asynchronously (202) and waits, for up to a
+/// minute, until its operation is final: the last_operation's body.
+pub async fn provision_and_wait(client: &Client, id: &str, plan: &str) -> Value {
+    let (status, reply) = client.provision_on(id, plan, true).await;
+    assert_eq!(status, 202, "{reply}");
+    let (status, body) = client.settle(id, Duration::from_secs(60)).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// Deprovisions `id` asynchronously (202), waits up to `limit` until it is gone (410),
+/// and asserts nothing of it is left on the engine.
+pub async fn deprovision_and_wait(client: &Client, id: &str, limit: Duration) {
+    let (status, body) = client.deprovision(id, true).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(client.settle(id, limit).await.0, 410);
+    assert_eq!(leftovers(id), Vec::<String>::new());
 }
 
 /// Removes everything labelled with its owner when dropped: services, containers,

@@ -72,6 +72,13 @@ pub enum StoreSetup {
     Mongo { uri: String, db: String },
 }
 
+impl StoreSetup {
+    /// A database of its own (a fresh name) on this run's MongoDB ([`mongo_uri`]).
+    pub fn fresh_mongo() -> StoreSetup {
+        StoreSetup::Mongo { uri: mongo_uri(), db: format!("esm_test_{}", uuid::Uuid::new_v4().simple()) }
+    }
+}
+
 /// How a test starts esm, beyond its environment.
 #[derive(Default)]
 struct Launch<'a> {
@@ -105,6 +112,16 @@ impl Esm {
         Self::start_with(store, &[]).await
     }
 
+    /// Starts esm, and through a client of it registers service `svc` (plan `plan`) with
+    /// a dummy manifest running `script`: how most process tests begin. The esm, and
+    /// the client.
+    pub async fn start_registered(store: &StoreSetup, script: &str) -> (Esm, Client) {
+        let esm = Self::start(store).await;
+        let client = Client::new(&esm.api);
+        client.register(script).await;
+        (esm, client)
+    }
+
     /// Starts esm with extra environment variables.
     pub async fn start_with(store: &StoreSetup, env: &[(&str, &str)]) -> Esm {
         Self::launch(store, env, Launch::default()).await
@@ -136,28 +153,23 @@ impl Esm {
     }
 
     /// Starts esm with command-line arguments, extra environment variables, and its
-    /// stdout and stderr where the test says (a file, a pipe nobody reads). esm's log
+    /// `(stdout, stderr)` where the test says (a file, a pipe nobody reads). esm's log
     /// then cannot tell where it listens: `args` must name both ports.
     pub async fn start_with_output(
         store: &StoreSetup,
         args: &[&str],
         env: &[(&str, &str)],
-        stdout: Stdio,
-        stderr: Stdio,
+        output: (Stdio, Stdio),
     ) -> Esm {
-        Self::launch(store, env, Launch { args, output: Some((stdout, stderr)), ..Launch::default() }).await
+        let esm = Self::spawn_with_output(store, args, env, output);
+        esm.wait_until_serving().await;
+        esm
     }
 
     /// Like [`Esm::start_with_output`], without waiting for it to answer: for tests of
     /// its start.
-    pub fn spawn_with_output(
-        store: &StoreSetup,
-        args: &[&str],
-        env: &[(&str, &str)],
-        stdout: Stdio,
-        stderr: Stdio,
-    ) -> Esm {
-        Self::spawn(store, env, Launch { args, output: Some((stdout, stderr)), ..Launch::default() })
+    pub fn spawn_with_output(store: &StoreSetup, args: &[&str], env: &[(&str, &str)], output: (Stdio, Stdio)) -> Esm {
+        Self::spawn(store, env, Launch { args, output: Some(output), ..Launch::default() })
     }
 
     /// Starts esm with command-line arguments (`--port` to start again where a killed
@@ -407,6 +419,25 @@ impl Client {
         let q = if async_ok { "?accepts_incomplete=true" } else { "" };
         let body = json!({"service_id": "svc", "plan_id": plan, "organization_guid": "o", "space_guid": "s"});
         self.send(reqwest::Method::PUT, &format!("/v2/service_instances/{id}{q}"), Some(&body)).await
+    }
+
+    /// Binds `binding` to instance `id` (service `svc`, plan `plan`); `(status, body)`.
+    pub async fn bind(&self, id: &str, binding: &str) -> (u16, Value) {
+        let body = json!({"service_id": "svc", "plan_id": "plan"});
+        self.send(reqwest::Method::PUT, &format!("/v2/service_instances/{id}/service_bindings/{binding}"), Some(&body))
+            .await
+    }
+
+    /// Deprovisions `id` (service `svc`, plan `plan`); `(status, body)`.
+    pub async fn deprovision(&self, id: &str, async_ok: bool) -> (u16, Value) {
+        let q = if async_ok { "&accepts_incomplete=true" } else { "" };
+        self.send(reqwest::Method::DELETE, &format!("/v2/service_instances/{id}?service_id=svc&plan_id=plan{q}"), None)
+            .await
+    }
+
+    /// esm's own view of instance `id` (`GET /v2/et/service_instances/{id}`); `(status, body)`.
+    pub async fn view(&self, id: &str) -> (u16, Value) {
+        self.send(reqwest::Method::GET, &format!("/v2/et/service_instances/{id}"), None).await
     }
 
     /// Polls an instance's last_operation until it is final (at most `limit`); the
