@@ -66,6 +66,8 @@ macro_rules! service {
 mod bindings;
 mod core;
 mod extensions;
+#[cfg(test)]
+pub(crate) mod fixture;
 mod instances;
 mod inventory;
 mod liveness;
@@ -76,8 +78,6 @@ mod purge;
 mod reconcile;
 mod refusals;
 mod registry;
-#[cfg(test)]
-mod test_plan;
 mod wiring;
 
 use operations::{runner, work};

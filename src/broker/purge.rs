@@ -127,21 +127,19 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::backend::Backends;
+
     use crate::backend::dummy::DummyBackend;
-    use crate::broker::Broker;
-    use crate::broker::{Answer, BrokerSettings};
-    use crate::clock::Clock;
+    use crate::broker::Answer;
+    use crate::broker::{Broker, fixture};
+
     use crate::store::memory::MemoryStore;
     use crate::wire::DeleteQuery;
 
     const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
 
     async fn broker() -> Arc<Broker> {
-        let settings = BrokerSettings { clock: Clock::tokio(), ..BrokerSettings::default() };
-        let backends = Backends::new().with(Arc::new(DummyBackend::new()));
-        let broker = Broker::new(Arc::new(MemoryStore::new()), backends, settings);
-        broker.instances().register_test_plan("dummy", "x-esm-dummy: {mode: async}\n").await;
+        let broker = fixture::broker(Arc::new(MemoryStore::new()), Arc::new(DummyBackend::new()));
+        fixture::register_plan(&broker, "dummy", "x-esm-dummy: {mode: async}\n").await;
         broker
     }
 
@@ -157,8 +155,7 @@ mod tests {
     }
 
     async fn deprovisioned(broker: &Arc<Broker>, id: &str) -> String {
-        let request = json!({"service_id": "s", "plan_id": "p", "organization_guid": "o", "space_guid": "s"});
-        let answer = broker.instances().provision(id, serde_json::from_value(request).expect("request"), true).await;
+        let answer = broker.instances().provision(id, fixture::provision_request(), true).await;
         let Answer::Accepted(accepted) = answer.expect("provisions") else { panic!("asynchronous") };
         settle(broker, id, accepted.operation.as_deref().expect("an operation")).await;
         let query: DeleteQuery =
@@ -254,8 +251,7 @@ mod tests {
 
     /// Provisions `id` again after `deprovisioned`, asynchronously, to the end.
     async fn deprovisioned_then_provisioned(broker: &Arc<Broker>, id: &str) {
-        let request = json!({"service_id": "s", "plan_id": "p", "organization_guid": "o", "space_guid": "s"});
-        let answer = broker.instances().provision(id, serde_json::from_value(request).expect("request"), true).await;
+        let answer = broker.instances().provision(id, fixture::provision_request(), true).await;
         let Answer::Accepted(accepted) = answer.expect("provisions") else { panic!("asynchronous") };
         assert_eq!(settle(broker, id, accepted.operation.as_deref().expect("an operation")).await, "succeeded");
     }

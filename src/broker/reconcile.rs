@@ -174,10 +174,10 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::backend::Backend;
     use crate::backend::dummy::DummyBackend;
-    use crate::backend::{Backend, Backends};
     use crate::broker::Broker;
-    use crate::broker::BrokerSettings;
+
     use crate::domain::manifest::Manifest;
     use crate::domain::resource::{Holding, Resource, ResourceState};
     use crate::store::memory::MemoryStore;
@@ -187,15 +187,13 @@ mod tests {
         let dummy = Arc::new(DummyBackend::new());
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
         // Time is Tokio's: a test may pause it and move it on.
-        let settings = BrokerSettings { clock: crate::clock::Clock::tokio(), ..BrokerSettings::default() };
-        let broker = Broker::new(store.clone(), Backends::new().with(dummy.clone()), settings);
-        broker.instances().register_test_plan("dummy", "x-esm-dummy: {mode: sync}\n").await;
+        let broker = crate::broker::fixture::broker(store.clone(), dummy.clone());
+        crate::broker::fixture::register_plan(&broker, "dummy", "x-esm-dummy: {mode: sync}\n").await;
         (dummy, store, broker)
     }
 
     fn request() -> crate::wire::ProvisionRequest {
-        let request = json!({"service_id": "s", "plan_id": "p", "organization_guid": "o", "space_guid": "s"});
-        serde_json::from_value(request).expect("request")
+        crate::broker::fixture::provision_request()
     }
 
     #[tokio::test]
@@ -302,9 +300,8 @@ mod tests {
     async fn an_instance_recorded_while_its_engine_is_listed_is_no_orphan() {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
         let late = Arc::new(RecordedWhileListed { store: store.clone(), removed: std::sync::Mutex::default() });
-        let settings = BrokerSettings { clock: crate::clock::Clock::tokio(), ..BrokerSettings::default() };
-        let broker = Broker::new(store, Backends::new().with(late.clone()), settings);
-        broker.instances().register_test_plan("late", "anything").await;
+        let broker = crate::broker::fixture::broker(store, late.clone());
+        crate::broker::fixture::register_plan(&broker, "late", "anything").await;
         broker.instances().provision("a", request(), false).await.expect("provisions");
         assert_eq!(broker.inventory().reconcile().await.expect("reconciles"), 0);
         assert_eq!(*late.removed.lock().expect("not poisoned"), Vec::<String>::new(), "b is live");

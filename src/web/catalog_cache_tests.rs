@@ -3,15 +3,12 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::backend::Backends;
 use crate::backend::dummy::DummyBackend;
-use crate::broker::{BrokerSettings, CATALOG_STALE_BOUND, REGISTRY_CHECK_EVERY};
-use crate::clock::Clock;
+use crate::broker::{CATALOG_STALE_BOUND, REGISTRY_CHECK_EVERY};
 use crate::store::switchable::SwitchableStore;
 
 fn broker(store: Arc<SwitchableStore>) -> Arc<Broker> {
-    let backends = Backends::new().with(Arc::new(DummyBackend::new()));
-    Broker::new(store, backends, BrokerSettings { clock: Clock::tokio(), ..BrokerSettings::default() })
+    crate::broker::fixture::broker(store, Arc::new(DummyBackend::new()))
 }
 
 async fn register(broker: &Arc<Broker>, id: &str) {

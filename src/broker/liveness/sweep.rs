@@ -150,7 +150,6 @@ impl LivenessMonitor<'_> {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
 
     use super::*;
     use crate::backend::Backends;
@@ -171,11 +170,13 @@ mod tests {
         };
         let settings = BrokerSettings { liveness, ..BrokerSettings::default() };
         let broker = Broker::new(Arc::new(MemoryStore::new()), Backends::new().with(dummy.clone()), settings);
-        broker.instances().register_test_plan("dummy", "x-esm-dummy: {mode: sync}\n").await;
-        let request = json!({"service_id": "s", "plan_id": "p", "organization_guid": "o", "space_guid": "s"});
+        crate::broker::fixture::register_plan(&broker, "dummy", "x-esm-dummy: {mode: sync}\n").await;
         for i in 0..n {
-            let request = serde_json::from_value(request.clone()).expect("request");
-            broker.instances().provision(&format!("i{i}"), request, false).await.expect("provisions");
+            broker
+                .instances()
+                .provision(&format!("i{i}"), crate::broker::fixture::provision_request(), false)
+                .await
+                .expect("provisions");
         }
         (dummy, broker)
     }

@@ -8,19 +8,17 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
+use crate::backend::BackendError;
 use crate::backend::dummy::DummyBackend;
-use crate::backend::{BackendError, Backends};
 use crate::broker::runner::{Call, Outcome, Work};
 use crate::broker::*;
-use crate::clock::Clock;
 use crate::domain::instance::ServiceInstance;
 use crate::domain::operation::Operation;
 use crate::store::switchable::SwitchableStore;
 use crate::store::{Collection, Store};
 
 fn broker(store: &Arc<SwitchableStore>, dummy: &Arc<DummyBackend>) -> Arc<Broker> {
-    let backends = Backends::new().with(dummy.clone());
-    Broker::new(store.clone(), backends, BrokerSettings { clock: Clock::tokio(), ..BrokerSettings::default() })
+    fixture::broker(store.clone(), dummy.clone())
 }
 
 /// Instance `id` with operation `op` running.
@@ -106,8 +104,7 @@ async fn a_graceful_stop_hands_its_operations_back_for_another_replica_to_take_a
         .register_manifest("m", serde_json::from_value(manifest).expect("a manifest"))
         .await
         .expect("registers");
-    let request = json!({"service_id": "s", "plan_id": "p", "organization_guid": "o", "space_guid": "s"});
-    let answer = first.instances().provision("i", serde_json::from_value(request).expect("request"), true).await;
+    let answer = first.instances().provision("i", fixture::provision_request(), true).await;
     assert!(matches!(answer, Ok(Answer::Accepted(_))), "{answer:?}");
     // The backend call has started and waits for the hold.
     tokio::time::sleep(Duration::from_millis(10)).await;

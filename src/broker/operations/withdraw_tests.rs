@@ -10,8 +10,7 @@ use serde_json::{Value, json};
 
 use crate::backend::Backends;
 use crate::backend::dummy::DummyBackend;
-use crate::broker::{Answer, Broker, BrokerSettings};
-use crate::clock::Clock;
+use crate::broker::{Answer, Broker, BrokerSettings, fixture};
 use crate::domain::binding::Binding;
 use crate::domain::instance::{InstanceStatus, ServiceInstance};
 use crate::domain::operation::{OperationKind, OperationState, Tracked};
@@ -25,18 +24,10 @@ const LEASE: Duration = Duration::from_secs(30);
 /// A broker on `store` with service `s`, plan `p`, whose dummy manifest runs either way
 /// and logs every backend call to `calls`.
 async fn broker(store: Arc<SwitchableStore>, calls: &Path) -> Arc<Broker> {
-    let settings = BrokerSettings { clock: Clock::tokio(), operation_lease: LEASE, ..BrokerSettings::default() };
+    let settings = BrokerSettings { operation_lease: LEASE, ..fixture::settings() };
     let broker = Broker::new(store, Backends::new().with(Arc::new(DummyBackend::new())), settings);
-    let service = json!({"id": "s", "name": "s", "description": "d", "bindable": true,
-        "plans": [{"id": "p", "name": "p", "description": "d"}]});
-    broker.registrar().register_service(serde_json::from_value(service).expect("a service")).await.expect("registers");
     let content = format!("x-esm-dummy: {{mode: either, call_log: {:?}}}\n", calls.display());
-    let manifest = json!({"service_id": "s", "plan_id": "p", "manifest_type": "dummy", "manifest_content": content});
-    broker
-        .registrar()
-        .register_manifest("m", serde_json::from_value(manifest).expect("a manifest"))
-        .await
-        .expect("registers");
+    fixture::register_plan(&broker, "dummy", &content).await;
     broker
 }
 

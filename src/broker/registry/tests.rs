@@ -5,15 +5,12 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::*;
-use crate::backend::Backends;
 use crate::backend::dummy::DummyBackend;
-use crate::broker::{Answer, Broker, BrokerSettings, REGISTRY_CHECK_EVERY};
-use crate::clock::Clock;
+use crate::broker::{Answer, Broker, REGISTRY_CHECK_EVERY, fixture};
 use crate::store::switchable::SwitchableStore;
 
 fn broker(store: Arc<SwitchableStore>) -> Arc<Broker> {
-    let backends = Backends::new().with(Arc::new(DummyBackend::new()));
-    Broker::new(store, backends, BrokerSettings { clock: Clock::tokio(), ..BrokerSettings::default() })
+    fixture::broker(store, Arc::new(DummyBackend::new()))
 }
 
 /// Service `s` with plan `p`, deployed by a synchronous dummy manifest, and `others`
@@ -40,8 +37,7 @@ async fn register(broker: &Arc<Broker>, others: usize) {
 }
 
 async fn provision_and_bind(broker: &Arc<Broker>, id: &str) {
-    let request = json!({"service_id": "s", "plan_id": "p", "organization_guid": "o", "space_guid": "s"});
-    let answer = broker.instances().provision(id, serde_json::from_value(request).expect("request"), false).await;
+    let answer = broker.instances().provision(id, fixture::provision_request(), false).await;
     assert!(matches!(answer.expect("provisions"), Answer::Done(_)), "synchronous");
     let request = json!({"service_id": "s", "plan_id": "p"});
     let answer =
