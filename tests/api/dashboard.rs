@@ -55,6 +55,28 @@ async fn every_page_is_html_under_a_strict_content_security_policy() {
     app.stop().await;
 }
 
+/// The script follows the event types the page names, from the server's one list: a
+/// refusal (`provision.refused`) shows in the live feed like any other event, and only
+/// an operation's failure is marked failed.
+#[tokio::test]
+async fn every_page_names_every_event_type_for_the_live_feed() {
+    let app = provisioned(json!({}), "{}").await;
+    let (_, _, text) = page(&app, "/dashboard").await;
+    let attribute = |name: &str| {
+        let start = text.find(&format!("{name}=\"")).unwrap_or_else(|| panic!("{name} in {text}")) + name.len() + 2;
+        text[start..].split('"').next().unwrap_or_default().split(' ').map(str::to_owned).collect::<Vec<_>>()
+    };
+    let types = attribute("data-event-types");
+    let known: Vec<String> = esm::domain::event::EventKind::known().map(|kind| kind.to_string()).collect();
+    assert_eq!(types, known);
+    for kind in ["provision.refused", "unbind.failed", "liveness.changed", "pool.member_failed", "resource.gone"] {
+        assert!(types.iter().any(|t| t == kind), "{kind} in {types:?}");
+    }
+    let failures = attribute("data-failure-types");
+    assert!(failures.iter().all(|t| t.ends_with(".failed")) && failures.len() == 5, "{failures:?}");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn the_dashboard_asks_for_the_broker_credentials_when_they_are_set() {
     let mut app = spawn_app_with_auth("operator", "s3cret").await;

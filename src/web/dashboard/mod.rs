@@ -24,6 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use maud::{DOCTYPE, Markup, html};
 
+use crate::domain::event::EventKind;
 use crate::error::OsbError;
 use crate::web::AppState;
 use crate::web::middleware::BasicAuth;
@@ -85,6 +86,11 @@ async fn style() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], include_str!("assets/dashboard.css"))
 }
 
+/// The types of every event esm makes that `wanted` keeps, space-separated.
+fn event_types(wanted: impl Fn(&EventKind) -> bool) -> String {
+    EventKind::known().filter(|kind| wanted(kind)).map(|kind| kind.as_str().to_owned()).collect::<Vec<_>>().join(" ")
+}
+
 /// A page: the navigation, the title, the content.
 pub fn page(title: &str, content: Markup) -> Markup {
     html! {
@@ -98,7 +104,9 @@ pub fn page(title: &str, content: Markup) -> Markup {
                 link rel="stylesheet" href="/dashboard/assets/dashboard.css";
                 script type="module" src="/dashboard/assets/dashboard.js" {}
             }
-            body {
+            // The event types to follow and those shown as failures, from the one list
+            // (`EventKind`), so the script keeps no copy of its own.
+            body data-event-types=(event_types(|_| true)) data-failure-types=(event_types(EventKind::is_failure)) {
                 nav {
                     strong { "esm" }
                     a href="/dashboard" { "Overview" }

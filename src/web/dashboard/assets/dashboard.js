@@ -2,13 +2,10 @@
 // framework and no HTML built from text: everything shown is set with textContent.
 
 const VERSION = { "X-Broker-API-Version": "2.17" };
-const OPERATIONS = ["provision", "update", "deprovision", "bind", "unbind"];
-const TYPES = [
-  "liveness.changed", "instance.removed", "instance.dropped", "service.registered", "service.removed",
-  "pool.member_ready", "pool.member_failed", "pool.member_claimed", "pool.member_replaced",
-  "resource.orphaned", "resource.gone",
-  ...OPERATIONS.flatMap((op) => ["started", "succeeded", "failed"].map((step) => `${op}.${step}`)),
-];
+// Every event type esm makes, and those that are an operation's failure: the page
+// carries them (from the server's one list), so this script keeps no copy.
+const TYPES = (document.body.dataset.eventTypes || "").split(" ").filter(Boolean);
+const FAILURES = new Set((document.body.dataset.failureTypes || "").split(" ").filter(Boolean));
 
 function cell(text, href) {
   const td = document.createElement("td");
@@ -28,7 +25,7 @@ function shown(event) {
   const feed = document.querySelector("#live tbody");
   if (feed) {
     const row = document.createElement("tr");
-    if (event.type.endsWith(".failed")) row.className = "failed";
+    if (FAILURES.has(event.type)) row.className = "failed";
     const what = [event.from && event.to ? `${event.from} → ${event.to}` : "", event.reason || event.description || ""]
       .filter(Boolean)
       .join(" · ");
