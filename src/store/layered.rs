@@ -1,7 +1,8 @@
 //! A store decorator written once: [`Layered`] puts a [`StoreLayer`] around every call
 //! to an inner store, so a decorator (the breaker, the metered store) says only what
 //! it does around a call, and a method added to [`Store`] is forwarded here once for
-//! all of them.
+//! all of them (the impl denies `clippy::missing_trait_methods`, so a provided method
+//! left to its default, skipping the inner store's own, fails the lint).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -110,6 +111,7 @@ impl<L: StoreLayer> Layered<L> {
 }
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl<L: StoreLayer> Store for Layered<L> {
     fn kind(&self) -> &'static str {
         self.inner.kind()
