@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::index::{self, INDEX_FIELD};
-use super::{Collection, Query, REGISTRY_ID, Records, Store, StoreError};
+use super::{Collection, Cutoff, Query, REGISTRY_ID, Records, Store, StoreError};
 use crate::domain::binding::{Binding, BindingMetadata, BindingStatus, Credentials, Endpoint};
 use crate::domain::catalog::Service;
 use crate::domain::event::{Event, EventKind, Step};
@@ -418,11 +418,15 @@ async fn expired_finds_what_sorts_before(store: &Arc<dyn Store>) {
     for (id, at) in [("ex-1", "2020-01-01"), ("ex-2", "2020-06-01"), ("ex-3", "2021-01-01")] {
         store.insert(c, id, indexed(json!({"ended": [at]}))).await.expect("insert");
     }
-    let mut found = store.expired(c, "ended", "2020-12-31", 10).await.expect("expired");
+    let mut found = store.expired(c, Cutoff { field: "ended", below: "2020-12-31", limit: 10 }).await.expect("expired");
     found.sort();
     assert_eq!(found, [("ex-1".to_owned(), 1), ("ex-2".to_owned(), 1)]);
-    assert_eq!(store.expired(c, "ended", "2020-12-31", 1).await.expect("expired").len(), 1, "limited");
-    assert!(store.expired(c, "ended", "2000", 10).await.expect("expired").is_empty());
+    assert_eq!(
+        store.expired(c, Cutoff { field: "ended", below: "2020-12-31", limit: 1 }).await.expect("expired").len(),
+        1,
+        "limited"
+    );
+    assert!(store.expired(c, Cutoff { field: "ended", below: "2000", limit: 10 }).await.expect("expired").is_empty());
 }
 
 async fn counts_tally_the_index_per_value(store: &Arc<dyn Store>) {

@@ -143,6 +143,18 @@ impl Query {
     }
 }
 
+/// Which documents [`Store::expired`](super::Store::expired) finds: up to `limit` of
+/// those indexed under `field` with a value that sorts before `below`.
+#[derive(Debug, Clone, Copy)]
+pub struct Cutoff<'a> {
+    /// The indexed field (e.g. [`GONE_AT`], a timestamp).
+    pub field: &'a str,
+    /// The first value that is not expired.
+    pub below: &'a str,
+    /// The most ids to return.
+    pub limit: usize,
+}
+
 /// The index entries stored in `body`, as (field, value) pairs.
 pub fn entries(body: &Value) -> Vec<(&str, &str)> {
     body.get(INDEX_FIELD).map(entries_in).unwrap_or_default()

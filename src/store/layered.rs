@@ -10,7 +10,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::Value;
 
-use super::{Collection, Document, Query, Store, StoreError};
+use super::{Collection, Cutoff, Document, Query, Store, StoreError};
 
 /// Which [`Store`] method a call is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,14 +125,8 @@ impl<L: StoreLayer> Store for Layered<L> {
         self.through(Call::Upsert, self.inner.upsert(collection, id, body)).await
     }
 
-    async fn replace(
-        &self,
-        collection: Collection,
-        id: &str,
-        expected_version: u64,
-        body: Value,
-    ) -> Result<u64, StoreError> {
-        self.through(Call::Replace, self.inner.replace(collection, id, expected_version, body)).await
+    async fn replace(&self, collection: Collection, id: &str, expected: u64, body: Value) -> Result<u64, StoreError> {
+        self.through(Call::Replace, self.inner.replace(collection, id, expected, body)).await
     }
 
     async fn get(&self, collection: Collection, id: &str) -> Result<Option<Document>, StoreError> {
@@ -155,14 +149,8 @@ impl<L: StoreLayer> Store for Layered<L> {
         self.through(Call::PageIds, self.inner.page_ids(collection, query)).await
     }
 
-    async fn expired(
-        &self,
-        collection: Collection,
-        field: &str,
-        below: &str,
-        limit: usize,
-    ) -> Result<Vec<(String, u64)>, StoreError> {
-        self.through(Call::Expired, self.inner.expired(collection, field, below, limit)).await
+    async fn expired(&self, collection: Collection, cutoff: Cutoff<'_>) -> Result<Vec<(String, u64)>, StoreError> {
+        self.through(Call::Expired, self.inner.expired(collection, cutoff)).await
     }
 
     async fn last_id(&self, collection: Collection) -> Result<Option<String>, StoreError> {
@@ -173,13 +161,8 @@ impl<L: StoreLayer> Store for Layered<L> {
         self.through(Call::Counts, self.inner.counts(collection, field)).await
     }
 
-    async fn delete(
-        &self,
-        collection: Collection,
-        id: &str,
-        expected_version: Option<u64>,
-    ) -> Result<bool, StoreError> {
-        self.through(Call::Delete, self.inner.delete(collection, id, expected_version)).await
+    async fn delete(&self, collection: Collection, id: &str, expected: Option<u64>) -> Result<bool, StoreError> {
+        self.through(Call::Delete, self.inner.delete(collection, id, expected)).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
