@@ -75,6 +75,11 @@ impl Call {
     }
 }
 
+/// The call a layer wraps: a future of the inner backend's answer.
+pub trait Work<T>: Future<Output = Result<T, BackendError>> + Send {}
+
+impl<T, F: Future<Output = Result<T, BackendError>> + Send> Work<T> for F {}
+
 /// What a decorator does around each engine call to the backend it wraps.
 pub trait BackendLayer: Send + Sync + 'static {
     /// Runs `work`, the call `call` to the inner backend (named `backend`), and answers
@@ -84,7 +89,7 @@ pub trait BackendLayer: Send + Sync + 'static {
         &self,
         backend: &'static str,
         call: Call,
-        work: impl Future<Output = Result<T, BackendError>> + Send,
+        work: impl Work<T>,
     ) -> impl Future<Output = Result<T, BackendError>> + Send;
 }
 
@@ -100,11 +105,7 @@ impl<L: BackendLayer> Layered<L> {
         Self { inner, layer }
     }
 
-    async fn through<T: Send>(
-        &self,
-        call: Call,
-        work: impl Future<Output = Result<T, BackendError>> + Send,
-    ) -> Result<T, BackendError> {
+    async fn through<T: Send>(&self, call: Call, work: impl Work<T>) -> Result<T, BackendError> {
         self.layer.around(self.inner.name(), call, work).await
     }
 }

@@ -126,12 +126,7 @@ impl Backend for Recorder {
 struct Notes(Mutex<Vec<(Call, bool)>>);
 
 impl BackendLayer for Arc<Notes> {
-    async fn around<T: Send>(
-        &self,
-        backend: &'static str,
-        call: Call,
-        work: impl Future<Output = Result<T, BackendError>> + Send,
-    ) -> Result<T, BackendError> {
+    async fn around<T: Send>(&self, backend: &'static str, call: Call, work: impl Work<T>) -> Result<T, BackendError> {
         assert_eq!(backend, "recorder");
         let result = work.await;
         self.0.lock().expect("not poisoned").push((call, result.is_err()));

@@ -4,11 +4,10 @@
 //! A [`BackendLayer`], so no backend knows about metrics; `app.rs` wraps each
 //! configured backend.
 
-use std::future::Future;
 use std::sync::Arc;
 
 use super::Metrics;
-use crate::backend::layered::{BackendLayer, Call, Layered};
+use crate::backend::layered::{BackendLayer, Call, Layered, Work};
 use crate::backend::{Backend, BackendError};
 
 /// The layer that counts a backend's failed calls into [`Metrics`].
@@ -25,12 +24,7 @@ impl MeteredBackend {
 }
 
 impl BackendLayer for BackendCalls {
-    async fn around<T: Send>(
-        &self,
-        backend: &'static str,
-        call: Call,
-        work: impl Future<Output = Result<T, BackendError>> + Send,
-    ) -> Result<T, BackendError> {
+    async fn around<T: Send>(&self, backend: &'static str, call: Call, work: impl Work<T>) -> Result<T, BackendError> {
         let result = work.await;
         let label = match call {
             // Leasing's question, never counted: a new label would be a series the

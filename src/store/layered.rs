@@ -67,6 +67,11 @@ impl Call {
     }
 }
 
+/// The call a layer wraps: a future of the inner store's answer.
+pub trait Work<T>: Future<Output = Result<T, StoreError>> + Send {}
+
+impl<T, F: Future<Output = Result<T, StoreError>> + Send> Work<T> for F {}
+
 /// What a decorator does around each call to the store it wraps.
 pub trait StoreLayer: Send + Sync + 'static {
     /// Runs `work`, the call `call` to the inner store (of kind `store`), and answers
@@ -75,7 +80,7 @@ pub trait StoreLayer: Send + Sync + 'static {
         &self,
         store: &'static str,
         call: Call,
-        work: impl Future<Output = Result<T, StoreError>> + Send,
+        work: impl Work<T>,
     ) -> impl Future<Output = Result<T, StoreError>> + Send;
 
     /// Stops what the layer runs on its own, before the inner store closes.
@@ -101,11 +106,7 @@ impl<L: StoreLayer> Layered<L> {
         &self.layer
     }
 
-    async fn through<T: Send>(
-        &self,
-        call: Call,
-        work: impl Future<Output = Result<T, StoreError>> + Send,
-    ) -> Result<T, StoreError> {
+    async fn through<T: Send>(&self, call: Call, work: impl Work<T>) -> Result<T, StoreError> {
         self.layer.around(self.inner.kind(), call, work).await
     }
 }

@@ -247,18 +247,6 @@ impl Record for Registry {
         REGISTRY_ID
     }
 }
-impl Record for crate::domain::liveness::ReportRecord {
-    const COLLECTION: Collection = Collection::LivenessReports;
-    fn id(&self) -> &str {
-        &self.instance_id
-    }
-}
-impl Record for Pool {
-    const COLLECTION: Collection = Collection::Pools;
-    fn id(&self) -> &str {
-        &self.plan_id
-    }
-}
 impl Record for Resource {
     const COLLECTION: Collection = Collection::Resources;
     fn id(&self) -> &str {
@@ -274,41 +262,31 @@ impl Record for Resource {
         ]
     }
 }
-impl Record for StoredManifest {
-    const COLLECTION: Collection = Collection::ManifestContents;
-    fn id(&self) -> &str {
-        &self.key
-    }
+
+/// The record types whose id is one of their fields, one row each: the collection, the
+/// id's field and, for those found by more than their id, what they are indexed under.
+macro_rules! records {
+    ($($record:ty => $collection:ident, id: $id:ident $(, keys: $keys:path)?;)*) => {$(
+        impl Record for $record {
+            const COLLECTION: Collection = Collection::$collection;
+            fn id(&self) -> &str {
+                &self.$id
+            }
+            $(fn index_keys(&self, outbox_waits: bool) -> index::IndexKeys {
+                $keys(self, outbox_waits)
+            })?
+        }
+    )*};
 }
-impl Record for Service {
-    const COLLECTION: Collection = Collection::LegacyServices;
-    fn id(&self) -> &str {
-        &self.id
-    }
-}
-impl Record for Manifest {
-    const COLLECTION: Collection = Collection::LegacyManifests;
-    fn id(&self) -> &str {
-        &self.id
-    }
-}
-impl Record for ServiceInstance {
-    const COLLECTION: Collection = Collection::Instances;
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn index_keys(&self, outbox_waits: bool) -> index::IndexKeys {
-        index::instance_keys(self, outbox_waits)
-    }
-}
-impl Record for Binding {
-    const COLLECTION: Collection = Collection::Bindings;
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn index_keys(&self, outbox_waits: bool) -> index::IndexKeys {
-        index::binding_keys(self, outbox_waits)
-    }
+
+records! {
+    crate::domain::liveness::ReportRecord => LivenessReports, id: instance_id;
+    Pool => Pools, id: plan_id;
+    StoredManifest => ManifestContents, id: key;
+    Service => LegacyServices, id: id;
+    Manifest => LegacyManifests, id: id;
+    ServiceInstance => Instances, id: id, keys: index::instance_keys;
+    Binding => Bindings, id: id, keys: index::binding_keys;
 }
 
 /// A record read from the store, with the version to compare-and-set against.
