@@ -99,15 +99,21 @@ async fn concurrent_inserts_of_one_id_have_one_winner(store: &Arc<dyn Store>) {
         let store = store.clone();
         tasks.push(tokio::spawn(async move { store.insert(Collection::Instances, "race", json!({"n": n})).await }));
     }
+    assert_eq!(winners(tasks, 1).await, 1, "exactly one insert of an id wins");
+}
+
+/// How many of `tasks` won (answered version `won`); each other one must have lost
+/// the race with a `Conflict`.
+async fn winners(tasks: Vec<tokio::task::JoinHandle<Result<u64, StoreError>>>, won: u64) -> usize {
     let mut winners = 0;
     for task in tasks {
         match task.await.expect("joined") {
-            Ok(1) => winners += 1,
+            Ok(version) if version == won => winners += 1,
             Err(StoreError::Conflict(_)) => {}
-            other => panic!("unexpected insert result {other:?}"),
+            other => panic!("unexpected result {other:?}"),
         }
     }
-    assert_eq!(winners, 1, "exactly one insert of an id wins");
+    winners
 }
 
 async fn concurrent_replaces_from_one_version_have_one_winner(store: &Arc<dyn Store>) {
@@ -119,15 +125,7 @@ async fn concurrent_replaces_from_one_version_have_one_winner(store: &Arc<dyn St
             async move { store.replace(Collection::Instances, "cas", 1, json!({"owner": n})).await },
         ));
     }
-    let mut winners = 0;
-    for task in tasks {
-        match task.await.expect("joined") {
-            Ok(2) => winners += 1,
-            Err(StoreError::Conflict(_)) => {}
-            other => panic!("unexpected replace result {other:?}"),
-        }
-    }
-    assert_eq!(winners, 1, "exactly one compare-and-set from a version wins");
+    assert_eq!(winners(tasks, 2).await, 1, "exactly one compare-and-set from a version wins");
 }
 
 async fn awkward_json_round_trips(store: &Arc<dyn Store>) {
