@@ -86,25 +86,9 @@ async fn health(State(state): State<OpsState>) -> Response {
     let mut results = Vec::new();
     let store = state.broker.store().clone();
     // Reads and writes: a store that answers but cannot write (a full disk) fails it.
-    let store_check = tokio::time::timeout(CHECK_TIMEOUT, store.health()).await;
-    results.push(check_result(
-        format!("store:{}", store.kind()),
-        match store_check {
-            Ok(Ok(output)) => Ok(output),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("no answer within {}s", CHECK_TIMEOUT.as_secs())),
-        },
-    ));
+    results.push(check_result(format!("store:{}", store.kind()), within_timeout(store.health()).await));
     for backend in state.broker.backends().all() {
-        let probe = tokio::time::timeout(CHECK_TIMEOUT, backend.probe()).await;
-        results.push(check_result(
-            format!("backend:{}", backend.name()),
-            match probe {
-                Ok(Ok(output)) => Ok(output),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err(format!("no answer within {}s", CHECK_TIMEOUT.as_secs())),
-            },
-        ));
+        results.push(check_result(format!("backend:{}", backend.name()), within_timeout(backend.probe()).await));
     }
     let healthy = results.iter().all(|r| r["passed"] == json!(true));
     let body = json!({
@@ -127,6 +111,17 @@ fn starting() -> Response {
         "results": [check],
     });
     (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+}
+
+/// A check's answer within [`CHECK_TIMEOUT`], or why there is none: the same rule for
+/// the store and every backend.
+async fn within_timeout<E: std::fmt::Display>(
+    check: impl Future<Output = Result<String, E>>,
+) -> Result<String, String> {
+    match tokio::time::timeout(CHECK_TIMEOUT, check).await {
+        Ok(answer) => answer.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {}s", CHECK_TIMEOUT.as_secs())),
+    }
 }
 
 fn check_result(checker: String, outcome: Result<String, String>) -> Value {

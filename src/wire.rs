@@ -35,6 +35,7 @@ use crate::domain::catalog::{MaintenanceInfo, Service};
 use crate::domain::instance::InstanceMetadata;
 use crate::domain::liveness::LivenessStatus;
 use crate::domain::operation::OperationState;
+use crate::domain::strict;
 
 /// Whether an answer leaves its dashboard URL out: there is none, or it is not one
 /// esm hands out now (an instance recorded before URLs were limited to http(s)).
@@ -65,27 +66,15 @@ pub struct ProvisionRequest {
     /// Deprecated in favour of `context`, but required by every OSB version.
     pub space_guid: OpaqueId,
     /// Platform-specific context.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "crate::domain::strict::optional_json_object"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_json_object")]
     #[schema(value_type = Option<Object>)]
     pub context: Option<Value>,
     /// Configuration parameters, checked against the plan's schema.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "crate::domain::strict::optional_json_object"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_json_object")]
     #[schema(value_type = Option<Object>)]
     pub parameters: Option<Value>,
     /// The maintenance version the platform expects (422 if it is not the plan's).
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "crate::domain::strict::optional_object"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_object")]
     pub maintenance_info: Option<MaintenanceInfoRequest>,
 }
 
@@ -112,35 +101,19 @@ pub struct UpdateRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan_id: Option<PlanId>,
     /// New parameters; absent means they stay.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "crate::domain::strict::optional_json_object"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_json_object")]
     #[schema(value_type = Option<Object>)]
     pub parameters: Option<Value>,
     /// New platform context.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "crate::domain::strict::optional_json_object"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_json_object")]
     #[schema(value_type = Option<Object>)]
     pub context: Option<Value>,
     /// What the platform believes the instance had.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "crate::domain::strict::optional_json_object"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_json_object")]
     #[schema(value_type = Option<Object>)]
     pub previous_values: Option<Value>,
     /// The maintenance version to move to.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "crate::domain::strict::optional_object"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_object")]
     pub maintenance_info: Option<MaintenanceInfoRequest>,
 }
 
@@ -177,11 +150,7 @@ pub struct FetchInstanceResponse {
     #[serde(default, skip_serializing_if = "no_dashboard_url")]
     pub dashboard_url: Option<String>,
     /// The parameters in effect.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "crate::domain::strict::optional_json_object"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_json_object")]
     #[schema(value_type = Option<Object>)]
     pub parameters: Option<Value>,
     /// The maintenance version the instance runs.
@@ -219,27 +188,15 @@ pub struct BindRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_guid: Option<OpaqueId>,
     /// What to bind (`app_guid`, `route`).
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "crate::domain::strict::optional_json_object"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_json_object")]
     #[schema(value_type = Option<Object>)]
     pub bind_resource: Option<Value>,
     /// Platform-specific context.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "crate::domain::strict::optional_json_object"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_json_object")]
     #[schema(value_type = Option<Object>)]
     pub context: Option<Value>,
     /// Bind parameters, checked against the plan's schema.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "crate::domain::strict::optional_json_object"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_json_object")]
     #[schema(value_type = Option<Object>)]
     pub parameters: Option<Value>,
     /// OSB 2.17: the binding this one rotates (plan must be `binding_rotatable`).
@@ -257,11 +214,7 @@ pub struct BindingResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoints: Option<Vec<Endpoint>>,
     /// On fetch: the bind parameters.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "crate::domain::strict::optional_json_object"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_json_object")]
     #[schema(value_type = Option<Object>)]
     pub parameters: Option<Value>,
     /// Expiry and renewal times.

@@ -40,6 +40,7 @@ pub mod host_port;
 pub mod kit;
 pub mod kubernetes;
 pub mod labels;
+pub mod layered;
 pub mod said;
 
 #[cfg(any(test, feature = "test-support"))]
@@ -187,8 +188,7 @@ pub trait Backend: Send + Sync {
 
     /// The instance's dashboard, if it has one. Known before the instance is deployed,
     /// so an asynchronous provision's first answer carries it (as OSB asks). Only a URL
-    /// [`check_dashboard_url`] accepts reaches a client (the metered wrapper every
-    /// configured backend runs in drops any other).
+    /// [`check_dashboard_url`] accepts reaches a client: the broker drops any other.
     fn dashboard_url(&self, _instance: &ServiceInstance, _manifest: &Manifest) -> Option<String> {
         None
     }

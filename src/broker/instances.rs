@@ -494,6 +494,9 @@ pub(super) fn new_instance(id: &str, req: &ProvisionRequest, view: &PlanView, op
         outbox: Default::default(),
     };
     // Known before anything runs, so an asynchronous 202 carries it too (OSB).
-    instance.dashboard_url = view.backend.dashboard_url(&instance, &view.manifest);
+    instance.dashboard_url = view
+        .backend
+        .dashboard_url(&instance, &view.manifest)
+        .filter(|url| crate::backend::check_dashboard_url(url).is_ok());
     instance
 }

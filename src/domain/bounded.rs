@@ -138,9 +138,12 @@ pub fn check(
     Ok(())
 }
 
-/// Declares a bounded text type (see the module docs).
+/// Declares bounded text types (see the module docs), one table row each.
 macro_rules! bounded_text {
-    ($(#[$doc:meta])* $name:ident, $what:literal, $max:expr, $charset:expr, allow_empty = $empty:literal) => {
+    ($($(#[$doc:meta])* $name:ident, $what:literal, $max:expr, $charset:expr, allow_empty = $empty:literal;)*) => {
+        $(bounded_text!(@one $(#[$doc])* $name, $what, $max, $charset, allow_empty = $empty);)*
+    };
+    (@one $(#[$doc:meta])* $name:ident, $what:literal, $max:expr, $charset:expr, allow_empty = $empty:literal) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
@@ -257,61 +260,37 @@ macro_rules! bounded_text {
     };
 }
 
-bounded_text!(
+bounded_text! {
     /// An instance id (`/v2/service_instances/{instance_id}`).
-    InstanceId, "an instance id", MAX_ID_BYTES, Charset::Id, allow_empty = false
-);
-bounded_text!(
+    InstanceId, "an instance id", MAX_ID_BYTES, Charset::Id, allow_empty = false;
     /// A binding id.
-    BindingId, "a binding id", MAX_ID_BYTES, Charset::Id, allow_empty = false
-);
-bounded_text!(
+    BindingId, "a binding id", MAX_ID_BYTES, Charset::Id, allow_empty = false;
     /// A service offering's id.
-    ServiceId, "a service id", MAX_ID_BYTES, Charset::Id, allow_empty = false
-);
-bounded_text!(
+    ServiceId, "a service id", MAX_ID_BYTES, Charset::Id, allow_empty = false;
     /// A plan's id (also the id of the plan's pool).
-    PlanId, "a plan id", MAX_ID_BYTES, Charset::Id, allow_empty = false
-);
-bounded_text!(
+    PlanId, "a plan id", MAX_ID_BYTES, Charset::Id, allow_empty = false;
     /// A manifest's id.
-    ManifestId, "a manifest id", MAX_ID_BYTES, Charset::Id, allow_empty = false
-);
-bounded_text!(
+    ManifestId, "a manifest id", MAX_ID_BYTES, Charset::Id, allow_empty = false;
     /// An operation's id (the `operation` of a 202, sent back on `last_operation`).
-    OperationId, "an operation id", MAX_ID_BYTES, Charset::Id, allow_empty = false
-);
-bounded_text!(
+    OperationId, "an operation id", MAX_ID_BYTES, Charset::Id, allow_empty = false;
     /// Any other opaque id a client sends (organization and space guids, app guids,
     /// listing cursors).
-    OpaqueId, "an id", MAX_ID_BYTES, Charset::Id, allow_empty = false
-);
-bounded_text!(
+    OpaqueId, "an id", MAX_ID_BYTES, Charset::Id, allow_empty = false;
     /// A listing's `after` cursor: what a page handed out for the id it ended with
     /// (two bytes of prefix and two hex digits a byte of an id, with room for the
     /// longer ids of resources).
-    Cursor, "a cursor", 2 + 4 * MAX_ID_BYTES, Charset::Id, allow_empty = false
-);
-bounded_text!(
+    Cursor, "a cursor", 2 + 4 * MAX_ID_BYTES, Charset::Id, allow_empty = false;
     /// A version (`maintenance_info.version`, a SemVer 2.0 version).
-    Version, "a version", MAX_NAME_BYTES, Charset::Id, allow_empty = false
-);
-bounded_text!(
+    Version, "a version", MAX_NAME_BYTES, Charset::Id, allow_empty = false;
     /// A name: of a service, a plan, or a short name.
-    Name, "a name", MAX_NAME_BYTES, Charset::Line, allow_empty = false
-);
-bounded_text!(
+    Name, "a name", MAX_NAME_BYTES, Charset::Line, allow_empty = false;
     /// A description of a service or plan.
-    Description, "a description", MAX_DESCRIPTION_BYTES, Charset::Text, allow_empty = false
-);
-bounded_text!(
+    Description, "a description", MAX_DESCRIPTION_BYTES, Charset::Text, allow_empty = false;
     /// A label or tag.
-    Label, "a label", MAX_LABEL_BYTES, Charset::Line, allow_empty = false
-);
-bounded_text!(
+    Label, "a label", MAX_LABEL_BYTES, Charset::Line, allow_empty = false;
     /// An instance's note on its own liveness.
-    Note, "a note", MAX_NOTE_BYTES, Charset::Line, allow_empty = true
-);
+    Note, "a note", MAX_NOTE_BYTES, Charset::Line, allow_empty = true;
+}
 
 #[cfg(test)]
 mod tests {

@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use super::strict;
+
 /// A service offering.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Service {
@@ -32,7 +34,7 @@ pub struct Service {
     pub bindable: bool,
     /// At least one plan.
     #[schema(min_items = 1)]
-    #[serde(deserialize_with = "super::strict::objects")]
+    #[serde(deserialize_with = "strict::objects")]
     pub plans: Vec<Plan>,
     /// ElasTest: the short name the ElasTest platform shows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -44,11 +46,7 @@ pub struct Service {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requires: Option<Vec<String>>,
     /// Opaque metadata (display name, image URL, ...).
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "super::strict::optional_json_object"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_json_object")]
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
     /// OSB 2.14: `GET /v2/service_instances/:id` works. esm supports it for every
@@ -65,11 +63,7 @@ pub struct Service {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan_updateable: Option<bool>,
     /// SSO client of the dashboard (CF profile).
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "super::strict::optional_json_object"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_json_object")]
     #[schema(value_type = Option<Object>)]
     pub dashboard_client: Option<Value>,
 }
@@ -87,11 +81,7 @@ pub struct Plan {
     #[schema(min_length = 1)]
     pub description: String,
     /// Opaque metadata (costs, bullets, display name).
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "super::strict::optional_json_object"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_json_object")]
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
     /// Whether the plan is free (OSB default: true).
@@ -104,14 +94,14 @@ pub struct Plan {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan_updateable: Option<bool>,
     /// OSB 2.13: JSON Schemas for the `parameters` of provision, update and bind.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "super::strict::optional_object")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_object")]
     pub schemas: Option<Schemas>,
     /// OSB 2.15: seconds the platform should poll an operation at most.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<i64>, minimum = 0, maximum = 4294967295_i64)]
     pub maximum_polling_duration: Option<u32>,
     /// OSB 2.15: the version instances of this plan should run.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "super::strict::optional_object")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_object")]
     pub maintenance_info: Option<MaintenanceInfo>,
     /// OSB 2.17: bindings may be rotated with `predecessor_binding_id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -127,10 +117,10 @@ pub struct Plan {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Schemas {
     /// Schemas for instance create and update.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "super::strict::optional_object")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_object")]
     pub service_instance: Option<InstanceSchemas>,
     /// Schemas for binding create.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "super::strict::optional_object")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_object")]
     pub service_binding: Option<BindingSchemas>,
 }
 
@@ -138,10 +128,10 @@ pub struct Schemas {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct InstanceSchemas {
     /// Provision parameters.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "super::strict::optional_object")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_object")]
     pub create: Option<ParametersSchema>,
     /// Update parameters.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "super::strict::optional_object")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_object")]
     pub update: Option<ParametersSchema>,
 }
 
@@ -149,7 +139,7 @@ pub struct InstanceSchemas {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct BindingSchemas {
     /// Bind parameters.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "super::strict::optional_object")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_object")]
     pub create: Option<ParametersSchema>,
 }
 
@@ -157,11 +147,7 @@ pub struct BindingSchemas {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ParametersSchema {
     /// The JSON Schema object.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "super::strict::optional_json_object"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_json_object")]
     #[schema(value_type = Option<Object>)]
     pub parameters: Option<Value>,
 }

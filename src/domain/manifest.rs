@@ -5,6 +5,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
+use super::strict;
+
 /// A registered manifest. The ElasTest platform reads `endpoints` and `config`, so both
 /// are kept and returned exactly as registered.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -25,19 +27,11 @@ pub struct Manifest {
     #[schema(min_length = 1)]
     pub manifest_content: String,
     /// ElasTest: sub-service endpoints (`{name: {main, port}}`), read by the platform.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "super::strict::optional_json_object"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_json_object")]
     #[schema(value_type = Option<Object>)]
     pub endpoints: Option<Value>,
     /// ElasTest: free-form configuration, read by the platform.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "super::strict::optional_json_object"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_json_object")]
     #[schema(value_type = Option<Object>)]
     pub config: Option<Value>,
 }

@@ -3,7 +3,7 @@
 //! One [`Metrics`] value owns every metric family, registered once when it is made;
 //! `app.rs` makes it and hands clones (an `Arc` inside) to what records into it: the
 //! API port's request layer ([`http`]), the broker (operations, reconciliation), and
-//! the store and backend decorators (`store/metered.rs`, `backend/metered.rs`). No
+//! the store and backend layers ([`store_calls`], [`backend_calls`]). No
 //! global registry: two esm servers in one test process keep separate counts.
 //!
 //! Every label takes its values from a bounded set: route templates (never raw

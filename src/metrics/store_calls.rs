@@ -5,12 +5,11 @@
 //! `app.rs` puts it in front of whatever store esm runs (in front of the breaker too,
 //! so a call the breaker fails at once is measured as what the caller saw).
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::Metrics;
-use crate::store::layered::{Call, Layered, StoreLayer};
+use crate::store::layered::{Call, Layered, StoreLayer, Work};
 use crate::store::{Store, StoreError};
 
 /// The layer that measures a store's calls into [`Metrics`].
@@ -27,12 +26,7 @@ impl MeteredStore {
 }
 
 impl StoreLayer for StoreCalls {
-    async fn around<T: Send>(
-        &self,
-        store: &'static str,
-        call: Call,
-        work: impl Future<Output = Result<T, StoreError>> + Send,
-    ) -> Result<T, StoreError> {
+    async fn around<T: Send>(&self, store: &'static str, call: Call, work: impl Work<T>) -> Result<T, StoreError> {
         let started = Instant::now();
         let result = work.await;
         self.0.store_call(store, call.name(), started.elapsed(), result.as_ref().err());

@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::layered::{Call, Layered, StoreLayer};
+use super::layered::{Call, Layered, StoreLayer, Work};
 use super::{Store, StoreError};
 
 /// How long the prober waits after a failed ping before the next one.
@@ -104,12 +104,7 @@ impl BreakerStore {
 }
 
 impl StoreLayer for Breaker {
-    async fn around<T: Send>(
-        &self,
-        _store: &'static str,
-        call: Call,
-        work: impl Future<Output = Result<T, StoreError>> + Send,
-    ) -> Result<T, StoreError> {
+    async fn around<T: Send>(&self, _store: &'static str, call: Call, work: impl Work<T>) -> Result<T, StoreError> {
         // `ping` and `health` (what `/health` asks) always ask the store, and a success
         // closes the breaker; any other call fails at once while it is open.
         let asks_anyway = matches!(call, Call::Ping | Call::Health);

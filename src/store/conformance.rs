@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::index::{self, INDEX_FIELD};
-use super::{Collection, Query, REGISTRY_ID, Records, Store, StoreError};
+use super::{Collection, Cutoff, Query, REGISTRY_ID, Records, Store, StoreError};
 use crate::domain::binding::{Binding, BindingMetadata, BindingStatus, Credentials, Endpoint};
 use crate::domain::catalog::Service;
 use crate::domain::event::{Event, EventKind, Step};
@@ -99,15 +99,21 @@ async fn concurrent_inserts_of_one_id_have_one_winner(store: &Arc<dyn Store>) {
         let store = store.clone();
         tasks.push(tokio::spawn(async move { store.insert(Collection::Instances, "race", json!({"n": n})).await }));
     }
+    assert_eq!(winners(tasks, 1).await, 1, "exactly one insert of an id wins");
+}
+
+/// How many of `tasks` won (answered version `won`); each other one must have lost
+/// the race with a `Conflict`.
+async fn winners(tasks: Vec<tokio::task::JoinHandle<Result<u64, StoreError>>>, won: u64) -> usize {
     let mut winners = 0;
     for task in tasks {
         match task.await.expect("joined") {
-            Ok(1) => winners += 1,
+            Ok(version) if version == won => winners += 1,
             Err(StoreError::Conflict(_)) => {}
-            other => panic!("unexpected insert result {other:?}"),
+            other => panic!("unexpected result {other:?}"),
         }
     }
-    assert_eq!(winners, 1, "exactly one insert of an id wins");
+    winners
 }
 
 async fn concurrent_replaces_from_one_version_have_one_winner(store: &Arc<dyn Store>) {
@@ -119,15 +125,7 @@ async fn concurrent_replaces_from_one_version_have_one_winner(store: &Arc<dyn St
             async move { store.replace(Collection::Instances, "cas", 1, json!({"owner": n})).await },
         ));
     }
-    let mut winners = 0;
-    for task in tasks {
-        match task.await.expect("joined") {
-            Ok(2) => winners += 1,
-            Err(StoreError::Conflict(_)) => {}
-            other => panic!("unexpected replace result {other:?}"),
-        }
-    }
-    assert_eq!(winners, 1, "exactly one compare-and-set from a version wins");
+    assert_eq!(winners(tasks, 2).await, 1, "exactly one compare-and-set from a version wins");
 }
 
 async fn awkward_json_round_trips(store: &Arc<dyn Store>) {
@@ -418,11 +416,15 @@ async fn expired_finds_what_sorts_before(store: &Arc<dyn Store>) {
     for (id, at) in [("ex-1", "2020-01-01"), ("ex-2", "2020-06-01"), ("ex-3", "2021-01-01")] {
         store.insert(c, id, indexed(json!({"ended": [at]}))).await.expect("insert");
     }
-    let mut found = store.expired(c, "ended", "2020-12-31", 10).await.expect("expired");
+    let mut found = store.expired(c, Cutoff { field: "ended", below: "2020-12-31", limit: 10 }).await.expect("expired");
     found.sort();
     assert_eq!(found, [("ex-1".to_owned(), 1), ("ex-2".to_owned(), 1)]);
-    assert_eq!(store.expired(c, "ended", "2020-12-31", 1).await.expect("expired").len(), 1, "limited");
-    assert!(store.expired(c, "ended", "2000", 10).await.expect("expired").is_empty());
+    assert_eq!(
+        store.expired(c, Cutoff { field: "ended", below: "2020-12-31", limit: 1 }).await.expect("expired").len(),
+        1,
+        "limited"
+    );
+    assert!(store.expired(c, Cutoff { field: "ended", below: "2000", limit: 10 }).await.expect("expired").is_empty());
 }
 
 async fn counts_tally_the_index_per_value(store: &Arc<dyn Store>) {

@@ -21,7 +21,7 @@ use serde_json::Value;
 
 use super::numbering::Counted;
 use super::walk::Visits;
-use super::{Collection, Document, Query, Store, StoreError, index};
+use super::{Collection, Cutoff, Document, Query, Store, StoreError, index};
 
 #[cfg(test)]
 mod faults;
@@ -264,18 +264,12 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn replace(
-        &self,
-        collection: Collection,
-        id: &str,
-        expected_version: u64,
-        body: Value,
-    ) -> Result<u64, StoreError> {
+    async fn replace(&self, collection: Collection, id: &str, expected: u64, body: Value) -> Result<u64, StoreError> {
         let name = format!("{}/{id}", collection.name());
         self.write(collection, id, move |current| match current {
             None => Err(StoreError::NotFound(name)),
-            Some(version) if version != expected_version => {
-                Err(StoreError::Conflict(format!("{name} is at version {version}, not {expected_version}")))
+            Some(version) if version != expected => {
+                Err(StoreError::Conflict(format!("{name} is at version {version}, not {expected}")))
             }
             Some(version) => Ok((Write::Put(version + 1, body), version + 1)),
         })
@@ -369,14 +363,8 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn expired(
-        &self,
-        collection: Collection,
-        field: &str,
-        below: &str,
-        limit: usize,
-    ) -> Result<Vec<(String, u64)>, StoreError> {
-        let (field, below) = (field.to_owned(), below.to_owned());
+    async fn expired(&self, collection: Collection, cutoff: Cutoff<'_>) -> Result<Vec<(String, u64)>, StoreError> {
+        let (field, below, limit) = (cutoff.field.to_owned(), cutoff.below.to_owned(), cutoff.limit);
         self.blocking(move |db| {
             let txn = db.begin_read()?;
             let records = txn.open_table(table(collection))?;
@@ -428,14 +416,9 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn delete(
-        &self,
-        collection: Collection,
-        id: &str,
-        expected_version: Option<u64>,
-    ) -> Result<bool, StoreError> {
+    async fn delete(&self, collection: Collection, id: &str, expected: Option<u64>) -> Result<bool, StoreError> {
         let name = format!("{}/{id}", collection.name());
-        self.write(collection, id, move |current| match (current, expected_version) {
+        self.write(collection, id, move |current| match (current, expected) {
             (None, _) => Ok((Write::Nothing, false)),
             (Some(version), Some(expected)) if version != expected => {
                 Err(StoreError::Conflict(format!("{name} is at version {version}, not {expected}")))

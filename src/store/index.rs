@@ -11,6 +11,8 @@
 //! [`GONE_AT`] (for the purge), so every listing by service or plan sees live instances
 //! without reading tombstones.
 
+use std::ops::ControlFlow;
+
 use serde_json::{Map, Value};
 
 use super::Collection;
@@ -143,6 +145,18 @@ impl Query {
     }
 }
 
+/// Which documents [`Store::expired`](super::Store::expired) finds: up to `limit` of
+/// those indexed under `field` with a value that sorts before `below`.
+#[derive(Debug, Clone, Copy)]
+pub struct Cutoff<'a> {
+    /// The indexed field (e.g. [`GONE_AT`], a timestamp).
+    pub field: &'a str,
+    /// The first value that is not expired.
+    pub below: &'a str,
+    /// The most ids to return.
+    pub limit: usize,
+}
+
 /// The index entries stored in `body`, as (field, value) pairs.
 pub fn entries(body: &Value) -> Vec<(&str, &str)> {
     body.get(INDEX_FIELD).map(entries_in).unwrap_or_default()
@@ -198,20 +212,37 @@ fn waiting(outbox: &Outbox, outbox_waits: bool) -> bool {
     outbox_waits && outbox.has_pending()
 }
 
+/// The keys of a record's life, the same for instances and bindings (given their
+/// operations, outbox and creation time): a running operation, events waiting in the
+/// outbox and, once the record is gone and nothing waits, when it went. `Break` for a
+/// gone record: these are all its keys.
+fn life_keys(
+    (ops, outbox, created_at): (&OperationLog, &Outbox, &str),
+    live: bool,
+    outbox_waits: bool,
+) -> ControlFlow<IndexKeys, IndexKeys> {
+    let mut keys: IndexKeys = running(ops).into_iter().collect();
+    let waiting = waiting(outbox, outbox_waits);
+    keys.extend(waiting.then(|| (OUTBOX, "1".to_owned())));
+    if live {
+        return ControlFlow::Continue(keys);
+    }
+    if !waiting {
+        keys.push((GONE_AT, gone_at(ops, created_at)));
+    }
+    ControlFlow::Break(keys)
+}
+
 /// What an instance is found under. `outbox_waits`: whether the events in its outbox
 /// wait there once written (not on a store that numbers them in the write): then it is
 /// found by the sequencer, and a tombstone is not purged before they are in the log.
 pub fn instance_keys(instance: &ServiceInstance, outbox_waits: bool) -> IndexKeys {
     let ops = &instance.operations;
-    let mut keys: IndexKeys = running(ops).into_iter().collect();
-    let waiting = waiting(&instance.outbox, outbox_waits);
-    keys.extend(waiting.then(|| (OUTBOX, "1".to_owned())));
-    if !instance.is_live() {
-        if !waiting {
-            keys.push((GONE_AT, gone_at(ops, &instance.created_at)));
-        }
-        return keys;
-    }
+    let life = (ops, &instance.outbox, instance.created_at.as_str());
+    let mut keys = match life_keys(life, instance.is_live(), outbox_waits) {
+        ControlFlow::Break(keys) => return keys,
+        ControlFlow::Continue(keys) => keys,
+    };
     if let Some(membership) = &instance.pool {
         // A member is no platform's instance: found only by what pools need.
         keys.push((MEMBER, "1".into()));
@@ -275,16 +306,11 @@ pub async fn count_census(store: &dyn super::Store) -> Result<Vec<([String; 4], 
 
 /// What a binding is found under (`outbox_waits` as for [`instance_keys`]).
 pub fn binding_keys(binding: &Binding, outbox_waits: bool) -> IndexKeys {
-    let ops = &binding.operations;
-    let mut keys: IndexKeys = running(ops).into_iter().collect();
-    let waiting = waiting(&binding.outbox, outbox_waits);
-    keys.extend(waiting.then(|| (OUTBOX, "1".to_owned())));
-    if !binding.is_live() {
-        if !waiting {
-            keys.push((GONE_AT, gone_at(ops, &binding.created_at)));
-        }
-        return keys;
-    }
+    let life = (&binding.operations, &binding.outbox, binding.created_at.as_str());
+    let mut keys = match life_keys(life, binding.is_live(), outbox_waits) {
+        ControlFlow::Break(keys) => return keys,
+        ControlFlow::Continue(keys) => keys,
+    };
     keys.push((INSTANCE_ID, binding.instance_id.clone()));
     keys
 }

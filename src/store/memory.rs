@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::numbering::{self, Counted};
 use super::walk::{self, Ranges, Visits};
-use super::{Collection, Document, Query, Store, StoreError, index};
+use super::{Collection, Cutoff, Document, Query, Store, StoreError, index};
 
 /// A collection's index: field → value → ids. The same `(field, value, id)` entries as
 /// the embedded store's index table, nested so that every lookup borrows the query's
@@ -107,13 +107,8 @@ impl Ranges for View<'_> {
         start: Bound<&str>,
         mut visit: impl FnMut(&str) -> Result<bool, StoreError>,
     ) -> Result<(), StoreError> {
-        for id in self.table.docs.range::<str, _>((start, Bound::Unbounded)).map(|(id, _)| id) {
-            self.visits.one();
-            if !visit(id)? {
-                break;
-            }
-        }
-        Ok(())
+        let ids = self.table.docs.range::<str, _>((start, Bound::Unbounded)).map(|(id, _)| Ok(id));
+        self.visits.each(ids, |id| visit(id))
     }
 
     fn under(
@@ -124,13 +119,7 @@ impl Ranges for View<'_> {
         mut visit: impl FnMut(&str) -> Result<bool, StoreError>,
     ) -> Result<(), StoreError> {
         let Some(ids) = self.table.index.get(field).and_then(|values| values.get(value)) else { return Ok(()) };
-        for id in ids.range::<str, _>((start, Bound::Unbounded)) {
-            self.visits.one();
-            if !visit(id)? {
-                break;
-            }
-        }
-        Ok(())
+        self.visits.each(ids.range::<str, _>((start, Bound::Unbounded)).map(Ok), |id| visit(id))
     }
 }
 
@@ -258,19 +247,12 @@ impl Store for MemoryStore {
         self.write(collection, id, body, |stored| Ok(stored.map_or(1, |version| version + 1)))
     }
 
-    async fn replace(
-        &self,
-        collection: Collection,
-        id: &str,
-        expected_version: u64,
-        body: Value,
-    ) -> Result<u64, StoreError> {
+    async fn replace(&self, collection: Collection, id: &str, expected: u64, body: Value) -> Result<u64, StoreError> {
         self.write(collection, id, body, |stored| match stored {
             None => Err(StoreError::NotFound(format!("{}/{id}", collection.name()))),
-            Some(version) if version != expected_version => Err(StoreError::Conflict(format!(
-                "{}/{id} is at version {version}, not {expected_version}",
-                collection.name()
-            ))),
+            Some(version) if version != expected => {
+                Err(StoreError::Conflict(format!("{}/{id} is at version {version}, not {expected}", collection.name())))
+            }
             Some(version) => Ok(version + 1),
         })
     }
@@ -305,20 +287,14 @@ impl Store for MemoryStore {
         self.walk(collection, query, |_, id| Ok(id.to_owned()))
     }
 
-    async fn expired(
-        &self,
-        collection: Collection,
-        field: &str,
-        below: &str,
-        limit: usize,
-    ) -> Result<Vec<(String, u64)>, StoreError> {
+    async fn expired(&self, collection: Collection, cutoff: Cutoff<'_>) -> Result<Vec<(String, u64)>, StoreError> {
         Ok(self.with(collection, |table| {
-            let Some(values) = table.index.get(field) else { return Vec::new() };
+            let Some(values) = table.index.get(cutoff.field) else { return Vec::new() };
             values
-                .range::<str, _>((Bound::Unbounded, Bound::Excluded(below)))
+                .range::<str, _>((Bound::Unbounded, Bound::Excluded(cutoff.below)))
                 .flat_map(|(_, ids)| ids)
                 .filter_map(|id| table.docs.get(id).map(|doc| (id.clone(), doc.version)))
-                .take(limit)
+                .take(cutoff.limit)
                 .collect()
         }))
     }
@@ -334,13 +310,8 @@ impl Store for MemoryStore {
         }))
     }
 
-    async fn delete(
-        &self,
-        collection: Collection,
-        id: &str,
-        expected_version: Option<u64>,
-    ) -> Result<bool, StoreError> {
-        self.with(collection, |table| match (table.docs.get(id), expected_version) {
+    async fn delete(&self, collection: Collection, id: &str, expected: Option<u64>) -> Result<bool, StoreError> {
+        self.with(collection, |table| match (table.docs.get(id), expected) {
             (None, _) => Ok(None),
             (Some(doc), Some(expected)) if doc.version != expected => Err(StoreError::Conflict(format!(
                 "{}/{id} is at version {}, not {expected}",

@@ -41,7 +41,7 @@ use crate::domain::manifest::Manifest;
 use crate::domain::pool::Pool;
 use crate::domain::registry::{Registry, StoredManifest};
 use crate::domain::resource::Resource;
-pub use index::Query;
+pub use index::{Cutoff, Query};
 
 /// The id of the one [`Registry`] record.
 pub const REGISTRY_ID: &str = "registry";
@@ -156,15 +156,9 @@ pub trait Store: Send + Sync {
     /// Inserts or replaces a document regardless of its version; returns the new version.
     async fn upsert(&self, collection: Collection, id: &str, body: Value) -> Result<u64, StoreError>;
 
-    /// Replaces a document if it is still at `expected_version`; returns the new version.
+    /// Replaces a document if it is still at `expected`; returns the new version.
     /// `Conflict` if it moved on, `NotFound` if it is gone.
-    async fn replace(
-        &self,
-        collection: Collection,
-        id: &str,
-        expected_version: u64,
-        body: Value,
-    ) -> Result<u64, StoreError>;
+    async fn replace(&self, collection: Collection, id: &str, expected: u64, body: Value) -> Result<u64, StoreError>;
 
     /// Reads a document.
     async fn get(&self, collection: Collection, id: &str) -> Result<Option<Document>, StoreError>;
@@ -187,15 +181,9 @@ pub trait Store: Send + Sync {
         Ok(self.page(collection, query).await?.into_iter().map(|(id, _)| id).collect())
     }
 
-    /// Up to `limit` ids (with their versions) of documents indexed under `field` with a
-    /// value that sorts before `below`, in no particular order: what the purge removes.
-    async fn expired(
-        &self,
-        collection: Collection,
-        field: &str,
-        below: &str,
-        limit: usize,
-    ) -> Result<Vec<(String, u64)>, StoreError>;
+    /// The ids (with their versions) of documents within `cutoff`, in no particular
+    /// order: what the purge removes.
+    async fn expired(&self, collection: Collection, cutoff: Cutoff<'_>) -> Result<Vec<(String, u64)>, StoreError>;
 
     /// The greatest id in a collection, if it has any document.
     async fn last_id(&self, collection: Collection) -> Result<Option<String>, StoreError>;
@@ -205,10 +193,9 @@ pub trait Store: Send + Sync {
     /// it): what `esm_instances` reports.
     async fn counts(&self, collection: Collection, field: &str) -> Result<Vec<(String, u64)>, StoreError>;
 
-    /// Deletes a document (only if at `expected_version`, when given). Returns whether
+    /// Deletes a document (only if at `expected`, when given). Returns whether
     /// something was deleted; `Conflict` if the version moved on.
-    async fn delete(&self, collection: Collection, id: &str, expected_version: Option<u64>)
-    -> Result<bool, StoreError>;
+    async fn delete(&self, collection: Collection, id: &str, expected: Option<u64>) -> Result<bool, StoreError>;
 
     /// Checks that the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
@@ -260,18 +247,6 @@ impl Record for Registry {
         REGISTRY_ID
     }
 }
-impl Record for crate::domain::liveness::ReportRecord {
-    const COLLECTION: Collection = Collection::LivenessReports;
-    fn id(&self) -> &str {
-        &self.instance_id
-    }
-}
-impl Record for Pool {
-    const COLLECTION: Collection = Collection::Pools;
-    fn id(&self) -> &str {
-        &self.plan_id
-    }
-}
 impl Record for Resource {
     const COLLECTION: Collection = Collection::Resources;
     fn id(&self) -> &str {
@@ -287,41 +262,31 @@ impl Record for Resource {
         ]
     }
 }
-impl Record for StoredManifest {
-    const COLLECTION: Collection = Collection::ManifestContents;
-    fn id(&self) -> &str {
-        &self.key
-    }
+
+/// The record types whose id is one of their fields, one row each: the collection, the
+/// id's field and, for those found by more than their id, what they are indexed under.
+macro_rules! records {
+    ($($record:ty => $collection:ident, id: $id:ident $(, keys: $keys:path)?;)*) => {$(
+        impl Record for $record {
+            const COLLECTION: Collection = Collection::$collection;
+            fn id(&self) -> &str {
+                &self.$id
+            }
+            $(fn index_keys(&self, outbox_waits: bool) -> index::IndexKeys {
+                $keys(self, outbox_waits)
+            })?
+        }
+    )*};
 }
-impl Record for Service {
-    const COLLECTION: Collection = Collection::LegacyServices;
-    fn id(&self) -> &str {
-        &self.id
-    }
-}
-impl Record for Manifest {
-    const COLLECTION: Collection = Collection::LegacyManifests;
-    fn id(&self) -> &str {
-        &self.id
-    }
-}
-impl Record for ServiceInstance {
-    const COLLECTION: Collection = Collection::Instances;
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn index_keys(&self, outbox_waits: bool) -> index::IndexKeys {
-        index::instance_keys(self, outbox_waits)
-    }
-}
-impl Record for Binding {
-    const COLLECTION: Collection = Collection::Bindings;
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn index_keys(&self, outbox_waits: bool) -> index::IndexKeys {
-        index::binding_keys(self, outbox_waits)
-    }
+
+records! {
+    crate::domain::liveness::ReportRecord => LivenessReports, id: instance_id;
+    Pool => Pools, id: plan_id;
+    StoredManifest => ManifestContents, id: key;
+    Service => LegacyServices, id: id;
+    Manifest => LegacyManifests, id: id;
+    ServiceInstance => Instances, id: id, keys: index::instance_keys;
+    Binding => Bindings, id: id, keys: index::binding_keys;
 }
 
 /// A record read from the store, with the version to compare-and-set against.
@@ -496,7 +461,7 @@ impl Records {
         below: &str,
         limit: usize,
     ) -> Result<Vec<(String, u64)>, StoreError> {
-        self.store.expired(T::COLLECTION, field, below, limit).await
+        self.store.expired(T::COLLECTION, Cutoff { field, below, limit }).await
     }
 
     /// Rewrites every record of a type written before its index entries existed (or

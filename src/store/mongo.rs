@@ -27,7 +27,7 @@ use mongodb::{Client, Database, IndexModel};
 use serde_json::Value;
 use tokio::sync::OnceCell;
 
-use super::{Collection, Document, Query, Store, StoreError, index};
+use super::{Collection, Cutoff, Document, Query, Store, StoreError, index};
 
 /// Connections to MongoDB per esm process, unless the URI says otherwise.
 const MAX_POOL_SIZE: u32 = 100;
@@ -252,31 +252,24 @@ impl Store for MongoStore {
         version_of(collection, id, &updated)
     }
 
-    async fn replace(
-        &self,
-        collection: Collection,
-        id: &str,
-        expected_version: u64,
-        body: Value,
-    ) -> Result<u64, StoreError> {
+    async fn replace(&self, collection: Collection, id: &str, expected: u64, body: Value) -> Result<u64, StoreError> {
         let result = self
             .collection(collection)
             .update_one(
-                doc! {"_id": id, "version": as_i64(expected_version)},
+                doc! {"_id": id, "version": as_i64(expected)},
                 doc! {"$inc": {"version": 1_i64}, "$set": {"json": json_text(&body)?, "ix": index_doc(&body)}},
             )
             .await
             .map_err(unavailable)?;
         if result.matched_count == 1 {
-            return Ok(expected_version + 1);
+            return Ok(expected + 1);
         }
         // Only a lost compare-and-set reads again, and only the version, to tell why.
         match self.version(collection, id).await? {
             None => Err(StoreError::NotFound(format!("{}/{id}", collection.name()))),
-            Some(version) => Err(StoreError::Conflict(format!(
-                "{}/{id} is at version {version}, not {expected_version}",
-                collection.name()
-            ))),
+            Some(version) => {
+                Err(StoreError::Conflict(format!("{}/{id} is at version {version}, not {expected}", collection.name())))
+            }
         }
     }
 
@@ -328,20 +321,14 @@ impl Store for MongoStore {
         Ok(out)
     }
 
-    async fn expired(
-        &self,
-        collection: Collection,
-        field: &str,
-        below: &str,
-        limit: usize,
-    ) -> Result<Vec<(String, u64)>, StoreError> {
+    async fn expired(&self, collection: Collection, cutoff: Cutoff<'_>) -> Result<Vec<(String, u64)>, StoreError> {
         self.ensure_indexes().await?;
         let mut cursor = self
             .collection(collection)
-            .find(doc! {format!("ix.{field}"): {"$lt": below}})
+            .find(doc! {format!("ix.{}", cutoff.field): {"$lt": cutoff.below}})
             .projection(doc! {"_id": 1, "version": 1})
-            .limit(as_i64(limit))
-            .batch_size(batch(limit))
+            .limit(as_i64(cutoff.limit))
+            .batch_size(batch(cutoff.limit))
             .await
             .map_err(unavailable)?;
         let mut out = Vec::new();
@@ -395,13 +382,8 @@ impl Store for MongoStore {
         Ok(out)
     }
 
-    async fn delete(
-        &self,
-        collection: Collection,
-        id: &str,
-        expected_version: Option<u64>,
-    ) -> Result<bool, StoreError> {
-        let filter = match expected_version {
+    async fn delete(&self, collection: Collection, id: &str, expected: Option<u64>) -> Result<bool, StoreError> {
+        let filter = match expected {
             Some(v) => doc! {"_id": id, "version": as_i64(v)},
             None => doc! {"_id": id},
         };
@@ -409,7 +391,7 @@ impl Store for MongoStore {
         if result.deleted_count == 1 {
             return Ok(true);
         }
-        match (expected_version, self.version(collection, id).await?) {
+        match (expected, self.version(collection, id).await?) {
             (Some(expected), Some(version)) => {
                 Err(StoreError::Conflict(format!("{}/{id} is at version {version}, not {expected}", collection.name())))
             }

@@ -91,7 +91,14 @@ async fn every_store_call_is_one_round_trip() {
     assert_eq!(take(&wire), one(&["find"]), "page");
     assert_eq!(store.page_ids(instances, &query).await.expect("reads").len(), 151);
     assert_eq!(take(&wire), one(&["find"]), "page_ids");
-    assert_eq!(store.expired(instances, index::GONE_AT, "0121", 200).await.expect("reads").len(), 120);
+    assert_eq!(
+        store
+            .expired(instances, Cutoff { field: index::GONE_AT, below: "0121", limit: 200 })
+            .await
+            .expect("reads")
+            .len(),
+        120
+    );
     assert_eq!(take(&wire), one(&["find"]), "expired");
     assert_eq!(store.last_id(instances).await, Ok(Some("i-new".to_owned())));
     assert_eq!(take(&wire), one(&["find"]), "last_id");

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use super::memory::MemoryStore;
-use super::{Collection, Document, Query, Store, StoreError};
+use super::{Collection, Cutoff, Document, Query, Store, StoreError};
 
 /// See the module docs. While `down`, each call fails with `Unavailable` after
 /// `failure_delay` (what a down server costs: the driver's server selection).
@@ -204,8 +204,8 @@ impl Store for SwitchableStore {
         self.read(c, "page");
         self.answer(self.memory.page(c, q)).await
     }
-    async fn expired(&self, c: Collection, f: &str, b: &str, n: usize) -> Result<Vec<(String, u64)>, StoreError> {
-        self.answer(self.memory.expired(c, f, b, n)).await
+    async fn expired(&self, c: Collection, cutoff: Cutoff<'_>) -> Result<Vec<(String, u64)>, StoreError> {
+        self.answer(self.memory.expired(c, cutoff)).await
     }
     async fn counts(&self, c: Collection, f: &str) -> Result<Vec<(String, u64)>, StoreError> {
         self.answer(self.memory.counts(c, f)).await

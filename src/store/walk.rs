@@ -107,6 +107,22 @@ impl Visits {
         self.count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Hands each of `items` (ids, or what holds them) to `visit` while it says to go
+    /// on, counting each: how every store walks one range.
+    pub(super) fn each<T, E>(
+        &self,
+        items: impl IntoIterator<Item = Result<T, E>>,
+        mut visit: impl FnMut(T) -> Result<bool, E>,
+    ) -> Result<(), E> {
+        for item in items {
+            self.one();
+            if !visit(item?)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// How many so far.
     #[cfg(any(test, feature = "test-support"))]
     pub(super) fn total(&self) -> u64 {

@@ -16,6 +16,7 @@ use utoipa::ToSchema;
 use crate::domain::bounded::{Description, Label, ManifestId, Name, PlanId, ServiceId, Version};
 use crate::domain::catalog::{MaintenanceInfo, Plan, Schemas, Service};
 use crate::domain::manifest::Manifest;
+use crate::domain::strict;
 
 /// The most bytes of JSON a service's or plan's `metadata` may hold (display names,
 /// image URLs: an image inlined as a `data:` URL fits).
@@ -38,7 +39,7 @@ pub struct ServiceRegistration {
     pub bindable: bool,
     /// At least one plan (at most `ESM_CATALOG_MAX_PLANS`).
     #[schema(min_items = 1)]
-    #[serde(deserialize_with = "crate::domain::strict::objects")]
+    #[serde(deserialize_with = "strict::objects")]
     pub plans: Vec<PlanRegistration>,
     /// ElasTest: the short name the ElasTest platform shows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -95,22 +96,14 @@ pub struct PlanRegistration {
     pub plan_updateable: Option<bool>,
     /// OSB 2.13: JSON Schemas for the `parameters` of provision, update and bind (each
     /// at most 64 kB, as OSB allows).
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "crate::domain::strict::optional_object"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_object")]
     pub schemas: Option<Schemas>,
     /// OSB 2.15: seconds the platform should poll an operation at most.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<i64>, minimum = 0, maximum = 4294967295_i64)]
     pub maximum_polling_duration: Option<u32>,
     /// OSB 2.15: the version instances of this plan should run.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "crate::domain::strict::optional_object"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_object")]
     pub maintenance_info: Option<MaintenanceInfoRequest>,
     /// OSB 2.17: bindings may be rotated with `predecessor_binding_id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -199,19 +192,11 @@ pub struct ManifestRegistration {
     #[schema(min_length = 1)]
     pub manifest_content: String,
     /// ElasTest: sub-service endpoints (`{name: {main, port}}`), read by the platform.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "crate::domain::strict::optional_json_object"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_json_object")]
     #[schema(value_type = Option<Object>)]
     pub endpoints: Option<Value>,
     /// ElasTest: free-form configuration, read by the platform.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "crate::domain::strict::optional_json_object"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_json_object")]
     #[schema(value_type = Option<Object>)]
     pub config: Option<Value>,
 }

@@ -5,6 +5,7 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use crate::domain::pool::PoolError;
+use crate::domain::strict;
 
 /// Body of `PUT /v2/et/pools/{plan_id}`: keep `size` instances of the plan ready.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -21,11 +22,7 @@ pub struct PoolRequest {
     /// The parameters members are deployed with, checked against the plan's schema. A
     /// provision is handed a member only if it asks for exactly these (or for none when
     /// these are none).
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "crate::domain::strict::optional_json_object"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_json_object")]
     #[schema(value_type = Option<Object>)]
     pub parameters: Option<Value>,
 }

@@ -404,12 +404,7 @@ impl Backend for DummyBackend {
         })
     }
 
-    async fn unbind(
-        &self,
-        _instance: &ServiceInstance,
-        binding: &Binding,
-        manifest: &Manifest,
-    ) -> Result<(), BackendError> {
+    async fn unbind(&self, _: &ServiceInstance, binding: &Binding, manifest: &Manifest) -> Result<(), BackendError> {
         let parsed = self.load(manifest)?;
         self.play(&parsed.script, OperationKind::Unbind, &binding.id, running(&binding.operations)).await
     }

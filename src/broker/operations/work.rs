@@ -212,7 +212,8 @@ impl Work for Update {
         // Taken whether or not it worked: a failed update may have changed something.
         ops.broker.inventory().take_inventory(backend.as_ref(), &target).await;
         let deployment = deployment?;
-        let dashboard_url = backend.dashboard_url(&target, &manifest);
+        let dashboard_url =
+            backend.dashboard_url(&target, &manifest).filter(|url| crate::backend::check_dashboard_url(url).is_ok());
         let made = ServiceInstance { deployment: deployment.details.clone(), ..target.into_owned() };
         let look = ops.broker.liveness().look_first(backend.as_ref(), &made).await;
         Ok(Redeployed { deployment, dashboard_url, manifest, host_ports: made.host_ports, look })

@@ -22,13 +22,8 @@ impl Ranges for Tables<'_> {
     type Error = Fail;
 
     fn all(&self, start: Bound<&str>, mut visit: impl FnMut(&str) -> Result<bool, Fail>) -> Result<(), Fail> {
-        for stored in self.records.range::<&str>((start, Bound::Unbounded))? {
-            self.visits.one();
-            if !visit(stored?.0.value())? {
-                break;
-            }
-        }
-        Ok(())
+        let records = self.records.range::<&str>((start, Bound::Unbounded))?;
+        self.visits.each(records.map(|stored| stored.map_err(Fail::from)), |stored| visit(stored.0.value()))
     }
 
     fn under(
@@ -43,15 +38,12 @@ impl Ranges for Tables<'_> {
             Bound::Excluded(id) => Bound::Excluded((field, value, id)),
             Bound::Unbounded => Bound::Included((field, value, "")),
         };
-        for indexed in self.ix.range((start, Bound::Unbounded))? {
-            self.visits.one();
-            let (key, _) = indexed?;
+        let indexed = self.ix.range((start, Bound::Unbounded))?;
+        self.visits.each(indexed.map(|entry| entry.map_err(Fail::from)), |(key, _)| {
             let (f, v, id) = key.value();
-            if f != field || v != value || !visit(id)? {
-                break;
-            }
-        }
-        Ok(())
+            // Past the entry's last id: the range runs on into the next entry.
+            if f != field || v != value { Ok(false) } else { visit(id) }
+        })
     }
 }
 
