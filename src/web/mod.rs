@@ -6,6 +6,8 @@
 //!   bindings, liveness, pools, inventory, events).
 //! - `dashboard/`: the operator's HTML pages.
 //! - `openapi.rs`: the OpenAPI document generated from the routes, and Swagger UI.
+//! - `route.rs`: the table of every `/v2` route (method, path, audit name, version
+//!   exemption, handler) that the router, the OpenAPI document and the layers read.
 //! - `extract.rs`, `listing.rs`, `middleware.rs`, `version.rs`: what every route
 //!   shares: extractors with OSB error bodies, paging, auth and the version check,
 //!   and what each OSB version sees.
@@ -20,6 +22,7 @@ pub mod listing;
 pub mod middleware;
 pub mod openapi;
 pub mod osb;
+pub mod route;
 pub mod version;
 
 use std::sync::Arc;
@@ -32,8 +35,6 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 use utoipa::OpenApi;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 use crate::broker::{Answer, Broker};
 use crate::error::OsbError;
@@ -67,37 +68,10 @@ impl AppState {
     }
 }
 
-/// The `/v2` routes (unlayered) and the OpenAPI document generated from them.
+/// The `/v2` routes (unlayered) and the OpenAPI document generated from them: the
+/// rows of [`route::ROUTES`].
 pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .routes(routes!(osb::catalog::catalog))
-        .routes(routes!(
-            osb::provision::provision,
-            osb::update::update,
-            osb::deprovision::deprovision,
-            osb::get_instance::get_instance
-        ))
-        .routes(routes!(osb::last_operation::last_operation))
-        .routes(routes!(osb::bind::bind, osb::unbind::unbind, osb::get_binding::get_binding))
-        .routes(routes!(osb::last_binding_operation::last_binding_operation))
-        .routes(routes!(et::registration::register_service, et::registration::delete_service_by_query))
-        .routes(routes!(et::registration::delete_service))
-        .routes(routes!(et::registration::list_manifests))
-        .routes(routes!(
-            et::registration::register_manifest,
-            et::registration::get_manifest,
-            et::registration::delete_manifest
-        ))
-        .routes(routes!(et::instances::list_instances))
-        .routes(routes!(et::instances::get_instance))
-        .routes(routes!(et::list_bindings::list_bindings))
-        .routes(routes!(et::events::events))
-        .routes(routes!(et::liveness::get_liveness, et::liveness::report_liveness))
-        .routes(routes!(et::pools::list_pools))
-        .routes(routes!(et::pools::get_pool, et::pools::set_pool, et::pools::delete_pool))
-        .routes(routes!(et::inventory::inventory))
-        .routes(routes!(et::inventory::instance_resources))
-        .split_for_parts()
+    route::mount(ApiDoc::openapi())
 }
 
 /// The whole API port: `/v2` behind auth and the version check, `/swagger.json` and
@@ -140,7 +114,7 @@ async fn index(headers: axum::http::HeaderMap) -> Response {
         "name": "esm",
         "version": env!("CARGO_PKG_VERSION"),
         "broker_api": "/v2",
-        "catalog": "/v2/catalog",
+        "catalog": route::CATALOG.path,
         "swagger_ui": "/ui/",
         "openapi": "/swagger.json",
         "dashboard": "/dashboard",

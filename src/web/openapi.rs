@@ -124,7 +124,8 @@ pub fn with_broker_headers(mut spec: utoipa::openapi::OpenApi) -> utoipa::openap
                 operation.responses.responses.entry("400".into()).or_insert_with(refused_input);
             }
             let params = operation.parameters.get_or_insert_with(Vec::new);
-            if !crate::web::version::exempt(method, path) {
+            // Every operation is a row of the route table, which says whether it is exempt.
+            if !crate::web::route::Route::of_operation(method, path).is_some_and(crate::web::route::Route::exempt) {
                 // The default fills Swagger UI's "Try it out", so no request needs it typed.
                 let version = "OSB API version, 2.12 or later (e.g. 2.17)";
                 params.push(header(

@@ -249,14 +249,6 @@ impl ForVersion for CatalogResponse {
     }
 }
 
-/// Routes served without `X-Broker-API-Version`: `GET /v2/et/manifest[/{id}]`, which
-/// the ElasTest platform fetches without any header (as the original allowed), and
-/// `GET /v2/et/events`, which a browser's `EventSource` reads and cannot add headers
-/// to. One rule for the check and for the OpenAPI document.
-pub fn exempt(method: &str, route: &str) -> bool {
-    method.eq_ignore_ascii_case("GET") && (route.starts_with("/v2/et/manifest") || route == "/v2/et/events")
-}
-
 #[cfg(test)]
 #[path = "version_tests.rs"]
 mod tests;

@@ -8,14 +8,14 @@ use axum::response::{IntoResponse, Response};
 use crate::broker::InstanceFilter;
 use crate::domain::bounded::InstanceId;
 use crate::error::{ErrorBody, OsbResult};
-use crate::web::AppState;
 use crate::web::extract::{OsbPath, OsbQuery};
 use crate::web::listing::{self, Paging};
+use crate::web::{AppState, route};
 use crate::wire::{EtInstance, EtInstanceListing, EtInstancePage, InstanceListQuery};
 
 /// The instances, with live deployment details: the original's plain array (streamed),
 /// or with `limit`/`after` a page with the cursor of the next.
-#[utoipa::path(get, path = "/v2/et/service_instances", tag = "elastest",
+#[utoipa::path(get, path = route::ET_INSTANCES.path, tag = "elastest",
     params(InstanceListQuery),
     responses(
         (status = 200, description = "The instances: an array, or a page when `limit` or `after` is given", body = EtInstanceListing),
@@ -44,7 +44,7 @@ pub async fn list_instances(
 }
 
 /// One instance, with live deployment details (`context.<container>_Ip`, ...).
-#[utoipa::path(get, path = "/v2/et/service_instances/{instance_id}", tag = "elastest",
+#[utoipa::path(get, path = route::ET_INSTANCE.path, tag = "elastest",
     params(("instance_id" = InstanceId, Path, description = "Instance id")),
     responses(
         (status = 200, description = "The instance", body = EtInstance),

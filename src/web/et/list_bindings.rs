@@ -1,19 +1,19 @@
-//! `GET /v2/et/service_instances/{instance_id}/bindings`: an instance's bindings, a
-//! page at a time, without their credentials.
+//! [`route::ET_BINDINGS`]: an instance's bindings, a page at a time, without their
+//! credentials.
 
 use axum::Json;
 use axum::extract::State;
 
 use crate::domain::bounded::InstanceId;
 use crate::error::{ErrorBody, OsbResult};
-use crate::web::AppState;
 use crate::web::extract::{OsbPath, OsbQuery};
 use crate::web::listing::{self, Paging};
+use crate::web::{AppState, route};
 use crate::wire::{BindingListQuery, BindingPage};
 
 /// An instance's live bindings (binding, bound or failed; not unbound), in id order,
 /// without credentials: fetch one binding for those.
-#[utoipa::path(get, path = "/v2/et/service_instances/{instance_id}/bindings", tag = "elastest",
+#[utoipa::path(get, path = route::ET_BINDINGS.path, tag = "elastest",
     params(("instance_id" = InstanceId, Path, description = "Instance id"), BindingListQuery),
     responses(
         (status = 200, description = "A page of the instance's bindings", body = BindingPage),

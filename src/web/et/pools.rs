@@ -1,16 +1,17 @@
-//! `/v2/et/pools`: warm pools of ready instances per plan (see `broker/pools/`).
+//! The pools routes ([`route::POOLS`] and the three on one pool): warm pools of ready
+//! instances per plan (see `broker/pools/`).
 
 use axum::Json;
 use axum::extract::State;
 
 use crate::domain::bounded::PlanId;
 use crate::error::{ErrorBody, OsbResult};
-use crate::web::AppState;
 use crate::web::extract::{OsbJson, OsbPath};
+use crate::web::{AppState, route};
 use crate::wire::{Empty, PoolList, PoolRequest, PoolStatus};
 
 /// Every pool with its status.
-#[utoipa::path(get, path = "/v2/et/pools", tag = "elastest",
+#[utoipa::path(get, path = route::POOLS.path, tag = "elastest",
     responses(
         (status = 200, description = "Every pool", body = PoolList),
         (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
@@ -22,7 +23,7 @@ pub async fn list_pools(State(state): State<AppState>) -> OsbResult<Json<PoolLis
 }
 
 /// One plan's pool: its settings, members and counts.
-#[utoipa::path(get, path = "/v2/et/pools/{plan_id}", tag = "elastest",
+#[utoipa::path(get, path = route::GET_POOL.path, tag = "elastest",
     params(("plan_id" = String, Path, description = "Plan id")),
     responses(
         (status = 200, description = "The pool", body = PoolStatus),
@@ -38,7 +39,7 @@ pub async fn get_pool(State(state): State<AppState>, OsbPath(plan_id): OsbPath<P
 /// Keeps `size` instances of the plan deployed ahead; a provision of the plan asking
 /// for the pool's parameters (or none, when the pool has none) is handed one at once.
 /// Setting it again changes it: members made with other parameters are replaced.
-#[utoipa::path(put, path = "/v2/et/pools/{plan_id}", tag = "elastest",
+#[utoipa::path(put, path = route::SET_POOL.path, tag = "elastest",
     params(("plan_id" = String, Path, description = "Plan id")),
     request_body = PoolRequest,
     responses(
@@ -59,7 +60,7 @@ pub async fn set_pool(
 
 /// Drains the pool: its idle members are removed, then the pool. Instances already
 /// handed out are the platforms' and stay.
-#[utoipa::path(delete, path = "/v2/et/pools/{plan_id}", tag = "elastest",
+#[utoipa::path(delete, path = route::DELETE_POOL.path, tag = "elastest",
     params(("plan_id" = String, Path, description = "Plan id")),
     responses(
         (status = 200, description = "Draining", body = Empty),

@@ -13,8 +13,8 @@ use crate::broker::Registered;
 use crate::domain::bounded::{ManifestId, ServiceId};
 use crate::domain::manifest::Manifest;
 use crate::error::{ErrorBody, OsbError, OsbResult};
-use crate::web::AppState;
 use crate::web::extract::{OsbJson, OsbPath, OsbQuery};
+use crate::web::{AppState, route};
 use crate::wire::{Empty, ManifestRegistration, ServiceRegistration};
 
 fn registered(outcome: Registered) -> Response {
@@ -27,7 +27,7 @@ fn registered(outcome: Registered) -> Response {
 }
 
 /// Register a service in the catalog, or replace the one with the same id.
-#[utoipa::path(put, path = "/v2/et/catalog", tag = "elastest",
+#[utoipa::path(put, path = route::REGISTER_SERVICE.path, tag = "elastest",
     request_body = ServiceRegistration,
     responses(
         (status = 201, description = "Registered", body = Empty),
@@ -47,7 +47,7 @@ pub async fn register_service(
 }
 
 /// Remove a service (and its manifests); refused while it has instances.
-#[utoipa::path(delete, path = "/v2/et/catalog/{service_id}", tag = "elastest",
+#[utoipa::path(delete, path = route::DELETE_SERVICE.path, tag = "elastest",
     params(("service_id" = ServiceId, Path, description = "Service id")),
     responses(
         (status = 200, description = "Removed", body = Empty),
@@ -76,7 +76,7 @@ pub struct ServiceIdQuery {
 }
 
 /// Remove a service, the original ESM's way (`?service_id=`).
-#[utoipa::path(delete, path = "/v2/et/catalog", tag = "elastest",
+#[utoipa::path(delete, path = route::DELETE_SERVICE_BY_QUERY.path, tag = "elastest",
     params(ServiceIdQuery),
     responses(
         (status = 200, description = "Removed", body = Empty),
@@ -98,7 +98,7 @@ pub async fn delete_service_by_query(
 }
 
 /// Register a manifest for a plan. The path id wins over the body's `id`.
-#[utoipa::path(put, path = "/v2/et/manifest/{manifest_id}", tag = "elastest",
+#[utoipa::path(put, path = route::REGISTER_MANIFEST.path, tag = "elastest",
     params(("manifest_id" = ManifestId, Path, description = "Manifest id")),
     request_body = ManifestRegistration,
     responses(
@@ -121,7 +121,7 @@ pub async fn register_manifest(
 
 /// A manifest, as a one-element array: the ElasTest platform reads `body[0]`. Needs no
 /// version header (the platform sends none here).
-#[utoipa::path(get, path = "/v2/et/manifest/{manifest_id}", tag = "elastest",
+#[utoipa::path(get, path = route::GET_MANIFEST.path, tag = "elastest",
     params(("manifest_id" = ManifestId, Path, description = "Manifest id")),
     responses(
         (status = 200, description = "The manifest, in a one-element array", body = Vec<Manifest>),
@@ -137,7 +137,7 @@ pub async fn get_manifest(
 }
 
 /// Every manifest. Needs no version header.
-#[utoipa::path(get, path = "/v2/et/manifest", tag = "elastest",
+#[utoipa::path(get, path = route::LIST_MANIFESTS.path, tag = "elastest",
     responses(
         (status = 200, description = "The manifests", body = Vec<Manifest>),
         (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
@@ -148,7 +148,7 @@ pub async fn list_manifests(State(state): State<AppState>) -> OsbResult<Json<Vec
 }
 
 /// Remove a manifest; refused while instances use it.
-#[utoipa::path(delete, path = "/v2/et/manifest/{manifest_id}", tag = "elastest",
+#[utoipa::path(delete, path = route::DELETE_MANIFEST.path, tag = "elastest",
     params(("manifest_id" = ManifestId, Path, description = "Manifest id")),
     responses(
         (status = 200, description = "Removed", body = Empty),

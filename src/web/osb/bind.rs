@@ -1,4 +1,4 @@
-//! `PUT /v2/service_instances/{instance_id}/service_bindings/{binding_id}`.
+//! Bind ([`route::BIND`]).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -9,11 +9,11 @@ use crate::domain::operation::OperationKind;
 use crate::error::{ErrorBody, OsbResult};
 use crate::web::extract::{OsbJson, OsbPath, OsbQuery};
 use crate::web::version::{ApiVersion, Field};
-use crate::web::{AppState, reply};
+use crate::web::{AppState, reply, route};
 use crate::wire::{AsyncQuery, BindRequest, BindingResponse};
 
 /// Bind: create credentials for an instance. A 202 never carries credentials.
-#[utoipa::path(put, path = "/v2/service_instances/{instance_id}/service_bindings/{binding_id}", tag = "bindings",
+#[utoipa::path(put, path = route::BIND.path, tag = "bindings",
     params(
         ("instance_id" = InstanceId, Path, description = "Instance id"),
         ("binding_id" = BindingId, Path, description = "Binding id chosen by the platform"),

@@ -1,4 +1,5 @@
-//! `GET /v2/catalog`, served from the [`CatalogCache`](crate::web::catalog_cache::CatalogCache).
+//! The catalog ([`route::CATALOG`]), served from the
+//! [`CatalogCache`](crate::web::catalog_cache::CatalogCache).
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -7,12 +8,12 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 
 use crate::error::{ErrorBody, OsbResult};
-use crate::web::AppState;
 use crate::web::version::ApiVersion;
+use crate::web::{AppState, route};
 use crate::wire::CatalogResponse;
 
 /// The service catalog. Carries an `ETag`; `If-None-Match` with it answers 304 (OSB 2.16).
-#[utoipa::path(get, path = "/v2/catalog", tag = "catalog",
+#[utoipa::path(get, path = route::CATALOG.path, tag = "catalog",
     responses(
         (status = 200, description = "The catalog", body = CatalogResponse,
             headers(("ETag" = String, description = "Changes whenever the catalog does"))),

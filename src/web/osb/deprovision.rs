@@ -1,4 +1,4 @@
-//! `DELETE /v2/service_instances/{instance_id}`.
+//! Deprovision ([`route::DEPROVISION`]).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -9,11 +9,11 @@ use crate::domain::operation::OperationKind;
 use crate::error::{ErrorBody, OsbResult};
 use crate::web::extract::{OsbPath, OsbQuery};
 use crate::web::version::{ApiVersion, ForVersion};
-use crate::web::{AppState, reply};
+use crate::web::{AppState, reply, route};
 use crate::wire::{DeleteQuery, Empty, OperationResponse};
 
 /// Deprovision a service instance (and retire its bindings).
-#[utoipa::path(delete, path = "/v2/service_instances/{instance_id}", tag = "instances",
+#[utoipa::path(delete, path = route::DEPROVISION.path, tag = "instances",
     params(("instance_id" = InstanceId, Path, description = "Instance id"), DeleteQuery),
     responses(
         (status = 200, description = "Deprovisioned", body = OperationResponse),

@@ -1,17 +1,17 @@
-//! `GET /v2/service_instances/{instance_id}/service_bindings/{binding_id}`.
+//! Fetch a binding ([`route::GET_BINDING`]).
 
 use axum::Json;
 use axum::extract::State;
 
 use crate::domain::bounded::{BindingId, InstanceId};
 use crate::error::{ErrorBody, OsbResult};
-use crate::web::AppState;
 use crate::web::extract::{OsbPath, OsbQuery};
 use crate::web::version::{ApiVersion, ForVersion};
+use crate::web::{AppState, route};
 use crate::wire::{BindingResponse, FetchQuery};
 
 /// Fetch a binding, with its credentials.
-#[utoipa::path(get, path = "/v2/service_instances/{instance_id}/service_bindings/{binding_id}", tag = "bindings",
+#[utoipa::path(get, path = route::GET_BINDING.path, tag = "bindings",
     params(
         ("instance_id" = InstanceId, Path, description = "Instance id"),
         ("binding_id" = BindingId, Path, description = "Binding id"),

@@ -1,17 +1,17 @@
-//! `GET /v2/service_instances/{instance_id}`.
+//! Fetch an instance ([`route::GET_INSTANCE`]).
 
 use axum::Json;
 use axum::extract::State;
 
 use crate::domain::bounded::InstanceId;
 use crate::error::{ErrorBody, OsbResult};
-use crate::web::AppState;
 use crate::web::extract::{OsbPath, OsbQuery};
 use crate::web::version::{ApiVersion, ForVersion};
+use crate::web::{AppState, route};
 use crate::wire::{FetchInstanceResponse, FetchQuery};
 
 /// Fetch a provisioned service instance.
-#[utoipa::path(get, path = "/v2/service_instances/{instance_id}", tag = "instances",
+#[utoipa::path(get, path = route::GET_INSTANCE.path, tag = "instances",
     params(("instance_id" = InstanceId, Path, description = "Instance id"), FetchQuery),
     responses(
         (status = 200, description = "The instance", body = FetchInstanceResponse),

@@ -1,4 +1,4 @@
-//! `GET /v2/service_instances/{instance_id}/service_bindings/{binding_id}/last_operation`.
+//! A binding's last operation ([`route::LAST_BINDING_OPERATION`]).
 
 use axum::extract::State;
 use axum::response::Response;
@@ -6,13 +6,13 @@ use axum::response::Response;
 use super::last_operation::with_retry_after;
 use crate::domain::bounded::{BindingId, InstanceId};
 use crate::error::{ErrorBody, OsbResult};
-use crate::web::AppState;
 use crate::web::extract::{OsbPath, OsbQuery};
 use crate::web::version::{ApiVersion, ForVersion};
+use crate::web::{AppState, route};
 use crate::wire::{Empty, LastOperationQuery, LastOperationResponse};
 
 /// The state of a binding's operation. 410 once an asynchronous unbind is done.
-#[utoipa::path(get, path = "/v2/service_instances/{instance_id}/service_bindings/{binding_id}/last_operation", tag = "bindings",
+#[utoipa::path(get, path = route::LAST_BINDING_OPERATION.path, tag = "bindings",
     params(
         ("instance_id" = InstanceId, Path, description = "Instance id"),
         ("binding_id" = BindingId, Path, description = "Binding id"),

@@ -1,4 +1,4 @@
-//! `GET /v2/service_instances/{instance_id}/last_operation`.
+//! An instance's last operation ([`route::LAST_OPERATION`]).
 
 use axum::Json;
 use axum::extract::State;
@@ -7,14 +7,14 @@ use axum::response::{IntoResponse, Response};
 use crate::domain::bounded::InstanceId;
 use crate::domain::operation::OperationState;
 use crate::error::{ErrorBody, OsbResult};
-use crate::web::AppState;
 use crate::web::extract::{OsbPath, OsbQuery};
 use crate::web::middleware::retry_after;
 use crate::web::version::{ApiVersion, ForVersion};
+use crate::web::{AppState, route};
 use crate::wire::{Empty, LastOperationQuery, LastOperationResponse};
 
 /// The state of an instance's operation. 410 once an asynchronous deprovision is done.
-#[utoipa::path(get, path = "/v2/service_instances/{instance_id}/last_operation", tag = "instances",
+#[utoipa::path(get, path = route::LAST_OPERATION.path, tag = "instances",
     params(("instance_id" = InstanceId, Path, description = "Instance id"), LastOperationQuery),
     responses(
         (status = 200, description = "The operation's state", body = LastOperationResponse,

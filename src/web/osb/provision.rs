@@ -1,4 +1,4 @@
-//! `PUT /v2/service_instances/{instance_id}`.
+//! Provision ([`route::PROVISION`]).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -9,11 +9,11 @@ use crate::domain::operation::OperationKind;
 use crate::error::{ErrorBody, OsbResult};
 use crate::web::extract::{OsbJson, OsbPath, OsbQuery};
 use crate::web::version::ApiVersion;
-use crate::web::{AppState, reply};
+use crate::web::{AppState, reply, route};
 use crate::wire::{AsyncQuery, ProvisionRequest, ProvisionResponse};
 
 /// Provision a service instance.
-#[utoipa::path(put, path = "/v2/service_instances/{instance_id}", tag = "instances",
+#[utoipa::path(put, path = route::PROVISION.path, tag = "instances",
     params(("instance_id" = InstanceId, Path, description = "Instance id chosen by the platform"), AsyncQuery),
     request_body = ProvisionRequest,
     responses(

@@ -1,4 +1,4 @@
-//! `DELETE /v2/service_instances/{instance_id}/service_bindings/{binding_id}`.
+//! Unbind ([`route::UNBIND`]).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -9,11 +9,11 @@ use crate::domain::operation::OperationKind;
 use crate::error::{ErrorBody, OsbResult};
 use crate::web::extract::{OsbPath, OsbQuery};
 use crate::web::version::{ApiVersion, Field};
-use crate::web::{AppState, reply};
+use crate::web::{AppState, reply, route};
 use crate::wire::{DeleteQuery, Empty, OperationResponse};
 
 /// Unbind: revoke a binding's credentials.
-#[utoipa::path(delete, path = "/v2/service_instances/{instance_id}/service_bindings/{binding_id}", tag = "bindings",
+#[utoipa::path(delete, path = route::UNBIND.path, tag = "bindings",
     params(
         ("instance_id" = InstanceId, Path, description = "Instance id"),
         ("binding_id" = BindingId, Path, description = "Binding id"),

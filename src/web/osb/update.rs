@@ -1,4 +1,4 @@
-//! `PATCH /v2/service_instances/{instance_id}`.
+//! Update ([`route::UPDATE`]).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -9,12 +9,12 @@ use crate::domain::operation::OperationKind;
 use crate::error::{ErrorBody, OsbResult};
 use crate::web::extract::{OsbJson, OsbPath, OsbQuery};
 use crate::web::version::{ApiVersion, ForVersion};
-use crate::web::{AppState, reply};
+use crate::web::{AppState, reply, route};
 use crate::wire::{AsyncQuery, UpdateRequest, UpdateResponse};
 
 /// Update a service instance: plan, parameters, context or maintenance version.
 /// Absent fields stay as they are; a refused update changes nothing.
-#[utoipa::path(patch, path = "/v2/service_instances/{instance_id}", tag = "instances",
+#[utoipa::path(patch, path = route::UPDATE.path, tag = "instances",
     params(("instance_id" = InstanceId, Path, description = "Instance id"), AsyncQuery),
     request_body = UpdateRequest,
     responses(
