@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tower::{Layer, Service};
 
+use super::reply;
 use super::route::{self, Caller, Route};
 use super::version::{ApiVersion, NEWEST_MINOR, OLDEST_MINOR, version_header};
 use crate::broker::Reporter;
@@ -236,10 +237,16 @@ where
             };
             let mut response = match refusal {
                 Some(refusal) => refusal.into_response(),
-                None => match inner.call(req).await {
-                    Ok(response) => response,
-                    Err(never) => match never {},
-                },
+                None => {
+                    let version = ApiVersion::of(req.headers());
+                    let mut response = match inner.call(req).await {
+                        Ok(response) => response,
+                        Err(never) => match never {},
+                    };
+                    // Here, once, for every route: an error as the client's version sees it.
+                    reply::version_error(&mut response, version);
+                    response
+                }
             };
             // Every 503 on the API port (the store is down, esm is stopping) says when to
             // come back, unless it already does.

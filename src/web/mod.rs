@@ -8,9 +8,10 @@
 //! - `openapi.rs`: the OpenAPI document generated from the routes, and Swagger UI.
 //! - `route.rs`: the table of every `/v2` route (method, path, audit name, version
 //!   exemption, handler) that the router, the OpenAPI document and the layers read.
-//! - `extract.rs`, `listing.rs`, `middleware.rs`, `version.rs`: what every route
-//!   shares: extractors with OSB error bodies, paging, auth and the version check,
-//!   and what each OSB version sees.
+//! - `extract.rs`, `listing.rs`, `middleware.rs`, `version.rs`, `reply.rs`: what
+//!   every route shares: extractors with OSB error bodies, paging, auth and the
+//!   version check, what each OSB version sees, and answers rendered for the
+//!   request's version.
 //! - `catalog_cache.rs`: `GET /v2/catalog`'s answers, kept while the registry is
 //!   unchanged.
 
@@ -22,6 +23,7 @@ pub mod listing;
 pub mod middleware;
 pub mod openapi;
 pub mod osb;
+pub mod reply;
 pub mod route;
 pub mod version;
 
@@ -29,19 +31,16 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 use utoipa::OpenApi;
 
-use crate::broker::{Answer, Broker};
+use crate::broker::Broker;
 use crate::error::OsbError;
 use crate::metrics::http::HttpMetricsLayer;
 use middleware::BasicAuth;
 use openapi::ApiDoc;
-use version::{ApiVersion, ForVersion};
 
 /// What handlers share.
 #[derive(Clone)]
@@ -129,25 +128,4 @@ async fn not_found() -> OsbError {
 
 async fn method_not_allowed() -> OsbError {
     OsbError::MethodNotAllowed
-}
-
-/// Turns a broker answer into a response for a client of `version`: `done` for work
-/// carried out now (201 for creates, 200 otherwise), 200 for "already so", 202 with
-/// `Retry-After` for accepted.
-pub fn reply<T: Serialize + ForVersion>(
-    answer: Answer<T>,
-    version: ApiVersion,
-    done: StatusCode,
-    retry_after_seconds: u64,
-) -> Response {
-    match answer {
-        Answer::Done(body) => (done, axum::Json(body.for_version(version))).into_response(),
-        Answer::AlreadyDone(body) => (StatusCode::OK, axum::Json(body.for_version(version))).into_response(),
-        Answer::Accepted(body) => (
-            StatusCode::ACCEPTED,
-            [middleware::retry_after(retry_after_seconds)],
-            axum::Json(body.for_version(version)),
-        )
-            .into_response(),
-    }
 }

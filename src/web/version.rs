@@ -7,11 +7,6 @@
 //! esm's own extension fields (ElasTest's `short_name`, `binding_lifetime_seconds`) are
 //! kept: the spec lets brokers add them, and the ElasTest platform reads them.
 
-use std::convert::Infallible;
-
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
-
 use crate::domain::binding::BindingMetadata;
 use crate::domain::catalog::{Plan, Service};
 use crate::domain::instance::InstanceMetadata;
@@ -60,14 +55,6 @@ impl ApiVersion {
     /// Whether this version defines `field`.
     pub fn has(self, field: Field) -> bool {
         self.0 >= field.since()
-    }
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for ApiVersion {
-    type Rejection = Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self::of(&parts.headers))
     }
 }
 

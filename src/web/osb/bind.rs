@@ -1,15 +1,14 @@
 //! Bind ([`route::BIND`]).
 
-use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::Response;
 
 use crate::domain::bounded::{BindingId, InstanceId};
 use crate::domain::operation::OperationKind;
 use crate::error::{ErrorBody, OsbResult};
 use crate::web::extract::{OsbJson, OsbPath, OsbQuery};
-use crate::web::version::{ApiVersion, Field};
-use crate::web::{AppState, reply, route};
+use crate::web::reply::{Osb, Reply};
+use crate::web::route;
+use crate::web::version::Field;
 use crate::wire::{AsyncQuery, BindRequest, BindingResponse};
 
 /// Bind: create credentials for an instance. A 202 never carries credentials.
@@ -34,15 +33,15 @@ use crate::wire::{AsyncQuery, BindRequest, BindingResponse};
         (status = 503, description = "The store is unavailable", body = ErrorBody),
     ))]
 pub async fn bind(
-    State(state): State<AppState>,
-    version: ApiVersion,
+    osb: Osb,
     OsbPath((instance_id, binding_id)): OsbPath<(InstanceId, BindingId)>,
     OsbQuery(query): OsbQuery<AsyncQuery>,
     OsbJson(body): OsbJson<BindRequest>,
-) -> OsbResult<Response> {
+) -> OsbResult<Reply<BindingResponse>> {
+    let Osb { state, version } = &osb;
     // Bindings are asynchronous since 2.14; an older platform cannot accept that.
     let accepts_incomplete = query.accepts_incomplete() && version.has(Field::AsyncBindings);
     let result = state.broker.bind(&instance_id, &binding_id, body, accepts_incomplete).await;
     let answer = state.broker.noting_refusal(OperationKind::Bind, &instance_id, Some(&binding_id), result).await?;
-    Ok(reply(answer, version, StatusCode::CREATED, state.broker.settings().retry_after_seconds))
+    Ok(osb.reply(answer, StatusCode::CREATED))
 }

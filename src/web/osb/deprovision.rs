@@ -1,15 +1,13 @@
 //! Deprovision ([`route::DEPROVISION`]).
 
-use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::Response;
 
 use crate::domain::bounded::InstanceId;
 use crate::domain::operation::OperationKind;
 use crate::error::{ErrorBody, OsbResult};
 use crate::web::extract::{OsbPath, OsbQuery};
-use crate::web::version::{ApiVersion, ForVersion};
-use crate::web::{AppState, reply, route};
+use crate::web::reply::{Osb, Reply};
+use crate::web::route;
 use crate::wire::{DeleteQuery, Empty, OperationResponse};
 
 /// Deprovision a service instance (and retire its bindings).
@@ -27,13 +25,12 @@ use crate::wire::{DeleteQuery, Empty, OperationResponse};
         (status = 503, description = "The store is unavailable", body = ErrorBody),
     ))]
 pub async fn deprovision(
-    State(state): State<AppState>,
-    version: ApiVersion,
+    osb: Osb,
     OsbPath(instance_id): OsbPath<InstanceId>,
     OsbQuery(query): OsbQuery<DeleteQuery>,
-) -> OsbResult<Response> {
+) -> OsbResult<Reply<OperationResponse>> {
+    let Osb { state, .. } = &osb;
     let result = state.broker.deprovision(&instance_id, &query).await;
-    let result = state.broker.noting_refusal(OperationKind::Deprovision, &instance_id, None, result).await;
-    let answer = result.map_err(|e| e.for_version(version))?;
-    Ok(reply(answer, version, StatusCode::OK, state.broker.settings().retry_after_seconds))
+    let answer = state.broker.noting_refusal(OperationKind::Deprovision, &instance_id, None, result).await?;
+    Ok(osb.reply(answer, StatusCode::OK))
 }

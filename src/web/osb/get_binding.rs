@@ -1,13 +1,10 @@
 //! Fetch a binding ([`route::GET_BINDING`]).
 
-use axum::Json;
-use axum::extract::State;
-
 use crate::domain::bounded::{BindingId, InstanceId};
 use crate::error::{ErrorBody, OsbResult};
 use crate::web::extract::{OsbPath, OsbQuery};
-use crate::web::version::{ApiVersion, ForVersion};
-use crate::web::{AppState, route};
+use crate::web::reply::{Osb, Versioned};
+use crate::web::route;
 use crate::wire::{BindingResponse, FetchQuery};
 
 /// Fetch a binding, with its credentials.
@@ -24,10 +21,10 @@ use crate::wire::{BindingResponse, FetchQuery};
         (status = 503, description = "The store is unavailable", body = ErrorBody),
     ))]
 pub async fn get_binding(
-    State(state): State<AppState>,
-    version: ApiVersion,
+    osb: Osb,
     OsbPath((instance_id, binding_id)): OsbPath<(InstanceId, BindingId)>,
     OsbQuery(_hints): OsbQuery<FetchQuery>,
-) -> OsbResult<Json<BindingResponse>> {
-    Ok(Json(state.broker.fetch_binding(&instance_id, &binding_id).await?.for_version(version)))
+) -> OsbResult<Versioned<BindingResponse>> {
+    let Osb { state, .. } = &osb;
+    Ok(osb.json(state.broker.fetch_binding(&instance_id, &binding_id).await?))
 }

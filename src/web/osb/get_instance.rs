@@ -1,13 +1,10 @@
 //! Fetch an instance ([`route::GET_INSTANCE`]).
 
-use axum::Json;
-use axum::extract::State;
-
 use crate::domain::bounded::InstanceId;
 use crate::error::{ErrorBody, OsbResult};
 use crate::web::extract::{OsbPath, OsbQuery};
-use crate::web::version::{ApiVersion, ForVersion};
-use crate::web::{AppState, route};
+use crate::web::reply::{Osb, Versioned};
+use crate::web::route;
 use crate::wire::{FetchInstanceResponse, FetchQuery};
 
 /// Fetch a provisioned service instance.
@@ -22,10 +19,10 @@ use crate::wire::{FetchInstanceResponse, FetchQuery};
         (status = 503, description = "The store is unavailable", body = ErrorBody),
     ))]
 pub async fn get_instance(
-    State(state): State<AppState>,
-    version: ApiVersion,
+    osb: Osb,
     OsbPath(instance_id): OsbPath<InstanceId>,
     OsbQuery(_hints): OsbQuery<FetchQuery>,
-) -> OsbResult<Json<FetchInstanceResponse>> {
-    Ok(Json(state.broker.fetch_instance(&instance_id).await?.for_version(version)))
+) -> OsbResult<Versioned<FetchInstanceResponse>> {
+    let Osb { state, .. } = &osb;
+    Ok(osb.json(state.broker.fetch_instance(&instance_id).await?))
 }

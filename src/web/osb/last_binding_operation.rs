@@ -1,14 +1,10 @@
 //! A binding's last operation ([`route::LAST_BINDING_OPERATION`]).
 
-use axum::extract::State;
-use axum::response::Response;
-
-use super::last_operation::with_retry_after;
 use crate::domain::bounded::{BindingId, InstanceId};
 use crate::error::{ErrorBody, OsbResult};
 use crate::web::extract::{OsbPath, OsbQuery};
-use crate::web::version::{ApiVersion, ForVersion};
-use crate::web::{AppState, route};
+use crate::web::reply::{Osb, Polled};
+use crate::web::route;
 use crate::wire::{Empty, LastOperationQuery, LastOperationResponse};
 
 /// The state of a binding's operation. 410 once an asynchronous unbind is done.
@@ -28,11 +24,11 @@ use crate::wire::{Empty, LastOperationQuery, LastOperationResponse};
         (status = 503, description = "The store is unavailable", body = ErrorBody),
     ))]
 pub async fn last_binding_operation(
-    State(state): State<AppState>,
-    version: ApiVersion,
+    osb: Osb,
     OsbPath((instance_id, binding_id)): OsbPath<(InstanceId, BindingId)>,
     OsbQuery(query): OsbQuery<LastOperationQuery>,
-) -> OsbResult<Response> {
+) -> OsbResult<Polled> {
+    let Osb { state, .. } = &osb;
     let op = state.broker.binding_last_operation(&instance_id, &binding_id, query.operation.as_deref()).await?;
-    Ok(with_retry_after(op.for_version(version), state.broker.settings().retry_after_seconds))
+    Ok(osb.polled(op))
 }

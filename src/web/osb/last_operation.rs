@@ -1,16 +1,10 @@
 //! An instance's last operation ([`route::LAST_OPERATION`]).
 
-use axum::Json;
-use axum::extract::State;
-use axum::response::{IntoResponse, Response};
-
 use crate::domain::bounded::InstanceId;
-use crate::domain::operation::OperationState;
 use crate::error::{ErrorBody, OsbResult};
 use crate::web::extract::{OsbPath, OsbQuery};
-use crate::web::middleware::retry_after;
-use crate::web::version::{ApiVersion, ForVersion};
-use crate::web::{AppState, route};
+use crate::web::reply::{Osb, Polled};
+use crate::web::route;
 use crate::wire::{Empty, LastOperationQuery, LastOperationResponse};
 
 /// The state of an instance's operation. 410 once an asynchronous deprovision is done.
@@ -27,20 +21,11 @@ use crate::wire::{Empty, LastOperationQuery, LastOperationResponse};
         (status = 503, description = "The store is unavailable", body = ErrorBody),
     ))]
 pub async fn last_operation(
-    State(state): State<AppState>,
-    version: ApiVersion,
+    osb: Osb,
     OsbPath(instance_id): OsbPath<InstanceId>,
     OsbQuery(query): OsbQuery<LastOperationQuery>,
-) -> OsbResult<Response> {
+) -> OsbResult<Polled> {
+    let Osb { state, .. } = &osb;
     let op = state.broker.instance_last_operation(&instance_id, query.operation.as_deref()).await?;
-    Ok(with_retry_after(op.for_version(version), state.broker.settings().retry_after_seconds))
-}
-
-/// A last_operation answer, with `Retry-After` while the operation runs.
-pub fn with_retry_after(op: LastOperationResponse, seconds: u64) -> Response {
-    if op.state == OperationState::InProgress {
-        ([retry_after(seconds)], Json(op)).into_response()
-    } else {
-        Json(op).into_response()
-    }
+    Ok(osb.polled(op))
 }

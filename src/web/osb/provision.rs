@@ -1,15 +1,13 @@
 //! Provision ([`route::PROVISION`]).
 
-use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::Response;
 
 use crate::domain::bounded::InstanceId;
 use crate::domain::operation::OperationKind;
 use crate::error::{ErrorBody, OsbResult};
 use crate::web::extract::{OsbJson, OsbPath, OsbQuery};
-use crate::web::version::ApiVersion;
-use crate::web::{AppState, reply, route};
+use crate::web::reply::{Osb, Reply};
+use crate::web::route;
 use crate::wire::{AsyncQuery, ProvisionRequest, ProvisionResponse};
 
 /// Provision a service instance.
@@ -30,13 +28,13 @@ use crate::wire::{AsyncQuery, ProvisionRequest, ProvisionResponse};
         (status = 503, description = "The store is unavailable", body = ErrorBody),
     ))]
 pub async fn provision(
-    State(state): State<AppState>,
-    version: ApiVersion,
+    osb: Osb,
     OsbPath(instance_id): OsbPath<InstanceId>,
     OsbQuery(query): OsbQuery<AsyncQuery>,
     OsbJson(body): OsbJson<ProvisionRequest>,
-) -> OsbResult<Response> {
+) -> OsbResult<Reply<ProvisionResponse>> {
+    let Osb { state, .. } = &osb;
     let result = state.broker.provision(&instance_id, body, query.accepts_incomplete()).await;
     let answer = state.broker.noting_refusal(OperationKind::Provision, &instance_id, None, result).await?;
-    Ok(reply(answer, version, StatusCode::CREATED, state.broker.settings().retry_after_seconds))
+    Ok(osb.reply(answer, StatusCode::CREATED))
 }

@@ -1,15 +1,14 @@
 //! Unbind ([`route::UNBIND`]).
 
-use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::Response;
 
 use crate::domain::bounded::{BindingId, InstanceId};
 use crate::domain::operation::OperationKind;
 use crate::error::{ErrorBody, OsbResult};
 use crate::web::extract::{OsbPath, OsbQuery};
-use crate::web::version::{ApiVersion, Field};
-use crate::web::{AppState, reply, route};
+use crate::web::reply::{Osb, Reply};
+use crate::web::route;
+use crate::web::version::Field;
 use crate::wire::{DeleteQuery, Empty, OperationResponse};
 
 /// Unbind: revoke a binding's credentials.
@@ -30,11 +29,11 @@ use crate::wire::{DeleteQuery, Empty, OperationResponse};
         (status = 503, description = "The store is unavailable", body = ErrorBody),
     ))]
 pub async fn unbind(
-    State(state): State<AppState>,
-    version: ApiVersion,
+    osb: Osb,
     OsbPath((instance_id, binding_id)): OsbPath<(InstanceId, BindingId)>,
     OsbQuery(query): OsbQuery<DeleteQuery>,
-) -> OsbResult<Response> {
+) -> OsbResult<Reply<OperationResponse>> {
+    let Osb { state, version } = &osb;
     let mut query = query;
     if !version.has(Field::AsyncBindings) {
         // Unbinding is asynchronous since 2.14; an older platform cannot accept that.
@@ -42,5 +41,5 @@ pub async fn unbind(
     }
     let result = state.broker.unbind(&instance_id, &binding_id, &query).await;
     let answer = state.broker.noting_refusal(OperationKind::Unbind, &instance_id, Some(&binding_id), result).await?;
-    Ok(reply(answer, version, StatusCode::OK, state.broker.settings().retry_after_seconds))
+    Ok(osb.reply(answer, StatusCode::OK))
 }

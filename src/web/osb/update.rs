@@ -1,15 +1,13 @@
 //! Update ([`route::UPDATE`]).
 
-use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::Response;
 
 use crate::domain::bounded::InstanceId;
 use crate::domain::operation::OperationKind;
 use crate::error::{ErrorBody, OsbResult};
 use crate::web::extract::{OsbJson, OsbPath, OsbQuery};
-use crate::web::version::{ApiVersion, ForVersion};
-use crate::web::{AppState, reply, route};
+use crate::web::reply::{Osb, Reply};
+use crate::web::route;
 use crate::wire::{AsyncQuery, UpdateRequest, UpdateResponse};
 
 /// Update a service instance: plan, parameters, context or maintenance version.
@@ -30,14 +28,13 @@ use crate::wire::{AsyncQuery, UpdateRequest, UpdateResponse};
         (status = 503, description = "The store is unavailable", body = ErrorBody),
     ))]
 pub async fn update(
-    State(state): State<AppState>,
-    version: ApiVersion,
+    osb: Osb,
     OsbPath(instance_id): OsbPath<InstanceId>,
     OsbQuery(query): OsbQuery<AsyncQuery>,
     OsbJson(body): OsbJson<UpdateRequest>,
-) -> OsbResult<Response> {
+) -> OsbResult<Reply<UpdateResponse>> {
+    let Osb { state, .. } = &osb;
     let result = state.broker.update(&instance_id, body, query.accepts_incomplete()).await;
-    let result = state.broker.noting_refusal(OperationKind::Update, &instance_id, None, result).await;
-    let answer = result.map_err(|e| e.for_version(version))?;
-    Ok(reply(answer, version, StatusCode::OK, state.broker.settings().retry_after_seconds))
+    let answer = state.broker.noting_refusal(OperationKind::Update, &instance_id, None, result).await?;
+    Ok(osb.reply(answer, StatusCode::OK))
 }
