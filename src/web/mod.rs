@@ -5,7 +5,8 @@
 //! - `et/`: the ElasTest extensions and esm's own (registration, the instance view,
 //!   bindings, liveness, pools, inventory, events).
 //! - `dashboard/`: the operator's HTML pages.
-//! - `openapi.rs`: the OpenAPI document generated from the routes, and Swagger UI.
+//! - `openapi.rs`: the OpenAPI document generated from the routes, and Swagger UI;
+//!   `responses.rs`: the response rows many routes share.
 //! - `route.rs`: the table of every `/v2` route (method, path, audit name, version
 //!   exemption, handler) that the router, the OpenAPI document and the layers read.
 //! - `extract.rs`, `listing.rs`, `middleware.rs`, `version.rs`, `reply.rs`: what
@@ -24,6 +25,7 @@ pub mod middleware;
 pub mod openapi;
 pub mod osb;
 pub mod reply;
+pub mod responses;
 pub mod route;
 pub mod version;
 

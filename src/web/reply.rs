@@ -1,22 +1,18 @@
 //! How an OSB handler answers: a body as the request's OSB version sees it, and the
 //! status a broker answer maps to.
 //!
-//! The version is applied here, once: a handler starts from [`Osb`] (the state and the
-//! request's version) and hands its body back through it ([`Osb::json`],
-//! [`Osb::reply`], [`Osb::polled`]), so no handler calls `for_version`.
+//! The version is applied here, once: an OSB handler is handed the [`Platform`] that
+//! asked (with the request, see [`Osb`](super::extract::Osb)) and answers through it
+//! ([`Platform::json`], [`Platform::reply`], [`Platform::polled`]), so no handler calls
+//! `for_version`.
 //! Error bodies are versioned by the `/v2` layer ([`version_error`]), which sees every
 //! request's version and every answer: a refusal from an extractor, a handler or the
 //! fallback is versioned the same way whichever route gave it.
 
-use std::convert::Infallible;
-
-use axum::extract::FromRequestParts;
-use axum::http::StatusCode;
-use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use super::AppState;
 use super::middleware::retry_after;
 use super::version::{ApiVersion, ForVersion};
 use crate::broker::Answer;
@@ -24,42 +20,36 @@ use crate::domain::operation::OperationState;
 use crate::error::OsbError;
 use crate::wire::LastOperationResponse;
 
-/// What every OSB handler starts from: the state and the request's OSB version.
-#[derive(Clone)]
-pub struct Osb {
-    /// What handlers share.
-    pub state: AppState,
+/// The platform that asked, as an OSB handler answers it: its version, and when to
+/// tell it to come back.
+#[derive(Debug, Clone, Copy)]
+pub struct Platform {
     /// The request's `X-Broker-API-Version` (already checked by the layer).
     pub version: ApiVersion,
+    /// `Retry-After` on a 202 and while an operation runs, in seconds.
+    retry_after: u64,
 }
 
-impl FromRequestParts<AppState> for Osb {
-    type Rejection = Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        Ok(Self { state: state.clone(), version: ApiVersion::of(&parts.headers) })
+impl Platform {
+    /// The platform of a request with `headers`, told to come back after `retry_after` seconds.
+    pub fn of(headers: &HeaderMap, retry_after: u64) -> Self {
+        Self { version: ApiVersion::of(headers), retry_after }
     }
-}
 
-impl Osb {
-    /// `body` with 200, as this request's version sees it.
-    pub fn json<T>(&self, body: T) -> Versioned<T> {
+    /// `body` with 200, as this platform's version sees it.
+    pub fn json<T>(self, body: T) -> Versioned<T> {
         Versioned { body, version: self.version }
     }
 
     /// A broker answer: `done` for work carried out now (201 for creates, 200
     /// otherwise), 200 for "already so", 202 with `Retry-After` for accepted.
-    pub fn reply<T>(&self, answer: Answer<T>, done: StatusCode) -> Reply<T> {
-        Reply { answer, done, version: self.version, retry_after: self.retry_after() }
+    pub fn reply<T>(self, answer: Answer<T>, done: StatusCode) -> Reply<T> {
+        Reply { answer, done, version: self.version, retry_after: self.retry_after }
     }
 
     /// A last_operation answer, with `Retry-After` while the operation runs.
-    pub fn polled(&self, op: LastOperationResponse) -> Polled {
-        Polled { op: self.json(op), retry_after: self.retry_after() }
-    }
-
-    fn retry_after(&self) -> u64 {
-        self.state.broker.settings().retry_after_seconds
+    pub fn polled(self, op: LastOperationResponse) -> Polled {
+        Polled { op: self.json(op), retry_after: self.retry_after }
     }
 }
 
@@ -76,7 +66,7 @@ impl<T: Serialize + ForVersion> IntoResponse for Versioned<T> {
     }
 }
 
-/// A broker [`Answer`] as a response (see [`Osb::reply`]).
+/// A broker [`Answer`] as a response (see [`Platform::reply`]).
 #[derive(Debug)]
 pub struct Reply<T> {
     answer: Answer<T>,
@@ -103,7 +93,7 @@ impl<T: Serialize + ForVersion> IntoResponse for Reply<T> {
     }
 }
 
-/// A last_operation answer (see [`Osb::polled`]).
+/// A last_operation answer (see [`Platform::polled`]).
 #[derive(Debug)]
 pub struct Polled {
     op: Versioned<LastOperationResponse>,

@@ -48,7 +48,6 @@ const RESUME_RETRY: Duration = Duration::from_secs(1);
     responses(
         (status = 200, description = "A page of events (JSON), or a stream (`text/event-stream`)", body = EventPage),
         (status = 400, description = "Bad `after`, `Last-Event-ID`, `limit` or `type`, or a cursor beyond the newest event", body = ErrorBody),
-        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
         (status = 503, description = "The store is unavailable, or as many streams are open as esm serves (`Retry-After`)", body = ErrorBody),
     ))]
 pub async fn events(

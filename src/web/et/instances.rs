@@ -10,6 +10,7 @@ use crate::domain::bounded::InstanceId;
 use crate::error::{ErrorBody, OsbResult};
 use crate::web::extract::{OsbPath, OsbQuery};
 use crate::web::listing::{self, Paging};
+use crate::web::responses::{NoSuchInstance, StoreDown};
 use crate::web::{AppState, route};
 use crate::wire::{EtInstance, EtInstanceListing, EtInstancePage, InstanceListQuery};
 
@@ -20,9 +21,7 @@ use crate::wire::{EtInstance, EtInstanceListing, EtInstancePage, InstanceListQue
     responses(
         (status = 200, description = "The instances: an array, or a page when `limit` or `after` is given", body = EtInstanceListing),
         (status = 400, description = "A bad limit, cursor or filter", body = ErrorBody),
-        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
-        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
-        (status = 503, description = "The store is unavailable", body = ErrorBody),
+        StoreDown,
     ))]
 pub async fn list_instances(
     State(state): State<AppState>,
@@ -48,10 +47,7 @@ pub async fn list_instances(
     params(("instance_id" = InstanceId, Path, description = "Instance id")),
     responses(
         (status = 200, description = "The instance", body = EtInstance),
-        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
-        (status = 404, description = "No such instance", body = ErrorBody),
-        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
-        (status = 503, description = "The store is unavailable", body = ErrorBody),
+        NoSuchInstance, StoreDown,
     ))]
 pub async fn get_instance(
     State(state): State<AppState>,

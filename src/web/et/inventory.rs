@@ -11,6 +11,7 @@ use crate::domain::resource::ResourceState;
 use crate::error::{ErrorBody, OsbError, OsbResult};
 use crate::web::extract::{OsbPath, OsbQuery};
 use crate::web::listing::{self, Paging};
+use crate::web::responses::{NoSuchInstance, StoreDown};
 use crate::web::{AppState, route};
 use crate::wire::{InstanceResources, InventoryPage, InventoryQuery};
 
@@ -21,9 +22,7 @@ use crate::wire::{InstanceResources, InventoryPage, InventoryQuery};
     responses(
         (status = 200, description = "A page of resources", body = InventoryPage),
         (status = 400, description = "A bad limit, cursor or state", body = ErrorBody),
-        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
-        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
-        (status = 503, description = "The store is unavailable", body = ErrorBody),
+        StoreDown,
     ))]
 pub async fn inventory(
     State(state): State<AppState>,
@@ -54,10 +53,7 @@ pub async fn inventory(
     params(("instance_id" = InstanceId, Path, description = "Instance id")),
     responses(
         (status = 200, description = "The instance's resources", body = InstanceResources),
-        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
-        (status = 404, description = "No such instance", body = ErrorBody),
-        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
-        (status = 503, description = "The store is unavailable", body = ErrorBody),
+        NoSuchInstance, StoreDown,
     ))]
 pub async fn instance_resources(
     State(state): State<AppState>,

@@ -8,6 +8,7 @@ use crate::domain::bounded::InstanceId;
 use crate::error::{ErrorBody, OsbResult};
 use crate::web::extract::{OsbPath, OsbQuery};
 use crate::web::listing::{self, Paging};
+use crate::web::responses::{NoSuchInstance, StoreDown};
 use crate::web::{AppState, route};
 use crate::wire::{BindingListQuery, BindingPage};
 
@@ -18,10 +19,7 @@ use crate::wire::{BindingListQuery, BindingPage};
     responses(
         (status = 200, description = "A page of the instance's bindings", body = BindingPage),
         (status = 400, description = "A bad limit or cursor, or an unknown parameter", body = ErrorBody),
-        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
-        (status = 404, description = "No such instance", body = ErrorBody),
-        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
-        (status = 503, description = "The store is unavailable", body = ErrorBody),
+        NoSuchInstance, StoreDown,
     ))]
 pub async fn list_bindings(
     State(state): State<AppState>,

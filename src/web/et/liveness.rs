@@ -11,6 +11,7 @@ use crate::domain::bounded::InstanceId;
 use crate::domain::liveness::LivenessStatus;
 use crate::error::{ErrorBody, OsbError, OsbResult};
 use crate::web::extract::{OsbJson, OsbPath};
+use crate::web::responses::{NoSuchInstance, StoreDown};
 use crate::web::{AppState, route};
 use crate::wire::{LivenessReport, LivenessView, MAX_TTL_SECONDS};
 
@@ -19,10 +20,7 @@ use crate::wire::{LivenessReport, LivenessView, MAX_TTL_SECONDS};
     params(("instance_id" = String, Path, description = "Instance id")),
     responses(
         (status = 200, description = "The instance's liveness", body = LivenessView),
-        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
-        (status = 404, description = "No such instance", body = ErrorBody),
-        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
-        (status = 503, description = "The store is unavailable", body = ErrorBody),
+        NoSuchInstance, StoreDown,
     ))]
 pub async fn get_liveness(
     State(state): State<AppState>,
@@ -47,9 +45,8 @@ pub async fn get_liveness(
         (status = 400, description = "Unknown status, TTL out of 1–86400, note too long", body = ErrorBody),
         (status = 401, description = "Missing or wrong credentials, or a token not of this instance", body = ErrorBody),
         (status = 403, description = "The broker's credentials, where ESM_LIVENESS_BROKER_REPORTS is off", body = ErrorBody),
-        (status = 404, description = "No such instance", body = ErrorBody),
-        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
         (status = 503, description = "The store is unavailable, or too many instances' reports wait", body = ErrorBody),
+        NoSuchInstance,
     ))]
 pub async fn report_liveness(
     State(state): State<AppState>,

@@ -7,6 +7,7 @@ use axum::extract::State;
 use crate::domain::bounded::PlanId;
 use crate::error::{ErrorBody, OsbResult};
 use crate::web::extract::{OsbJson, OsbPath};
+use crate::web::responses::StoreDown;
 use crate::web::{AppState, route};
 use crate::wire::{Empty, PoolList, PoolRequest, PoolStatus};
 
@@ -14,9 +15,7 @@ use crate::wire::{Empty, PoolList, PoolRequest, PoolStatus};
 #[utoipa::path(get, path = route::POOLS.path, tag = "elastest",
     responses(
         (status = 200, description = "Every pool", body = PoolList),
-        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
-        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
-        (status = 503, description = "The store is unavailable", body = ErrorBody),
+        StoreDown,
     ))]
 pub async fn list_pools(State(state): State<AppState>) -> OsbResult<Json<PoolList>> {
     Ok(Json(PoolList { pools: state.broker.pool_statuses().await? }))
@@ -27,10 +26,8 @@ pub async fn list_pools(State(state): State<AppState>) -> OsbResult<Json<PoolLis
     params(("plan_id" = String, Path, description = "Plan id")),
     responses(
         (status = 200, description = "The pool", body = PoolStatus),
-        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
         (status = 404, description = "The plan has no pool", body = ErrorBody),
-        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
-        (status = 503, description = "The store is unavailable", body = ErrorBody),
+        StoreDown,
     ))]
 pub async fn get_pool(State(state): State<AppState>, OsbPath(plan_id): OsbPath<PlanId>) -> OsbResult<Json<PoolStatus>> {
     Ok(Json(state.broker.pool_status(&plan_id).await?))
@@ -45,10 +42,8 @@ pub async fn get_pool(State(state): State<AppState>, OsbPath(plan_id): OsbPath<P
     responses(
         (status = 200, description = "Set; the pool now (members are deployed in the background)", body = PoolStatus),
         (status = 400, description = "Unknown plan, a plan id longer than 255 bytes or with control characters or spaces, no manifest, size or max_age_seconds out of range, parameters the plan's schema refuses, or a plan whose backend cannot pool it", body = ErrorBody),
-        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
-        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
         (status = 422, description = "A new pool beyond ESM_MAX_POOLS", body = ErrorBody),
-        (status = 503, description = "The store is unavailable", body = ErrorBody),
+        StoreDown,
     ))]
 pub async fn set_pool(
     State(state): State<AppState>,
@@ -64,10 +59,8 @@ pub async fn set_pool(
     params(("plan_id" = String, Path, description = "Plan id")),
     responses(
         (status = 200, description = "Draining", body = Empty),
-        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
         (status = 404, description = "The plan has no pool", body = ErrorBody),
-        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
-        (status = 503, description = "The store is unavailable", body = ErrorBody),
+        StoreDown,
     ))]
 pub async fn delete_pool(State(state): State<AppState>, OsbPath(plan_id): OsbPath<PlanId>) -> OsbResult<Json<Empty>> {
     state.broker.drain_pool(&plan_id).await?;

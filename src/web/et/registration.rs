@@ -14,6 +14,7 @@ use crate::domain::bounded::{ManifestId, ServiceId};
 use crate::domain::manifest::Manifest;
 use crate::error::{ErrorBody, OsbError, OsbResult};
 use crate::web::extract::{OsbJson, OsbPath, OsbQuery};
+use crate::web::responses::{StoreDown, TooLarge};
 use crate::web::{AppState, route};
 use crate::wire::{Empty, ManifestRegistration, ServiceRegistration};
 
@@ -33,11 +34,8 @@ fn registered(outcome: Registered) -> Response {
         (status = 201, description = "Registered", body = Empty),
         (status = 200, description = "Replaced the service with the same id", body = Empty),
         (status = 400, description = "Invalid service, a value over its bound, or more plans or tags than allowed", body = ErrorBody),
-        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
         (status = 409, description = "Name or plan id taken by another service, a dropped plan still has instances, or the catalog is full (ESM_CATALOG_MAX_SERVICES, ESM_CATALOG_MAX_BYTES)", body = ErrorBody),
-        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
-        (status = 413, description = "Body over 1 MiB", body = ErrorBody),
-        (status = 503, description = "The store is unavailable", body = ErrorBody),
+        TooLarge, StoreDown,
     ))]
 pub async fn register_service(
     State(state): State<AppState>,
@@ -51,11 +49,9 @@ pub async fn register_service(
     params(("service_id" = ServiceId, Path, description = "Service id")),
     responses(
         (status = 200, description = "Removed", body = Empty),
-        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
         (status = 404, description = "No such service", body = ErrorBody),
         (status = 409, description = "The service still has instances", body = ErrorBody),
-        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
-        (status = 503, description = "The store is unavailable", body = ErrorBody),
+        StoreDown,
     ))]
 pub async fn delete_service(
     State(state): State<AppState>,
@@ -81,11 +77,9 @@ pub struct ServiceIdQuery {
     responses(
         (status = 200, description = "Removed", body = Empty),
         (status = 400, description = "service_id missing", body = ErrorBody),
-        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
         (status = 404, description = "No such service", body = ErrorBody),
         (status = 409, description = "The service still has instances", body = ErrorBody),
-        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
-        (status = 503, description = "The store is unavailable", body = ErrorBody),
+        StoreDown,
     ))]
 pub async fn delete_service_by_query(
     State(state): State<AppState>,
@@ -105,11 +99,8 @@ pub async fn delete_service_by_query(
         (status = 201, description = "Registered", body = Empty),
         (status = 200, description = "Already registered identically", body = Empty),
         (status = 400, description = "Unknown service, plan or manifest_type, an invalid manifest, or a value over its bound", body = ErrorBody),
-        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
         (status = 409, description = "The id exists with other content, the plan has another manifest, or the catalog is full (ESM_CATALOG_MAX_MANIFESTS, ESM_CATALOG_MAX_BYTES)", body = ErrorBody),
-        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
-        (status = 413, description = "Body over 1 MiB", body = ErrorBody),
-        (status = 503, description = "The store is unavailable", body = ErrorBody),
+        TooLarge, StoreDown,
     ))]
 pub async fn register_manifest(
     State(state): State<AppState>,
@@ -125,9 +116,8 @@ pub async fn register_manifest(
     params(("manifest_id" = ManifestId, Path, description = "Manifest id")),
     responses(
         (status = 200, description = "The manifest, in a one-element array", body = Vec<Manifest>),
-        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
         (status = 404, description = "No such manifest", body = ErrorBody),
-        (status = 503, description = "The store is unavailable", body = ErrorBody),
+        StoreDown,
     ))]
 pub async fn get_manifest(
     State(state): State<AppState>,
@@ -140,8 +130,7 @@ pub async fn get_manifest(
 #[utoipa::path(get, path = route::LIST_MANIFESTS.path, tag = "elastest",
     responses(
         (status = 200, description = "The manifests", body = Vec<Manifest>),
-        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
-        (status = 503, description = "The store is unavailable", body = ErrorBody),
+        StoreDown,
     ))]
 pub async fn list_manifests(State(state): State<AppState>) -> OsbResult<Json<Vec<Manifest>>> {
     Ok(Json(state.broker.list_manifests().await?))
@@ -152,11 +141,9 @@ pub async fn list_manifests(State(state): State<AppState>) -> OsbResult<Json<Vec
     params(("manifest_id" = ManifestId, Path, description = "Manifest id")),
     responses(
         (status = 200, description = "Removed", body = Empty),
-        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
         (status = 404, description = "No such manifest", body = ErrorBody),
         (status = 409, description = "Instances use the manifest", body = ErrorBody),
-        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
-        (status = 503, description = "The store is unavailable", body = ErrorBody),
+        StoreDown,
     ))]
 pub async fn delete_manifest(
     State(state): State<AppState>,

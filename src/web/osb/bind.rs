@@ -5,8 +5,9 @@ use axum::http::StatusCode;
 use crate::domain::bounded::{BindingId, InstanceId};
 use crate::domain::operation::OperationKind;
 use crate::error::{ErrorBody, OsbResult};
-use crate::web::extract::{OsbJson, OsbPath, OsbQuery};
-use crate::web::reply::{Osb, Reply};
+use crate::web::extract::{Osb, OsbJson};
+use crate::web::reply::Reply;
+use crate::web::responses::{NoSuchInstance, StoreDown, TooLarge};
 use crate::web::route;
 use crate::web::version::Field;
 use crate::wire::{AsyncQuery, BindRequest, BindingResponse};
@@ -23,25 +24,19 @@ use crate::wire::{AsyncQuery, BindRequest, BindingResponse};
         (status = 200, description = "Already bound with identical attributes", body = BindingResponse),
         (status = 202, description = "Binding asynchronously; poll the binding's last_operation", body = BindingResponse),
         (status = 400, description = "Malformed request, not bindable, bad predecessor, or parameters failing the plan schema", body = ErrorBody),
-        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
-        (status = 404, description = "No such instance", body = ErrorBody),
         (status = 409, description = "The binding exists with different attributes", body = ErrorBody),
-        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
-        (status = 413, description = "Body over 1 MiB", body = ErrorBody),
         (status = 422, description = "AsyncRequired, RequiresApp or ConcurrencyError", body = ErrorBody),
         (status = 500, description = "The backend failed", body = ErrorBody),
-        (status = 503, description = "The store is unavailable", body = ErrorBody),
+        NoSuchInstance, TooLarge, StoreDown,
     ))]
 pub async fn bind(
-    osb: Osb,
-    OsbPath((instance_id, binding_id)): OsbPath<(InstanceId, BindingId)>,
-    OsbQuery(query): OsbQuery<AsyncQuery>,
+    osb: Osb<(InstanceId, BindingId), AsyncQuery>,
     OsbJson(body): OsbJson<BindRequest>,
 ) -> OsbResult<Reply<BindingResponse>> {
-    let Osb { state, version } = &osb;
+    let Osb { state, path: (instance_id, binding_id), query, platform } = osb;
     // Bindings are asynchronous since 2.14; an older platform cannot accept that.
-    let accepts_incomplete = query.accepts_incomplete() && version.has(Field::AsyncBindings);
+    let accepts_incomplete = query.accepts_incomplete() && platform.version.has(Field::AsyncBindings);
     let result = state.broker.bind(&instance_id, &binding_id, body, accepts_incomplete).await;
     let answer = state.broker.noting_refusal(OperationKind::Bind, &instance_id, Some(&binding_id), result).await?;
-    Ok(osb.reply(answer, StatusCode::CREATED))
+    Ok(platform.reply(answer, StatusCode::CREATED))
 }

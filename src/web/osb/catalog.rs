@@ -7,7 +7,7 @@ use axum::http::header::{CONTENT_TYPE, ETAG, IF_NONE_MATCH};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 
-use crate::error::{ErrorBody, OsbResult};
+use crate::error::OsbResult;
 use crate::web::version::ApiVersion;
 use crate::web::{AppState, route};
 use crate::wire::CatalogResponse;
@@ -18,8 +18,6 @@ use crate::wire::CatalogResponse;
         (status = 200, description = "The catalog", body = CatalogResponse,
             headers(("ETag" = String, description = "Changes whenever the catalog does"))),
         (status = 304, description = "The catalog still has the ETag sent in If-None-Match"),
-        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
-        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
     ))]
 // The whole request rather than a `HeaderMap`, which would copy every header.
 pub async fn catalog(State(state): State<AppState>, request: Request) -> OsbResult<Response> {

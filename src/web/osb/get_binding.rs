@@ -2,8 +2,9 @@
 
 use crate::domain::bounded::{BindingId, InstanceId};
 use crate::error::{ErrorBody, OsbResult};
-use crate::web::extract::{OsbPath, OsbQuery};
-use crate::web::reply::{Osb, Versioned};
+use crate::web::extract::Osb;
+use crate::web::reply::Versioned;
+use crate::web::responses::StoreDown;
 use crate::web::route;
 use crate::wire::{BindingResponse, FetchQuery};
 
@@ -15,16 +16,10 @@ use crate::wire::{BindingResponse, FetchQuery};
         FetchQuery),
     responses(
         (status = 200, description = "The binding", body = BindingResponse),
-        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
         (status = 404, description = "No such binding, or its bind is still running", body = ErrorBody),
-        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
-        (status = 503, description = "The store is unavailable", body = ErrorBody),
+        StoreDown,
     ))]
-pub async fn get_binding(
-    osb: Osb,
-    OsbPath((instance_id, binding_id)): OsbPath<(InstanceId, BindingId)>,
-    OsbQuery(_hints): OsbQuery<FetchQuery>,
-) -> OsbResult<Versioned<BindingResponse>> {
-    let Osb { state, .. } = &osb;
-    Ok(osb.json(state.broker.fetch_binding(&instance_id, &binding_id).await?))
+pub async fn get_binding(osb: Osb<(InstanceId, BindingId), FetchQuery>) -> OsbResult<Versioned<BindingResponse>> {
+    let Osb { state, path: (instance_id, binding_id), platform, .. } = osb;
+    Ok(platform.json(state.broker.fetch_binding(&instance_id, &binding_id).await?))
 }

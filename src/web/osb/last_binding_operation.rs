@@ -2,8 +2,9 @@
 
 use crate::domain::bounded::{BindingId, InstanceId};
 use crate::error::{ErrorBody, OsbResult};
-use crate::web::extract::{OsbPath, OsbQuery};
-use crate::web::reply::{Osb, Polled};
+use crate::web::extract::Osb;
+use crate::web::reply::Polled;
+use crate::web::responses::StoreDown;
 use crate::web::route;
 use crate::wire::{Empty, LastOperationQuery, LastOperationResponse};
 
@@ -17,18 +18,12 @@ use crate::wire::{Empty, LastOperationQuery, LastOperationResponse};
         (status = 200, description = "The operation's state", body = LastOperationResponse,
             headers(("Retry-After" = u64, description = "Seconds to wait before polling again, while in progress"))),
         (status = 400, description = "The binding has no such operation", body = ErrorBody),
-        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
         (status = 404, description = "No such binding", body = ErrorBody),
         (status = 410, description = "The binding was unbound", body = Empty),
-        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
-        (status = 503, description = "The store is unavailable", body = ErrorBody),
+        StoreDown,
     ))]
-pub async fn last_binding_operation(
-    osb: Osb,
-    OsbPath((instance_id, binding_id)): OsbPath<(InstanceId, BindingId)>,
-    OsbQuery(query): OsbQuery<LastOperationQuery>,
-) -> OsbResult<Polled> {
-    let Osb { state, .. } = &osb;
+pub async fn last_binding_operation(osb: Osb<(InstanceId, BindingId), LastOperationQuery>) -> OsbResult<Polled> {
+    let Osb { state, path: (instance_id, binding_id), query, platform } = osb;
     let op = state.broker.binding_last_operation(&instance_id, &binding_id, query.operation.as_deref()).await?;
-    Ok(osb.polled(op))
+    Ok(platform.polled(op))
 }
