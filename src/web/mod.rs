@@ -6,7 +6,8 @@
 //!   bindings, liveness, pools, inventory, events).
 //! - `dashboard/`: the operator's HTML pages.
 //! - `openapi.rs`: the OpenAPI document generated from the routes, and Swagger UI;
-//!   `responses.rs`: the response rows many routes share.
+//!   `responses.rs` and `params.rs`: the response rows and path parameters many
+//!   routes share.
 //! - `route.rs`: the table of every `/v2` route (method, path, audit name, version
 //!   exemption, handler) that the router, the OpenAPI document and the layers read.
 //! - `extract.rs`, `listing.rs`, `middleware.rs`, `version.rs`, `reply.rs`: what
@@ -24,6 +25,7 @@ pub mod listing;
 pub mod middleware;
 pub mod openapi;
 pub mod osb;
+pub mod params;
 pub mod reply;
 pub mod responses;
 pub mod route;

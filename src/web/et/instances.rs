@@ -10,6 +10,7 @@ use crate::domain::bounded::InstanceId;
 use crate::error::{ErrorBody, OsbResult};
 use crate::web::extract::{OsbPath, OsbQuery};
 use crate::web::listing::{self, Paging};
+use crate::web::params::InstancePath;
 use crate::web::responses::{NoSuchInstance, StoreDown};
 use crate::web::{AppState, route};
 use crate::wire::{EtInstance, EtInstanceListing, EtInstancePage, InstanceListQuery};
@@ -44,7 +45,7 @@ pub async fn list_instances(
 
 /// One instance, with live deployment details (`context.<container>_Ip`, ...).
 #[utoipa::path(get, path = route::ET_INSTANCE.path, tag = "elastest",
-    params(("instance_id" = InstanceId, Path, description = "Instance id")),
+    params(InstancePath),
     responses(
         (status = 200, description = "The instance", body = EtInstance),
         NoSuchInstance, StoreDown,

@@ -11,6 +11,7 @@ use crate::domain::resource::ResourceState;
 use crate::error::{ErrorBody, OsbError, OsbResult};
 use crate::web::extract::{OsbPath, OsbQuery};
 use crate::web::listing::{self, Paging};
+use crate::web::params::InstancePath;
 use crate::web::responses::{NoSuchInstance, StoreDown};
 use crate::web::{AppState, route};
 use crate::wire::{InstanceResources, InventoryPage, InventoryQuery};
@@ -50,7 +51,7 @@ pub async fn inventory(
 
 /// What one instance holds: those of the warm pool member it was handed, if it was.
 #[utoipa::path(get, path = route::INSTANCE_RESOURCES.path, tag = "elastest",
-    params(("instance_id" = InstanceId, Path, description = "Instance id")),
+    params(InstancePath),
     responses(
         (status = 200, description = "The instance's resources", body = InstanceResources),
         NoSuchInstance, StoreDown,

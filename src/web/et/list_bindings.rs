@@ -8,6 +8,7 @@ use crate::domain::bounded::InstanceId;
 use crate::error::{ErrorBody, OsbResult};
 use crate::web::extract::{OsbPath, OsbQuery};
 use crate::web::listing::{self, Paging};
+use crate::web::params::InstancePath;
 use crate::web::responses::{NoSuchInstance, StoreDown};
 use crate::web::{AppState, route};
 use crate::wire::{BindingListQuery, BindingPage};
@@ -15,7 +16,7 @@ use crate::wire::{BindingListQuery, BindingPage};
 /// An instance's live bindings (binding, bound or failed; not unbound), in id order,
 /// without credentials: fetch one binding for those.
 #[utoipa::path(get, path = route::ET_BINDINGS.path, tag = "elastest",
-    params(("instance_id" = InstanceId, Path, description = "Instance id"), BindingListQuery),
+    params(InstancePath, BindingListQuery),
     responses(
         (status = 200, description = "A page of the instance's bindings", body = BindingPage),
         (status = 400, description = "A bad limit or cursor, or an unknown parameter", body = ErrorBody),

@@ -6,6 +6,7 @@ use crate::domain::bounded::{BindingId, InstanceId};
 use crate::domain::operation::OperationKind;
 use crate::error::{ErrorBody, OsbResult};
 use crate::web::extract::{Osb, OsbJson};
+use crate::web::params::InstancePath;
 use crate::web::reply::Reply;
 use crate::web::responses::{NoSuchInstance, StoreDown, TooLarge};
 use crate::web::route;
@@ -15,7 +16,7 @@ use crate::wire::{AsyncQuery, BindRequest, BindingResponse};
 /// Bind: create credentials for an instance. A 202 never carries credentials.
 #[utoipa::path(put, path = route::BIND.path, tag = "bindings",
     params(
-        ("instance_id" = InstanceId, Path, description = "Instance id"),
+        InstancePath,
         ("binding_id" = BindingId, Path, description = "Binding id chosen by the platform"),
         AsyncQuery),
     request_body = BindRequest,

@@ -6,6 +6,7 @@ use crate::domain::bounded::InstanceId;
 use crate::domain::operation::OperationKind;
 use crate::error::{ErrorBody, OsbResult};
 use crate::web::extract::Osb;
+use crate::web::params::InstancePath;
 use crate::web::reply::Reply;
 use crate::web::responses::StoreDown;
 use crate::web::route;
@@ -13,7 +14,7 @@ use crate::wire::{DeleteQuery, Empty, OperationResponse};
 
 /// Deprovision a service instance (and retire its bindings).
 #[utoipa::path(delete, path = route::DEPROVISION.path, tag = "instances",
-    params(("instance_id" = InstanceId, Path, description = "Instance id"), DeleteQuery),
+    params(InstancePath, DeleteQuery),
     responses(
         (status = 200, description = "Deprovisioned", body = OperationResponse),
         (status = 202, description = "Deprovisioning asynchronously; poll last_operation", body = OperationResponse),

@@ -3,6 +3,7 @@
 use crate::domain::bounded::{BindingId, InstanceId};
 use crate::error::{ErrorBody, OsbResult};
 use crate::web::extract::Osb;
+use crate::web::params::BindingPath;
 use crate::web::reply::Versioned;
 use crate::web::responses::StoreDown;
 use crate::web::route;
@@ -10,10 +11,7 @@ use crate::wire::{BindingResponse, FetchQuery};
 
 /// Fetch a binding, with its credentials.
 #[utoipa::path(get, path = route::GET_BINDING.path, tag = "bindings",
-    params(
-        ("instance_id" = InstanceId, Path, description = "Instance id"),
-        ("binding_id" = BindingId, Path, description = "Binding id"),
-        FetchQuery),
+    params(BindingPath, FetchQuery),
     responses(
         (status = 200, description = "The binding", body = BindingResponse),
         (status = 404, description = "No such binding, or its bind is still running", body = ErrorBody),

@@ -3,6 +3,7 @@
 use crate::domain::bounded::InstanceId;
 use crate::error::{ErrorBody, OsbResult};
 use crate::web::extract::Osb;
+use crate::web::params::InstancePath;
 use crate::web::reply::Versioned;
 use crate::web::responses::StoreDown;
 use crate::web::route;
@@ -10,7 +11,7 @@ use crate::wire::{FetchInstanceResponse, FetchQuery};
 
 /// Fetch a provisioned service instance.
 #[utoipa::path(get, path = route::GET_INSTANCE.path, tag = "instances",
-    params(("instance_id" = InstanceId, Path, description = "Instance id"), FetchQuery),
+    params(InstancePath, FetchQuery),
     responses(
         (status = 200, description = "The instance", body = FetchInstanceResponse),
         (status = 404, description = "No such instance, or its provision is still running", body = ErrorBody),

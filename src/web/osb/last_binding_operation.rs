@@ -3,6 +3,7 @@
 use crate::domain::bounded::{BindingId, InstanceId};
 use crate::error::{ErrorBody, OsbResult};
 use crate::web::extract::Osb;
+use crate::web::params::BindingPath;
 use crate::web::reply::Polled;
 use crate::web::responses::StoreDown;
 use crate::web::route;
@@ -10,10 +11,7 @@ use crate::wire::{Empty, LastOperationQuery, LastOperationResponse};
 
 /// The state of a binding's operation. 410 once an asynchronous unbind is done.
 #[utoipa::path(get, path = route::LAST_BINDING_OPERATION.path, tag = "bindings",
-    params(
-        ("instance_id" = InstanceId, Path, description = "Instance id"),
-        ("binding_id" = BindingId, Path, description = "Binding id"),
-        LastOperationQuery),
+    params(BindingPath, LastOperationQuery),
     responses(
         (status = 200, description = "The operation's state", body = LastOperationResponse,
             headers(("Retry-After" = u64, description = "Seconds to wait before polling again, while in progress"))),

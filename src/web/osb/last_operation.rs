@@ -3,6 +3,7 @@
 use crate::domain::bounded::InstanceId;
 use crate::error::{ErrorBody, OsbResult};
 use crate::web::extract::Osb;
+use crate::web::params::InstancePath;
 use crate::web::reply::Polled;
 use crate::web::responses::{NoSuchInstance, StoreDown};
 use crate::web::route;
@@ -10,7 +11,7 @@ use crate::wire::{Empty, LastOperationQuery, LastOperationResponse};
 
 /// The state of an instance's operation. 410 once an asynchronous deprovision is done.
 #[utoipa::path(get, path = route::LAST_OPERATION.path, tag = "instances",
-    params(("instance_id" = InstanceId, Path, description = "Instance id"), LastOperationQuery),
+    params(InstancePath, LastOperationQuery),
     responses(
         (status = 200, description = "The operation's state", body = LastOperationResponse,
             headers(("Retry-After" = u64, description = "Seconds to wait before polling again, while in progress"))),

@@ -6,6 +6,7 @@ use crate::domain::bounded::{BindingId, InstanceId};
 use crate::domain::operation::OperationKind;
 use crate::error::{ErrorBody, OsbResult};
 use crate::web::extract::Osb;
+use crate::web::params::BindingPath;
 use crate::web::reply::Reply;
 use crate::web::responses::StoreDown;
 use crate::web::route;
@@ -14,10 +15,7 @@ use crate::wire::{DeleteQuery, Empty, OperationResponse};
 
 /// Unbind: revoke a binding's credentials.
 #[utoipa::path(delete, path = route::UNBIND.path, tag = "bindings",
-    params(
-        ("instance_id" = InstanceId, Path, description = "Instance id"),
-        ("binding_id" = BindingId, Path, description = "Binding id"),
-        DeleteQuery),
+    params(BindingPath, DeleteQuery),
     responses(
         (status = 200, description = "Unbound", body = OperationResponse),
         (status = 202, description = "Unbinding asynchronously; poll the binding's last_operation", body = OperationResponse),

@@ -6,6 +6,7 @@ use crate::domain::bounded::InstanceId;
 use crate::domain::operation::OperationKind;
 use crate::error::{ErrorBody, OsbResult};
 use crate::web::extract::{Osb, OsbJson};
+use crate::web::params::InstancePath;
 use crate::web::reply::Reply;
 use crate::web::responses::{NoSuchInstance, StoreDown, TooLarge};
 use crate::web::route;
@@ -14,7 +15,7 @@ use crate::wire::{AsyncQuery, UpdateRequest, UpdateResponse};
 /// Update a service instance: plan, parameters, context or maintenance version.
 /// Absent fields stay as they are; a refused update changes nothing.
 #[utoipa::path(patch, path = route::UPDATE.path, tag = "instances",
-    params(("instance_id" = InstanceId, Path, description = "Instance id"), AsyncQuery),
+    params(InstancePath, AsyncQuery),
     request_body = UpdateRequest,
     responses(
         (status = 200, description = "Updated (or nothing to change)", body = UpdateResponse),
