@@ -165,12 +165,13 @@ fn originator(header: &HeaderValue) -> Option<Originator> {
 
 /// What every `/v2` route is wrapped in, outermost first: the audit line and the echo of
 /// the request identity, `Retry-After` on a 503, basic auth (when credentials are set),
-/// the version check.
+/// the version check, and the error body as the request's version sees it. Each step
+/// asks the route table (`route.rs`) about the matched route.
 ///
 /// One hand-written service rather than an `axum::middleware::from_fn` layer per step:
 /// each of those boxes a clone of the service it wraps and two futures per request, and
-/// each `Router::layer` call wraps every route once more. On `GET /v2/catalog`, served
-/// from memory, that was most of what esm itself spent on a request.
+/// each `Router::layer` call wraps every route once more. On the catalog, served from
+/// memory, that was most of what esm itself spent on a request.
 #[derive(Clone)]
 pub struct V2Layer {
     /// The broker credentials; `None` leaves the API open.

@@ -14,7 +14,7 @@
 //!   every route shares: extractors with OSB error bodies, paging, auth and the
 //!   version check, what each OSB version sees, and answers rendered for the
 //!   request's version.
-//! - `catalog_cache.rs`: `GET /v2/catalog`'s answers, kept while the registry is
+//! - `catalog_cache.rs`: the catalog route's answers, kept while the registry is
 //!   unchanged.
 
 pub mod catalog_cache;
@@ -51,7 +51,7 @@ use openapi::ApiDoc;
 pub struct AppState {
     /// Every operation goes through the broker.
     pub broker: Arc<Broker>,
-    /// `GET /v2/catalog`'s answers, kept while the registry is unchanged.
+    /// The catalog route's answers, kept while the registry is unchanged.
     pub catalog: Arc<catalog_cache::CatalogCache>,
     /// Cancelled when esm starts stopping: endless responses (event streams) end then,
     /// so the graceful stop does not wait for them.
