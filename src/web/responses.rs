@@ -6,6 +6,7 @@
 use utoipa::IntoResponses;
 
 use crate::error::ErrorBody;
+use crate::wire::Empty;
 
 /// 503: the store does not answer (the layer adds `Retry-After`).
 #[derive(IntoResponses)]
@@ -21,3 +22,33 @@ pub struct NoSuchInstance(pub ErrorBody);
 #[derive(IntoResponses)]
 #[response(status = 413, description = "Body over 1 MiB")]
 pub struct TooLarge(pub ErrorBody);
+
+/// 201 of a registration.
+#[derive(IntoResponses)]
+#[response(status = 201, description = "Registered")]
+pub struct RegisteredNew(pub Empty);
+
+/// 200 of a removal.
+#[derive(IntoResponses)]
+#[response(status = 200, description = "Removed")]
+pub struct Removed(pub Empty);
+
+/// 404 on a route under a service.
+#[derive(IntoResponses)]
+#[response(status = 404, description = "No such service")]
+pub struct NoSuchService(pub ErrorBody);
+
+/// 409 of removing a service that has instances.
+#[derive(IntoResponses)]
+#[response(status = 409, description = "The service still has instances")]
+pub struct ServiceInUse(pub ErrorBody);
+
+/// 404 on a route under a manifest.
+#[derive(IntoResponses)]
+#[response(status = 404, description = "No such manifest")]
+pub struct NoSuchManifest(pub ErrorBody);
+
+/// 404 on a route under a pool.
+#[derive(IntoResponses)]
+#[response(status = 404, description = "The plan has no pool")]
+pub struct NoPool(pub ErrorBody);

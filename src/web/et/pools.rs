@@ -7,7 +7,7 @@ use axum::extract::State;
 use crate::domain::bounded::PlanId;
 use crate::error::{ErrorBody, OsbResult};
 use crate::web::extract::{OsbJson, OsbPath};
-use crate::web::responses::StoreDown;
+use crate::web::responses::{NoPool, StoreDown};
 use crate::web::{AppState, route};
 use crate::wire::{Empty, PoolList, PoolRequest, PoolStatus};
 
@@ -26,8 +26,7 @@ pub async fn list_pools(State(state): State<AppState>) -> OsbResult<Json<PoolLis
     params(("plan_id" = String, Path, description = "Plan id")),
     responses(
         (status = 200, description = "The pool", body = PoolStatus),
-        (status = 404, description = "The plan has no pool", body = ErrorBody),
-        StoreDown,
+        NoPool, StoreDown,
     ))]
 pub async fn get_pool(State(state): State<AppState>, OsbPath(plan_id): OsbPath<PlanId>) -> OsbResult<Json<PoolStatus>> {
     Ok(Json(state.broker.pool_status(&plan_id).await?))
@@ -59,8 +58,7 @@ pub async fn set_pool(
     params(("plan_id" = String, Path, description = "Plan id")),
     responses(
         (status = 200, description = "Draining", body = Empty),
-        (status = 404, description = "The plan has no pool", body = ErrorBody),
-        StoreDown,
+        NoPool, StoreDown,
     ))]
 pub async fn delete_pool(State(state): State<AppState>, OsbPath(plan_id): OsbPath<PlanId>) -> OsbResult<Json<Empty>> {
     state.broker.drain_pool(&plan_id).await?;

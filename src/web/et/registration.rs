@@ -14,7 +14,7 @@ use crate::domain::bounded::{ManifestId, ServiceId};
 use crate::domain::manifest::Manifest;
 use crate::error::{ErrorBody, OsbError, OsbResult};
 use crate::web::extract::{OsbJson, OsbPath, OsbQuery};
-use crate::web::responses::{StoreDown, TooLarge};
+use crate::web::responses::{NoSuchManifest, NoSuchService, RegisteredNew, Removed, ServiceInUse, StoreDown, TooLarge};
 use crate::web::{AppState, route};
 use crate::wire::{Empty, ManifestRegistration, ServiceRegistration};
 
@@ -31,11 +31,10 @@ fn registered(outcome: Registered) -> Response {
 #[utoipa::path(put, path = route::REGISTER_SERVICE.path, tag = "elastest",
     request_body = ServiceRegistration,
     responses(
-        (status = 201, description = "Registered", body = Empty),
         (status = 200, description = "Replaced the service with the same id", body = Empty),
         (status = 400, description = "Invalid service, a value over its bound, or more plans or tags than allowed", body = ErrorBody),
         (status = 409, description = "Name or plan id taken by another service, a dropped plan still has instances, or the catalog is full (ESM_CATALOG_MAX_SERVICES, ESM_CATALOG_MAX_BYTES)", body = ErrorBody),
-        TooLarge, StoreDown,
+        RegisteredNew, TooLarge, StoreDown,
     ))]
 pub async fn register_service(
     State(state): State<AppState>,
@@ -47,12 +46,7 @@ pub async fn register_service(
 /// Remove a service (and its manifests); refused while it has instances.
 #[utoipa::path(delete, path = route::DELETE_SERVICE.path, tag = "elastest",
     params(("service_id" = ServiceId, Path, description = "Service id")),
-    responses(
-        (status = 200, description = "Removed", body = Empty),
-        (status = 404, description = "No such service", body = ErrorBody),
-        (status = 409, description = "The service still has instances", body = ErrorBody),
-        StoreDown,
-    ))]
+    responses(Removed, NoSuchService, ServiceInUse, StoreDown))]
 pub async fn delete_service(
     State(state): State<AppState>,
     OsbPath(service_id): OsbPath<ServiceId>,
@@ -75,11 +69,8 @@ pub struct ServiceIdQuery {
 #[utoipa::path(delete, path = route::DELETE_SERVICE_BY_QUERY.path, tag = "elastest",
     params(ServiceIdQuery),
     responses(
-        (status = 200, description = "Removed", body = Empty),
         (status = 400, description = "service_id missing", body = ErrorBody),
-        (status = 404, description = "No such service", body = ErrorBody),
-        (status = 409, description = "The service still has instances", body = ErrorBody),
-        StoreDown,
+        Removed, NoSuchService, ServiceInUse, StoreDown,
     ))]
 pub async fn delete_service_by_query(
     State(state): State<AppState>,
@@ -96,11 +87,10 @@ pub async fn delete_service_by_query(
     params(("manifest_id" = ManifestId, Path, description = "Manifest id")),
     request_body = ManifestRegistration,
     responses(
-        (status = 201, description = "Registered", body = Empty),
         (status = 200, description = "Already registered identically", body = Empty),
         (status = 400, description = "Unknown service, plan or manifest_type, an invalid manifest, or a value over its bound", body = ErrorBody),
         (status = 409, description = "The id exists with other content, the plan has another manifest, or the catalog is full (ESM_CATALOG_MAX_MANIFESTS, ESM_CATALOG_MAX_BYTES)", body = ErrorBody),
-        TooLarge, StoreDown,
+        RegisteredNew, TooLarge, StoreDown,
     ))]
 pub async fn register_manifest(
     State(state): State<AppState>,
@@ -116,8 +106,7 @@ pub async fn register_manifest(
     params(("manifest_id" = ManifestId, Path, description = "Manifest id")),
     responses(
         (status = 200, description = "The manifest, in a one-element array", body = Vec<Manifest>),
-        (status = 404, description = "No such manifest", body = ErrorBody),
-        StoreDown,
+        NoSuchManifest, StoreDown,
     ))]
 pub async fn get_manifest(
     State(state): State<AppState>,
@@ -140,10 +129,8 @@ pub async fn list_manifests(State(state): State<AppState>) -> OsbResult<Json<Vec
 #[utoipa::path(delete, path = route::DELETE_MANIFEST.path, tag = "elastest",
     params(("manifest_id" = ManifestId, Path, description = "Manifest id")),
     responses(
-        (status = 200, description = "Removed", body = Empty),
-        (status = 404, description = "No such manifest", body = ErrorBody),
         (status = 409, description = "Instances use the manifest", body = ErrorBody),
-        StoreDown,
+        Removed, NoSuchManifest, StoreDown,
     ))]
 pub async fn delete_manifest(
     State(state): State<AppState>,
