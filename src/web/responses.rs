@@ -8,47 +8,35 @@ use utoipa::IntoResponses;
 use crate::error::ErrorBody;
 use crate::wire::Empty;
 
-/// 503: the store does not answer (the layer adds `Retry-After`).
-#[derive(IntoResponses)]
-#[response(status = 503, description = "The store is unavailable")]
-pub struct StoreDown(pub ErrorBody);
+/// Writes each row as a one-response `IntoResponses` type.
+macro_rules! rows {
+    ($( $(#[$doc:meta])* $name:ident: $status:tt $body:ty, $description:tt; )*) => {
+        $(
+            $(#[$doc])*
+            #[derive(IntoResponses)]
+            #[response(status = $status, description = $description)]
+            pub struct $name(pub $body);
+        )*
+    };
+}
 
-/// 404 on a route under an instance.
-#[derive(IntoResponses)]
-#[response(status = 404, description = "No such instance")]
-pub struct NoSuchInstance(pub ErrorBody);
-
-/// 413 on a route with a body.
-#[derive(IntoResponses)]
-#[response(status = 413, description = "Body over 1 MiB")]
-pub struct TooLarge(pub ErrorBody);
-
-/// 201 of a registration.
-#[derive(IntoResponses)]
-#[response(status = 201, description = "Registered")]
-pub struct RegisteredNew(pub Empty);
-
-/// 200 of a removal.
-#[derive(IntoResponses)]
-#[response(status = 200, description = "Removed")]
-pub struct Removed(pub Empty);
-
-/// 404 on a route under a service.
-#[derive(IntoResponses)]
-#[response(status = 404, description = "No such service")]
-pub struct NoSuchService(pub ErrorBody);
-
-/// 409 of removing a service that has instances.
-#[derive(IntoResponses)]
-#[response(status = 409, description = "The service still has instances")]
-pub struct ServiceInUse(pub ErrorBody);
-
-/// 404 on a route under a manifest.
-#[derive(IntoResponses)]
-#[response(status = 404, description = "No such manifest")]
-pub struct NoSuchManifest(pub ErrorBody);
-
-/// 404 on a route under a pool.
-#[derive(IntoResponses)]
-#[response(status = 404, description = "The plan has no pool")]
-pub struct NoPool(pub ErrorBody);
+rows! {
+    /// 503: the store does not answer (the layer adds `Retry-After`).
+    StoreDown: 503 ErrorBody, "The store is unavailable";
+    /// 404 on a route under an instance.
+    NoSuchInstance: 404 ErrorBody, "No such instance";
+    /// 413 on a route with a body.
+    TooLarge: 413 ErrorBody, "Body over 1 MiB";
+    /// 201 of a registration.
+    RegisteredNew: 201 Empty, "Registered";
+    /// 200 of a removal.
+    Removed: 200 Empty, "Removed";
+    /// 404 on a route under a service.
+    NoSuchService: 404 ErrorBody, "No such service";
+    /// 409 of removing a service that has instances.
+    ServiceInUse: 409 ErrorBody, "The service still has instances";
+    /// 404 on a route under a manifest.
+    NoSuchManifest: 404 ErrorBody, "No such manifest";
+    /// 404 on a route under a pool.
+    NoPool: 404 ErrorBody, "The plan has no pool";
+}
