@@ -112,8 +112,8 @@ fn basic_credentials(headers: &HeaderMap) -> Option<Vec<u8>> {
 /// 412 unless `X-Broker-API-Version` is 2.12 or later in the 2.x line.
 ///
 /// Exempt: a path no route matches (the fallback answers it 404: a header cannot make
-/// it exist), and the rows of the route table marked [`Version::Exempt`]. A method no
-/// row serves on a matched path (405) is checked.
+/// it exist), and the rows of the route table marked [`route::Version::Exempt`]. A
+/// method no row serves on a matched path (405) is checked.
 fn version_refusal(req: &Request, matched: bool, row: Option<&Route>) -> Option<OsbError> {
     if !matched || row.is_some_and(Route::exempt) {
         return None;
@@ -224,7 +224,7 @@ where
             // The route table says what the request is: one look-up serves every step.
             let matched = req.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
             let row = matched.and_then(|path| Route::find(req.method(), path));
-            let audit = Audit::start(&req, route::audit_name(req.method(), matched));
+            let audit = Audit::start(&req, route::audit_name(row, matched));
             // A liveness report with a reporting token goes on to its handler, which
             // checks the token; an instance is no platform, and needs no OSB version.
             let refusal = if let Some(token) = report_token(&req, row) {

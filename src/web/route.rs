@@ -143,16 +143,17 @@ impl Route {
     }
 }
 
-/// The audit name of a request: its row's. A method no row serves on a matched template
-/// (answered 405, or HEAD served by GET) takes the name of the template's GET row, or of
-/// its first row; a path no route matches is "other".
-pub fn audit_name(method: &Method, matched: Option<&str>) -> &'static str {
+/// The audit name of a request: its row's (`row`, found for the matched template). A
+/// method no row serves on a matched template (answered 405, or HEAD served by GET)
+/// takes the name of the template's GET row, or of its first row; a path no route
+/// matches is "other".
+pub fn audit_name(row: Option<&Route>, matched: Option<&str>) -> &'static str {
+    if let Some(row) = row {
+        return row.audit;
+    }
     let Some(path) = matched else {
         return UNROUTED;
     };
-    if let Some(row) = Route::find(method, path) {
-        return row.audit;
-    }
     let on_path = || ROUTES.iter().filter(move |row| row.path == path);
     on_path().find(|row| row.method == Method::GET).or_else(|| on_path().next()).map_or(UNROUTED, |row| row.audit)
 }
@@ -199,11 +200,13 @@ mod tests {
 
     #[test]
     fn a_method_without_a_row_is_audited_as_its_template() {
-        let instance = PROVISION.path;
-        assert_eq!(audit_name(&Method::POST, Some(instance)), "fetch_instance");
-        assert_eq!(audit_name(&Method::HEAD, Some(EVENTS.path)), "et_events");
-        assert_eq!(audit_name(&Method::GET, Some(REGISTER_SERVICE.path)), "et_catalog");
-        assert_eq!(audit_name(&Method::PATCH, Some(DELETE_SERVICE.path)), "et_catalog");
-        assert_eq!(audit_name(&Method::GET, None), "other");
+        let audit =
+            |method: Method, path: Option<&str>| audit_name(path.and_then(|path| Route::find(&method, path)), path);
+        assert_eq!(audit(Method::PUT, Some(PROVISION.path)), "provision");
+        assert_eq!(audit(Method::POST, Some(PROVISION.path)), "fetch_instance");
+        assert_eq!(audit(Method::HEAD, Some(EVENTS.path)), "et_events");
+        assert_eq!(audit(Method::GET, Some(REGISTER_SERVICE.path)), "et_catalog");
+        assert_eq!(audit(Method::PATCH, Some(DELETE_SERVICE.path)), "et_catalog");
+        assert_eq!(audit(Method::GET, None), "other");
     }
 }
