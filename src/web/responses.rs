@@ -39,4 +39,10 @@ rows! {
     NoSuchManifest: 404 ErrorBody, "No such manifest";
     /// 404 on a route under a pool.
     NoPool: 404 ErrorBody, "The plan has no pool";
+    /// 400 of a delete without the ids OSB asks for.
+    IdsMissing: 400 ErrorBody, "service_id or plan_id missing";
+    /// 422 of a delete.
+    AsyncOrBusy: 422 ErrorBody, "AsyncRequired or ConcurrencyError";
+    /// 500 of an operation the backend failed.
+    BackendFailed: 500 ErrorBody, "The backend failed";
 }

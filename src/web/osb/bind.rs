@@ -8,7 +8,7 @@ use crate::error::{ErrorBody, OsbResult};
 use crate::web::extract::{Osb, OsbJson};
 use crate::web::params::InstancePath;
 use crate::web::reply::Reply;
-use crate::web::responses::{NoSuchInstance, StoreDown, TooLarge};
+use crate::web::responses::{BackendFailed, NoSuchInstance, StoreDown, TooLarge};
 use crate::web::route;
 use crate::web::version::Field;
 use crate::wire::{AsyncQuery, BindRequest, BindingResponse};
@@ -27,8 +27,7 @@ use crate::wire::{AsyncQuery, BindRequest, BindingResponse};
         (status = 400, description = "Malformed request, not bindable, bad predecessor, or parameters failing the plan schema", body = ErrorBody),
         (status = 409, description = "The binding exists with different attributes", body = ErrorBody),
         (status = 422, description = "AsyncRequired, RequiresApp or ConcurrencyError", body = ErrorBody),
-        (status = 500, description = "The backend failed", body = ErrorBody),
-        NoSuchInstance, TooLarge, StoreDown,
+        NoSuchInstance, TooLarge, BackendFailed, StoreDown,
     ))]
 pub async fn bind(
     osb: Osb<(InstanceId, BindingId), AsyncQuery>,

@@ -8,7 +8,7 @@ use crate::error::{ErrorBody, OsbResult};
 use crate::web::extract::Osb;
 use crate::web::params::InstancePath;
 use crate::web::reply::Reply;
-use crate::web::responses::StoreDown;
+use crate::web::responses::{AsyncOrBusy, IdsMissing, StoreDown};
 use crate::web::route;
 use crate::wire::{DeleteQuery, Empty, OperationResponse};
 
@@ -18,11 +18,9 @@ use crate::wire::{DeleteQuery, Empty, OperationResponse};
     responses(
         (status = 200, description = "Deprovisioned", body = OperationResponse),
         (status = 202, description = "Deprovisioning asynchronously; poll last_operation", body = OperationResponse),
-        (status = 400, description = "service_id or plan_id missing", body = ErrorBody),
         (status = 410, description = "No such instance", body = Empty),
-        (status = 422, description = "AsyncRequired or ConcurrencyError", body = ErrorBody),
         (status = 500, description = "The backend failed; see instance_usable", body = ErrorBody),
-        StoreDown,
+        IdsMissing, AsyncOrBusy, StoreDown,
     ))]
 pub async fn deprovision(osb: Osb<InstanceId, DeleteQuery>) -> OsbResult<Reply<OperationResponse>> {
     let Osb { state, path: instance_id, query, platform } = osb;

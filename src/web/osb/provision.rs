@@ -7,7 +7,7 @@ use crate::domain::operation::OperationKind;
 use crate::error::{ErrorBody, OsbResult};
 use crate::web::extract::{Osb, OsbJson};
 use crate::web::reply::Reply;
-use crate::web::responses::{StoreDown, TooLarge};
+use crate::web::responses::{BackendFailed, StoreDown, TooLarge};
 use crate::web::route;
 use crate::wire::{AsyncQuery, ProvisionRequest, ProvisionResponse};
 
@@ -22,8 +22,7 @@ use crate::wire::{AsyncQuery, ProvisionRequest, ProvisionResponse};
         (status = 400, description = "Malformed request, unknown service or plan, or parameters failing the plan schema", body = ErrorBody),
         (status = 409, description = "The instance exists with different attributes", body = ErrorBody),
         (status = 422, description = "AsyncRequired, MaintenanceInfoConflict or ConcurrencyError", body = ErrorBody),
-        (status = 500, description = "The backend failed", body = ErrorBody),
-        TooLarge, StoreDown,
+        TooLarge, BackendFailed, StoreDown,
     ))]
 pub async fn provision(
     osb: Osb<InstanceId, AsyncQuery>,

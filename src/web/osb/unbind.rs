@@ -4,11 +4,11 @@ use axum::http::StatusCode;
 
 use crate::domain::bounded::{BindingId, InstanceId};
 use crate::domain::operation::OperationKind;
-use crate::error::{ErrorBody, OsbResult};
+use crate::error::OsbResult;
 use crate::web::extract::Osb;
 use crate::web::params::BindingPath;
 use crate::web::reply::Reply;
-use crate::web::responses::StoreDown;
+use crate::web::responses::{AsyncOrBusy, BackendFailed, IdsMissing, StoreDown};
 use crate::web::route;
 use crate::web::version::Field;
 use crate::wire::{DeleteQuery, Empty, OperationResponse};
@@ -19,11 +19,8 @@ use crate::wire::{DeleteQuery, Empty, OperationResponse};
     responses(
         (status = 200, description = "Unbound", body = OperationResponse),
         (status = 202, description = "Unbinding asynchronously; poll the binding's last_operation", body = OperationResponse),
-        (status = 400, description = "service_id or plan_id missing", body = ErrorBody),
         (status = 410, description = "No such binding", body = Empty),
-        (status = 422, description = "AsyncRequired or ConcurrencyError", body = ErrorBody),
-        (status = 500, description = "The backend failed", body = ErrorBody),
-        StoreDown,
+        IdsMissing, AsyncOrBusy, BackendFailed, StoreDown,
     ))]
 pub async fn unbind(osb: Osb<(InstanceId, BindingId), DeleteQuery>) -> OsbResult<Reply<OperationResponse>> {
     let Osb { state, path: (instance_id, binding_id), mut query, platform } = osb;
