@@ -5,6 +5,7 @@
 //! asked (with the request, see [`Osb`](super::extract::Osb)) and answers through it
 //! ([`Platform::json`], [`Platform::reply`], [`Platform::polled`]), so no handler calls
 //! `for_version`.
+//!
 //! Error bodies are versioned by the `/v2` layer ([`version_error`]), which sees every
 //! request's version and every answer: a refusal from an extractor, a handler or the
 //! fallback is versioned the same way whichever route gave it.
