@@ -1,6 +1,6 @@
-//! `GET /v2/catalog` from memory: the catalog's bytes and `ETag`, rendered once per OSB
-//! version from the broker's shared decoded registry and kept for as long as the
-//! broker hands out that same copy. The broker alone says when the registry has
+//! The catalog ([`route::CATALOG`](super::route::CATALOG)) from memory: the catalog's
+//! bytes and `ETag`, rendered once per OSB version from the broker's shared decoded
+//! registry and kept for as long as the broker hands out that same copy. The broker alone says when the registry has
 //! changed (see `broker/registry/watch.rs`): at once for a change made by this esm,
 //! within a second for one made by another replica on a shared store. A rendering is
 //! tied to the copy it came from, so it cannot disagree with what provisions read.

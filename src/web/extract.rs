@@ -15,6 +15,8 @@ use axum::http::request::Parts;
 use http_body::Body as _;
 use serde::de::DeserializeOwned;
 
+use super::AppState;
+use super::reply::Platform;
 use crate::error::OsbError;
 use crate::serve::BodyTimeout;
 
@@ -96,6 +98,36 @@ where
             .map(|Path(p)| OsbPath(p))
             // The bounded id types name themselves (`an instance id must be at most ...`).
             .map_err(|e| bad_request("invalid path", &e.body_text()))
+    }
+}
+
+/// What an OSB handler reads of a request besides its body: the state, the path ids
+/// `P`, the query `Q`, and the platform that asked (to answer it in its version). One
+/// extractor for the lines every OSB handler began with; the path is read before the
+/// query, so a request wrong in both is refused for its path, as before.
+pub struct Osb<P, Q> {
+    /// What handlers share.
+    pub state: AppState,
+    /// The path parameters.
+    pub path: P,
+    /// The query parameters.
+    pub query: Q,
+    /// Who asked: its version, and how to answer it.
+    pub platform: Platform,
+}
+
+impl<P, Q> FromRequestParts<AppState> for Osb<P, Q>
+where
+    P: DeserializeOwned + Send,
+    Q: DeserializeOwned,
+{
+    type Rejection = OsbError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let OsbPath(path) = OsbPath::from_request_parts(parts, state).await?;
+        let OsbQuery(query) = OsbQuery::from_request_parts(parts, state).await?;
+        let platform = Platform::of(&parts.headers, state.broker.settings().retry_after_seconds);
+        Ok(Self { state: state.clone(), path, query, platform })
     }
 }
 

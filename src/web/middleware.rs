@@ -18,6 +18,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tower::{Layer, Service};
 
+use super::reply;
+use super::route::{self, Caller, Route};
 use super::version::{ApiVersion, NEWEST_MINOR, OLDEST_MINOR, version_header};
 use crate::broker::Reporter;
 use crate::error::OsbError;
@@ -84,16 +86,12 @@ impl BasicAuth {
     }
 }
 
-/// The route an instance reports its liveness on (`PUT`): the one `/v2` route a
-/// reporting token may call instead of the broker's credentials.
-pub const LIVENESS_ROUTE: &str = "/v2/et/service_instances/{instance_id}/liveness";
-
-/// The token of a bearer `Authorization` header on a liveness report, if it is one.
+/// The token of a bearer `Authorization` header on the one kind of route a reporting
+/// token may call ([`Caller::BrokerOrReporter`], the liveness report), if it is one.
 /// Checked by the handler (against the instance's bindings), not here: the layer does
 /// not read the store.
-fn report_token(req: &Request) -> Option<String> {
-    let route = req.extensions().get::<MatchedPath>()?;
-    if req.method() != Method::PUT || route.as_str() != LIVENESS_ROUTE {
+fn report_token(req: &Request, row: Option<&Route>) -> Option<String> {
+    if row?.caller != Caller::BrokerOrReporter {
         return None;
     }
     let value = req.headers().get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
@@ -114,10 +112,10 @@ fn basic_credentials(headers: &HeaderMap) -> Option<Vec<u8>> {
 /// 412 unless `X-Broker-API-Version` is 2.12 or later in the 2.x line.
 ///
 /// Exempt: a path no route matches (the fallback answers it 404: a header cannot make
-/// it exist), and the routes [`super::version::exempt`] names.
-fn version_refusal(req: &Request) -> Option<OsbError> {
-    let route = req.extensions().get::<MatchedPath>()?;
-    if super::version::exempt(req.method().as_str(), route.as_str()) {
+/// it exist), and the rows of the route table marked [`route::Version::Exempt`]. A
+/// method no row serves on a matched path (405) is checked.
+fn version_refusal(req: &Request, matched: bool, row: Option<&Route>) -> Option<OsbError> {
+    if !matched || row.is_some_and(Route::exempt) {
         return None;
     }
     check_version(req.headers()).err()
@@ -165,36 +163,15 @@ fn originator(header: &HeaderValue) -> Option<Originator> {
     Some(Originator { platform: platform.to_owned(), user })
 }
 
-/// The name of the broker operation behind a route, for the audit log.
-fn operation_name(method: &Method, route: &str) -> &'static str {
-    let is = |m: Method| *method == m;
-    match route {
-        "/v2/catalog" => "catalog",
-        "/v2/service_instances/{instance_id}" if is(Method::PUT) => "provision",
-        "/v2/service_instances/{instance_id}" if is(Method::PATCH) => "update",
-        "/v2/service_instances/{instance_id}" if is(Method::DELETE) => "deprovision",
-        "/v2/service_instances/{instance_id}" => "fetch_instance",
-        "/v2/service_instances/{instance_id}/last_operation" => "instance_last_operation",
-        "/v2/service_instances/{instance_id}/service_bindings/{binding_id}" if is(Method::PUT) => "bind",
-        "/v2/service_instances/{instance_id}/service_bindings/{binding_id}" if is(Method::DELETE) => "unbind",
-        "/v2/service_instances/{instance_id}/service_bindings/{binding_id}" => "fetch_binding",
-        "/v2/service_instances/{instance_id}/service_bindings/{binding_id}/last_operation" => "binding_last_operation",
-        r if r.starts_with("/v2/et/catalog") => "et_catalog",
-        r if r.starts_with("/v2/et/manifest") => "et_manifest",
-        r if r.starts_with("/v2/et/service_instances") => "et_service_instances",
-        "/v2/et/events" => "et_events",
-        _ => "other",
-    }
-}
-
 /// What every `/v2` route is wrapped in, outermost first: the audit line and the echo of
 /// the request identity, `Retry-After` on a 503, basic auth (when credentials are set),
-/// the version check.
+/// the version check, and the error body as the request's version sees it. Each step
+/// asks the route table (`route.rs`) about the matched route.
 ///
 /// One hand-written service rather than an `axum::middleware::from_fn` layer per step:
 /// each of those boxes a clone of the service it wraps and two futures per request, and
-/// each `Router::layer` call wraps every route once more. On `GET /v2/catalog`, served
-/// from memory, that was most of what esm itself spent on a request.
+/// each `Router::layer` call wraps every route once more. On the catalog, served from
+/// memory, that was most of what esm itself spent on a request.
 #[derive(Clone)]
 pub struct V2Layer {
     /// The broker credentials; `None` leaves the API open.
@@ -244,24 +221,33 @@ where
         let mut inner = std::mem::replace(&mut self.inner, ready);
         let layer = self.layer.clone();
         Box::pin(async move {
-            let audit = Audit::start(&req);
+            // The route table says what the request is: one look-up serves every step.
+            let matched = req.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
+            let row = matched.and_then(|path| Route::find(req.method(), path));
+            let audit = Audit::start(&req, route::audit_name(row, matched));
             // A liveness report with a reporting token goes on to its handler, which
             // checks the token; an instance is no platform, and needs no OSB version.
-            let refusal = if let Some(token) = report_token(&req) {
+            let refusal = if let Some(token) = report_token(&req, row) {
                 req.extensions_mut().insert(Reporter::Token(token));
                 None
             } else {
                 match &layer.auth {
                     Some(auth) if !auth.accepts(req.headers()) => Some(OsbError::Unauthorized),
-                    _ => version_refusal(&req),
+                    _ => version_refusal(&req, matched.is_some(), row),
                 }
             };
             let mut response = match refusal {
                 Some(refusal) => refusal.into_response(),
-                None => match inner.call(req).await {
-                    Ok(response) => response,
-                    Err(never) => match never {},
-                },
+                None => {
+                    let version = ApiVersion::of(req.headers());
+                    let mut response = match inner.call(req).await {
+                        Ok(response) => response,
+                        Err(never) => match never {},
+                    };
+                    // Here, once, for every route: an error as the client's version sees it.
+                    reply::version_error(&mut response, version);
+                    response
+                }
             };
             // Every 503 on the API port (the store is down, esm is stopping) says when to
             // come back, unless it already does.
@@ -280,20 +266,21 @@ where
 /// Cloning these shares their bytes; nothing is decoded until the line is written.
 struct Audit {
     started: Instant,
+    /// The broker operation, from the route table.
+    operation: &'static str,
     method: Method,
     uri: Uri,
-    route: Option<MatchedPath>,
     request_identity: Option<HeaderValue>,
     origin: Option<HeaderValue>,
 }
 
 impl Audit {
-    fn start(req: &Request) -> Self {
+    fn start(req: &Request, operation: &'static str) -> Self {
         Self {
             started: Instant::now(),
+            operation,
             method: req.method().clone(),
             uri: req.uri().clone(),
-            route: req.extensions().get::<MatchedPath>().cloned(),
             request_identity: req.headers().get(&REQUEST_IDENTITY).cloned(),
             origin: req.headers().get(&ORIGINATING_IDENTITY).cloned(),
         }
@@ -303,7 +290,7 @@ impl Audit {
     /// outcome, the request identity and who originated it. Failures are logged here,
     /// once, with the error the handler returned.
     fn finish(self, response: &mut Response) {
-        let Self { started, method, uri, route, request_identity, origin } = self;
+        let Self { started, operation, method, uri, request_identity, origin } = self;
         if let Some(identity) = &request_identity {
             response.headers_mut().insert(REQUEST_IDENTITY, identity.clone());
         }
@@ -317,7 +304,6 @@ impl Audit {
         let error = response.extensions().get::<OsbError>().map(|e| e.to_string());
         // To the hundredth of a millisecond: what a reader can use, without float noise.
         let millis = (started.elapsed().as_secs_f64() * 100_000.0).round() / 100.0;
-        let operation = operation_name(&method, route.as_ref().map_or("", MatchedPath::as_str));
         let path = uri.path();
         match (status, error) {
             (500.., Some(error)) => tracing::error!(

@@ -5,11 +5,16 @@
 //! - `et/`: the ElasTest extensions and esm's own (registration, the instance view,
 //!   bindings, liveness, pools, inventory, events).
 //! - `dashboard/`: the operator's HTML pages.
-//! - `openapi.rs`: the OpenAPI document generated from the routes, and Swagger UI.
-//! - `extract.rs`, `listing.rs`, `middleware.rs`, `version.rs`: what every route
-//!   shares: extractors with OSB error bodies, paging, auth and the version check,
-//!   and what each OSB version sees.
-//! - `catalog_cache.rs`: `GET /v2/catalog`'s answers, kept while the registry is
+//! - `openapi.rs`: the OpenAPI document generated from the routes, and Swagger UI;
+//!   `responses.rs` and `params.rs`: the response rows and path parameters many
+//!   routes share.
+//! - `route.rs`: the table of every `/v2` route (method, path, audit name, version
+//!   exemption, handler) that the router, the OpenAPI document and the layers read.
+//! - `extract.rs`, `listing.rs`, `middleware.rs`, `version.rs`, `reply.rs`: what
+//!   every route shares: extractors with OSB error bodies, paging, auth and the
+//!   version check, what each OSB version sees, and answers rendered for the
+//!   request's version.
+//! - `catalog_cache.rs`: the catalog route's answers, kept while the registry is
 //!   unchanged.
 
 pub mod catalog_cache;
@@ -20,34 +25,33 @@ pub mod listing;
 pub mod middleware;
 pub mod openapi;
 pub mod osb;
+pub mod params;
+pub mod reply;
+pub mod responses;
+pub mod route;
 pub mod version;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 use utoipa::OpenApi;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
-use crate::broker::{Answer, Broker};
+use crate::broker::Broker;
 use crate::error::OsbError;
 use crate::metrics::http::HttpMetricsLayer;
 use middleware::BasicAuth;
 use openapi::ApiDoc;
-use version::{ApiVersion, ForVersion};
 
 /// What handlers share.
 #[derive(Clone)]
 pub struct AppState {
     /// Every operation goes through the broker.
     pub broker: Arc<Broker>,
-    /// `GET /v2/catalog`'s answers, kept while the registry is unchanged.
+    /// The catalog route's answers, kept while the registry is unchanged.
     pub catalog: Arc<catalog_cache::CatalogCache>,
     /// Cancelled when esm starts stopping: endless responses (event streams) end then,
     /// so the graceful stop does not wait for them.
@@ -67,37 +71,10 @@ impl AppState {
     }
 }
 
-/// The `/v2` routes (unlayered) and the OpenAPI document generated from them.
+/// The `/v2` routes (unlayered) and the OpenAPI document generated from them: the
+/// rows of [`route::ROUTES`].
 pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .routes(routes!(osb::catalog::catalog))
-        .routes(routes!(
-            osb::provision::provision,
-            osb::update::update,
-            osb::deprovision::deprovision,
-            osb::get_instance::get_instance
-        ))
-        .routes(routes!(osb::last_operation::last_operation))
-        .routes(routes!(osb::bind::bind, osb::unbind::unbind, osb::get_binding::get_binding))
-        .routes(routes!(osb::last_binding_operation::last_binding_operation))
-        .routes(routes!(et::registration::register_service, et::registration::delete_service_by_query))
-        .routes(routes!(et::registration::delete_service))
-        .routes(routes!(et::registration::list_manifests))
-        .routes(routes!(
-            et::registration::register_manifest,
-            et::registration::get_manifest,
-            et::registration::delete_manifest
-        ))
-        .routes(routes!(et::instances::list_instances))
-        .routes(routes!(et::instances::get_instance))
-        .routes(routes!(et::list_bindings::list_bindings))
-        .routes(routes!(et::events::events))
-        .routes(routes!(et::liveness::get_liveness, et::liveness::report_liveness))
-        .routes(routes!(et::pools::list_pools))
-        .routes(routes!(et::pools::get_pool, et::pools::set_pool, et::pools::delete_pool))
-        .routes(routes!(et::inventory::inventory))
-        .routes(routes!(et::inventory::instance_resources))
-        .split_for_parts()
+    route::mount(ApiDoc::openapi())
 }
 
 /// The whole API port: `/v2` behind auth and the version check, `/swagger.json` and
@@ -140,7 +117,7 @@ async fn index(headers: axum::http::HeaderMap) -> Response {
         "name": "esm",
         "version": env!("CARGO_PKG_VERSION"),
         "broker_api": "/v2",
-        "catalog": "/v2/catalog",
+        "catalog": route::CATALOG.path,
         "swagger_ui": "/ui/",
         "openapi": "/swagger.json",
         "dashboard": "/dashboard",
@@ -155,25 +132,4 @@ async fn not_found() -> OsbError {
 
 async fn method_not_allowed() -> OsbError {
     OsbError::MethodNotAllowed
-}
-
-/// Turns a broker answer into a response for a client of `version`: `done` for work
-/// carried out now (201 for creates, 200 otherwise), 200 for "already so", 202 with
-/// `Retry-After` for accepted.
-pub fn reply<T: Serialize + ForVersion>(
-    answer: Answer<T>,
-    version: ApiVersion,
-    done: StatusCode,
-    retry_after_seconds: u64,
-) -> Response {
-    match answer {
-        Answer::Done(body) => (done, axum::Json(body.for_version(version))).into_response(),
-        Answer::AlreadyDone(body) => (StatusCode::OK, axum::Json(body.for_version(version))).into_response(),
-        Answer::Accepted(body) => (
-            StatusCode::ACCEPTED,
-            [middleware::retry_after(retry_after_seconds)],
-            axum::Json(body.for_version(version)),
-        )
-            .into_response(),
-    }
 }

@@ -11,6 +11,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
 use utoipa::openapi::{ObjectBuilder, Ref, RefOr, Required, ResponseBuilder, Type};
 use utoipa::{Modify, OpenApi};
 
+use crate::web::route::Route;
+
 /// Swagger UI at `/ui` over `spec` at `/swagger.json`. Its pages may not be framed
 /// (`frame-ancestors 'none'`, and `X-Frame-Options` for older browsers): a page that
 /// framed it could lure an operator into clicking "Try it out" with their credentials.
@@ -87,15 +89,10 @@ fn header(name: &str, required: bool, description: &str, default: Option<&str>) 
     )
 }
 
-/// The 400 of a path or query value the extractors refuse.
-fn refused_input() -> RefOr<utoipa::openapi::Response> {
+/// A response with the OSB error body.
+fn error_response(description: &str) -> RefOr<utoipa::openapi::Response> {
     let body = ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build();
-    RefOr::T(
-        ResponseBuilder::new()
-            .description("A path or query value out of its bounds (length, characters) or malformed")
-            .content("application/json", body)
-            .build(),
-    )
+    RefOr::T(ResponseBuilder::new().description(description).content("application/json", body).build())
 }
 
 /// The full document: the router's paths plus the shared headers.
@@ -103,7 +100,9 @@ pub fn document() -> utoipa::openapi::OpenApi {
     with_broker_headers(crate::web::routes().1)
 }
 
-/// Adds the OSB headers to every operation of the router's document.
+/// Adds what every operation of the router's document shares: the OSB headers, and the
+/// refusals of the extractors (400), of auth (401) and of the version check (412, on
+/// the routes the table does not exempt).
 pub fn with_broker_headers(mut spec: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
     for (path, item) in spec.paths.paths.iter_mut() {
         let operations = [
@@ -120,11 +119,21 @@ pub fn with_broker_headers(mut spec: utoipa::openapi::OpenApi) -> utoipa::openap
                 operation.parameters.iter().flatten().any(
                     |p| matches!(p, RefOr::T(p) if matches!(p.parameter_in, ParameterIn::Path | ParameterIn::Query)),
                 );
+            let responses = &mut operation.responses.responses;
             if takes_input {
-                operation.responses.responses.entry("400".into()).or_insert_with(refused_input);
+                let refused = "A path or query value out of its bounds (length, characters) or malformed";
+                responses.entry("400".into()).or_insert_with(|| error_response(refused));
+            }
+            // Every `/v2` route checks credentials (a route may say more of its own 401).
+            responses.entry("401".into()).or_insert_with(|| error_response("Missing or wrong credentials"));
+            // Every operation is a row of the route table, which says whether it is exempt.
+            let checked = !Route::of_operation(method, path).is_some_and(Route::exempt);
+            if checked {
+                let refused = "Missing or unsupported X-Broker-API-Version";
+                responses.entry("412".into()).or_insert_with(|| error_response(refused));
             }
             let params = operation.parameters.get_or_insert_with(Vec::new);
-            if !crate::web::version::exempt(method, path) {
+            if checked {
                 // The default fills Swagger UI's "Try it out", so no request needs it typed.
                 let version = "OSB API version, 2.12 or later (e.g. 2.17)";
                 params.push(header(

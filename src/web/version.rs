@@ -7,11 +7,6 @@
 //! esm's own extension fields (ElasTest's `short_name`, `binding_lifetime_seconds`) are
 //! kept: the spec lets brokers add them, and the ElasTest platform reads them.
 
-use std::convert::Infallible;
-
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
-
 use crate::domain::binding::BindingMetadata;
 use crate::domain::catalog::{Plan, Service};
 use crate::domain::instance::InstanceMetadata;
@@ -60,14 +55,6 @@ impl ApiVersion {
     /// Whether this version defines `field`.
     pub fn has(self, field: Field) -> bool {
         self.0 >= field.since()
-    }
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for ApiVersion {
-    type Rejection = Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self::of(&parts.headers))
     }
 }
 
@@ -247,14 +234,6 @@ impl ForVersion for CatalogResponse {
     fn for_version(self, version: ApiVersion) -> Self {
         Self { services: self.services.into_iter().map(|s| s.for_version(version)).collect() }
     }
-}
-
-/// Routes served without `X-Broker-API-Version`: `GET /v2/et/manifest[/{id}]`, which
-/// the ElasTest platform fetches without any header (as the original allowed), and
-/// `GET /v2/et/events`, which a browser's `EventSource` reads and cannot add headers
-/// to. One rule for the check and for the OpenAPI document.
-pub fn exempt(method: &str, route: &str) -> bool {
-    method.eq_ignore_ascii_case("GET") && (route.starts_with("/v2/et/manifest") || route == "/v2/et/events")
 }
 
 #[cfg(test)]

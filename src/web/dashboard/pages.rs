@@ -11,7 +11,7 @@ use crate::domain::event::Event;
 use crate::domain::path::segment;
 use crate::error::OsbError;
 use crate::events::Filter;
-use crate::web::AppState;
+use crate::web::{AppState, route};
 
 /// How many recent events the overview and the feed start with.
 const RECENT: u64 = 25;
@@ -106,7 +106,9 @@ pub async fn pools(State(state): State<AppState>) -> PageResult {
     Ok(page(
         "Pools",
         html! {
-            @if pools.is_empty() { p { "No pools. A pool is set with PUT /v2/et/pools/{plan_id}." } }
+            @if pools.is_empty() {
+                p { "No pools. A pool is set with " (route::SET_POOL.method) " " (route::SET_POOL.path) "." }
+            }
             table #pools data-refresh-on="pool." {
                 thead { tr { th { "Plan" } th { "Service" } th { "Size" } th { "Ready" } th { "Deploying" } th { "Broken" }
                              th { "Claimed" } th { "Misses" } th { "Last error" } th { "Actions" } } }

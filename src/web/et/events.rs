@@ -1,5 +1,5 @@
-//! `GET /v2/et/events`: the change-event log, as a Server-Sent Events stream or as
-//! JSON pages.
+//! The events route ([`route::EVENTS`]): the change-event log, as a Server-Sent Events
+//! stream or as JSON pages.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -16,9 +16,9 @@ use crate::domain::bounded::{InstanceId, ServiceId};
 use crate::domain::event::EventKind;
 use crate::error::{ErrorBody, OsbError, OsbResult};
 use crate::events::{Filter, Item};
-use crate::web::AppState;
 use crate::web::extract::OsbQuery;
 use crate::web::listing::{DEFAULT_LIMIT, MAX_LIMIT};
+use crate::web::{AppState, route};
 use crate::wire::{EventPage, EventQuery, Gap};
 
 /// How often an idle stream sends a comment, so proxies (and esm's own idle timeout,
@@ -42,13 +42,12 @@ const RESUME_RETRY: Duration = Duration::from_secs(1);
 /// within `?limit=` events and `ESM_EVENT_PAGE_MAX_BYTES`. A cursor (`after`,
 /// `Last-Event-ID`) beyond the newest event id is a 400 naming the newest, for pages
 /// and streams alike.
-#[utoipa::path(get, path = "/v2/et/events", tag = "elastest",
+#[utoipa::path(get, path = route::EVENTS.path, tag = "elastest",
     params(EventQuery,
         ("Last-Event-ID" = Option<String>, Header, description = "Resume a stream after this event id")),
     responses(
         (status = 200, description = "A page of events (JSON), or a stream (`text/event-stream`)", body = EventPage),
         (status = 400, description = "Bad `after`, `Last-Event-ID`, `limit` or `type`, or a cursor beyond the newest event", body = ErrorBody),
-        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
         (status = 503, description = "The store is unavailable, or as many streams are open as esm serves (`Retry-After`)", body = ErrorBody),
     ))]
 pub async fn events(

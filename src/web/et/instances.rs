@@ -8,21 +8,21 @@ use axum::response::{IntoResponse, Response};
 use crate::broker::InstanceFilter;
 use crate::domain::bounded::InstanceId;
 use crate::error::{ErrorBody, OsbResult};
-use crate::web::AppState;
 use crate::web::extract::{OsbPath, OsbQuery};
 use crate::web::listing::{self, Paging};
+use crate::web::params::InstancePath;
+use crate::web::responses::{NoSuchInstance, StoreDown};
+use crate::web::{AppState, route};
 use crate::wire::{EtInstance, EtInstanceListing, EtInstancePage, InstanceListQuery};
 
 /// The instances, with live deployment details: the original's plain array (streamed),
 /// or with `limit`/`after` a page with the cursor of the next.
-#[utoipa::path(get, path = "/v2/et/service_instances", tag = "elastest",
+#[utoipa::path(get, path = route::ET_INSTANCES.path, tag = "elastest",
     params(InstanceListQuery),
     responses(
         (status = 200, description = "The instances: an array, or a page when `limit` or `after` is given", body = EtInstanceListing),
         (status = 400, description = "A bad limit, cursor or filter", body = ErrorBody),
-        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
-        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
-        (status = 503, description = "The store is unavailable", body = ErrorBody),
+        StoreDown,
     ))]
 pub async fn list_instances(
     State(state): State<AppState>,
@@ -44,14 +44,11 @@ pub async fn list_instances(
 }
 
 /// One instance, with live deployment details (`context.<container>_Ip`, ...).
-#[utoipa::path(get, path = "/v2/et/service_instances/{instance_id}", tag = "elastest",
-    params(("instance_id" = InstanceId, Path, description = "Instance id")),
+#[utoipa::path(get, path = route::ET_INSTANCE.path, tag = "elastest",
+    params(InstancePath),
     responses(
         (status = 200, description = "The instance", body = EtInstance),
-        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
-        (status = 404, description = "No such instance", body = ErrorBody),
-        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
-        (status = 503, description = "The store is unavailable", body = ErrorBody),
+        NoSuchInstance, StoreDown,
     ))]
 pub async fn get_instance(
     State(state): State<AppState>,

@@ -1,5 +1,6 @@
-//! `/v2/et/inventory` and `/v2/et/service_instances/{id}/resources`: what every
-//! deployment holds (see `broker/inventory.rs`).
+//! The inventory and an instance's resources ([`route::INVENTORY`],
+//! [`route::INSTANCE_RESOURCES`]): what every deployment holds (see
+//! `broker/inventory.rs`).
 
 use axum::Json;
 use axum::extract::State;
@@ -8,21 +9,21 @@ use crate::broker::ResourceFilter;
 use crate::domain::bounded::InstanceId;
 use crate::domain::resource::ResourceState;
 use crate::error::{ErrorBody, OsbError, OsbResult};
-use crate::web::AppState;
 use crate::web::extract::{OsbPath, OsbQuery};
 use crate::web::listing::{self, Paging};
+use crate::web::params::InstancePath;
+use crate::web::responses::{NoSuchInstance, StoreDown};
+use crate::web::{AppState, route};
 use crate::wire::{InstanceResources, InventoryPage, InventoryQuery};
 
 /// Every resource esm's deployments hold (containers, swarm services, networks,
 /// volumes, host ports) with its owner and state, a page at a time, filtered.
-#[utoipa::path(get, path = "/v2/et/inventory", tag = "elastest",
+#[utoipa::path(get, path = route::INVENTORY.path, tag = "elastest",
     params(InventoryQuery),
     responses(
         (status = 200, description = "A page of resources", body = InventoryPage),
         (status = 400, description = "A bad limit, cursor or state", body = ErrorBody),
-        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
-        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
-        (status = 503, description = "The store is unavailable", body = ErrorBody),
+        StoreDown,
     ))]
 pub async fn inventory(
     State(state): State<AppState>,
@@ -49,14 +50,11 @@ pub async fn inventory(
 }
 
 /// What one instance holds: those of the warm pool member it was handed, if it was.
-#[utoipa::path(get, path = "/v2/et/service_instances/{instance_id}/resources", tag = "elastest",
-    params(("instance_id" = InstanceId, Path, description = "Instance id")),
+#[utoipa::path(get, path = route::INSTANCE_RESOURCES.path, tag = "elastest",
+    params(InstancePath),
     responses(
         (status = 200, description = "The instance's resources", body = InstanceResources),
-        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
-        (status = 404, description = "No such instance", body = ErrorBody),
-        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
-        (status = 503, description = "The store is unavailable", body = ErrorBody),
+        NoSuchInstance, StoreDown,
     ))]
 pub async fn instance_resources(
     State(state): State<AppState>,

@@ -1,27 +1,26 @@
-//! `GET /v2/et/service_instances/{instance_id}/bindings`: an instance's bindings, a
-//! page at a time, without their credentials.
+//! [`route::ET_BINDINGS`]: an instance's bindings, a page at a time, without their
+//! credentials.
 
 use axum::Json;
 use axum::extract::State;
 
 use crate::domain::bounded::InstanceId;
 use crate::error::{ErrorBody, OsbResult};
-use crate::web::AppState;
 use crate::web::extract::{OsbPath, OsbQuery};
 use crate::web::listing::{self, Paging};
+use crate::web::params::InstancePath;
+use crate::web::responses::{NoSuchInstance, StoreDown};
+use crate::web::{AppState, route};
 use crate::wire::{BindingListQuery, BindingPage};
 
 /// An instance's live bindings (binding, bound or failed; not unbound), in id order,
 /// without credentials: fetch one binding for those.
-#[utoipa::path(get, path = "/v2/et/service_instances/{instance_id}/bindings", tag = "elastest",
-    params(("instance_id" = InstanceId, Path, description = "Instance id"), BindingListQuery),
+#[utoipa::path(get, path = route::ET_BINDINGS.path, tag = "elastest",
+    params(InstancePath, BindingListQuery),
     responses(
         (status = 200, description = "A page of the instance's bindings", body = BindingPage),
         (status = 400, description = "A bad limit or cursor, or an unknown parameter", body = ErrorBody),
-        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
-        (status = 404, description = "No such instance", body = ErrorBody),
-        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
-        (status = 503, description = "The store is unavailable", body = ErrorBody),
+        NoSuchInstance, StoreDown,
     ))]
 pub async fn list_bindings(
     State(state): State<AppState>,

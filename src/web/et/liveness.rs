@@ -1,5 +1,5 @@
-//! `/v2/et/service_instances/{instance_id}/liveness`: is an instance up, and what it
-//! says of itself.
+//! Liveness ([`route::GET_LIVENESS`], [`route::REPORT_LIVENESS`]): is an instance up,
+//! and what it says of itself.
 
 use std::time::Duration;
 
@@ -10,19 +10,17 @@ use crate::broker::Reporter;
 use crate::domain::bounded::InstanceId;
 use crate::domain::liveness::LivenessStatus;
 use crate::error::{ErrorBody, OsbError, OsbResult};
-use crate::web::AppState;
 use crate::web::extract::{OsbJson, OsbPath};
+use crate::web::responses::{NoSuchInstance, StoreDown};
+use crate::web::{AppState, route};
 use crate::wire::{LivenessReport, LivenessView, MAX_TTL_SECONDS};
 
 /// Whether an instance is up: one small answer.
-#[utoipa::path(get, path = "/v2/et/service_instances/{instance_id}/liveness", tag = "elastest",
+#[utoipa::path(get, path = route::GET_LIVENESS.path, tag = "elastest",
     params(("instance_id" = String, Path, description = "Instance id")),
     responses(
         (status = 200, description = "The instance's liveness", body = LivenessView),
-        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
-        (status = 404, description = "No such instance", body = ErrorBody),
-        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
-        (status = 503, description = "The store is unavailable", body = ErrorBody),
+        NoSuchInstance, StoreDown,
     ))]
 pub async fn get_liveness(
     State(state): State<AppState>,
@@ -39,7 +37,7 @@ pub async fn get_liveness(
 /// Sent with `Authorization: Bearer <token>`, the `esm_liveness_token` of one of the
 /// instance's bindings (no `X-Broker-API-Version` needed), or with the broker's
 /// credentials where `ESM_LIVENESS_BROKER_REPORTS` allows.
-#[utoipa::path(put, path = "/v2/et/service_instances/{instance_id}/liveness", tag = "elastest",
+#[utoipa::path(put, path = route::REPORT_LIVENESS.path, tag = "elastest",
     params(("instance_id" = String, Path, description = "Instance id")),
     request_body = LivenessReport,
     responses(
@@ -47,9 +45,8 @@ pub async fn get_liveness(
         (status = 400, description = "Unknown status, TTL out of 1–86400, note too long", body = ErrorBody),
         (status = 401, description = "Missing or wrong credentials, or a token not of this instance", body = ErrorBody),
         (status = 403, description = "The broker's credentials, where ESM_LIVENESS_BROKER_REPORTS is off", body = ErrorBody),
-        (status = 404, description = "No such instance", body = ErrorBody),
-        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
         (status = 503, description = "The store is unavailable, or too many instances' reports wait", body = ErrorBody),
+        NoSuchInstance,
     ))]
 pub async fn report_liveness(
     State(state): State<AppState>,

@@ -13,8 +13,9 @@ use crate::broker::Registered;
 use crate::domain::bounded::{ManifestId, ServiceId};
 use crate::domain::manifest::Manifest;
 use crate::error::{ErrorBody, OsbError, OsbResult};
-use crate::web::AppState;
 use crate::web::extract::{OsbJson, OsbPath, OsbQuery};
+use crate::web::responses::{NoSuchManifest, NoSuchService, RegisteredNew, Removed, ServiceInUse, StoreDown, TooLarge};
+use crate::web::{AppState, route};
 use crate::wire::{Empty, ManifestRegistration, ServiceRegistration};
 
 fn registered(outcome: Registered) -> Response {
@@ -27,17 +28,13 @@ fn registered(outcome: Registered) -> Response {
 }
 
 /// Register a service in the catalog, or replace the one with the same id.
-#[utoipa::path(put, path = "/v2/et/catalog", tag = "elastest",
+#[utoipa::path(put, path = route::REGISTER_SERVICE.path, tag = "elastest",
     request_body = ServiceRegistration,
     responses(
-        (status = 201, description = "Registered", body = Empty),
         (status = 200, description = "Replaced the service with the same id", body = Empty),
         (status = 400, description = "Invalid service, a value over its bound, or more plans or tags than allowed", body = ErrorBody),
-        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
         (status = 409, description = "Name or plan id taken by another service, a dropped plan still has instances, or the catalog is full (ESM_CATALOG_MAX_SERVICES, ESM_CATALOG_MAX_BYTES)", body = ErrorBody),
-        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
-        (status = 413, description = "Body over 1 MiB", body = ErrorBody),
-        (status = 503, description = "The store is unavailable", body = ErrorBody),
+        RegisteredNew, TooLarge, StoreDown,
     ))]
 pub async fn register_service(
     State(state): State<AppState>,
@@ -47,16 +44,9 @@ pub async fn register_service(
 }
 
 /// Remove a service (and its manifests); refused while it has instances.
-#[utoipa::path(delete, path = "/v2/et/catalog/{service_id}", tag = "elastest",
+#[utoipa::path(delete, path = route::DELETE_SERVICE.path, tag = "elastest",
     params(("service_id" = ServiceId, Path, description = "Service id")),
-    responses(
-        (status = 200, description = "Removed", body = Empty),
-        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
-        (status = 404, description = "No such service", body = ErrorBody),
-        (status = 409, description = "The service still has instances", body = ErrorBody),
-        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
-        (status = 503, description = "The store is unavailable", body = ErrorBody),
-    ))]
+    responses(Removed, NoSuchService, ServiceInUse, StoreDown))]
 pub async fn delete_service(
     State(state): State<AppState>,
     OsbPath(service_id): OsbPath<ServiceId>,
@@ -76,16 +66,11 @@ pub struct ServiceIdQuery {
 }
 
 /// Remove a service, the original ESM's way (`?service_id=`).
-#[utoipa::path(delete, path = "/v2/et/catalog", tag = "elastest",
+#[utoipa::path(delete, path = route::DELETE_SERVICE_BY_QUERY.path, tag = "elastest",
     params(ServiceIdQuery),
     responses(
-        (status = 200, description = "Removed", body = Empty),
         (status = 400, description = "service_id missing", body = ErrorBody),
-        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
-        (status = 404, description = "No such service", body = ErrorBody),
-        (status = 409, description = "The service still has instances", body = ErrorBody),
-        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
-        (status = 503, description = "The store is unavailable", body = ErrorBody),
+        Removed, NoSuchService, ServiceInUse, StoreDown,
     ))]
 pub async fn delete_service_by_query(
     State(state): State<AppState>,
@@ -98,18 +83,14 @@ pub async fn delete_service_by_query(
 }
 
 /// Register a manifest for a plan. The path id wins over the body's `id`.
-#[utoipa::path(put, path = "/v2/et/manifest/{manifest_id}", tag = "elastest",
+#[utoipa::path(put, path = route::REGISTER_MANIFEST.path, tag = "elastest",
     params(("manifest_id" = ManifestId, Path, description = "Manifest id")),
     request_body = ManifestRegistration,
     responses(
-        (status = 201, description = "Registered", body = Empty),
         (status = 200, description = "Already registered identically", body = Empty),
         (status = 400, description = "Unknown service, plan or manifest_type, an invalid manifest, or a value over its bound", body = ErrorBody),
-        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
         (status = 409, description = "The id exists with other content, the plan has another manifest, or the catalog is full (ESM_CATALOG_MAX_MANIFESTS, ESM_CATALOG_MAX_BYTES)", body = ErrorBody),
-        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
-        (status = 413, description = "Body over 1 MiB", body = ErrorBody),
-        (status = 503, description = "The store is unavailable", body = ErrorBody),
+        RegisteredNew, TooLarge, StoreDown,
     ))]
 pub async fn register_manifest(
     State(state): State<AppState>,
@@ -123,13 +104,11 @@ pub async fn register_manifest(
 
 /// A manifest, as a one-element array: the ElasTest platform reads `body[0]`. Needs no
 /// version header (the platform sends none here).
-#[utoipa::path(get, path = "/v2/et/manifest/{manifest_id}", tag = "elastest",
+#[utoipa::path(get, path = route::GET_MANIFEST.path, tag = "elastest",
     params(("manifest_id" = ManifestId, Path, description = "Manifest id")),
     responses(
         (status = 200, description = "The manifest, in a one-element array", body = Vec<Manifest>),
-        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
-        (status = 404, description = "No such manifest", body = ErrorBody),
-        (status = 503, description = "The store is unavailable", body = ErrorBody),
+        NoSuchManifest, StoreDown,
     ))]
 pub async fn get_manifest(
     State(state): State<AppState>,
@@ -139,26 +118,21 @@ pub async fn get_manifest(
 }
 
 /// Every manifest. Needs no version header.
-#[utoipa::path(get, path = "/v2/et/manifest", tag = "elastest",
+#[utoipa::path(get, path = route::LIST_MANIFESTS.path, tag = "elastest",
     responses(
         (status = 200, description = "The manifests", body = Vec<Manifest>),
-        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
-        (status = 503, description = "The store is unavailable", body = ErrorBody),
+        StoreDown,
     ))]
 pub async fn list_manifests(State(state): State<AppState>) -> OsbResult<Json<Vec<Manifest>>> {
     Ok(Json(state.broker.registrar().list_manifests().await?))
 }
 
 /// Remove a manifest; refused while instances use it.
-#[utoipa::path(delete, path = "/v2/et/manifest/{manifest_id}", tag = "elastest",
+#[utoipa::path(delete, path = route::DELETE_MANIFEST.path, tag = "elastest",
     params(("manifest_id" = ManifestId, Path, description = "Manifest id")),
     responses(
-        (status = 200, description = "Removed", body = Empty),
-        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
-        (status = 404, description = "No such manifest", body = ErrorBody),
         (status = 409, description = "Instances use the manifest", body = ErrorBody),
-        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
-        (status = 503, description = "The store is unavailable", body = ErrorBody),
+        Removed, NoSuchManifest, StoreDown,
     ))]
 pub async fn delete_manifest(
     State(state): State<AppState>,

@@ -1,21 +1,22 @@
-//! `PUT /v2/service_instances/{instance_id}/service_bindings/{binding_id}`.
+//! Bind ([`route::BIND`]).
 
-use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::Response;
 
 use crate::domain::bounded::{BindingId, InstanceId};
 use crate::domain::operation::OperationKind;
 use crate::error::{ErrorBody, OsbResult};
-use crate::web::extract::{OsbJson, OsbPath, OsbQuery};
-use crate::web::version::{ApiVersion, Field};
-use crate::web::{AppState, reply};
+use crate::web::extract::{Osb, OsbJson};
+use crate::web::params::InstancePath;
+use crate::web::reply::Reply;
+use crate::web::responses::{BackendFailed, NoSuchInstance, StoreDown, TooLarge};
+use crate::web::route;
+use crate::web::version::Field;
 use crate::wire::{AsyncQuery, BindRequest, BindingResponse};
 
 /// Bind: create credentials for an instance. A 202 never carries credentials.
-#[utoipa::path(put, path = "/v2/service_instances/{instance_id}/service_bindings/{binding_id}", tag = "bindings",
+#[utoipa::path(put, path = route::BIND.path, tag = "bindings",
     params(
-        ("instance_id" = InstanceId, Path, description = "Instance id"),
+        InstancePath,
         ("binding_id" = BindingId, Path, description = "Binding id chosen by the platform"),
         AsyncQuery),
     request_body = BindRequest,
@@ -24,25 +25,18 @@ use crate::wire::{AsyncQuery, BindRequest, BindingResponse};
         (status = 200, description = "Already bound with identical attributes", body = BindingResponse),
         (status = 202, description = "Binding asynchronously; poll the binding's last_operation", body = BindingResponse),
         (status = 400, description = "Malformed request, not bindable, bad predecessor, or parameters failing the plan schema", body = ErrorBody),
-        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
-        (status = 404, description = "No such instance", body = ErrorBody),
         (status = 409, description = "The binding exists with different attributes", body = ErrorBody),
-        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
-        (status = 413, description = "Body over 1 MiB", body = ErrorBody),
         (status = 422, description = "AsyncRequired, RequiresApp or ConcurrencyError", body = ErrorBody),
-        (status = 500, description = "The backend failed", body = ErrorBody),
-        (status = 503, description = "The store is unavailable", body = ErrorBody),
+        NoSuchInstance, TooLarge, BackendFailed, StoreDown,
     ))]
 pub async fn bind(
-    State(state): State<AppState>,
-    version: ApiVersion,
-    OsbPath((instance_id, binding_id)): OsbPath<(InstanceId, BindingId)>,
-    OsbQuery(query): OsbQuery<AsyncQuery>,
+    osb: Osb<(InstanceId, BindingId), AsyncQuery>,
     OsbJson(body): OsbJson<BindRequest>,
-) -> OsbResult<Response> {
+) -> OsbResult<Reply<BindingResponse>> {
+    let Osb { state, path: (instance_id, binding_id), query, platform } = osb;
     // Bindings are asynchronous since 2.14; an older platform cannot accept that.
-    let accepts_incomplete = query.accepts_incomplete() && version.has(Field::AsyncBindings);
+    let accepts_incomplete = query.accepts_incomplete() && platform.version.has(Field::AsyncBindings);
     let result = state.broker.bindings().bind(&instance_id, &binding_id, body, accepts_incomplete).await;
     let answer = state.broker.noting_refusal(OperationKind::Bind, &instance_id, Some(&binding_id), result).await?;
-    Ok(reply(answer, version, StatusCode::CREATED, state.broker.settings().retry_after_seconds))
+    Ok(platform.reply(answer, StatusCode::CREATED))
 }

@@ -1,4 +1,5 @@
-//! `GET /v2/catalog`, served from the [`CatalogCache`](crate::web::catalog_cache::CatalogCache).
+//! The catalog ([`route::CATALOG`]), served from the
+//! [`CatalogCache`](crate::web::catalog_cache::CatalogCache).
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -6,19 +7,17 @@ use axum::http::header::{CONTENT_TYPE, ETAG, IF_NONE_MATCH};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 
-use crate::error::{ErrorBody, OsbResult};
-use crate::web::AppState;
+use crate::error::OsbResult;
 use crate::web::version::ApiVersion;
+use crate::web::{AppState, route};
 use crate::wire::CatalogResponse;
 
 /// The service catalog. Carries an `ETag`; `If-None-Match` with it answers 304 (OSB 2.16).
-#[utoipa::path(get, path = "/v2/catalog", tag = "catalog",
+#[utoipa::path(get, path = route::CATALOG.path, tag = "catalog",
     responses(
         (status = 200, description = "The catalog", body = CatalogResponse,
             headers(("ETag" = String, description = "Changes whenever the catalog does"))),
         (status = 304, description = "The catalog still has the ETag sent in If-None-Match"),
-        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
-        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
     ))]
 // The whole request rather than a `HeaderMap`, which would copy every header.
 pub async fn catalog(State(state): State<AppState>, request: Request) -> OsbResult<Response> {

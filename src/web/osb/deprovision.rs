@@ -1,39 +1,30 @@
-//! `DELETE /v2/service_instances/{instance_id}`.
+//! Deprovision ([`route::DEPROVISION`]).
 
-use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::Response;
 
 use crate::domain::bounded::InstanceId;
 use crate::domain::operation::OperationKind;
 use crate::error::{ErrorBody, OsbResult};
-use crate::web::extract::{OsbPath, OsbQuery};
-use crate::web::version::{ApiVersion, ForVersion};
-use crate::web::{AppState, reply};
+use crate::web::extract::Osb;
+use crate::web::params::InstancePath;
+use crate::web::reply::Reply;
+use crate::web::responses::{AsyncOrBusy, IdsMissing, StoreDown};
+use crate::web::route;
 use crate::wire::{DeleteQuery, Empty, OperationResponse};
 
 /// Deprovision a service instance (and retire its bindings).
-#[utoipa::path(delete, path = "/v2/service_instances/{instance_id}", tag = "instances",
-    params(("instance_id" = InstanceId, Path, description = "Instance id"), DeleteQuery),
+#[utoipa::path(delete, path = route::DEPROVISION.path, tag = "instances",
+    params(InstancePath, DeleteQuery),
     responses(
         (status = 200, description = "Deprovisioned", body = OperationResponse),
         (status = 202, description = "Deprovisioning asynchronously; poll last_operation", body = OperationResponse),
-        (status = 400, description = "service_id or plan_id missing", body = ErrorBody),
-        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
         (status = 410, description = "No such instance", body = Empty),
-        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
-        (status = 422, description = "AsyncRequired or ConcurrencyError", body = ErrorBody),
         (status = 500, description = "The backend failed; see instance_usable", body = ErrorBody),
-        (status = 503, description = "The store is unavailable", body = ErrorBody),
+        IdsMissing, AsyncOrBusy, StoreDown,
     ))]
-pub async fn deprovision(
-    State(state): State<AppState>,
-    version: ApiVersion,
-    OsbPath(instance_id): OsbPath<InstanceId>,
-    OsbQuery(query): OsbQuery<DeleteQuery>,
-) -> OsbResult<Response> {
+pub async fn deprovision(osb: Osb<InstanceId, DeleteQuery>) -> OsbResult<Reply<OperationResponse>> {
+    let Osb { state, path: instance_id, query, platform } = osb;
     let result = state.broker.instances().deprovision(&instance_id, &query).await;
-    let result = state.broker.noting_refusal(OperationKind::Deprovision, &instance_id, None, result).await;
-    let answer = result.map_err(|e| e.for_version(version))?;
-    Ok(reply(answer, version, StatusCode::OK, state.broker.settings().retry_after_seconds))
+    let answer = state.broker.noting_refusal(OperationKind::Deprovision, &instance_id, None, result).await?;
+    Ok(platform.reply(answer, StatusCode::OK))
 }

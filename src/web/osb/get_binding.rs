@@ -1,33 +1,23 @@
-//! `GET /v2/service_instances/{instance_id}/service_bindings/{binding_id}`.
-
-use axum::Json;
-use axum::extract::State;
+//! Fetch a binding ([`route::GET_BINDING`]).
 
 use crate::domain::bounded::{BindingId, InstanceId};
 use crate::error::{ErrorBody, OsbResult};
-use crate::web::AppState;
-use crate::web::extract::{OsbPath, OsbQuery};
-use crate::web::version::{ApiVersion, ForVersion};
+use crate::web::extract::Osb;
+use crate::web::params::BindingPath;
+use crate::web::reply::Versioned;
+use crate::web::responses::StoreDown;
+use crate::web::route;
 use crate::wire::{BindingResponse, FetchQuery};
 
 /// Fetch a binding, with its credentials.
-#[utoipa::path(get, path = "/v2/service_instances/{instance_id}/service_bindings/{binding_id}", tag = "bindings",
-    params(
-        ("instance_id" = InstanceId, Path, description = "Instance id"),
-        ("binding_id" = BindingId, Path, description = "Binding id"),
-        FetchQuery),
+#[utoipa::path(get, path = route::GET_BINDING.path, tag = "bindings",
+    params(BindingPath, FetchQuery),
     responses(
         (status = 200, description = "The binding", body = BindingResponse),
-        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
         (status = 404, description = "No such binding, or its bind is still running", body = ErrorBody),
-        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
-        (status = 503, description = "The store is unavailable", body = ErrorBody),
+        StoreDown,
     ))]
-pub async fn get_binding(
-    State(state): State<AppState>,
-    version: ApiVersion,
-    OsbPath((instance_id, binding_id)): OsbPath<(InstanceId, BindingId)>,
-    OsbQuery(_hints): OsbQuery<FetchQuery>,
-) -> OsbResult<Json<BindingResponse>> {
-    Ok(Json(state.broker.bindings().fetch_binding(&instance_id, &binding_id).await?.for_version(version)))
+pub async fn get_binding(osb: Osb<(InstanceId, BindingId), FetchQuery>) -> OsbResult<Versioned<BindingResponse>> {
+    let Osb { state, path: (instance_id, binding_id), platform, .. } = osb;
+    Ok(platform.json(state.broker.bindings().fetch_binding(&instance_id, &binding_id).await?))
 }

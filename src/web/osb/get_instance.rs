@@ -1,31 +1,24 @@
-//! `GET /v2/service_instances/{instance_id}`.
-
-use axum::Json;
-use axum::extract::State;
+//! Fetch an instance ([`route::GET_INSTANCE`]).
 
 use crate::domain::bounded::InstanceId;
 use crate::error::{ErrorBody, OsbResult};
-use crate::web::AppState;
-use crate::web::extract::{OsbPath, OsbQuery};
-use crate::web::version::{ApiVersion, ForVersion};
+use crate::web::extract::Osb;
+use crate::web::params::InstancePath;
+use crate::web::reply::Versioned;
+use crate::web::responses::StoreDown;
+use crate::web::route;
 use crate::wire::{FetchInstanceResponse, FetchQuery};
 
 /// Fetch a provisioned service instance.
-#[utoipa::path(get, path = "/v2/service_instances/{instance_id}", tag = "instances",
-    params(("instance_id" = InstanceId, Path, description = "Instance id"), FetchQuery),
+#[utoipa::path(get, path = route::GET_INSTANCE.path, tag = "instances",
+    params(InstancePath, FetchQuery),
     responses(
         (status = 200, description = "The instance", body = FetchInstanceResponse),
-        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
         (status = 404, description = "No such instance, or its provision is still running", body = ErrorBody),
-        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
         (status = 422, description = "ConcurrencyError: the instance is being updated", body = ErrorBody),
-        (status = 503, description = "The store is unavailable", body = ErrorBody),
+        StoreDown,
     ))]
-pub async fn get_instance(
-    State(state): State<AppState>,
-    version: ApiVersion,
-    OsbPath(instance_id): OsbPath<InstanceId>,
-    OsbQuery(_hints): OsbQuery<FetchQuery>,
-) -> OsbResult<Json<FetchInstanceResponse>> {
-    Ok(Json(state.broker.instances().fetch_instance(&instance_id).await?.for_version(version)))
+pub async fn get_instance(osb: Osb<InstanceId, FetchQuery>) -> OsbResult<Versioned<FetchInstanceResponse>> {
+    let Osb { state, path: instance_id, platform, .. } = osb;
+    Ok(platform.json(state.broker.instances().fetch_instance(&instance_id).await?))
 }

@@ -1,39 +1,28 @@
-//! `GET /v2/service_instances/{instance_id}/service_bindings/{binding_id}/last_operation`.
+//! A binding's last operation ([`route::LAST_BINDING_OPERATION`]).
 
-use axum::extract::State;
-use axum::response::Response;
-
-use super::last_operation::with_retry_after;
 use crate::domain::bounded::{BindingId, InstanceId};
 use crate::error::{ErrorBody, OsbResult};
-use crate::web::AppState;
-use crate::web::extract::{OsbPath, OsbQuery};
-use crate::web::version::{ApiVersion, ForVersion};
+use crate::web::extract::Osb;
+use crate::web::params::BindingPath;
+use crate::web::reply::Polled;
+use crate::web::responses::StoreDown;
+use crate::web::route;
 use crate::wire::{Empty, LastOperationQuery, LastOperationResponse};
 
 /// The state of a binding's operation. 410 once an asynchronous unbind is done.
-#[utoipa::path(get, path = "/v2/service_instances/{instance_id}/service_bindings/{binding_id}/last_operation", tag = "bindings",
-    params(
-        ("instance_id" = InstanceId, Path, description = "Instance id"),
-        ("binding_id" = BindingId, Path, description = "Binding id"),
-        LastOperationQuery),
+#[utoipa::path(get, path = route::LAST_BINDING_OPERATION.path, tag = "bindings",
+    params(BindingPath, LastOperationQuery),
     responses(
         (status = 200, description = "The operation's state", body = LastOperationResponse,
             headers(("Retry-After" = u64, description = "Seconds to wait before polling again, while in progress"))),
         (status = 400, description = "The binding has no such operation", body = ErrorBody),
-        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
         (status = 404, description = "No such binding", body = ErrorBody),
         (status = 410, description = "The binding was unbound", body = Empty),
-        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
-        (status = 503, description = "The store is unavailable", body = ErrorBody),
+        StoreDown,
     ))]
-pub async fn last_binding_operation(
-    State(state): State<AppState>,
-    version: ApiVersion,
-    OsbPath((instance_id, binding_id)): OsbPath<(InstanceId, BindingId)>,
-    OsbQuery(query): OsbQuery<LastOperationQuery>,
-) -> OsbResult<Response> {
+pub async fn last_binding_operation(osb: Osb<(InstanceId, BindingId), LastOperationQuery>) -> OsbResult<Polled> {
+    let Osb { state, path: (instance_id, binding_id), query, platform } = osb;
     let op =
         state.broker.bindings().binding_last_operation(&instance_id, &binding_id, query.operation.as_deref()).await?;
-    Ok(with_retry_after(op.for_version(version), state.broker.settings().retry_after_seconds))
+    Ok(platform.polled(op))
 }

@@ -1,46 +1,26 @@
-//! `GET /v2/service_instances/{instance_id}/last_operation`.
-
-use axum::Json;
-use axum::extract::State;
-use axum::response::{IntoResponse, Response};
+//! An instance's last operation ([`route::LAST_OPERATION`]).
 
 use crate::domain::bounded::InstanceId;
-use crate::domain::operation::OperationState;
 use crate::error::{ErrorBody, OsbResult};
-use crate::web::AppState;
-use crate::web::extract::{OsbPath, OsbQuery};
-use crate::web::middleware::retry_after;
-use crate::web::version::{ApiVersion, ForVersion};
+use crate::web::extract::Osb;
+use crate::web::params::InstancePath;
+use crate::web::reply::Polled;
+use crate::web::responses::{NoSuchInstance, StoreDown};
+use crate::web::route;
 use crate::wire::{Empty, LastOperationQuery, LastOperationResponse};
 
 /// The state of an instance's operation. 410 once an asynchronous deprovision is done.
-#[utoipa::path(get, path = "/v2/service_instances/{instance_id}/last_operation", tag = "instances",
-    params(("instance_id" = InstanceId, Path, description = "Instance id"), LastOperationQuery),
+#[utoipa::path(get, path = route::LAST_OPERATION.path, tag = "instances",
+    params(InstancePath, LastOperationQuery),
     responses(
         (status = 200, description = "The operation's state", body = LastOperationResponse,
             headers(("Retry-After" = u64, description = "Seconds to wait before polling again, while in progress"))),
         (status = 400, description = "The instance has no such operation", body = ErrorBody),
-        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
-        (status = 404, description = "No such instance", body = ErrorBody),
         (status = 410, description = "The instance was deprovisioned", body = Empty),
-        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
-        (status = 503, description = "The store is unavailable", body = ErrorBody),
+        NoSuchInstance, StoreDown,
     ))]
-pub async fn last_operation(
-    State(state): State<AppState>,
-    version: ApiVersion,
-    OsbPath(instance_id): OsbPath<InstanceId>,
-    OsbQuery(query): OsbQuery<LastOperationQuery>,
-) -> OsbResult<Response> {
+pub async fn last_operation(osb: Osb<InstanceId, LastOperationQuery>) -> OsbResult<Polled> {
+    let Osb { state, path: instance_id, query, platform } = osb;
     let op = state.broker.instances().instance_last_operation(&instance_id, query.operation.as_deref()).await?;
-    Ok(with_retry_after(op.for_version(version), state.broker.settings().retry_after_seconds))
-}
-
-/// A last_operation answer, with `Retry-After` while the operation runs.
-pub fn with_retry_after(op: LastOperationResponse, seconds: u64) -> Response {
-    if op.state == OperationState::InProgress {
-        ([retry_after(seconds)], Json(op)).into_response()
-    } else {
-        Json(op).into_response()
-    }
+    Ok(platform.polled(op))
 }

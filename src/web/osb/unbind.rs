@@ -1,46 +1,34 @@
-//! `DELETE /v2/service_instances/{instance_id}/service_bindings/{binding_id}`.
+//! Unbind ([`route::UNBIND`]).
 
-use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::Response;
 
 use crate::domain::bounded::{BindingId, InstanceId};
 use crate::domain::operation::OperationKind;
-use crate::error::{ErrorBody, OsbResult};
-use crate::web::extract::{OsbPath, OsbQuery};
-use crate::web::version::{ApiVersion, Field};
-use crate::web::{AppState, reply};
+use crate::error::OsbResult;
+use crate::web::extract::Osb;
+use crate::web::params::BindingPath;
+use crate::web::reply::Reply;
+use crate::web::responses::{AsyncOrBusy, BackendFailed, IdsMissing, StoreDown};
+use crate::web::route;
+use crate::web::version::Field;
 use crate::wire::{DeleteQuery, Empty, OperationResponse};
 
 /// Unbind: revoke a binding's credentials.
-#[utoipa::path(delete, path = "/v2/service_instances/{instance_id}/service_bindings/{binding_id}", tag = "bindings",
-    params(
-        ("instance_id" = InstanceId, Path, description = "Instance id"),
-        ("binding_id" = BindingId, Path, description = "Binding id"),
-        DeleteQuery),
+#[utoipa::path(delete, path = route::UNBIND.path, tag = "bindings",
+    params(BindingPath, DeleteQuery),
     responses(
         (status = 200, description = "Unbound", body = OperationResponse),
         (status = 202, description = "Unbinding asynchronously; poll the binding's last_operation", body = OperationResponse),
-        (status = 400, description = "service_id or plan_id missing", body = ErrorBody),
-        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
         (status = 410, description = "No such binding", body = Empty),
-        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
-        (status = 422, description = "AsyncRequired or ConcurrencyError", body = ErrorBody),
-        (status = 500, description = "The backend failed", body = ErrorBody),
-        (status = 503, description = "The store is unavailable", body = ErrorBody),
+        IdsMissing, AsyncOrBusy, BackendFailed, StoreDown,
     ))]
-pub async fn unbind(
-    State(state): State<AppState>,
-    version: ApiVersion,
-    OsbPath((instance_id, binding_id)): OsbPath<(InstanceId, BindingId)>,
-    OsbQuery(query): OsbQuery<DeleteQuery>,
-) -> OsbResult<Response> {
-    let mut query = query;
-    if !version.has(Field::AsyncBindings) {
+pub async fn unbind(osb: Osb<(InstanceId, BindingId), DeleteQuery>) -> OsbResult<Reply<OperationResponse>> {
+    let Osb { state, path: (instance_id, binding_id), mut query, platform } = osb;
+    if !platform.version.has(Field::AsyncBindings) {
         // Unbinding is asynchronous since 2.14; an older platform cannot accept that.
         (query.accepts_incomplete, query.accept_incomplete) = (None, None);
     }
     let result = state.broker.bindings().unbind(&instance_id, &binding_id, &query).await;
     let answer = state.broker.noting_refusal(OperationKind::Unbind, &instance_id, Some(&binding_id), result).await?;
-    Ok(reply(answer, version, StatusCode::OK, state.broker.settings().retry_after_seconds))
+    Ok(platform.reply(answer, StatusCode::OK))
 }

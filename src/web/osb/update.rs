@@ -1,43 +1,36 @@
-//! `PATCH /v2/service_instances/{instance_id}`.
+//! Update ([`route::UPDATE`]).
 
-use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::Response;
 
 use crate::domain::bounded::InstanceId;
 use crate::domain::operation::OperationKind;
 use crate::error::{ErrorBody, OsbResult};
-use crate::web::extract::{OsbJson, OsbPath, OsbQuery};
-use crate::web::version::{ApiVersion, ForVersion};
-use crate::web::{AppState, reply};
+use crate::web::extract::{Osb, OsbJson};
+use crate::web::params::InstancePath;
+use crate::web::reply::Reply;
+use crate::web::responses::{NoSuchInstance, StoreDown, TooLarge};
+use crate::web::route;
 use crate::wire::{AsyncQuery, UpdateRequest, UpdateResponse};
 
 /// Update a service instance: plan, parameters, context or maintenance version.
 /// Absent fields stay as they are; a refused update changes nothing.
-#[utoipa::path(patch, path = "/v2/service_instances/{instance_id}", tag = "instances",
-    params(("instance_id" = InstanceId, Path, description = "Instance id"), AsyncQuery),
+#[utoipa::path(patch, path = route::UPDATE.path, tag = "instances",
+    params(InstancePath, AsyncQuery),
     request_body = UpdateRequest,
     responses(
         (status = 200, description = "Updated (or nothing to change)", body = UpdateResponse),
         (status = 202, description = "Updating asynchronously; poll last_operation", body = UpdateResponse),
         (status = 400, description = "Malformed request, unknown plan, or parameters failing the plan schema", body = ErrorBody),
-        (status = 401, description = "Missing or wrong credentials", body = ErrorBody),
-        (status = 404, description = "No such instance", body = ErrorBody),
-        (status = 412, description = "Missing or unsupported X-Broker-API-Version", body = ErrorBody),
-        (status = 413, description = "Body over 1 MiB", body = ErrorBody),
         (status = 422, description = "Plan change not allowed, AsyncRequired, MaintenanceInfoConflict or ConcurrencyError", body = ErrorBody),
         (status = 500, description = "The backend failed; see instance_usable and update_repeatable", body = ErrorBody),
-        (status = 503, description = "The store is unavailable", body = ErrorBody),
+        NoSuchInstance, TooLarge, StoreDown,
     ))]
 pub async fn update(
-    State(state): State<AppState>,
-    version: ApiVersion,
-    OsbPath(instance_id): OsbPath<InstanceId>,
-    OsbQuery(query): OsbQuery<AsyncQuery>,
+    osb: Osb<InstanceId, AsyncQuery>,
     OsbJson(body): OsbJson<UpdateRequest>,
-) -> OsbResult<Response> {
+) -> OsbResult<Reply<UpdateResponse>> {
+    let Osb { state, path: instance_id, query, platform } = osb;
     let result = state.broker.instances().update(&instance_id, body, query.accepts_incomplete()).await;
-    let result = state.broker.noting_refusal(OperationKind::Update, &instance_id, None, result).await;
-    let answer = result.map_err(|e| e.for_version(version))?;
-    Ok(reply(answer, version, StatusCode::OK, state.broker.settings().retry_after_seconds))
+    let answer = state.broker.noting_refusal(OperationKind::Update, &instance_id, None, result).await?;
+    Ok(platform.reply(answer, StatusCode::OK))
 }
