@@ -9,7 +9,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::domain::timestamp_at;
+use crate::domain::time::Timestamp;
 
 /// A source of the current time.
 #[derive(Debug, Clone, Copy, Default)]
@@ -52,19 +52,19 @@ impl Clock {
         self.now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     }
 
-    /// Now, as the RFC 3339 UTC timestamp OSB uses (`2026-01-02T03:04:05.678Z`).
-    pub fn timestamp(&self) -> String {
-        timestamp_at(self.now())
+    /// Now, to the millisecond, as records keep it.
+    pub fn timestamp(&self) -> Timestamp {
+        Timestamp::at(self.now())
     }
 
-    /// `after` from now, as an RFC 3339 UTC timestamp.
-    pub fn timestamp_in(&self, after: Duration) -> String {
-        timestamp_at(self.now() + after)
+    /// `after` from now.
+    pub fn timestamp_in(&self, after: Duration) -> Timestamp {
+        Timestamp::at(self.now() + after)
     }
 
-    /// Whether an RFC 3339 timestamp lies in the past (an unparseable one counts as past).
-    pub fn is_past(&self, timestamp: &str) -> bool {
-        humantime::parse_rfc3339(timestamp).map_or(true, |t| t <= self.now())
+    /// Whether `at` lies in the past.
+    pub fn is_past(&self, at: Timestamp) -> bool {
+        at.time() <= self.now()
     }
 
     /// How long until `at`; zero if it has passed.
@@ -85,10 +85,9 @@ mod tests {
         assert_eq!(clock.now().duration_since(before).ok(), Some(Duration::from_secs(90)));
         assert_eq!(clock.millis() - millis, 90_000);
         let soon = clock.timestamp_in(Duration::from_secs(10));
-        assert!(!clock.is_past(&soon));
+        assert!(!clock.is_past(soon));
         tokio::time::advance(Duration::from_secs(10)).await;
-        assert!(clock.is_past(&soon));
-        assert!(clock.is_past("not a timestamp"));
+        assert!(clock.is_past(soon));
         assert_eq!(clock.until(before), Duration::ZERO);
     }
 

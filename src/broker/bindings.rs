@@ -251,12 +251,12 @@ impl Bindings<'_> {
                 let what = format!("binding {binding_id} of instance {instance_id} does not exist");
                 purge::last_operation_gone(operation, OperationKind::Unbind, what)
             })?;
-        let forgotten_before = self.broker.tombstones().forgotten_before(&binding.created_at);
+        let forgotten_before = self.broker.tombstones().forgotten_before(binding.created_at);
         let asked = Asked { id: binding_id, removal: OperationKind::Unbind, forgotten_before };
         if !binding.is_live() {
             // As for instances: Gone, unless the platform asks about that very operation.
             return match operation {
-                Some(op_id) if binding.operations.find_remembered(op_id, &asked.forgotten_before).is_some() => {
+                Some(op_id) if binding.operations.find_remembered(op_id, asked.forgotten_before).is_some() => {
                     last_operation_of(&binding.operations, operation, &asked)
                 }
                 _ => Err(OsbError::Gone),
@@ -323,7 +323,7 @@ impl Bindings<'_> {
                     "predecessor_binding_id {predecessor_id:?} is not a binding of instance {instance_id}"
                 ))
             })?;
-        if predecessor.metadata.expires_at.as_deref().is_some_and(|at| self.core.clock().is_past(at)) {
+        if predecessor.metadata.expires_at.is_some_and(|at| self.core.clock().is_past(at)) {
             return Err(OsbError::BadRequest(format!("predecessor binding {predecessor_id} has expired")));
         }
         Ok(())

@@ -164,7 +164,7 @@ impl Instances<'_> {
             plan_id: instance.plan_id.clone(),
             operation_state,
             liveness: instance.liveness_status(),
-            created_at: instance.created_at.clone(),
+            created_at: instance.created_at.to_string(),
             state,
             deployment,
         })

@@ -326,13 +326,13 @@ impl Instances<'_> {
         let asked = Asked {
             id,
             removal: OperationKind::Deprovision,
-            forgotten_before: self.broker.tombstones().forgotten_before(&instance.created_at),
+            forgotten_before: self.broker.tombstones().forgotten_before(instance.created_at),
         };
         if !instance.is_live() {
             // OSB: once an asynchronous deprovision is done, the instance is Gone — but a
             // platform asking about that very operation is told how it ended.
             return match operation {
-                Some(op_id) if instance.operations.find_remembered(op_id, &asked.forgotten_before).is_some() => {
+                Some(op_id) if instance.operations.find_remembered(op_id, asked.forgotten_before).is_some() => {
                     last_operation_of(&instance.operations, operation, &asked)
                 }
                 _ => Err(OsbError::Gone),
@@ -464,7 +464,7 @@ fn provision_existing(
 /// A new instance record for a provision, with its first operation.
 pub(super) fn new_instance(id: &str, req: &ProvisionRequest, view: &PlanView, op: Operation) -> ServiceInstance {
     // The instance is created when its provision starts.
-    let created_at = op.started_at.clone();
+    let created_at = op.started_at;
     let mut operations = OperationLog::default();
     operations.push(op);
     let mut labels = Map::new();

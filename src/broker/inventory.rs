@@ -12,6 +12,7 @@ use crate::domain::event::{Event, EventKind};
 use crate::domain::instance::ServiceInstance;
 use crate::domain::operation::OperationKind;
 use crate::domain::resource::{Holding, Resource, ResourceState};
+use crate::domain::time::Timestamp;
 use crate::error::{OsbError, OsbResult};
 use crate::store::index::{self, Query};
 use crate::store::{StoreError, Versioned};
@@ -104,7 +105,7 @@ impl Inventory<'_> {
         let now = self.core.clock().timestamp();
         for holding in &held {
             let found = recorded.remove(&holding.id(backend.name()));
-            self.record_in_use(holding, backend.name(), found, &now).await.map_err(|e| e.to_string())?;
+            self.record_in_use(holding, backend.name(), found, now).await.map_err(|e| e.to_string())?;
         }
         let leased = leased_ids(instance);
         for (id, Versioned { version, .. }) in recorded {
@@ -124,7 +125,7 @@ impl Inventory<'_> {
         holding: &Holding,
         backend: &str,
         mut found: Option<Versioned<Resource>>,
-        now: &str,
+        now: Timestamp,
     ) -> Result<(), StoreError> {
         let id = holding.id(backend);
         for _ in 0..WRITE_ATTEMPTS {
@@ -158,7 +159,7 @@ impl Inventory<'_> {
         let now = self.core.clock().timestamp();
         let marked: Result<(), StoreError> = async {
             for Versioned { version, mut record } in self.resources_of(owner).await? {
-                if record.set_state(ResourceState::Releasing, &now) {
+                if record.set_state(ResourceState::Releasing, now) {
                     self.replace_quietly(version, &record).await?;
                 }
             }
@@ -200,7 +201,7 @@ impl Inventory<'_> {
             .collect();
         let mut names = Vec::new();
         for holding in held.iter().filter(|h| h.owner == orphan && !h.kept && !known.contains(&h.id(backend))) {
-            self.core.records.upsert(&Resource::of(holding, backend, ResourceState::Orphaned, &now)).await?;
+            self.core.records.upsert(&Resource::of(holding, backend, ResourceState::Orphaned, now)).await?;
             names.push(format!("{} {}", holding.kind, holding.name));
         }
         if names.is_empty() {
@@ -240,7 +241,7 @@ impl Inventory<'_> {
             let running_provision = instance.operations.running().is_some_and(|op| op.kind == OperationKind::Provision);
             let state = if running_provision { ResourceState::Creating } else { ResourceState::InUse };
             for holding in holdings {
-                self.insert_quietly(&Resource::of(&holding, backend, state, &now)).await?;
+                self.insert_quietly(&Resource::of(&holding, backend, state, now)).await?;
             }
         }
         Ok(())
@@ -257,7 +258,7 @@ impl Inventory<'_> {
         &self,
         backend: &dyn Backend,
         listed: &Fingerprints,
-        listed_at: &str,
+        listed_at: Timestamp,
     ) -> OsbResult<()> {
         let name = backend.name();
         let now = self.core.clock().timestamp();
@@ -268,7 +269,7 @@ impl Inventory<'_> {
             while let Some(Versioned { version, mut record }) = records.try_next().await? {
                 // Back (a container restarted under its name).
                 if listed.has(&record.id, &record.owner) {
-                    record.set_state(ResourceState::InUse, &now);
+                    record.set_state(ResourceState::InUse, now);
                     self.replace_quietly(version, &record).await?;
                 }
             }
@@ -280,19 +281,19 @@ impl Inventory<'_> {
                 continue;
             }
             let Some(found) = self.core.records.get::<Resource>(&id).await? else { continue };
-            if found.record.updated_at.as_str() < listed_at && found.record.state != ResourceState::Releasing {
+            if found.record.updated_at < listed_at && found.record.state != ResourceState::Releasing {
                 missing.entry(found.record.owner.clone()).or_default().push(found);
                 // Settled a batch at a time: after a restart the dummy lists nothing,
                 // and every record would otherwise be held here at once.
                 if missing.len() >= MISSING_BATCH {
                     for (owner, records) in std::mem::take(&mut missing) {
-                        self.settle_missing(backend, &owner, records, &now).await?;
+                        self.settle_missing(backend, &owner, records, now).await?;
                     }
                 }
             }
         }
         for (owner, records) in missing {
-            self.settle_missing(backend, &owner, records, &now).await?;
+            self.settle_missing(backend, &owner, records, now).await?;
         }
         Ok(())
     }
@@ -303,7 +304,7 @@ impl Inventory<'_> {
         backend: &dyn Backend,
         owner: &str,
         records: Vec<Versioned<Resource>>,
-        now: &str,
+        now: Timestamp,
     ) -> OsbResult<()> {
         // A second look at this deployment alone: a listing may lag the engine, and a
         // backend may hold deployments it cannot list (the dummy after a restart).
@@ -445,7 +446,9 @@ mod tests {
     use crate::broker::BrokerSettings;
     use crate::store::memory::MemoryStore;
 
-    const NOW: &str = "2026-12-07T00:00:00Z";
+    fn now() -> Timestamp {
+        Timestamp::parse("2026-12-07T00:00:00Z").expect("a time")
+    }
 
     fn broker() -> Arc<Broker> {
         Broker::new(Arc::new(MemoryStore::new()), Backends::new(), BrokerSettings::default())
@@ -459,10 +462,10 @@ mod tests {
         let container = Holding::new("container", "c1", "i1");
         broker
             .records()
-            .insert(&Resource::of(&container, "docker", ResourceState::Creating, NOW))
+            .insert(&Resource::of(&container, "docker", ResourceState::Creating, now()))
             .await
             .expect("insert");
-        broker.inventory().record_in_use(&container, "docker", None, NOW).await.expect("records");
+        broker.inventory().record_in_use(&container, "docker", None, now()).await.expect("records");
         let record = broker.records().get::<Resource>(&container.id("docker")).await.expect("get").expect("recorded");
         assert_eq!(record.record.state, ResourceState::InUse);
     }
@@ -475,14 +478,14 @@ mod tests {
         let id = container.id("docker");
         broker
             .records()
-            .insert(&Resource::of(&container, "docker", ResourceState::Creating, NOW))
+            .insert(&Resource::of(&container, "docker", ResourceState::Creating, now()))
             .await
             .expect("insert");
         let stale = broker.records().get::<Resource>(&id).await.expect("get").expect("recorded");
         let mut gone = stale.record.clone();
-        gone.set_state(ResourceState::Gone, NOW);
+        gone.set_state(ResourceState::Gone, now());
         broker.records().replace(stale.version, &gone).await.expect("replace");
-        broker.inventory().record_in_use(&container, "docker", Some(stale), NOW).await.expect("records");
+        broker.inventory().record_in_use(&container, "docker", Some(stale), now()).await.expect("records");
         let record = broker.records().get::<Resource>(&id).await.expect("get").expect("recorded");
         assert_eq!(record.record.state, ResourceState::InUse);
     }
@@ -493,8 +496,8 @@ mod tests {
         let broker = broker();
         let theirs = Holding::port(None, 30000, "tcp", "other");
         let ours = Holding::port(None, 30000, "tcp", "i1");
-        broker.records().insert(&Resource::of(&theirs, "docker", ResourceState::InUse, NOW)).await.expect("insert");
-        broker.inventory().record_in_use(&ours, "docker", None, NOW).await.expect("records");
+        broker.records().insert(&Resource::of(&theirs, "docker", ResourceState::InUse, now())).await.expect("insert");
+        broker.inventory().record_in_use(&ours, "docker", None, now()).await.expect("records");
         let record = broker.records().get::<Resource>(&ours.id("docker")).await.expect("get").expect("recorded");
         assert_eq!(record.record.owner, "other");
     }

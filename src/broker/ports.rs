@@ -126,7 +126,7 @@ impl Inventory<'_> {
     ) -> Result<bool, StoreError> {
         let now = self.core.clock().timestamp();
         let lease =
-            Resource::of(&Holding::port(None, port, protocol, holder), backend.name(), ResourceState::Creating, &now);
+            Resource::of(&Holding::port(None, port, protocol, holder), backend.name(), ResourceState::Creating, now);
         match self.core.records.insert(&lease).await {
             Ok(_) => Ok(true),
             Err(StoreError::Conflict(_)) => Ok(false),

@@ -15,7 +15,7 @@ use crate::domain::binding::Binding;
 use crate::domain::instance::ServiceInstance;
 use crate::domain::liveness::ReportRecord;
 use crate::domain::operation::{OperationKind, OperationLog};
-use crate::domain::timestamp_at;
+use crate::domain::time::Timestamp;
 use crate::error::{OsbError, OsbResult};
 use crate::store::{Collection, Record, StoreError, index};
 
@@ -37,7 +37,8 @@ impl Tombstones<'_> {
         let Some(cutoff) = self.core.clock().now().checked_sub(retention) else {
             return Ok(0);
         };
-        let cutoff = timestamp_at(cutoff);
+        // The index keeps the text, whose order is the timestamps' order.
+        let cutoff = Timestamp::at(cutoff).to_string();
         Ok(self.purge::<ServiceInstance>(&cutoff).await? + self.purge::<Binding>(&cutoff).await?)
     }
 
@@ -67,31 +68,27 @@ impl Tombstones<'_> {
     }
 
     /// When an operation of an earlier incarnation of a record re-created at
-    /// `created_at` (RFC 3339) is forgotten: once it ended more than the tombstone
+    /// `created_at` is forgotten: once it ended more than the tombstone
     /// retention ago, as its tombstone would have been purged. The record's own
     /// operations (ended after it was created) are kept however old.
-    pub(super) fn forgotten_before(&self, created_at: &str) -> String {
-        created_at.min(self.retention_cutoff().as_str()).to_owned()
+    pub(super) fn forgotten_before(&self, created_at: Timestamp) -> Timestamp {
+        created_at.min(self.retention_cutoff())
     }
 
     /// The log of a record re-created over `tombstone`'s id: the tombstone's finished
     /// operations still within the retention, then `current`'s.
     pub(super) fn inherit(&self, tombstone: &OperationLog, current: OperationLog) -> OperationLog {
-        let mut log = OperationLog::inherited(tombstone, &self.retention_cutoff());
+        let mut log = OperationLog::inherited(tombstone, self.retention_cutoff());
         for op in current.iter() {
             log.push(op.clone());
         }
         log
     }
 
-    /// Now less the tombstone retention (RFC 3339); empty if that is before the epoch.
-    fn retention_cutoff(&self) -> String {
-        self.core
-            .clock()
-            .now()
-            .checked_sub(self.core.settings.tombstone_retention)
-            .map(timestamp_at)
-            .unwrap_or_default()
+    /// Now less the tombstone retention; the epoch if that is before it.
+    fn retention_cutoff(&self) -> Timestamp {
+        let cutoff = self.core.clock().now().checked_sub(self.core.settings.tombstone_retention);
+        cutoff.map_or(Timestamp::from_millis(0), Timestamp::at)
     }
 
     /// Purges now and then every so often (a tenth of the retention, at most hourly),

@@ -108,7 +108,7 @@ impl Inventory<'_> {
             self.record_unrecorded(name, unrecorded).await?;
         }
         listed.seal();
-        self.check_recorded(backend, &listed, &listed_at).await?;
+        self.check_recorded(backend, &listed, listed_at).await?;
         Ok(removed)
     }
 
@@ -336,7 +336,12 @@ mod tests {
         broker.instances().provision("kept", request(), false).await.expect("provisions");
         for (port, owner) in [(30001, "kept"), (30002, "ghost")] {
             let holding = Holding::port(None, port, "tcp", owner);
-            let lease = Resource::of(&holding, "dummy", ResourceState::InUse, "2020-01-01T00:00:00.000Z");
+            let lease = Resource::of(
+                &holding,
+                "dummy",
+                ResourceState::InUse,
+                crate::domain::time::Timestamp::parse("2020-01-01T00:00:00.000Z").expect("a time"),
+            );
             inventory(&store).insert(&lease).await.expect("leased");
         }
         broker.inventory().reconcile().await.expect("reconciles");

@@ -1,5 +1,6 @@
 //! Service bindings as esm records them.
 
+use crate::domain::time::Timestamp;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -76,10 +77,12 @@ impl fmt::Debug for Credentials {
 pub struct BindingMetadata {
     /// When the credentials stop working (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub expires_at: Option<Timestamp>,
     /// When the platform should rotate the binding (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub renew_before: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub renew_before: Option<Timestamp>,
 }
 
 impl BindingMetadata {
@@ -130,7 +133,7 @@ pub struct Binding {
     #[serde(default)]
     pub operations: OperationLog,
     /// When it was first requested (RFC 3339).
-    pub created_at: String,
+    pub created_at: Timestamp,
     /// The SHA-256 of the secret of the liveness reporting token handed out in its
     /// credentials (`domain::reporting_token`), in hex; absent for bindings made before
     /// esm minted them.

@@ -1,5 +1,6 @@
 //! Service instances as esm records them.
 
+use crate::domain::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -107,7 +108,7 @@ pub struct ServiceInstance {
     #[serde(default)]
     pub operations: OperationLog,
     /// When it was first requested (RFC 3339).
-    pub created_at: String,
+    pub created_at: Timestamp,
     /// Whether it is alive (absent until it is first watched: `unknown`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub liveness: Option<Liveness>,

@@ -5,13 +5,11 @@
 //! The rules are here, as plain functions of the record and the time: the broker's
 //! monitor feeds them observations and reports and writes the result when it changed.
 
-use std::time::{Duration, UNIX_EPOCH};
-
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::bounded::Note;
-use super::timestamp_at;
+use super::time::Timestamp;
 
 /// An instance's liveness.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
@@ -187,7 +185,8 @@ pub struct Liveness {
     /// thresholds.
     pub status: LivenessStatus,
     /// When the verdict last changed (RFC 3339).
-    pub since: String,
+    #[schema(value_type = String)]
+    pub since: Timestamp,
     /// Why, in words.
     pub reason: String,
     /// Each component as last observed (empty when the backend cannot observe).
@@ -239,7 +238,7 @@ pub enum Verdict {
 
 impl Liveness {
     /// The liveness of an instance nobody has observed yet.
-    pub fn unknown(now_ms: u64, since: String) -> Self {
+    pub fn unknown(now_ms: u64, since: Timestamp) -> Self {
         Self {
             status: LivenessStatus::Unknown,
             since,
@@ -332,7 +331,7 @@ impl Liveness {
             // Said once, in words that do not change with every look (the record is
             // written only when something changed).
             let seen = match self.last_up_at {
-                Some(at) => format!("since {}", timestamp_at(UNIX_EPOCH + Duration::from_millis(at))),
+                Some(at) => format!("since {}", Timestamp::from_millis(at)),
                 None => "since it was first watched".to_owned(),
             };
             status = LivenessStatus::Down;

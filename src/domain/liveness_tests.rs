@@ -1,5 +1,6 @@
 use super::*;
 use crate::domain::bounded::Note;
+use crate::domain::time::Timestamp;
 
 const THRESHOLDS: Thresholds = Thresholds { active_ms: 300_000, drop_ms: None, reports_may_drop: false };
 /// A drop threshold of a minute, reports not counting toward it (the default).
@@ -10,7 +11,7 @@ fn component(name: &str, status: ComponentStatus) -> Component {
 }
 
 fn observed(components: Vec<Component>) -> Liveness {
-    let mut liveness = Liveness::unknown(0, "t0".into());
+    let mut liveness = Liveness::unknown(0, Timestamp::from_millis(0));
     liveness.observed = Some(Observation::of(&components));
     liveness.components = components;
     liveness
@@ -34,7 +35,7 @@ fn components_make_up_degraded_or_down() {
 
 #[test]
 fn nothing_observed_and_nothing_reported_is_unknown_never_up() {
-    let mut liveness = Liveness::unknown(0, "t0".into());
+    let mut liveness = Liveness::unknown(0, Timestamp::from_millis(0));
     assert!(!liveness.judge(1_000, THRESHOLDS));
     assert_eq!(liveness.status, LivenessStatus::Unknown);
 }
@@ -55,7 +56,7 @@ fn the_worse_source_wins() {
 
 #[test]
 fn a_missed_heartbeat_is_down() {
-    let mut liveness = Liveness::unknown(0, "t0".into());
+    let mut liveness = Liveness::unknown(0, Timestamp::from_millis(0));
     liveness.reported = Some(report(LivenessStatus::Up, 30_000));
     liveness.judge(29_999, THRESHOLDS);
     assert_eq!(liveness.status, LivenessStatus::Up);
@@ -85,7 +86,7 @@ fn not_seen_up_past_the_active_threshold_is_lost_and_past_the_drop_threshold_dro
 
 #[test]
 fn an_instance_never_seen_up_is_lost_after_the_threshold_from_when_it_was_first_watched() {
-    let mut liveness = Liveness::unknown(5_000, "t0".into());
+    let mut liveness = Liveness::unknown(5_000, Timestamp::from_millis(0));
     liveness.observed = Some(Observation::unreachable("engine down"));
     liveness.judge(304_999, THRESHOLDS);
     assert_eq!(liveness.status, LivenessStatus::Unknown);
@@ -96,7 +97,7 @@ fn an_instance_never_seen_up_is_lost_after_the_threshold_from_when_it_was_first_
 
 #[test]
 fn an_instance_nothing_watches_stays_unknown_past_the_thresholds() {
-    let mut liveness = Liveness::unknown(0, "t0".into());
+    let mut liveness = Liveness::unknown(0, Timestamp::from_millis(0));
     liveness.judge(10_000_000, THRESHOLDS);
     assert_eq!(liveness.status, LivenessStatus::Unknown);
     assert_eq!(
@@ -130,7 +131,7 @@ fn a_reported_down_never_drops_an_instance_its_backend_sees_up() {
 
 #[test]
 fn a_lapsed_heartbeat_on_an_instance_no_backend_watches_never_drops_it() {
-    let mut liveness = Liveness::unknown(0, "t0".into());
+    let mut liveness = Liveness::unknown(0, Timestamp::from_millis(0));
     liveness.reported = Some(report(LivenessStatus::Up, 1_000));
     liveness.judge(2_000, DROPPING);
     assert_eq!((liveness.status, liveness.reason.as_str()), (LivenessStatus::Down, "heartbeat missed"));

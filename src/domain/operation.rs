@@ -5,13 +5,13 @@
 //! compare-and-set on that record. That is what makes `ConcurrencyError` exact, and
 //! what lets a restarted esm find and finish the operations it was running.
 
+use crate::domain::time::Timestamp;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::instance::PendingUpdate;
-use super::timestamp_at;
 
 /// The OSB operation states, spelled as the spec spells them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -117,10 +117,10 @@ pub struct Operation {
     #[serde(default)]
     pub lease_until: u64,
     /// When it started (RFC 3339).
-    pub started_at: String,
+    pub started_at: Timestamp,
     /// When it ended (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<String>,
+    pub finished_at: Option<Timestamp>,
 }
 
 impl Operation {
@@ -137,7 +137,7 @@ impl Operation {
             asynchronous,
             owner: None,
             lease_until: 0,
-            started_at: timestamp_at(now),
+            started_at: Timestamp::at(now),
             finished_at: None,
         }
     }
@@ -159,9 +159,7 @@ impl Operation {
 
     /// How long it took, once finished.
     pub fn took(&self) -> Option<std::time::Duration> {
-        let started = humantime::parse_rfc3339(&self.started_at).ok()?;
-        let finished = humantime::parse_rfc3339(self.finished_at.as_deref()?).ok()?;
-        finished.duration_since(started).ok()
+        self.finished_at?.time().duration_since(self.started_at.time()).ok()
     }
 
     /// Whether it is still running.
@@ -173,7 +171,7 @@ impl Operation {
     pub fn succeed(&mut self, now: SystemTime) {
         self.state = OperationState::Succeeded;
         self.description = Some(format!("{} succeeded", self.kind.as_str()));
-        self.finished_at = Some(timestamp_at(now));
+        self.finished_at = Some(Timestamp::at(now));
     }
 
     /// Marks it failed with a reason. The OSB 2.16 flags are kept only where the spec
@@ -187,7 +185,7 @@ impl Operation {
     ) {
         self.state = OperationState::Failed;
         self.description = Some(format!("{} failed: {reason}", self.kind.as_str()));
-        self.finished_at = Some(timestamp_at(now));
+        self.finished_at = Some(Timestamp::at(now));
         let usable_allowed = matches!(self.kind, OperationKind::Update | OperationKind::Deprovision);
         self.instance_usable = instance_usable.filter(|_| usable_allowed);
         self.update_repeatable = update_repeatable.filter(|_| self.kind == OperationKind::Update);
@@ -246,11 +244,11 @@ impl OperationLog {
         self.running_mut(id).filter(|op| op.owner.as_deref() == Some(owner))
     }
 
-    /// The operation with this id, unless it ended before `forgotten_before` (RFC 3339):
+    /// The operation with this id, unless it ended before `forgotten_before`:
     /// how `last_operation` looks one up, so operations of an earlier incarnation of the
     /// record are answered for the tombstone retention and no longer.
-    pub fn find_remembered(&self, id: &str, forgotten_before: &str) -> Option<&Operation> {
-        self.find(id).filter(|op| op.finished_at.as_deref().is_none_or(|end| end >= forgotten_before))
+    pub fn find_remembered(&self, id: &str, forgotten_before: Timestamp) -> Option<&Operation> {
+        self.find(id).filter(|op| op.finished_at.is_none_or(|end| end >= forgotten_before))
     }
 
     /// The log a record re-created under a used id starts from: the finished operations
@@ -258,8 +256,8 @@ impl OperationLog {
     /// kept only as far as `last_operation` answers it. So a platform polling the
     /// deprovision or unbind of the earlier incarnation is still told how it ended;
     /// the log stays bounded in count (`push`) and in bytes per operation.
-    pub fn inherited(previous: &OperationLog, since: &str) -> Self {
-        let kept = previous.iter().filter(|op| op.finished_at.as_deref().is_some_and(|end| end >= since));
+    pub fn inherited(previous: &OperationLog, since: Timestamp) -> Self {
+        let kept = previous.iter().filter(|op| op.finished_at.is_some_and(|end| end >= since));
         Self(kept.map(Operation::remembered).collect())
     }
 
@@ -301,7 +299,6 @@ impl Tracked for super::binding::Binding {
 
 #[cfg(test)]
 mod tests {
-    use super::super::timestamp_at;
     use super::*;
 
     #[test]
@@ -341,7 +338,7 @@ mod tests {
         for op in [old, update, gone, Operation::start(OperationKind::Update, true, t(30))] {
             previous.push(op);
         }
-        let log = OperationLog::inherited(&previous, &timestamp_at(t(5)));
+        let log = OperationLog::inherited(&previous, Timestamp::at(t(5)));
         assert!(log.find(&old_id).is_none(), "ended before the cutoff");
         assert_eq!(log.iter().count(), 2, "the running one is not inherited");
         let update = log.find(&update_id).expect("kept");
@@ -349,8 +346,8 @@ mod tests {
         assert!(update.description.as_deref().is_some_and(|d| d.len() <= REMEMBERED_DESCRIPTION_BYTES));
         let gone = log.find(&gone_id).expect("kept");
         assert_eq!((gone.state, gone.owner.as_deref()), (OperationState::Succeeded, None));
-        assert!(log.find_remembered(&gone_id, &timestamp_at(t(21))).is_some());
-        assert!(log.find_remembered(&gone_id, &timestamp_at(t(22))).is_none(), "forgotten once it is older");
+        assert!(log.find_remembered(&gone_id, Timestamp::at(t(21))).is_some());
+        assert!(log.find_remembered(&gone_id, Timestamp::at(t(22))).is_none(), "forgotten once it is older");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! A claim hands it to a platform instance, whose record then points at the member's
 //! deployment (`ServiceInstance::deployment_id`); a claimed member never returns.
 
+use crate::domain::time::Timestamp;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -80,9 +81,9 @@ pub struct Pool {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keeper: Option<Keeper>,
     /// When it was first set (RFC 3339).
-    pub created_at: String,
+    pub created_at: Timestamp,
     /// When its settings last changed (RFC 3339).
-    pub updated_at: String,
+    pub updated_at: Timestamp,
 }
 
 /// A failed member deploy.
@@ -90,8 +91,8 @@ pub struct Pool {
 pub struct PoolError {
     /// What the backend said.
     pub message: String,
-    /// When (RFC 3339).
-    pub at: String,
+    /// When.
+    pub at: Timestamp,
 }
 
 /// Who keeps a pool filled: one replica at a time, under a lease.
@@ -105,7 +106,7 @@ pub struct Keeper {
 
 impl Pool {
     /// A new pool of `size` for `plan_id` of `service_id`, set at `at` (RFC 3339).
-    pub fn new(plan_id: &str, service_id: &str, size: u32, at: &str) -> Self {
+    pub fn new(plan_id: &str, service_id: &str, size: u32, at: Timestamp) -> Self {
         Self {
             plan_id: plan_id.to_owned(),
             service_id: service_id.to_owned(),
@@ -119,8 +120,8 @@ impl Pool {
             failures: 0,
             retry_at: 0,
             keeper: None,
-            created_at: at.to_owned(),
-            updated_at: at.to_owned(),
+            created_at: at,
+            updated_at: at,
         }
     }
 
@@ -151,7 +152,7 @@ impl Pool {
     /// Records a failure (a member's deploy failed, or a member died after it was
     /// ready): the backoff doubles from a second to [`MAX_BACKOFF`]. `fault` is told in
     /// esm's words, never the engine's.
-    pub fn failed(&mut self, fault: &Fault, at: String, now: u64) {
+    pub fn failed(&mut self, fault: &Fault, at: Timestamp, now: u64) {
         self.failures = self.failures.saturating_add(1);
         self.last_error = Some(PoolError { message: fault.to_string(), at });
         self.retry_at = now.saturating_add(backoff_ms(self.failures));
@@ -193,7 +194,7 @@ pub struct Membership {
     pub claimed_by: Option<String>,
     /// When (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub claimed_at: Option<String>,
+    pub claimed_at: Option<Timestamp>,
 }
 
 /// What an unclaimed member is, for the keeper and the pool's status.
@@ -364,8 +365,7 @@ pub fn next_look(pool: &Pool, look: &Look, now: u64) -> Option<u64> {
 /// When a member's deploy finished (Unix ms).
 fn ready_since(member: &ServiceInstance) -> Option<u64> {
     let op = member.operations.last().filter(|op| op.state == OperationState::Succeeded)?;
-    let at = humantime::parse_rfc3339(op.finished_at.as_deref()?).ok()?;
-    u64::try_from(at.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis()).ok()
+    op.finished_at.map(Timestamp::millis)
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ fn pool(parameters: Option<Value>) -> Pool {
     Pool {
         max_age_seconds: Some(60),
         parameters: parameters.and_then(|p| p.as_object().cloned()),
-        ..Pool::new("p", "s", 2, "")
+        ..Pool::new("p", "s", 2, Timestamp::from_millis(0))
     }
 }
 
@@ -46,7 +46,7 @@ fn member(finished: Option<bool>, parameters: Option<Value>) -> ServiceInstance 
         status,
         deployment: Map::new(),
         operations,
-        created_at: String::new(),
+        created_at: Timestamp::from_millis(0),
         liveness: None,
         deployment_id: None,
         pool: Some(Membership { manifest_digest: Some("d".into()), ..Membership::default() }),
@@ -78,7 +78,7 @@ fn a_member_is_ready_only_when_deployed_live_current_and_young() {
     let other = judge_member(&member(Some(true), Some(json!({"a": 1}))), &p, "d", at(5));
     assert_eq!(other, MemberState::Broken(Fault::ParametersChanged));
     let mut down = member(Some(true), None);
-    let mut liveness = Liveness::unknown(0, String::new());
+    let mut liveness = Liveness::unknown(0, Timestamp::from_millis(0));
     liveness.status = LivenessStatus::Down;
     liveness.reason = "container web exited".into();
     down.liveness = Some(liveness);
@@ -134,8 +134,11 @@ fn only_a_member_dying_after_it_was_deployed_is_a_new_failure_and_faults_are_tol
     assert_eq!(died.to_string(), "a member was down after it was deployed");
     // What the engine said (the failed operation's description) is not part of it.
     let mut p = pool(None);
-    p.failed(&Fault::DeployFailed, "t".into(), 0);
-    assert_eq!(p.last_error, Some(PoolError { message: "deploying a member failed".into(), at: "t".into() }));
+    p.failed(&Fault::DeployFailed, Timestamp::from_millis(1), 0);
+    assert_eq!(
+        p.last_error,
+        Some(PoolError { message: "deploying a member failed".into(), at: Timestamp::from_millis(1) })
+    );
 }
 
 #[test]
@@ -143,7 +146,7 @@ fn failures_back_off_from_a_second_to_five_minutes_until_a_member_proves_itself(
     let mut p = pool(None);
     let waits: Vec<u64> = (0..12)
         .map(|_| {
-            p.failed(&Fault::Died(LivenessStatus::Down), String::new(), 0);
+            p.failed(&Fault::Died(LivenessStatus::Down), Timestamp::from_millis(0), 0);
             p.retry_at
         })
         .collect();
@@ -186,7 +189,7 @@ fn the_keeper_looks_again_soon_while_a_pool_moves_later_when_settled_and_never_w
     let mut look = settled.clone();
     look.ready_member(&failing, &member(Some(true), None));
     assert_eq!(look.due, None, "no failures, no age limit: nothing at its own time");
-    failing.failed(&Fault::Died(LivenessStatus::Down), String::new(), 0);
+    failing.failed(&Fault::Died(LivenessStatus::Down), Timestamp::from_millis(0), 0);
     look.ready_member(&failing, &member(Some(true), None));
     assert_eq!(look.due, Some(61_000));
 }

@@ -6,6 +6,7 @@
 //! and reconciliation compares the two. A host port's record id is the port itself, so
 //! the store's insert is also its allocation from `ESM_HOST_PORT_RANGE`.
 
+use crate::domain::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -119,9 +120,11 @@ pub struct Resource {
     /// Where it is in its life.
     pub state: ResourceState,
     /// When esm first recorded it (RFC 3339).
-    pub created_at: String,
+    #[schema(value_type = String)]
+    pub created_at: Timestamp,
     /// When its state last changed (RFC 3339).
-    pub updated_at: String,
+    #[schema(value_type = String)]
+    pub updated_at: Timestamp,
     /// For a host port: its address, port and protocol.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<HostPort>,
@@ -134,7 +137,7 @@ impl Resource {
     }
 
     /// The record of `holding`, held by `backend`, in `state` since `now`.
-    pub fn of(holding: &Holding, backend: &str, state: ResourceState, now: &str) -> Self {
+    pub fn of(holding: &Holding, backend: &str, state: ResourceState, now: Timestamp) -> Self {
         Self {
             id: holding.id(backend),
             kind: holding.kind.clone(),
@@ -142,8 +145,8 @@ impl Resource {
             owner: holding.owner.clone(),
             backend: backend.to_owned(),
             state,
-            created_at: now.to_owned(),
-            updated_at: now.to_owned(),
+            created_at: now,
+            updated_at: now,
             port: holding.port.clone(),
         }
     }
@@ -154,12 +157,12 @@ impl Resource {
     }
 
     /// Moves it to `state` at `now`; whether that changed anything.
-    pub fn set_state(&mut self, state: ResourceState, now: &str) -> bool {
+    pub fn set_state(&mut self, state: ResourceState, now: Timestamp) -> bool {
         if self.state == state {
             return false;
         }
         self.state = state;
-        now.clone_into(&mut self.updated_at);
+        self.updated_at = now;
         true
     }
 }
@@ -190,9 +193,14 @@ mod tests {
 
     #[test]
     fn a_state_change_moves_the_timestamp_and_no_change_does_not() {
-        let mut r = Resource::of(&Holding::new("volume", "v", "i"), "docker-compose", ResourceState::Creating, "t0");
-        assert!(r.set_state(ResourceState::InUse, "t1"));
-        assert!(!r.set_state(ResourceState::InUse, "t2"));
-        assert_eq!((r.created_at.as_str(), r.updated_at.as_str()), ("t0", "t1"));
+        let mut r = Resource::of(
+            &Holding::new("volume", "v", "i"),
+            "docker-compose",
+            ResourceState::Creating,
+            Timestamp::from_millis(0),
+        );
+        assert!(r.set_state(ResourceState::InUse, Timestamp::from_millis(1)));
+        assert!(!r.set_state(ResourceState::InUse, Timestamp::from_millis(2)));
+        assert_eq!((r.created_at.millis(), r.updated_at.millis()), (0, 1));
     }
 }

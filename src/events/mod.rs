@@ -175,7 +175,7 @@ impl EventLog {
     /// `event` stamped now and cut to its bounds ([`Event::bounded`]): as it goes into
     /// a record's outbox.
     pub fn stamped(&self, mut event: Event) -> Event {
-        event.at = self.clock.timestamp();
+        event.at = self.clock.timestamp().to_string();
         event.bounded()
     }
 

@@ -21,6 +21,7 @@ use crate::domain::event::Event;
 use crate::domain::instance::ServiceInstance;
 use crate::domain::operation::{OperationKind, OperationLog, OperationState};
 use crate::domain::outbox::Outbox;
+use crate::domain::time::Timestamp;
 
 /// The key of the index entries in a stored body.
 pub const INDEX_FIELD: &str = "_ix";
@@ -196,11 +197,8 @@ pub fn to_object(keys: &IndexKeys) -> Value {
 }
 
 /// When the last operation of a tombstone ended (or started, if it never recorded an end).
-fn gone_at(operations: &OperationLog, created_at: &str) -> String {
-    operations
-        .last()
-        .map(|op| op.finished_at.clone().unwrap_or_else(|| op.started_at.clone()))
-        .unwrap_or_else(|| created_at.to_owned())
+fn gone_at(operations: &OperationLog, created_at: Timestamp) -> String {
+    operations.last().map_or(created_at, |op| op.finished_at.unwrap_or(op.started_at)).to_string()
 }
 
 fn running(operations: &OperationLog) -> Option<(&'static str, String)> {
@@ -217,7 +215,7 @@ fn waiting(outbox: &Outbox, outbox_waits: bool) -> bool {
 /// outbox and, once the record is gone and nothing waits, when it went. `Break` for a
 /// gone record: these are all its keys.
 fn life_keys(
-    (ops, outbox, created_at): (&OperationLog, &Outbox, &str),
+    (ops, outbox, created_at): (&OperationLog, &Outbox, Timestamp),
     live: bool,
     outbox_waits: bool,
 ) -> ControlFlow<IndexKeys, IndexKeys> {
@@ -238,7 +236,7 @@ fn life_keys(
 /// found by the sequencer, and a tombstone is not purged before they are in the log.
 pub fn instance_keys(instance: &ServiceInstance, outbox_waits: bool) -> IndexKeys {
     let ops = &instance.operations;
-    let life = (ops, &instance.outbox, instance.created_at.as_str());
+    let life = (ops, &instance.outbox, instance.created_at);
     let mut keys = match life_keys(life, instance.is_live(), outbox_waits) {
         ControlFlow::Break(keys) => return keys,
         ControlFlow::Continue(keys) => keys,
@@ -306,7 +304,7 @@ pub async fn count_census(store: &dyn super::Store) -> Result<Vec<([String; 4], 
 
 /// What a binding is found under (`outbox_waits` as for [`instance_keys`]).
 pub fn binding_keys(binding: &Binding, outbox_waits: bool) -> IndexKeys {
-    let life = (&binding.operations, &binding.outbox, binding.created_at.as_str());
+    let life = (&binding.operations, &binding.outbox, binding.created_at);
     let mut keys = match life_keys(life, binding.is_live(), outbox_waits) {
         ControlFlow::Break(keys) => return keys,
         ControlFlow::Continue(keys) => keys,

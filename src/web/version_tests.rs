@@ -52,7 +52,10 @@ fn a_field_appears_from_its_version_on() {
     let binding = |minor| {
         BindingResponse {
             endpoints: Some(Vec::new()),
-            metadata: Some(BindingMetadata { expires_at: Some("t".into()), renew_before: Some("r".into()) }),
+            metadata: Some(BindingMetadata {
+                expires_at: Some(crate::domain::time::Timestamp::from_millis(1)),
+                renew_before: Some(crate::domain::time::Timestamp::from_millis(2)),
+            }),
             operation: Some("op".into()),
             ..Default::default()
         }

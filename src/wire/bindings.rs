@@ -70,8 +70,8 @@ impl From<&Binding> for BindingSummary {
             operation_state: last.map(|op| op.state),
             app_guid: binding.app_guid().map(str::to_owned),
             endpoints: binding.endpoints.clone().unwrap_or_default(),
-            expires_at: binding.metadata.expires_at.clone(),
-            created_at: binding.created_at.clone(),
+            expires_at: binding.metadata.expires_at.map(|at| at.to_string()),
+            created_at: binding.created_at.to_string(),
         }
     }
 }

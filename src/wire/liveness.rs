@@ -1,13 +1,11 @@
 //! The shapes of `/v2/et/service_instances/{id}/liveness`.
 
-use std::time::{Duration, UNIX_EPOCH};
-
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::domain::bounded::{InstanceId, Note};
 use crate::domain::liveness::{Component, Liveness, LivenessStatus, Observation};
-use crate::domain::timestamp_at;
+use crate::domain::time::Timestamp;
 
 /// Body of `PUT /v2/et/service_instances/{id}/liveness`: what an instance says of itself.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -66,7 +64,7 @@ pub struct LivenessView {
 }
 
 fn at(millis: u64) -> String {
-    timestamp_at(UNIX_EPOCH + Duration::from_millis(millis))
+    Timestamp::from_millis(millis).to_string()
 }
 
 impl LivenessView {
@@ -75,7 +73,7 @@ impl LivenessView {
         Self {
             instance_id,
             status: liveness.status,
-            since: liveness.since,
+            since: liveness.since.to_string(),
             reason: liveness.reason,
             components: liveness.components,
             observed: liveness.observed,

@@ -373,7 +373,7 @@ fn judged(
 ) -> (bool, Option<Transition>) {
     let (now, timestamp) = (clock.millis(), clock.timestamp());
     let before = instance.liveness.clone();
-    let mut liveness = before.clone().unwrap_or_else(|| Liveness::unknown(now, timestamp.clone()));
+    let mut liveness = before.clone().unwrap_or_else(|| Liveness::unknown(now, timestamp));
     change(&mut liveness);
     let previous = liveness.status;
     let mut transition = None;

@@ -113,7 +113,7 @@ impl LivenessMonitor<'_> {
         let instance = self.platform_instance(id).await?;
         let clock = self.core.clock();
         let mut liveness = instance.liveness.clone().unwrap_or_else(|| {
-            let mut fresh = Liveness::unknown(clock.millis(), instance.created_at.clone());
+            let mut fresh = Liveness::unknown(clock.millis(), instance.created_at);
             fresh.reason = "not observed yet".into();
             fresh
         });

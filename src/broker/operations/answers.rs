@@ -4,6 +4,7 @@
 
 use crate::broker::purge;
 use crate::domain::operation::{Operation, OperationKind, OperationLog, OperationState};
+use crate::domain::time::Timestamp;
 use crate::error::{OsbError, OsbResult};
 use crate::wire::LastOperationResponse;
 
@@ -47,7 +48,7 @@ pub(in crate::broker) struct Asked<'a> {
     pub(in crate::broker) removal: OperationKind,
     /// Operations that ended before this (RFC 3339) are forgotten: see
     /// `Tombstones::forgotten_before`.
-    pub(in crate::broker) forgotten_before: String,
+    pub(in crate::broker) forgotten_before: Timestamp,
 }
 
 /// The state of the operation the platform polls (the newest one unless it names one).
@@ -62,7 +63,7 @@ pub(in crate::broker) fn last_operation_of(
     let id = asked.id;
     let op =
         match operation {
-            Some(op_id) => operations.find_remembered(op_id, &asked.forgotten_before).ok_or_else(|| {
+            Some(op_id) => operations.find_remembered(op_id, asked.forgotten_before).ok_or_else(|| {
                 match purge::last_operation_gone(operation, asked.removal, String::new()) {
                     OsbError::Gone => OsbError::Gone,
                     _ => OsbError::BadRequest(format!("{id} has no operation {op_id:?}")),

@@ -518,8 +518,7 @@ fn deadline(registry: &Registry, service_id: &str, plan_id: &str, op: &Operation
         return None;
     }
     let seconds = registry.service(service_id)?.plan(plan_id)?.maximum_polling_duration?;
-    let started = humantime::parse_rfc3339(&op.started_at).ok()?;
-    Some(started + Duration::from_secs(u64::from(seconds)))
+    Some(op.started_at.time() + Duration::from_secs(u64::from(seconds)))
 }
 
 /// One line per finished operation in the daemon's log: INFO when it succeeded, WARN

@@ -111,7 +111,7 @@ impl Pools<'_> {
             .await
             .map_err(|why| OsbError::BadRequest(format!("plan {plan_id} cannot be pooled: {why}")))?;
         let now = self.core.clock().timestamp();
-        let fresh = Pool { max_age_seconds, parameters, ..Pool::new(plan_id, &service_id, size, &now) };
+        let fresh = Pool { max_age_seconds, parameters, ..Pool::new(plan_id, &service_id, size, now) };
         let changed = self
             .core
             .records
@@ -205,9 +205,8 @@ impl Pools<'_> {
             misses_total: pool.misses_total,
             last_error: pool.last_error.clone(),
             failures: pool.failures,
-            retry_at: (pool.retry_at > now).then(|| {
-                crate::domain::timestamp_at(std::time::UNIX_EPOCH + std::time::Duration::from_millis(pool.retry_at))
-            }),
+            retry_at: (pool.retry_at > now)
+                .then(|| crate::domain::time::Timestamp::from_millis(pool.retry_at).to_string()),
             members: Vec::new(),
         };
         for member in self.unclaimed_members(&pool.plan_id).await? {
@@ -228,7 +227,7 @@ impl Pools<'_> {
                 id: record.id,
                 state: state.as_str().to_owned(),
                 reason,
-                created_at: record.created_at,
+                created_at: record.created_at.to_string(),
             });
         }
         self.core.metrics().set_pool_members(&pool.plan_id, status.ready, status.deploying);
@@ -329,7 +328,7 @@ impl Pools<'_> {
             self.core
                 .records
                 .modify::<Pool, OsbError, _>(&member.plan_id, |pool| {
-                    pool.failed(&Fault::DeployFailed, at.clone(), now);
+                    pool.failed(&Fault::DeployFailed, at, now);
                     Ok(true)
                 })
                 .await?;
