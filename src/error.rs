@@ -151,6 +151,7 @@ impl OsbError {
 }
 
 /// The OSB error body.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ErrorBody {
     /// A CamelCase error code; `AsyncRequired`, `ConcurrencyError`, `RequiresApp` and
@@ -159,10 +160,8 @@ pub struct ErrorBody {
     /// What went wrong, in words meant for the platform's user.
     pub description: String,
     /// On a failed update or deprovision: whether the instance can still be used.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub instance_usable: Option<bool>,
     /// On a failed update: whether repeating the update may succeed.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub update_repeatable: Option<bool>,
 }
 

@@ -55,6 +55,7 @@ pub struct CatalogResponse {
 pub struct Empty {}
 
 /// Body of `PUT /v2/service_instances/{instance_id}`.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ProvisionRequest {
     /// The offering to provision.
@@ -66,15 +67,15 @@ pub struct ProvisionRequest {
     /// Deprecated in favour of `context`, but required by every OSB version.
     pub space_guid: OpaqueId,
     /// Platform-specific context.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_json_object")]
+    #[serde(default, deserialize_with = "strict::optional_json_object")]
     #[schema(value_type = Option<Object>)]
     pub context: Option<Value>,
     /// Configuration parameters, checked against the plan's schema.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_json_object")]
+    #[serde(default, deserialize_with = "strict::optional_json_object")]
     #[schema(value_type = Option<Object>)]
     pub parameters: Option<Value>,
     /// The maintenance version the platform expects (422 if it is not the plan's).
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_object")]
+    #[serde(default, deserialize_with = "strict::optional_object")]
     pub maintenance_info: Option<MaintenanceInfoRequest>,
 }
 
@@ -93,27 +94,27 @@ pub struct ProvisionResponse {
 }
 
 /// Body of `PATCH /v2/service_instances/{instance_id}`.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct UpdateRequest {
     /// The instance's offering.
     pub service_id: ServiceId,
     /// The new plan; absent means the plan stays.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan_id: Option<PlanId>,
     /// New parameters; absent means they stay.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_json_object")]
+    #[serde(default, deserialize_with = "strict::optional_json_object")]
     #[schema(value_type = Option<Object>)]
     pub parameters: Option<Value>,
     /// New platform context.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_json_object")]
+    #[serde(default, deserialize_with = "strict::optional_json_object")]
     #[schema(value_type = Option<Object>)]
     pub context: Option<Value>,
     /// What the platform believes the instance had.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_json_object")]
+    #[serde(default, deserialize_with = "strict::optional_json_object")]
     #[schema(value_type = Option<Object>)]
     pub previous_values: Option<Value>,
     /// The maintenance version to move to.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_object")]
+    #[serde(default, deserialize_with = "strict::optional_object")]
     pub maintenance_info: Option<MaintenanceInfoRequest>,
 }
 
@@ -132,10 +133,10 @@ pub struct UpdateResponse {
 }
 
 /// Answer to deprovision and unbind: `{}` on 200, `{"operation"}` on 202.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct OperationResponse {
     /// On 202: the operation to poll.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operation: Option<String>,
 }
 
@@ -162,22 +163,21 @@ pub struct FetchInstanceResponse {
 }
 
 /// `GET .../last_operation`.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct LastOperationResponse {
     /// `in progress`, `succeeded` or `failed`.
     pub state: OperationState,
     /// Progress or failure text.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// After a failed update or deprovision: whether the instance still works.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_usable: Option<bool>,
     /// After a failed update: whether repeating it may succeed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update_repeatable: Option<bool>,
 }
 
 /// Body of `PUT .../service_bindings/{binding_id}`.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct BindRequest {
     /// The instance's offering.
@@ -185,43 +185,38 @@ pub struct BindRequest {
     /// The instance's plan.
     pub plan_id: PlanId,
     /// Deprecated: the application to bind.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_guid: Option<OpaqueId>,
     /// What to bind (`app_guid`, `route`).
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_json_object")]
+    #[serde(default, deserialize_with = "strict::optional_json_object")]
     #[schema(value_type = Option<Object>)]
     pub bind_resource: Option<Value>,
     /// Platform-specific context.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_json_object")]
+    #[serde(default, deserialize_with = "strict::optional_json_object")]
     #[schema(value_type = Option<Object>)]
     pub context: Option<Value>,
     /// Bind parameters, checked against the plan's schema.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_json_object")]
+    #[serde(default, deserialize_with = "strict::optional_json_object")]
     #[schema(value_type = Option<Object>)]
     pub parameters: Option<Value>,
     /// OSB 2.17: the binding this one rotates (plan must be `binding_rotatable`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub predecessor_binding_id: Option<BindingId>,
 }
 
 /// A binding: the answer to bind (201/200; 202 carries only `operation`) and to fetch.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct BindingResponse {
     /// Credentials for the application (never on 202).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials: Option<Credentials>,
     /// OSB 2.15 endpoints.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoints: Option<Vec<Endpoint>>,
     /// On fetch: the bind parameters.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_json_object")]
+    #[serde(default, deserialize_with = "strict::optional_json_object")]
     #[schema(value_type = Option<Object>)]
     pub parameters: Option<Value>,
     /// Expiry and renewal times.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<BindingMetadata>,
     /// On 202: the operation to poll.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operation: Option<String>,
 }
 
@@ -355,12 +350,12 @@ pub struct InstanceListQuery {
 }
 
 /// A page of the instance listing.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EtInstancePage {
     /// The instances, in id order.
     pub instances: Vec<EtInstance>,
     /// Pass as `after` for the next page; absent on the last page.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
 }
 
@@ -376,12 +371,12 @@ pub enum EtInstanceListing {
 }
 
 /// ElasTest: an instance's state.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct EtState {
     /// `in progress`, `succeeded` or `failed`.
     pub state: OperationState,
     /// What is happening or happened.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
 }
 

@@ -24,6 +24,7 @@ pub enum BindingStatus {
 }
 
 /// An address the application may reach (OSB 2.15 `endpoints`: an array of these).
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Endpoint {
     /// A host name or IP address.
@@ -31,7 +32,6 @@ pub struct Endpoint {
     /// Ports or port ranges (`"8080"`, `"9000-9010"`).
     pub ports: Vec<String>,
     /// `tcp` when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<Protocol>,
 }
 
@@ -73,14 +73,13 @@ impl fmt::Debug for Credentials {
 }
 
 /// OSB 2.16/2.17 binding metadata.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct BindingMetadata {
     /// When the credentials stop working (RFC 3339).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
     pub expires_at: Option<Timestamp>,
     /// When the platform should rotate the binding (RFC 3339).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
     pub renew_before: Option<Timestamp>,
 }
@@ -93,6 +92,7 @@ impl BindingMetadata {
 }
 
 /// A service binding.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Binding {
     /// The platform's binding id (globally unique).
@@ -104,25 +104,18 @@ pub struct Binding {
     /// The plan, as sent on bind.
     pub plan_id: String,
     /// Deprecated OSB field: the application bound to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_guid: Option<String>,
     /// What the binding is for (`app_guid`, `route`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bind_resource: Option<Value>,
     /// The platform's context object.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<Value>,
     /// Bind parameters.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parameters: Option<Value>,
     /// OSB 2.17: the binding this one rotates.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub predecessor_binding_id: Option<String>,
     /// What the backend produced for the application.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials: Option<Credentials>,
     /// OSB 2.15 endpoints the application may reach.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoints: Option<Vec<Endpoint>>,
     /// Expiry and renewal times.
     #[serde(default)]
@@ -137,7 +130,6 @@ pub struct Binding {
     /// The SHA-256 of the secret of the liveness reporting token handed out in its
     /// credentials (`domain::reporting_token`), in hex; absent for bindings made before
     /// esm minted them.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub liveness_token_sha256: Option<String>,
     /// The events of its changes not yet numbered in the log (`domain::outbox`).
     #[serde(default, skip_serializing_if = "super::outbox::Outbox::is_unused")]

@@ -18,6 +18,7 @@ use utoipa::ToSchema;
 use super::strict;
 
 /// A service offering.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Service {
     /// Globally unique, stable id (the only identity the platform uses).
@@ -37,38 +38,32 @@ pub struct Service {
     #[serde(deserialize_with = "strict::objects")]
     pub plans: Vec<Plan>,
     /// ElasTest: the short name the ElasTest platform shows.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub short_name: Option<String>,
     /// Free-form tags.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<String>>,
     /// Subset of `syslog_drain`, `route_forwarding`, `volume_mount`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requires: Option<Vec<String>>,
     /// Opaque metadata (display name, image URL, ...).
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_json_object")]
+    #[serde(default, deserialize_with = "strict::optional_json_object")]
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
     /// OSB 2.14: `GET /v2/service_instances/:id` works. esm supports it for every
     /// service, so registration fills in `true` when it is left out.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instances_retrievable: Option<bool>,
     /// OSB 2.14: `GET .../service_bindings/:id` works; filled in like `instances_retrievable`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bindings_retrievable: Option<bool>,
     /// OSB 2.15: context-only updates are accepted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_context_updates: Option<bool>,
     /// Whether plans can be changed by an update (plans may override).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan_updateable: Option<bool>,
     /// SSO client of the dashboard (CF profile).
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_json_object")]
+    #[serde(default, deserialize_with = "strict::optional_json_object")]
     #[schema(value_type = Option<Object>)]
     pub dashboard_client: Option<Value>,
 }
 
 /// A plan of a service offering.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Plan {
     /// Globally unique, stable id.
@@ -81,84 +76,82 @@ pub struct Plan {
     #[schema(min_length = 1)]
     pub description: String,
     /// Opaque metadata (costs, bullets, display name).
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_json_object")]
+    #[serde(default, deserialize_with = "strict::optional_json_object")]
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
     /// Whether the plan is free (OSB default: true).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub free: Option<bool>,
     /// Overrides the offering's `bindable`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bindable: Option<bool>,
     /// OSB 2.15: overrides the offering's `plan_updateable`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan_updateable: Option<bool>,
     /// OSB 2.13: JSON Schemas for the `parameters` of provision, update and bind.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_object")]
+    #[serde(default, deserialize_with = "strict::optional_object")]
     pub schemas: Option<Schemas>,
     /// OSB 2.15: seconds the platform should poll an operation at most.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<i64>, minimum = 0, maximum = 4294967295_i64)]
     pub maximum_polling_duration: Option<u32>,
     /// OSB 2.15: the version instances of this plan should run.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_object")]
+    #[serde(default, deserialize_with = "strict::optional_object")]
     pub maintenance_info: Option<MaintenanceInfo>,
     /// OSB 2.17: bindings may be rotated with `predecessor_binding_id`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub binding_rotatable: Option<bool>,
     /// esm extension: bindings of this plan expire this many seconds after creation
     /// (reported as `metadata.expires_at`, OSB 2.16).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<i64>, minimum = 0, maximum = 4294967295_i64)]
     pub binding_lifetime_seconds: Option<u32>,
 }
 
 /// OSB 2.13 plan schemas.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Schemas {
     /// Schemas for instance create and update.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_object")]
+    #[serde(default, deserialize_with = "strict::optional_object")]
     pub service_instance: Option<InstanceSchemas>,
     /// Schemas for binding create.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_object")]
+    #[serde(default, deserialize_with = "strict::optional_object")]
     pub service_binding: Option<BindingSchemas>,
 }
 
 /// Schemas of instance operations.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct InstanceSchemas {
     /// Provision parameters.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_object")]
+    #[serde(default, deserialize_with = "strict::optional_object")]
     pub create: Option<ParametersSchema>,
     /// Update parameters.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_object")]
+    #[serde(default, deserialize_with = "strict::optional_object")]
     pub update: Option<ParametersSchema>,
 }
 
 /// Schemas of binding operations.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct BindingSchemas {
     /// Bind parameters.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_object")]
+    #[serde(default, deserialize_with = "strict::optional_object")]
     pub create: Option<ParametersSchema>,
 }
 
 /// A JSON Schema for an operation's `parameters`.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ParametersSchema {
     /// The JSON Schema object.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_json_object")]
+    #[serde(default, deserialize_with = "strict::optional_json_object")]
     #[schema(value_type = Option<Object>)]
     pub parameters: Option<Value>,
 }
 
 /// OSB 2.15 maintenance info.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct MaintenanceInfo {
     /// A SemVer 2.0 version.
     pub version: String,
     /// What this version brings.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
 }
 

@@ -27,6 +27,7 @@ const OVERHEAD_BYTES: usize = 200;
 pub const MAX_EVENT_BYTES: usize = OVERHEAD_BYTES + 2 * MAX_FIELD_BYTES + 8 * MAX_FIELD_BYTES + MAX_REASON_BYTES;
 
 /// One change.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Event {
     /// Increases with every event, across replicas sharing a store.
@@ -50,31 +51,22 @@ pub struct Event {
     #[schema(value_type = String)]
     pub kind: EventKind,
     /// The instance it concerns.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_id: Option<String>,
     /// The binding it concerns.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub binding_id: Option<String>,
     /// The warm pool member it concerns (`pool.*` events).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub member_id: Option<String>,
     /// The instance's (or binding's, or registered) service.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_id: Option<String>,
     /// The instance's plan.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan_id: Option<String>,
     /// The operation, for lifecycle steps.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operation: Option<String>,
     /// The state before (`in progress`, a liveness status, …).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
     /// The state after.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<String>,
     /// Why, in words (a failure's description, a liveness reason).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
 

@@ -48,23 +48,21 @@ impl InstanceMetadata {
 }
 
 /// An update waiting for its operation to succeed; absent fields stay as they are.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PendingUpdate {
     /// The new plan.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan_id: Option<String>,
     /// The new parameters (replacing the old ones).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parameters: Option<Value>,
     /// The new platform context.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<Value>,
     /// The maintenance version to move to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maintenance_info: Option<MaintenanceInfo>,
 }
 
 /// A service instance.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServiceInstance {
     /// The platform's instance id.
@@ -78,25 +76,20 @@ pub struct ServiceInstance {
     /// The platform's space (deprecated in OSB, still required).
     pub space_guid: String,
     /// The platform's context object.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<Value>,
     /// The configuration parameters.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parameters: Option<Value>,
     /// The maintenance version the instance runs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maintenance_info: Option<MaintenanceInfo>,
     /// Labels and attributes.
     #[serde(default)]
     pub metadata: InstanceMetadata,
     /// A dashboard, if the backend offers one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dashboard_url: Option<String>,
     /// The manifest that deploys the current plan.
     pub manifest_id: String,
     /// Its `manifest_type`, so the backend that deployed the instance is known even
     /// without the manifest (absent in records of esm 0.1).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest_type: Option<String>,
     /// Where the instance is in its life.
     pub status: InstanceStatus,
@@ -110,14 +103,11 @@ pub struct ServiceInstance {
     /// When it was first requested (RFC 3339).
     pub created_at: Timestamp,
     /// Whether it is alive (absent until it is first watched: `unknown`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub liveness: Option<Liveness>,
     /// The id its deployment was made under, when not its own: the pool member it was
     /// handed (the engine's resources carry that id for good).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deployment_id: Option<String>,
     /// Set on a warm pool's member (`domain::pool`): not a platform's instance.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool: Option<Membership>,
     /// The host ports esm leased it from `ESM_HOST_PORT_RANGE`, by what they publish
     /// (`web/8080/tcp`); kept across updates and restarts.

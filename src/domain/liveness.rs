@@ -76,6 +76,7 @@ pub enum ComponentStatus {
 }
 
 /// One component of a deployment as its backend sees it.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Component {
     /// Its name in the manifest (a compose service; `service.N` for a swarm task).
@@ -85,7 +86,6 @@ pub struct Component {
     /// How it is doing.
     pub status: ComponentStatus,
     /// Why it is not up (exit code, OOM, the health check's output), when it is not.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
 
@@ -145,12 +145,13 @@ fn status_word(status: ComponentStatus) -> &'static str {
 }
 
 /// What the instance said of itself (`PUT .../liveness`).
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Report {
     /// `up` or `down`.
     pub status: LivenessStatus,
     /// A word from the instance, shown as the reason.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient_note")]
+    #[serde(default, deserialize_with = "lenient_note")]
     #[schema(value_type = Option<String>)]
     pub note: Option<Note>,
     /// When it was received (Unix milliseconds).
@@ -179,6 +180,7 @@ pub struct ReportRecord {
 }
 
 /// An instance's liveness as stored in its record.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Liveness {
     /// The verdict: the worse of what was observed and what was reported, after the
@@ -193,19 +195,15 @@ pub struct Liveness {
     #[serde(default)]
     pub components: Vec<Component>,
     /// What the backend observed last, if it can observe (absent: it cannot).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed: Option<Observation>,
     /// The instance's latest report of itself, if it ever sent one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reported: Option<Report>,
     /// When it was last seen up by either source (Unix milliseconds); the start of the
     /// active and drop thresholds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_up_at: Option<u64>,
     /// When its backend last observed it up (Unix milliseconds): what the drop
     /// threshold counts from unless reports may drop (absent in records of older esm,
     /// and for an instance never observed up).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_up_at: Option<u64>,
     /// When it was first watched (Unix milliseconds): an instance never seen up is lost
     /// once the active threshold has passed since then.

@@ -9,6 +9,7 @@ use super::strict;
 
 /// A registered manifest. The ElasTest platform reads `endpoints` and `config`, so both
 /// are kept and returned exactly as registered.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Manifest {
     /// The manifest id. On `PUT /v2/et/manifest/{id}` the path wins over the body.
@@ -27,11 +28,11 @@ pub struct Manifest {
     #[schema(min_length = 1)]
     pub manifest_content: String,
     /// ElasTest: sub-service endpoints (`{name: {main, port}}`), read by the platform.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_json_object")]
+    #[serde(default, deserialize_with = "strict::optional_json_object")]
     #[schema(value_type = Option<Object>)]
     pub endpoints: Option<Value>,
     /// ElasTest: free-form configuration, read by the platform.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_json_object")]
+    #[serde(default, deserialize_with = "strict::optional_json_object")]
     #[schema(value_type = Option<Object>)]
     pub config: Option<Value>,
 }

@@ -84,6 +84,7 @@ impl OperationKind {
 }
 
 /// One operation on an instance or a binding.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Operation {
     /// Opaque id returned as `operation` in a 202 and echoed back by the platform.
@@ -93,16 +94,12 @@ pub struct Operation {
     /// Where it stands.
     pub state: OperationState,
     /// Progress or failure text for the platform's user.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// OSB 2.16, failed update/deprovision only: whether the instance still works.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_usable: Option<bool>,
     /// OSB 2.16, failed update only: whether repeating the update may succeed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update_repeatable: Option<bool>,
     /// For an update: the changes, applied to the instance only when it succeeds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update: Option<PendingUpdate>,
     /// Whether the platform was answered 202 (so it polls) rather than waited for.
     #[serde(default)]
@@ -110,7 +107,6 @@ pub struct Operation {
     /// The esm process running it (a random id per process). Another process takes
     /// the operation over only once `lease_until` has passed, so two replicas never
     /// run one operation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
     /// Unix time in milliseconds until which `owner` holds the operation; the owner
     /// renews it while it works.
@@ -119,7 +115,6 @@ pub struct Operation {
     /// When it started (RFC 3339).
     pub started_at: Timestamp,
     /// When it ended (RFC 3339).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Timestamp>,
 }
 

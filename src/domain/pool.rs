@@ -44,6 +44,7 @@ pub const BUSY_LOOK: Duration = Duration::from_secs(1);
 pub const SETTLED_LOOK: Duration = Duration::from_secs(10);
 
 /// A pool, as stored (one record per plan, keyed by the plan id).
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Pool {
     /// The plan whose instances it holds.
@@ -53,11 +54,9 @@ pub struct Pool {
     /// How many ready members to keep.
     pub size: u32,
     /// Members older than this are replaced.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_age_seconds: Option<u64>,
     /// The parameters members are deployed with; a provision must ask for exactly these
     /// (or for none when these are none) to be handed a member.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parameters: Option<Map<String, Value>>,
     /// Deleted: its idle members are being removed; the record goes when none is left.
     #[serde(default)]
@@ -69,7 +68,6 @@ pub struct Pool {
     #[serde(default)]
     pub misses_total: u64,
     /// The last member deploy that failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<PoolError>,
     /// Member deploys that failed in a row (drives the backoff).
     #[serde(default)]
@@ -78,7 +76,6 @@ pub struct Pool {
     #[serde(default)]
     pub retry_at: u64,
     /// The replica that keeps the pool filled, and until when (Unix ms).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keeper: Option<Keeper>,
     /// When it was first set (RFC 3339).
     pub created_at: Timestamp,
@@ -182,18 +179,16 @@ pub fn spread(id: &str) -> usize {
 }
 
 /// What makes an instance record a pool member.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Membership {
     /// The digest of the manifest it was made from (`ManifestEntry::digest`): a member
     /// whose digest is not its plan's current one is never handed out. Members made
     /// before esm recorded it have none, and are replaced.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest_digest: Option<String>,
     /// The instance it was handed to, once claimed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claimed_by: Option<String>,
     /// When (RFC 3339).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claimed_at: Option<Timestamp>,
 }
 

@@ -53,10 +53,10 @@ impl ResourceState {
 }
 
 /// A host port a resource publishes on.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct HostPort {
     /// The host address it listens on, once the engine said (`0.0.0.0`, `127.0.0.1`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
     /// The port.
     pub port: u16,
@@ -102,6 +102,7 @@ impl Holding {
 }
 
 /// One resource in the inventory.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Resource {
     /// `<backend>/<type>/<name>`; a host port's is `port/<protocol>/<port>`, so a port
@@ -126,7 +127,6 @@ pub struct Resource {
     #[schema(value_type = String)]
     pub updated_at: Timestamp,
     /// For a host port: its address, port and protocol.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<HostPort>,
 }
 

@@ -24,6 +24,7 @@ pub struct BindingListQuery {
 
 /// A binding as the listing shows it: what it is and where it stands, never its
 /// credentials or bind parameters.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct BindingSummary {
     /// The binding id.
@@ -38,20 +39,16 @@ pub struct BindingSummary {
     #[schema(value_type = String)]
     pub status: BindingStatus,
     /// Its last operation (`bind` or `unbind`) and that operation's state.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
     pub last_operation: Option<OperationKind>,
     /// `in progress`, `succeeded` or `failed`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operation_state: Option<OperationState>,
     /// The application bound, when the platform named one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_guid: Option<String>,
     /// Where the application reaches the instance (OSB 2.15).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub endpoints: Vec<Endpoint>,
     /// When the credentials stop working (RFC 3339).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
     /// When the bind was requested (RFC 3339).
     pub created_at: String,
@@ -77,11 +74,11 @@ impl From<&Binding> for BindingSummary {
 }
 
 /// A page of an instance's bindings.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct BindingPage {
     /// The live bindings (not unbound), in id order.
     pub bindings: Vec<BindingSummary>,
     /// Pass as `after` for the next page; absent on the last page.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
 }

@@ -26,6 +26,7 @@ pub const MAX_METADATA_BYTES: usize = 64 * 1024;
 pub const MAX_DASHBOARD_CLIENT_BYTES: usize = 4 * 1024;
 
 /// Body of `PUT /v2/et/catalog`: a service offering.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ServiceRegistration {
     /// Globally unique, stable id (the only identity the platform uses).
@@ -42,37 +43,31 @@ pub struct ServiceRegistration {
     #[serde(deserialize_with = "strict::objects")]
     pub plans: Vec<PlanRegistration>,
     /// ElasTest: the short name the ElasTest platform shows.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub short_name: Option<Name>,
     /// Free-form tags (at most `ESM_CATALOG_MAX_TAGS`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<Label>>,
     /// Subset of `syslog_drain`, `route_forwarding`, `volume_mount`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requires: Option<Vec<Label>>,
     /// Opaque metadata (display name, image URL, ...), at most 64 KiB of JSON.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "metadata")]
+    #[serde(default, deserialize_with = "metadata")]
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
     /// OSB 2.14: `GET /v2/service_instances/:id` works (filled in as `true`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instances_retrievable: Option<bool>,
     /// OSB 2.14: `GET .../service_bindings/:id` works (filled in as `true`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bindings_retrievable: Option<bool>,
     /// OSB 2.15: context-only updates are accepted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_context_updates: Option<bool>,
     /// Whether plans can be changed by an update (plans may override).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan_updateable: Option<bool>,
     /// SSO client of the dashboard (CF profile), at most 4 KiB of JSON.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "dashboard_client")]
+    #[serde(default, deserialize_with = "dashboard_client")]
     #[schema(value_type = Option<Object>)]
     pub dashboard_client: Option<Value>,
 }
 
 /// A plan of a [`ServiceRegistration`].
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PlanRegistration {
     /// Globally unique, stable id.
@@ -82,46 +77,40 @@ pub struct PlanRegistration {
     /// What the plan gives.
     pub description: Description,
     /// Opaque metadata (costs, bullets, display name), at most 64 KiB of JSON.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "metadata")]
+    #[serde(default, deserialize_with = "metadata")]
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
     /// Whether the plan is free (OSB default: true).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub free: Option<bool>,
     /// Overrides the offering's `bindable`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bindable: Option<bool>,
     /// OSB 2.15: overrides the offering's `plan_updateable`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan_updateable: Option<bool>,
     /// OSB 2.13: JSON Schemas for the `parameters` of provision, update and bind (each
     /// at most 64 kB, as OSB allows).
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_object")]
+    #[serde(default, deserialize_with = "strict::optional_object")]
     pub schemas: Option<Schemas>,
     /// OSB 2.15: seconds the platform should poll an operation at most.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<i64>, minimum = 0, maximum = 4294967295_i64)]
     pub maximum_polling_duration: Option<u32>,
     /// OSB 2.15: the version instances of this plan should run.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_object")]
+    #[serde(default, deserialize_with = "strict::optional_object")]
     pub maintenance_info: Option<MaintenanceInfoRequest>,
     /// OSB 2.17: bindings may be rotated with `predecessor_binding_id`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub binding_rotatable: Option<bool>,
     /// esm extension: bindings of this plan expire this many seconds after creation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<i64>, minimum = 0, maximum = 4294967295_i64)]
     pub binding_lifetime_seconds: Option<u32>,
 }
 
 /// OSB 2.15 maintenance info, as a client sends it (a plan's, or the one a provision
 /// or update expects).
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct MaintenanceInfoRequest {
     /// A SemVer 2.0 version.
     pub version: Version,
     /// What this version brings.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<Description>,
 }
 
@@ -177,10 +166,10 @@ fn strings(labels: Vec<Label>) -> Vec<String> {
 
 /// Body of `PUT /v2/et/manifest/{manifest_id}`. `manifest_content` is bounded by
 /// `ESM_MANIFEST_MAX_BYTES` (and the body by 1 MiB).
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ManifestRegistration {
     /// Ignored: the path names the manifest (as the original did).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<ManifestId>,
     /// The service the plan belongs to.
     pub service_id: ServiceId,
@@ -192,11 +181,11 @@ pub struct ManifestRegistration {
     #[schema(min_length = 1)]
     pub manifest_content: String,
     /// ElasTest: sub-service endpoints (`{name: {main, port}}`), read by the platform.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_json_object")]
+    #[serde(default, deserialize_with = "strict::optional_json_object")]
     #[schema(value_type = Option<Object>)]
     pub endpoints: Option<Value>,
     /// ElasTest: free-form configuration, read by the platform.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_json_object")]
+    #[serde(default, deserialize_with = "strict::optional_json_object")]
     #[schema(value_type = Option<Object>)]
     pub config: Option<Value>,
 }

@@ -39,6 +39,7 @@ pub struct Gap {
 }
 
 /// A page of the event log.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct EventPage {
     /// The events, oldest first.
@@ -46,6 +47,5 @@ pub struct EventPage {
     /// Pass as `after` for the next page (the last id read, or the `after` asked for).
     pub after: u64,
     /// Set when `after` asked for events older than the log keeps.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gap: Option<Gap>,
 }

@@ -26,12 +26,12 @@ pub struct LivenessReport {
 pub const MAX_TTL_SECONDS: u64 = 86_400;
 
 /// An instance's own report, as shown.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ReportView {
     /// What it said.
     pub status: LivenessStatus,
     /// Its note.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<Note>,
     /// When esm received it (RFC 3339).
     pub received_at: String,
@@ -40,6 +40,7 @@ pub struct ReportView {
 }
 
 /// `GET /v2/et/service_instances/{id}/liveness`: is the instance up?
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct LivenessView {
     /// The instance.
@@ -53,13 +54,10 @@ pub struct LivenessView {
     /// Each component (container, swarm task) as last observed.
     pub components: Vec<Component>,
     /// What the backend observed last; absent when it cannot observe.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub observed: Option<Observation>,
     /// The instance's latest report of itself.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub reported: Option<ReportView>,
     /// When it was last seen up (RFC 3339), as recorded at its last change.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub last_up_at: Option<String>,
 }
 

@@ -8,6 +8,7 @@ use crate::domain::pool::PoolError;
 use crate::domain::strict;
 
 /// Body of `PUT /v2/et/pools/{plan_id}`: keep `size` instances of the plan ready.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PoolRequest {
@@ -16,18 +17,18 @@ pub struct PoolRequest {
     #[schema(minimum = 0, maximum = 100, example = 3)]
     pub size: i64,
     /// Members older than this are replaced (1 s to a year); absent: never.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 31_536_000)]
     pub max_age_seconds: Option<i64>,
     /// The parameters members are deployed with, checked against the plan's schema. A
     /// provision is handed a member only if it asks for exactly these (or for none when
     /// these are none).
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "strict::optional_json_object")]
+    #[serde(default, deserialize_with = "strict::optional_json_object")]
     #[schema(value_type = Option<Object>)]
     pub parameters: Option<Value>,
 }
 
 /// A pool and how full it is (`GET /v2/et/pools[/{plan_id}]`).
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct PoolStatus {
     /// The plan.
@@ -37,10 +38,8 @@ pub struct PoolStatus {
     /// How many ready members it keeps (0 while draining).
     pub size: u32,
     /// Members older than this are replaced.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_age_seconds: Option<u64>,
     /// The parameters members are deployed with.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub parameters: Option<Map<String, Value>>,
     /// Deleted: idle members are being removed.
@@ -58,19 +57,18 @@ pub struct PoolStatus {
     /// Provisions of the plan that found no member to take, ever.
     pub misses_total: u64,
     /// The last member deploy that failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub last_error: Option<PoolError>,
     /// Deploy failures in a row; new members wait until `retry_at` (RFC 3339).
     pub failures: u32,
     /// When the next member may be deployed after failures (RFC 3339).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_at: Option<String>,
     /// Each unclaimed member: id, state and, when broken, why.
     pub members: Vec<MemberView>,
 }
 
 /// One unclaimed member.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct MemberView {
     /// Its id (also the `esm.instance_id` of its resources on the engine).
@@ -78,7 +76,6 @@ pub struct MemberView {
     /// `deploying`, `ready`, `removing` or `broken`.
     pub state: String,
     /// Why it is broken.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// When it was first requested (RFC 3339).
     pub created_at: String,
