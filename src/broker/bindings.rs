@@ -102,15 +102,7 @@ impl Bindings<'_> {
             outbox: existing.as_ref().map(|t| t.record.outbox.clone()).unwrap_or_default(),
         };
         self.broker.operations().announce(&mut binding, Event::operation(OperationKind::Bind, Step::Started, &op_id));
-        let written = match existing {
-            Some(tombstone) => {
-                self.core.records.replace_announced(tombstone.version, &tombstone.record, &binding).await
-            }
-            None => {
-                self.core.records.insert(&binding).await.map(|version| Versioned { version, record: binding.clone() })
-            }
-        };
-        let written = match written {
+        let written = match self.core.records.create_announced(existing.as_ref(), &binding).await {
             Ok(written) => {
                 self.core.events.announced();
                 self.confirm_instance::<work::Bind>(instance_id, binding_id, &op_id).await?;

@@ -78,15 +78,7 @@ impl Instances<'_> {
             .announce(&mut instance, Event::operation(OperationKind::Provision, Step::Started, &op_id));
         // One atomic write decides who creates the instance: a racing request with the
         // same id loses here and is answered from what the winner stored.
-        let written = match &existing {
-            Some(tombstone) => {
-                self.core.records.replace_announced(tombstone.version, &tombstone.record, &instance).await
-            }
-            None => {
-                self.core.records.insert(&instance).await.map(|version| Versioned { version, record: instance.clone() })
-            }
-        };
-        let written = match written {
+        let written = match self.core.records.create_announced(existing.as_ref(), &instance).await {
             Ok(written) => {
                 self.core.events.announced();
                 written
