@@ -13,7 +13,7 @@
 source "$(dirname "$0")/lib.sh"
 need wrk wrk
 need nginx nginx
-[ -n "$ESM_BIN_GIVEN" ] || cargo build --release --locked --quiet --bin esm
+build_esm
 duration=${DURATION:-6s}; conns=${CONNECTIONS:-32}; threads=${THREADS:-2}; rounds=${ROUNDS:-5}
 workers=$(nproc)
 

@@ -6,7 +6,7 @@
 # figure is over it, the goal is out of reach however the store performs.
 source "$(dirname "$0")/lib.sh"
 need wrk wrk
-[ -n "$ESM_BIN_GIVEN" ] || cargo build --release --locked --quiet --bin esm
+build_esm
 duration=${DURATION:-5s}; store=${STORE:-memory}; goal=${GOAL:-10000}
 cores=$(nproc)
 

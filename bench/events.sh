@@ -11,15 +11,14 @@
 source "$(dirname "$0")/lib.sh"
 need wrk wrk
 need nginx nginx
-[ -n "$ESM_BIN_GIVEN" ] || cargo build --release --locked --quiet --bin esm
+build_esm
 subscribers=${SUBSCRIBERS:-1000}; changes=${CHANGES:-20}; count=${COUNT:-100000}; lat=${LATENCY_DURATION:-5s}
-hdr=(-H 'X-Broker-API-Version: 2.17')
 esm_pid() { echo "${BENCH_PIDS[-1]}"; }
 
 # SSE fan-out.
 start_esm fanout ESM_STORE=embedded
 register "$ESM_URL_fanout" 'x-esm-dummy: {mode: sync, observe: false}'
-curl -fsS -o /dev/null -X PUT "$ESM_URL_fanout/v2/service_instances/fan-1" "${hdr[@]}" -H 'Content-Type: application/json' \
+curl -fsS -o /dev/null -X PUT "$ESM_URL_fanout/v2/service_instances/fan-1" "${OSB_HDR[@]}" -H 'Content-Type: application/json' \
   -d '{"service_id":"bench-svc","plan_id":"plan-1","organization_guid":"o","space_guid":"s"}'
 one=$(python3 bench/sse_fanout.py "$ESM_URL_fanout" "$(esm_pid)" fan-1 1 "$changes")
 many=$(python3 bench/sse_fanout.py "$ESM_URL_fanout" "$(esm_pid)" fan-1 "$subscribers" "$changes")
@@ -31,12 +30,12 @@ register "$ESM_URL_scale" 'x-esm-dummy: {mode: sync}'
 provision_many "$ESM_URL_scale" "$count" live 2 32
 # Wait for the watch to have seen every instance up (one round writes each once).
 probe=$(printf 'live-1-%07d' $((PER_THREAD / 2)))
-until curl -fsS "${hdr[@]}" "$ESM_URL_scale/v2/et/service_instances/$probe/liveness" | grep -q '"status":"up"'; do sleep 1; done
+until curl -fsS "${OSB_HDR[@]}" "$ESM_URL_scale/v2/et/service_instances/$probe/liveness" | grep -q '"status":"up"'; do sleep 1; done
 # CPU esm spends watching COUNT idle instances: 30 s of its CPU time.
 cpu() { awk '{print $14 + $15}' "/proc/$(esm_pid)/stat"; }
 ticks=$(getconf CLK_TCK); c0=$(cpu); sleep 30; c1=$(cpu)
 watch_cpu=$(python3 -c "print(round(100 * ($c1 - $c0) / $ticks / 30, 1))")
-curl -fsS "${hdr[@]}" "$ESM_URL_scale/v2/et/service_instances/$probe/liveness" >"$BENCH_TMP/liveness.json"
+curl -fsS "${OSB_HDR[@]}" "$ESM_URL_scale/v2/et/service_instances/$probe/liveness" >"$BENCH_TMP/liveness.json"
 mkdir -p "$BENCH_TMP/www" && cp "$BENCH_TMP/liveness.json" "$BENCH_TMP/www/liveness.json" && chmod -R 755 "$BENCH_TMP"
 nport=$(free_port)
 cat >"$BENCH_TMP/nginx.conf" <<NGINX
@@ -47,7 +46,7 @@ NGINX
 nginx -c "$BENCH_TMP/nginx.conf" & BENCH_PIDS+=($!)
 wait_http "http://127.0.0.1:$nport/liveness.json"
 percentile() { # url pct
-  wrk -t 1 -c 1 -d "$lat" --latency "${hdr[@]}" "$1" | awk -v p="$2%" '$1 == p {v=$2; if (v ~ /us$/) {sub("us","",v); v=v/1000} else if (v ~ /ms$/) {sub("ms","",v)} else if (v ~ /s$/) {sub("s","",v); v=v*1000}; printf "%.3f", v}'
+  wrk -t 1 -c 1 -d "$lat" --latency "${OSB_HDR[@]}" "$1" | awk -v p="$2%" '$1 == p {v=$2; if (v ~ /us$/) {sub("us","",v); v=v/1000} else if (v ~ /ms$/) {sub("ms","",v)} else if (v ~ /s$/) {sub("s","",v); v=v*1000}; printf "%.3f", v}'
 }
 q50=$(percentile "$ESM_URL_scale/v2/et/service_instances/$probe/liveness" 50)
 q99=$(percentile "$ESM_URL_scale/v2/et/service_instances/$probe/liveness" 99)

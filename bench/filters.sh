@@ -10,9 +10,8 @@
 source "$(dirname "$0")/lib.sh"
 need wrk wrk
 need nginx nginx
-[ -n "$ESM_BIN_GIVEN" ] || cargo build --release --locked --quiet --bin esm
+build_esm
 count=${COUNT:-20000}; conns=${CONNECTIONS:-32}; threads=${THREADS:-2}
-hdr=(-H 'X-Broker-API-Version: 2.17')
 
 start_esm filters ESM_STORE=embedded
 url=$ESM_URL_filters
@@ -28,13 +27,13 @@ urllib.request.urlopen(req).read()
 PY
 provision_many "$url" "$count" bench "$threads" "$conns"
 for n in $(seq -w 1 100); do
-  curl -s -o /dev/null -X PUT "${hdr[@]}" -H 'Content-Type: application/json' "$url/v2/service_instances/z-failed-$n?accepts_incomplete=true" \
+  curl -s -o /dev/null -X PUT "${OSB_HDR[@]}" -H 'Content-Type: application/json' "$url/v2/service_instances/z-failed-$n?accepts_incomplete=true" \
     -d '{"service_id":"bench-svc","plan_id":"plan-3","organization_guid":"o","space_guid":"s"}'
 done
 
 # A failed asynchronous provision keeps its instance, failed: wait until all are.
 for _ in $(seq 1 100); do
-  failed=$(curl -fsS "${hdr[@]}" "$url/v2/et/service_instances?limit=1000&state=failed" | grep -o '"service_type":' | wc -l)
+  failed=$(curl -fsS "${OSB_HDR[@]}" "$url/v2/et/service_instances?limit=1000&state=failed" | grep -o '"service_type":' | wc -l)
   [ "$failed" -eq 100 ] && break
   sleep 0.2
 done
@@ -48,7 +47,7 @@ declare -A pages=(
 order=(unfiltered service+failed plan-1+failed plan-3+service+failed)
 mkdir -p "$BENCH_TMP/www"
 for name in "${order[@]}"; do
-  curl -fsS "${hdr[@]}" "${pages[$name]}" >"$BENCH_TMP/www/$name.json"
+  curl -fsS "${OSB_HDR[@]}" "${pages[$name]}" >"$BENCH_TMP/www/$name.json"
 done
 shown() { python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["instances"]))' "$1"; }
 [ "$(shown "$BENCH_TMP/www/service+failed.json")" -eq 100 ] || { echo "the failed provisions are not listed" >&2; exit 1; }

@@ -9,7 +9,7 @@
 # STORE, STEPS, DURATION, CONNECTIONS (32), THREADS (2).
 source "$(dirname "$0")/lib.sh"
 need wrk wrk
-[ -n "$ESM_BIN_GIVEN" ] || cargo build --release --locked --quiet --bin esm
+build_esm
 duration=${DURATION:-8s}; conns=${CONNECTIONS:-32}; threads=${THREADS:-2}
 
 store=${STORE:-memory}

@@ -17,6 +17,12 @@ mkdir -p bench/results
 BENCH_TARGET=${CARGO_TARGET_DIR:-target}
 ESM_BIN_GIVEN=${ESM_BIN:+yes}
 ESM_BIN=${ESM_BIN:-$BENCH_TARGET/release/esm}
+# The version header every /v2 request of a bench sends.
+OSB_HDR=(-H 'X-Broker-API-Version: 2.17')
+
+build_esm() { # the release build measured, unless ESM_BIN names one
+  [ -n "$ESM_BIN_GIVEN" ] || cargo build --release --locked --quiet --bin esm
+}
 
 need() { # command package
   command -v "$1" >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; }

@@ -15,7 +15,7 @@
 # /proc/<pid>/stat. The catalog is the same throughout (POOLS plans with a manifest
 # each), so only the pools differ. Goal: the pools cost within 1 % of a core.
 source "$(dirname "$0")/lib.sh"
-[ -n "$ESM_BIN_GIVEN" ] || cargo build --release --locked --quiet --bin esm
+build_esm
 
 if [ "${1:-}" = idle ]; then
   pools=${POOLS:-800}

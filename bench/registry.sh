@@ -15,7 +15,7 @@
 # ESM_BIN measures that binary instead of building one; ESM_BIN_BASE (e.g. a build of
 # main) is measured the same way in the same run, for a before/after.
 source "$(dirname "$0")/lib.sh"
-[ -n "$ESM_BIN_GIVEN" ] || cargo build --release --locked --quiet --bin esm
+build_esm
 services=${SERVICES:-1000}; plans=${PLANS:-50}; count=${COUNT:-200}; rounds=${ROUNDS:-3}
 store=${STORE:-embedded}
 

@@ -13,9 +13,8 @@
 source "$(dirname "$0")/lib.sh"
 need wrk wrk
 need nginx nginx
-[ -n "$ESM_BIN_GIVEN" ] || cargo build --release --locked --quiet --bin esm
+build_esm
 count=${COUNT:-100000}; conns=${CONNECTIONS:-32}; threads=${THREADS:-2}
-hdr=(-H 'X-Broker-API-Version: 2.17')
 
 esm_pid() { echo "${BENCH_PIDS[-1]}"; }
 rss_mb() { awk '/VmRSS/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
@@ -32,7 +31,7 @@ rate=$(python3 -c "print(round($provisioned / ($t1 - $t0)))")
 rss_provisioned=$(rss_mb "$(esm_pid)")
 
 t2=$(now)
-curl -fsS "${hdr[@]}" "$ESM_URL_scale/v2/et/service_instances" >"$BENCH_TMP/listing.json"
+curl -fsS "${OSB_HDR[@]}" "$ESM_URL_scale/v2/et/service_instances" >"$BENCH_TMP/listing.json"
 t3=$(now)
 listed_bytes=$(wc -c <"$BENCH_TMP/listing.json")
 # What the store holds (a provision cut off when wrk stops may be missing).
@@ -73,11 +72,11 @@ t5=$(now)
 rss_restarted=$(rss_mb "$(esm_pid)")
 
 # Median latency with one connection: a page of 100 from the middle, a fetch, the catalog.
-middle=$(curl -fsS "${hdr[@]}" "$ESM_URL_scale/v2/et/service_instances?limit=1&after=$(python3 -c 'print("c1" + "scale-1-0050000".encode().hex())')" | python3 -c 'import json,sys; print(json.load(sys.stdin)["next"])')
+middle=$(curl -fsS "${OSB_HDR[@]}" "$ESM_URL_scale/v2/et/service_instances?limit=1&after=$(python3 -c 'print("c1" + "scale-1-0050000".encode().hex())')" | python3 -c 'import json,sys; print(json.load(sys.stdin)["next"])')
 page_url="$ESM_URL_scale/v2/et/service_instances?limit=100&after=$middle"
-curl -fsS "${hdr[@]}" "$page_url" >"$BENCH_TMP/page.json"
-curl -fsS "${hdr[@]}" "$ESM_URL_scale/v2/service_instances/scale-1-0000042" >"$BENCH_TMP/fetch.json"
-curl -fsS "${hdr[@]}" "$ESM_URL_scale/v2/catalog" >"$BENCH_TMP/catalog.json"
+curl -fsS "${OSB_HDR[@]}" "$page_url" >"$BENCH_TMP/page.json"
+curl -fsS "${OSB_HDR[@]}" "$ESM_URL_scale/v2/service_instances/scale-1-0000042" >"$BENCH_TMP/fetch.json"
+curl -fsS "${OSB_HDR[@]}" "$ESM_URL_scale/v2/catalog" >"$BENCH_TMP/catalog.json"
 page_ms=$(median_ms "$page_url")
 fetch_ms=$(median_ms "$ESM_URL_scale/v2/service_instances/scale-1-0000042")
 catalog_ms=$(median_ms "$ESM_URL_scale/v2/catalog")

@@ -2,9 +2,9 @@
 
 use serde_json::{Map, Value};
 
-use super::operations::answers::{Asked, last_operation_of, resent};
+use super::operations::answers::{Asked, last_operation_of, removal_while, resent};
 use super::runner::Work;
-use super::{Answer, busy, purge, require, require_object, require_query, run_asynchronously, work};
+use super::{Answer, busy, purge, removal_accepts_incomplete, require, require_object, run_asynchronously, work};
 use crate::domain::binding::{Binding, BindingMetadata, BindingStatus};
 use crate::domain::catalog::SchemaFor;
 use crate::domain::event::{Event, Step};
@@ -102,38 +102,16 @@ impl Bindings<'_> {
             outbox: existing.as_ref().map(|t| t.record.outbox.clone()).unwrap_or_default(),
         };
         self.broker.operations().announce(&mut binding, Event::operation(OperationKind::Bind, Step::Started, &op_id));
-        let written = match existing {
-            Some(tombstone) => {
-                self.core.records.replace_announced(tombstone.version, &tombstone.record, &binding).await
-            }
-            None => {
-                self.core.records.insert(&binding).await.map(|version| Versioned { version, record: binding.clone() })
-            }
-        };
-        let written = match written {
-            Ok(written) => {
-                self.core.events.announced();
-                self.confirm_instance::<work::Bind>(instance_id, binding_id, &op_id).await?;
-                written
-            }
-            Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => {
-                return match self.core.records.get::<Binding>(binding_id).await? {
-                    Some(winner) if winner.record.is_live() => {
-                        bind_existing(&winner.record, instance_id, &req, accepts_incomplete)
-                    }
-                    _ => Err(OsbError::ConcurrencyError(format!(
-                        "binding {binding_id} is being changed by another request; retry"
-                    ))),
-                };
-            }
-            // The write may have landed all the same (its answer lost).
-            Err(e) => {
-                return Err(self
-                    .broker
-                    .operations()
-                    .give_up(binding_id, &op_id, e.into(), work::Bind::withdrawn)
-                    .await);
-            }
+        let written = self.core.records.create_announced(existing.as_ref(), &binding).await;
+        let Some(written) = self.started::<work::Bind>(written, instance_id, binding_id, &op_id).await? else {
+            return match self.core.records.get::<Binding>(binding_id).await? {
+                Some(winner) if winner.record.is_live() => {
+                    bind_existing(&winner.record, instance_id, &req, accepts_incomplete)
+                }
+                _ => Err(OsbError::ConcurrencyError(format!(
+                    "binding {binding_id} is being changed by another request; retry"
+                ))),
+            };
         };
 
         Ok(match self.broker.operations().carry_out(work::Bind, written, &op_id, asynchronous).await? {
@@ -149,21 +127,13 @@ impl Bindings<'_> {
         binding_id: &str,
         query: &DeleteQuery,
     ) -> OsbResult<Answer<OperationResponse>> {
-        let service_id = require_query("service_id", query.service_id.as_deref())?;
-        let plan_id = require_query("plan_id", query.plan_id.as_deref())?;
-        let accepts_incomplete = query.accepts_incomplete();
-        if let Ok(view) = self.broker.registrar().plan_view(service_id, plan_id).await {
-            view.asynchronous(OperationKind::Unbind, accepts_incomplete)?;
-        }
+        let accepts_incomplete =
+            removal_accepts_incomplete(self.broker.registrar(), query, OperationKind::Unbind).await?;
         let Some(Versioned { version, record: mut binding }) = self.live_binding(instance_id, binding_id).await? else {
             return Err(OsbError::Gone);
         };
         if let Some(running) = binding.operations.running() {
-            if running.kind == OperationKind::Unbind {
-                return resent(binding_id, running, accepts_incomplete)
-                    .map(|operation| Answer::Accepted(OperationResponse { operation }));
-            }
-            return Err(busy("binding", binding_id, running.kind));
+            return removal_while("binding", binding_id, running, OperationKind::Unbind, accepts_incomplete);
         }
         let Some(Versioned { record: instance, .. }) = self.core.live_instance(instance_id).await? else {
             return Err(OsbError::Gone);
@@ -179,24 +149,11 @@ impl Bindings<'_> {
         let before = binding.clone();
         binding.operations.push(op);
         self.broker.operations().announce(&mut binding, Event::operation(OperationKind::Unbind, Step::Started, &op_id));
-        let written = match self.core.records.replace_announced(version, &before, &binding).await {
-            Ok(written) => {
-                self.core.events.announced();
-                self.confirm_instance::<work::Unbind>(instance_id, binding_id, &op_id).await?;
-                written
-            }
-            Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => {
-                return Err(OsbError::ConcurrencyError(format!(
-                    "binding {binding_id} was changed by another request at the same time; retry"
-                )));
-            }
-            Err(e) => {
-                return Err(self
-                    .broker
-                    .operations()
-                    .give_up(binding_id, &op_id, e.into(), work::Unbind::withdrawn)
-                    .await);
-            }
+        let written = self.core.records.replace_announced(version, &before, &binding).await;
+        let Some(written) = self.started::<work::Unbind>(written, instance_id, binding_id, &op_id).await? else {
+            return Err(OsbError::ConcurrencyError(format!(
+                "binding {binding_id} was changed by another request at the same time; retry"
+            )));
         };
 
         Ok(match self.broker.operations().carry_out(work::Unbind, written, &op_id, asynchronous).await? {
@@ -252,17 +209,30 @@ impl Bindings<'_> {
                 purge::last_operation_gone(operation, OperationKind::Unbind, what)
             })?;
         let forgotten_before = self.broker.tombstones().forgotten_before(binding.created_at);
-        let asked = Asked { id: binding_id, removal: OperationKind::Unbind, forgotten_before };
-        if !binding.is_live() {
-            // As for instances: Gone, unless the platform asks about that very operation.
-            return match operation {
-                Some(op_id) if binding.operations.find_remembered(op_id, asked.forgotten_before).is_some() => {
-                    last_operation_of(&binding.operations, operation, &asked)
-                }
-                _ => Err(OsbError::Gone),
-            };
-        }
+        let asked = Asked { id: binding_id, removal: OperationKind::Unbind, forgotten_before, live: binding.is_live() };
         last_operation_of(&binding.operations, operation, &asked)
+    }
+
+    /// The binding as `written` with its operation `op_id` (of kind `W`) started, once
+    /// its instance is confirmed; `None` where another request's write came first. A
+    /// write that failed otherwise may have landed all the same (its answer lost): the
+    /// operation is given up on.
+    async fn started<W: Work<Record = Binding>>(
+        &self,
+        written: Result<Versioned<Binding>, StoreError>,
+        instance_id: &str,
+        binding_id: &str,
+        op_id: &str,
+    ) -> OsbResult<Option<Versioned<Binding>>> {
+        match written {
+            Ok(written) => {
+                self.core.events.announced();
+                self.confirm_instance::<W>(instance_id, binding_id, op_id).await?;
+                Ok(Some(written))
+            }
+            Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => Ok(None),
+            Err(e) => Err(self.broker.operations().give_up(binding_id, op_id, e.into(), W::withdrawn).await),
+        }
     }
 
     /// A bind or unbind races a deprovision of its instance: each checks the other

@@ -27,18 +27,29 @@ pub(crate) fn broker(store: Arc<dyn Store>, backend: Arc<dyn Backend>) -> Arc<Br
 pub(crate) async fn register_plan(broker: &Arc<Broker>, manifest_type: &str, content: &str) {
     let service = json!({"id": "s", "name": "s", "description": "d", "bindable": true,
         "plans": [{"id": "p", "name": "p", "description": "d"}]});
-    let registrar = broker.registrar();
-    registrar.register_service(serde_json::from_value(service).expect("service")).await.expect("registers");
+    broker.registrar().register_service(serde_json::from_value(service).expect("service")).await.expect("registers");
+    register_manifest(broker, "s", "p", manifest_type, content).await;
+}
+
+/// Registers manifest `m` for plan `plan_id` of service `service_id` (`manifest_type`,
+/// `content`).
+pub(crate) async fn register_manifest(
+    broker: &Arc<Broker>,
+    service_id: &str,
+    plan_id: &str,
+    manifest_type: &str,
+    content: &str,
+) {
     let manifest = Manifest {
         id: String::new(),
-        service_id: "s".into(),
-        plan_id: "p".into(),
+        service_id: service_id.into(),
+        plan_id: plan_id.into(),
         manifest_type: manifest_type.into(),
         manifest_content: content.into(),
         endpoints: None,
         config: None,
     };
-    registrar.register_manifest("m", manifest).await.expect("registers");
+    broker.registrar().register_manifest("m", manifest).await.expect("registers");
 }
 
 /// A provision of plan `p`.

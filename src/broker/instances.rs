@@ -2,10 +2,11 @@
 
 use serde_json::{Map, Value, json};
 
-use super::operations::answers::{Asked, last_operation_of, resent};
+use super::operations::answers::{Asked, last_operation_of, removal_while, resent};
 use super::runner::Work;
 use super::{
-    Answer, PlanView, busy, check_maintenance, purge, require, require_object, require_query, run_asynchronously, work,
+    Answer, PlanView, busy, check_maintenance, purge, removal_accepts_incomplete, require, require_object,
+    run_asynchronously, work,
 };
 use crate::backend::Execution;
 use crate::domain::binding::Binding;
@@ -78,15 +79,7 @@ impl Instances<'_> {
             .announce(&mut instance, Event::operation(OperationKind::Provision, Step::Started, &op_id));
         // One atomic write decides who creates the instance: a racing request with the
         // same id loses here and is answered from what the winner stored.
-        let written = match &existing {
-            Some(tombstone) => {
-                self.core.records.replace_announced(tombstone.version, &tombstone.record, &instance).await
-            }
-            None => {
-                self.core.records.insert(&instance).await.map(|version| Versioned { version, record: instance.clone() })
-            }
-        };
-        let written = match written {
+        let written = match self.core.records.create_announced(existing.as_ref(), &instance).await {
             Ok(written) => {
                 self.core.events.announced();
                 written
@@ -237,24 +230,13 @@ impl Instances<'_> {
 
     /// `DELETE /v2/service_instances/{id}`.
     pub async fn deprovision(&self, id: &str, query: &DeleteQuery) -> OsbResult<Answer<OperationResponse>> {
-        let service_id = require_query("service_id", query.service_id.as_deref())?;
-        let plan_id = require_query("plan_id", query.plan_id.as_deref())?;
-        let accepts_incomplete = query.accepts_incomplete();
-        // What the request alone decides comes first: a plan that can only be
-        // deprovisioned asynchronously refuses a platform that does not accept that.
-        // (An instance whose plan has left the catalog is still deprovisioned.)
-        if let Ok(view) = self.broker.registrar().plan_view(service_id, plan_id).await {
-            view.asynchronous(OperationKind::Deprovision, accepts_incomplete)?;
-        }
+        let accepts_incomplete =
+            removal_accepts_incomplete(self.broker.registrar(), query, OperationKind::Deprovision).await?;
         let Some(Versioned { version, record: mut instance }) = self.live_instance(id).await? else {
             return Err(OsbError::Gone);
         };
         if let Some(running) = instance.operations.running() {
-            if running.kind == OperationKind::Deprovision {
-                return resent(id, running, accepts_incomplete)
-                    .map(|operation| Answer::Accepted(OperationResponse { operation }));
-            }
-            return Err(busy("instance", id, running.kind));
+            return removal_while("instance", id, running, OperationKind::Deprovision, accepts_incomplete);
         }
         if let Some(binding) = self.bindings_of(id).await?.into_iter().find(|b| b.operations.running().is_some()) {
             return Err(OsbError::ConcurrencyError(format!(
@@ -327,17 +309,8 @@ impl Instances<'_> {
             id,
             removal: OperationKind::Deprovision,
             forgotten_before: self.broker.tombstones().forgotten_before(instance.created_at),
+            live: instance.is_live(),
         };
-        if !instance.is_live() {
-            // OSB: once an asynchronous deprovision is done, the instance is Gone — but a
-            // platform asking about that very operation is told how it ended.
-            return match operation {
-                Some(op_id) if instance.operations.find_remembered(op_id, asked.forgotten_before).is_some() => {
-                    last_operation_of(&instance.operations, operation, &asked)
-                }
-                _ => Err(OsbError::Gone),
-            };
-        }
         last_operation_of(&instance.operations, operation, &asked)
     }
 

@@ -236,6 +236,25 @@ fn require_query<'a>(field: &str, value: Option<&'a str>) -> OsbResult<&'a str> 
     }
 }
 
+/// Whether a removal (`kind`: deprovision, unbind) asked with `query` may run
+/// asynchronously. What the request alone decides comes first: the query must name the
+/// service and the plan, and a plan that can only remove asynchronously refuses a
+/// platform that does not accept that. (A record whose plan has left the catalog is
+/// still removed.)
+async fn removal_accepts_incomplete(
+    registrar: Registrar<'_>,
+    query: &crate::wire::DeleteQuery,
+    kind: OperationKind,
+) -> OsbResult<bool> {
+    let service_id = require_query("service_id", query.service_id.as_deref())?;
+    let plan_id = require_query("plan_id", query.plan_id.as_deref())?;
+    let accepts_incomplete = query.accepts_incomplete();
+    if let Ok(view) = registrar.plan_view(service_id, plan_id).await {
+        view.asynchronous(kind, accepts_incomplete)?;
+    }
+    Ok(accepts_incomplete)
+}
+
 /// `parameters` and `context` must be JSON objects when present.
 fn require_object(field: &str, value: Option<&serde_json::Value>) -> OsbResult<()> {
     match value {

@@ -140,24 +140,37 @@ mod tests {
         broker
     }
 
-    async fn settle(broker: &Arc<Broker>, id: &str, op: &str) -> String {
+    /// Polls operation `op` (its state, from `poll`) until it has ended; the state it
+    /// ended in.
+    async fn ended<F: Future<Output = String>>(op: &str, mut poll: impl FnMut() -> F) -> String {
         for _ in 0..1000 {
-            let state = broker.instances().instance_last_operation(id, Some(op)).await.expect("polls").state;
-            if state.as_str() != "in progress" {
-                return state.as_str().to_owned();
+            let state = poll().await;
+            if state != "in progress" {
+                return state;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         panic!("{op} did not finish");
     }
 
+    /// An asynchronous delete of plan `p`'s instance or binding.
+    fn async_delete() -> DeleteQuery {
+        serde_json::from_value(json!({"service_id": "s", "plan_id": "p", "accepts_incomplete": true})).expect("query")
+    }
+
+    async fn settle(broker: &Arc<Broker>, id: &str, op: &str) -> String {
+        ended(op, || async {
+            let answer = broker.instances().instance_last_operation(id, Some(op)).await.expect("polls");
+            answer.state.as_str().to_owned()
+        })
+        .await
+    }
+
     async fn deprovisioned(broker: &Arc<Broker>, id: &str) -> String {
         let answer = broker.instances().provision(id, fixture::provision_request(), true).await;
         let Answer::Accepted(accepted) = answer.expect("provisions") else { panic!("asynchronous") };
         settle(broker, id, accepted.operation.as_deref().expect("an operation")).await;
-        let query: DeleteQuery =
-            serde_json::from_value(json!({"service_id": "s", "plan_id": "p", "accepts_incomplete": true}))
-                .expect("query");
+        let query = async_delete();
         let Answer::Accepted(accepted) = broker.instances().deprovision(id, &query).await.expect("deprovisions") else {
             panic!("asynchronous")
         };
@@ -194,14 +207,11 @@ mod tests {
 
     /// Polls binding `b` of instance `i` until operation `op` has ended; its state.
     async fn settled_binding(broker: &Arc<Broker>, b: &str, op: &str) -> String {
-        for _ in 0..1000 {
-            let state = broker.bindings().binding_last_operation("i", b, Some(op)).await.expect("polls").state;
-            if state.as_str() != "in progress" {
-                return state.as_str().to_owned();
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("{op} did not finish");
+        ended(op, || async {
+            let answer = broker.bindings().binding_last_operation("i", b, Some(op)).await.expect("polls");
+            answer.state.as_str().to_owned()
+        })
+        .await
     }
 
     /// Binds `b` to instance `i` then unbinds it, asynchronously: the unbind's id.
@@ -210,9 +220,7 @@ mod tests {
         let answer = broker.bindings().bind("i", b, serde_json::from_value(request).expect("request"), true).await;
         let Answer::Accepted(accepted) = answer.expect("binds") else { panic!("asynchronous") };
         settled_binding(broker, b, accepted.operation.as_deref().expect("an operation")).await;
-        let query: DeleteQuery =
-            serde_json::from_value(json!({"service_id": "s", "plan_id": "p", "accepts_incomplete": true}))
-                .expect("query");
+        let query = async_delete();
         let Answer::Accepted(accepted) = broker.bindings().unbind("i", b, &query).await.expect("unbinds") else {
             panic!("asynchronous")
         };

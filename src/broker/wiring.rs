@@ -27,6 +27,19 @@ use crate::events::EventLog;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
+/// The services' accessors, one row each: a service borrows the broker, the core and
+/// its own room (the field named in brackets), if it has one, and nothing else.
+macro_rules! services {
+    ($( $(#[$doc:meta])* $name:ident: $service:ident $(($room:ident))?; )*) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(self: &Arc<Self>) -> $service<'_> {
+                $service::new(self, &self.core $(, &self.$room)?)
+            }
+        )*
+    };
+}
+
 /// The broker. Cheap to share as `Arc<Broker>`; each feature is a service borrowed
 /// from it (`broker.instances().provision(..)`).
 pub struct Broker {
@@ -55,45 +68,24 @@ impl Broker {
         })
     }
 
-    /// Provisions, updates, deprovisions and fetches instances; the ElasTest instance
-    /// view.
-    pub fn instances(self: &Arc<Self>) -> Instances<'_> {
-        Instances::new(self, &self.core)
-    }
-
-    /// Binds, unbinds and fetches bindings.
-    pub fn bindings(self: &Arc<Self>) -> Bindings<'_> {
-        Bindings::new(self, &self.core)
-    }
-
-    /// The catalog and its registrations, and the plan or manifest a request deploys.
-    pub fn registrar(self: &Arc<Self>) -> Registrar<'_> {
-        Registrar::new(self, &self.core, &self.registry)
-    }
-
-    /// Whether instances are alive: observed and reported.
-    pub fn liveness(self: &Arc<Self>) -> LivenessMonitor<'_> {
-        LivenessMonitor::new(self, &self.core, &self.liveness)
-    }
-
-    /// Warm pools: their settings, the claim and the keeper.
-    pub fn pools(self: &Arc<Self>) -> Pools<'_> {
-        Pools::new(self, &self.core, &self.pools)
-    }
-
-    /// What is deployed: the inventory, host ports, reconciliation and the census.
-    pub fn inventory(self: &Arc<Self>) -> Inventory<'_> {
-        Inventory::new(self, &self.core)
-    }
-
-    /// Deprovisioned instances and deleted bindings, kept for a while and purged.
-    pub fn tombstones(self: &Arc<Self>) -> Tombstones<'_> {
-        Tombstones::new(self, &self.core)
-    }
-
-    /// The operations this process runs, takes over and hands back.
-    pub fn operations(self: &Arc<Self>) -> Operations<'_> {
-        Operations::new(self, &self.core, &self.operations)
+    services! {
+        /// Provisions, updates, deprovisions and fetches instances; the ElasTest
+        /// instance view.
+        instances: Instances;
+        /// Binds, unbinds and fetches bindings.
+        bindings: Bindings;
+        /// The catalog and its registrations, and the plan or manifest a request deploys.
+        registrar: Registrar(registry);
+        /// Whether instances are alive: observed and reported.
+        liveness: LivenessMonitor(liveness);
+        /// Warm pools: their settings, the claim and the keeper.
+        pools: Pools(pools);
+        /// What is deployed: the inventory, host ports, reconciliation and the census.
+        inventory: Inventory;
+        /// Deprovisioned instances and deleted bindings, kept for a while and purged.
+        tombstones: Tombstones;
+        /// The operations this process runs, takes over and hands back.
+        operations: Operations(operations);
     }
 
     /// The store.

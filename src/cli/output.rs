@@ -142,6 +142,11 @@ pub(super) fn text(value: &Value) -> String {
     }
 }
 
+/// The fields of `value` at each JSON pointer in `pointers`, as [`text`]: a row's cells.
+fn texts<'a>(value: &'a Value, pointers: &'a [&str]) -> impl Iterator<Item = String> + 'a {
+    pointers.iter().map(|pointer| text(value.pointer(pointer).unwrap_or(&Value::Null)))
+}
+
 /// `GET /v2/catalog`.
 pub(super) fn catalog(value: &Value) -> Table {
     let mut t = table(&["service", "name", "bindable", "plans"]);
@@ -177,15 +182,8 @@ pub(super) fn instances(value: &Value) -> Table {
     let headers = ["id", "service", "plan", "state", "liveness", "created", "description"];
     let mut t = table(&headers);
     for i in value["instances"].as_array().into_iter().flatten() {
-        t.row([
-            text(&i["context"]["id"]),
-            text(&i["service_type"]["id"]),
-            text(&i["plan_id"]),
-            text(&i["operation_state"]),
-            text(&i["liveness"]),
-            text(&i["created_at"]),
-            text(&i["state"]["description"]),
-        ]);
+        let fields = ["/context/id", "/service_type/id", "/plan_id", "/operation_state", "/liveness", "/created_at"];
+        t.row(texts(i, &fields).chain([text(&i["state"]["description"])]));
     }
     t.more(value);
     t
@@ -226,15 +224,8 @@ pub(super) fn resources(value: &Value) -> Table {
             }
             None => "-".to_owned(),
         };
-        t.row([
-            text(&r["type"]),
-            text(&r["name"]),
-            text(&r["owner"]),
-            text(&r["state"]),
-            text(&r["backend"]),
-            address,
-            text(&r["updated_at"]),
-        ]);
+        let fields = texts(r, &["/type", "/name", "/owner", "/state", "/backend"]);
+        t.row(fields.chain([address, text(&r["updated_at"])]));
     }
     t.more(value);
     t
@@ -253,15 +244,8 @@ pub(super) fn pools(value: &Value) -> Table {
     let one = value.get("plan_id").map(|_| std::slice::from_ref(value));
     let pools = one.or_else(|| value["pools"].as_array().map(Vec::as_slice)).unwrap_or_default();
     for p in pools {
-        t.row([
-            text(&p["plan_id"]),
-            text(&p["size"]),
-            text(&p["ready"]),
-            text(&p["deploying"]),
-            text(&p["claimed_total"]),
-            text(&p["misses_total"]),
-            text(&p["last_error"]["message"]),
-        ]);
+        let fields = ["/plan_id", "/size", "/ready", "/deploying", "/claimed_total", "/misses_total"];
+        t.row(texts(p, &fields).chain([text(&p["last_error"]["message"])]));
     }
     t
 }

@@ -35,7 +35,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::registry::{Metric, Registry, Unit};
 
 use crate::domain::bounded::MAX_ID_BYTES;
 use crate::domain::operation::OperationKind;
@@ -147,6 +147,23 @@ struct BackendLabels {
     backend: &'static str,
 }
 
+/// `metric`, registered in `registry` as `name` with `help` (and `unit`).
+fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, unit: Option<Unit>, metric: M) -> M {
+    match unit {
+        Some(unit) => registry.register_with_unit(name, help, unit, metric.clone()),
+        None => registry.register(name, help, metric.clone()),
+    }
+    metric
+}
+
+/// Makes and registers each metric, a row each: `field = metric, unit, "name", "help";`.
+/// The exposition lists them in the rows' order.
+macro_rules! register {
+    ($registry:ident; $( $field:ident = $metric:expr, $unit:expr, $name:literal, $help:literal; )*) => {
+        $( let $field = registered(&mut $registry, $name, $help, $unit, $metric); )*
+    };
+}
+
 /// Every metric family of esm. Cheap to clone: the families are shared.
 #[derive(Clone)]
 pub struct Metrics {
@@ -196,99 +213,26 @@ impl Metrics {
     /// Every family, registered and at zero.
     pub fn new() -> Self {
         let mut registry = Registry::default();
-        let http_requests = Family::default();
-        registry.register(
-            "esm_http_requests",
-            "Requests answered on the API port, by route template (unmatched for paths no route serves), method and status",
-            http_requests.clone(),
-        );
-        let http_duration = Histograms::new_with_constructor(http_histogram as fn() -> Histogram);
-        registry.register_with_unit(
-            "esm_http_request_duration",
-            "Time from a request reaching the API router to its response head, by route template and method",
-            Unit::Seconds,
-            http_duration.clone(),
-        );
-        let operations = Family::default();
-        registry.register(
-            "esm_operations",
-            "Runs of operations (provision, update, deprovision, bind, unbind) by how they ended: succeeded, failed, lease_lost (another replica took it over), gone (its record vanished), shutting_down (left for the next start), unstarted (the store failed before the backend call), unrecorded (the store refused the result)",
-            operations.clone(),
-        );
-        let operation_duration = Histograms::new_with_constructor(operation_histogram as fn() -> Histogram);
-        registry.register_with_unit(
-            "esm_operation_duration",
-            "Time one run of an operation took in this process, from its start (or takeover) to its recorded result, by kind",
-            Unit::Seconds,
-            operation_duration.clone(),
-        );
         let census = Arc::new(Census::default());
         registry.register_collector(Box::new(census.clone()));
         registry.register_collector(Box::new(process::Process));
-        let store_duration = Histograms::new_with_constructor(store_histogram as fn() -> Histogram);
-        registry.register_with_unit(
-            "esm_store_call_duration",
-            "Time each store call took, failed ones included, by store kind and call",
-            Unit::Seconds,
-            store_duration.clone(),
-        );
-        let store_errors = Family::default();
-        registry.register(
-            "esm_store_errors",
-            "Store calls that returned an error, by store kind, call and error class (conflict and not_found are compare-and-set answers; unavailable and corrupt are faults)",
-            store_errors.clone(),
-        );
-        let backend_errors = Family::default();
-        registry.register(
-            "esm_backend_errors",
-            "Backend calls that failed, by backend and call",
-            backend_errors.clone(),
-        );
-        let reconcile_removals = Family::default();
-        registry.register(
-            "esm_reconcile_removals",
-            "Instances whose resources reconciliation removed because esm does not hold them as live, by backend",
-            reconcile_removals.clone(),
-        );
-        let backend_up = Family::default();
-        registry.register(
-            "esm_backend_up",
-            "1 when the backend's engine answered its probe at this scrape, 0 when it failed or did not answer in time, by backend",
-            backend_up.clone(),
-        );
-        let events_stored = Gauge::default();
-        registry.register("esm_events_stored", "Events held in the event log", events_stored.clone());
-        let sse_subscribers = Gauge::default();
-        registry.register(
-            "esm_sse_subscribers",
-            "Clients connected to the event stream (GET /v2/et/events)",
-            sse_subscribers.clone(),
-        );
-        let pool_hits = Family::default();
-        registry.register(
-            "esm_pool_hits",
-            "Provisions answered by handing out a warm pool member, by plan (counted by the replica that answered)",
-            pool_hits.clone(),
-        );
-        let pool_misses = Family::default();
-        registry.register(
-            "esm_pool_misses",
-            "Provisions of a pooled plan that found no member to take (pool empty, or other parameters) and deployed cold, by plan",
-            pool_misses.clone(),
-        );
-        let pool_refill_duration = Histograms::new_with_constructor(operation_histogram as fn() -> Histogram);
-        registry.register_with_unit(
-            "esm_pool_refill_duration",
-            "Time a new pool member took from being recorded to ready, by plan",
-            Unit::Seconds,
-            pool_refill_duration.clone(),
-        );
-        let pool_members = Family::default();
-        registry.register(
-            "esm_pool_members",
-            "Unclaimed members of each pool by state (ready, deploying), as of the last scrape or status read",
-            pool_members.clone(),
-        );
+        register! { registry;
+            http_requests = Family::default(), None, "esm_http_requests", "Requests answered on the API port, by route template (unmatched for paths no route serves), method and status";
+            http_duration = Histograms::new_with_constructor(http_histogram), Some(Unit::Seconds), "esm_http_request_duration", "Time from a request reaching the API router to its response head, by route template and method";
+            operations = Family::default(), None, "esm_operations", "Runs of operations (provision, update, deprovision, bind, unbind) by how they ended: succeeded, failed, lease_lost (another replica took it over), gone (its record vanished), shutting_down (left for the next start), unstarted (the store failed before the backend call), unrecorded (the store refused the result)";
+            operation_duration = Histograms::new_with_constructor(operation_histogram), Some(Unit::Seconds), "esm_operation_duration", "Time one run of an operation took in this process, from its start (or takeover) to its recorded result, by kind";
+            store_duration = Histograms::new_with_constructor(store_histogram), Some(Unit::Seconds), "esm_store_call_duration", "Time each store call took, failed ones included, by store kind and call";
+            store_errors = Family::default(), None, "esm_store_errors", "Store calls that returned an error, by store kind, call and error class (conflict and not_found are compare-and-set answers; unavailable and corrupt are faults)";
+            backend_errors = Family::default(), None, "esm_backend_errors", "Backend calls that failed, by backend and call";
+            reconcile_removals = Family::default(), None, "esm_reconcile_removals", "Instances whose resources reconciliation removed because esm does not hold them as live, by backend";
+            backend_up = Family::default(), None, "esm_backend_up", "1 when the backend's engine answered its probe at this scrape, 0 when it failed or did not answer in time, by backend";
+            events_stored = Gauge::default(), None, "esm_events_stored", "Events held in the event log";
+            sse_subscribers = Gauge::default(), None, "esm_sse_subscribers", "Clients connected to the event stream (GET /v2/et/events)";
+            pool_hits = Family::default(), None, "esm_pool_hits", "Provisions answered by handing out a warm pool member, by plan (counted by the replica that answered)";
+            pool_misses = Family::default(), None, "esm_pool_misses", "Provisions of a pooled plan that found no member to take (pool empty, or other parameters) and deployed cold, by plan";
+            pool_refill_duration = Histograms::new_with_constructor(operation_histogram), Some(Unit::Seconds), "esm_pool_refill_duration", "Time a new pool member took from being recorded to ready, by plan";
+            pool_members = Family::default(), None, "esm_pool_members", "Unclaimed members of each pool by state (ready, deploying), as of the last scrape or status read";
+        }
         Self {
             inner: Arc::new(Families {
                 registry,

@@ -215,11 +215,16 @@ mod tests {
         assert_eq!(watchdog.check(&activity), Verdict::Drop);
     }
 
+    /// A connection's activity with a request being handled, and its watchdog.
+    fn handling_a_request() -> (Arc<Activity>, Watchdog, Handling) {
+        let activity = Arc::new(Activity::new());
+        let handling = Handling::start(activity.clone());
+        (activity, Watchdog::new(LIMITS), handling)
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_request_being_handled_keeps_the_connection_and_the_idle_time_counts_from_its_answer() {
-        let activity = Arc::new(Activity::new());
-        let mut watchdog = Watchdog::new(LIMITS);
-        let handling = Handling::start(activity.clone());
+        let (activity, mut watchdog, handling) = handling_a_request();
         tokio::time::advance(LIMITS.idle * 3).await;
         assert_eq!(watchdog.check(&activity), Verdict::Wait, "a slow handler is not idle");
         drop(handling);
@@ -235,9 +240,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_closing_connection_is_dropped_only_when_quiet() {
-        let activity = Arc::new(Activity::new());
-        let mut watchdog = Watchdog::new(LIMITS);
-        let handling = Handling::start(activity.clone());
+        let (activity, mut watchdog, handling) = handling_a_request();
         watchdog.close(); // esm is stopping
         tokio::time::advance(CLOSE_GRACE * 10).await;
         assert_eq!(watchdog.check(&activity), Verdict::Wait, "the request in flight finishes");

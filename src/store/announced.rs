@@ -40,6 +40,24 @@ impl Records {
         Err(StoreError::Conflict(format!("{} kept being drained", record.id())))
     }
 
+    /// Writes `record`, a new one: over `tombstone` (the deleted record with its id, read
+    /// earlier) as [`replace_announced`](Self::replace_announced) does, or inserted where
+    /// there is none. A record another request wrote first is a `Conflict` (or
+    /// `NotFound`, for a tombstone purged meanwhile).
+    pub async fn create_announced<T>(
+        &self,
+        tombstone: Option<&Versioned<T>>,
+        record: &T,
+    ) -> Result<Versioned<T>, StoreError>
+    where
+        T: Record + Announcing + Clone + PartialEq,
+    {
+        match tombstone {
+            Some(tombstone) => self.replace_announced(tombstone.version, &tombstone.record, record).await,
+            None => self.insert(record).await.map(|version| Versioned { version, record: record.clone() }),
+        }
+    }
+
     /// Deletes `base`, the record stored at `version`, also when only a drain of its
     /// outbox moved it on; whether it was deleted.
     pub async fn delete_announced<T>(&self, version: u64, base: &T) -> Result<bool, StoreError>

@@ -192,6 +192,25 @@ impl EmbeddedStore {
         if small { self.handle.read(work) } else { self.blocking(work).await }
     }
 
+    /// What `take` makes of document `id`'s row (its id, version and bytes), read in a
+    /// small read; `None` where there is no such document.
+    async fn row<R: Send + 'static>(
+        &self,
+        collection: Collection,
+        id: &str,
+        take: impl Fn(&str, u64, &[u8]) -> Result<R, Fail> + Send + 'static,
+    ) -> Result<Option<R>, StoreError> {
+        let id = id.to_owned();
+        self.read(true, move |db| {
+            let txn = db.begin_read()?;
+            let t = txn.open_table(table(collection))?;
+            let Some(guard) = t.get(id.as_str())? else { return Ok(None) };
+            let (version, bytes) = guard.value();
+            take(&id, version, bytes).map(Some)
+        })
+        .await
+    }
+
     /// Runs a redb read that may walk much of a table off the async runtime (again
     /// once, on the reopened database, if the database had latched).
     async fn blocking<R: Send + 'static>(
@@ -277,29 +296,14 @@ impl Store for EmbeddedStore {
     }
 
     async fn get(&self, collection: Collection, id: &str) -> Result<Option<Document>, StoreError> {
-        let id = id.to_owned();
-        self.read(true, move |db| {
-            let txn = db.begin_read()?;
-            let t = txn.open_table(table(collection))?;
-            match t.get(id.as_str())? {
-                Some(guard) => {
-                    let (version, bytes) = guard.value();
-                    Ok(Some(Document { version, body: decode(collection, &id, bytes)? }))
-                }
-                None => Ok(None),
-            }
+        self.row(collection, id, move |id, version, bytes| {
+            Ok(Document { version, body: decode(collection, id, bytes)? })
         })
         .await
     }
 
     async fn version(&self, collection: Collection, id: &str) -> Result<Option<u64>, StoreError> {
-        let id = id.to_owned();
-        self.read(true, move |db| {
-            let txn = db.begin_read()?;
-            let t = txn.open_table(table(collection))?;
-            Ok(t.get(id.as_str())?.map(|guard| guard.value().0))
-        })
-        .await
+        self.row(collection, id, |_, version, _| Ok(version)).await
     }
 
     async fn list(&self, collection: Collection) -> Result<Vec<(String, Document)>, StoreError> {

@@ -49,13 +49,7 @@ async fn the_catalog_is_served_from_memory_until_this_esm_changes_it() {
     assert_ne!(changed.etag, first.etag);
     // A manifest changes the registry too (not what the catalog shows): rendered anew,
     // the same bytes have the same ETag.
-    let manifest = json!({"service_id": "a", "plan_id": "a-plan", "manifest_type": "dummy",
-                          "manifest_content": "x-esm-dummy: {mode: sync}\n"});
-    broker
-        .registrar()
-        .register_manifest("m", serde_json::from_value(manifest).expect("manifest"))
-        .await
-        .expect("registers");
+    crate::broker::fixture::register_manifest(&broker, "a", "a-plan", "dummy", "x-esm-dummy: {mode: sync}\n").await;
     let after_manifest = cache.get(&broker, ApiVersion::NEWEST).await.expect("catalog");
     assert!(!Arc::ptr_eq(&changed, &after_manifest), "rendered again");
     assert_eq!((&after_manifest.body, &after_manifest.etag), (&changed.body, &changed.etag));

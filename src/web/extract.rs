@@ -61,45 +61,42 @@ where
     }
 }
 
-/// Query parameters.
-#[derive(Debug)]
-pub struct OsbQuery<T>(pub T);
+/// An extractor of the request head over axum's `$axum`, whose rejection is an OSB
+/// 400 in `$context` (the two differ only in those and in `Send`, which `Path` needs).
+macro_rules! parts_extractor {
+    ($(#[$doc:meta])* $name:ident over $axum:ident, $context:literal $(, $send:ident)?) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub struct $name<T>(pub T);
 
-impl<S, T> FromRequestParts<S> for OsbQuery<T>
-where
-    S: Send + Sync,
-    T: DeserializeOwned,
-{
-    type Rejection = OsbError;
+        impl<S, T> FromRequestParts<S> for $name<T>
+        where
+            S: Send + Sync,
+            T: DeserializeOwned $(+ $send)?,
+        {
+            type Rejection = OsbError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|Query(q)| OsbQuery(q))
-            // axum names the parameter (`service_id: a service id must be at most ...`).
-            .map_err(|e| bad_request("invalid query string", &e.body_text()))
-    }
+            async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+                $axum::<T>::from_request_parts(parts, state)
+                    .await
+                    .map(|$axum(value)| $name(value))
+                    .map_err(|e| bad_request($context, &e.body_text()))
+            }
+        }
+    };
 }
 
-/// Path parameters, percent-decoded.
-#[derive(Debug)]
-pub struct OsbPath<T>(pub T);
+// axum names the parameter (`service_id: a service id must be at most ...`).
+parts_extractor!(
+    /// Query parameters.
+    OsbQuery over Query, "invalid query string"
+);
 
-impl<S, T> FromRequestParts<S> for OsbPath<T>
-where
-    S: Send + Sync,
-    T: DeserializeOwned + Send,
-{
-    type Rejection = OsbError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        Path::<T>::from_request_parts(parts, state)
-            .await
-            .map(|Path(p)| OsbPath(p))
-            // The bounded id types name themselves (`an instance id must be at most ...`).
-            .map_err(|e| bad_request("invalid path", &e.body_text()))
-    }
-}
+// The bounded id types name themselves (`an instance id must be at most ...`).
+parts_extractor!(
+    /// Path parameters, percent-decoded.
+    OsbPath over Path, "invalid path", Send
+);
 
 /// What an OSB handler reads of a request besides its body: the state, the path ids
 /// `P`, the query `Q`, and the platform that asked (to answer it in its version). One

@@ -4,7 +4,7 @@
 
 use utoipa::IntoParams;
 
-use crate::domain::bounded::{BindingId, InstanceId};
+use crate::domain::bounded::{BindingId, InstanceId, ManifestId};
 
 /// `{instance_id}`.
 #[derive(IntoParams)]
@@ -22,4 +22,20 @@ pub struct BindingPath {
     pub instance_id: InstanceId,
     /// Binding id
     pub binding_id: BindingId,
+}
+
+/// `{manifest_id}`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ManifestPath {
+    /// Manifest id
+    pub manifest_id: ManifestId,
+}
+
+/// `{plan_id}` of a pool route, documented as a plain string as it always was.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct PlanPath {
+    /// Plan id
+    pub plan_id: String,
 }

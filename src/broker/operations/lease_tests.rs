@@ -94,16 +94,7 @@ async fn a_result_whose_write_lost_to_a_takeover_is_not_this_replicas_to_announc
 async fn a_graceful_stop_hands_its_operations_back_for_another_replica_to_take_at_once() {
     let (store, dummy) = (Arc::new(SwitchableStore::new(true, Duration::ZERO)), Arc::new(DummyBackend::new()));
     let (first, second) = (broker(&store, &dummy), broker(&store, &dummy));
-    let service = json!({"id": "s", "name": "s", "description": "d", "bindable": true,
-                         "plans": [{"id": "p", "name": "p", "description": "d"}]});
-    first.registrar().register_service(serde_json::from_value(service).expect("a service")).await.expect("registers");
-    let manifest = json!({"service_id": "s", "plan_id": "p", "manifest_type": "dummy",
-                          "manifest_content": "x-esm-dummy: {mode: async, hold: [provision]}\n"});
-    first
-        .registrar()
-        .register_manifest("m", serde_json::from_value(manifest).expect("a manifest"))
-        .await
-        .expect("registers");
+    fixture::register_plan(&first, "dummy", "x-esm-dummy: {mode: async, hold: [provision]}\n").await;
     let answer = first.instances().provision("i", fixture::provision_request(), true).await;
     assert!(matches!(answer, Ok(Answer::Accepted(_))), "{answer:?}");
     // The backend call has started and waits for the hold.

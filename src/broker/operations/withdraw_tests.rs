@@ -31,6 +31,23 @@ async fn broker(store: Arc<SwitchableStore>, calls: &Path) -> Arc<Broker> {
     broker
 }
 
+/// A broker (see [`broker`]) on a store of its own, logging its calls into a fresh
+/// temp dir, which lives as long as the rig.
+struct Rig {
+    store: Arc<SwitchableStore>,
+    broker: Arc<Broker>,
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+async fn rig() -> Rig {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = dir.path().join("calls.jsonl");
+    let store = Arc::new(SwitchableStore::default());
+    let broker = broker(Arc::clone(&store), &path).await;
+    Rig { store, broker, path, _dir: dir }
+}
+
 /// How many backend calls of `kind` the dummy made.
 fn calls(path: &Path, kind: OperationKind) -> usize {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -181,10 +198,7 @@ async fn a_request_answered_503_never_runs_and_one_answered_202_runs_once() {
 
 #[tokio::test(start_paused = true)]
 async fn a_store_away_past_the_deadline_gets_no_503_and_the_withdrawal_lands_when_it_is_back() {
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let path = dir.path().join("calls.jsonl");
-    let store = Arc::new(SwitchableStore::default());
-    let broker = broker(Arc::clone(&store), &path).await;
+    let Rig { store, broker, path, _dir } = rig().await;
     assert_eq!(request(&broker, OperationKind::Provision, false).await.expect("provisions"), 200);
 
     // The deprovision's write is made but its answer lost, and the store stays away.
@@ -204,10 +218,7 @@ async fn a_store_away_past_the_deadline_gets_no_503_and_the_withdrawal_lands_whe
 
 #[tokio::test(start_paused = true)]
 async fn a_provision_whose_insert_lost_its_answer_leaves_a_tombstone_and_can_be_sent_again() {
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let path = dir.path().join("calls.jsonl");
-    let store = Arc::new(SwitchableStore::default());
-    let broker = broker(Arc::clone(&store), &path).await;
+    let Rig { store, broker, path, _dir } = rig().await;
     store.trip_on_write(Collection::Instances, true, 0, 1);
     let answer = request(&broker, OperationKind::Provision, true).await;
     assert!(matches!(answer, Err(OsbError::Unavailable(_))), "{answer:?}");

@@ -27,13 +27,7 @@ async fn register(broker: &Arc<Broker>, others: usize) {
             .await
             .expect("registers");
     }
-    let manifest = json!({"service_id": "s", "plan_id": "p", "manifest_type": "dummy",
-                          "manifest_content": "x-esm-dummy: {mode: sync}\n"});
-    broker
-        .registrar()
-        .register_manifest("m", serde_json::from_value(manifest).expect("a manifest"))
-        .await
-        .expect("registers");
+    fixture::register_manifest(broker, "s", "p", "dummy", "x-esm-dummy: {mode: sync}\n").await;
 }
 
 async fn provision_and_bind(broker: &Arc<Broker>, id: &str) {

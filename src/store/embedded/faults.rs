@@ -125,6 +125,16 @@ async fn seed(store: &EmbeddedStore) {
     }
 }
 
+/// A store over a seeded database in a new temp dir, opened anew (its cache is cold,
+/// so a read goes to the file), with the faults it reads through.
+async fn seeded_cold() -> (tempfile::TempDir, Arc<Faults>, EmbeddedStore) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let faults = Arc::new(Faults::default());
+    seed(&store(dir.path(), &faults)).await;
+    let store = store(dir.path(), &faults);
+    (dir, faults, store)
+}
+
 /// Writes records until one fails (the disk is full); returns the error.
 async fn write_until_full(store: &EmbeddedStore) -> StoreError {
     for n in 0..1000 {
@@ -186,11 +196,7 @@ async fn a_full_disk_refuses_writes_keeps_reads_and_writes_again_once_freed() {
 
 #[tokio::test]
 async fn a_read_that_meets_an_io_error_is_answered_from_the_reopened_database() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let faults = Arc::new(Faults::default());
-    seed(&store(dir.path(), &faults)).await;
-    // A cold cache, so the read goes to the file.
-    let store = store(dir.path(), &faults);
+    let (_dir, faults, store) = seeded_cold().await;
     let opened = faults.opened.load(Ordering::SeqCst);
     faults.fail_read.store(true, Ordering::SeqCst);
     let doc = store.get(Collection::Instances, "i-150").await.expect("read").expect("kept");
@@ -202,10 +208,7 @@ async fn a_read_that_meets_an_io_error_is_answered_from_the_reopened_database() 
 
 #[tokio::test]
 async fn a_database_that_cannot_be_reopened_is_tried_again_not_on_every_read() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let faults = Arc::new(Faults::default());
-    seed(&store(dir.path(), &faults)).await;
-    let store = store(dir.path(), &faults);
+    let (_dir, faults, store) = seeded_cold().await;
     let opened = faults.opened.load(Ordering::SeqCst);
     faults.fail_open.store(true, Ordering::SeqCst);
     faults.fail_read.store(true, Ordering::SeqCst);

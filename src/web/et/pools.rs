@@ -7,6 +7,7 @@ use axum::extract::State;
 use crate::domain::bounded::PlanId;
 use crate::error::{ErrorBody, OsbResult};
 use crate::web::extract::{OsbJson, OsbPath};
+use crate::web::params::PlanPath;
 use crate::web::responses::{NoPool, StoreDown};
 use crate::web::{AppState, route};
 use crate::wire::{Empty, PoolList, PoolRequest, PoolStatus};
@@ -23,7 +24,7 @@ pub async fn list_pools(State(state): State<AppState>) -> OsbResult<Json<PoolLis
 
 /// One plan's pool: its settings, members and counts.
 #[utoipa::path(get, path = route::GET_POOL.path, tag = "elastest",
-    params(("plan_id" = String, Path, description = "Plan id")),
+    params(PlanPath),
     responses(
         (status = 200, description = "The pool", body = PoolStatus),
         NoPool, StoreDown,
@@ -36,7 +37,7 @@ pub async fn get_pool(State(state): State<AppState>, OsbPath(plan_id): OsbPath<P
 /// for the pool's parameters (or none, when the pool has none) is handed one at once.
 /// Setting it again changes it: members made with other parameters are replaced.
 #[utoipa::path(put, path = route::SET_POOL.path, tag = "elastest",
-    params(("plan_id" = String, Path, description = "Plan id")),
+    params(PlanPath),
     request_body = PoolRequest,
     responses(
         (status = 200, description = "Set; the pool now (members are deployed in the background)", body = PoolStatus),
@@ -55,7 +56,7 @@ pub async fn set_pool(
 /// Drains the pool: its idle members are removed, then the pool. Instances already
 /// handed out are the platforms' and stay.
 #[utoipa::path(delete, path = route::DELETE_POOL.path, tag = "elastest",
-    params(("plan_id" = String, Path, description = "Plan id")),
+    params(PlanPath),
     responses(
         (status = 200, description = "Draining", body = Empty),
         NoPool, StoreDown,

@@ -14,6 +14,7 @@ use crate::domain::bounded::{ManifestId, ServiceId};
 use crate::domain::manifest::Manifest;
 use crate::error::{ErrorBody, OsbError, OsbResult};
 use crate::web::extract::{OsbJson, OsbPath, OsbQuery};
+use crate::web::params::ManifestPath;
 use crate::web::responses::{NoSuchManifest, NoSuchService, RegisteredNew, Removed, ServiceInUse, StoreDown, TooLarge};
 use crate::web::{AppState, route};
 use crate::wire::{Empty, ManifestRegistration, ServiceRegistration};
@@ -84,7 +85,7 @@ pub async fn delete_service_by_query(
 
 /// Register a manifest for a plan. The path id wins over the body's `id`.
 #[utoipa::path(put, path = route::REGISTER_MANIFEST.path, tag = "elastest",
-    params(("manifest_id" = ManifestId, Path, description = "Manifest id")),
+    params(ManifestPath),
     request_body = ManifestRegistration,
     responses(
         (status = 200, description = "Already registered identically", body = Empty),
@@ -105,7 +106,7 @@ pub async fn register_manifest(
 /// A manifest, as a one-element array: the ElasTest platform reads `body[0]`. Needs no
 /// version header (the platform sends none here).
 #[utoipa::path(get, path = route::GET_MANIFEST.path, tag = "elastest",
-    params(("manifest_id" = ManifestId, Path, description = "Manifest id")),
+    params(ManifestPath),
     responses(
         (status = 200, description = "The manifest, in a one-element array", body = Vec<Manifest>),
         NoSuchManifest, StoreDown,
@@ -129,7 +130,7 @@ pub async fn list_manifests(State(state): State<AppState>) -> OsbResult<Json<Vec
 
 /// Remove a manifest; refused while instances use it.
 #[utoipa::path(delete, path = route::DELETE_MANIFEST.path, tag = "elastest",
-    params(("manifest_id" = ManifestId, Path, description = "Manifest id")),
+    params(ManifestPath),
     responses(
         (status = 409, description = "Instances use the manifest", body = ErrorBody),
         Removed, NoSuchManifest, StoreDown,

@@ -229,43 +229,37 @@ fn solo() -> Compose {
     Compose::parse("services:\n  solo:\n    image: esm-test/a:1\n", &Policy::default()).expect("parses")
 }
 
+/// How long `compose` took to deploy on `runtime`.
+async fn deploy_time(runtime: &Scripted, compose: &Compose) -> Duration {
+    let start = Instant::now();
+    provision(runtime, &order(compose)).await.expect("deployed");
+    start.elapsed()
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_unit_that_starts_at_once_is_ready_after_the_settle_time() {
-    let runtime = Scripted::default();
-    let compose = solo();
-    let start = Instant::now();
-    provision(&runtime, &order(&compose)).await.expect("deployed");
-    let waited = start.elapsed();
+    let waited = deploy_time(&Scripted::default(), &solo()).await;
     assert!(waited >= SETTLE && waited < SETTLE * 2, "{waited:?}");
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_unit_slow_to_start_must_keep_running_half_as_long_as_it_took_up_to_a_second() {
     let slow = Duration::from_millis(400);
-    let runtime = Scripted { start_delay: slow, ..Scripted::default() };
-    let compose = solo();
-    let start = Instant::now();
-    provision(&runtime, &order(&compose)).await.expect("deployed");
-    let waited = start.elapsed();
+    let waited = deploy_time(&Scripted { start_delay: slow, ..Scripted::default() }, &solo()).await;
     assert!(waited >= slow + slow / 2 && waited < slow + slow / 2 + SETTLE, "{waited:?}");
 
     let very_slow = Duration::from_secs(5);
-    let runtime = Scripted { start_delay: very_slow, ..Scripted::default() };
-    let start = Instant::now();
-    provision(&runtime, &order(&compose)).await.expect("deployed");
-    let waited = start.elapsed();
+    let waited = deploy_time(&Scripted { start_delay: very_slow, ..Scripted::default() }, &solo()).await;
     assert!(waited >= very_slow + MAX_SETTLE && waited < very_slow + MAX_SETTLE + SETTLE, "{waited:?}");
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_unit_restarting_settles_again_from_when_it_runs_again() {
     let runtime = Scripted::default().with_states("c", [HEALTHY, UnitState::Starting, HEALTHY]);
-    let compose = compose();
-    let start = Instant::now();
-    provision(&runtime, &order(&compose)).await.expect("deployed");
+    let waited = deploy_time(&runtime, &compose()).await;
     // `a` settles, then `b` and `c` would at the next settle time, but `c` was seen
     // starting again then: it must settle once more from when it runs again.
-    assert!(start.elapsed() >= SETTLE * 3, "{:?}", start.elapsed());
+    assert!(waited >= SETTLE * 3, "{waited:?}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -293,12 +287,10 @@ async fn a_change_wakes_the_wait_before_the_next_poll() {
 async fn when_the_changes_end_the_wait_polls() {
     let runtime = Scripted { changes: Mutex::new(Some(stream::empty().boxed())), ..Scripted::default() }
         .with_states("solo", [const { UnitState::Starting }; 5].into_iter().chain([HEALTHY]));
-    let compose = solo();
-    let start = Instant::now();
-    provision(&runtime, &order(&compose)).await.expect("deployed");
+    let waited = deploy_time(&runtime, &solo()).await;
     // Five looks at a starting unit: the first, one before the stream's end is seen,
     // then one per poll.
-    assert!(start.elapsed() >= POLL * 3, "polled, not spun: {:?}", start.elapsed());
+    assert!(waited >= POLL * 3, "polled, not spun: {waited:?}");
 }
 
 #[tokio::test(start_paused = true)]
