@@ -158,6 +158,19 @@ mod tests {
         serde_json::from_value(json!({"service_id": "s", "plan_id": "p", "accepts_incomplete": true})).expect("query")
     }
 
+    /// The operation a 202 names (`what`: the request, for the message if it was not
+    /// accepted).
+    fn accepted<T: std::fmt::Debug>(
+        what: &str,
+        answer: OsbResult<Answer<T>>,
+        operation: impl FnOnce(T) -> Option<String>,
+    ) -> String {
+        match answer {
+            Ok(Answer::Accepted(body)) => operation(body).expect("an operation"),
+            other => panic!("{what}: not accepted: {other:?}"),
+        }
+    }
+
     async fn settle(broker: &Arc<Broker>, id: &str, op: &str) -> String {
         ended(op, || async {
             let answer = broker.instances().instance_last_operation(id, Some(op)).await.expect("polls");
@@ -168,13 +181,8 @@ mod tests {
 
     async fn deprovisioned(broker: &Arc<Broker>, id: &str) -> String {
         let answer = broker.instances().provision(id, fixture::provision_request(), true).await;
-        let Answer::Accepted(accepted) = answer.expect("provisions") else { panic!("asynchronous") };
-        settle(broker, id, accepted.operation.as_deref().expect("an operation")).await;
-        let query = async_delete();
-        let Answer::Accepted(accepted) = broker.instances().deprovision(id, &query).await.expect("deprovisions") else {
-            panic!("asynchronous")
-        };
-        let op = accepted.operation.expect("an operation");
+        settle(broker, id, &accepted("provision", answer, |a| a.operation)).await;
+        let op = accepted("deprovision", broker.instances().deprovision(id, &async_delete()).await, |a| a.operation);
         assert_eq!(settle(broker, id, &op).await, "succeeded");
         op
     }
@@ -218,13 +226,8 @@ mod tests {
     async fn unbound(broker: &Arc<Broker>, b: &str) -> String {
         let request = json!({"service_id": "s", "plan_id": "p"});
         let answer = broker.bindings().bind("i", b, serde_json::from_value(request).expect("request"), true).await;
-        let Answer::Accepted(accepted) = answer.expect("binds") else { panic!("asynchronous") };
-        settled_binding(broker, b, accepted.operation.as_deref().expect("an operation")).await;
-        let query = async_delete();
-        let Answer::Accepted(accepted) = broker.bindings().unbind("i", b, &query).await.expect("unbinds") else {
-            panic!("asynchronous")
-        };
-        let op = accepted.operation.expect("an operation");
+        settled_binding(broker, b, &accepted("bind", answer, |a| a.operation)).await;
+        let op = accepted("unbind", broker.bindings().unbind("i", b, &async_delete()).await, |a| a.operation);
         assert_eq!(settled_binding(broker, b, &op).await, "succeeded");
         op
     }
@@ -257,8 +260,7 @@ mod tests {
     /// Provisions `id` again after `deprovisioned`, asynchronously, to the end.
     async fn deprovisioned_then_provisioned(broker: &Arc<Broker>, id: &str) {
         let answer = broker.instances().provision(id, fixture::provision_request(), true).await;
-        let Answer::Accepted(accepted) = answer.expect("provisions") else { panic!("asynchronous") };
-        assert_eq!(settle(broker, id, accepted.operation.as_deref().expect("an operation")).await, "succeeded");
+        assert_eq!(settle(broker, id, &accepted("provision", answer, |a| a.operation)).await, "succeeded");
     }
 
     #[tokio::test(start_paused = true)]
@@ -268,8 +270,7 @@ mod tests {
         let first = unbound(&broker, "b").await;
         let request = json!({"service_id": "s", "plan_id": "p"});
         let answer = broker.bindings().bind("i", "b", serde_json::from_value(request).expect("request"), true).await;
-        let Answer::Accepted(accepted) = answer.expect("binds again") else { panic!("asynchronous") };
-        settled_binding(&broker, "b", accepted.operation.as_deref().expect("an operation")).await;
+        settled_binding(&broker, "b", &accepted("bind again", answer, |a| a.operation)).await;
         let answer = broker.bindings().binding_last_operation("i", "b", Some(&first)).await.expect("remembered");
         assert_eq!(answer.state.as_str(), "succeeded");
         tokio::time::advance(WEEK + Duration::from_secs(60)).await;

@@ -542,14 +542,3 @@ fn cause(e: &reqwest::Error) -> String {
     }
     if e.is_timeout() { format!("no answer within {}s", REQUEST_TIMEOUT.as_secs()) } else { source.to_string() }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_id_is_one_segment_with_only_unreserved_characters_left_as_they_are() {
-        assert_eq!(segment("Az09-_.~"), "Az09-_.~");
-        assert_eq!(segment("a/b c%é"), "a%2Fb%20c%25%C3%A9");
-    }
-}

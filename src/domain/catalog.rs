@@ -465,11 +465,16 @@ mod tests {
 
     #[test]
     fn semver_check() {
-        assert!(check_semver("1.0.0").is_ok());
-        assert!(check_semver("10.20.30-rc.1+build.5").is_ok());
-        assert!(check_semver("1.0").is_err());
-        assert!(check_semver("v1.0.0").is_err());
-        assert!(check_semver("01.0.0").is_err(), "no leading zeros");
-        assert!(check_semver("1.0.0-01").is_err(), "no leading zeros in numeric pre-release parts");
+        for good in ["1.0.0", "10.20.30-rc.1+build.5"] {
+            assert!(check_semver(good).is_ok(), "{good}");
+        }
+        for (bad, why) in [
+            ("1.0", "three parts"),
+            ("v1.0.0", "no prefix"),
+            ("01.0.0", "no leading zeros"),
+            ("1.0.0-01", "no leading zeros in numeric pre-release parts"),
+        ] {
+            assert!(check_semver(bad).is_err(), "{bad}: {why}");
+        }
     }
 }

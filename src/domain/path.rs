@@ -21,5 +21,8 @@ mod tests {
         assert_eq!(segment("i-1_a.b~c"), "i-1_a.b~c");
         assert_eq!(segment("a/b?c#d e%"), "a%2Fb%3Fc%23d%20e%25");
         assert_eq!(segment("é"), "%C3%A9");
+        // What the client sends as an instance or binding id.
+        assert_eq!(segment("Az09-_.~"), "Az09-_.~");
+        assert_eq!(segment("a/b c%é"), "a%2Fb%20c%25%C3%A9");
     }
 }
