@@ -16,8 +16,9 @@ pub const SERVICE: &str = "esm.service";
 /// On volumes marked `x-esm-keep`: survive deprovision.
 pub const KEEP: &str = "esm.keep";
 
-/// Labels under this prefix are esm's: a manifest may not set them.
-pub const RESERVED_PREFIX: &str = "esm.";
+/// Labels under this prefix are esm's: a manifest may not set them (a rule of the
+/// manifest language, which registration checks).
+pub const RESERVED_PREFIX: &str = crate::manifest::RESERVED_LABEL_PREFIX;
 
 /// A manifest's labels with esm's on top: esm's always win (registration refuses
 /// manifests that set them; this keeps it so whatever a stored manifest says).

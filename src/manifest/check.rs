@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use super::RESERVED_LABEL_PREFIX;
 use super::order::start_order;
 use super::raw::{
     ListOrMap, RawCompose, RawCredential, RawDependsOn, RawHealthcheck, RawNetwork, RawService, RawServiceNetworks,
@@ -16,7 +17,6 @@ use super::values::{
     parse_expose, parse_mount, parse_port,
 };
 use super::{Compose, CredentialSource, DependsOn, Healthcheck, MountSource, Network, Policy, Service, Volume};
-use crate::backend::labels;
 
 /// Replicas a swarm service may ask for.
 const MAX_REPLICAS: u64 = 100;
@@ -374,9 +374,9 @@ fn words(value: StringOrList) -> Vec<String> {
 /// deprovisioning find an instance's resources by them.
 fn user_labels(value: Option<ListOrMap>) -> Result<BTreeMap<String, String>, String> {
     let labels = key_values("labels", value)?;
-    match labels.keys().find(|k| k.starts_with(labels::RESERVED_PREFIX)) {
+    match labels.keys().find(|k| k.starts_with(RESERVED_LABEL_PREFIX)) {
         Some(key) => {
-            Err(format!("label {key} is refused: labels starting with {} are esm's own", labels::RESERVED_PREFIX))
+            Err(format!("label {key} is refused: labels starting with {} are esm's own", RESERVED_LABEL_PREFIX))
         }
         None => Ok(labels),
     }

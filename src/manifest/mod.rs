@@ -40,6 +40,10 @@ pub use quantity::Quantity;
 pub use settings::{Exposure, PullPolicy};
 pub use values::parse_duration;
 
+/// Labels under this prefix are esm's own (`crate::backend::labels`): a manifest may not
+/// set them.
+pub const RESERVED_LABEL_PREFIX: &str = "esm.";
+
 use crate::yaml;
 
 /// A parsed compose manifest.
