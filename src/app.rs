@@ -17,7 +17,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
@@ -35,6 +34,7 @@ use crate::manifest::Policy;
 use crate::metrics::Metrics;
 use crate::metrics::backend_calls::MeteredBackend;
 use crate::metrics::store_calls::MeteredStore;
+pub use crate::ops::Readiness;
 use crate::ops::{self, OpsState};
 use crate::serve::{self, Limits};
 use crate::store::Store;
@@ -69,32 +69,6 @@ pub enum StartError {
 
 /// The connections the API port queues before esm accepts them (tokio's default).
 const BACKLOG: u32 = 1024;
-
-/// Whether esm is ready: the start-up scan is done and the API port listens.
-#[derive(Clone, Debug)]
-pub struct Readiness(Arc<watch::Sender<bool>>);
-
-impl Readiness {
-    fn new() -> Self {
-        Self(Arc::new(watch::Sender::new(false)))
-    }
-
-    /// Whether it is ready now.
-    pub fn is_ready(&self) -> bool {
-        *self.0.borrow()
-    }
-
-    /// Returns once it is ready (never, if it stops before).
-    pub async fn wait(&self) {
-        let mut ready = self.0.subscribe();
-        // The sender lives in `self`, so this cannot fail.
-        let _ = ready.wait_for(|ready| *ready).await;
-    }
-
-    fn set(&self) {
-        self.0.send_replace(true);
-    }
-}
 
 /// A bound, not yet serving esm.
 pub struct Server {

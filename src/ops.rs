@@ -11,10 +11,37 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
+use tokio::sync::watch;
 
 use crate::broker::Broker;
 use crate::clock::Clock;
 use crate::config::{Config, shown_variable};
+
+/// Whether esm is ready: the start-up scan is done and the API port listens.
+#[derive(Clone, Debug)]
+pub struct Readiness(Arc<watch::Sender<bool>>);
+
+impl Readiness {
+    pub(crate) fn new() -> Self {
+        Self(Arc::new(watch::Sender::new(false)))
+    }
+
+    /// Whether it is ready now.
+    pub fn is_ready(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Returns once it is ready (never, if it stops before).
+    pub async fn wait(&self) {
+        let mut ready = self.0.subscribe();
+        // The sender lives in `self`, so this cannot fail.
+        let _ = ready.wait_for(|ready| *ready).await;
+    }
+
+    pub(crate) fn set(&self) {
+        self.0.send_replace(true);
+    }
+}
 
 /// How long one health check may take before it counts as failed.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
@@ -32,7 +59,7 @@ pub struct OpsState {
     /// Where the two ports listen (the real ports when the config asked for port 0).
     pub listening: Listening,
     /// Whether esm is ready: `/health` says "starting" until it is.
-    pub ready: crate::app::Readiness,
+    pub ready: Readiness,
 }
 
 /// The addresses esm listens on.
