@@ -97,7 +97,7 @@ async fn metrics(State(state): State<OpsState>) -> Response {
         metrics.set_backend_up(backend, up);
     }
     // Reading the pools' status sets their member gauges.
-    if let Err(e) = state.broker.pools().pool_statuses().await {
+    if let Err(e) = state.broker.pools().statuses().await {
         tracing::debug!(error = %e, "cannot read the pools for the metrics");
     }
     let text = metrics.render(state.broker.store().as_ref()).await;

@@ -163,7 +163,7 @@ impl Bindings<'_> {
     }
 
     /// `GET /v2/service_instances/{instance_id}/service_bindings/{binding_id}`.
-    pub async fn fetch_binding(&self, instance_id: &str, binding_id: &str) -> OsbResult<BindingResponse> {
+    pub async fn fetch(&self, instance_id: &str, binding_id: &str) -> OsbResult<BindingResponse> {
         let not_found = || OsbError::NotFound(format!("binding {binding_id} of instance {instance_id} does not exist"));
         let binding = self.live_binding(instance_id, binding_id).await?.ok_or_else(not_found)?.record;
         // OSB: 404 while the bind is still running (or failed).
@@ -176,7 +176,7 @@ impl Bindings<'_> {
     /// `GET /v2/et/service_instances/{instance_id}/bindings`: a page of the instance's
     /// live bindings, without credentials, and the id to continue after if there may be
     /// more.
-    pub async fn bindings_page(
+    pub async fn page(
         &self,
         instance_id: &str,
         after: Option<String>,
@@ -191,7 +191,7 @@ impl Bindings<'_> {
     }
 
     /// `GET .../service_bindings/{binding_id}/last_operation`.
-    pub async fn binding_last_operation(
+    pub async fn last_operation(
         &self,
         instance_id: &str,
         binding_id: &str,

@@ -276,7 +276,7 @@ impl Instances<'_> {
     }
 
     /// `GET /v2/service_instances/{id}`.
-    pub async fn fetch_instance(&self, id: &str) -> OsbResult<FetchInstanceResponse> {
+    pub async fn fetch(&self, id: &str) -> OsbResult<FetchInstanceResponse> {
         let not_found = || OsbError::NotFound(format!("instance {id} does not exist"));
         let instance = self.live_instance(id).await?.ok_or_else(not_found)?.record;
         if instance.status != InstanceStatus::Provisioned {
@@ -299,7 +299,7 @@ impl Instances<'_> {
     }
 
     /// `GET /v2/service_instances/{id}/last_operation`.
-    pub async fn instance_last_operation(&self, id: &str, operation: Option<&str>) -> OsbResult<LastOperationResponse> {
+    pub async fn last_operation(&self, id: &str, operation: Option<&str>) -> OsbResult<LastOperationResponse> {
         let found = self.core.records.get::<ServiceInstance>(id).await?.filter(|v| v.record.pool.is_none());
         let Some(Versioned { record: instance, .. }) = found else {
             let what = format!("instance {id} does not exist");

@@ -360,12 +360,7 @@ impl Inventory<'_> {
     }
 
     /// `GET /v2/et/inventory`: a page of the resources `filter` selects, in id order.
-    pub async fn inventory_page(
-        &self,
-        filter: &ResourceFilter,
-        after: Option<String>,
-        limit: usize,
-    ) -> OsbResult<ResourcePage> {
+    pub async fn page(&self, filter: &ResourceFilter, after: Option<String>, limit: usize) -> OsbResult<ResourcePage> {
         let (resources, next_after) = self.core.page_of(filter.index_filters(), after, limit).await?;
         Ok(ResourcePage { resources, next_after })
     }

@@ -173,7 +173,7 @@ mod tests {
 
     async fn settle(broker: &Arc<Broker>, id: &str, op: &str) -> String {
         ended(op, || async {
-            let answer = broker.instances().instance_last_operation(id, Some(op)).await.expect("polls");
+            let answer = broker.instances().last_operation(id, Some(op)).await.expect("polls");
             answer.state.as_str().to_owned()
         })
         .await
@@ -197,7 +197,7 @@ mod tests {
         broker.events().number_waiting().await.expect("numbers");
         assert_eq!(broker.tombstones().purge_tombstones(WEEK).await.expect("purges"), 0, "nothing is a week old yet");
         assert_eq!(
-            broker.instances().instance_last_operation("old", Some(&op)).await.expect("kept").state.as_str(),
+            broker.instances().last_operation("old", Some(&op)).await.expect("kept").state.as_str(),
             "succeeded"
         );
 
@@ -205,10 +205,10 @@ mod tests {
         assert_eq!(broker.tombstones().purge_tombstones(WEEK).await.expect("purges"), 1, "the week-old tombstone goes");
         assert!(broker.records().get::<ServiceInstance>("old").await.expect("reads").is_none());
         assert!(broker.records().get::<ServiceInstance>("young").await.expect("reads").is_some());
-        assert!(matches!(broker.instances().instance_last_operation("old", Some(&op)).await, Err(OsbError::Gone)));
-        assert!(matches!(broker.instances().instance_last_operation("old", None).await, Err(OsbError::NotFound(_))));
+        assert!(matches!(broker.instances().last_operation("old", Some(&op)).await, Err(OsbError::Gone)));
+        assert!(matches!(broker.instances().last_operation("old", None).await, Err(OsbError::NotFound(_))));
         assert!(matches!(
-            broker.instances().instance_last_operation("never", Some("deprovision-x")).await,
+            broker.instances().last_operation("never", Some("deprovision-x")).await,
             Err(OsbError::NotFound(_))
         ));
     }
@@ -216,7 +216,7 @@ mod tests {
     /// Polls binding `b` of instance `i` until operation `op` has ended; its state.
     async fn settled_binding(broker: &Arc<Broker>, b: &str, op: &str) -> String {
         ended(op, || async {
-            let answer = broker.bindings().binding_last_operation("i", b, Some(op)).await.expect("polls");
+            let answer = broker.bindings().last_operation("i", b, Some(op)).await.expect("polls");
             answer.state.as_str().to_owned()
         })
         .await
@@ -240,15 +240,12 @@ mod tests {
         // Provisioned a third time, and left running: the two earlier deprovisions answer.
         deprovisioned_then_provisioned(&broker, "again").await;
         for op in [&first, &second] {
-            let answer = broker.instances().instance_last_operation("again", Some(op)).await.expect("remembered");
+            let answer = broker.instances().last_operation("again", Some(op)).await.expect("remembered");
             assert_eq!(answer.state.as_str(), "succeeded", "{op}");
         }
         tokio::time::advance(WEEK + Duration::from_secs(60)).await;
-        assert!(matches!(broker.instances().instance_last_operation("again", Some(&first)).await, Err(OsbError::Gone)));
-        assert_eq!(
-            broker.instances().instance_last_operation("again", None).await.expect("live").state.as_str(),
-            "succeeded"
-        );
+        assert!(matches!(broker.instances().last_operation("again", Some(&first)).await, Err(OsbError::Gone)));
+        assert_eq!(broker.instances().last_operation("again", None).await.expect("live").state.as_str(), "succeeded");
         // However often an id comes back, its record remembers a bounded few operations.
         for _ in 0..10 {
             deprovisioned(&broker, "often").await;
@@ -271,12 +268,12 @@ mod tests {
         let request = json!({"service_id": "s", "plan_id": "p"});
         let answer = broker.bindings().bind("i", "b", serde_json::from_value(request).expect("request"), true).await;
         settled_binding(&broker, "b", &accepted("bind again", answer, |a| a.operation)).await;
-        let answer = broker.bindings().binding_last_operation("i", "b", Some(&first)).await.expect("remembered");
+        let answer = broker.bindings().last_operation("i", "b", Some(&first)).await.expect("remembered");
         assert_eq!(answer.state.as_str(), "succeeded");
         tokio::time::advance(WEEK + Duration::from_secs(60)).await;
-        assert!(matches!(broker.bindings().binding_last_operation("i", "b", Some(&first)).await, Err(OsbError::Gone)));
+        assert!(matches!(broker.bindings().last_operation("i", "b", Some(&first)).await, Err(OsbError::Gone)));
         assert!(matches!(
-            broker.bindings().binding_last_operation("i", "b", Some("bind-x")).await,
+            broker.bindings().last_operation("i", "b", Some("bind-x")).await,
             Err(OsbError::BadRequest(_))
         ));
     }

@@ -214,9 +214,9 @@ mod tests {
     async fn pool_members_and_instances_handed_one_are_not_orphans() {
         let (dummy, _, broker) = broker_with_plan().await;
         let pool = serde_json::from_value(json!({"size": 2})).expect("pool request");
-        broker.pools().set_pool("p", pool).await.expect("pool set");
+        broker.pools().set("p", pool).await.expect("pool set");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while broker.pools().pool_status("p").await.expect("status").ready < 2 {
+        while broker.pools().status("p").await.expect("status").ready < 2 {
             assert!(tokio::time::Instant::now() < deadline, "the pool did not fill");
             broker.pools().pool_round().await.expect("a round");
             tokio::time::sleep(Duration::from_millis(10)).await;

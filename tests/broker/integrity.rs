@@ -73,7 +73,7 @@ async fn register_round(broker: &Arc<Broker>, n: usize) {
 /// After a race: the instance either lives with its plan, service and manifest in
 /// place (and can be deprovisioned), or does not live at all. Returns whether it lived.
 async fn instance_is_whole_or_absent(broker: &Arc<Broker>, id: &str, service_id: &str, plan_id: &str) -> bool {
-    let lives = broker.instances().fetch_instance(id).await.is_ok();
+    let lives = broker.instances().fetch(id).await.is_ok();
     let listing =
         broker.instances().et_instances(&InstanceFilter::default()).await.expect("the instance listing answers");
     let listed: Vec<_> = listing.try_collect().await.expect("the instance listing answers after every race");
@@ -272,8 +272,8 @@ async fn bindings_race_deprovision(broker: &Arc<Broker>) {
         for error in [bound.as_ref().err(), deprovisioned.as_ref().err()].into_iter().flatten() {
             assert!(error.status().is_client_error(), "round {n}: {error:?}");
         }
-        let instance_lives = broker.instances().fetch_instance(&id).await.is_ok();
-        let binding_lives = broker.bindings().fetch_binding(&id, "b").await.is_ok();
+        let instance_lives = broker.instances().fetch(&id).await.is_ok();
+        let binding_lives = broker.bindings().fetch(&id, "b").await.is_ok();
         assert!(instance_lives || !binding_lives, "round {n}: binding b is bound to {id}, which is gone");
         binding_won += usize::from(bound.is_ok());
         deprovision_won += usize::from(deprovisioned.is_ok());
@@ -348,5 +348,5 @@ async fn records_of_esm_0_1_are_moved_in_and_an_instance_without_its_manifest_is
     assert_eq!(broker.registrar().manifest_by_id("m-q").await.expect("moved in"), kept);
     let gone = broker.instances().deprovision("i", &delete_query("s", "p")).await;
     assert!(matches!(gone, Ok(Answer::Done(_))), "{gone:?}");
-    assert!(broker.instances().fetch_instance("i").await.is_err(), "deprovisioned");
+    assert!(broker.instances().fetch("i").await.is_err(), "deprovisioned");
 }

@@ -57,7 +57,7 @@ async fn started(thresholds: Thresholds, script: &str) -> (Arc<DummyBackend>, Ar
 }
 
 async fn status(broker: &Arc<Broker>) -> (LivenessStatus, String) {
-    let (_, liveness) = broker.liveness().liveness("i").await.expect("the instance lives");
+    let (_, liveness) = broker.liveness().of("i").await.expect("the instance lives");
     (liveness.status, liveness.reason)
 }
 
@@ -77,7 +77,7 @@ async fn a_heartbeat_counts_until_its_ttl_and_then_is_missed() {
     assert_eq!(status(&broker).await.0, LivenessStatus::Unknown, "nothing watches it yet");
     broker
         .liveness()
-        .report_liveness("i", &Reporter::Broker, LivenessStatus::Up, Duration::from_secs(30), None)
+        .report("i", &Reporter::Broker, LivenessStatus::Up, Duration::from_secs(30), None)
         .await
         .expect("report");
     pass(Duration::from_secs(29)).await;
@@ -125,10 +125,10 @@ async fn lost_past_the_drop_threshold_is_deprovisioned_through_the_normal_operat
     dummy.liveness().set("i", "main", esm::domain::liveness::ComponentStatus::Down, Some("exited with code 1"));
     pass(Duration::from_secs(90)).await;
     assert_eq!(status(&broker).await.0, LivenessStatus::Down);
-    assert!(broker.instances().fetch_instance("i").await.is_ok(), "lost, not dropped yet");
+    assert!(broker.instances().fetch("i").await.is_ok(), "lost, not dropped yet");
     pass(Duration::from_secs(40)).await;
-    assert!(broker.instances().fetch_instance("i").await.is_err(), "dropped");
-    let last = broker.instances().instance_last_operation("i", None).await;
+    assert!(broker.instances().fetch("i").await.is_err(), "dropped");
+    let last = broker.instances().last_operation("i", None).await;
     assert!(matches!(last, Err(esm::error::OsbError::Gone)), "last_operation tells the deprovision: {last:?}");
     let events = broker
         .events()
@@ -151,7 +151,7 @@ async fn lost_past_the_drop_threshold_is_deprovisioned_through_the_normal_operat
 
 /// Reports `status` for `ttl` as the broker's credentials would.
 async fn report(broker: &Arc<Broker>, status: LivenessStatus, ttl: Duration) {
-    broker.liveness().report_liveness("i", &Reporter::Broker, status, ttl, None).await.expect("report");
+    broker.liveness().report("i", &Reporter::Broker, status, ttl, None).await.expect("report");
 }
 
 #[tokio::test(start_paused = true)]
@@ -163,7 +163,7 @@ async fn a_report_of_down_never_drops_an_instance_the_backend_sees_up() {
     pass(INTERVAL).await;
     assert_eq!(status(&broker).await.0, LivenessStatus::Down, "the report shows");
     pass(Duration::from_secs(600)).await;
-    assert!(broker.instances().fetch_instance("i").await.is_ok(), "ten drop thresholds later it is still there");
+    assert!(broker.instances().fetch("i").await.is_ok(), "ten drop thresholds later it is still there");
     broker.shutdown().await;
 }
 
@@ -173,7 +173,7 @@ async fn a_lapsed_heartbeat_on_an_instance_nothing_observes_never_drops_it() {
     report(&broker, LivenessStatus::Up, Duration::from_secs(1)).await;
     pass(Duration::from_secs(600)).await;
     assert_eq!(status(&broker).await, (LivenessStatus::Down, "heartbeat missed".to_owned()));
-    assert!(broker.instances().fetch_instance("i").await.is_ok(), "missed heartbeats alone do not drop it");
+    assert!(broker.instances().fetch("i").await.is_ok(), "missed heartbeats alone do not drop it");
     broker.shutdown().await;
 }
 
@@ -183,9 +183,9 @@ async fn where_reports_may_drop_a_report_of_down_drops_the_instance() {
     pass(Duration::from_secs(1)).await;
     report(&broker, LivenessStatus::Down, Duration::from_secs(86_400)).await;
     pass(Duration::from_secs(60)).await;
-    assert!(broker.instances().fetch_instance("i").await.is_ok(), "not yet");
+    assert!(broker.instances().fetch("i").await.is_ok(), "not yet");
     pass(Duration::from_secs(90)).await;
-    assert!(broker.instances().fetch_instance("i").await.is_err(), "dropped, as the operator allowed");
+    assert!(broker.instances().fetch("i").await.is_err(), "dropped, as the operator allowed");
     broker.shutdown().await;
 }
 
@@ -196,18 +196,14 @@ async fn a_storm_of_reports_on_one_instance_is_coalesced_into_a_few_writes() {
     let ttl = Duration::from_secs(60);
     for n in 0..1000 {
         let note = Note::parse(format!("report {n}")).expect("a note");
-        broker
-            .liveness()
-            .report_liveness("i", &Reporter::Broker, LivenessStatus::Up, ttl, Some(note))
-            .await
-            .expect("report");
+        broker.liveness().report("i", &Reporter::Broker, LivenessStatus::Up, ttl, Some(note)).await.expect("report");
     }
     pass(Duration::from_secs(1)).await;
     let stored = broker.store().get(Collection::LivenessReports, "i").await.expect("read").expect("written");
     // Each write bumps the version: the 1,000 reports of one instant took a few.
     assert!(stored.version <= 1 + (Duration::from_secs(1).as_millis() / REPORT_SPACING.as_millis()) as u64);
     assert_eq!(stored.body["report"]["note"], "report 999", "the latest one is kept");
-    let (_, liveness) = broker.liveness().liveness("i").await.expect("lives");
+    let (_, liveness) = broker.liveness().of("i").await.expect("lives");
     assert_eq!(liveness.reported.and_then(|r| r.note).as_deref(), Some("report 999"));
     broker.shutdown().await;
 }

@@ -56,7 +56,7 @@ async fn finishes_successfully(broker: &Arc<Broker>) {
 
 /// The state of instance `i`'s last operation, and its description.
 async fn last_operation(broker: &Arc<Broker>) -> (OperationState, String) {
-    let last = broker.instances().instance_last_operation("i", None).await.expect("last_operation");
+    let last = broker.instances().last_operation("i", None).await.expect("last_operation");
     (last.state, last.description.unwrap_or_default())
 }
 

@@ -147,13 +147,13 @@ async fn members_that_die_after_they_were_deployed_back_off_like_failed_deploys(
     broker.liveness().spawn_liveness();
     broker.pools().spawn_pool_keeper();
     catalog::register(&broker, json!({}), "x-esm-dummy: {mode: async}\n").await;
-    broker.pools().set_pool("p", serde_json::from_value(json!({"size": 4})).expect("request")).await.expect("pool set");
+    broker.pools().set("p", serde_json::from_value(json!({"size": 4})).expect("request")).await.expect("pool set");
 
     // Every member dies (its one component, `main`: the manifest names no services) as
     // soon as it is seen ready, for a minute of virtual time.
     let mut killed = BTreeSet::new();
     for _ in 0..600 {
-        let pool = broker.pools().pool_status("p").await.expect("status");
+        let pool = broker.pools().status("p").await.expect("status");
         for member in pool.members.iter().filter(|m| m.state == "ready") {
             if killed.insert(member.id.clone()) {
                 dummy.liveness().set(&member.id, "main", ComponentStatus::Down, Some("exited (137)"));
@@ -161,7 +161,7 @@ async fn members_that_die_after_they_were_deployed_back_off_like_failed_deploys(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let pool = broker.pools().pool_status("p").await.expect("status");
+    let pool = broker.pools().status("p").await.expect("status");
     // Without backoff the keeper redeploys at every round: dozens a minute. With it, the
     // first four die, the next wait 8 s, and those that die make the wait over 2 minutes.
     assert!((4..=12).contains(&killed.len()), "{} members deployed in a minute: {killed:?}", killed.len());

@@ -84,7 +84,7 @@ impl LivenessMonitor<'_> {
     /// Records what instance `id` reported of itself (`PUT .../liveness`), sent by
     /// `reporter`. Answers the instance's liveness with this report, judged now; the
     /// report itself is written shortly after (coalesced with any that follow).
-    pub async fn report_liveness(
+    pub async fn report(
         &self,
         id: &str,
         reporter: &Reporter,
@@ -109,7 +109,7 @@ impl LivenessMonitor<'_> {
 
     /// An instance's liveness (`GET .../liveness`), with its latest report judged now;
     /// `unknown` until it is first watched.
-    pub async fn liveness(&self, id: &str) -> OsbResult<(ServiceInstance, Liveness)> {
+    pub async fn of(&self, id: &str) -> OsbResult<(ServiceInstance, Liveness)> {
         let instance = self.platform_instance(id).await?;
         let clock = self.core.clock();
         let mut liveness = instance.liveness.clone().unwrap_or_else(|| {

@@ -182,7 +182,7 @@ mod tests {
     }
 
     async fn status(broker: &Arc<Broker>, id: &str) -> LivenessStatus {
-        broker.liveness().liveness(id).await.expect("liveness").1.status
+        broker.liveness().of(id).await.expect("liveness").1.status
     }
 
     #[tokio::test]

@@ -77,7 +77,7 @@ service! {
 impl Pools<'_> {
     /// `PUT /v2/et/pools/{plan_id}`: creates or changes the plan's pool. Members made
     /// with other parameters are replaced by the keeper.
-    pub async fn set_pool(&self, plan_id: &str, req: PoolRequest) -> OsbResult<PoolStatus> {
+    pub async fn set(&self, plan_id: &str, req: PoolRequest) -> OsbResult<PoolStatus> {
         require("plan_id", plan_id)?;
         let size = u32::try_from(req.size)
             .ok()
@@ -141,11 +141,11 @@ impl Pools<'_> {
             }
         }
         self.pool_changed(plan_id);
-        self.pool_status(plan_id).await
+        self.status(plan_id).await
     }
 
     /// `GET /v2/et/pools/{plan_id}`.
-    pub async fn pool_status(&self, plan_id: &str) -> OsbResult<PoolStatus> {
+    pub async fn status(&self, plan_id: &str) -> OsbResult<PoolStatus> {
         let pool = self
             .core
             .records
@@ -158,7 +158,7 @@ impl Pools<'_> {
     }
 
     /// `GET /v2/et/pools`: every pool.
-    pub async fn pool_statuses(&self) -> OsbResult<Vec<PoolStatus>> {
+    pub async fn statuses(&self) -> OsbResult<Vec<PoolStatus>> {
         let registry = self.broker.registrar().registry().await?.record;
         let mut statuses = Vec::new();
         for Versioned { record, .. } in self.core.records.list::<Pool>().await? {
@@ -169,7 +169,7 @@ impl Pools<'_> {
 
     /// `DELETE /v2/et/pools/{plan_id}`: the pool's idle members are removed, then the
     /// pool; claimed ones are the platform's and stay.
-    pub async fn drain_pool(&self, plan_id: &str) -> OsbResult<()> {
+    pub async fn drain(&self, plan_id: &str) -> OsbResult<()> {
         let drained = self
             .core
             .records

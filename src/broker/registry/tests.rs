@@ -50,12 +50,12 @@ async fn provisions_binds_and_pool_rounds_do_not_read_an_unchanged_registry() {
     let broker = broker(store.clone());
     register(&broker, 20).await;
     let pool = json!({"size": 1});
-    broker.pools().set_pool("p", serde_json::from_value(pool).expect("a pool")).await.expect("sets the pool");
+    broker.pools().set("p", serde_json::from_value(pool).expect("a pool")).await.expect("sets the pool");
     let before = registry_reads(&store);
     for n in 0..5 {
         provision_and_bind(&broker, &format!("i-{n}")).await;
         broker.pools().pool_round().await.expect("a pool round");
-        broker.instances().fetch_instance(&format!("i-{n}")).await.expect("fetches");
+        broker.instances().fetch(&format!("i-{n}")).await.expect("fetches");
     }
     broker.registrar().catalog().await.expect("the catalog");
     assert_eq!(registry_reads(&store), before, "the registry is not read while it is unchanged");

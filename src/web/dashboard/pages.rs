@@ -28,7 +28,7 @@ pub async fn overview(State(state): State<AppState>) -> PageResult {
         *by_liveness.entry(liveness).or_default() += n;
     }
     let total: u64 = by_state.values().sum();
-    let pools = broker.pools().pool_statuses().await?;
+    let pools = broker.pools().statuses().await?;
     let log = broker.events();
     let window = log.page(&Filter::default(), log.delivered().saturating_sub(WINDOW), WINDOW as usize).await;
     let window = window.map_err(OsbError::from)?;
@@ -102,7 +102,7 @@ pub async fn services(State(state): State<AppState>) -> PageResult {
 
 /// Every pool, with drain and resize.
 pub async fn pools(State(state): State<AppState>) -> PageResult {
-    let pools = state.broker.pools().pool_statuses().await?;
+    let pools = state.broker.pools().statuses().await?;
     Ok(page(
         "Pools",
         html! {

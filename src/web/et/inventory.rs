@@ -44,7 +44,7 @@ pub async fn inventory(
         kind: query.kind.map(Into::into),
         backend: query.backend.map(Into::into),
     };
-    let page = state.broker.inventory().inventory_page(&filter, paging.after, paging.limit).await?;
+    let page = state.broker.inventory().page(&filter, paging.after, paging.limit).await?;
     let next = page.next_after.as_deref().map(listing::cursor);
     Ok(Json(InventoryPage { resources: page.resources, next }))
 }

@@ -28,7 +28,6 @@ pub async fn list_bindings(
     OsbQuery(query): OsbQuery<BindingListQuery>,
 ) -> OsbResult<Json<BindingPage>> {
     let paging = Paging::paged(query.limit, query.after.as_deref())?;
-    let (bindings, next_after) =
-        state.broker.bindings().bindings_page(&instance_id, paging.after, paging.limit).await?;
+    let (bindings, next_after) = state.broker.bindings().page(&instance_id, paging.after, paging.limit).await?;
     Ok(Json(BindingPage { bindings, next: next_after.as_deref().map(listing::cursor) }))
 }

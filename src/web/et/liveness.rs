@@ -26,7 +26,7 @@ pub async fn get_liveness(
     State(state): State<AppState>,
     OsbPath(instance_id): OsbPath<InstanceId>,
 ) -> OsbResult<Json<LivenessView>> {
-    let (_, liveness) = state.broker.liveness().liveness(&instance_id).await?;
+    let (_, liveness) = state.broker.liveness().of(&instance_id).await?;
     Ok(Json(LivenessView::of(instance_id, liveness)))
 }
 
@@ -69,6 +69,6 @@ pub async fn report_liveness(
     // The layer says who sent it; without a token, the broker's credentials (checked
     // there) or an open API.
     let reporter = reporter.map_or(Reporter::Broker, |Extension(r)| r);
-    let liveness = state.broker.liveness().report_liveness(&instance_id, &reporter, status, ttl, report.note).await?;
+    let liveness = state.broker.liveness().report(&instance_id, &reporter, status, ttl, report.note).await?;
     Ok(Json(LivenessView::of(instance_id, liveness)))
 }

@@ -19,7 +19,7 @@ use crate::wire::{Empty, PoolList, PoolRequest, PoolStatus};
         StoreDown,
     ))]
 pub async fn list_pools(State(state): State<AppState>) -> OsbResult<Json<PoolList>> {
-    Ok(Json(PoolList { pools: state.broker.pools().pool_statuses().await? }))
+    Ok(Json(PoolList { pools: state.broker.pools().statuses().await? }))
 }
 
 /// One plan's pool: its settings, members and counts.
@@ -30,7 +30,7 @@ pub async fn list_pools(State(state): State<AppState>) -> OsbResult<Json<PoolLis
         NoPool, StoreDown,
     ))]
 pub async fn get_pool(State(state): State<AppState>, OsbPath(plan_id): OsbPath<PlanId>) -> OsbResult<Json<PoolStatus>> {
-    Ok(Json(state.broker.pools().pool_status(&plan_id).await?))
+    Ok(Json(state.broker.pools().status(&plan_id).await?))
 }
 
 /// Keeps `size` instances of the plan deployed ahead; a provision of the plan asking
@@ -50,7 +50,7 @@ pub async fn set_pool(
     OsbPath(plan_id): OsbPath<PlanId>,
     OsbJson(request): OsbJson<PoolRequest>,
 ) -> OsbResult<Json<PoolStatus>> {
-    Ok(Json(state.broker.pools().set_pool(&plan_id, request).await?))
+    Ok(Json(state.broker.pools().set(&plan_id, request).await?))
 }
 
 /// Drains the pool: its idle members are removed, then the pool. Instances already
@@ -62,6 +62,6 @@ pub async fn set_pool(
         NoPool, StoreDown,
     ))]
 pub async fn delete_pool(State(state): State<AppState>, OsbPath(plan_id): OsbPath<PlanId>) -> OsbResult<Json<Empty>> {
-    state.broker.pools().drain_pool(&plan_id).await?;
+    state.broker.pools().drain(&plan_id).await?;
     Ok(Json(Empty::default()))
 }

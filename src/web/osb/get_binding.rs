@@ -19,5 +19,5 @@ use crate::wire::{BindingResponse, FetchQuery};
     ))]
 pub async fn get_binding(osb: Osb<(InstanceId, BindingId), FetchQuery>) -> OsbResult<Versioned<BindingResponse>> {
     let Osb { state, path: (instance_id, binding_id), platform, .. } = osb;
-    Ok(platform.json(state.broker.bindings().fetch_binding(&instance_id, &binding_id).await?))
+    Ok(platform.json(state.broker.bindings().fetch(&instance_id, &binding_id).await?))
 }

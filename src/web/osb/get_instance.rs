@@ -20,5 +20,5 @@ use crate::wire::{FetchInstanceResponse, FetchQuery};
     ))]
 pub async fn get_instance(osb: Osb<InstanceId, FetchQuery>) -> OsbResult<Versioned<FetchInstanceResponse>> {
     let Osb { state, path: instance_id, platform, .. } = osb;
-    Ok(platform.json(state.broker.instances().fetch_instance(&instance_id).await?))
+    Ok(platform.json(state.broker.instances().fetch(&instance_id).await?))
 }

@@ -22,7 +22,6 @@ use crate::wire::{Empty, LastOperationQuery, LastOperationResponse};
     ))]
 pub async fn last_binding_operation(osb: Osb<(InstanceId, BindingId), LastOperationQuery>) -> OsbResult<Polled> {
     let Osb { state, path: (instance_id, binding_id), query, platform } = osb;
-    let op =
-        state.broker.bindings().binding_last_operation(&instance_id, &binding_id, query.operation.as_deref()).await?;
+    let op = state.broker.bindings().last_operation(&instance_id, &binding_id, query.operation.as_deref()).await?;
     Ok(platform.polled(op))
 }

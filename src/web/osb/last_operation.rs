@@ -21,6 +21,6 @@ use crate::wire::{Empty, LastOperationQuery, LastOperationResponse};
     ))]
 pub async fn last_operation(osb: Osb<InstanceId, LastOperationQuery>) -> OsbResult<Polled> {
     let Osb { state, path: instance_id, query, platform } = osb;
-    let op = state.broker.instances().instance_last_operation(&instance_id, query.operation.as_deref()).await?;
+    let op = state.broker.instances().last_operation(&instance_id, query.operation.as_deref()).await?;
     Ok(platform.polled(op))
 }
