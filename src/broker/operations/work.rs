@@ -205,7 +205,7 @@ impl Work for Update {
         let pending = op.update.as_ref().ok_or_else(|| BackendError::new("the update has no changes recorded"))?;
         let mut target = apply_update(instance.clone(), pending);
         let (_, manifest) = ops.broker.registrar().manifest_in(registry, &target.plan_id).await.map_err(failure)?;
-        let backend = ops.broker.registrar().backend(&manifest).map_err(failure)?;
+        let backend = ops.core.backend(&manifest).map_err(failure)?;
         target.host_ports = ops.broker.inventory().lease_host_ports(backend.as_ref(), &manifest, &target).await?;
         let target = target.deployed();
         let deployment = backend.update(&target, &manifest).await;

@@ -31,11 +31,6 @@ impl PlanView {
 }
 
 impl Registrar<'_> {
-    /// The backend that deploys `manifest`'s type.
-    pub(in crate::broker) fn backend(&self, manifest: &Manifest) -> OsbResult<Arc<dyn Backend>> {
-        self.core.backend(manifest)
-    }
-
     /// A plan a request names, with the manifest and backend that deploy it; 400 if
     /// the catalog does not have it.
     pub(in crate::broker) async fn plan_view(&self, service_id: &str, plan_id: &str) -> OsbResult<PlanView> {
