@@ -25,9 +25,11 @@ use crate::backend::docker::{ComposeBackend, DockerSettings, SwarmBackend};
 use crate::backend::dummy::{DummyBackend, Holds, LivenessScript};
 use crate::backend::kubernetes::{KubernetesBackend, KubernetesPolicy, KubernetesSettings};
 use crate::backend::{Backend, BackendError, Backends, host_port};
-use crate::broker::{Broker, BrokerSettings, LivenessSettings};
+use crate::broker::{Broker, BrokerSettings, FleetSettings, LivenessSettings};
 use crate::clock::Clock;
 use crate::config::{BackendKind, ComposeTarget, Config, StoreKind, redact_uri};
+use crate::domain::bounded::EngineName;
+use crate::domain::engine::{EngineSpec, Source};
 use crate::domain::liveness::Thresholds;
 use crate::events::Webhook;
 use crate::manifest::Policy;
@@ -35,6 +37,8 @@ use crate::metrics::Metrics;
 use crate::metrics::backend_calls::MeteredBackend;
 use crate::metrics::store_calls::MeteredStore;
 pub use crate::ops::Readiness;
+
+mod engines;
 use crate::ops::{self, OpsState};
 use crate::serve::{self, Limits};
 use crate::store::Store;
@@ -81,6 +85,8 @@ pub struct Server {
     /// The dummy backend, when it runs (tests hold its operations and script its
     /// instances' liveness).
     dummy: Option<Arc<DummyBackend>>,
+    /// The engines `ESM_ENGINES_FILE` declares, applied once esm has started.
+    declared: Vec<(EngineName, EngineSpec)>,
 }
 
 impl Server {
@@ -100,6 +106,16 @@ impl Server {
             warn_on_ephemeral_overlap((range.low, range.high));
         }
         let metrics = Metrics::new();
+        let declared = match &config.engines_file {
+            Some(path) => engines::read_file(path).map_err(StartError::Setting)?,
+            None => Vec::new(),
+        };
+        let config = Arc::new(config);
+        let fleet = FleetSettings {
+            factory: Arc::new(engines::Builder::new(Arc::clone(&config), metrics.clone())),
+            probe_interval: Duration::from_secs(config.engine_probe_interval),
+            repair_after: Duration::from_secs(config.engine_repair_after),
+        };
         let store: Arc<dyn Store> = Arc::new(MeteredStore::new(open_store(&config).await?, metrics.clone()));
         let (backends, dummy) = backends(&config, &metrics).await.map_err(|e| StartError::Backend(e.to_string()))?;
         let broker = Broker::new(
@@ -118,6 +134,7 @@ impl Server {
                 pool_deploys: config.pool_deploys,
                 max_pools: config.max_pools,
                 host_ports: config.host_port_range.map(|r| (r.low, r.high)),
+                engines: fleet,
                 liveness: LivenessSettings {
                     interval: Duration::from_secs(config.liveness_interval),
                     sweep: Duration::from_secs(config.liveness_sweep_interval),
@@ -134,7 +151,7 @@ impl Server {
         );
         let api = bind_only(config.api_addr())?;
         let ops = listen(config.ops_addr()).await?;
-        Ok(Self { config: Arc::new(config), broker, api, ops, ready: Readiness::new(), dummy })
+        Ok(Self { config, broker, api, ops, ready: Readiness::new(), dummy, declared })
     }
 
     /// Whether esm is ready, for tests that must not call before it is.
@@ -185,7 +202,7 @@ impl Server {
             OpsState { broker: self.broker.clone(), config: self.config.clone(), listening, ready: self.ready.clone() };
         let ops = serve::serve(self.ops, ops::router(ops_state), limits, stop.clone(), grace / 2);
         let api = async {
-            if !start_up(&self.broker, &self.config, &stop).await {
+            if !start_up(&self.broker, &self.config, &self.declared, &stop).await {
                 return Ok(());
             }
             let listener =
@@ -231,7 +248,12 @@ impl Server {
 /// Takes over what a previous run (of this or another replica) left in progress, then
 /// starts the background rounds; false if esm was told to stop meanwhile. A store that
 /// is down now is retried by the sweeper, not fatal.
-async fn start_up(broker: &Arc<Broker>, config: &Config, stop: &CancellationToken) -> bool {
+async fn start_up(
+    broker: &Arc<Broker>,
+    config: &Config,
+    declared: &[(EngineName, EngineSpec)],
+    stop: &CancellationToken,
+) -> bool {
     tokio::select! {
         () = broker.events().caught_up() => {}
         () = stop.cancelled() => return false,
@@ -245,12 +267,19 @@ async fn start_up(broker: &Arc<Broker>, config: &Config, stop: &CancellationToke
         },
         () = stop.cancelled() => return false,
     }
+    for (name, spec) in declared {
+        // A declaration esm cannot apply now is logged; the rest of the fleet serves.
+        if let Err(e) = broker.engines().put(name, spec.clone(), Source::File).await {
+            tracing::error!(engine = %name, error = %e, "cannot apply the engines file's declaration");
+        }
+    }
     broker.operations().spawn_sweeper();
     broker.inventory().spawn_reconciler(Duration::from_secs(config.reconcile_interval));
     broker.tombstones().spawn_purger(Duration::from_secs(config.tombstone_retention));
     broker.registrar().spawn_registry_watch();
     broker.liveness().spawn_liveness();
     broker.pools().spawn_pool_keeper();
+    broker.engines().spawn_prober();
     true
 }
 

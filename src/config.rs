@@ -238,6 +238,22 @@ pub struct Config {
     /// still answers for its earlier operations; 604800 is 7 days.
     #[arg(long = "tombstone-retention", env = "ESM_TOMBSTONE_RETENTION", value_parser = positive(), default_value_t = 604_800)]
     pub tombstone_retention: u64,
+    /// A YAML or JSON file declaring engines besides the default one (see
+    /// `docs/engines.md`), applied at start-up.
+    #[arg(long = "engines-file", env = "ESM_ENGINES_FILE")]
+    #[serde(serialize_with = "lossy_optional_path")]
+    pub engines_file: Option<PathBuf>,
+    /// Where engines' kubeconfigs and TLS files are read from, and only there
+    /// (default: `<ESM_DATA_DIR>/engines`).
+    #[arg(long = "engine-credentials-dir", env = "ESM_ENGINE_CREDENTIALS_DIR")]
+    #[serde(serialize_with = "lossy_optional_path")]
+    pub engine_credentials_dir: Option<PathBuf>,
+    /// Seconds between probes of each engine (each probe has as long to answer).
+    #[arg(long = "engine-probe-interval", env = "ESM_ENGINE_PROBE_INTERVAL", value_parser = positive(), default_value_t = 5)]
+    pub engine_probe_interval: u64,
+    /// Seconds an engine may go without answering before it needs repair.
+    #[arg(long = "engine-repair-after", env = "ESM_ENGINE_REPAIR_AFTER", value_parser = positive(), default_value_t = 300)]
+    pub engine_repair_after: u64,
     /// Members of one warm pool deployed at once (when a pool fills or is repaired).
     #[arg(long = "pool-deploys", env = "ESM_POOL_DEPLOYS", value_parser = positive_count(), default_value_t = 4)]
     pub pool_deploys: usize,
@@ -430,6 +446,11 @@ impl Config {
         }
     }
 
+    /// Where engines' credential files are read from.
+    pub fn engine_credentials_dir(&self) -> PathBuf {
+        self.engine_credentials_dir.clone().unwrap_or_else(|| self.data_dir.join("engines"))
+    }
+
     /// What reading one manifest may cost.
     pub fn manifest_limits(&self) -> yaml::Limits {
         let defaults = yaml::Limits::default();
@@ -528,6 +549,10 @@ fn as_typed_list<S: Serializer, T: ValueEnum>(values: &[T], serializer: S) -> Re
 /// Lossy rather than an error for a path that is not UTF-8.
 fn lossy_path<S: Serializer>(path: &Path, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.collect_str(&path.display())
+}
+
+fn lossy_optional_path<S: Serializer>(path: &Option<PathBuf>, serializer: S) -> Result<S::Ok, S::Error> {
+    path.as_ref().map(|p| p.display().to_string()).serialize(serializer)
 }
 
 /// A URL setting (MongoDB's connection string, the webhook's URL) as its scheme and

@@ -10,6 +10,7 @@
 
 mod bindings;
 mod catalog;
+mod engines;
 mod events;
 mod inventory;
 mod liveness;
@@ -20,6 +21,7 @@ pub use catalog::{
     MAX_DASHBOARD_CLIENT_BYTES, MAX_METADATA_BYTES, MaintenanceInfoRequest, ManifestRegistration, PlanRegistration,
     ServiceRegistration,
 };
+pub use engines::{EngineList, EngineView};
 pub use events::{EventPage, EventQuery, Gap};
 pub use inventory::{InstanceResources, InventoryPage, InventoryQuery};
 pub use liveness::{LivenessReport, LivenessView, MAX_TTL_SECONDS, ReportView};
@@ -312,6 +314,9 @@ pub struct EtInstance {
     pub liveness: LivenessStatus,
     /// esm: when the instance was requested (RFC 3339).
     pub created_at: String,
+    /// esm: the engine it was placed on (`default`: the single-engine settings').
+    #[serde(default)]
+    pub engine: String,
     /// The instance's last operation (or, once provisioned, a problem of the deployment).
     pub state: EtState,
     /// esm: the deployment for programs, one object per container (`service`,
@@ -347,6 +352,8 @@ pub struct InstanceListQuery {
     pub liveness: Option<LivenessStatus>,
     /// Only instances deployed by this backend (`dummy`, `docker-compose`, `docker-swarm`, `kubernetes`).
     pub backend: Option<Name>,
+    /// Only instances placed on this engine (`default`: the single-engine settings').
+    pub engine: Option<crate::domain::bounded::EngineName>,
 }
 
 /// A page of the instance listing.

@@ -107,6 +107,7 @@ pub fn instance(id: &str, manifest: &Manifest) -> ServiceInstance {
         pool: None,
         host_ports: Default::default(),
         outbox: Default::default(),
+        engine: None,
     }
 }
 

@@ -27,6 +27,8 @@ pub struct InstanceFilter {
     pub liveness: Option<LivenessStatus>,
     /// Instances deployed by this backend.
     pub backend: Option<String>,
+    /// Instances placed on this engine.
+    pub engine: Option<String>,
 }
 
 impl InstanceFilter {
@@ -45,7 +47,11 @@ impl InstanceFilter {
         ];
         let mut chosen: Vec<(String, String)> =
             filters.into_iter().filter_map(|(f, v)| Some((f.to_owned(), v?.to_owned()))).collect();
-        if chosen.is_empty() {
+        if let Some(engine) = &self.engine {
+            chosen.push((index::ENGINE.to_owned(), engine.clone()));
+        }
+        // Pool members are indexed by engine too: only live instances are listed.
+        if chosen.is_empty() || self.engine.is_some() {
             chosen.push((index::LIVE.to_owned(), "1".to_owned()));
         }
         chosen
@@ -165,6 +171,7 @@ impl Instances<'_> {
             operation_state,
             liveness: instance.liveness_status(),
             created_at: instance.created_at.to_string(),
+            engine: instance.engine().to_owned(),
             state,
             deployment,
         })

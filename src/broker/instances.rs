@@ -2,6 +2,7 @@
 
 use serde_json::{Map, Value, json};
 
+use super::engines::Placed;
 use super::operations::answers::{Asked, last_operation_of, removal_while, resent};
 use super::runner::Work;
 use super::{
@@ -66,9 +67,10 @@ impl Instances<'_> {
         {
             return provision_existing(record, &req, accepts_incomplete);
         }
+        let placed = self.broker.engines().place(&view, id).await?;
         let op = self.broker.operations().start_op(OperationKind::Provision, asynchronous);
         let op_id = op.id.clone();
-        let mut instance = new_instance(id, &req, &view, op);
+        let mut instance = new_instance(id, &req, &view, &placed, op);
         if let Some(tombstone) = &existing {
             instance.operations = self.broker.tombstones().inherit(&tombstone.record.operations, instance.operations);
             // The tombstone's events not yet in the log come first (`domain::outbox`).
@@ -95,15 +97,13 @@ impl Instances<'_> {
                 };
             }
             // The write may have landed all the same (its answer lost).
-            Err(e) => {
-                return Err(self.broker.operations().give_up(id, &op_id, e.into(), work::Provision::withdrawn).await);
-            }
+            Err(e) => return Err(self.withdraw(id, &op_id, e.into()).await),
         };
         // Now that the instance is written, its plan must still be there with the
         // manifest read above (the retirement protocol, broker/registry/).
         if let Err(e) = self.broker.registrar().confirm_plan(&view.service.id, &view.plan.id, &view.entry.content).await
         {
-            return Err(self.broker.operations().give_up(id, &op_id, e, work::Provision::withdrawn).await);
+            return Err(self.withdraw(id, &op_id, e).await);
         }
         // Recorded first, then claimed: a crash in between leaves the provision running,
         // and its resumption adopts the member (or deploys cold).
@@ -118,7 +118,7 @@ impl Instances<'_> {
             Err(e) => Some(e),
         };
         if let Some(e) = refused {
-            return Err(self.broker.operations().give_up(id, &op_id, e, work::Provision::withdrawn).await);
+            return Err(self.withdraw(id, &op_id, e).await);
         }
         // A member is handed out within the request: 201 at once.
         let asynchronous = asynchronous && !handed_out;
@@ -136,6 +136,16 @@ impl Instances<'_> {
                 metadata: Some(done.metadata).filter(|m| !m.is_empty()),
             }),
         })
+    }
+
+    /// Withdraws a provision that will not go ahead (its record becomes a tombstone) and
+    /// gives back the room it took on its engine; `e` is what the platform is told.
+    async fn withdraw(&self, id: &str, op_id: &str, e: OsbError) -> OsbError {
+        let e = self.broker.operations().give_up(id, op_id, e, work::Provision::withdrawn).await;
+        if let Err(release) = self.broker.engines().release_slots(id).await {
+            tracing::warn!(instance_id = id, error = %release, "could not give back a withdrawn provision's room; it goes with its next deprovision");
+        }
+        e
     }
 
     /// `PATCH /v2/service_instances/{id}`.
@@ -435,7 +445,13 @@ fn provision_existing(
 }
 
 /// A new instance record for a provision, with its first operation.
-pub(super) fn new_instance(id: &str, req: &ProvisionRequest, view: &PlanView, op: Operation) -> ServiceInstance {
+pub(super) fn new_instance(
+    id: &str,
+    req: &ProvisionRequest,
+    view: &PlanView,
+    placed: &Placed,
+    op: Operation,
+) -> ServiceInstance {
     // The instance is created when its provision starts.
     let created_at = op.started_at;
     let mut operations = OperationLog::default();
@@ -465,9 +481,10 @@ pub(super) fn new_instance(id: &str, req: &ProvisionRequest, view: &PlanView, op
         pool: None,
         host_ports: Default::default(),
         outbox: Default::default(),
+        engine: placed.engine.clone(),
     };
     // Known before anything runs, so an asynchronous 202 carries it too (OSB).
-    instance.dashboard_url = view
+    instance.dashboard_url = placed
         .backend
         .dashboard_url(&instance, &view.manifest)
         .filter(|url| crate::backend::check_dashboard_url(url).is_ok());

@@ -100,8 +100,9 @@ impl Inventory<'_> {
         let owner = instance.deployed_id();
         let held = backend.held(Some(owner)).await.map_err(|e| e.message)?;
         let recorded = self.resources_of(owner).await.map_err(|e| e.to_string())?;
+        // Room on the engine is esm's record, not what the engine holds.
         let mut recorded: BTreeMap<String, Versioned<Resource>> =
-            recorded.into_iter().map(|v| (v.record.id.clone(), v)).collect();
+            recorded.into_iter().filter(|v| !v.record.is_slot()).map(|v| (v.record.id.clone(), v)).collect();
         let now = self.core.clock().timestamp();
         for holding in &held {
             let found = recorded.remove(&holding.id(backend.name()));

@@ -65,6 +65,7 @@ macro_rules! service {
 
 mod bindings;
 mod core;
+mod engines;
 mod extensions;
 #[cfg(test)]
 pub(crate) mod fixture;
@@ -84,6 +85,7 @@ use operations::{runner, work};
 use registry::PlanView;
 
 pub use bindings::Bindings;
+pub use engines::{DummyEngines, EngineFactory, Engines, FleetSettings, ScheduleChange};
 pub use instances::Instances;
 pub use inventory::Inventory;
 pub use liveness::LivenessMonitor;
@@ -156,6 +158,8 @@ pub struct BrokerSettings {
     /// The host ports esm leases to deployments (`ESM_HOST_PORT_RANGE`); none: the
     /// engine picks.
     pub host_ports: Option<(u16, u16)>,
+    /// How the engines instances are placed on are built and probed.
+    pub engines: FleetSettings,
     /// Where operations and reconciliation are counted (shared with the API port's
     /// layer and the store and backend decorators, so `/metrics` shows them all).
     pub metrics: Metrics,
@@ -208,6 +212,7 @@ impl Default for BrokerSettings {
             pool_deploys: 4,
             max_pools: 1000,
             host_ports: None,
+            engines: FleetSettings::default(),
             metrics: Metrics::new(),
         }
     }

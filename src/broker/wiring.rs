@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::bindings::Bindings;
 use super::core::Core;
+use super::engines::{Engines, FleetRoom};
 use super::instances::Instances;
 use super::inventory::Inventory;
 use super::liveness::{LivenessMonitor, LivenessRoom};
@@ -53,6 +54,8 @@ pub struct Broker {
     liveness: LivenessRoom,
     /// Warm pools: claims not yet counted, and when the keeper looks next.
     pools: PoolRoom,
+    /// Engines: the backends built for them, the fleet as placement last read it.
+    engines: FleetRoom,
 }
 
 impl Broker {
@@ -65,6 +68,7 @@ impl Broker {
             registry: RegistryRoom::new(shared),
             liveness: LivenessRoom::default(),
             pools: PoolRoom::default(),
+            engines: FleetRoom::default(),
         })
     }
 
@@ -86,6 +90,8 @@ impl Broker {
         tombstones: Tombstones;
         /// The operations this process runs, takes over and hands back.
         operations: Operations(operations);
+        /// The engines instances are placed on: records, placement, probes.
+        engines: Engines(engines);
     }
 
     /// The store.

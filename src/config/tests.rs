@@ -153,6 +153,8 @@ fn everything_set() -> Config {
         mongo_host: Some("db".into()),
         mongo_uri: Some(Secret("mongodb://admin:s3cr3t@db:27017/?tls=true".into())),
         advertise_host: Some("esm.example".into()),
+        engines_file: Some("/etc/esm/engines.yaml".into()),
+        engine_credentials_dir: Some("/etc/esm/engines".into()),
         host_port_range: Some(PortRange { low: 30000, high: 30999 }),
         liveness_drop_threshold: Some(3600),
         liveness_url: Some("https://esm.example:8443".into()),

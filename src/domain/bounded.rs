@@ -30,6 +30,10 @@ pub const MAX_DESCRIPTION_BYTES: usize = 1024;
 pub const MAX_NOTE_BYTES: usize = 1024;
 /// The longest label or tag, in bytes.
 pub const MAX_LABEL_BYTES: usize = 255;
+/// The longest engine name or label key, in bytes (a DNS label's bound).
+pub const MAX_SLUG_BYTES: usize = 63;
+/// The longest engine address or credential file name, in bytes.
+pub const MAX_LOCATOR_BYTES: usize = 1024;
 
 /// Which characters a bounded text may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +48,9 @@ pub enum Charset {
     /// Printable plus newlines and tabs: a paragraph. (Terminals and logs still show
     /// these escaped.)
     Text,
+    /// Lowercase ASCII letters, digits, `-`, `.` and `_`: names esm itself puts in
+    /// metric labels, engine object names and file names (engines, their labels).
+    Slug,
 }
 
 impl Charset {
@@ -54,6 +61,7 @@ impl Charset {
                 !c.is_control() && !is_invisible_format(c) && (c == ' ' || !c.is_whitespace())
             }
             Charset::Text => (!c.is_control() || c == '\n' || c == '\t') && !is_invisible_format(c),
+            Charset::Slug => c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.' | '_'),
         }
     }
 
@@ -63,6 +71,7 @@ impl Charset {
             Charset::Id => "printable characters (spaces allowed, no other whitespace)",
             Charset::Line => "printable characters on one line",
             Charset::Text => "printable characters, newlines and tabs",
+            Charset::Slug => "lowercase letters, digits, '-', '.' and '_'",
         }
     }
 }
@@ -290,6 +299,14 @@ bounded_text! {
     Label, "a label", MAX_LABEL_BYTES, Charset::Line, allow_empty = false;
     /// An instance's note on its own liveness.
     Note, "a note", MAX_NOTE_BYTES, Charset::Line, allow_empty = true;
+    /// An engine's name (`/v2/et/engines/{name}`): also a metric label and part of
+    /// slot ids, so short and plain.
+    EngineName, "an engine name", MAX_SLUG_BYTES, Charset::Slug, allow_empty = false;
+    /// The key of an engine's label (`zone`, `tier`).
+    LabelKey, "a label key", MAX_SLUG_BYTES, Charset::Slug, allow_empty = false;
+    /// Where an engine is reached (`unix:///var/run/docker.sock`, `tcp://host:2376`), or
+    /// a file of its credentials, relative to `ESM_ENGINE_CREDENTIALS_DIR`.
+    Locator, "an engine address or file", MAX_LOCATOR_BYTES, Charset::Id, allow_empty = false;
 }
 
 #[cfg(test)]

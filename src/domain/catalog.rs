@@ -253,6 +253,7 @@ impl Service {
             if let Some(info) = &plan.maintenance_info {
                 check_semver(&info.version).map_err(|e| format!("plan {}: maintenance_info.version: {e}", plan.id))?;
             }
+            plan.placement().map_err(|e| format!("plan {}: {e}", plan.id))?;
             for which in [SchemaFor::Provision, SchemaFor::Update, SchemaFor::Bind] {
                 if let Some(schema) = plan.schema(which) {
                     check_schema(schema).map_err(|e| format!("plan {}: {} schema: {e}", plan.id, which.path()))?;
@@ -279,6 +280,12 @@ impl Service {
 }
 
 impl Plan {
+    /// What its instances need of an engine (`metadata.placement`, checked at
+    /// registration).
+    pub fn placement(&self) -> Result<crate::domain::placement::Placement, String> {
+        crate::domain::placement::Placement::of_plan(self.metadata.as_ref())
+    }
+
     /// The JSON Schema for `which`, if the plan declares one.
     pub fn schema(&self, which: SchemaFor) -> Option<&Value> {
         let schemas = self.schemas.as_ref()?;

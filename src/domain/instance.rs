@@ -116,9 +116,16 @@ pub struct ServiceInstance {
     /// The events of its changes not yet numbered in the log (`domain::outbox`).
     #[serde(default, skip_serializing_if = "super::outbox::Outbox::is_unused")]
     pub outbox: super::outbox::Outbox,
+    /// The engine it was placed on (`domain::engine`); absent: the default engine.
+    pub engine: Option<String>,
 }
 
 impl ServiceInstance {
+    /// The engine it was placed on.
+    pub fn engine(&self) -> &str {
+        super::engine::engine_of(self.engine.as_deref())
+    }
+
     /// Whether the record holds a deployment (not deprovisioned).
     pub fn is_live(&self) -> bool {
         self.status != InstanceStatus::Deprovisioned

@@ -3,6 +3,7 @@
 pub mod binding;
 pub mod bounded;
 pub mod catalog;
+pub mod engine;
 pub mod event;
 pub mod instance;
 pub mod liveness;
@@ -10,6 +11,7 @@ pub mod manifest;
 pub mod operation;
 pub mod outbox;
 pub mod path;
+pub mod placement;
 pub mod pool;
 pub mod port;
 pub mod registry;

@@ -52,6 +52,7 @@ fn member(finished: Option<bool>, parameters: Option<Value>) -> ServiceInstance 
         pool: Some(Membership { manifest_digest: Some("d".into()), ..Membership::default() }),
         host_ports: Default::default(),
         outbox: Default::default(),
+        engine: None,
     }
 }
 

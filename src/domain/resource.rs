@@ -12,6 +12,9 @@ use utoipa::ToSchema;
 
 /// The `type` of a published host port.
 pub const PORT: &str = "port";
+/// The `type` of room taken on an engine with a capacity (`broker/engines/`): esm's
+/// own record, which no backend holds.
+pub const SLOT: &str = "slot";
 
 /// Where a resource is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -154,6 +157,12 @@ impl Resource {
     /// Whether it is a host port.
     pub fn is_port(&self) -> bool {
         self.kind == PORT
+    }
+
+    /// Whether it is room on an engine: kept whatever the engine shows, released with
+    /// its deployment.
+    pub fn is_slot(&self) -> bool {
+        self.kind == SLOT
     }
 
     /// Moves it to `state` at `now`; whether that changed anything.

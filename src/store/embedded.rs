@@ -65,6 +65,7 @@ fn index_table(collection: Collection) -> IndexTable {
         Collection::LivenessReports => "liveness_reports_index",
         Collection::EventOutbox => "event_outbox_index",
         Collection::EventSequence => "event_sequence_index",
+        Collection::Engines => "engines_index",
         Collection::LegacyServices => "services_index",
         Collection::LegacyManifests => "manifests_index",
     })

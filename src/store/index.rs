@@ -59,6 +59,9 @@ pub const POOL: &str = "pool";
 pub const POOL_CLAIMED: &str = "pool_claimed";
 /// … and the instance it was handed to (what that instance's provision adopts).
 pub const CLAIMED_BY: &str = "claimed_by";
+/// A live instance's or pool member's engine (`domain::engine`): what placement counts
+/// each engine's load by, and what tells an engine is empty.
+pub const ENGINE: &str = "engine";
 /// A resource's owner (the id its deployment was made under).
 pub const OWNER: &str = "owner";
 /// A resource's engine name.
@@ -109,6 +112,7 @@ impl Collection {
                 POOL_CLAIMED,
                 CLAIMED_BY,
                 OUTBOX,
+                ENGINE,
             ],
             Self::Bindings => &[INSTANCE_ID, RUNNING, GONE_AT, OUTBOX],
             Self::Events => &[INSTANCE_ID, SERVICE_ID, TYPE],
@@ -241,6 +245,7 @@ pub fn instance_keys(instance: &ServiceInstance, outbox_waits: bool) -> IndexKey
         ControlFlow::Break(keys) => return keys,
         ControlFlow::Continue(keys) => keys,
     };
+    keys.push((ENGINE, instance.engine().to_owned()));
     if let Some(membership) = &instance.pool {
         // A member is no platform's instance: found only by what pools need.
         keys.push((MEMBER, "1".into()));

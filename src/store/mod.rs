@@ -75,6 +75,9 @@ pub enum Collection {
     /// The sequencer's one document: the next event id and the batch being numbered
     /// (`events::sequencer`).
     EventSequence,
+    /// The engines instances are placed on ([`crate::domain::engine::Engine`]), keyed
+    /// by name.
+    Engines,
     /// Service offerings as esm 0.1 stored them, one record each; read once to move
     /// them into the registry.
     LegacyServices,
@@ -84,7 +87,7 @@ pub enum Collection {
 
 impl Collection {
     /// Every collection.
-    pub const ALL: [Collection; 12] = [
+    pub const ALL: [Collection; 13] = [
         Self::Registry,
         Self::ManifestContents,
         Self::Instances,
@@ -95,6 +98,7 @@ impl Collection {
         Self::LivenessReports,
         Self::EventOutbox,
         Self::EventSequence,
+        Self::Engines,
         Self::LegacyServices,
         Self::LegacyManifests,
     ];
@@ -112,6 +116,7 @@ impl Collection {
             Self::LivenessReports => "liveness_reports",
             Self::EventOutbox => "event_outbox",
             Self::EventSequence => "event_sequence",
+            Self::Engines => "engines",
             Self::LegacyServices => "services",
             Self::LegacyManifests => "manifests",
         }
@@ -282,6 +287,7 @@ macro_rules! records {
 records! {
     crate::domain::liveness::ReportRecord => LivenessReports, id: instance_id;
     Pool => Pools, id: plan_id;
+    crate::domain::engine::Engine => Engines, id: name;
     StoredManifest => ManifestContents, id: key;
     Service => LegacyServices, id: id;
     Manifest => LegacyManifests, id: id;

@@ -42,6 +42,7 @@ async fn not_framed(mut response: Response) -> Response {
         (name = "instances", description = "Service instances"),
         (name = "bindings", description = "Service bindings"),
         (name = "elastest", description = "ElasTest extensions: registration, manifests, instance details"),
+        (name = "engines", description = "The Docker hosts, swarms and clusters instances are placed on"),
     ),
     // The bounded text types that paths and queries name by reference (bodies bring
     // theirs along).

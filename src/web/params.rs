@@ -4,7 +4,7 @@
 
 use utoipa::IntoParams;
 
-use crate::domain::bounded::{BindingId, InstanceId, ManifestId};
+use crate::domain::bounded::{BindingId, EngineName, InstanceId, ManifestId};
 
 /// `{instance_id}`.
 #[derive(IntoParams)]
@@ -38,4 +38,12 @@ pub struct ManifestPath {
 pub struct PlanPath {
     /// Plan id
     pub plan_id: String,
+}
+
+/// `{name}` of an engine.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct EnginePath {
+    /// Engine name
+    pub name: EngineName,
 }

@@ -37,6 +37,8 @@ rows! {
     ServiceInUse: 409 ErrorBody, "The service still has instances";
     /// 404 on a route under a manifest.
     NoSuchManifest: 404 ErrorBody, "No such manifest";
+    /// 404 on a route under an engine.
+    NoEngine: 404 ErrorBody, "No such engine";
     /// 404 on a route under a pool.
     NoPool: 404 ErrorBody, "The plan has no pool";
     /// 400 of a delete without the ids OSB asks for.

@@ -119,6 +119,13 @@ table! {
     SET_POOL: PUT "/v2/et/pools/{plan_id}" "other" Checked Broker => et::pools::set_pool;
     DELETE_POOL: DELETE "/v2/et/pools/{plan_id}" "other" Checked Broker => et::pools::delete_pool;
     INVENTORY: GET "/v2/et/inventory" "other" Checked Broker => et::inventory::inventory;
+    ENGINES: GET "/v2/et/engines" "other" Checked Broker => et::engines::list_engines;
+    GET_ENGINE: GET "/v2/et/engines/{name}" "other" Checked Broker => et::engines::get_engine;
+    PUT_ENGINE: PUT "/v2/et/engines/{name}" "other" Checked Broker => et::engines::put_engine;
+    DELETE_ENGINE: DELETE "/v2/et/engines/{name}" "other" Checked Broker => et::engines::delete_engine;
+    CORDON_ENGINE: POST "/v2/et/engines/{name}/cordon" "other" Checked Broker => et::engines::cordon_engine;
+    UNCORDON_ENGINE: POST "/v2/et/engines/{name}/uncordon" "other" Checked Broker => et::engines::uncordon_engine;
+    DRAIN_ENGINE: POST "/v2/et/engines/{name}/drain" "other" Checked Broker => et::engines::drain_engine;
     INSTANCE_RESOURCES: GET "/v2/et/service_instances/{instance_id}/resources" "et_service_instances" Checked Broker
         => et::inventory::instance_resources;
 }
@@ -184,6 +191,7 @@ mod tests {
                 Method::PUT => &item.put,
                 Method::PATCH => &item.patch,
                 Method::DELETE => &item.delete,
+                Method::POST => &item.post,
                 _ => &None,
             };
             assert!(operation.is_some(), "{} {} is documented with another method", row.method, row.path);

@@ -13,6 +13,7 @@ mod catalog;
 mod dashboard;
 mod deprovision;
 mod elastest;
+mod engines;
 mod events;
 mod get_instance;
 mod inventory;

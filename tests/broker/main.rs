@@ -16,5 +16,6 @@ mod event_log;
 mod integrity;
 mod liveness_timing;
 mod manifest_properties;
+mod placement;
 mod stores;
 mod timing;

@@ -88,7 +88,12 @@ where
     /// A backend on the engine `DOCKER_HOST` (or the local socket) names, which need not
     /// be up yet: esm starts without it, and connects once its socket appears.
     pub fn new(settings: DockerSettings) -> Result<Self, BackendError> {
-        Ok(Self(Units::new(Engine::connect()?, settings)))
+        Ok(Self::on(Engine::connect()?, settings))
+    }
+
+    /// A backend on `engine` (one of a fleet's engines).
+    pub fn on(engine: Engine, settings: DockerSettings) -> Self {
+        Self(Units::new(engine, settings))
     }
 
     /// Parses a stored manifest under the operator's policy, off the runtime's workers.

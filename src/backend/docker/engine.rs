@@ -26,6 +26,20 @@ use crate::backend::{BackendError, labels, said};
 /// Where the engine is when `DOCKER_HOST` does not say (as for the docker CLI).
 const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
 
+/// Seconds a request to a `tcp://` engine over TLS may take (bollard's own default).
+const REQUEST_TIMEOUT_SECS: u64 = 120;
+
+/// The files of a TLS client certificate for a `tcp://` engine.
+#[derive(Debug, Clone)]
+pub struct TlsClient {
+    /// The CA the engine's certificate must chain to.
+    pub ca: std::path::PathBuf,
+    /// The client certificate.
+    pub cert: std::path::PathBuf,
+    /// Its key.
+    pub key: std::path::PathBuf,
+}
+
 /// A Docker engine.
 #[derive(Debug, Clone)]
 pub struct Engine {
@@ -99,7 +113,26 @@ impl Engine {
     /// and connects once it appears); a `DOCKER_HOST` esm cannot use is.
     pub fn connect() -> Result<Self, BackendError> {
         let host = std::env::var("DOCKER_HOST").ok().filter(|h| !h.trim().is_empty());
-        let engine = Self { host: host.unwrap_or_else(|| DEFAULT_HOST.to_owned()), docker: Arc::default() };
+        Self::at(&host.unwrap_or_else(|| DEFAULT_HOST.to_owned()), None)
+    }
+
+    /// The engine at `host` (`unix://` or `tcp://`), over TLS with `tls` (a client
+    /// certificate) for the latter. Connects as [`Engine::connect`] does.
+    pub fn at(host: &str, tls: Option<&TlsClient>) -> Result<Self, BackendError> {
+        let engine = Self { host: host.to_owned(), docker: Arc::default() };
+        if let Some(tls) = tls {
+            let docker = Docker::connect_with_ssl(
+                host,
+                &tls.key,
+                &tls.cert,
+                &tls.ca,
+                REQUEST_TIMEOUT_SECS,
+                bollard::API_DEFAULT_VERSION,
+            )
+            .map_err(|e| BackendError::new(format!("cannot use the TLS files for {host}: {e}")))?;
+            let _ = engine.docker.set(docker);
+            return Ok(engine);
+        }
         match engine.client() {
             Ok(_) => {}
             Err(DockerError::SocketNotFoundError(path)) => {

@@ -45,6 +45,7 @@ use sha2::{Digest, Sha256};
 
 pub use self::backend::DockerBackend;
 pub use self::compose::ComposeBackend;
+pub use self::engine::{Engine as DockerEngine, TlsClient};
 pub use self::swarm::SwarmBackend;
 #[cfg(doc)]
 use super::labels;

@@ -48,6 +48,15 @@ impl KubernetesBackend {
         Ok(Self { cluster: Cluster::connect().await?, settings })
     }
 
+    /// A backend on the cluster of `context` in the kubeconfig file `path`.
+    pub async fn from_kubeconfig(
+        path: &std::path::Path,
+        context: Option<&str>,
+        settings: KubernetesSettings,
+    ) -> Result<Self, BackendError> {
+        Ok(Self { cluster: Cluster::from_kubeconfig(path, context).await?, settings })
+    }
+
     /// A backend on the cluster `client` talks to.
     pub fn new(client: kube::Client, settings: KubernetesSettings) -> Self {
         Self { cluster: Cluster::new(client), settings }

@@ -41,6 +41,23 @@ impl Cluster {
         Ok(Self::new(client))
     }
 
+    /// The cluster of `context` (its current one when `None`) in the kubeconfig file
+    /// `path` (one of a fleet's engines).
+    pub async fn from_kubeconfig(path: &std::path::Path, context: Option<&str>) -> Result<Self, BackendError> {
+        crate::tls::install_default_provider();
+        let kubeconfig = kube::config::Kubeconfig::read_from(path)
+            .map_err(|e| BackendError::new(format!("cannot read the kubeconfig {}: {e}", path.display())))?;
+        let options = kube::config::KubeConfigOptions { context: context.map(str::to_owned), ..Default::default() };
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+            .await
+            .map_err(|e| BackendError::new(format!("the kubeconfig {}: {e}", path.display())))?;
+        let client = ClientBuilder::try_from(config)
+            .map_err(|e| BackendError::new(format!("Kubernetes client: {e}")))?
+            .with_layer(&Watch::new())
+            .build();
+        Ok(Self::new(client))
+    }
+
     /// The cluster `client` talks to.
     pub fn new(client: Client) -> Self {
         Self { client }

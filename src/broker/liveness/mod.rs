@@ -152,7 +152,7 @@ impl LivenessMonitor<'_> {
     /// One round: a look at every live instance when it sweeps at once, else at those
     /// not up or reporting and at its slice of the spread sweep; and at every pool
     /// member (a broken one is replaced).
-    pub(super) async fn liveness_round(&self) -> OsbResult<()> {
+    pub async fn liveness_round(&self) -> OsbResult<()> {
         // One read of the catalog serves the whole round.
         let registry = self.broker.registrar().registry().await?.record;
         // Records are read a page at a time, not one by one.
@@ -221,9 +221,12 @@ impl LivenessMonitor<'_> {
         if instance.status != InstanceStatus::Provisioned {
             return Ok(());
         }
-        let looked = match self.broker.registrar().teardown_backend(registry, instance).await {
-            Ok((backend, _)) => Looked::at(backend.as_ref(), instance).await,
-            Err(e) => Looked::Unreachable(e.to_string()),
+        let looked = match self.broker.engines().unreachable(instance).await {
+            Some(why) => Looked::Unreachable(why),
+            None => match self.broker.registrar().teardown_backend(registry, instance).await {
+                Ok((backend, _)) => Looked::at(backend.as_ref(), instance).await,
+                Err(e) => Looked::Unreachable(e.to_string()),
+            },
         };
         // The latest report, from its own record, for an instance that has reported (or
         // is looked at for the first time): most instances never report, and a round

@@ -139,6 +139,7 @@ impl Work for Provision {
                 instance.status = InstanceStatus::Provisioned;
                 instance.deployment = member.deployment.clone();
                 instance.deployment_id = Some(member.deployed_id().to_owned());
+                instance.engine.clone_from(&member.engine);
                 instance.dashboard_url.clone_from(&member.dashboard_url);
                 instance.liveness.clone_from(&member.liveness);
                 instance.host_ports.clone_from(&member.host_ports);
@@ -171,6 +172,10 @@ impl Work for Provision {
     async fn after(&self, ops: &Operations<'_>, instance: &ServiceInstance) -> OsbResult<()> {
         if instance.status != InstanceStatus::Provisioned {
             ops.broker.inventory().release_resources(instance.deployed_id()).await?;
+        }
+        if instance.deployed_id() != instance.id {
+            // Handed a member: the room taken for a deployment of its own goes back.
+            ops.broker.engines().release_slots(&instance.id).await?;
         }
         if instance.pool.is_some() {
             return ops.broker.pools().member_deployed(instance).await;
@@ -205,7 +210,7 @@ impl Work for Update {
         let pending = op.update.as_ref().ok_or_else(|| BackendError::new("the update has no changes recorded"))?;
         let mut target = apply_update(instance.clone(), pending);
         let (_, manifest) = ops.broker.registrar().manifest_in(registry, &target.plan_id).await.map_err(failure)?;
-        let backend = ops.core.backend(&manifest).map_err(failure)?;
+        let backend = ops.broker.engines().backend_of(&target, &manifest.manifest_type).await.map_err(failure)?;
         target.host_ports = ops.broker.inventory().lease_host_ports(backend.as_ref(), &manifest, &target).await?;
         let target = target.deployed();
         let deployment = backend.update(&target, &manifest).await;

@@ -293,9 +293,10 @@ impl Pools<'_> {
             parameters: pool.member_parameters(),
             maintenance_info: None,
         };
+        let placed = self.broker.engines().place(view, &id).await?;
         let op = self.broker.operations().start_op(OperationKind::Provision, true);
         let op_id = op.id.clone();
-        let mut member = crate::broker::instances::new_instance(&id, &request, view, op);
+        let mut member = crate::broker::instances::new_instance(&id, &request, view, &placed, op);
         member.pool = Some(Membership { manifest_digest: Some(view.entry.digest.clone()), ..Membership::default() });
         let version = self.core.records.insert(&member).await?;
         self.broker.operations().spawn_work(

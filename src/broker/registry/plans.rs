@@ -91,7 +91,7 @@ impl Registrar<'_> {
         let manifest = self.instance_manifest(registry, instance).await?.ok_or_else(|| {
             OsbError::Internal(format!("manifest {:?} of instance {} is missing", instance.manifest_id, instance.id))
         })?;
-        let backend = self.core.backend(&manifest)?;
+        let backend = self.broker.engines().backend_of(instance, &manifest.manifest_type).await?;
         Ok((backend, manifest))
     }
 
@@ -104,6 +104,11 @@ impl Registrar<'_> {
     ) -> OsbResult<(Arc<dyn Backend>, Option<Manifest>)> {
         let manifest = self.instance_manifest(registry, instance).await?;
         let manifest_type = manifest.as_ref().map(|m| m.manifest_type.as_str()).or(instance.manifest_type.as_deref());
+        if let Some(manifest_type) = manifest_type
+            && instance.engine.is_some()
+        {
+            return Ok((self.broker.engines().backend_of(instance, manifest_type).await?, manifest));
+        }
         let by_type = manifest_type.and_then(|t| self.core.backends.get(t));
         // Instances of esm 0.1 name their backend only in a label.
         let by_label = || {

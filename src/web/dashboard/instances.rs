@@ -53,6 +53,7 @@ impl TableQuery {
             state,
             liveness,
             backend: None,
+            engine: None,
         })
     }
 

@@ -34,6 +34,7 @@ pub async fn list_instances(
         state: query.state,
         liveness: query.liveness,
         backend: query.backend.map(Into::into),
+        engine: query.engine.map(Into::into),
     };
     let Some(paging) = Paging::of(query.limit, query.after.as_deref())? else {
         return Ok(listing::json_array(state.broker.instances().et_instances(&filter).await?));

@@ -2,6 +2,7 @@
 //! instance view, an instance's bindings, liveness, warm pools, the inventory and the
 //! change events. Kept apart from the OSB routes.
 
+pub mod engines;
 pub mod events;
 pub mod instances;
 pub mod inventory;

@@ -1,0 +1,190 @@
+//! Placing a new instance (or pool member) on an engine. The plan's rule and the
+//! engines' states and loads rank the candidates (`domain::placement`); an engine with
+//! a capacity is then taken by inserting one of its slots, an inventory record whose id
+//! is `slot/<engine>/<n>` for `n` below the capacity, so the store's insert decides
+//! who gets room, across replicas, as it does for host ports. The slot belongs to the
+//! deployment (its owner is the id the deployment is made under) and goes with the
+//! rest of its inventory when the deployment is removed.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use super::Engines;
+use super::fleet::Snapshot;
+use crate::backend::Backend;
+use crate::broker::PlanView;
+use crate::domain::engine::{Engine, EngineState};
+use crate::domain::placement::{Candidate, rank, refusal};
+use crate::domain::resource::{Resource, ResourceState, SLOT};
+use crate::error::{OsbError, OsbResult};
+use crate::store::{Collection, StoreError, index};
+
+/// The `backend` of a slot: esm's own record, no backend's resource (reconciliation
+/// compares each backend's records with its engine, and leaves these alone).
+const SLOT_KEEPER: &str = "esm";
+/// Slots tried one by one before the engine's taken slots are read.
+const BLIND_TRIES: u32 = 8;
+
+/// Where a new deployment goes.
+pub(in crate::broker) struct Placed {
+    /// The engine, when it is not the default one (records name no engine then).
+    pub(in crate::broker) engine: Option<String>,
+    /// The backend that deploys it there.
+    pub(in crate::broker) backend: Arc<dyn Backend>,
+}
+
+impl Engines<'_> {
+    /// Picks the engine for a new deployment of `view`'s plan made under `holder`, and
+    /// takes room on it; 422 with why each engine was passed over when none fits.
+    pub(in crate::broker) async fn place(&self, view: &PlanView, holder: &str) -> OsbResult<Placed> {
+        match self.place_by(view, holder, self.snapshot().await?).await {
+            // The copy may be up to a second old: refused on it, ask the store again.
+            Err(OsbError::Unprocessable(_)) => {
+                self.room.invalidate();
+                self.place_by(view, holder, self.snapshot().await?).await
+            }
+            placed => placed,
+        }
+    }
+
+    /// [`Engines::place`] on the fleet as `snapshot` has it.
+    async fn place_by(&self, view: &PlanView, holder: &str, snapshot: Arc<Snapshot>) -> OsbResult<Placed> {
+        let rule = view.plan.placement().map_err(OsbError::BadRequest)?;
+        let manifest_type = view.manifest.manifest_type.as_str();
+        // The single-engine settings alone, unlimited: as before engines, no store call.
+        if let [only] = snapshot.engines.as_slice()
+            && only.is_default()
+            && only.spec.capacity.instances.is_none()
+            && only.state() == EngineState::Active
+            && rule.requires.is_empty()
+        {
+            return Ok(Placed { engine: None, backend: Arc::clone(&view.backend) });
+        }
+        if let Some(kept) = self.slot_of(holder).await? {
+            // A retried provision whose first attempt took room and then stopped.
+            if let Some(engine) = snapshot.engines.iter().find(|e| e.name.as_str() == kept) {
+                return self.placed_on(engine, view).await;
+            }
+        }
+        let candidates: Vec<Candidate<'_>> = snapshot
+            .engines
+            .iter()
+            .map(|e| Candidate {
+                name: e.name.as_str(),
+                state: e.state(),
+                labels: &e.spec.labels,
+                deploys: self.deploys(e, manifest_type),
+                used: snapshot.loads.get(e.name.as_str()).copied().unwrap_or(0),
+                capacity: e.spec.capacity.instances,
+            })
+            .collect();
+        let ranked = rank(&rule, &candidates).map_err(OsbError::Unprocessable)?;
+        let mut passed = Vec::new();
+        for name in ranked {
+            let Some(engine) = snapshot.engines.iter().find(|e| e.name.as_str() == name) else { continue };
+            if let Some(capacity) = engine.spec.capacity.instances {
+                let used = snapshot.loads.get(name).copied().unwrap_or(0);
+                if !self.take_slot(name, capacity, used, holder).await? {
+                    passed.push(format!("{name}: full ({capacity} of {capacity})"));
+                    continue;
+                }
+            }
+            // The copy may be a second old: the record says whether it still takes
+            // placements (a cordon written since is seen here).
+            if !self.still_active(engine).await? {
+                self.release_slots(holder).await?;
+                passed.push(format!("{name}: no longer active"));
+                continue;
+            }
+            self.room.count_placed(name);
+            return self.placed_on(engine, view).await;
+        }
+        Err(OsbError::Unprocessable(refusal(passed)))
+    }
+
+    /// Gives back the room `holder` took (a provision that did not go ahead).
+    pub(in crate::broker) async fn release_slots(&self, holder: &str) -> OsbResult<()> {
+        for kept in self.broker.inventory().resources_of(holder).await? {
+            if kept.record.is_slot() {
+                self.core.records.delete::<Resource>(&kept.record.id, None).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Where a deployment placed on `engine` goes.
+    async fn placed_on(&self, engine: &Engine, view: &PlanView) -> OsbResult<Placed> {
+        if engine.is_default() {
+            return Ok(Placed { engine: None, backend: Arc::clone(&view.backend) });
+        }
+        Ok(Placed { engine: Some(engine.name.to_string()), backend: self.backend_for(engine).await? })
+    }
+
+    /// Whether `engine`'s record still says it takes placements.
+    async fn still_active(&self, engine: &Engine) -> OsbResult<bool> {
+        match self.core.records.get::<Engine>(&engine.name).await? {
+            Some(stored) => Ok(self.as_declared(stored.record).state() == EngineState::Active),
+            None => Ok(engine.is_default()),
+        }
+    }
+
+    /// The engine `holder` already has a slot on.
+    async fn slot_of(&self, holder: &str) -> OsbResult<Option<String>> {
+        let held = self.broker.inventory().resources_of(holder).await?;
+        Ok(held.into_iter().find(|r| r.record.is_slot()).map(|r| r.record.name))
+    }
+
+    /// Takes one of `engine`'s `capacity` slots for `holder`: first a few blindly from
+    /// where the load says the free ones start, then from the list of those taken.
+    /// Whether one was free.
+    async fn take_slot(&self, engine: &str, capacity: u32, used: u64, holder: &str) -> OsbResult<bool> {
+        if capacity == 0 {
+            return Ok(false);
+        }
+        let start = u32::try_from(used).unwrap_or(u32::MAX).min(capacity - 1);
+        for n in (start..capacity).chain(0..start).take(BLIND_TRIES as usize) {
+            if self.insert_slot(engine, n, holder).await? {
+                return Ok(true);
+            }
+        }
+        let taken = self.taken_slots(engine, capacity).await?;
+        for n in 0..capacity {
+            if !taken.contains(&slot_id(engine, n)) && self.insert_slot(engine, n, holder).await? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Inserts slot `n` of `engine` for `holder`; false if it is taken.
+    async fn insert_slot(&self, engine: &str, n: u32, holder: &str) -> OsbResult<bool> {
+        let now = self.core.clock().timestamp();
+        let slot = Resource {
+            id: slot_id(engine, n),
+            kind: SLOT.to_owned(),
+            name: engine.to_owned(),
+            owner: holder.to_owned(),
+            backend: SLOT_KEEPER.to_owned(),
+            state: ResourceState::InUse,
+            created_at: now,
+            updated_at: now,
+            port: None,
+        };
+        match self.core.records.insert(&slot).await {
+            Ok(_) => Ok(true),
+            Err(StoreError::Conflict(_)) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The ids of `engine`'s slots that are taken (at most `capacity` are read).
+    async fn taken_slots(&self, engine: &str, capacity: u32) -> OsbResult<BTreeSet<String>> {
+        let query = index::Query::new([(index::TYPE, SLOT), (index::NAME, engine)], capacity as usize + 1);
+        Ok(self.core.store().page_ids(Collection::Resources, &query).await?.into_iter().collect())
+    }
+}
+
+/// The id of slot `n` of `engine`: zero-padded, so ids sort as slots do.
+fn slot_id(engine: &str, n: u32) -> String {
+    format!("{SLOT}/{engine}/{n:07}")
+}

@@ -1,0 +1,219 @@
+//! `/v2/et/engines`: declaring engines, placing instances on them by the plan's rule,
+//! capacity, cordon and removal, on dummy engines (each its own in-process stand-in).
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+const SYNC: &str = "x-esm-dummy: {mode: sync}";
+
+/// An app whose `plan-1` places by `placement` (its `metadata.placement`).
+async fn placing(placement: Value) -> TestApp {
+    with_catalog(json!({"metadata": {"placement": placement}}), SYNC).await
+}
+
+async fn declare(app: &TestApp, name: &str, spec: Value) -> Value {
+    let r = app.put(&format!("/v2/et/engines/{name}"), &spec).await;
+    assert!(matches!(r.status, StatusCode::CREATED | StatusCode::OK), "{} {}", r.status, r.body);
+    r.body
+}
+
+async fn engine_of(app: &TestApp, id: &str) -> String {
+    let r = app.get(&format!("/v2/et/service_instances/{id}")).await;
+    r.expect(StatusCode::OK)["engine"].as_str().expect("engine").to_owned()
+}
+
+async fn post(app: &TestApp, path: &str) -> Reply {
+    app.send(Method::POST, path, None).await
+}
+
+#[tokio::test]
+async fn the_default_engine_is_listed_and_instances_land_on_it_as_before() {
+    let app = with_plan(SYNC).await;
+    let list = app.get("/v2/et/engines").await;
+    let engines = list.expect(StatusCode::OK)["engines"].as_array().expect("engines").clone();
+    assert_eq!(engines.len(), 1);
+    assert_eq!((engines[0]["name"].as_str(), engines[0]["state"].as_str()), (Some("default"), Some("active")));
+    assert_eq!(engines[0]["backend"], "dummy");
+    app.provision("i-1", false).await.expect(StatusCode::CREATED);
+    assert_eq!(engine_of(&app, "i-1").await, "default");
+    assert_eq!(app.get("/v2/et/engines/default").await.expect(StatusCode::OK)["instances"], 1);
+}
+
+#[tokio::test]
+async fn an_engine_is_declared_once_changed_in_place_and_read_back() {
+    let app = spawn_app().await;
+    let spec = json!({"backend": "dummy", "labels": {"zone": "a"}, "capacity": {"instances": 3}});
+    let created = app.put("/v2/et/engines/e1", &spec).await;
+    let body = created.expect(StatusCode::CREATED);
+    assert_eq!((body["state"].as_str(), body["labels"]["zone"].as_str()), (Some("active"), Some("a")));
+    assert_eq!(body["source"], "api");
+    app.put("/v2/et/engines/e1", &spec).await.expect(StatusCode::OK);
+    let changed = json!({"backend": "dummy", "labels": {"zone": "b"}});
+    assert_eq!(app.put("/v2/et/engines/e1", &changed).await.expect(StatusCode::OK)["labels"]["zone"], "b");
+    let names: Vec<String> = app.get("/v2/et/engines").await.body["engines"]
+        .as_array()
+        .expect("engines")
+        .iter()
+        .map(|e| e["name"].as_str().expect("name").to_owned())
+        .collect();
+    assert_eq!(names, ["default", "e1"]);
+    app.get("/v2/et/engines/nope").await.fails_with(StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn hostile_declarations_are_refused_with_the_reason() {
+    let app = spawn_app().await;
+    let many: serde_json::Map<String, Value> = (0..33).map(|n| (format!("k{n}"), json!("v"))).collect();
+    for (path, body, status) in [
+        ("/v2/et/engines/E1", json!({"backend": "dummy"}), StatusCode::BAD_REQUEST),
+        (&*format!("/v2/et/engines/{}", "e".repeat(64)), json!({"backend": "dummy"}), StatusCode::BAD_REQUEST),
+        ("/v2/et/engines/a%0Ab", json!({"backend": "dummy"}), StatusCode::BAD_REQUEST),
+        ("/v2/et/engines/e1", json!({"backend": "podman"}), StatusCode::BAD_REQUEST),
+        ("/v2/et/engines/e1", json!({"backend": "dummy", "labels": many}), StatusCode::BAD_REQUEST),
+        ("/v2/et/engines/e1", json!({"backend": "dummy", "labels": {"zone": "a\u{1b}[2J"}}), StatusCode::BAD_REQUEST),
+        ("/v2/et/engines/e1", json!({"backend": "dummy", "capacity": {"cpu": 4}}), StatusCode::BAD_REQUEST),
+        (
+            "/v2/et/engines/e1",
+            json!({"backend": "dummy", "endpoint": {"docker_host": "unix:///var/run/docker.sock"}}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/v2/et/engines/e1",
+            json!({"backend": "kubernetes", "endpoint": {"kubeconfig": "../../../etc/shadow"}}),
+            StatusCode::BAD_REQUEST,
+        ),
+        // The test esm runs only the dummy backend.
+        ("/v2/et/engines/e1", json!({"backend": "docker-compose"}), StatusCode::UNPROCESSABLE_ENTITY),
+        (
+            "/v2/et/engines/default",
+            json!({"backend": "dummy", "endpoint": {}, "capacity": {"instances": 1}}),
+            StatusCode::OK,
+        ),
+    ] {
+        let r = app.put(path, &body).await;
+        if status == StatusCode::OK {
+            r.expect(status);
+        } else {
+            r.fails_with(status);
+        }
+    }
+    // Nothing refused was stored; the default engine took its capacity.
+    let engines = app.get("/v2/et/engines").await.body["engines"].as_array().expect("engines").clone();
+    assert_eq!(engines.len(), 1);
+    assert_eq!(engines[0]["capacity"]["instances"], 1);
+}
+
+#[tokio::test]
+async fn placement_follows_required_labels_and_capacity_and_says_why_nothing_fits() {
+    let app = placing(json!({"requires": {"zone": "a"}})).await;
+    declare(&app, "e1", json!({"backend": "dummy", "labels": {"zone": "a"}, "capacity": {"instances": 2}})).await;
+    declare(&app, "e2", json!({"backend": "dummy", "labels": {"zone": "b"}})).await;
+    for id in ["i-1", "i-2"] {
+        app.provision(id, false).await.expect(StatusCode::CREATED);
+        assert_eq!(engine_of(&app, id).await, "e1");
+    }
+    let full = app.provision("i-3", false).await;
+    full.fails_with(StatusCode::UNPROCESSABLE_ENTITY);
+    for why in ["e1: full (2 of 2)", "e2: zone=b, the plan requires zone=a", "default: no label zone"] {
+        full.mentions(why);
+    }
+    // Nothing of the refused provision stays.
+    app.get("/v2/service_instances/i-3").await.fails_with(StatusCode::NOT_FOUND);
+    // A deprovision gives its room back.
+    app.deprovision("i-1", false).await.expect(StatusCode::OK);
+    app.provision("i-3", false).await.expect(StatusCode::CREATED);
+    assert_eq!(engine_of(&app, "i-3").await, "e1");
+    assert_eq!(app.get("/v2/et/engines/e1").await.body["instances"], 2);
+}
+
+#[tokio::test]
+async fn spread_alternates_and_binpack_fills_one_engine_first() {
+    let spread = placing(json!({"requires": {"pool": "x"}})).await;
+    for name in ["e1", "e2"] {
+        declare(&spread, name, json!({"backend": "dummy", "labels": {"pool": "x"}, "capacity": {"instances": 10}}))
+            .await;
+    }
+    let mut engines = Vec::new();
+    for n in 0..4 {
+        spread.provision(&format!("i-{n}"), false).await.expect(StatusCode::CREATED);
+        engines.push(engine_of(&spread, &format!("i-{n}")).await);
+    }
+    assert_eq!(engines.iter().filter(|e| *e == "e1").count(), 2, "{engines:?}");
+
+    let binpack = placing(json!({"requires": {"pool": "x"}, "strategy": "binpack"})).await;
+    for name in ["e1", "e2"] {
+        declare(&binpack, name, json!({"backend": "dummy", "labels": {"pool": "x"}, "capacity": {"instances": 2}}))
+            .await;
+    }
+    let mut engines = Vec::new();
+    for n in 0..4 {
+        binpack.provision(&format!("i-{n}"), false).await.expect(StatusCode::CREATED);
+        engines.push(engine_of(&binpack, &format!("i-{n}")).await);
+    }
+    assert_eq!(engines[0], engines[1], "{engines:?}");
+    assert_eq!(engines[2], engines[3], "{engines:?}");
+    assert_ne!(engines[0], engines[2], "{engines:?}");
+}
+
+#[tokio::test]
+async fn a_cordoned_engine_takes_nothing_new_and_uncordoned_takes_again() {
+    let app = placing(json!({"requires": {"zone": "a"}})).await;
+    declare(&app, "e1", json!({"backend": "dummy", "labels": {"zone": "a"}})).await;
+    app.provision("i-1", false).await.expect(StatusCode::CREATED);
+    assert_eq!(post(&app, "/v2/et/engines/e1/cordon").await.expect(StatusCode::OK)["state"], "cordoned");
+    app.provision("i-2", false).await.fails_with(StatusCode::UNPROCESSABLE_ENTITY);
+    // What runs there stays, and is still served by its engine.
+    app.get("/v2/service_instances/i-1").await.expect(StatusCode::OK);
+    assert_eq!(post(&app, "/v2/et/engines/e1/uncordon").await.expect(StatusCode::OK)["state"], "active");
+    app.provision("i-2", false).await.expect(StatusCode::CREATED);
+    assert_eq!(post(&app, "/v2/et/engines/e1/drain").await.expect(StatusCode::OK)["state"], "draining");
+    post(&app, "/v2/et/engines/nope/cordon").await.fails_with(StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn an_engine_is_removed_only_cordoned_and_empty() {
+    let app = placing(json!({"requires": {"zone": "a"}})).await;
+    declare(&app, "e1", json!({"backend": "dummy", "labels": {"zone": "a"}})).await;
+    app.provision("i-1", false).await.expect(StatusCode::CREATED);
+    app.delete("/v2/et/engines/e1").await.fails_with(StatusCode::UNPROCESSABLE_ENTITY);
+    post(&app, "/v2/et/engines/e1/cordon").await.expect(StatusCode::OK);
+    let holding = app.delete("/v2/et/engines/e1").await;
+    holding.fails_with(StatusCode::UNPROCESSABLE_ENTITY);
+    holding.mentions("still holds");
+    app.deprovision("i-1", false).await.expect(StatusCode::OK);
+    app.delete("/v2/et/engines/e1").await.expect(StatusCode::OK);
+    app.get("/v2/et/engines/e1").await.fails_with(StatusCode::NOT_FOUND);
+    app.delete("/v2/et/engines/default").await.fails_with(StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[tokio::test]
+async fn every_later_operation_of_an_instance_goes_to_its_engine() {
+    let app = placing(json!({"requires": {"zone": "a"}})).await;
+    declare(&app, "e1", json!({"backend": "dummy", "labels": {"zone": "a"}})).await;
+    app.provision("i-1", false).await.expect(StatusCode::CREATED);
+    app.bind("i-1", "b-1", None, false).await.expect(StatusCode::CREATED);
+    let update = json!({"service_id": SERVICE, "parameters": {"a": 1}});
+    app.patch(&provision_path("i-1", false), &update).await.expect(StatusCode::OK);
+    // The default engine's dummy never saw the instance: the ElasTest view reads e1's.
+    let view = app.get("/v2/et/service_instances/i-1").await;
+    assert_eq!(view.expect(StatusCode::OK)["engine"], "e1");
+    let listed = app.get("/v2/et/service_instances?engine=e1&limit=10").await;
+    assert_eq!(listed.expect(StatusCode::OK)["instances"].as_array().map(Vec::len), Some(1));
+    let none = app.get("/v2/et/service_instances?engine=default&limit=10").await;
+    assert_eq!(none.expect(StatusCode::OK)["instances"].as_array().map(Vec::len), Some(0));
+    app.unbind("i-1", "b-1", false).await.expect(StatusCode::OK);
+    app.deprovision("i-1", false).await.expect(StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_malformed_placement_rule_is_refused_at_registration() {
+    let app = spawn_app().await;
+    let plan = json!({"id": "p", "name": "p", "description": "d",
+                      "metadata": {"placement": {"strategy": "random"}}});
+    let service = json!({"id": "s", "name": "s", "description": "d", "bindable": true, "plans": [plan]});
+    let r = app.put("/v2/et/catalog", &service).await;
+    r.fails_with(StatusCode::BAD_REQUEST);
+    r.mentions("metadata.placement");
+}

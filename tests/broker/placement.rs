@@ -1,0 +1,195 @@
+//! Engines under races and faults, at the broker: replicas placing at once onto an
+//! engine never overfill it, on every store (the store's insert of a slot decides, as
+//! for host ports); an engine that stops answering is seen `unreachable`, takes no
+//! placements, leaves its instances' liveness `unknown`, needs repair after the
+//! threshold, and comes back when it answers.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use esm::backend::dummy::DummyBackend;
+use esm::backend::layered::{BackendLayer, Call, Layered, Work};
+use esm::backend::{Backend, BackendError, Backends};
+use esm::broker::{Broker, BrokerSettings, EngineFactory, FleetSettings, InstanceFilter, ScheduleChange};
+use esm::clock::Clock;
+use esm::domain::bounded::EngineName;
+use esm::domain::engine::{EngineSpec, Source};
+use esm::domain::liveness::LivenessStatus;
+use esm::error::OsbError;
+use esm::store::embedded::EmbeddedStore;
+use esm::store::memory::MemoryStore;
+use esm::store::mongo::MongoStore;
+use esm::store::{Collection, Store, index};
+use futures_util::StreamExt;
+use serde_json::json;
+
+use crate::support::catalog::{provision_request, register};
+
+/// An engine whose every call fails while it is unplugged.
+#[derive(Clone, Default)]
+struct Plug(Arc<AtomicBool>);
+
+impl BackendLayer for Plug {
+    fn around<T: Send>(
+        &self,
+        _backend: &'static str,
+        _call: Call,
+        work: impl Work<T>,
+    ) -> impl Future<Output = Result<T, BackendError>> + Send {
+        let unplugged = self.0.load(Ordering::SeqCst);
+        async move { if unplugged { Err(BackendError::new("connection refused")) } else { work.await } }
+    }
+}
+
+/// Dummy engines, each behind its own plug.
+#[derive(Default)]
+struct PluggedEngines(Mutex<HashMap<String, Plug>>);
+
+impl PluggedEngines {
+    fn plug(&self, name: &str) -> Plug {
+        self.0.lock().expect("plugs").entry(name.to_owned()).or_default().clone()
+    }
+}
+
+#[async_trait]
+impl EngineFactory for PluggedEngines {
+    async fn build(&self, name: &str, _spec: &EngineSpec) -> Result<Arc<dyn Backend>, BackendError> {
+        Ok(Arc::new(Layered::over(Arc::new(DummyBackend::new()), self.plug(name))))
+    }
+}
+
+fn broker(store: &Arc<dyn Store>, factory: Arc<PluggedEngines>, clock: Clock) -> Arc<Broker> {
+    let engines =
+        FleetSettings { factory, probe_interval: Duration::from_secs(5), repair_after: Duration::from_secs(60) };
+    let settings = BrokerSettings { engines, clock, ..BrokerSettings::default() };
+    Broker::new(Arc::clone(store), Backends::new().with(Arc::new(DummyBackend::new())), settings)
+}
+
+async fn declare(broker: &Arc<Broker>, name: &str, spec: serde_json::Value) {
+    let spec: EngineSpec = serde_json::from_value(spec).expect("spec");
+    let name = EngineName::parse(name).expect("name");
+    broker.engines().put(&name, spec, Source::Api).await.expect("engine declared");
+}
+
+fn request_id(replica: usize, n: usize) -> String {
+    format!("i-{replica}-{n}")
+}
+
+/// Eight replicas provision 40 instances at once onto the one engine the plan may use,
+/// of capacity 10: exactly 10 are placed; the others are refused, naming the engine full.
+async fn replicas_never_overfill_an_engine(store: Arc<dyn Store>) {
+    let factory = Arc::new(PluggedEngines::default());
+    let replicas: Vec<Arc<Broker>> = (0..8).map(|_| broker(&store, factory.clone(), Clock::system())).collect();
+    register(
+        &replicas[0],
+        json!({"metadata": {"placement": {"requires": {"zone": "a"}}}}),
+        "x-esm-dummy: {mode: sync}",
+    )
+    .await;
+    declare(&replicas[0], "e1", json!({"backend": "dummy", "labels": {"zone": "a"}, "capacity": {"instances": 10}}))
+        .await;
+    let mut attempts = Vec::new();
+    for (r, replica) in replicas.iter().enumerate() {
+        for n in 0..5 {
+            let replica = Arc::clone(replica);
+            attempts.push(tokio::spawn(async move {
+                replica.instances().provision(&request_id(r, n), provision_request(), false).await
+            }));
+        }
+    }
+    let (mut placed, mut full) = (0, 0);
+    for attempt in attempts {
+        match attempt.await.expect("provision task") {
+            Ok(_) => placed += 1,
+            Err(OsbError::Unprocessable(why)) => {
+                assert!(why.contains("e1:"), "{why}");
+                full += 1;
+            }
+            Err(e) => panic!("unexpected refusal: {e}"),
+        }
+    }
+    assert_eq!((placed, full), (10, 30));
+    let listed: Vec<_> = replicas[0]
+        .instances()
+        .et_instances(&InstanceFilter::default())
+        .await
+        .expect("listing")
+        .map(|i| i.expect("listed"))
+        .collect::<Vec<_>>()
+        .await;
+    assert_eq!(listed.len(), 10);
+    assert!(listed.iter().all(|i| i.engine == "e1"));
+    let slots = index::Query::new([(index::TYPE, "slot")], 100);
+    assert_eq!(store.page_ids(Collection::Resources, &slots).await.expect("slots").len(), 10, "one slot each");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_never_overfill_an_engine_on_the_memory_store() {
+    replicas_never_overfill_an_engine(Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_never_overfill_an_engine_on_the_embedded_store() {
+    let dir = tempfile::Builder::new().prefix("esm-placement-").tempdir().expect("temp dir");
+    let store = EmbeddedStore::open(dir.path(), esm::store::embedded::DEFAULT_CACHE_BYTES).expect("opens");
+    replicas_never_overfill_an_engine(Arc::new(store)).await;
+}
+
+#[cfg_attr(not(esm_test_mongo), ignore = "needs MongoDB: set ESM_TEST_MONGO_URI")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_never_overfill_an_engine_on_mongodb() {
+    let uri = std::env::var("ESM_TEST_MONGO_URI").expect("ESM_TEST_MONGO_URI names the MongoDB server");
+    let db = format!("esm_placement_{}", uuid::Uuid::new_v4().simple());
+    let store = Arc::new(MongoStore::connect(&uri, &db).await.expect("MongoDB URI is valid"));
+    replicas_never_overfill_an_engine(store.clone()).await;
+    store.close().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_engine_that_stops_answering_is_unreachable_then_needs_repair_then_comes_back() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let factory = Arc::new(PluggedEngines::default());
+    let broker = broker(&store, factory.clone(), Clock::tokio());
+    register(&broker, json!({"metadata": {"placement": {"requires": {"zone": "a"}}}}), "x-esm-dummy: {mode: sync}")
+        .await;
+    for name in ["e1", "e2"] {
+        declare(&broker, name, json!({"backend": "dummy", "labels": {"zone": "a"}})).await;
+    }
+    let e1 = EngineName::parse("e1").expect("name");
+    broker.engines().probe_round().await.expect("probes");
+    assert_eq!(broker.engines().get(&e1).await.expect("e1").state.as_str(), "active");
+    // Spread puts the first instance on e1 (the names break the tie).
+    broker.instances().provision("on-e1", provision_request(), false).await.expect("placed");
+
+    factory.plug("e1").0.store(true, Ordering::SeqCst);
+    broker.engines().probe_round().await.expect("probes");
+    let view = broker.engines().get(&e1).await.expect("e1");
+    assert_eq!(view.state.as_str(), "unreachable");
+    assert!(view.problem.as_deref().is_some_and(|p| p.contains("connection refused")), "{view:?}");
+    // No placement there: every new instance goes to e2.
+    for n in 0..3 {
+        broker.instances().provision(&format!("i-{n}"), provision_request(), false).await.expect("placed");
+        let fetched = broker.instances().et_instance(&format!("i-{n}")).await.expect("instance");
+        assert_eq!(fetched.engine, "e2");
+    }
+    // Its instance's liveness is not guessed: unknown, because of the engine.
+    broker.liveness().liveness_round().await.expect("a liveness round");
+    let (_, liveness) = broker.liveness().of("on-e1").await.expect("liveness");
+    assert_eq!(liveness.status, LivenessStatus::Unknown);
+    assert!(liveness.reason.contains("engine e1 unreachable"), "{}", liveness.reason);
+
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    broker.engines().probe_round().await.expect("probes");
+    assert_eq!(broker.engines().get(&e1).await.expect("e1").state.as_str(), "needs_repair");
+    // Answering again is not enough: an operator clears it.
+    factory.plug("e1").0.store(false, Ordering::SeqCst);
+    broker.engines().probe_round().await.expect("probes");
+    assert_eq!(broker.engines().get(&e1).await.expect("e1").state.as_str(), "needs_repair");
+    broker.engines().change_schedule(&e1, ScheduleChange::Uncordon).await.expect("uncordon");
+    broker.engines().probe_round().await.expect("probes");
+    assert_eq!(broker.engines().get(&e1).await.expect("e1").state.as_str(), "active");
+}
