@@ -16,6 +16,8 @@ use tokio::sync::watch;
 use crate::broker::Broker;
 use crate::clock::Clock;
 use crate::config::{Config, shown_variable};
+use crate::metrics::engines::EngineRow;
+use crate::wire::EngineView;
 
 /// Whether esm is ready: the start-up scan is done and the API port listens.
 #[derive(Clone, Debug)]
@@ -96,6 +98,10 @@ async fn metrics(State(state): State<OpsState>) -> Response {
     for (backend, up) in futures_util::future::join_all(probes).await {
         metrics.set_backend_up(backend, up);
     }
+    match state.broker.engines().list().await {
+        Ok(engines) => metrics.set_engines(engines.into_iter().map(engine_row).collect()),
+        Err(e) => tracing::debug!(error = %e, "cannot read the engines for the metrics"),
+    }
     // Reading the pools' status sets their member gauges.
     if let Err(e) = state.broker.pools().statuses().await {
         tracing::debug!(error = %e, "cannot read the pools for the metrics");
@@ -104,8 +110,20 @@ async fn metrics(State(state): State<OpsState>) -> Response {
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }
 
+/// An engine as its metrics show it.
+fn engine_row(engine: EngineView) -> EngineRow {
+    EngineRow {
+        name: engine.name,
+        state: engine.state,
+        instances: engine.instances,
+        capacity: engine.capacity.instances,
+    }
+}
+
 /// 200 when the store and every backend answer, 503 otherwise; one result per check,
-/// in the spirit of the original's `healthcheck` output.
+/// in the spirit of the original's `healthcheck` output. Each engine is listed with its
+/// state under `engines`: one that does not answer keeps instances from being placed
+/// there, not esm from serving, so it does not fail the check.
 async fn health(State(state): State<OpsState>) -> Response {
     if !state.ready.is_ready() {
         return starting();
@@ -118,14 +136,33 @@ async fn health(State(state): State<OpsState>) -> Response {
         results.push(check_result(format!("backend:{}", backend.name()), within_timeout(backend.probe()).await));
     }
     let healthy = results.iter().all(|r| r["passed"] == json!(true));
+    let engines = match tokio::time::timeout(CHECK_TIMEOUT, state.broker.engines().list()).await {
+        Ok(Ok(listed)) => Value::from(listed.iter().map(engine_health).collect::<Vec<_>>()),
+        Ok(Err(e)) => json!({"error": e.to_string()}),
+        Err(_) => json!({"error": format!("no answer within {}s", CHECK_TIMEOUT.as_secs())}),
+    };
     let body = json!({
         "hostname": hostname(),
         "status": if healthy { "success" } else { "failure" },
         "timestamp": Clock::system().timestamp(),
         "results": results,
+        "engines": engines,
     });
     let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body)).into_response()
+}
+
+/// One engine's row in `/health`.
+fn engine_health(engine: &EngineView) -> Value {
+    json!({
+        "name": engine.name,
+        "backend": engine.backend,
+        "state": engine.state,
+        "instances": engine.instances,
+        "capacity": engine.capacity.instances,
+        "last_probe": engine.last_probe,
+        "problem": engine.problem,
+    })
 }
 
 /// 503 "starting" while the start-up scan runs and the API port does not listen yet.

@@ -23,6 +23,7 @@
 
 pub mod backend_calls;
 pub mod census;
+pub mod engines;
 pub mod http;
 mod process;
 pub mod store_calls;
@@ -195,6 +196,8 @@ struct Families {
     pool_plans: std::sync::Mutex<std::collections::HashSet<String>>,
     /// The instance counts, encoded from its last snapshot.
     census: Arc<Census>,
+    /// Each engine as the last scrape read it.
+    engines: Arc<engines::Engines>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -215,6 +218,8 @@ impl Metrics {
         let mut registry = Registry::default();
         let census = Arc::new(Census::default());
         registry.register_collector(Box::new(census.clone()));
+        let engines = Arc::new(engines::Engines::default());
+        registry.register_collector(Box::new(engines.clone()));
         registry.register_collector(Box::new(process::Process));
         register! { registry;
             http_requests = Family::default(), None, "esm_http_requests", "Requests answered on the API port, by route template (unmatched for paths no route serves), method and status";
@@ -253,6 +258,7 @@ impl Metrics {
                 pool_members,
                 pool_plans: std::sync::Mutex::default(),
                 census,
+                engines,
             }),
         }
     }
@@ -377,6 +383,11 @@ impl Metrics {
             plans.insert(plan_id.to_owned());
         }
         record(plan_id);
+    }
+
+    /// Sets the `esm_engine_*` families to `rows`, every engine there is now.
+    pub fn set_engines(&self, rows: Vec<engines::EngineRow>) {
+        self.inner.engines.set(rows);
     }
 
     /// Sets `esm_sse_subscribers`: how many clients the event stream has now. Call it

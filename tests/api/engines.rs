@@ -217,3 +217,38 @@ async fn a_malformed_placement_rule_is_refused_at_registration() {
     r.fails_with(StatusCode::BAD_REQUEST);
     r.mentions("metadata.placement");
 }
+
+#[tokio::test]
+async fn metrics_and_health_show_each_engine_and_forget_a_removed_one() {
+    let app = placing(json!({"requires": {"zone": "a"}})).await;
+    declare(&app, "e1", json!({"backend": "dummy", "labels": {"zone": "a"}, "capacity": {"instances": 3}})).await;
+    app.provision("i-1", false).await.expect(StatusCode::CREATED);
+    let scrape = || async {
+        let response = app.client.get(format!("{}/metrics", app.ops)).send().await.expect("sent");
+        response.text().await.expect("text")
+    };
+    let text = scrape().await;
+    for line in [
+        "esm_engine_instances{engine=\"e1\"} 1",
+        "esm_engine_capacity{engine=\"e1\"} 3",
+        "esm_engine_up{engine=\"e1\"} 1",
+        "esm_engine_state{engine=\"e1\",state=\"active\"} 1",
+        "esm_engine_state{engine=\"e1\",state=\"cordoned\"} 0",
+        "esm_engine_up{engine=\"default\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+    }
+    let health = reply(app.client.get(format!("{}/health", app.ops)).send().await.expect("sent")).await;
+    let engines = health.expect(StatusCode::OK)["engines"].as_array().expect("engines").clone();
+    let e1 = engines.iter().find(|e| e["name"] == "e1").expect("e1 listed");
+    assert_eq!(
+        (e1["state"].as_str(), e1["instances"].as_u64(), e1["capacity"].as_u64()),
+        (Some("active"), Some(1), Some(3))
+    );
+
+    app.deprovision("i-1", false).await.expect(StatusCode::OK);
+    post(&app, "/v2/et/engines/e1/cordon").await.expect(StatusCode::OK);
+    app.delete("/v2/et/engines/e1").await.expect(StatusCode::OK);
+    let text = scrape().await;
+    assert!(!text.contains("engine=\"e1\""), "a removed engine leaves no series:\n{text}");
+}
