@@ -9,12 +9,14 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(esm_test_kubernetes)");
     println!("cargo::rustc-check-cfg=cfg(esm_test_kmock)");
     println!("cargo::rustc-check-cfg=cfg(esm_test_root)");
+    println!("cargo::rustc-check-cfg=cfg(esm_test_dockerd)");
     println!("cargo::rerun-if-env-changed=ESM_TEST_MONGO_URI");
     println!("cargo::rerun-if-env-changed=ESM_TEST_DOCKER");
     println!("cargo::rerun-if-env-changed=ESM_TEST_PYTHON");
     println!("cargo::rerun-if-env-changed=ESM_TEST_KUBERNETES");
     println!("cargo::rerun-if-env-changed=ESM_TEST_KUBECONFIG");
     println!("cargo::rerun-if-env-changed=ESM_TEST_ROOT");
+    println!("cargo::rerun-if-env-changed=ESM_TEST_DOCKERD");
     if std::env::var("ESM_TEST_MONGO_URI").is_ok_and(|v| !v.is_empty()) {
         println!("cargo::rustc-cfg=esm_test_mongo");
     }
@@ -36,6 +38,11 @@ fn main() {
     // to do on demand (a crash).
     if kmock {
         println!("cargo::rustc-cfg=esm_test_kmock");
+    }
+    // Root and `dockerd`, for the suites that start a Docker engine of their own (a
+    // second engine of a fleet, one they kill).
+    if std::env::var("ESM_TEST_DOCKERD").is_ok_and(|v| !v.is_empty() && v != "0") {
+        println!("cargo::rustc-cfg=esm_test_dockerd");
     }
     // Root, for the suites that mount a file system (a small tmpfs that fills up).
     if std::env::var("ESM_TEST_ROOT").is_ok_and(|v| !v.is_empty() && v != "0") {

@@ -15,6 +15,7 @@ mod backends;
 mod conformance;
 mod deployments;
 mod events;
+mod fleet;
 mod inventory;
 mod liveness;
 mod pools;

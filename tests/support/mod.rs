@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 pub mod catalog;
 pub mod docker;
+pub mod dockerd;
 pub mod machine;
 pub mod sse;
 pub mod wait;
