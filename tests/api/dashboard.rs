@@ -30,6 +30,7 @@ async fn every_page_is_html_under_a_strict_content_security_policy() {
         "/dashboard/instances",
         "/dashboard/instances/i-1",
         "/dashboard/pools",
+        "/dashboard/engines",
         "/dashboard/events",
     ] {
         let (status, headers, text) = page(&app, path).await;
@@ -257,5 +258,52 @@ async fn a_deprovisioned_instance_s_page_says_deprovisioned() {
     assert!(!gone.contains("data-action=\"deprovision\""), "{gone}");
     let (status, _, _) = page(&app, "/dashboard/instances/nobody").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    app.stop().await;
+}
+
+/// The text of the engines table's row of `name`.
+fn engine_row<'a>(text: &'a str, name: &str) -> &'a str {
+    let start = text.find(&format!("<tr data-engine=\"{name}\"")).unwrap_or_else(|| panic!("{name} in {text}"));
+    text[start..].split("</tr>").next().unwrap_or_default()
+}
+
+// Every engine is listed, `default` first, with its state (marked when it takes no
+// placements) and how much of its capacity is used; what an operator wrote in a label is
+// shown as text.
+#[tokio::test]
+async fn the_engines_page_lists_each_engine_with_its_state_and_capacity() {
+    let app = provisioned_sync().await;
+    let (status, _, text) = page(&app, "/dashboard/engines").await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert!(text.contains("href=\"/dashboard/engines\">Engines</a>"), "in the navigation: {text}");
+    let default = engine_row(&text, "default");
+    assert!(default.contains(">active<") && default.contains("1 / unlimited"), "{default}");
+
+    let spec = json!({"backend": "dummy", "labels": {"zone": "a", "note": "<b>x</b>"}, "capacity": {"instances": 3}});
+    app.put("/v2/et/engines/e1", &spec).await.expect(StatusCode::CREATED);
+    app.send(Method::POST, "/v2/et/engines/e1/cordon", None).await.expect(StatusCode::OK);
+    let (status, _, text) = page(&app, "/dashboard/engines").await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert!(text.find("data-engine=\"default\"") < text.find("data-engine=\"e1\""), "default first: {text}");
+    let e1 = engine_row(&text, "e1");
+    assert!(e1.contains("data-state=\"cordoned\"><strong>cordoned</strong>"), "marked: {e1}");
+    assert!(e1.contains("0 / 3") && e1.contains("zone=a") && e1.contains(">dummy<"), "{e1}");
+    assert!(e1.contains("note=&lt;b&gt;x&lt;/b&gt;"), "the label as text: {e1}");
+    assert!(!text.contains("<b>x</b>"), "never as markup: {text}");
+    app.stop().await;
+}
+
+// An instance's page names its engine, and the table filters by it.
+#[tokio::test]
+async fn the_instance_pages_name_the_engine() {
+    let app = provisioned_sync().await;
+    let (_, _, one) = page(&app, "/dashboard/instances/i-1").await;
+    assert!(one.contains(r#"<dd id="engine"><a href="/dashboard/engines">default</a></dd>"#), "{one}");
+    let rows = |text: &str| text.matches("<tr data-instance=").count();
+    let (_, _, on_default) = page(&app, "/dashboard/instances?engine=default").await;
+    assert_eq!(rows(&on_default), 1, "{on_default}");
+    assert!(on_default.contains("<td>default</td>"), "{on_default}");
+    let (_, _, elsewhere) = page(&app, "/dashboard/instances?engine=e1").await;
+    assert_eq!(rows(&elsewhere), 0, "{elsewhere}");
     app.stop().await;
 }

@@ -55,7 +55,7 @@ async function main() {
 
     for (const [name, route] of [['overview', '/dashboard'], ['services', '/dashboard/services'],
       ['instances', '/dashboard/instances'], ['instance', `/dashboard/instances/${id(1)}`],
-      ['pools', '/dashboard/pools'], ['events', '/dashboard/events']]) {
+      ['pools', '/dashboard/pools'], ['engines', '/dashboard/engines'], ['events', '/dashboard/events']]) {
       const response = await page.goto(`${api}${route}`);
       check(response.status() === 200, `${route} answered ${response.status()}`);
       await page.waitForLoadState('networkidle').catch(() => {});

@@ -27,6 +27,7 @@ pub struct TableQuery {
     plan_id: Option<String>,
     state: Option<String>,
     liveness: Option<String>,
+    engine: Option<String>,
     after: Option<String>,
     limit: Option<usize>,
 }
@@ -53,7 +54,7 @@ impl TableQuery {
             state,
             liveness,
             backend: None,
-            engine: None,
+            engine: non_empty(&self.engine),
         })
     }
 
@@ -65,6 +66,7 @@ impl TableQuery {
             ("plan_id", &self.plan_id),
             ("state", &self.state),
             ("liveness", &self.liveness),
+            ("engine", &self.engine),
         ] {
             if let Some(value) = value.as_deref().filter(|v| !v.is_empty()) {
                 parts.push(format!("{key}={}", segment(value)));
@@ -89,6 +91,7 @@ pub async fn list(State(state): State<AppState>, Query(query): Query<TableQuery>
             form.filters method="get" action="/dashboard/instances" {
                 label { "Service " input name="service_id" value=[query.service_id.as_deref()]; }
                 label { "Plan " input name="plan_id" value=[query.plan_id.as_deref()]; }
+                label { "Engine " input name="engine" value=[query.engine.as_deref()]; }
                 label { "State " select name="state" {
                     option value="" { "any" }
                     @for s in OperationState::ALL { option value=(s.as_str()) selected[selected(&query.state, s.as_str())] { (s.as_str()) } }
@@ -101,7 +104,8 @@ pub async fn list(State(state): State<AppState>, Query(query): Query<TableQuery>
             }
             // Rows follow operations as they end (liveness cells change on their own).
             table #instances data-refresh-on="provision. update. deprovision." {
-                thead { tr { th { "Instance" } th { "Service" } th { "Plan" } th { "State" } th { "Liveness" } th { "Created" } } }
+                thead { tr { th { "Instance" } th { "Service" } th { "Plan" } th { "Engine" } th { "State" } th { "Liveness" }
+                             th { "Created" } } }
                 tbody { @for instance in &instances { (row(instance)) } }
             }
             @if instances.is_empty() { p { "No instances match." } }
@@ -117,7 +121,7 @@ fn row(instance: &ServiceInstance) -> Markup {
     html! {
         tr data-instance=(instance.id) {
             td { a href={ "/dashboard/instances/" (segment(&instance.id)) } { (instance.id) } }
-            td { (instance.service_id) } td { (instance.plan_id) }
+            td { (instance.service_id) } td { (instance.plan_id) } td { (instance.engine()) }
             td.state { (state) }
             td.liveness data-liveness=(liveness) { (liveness) }
             td { (instance.created_at) }
@@ -155,6 +159,7 @@ pub async fn one(State(state): State<AppState>, Path(instance_id): Path<String>)
                 dt { "Status" } dd #instance-status { (status_text(instance.status)) }
                 dt { "Service" } dd { (instance.service_id) }
                 dt { "Plan" } dd { (instance.plan_id) }
+                dt { "Engine" } dd #engine { a href="/dashboard/engines" { (instance.engine()) } }
                 dt { "Manifest" } dd { (instance.manifest_id) " (" (instance.manifest_type.as_deref().unwrap_or("?")) ")" }
                 dt { "Created" } dd { (instance.created_at) }
                 dt { "Liveness" } dd #liveness data-instance=(instance_id) data-liveness=(status) {

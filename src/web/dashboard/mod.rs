@@ -12,7 +12,9 @@
 //!
 //! - `pages`: the overview, services and plans, pools, the live event feed.
 //! - `instances`: the instance table and one instance.
+//! - `engines`: the engines instances are placed on.
 
+mod engines;
 mod instances;
 pub(crate) mod pages;
 
@@ -42,6 +44,7 @@ pub fn router(state: AppState, auth: Option<BasicAuth>) -> Router {
         .route("/dashboard/instances", get(instances::list))
         .route("/dashboard/instances/{instance_id}", get(instances::one))
         .route("/dashboard/pools", get(pages::pools))
+        .route("/dashboard/engines", get(engines::list))
         .route("/dashboard/events", get(pages::events))
         .route("/dashboard/assets/dashboard.js", get(script))
         .route("/dashboard/assets/dashboard.css", get(style))
@@ -113,6 +116,7 @@ pub fn page(title: &str, content: Markup) -> Markup {
                     a href="/dashboard/services" { "Services" }
                     a href="/dashboard/instances" { "Instances" }
                     a href="/dashboard/pools" { "Pools" }
+                    a href="/dashboard/engines" { "Engines" }
                     a href="/dashboard/events" { "Events" }
                 }
                 main { h1 { (title) } (content) }
