@@ -26,7 +26,7 @@ use crate::support::docker::IMAGE;
 use crate::support::{Client, Esm, StoreSetup, TempDir, eventually, temp_dir};
 
 /// A Deployment `app` of the test image listening on 8080, and its Service.
-fn app_manifest(image: &str) -> String {
+pub(crate) fn app_manifest(image: &str) -> String {
     format!(
         r#"apiVersion: apps/v1
 kind: Deployment
@@ -84,7 +84,7 @@ async fn the_kubernetes_backend_conforms() {
 }
 
 /// esm on the cluster, with an owner name of its own.
-async fn start_esm(cluster: &TestCluster, dir: &TempDir, extra: &[(&str, &str)]) -> (Esm, String) {
+pub(crate) async fn start_esm(cluster: &TestCluster, dir: &TempDir, extra: &[(&str, &str)]) -> (Esm, String) {
     let owner = format!("e2e-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let kubeconfig = cluster.kubeconfig.display().to_string();
     let mut env = vec![

@@ -11,3 +11,4 @@ mod support;
 mod k8s;
 
 mod backend;
+mod fleet;
