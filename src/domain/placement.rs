@@ -128,7 +128,7 @@ pub fn rank<'a>(placement: &Placement, candidates: &[Candidate<'a>]) -> Result<V
     Ok(fit.into_iter().map(|c| c.name).collect())
 }
 
-/// "no engine can take it" with the reasons, at most [`MAX_REASONS`] of them.
+/// "no engine can take it" with the reasons, at most `MAX_REASONS` (20) of them.
 pub fn refusal(mut passed: Vec<String>) -> String {
     if passed.is_empty() {
         return "no engine can take it: there are none".into();
