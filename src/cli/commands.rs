@@ -6,6 +6,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
 use super::bindings::{self, BindArgs, BindingsCommand, UnbindArgs};
+use super::engines::{self, EnginesCommand};
 use super::output::{self, Table};
 use super::wait::{Operation, Waiting, finish};
 use super::{Exit, Failure};
@@ -61,6 +62,9 @@ pub enum ClientCommand {
     /// Show, set or drain warm pools.
     #[command(subcommand)]
     Pools(PoolsCommand),
+    /// List, show, declare, remove, cordon, uncordon or drain engines.
+    #[command(subcommand)]
+    Engines(EnginesCommand),
     /// Show change events; with --follow, keep showing new ones.
     Events(EventsArgs),
     /// Show what esm's deployments hold: containers, services, networks, volumes, host ports.
@@ -276,7 +280,7 @@ pub(super) fn json_object(text: &str) -> Result<Value, String> {
 }
 
 /// Prints what esm answered (`-o json`), or `line` for people.
-fn summary(answer: &Value, json: bool, line: &str) -> Result<Exit, Failure> {
+pub(super) fn summary(answer: &Value, json: bool, line: &str) -> Result<Exit, Failure> {
     if json {
         output::print_json(answer, true);
     } else {
@@ -337,6 +341,7 @@ pub(super) async fn run(command: ClientCommand, client: &Client, target: &Target
         ClientCommand::Unbind(args) => bindings::unbind(args, client, json).await,
         ClientCommand::Bindings(command) => bindings::run(command, client, json).await,
         ClientCommand::Pools(command) => pools(command, client, json).await,
+        ClientCommand::Engines(command) => engines::run(command, client, json).await,
         ClientCommand::Events(args) => super::wait::events(args, client, json).await,
         ClientCommand::Inventory(args) => {
             let query = InventoryQuery {

@@ -1,6 +1,6 @@
 //! The command-line client: `esm catalog`, `esm instances provision …`, `esm pools …`,
-//! speaking to an esm's API through [`crate::client`]. `esm` with no command (or
-//! `esm server`) runs the daemon instead.
+//! `esm engines …`, speaking to an esm's API through [`crate::client`]. `esm` with no
+//! command (or `esm server`) runs the daemon instead.
 //!
 //! Output is a table for people, or with `-o json` exactly the API's JSON. Exit codes:
 //! 0 done, 1 esm refused the request or the operation failed (or answered what the
@@ -13,6 +13,7 @@
 //! ([`crate::client`]), and a loop over its answers that does not advance stops.
 //!
 //! - `bindings.rs`: bind, unbind, and a binding's credentials.
+//! - `engines.rs`: the engines instances are placed on.
 //! - `line.rs`: the whole command line ([`Cli`]): settings, client flags, commands.
 //! - `help.rs`: `esm --help` for the client, `esm server --help` for the settings.
 //! - `output.rs`: tables, and every sink for what the client prints.
@@ -20,6 +21,7 @@
 
 mod bindings;
 mod commands;
+mod engines;
 pub mod help;
 mod line;
 mod output;

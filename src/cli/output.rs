@@ -259,6 +259,46 @@ pub(super) fn members(value: &Value) -> Table {
     t
 }
 
+/// `GET /v2/et/engines[/{name}]` (one engine or the list): instances against capacity
+/// (`3/10`, `3/-` without a limit), labels as `key=value`.
+pub(super) fn engines(value: &Value) -> Table {
+    let mut t = table(&["name", "backend", "state", "instances", "capacity", "labels", "last probe"]);
+    let one = value.get("name").map(|_| std::slice::from_ref(value));
+    let engines = one.or_else(|| value["engines"].as_array().map(Vec::as_slice)).unwrap_or_default();
+    for e in engines {
+        let capacity = format!("{}/{}", text(&e["instances"]), text(&e["capacity"]["instances"]));
+        let labels: Vec<String> =
+            e["labels"].as_object().into_iter().flatten().map(|(k, v)| format!("{k}={}", text(v))).collect();
+        let fields = texts(e, &["/name", "/backend", "/state", "/instances"]);
+        t.row(fields.chain([capacity, labels.join(","), text(&e["last_probe"])]));
+    }
+    t
+}
+
+/// `GET /v2/et/engines/{name}`: what the row of [`engines`] leaves out.
+pub(super) fn engine(value: &Value) -> Table {
+    let mut t = table(&["field", "value"]);
+    for (name, field) in [
+        ("schedule", "schedule"),
+        ("health", "health"),
+        ("source", "source"),
+        ("facts", "facts"),
+        ("problem", "problem"),
+        ("unreachable since", "unreachable_since"),
+    ] {
+        t.row([name.to_owned(), text(&value[field])]);
+    }
+    let types: Vec<String> = value["manifest_types"].as_array().into_iter().flatten().map(text).collect();
+    t.row(["manifest types".to_owned(), types.join(", ")]);
+    flatten(&mut t, "endpoint", &value["endpoint"]);
+    for field in ["publish_address", "advertise_host"] {
+        if !value[field].is_null() {
+            t.row([field.to_owned(), text(&value[field])]);
+        }
+    }
+    t
+}
+
 /// A binding for people: every credential (nested ones as `services.web.host`), each
 /// endpoint as `host:port/protocol`, and when the credentials expire.
 pub(super) fn binding(binding: &Value) -> Table {

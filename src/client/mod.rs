@@ -34,6 +34,7 @@
 //! only to the same origin (scheme, host, port), so neither the credentials nor a body
 //! reach another server. `text.rs` escapes a server's text for a terminal.
 
+mod engines;
 mod text;
 
 pub use text::{MAX_MESSAGE_CHARS, escape, escape_json, is_active, truncate};
@@ -62,7 +63,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// The largest answer read: an instance, an operation, an error, a registration.
 pub const MAX_ANSWER_BYTES: usize = 4 << 20;
 /// The largest listing read: the catalog, manifests, a page of instances, inventory or
-/// events, the pools.
+/// events, the pools, the engines.
 pub const MAX_LISTING_BYTES: usize = 64 << 20;
 /// Redirects followed (within the origin) before giving up.
 const MAX_REDIRECTS: usize = 10;

@@ -3,6 +3,7 @@
 //! on a terminal (a pty from `script`), and the exit codes scripts rely on; and against
 //! a hostile fake server (`cli/hostile.rs`).
 
+mod engines;
 mod hostile;
 
 use std::process::Stdio;

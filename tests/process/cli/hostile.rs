@@ -199,6 +199,12 @@ fn hostile_esm(got: &Got) -> Answer {
                 "plan_id": HOSTILE, "status": "bound", "operation_state": "succeeded", "created_at": HOSTILE,
                 "endpoints": [{"host": HOSTILE, "ports": [HOSTILE]}]}], "next": HOSTILE}),
         ),
+        ("GET", "/v2/et/engines") => Answer::Json(
+            200,
+            json!({"engines": [{"name": format!("e{HOSTILE}"), "backend": HOSTILE, "state": HOSTILE,
+                "instances": 3, "capacity": {"instances": HOSTILE}, "labels": {format!("k{HOSTILE}"): HOSTILE},
+                "last_probe": HOSTILE}]}),
+        ),
         ("GET", "/v2/et/service_instances/long") => {
             Answer::Json(404, json!({"description": format!("{HOSTILE}{}", "x".repeat(100_000))}))
         }
@@ -250,6 +256,14 @@ async fn a_server_s_escape_sequences_are_shown_escaped_in_tables_events_progress
     clean(&bindings, "bindings");
     for shown in [format!("b{SHOWN}"), format!("{SHOWN}:{SHOWN}"), format!("{SHOWN})")] {
         assert!(bindings.stdout.contains(&shown), "{shown} in {}", bindings.stdout);
+    }
+
+    // Engines: every cell, the labels' keys and values and the capacity included.
+    let engines = cli(api, &["engines", "list"]).await;
+    assert_eq!(engines.code, 0, "{}", engines.stderr);
+    clean(&engines, "engines");
+    for shown in [format!("e{SHOWN}"), format!("3/{SHOWN}"), format!("k{SHOWN}={SHOWN}")] {
+        assert!(engines.stdout.contains(&shown), "{shown} in {}", engines.stdout);
     }
 
     let refused = cli(api, &["manifests", "get", "m"]).await;
