@@ -68,3 +68,17 @@ async fn the_docker_swarm_backend_conforms() {
         || -> Arc<dyn Backend> { Arc::new(SwarmBackend::new(docker_settings()).expect("a Docker client")) };
     conformance::run(docker_subject(new_backend, "docker-swarm").await).await;
 }
+
+/// A fleet's second engine passes the same suite: a compose backend on a test's own
+/// private dockerd, reached by its `docker_host` as a declared engine is.
+#[cfg_attr(not(all(esm_test_docker, esm_test_dockerd)), ignore = "needs Docker and root: set ESM_TEST_DOCKER=1 ESM_TEST_DOCKERD=1")]
+#[tokio::test(flavor = "multi_thread")]
+async fn the_docker_compose_backend_conforms_on_a_second_engine() {
+    let engine = crate::support::dockerd::PrivateEngine::start();
+    let host = engine.host();
+    let new_backend = move || -> Arc<dyn Backend> {
+        let on = docker::DockerEngine::at(&host, None).expect("a Docker client");
+        Arc::new(docker::ComposeBackend::on(on, docker_settings()))
+    };
+    conformance::run(docker_subject(new_backend, "docker-compose").await).await;
+}
