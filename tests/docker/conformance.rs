@@ -71,7 +71,10 @@ async fn the_docker_swarm_backend_conforms() {
 
 /// A fleet's second engine passes the same suite: a compose backend on a test's own
 /// private dockerd, reached by its `docker_host` as a declared engine is.
-#[cfg_attr(not(all(esm_test_docker, esm_test_dockerd)), ignore = "needs Docker and root: set ESM_TEST_DOCKER=1 ESM_TEST_DOCKERD=1")]
+#[cfg_attr(
+    not(all(esm_test_docker, esm_test_dockerd)),
+    ignore = "needs Docker and root: set ESM_TEST_DOCKER=1 ESM_TEST_DOCKERD=1"
+)]
 #[tokio::test(flavor = "multi_thread")]
 async fn the_docker_compose_backend_conforms_on_a_second_engine() {
     let engine = crate::support::dockerd::PrivateEngine::start();

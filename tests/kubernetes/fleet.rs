@@ -48,15 +48,29 @@ async fn two_clusters_take_instances_by_capacity_each_in_its_own_namespace() {
                           "manifest_content": app_manifest(IMAGE)});
     send_ok(&client, Method::PUT, "/v2/et/manifest/m", &manifest).await;
     let one = json!({"instances": 1});
-    send_ok(&client, Method::PUT, "/v2/et/engines/default",
-            &json!({"backend": "kubernetes", "labels": {"fleet": "yes"}, "capacity": one})).await;
-    send_ok(&client, Method::PUT, "/v2/et/engines/b",
-            &json!({"backend": "kubernetes", "endpoint": {"kubeconfig": "b/kubeconfig"},
-                    "labels": {"fleet": "yes"}, "capacity": one})).await;
+    send_ok(
+        &client,
+        Method::PUT,
+        "/v2/et/engines/default",
+        &json!({"backend": "kubernetes", "labels": {"fleet": "yes"}, "capacity": one}),
+    )
+    .await;
+    send_ok(
+        &client,
+        Method::PUT,
+        "/v2/et/engines/b",
+        &json!({"backend": "kubernetes", "endpoint": {"kubeconfig": "b/kubeconfig"},
+                    "labels": {"fleet": "yes"}, "capacity": one}),
+    )
+    .await;
     // A kubeconfig outside the credentials directory is never read.
     let (status, body) = client
-        .send(Method::PUT, "/v2/et/engines/c", Some(&json!({"backend": "kubernetes",
-              "endpoint": {"kubeconfig": b.kubeconfig.display().to_string()}})))
+        .send(
+            Method::PUT,
+            "/v2/et/engines/c",
+            Some(&json!({"backend": "kubernetes",
+              "endpoint": {"kubeconfig": b.kubeconfig.display().to_string()}})),
+        )
         .await;
     assert_eq!(status, 400, "{body}");
 
@@ -80,6 +94,7 @@ async fn two_clusters_take_instances_by_capacity_each_in_its_own_namespace() {
         assert!(!has_namespace(mine, &ns).await, "{id}: removed from its cluster");
     }
     let (_, listed) = client.send(Method::GET, "/v2/et/engines", None).await;
-    let engines: Vec<&str> = listed["engines"].as_array().expect("engines").iter().filter_map(|e| e["name"].as_str()).collect();
+    let engines: Vec<&str> =
+        listed["engines"].as_array().expect("engines").iter().filter_map(|e| e["name"].as_str()).collect();
     assert_eq!(engines, ["default", "b"]);
 }
