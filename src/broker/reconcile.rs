@@ -48,6 +48,7 @@ impl Inventory<'_> {
                 Err(Stopped::Store(e)) => return Err(e),
             }
         }
+        self.broker.engines().release_abandoned_slots().await?;
         Ok(removed)
     }
 

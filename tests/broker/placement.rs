@@ -193,3 +193,41 @@ async fn an_engine_that_stops_answering_is_unreachable_then_needs_repair_then_co
     broker.engines().probe_round().await.expect("probes");
     assert_eq!(broker.engines().get(&e1).await.expect("e1").state.as_str(), "active");
 }
+
+/// A slot planted as a process that died between taking it and writing its instance
+/// would leave it.
+fn slot(n: u32, owner: &str, at: esm::domain::time::Timestamp) -> esm::domain::resource::Resource {
+    esm::domain::resource::Resource {
+        id: format!("slot/e1/{n:07}"),
+        kind: "slot".into(),
+        name: "e1".into(),
+        owner: owner.into(),
+        backend: "esm".into(),
+        state: esm::domain::resource::ResourceState::InUse,
+        created_at: at,
+        updated_at: at,
+        port: None,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn reconciliation_gives_back_room_no_deployment_holds_once_it_is_old() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let (clock, records) = (Clock::tokio(), esm::store::Records::new(Arc::clone(&store)));
+    let broker = broker(&store, Arc::new(PluggedEngines::default()), clock);
+    register(&broker, json!({"metadata": {"placement": {"requires": {"zone": "a"}}}}), "x-esm-dummy: {mode: sync}")
+        .await;
+    declare(&broker, "e1", json!({"backend": "dummy", "labels": {"zone": "a"}, "capacity": {"instances": 10}})).await;
+    records.insert(&slot(7, "died-before-its-record", clock.timestamp())).await.expect("planted");
+    broker.instances().provision("lives", provision_request(), false).await.expect("placed");
+
+    tokio::time::sleep(Duration::from_secs(121)).await;
+    records.insert(&slot(8, "being-provisioned-now", clock.timestamp())).await.expect("planted");
+    broker.inventory().reconcile().await.expect("a round");
+    let slots = index::Query::new([(index::TYPE, "slot")], 100);
+    let mut left = store.page_ids(Collection::Resources, &slots).await.expect("slots");
+    left.sort();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(left.contains(&"slot/e1/0000008".to_owned()), "a young slot stays: {left:?}");
+    assert!(!left.contains(&"slot/e1/0000007".to_owned()), "the abandoned one went: {left:?}");
+}

@@ -17,13 +17,16 @@ use crate::domain::engine::{Engine, EngineState};
 use crate::domain::placement::{Candidate, rank, refusal};
 use crate::domain::resource::{Resource, ResourceState, SLOT};
 use crate::error::{OsbError, OsbResult};
-use crate::store::{Collection, StoreError, index};
+use crate::store::{Collection, StoreError, Versioned, index};
 
 /// The `backend` of a slot: esm's own record, no backend's resource (reconciliation
 /// compares each backend's records with its engine, and leaves these alone).
 const SLOT_KEEPER: &str = "esm";
 /// Slots tried one by one before the engine's taken slots are read.
 const BLIND_TRIES: u32 = 8;
+/// How old a slot must be before reconciliation may give it back for want of a
+/// deployment: a provision writes its record within moments of taking the slot.
+pub const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Where a new deployment goes.
 pub(in crate::broker) struct Placed {
@@ -110,6 +113,31 @@ impl Engines<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Gives back the slots no live record holds (a process that died between taking a
+    /// slot and writing its instance), once they are [`ABANDONED_AFTER`] old: what
+    /// reconciliation does each round, a page of slots at a time.
+    pub(in crate::broker) async fn release_abandoned_slots(&self) -> OsbResult<usize> {
+        let now = self.core.clock().timestamp();
+        let slots = self.core.records.scan::<Resource>(vec![(index::TYPE.to_owned(), SLOT.to_owned())]);
+        let mut slots = std::pin::pin!(slots);
+        let mut released = 0;
+        while let Some(slot) = futures_util::StreamExt::next(&mut slots).await {
+            let Versioned { version, record } = slot?;
+            if now.since(record.created_at) < ABANDONED_AFTER || self.core.deployed_as(&record.owner).await?.is_some() {
+                continue;
+            }
+            match self.core.records.delete::<Resource>(&record.id, Some(version)).await {
+                Ok(_) => {
+                    released += 1;
+                    tracing::info!(slot = %record.id, owner = %record.owner, "gave back room on an engine no deployment holds");
+                }
+                Err(StoreError::Conflict(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(released)
     }
 
     /// Where a deployment placed on `engine` goes.
