@@ -252,3 +252,27 @@ async fn metrics_and_health_show_each_engine_and_forget_a_removed_one() {
     let text = scrape().await;
     assert!(!text.contains("engine=\"e1\""), "a removed engine leaves no series:\n{text}");
 }
+
+#[tokio::test]
+async fn the_engines_file_declares_engines_at_start_and_a_bad_one_stops_the_start() {
+    let dir = tempfile::tempdir().expect("a directory");
+    let file = dir.path().join("engines.yaml");
+    std::fs::write(&file, "engines:\n  e1:\n    backend: dummy\n    labels: {zone: a}\n    capacity: {instances: 5}\n")
+        .expect("written");
+    let app = spawn_app_with(esm::config::Config { engines_file: Some(file.clone()), ..test_config() }).await;
+    let e1 = app.get("/v2/et/engines/e1").await;
+    let body = e1.expect(StatusCode::OK);
+    assert_eq!((body["source"].as_str(), body["capacity"]["instances"].as_u64()), (Some("file"), Some(5)));
+
+    for bad in [
+        "engines:\n  E1: {backend: dummy}\n",
+        "engines:\n  e1: {backend: dummy, endpoint: {kubeconfig: ../x}}\n",
+        "engines: [1, 2]\n",
+        "surprise: 1\n",
+    ] {
+        std::fs::write(&file, bad).expect("written");
+        let config = esm::config::Config { engines_file: Some(file.clone()), ..test_config() };
+        let refused = esm::app::Server::bind(config).await.err().map(|e| e.to_string());
+        assert!(refused.as_deref().is_some_and(|e| e.contains("ESM_ENGINES_FILE")), "{bad:?}: {refused:?}");
+    }
+}

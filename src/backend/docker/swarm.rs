@@ -164,7 +164,14 @@ impl DockerRuntime for Units<Services> {
         if swarm.control_available != Some(true) {
             return Err(BackendError::new("the Docker engine is not a swarm manager (docker swarm init)"));
         }
-        Ok(format!("swarm manager, node {}", swarm.node_id.unwrap_or_default()))
+        // What an engine's record shows as its facts: version, size, which node esm asks.
+        Ok(format!(
+            "Docker engine {}, swarm manager of {} nodes ({} managers), node {}",
+            info.server_version.unwrap_or_default(),
+            swarm.nodes.unwrap_or_default(),
+            swarm.managers.unwrap_or_default(),
+            swarm.node_id.unwrap_or_default()
+        ))
     }
 }
 
