@@ -68,6 +68,8 @@ pub struct Event {
     pub to: Option<String>,
     /// Why, in words (a failure's description, a liveness reason).
     pub reason: Option<String>,
+    /// The engine, for `engine.changed`.
+    pub engine: Option<String>,
 }
 
 impl Event {
@@ -86,6 +88,7 @@ impl Event {
             from: None,
             to: None,
             reason: None,
+            engine: None,
         }
     }
 
@@ -121,6 +124,17 @@ impl Event {
             service_id: Some(service_id.to_owned()),
             plan_id: Some(plan_id.to_owned()),
             ..Self::new(kind)
+        }
+    }
+
+    /// An `engine.changed` event: engine `name` went from state `from` (none: it was
+    /// just declared) to `to` (`removed`: it was deleted).
+    pub fn on_engine(name: &str, from: Option<&str>, to: &str) -> Self {
+        Self {
+            engine: Some(name.to_owned()),
+            from: from.map(str::to_owned),
+            to: Some(to.to_owned()),
+            ..Self::new(EventKind::EngineChanged)
         }
     }
 

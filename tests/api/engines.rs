@@ -170,6 +170,24 @@ async fn a_cordoned_engine_takes_nothing_new_and_uncordoned_takes_again() {
     app.provision("i-2", false).await.expect(StatusCode::CREATED);
     assert_eq!(post(&app, "/v2/et/engines/e1/drain").await.expect(StatusCode::OK)["state"], "draining");
     post(&app, "/v2/et/engines/nope/cordon").await.fails_with(StatusCode::NOT_FOUND);
+    // Each change is an event, in order.
+    let changes = crate::wait::eventually(std::time::Duration::from_secs(10), "four engine events", || async {
+        let page = app.get("/v2/et/events?type=engine.changed&limit=100").await.body;
+        let events = page["events"].as_array().cloned().unwrap_or_default();
+        (events.len() == 4).then_some(events)
+    })
+    .await;
+    let steps: Vec<(Value, Value)> = changes.iter().map(|e| (e["from"].clone(), e["to"].clone())).collect();
+    assert_eq!(
+        steps,
+        [
+            (Value::Null, json!("active")),
+            (json!("active"), json!("cordoned")),
+            (json!("cordoned"), json!("active")),
+            (json!("active"), json!("draining"))
+        ]
+    );
+    assert!(changes.iter().all(|e| e["engine"] == "e1"), "{changes:?}");
 }
 
 #[tokio::test]

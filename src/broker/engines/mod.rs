@@ -23,6 +23,7 @@ use std::time::Duration;
 use crate::backend::Backend;
 use crate::domain::bounded::EngineName;
 use crate::domain::engine::{DEFAULT_ENGINE, Engine, EngineKind, EngineSpec, Health, MAX_ENGINES, Schedule, Source};
+use crate::domain::event::Event;
 use crate::domain::instance::ServiceInstance;
 use crate::error::{OsbError, OsbResult};
 use crate::store::{Collection, StoreError, index};
@@ -76,6 +77,17 @@ pub enum ScheduleChange {
     Drain,
 }
 
+impl ScheduleChange {
+    /// What was done, in words.
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Cordon => "cordoned",
+            Self::Uncordon => "uncordoned",
+            Self::Drain => "drained",
+        }
+    }
+}
+
 impl Engines<'_> {
     /// Every engine: the default one first, then by name.
     pub async fn list(&self) -> OsbResult<Vec<EngineView>> {
@@ -127,6 +139,7 @@ impl Engines<'_> {
         let stored_new = loop {
             let stored = self.core.records.get::<Engine>(name).await?;
             let written = match stored {
+                None if is_default => self.core.records.insert(&draft).await.map(|_| false),
                 None => {
                     if !is_default
                         && self.core.store().page_ids(Collection::Engines, &all_engines()).await?.len() >= MAX_ENGINES
@@ -135,21 +148,29 @@ impl Engines<'_> {
                     }
                     self.core.records.insert(&draft).await.map(|_| true)
                 }
-                Some(current) if current.record.spec == spec => break false,
+                Some(current) if current.record.spec == spec => break None,
                 Some(current) => {
                     draft = Engine { spec: spec.clone(), updated_at: now, ..current.record };
                     self.core.records.replace(current.version, &draft).await.map(|_| false)
                 }
             };
             match written {
-                Ok(created) => break created,
+                Ok(created) => break Some(created),
                 Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => continue,
                 Err(e) => return Err(e.into()),
             }
         };
         self.room.invalidate();
-        // The default engine existed before its record.
-        Ok((stored_new && !is_default, self.get(name).await?))
+        if let Some(created) = stored_new {
+            let (from, why) =
+                if created { (None, "declared") } else { (Some(draft.state().as_str()), "declaration changed") };
+            let how = match source {
+                Source::File => "by the engines file",
+                Source::Api | Source::Settings => "through the API",
+            };
+            self.core.events.emit(Event::on_engine(name, from, draft.state().as_str()).because(format!("{why} {how}")));
+        }
+        Ok((stored_new == Some(true), self.get(name).await?))
     }
 
     /// Removes engine `name`: only a cordoned or draining one with nothing on it.
@@ -172,7 +193,10 @@ impl Engines<'_> {
             )));
         }
         match self.core.records.delete::<Engine>(name, Some(stored.version)).await {
-            Ok(_) => {}
+            Ok(_) => {
+                let event = Event::on_engine(name, Some(stored.record.state().as_str()), "removed");
+                self.core.events.emit(event.because("removed by an operator"));
+            }
             Err(StoreError::Conflict(_)) => {
                 return Err(OsbError::ConcurrencyError(format!("engine {name} changed meanwhile; retry")));
             }
@@ -194,6 +218,7 @@ impl Engines<'_> {
                 Some(s) => (Some(s.version), s.record),
                 None => (None, self.default_engine()),
             };
+            let before = engine.state();
             engine.schedule = match change {
                 ScheduleChange::Cordon => Schedule::Cordoned,
                 ScheduleChange::Uncordon => Schedule::Active,
@@ -210,7 +235,13 @@ impl Engines<'_> {
                 None => self.core.records.insert(&engine).await,
             };
             match written {
-                Ok(_) => break,
+                Ok(_) => {
+                    if engine.state() != before {
+                        let event = Event::on_engine(name, Some(before.as_str()), engine.state().as_str());
+                        self.core.events.emit(event.because(format!("{} by an operator", change.as_str())));
+                    }
+                    break;
+                }
                 Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => continue,
                 Err(e) => return Err(e.into()),
             }

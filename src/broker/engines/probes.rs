@@ -11,6 +11,7 @@ use futures_util::StreamExt;
 use super::Engines;
 use crate::broker::Broker;
 use crate::domain::engine::{Engine, Health};
+use crate::domain::event::Event;
 use crate::error::OsbResult;
 use crate::store::StoreError;
 
@@ -86,7 +87,15 @@ impl Engines<'_> {
             }
             record.updated_at = now;
             match self.core.records.replace(stored.version, &record).await {
-                Ok(_) => return Ok(()),
+                Ok(_) => {
+                    let (before, after) = (stored.record.state(), record.state());
+                    if before != after {
+                        let why = record.problem.clone().unwrap_or_else(|| "answers again".to_owned());
+                        let event = Event::on_engine(&engine.name, Some(before.as_str()), after.as_str());
+                        self.core.events.emit(event.because(why));
+                    }
+                    return Ok(());
+                }
                 Err(StoreError::Conflict(_)) => continue,
                 Err(StoreError::NotFound(_)) => return Ok(()),
                 Err(e) => return Err(e.into()),

@@ -52,6 +52,9 @@ pub enum EventKind {
     ResourceOrphaned,
     /// A resource an instance holds was removed behind esm's back.
     ResourceGone,
+    /// An engine was declared, changed state (an operator's cordon, a probe's answer)
+    /// or was removed.
+    EngineChanged,
     /// A type this esm does not know, read back from the store or from another esm:
     /// replicas of two versions share a store during a rolling upgrade, and a newer
     /// one's event must not make the older one's reads of the log fail. It is kept as
@@ -61,7 +64,7 @@ pub enum EventKind {
 }
 
 /// The kinds that are not operation steps, for [`EventKind::known`].
-const SINGLE: [EventKind; 11] = [
+const SINGLE: [EventKind; 12] = [
     EventKind::LivenessChanged,
     EventKind::InstanceRemoved,
     EventKind::InstanceDropped,
@@ -73,6 +76,7 @@ const SINGLE: [EventKind; 11] = [
     EventKind::PoolMemberReplaced,
     EventKind::ResourceOrphaned,
     EventKind::ResourceGone,
+    EventKind::EngineChanged,
 ];
 
 impl EventKind {
@@ -112,6 +116,7 @@ impl EventKind {
             Self::PoolMemberReplaced => "pool.member_replaced",
             Self::ResourceOrphaned => "resource.orphaned",
             Self::ResourceGone => "resource.gone",
+            Self::EngineChanged => "engine.changed",
             Self::Other(text) => text,
         }
     }
