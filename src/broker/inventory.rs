@@ -322,7 +322,9 @@ impl Inventory<'_> {
             }
             return Ok(());
         };
-        if instance.operations.running().is_some() {
+        // Another engine's deployment: this backend (the default engine's) cannot see it,
+        // and reconciliation does not reach other engines yet.
+        if instance.operations.running().is_some() || instance.engine.is_some() {
             return Ok(());
         }
         for Versioned { version, mut record } in records {

@@ -231,3 +231,20 @@ async fn reconciliation_gives_back_room_no_deployment_holds_once_it_is_old() {
     assert!(left.contains(&"slot/e1/0000008".to_owned()), "a young slot stays: {left:?}");
     assert!(!left.contains(&"slot/e1/0000007".to_owned()), "the abandoned one went: {left:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn reconciling_the_default_engine_leaves_another_engines_instances_alone() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let broker = broker(&store, Arc::new(PluggedEngines::default()), Clock::tokio());
+    register(&broker, json!({"metadata": {"placement": {"requires": {"zone": "a"}}}}), "x-esm-dummy: {mode: sync}")
+        .await;
+    declare(&broker, "e1", json!({"backend": "dummy", "labels": {"zone": "a"}})).await;
+    broker.instances().provision("on-e1", provision_request(), false).await.expect("placed");
+    // Reconciliation looks only at what was recorded before its listing.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    broker.inventory().reconcile().await.expect("a round");
+    let gone = index::Query::new([(index::STATE, "gone")], 100);
+    assert_eq!(store.page_ids(Collection::Resources, &gone).await.expect("resources"), Vec::<String>::new());
+    let instance = broker.instances().et_instance("on-e1").await.expect("still there");
+    assert_eq!(instance.engine, "e1");
+}

@@ -106,6 +106,11 @@ async fn two_real_engines_take_instances_by_label_and_capacity_and_serve_them() 
     }
     let (status, body) = client.bind("f-2", "b-1").await;
     assert_eq!(status, 201, "{body}");
+    // Reconciliation of the default engine (every second here, so several rounds ran
+    // while the three deployed) never took the second engine's containers for removed
+    // behind esm's back.
+    let (_, gone) = client.send(Method::GET, "/v2/et/events?type=resource.gone", None).await;
+    assert_eq!(gone["events"].as_array().map(Vec::len), Some(0), "{gone}");
 
     // Deprovisions go to each instance's engine, and leave nothing on either.
     for id in ["f-1", "f-2", "f-3"] {

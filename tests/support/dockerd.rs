@@ -1,11 +1,12 @@
 //! A test's own Docker engine: a private `dockerd` with its own socket, data root,
-//! exec root and pid file, no default bridge and no iptables rules (user-defined
-//! networks and published ports still work, through the userland proxy), so the fleet
+//! exec root, pid file and default bridge, and no iptables rules (published ports work
+//! through the userland proxy), so the fleet
 //! suites have a second real engine beside the machine's, and one a test may kill
 //! without touching the machine's engine. Needs root and `dockerd`; the suites using it
 //! run when `ESM_TEST_DOCKERD=1`.
 
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use super::wait::within_blocking;
@@ -14,17 +15,35 @@ use super::{TempDir, temp_dir};
 /// The longest a private engine may take to answer after it was started.
 const START_LIMIT: Duration = Duration::from_secs(60);
 
-/// A private engine, stopped (and its directory removed) when dropped.
+/// Private engines started by this process so far: what numbers each one's bridge
+/// and address pools.
+static STARTED: AtomicU32 = AtomicU32::new(0);
+
+/// A private engine, stopped (and its directory and bridge removed) when dropped.
 pub struct PrivateEngine {
     dir: TempDir,
     daemon: Option<Child>,
+    /// Its own default bridge: a daemon without one (`--bridge=none`) deletes the
+    /// machine engine's `docker0` at start.
+    bridge: String,
+    /// Its number among this process's private engines (its addresses' third octet).
+    n: u32,
 }
 
 impl PrivateEngine {
     /// Starts one and loads the test image into it (`build-test-images.sh`).
     pub fn start() -> PrivateEngine {
         let dir = temp_dir("esm-dockerd");
-        let mut engine = PrivateEngine { dir, daemon: None };
+        let n = STARTED.fetch_add(1, Ordering::SeqCst) % 100 + 1;
+        let bridge = format!("esmb{}x{n}", std::process::id() % 100_000);
+        let ip = |args: &[&str]| {
+            let done = Command::new("ip").args(args).status().expect("the ip command runs");
+            assert!(done.success(), "ip {args:?}");
+        };
+        ip(&["link", "add", &bridge, "type", "bridge"]);
+        ip(&["addr", "add", &format!("10.214.{n}.1/24"), "dev", &bridge]);
+        ip(&["link", "set", &bridge, "up"]);
+        let mut engine = PrivateEngine { dir, daemon: None, bridge, n };
         engine.restart();
         let built = Command::new("bash")
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/docker/build-test-images.sh"))
@@ -44,32 +63,68 @@ impl PrivateEngine {
     /// waits until it answers.
     pub fn restart(&mut self) {
         let root = self.dir.path();
-        // A killed daemon leaves its pid file, which a new one refuses to start over.
+        // A killed daemon leaves its pid file, which a new one refuses to start over, and
+        // its containerd's, whose process may linger as a zombie no one reaps: the new
+        // daemon would take it for running and wait for it.
         let _ = std::fs::remove_file(root.join("docker.pid"));
+        let _ = std::fs::remove_file(root.join("exec/containerd/containerd.pid"));
+        // And its networks' store: a daemon restarted over it deletes the stale default
+        // network's bridge by the default name, the machine engine's `docker0`. (The
+        // killed engine's containers are dead; their networks go with this.)
+        let _ = std::fs::remove_file(root.join("data/network/files/local-kv.db"));
         let log = std::fs::File::options().create(true).append(true).open(root.join("dockerd.log")).expect("a log");
         let daemon = Command::new("dockerd")
             .arg(format!("--host={}", self.host()))
             .arg(format!("--data-root={}", root.join("data").display()))
             .arg(format!("--exec-root={}", root.join("exec").display()))
             .arg(format!("--pidfile={}", root.join("docker.pid").display()))
-            .args(["--bridge=none", "--iptables=false", "--ip-masq=false"])
-            // Networks from a pool of its own, apart from the machine engine's.
-            .arg("--default-address-pool=base=10.213.0.0/16,size=24")
+            .arg(format!("--bridge={}", self.bridge))
+            .args(["--iptables=false", "--ip-masq=false"])
+            // Networks from a pool of its own, apart from the machine engine's and the
+            // other private engines'.
+            .arg(format!("--default-address-pool=base=10.{}.0.0/16,size=24", 100 + self.n))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("dockerd starts");
         self.daemon = Some(daemon);
-        within_blocking(START_LIMIT, || self.answers().then_some(()))
-            .unwrap_or_else(|| panic!("the private dockerd did not answer within {START_LIMIT:?}"));
+        within_blocking(START_LIMIT, || self.answers().then_some(())).unwrap_or_else(|| {
+            let log = std::fs::read_to_string(root.join("dockerd.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            panic!("the private dockerd did not answer within {START_LIMIT:?}; its log ends:\n{}", tail.join("\n"))
+        });
     }
 
-    /// Kills its daemon at once (`kill -9`), as when the host dies.
+    /// Kills it at once (`kill -9`), as when its host dies: the daemon, its containerd
+    /// and shims, and its containers' processes. (A containerd left running would keep
+    /// the next daemon from starting its own.)
     pub fn kill(&mut self) {
+        let running = self.cli(&["ps", "-q"]).unwrap_or_default();
+        let ids: Vec<&str> = running.lines().collect();
+        let mut inspect = vec!["inspect", "--format", "{{.State.Pid}}"];
+        inspect.extend(&ids);
+        let pids = if ids.is_empty() { String::new() } else { self.cli(&inspect).unwrap_or_default() };
         if let Some(mut daemon) = self.daemon.take() {
             let _ = daemon.kill();
             let _ = daemon.wait();
         }
+        self.kill_leftovers();
+        for pid in pids.lines().filter(|p| p.trim() != "0") {
+            let _ = Command::new("kill").args(["-9", pid.trim()]).status();
+        }
+    }
+
+    /// Kills whatever names this engine's exec root (its containerd and shims) and
+    /// waits until they are gone: a containerd still dying holds its database's lock,
+    /// and the next daemon's containerd would wait on it.
+    fn kill_leftovers(&self) {
+        let exec = self.dir.path().join("exec").display().to_string();
+        let _ = Command::new("pkill").args(["-9", "-f", &exec]).status();
+        let gone = || {
+            let found = Command::new("pgrep").args(["-f", &exec]).stdout(Stdio::null()).status();
+            found.is_ok_and(|s| !s.success()).then_some(())
+        };
+        within_blocking(Duration::from_secs(10), gone).unwrap_or_else(|| panic!("{exec}'s processes did not die"));
     }
 
     /// Whether it answers now.
@@ -102,13 +157,17 @@ impl Drop for PrivateEngine {
                 let _ = daemon.wait();
             }
         }
-        // A daemon killed and not started again leaves its containerd and shims running,
-        // and their mounts: what names this engine's exec root goes, then the mounts.
-        let exec = self.dir.path().join("exec");
-        let _ = Command::new("pkill").args(["-9", "-f", &exec.display().to_string()]).status();
+        // A daemon that did not stop cleanly leaves its containerd and shims running, and
+        // their mounts.
+        self.kill_leftovers();
         for part in ["exec", "data"] {
-            let _ = Command::new("umount").args(["-R", "-l"]).arg(self.dir.path().join(part)).status();
+            let _ = Command::new("umount")
+                .args(["-R", "-l"])
+                .arg(self.dir.path().join(part))
+                .stderr(Stdio::null())
+                .status();
         }
+        let _ = Command::new("ip").args(["link", "del", &self.bridge]).status();
     }
 }
 
