@@ -221,6 +221,8 @@ pub enum Fault {
     ParametersChanged,
     /// Older than the pool's `max_age_seconds`.
     Aged(u64),
+    /// On an engine being drained: replaced by one on another engine.
+    EngineDraining,
 }
 
 impl Fault {
@@ -240,6 +242,7 @@ impl std::fmt::Display for Fault {
             Self::ManifestChanged => write!(f, "the plan's manifest changed"),
             Self::ParametersChanged => write!(f, "the pool's parameters changed"),
             Self::Aged(max_age) => write!(f, "older than max_age_seconds ({max_age})"),
+            Self::EngineDraining => write!(f, "its engine is being drained"),
         }
     }
 }

@@ -294,3 +294,33 @@ async fn the_engines_file_declares_engines_at_start_and_a_bad_one_stops_the_star
         assert!(refused.as_deref().is_some_and(|e| e.contains("ESM_ENGINES_FILE")), "{bad:?}: {refused:?}");
     }
 }
+
+#[tokio::test]
+async fn draining_an_engine_moves_its_warm_pool_members_to_another() {
+    let app = placing(json!({"requires": {"pool": "x"}})).await;
+    for name in ["e1", "e2"] {
+        declare(&app, name, json!({"backend": "dummy", "labels": {"pool": "x"}})).await;
+    }
+    app.put("/v2/et/pools/plan-1", &json!({"size": 2})).await.expect(StatusCode::OK);
+    let held = |name: &'static str| {
+        let app = &app;
+        async move { app.get(&format!("/v2/et/engines/{name}")).await.body["instances"].as_u64().unwrap_or(0) }
+    };
+    let limit = std::time::Duration::from_secs(30);
+    crate::wait::eventually(limit, "two ready members", || async {
+        let pool = app.get("/v2/et/pools/plan-1").await.body;
+        (pool["ready"] == 2).then_some(())
+    })
+    .await;
+    assert_eq!(held("e1").await + held("e2").await, 2, "spread over the plan's engines");
+    post(&app, "/v2/et/engines/e1/drain").await.expect(StatusCode::OK);
+    crate::wait::eventually(limit, "both members on e2, ready", || async {
+        let pool = app.get("/v2/et/pools/plan-1").await.body;
+        (held("e1").await == 0 && held("e2").await == 2 && pool["ready"] == 2).then_some(())
+    })
+    .await;
+    let replaced = app.get("/v2/et/events?type=pool.member_replaced").await.body;
+    let reasons: Vec<&str> =
+        replaced["events"].as_array().expect("events").iter().filter_map(|e| e["reason"].as_str()).collect();
+    assert!(reasons.iter().all(|r| *r == "its engine is being drained") && !reasons.is_empty(), "{reasons:?}");
+}

@@ -22,7 +22,9 @@ use std::time::Duration;
 
 use crate::backend::Backend;
 use crate::domain::bounded::EngineName;
-use crate::domain::engine::{DEFAULT_ENGINE, Engine, EngineKind, EngineSpec, Health, MAX_ENGINES, Schedule, Source};
+use crate::domain::engine::{
+    DEFAULT_ENGINE, Engine, EngineKind, EngineSpec, EngineState, Health, MAX_ENGINES, Schedule, Source,
+};
 use crate::domain::event::Event;
 use crate::domain::instance::ServiceInstance;
 use crate::error::{OsbError, OsbResult};
@@ -278,6 +280,12 @@ impl Engines<'_> {
         let snapshot = self.snapshot().await.ok()?;
         let engine = snapshot.engines.iter().find(|e| e.name.as_str() == name)?;
         matches!(engine.health, Health::Unreachable | Health::NeedsRepair).then(|| format!("engine {name} unreachable"))
+    }
+
+    /// Whether engine `name` is being drained (what may move goes elsewhere).
+    pub(in crate::broker) async fn draining(&self, name: &str) -> bool {
+        let Ok(snapshot) = self.snapshot().await else { return false };
+        snapshot.engines.iter().any(|e| e.name.as_str() == name && e.state() == EngineState::Draining)
     }
 
     /// The backend built for `engine`, built now if it was not (or its spec changed).

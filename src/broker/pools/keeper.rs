@@ -180,7 +180,14 @@ impl Pools<'_> {
         let mut look = Look { held: members.len() + claimed.len(), busy: !claimed.is_empty(), due: None };
         let (mut ready, mut broken, mut deploying) = (Vec::new(), Vec::new(), 0);
         for member in members {
-            match judge_member(&member.record, &pool, &digest, now) {
+            let state = match judge_member(&member.record, &pool, &digest, now) {
+                // Moved off an engine being drained: its replacement is placed elsewhere.
+                MemberState::Ready if self.broker.engines().draining(member.record.engine()).await => {
+                    MemberState::Broken(Fault::EngineDraining)
+                }
+                state => state,
+            };
+            match state {
                 MemberState::Ready => ready.push(member),
                 MemberState::Deploying => deploying += 1,
                 MemberState::Removing => look.busy = true,
