@@ -67,7 +67,7 @@ impl Instances<'_> {
         {
             return provision_existing(record, &req, accepts_incomplete);
         }
-        let placed = self.broker.engines().place(&view, id).await?;
+        let placed = self.broker.engines().place(&view, id, None).await?;
         let op = self.broker.operations().start_op(OperationKind::Provision, asynchronous);
         let op_id = op.id.clone();
         let mut instance = new_instance(id, &req, &view, &placed, op);

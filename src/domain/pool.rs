@@ -81,6 +81,9 @@ pub struct Pool {
     pub created_at: Timestamp,
     /// When its settings last changed (RFC 3339).
     pub updated_at: Timestamp,
+    /// The one engine its members are placed on, if the pool targets one
+    /// (`domain::engine`); else they go where the plan's placement rule says.
+    pub engine: Option<String>,
 }
 
 /// A failed member deploy.
@@ -119,6 +122,7 @@ impl Pool {
             keeper: None,
             created_at: at,
             updated_at: at,
+            engine: None,
         }
     }
 
@@ -223,6 +227,8 @@ pub enum Fault {
     Aged(u64),
     /// On an engine being drained: replaced by one on another engine.
     EngineDraining,
+    /// On another engine than the one the pool now targets.
+    OtherEngine,
 }
 
 impl Fault {
@@ -243,6 +249,7 @@ impl std::fmt::Display for Fault {
             Self::ParametersChanged => write!(f, "the pool's parameters changed"),
             Self::Aged(max_age) => write!(f, "older than max_age_seconds ({max_age})"),
             Self::EngineDraining => write!(f, "its engine is being drained"),
+            Self::OtherEngine => write!(f, "the pool targets another engine"),
         }
     }
 }
@@ -298,6 +305,9 @@ pub fn judge_member(member: &ServiceInstance, pool: &Pool, digest: &str, now: u6
     }
     if member.parameters != pool.member_parameters() {
         return MemberState::Broken(Fault::ParametersChanged);
+    }
+    if pool.engine.as_deref().is_some_and(|target| target != member.engine()) {
+        return MemberState::Broken(Fault::OtherEngine);
     }
     if let Some(max_age) = pool.max_age_seconds
         && expires_at(member, max_age).is_some_and(|at| now >= at)

@@ -87,6 +87,11 @@ fn a_member_is_ready_only_when_deployed_live_current_and_young() {
     let mut removing = member(Some(true), None);
     removing.operations.push(Operation::start(OperationKind::Deprovision, true, std::time::UNIX_EPOCH));
     assert_eq!(judge_member(&removing, &p, "d", at(5)), MemberState::Removing);
+    let targeting = Pool { engine: Some("e2".into()), ..pool(None) };
+    let on_default = member(Some(true), None);
+    assert_eq!(judge_member(&on_default, &targeting, "d", at(5)), MemberState::Broken(Fault::OtherEngine));
+    let on_e2 = ServiceInstance { engine: Some("e2".into()), ..member(Some(true), None) };
+    assert_eq!(judge_member(&on_e2, &targeting, "d", at(5)), MemberState::Ready);
 }
 
 #[test]

@@ -25,6 +25,10 @@ pub struct PoolRequest {
     #[serde(default, deserialize_with = "strict::optional_json_object")]
     #[schema(value_type = Option<Object>)]
     pub parameters: Option<Value>,
+    /// The one engine members are placed on (it must take the plan's instances);
+    /// absent: where the plan's placement rule says.
+    #[schema(value_type = Option<String>)]
+    pub engine: Option<crate::domain::bounded::EngineName>,
 }
 
 /// A pool and how full it is (`GET /v2/et/pools[/{plan_id}]`).
@@ -44,6 +48,8 @@ pub struct PoolStatus {
     pub parameters: Option<Map<String, Value>>,
     /// Deleted: idle members are being removed.
     pub draining: bool,
+    /// The one engine members are placed on, if the pool targets one.
+    pub engine: Option<String>,
     /// Members that can be handed out now.
     pub ready: u32,
     /// Members being deployed.

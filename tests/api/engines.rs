@@ -324,3 +324,36 @@ async fn draining_an_engine_moves_its_warm_pool_members_to_another() {
         replaced["events"].as_array().expect("events").iter().filter_map(|e| e["reason"].as_str()).collect();
     assert!(reasons.iter().all(|r| *r == "its engine is being drained") && !reasons.is_empty(), "{reasons:?}");
 }
+
+#[tokio::test]
+async fn a_pool_targeting_an_engine_keeps_its_members_there_and_follows_a_new_target() {
+    let app = placing(json!({"requires": {"pool": "x"}})).await;
+    for name in ["e1", "e2"] {
+        declare(&app, name, json!({"backend": "dummy", "labels": {"pool": "x"}})).await;
+    }
+    let held = |name: &'static str| {
+        let app = &app;
+        async move { app.get(&format!("/v2/et/engines/{name}")).await.body["instances"].as_u64().unwrap_or(0) }
+    };
+    let limit = std::time::Duration::from_secs(30);
+    let set = app.put("/v2/et/pools/plan-1", &json!({"size": 3, "engine": "e2"})).await;
+    assert_eq!(set.expect(StatusCode::OK)["engine"], "e2");
+    crate::wait::eventually(limit, "three ready members on e2", || async {
+        let pool = app.get("/v2/et/pools/plan-1").await.body;
+        (pool["ready"] == 3 && held("e2").await == 3).then_some(())
+    })
+    .await;
+    assert_eq!(held("e1").await, 0);
+    app.put("/v2/et/pools/plan-1", &json!({"size": 3, "engine": "e1"})).await.expect(StatusCode::OK);
+    crate::wait::eventually(limit, "the members moved to e1", || async {
+        let pool = app.get("/v2/et/pools/plan-1").await.body;
+        (pool["ready"] == 3 && held("e1").await == 3 && held("e2").await == 0).then_some(())
+    })
+    .await;
+    for (body, status) in [
+        (json!({"size": 1, "engine": "nope"}), StatusCode::BAD_REQUEST),
+        (json!({"size": 1, "engine": "E1"}), StatusCode::BAD_REQUEST),
+    ] {
+        app.put("/v2/et/pools/plan-1", &body).await.fails_with(status);
+    }
+}

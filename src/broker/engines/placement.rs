@@ -37,29 +37,42 @@ pub(in crate::broker) struct Placed {
 }
 
 impl Engines<'_> {
-    /// Picks the engine for a new deployment of `view`'s plan made under `holder`, and
-    /// takes room on it; 422 with why each engine was passed over when none fits.
-    pub(in crate::broker) async fn place(&self, view: &PlanView, holder: &str) -> OsbResult<Placed> {
-        match self.place_by(view, holder, self.snapshot().await?).await {
+    /// Picks the engine for a new deployment of `view`'s plan made under `holder` (on
+    /// engine `only`, when a pool targets one), and takes room on it; 422 with why each
+    /// engine was passed over when none fits.
+    pub(in crate::broker) async fn place(
+        &self,
+        view: &PlanView,
+        holder: &str,
+        only: Option<&str>,
+    ) -> OsbResult<Placed> {
+        match self.place_by(view, holder, only, self.snapshot().await?).await {
             // The copy may be up to a second old: refused on it, ask the store again.
             Err(OsbError::Unprocessable(_)) => {
                 self.room.invalidate();
-                self.place_by(view, holder, self.snapshot().await?).await
+                self.place_by(view, holder, only, self.snapshot().await?).await
             }
             placed => placed,
         }
     }
 
     /// [`Engines::place`] on the fleet as `snapshot` has it.
-    async fn place_by(&self, view: &PlanView, holder: &str, snapshot: Arc<Snapshot>) -> OsbResult<Placed> {
+    async fn place_by(
+        &self,
+        view: &PlanView,
+        holder: &str,
+        only: Option<&str>,
+        snapshot: Arc<Snapshot>,
+    ) -> OsbResult<Placed> {
         let rule = view.plan.placement().map_err(OsbError::BadRequest)?;
         let manifest_type = view.manifest.manifest_type.as_str();
         // The single-engine settings alone, unlimited: as before engines, no store call.
-        if let [only] = snapshot.engines.as_slice()
-            && only.is_default()
-            && only.spec.capacity.instances.is_none()
-            && only.state() == EngineState::Active
+        if let [alone] = snapshot.engines.as_slice()
+            && alone.is_default()
+            && alone.spec.capacity.instances.is_none()
+            && alone.state() == EngineState::Active
             && rule.requires.is_empty()
+            && only.is_none_or(|name| name == alone.name.as_str())
         {
             return Ok(Placed { engine: None, backend: Arc::clone(&view.backend) });
         }
@@ -72,6 +85,7 @@ impl Engines<'_> {
         let candidates: Vec<Candidate<'_>> = snapshot
             .engines
             .iter()
+            .filter(|e| only.is_none_or(|name| name == e.name.as_str()))
             .map(|e| Candidate {
                 name: e.name.as_str(),
                 state: e.state(),

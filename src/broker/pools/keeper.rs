@@ -300,7 +300,7 @@ impl Pools<'_> {
             parameters: pool.member_parameters(),
             maintenance_info: None,
         };
-        let placed = self.broker.engines().place(view, &id).await?;
+        let placed = self.broker.engines().place(view, &id, pool.engine.as_deref()).await?;
         let op = self.broker.operations().start_op(OperationKind::Provision, true);
         let op_id = op.id.clone();
         let mut member = crate::broker::instances::new_instance(&id, &request, view, &placed, op);

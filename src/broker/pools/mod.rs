@@ -110,8 +110,16 @@ impl Pools<'_> {
             .poolable(&view.manifest)
             .await
             .map_err(|why| OsbError::BadRequest(format!("plan {plan_id} cannot be pooled: {why}")))?;
+        if let Some(engine) = &req.engine {
+            // An engine that does not exist is the request's mistake, not a missing route.
+            self.broker.engines().get(engine).await.map_err(|e| match e {
+                OsbError::NotFound(why) => OsbError::BadRequest(why),
+                other => other,
+            })?;
+        }
         let now = self.core.clock().timestamp();
-        let fresh = Pool { max_age_seconds, parameters, ..Pool::new(plan_id, &service_id, size, now) };
+        let engine = req.engine.map(|e| e.into_string());
+        let fresh = Pool { max_age_seconds, parameters, engine, ..Pool::new(plan_id, &service_id, size, now) };
         let changed = self
             .core
             .records
@@ -120,6 +128,7 @@ impl Pools<'_> {
                 pool.size = fresh.size;
                 pool.max_age_seconds = fresh.max_age_seconds;
                 pool.parameters.clone_from(&fresh.parameters);
+                pool.engine.clone_from(&fresh.engine);
                 pool.draining = false;
                 pool.updated_at.clone_from(&now);
                 Ok(true)
@@ -197,6 +206,7 @@ impl Pools<'_> {
             max_age_seconds: pool.max_age_seconds,
             parameters: pool.parameters.clone(),
             draining: pool.draining,
+            engine: pool.engine.clone(),
             ready: 0,
             deploying: 0,
             removing: 0,
