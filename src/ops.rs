@@ -98,9 +98,11 @@ async fn metrics(State(state): State<OpsState>) -> Response {
     for (backend, up) in futures_util::future::join_all(probes).await {
         metrics.set_backend_up(backend, up);
     }
-    match state.broker.engines().list().await {
-        Ok(engines) => metrics.set_engines(engines.into_iter().map(engine_row).collect()),
-        Err(e) => tracing::debug!(error = %e, "cannot read the engines for the metrics"),
+    if metrics.engines_due() {
+        match state.broker.engines().list().await {
+            Ok(engines) => metrics.set_engines(engines.into_iter().map(engine_row).collect()),
+            Err(e) => tracing::debug!(error = %e, "cannot read the engines for the metrics"),
+        }
     }
     // Reading the pools' status sets their member gauges.
     if let Err(e) = state.broker.pools().statuses().await {

@@ -1,9 +1,12 @@
 //! `esm_engine_*`: each engine's state, the instances placed on it and its capacity,
-//! as the last scrape read them. The rows are replaced whole at every scrape, so an
-//! engine that was removed leaves no series behind (engine names are bounded, and at
-//! most 1000 engines exist).
+//! read by a scrape at most every [`super::census::MAX_AGE`] (the loads are counted from
+//! the instance index, as `esm_instances` is). The rows are replaced whole, so an engine
+//! that was removed leaves no series behind (engine names are bounded, and at most 1000
+//! engines exist).
 
 use std::sync::{Arc, Mutex};
+
+use tokio::time::Instant;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -36,16 +39,25 @@ struct StateLabels {
     state: &'static str,
 }
 
-/// The rows of the last scrape, encoded as the `esm_engine_*` families.
+/// The rows last read, encoded as the `esm_engine_*` families.
 #[derive(Debug, Default)]
 pub(super) struct Engines {
     rows: Mutex<Arc<Vec<EngineRow>>>,
+    /// When they were read.
+    taken: Mutex<Option<Instant>>,
 }
 
 impl Engines {
     /// Replaces the rows.
     pub(super) fn set(&self, rows: Vec<EngineRow>) {
         *self.rows.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(rows);
+        *self.taken.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+    }
+
+    /// Whether the rows are older than [`super::census::MAX_AGE`] (or were never read).
+    pub(super) fn due(&self) -> bool {
+        let taken = *self.taken.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        taken.is_none_or(|at| at.elapsed() >= super::census::MAX_AGE)
     }
 }
 

@@ -390,6 +390,11 @@ impl Metrics {
         self.inner.engines.set(rows);
     }
 
+    /// Whether the `esm_engine_*` rows are due to be read again.
+    pub fn engines_due(&self) -> bool {
+        self.inner.engines.due()
+    }
+
     /// Sets `esm_sse_subscribers`: how many clients the event stream has now. Call it
     /// when one connects and when one goes away (e.g. with the broadcast channel's
     /// receiver count).

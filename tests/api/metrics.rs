@@ -78,7 +78,9 @@ async fn metrics_show_requests_operations_instances_store_and_backend_calls() {
     let liveness = counted.and_then(|rest| rest.strip_suffix("} 1")).unwrap_or_default();
     assert!(LIVENESS.iter().any(|l| liveness == format!(r#"liveness="{l}""#)), "{instances:?}");
     assert!(samples(&text, "esm_store_call_duration_seconds_count").iter().any(|l| l.contains(r#"call="insert""#)));
-    has(r#"esm_store_call_duration_seconds_count{store="memory",call="counts"} 1"#);
+    // Counted from the index, each with one store call: esm_instances and the engines'
+    // loads (esm_engine_instances).
+    has(r#"esm_store_call_duration_seconds_count{store="memory",call="counts"} 2"#);
     // An instance id, or a path a client sent, is never a label value.
     for raw in ["i-1", "i-2", "b-1", "/v2/no/such"] {
         assert!(!text.contains(raw), "{raw} in\n{text}");
