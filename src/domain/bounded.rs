@@ -65,6 +65,15 @@ impl Charset {
         }
     }
 
+    /// The rule as a regular expression, where one says it whole (for the OpenAPI
+    /// document: the other sets are "printable", which a pattern cannot say well).
+    pub fn pattern(self) -> Option<&'static str> {
+        match self {
+            Charset::Slug => Some("^[a-z0-9._-]+$"),
+            Charset::Id | Charset::Line | Charset::Text => None,
+        }
+    }
+
     /// The rule, in words, for error messages.
     pub fn describe(self) -> &'static str {
         match self {
@@ -260,6 +269,7 @@ macro_rules! bounded_text {
                     .schema_type(Type::String)
                     .min_length(if $empty { None } else { Some(1) })
                     .max_length(Some($max))
+                    .pattern($charset.pattern())
                     .description(Some(format!("{} (at most {} bytes of {})", $what, $max, $charset.describe())))
                     .into()
             }

@@ -61,6 +61,21 @@ where
     }
 }
 
+/// The body of a route that takes none: any body is refused (400), not ignored.
+#[derive(Debug)]
+pub struct NoBody;
+
+impl<S: Send + Sync> FromRequest<S> for NoBody {
+    type Rejection = OsbError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| bad_request("invalid body", &e.body_text()))?;
+        if bytes.is_empty() { Ok(NoBody) } else { Err(OsbError::BadRequest("this route takes no body".into())) }
+    }
+}
+
 /// An extractor of the request head over axum's `$axum`, whose rejection is an OSB
 /// 400 in `$context` (the two differ only in those and in `Send`, which `Path` needs).
 macro_rules! parts_extractor {
@@ -88,9 +103,29 @@ macro_rules! parts_extractor {
 
 // axum names the parameter (`service_id: a service id must be at most ...`).
 parts_extractor!(
-    /// Query parameters.
-    OsbQuery over Query, "invalid query string"
+    /// Query parameters, as the query string has them.
+    NamedQuery over Query, "invalid query string"
 );
+
+/// Query parameters. Parameters a route does not know are ignored (platforms add their
+/// own), but one without a name (`?=x`) is malformed and refused.
+#[derive(Debug)]
+pub struct OsbQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for OsbQuery<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = OsbError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if parts.uri.query().is_some_and(|query| query.split('&').any(|pair| pair.starts_with('='))) {
+            return Err(bad_request("invalid query string", "a parameter has no name"));
+        }
+        NamedQuery::from_request_parts(parts, state).await.map(|NamedQuery(value)| OsbQuery(value))
+    }
+}
 
 // The bounded id types name themselves (`an instance id must be at most ...`).
 parts_extractor!(

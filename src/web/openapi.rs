@@ -56,6 +56,7 @@ async fn not_framed(mut response: Response) -> Response {
         crate::domain::bounded::OpaqueId,
         crate::domain::bounded::Cursor,
         crate::domain::bounded::Name,
+        crate::domain::bounded::EngineName,
     )),
     modifiers(&BrokerHeaders)
 )]
@@ -111,6 +112,7 @@ pub fn with_broker_headers(mut spec: utoipa::openapi::OpenApi) -> utoipa::openap
             ("put", item.put.as_mut()),
             ("patch", item.patch.as_mut()),
             ("delete", item.delete.as_mut()),
+            ("post", item.post.as_mut()),
         ];
         for (method, operation) in operations {
             let Some(operation) = operation else { continue };
@@ -187,9 +189,13 @@ mod tests {
     fn every_broker_operation_requires_the_version_header_but_manifest_and_event_reads() {
         let spec = document();
         for (path, item) in &spec.paths.paths {
-            for (method, op) in
-                [("get", &item.get), ("put", &item.put), ("patch", &item.patch), ("delete", &item.delete)]
-            {
+            for (method, op) in [
+                ("get", &item.get),
+                ("put", &item.put),
+                ("patch", &item.patch),
+                ("delete", &item.delete),
+                ("post", &item.post),
+            ] {
                 let Some(op) = op else { continue };
                 let has_version = op.parameters.iter().flatten().any(|p| match p {
                     RefOr::T(p) => p.name == "X-Broker-API-Version",

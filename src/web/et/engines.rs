@@ -9,7 +9,7 @@ use crate::broker::ScheduleChange;
 use crate::domain::bounded::EngineName;
 use crate::domain::engine::{EngineSpec, Source};
 use crate::error::{ErrorBody, OsbResult};
-use crate::web::extract::{OsbJson, OsbPath};
+use crate::web::extract::{NoBody, OsbJson, OsbPath};
 use crate::web::params::EnginePath;
 use crate::web::responses::{NoEngine, StoreDown};
 use crate::web::{AppState, route};
@@ -84,11 +84,13 @@ macro_rules! schedule_route {
             params(EnginePath),
             responses(
                 (status = 200, description = $done, body = EngineView),
+                (status = 400, description = "A name outside its bounds, or a body (the route takes none)", body = ErrorBody),
                 NoEngine, StoreDown,
             ))]
         pub async fn $handler(
             State(state): State<AppState>,
             OsbPath(name): OsbPath<EngineName>,
+            _: NoBody,
         ) -> OsbResult<Json<EngineView>> {
             Ok(Json(state.broker.engines().change_schedule(&name, ScheduleChange::$change).await?))
         }
