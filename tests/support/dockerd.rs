@@ -151,8 +151,8 @@ impl Drop for PrivateEngine {
         // A graceful stop takes its containers and its containerd down with it.
         if let Some(mut daemon) = self.daemon.take() {
             let _ = Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status();
-            let stopped = within_limit(Duration::from_secs(30), || matches!(daemon.try_wait(), Ok(Some(_))));
-            if !stopped {
+            let stopped = within_blocking(Duration::from_secs(30), || daemon.try_wait().ok().flatten());
+            if stopped.is_none() {
                 let _ = daemon.kill();
                 let _ = daemon.wait();
             }
@@ -169,16 +169,4 @@ impl Drop for PrivateEngine {
         }
         let _ = Command::new("ip").args(["link", "del", &self.bridge]).status();
     }
-}
-
-/// Whether `done` held within `limit`, polled.
-fn within_limit(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let until = std::time::Instant::now() + limit;
-    while std::time::Instant::now() < until {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
 }
