@@ -280,6 +280,7 @@ async fn start_up(
     broker.liveness().spawn_liveness();
     broker.pools().spawn_pool_keeper();
     broker.engines().spawn_prober();
+    broker.engines().spawn_evacuator();
     true
 }
 

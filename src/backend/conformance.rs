@@ -108,6 +108,7 @@ pub fn instance(id: &str, manifest: &Manifest) -> ServiceInstance {
         host_ports: Default::default(),
         outbox: Default::default(),
         engine: None,
+        retiring: None,
     }
 }
 

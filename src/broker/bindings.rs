@@ -254,6 +254,11 @@ impl Bindings<'_> {
             Ok(Some(v)) if v.record.operations.running().is_some_and(|op| op.kind == OperationKind::Deprovision) => {
                 format!("instance {instance_id} is being deprovisioned")
             }
+            // A move started meanwhile: credentials made now would be the old
+            // deployment's, which the move removes.
+            Ok(Some(v)) if v.record.operations.running().is_some_and(|op| op.kind == OperationKind::Relocate) => {
+                format!("instance {instance_id} is being moved to another engine")
+            }
             Ok(Some(_)) => return Ok(()),
             Err(e) => return Err(self.broker.operations().give_up(binding_id, op_id, e, W::withdrawn).await),
         };

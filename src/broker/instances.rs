@@ -342,7 +342,7 @@ impl Instances<'_> {
 
     /// [`Instances::start_operation`], giving the operation up (`operations/withdraw.rs`) when its
     /// write failed in a way that may have landed all the same.
-    async fn start_or_give_up(
+    pub(in crate::broker) async fn start_or_give_up(
         &self,
         version: u64,
         instance: &ServiceInstance,
@@ -482,6 +482,7 @@ pub(super) fn new_instance(
         host_ports: Default::default(),
         outbox: Default::default(),
         engine: placed.engine.clone(),
+        retiring: None,
     };
     // Known before anything runs, so an asynchronous 202 carries it too (OSB).
     instance.dashboard_url = placed

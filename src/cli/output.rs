@@ -269,7 +269,12 @@ pub(super) fn engines(value: &Value) -> Table {
         let capacity = format!("{}/{}", text(&e["instances"]), text(&e["capacity"]["instances"]));
         let labels: Vec<String> =
             e["labels"].as_object().into_iter().flatten().map(|(k, v)| format!("{k}={}", text(v))).collect();
-        let fields = texts(e, &["/name", "/backend", "/state", "/instances"]);
+        let mut state = text(&e["state"]);
+        if let Some(evacuation) = e["evacuation"].as_object() {
+            let left = |key: &str| evacuation.get(key).map_or_else(String::new, text);
+            state = format!("{state} ({} to move, {} moving)", left("to_move"), left("moving"));
+        }
+        let fields = texts(e, &["/name", "/backend"]).chain([state, text(&e["instances"])]);
         t.row(fields.chain([capacity, labels.join(","), text(&e["last_probe"])]));
     }
     t
@@ -290,6 +295,9 @@ pub(super) fn engine(value: &Value) -> Table {
     }
     let types: Vec<String> = value["manifest_types"].as_array().into_iter().flatten().map(text).collect();
     t.row(["manifest types".to_owned(), types.join(", ")]);
+    if value["evacuation"].is_object() {
+        flatten(&mut t, "evacuation", &value["evacuation"]);
+    }
     flatten(&mut t, "endpoint", &value["endpoint"]);
     for field in ["publish_address", "advertise_host"] {
         if !value[field].is_null() {

@@ -46,7 +46,11 @@ pub struct Event {
     /// because it broke, aged, or the pool shrank or drained; `reason` says which), and
     /// for the inventory `resource.orphaned` (an engine held resources for an instance
     /// esm does not know; reconciliation removes them) and `resource.gone` (a resource
-    /// an instance holds was removed behind esm's back).
+    /// an instance holds was removed behind esm's back), and for engines
+    /// `engine.changed`, `relocate.started|succeeded|failed` (a drain deploying an
+    /// instance on another engine) and `instance.relocated` (the move finished: its
+    /// bindings point at the new deployment and the old one is removed; `from` and `to`
+    /// are the engines).
     #[serde(rename = "type")]
     #[schema(value_type = String)]
     pub kind: EventKind,

@@ -118,6 +118,48 @@ pub struct ServiceInstance {
     pub outbox: super::outbox::Outbox,
     /// The engine it was placed on (`domain::engine`); absent: the default engine.
     pub engine: Option<String>,
+    /// The deployment it was moved away from, while that one is being retired
+    /// (`broker::engines::evacuate`): present from the move's write until its bindings
+    /// point at the new deployment and the old one is removed.
+    pub retiring: Option<Retiring>,
+}
+
+/// A deployment an instance has moved away from and that is still to be removed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Retiring {
+    /// Its engine (absent: the default engine).
+    pub engine: Option<String>,
+    /// The id it was made under.
+    pub deployed_id: String,
+    /// What its backend recorded about it.
+    #[serde(default)]
+    pub deployment: Map<String, Value>,
+    /// The host ports leased for it.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub host_ports: std::collections::BTreeMap<String, u16>,
+    /// When the instance moved.
+    pub since: Timestamp,
+}
+
+impl Retiring {
+    /// Its engine's name.
+    pub fn engine(&self) -> &str {
+        super::engine::engine_of(self.engine.as_deref())
+    }
+
+    /// The instance as the retiring deployment's backend knows it: what removing it
+    /// is given.
+    pub fn deployed(&self, instance: &ServiceInstance) -> ServiceInstance {
+        ServiceInstance {
+            id: self.deployed_id.clone(),
+            engine: self.engine.clone(),
+            deployment: self.deployment.clone(),
+            host_ports: self.host_ports.clone(),
+            deployment_id: None,
+            retiring: None,
+            ..instance.clone()
+        }
+    }
 }
 
 impl ServiceInstance {

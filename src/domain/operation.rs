@@ -60,6 +60,9 @@ pub enum OperationKind {
     Bind,
     /// Remove a binding.
     Unbind,
+    /// Move an instance to another engine (a drain's evacuation): esm's own, never a
+    /// platform's request.
+    Relocate,
 }
 
 impl OperationKind {
@@ -71,11 +74,13 @@ impl OperationKind {
             Self::Deprovision => "deprovision",
             Self::Bind => "bind",
             Self::Unbind => "unbind",
+            Self::Relocate => "relocate",
         }
     }
 
     /// Every kind.
-    pub const ALL: [Self; 5] = [Self::Provision, Self::Update, Self::Deprovision, Self::Bind, Self::Unbind];
+    pub const ALL: [Self; 6] =
+        [Self::Provision, Self::Update, Self::Deprovision, Self::Bind, Self::Unbind, Self::Relocate];
 
     /// The kind [`OperationKind::as_str`] spells as `text`.
     pub fn parse(text: &str) -> Option<Self> {

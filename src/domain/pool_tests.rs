@@ -53,6 +53,7 @@ fn member(finished: Option<bool>, parameters: Option<Value>) -> ServiceInstance 
         host_ports: Default::default(),
         outbox: Default::default(),
         engine: None,
+        retiring: None,
     }
 }
 

@@ -213,6 +213,7 @@ async fn every_record_round_trips(store: &Arc<dyn Store>) {
         host_ports: [("web/8080/tcp".to_owned(), 30001)].into(),
         outbox: Default::default(),
         engine: None,
+        retiring: None,
     };
     records.insert(&instance).await.expect("insert instance");
     assert_eq!(records.get::<ServiceInstance>("rt-instance").await.expect("get").map(|v| v.record), Some(instance));

@@ -62,6 +62,9 @@ pub const CLAIMED_BY: &str = "claimed_by";
 /// A live instance's or pool member's engine (`domain::engine`): what placement counts
 /// each engine's load by, and what tells an engine is empty.
 pub const ENGINE: &str = "engine";
+/// A live instance with a deployment it moved away from still to be removed
+/// (`ServiceInstance::retiring`): `"1"`. What the evacuation's round finishes.
+pub const RETIRING: &str = "retiring";
 /// A resource's owner (the id its deployment was made under).
 pub const OWNER: &str = "owner";
 /// A resource's engine name.
@@ -113,6 +116,7 @@ impl Collection {
                 CLAIMED_BY,
                 OUTBOX,
                 ENGINE,
+                RETIRING,
             ],
             Self::Bindings => &[INSTANCE_ID, RUNNING, GONE_AT, OUTBOX],
             Self::Events => &[INSTANCE_ID, SERVICE_ID, TYPE],
@@ -246,6 +250,15 @@ pub fn instance_keys(instance: &ServiceInstance, outbox_waits: bool) -> IndexKey
         ControlFlow::Continue(keys) => keys,
     };
     keys.push((ENGINE, instance.engine().to_owned()));
+    if let Some(retiring) = &instance.retiring {
+        // Still on the engine it left, until its deployment there is removed: the
+        // engine's load and emptiness count it, and its resources find their owner.
+        keys.push((ENGINE, retiring.engine().to_owned()));
+        keys.push((RETIRING, "1".into()));
+        if retiring.deployed_id != instance.id {
+            keys.push((DEPLOYMENT, retiring.deployed_id.clone()));
+        }
+    }
     if let Some(membership) = &instance.pool {
         // A member is no platform's instance: found only by what pools need.
         keys.push((MEMBER, "1".into()));

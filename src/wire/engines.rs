@@ -47,6 +47,23 @@ pub struct EngineView {
     pub unreachable_since: Option<String>,
     /// Where it was declared: `settings`, `file` or `api`.
     pub source: Source,
+    /// While it drains: how far moving its relocatable instances away is.
+    pub evacuation: Option<Evacuation>,
+}
+
+/// How far a draining engine's evacuation is, by instance.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Evacuation {
+    /// Relocatable instances still to be moved.
+    pub to_move: u64,
+    /// Instances being deployed elsewhere now.
+    pub moving: u64,
+    /// Instances deployed elsewhere whose old deployment here is being removed.
+    pub leaving: u64,
+    /// Instances whose plan is not relocatable: they stay until deprovisioned.
+    pub staying: u64,
+    /// Whether every instance on the engine was counted (at most 1000 are).
+    pub counted_all: bool,
 }
 
 /// `GET /v2/et/engines`.

@@ -360,3 +360,36 @@ async fn a_pool_targeting_an_engine_keeps_its_members_there_and_follows_a_new_ta
         app.put("/v2/et/pools/plan-1", &body).await.fails_with(status);
     }
 }
+
+#[tokio::test]
+async fn draining_an_engine_moves_relocatable_instances_and_their_bindings_follow() {
+    let app = placing(json!({"requires": {"zone": "a"}, "relocatable": true})).await;
+    declare(&app, "e1", json!({"backend": "dummy", "labels": {"zone": "a"}})).await;
+    app.provision("i-1", false).await.expect(StatusCode::CREATED);
+    app.bind("i-1", "b-1", None, false).await.expect(StatusCode::CREATED);
+    declare(&app, "e2", json!({"backend": "dummy", "labels": {"zone": "a"}})).await;
+    assert_eq!(engine_of(&app, "i-1").await, "e1");
+
+    let draining = post(&app, "/v2/et/engines/e1/drain").await;
+    let draining = draining.expect(StatusCode::OK);
+    assert_eq!(draining["state"], "draining");
+    assert!(draining["evacuation"].is_object(), "a draining engine shows its evacuation: {draining}");
+    let limit = std::time::Duration::from_secs(30);
+    crate::wait::eventually(limit, "i-1 moved to e2 and e1 emptied", || async {
+        let e1 = app.get("/v2/et/engines/e1").await.body;
+        (e1["instances"] == 0 && e1["evacuation"]["to_move"] == 0).then_some(())
+    })
+    .await;
+    assert_eq!(engine_of(&app, "i-1").await, "e2");
+    let binding = app.get("/v2/service_instances/i-1/service_bindings/b-1").await;
+    let binding = binding.expect(StatusCode::OK);
+    let deployed = binding["credentials"]["instance_id"].as_str().expect("the dummy names the deployment");
+    assert!(deployed.starts_with("moved-"), "the binding has the new deployment's credentials: {binding}");
+    let moved = app.get("/v2/et/events?type=instance.relocated").await;
+    let moved = moved.expect(StatusCode::OK)["events"].as_array().expect("events").clone();
+    assert_eq!(moved.len(), 1, "{moved:?}");
+    assert_eq!((moved[0]["instance_id"].as_str(), moved[0]["from"].as_str()), (Some("i-1"), Some("e1")));
+    // The platform never sees the move as its own operation: the instance is there.
+    app.get("/v2/service_instances/i-1").await.expect(StatusCode::OK);
+    app.send(Method::DELETE, "/v2/et/engines/e1", None).await.expect(StatusCode::OK);
+}

@@ -12,6 +12,7 @@ mod support;
 
 mod backend_conformance;
 mod deploy_manifests;
+mod evacuation;
 mod event_log;
 mod integrity;
 mod liveness_timing;

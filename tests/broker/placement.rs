@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,47 +29,80 @@ use serde_json::json;
 
 use crate::support::catalog::{provision_request, register};
 
-/// An engine whose every call fails while it is unplugged.
+/// An engine whose every call fails while it is unplugged, counting the deployments
+/// made on it.
 #[derive(Clone, Default)]
-struct Plug(Arc<AtomicBool>);
+pub(crate) struct Plug {
+    unplugged: Arc<AtomicBool>,
+    provisions: Arc<AtomicUsize>,
+}
+
+impl Plug {
+    /// Unplugs the engine (`true`) or plugs it back.
+    pub(crate) fn unplug(&self, unplugged: bool) {
+        self.unplugged.store(unplugged, Ordering::SeqCst);
+    }
+
+    /// How many provisions reached the engine.
+    pub(crate) fn provisions(&self) -> usize {
+        self.provisions.load(Ordering::SeqCst)
+    }
+}
 
 impl BackendLayer for Plug {
     fn around<T: Send>(
         &self,
         _backend: &'static str,
-        _call: Call,
+        call: Call,
         work: impl Work<T>,
     ) -> impl Future<Output = Result<T, BackendError>> + Send {
-        let unplugged = self.0.load(Ordering::SeqCst);
+        let unplugged = self.unplugged.load(Ordering::SeqCst);
+        if !unplugged && matches!(call, Call::Provision) {
+            self.provisions.fetch_add(1, Ordering::SeqCst);
+        }
         async move { if unplugged { Err(BackendError::new("connection refused")) } else { work.await } }
     }
 }
 
-/// Dummy engines, each behind its own plug.
+/// Dummy engines, each behind its own plug: one engine per name, shared by every
+/// replica as a real engine is.
 #[derive(Default)]
-struct PluggedEngines(Mutex<HashMap<String, Plug>>);
+pub(crate) struct PluggedEngines(Mutex<HashMap<String, PluggedEngine>>);
+
+/// An engine's plug and its backend.
+type PluggedEngine = (Plug, Arc<dyn Backend>);
 
 impl PluggedEngines {
-    fn plug(&self, name: &str) -> Plug {
-        self.0.lock().expect("plugs").entry(name.to_owned()).or_default().clone()
+    pub(crate) fn plug(&self, name: &str) -> Plug {
+        self.engine(name).0
+    }
+
+    fn engine(&self, name: &str) -> PluggedEngine {
+        let mut engines = self.0.lock().expect("engines");
+        let (plug, backend) = engines.entry(name.to_owned()).or_insert_with(|| {
+            let plug = Plug::default();
+            let backend: Arc<dyn Backend> = Arc::new(Layered::over(Arc::new(DummyBackend::new()), plug.clone()));
+            (plug, backend)
+        });
+        (plug.clone(), Arc::clone(backend))
     }
 }
 
 #[async_trait]
 impl EngineFactory for PluggedEngines {
     async fn build(&self, name: &str, _spec: &EngineSpec) -> Result<Arc<dyn Backend>, BackendError> {
-        Ok(Arc::new(Layered::over(Arc::new(DummyBackend::new()), self.plug(name))))
+        Ok(self.engine(name).1)
     }
 }
 
-fn broker(store: &Arc<dyn Store>, factory: Arc<PluggedEngines>, clock: Clock) -> Arc<Broker> {
+pub(crate) fn broker(store: &Arc<dyn Store>, factory: Arc<PluggedEngines>, clock: Clock) -> Arc<Broker> {
     let engines =
         FleetSettings { factory, probe_interval: Duration::from_secs(5), repair_after: Duration::from_secs(60) };
     let settings = BrokerSettings { engines, clock, ..BrokerSettings::default() };
     Broker::new(Arc::clone(store), Backends::new().with(Arc::new(DummyBackend::new())), settings)
 }
 
-async fn declare(broker: &Arc<Broker>, name: &str, spec: serde_json::Value) {
+pub(crate) async fn declare(broker: &Arc<Broker>, name: &str, spec: serde_json::Value) {
     let spec: EngineSpec = serde_json::from_value(spec).expect("spec");
     let name = EngineName::parse(name).expect("name");
     broker.engines().put(&name, spec, Source::Api).await.expect("engine declared");
@@ -165,7 +198,7 @@ async fn an_engine_that_stops_answering_is_unreachable_then_needs_repair_then_co
     // Spread puts the first instance on e1 (the names break the tie).
     broker.instances().provision("on-e1", provision_request(), false).await.expect("placed");
 
-    factory.plug("e1").0.store(true, Ordering::SeqCst);
+    factory.plug("e1").unplug(true);
     broker.engines().probe_round().await.expect("probes");
     let view = broker.engines().get(&e1).await.expect("e1");
     assert_eq!(view.state.as_str(), "unreachable");
@@ -186,7 +219,7 @@ async fn an_engine_that_stops_answering_is_unreachable_then_needs_repair_then_co
     broker.engines().probe_round().await.expect("probes");
     assert_eq!(broker.engines().get(&e1).await.expect("e1").state.as_str(), "needs_repair");
     // Answering again is not enough: an operator clears it.
-    factory.plug("e1").0.store(false, Ordering::SeqCst);
+    factory.plug("e1").unplug(false);
     broker.engines().probe_round().await.expect("probes");
     assert_eq!(broker.engines().get(&e1).await.expect("e1").state.as_str(), "needs_repair");
     broker.engines().change_schedule(&e1, ScheduleChange::Uncordon).await.expect("uncordon");

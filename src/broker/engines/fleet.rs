@@ -59,6 +59,9 @@ pub struct FleetRoom {
     snapshot: Mutex<Option<(Instant, Arc<Snapshot>)>>,
     /// When this replica last probed each engine.
     probes: Mutex<HashMap<String, Timestamp>>,
+    /// Where this replica's last evacuation round stopped reading each draining
+    /// engine's instances (`evacuate.rs`).
+    evacuated_to: Mutex<HashMap<String, Option<String>>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -81,6 +84,17 @@ impl FleetRoom {
     pub(super) fn forget_others(&self, names: &[&str]) {
         lock(&self.built).retain(|name, _| names.contains(&name.as_str()));
         lock(&self.probes).retain(|name, _| names.contains(&name.as_str()));
+        lock(&self.evacuated_to).retain(|name, _| names.contains(&name.as_str()));
+    }
+
+    /// Where the last evacuation round stopped reading `engine`'s instances.
+    pub(super) fn evacuation_cursor(&self, engine: &str) -> Option<String> {
+        lock(&self.evacuated_to).get(engine).cloned().flatten()
+    }
+
+    /// Records where an evacuation round stopped reading `engine`'s instances.
+    pub(super) fn set_evacuation_cursor(&self, engine: &str, after: Option<String>) {
+        lock(&self.evacuated_to).insert(engine.to_owned(), after);
     }
 
     /// The copy of the fleet, if it is fresh.

@@ -1,7 +1,8 @@
 //! Engines: the fleet instances are placed on (`domain::engine`). The records and the
 //! operator's calls on them (list, get, put, delete, cordon, uncordon, drain) are here;
 //! which engine a new instance goes to is `placement.rs`; whether each engine answers
-//! is `probes.rs`. The backend that drives an instance is always its engine's
+//! is `probes.rs`; moving a draining engine's relocatable instances away is
+//! `evacuate.rs`. The backend that drives an instance is always its engine's
 //! ([`Engines::backend_of`]): every later operation, binding, liveness look and
 //! inventory entry of the instance goes there.
 //!
@@ -9,6 +10,7 @@
 //! the kubeconfig): it exists without a record, and gets one only when an operator
 //! labels, limits or cordons it.
 
+mod evacuate;
 mod fleet;
 mod placement;
 mod probes;
@@ -95,13 +97,26 @@ impl Engines<'_> {
     pub async fn list(&self) -> OsbResult<Vec<EngineView>> {
         let engines = self.read_engines().await?;
         let loads = self.read_loads().await?;
-        Ok(engines.iter().map(|e| self.view(e, &loads)).collect())
+        let mut views = Vec::with_capacity(engines.len());
+        for engine in &engines {
+            views.push(self.shown(engine, &loads).await?);
+        }
+        Ok(views)
     }
 
     /// One engine; 404 if there is none of that name.
     pub async fn get(&self, name: &EngineName) -> OsbResult<EngineView> {
         let engine = self.engine(name).await?.ok_or_else(|| no_engine(name))?;
-        Ok(self.view(&engine, &self.read_loads().await?))
+        self.shown(&engine, &self.read_loads().await?).await
+    }
+
+    /// [`Engines::view`], with its evacuation's progress while it drains.
+    async fn shown(&self, engine: &Engine, loads: &HashMap<String, u64>) -> OsbResult<EngineView> {
+        let mut view = self.view(engine, loads);
+        if engine.schedule == Schedule::Draining {
+            view.evacuation = Some(self.evacuation(&engine.name).await?);
+        }
+        Ok(view)
     }
 
     /// Declares engine `name` (or changes its declaration; its state stays). Whether it
@@ -249,6 +264,15 @@ impl Engines<'_> {
             }
         }
         self.room.invalidate();
+        if change == ScheduleChange::Drain {
+            // The first round now, not at the next interval.
+            let broker = std::sync::Arc::clone(self.broker);
+            self.broker.spawn_task(async move {
+                if let Err(e) = broker.engines().evacuate_round().await {
+                    tracing::warn!(error = %e, "cannot evacuate the draining engines");
+                }
+            });
+        }
         self.get(name).await
     }
 
@@ -430,6 +454,7 @@ impl Engines<'_> {
             last_probe: probe.map(|at| at.to_string()),
             unreachable_since: engine.unreachable_since.map(|t| t.to_string()),
             source: engine.source,
+            evacuation: None,
         }
     }
 }

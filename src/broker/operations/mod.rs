@@ -1,9 +1,11 @@
 //! Operations: the one path every provision, update, deprovision, bind and unbind runs
 //! through (`runner.rs`), what each kind asks of the backend and records (`work.rs`),
 //! who runs which (`worker.rs`: leases, take-overs, hand-backs), and giving up an
-//! operation whose write failed (`withdraw.rs`).
+//! operation whose write failed (`withdraw.rs`). Moving an instance to another engine
+//! is an operation too (`relocate.rs`), so it runs once, under a lease, and resumes.
 
 pub(super) mod answers;
+pub(super) mod relocate;
 pub(super) mod runner;
 mod withdraw;
 pub(super) mod work;

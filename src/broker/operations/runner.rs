@@ -462,7 +462,7 @@ impl Operations<'_> {
     /// was looked at in the run (`folded` in the write), or is looked at now, not at
     /// the next round, starting from the record as written.
     async fn deployed<T: OnPlan>(&self, written: &Versioned<T>, op: &Operation, folded: Option<Folded>) {
-        let deployed = matches!(op.kind, OperationKind::Provision | OperationKind::Update);
+        let deployed = matches!(op.kind, OperationKind::Provision | OperationKind::Update | OperationKind::Relocate);
         let id = written.record.instance_id();
         if deployed && op.state == OperationState::Succeeded {
             let known = written.record.as_instance().filter(|instance| instance.id == id);

@@ -87,6 +87,7 @@ async fn request(broker: &Arc<Broker>, kind: OperationKind, accepts_incomplete: 
         OperationKind::Unbind => {
             status(matches!(broker.bindings().unbind("i", "b", &query(accepts_incomplete)).await?, Answer::Accepted(_)))
         }
+        OperationKind::Relocate => unreachable!("no platform request moves an instance"),
     })
 }
 

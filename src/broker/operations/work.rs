@@ -50,6 +50,7 @@ impl Operations<'_> {
             OperationKind::Provision => Some(self.spawn_work(Provision { may_adopt: true }, id, op_id, None)),
             OperationKind::Update => Some(self.spawn_work(Update, id, op_id, None)),
             OperationKind::Deprovision => Some(self.spawn_work(Deprovision, id, op_id, None)),
+            OperationKind::Relocate => Some(self.spawn_work(super::relocate::Relocate, id, op_id, None)),
             OperationKind::Bind | OperationKind::Unbind => None,
         }
     }
@@ -60,7 +61,9 @@ impl Operations<'_> {
         match op.kind {
             OperationKind::Bind => Some(self.spawn_work(Bind, id, op_id, None)),
             OperationKind::Unbind => Some(self.spawn_work(Unbind, id, op_id, None)),
-            OperationKind::Provision | OperationKind::Update | OperationKind::Deprovision => None,
+            OperationKind::Provision | OperationKind::Update | OperationKind::Deprovision | OperationKind::Relocate => {
+                None
+            }
         }
     }
 
@@ -82,7 +85,7 @@ impl Operations<'_> {
 }
 
 /// A broker error on the way to the backend, as the operation's failure.
-fn failure(e: OsbError) -> BackendError {
+pub(super) fn failure(e: OsbError) -> BackendError {
     BackendError::new(e.to_string())
 }
 

@@ -69,6 +69,30 @@ impl Registrar<'_> {
         Ok((entry.clone(), manifest))
     }
 
+    /// An instance's plan in `registry` with the manifest the instance was deployed
+    /// with (a later registration may have replaced the plan's): what deploying it
+    /// again elsewhere uses (`operations/relocate.rs`).
+    pub(in crate::broker) async fn instance_view(
+        &self,
+        registry: &Registry,
+        instance: &ServiceInstance,
+    ) -> OsbResult<PlanView> {
+        let service = registry
+            .service(&instance.service_id)
+            .ok_or_else(|| OsbError::Internal(format!("service {} is gone from the catalog", instance.service_id)))?
+            .clone();
+        let plan = service
+            .plan(&instance.plan_id)
+            .ok_or_else(|| OsbError::Internal(format!("plan {} is gone from the catalog", instance.plan_id)))?
+            .clone();
+        let entry = registry.manifests.get(&instance.manifest_id).cloned().ok_or_else(|| {
+            OsbError::Internal(format!("manifest {:?} of instance {} is missing", instance.manifest_id, instance.id))
+        })?;
+        let manifest = self.stored_manifest(&entry).await?;
+        let backend = self.core.backend(&manifest)?;
+        Ok(PlanView { service, plan, entry, manifest, backend })
+    }
+
     /// The manifest an instance was deployed with, if it is still registered (it is,
     /// for instances created by this esm; see `registry/`).
     pub(in crate::broker) async fn instance_manifest(

@@ -36,6 +36,9 @@ pub enum EventKind {
     InstanceRemoved,
     /// An instance lost past `ESM_LIVENESS_DROP_THRESHOLD`: a deprovision follows.
     InstanceDropped,
+    /// An instance moved to another engine (a drain's evacuation): its bindings point
+    /// at the new deployment and the old one is removed.
+    InstanceRelocated,
     /// A service was registered.
     ServiceRegistered,
     /// A service was removed.
@@ -64,10 +67,11 @@ pub enum EventKind {
 }
 
 /// The kinds that are not operation steps, for [`EventKind::known`].
-const SINGLE: [EventKind; 12] = [
+const SINGLE: [EventKind; 13] = [
     EventKind::LivenessChanged,
     EventKind::InstanceRemoved,
     EventKind::InstanceDropped,
+    EventKind::InstanceRelocated,
     EventKind::ServiceRegistered,
     EventKind::ServiceRemoved,
     EventKind::PoolMemberReady,
@@ -82,7 +86,7 @@ const SINGLE: [EventKind; 12] = [
 impl EventKind {
     /// The type as events carry it.
     pub fn as_str(&self) -> &str {
-        use OperationKind::{Bind, Deprovision, Provision, Unbind, Update};
+        use OperationKind::{Bind, Deprovision, Provision, Relocate, Unbind, Update};
         use Step::{Failed, Refused, Started, Succeeded};
         match self {
             Self::Operation(Provision, Started) => "provision.started",
@@ -104,10 +108,15 @@ impl EventKind {
             Self::Operation(Unbind, Started) => "unbind.started",
             Self::Operation(Unbind, Succeeded) => "unbind.succeeded",
             Self::Operation(Unbind, Failed) => "unbind.failed",
+            Self::Operation(Relocate, Started) => "relocate.started",
+            Self::Operation(Relocate, Succeeded) => "relocate.succeeded",
+            Self::Operation(Relocate, Failed) => "relocate.failed",
+            Self::Operation(Relocate, Refused) => "relocate.refused",
             Self::Operation(Unbind, Refused) => "unbind.refused",
             Self::LivenessChanged => "liveness.changed",
             Self::InstanceRemoved => "instance.removed",
             Self::InstanceDropped => "instance.dropped",
+            Self::InstanceRelocated => "instance.relocated",
             Self::ServiceRegistered => "service.registered",
             Self::ServiceRemoved => "service.removed",
             Self::PoolMemberReady => "pool.member_ready",
@@ -181,7 +190,7 @@ mod tests {
     #[test]
     fn every_known_type_reads_back_as_itself() {
         let known: Vec<EventKind> = EventKind::known().collect();
-        assert_eq!(known.len(), 5 * 4 + SINGLE.len());
+        assert_eq!(known.len(), OperationKind::ALL.len() * 4 + SINGLE.len());
         for kind in known {
             let json = serde_json::to_string(&kind).unwrap_or_default();
             assert_eq!(json, format!("\"{}\"", kind.as_str()));

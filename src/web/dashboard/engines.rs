@@ -21,7 +21,7 @@ pub async fn list(State(state): State<AppState>) -> PageResult {
                 " (or in " code { "ESM_ENGINES_FILE" } "), and cordoned, uncordoned or drained through the API." }
             // Counts follow placements and removals; states change with the probes and
             // the operator's calls, seen at the next load.
-            table #engines data-refresh-on="provision. deprovision. pool." {
+            table #engines data-refresh-on="provision. deprovision. pool. relocate. instance.relocated engine." {
                 thead { tr { th { "Engine" } th { "Backend" } th { "State" } th { "Capacity used" } th { "Labels" }
                              th { "Instances" } th { "Last probe" } th { "Problem" } th { "Facts" } } }
                 tbody { @for engine in &engines { (row(engine)) } }
@@ -40,6 +40,10 @@ fn row(engine: &EngineView) -> Markup {
             td.engine-state data-state=(state) {
                 @if engine.state == EngineState::Active { (state) } @else { strong { (state) } }
                 @if let Some(since) = &engine.unreachable_since { br; small { "since " (since) } }
+                @if let Some(e) = &engine.evacuation {
+                    br; small.evacuation { (e.to_move) " to move, " (e.moving) " moving, " (e.leaving) " leaving, "
+                                           (e.staying) " staying" @if !e.counted_all { " (of the first 1000)" } }
+                }
             }
             td { (used(engine)) }
             td { @if engine.labels.is_empty() { "—" } @else {
