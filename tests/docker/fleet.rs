@@ -170,3 +170,63 @@ async fn an_engine_whose_daemon_is_killed_is_unreachable_takes_nothing_and_comes
         assert_eq!(client.settle(id, LIMIT).await.0, 410);
     }
 }
+
+/// The deployment id instance `id` runs under, from its inventory.
+async fn deployed_as(client: &Client, id: &str) -> String {
+    let (_, body) = client.send(Method::GET, &format!("/v2/et/service_instances/{id}/resources"), None).await;
+    let owners: Vec<&str> =
+        body["resources"].as_array().into_iter().flatten().filter_map(|r| r["owner"].as_str()).collect();
+    owners.first().map(|o| (*o).to_owned()).unwrap_or_else(|| panic!("{id} holds resources: {body}"))
+}
+
+#[cfg_attr(
+    not(all(esm_test_docker, esm_test_dockerd)),
+    ignore = "needs Docker and root: set ESM_TEST_DOCKER=1 ESM_TEST_DOCKERD=1"
+)]
+#[tokio::test(flavor = "multi_thread")]
+async fn draining_a_real_engine_moves_a_relocatable_instance_and_its_binding_to_the_other() {
+    let second = PrivateEngine::start();
+    let on = OnEngine::start("esm-fleet-drain", "docker-compose", &[("ESM_ENGINE_PROBE_INTERVAL", "1")]).await;
+    let client = &on.client;
+    register_placing(client, json!({"requires": {"tier": "test"}, "relocatable": true})).await;
+    declare(client, "default", json!({"backend": "docker-compose", "labels": {"tier": "test"}})).await;
+    declare(
+        client,
+        "second",
+        json!({"backend": "docker-compose", "endpoint": {"docker_host": second.host()}, "labels": {"tier": "test"}}),
+    )
+    .await;
+    client.send(Method::POST, "/v2/et/engines/default/cordon", None).await;
+    assert_eq!(provisioned_on(client, "r-1").await, "second");
+    let (status, bound) = client.bind("r-1", "b-1").await;
+    assert_eq!(status, 201, "{bound}");
+    client.send(Method::POST, "/v2/et/engines/default/uncordon", None).await;
+
+    let (status, body) = client.send(Method::POST, "/v2/et/engines/second/drain", None).await;
+    assert_eq!((status, body["state"].as_str()), (200, Some("draining")), "{body}");
+    eventually(LIMIT, "r-1 moved to the default engine and gone from the second", || async {
+        let (_, moved) = client.send(Method::GET, "/v2/et/events?type=instance.relocated", None).await;
+        let finished = moved["events"].as_array().is_some_and(|e| e.len() == 1);
+        (finished && second.containers_of("r-1").is_empty()).then_some(())
+    })
+    .await;
+    let (_, view) = client.view("r-1").await;
+    assert_eq!(view["engine"], "default", "{view}");
+    // It runs on the default engine now, under the move's deployment, and answers there.
+    let deployed = deployed_as(client, "r-1").await;
+    assert!(deployed.starts_with("moved-") && !leftovers(&deployed).is_empty(), "{deployed}");
+    let port = published_port(client, "r-1").await;
+    let answer = support::get(format!("http://127.0.0.1:{port}/")).await.expect("the moved instance answers");
+    assert!(answer.status().as_u16() < 500, "{}", answer.status());
+    // Its binding was made again there: the platform's fetch shows the new credentials.
+    let (status, binding) = client.send(Method::GET, "/v2/service_instances/r-1/service_bindings/b-1", None).await;
+    assert_eq!(status, 200, "{binding}");
+    assert_ne!(binding["credentials"], bound["credentials"], "the credentials follow the deployment");
+    let (status, body) = client.send(Method::GET, "/v2/et/engines/second", None).await;
+    assert_eq!((status, body["instances"].as_u64()), (200, Some(0)), "{body}");
+
+    let (status, body) = client.deprovision("r-1", true).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(client.settle("r-1", LIMIT).await.0, 410);
+    assert!(leftovers(&deployed).is_empty(), "the moved deployment is removed with its instance");
+}

@@ -57,8 +57,14 @@ async fn engines_are_listed_declared_cordoned_and_removed() {
     ok(&cordoned, "engines cordon");
     let e1 = row(&cordoned.stdout, "e1").expect("the engine shown");
     assert_eq!(cell(&cordoned.stdout, e1, "STATE"), Some("cordoned"), "{}", cordoned.stdout);
+    let drained = cli(api, &["engines", "drain", "e1"]).await;
+    ok(&drained, "engines drain");
+    let e1 = row(&drained.stdout, "e1").expect("the engine shown");
+    assert!(e1.contains("draining (0 to move, 0 moving)"), "the evacuation's progress: {}", drained.stdout);
+    let details = cli(api, &["engines", "get", "e1"]).await;
+    assert!(details.stdout.lines().any(|l| l.split_whitespace().eq(["evacuation.staying", "0"])), "{}", details.stdout);
     let drained = json_of(&cli(api, &["engines", "drain", "e1", "-o", "json"]).await);
-    assert_eq!(drained["state"], "draining");
+    assert_eq!((drained["state"].as_str(), drained["evacuation"]["to_move"].as_u64()), (Some("draining"), Some(0)));
     let uncordoned = json_of(&cli(api, &["engines", "uncordon", "e1", "-o", "json"]).await);
     assert_eq!(uncordoned["state"], "active");
 
