@@ -251,7 +251,14 @@ fn backend_calls(sent: &[Sent], calls: &[Call], kill: Option<Kill>, findings: &m
         }
         let (last, earlier) = lines.split_last().expect("two lines");
         let killed = kill.map(|k| k.pid);
-        if earlier.iter().all(|c| Some(c.pid) == killed) && Some(last.pid) != killed {
+        // Redone after the kill: the killed replica held the operation last before a
+        // live one ran it to the end. One live replica may have run it before that and
+        // lost it to the one later killed (its lease lapsed while the store was slow
+        // under the load: its call was dropped, the other took over): the lease
+        // working, not two runs at once. Anything more is a duplicate.
+        let by_killed = earlier.iter().rev().take_while(|c| Some(c.pid) == killed).count();
+        let before_the_killed = earlier.len() - by_killed;
+        if by_killed > 0 && before_the_killed <= 1 && Some(last.pid) != killed {
             findings.redone_after_kill.push(format!("{op} ({} {})", last.kind, last.id));
         } else {
             let pids: Vec<String> = lines.iter().map(|c| c.pid.to_string()).collect();
