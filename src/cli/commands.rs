@@ -443,7 +443,7 @@ async fn pools(command: PoolsCommand, client: &Client, json: bool) -> Result<Exi
             return output::show_each(&client.pool(&plan).await?, json, &[output::pools, output::members]);
         }
         PoolsCommand::Set { plan, size, max_age, params } => {
-            let request = PoolRequest { size, max_age_seconds: max_age, parameters: params, engine: None };
+            let request = PoolRequest { size, max_age_seconds: max_age, parameters: params, engine: None, fill: None };
             client.set_pool(&plan, &request).await?
         }
         PoolsCommand::Delete { plan } => {

@@ -84,6 +84,10 @@ pub struct Pool {
     /// The one engine its members are placed on, if the pool targets one
     /// (`domain::engine`); else they go where the plan's placement rule says.
     pub engine: Option<String>,
+    /// Fills its engine to full: as many members as the engine has room for, at most
+    /// `size` (`broker::pools`).
+    #[serde(default)]
+    pub fill: bool,
 }
 
 /// A failed member deploy.
@@ -123,6 +127,7 @@ impl Pool {
             created_at: at,
             updated_at: at,
             engine: None,
+            fill: false,
         }
     }
 

@@ -29,6 +29,9 @@ pub struct PoolRequest {
     /// absent: where the plan's placement rule says.
     #[schema(value_type = Option<String>)]
     pub engine: Option<crate::domain::bounded::EngineName>,
+    /// Fill to full: with `engine` (one with a capacity), keep as many members as the
+    /// engine has room for beside what else it holds, at most `size`.
+    pub fill: Option<bool>,
 }
 
 /// A pool and how full it is (`GET /v2/et/pools[/{plan_id}]`).
@@ -50,6 +53,8 @@ pub struct PoolStatus {
     pub draining: bool,
     /// The one engine members are placed on, if the pool targets one.
     pub engine: Option<String>,
+    /// Whether it fills its engine to full (`size` is then the most it keeps).
+    pub fill: bool,
     /// Members that can be handed out now.
     pub ready: u32,
     /// Members being deployed.

@@ -393,3 +393,44 @@ async fn draining_an_engine_moves_relocatable_instances_and_their_bindings_follo
     app.get("/v2/service_instances/i-1").await.expect(StatusCode::OK);
     app.send(Method::DELETE, "/v2/et/engines/e1", None).await.expect(StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_pool_fills_its_engine_to_full_and_refills_what_is_given_back() {
+    let app = placing(json!({"requires": {"pool": "x"}})).await;
+    declare(&app, "e1", json!({"backend": "dummy", "labels": {"pool": "x"}, "capacity": {"instances": 3}})).await;
+    declare(&app, "e2", json!({"backend": "dummy", "labels": {"pool": "x"}})).await;
+    for (body, status) in [
+        (json!({"size": 10, "fill": true}), StatusCode::BAD_REQUEST),
+        (json!({"size": 10, "engine": "e2", "fill": true}), StatusCode::UNPROCESSABLE_ENTITY),
+        (json!({"size": 10, "engine": "e1", "fill": "yes"}), StatusCode::BAD_REQUEST),
+    ] {
+        app.put("/v2/et/pools/plan-1", &body).await.fails_with(status);
+    }
+    let held = |name: &'static str| {
+        let app = &app;
+        async move { app.get(&format!("/v2/et/engines/{name}")).await.body["instances"].as_u64().unwrap_or(0) }
+    };
+    let ready = || async { app.get("/v2/et/pools/plan-1").await.body["ready"].as_u64().unwrap_or(0) };
+    let limit = std::time::Duration::from_secs(30);
+    let set = app.put("/v2/et/pools/plan-1", &json!({"size": 10, "engine": "e1", "fill": true})).await;
+    assert_eq!(set.expect(StatusCode::OK)["fill"], true);
+    crate::wait::eventually(limit, "e1 filled with three members", || async {
+        (ready().await == 3 && held("e1").await == 3).then_some(())
+    })
+    .await;
+    // A provision takes a member: e1 stays full, so the pool holds two.
+    app.provision("i-1", false).await.expect(StatusCode::CREATED);
+    assert_eq!(engine_of(&app, "i-1").await, "e1");
+    crate::wait::eventually(limit, "the member handed out and not replaced", || async {
+        (ready().await == 2 && held("e1").await == 3).then_some(())
+    })
+    .await;
+    assert_eq!(held("e2").await, 0);
+    // Room given back is filled again.
+    app.deprovision("i-1", false).await.expect(StatusCode::OK);
+    crate::wait::eventually(limit, "e1 filled again", || async {
+        (ready().await == 3 && held("e1").await == 3).then_some(())
+    })
+    .await;
+    assert_eq!(held("e2").await, 0, "a pool that fills one engine places nothing elsewhere");
+}

@@ -312,6 +312,15 @@ impl Engines<'_> {
         snapshot.engines.iter().any(|e| e.name.as_str() == name && e.state() == EngineState::Draining)
     }
 
+    /// How many more instances engine `name` takes (its capacity less what it holds),
+    /// as the fleet's copy says; `None` when it has no capacity.
+    pub(in crate::broker) async fn free_room(&self, name: &str) -> Option<u64> {
+        let snapshot = self.snapshot().await.ok()?;
+        let engine = snapshot.engines.iter().find(|e| e.name.as_str() == name)?;
+        let used = snapshot.loads.get(name).copied().unwrap_or(0);
+        Some(u64::from(engine.spec.capacity.instances?).saturating_sub(used))
+    }
+
     /// The backend built for `engine`, built now if it was not (or its spec changed).
     async fn backend_for(&self, engine: &Engine) -> OsbResult<Arc<dyn Backend>> {
         if let Some(backend) = self.room.built(engine) {

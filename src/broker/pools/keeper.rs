@@ -170,8 +170,19 @@ impl Pools<'_> {
             view => view,
         };
         let digest = view.as_ref().map(|v| v.entry.digest.clone()).unwrap_or_default();
-        let wanted = if view.is_ok() { pool.wanted() as usize } else { 0 };
         let members = self.unclaimed_members(&pool.plan_id).await?;
+        let wanted = match (&view, pool.engine.as_deref()) {
+            (Err(_), _) => 0,
+            (Ok(_), Some(engine)) if pool.fill => {
+                // Its own members there, and the room nothing else holds.
+                let own = members.iter().filter(|m| m.record.engine() == engine).count();
+                let room = self.broker.engines().free_room(engine).await;
+                let room =
+                    room.map_or(usize::MAX, |free| own.saturating_add(usize::try_from(free).unwrap_or(usize::MAX)));
+                (pool.wanted() as usize).min(room)
+            }
+            (Ok(_), _) => pool.wanted() as usize,
+        };
         let claimed = self
             .core
             .records

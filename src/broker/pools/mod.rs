@@ -110,16 +110,24 @@ impl Pools<'_> {
             .poolable(&view.manifest)
             .await
             .map_err(|why| OsbError::BadRequest(format!("plan {plan_id} cannot be pooled: {why}")))?;
+        let fill = req.fill.unwrap_or(false);
         if let Some(engine) = &req.engine {
             // An engine that does not exist is the request's mistake, not a missing route.
-            self.broker.engines().get(engine).await.map_err(|e| match e {
+            let target = self.broker.engines().get(engine).await.map_err(|e| match e {
                 OsbError::NotFound(why) => OsbError::BadRequest(why),
                 other => other,
             })?;
+            if fill && target.capacity.instances.is_none() {
+                return Err(OsbError::Unprocessable(format!(
+                    "engine {engine} has no capacity: a pool fills only an engine with one"
+                )));
+            }
+        } else if fill {
+            return Err(OsbError::BadRequest("fill needs the engine to fill: name it in engine".into()));
         }
         let now = self.core.clock().timestamp();
         let engine = req.engine.map(|e| e.into_string());
-        let fresh = Pool { max_age_seconds, parameters, engine, ..Pool::new(plan_id, &service_id, size, now) };
+        let fresh = Pool { max_age_seconds, parameters, engine, fill, ..Pool::new(plan_id, &service_id, size, now) };
         let changed = self
             .core
             .records
@@ -129,6 +137,7 @@ impl Pools<'_> {
                 pool.max_age_seconds = fresh.max_age_seconds;
                 pool.parameters.clone_from(&fresh.parameters);
                 pool.engine.clone_from(&fresh.engine);
+                pool.fill = fresh.fill;
                 pool.draining = false;
                 pool.updated_at.clone_from(&now);
                 Ok(true)
@@ -207,6 +216,7 @@ impl Pools<'_> {
             parameters: pool.parameters.clone(),
             draining: pool.draining,
             engine: pool.engine.clone(),
+            fill: pool.fill,
             ready: 0,
             deploying: 0,
             removing: 0,
