@@ -106,6 +106,9 @@ pub struct Operation {
     pub update_repeatable: Option<bool>,
     /// For an update: the changes, applied to the instance only when it succeeds.
     pub update: Option<PendingUpdate>,
+    /// For a relocate: the engine the instance moves to, chosen (and its room taken)
+    /// before the operation was recorded, so every run of it deploys there.
+    pub relocate_to: Option<String>,
     /// Whether the platform was answered 202 (so it polls) rather than waited for.
     #[serde(default)]
     pub asynchronous: bool,
@@ -134,6 +137,7 @@ impl Operation {
             instance_usable: None,
             update_repeatable: None,
             update: None,
+            relocate_to: None,
             asynchronous,
             owner: None,
             lease_until: 0,

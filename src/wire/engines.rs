@@ -64,6 +64,9 @@ pub struct Evacuation {
     pub staying: u64,
     /// Whether every instance on the engine was counted (at most 1000 are).
     pub counted_all: bool,
+    /// Why the last move off it found no engine to go to (as this replica saw it):
+    /// what to fix (capacity, labels, a cordon) for the evacuation to go on.
+    pub blocked: Option<String>,
 }
 
 /// `GET /v2/et/engines`.

@@ -12,6 +12,7 @@ use esm::broker::{Broker, ScheduleChange};
 use esm::clock::Clock;
 use esm::domain::bounded::EngineName;
 use esm::domain::event::{EventKind, Step};
+use esm::domain::instance::ServiceInstance;
 use esm::domain::operation::OperationKind;
 use esm::events::Filter;
 use esm::store::Store;
@@ -33,15 +34,27 @@ fn bind_request() -> esm::wire::BindRequest {
 /// A fleet of dummy engines `e1` and `e2` (zone `a`), the plan's instances all placed
 /// on `e1` (`e2` is cordoned meanwhile) and each bound once, then `e2` uncordoned.
 async fn fleet_on_e1(broker: &Arc<Broker>, relocatable: bool, instances: usize) {
+    fleet_on_e1_by(broker, relocatable, instances, "x-esm-dummy: {mode: sync}", |_| {}).await;
+}
+
+/// [`fleet_on_e1`] with the dummy's `script`, and `before` called before each provision.
+async fn fleet_on_e1_by(
+    broker: &Arc<Broker>,
+    relocatable: bool,
+    instances: usize,
+    script: &str,
+    before: impl Fn(&str),
+) {
     broker.spawn_event_log();
     let rule = json!({"requires": {"zone": "a"}, "relocatable": relocatable});
-    register(broker, json!({"metadata": {"placement": rule}}), "x-esm-dummy: {mode: sync}").await;
+    register(broker, json!({"metadata": {"placement": rule}}), script).await;
     for engine in ["e1", "e2"] {
         declare(broker, engine, json!({"backend": "dummy", "labels": {"zone": "a"}})).await;
     }
     broker.engines().probe_round().await.expect("probes");
     broker.engines().change_schedule(&name("e2"), ScheduleChange::Cordon).await.expect("cordon");
     for n in 0..instances {
+        before(&format!("i-{n}"));
         broker.instances().provision(&format!("i-{n}"), provision_request(), false).await.expect("placed");
         broker.bindings().bind(&format!("i-{n}"), &format!("b-{n}"), bind_request(), false).await.expect("bound");
     }
@@ -200,4 +213,63 @@ async fn two_replicas_draining_at_once_move_each_instance_once() {
     }
     assert_eq!(engines.plug("e2").provisions(), 12, "each instance deployed once on e2");
     assert_eq!(relocated_events(&a, 12).await.len(), 12, "one event per moved instance");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_move_handed_back_mid_deploy_is_finished_by_another_replica_on_the_engine_it_chose() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let engines = Arc::new(PluggedEngines::default());
+    let (a, b) = (broker(&store, engines.clone(), Clock::tokio()), broker(&store, engines.clone(), Clock::tokio()));
+    let script = "x-esm-dummy: {mode: sync, hold: [provision]}";
+    let e1 = engines.dummy("e1").holds();
+    fleet_on_e1_by(&a, true, 1, script, |id| e1.release(OperationKind::Provision, id)).await;
+    declare(&a, "e3", json!({"backend": "dummy", "labels": {"zone": "a"}})).await;
+    a.engines().probe_round().await.expect("probes");
+
+    // The drain's round starts the move: it chose e2 (the names break the tie) and
+    // waits there for the hold.
+    a.engines().change_schedule(&name("e1"), ScheduleChange::Drain).await.expect("drain");
+    let records = esm::store::Records::new(Arc::clone(&store));
+    let op = eventually(Duration::from_secs(10), "the move recorded", || async {
+        let instance = records.get::<ServiceInstance>("i-0").await.expect("reads")?.record;
+        instance.operations.running().filter(|op| op.kind == OperationKind::Relocate).cloned()
+    })
+    .await;
+    assert_eq!(op.relocate_to.as_deref(), Some("e2"));
+    // e2 is cordoned, then the replica running the move stops: another takes it over
+    // and deploys where the move was decided, never a second time elsewhere.
+    a.engines().change_schedule(&name("e2"), ScheduleChange::Cordon).await.expect("cordon");
+    a.shutdown().await;
+    let moved_id = format!("moved-{}", op.id.rsplit('-').next().expect("an id"));
+    engines.dummy("e2").holds().release(OperationKind::Provision, &moved_id);
+    assert_eq!(b.operations().claim_orphaned_operations(false).await.expect("claims"), 1);
+    eventually(Duration::from_secs(10), "the move finished", || async {
+        (engine_of(&b, "i-0").await == "e2").then_some(())
+    })
+    .await;
+    assert_eq!(
+        (engines.plug("e2").provisions(), engines.plug("e3").provisions()),
+        (2, 0),
+        "e2 twice (a resumed run), e3 never"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_move_with_nowhere_to_go_waits_and_says_why() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let broker = broker(&store, Arc::new(PluggedEngines::default()), Clock::tokio());
+    fleet_on_e1(&broker, true, 1).await;
+    broker.engines().change_schedule(&name("e2"), ScheduleChange::Cordon).await.expect("cordon");
+    broker.engines().change_schedule(&name("e1"), ScheduleChange::Drain).await.expect("drain");
+    assert_eq!(broker.engines().evacuate_round().await.expect("a round"), 0);
+    let progress = broker.engines().get(&name("e1")).await.expect("e1").evacuation.expect("progress");
+    assert_eq!(progress.to_move, 1);
+    let why = progress.blocked.expect("why it waits");
+    assert!(why.contains("e2: cordoned") && why.contains("e1: draining"), "{why}");
+    assert_eq!(engine_of(&broker, "i-0").await, "e1");
+    // Room again: the next round moves it, and the reason goes.
+    broker.engines().change_schedule(&name("e2"), ScheduleChange::Uncordon).await.expect("uncordon");
+    assert_eq!(broker.engines().evacuate_round().await.expect("a round"), 1);
+    let progress = broker.engines().get(&name("e1")).await.expect("e1").evacuation.expect("progress");
+    assert_eq!((progress.to_move, progress.blocked), (0, None));
 }

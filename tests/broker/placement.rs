@@ -69,22 +69,28 @@ impl BackendLayer for Plug {
 #[derive(Default)]
 pub(crate) struct PluggedEngines(Mutex<HashMap<String, PluggedEngine>>);
 
-/// An engine's plug and its backend.
-type PluggedEngine = (Plug, Arc<dyn Backend>);
+/// An engine's plug, its backend, and the dummy behind them (its holds).
+type PluggedEngine = (Plug, Arc<dyn Backend>, Arc<DummyBackend>);
 
 impl PluggedEngines {
     pub(crate) fn plug(&self, name: &str) -> Plug {
         self.engine(name).0
     }
 
+    /// The dummy engine `name` runs on.
+    pub(crate) fn dummy(&self, name: &str) -> Arc<DummyBackend> {
+        self.engine(name).2
+    }
+
     fn engine(&self, name: &str) -> PluggedEngine {
         let mut engines = self.0.lock().expect("engines");
-        let (plug, backend) = engines.entry(name.to_owned()).or_insert_with(|| {
-            let plug = Plug::default();
-            let backend: Arc<dyn Backend> = Arc::new(Layered::over(Arc::new(DummyBackend::new()), plug.clone()));
-            (plug, backend)
+        let engine = engines.entry(name.to_owned()).or_insert_with(|| {
+            let (plug, dummy) = (Plug::default(), Arc::new(DummyBackend::new()));
+            let inner: Arc<dyn Backend> = dummy.clone();
+            let backend: Arc<dyn Backend> = Arc::new(Layered::over(inner, plug.clone()));
+            (plug, backend, dummy)
         });
-        (plug.clone(), Arc::clone(backend))
+        engine.clone()
     }
 }
 

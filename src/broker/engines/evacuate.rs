@@ -16,9 +16,9 @@ use futures_util::StreamExt;
 use serde_json::Value;
 
 use super::Engines;
-use crate::broker::operations::relocate::Relocate;
+use crate::broker::operations::relocate::{Relocate, moved_id};
 use crate::domain::binding::{Binding, Credentials};
-use crate::domain::engine::{Engine, EngineState};
+use crate::domain::engine::{DEFAULT_ENGINE, Engine, EngineState};
 use crate::domain::event::{Event, EventKind};
 use crate::domain::instance::{InstanceStatus, ServiceInstance};
 use crate::domain::operation::{OperationKind, OperationState};
@@ -67,8 +67,9 @@ impl Engines<'_> {
         for engine in self.read_engines().await?.iter().filter(|e| e.state() == EngineState::Draining) {
             movable.extend(self.movable_on(engine, &registry).await?);
         }
+        let registry = registry.as_ref();
         let moves = futures_util::stream::iter(movable.into_iter().map(|id| async move {
-            match self.relocate(&id).await {
+            match self.relocate(&id, registry).await {
                 Ok(moved) => moved,
                 Err(e) => {
                     tracing::warn!(instance = %id, error = %e, "could not move an instance off a draining engine");
@@ -125,32 +126,53 @@ impl Engines<'_> {
     }
 
     /// Starts a move of instance `id` and waits for it: whether it moved. A move
-    /// another request or replica got to first is no move and no error.
-    async fn relocate(&self, id: &str) -> OsbResult<bool> {
+    /// another request or replica got to first is no move and no error. The engine it
+    /// goes to is picked, and room taken there, before the operation is recorded, so
+    /// every run of the operation deploys in the same place.
+    async fn relocate(&self, id: &str, registry: &Registry) -> OsbResult<bool> {
         let Some(Versioned { version, record: mut instance }) = self.core.live_instance(id).await? else {
             return Ok(false);
         };
-        if instance.operations.running().is_some() || instance.retiring.is_some() {
+        let from = instance.engine().to_owned();
+        if instance.operations.running().is_some() || instance.retiring.is_some() || !self.still_draining(&from).await?
+        {
             return Ok(false);
         }
         let ops = self.broker.operations();
-        let op = ops.start_op(OperationKind::Relocate, true);
-        let op_id = op.id.clone();
+        let mut op = ops.start_op(OperationKind::Relocate, true);
+        let (op_id, deployed_id) = (op.id.clone(), moved_id(&op.id));
+        let view = self.broker.registrar().instance_view(registry, &instance).await?;
+        let placed = match self.place(&view, &deployed_id, None).await {
+            Ok(placed) => placed,
+            Err(OsbError::Unprocessable(why)) => {
+                self.room.evacuation_blocked(&from, Some(why));
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        };
+        self.room.evacuation_blocked(&from, None);
+        op.relocate_to = Some(placed.engine.unwrap_or_else(|| DEFAULT_ENGINE.to_owned()));
         instance.operations.push(op);
         let written = match self.broker.instances().start_or_give_up(version, &instance).await {
             Ok(written) => written,
-            Err(OsbError::ConcurrencyError(_)) => return Ok(false),
-            Err(e) => return Err(e),
+            Err(e) => {
+                self.release_slots(&deployed_id).await?;
+                return match e {
+                    OsbError::ConcurrencyError(_) => Ok(false),
+                    e => Err(e),
+                };
+            }
         };
         // A binding operation that started before the move's was written wins, as it
         // does over a deprovision: its credentials would be made on the old deployment.
         let busy = match self.core.bindings_of(id).await {
-            Ok(bindings) => bindings.into_iter().find(|b| b.operations.running().is_some()),
-            Err(e) => return Err(ops.give_up(id, &op_id, e, |_: &mut ServiceInstance| {}).await),
+            Ok(bindings) => bindings.into_iter().find(|b| b.operations.running().is_some()).map(|b| b.id),
+            Err(e) => Some(e.to_string()),
         };
-        if let Some(binding) = busy {
-            let refusal = OsbError::ConcurrencyError(format!("binding {} of instance {id} is busy", binding.id));
+        if let Some(why) = busy {
+            let refusal = OsbError::ConcurrencyError(format!("instance {id} is busy ({why})"));
             ops.give_up(id, &op_id, refusal, |_: &mut ServiceInstance| {}).await;
+            self.release_slots(&deployed_id).await?;
             return Ok(false);
         }
         let task = ops.spawn_work(Relocate, id.to_owned(), op_id.clone(), Some(written));
@@ -247,7 +269,8 @@ impl Engines<'_> {
         let registry = self.broker.registrar().registry().await?.record;
         let filters = vec![(index::ENGINE.to_owned(), name.to_owned()), (index::LIVE.to_owned(), "1".to_owned())];
         let (instances, more) = self.core.page_of::<ServiceInstance>(filters, None, COUNTED).await?;
-        let mut progress = Evacuation { counted_all: more.is_none(), ..Evacuation::default() };
+        let blocked = self.room.evacuation_blocked_by(name);
+        let mut progress = Evacuation { counted_all: more.is_none(), blocked, ..Evacuation::default() };
         for instance in &instances {
             let moving = instance.operations.running().is_some_and(|op| op.kind == OperationKind::Relocate);
             if instance.engine() != name {

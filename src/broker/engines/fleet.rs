@@ -62,6 +62,8 @@ pub struct FleetRoom {
     /// Where this replica's last evacuation round stopped reading each draining
     /// engine's instances (`evacuate.rs`).
     evacuated_to: Mutex<HashMap<String, Option<String>>>,
+    /// Why this replica's last move off each draining engine found no engine to go to.
+    blocked: Mutex<HashMap<String, String>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -85,6 +87,20 @@ impl FleetRoom {
         lock(&self.built).retain(|name, _| names.contains(&name.as_str()));
         lock(&self.probes).retain(|name, _| names.contains(&name.as_str()));
         lock(&self.evacuated_to).retain(|name, _| names.contains(&name.as_str()));
+        lock(&self.blocked).retain(|name, _| names.contains(&name.as_str()));
+    }
+
+    /// Records why a move off `engine` found no engine to go to (`None`: one did).
+    pub(super) fn evacuation_blocked(&self, engine: &str, why: Option<String>) {
+        match why {
+            Some(why) => lock(&self.blocked).insert(engine.to_owned(), why),
+            None => lock(&self.blocked).remove(engine),
+        };
+    }
+
+    /// Why this replica's last move off `engine` found no engine to go to.
+    pub(super) fn evacuation_blocked_by(&self, engine: &str) -> Option<String> {
+        lock(&self.blocked).get(engine).cloned()
     }
 
     /// Where the last evacuation round stopped reading `engine`'s instances.

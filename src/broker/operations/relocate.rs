@@ -1,9 +1,11 @@
 //! The work of a `relocate` operation: an instance deployed again on another engine,
 //! which a drain's evacuation starts (`engines/evacuate.rs`), never a platform.
 //!
-//! The run makes the new deployment under an id of its own (`moved-…`, from the
-//! operation's id, so a resumed run finds what an earlier one made), on an engine
-//! placement picks, and waits for it to be ready and seen up. Its result's write is the
+//! The engine is picked, and room taken on it, before the operation is recorded
+//! (`Operation::relocate_to`): every run of the operation deploys there. The run makes
+//! the new deployment under an id of its own (`moved-…`, from the operation's id, so a
+//! resumed run finds what an earlier one made) and waits for it to be ready and seen
+//! up. Its result's write is the
 //! move: the instance names the new engine and deployment, and keeps the old one as
 //! `retiring`. Only then are its bindings pointed at the new deployment and the old one
 //! removed (`Engines::retire`), from that durable mark, so a crash in between leaves
@@ -19,6 +21,7 @@ use super::work::failure;
 use crate::backend::{BackendError, Deployment};
 use crate::broker::liveness::{FirstLook, Folded};
 use crate::broker::runner::{Call, Work};
+use crate::domain::engine::DEFAULT_ENGINE;
 use crate::domain::instance::{Retiring, ServiceInstance};
 use crate::domain::liveness::LivenessStatus;
 use crate::domain::operation::{Operation, OperationKind};
@@ -55,18 +58,11 @@ impl Work for Relocate {
 
     async fn call(&self, call: Call<'_, ServiceInstance>) -> Result<Moved, BackendError> {
         let Call { ops, registry, record: instance, op } = call;
-        if instance.retiring.is_some() {
-            return Err(BackendError::new("its previous move is not finished"));
-        }
-        if !ops.broker.engines().still_draining(instance.engine()).await.map_err(failure)? {
-            return Err(BackendError::new(format!("engine {} is no longer being drained", instance.engine())));
-        }
-        let view = ops.broker.registrar().instance_view(registry, instance).await.map_err(failure)?;
         let deployed_id = moved_id(&op.id);
-        let placed = ops.broker.engines().place(&view, &deployed_id, None).await.map_err(failure)?;
+        let to = op.relocate_to.as_deref().unwrap_or(DEFAULT_ENGINE);
         let target = ServiceInstance {
             id: deployed_id.clone(),
-            engine: placed.engine.clone(),
+            engine: (to != DEFAULT_ENGINE).then(|| to.to_owned()),
             deployment: serde_json::Map::new(),
             deployment_id: None,
             host_ports: BTreeMap::new(),
@@ -74,7 +70,21 @@ impl Work for Relocate {
             liveness: None,
             ..instance.clone()
         };
-        let backend = placed.backend;
+        let reached = async {
+            let view = ops.broker.registrar().instance_view(registry, instance).await?;
+            let backend = ops.broker.engines().backend_of(&target, &view.manifest.manifest_type).await?;
+            Ok::<_, crate::error::OsbError>((view, backend))
+        };
+        let (view, backend) = match reached.await {
+            Ok(reached) => reached,
+            Err(e) => {
+                // Nothing is deployed where it cannot be reached; the room goes back.
+                if let Err(left) = ops.broker.inventory().release_resources(&deployed_id).await {
+                    tracing::warn!(instance = %instance.id, error = %left, "could not give back a failed move's room");
+                }
+                return Err(failure(e));
+            }
+        };
         let made = async {
             let host_ports = ops.broker.inventory().lease_host_ports(backend.as_ref(), &view.manifest, &target).await?;
             let target = ServiceInstance { host_ports, ..target.clone() };
