@@ -2,8 +2,9 @@
 //! container is ever orphaned. At start and periodically, resources labelled with an
 //! instance esm does not know (or has deprovisioned) are recorded as orphaned in the
 //! inventory and removed, and the inventory is checked against what the engines hold
-//! (`inventory.rs`). Instances whose containers died or vanished are reported by
-//! liveness.
+//! (`inventory.rs`). Every declared engine that answers is reconciled too, for its
+//! orphans (and before an engine that answers again takes placements: `engines/`).
+//! Instances whose containers died or vanished are reported by liveness.
 
 use crate::broker::Inventory;
 use std::collections::BTreeSet;
@@ -33,14 +34,37 @@ impl<E: Into<OsbError>> From<E> for Stopped {
     }
 }
 
+/// What one backend's reconciliation covers.
+#[derive(Clone, Copy)]
+enum Covers<'a> {
+    /// The default engine: orphans, and the inventory checked against what it holds.
+    Default,
+    /// A declared engine: orphans only. The inventory's records name a backend, not an
+    /// engine, so only the default engine's are checked against a listing.
+    Engine(&'a str),
+}
+
+impl<'a> Covers<'a> {
+    /// The engine's name.
+    fn engine(self) -> &'a str {
+        match self {
+            Covers::Default => crate::domain::engine::DEFAULT_ENGINE,
+            Covers::Engine(name) => name,
+        }
+    }
+}
+
 impl Inventory<'_> {
     /// Removes resources of instances the store does not hold as live, and checks the
     /// inventory against what each backend holds. Returns how many instances'
     /// resources were removed.
     pub async fn reconcile(&self) -> OsbResult<usize> {
         let mut removed = 0;
-        for backend in self.core.backends.all() {
-            match self.reconcile_backend(backend.as_ref()).await {
+        let declared = self.broker.engines().reachable_backends().await?;
+        let default = self.core.backends.all().iter().map(|b| (Covers::Default, b));
+        let others = declared.iter().map(|(name, b)| (Covers::Engine(name), b));
+        for (covers, backend) in default.chain(others) {
+            match self.reconcile_backend(backend.as_ref(), covers).await {
                 Ok(n) => removed += n,
                 Err(Stopped::Listing(e)) => {
                     tracing::debug!(backend = backend.name(), error = %e, "cannot list what the backend holds");
@@ -52,14 +76,26 @@ impl Inventory<'_> {
         Ok(removed)
     }
 
+    /// Removes what declared engine `engine` (driven by `backend`) holds for instances
+    /// esm does not know: what a probe runs before an engine that answers again takes
+    /// placements. How many instances' resources were removed.
+    pub(in crate::broker) async fn reconcile_engine(&self, engine: &str, backend: &dyn Backend) -> OsbResult<usize> {
+        match self.reconcile_backend(backend, Covers::Engine(engine)).await {
+            Ok(removed) => Ok(removed),
+            Err(Stopped::Listing(e)) => Err(OsbError::Unavailable(format!("cannot list what it holds: {e}"))),
+            Err(Stopped::Store(e)) => Err(e),
+        }
+    }
+
     /// Reconciles one backend: its listing is read a page of owners at a time, and
     /// each page is merged with the ids of the live instances and members, read a page
     /// at a time in the same order; the inventory is compared by fingerprints (see
     /// [`Fingerprints`]). Memory holds one page and 24 bytes per resource, never the
     /// listing or the store whole.
-    async fn reconcile_backend(&self, backend: &dyn Backend) -> Result<usize, Stopped> {
+    async fn reconcile_backend(&self, backend: &dyn Backend, covers: Covers<'_>) -> Result<usize, Stopped> {
         let name = backend.name();
-        let recorded = self.recorded_fingerprints(name).await?;
+        let full = matches!(covers, Covers::Default);
+        let recorded = if full { self.recorded_fingerprints(name).await? } else { Fingerprints::default() };
         // Listed before the store is read: a resource listed here was created after
         // its instance was recorded, so a new instance is never taken for an orphan
         // (one the merge misses is read again: `known_now`); and a record written
@@ -83,8 +119,11 @@ impl Inventory<'_> {
                 }
             }
             for orphan in &orphans {
-                tracing::warn!(backend = name, instance_id = %orphan, "removing resources of an instance esm does not know");
-                self.record_orphaned(name, &page, orphan).await?;
+                let engine = covers.engine();
+                tracing::warn!(backend = name, engine, instance_id = %orphan, "removing resources of an instance esm does not know");
+                if full {
+                    self.record_orphaned(name, &page, orphan).await?;
+                }
                 match backend.remove_instance(orphan).await {
                     Ok(()) => {
                         removed += 1;
@@ -92,11 +131,15 @@ impl Inventory<'_> {
                         let mut event = Event::new(EventKind::InstanceRemoved)
                             .because(format!("{name} held resources for an instance esm does not know"));
                         event.instance_id = Some((*orphan).to_owned());
+                        event.engine = Some(engine.to_owned());
                         self.core.events.emit(event);
                         self.core.metrics().reconcile_removed(name);
                     }
                     Err(e) => tracing::error!(instance_id = %orphan, error = %e, "could not remove orphaned resources"),
                 }
+            }
+            if !full {
+                continue;
             }
             let checked: Vec<_> = page
                 .iter()
@@ -108,8 +151,10 @@ impl Inventory<'_> {
             let unrecorded = checked.into_iter().filter(|h| !recorded.has_id(&h.id(name))).cloned().collect();
             self.record_unrecorded(name, unrecorded).await?;
         }
-        listed.seal();
-        self.check_recorded(backend, &listed, listed_at).await?;
+        if full {
+            listed.seal();
+            self.check_recorded(backend, &listed, listed_at).await?;
+        }
         Ok(removed)
     }
 

@@ -88,6 +88,9 @@ impl OperationKind {
     }
 }
 
+/// The id prefix of a deployment made by a move ([`Operation::moved_id`]).
+pub const MOVED_PREFIX: &str = "moved-";
+
 /// One operation on an instance or a binding.
 #[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -159,6 +162,17 @@ impl Operation {
             text.truncate(end);
         }
         Self { description, update: None, owner: None, lease_until: 0, ..self.clone() }
+    }
+
+    /// For a relocate: the id the new deployment is made under (`moved-…`, from the
+    /// operation's id, so every run of the operation makes the same one). Indexed
+    /// while the move runs (`store::index`), so reconciliation and an abandoned room's
+    /// sweep see the deployment as one esm is making.
+    pub fn moved_id(&self) -> Option<String> {
+        (self.kind == OperationKind::Relocate).then(|| {
+            let unique = self.id.rsplit('-').next().unwrap_or(&self.id);
+            format!("{MOVED_PREFIX}{unique}")
+        })
     }
 
     /// How long it took, once finished.

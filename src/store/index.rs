@@ -19,7 +19,7 @@ use super::Collection;
 use crate::domain::binding::Binding;
 use crate::domain::event::Event;
 use crate::domain::instance::ServiceInstance;
-use crate::domain::operation::{OperationKind, OperationLog, OperationState};
+use crate::domain::operation::{Operation, OperationKind, OperationLog, OperationState};
 use crate::domain::outbox::Outbox;
 use crate::domain::time::Timestamp;
 
@@ -273,6 +273,8 @@ pub fn instance_keys(instance: &ServiceInstance, outbox_waits: bool) -> IndexKey
     }
     keys.push((LIVE, "1".into()));
     keys.extend(instance.deployment_id.iter().map(|id| (DEPLOYMENT, id.clone())));
+    // A move's new deployment, while the move runs: esm's, not an orphan.
+    keys.extend(ops.running().and_then(Operation::moved_id).map(|id| (DEPLOYMENT, id)));
     keys.push((SERVICE_ID, instance.service_id.clone()));
     keys.push((PLAN_ID, instance.plan_id.clone()));
     keys.push((USES_PLAN, instance.plan_id.clone()));

@@ -240,7 +240,7 @@ async fn a_move_handed_back_mid_deploy_is_finished_by_another_replica_on_the_eng
     // and deploys where the move was decided, never a second time elsewhere.
     a.engines().change_schedule(&name("e2"), ScheduleChange::Cordon).await.expect("cordon");
     a.shutdown().await;
-    let moved_id = format!("moved-{}", op.id.rsplit('-').next().expect("an id"));
+    let moved_id = op.moved_id().expect("a move's deployment id");
     engines.dummy("e2").holds().release(OperationKind::Provision, &moved_id);
     assert_eq!(b.operations().claim_orphaned_operations(false).await.expect("claims"), 1);
     eventually(Duration::from_secs(10), "the move finished", || async {

@@ -28,6 +28,10 @@ use futures_util::StreamExt;
 use serde_json::json;
 
 use crate::support::catalog::{provision_request, register};
+use crate::support::wait::eventually;
+use esm::domain::event::EventKind;
+use esm::domain::instance::ServiceInstance;
+use esm::events::Filter;
 
 /// An engine whose every call fails while it is unplugged, counting the deployments
 /// made on it.
@@ -286,4 +290,69 @@ async fn reconciling_the_default_engine_leaves_another_engines_instances_alone()
     assert_eq!(store.page_ids(Collection::Resources, &gone).await.expect("resources"), Vec::<String>::new());
     let instance = broker.instances().et_instance("on-e1").await.expect("still there");
     assert_eq!(instance.engine, "e1");
+}
+
+/// The deployments dummy engine `name` holds.
+async fn held_on(engines: &PluggedEngines, name: &str) -> Vec<String> {
+    let held = engines.dummy(name).held(None).await.expect("the dummy answers");
+    held.into_iter().filter(|h| h.kind == "deployment").map(|h| h.owner).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_engine_that_answers_again_is_reconciled_before_it_takes_placements() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let engines = Arc::new(PluggedEngines::default());
+    let broker = broker(&store, engines.clone(), Clock::tokio());
+    broker.spawn_event_log();
+    register(&broker, json!({"metadata": {"placement": {"requires": {"zone": "a"}}}}), "x-esm-dummy: {mode: sync}")
+        .await;
+    declare(&broker, "e1", json!({"backend": "dummy", "labels": {"zone": "a"}})).await;
+    broker.instances().provision("kept", provision_request(), false).await.expect("placed");
+    broker.instances().provision("forgotten", provision_request(), false).await.expect("placed");
+    // What esm forgets while the engine is away stays on it: an orphan.
+    esm::store::Records::new(Arc::clone(&store)).delete::<ServiceInstance>("forgotten", None).await.expect("gone");
+    let e1 = EngineName::parse("e1").expect("name");
+    engines.plug("e1").unplug(true);
+    broker.engines().probe_round().await.expect("probes");
+    assert_eq!(broker.engines().get(&e1).await.expect("e1").state.as_str(), "unreachable");
+    assert_eq!(held_on(&engines, "e1").await, ["forgotten", "kept"]);
+
+    engines.plug("e1").unplug(false);
+    broker.engines().probe_round().await.expect("probes");
+    assert_eq!(broker.engines().get(&e1).await.expect("e1").state.as_str(), "active");
+    assert_eq!(held_on(&engines, "e1").await, ["kept"], "the orphan went before the engine took placements");
+    let removed = eventually(Duration::from_secs(10), "the removal's event", || async {
+        let filter = Filter { kind: Some(EventKind::InstanceRemoved), ..Filter::default() };
+        let events = broker.events().page(&filter, 0, 10).await.expect("events");
+        events.into_iter().next()
+    })
+    .await;
+    assert_eq!((removed.instance_id.as_deref(), removed.engine.as_deref()), (Some("forgotten"), Some("e1")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn reconciliation_removes_orphans_on_every_declared_engine_and_leaves_what_esm_knows() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let engines = Arc::new(PluggedEngines::default());
+    let broker = broker(&store, engines.clone(), Clock::tokio());
+    register(&broker, json!({"metadata": {"placement": {"requires": {"zone": "a"}}}}), "x-esm-dummy: {mode: sync}")
+        .await;
+    for name in ["e1", "e2"] {
+        declare(&broker, name, json!({"backend": "dummy", "labels": {"zone": "a"}})).await;
+    }
+    broker.engines().probe_round().await.expect("probes");
+    for n in 0..4 {
+        broker.instances().provision(&format!("i-{n}"), provision_request(), false).await.expect("placed");
+    }
+    let records = esm::store::Records::new(Arc::clone(&store));
+    for id in ["i-0", "i-1"] {
+        records.delete::<ServiceInstance>(id, None).await.expect("forgotten");
+    }
+    // Reconciliation looks only at what was recorded before its listing.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(broker.inventory().reconcile().await.expect("a round"), 2);
+    let mut left = held_on(&engines, "e1").await;
+    left.extend(held_on(&engines, "e2").await);
+    left.sort();
+    assert_eq!(left, ["i-2", "i-3"]);
 }

@@ -16,7 +16,7 @@ use futures_util::StreamExt;
 use serde_json::Value;
 
 use super::Engines;
-use crate::broker::operations::relocate::{Relocate, moved_id};
+use crate::broker::operations::relocate::Relocate;
 use crate::domain::binding::{Binding, Credentials};
 use crate::domain::engine::{DEFAULT_ENGINE, Engine, EngineState};
 use crate::domain::event::{Event, EventKind};
@@ -140,7 +140,7 @@ impl Engines<'_> {
         }
         let ops = self.broker.operations();
         let mut op = ops.start_op(OperationKind::Relocate, true);
-        let (op_id, deployed_id) = (op.id.clone(), moved_id(&op.id));
+        let (op_id, deployed_id) = (op.id.clone(), op.moved_id().unwrap_or_default());
         let view = self.broker.registrar().instance_view(registry, &instance).await?;
         let placed = match self.place(&view, &deployed_id, None).await {
             Ok(placed) => placed,

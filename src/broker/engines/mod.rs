@@ -312,6 +312,22 @@ impl Engines<'_> {
         snapshot.engines.iter().any(|e| e.name.as_str() == name && e.state() == EngineState::Draining)
     }
 
+    /// The backend of every declared engine that answers, by engine name: what
+    /// reconciliation covers beside the default engine's backends.
+    pub(in crate::broker) async fn reachable_backends(&self) -> OsbResult<Vec<(String, Arc<dyn Backend>)>> {
+        let mut backends = Vec::new();
+        for engine in self.read_engines().await? {
+            if engine.is_default() || engine.health != Health::Reachable {
+                continue;
+            }
+            match self.backend_for(&engine).await {
+                Ok(backend) => backends.push((engine.name.to_string(), backend)),
+                Err(e) => tracing::debug!(engine = %engine.name, error = %e, "cannot reach the engine to reconcile it"),
+            }
+        }
+        Ok(backends)
+    }
+
     /// How many more instances engine `name` takes (its capacity less what it holds),
     /// as the fleet's copy says; `None` when it has no capacity.
     pub(in crate::broker) async fn free_room(&self, name: &str) -> Option<u64> {

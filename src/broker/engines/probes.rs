@@ -1,7 +1,9 @@
 //! Whether each engine answers. Every replica probes every declared engine each
 //! `ESM_ENGINE_PROBE_INTERVAL`, each probe within its own deadline; the record changes
 //! only when the answer does (reachable, unreachable, needs repair, new facts), so the
-//! store sees a write per change, not per probe. The default engine is not probed
+//! store sees a write per change, not per probe. An engine that answers again is
+//! reconciled (its orphans removed) before it is marked reachable, so it takes no
+//! placement before that. The default engine is not probed
 //! here: its backends are the settings', and `/health` reports them as it always did.
 
 use std::sync::Arc;
@@ -46,6 +48,14 @@ impl Engines<'_> {
         let deadline = self.core.settings.engines.probe_interval.max(std::time::Duration::from_secs(1));
         let result = match self.backend_for(engine).await {
             Ok(backend) => match tokio::time::timeout(deadline, backend.probe()).await {
+                // Back: what it holds for instances esm does not know (deprovisioned
+                // while it was away) goes before it takes placements.
+                Ok(Ok(facts)) if engine.health != Health::Reachable => {
+                    match self.broker.inventory().reconcile_engine(&engine.name, backend.as_ref()).await {
+                        Ok(_) => Ok(facts),
+                        Err(e) => Err(format!("answers, but reconciling it failed: {e}")),
+                    }
+                }
                 Ok(Ok(facts)) => Ok(facts),
                 Ok(Err(e)) => Err(e.message),
                 Err(_) => Err(format!("no answer within {} s", deadline.as_secs())),

@@ -27,9 +27,6 @@ use crate::domain::liveness::LivenessStatus;
 use crate::domain::operation::{Operation, OperationKind};
 use crate::error::OsbResult;
 
-/// The id prefix of a deployment made by a move.
-pub(in crate::broker) const MOVED_PREFIX: &str = "moved-";
-
 /// Moves an instance to another engine.
 pub(in crate::broker) struct Relocate;
 
@@ -43,13 +40,6 @@ pub(in crate::broker) struct Moved {
     look: FirstLook,
 }
 
-/// The id the deployment made by operation `op_id` runs under: the same on every run
-/// of the operation, and new for every move.
-pub(in crate::broker) fn moved_id(op_id: &str) -> String {
-    let unique = op_id.rsplit('-').next().unwrap_or(op_id);
-    format!("{MOVED_PREFIX}{unique}")
-}
-
 #[async_trait]
 impl Work for Relocate {
     const KIND: OperationKind = OperationKind::Relocate;
@@ -58,7 +48,7 @@ impl Work for Relocate {
 
     async fn call(&self, call: Call<'_, ServiceInstance>) -> Result<Moved, BackendError> {
         let Call { ops, registry, record: instance, op } = call;
-        let deployed_id = moved_id(&op.id);
+        let deployed_id = op.moved_id().ok_or_else(|| BackendError::new("not a move"))?;
         let to = op.relocate_to.as_deref().unwrap_or(DEFAULT_ENGINE);
         let target = ServiceInstance {
             id: deployed_id.clone(),
