@@ -86,8 +86,11 @@ pub const OUTBOX: &str = "outbox";
 
 /// The version of what [`instance_keys`] and [`binding_keys`] produce. Raised whenever
 /// they produce more, so [`super::Records::reindex`] rewrites the records an older esm
-/// wrote. 2: an instance's liveness, backend and census.
-pub const VERSION: u64 = 2;
+/// wrote. 2: an instance's liveness, backend and census. 3: its engine (a store an
+/// esm before engines wrote counts its instances on the default engine only once
+/// they are rewritten: the default engine's capacity depends on it), a move's
+/// deployment, a retiring mark.
+pub const VERSION: u64 = 3;
 
 /// What a record is found under: (field, value) pairs; a field may repeat.
 pub type IndexKeys = Vec<(&'static str, String)>;

@@ -356,3 +356,23 @@ async fn reconciliation_removes_orphans_on_every_declared_engine_and_leaves_what
     left.sort();
     assert_eq!(left, ["i-2", "i-3"]);
 }
+
+#[tokio::test]
+async fn instances_an_esm_before_engines_wrote_count_on_the_default_engine_after_the_start() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    // As esm 0.x left them: indexed (version 2 done), but without the engine.
+    let body = json!({
+        "id": "old", "service_id": "s", "plan_id": "p", "organization_guid": "o", "space_guid": "s",
+        "manifest_id": "m", "status": "provisioned", "created_at": "2026-01-01T00:00:00.000Z",
+        "_ix": {"live": ["1"], "service_id": ["s"], "plan_id": ["p"]}
+    });
+    store.insert(Collection::Instances, "old", body).await.expect("stored");
+    store.insert(Collection::Registry, "_indexed_instances", json!({"index_version": 2})).await.expect("marked");
+    assert!(store.counts(Collection::Instances, index::ENGINE).await.expect("counts").is_empty());
+    let broker = broker(&store, Arc::new(PluggedEngines::default()), Clock::system());
+    broker.operations().claim_orphaned_operations(true).await.expect("the start's sweep");
+    let counted = store.counts(Collection::Instances, index::ENGINE).await.expect("counts");
+    assert_eq!(counted, [("default".to_owned(), 1)]);
+    let default = broker.engines().get(&EngineName::parse("default").expect("name")).await.expect("default");
+    assert_eq!(default.instances, 1);
+}
