@@ -11,6 +11,8 @@
 //! labels, limits or cordons it.
 
 mod evacuate;
+#[cfg(test)]
+mod evacuate_tests;
 mod fleet;
 mod placement;
 mod probes;
