@@ -74,7 +74,8 @@ async fn every_page_names_every_event_type_for_the_live_feed() {
         assert!(types.iter().any(|t| t == kind), "{kind} in {types:?}");
     }
     let failures = attribute("data-failure-types");
-    assert!(failures.iter().all(|t| t.ends_with(".failed")) && failures.len() == 5, "{failures:?}");
+    let kinds = esm::domain::operation::OperationKind::ALL.len();
+    assert!(failures.iter().all(|t| t.ends_with(".failed")) && failures.len() == kinds, "{failures:?}");
     app.stop().await;
 }
 
@@ -290,6 +291,11 @@ async fn the_engines_page_lists_each_engine_with_its_state_and_capacity() {
     assert!(e1.contains("0 / 3") && e1.contains("zone=a") && e1.contains(">dummy<"), "{e1}");
     assert!(e1.contains("note=&lt;b&gt;x&lt;/b&gt;"), "the label as text: {e1}");
     assert!(!text.contains("<b>x</b>"), "never as markup: {text}");
+    app.send(Method::POST, "/v2/et/engines/e1/drain", None).await.expect(StatusCode::OK);
+    let (_, _, text) = page(&app, "/dashboard/engines").await;
+    let e1 = engine_row(&text, "e1");
+    assert!(e1.contains("<strong>draining</strong>"), "{e1}");
+    assert!(e1.contains("0 to move, 0 moving, 0 leaving, 0 staying"), "the evacuation's progress: {e1}");
     app.stop().await;
 }
 
