@@ -12,11 +12,15 @@
 #   Over HTTP that difference is within wrk's noise on this machine, so the same is also
 #   measured in-process (examples/placement.rs: no HTTP, no load generator, 5,000 timed
 #   provisions each way), with the time to read every engine's load from the index.
-# DURATION (8s), CONNECTIONS (32), THREADS (2), INSTANCES (100000), LATENCY_DURATION (5s).
+# - evacuation: a drained engine's relocatable instances (EVACUATED, 2,000, each bound
+#   once) moved to another, in-process (examples/evacuation.rs), against the rate at
+#   which they were provisioned and bound in the same run.
+# DURATION (8s), CONNECTIONS (32), THREADS (2), INSTANCES (100000), LATENCY_DURATION (5s),
+# EVACUATED (2000).
 source "$(dirname "$0")/lib.sh"
 need wrk wrk
 build_esm
-cargo build --release --locked --quiet --example placement
+cargo build --release --locked --quiet --example placement --example evacuation
 duration=${DURATION:-8s}; conns=${CONNECTIONS:-32}; threads=${THREADS:-2}
 instances=${INSTANCES:-100000}
 
@@ -90,4 +94,6 @@ p99_flat=$(p99_ms "$ESM_URL_flat" one)
   printf '%-44s %12s\n' "placement's p99 cost, ms (goal <= 1)" "$(python3 -c "print(f'{$p99_fleet - $p99_flat:.3f}')")"
   echo
   "$BENCH_TARGET/release/examples/placement" 100 "$instances" 5000
+  echo
+  "$BENCH_TARGET/release/examples/evacuation" "${EVACUATED:-2000}"
 } | tee bench/results/engines.txt

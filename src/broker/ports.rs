@@ -18,8 +18,9 @@ use crate::store::{Collection, StoreError};
 impl Inventory<'_> {
     /// The host ports for `instance`'s deployment from `manifest` on `backend`: those it
     /// recorded and holds are kept, the others leased from the range, and leases it no
-    /// longer needs released. Without a range, none (the engine picks), and the backend
-    /// is not asked what the manifest publishes. A port nobody can have is the
+    /// longer needs released. Without a range, or on an engine other than the default
+    /// one, none (the engine picks), and the backend is not asked what the manifest
+    /// publishes. A port nobody can have is the
     /// deployment's failure.
     pub(super) async fn lease_host_ports(
         &self,
@@ -27,7 +28,10 @@ impl Inventory<'_> {
         manifest: &Manifest,
         instance: &ServiceInstance,
     ) -> Result<BTreeMap<String, u16>, BackendError> {
-        let Some((low, high)) = self.core.settings.host_ports else {
+        // The range is the default engine's host's: on another engine, the engine
+        // picks (its ports are another host's, and the inventory's port records name
+        // no engine).
+        let Some((low, high)) = self.core.settings.host_ports.filter(|_| instance.engine.is_none()) else {
             return Ok(BTreeMap::new());
         };
         let wants = backend.host_ports(manifest).await?;

@@ -117,3 +117,19 @@ async fn a_port_another_process_holds_is_skipped_not_leased() {
     assert_eq!(app.provision("h-2", false).await.status, StatusCode::CREATED);
     assert_eq!(host_port(&app, "h-2", "8080/tcp").await, Some(held));
 }
+
+#[tokio::test]
+async fn the_range_is_the_default_engines_and_another_engine_picks_its_own_ports() {
+    let app =
+        spawn_app_with(Config { host_port_range: Some(PortRange { low: 32000, high: 32009 }), ..test_config() }).await;
+    app.register_catalog(json!({"metadata": {"placement": {"requires": {"zone": "a"}}}}), ONE_PORT).await;
+    let spec = json!({"backend": "dummy", "labels": {"zone": "a"}});
+    assert_eq!(app.put("/v2/et/engines/e1", &spec).await.status, StatusCode::CREATED);
+    assert_eq!(app.provision("on-e1", false).await.status, StatusCode::CREATED);
+    let view = app.get("/v2/et/service_instances/on-e1").await.body;
+    assert_eq!(view["engine"], "e1");
+    let port = host_port(&app, "on-e1", "8080/tcp").await;
+    assert!(port.is_none_or(|p| !(32000..=32009).contains(&p)), "not from the default engine's range: {view}");
+    let leased = app.get("/v2/et/inventory?type=port").await.body;
+    assert_eq!(leased["resources"].as_array().map(Vec::len), Some(0), "no lease for it: {leased}");
+}

@@ -4,7 +4,8 @@
 //! drain). A round first finishes the moves already made (instances marked
 //! `retiring`: their bindings are pointed at the new deployment, then the old one is
 //! removed), then starts moves off each draining engine: a `relocate` operation per
-//! instance whose plan says `relocatable` (`operations/relocate.rs`), a few at once.
+//! instance whose plan says `relocatable` (`operations/relocate.rs`), up to 64 per
+//! engine and round, 4 at once.
 //! Recording the operation is the claim: of two replicas that pick the same instance,
 //! one writes it and the other is refused, as two platform requests would be. Only a
 //! draining engine that answers is evacuated: moving away from one that does not could
@@ -34,6 +35,8 @@ const PAGE: usize = 64;
 const PAGES_PER_ROUND: usize = 8;
 /// Moves one replica runs at once.
 const MOVES_AT_ONCE: usize = 4;
+/// Moves one replica starts per engine and round (the round ends when they have).
+const MOVES_PER_ROUND: usize = 64;
 /// How long after a failed move the instance is tried again.
 const RETRY_AFTER: Duration = Duration::from_secs(60);
 /// The most instances an engine's progress is counted over when it is shown.
@@ -93,7 +96,7 @@ impl Engines<'_> {
             let now = self.core.clock().now();
             movable.extend(page.into_iter().filter(|i| self.may_move(i, name, registry, now)).map(|i| i.id));
             after = next;
-            if after.is_none() || movable.len() >= MOVES_AT_ONCE {
+            if after.is_none() || movable.len() >= MOVES_PER_ROUND {
                 break;
             }
         }
