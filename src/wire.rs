@@ -21,7 +21,7 @@ pub use catalog::{
     MAX_DASHBOARD_CLIENT_BYTES, MAX_METADATA_BYTES, MaintenanceInfoRequest, ManifestRegistration, PlanRegistration,
     ServiceRegistration,
 };
-pub use engines::{EngineList, EngineView, Evacuation};
+pub use engines::{EngineList, EngineView, Evacuation, Used};
 pub use events::{EventPage, EventQuery, Gap};
 pub use inventory::{InstanceResources, InventoryPage, InventoryQuery};
 pub use liveness::{LivenessReport, LivenessView, MAX_TTL_SECONDS, ReportView};

@@ -145,6 +145,10 @@ impl<L: BackendLayer> Backend for Layered<L> {
         self.inner.host_port_held_elsewhere(protocol, port)
     }
 
+    async fn demand(&self, manifest: &Manifest) -> Result<crate::backend::Demand, BackendError> {
+        self.inner.demand(manifest).await
+    }
+
     fn dashboard_url(&self, instance: &ServiceInstance, manifest: &Manifest) -> Option<String> {
         self.inner.dashboard_url(instance, manifest)
     }

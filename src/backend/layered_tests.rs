@@ -3,6 +3,8 @@
 
 use std::sync::Mutex;
 
+use crate::backend::Demand;
+
 use super::*;
 use crate::backend::conformance::{instance, manifest};
 
@@ -58,6 +60,11 @@ impl Backend for Recorder {
 
     async fn host_ports(&self, _manifest: &Manifest) -> Result<Vec<PortWant>, BackendError> {
         self.failed("host_ports")
+    }
+
+    async fn demand(&self, _manifest: &Manifest) -> Result<Demand, BackendError> {
+        self.saw("demand");
+        Ok(Demand { cpu_millis: 1500, memory_bytes: 1 << 30 })
     }
 
     fn host_port_held_elsewhere(&self, _protocol: &str, _port: u16) -> bool {
@@ -157,6 +164,7 @@ async fn every_method_reaches_the_inner_backend_and_every_engine_call_the_layer(
     assert_eq!(layered.dashboard_url(&i, &m).as_deref(), Some("javascript:alert(1)"));
     assert!(layered.changes().is_none());
     assert!(layered.host_ports(&m).await.is_err());
+    assert_eq!(layered.demand(&m).await, Ok(Demand { cpu_millis: 1500, memory_bytes: 1 << 30 }));
     assert!(layered.provision(&i, &m).await.is_err());
     assert!(layered.update(&i, &m).await.is_err());
     assert!(layered.deprovision(&i, Some(&m)).await.is_err());
@@ -182,6 +190,7 @@ async fn every_method_reaches_the_inner_backend_and_every_engine_call_the_layer(
         "requires_app",
         "poolable",
         "host_ports",
+        "demand",
         "host_port_held_elsewhere",
         "dashboard_url",
         "provision",

@@ -102,6 +102,17 @@ pub struct BindOutput {
     pub endpoints: Option<Vec<Endpoint>>,
 }
 
+/// What one deployment of a manifest declares it may use: the sum of its containers'
+/// limits (each replica counted). An engine's CPU and memory capacity is counted in
+/// these (`domain::engine::Capacity`); what declares no limit counts nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Demand {
+    /// CPUs, in thousandths.
+    pub cpu_millis: u64,
+    /// Memory, in bytes.
+    pub memory_bytes: u64,
+}
+
 /// A failed backend call.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{message}")]
@@ -176,6 +187,13 @@ pub trait Backend: Send + Sync {
     /// `ESM_HOST_PORT_RANGE` (the instance's `host_ports` then says which it got).
     async fn host_ports(&self, _manifest: &Manifest) -> Result<Vec<PortWant>, BackendError> {
         Ok(Vec::new())
+    }
+
+    /// What a deployment of this manifest declares it may use (its containers'
+    /// limits): what placement counts against an engine's CPU and memory capacity.
+    /// Nothing by default.
+    async fn demand(&self, _manifest: &Manifest) -> Result<Demand, BackendError> {
+        Ok(Demand::default())
     }
 
     /// Whether a process outside esm already holds host port `port`/`protocol` where

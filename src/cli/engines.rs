@@ -97,7 +97,7 @@ fn declaration(
         (None, Some(backend)) => EngineSpec {
             backend,
             labels: Labels::of(labels.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map_err(Failure::usage)?,
-            capacity: Capacity { instances: capacity },
+            capacity: Capacity { instances: capacity, ..Capacity::default() },
             endpoint,
             publish_address: None,
             advertise_host: None,

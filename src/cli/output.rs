@@ -295,8 +295,10 @@ pub(super) fn engine(value: &Value) -> Table {
     }
     let types: Vec<String> = value["manifest_types"].as_array().into_iter().flatten().map(text).collect();
     t.row(["manifest types".to_owned(), types.join(", ")]);
-    if value["evacuation"].is_object() {
-        flatten(&mut t, "evacuation", &value["evacuation"]);
+    for field in ["capacity", "used", "evacuation"] {
+        if value[field].is_object() {
+            flatten(&mut t, field, &value[field]);
+        }
     }
     flatten(&mut t, "endpoint", &value["endpoint"]);
     for field in ["publish_address", "advertise_host"] {

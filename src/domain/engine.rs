@@ -104,6 +104,21 @@ pub struct Capacity {
     /// The most instances (and warm pool members) placed on it; absent: no limit.
     #[schema(minimum = 0, maximum = 1_000_000)]
     pub instances: Option<u32>,
+    /// The CPUs its deployments' declared limits may add up to (`8`, `0.5`; counted
+    /// in tenths); absent: not counted.
+    #[schema(value_type = Option<f64>, minimum = 0.1, maximum = 1024)]
+    pub cpus: Option<super::units::Cpus>,
+    /// The memory its deployments' declared limits may add up to (`"64g"`, or bytes;
+    /// counted in 256 MiB, answered in bytes); absent: not counted.
+    #[schema(value_type = Option<u64>)]
+    pub memory: Option<super::units::Memory>,
+}
+
+impl Capacity {
+    /// Whether it counts CPU or memory (what placement must ask a manifest for).
+    pub fn counts_units(&self) -> bool {
+        self.cpus.is_some() || self.memory.is_some()
+    }
 }
 
 /// TLS client files for a `tcp://` Docker endpoint, relative to
@@ -190,6 +205,9 @@ impl EngineSpec {
         }
         if self.capacity.instances.is_some_and(|n| n > MAX_CAPACITY) {
             return Err(format!("capacity.instances must be at most {MAX_CAPACITY}"));
+        }
+        if let Some(memory) = self.capacity.memory {
+            memory.check()?;
         }
         for file in [endpoint.kubeconfig.as_ref()]
             .into_iter()

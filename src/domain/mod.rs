@@ -19,3 +19,4 @@ pub mod reporting_token;
 pub mod resource;
 pub mod strict;
 pub mod time;
+pub mod units;

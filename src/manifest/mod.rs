@@ -214,7 +214,33 @@ pub enum CredentialSource {
     },
 }
 
+/// A CPU count as compose writes it (`cpus: 1.5`), in billionths; refused outside
+/// (0, 1024].
+pub fn cpus_of(value: &serde_json::Value) -> Result<i64, String> {
+    values::parse_cpus(value)
+}
+
+/// A size as compose writes it (`mem_limit: 512m`, bytes as a number), in bytes.
+pub fn bytes_of(value: &serde_json::Value) -> Result<i64, String> {
+    values::parse_bytes(value)
+}
+
 impl Compose {
+    /// What one deployment declares it may use: the sum of its services' limits,
+    /// each replica counted when `replicated` (a swarm or a cluster runs `replicas`; a
+    /// Docker engine's compose runs one container per service).
+    pub fn demand(&self, replicated: bool) -> crate::backend::Demand {
+        let mut demand = crate::backend::Demand::default();
+        for service in self.services.values() {
+            let copies = if replicated { service.replicas.unwrap_or(1) } else { 1 };
+            let nano = u64::try_from(service.nano_cpus.unwrap_or(0)).unwrap_or(0);
+            let bytes = u64::try_from(service.memory_bytes.unwrap_or(0)).unwrap_or(0);
+            demand.cpu_millis = demand.cpu_millis.saturating_add(nano.div_ceil(1_000_000).saturating_mul(copies));
+            demand.memory_bytes = demand.memory_bytes.saturating_add(bytes.saturating_mul(copies));
+        }
+        demand
+    }
+
     /// Parses and checks a manifest under `policy`.
     pub fn parse(content: &str, policy: &Policy) -> Result<Compose, String> {
         let value = yaml::load(content, &policy.limits).map_err(|e| format!("manifest_content: {e}"))?;

@@ -84,6 +84,11 @@ fn every_supported_key_parses() {
     assert_eq!(db.memory_bytes, Some(1024 * 1024 * 1024));
     assert_eq!(db.nano_cpus, Some(1_500_000_000));
     assert_eq!(db.replicas, Some(2));
+    // What a deployment declares: one container each on a Docker engine, each replica
+    // on a swarm or a cluster.
+    let one_each = crate::backend::Demand { cpu_millis: 2_000, memory_bytes: 1_280 * 1024 * 1024 };
+    let replicated = crate::backend::Demand { cpu_millis: 3_500, memory_bytes: 2_304 * 1024 * 1024 };
+    assert_eq!((c.demand(false), c.demand(true)), (one_each, replicated));
     assert!(c.networks["shared"].external);
     assert!(c.volumes["data"].keep);
     assert_eq!(c.credentials["database"], CredentialSource::Literal("app".into()));

@@ -47,8 +47,21 @@ pub struct EngineView {
     pub unreachable_since: Option<String>,
     /// Where it was declared: `settings`, `file` or `api`.
     pub source: Source,
+    /// The CPU and memory its deployments' declared limits take, for what its
+    /// capacity counts (in its units: tenths of a CPU, 256 MiB).
+    pub used: Option<Used>,
     /// While it drains: how far moving its relocatable instances away is.
     pub evacuation: Option<Evacuation>,
+}
+
+/// The CPU and memory taken on an engine.
+#[serde_with::skip_serializing_none]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Used {
+    /// CPUs.
+    pub cpus: Option<f64>,
+    /// Memory, in bytes.
+    pub memory: Option<u64>,
 }
 
 /// How far a draining engine's evacuation is, by instance.

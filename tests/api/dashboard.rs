@@ -291,6 +291,11 @@ async fn the_engines_page_lists_each_engine_with_its_state_and_capacity() {
     assert!(e1.contains("0 / 3") && e1.contains("zone=a") && e1.contains(">dummy<"), "{e1}");
     assert!(e1.contains("note=&lt;b&gt;x&lt;/b&gt;"), "the label as text: {e1}");
     assert!(!text.contains("<b>x</b>"), "never as markup: {text}");
+    let counted = json!({"backend": "dummy", "capacity": {"cpus": 2, "memory": "1g"}});
+    app.put("/v2/et/engines/e2", &counted).await.expect(StatusCode::CREATED);
+    let (_, _, text) = page(&app, "/dashboard/engines").await;
+    let e2 = engine_row(&text, "e2");
+    assert!(e2.contains("0 / 2.0 CPUs") && e2.contains("0.0 / 1.0 GiB"), "CPU and memory used: {e2}");
     app.send(Method::POST, "/v2/et/engines/e1/drain", None).await.expect(StatusCode::OK);
     let (_, _, text) = page(&app, "/dashboard/engines").await;
     let e1 = engine_row(&text, "e1");

@@ -74,6 +74,13 @@ async fn hostile_declarations_are_refused_with_the_reason() {
         ("/v2/et/engines/e1", json!({"backend": "dummy", "labels": many}), StatusCode::BAD_REQUEST),
         ("/v2/et/engines/e1", json!({"backend": "dummy", "labels": {"zone": "a\u{1b}[2J"}}), StatusCode::BAD_REQUEST),
         ("/v2/et/engines/e1", json!({"backend": "dummy", "capacity": {"cpu": 4}}), StatusCode::BAD_REQUEST),
+        ("/v2/et/engines/e1", json!({"backend": "dummy", "capacity": {"cpus": 0.01}}), StatusCode::BAD_REQUEST),
+        ("/v2/et/engines/e1", json!({"backend": "dummy", "capacity": {"cpus": 1e308}}), StatusCode::BAD_REQUEST),
+        ("/v2/et/engines/e1", json!({"backend": "dummy", "capacity": {"cpus": "many"}}), StatusCode::BAD_REQUEST),
+        ("/v2/et/engines/e1", json!({"backend": "dummy", "capacity": {"cpus": {"a": [1]}}}), StatusCode::BAD_REQUEST),
+        ("/v2/et/engines/e1", json!({"backend": "dummy", "capacity": {"memory": "99t"}}), StatusCode::BAD_REQUEST),
+        ("/v2/et/engines/e1", json!({"backend": "dummy", "capacity": {"memory": "1m"}}), StatusCode::BAD_REQUEST),
+        ("/v2/et/engines/e1", json!({"backend": "dummy", "capacity": {"memory": -5}}), StatusCode::BAD_REQUEST),
         (
             "/v2/et/engines/e1",
             json!({"backend": "dummy", "endpoint": {"docker_host": "unix:///var/run/docker.sock"}}),
@@ -103,6 +110,15 @@ async fn hostile_declarations_are_refused_with_the_reason() {
     let engines = app.get("/v2/et/engines").await.body["engines"].as_array().expect("engines").clone();
     assert_eq!(engines.len(), 1);
     assert_eq!(engines[0]["capacity"]["instances"], 1);
+    // Written as compose writes limits, answered in CPUs and bytes.
+    let spec = json!({"backend": "dummy", "capacity": {"cpus": 1.5, "memory": "2g"}});
+    let created = app.put("/v2/et/engines/e1", &spec).await;
+    let created = created.expect(StatusCode::CREATED);
+    assert_eq!(
+        (created["capacity"]["cpus"].as_f64(), created["capacity"]["memory"].as_u64()),
+        (Some(1.5), Some(2 << 30))
+    );
+    assert_eq!((created["used"]["cpus"].as_f64(), created["used"]["memory"].as_u64()), (Some(0.0), Some(0)));
 }
 
 #[tokio::test]

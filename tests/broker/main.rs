@@ -11,6 +11,7 @@
 mod support;
 
 mod backend_conformance;
+mod capacity_units;
 mod deploy_manifests;
 mod evacuation;
 mod event_log;

@@ -53,6 +53,8 @@ impl<U> Units<U> {
 pub trait DockerRuntime: Runtime + Sized {
     /// The backend's name, for logs and `/health`.
     const NAME: &'static str;
+    /// Whether it runs a service's `replicas` (a swarm), or one container each.
+    const REPLICATED: bool = false;
     /// The `manifest_type` values it deploys.
     const MANIFEST_TYPES: &'static [&'static str];
 
@@ -153,6 +155,10 @@ where
     /// is never asked, and the engine's refusal stays the failure.
     fn host_port_held_elsewhere(&self, protocol: &str, port: u16) -> bool {
         self.0.engine.is_local() && host_port::held_elsewhere(self.0.settings.publish_address, protocol, port)
+    }
+
+    async fn demand(&self, manifest: &Manifest) -> Result<crate::backend::Demand, BackendError> {
+        Ok(self.parse(manifest).await?.demand(Units::<U>::REPLICATED))
     }
 
     async fn host_ports(&self, manifest: &Manifest) -> Result<Vec<PortWant>, BackendError> {

@@ -65,6 +65,7 @@ fn service_label(service: &Service) -> String {
 #[async_trait]
 impl DockerRuntime for Units<Services> {
     const NAME: &'static str = "docker-swarm";
+    const REPLICATED: bool = true;
     const MANIFEST_TYPES: &'static [&'static str] = &["docker-swarm"];
 
     /// The instance's services and all their tasks, in two listings: one component per

@@ -202,6 +202,12 @@ struct FakeService {
     /// Published ports (`ports.rs`), reported on the host ports esm leased.
     #[serde(default)]
     ports: Vec<Value>,
+    /// A CPU limit, as compose writes it: what placement counts (`demand`).
+    #[serde(default)]
+    cpus: Option<Value>,
+    /// A memory limit, as compose writes it (`512m`).
+    #[serde(default)]
+    mem_limit: Option<Value>,
 }
 
 impl DummyBackend {
@@ -255,6 +261,7 @@ impl DummyBackend {
             return Err("x-esm-dummy.hold is for tests; this esm build does not take it".into());
         }
         ports::wants(&parsed.services)?;
+        demand(&parsed.services)?;
         if let Some(url) = &parsed.script.dashboard_url {
             super::check_dashboard_url(url).map_err(|e| format!("x-esm-dummy.{e}"))?;
         }
@@ -335,6 +342,10 @@ impl Backend for DummyBackend {
 
     async fn host_ports(&self, manifest: &Manifest) -> Result<Vec<PortWant>, BackendError> {
         ports::wants(&self.load(manifest)?.services).map_err(BackendError::new)
+    }
+
+    async fn demand(&self, manifest: &Manifest) -> Result<super::Demand, BackendError> {
+        demand(&self.load(manifest)?.services).map_err(BackendError::new)
     }
 
     fn host_port_held_elsewhere(&self, protocol: &str, port: u16) -> bool {
@@ -502,6 +513,22 @@ impl Backend for DummyBackend {
     async fn probe(&self) -> Result<String, BackendError> {
         Ok("the dummy backend is always ready".into())
     }
+}
+
+/// What the services' limits add up to, as compose counts them (one container each).
+fn demand(services: &BTreeMap<String, FakeService>) -> Result<super::Demand, String> {
+    let mut demand = super::Demand::default();
+    for service in services.values() {
+        if let Some(cpus) = &service.cpus {
+            let nano = u64::try_from(crate::manifest::cpus_of(cpus)?).unwrap_or(0);
+            demand.cpu_millis = demand.cpu_millis.saturating_add(nano.div_ceil(1_000_000));
+        }
+        if let Some(memory) = &service.mem_limit {
+            let bytes = u64::try_from(crate::manifest::bytes_of(memory)?).unwrap_or(0);
+            demand.memory_bytes = demand.memory_bytes.saturating_add(bytes);
+        }
+    }
+    Ok(demand)
 }
 
 /// The id of the operation a record is running.

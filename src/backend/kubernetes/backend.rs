@@ -129,6 +129,16 @@ impl Backend for KubernetesBackend {
         Execution::Either
     }
 
+    /// A compose manifest's limits, each replica counted; Kubernetes YAML counts
+    /// nothing yet.
+    async fn demand(&self, manifest: &Manifest) -> Result<crate::backend::Demand, BackendError> {
+        if KUBERNETES_TYPES.contains(&manifest.manifest_type.as_str()) {
+            return Ok(crate::backend::Demand::default());
+        }
+        let compose = Compose::parse(&manifest.manifest_content, &self.settings.policy.docker);
+        Ok(compose.map_err(BackendError::new)?.demand(true))
+    }
+
     /// Two deployments cannot hold one fixed node port or host port.
     async fn poolable(&self, manifest: &Manifest) -> Result<(), String> {
         let workload = self.workload(manifest).await.map_err(|e| e.message)?;

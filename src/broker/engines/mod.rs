@@ -31,9 +31,10 @@ use crate::domain::engine::{
 };
 use crate::domain::event::Event;
 use crate::domain::instance::ServiceInstance;
+use crate::domain::units::{MEMORY_UNIT_BYTES, UnitKind};
 use crate::error::{OsbError, OsbResult};
 use crate::store::{Collection, StoreError, index};
-use crate::wire::EngineView;
+use crate::wire::{EngineView, Used};
 use fleet::Snapshot;
 
 service! {
@@ -115,6 +116,12 @@ impl Engines<'_> {
     /// [`Engines::view`], with its evacuation's progress while it drains.
     async fn shown(&self, engine: &Engine, loads: &HashMap<String, u64>) -> OsbResult<EngineView> {
         let mut view = self.view(engine, loads);
+        #[allow(clippy::cast_precision_loss)]
+        let cpus = self.units_used(engine, UnitKind::Cpu).await?.map(|u| u as f64 / 10.0);
+        let memory = self.units_used(engine, UnitKind::Memory).await?.map(|u| u * MEMORY_UNIT_BYTES);
+        if cpus.is_some() || memory.is_some() {
+            view.used = Some(Used { cpus, memory });
+        }
         if engine.schedule == Schedule::Draining {
             view.evacuation = Some(self.evacuation(&engine.name).await?);
         }
@@ -481,6 +488,7 @@ impl Engines<'_> {
             last_probe: probe.map(|at| at.to_string()),
             unreachable_since: engine.unreachable_since.map(|t| t.to_string()),
             source: engine.source,
+            used: None,
             evacuation: None,
         }
     }

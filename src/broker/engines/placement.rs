@@ -16,6 +16,7 @@ use crate::broker::PlanView;
 use crate::domain::engine::{Engine, EngineState};
 use crate::domain::placement::{Candidate, rank, refusal};
 use crate::domain::resource::{Resource, ResourceState, SLOT};
+use crate::domain::units::{self, Cpus, Memory, UnitKind};
 use crate::error::{OsbError, OsbResult};
 use crate::store::{Collection, StoreError, Versioned, index};
 
@@ -69,7 +70,7 @@ impl Engines<'_> {
         // The single-engine settings alone, unlimited: as before engines, no store call.
         if let [alone] = snapshot.engines.as_slice()
             && alone.is_default()
-            && alone.spec.capacity.instances.is_none()
+            && alone.spec.capacity == Default::default()
             && alone.state() == EngineState::Active
             && rule.requires.is_empty()
             && only.is_none_or(|name| name == alone.name.as_str())
@@ -96,6 +97,13 @@ impl Engines<'_> {
             })
             .collect();
         let ranked = rank(&rule, &candidates).map_err(OsbError::Unprocessable)?;
+        // Asked of the manifest only when some engine counts CPU or memory.
+        let wanted = match snapshot.engines.iter().any(|e| e.spec.capacity.counts_units()) {
+            true => {
+                units::wanted(view.backend.demand(&view.manifest).await.map_err(|e| OsbError::BadRequest(e.message))?)
+            }
+            false => (0, 0),
+        };
         let mut passed = Vec::new();
         for name in ranked {
             let Some(engine) = snapshot.engines.iter().find(|e| e.name.as_str() == name) else { continue };
@@ -105,6 +113,11 @@ impl Engines<'_> {
                     passed.push(format!("{name}: full ({capacity} of {capacity})"));
                     continue;
                 }
+            }
+            if let Some(short) = self.take_units(engine, wanted, holder).await? {
+                self.release_slots(holder).await?;
+                passed.push(format!("{name}: {short}"));
+                continue;
             }
             // The copy may be a second old: the record says whether it still takes
             // placements (a cordon written since is seen here).
@@ -198,11 +211,70 @@ impl Engines<'_> {
         Ok(false)
     }
 
+    /// Takes the CPU and memory units (`wanted`) a deployment under `holder` declares
+    /// on `engine`, for the kinds it counts; what it is short of if it has too few
+    /// free (the caller gives back what was taken).
+    async fn take_units(&self, engine: &Engine, wanted: (u64, u64), holder: &str) -> OsbResult<Option<String>> {
+        let capacity = engine.spec.capacity;
+        let kinds = [
+            (UnitKind::Cpu, capacity.cpus.map(Cpus::units), wanted.0),
+            (UnitKind::Memory, capacity.memory.map(Memory::units), wanted.1),
+        ];
+        for (kind, has, want) in kinds {
+            let Some(has) = has.filter(|_| want > 0) else { continue };
+            let taken = self.taken_units(&engine.name, kind, has).await?;
+            let free = has.saturating_sub(taken.len() as u64);
+            let mut got = 0;
+            for n in (0..has).filter(|n| !taken.contains(&unit_id(&engine.name, kind, *n))) {
+                if got == want {
+                    break;
+                }
+                if self.insert_resource_slot(unit_id(&engine.name, kind, n), &engine.name, holder).await? {
+                    got += 1;
+                }
+            }
+            if got < want {
+                return Ok(Some(format!(
+                    "not enough {} ({} wanted, {} of {} free)",
+                    kind.what(),
+                    units::shown(kind, want),
+                    units::shown(kind, free),
+                    units::shown(kind, has)
+                )));
+            }
+        }
+        Ok(None)
+    }
+
+    /// How many of `engine`'s `kind` units are taken, when it counts them.
+    pub(super) async fn units_used(&self, engine: &Engine, kind: UnitKind) -> OsbResult<Option<u64>> {
+        let has = match kind {
+            UnitKind::Cpu => engine.spec.capacity.cpus.map(Cpus::units),
+            UnitKind::Memory => engine.spec.capacity.memory.map(Memory::units),
+        };
+        let Some(has) = has else { return Ok(None) };
+        Ok(Some(self.taken_units(&engine.name, kind, has).await?.len() as u64))
+    }
+
+    /// The ids of `engine`'s `kind` units that are taken (at most `has` are read).
+    async fn taken_units(&self, engine: &str, kind: UnitKind, has: u64) -> OsbResult<BTreeSet<String>> {
+        let prefix = format!("{SLOT}/{engine}/{}/", kind.as_str());
+        let limit = usize::try_from(has).unwrap_or(usize::MAX).saturating_add(1);
+        let query = index::Query::new([(index::TYPE, SLOT), (index::NAME, engine)], limit).after(Some(prefix.clone()));
+        let ids = self.core.store().page_ids(Collection::Resources, &query).await?;
+        Ok(ids.into_iter().filter(|id| id.starts_with(&prefix)).collect())
+    }
+
     /// Inserts slot `n` of `engine` for `holder`; false if it is taken.
     async fn insert_slot(&self, engine: &str, n: u32, holder: &str) -> OsbResult<bool> {
+        self.insert_resource_slot(slot_id(engine, n), engine, holder).await
+    }
+
+    /// Inserts the slot `id` of `engine` for `holder`; false if it is taken.
+    async fn insert_resource_slot(&self, id: String, engine: &str, holder: &str) -> OsbResult<bool> {
         let now = self.core.clock().timestamp();
         let slot = Resource {
-            id: slot_id(engine, n),
+            id,
             kind: SLOT.to_owned(),
             name: engine.to_owned(),
             owner: holder.to_owned(),
@@ -229,4 +301,10 @@ impl Engines<'_> {
 /// The id of slot `n` of `engine`: zero-padded, so ids sort as slots do.
 fn slot_id(engine: &str, n: u32) -> String {
     format!("{SLOT}/{engine}/{n:07}")
+}
+
+/// The id of unit `n` of `kind` on `engine` (`slot/e1/cpu/0000003`): after the
+/// engine's instance slots, whose numbers sort before letters.
+fn unit_id(engine: &str, kind: UnitKind, n: u64) -> String {
+    format!("{SLOT}/{engine}/{}/{n:07}", kind.as_str())
 }

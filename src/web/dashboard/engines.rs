@@ -45,7 +45,15 @@ fn row(engine: &EngineView) -> Markup {
                                            (e.staying) " staying" @if !e.counted_all { " (of the first 1000)" } }
                 }
             }
-            td { (used(engine)) }
+            td {
+                (used(engine))
+                @if let (Some(cpus), Some(used)) = (engine.capacity.cpus, engine.used.as_ref().and_then(|u| u.cpus)) {
+                    br; small { (used) " / " (serde_json::json!(cpus)) " CPUs" }
+                }
+                @if let (Some(memory), Some(used)) = (engine.capacity.memory, engine.used.as_ref().and_then(|u| u.memory)) {
+                    br; small { (gib(used)) " / " (gib(memory.bytes())) " GiB" }
+                }
+            }
             td { @if engine.labels.is_empty() { "—" } @else {
                 ul.labels { @for (key, value) in engine.labels.iter() { li { code { (key) "=" (value) } } } }
             } }
@@ -63,4 +71,11 @@ fn used(engine: &EngineView) -> String {
         Some(capacity) => format!("{} / {capacity}", engine.instances),
         None => format!("{} / unlimited", engine.instances),
     }
+}
+
+/// Bytes as GiB, one decimal.
+fn gib(bytes: u64) -> String {
+    #[allow(clippy::cast_precision_loss)]
+    let gib = bytes as f64 / f64::from(1u32 << 30);
+    format!("{gib:.1}")
 }
