@@ -9,40 +9,21 @@
 //!
 //! `cargo run --release --example evacuation [INSTANCES]`
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::sync::Arc;
 use std::time::Instant;
 
-use esm::backend::Backends;
-use esm::backend::dummy::DummyBackend;
-use esm::broker::{Broker, BrokerSettings, ScheduleChange};
+use esm::broker::{Broker, ScheduleChange};
 use esm::domain::bounded::EngineName;
-use esm::domain::catalog::Service;
 use esm::domain::engine::{EngineSpec, Source};
-use esm::domain::manifest::Manifest;
-use esm::store::Store;
-use esm::store::memory::MemoryStore;
 use futures_util::StreamExt;
 use serde_json::json;
 
 async fn broker() -> Arc<Broker> {
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let broker = Broker::new(store, Backends::new().with(Arc::new(DummyBackend::new())), BrokerSettings::default());
     let rule = json!({"requires": {"bench": "yes"}, "relocatable": true});
-    let plan = json!({"id": "p", "name": "p", "description": "d", "metadata": {"placement": rule}});
-    let service: Service =
-        serde_json::from_value(json!({"id": "s", "name": "s", "description": "d", "bindable": true, "plans": [plan]}))
-            .expect("a service");
-    broker.registrar().register_service(service).await.expect("registers");
-    let manifest = Manifest {
-        id: String::new(),
-        service_id: "s".into(),
-        plan_id: "p".into(),
-        manifest_type: "dummy".into(),
-        manifest_content: "x-esm-dummy: {mode: sync}\n".into(),
-        endpoints: None,
-        config: None,
-    };
-    broker.registrar().register_manifest("m", manifest).await.expect("registers");
+    let broker = common::broker_with_plan(Some(json!({"placement": rule}))).await;
     for name in ["e1", "e2"] {
         let spec: EngineSpec =
             serde_json::from_value(json!({"backend": "dummy", "labels": {"bench": "yes"}})).expect("a spec");

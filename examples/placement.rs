@@ -8,43 +8,21 @@
 //!
 //! `cargo run --release --example placement [ENGINES] [INSTANCES] [SAMPLES]`
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use esm::backend::Backends;
-use esm::backend::dummy::DummyBackend;
-use esm::broker::{Broker, BrokerSettings};
+use esm::broker::Broker;
 use esm::domain::bounded::EngineName;
-use esm::domain::catalog::Service;
 use esm::domain::engine::{EngineSpec, Source};
-use esm::domain::manifest::Manifest;
-use esm::store::memory::MemoryStore;
-use esm::store::{Collection, Store, index};
+use esm::store::{Collection, index};
 use esm::wire::ProvisionRequest;
 use serde_json::{Value, json};
 
 async fn broker(rule: Option<Value>) -> Arc<Broker> {
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let broker = Broker::new(store, Backends::new().with(Arc::new(DummyBackend::new())), BrokerSettings::default());
-    let mut plan = json!({"id": "p", "name": "p", "description": "d"});
-    if let Some(rule) = rule {
-        plan["metadata"] = json!({"placement": rule});
-    }
-    let service: Service =
-        serde_json::from_value(json!({"id": "s", "name": "s", "description": "d", "bindable": true, "plans": [plan]}))
-            .expect("a service");
-    broker.registrar().register_service(service).await.expect("registers");
-    let manifest = Manifest {
-        id: String::new(),
-        service_id: "s".into(),
-        plan_id: "p".into(),
-        manifest_type: "dummy".into(),
-        manifest_content: "x-esm-dummy: {mode: sync}\n".into(),
-        endpoints: None,
-        config: None,
-    };
-    broker.registrar().register_manifest("m", manifest).await.expect("registers");
-    broker
+    common::broker_with_plan(rule.map(|rule| json!({"placement": rule}))).await
 }
 
 fn request() -> ProvisionRequest {
